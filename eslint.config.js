@@ -1,0 +1,20 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['node_modules/**', '.herald/**', 'test-artifacts/**', 'dist/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly', setTimeout: 'readonly', clearTimeout: 'readonly', setInterval: 'readonly', clearInterval: 'readonly', setImmediate: 'readonly', URL: 'readonly' } },
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/no-explicit-any': 'error',
+      'no-restricted-syntax': ['error', { selector: 'TSEnumDeclaration', message: 'Use erasable syntax: a const object and a union type.' }],
+    },
+  },
+  {
+    files: ['src/core/**', 'src/transports/**', 'src/broker/**', 'src/protocol/**', 'src/api/**', 'src/auth/**'],
+    rules: { 'no-restricted-properties': ['error', { object: 'process', property: 'env', message: 'Only the composition root and CLI read the environment.' }] },
+  },
+);

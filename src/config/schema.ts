@@ -1,0 +1,169 @@
+/**
+ * The single configuration schema: types, defaults, validation and the
+ * generated `docs/config.md` all come from here. Every option carries its
+ * description. Durations are milliseconds, sizes bytes.
+ */
+import { Type, type Static } from '@sinclair/typebox';
+
+const Ms = (def: number, description: string, minimum = 1) =>
+  Type.Integer({ default: def, minimum, maximum: 2 ** 31 - 1, description });
+
+export const NamespaceOptions = Type.Object(
+  {
+    historySize: Type.Integer({
+      default: 300,
+      minimum: 0,
+      maximum: 100000,
+      description: 'Publications kept per channel for history and recovery; 0 turns history and positions off.',
+    }),
+    historyTtlMs: Ms(120000, 'How long a publication stays in history (the recovery window in time).'),
+    presence: Type.Boolean({ default: true, description: 'Track who is subscribed (presence and presence_stats).' }),
+    joinLeave: Type.Boolean({ default: false, description: 'Send join and leave pushes to subscribers.' }),
+    clientPublish: Type.Boolean({ default: false, description: 'Allow connected clients to publish into channels of this namespace.' }),
+    allowAnonymous: Type.Boolean({
+      default: false,
+      description: 'Allow connections without a token (user id "") to subscribe to this namespace.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+export const Namespace = Type.Composite(
+  [
+    Type.Object({
+      name: Type.String({ pattern: '^[a-z0-9_-]{1,64}$', description: 'Namespace name: the part of a channel before the first ":".' }),
+    }),
+    Type.Partial(NamespaceOptions),
+  ],
+  { additionalProperties: false },
+);
+
+export const ApiKey = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 64, description: 'Label for logs and metrics.' }),
+    sha256: Type.String({ pattern: '^[0-9a-f]{64}$', description: 'Hex SHA-256 of the key; the key itself is never stored.' }),
+    scopes: Type.Array(Type.Union([Type.Literal('publish'), Type.Literal('read'), Type.Literal('admin')]), {
+      minItems: 1,
+      uniqueItems: true,
+      description: 'publish: publish, broadcast. read: history, presence, channels, info. admin: disconnect, and everything.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    mode: Type.Union([Type.Literal('development'), Type.Literal('production')], {
+      default: 'production',
+      description: 'development generates secrets into stateDir and logs loudly that it does; production requires them in config.',
+    }),
+    stateDir: Type.String({ default: '.herald', description: 'Directory for generated development secrets.' }),
+    listen: Type.Object(
+      {
+        host: Type.String({ default: '127.0.0.1', description: 'Address of the public listener.' }),
+        port: Type.Integer({ default: 8000, minimum: 0, maximum: 65535, description: 'Port of the public listener; 0 picks a free one.' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    log: Type.Object(
+      {
+        level: Type.Union(
+          ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+          { default: 'info', description: 'pino log level.' },
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    auth: Type.Object(
+      {
+        algorithms: Type.Array(
+          Type.Union([Type.Literal('HS256'), Type.Literal('RS256'), Type.Literal('ES256')]),
+          { default: ['HS256'], minItems: 1, uniqueItems: true, description: 'JWT algorithms accepted; the token header never chooses.' },
+        ),
+        hmacSecret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 secret (prefer HERALD_AUTH_HMAC_SECRET or hmacSecretFile).' })),
+        hmacSecretFile: Type.Optional(Type.String({ description: 'File holding the HS256 secret.' })),
+        publicKey: Type.Optional(Type.String({ description: 'PEM public key (SPKI) for RS256/ES256.' })),
+        publicKeyFile: Type.Optional(Type.String({ description: 'File holding the PEM public key.' })),
+        audience: Type.Optional(Type.String({ description: 'Required `aud` claim, when set.' })),
+        issuer: Type.Optional(Type.String({ description: 'Required `iss` claim, when set.' })),
+        leewayMs: Ms(5000, 'Clock skew tolerated on `exp` and `nbf`.', 0),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    api: Type.Object(
+      {
+        keys: Type.Array(ApiKey, { default: [], description: 'Server API keys (hashed). HERALD_API_KEY adds one admin key from the environment.' }),
+        maxBodyBytes: Type.Integer({ default: 65536, minimum: 1024, maximum: 16777216, description: 'Largest API request body.' }),
+        maxBroadcastChannels: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most channels in one broadcast.' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    channels: Type.Object(
+      {
+        defaults: Type.Object(NamespaceOptions.properties, {
+          additionalProperties: false,
+          default: {},
+          description: 'Options of the default namespace (channels without ":") and defaults for every namespace.',
+        }),
+        namespaces: Type.Array(Namespace, { default: [], description: 'Named namespaces; unset options inherit channels.defaults.' }),
+        maxNameBytes: Type.Integer({ default: 255, minimum: 16, maximum: 1024, description: 'Longest channel name.' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    limits: Type.Object(
+      {
+        maxMessageBytes: Type.Integer({ default: 65536, minimum: 256, maximum: 16777216, description: 'Largest inbound client message.' }),
+        outboundQueueBytes: Type.Integer({
+          default: 1048576,
+          minimum: 1024,
+          maximum: 1073741824,
+          description: 'Bytes queued to one connection before it is disconnected as slow (code 3004).',
+        }),
+        maxChannelsPerConnection: Type.Integer({ default: 128, minimum: 1, maximum: 100000, description: 'Subscriptions per connection.' }),
+        staleMs: Ms(10000, 'Close a connection that has not connected (authenticated) by then (code 3502).'),
+        inboundRatePerSecond: Type.Integer({ default: 50, minimum: 1, description: 'Token-bucket refill rate for inbound commands.' }),
+        inboundBurst: Type.Integer({ default: 100, minimum: 1, description: 'Token-bucket size for inbound commands.' }),
+        inboundHardPerSecond: Type.Integer({
+          default: 500,
+          minimum: 1,
+          description: 'Commands in one second above which the connection is cut (code 3009).',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    ping: Type.Object(
+      {
+        intervalMs: Ms(25000, 'Server ping interval.'),
+        maxMissed: Type.Integer({ default: 2, minimum: 1, maximum: 10, description: 'Intervals without client activity before termination (code 3008).' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    longPoll: Type.Object(
+      {
+        pollTimeoutMs: Ms(25000, 'How long a poll waits for messages before answering empty.'),
+        sessionTimeoutMs: Ms(40000, 'A long-poll session with no poll in flight for this long is closed.'),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    http: Type.Object(
+      {
+        headersTimeoutMs: Ms(10000, 'Time allowed to receive request headers (slowloris guard).'),
+        requestTimeoutMs: Ms(30000, 'Time allowed for a whole non-streaming request.'),
+        keepAliveTimeoutMs: Ms(5000, 'Idle keep-alive timeout.'),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    shutdown: Type.Object(
+      {
+        drainTimeoutMs: Ms(30000, 'Longest graceful drain on SIGTERM before exiting anyway.'),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export type Config = Static<typeof ConfigSchema>;
+export type NamespaceConfig = Static<typeof NamespaceOptions>;
+export type ApiKeyConfig = Static<typeof ApiKey>;
+export type ApiScope = ApiKeyConfig['scopes'][number];

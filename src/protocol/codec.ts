@@ -1,0 +1,46 @@
+/**
+ * Encoding of server frames. Publications are encoded by string assembly
+ * around the publication's data, which is kept as JSON text from the moment
+ * it is accepted: a publication is serialized once, never per subscriber.
+ */
+import type { ClientInfo, Push, Reply, ReplyError } from './frames.ts';
+
+export function encodeReply(id: number, result: unknown): string {
+  return '{"id":' + id + ',"result":' + JSON.stringify(result ?? {}) + '}';
+}
+
+export function encodeReplyError(id: number, error: ReplyError): string {
+  return '{"id":' + id + ',"error":' + JSON.stringify(error) + '}';
+}
+
+export function encodePush(push: Push): string {
+  return JSON.stringify(push);
+}
+
+/** `dataJson` must be valid JSON text (it is embedded as is). */
+export function encodePublicationPush(
+  channel: string,
+  offset: number,
+  dataJson: string,
+  info: ClientInfo | undefined,
+): string {
+  return (
+    '{"push":"publication","channel":' +
+    JSON.stringify(channel) +
+    ',"offset":' +
+    offset +
+    ',"data":' +
+    dataJson +
+    (info === undefined ? '' : ',"info":' + JSON.stringify(info)) +
+    '}'
+  );
+}
+
+/** `dataJson` must be valid JSON text (it is embedded as is). */
+export function encodePublication(offset: number, dataJson: string, info: ClientInfo | undefined): string {
+  return (
+    '{"offset":' + offset + ',"data":' + dataJson + (info === undefined ? '' : ',"info":' + JSON.stringify(info)) + '}'
+  );
+}
+
+export type { Reply };

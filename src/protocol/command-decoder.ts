@@ -1,0 +1,146 @@
+/**
+ * Decodes client commands from untrusted text. Never throws: every input maps
+ * to a command or to a decode error naming the reply or disconnect to send.
+ *
+ * Rules (docs/protocol.md, "Commands"):
+ * - at most `maxBytes` bytes of UTF-8 (checked before parsing);
+ * - valid JSON, without `__proto__` or `constructor.prototype` keys anywhere;
+ * - an object `{id, method, params}` matching the method's schema, with no
+ *   unknown keys outside `data`.
+ */
+import secureJson from 'secure-json-parse';
+import { Type, type TSchema } from '@sinclair/typebox';
+import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
+import type { Command, CommandMethod } from './frames.ts';
+
+const Id = Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 });
+const Channel = Type.String({ minLength: 1, maxLength: 1024 });
+const Epoch = Type.String({ minLength: 1, maxLength: 32 });
+const Offset = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
+const Empty = Type.Object({}, { additionalProperties: false });
+
+const paramSchemas = {
+  connect: Type.Object(
+    {
+      token: Type.Optional(Type.String({ maxLength: 16384 })),
+      name: Type.Optional(Type.String({ maxLength: 64 })),
+    },
+    { additionalProperties: false },
+  ),
+  subscribe: Type.Object(
+    {
+      channel: Channel,
+      recover: Type.Optional(Type.Boolean()),
+      epoch: Type.Optional(Epoch),
+      offset: Type.Optional(Offset),
+    },
+    { additionalProperties: false },
+  ),
+  unsubscribe: Type.Object({ channel: Channel }, { additionalProperties: false }),
+  publish: Type.Object({ channel: Channel, data: Type.Unknown() }, { additionalProperties: false }),
+  history: Type.Object(
+    {
+      channel: Channel,
+      limit: Type.Optional(Type.Integer({ minimum: 0, maximum: 10000 })),
+      since: Type.Optional(Type.Object({ epoch: Epoch, offset: Offset }, { additionalProperties: false })),
+      reverse: Type.Optional(Type.Boolean()),
+    },
+    { additionalProperties: false },
+  ),
+  presence: Type.Object({ channel: Channel }, { additionalProperties: false }),
+  presence_stats: Type.Object({ channel: Channel }, { additionalProperties: false }),
+  ping: Empty,
+  pong: Empty,
+} satisfies Record<CommandMethod, TSchema>;
+
+const paramsOptional: ReadonlySet<string> = new Set(['connect', 'ping', 'pong']);
+
+const Envelope = Type.Object(
+  {
+    id: Type.Optional(Id),
+    method: Type.String({ maxLength: 32 }),
+    params: Type.Optional(Type.Object({})),
+  },
+  { additionalProperties: false },
+);
+
+const envelopeCheck = TypeCompiler.Compile(Envelope);
+const paramChecks = {} as Record<CommandMethod, TypeCheck<TSchema>>;
+for (const method of Object.keys(paramSchemas) as CommandMethod[]) {
+  paramChecks[method] = TypeCompiler.Compile<TSchema>(paramSchemas[method]);
+}
+
+export type DecodeFailure =
+  /** Larger than the message limit. */
+  | { readonly ok: false; readonly error: 'too_large' }
+  /** Not JSON, or JSON that is not an object with a method: protocol violation. */
+  | { readonly ok: false; readonly error: 'malformed' }
+  /** Well-formed envelope with an unknown method: answerable with a reply error. */
+  | { readonly ok: false; readonly error: 'method_not_found'; readonly id: number }
+  /** Well-formed envelope whose params break the schema. */
+  | { readonly ok: false; readonly error: 'bad_params'; readonly id: number };
+
+export type DecodeResult = { readonly ok: true; readonly command: Command } | DecodeFailure;
+
+const tooLarge: DecodeFailure = { ok: false, error: 'too_large' };
+const malformed: DecodeFailure = { ok: false, error: 'malformed' };
+
+/** Parses JSON text, refusing prototype-poisoning keys. Returns `undefined` on any failure. */
+export function parseJsonSafely(text: string): unknown {
+  try {
+    return secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
+  } catch {
+    return undefined;
+  }
+}
+
+/** UTF-8 byte length of a string, without Node APIs. */
+export function utf8Length(text: string): number {
+  let bytes = 0;
+  for (let i = 0; i < text.length; i++) {
+    const unit = text.charCodeAt(i);
+    if (unit < 0x80) bytes += 1;
+    else if (unit < 0x800) bytes += 2;
+    else if (unit >= 0xd800 && unit <= 0xdbff && i + 1 < text.length) {
+      const next = text.charCodeAt(i + 1);
+      if (next >= 0xdc00 && next <= 0xdfff) {
+        bytes += 4;
+        i++;
+      } else bytes += 3;
+    } else bytes += 3;
+  }
+  return bytes;
+}
+
+/** Validates an already-parsed value as a command. */
+export function validateCommand(value: unknown): DecodeResult {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return malformed;
+  if (!envelopeCheck.Check(value)) {
+    const id = (value as { id?: unknown }).id;
+    if (typeof id === 'number' && Number.isInteger(id) && id > 0 && id < 2 ** 31) {
+      return { ok: false, error: 'bad_params', id };
+    }
+    return malformed;
+  }
+  const envelope = value as { id?: number; method: string; params?: object };
+  const method = envelope.method;
+  if (!Object.hasOwn(paramChecks, method)) {
+    if (envelope.id === undefined) return malformed;
+    return { ok: false, error: 'method_not_found', id: envelope.id };
+  }
+  const params = envelope.params;
+  if (params === undefined ? !paramsOptional.has(method) : !paramChecks[method as CommandMethod].Check(params)) {
+    if (envelope.id === undefined) return malformed;
+    return { ok: false, error: 'bad_params', id: envelope.id };
+  }
+  if (envelope.id === undefined && method !== 'pong') return malformed;
+  return { ok: true, command: envelope as Command };
+}
+
+/** Decodes one command from text (a WebSocket message). */
+export function decodeCommand(text: string, maxBytes: number): DecodeResult {
+  if (text.length > maxBytes || utf8Length(text) > maxBytes) return tooLarge;
+  const value = parseJsonSafely(text);
+  if (value === undefined) return malformed;
+  return validateCommand(value);
+}

@@ -1,0 +1,130 @@
+/**
+ * Frames of the Herald protocol (docs/protocol.md is the prose version).
+ *
+ * A client sends commands; the server answers each command that has an `id`
+ * with exactly one reply carrying the same `id`, and sends pushes (no `id`)
+ * whenever something happens. The same JSON frames travel over WebSocket
+ * (one frame per message), SSE (one frame per event `data:` line) and long
+ * polling (frames in a JSON array).
+ */
+import type { StreamPosition } from './positions.ts';
+
+export const PROTOCOL_VERSION = 1;
+
+export interface ConnectParams {
+  /** JWT connection token; absent for anonymous connections. */
+  readonly token?: string;
+  /** Free-form client name for logs and presence (≤ 64 chars). */
+  readonly name?: string;
+}
+
+export interface SubscribeParams {
+  readonly channel: string;
+  /** Ask for the publications missed since `epoch`/`offset`. */
+  readonly recover?: boolean;
+  readonly epoch?: string;
+  readonly offset?: number;
+}
+
+export interface ChannelParams {
+  readonly channel: string;
+}
+
+export interface PublishParams {
+  readonly channel: string;
+  readonly data: unknown;
+}
+
+export interface HistoryParams {
+  readonly channel: string;
+  /** Maximum publications to return; 0 returns only the stream position. */
+  readonly limit?: number;
+  /** Return publications after this position (must match the epoch). */
+  readonly since?: StreamPosition;
+  readonly reverse?: boolean;
+}
+
+export type Command =
+  | { readonly id: number; readonly method: 'connect'; readonly params?: ConnectParams }
+  | { readonly id: number; readonly method: 'subscribe'; readonly params: SubscribeParams }
+  | { readonly id: number; readonly method: 'unsubscribe'; readonly params: ChannelParams }
+  | { readonly id: number; readonly method: 'publish'; readonly params: PublishParams }
+  | { readonly id: number; readonly method: 'history'; readonly params: HistoryParams }
+  | { readonly id: number; readonly method: 'presence'; readonly params: ChannelParams }
+  | { readonly id: number; readonly method: 'presence_stats'; readonly params: ChannelParams }
+  | { readonly id: number; readonly method: 'ping'; readonly params?: Record<string, never> }
+  | { readonly id?: number; readonly method: 'pong'; readonly params?: Record<string, never> };
+
+export type CommandMethod = Command['method'];
+
+export interface ConnectResult {
+  readonly client: string;
+  readonly version: string;
+  /** Server ping interval in seconds; expect some frame at least this often. */
+  readonly ping: number;
+  /** Seconds until the connection token expires, when it has `exp`. */
+  readonly ttl?: number;
+}
+
+export interface SubscribeResult {
+  /** True when the channel keeps history, so positions mean something. */
+  readonly recoverable: boolean;
+  readonly epoch: string;
+  /** Offset of the newest publication in the stream at subscribe time. */
+  readonly offset: number;
+  /** The client asked to recover (`recover: true`). */
+  readonly was_recovering: boolean;
+  /**
+   * Every missed publication follows as a `publication` push, before any
+   * live one. False: history no longer covers the gap; reload state.
+   */
+  readonly recovered: boolean;
+}
+
+export interface ClientInfo {
+  readonly client: string;
+  readonly user: string;
+  readonly conn_info?: unknown;
+}
+
+export interface Publication {
+  readonly offset: number;
+  readonly data: unknown;
+  readonly info?: ClientInfo;
+}
+
+export interface HistoryResult {
+  readonly epoch: string;
+  readonly offset: number;
+  readonly publications: readonly Publication[];
+}
+
+export interface PresenceResult {
+  readonly clients: Readonly<Record<string, ClientInfo>>;
+}
+
+export interface PresenceStatsResult {
+  readonly num_clients: number;
+  readonly num_users: number;
+}
+
+export interface ReplyError {
+  readonly code: number;
+  readonly message: string;
+}
+
+export type Reply =
+  | { readonly id: number; readonly result: unknown }
+  | { readonly id: number; readonly error: ReplyError };
+
+export type Push =
+  | { readonly push: 'connected'; readonly client: string; readonly version: string; readonly ping: number; readonly session?: string; readonly ttl?: number }
+  | ({ readonly push: 'subscribed'; readonly channel: string } & SubscribeResult)
+  | { readonly push: 'publication'; readonly channel: string; readonly offset: number; readonly data: unknown; readonly info?: ClientInfo }
+  | { readonly push: 'join'; readonly channel: string; readonly info: ClientInfo }
+  | { readonly push: 'leave'; readonly channel: string; readonly info: ClientInfo }
+  | { readonly push: 'unsubscribed'; readonly channel: string; readonly code: number; readonly reason: string }
+  | { readonly push: 'ping' }
+  | { readonly push: 'disconnect'; readonly code: number; readonly reason: string; readonly reconnect: boolean };
+
+export type ServerFrame = Reply | Push;
