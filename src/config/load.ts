@@ -58,6 +58,8 @@ export function loadConfig(sources: ConfigSources): Config {
 
 /** Applies env and flag overrides to a raw object, then validates it. */
 export function buildConfig(raw: Record<string, unknown>, sources: Omit<ConfigSources, 'file'>): Config {
+  const poisoned = findPoisonedKey(raw, '');
+  if (poisoned !== undefined) throw new ConfigError([`${poisoned}: __proto__ and constructor keys are not allowed`]);
   const value = structuredClone(raw) as Record<string, Record<string, unknown>>;
   const section = (name: string): Record<string, unknown> => {
     const existing = value[name];
@@ -70,8 +72,9 @@ export function buildConfig(raw: Record<string, unknown>, sources: Omit<ConfigSo
   const env = sources.env;
   if (env['HERALD_HOST']) section('listen')['host'] = env['HERALD_HOST'];
   if (env['HERALD_PORT']) {
-    const port = Number(env['HERALD_PORT']);
-    if (!Number.isInteger(port)) problems.push('HERALD_PORT must be an integer');
+    const text = env['HERALD_PORT'];
+    const port = /^[0-9]{1,5}$/.test(text) ? Number(text) : NaN;
+    if (!Number.isInteger(port)) problems.push('HERALD_PORT must be a decimal port number');
     section('listen')['port'] = port;
   }
   if (env['HERALD_LOG_LEVEL']) section('log')['level'] = env['HERALD_LOG_LEVEL'];
@@ -91,6 +94,16 @@ export function buildConfig(raw: Record<string, unknown>, sources: Omit<ConfigSo
   problems.push(...crossFieldProblems(config));
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);
+}
+
+function findPoisonedKey(value: unknown, path: string): string | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  for (const key of Object.keys(value)) {
+    if (key === '__proto__' || key === 'constructor' || key === 'prototype') return `${path}/${key}`;
+    const found = findPoisonedKey((value as Record<string, unknown>)[key], `${path}/${key}`);
+    if (found !== undefined) return found;
+  }
+  return undefined;
 }
 
 function describeValue(value: unknown): string {

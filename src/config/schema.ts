@@ -3,7 +3,7 @@
  * generated `docs/config.md` all come from here. Every option carries its
  * description. Durations are milliseconds, sizes bytes.
  */
-import { Type, type Static } from '@sinclair/typebox';
+import { Type, type Static, type TSchema } from '@sinclair/typebox';
 
 const Ms = (def: number, description: string, minimum = 1) =>
   Type.Integer({ default: def, minimum, maximum: 2 ** 31 - 1, description });
@@ -28,13 +28,19 @@ export const NamespaceOptions = Type.Object(
   { additionalProperties: false },
 );
 
-export const Namespace = Type.Composite(
-  [
-    Type.Object({
-      name: Type.String({ pattern: '^[a-z0-9_-]{1,64}$', description: 'Namespace name: the part of a channel before the first ":".' }),
-    }),
-    Type.Partial(NamespaceOptions),
-  ],
+/** Namespace entries carry no defaults of their own: unset options inherit `channels.defaults`. */
+const namespaceOverrides = Object.fromEntries(
+  Object.entries(NamespaceOptions.properties).map(([key, schema]) => {
+    const { default: _default, ...rest } = schema as TSchema & { default?: unknown };
+    return [key, Type.Optional(Type.Unsafe<unknown>(rest))];
+  }),
+);
+
+export const Namespace = Type.Object(
+  {
+    name: Type.String({ pattern: '^[a-z0-9_-]{1,64}$', description: 'Namespace name: the part of a channel before the first ":".' }),
+    ...namespaceOverrides,
+  },
   { additionalProperties: false },
 );
 
@@ -87,6 +93,7 @@ export const ConfigSchema = Type.Object(
         audience: Type.Optional(Type.String({ description: 'Required `aud` claim, when set.' })),
         issuer: Type.Optional(Type.String({ description: 'Required `iss` claim, when set.' })),
         leewayMs: Ms(5000, 'Clock skew tolerated on `exp` and `nbf`.', 0),
+        expiryGraceMs: Ms(25000, 'A live connection whose token expired is closed this long after `exp` (code 3003).', 0),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -165,5 +172,6 @@ export const ConfigSchema = Type.Object(
 
 export type Config = Static<typeof ConfigSchema>;
 export type NamespaceConfig = Static<typeof NamespaceOptions>;
+export type NamespaceEntry = { readonly name: string } & Partial<NamespaceConfig>;
 export type ApiKeyConfig = Static<typeof ApiKey>;
 export type ApiScope = ApiKeyConfig['scopes'][number];

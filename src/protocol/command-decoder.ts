@@ -58,7 +58,7 @@ const paramsOptional: ReadonlySet<string> = new Set(['connect', 'ping', 'pong'])
 const Envelope = Type.Object(
   {
     id: Type.Optional(Id),
-    method: Type.String({ maxLength: 32 }),
+    method: Type.String({ maxLength: 1024 }),
     params: Type.Optional(Type.Object({})),
   },
   { additionalProperties: false },

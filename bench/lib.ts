@@ -1,0 +1,153 @@
+/**
+ * Shared pieces of the fan-out benchmark: the payload format, the latency
+ * histogram and the messages between the orchestrator (`fanout.ts`) and its
+ * load-generator processes (`fanout-client.ts`).
+ */
+
+export const TRANSPORTS = ['raw-ws', 'websocket', 'sse', 'long-poll'] as const;
+export type Transport = (typeof TRANSPORTS)[number];
+
+export const CHANNEL = 'bench:fanout';
+
+/** Payload size in bytes: the serialized `data` of every publication. */
+export const PAYLOAD_BYTES = 100;
+
+/**
+ * Microseconds on CLOCK_MONOTONIC. `process.hrtime` reads the same clock in
+ * every process of the machine, so a timestamp taken by the publisher can be
+ * subtracted from one taken by a client process.
+ */
+export function nowUs(): number {
+  return Number(process.hrtime.bigint() / 1000n);
+}
+
+export interface Payload {
+  /** sequence number, 0-based; warm-up messages come first */
+  s: number;
+  /** send time, `nowUs()` of the publisher just before the HTTP request */
+  t: number;
+  /** padding */
+  p: string;
+}
+
+/** The JSON text of a payload, padded to exactly PAYLOAD_BYTES bytes. */
+export function makePayload(seq: number, t: number): string {
+  const bare = JSON.stringify({ s: seq, t, p: '' });
+  const pad = PAYLOAD_BYTES - bare.length;
+  if (pad < 0) throw new Error('payload header too long');
+  return JSON.stringify({ s: seq, t, p: 'x'.repeat(pad) });
+}
+
+export function isPayload(value: unknown): value is Payload {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as Record<string, unknown>;
+  return typeof v.s === 'number' && typeof v.t === 'number';
+}
+
+/**
+ * Log-bucketed latency histogram: bucket i holds values in
+ * [GROWTH^i, GROWTH^(i+1)) microseconds, so percentiles are exact to 1 %.
+ * Mergeable across processes (plain number arrays over IPC).
+ */
+const GROWTH = 1.01;
+const LOG_GROWTH = Math.log(GROWTH);
+export const HISTOGRAM_BUCKETS = Math.ceil(Math.log(1e9) / LOG_GROWTH) + 1; // up to 1000 s
+
+export function newHistogram(): number[] {
+  return new Array<number>(HISTOGRAM_BUCKETS).fill(0);
+}
+
+export function record(histogram: number[], micros: number): void {
+  const v = micros < 1 ? 1 : micros;
+  let i = Math.floor(Math.log(v) / LOG_GROWTH);
+  if (i >= HISTOGRAM_BUCKETS) i = HISTOGRAM_BUCKETS - 1;
+  histogram[i] = (histogram[i] ?? 0) + 1;
+}
+
+export function merge(into: number[], from: readonly number[]): void {
+  for (let i = 0; i < from.length; i++) into[i] = (into[i] ?? 0) + (from[i] ?? 0);
+}
+
+/** The q-quantile (0 < q ≤ 1) in microseconds, or NaN for an empty histogram. */
+export function quantile(histogram: readonly number[], q: number): number {
+  let total = 0;
+  for (const c of histogram) total += c;
+  if (total === 0) return Number.NaN;
+  const rank = Math.ceil(q * total);
+  let seen = 0;
+  for (let i = 0; i < histogram.length; i++) {
+    seen += histogram[i] ?? 0;
+    if (seen >= rank) return Math.sqrt(GROWTH ** i * GROWTH ** (i + 1)); // geometric middle of the bucket
+  }
+  return Number.NaN;
+}
+
+// ---- orchestrator <-> client process messages ----
+
+export interface StartMessage {
+  type: 'start';
+  transport: Transport;
+  /** `127.0.0.1:PORT` */
+  hostPort: string;
+  /** subscribers this process opens */
+  count: number;
+  /** connection attempts in flight at once */
+  concurrency: number;
+  /** warm-up messages (seq 0 … warmup-1, not in the latency histogram) */
+  warmup: number;
+  /** measured messages (seq warmup … warmup+messages-1) */
+  messages: number;
+  connectTimeoutMs: number;
+}
+
+export interface StatusRequest {
+  type: 'status';
+}
+export interface ReportRequest {
+  type: 'report';
+}
+export interface StopRequest {
+  type: 'stop';
+}
+export type ToClient = StartMessage | StatusRequest | ReportRequest | StopRequest;
+
+export interface ConnectedMessage {
+  type: 'connected';
+  ready: number;
+  failed: number;
+  /** first few failure reasons, for the report */
+  failures: string[];
+  ms: number;
+}
+export interface StatusMessage {
+  type: 'status';
+  /** distinct measured publications received over all subscribers */
+  measured: number;
+  /** distinct warm-up publications received */
+  warmup: number;
+  closed: number;
+  /** CPU of this load-generator process so far (µs, user+system) */
+  cpuUs: number;
+}
+export interface ReportMessage {
+  type: 'report';
+  measured: number;
+  warmup: number;
+  duplicates: number;
+  outOfOrder: number;
+  /** subscribers that received every measured publication */
+  complete: number;
+  /** connections that ended unexpectedly after they were ready */
+  closed: number;
+  closeReasons: Record<string, number>;
+  /** other frames (pings, unexpected pushes) by kind */
+  otherFrames: Record<string, number>;
+  /** `nowUs()` of the last measured delivery, 0 if none */
+  lastDeliveryUs: number;
+  histogram: number[];
+  /** CPU of this load-generator process so far (µs, user+system) */
+  cpuUs: number;
+  /** long polling: poll requests sent after the session opened */
+  polls: number;
+}
+export type FromClient = ConnectedMessage | StatusMessage | ReportMessage;

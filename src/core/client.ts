@@ -1,0 +1,429 @@
+/**
+ * One connection's state machine: new → connected → closed. It runs the
+ * client's commands, keeps its subscriptions with their positions, and
+ * writes to its transport. Transport-agnostic: WebSocket, SSE and long
+ * polling all drive a Client the same way.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  disconnects,
+  encodePositions,
+  encodePush,
+  encodeReply,
+  encodeReplyError,
+  replyErrors,
+  shouldReconnect,
+  type ClientInfo,
+  type Command,
+  type ConnectResult,
+  type DisconnectName,
+  type ReplyErrorName,
+  type StreamPosition,
+  type SubscribeResult,
+} from '../protocol/index.ts';
+import type { StoredPublication } from '../broker/broker.ts';
+import { TokenError } from '../auth/jwt.ts';
+import { diagnostics } from '../observability/diagnostics.ts';
+import { EncodedFrame } from './encoded-frame.ts';
+import type { Transport } from './transport.ts';
+import type { ResolvedChannel } from './channel-rules.ts';
+import type { Node } from './node.ts';
+
+/** Where the reply to one command goes (the socket, or an HTTP response). */
+export type ReplySink = (frame: string) => void;
+
+export interface Subscription {
+  readonly client: Client;
+  readonly channel: string;
+  readonly resolved: ResolvedChannel;
+  readonly recoverable: boolean;
+  epoch: string;
+  /** Offset of the last publication written to the client. */
+  offset: number;
+  /** While subscribing: live publications held back until history is sent. */
+  pending: { offset: number; frame: EncodedFrame }[] | null;
+  pendingBytes: number;
+}
+
+export interface SubscribeRequest {
+  readonly channel: string;
+  readonly recover?: boolean | undefined;
+  readonly epoch?: string | undefined;
+  readonly offset?: number | undefined;
+}
+
+export interface SubscribeOutcome {
+  readonly result: SubscribeResult;
+  /** Writes what follows the reply: recovered, then held publications. */
+  readonly flush: () => void;
+}
+
+export class CommandError extends Error {
+  readonly reply: ReplyErrorName;
+  constructor(reply: ReplyErrorName) {
+    super(reply);
+    this.reply = reply;
+  }
+}
+
+export class DisconnectError extends Error {
+  readonly disconnect: DisconnectName;
+  constructor(disconnect: DisconnectName) {
+    super(disconnect);
+    this.disconnect = disconnect;
+  }
+}
+
+const noop = () => {};
+const pingFrame = new EncodedFrame(encodePush({ push: 'ping' }));
+
+export class Client {
+  readonly id = randomUUID();
+  readonly transport: Transport;
+  readonly node: Node;
+  user = '';
+  connInfo: unknown = undefined;
+  name = '';
+  state: 'new' | 'connected' | 'closed' = 'new';
+  readonly subscriptions = new Map<string, Subscription>();
+  /** Last inbound activity (command, pong, poll), epoch ms. */
+  lastActivity: number;
+  #info: ClientInfo | undefined;
+  #connecting: Promise<void> | undefined;
+  #staleTimer: NodeJS.Timeout | undefined;
+  #expiryTimer: NodeJS.Timeout | undefined;
+  #tokens: number;
+  #tokensAt: number;
+  #windowStart: number;
+  #windowCount = 0;
+  /** Resolves when the client has closed. */
+  readonly closed: Promise<void>;
+  #resolveClosed!: () => void;
+
+  constructor(node: Node, transport: Transport) {
+    this.node = node;
+    this.transport = transport;
+    const now = node.now();
+    this.lastActivity = now;
+    this.#tokens = node.config.limits.inboundBurst;
+    this.#tokensAt = now;
+    this.#windowStart = now;
+    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
+    this.#staleTimer = setTimeout(() => {
+      if (this.state === 'new') this.disconnect('stale');
+    }, node.config.limits.staleMs);
+    this.#staleTimer.unref();
+    diagnostics.connectionOpened.publish({ transport: transport.kind });
+  }
+
+  get isClosed(): boolean {
+    return this.state === 'closed';
+  }
+
+  get info(): ClientInfo {
+    this.#info ??=
+      this.connInfo === undefined
+        ? { client: this.id, user: this.user }
+        : { client: this.id, user: this.user, conn_info: this.connInfo };
+    return this.#info;
+  }
+
+  /** Counts one inbound message against the rate limits. False: reply too_many_requests. */
+  admitInbound(): boolean {
+    const limits = this.node.config.limits;
+    const now = this.node.now();
+    this.lastActivity = now;
+    if (now - this.#windowStart >= 1000) {
+      this.#windowStart = now;
+      this.#windowCount = 0;
+    }
+    if (++this.#windowCount > limits.inboundHardPerSecond) {
+      this.disconnect('too_many_requests');
+      return false;
+    }
+    this.#tokens = Math.min(limits.inboundBurst, this.#tokens + ((now - this.#tokensAt) * limits.inboundRatePerSecond) / 1000);
+    this.#tokensAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  /** Runs one decoded command; exactly one reply goes to `reply` when it has an id. */
+  async handleCommand(command: Command, reply: ReplySink): Promise<void> {
+    if (command.method === 'pong') return;
+    const id = command.id;
+    // Commands pipelined behind `connect` wait for it, in arrival order.
+    if (this.#connecting !== undefined && command.method !== 'connect') await this.#connecting;
+    try {
+      if (this.isClosed) return;
+      if (command.method !== 'connect' && this.state !== 'connected') throw new CommandError('not_connected');
+      if (command.method === 'subscribe') {
+        const outcome = await this.subscribe(command.params);
+        if (!this.isClosed) reply(encodeReply(id, outcome.result));
+        outcome.flush();
+        return;
+      }
+      const running = this.#run(command);
+      if (command.method === 'connect') this.#connecting = running.then(noop, noop);
+      const result = await running;
+      if (!this.isClosed) reply(encodeReply(id, result));
+    } catch (error) {
+      if (error instanceof DisconnectError) {
+        this.disconnect(error.disconnect);
+        return;
+      }
+      const name: ReplyErrorName = error instanceof CommandError ? error.reply : 'internal';
+      if (name === 'internal') this.node.logger.error({ err: error, method: command.method }, 'command failed');
+      diagnostics.commandError.publish({ method: command.method, code: replyErrors[name].code });
+      if (!this.isClosed) reply(encodeReplyError(id, replyErrors[name]));
+    }
+  }
+
+  /** Answers a command that failed to decode but had an id. */
+  replyError(id: number, name: ReplyErrorName, reply: ReplySink): void {
+    diagnostics.commandError.publish({ method: 'unknown', code: replyErrors[name].code });
+    reply(encodeReplyError(id, replyErrors[name]));
+  }
+
+  async #run(command: Command): Promise<unknown> {
+    switch (command.method) {
+      case 'connect':
+        return this.connect(command.params?.token, command.params?.name);
+      case 'unsubscribe':
+        await this.unsubscribe(command.params.channel);
+        return {};
+      case 'publish':
+        return this.node.clientPublish(this, command.params.channel, command.params.data);
+      case 'history':
+        return this.node.clientHistory(this, command.params);
+      case 'presence':
+        return this.node.clientPresence(this, command.params.channel);
+      case 'presence_stats':
+        return this.node.clientPresenceStats(this, command.params.channel);
+      case 'ping':
+        return {};
+      default:
+        throw new CommandError('method_not_found');
+    }
+  }
+
+  /** Authenticates the connection. Throws DisconnectError for bad tokens. */
+  async connect(token: string | undefined, name?: string): Promise<ConnectResult> {
+    if (this.state !== 'new') throw new CommandError('already_connected');
+    let expiresAt: number | undefined;
+    if (token === undefined || token === '') {
+      if (!this.node.rules.anonymousAllowed) throw new DisconnectError('permission_denied');
+    } else {
+      try {
+        const identity = await this.node.tokens.verifyConnectionToken(token);
+        this.user = identity.user;
+        this.connInfo = identity.info;
+        expiresAt = identity.expiresAt;
+      } catch (error) {
+        if (error instanceof TokenError) throw new DisconnectError(error.kind === 'expired' ? 'token_expired' : 'invalid_token');
+        throw error;
+      }
+    }
+    if (this.state !== 'new') throw new DisconnectError('internal');
+    this.name = name ?? '';
+    this.state = 'connected';
+    clearTimeout(this.#staleTimer);
+    this.node.hub.addClient(this);
+    const result: { client: string; version: string; ping: number; ttl?: number } = {
+      client: this.id,
+      version: this.node.version,
+      ping: Math.round(this.node.config.ping.intervalMs / 1000),
+    };
+    if (expiresAt !== undefined) {
+      const ttl = expiresAt - this.node.now();
+      result.ttl = Math.max(0, Math.floor(ttl / 1000));
+      this.#expiryTimer = setTimeout(() => this.disconnect('token_expired'), Math.max(0, ttl) + this.node.tokenExpiryGraceMs);
+      this.#expiryTimer.unref();
+    }
+    return result;
+  }
+
+  /**
+   * Subscribes with optional recovery. Live publications arriving meanwhile
+   * are held in `pending`. The caller writes the reply, then calls `flush`,
+   * which writes (SSE/long polling: a `subscribed` push first) the recovered
+   * publications and then the held ones, merged by offset.
+   */
+  async subscribe(request: SubscribeRequest): Promise<SubscribeOutcome> {
+    const resolved = this.node.rules.resolve(request.channel);
+    if (typeof resolved === 'string') throw new CommandError(resolved);
+    this.node.authorizeSubscribe(this, resolved);
+    const channel = resolved.channel;
+    if (this.subscriptions.has(channel)) throw new CommandError('already_subscribed');
+    if (this.subscriptions.size >= this.node.config.limits.maxChannelsPerConnection) throw new CommandError('limit_exceeded');
+    const recoverable = resolved.options.historySize > 0;
+    const sub: Subscription = {
+      client: this,
+      channel,
+      resolved,
+      recoverable,
+      epoch: '',
+      offset: 0,
+      pending: [],
+      pendingBytes: 0,
+    };
+    this.subscriptions.set(channel, sub);
+    const wasRecovering = request.recover === true;
+    let since: StreamPosition | undefined;
+    if (wasRecovering && request.epoch !== undefined && request.offset !== undefined) {
+      since = { epoch: request.epoch, offset: request.offset };
+    }
+    let page;
+    try {
+      await this.node.hub.addSubscription(sub);
+      page = await this.node.readStream(resolved, since);
+    } catch (error) {
+      if (this.subscriptions.get(channel) === sub) this.subscriptions.delete(channel);
+      await this.node.hub.removeSubscription(sub);
+      throw error;
+    }
+    if (this.isClosed || this.subscriptions.get(channel) !== sub) throw new CommandError('not_subscribed');
+    let recovered = false;
+    let missed: readonly StoredPublication[] = [];
+    if (recoverable && since !== undefined) {
+      const top = page.position;
+      if (since.epoch === top.epoch && since.offset <= top.offset) {
+        const need = top.offset - since.offset;
+        const list = page.publications;
+        if (list.length === need && (need === 0 || list[0]!.offset === since.offset + 1)) {
+          recovered = true;
+          missed = list;
+        }
+      }
+    }
+    sub.epoch = page.position.epoch;
+    sub.offset = recovered ? since!.offset : page.position.offset;
+    const result: SubscribeResult = {
+      recoverable,
+      epoch: page.position.epoch,
+      offset: page.position.offset,
+      was_recovering: wasRecovering,
+      recovered,
+    };
+    await this.node.joinPresence(this, resolved);
+    diagnostics.subscribed.publish({ transport: this.transport.kind });
+    return { result, flush: () => this.#flushSubscription(sub, result, missed) };
+  }
+
+  #flushSubscription(sub: Subscription, result: SubscribeResult, missed: readonly StoredPublication[]): void {
+    if (this.isClosed || this.subscriptions.get(sub.channel) !== sub || sub.pending === null) return;
+    const pending = sub.pending ?? [];
+    sub.pending = null;
+    sub.pendingBytes = 0;
+    if (this.transport.tracksPositions) {
+      this.#write(new EncodedFrame(encodePush({ push: 'subscribed', channel: sub.channel, ...result })), true);
+    }
+    for (const pub of missed) {
+      if (pub.offset <= sub.offset) continue;
+      const frame = this.node.hub.encodePublication(sub.channel, pub);
+      this.deliverPublication(sub, pub.offset, frame);
+    }
+    for (const held of pending) this.deliverPublication(sub, held.offset, held.frame);
+  }
+
+  /** Writes one publication to this client, keeping the no-gap, no-duplicate invariant. */
+  deliverPublication(sub: Subscription, offset: number, frame: EncodedFrame): boolean {
+    if (this.isClosed) return false;
+    if (sub.pending !== null) {
+      sub.pending.push({ offset, frame });
+      sub.pendingBytes += frame.text.length;
+      if (sub.pendingBytes > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
+      return true;
+    }
+    if (sub.recoverable) {
+      if (offset <= sub.offset) return false;
+      if (offset !== sub.offset + 1) {
+        this.insufficientState(sub);
+        return false;
+      }
+      sub.offset = offset;
+      this.#write(frame, true);
+      return true;
+    }
+    this.#write(frame, false);
+    return true;
+  }
+
+  /** A gap was seen: make the client resubscribe with recovery. */
+  insufficientState(sub: Subscription): void {
+    if (this.transport.tracksPositions) {
+      const entry = disconnects.insufficient_state;
+      void this.unsubscribe(sub.channel).then(() =>
+        this.#write(new EncodedFrame(encodePush({ push: 'unsubscribed', channel: sub.channel, code: entry.code, reason: entry.reason })), true),
+      );
+    } else {
+      this.disconnect('insufficient_state');
+    }
+  }
+
+  writePush(frame: EncodedFrame): void {
+    if (!this.isClosed) this.#write(frame, false);
+  }
+
+  ping(): void {
+    const ping = this.node.config.ping;
+    if (this.node.now() - this.lastActivity > ping.intervalMs * ping.maxMissed) {
+      this.disconnect('no_pong');
+      return;
+    }
+    this.transport.heartbeat(pingFrame);
+  }
+
+  #write(frame: EncodedFrame, positionsChanged: boolean): void {
+    const transport = this.transport;
+    transport.write(frame, positionsChanged && transport.tracksPositions ? this.positionVector() : undefined);
+    if (transport.bufferedBytes() > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
+  }
+
+  /** The position vector of every recoverable, established subscription. */
+  positionVector(): string {
+    const entries: [string, StreamPosition][] = [];
+    for (const sub of this.subscriptions.values()) {
+      if (sub.recoverable && sub.pending === null) entries.push([sub.channel, sub]);
+    }
+    return encodePositions(entries);
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    const sub = this.subscriptions.get(channel);
+    if (sub === undefined) throw new CommandError('not_subscribed');
+    this.subscriptions.delete(channel);
+    diagnostics.unsubscribed.publish({ transport: this.transport.kind });
+    await this.node.hub.removeSubscription(sub);
+    await this.node.leavePresence(this, sub.resolved);
+  }
+
+  /** Closes the connection with a registered disconnect. Idempotent. */
+  disconnect(name: DisconnectName): void {
+    const entry = disconnects[name];
+    this.close(entry.code, entry.reason);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.state === 'closed') return;
+    const wasConnected = this.state === 'connected';
+    this.state = 'closed';
+    clearTimeout(this.#staleTimer);
+    clearTimeout(this.#expiryTimer);
+    this.transport.close(code, reason);
+    diagnostics.connectionClosed.publish({ transport: this.transport.kind, code, reason });
+    const subs = [...this.subscriptions.values()];
+    this.subscriptions.clear();
+    if (wasConnected) this.node.hub.removeClient(this);
+    void Promise.all(
+      subs.map(async (sub) => {
+        diagnostics.unsubscribed.publish({ transport: this.transport.kind });
+        await this.node.hub.removeSubscription(sub);
+        await this.node.leavePresence(this, sub.resolved);
+      }),
+    )
+      .catch((error: unknown) => this.node.logger.warn({ err: error }, 'cleanup after close failed'))
+      .finally(() => this.#resolveClosed());
+    if (code >= 3500 && !shouldReconnect(code)) this.node.logger.debug({ client: this.id, code, reason }, 'connection closed');
+  }
+}

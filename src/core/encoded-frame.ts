@@ -1,0 +1,29 @@
+/**
+ * A server frame serialized once and shared by every connection it goes to.
+ * Text transports (SSE, long polling) use `text`; WebSocket uses `bytes`,
+ * encoded on first use and reused for every other socket.
+ */
+export class EncodedFrame {
+  readonly text: string;
+  #bytes: Buffer | undefined;
+  #sse: Buffer | undefined;
+
+  constructor(text: string) {
+    this.text = text;
+  }
+
+  get bytes(): Buffer {
+    this.#bytes ??= Buffer.from(this.text, 'utf8');
+    return this.#bytes;
+  }
+
+  /** The frame as an SSE `data:` line plus the blank line ending the event. */
+  get sseBytes(): Buffer {
+    this.#sse ??= Buffer.from('data: ' + this.text + '\n\n', 'utf8');
+    return this.#sse;
+  }
+
+  get byteLength(): number {
+    return this.#bytes?.length ?? Buffer.byteLength(this.text);
+  }
+}

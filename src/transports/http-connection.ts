@@ -1,0 +1,171 @@
+/**
+ * What SSE and long polling share: the session registry (a secret per
+ * connection that authorizes its HTTP commands), opening a connection from
+ * an HTTP request (connect + subscriptions, with recovery from a position
+ * vector), and the command endpoint.
+ */
+import { randomBytes } from 'node:crypto';
+import { validateCommand } from '../protocol/command-decoder.ts';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { apiErrors, decodePositions, type ApiErrorCode, type ConnectResult, type StreamPosition } from '../protocol/index.ts';
+import { CommandError, DisconnectError, type Client } from '../core/client.ts';
+import type { Node } from '../core/node.ts';
+
+export const SESSION_HEADER = 'herald-session';
+export const MAX_COMMANDS_PER_POST = 100;
+
+/** Session secrets → clients. A secret is 128 random bits; the client id alone authorizes nothing. */
+export class SessionRegistry {
+  readonly #sessions = new Map<string, Client>();
+
+  register(client: Client): string {
+    const secret = randomBytes(16).toString('base64url');
+    this.#sessions.set(secret, client);
+    void client.closed.then(() => this.#sessions.delete(secret));
+    return secret;
+  }
+
+  get(secret: unknown): Client | undefined {
+    if (typeof secret !== 'string' || secret.length !== 22) return undefined;
+    const client = this.#sessions.get(secret);
+    return client === undefined || client.isClosed ? undefined : client;
+  }
+
+  get size(): number {
+    return this.#sessions.size;
+  }
+}
+
+export interface OpenRequest {
+  readonly token: string | undefined;
+  readonly channels: readonly string[];
+  /** Position vector from Last-Event-ID or a cursor. */
+  readonly vector: string | undefined;
+}
+
+export type OpenFailure = { readonly error: ApiErrorCode };
+
+/**
+ * Connects the client and checks every requested channel before anything is
+ * streamed, so that failures are plain HTTP errors. Returns the subscribe
+ * requests to run once the stream has started.
+ */
+export async function connectHttpClient(
+  client: Client,
+  node: Node,
+  request: OpenRequest,
+): Promise<{ connected: ConnectResult; subscribe: { channel: string; since?: StreamPosition }[] } | OpenFailure> {
+  let connected: ConnectResult;
+  try {
+    connected = await client.connect(request.token);
+  } catch (error) {
+    if (error instanceof DisconnectError) {
+      client.disconnect(error.disconnect);
+      if (error.disconnect === 'token_expired') return { error: 'token_expired' };
+      return { error: error.disconnect === 'permission_denied' ? 'forbidden' : 'unauthorized' };
+    }
+    client.disconnect('internal');
+    return { error: 'internal' };
+  }
+  const positions = request.vector === undefined ? new Map<string, StreamPosition>() : (decodePositions(request.vector, node.config.channels.maxNameBytes) ?? new Map());
+  const wanted = new Map<string, StreamPosition | undefined>();
+  for (const [channel, position] of positions) wanted.set(channel, position);
+  for (const channel of request.channels) if (!wanted.has(channel)) wanted.set(channel, undefined);
+  if (wanted.size > node.config.limits.maxChannelsPerConnection) {
+    client.disconnect('bad_request');
+    return { error: 'bad_request' };
+  }
+  const subscribe: { channel: string; since?: StreamPosition }[] = [];
+  for (const [channel, since] of wanted) {
+    const resolved = node.rules.resolve(channel);
+    if (typeof resolved === 'string') {
+      client.disconnect('bad_request');
+      return { error: resolved === 'invalid_channel' ? 'invalid_channel' : 'unknown_namespace' };
+    }
+    try {
+      node.authorizeSubscribe(client, resolved);
+    } catch {
+      client.disconnect('permission_denied');
+      return { error: 'forbidden' };
+    }
+    subscribe.push(since === undefined ? { channel } : { channel, since });
+  }
+  return { connected, subscribe };
+}
+
+/** Runs the connect-time subscriptions after the stream has started. */
+export async function subscribeHttpClient(client: Client, subscribe: readonly { channel: string; since?: StreamPosition }[]): Promise<void> {
+  for (const { channel, since } of subscribe) {
+    if (client.isClosed) return;
+    try {
+      const outcome = await client.subscribe(
+        since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset },
+      );
+      outcome.flush();
+    } catch (error) {
+      if (error instanceof CommandError) continue;
+      client.node.logger.error({ err: error }, 'connect-time subscribe failed');
+      client.disconnect('internal');
+      return;
+    }
+  }
+}
+
+export type CommandBatchResult = { readonly status: 200; readonly body: string } | { readonly error: ApiErrorCode };
+
+/** Runs POSTed commands (one or an array) in order; answers the JSON array of replies. */
+export async function runCommandBatch(client: Client, body: unknown): Promise<CommandBatchResult> {
+  const list = Array.isArray(body) ? body : [body];
+  if (list.length === 0 || list.length > MAX_COMMANDS_PER_POST) return { error: 'bad_request' };
+  const replies: string[] = [];
+  const sink = (frame: string) => {
+    replies.push(frame);
+  };
+  const commands = [];
+  for (const value of list) {
+    const decoded = validateCommand(value);
+    if (!decoded.ok && decoded.error !== 'method_not_found' && decoded.error !== 'bad_params') return { error: 'bad_request' };
+    commands.push(decoded);
+  }
+  for (const decoded of commands) {
+    if (client.isClosed) break;
+    const admitted = client.admitInbound();
+    if (client.isClosed) break;
+    if (!decoded.ok) {
+      if (decoded.error === 'method_not_found') client.replyError(decoded.id, 'method_not_found', sink);
+      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', sink);
+      continue;
+    }
+    if (!admitted) {
+      if (decoded.command.id !== undefined) client.replyError(decoded.command.id, 'too_many_requests', sink);
+      continue;
+    }
+    await client.handleCommand(decoded.command, sink);
+  }
+  return { status: 200, body: '[' + replies.join(',') + ']' };
+}
+
+export const COMMAND_PATH = '/connection/command';
+export const CLOSE_PATH = '/connection/close';
+
+/** POST /connection/command and /connection/close, shared by SSE and long polling. */
+export function registerHttpCommands(app: FastifyInstance, node: Node, sessions: SessionRegistry): void {
+  app.post(COMMAND_PATH, { bodyLimit: node.config.limits.maxMessageBytes }, async (request, reply) => {
+    const client = sessions.get(request.headers[SESSION_HEADER]);
+    if (client === undefined) return sendApiError(reply, 'session_unknown');
+    const result = await runCommandBatch(client, request.body);
+    if ('error' in result) return sendApiError(reply, result.error);
+    return reply.type('application/json').send(result.body);
+  });
+  app.post(CLOSE_PATH, async (request, reply) => {
+    const client = sessions.get(request.headers[SESSION_HEADER]);
+    if (client === undefined) return sendApiError(reply, 'session_unknown');
+    client.close(1000, 'closed by client');
+    return reply.type('application/json').send('{}');
+  });
+}
+
+export function sendApiError(reply: FastifyReply, code: ApiErrorCode): FastifyReply {
+  const entry = apiErrors[code];
+  return reply.code(entry.status).type('application/json').send({ error: { code, message: entry.message } });
+}

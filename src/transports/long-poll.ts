@@ -1,0 +1,232 @@
+/**
+ * HTTP long polling: a per-session queue of numbered frames. A poll
+ * acknowledges up to the `seq` it sends and receives everything newer, at
+ * once or when something arrives (or empty at the poll timeout), so a lost
+ * answer is simply sent again. The answer's `cursor` is the position vector
+ * after its last frame, for reopening a lost session with recovery.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { Type } from '@sinclair/typebox';
+import { encodePush } from '../protocol/index.ts';
+import { EncodedFrame } from '../core/encoded-frame.ts';
+import type { Transport } from '../core/transport.ts';
+import type { Node } from '../core/node.ts';
+import { bearer } from './sse.ts';
+import { connectHttpClient, sendApiError as sendError, SESSION_HEADER, subscribeHttpClient, type SessionRegistry } from './http-connection.ts';
+
+export const POLL_OPEN_PATH = '/connection/poll/open';
+export const POLL_PATH = '/connection/poll';
+
+interface Entry {
+  readonly seq: number;
+  readonly text: string;
+  readonly cursor: string | undefined;
+}
+
+interface Waiter {
+  readonly reply: FastifyReply;
+  readonly timer: NodeJS.Timeout;
+}
+
+export class LongPollTransport implements Transport {
+  readonly kind = 'long-poll';
+  readonly tracksPositions = true;
+  readonly #queue: Entry[] = [];
+  #bytes = 0;
+  #seq = 0;
+  #ackedCursor = '';
+  #waiter: Waiter | undefined;
+  #closed = false;
+  #finished = false;
+  #flushScheduled = false;
+  #idleTimer: NodeJS.Timeout | undefined;
+  readonly #sessionTimeoutMs: number;
+  readonly #pollTimeoutMs: number;
+  /** Called when the session is over (closed and its last frames polled, or abandoned). */
+  onFinished: () => void = () => {};
+  onIdle: () => void = () => {};
+
+  constructor(pollTimeoutMs: number, sessionTimeoutMs: number) {
+    this.#pollTimeoutMs = pollTimeoutMs;
+    this.#sessionTimeoutMs = sessionTimeoutMs;
+    this.#armIdle();
+  }
+
+  write(frame: EncodedFrame, positions?: string): void {
+    if (this.#closed) return;
+    this.#push(frame.text, positions);
+  }
+
+  #push(text: string, cursor: string | undefined): void {
+    this.#queue.push({ seq: ++this.#seq, text, cursor });
+    this.#bytes += text.length;
+    if (this.#waiter !== undefined && !this.#flushScheduled) {
+      // Answer after the current burst of writes, in one response.
+      this.#flushScheduled = true;
+      setImmediate(() => {
+        this.#flushScheduled = false;
+        this.#answerWaiter();
+      });
+    }
+  }
+
+  heartbeat(): void {}
+
+  bufferedBytes(): number {
+    return this.#bytes;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.#closed) return;
+    const reconnect = code < 3500 || (code >= 4000 && code < 4500);
+    this.#push(encodePush({ push: 'disconnect', code, reason, reconnect }), undefined);
+    this.#closed = true;
+    if (this.#waiter === undefined) {
+      // Give the client one poll interval to fetch the disconnect frame.
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = setTimeout(() => this.#finish(), Math.min(this.#sessionTimeoutMs, 5000));
+      this.#idleTimer.unref();
+    }
+  }
+
+  /** Everything queued, as the first answer of an open. */
+  snapshot(): string {
+    return this.#render();
+  }
+
+  poll(ack: number, reply: FastifyReply): void {
+    clearTimeout(this.#idleTimer);
+    this.#ackUpTo(ack);
+    const previous = this.#waiter;
+    if (previous !== undefined) {
+      this.#waiter = undefined;
+      clearTimeout(previous.timer);
+      previous.reply.type('application/json').send(this.#render(true));
+    }
+    if (this.#queue.length > 0 || this.#finished) {
+      this.#send(reply);
+      return;
+    }
+    const timer = setTimeout(() => this.#answerWaiter(), this.#pollTimeoutMs);
+    timer.unref();
+    this.#waiter = { reply, timer };
+    reply.raw.once('close', () => {
+      if (this.#waiter?.reply === reply) {
+        clearTimeout(timer);
+        this.#waiter = undefined;
+        if (this.#closed) this.#finish();
+        else this.#armIdle();
+      }
+    });
+  }
+
+  #answerWaiter(): void {
+    const waiter = this.#waiter;
+    if (waiter === undefined) return;
+    this.#waiter = undefined;
+    clearTimeout(waiter.timer);
+    this.#send(waiter.reply);
+  }
+
+  #send(reply: FastifyReply): void {
+    reply.type('application/json').send(this.#render());
+    if (this.#closed) {
+      // The disconnect frame is in this answer; the session is over.
+      this.#finish();
+      return;
+    }
+    this.#armIdle();
+  }
+
+  #render(empty = false): string {
+    const entries = empty ? [] : this.#queue;
+    let cursor = this.#ackedCursor;
+    for (const entry of entries) if (entry.cursor !== undefined) cursor = entry.cursor;
+    const seq = entries.length > 0 ? entries[entries.length - 1]!.seq : this.#ackedSeq();
+    return '{"seq":' + seq + ',"cursor":' + JSON.stringify(cursor) + ',"messages":[' + entries.map((e) => e.text).join(',') + ']}';
+  }
+
+  #ackedSeq(): number {
+    return this.#queue.length > 0 ? this.#queue[0]!.seq - 1 : this.#seq;
+  }
+
+  #ackUpTo(ack: number): void {
+    let drop = 0;
+    while (drop < this.#queue.length && this.#queue[drop]!.seq <= ack) {
+      const entry = this.#queue[drop]!;
+      this.#bytes -= entry.text.length;
+      if (entry.cursor !== undefined) this.#ackedCursor = entry.cursor;
+      drop++;
+    }
+    if (drop > 0) this.#queue.splice(0, drop);
+  }
+
+  #armIdle(): void {
+    clearTimeout(this.#idleTimer);
+    this.#idleTimer = setTimeout(() => this.onIdle(), this.#sessionTimeoutMs);
+    this.#idleTimer.unref();
+  }
+
+  #finish(): void {
+    if (this.#finished) return;
+    this.#finished = true;
+    this.#closed = true;
+    clearTimeout(this.#idleTimer);
+    const waiter = this.#waiter;
+    if (waiter !== undefined) {
+      this.#waiter = undefined;
+      clearTimeout(waiter.timer);
+      waiter.reply.type('application/json').send(this.#render());
+    }
+    this.onFinished();
+  }
+}
+
+const OpenBody = Type.Object(
+  {
+    token: Type.Optional(Type.String({ maxLength: 16384 })),
+    channels: Type.Optional(Type.Array(Type.String({ maxLength: 1024 }), { maxItems: 1024 })),
+    cursor: Type.Optional(Type.String({ maxLength: 8192 })),
+  },
+  { additionalProperties: false },
+);
+
+const PollBody = Type.Object({ seq: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }) }, { additionalProperties: false });
+
+
+export function registerLongPoll(app: FastifyInstance, node: Node, sessions: SessionRegistry): void {
+  /** Session secret → transport; outlives the client until its disconnect frame is polled. */
+  const polling = new Map<string, LongPollTransport>();
+  const { pollTimeoutMs, sessionTimeoutMs } = node.config.longPoll;
+
+  app.post(POLL_OPEN_PATH, { schema: { body: OpenBody } }, async (request: FastifyRequest<{ Body: { token?: string; channels?: string[]; cursor?: string } }>, reply) => {
+    if (node.draining) return sendError(reply, 'unavailable');
+    const body = request.body;
+    const transport = new LongPollTransport(pollTimeoutMs, sessionTimeoutMs);
+    const client = node.createClient(transport);
+    transport.onIdle = () => client.disconnect('session_expired');
+    const token = body.token ?? bearer(request.headers.authorization);
+    const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor });
+    if ('error' in opened) return sendError(reply, opened.error);
+    const session = sessions.register(client);
+    polling.set(session, transport);
+    transport.onFinished = () => {
+      polling.delete(session);
+      client.close(1006, 'session ended');
+    };
+    client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
+    await subscribeHttpClient(client, opened.subscribe);
+    const snapshot = transport.snapshot();
+    return reply.type('application/json').send('{"session":' + JSON.stringify(session) + ',' + snapshot.slice(1));
+  });
+
+  app.post(POLL_PATH, { schema: { body: PollBody } }, async (request: FastifyRequest<{ Body: { seq: number } }>, reply) => {
+    const secret = request.headers[SESSION_HEADER];
+    const transport = typeof secret === 'string' ? polling.get(secret) : undefined;
+    if (transport === undefined) return sendError(reply, 'session_unknown');
+    const client = sessions.get(secret);
+    if (client !== undefined) client.lastActivity = node.now();
+    transport.poll(request.body.seq, reply);
+    return reply;
+  });
+}

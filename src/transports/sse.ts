@@ -1,0 +1,129 @@
+/**
+ * Server-Sent Events: the write side and the GET handler. Each frame is one
+ * event; frames that change positions carry the connection's position
+ * vector as the event id, so EventSource's Last-Event-ID resumes exactly.
+ */
+import type { ServerResponse } from 'node:http';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { encodePush } from '../protocol/index.ts';
+import { EncodedFrame } from '../core/encoded-frame.ts';
+import type { Transport } from '../core/transport.ts';
+import type { Node } from '../core/node.ts';
+import { connectHttpClient, sendApiError as sendError, subscribeHttpClient, type SessionRegistry } from './http-connection.ts';
+
+export const SSE_PATH = '/connection/sse';
+
+export class SseTransport implements Transport {
+  readonly kind = 'sse';
+  readonly tracksPositions = true;
+  readonly #response: ServerResponse;
+  #started = false;
+  #closed = false;
+
+  constructor(response: ServerResponse) {
+    this.#response = response;
+  }
+
+  start(headers: Record<string, string>): void {
+    if (this.#closed) return;
+    this.#started = true;
+    this.#response.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-accel-buffering': 'no',
+      connection: 'keep-alive',
+      ...headers,
+    });
+    this.#response.write('retry: 1000\n\n');
+  }
+
+  write(frame: EncodedFrame, positions?: string): void {
+    if (this.#closed || !this.#started) return;
+    const response = this.#response;
+    if (positions === undefined) {
+      response.write(frame.sseBytes);
+      return;
+    }
+    const socket = response.socket;
+    socket?.cork();
+    response.write('id: ' + positions + '\n');
+    response.write(frame.sseBytes);
+    socket?.uncork();
+  }
+
+  heartbeat(ping: EncodedFrame): void {
+    this.write(ping);
+  }
+
+  bufferedBytes(): number {
+    return this.#response.writableLength;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (!this.#started) return;
+    const response = this.#response;
+    if (response.writableLength > 65536) {
+      // Not reading: do not queue more behind the backlog.
+      response.destroy();
+      return;
+    }
+    const reconnect = code < 3500 || (code >= 4000 && code < 4500);
+    response.end(new EncodedFrame(encodePush({ push: 'disconnect', code, reason, reconnect })).sseBytes);
+  }
+
+  markClosed(): void {
+    this.#closed = true;
+  }
+}
+
+interface SseQuery {
+  token?: string | string[];
+  channel?: string | string[];
+  last_event_id?: string | string[];
+}
+
+function one(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+export function bearer(header: string | undefined): string | undefined {
+  if (header === undefined || !header.startsWith('Bearer ')) return undefined;
+  return header.slice(7).trim();
+}
+
+export function registerSse(app: FastifyInstance, node: Node, sessions: SessionRegistry): void {
+  app.get(SSE_PATH, async (request: FastifyRequest<{ Querystring: SseQuery }>, reply: FastifyReply) => {
+    if (node.draining) return sendError(reply, 'unavailable');
+    const query = request.query;
+    const channels = query.channel === undefined ? [] : Array.isArray(query.channel) ? query.channel : [query.channel];
+    const token = one(query.token) ?? bearer(request.headers.authorization);
+    const header = request.headers['last-event-id'];
+    const vector = (typeof header === 'string' ? header : undefined) ?? one(query.last_event_id);
+    const transport = new SseTransport(reply.raw);
+    const client = node.createClient(transport);
+    reply.raw.on('close', () => {
+      transport.markClosed();
+      client.close(1006, 'connection lost');
+    });
+    const opened = await connectHttpClient(client, node, { token, channels, vector });
+    if ('error' in opened) return sendError(reply, opened.error);
+    const session = sessions.register(client);
+    reply.hijack();
+    reply.raw.socket?.setNoDelay(true);
+    transport.start(corsPassThrough(reply));
+    client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
+    await subscribeHttpClient(client, opened.subscribe);
+  });
+}
+
+/** Headers already set on the reply (e.g. by hooks) must survive hijacking. */
+function corsPassThrough(reply: FastifyReply): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(reply.getHeaders())) {
+    if (typeof value === 'string') headers[name] = value;
+  }
+  return headers;
+}
+

@@ -1,0 +1,138 @@
+/**
+ * WebSocket: the write side (WebSocketTransport) and the upgrade handler
+ * that owns the socket and reads from it. Protocol errors of the framing
+ * layer (1002, 1007, 1009) are the `ws` library's.
+ */
+import type { IncomingMessage, Server } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer, type WebSocket } from 'ws';
+import { decodeCommand } from '../protocol/command-decoder.ts';
+import { disconnects } from '../protocol/index.ts';
+import type { EncodedFrame } from '../core/encoded-frame.ts';
+import type { Transport } from '../core/transport.ts';
+import type { Node } from '../core/node.ts';
+import type { Client } from '../core/client.ts';
+
+export const WEBSOCKET_PATH = '/connection/websocket';
+
+const sendOptions = { binary: false } as const;
+
+export class WebSocketTransport implements Transport {
+  readonly kind = 'websocket';
+  readonly tracksPositions = false;
+  readonly #socket: WebSocket;
+  #closed = false;
+
+  constructor(socket: WebSocket) {
+    this.#socket = socket;
+  }
+
+  write(frame: EncodedFrame): void {
+    if (!this.#closed) this.#socket.send(frame.bytes, sendOptions);
+  }
+
+  heartbeat(ping: EncodedFrame): void {
+    if (this.#closed) return;
+    this.#socket.ping();
+    this.write(ping);
+  }
+
+  bufferedBytes(): number {
+    return this.#socket.bufferedAmount;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const socket = this.#socket;
+    if (code === disconnects.slow.code) {
+      // The peer is not reading: a close handshake would queue behind the
+      // backlog. Cut the socket.
+      socket.terminate();
+      return;
+    }
+    socket.close(code, reason);
+    const timer = setTimeout(() => socket.terminate(), 5000);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  }
+
+  markClosed(): void {
+    this.#closed = true;
+  }
+}
+
+export interface WebSocketHandlerOptions {
+  readonly maxMessageBytes: number;
+  /** Decides before the upgrade; a non-null answer is an HTTP status to refuse with. */
+  readonly admit?: (request: IncomingMessage) => number | null;
+}
+
+/** Attaches the WebSocket endpoint to an HTTP server. */
+export function attachWebSocket(server: Server, node: Node, options: WebSocketHandlerOptions): WebSocketServer {
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: options.maxMessageBytes,
+    perMessageDeflate: false,
+    clientTracking: false,
+    skipUTF8Validation: false,
+  });
+  server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', () => socket.destroy());
+    const path = (request.url ?? '').split('?', 1)[0];
+    let status: number | null = path === WEBSOCKET_PATH ? null : 404;
+    if (status === null && node.draining) status = 503;
+    if (status === null && options.admit) status = options.admit(request);
+    if (status !== null) {
+      refuse(socket, status);
+      return;
+    }
+    wss.handleUpgrade(request, socket, head, (ws) => serve(ws, node, options));
+  });
+  return wss;
+}
+
+function refuse(socket: Duplex, status: number): void {
+  const text = status === 404 ? 'Not Found' : status === 503 ? 'Service Unavailable' : status === 403 ? 'Forbidden' : 'Bad Request';
+  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+}
+
+function serve(ws: WebSocket, node: Node, options: WebSocketHandlerOptions): void {
+  const transport = new WebSocketTransport(ws);
+  const client: Client = node.createClient(transport);
+  const reply = (frame: string) => {
+    if (!client.isClosed) ws.send(frame);
+  };
+  ws.on('message', (data: Buffer, isBinary: boolean) => {
+    if (client.isClosed) return;
+    if (isBinary) {
+      client.disconnect('bad_request');
+      return;
+    }
+    const admitted = client.admitInbound();
+    if (client.isClosed) return;
+    const decoded = decodeCommand(data.toString('utf8'), options.maxMessageBytes);
+    if (!decoded.ok) {
+      if (decoded.error === 'method_not_found') client.replyError(decoded.id, 'method_not_found', reply);
+      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', reply);
+      else client.disconnect(decoded.error === 'too_large' ? 'message_too_large' : 'bad_request');
+      return;
+    }
+    const command = decoded.command;
+    if (!admitted) {
+      if (command.id !== undefined) client.replyError(command.id, 'too_many_requests', reply);
+      return;
+    }
+    void client.handleCommand(command, reply);
+  });
+  ws.on('pong', () => {
+    client.lastActivity = node.now();
+  });
+  ws.on('error', () => {
+    // ws closes the socket itself (1002/1007/1009); 'close' follows.
+  });
+  ws.on('close', (code: number, reason: Buffer) => {
+    transport.markClosed();
+    client.close(code === 1005 ? 1000 : code, reason.toString('utf8').slice(0, 123));
+  });
+}

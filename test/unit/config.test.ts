@@ -1,0 +1,360 @@
+/**
+ * Config loading: defaults, validation problems naming the path, unknown
+ * keys, prototype-poisoning keys in the file, cross-field rules, environment
+ * overrides and deep freezing.
+ */
+import { describe, it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { buildConfig, ConfigError, loadConfig } from '../../src/config/load.ts';
+import { ChannelRules } from '../../src/core/channel-rules.ts';
+
+const noEnv = { env: {} };
+
+/** Runs `fn`, expects a ConfigError and returns its problems. */
+function problemsOf(fn: () => unknown): readonly string[] {
+  try {
+    fn();
+  } catch (error) {
+    assert.ok(error instanceof ConfigError, `expected ConfigError, got ${String(error)}`);
+    assert.ok(error.problems.length > 0, 'a ConfigError lists at least one problem');
+    assert.equal(error.name, 'ConfigError');
+    for (const problem of error.problems) assert.ok(error.message.includes(problem), 'the message lists every problem');
+    return error.problems;
+  }
+  assert.fail('expected a ConfigError');
+}
+
+function assertProblem(problems: readonly string[], pattern: RegExp): void {
+  assert.ok(
+    problems.some((p) => pattern.test(p)),
+    `expected a problem matching ${pattern}, got:\n  ${problems.join('\n  ')}`,
+  );
+}
+
+function withTempFile<T>(content: string, fn: (path: string) => T): T {
+  const dir = mkdtempSync(join(tmpdir(), 'herald-config-'));
+  try {
+    const path = join(dir, 'herald.json');
+    writeFileSync(path, content);
+    return fn(path);
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+describe('defaults', () => {
+  it('fill in every section from an empty object', () => {
+    const config = buildConfig({}, noEnv);
+    assert.equal(config.mode, 'production');
+    assert.equal(config.stateDir, '.herald');
+    assert.deepEqual({ ...config.listen }, { host: '127.0.0.1', port: 8000 });
+    assert.equal(config.log.level, 'info');
+    assert.deepEqual([...config.auth.algorithms], ['HS256']);
+    assert.equal(config.auth.leewayMs, 5000);
+    assert.equal(config.auth.hmacSecret, undefined);
+    assert.deepEqual([...config.api.keys], []);
+    assert.equal(config.api.maxBodyBytes, 65536);
+    assert.equal(config.api.maxBroadcastChannels, 1000);
+    assert.deepEqual(
+      { ...config.channels.defaults },
+      { historySize: 300, historyTtlMs: 120000, presence: true, joinLeave: false, clientPublish: false, allowAnonymous: false },
+    );
+    assert.deepEqual([...config.channels.namespaces], []);
+    assert.equal(config.channels.maxNameBytes, 255);
+    assert.equal(config.limits.maxMessageBytes, 65536);
+    assert.equal(config.limits.outboundQueueBytes, 1048576);
+    assert.equal(config.limits.maxChannelsPerConnection, 128);
+    assert.equal(config.limits.staleMs, 10000);
+    assert.equal(config.ping.intervalMs, 25000);
+    assert.equal(config.ping.maxMissed, 2);
+    assert.equal(config.longPoll.pollTimeoutMs, 25000);
+    assert.equal(config.longPoll.sessionTimeoutMs, 40000);
+    assert.equal(config.shutdown.drainTimeoutMs, 30000);
+  });
+
+  it('fill in around values that are given', () => {
+    const config = buildConfig({ listen: { port: 9000 }, channels: { defaults: { historySize: 10 } } }, noEnv);
+    assert.equal(config.listen.port, 9000);
+    assert.equal(config.listen.host, '127.0.0.1');
+    assert.equal(config.channels.defaults.historySize, 10);
+    assert.equal(config.channels.defaults.historyTtlMs, 120000);
+  });
+
+  it('are not shared or mutated between builds', () => {
+    const first = buildConfig({}, noEnv);
+    const second = buildConfig({ listen: { port: 1 }, auth: { algorithms: ['RS256'] } }, noEnv);
+    const third = buildConfig({}, noEnv);
+    assert.equal(second.listen.port, 1);
+    assert.equal(third.listen.port, 8000);
+    assert.deepEqual([...third.auth.algorithms], ['HS256']);
+    assert.notEqual(first.listen, third.listen);
+    assert.notEqual(first.auth.algorithms, third.auth.algorithms);
+  });
+
+  it('do not mutate the raw input', () => {
+    const raw = { listen: { port: 9000 } };
+    buildConfig(raw, { env: { HERALD_HOST: '0.0.0.0' } });
+    assert.deepEqual(raw, { listen: { port: 9000 } });
+  });
+
+  it('a namespace inherits unset options from channels.defaults (docs/config.md)', () => {
+    const config = buildConfig(
+      {
+        channels: {
+          defaults: { historySize: 50, historyTtlMs: 5000, joinLeave: true, presence: false },
+          namespaces: [{ name: 'chat', clientPublish: true }],
+        },
+      },
+      noEnv,
+    );
+    const resolved = new ChannelRules(config.channels).resolve('chat:room');
+    assert.ok(typeof resolved === 'object', `chat:room resolves, got ${String(resolved)}`);
+    assert.equal(resolved.options.clientPublish, true, 'set option wins');
+    assert.deepEqual(
+      {
+        historySize: resolved.options.historySize,
+        historyTtlMs: resolved.options.historyTtlMs,
+        joinLeave: resolved.options.joinLeave,
+        presence: resolved.options.presence,
+      },
+      { historySize: 50, historyTtlMs: 5000, joinLeave: true, presence: false },
+      'unset namespace options must come from channels.defaults, not from the schema defaults',
+    );
+  });
+});
+
+describe('invalid values', () => {
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['port above 65535', { listen: { port: 70000 } }, /^\/listen\/port: .*70000/],
+    ['negative port', { listen: { port: -1 } }, /^\/listen\/port: /],
+    ['port as a string', { listen: { port: '8000' } }, /^\/listen\/port: /],
+    ['fractional port', { listen: { port: 80.5 } }, /^\/listen\/port: /],
+    ['unknown log level', { log: { level: 'loud' } }, /^\/log\/level: .*loud/],
+    ['unknown mode', { mode: 'staging' }, /^\/mode: /],
+    ['unknown algorithm', { auth: { algorithms: ['none'] } }, /^\/auth\/algorithms\/0: /],
+    ['empty algorithm list', { auth: { algorithms: [] } }, /^\/auth\/algorithms: /],
+    ['duplicate algorithms', { auth: { algorithms: ['HS256', 'HS256'] } }, /^\/auth\/algorithms: /],
+    ['short HMAC secret', { auth: { hmacSecret: 'short' } }, /^\/auth\/hmacSecret: /],
+    ['negative history size', { channels: { defaults: { historySize: -1 } } }, /^\/channels\/defaults\/historySize: /],
+    ['zero TTL', { channels: { defaults: { historyTtlMs: 0 } } }, /^\/channels\/defaults\/historyTtlMs: /],
+    ['presence not a boolean', { channels: { defaults: { presence: 'yes' } } }, /^\/channels\/defaults\/presence: /],
+    ['bad namespace name', { channels: { namespaces: [{ name: 'Chat' }] } }, /^\/channels\/namespaces\/0\/name: /],
+    ['namespace without a name', { channels: { namespaces: [{ presence: true }] } }, /^\/channels\/namespaces\/0(\/name)?: /],
+    ['namespace option of the wrong type', { channels: { namespaces: [{ name: 'chat', historySize: 'many' }] } }, /^\/channels\/namespaces\/0\/historySize: /],
+    ['API key hash not hex', { api: { keys: [{ name: 'k', sha256: 'xyz', scopes: ['read'] }] } }, /^\/api\/keys\/0\/sha256: /],
+    ['API key unknown scope', { api: { keys: [{ name: 'k', sha256: 'a'.repeat(64), scopes: ['root'] }] } }, /^\/api\/keys\/0\/scopes\/0: /],
+    ['API key without scopes', { api: { keys: [{ name: 'k', sha256: 'a'.repeat(64), scopes: [] }] } }, /^\/api\/keys\/0\/scopes: /],
+    ['maxMessageBytes too small', { limits: { maxMessageBytes: 10 } }, /^\/limits\/maxMessageBytes: .*10/],
+    ['maxNameBytes too large', { channels: { maxNameBytes: 5000 } }, /^\/channels\/maxNameBytes: /],
+    ['ping.maxMissed zero', { ping: { maxMissed: 0 } }, /^\/ping\/maxMissed: /],
+    ['section of the wrong type', { listen: 'localhost:8000' }, /^\/listen: /],
+  ];
+  for (const [name, raw, pattern] of cases) {
+    it(`${name} gives a problem naming the path`, () => {
+      assertProblem(problemsOf(() => buildConfig(raw, noEnv)), pattern);
+    });
+  }
+
+  it('every problem is reported, not only the first', () => {
+    const problems = problemsOf(() => buildConfig({ listen: { port: 70000 }, log: { level: 'loud' } }, noEnv));
+    assertProblem(problems, /^\/listen\/port: /);
+    assertProblem(problems, /^\/log\/level: /);
+  });
+
+  it('long values are shortened in the problem text', () => {
+    const problems = problemsOf(() => buildConfig({ log: { level: 'x'.repeat(500) } }, noEnv));
+    for (const problem of problems) assert.ok(problem.length < 200, `problem too long: ${problem.length} chars`);
+  });
+});
+
+describe('unknown keys', () => {
+  const cases: [string, Record<string, unknown>, RegExp][] = [
+    ['at the top level', { lisen: { port: 1 } }, /^\/lisen: /],
+    ['in a section', { listen: { hots: '0.0.0.0' } }, /^\/listen\/hots: /],
+    ['in channels.defaults', { channels: { defaults: { historySizes: 1 } } }, /^\/channels\/defaults\/historySizes: /],
+    ['in a namespace', { channels: { namespaces: [{ name: 'chat', presense: true }] } }, /^\/channels\/namespaces\/0\/presense: /],
+    ['in an API key', { api: { keys: [{ name: 'k', sha256: 'a'.repeat(64), scopes: ['read'], key: 'plain' }] } }, /^\/api\/keys\/0\/key: /],
+  ];
+  for (const [name, raw, pattern] of cases) {
+    it(`are rejected ${name}`, () => {
+      assertProblem(problemsOf(() => buildConfig(raw, noEnv)), pattern);
+    });
+  }
+});
+
+describe('cross-field rules', () => {
+  it('a namespace defined twice is rejected', () => {
+    const problems = problemsOf(() => buildConfig({ channels: { namespaces: [{ name: 'chat' }, { name: 'news' }, { name: 'chat', presence: false }] } }, noEnv));
+    assertProblem(problems, /^\/channels\/namespaces: .*"chat".*twice/);
+  });
+
+  it('an API key name used twice is rejected', () => {
+    const key = { name: 'backend', sha256: 'a'.repeat(64), scopes: ['read'] };
+    const problems = problemsOf(() => buildConfig({ api: { keys: [key, { ...key, sha256: 'b'.repeat(64) }] } }, noEnv));
+    assertProblem(problems, /^\/api\/keys: .*"backend"/);
+  });
+
+  it('hmacSecret and hmacSecretFile together are rejected', () => {
+    const problems = problemsOf(() => buildConfig({ auth: { hmacSecret: 's'.repeat(32), hmacSecretFile: '/run/secret' } }, noEnv));
+    assertProblem(problems, /^\/auth: /);
+  });
+
+  it('publicKey and publicKeyFile together are rejected', () => {
+    const problems = problemsOf(() => buildConfig({ auth: { publicKey: 'pem', publicKeyFile: '/run/key.pem', algorithms: ['RS256'] } }, noEnv));
+    assertProblem(problems, /^\/auth: /);
+  });
+
+  it('a hard inbound limit below the rate is rejected', () => {
+    const problems = problemsOf(() => buildConfig({ limits: { inboundRatePerSecond: 100, inboundHardPerSecond: 10 } }, noEnv));
+    assertProblem(problems, /^\/limits: /);
+  });
+});
+
+describe('environment and flag overrides', () => {
+  it('HERALD_PORT, HERALD_HOST, HERALD_LOG_LEVEL and HERALD_AUTH_HMAC_SECRET override the file', () => {
+    const secret = 'e'.repeat(40);
+    const config = buildConfig(
+      { listen: { host: '127.0.0.1', port: 8000 }, log: { level: 'info' }, auth: { hmacSecret: 'f'.repeat(40) } },
+      { env: { HERALD_PORT: '9100', HERALD_HOST: '0.0.0.0', HERALD_LOG_LEVEL: 'debug', HERALD_AUTH_HMAC_SECRET: secret } },
+    );
+    assert.equal(config.listen.port, 9100);
+    assert.equal(config.listen.host, '0.0.0.0');
+    assert.equal(config.log.level, 'debug');
+    assert.equal(config.auth.hmacSecret, secret);
+  });
+
+  it('overrides create missing sections', () => {
+    const config = buildConfig({}, { env: { HERALD_PORT: '0' } });
+    assert.equal(config.listen.port, 0);
+    assert.equal(config.listen.host, '127.0.0.1');
+  });
+
+  it('empty environment variables are ignored', () => {
+    const config = buildConfig({ listen: { port: 8100 } }, { env: { HERALD_PORT: '', HERALD_HOST: '', HERALD_LOG_LEVEL: '' } });
+    assert.equal(config.listen.port, 8100);
+    assert.equal(config.listen.host, '127.0.0.1');
+    assert.equal(config.log.level, 'info');
+  });
+
+  for (const bad of ['abc', '80.5', 'NaN']) {
+    it(`HERALD_PORT=${JSON.stringify(bad)} is rejected, naming the variable`, () => {
+      assertProblem(problemsOf(() => buildConfig({}, { env: { HERALD_PORT: bad } })), /HERALD_PORT/);
+    });
+  }
+
+  it('HERALD_PORT out of range is rejected', () => {
+    assertProblem(problemsOf(() => buildConfig({}, { env: { HERALD_PORT: '70000' } })), /^\/listen\/port: /);
+  });
+
+  it('an invalid HERALD_LOG_LEVEL is rejected at /log/level', () => {
+    assertProblem(problemsOf(() => buildConfig({}, { env: { HERALD_LOG_LEVEL: 'chatty' } })), /^\/log\/level: /);
+  });
+
+  it('a short HERALD_AUTH_HMAC_SECRET is rejected at /auth/hmacSecret', () => {
+    assertProblem(problemsOf(() => buildConfig({}, { env: { HERALD_AUTH_HMAC_SECRET: 'short' } })), /^\/auth\/hmacSecret: /);
+  });
+
+  it('flags win over the environment', () => {
+    const config = buildConfig({}, { env: { HERALD_PORT: '9100', HERALD_HOST: '0.0.0.0', HERALD_LOG_LEVEL: 'debug' }, overrides: { port: 9200, host: '::1', logLevel: 'warn' } });
+    assert.equal(config.listen.port, 9200);
+    assert.equal(config.listen.host, '::1');
+    assert.equal(config.log.level, 'warn');
+  });
+});
+
+describe('deep freeze', () => {
+  it('freezes the result at every level', () => {
+    const config = buildConfig(
+      {
+        auth: { algorithms: ['HS256', 'RS256'] },
+        api: { keys: [{ name: 'k', sha256: 'a'.repeat(64), scopes: ['read', 'publish'] }] },
+        channels: { namespaces: [{ name: 'chat', presence: true }] },
+      },
+      noEnv,
+    );
+    const unfrozen: string[] = [];
+    const visit = (value: unknown, path: string): void => {
+      if (typeof value !== 'object' || value === null) return;
+      if (!Object.isFrozen(value)) unfrozen.push(path || '/');
+      for (const [key, child] of Object.entries(value)) visit(child, `${path}/${key}`);
+    };
+    visit(config, '');
+    assert.deepEqual(unfrozen, []);
+  });
+
+  it('rejects writes in strict mode', () => {
+    const config = buildConfig({ channels: { namespaces: [{ name: 'chat' }] } }, noEnv);
+    assert.throws(() => {
+      (config.listen as { port: number }).port = 1;
+    }, TypeError);
+    assert.throws(() => {
+      (config.auth.algorithms as string[]).push('RS256');
+    }, TypeError);
+    assert.throws(() => {
+      (config.channels.namespaces[0] as { presence: boolean }).presence = false;
+    }, TypeError);
+  });
+});
+
+describe('loadConfig', () => {
+  it('reads a JSON file; a file means production mode', () => {
+    const config = withTempFile(JSON.stringify({ listen: { port: 8123 } }), (file) => loadConfig({ file, env: {} }));
+    assert.equal(config.listen.port, 8123);
+    assert.equal(config.mode, 'production');
+  });
+
+  it('finds the file through HERALD_CONFIG', () => {
+    const config = withTempFile(JSON.stringify({ listen: { port: 8124 } }), (file) => loadConfig({ env: { HERALD_CONFIG: file } }));
+    assert.equal(config.listen.port, 8124);
+  });
+
+  it('without a file runs in development mode', () => {
+    assert.equal(loadConfig({ env: {} }).mode, 'development');
+  });
+
+  it('the environment overrides the file', () => {
+    const config = withTempFile(JSON.stringify({ listen: { port: 8123 } }), (file) => loadConfig({ file, env: { HERALD_PORT: '8125' } }));
+    assert.equal(config.listen.port, 8125);
+  });
+
+  const poisoned: [string, string][] = [
+    ['__proto__ at the top level', '{"__proto__": {"mode": "development"}}'],
+    ['__proto__ in a section', '{"listen": {"__proto__": {"port": 1234}}}'],
+    ['__proto__ in a namespace', '{"channels": {"namespaces": [{"name": "chat", "__proto__": {"clientPublish": true}}]}}'],
+    ['escaped __proto__', '{"\\u005f_proto__": {"mode": "development"}}'],
+    ['constructor.prototype', '{"constructor": {"prototype": {"mode": "development"}}}'],
+  ];
+  for (const [name, text] of poisoned) {
+    it(`rejects ${name} in the file and pollutes nothing`, () => {
+      const problems = withTempFile(text, (file) => problemsOf(() => loadConfig({ file, env: {} })));
+      assertProblem(problems, /__proto__|constructor/);
+      assert.equal(({} as Record<string, unknown>)['mode'], undefined);
+      assert.equal(({} as Record<string, unknown>)['port'], undefined);
+      assert.equal(({} as Record<string, unknown>)['clientPublish'], undefined);
+    });
+  }
+
+  for (const [name, text] of [
+    ['malformed JSON', '{"listen": '],
+    ['a JSON array', '[]'],
+    ['JSON null', 'null'],
+    ['a JSON string', '"config"'],
+  ] as const) {
+    it(`rejects ${name}, naming the file`, () => {
+      withTempFile(text, (file) => assertProblem(problemsOf(() => loadConfig({ file, env: {} })), new RegExp(file.replace(/[.*+?^${}()|[\]\\]/g, '\\$&'))));
+    });
+  }
+
+  it('a missing file is a ConfigError naming it', () => {
+    const file = join(tmpdir(), `herald-missing-${process.pid}-${Date.now()}.json`);
+    assertProblem(problemsOf(() => loadConfig({ file, env: {} })), /cannot read config file .*herald-missing-.*ENOENT/);
+  });
+
+  it('validation problems from the file are reported with their path', () => {
+    const problems = withTempFile(JSON.stringify({ listen: { port: 'eighty' } }), (file) => problemsOf(() => loadConfig({ file, env: {} })));
+    assertProblem(problems, /^\/listen\/port: /);
+  });
+});
