@@ -14,6 +14,10 @@ export default tseslint.config(
     },
   },
   {
+    files: ['test/**', 'bench/**'],
+    rules: { '@typescript-eslint/no-explicit-any': 'off' },
+  },
+  {
     files: ['src/core/**', 'src/transports/**', 'src/broker/**', 'src/protocol/**', 'src/api/**', 'src/auth/**'],
     rules: { 'no-restricted-properties': ['error', { object: 'process', property: 'env', message: 'Only the composition root and CLI read the environment.' }] },
   },

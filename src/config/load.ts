@@ -37,7 +37,7 @@ export const environmentVariables = {
 
 export function loadConfig(sources: ConfigSources): Config {
   const file = sources.file ?? sources.env['HERALD_CONFIG'];
-  let raw: Record<string, unknown> = {};
+  let raw: Record<string, unknown>;
   if (file !== undefined && file !== '') {
     let text: string;
     try {
