@@ -7,7 +7,8 @@
  *   node bench/fanout.ts [--subscribers=2000,10000] [--messages=50]
  *     [--transports=raw-ws,websocket,sse,long-poll]
  *     [--delivery-rate=10000 | --rate=MSG_PER_S] [--warmup=5] [--client-workers=2]
- *     [--concurrency=100] [--settle=3] [--drain-idle=5] [--long-poll-max=10000]
+ *     [--concurrency=100] [--settle=3] [--drain-idle=5] [--quiet-wait=60]
+ *     [--long-poll-max=10000]
  *     [--timeout=900] [--json=FILE]
  *
  * The publish rate is the same for every target of one N: --rate messages per
@@ -66,6 +67,7 @@ interface Options {
   longPollMax: number;
   timeoutS: number;
   drainIdleMs: number;
+  quietWaitMs: number;
   json: string | undefined;
 }
 
@@ -84,6 +86,7 @@ function parseOptions(): Options {
       'long-poll-max': { type: 'string', default: '10000' },
       timeout: { type: 'string', default: '900' },
       'drain-idle': { type: 'string', default: '5' },
+      'quiet-wait': { type: 'string', default: '60' },
       json: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -118,6 +121,7 @@ function parseOptions(): Options {
     longPollMax: int('long-poll-max', values['long-poll-max'], 0),
     timeoutS: int('timeout', values.timeout, 10),
     drainIdleMs: Number(values['drain-idle']) * 1000,
+    quietWaitMs: Number(values['quiet-wait']) * 1000,
     json: values.json,
   };
 }
@@ -471,8 +475,33 @@ interface Result {
   notes: string[];
 }
 
+/**
+ * Other work on the machine (builds, tests) skews latency and, less, CPU per
+ * delivery. Before a run, wait up to --quiet-wait for the CPUs to be mostly
+ * idle (< 0.3 busy cores over one second); returns a note when they were not.
+ */
+async function waitForQuiet(maxMs: number): Promise<string | undefined> {
+  const deadline = Date.now() + maxMs;
+  let busy = 0;
+  for (;;) {
+    const before = machineBusySeconds();
+    const selfBefore = selfCpuSeconds();
+    await sleep(1000);
+    busy = machineBusySeconds() - before - (selfCpuSeconds() - selfBefore);
+    if (busy < 0.3) return undefined;
+    if (Date.now() >= deadline) return `machine not idle before the run: ${busy.toFixed(2)} cores busy with other processes`;
+  }
+}
+
 async function runOne(target: Transport, n: number, options: Options, rate: number): Promise<Result> {
   const notes: string[] = [];
+  if (options.quietWaitMs > 0) {
+    const note = await waitForQuiet(options.quietWaitMs);
+    if (note !== undefined) {
+      notes.push(note);
+      log(`  ${note}`);
+    }
+  }
   const server = await startServer(target);
   const workers: Worker[] = [];
   try {

@@ -88,6 +88,12 @@ export class Client {
   readonly subscriptions = new Map<string, Subscription>();
   /** Last inbound activity (command, pong, poll), epoch ms. */
   lastActivity: number;
+  /**
+   * Whether missing activity means a dead peer. True on WebSocket (pong
+   * frames) and long polling (polls); on SSE only once the client has sent a
+   * command, so receive-only EventSource listeners are never cut for silence.
+   */
+  expectsActivity: boolean;
   #info: ClientInfo | undefined;
   #connecting: Promise<void> | undefined;
   #staleTimer: NodeJS.Timeout | undefined;
@@ -105,6 +111,7 @@ export class Client {
     this.transport = transport;
     const now = node.now();
     this.lastActivity = now;
+    this.expectsActivity = transport.kind !== 'sse';
     this.#tokens = node.config.limits.inboundBurst;
     this.#tokensAt = now;
     this.#windowStart = now;
@@ -133,6 +140,7 @@ export class Client {
     const limits = this.node.config.limits;
     const now = this.node.now();
     this.lastActivity = now;
+    this.expectsActivity = true;
     if (now - this.#windowStart >= 1000) {
       this.#windowStart = now;
       this.#windowCount = 0;
@@ -153,7 +161,7 @@ export class Client {
     if (command.method === 'pong') return;
     const id = command.id;
     // Commands pipelined behind `connect` wait for it, in arrival order.
-    if (this.#connecting !== undefined && command.method !== 'connect') await this.#connecting;
+    if (this.#connecting !== undefined) await this.#connecting;
     try {
       if (this.isClosed) return;
       if (command.method !== 'connect' && this.state !== 'connected') throw new CommandError('not_connected');
@@ -268,6 +276,7 @@ export class Client {
       pendingBytes: 0,
     };
     this.subscriptions.set(channel, sub);
+    diagnostics.subscribed.publish({ transport: this.transport.kind });
     const wasRecovering = request.recover === true;
     let since: StreamPosition | undefined;
     if (wasRecovering && request.epoch !== undefined && request.offset !== undefined) {
@@ -278,7 +287,10 @@ export class Client {
       await this.node.hub.addSubscription(sub);
       page = await this.node.readStream(resolved, since);
     } catch (error) {
-      if (this.subscriptions.get(channel) === sub) this.subscriptions.delete(channel);
+      if (this.subscriptions.get(channel) === sub) {
+        this.subscriptions.delete(channel);
+        diagnostics.unsubscribed.publish({ transport: this.transport.kind });
+      }
       await this.node.hub.removeSubscription(sub);
       throw error;
     }
@@ -306,7 +318,6 @@ export class Client {
       recovered,
     };
     await this.node.joinPresence(this, resolved);
-    diagnostics.subscribed.publish({ transport: this.transport.kind });
     return { result, flush: () => this.#flushSubscription(sub, result, missed) };
   }
 
@@ -367,7 +378,7 @@ export class Client {
 
   ping(): void {
     const ping = this.node.config.ping;
-    if (this.node.now() - this.lastActivity > ping.intervalMs * ping.maxMissed) {
+    if (this.expectsActivity && this.node.now() - this.lastActivity > ping.intervalMs * ping.maxMissed) {
       this.disconnect('no_pong');
       return;
     }
