@@ -482,12 +482,11 @@ interface Result {
  */
 async function waitForQuiet(maxMs: number): Promise<string | undefined> {
   const deadline = Date.now() + maxMs;
-  let busy = 0;
   for (;;) {
     const before = machineBusySeconds();
     const selfBefore = selfCpuSeconds();
     await sleep(1000);
-    busy = machineBusySeconds() - before - (selfCpuSeconds() - selfBefore);
+    const busy = machineBusySeconds() - before - (selfCpuSeconds() - selfBefore);
     if (busy < 0.3) return undefined;
     if (Date.now() >= deadline) return `machine not idle before the run: ${busy.toFixed(2)} cores busy with other processes`;
   }

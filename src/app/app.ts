@@ -86,8 +86,11 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       app.server.closeIdleConnections();
       const drained = await node.drain(drainTimeoutMs);
       await node.close();
+      // Let final answers (disconnect frames) finish, then cut what is left.
+      app.server.closeIdleConnections();
+      const left = Math.max(0, Math.min(2000, drainTimeoutMs - (Date.now() - started)));
+      await Promise.race([listenerClosed, new Promise((resolve) => setTimeout(resolve, left).unref())]);
       app.server.closeAllConnections();
-      await Promise.race([listenerClosed, new Promise((resolve) => setTimeout(resolve, 1000).unref())]);
       await app.close().catch(() => undefined);
       logger.info({ drained, ms: Date.now() - started }, 'stopped');
       return drained;

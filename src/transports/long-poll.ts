@@ -81,7 +81,10 @@ export class LongPollTransport implements Transport {
     const reconnect = code < 3500 || (code >= 4000 && code < 4500);
     this.#push(encodePush({ push: 'disconnect', code, reason, reconnect }), undefined);
     this.#closed = true;
-    if (this.#waiter === undefined) {
+    if (this.#waiter !== undefined) {
+      // Answer now, not after the write burst: a drain must see this frame go out.
+      this.#answerWaiter();
+    } else {
       // Give the client one poll interval to fetch the disconnect frame.
       clearTimeout(this.#idleTimer);
       this.#idleTimer = setTimeout(() => this.#finish(), Math.min(this.#sessionTimeoutMs, 5000));

@@ -273,9 +273,13 @@ export async function connectWs(
   return client;
 }
 
-/** Signs a JWT with an arbitrary HMAC secret and claims (for forged tokens). */
-export function signToken(secret: string, claims: Record<string, unknown>): Promise<string> {
-  return new SignJWT({ ...claims }).setProtectedHeader({ alg: 'HS256' }).sign(new TextEncoder().encode(secret));
+/** Signs a JWT with an arbitrary HMAC secret, claims and HMAC algorithm (for forged or unusual tokens). */
+export function signToken(
+  secret: string,
+  claims: Record<string, unknown>,
+  alg: 'HS256' | 'HS384' | 'HS512' = 'HS256',
+): Promise<string> {
+  return new SignJWT({ ...claims }).setProtectedHeader({ alg }).sign(new TextEncoder().encode(secret));
 }
 
 export interface HttpAnswer {

@@ -17,7 +17,6 @@ import { EventSource, type FetchLike } from 'eventsource';
 import { deferred, waitUntil, type Deferred } from './rt-util.ts';
 
 /** A decoded server frame (reply or push). */
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
 export type Frame = Record<string, any>;
 
 export interface CloseInfo {

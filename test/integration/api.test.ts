@@ -179,6 +179,28 @@ describe('server API', { timeout: 30000 }, () => {
       );
     });
 
+    test('disconnect reaches long-poll sessions too: disconnect 3503, then the session is gone', async () => {
+      const user = unique('gina');
+      const open = await http(`${h.url}/connection/poll/open`, { body: { token: await h.token(user), channels: [unique('chat:dc')] } });
+      assert.equal(open.status, 200, open.text);
+      const channels = await ok('channels', {});
+      assert.ok(Object.keys(channels.channels).length > 0, 'long-poll subscriptions are listed');
+      assert.equal((await ok('disconnect', { user })).disconnected, 1);
+      const poll = await http(`${h.url}/connection/poll`, {
+        headers: { 'herald-session': open.body.session },
+        body: { seq: open.body.seq },
+      });
+      if (poll.status === 200) {
+        const last = poll.body.messages[poll.body.messages.length - 1];
+        assert.equal(last?.push, 'disconnect', poll.text);
+        assert.equal(last.code, 3503);
+        assert.equal(last.reconnect, false);
+      } else {
+        assert.equal(poll.status, 404, poll.text);
+        assert.equal(poll.body?.error?.code, 'session_unknown');
+      }
+    });
+
     test('disconnect with reconnect closes with a reconnect code (3000-3499)', async () => {
       const user = unique('frank');
       const c = await connectWs(h, user);

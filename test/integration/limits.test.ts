@@ -214,4 +214,27 @@ describe('limits', { timeout: 30000 }, () => {
       );
     });
   });
+
+  test('a long-poll session whose queue exceeds outboundQueueBytes is closed with 3004', async () => {
+    await withHerald({ limits: { outboundQueueBytes: 4096 } }, async (h) => {
+      const channel = unique('chat:lp-slow');
+      const s = await LongPollSession.open(h.url, { token: await h.token('alice'), channels: [channel] });
+      assert.equal(await presenceCount(h, channel), 1);
+      // never poll: 10 publications of 1 KiB overflow a 4 KiB queue
+      for (let i = 0; i < 10; i++) {
+        const answer = await h.api('publish', { channel, data: 'x'.repeat(1024) });
+        assert.equal(answer.status, 200);
+      }
+      await eventually(async () => ((await presenceCount(h, channel)) === 0 ? true : undefined), 'the slow session to be dropped');
+      let answer = await s.rawPoll(s.seq);
+      if (answer.status === 200) {
+        const last = answer.body.messages[answer.body.messages.length - 1];
+        assert.equal(last?.push, 'disconnect', answer.text.slice(0, 300));
+        assert.equal(last.code, 3004);
+        assert.equal(last.reconnect, true);
+        answer = await s.rawPoll(answer.body.seq);
+      }
+      assert.equal(answer.status, 404, answer.text.slice(0, 300));
+    });
+  });
 });

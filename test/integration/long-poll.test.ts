@@ -239,15 +239,43 @@ describe('long polling', { timeout: 30000 }, () => {
     await s2.close();
   });
 
-  test('a malformed cursor is ignored: subscriptions start fresh', async () => {
+  test('a cursor with several channels recovers each of them', async () => {
+    const c1 = unique('chat:lp-multi-a');
+    const c2 = unique('chat:lp-multi-b');
+    const s1 = await open('alice', { channels: [c1, c2] });
+    await apiPublish(c1, 'a1');
+    await apiPublish(c2, 'b1');
+    await apiPublish(c2, 'b2');
+    await s1.waitMarker(c1, 'a1');
+    await s1.waitMarker(c2, 'b2');
+    const e1 = subscribedOf(s1, c1)[0].epoch;
+    const e2 = subscribedOf(s1, c2)[0].epoch;
+    assert.deepEqual(s1.cursor.split(' ').sort(), [`${c1}|${e1}|1`, `${c2}|${e2}|2`].sort());
+    await s1.close();
+    await apiPublish(c1, 'a2');
+    await apiPublish(c2, 'b3');
+    const s2 = await open('alice', { cursor: s1.cursor });
+    for (const channel of [c1, c2]) assert.equal(subscribedOf(s2, channel)[0]?.recovered, true, channel);
+    assert.deepEqual(offsets(await s2.waitMarker(c1, 'a2')), [2]);
+    assert.deepEqual(offsets(await s2.waitMarker(c2, 'b3')), [3]);
+    await s2.close();
+  });
+
+  test('a malformed cursor is ignored as a whole: subscriptions start fresh', async () => {
+    const good = unique('chat:lp-goodcursor');
     const channel = unique('chat:lp-badcursor');
+    const epoch = (await apiPublish(good, 1)).epoch;
     await apiPublish(channel, 1);
-    const s = await open('alice', { channels: [channel], cursor: `${channel}|not an epoch|x` });
-    const [subscribed] = subscribedOf(s, channel);
-    assert.ok(subscribed, 'subscribed despite the bad cursor');
-    assert.equal(subscribed.was_recovering, false);
-    assert.equal(subscribed.recovered, false);
-    assert.equal(subscribed.offset, 1);
+    // one valid entry, one broken: the whole vector is ignored
+    const s = await open('alice', { channels: [good, channel], cursor: `${good}|${epoch}|0 ${channel}|not an epoch|x` });
+    for (const name of [good, channel]) {
+      const [subscribed] = subscribedOf(s, name);
+      assert.ok(subscribed, `${name} subscribed despite the bad cursor`);
+      assert.equal(subscribed.was_recovering, false, name);
+      assert.equal(subscribed.recovered, false, name);
+      assert.equal(subscribed.offset, 1, name);
+    }
+    assert.equal(s.publications(good).length, 0, 'nothing replayed from the ignored vector');
     await s.close();
   });
 
@@ -347,7 +375,18 @@ describe('long-poll session timeout', { timeout: 30000 }, () => {
       'the idle session to be closed',
       WAIT_MS,
     );
-    const answer = await s.rawPoll(s.seq);
+    // The session is gone: the next poll is either 404 session_unknown, or
+    // (docs/protocol.md: "disconnect is the last frame of a long-poll
+    // connection") one last answer ending with a disconnect 3010 that says to
+    // reconnect, after which the session is unknown.
+    let answer = await s.rawPoll(s.seq);
+    if (answer.status === 200) {
+      const last = answer.body.messages[answer.body.messages.length - 1];
+      assert.equal(last?.push, 'disconnect', answer.text);
+      assert.equal(last.code, 3010, answer.text);
+      assert.equal(last.reconnect, true, answer.text);
+      answer = await s.rawPoll(answer.body.seq);
+    }
     assert.equal(answer.status, 404, answer.text);
     assert.equal(answer.body?.error?.code, 'session_unknown');
   });
@@ -369,3 +408,30 @@ async function publishVia(h: TestHerald, channel: string, data: unknown): Promis
   const answer = await h.api('publish', { channel, data });
   assert.equal(answer.status, 200, JSON.stringify(answer.body));
 }
+
+describe('long-poll shutdown', { timeout: 30000 }, () => {
+  test('graceful shutdown answers a poll in flight with disconnect 3001 (reconnect)', async () => {
+    const h = await startHerald({ longPoll: { pollTimeoutMs: 60000 } });
+    try {
+      const s = await LongPollSession.open(h.url, { token: await h.token('alice'), channels: [unique('chat:bye')] });
+      // Make sure a poll is registered on the server before shutting down: of
+      // two polls, the later one answers the earlier at once (documented), so
+      // once one is answered the other is the session's waiting poll.
+      const p1 = s.rawPoll(s.seq).then((answer) => ({ which: 1, answer }));
+      const p2 = s.rawPoll(s.seq).then((answer) => ({ which: 2, answer }));
+      const firstAnswered = await Promise.race([p1, p2]);
+      assert.equal(firstAnswered.answer.status, 200, firstAnswered.answer.text);
+      const inFlight = firstAnswered.which === 1 ? p2 : p1;
+      const stopping = h.server.shutdown(3000);
+      const { answer } = await inFlight;
+      assert.equal(answer.status, 200, answer.text);
+      const last = answer.body.messages[answer.body.messages.length - 1];
+      assert.equal(last?.push, 'disconnect', answer.text);
+      assert.equal(last.code, 3001);
+      assert.equal(last.reconnect, true);
+      await stopping;
+    } finally {
+      await h.close();
+    }
+  });
+});

@@ -94,6 +94,12 @@ abstract class StressClient {
     if (recovering) {
       this.resubscribes.push({ from, own: this.lastOffset, result });
       if (result['was_recovering'] !== true) this.problems.push(`resubscribe without was_recovering: ${JSON.stringify(result)}`);
+      if (result['recovered'] === true && result['epoch'] !== this.epoch) {
+        this.problems.push(`recovered:true with another epoch (${this.epoch} -> ${result['epoch']})`);
+      }
+      if (result['recovered'] === true && (result['offset'] as number) < from) {
+        this.problems.push(`recovered:true with the stream (${result['offset']}) behind the position ${from}`);
+      }
     } else if (this.epoch !== '') {
       this.problems.push(`resubscribed without recovery: ${JSON.stringify(result)}`);
     }

@@ -185,6 +185,7 @@ describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
       assert.ok(wsNew.refused, `a new WebSocket during shutdown was served: ${wsNew.how}`);
       const sseNew = await sseRefused(sseUrl(herald.url, { token: await herald.token('carol'), channels: [channel] }));
       assert.ok(sseNew.refused, `a new SSE stream during shutdown was served: ${sseNew.how}`);
+      console.log(`during shutdown: new WebSocket → ${wsNew.how}; new SSE → ${sseNew.how}`);
     }
 
     const exit = await withTimeout(herald.exited, drainTimeoutMs + 5000, 'process exit');
@@ -216,12 +217,17 @@ describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
         assert.ok(wsNew.refused, `a new WebSocket during the drain was served: ${wsNew.how}`);
         const sseNew = await sseRefused(sseUrl(herald.url, { token: await herald.token('carol'), channels: [channel] }));
         assert.ok(sseNew.refused, `a new SSE stream during the drain was served: ${sseNew.how}`);
+        console.log(`during the drain: new WebSocket → ${wsNew.how}; new SSE → ${sseNew.how}`);
       }
       const exit = await withTimeout(herald.exited, drainTimeoutMs + 10000, 'process exit despite a stuck client');
       const elapsed = exit.at - signalledAt;
       console.log(`stuck-client shutdown: exit code ${exit.code} after ${elapsed} ms (drain timeout ${drainTimeoutMs})`);
       assert.equal(exit.signal, null, 'exited by itself');
-      assert.ok(elapsed <= drainTimeoutMs + 2000, `exited ${elapsed} ms after SIGTERM (drain timeout ${drainTimeoutMs})`);
+      // the drain timeout is the longest drain "before exiting anyway"; allow 1 s for the exit itself
+      assert.ok(
+        elapsed <= drainTimeoutMs + 1000,
+        `exited ${elapsed} ms after SIGTERM (drain timeout ${drainTimeoutMs}); log:\n${herald.stdout.slice(-5).join('\n')}`,
+      );
     } finally {
       stuck.destroy();
     }

@@ -4,7 +4,7 @@
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
-import { closeAllClients, connectWs, openWs, signToken, unique, type Json, type WsClient } from '../helpers/herald-ws.ts';
+import { closeAllClients, connectWs, eventually, openWs, signToken, unique, type Json, type WsClient } from '../helpers/herald-ws.ts';
 
 const offsets = (pubs: Json[]): number[] => pubs.map((p) => p.offset);
 
@@ -73,6 +73,46 @@ describe('websocket', { timeout: 30000 }, () => {
       assert.equal(closed.code, 3003);
     });
 
+    test('a token signed with an algorithm outside auth.algorithms closes 3500', async () => {
+      // the right secret, but HS512: the token header must not choose the algorithm
+      const token = await signToken(h.hmacSecret, { sub: 'alice', exp: Math.floor(Date.now() / 1000) + 3600 }, 'HS512');
+      const c = await openWs(h.wsUrl);
+      c.send({ id: 1, method: 'connect', params: { token } });
+      assert.equal((await c.waitClose()).code, 3500);
+    });
+
+    test('a token without sub closes 3500', async () => {
+      const token = await signToken(h.hmacSecret, { exp: Math.floor(Date.now() / 1000) + 3600 });
+      const c = await openWs(h.wsUrl);
+      c.send({ id: 1, method: 'connect', params: { token } });
+      assert.equal((await c.waitClose()).code, 3500);
+    });
+
+    test('a token without exp connects without ttl', async () => {
+      const token = await signToken(h.hmacSecret, { sub: 'alice' });
+      const c = await openWs(h.wsUrl);
+      const result = await c.connect(token);
+      assert.equal(typeof result.client, 'string');
+      assert.equal(result.ttl, undefined);
+    });
+
+    test('exp within auth.leewayMs (5 s) is still accepted', async () => {
+      const token = await signToken(h.hmacSecret, { sub: 'alice', exp: Math.floor(Date.now() / 1000) - 2 });
+      const c = await openWs(h.wsUrl);
+      const result = await c.connect(token);
+      assert.equal(typeof result.client, 'string');
+    });
+
+    test('nbf in the future (beyond leeway) is refused and does not connect', async () => {
+      const now = Math.floor(Date.now() / 1000);
+      const token = await signToken(h.hmacSecret, { sub: 'alice', nbf: now + 600, exp: now + 3600 });
+      const c = await openWs(h.wsUrl);
+      c.send({ id: 1, method: 'connect', params: { token } });
+      const { code } = await c.waitClose();
+      assert.ok(code === 3500 || code === 3003, `closed with ${code}`);
+      assert.equal(c.frames.filter((f) => f.result !== undefined).length, 0);
+    });
+
     test('commands before connect get error 115, connect still works after', async () => {
       const c = await openWs(h.wsUrl);
       assert.equal(await c.callError('subscribe', { channel: 'public:before' }), 115);
@@ -117,6 +157,24 @@ describe('websocket', { timeout: 30000 }, () => {
       assert.deepEqual(reply, { id: reply.id, result: {} });
     });
 
+    test('pong without id gets no reply; ids up to 2^31-1 are echoed', async () => {
+      const c = await connectWs(h, 'alice');
+      c.send({ method: 'pong' });
+      c.send({ id: 2 ** 31 - 1, method: 'ping' });
+      const reply = await c.reply(2 ** 31 - 1);
+      assert.deepEqual(reply, { id: 2 ** 31 - 1, result: {} });
+      // the pong produced nothing: the only frames are the connect reply and this one
+      assert.equal(c.frames.filter((f) => f.push === undefined).length, 2, JSON.stringify(c.frames));
+      assert.ok(c.isOpen);
+      c.send({ id: 2 ** 31, method: 'ping' });
+      assert.equal((await c.waitClose()).code, 3501, 'id above 2^31-1 is not a valid id');
+    });
+
+    test('unsubscribe from a channel not subscribed gets 110', async () => {
+      const c = await connectWs(h, 'alice');
+      assert.equal(await c.callError('unsubscribe', { channel: unique('chat:never') }), 110);
+    });
+
     test('unknown method gets 104, unknown params key gets 107, connection stays', async () => {
       const c = await connectWs(h, 'alice');
       assert.equal(await c.callError('frobnicate', {}), 104);
@@ -156,6 +214,19 @@ describe('websocket', { timeout: 30000 }, () => {
       const replyIndex = a.frames.findIndex((f) => f.result !== undefined && f.result.epoch === sub.epoch);
       const firstPub = a.frames.findIndex((f) => f.push === 'publication');
       assert.ok(replyIndex !== -1 && replyIndex < firstPub);
+    });
+
+    test('publication data may be any JSON value', async () => {
+      const channel = unique('chat:any');
+      const a = await connectWs(h, 'alice');
+      await a.call('subscribe', { channel });
+      const values = [null, 0, false, '', 'text', [1, 'two', null], { nested: { deep: [true] } }, 1.5e300];
+      for (const data of values) await a.call('publish', { channel, data });
+      const pubs = await a.waitPublications(channel, values.length);
+      assert.deepEqual(
+        pubs.map((p) => p.data),
+        values,
+      );
     });
 
     test('publisher subscribed to the channel receives its own publication', async () => {
@@ -320,6 +391,25 @@ describe('websocket', { timeout: 30000 }, () => {
       assert.deepEqual(await a.call('presence_stats', { channel }), { num_clients: 2, num_users: 2 });
     });
 
+    test('no join/leave pushes where joinLeave is off', async () => {
+      const channel = unique('public:quiet');
+      const a = await connectWs(h, 'alice');
+      await a.call('subscribe', { channel });
+      const b = await connectWs(h, 'bob');
+      await b.call('subscribe', { channel });
+      await b.close();
+      await eventually(async () => {
+        const stats = await h.api('presence_stats', { channel });
+        return stats.body.num_clients === 1 ? true : undefined;
+      }, 'bob to leave presence');
+      await h.api('publish', { channel, data: 'marker' });
+      await a.waitMarker(channel, 'marker');
+      assert.deepEqual(
+        a.frames.filter((f) => f.push === 'join' || f.push === 'leave'),
+        [],
+      );
+    });
+
     test('presence is cleaned when a socket closes (graceful and abrupt)', async () => {
       const channel = unique('chat:presence-close');
       const a = await connectWs(h, 'alice');
@@ -391,6 +481,9 @@ describe('websocket', { timeout: 30000 }, () => {
       assert.ok(reply.offset >= 10 && reply.offset <= 40, `offset ${reply.offset}`);
       await apiPublish(channel, 'end');
       const all = await second.waitMarker(channel, 'end');
+      const replyIndex = second.frames.findIndex((f) => f.result?.was_recovering === true);
+      const firstPub = second.frames.findIndex((f) => f.push === 'publication');
+      assert.ok(replyIndex !== -1 && replyIndex < firstPub, 'the subscribe reply comes before any publication');
       const expected = Array.from({ length: 36 }, (_, i) => i + 6);
       assert.deepEqual(offsets(all), expected);
       assert.deepEqual(
@@ -467,6 +560,13 @@ describe('websocket', { timeout: 30000 }, () => {
       });
     }
 
+    test('invalid UTF-8 in a text frame closes 1007', async () => {
+      const c = await connectWs(h, 'alice');
+      // ws sends a Buffer with binary: false as a text frame without validating it
+      c.ws.send(Buffer.from([0x7b, 0x22, 0xff, 0xfe, 0x22, 0x7d]), { binary: false });
+      assert.equal((await c.waitClose()).code, 1007);
+    });
+
     for (const [name, payload] of [
       ['__proto__', '{"__proto__":{"polluted":"yes"}}'],
       ['constructor.prototype', '{"constructor":{"prototype":{"polluted":"yes"}}}'],
@@ -498,6 +598,153 @@ describe('websocket', { timeout: 30000 }, () => {
         assert.equal(({} as Record<string, unknown>)['polluted'], undefined, 'Object.prototype polluted');
       });
     }
+  });
+
+  describe('recovery limits', () => {
+    let small: TestHerald;
+    before(async () => {
+      small = await startHerald({
+        channels: {
+          namespaces: [
+            { name: 'small', historySize: 3, clientPublish: true },
+            { name: 'short', historyTtlMs: 200 },
+            { name: 'quiet', presence: false },
+          ],
+        },
+      });
+    });
+    after(async () => {
+      closeAllClients();
+      await small.close();
+    });
+
+    async function publish(channel: string, data: unknown): Promise<void> {
+      const answer = await small.api('publish', { channel, data });
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+    }
+
+    test('a gap larger than historySize answers recovered false; within it recovers', async () => {
+      const channel = unique('small:trim');
+      const a = await connectWs(small, 'alice');
+      const sub = await a.call('subscribe', { channel });
+      for (let i = 1; i <= 10; i++) await publish(channel, i);
+      await a.waitPublications(channel, 10);
+
+      const history = await a.call('history', { channel, limit: 100 });
+      assert.deepEqual(offsets(history.publications), [8, 9, 10], 'history keeps historySize publications');
+
+      const lost = await connectWs(small, 'alice');
+      const reply = await lost.call('subscribe', { channel, recover: true, epoch: sub.epoch, offset: 2 });
+      assert.equal(reply.was_recovering, true);
+      assert.equal(reply.recovered, false, 'publications 3..7 were trimmed');
+      assert.equal(reply.offset, 10);
+      await publish(channel, 'live');
+      assert.deepEqual(offsets(await lost.waitMarker(channel, 'live')), [11], 'no partial replay');
+
+      const ok = await connectWs(small, 'alice');
+      const okReply = await ok.call('subscribe', { channel, recover: true, epoch: sub.epoch, offset: 8 });
+      assert.equal(okReply.recovered, true);
+      await publish(channel, 'live2');
+      assert.deepEqual(offsets(await ok.waitMarker(channel, 'live2')), [9, 10, 11, 12]);
+    });
+
+    test('presence where the namespace has it off gets 108 (API: 400 not_available)', async () => {
+      const channel = unique('quiet:room');
+      const a = await connectWs(small, 'alice');
+      await a.call('subscribe', { channel });
+      assert.equal(await a.callError('presence', { channel }), 108);
+      assert.equal(await a.callError('presence_stats', { channel }), 108);
+      const answer = await small.api('presence', { channel });
+      assert.equal(answer.status, 400, JSON.stringify(answer.body));
+      assert.equal(answer.body.error.code, 'not_available');
+    });
+
+    test('publications older than historyTtlMs are not recovered', async () => {
+      const channel = unique('short:ttl');
+      const a = await connectWs(small, 'alice');
+      const sub = await a.call('subscribe', { channel });
+      await publish(channel, 1);
+      await publish(channel, 2);
+      await a.waitPublications(channel, 2);
+      await a.close();
+      // wait (by observation, not by a fixed sleep) until history has expired
+      await eventually(async () => {
+        const page = await small.api('history', { channel, limit: 10 });
+        return page.status === 200 && page.body.publications.length === 0 ? true : undefined;
+      }, 'history to expire');
+      const b = await connectWs(small, 'alice');
+      const reply = await b.call('subscribe', { channel, recover: true, epoch: sub.epoch, offset: 1 });
+      assert.equal(reply.was_recovering, true);
+      assert.equal(reply.recovered, false);
+      await publish(channel, 'live');
+      const pubs = await b.waitMarker(channel, 'live');
+      assert.equal(pubs.length, 1, `only the live publication: ${JSON.stringify(pubs)}`);
+    });
+  });
+
+  describe('audience and issuer', () => {
+    let strict: TestHerald;
+    before(async () => {
+      strict = await startHerald({ auth: { audience: 'herald-test', issuer: 'https://issuer.test' } });
+    });
+    after(async () => {
+      closeAllClients();
+      await strict.close();
+    });
+
+    test('aud and iss are checked when configured', async () => {
+      const exp = Math.floor(Date.now() / 1000) + 3600;
+      const good = await openWs(strict.wsUrl);
+      await good.connect(await signToken(strict.hmacSecret, { sub: 'a', exp, aud: 'herald-test', iss: 'https://issuer.test' }));
+      for (const claims of [
+        { sub: 'a', exp, aud: 'other', iss: 'https://issuer.test' },
+        { sub: 'a', exp, aud: 'herald-test', iss: 'https://evil.test' },
+        { sub: 'a', exp },
+      ]) {
+        const c = await openWs(strict.wsUrl);
+        c.send({ id: 1, method: 'connect', params: { token: await signToken(strict.hmacSecret, claims) } });
+        assert.equal((await c.waitClose()).code, 3500, JSON.stringify(claims));
+      }
+    });
+  });
+
+  describe('token expiry on a live connection', () => {
+    let quick: TestHerald;
+    before(async () => {
+      quick = await startHerald({ auth: { leewayMs: 0, expiryGraceMs: 0 } });
+    });
+    after(async () => {
+      closeAllClients();
+      await quick.close();
+    });
+
+    test('a connection is closed with 3003 once its token expires (after the grace)', async () => {
+      const short = await openWs(quick.wsUrl);
+      const result = await short.connect(await signToken(quick.hmacSecret, { sub: 'alice', exp: Math.floor(Date.now() / 1000) + 2 }));
+      assert.ok(result.ttl >= 0 && result.ttl <= 2, `ttl ${result.ttl}`);
+      const long = await connectWs(quick, 'bob');
+      await short.call('subscribe', { channel: unique('chat:expiring') });
+      const closed = await short.waitClose(10000);
+      assert.equal(closed.code, 3003);
+      assert.ok(long.isOpen, 'a connection with a valid token stays');
+      assert.deepEqual(await long.call('ping'), {});
+    });
+  });
+
+  describe('shutdown', () => {
+    test('graceful shutdown closes WebSocket clients with 3001 (reconnect)', async () => {
+      const temp = await startHerald();
+      try {
+        const c = await connectWs(temp, 'alice');
+        await c.call('subscribe', { channel: unique('chat:bye') });
+        const stopping = temp.server.shutdown(3000);
+        const closed = await c.waitClose();
+        assert.equal(closed.code, 3001);
+        await stopping;
+      } finally {
+        await temp.close();
+      }
+    });
   });
 
   test('server still serves after all of the above', async () => {
