@@ -335,9 +335,21 @@ function openLongPoll(sub: number, cfg: StartMessage): Promise<void> {
       let seq = first.seq;
       let now = nowUs();
       for (const m of first.messages) onHeraldFrame(sub, m, now, onSubscribed);
+      let failures = 0;
       while (!stopping) {
         polls++;
-        const answer = await post(cfg, '/connection/poll', JSON.stringify({ seq }), session);
+        let answer: { status: number; body: string };
+        try {
+          answer = await post(cfg, '/connection/poll', JSON.stringify({ seq }), session);
+          failures = 0;
+        } catch (err) {
+          // A kept-alive socket closed under us (the server's keep-alive
+          // timeout racing the next poll): poll again with the same seq, as
+          // the protocol intends for a lost answer.
+          if (stopping || ++failures > 5) throw err;
+          bump(otherFrames, `poll retry: ${err instanceof Error ? err.message : String(err)}`);
+          continue;
+        }
         if (stopping) return;
         now = nowUs();
         if (answer.status !== 200) throw new Error(`poll status ${answer.status}: ${answer.body.slice(0, 120)}`);

@@ -72,7 +72,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const metrics = createMetrics(node.hub);
   const app = createHttpApp({ config, node, apiKeys, metrics, logger });
   await app.ready();
-  attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes });
+  const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes });
   await app.listen({ host: config.listen.host, port: config.listen.port });
   const address = app.server.address() as AddressInfo;
   logger.info({ host: config.listen.host, port: address.port, mode: config.mode, version }, 'listening');
@@ -85,6 +85,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       const listenerClosed = new Promise<void>((resolve) => app.server.close(() => resolve()));
       app.server.closeIdleConnections();
       const drained = await node.drain(drainTimeoutMs);
+      // WebSocket close handshakes get what is left of the drain time.
+      await websockets.settle(drainTimeoutMs - (Date.now() - started));
+      websockets.terminateAll();
       await node.close();
       // Let final answers (disconnect frames) finish, then cut what is left.
       app.server.closeIdleConnections();

@@ -68,8 +68,16 @@ export interface WebSocketHandlerOptions {
   readonly admit?: (request: IncomingMessage) => number | null;
 }
 
+export interface WebSocketEndpoint {
+  /** Resolves when every upgraded socket has closed, or after `timeoutMs`. */
+  settle(timeoutMs: number): Promise<void>;
+  /** Cuts every socket still open. */
+  terminateAll(): void;
+}
+
 /** Attaches the WebSocket endpoint to an HTTP server. */
-export function attachWebSocket(server: Server, node: Node, options: WebSocketHandlerOptions): WebSocketServer {
+export function attachWebSocket(server: Server, node: Node, options: WebSocketHandlerOptions): WebSocketEndpoint {
+  const sockets = new Set<WebSocket>();
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: options.maxMessageBytes,
@@ -87,9 +95,21 @@ export function attachWebSocket(server: Server, node: Node, options: WebSocketHa
       refuse(socket, status);
       return;
     }
-    wss.handleUpgrade(request, socket, head, (ws) => serve(ws, node, options));
+    wss.handleUpgrade(request, socket, head, (ws) => {
+      sockets.add(ws);
+      ws.once('close', () => sockets.delete(ws));
+      serve(ws, node, options);
+    });
   });
-  return wss;
+  return {
+    async settle(timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      while (sockets.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    },
+    terminateAll() {
+      for (const ws of sockets) ws.terminate();
+    },
+  };
 }
 
 function refuse(socket: Duplex, status: number): void {
