@@ -131,6 +131,15 @@ function crossFieldProblems(config: Config): string[] {
     if (names.has(key.name)) problems.push(`/api/keys: key name "${key.name}" is used twice`);
     names.add(key.name);
   }
+  if ((config.tls.certFile === undefined) !== (config.tls.keyFile === undefined)) {
+    problems.push('/tls: set both certFile and keyFile, or neither');
+  }
+  if (config.auth.cookieName !== undefined && config.cors.origins.length === 0) {
+    problems.push('/auth/cookieName: cookie auth needs cors.origins (the origin allowlist guards it)');
+  }
+  for (const key of config.api.keys) {
+    if (key.notAfter !== undefined && Number.isNaN(Date.parse(key.notAfter))) problems.push(`/api/keys: notAfter of "${key.name}" is not a date`);
+  }
   if (config.limits.inboundHardPerSecond < config.limits.inboundRatePerSecond) {
     problems.push('/limits: inboundHardPerSecond must be at least inboundRatePerSecond');
   }

@@ -20,6 +20,10 @@ export const NamespaceOptions = Type.Object(
     presence: Type.Boolean({ default: true, description: 'Track who is subscribed (presence and presence_stats).' }),
     joinLeave: Type.Boolean({ default: false, description: 'Send join and leave pushes to subscribers.' }),
     clientPublish: Type.Boolean({ default: false, description: 'Allow connected clients to publish into channels of this namespace.' }),
+    private: Type.Boolean({
+      default: false,
+      description: 'Subscribing needs a subscription token (JWT with `channel` and the connection\'s `sub`) in the subscribe command.',
+    }),
     allowAnonymous: Type.Boolean({
       default: false,
       description: 'Allow connections without a token (user id "") to subscribe to this namespace.',
@@ -48,6 +52,12 @@ export const ApiKey = Type.Object(
   {
     name: Type.String({ minLength: 1, maxLength: 64, description: 'Label for logs and metrics.' }),
     sha256: Type.String({ pattern: '^[0-9a-f]{64}$', description: 'Hex SHA-256 of the key; the key itself is never stored.' }),
+    notAfter: Type.Optional(
+      Type.String({
+        format: 'date-time',
+        description: 'ISO 8601 time after which the key is refused: set it on the old key when rotating, for a grace period.',
+      }),
+    ),
     scopes: Type.Array(Type.Union([Type.Literal('publish'), Type.Literal('read'), Type.Literal('admin')]), {
       minItems: 1,
       uniqueItems: true,
@@ -94,6 +104,14 @@ export const ConfigSchema = Type.Object(
         issuer: Type.Optional(Type.String({ description: 'Required `iss` claim, when set.' })),
         leewayMs: Ms(5000, 'Clock skew tolerated on `exp` and `nbf`.', 0),
         expiryGraceMs: Ms(25000, 'A live connection whose token expired is closed this long after `exp` (code 3003).', 0),
+        jwksUrl: Type.Optional(Type.String({ pattern: '^https?://', description: 'JWKS endpoint for RS256/ES256 keys (fetched, cached, refreshed on an unknown `kid`).' })),
+        jwksCacheMs: Ms(600000, 'How long fetched JWKS keys are trusted before a refetch.'),
+        cookieName: Type.Optional(
+          Type.String({
+            pattern: '^[A-Za-z0-9_-]{1,64}$',
+            description: 'Cookie carrying the connection token for same-site apps (WebSocket, SSE, long polling); needs cors.origins.',
+          }),
+        ),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -102,6 +120,8 @@ export const ConfigSchema = Type.Object(
         keys: Type.Array(ApiKey, { default: [], description: 'Server API keys (hashed). HERALD_API_KEY adds one admin key from the environment.' }),
         maxBodyBytes: Type.Integer({ default: 65536, minimum: 1024, maximum: 16777216, description: 'Largest API request body.' }),
         maxBroadcastChannels: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most channels in one broadcast.' }),
+        rateLimitPerKey: Type.Integer({ default: 6000, minimum: 1, description: 'API requests per key per minute (per node), then 429.' }),
+        rateLimitPerIp: Type.Integer({ default: 600, minimum: 1, description: 'API requests per client IP per minute (per node), counted before the key is checked.' }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -130,6 +150,10 @@ export const ConfigSchema = Type.Object(
         staleMs: Ms(10000, 'Close a connection that has not connected (authenticated) by then (code 3502).'),
         inboundRatePerSecond: Type.Integer({ default: 50, minimum: 1, description: 'Token-bucket refill rate for inbound commands.' }),
         inboundBurst: Type.Integer({ default: 100, minimum: 1, description: 'Token-bucket size for inbound commands.' }),
+        maxConnections: Type.Integer({ default: 50000, minimum: 1, description: 'Connections in total (per node); new ones are refused with 503.' }),
+        maxConnectionsPerIp: Type.Integer({ default: 1000, minimum: 1, description: 'Connections from one IP (per node); then 429.' }),
+        maxConnectionsPerUser: Type.Integer({ default: 100, minimum: 1, description: 'Connections of one user id (per node); then disconnect 3506.' }),
+        newConnectionsPerIpPerSecond: Type.Integer({ default: 50, minimum: 1, description: 'New connections from one IP per second (per node); then 429.' }),
         inboundHardPerSecond: Type.Integer({
           default: 500,
           minimum: 1,
@@ -157,6 +181,39 @@ export const ConfigSchema = Type.Object(
         headersTimeoutMs: Ms(10000, 'Time allowed to receive request headers (slowloris guard).'),
         requestTimeoutMs: Ms(30000, 'Time allowed for a whole non-streaming request.'),
         keepAliveTimeoutMs: Ms(5000, 'Idle keep-alive timeout.'),
+        trustedProxies: Type.Array(Type.String({ maxLength: 64 }), {
+          default: [],
+          description: 'Proxy addresses or CIDRs whose X-Forwarded-For is believed; from anyone else it is ignored.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    cors: Type.Object(
+      {
+        origins: Type.Array(Type.String({ pattern: '^https?://[^/]+$', maxLength: 256 }), {
+          default: [],
+          description: 'Browser origins allowed (exact match, e.g. "https://app.example.com") on the API, SSE, long polling and the WebSocket upgrade.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    tls: Type.Object(
+      {
+        certFile: Type.Optional(Type.String({ description: 'PEM certificate chain; with keyFile, the public listener serves HTTPS and WSS.' })),
+        keyFile: Type.Optional(Type.String({ description: 'PEM private key for certFile.' })),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    admin: Type.Object(
+      {
+        host: Type.String({ default: '127.0.0.1', description: 'Address of the internal listener (metrics, admin).' }),
+        port: Type.Integer({ default: 8001, minimum: 0, maximum: 65535, description: 'Port of the internal listener; 0 picks a free one.' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    process: Type.Object(
+      {
+        allowRoot: Type.Boolean({ default: false, description: 'Let production mode run as root (development mode only warns).' }),
       },
       { additionalProperties: false, default: {} },
     ),
