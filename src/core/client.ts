@@ -94,6 +94,11 @@ export class Client {
    * command, so receive-only EventSource listeners are never cut for silence.
    */
   expectsActivity: boolean;
+  /**
+   * Token the transport handler found outside the protocol (a cookie checked
+   * against the origin allowlist); `connect` uses it when it carries none.
+   */
+  fallbackToken: string | undefined = undefined;
   #info: ClientInfo | undefined;
   #connecting: Promise<void> | undefined;
   #staleTimer: NodeJS.Timeout | undefined;
@@ -219,6 +224,7 @@ export class Client {
   async connect(token: string | undefined, name?: string): Promise<ConnectResult> {
     if (this.state !== 'new') throw new CommandError('already_connected');
     let expiresAt: number | undefined;
+    if (token === undefined || token === '') token = this.fallbackToken;
     if (token === undefined || token === '') {
       if (!this.node.rules.anonymousAllowed) throw new DisconnectError('permission_denied');
     } else {
