@@ -10,6 +10,7 @@ import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
 import { MemoryBroker, MemoryPresenceStore } from '../broker/memory-broker.ts';
 import { createJwtVerifier } from '../auth/jwt.ts';
+import { MemoryRevocationList } from '../auth/revocation.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { Node } from '../core/node.ts';
 import { createMetrics } from '../observability/metrics.ts';
@@ -54,6 +55,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       algorithms: auth.algorithms,
       hmacSecret,
       publicKey,
+      jwksUrl: auth.jwksUrl,
+      jwksCacheMs: auth.jwksCacheMs,
       audience: auth.audience,
       issuer: auth.issuer,
       leewayMs: auth.leewayMs,
@@ -68,7 +71,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
 
   const broker = new MemoryBroker();
   const presence = new MemoryPresenceStore();
-  const node = new Node({ config, broker, presence, tokens, logger, version });
+  const revocations = new MemoryRevocationList({ retentionMs: config.auth.revocationRetentionMs });
+  const node = new Node({ config, broker, presence, tokens, revocations, logger, version });
   const metrics = createMetrics(node.hub);
   const app = createHttpApp({ config, node, apiKeys, metrics, logger });
   await app.ready();

@@ -106,6 +106,7 @@ export const ConfigSchema = Type.Object(
         expiryGraceMs: Ms(25000, 'A live connection whose token expired is closed this long after `exp` (code 3003).', 0),
         jwksUrl: Type.Optional(Type.String({ pattern: '^https?://', description: 'JWKS endpoint for RS256/ES256 keys (fetched, cached, refreshed on an unknown `kid`).' })),
         jwksCacheMs: Ms(600000, 'How long fetched JWKS keys are trusted before a refetch.'),
+        revocationRetentionMs: Ms(86400000, 'How long a user revocation (and a token revocation without `exp`) is kept; set it to your longest token lifetime.'),
         cookieName: Type.Optional(
           Type.String({
             pattern: '^[A-Za-z0-9_-]{1,64}$',

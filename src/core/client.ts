@@ -47,6 +47,7 @@ export interface Subscription {
 
 export interface SubscribeRequest {
   readonly channel: string;
+  readonly token?: string | undefined;
   readonly recover?: boolean | undefined;
   readonly epoch?: string | undefined;
   readonly offset?: number | undefined;
@@ -99,7 +100,10 @@ export class Client {
    * against the origin allowlist); `connect` uses it when it carries none.
    */
   fallbackToken: string | undefined = undefined;
+  /** `jti` of the connection token, for revocation by token id. */
+  tokenId: string | undefined = undefined;
   #info: ClientInfo | undefined;
+  #refreshTimer: NodeJS.Timeout | undefined;
   #connecting: Promise<void> | undefined;
   #staleTimer: NodeJS.Timeout | undefined;
   #expiryTimer: NodeJS.Timeout | undefined;
@@ -213,6 +217,8 @@ export class Client {
         return this.node.clientPresence(this, command.params.channel);
       case 'presence_stats':
         return this.node.clientPresenceStats(this, command.params.channel);
+      case 'refresh':
+        return this.refresh(command.params.token);
       case 'ping':
         return {};
       default:
@@ -228,15 +234,11 @@ export class Client {
     if (token === undefined || token === '') {
       if (!this.node.rules.anonymousAllowed) throw new DisconnectError('permission_denied');
     } else {
-      try {
-        const identity = await this.node.tokens.verifyConnectionToken(token);
-        this.user = identity.user;
-        this.connInfo = identity.info;
-        expiresAt = identity.expiresAt;
-      } catch (error) {
-        if (error instanceof TokenError) throw new DisconnectError(error.kind === 'expired' ? 'token_expired' : 'invalid_token');
-        throw error;
-      }
+      const identity = await this.#verifyConnectionToken(token);
+      this.user = identity.user;
+      this.connInfo = identity.info;
+      this.tokenId = identity.tokenId;
+      expiresAt = identity.expiresAt;
     }
     if (this.state !== 'new') throw new DisconnectError('internal');
     this.name = name ?? '';
@@ -248,13 +250,54 @@ export class Client {
       version: this.node.version,
       ping: Math.round(this.node.config.ping.intervalMs / 1000),
     };
-    if (expiresAt !== undefined) {
-      const ttl = expiresAt - this.node.now();
-      result.ttl = Math.max(0, Math.floor(ttl / 1000));
-      this.#expiryTimer = setTimeout(() => this.disconnect('token_expired'), Math.max(0, ttl) + this.node.tokenExpiryGraceMs);
-      this.#expiryTimer.unref();
-    }
+    const ttl = this.#scheduleExpiry(expiresAt);
+    if (ttl !== undefined) result.ttl = ttl;
     return result;
+  }
+
+  async #verifyConnectionToken(token: string) {
+    let identity;
+    try {
+      identity = await this.node.tokens.verifyConnectionToken(token);
+    } catch (error) {
+      if (error instanceof TokenError) throw new DisconnectError(error.kind === 'expired' ? 'token_expired' : 'invalid_token');
+      throw error;
+    }
+    if (this.node.revocations.isRevoked(identity)) throw new DisconnectError('revoked');
+    return identity;
+  }
+
+  /**
+   * Token expiry on a live connection: at `exp` a `refresh` push asks for a
+   * new token; without one, the connection closes with 3003 after the grace.
+   * Returns the seconds until expiry.
+   */
+  #scheduleExpiry(expiresAt: number | undefined): number | undefined {
+    clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#expiryTimer);
+    if (expiresAt === undefined) return undefined;
+    const ttl = Math.max(0, expiresAt - this.node.now());
+    const grace = this.node.tokenExpiryGraceMs;
+    this.#refreshTimer = setTimeout(() => this.writePush(new EncodedFrame(encodePush({ push: 'refresh', grace: Math.round(grace / 1000) }))), ttl);
+    this.#refreshTimer.unref();
+    this.#expiryTimer = setTimeout(() => this.disconnect('token_expired'), ttl + grace);
+    this.#expiryTimer.unref();
+    return Math.floor(ttl / 1000);
+  }
+
+  /** Replaces the connection token on a live connection; another `sub` disconnects. */
+  async refresh(token: string): Promise<{ ttl?: number }> {
+    let identity;
+    try {
+      identity = await this.#verifyConnectionToken(token);
+    } catch (error) {
+      if (error instanceof DisconnectError && error.disconnect === 'token_expired') throw new CommandError('token_expired');
+      throw error;
+    }
+    if (identity.user !== this.user) throw new DisconnectError('invalid_token');
+    this.tokenId = identity.tokenId;
+    const ttl = this.#scheduleExpiry(identity.expiresAt);
+    return ttl === undefined ? {} : { ttl };
   }
 
   /**
@@ -268,6 +311,8 @@ export class Client {
     if (typeof resolved === 'string') throw new CommandError(resolved);
     this.node.authorizeSubscribe(this, resolved);
     const channel = resolved.channel;
+    if (this.subscriptions.has(channel)) throw new CommandError('already_subscribed');
+    if (resolved.options.private) await this.node.authorizePrivate(this, resolved, request.token);
     if (this.subscriptions.has(channel)) throw new CommandError('already_subscribed');
     if (this.subscriptions.size >= this.node.config.limits.maxChannelsPerConnection) throw new CommandError('limit_exceeded');
     const recoverable = resolved.options.historySize > 0;
@@ -427,6 +472,7 @@ export class Client {
     this.state = 'closed';
     clearTimeout(this.#staleTimer);
     clearTimeout(this.#expiryTimer);
+    clearTimeout(this.#refreshTimer);
     this.transport.close(code, reason);
     diagnostics.connectionClosed.publish({ transport: this.transport.kind, code, reason });
     const subs = [...this.subscriptions.values()];

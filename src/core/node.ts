@@ -7,7 +7,8 @@
  */
 import type { Config } from '../config/schema.ts';
 import type { Broker, HistoryPage, PresenceStore, StoredPublication } from '../broker/broker.ts';
-import type { TokenVerifier } from '../auth/jwt.ts';
+import { TokenError, type TokenVerifier } from '../auth/jwt.ts';
+import type { RevocationList } from '../auth/revocation.ts';
 import type { ClientInfo, HistoryParams, StreamPosition } from '../protocol/index.ts';
 import { utf8Length } from '../protocol/command-decoder.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
@@ -22,6 +23,7 @@ export interface NodeOptions {
   readonly broker: Broker;
   readonly presence: PresenceStore;
   readonly tokens: TokenVerifier;
+  readonly revocations: RevocationList;
   readonly logger: Logger;
   readonly version: string;
   readonly now?: () => number;
@@ -38,6 +40,7 @@ export class Node {
   readonly rules: ChannelRules;
   readonly hub: Hub;
   readonly tokens: TokenVerifier;
+  readonly revocations: RevocationList;
   readonly logger: Logger;
   readonly version: string;
   readonly now: () => number;
@@ -55,6 +58,7 @@ export class Node {
     this.#broker = options.broker;
     this.#presence = options.presence;
     this.tokens = options.tokens;
+    this.revocations = options.revocations;
     this.logger = options.logger;
     this.version = options.version;
     this.now = options.now ?? Date.now;
@@ -94,6 +98,25 @@ export class Node {
 
   authorizeSubscribe(client: Client, resolved: ResolvedChannel): void {
     if (client.user === '' && !resolved.options.allowAnonymous) throw new CommandError('permission_denied');
+  }
+
+  /** Private namespaces: a subscription token for this channel and this user. */
+  async authorizePrivate(client: Client, resolved: ResolvedChannel, token: string | undefined): Promise<void> {
+    if (token === undefined || token === '') throw new CommandError('permission_denied');
+    let identity;
+    try {
+      identity = await this.tokens.verifySubscriptionToken(token, client.user, resolved.channel);
+    } catch (error) {
+      if (error instanceof TokenError) throw new CommandError(error.kind === 'expired' ? 'token_expired' : 'permission_denied');
+      throw error;
+    }
+    if (this.revocations.isRevoked(identity)) throw new CommandError('permission_denied');
+  }
+
+  /** Reading history or presence: as subscribing, and in private namespaces only while subscribed. */
+  authorizeRead(client: Client, resolved: ResolvedChannel): void {
+    this.authorizeSubscribe(client, resolved);
+    if (resolved.options.private && !client.subscriptions.has(resolved.channel)) throw new CommandError('permission_denied');
   }
 
   async readStream(resolved: ResolvedChannel, since: StreamPosition | undefined): Promise<HistoryPage> {
@@ -138,7 +161,7 @@ export class Node {
   async clientPublish(client: Client, channel: string, data: unknown): Promise<StreamPosition> {
     const resolved = this.resolve(channel);
     if (!resolved.options.clientPublish) throw new CommandError('permission_denied');
-    this.authorizeSubscribe(client, resolved);
+    this.authorizeRead(client, resolved);
     const dataJson = JSON.stringify(data);
     if (dataJson === undefined) throw new CommandError('bad_request');
     if (utf8Length(dataJson) > this.config.limits.maxMessageBytes) throw new CommandError('message_too_large');
@@ -162,7 +185,7 @@ export class Node {
 
   async clientHistory(client: Client, params: HistoryParams): Promise<HistoryReply> {
     const resolved = this.resolve(params.channel);
-    this.authorizeSubscribe(client, resolved);
+    this.authorizeRead(client, resolved);
     return this.history(resolved, params);
   }
 
@@ -179,13 +202,13 @@ export class Node {
 
   async clientPresence(client: Client, channel: string): Promise<{ clients: Record<string, ClientInfo> }> {
     const resolved = this.resolve(channel);
-    this.authorizeSubscribe(client, resolved);
+    this.authorizeRead(client, resolved);
     return this.presence(resolved);
   }
 
   async clientPresenceStats(client: Client, channel: string): Promise<{ num_clients: number; num_users: number }> {
     const resolved = this.resolve(channel);
-    this.authorizeSubscribe(client, resolved);
+    this.authorizeRead(client, resolved);
     return this.presenceStats(resolved);
   }
 
@@ -201,6 +224,27 @@ export class Node {
   disconnectUser(user: string, reconnect: boolean): number {
     const clients = this.hub.userClients(user);
     for (const client of clients) client.disconnect(reconnect ? 'force_reconnect' : 'force_disconnect');
+    return clients.length;
+  }
+
+  /** Revokes a token by `jti` and closes this node's connections that use it. */
+  revokeToken(tokenId: string, expiresAt: number | undefined): number {
+    this.revocations.revokeToken(tokenId, expiresAt);
+    let closed = 0;
+    for (const client of [...this.hub.clients()]) {
+      if (client.tokenId === tokenId) {
+        client.disconnect('revoked');
+        closed++;
+      }
+    }
+    return closed;
+  }
+
+  /** Revokes every token of a user issued until now and closes the user's connections. */
+  revokeUser(user: string): number {
+    this.revocations.revokeUser(user, this.now());
+    const clients = this.hub.userClients(user);
+    for (const client of clients) client.disconnect('revoked');
     return clients.length;
   }
 

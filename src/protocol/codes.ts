@@ -88,6 +88,7 @@ export const disconnects = {
   permission_denied: { code: 3504, reason: 'permission denied' },
   message_too_large: { code: 3505, reason: 'message too large' },
   connection_limit: { code: 3506, reason: 'connection limit reached' },
+  revoked: { code: 3507, reason: 'token or user revoked' },
 } as const satisfies Record<string, DisconnectEntry>;
 
 export type DisconnectName = keyof typeof disconnects;

@@ -30,6 +30,7 @@ const paramSchemas = {
   subscribe: Type.Object(
     {
       channel: Channel,
+      token: Type.Optional(Type.String({ maxLength: 16384 })),
       recover: Type.Optional(Type.Boolean()),
       epoch: Type.Optional(Epoch),
       offset: Type.Optional(Offset),
@@ -49,6 +50,7 @@ const paramSchemas = {
   ),
   presence: Type.Object({ channel: Channel }, { additionalProperties: false }),
   presence_stats: Type.Object({ channel: Channel }, { additionalProperties: false }),
+  refresh: Type.Object({ token: Type.String({ minLength: 1, maxLength: 16384 }) }, { additionalProperties: false }),
   ping: Empty,
   pong: Empty,
 } satisfies Record<CommandMethod, TSchema>;

@@ -20,10 +20,22 @@ export interface ConnectParams {
 
 export interface SubscribeParams {
   readonly channel: string;
+  /** Subscription token, required in `private` namespaces. */
+  readonly token?: string;
   /** Ask for the publications missed since `epoch`/`offset`. */
   readonly recover?: boolean;
   readonly epoch?: string;
   readonly offset?: number;
+}
+
+export interface RefreshParams {
+  /** A new connection token for the same `sub`. */
+  readonly token: string;
+}
+
+export interface RefreshResult {
+  /** Seconds until the new token expires, when it has `exp`. */
+  readonly ttl?: number;
 }
 
 export interface ChannelParams {
@@ -52,6 +64,7 @@ export type Command =
   | { readonly id: number; readonly method: 'history'; readonly params: HistoryParams }
   | { readonly id: number; readonly method: 'presence'; readonly params: ChannelParams }
   | { readonly id: number; readonly method: 'presence_stats'; readonly params: ChannelParams }
+  | { readonly id: number; readonly method: 'refresh'; readonly params: RefreshParams }
   | { readonly id: number; readonly method: 'ping'; readonly params?: Record<string, never> }
   | { readonly id?: number; readonly method: 'pong'; readonly params?: Record<string, never> };
 
@@ -125,6 +138,7 @@ export type Push =
   | { readonly push: 'leave'; readonly channel: string; readonly info: ClientInfo }
   | { readonly push: 'unsubscribed'; readonly channel: string; readonly code: number; readonly reason: string }
   | { readonly push: 'ping' }
+  | { readonly push: 'refresh'; readonly grace: number }
   | { readonly push: 'disconnect'; readonly code: number; readonly reason: string; readonly reconnect: boolean };
 
 export type ServerFrame = Reply | Push;

@@ -7,9 +7,10 @@
 import { randomBytes } from 'node:crypto';
 import { validateCommand } from '../protocol/command-decoder.ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { apiErrors, decodePositions, type ApiErrorCode, type ConnectResult, type StreamPosition } from '../protocol/index.ts';
+import { apiErrors, decodePositions, disconnects, encodePush, type ApiErrorCode, type ConnectResult, type StreamPosition } from '../protocol/index.ts';
 import { CommandError, DisconnectError, type Client } from '../core/client.ts';
 import type { Node } from '../core/node.ts';
+import { EncodedFrame } from '../core/encoded-frame.ts';
 
 export const SESSION_HEADER = 'herald-session';
 export const MAX_COMMANDS_PER_POST = 100;
@@ -54,7 +55,7 @@ export async function connectHttpClient(
   client: Client,
   node: Node,
   request: OpenRequest,
-): Promise<{ connected: ConnectResult; subscribe: { channel: string; since?: StreamPosition }[] } | OpenFailure> {
+): Promise<{ connected: ConnectResult; subscribe: ConnectTimeSubscription[] } | OpenFailure> {
   let connected: ConnectResult;
   try {
     connected = await client.connect(request.token);
@@ -75,7 +76,7 @@ export async function connectHttpClient(
     client.disconnect('bad_request');
     return { error: 'bad_request' };
   }
-  const subscribe: { channel: string; since?: StreamPosition }[] = [];
+  const subscribe: ConnectTimeSubscription[] = [];
   for (const [channel, since] of wanted) {
     const resolved = node.rules.resolve(channel);
     if (typeof resolved === 'string') {
@@ -88,15 +89,39 @@ export async function connectHttpClient(
       client.disconnect('permission_denied');
       return { error: 'forbidden' };
     }
+    if (resolved.options.private) {
+      // Private channels need a subscription token, which a URL or a
+      // resumed position cannot carry: asked for by name it is refused;
+      // from a position vector it is reported `unsubscribed`, so the client
+      // resubscribes by POST with its token and position.
+      if (since === undefined) {
+        client.disconnect('permission_denied');
+        return { error: 'forbidden' };
+      }
+      subscribe.push({ channel, since, needsToken: true });
+      continue;
+    }
     subscribe.push(since === undefined ? { channel } : { channel, since });
   }
   return { connected, subscribe };
 }
 
+export interface ConnectTimeSubscription {
+  readonly channel: string;
+  readonly since?: StreamPosition;
+  /** A private channel from a position vector: reported, not subscribed. */
+  readonly needsToken?: boolean;
+}
+
 /** Runs the connect-time subscriptions after the stream has started. */
-export async function subscribeHttpClient(client: Client, subscribe: readonly { channel: string; since?: StreamPosition }[]): Promise<void> {
-  for (const { channel, since } of subscribe) {
+export async function subscribeHttpClient(client: Client, subscribe: readonly ConnectTimeSubscription[]): Promise<void> {
+  for (const { channel, since, needsToken } of subscribe) {
     if (client.isClosed) return;
+    if (needsToken === true) {
+      const entry = disconnects.permission_denied;
+      client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: 'subscription token required' })));
+      continue;
+    }
     try {
       const outcome = await client.subscribe(
         since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset },
