@@ -12,6 +12,7 @@ import { MemoryBroker, MemoryPresenceStore } from '../broker/memory-broker.ts';
 import { createJwtVerifier } from '../auth/jwt.ts';
 import { MemoryRevocationList } from '../auth/revocation.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
+import { watchKeyStore } from '../auth/key-store.ts';
 import { Node } from '../core/node.ts';
 import { createMetrics } from '../observability/metrics.ts';
 import { createLogger } from '../observability/logger.ts';
@@ -57,6 +58,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       publicKey,
       jwksUrl: auth.jwksUrl,
       jwksCacheMs: auth.jwksCacheMs,
+      jwksCooldownMs: auth.jwksCooldownMs,
       audience: auth.audience,
       issuer: auth.issuer,
       leewayMs: auth.leewayMs,
@@ -64,7 +66,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   } catch (error) {
     throw new ConfigError([(error as Error).message]);
   }
-  const apiKeys = new ApiKeyVerifier(config.api.keys);
+  const apiKeys = new ApiKeyVerifier(config.api.keys, { source: watchKeyStore(config.stateDir, { onReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded') }) });
   if (config.mode === 'production' && apiKeys.size === 0) {
     throw new ConfigError(['/api/keys: production mode needs at least one API key (or HERALD_API_KEY)']);
   }

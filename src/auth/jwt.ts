@@ -52,6 +52,7 @@ export interface JwtVerifierOptions {
   /** JWKS endpoint for RS256/ES256 (instead of, or besides, publicKey). */
   readonly jwksUrl?: string | undefined;
   readonly jwksCacheMs?: number | undefined;
+  readonly jwksCooldownMs?: number | undefined;
   readonly audience?: string | undefined;
   readonly issuer?: string | undefined;
   readonly leewayMs: number;
@@ -69,7 +70,7 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<To
       ? undefined
       : createRemoteJWKSet(new URL(options.jwksUrl), {
           cacheMaxAge: options.jwksCacheMs ?? 600000,
-          cooldownDuration: 30000,
+          cooldownDuration: options.jwksCooldownMs ?? 30000,
           timeoutDuration: 5000,
         });
   for (const alg of options.algorithms) {

@@ -3,7 +3,11 @@
  * generated `docs/config.md` all come from here. Every option carries its
  * description. Durations are milliseconds, sizes bytes.
  */
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import { FormatRegistry, Type, type Static, type TSchema } from '@sinclair/typebox';
+
+/** RFC 3339 date-time (what `toISOString()` writes); TypeBox knows no formats until registered. */
+const dateTime = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/i;
+if (!FormatRegistry.Has('date-time')) FormatRegistry.Set('date-time', (value) => dateTime.test(value) && !Number.isNaN(Date.parse(value)));
 
 const Ms = (def: number, description: string, minimum = 1) =>
   Type.Integer({ default: def, minimum, maximum: 2 ** 31 - 1, description });
@@ -106,6 +110,7 @@ export const ConfigSchema = Type.Object(
         expiryGraceMs: Ms(25000, 'A live connection whose token expired is closed this long after `exp` (code 3003).', 0),
         jwksUrl: Type.Optional(Type.String({ pattern: '^https?://', description: 'JWKS endpoint for RS256/ES256 keys (fetched, cached, refreshed on an unknown `kid`).' })),
         jwksCacheMs: Ms(600000, 'How long fetched JWKS keys are trusted before a refetch.'),
+        jwksCooldownMs: Ms(30000, 'Least time between two JWKS fetches caused by unknown `kid`s (bounds what hostile tokens can trigger).', 0),
         revocationRetentionMs: Ms(86400000, 'How long a user revocation (and a token revocation without `exp`) is kept; set it to your longest token lifetime.'),
         cookieName: Type.Optional(
           Type.String({
@@ -141,6 +146,12 @@ export const ConfigSchema = Type.Object(
     limits: Type.Object(
       {
         maxMessageBytes: Type.Integer({ default: 65536, minimum: 256, maximum: 16777216, description: 'Largest inbound client message.' }),
+        maxFragments: Type.Integer({
+          default: 1024,
+          minimum: 1,
+          maximum: 65536,
+          description: 'WebSocket frames one message may be split into (its first frame and continuations); one more closes with 1008.',
+        }),
         outboundQueueBytes: Type.Integer({
           default: 1048576,
           minimum: 1024,
