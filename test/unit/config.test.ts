@@ -294,7 +294,7 @@ describe('deep freeze', () => {
       (config.auth.algorithms as string[]).push('RS256');
     }, TypeError);
     assert.throws(() => {
-      (config.channels.namespaces[0] as { presence: boolean }).presence = false;
+      (config.channels.namespaces[0] as unknown as { presence: boolean }).presence = false;
     }, TypeError);
   });
 });
