@@ -11,6 +11,11 @@ import type { ClientInfo, StreamPosition } from '../protocol/index.ts';
 export interface StoredPublication {
   /** Position in the channel stream; 0 when the channel keeps no history. */
   readonly offset: number;
+  /**
+   * Epoch of the stream the offset belongs to ('' without history). A
+   * subscriber that sees an epoch other than its own resynchronizes.
+   */
+  readonly epoch?: string | undefined;
   readonly data: string;
   readonly info?: ClientInfo | undefined;
   /** Acceptance time, epoch milliseconds. */

@@ -65,7 +65,7 @@ export class MemoryBroker implements Broker {
       const stream = this.#stream(channel, options.stream, now);
       stream.top += 1;
       stream.lastPublishAt = now;
-      publication = { offset: stream.top, data, info: options.info, time: now };
+      publication = { offset: stream.top, epoch: stream.epoch, data, info: options.info, time: now };
       stream.publications.push(publication);
       if (stream.publications.length > options.stream.size) {
         stream.publications.splice(0, stream.publications.length - options.stream.size);

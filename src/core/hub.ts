@@ -95,8 +95,13 @@ export class Hub {
     if (set === undefined) return;
     const frame = this.encodePublication(channel, publication);
     const offset = publication.offset;
+    const epoch = publication.epoch;
     let count = 0;
     for (const sub of set) {
+      if (epoch !== undefined && sub.recoverable && sub.pending === null && epoch !== sub.epoch) {
+        sub.client.insufficientState(sub);
+        continue;
+      }
       if (sub.client.deliverPublication(sub, offset, frame)) count++;
     }
     if (diagnostics.delivered.hasSubscribers) diagnostics.delivered.publish({ count });
