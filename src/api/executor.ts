@@ -10,6 +10,7 @@ import { utf8Length } from '../protocol/command-decoder.ts';
 import type { ApiScope } from '../config/schema.ts';
 import { allows, type ApiPrincipal } from '../auth/api-keys.ts';
 import { CommandError } from '../core/client.ts';
+import { BrokerUnavailableError } from '../broker/broker.ts';
 import type { Node } from '../core/node.ts';
 
 export class ApiError extends Error {
@@ -79,15 +80,15 @@ export function createApiMethods(maxBroadcastChannels: number, maxDataBytes: num
     disconnect: method<{ user: string; reconnect?: boolean }>(
       'admin',
       Type.Object({ user: Type.String({ maxLength: 256 }), reconnect: Type.Optional(Type.Boolean()) }, strict),
-      (node, body) => ({ disconnected: node.disconnectUser(body.user, body.reconnect === true) }),
+      async (node, body) => ({ disconnected: await node.disconnectUser(body.user, body.reconnect === true) }),
     ),
     revoke_token: method<{ jti: string; expires_at?: number }>(
       'admin',
       Type.Object({ jti: Type.String({ minLength: 1, maxLength: 256 }), expires_at: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 40 })) }, strict),
-      (node, body) => ({ disconnected: node.revokeToken(body.jti, body.expires_at === undefined ? undefined : body.expires_at * 1000) }),
+      async (node, body) => ({ disconnected: await node.revokeToken(body.jti, body.expires_at === undefined ? undefined : body.expires_at * 1000) }),
     ),
-    revoke_user: method<{ user: string }>('admin', Type.Object({ user: Type.String({ maxLength: 256 }) }, strict), (node, body) => ({
-      disconnected: node.revokeUser(body.user),
+    revoke_user: method<{ user: string }>('admin', Type.Object({ user: Type.String({ maxLength: 256 }) }, strict), async (node, body) => ({
+      disconnected: await node.revokeUser(body.user),
     })),
     info: method<Record<string, never>>('read', Type.Object({}, strict), (node) => node.info()),
   } satisfies Record<string, MethodSpec>;
@@ -105,6 +106,7 @@ const replyToApi: Partial<Record<ReplyErrorName, ApiErrorCode>> = {
 
 function toApiCode(error: unknown): ApiErrorCode {
   if (error instanceof ApiError) return error.code;
+  if (error instanceof BrokerUnavailableError) return 'unavailable';
   if (error instanceof CommandError) return replyToApi[error.reply] ?? 'internal';
   return 'internal';
 }

@@ -8,22 +8,25 @@ import type { AddressInfo } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
-import { MemoryBroker, MemoryPresenceStore } from '../broker/memory-broker.ts';
+import { createMemoryEngine, createRedisEngine, openRedisClients, redactRedisUrl, type Engine } from './engine.ts';
 import { createJwtVerifier } from '../auth/jwt.ts';
-import { MemoryRevocationList } from '../auth/revocation.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { watchKeyStore } from '../auth/key-store.ts';
 import { Node } from '../core/node.ts';
 import { createMetrics } from '../observability/metrics.ts';
 import { createLogger } from '../observability/logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
-import { createHttpApp } from './http.ts';
+import { createHttpApp, type TlsFiles } from './http.ts';
+import { createAdminApp } from './admin.ts';
+import { Edge } from '../edge/edge.ts';
 import { version } from './version.ts';
 
 export interface HeraldServer {
   readonly port: number;
   readonly host: string;
   readonly node: Node;
+  /** Port of the internal listener (metrics, admin) on `admin.host`. */
+  readonly adminPort: number;
   /** Graceful drain: stop accepting, close clients with 3001, wait (bounded), close. True if all drained in time. */
   shutdown(drainTimeoutMs?: number): Promise<boolean>;
   /** Immediate close (tests). */
@@ -33,6 +36,23 @@ export interface HeraldServer {
 export interface StartOptions {
   readonly config: Config;
   readonly logger?: PinoLogger;
+  /** Whether the process runs as root (default: asks the OS; tests inject it). */
+  readonly runningAsRoot?: boolean;
+  /** The engine linking nodes; default from `config.engine` (memory or Redis). */
+  readonly engine?: Engine;
+}
+
+/** Builds the engine named by the config; Redis clients are opened here. */
+async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
+  if (config.engine.type === 'memory') return createMemoryEngine(config);
+  const clients = await openRedisClients(config);
+  logger.info({ redis: redactRedisUrl(config.engine.redisUrl) }, 'redis engine connected');
+  return createRedisEngine(
+    config,
+    clients,
+    (error, what) => logger.warn({ err: error, what }, 'redis engine'),
+    (healthy, reason) => (healthy ? logger.info({ reason }, 'redis engine healthy') : logger.error({ reason }, 'redis engine degraded')),
+  );
 }
 
 function readSecretFile(path: string, what: string): string {
@@ -43,9 +63,28 @@ function readSecretFile(path: string, what: string): string {
   }
 }
 
+/** The certificate and key files, when `tls` names them (both or neither). */
+function readTls(config: Config): TlsFiles | undefined {
+  const { certFile, keyFile } = config.tls;
+  if (certFile === undefined && keyFile === undefined) return undefined;
+  if (certFile === undefined || keyFile === undefined) throw new ConfigError(['/tls: certFile and keyFile go together']);
+  return { cert: readSecretFile(certFile, 'TLS certificate'), key: readSecretFile(keyFile, 'TLS key') };
+}
+
 export async function startServer(options: StartOptions): Promise<HeraldServer> {
   const { config } = options;
   const logger = options.logger ?? createLogger(config.log.level);
+  const asRoot = options.runningAsRoot ?? process.getuid?.() === 0;
+  if (asRoot && config.mode === 'production' && !config.process.allowRoot) {
+    throw new ConfigError(['/process/allowRoot: production mode refuses to run as root; run as an unprivileged user (or set process.allowRoot)']);
+  }
+  const tls = readTls(config);
+  let edge: Edge;
+  try {
+    edge = new Edge(config);
+  } catch (error) {
+    throw new ConfigError([(error as Error).message]);
+  }
   const auth = config.auth;
   const hmacSecret = auth.hmacSecret ?? (auth.hmacSecretFile === undefined ? undefined : readSecretFile(auth.hmacSecretFile, 'HMAC secret'));
   const publicKey = auth.publicKey ?? (auth.publicKeyFile === undefined ? undefined : readSecretFile(auth.publicKeyFile, 'public key'));
@@ -71,17 +110,35 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     throw new ConfigError(['/api/keys: production mode needs at least one API key (or HERALD_API_KEY)']);
   }
 
-  const broker = new MemoryBroker();
-  const presence = new MemoryPresenceStore();
-  const revocations = new MemoryRevocationList({ retentionMs: config.auth.revocationRetentionMs });
-  const node = new Node({ config, broker, presence, tokens, revocations, logger, version });
+  const engine = options.engine ?? (await openEngine(config, logger));
+  const node = new Node({
+    config,
+    broker: engine.broker,
+    presence: engine.presence,
+    tokens,
+    revocations: engine.revocations,
+    control: engine.control,
+    id: engine.nodeId,
+    health: engine.health,
+    logger,
+    version,
+  });
   const metrics = createMetrics(node.hub);
-  const app = createHttpApp({ config, node, apiKeys, metrics, logger });
+  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls });
   await app.ready();
-  const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes });
-  await app.listen({ host: config.listen.host, port: config.listen.port });
+  const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, gate: edge });
+  const admin = await createAdminApp({ config, node, metrics, logger });
+  await admin.listen({ host: config.admin.host, port: config.admin.port });
+  try {
+    await app.listen({ host: config.listen.host, port: config.listen.port });
+  } catch (error) {
+    await admin.close();
+    throw error;
+  }
   const address = app.server.address() as AddressInfo;
-  logger.info({ host: config.listen.host, port: address.port, mode: config.mode, version }, 'listening');
+  const adminAddress = admin.server.address() as AddressInfo;
+  logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
+  logger.info({ host: config.admin.host, port: adminAddress.port }, 'internal listener (metrics, health)');
 
   let closing: Promise<boolean> | undefined;
   const shutdown = (drainTimeoutMs = config.shutdown.drainTimeoutMs): Promise<boolean> => {
@@ -95,12 +152,15 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       await websockets.settle(drainTimeoutMs - (Date.now() - started));
       websockets.terminateAll();
       await node.close();
+      await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));
       // Let final answers (disconnect frames) finish, then cut what is left.
       app.server.closeIdleConnections();
       const left = Math.max(0, Math.min(2000, drainTimeoutMs - (Date.now() - started)));
       await Promise.race([listenerClosed, new Promise((resolve) => setTimeout(resolve, left).unref())]);
       app.server.closeAllConnections();
       await app.close().catch(() => undefined);
+      // The internal listener last: metrics and health stay readable during the drain.
+      await admin.close().catch(() => undefined);
       logger.info({ drained, ms: Date.now() - started }, 'stopped');
       return drained;
     })();
@@ -111,6 +171,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     port: address.port,
     host: config.listen.host,
     node,
+    adminPort: adminAddress.port,
     shutdown,
     close: async () => {
       await shutdown(0);

@@ -7,6 +7,14 @@
  */
 import type { ClientInfo, StreamPosition } from '../protocol/index.ts';
 
+/** The engine cannot reach its backend: nothing was done; callers answer 503 / reply 116. */
+export class BrokerUnavailableError extends Error {
+  constructor(detail: string) {
+    super(detail);
+    this.name = 'BrokerUnavailableError';
+  }
+}
+
 /** A publication as stored and delivered. `data` is JSON text, serialized once at acceptance. */
 export interface StoredPublication {
   /** Position in the channel stream; 0 when the channel keeps no history. */

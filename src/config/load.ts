@@ -33,6 +33,8 @@ export const environmentVariables = {
   HERALD_LOG_LEVEL: 'Overrides log.level.',
   HERALD_AUTH_HMAC_SECRET: 'HS256 token secret (overrides auth.hmacSecret).',
   HERALD_API_KEY: 'One extra admin API key, given in plain text and hashed at start-up.',
+  HERALD_REDIS_URL: 'Overrides engine.redisUrl (keeps a Redis password out of the config file).',
+  HERALD_ENGINE: 'Overrides engine.type (memory or redis).',
 } as const;
 
 export function loadConfig(sources: ConfigSources): Config {
@@ -78,6 +80,8 @@ export function buildConfig(raw: Record<string, unknown>, sources: Omit<ConfigSo
     section('listen')['port'] = port;
   }
   if (env['HERALD_LOG_LEVEL']) section('log')['level'] = env['HERALD_LOG_LEVEL'];
+  if (env['HERALD_REDIS_URL']) section('engine')['redisUrl'] = env['HERALD_REDIS_URL'];
+  if (env['HERALD_ENGINE']) section('engine')['type'] = env['HERALD_ENGINE'];
   if (env['HERALD_AUTH_HMAC_SECRET']) section('auth')['hmacSecret'] = env['HERALD_AUTH_HMAC_SECRET'];
   const flags = sources.overrides ?? {};
   if (flags.host !== undefined) section('listen')['host'] = flags.host;

@@ -77,7 +77,7 @@ export const ConfigSchema = Type.Object(
       default: 'production',
       description: 'development generates secrets into stateDir and logs loudly that it does; production requires them in config.',
     }),
-    stateDir: Type.String({ default: '.herald', description: 'Directory for generated development secrets.' }),
+    stateDir: Type.String({ default: '.herald', description: 'Directory for generated development secrets and the API key store (`api-keys.json`, written by `herald keys`).' }),
     listen: Type.Object(
       {
         host: Type.String({ default: '127.0.0.1', description: 'Address of the public listener.' }),
@@ -197,6 +197,21 @@ export const ConfigSchema = Type.Object(
           default: [],
           description: 'Proxy addresses or CIDRs whose X-Forwarded-For is believed; from anyone else it is ignored.',
         }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    engine: Type.Object(
+      {
+        type: Type.Union([Type.Literal('memory'), Type.Literal('redis')], {
+          default: 'memory',
+          description: 'memory: one process (or one cluster of workers); redis: several Herald nodes sharing Redis.',
+        }),
+        redisUrl: Type.String({ default: 'redis://127.0.0.1:6379', description: 'Redis URL for the redis engine (a password belongs in the URL or HERALD_REDIS_URL).' }),
+        redisPrefix: Type.String({ default: 'herald', pattern: '^[A-Za-z0-9_:-]{1,64}$', description: 'Prefix of every Redis key and pub/sub channel.' }),
+        redisCommandTimeoutMs: Ms(2000, 'Timeout of every Redis call.'),
+        presenceTtlMs: Ms(60000, 'Redis presence entries expire unless refreshed (a node refreshes every third of it).'),
+        streamMetaTtlMs: Ms(86400000, 'How long a Redis stream keeps its epoch and offset after its last publication.'),
+        probeIntervalMs: Ms(2000, 'Interval of the end-to-end pub/sub delivery probe.'),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -23,6 +23,7 @@ import {
 } from '../protocol/index.ts';
 import type { StoredPublication } from '../broker/broker.ts';
 import { TokenError } from '../auth/jwt.ts';
+import { BrokerUnavailableError } from '../broker/broker.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { EncodedFrame } from './encoded-frame.ts';
 import type { Transport } from './transport.ts';
@@ -189,7 +190,7 @@ export class Client {
         this.disconnect(error.disconnect);
         return;
       }
-      const name: ReplyErrorName = error instanceof CommandError ? error.reply : 'internal';
+      const name: ReplyErrorName = error instanceof CommandError ? error.reply : error instanceof BrokerUnavailableError ? 'unavailable' : 'internal';
       if (name === 'internal') this.node.logger.error({ err: error, method: command.method }, 'command failed');
       diagnostics.commandError.publish({ method: command.method, code: replyErrors[name].code });
       if (!this.isClosed) reply(encodeReplyError(id, replyErrors[name]));

@@ -50,6 +50,11 @@ export class Hub {
     if (set.size === 0) this.#users.delete(client.user);
   }
 
+  /** Connection count per user id on this node. */
+  *userCounts(): IterableIterator<[string, number]> {
+    for (const [user, set] of this.#users) yield [user, set.size];
+  }
+
   userClients(user: string): Client[] {
     return [...(this.#users.get(user) ?? [])];
   }

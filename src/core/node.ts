@@ -9,6 +9,8 @@ import type { Config } from '../config/schema.ts';
 import type { Broker, HistoryPage, PresenceStore, StoredPublication } from '../broker/broker.ts';
 import { TokenError, type TokenVerifier } from '../auth/jwt.ts';
 import type { RevocationList } from '../auth/revocation.ts';
+import type { ControlBus, ControlCommand, NodeSnapshot } from '../broker/control.ts';
+import { randomUUID } from 'node:crypto';
 import type { ClientInfo, HistoryParams, StreamPosition } from '../protocol/index.ts';
 import { utf8Length } from '../protocol/command-decoder.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
@@ -24,10 +26,22 @@ export interface NodeOptions {
   readonly presence: PresenceStore;
   readonly tokens: TokenVerifier;
   readonly revocations: RevocationList;
+  readonly control: ControlBus;
   readonly logger: Logger;
   readonly version: string;
   readonly now?: () => number;
+  /** How often this node tells the others its snapshot (ms). */
+  readonly snapshotIntervalMs?: number;
+  /** The node id; random by default. */
+  readonly id?: string;
+  /** The engine's health; degraded means publications may not be delivered. */
+  readonly health?: () => NodeHealth;
 }
+
+export type NodeHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
+
+/** Most channels or users one snapshot lists; beyond it the list is cut. */
+const SNAPSHOT_MAX_ENTRIES = 10000;
 
 export interface HistoryReply {
   readonly epoch: string;
@@ -46,8 +60,14 @@ export class Node {
   readonly now: () => number;
   readonly startedAt: number;
   readonly tokenExpiryGraceMs: number;
+  readonly id: string;
   readonly #broker: Broker;
   readonly #presence: PresenceStore;
+  readonly #control: ControlBus;
+  readonly #peers = new Map<string, NodeSnapshot>();
+  readonly #snapshotTimer: NodeJS.Timeout;
+  readonly #snapshotIntervalMs: number;
+  readonly #health: () => NodeHealth;
   readonly #all = new Set<Client>();
   readonly #pingTimer: NodeJS.Timeout;
   #draining = false;
@@ -59,6 +79,15 @@ export class Node {
     this.#presence = options.presence;
     this.tokens = options.tokens;
     this.revocations = options.revocations;
+    this.id = options.id ?? randomUUID();
+    this.#control = options.control;
+    this.#health = options.health ?? (() => ({ status: 'ok' }));
+    this.#snapshotIntervalMs = options.snapshotIntervalMs ?? 2000;
+    this.#control.setHandler((command, from) => this.#onControl(command, from));
+    this.#snapshotTimer = setInterval(() => {
+      this.#control.publish({ kind: 'node_snapshot', snapshot: this.snapshot() }).catch(() => undefined);
+    }, this.#snapshotIntervalMs);
+    this.#snapshotTimer.unref();
     this.logger = options.logger;
     this.version = options.version;
     this.now = options.now ?? Date.now;
@@ -73,6 +102,13 @@ export class Node {
     });
     this.#pingTimer = setInterval(() => this.#pingAll(), options.config.ping.intervalMs);
     this.#pingTimer.unref();
+  }
+
+  /** `draining` during shutdown; `degraded` while the engine cannot deliver. */
+  health(): { status: 'ok' | 'draining' | 'degraded'; reason?: string } {
+    if (this.#draining) return { status: 'draining' };
+    const engine = this.#health();
+    return engine.status === 'ok' ? { status: 'ok' } : { status: 'degraded', reason: engine.reason };
   }
 
   get draining(): boolean {
@@ -212,54 +248,113 @@ export class Node {
     return this.presenceStats(resolved);
   }
 
-  channels(prefix: string): Record<string, { num_clients: number }> {
-    const result: Record<string, { num_clients: number }> = Object.create(null) as Record<string, { num_clients: number }>;
-    for (const [channel, count] of this.hub.channels()) {
-      if (channel.startsWith(prefix)) result[channel] = { num_clients: count };
+  #onControl(command: ControlCommand, from: string): void {
+    switch (command.kind) {
+      case 'disconnect_user':
+        for (const client of this.hub.userClients(command.user)) client.disconnect(command.reconnect ? 'force_reconnect' : 'force_disconnect');
+        return;
+      case 'revoke_token':
+        this.revocations.revokeToken(command.tokenId, command.expiresAt);
+        for (const client of [...this.hub.clients()]) if (client.tokenId === command.tokenId) client.disconnect('revoked');
+        return;
+      case 'revoke_user':
+        this.revocations.revokeUser(command.user, command.at);
+        for (const client of this.hub.userClients(command.user)) client.disconnect('revoked');
+        return;
+      case 'node_snapshot':
+        if (from !== this.id) this.#peers.set(from, command.snapshot);
+        return;
     }
+  }
+
+  /** Other nodes' snapshots that are still fresh. */
+  #livePeers(): NodeSnapshot[] {
+    const cutoff = this.now() - this.#snapshotIntervalMs * 3;
+    const live: NodeSnapshot[] = [];
+    for (const [id, snapshot] of this.#peers) {
+      if (snapshot.at < cutoff) this.#peers.delete(id);
+      else live.push(snapshot);
+    }
+    return live;
+  }
+
+  snapshot(): NodeSnapshot {
+    const channels: Record<string, number> = {};
+    let n = 0;
+    for (const [channel, count] of this.hub.channels()) {
+      if (n++ >= SNAPSHOT_MAX_ENTRIES) break;
+      channels[channel] = count;
+    }
+    const users: Record<string, number> = {};
+    n = 0;
+    for (const [user, count] of this.hub.userCounts()) {
+      if (n++ >= SNAPSHOT_MAX_ENTRIES) break;
+      users[user] = count;
+    }
+    return {
+      id: this.id,
+      version: this.version,
+      connections: this.#all.size,
+      authenticated: this.hub.clientCount,
+      channels,
+      users,
+      uptimeMs: this.now() - this.startedAt,
+      at: this.now(),
+    };
+  }
+
+  /** Subscriber counts per channel across nodes (other nodes as of their last snapshot). */
+  channels(prefix: string): Record<string, { num_clients: number }> {
+    const counts = new Map<string, number>();
+    for (const [channel, count] of this.hub.channels()) counts.set(channel, count);
+    for (const peer of this.#livePeers()) {
+      for (const [channel, count] of Object.entries(peer.channels)) counts.set(channel, (counts.get(channel) ?? 0) + count);
+    }
+    const result: Record<string, { num_clients: number }> = Object.create(null) as Record<string, { num_clients: number }>;
+    for (const [channel, count] of counts) if (channel.startsWith(prefix)) result[channel] = { num_clients: count };
     return result;
   }
 
-  /** Closes every connection of a user on this node. */
-  disconnectUser(user: string, reconnect: boolean): number {
-    const clients = this.hub.userClients(user);
-    for (const client of clients) client.disconnect(reconnect ? 'force_reconnect' : 'force_disconnect');
-    return clients.length;
+  /** Connections of a user across nodes (other nodes as of their last snapshot). */
+  userConnectionCount(user: string): number {
+    let count = this.hub.userClients(user).length;
+    for (const peer of this.#livePeers()) count += peer.users[user] ?? 0;
+    return count;
   }
 
-  /** Revokes a token by `jti` and closes this node's connections that use it. */
-  revokeToken(tokenId: string, expiresAt: number | undefined): number {
-    this.revocations.revokeToken(tokenId, expiresAt);
-    let closed = 0;
-    for (const client of [...this.hub.clients()]) {
-      if (client.tokenId === tokenId) {
-        client.disconnect('revoked');
-        closed++;
-      }
-    }
-    return closed;
+  /** Closes every connection of a user on every node; answers how many were on this one. */
+  async disconnectUser(user: string, reconnect: boolean): Promise<number> {
+    const local = this.hub.userClients(user).length;
+    await this.#control.publish({ kind: 'disconnect_user', user, reconnect });
+    return local;
   }
 
-  /** Revokes every token of a user issued until now and closes the user's connections. */
-  revokeUser(user: string): number {
-    this.revocations.revokeUser(user, this.now());
-    const clients = this.hub.userClients(user);
-    for (const client of clients) client.disconnect('revoked');
-    return clients.length;
+  /** Revokes a token by `jti` on every node and closes the connections that use it. */
+  async revokeToken(tokenId: string, expiresAt: number | undefined): Promise<number> {
+    let local = 0;
+    for (const client of this.hub.clients()) if (client.tokenId === tokenId) local++;
+    await this.#control.publish({ kind: 'revoke_token', tokenId, expiresAt });
+    return local;
+  }
+
+  /** Revokes every token of a user issued until now, on every node, and closes the user's connections. */
+  async revokeUser(user: string): Promise<number> {
+    const local = this.hub.userClients(user).length;
+    await this.#control.publish({ kind: 'revoke_user', user, at: this.now() });
+    return local;
   }
 
   info(): Record<string, unknown> {
-    return {
-      version: this.version,
-      uptime_ms: this.now() - this.startedAt,
-      nodes: [
-        {
-          connections: this.#all.size,
-          authenticated: this.hub.clientCount,
-          channels: this.hub.channelCount,
-        },
-      ],
-    };
+    const self = this.snapshot();
+    const nodes = [self, ...this.#livePeers()].map((n) => ({
+      id: n.id,
+      version: n.version,
+      connections: n.connections,
+      authenticated: n.authenticated,
+      channels: Object.keys(n.channels).length,
+      uptime_ms: n.uptimeMs,
+    }));
+    return { version: this.version, uptime_ms: self.uptimeMs, nodes };
   }
 
   /**
@@ -269,6 +364,7 @@ export class Node {
   async drain(timeoutMs: number): Promise<boolean> {
     this.#draining = true;
     clearInterval(this.#pingTimer);
+    clearInterval(this.#snapshotTimer);
     const closing = [...this.#all].map((client) => {
       client.disconnect('shutdown');
       return client.closed;
@@ -285,9 +381,11 @@ export class Node {
   async close(): Promise<void> {
     this.#draining = true;
     clearInterval(this.#pingTimer);
+    clearInterval(this.#snapshotTimer);
     for (const client of [...this.#all]) client.disconnect('shutdown');
     await this.#broker.close();
     await this.#presence.close();
+    await this.#control.close();
   }
 }
 

@@ -27,12 +27,14 @@ export const apiErrors = {
   unauthorized: { status: 401, message: 'missing or invalid credentials' },
   token_expired: { status: 401, message: 'connection token expired' },
   forbidden: { status: 403, message: 'API key lacks the scope for this method' },
+  origin_not_allowed: { status: 403, message: 'origin not allowed' },
   not_found: { status: 404, message: 'no such endpoint' },
   session_unknown: { status: 404, message: 'connection session is unknown or expired' },
   method_not_allowed: { status: 405, message: 'HTTP method not allowed here' },
   payload_too_large: { status: 413, message: 'request body exceeds the size limit' },
   unsupported_media_type: { status: 415, message: 'request body must be application/json' },
   too_many_requests: { status: 429, message: 'rate limit exceeded' },
+  connection_limit: { status: 429, message: 'too many connections' },
   internal: { status: 500, message: 'internal server error' },
   unavailable: { status: 503, message: 'server is shutting down or degraded' },
 } as const satisfies Record<string, ApiErrorEntry>;
@@ -61,6 +63,7 @@ export const replyErrors = {
   message_too_large: { code: 113, message: 'message too large' },
   already_connected: { code: 114, message: 'already connected' },
   not_connected: { code: 115, message: 'connect first' },
+  unavailable: { code: 116, message: 'temporarily unavailable' },
 } as const satisfies Record<string, ReplyErrorEntry>;
 
 export type ReplyErrorName = keyof typeof replyErrors;

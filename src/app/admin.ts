@@ -1,0 +1,58 @@
+/**
+ * The internal listener (`admin.host:admin.port`, loopback by default):
+ * Prometheus metrics and health, kept off the public listener. It is not for
+ * browsers: a request carrying any `Origin` is refused (403), so a web page
+ * cannot read it even from the operator's own machine.
+ */
+import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
+import helmet from '@fastify/helmet';
+import type { Registry } from 'prom-client';
+import type { Logger as PinoLogger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import type { Node } from '../core/node.ts';
+import { sendApiError } from '../transports/http-connection.ts';
+import { securityHeaders } from '../edge/security-headers.ts';
+import { httpServerOptions, mapFrameworkError, MAX_HEADERS } from './http.ts';
+
+export interface AdminAppOptions {
+  readonly config: Config;
+  readonly node: Node;
+  readonly metrics: Registry;
+  readonly logger: PinoLogger;
+}
+
+export async function createAdminApp(options: AdminAppOptions): Promise<FastifyInstance> {
+  const { config, node, metrics } = options;
+  const serverOptions = httpServerOptions(config.http);
+  const app = fastify({
+    loggerInstance: options.logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: 1024,
+    return503OnClosing: false,
+    connectionTimeout: 0,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    requestTimeout: serverOptions.requestTimeout,
+    http: serverOptions,
+  });
+  app.server.maxHeadersCount = MAX_HEADERS;
+  app.setErrorHandler((error: { statusCode?: number; code?: string; validation?: unknown }, request, reply) => {
+    const code = mapFrameworkError(error);
+    if (code === 'internal') request.log.error({ err: error, url: request.routeOptions.url }, 'admin request failed');
+    return sendApiError(reply, code);
+  });
+  app.setNotFoundHandler((_request, reply) => sendApiError(reply, 'not_found'));
+  await app.register(helmet, securityHeaders(false));
+  app.addHook('onRequest', async (request, reply) => {
+    if (request.headers.origin !== undefined) return sendApiError(reply, 'origin_not_allowed');
+  });
+  app.get('/health', async (_request, reply) => {
+    const health = node.health();
+    if (health.status !== 'ok') return reply.code(503).send(health);
+    return health;
+  });
+  app.get('/metrics', async (_request, reply) => {
+    const text = await metrics.metrics();
+    return reply.type(metrics.contentType).send(text);
+  });
+  return app;
+}

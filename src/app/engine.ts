@@ -1,0 +1,114 @@
+/**
+ * Engines: what links Herald nodes. Each engine supplies the same four
+ * contracts (broker, presence, control, revocations); the composition root
+ * picks one from config and hands it to the Node. External connections
+ * (Redis clients, the cluster IPC channel) are created here, never inside a
+ * broker, so tests can hand in their own.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Broker, PresenceStore } from '../broker/broker.ts';
+import type { ControlBus } from '../broker/control.ts';
+import { LocalControlBus } from '../broker/control.ts';
+import { MemoryBroker, MemoryPresenceStore } from '../broker/memory-broker.ts';
+import { MemoryRevocationList, type RevocationList } from '../auth/revocation.ts';
+import type { Config } from '../config/schema.ts';
+
+export type EngineHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
+
+export interface Engine {
+  readonly name: 'memory' | 'redis' | 'cluster';
+  readonly nodeId: string;
+  readonly broker: Broker;
+  readonly presence: PresenceStore;
+  readonly control: ControlBus;
+  readonly revocations: RevocationList;
+  /** Degraded while the engine cannot guarantee delivery (e.g. Redis unreachable). */
+  health(): EngineHealth;
+  /** Closes what the engine opened (after the Node has closed its parts). */
+  close(): Promise<void>;
+}
+
+export function createMemoryEngine(config: Config): Engine {
+  const nodeId = randomUUID();
+  return {
+    name: 'memory',
+    nodeId,
+    broker: new MemoryBroker(),
+    presence: new MemoryPresenceStore(),
+    control: new LocalControlBus(nodeId),
+    revocations: new MemoryRevocationList({ retentionMs: config.auth.revocationRetentionMs }),
+    health: () => ({ status: 'ok' }),
+    close: async () => {},
+  };
+}
+
+export interface RedisClients {
+  readonly command: import('ioredis').Redis;
+  readonly subscriber: import('ioredis').Redis;
+}
+
+/** Opens the two Redis connections of the redis engine (the only place that does). */
+export async function openRedisClients(config: Config): Promise<RedisClients> {
+  const { Redis } = await import('ioredis');
+  const options = {
+    commandTimeout: config.engine.redisCommandTimeoutMs,
+    connectTimeout: config.engine.redisCommandTimeoutMs,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+    lazyConnect: true,
+  };
+  const command = new Redis(config.engine.redisUrl, options);
+  const subscriber = new Redis(config.engine.redisUrl, { ...options, commandTimeout: undefined });
+  // Errors are reported through health and logs, never thrown at the process.
+  command.on('error', () => {});
+  subscriber.on('error', () => {});
+  try {
+    await Promise.all([command.connect(), subscriber.connect()]);
+  } catch {
+    command.disconnect();
+    subscriber.disconnect();
+    throw new Error(`cannot connect to Redis at ${redactRedisUrl(config.engine.redisUrl)}`);
+  }
+  return { command, subscriber };
+}
+
+export function redactRedisUrl(url: string): string {
+  return url.replace(/\/\/[^@/]*@/, '//[redacted]@');
+}
+
+export async function createRedisEngine(
+  config: Config,
+  clients: RedisClients,
+  onError: (error: unknown, what: string) => void,
+  onHealthChange?: (healthy: boolean, reason: string) => void,
+): Promise<Engine> {
+  const { createRedisEngineParts } = await import('../broker/redis-engine.ts');
+  const nodeId = randomUUID();
+  const parts = await createRedisEngineParts({
+    nodeId,
+    command: clients.command,
+    subscriber: clients.subscriber,
+    prefix: config.engine.redisPrefix,
+    streamMetaTtlMs: config.engine.streamMetaTtlMs,
+    presenceTtlMs: config.engine.presenceTtlMs,
+    probeIntervalMs: config.engine.probeIntervalMs,
+    revocationRetentionMs: config.auth.revocationRetentionMs,
+    onError,
+    ...(onHealthChange === undefined ? {} : { onHealthChange }),
+  });
+  return {
+    name: 'redis',
+    nodeId,
+    broker: parts.broker,
+    presence: parts.presence,
+    control: parts.control,
+    revocations: parts.revocations,
+    health: parts.health,
+    async close() {
+      await parts.close();
+      clients.command.disconnect();
+      clients.subscriber.disconnect();
+    },
+  };
+}

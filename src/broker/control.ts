@@ -1,0 +1,62 @@
+/**
+ * Node-to-node control: the typed messages every engine carries between
+ * Herald nodes (one union, defined once; engines only supply the pipe).
+ * Used for what must hold cluster-wide: disconnect a user, revocations, and
+ * periodic node snapshots behind the channel list and `info`.
+ */
+
+export interface NodeSnapshot {
+  readonly id: string;
+  readonly version: string;
+  readonly connections: number;
+  readonly authenticated: number;
+  /** Local subscriber count per channel (bounded by the node). */
+  readonly channels: Readonly<Record<string, number>>;
+  /** Local connection count per user id, for cluster-wide per-user caps. */
+  readonly users: Readonly<Record<string, number>>;
+  readonly uptimeMs: number;
+  /** When the snapshot was taken, epoch ms. */
+  readonly at: number;
+}
+
+export type ControlCommand =
+  | { readonly kind: 'disconnect_user'; readonly user: string; readonly reconnect: boolean }
+  | { readonly kind: 'revoke_token'; readonly tokenId: string; readonly expiresAt?: number | undefined }
+  | { readonly kind: 'revoke_user'; readonly user: string; readonly at: number }
+  | { readonly kind: 'node_snapshot'; readonly snapshot: NodeSnapshot };
+
+export interface ControlBus {
+  /** Set once by the Node. `from` is the sending node's id. */
+  setHandler(handler: (command: ControlCommand, from: string) => void): void;
+  /**
+   * Delivers a command to every node, this one included (at most once each).
+   * Resolves when the engine has accepted it; rejects when it cannot (the
+   * API then answers 503).
+   */
+  publish(command: ControlCommand): Promise<void>;
+  close(): Promise<void>;
+}
+
+/** One process: commands loop straight back, synchronously. */
+export class LocalControlBus implements ControlBus {
+  readonly #nodeId: string;
+  #handler: ((command: ControlCommand, from: string) => void) | undefined;
+
+  constructor(nodeId: string) {
+    this.#nodeId = nodeId;
+  }
+
+  get nodeId(): string {
+    return this.#nodeId;
+  }
+
+  setHandler(handler: (command: ControlCommand, from: string) => void): void {
+    this.#handler = handler;
+  }
+
+  async publish(command: ControlCommand): Promise<void> {
+    this.#handler?.(command, this.#nodeId);
+  }
+
+  async close(): Promise<void> {}
+}

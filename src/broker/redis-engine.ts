@@ -1,0 +1,143 @@
+/**
+ * The Redis engine: broker, presence, the node-to-node control channel, a
+ * periodic end-to-end delivery probe, revocations kept in Redis, and health.
+ * It is handed its two Redis clients (commands, pub/sub); it never creates
+ * connections itself.
+ */
+import type { Redis } from 'ioredis';
+import type { ControlBus, ControlCommand } from './control.ts';
+import { RedisBroker } from './redis-broker.ts';
+import { RedisPresenceStore } from './redis-presence.ts';
+import { MemoryRevocationList, type RevocationList } from '../auth/revocation.ts';
+import type { ConnectionIdentity } from '../auth/jwt.ts';
+
+export interface RedisEngineOptions {
+  readonly nodeId: string;
+  readonly command: Redis;
+  readonly subscriber: Redis;
+  readonly prefix: string;
+  readonly streamMetaTtlMs: number;
+  readonly presenceTtlMs: number;
+  readonly probeIntervalMs: number;
+  readonly revocationRetentionMs: number;
+  readonly onError: (error: unknown, what: string) => void;
+  readonly onHealthChange?: (healthy: boolean, reason: string) => void;
+}
+
+export type RedisHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
+
+export interface RedisEngineParts {
+  readonly broker: RedisBroker;
+  readonly presence: RedisPresenceStore;
+  readonly control: ControlBus;
+  readonly revocations: RevocationList;
+  health(): RedisHealth;
+  close(): Promise<void>;
+}
+
+export async function createRedisEngineParts(options: RedisEngineOptions): Promise<RedisEngineParts> {
+  const { command, subscriber, prefix, nodeId, onError } = options;
+  const broker = new RedisBroker({ command, subscriber, prefix, streamMetaTtlMs: options.streamMetaTtlMs, onError });
+  const presence = new RedisPresenceStore({ command, prefix, ttlMs: options.presenceTtlMs, onError });
+  const controlTopic = `${prefix}:control`;
+  const probeTopic = `${prefix}:probe:${nodeId}`;
+  const revokedTokens = `${prefix}:revoked:tokens`;
+  const revokedUsers = `${prefix}:revoked:users`;
+
+  // Revocations: kept in memory for the hot path, written to Redis so that
+  // nodes started later know them too.
+  const memory = new MemoryRevocationList({ retentionMs: options.revocationRetentionMs });
+  const now = Date.now();
+  const [tokens, users] = await Promise.all([command.hgetall(revokedTokens), command.hgetall(revokedUsers)]);
+  for (const [id, until] of Object.entries(tokens)) if (Number(until) > now) memory.revokeToken(id, Number(until));
+  for (const [user, at] of Object.entries(users)) if (Number(at) + options.revocationRetentionMs > now) memory.revokeUser(user, Number(at));
+  const revocations: RevocationList = {
+    revokeToken(tokenId, expiresAt) {
+      memory.revokeToken(tokenId, expiresAt);
+      command.hset(revokedTokens, tokenId, String(expiresAt ?? Date.now() + options.revocationRetentionMs)).catch((error: unknown) => onError(error, 'store revocation'));
+    },
+    revokeUser(user, at) {
+      memory.revokeUser(user, at);
+      command.hset(revokedUsers, user, String(at)).catch((error: unknown) => onError(error, 'store revocation'));
+    },
+    isRevoked: (identity: ConnectionIdentity) => memory.isRevoked(identity),
+  };
+
+  let controlHandler: ((command: ControlCommand, from: string) => void) | undefined;
+  let probeSent = 0;
+  let probeSeen = 0;
+  let probeFailing = false;
+  subscriber.on('message', (topic: string, message: string) => {
+    if (topic === controlTopic) {
+      try {
+        const envelope = JSON.parse(message) as { from: string; command: ControlCommand };
+        controlHandler?.(envelope.command, envelope.from);
+      } catch (error) {
+        onError(error, 'decode control message');
+      }
+    } else if (topic === probeTopic) {
+      probeSeen = Math.max(probeSeen, Number(message));
+    }
+  });
+  await subscriber.subscribe(controlTopic, probeTopic);
+
+  const control: ControlBus = {
+    setHandler(handler) {
+      controlHandler = handler;
+    },
+    async publish(cmd) {
+      await command.publish(controlTopic, JSON.stringify({ from: nodeId, command: cmd }));
+    },
+    async close() {},
+  };
+
+  let lastHealthy = true;
+  const health = (): RedisHealth => {
+    if (command.status !== 'ready') return { status: 'degraded', reason: 'redis command connection is ' + command.status };
+    if (subscriber.status !== 'ready') return { status: 'degraded', reason: 'redis pub/sub connection is ' + subscriber.status };
+    if (probeFailing) return { status: 'degraded', reason: 'pub/sub delivery probe lost' };
+    return { status: 'ok' };
+  };
+  const report = () => {
+    const current = health();
+    const healthy = current.status === 'ok';
+    if (healthy !== lastHealthy) {
+      lastHealthy = healthy;
+      options.onHealthChange?.(healthy, current.status === 'ok' ? 'recovered' : current.reason);
+    }
+  };
+
+  // End-to-end probe: publish to our own probe topic; two intervals without
+  // it arriving means the subscription is silently gone: reconnect the
+  // pub/sub connection (ioredis resubscribes) and resynchronize every channel.
+  const probe = setInterval(() => {
+    if (probeSent > 0 && probeSeen < probeSent - 1 && subscriber.status === 'ready' && command.status === 'ready') {
+      if (!probeFailing) {
+        probeFailing = true;
+        onError(new Error('pub/sub delivery probe lost'), 'probe');
+        subscriber.disconnect(true);
+      }
+    } else if (probeSeen >= probeSent - 1 && probeFailing) {
+      probeFailing = false;
+      broker.resetAll();
+    }
+    report();
+    if (command.status === 'ready') {
+      probeSent++;
+      command.publish(probeTopic, String(probeSent)).catch(() => undefined);
+    }
+  }, options.probeIntervalMs);
+  probe.unref();
+
+  return {
+    broker,
+    presence,
+    control,
+    revocations,
+    health,
+    async close() {
+      clearInterval(probe);
+      await subscriber.unsubscribe().catch(() => undefined);
+    },
+  };
+}
