@@ -235,10 +235,20 @@ function startServer(target: Transport): Promise<Server> {
     const config = {
       mode: 'production',
       listen: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+      process: { allowRoot: true },
       log: { level: 'info' },
       auth: { hmacSecret: randomBytes(32).toString('base64url') },
+      api: { rateLimitPerIp: 100000000, rateLimitPerKey: 100000000 },
       channels: { defaults: {}, namespaces: [{ name: 'bench', allowAnonymous: true, historySize: 300 }] },
-      limits: { inboundRatePerSecond: 100000, inboundBurst: 100000, inboundHardPerSecond: 1000000 },
+      // Every bench client comes from 127.0.0.1.
+      limits: {
+        inboundRatePerSecond: 100000,
+        inboundBurst: 100000,
+        inboundHardPerSecond: 1000000,
+        maxConnectionsPerIp: 1000000,
+        newConnectionsPerIpPerSecond: 1000000,
+      },
       ping: { intervalMs: 600000 },
     };
     writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });

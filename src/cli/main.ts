@@ -1,5 +1,5 @@
 /**
- * The `herald` command line: serve, token, check-config, config-docs.
+ * The `herald` command line: serve, token, keys, check-config, config-docs.
  * The only place besides the composition root that reads process.env.
  */
 import { parseArgs } from 'node:util';
@@ -10,6 +10,7 @@ import type { Config } from '../config/schema.ts';
 import { renderConfigDocs } from '../config/docs.ts';
 import { parseJsonSafely } from '../protocol/command-decoder.ts';
 import { hashApiKey } from '../auth/api-keys.ts';
+import { createKey, keyStatus, keyStorePath, parseDuration, parseScopes, readKeyStore, revokeKey, updateKeyStore } from '../auth/key-store.ts';
 import { ensureDevSecrets, readDevHmacSecret } from '../app/dev-secrets.ts';
 import { startServer } from '../app/app.ts';
 import { createLogger } from '../observability/logger.ts';
@@ -20,11 +21,16 @@ const usage = `herald ${version}
 Usage:
   herald serve [--config FILE] [--host HOST] [--port PORT] [--log-level LEVEL]
   herald token --sub USER [--ttl SECONDS] [--info JSON] [--config FILE]
+  herald keys create --name NAME --scopes publish,read,admin [--expires ISO-TIME] [--config FILE | --state-dir DIR]
+  herald keys list [--json] [--config FILE | --state-dir DIR]
+  herald keys revoke --name NAME [--grace 24h] [--config FILE | --state-dir DIR]
   herald check-config [--config FILE]
   herald config-docs [--write FILE]
 
 Without --config (or HERALD_CONFIG) Herald runs in development mode.
-Docs: docs/config.md, docs/protocol.md, docs/errors.md`;
+API keys live hashed in <stateDir>/api-keys.json; a running server picks up changes within a second.
+Rotate: create a key with a new name, move your backend to it, revoke the old one with --grace.
+Docs: docs/config.md, docs/protocol.md, docs/errors.md, docs/security.md`;
 
 function fail(message: string): never {
   process.stderr.write(message + '\n');
@@ -151,8 +157,103 @@ async function token(values: Record<string, string | boolean | undefined>): Prom
   process.stdout.write((await builder.sign(new TextEncoder().encode(secret))) + '\n');
 }
 
+/** `herald keys create|list|revoke`: the key store in the state directory (src/auth/key-store.ts). */
+function keys(args: string[]): void {
+  const { values, positionals } = parseArgs({
+    args,
+    options: {
+      config: { type: 'string' },
+      'state-dir': { type: 'string' },
+      name: { type: 'string' },
+      scopes: { type: 'string' },
+      expires: { type: 'string' },
+      grace: { type: 'string' },
+      json: { type: 'boolean' },
+    },
+    strict: true,
+    allowPositionals: true,
+  });
+  const [action, ...extra] = positionals;
+  if (extra.length > 0) fail(`keys: unexpected argument "${extra[0]}"`);
+  // The config gives the state directory and the names of the keys it holds; --state-dir alone needs no config.
+  const configFile = values.config ?? process.env['HERALD_CONFIG'];
+  const config = values['state-dir'] !== undefined && values.config === undefined ? undefined : resolveConfig({ config: configFile }, false).config;
+  const stateDir = values['state-dir'] ?? config?.stateDir ?? '.herald';
+  const configKeys = config?.api.keys ?? [];
+  const now = Date.now();
+  const name = values.name;
+  switch (action) {
+    case 'create': {
+      if (name === undefined) fail('keys create: --name NAME is required');
+      if (values.scopes === undefined) fail('keys create: --scopes is required (publish, read, admin; comma-separated)');
+      const scopes = parseScopes(values.scopes);
+      if (typeof scopes === 'string') fail(`keys create: ${scopes}`);
+      const reservedNames = new Set(configKeys.map((k) => k.name));
+      // Never exit inside the update: the lock must be released.
+      const created = updateKeyStore(stateDir, (stored) => {
+        const outcome = createKey(stored, { name, scopes, expires: values.expires, reservedNames, now });
+        return { keys: 'error' in outcome ? null : outcome.keys, result: outcome };
+      });
+      if ('error' in created) fail(`keys create: ${created.error}`);
+      process.stdout.write(created.key + '\n');
+      process.stderr.write(
+        `Created API key "${name}" (scopes ${scopes.join(',')}${created.entry.notAfter === undefined ? '' : `, refused after ${created.entry.notAfter}`}).\n` +
+          `It is shown once, above; only its SHA-256 is kept in ${keyStorePath(stateDir)}. Running servers accept it within a second.\n`,
+      );
+      return;
+    }
+    case 'list': {
+      const rows = [
+        ...configKeys.map((k) => ({ ...k, source: 'config', created: undefined as string | undefined })),
+        ...readKeyStore(stateDir).map((k) => ({ ...k, source: 'store' })),
+      ].map((k) => ({
+        name: k.name,
+        scopes: k.scopes,
+        created: k.created,
+        notAfter: k.notAfter,
+        status: keyStatus(k, now),
+        sha256Prefix: k.sha256.slice(0, 12),
+        source: k.source,
+      }));
+      if (values.json === true) {
+        process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
+        return;
+      }
+      const table = [['NAME', 'SCOPES', 'CREATED', 'NOT AFTER', 'STATUS', 'SHA256', 'SOURCE']];
+      for (const r of rows) table.push([r.name, r.scopes.join(','), r.created ?? '-', r.notAfter ?? '-', r.status, r.sha256Prefix + '…', r.source]);
+      const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
+      process.stdout.write(table.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
+      return;
+    }
+    case 'revoke': {
+      if (name === undefined) fail('keys revoke: --name NAME is required');
+      const graceMs = values.grace === undefined ? 0 : parseDuration(values.grace);
+      if (graceMs === undefined) fail('keys revoke: --grace must be a duration such as 0, 90s, 15m, 24h or 7d');
+      if (configKeys.some((k) => k.name === name) && !readKeyStore(stateDir).some((k) => k.name === name)) {
+        fail(`keys revoke: "${name}" is a key of the config file; set its notAfter there (or remove it) and restart`);
+      }
+      const outcome = updateKeyStore(stateDir, (stored) => {
+        const result = revokeKey(stored, name, graceMs, now);
+        return { keys: 'error' in result ? null : result.keys, result };
+      });
+      if ('error' in outcome) fail(`keys revoke: ${outcome.error}`);
+      const revoked = outcome.entry;
+      process.stderr.write(
+        Date.parse(revoked.notAfter!) <= now
+          ? `Revoked API key "${name}": refused from now on (running servers within a second).\n`
+          : `API key "${name}" is refused after ${revoked.notAfter}.\n`,
+      );
+      return;
+    }
+    default:
+      fail(`keys: expected create, list or revoke${action === undefined ? '' : `, not "${action}"`}\n\n${usage}`);
+  }
+}
+
 async function main(): Promise<void> {
   const [command, ...rest] = process.argv.slice(2);
+  // `keys` has an action word and options of its own.
+  if (command === 'keys') return keys(rest);
   const { values } = parseArgs({
     args: rest,
     options: {

@@ -5,6 +5,7 @@
  * vector), and the command endpoint.
  */
 import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
 import { validateCommand } from '../protocol/command-decoder.ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { apiErrors, decodePositions, disconnects, encodePush, type ApiErrorCode, type ConnectResult, type StreamPosition } from '../protocol/index.ts';
@@ -35,6 +36,42 @@ export class SessionRegistry {
   get size(): number {
     return this.#sessions.size;
   }
+}
+
+/**
+ * The edge's word on a new connection (WebSocket upgrade, SSE GET, long-poll
+ * open), asked before anything is opened: the origin allowlist, the
+ * connection caps, and a credential found outside the protocol (the token
+ * cookie, only for an allowed `Origin`). Implemented by src/edge/edge.ts.
+ */
+export interface ConnectionGate {
+  open(request: IncomingMessage): GateAnswer;
+  /** Asked once `connect` succeeded: false when the user already holds too many connections on this node. */
+  admitUser(client: Client): boolean;
+}
+
+export type GateAnswer =
+  | { readonly refused: ApiErrorCode; readonly retryAfterSeconds?: number | undefined }
+  | {
+      readonly refused?: undefined;
+      /** Token for `client.fallbackToken` (used by `connect` when it carries none). */
+      readonly fallbackToken: string | undefined;
+      /** Ties the admission to the client: released when it closes. */
+      attach(client: Client): void;
+      /** Gives the admission back (idempotent), e.g. when the upgrade fails. */
+      release(): void;
+    };
+
+/** A gate that admits everything (when no edge is configured). */
+export const openGate: ConnectionGate = {
+  open: () => ({ fallbackToken: undefined, attach: () => {}, release: () => {} }),
+  admitUser: () => true,
+};
+
+/** Answers a refused connection request with its registered error (and `Retry-After`). */
+export function sendRefusal(reply: FastifyReply, answer: { readonly refused: ApiErrorCode; readonly retryAfterSeconds?: number | undefined }): FastifyReply {
+  if (answer.retryAfterSeconds !== undefined) reply.header('retry-after', String(answer.retryAfterSeconds));
+  return sendApiError(reply, answer.refused);
 }
 
 export interface OpenRequest {

@@ -12,7 +12,16 @@ import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import { bearer } from './sse.ts';
-import { connectHttpClient, sendApiError as sendError, SESSION_HEADER, subscribeHttpClient, type SessionRegistry } from './http-connection.ts';
+import {
+  connectHttpClient,
+  openGate,
+  sendApiError as sendError,
+  sendRefusal,
+  SESSION_HEADER,
+  subscribeHttpClient,
+  type ConnectionGate,
+  type SessionRegistry,
+} from './http-connection.ts';
 
 export const POLL_OPEN_PATH = '/connection/poll/open';
 export const POLL_PATH = '/connection/poll';
@@ -197,20 +206,28 @@ const OpenBody = Type.Object(
 const PollBody = Type.Object({ seq: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }) }, { additionalProperties: false });
 
 
-export function registerLongPoll(app: FastifyInstance, node: Node, sessions: SessionRegistry): void {
+export function registerLongPoll(app: FastifyInstance, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
   /** Session secret → transport; outlives the client until its disconnect frame is polled. */
   const polling = new Map<string, LongPollTransport>();
   const { pollTimeoutMs, sessionTimeoutMs } = node.config.longPoll;
 
   app.post(POLL_OPEN_PATH, { schema: { body: OpenBody } }, async (request: FastifyRequest<{ Body: { token?: string; channels?: string[]; cursor?: string } }>, reply) => {
     if (node.draining) return sendError(reply, 'unavailable');
+    const admission = gate.open(request.raw);
+    if (admission.refused !== undefined) return sendRefusal(reply, admission);
     const body = request.body;
     const transport = new LongPollTransport(pollTimeoutMs, sessionTimeoutMs);
     const client = node.createClient(transport);
+    admission.attach(client);
+    client.fallbackToken = admission.fallbackToken;
     transport.onIdle = () => client.disconnect('session_expired');
     const token = body.token ?? bearer(request.headers.authorization);
     const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor });
     if ('error' in opened) return sendError(reply, opened.error);
+    if (!gate.admitUser(client)) {
+      client.disconnect('connection_limit');
+      return sendError(reply, 'connection_limit');
+    }
     const session = sessions.register(client);
     polling.set(session, transport);
     transport.onFinished = () => {

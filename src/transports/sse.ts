@@ -9,7 +9,15 @@ import { encodePush } from '../protocol/index.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
-import { connectHttpClient, sendApiError as sendError, subscribeHttpClient, type SessionRegistry } from './http-connection.ts';
+import {
+  connectHttpClient,
+  openGate,
+  sendApiError as sendError,
+  sendRefusal,
+  subscribeHttpClient,
+  type ConnectionGate,
+  type SessionRegistry,
+} from './http-connection.ts';
 
 export const SSE_PATH = '/connection/sse';
 
@@ -93,9 +101,11 @@ export function bearer(header: string | undefined): string | undefined {
   return header.slice(7).trim();
 }
 
-export function registerSse(app: FastifyInstance, node: Node, sessions: SessionRegistry): void {
+export function registerSse(app: FastifyInstance, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
   app.get(SSE_PATH, async (request: FastifyRequest<{ Querystring: SseQuery }>, reply: FastifyReply) => {
     if (node.draining) return sendError(reply, 'unavailable');
+    const admission = gate.open(request.raw);
+    if (admission.refused !== undefined) return sendRefusal(reply, admission);
     const query = request.query;
     const channels = query.channel === undefined ? [] : Array.isArray(query.channel) ? query.channel : [query.channel];
     const token = one(query.token) ?? bearer(request.headers.authorization);
@@ -103,12 +113,18 @@ export function registerSse(app: FastifyInstance, node: Node, sessions: SessionR
     const vector = (typeof header === 'string' ? header : undefined) ?? one(query.last_event_id);
     const transport = new SseTransport(reply.raw);
     const client = node.createClient(transport);
+    admission.attach(client);
+    client.fallbackToken = admission.fallbackToken;
     reply.raw.on('close', () => {
       transport.markClosed();
       client.close(1006, 'connection lost');
     });
     const opened = await connectHttpClient(client, node, { token, channels, vector });
     if ('error' in opened) return sendError(reply, opened.error);
+    if (!gate.admitUser(client)) {
+      client.disconnect('connection_limit');
+      return sendError(reply, 'connection_limit');
+    }
     const session = sessions.register(client);
     reply.hijack();
     reply.raw.socket?.setNoDelay(true);

@@ -4,14 +4,16 @@
  * layer (1002, 1007, 1009) are the `ws` library's.
  */
 import type { IncomingMessage, Server } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer, type WebSocket } from 'ws';
 import { decodeCommand } from '../protocol/command-decoder.ts';
-import { disconnects } from '../protocol/index.ts';
+import { apiErrors, disconnects, type ApiErrorCode } from '../protocol/index.ts';
 import type { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
+import { openGate, type ConnectionGate } from './http-connection.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
 
@@ -64,9 +66,18 @@ export class WebSocketTransport implements Transport {
 
 export interface WebSocketHandlerOptions {
   readonly maxMessageBytes: number;
-  /** Decides before the upgrade; a non-null answer is an HTTP status to refuse with. */
-  readonly admit?: (request: IncomingMessage) => number | null;
+  /**
+   * Decides before the upgrade (origin allowlist, connection caps, cookie
+   * token); a refusal is answered with its HTTP status and no 101.
+   */
+  readonly gate?: ConnectionGate;
 }
+
+/**
+ * Herald has no subprotocols; a `Sec-WebSocket-Protocol` longer than this
+ * is refused (400) before `ws` parses it.
+ */
+const MAX_PROTOCOL_HEADER = 1024;
 
 export interface WebSocketEndpoint {
   /** Resolves when every upgraded socket has closed, or after `timeoutMs`. */
@@ -76,7 +87,8 @@ export interface WebSocketEndpoint {
 }
 
 /** Attaches the WebSocket endpoint to an HTTP server. */
-export function attachWebSocket(server: Server, node: Node, options: WebSocketHandlerOptions): WebSocketEndpoint {
+export function attachWebSocket(server: Server | HttpsServer, node: Node, options: WebSocketHandlerOptions): WebSocketEndpoint {
+  const gate = options.gate ?? openGate;
   const sockets = new Set<WebSocket>();
   const wss = new WebSocketServer({
     noServer: true,
@@ -88,17 +100,20 @@ export function attachWebSocket(server: Server, node: Node, options: WebSocketHa
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', () => socket.destroy());
     const path = (request.url ?? '').split('?', 1)[0];
-    let status: number | null = path === WEBSOCKET_PATH ? null : 404;
-    if (status === null && node.draining) status = 503;
-    if (status === null && options.admit) status = options.admit(request);
-    if (status !== null) {
-      refuse(socket, status);
-      return;
-    }
+    if (path !== WEBSOCKET_PATH) return refuse(socket, 'not_found');
+    if (node.draining) return refuse(socket, 'unavailable');
+    const protocols = request.headers['sec-websocket-protocol'];
+    if (protocols !== undefined && protocols.length > MAX_PROTOCOL_HEADER) return refuse(socket, 'bad_request');
+    const admission = gate.open(request);
+    if (admission.refused !== undefined) return refuse(socket, admission.refused, admission.retryAfterSeconds);
+    // Released when the socket closes, whether or not the upgrade succeeds.
+    socket.once('close', () => admission.release());
     wss.handleUpgrade(request, socket, head, (ws) => {
       sockets.add(ws);
       ws.once('close', () => sockets.delete(ws));
-      serve(ws, node, options);
+      const client = serve(ws, node, options, gate);
+      admission.attach(client);
+      client.fallbackToken = admission.fallbackToken;
     });
   });
   return {
@@ -112,16 +127,41 @@ export function attachWebSocket(server: Server, node: Node, options: WebSocketHa
   };
 }
 
-function refuse(socket: Duplex, status: number): void {
-  const text = status === 404 ? 'Not Found' : status === 503 ? 'Service Unavailable' : status === 403 ? 'Forbidden' : 'Bad Request';
-  socket.end(`HTTP/1.1 ${status} ${text}\r\nConnection: close\r\nContent-Length: 0\r\n\r\n`);
+const statusText: Record<number, string> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  404: 'Not Found',
+  429: 'Too Many Requests',
+  503: 'Service Unavailable',
+};
+
+/** Answers the upgrade request with a registered API error instead of a 101, and closes. */
+function refuse(socket: Duplex, code: ApiErrorCode, retryAfterSeconds?: number): void {
+  const entry = apiErrors[code];
+  const body = JSON.stringify({ error: { code, message: entry.message } });
+  const retryAfter = retryAfterSeconds === undefined ? '' : `Retry-After: ${retryAfterSeconds}\r\n`;
+  socket.end(
+    `HTTP/1.1 ${entry.status} ${statusText[entry.status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
+      `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n${retryAfter}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
 }
 
-function serve(ws: WebSocket, node: Node, options: WebSocketHandlerOptions): void {
+function serve(ws: WebSocket, node: Node, options: WebSocketHandlerOptions, gate: ConnectionGate): Client {
   const transport = new WebSocketTransport(ws);
   const client: Client = node.createClient(transport);
+  let userAdmitted = false;
   const reply = (frame: string) => {
-    if (!client.isClosed) ws.send(frame);
+    if (client.isClosed) return;
+    // The first reply after `connect` succeeded is the connect reply: the
+    // per-user cap is judged now that the user is known, before it is sent.
+    if (!userAdmitted && client.state === 'connected') {
+      userAdmitted = true;
+      if (!gate.admitUser(client)) {
+        client.disconnect('connection_limit');
+        return;
+      }
+    }
+    ws.send(frame);
   };
   ws.on('message', (data: Buffer, isBinary: boolean) => {
     if (client.isClosed) return;
@@ -155,4 +195,5 @@ function serve(ws: WebSocket, node: Node, options: WebSocketHandlerOptions): voi
     transport.markClosed();
     client.close(code === 1005 ? 1000 : code, reason.toString('utf8').slice(0, 123));
   });
+  return client;
 }

@@ -30,9 +30,19 @@ export async function startHerald(overrides: Record<string, any> = {}): Promise<
   const base: Record<string, any> = {
     mode: 'production',
     listen: { host: '127.0.0.1', port: 0 },
+    // The internal listener on its own ephemeral port; tests may run as root (CI machines do).
+    admin: { host: '127.0.0.1', port: 0 },
+    process: { allowRoot: true },
+    // Every test client comes from 127.0.0.1: the per-IP connection rate would throttle the suites.
+    limits: { newConnectionsPerIpPerSecond: 100000 },
     log: { level: 'silent' },
     auth: { algorithms: ['HS256'], hmacSecret },
-    api: { keys: [{ name: 'test-admin', sha256: createHash('sha256').update(apiKey).digest('hex'), scopes: ['admin'] }] },
+    api: {
+      keys: [{ name: 'test-admin', sha256: createHash('sha256').update(apiKey).digest('hex'), scopes: ['admin'] }],
+      // Suites publish thousands of times from one IP with one key; test/security sets these small on purpose.
+      rateLimitPerIp: 1000000,
+      rateLimitPerKey: 1000000,
+    },
     channels: {
       defaults: {},
       namespaces: [

@@ -331,10 +331,10 @@ describe('server API', { timeout: 30000 }, () => {
       assert.deepEqual(answer.body, { status: 'ok' });
     });
 
-    test('GET /metrics is Prometheus text with herald_connections', async () => {
+    test('GET /metrics on the internal listener is Prometheus text with herald_connections', async () => {
       const c = await connectWs(h, 'alice');
       assert.ok(c.isOpen);
-      const answer = await http(`${h.url}/metrics`);
+      const answer = await http(`http://127.0.0.1:${h.server.adminPort}/metrics`);
       assert.equal(answer.status, 200);
       assert.match(answer.headers.get('content-type') ?? '', /^text\/plain/);
       assert.match(answer.text, /^# HELP herald_connections /m);

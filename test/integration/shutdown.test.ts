@@ -47,6 +47,8 @@ async function spawnHerald(overrides: { drainTimeoutMs: number }): Promise<Spawn
     JSON.stringify({
       mode: 'production',
       listen: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+      process: { allowRoot: true },
       log: { level: 'info' },
       auth: { algorithms: ['HS256'], hmacSecret },
       api: { keys: [{ name: 'file-key', sha256: createHash('sha256').update(randomBytes(16)).digest('hex'), scopes: ['read'] }] },

@@ -1,0 +1,40 @@
+/**
+ * The client's IP address: the socket's peer address, or the nearest
+ * untrusted hop of `X-Forwarded-For` when the peer is one of
+ * `http.trustedProxies` (addresses, CIDRs, or proxy-addr's names
+ * `loopback`, `linklocal`, `uniquelocal`). The same function serves fastify
+ * (its `trustProxy`) and the WebSocket upgrade, so both agree.
+ */
+import type { IncomingMessage } from 'node:http';
+import proxyaddr from 'proxy-addr';
+import { normalizeIP } from '@fastify/rate-limit';
+
+export interface ClientAddress {
+  /** For fastify's `trustProxy`: is the hop at `address` a trusted proxy? */
+  readonly trust: (address: string, hop: number) => boolean;
+  /** The client address of a request, as the limits see it. */
+  ip(request: IncomingMessage): string;
+}
+
+export function createClientAddress(trustedProxies: readonly string[]): ClientAddress {
+  let trust: (address: string, hop: number) => boolean;
+  try {
+    trust = proxyaddr.compile([...trustedProxies]);
+  } catch (error) {
+    throw new TypeError(`http.trustedProxies: ${(error as Error).message}`);
+  }
+  return {
+    trust,
+    ip: (request) => proxyaddr(request, trust) ?? request.socket.remoteAddress ?? '',
+  };
+}
+
+/**
+ * The key under which per-IP limits count a client: the address itself, an
+ * IPv4-mapped IPv6 address as IPv4, and other IPv6 addresses by their /64
+ * (one host usually owns a whole /64). The same grouping as the HTTP API
+ * rate limit (@fastify/rate-limit).
+ */
+export function limitKey(ip: string): string {
+  return ip === '' ? 'unknown' : normalizeIP(ip);
+}

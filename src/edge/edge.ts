@@ -1,0 +1,78 @@
+/**
+ * The edge: what every request and new connection passes before it reaches
+ * a handler. It owns the origin allowlist, the client address (with trusted
+ * proxies), the connection caps and the token cookie, and implements the
+ * transports' ConnectionGate. Rules, in order, for a new connection
+ * (WebSocket upgrade, SSE GET, long-poll open):
+ *
+ * 1. `Origin` present and not allowed (origins.ts) → 403 `origin_not_allowed`.
+ * 2. `limits.maxConnections` held on this node → 503 `unavailable`.
+ * 3. More than `limits.newConnectionsPerIpPerSecond` attempts from the
+ *    client IP in this second → 429 `too_many_requests` with `Retry-After`.
+ * 4. `limits.maxConnectionsPerIp` open from the client IP → 429 `connection_limit`.
+ * 5. After `connect`: more than `limits.maxConnectionsPerUser` connections
+ *    of that user → WebSocket closed with 3506 before the connect reply;
+ *    SSE and long polling answered 429 `connection_limit`.
+ *
+ * The token cookie (`auth.cookieName`) is a credential only when the request
+ * carries an allowed `Origin`; without `Origin` it is ignored, so a request
+ * that only has the cookie connects anonymously (and is refused where
+ * anonymous access is off). Tokens in the protocol (`connect`, `?token=`,
+ * `Authorization: Bearer`, the long-poll body) win over the cookie.
+ */
+import type { IncomingMessage } from 'node:http';
+import { parseCookie } from 'cookie';
+import type { Config } from '../config/schema.ts';
+import type { Client } from '../core/client.ts';
+import type { ConnectionGate, GateAnswer } from '../transports/http-connection.ts';
+import { createClientAddress, limitKey, type ClientAddress } from './client-address.ts';
+import { ConnectionLimiter } from './connection-limits.ts';
+import { OriginPolicy } from './origins.ts';
+
+/** Longest cookie value taken as a token (a JWT is far shorter). */
+const MAX_COOKIE_TOKEN = 8192;
+
+export class Edge implements ConnectionGate {
+  readonly origins: OriginPolicy;
+  readonly address: ClientAddress;
+  readonly connections: ConnectionLimiter;
+  readonly #cookieName: string | undefined;
+  readonly #maxPerUser: number;
+
+  /** Throws TypeError for an origin or proxy entry that does not parse. */
+  constructor(config: Config, now: () => number = Date.now) {
+    this.origins = new OriginPolicy(config.cors.origins);
+    this.address = createClientAddress(config.http.trustedProxies);
+    this.connections = new ConnectionLimiter(config.limits, now);
+    this.#cookieName = config.auth.cookieName;
+    this.#maxPerUser = config.limits.maxConnectionsPerUser;
+  }
+
+  open(request: IncomingMessage): GateAnswer {
+    const origin = this.origins.check(request.headers.origin, request.headers.host);
+    if (origin === 'refused') return { refused: 'origin_not_allowed' };
+    const place = this.connections.admit(limitKey(this.address.ip(request)));
+    if ('refused' in place) return place;
+    return {
+      fallbackToken: origin === 'allowed' ? this.cookieToken(request) : undefined,
+      attach: (client) => {
+        void client.closed.then(() => place.release());
+      },
+      release: () => place.release(),
+    };
+  }
+
+  admitUser(client: Client): boolean {
+    if (client.user === '') return true;
+    return client.node.hub.userClients(client.user).length <= this.#maxPerUser;
+  }
+
+  /** The token cookie's value, when a cookie name is configured and the request has it. */
+  cookieToken(request: IncomingMessage): string | undefined {
+    const name = this.#cookieName;
+    const header = request.headers.cookie;
+    if (name === undefined || header === undefined) return undefined;
+    const value = parseCookie(header)[name];
+    return value === undefined || value === '' || value.length > MAX_COOKIE_TOKEN ? undefined : value;
+  }
+}
