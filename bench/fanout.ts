@@ -471,6 +471,8 @@ interface Result {
   clientCpuS: number;
   /** CPU-seconds used by processes outside this benchmark during the publish phase */
   otherCpuS: number;
+  /** the same per wall-second: cores busy with unrelated work */
+  otherCores: number;
   /** seconds from the first publish request to the last publish answer */
   publishS: number;
   rssStartMiB: number;
@@ -648,6 +650,7 @@ async function runOne(target: Transport, n: number, options: Options, rate: numb
       cpuSPerMillion: delivered > 0 ? (serverCpuS / delivered) * 1e6 : Number.NaN,
       clientCpuS,
       otherCpuS,
+      otherCores: otherCpuS / ((cpuEndUs - published.startUs) / 1e6),
       publishS,
       rssStartMiB: rssStart / 2 ** 20,
       rssIdleMiB: rssIdle / 2 ** 20,
@@ -692,13 +695,13 @@ function fmt(n: number, digits: number): string {
 
 function table(results: Result[]): string {
   const lines = [
-    '| transport | subscribers | msg/s | deliveries/s | delivery ratio | p50 ms | p99 ms | server CPU-s per 1M deliveries | idle KiB per connection | connect s |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| transport | subscribers | msg/s | deliveries/s | delivery ratio | p50 ms | p99 ms | server CPU-s per 1M deliveries | idle KiB per connection | connect s | other load (cores) |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     lines.push(
       `| ${r.target} | ${r.ready}${r.failed > 0 ? ` (+${r.failed} failed)` : ''} | ${fmt(r.rate, 1)} | ${Math.round(r.deliveriesPerSecond)} | ${fmt(r.ratio, 4)} | ` +
-        `${fmt(r.p50Ms, 1)} | ${fmt(r.p99Ms, 1)} | ${fmt(r.cpuSPerMillion, 2)} | ${fmt(r.idleKiBPerConnection, 1)} | ${fmt(r.connectS, 1)} |`,
+        `${fmt(r.p50Ms, 1)} | ${fmt(r.p99Ms, 1)} | ${fmt(r.cpuSPerMillion, 2)} | ${fmt(r.idleKiBPerConnection, 1)} | ${fmt(r.connectS, 1)} | ${fmt(r.otherCores, 2)} |`,
     );
   }
   return lines.join('\n');

@@ -12,6 +12,7 @@ import type { Config } from '../config/schema.ts';
 import type { Node } from '../core/node.ts';
 import { sendApiError } from '../transports/http-connection.ts';
 import { securityHeaders } from '../edge/security-headers.ts';
+import { answerClientError } from '../edge/client-errors.ts';
 import { httpServerOptions, mapFrameworkError, MAX_HEADERS } from './http.ts';
 
 export interface AdminAppOptions {
@@ -30,6 +31,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     bodyLimit: 1024,
     return503OnClosing: false,
     connectionTimeout: 0,
+    clientErrorHandler: answerClientError,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     requestTimeout: serverOptions.requestTimeout,
     http: serverOptions,

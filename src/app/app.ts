@@ -124,7 +124,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     version,
   });
   const metrics = createMetrics(node.hub);
-  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls });
+  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, gate: edge });
   const admin = await createAdminApp({ config, node, metrics, logger });

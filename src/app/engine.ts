@@ -12,6 +12,7 @@ import { LocalControlBus } from '../broker/control.ts';
 import { MemoryBroker, MemoryPresenceStore } from '../broker/memory-broker.ts';
 import { MemoryRevocationList, type RevocationList } from '../auth/revocation.ts';
 import type { Config } from '../config/schema.ts';
+import type { SessionRouter } from '../transports/http-connection.ts';
 
 export type EngineHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
@@ -24,6 +25,8 @@ export interface Engine {
   readonly revocations: RevocationList;
   /** Degraded while the engine cannot guarantee delivery (e.g. Redis unreachable). */
   health(): EngineHealth;
+  /** Cluster mode: routes SSE/long-poll session requests to the worker that owns the session. */
+  readonly sessionRouter?: SessionRouter | undefined;
   /** Closes what the engine opened (after the Node has closed its parts). */
   close(): Promise<void>;
 }

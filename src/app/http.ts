@@ -20,10 +20,12 @@ import { ApiError, ApiExecutor } from '../api/executor.ts';
 import type { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { registerSse } from '../transports/sse.ts';
 import { registerLongPoll } from '../transports/long-poll.ts';
-import { registerHttpCommands, sendApiError, SessionRegistry } from '../transports/http-connection.ts';
+import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter } from '../transports/http-connection.ts';
 import type { ApiErrorCode } from '../protocol/index.ts';
 import type { Edge } from '../edge/edge.ts';
 import { securityHeaders } from '../edge/security-headers.ts';
+import { answerClientError } from '../edge/client-errors.ts';
+import { registerDemo } from './demo.ts';
 
 export interface TlsFiles {
   readonly cert: string;
@@ -38,6 +40,8 @@ export interface HttpAppOptions {
   readonly edge: Edge;
   /** PEM certificate chain and key: the listener serves HTTPS (and WSS). */
   readonly tls?: TlsFiles | undefined;
+  /** Cluster mode: session requests for other workers' sessions are forwarded (src/transports/http-connection.ts). */
+  readonly sessionRouter?: SessionRouter | undefined;
 }
 
 /** Request headers accepted per request; more is answered 431 by Node's parser. */
@@ -78,6 +82,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     onConstructorPoisoning: 'error',
     return503OnClosing: true,
     connectionTimeout: 0,
+    clientErrorHandler: answerClientError,
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     requestTimeout: serverOptions.requestTimeout,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 100 },
@@ -95,6 +100,8 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   app.setErrorHandler((error: { statusCode?: number; code?: string; validation?: unknown }, request: FastifyRequest, reply: FastifyReply) => {
     const code = mapFrameworkError(error);
     if (code === 'internal') request.log.error({ err: error, url: request.routeOptions.url }, 'request failed');
+    // The rest of an oversize body is never read: end the connection after the answer.
+    if (code === 'payload_too_large') reply.header('connection', 'close');
     return sendApiError(reply, code);
   });
   app.setNotFoundHandler((_request, reply) => sendApiError(reply, 'not_found'));
@@ -123,10 +130,11 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     return health;
   });
 
-  const sessions = new SessionRegistry();
+  const sessions = new SessionRegistry(options.sessionRouter);
   registerSse(app, node, sessions, edge);
   registerLongPoll(app, node, sessions, edge);
   registerHttpCommands(app, node, sessions);
+  registerDemo(app, config);
 
   // Per client IP, counted before the key is checked; then per key.
   const principals = new WeakMap<FastifyRequest, string>();

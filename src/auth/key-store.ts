@@ -176,36 +176,52 @@ export function watchKeyStore(stateDir: string, options: KeyStoreWatchOptions = 
 }
 
 const LOCK_STALE_MS = 30000;
+const LOCK_WAIT_MS = 3000;
 
-/**
- * Read-modify-write of the store under a lock file (`api-keys.json.lock`,
- * created exclusively; one older than 30 s is taken as abandoned). `change`
- * gets the current keys and returns the new list (null: leave the file as
- * it is); the list is validated and written atomically with mode 0600.
- */
-export function updateKeyStore<T>(stateDir: string, change: (keys: StoredApiKey[]) => { keys: StoredApiKey[] | null; result: T }): T {
-  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
-  const path = keyStorePath(stateDir);
-  const lock = path + '.lock';
-  let fd: number;
-  try {
-    fd = openSync(lock, 'wx', 0o600);
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+/** Takes the lock file: waits up to `waitMs` for another holder, takes over one older than 30 s. */
+function lockStore(lock: string, waitMs: number): number {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    try {
+      return openSync(lock, 'wx', 0o600);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+    }
     let age: number;
     try {
       age = Date.now() - statSync(lock).mtimeMs;
     } catch {
-      age = Infinity;
+      continue; // released in between: try again
     }
-    if (age < LOCK_STALE_MS) throw new ConfigError([`${lock}: another \`herald keys\` command is changing the store; try again (or remove the file if none is)`]);
-    try {
-      unlinkSync(lock);
-    } catch {
-      // someone else took it over; the exclusive open below decides
+    if (age >= LOCK_STALE_MS) {
+      try {
+        unlinkSync(lock);
+      } catch {
+        // someone else took it over; the exclusive open decides
+      }
+      continue;
     }
-    fd = openSync(lock, 'wx', 0o600);
+    if (Date.now() >= deadline) throw new ConfigError([`${lock}: another \`herald keys\` command is changing the store; try again (or remove the file if none is)`]);
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 20);
   }
+}
+
+/**
+ * Read-modify-write of the store under a lock file (`api-keys.json.lock`,
+ * created exclusively; a command waits up to 3 s for another to finish, and
+ * takes over a lock older than 30 s as abandoned). `change`
+ * gets the current keys and returns the new list (null: leave the file as
+ * it is); the list is validated and written atomically with mode 0600.
+ */
+export function updateKeyStore<T>(
+  stateDir: string,
+  change: (keys: StoredApiKey[]) => { keys: StoredApiKey[] | null; result: T },
+  options: { lockWaitMs?: number } = {},
+): T {
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  const path = keyStorePath(stateDir);
+  const lock = path + '.lock';
+  const fd = lockStore(lock, options.lockWaitMs ?? LOCK_WAIT_MS);
   try {
     const { keys, result } = change(readKeyStore(stateDir));
     if (keys !== null) writeKeyStore(stateDir, keys);

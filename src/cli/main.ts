@@ -13,13 +13,15 @@ import { hashApiKey } from '../auth/api-keys.ts';
 import { createKey, keyStatus, keyStorePath, parseDuration, parseScopes, readKeyStore, revokeKey, updateKeyStore } from '../auth/key-store.ts';
 import { ensureDevSecrets, readDevHmacSecret } from '../app/dev-secrets.ts';
 import { startServer } from '../app/app.ts';
+import { resolveWorkers, signalReload, startPrimary } from '../cluster/primary.ts';
 import { createLogger } from '../observability/logger.ts';
 import { version } from '../app/version.ts';
 
 const usage = `herald ${version}
 
 Usage:
-  herald serve [--config FILE] [--host HOST] [--port PORT] [--log-level LEVEL]
+  herald serve [--config FILE] [--host HOST] [--port PORT] [--log-level LEVEL] [--workers N|auto]
+  herald reload [--config FILE | --state-dir DIR]
   herald token --sub USER [--ttl SECONDS] [--info JSON] [--config FILE]
   herald keys create --name NAME --scopes publish,read,admin [--expires ISO-TIME] [--config FILE | --state-dir DIR]
   herald keys list [--json] [--config FILE | --state-dir DIR]
@@ -96,6 +98,23 @@ function readRaw(file: string): Record<string, unknown> {
   return parsed as Record<string, unknown>;
 }
 
+function parseWorkers(value: string): number | 'auto' {
+  if (value === 'auto') return 'auto';
+  const n = /^[0-9]{1,4}$/.test(value) ? Number(value) : NaN;
+  if (!Number.isInteger(n) || n < 1 || n > 1024) fail('--workers must be a number from 1 to 1024, or auto');
+  return n;
+}
+
+function printDevKey(created: string | undefined, config: Config, port: number): void {
+  if (created === undefined) return;
+  const base = `http://${config.listen.host}:${port}`;
+  process.stderr.write(
+    `\n  Herald development API key (shown once, only its hash is stored):\n\n    ${created}\n\n` +
+      `  Publish:  curl -H "Authorization: Bearer ${created}" -d '{"channel":"public:demo","data":{"hello":"world"}}' ${base}/api/publish\n` +
+      `  Token:    npm run herald -- token --sub alice\n\n`,
+  );
+}
+
 async function serve(values: Record<string, string | boolean | undefined>): Promise<void> {
   const { config, created, secretsPath } = resolveConfig(values, true);
   const logger = createLogger(config.log.level);
@@ -106,15 +125,16 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
     );
     if (process.getuid?.() === 0) logger.warn({}, 'running as root (allowed in development mode only as a warning)');
   }
-  const server = await startServer({ config, logger });
-  if (created !== undefined) {
-    const base = `http://${config.listen.host}:${server.port}`;
-    process.stderr.write(
-      `\n  Herald development API key (shown once, only its hash is stored):\n\n    ${created}\n\n` +
-        `  Publish:  curl -H "Authorization: Bearer ${created}" -d '{"channel":"public:demo","data":{"hello":"world"}}' ${base}/api/publish\n` +
-        `  Token:    npm run herald -- token --sub alice\n\n`,
-    );
+  const workers = resolveWorkers(values['workers'] === undefined ? config.cluster.workers : parseWorkers(values['workers'] as string));
+  if (workers > 1) {
+    // Cluster mode: this process is the primary (src/cluster/primary.ts); it handles its own signals.
+    const primary = startPrimary({ config, logger, workers, process: true, reloadConfig: () => resolveConfig(values, true).config });
+    primary.ready.then(({ port }) => printDevKey(created, config, port), () => undefined);
+    void primary.done.then((code) => process.exit(code));
+    return;
   }
+  const server = await startServer({ config, logger });
+  printDevKey(created, config, server.port);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -265,6 +285,8 @@ async function main(): Promise<void> {
       ttl: { type: 'string' },
       info: { type: 'string' },
       write: { type: 'string' },
+      workers: { type: 'string' },
+      'state-dir': { type: 'string' },
     },
     strict: true,
   });
@@ -273,6 +295,12 @@ async function main(): Promise<void> {
       return serve(values);
     case 'token':
       return token(values);
+    case 'reload': {
+      const stateDir = values['state-dir'] ?? resolveConfig(values, false).config.stateDir;
+      const pid = signalReload(stateDir);
+      process.stdout.write(`sent SIGHUP to the Herald primary (pid ${pid}): workers are replaced one by one\n`);
+      return;
+    }
     case 'check-config': {
       const file = values.config ?? process.env['HERALD_CONFIG'];
       if (file === undefined) fail('check-config: --config FILE is required');

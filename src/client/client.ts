@@ -259,7 +259,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
   subscribe<T = unknown>(channel: string, options: SubscribeOptions = {}): Subscription<T> {
     if (isChannelNameError(parseChannel(channel))) throw new TypeError(`HeraldClient: invalid channel name "${channel}"`);
     if (this.#subs.has(channel)) throw new Error(`HeraldClient: already subscribed to "${channel}"`);
-    const sub = new Subscription<unknown>(this.#host, channel, options.since);
+    const sub = new Subscription<unknown>(this.#host, channel, options);
     this.#subs.set(channel, sub);
     if (this.#state === 'connected') this.#sendSubscribe(sub);
     return sub as Subscription<T>;
@@ -424,7 +424,8 @@ export class HeraldClient extends Emitter<ClientEvents> {
   #openRequest(transport: ClientTransport, token: string | undefined, gen: number): OpenRequest {
     const none: OpenRequest = { token, name: this.#o.name, channels: [], vector: '' };
     if (!transport.pushesConnected || !this.#withChannels) return none;
-    const wanted = [...this.#subs.values()].filter((sub) => sub.state === 'subscribing' && sub._retryTimer === undefined);
+    // Private channels need their subscription token, which an open cannot carry: they go by command.
+    const wanted = [...this.#subs.values()].filter((sub) => sub.state === 'subscribing' && sub._retryTimer === undefined && !sub._private);
     if (wanted.length === 0 || wanted.length > MAX_VECTOR_ENTRIES) return none;
     const entries: [string, StreamPosition][] = [];
     const channels: string[] = [];
@@ -706,7 +707,24 @@ export class HeraldClient extends Emitter<ClientEvents> {
     const transport = this.#transport!;
     const gen = this.#gen;
     sub._requestedGen = gen;
-    this.#sendCommand('subscribe', { channel: sub.channel, ...sub._tracker.recoverParams() }, (reply) => {
+    if (sub._token === undefined && sub._getToken !== undefined) {
+      sub._getToken(sub.channel).then(
+        (token) => {
+          sub._token = token;
+          if (gen === this.#gen && sub._requestedGen === gen) {
+            sub._requestedGen = -1;
+            this.#sendSubscribe(sub);
+          }
+        },
+        (error: unknown) => {
+          if (gen === this.#gen && sub._requestedGen === gen) this.#onSubscribeError(sub, sdkCodes.token_error.code, `getToken failed: ${String(error)}`);
+        },
+      );
+      return;
+    }
+    const params: Record<string, unknown> = { channel: sub.channel, ...sub._tracker.recoverParams() };
+    if (sub._token !== undefined) params['token'] = sub._token;
+    this.#sendCommand('subscribe', params, (reply) => {
       if (gen !== this.#gen || sub.state !== 'subscribing') return;
       if ('error' in reply) {
         this.#onSubscribeError(sub, reply.error.code, reply.error.message);
@@ -737,7 +755,9 @@ export class HeraldClient extends Emitter<ClientEvents> {
       this.#resubscribe(sub, true, true);
       return;
     }
-    if (isTemporaryReplyError(code)) {
+    const expiredForGood = code === replyErrors.token_expired.code && sub._private && sub._getToken === undefined;
+    if (code === replyErrors.token_expired.code && sub._getToken !== undefined) sub._token = undefined;
+    if (isTemporaryReplyError(code) && !expiredForGood) {
       sub._error(code, message);
       this.#retrySubscribe(sub);
       return;

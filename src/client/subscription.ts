@@ -21,6 +21,7 @@ import type {
   HistoryResult,
   PresenceStats,
   PublishResult,
+  SubscribeOptions,
   SubscriptionEvents,
   SubscriptionState,
 } from './types.ts';
@@ -53,13 +54,24 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
   _attempt = 0;
   /** @internal Guards the subscribe timeout. */
   _timeoutTimer: ReturnType<typeof setTimeout> | undefined;
+  /** @internal Subscription token (private namespaces), if any. */
+  _token: string | undefined;
+  /** @internal */
+  readonly _getToken: ((channel: string) => Promise<string>) | undefined;
 
   /** @internal Created by `HeraldClient.subscribe`. */
-  constructor(host: SubscriptionHost, channel: string, since: StreamPosition | undefined) {
+  constructor(host: SubscriptionHost, channel: string, options: SubscribeOptions) {
     super();
     this.#host = host;
     this.channel = channel;
-    this._tracker = new PositionTracker(since);
+    this._tracker = new PositionTracker(options.since);
+    this._token = options.token;
+    this._getToken = options.getToken;
+  }
+
+  /** @internal Needs a subscription token (so it cannot be subscribed by an SSE/long-poll open). */
+  get _private(): boolean {
+    return this._token !== undefined || this._getToken !== undefined;
   }
 
   get state(): SubscriptionState {

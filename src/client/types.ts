@@ -135,4 +135,11 @@ export interface PresenceStats {
 export interface SubscribeOptions {
   /** Start from a position you already have (e.g. from `history()`): the SDK recovers from it. */
   readonly since?: StreamPosition;
+  /** Subscription token for a `private` namespace. */
+  readonly token?: string;
+  /**
+   * Returns a subscription token for a `private` namespace: called before the
+   * first subscribe and again after the server answers 109 (token expired).
+   */
+  readonly getToken?: (channel: string) => Promise<string>;
 }

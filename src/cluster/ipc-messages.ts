@@ -45,6 +45,8 @@ export type CallMessage = {
 /** Worker → primary. */
 export type WorkerMessage =
   | CallMessage
+  /** The worker listens on its pipe: the primary answers with `start`. */
+  | { readonly type: 'hello' }
   /** The worker's server listens; `nodeId` is its Node id (as in `info`). */
   | { readonly type: 'ready'; readonly nodeId: string; readonly port: number; readonly adminPort: number }
   | { readonly type: 'pong'; readonly seq: number }
@@ -75,6 +77,9 @@ export type PrimaryMessage =
   | { readonly type: 'session_answer'; readonly id: number; readonly answer: SessionAnswer }
   /** Drain (clients closed with 3001) within `drainTimeoutMs`, then exit 0. */
   | { readonly type: 'shutdown'; readonly drainTimeoutMs: number };
+
+/** Exit code of a worker that could not start (invalid configuration, listener refused): not retried blindly. */
+export const EXIT_CANNOT_START = 3;
 
 /**
  * On the wire, messages travel in batches (one IPC write per event-loop

@@ -14,7 +14,7 @@ interface Row {
 }
 
 function typeOf(schema: TSchema): string {
-  if (schema['anyOf']) return (schema['anyOf'] as TSchema[]).map((s) => JSON.stringify(s['const'])).join(' \\| ');
+  if (schema['anyOf']) return (schema['anyOf'] as TSchema[]).map((s) => (s['const'] === undefined ? typeOf(s) : JSON.stringify(s['const']))).join(' \\| ');
   if (schema['type'] === 'array') return `${typeOf(schema['items'] as TSchema)}[]`;
   if (schema['type'] === 'object') return 'object';
   return String(schema['type']);

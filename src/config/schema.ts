@@ -215,6 +215,26 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {} },
     ),
+    cluster: Type.Object(
+      {
+        workers: Type.Union([Type.Integer({ minimum: 1, maximum: 1024 }), Type.Literal('auto')], {
+          default: 1,
+          description:
+            'Worker processes sharing the listener (`herald serve --workers N`); "auto" is one per core, 1 runs a single process without a primary. Workers are linked through the primary: streams, presence and control are cluster-wide.',
+        }),
+        heartbeatIntervalMs: Ms(1000, 'How often the primary pings each worker over IPC.'),
+        heartbeatTimeoutMs: Ms(10000, 'A worker that has not answered a ping for this long is killed (SIGKILL) and replaced.'),
+        restartDelayMs: Ms(500, 'Delay before restarting a crashed worker; doubles with each recent crash of the same worker slot, up to 30 s.', 0),
+        crashLoopRestarts: Type.Integer({
+          default: 5,
+          minimum: 0,
+          maximum: 1000,
+          description: 'Restarts of one worker slot allowed within crashLoopWindowMs; one more crash is a crash loop: logged as an error, the slot is not restarted.',
+        }),
+        crashLoopWindowMs: Ms(60000, 'Window in which crashes of one worker slot are counted.'),
+      },
+      { additionalProperties: false, default: {} },
+    ),
     cors: Type.Object(
       {
         origins: Type.Array(Type.String({ pattern: '^https?://[^/]+$', maxLength: 256 }), {

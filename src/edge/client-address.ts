@@ -21,7 +21,7 @@ export function createClientAddress(trustedProxies: readonly string[]): ClientAd
   try {
     trust = proxyaddr.compile([...trustedProxies]);
   } catch (error) {
-    throw new TypeError(`http.trustedProxies: ${(error as Error).message}`);
+    throw new TypeError(`http.trustedProxies: ${(error as Error).message}`, { cause: error });
   }
   return {
     trust,

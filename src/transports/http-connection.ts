@@ -2,7 +2,9 @@
  * What SSE and long polling share: the session registry (a secret per
  * connection that authorizes its HTTP commands), opening a connection from
  * an HTTP request (connect + subscriptions, with recovery from a position
- * vector), and the command endpoint.
+ * vector), and the command endpoint. In cluster mode a session request
+ * that reaches a worker other than the session's owner is forwarded to the
+ * owner through a SessionRouter (src/cluster/worker-engine.ts).
  */
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
@@ -16,19 +18,62 @@ import { EncodedFrame } from '../core/encoded-frame.ts';
 export const SESSION_HEADER = 'herald-session';
 export const MAX_COMMANDS_PER_POST = 100;
 
-/** Session secrets → clients. A secret is 128 random bits; the client id alone authorizes nothing. */
+/** A request for a session as it travels to the worker that owns the session (cluster mode). */
+export interface SessionExchange {
+  readonly op: 'command' | 'close' | 'poll';
+  /** The secret from the `Herald-Session` header ('' when absent). */
+  readonly session: string;
+  /** The parsed, already validated request body. */
+  readonly body: unknown;
+}
+
+/** An HTTP answer: status and JSON text. */
+export interface SessionAnswer {
+  readonly status: number;
+  readonly body: string;
+}
+
+export type SessionHandler = (session: string, body: unknown, signal: AbortSignal) => Promise<SessionAnswer>;
+
+/**
+ * Cluster mode: a session lives on the worker that opened it, but its next
+ * HTTP request may reach any worker. Secrets issued here start with `prefix`
+ * (naming this worker); a request with another worker's secret is forwarded
+ * to that worker and its answer relayed unchanged. Without a router every
+ * session is local.
+ */
+export interface SessionRouter {
+  readonly prefix: string;
+  /** True when the secret names another worker. */
+  isRemote(secret: string): boolean;
+  /** Sends the exchange to the owner; `signal` aborts when the HTTP request goes away. Never rejects. */
+  forward(exchange: SessionExchange, signal: AbortSignal): Promise<SessionAnswer>;
+  /** Installs what answers exchanges forwarded to this worker. */
+  serve(handler: (exchange: SessionExchange, signal: AbortSignal) => Promise<SessionAnswer>): void;
+}
+
+/** Session secrets → clients. A secret is 128 random bits (after the router's prefix); the client id alone authorizes nothing. */
 export class SessionRegistry {
   readonly #sessions = new Map<string, Client>();
+  readonly #handlers = new Map<SessionExchange['op'], SessionHandler>();
+  readonly #router: SessionRouter | undefined;
+  readonly #prefix: string;
+
+  constructor(router?: SessionRouter) {
+    this.#router = router;
+    this.#prefix = router?.prefix ?? '';
+    router?.serve((exchange, signal) => this.answer(exchange, signal));
+  }
 
   register(client: Client): string {
-    const secret = randomBytes(16).toString('base64url');
+    const secret = this.#prefix + randomBytes(16).toString('base64url');
     this.#sessions.set(secret, client);
     void client.closed.then(() => this.#sessions.delete(secret));
     return secret;
   }
 
   get(secret: unknown): Client | undefined {
-    if (typeof secret !== 'string' || secret.length !== 22) return undefined;
+    if (typeof secret !== 'string' || secret.length !== this.#prefix.length + 22 || !secret.startsWith(this.#prefix)) return undefined;
     const client = this.#sessions.get(secret);
     return client === undefined || client.isClosed ? undefined : client;
   }
@@ -36,6 +81,36 @@ export class SessionRegistry {
   get size(): number {
     return this.#sessions.size;
   }
+
+  /** How `op` is answered for a session held here (set by the route that serves it). */
+  handle(op: SessionExchange['op'], handler: SessionHandler): void {
+    this.#handlers.set(op, handler);
+  }
+
+  /** Answers an exchange for a session held here. */
+  answer(exchange: SessionExchange, signal: AbortSignal): Promise<SessionAnswer> {
+    const handler = this.#handlers.get(exchange.op);
+    return handler === undefined ? Promise.resolve(apiErrorAnswer('session_unknown')) : handler(exchange.session, exchange.body, signal);
+  }
+
+  /** Answers an HTTP request for a session wherever it lives: here, or on the worker its secret names. */
+  async route(op: SessionExchange['op'], secret: unknown, body: unknown, reply: FastifyReply): Promise<FastifyReply> {
+    const controller = new AbortController();
+    reply.raw.once('close', () => controller.abort());
+    const exchange: SessionExchange = { op, session: typeof secret === 'string' ? secret : '', body };
+    const router = this.#router;
+    const answer =
+      router !== undefined && exchange.session !== '' && router.isRemote(exchange.session)
+        ? await router.forward(exchange, controller.signal)
+        : await this.answer(exchange, controller.signal);
+    return reply.code(answer.status).type('application/json').send(answer.body);
+  }
+}
+
+/** A registered API error as a SessionAnswer. */
+export function apiErrorAnswer(code: ApiErrorCode): SessionAnswer {
+  const entry = apiErrors[code];
+  return { status: entry.status, body: JSON.stringify({ error: { code, message: entry.message } }) };
 }
 
 /**
@@ -212,19 +287,22 @@ export const CLOSE_PATH = '/connection/close';
 
 /** POST /connection/command and /connection/close, shared by SSE and long polling. */
 export function registerHttpCommands(app: FastifyInstance, node: Node, sessions: SessionRegistry): void {
-  app.post(COMMAND_PATH, { bodyLimit: node.config.limits.maxMessageBytes }, async (request, reply) => {
-    const client = sessions.get(request.headers[SESSION_HEADER]);
-    if (client === undefined) return sendApiError(reply, 'session_unknown');
-    const result = await runCommandBatch(client, request.body);
-    if ('error' in result) return sendApiError(reply, result.error);
-    return reply.type('application/json').send(result.body);
+  sessions.handle('command', async (secret, body) => {
+    const client = sessions.get(secret);
+    if (client === undefined) return apiErrorAnswer('session_unknown');
+    const result = await runCommandBatch(client, body);
+    return 'error' in result ? apiErrorAnswer(result.error) : { status: 200, body: result.body };
   });
-  app.post(CLOSE_PATH, async (request, reply) => {
-    const client = sessions.get(request.headers[SESSION_HEADER]);
-    if (client === undefined) return sendApiError(reply, 'session_unknown');
+  sessions.handle('close', async (secret) => {
+    const client = sessions.get(secret);
+    if (client === undefined) return apiErrorAnswer('session_unknown');
     client.close(1000, 'closed by client');
-    return reply.type('application/json').send('{}');
+    return { status: 200, body: '{}' };
   });
+  app.post(COMMAND_PATH, { bodyLimit: node.config.limits.maxMessageBytes }, (request, reply) =>
+    sessions.route('command', request.headers[SESSION_HEADER], request.body, reply),
+  );
+  app.post(CLOSE_PATH, (request, reply) => sessions.route('close', request.headers[SESSION_HEADER], undefined, reply));
 }
 
 export function sendApiError(reply: FastifyReply, code: ApiErrorCode): FastifyReply {

@@ -5,7 +5,7 @@
  * answer is simply sent again. The answer's `cursor` is the position vector
  * after its last frame, for reopening a lost session with recovery.
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { encodePush } from '../protocol/index.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
@@ -13,6 +13,7 @@ import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import { bearer } from './sse.ts';
 import {
+  apiErrorAnswer,
   connectHttpClient,
   openGate,
   sendApiError as sendError,
@@ -32,8 +33,16 @@ interface Entry {
   readonly cursor: string | undefined;
 }
 
+/** Where a poll's answer goes: the HTTP reply, or back to the worker that received a forwarded poll. */
+export interface PollReply {
+  /** Called once, with the JSON answer. */
+  send(body: string): void;
+  /** `listener` runs if the request goes away before it is answered. */
+  onGone(listener: () => void): void;
+}
+
 interface Waiter {
-  readonly reply: FastifyReply;
+  readonly reply: PollReply;
   readonly timer: NodeJS.Timeout;
 }
 
@@ -106,14 +115,14 @@ export class LongPollTransport implements Transport {
     return this.#render();
   }
 
-  poll(ack: number, reply: FastifyReply): void {
+  poll(ack: number, reply: PollReply): void {
     clearTimeout(this.#idleTimer);
     this.#ackUpTo(ack);
     const previous = this.#waiter;
     if (previous !== undefined) {
       this.#waiter = undefined;
       clearTimeout(previous.timer);
-      previous.reply.type('application/json').send(this.#render(true));
+      previous.reply.send(this.#render(true));
     }
     if (this.#queue.length > 0 || this.#finished) {
       this.#send(reply);
@@ -122,7 +131,7 @@ export class LongPollTransport implements Transport {
     const timer = setTimeout(() => this.#answerWaiter(), this.#pollTimeoutMs);
     timer.unref();
     this.#waiter = { reply, timer };
-    reply.raw.once('close', () => {
+    reply.onGone(() => {
       if (this.#waiter?.reply === reply) {
         clearTimeout(timer);
         this.#waiter = undefined;
@@ -140,8 +149,8 @@ export class LongPollTransport implements Transport {
     this.#send(waiter.reply);
   }
 
-  #send(reply: FastifyReply): void {
-    reply.type('application/json').send(this.#render());
+  #send(reply: PollReply): void {
+    reply.send(this.#render());
     if (this.#closed) {
       // The disconnect frame is in this answer; the session is over.
       this.#finish();
@@ -188,7 +197,7 @@ export class LongPollTransport implements Transport {
     if (waiter !== undefined) {
       this.#waiter = undefined;
       clearTimeout(waiter.timer);
-      waiter.reply.type('application/json').send(this.#render());
+      waiter.reply.send(this.#render());
     }
     this.onFinished();
   }
@@ -240,13 +249,23 @@ export function registerLongPoll(app: FastifyInstance, node: Node, sessions: Ses
     return reply.type('application/json').send('{"session":' + JSON.stringify(session) + ',' + snapshot.slice(1));
   });
 
-  app.post(POLL_PATH, { schema: { body: PollBody } }, async (request: FastifyRequest<{ Body: { seq: number } }>, reply) => {
-    const secret = request.headers[SESSION_HEADER];
-    const transport = typeof secret === 'string' ? polling.get(secret) : undefined;
-    if (transport === undefined) return sendError(reply, 'session_unknown');
+  sessions.handle('poll', (secret, body, signal) => {
+    const transport = polling.get(secret);
+    const seq = (body as { seq?: unknown } | undefined)?.seq;
+    if (transport === undefined) return Promise.resolve(apiErrorAnswer('session_unknown'));
+    if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) return Promise.resolve(apiErrorAnswer('bad_request'));
     const client = sessions.get(secret);
     if (client !== undefined) client.lastActivity = node.now();
-    transport.poll(request.body.seq, reply);
-    return reply;
+    return new Promise((resolve) => {
+      transport.poll(seq, {
+        send: (text) => resolve({ status: 200, body: text }),
+        onGone: (listener) => {
+          if (signal.aborted) queueMicrotask(listener);
+          else signal.addEventListener('abort', listener, { once: true });
+        },
+      });
+    });
   });
+
+  app.post(POLL_PATH, { schema: { body: PollBody } }, (request, reply) => sessions.route('poll', request.headers[SESSION_HEADER], request.body, reply));
 }

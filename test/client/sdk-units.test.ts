@@ -233,3 +233,22 @@ describe('endpoints', () => {
     assert.equal(endpointsFor('http://h', 'ws://other/ws').websocket, 'ws://other/ws');
   });
 });
+
+describe('SDK dependencies', () => {
+  test('src/client imports only itself and the protocol module (no Node APIs, no command decoder, no packages)', async () => {
+    const { readdirSync, readFileSync } = await import('node:fs');
+    const dir = new URL('../../src/client/', import.meta.url);
+    const allowedProtocol = new Set(['codes.ts', 'channel-name.ts', 'positions.ts', 'frames.ts']);
+    const files = readdirSync(dir).filter((f) => f.endsWith('.ts'));
+    assert.ok(files.length > 5);
+    for (const file of files) {
+      const text = readFileSync(new URL(file, dir), 'utf8');
+      for (const match of text.matchAll(/^\s*(?:import|export)[^'"]*from\s+'([^']+)'/gm)) {
+        const specifier = match[1]!;
+        const ok = specifier.startsWith('./') || (specifier.startsWith('../protocol/') && allowedProtocol.has(specifier.slice('../protocol/'.length)));
+        assert.ok(ok, `${file} imports ${specifier}`);
+      }
+      assert.doesNotMatch(text, /\bprocess\.|\brequire\(|import\(/, `${file} uses Node-only APIs`);
+    }
+  });
+});

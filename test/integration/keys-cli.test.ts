@@ -66,7 +66,7 @@ describe('herald keys', { timeout: 90000 }, () => {
     stateDir = mkdtempSync(join(tmpdir(), 'herald-keys-'));
     // a key made before the server starts is loaded at start
     await create('early', 'publish');
-    h = await startHerald({ stateDir, process: { allowRoot: true } });
+    h = await startHerald({ stateDir });
   });
   after(async () => {
     await h?.close();
@@ -149,6 +149,16 @@ describe('herald keys', { timeout: 90000 }, () => {
     }
   });
 
+  test('concurrent creates all land (the store is locked, not overwritten)', async () => {
+    const names = ['c1', 'c2', 'c3'];
+    const runs = await Promise.all(names.map((name) => herald(keysArgs('create', '--name', name, '--scopes', 'read'))));
+    runs.forEach((run, i) => assert.equal(run.code, 0, `${names[i]}: ${run.stderr}`));
+    for (const run of runs) allKeys.push(run.stdout.trim());
+    for (const name of names) assert.ok(storedKey(name) !== undefined, `${name} is in the store`);
+    const key = runs[2]!.stdout.trim();
+    await eventually(async () => ((await h.api('info', {}, key)).status === 200 ? true : undefined), 'a concurrently created key to work');
+  });
+
   test('mistakes exit 2 with a message and change nothing', async () => {
     const before = readFileSync(join(stateDir, 'api-keys.json'), 'utf8');
     // (unit tests cover the rules; this checks the CLI's exit code and streams)
@@ -205,7 +215,7 @@ describe('herald keys', { timeout: 90000 }, () => {
       await ok(['keys', 'create', '--state-dir', dir, '--name', 'x', '--scopes', 'read']);
       const { chmodSync } = await import('node:fs');
       chmodSync(join(dir, 'api-keys.json'), 0o666);
-      await assert.rejects(startHerald({ stateDir: dir, process: { allowRoot: true } }), /writable by group or others/);
+      await assert.rejects(startHerald({ stateDir: dir }), /writable by group or others/);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

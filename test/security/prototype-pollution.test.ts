@@ -35,7 +35,7 @@ const poisons = [
 describe('prototype pollution (SECURITY-TESTS B 13)', { timeout: 60000 }, () => {
   let h: TestHerald;
   before(async () => {
-    h = await startHerald({ process: { allowRoot: true } });
+    h = await startHerald();
   });
   afterEach(() => {
     closeAllClients();

@@ -5,7 +5,7 @@
  */
 import { describe, it, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { chmodSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, utimesSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import crypto from 'node:crypto';
 import { syncBuiltinESMExports } from 'node:module';
@@ -197,12 +197,15 @@ describe('key store file', () => {
     assert.deepEqual(readKeyStore(state), []);
   });
 
-  it('updateKeyStore takes a lock, refuses while another holds it, and releases it on error', () => {
+  it('updateKeyStore takes a lock, refuses while another holds it, takes over an abandoned one, and releases it on error', () => {
     const state = fresh();
     updateKeyStore(state, () => ({ keys: [entry('a', 'k')], result: undefined }));
-    writeFileSync(keyStorePath(state) + '.lock', '');
-    assert.throws(() => updateKeyStore(state, (keys) => ({ keys, result: 1 })), /another `herald keys` command/);
-    rmSync(keyStorePath(state) + '.lock');
+    const lock = keyStorePath(state) + '.lock';
+    writeFileSync(lock, '');
+    assert.throws(() => updateKeyStore(state, (keys) => ({ keys, result: 1 }), { lockWaitMs: 50 }), /another `herald keys` command/);
+    const old = new Date(Date.now() - 60000);
+    utimesSync(lock, old, old);
+    assert.equal(updateKeyStore(state, (keys) => ({ keys: null, result: keys.length }), { lockWaitMs: 50 }), 1, 'a lock older than 30 s is taken over');
     assert.throws(() =>
       updateKeyStore(state, () => {
         throw new Error('boom');

@@ -1,0 +1,165 @@
+/**
+ * The chat example (examples/chat), served by Herald itself in development
+ * mode only: the page, its script and the client SDK bundled on the fly
+ * with esbuild (a devDependency, loaded only when a bundle is asked for),
+ * and a token endpoint that mints short-lived HS256 connection tokens with
+ * the server's own secret for any user name. That endpoint is why the demo
+ * never runs in production mode: it hands out identities.
+ *
+ *   GET  /examples/chat/                  the page
+ *   GET  /examples/chat/chat.css          its style
+ *   GET  /examples/chat/chat.js           examples/chat/chat.ts, bundled (imports ./herald-client.js)
+ *   GET  /examples/chat/herald-client.js  src/client/index.ts, bundled and minified (ESM)
+ *   POST /examples/chat/token {user}      → {token, ttl}
+ */
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { SignJWT } from 'jose';
+import type { Config } from '../config/schema.ts';
+import { sendApiError } from '../transports/http-connection.ts';
+
+export const DEMO_PREFIX = '/examples/chat';
+/** Lifetime of a demo token: short, so the page shows token refresh at work. */
+export const DEMO_TOKEN_TTL_SECONDS = 600;
+
+const exampleDir = new URL('../../examples/chat/', import.meta.url);
+const clientEntry = fileURLToPath(new URL('../client/index.ts', import.meta.url));
+const chatEntry = fileURLToPath(new URL('chat.ts', exampleDir));
+
+export interface DemoOptions {
+  /** Serve the demo outside development mode (tests only; it mints tokens for anyone). */
+  readonly enabled?: boolean;
+}
+
+/**
+ * Bundles the client SDK (src/client/index.ts) for browsers: one ESM file,
+ * no dependencies. `npm run build:client` writes it to dist/.
+ */
+export async function bundleClient(minify = true): Promise<string> {
+  const esbuild = await import('esbuild');
+  const result = await esbuild.build({
+    entryPoints: [clientEntry],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    minify,
+    legalComments: 'none',
+    write: false,
+    logLevel: 'silent',
+  });
+  return result.outputFiles[0]!.text;
+}
+
+/** The page's script; its import of the SDK becomes `./herald-client.js`, the bundle served beside it. */
+async function bundleChat(): Promise<string> {
+  const esbuild = await import('esbuild');
+  const result = await esbuild.build({
+    entryPoints: [chatEntry],
+    bundle: true,
+    format: 'esm',
+    platform: 'browser',
+    target: 'es2022',
+    write: false,
+    logLevel: 'silent',
+    plugins: [
+      {
+        name: 'herald-client-external',
+        setup(build) {
+          build.onResolve({ filter: /src\/client\/index\.ts$/ }, () => ({ path: './herald-client.js', external: true }));
+        },
+      },
+    ],
+  });
+  return result.outputFiles[0]!.text;
+}
+
+/** The namespace the page chats in: `chat` when configured, else development mode's `public`. */
+function demoNamespace(config: Config): string {
+  const names = config.channels.namespaces.map((n) => n.name);
+  if (names.includes('chat')) return 'chat';
+  if (names.includes('public')) return 'public';
+  return 'chat';
+}
+
+function hmacSecret(config: Config): string | undefined {
+  if (!config.auth.algorithms.includes('HS256')) return undefined;
+  if (config.auth.hmacSecret !== undefined) return config.auth.hmacSecret;
+  if (config.auth.hmacSecretFile === undefined) return undefined;
+  try {
+    return readFileSync(config.auth.hmacSecretFile, 'utf8').trim();
+  } catch {
+    return undefined;
+  }
+}
+
+const userPattern = '^[A-Za-z0-9_.-]{1,32}$';
+
+/** Registers the demo routes when in development mode (or `enabled`). Returns whether it did. */
+export function registerDemo(app: FastifyInstance, config: Config, options: DemoOptions = {}): boolean {
+  if (config.mode !== 'development' && options.enabled !== true) return false;
+  const namespace = demoNamespace(config);
+  const bundles = new Map<string, Promise<string>>();
+  const cached = (name: string, build: () => Promise<string>): Promise<string> => {
+    let bundle = bundles.get(name);
+    if (bundle === undefined) {
+      bundle = build();
+      bundles.set(name, bundle);
+      // A failed build (esbuild missing, a syntax error) is retried on the next request.
+      bundle.catch(() => bundles.delete(name));
+    }
+    return bundle;
+  };
+  const file = (name: string) => readFileSync(new URL(name, exampleDir), 'utf8');
+  const sendBundle = async (reply: FastifyReply, name: string, build: () => Promise<string>) => {
+    try {
+      const text = await cached(name, build);
+      return reply.type('text/javascript; charset=utf-8').header('cache-control', 'no-cache').send(text);
+    } catch (error) {
+      app.log.error({ err: error, bundle: name }, 'demo: bundling failed (is the esbuild devDependency installed?)');
+      return sendApiError(reply, 'unavailable');
+    }
+  };
+
+  app.get(DEMO_PREFIX, (_request, reply) => reply.redirect(DEMO_PREFIX + '/'));
+  app.get(DEMO_PREFIX + '/', (_request, reply) =>
+    reply
+      .type('text/html; charset=utf-8')
+      .header('cache-control', 'no-cache')
+      .send(file('index.html').replace('{{namespace}}', namespace)),
+  );
+  app.get(DEMO_PREFIX + '/chat.css', (_request, reply) => reply.type('text/css; charset=utf-8').header('cache-control', 'no-cache').send(file('chat.css')));
+  app.get(DEMO_PREFIX + '/chat.js', (_request, reply) => sendBundle(reply, 'chat', bundleChat));
+  app.get(DEMO_PREFIX + '/herald-client.js', (_request, reply) => sendBundle(reply, 'client', () => bundleClient(true)));
+
+  const secret = hmacSecret(config);
+  const key = secret === undefined ? undefined : new TextEncoder().encode(secret);
+  app.post<{ Body: { user: string } }>(
+    DEMO_PREFIX + '/token',
+    {
+      schema: {
+        body: {
+          type: 'object',
+          properties: { user: { type: 'string', pattern: userPattern } },
+          required: ['user'],
+          additionalProperties: false,
+        },
+      },
+    },
+    async (request, reply) => {
+      if (key === undefined) return sendApiError(reply, 'unavailable');
+      let jwt = new SignJWT({})
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject(request.body.user)
+        .setIssuedAt()
+        .setExpirationTime(Math.floor(Date.now() / 1000) + DEMO_TOKEN_TTL_SECONDS);
+      if (config.auth.audience !== undefined) jwt = jwt.setAudience(config.auth.audience);
+      if (config.auth.issuer !== undefined) jwt = jwt.setIssuer(config.auth.issuer);
+      const token = await jwt.sign(key);
+      return reply.header('cache-control', 'no-store').send({ token, ttl: DEMO_TOKEN_TTL_SECONDS });
+    },
+  );
+  app.log.info({ path: DEMO_PREFIX + '/', namespace }, 'development mode: chat demo served');
+  return true;
+}
