@@ -126,7 +126,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const metrics = createMetrics(node.hub);
   const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter });
   await app.ready();
-  const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, gate: edge });
+  const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   const admin = await createAdminApp({ config, node, metrics, logger });
   await admin.listen({ host: config.admin.host, port: config.admin.port });
   try {

@@ -94,7 +94,7 @@ function hmacSecret(config: Config): string | undefined {
   }
 }
 
-const userPattern = '^[A-Za-z0-9_.-]{1,32}$';
+const userPattern = /^[A-Za-z0-9_.-]{1,32}$/;
 
 /** Registers the demo routes when in development mode (or `enabled`). Returns whether it did. */
 export function registerDemo(app: FastifyInstance, config: Config, options: DemoOptions = {}): boolean {
@@ -135,31 +135,23 @@ export function registerDemo(app: FastifyInstance, config: Config, options: Demo
 
   const secret = hmacSecret(config);
   const key = secret === undefined ? undefined : new TextEncoder().encode(secret);
-  app.post<{ Body: { user: string } }>(
-    DEMO_PREFIX + '/token',
-    {
-      schema: {
-        body: {
-          type: 'object',
-          properties: { user: { type: 'string', pattern: userPattern } },
-          required: ['user'],
-          additionalProperties: false,
-        },
-      },
-    },
-    async (request, reply) => {
-      if (key === undefined) return sendApiError(reply, 'unavailable');
-      let jwt = new SignJWT({})
-        .setProtectedHeader({ alg: 'HS256' })
-        .setSubject(request.body.user)
-        .setIssuedAt()
-        .setExpirationTime(Math.floor(Date.now() / 1000) + DEMO_TOKEN_TTL_SECONDS);
-      if (config.auth.audience !== undefined) jwt = jwt.setAudience(config.auth.audience);
-      if (config.auth.issuer !== undefined) jwt = jwt.setIssuer(config.auth.issuer);
-      const token = await jwt.sign(key);
-      return reply.header('cache-control', 'no-store').send({ token, ttl: DEMO_TOKEN_TTL_SECONDS });
-    },
-  );
+  app.post(DEMO_PREFIX + '/token', async (request, reply) => {
+    // Checked by hand: fastify's schema validation would coerce `7` to "7" and drop unknown keys.
+    const body: unknown = request.body;
+    const keys = typeof body === 'object' && body !== null && !Array.isArray(body) ? Object.keys(body) : [];
+    const user = keys.length === 1 && keys[0] === 'user' ? (body as { user: unknown }).user : undefined;
+    if (typeof user !== 'string' || !userPattern.test(user)) return sendApiError(reply, 'bad_request');
+    if (key === undefined) return sendApiError(reply, 'unavailable');
+    let jwt = new SignJWT({})
+      .setProtectedHeader({ alg: 'HS256' })
+      .setSubject(user)
+      .setIssuedAt()
+      .setExpirationTime(Math.floor(Date.now() / 1000) + DEMO_TOKEN_TTL_SECONDS);
+    if (config.auth.audience !== undefined) jwt = jwt.setAudience(config.auth.audience);
+    if (config.auth.issuer !== undefined) jwt = jwt.setIssuer(config.auth.issuer);
+    const token = await jwt.sign(key);
+    return reply.header('cache-control', 'no-store').send({ token, ttl: DEMO_TOKEN_TTL_SECONDS });
+  });
   app.log.info({ path: DEMO_PREFIX + '/', namespace }, 'development mode: chat demo served');
   return true;
 }

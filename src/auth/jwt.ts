@@ -134,7 +134,19 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<To
   };
 }
 
+function hasPoisonedKey(value: unknown, depth = 0): boolean {
+  if (typeof value !== 'object' || value === null || depth > 32) return false;
+  for (const key of Object.keys(value)) {
+    if (key === '__proto__' || key === 'constructor' || key === 'prototype') return true;
+    if (hasPoisonedKey((value as Record<string, unknown>)[key], depth + 1)) return true;
+  }
+  return false;
+}
+
 function identityOf(payload: JWTPayload): ConnectionIdentity {
+  // Claims end up in presence answers: refuse prototype-poisoning keys, as
+  // commands and bodies do.
+  if (hasPoisonedKey(payload)) throw new TokenError('invalid', 'claims contain __proto__, constructor or prototype keys');
   if (typeof payload.sub !== 'string' || payload.sub.length > 256) throw new TokenError('invalid', 'sub claim missing');
   const identity: { -readonly [K in keyof ConnectionIdentity]: ConnectionIdentity[K] } = { user: payload.sub };
   if (payload['info'] !== undefined) identity.info = payload['info'];

@@ -66,6 +66,8 @@ export class WebSocketTransport implements Transport {
 
 export interface WebSocketHandlerOptions {
   readonly maxMessageBytes: number;
+  /** Fragments per message before the socket is closed with 1008 (required: `ws` reads 0 as no cap). */
+  readonly maxFragments: number;
   /**
    * Decides before the upgrade (origin allowlist, connection caps, cookie
    * token); a refusal is answered with its HTTP status and no 101.
@@ -93,6 +95,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
   const wss = new WebSocketServer({
     noServer: true,
     maxPayload: options.maxMessageBytes,
+    maxFragments: options.maxFragments,
     perMessageDeflate: false,
     clientTracking: false,
     skipUTF8Validation: false,

@@ -61,16 +61,20 @@ describe('chat example routes', { timeout: 60000 }, () => {
     const body = (await answer.json()) as { token: string; ttl: number };
     assert.equal(body.ttl, 600);
     const c = recordedClient({ url: dev.url, token: body.token, transports: ['websocket'] });
-    const sub = c.client.subscribe('chat:demo-token');
-    c.client.connect();
-    await c.waitFor('connected');
-    const presence = await sub.presence();
-    assert.deepEqual(Object.values(presence).map((p) => p.user), ['alice.demo']);
-    c.client.disconnect();
+    try {
+      const sub = c.client.subscribe('chat:demo-token');
+      const subscribed = new Promise((resolve) => sub.once('subscribed', resolve));
+      c.client.connect();
+      await subscribed;
+      const presence = await sub.presence();
+      assert.deepEqual(Object.values(presence).map((p) => p.user), ['alice.demo']);
+    } finally {
+      c.client.disconnect();
+    }
   });
 
   test('the token endpoint refuses bad names and bodies', async () => {
-    for (const body of [{ user: 'a b' }, { user: '' }, { user: 'x'.repeat(33) }, {}, { user: 7 }]) {
+    for (const body of [{ user: 'a b' }, { user: '' }, { user: 'x'.repeat(33) }, { user: 'ok', admin: true }, {}, [], 'alice', { user: 7 }]) {
       const answer = await fetch(`${dev.url}/examples/chat/token`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },

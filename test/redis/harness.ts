@@ -5,9 +5,9 @@
  *   which a test may stop, restart on the same port, FLUSHALL or CLIENT KILL
  *   freely (never the machine's shared Redis).
  * - `RedisProxy`: a TCP proxy between Herald and Redis that can add latency,
- *   stall (hold every byte), or silently swap its upstream connections (the
- *   client's TCP connection stays up, Redis sees a fresh client: a silently
- *   lost subscription).
+ *   stall (hold every byte), or silently swap the upstream connection of a
+ *   pub/sub client (its TCP connection stays up, Redis sees a fresh client: a
+ *   silently lost subscription).
  * - `startRedisHerald`: an in-process Herald on the Redis engine (the same
  *   composition root as `herald serve`), sharing a token secret with its
  *   peers so one token works on every node.
@@ -158,13 +158,13 @@ interface Pipe {
   held: number;
   /** Wires a (new) upstream socket to the client. */
   attach?: (upstream: Socket) => void;
+  /** The client sent SUBSCRIBE on this connection (it is a pub/sub connection). */
+  subscriber: boolean;
 }
 
 /**
  * Forwards bytes both ways after `delayMs` (order kept even when the delay
- * changes); `stalled` holds every byte until it is cleared. `swapUpstreams()`
- * replaces each upstream connection with a fresh one while the client's
- * socket stays up.
+ * changes); `stalled` holds every byte until it is cleared.
  */
 export class RedisProxy {
   readonly targetPort: number;
@@ -210,7 +210,7 @@ export class RedisProxy {
   #accept(client: Socket): void {
     this.accepted++;
     client.setNoDelay(true);
-    const pipe: Pipe = { client, upstream: this.#connectUpstream(), held: 0 };
+    const pipe: Pipe = { client, upstream: this.#connectUpstream(), held: 0, subscriber: false };
     this.pipes.add(pipe);
     this.#wire(pipe);
     client.on('error', () => {});
@@ -266,7 +266,10 @@ export class RedisProxy {
     const toClient = this.#forwarder(pipe, (chunk) => {
       if (!pipe.client.destroyed) pipe.client.write(chunk);
     });
-    pipe.client.on('data', toUpstream);
+    pipe.client.on('data', (chunk: Buffer) => {
+      if (!pipe.subscriber && /\r\n\$9\r\nsubscribe\r\n/i.test(chunk.toString('latin1'))) pipe.subscriber = true;
+      toUpstream(chunk);
+    });
     const attach = (upstream: Socket) => {
       upstream.on('data', toClient);
       // Redis closing the upstream closes the client, unless the proxy swapped it on purpose.
@@ -279,16 +282,23 @@ export class RedisProxy {
   }
 
   /**
-   * Replaces every upstream connection by a fresh one, silently: Herald's
-   * sockets stay open, but Redis now sees new clients with no subscriptions.
+   * Replaces the upstream connection of every pub/sub client by a fresh one,
+   * silently: Herald's socket stays open, but Redis now sees a new client
+   * with no subscriptions. (Command connections are left alone: swapping one
+   * with replies in flight would misalign them, which no real network does.)
+   * Returns how many were swapped.
    */
-  swapUpstreams(): void {
+  swapSubscriberUpstreams(): number {
+    let swapped = 0;
     for (const pipe of this.pipes) {
+      if (!pipe.subscriber) continue;
+      swapped++;
       const old = pipe.upstream;
       pipe.upstream = this.#connectUpstream();
       pipe.attach?.(pipe.upstream);
       old.destroy();
     }
+    return swapped;
   }
 
   /** Cuts every connection (both sides). */

@@ -167,7 +167,6 @@ describe('prototype pollution (SECURITY-TESTS B 13)', { timeout: 60000 }, () => 
 
   test(
     'JWT claims: poisoned keys never reach what Herald serializes (a token carrying them is refused)',
-    { todo: 'src/auth/jwt.ts passes `info` through as is; the lead decides whether to refuse such tokens (3500)' },
     async () => {
       const channel = unique('chat:jwt-proto-text');
       const watcher = await connectWs(h, 'watcher');

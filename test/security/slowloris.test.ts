@@ -20,6 +20,8 @@ const HEADERS_TIMEOUT_MS = 400;
 const REQUEST_TIMEOUT_MS = 800;
 const KEEP_ALIVE_TIMEOUT_MS = 200;
 const PING_MS = 250;
+/** A held poll outlives the request timeout too. */
+const POLL_TIMEOUT_MS = 2 * REQUEST_TIMEOUT_MS;
 /** Generous: the test process also drives hundreds of slow sockets on a shared machine. */
 const MAX_MISSED = 4;
 const SLOW_HEADER_SOCKETS = 250;
@@ -48,15 +50,18 @@ function dripper(port: number, head: string, drip: string): Dripper {
       clearTimeout(limit);
     },
   };
-  const timer = setInterval(() => {
-    if (state.closed || index >= drip.length) return;
-    socket.write(drip[index++]!);
-  }, DRIP_MS);
+  let timer: NodeJS.Timeout | undefined;
   const limit = setTimeout(() => {
     state.stop();
     socket.destroy();
   }, DRIP_LIMIT_MS);
-  socket.on('connect', () => socket.write(head));
+  socket.on('connect', () => {
+    socket.write(head);
+    timer = setInterval(() => {
+      if (state.closed || index >= drip.length) return;
+      socket.write(drip[index++]!);
+    }, DRIP_MS);
+  });
   socket.on('data', (chunk: Buffer) => {
     state.answer += chunk.toString('latin1');
   });
@@ -75,6 +80,7 @@ describe('slowloris and long-lived connections (A5, A6)', { timeout: 90000 }, ()
     h = await startHerald({
       http: { headersTimeoutMs: HEADERS_TIMEOUT_MS, requestTimeoutMs: REQUEST_TIMEOUT_MS, keepAliveTimeoutMs: KEEP_ALIVE_TIMEOUT_MS },
       ping: { intervalMs: PING_MS, maxMissed: MAX_MISSED },
+      longPoll: { pollTimeoutMs: POLL_TIMEOUT_MS, sessionTimeoutMs: 10 * POLL_TIMEOUT_MS },
     });
   });
   after(async () => {
@@ -90,6 +96,10 @@ describe('slowloris and long-lived connections (A5, A6)', { timeout: 90000 }, ()
     const sse = await RawSse.connect(h.server.port, `/connection/sse?token=${await h.token('idle-sse')}&channel=${channel}`);
     assert.match(sse.statusLine, /^HTTP\/1\.1 200 /);
     await waitUntil(() => sse.frames.some((f) => f['push'] === 'subscribed'), { label: 'SSE subscribed' });
+    // A long poll with nothing to deliver is held for pollTimeoutMs, twice the request timeout.
+    const opened = await http(`${h.url}/connection/poll/open`, { body: { token: await h.token('idle-poll') } });
+    assert.equal(opened.status, 200);
+    const held = http(`${h.url}/connection/poll`, { headers: { 'herald-session': opened.body.session }, body: { seq: opened.body.seq } });
 
     // A5: slow headers (one byte per tick, never finishing) and slow bodies.
     const slow: Dripper[] = [];
@@ -144,6 +154,10 @@ describe('slowloris and long-lived connections (A5, A6)', { timeout: 90000 }, ()
     assert.equal((await h.api('publish', { channel, data: 'still here' })).status, 200);
     await ws.waitMarker(channel, 'still here');
     await waitUntil(() => sse.frames.some((f) => f['push'] === 'publication' && f['data'] === 'still here'), { label: 'SSE publication' });
+    const polled = await held;
+    assert.equal(polled.status, 200, polled.text);
+    assert.deepEqual(polled.body.messages, [], 'answered empty at the poll timeout, not cut by the request timeout');
+    await http(`${h.url}/connection/close`, { headers: { 'herald-session': opened.body.session }, body: {} });
     sse.destroy();
   });
 });

@@ -1,0 +1,436 @@
+/**
+ * Chaos tests of the Redis engine (shared/SECURITY-TESTS.md section F, 30–34;
+ * issue 4 "Chaos tests"). Each test starts its own `redis-server` on a spare
+ * loopback port (stopped, flushed and killed at will; the machine's shared
+ * Redis is only used to check that `redis-server` exists) and two Herald
+ * nodes on it, A and B. A numbered publisher goes through the server API;
+ * WebSocket, SSE and long-poll followers (test/redis/followers.ts) obey the
+ * protocol's recovery rules. In every case each follower must end with every
+ * acknowledged (HTTP 200) publication exactly once, in order, at its
+ * acknowledged position, or with an explicit `recovered: false` before the
+ * gap; nothing may hang.
+ *
+ * HERALD_CHAOS_OUTAGE_MS (default 30000) sets the length of the Redis outage
+ * of test 30.
+ */
+import { after, afterEach, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { missingService } from '../helpers/services.ts';
+import { closeAllClients, eventually, openWs, type WsClient } from '../helpers/herald-ws.ts';
+import { sleep, waitUntil } from '../helpers/rt-util.ts';
+import { callApi, cleanupSpawned, RedisProxy, RedisServer, spawnRedisHerald, startRedisHerald, Tokens, uniquePrefix, type RedisHerald, type SpawnedHerald, type Target } from './harness.ts';
+import { LongPollFollower, Publisher, SseFollower, verify, WsFollower, type Follower } from './followers.ts';
+
+const OUTAGE_MS = Number(process.env['HERALD_CHAOS_OUTAGE_MS'] ?? 30000);
+const hasRedisServer = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
+const skip = missingService('redis-server (the binary, to run a private Redis)', hasRedisServer);
+
+/** WebSocket, SSE and long polling on `a`, WebSocket on `b`; each comes back to the same node unless `targetsA` says otherwise. */
+function followersFor(channel: string, tokens: Tokens, a: Target, b: Target, targetsA: () => readonly Target[] = () => [a]): Follower[] {
+  return [
+    new WsFollower({ name: 'ws-A', channel, tokens, targets: targetsA }),
+    new SseFollower({ name: 'sse-A', channel, tokens, targets: targetsA }),
+    new LongPollFollower({ name: 'lp-A', channel, tokens, targets: targetsA }),
+    new WsFollower({ name: 'ws-B', channel, tokens, targets: () => [b] }),
+  ];
+}
+
+/** Stops the publisher, publishes an end marker, waits for every follower to get it, and checks the guarantee. */
+async function finish(publisher: Publisher, followers: readonly Follower[]): Promise<void> {
+  await publisher.stop();
+  const marker = await publisher.final();
+  for (const f of followers) await f.waitFor(marker.n, 20000);
+  const report = followers.map((f) => f.summary()).join('\n  ');
+  console.log(`  ${publisher.channel}: ${publisher.acked.length} acknowledged of ${publisher.attempts.length} (${JSON.stringify(publisher.statusCounts())})\n  ${report}`);
+  for (const f of followers) assert.deepEqual(verify(f, publisher.acked).slice(0, 10), [], `${f.summary()}`);
+}
+
+/** The first acknowledged publication made through `node` that started after `since`, and when `follower` got it. */
+function deliveredAfter(publisher: Publisher, follower: Follower, node: string, since: number): number | undefined {
+  const attempt = publisher.attempts.find((a) => a.status === 200 && a.node === node && a.startedAt >= since && follower.received.has(a.n));
+  if (attempt === undefined) return undefined;
+  const event = follower.events[follower.received.get(attempt.n)!]!;
+  return event.at - since;
+}
+
+describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
+  let redis: RedisServer;
+  const nodes: { close(): Promise<void> }[] = [];
+  const proxies: RedisProxy[] = [];
+  let followers: Follower[] = [];
+  let publisher: Publisher | undefined;
+
+  before(async () => {
+    redis = await RedisServer.start();
+  });
+
+  afterEach(async () => {
+    await publisher?.stop();
+    publisher = undefined;
+    for (const f of followers) f.stop();
+    followers = [];
+    closeAllClients();
+    for (const node of nodes.splice(0)) await node.close().catch(() => undefined);
+    for (const proxy of proxies.splice(0)) await proxy.close();
+    cleanupSpawned();
+    if (redis.child === undefined) await redis.launch();
+    await redis.command('FLUSHALL');
+  });
+
+  after(async () => {
+    await redis?.close();
+  });
+
+  async function node(name: string, options: { redisUrl?: string; ownEngine?: boolean; engine?: Record<string, unknown> } = {}): Promise<RedisHerald> {
+    const h = await startRedisHerald(name, {
+      redisUrl: options.redisUrl ?? redis.url,
+      prefix: prefixOf,
+      tokens,
+      ownEngine: options.ownEngine ?? false,
+      engine: { probeIntervalMs: 500, redisCommandTimeoutMs: 1000, ...(options.engine ?? {}) },
+    });
+    nodes.push(h);
+    return h;
+  }
+  let tokens = new Tokens();
+  let prefixOf = uniquePrefix('chaos');
+
+  async function startAll(list: Follower[]): Promise<void> {
+    followers = list;
+    for (const f of list) await f.start();
+  }
+
+  async function wsClient(target: Target, user: string): Promise<WsClient> {
+    const client = await openWs(target.wsUrl);
+    await client.connect(await tokens.sign(user));
+    return client;
+  }
+
+  test(`30: Redis down ${OUTAGE_MS / 1000} s: publish answers 503, health degraded; after it returns, cross-node delivery resumes within 5 s and nothing acknowledged is lost`, async () => {
+    tokens = new Tokens();
+    prefixOf = uniquePrefix('c30');
+    const a = await node('A');
+    const b = await node('B');
+    const channel = 'chaos:c30';
+    await startAll(followersFor(channel, tokens, a, b));
+    const chatter = await wsClient(a, 'chatter');
+    publisher = new Publisher(channel, () => [a, b], { intervalMs: 20 });
+    publisher.start();
+    await sleep(1000);
+
+    // Redis stops (a maintenance restart of a persistent Redis: its data survives).
+    const stopping = Date.now();
+    await redis.stop({ save: true });
+    const downAt = Date.now();
+    for (const h of [a, b]) {
+      const health = await eventually(async () => {
+        const answer = await h.health();
+        return answer.status === 503 ? answer : undefined;
+      }, `${h.name} health degraded`);
+      assert.equal(health.body.status, 'degraded');
+      assert.match(health.body.reason, /redis/);
+    }
+    // Clients get reply 116 for what needs Redis.
+    assert.equal(await chatter.callError('publish', { channel: 'chat:during-outage', data: {} }), 116);
+    assert.equal(await chatter.callError('subscribe', { channel: 'chaos:during-outage' }), 116);
+    const healthSamples: number[] = [];
+    while (Date.now() - downAt < OUTAGE_MS) {
+      await sleep(1000);
+      for (const h of [a, b]) healthSamples.push((await h.health()).status);
+    }
+    const upAt = Date.now();
+    const during = publisher.attempts.filter((t) => t.startedAt >= downAt && t.endedAt <= upAt);
+    assert.ok(during.length > 10, `publishes were attempted during the outage (${during.length})`);
+    assert.deepEqual([...new Set(during.map((t) => t.status))], [503], 'every publish during the outage answers 503');
+    assert.ok(
+      publisher.attempts.every((t) => t.status !== 200 || t.endedAt < stopping || t.startedAt > downAt),
+      'no publish started while Redis was down is acknowledged',
+    );
+    assert.ok(healthSamples.every((s) => s === 503), `health stays degraded: ${healthSamples.join(',')}`);
+
+    // Redis comes back on the same port.
+    await redis.launch();
+    const backAt = Date.now();
+    const resumed = await waitUntil(
+      () => {
+        const times = followers.filter((f) => f.name.endsWith('-A')).map((f) => deliveredAfter(publisher!, f, 'B', backAt));
+        return times.every((t) => t !== undefined) ? (times as number[]) : undefined;
+      },
+      { timeoutMs: 20000, label: 'cross-node delivery (published on B, received on A) after Redis returned' },
+    );
+    const firstAck = publisher.attempts.find((t) => t.status === 200 && t.startedAt >= backAt);
+    console.log(
+      `  Redis back: first publish acknowledged ${firstAck === undefined ? '?' : firstAck.endedAt - backAt} ms later; B→A delivery resumed after ${resumed.join('/')} ms (ws/sse/lp); ${during.length} publishes during the outage, all 503`,
+    );
+    assert.ok(Math.max(...resumed) <= 5000, `cross-node delivery resumes within 5 s (took ${Math.max(...resumed)} ms)`);
+    await sleep(1000);
+    await finish(publisher, followers);
+    for (const h of [a, b]) assert.equal((await h.health()).status, 200, `${h.name} healthy again`);
+    for (const f of followers) {
+      assert.ok(f.resubscribes.length >= 1, `${f.name} resynchronized after the pub/sub connection came back`);
+      assert.ok(
+        f.resubscribes.every((s) => s.recovered),
+        `${f.name}: Redis kept its data, so every recovery succeeds: ${f.summary()}`,
+      );
+    }
+  });
+
+  test('31: pub/sub connection killed (CLIENT KILL TYPE pubsub), and lost silently with TCP up: resubscribe, resynchronize, no silent gap; the probe reports it', async () => {
+    tokens = new Tokens();
+    prefixOf = uniquePrefix('c31');
+    const proxy = new RedisProxy(redis.port);
+    await proxy.listen();
+    proxies.push(proxy);
+    const a = await node('A', { redisUrl: proxy.url, ownEngine: true, engine: { probeIntervalMs: 300 } });
+    const b = await node('B');
+    const channel = 'chaos:c31';
+    await startAll(followersFor(channel, tokens, a, b));
+    publisher = new Publisher(channel, () => [b], { intervalMs: 10 });
+    publisher.start();
+    await sleep(500);
+
+    // (a) Redis closes every pub/sub connection.
+    const degradedSeen: string[] = [];
+    let watching = true;
+    const watcher = (async () => {
+      while (watching) {
+        const health = await a.health().catch(() => undefined);
+        if (health?.status === 503) degradedSeen.push(health.body.reason);
+        await sleep(5);
+      }
+    })();
+    const before = followers.map((f) => f.resubscribes.length);
+    const killed = Number(await redis.command('CLIENT', 'KILL', 'TYPE', 'pubsub'));
+    assert.ok(killed >= 2, `pub/sub connections of both nodes killed (${killed})`);
+    const killedAt = Date.now();
+    await waitUntil(() => followers.every((f, i) => f.resubscribes.length > before[i]! && f.subscribed), {
+      timeoutMs: 15000,
+      label: 'every follower resynchronized after CLIENT KILL',
+      describe: () => followers.map((f) => f.summary()).join('\n'),
+    });
+    const resyncMs = Date.now() - killedAt;
+    await sleep(500);
+    console.log(`  CLIENT KILL TYPE pubsub: ${killed} connections; every follower resynchronized within ${resyncMs} ms; /health degraded seen ${degradedSeen.length} times (${[...new Set(degradedSeen)].join('; ') || 'reconnect faster than the poll'})`);
+
+    // (b) The subscription is lost silently: A's pub/sub socket stays up, but
+    // Redis now sees a fresh client with no subscriptions.
+    const changesBefore = a.healthChanges.length;
+    const swapped = proxy.swapSubscriberUpstreams();
+    assert.equal(swapped, 1, 'A has one pub/sub connection');
+    const swappedAt = Date.now();
+    const resubscribesBefore = followers.map((f) => f.resubscribes.length);
+    const reported = await waitUntil(() => a.healthChanges.slice(changesBefore).find((c) => !c.healthy), {
+      timeoutMs: 15000,
+      label: 'the delivery probe to report the lost subscription',
+    });
+    assert.equal(reported.reason, 'pub/sub delivery probe lost');
+    await waitUntil(() => a.healthChanges.slice(changesBefore).some((c) => c.healthy), { timeoutMs: 15000, label: 'A healthy again' });
+    await waitUntil(() => followers.slice(0, 3).every((f, i) => f.resubscribes.length > resubscribesBefore[i]! && f.subscribed), {
+      timeoutMs: 15000,
+      label: 'followers on A resynchronized after the silent loss',
+      describe: () => followers.map((f) => f.summary()).join('\n'),
+    });
+    console.log(`  silent loss: probe reported it after ${reported.at - swappedAt} ms; degraded for ${a.healthChanges.slice(changesBefore).find((c) => c.healthy)!.at - reported.at} ms`);
+    watching = false;
+    await watcher;
+    await sleep(300);
+    await finish(publisher, followers);
+    for (const f of followers) assert.ok(f.resubscribes.every((s) => s.recovered), `${f.name}: history covered the gap: ${f.summary()}`);
+  });
+
+  test('32: FLUSHALL: the epoch changes; live and returning clients get recovered:false, never wrong history', async () => {
+    tokens = new Tokens();
+    prefixOf = uniquePrefix('c32');
+    const a = await node('A');
+    const b = await node('B');
+    const channel = 'chaos:c32';
+    await startAll(followersFor(channel, tokens, a, b));
+    // A client that will be away during the FLUSHALL.
+    const away = await wsClient(a, 'away');
+    const awaySub = await away.call('subscribe', { channel });
+    publisher = new Publisher(channel, () => [a, b], { intervalMs: 10 });
+    publisher.start();
+    await sleep(700);
+    const awayPubs = await away.waitPublications(channel, 5);
+    const awayPosition = { epoch: awaySub.epoch, offset: awayPubs[awayPubs.length - 1].offset };
+    away.ws.terminate();
+    const oldEpoch = publisher.acked[0]!.epoch;
+
+    await redis.command('FLUSHALL');
+    await sleep(1000);
+    await finish(publisher, followers);
+
+    const epochs = [...new Set(publisher.acked.map((x) => x.epoch))];
+    assert.equal(epochs.length, 2, `one epoch before and one after: ${epochs.join(',')}`);
+    const newEpoch = epochs[1]!;
+    const fresh = publisher.acked.filter((x) => x.epoch === newEpoch);
+    assert.deepEqual(
+      fresh.map((x) => x.offset),
+      fresh.map((_, i) => i + 1),
+      'the new stream starts at offset 1, contiguous',
+    );
+    for (const f of followers) {
+      assert.ok(f.resubscribes.some((s) => !s.recovered), `${f.name} was told recovered:false: ${f.summary()}`);
+      assert.equal(f.epoch, newEpoch, `${f.name} ends in the new epoch`);
+    }
+    // A client coming back with a position in the lost epoch.
+    const back = await wsClient(b, 'away');
+    const answer = await back.call('subscribe', { channel, recover: true, ...awayPosition });
+    assert.deepEqual([answer.recovered, answer.was_recovering, answer.epoch !== oldEpoch], [false, true, true]);
+    await sleep(200);
+    assert.deepEqual(back.publications(channel), [], 'no publication of another epoch is replayed');
+    // History holds only the new stream.
+    const history = await callApi(a, 'history', { channel, limit: 20000 });
+    assert.equal(history.body.epoch, newEpoch);
+    const byN = new Map(publisher.acked.map((x) => [x.n, x]));
+    for (const p of history.body.publications as { offset: number; data: { n: number } }[]) {
+      const ack = byN.get(p.data.n);
+      if (ack !== undefined) assert.deepEqual([ack.epoch, ack.offset], [newEpoch, p.offset], `history entry n=${p.data.n}`);
+    }
+    const since = await callApi(b, 'history', { channel, limit: 100, since: awayPosition });
+    assert.deepEqual(since.body.publications, [], 'history since a position of the lost epoch is empty');
+  });
+
+  test('32b: a stream whose epoch record is lost but whose history list survives (eviction) never serves the old entries under the new epoch', async () => {
+    tokens = new Tokens();
+    prefixOf = uniquePrefix('c32b');
+    const a = await node('A');
+    const channel = 'chaos:c32b';
+    for (let n = 1; n <= 5; n++) assert.equal((await callApi(a, 'publish', { channel, data: { n } })).status, 200);
+    const old = (await callApi(a, 'history', { channel, limit: 0 })).body;
+    // What allkeys-lru eviction (or an operator's DEL) can do: one key of the stream goes, the other stays.
+    assert.equal(await redis.command('DEL', `${prefixOf}:{${channel}}:meta`), 1);
+    const reader = await wsClient(a, 'reader');
+    const subscribed = await reader.call('subscribe', { channel });
+    assert.notEqual(subscribed.epoch, old.epoch, 'a new epoch');
+    for (let n = 101; n <= 103; n++) assert.equal((await callApi(a, 'publish', { channel, data: { n } })).status, 200);
+    const history = (await callApi(a, 'history', { channel, limit: 100 })).body;
+    assert.deepEqual(
+      history.publications.map((p: { offset: number; data: { n: number } }) => [p.offset, p.data.n]),
+      [
+        [1, 101],
+        [2, 102],
+        [3, 103],
+      ],
+      'history of the new epoch holds only its own publications',
+    );
+    const recovering = await wsClient(a, 'reader');
+    const answer = await recovering.call('subscribe', { channel, recover: true, epoch: old.epoch, offset: 2 });
+    assert.equal(answer.recovered, false);
+    const recovered = await wsClient(a, 'reader');
+    const again = await recovered.call('subscribe', { channel, recover: true, epoch: subscribed.epoch, offset: 0 });
+    assert.equal(again.recovered, true);
+    await recovered.waitPublications(channel, 3);
+    assert.deepEqual(
+      recovered.publications(channel).map((p) => p.data.n),
+      [101, 102, 103],
+    );
+  });
+
+  test('33: slow Redis (3 s latency, 500 ms timeouts) and stalled Redis: every call times out, nothing hangs, queues stay bounded; it all works again afterwards', async () => {
+    tokens = new Tokens();
+    prefixOf = uniquePrefix('c33');
+    const proxy = new RedisProxy(redis.port);
+    await proxy.listen();
+    proxies.push(proxy);
+    const timeoutMs = 500;
+    const a = await node('A', { redisUrl: proxy.url, ownEngine: true, engine: { redisCommandTimeoutMs: timeoutMs, probeIntervalMs: 500 } });
+    const b = await node('B');
+    const channel = 'chaos:c33';
+    await startAll(followersFor(channel, tokens, a, b));
+    publisher = new Publisher(channel, () => [b], { intervalMs: 20 });
+    publisher.start();
+    await sleep(500);
+
+    // Publishers hammering A while Redis is slow, then stalled.
+    const viaA = new Publisher('chaos:c33-via-a', () => [a], { intervalMs: 0, timeoutMs: 30000 });
+    let hammering = true;
+    const hammer = Promise.all(
+      Array.from({ length: 6 }, async () => {
+        while (hammering) await viaA.publishOnce();
+      }),
+    );
+    const queue = () => (a.clients!.command as unknown as { commandQueue: { length: number } }).commandQueue.length;
+    const samples: { phase: string; queue: number; held: number }[] = [];
+    const phase = async (name: string, ms: number) => {
+      const end = Date.now() + ms;
+      while (Date.now() < end) {
+        await sleep(250);
+        samples.push({ phase: name, queue: queue(), held: proxy.heldBytes });
+      }
+    };
+
+    proxy.delayMs = 3000;
+    const slowAt = Date.now();
+    await phase('slow', 6000);
+    proxy.stalled = true;
+    const stallAt = Date.now();
+    await phase('stall', 6000);
+    const sickEnd = Date.now();
+    hammering = false;
+    await hammer;
+    const sick = viaA.attempts.filter((t) => t.startedAt >= slowAt + timeoutMs && t.endedAt <= sickEnd);
+    const stalled = viaA.attempts.filter((t) => t.startedAt >= stallAt);
+    const slowest = Math.max(...sick.map((t) => t.endedAt - t.startedAt));
+    const maxQueue = Math.max(...samples.map((s) => s.queue));
+    const maxQueueStall = Math.max(...samples.filter((s) => s.phase === 'stall').map((s) => s.queue));
+    console.log(
+      `  slow+stalled Redis: ${sick.length} publishes through A (${JSON.stringify(viaA.statusCounts(slowAt + timeoutMs, sickEnd))}), slowest answer ${slowest} ms; ` +
+        `A's command queue max ${maxQueue} (stall: ${maxQueueStall}, ${stalled.length} publishes meanwhile); health of A: ${(await a.health()).body.status}`,
+    );
+    assert.ok(sick.length > 20, 'publishes were attempted through A');
+    assert.deepEqual([...new Set(sick.map((t) => t.status))], [503], 'every publish through the slow Redis answers 503, never 200');
+    assert.ok(slowest <= timeoutMs * 4 + 1000, `every publish is answered in bounded time (slowest ${slowest} ms, command timeout ${timeoutMs} ms)`);
+    assert.equal((await a.health()).status, 503, 'A reports degraded health while Redis stalls');
+    assert.ok(
+      maxQueueStall < stalled.length / 2,
+      `commands waiting on a stalled Redis do not pile up without bound: queue ${maxQueueStall} after ${stalled.length} publishes`,
+    );
+
+    proxy.stalled = false;
+    proxy.delayMs = 0;
+    const healedAt = Date.now();
+    const ok = await eventually(async () => {
+      const answer = await callApi(a, 'publish', { channel: 'chaos:c33-via-a', data: { after: true } });
+      return answer.status === 200 ? Date.now() : undefined;
+    }, 'a publish through A acknowledged once Redis is fast again', 20000);
+    await eventually(async () => ((await a.health()).status === 200 ? true : undefined), 'A healthy again', 20000);
+    console.log(`  Redis fast again: publish through A acknowledged after ${ok - healedAt} ms`);
+    await sleep(500);
+    await finish(publisher, followers);
+  });
+
+  test('34: SIGTERM drains one of two nodes: its clients get 3001, reconnect to the other node and recover with no acknowledged publication lost', async () => {
+    tokens = new Tokens();
+    prefixOf = uniquePrefix('c34');
+    const a: SpawnedHerald = await spawnRedisHerald('A', { redisUrl: redis.url, prefix: prefixOf, tokens, drainTimeoutMs: 10000 });
+    const b: SpawnedHerald = await spawnRedisHerald('B', { redisUrl: redis.url, prefix: prefixOf, tokens });
+    const channel = 'chaos:c34';
+    let aAlive = true;
+    await startAll(followersFor(channel, tokens, a, b, () => [a, b]));
+    publisher = new Publisher(channel, () => (aAlive ? [a, b] : [b]), { intervalMs: 10 });
+    publisher.start();
+    await sleep(1000);
+    const termAt = Date.now();
+    a.child.kill('SIGTERM');
+    const exit = await a.exited;
+    aAlive = false;
+    assert.deepEqual([exit.code, exit.signal], [0, null], `A exits 0:\n${a.stderr.join('\n')}`);
+    assert.ok(exit.at - termAt < 10000, `A drained within its drain timeout (${exit.at - termAt} ms)`);
+    await waitUntil(() => followers.every((f) => f.node === 'B' && f.subscribed), {
+      timeoutMs: 15000,
+      label: 'every follower reconnected to B',
+      describe: () => followers.map((f) => `${f.summary()} on ${f.node}`).join('\n'),
+    });
+    await sleep(500);
+    await finish(publisher, followers);
+    for (const f of followers.slice(0, 3)) {
+      const codes = f.events.flatMap((e) => (e.kind === 'reset' ? [e.code] : []));
+      assert.ok(codes.includes(3001), `${f.name} was told 3001: ${codes.join(',')}`);
+      assert.ok(f.resubscribes.length >= 1 && f.resubscribes.every((s) => s.recovered), `${f.name} recovered on B: ${f.summary()}`);
+    }
+    const failed = publisher.attempts.filter((t) => t.status !== 200);
+    console.log(`  drain: A exited ${exit.code} after ${exit.at - termAt} ms; ${failed.length} publishes to A refused meanwhile (${[...new Set(failed.map((t) => t.status))].join(',')})`);
+  });
+});
