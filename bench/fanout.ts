@@ -7,8 +7,8 @@
  *   node bench/fanout.ts [--subscribers=2000,10000] [--messages=50]
  *     [--transports=raw-ws,websocket,sse,long-poll]
  *     [--delivery-rate=10000 | --rate=MSG_PER_S] [--warmup=5] [--client-workers=2]
- *     [--concurrency=100] [--settle=3] [--drain-idle=5] [--quiet-wait=60]
- *     [--long-poll-max=2000]
+ *     [--concurrency=100] [--settle=3] [--drain-idle=5] [--quiet-wait=30]
+ *     [--long-poll-max=2000] [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"]
  *     [--timeout=900] [--json=FILE]
  *
  * The publish rate is the same for every target of one N: --rate messages per
@@ -73,6 +73,8 @@ interface Options {
   timeoutS: number;
   drainIdleMs: number;
   quietWaitMs: number;
+  /** extra node flags for the server process, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` */
+  serverNodeArgs: string[];
   json: string | undefined;
 }
 
@@ -91,7 +93,8 @@ function parseOptions(): Options {
       'long-poll-max': { type: 'string', default: '2000' },
       timeout: { type: 'string', default: '900' },
       'drain-idle': { type: 'string', default: '5' },
-      'quiet-wait': { type: 'string', default: '60' },
+      'quiet-wait': { type: 'string', default: '30' },
+      'server-node-args': { type: 'string', default: '' },
       json: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -127,6 +130,7 @@ function parseOptions(): Options {
     timeoutS: int('timeout', values.timeout, 10),
     drainIdleMs: Number(values['drain-idle']) * 1000,
     quietWaitMs: Number(values['quiet-wait']) * 1000,
+    serverNodeArgs: values['server-node-args'].split(' ').filter((a) => a !== ''),
     json: values.json,
   };
 }
@@ -222,12 +226,12 @@ interface Server {
   cleanup: () => void;
 }
 
-function startServer(target: Transport): Promise<Server> {
+function startServer(target: Transport, nodeArgs: string[]): Promise<Server> {
   let child: ChildProcess;
   let apiKey: string | undefined;
   let cleanup = (): void => {};
   if (target === 'raw-ws') {
-    child = spawn(process.execPath, [join(ROOT, 'bench/raw-ws-server.ts')], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
+    child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bench/raw-ws-server.ts')], { cwd: ROOT, stdio: ['pipe', 'pipe', 'pipe'] });
   } else {
     const dir = mkdtempSync(join(tmpdir(), 'herald-bench-'));
     const configFile = join(dir, 'herald.json');
@@ -253,7 +257,7 @@ function startServer(target: Transport): Promise<Server> {
     };
     writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     cleanup = () => rmSync(dir, { recursive: true, force: true });
-    child = spawn(process.execPath, [join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile], {
+    child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile], {
       cwd: ROOT,
       env: { ...process.env, HERALD_API_KEY: apiKey },
       stdio: ['ignore', 'pipe', 'pipe'],
@@ -518,7 +522,7 @@ async function runOne(target: Transport, n: number, options: Options, rate: numb
       log(`  ${note}`);
     }
   }
-  const server = await startServer(target);
+  const server = await startServer(target, options.serverNodeArgs);
   const workers: Worker[] = [];
   try {
     await sleep(1500);

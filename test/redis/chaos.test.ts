@@ -18,7 +18,8 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { missingService } from '../helpers/services.ts';
 import { closeAllClients, eventually, openWs, type WsClient } from '../helpers/herald-ws.ts';
-import { sleep, waitUntil } from '../helpers/rt-util.ts';
+import { WsClient as RtWsClient } from '../helpers/rt-clients.ts';
+import { sleep, waitUntil, withTimeout } from '../helpers/rt-util.ts';
 import { callApi, cleanupSpawned, RedisProxy, RedisServer, spawnRedisHerald, startRedisHerald, Tokens, uniquePrefix, type RedisHerald, type SpawnedHerald, type Target } from './harness.ts';
 import { LongPollFollower, Publisher, SseFollower, verify, WsFollower, type Follower } from './followers.ts';
 
@@ -71,7 +72,12 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     for (const f of followers) f.stop();
     followers = [];
     closeAllClients();
-    for (const node of nodes.splice(0)) await node.close().catch(() => undefined);
+    // Heal the network first: a node must be able to close.
+    for (const proxy of proxies) {
+      proxy.stalled = false;
+      proxy.delayMs = 0;
+    }
+    for (const node of nodes.splice(0)) await withTimeout(node.close(), 20000, 'closing a Herald node').catch((error: unknown) => console.log(`  ${String(error)}`));
     for (const proxy of proxies.splice(0)) await proxy.close();
     cleanupSpawned();
     if (redis.child === undefined) await redis.launch();
@@ -281,7 +287,7 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     await sleep(200);
     assert.deepEqual(back.publications(channel), [], 'no publication of another epoch is replayed');
     // History holds only the new stream.
-    const history = await callApi(a, 'history', { channel, limit: 20000 });
+    const history = await callApi(a, 'history', { channel, limit: 10000 });
     assert.equal(history.body.epoch, newEpoch);
     const byN = new Map(publisher.acked.map((x) => [x.n, x]));
     for (const p of history.body.publications as { offset: number; data: { n: number } }[]) {
@@ -398,6 +404,64 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     await eventually(async () => ((await a.health()).status === 200 ? true : undefined), 'A healthy again', 20000);
     console.log(`  Redis fast again: publish through A acknowledged after ${ok - healedAt} ms`);
     await sleep(500);
+    await finish(publisher, followers);
+  });
+
+  test('33b: stalled Redis: a subscribe is still answered (116) and SIGTERM still exits within the drain timeout', async () => {
+    tokens = new Tokens();
+    prefixOf = uniquePrefix('c33b');
+    const proxy = new RedisProxy(redis.port);
+    await proxy.listen();
+    proxies.push(proxy);
+    const drainTimeoutMs = 3000;
+    const a = await spawnRedisHerald('A', { redisUrl: proxy.url, prefix: prefixOf, tokens, drainTimeoutMs, engine: { redisCommandTimeoutMs: 500, probeIntervalMs: 500 } });
+    const follower = new WsFollower({ name: 'ws-A', channel: 'chaos:c33b', tokens, targets: () => [a] });
+    await startAll([follower]);
+    const client = await RtWsClient.connect(a.wsUrl, await tokens.sign('late'));
+    proxy.stalled = true;
+    await sleep(2000);
+    const askedAt = Date.now();
+    const reply = await client.request('subscribe', { channel: 'chaos:c33b-late' }, 15000).catch((error: Error) => ({ error: { message: error.message } }));
+    const answeredMs = Date.now() - askedAt;
+    console.log(`  stalled Redis: subscribe answered ${JSON.stringify(reply)} after ${answeredMs} ms`);
+    assert.equal(reply['error']?.code, 116, 'the subscribe is answered 116 (unavailable), not left waiting');
+    const termAt = Date.now();
+    a.child.kill('SIGTERM');
+    const exit = await Promise.race([a.exited, sleep(drainTimeoutMs + 10000).then(() => undefined)]);
+    console.log(`  stalled Redis: SIGTERM -> ${exit === undefined ? 'still running' : `exit ${exit.code} after ${exit.at - termAt} ms`}`);
+    assert.ok(exit !== undefined, `Herald exits after SIGTERM while Redis stalls (drain timeout ${drainTimeoutMs} ms); it was still running after ${drainTimeoutMs + 10000} ms`);
+    assert.equal(exit.code, 0);
+    client.terminate();
+  });
+
+  test('31b: a pub/sub connection that drops again while resubscribing (flapping) does not take Herald down', async () => {
+    tokens = new Tokens();
+    prefixOf = uniquePrefix('c31b');
+    const proxy = new RedisProxy(redis.port);
+    await proxy.listen();
+    proxies.push(proxy);
+    const a = await spawnRedisHerald('A', { redisUrl: proxy.url, prefix: prefixOf, tokens, engine: { redisCommandTimeoutMs: 2000, probeIntervalMs: 500 } });
+    const channel = 'chaos:c31b';
+    await startAll([new WsFollower({ name: 'ws-A', channel, tokens, targets: () => [a] })]);
+    publisher = new Publisher(channel, () => [a], { intervalMs: 20 });
+    publisher.start();
+    const cutSubscriber = () => {
+      for (const pipe of [...proxy.pipes]) if (pipe.subscriber) pipe.client.destroy();
+    };
+    for (let round = 0; round < 4; round++) {
+      proxy.delayMs = 300;
+      const accepted = proxy.accepted;
+      cutSubscriber();
+      // Herald reconnects and sends its SUBSCRIBEs again (held 300 ms by the proxy): cut right then.
+      await waitUntil(() => proxy.accepted > accepted && [...proxy.pipes].some((p) => p.subscriber), { timeoutMs: 15000, label: 'Herald resubscribing' }).catch(() => undefined);
+      cutSubscriber();
+      await sleep(200);
+      if (a.child.exitCode !== null) break;
+    }
+    proxy.delayMs = 0;
+    await sleep(1000);
+    assert.equal(a.child.exitCode, null, `Herald is still running:\n${a.stderr.slice(-20).join('\n')}\n${a.stdout.filter((l) => l.includes('"level":50') || l.includes('"level":60')).slice(-5).join('\n')}`);
+    await eventually(async () => ((await callApi(a, 'publish', { channel: 'chaos:ok', data: {} })).status === 200 ? true : undefined), 'publish works again', 15000);
     await finish(publisher, followers);
   });
 
