@@ -56,13 +56,19 @@ export async function openRedisClients(config: Config): Promise<RedisClients> {
   const options = {
     commandTimeout: config.engine.redisCommandTimeoutMs,
     connectTimeout: config.engine.redisCommandTimeoutMs,
+    // A stalled Redis keeps TCP up: nothing heard for two timeouts while
+    // commands wait drops the connection, so timed-out commands do not pile up.
+    socketTimeout: 2 * config.engine.redisCommandTimeoutMs,
     enableOfflineQueue: false,
     maxRetriesPerRequest: 0,
     retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
     lazyConnect: true,
   };
   const command = new Redis(config.engine.redisUrl, options);
-  const subscriber = new Redis(config.engine.redisUrl, { ...options, commandTimeout: undefined });
+  // Same timeouts on pub/sub (SUBSCRIBE must not wait forever); the engine
+  // resubscribes itself after a reconnect (ioredis's own resubscription
+  // leaves a failure as an unhandled rejection).
+  const subscriber = new Redis(config.engine.redisUrl, { ...options, autoResubscribe: false });
   // Errors are reported through health and logs, never thrown at the process.
   command.on('error', () => {});
   subscriber.on('error', () => {});

@@ -5,7 +5,8 @@
  * every node subscribed to the channel (one SUBSCRIBE per channel, on
  * demand). A stream whose data is lost (FLUSHALL, eviction, expiry) gets a
  * new epoch, so recovering clients get `recovered: false`, never wrong
- * history.
+ * history; a new epoch starts with an empty history list (the list may have
+ * outlived the epoch's record, e.g. under allkeys-* eviction).
  *
  * Failure rules: every call has a timeout (the clients' commandTimeout) and
  * fails fast while disconnected (no offline queue), so a publish Herald
@@ -26,6 +27,7 @@ local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[6]
   redis.call('HSET', KEYS[1], 'e', epoch)
+  redis.call('DEL', KEYS[2])
 end
 local offset = redis.call('HINCRBY', KEYS[1], 't', 1)
 redis.call('PEXPIRE', KEYS[1], ARGV[5])
@@ -43,6 +45,7 @@ if not epoch then
   epoch = ARGV[1]
   redis.call('HSET', KEYS[1], 'e', epoch, 't', 0)
   redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[2])
 end
 local top = redis.call('HGET', KEYS[1], 't') or '0'
 local list = {}
@@ -105,8 +108,8 @@ export class RedisBroker implements Broker {
     this.#command.defineCommand('heraldHistory', { numberOfKeys: 2, lua: historyScript });
     this.#subscriber.on('message', (topic: string, message: string) => this.#onMessage(topic, message));
     this.#subscriber.on('ready', () => {
-      // After a reconnect ioredis resubscribes; what was published meanwhile
-      // may be lost, so every local subscriber resynchronizes.
+      // After a reconnect the engine resubscribes; what was published
+      // meanwhile may be lost, so every local subscriber resynchronizes.
       if (this.#wasReady) for (const channel of this.#channels) this.#handler?.onStreamReset(channel);
       this.#wasReady = true;
     });
@@ -176,8 +179,9 @@ export class RedisBroker implements Broker {
     await this.#call('publish join', () => this.#command.publish(this.topic(channel), 'j' + JSON.stringify(info)));
   }
 
+  /** Best effort: a leave that cannot be published must not fail an unsubscribe or a close. */
   async publishLeave(channel: string, info: ClientInfo): Promise<void> {
-    await this.#call('publish leave', () => this.#command.publish(this.topic(channel), 'l' + JSON.stringify(info)));
+    await this.#command.publish(this.topic(channel), 'l' + JSON.stringify(info)).catch((error: unknown) => this.#onError(error, 'publish leave'));
   }
 
   async subscribe(channel: string): Promise<void> {

@@ -80,6 +80,15 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
     }
   });
   await subscriber.subscribe(controlTopic, probeTopic);
+  // After a reconnect (the clients come without ioredis's automatic
+  // resubscription): everything again in one SUBSCRIBE; a failure reconnects.
+  subscriber.on('ready', () => {
+    const topics = [controlTopic, probeTopic, ...[...broker.channels].map((channel) => broker.topic(channel))];
+    subscriber.subscribe(...topics).catch((error: unknown) => {
+      onError(error, 'resubscribe');
+      subscriber.disconnect(true);
+    });
+  });
 
   const control: ControlBus = {
     setHandler(handler) {

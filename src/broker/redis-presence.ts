@@ -80,7 +80,13 @@ export class RedisPresenceStore implements PresenceStore {
       if (members.size === 0) this.#local.delete(channel);
     }
     const [hash, zset] = this.#keys(channel);
-    await this.#redis.multi().hdel(hash, clientId).zrem(zset, clientId).exec();
+    // Best effort: leaving must not fail while Redis is unreachable; the entry then expires.
+    await this.#redis
+      .multi()
+      .hdel(hash, clientId)
+      .zrem(zset, clientId)
+      .exec()
+      .catch((error: unknown) => this.#onError(error, 'presence remove'));
   }
 
   async get(channel: string): Promise<Record<string, ClientInfo>> {

@@ -127,6 +127,9 @@ async function serve(values: Record<string, string | boolean | undefined>): Prom
   }
   const workers = resolveWorkers(values['workers'] === undefined ? config.cluster.workers : parseWorkers(values['workers'] as string));
   if (workers > 1) {
+    if (config.engine.type !== 'memory') {
+      fail('--workers: cluster mode links its workers through the primary (engine.type "memory"); with the redis engine run one Herald process per port or machine');
+    }
     // Cluster mode: this process is the primary (src/cluster/primary.ts); it handles its own signals.
     const primary = startPrimary({ config, logger, workers, process: true, reloadConfig: () => resolveConfig(values, true).config });
     primary.ready.then(({ port }) => printDevKey(created, config, port), () => undefined);

@@ -20,9 +20,9 @@ export interface Pipe<In, Out> {
   close(): void;
 }
 
-/** What a carrier must do: post one value, deliver values, report its end. */
+/** What a carrier must do: post one value (`sent` once it left this process), deliver values, report its end. */
 export interface Carrier {
-  post(value: unknown): void;
+  post(value: unknown, sent?: () => void): void;
   listen(onValue: (value: unknown) => void, onEnd: () => void): void;
   end(): void;
 }
@@ -63,16 +63,25 @@ export class BatchingPipe<In, Out> implements Pipe<In, Out> {
     setImmediate(() => this.#flush());
   }
 
-  #flush(): void {
+  #flush(sent?: () => void): void {
     this.#scheduled = false;
-    if (this.#queue.length === 0 || this.#closed) return;
+    if (this.#queue.length === 0 || this.#closed) {
+      sent?.();
+      return;
+    }
     const envelope: Envelope<Out> = { herald: 1, batch: this.#queue };
     this.#queue = [];
     try {
-      this.#carrier.post(envelope);
+      this.#carrier.post(envelope, sent);
     } catch {
       this.#ended();
+      sent?.();
     }
+  }
+
+  /** Sends what is queued now; resolves once it has left this process (before an exit). */
+  flushed(): Promise<void> {
+    return new Promise((resolve) => this.#flush(resolve));
   }
 
   onMessage(handler: (message: In) => void): void {
@@ -107,9 +116,9 @@ export class BatchingPipe<In, Out> implements Pipe<In, Out> {
 /** The worker's end of node:cluster IPC. */
 export function processCarrier(proc: NodeJS.Process = process): Carrier {
   return {
-    post(value) {
+    post(value, sent) {
       if (proc.send === undefined || !proc.connected) throw new Error('no IPC channel');
-      proc.send(value as object, undefined, {}, () => undefined);
+      proc.send(value as object, undefined, {}, () => sent?.());
     },
     listen(onValue, onEnd) {
       proc.on('message', onValue);
@@ -124,9 +133,9 @@ export function processCarrier(proc: NodeJS.Process = process): Carrier {
 /** The primary's end of one worker's IPC channel. */
 export function clusterWorkerCarrier(worker: ClusterWorker): Carrier {
   return {
-    post(value) {
+    post(value, sent) {
       if (!worker.isConnected()) throw new Error('worker disconnected');
-      worker.send(value as object, undefined, () => undefined);
+      worker.send(value as object, undefined, () => sent?.());
     },
     listen(onValue, onEnd) {
       worker.on('message', onValue);
@@ -142,8 +151,9 @@ export function clusterWorkerCarrier(worker: ClusterWorker): Carrier {
 /** One end of a MessageChannel (in-process tests and the contract suite). */
 export function messagePortCarrier(port: MessagePort): Carrier {
   return {
-    post(value) {
+    post(value, sent) {
       port.postMessage(value);
+      sent?.();
     },
     listen(onValue, onEnd) {
       port.on('message', onValue);

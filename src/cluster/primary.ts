@@ -10,7 +10,7 @@
  */
 import { availableParallelism } from 'node:os';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
@@ -64,7 +64,7 @@ export function signalReload(stateDir: string): number {
   try {
     process.kill(pid, 'SIGHUP');
   } catch (error) {
-    throw new Error(`cannot signal process ${pid} from ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new Error(`cannot signal process ${pid} from ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`, { cause: error });
   }
   return pid;
 }
@@ -104,7 +104,8 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
     workers: options.workers,
     hub,
     logger,
-    exec: options.exec ?? fileURLToPath(new URL('./worker-main.ts', import.meta.url)),
+    // Beside this module, with its extension (.ts from the sources, .js once built).
+    exec: options.exec ?? fileURLToPath(new URL(`./worker-main${extname(fileURLToPath(import.meta.url))}`, import.meta.url)),
     onReady: (ports) => resolveReady(ports),
     onFatal: (reason) => {
       logger.error({ reason }, 'cluster giving up');

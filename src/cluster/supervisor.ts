@@ -233,7 +233,14 @@ export class Supervisor {
     }
     if (slot.worker !== running) return;
     slot.worker = undefined;
-    if (this.#stopping || running.planned) return;
+    if (this.#stopping) return;
+    if (running.planned) return;
+    if (code === 0) {
+      // It drained on its own and its `leaving` did not arrive: replace it, no crash.
+      this.#logger.info({ worker: running.id, slot: slot.index }, 'worker exited after draining; replacing it');
+      slot.worker = this.#spawn(slot, false);
+      return;
+    }
     if (code === EXIT_CANNOT_START && !this.#everReady) {
       this.#logger.error({ worker: running.id, slot: slot.index, code }, 'worker cannot start; stopping the cluster (see the worker log line above)');
       this.#giveUp('workers cannot start');

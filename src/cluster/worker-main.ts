@@ -9,7 +9,7 @@
  */
 import type { HeraldServer } from '../app/app.ts';
 import { startServer } from '../app/app.ts';
-import { ConfigError } from '../config/load.ts';
+import { ConfigError, deepFreeze } from '../config/load.ts';
 import { createLogger } from '../observability/logger.ts';
 import type { Logger } from '../util/logger.ts';
 import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ipc-messages.ts';
@@ -41,7 +41,8 @@ function onMessage(message: PrimaryMessage): void {
 }
 
 async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promise<void> {
-  const { config } = message;
+  // Cloned over IPC: frozen again, as the CLI hands it to a single process.
+  const config = deepFreeze(message.config);
   drainTimeoutMs = config.shutdown.drainTimeoutMs;
   const pino = createLogger(config.log.level).child({ worker: message.worker });
   logger = pino;
@@ -50,6 +51,7 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
     server = await startServer({ config, logger: pino, engine });
   } catch (error) {
     pino.error({ err: error }, error instanceof ConfigError ? 'worker cannot start: invalid configuration' : 'worker cannot start');
+    await pipe.flushed();
     process.exit(EXIT_CANNOT_START);
   }
   if (leaving) return;
@@ -63,6 +65,7 @@ async function leave(timeoutMs: number, code: number): Promise<void> {
   setTimeout(() => process.exit(code), timeoutMs + 5000).unref();
   await starting?.catch(() => undefined);
   if (server !== undefined) await server.shutdown(timeoutMs).catch(() => false);
+  await pipe.flushed();
   process.exit(code);
 }
 

@@ -12,7 +12,8 @@
  * 6. a crash loop is reported and the slot left empty (the other serves);
  * 7. `herald reload` (SIGHUP): rolling replacement, no lost publication, and
  *    the empty slot is filled again;
- * 8. SIGTERM drains every worker (clients closed with 3001) and exits 0.
+ * 8. a worker sent SIGTERM drains alone and is replaced;
+ * 9. SIGTERM drains every worker (clients closed with 3001) and exits 0.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -322,6 +323,17 @@ describe('cluster mode (2 workers, real processes)', { timeout: 120000 }, () => 
       assert.ok(client.closeCodes.includes(3001), `closed with 3001 (shutdown, reconnect): ${client.closeCodes}`);
     }
     for (const client of subscribers) client.stop();
+  });
+
+  test('a worker sent SIGTERM drains alone and is replaced at once (not a crash)', async () => {
+    const pins = await twoWorkers();
+    const leaving = workerOfNode(await pins[0].node());
+    const logMark = c.logs.length;
+    process.kill(leaving.pid, 'SIGTERM');
+    await c.waitLog((l) => l.msg === 'worker draining on its own; replacing it' && l.worker === leaving.worker, 10000, 'the worker leaving', logMark);
+    await c.waitLog((l) => l.msg === 'worker ready' && l.slot === leaving.slot, 30000, 'its replacement', logMark);
+    await c.waitLog((l) => l.msg === 'stopped' && l.worker === leaving.worker, 10000, 'the old worker drained', logMark);
+    assert.equal(c.logs.slice(logMark).filter((l) => l.level >= 40).length, 0, 'no warning or error: a planned exit');
   });
 
   test('SIGTERM drains every worker (clients closed with 3001) and the primary exits 0', async () => {

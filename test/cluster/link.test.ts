@@ -5,7 +5,7 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { MessageChannel } from 'node:worker_threads';
+import { MessageChannel, type MessagePort } from 'node:worker_threads';
 import { buildConfig } from '../../src/config/load.ts';
 import { PrimaryHub } from '../../src/cluster/primary-hub.ts';
 import { BatchingPipe, messagePortCarrier } from '../../src/cluster/pipe.ts';
@@ -34,7 +34,7 @@ function cluster() {
   const ports: MessagePort[] = [];
   const add = (id: number): TestWorker => {
     const { port1, port2 } = new MessageChannel();
-    ports.push(port1 as unknown as MessagePort, port2 as unknown as MessagePort);
+    ports.push(port1, port2);
     hub.attach(id, new BatchingPipe<WorkerMessage, PrimaryMessage>(messagePortCarrier(port1)));
     const engine = createWorkerEngine({
       pipe: new BatchingPipe<PrimaryMessage, WorkerMessage>(messagePortCarrier(port2)),
@@ -103,8 +103,8 @@ describe('cluster link: several workers on one primary', () => {
       await waitUntil(() => a.control.length === 2 && b.control.length === 2, { label: 'both commands on both workers' });
       assert.deepEqual(b.control.map((e) => [e.command.kind, e.from]), [['disconnect_user', a.engine.nodeId], ['revoke_user', a.engine.nodeId]]);
       const late = c.add(3);
-      assert.equal(late.engine.revocations.isRevoked({ user: 'mallory', issuedAt: Date.now() - 60000 } as never), true, 'replayed at start');
-      assert.equal(late.engine.revocations.isRevoked({ user: 'alice', issuedAt: Date.now() - 60000 } as never), false);
+      assert.equal(late.engine.revocations.isRevoked({ user: 'mallory', issuedAt: Date.now() - 60000 }), true, 'replayed at start');
+      assert.equal(late.engine.revocations.isRevoked({ user: 'alice', issuedAt: Date.now() - 60000 }), false);
     } finally {
       await c.close();
     }

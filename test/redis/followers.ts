@@ -230,7 +230,7 @@ export abstract class Follower {
     for (let attempt = 1; generation === this.generation && !this.stopped; attempt++) {
       const position = this.position();
       const params = position === undefined ? { channel: this.channel } : { channel: this.channel, recover: true, ...position };
-      let status = 0;
+      let status: number;
       let reply: Frame | undefined;
       try {
         const response = await fetch(`${target.url}/connection/command`, {

@@ -1,0 +1,519 @@
+/**
+ * Redis engine vs memory engine, in one run on loopback. For each engine a
+ * `herald serve` child process is started (the Redis engine on a private
+ * `redis-server` this script starts on a spare port, or on --redis-url), and
+ * three things are measured:
+ *
+ * 1. publish throughput: --publishers concurrent HTTP clients (one keep-alive
+ *    connection each) publish 100-byte payloads to one channel through
+ *    `/api/publish` for --publish-seconds; publishes/s and API latency;
+ * 2. fan-out: --subscribers WebSocket subscribers of `bench:fanout` (opened by
+ *    the fan-out benchmark's load generator, bench/fanout-client.ts, in its own
+ *    process) receive --messages publications sent at --rate per second;
+ *    deliveries/s, publish → delivery latency (p50, p99, max) and
+ *    completeness;
+ * 3. subscribe cost with many channels: --channels distinct channels
+ *    subscribed over WebSocket (128 per connection), latency of each
+ *    `subscribe` (p50, p99) and, for Redis, the number of pub/sub channels
+ *    Redis then holds (one SUBSCRIBE per Herald channel with local subscribers).
+ *
+ * Server and Redis CPU are read from /proc. The table at the end gives the
+ * ratios redis/memory.
+ *
+ *   node bench/redis.ts [--subscribers=500] [--messages=1000] [--rate=100]
+ *     [--publishers=8] [--publish-seconds=5] [--channels=1000]
+ *     [--redis-url=redis://127.0.0.1:PORT] [--json=FILE]
+ */
+import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import http from 'node:http';
+import { createServer, type AddressInfo } from 'node:net';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { Redis } from 'ioredis';
+import WebSocket from 'ws';
+import { makePayload, newHistogram, nowUs, quantile, record, type ConnectedMessage, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+const log = (line: string): void => void process.stderr.write(`${line}\n`);
+
+const { values } = parseArgs({
+  options: {
+    subscribers: { type: 'string', default: '500' },
+    messages: { type: 'string', default: '1000' },
+    rate: { type: 'string', default: '100' },
+    warmup: { type: 'string', default: '20' },
+    publishers: { type: 'string', default: '8' },
+    'publish-seconds': { type: 'string', default: '5' },
+    channels: { type: 'string', default: '1000' },
+    'redis-url': { type: 'string' },
+    json: { type: 'string' },
+  },
+});
+const options = {
+  subscribers: Number(values.subscribers),
+  messages: Number(values.messages),
+  rate: Number(values.rate),
+  warmup: Number(values.warmup),
+  publishers: Number(values.publishers),
+  publishSeconds: Number(values['publish-seconds']),
+  channels: Number(values.channels),
+  redisUrl: values['redis-url'],
+  json: values.json,
+};
+
+let clockTicks = 100;
+try {
+  clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+} catch {
+  // keep 100
+}
+
+/** utime + stime of a process in seconds. */
+function cpuSeconds(pid: number | undefined): number {
+  if (pid === undefined) return 0;
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks;
+  } catch {
+    return 0;
+  }
+}
+
+const children = new Set<ChildProcess>();
+function killAll(): void {
+  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+}
+process.on('exit', killAll);
+for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+  process.on(signal, () => {
+    killAll();
+    process.exit(130);
+  });
+}
+
+function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const server = createServer();
+    server.once('error', reject);
+    server.listen(0, '127.0.0.1', () => {
+      const port = (server.address() as AddressInfo).port;
+      server.close(() => resolve(port));
+    });
+  });
+}
+
+// ---------------------------------------------------------------- Redis
+
+interface PrivateRedis {
+  readonly url: string;
+  readonly pid: number | undefined;
+  stop(): void;
+}
+
+async function startRedis(): Promise<PrivateRedis> {
+  if (options.redisUrl !== undefined) return { url: options.redisUrl, pid: undefined, stop: () => {} };
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'herald-bench-redis-'));
+  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', dir, '--loglevel', 'warning'], {
+    stdio: 'ignore',
+  });
+  children.add(child);
+  const url = `redis://127.0.0.1:${port}`;
+  const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+  probe.on('error', () => {});
+  const deadline = Date.now() + 10000;
+  for (;;) {
+    try {
+      await probe.connect();
+      await probe.ping();
+      break;
+    } catch {
+      if (Date.now() > deadline) throw new Error('redis-server did not start (is it installed?)');
+      probe.disconnect();
+      await sleep(50);
+    }
+  }
+  probe.disconnect();
+  return {
+    url,
+    pid: child.pid,
+    stop: () => {
+      child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+// ---------------------------------------------------------------- Herald
+
+type Engine = 'memory' | 'redis';
+
+interface Server {
+  readonly engine: Engine;
+  readonly child: ChildProcess;
+  readonly port: number;
+  readonly apiKey: string;
+  readonly prefix: string;
+  stop(): Promise<void>;
+}
+
+async function startHerald(engine: Engine, redisUrl: string): Promise<Server> {
+  const dir = mkdtempSync(join(tmpdir(), 'herald-bench-'));
+  const configFile = join(dir, 'herald.json');
+  const apiKey = randomBytes(24).toString('base64url');
+  const prefix = `herald-bench-${randomBytes(4).toString('hex')}`;
+  writeFileSync(
+    configFile,
+    JSON.stringify({
+      mode: 'production',
+      stateDir: dir,
+      listen: { host: '127.0.0.1', port: 0 },
+      admin: { host: '127.0.0.1', port: 0 },
+      process: { allowRoot: true },
+      log: { level: 'warn' },
+      auth: { hmacSecret: randomBytes(32).toString('base64url') },
+      api: { rateLimitPerIp: 100000000, rateLimitPerKey: 100000000 },
+      engine: engine === 'redis' ? { type: 'redis', redisUrl, redisPrefix: prefix } : { type: 'memory' },
+      channels: { defaults: {}, namespaces: [{ name: 'bench', allowAnonymous: true, historySize: 300 }] },
+      limits: {
+        inboundRatePerSecond: 100000,
+        inboundBurst: 100000,
+        inboundHardPerSecond: 1000000,
+        maxConnectionsPerIp: 1000000,
+        newConnectionsPerIpPerSecond: 1000000,
+      },
+      ping: { intervalMs: 600000 },
+    }),
+    { mode: 0o600 },
+  );
+  const child = spawn(process.execPath, [join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile], {
+    cwd: ROOT,
+    env: { ...process.env, HERALD_API_KEY: apiKey, HERALD_LOG_LEVEL: 'info' },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  const tail: string[] = [];
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${engine}: no "listening" within 30 s:\n${tail.join('\n')}`)), 30000);
+    createInterface({ input: child.stdout! }).on('line', (line) => {
+      tail.push(line.slice(0, 300));
+      if (tail.length > 20) tail.shift();
+      try {
+        const entry = JSON.parse(line) as Record<string, unknown>;
+        if (entry['msg'] === 'listening' && typeof entry['port'] === 'number') {
+          clearTimeout(timer);
+          resolve(entry['port']);
+        }
+      } catch {
+        // not JSON
+      }
+    });
+    createInterface({ input: child.stderr! }).on('line', (line) => tail.push(line.slice(0, 300)));
+    child.once('exit', (code) => reject(new Error(`${engine}: herald exited (${code}):\n${tail.join('\n')}`)));
+  });
+  return {
+    engine,
+    child,
+    port,
+    apiKey,
+    prefix,
+    async stop() {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      child.kill('SIGTERM');
+      await Promise.race([exited, sleep(10000)]);
+      if (child.exitCode === null) child.kill('SIGKILL');
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+function publish(server: Server, agent: http.Agent, channel: string, data: string): Promise<number> {
+  const body = `{"channel":${JSON.stringify(channel)},"data":${data}}`;
+  return new Promise((resolve, reject) => {
+    const request = http.request(
+      {
+        host: '127.0.0.1',
+        port: server.port,
+        path: '/api/publish',
+        method: 'POST',
+        agent,
+        headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), authorization: `Bearer ${server.apiKey}` },
+      },
+      (response) => {
+        response.resume();
+        response.on('end', () => resolve(response.statusCode ?? 0));
+      },
+    );
+    request.on('error', reject);
+    request.end(body);
+  });
+}
+
+// ---------------------------------------------------------------- phases
+
+interface PublishResult {
+  readonly publishes: number;
+  readonly errors: number;
+  readonly perSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly serverCores: number;
+  readonly redisCores: number;
+}
+
+async function publishThroughput(server: Server, redisPid: number | undefined): Promise<PublishResult> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: options.publishers });
+  const histogram = newHistogram();
+  const payload = makePayload(0, 0);
+  // warm-up
+  for (let i = 0; i < 200; i++) await publish(server, agent, 'bench:throughput', payload);
+  let publishes = 0;
+  let errors = 0;
+  const cpu0 = cpuSeconds(server.child.pid);
+  const redis0 = cpuSeconds(redisPid);
+  const started = nowUs();
+  const end = started + options.publishSeconds * 1e6;
+  await Promise.all(
+    Array.from({ length: options.publishers }, async () => {
+      while (nowUs() < end) {
+        const t = nowUs();
+        const status = await publish(server, agent, 'bench:throughput', payload);
+        record(histogram, nowUs() - t);
+        if (status === 200) publishes++;
+        else errors++;
+      }
+    }),
+  );
+  const seconds = (nowUs() - started) / 1e6;
+  agent.destroy();
+  return {
+    publishes,
+    errors,
+    perSecond: publishes / seconds,
+    p50Ms: quantile(histogram, 0.5) / 1000,
+    p99Ms: quantile(histogram, 0.99) / 1000,
+    serverCores: (cpuSeconds(server.child.pid) - cpu0) / seconds,
+    redisCores: (cpuSeconds(redisPid) - redis0) / seconds,
+  };
+}
+
+interface FanoutResult {
+  readonly subscribers: number;
+  readonly deliveries: number;
+  readonly expected: number;
+  readonly perSecond: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly maxMs: number;
+  readonly complete: number;
+  readonly duplicates: number;
+  readonly outOfOrder: number;
+  readonly closed: number;
+  readonly serverCores: number;
+  readonly redisCores: number;
+}
+
+async function fanout(server: Server, redisPid: number | undefined): Promise<FanoutResult> {
+  const worker = fork(join(ROOT, 'bench/fanout-client.ts'), [], { cwd: ROOT, execPath: process.execPath, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  children.add(worker);
+  const waiters = new Map<string, (message: FromClient) => void>();
+  worker.on('message', (message: FromClient) => {
+    const waiter = waiters.get(message.type);
+    waiters.delete(message.type);
+    waiter?.(message);
+  });
+  const ask = <T extends FromClient>(request: ToClient, answer: T['type'], timeoutMs: number): Promise<T> =>
+    new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`load generator did not answer ${request.type}`)), timeoutMs);
+      waiters.set(answer, (message) => {
+        clearTimeout(timer);
+        resolve(message as T);
+      });
+      worker.send(request);
+    });
+  const n = options.subscribers;
+  const connected = await ask<ConnectedMessage>(
+    { type: 'start', transport: 'websocket', hostPort: `127.0.0.1:${server.port}`, count: n, concurrency: 50, warmup: options.warmup, messages: options.messages, connectTimeoutMs: 20000 },
+    'connected',
+    120000,
+  );
+  if (connected.failed > 0) log(`  ${server.engine}: ${connected.failed} subscribers failed: ${connected.failures.join('; ')}`);
+  await sleep(1000);
+  // One publisher connection: publications are numbered in send order.
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
+  const send = async (first: number, count: number): Promise<number> => {
+    const interval = 1e6 / options.rate;
+    const start = nowUs();
+    const inFlight: Promise<unknown>[] = [];
+    for (let i = 0; i < count; i++) {
+      const due = start + i * interval;
+      const wait = due - nowUs();
+      if (wait > 1000) await sleep(wait / 1000);
+      inFlight.push(publish(server, agent, 'bench:fanout', makePayload(first + i, nowUs())));
+    }
+    await Promise.all(inFlight);
+    return start;
+  };
+  await send(0, options.warmup);
+  await sleep(500);
+  const cpu0 = cpuSeconds(server.child.pid);
+  const redis0 = cpuSeconds(redisPid);
+  const startUs = await send(options.warmup, options.messages);
+  const expected = connected.ready * options.messages;
+  let last = -1;
+  let idleSince = Date.now();
+  for (;;) {
+    const status = await ask<StatusMessage>({ type: 'status' }, 'status', 10000);
+    if (status.measured >= expected) break;
+    if (status.measured !== last) {
+      last = status.measured;
+      idleSince = Date.now();
+    } else if (Date.now() - idleSince > 5000) break;
+    await sleep(100);
+  }
+  const report = await ask<ReportMessage>({ type: 'report' }, 'report', 10000);
+  const seconds = (report.lastDeliveryUs - startUs) / 1e6;
+  const cpu = cpuSeconds(server.child.pid) - cpu0;
+  const redisCpu = cpuSeconds(redisPid) - redis0;
+  worker.send({ type: 'stop' } satisfies ToClient);
+  agent.destroy();
+  return {
+    subscribers: connected.ready,
+    deliveries: report.measured,
+    expected,
+    perSecond: report.measured / seconds,
+    p50Ms: quantile(report.histogram, 0.5) / 1000,
+    p99Ms: quantile(report.histogram, 0.99) / 1000,
+    maxMs: quantile(report.histogram, 1) / 1000,
+    complete: report.complete,
+    duplicates: report.duplicates,
+    outOfOrder: report.outOfOrder,
+    closed: report.closed,
+    serverCores: cpu / seconds,
+    redisCores: redisCpu / seconds,
+  };
+}
+
+interface SubscribeResult {
+  readonly channels: number;
+  readonly p50Ms: number;
+  readonly p99Ms: number;
+  readonly totalMs: number;
+  /** Redis pub/sub channels under the node's prefix after subscribing (Redis only). */
+  readonly redisChannels: number | undefined;
+}
+
+async function manyChannels(server: Server, redisUrl: string): Promise<SubscribeResult> {
+  const perConnection = 128;
+  const histogram = newHistogram();
+  const sockets: WebSocket[] = [];
+  const started = nowUs();
+  for (let first = 0; first < options.channels; first += perConnection) {
+    const ws = new WebSocket(`ws://127.0.0.1:${server.port}/connection/websocket`, { perMessageDeflate: false });
+    sockets.push(ws);
+    const replies = new Map<number, () => void>();
+    ws.on('message', (data) => {
+      const frame = JSON.parse(String(data)) as { id?: number; error?: unknown };
+      if (frame.error !== undefined) throw new Error(`reply ${JSON.stringify(frame)}`);
+      if (frame.id !== undefined) replies.get(frame.id)?.();
+    });
+    await new Promise((resolve, reject) => {
+      ws.once('open', resolve);
+      ws.once('error', reject);
+    });
+    const call = (id: number, method: string, params: unknown) =>
+      new Promise<void>((resolve) => {
+        replies.set(id, resolve);
+        ws.send(JSON.stringify({ id, method, params }));
+      });
+    await call(1, 'connect', {});
+    // One subscribe at a time per connection: the latency of each.
+    for (let i = first; i < Math.min(first + perConnection, options.channels); i++) {
+      const t = nowUs();
+      await call(i + 2, 'subscribe', { channel: `bench:many-${i}` });
+      record(histogram, nowUs() - t);
+    }
+  }
+  const totalMs = (nowUs() - started) / 1000;
+  let redisChannels: number | undefined;
+  if (server.engine === 'redis') {
+    const redis = new Redis(redisUrl);
+    redisChannels = (await redis.pubsub('CHANNELS', `${server.prefix}:ch:*`)).length;
+    redis.disconnect();
+  }
+  for (const ws of sockets) ws.terminate();
+  return { channels: options.channels, p50Ms: quantile(histogram, 0.5) / 1000, p99Ms: quantile(histogram, 0.99) / 1000, totalMs, redisChannels };
+}
+
+// ---------------------------------------------------------------- report
+
+interface EngineResult {
+  readonly engine: Engine;
+  readonly publish: PublishResult;
+  readonly fanout: FanoutResult;
+  readonly subscribe: SubscribeResult;
+}
+
+const fmt = (n: number, digits = 0): string => (Number.isFinite(n) ? n.toLocaleString('en-US', { maximumFractionDigits: digits, minimumFractionDigits: digits }) : '—');
+
+function table(results: readonly EngineResult[]): string {
+  const [memory, redis] = results as [EngineResult, EngineResult];
+  const rows: [string, string, string, string][] = [
+    [`API publishes/s (${options.publishers} concurrent, 1 channel)`, fmt(memory.publish.perSecond), fmt(redis.publish.perSecond), fmt(redis.publish.perSecond / memory.publish.perSecond, 2)],
+    ['API publish latency p50 / p99 (ms)', `${fmt(memory.publish.p50Ms, 2)} / ${fmt(memory.publish.p99Ms, 2)}`, `${fmt(redis.publish.p50Ms, 2)} / ${fmt(redis.publish.p99Ms, 2)}`, fmt(redis.publish.p99Ms / memory.publish.p99Ms, 2)],
+    ['  server CPU (cores) / Redis CPU (cores)', `${fmt(memory.publish.serverCores, 2)} / —`, `${fmt(redis.publish.serverCores, 2)} / ${fmt(redis.publish.redisCores, 2)}`, ''],
+    [`fan-out deliveries/s (${options.subscribers} WS subscribers, ${options.rate} msg/s)`, fmt(memory.fanout.perSecond), fmt(redis.fanout.perSecond), fmt(redis.fanout.perSecond / memory.fanout.perSecond, 2)],
+    ['fan-out latency p50 / p99 / max (ms)', `${fmt(memory.fanout.p50Ms, 2)} / ${fmt(memory.fanout.p99Ms, 2)} / ${fmt(memory.fanout.maxMs, 1)}`, `${fmt(redis.fanout.p50Ms, 2)} / ${fmt(redis.fanout.p99Ms, 2)} / ${fmt(redis.fanout.maxMs, 1)}`, fmt(redis.fanout.p99Ms / memory.fanout.p99Ms, 2)],
+    ['  delivered / expected, complete subscribers', `${memory.fanout.deliveries}/${memory.fanout.expected}, ${memory.fanout.complete}`, `${redis.fanout.deliveries}/${redis.fanout.expected}, ${redis.fanout.complete}`, ''],
+    ['  server CPU (cores) / Redis CPU (cores)', `${fmt(memory.fanout.serverCores, 2)} / —`, `${fmt(redis.fanout.serverCores, 2)} / ${fmt(redis.fanout.redisCores, 2)}`, ''],
+    [`subscribe latency p50 / p99 (ms), ${options.channels} channels`, `${fmt(memory.subscribe.p50Ms, 2)} / ${fmt(memory.subscribe.p99Ms, 2)}`, `${fmt(redis.subscribe.p50Ms, 2)} / ${fmt(redis.subscribe.p99Ms, 2)}`, fmt(redis.subscribe.p99Ms / memory.subscribe.p99Ms, 2)],
+    ['  Redis pub/sub channels afterwards', '—', String(redis.subscribe.redisChannels ?? '—'), ''],
+  ];
+  const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((r) => r[i]!.length), ['', 'memory', 'redis', 'redis/memory'][i]!.length));
+  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  return [line(['', 'memory', 'redis', 'redis/memory']), `|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
+async function main(): Promise<void> {
+  log(`bench/redis.ts: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), node ${process.version}; ${JSON.stringify(options)}`);
+  const redis = await startRedis();
+  const redisPid = redis.pid;
+  const results: EngineResult[] = [];
+  try {
+    for (const engine of ['memory', 'redis'] as const) {
+      const server = await startHerald(engine, redis.url);
+      try {
+        log(`${engine}: publish throughput…`);
+        const publishResult = await publishThroughput(server, engine === 'redis' ? redisPid : undefined);
+        log(`${engine}: fan-out to ${options.subscribers} WebSocket subscribers…`);
+        const fanoutResult = await fanout(server, engine === 'redis' ? redisPid : undefined);
+        log(`${engine}: subscribing to ${options.channels} channels…`);
+        const subscribeResult = await manyChannels(server, redis.url);
+        results.push({ engine, publish: publishResult, fanout: fanoutResult, subscribe: subscribeResult });
+      } finally {
+        await server.stop();
+      }
+    }
+  } finally {
+    redis.stop();
+  }
+  const text = table(results);
+  process.stdout.write(`${text}\n`);
+  if (options.json !== undefined) writeFileSync(options.json, JSON.stringify({ options, results }, null, 2));
+}
+
+main().then(
+  () => process.exit(0),
+  (error: unknown) => {
+    log(error instanceof Error ? (error.stack ?? error.message) : String(error));
+    killAll();
+    process.exit(1);
+  },
+);
