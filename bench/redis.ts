@@ -22,7 +22,10 @@
  *
  *   node bench/redis.ts [--subscribers=500] [--messages=1000] [--rate=100]
  *     [--publishers=8] [--publish-seconds=5] [--channels=1000]
- *     [--redis-url=redis://127.0.0.1:PORT] [--json=FILE]
+ *     [--redis-url=redis://127.0.0.1:PORT] [--quiet-wait=60] [--json=FILE]
+ *
+ * It first waits (up to --quiet-wait seconds) until the machine is idle, and
+ * reports the CPU other processes used during each phase ("others").
  */
 import { execFileSync, fork, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -52,6 +55,7 @@ const { values } = parseArgs({
     'publish-seconds': { type: 'string', default: '5' },
     channels: { type: 'string', default: '1000' },
     'redis-url': { type: 'string' },
+    'quiet-wait': { type: 'string', default: '60' },
     json: { type: 'string' },
   },
 });
@@ -64,6 +68,7 @@ const options = {
   publishSeconds: Number(values['publish-seconds']),
   channels: Number(values.channels),
   redisUrl: values['redis-url'],
+  quietWaitS: Number(values['quiet-wait']),
   json: values.json,
 };
 
@@ -83,6 +88,42 @@ function cpuSeconds(pid: number | undefined): number {
     return (Number(fields[11]) + Number(fields[12])) / clockTicks;
   } catch {
     return 0;
+  }
+}
+
+/** Busy CPU-seconds of the whole machine so far (all CPUs, from /proc/stat). */
+function machineBusySeconds(): number {
+  const line = readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '';
+  const v = line.trim().split(/\s+/).slice(1).map(Number);
+  return ((v[0] ?? 0) + (v[1] ?? 0) + (v[2] ?? 0) + (v[5] ?? 0) + (v[6] ?? 0)) / clockTicks;
+}
+
+/**
+ * CPU of the given processes over a window, and of everything else on the
+ * machine (other processes distort the numbers: the report shows them).
+ */
+function cpuWindow(pids: readonly (number | undefined)[]): () => { cores: number[]; otherCores: number; seconds: number } {
+  const t0 = nowUs();
+  const machine0 = machineBusySeconds();
+  const ours0 = pids.map(cpuSeconds);
+  const self0 = process.cpuUsage();
+  return () => {
+    const seconds = (nowUs() - t0) / 1e6;
+    const ours = pids.map((pid, i) => cpuSeconds(pid) - ours0[i]!);
+    const self = process.cpuUsage(self0);
+    const known = ours.reduce((a, b) => a + b, 0) + (self.user + self.system) / 1e6;
+    return { cores: ours.map((c) => c / seconds), otherCores: Math.max(0, machineBusySeconds() - machine0 - known) / seconds, seconds };
+  };
+}
+
+/** Waits (up to `maxMs`) until processes other than this one use less than 0.3 cores. */
+async function waitForQuiet(maxMs: number): Promise<number> {
+  const deadline = Date.now() + maxMs;
+  for (;;) {
+    const window = cpuWindow([]);
+    await sleep(1000);
+    const busy = window().otherCores;
+    if (busy < 0.3 || Date.now() >= deadline) return busy;
   }
 }
 
@@ -266,6 +307,8 @@ interface PublishResult {
   readonly p99Ms: number;
   readonly serverCores: number;
   readonly redisCores: number;
+  /** CPU used by processes outside the benchmark meanwhile. */
+  readonly otherCores: number;
 }
 
 async function publishThroughput(server: Server, redisPid: number | undefined): Promise<PublishResult> {
@@ -276,8 +319,7 @@ async function publishThroughput(server: Server, redisPid: number | undefined): 
   for (let i = 0; i < 200; i++) await publish(server, agent, 'bench:throughput', payload);
   let publishes = 0;
   let errors = 0;
-  const cpu0 = cpuSeconds(server.child.pid);
-  const redis0 = cpuSeconds(redisPid);
+  const window = cpuWindow([server.child.pid, redisPid]);
   const started = nowUs();
   const end = started + options.publishSeconds * 1e6;
   await Promise.all(
@@ -292,6 +334,7 @@ async function publishThroughput(server: Server, redisPid: number | undefined): 
     }),
   );
   const seconds = (nowUs() - started) / 1e6;
+  const cpu = window();
   agent.destroy();
   return {
     publishes,
@@ -299,8 +342,9 @@ async function publishThroughput(server: Server, redisPid: number | undefined): 
     perSecond: publishes / seconds,
     p50Ms: quantile(histogram, 0.5) / 1000,
     p99Ms: quantile(histogram, 0.99) / 1000,
-    serverCores: (cpuSeconds(server.child.pid) - cpu0) / seconds,
-    redisCores: (cpuSeconds(redisPid) - redis0) / seconds,
+    serverCores: cpu.cores[0]!,
+    redisCores: cpu.cores[1]!,
+    otherCores: cpu.otherCores,
   };
 }
 
@@ -318,6 +362,7 @@ interface FanoutResult {
   readonly closed: number;
   readonly serverCores: number;
   readonly redisCores: number;
+  readonly otherCores: number;
 }
 
 async function fanout(server: Server, redisPid: number | undefined): Promise<FanoutResult> {
@@ -363,8 +408,7 @@ async function fanout(server: Server, redisPid: number | undefined): Promise<Fan
   };
   await send(0, options.warmup);
   await sleep(500);
-  const cpu0 = cpuSeconds(server.child.pid);
-  const redis0 = cpuSeconds(redisPid);
+  const window = cpuWindow([server.child.pid, redisPid, worker.pid]);
   const startUs = await send(options.warmup, options.messages);
   const expected = connected.ready * options.messages;
   let last = -1;
@@ -380,8 +424,7 @@ async function fanout(server: Server, redisPid: number | undefined): Promise<Fan
   }
   const report = await ask<ReportMessage>({ type: 'report' }, 'report', 10000);
   const seconds = (report.lastDeliveryUs - startUs) / 1e6;
-  const cpu = cpuSeconds(server.child.pid) - cpu0;
-  const redisCpu = cpuSeconds(redisPid) - redis0;
+  const cpu = window();
   worker.send({ type: 'stop' } satisfies ToClient);
   agent.destroy();
   return {
@@ -396,8 +439,9 @@ async function fanout(server: Server, redisPid: number | undefined): Promise<Fan
     duplicates: report.duplicates,
     outOfOrder: report.outOfOrder,
     closed: report.closed,
-    serverCores: cpu / seconds,
-    redisCores: redisCpu / seconds,
+    serverCores: cpu.cores[0]!,
+    redisCores: cpu.cores[1]!,
+    otherCores: cpu.otherCores,
   };
 }
 
@@ -468,11 +512,11 @@ function table(results: readonly EngineResult[]): string {
   const rows: [string, string, string, string][] = [
     [`API publishes/s (${options.publishers} concurrent, 1 channel)`, fmt(memory.publish.perSecond), fmt(redis.publish.perSecond), fmt(redis.publish.perSecond / memory.publish.perSecond, 2)],
     ['API publish latency p50 / p99 (ms)', `${fmt(memory.publish.p50Ms, 2)} / ${fmt(memory.publish.p99Ms, 2)}`, `${fmt(redis.publish.p50Ms, 2)} / ${fmt(redis.publish.p99Ms, 2)}`, fmt(redis.publish.p99Ms / memory.publish.p99Ms, 2)],
-    ['  server CPU (cores) / Redis CPU (cores)', `${fmt(memory.publish.serverCores, 2)} / —`, `${fmt(redis.publish.serverCores, 2)} / ${fmt(redis.publish.redisCores, 2)}`, ''],
+    ['  server CPU / Redis CPU / others (cores)', `${fmt(memory.publish.serverCores, 2)} / — / ${fmt(memory.publish.otherCores, 2)}`, `${fmt(redis.publish.serverCores, 2)} / ${fmt(redis.publish.redisCores, 2)} / ${fmt(redis.publish.otherCores, 2)}`, ''],
     [`fan-out deliveries/s (${options.subscribers} WS subscribers, ${options.rate} msg/s)`, fmt(memory.fanout.perSecond), fmt(redis.fanout.perSecond), fmt(redis.fanout.perSecond / memory.fanout.perSecond, 2)],
     ['fan-out latency p50 / p99 / max (ms)', `${fmt(memory.fanout.p50Ms, 2)} / ${fmt(memory.fanout.p99Ms, 2)} / ${fmt(memory.fanout.maxMs, 1)}`, `${fmt(redis.fanout.p50Ms, 2)} / ${fmt(redis.fanout.p99Ms, 2)} / ${fmt(redis.fanout.maxMs, 1)}`, fmt(redis.fanout.p99Ms / memory.fanout.p99Ms, 2)],
     ['  delivered / expected, complete subscribers', `${memory.fanout.deliveries}/${memory.fanout.expected}, ${memory.fanout.complete}`, `${redis.fanout.deliveries}/${redis.fanout.expected}, ${redis.fanout.complete}`, ''],
-    ['  server CPU (cores) / Redis CPU (cores)', `${fmt(memory.fanout.serverCores, 2)} / —`, `${fmt(redis.fanout.serverCores, 2)} / ${fmt(redis.fanout.redisCores, 2)}`, ''],
+    ['  server CPU / Redis CPU / others (cores)', `${fmt(memory.fanout.serverCores, 2)} / — / ${fmt(memory.fanout.otherCores, 2)}`, `${fmt(redis.fanout.serverCores, 2)} / ${fmt(redis.fanout.redisCores, 2)} / ${fmt(redis.fanout.otherCores, 2)}`, ''],
     [`subscribe latency p50 / p99 (ms), ${options.channels} channels`, `${fmt(memory.subscribe.p50Ms, 2)} / ${fmt(memory.subscribe.p99Ms, 2)}`, `${fmt(redis.subscribe.p50Ms, 2)} / ${fmt(redis.subscribe.p99Ms, 2)}`, fmt(redis.subscribe.p99Ms / memory.subscribe.p99Ms, 2)],
     ['  Redis pub/sub channels afterwards', '—', String(redis.subscribe.redisChannels ?? '—'), ''],
   ];
@@ -483,6 +527,8 @@ function table(results: readonly EngineResult[]): string {
 
 async function main(): Promise<void> {
   log(`bench/redis.ts: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), node ${process.version}; ${JSON.stringify(options)}`);
+  const busy = await waitForQuiet(options.quietWaitS * 1000);
+  if (busy >= 0.3) log(`warning: other processes use ${busy.toFixed(2)} cores: numbers will be distorted (see "others" in the table)`);
   const redis = await startRedis();
   const redisPid = redis.pid;
   const results: EngineResult[] = [];

@@ -78,7 +78,10 @@ function resolveConfig(values: Record<string, string | boolean | undefined>, for
   api['keys'] = [...(Array.isArray(api['keys']) ? (api['keys'] as unknown[]) : []), { name: 'development', sha256: secrets.apiKeySha256, scopes: ['admin'] }];
   const channels = (raw['channels'] as Record<string, unknown> | undefined) ?? {
     defaults: {},
-    namespaces: [{ name: 'public', allowAnonymous: true, clientPublish: true, joinLeave: true }],
+    namespaces: [
+      { name: 'public', allowAnonymous: true, clientPublish: true, joinLeave: true },
+      { name: 'chat', presence: true, joinLeave: true, clientPublish: true },
+    ],
   };
   config = buildConfig(withEnvKey({ ...raw, auth, api, channels }), { env, overrides });
   return { config, ...(secrets.newApiKey === undefined ? {} : { created: secrets.newApiKey }), secretsPath: secrets.path };

@@ -127,6 +127,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
   };
 
   if (options.process === true) {
+    process.title = 'herald primary';
     if (pidFile !== undefined) writePidFile(pidFile, config.stateDir);
     const onStop = (signal: string) => {
       logger.info({ signal }, 'draining the cluster');

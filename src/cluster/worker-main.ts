@@ -44,6 +44,7 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
   // Cloned over IPC: frozen again, as the CLI hands it to a single process.
   const config = deepFreeze(message.config);
   drainTimeoutMs = config.shutdown.drainTimeoutMs;
+  process.title = `herald worker ${message.worker}`;
   const pino = createLogger(config.log.level).child({ worker: message.worker });
   logger = pino;
   const engine = createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, onOther: onMessage });

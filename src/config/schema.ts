@@ -164,7 +164,7 @@ export const ConfigSchema = Type.Object(
         inboundBurst: Type.Integer({ default: 100, minimum: 1, description: 'Token-bucket size for inbound commands.' }),
         maxConnections: Type.Integer({ default: 50000, minimum: 1, description: 'Connections in total (per node); new ones are refused with 503.' }),
         maxConnectionsPerIp: Type.Integer({ default: 1000, minimum: 1, description: 'Connections from one IP (per node); then 429.' }),
-        maxConnectionsPerUser: Type.Integer({ default: 100, minimum: 1, description: 'Connections of one user id (per node); then disconnect 3506.' }),
+        maxConnectionsPerUser: Type.Integer({ default: 100, minimum: 1, description: 'Connections of one user id (cluster-wide, from node snapshots); then WebSocket closes with 3506, SSE and long polling answer 429 connection_limit.' }),
         newConnectionsPerIpPerSecond: Type.Integer({ default: 50, minimum: 1, description: 'New connections from one IP per second (per node); then 429.' }),
         inboundHardPerSecond: Type.Integer({
           default: 500,

@@ -430,6 +430,7 @@ export class Client {
 
   ping(): void {
     const ping = this.node.config.ping;
+    if (this.transport.holdsRequest?.() === true) this.lastActivity = this.node.now();
     if (this.expectsActivity && this.node.now() - this.lastActivity > ping.intervalMs * ping.maxMissed) {
       this.disconnect('no_pong');
       return;

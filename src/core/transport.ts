@@ -26,6 +26,11 @@ export interface Transport {
    * SSE; nothing on long polling, whose poll timeout already answers).
    */
   heartbeat(ping: EncodedFrame): void;
+  /**
+   * Long polling: true while a poll is held open. A held poll is activity,
+   * however long the poll timeout.
+   */
+  holdsRequest?(): boolean;
   /** Bytes accepted by `write` and not yet handed to the kernel (or, for long polling, not yet polled). */
   bufferedBytes(): number;
   /**

@@ -54,7 +54,7 @@ export class Edge implements ConnectionGate {
     const place = this.connections.admit(limitKey(this.address.ip(request)));
     if ('refused' in place) return place;
     return {
-      fallbackToken: origin === 'allowed' ? this.cookieToken(request) : undefined,
+      fallbackToken: origin === 'allowed' || (origin === 'absent' && sameOriginFetch(request)) ? this.cookieToken(request) : undefined,
       attach: (client) => {
         void client.closed.then(() => place.release());
       },
@@ -64,7 +64,8 @@ export class Edge implements ConnectionGate {
 
   admitUser(client: Client): boolean {
     if (client.user === '') return true;
-    return client.node.hub.userClients(client.user).length <= this.#maxPerUser;
+    // This node's count now, other nodes' as of their last snapshot.
+    return client.node.userConnectionCount(client.user) <= this.#maxPerUser;
   }
 
   /** The token cookie's value, when a cookie name is configured and the request has it. */
@@ -75,4 +76,13 @@ export class Edge implements ConnectionGate {
     const value = parseCookie(header)[name];
     return value === undefined || value === '' || value.length > MAX_COOKIE_TOKEN ? undefined : value;
   }
+}
+
+/**
+ * Browsers send no Origin on a same-origin GET (an EventSource on the page's
+ * own origin), but they do send `Sec-Fetch-Site`, which scripts cannot set:
+ * `same-origin` there is as good as an allowed Origin for the cookie.
+ */
+function sameOriginFetch(request: IncomingMessage): boolean {
+  return request.headers['sec-fetch-site'] === 'same-origin';
 }

@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import { validateCommand } from '../protocol/command-decoder.ts';
 import type { FastifyInstance, FastifyReply } from 'fastify';
-import { apiErrors, decodePositions, disconnects, encodePush, type ApiErrorCode, type ConnectResult, type StreamPosition } from '../protocol/index.ts';
+import { apiErrors, decodePositions, disconnects, encodePush, replyErrors, type ApiErrorCode, type ConnectResult, type StreamPosition } from '../protocol/index.ts';
 import { CommandError, DisconnectError, type Client } from '../core/client.ts';
 import type { Node } from '../core/node.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
@@ -240,7 +240,12 @@ export async function subscribeHttpClient(client: Client, subscribe: readonly Co
       );
       outcome.flush();
     } catch (error) {
-      if (error instanceof CommandError) continue;
+      if (error instanceof CommandError) {
+        // Tell the client, as a push, what a subscribe reply would have said.
+        const entry = replyErrors[error.reply];
+        client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: entry.message })));
+        continue;
+      }
       client.node.logger.error({ err: error }, 'connect-time subscribe failed');
       client.disconnect('internal');
       return;

@@ -90,6 +90,10 @@ export class LongPollTransport implements Transport {
 
   heartbeat(): void {}
 
+  holdsRequest(): boolean {
+    return this.#waiter !== undefined;
+  }
+
   bufferedBytes(): number {
     return this.#bytes;
   }

@@ -159,6 +159,27 @@ describe('two Herald nodes sharing Redis', { skip }, () => {
     await second.close();
   });
 
+  test('long polling: a poll that lands on the other node is 404 session_unknown; reopening there with the cursor loses nothing', async () => {
+    const channel = unique('chaos:lp-wander');
+    const token = await tokens.sign('lp-wanderer');
+    const onA = await LongPollSession.open(a.url, { token, channels: [channel] });
+    assert.equal((await callApi(b, 'publish', { channel, data: { n: 1 } })).status, 200);
+    await onA.waitMarker(channel, { n: 1 });
+    assert.equal((await callApi(a, 'publish', { channel, data: { n: 2 } })).status, 200);
+    // A load balancer without stickiness sends the next poll to B: sessions are per node.
+    const stray = await new LongPollSession(b.url, { session: onA.session, seq: onA.seq, cursor: onA.cursor, messages: [] }).rawPoll(onA.seq);
+    assert.equal(stray.status, 404);
+    assert.equal(stray.body.error.code, 'session_unknown');
+    const onB = await LongPollSession.open(b.url, { token, cursor: onA.cursor });
+    await onB.waitMarker(channel, { n: 2 });
+    assert.deepEqual(
+      onB.publications(channel).map((p) => p.data.n),
+      [2],
+    );
+    await onB.close();
+    await onA.close();
+  });
+
   test('presence, join and leave span both nodes', async () => {
     const channel = unique('chat:presence');
     const alice = await ws(a, 'alice');
