@@ -9,7 +9,7 @@
  *
  *   node bench/cluster.ts [--subscribers=2000] [--messages=200] [--warmup=10]
  *     [--delivery-rates=20000,60000] [--workers=1,2] [--client-workers=2]
- *     [--drain-idle=5] [--timeout=600]
+ *     [--drain-idle=5] [--quiet-wait=60] [--timeout=600]
  *
  * Per run: deliveries/s (measured deliveries over the time from the first
  * measured publish to the last delivery), p50/p99 publish → delivery latency,
@@ -41,6 +41,7 @@ const { values } = parseArgs({
     workers: { type: 'string', default: '1,2' },
     'client-workers': { type: 'string', default: '2' },
     'drain-idle': { type: 'string', default: '5' },
+    'quiet-wait': { type: 'string', default: '60' },
     timeout: { type: 'string', default: '600' },
   },
   strict: true,
@@ -54,6 +55,7 @@ const options = {
   workers: list(values.workers),
   clientWorkers: Number(values['client-workers']),
   drainIdleMs: Number(values['drain-idle']) * 1000,
+  quietWaitMs: Number(values['quiet-wait']) * 1000,
   timeoutS: Number(values.timeout),
 };
 
@@ -98,6 +100,17 @@ function cpuSeconds(pids: readonly number[]): number {
     }
   }
   return total;
+}
+
+/** Busy CPU-seconds of the whole machine so far (all CPUs, from /proc/stat). */
+function machineBusySeconds(): number {
+  const v = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  return ((v[0] ?? 0) + (v[1] ?? 0) + (v[2] ?? 0) + (v[5] ?? 0) + (v[6] ?? 0)) / clockTicks;
+}
+
+function selfCpuSeconds(): number {
+  const u = process.cpuUsage();
+  return (u.user + u.system) / 1e6;
 }
 
 interface Server {
@@ -260,12 +273,31 @@ interface Result {
   readonly p99Ms: number;
   readonly cpuSPerMillion: number;
   readonly serverCores: number;
+  /** Cores busy with processes outside this benchmark during the measured phase. */
+  readonly otherCores: number;
   readonly errors: number;
   readonly outOfOrder: number;
   readonly duplicates: number;
 }
 
+/** Waits (at most --quiet-wait) until other processes use less than 0.3 cores; logs when they did not. */
+async function waitForQuiet(): Promise<void> {
+  const deadline = Date.now() + options.quietWaitMs;
+  for (;;) {
+    const before = machineBusySeconds();
+    const self = selfCpuSeconds();
+    await sleep(1000);
+    const busy = machineBusySeconds() - before - (selfCpuSeconds() - self);
+    if (busy < 0.3) return;
+    if (Date.now() >= deadline) {
+      log(`  note: machine not idle before the run (${busy.toFixed(2)} cores busy with other processes)`);
+      return;
+    }
+  }
+}
+
 async function runOne(workers: number, deliveryRate: number): Promise<Result> {
+  await waitForQuiet();
   const server = await startServer(workers);
   const generators = Array.from({ length: options.clientWorkers }, forkGenerator);
   try {
@@ -301,6 +333,10 @@ async function runOne(workers: number, deliveryRate: number): Promise<Result> {
     await sleep(500);
     const pids = [...server.pids];
     const cpuBefore = cpuSeconds(pids);
+    const primaryBefore = cpuSeconds(pids.slice(0, 1));
+    const machineBefore = machineBusySeconds();
+    const selfBefore = selfCpuSeconds();
+    const clientBefore = (await status()).reduce((a, s) => a + s.cpuUs, 0) / 1e6;
     const expected = ready * options.messages;
     log(`  workers=${workers}: ${ready} subscribers, ${options.messages} messages at ${rate.toFixed(1)} msg/s (${deliveryRate} deliveries/s offered)`);
     const published = await publishPaced(server, options.warmup, options.messages, rate);
@@ -317,7 +353,12 @@ async function runOne(workers: number, deliveryRate: number): Promise<Result> {
     }
     const endUs = nowUs();
     const cpu = cpuSeconds(pids) - cpuBefore;
+    const primaryCpu = cpuSeconds(pids.slice(0, 1)) - primaryBefore;
+    const machine = machineBusySeconds() - machineBefore;
+    const self = selfCpuSeconds() - selfBefore;
     const reports = await Promise.all(generators.map((g) => ask<ReportMessage>(g, { type: 'report' }, 'report', 30000)));
+    const client = reports.reduce((a, r) => a + r.cpuUs, 0) / 1e6 - clientBefore;
+    const wallS = (endUs - published.startUs) / 1e6;
     const histogram = newHistogram();
     for (const r of reports) merge(histogram, r.histogram);
     const delivered = reports.reduce((a, r) => a + r.measured, 0);
@@ -333,14 +374,17 @@ async function runOne(workers: number, deliveryRate: number): Promise<Result> {
       p50Ms: quantile(histogram, 0.5) / 1000,
       p99Ms: quantile(histogram, 0.99) / 1000,
       cpuSPerMillion: delivered > 0 ? (cpu / delivered) * 1e6 : Number.NaN,
-      serverCores: cpu / ((endUs - published.startUs) / 1e6),
+      serverCores: cpu / wallS,
+      otherCores: Math.max(0, machine - cpu - client - self) / wallS,
       errors: published.errors,
       outOfOrder: reports.reduce((a, r) => a + r.outOfOrder, 0),
       duplicates: reports.reduce((a, r) => a + r.duplicates, 0),
     };
     log(
       `  workers=${workers}: ${Math.round(result.deliveriesPerSecond)} deliveries/s, p50 ${result.p50Ms.toFixed(1)} ms, p99 ${result.p99Ms.toFixed(1)} ms, ` +
-        `${delivered}/${expected} delivered, ${result.cpuSPerMillion.toFixed(2)} CPU-s/M`,
+        `${delivered}/${expected} delivered, ${result.cpuSPerMillion.toFixed(2)} CPU-s/M` +
+        (workers > 1 ? ` (primary ${((primaryCpu / Math.max(cpu, 1e-9)) * 100).toFixed(0)} % of it)` : '') +
+        `, other processes ${result.otherCores.toFixed(2)} cores`,
     );
     return result;
   } finally {
@@ -361,12 +405,12 @@ async function main(): Promise<void> {
   const rows = results.map(
     (r) =>
       `| ${r.workers === 1 ? '1 (single process)' : `${r.workers} (cluster)`} | ${r.offered} | ${Math.round(r.deliveriesPerSecond)} | ${r.p50Ms.toFixed(1)} | ${r.p99Ms.toFixed(1)} | ` +
-      `${r.delivered}/${r.expected} | ${r.cpuSPerMillion.toFixed(2)} | ${r.serverCores.toFixed(2)} |`,
+      `${r.delivered}/${r.expected} | ${r.cpuSPerMillion.toFixed(2)} | ${r.serverCores.toFixed(2)} | ${r.otherCores.toFixed(2)} |`,
   );
   process.stdout.write(
     [
-      '| workers | offered deliveries/s | deliveries/s | p50 ms | p99 ms | delivered | server CPU-s per M | server cores busy |',
-      '|---|---|---|---|---|---|---|---|',
+      '| workers | offered deliveries/s | deliveries/s | p50 ms | p99 ms | delivered | server CPU-s per M | server cores busy | other processes, cores |',
+      '|---|---|---|---|---|---|---|---|---|',
       ...rows,
       '',
     ].join('\n'),

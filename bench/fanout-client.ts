@@ -135,7 +135,12 @@ function openRawWs(sub: number, cfg: StartMessage): Promise<void> {
     });
     ws.on('message', (data: RawData) => {
       const now = nowUs();
-      const payload = parseJson(data.toString());
+      const parsed = parseJson(data.toString());
+      // the bare payload, or (--raw-frame=envelope) a publication-shaped wrapper
+      const payload =
+        typeof parsed === 'object' && parsed !== null && (parsed as Record<string, unknown>).push === 'publication'
+          ? (parsed as Record<string, unknown>).data
+          : parsed;
       if (isPayload(payload)) deliver(sub, payload, now);
       else bump(otherFrames, 'raw-unexpected');
     });

@@ -8,7 +8,8 @@
  *     [--transports=raw-ws,websocket,sse,long-poll]
  *     [--delivery-rate=10000 | --rate=MSG_PER_S] [--warmup=5] [--client-workers=2]
  *     [--concurrency=100] [--settle=3] [--drain-idle=5] [--quiet-wait=30]
- *     [--long-poll-max=2000] [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"]
+ *     [--long-poll-max=2000] [--raw-frame=payload|envelope]
+ *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"]
  *     [--timeout=900] [--json=FILE]
  *
  * The publish rate is the same for every target of one N: --rate messages per
@@ -75,7 +76,18 @@ interface Options {
   quietWaitMs: number;
   /** extra node flags for the server process, e.g. `--cpu-prof --cpu-prof-dir=/tmp/prof` */
   serverNodeArgs: string[];
+  /**
+   * What the raw baseline broadcasts: the bare 100-byte payload (default), or
+   * the payload wrapped in a Herald-sized publication envelope, to separate
+   * the cost of the protocol's extra bytes from the cost of Herald's code.
+   */
+  rawFrame: 'payload' | 'envelope';
   json: string | undefined;
+}
+
+function rawFrame(text: string): 'payload' | 'envelope' {
+  if (text === 'payload' || text === 'envelope') return text;
+  throw new Error('--raw-frame must be payload or envelope');
 }
 
 function parseOptions(): Options {
@@ -95,6 +107,7 @@ function parseOptions(): Options {
       'drain-idle': { type: 'string', default: '5' },
       'quiet-wait': { type: 'string', default: '30' },
       'server-node-args': { type: 'string', default: '' },
+      'raw-frame': { type: 'string', default: 'payload' },
       json: { type: 'string' },
       help: { type: 'boolean', default: false },
     },
@@ -131,6 +144,7 @@ function parseOptions(): Options {
     drainIdleMs: Number(values['drain-idle']) * 1000,
     quietWaitMs: Number(values['quiet-wait']) * 1000,
     serverNodeArgs: values['server-node-args'].split(' ').filter((a) => a !== ''),
+    rawFrame: rawFrame(values['raw-frame']),
     json: values.json,
   };
 }
@@ -417,7 +431,7 @@ interface PublishStats {
 }
 
 /** Publishes seq first … first+count-1 at `rate` messages per second. */
-async function publishPaced(server: Server, first: number, count: number, rate: number): Promise<PublishStats> {
+async function publishPaced(server: Server, first: number, count: number, rate: number, rawFrame: Options['rawFrame']): Promise<PublishStats> {
   const stats: PublishStats = { errors: 0, firstError: undefined, startUs: nowUs() };
   const intervalMs = 1000 / rate;
   const start = performance.now();
@@ -427,7 +441,12 @@ async function publishPaced(server: Server, first: number, count: number, rate: 
     if (wait > 1) await sleep(wait);
     while (inflight.size >= 64) await Promise.race(inflight);
     const payload = makePayload(first + i, nowUs());
-    const body = server.apiKey === undefined ? payload : `{"channel":"${CHANNEL}","data":${payload}}`;
+    const body =
+      server.apiKey !== undefined
+        ? `{"channel":"${CHANNEL}","data":${payload}}`
+        : rawFrame === 'envelope'
+          ? `{"push":"publication","channel":"${CHANNEL}","offset":${first + i + 1},"data":${payload}}`
+          : payload;
     const p: Promise<void> = publishOnce(server, body)
       .catch((err: unknown) => {
         // a kept-alive socket the server just closed: one retry
@@ -568,7 +587,7 @@ async function runOne(target: Transport, n: number, options: Options, rate: numb
 
     // warm-up: JIT and buffers, not measured
     if (options.warmup > 0) {
-      const warm = await publishPaced(server, 0, options.warmup, rate);
+      const warm = await publishPaced(server, 0, options.warmup, rate, options.rawFrame);
       if (warm.errors > 0) notes.push(`warm-up publish errors: ${warm.errors} (${warm.firstError ?? ''})`);
       const deadline = Date.now() + 10000;
       while (Date.now() < deadline) {
@@ -587,7 +606,7 @@ async function runOne(target: Transport, n: number, options: Options, rate: numb
     const selfBefore = selfCpuSeconds();
     const expected = ready * options.messages;
     log(`  ${target} N=${n}: publishing ${options.messages} × ${PAYLOAD_BYTES} B at ${rate.toFixed(1)} msg/s`);
-    const published = await publishPaced(server, options.warmup, options.messages, rate);
+    const published = await publishPaced(server, options.warmup, options.messages, rate, options.rawFrame);
     const publishS = (nowUs() - published.startUs) / 1e6;
     if (published.errors > 0) notes.push(`publish errors: ${published.errors} (${published.firstError ?? ''})`);
     let last = -1;
@@ -804,6 +823,9 @@ async function main(): Promise<void> {
     }
   }
   const out = [
+    `subscribers ${options.subscribers.join(', ')}; ${options.messages} messages of ${PAYLOAD_BYTES} B (+${options.warmup} warm-up); ` +
+      `${options.rate === undefined ? `${options.deliveryRate} deliveries/s offered` : `${options.rate} msg/s`}; ` +
+      `raw baseline frame: ${options.rawFrame}; ${options.clientWorkers} load-generator processes; ${cpus().length} CPUs; node ${process.version}`,
     '',
     table(results),
     '',

@@ -52,13 +52,25 @@ describe('cluster mode (2 workers, real processes)', { timeout: 120000 }, () => 
     return client;
   }
 
-  /** Starts a subscriber and tells which of the two pinned workers took its connection. */
+  /**
+   * Starts a subscriber and tells which of the two pinned workers took its
+   * connection: the one whose live connection count grew by one while the
+   * other's did not (connections of stopped clients may still be closing:
+   * when the counts are ambiguous, the client is stopped and another tried).
+   */
   async function placed(pins: readonly [Pinned, Pinned], channel: string, from?: { epoch: string; offset: number }): Promise<{ client: RecoveringWs; worker: 0 | 1 }> {
-    const before = await pins[0].connections();
-    const client = subscriber(channel, from);
-    await client.start();
-    const worker = (await pins[0].connections()) > before ? 0 : 1;
-    return { client, worker };
+    for (let attempt = 0; attempt < 10; attempt++) {
+      const before = await Promise.all(pins.map((p) => p.connections()));
+      const client = subscriber(channel, from);
+      await client.start();
+      const after = await Promise.all(pins.map((p) => p.connections()));
+      const grew = after.map((n, i) => n - before[i]!);
+      if (grew[0] === 1 && grew[1] === 0) return { client, worker: 0 };
+      if (grew[1] === 1 && grew[0] === 0) return { client, worker: 1 };
+      client.stop();
+      await sleep(200);
+    }
+    throw new Error('could not tell which worker took a connection');
   }
 
   function workerOfNode(node: string): { worker: number; pid: number; slot: number } {

@@ -61,6 +61,14 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
   const proxies: RedisProxy[] = [];
   let followers: Follower[] = [];
   let publisher: Publisher | undefined;
+  /** Per test: a token secret shared by its nodes, and a key prefix of its own. */
+  let tokens = new Tokens();
+  let prefix = uniquePrefix('chaos');
+
+  function fresh(label: string): void {
+    tokens = new Tokens();
+    prefix = uniquePrefix(label);
+  }
 
   before(async () => {
     redis = await RedisServer.start();
@@ -91,7 +99,7 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
   async function node(name: string, options: { redisUrl?: string; ownEngine?: boolean; engine?: Record<string, unknown> } = {}): Promise<RedisHerald> {
     const h = await startRedisHerald(name, {
       redisUrl: options.redisUrl ?? redis.url,
-      prefix: prefixOf,
+      prefix: prefix,
       tokens,
       ownEngine: options.ownEngine ?? false,
       engine: { probeIntervalMs: 500, redisCommandTimeoutMs: 1000, ...(options.engine ?? {}) },
@@ -99,8 +107,6 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     nodes.push(h);
     return h;
   }
-  let tokens = new Tokens();
-  let prefixOf = uniquePrefix('chaos');
 
   async function startAll(list: Follower[]): Promise<void> {
     followers = list;
@@ -114,8 +120,7 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
   }
 
   test(`30: Redis down ${OUTAGE_MS / 1000} s: publish answers 503, health degraded; after it returns, cross-node delivery resumes within 5 s and nothing acknowledged is lost`, async () => {
-    tokens = new Tokens();
-    prefixOf = uniquePrefix('c30');
+    fresh('c30');
     const a = await node('A');
     const b = await node('B');
     const channel = 'chaos:c30';
@@ -183,8 +188,7 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
   });
 
   test('31: pub/sub connection killed (CLIENT KILL TYPE pubsub), and lost silently with TCP up: resubscribe, resynchronize, no silent gap; the probe reports it', async () => {
-    tokens = new Tokens();
-    prefixOf = uniquePrefix('c31');
+    fresh('c31');
     const proxy = new RedisProxy(redis.port);
     await proxy.listen();
     proxies.push(proxy);
@@ -246,8 +250,7 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
   });
 
   test('32: FLUSHALL: the epoch changes; live and returning clients get recovered:false, never wrong history', async () => {
-    tokens = new Tokens();
-    prefixOf = uniquePrefix('c32');
+    fresh('c32');
     const a = await node('A');
     const b = await node('B');
     const channel = 'chaos:c32';
@@ -270,10 +273,10 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     const epochs = [...new Set(publisher.acked.map((x) => x.epoch))];
     assert.equal(epochs.length, 2, `one epoch before and one after: ${epochs.join(',')}`);
     const newEpoch = epochs[1]!;
-    const fresh = publisher.acked.filter((x) => x.epoch === newEpoch);
+    const inNewEpoch = publisher.acked.filter((x) => x.epoch === newEpoch);
     assert.deepEqual(
-      fresh.map((x) => x.offset),
-      fresh.map((_, i) => i + 1),
+      inNewEpoch.map((x) => x.offset),
+      inNewEpoch.map((_, i) => i + 1),
       'the new stream starts at offset 1, contiguous',
     );
     for (const f of followers) {
@@ -299,14 +302,13 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
   });
 
   test('32b: a stream whose epoch record is lost but whose history list survives (eviction) never serves the old entries under the new epoch', async () => {
-    tokens = new Tokens();
-    prefixOf = uniquePrefix('c32b');
+    fresh('c32b');
     const a = await node('A');
     const channel = 'chaos:c32b';
     for (let n = 1; n <= 5; n++) assert.equal((await callApi(a, 'publish', { channel, data: { n } })).status, 200);
     const old = (await callApi(a, 'history', { channel, limit: 0 })).body;
     // What allkeys-lru eviction (or an operator's DEL) can do: one key of the stream goes, the other stays.
-    assert.equal(await redis.command('DEL', `${prefixOf}:{${channel}}:meta`), 1);
+    assert.equal(await redis.command('DEL', `${prefix}:{${channel}}:meta`), 1);
     const reader = await wsClient(a, 'reader');
     const subscribed = await reader.call('subscribe', { channel });
     assert.notEqual(subscribed.epoch, old.epoch, 'a new epoch');
@@ -335,8 +337,7 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
   });
 
   test('33: slow Redis (3 s latency, 500 ms timeouts) and stalled Redis: every call times out, nothing hangs, queues stay bounded; it all works again afterwards', async () => {
-    tokens = new Tokens();
-    prefixOf = uniquePrefix('c33');
+    fresh('c33');
     const proxy = new RedisProxy(redis.port);
     await proxy.listen();
     proxies.push(proxy);
@@ -408,13 +409,12 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
   });
 
   test('33b: stalled Redis: a subscribe is still answered (116) and SIGTERM still exits within the drain timeout', async () => {
-    tokens = new Tokens();
-    prefixOf = uniquePrefix('c33b');
+    fresh('c33b');
     const proxy = new RedisProxy(redis.port);
     await proxy.listen();
     proxies.push(proxy);
     const drainTimeoutMs = 3000;
-    const a = await spawnRedisHerald('A', { redisUrl: proxy.url, prefix: prefixOf, tokens, drainTimeoutMs, engine: { redisCommandTimeoutMs: 500, probeIntervalMs: 500 } });
+    const a = await spawnRedisHerald('A', { redisUrl: proxy.url, prefix: prefix, tokens, drainTimeoutMs, engine: { redisCommandTimeoutMs: 500, probeIntervalMs: 500 } });
     const follower = new WsFollower({ name: 'ws-A', channel: 'chaos:c33b', tokens, targets: () => [a] });
     await startAll([follower]);
     const client = await RtWsClient.connect(a.wsUrl, await tokens.sign('late'));
@@ -435,12 +435,11 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
   });
 
   test('31b: a pub/sub connection that drops again while resubscribing (flapping) does not take Herald down', async () => {
-    tokens = new Tokens();
-    prefixOf = uniquePrefix('c31b');
+    fresh('c31b');
     const proxy = new RedisProxy(redis.port);
     await proxy.listen();
     proxies.push(proxy);
-    const a = await spawnRedisHerald('A', { redisUrl: proxy.url, prefix: prefixOf, tokens, engine: { redisCommandTimeoutMs: 2000, probeIntervalMs: 500 } });
+    const a = await spawnRedisHerald('A', { redisUrl: proxy.url, prefix: prefix, tokens, engine: { redisCommandTimeoutMs: 2000, probeIntervalMs: 500 } });
     const channel = 'chaos:c31b';
     await startAll([new WsFollower({ name: 'ws-A', channel, tokens, targets: () => [a] })]);
     publisher = new Publisher(channel, () => [a], { intervalMs: 20 });
@@ -466,10 +465,9 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
   });
 
   test('34: SIGTERM drains one of two nodes: its clients get 3001, reconnect to the other node and recover with no acknowledged publication lost', async () => {
-    tokens = new Tokens();
-    prefixOf = uniquePrefix('c34');
-    const a: SpawnedHerald = await spawnRedisHerald('A', { redisUrl: redis.url, prefix: prefixOf, tokens, drainTimeoutMs: 10000 });
-    const b: SpawnedHerald = await spawnRedisHerald('B', { redisUrl: redis.url, prefix: prefixOf, tokens });
+    fresh('c34');
+    const a: SpawnedHerald = await spawnRedisHerald('A', { redisUrl: redis.url, prefix: prefix, tokens, drainTimeoutMs: 10000 });
+    const b: SpawnedHerald = await spawnRedisHerald('B', { redisUrl: redis.url, prefix: prefix, tokens });
     const channel = 'chaos:c34';
     let aAlive = true;
     await startAll(followersFor(channel, tokens, a, b, () => [a, b]));
@@ -506,8 +504,8 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     { todo: 'Herald closes the listener and idle keep-alive sockets before the drain, so the next poll is refused and the queued 3001 is never read' },
     async () => {
       tokens = new Tokens();
-      prefixOf = uniquePrefix('c34b');
-      const a = await spawnRedisHerald('A', { redisUrl: redis.url, prefix: prefixOf, tokens, drainTimeoutMs: 5000 });
+      prefix = uniquePrefix('c34b');
+      const a = await spawnRedisHerald('A', { redisUrl: redis.url, prefix: prefix, tokens, drainTimeoutMs: 5000 });
       const opened = await fetch(`${a.url}/connection/poll/open`, {
         method: 'POST',
         headers: { 'content-type': 'application/json' },
