@@ -5,7 +5,7 @@
 import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { SignJWT } from 'jose';
-import { buildConfig, ConfigError, loadConfig } from '../config/load.ts';
+import { buildConfig, ConfigError, loadConfig, readConfigFile } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { renderConfigDocs } from '../config/docs.ts';
 import { parseJsonSafely } from '../protocol/command-decoder.ts';
@@ -21,6 +21,7 @@ const usage = `herald ${version}
 
 Usage:
   herald serve [--config FILE] [--host HOST] [--port PORT] [--log-level LEVEL] [--workers N|auto]
+               [--engine memory|redis] [--redis-url URL]
   herald reload [--config FILE | --state-dir DIR]
   herald token --sub USER [--ttl SECONDS] [--info JSON] [--config FILE]
   herald keys create --name NAME --scopes publish,read,admin [--expires ISO-TIME] [--config FILE | --state-dir DIR]
@@ -49,8 +50,10 @@ function resolveConfig(values: Record<string, string | boolean | undefined>, for
     ...(values['host'] !== undefined ? { host: values['host'] as string } : {}),
     ...(port !== undefined ? { port } : {}),
     ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] as string } : {}),
+    ...(values['engine'] !== undefined ? { engine: values['engine'] as string } : {}),
+    ...(values['redis-url'] !== undefined ? { redisUrl: values['redis-url'] as string } : {}),
   };
-  const raw: Record<string, unknown> = file ? readRaw(file) : { mode: 'development' };
+  const raw: Record<string, unknown> = file ? readConfigFile(file) : { mode: 'development' };
   const envKey = env['HERALD_API_KEY'];
   const withEnvKey = (r: Record<string, unknown>): Record<string, unknown> => {
     if (envKey === undefined || envKey === '') return r;
@@ -85,20 +88,6 @@ function resolveConfig(values: Record<string, string | boolean | undefined>, for
   };
   config = buildConfig(withEnvKey({ ...raw, auth, api, channels }), { env, overrides });
   return { config, ...(secrets.newApiKey === undefined ? {} : { created: secrets.newApiKey }), secretsPath: secrets.path };
-}
-
-function readRaw(file: string): Record<string, unknown> {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (error) {
-    throw new ConfigError([`cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`]);
-  }
-  const parsed = parseJsonSafely(text);
-  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-    throw new ConfigError([`config file ${file} is not a JSON object (or contains __proto__/constructor keys)`]);
-  }
-  return parsed as Record<string, unknown>;
 }
 
 function parseWorkers(value: string): number | 'auto' {
@@ -287,6 +276,8 @@ async function main(): Promise<void> {
       host: { type: 'string' },
       port: { type: 'string' },
       'log-level': { type: 'string' },
+      engine: { type: 'string' },
+      'redis-url': { type: 'string' },
       sub: { type: 'string' },
       ttl: { type: 'string' },
       info: { type: 'string' },

@@ -22,7 +22,7 @@ export interface ConfigSources {
   readonly file?: string | undefined;
   readonly env: Readonly<Record<string, string | undefined>>;
   /** Flag overrides already parsed by the CLI. */
-  readonly overrides?: Readonly<Partial<{ host: string; port: number; logLevel: string }>>;
+  readonly overrides?: Readonly<Partial<{ host: string; port: number; logLevel: string; engine: string; redisUrl: string }>>;
 }
 
 /** Environment variables read at start-up; documented in docs/config.md. */
@@ -39,23 +39,23 @@ export const environmentVariables = {
 
 export function loadConfig(sources: ConfigSources): Config {
   const file = sources.file ?? sources.env['HERALD_CONFIG'];
-  let raw: Record<string, unknown>;
-  if (file !== undefined && file !== '') {
-    let text: string;
-    try {
-      text = readFileSync(file, 'utf8');
-    } catch (error) {
-      throw new ConfigError([`cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`]);
-    }
-    const parsed = parseJsonSafely(text);
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      throw new ConfigError([`config file ${file} is not a JSON object (or contains __proto__/constructor keys)`]);
-    }
-    raw = parsed as Record<string, unknown>;
-  } else {
-    raw = { mode: 'development' };
-  }
+  const raw = file !== undefined && file !== '' ? readConfigFile(file) : { mode: 'development' };
   return buildConfig(raw, sources);
+}
+
+/** Reads a JSON config file as an untrusted object (no `__proto__`/`constructor` keys). */
+export function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new ConfigError([`cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`]);
+  }
+  const parsed = parseJsonSafely(text);
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError([`config file ${file} is not a JSON object (or contains __proto__/constructor keys)`]);
+  }
+  return parsed as Record<string, unknown>;
 }
 
 /** Applies env and flag overrides to a raw object, then validates it. */
@@ -87,6 +87,8 @@ export function buildConfig(raw: Record<string, unknown>, sources: Omit<ConfigSo
   if (flags.host !== undefined) section('listen')['host'] = flags.host;
   if (flags.port !== undefined) section('listen')['port'] = flags.port;
   if (flags.logLevel !== undefined) section('log')['level'] = flags.logLevel;
+  if (flags.engine !== undefined) section('engine')['type'] = flags.engine;
+  if (flags.redisUrl !== undefined) section('engine')['redisUrl'] = flags.redisUrl;
 
   const withDefaults = Value.Default(ConfigSchema, Value.Clone(value));
   for (const error of Value.Errors(ConfigSchema, withDefaults)) {
