@@ -13,16 +13,18 @@
  *    (20/s × 500 = 10 000 deliveries/s offered, what one 2-core machine
  *    sustains without queueing, as in bench/fanout.ts);
  *    deliveries/s, publish → delivery latency (p50, p99, max) and
- *    completeness;
+ *    completeness; then --max-rate per second (3 s worth), more than the
+ *    machine carries: the deliveries/s achieved is the fan-out capacity;
  * 3. subscribe cost with many channels: --channels distinct channels
  *    subscribed over WebSocket (128 per connection), latency of each
  *    `subscribe` (p50, p99) and, for Redis, the number of pub/sub channels
  *    Redis then holds (one SUBSCRIBE per Herald channel with local subscribers).
  *
- * Server and Redis CPU are read from /proc. The table at the end gives the
- * ratios redis/memory.
+ * Server and Redis CPU are read from /proc. The engines alternate for
+ * --rounds rounds (a disturbance of the machine hits both alike); the table
+ * gives per-metric medians and the ratios redis/memory.
  *
- *   node bench/redis.ts [--subscribers=500] [--messages=1000] [--rate=20]
+ *   node bench/redis.ts [--rounds=3] [--subscribers=500] [--messages=400] [--rate=20] [--max-rate=200]
  *     [--publishers=8] [--publish-seconds=5] [--channels=1000]
  *     [--redis-url=redis://127.0.0.1:PORT] [--quiet-wait=60] [--json=FILE]
  *
@@ -50,8 +52,10 @@ const log = (line: string): void => void process.stderr.write(`${line}\n`);
 const { values } = parseArgs({
   options: {
     subscribers: { type: 'string', default: '500' },
-    messages: { type: 'string', default: '1000' },
+    messages: { type: 'string', default: '400' },
+    rounds: { type: 'string', default: '3' },
     rate: { type: 'string', default: '20' },
+    'max-rate': { type: 'string', default: '200' },
     warmup: { type: 'string', default: '20' },
     publishers: { type: 'string', default: '8' },
     'publish-seconds': { type: 'string', default: '5' },
@@ -64,7 +68,9 @@ const { values } = parseArgs({
 const options = {
   subscribers: Number(values.subscribers),
   messages: Number(values.messages),
+  rounds: Number(values.rounds),
   rate: Number(values.rate),
+  maxRate: Number(values['max-rate']),
   warmup: Number(values.warmup),
   publishers: Number(values.publishers),
   publishSeconds: Number(values['publish-seconds']),
@@ -369,7 +375,7 @@ interface FanoutResult {
   readonly apiP99Ms: number;
 }
 
-async function fanout(server: Server, redisPid: number | undefined): Promise<FanoutResult> {
+async function fanout(server: Server, redisPid: number | undefined, rate: number, messages: number): Promise<FanoutResult> {
   const worker = fork(join(ROOT, 'bench/fanout-client.ts'), [], { cwd: ROOT, execPath: process.execPath, stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   children.add(worker);
   const waiters = new Map<string, (message: FromClient) => void>();
@@ -389,7 +395,7 @@ async function fanout(server: Server, redisPid: number | undefined): Promise<Fan
     });
   const n = options.subscribers;
   const connected = await ask<ConnectedMessage>(
-    { type: 'start', transport: 'websocket', hostPort: `127.0.0.1:${server.port}`, count: n, concurrency: 50, warmup: options.warmup, messages: options.messages, connectTimeoutMs: 20000 },
+    { type: 'start', transport: 'websocket', hostPort: `127.0.0.1:${server.port}`, count: n, concurrency: 50, warmup: options.warmup, messages, connectTimeoutMs: 20000 },
     'connected',
     120000,
   );
@@ -399,7 +405,7 @@ async function fanout(server: Server, redisPid: number | undefined): Promise<Fan
   const agent = new http.Agent({ keepAlive: true, maxSockets: 1 });
   const apiHistogram = newHistogram();
   const send = async (first: number, count: number): Promise<number> => {
-    const interval = 1e6 / options.rate;
+    const interval = 1e6 / rate;
     const start = nowUs();
     const inFlight: Promise<unknown>[] = [];
     for (let i = 0; i < count; i++) {
@@ -415,8 +421,8 @@ async function fanout(server: Server, redisPid: number | undefined): Promise<Fan
   await send(0, options.warmup);
   await sleep(500);
   const window = cpuWindow([server.child.pid, redisPid, worker.pid]);
-  const startUs = await send(options.warmup, options.messages);
-  const expected = connected.ready * options.messages;
+  const startUs = await send(options.warmup, messages);
+  const expected = connected.ready * messages;
   let last = -1;
   let idleSince = Date.now();
   for (;;) {
@@ -509,6 +515,8 @@ interface EngineResult {
   readonly engine: Engine;
   readonly publish: PublishResult;
   readonly fanout: FanoutResult;
+  /** Fan-out offered more than the machine can carry: deliveries/s is the capacity. */
+  readonly capacity: FanoutResult;
   readonly subscribe: SubscribeResult;
 }
 
@@ -525,6 +533,8 @@ function table(results: readonly EngineResult[]): string {
     ['  publish API p99 meanwhile (ms)', fmt(memory.fanout.apiP99Ms, 2), fmt(redis.fanout.apiP99Ms, 2), ''],
     ['  delivered / expected, complete subscribers', `${memory.fanout.deliveries}/${memory.fanout.expected}, ${memory.fanout.complete}`, `${redis.fanout.deliveries}/${redis.fanout.expected}, ${redis.fanout.complete}`, ''],
     ['  server CPU / Redis CPU / others (cores)', `${fmt(memory.fanout.serverCores, 2)} / — / ${fmt(memory.fanout.otherCores, 2)}`, `${fmt(redis.fanout.serverCores, 2)} / ${fmt(redis.fanout.redisCores, 2)} / ${fmt(redis.fanout.otherCores, 2)}`, ''],
+    [`fan-out capacity, deliveries/s (${options.maxRate} msg/s offered)`, fmt(memory.capacity.perSecond), fmt(redis.capacity.perSecond), fmt(redis.capacity.perSecond / memory.capacity.perSecond, 2)],
+    ['  delivered / expected; server CPU / others (cores)', `${memory.capacity.deliveries}/${memory.capacity.expected}; ${fmt(memory.capacity.serverCores, 2)} / ${fmt(memory.capacity.otherCores, 2)}`, `${redis.capacity.deliveries}/${redis.capacity.expected}; ${fmt(redis.capacity.serverCores, 2)} / ${fmt(redis.capacity.otherCores, 2)}`, ''],
     [`subscribe latency p50 / p99 (ms), ${options.channels} channels`, `${fmt(memory.subscribe.p50Ms, 2)} / ${fmt(memory.subscribe.p99Ms, 2)}`, `${fmt(redis.subscribe.p50Ms, 2)} / ${fmt(redis.subscribe.p99Ms, 2)}`, fmt(redis.subscribe.p99Ms / memory.subscribe.p99Ms, 2)],
     ['  Redis pub/sub channels afterwards', '—', String(redis.subscribe.redisChannels ?? '—'), ''],
   ];
@@ -533,34 +543,55 @@ function table(results: readonly EngineResult[]): string {
   return [line(['', 'memory', 'redis', 'redis/memory']), `|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|')}|`, ...rows.map(line)].join('\n');
 }
 
+/** Per-field median over rounds (numbers only; the first round's other fields). */
+function median<T>(list: readonly T[]): T {
+  const first = list[0] as Record<string, unknown>;
+  const out: Record<string, unknown> = {};
+  for (const [key, value] of Object.entries(first)) {
+    if (typeof value === 'number') {
+      const sorted = list.map((item) => (item as Record<string, number>)[key]!).sort((a, b) => a - b);
+      out[key] = sorted[Math.floor((sorted.length - 1) / 2)];
+    } else if (typeof value === 'object' && value !== null) {
+      out[key] = median(list.map((item) => (item as Record<string, unknown>)[key]));
+    } else out[key] = value;
+  }
+  return out as T;
+}
+
 async function main(): Promise<void> {
   log(`bench/redis.ts: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), node ${process.version}; ${JSON.stringify(options)}`);
   const busy = await waitForQuiet(options.quietWaitS * 1000);
   if (busy >= 0.3) log(`warning: other processes use ${busy.toFixed(2)} cores: numbers will be distorted (see "others" in the table)`);
   const redis = await startRedis();
   const redisPid = redis.pid;
-  const results: EngineResult[] = [];
+  const rounds: Record<Engine, EngineResult[]> = { memory: [], redis: [] };
   try {
-    for (const engine of ['memory', 'redis'] as const) {
-      const server = await startHerald(engine, redis.url);
-      try {
-        log(`${engine}: publish throughput…`);
-        const publishResult = await publishThroughput(server, engine === 'redis' ? redisPid : undefined);
-        log(`${engine}: fan-out to ${options.subscribers} WebSocket subscribers…`);
-        const fanoutResult = await fanout(server, engine === 'redis' ? redisPid : undefined);
-        log(`${engine}: subscribing to ${options.channels} channels…`);
-        const subscribeResult = await manyChannels(server, redis.url);
-        results.push({ engine, publish: publishResult, fanout: fanoutResult, subscribe: subscribeResult });
-      } finally {
-        await server.stop();
+    // Engines alternate, round after round: a disturbance hits both alike; the table shows medians.
+    for (let round = 1; round <= options.rounds; round++) {
+      for (const engine of ['memory', 'redis'] as const) {
+        const server = await startHerald(engine, redis.url);
+        try {
+          log(`round ${round}, ${engine}: publish throughput…`);
+          const publishResult = await publishThroughput(server, engine === 'redis' ? redisPid : undefined);
+          log(`round ${round}, ${engine}: fan-out to ${options.subscribers} WebSocket subscribers…`);
+          const fanoutResult = await fanout(server, engine === 'redis' ? redisPid : undefined, options.rate, options.messages);
+          log(`round ${round}, ${engine}: fan-out capacity (${options.maxRate} msg/s offered)…`);
+          const capacityResult = await fanout(server, engine === 'redis' ? redisPid : undefined, options.maxRate, options.maxRate * 3);
+          log(`round ${round}, ${engine}: subscribing to ${options.channels} channels…`);
+          const subscribeResult = await manyChannels(server, redis.url);
+          rounds[engine].push({ engine, publish: publishResult, fanout: fanoutResult, capacity: capacityResult, subscribe: subscribeResult });
+        } finally {
+          await server.stop();
+        }
       }
     }
   } finally {
     redis.stop();
   }
+  const results = [median(rounds.memory), median(rounds.redis)];
   const text = table(results);
-  process.stdout.write(`${text}\n`);
-  if (options.json !== undefined) writeFileSync(options.json, JSON.stringify({ options, results }, null, 2));
+  process.stdout.write(`${text}\n(median of ${options.rounds} rounds)\n`);
+  if (options.json !== undefined) writeFileSync(options.json, JSON.stringify({ options, rounds, medians: results }, null, 2));
 }
 
 main().then(

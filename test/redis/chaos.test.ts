@@ -196,6 +196,10 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     const b = await node('B');
     const channel = 'chaos:c31';
     await startAll(followersFor(channel, tokens, a, b));
+    // A subscription without history is not resynchronized (it has no
+    // position): it must simply keep receiving after the resubscription.
+    const plain = await wsClient(a, 'plain');
+    await plain.call('subscribe', { channel: 'nohistory:c31' });
     publisher = new Publisher(channel, () => [b], { intervalMs: 10 });
     publisher.start();
     await sleep(500);
@@ -220,6 +224,12 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
       describe: () => followers.map((f) => f.summary()).join('\n'),
     });
     const resyncMs = Date.now() - killedAt;
+    let tick = 0;
+    await eventually(async () => {
+      await callApi(b, 'publish', { channel: 'nohistory:c31', data: { tick: ++tick } });
+      return plain.publications('nohistory:c31').length > 0 ? true : undefined;
+    }, 'a channel without history delivers again after the pub/sub connection came back');
+    assert.ok(plain.isOpen, 'a subscription without history stays open');
     await sleep(500);
     console.log(`  CLIENT KILL TYPE pubsub: ${killed} connections; every follower resynchronized within ${resyncMs} ms; /health degraded seen ${degradedSeen.length} times (${[...new Set(degradedSeen)].join('; ') || 'reconnect faster than the poll'})`);
 
