@@ -296,7 +296,7 @@ function startServer(target: Transport, nodeArgs: string[]): Promise<Server> {
     server.problemCount++;
     if (server.problems.length < 5) server.problems.push(line.slice(0, 400));
   };
-  return new Promise((resolve, reject) => {
+  const started = new Promise<Server>((resolve, reject) => {
     let listening = false;
     const timer = setTimeout(() => {
       reject(new Error(`${target}: no "listening" log line within 30 s; last output:\n${server.tail.join('\n')}`));
@@ -335,6 +335,12 @@ function startServer(target: Transport, nodeArgs: string[]): Promise<Server> {
         reject(new Error(`${target}: server exited (${code ?? signal}) before listening; output:\n${server.tail.join('\n')}`));
       }
     });
+  });
+  // a server that never listened is stopped and its config removed here, since runOne never gets it
+  return started.catch(async (err: unknown) => {
+    await stopChild(child, 1000);
+    cleanup();
+    throw err;
   });
 }
 
@@ -629,6 +635,7 @@ async function runOne(target: Transport, n: number, options: Options, rate: numb
       await sleep(100);
     }
     const cpuAfter = cpuSeconds(server.pid);
+    const cpuEndUs = nowUs();
     const machineAfter = machineBusySeconds();
     const selfAfter = selfCpuSeconds();
     const reports = await Promise.all(workers.map((w) => ask<ReportMessage>(w, { type: 'report' }, 'report', 30000)));
@@ -645,7 +652,6 @@ async function runOne(target: Transport, n: number, options: Options, rate: numb
       for (const [k, v] of Object.entries(r.closeReasons)) closeReasons[k] = (closeReasons[k] ?? 0) + v;
       for (const [k, v] of Object.entries(r.otherFrames)) otherFrames[k] = (otherFrames[k] ?? 0) + v;
     }
-    const cpuEndUs = nowUs();
     const serverUserS = cpuAfter.user - cpuBefore.user;
     const serverSystemS = cpuAfter.system - cpuBefore.system;
     const serverCpuS = serverUserS + serverSystemS;
@@ -716,6 +722,10 @@ function fmt(n: number, digits: number): string {
   return Number.isFinite(n) ? n.toFixed(digits) : 'n/a';
 }
 
+function times(ratio: number): string {
+  return Number.isFinite(ratio) ? `${ratio.toFixed(2)}×` : 'no baseline';
+}
+
 function table(results: Result[]): string {
   const lines = [
     '| transport | subscribers | msg/s | deliveries/s | delivery ratio | p50 ms | p99 ms | server CPU-s per 1M deliveries | idle KiB per connection | connect s | other load (cores) |',
@@ -750,7 +760,7 @@ function ratios(results: Result[]): string {
     const verdict = (value: number, limit: number | undefined): string =>
       limit === undefined ? '—' : !Number.isFinite(value) ? 'no baseline' : `≤ ${limit} ${value <= limit ? 'met' : '**missed**'}`;
     lines.push(
-      `| ${r.target} | ${r.subscribers} | ${fmt(cpu, 2)}× | ${verdict(cpu, target.cpu)} | ${fmt(mem, 2)}× | ${verdict(mem, target.memory)} | ${r.ratio === 1 ? 'met' : '**missed**'} |`,
+      `| ${r.target} | ${r.subscribers} | ${times(cpu)} | ${verdict(cpu, target.cpu)} | ${times(mem)} | ${verdict(mem, target.memory)} | ${r.ratio === 1 ? 'met' : '**missed**'} |`,
     );
   }
   return lines.join('\n');

@@ -7,6 +7,7 @@
 import { randomUUID } from 'node:crypto';
 import {
   disconnects,
+  encodePositionEntry,
   encodePositions,
   encodePush,
   encodeReply,
@@ -113,8 +114,10 @@ export class Client {
   #windowStart: number;
   #windowCount = 0;
   /** Resolves when the client has closed. */
-  readonly closed: Promise<void>;
-  #resolveClosed!: () => void;
+  /** Run once when the connection has closed and its cleanup is done (lazily allocated: most connections never need more than one). */
+  #closeListeners: (() => void)[] | undefined;
+  #isCleanedUp = false;
+  #closedPromise: Promise<void> | undefined;
 
   constructor(node: Node, transport: Transport) {
     this.node = node;
@@ -125,12 +128,33 @@ export class Client {
     this.#tokens = node.config.limits.inboundBurst;
     this.#tokensAt = now;
     this.#windowStart = now;
-    this.closed = new Promise((resolve) => (this.#resolveClosed = resolve));
     this.#staleTimer = setTimeout(() => {
       if (this.state === 'new') this.disconnect('stale');
     }, node.config.limits.staleMs);
     this.#staleTimer.unref();
     diagnostics.connectionOpened.publish({ transport: transport.kind });
+  }
+
+  /** Calls `listener` once the connection has closed and cleaned up (at once if it has). */
+  onClosed(listener: () => void): void {
+    if (this.#isCleanedUp) {
+      listener();
+      return;
+    }
+    (this.#closeListeners ??= []).push(listener);
+  }
+
+  /** Resolves when the client has closed and cleaned up. */
+  get closed(): Promise<void> {
+    this.#closedPromise ??= new Promise((resolve) => this.onClosed(resolve));
+    return this.#closedPromise;
+  }
+
+  #cleanedUp(): void {
+    this.#isCleanedUp = true;
+    const listeners = this.#closeListeners;
+    this.#closeListeners = undefined;
+    if (listeners !== undefined) for (const listener of listeners) listener();
   }
 
   get isClosed(): boolean {
@@ -182,7 +206,13 @@ export class Client {
         return;
       }
       const running = this.#run(command);
-      if (command.method === 'connect') this.#connecting = running.then(noop, noop);
+      if (command.method === 'connect') {
+        const connecting = running.then(noop, noop);
+        this.#connecting = connecting;
+        void connecting.then(() => {
+          if (this.#connecting === connecting) this.#connecting = undefined;
+        });
+      }
       const result = await running;
       if (!this.isClosed) reply(encodeReply(id, result));
     } catch (error) {
@@ -245,6 +275,7 @@ export class Client {
     this.name = name ?? '';
     this.state = 'connected';
     clearTimeout(this.#staleTimer);
+    this.#staleTimer = undefined;
     this.node.hub.addClient(this);
     const result: { client: string; version: string; ping: number; ttl?: number } = {
       client: this.id,
@@ -446,6 +477,11 @@ export class Client {
 
   /** The position vector of every recoverable, established subscription. */
   positionVector(): string {
+    if (this.subscriptions.size === 1) {
+      // The common case, on the delivery path: no intermediate array.
+      const sub = this.subscriptions.values().next().value!;
+      return sub.recoverable && sub.pending === null ? encodePositionEntry(sub.channel, sub.epoch, sub.offset) : '';
+    }
     const entries: [string, StreamPosition][] = [];
     for (const sub of this.subscriptions.values()) {
       if (sub.recoverable && sub.pending === null) entries.push([sub.channel, sub]);
@@ -488,7 +524,7 @@ export class Client {
       }),
     )
       .catch((error: unknown) => this.node.logger.warn({ err: error }, 'cleanup after close failed'))
-      .finally(() => this.#resolveClosed());
+      .finally(() => this.#cleanedUp());
     if (code >= 3500 && !shouldReconnect(code)) this.node.logger.debug({ client: this.id, code, reason }, 'connection closed');
   }
 }

@@ -7,6 +7,7 @@ export class EncodedFrame {
   readonly text: string;
   #bytes: Buffer | undefined;
   #sse: Buffer | undefined;
+  #sseText: string | undefined;
 
   constructor(text: string) {
     this.text = text;
@@ -18,8 +19,13 @@ export class EncodedFrame {
   }
 
   /** The frame as an SSE `data:` line plus the blank line ending the event. */
+  get sseText(): string {
+    this.#sseText ??= 'data: ' + this.text + '\n\n';
+    return this.#sseText;
+  }
+
   get sseBytes(): Buffer {
-    this.#sse ??= Buffer.from('data: ' + this.text + '\n\n', 'utf8');
+    this.#sse ??= Buffer.from(this.sseText, 'utf8');
     return this.#sse;
   }
 

@@ -123,7 +123,7 @@ export class Node {
   createClient(transport: Transport): Client {
     const client = new Client(this, transport);
     this.#all.add(client);
-    void client.closed.then(() => this.#all.delete(client));
+    client.onClosed(() => this.#all.delete(client));
     if (this.#draining) client.disconnect('shutdown');
     return client;
   }

@@ -56,7 +56,7 @@ export class Edge implements ConnectionGate {
     return {
       fallbackToken: origin === 'allowed' || (origin === 'absent' && sameOriginFetch(request)) ? this.cookieToken(request) : undefined,
       attach: (client) => {
-        void client.closed.then(() => place.release());
+        client.onClosed(() => place.release());
       },
       release: () => place.release(),
     };

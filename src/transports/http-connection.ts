@@ -68,7 +68,7 @@ export class SessionRegistry {
   register(client: Client): string {
     const secret = this.#prefix + randomBytes(16).toString('base64url');
     this.#sessions.set(secret, client);
-    void client.closed.then(() => this.#sessions.delete(secret));
+    client.onClosed(() => this.#sessions.delete(secret));
     return secret;
   }
 
@@ -96,13 +96,19 @@ export class SessionRegistry {
   /** Answers an HTTP request for a session wherever it lives: here, or on the worker its secret names. */
   async route(op: SessionExchange['op'], secret: unknown, body: unknown, reply: FastifyReply): Promise<FastifyReply> {
     const controller = new AbortController();
-    reply.raw.once('close', () => controller.abort());
+    // Abort only a request that goes away unanswered (aborting builds a
+    // DOMException: not on every answered poll).
+    let answered = false;
+    reply.raw.once('close', () => {
+      if (!answered) controller.abort();
+    });
     const exchange: SessionExchange = { op, session: typeof secret === 'string' ? secret : '', body };
     const router = this.#router;
     const answer =
       router !== undefined && exchange.session !== '' && router.isRemote(exchange.session)
         ? await router.forward(exchange, controller.signal)
         : await this.answer(exchange, controller.signal);
+    answered = true;
     return reply.code(answer.status).type('application/json').send(answer.body);
   }
 }

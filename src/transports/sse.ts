@@ -4,6 +4,7 @@
  * vector as the event id, so EventSource's Last-Event-ID resumes exactly.
  */
 import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { encodePush } from '../protocol/index.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
@@ -27,6 +28,7 @@ export class SseTransport implements Transport {
   readonly #response: ServerResponse;
   #started = false;
   #closed = false;
+  #socket: Socket | undefined;
 
   constructor(response: ServerResponse) {
     this.#response = response;
@@ -35,28 +37,26 @@ export class SseTransport implements Transport {
   start(headers: Record<string, string>): void {
     if (this.#closed) return;
     this.#started = true;
-    this.#response.writeHead(200, {
+    const response = this.#response;
+    // No chunked framing: the stream owns its connection and ends with it
+    // (Connection: close), so events can go to the socket as they are.
+    response.useChunkedEncodingByDefault = false;
+    response.writeHead(200, {
       'content-type': 'text/event-stream; charset=utf-8',
       'cache-control': 'no-store',
       'x-accel-buffering': 'no',
-      connection: 'keep-alive',
       ...headers,
     });
-    this.#response.write('retry: 1000\n\n');
+    response.write('retry: 1000\n\n');
+    this.#socket = response.socket ?? undefined;
   }
 
   write(frame: EncodedFrame, positions?: string): void {
-    if (this.#closed || !this.#started) return;
-    const response = this.#response;
-    if (positions === undefined) {
-      response.write(frame.sseBytes);
-      return;
-    }
-    const socket = response.socket;
-    socket?.cork();
-    response.write('id: ' + positions + '\n');
-    response.write(frame.sseBytes);
-    socket?.uncork();
+    const socket = this.#socket;
+    if (this.#closed || socket === undefined) return;
+    // One write per event: the shared bytes, or this connection's id line
+    // with the shared text.
+    socket.write(positions === undefined ? frame.sseBytes : 'id: ' + positions + '\n' + frame.sseText);
   }
 
   heartbeat(ping: EncodedFrame): void {
@@ -64,7 +64,7 @@ export class SseTransport implements Transport {
   }
 
   bufferedBytes(): number {
-    return this.#response.writableLength;
+    return this.#socket?.writableLength ?? 0;
   }
 
   close(code: number, reason: string): void {
@@ -72,7 +72,7 @@ export class SseTransport implements Transport {
     this.#closed = true;
     if (!this.#started) return;
     const response = this.#response;
-    if (response.writableLength > 65536) {
+    if ((this.#socket?.writableLength ?? 0) > 65536) {
       // Not reading: do not queue more behind the backlog.
       response.destroy();
       return;
