@@ -568,7 +568,7 @@ function cleanRounds(list: readonly EngineResult[], phase: 'publish' | 'fanout' 
 
 /** Per phase, the median over clean rounds (over all rounds when none is clean). */
 function summarize(list: readonly EngineResult[]): EngineResult {
-  const pick = (phase: 'publish' | 'fanout' | 'capacity') => {
+  const pick = <P extends 'publish' | 'fanout' | 'capacity'>(phase: P): EngineResult[P] => {
     const clean = cleanRounds(list, phase);
     return median((clean.length > 0 ? clean : list).map((r) => r[phase]));
   };
