@@ -3,11 +3,14 @@
  * Text transports (SSE, long polling) use `text`; WebSocket uses `bytes`,
  * encoded on first use and reused for every other socket.
  */
+import { encodeServerTextFrame } from '../util/websocket-frame.ts';
+
 export class EncodedFrame {
   readonly text: string;
   #bytes: Buffer | undefined;
   #sse: Buffer | undefined;
   #sseText: string | undefined;
+  #ws: Buffer | undefined;
 
   constructor(text: string) {
     this.text = text;
@@ -27,6 +30,12 @@ export class EncodedFrame {
   get sseBytes(): Buffer {
     this.#sse ??= Buffer.from(this.sseText, 'utf8');
     return this.#sse;
+  }
+
+  /** The whole WebSocket frame (header and payload), for every socket alike. */
+  get wsFrame(): Buffer {
+    this.#ws ??= encodeServerTextFrame(this.bytes);
+    return this.#ws;
   }
 
   get byteLength(): number {

@@ -17,20 +17,26 @@ import { openGate, type ConnectionGate } from './http-connection.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
 
-const sendOptions = { binary: false } as const;
+const OPEN = 1;
 
 export class WebSocketTransport implements Transport {
   readonly kind = 'websocket';
   readonly tracksPositions = false;
   readonly #socket: WebSocket;
+  /** The upgraded TCP socket under `#socket`: frames built once go straight to it. */
+  readonly #raw: Duplex;
   #closed = false;
 
-  constructor(socket: WebSocket) {
+  constructor(socket: WebSocket, raw: Duplex) {
     this.#socket = socket;
+    this.#raw = raw;
   }
 
   write(frame: EncodedFrame): void {
-    if (!this.#closed) this.#socket.send(frame.bytes, sendOptions);
+    // Whole frames only, and only while open (never after a close frame):
+    // interleaves safely with what `ws` writes (pings, close), since
+    // per-message deflate is off and nothing is fragmented.
+    if (!this.#closed && this.#socket.readyState === OPEN) this.#raw.write(frame.wsFrame);
   }
 
   heartbeat(ping: EncodedFrame): void {
@@ -114,7 +120,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     wss.handleUpgrade(request, socket, head, (ws) => {
       sockets.add(ws);
       ws.once('close', () => sockets.delete(ws));
-      const client = serve(ws, node, options, gate);
+      const client = serve(ws, socket, node, options, gate);
       admission.attach(client);
       client.fallbackToken = admission.fallbackToken;
     });
@@ -149,8 +155,8 @@ function refuse(socket: Duplex, code: ApiErrorCode, retryAfterSeconds?: number):
   );
 }
 
-function serve(ws: WebSocket, node: Node, options: WebSocketHandlerOptions, gate: ConnectionGate): Client {
-  const transport = new WebSocketTransport(ws);
+function serve(ws: WebSocket, raw: Duplex, node: Node, options: WebSocketHandlerOptions, gate: ConnectionGate): Client {
+  const transport = new WebSocketTransport(ws, raw);
   const client: Client = node.createClient(transport);
   let userAdmitted = false;
   const reply = (frame: string) => {
