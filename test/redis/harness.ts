@@ -160,6 +160,8 @@ interface Pipe {
   attach?: (upstream: Socket) => void;
   /** The client sent SUBSCRIBE on this connection (it is a pub/sub connection). */
   subscriber: boolean;
+  /** Restart functions of its two directions (after a stall). */
+  readonly kicks: (() => void)[];
 }
 
 /**
@@ -210,12 +212,13 @@ export class RedisProxy {
   #accept(client: Socket): void {
     this.accepted++;
     client.setNoDelay(true);
-    const pipe: Pipe = { client, upstream: this.#connectUpstream(), held: 0, subscriber: false };
+    const pipe: Pipe = { client, upstream: this.#connectUpstream(), held: 0, subscriber: false, kicks: [] };
     this.pipes.add(pipe);
     this.#wire(pipe);
     client.on('error', () => {});
     client.on('close', () => {
       this.pipes.delete(pipe);
+      for (const kick of pipe.kicks) this.#queues.delete(kick);
       pipe.upstream.destroy();
     });
   }
@@ -246,9 +249,11 @@ export class RedisProxy {
         write(head.chunk);
       }
     };
-    this.#queues.add(() => {
+    const kick = (): void => {
       if (timer === undefined) pump();
-    });
+    };
+    this.#queues.add(kick);
+    pipe.kicks.push(kick);
     return (chunk) => {
       if (this.delayMs === 0 && !this.#stalled && queue.length === 0) {
         write(chunk);
