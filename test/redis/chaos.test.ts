@@ -418,6 +418,38 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     await finish(publisher, followers);
   });
 
+  test('33c: a resynchronization while Redis commands fail still reaches SSE and long-poll subscribers (unsubscribed 3006), never a silent stop', async () => {
+    fresh('c33c');
+    const proxy = new RedisProxy(redis.port);
+    await proxy.listen();
+    proxies.push(proxy);
+    // A long probe interval: the epoch change below, not the probe, must trigger the resynchronization.
+    const a = await node('A', { redisUrl: proxy.url, engine: { redisCommandTimeoutMs: 500, probeIntervalMs: 5000 } });
+    const b = await node('B');
+    const channel = 'chaos:c33c';
+    await startAll(followersFor(channel, tokens, a, b));
+    publisher = new Publisher(channel, () => [b], { intervalMs: 20 });
+    publisher.start();
+    await sleep(500);
+    // A's command connection stalls (its pub/sub connection still delivers);
+    // then the stream's data is lost, so B's next publication has a new epoch
+    // and every subscriber on A must resynchronize: leaving the channel's
+    // presence fails meanwhile.
+    proxy.stallCommands = true;
+    await sleep(100);
+    const before = followers.map((f) => f.events.filter((e) => e.kind === 'reset').length);
+    await redis.command('FLUSHALL');
+    await waitUntil(() => followers.every((f, i) => f.events.filter((e) => e.kind === 'reset').length > before[i]!), {
+      timeoutMs: 10000,
+      label: 'every follower told to resynchronize (3006) while A cannot reach Redis for commands',
+      describe: () => followers.map((f) => f.summary()).join('\n'),
+    });
+    await sleep(1000);
+    proxy.stallCommands = false;
+    await sleep(500);
+    await finish(publisher, followers);
+  });
+
   test('33b: stalled Redis: a subscribe is still answered (116) and SIGTERM still exits within the drain timeout', async () => {
     fresh('c33b');
     const proxy = new RedisProxy(redis.port);

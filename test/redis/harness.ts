@@ -166,12 +166,14 @@ interface Pipe {
 
 /**
  * Forwards bytes both ways after `delayMs` (order kept even when the delay
- * changes); `stalled` holds every byte until it is cleared.
+ * changes); `stalled` holds every byte until it is cleared, `stallCommands`
+ * only those of connections that never sent SUBSCRIBE.
  */
 export class RedisProxy {
   readonly targetPort: number;
   delayMs = 0;
   #stalled = false;
+  #stallCommands = false;
   readonly pipes = new Set<Pipe>();
   /** Connections accepted from Herald so far. */
   accepted = 0;
@@ -194,6 +196,20 @@ export class RedisProxy {
   set stalled(value: boolean) {
     this.#stalled = value;
     if (!value) for (const kick of this.#queues) kick();
+  }
+
+  /** Holds the bytes of command connections only (pub/sub connections flow). */
+  get stallCommands(): boolean {
+    return this.#stallCommands;
+  }
+
+  set stallCommands(value: boolean) {
+    this.#stallCommands = value;
+    if (!value) for (const kick of this.#queues) kick();
+  }
+
+  #holds(pipe: Pipe): boolean {
+    return this.#stalled || (this.#stallCommands && !pipe.subscriber);
   }
 
   /** Bytes currently held by the proxy (both directions, all connections). */
@@ -237,7 +253,7 @@ export class RedisProxy {
     let timer: NodeJS.Timeout | undefined;
     const pump = (): void => {
       timer = undefined;
-      while (queue.length > 0 && !this.#stalled) {
+      while (queue.length > 0 && !this.#holds(pipe)) {
         const head = queue[0]!;
         const wait = head.due - Date.now();
         if (wait > 0) {
@@ -255,14 +271,14 @@ export class RedisProxy {
     this.#queues.add(kick);
     pipe.kicks.push(kick);
     return (chunk) => {
-      if (this.delayMs === 0 && !this.#stalled && queue.length === 0) {
+      if (this.delayMs === 0 && !this.#holds(pipe) && queue.length === 0) {
         write(chunk);
         return;
       }
       lastDue = Math.max(Date.now() + this.delayMs, lastDue);
       queue.push({ due: lastDue, chunk });
       pipe.held += chunk.length;
-      if (timer === undefined && !this.#stalled) pump();
+      if (timer === undefined && !this.#holds(pipe)) pump();
     };
   }
 
@@ -317,6 +333,7 @@ export class RedisProxy {
 
   async close(): Promise<void> {
     this.#stalled = false;
+    this.#stallCommands = false;
     this.dropAll();
     await new Promise<void>((resolve) => (this.#server ? this.#server.close(() => resolve()) : resolve()));
   }
