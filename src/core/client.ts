@@ -447,9 +447,12 @@ export class Client {
   insufficientState(sub: Subscription): void {
     if (this.transport.tracksPositions) {
       const entry = disconnects.insufficient_state;
-      void this.unsubscribe(sub.channel).then(() =>
-        this.#write(new EncodedFrame(encodePush({ push: 'unsubscribed', channel: sub.channel, code: entry.code, reason: entry.reason })), true),
-      );
+      // The client must hear of it even when cleanup fails (Redis down).
+      void this.unsubscribe(sub.channel)
+        .catch((error: unknown) => this.node.logger.warn({ err: error, channel: sub.channel }, 'unsubscribe after a gap failed'))
+        .finally(() => {
+          if (!this.isClosed) this.#write(new EncodedFrame(encodePush({ push: 'unsubscribed', channel: sub.channel, code: entry.code, reason: entry.reason })), true);
+        });
     } else {
       this.disconnect('insufficient_state');
     }

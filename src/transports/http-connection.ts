@@ -13,6 +13,7 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { apiErrors, decodePositions, disconnects, encodePush, replyErrors, type ApiErrorCode, type ConnectResult, type StreamPosition } from '../protocol/index.ts';
 import { CommandError, DisconnectError, type Client } from '../core/client.ts';
 import type { Node } from '../core/node.ts';
+import { BrokerUnavailableError } from '../broker/broker.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 
 export const SESSION_HEADER = 'herald-session';
@@ -246,9 +247,9 @@ export async function subscribeHttpClient(client: Client, subscribe: readonly Co
       );
       outcome.flush();
     } catch (error) {
-      if (error instanceof CommandError) {
+      if (error instanceof CommandError || error instanceof BrokerUnavailableError) {
         // Tell the client, as a push, what a subscribe reply would have said.
-        const entry = replyErrors[error.reply];
+        const entry = replyErrors[error instanceof CommandError ? error.reply : 'unavailable'];
         client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: entry.message })));
         continue;
       }
