@@ -102,7 +102,7 @@ function printDevKey(created: string | undefined, config: Config, port: number):
   const base = `http://${config.listen.host}:${port}`;
   process.stderr.write(
     `\n  Herald development API key (shown once, only its hash is stored):\n\n    ${created}\n\n` +
-      `  Publish:  curl -H "Authorization: Bearer ${created}" -d '{"channel":"public:demo","data":{"hello":"world"}}' ${base}/api/publish\n` +
+      `  Publish:  curl -H "Authorization: Bearer ${created}" -H 'Content-Type: application/json' -d '{"channel":"public:demo","data":{"hello":"world"}}' ${base}/api/publish\n` +
       `  Token:    npm run herald -- token --sub alice\n\n`,
   );
 }
