@@ -26,7 +26,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { CHANNEL, makePayload, merge, newHistogram, nowUs, quantile, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
+import { childProcessRegistry, CHANNEL, makePayload, merge, newHistogram, nowUs, quantile, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -61,17 +61,7 @@ const options = {
 
 // ---------------------------------------------------------------- processes
 
-const children = new Set<ChildProcess>();
-function killAll(): void {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-}
-process.on('exit', killAll);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    killAll();
-    process.exit(130);
-  });
-}
+const { children, killAll } = childProcessRegistry();
 setTimeout(() => {
   log(`hard timeout (${options.timeoutS} s): stopping`);
   killAll();

@@ -40,6 +40,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
+  childProcessRegistry,
   CHANNEL,
   PAYLOAD_BYTES,
   TRANSPORTS,
@@ -185,28 +186,7 @@ function errorText(err: unknown): string {
 
 // ---------------------------------------------------------------- children
 
-const children = new Set<ChildProcess>();
-
-function killAll(): void {
-  for (const child of children) {
-    if (child.exitCode === null && child.signalCode === null && child.pid !== undefined) {
-      try {
-        process.kill(child.pid, 'SIGKILL');
-      } catch {
-        // gone already
-      }
-    }
-  }
-}
-
-process.on('exit', killAll);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    log(`\n${signal}: stopping children`);
-    killAll();
-    process.exit(130);
-  });
-}
+const { children, killAll } = childProcessRegistry((signal) => log(`\n${signal}: stopping children`));
 
 function exited(child: ChildProcess): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return Promise.resolve();

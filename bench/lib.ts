@@ -3,6 +3,7 @@
  * histogram and the messages between the orchestrator (`fanout.ts`) and its
  * load-generator processes (`fanout-client.ts`).
  */
+import type { ChildProcess } from 'node:child_process';
 
 export const TRANSPORTS = ['raw-ws', 'websocket', 'sse', 'long-poll'] as const;
 export type Transport = (typeof TRANSPORTS)[number];
@@ -151,3 +152,33 @@ export interface ReportMessage {
   polls: number;
 }
 export type FromClient = ConnectedMessage | StatusMessage | ReportMessage;
+
+/**
+ * The child processes a benchmark started. Every one still running is
+ * killed (by PID, only these) when the benchmark exits or is interrupted.
+ */
+export function childProcessRegistry(onSignal: (signal: string) => void = () => {}): {
+  readonly children: Set<ChildProcess>;
+  killAll(): void;
+} {
+  const children = new Set<ChildProcess>();
+  const killAll = (): void => {
+    for (const child of children) {
+      if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) continue;
+      try {
+        process.kill(child.pid, 'SIGKILL');
+      } catch {
+        // gone already
+      }
+    }
+  };
+  process.on('exit', killAll);
+  for (const signal of ['SIGINT', 'SIGTERM'] as const) {
+    process.on(signal, () => {
+      onSignal(signal);
+      killAll();
+      process.exit(130);
+    });
+  }
+  return { children, killAll };
+}

@@ -44,7 +44,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
-import { makePayload, newHistogram, nowUs, quantile, record, type ConnectedMessage, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
+import { childProcessRegistry, makePayload, newHistogram, nowUs, quantile, record, type ConnectedMessage, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -136,17 +136,7 @@ async function waitForQuiet(maxMs: number): Promise<number> {
   }
 }
 
-const children = new Set<ChildProcess>();
-function killAll(): void {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
-}
-process.on('exit', killAll);
-for (const signal of ['SIGINT', 'SIGTERM'] as const) {
-  process.on(signal, () => {
-    killAll();
-    process.exit(130);
-  });
-}
+const { children, killAll } = childProcessRegistry();
 
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
