@@ -79,7 +79,7 @@ export function createApiMethods(maxBroadcastChannels: number, maxDataBytes: num
     })),
     disconnect: method<{ user: string; reconnect?: boolean }>(
       'admin',
-      Type.Object({ user: Type.String({ maxLength: 256 }), reconnect: Type.Optional(Type.Boolean()) }, strict),
+      Type.Object({ user: Type.String({ minLength: 1, maxLength: 256 }), reconnect: Type.Optional(Type.Boolean()) }, strict),
       async (node, body) => ({ disconnected: await node.disconnectUser(body.user, body.reconnect === true) }),
     ),
     revoke_token: method<{ jti: string; expires_at?: number }>(
@@ -87,7 +87,7 @@ export function createApiMethods(maxBroadcastChannels: number, maxDataBytes: num
       Type.Object({ jti: Type.String({ minLength: 1, maxLength: 256 }), expires_at: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 40 })) }, strict),
       async (node, body) => ({ disconnected: await node.revokeToken(body.jti, body.expires_at === undefined ? undefined : body.expires_at * 1000) }),
     ),
-    revoke_user: method<{ user: string }>('admin', Type.Object({ user: Type.String({ maxLength: 256 }) }, strict), async (node, body) => ({
+    revoke_user: method<{ user: string }>('admin', Type.Object({ user: Type.String({ minLength: 1, maxLength: 256 }) }, strict), async (node, body) => ({
       disconnected: await node.revokeUser(body.user),
     })),
     info: method<Record<string, never>>('read', Type.Object({}, strict), (node) => node.info()),

@@ -28,23 +28,32 @@ import { BrokerUnavailableError } from '../broker/broker.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { EncodedFrame } from './encoded-frame.ts';
 import type { Transport } from './transport.ts';
-import type { ResolvedChannel } from './channel-rules.ts';
+import type { NamespaceConfig } from '../config/schema.ts';
 import type { Node } from './node.ts';
 
 /** Where the reply to one command goes (the socket, or an HTTP response). */
 export type ReplySink = (frame: string) => void;
 
-export interface Subscription {
+/** One client's subscription to one channel (one object per subscription: kept small). */
+export class Subscription {
   readonly client: Client;
   readonly channel: string;
-  readonly resolved: ResolvedChannel;
+  /** The channel's namespace options (shared, frozen). */
+  readonly options: NamespaceConfig;
   readonly recoverable: boolean;
-  epoch: string;
+  epoch = '';
   /** Offset of the last publication written to the client. */
-  offset: number;
+  offset = 0;
   /** While subscribing: live publications held back until history is sent. */
-  pending: { offset: number; frame: EncodedFrame }[] | null;
-  pendingBytes: number;
+  pending: { offset: number; frame: EncodedFrame }[] | null = [];
+  pendingBytes = 0;
+
+  constructor(client: Client, channel: string, options: NamespaceConfig) {
+    this.client = client;
+    this.channel = channel;
+    this.options = options;
+    this.recoverable = options.historySize > 0;
+  }
 }
 
 export interface SubscribeRequest {
@@ -88,7 +97,8 @@ export class Client {
   connInfo: unknown = undefined;
   name = '';
   state: 'new' | 'connected' | 'closed' = 'new';
-  readonly subscriptions = new Map<string, Subscription>();
+  /** The subscriptions: the only one held directly (the common case), more than one in a map by channel. */
+  #subscriptions: Subscription | Map<string, Subscription> | undefined = undefined;
   /** Last inbound activity (command, pong, poll), epoch ms. */
   lastActivity: number;
   /**
@@ -105,19 +115,22 @@ export class Client {
   /** `jti` of the connection token, for revocation by token id. */
   tokenId: string | undefined = undefined;
   #info: ClientInfo | undefined;
-  #refreshTimer: NodeJS.Timeout | undefined;
   #connecting: Promise<void> | undefined;
-  #staleTimer: NodeJS.Timeout | undefined;
-  #expiryTimer: NodeJS.Timeout | undefined;
+  /**
+   * The one timer a connection runs: while `new`, the stale timer; once
+   * connected with an expiring token, the refresh timer, then the expiry
+   * timer (the grace after the `refresh` push).
+   */
+  #timer: NodeJS.Timeout | undefined;
   #tokens: number;
   #tokensAt: number;
   #windowStart: number;
   #windowCount = 0;
-  /** Resolves when the client has closed. */
-  /** Run once when the connection has closed and its cleanup is done (lazily allocated: most connections never need more than one). */
-  #closeListeners: (() => void)[] | undefined;
-  #isCleanedUp = false;
-  #closedPromise: Promise<void> | undefined;
+  /**
+   * Run once when the connection has closed and its cleanup is done: undefined
+   * until the first listener (most connections have none), null once run.
+   */
+  #closeListeners: (() => void)[] | null | undefined;
 
   constructor(node: Node, transport: Transport) {
     this.node = node;
@@ -128,16 +141,16 @@ export class Client {
     this.#tokens = node.config.limits.inboundBurst;
     this.#tokensAt = now;
     this.#windowStart = now;
-    this.#staleTimer = setTimeout(() => {
+    this.#timer = setTimeout(() => {
       if (this.state === 'new') this.disconnect('stale');
     }, node.config.limits.staleMs);
-    this.#staleTimer.unref();
+    this.#timer.unref();
     diagnostics.connectionOpened.publish({ transport: transport.kind });
   }
 
   /** Calls `listener` once the connection has closed and cleaned up (at once if it has). */
   onClosed(listener: () => void): void {
-    if (this.#isCleanedUp) {
+    if (this.#closeListeners === null) {
       listener();
       return;
     }
@@ -146,19 +159,58 @@ export class Client {
 
   /** Resolves when the client has closed and cleaned up. */
   get closed(): Promise<void> {
-    this.#closedPromise ??= new Promise((resolve) => this.onClosed(resolve));
-    return this.#closedPromise;
+    return new Promise((resolve) => this.onClosed(resolve));
   }
 
   #cleanedUp(): void {
-    this.#isCleanedUp = true;
+    this.node.forgetClient(this);
     const listeners = this.#closeListeners;
-    this.#closeListeners = undefined;
-    if (listeners !== undefined) for (const listener of listeners) listener();
+    this.#closeListeners = null;
+    if (listeners !== undefined && listeners !== null) for (const listener of listeners) listener();
   }
 
   get isClosed(): boolean {
     return this.state === 'closed';
+  }
+
+  /** The subscription to `channel`, if any. */
+  subscription(channel: string): Subscription | undefined {
+    const subs = this.#subscriptions;
+    if (subs === undefined) return undefined;
+    if (subs instanceof Subscription) return subs.channel === channel ? subs : undefined;
+    return subs.get(channel);
+  }
+
+  get subscriptionCount(): number {
+    const subs = this.#subscriptions;
+    return subs === undefined ? 0 : subs instanceof Subscription ? 1 : subs.size;
+  }
+
+  /** The subscriptions now (a copy). */
+  subscriptionList(): Subscription[] {
+    const subs = this.#subscriptions;
+    return subs === undefined ? [] : subs instanceof Subscription ? [subs] : [...subs.values()];
+  }
+
+  #addSubscription(sub: Subscription): void {
+    const subs = this.#subscriptions;
+    if (subs === undefined) this.#subscriptions = sub;
+    else if (subs instanceof Subscription) this.#subscriptions = new Map([[subs.channel, subs], [sub.channel, sub]]);
+    else subs.set(sub.channel, sub);
+  }
+
+  /** Forgets `sub` if it is still the subscription to its channel; true if it was. */
+  #dropSubscription(sub: Subscription): boolean {
+    const subs = this.#subscriptions;
+    if (subs === sub) {
+      this.#subscriptions = undefined;
+      return true;
+    }
+    if (subs instanceof Map && subs.get(sub.channel) === sub) {
+      subs.delete(sub.channel);
+      return true;
+    }
+    return false;
   }
 
   get info(): ClientInfo {
@@ -192,7 +244,8 @@ export class Client {
 
   /** Runs one decoded command; exactly one reply goes to `reply` when it has an id. */
   async handleCommand(command: Command, reply: ReplySink): Promise<void> {
-    if (command.method === 'pong') return;
+    // The answer to a `ping` push carries no id and gets no reply.
+    if (command.id === undefined) return;
     const id = command.id;
     // Commands pipelined behind `connect` wait for it, in arrival order.
     if (this.#connecting !== undefined) await this.#connecting;
@@ -251,6 +304,7 @@ export class Client {
       case 'refresh':
         return this.refresh(command.params.token);
       case 'ping':
+      case 'pong':
         return {};
       default:
         throw new CommandError('method_not_found');
@@ -274,8 +328,8 @@ export class Client {
     if (this.state !== 'new') throw new DisconnectError('internal');
     this.name = name ?? '';
     this.state = 'connected';
-    clearTimeout(this.#staleTimer);
-    this.#staleTimer = undefined;
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     this.node.hub.addClient(this);
     const result: { client: string; version: string; ping: number; ttl?: number } = {
       client: this.id,
@@ -305,15 +359,17 @@ export class Client {
    * Returns the seconds until expiry.
    */
   #scheduleExpiry(expiresAt: number | undefined): number | undefined {
-    clearTimeout(this.#refreshTimer);
-    clearTimeout(this.#expiryTimer);
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
     if (expiresAt === undefined) return undefined;
     const ttl = Math.max(0, expiresAt - this.node.now());
     const grace = this.node.tokenExpiryGraceMs;
-    this.#refreshTimer = setTimeout(() => this.writePush(new EncodedFrame(encodePush({ push: 'refresh', grace: Math.round(grace / 1000) }))), ttl);
-    this.#refreshTimer.unref();
-    this.#expiryTimer = setTimeout(() => this.disconnect('token_expired'), ttl + grace);
-    this.#expiryTimer.unref();
+    this.#timer = setTimeout(() => {
+      this.writePush(new EncodedFrame(encodePush({ push: 'refresh', grace: Math.round(grace / 1000) })));
+      this.#timer = setTimeout(() => this.disconnect('token_expired'), grace);
+      this.#timer.unref();
+    }, ttl);
+    this.#timer.unref();
     return Math.floor(ttl / 1000);
   }
 
@@ -343,22 +399,13 @@ export class Client {
     if (typeof resolved === 'string') throw new CommandError(resolved);
     this.node.authorizeSubscribe(this, resolved);
     const channel = resolved.channel;
-    if (this.subscriptions.has(channel)) throw new CommandError('already_subscribed');
+    if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
     if (resolved.options.private) await this.node.authorizePrivate(this, resolved, request.token);
-    if (this.subscriptions.has(channel)) throw new CommandError('already_subscribed');
-    if (this.subscriptions.size >= this.node.config.limits.maxChannelsPerConnection) throw new CommandError('limit_exceeded');
-    const recoverable = resolved.options.historySize > 0;
-    const sub: Subscription = {
-      client: this,
-      channel,
-      resolved,
-      recoverable,
-      epoch: '',
-      offset: 0,
-      pending: [],
-      pendingBytes: 0,
-    };
-    this.subscriptions.set(channel, sub);
+    if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
+    if (this.subscriptionCount >= this.node.config.limits.maxChannelsPerConnection) throw new CommandError('limit_exceeded');
+    const sub = new Subscription(this, this.node.hub.channelName(channel), resolved.options);
+    const recoverable = sub.recoverable;
+    this.#addSubscription(sub);
     diagnostics.subscribed.publish({ transport: this.transport.kind });
     const wasRecovering = request.recover === true;
     let since: StreamPosition | undefined;
@@ -370,14 +417,11 @@ export class Client {
       await this.node.hub.addSubscription(sub);
       page = await this.node.readStream(resolved, since);
     } catch (error) {
-      if (this.subscriptions.get(channel) === sub) {
-        this.subscriptions.delete(channel);
-        diagnostics.unsubscribed.publish({ transport: this.transport.kind });
-      }
+      if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ transport: this.transport.kind });
       await this.node.hub.removeSubscription(sub);
       throw error;
     }
-    if (this.isClosed || this.subscriptions.get(channel) !== sub) throw new CommandError('not_subscribed');
+    if (this.isClosed || this.subscription(channel) !== sub) throw new CommandError('not_subscribed');
     let recovered = false;
     let missed: readonly StoredPublication[] = [];
     if (recoverable && since !== undefined) {
@@ -400,12 +444,12 @@ export class Client {
       was_recovering: wasRecovering,
       recovered,
     };
-    await this.node.joinPresence(this, resolved);
+    await this.node.joinPresence(this, channel, resolved.options);
     return { result, flush: () => this.#flushSubscription(sub, result, missed) };
   }
 
   #flushSubscription(sub: Subscription, result: SubscribeResult, missed: readonly StoredPublication[]): void {
-    if (this.isClosed || this.subscriptions.get(sub.channel) !== sub || sub.pending === null) return;
+    if (this.isClosed || this.subscription(sub.channel) !== sub || sub.pending === null) return;
     const pending = sub.pending ?? [];
     sub.pending = null;
     sub.pendingBytes = 0;
@@ -480,25 +524,26 @@ export class Client {
 
   /** The position vector of every recoverable, established subscription. */
   positionVector(): string {
-    if (this.subscriptions.size === 1) {
+    const subs = this.#subscriptions;
+    if (subs === undefined) return '';
+    if (subs instanceof Subscription) {
       // The common case, on the delivery path: no intermediate array.
-      const sub = this.subscriptions.values().next().value!;
-      return sub.recoverable && sub.pending === null ? encodePositionEntry(sub.channel, sub.epoch, sub.offset) : '';
+      return subs.recoverable && subs.pending === null ? encodePositionEntry(subs.channel, subs.epoch, subs.offset) : '';
     }
     const entries: [string, StreamPosition][] = [];
-    for (const sub of this.subscriptions.values()) {
+    for (const sub of subs.values()) {
       if (sub.recoverable && sub.pending === null) entries.push([sub.channel, sub]);
     }
     return encodePositions(entries);
   }
 
   async unsubscribe(channel: string): Promise<void> {
-    const sub = this.subscriptions.get(channel);
+    const sub = this.subscription(channel);
     if (sub === undefined) throw new CommandError('not_subscribed');
-    this.subscriptions.delete(channel);
+    this.#dropSubscription(sub);
     diagnostics.unsubscribed.publish({ transport: this.transport.kind });
     await this.node.hub.removeSubscription(sub);
-    await this.node.leavePresence(this, sub.resolved);
+    await this.node.leavePresence(this, sub.channel, sub.options);
   }
 
   /** Closes the connection with a registered disconnect. Idempotent. */
@@ -511,19 +556,17 @@ export class Client {
     if (this.state === 'closed') return;
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
-    clearTimeout(this.#staleTimer);
-    clearTimeout(this.#expiryTimer);
-    clearTimeout(this.#refreshTimer);
+    clearTimeout(this.#timer);
     this.transport.close(code, reason);
     diagnostics.connectionClosed.publish({ transport: this.transport.kind, code, reason });
-    const subs = [...this.subscriptions.values()];
-    this.subscriptions.clear();
+    const subs = this.subscriptionList();
+    this.#subscriptions = undefined;
     if (wasConnected) this.node.hub.removeClient(this);
     void Promise.all(
       subs.map(async (sub) => {
         diagnostics.unsubscribed.publish({ transport: this.transport.kind });
         await this.node.hub.removeSubscription(sub);
-        await this.node.leavePresence(this, sub.resolved);
+        await this.node.leavePresence(this, sub.channel, sub.options);
       }),
     )
       .catch((error: unknown) => this.node.logger.warn({ err: error }, 'cleanup after close failed'))

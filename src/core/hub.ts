@@ -13,27 +13,26 @@ import type { Client, Subscription } from './client.ts';
 export class Hub {
   readonly #broker: Broker;
   readonly #channels = new Map<string, Set<Subscription>>();
+  /** Connected clients by user id; anonymous clients (user '') are only counted. */
   readonly #users = new Map<string, Set<Client>>();
-  readonly #clients = new Set<Client>();
+  #clientCount = 0;
 
   constructor(broker: Broker) {
     this.#broker = broker;
   }
 
   get clientCount(): number {
-    return this.#clients.size;
+    return this.#clientCount;
   }
 
   get channelCount(): number {
     return this.#channels.size;
   }
 
-  clients(): IterableIterator<Client> {
-    return this.#clients.values();
-  }
-
+  /** Called once per client when it connects (and removeClient once when a connected client closes). */
   addClient(client: Client): void {
-    this.#clients.add(client);
+    this.#clientCount++;
+    if (client.user === '') return;
     let set = this.#users.get(client.user);
     if (set === undefined) {
       set = new Set();
@@ -43,7 +42,8 @@ export class Hub {
   }
 
   removeClient(client: Client): void {
-    this.#clients.delete(client);
+    this.#clientCount--;
+    if (client.user === '') return;
     const set = this.#users.get(client.user);
     if (set === undefined) return;
     set.delete(client);
@@ -78,6 +78,16 @@ export class Hub {
       this.#channels.delete(sub.channel);
       await this.#broker.unsubscribe(sub.channel);
     }
+  }
+
+  /**
+   * The hub's own copy of a channel name when the channel has local
+   * subscribers, else `channel`: subscriptions share one string per channel.
+   */
+  channelName(channel: string): string {
+    const set = this.#channels.get(channel);
+    if (set !== undefined) for (const sub of set) return sub.channel;
+    return channel;
   }
 
   /** Local subscriber count per channel. */

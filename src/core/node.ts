@@ -5,7 +5,7 @@
  * server API ask for. Transports create Clients through it; the API calls
  * its methods. It knows nothing of HTTP, WebSocket or config files.
  */
-import type { Config } from '../config/schema.ts';
+import type { Config, NamespaceConfig } from '../config/schema.ts';
 import type { Broker, HistoryPage, PresenceStore, StoredPublication } from '../broker/broker.ts';
 import { TokenError, type TokenVerifier } from '../auth/jwt.ts';
 import type { RevocationList } from '../auth/revocation.ts';
@@ -123,9 +123,18 @@ export class Node {
   createClient(transport: Transport): Client {
     const client = new Client(this, transport);
     this.#all.add(client);
-    client.onClosed(() => this.#all.delete(client));
     if (this.#draining) client.disconnect('shutdown');
     return client;
+  }
+
+  /** Called by a client once it has closed and cleaned up. */
+  forgetClient(client: Client): void {
+    this.#all.delete(client);
+  }
+
+  /** Connected (authenticated or anonymous) clients of this node. */
+  *connectedClients(): IterableIterator<Client> {
+    for (const client of this.#all) if (client.state === 'connected') yield client;
   }
 
   #pingAll(): void {
@@ -152,7 +161,7 @@ export class Node {
   /** Reading history or presence: as subscribing, and in private namespaces only while subscribed. */
   authorizeRead(client: Client, resolved: ResolvedChannel): void {
     this.authorizeSubscribe(client, resolved);
-    if (resolved.options.private && !client.subscriptions.has(resolved.channel)) throw new CommandError('permission_denied');
+    if (resolved.options.private && client.subscription(resolved.channel) === undefined) throw new CommandError('permission_denied');
   }
 
   async readStream(resolved: ResolvedChannel, since: StreamPosition | undefined): Promise<HistoryPage> {
@@ -162,14 +171,14 @@ export class Node {
     return this.#broker.history(resolved.channel, query, stream);
   }
 
-  async joinPresence(client: Client, resolved: ResolvedChannel): Promise<void> {
-    if (resolved.options.presence) await this.#presence.add(resolved.channel, client.info);
-    if (resolved.options.joinLeave) await this.#broker.publishJoin(resolved.channel, client.info);
+  async joinPresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {
+    if (options.presence) await this.#presence.add(channel, client.info);
+    if (options.joinLeave) await this.#broker.publishJoin(channel, client.info);
   }
 
-  async leavePresence(client: Client, resolved: ResolvedChannel): Promise<void> {
-    if (resolved.options.presence) await this.#presence.remove(resolved.channel, client.id);
-    if (resolved.options.joinLeave) await this.#broker.publishLeave(resolved.channel, client.info);
+  async leavePresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {
+    if (options.presence) await this.#presence.remove(channel, client.id);
+    if (options.joinLeave) await this.#broker.publishLeave(channel, client.info);
   }
 
   resolve(channel: unknown): ResolvedChannel {
@@ -255,7 +264,7 @@ export class Node {
         return;
       case 'revoke_token':
         this.revocations.revokeToken(command.tokenId, command.expiresAt);
-        for (const client of [...this.hub.clients()]) if (client.tokenId === command.tokenId) client.disconnect('revoked');
+        for (const client of [...this.connectedClients()]) if (client.tokenId === command.tokenId) client.disconnect('revoked');
         return;
       case 'revoke_user':
         this.revocations.revokeUser(command.user, command.at);
@@ -332,7 +341,7 @@ export class Node {
   /** Revokes a token by `jti` on every node and closes the connections that use it. */
   async revokeToken(tokenId: string, expiresAt: number | undefined): Promise<number> {
     let local = 0;
-    for (const client of this.hub.clients()) if (client.tokenId === tokenId) local++;
+    for (const client of this.connectedClients()) if (client.tokenId === tokenId) local++;
     await this.#control.publish({ kind: 'revoke_token', tokenId, expiresAt });
     return local;
   }

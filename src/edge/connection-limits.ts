@@ -9,6 +9,7 @@
  * connection, and the per-second counts are dropped every second.
  */
 import type { ApiErrorCode } from '../protocol/index.ts';
+import type { Releasable } from '../transports/http-connection.ts';
 
 export interface ConnectionCaps {
   readonly maxConnections: number;
@@ -22,9 +23,25 @@ export interface Refusal {
   readonly retryAfterSeconds?: number;
 }
 
-/** A place held by one connection; `release` is idempotent. */
-export interface Place {
-  release(): void;
+/**
+ * A place held by one connection. One small object per connection and no
+ * closures: it lives as long as the connection does.
+ */
+export class Place implements Releasable {
+  #limiter: ConnectionLimiter | undefined;
+  readonly #key: string;
+
+  constructor(limiter: ConnectionLimiter, key: string) {
+    this.#limiter = limiter;
+    this.#key = key;
+  }
+
+  release(): void {
+    const limiter = this.#limiter;
+    if (limiter === undefined) return;
+    this.#limiter = undefined;
+    limiter.free(this.#key);
+  }
 }
 
 export class ConnectionLimiter {
@@ -61,16 +78,14 @@ export class ConnectionLimiter {
     if (open >= this.#caps.maxConnectionsPerIp) return { refused: 'connection_limit' };
     this.#open.set(key, open + 1);
     this.#total += 1;
-    let held = true;
-    return {
-      release: () => {
-        if (!held) return;
-        held = false;
-        this.#total -= 1;
-        const left = (this.#open.get(key) ?? 1) - 1;
-        if (left <= 0) this.#open.delete(key);
-        else this.#open.set(key, left);
-      },
-    };
+    return new Place(this, key);
+  }
+
+  /** Gives back one place of `key` (Place.release calls it exactly once). */
+  free(key: string): void {
+    this.#total -= 1;
+    const left = (this.#open.get(key) ?? 1) - 1;
+    if (left <= 0) this.#open.delete(key);
+    else this.#open.set(key, left);
   }
 }

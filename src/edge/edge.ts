@@ -55,10 +55,7 @@ export class Edge implements ConnectionGate {
     if ('refused' in place) return place;
     return {
       fallbackToken: origin === 'allowed' || (origin === 'absent' && sameOriginFetch(request)) ? this.cookieToken(request) : undefined,
-      attach: (client) => {
-        client.onClosed(() => place.release());
-      },
-      release: () => place.release(),
+      place,
     };
   }
 

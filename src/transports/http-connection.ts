@@ -132,21 +132,29 @@ export interface ConnectionGate {
   admitUser(client: Client): boolean;
 }
 
+/** Something a connection holds until it closes; `release` is idempotent. */
+export interface Releasable {
+  release(): void;
+}
+
 export type GateAnswer =
   | { readonly refused: ApiErrorCode; readonly retryAfterSeconds?: number | undefined }
   | {
       readonly refused?: undefined;
       /** Token for `client.fallbackToken` (used by `connect` when it carries none). */
       readonly fallbackToken: string | undefined;
-      /** Ties the admission to the client: released when it closes. */
-      attach(client: Client): void;
-      /** Gives the admission back (idempotent), e.g. when the upgrade fails. */
-      release(): void;
+      /**
+       * The connection's place under the caps: the transport releases it
+       * (idempotent) when the connection is gone, or when opening it failed.
+       */
+      readonly place: Releasable;
     };
+
+const noPlace: Releasable = { release: () => {} };
 
 /** A gate that admits everything (when no edge is configured). */
 export const openGate: ConnectionGate = {
-  open: () => ({ fallbackToken: undefined, attach: () => {}, release: () => {} }),
+  open: () => ({ fallbackToken: undefined, place: noPlace }),
   admitUser: () => true,
 };
 

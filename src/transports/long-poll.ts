@@ -47,8 +47,14 @@ interface Waiter {
 }
 
 export class LongPollTransport implements Transport {
-  readonly kind = 'long-poll';
-  readonly tracksPositions = true;
+  // Getters, not fields: nothing per connection.
+  get kind(): 'long-poll' {
+    return 'long-poll';
+  }
+
+  get tracksPositions(): boolean {
+    return true;
+  }
   readonly #queue: Entry[] = [];
   #bytes = 0;
   #seq = 0;
@@ -231,7 +237,7 @@ export function registerLongPoll(app: FastifyInstance, node: Node, sessions: Ses
     const body = request.body;
     const transport = new LongPollTransport(pollTimeoutMs, sessionTimeoutMs);
     const client = node.createClient(transport);
-    admission.attach(client);
+    client.onClosed(() => admission.place.release());
     client.fallbackToken = admission.fallbackToken;
     transport.onIdle = () => client.disconnect('session_expired');
     const token = body.token ?? bearer(request.headers.authorization);

@@ -23,8 +23,14 @@ import {
 export const SSE_PATH = '/connection/sse';
 
 export class SseTransport implements Transport {
-  readonly kind = 'sse';
-  readonly tracksPositions = true;
+  // Getters, not fields: nothing per connection.
+  get kind(): 'sse' {
+    return 'sse';
+  }
+
+  get tracksPositions(): boolean {
+    return true;
+  }
   readonly #response: ServerResponse;
   #started = false;
   #closed = false;
@@ -113,9 +119,9 @@ export function registerSse(app: FastifyInstance, node: Node, sessions: SessionR
     const vector = (typeof header === 'string' ? header : undefined) ?? one(query.last_event_id);
     const transport = new SseTransport(reply.raw);
     const client = node.createClient(transport);
-    admission.attach(client);
     client.fallbackToken = admission.fallbackToken;
     reply.raw.on('close', () => {
+      admission.place.release();
       transport.markClosed();
       client.close(1006, 'connection lost');
     });

@@ -6,22 +6,28 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
-import { WebSocketServer, type WebSocket } from 'ws';
+import { WebSocket, WebSocketServer } from 'ws';
 import { decodeCommand } from '../protocol/command-decoder.ts';
 import { apiErrors, disconnects, type ApiErrorCode } from '../protocol/index.ts';
 import type { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
-import { openGate, type ConnectionGate } from './http-connection.ts';
+import { openGate, type ConnectionGate, type Releasable } from './http-connection.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
 
 const OPEN = 1;
 
 export class WebSocketTransport implements Transport {
-  readonly kind = 'websocket';
-  readonly tracksPositions = false;
+  // Getters, not fields: nothing per connection.
+  get kind(): 'websocket' {
+    return 'websocket';
+  }
+
+  get tracksPositions(): boolean {
+    return false;
+  }
   readonly #socket: WebSocket;
   /** The upgraded TCP socket under `#socket`: frames built once go straight to it. */
   readonly #raw: Duplex;
@@ -94,20 +100,110 @@ export interface WebSocketEndpoint {
   terminateAll(): void;
 }
 
+/** Destroys the socket that emitted the error (`this`). */
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
+
 /** Attaches the WebSocket endpoint to an HTTP server. */
 export function attachWebSocket(server: Server | HttpsServer, node: Node, options: WebSocketHandlerOptions): WebSocketEndpoint {
   const gate = options.gate ?? openGate;
-  const sockets = new Set<WebSocket>();
+  const maxMessageBytes = options.maxMessageBytes;
+  /** Upgraded sockets until their 'close' (for drain). */
+  const sockets = new Set<HeraldWebSocket>();
+
+  /**
+   * The `ws` socket class of this endpoint. It carries the connection's
+   * Herald state and handles its own events in `emit`: an idle connection
+   * then holds no listener entries and no closures of ours (see
+   * docs/performance.md, idle memory). Events other than these four go to
+   * listeners as usual.
+   */
+  class HeraldWebSocket extends WebSocket {
+    client: Client | undefined = undefined;
+    place: Releasable | undefined = undefined;
+    /** Whether the per-user cap has been judged (at the first reply after `connect`). */
+    userAdmitted = false;
+
+    override emit(event: string | symbol, ...args: unknown[]): boolean {
+      switch (event) {
+        case 'message':
+          onMessage(this, args[0] as Buffer, args[1] as boolean);
+          return true;
+        case 'pong':
+          if (this.client !== undefined) this.client.lastActivity = node.now();
+          return true;
+        case 'error':
+          // ws closes the socket itself (1002/1007/1009); 'close' follows.
+          return true;
+        case 'close':
+          onClose(this, args[0] as number, args[1] as Buffer);
+          return true;
+        default:
+          return super.emit(event, ...args);
+      }
+    }
+  }
+
   const wss = new WebSocketServer({
     noServer: true,
-    maxPayload: options.maxMessageBytes,
+    maxPayload: maxMessageBytes,
     maxFragments: options.maxFragments,
     perMessageDeflate: false,
     clientTracking: false,
     skipUTF8Validation: false,
+    WebSocket: HeraldWebSocket,
   });
+
+  /** The reply to one command: the first reply after `connect` is where the per-user cap is judged. */
+  function sendReply(ws: HeraldWebSocket, client: Client, frame: string): void {
+    if (client.isClosed) return;
+    if (!ws.userAdmitted && client.state === 'connected') {
+      ws.userAdmitted = true;
+      if (!gate.admitUser(client)) {
+        client.disconnect('connection_limit');
+        return;
+      }
+    }
+    ws.send(frame);
+  }
+
+  function onMessage(ws: HeraldWebSocket, data: Buffer, isBinary: boolean): void {
+    const client = ws.client;
+    if (client === undefined || client.isClosed) return;
+    if (isBinary) {
+      client.disconnect('bad_request');
+      return;
+    }
+    const admitted = client.admitInbound();
+    if (client.isClosed) return;
+    const reply = (frame: string): void => sendReply(ws, client, frame);
+    const decoded = decodeCommand(data.toString('utf8'), maxMessageBytes);
+    if (!decoded.ok) {
+      if (decoded.error === 'method_not_found') client.replyError(decoded.id, 'method_not_found', reply);
+      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', reply);
+      else client.disconnect(decoded.error === 'too_large' ? 'message_too_large' : 'bad_request');
+      return;
+    }
+    const command = decoded.command;
+    if (!admitted) {
+      if (command.id !== undefined) client.replyError(command.id, 'too_many_requests', reply);
+      return;
+    }
+    void client.handleCommand(command, reply);
+  }
+
+  function onClose(ws: HeraldWebSocket, code: number, reason: Buffer): void {
+    sockets.delete(ws);
+    ws.place?.release();
+    const client = ws.client;
+    if (client === undefined) return;
+    (client.transport as WebSocketTransport).markClosed();
+    client.close(code === 1005 ? 1000 : code, reason.toString('utf8').slice(0, 123));
+  }
+
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
-    socket.on('error', () => socket.destroy());
+    socket.on('error', destroyOnError);
     const path = (request.url ?? '').split('?', 1)[0];
     if (path !== WEBSOCKET_PATH) return refuse(socket, 'not_found');
     if (node.draining) return refuse(socket, 'unavailable');
@@ -115,13 +211,20 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     if (protocols !== undefined && protocols.length > MAX_PROTOCOL_HEADER) return refuse(socket, 'bad_request');
     const admission = gate.open(request);
     if (admission.refused !== undefined) return refuse(socket, admission.refused, admission.retryAfterSeconds);
-    // Released when the socket closes, whether or not the upgrade succeeds.
-    socket.once('close', () => admission.release());
-    wss.handleUpgrade(request, socket, head, (ws) => {
+    const place = admission.place;
+    // Until the upgrade completes, the place goes back when the socket
+    // closes (ws destroys it on a bad handshake); after it, onClose does it.
+    const releaseEarly = (): void => place.release();
+    socket.once('close', releaseEarly);
+    wss.handleUpgrade(request, socket, head, (upgraded) => {
+      socket.removeListener('close', releaseEarly);
+      // From here ws handles socket errors (and destroys the socket).
+      socket.removeListener('error', destroyOnError);
+      const ws = upgraded as HeraldWebSocket;
       sockets.add(ws);
-      ws.once('close', () => sockets.delete(ws));
-      const client = serve(ws, socket, node, options, gate);
-      admission.attach(client);
+      ws.place = place;
+      const client = node.createClient(new WebSocketTransport(ws, socket));
+      ws.client = client;
       client.fallbackToken = admission.fallbackToken;
     });
   });
@@ -153,56 +256,4 @@ function refuse(socket: Duplex, code: ApiErrorCode, retryAfterSeconds?: number):
     `HTTP/1.1 ${entry.status} ${statusText[entry.status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
       `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n${retryAfter}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
   );
-}
-
-function serve(ws: WebSocket, raw: Duplex, node: Node, options: WebSocketHandlerOptions, gate: ConnectionGate): Client {
-  const transport = new WebSocketTransport(ws, raw);
-  const client: Client = node.createClient(transport);
-  let userAdmitted = false;
-  const reply = (frame: string) => {
-    if (client.isClosed) return;
-    // The first reply after `connect` succeeded is the connect reply: the
-    // per-user cap is judged now that the user is known, before it is sent.
-    if (!userAdmitted && client.state === 'connected') {
-      userAdmitted = true;
-      if (!gate.admitUser(client)) {
-        client.disconnect('connection_limit');
-        return;
-      }
-    }
-    ws.send(frame);
-  };
-  ws.on('message', (data: Buffer, isBinary: boolean) => {
-    if (client.isClosed) return;
-    if (isBinary) {
-      client.disconnect('bad_request');
-      return;
-    }
-    const admitted = client.admitInbound();
-    if (client.isClosed) return;
-    const decoded = decodeCommand(data.toString('utf8'), options.maxMessageBytes);
-    if (!decoded.ok) {
-      if (decoded.error === 'method_not_found') client.replyError(decoded.id, 'method_not_found', reply);
-      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', reply);
-      else client.disconnect(decoded.error === 'too_large' ? 'message_too_large' : 'bad_request');
-      return;
-    }
-    const command = decoded.command;
-    if (!admitted) {
-      if (command.id !== undefined) client.replyError(command.id, 'too_many_requests', reply);
-      return;
-    }
-    void client.handleCommand(command, reply);
-  });
-  ws.on('pong', () => {
-    client.lastActivity = node.now();
-  });
-  ws.on('error', () => {
-    // ws closes the socket itself (1002/1007/1009); 'close' follows.
-  });
-  ws.on('close', (code: number, reason: Buffer) => {
-    transport.markClosed();
-    client.close(code === 1005 ? 1000 : code, reason.toString('utf8').slice(0, 123));
-  });
-  return client;
 }
