@@ -41,6 +41,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   childProcessRegistry,
+  heraldBenchConfig,
   CHANNEL,
   PAYLOAD_BYTES,
   TRANSPORTS,
@@ -230,25 +231,7 @@ function startServer(target: Transport, nodeArgs: string[]): Promise<Server> {
     const dir = mkdtempSync(join(tmpdir(), 'herald-bench-'));
     const configFile = join(dir, 'herald.json');
     apiKey = randomBytes(24).toString('base64url');
-    const config = {
-      mode: 'production',
-      listen: { host: '127.0.0.1', port: 0 },
-      admin: { host: '127.0.0.1', port: 0 },
-      process: { allowRoot: true },
-      log: { level: 'info' },
-      auth: { hmacSecret: randomBytes(32).toString('base64url') },
-      api: { rateLimitPerIp: 100000000, rateLimitPerKey: 100000000 },
-      channels: { defaults: {}, namespaces: [{ name: 'bench', allowAnonymous: true, historySize: 300 }] },
-      // Every bench client comes from 127.0.0.1.
-      limits: {
-        inboundRatePerSecond: 100000,
-        inboundBurst: 100000,
-        inboundHardPerSecond: 1000000,
-        maxConnectionsPerIp: 1000000,
-        newConnectionsPerIpPerSecond: 1000000,
-      },
-      ping: { intervalMs: 600000 },
-    };
+    const config = heraldBenchConfig(randomBytes(32).toString('base64url'));
     writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     cleanup = () => rmSync(dir, { recursive: true, force: true });
     child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile], {

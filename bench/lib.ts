@@ -10,6 +10,33 @@ export type Transport = (typeof TRANSPORTS)[number];
 
 export const CHANNEL = 'bench:fanout';
 
+/**
+ * The Herald configuration every fan-out benchmark runs: production mode,
+ * namespace `bench` (anonymous, history 300, default presence), limits per
+ * IP raised because every bench client comes from 127.0.0.1, pings every
+ * 10 minutes (so idle connections stay idle while measured).
+ */
+export function heraldBenchConfig(hmacSecret: string): Record<string, unknown> {
+  return {
+    mode: 'production',
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
+    process: { allowRoot: true },
+    log: { level: 'info' },
+    auth: { hmacSecret },
+    api: { rateLimitPerIp: 100000000, rateLimitPerKey: 100000000 },
+    channels: { defaults: {}, namespaces: [{ name: 'bench', allowAnonymous: true, historySize: 300 }] },
+    limits: {
+      inboundRatePerSecond: 100000,
+      inboundBurst: 100000,
+      inboundHardPerSecond: 1000000,
+      maxConnectionsPerIp: 1000000,
+      newConnectionsPerIpPerSecond: 1000000,
+    },
+    ping: { intervalMs: 600000 },
+  };
+}
+
 /** Payload size in bytes: the serialized `data` of every publication. */
 export const PAYLOAD_BYTES = 100;
 
