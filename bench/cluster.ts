@@ -26,7 +26,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { childProcessRegistry, CHANNEL, makePayload, merge, newHistogram, nowUs, quantile, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
+import { childProcessRegistry, CHANNEL, heraldBenchConfig, makePayload, merge, newHistogram, nowUs, quantile, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -116,23 +116,9 @@ async function startServer(workers: number): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), 'herald-bench-cluster-'));
   const apiKey = randomBytes(24).toString('base64url');
   const config = {
-    mode: 'production',
+    ...heraldBenchConfig(randomBytes(32).toString('base64url')),
     stateDir: join(dir, 'state'),
-    listen: { host: '127.0.0.1', port: 0 },
-    admin: { host: '127.0.0.1', port: 0 },
-    process: { allowRoot: true },
-    log: { level: 'info' },
-    auth: { hmacSecret: randomBytes(32).toString('base64url') },
-    api: { rateLimitPerIp: 100000000, rateLimitPerKey: 100000000 },
     channels: { defaults: {}, namespaces: [{ name: 'bench', allowAnonymous: true, historySize: 300, presence: false }] },
-    limits: {
-      inboundRatePerSecond: 100000,
-      inboundBurst: 100000,
-      inboundHardPerSecond: 1000000,
-      maxConnectionsPerIp: 1000000,
-      newConnectionsPerIpPerSecond: 1000000,
-    },
-    ping: { intervalMs: 600000 },
   };
   writeFileSync(join(dir, 'herald.json'), JSON.stringify(config), { mode: 0o600 });
   const child = spawn(process.execPath, [join(ROOT, 'src/cli/main.ts'), 'serve', '--config', join(dir, 'herald.json'), '--workers', String(workers)], {

@@ -44,7 +44,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
-import { childProcessRegistry, makePayload, newHistogram, nowUs, quantile, record, type ConnectedMessage, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
+import { childProcessRegistry, heraldBenchConfig, makePayload, newHistogram, nowUs, quantile, record, type ConnectedMessage, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -212,24 +212,10 @@ async function startHerald(engine: Engine, redisUrl: string): Promise<Server> {
   writeFileSync(
     configFile,
     JSON.stringify({
-      mode: 'production',
+      ...heraldBenchConfig(randomBytes(32).toString('base64url')),
       stateDir: dir,
-      listen: { host: '127.0.0.1', port: 0 },
-      admin: { host: '127.0.0.1', port: 0 },
-      process: { allowRoot: true },
       log: { level: 'warn' },
-      auth: { hmacSecret: randomBytes(32).toString('base64url') },
-      api: { rateLimitPerIp: 100000000, rateLimitPerKey: 100000000 },
       engine: engine === 'redis' ? { type: 'redis', redisUrl, redisPrefix: prefix } : { type: 'memory' },
-      channels: { defaults: {}, namespaces: [{ name: 'bench', allowAnonymous: true, historySize: 300 }] },
-      limits: {
-        inboundRatePerSecond: 100000,
-        inboundBurst: 100000,
-        inboundHardPerSecond: 1000000,
-        maxConnectionsPerIp: 1000000,
-        newConnectionsPerIpPerSecond: 1000000,
-      },
-      ping: { intervalMs: 600000 },
     }),
     { mode: 0o600 },
   );
