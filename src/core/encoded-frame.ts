@@ -1,7 +1,8 @@
 /**
  * A server frame serialized once and shared by every connection it goes to.
- * Text transports (SSE, long polling) use `text`; WebSocket uses `bytes`,
- * encoded on first use and reused for every other socket.
+ * Long polling uses `text`, SSE `sseBytes` (or `sseText` behind its own `id:`
+ * line), WebSocket the whole frame `wsFrame`: each encoded on first use and
+ * reused for every other connection.
  */
 import { encodeServerTextFrame } from '../util/websocket-frame.ts';
 
@@ -27,6 +28,7 @@ export class EncodedFrame {
     return this.#sseText;
   }
 
+  /** `sseText` as UTF-8 bytes. */
   get sseBytes(): Buffer {
     this.#sse ??= Buffer.from(this.sseText, 'utf8');
     return this.#sse;

@@ -138,7 +138,7 @@ export class Node {
   }
 
   #pingAll(): void {
-    for (const client of this.#all) if (client.state === 'connected') client.ping();
+    for (const client of this.connectedClients()) client.ping();
   }
 
   authorizeSubscribe(client: Client, resolved: ResolvedChannel): void {
