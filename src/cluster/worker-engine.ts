@@ -277,7 +277,7 @@ class ClusterSessions implements SessionRouter {
     this.#serving.set(key, controller);
     const handler = this.#handler;
     const answer = handler === undefined ? Promise.resolve(apiErrorAnswer('session_unknown')) : handler(exchange, controller.signal);
-    answer
+    void answer
       .catch(() => apiErrorAnswer('internal'))
       .then((result) => {
         if (this.#serving.get(key) !== controller) return;

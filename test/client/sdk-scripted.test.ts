@@ -38,7 +38,7 @@ describe('SDK against a scripted SSE server', { timeout: 30000 }, () => {
   const clients: HeraldClient[] = [];
 
   before(async () => {
-    server = createServer(async (req, res) => {
+    const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
       if (req.method === 'GET' && req.url?.startsWith('/connection/sse')) {
         script.streamUrls.push(req.url);
         res.writeHead(200, { 'content-type': 'text/event-stream' });
@@ -62,6 +62,9 @@ describe('SDK against a scripted SSE server', { timeout: 30000 }, () => {
       }
       res.writeHead(404, { 'content-type': 'application/json' });
       res.end('{"error":{"code":"not_found","message":"no such endpoint"}}');
+    };
+    server = createServer((req, res) => {
+      handle(req, res).catch((error: unknown) => res.destroy(error as Error));
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
     url = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;

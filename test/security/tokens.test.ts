@@ -224,10 +224,12 @@ describe('JWKS (C14, issue 5)', () => {
       keys.push({ kid, publicKey: pair.publicKey, privateKey: pair.privateKey });
     }
     published = ['k1'];
-    jwksServer = createServer(async (_req, res) => {
+    jwksServer = createServer((_req, res) => {
       fetches++;
-      const list = await Promise.all(keys.filter((k) => published.includes(k.kid)).map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'RS256', use: 'sig' })));
-      res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: list }));
+      Promise.all(keys.filter((k) => published.includes(k.kid)).map(async (k) => ({ ...(await exportJWK(k.publicKey)), kid: k.kid, alg: 'RS256', use: 'sig' }))).then(
+        (list) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ keys: list })),
+        (error: unknown) => res.destroy(error as Error),
+      );
     });
     await new Promise<void>((resolve) => jwksServer.listen(0, '127.0.0.1', resolve));
     jwksUrl = `http://127.0.0.1:${(jwksServer.address() as AddressInfo).port}/jwks.json`;
