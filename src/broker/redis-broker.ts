@@ -11,9 +11,11 @@
  * Failure rules: every call has a timeout (the clients' commandTimeout) and
  * fails fast while disconnected (no offline queue), so a publish Herald
  * cannot deliver is rejected (the API answers 503), never acknowledged.
- * After the subscriber connection comes back, every subscribed channel is
- * reset (subscribers resynchronize through recovery): messages may have been
- * lost meanwhile.
+ * After the subscriber connection comes back and the engine has subscribed
+ * again (src/broker/redis-engine.ts), every subscribed channel is reset
+ * (`resetAll`: subscribers resynchronize through recovery): messages may
+ * have been lost meanwhile. Resetting only once the SUBSCRIBE is answered
+ * means a resynchronization reads history that overlaps live delivery.
  */
 import type { Redis } from 'ioredis';
 import type { ClientInfo, StreamPosition } from '../protocol/index.ts';
@@ -93,9 +95,10 @@ export class RedisBroker implements Broker {
   readonly #metaTtlMs: number;
   readonly #now: () => number;
   readonly #onError: (error: unknown, what: string) => void;
-  readonly #channels = new Set<string>();
+  /** Channels subscribed (or being subscribed) → the attempt that added them. */
+  readonly #channels = new Map<string, number>();
+  #attempts = 0;
   #handler: BrokerEventHandler | undefined;
-  #wasReady = false;
 
   constructor(options: RedisBrokerOptions) {
     this.#command = options.command;
@@ -107,13 +110,6 @@ export class RedisBroker implements Broker {
     this.#command.defineCommand('heraldPublish', { numberOfKeys: 2, lua: publishScript });
     this.#command.defineCommand('heraldHistory', { numberOfKeys: 2, lua: historyScript });
     this.#subscriber.on('message', (topic: string, message: string) => this.#onMessage(topic, message));
-    this.#subscriber.on('ready', () => {
-      // After a reconnect the engine resubscribes; what was published
-      // meanwhile may be lost, so every local subscriber resynchronizes.
-      if (this.#wasReady) for (const channel of this.#channels) this.#handler?.onStreamReset(channel);
-      this.#wasReady = true;
-    });
-    if (this.#subscriber.status === 'ready') this.#wasReady = true;
   }
 
   topic(channel: string): string {
@@ -186,11 +182,13 @@ export class RedisBroker implements Broker {
 
   async subscribe(channel: string): Promise<void> {
     if (this.#channels.has(channel)) return;
-    this.#channels.add(channel);
+    const attempt = ++this.#attempts;
+    this.#channels.set(channel, attempt);
     try {
       await this.#call('subscribe', () => this.#subscriber.subscribe(this.topic(channel)));
     } catch (error) {
-      this.#channels.delete(channel);
+      // Only this attempt's entry: an unsubscribe and a new subscribe may have come meanwhile.
+      if (this.#channels.get(channel) === attempt) this.#channels.delete(channel);
       throw error;
     }
   }
@@ -228,12 +226,12 @@ export class RedisBroker implements Broker {
 
   /** Channels this node subscribes to. */
   get channels(): ReadonlySet<string> {
-    return this.#channels;
+    return new Set(this.#channels.keys());
   }
 
-  /** Forces every local subscriber of every channel to resynchronize. */
+  /** Every local subscriber of every channel resynchronizes (after a reconnect or a lost probe). */
   resetAll(): void {
-    for (const channel of this.#channels) this.#handler?.onStreamReset(channel);
+    for (const channel of [...this.#channels.keys()]) this.#handler?.onStreamReset(channel);
   }
 
   async close(): Promise<void> {

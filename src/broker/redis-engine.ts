@@ -6,7 +6,7 @@
  */
 import type { Redis } from 'ioredis';
 import type { ControlBus, ControlCommand } from './control.ts';
-import { RedisBroker } from './redis-broker.ts';
+import { BrokerUnavailableError, RedisBroker } from './redis-broker.ts';
 import { RedisPresenceStore } from './redis-presence.ts';
 import { MemoryRevocationList, type RevocationList } from '../auth/revocation.ts';
 import type { ConnectionIdentity } from '../auth/jwt.ts';
@@ -81,13 +81,18 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
   });
   await subscriber.subscribe(controlTopic, probeTopic);
   // After a reconnect (the clients come without ioredis's automatic
-  // resubscription): everything again in one SUBSCRIBE; a failure reconnects.
+  // resubscription): everything again in one SUBSCRIBE, then every channel
+  // resynchronizes (what was published meanwhile may be lost); a failure
+  // reconnects.
   subscriber.on('ready', () => {
     const topics = [controlTopic, probeTopic, ...[...broker.channels].map((channel) => broker.topic(channel))];
-    subscriber.subscribe(...topics).catch((error: unknown) => {
-      onError(error, 'resubscribe');
-      subscriber.disconnect(true);
-    });
+    subscriber.subscribe(...topics).then(
+      () => broker.resetAll(),
+      (error: unknown) => {
+        onError(error, 'resubscribe');
+        subscriber.disconnect(true);
+      },
+    );
   });
 
   const control: ControlBus = {
@@ -95,7 +100,12 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
       controlHandler = handler;
     },
     async publish(cmd) {
-      await command.publish(controlTopic, JSON.stringify({ from: nodeId, command: cmd }));
+      try {
+        await command.publish(controlTopic, JSON.stringify({ from: nodeId, command: cmd }));
+      } catch (error) {
+        onError(error, 'control publish');
+        throw new BrokerUnavailableError('redis control publish failed');
+      }
     },
     async close() {},
   };

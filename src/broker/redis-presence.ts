@@ -2,11 +2,12 @@
  * Presence in Redis: a hash of client id → info per channel, with a sorted
  * set of expiry times. Entries expire unless refreshed, so a node that dies
  * leaves no ghosts; each node refreshes the entries it added every third of
- * the TTL.
+ * the TTL. A call Redis cannot answer fails with BrokerUnavailableError
+ * (116 / 503), like the broker's; removal is best effort.
  */
 import type { Redis } from 'ioredis';
 import type { ClientInfo } from '../protocol/index.ts';
-import type { PresenceStats, PresenceStore } from './broker.ts';
+import { BrokerUnavailableError, type PresenceStats, type PresenceStore } from './broker.ts';
 
 const getScript = `
 local expired = redis.call('ZRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
@@ -70,7 +71,12 @@ export class RedisPresenceStore implements PresenceStore {
       this.#local.set(channel, members);
     }
     members.set(info.client, info);
-    await this.#write(channel, [info]);
+    try {
+      await this.#write(channel, [info]);
+    } catch (error) {
+      this.#onError(error, 'presence add');
+      throw new BrokerUnavailableError('redis presence add failed');
+    }
   }
 
   async remove(channel: string, clientId: string): Promise<void> {
@@ -91,7 +97,13 @@ export class RedisPresenceStore implements PresenceStore {
 
   async get(channel: string): Promise<Record<string, ClientInfo>> {
     const [hash, zset] = this.#keys(channel);
-    const flat = (await (this.#redis as unknown as { heraldPresence(...args: string[]): Promise<string[]> }).heraldPresence(hash, zset, String(this.#now()))) ?? [];
+    let flat: string[];
+    try {
+      flat = (await (this.#redis as unknown as { heraldPresence(...args: string[]): Promise<string[]> }).heraldPresence(hash, zset, String(this.#now()))) ?? [];
+    } catch (error) {
+      this.#onError(error, 'presence get');
+      throw new BrokerUnavailableError('redis presence get failed');
+    }
     const result: Record<string, ClientInfo> = Object.create(null) as Record<string, ClientInfo>;
     for (let i = 0; i + 1 < flat.length; i += 2) {
       try {

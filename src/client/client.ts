@@ -16,10 +16,12 @@
  * jitter) and starts a new round.
  *
  * Recovery: each subscription keeps the position of the last publication it
- * delivered; on reconnect (and on a gap or an `unsubscribed` 3006) it
- * subscribes again asking to recover from there: WebSocket in the subscribe
- * command, SSE in the `last_event_id` of the new stream, long polling in
- * the open's `cursor`. The application sees every publication once, in
+ * delivered; on reconnect (and on a gap) it subscribes again asking to
+ * recover from there: WebSocket in the subscribe command, SSE in the
+ * `last_event_id` of the new stream, long polling in the open's `cursor`.
+ * On SSE and long polling the server also resynchronizes a live
+ * subscription by itself (after a stream reset) and says so with a
+ * `subscribed` push. The application sees every publication once, in
  * order, or a `subscribed` event with `recovered: false` telling it to
  * reload its state.
  */
@@ -809,7 +811,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
       sub._end(push.code, push.reason);
       return;
     }
-    // 3006 insufficient_state: the server dropped the subscription; recover it.
+    // A code in the reconnect range: the server dropped the subscription; recover it.
     this.#resubscribe(sub, false);
   }
 }

@@ -120,9 +120,14 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
     this._timeoutTimer = undefined;
   }
 
-  /** @internal Applies a subscribe result (WebSocket reply, or SSE/long-poll `subscribed` push). */
+  /**
+   * @internal Applies a subscribe result (WebSocket reply, or SSE/long-poll
+   * `subscribed` push). On SSE and long polling the server also sends
+   * `subscribed` for a live subscription it resynchronized itself (after a
+   * gap or a stream reset, `was_recovering: true`): applied the same way.
+   */
   _applySubscribed(result: SubscribeResult): void {
-    if (this.#state !== 'subscribing') return;
+    if (this.#state !== 'subscribing' && !(this.#state === 'subscribed' && result.was_recovering)) return;
     this._clearTimers();
     clearTimeout(this._retryTimer);
     this._retryTimer = undefined;

@@ -212,6 +212,10 @@ export const ConfigSchema = Type.Object(
         presenceTtlMs: Ms(60000, 'Redis presence entries expire unless refreshed (a node refreshes every third of it).'),
         streamMetaTtlMs: Ms(86400000, 'How long a Redis stream keeps its epoch and offset after its last publication.'),
         probeIntervalMs: Ms(2000, 'Interval of the end-to-end pub/sub delivery probe.'),
+        unavailableRetryMs: Ms(
+          30000,
+          'SSE and long polling: how long the server keeps retrying, while the engine is unavailable, a subscription it holds for the client (one named when the connection opened, or one resynchronizing after a gap or a stream reset); then the connection is closed with 3002 (reconnect).',
+        ),
       },
       { additionalProperties: false, default: {} },
     ),

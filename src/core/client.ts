@@ -34,6 +34,12 @@ import type { Node } from './node.ts';
 /** Where the reply to one command goes (the socket, or an HTTP response). */
 export type ReplySink = (frame: string) => void;
 
+/** A live publication held while its subscription is being established. */
+interface HeldPublication {
+  readonly offset: number;
+  readonly frame: EncodedFrame;
+}
+
 /** One client's subscription to one channel (one object per subscription: kept small). */
 export class Subscription {
   readonly client: Client;
@@ -44,8 +50,8 @@ export class Subscription {
   epoch = '';
   /** Offset of the last publication written to the client. */
   offset = 0;
-  /** While subscribing: live publications held back until history is sent. */
-  pending: { offset: number; frame: EncodedFrame }[] | null = [];
+  /** While (re)subscribing: live publications held back until history is sent; null once established. */
+  pending: HeldPublication[] | null = [];
   pendingBytes = 0;
 
   constructor(client: Client, channel: string, options: NamespaceConfig) {
@@ -68,6 +74,27 @@ export interface SubscribeOutcome {
   readonly result: SubscribeResult;
   /** Writes what follows the reply: recovered, then held publications. */
   readonly flush: () => void;
+}
+
+/** What one read of a subscription's stream found: the subscribe result, what was missed, where delivery resumes. */
+interface StreamRead {
+  readonly result: SubscribeResult;
+  readonly missed: readonly StoredPublication[];
+  /** Offset after which delivery continues (the recovered-from offset, or the stream top). */
+  readonly offset: number;
+}
+
+/** How far establishing a subscription got, so that a retry does not repeat it. */
+interface Establishing {
+  joined: boolean;
+}
+
+/** Subscriptions to resynchronize as soon as they are established (a reset arrived meanwhile). */
+const resyncAfterFlush = new WeakSet<Subscription>();
+
+/** Backoff between attempts to establish a held subscription: 100 ms doubling to 2 s, with jitter. */
+function retryDelayMs(attempt: number): number {
+  return Math.min(2000, 100 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2);
 }
 
 export class CommandError extends Error {
@@ -389,79 +416,160 @@ export class Client {
   }
 
   /**
-   * Subscribes with optional recovery. Live publications arriving meanwhile
-   * are held in `pending`. The caller writes the reply, then calls `flush`,
-   * which writes (SSE/long polling: a `subscribed` push first) the recovered
-   * publications and then the held ones, merged by offset.
+   * Subscribes with optional recovery (the `subscribe` command). Live
+   * publications arriving meanwhile are held in `pending`. The caller writes
+   * the reply, then calls `flush`, which writes (SSE/long polling: a
+   * `subscribed` push first) the recovered publications and then the held
+   * ones, merged by offset. A failure removes the subscription again and is
+   * thrown (CommandError, or BrokerUnavailableError → reply 116).
    */
   async subscribe(request: SubscribeRequest): Promise<SubscribeOutcome> {
+    const sub = await this.#prepare(request);
+    const progress: Establishing = { joined: false };
+    let read: StreamRead;
+    try {
+      read = await this.#establish(sub, request.recover === true, progress);
+    } catch (error) {
+      await this.#abandon(sub, progress);
+      throw error;
+    }
+    return { result: read.result, flush: () => this.#flushSubscription(sub, read) };
+  }
+
+  /**
+   * SSE and long polling: a subscription the server holds for the client,
+   * named when the connection opened (URL, body or position vector). Its
+   * position stays in the connection's vector from the start. While the
+   * engine is unavailable the server retries it (in the background, after
+   * this first attempt) for `engine.unavailableRetryMs`, then closes the
+   * connection with 3002; the client never has to ask again. Throws
+   * CommandError only for a request that can never succeed.
+   */
+  async subscribeHeld(request: SubscribeRequest): Promise<void> {
+    const sub = await this.#prepare(request);
+    await this.#hold(sub, request.recover === true, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
+  }
+
+  /** Checks a subscribe request and adds its subscription, pending, at the position it recovers from. */
+  async #prepare(request: SubscribeRequest): Promise<Subscription> {
     const resolved = this.node.rules.resolve(request.channel);
     if (typeof resolved === 'string') throw new CommandError(resolved);
     this.node.authorizeSubscribe(this, resolved);
     const channel = resolved.channel;
     if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
     if (resolved.options.private) await this.node.authorizePrivate(this, resolved, request.token);
+    if (this.isClosed) throw new CommandError('not_subscribed');
     if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
     if (this.subscriptionCount >= this.node.config.limits.maxChannelsPerConnection) throw new CommandError('limit_exceeded');
     const sub = new Subscription(this, this.node.hub.channelName(channel), resolved.options);
-    const recoverable = sub.recoverable;
+    if (sub.recoverable && request.recover === true && request.epoch !== undefined && request.offset !== undefined) {
+      // Until the subscription is established, the position vector carries the position it recovers from.
+      sub.epoch = request.epoch;
+      sub.offset = request.offset;
+    }
     this.#addSubscription(sub);
     diagnostics.subscribed.publish({ transport: this.transport.kind });
-    const wasRecovering = request.recover === true;
-    let since: StreamPosition | undefined;
-    if (wasRecovering && request.epoch !== undefined && request.offset !== undefined) {
-      since = { epoch: request.epoch, offset: request.offset };
+    return sub;
+  }
+
+  /**
+   * One attempt to establish a pending subscription: local subscriber with
+   * the broker's subscription in place, presence, then the stream read from
+   * the subscription's position (its last delivered one, or the one it
+   * recovers from). Idempotent up to where `progress` says it got.
+   */
+  async #establish(sub: Subscription, wasRecovering: boolean, progress: Establishing): Promise<StreamRead> {
+    await this.node.hub.addSubscription(sub);
+    if (!progress.joined) {
+      await this.node.joinPresence(this, sub.channel, sub.options);
+      progress.joined = true;
     }
-    let page;
-    try {
-      await this.node.hub.addSubscription(sub);
-      page = await this.node.readStream(resolved, since);
-    } catch (error) {
-      if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ transport: this.transport.kind });
-      await this.node.hub.removeSubscription(sub);
-      throw error;
-    }
-    if (this.isClosed || this.subscription(channel) !== sub) throw new CommandError('not_subscribed');
+    const since = sub.recoverable && sub.epoch !== '' ? { epoch: sub.epoch, offset: sub.offset } : undefined;
+    const page = await this.node.readStream(sub.channel, sub.options, since);
+    if (this.isClosed || this.subscription(sub.channel) !== sub) throw new CommandError('not_subscribed');
     let recovered = false;
     let missed: readonly StoredPublication[] = [];
-    if (recoverable && since !== undefined) {
-      const top = page.position;
-      if (since.epoch === top.epoch && since.offset <= top.offset) {
-        const need = top.offset - since.offset;
-        const list = page.publications;
-        if (list.length === need && (need === 0 || list[0]!.offset === since.offset + 1)) {
-          recovered = true;
-          missed = list;
-        }
+    const top = page.position;
+    if (since !== undefined && since.epoch === top.epoch && since.offset <= top.offset) {
+      const need = top.offset - since.offset;
+      const list = page.publications;
+      if (list.length === need && (need === 0 || list[0]!.offset === since.offset + 1)) {
+        recovered = true;
+        missed = list;
       }
     }
-    sub.epoch = page.position.epoch;
-    sub.offset = recovered ? since!.offset : page.position.offset;
     const result: SubscribeResult = {
-      recoverable,
-      epoch: page.position.epoch,
-      offset: page.position.offset,
+      recoverable: sub.recoverable,
+      epoch: top.epoch,
+      offset: top.offset,
       was_recovering: wasRecovering,
       recovered,
     };
-    await this.node.joinPresence(this, channel, resolved.options);
-    return { result, flush: () => this.#flushSubscription(sub, result, missed) };
+    return { result, missed, offset: recovered && since !== undefined ? since.offset : top.offset };
   }
 
-  #flushSubscription(sub: Subscription, result: SubscribeResult, missed: readonly StoredPublication[]): void {
+  /** Undoes a subscription that could not be established (idempotent against close and unsubscribe). */
+  async #abandon(sub: Subscription, progress: Establishing): Promise<void> {
+    if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ transport: this.transport.kind });
+    await this.node.hub.removeSubscription(sub);
+    if (progress.joined) await this.node.leavePresence(this, sub.channel, sub.options).catch(() => undefined);
+  }
+
+  /**
+   * Establishes a subscription the server holds (SSE and long polling),
+   * retrying while the engine is unavailable until `deadline`, then closing
+   * the connection with 3002. Returns after one attempt; retries run on a
+   * timer. Stops quietly once the subscription is gone (unsubscribed, closed).
+   */
+  async #hold(sub: Subscription, wasRecovering: boolean, progress: Establishing, attempt: number, deadline: number): Promise<void> {
+    let read: StreamRead;
+    try {
+      read = await this.#establish(sub, wasRecovering, progress);
+    } catch (error) {
+      if (this.isClosed || this.subscription(sub.channel) !== sub) {
+        await this.#abandon(sub, progress);
+        return;
+      }
+      if (!(error instanceof BrokerUnavailableError)) {
+        this.node.logger.error({ err: error, channel: sub.channel }, 'subscription failed');
+        this.disconnect('internal');
+        return;
+      }
+      if (this.node.now() >= deadline) {
+        this.node.logger.warn({ channel: sub.channel, client: this.id }, 'engine unavailable for engine.unavailableRetryMs: closing the connection (3002)');
+        this.disconnect('internal');
+        return;
+      }
+      const timer = setTimeout(() => {
+        if (this.isClosed || this.subscription(sub.channel) !== sub) return;
+        // The next read covers what was held meanwhile.
+        sub.pending = [];
+        sub.pendingBytes = 0;
+        void this.#hold(sub, wasRecovering, progress, attempt + 1, deadline);
+      }, retryDelayMs(attempt));
+      timer.unref();
+      return;
+    }
+    this.#flushSubscription(sub, read);
+  }
+
+  #flushSubscription(sub: Subscription, read: StreamRead): void {
     if (this.isClosed || this.subscription(sub.channel) !== sub || sub.pending === null) return;
-    const pending = sub.pending ?? [];
+    const pending = sub.pending;
     sub.pending = null;
     sub.pendingBytes = 0;
+    sub.epoch = read.result.epoch;
+    sub.offset = read.offset;
     if (this.transport.tracksPositions) {
-      this.#write(new EncodedFrame(encodePush({ push: 'subscribed', channel: sub.channel, ...result })), true);
+      this.#write(new EncodedFrame(encodePush({ push: 'subscribed', channel: sub.channel, ...read.result })), true);
     }
-    for (const pub of missed) {
+    for (const pub of read.missed) {
       if (pub.offset <= sub.offset) continue;
       const frame = this.node.hub.encodePublication(sub.channel, pub);
       this.deliverPublication(sub, pub.offset, frame);
     }
     for (const held of pending) this.deliverPublication(sub, held.offset, held.frame);
+    if (resyncAfterFlush.delete(sub)) this.insufficientState(sub);
   }
 
   /** Writes one publication to this client, keeping the no-gap, no-duplicate invariant. */
@@ -477,6 +585,8 @@ export class Client {
       if (offset <= sub.offset) return false;
       if (offset !== sub.offset + 1) {
         this.insufficientState(sub);
+        // Held for the resynchronization (SSE, long polling); dropped with the connection (WebSocket).
+        (sub.pending as HeldPublication[] | null)?.push({ offset, frame });
         return false;
       }
       sub.offset = offset;
@@ -487,19 +597,28 @@ export class Client {
     return true;
   }
 
-  /** A gap was seen: make the client resubscribe with recovery. */
+  /**
+   * The subscription may have missed publications (a gap in offsets, another
+   * epoch, a stream reset by the broker). WebSocket: the connection closes
+   * with 3006 and the client recovers on reconnect. SSE and long polling:
+   * the server resynchronizes the subscription itself from the last
+   * position it delivered, and sends `subscribed` with `recovered` true or
+   * false; the position vector keeps that position meanwhile.
+   */
   insufficientState(sub: Subscription): void {
-    if (this.transport.tracksPositions) {
-      const entry = disconnects.insufficient_state;
-      // The client must hear of it even when cleanup fails (Redis down).
-      void this.unsubscribe(sub.channel)
-        .catch((error: unknown) => this.node.logger.warn({ err: error, channel: sub.channel }, 'unsubscribe after a gap failed'))
-        .finally(() => {
-          if (!this.isClosed) this.#write(new EncodedFrame(encodePush({ push: 'unsubscribed', channel: sub.channel, code: entry.code, reason: entry.reason })), true);
-        });
-    } else {
+    if (this.isClosed || this.subscription(sub.channel) !== sub) return;
+    if (!this.transport.tracksPositions) {
       this.disconnect('insufficient_state');
+      return;
     }
+    if (sub.pending !== null) {
+      // Being established: resynchronize once that is done.
+      resyncAfterFlush.add(sub);
+      return;
+    }
+    sub.pending = [];
+    sub.pendingBytes = 0;
+    void this.#hold(sub, true, { joined: true }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
   }
 
   writePush(frame: EncodedFrame): void {
@@ -522,17 +641,21 @@ export class Client {
     if (transport.bufferedBytes() > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
   }
 
-  /** The position vector of every recoverable, established subscription. */
+  /**
+   * The position vector: every recoverable subscription that has a position,
+   * established or being (re)established (then the position it recovers
+   * from). A channel leaves it only when it is unsubscribed.
+   */
   positionVector(): string {
     const subs = this.#subscriptions;
     if (subs === undefined) return '';
     if (subs instanceof Subscription) {
       // The common case, on the delivery path: no intermediate array.
-      return subs.recoverable && subs.pending === null ? encodePositionEntry(subs.channel, subs.epoch, subs.offset) : '';
+      return subs.recoverable && subs.epoch !== '' ? encodePositionEntry(subs.channel, subs.epoch, subs.offset) : '';
     }
     const entries: [string, StreamPosition][] = [];
     for (const sub of subs.values()) {
-      if (sub.recoverable && sub.pending === null) entries.push([sub.channel, sub]);
+      if (sub.recoverable && sub.epoch !== '') entries.push([sub.channel, sub]);
     }
     return encodePositions(entries);
   }

@@ -10,9 +10,20 @@ import { diagnostics } from '../observability/diagnostics.ts';
 import { EncodedFrame } from './encoded-frame.ts';
 import type { Client, Subscription } from './client.ts';
 
+/**
+ * A channel with local subscribers, and where this node's broker
+ * subscription to it stands: in flight (every subscriber waits for the same
+ * answer), established, or none (the last attempt failed; the next
+ * subscriber tries again).
+ */
+interface ChannelEntry {
+  readonly subs: Set<Subscription>;
+  broker: Promise<void> | 'subscribed' | undefined;
+}
+
 export class Hub {
   readonly #broker: Broker;
-  readonly #channels = new Map<string, Set<Subscription>>();
+  readonly #channels = new Map<string, ChannelEntry>();
   /** Connected clients by user id; anonymous clients (user '') are only counted. */
   readonly #users = new Map<string, Set<Client>>();
   #clientCount = 0;
@@ -59,24 +70,43 @@ export class Hub {
     return [...(this.#users.get(user) ?? [])];
   }
 
+  /**
+   * Adds a local subscriber. Resolves once the broker delivers the channel's
+   * publications to this node (so a history read after it misses nothing);
+   * rejects when the broker subscription failed, and the caller then removes
+   * `sub` again. Adding a subscription that is already there only waits.
+   */
   async addSubscription(sub: Subscription): Promise<void> {
-    let set = this.#channels.get(sub.channel);
-    if (set === undefined) {
-      set = new Set();
-      this.#channels.set(sub.channel, set);
-      set.add(sub);
-      await this.#broker.subscribe(sub.channel);
-      return;
+    const channel = sub.channel;
+    let entry = this.#channels.get(channel);
+    if (entry === undefined) {
+      entry = { subs: new Set(), broker: undefined };
+      this.#channels.set(channel, entry);
     }
-    set.add(sub);
+    entry.subs.add(sub);
+    if (entry.broker === 'subscribed') return;
+    if (entry.broker === undefined) {
+      const target = entry;
+      const subscribing: Promise<void> = this.#broker.subscribe(channel).then(
+        () => {
+          if (target.broker === subscribing) target.broker = 'subscribed';
+        },
+        (error: unknown) => {
+          if (target.broker === subscribing) target.broker = undefined;
+          throw error;
+        },
+      );
+      entry.broker = subscribing;
+    }
+    await entry.broker;
   }
 
   async removeSubscription(sub: Subscription): Promise<void> {
-    const set = this.#channels.get(sub.channel);
-    if (set === undefined || !set.delete(sub)) return;
-    if (set.size === 0) {
+    const entry = this.#channels.get(sub.channel);
+    if (entry === undefined || !entry.subs.delete(sub)) return;
+    if (entry.subs.size === 0) {
       this.#channels.delete(sub.channel);
-      await this.#broker.unsubscribe(sub.channel);
+      if (entry.broker !== undefined) await this.#broker.unsubscribe(sub.channel);
     }
   }
 
@@ -85,20 +115,20 @@ export class Hub {
    * subscribers, else `channel`: subscriptions share one string per channel.
    */
   channelName(channel: string): string {
-    const set = this.#channels.get(channel);
-    if (set !== undefined) for (const sub of set) return sub.channel;
+    const entry = this.#channels.get(channel);
+    if (entry !== undefined) for (const sub of entry.subs) return sub.channel;
     return channel;
   }
 
   /** Local subscriber count per channel. */
   channels(): Map<string, number> {
     const result = new Map<string, number>();
-    for (const [channel, set] of this.#channels) result.set(channel, set.size);
+    for (const [channel, entry] of this.#channels) result.set(channel, entry.subs.size);
     return result;
   }
 
   subscriberCount(channel: string): number {
-    return this.#channels.get(channel)?.size ?? 0;
+    return this.#channels.get(channel)?.subs.size ?? 0;
   }
 
   encodePublication(channel: string, publication: StoredPublication): EncodedFrame {
@@ -106,13 +136,13 @@ export class Hub {
   }
 
   deliverPublication(channel: string, publication: StoredPublication): void {
-    const set = this.#channels.get(channel);
-    if (set === undefined) return;
+    const entry = this.#channels.get(channel);
+    if (entry === undefined) return;
     const frame = this.encodePublication(channel, publication);
     const offset = publication.offset;
     const epoch = publication.epoch;
     let count = 0;
-    for (const sub of set) {
+    for (const sub of entry.subs) {
       if (epoch !== undefined && sub.recoverable && sub.pending === null && epoch !== sub.epoch) {
         sub.client.insufficientState(sub);
         continue;
@@ -123,19 +153,19 @@ export class Hub {
   }
 
   deliverJoinLeave(kind: 'join' | 'leave', channel: string, info: ClientInfo): void {
-    const set = this.#channels.get(channel);
-    if (set === undefined) return;
+    const entry = this.#channels.get(channel);
+    if (entry === undefined) return;
     const frame = new EncodedFrame(encodePush({ push: kind, channel, info }));
-    for (const sub of set) {
+    for (const sub of entry.subs) {
       if (sub.pending === null) sub.client.writePush(frame);
     }
   }
 
   /** Every subscription of a channel must resynchronize (the broker may have lost data). */
   resetChannel(channel: string): void {
-    const set = this.#channels.get(channel);
-    if (set === undefined) return;
-    for (const sub of [...set]) {
+    const entry = this.#channels.get(channel);
+    if (entry === undefined) return;
+    for (const sub of [...entry.subs]) {
       if (sub.recoverable) sub.client.insufficientState(sub);
     }
   }

@@ -164,11 +164,11 @@ export class Node {
     if (resolved.options.private && client.subscription(resolved.channel) === undefined) throw new CommandError('permission_denied');
   }
 
-  async readStream(resolved: ResolvedChannel, since: StreamPosition | undefined): Promise<HistoryPage> {
-    const options = resolved.options;
+  /** The stream's position, and the publications after `since` when given (for recovery). */
+  async readStream(channel: string, options: NamespaceConfig, since: StreamPosition | undefined): Promise<HistoryPage> {
     const stream = { size: options.historySize, ttlMs: options.historyTtlMs };
     const query = since === undefined ? { limit: 0 } : { since, limit: options.historySize };
-    return this.#broker.history(resolved.channel, query, stream);
+    return this.#broker.history(channel, query, stream);
   }
 
   async joinPresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {

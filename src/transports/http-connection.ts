@@ -13,7 +13,6 @@ import type { FastifyInstance, FastifyReply } from 'fastify';
 import { apiErrors, decodePositions, disconnects, encodePush, replyErrors, type ApiErrorCode, type ConnectResult, type StreamPosition } from '../protocol/index.ts';
 import { CommandError, DisconnectError, type Client } from '../core/client.ts';
 import type { Node } from '../core/node.ts';
-import { BrokerUnavailableError } from '../broker/broker.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 
 export const SESSION_HEADER = 'herald-session';
@@ -240,7 +239,12 @@ export interface ConnectTimeSubscription {
   readonly needsToken?: boolean;
 }
 
-/** Runs the connect-time subscriptions after the stream has started. */
+/**
+ * Runs the connect-time subscriptions after the stream has started. The
+ * server holds them for the client (src/core/client.ts `subscribeHeld`):
+ * while the engine is unavailable they are retried in the background, and
+ * their positions stay in the connection's position vector throughout.
+ */
 export async function subscribeHttpClient(client: Client, subscribe: readonly ConnectTimeSubscription[]): Promise<void> {
   for (const { channel, since, needsToken } of subscribe) {
     if (client.isClosed) return;
@@ -250,14 +254,11 @@ export async function subscribeHttpClient(client: Client, subscribe: readonly Co
       continue;
     }
     try {
-      const outcome = await client.subscribe(
-        since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset },
-      );
-      outcome.flush();
+      await client.subscribeHeld(since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset });
     } catch (error) {
-      if (error instanceof CommandError || error instanceof BrokerUnavailableError) {
+      if (error instanceof CommandError) {
         // Tell the client, as a push, what a subscribe reply would have said.
-        const entry = replyErrors[error instanceof CommandError ? error.reply : 'unavailable'];
+        const entry = replyErrors[error.reply];
         client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: entry.message })));
         continue;
       }

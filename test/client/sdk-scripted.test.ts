@@ -129,6 +129,31 @@ describe('SDK against a scripted SSE server', { timeout: 30000 }, () => {
     client.disconnect();
   });
 
+  test('a server resynchronization (a subscribed push for a live subscription) is applied: recovered:true continues in order, recovered:false moves to the new position; the client sends no command', async () => {
+    reset();
+    const channel = 'chat:scripted-resync';
+    const { client, publications, subscribed } = startClient(channel);
+    await waitUntil(() => script.stream, { label: 'SSE stream' });
+    write(event({ push: 'connected', client: 'c5', version: 't', ping: 25, session: SESSION }));
+    write(subscribedPush(channel, 0, false, false) + publication(channel, 1) + publication(channel, 2));
+    await waitUntil(() => publications.length === 2, { label: 'two publications' });
+    write(subscribedPush(channel, 4, true, true) + publication(channel, 3) + publication(channel, 4));
+    await waitUntil(() => publications.length === 4, { label: 'recovered publications' });
+    write(event({ push: 'subscribed', channel, recoverable: true, epoch: 'E2', offset: 9, was_recovering: true, recovered: false }) + publication(channel, 10));
+    await waitUntil(() => publications.length === 5, { label: 'live after recovered:false' });
+    assert.deepEqual(publications.map((p) => p.offset), [1, 2, 3, 4, 10]);
+    assert.deepEqual(
+      subscribed.map((s) => [s.wasRecovering, s.recovered, s.epoch, s.offset]),
+      [
+        [false, false, 'E1', 0],
+        [true, true, 'E1', 4],
+        [true, false, 'E2', 9],
+      ],
+    );
+    assert.deepEqual(script.commands.filter((c) => c['method'] !== 'pong'), [], 'no unsubscribe or subscribe sent');
+    client.disconnect();
+  });
+
   test('a gap in offsets is never skipped: unsubscribe, then subscribe with recover from the last delivered offset', async () => {
     reset();
     const channel = 'chat:scripted-gap';

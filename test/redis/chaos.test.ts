@@ -41,7 +41,7 @@ function followersFor(channel: string, tokens: Tokens, a: Target, b: Target, tar
 async function finish(publisher: Publisher, followers: readonly Follower[]): Promise<void> {
   await publisher.stop();
   const marker = await publisher.final();
-  for (const f of followers) await f.waitFor(marker.n, 20000);
+  for (const f of followers) await f.waitFor(marker, 20000);
   const report = followers.map((f) => f.summary()).join('\n  ');
   console.log(`  ${publisher.channel}: ${publisher.acked.length} acknowledged of ${publisher.attempts.length} (${JSON.stringify(publisher.statusCounts())})\n  ${report}`);
   for (const f of followers) assert.deepEqual(verify(f, publisher.acked).slice(0, 10), [], `${f.summary()}`);
@@ -418,7 +418,7 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     await finish(publisher, followers);
   });
 
-  test('33c: a resynchronization while Redis commands fail still reaches SSE and long-poll subscribers (unsubscribed 3006), never a silent stop', async () => {
+  test('33c: a resynchronization while Redis commands fail: WebSocket clients are closed with 3006, SSE and long-poll subscriptions are resynchronized by the server once Redis answers again (recovered:false after FLUSHALL), never a silent stop', async () => {
     fresh('c33c');
     const proxy = new RedisProxy(redis.port);
     await proxy.listen();
@@ -433,18 +433,57 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     await sleep(500);
     // A's command connection stalls (its pub/sub connection still delivers);
     // then the stream's data is lost, so B's next publication has a new epoch
-    // and every subscriber on A must resynchronize: leaving the channel's
-    // presence fails meanwhile.
+    // and every subscriber on A must resynchronize: reading history and
+    // leaving presence fail meanwhile.
     proxy.stallCommands = true;
     await sleep(100);
-    const before = followers.map((f) => f.events.filter((e) => e.kind === 'reset').length);
+    const resets = () => followers.map((f) => f.events.filter((e) => e.kind === 'reset').length);
+    const before = resets();
+    const resyncsBefore = followers.map((f) => f.resubscribes.length);
     await redis.command('FLUSHALL');
-    await waitUntil(() => followers.every((f, i) => f.events.filter((e) => e.kind === 'reset').length > before[i]!), {
+    const wsA = followers.find((f) => f.name === 'ws-A')!;
+    await waitUntil(() => resets()[followers.indexOf(wsA)]! > before[followers.indexOf(wsA)]!, {
       timeoutMs: 10000,
-      label: 'every follower told to resynchronize (3006) while A cannot reach Redis for commands',
+      label: 'the WebSocket client on A closed with 3006 while A cannot reach Redis for commands',
       describe: () => followers.map((f) => f.summary()).join('\n'),
     });
-    await sleep(1000);
+    proxy.stallCommands = false;
+    await waitUntil(() => followers.every((f, i) => f.resubscribes.length > resyncsBefore[i]! && f.subscribed), {
+      timeoutMs: 15000,
+      label: 'every follower resynchronized once Redis answers again',
+      describe: () => followers.map((f) => f.summary()).join('\n'),
+    });
+    for (const f of followers) {
+      const last = f.resubscribes.at(-1)!;
+      assert.equal(last.recovered, false, `${f.name}: FLUSHALL lost the stream, so the resynchronization says recovered:false: ${f.summary()}`);
+    }
+    await sleep(500);
+    await finish(publisher, followers);
+  });
+
+  test('33d: Redis commands fail for longer than engine.unavailableRetryMs: SSE and long-poll connections whose subscriptions the server is resynchronizing are closed with 3002, and recover after reconnecting', async () => {
+    fresh('c33d');
+    const proxy = new RedisProxy(redis.port);
+    await proxy.listen();
+    proxies.push(proxy);
+    const a = await node('A', { redisUrl: proxy.url, engine: { redisCommandTimeoutMs: 300, probeIntervalMs: 5000, unavailableRetryMs: 1500 } });
+    const b = await node('B');
+    const channel = 'chaos:c33d';
+    const sse = new SseFollower({ name: 'sse-A', channel, tokens, targets: () => [a] });
+    const lp = new LongPollFollower({ name: 'lp-A', channel, tokens, targets: () => [a] });
+    await startAll([sse, lp, new WsFollower({ name: 'ws-B', channel, tokens, targets: () => [b] })]);
+    publisher = new Publisher(channel, () => [b], { intervalMs: 20 });
+    publisher.start();
+    await sleep(500);
+    proxy.stallCommands = true;
+    await sleep(100);
+    await redis.command('FLUSHALL');
+    const closedWith = (f: Follower, code: number) => f.events.some((e) => e.kind === 'reset' && e.how === 'disconnect' && e.code === code);
+    await waitUntil(() => closedWith(sse, 3002) && closedWith(lp, 3002), {
+      timeoutMs: 15000,
+      label: 'SSE and long-poll connections on A closed with 3002 after engine.unavailableRetryMs',
+      describe: () => followers.map((f) => f.summary()).join('\n'),
+    });
     proxy.stallCommands = false;
     await sleep(500);
     await finish(publisher, followers);

@@ -4,11 +4,14 @@
  *
  * - a follower keeps its position (epoch from the subscribe answer, offset of
  *   the last publication) and, on any reconnect code (3000–3499, or a dropped
- *   connection) or an `unsubscribed` 3006, comes back (to whichever node its
- *   `targets()` lists first, rotating when one fails) and resubscribes with
- *   `recover: true` and that position: WebSocket with a new socket, SSE with
- *   `last_event_id` or a POSTed subscribe, long polling with a new session
- *   opened with the cursor or a POSTed subscribe;
+ *   connection), comes back (to whichever node its `targets()` lists first,
+ *   rotating when one fails) and resubscribes with `recover: true` and that
+ *   position: WebSocket with a new socket, SSE with `last_event_id`, long
+ *   polling with a new session opened with the cursor;
+ * - on SSE and long polling the server resynchronizes a live subscription
+ *   itself (after a gap or a stream reset) and sends `subscribed` with
+ *   `was_recovering: true` from the follower's position; an `unsubscribed`
+ *   push there is a problem (the server no longer asks the client to act);
  * - it records every subscribe answer and publication (`events`) and any
  *   protocol problem it sees (a publication before the subscribe answer, an
  *   offset that is not the next one, `recovered: true` in another epoch);
@@ -35,6 +38,14 @@ export type FollowerEvent =
   | { readonly kind: 'pub'; readonly at: number; readonly node: string; readonly n: number | undefined; readonly epoch: string; readonly offset: number }
   | { readonly kind: 'reset'; readonly at: number; readonly node: string; readonly code: number; readonly how: string }
   | { readonly kind: 'error'; readonly at: number; readonly node: string; readonly what: string };
+
+/** What `verify` reads of a client: its name, the problems it saw, its events, and n → index in `events` of each publication. */
+export interface Followed {
+  readonly name: string;
+  readonly problems: readonly string[];
+  readonly events: readonly FollowerEvent[];
+  readonly received: ReadonlyMap<number, number>;
+}
 
 export interface FollowerOptions {
   readonly name: string;
@@ -193,14 +204,23 @@ export abstract class Follower {
     this.events.push({ kind: 'reset', at: Date.now(), node, code, how });
   }
 
+  /** SSE and long polling: a `subscribed` push for the live subscription (the server resynchronized it from our position). */
+  protected onServerResync(frame: Frame, node: string): void {
+    if (frame['was_recovering'] !== true) this.problems.push(`subscribed push for a live subscription without was_recovering: ${JSON.stringify(frame)}`);
+    const from = this.position();
+    this.onReset(0, 'server resync', node);
+    this.onSubscribed(frame, node, from);
+  }
+
   /** The position to recover from, when the client holds one. */
   protected position(): { epoch: string; offset: number } | undefined {
     return this.hasPosition ? { epoch: this.epoch, offset: this.offset } : undefined;
   }
 
-  /** Waits until publication `n` has arrived. */
-  async waitFor(n: number, timeoutMs = 15000): Promise<void> {
-    await waitUntil(() => this.received.has(n), {
+  /** Waits until publication `n` has arrived (or, given its acknowledgement, a recovered:false made it history: `reached`). */
+  async waitFor(marker: number | Ack, timeoutMs = 15000): Promise<void> {
+    const n = typeof marker === 'number' ? marker : marker.n;
+    await waitUntil(() => (typeof marker === 'number' ? this.received.has(n) : reached(this, marker)), {
       timeoutMs,
       label: `${this.name} (${this.kind}) to receive n=${n}`,
       describe: () => `last events: ${JSON.stringify(this.events.slice(-6))}; problems: ${this.problems.slice(0, 5).join('; ')}`,
@@ -223,37 +243,6 @@ export abstract class Follower {
     for (const e of this.events) if (e.kind === 'reset') resets.set(`${e.how} ${e.code}`, (resets.get(`${e.how} ${e.code}`) ?? 0) + 1);
     const subs = this.resubscribes;
     return `${this.name}(${this.kind}): ${this.received.size} publications, ${this.connections} connections, resubscribes ${subs.length} (recovered:true ${subs.filter((s) => s.recovered).length}, recovered:false ${subs.filter((s) => !s.recovered).length}), resets {${[...resets].map(([k, v]) => `${k}: ${v}`).join(', ')}}`;
-  }
-
-  /** POSTs a recovering subscribe for an HTTP session (after `unsubscribed` 3006), retrying on 116. */
-  protected async resubscribeByCommand(target: Target, session: string, generation: number): Promise<void> {
-    for (let attempt = 1; generation === this.generation && !this.stopped; attempt++) {
-      const position = this.position();
-      const params = position === undefined ? { channel: this.channel } : { channel: this.channel, recover: true, ...position };
-      let status: number;
-      let reply: Frame | undefined;
-      try {
-        const response = await fetch(`${target.url}/connection/command`, {
-          method: 'POST',
-          headers: { 'content-type': 'application/json', 'herald-session': session },
-          body: JSON.stringify({ id: attempt, method: 'subscribe', params }),
-          signal: AbortSignal.timeout(OPEN_TIMEOUT_MS),
-        });
-        status = response.status;
-        const body = (await response.json().catch(() => undefined)) as Frame[] | undefined;
-        reply = Array.isArray(body) ? body[0] : undefined;
-      } catch {
-        status = 0;
-      }
-      if (generation !== this.generation || this.stopped) return;
-      if (status === 404) {
-        this.reconnect('session unknown on resubscribe');
-        return;
-      }
-      if (status === 200 && reply !== undefined && reply['error'] === undefined) return; // the `subscribed` push follows on the stream
-      this.events.push({ kind: 'error', at: Date.now(), node: target.name, what: `resubscribe answered ${status} ${JSON.stringify(reply?.['error'])}` });
-      await sleep(Math.min(100 * attempt, 1000));
-    }
   }
 }
 
@@ -385,7 +374,6 @@ export class SseFollower extends Follower {
     }
     let session = '';
     let established = false;
-    let pendingFrom = from;
     let resolveEstablished!: () => void;
     let rejectEstablished!: (error: Error) => void;
     const establishedPromise = new Promise<void>((resolve, reject) => {
@@ -402,8 +390,9 @@ export class SseFollower extends Follower {
           break;
         case 'subscribed':
           if (frame['channel'] !== this.channel) break;
-          this.onSubscribed(frame, target.name, pendingFrom);
-          if (!established) {
+          if (established) this.onServerResync(frame, target.name);
+          else {
+            this.onSubscribed(frame, target.name, from);
             established = true;
             resolveEstablished();
           }
@@ -412,12 +401,7 @@ export class SseFollower extends Follower {
           this.onPublication(frame, target.name);
           break;
         case 'unsubscribed':
-          if (frame['channel'] !== this.channel) break;
-          this.onReset(frame['code'] as number, 'unsubscribed', target.name);
-          if (reconnects(frame['code'] as number)) {
-            pendingFrom = this.position();
-            void this.resubscribeByCommand(target, session, generation);
-          } else this.problems.push(`unsubscribed with ${frame['code']}`);
+          if (frame['channel'] === this.channel) this.problems.push(`unsubscribed push with ${frame['code']} on SSE`);
           break;
         case 'disconnect':
           lastDisconnect = frame;
@@ -487,7 +471,6 @@ export class LongPollFollower extends Follower {
     if (opened.status !== 200) throw new Error(`poll/open answered HTTP ${opened.status} ${JSON.stringify(opened.body)}`);
     const session = opened.body.session as string;
     let seq = opened.body.seq as number;
-    let pendingFrom = from;
     let established = false;
     let disconnect: Frame | undefined;
     const handle = (messages: Frame[]): void => {
@@ -496,19 +479,17 @@ export class LongPollFollower extends Follower {
         switch (frame['push']) {
           case 'subscribed':
             if (frame['channel'] !== this.channel) break;
-            this.onSubscribed(frame, target.name, pendingFrom);
-            established = true;
+            if (established) this.onServerResync(frame, target.name);
+            else {
+              this.onSubscribed(frame, target.name, from);
+              established = true;
+            }
             break;
           case 'publication':
             this.onPublication(frame, target.name);
             break;
           case 'unsubscribed':
-            if (frame['channel'] !== this.channel) break;
-            this.onReset(frame['code'] as number, 'unsubscribed', target.name);
-            if (reconnects(frame['code'] as number)) {
-              pendingFrom = this.position();
-              void this.resubscribeByCommand(target, session, generation);
-            } else this.problems.push(`unsubscribed with ${frame['code']}`);
+            if (frame['channel'] === this.channel) this.problems.push(`unsubscribed push with ${frame['code']} on long polling`);
             break;
           case 'disconnect':
             disconnect = frame;
@@ -636,12 +617,22 @@ export class Publisher {
 }
 
 /**
+ * Whether a client is past an acknowledged publication: it received it, or a
+ * `recovered: false` put its position at or beyond it (the client reloads
+ * its state and never gets it as a publication: the protocol's answer).
+ */
+export function reached(follower: Followed, ack: Ack): boolean {
+  if (follower.received.has(ack.n)) return true;
+  return follower.events.some((e) => e.kind === 'sub' && e.recovering && !e.recovered && e.epoch === ack.epoch && e.offset >= ack.offset);
+}
+
+/**
  * The delivery guarantee for one follower: every acknowledged publication
  * exactly once, in order, at its acknowledged position; a missing one only
  * behind an explicit `recovered: false` (or published before the follower
  * first subscribed). Returns the problems found (empty: all good).
  */
-export function verify(follower: Follower, acked: readonly Ack[]): string[] {
+export function verify(follower: Followed, acked: readonly Ack[]): string[] {
   const problems = follower.problems.map((p) => `${follower.name}: ${p}`);
   const ackByN = new Map(acked.map((a) => [a.n, a]));
   let lastAcked = 0;

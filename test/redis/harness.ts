@@ -358,6 +358,7 @@ export const NAMESPACES = [
   { name: 'public', allowAnonymous: true, clientPublish: true },
   { name: 'nohistory', historySize: 0 },
   { name: 'chaos', historySize: 20000, historyTtlMs: 600000, presence: true },
+  { name: 'short', historySize: 20, historyTtlMs: 600000 },
 ];
 
 /** A shared HS256 secret for the nodes of one test, and tokens signed with it. */
