@@ -1,8 +1,11 @@
 /**
  * Baseline for the fan-out benchmark: the least a WebSocket broadcast server
- * can do. A `ws` WebSocketServer on any path, and `POST /publish`, which sends
- * the request body unchanged, as one text frame, to every open client. No
- * protocol, no channels, no auth, no history, no logging per connection.
+ * can do. A `ws` WebSocketServer on any path, and `POST /publish`, which
+ * frames the request body once (ws's own `Sender.frame`: one unmasked text
+ * frame) and writes those same bytes to every open client's socket: no
+ * per-socket framing, no protocol, no channels, no auth, no history, no
+ * logging per connection. The fastest honest broadcast over `ws`, and so
+ * the baseline Herald's own fan-out (which also frames once) is held to.
  *
  * Run as its own process (like `herald serve`) so that /proc CPU and RSS of
  * the two are comparable:
@@ -14,7 +17,20 @@
  * on SIGTERM or on SIGINT.
  */
 import { createServer } from 'node:http';
+import type { Socket } from 'node:net';
+import * as ws from 'ws';
 import { WebSocketServer, WebSocket } from 'ws';
+
+interface FrameOptions {
+  readonly fin: boolean;
+  readonly rsv1: boolean;
+  readonly opcode: number;
+  readonly mask: boolean;
+  readonly readOnly: boolean;
+}
+/** ws's frame builder (its `Sender.frame`, exported by the package but not in its type definitions). */
+const { Sender } = ws as unknown as { Sender: { frame(data: Buffer, options: FrameOptions): Buffer[] } };
+const textFrame: FrameOptions = { fin: true, rsv1: false, opcode: 1, mask: false, readOnly: true };
 
 function flag(name: string, fallback: string): string {
   const prefix = `--${name}=`;
@@ -31,10 +47,11 @@ const server = createServer((req, res) => {
     req.on('data', (chunk: Buffer) => chunks.push(chunk));
     req.on('end', () => {
       const body = chunks.length === 1 && chunks[0] !== undefined ? chunks[0] : Buffer.concat(chunks);
+      const frame = Buffer.concat(Sender.frame(body, textFrame));
       let sent = 0;
       for (const client of wss.clients) {
         if (client.readyState === WebSocket.OPEN) {
-          client.send(body, { binary: false });
+          (client as unknown as { _socket: Socket })._socket.write(frame);
           sent++;
         }
       }
