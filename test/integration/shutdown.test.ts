@@ -13,7 +13,8 @@ import { join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { SignJWT } from 'jose';
-import { WsClient, openSse, sseUrl, type Frame, type SseStream } from '../helpers/rt-clients.ts';
+import WebSocket from 'ws';
+import { WsClient, openSse, poll, pollOpen, sseUrl, type Frame, type SseStream } from '../helpers/rt-clients.ts';
 import { RawWebSocket } from '../helpers/rt-raw.ts';
 import { deferred, sleep, withTimeout } from '../helpers/rt-util.ts';
 
@@ -36,7 +37,14 @@ interface Spawned {
 const children: ChildProcess[] = [];
 const tempDirs: string[] = [];
 
-async function spawnHerald(overrides: { drainTimeoutMs: number }): Promise<Spawned> {
+interface Overrides {
+  readonly drainTimeoutMs: number;
+  /** Merged into the config file's `limits`, `longPoll`. */
+  readonly limits?: Record<string, unknown>;
+  readonly longPoll?: Record<string, unknown>;
+}
+
+async function spawnHerald(overrides: Overrides): Promise<Spawned> {
   const hmacSecret = randomBytes(32).toString('base64url');
   const apiKey = randomBytes(24).toString('base64url');
   const dir = mkdtempSync(join(tmpdir(), 'herald-shutdown-'));
@@ -60,6 +68,8 @@ async function spawnHerald(overrides: { drainTimeoutMs: number }): Promise<Spawn
         ],
       },
       shutdown: { drainTimeoutMs: overrides.drainTimeoutMs },
+      ...(overrides.limits === undefined ? {} : { limits: overrides.limits }),
+      ...(overrides.longPoll === undefined ? {} : { longPoll: overrides.longPoll }),
     }),
   );
   const env: Record<string, string> = {};
@@ -143,6 +153,27 @@ async function sseRefused(url: string): Promise<{ refused: boolean; how: string 
   } catch (error) {
     return { refused: true, how: (error as Error).message };
   }
+}
+
+/** The status a WebSocket upgrade is answered with: 101 when it goes through, else the HTTP error (or the socket error). */
+function upgradeStatus(wsUrl: string): Promise<number | string> {
+  return new Promise((resolve) => {
+    const ws = new WebSocket(wsUrl);
+    ws.on('upgrade', () => {
+      resolve(101);
+      ws.terminate();
+    });
+    ws.on('unexpected-response', (request, response) => {
+      resolve(response.statusCode ?? 0);
+      request.destroy();
+    });
+    ws.on('error', (error) => resolve(error.message));
+  });
+}
+
+interface PollAnswer {
+  readonly status: number;
+  readonly body: { session?: string; seq: number; messages: Frame[]; error?: { code: string } };
 }
 
 describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
@@ -233,5 +264,83 @@ describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
     } finally {
       stuck.destroy();
     }
+  });
+
+  test('long polling under load: every session, held poll or between two polls, reads its 3001; meanwhile new connections get 503; then exit 0', async () => {
+    // Bounds far beyond the test's own steps: only the clients' polls end this drain, never a timer.
+    const herald = await spawnHerald({
+      drainTimeoutMs: 120000,
+      limits: { closeGraceMs: 120000, newConnectionsPerIpPerSecond: 10000 },
+      longPoll: { pollTimeoutMs: 120000, sessionTimeoutMs: 120000 },
+    });
+    const channel = 'public:lp-drain';
+    const SESSIONS = 80;
+    const sessions: { session: string; seq: number; held: boolean }[] = [];
+    for (let i = 0; i < SESSIONS; i++) {
+      const opened = (await pollOpen(herald.url, { token: await herald.token(`lp-${i}`), channels: [channel] })) as PollAnswer;
+      assert.equal(opened.status, 200, JSON.stringify(opened.body));
+      assert.ok(opened.body.messages.some((m) => m['push'] === 'subscribed'), JSON.stringify(opened.body));
+      sessions.push({ session: opened.body.session!, seq: opened.body.seq, held: i % 2 === 0 });
+    }
+    const wsClients: WsClient[] = [];
+    const sseStreams: SseStream[] = [];
+    for (let i = 0; i < 5; i++) {
+      const ws = await WsClient.connect(herald.wsUrl, await herald.token(`ws-${i}`));
+      await ws.call('subscribe', { channel });
+      wsClients.push(ws);
+      const sse = await openSse(sseUrl(herald.url, { token: await herald.token(`sse-${i}`), channels: [channel] }));
+      assert.equal(sse.status, 200);
+      await sse.waitForFrame((f) => f['push'] === 'subscribed', 10000, 'SSE subscribed');
+      sseStreams.push(sse);
+    }
+
+    // Everyone receives one publication: long-poll sessions by one poll each.
+    assert.equal((await herald.api('publish', { channel, data: 'before' })).status, 200);
+    for (const s of sessions) {
+      const answer = (await poll(herald.url, s.session, s.seq)) as PollAnswer;
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.deepEqual(answer.body.messages.map((m) => m['push']), ['publication']);
+      s.seq = answer.body.seq;
+    }
+    // Half of them poll again: that poll is held (nothing to deliver). The
+    // other half are between two polls: their next poll comes after SIGTERM.
+    const heldPolls = sessions.filter((s) => s.held).map(async (s) => (await poll(herald.url, s.session, s.seq)) as PollAnswer);
+    // Not a timing assertion: a poll still on its way when SIGTERM lands is answered the same way.
+    await sleep(300);
+
+    herald.child.kill('SIGTERM');
+    const isShutdown = (m: Frame | undefined) => m?.['push'] === 'disconnect' && m['code'] === 3001 && m['reconnect'] === true;
+    for (const answer of await Promise.all(heldPolls)) {
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.ok(isShutdown(answer.body.messages.at(-1)), `a held poll ends with disconnect 3001: ${JSON.stringify(answer.body)}`);
+    }
+    for (const ws of wsClients) assert.equal((await ws.closed).code, 3001);
+    for (const sse of sseStreams) {
+      await sse.waitForEnd(30000);
+      assert.ok(isShutdown(sse.frames.at(-1)), `SSE ends with disconnect 3001: ${JSON.stringify(sse.frames.at(-1))}`);
+    }
+
+    // Half the sessions have not been told yet: Herald still answers, and refuses new connections with 503.
+    const newPoll = (await pollOpen(herald.url, { token: await herald.token('late-lp'), channels: [channel] })) as PollAnswer;
+    assert.deepEqual([newPoll.status, newPoll.body.error?.code], [503, 'unavailable'], 'a new long-poll session during the drain');
+    const newSse = await openSse(sseUrl(herald.url, { token: await herald.token('late-sse'), channels: [channel] }));
+    assert.deepEqual([newSse.status, (newSse.errorBody as Frame | undefined)?.['error']?.['code']], [503, 'unavailable'], 'a new SSE stream during the drain');
+    assert.equal(await upgradeStatus(herald.wsUrl), 503, 'a new WebSocket during the drain');
+    const health = await fetch(`${herald.url}/health`);
+    assert.deepEqual([health.status, await health.json()], [503, { status: 'draining' }]);
+    assert.equal(herald.child.exitCode, null, 'still running');
+
+    // Each session between two polls gets its 3001 from its next poll.
+    const late = await Promise.all(sessions.filter((s) => !s.held).map(async (s) => (await poll(herald.url, s.session, s.seq)) as PollAnswer));
+    for (const answer of late) {
+      assert.equal(answer.status, 200, JSON.stringify(answer.body));
+      assert.ok(isShutdown(answer.body.messages.at(-1)), `the next poll ends with disconnect 3001: ${JSON.stringify(answer.body)}`);
+    }
+
+    // Every session was told: the drain ends (long before its timeout, which is not what ended it) and Herald exits 0.
+    const exit = await withTimeout(herald.exited, 60000, 'process exit once every session was told');
+    assert.deepEqual([exit.code, exit.signal], [0, null], `exit; stderr:\n${herald.stderr.join('\n')}`);
+    const stopped = herald.stdout.filter((line) => line.includes('"msg":"stopped"')).map((line) => JSON.parse(line) as Frame)[0];
+    assert.equal(stopped?.['drained'], true, `every connection drained: ${JSON.stringify(stopped)}`);
   });
 });
