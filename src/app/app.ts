@@ -159,9 +159,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       // connections are answered 503. In cluster mode the other workers
       // reach this worker's sessions: stop accepting at once.
       let listenerClosed = engine.sessionRouter === undefined ? undefined : stopAccepting();
-      const drained = await node.drain(drainTimeoutMs);
+      const clientsDrained = await node.drain(drainTimeoutMs);
       // WebSocket close handshakes get what is left of the drain time.
-      await websockets.settle(left());
+      const drained = (await websockets.settle(left())) && clientsDrained;
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
       await node.close();

@@ -1,7 +1,10 @@
 /**
  * Graceful shutdown of a real `herald serve` process (SIGTERM): clients are
- * told 3001 (`shutdown`, reconnect), new connections are refused, and the
- * process exits with code 0 within `shutdown.drainTimeoutMs`.
+ * told 3001 (`shutdown`, reconnect), long-poll sessions between two polls
+ * by their next poll, new connections are refused (503), and the process
+ * exits with code 0 once everything drained, or when `shutdown.drainTimeoutMs`
+ * cuts the drain short. Bounds are configured so that one of them alone can
+ * end a drain in time; the tests never measure how long it took.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -171,6 +174,12 @@ function upgradeStatus(wsUrl: string): Promise<number | string> {
   });
 }
 
+/** Herald's `stopped` log line (its `drained` says whether everything closed before the drain timeout). */
+function stoppedLine(herald: Spawned): Frame | undefined {
+  const line = herald.stdout.find((l) => l.includes('"msg":"stopped"'));
+  return line === undefined ? undefined : (JSON.parse(line) as Frame);
+}
+
 interface PollAnswer {
   readonly status: number;
   readonly body: { session?: string; seq: number; messages: Frame[]; error?: { code: string } };
@@ -182,9 +191,9 @@ describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
     for (const dir of tempDirs) rmSync(dir, { recursive: true, force: true });
   });
 
-  test('WS closes 3001, SSE gets disconnect 3001 and ends, new connections refused, exit 0 within the drain timeout', async () => {
-    const drainTimeoutMs = 5000;
-    const herald = await spawnHerald({ drainTimeoutMs });
+  test('WS closes 3001, SSE gets disconnect 3001 and ends, new connections refused, exit 0 once everything drained', async () => {
+    // A drain timeout far beyond the test: the drain must end because everything closed, not by the timeout.
+    const herald = await spawnHerald({ drainTimeoutMs: 600000 });
     const channel = 'chat:shutdown';
 
     const ws = await WsClient.connect(herald.wsUrl, await herald.token('alice'));
@@ -200,13 +209,12 @@ describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
     await ws.waitForFrame((f) => f['push'] === 'publication', 10000, 'WS publication');
     await sse.waitForFrame((f) => f['push'] === 'publication', 10000, 'SSE publication');
 
-    const signalledAt = Date.now();
     assert.ok(herald.child.kill('SIGTERM'), 'SIGTERM delivered');
 
-    const close = await withTimeout(ws.closed, drainTimeoutMs + 5000, 'WS close after SIGTERM');
+    const close = await withTimeout(ws.closed, 60000, 'WS close after SIGTERM');
     assert.equal(close.code, 3001, `WS close code (reason ${close.reason})`);
 
-    await sse.waitForEnd(drainTimeoutMs + 5000);
+    await sse.waitForEnd(60000);
     const last = sse.frames.at(-1);
     assert.equal(last?.['push'], 'disconnect', `last SSE frame: ${JSON.stringify(last)}`);
     assert.equal(last?.['code'], 3001);
@@ -221,29 +229,44 @@ describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
       console.log(`during shutdown: new WebSocket → ${wsNew.how}; new SSE → ${sseNew.how}`);
     }
 
-    const exit = await withTimeout(herald.exited, drainTimeoutMs + 5000, 'process exit');
+    const exit = await withTimeout(herald.exited, 60000, 'process exit');
     assert.equal(exit.signal, null, 'exited by itself, not killed by the signal');
     assert.equal(exit.code, 0, `exit code; stderr:\n${herald.stderr.join('\n')}`);
-    assert.ok(exit.at - signalledAt <= drainTimeoutMs, `exited ${exit.at - signalledAt} ms after SIGTERM (drain timeout ${drainTimeoutMs})`);
+    assert.equal(stoppedLine(herald)?.['drained'], true, 'every connection drained (the drain timeout did not end it)');
 
     // after exit nothing listens any more
     const afterExit = await wsRefused(herald.wsUrl);
     assert.ok(afterExit.refused, afterExit.how);
   });
 
+  test('a WebSocket client that never answers the close handshake is cut after limits.closeGraceMs; the drain then ends', async () => {
+    // A short close grace, a drain timeout far beyond it: only the grace can end this drain in time.
+    const herald = await spawnHerald({ drainTimeoutMs: 600000, limits: { closeGraceMs: 300 } });
+    const stuck = await RawWebSocket.connect(herald.port);
+    try {
+      await stuck.call('connect', { token: await herald.token('stuck') });
+      await stuck.call('subscribe', { channel: 'chat:stuck' });
+      stuck.stopReading(); // never answers the close handshake
+      herald.child.kill('SIGTERM');
+      const exit = await withTimeout(herald.exited, 60000, 'process exit while a client never answers the close handshake');
+      assert.deepEqual([exit.code, exit.signal], [0, null], `exit; stderr:\n${herald.stderr.join('\n')}`);
+      assert.equal(stoppedLine(herald)?.['drained'], true, 'the stuck client was cut by its close grace, within the drain');
+    } finally {
+      stuck.destroy();
+    }
+  });
+
   test('a client that never reads cannot hold the process beyond the drain timeout; meanwhile new connections are refused', async () => {
-    const drainTimeoutMs = 3000;
-    const herald = await spawnHerald({ drainTimeoutMs });
+    // A short drain timeout, a close grace far beyond it: only the drain timeout can end this drain in time.
+    const herald = await spawnHerald({ drainTimeoutMs: 1000, limits: { closeGraceMs: 600000 } });
     const channel = 'chat:stuck';
     const stuck = await RawWebSocket.connect(herald.port);
     await stuck.call('connect', { token: await herald.token('stuck') });
     await stuck.call('subscribe', { channel });
     stuck.stopReading(); // never answers the close handshake
     try {
-      const signalledAt = Date.now();
       herald.child.kill('SIGTERM');
       // while draining (the stuck client keeps the drain busy), nothing new is served
-      await sleep(200);
       const exitedEarly = await Promise.race([herald.exited.then(() => true), sleep(0).then(() => false)]);
       if (!exitedEarly) {
         const wsNew = await wsRefused(herald.wsUrl);
@@ -252,15 +275,9 @@ describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
         assert.ok(sseNew.refused, `a new SSE stream during the drain was served: ${sseNew.how}`);
         console.log(`during the drain: new WebSocket → ${wsNew.how}; new SSE → ${sseNew.how}`);
       }
-      const exit = await withTimeout(herald.exited, drainTimeoutMs + 10000, 'process exit despite a stuck client');
-      const elapsed = exit.at - signalledAt;
-      console.log(`stuck-client shutdown: exit code ${exit.code} after ${elapsed} ms (drain timeout ${drainTimeoutMs})`);
-      assert.equal(exit.signal, null, 'exited by itself');
-      // the drain timeout is the longest drain "before exiting anyway"; allow 1 s for the exit itself
-      assert.ok(
-        elapsed <= drainTimeoutMs + 1000,
-        `exited ${elapsed} ms after SIGTERM (drain timeout ${drainTimeoutMs}); log:\n${herald.stdout.slice(-5).join('\n')}`,
-      );
+      const exit = await withTimeout(herald.exited, 60000, 'process exit despite a stuck client');
+      assert.deepEqual([exit.code, exit.signal], [0, null], `exited by itself; log:\n${herald.stdout.slice(-5).join('\n')}`);
+      assert.equal(stoppedLine(herald)?.['drained'], false, 'the drain timeout cut the drain short');
     } finally {
       stuck.destroy();
     }
@@ -340,7 +357,6 @@ describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
     // Every session was told: the drain ends (long before its timeout, which is not what ended it) and Herald exits 0.
     const exit = await withTimeout(herald.exited, 60000, 'process exit once every session was told');
     assert.deepEqual([exit.code, exit.signal], [0, null], `exit; stderr:\n${herald.stderr.join('\n')}`);
-    const stopped = herald.stdout.filter((line) => line.includes('"msg":"stopped"')).map((line) => JSON.parse(line) as Frame)[0];
-    assert.equal(stopped?.['drained'], true, `every connection drained: ${JSON.stringify(stopped)}`);
+    assert.equal(stoppedLine(herald)?.['drained'], true, 'every connection drained');
   });
 });
