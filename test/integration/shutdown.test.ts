@@ -45,10 +45,12 @@ interface Overrides {
   /** Merged into the config file's `limits`, `longPoll`. */
   readonly limits?: Record<string, unknown>;
   readonly longPoll?: Record<string, unknown>;
+  /** The token secret (default: a new one), to restart with the same one. */
+  readonly hmacSecret?: string;
 }
 
 async function spawnHerald(overrides: Overrides): Promise<Spawned> {
-  const hmacSecret = randomBytes(32).toString('base64url');
+  const hmacSecret = overrides.hmacSecret ?? randomBytes(32).toString('base64url');
   const apiKey = randomBytes(24).toString('base64url');
   const dir = mkdtempSync(join(tmpdir(), 'herald-shutdown-'));
   tempDirs.push(dir);
@@ -358,5 +360,33 @@ describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
     const exit = await withTimeout(herald.exited, 60000, 'process exit once every session was told');
     assert.deepEqual([exit.code, exit.signal], [0, null], `exit; stderr:\n${herald.stderr.join('\n')}`);
     assert.equal(stoppedLine(herald)?.['drained'], true, 'every connection drained');
+  });
+  test('a restart of the memory engine (the default) starts every stream over: new epoch, no history, revocations forgotten (docs/operations.md)', async () => {
+    const hmacSecret = randomBytes(32).toString('base64url');
+    const channel = 'chat:restart';
+    const first = await spawnHerald({ drainTimeoutMs: 60000, hmacSecret });
+    for (let n = 1; n <= 3; n++) assert.equal((await first.api('publish', { channel, data: { n } })).status, 200);
+    const before = await first.api('history', { channel, limit: 10 });
+    assert.equal(before.body['publications'].length, 3);
+    const revokedToken = await first.token('mallory');
+    assert.equal((await first.api('revoke_user', { user: 'mallory' })).status, 200);
+    const refused = await WsClient.open(first.wsUrl);
+    void refused.request('connect', { token: revokedToken }).catch(() => undefined);
+    assert.equal((await refused.closed).code, 3507, 'a revoked token is refused before the restart');
+    first.child.kill('SIGTERM');
+    assert.deepEqual([(await first.exited).code, (await first.exited).signal], [0, null]);
+
+    const second = await spawnHerald({ drainTimeoutMs: 60000, hmacSecret });
+    const ws = await WsClient.connect(second.wsUrl, await second.token('alice'));
+    const resumed = await ws.call('subscribe', { channel, recover: true, epoch: before.body['epoch'], offset: 3 });
+    assert.deepEqual([resumed['recovered'], resumed['was_recovering']], [false, true], 'recovery across the restart is refused explicitly');
+    assert.notEqual(resumed['epoch'], before.body['epoch'], 'the stream has a new epoch');
+    assert.deepEqual((await second.api('history', { channel, limit: 10 })).body['publications'], [], 'history is gone');
+    const forgotten = await WsClient.connect(second.wsUrl, revokedToken);
+    assert.ok(forgotten.ws.readyState === WebSocket.OPEN, 'the revocation is gone: the revoked token connects again');
+    forgotten.terminate();
+    ws.terminate();
+    second.child.kill('SIGTERM');
+    assert.equal((await second.exited).code, 0);
   });
 });
