@@ -18,7 +18,22 @@
  * 3. subscribe cost with many channels: --channels distinct channels
  *    subscribed over WebSocket (128 per connection), latency of each
  *    `subscribe` (p50, p99) and, for Redis, the number of pub/sub channels
- *    Redis then holds (one SUBSCRIBE per Herald channel with local subscribers).
+ *    Redis then holds (one SUBSCRIBE per Herald channel with local subscribers);
+ * 4. drain (both engines): SIGTERM to a node with --drain-clients WebSocket,
+ *    SSE and long-poll clients each (the long-poll ones polling in a loop,
+ *    so some are between two polls): time until the last client is told 3001
+ *    and until the process exits, and the exit time of a node without
+ *    clients in the same round (the baseline);
+ * 5. recovery after a Redis restart (Redis engine, private Redis only): Redis
+ *    is stopped (saving its data) for --outage-seconds and started again on
+ *    the same port while a publisher and a recovering WebSocket subscriber
+ *    run; times from Redis answering PING again (how long Redis itself took
+ *    to start is the baseline) to the first acknowledged publish, the first
+ *    delivery, `/health` 200, and the subscriber's `recovered: true`.
+ *
+ * Phases 1–3 are "throughput"; --phases picks (default: all three groups).
+ * The chaos and shutdown tests assert only what happens, in what order; how
+ * fast it happens is measured here.
  *
  * Server and Redis CPU are read from /proc, and so is the CPU every other
  * process of the machine used meanwhile ("others"). The engines alternate for
@@ -28,6 +43,7 @@
  *   node bench/redis.ts [--rounds=3] [--subscribers=500] [--messages=400] [--rate=20] [--max-rate=200]
  *     [--publishers=8] [--publish-seconds=5] [--channels=1000]
  *     [--redis-url=redis://127.0.0.1:PORT] [--quiet-wait=60] [--json=FILE]
+ *     [--phases=throughput,drain,recovery] [--drain-clients=100] [--outage-seconds=5]
  *
  * It first waits (up to --quiet-wait seconds) until the machine is idle, and
  * reports the CPU other processes used during each phase ("others").
@@ -64,6 +80,9 @@ const { values } = parseArgs({
     'redis-url': { type: 'string' },
     'quiet-wait': { type: 'string', default: '60' },
     json: { type: 'string' },
+    phases: { type: 'string', default: 'throughput,drain,recovery' },
+    'drain-clients': { type: 'string', default: '100' },
+    'outage-seconds': { type: 'string', default: '5' },
   },
 });
 const options = {
@@ -79,6 +98,9 @@ const options = {
   redisUrl: values['redis-url'],
   quietWaitS: Number(values['quiet-wait']),
   json: values.json,
+  phases: new Set(values.phases.split(',')),
+  drainClients: Number(values['drain-clients']),
+  outageSeconds: Number(values['outage-seconds']),
 };
 
 let clockTicks = 100;
@@ -153,19 +175,18 @@ function freePort(): Promise<number> {
 
 interface PrivateRedis {
   readonly url: string;
+  /** The redis-server process (a new one after `restart`); undefined with --redis-url. */
   readonly pid: number | undefined;
+  /**
+   * Private Redis only: stops it with SHUTDOWN SAVE (its data survives),
+   * waits `outageMs`, starts it again on the same port and directory.
+   * Returns when it was launched and when it answered PING (nowUs).
+   */
+  readonly restart?: (outageMs: number) => Promise<{ launchedUs: number; readyUs: number }>;
   stop(): void;
 }
 
-async function startRedis(): Promise<PrivateRedis> {
-  if (options.redisUrl !== undefined) return { url: options.redisUrl, pid: undefined, stop: () => {} };
-  const port = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), 'herald-bench-redis-'));
-  const child = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', dir, '--loglevel', 'warning'], {
-    stdio: 'ignore',
-  });
-  children.add(child);
-  const url = `redis://127.0.0.1:${port}`;
+async function waitForPing(url: string): Promise<void> {
   const probe = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
   probe.on('error', () => {});
   const deadline = Date.now() + 10000;
@@ -177,13 +198,45 @@ async function startRedis(): Promise<PrivateRedis> {
     } catch {
       if (Date.now() > deadline) throw new Error('redis-server did not start (is it installed?)');
       probe.disconnect();
-      await sleep(50);
+      await sleep(10);
     }
   }
   probe.disconnect();
+}
+
+async function startRedis(): Promise<PrivateRedis> {
+  if (options.redisUrl !== undefined) return { url: options.redisUrl, pid: undefined, stop: () => {} };
+  const port = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), 'herald-bench-redis-'));
+  const launch = (): ChildProcess => {
+    const launched = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', dir, '--loglevel', 'warning'], {
+      stdio: 'ignore',
+    });
+    children.add(launched);
+    return launched;
+  };
+  let child = launch();
+  const url = `redis://127.0.0.1:${port}`;
+  await waitForPing(url);
   return {
     url,
-    pid: child.pid,
+    get pid() {
+      return child.pid;
+    },
+    async restart(outageMs) {
+      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+      const admin = new Redis(url, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null });
+      admin.on('error', () => {});
+      await admin.connect();
+      await admin.call('SHUTDOWN', 'SAVE').catch(() => undefined);
+      admin.disconnect();
+      await exited;
+      await sleep(outageMs);
+      const launchedUs = nowUs();
+      child = launch();
+      await waitForPing(url);
+      return { launchedUs, readyUs: nowUs() };
+    },
     stop: () => {
       child.kill('SIGKILL');
       rmSync(dir, { recursive: true, force: true });
@@ -201,6 +254,10 @@ interface Server {
   readonly port: number;
   readonly apiKey: string;
   readonly prefix: string;
+  /** nowUs() when the process exited. */
+  readonly exited: Promise<number>;
+  /** The `stopped` log line, once logged (its `drained`: everything closed before the drain timeout). */
+  stopped(): Record<string, unknown> | undefined;
   stop(): Promise<void>;
 }
 
@@ -226,6 +283,8 @@ async function startHerald(engine: Engine, redisUrl: string): Promise<Server> {
   });
   children.add(child);
   const tail: string[] = [];
+  let stopped: Record<string, unknown> | undefined;
+  const exited = new Promise<number>((resolve) => child.once('exit', () => resolve(nowUs())));
   const port = await new Promise<number>((resolve, reject) => {
     const timer = setTimeout(() => reject(new Error(`${engine}: no "listening" within 30 s:\n${tail.join('\n')}`)), 30000);
     createInterface({ input: child.stdout! }).on('line', (line) => {
@@ -233,6 +292,7 @@ async function startHerald(engine: Engine, redisUrl: string): Promise<Server> {
       if (tail.length > 20) tail.shift();
       try {
         const entry = JSON.parse(line) as Record<string, unknown>;
+        if (entry['msg'] === 'stopped') stopped = entry;
         if (entry['msg'] === 'listening' && typeof entry['port'] === 'number') {
           clearTimeout(timer);
           resolve(entry['port']);
@@ -250,8 +310,9 @@ async function startHerald(engine: Engine, redisUrl: string): Promise<Server> {
     port,
     apiKey,
     prefix,
+    exited,
+    stopped: () => stopped,
     async stop() {
-      const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
       child.kill('SIGTERM');
       await Promise.race([exited, sleep(10000)]);
       if (child.exitCode === null) child.kill('SIGKILL');
@@ -486,6 +547,279 @@ async function manyChannels(server: Server, redisUrl: string): Promise<Subscribe
   return { channels: options.channels, p50Ms: quantile(histogram, 0.5) / 1000, p99Ms: quantile(histogram, 0.99) / 1000, totalMs, redisChannels };
 }
 
+// ---------------------------------------------------------------- drain and recovery
+
+/** POSTs JSON to the server; resolves with the status and the parsed answer (never rejects: status 0 on a failure). */
+function postJson(port: number, agent: http.Agent, path: string, body: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: any }> {
+  const text = JSON.stringify(body);
+  return new Promise((resolve) => {
+    const request = http.request(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        method: 'POST',
+        agent,
+        headers: { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(text)), ...headers },
+      },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on('data', (chunk: Buffer) => chunks.push(chunk));
+        response.on('end', () => {
+          let parsed: unknown;
+          try {
+            parsed = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+          } catch {
+            parsed = undefined;
+          }
+          resolve({ status: response.statusCode ?? 0, body: parsed });
+        });
+        response.on('error', () => resolve({ status: 0, body: undefined }));
+      },
+    );
+    request.on('error', () => resolve({ status: 0, body: undefined }));
+    request.end(text);
+  });
+}
+
+interface DrainResult {
+  /** Clients per transport (WebSocket, SSE, long polling). */
+  readonly clients: number;
+  /** Clients told 3001, of 3 × clients. */
+  readonly told: number;
+  /** SIGTERM → the last client told 3001 (ms). */
+  readonly lastToldMs: number;
+  /** SIGTERM → process exit (ms). */
+  readonly exitMs: number;
+  /** SIGTERM → exit of a node of the same engine without clients, in the same round (the baseline, ms). */
+  readonly idleExitMs: number;
+  /** The node's `stopped` line: everything closed before the drain timeout. */
+  readonly drained: boolean;
+}
+
+/** Opens `count` clients of each transport on `bench:drain`; `onTold` is called once per client told 3001. */
+async function drainClients(port: number, count: number, onTold: () => void): Promise<{ stop(): void }> {
+  const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity });
+  const sockets: WebSocket[] = [];
+  const requests: http.ClientRequest[] = [];
+  let stopped = false;
+  const opened: Promise<void>[] = [];
+  for (let i = 0; i < count; i++) {
+    opened.push(
+      new Promise<void>((resolve, reject) => {
+        const ws = new WebSocket(`ws://127.0.0.1:${port}/connection/websocket`, { perMessageDeflate: false });
+        sockets.push(ws);
+        ws.on('error', reject);
+        ws.on('open', () => ws.send('{"id":1,"method":"connect","params":{}}'));
+        ws.on('message', (data) => {
+          const frame = JSON.parse(String(data)) as { id?: number };
+          if (frame.id === 1) ws.send('{"id":2,"method":"subscribe","params":{"channel":"bench:drain"}}');
+          if (frame.id === 2) resolve();
+        });
+        ws.on('close', (code) => {
+          if (code === 3001) onTold();
+        });
+      }),
+    );
+    opened.push(
+      new Promise<void>((resolve, reject) => {
+        const request = http.get({ host: '127.0.0.1', port, path: '/connection/sse?channel=bench:drain', headers: { accept: 'text/event-stream' } }, (response) => {
+          let text = '';
+          let told = false;
+          response.on('data', (chunk: Buffer) => {
+            text += chunk.toString('utf8');
+            if (text.includes('"push":"subscribed"')) resolve();
+            if (!told && text.includes('"push":"disconnect","code":3001')) {
+              told = true;
+              onTold();
+            }
+            if (text.length > 65536) text = text.slice(-4096);
+          });
+          response.on('error', () => {});
+        });
+        request.on('error', reject);
+        requests.push(request);
+      }),
+    );
+    opened.push(
+      (async () => {
+        const open = await postJson(port, agent, '/connection/poll/open', { channels: ['bench:drain'] });
+        if (open.status !== 200) throw new Error(`poll/open answered ${open.status}`);
+        const session = open.body.session as string;
+        let seq = open.body.seq as number;
+        // Polls in a loop, at once after each answer: at any moment some sessions are between two polls.
+        void (async () => {
+          while (!stopped) {
+            const answer = await postJson(port, agent, '/connection/poll', { seq }, { 'herald-session': session });
+            if (answer.status !== 200) return;
+            seq = answer.body.seq as number;
+            if ((answer.body.messages as { push?: string; code?: number }[]).some((m) => m.push === 'disconnect')) {
+              if ((answer.body.messages as { push?: string; code?: number }[]).some((m) => m.push === 'disconnect' && m.code === 3001)) onTold();
+              return;
+            }
+          }
+        })();
+      })(),
+    );
+  }
+  await Promise.all(opened);
+  return {
+    stop() {
+      stopped = true;
+      for (const ws of sockets) ws.terminate();
+      for (const request of requests) request.destroy();
+      agent.destroy();
+    },
+  };
+}
+
+async function drain(engine: Engine, redisUrl: string): Promise<DrainResult> {
+  const idle = await startHerald(engine, redisUrl);
+  let t0 = nowUs();
+  idle.child.kill('SIGTERM');
+  const idleExitMs = ((await idle.exited) - t0) / 1000;
+  await idle.stop();
+
+  const server = await startHerald(engine, redisUrl);
+  const toldAt: number[] = [];
+  const clients = await drainClients(server.port, options.drainClients, () => toldAt.push(nowUs()));
+  try {
+    await sleep(500);
+    t0 = nowUs();
+    server.child.kill('SIGTERM');
+    const exitMs = ((await server.exited) - t0) / 1000;
+    const stdout = server.child.stdout;
+    if (stdout !== null && !stdout.readableEnded) await new Promise((resolve) => stdout.once('end', resolve));
+    return {
+      clients: options.drainClients,
+      told: toldAt.length,
+      lastToldMs: toldAt.length === 0 ? Number.NaN : (Math.max(...toldAt) - t0) / 1000,
+      exitMs,
+      idleExitMs,
+      drained: server.stopped()?.['drained'] === true,
+    };
+  } finally {
+    clients.stop();
+    await server.stop();
+  }
+}
+
+interface RecoveryResult {
+  readonly outageMs: number;
+  /** Redis launched → it answers PING (the baseline: Redis's own start). */
+  readonly redisStartMs: number;
+  /** Redis answers PING → the first publish acknowledged by Herald. */
+  readonly firstAckMs: number;
+  /** Redis answers PING → the first publication delivered to the WebSocket subscriber. */
+  readonly firstDeliveryMs: number;
+  /** Redis answers PING → `/health` 200. */
+  readonly healthyMs: number;
+  /** Redis answers PING → the subscriber, reset by the resynchronization, subscribed again with `recovered: true`. */
+  readonly recoveredMs: number;
+  /** Acknowledged publications the subscriber never received (must be 0). */
+  readonly lost: number;
+}
+
+async function recovery(redis: PrivateRedis): Promise<RecoveryResult> {
+  const restart = redis.restart;
+  if (restart === undefined) throw new Error('the recovery phase needs the private Redis (no --redis-url)');
+  const server = await startHerald('redis', redis.url);
+  const agent = new http.Agent({ keepAlive: true, maxSockets: 4 });
+  const channel = 'bench:recovery';
+  const acked = new Set<number>();
+  const ackedAt: number[] = [];
+  const received = new Map<number, number>();
+  const resubscribed: { at: number; recovered: boolean }[] = [];
+  let position: { epoch: string; offset: number } | undefined;
+  let stopped = false;
+  let ws: WebSocket | undefined;
+  const subscribe = (): void => {
+    const socket = new WebSocket(`ws://127.0.0.1:${server.port}/connection/websocket`, { perMessageDeflate: false });
+    ws = socket;
+    socket.on('error', () => {});
+    socket.on('open', () => socket.send('{"id":1,"method":"connect","params":{}}'));
+    socket.on('message', (data) => {
+      const frame = JSON.parse(String(data)) as { id?: number; push?: string; offset?: number; error?: unknown; result?: { epoch: string; offset: number; recovered?: boolean } };
+      if (frame.id === 1) {
+        const params = position === undefined ? { channel } : { channel, recover: true, epoch: position.epoch, offset: position.offset };
+        socket.send(JSON.stringify({ id: 2, method: 'subscribe', params }));
+      } else if (frame.id === 2) {
+        if (frame.error !== undefined || frame.result === undefined) {
+          socket.close();
+          return;
+        }
+        if (position !== undefined) resubscribed.push({ at: nowUs(), recovered: frame.result.recovered === true });
+        position = { epoch: frame.result.epoch, offset: position?.epoch === frame.result.epoch ? position.offset : frame.result.offset };
+      } else if (frame.push === 'publication' && frame.offset !== undefined && position !== undefined) {
+        position.offset = frame.offset;
+        if (!received.has(frame.offset)) received.set(frame.offset, nowUs());
+      }
+    });
+    socket.on('close', () => {
+      if (!stopped) setTimeout(subscribe, 50);
+    });
+  };
+  subscribe();
+  const publishing = (async () => {
+    // Publications before the first subscription are not the subscriber's to miss.
+    while (position === undefined) await sleep(5);
+    for (let n = 1; !stopped; n++) {
+      const answer = await postJson(server.port, agent, '/api/publish', { channel, data: { n } }, { authorization: `Bearer ${server.apiKey}` });
+      if (answer.status === 200) {
+        acked.add(answer.body.offset as number);
+        ackedAt.push(nowUs());
+      }
+      await sleep(20);
+    }
+  })();
+  const waitFor = async <T>(check: () => T | undefined, what: string): Promise<T> => {
+    const deadline = Date.now() + 60000;
+    for (;;) {
+      const value = check();
+      if (value !== undefined) return value;
+      if (Date.now() > deadline) throw new Error(`recovery: no ${what} within 60 s`);
+      await sleep(5);
+    }
+  };
+  try {
+    await waitFor(() => (received.size >= 20 ? true : undefined), 'deliveries before the restart');
+    const { launchedUs, readyUs } = await restart(options.outageSeconds * 1000);
+    let healthyUs: number | undefined;
+    while (healthyUs === undefined) {
+      const status = await new Promise<number>((resolve) => {
+        http.get({ host: '127.0.0.1', port: server.port, path: '/health', agent }, (response) => {
+          response.resume();
+          resolve(response.statusCode ?? 0);
+        }).on('error', () => resolve(0));
+      });
+      if (status === 200) healthyUs = nowUs();
+      else await sleep(5);
+    }
+    const firstAckUs = await waitFor(() => ackedAt.find((t) => t >= readyUs), 'acknowledged publish after the restart');
+    const firstDeliveryUs = await waitFor(() => [...received.values()].find((t) => t >= readyUs), 'delivery after the restart');
+    const recoveredUs = await waitFor(() => resubscribed.find((r) => r.at >= readyUs && r.recovered)?.at, 'recovered resubscription');
+    await sleep(1000);
+    stopped = true;
+    await publishing;
+    await waitFor(() => ([...acked].every((offset) => received.has(offset)) ? true : undefined), 'every acknowledged publication').catch(() => undefined);
+    const ms = (us: number): number => (us - readyUs) / 1000;
+    return {
+      outageMs: options.outageSeconds * 1000,
+      redisStartMs: (readyUs - launchedUs) / 1000,
+      firstAckMs: ms(firstAckUs),
+      firstDeliveryMs: ms(firstDeliveryUs),
+      healthyMs: ms(healthyUs),
+      recoveredMs: ms(recoveredUs),
+      lost: [...acked].filter((offset) => !received.has(offset)).length,
+    };
+  } finally {
+    stopped = true;
+    ws?.terminate();
+    agent.destroy();
+    await server.stop();
+  }
+}
+
 // ---------------------------------------------------------------- report
 
 interface EngineResult {
@@ -551,25 +885,57 @@ function summarize(list: readonly EngineResult[]): EngineResult {
   return { engine: list[0]!.engine, publish: pick('publish'), fanout: pick('fanout'), capacity: pick('capacity'), subscribe: median(list.map((r) => r.subscribe)) };
 }
 
+function drainTable(drains: Record<Engine, DrainResult[]>, recoveries: readonly RecoveryResult[]): string {
+  const rows: [string, string, string][] = [];
+  if (drains.memory.length > 0) {
+    const [memory, redis] = [median(drains.memory), median(drains.redis)];
+    const n = memory.clients;
+    rows.push(
+      [`drain: SIGTERM → last of ${3 * n} clients (${n} WS, ${n} SSE, ${n} long-poll) told 3001 (ms)`, fmt(memory.lastToldMs, 1), fmt(redis.lastToldMs, 1)],
+      ['  clients told 3001', `${memory.told}/${3 * n}`, `${redis.told}/${3 * n}`],
+      ['drain: SIGTERM → exit, with those clients (ms)', fmt(memory.exitMs, 1), fmt(redis.exitMs, 1)],
+      ['drain: SIGTERM → exit, no clients (baseline, ms)', fmt(memory.idleExitMs, 1), fmt(redis.idleExitMs, 1)],
+      ['  drained before the drain timeout (rounds)', `${drains.memory.filter((d) => d.drained).length}/${drains.memory.length}`, `${drains.redis.filter((d) => d.drained).length}/${drains.redis.length}`],
+    );
+  }
+  if (recoveries.length > 0) {
+    const r = median(recoveries);
+    rows.push(
+      [`Redis restart after a ${fmt(r.outageMs / 1000)} s outage: Redis launched → PING (baseline, ms)`, '—', fmt(r.redisStartMs, 1)],
+      ['  Redis answers → first publish acknowledged (ms)', '—', fmt(r.firstAckMs, 1)],
+      ['  Redis answers → first delivery to a WebSocket subscriber (ms)', '—', fmt(r.firstDeliveryMs, 1)],
+      ['  Redis answers → /health 200 (ms)', '—', fmt(r.healthyMs, 1)],
+      ['  Redis answers → subscriber resubscribed with recovered:true (ms)', '—', fmt(r.recoveredMs, 1)],
+      ['  acknowledged publications lost (all rounds)', '—', String(recoveries.reduce((sum, x) => sum + x.lost, 0))],
+    );
+  }
+  const widths = [0, 1, 2].map((i) => Math.max(...rows.map((row) => row[i]!.length), ['', 'memory', 'redis'][i]!.length));
+  const line = (cells: readonly string[]) => `| ${cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join(' | ')} |`;
+  return [line(['', 'memory', 'redis']), `|${widths.map((w, i) => (i === 0 ? '-'.repeat(w + 2) : '-'.repeat(w + 1) + ':')).join('|')}|`, ...rows.map(line)].join('\n');
+}
+
 async function main(): Promise<void> {
-  log(`bench/redis.ts: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), node ${process.version}; ${JSON.stringify(options)}`);
+  log(`bench/redis.ts: ${cpus().length} CPUs (${cpus()[0]?.model ?? '?'}), node ${process.version}; ${JSON.stringify({ ...options, phases: [...options.phases] })}`);
   const busy = await waitForQuiet(options.quietWaitS * 1000);
   if (busy >= 0.3) log(`warning: other processes use ${busy.toFixed(2)} cores: numbers will be distorted (see "others" in the table)`);
   const redis = await startRedis();
-  const redisPid = redis.pid;
   const rounds: Record<Engine, EngineResult[]> = { memory: [], redis: [] };
+  const drains: Record<Engine, DrainResult[]> = { memory: [], redis: [] };
+  const recoveries: RecoveryResult[] = [];
   try {
     // Engines alternate, round after round: a disturbance hits both alike; the table shows medians.
     for (let round = 1; round <= options.rounds; round++) {
       for (const engine of ['memory', 'redis'] as const) {
+        if (!options.phases.has('throughput')) continue;
+        const redisPid = engine === 'redis' ? redis.pid : undefined;
         const server = await startHerald(engine, redis.url);
         try {
           log(`round ${round}, ${engine}: publish throughput…`);
-          const publishResult = await publishThroughput(server, engine === 'redis' ? redisPid : undefined);
+          const publishResult = await publishThroughput(server, redisPid);
           log(`round ${round}, ${engine}: fan-out to ${options.subscribers} WebSocket subscribers…`);
-          const fanoutResult = await fanout(server, engine === 'redis' ? redisPid : undefined, options.rate, options.messages);
+          const fanoutResult = await fanout(server, redisPid, options.rate, options.messages);
           log(`round ${round}, ${engine}: fan-out capacity (${options.maxRate} msg/s offered)…`);
-          const capacityResult = await fanout(server, engine === 'redis' ? redisPid : undefined, options.maxRate, options.maxRate * 3);
+          const capacityResult = await fanout(server, redisPid, options.maxRate, options.maxRate * 3);
           log(`round ${round}, ${engine}: subscribing to ${options.channels} channels…`);
           const subscribeResult = await manyChannels(server, redis.url);
           rounds[engine].push({ engine, publish: publishResult, fanout: fanoutResult, capacity: capacityResult, subscribe: subscribeResult });
@@ -577,17 +943,32 @@ async function main(): Promise<void> {
           await server.stop();
         }
       }
+      if (options.phases.has('drain')) {
+        for (const engine of ['memory', 'redis'] as const) {
+          log(`round ${round}, ${engine}: drain with ${options.drainClients} clients per transport…`);
+          drains[engine].push(await drain(engine, redis.url));
+        }
+      }
+      if (options.phases.has('recovery') && redis.restart !== undefined) {
+        log(`round ${round}, redis: restart after a ${options.outageSeconds} s outage…`);
+        recoveries.push(await recovery(redis));
+      }
     }
   } finally {
     redis.stop();
   }
-  const results = [summarize(rounds.memory), summarize(rounds.redis)];
-  const text = table(results);
-  const clean = (['memory', 'redis'] as const)
-    .map((engine) => `${engine}: ${(['publish', 'fanout', 'capacity'] as const).map((phase) => `${phase} ${cleanRounds(rounds[engine], phase).length}/${options.rounds}`).join(', ')}`)
-    .join('; ');
-  process.stdout.write(`${text}\nMedians over the rounds in which other processes used < ${QUIET_CORES} cores (all rounds when none did): ${clean}\n`);
-  if (options.json !== undefined) writeFileSync(options.json, JSON.stringify({ options, rounds, medians: results }, null, 2));
+  let medians: EngineResult[] | undefined;
+  if (options.phases.has('throughput')) {
+    const results = [summarize(rounds.memory), summarize(rounds.redis)];
+    medians = results;
+    const text = table(results);
+    const clean = (['memory', 'redis'] as const)
+      .map((engine) => `${engine}: ${(['publish', 'fanout', 'capacity'] as const).map((phase) => `${phase} ${cleanRounds(rounds[engine], phase).length}/${options.rounds}`).join(', ')}`)
+      .join('; ');
+    process.stdout.write(`${text}\nMedians over the rounds in which other processes used < ${QUIET_CORES} cores (all rounds when none did): ${clean}\n`);
+  }
+  if (drains.memory.length > 0 || recoveries.length > 0) process.stdout.write(`\n${drainTable(drains, recoveries)}\nMedians over ${options.rounds} round(s).\n`);
+  if (options.json !== undefined) writeFileSync(options.json, JSON.stringify({ options: { ...options, phases: [...options.phases] }, rounds, medians, drains, recoveries }, null, 2));
 }
 
 main().then(

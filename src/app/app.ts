@@ -27,7 +27,11 @@ export interface HeraldServer {
   readonly node: Node;
   /** Port of the internal listener (metrics, admin) on `admin.host`. */
   readonly adminPort: number;
-  /** Graceful drain: stop accepting, close clients with 3001, wait (bounded), close. True if all drained in time. */
+  /**
+   * Graceful drain: close clients with 3001 and answer new connections 503,
+   * wait until every connection has closed and taken its final frames
+   * (bounded by `drainTimeoutMs`), stop accepting, close. True if all drained in time.
+   */
   shutdown(drainTimeoutMs?: number): Promise<boolean>;
   /** Immediate close (tests). */
   close(): Promise<void>;
@@ -144,19 +148,27 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const shutdown = (drainTimeoutMs = config.shutdown.drainTimeoutMs): Promise<boolean> => {
     closing ??= (async () => {
       const started = Date.now();
-      // Stop accepting first; established connections stay until drained.
-      const listenerClosed = new Promise<void>((resolve) => app.server.close(() => resolve()));
-      app.server.closeIdleConnections();
-      const drained = await node.drain(drainTimeoutMs);
+      const left = (): number => Math.max(0, drainTimeoutMs - (Date.now() - started));
+      const stopAccepting = (): Promise<void> => {
+        const closed = new Promise<void>((resolve) => app.server.close(() => resolve()));
+        app.server.closeIdleConnections();
+        return closed;
+      };
+      // The listener stays open during the drain, so that a long-poll client
+      // between two polls gets its 3001 from its next poll; meanwhile new
+      // connections are answered 503. In cluster mode the other workers
+      // reach this worker's sessions: stop accepting at once.
+      let listenerClosed = engine.sessionRouter === undefined ? undefined : stopAccepting();
+      const clientsDrained = await node.drain(drainTimeoutMs);
       // WebSocket close handshakes get what is left of the drain time.
-      await websockets.settle(drainTimeoutMs - (Date.now() - started));
+      const drained = (await websockets.settle(left())) && clientsDrained;
       websockets.terminateAll();
+      listenerClosed ??= stopAccepting();
       await node.close();
       await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));
       // Let final answers (disconnect frames) finish, then cut what is left.
       app.server.closeIdleConnections();
-      const left = Math.max(0, Math.min(2000, drainTimeoutMs - (Date.now() - started)));
-      await Promise.race([listenerClosed, new Promise((resolve) => setTimeout(resolve, left).unref())]);
+      await Promise.race([listenerClosed, new Promise((resolve) => setTimeout(resolve, Math.min(2000, left())).unref())]);
       app.server.closeAllConnections();
       await app.close().catch(() => undefined);
       // The internal listener last: metrics and health stay readable during the drain.

@@ -108,6 +108,9 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
 
   await app.register(helmet, securityHeaders(tls !== undefined));
   app.addHook('onRequest', async (request, reply) => {
+    // During a drain every answer ends its connection: nothing is left idle
+    // for the final close to cut while a request is on its way.
+    if (node.draining) reply.header('connection', 'close');
     if (edge.origins.check(request.headers.origin, request.headers.host) === 'refused') return sendApiError(reply, 'origin_not_allowed');
   });
   await app.register(cors, {

@@ -158,6 +158,10 @@ export const ConfigSchema = Type.Object(
           maximum: 1073741824,
           description: 'Bytes queued to one connection before it is disconnected as slow (code 3004).',
         }),
+        closeGraceMs: Ms(
+          5000,
+          'Time a closing connection gets to take its last frame (the WebSocket close handshake, the end of an SSE stream, the `disconnect` message a long-poll session keeps for its next poll); then it is cut. A drain waits this long for a long-poll client between two polls.',
+        ),
         maxChannelsPerConnection: Type.Integer({ default: 128, minimum: 1, maximum: 100000, description: 'Subscriptions per connection.' }),
         staleMs: Ms(10000, 'Close a connection that has not connected (authenticated) by then (code 3502).'),
         inboundRatePerSecond: Type.Integer({ default: 50, minimum: 1, description: 'Token-bucket refill rate for inbound commands.' }),

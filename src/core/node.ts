@@ -69,6 +69,8 @@ export class Node {
   readonly #snapshotIntervalMs: number;
   readonly #health: () => NodeHealth;
   readonly #all = new Set<Client>();
+  /** Closed connections whose transport still hands out its final frames (Transport.settled). */
+  readonly #settling = new Set<Promise<void>>();
   readonly #pingTimer: NodeJS.Timeout;
   #draining = false;
 
@@ -130,6 +132,16 @@ export class Node {
   /** Called by a client once it has closed and cleaned up. */
   forgetClient(client: Client): void {
     this.#all.delete(client);
+    const settled = client.transport.settled?.();
+    if (settled !== undefined) {
+      this.#settling.add(settled);
+      void settled.then(() => this.#settling.delete(settled));
+    }
+  }
+
+  /** Resolves when no closed connection is still handing out its final frames. */
+  async #settled(): Promise<void> {
+    while (this.#settling.size > 0) await Promise.all(this.#settling);
   }
 
   /** Connected (authenticated or anonymous) clients of this node. */
@@ -368,7 +380,9 @@ export class Node {
 
   /**
    * Graceful drain: every connection is closed with `shutdown` (reconnect),
-   * then waits until they have all closed or `timeoutMs` passes.
+   * then waits until they have all closed and handed out their final frames
+   * (Transport.settled: a long-poll session's next poll, each bounded by
+   * `limits.closeGraceMs`), or until `timeoutMs` passes. True when all did.
    */
   async drain(timeoutMs: number): Promise<boolean> {
     this.#draining = true;
@@ -382,7 +396,12 @@ export class Node {
     const timedOut = new Promise<false>((resolve) => {
       timer = setTimeout(() => resolve(false), timeoutMs);
     });
-    const done = await Promise.race([Promise.all(closing).then(() => true as const), timedOut]);
+    const done = await Promise.race([
+      Promise.all(closing)
+        .then(() => this.#settled())
+        .then(() => true as const),
+      timedOut,
+    ]);
     clearTimeout(timer);
     return done;
   }

@@ -38,4 +38,11 @@ export interface Transport {
    * a final `disconnect` frame on SSE and long polling. Idempotent.
    */
   close(code: number, reason: string): void;
+  /**
+   * After `close`: resolves once the final frames have gone out (an SSE
+   * stream handed to the kernel, a long-poll session's `disconnect`
+   * message polled) or were given up after `limits.closeGraceMs`. Never
+   * rejects. A drain waits for it; without it, a closed connection is done.
+   */
+  settled?(): Promise<void>;
 }

@@ -66,13 +66,17 @@ export class LongPollTransport implements Transport {
   #idleTimer: NodeJS.Timeout | undefined;
   readonly #sessionTimeoutMs: number;
   readonly #pollTimeoutMs: number;
+  readonly #closeGraceMs: number;
+  /** Resolves what `settled()` returned, once finished. */
+  #onSettled: (() => void) | undefined;
   /** Called when the session is over (closed and its last frames polled, or abandoned). */
   onFinished: () => void = () => {};
   onIdle: () => void = () => {};
 
-  constructor(pollTimeoutMs: number, sessionTimeoutMs: number) {
+  constructor(pollTimeoutMs: number, sessionTimeoutMs: number, closeGraceMs: number) {
     this.#pollTimeoutMs = pollTimeoutMs;
     this.#sessionTimeoutMs = sessionTimeoutMs;
+    this.#closeGraceMs = closeGraceMs;
     this.#armIdle();
   }
 
@@ -113,11 +117,27 @@ export class LongPollTransport implements Transport {
       // Answer now, not after the write burst: a drain must see this frame go out.
       this.#answerWaiter();
     } else {
-      // Give the client one poll interval to fetch the disconnect frame.
+      // Between two polls: the next poll fetches the disconnect frame, if it
+      // comes within the close grace.
       clearTimeout(this.#idleTimer);
-      this.#idleTimer = setTimeout(() => this.#finish(), Math.min(this.#sessionTimeoutMs, 5000));
+      this.#idleTimer = setTimeout(() => this.#finish(), this.#closeGraceMs);
       this.#idleTimer.unref();
     }
+  }
+
+  /** Resolves once the session is over: its disconnect frame polled, or the close grace ran out. */
+  settled(): Promise<void> {
+    if (this.#finished) return Promise.resolve();
+    return new Promise((resolve) => {
+      const previous = this.#onSettled;
+      this.#onSettled =
+        previous === undefined
+          ? resolve
+          : () => {
+              previous();
+              resolve();
+            };
+    });
   }
 
   /** Everything queued, as the first answer of an open. */
@@ -210,6 +230,9 @@ export class LongPollTransport implements Transport {
       waiter.reply.send(this.#render());
     }
     this.onFinished();
+    const settled = this.#onSettled;
+    this.#onSettled = undefined;
+    settled?.();
   }
 }
 
@@ -229,13 +252,14 @@ export function registerLongPoll(app: FastifyInstance, node: Node, sessions: Ses
   /** Session secret → transport; outlives the client until its disconnect frame is polled. */
   const polling = new Map<string, LongPollTransport>();
   const { pollTimeoutMs, sessionTimeoutMs } = node.config.longPoll;
+  const closeGraceMs = node.config.limits.closeGraceMs;
 
   app.post(POLL_OPEN_PATH, { schema: { body: OpenBody } }, async (request: FastifyRequest<{ Body: { token?: string; channels?: string[]; cursor?: string } }>, reply) => {
     if (node.draining) return sendError(reply, 'unavailable');
     const admission = gate.open(request.raw);
     if (admission.refused !== undefined) return sendRefusal(reply, admission);
     const body = request.body;
-    const transport = new LongPollTransport(pollTimeoutMs, sessionTimeoutMs);
+    const transport = new LongPollTransport(pollTimeoutMs, sessionTimeoutMs, closeGraceMs);
     const client = node.createClient(transport);
     client.onClosed(() => admission.place.release());
     client.fallbackToken = admission.fallbackToken;

@@ -32,12 +32,16 @@ export class SseTransport implements Transport {
     return true;
   }
   readonly #response: ServerResponse;
+  readonly #closeGraceMs: number;
   #started = false;
   #closed = false;
   #socket: Socket | undefined;
+  /** Once closed: resolves when the stream has ended (flushed) or was cut. */
+  #settled: Promise<void> | undefined;
 
-  constructor(response: ServerResponse) {
+  constructor(response: ServerResponse, closeGraceMs: number) {
     this.#response = response;
+    this.#closeGraceMs = closeGraceMs;
   }
 
   start(headers: Record<string, string>): void {
@@ -78,13 +82,31 @@ export class SseTransport implements Transport {
     this.#closed = true;
     if (!this.#started) return;
     const response = this.#response;
-    if ((this.#socket?.writableLength ?? 0) > 65536) {
-      // Not reading: do not queue more behind the backlog.
-      response.destroy();
-      return;
-    }
+    if (this.#socket?.destroyed === true) return;
+    // The disconnect frame always goes behind what is queued: a slow
+    // reader's backlog is bounded (limits.outboundQueueBytes and one frame),
+    // and one more small frame tells it why it was cut once it catches up.
+    // A peer that has not taken it all within the close grace is cut.
     const reconnect = code < 3500 || (code >= 4000 && code < 4500);
     response.end(new EncodedFrame(encodePush({ push: 'disconnect', code, reason, reconnect })).sseBytes);
+    this.#settled = new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        response.destroy();
+        done();
+      }, this.#closeGraceMs);
+      timer.unref();
+      response.once('finish', done);
+      response.once('close', done);
+    });
+  }
+
+  /** Resolves once the stream has ended with its disconnect frame handed to the kernel, or was cut. */
+  settled(): Promise<void> {
+    return this.#settled ?? Promise.resolve();
   }
 
   markClosed(): void {
@@ -108,6 +130,7 @@ export function bearer(header: string | undefined): string | undefined {
 }
 
 export function registerSse(app: FastifyInstance, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
+  const closeGraceMs = node.config.limits.closeGraceMs;
   app.get(SSE_PATH, async (request: FastifyRequest<{ Querystring: SseQuery }>, reply: FastifyReply) => {
     if (node.draining) return sendError(reply, 'unavailable');
     const admission = gate.open(request.raw);
@@ -117,7 +140,7 @@ export function registerSse(app: FastifyInstance, node: Node, sessions: SessionR
     const token = one(query.token) ?? bearer(request.headers.authorization);
     const header = request.headers['last-event-id'];
     const vector = (typeof header === 'string' ? header : undefined) ?? one(query.last_event_id);
-    const transport = new SseTransport(reply.raw);
+    const transport = new SseTransport(reply.raw, closeGraceMs);
     const client = node.createClient(transport);
     client.fallbackToken = admission.fallbackToken;
     reply.raw.on('close', () => {

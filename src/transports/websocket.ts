@@ -31,11 +31,13 @@ export class WebSocketTransport implements Transport {
   readonly #socket: WebSocket;
   /** The upgraded TCP socket under `#socket`: frames built once go straight to it. */
   readonly #raw: Duplex;
+  readonly #closeGraceMs: number;
   #closed = false;
 
-  constructor(socket: WebSocket, raw: Duplex) {
+  constructor(socket: WebSocket, raw: Duplex, closeGraceMs: number) {
     this.#socket = socket;
     this.#raw = raw;
+    this.#closeGraceMs = closeGraceMs;
   }
 
   write(frame: EncodedFrame): void {
@@ -66,7 +68,8 @@ export class WebSocketTransport implements Transport {
       return;
     }
     socket.close(code, reason);
-    const timer = setTimeout(() => socket.terminate(), 5000);
+    // A peer that does not answer the close handshake within the close grace is cut.
+    const timer = setTimeout(() => socket.terminate(), this.#closeGraceMs);
     timer.unref();
     socket.once('close', () => clearTimeout(timer));
   }
@@ -94,8 +97,8 @@ export interface WebSocketHandlerOptions {
 const MAX_PROTOCOL_HEADER = 1024;
 
 export interface WebSocketEndpoint {
-  /** Resolves when every upgraded socket has closed, or after `timeoutMs`. */
-  settle(timeoutMs: number): Promise<void>;
+  /** Resolves when every upgraded socket has closed (true), or after `timeoutMs` (false). */
+  settle(timeoutMs: number): Promise<boolean>;
   /** Cuts every socket still open. */
   terminateAll(): void;
 }
@@ -223,7 +226,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       const ws = upgraded as HeraldWebSocket;
       sockets.add(ws);
       ws.place = place;
-      const client = node.createClient(new WebSocketTransport(ws, socket));
+      const client = node.createClient(new WebSocketTransport(ws, socket, node.config.limits.closeGraceMs));
       ws.client = client;
       client.fallbackToken = admission.fallbackToken;
     });
@@ -232,6 +235,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     async settle(timeoutMs) {
       const deadline = Date.now() + timeoutMs;
       while (sockets.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      return sockets.size === 0;
     },
     terminateAll() {
       for (const ws of sockets) ws.terminate();

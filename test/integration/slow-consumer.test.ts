@@ -15,7 +15,7 @@ import WebSocket from 'ws';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { SseParser, sseUrl, type Frame } from '../helpers/rt-clients.ts';
 import { RawSse, RawWebSocket } from '../helpers/rt-raw.ts';
-import { sleep, waitUntil } from '../helpers/rt-util.ts';
+import { sleep, waitUntil, withTimeout } from '../helpers/rt-util.ts';
 
 const QUEUE_BYTES = 262144;
 const PAYLOAD_BYTES = 30 * 1024;
@@ -138,7 +138,8 @@ describe('slow consumers', { timeout: 120000 }, () => {
 
   before(async () => {
     h = await startHerald({
-      limits: { outboundQueueBytes: QUEUE_BYTES },
+      // A close grace far beyond the flood: the slow SSE reader resumes after it and must still find its 3004.
+      limits: { outboundQueueBytes: QUEUE_BYTES, closeGraceMs: 600000 },
       // a short history, so that what history keeps is not mistaken for queued data
       channels: { namespaces: [{ name: 'chat', presence: true, historySize: 16 }] },
     });
@@ -227,7 +228,7 @@ describe('slow consumers', { timeout: 120000 }, () => {
     }
   });
 
-  test('SSE: a stream that is never read is dropped (3004), others get everything, memory stays bounded', async () => {
+  test('SSE: a stream that is not read is cut (3004) and, once it reads again, ends with disconnect 3004; others get everything; memory stays bounded', async () => {
     const channel = unique('chat:slow-sse');
     const normal = await leanSseSubscriber(sseUrl(h.url, { token: await h.token('normal'), channels: [channel] }));
     const slow = await RawSse.connect(port, `/connection/sse?channel=${encodeURIComponent(channel)}`, {
@@ -260,12 +261,15 @@ describe('slow consumers', { timeout: 120000 }, () => {
 
       slow.resumeReading();
       await waitUntil(() => slow.bodyEnded || slow.closed, { timeoutMs: 20000, label: 'end of the slow SSE stream' });
+      // It reads everything that was queued, and then why it was cut.
       const frames = slow.frames;
-      const disconnect = frames.find((f) => f['push'] === 'disconnect');
-      if (disconnect) {
-        assert.equal(disconnect['code'], 3004, 'disconnect code of a slow consumer');
-        assert.equal(frames.at(-1), disconnect, 'disconnect is the last frame');
-      }
+      const disconnect = frames.at(-1);
+      assert.deepEqual(
+        [disconnect?.['push'], disconnect?.['code'], disconnect?.['reconnect']],
+        ['disconnect', 3004, true],
+        `the stream ends with disconnect 3004 (slow): ${JSON.stringify(frames.slice(-3).map((f) => [f['push'], f['offset'] ?? f['code']]))}`,
+      );
+      assert.ok(slow.bodyEnded, 'the server ended the stream (not cut)');
       const received = frames.filter((f) => f['push'] === 'publication').map((f) => f['offset'] as number);
       assertContiguousPrefix(received, 'slow SSE consumer');
       assert.ok(received.length < FLOOD);
@@ -277,6 +281,36 @@ describe('slow consumers', { timeout: 120000 }, () => {
     } finally {
       slow.destroy();
       normal.close();
+    }
+  });
+});
+
+describe('slow consumers: the close grace', { timeout: 120000 }, () => {
+  test('SSE: a stream cut as slow whose reader never reads again is given up after limits.closeGraceMs: it does not hold a drain', async () => {
+    // A short close grace, and a drain timeout far beyond it: only the grace can let this drain finish in time.
+    const h = await startHerald({
+      limits: { outboundQueueBytes: 65536, closeGraceMs: 200 },
+      channels: { namespaces: [{ name: 'chat', presence: true, historySize: 16 }] },
+    });
+    const port = Number(new URL(h.url).port);
+    const channel = unique('chat:stuck-sse');
+    const slow = await RawSse.connect(port, `/connection/sse?channel=${encodeURIComponent(channel)}`, {
+      authorization: `Bearer ${await h.token('stuck')}`,
+    });
+    try {
+      await waitUntil(() => slow.frames.some((f) => f['push'] === 'subscribed'), { label: 'raw SSE subscribed' });
+      slow.stopReading();
+      const pad = 'x'.repeat(PAYLOAD_BYTES);
+      const subscribers = async () => ((await h.api('presence_stats', { channel })).body as { num_clients: number }).num_clients;
+      for (let n = 1; (await subscribers()) > 0; n++) {
+        assert.ok(n <= FLOOD, `the reader that does not read is cut as slow within ${FLOOD} publications`);
+        assert.equal((await h.api('publish', { channel, data: { n, pad } })).status, 200);
+      }
+      const drained = await withTimeout(h.server.shutdown(600000), 60000, 'a drain while a cut SSE reader never reads again');
+      assert.equal(drained, true, 'the drain found every connection closed and settled');
+    } finally {
+      slow.destroy();
+      await h.close();
     }
   });
 });
