@@ -3,7 +3,7 @@
  * as one process (`--workers 1`) and as a cluster (`--workers 2`: a primary
  * and two workers sharing the port, linked over IPC). Subscribers come from
  * forked load generators (bench/fanout-client.ts, spread over the workers by
- * the cluster's round-robin); publications go through the HTTP API on one
+ * the kernel: they share the listening socket); publications go through the HTTP API on one
  * kept-alive connection (so one worker accepts them all and the primary
  * forwards each one to the other worker), paced at a fixed offered rate.
  *

@@ -22,6 +22,9 @@
  *   that fails aborts the reload and the old ones keep running.
  * - Shutdown: every worker drains (clients closed with 3001) within
  *   `shutdown.drainTimeoutMs`, bounded by a SIGKILL after that.
+ * - Connections: the workers share the listening sockets and accept from
+ *   them (SCHED_NONE); the primary never holds a client connection, so a
+ *   worker's death closes exactly the connections it had accepted.
  */
 import cluster, { type Worker as ClusterWorker } from 'node:cluster';
 import type { Config } from '../config/schema.ts';
@@ -127,6 +130,14 @@ export class Supervisor {
   }
 
   start(): void {
+    // The workers accept from the one listening socket themselves. With
+    // node:cluster's default round-robin the primary accepts and hands each
+    // connection over IPC, keeping it open until the worker acknowledges:
+    // a worker killed in between leaves that connection open in the primary
+    // forever, unanswered. Here a connection is only ever held by the worker
+    // that accepted it (and closes with it); one the dead worker had not
+    // accepted yet waits in the kernel's queue for another worker.
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
     cluster.setupPrimary({ exec: this.#options.exec, args: [], serialization: 'advanced' });
     for (const slot of this.#slots) slot.worker = this.#spawn(slot, false);
     this.#heartbeat = setInterval(() => this.#beat(), this.#config.cluster.heartbeatIntervalMs);

@@ -7,11 +7,17 @@
  * requests for another worker's SSE or long-poll session are forwarded to
  * that worker and answered from there (SessionRouter).
  *
- * A call fails (the API answers 503, a subscribe fails) when the primary is
- * gone or does not answer within the call timeout; health is then degraded.
+ * Every request to the primary has a deadline and an end: a call fails with
+ * BrokerUnavailableError (the API answers 503 `unavailable`, a command reply
+ * error 116) when the pipe closes or the primary does not answer within
+ * `cluster.callTimeoutMs`; health is degraded while the pipe is closed. A
+ * forwarded session request is answered by its owner, or `session_unknown`
+ * when the owner goes away (src/cluster/primary-hub.ts), or 503 `unavailable`
+ * when the pipe closes or the deadline passes (the call timeout, beyond the
+ * poll timeout for a held long poll).
  */
 import { randomUUID } from 'node:crypto';
-import type { Broker, BrokerEventHandler, HistoryPage, HistoryQuery, PresenceStats, PresenceStore, PublishOptions, StreamOptions } from '../broker/broker.ts';
+import { BrokerUnavailableError, type Broker, type BrokerEventHandler, type HistoryPage, type HistoryQuery, type PresenceStats, type PresenceStore, type PublishOptions, type StreamOptions } from '../broker/broker.ts';
 import type { ControlBus, ControlCommand } from '../broker/control.ts';
 import { MemoryRevocationList } from '../auth/revocation.ts';
 import type { Config } from '../config/schema.ts';
@@ -33,7 +39,7 @@ export interface WorkerEngineOptions {
   readonly nodeId?: string;
   /** Messages that are not the engine's (ping, shutdown), for the worker's main. */
   readonly onOther?: (message: PrimaryMessage) => void;
-  /** Longest wait for the primary's answer to a call. */
+  /** Longest wait for the primary's answer to a call; `cluster.callTimeoutMs` by default. */
   readonly callTimeoutMs?: number;
 }
 
@@ -44,7 +50,7 @@ export interface WorkerEngine extends Engine {
 /** Control commands kept while the Node is not built yet. */
 const MAX_EARLY_CONTROL = 1000;
 
-/** Request/response over the pipe. */
+/** Request/response over the pipe: every call is settled by its result, the pipe's end, or its deadline. */
 class Link {
   readonly #pipe: PrimaryPipe;
   readonly #timeoutMs: number;
@@ -58,7 +64,7 @@ class Link {
       for (const [id, entry] of this.#pending) {
         clearTimeout(entry.timer);
         this.#pending.delete(id);
-        entry.reject(new Error('cluster primary unreachable'));
+        entry.reject(new BrokerUnavailableError('cluster primary unreachable'));
       }
     });
   }
@@ -68,12 +74,12 @@ class Link {
   }
 
   call<K extends CallOp>(op: K, args: EngineCalls[K]['args']): Promise<EngineCalls[K]['result']> {
-    if (this.#pipe.closed) return Promise.reject(new Error('cluster primary unreachable'));
+    if (this.#pipe.closed) return Promise.reject(new BrokerUnavailableError('cluster primary unreachable'));
     const id = this.#next++;
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         this.#pending.delete(id);
-        reject(new Error(`cluster call ${op} timed out`));
+        reject(new BrokerUnavailableError(`cluster call ${op} timed out after ${this.#timeoutMs} ms`));
       }, this.#timeoutMs);
       timer.unref();
       this.#pending.set(id, { resolve: resolve as (value: unknown) => void, reject, timer });
@@ -213,17 +219,20 @@ class ClusterSessions implements SessionRouter {
   readonly prefix: string;
   readonly #worker: number;
   readonly #pipe: PrimaryPipe;
-  readonly #timeoutMs: number;
+  readonly #callTimeoutMs: number;
+  readonly #pollTimeoutMs: number;
   readonly #waiting = new Map<number, (answer: SessionAnswer) => void>();
   readonly #serving = new Map<string, AbortController>();
   #handler: ((exchange: SessionExchange, signal: AbortSignal) => Promise<SessionAnswer>) | undefined;
   #next = 1;
 
-  constructor(pipe: PrimaryPipe, worker: number, timeoutMs: number) {
+  /** A forward is answered within `callTimeoutMs`, beyond `pollTimeoutMs` for a poll (held at the owner). */
+  constructor(pipe: PrimaryPipe, worker: number, callTimeoutMs: number, pollTimeoutMs: number) {
     this.#pipe = pipe;
     this.#worker = worker;
     this.prefix = `${worker}.`;
-    this.#timeoutMs = timeoutMs;
+    this.#callTimeoutMs = callTimeoutMs;
+    this.#pollTimeoutMs = pollTimeoutMs;
     pipe.onClose(() => {
       for (const finish of [...this.#waiting.values()]) finish(apiErrorAnswer('unavailable'));
       for (const controller of this.#serving.values()) controller.abort();
@@ -251,7 +260,7 @@ class ClusterSessions implements SessionRouter {
         this.#pipe.send({ type: 'session_abort', id, target });
         finish(apiErrorAnswer('unavailable'));
       };
-      const timer = setTimeout(abandon, this.#timeoutMs);
+      const timer = setTimeout(abandon, exchange.op === 'poll' ? this.#pollTimeoutMs + this.#callTimeoutMs : this.#callTimeoutMs);
       timer.unref();
       this.#waiting.set(id, finish);
       if (signal.aborted) {
@@ -302,11 +311,12 @@ class ClusterSessions implements SessionRouter {
 export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
   const { pipe, config } = options;
   const nodeId = options.nodeId ?? randomUUID();
-  const link = new Link(pipe, options.callTimeoutMs ?? 10000);
+  const callTimeoutMs = options.callTimeoutMs ?? config.cluster.callTimeoutMs;
+  const link = new Link(pipe, callTimeoutMs);
   const broker = new ClusterBroker(link);
   const presence = new ClusterPresence(link);
   const control = new ClusterControlBus(link, nodeId);
-  const sessions = new ClusterSessions(pipe, options.worker, config.longPoll.pollTimeoutMs + 15000);
+  const sessions = new ClusterSessions(pipe, options.worker, callTimeoutMs, config.longPoll.pollTimeoutMs);
   const revocations = new MemoryRevocationList({ retentionMs: config.auth.revocationRetentionMs });
   for (const command of options.revocations ?? []) {
     if (command.kind === 'revoke_token') revocations.revokeToken(command.tokenId, command.expiresAt);

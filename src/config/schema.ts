@@ -240,6 +240,10 @@ export const ConfigSchema = Type.Object(
           description: 'Restarts of one worker slot allowed within crashLoopWindowMs; one more crash is a crash loop: logged as an error, the slot is not restarted.',
         }),
         crashLoopWindowMs: Ms(60000, 'Window in which crashes of one worker slot are counted.'),
+        callTimeoutMs: Ms(
+          10000,
+          "Longest wait of a worker for the primary (publish, history, presence, subscribe, control) and for another worker's answer to a forwarded SSE or long-poll request (a held poll: beyond longPoll.pollTimeoutMs); then the API answers 503 unavailable, a command gets reply error 116.",
+        ),
       },
       { additionalProperties: false, default: {} },
     ),

@@ -2,9 +2,11 @@
  * The broker and presence contract (test/unit/broker-contract.ts) against
  * the cluster link: a worker's engine (src/cluster/worker-engine.ts) talking
  * to the primary's hub (src/cluster/primary-hub.ts), once over a
- * MessageChannel in this process (with an injected clock), once over real
- * IPC to a forked hub process (real serialization; real time, so the clock
- * tests skip there).
+ * MessageChannel in this process, once over real IPC to a forked hub
+ * process (real serialization). Both run the clock tests: in process the
+ * hub reads the test's clock; the forked hub is sent the test's clock and
+ * asked to sweep over the same IPC channel (test/cluster/fixtures/
+ * hub-process.ts).
  */
 import { after } from 'node:test';
 import { fork } from 'node:child_process';
@@ -15,7 +17,8 @@ import { PrimaryHub } from '../../src/cluster/primary-hub.ts';
 import { BatchingPipe, messagePortCarrier, type Carrier } from '../../src/cluster/pipe.ts';
 import { createWorkerEngine } from '../../src/cluster/worker-engine.ts';
 import type { PrimaryMessage, WorkerMessage } from '../../src/cluster/ipc-messages.ts';
-import { runBrokerContract } from '../unit/broker-contract.ts';
+import { runBrokerContract, type ContractClock } from '../unit/broker-contract.ts';
+import type { HubTestAnswer, HubTestMessage } from './fixtures/hub-process.ts';
 
 const config = buildConfig({}, { env: {} });
 
@@ -45,11 +48,12 @@ runBrokerContract('cluster link (in-process)', () => {
 });
 
 /** One forked hub process and one engine for every test of this variant (channel names are unique per test). */
-let forked: { engine: ReturnType<typeof createWorkerEngine>; stop(): Promise<void> } | undefined;
+let forked: { engine: ReturnType<typeof createWorkerEngine>; clock: ContractClock; sweep(): Promise<void>; stop(): Promise<void> } | undefined;
 
 function forkedEngine(): NonNullable<typeof forked> {
   if (forked !== undefined) return forked;
-  const child = fork(fileURLToPath(new URL('./fixtures/hub-process.ts', import.meta.url)), [], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  let now = 1_700_000_000_000;
+  const child = fork(fileURLToPath(new URL('./fixtures/hub-process.ts', import.meta.url)), [String(now)], { serialization: 'advanced', stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
   const carrier: Carrier = {
     post(value) {
       if (!child.connected) throw new Error('hub process gone');
@@ -65,8 +69,34 @@ function forkedEngine(): NonNullable<typeof forked> {
   };
   const pipe = new BatchingPipe<PrimaryMessage, WorkerMessage>(carrier);
   const exited = new Promise((resolve) => child.once('exit', resolve));
+  /** Sends a test message after every call queued before it (the pipe flushes synchronously). */
+  const sendInOrder = (message: HubTestMessage): void => {
+    void pipe.flushed();
+    child.send(message);
+  };
+  const swept = new Map<number, () => void>();
+  child.on('message', (message: Partial<HubTestAnswer>) => {
+    if (message.test === 'swept' && typeof message.id === 'number') swept.get(message.id)?.();
+  });
+  let sweeps = 0;
   forked = {
     engine: createWorkerEngine({ pipe, worker: 1, config }),
+    clock: {
+      now: () => now,
+      advance: (ms: number) => {
+        now += ms;
+        sendInOrder({ test: 'clock', now });
+      },
+    },
+    sweep: () =>
+      new Promise<void>((resolve) => {
+        const id = ++sweeps;
+        swept.set(id, () => {
+          swept.delete(id);
+          resolve();
+        });
+        sendInOrder({ test: 'sweep', id });
+      }),
     async stop() {
       pipe.close();
       const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
@@ -82,6 +112,6 @@ after(async () => {
 });
 
 runBrokerContract('cluster link (forked primary, real IPC)', () => {
-  const { engine } = forkedEngine();
-  return { broker: engine.broker, presence: engine.presence, close: async () => {} };
+  const { engine, clock, sweep } = forkedEngine();
+  return { broker: engine.broker, presence: engine.presence, clock, sweep, close: async () => {} };
 });

@@ -4,9 +4,9 @@
  * workers share the primary's stdout), plus clients that can be pinned to
  * one worker:
  *
- * - `Pinned`: one kept-alive HTTP connection. The cluster's round-robin
- *   hands each TCP connection to one worker, so every request on it reaches
- *   the same worker; `info` on it names that worker's node (the first entry
+ * - `Pinned`: one kept-alive HTTP connection. Each TCP connection is
+ *   accepted by one worker (the workers share the listening socket), so
+ *   every request on it reaches the same worker; `info` on it names that worker's node (the first entry
  *   of `nodes` is always the answering node).
  * - `RecoveringWs`: a WebSocket subscriber that reconnects and recovers
  *   from its last position, and records every offset, gap and recovery.
@@ -420,8 +420,8 @@ export class RecoveringWs {
 }
 
 /**
- * Publishes to `channel` on fresh connections (round-robin over the
- * workers) until stopped; failed publishes are retried and not counted.
+ * Publishes to `channel` on fresh connections (spread over the workers)
+ * until stopped; failed publishes are retried and not counted.
  * Returns the acknowledged offsets.
  */
 export function publishLoop(cluster: TestCluster, channel: string, intervalMs = 10): { stop(): Promise<number[]>; acked: number[]; failures: number } {
@@ -431,7 +431,7 @@ export function publishLoop(cluster: TestCluster, channel: string, intervalMs = 
   const done = (async () => {
     while (!stopped) {
       try {
-        // A connection handed to a worker as it dies may never be answered: give up on it quickly (not acknowledged).
+        // A connection held by a worker as it dies is closed (not acknowledged, retried); the bound only keeps the loop going.
         const answer = await cluster.api('publish', { channel, data: { n: n++ } }, 3000);
         if (answer.status === 200) state.acked.push(answer.body.offset);
         else state.failures++;

@@ -11,7 +11,7 @@ import { PrimaryHub } from '../../src/cluster/primary-hub.ts';
 import { BatchingPipe, messagePortCarrier } from '../../src/cluster/pipe.ts';
 import { createWorkerEngine, type WorkerEngine } from '../../src/cluster/worker-engine.ts';
 import type { PrimaryMessage, WorkerMessage } from '../../src/cluster/ipc-messages.ts';
-import type { StoredPublication } from '../../src/broker/broker.ts';
+import { BrokerUnavailableError, type StoredPublication } from '../../src/broker/broker.ts';
 import type { ControlCommand } from '../../src/broker/control.ts';
 import type { ClientInfo } from '../../src/protocol/index.ts';
 import type { SessionExchange } from '../../src/transports/http-connection.ts';
@@ -29,7 +29,7 @@ interface TestWorker {
   kill(): void;
 }
 
-function cluster() {
+function cluster(callTimeoutMs?: number) {
   const hub = new PrimaryHub({ revocationRetentionMs: 60000 });
   const ports: MessagePort[] = [];
   const add = (id: number): TestWorker => {
@@ -41,6 +41,7 @@ function cluster() {
       worker: id,
       config,
       revocations: hub.revocations(),
+      ...(callTimeoutMs === undefined ? {} : { callTimeoutMs }),
     });
     const worker: TestWorker = {
       engine,
@@ -179,6 +180,44 @@ describe('cluster link: several workers on one primary', () => {
       assert.match(gone.body, /session_unknown/);
     } finally {
       await c.close();
+    }
+  });
+
+  it('a forwarded request whose owner never answers fails with 503 unavailable at the call timeout, and is given up at the owner', async () => {
+    const c = cluster(200);
+    try {
+      const a = c.add(1);
+      const b = c.add(2);
+      let abortedAtOwner = false;
+      b.engine.sessionRouter.serve((_exchange, signal) => {
+        signal.addEventListener('abort', () => {
+          abortedAtOwner = true;
+        });
+        return new Promise(() => {});
+      });
+      const answer = await a.engine.sessionRouter.forward({ op: 'command', session: '2.' + 'x'.repeat(22), body: [{ id: 1 }] }, new AbortController().signal);
+      assert.equal(answer.status, 503);
+      assert.match(answer.body, /"unavailable"/);
+      await waitUntil(() => abortedAtOwner, { label: 'the abort at the owner' });
+    } finally {
+      await c.close();
+    }
+  });
+
+  it('calls fail with BrokerUnavailableError (API 503, reply 116) at the call timeout and when the pipe closes', async () => {
+    const { port1, port2 } = new MessageChannel();
+    // port1 is the primary's end, never read: no call is ever answered.
+    const engine = createWorkerEngine({ pipe: new BatchingPipe<PrimaryMessage, WorkerMessage>(messagePortCarrier(port2)), worker: 1, config, callTimeoutMs: 200 });
+    try {
+      await assert.rejects(engine.broker.publish('room', '1', { stream }), BrokerUnavailableError);
+      const pending = engine.presence.stats('room');
+      port1.close();
+      await assert.rejects(pending, BrokerUnavailableError, 'a call in flight fails when the pipe closes');
+      await assert.rejects(engine.broker.history('room', { limit: 1 }, stream), BrokerUnavailableError, 'and so does every later call');
+      assert.equal(engine.health().status, 'degraded');
+    } finally {
+      port1.close();
+      port2.close();
     }
   });
 });
