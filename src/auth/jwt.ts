@@ -9,6 +9,7 @@
  * Two token types, told apart by the `channel` claim: a connection token
  * must not have one; a subscription token must, equal to the channel.
  */
+import { findPoisonedKey } from '../protocol/safe-json.ts';
 import { createRemoteJWKSet, errors, importSPKI, jwtVerify, type CryptoKey, type JWTPayload, type JWSHeaderParameters, type FlattenedJWSInput } from 'jose';
 
 export interface ConnectionIdentity {
@@ -134,19 +135,10 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<To
   };
 }
 
-function hasPoisonedKey(value: unknown, depth = 0): boolean {
-  if (typeof value !== 'object' || value === null || depth > 32) return false;
-  for (const key of Object.keys(value)) {
-    if (key === '__proto__' || key === 'constructor' || key === 'prototype') return true;
-    if (hasPoisonedKey((value as Record<string, unknown>)[key], depth + 1)) return true;
-  }
-  return false;
-}
-
 function identityOf(payload: JWTPayload): ConnectionIdentity {
   // Claims end up in presence answers: refuse prototype-poisoning keys, as
-  // commands and bodies do.
-  if (hasPoisonedKey(payload)) throw new TokenError('invalid', 'claims contain __proto__, constructor or prototype keys');
+  // commands and bodies do (jose parsed them without that check).
+  if (findPoisonedKey(payload) !== undefined) throw new TokenError('invalid', 'claims contain a __proto__ or constructor.prototype key');
   if (typeof payload.sub !== 'string' || payload.sub.length > 256) throw new TokenError('invalid', 'sub claim missing');
   const identity: { -readonly [K in keyof ConnectionIdentity]: ConnectionIdentity[K] } = { user: payload.sub };
   if (payload['info'] !== undefined) identity.info = payload['info'];

@@ -8,10 +8,12 @@
  * - an object `{id, method, params}` matching the method's schema, with no
  *   unknown keys outside `data`.
  */
-import secureJson from 'secure-json-parse';
 import { Type, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import type { Command, CommandMethod } from './frames.ts';
+import { parseJsonSafely } from './safe-json.ts';
+
+export { parseJsonSafely };
 
 const Id = Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 });
 const Channel = Type.String({ minLength: 1, maxLength: 1024 });
@@ -86,15 +88,6 @@ export type DecodeResult = { readonly ok: true; readonly command: Command } | De
 
 const tooLarge: DecodeFailure = { ok: false, error: 'too_large' };
 const malformed: DecodeFailure = { ok: false, error: 'malformed' };
-
-/** Parses JSON text, refusing prototype-poisoning keys. Returns `undefined` on any failure. */
-export function parseJsonSafely(text: string): unknown {
-  try {
-    return secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
-  } catch {
-    return undefined;
-  }
-}
 
 /** UTF-8 byte length of a string, without Node APIs. */
 export function utf8Length(text: string): number {
