@@ -101,6 +101,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       audience: auth.audience,
       issuer: auth.issuer,
       leewayMs: auth.leewayMs,
+      maxJsonDepth: config.limits.maxJsonDepth,
     });
   } catch (error) {
     throw new ConfigError([(error as Error).message]);

@@ -9,7 +9,7 @@
  * Two token types, told apart by the `channel` claim: a connection token
  * must not have one; a subscription token must, equal to the channel.
  */
-import { findPoisonedKey } from '../protocol/safe-json.ts';
+import { DEFAULT_MAX_JSON_DEPTH, findPoisonedKey, jsonDepthExceeds } from '../protocol/safe-json.ts';
 import { createRemoteJWKSet, errors, importSPKI, jwtVerify, type CryptoKey, type JWTPayload, type JWSHeaderParameters, type FlattenedJWSInput } from 'jose';
 
 export interface ConnectionIdentity {
@@ -57,6 +57,8 @@ export interface JwtVerifierOptions {
   readonly audience?: string | undefined;
   readonly issuer?: string | undefined;
   readonly leewayMs: number;
+  /** `limits.maxJsonDepth`: deeper claims are refused before jose parses them. */
+  readonly maxJsonDepth?: number | undefined;
   readonly now?: () => number;
 }
 
@@ -90,6 +92,7 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<To
   }
   const algorithms = [...options.algorithms];
   const now = options.now ?? Date.now;
+  const maxJsonDepth = options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
   const resolveKey: KeyResolver = (header, input) => {
     const alg = header.alg;
     if (alg === undefined || !algorithms.includes(alg as JwtAlgorithm)) throw new TokenError('invalid', 'algorithm not allowed');
@@ -102,6 +105,10 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<To
   async function verify(token: string): Promise<JWTPayload> {
     if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
       throw new TokenError('invalid', 'malformed token');
+    }
+    // Claims reach presence and join/leave pushes: no nesting deeper than any other JSON input.
+    if (jsonDepthExceeds(Buffer.from(token.split('.', 2)[1] ?? '', 'base64url').toString('utf8'), maxJsonDepth)) {
+      throw new TokenError('invalid', 'claims nested too deep');
     }
     try {
       const { payload } = await jwtVerify(token, resolveKey, {

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Value } from '@sinclair/typebox/value';
-import { findPoisonedKey, parseJsonSafely } from '../protocol/safe-json.ts';
+import { DEFAULT_MAX_JSON_DEPTH, findPoisonedKey, jsonDepthExceeds, parseJsonSafely } from '../protocol/safe-json.ts';
 import { ConfigSchema, type Config } from './schema.ts';
 
 export class ConfigError extends Error {
@@ -50,6 +50,9 @@ export function readConfigFile(file: string): Record<string, unknown> {
     text = readFileSync(file, 'utf8');
   } catch (error) {
     throw new ConfigError([`cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`]);
+  }
+  if (jsonDepthExceeds(text, DEFAULT_MAX_JSON_DEPTH)) {
+    throw new ConfigError([`config file ${file} nests arrays and objects deeper than ${DEFAULT_MAX_JSON_DEPTH} levels`]);
   }
   const parsed = parseJsonSafely(text);
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {

@@ -5,8 +5,25 @@
  */
 import type { ClientInfo, Push, Reply, ReplyError } from './frames.ts';
 
+/**
+ * A result Herald has already assembled as JSON text (a history page around
+ * stored publication data): embedded as is, never parsed back, so stored
+ * data of any shape cannot break a reader.
+ */
+export class JsonText {
+  readonly text: string;
+  constructor(text: string) {
+    this.text = text;
+  }
+}
+
+/** A command or API result as JSON text. */
+export function encodeResult(result: unknown): string {
+  return result instanceof JsonText ? result.text : JSON.stringify(result ?? {});
+}
+
 export function encodeReply(id: number, result: unknown): string {
-  return '{"id":' + id + ',"result":' + JSON.stringify(result ?? {}) + '}';
+  return '{"id":' + id + ',"result":' + encodeResult(result) + '}';
 }
 
 export function encodeReplyError(id: number, error: ReplyError): string {

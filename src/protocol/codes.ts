@@ -21,6 +21,7 @@ export interface ApiErrorEntry {
 export const apiErrors = {
   bad_request: { status: 400, message: 'request body does not match the method schema' },
   invalid_json: { status: 400, message: 'request body is not valid JSON' },
+  json_too_deep: { status: 400, message: 'request body nests arrays and objects deeper than the limit' },
   invalid_channel: { status: 400, message: 'channel name is invalid' },
   unknown_namespace: { status: 400, message: 'channel namespace is not configured' },
   not_available: { status: 400, message: 'feature is not enabled for this namespace' },
@@ -64,6 +65,7 @@ export const replyErrors = {
   already_connected: { code: 114, message: 'already connected' },
   not_connected: { code: 115, message: 'connect first' },
   unavailable: { code: 116, message: 'temporarily unavailable' },
+  json_too_deep: { code: 117, message: 'command nests arrays and objects deeper than the limit' },
 } as const satisfies Record<string, ReplyErrorEntry>;
 
 export type ReplyErrorName = keyof typeof replyErrors;

@@ -4,6 +4,7 @@
  *
  * Rules (docs/protocol.md, "Commands"):
  * - at most `maxBytes` bytes of UTF-8 (checked before parsing);
+ * - arrays and objects nested at most `maxDepth` deep (checked before parsing);
  * - valid JSON, without `__proto__` or `constructor.prototype` keys anywhere;
  * - an object `{id, method, params}` matching the method's schema, with no
  *   unknown keys outside `data`.
@@ -11,7 +12,7 @@
 import { Type, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import type { Command, CommandMethod } from './frames.ts';
-import { parseJsonSafely } from './safe-json.ts';
+import { DEFAULT_MAX_JSON_DEPTH, parseJsonSafely, readJson } from './safe-json.ts';
 
 export { parseJsonSafely };
 
@@ -82,7 +83,9 @@ export type DecodeFailure =
   /** Well-formed envelope with an unknown method: answerable with a reply error. */
   | { readonly ok: false; readonly error: 'method_not_found'; readonly id: number }
   /** Well-formed envelope whose params break the schema. */
-  | { readonly ok: false; readonly error: 'bad_params'; readonly id: number };
+  | { readonly ok: false; readonly error: 'bad_params'; readonly id: number }
+  /** Nested deeper than the limit, with an `id` to answer (without one it is `malformed`). */
+  | { readonly ok: false; readonly error: 'too_deep'; readonly id: number };
 
 export type DecodeResult = { readonly ok: true; readonly command: Command } | DecodeFailure;
 
@@ -133,9 +136,27 @@ export function validateCommand(value: unknown): DecodeResult {
 }
 
 /** Decodes one command from text (a WebSocket message). */
-export function decodeCommand(text: string, maxBytes: number): DecodeResult {
+export function decodeCommand(text: string, maxBytes: number, maxDepth: number = DEFAULT_MAX_JSON_DEPTH): DecodeResult {
   if (text.length > maxBytes || utf8Length(text) > maxBytes) return tooLarge;
-  const value = parseJsonSafely(text);
-  if (value === undefined) return malformed;
-  return validateCommand(value);
+  const read = readJson(text, maxDepth);
+  if (read.ok) return validateCommand(read.value);
+  if (read.error !== 'too_deep') return malformed;
+  const id = topLevelId(text);
+  return id === undefined ? malformed : { ok: false, error: 'too_deep', id };
+}
+
+/**
+ * The `id` of a command too deep to decode, so that it can be answered.
+ * JSON.parse does not recurse (V8), and nothing here walks below the top level.
+ */
+function topLevelId(text: string): number | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || !Object.hasOwn(value, 'id')) return undefined;
+  const id = (value as { id: unknown }).id;
+  return typeof id === 'number' && Number.isInteger(id) && id > 0 && id < 2 ** 31 ? id : undefined;
 }
