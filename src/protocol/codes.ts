@@ -21,6 +21,7 @@ export interface ApiErrorEntry {
 export const apiErrors = {
   bad_request: { status: 400, message: 'request body does not match the method schema' },
   invalid_json: { status: 400, message: 'request body is not valid JSON' },
+  invalid_utf8: { status: 400, message: 'request body is not valid UTF-8' },
   json_too_deep: { status: 400, message: 'request body nests arrays and objects deeper than the limit' },
   invalid_channel: { status: 400, message: 'channel name is invalid' },
   unknown_namespace: { status: 400, message: 'channel namespace is not configured' },
