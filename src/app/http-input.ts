@@ -1,19 +1,23 @@
 /**
- * How the public listener reads request bodies: one JSON parser for every
- * route (strict UTF-8, nesting depth checked before parsing, then
- * secure-json-parse). Failures are ApiErrors with registered codes, answered
- * by the app's error handler (src/app/http.ts).
+ * How the listeners judge a request before a handler runs: one JSON parser
+ * for every route (strict UTF-8, nesting depth checked before parsing, then
+ * secure-json-parse; any other content type is 415), and 405 with `Allow`
+ * for a known path asked with another method. Failures are ApiErrors with
+ * registered codes, answered by the app's error handler (src/app/http.ts).
  */
-import type { FastifyInstance } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { readJson } from '../protocol/safe-json.ts';
 import { ApiError } from '../api/executor.ts';
+import { sendApiError } from '../transports/http-connection.ts';
 
 /** Refuses what is not UTF-8 (overlong forms, surrogates, truncated sequences) instead of repairing it. */
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Installs the JSON body parser: `maxDepth` is `limits.maxJsonDepth`. */
 export function useJsonBodies(app: FastifyInstance, maxDepth: number): void {
-  app.removeContentTypeParser('application/json');
+  // Only JSON: fastify's text/plain parser would hand routes a string (and
+  // let a cross-site form post through as a "simple" request).
+  app.removeAllContentTypeParsers();
   // Bytes, decoded here: fastify's string decoding would replace invalid UTF-8 with U+FFFD.
   app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (_request, body, done) => {
     let text: string;
@@ -27,4 +31,22 @@ export function useJsonBodies(app: FastifyInstance, maxDepth: number): void {
     if (read.ok) done(null, read.value);
     else done(new ApiError(read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json'), undefined);
   });
+}
+
+/** Methods a route may be asked with. OPTIONS is left out: CORS answers it for every path. */
+const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'] as const;
+
+/**
+ * The answer when no route matched: 405 `method_not_allowed` with `Allow`
+ * when the path has routes for other methods, 404 `not_found` otherwise.
+ * For `setNotFoundHandler`.
+ */
+export function answerUnmatched(app: FastifyInstance): (request: FastifyRequest, reply: FastifyReply) => FastifyReply {
+  return (request, reply) => {
+    const url = request.url.split('?', 1)[0] ?? '';
+    const allowed = METHODS.filter((method) => app.findRoute({ method, url }) !== null);
+    if (allowed.length === 0) return sendApiError(reply, 'not_found');
+    reply.header('allow', allowed.join(', '));
+    return sendApiError(reply, 'method_not_allowed');
+  };
 }

@@ -26,7 +26,7 @@ import type { Edge } from '../edge/edge.ts';
 import { securityHeaders } from '../edge/security-headers.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { registerDemo } from './demo.ts';
-import { useJsonBodies } from './http-input.ts';
+import { answerUnmatched, useJsonBodies } from './http-input.ts';
 
 export interface TlsFiles {
   readonly cert: string;
@@ -106,7 +106,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     if (code === 'payload_too_large') reply.header('connection', 'close');
     return sendApiError(reply, code);
   });
-  app.setNotFoundHandler((_request, reply) => sendApiError(reply, 'not_found'));
+  app.setNotFoundHandler(answerUnmatched(app));
 
   await app.register(helmet, securityHeaders(tls !== undefined));
   app.addHook('onRequest', async (request, reply) => {

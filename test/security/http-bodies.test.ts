@@ -9,7 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
-import { closeAllClients, connectWs, postRaw, unique } from '../helpers/herald-ws.ts';
+import { closeAllClients, connectWs, http, postRaw, unique } from '../helpers/herald-ws.ts';
 import { LongPollSession } from '../helpers/herald-long-poll.ts';
 
 /** Byte sequences that are not UTF-8 (RFC 3629), placed inside a JSON string. */
@@ -65,5 +65,70 @@ describe('HTTP bodies', { timeout: 60000 }, () => {
     assert.equal(publication.data, text);
     const history = await h.api('history', { channel, limit: 10 });
     assert.equal(history.body.publications.length, 1, 'only the valid publication was published');
+  });
+
+  test('a body that is not JSON is 415 unsupported_media_type on every endpoint that takes one', async () => {
+    const channel = unique('chat:media');
+    const endpoints: [string, Record<string, string>, string][] = [
+      ['/api/publish', { authorization: `Bearer ${h.apiKey}` }, `{"channel":"${channel}","data":1}`],
+      ['/connection/command', { 'herald-session': session.session }, `{"id":1,"method":"publish","params":{"channel":"${channel}","data":1}}`],
+      ['/connection/poll/open', {}, '{"channels":["public:x"]}'],
+      ['/connection/poll', { 'herald-session': session.session }, '{"seq":0}'],
+    ];
+    for (const [path, headers, text] of endpoints) {
+      for (const type of ['text/plain', 'application/x-www-form-urlencoded', 'multipart/form-data; boundary=x', 'application/jsonx', undefined]) {
+        // a Uint8Array body makes fetch send no content type of its own
+        const response = await fetch(`${h.url}${path}`, {
+          method: 'POST',
+          headers: type === undefined ? headers : { ...headers, 'content-type': type },
+          body: new TextEncoder().encode(text),
+        });
+        const answer = (await response.json()) as { error: { code: string } };
+        assert.equal(response.status, 415, `${path} as ${type ?? 'no content type'}: ${JSON.stringify(answer)}`);
+        assert.equal(answer.error.code, 'unsupported_media_type');
+      }
+    }
+    const charset = await http(`${h.url}/api/publish`, {
+      headers: { authorization: `Bearer ${h.apiKey}`, 'content-type': 'application/json; charset=utf-8' },
+      body: `{"channel":"${channel}","data":1}`,
+    });
+    assert.equal(charset.status, 200, charset.text);
+    assert.equal((await h.api('history', { channel, limit: 10 })).body.publications.length, 1, 'only the JSON publish ran');
+  });
+
+  test('a known path with the wrong method is 405 with Allow; an unknown path stays 404', async () => {
+    const cases: [string, string, string][] = [
+      ['GET', '/api/publish', 'POST'],
+      ['PUT', '/api/publish', 'POST'],
+      ['DELETE', '/connection/sse', 'GET, HEAD'],
+      ['POST', '/connection/sse', 'GET, HEAD'],
+      ['GET', '/connection/command', 'POST'],
+      ['PATCH', '/connection/close', 'POST'],
+      ['GET', '/connection/poll', 'POST'],
+      ['GET', '/connection/poll/open', 'POST'],
+      ['POST', '/health', 'GET, HEAD'],
+      ['DELETE', '/health', 'GET, HEAD'],
+    ];
+    for (const [method, path, allow] of cases) {
+      const answer = await http(`${h.url}${path}`, { method });
+      assert.equal(answer.status, 405, `${method} ${path}: ${answer.status} ${answer.text}`);
+      assert.equal(answer.body.error.code, 'method_not_allowed', `${method} ${path}`);
+      assert.equal(answer.headers.get('allow'), allow, `${method} ${path}`);
+    }
+    const head = await fetch(`${h.url}/api/publish`, { method: 'HEAD' });
+    assert.equal(head.status, 405);
+    assert.equal(head.headers.get('allow'), 'POST');
+    for (const [method, path] of [['GET', '/nope'], ['POST', '/api'], ['DELETE', '/connection/sse/x'], ['GET', '/health/']]) {
+      const answer = await http(`${h.url}${path}`, { method });
+      assert.equal(answer.status, 404, `${method} ${path}: ${answer.text}`);
+      assert.equal(answer.body.error.code, 'not_found');
+      assert.equal(answer.headers.get('allow'), null);
+    }
+    // the internal listener answers the same way
+    const admin = `http://127.0.0.1:${h.server.adminPort}`;
+    const metrics = await http(`${admin}/metrics`, { method: 'POST', body: '{}' });
+    assert.equal(metrics.status, 405, metrics.text);
+    assert.equal(metrics.headers.get('allow'), 'GET, HEAD');
+    assert.equal((await http(`${admin}/nope`)).status, 404);
   });
 });
