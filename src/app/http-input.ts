@@ -1,11 +1,15 @@
 /**
  * How the listeners judge a request before a handler runs: one JSON parser
  * for every route (strict UTF-8, nesting depth checked before parsing, then
- * secure-json-parse; any other content type is 415), and 405 with `Allow`
+ * secure-json-parse; any other content type is 415), one validator for every
+ * route schema (TypeBox's compiler, as for commands: no type coercion, no
+ * defaults, unknown keys refused rather than dropped), and 405 with `Allow`
  * for a known path asked with another method. Failures are ApiErrors with
  * registered codes, answered by the app's error handler (src/app/http.ts).
  */
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { TSchema } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { readJson } from '../protocol/safe-json.ts';
 import { ApiError } from '../api/executor.ts';
 import { sendApiError } from '../transports/http-connection.ts';
@@ -30,6 +34,18 @@ export function useJsonBodies(app: FastifyInstance, maxDepth: number): void {
     const read = readJson(text, maxDepth);
     if (read.ok) done(null, read.value);
     else done(new ApiError(read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json'), undefined);
+  });
+}
+
+/**
+ * Route schemas (`schema: { body }`, TypeBox) are checked as they are:
+ * fastify's default Ajv would coerce `"channels":"x"` into an array and drop
+ * unknown keys. The value is never changed.
+ */
+export function useStrictSchemas(app: FastifyInstance): void {
+  app.setValidatorCompiler(({ schema }) => {
+    const check = TypeCompiler.Compile(schema as TSchema);
+    return (data: unknown) => (check.Check(data) ? true : { error: new ApiError('bad_request') });
   });
 }
 

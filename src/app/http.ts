@@ -26,7 +26,7 @@ import type { Edge } from '../edge/edge.ts';
 import { securityHeaders } from '../edge/security-headers.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { registerDemo } from './demo.ts';
-import { answerUnmatched, useJsonBodies } from './http-input.ts';
+import { answerUnmatched, useJsonBodies, useStrictSchemas } from './http-input.ts';
 
 export interface TlsFiles {
   readonly cert: string;
@@ -98,6 +98,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   ) as unknown as FastifyInstance;
   app.server.maxHeadersCount = MAX_HEADERS;
   useJsonBodies(app, config.limits.maxJsonDepth);
+  useStrictSchemas(app);
 
   app.setErrorHandler((error: { statusCode?: number; code?: string; validation?: unknown }, request: FastifyRequest, reply: FastifyReply) => {
     const code = mapFrameworkError(error);

@@ -96,6 +96,35 @@ describe('HTTP bodies', { timeout: 60000 }, () => {
     assert.equal((await h.api('history', { channel, limit: 10 })).body.publications.length, 1, 'only the JSON publish ran');
   });
 
+  test('long-poll bodies are validated like commands: no type coercion, unknown keys refused', async () => {
+    const opens = [
+      '{"channels":"public:x"}',
+      '{"channels":["public:x"],"bogus":1}',
+      '{"bogus":1}',
+      '{"token":12345}',
+      '{"cursor":false}',
+      '{"channels":[1]}',
+      '[]',
+      '"x"',
+    ];
+    for (const text of opens) {
+      const answer = await http(`${h.url}/connection/poll/open`, { body: text });
+      assert.equal(answer.status, 400, `${text}: ${answer.status} ${answer.text.slice(0, 200)}`);
+      assert.equal(answer.body.error.code, 'bad_request', text);
+    }
+    for (const text of ['{"seq":"0"}', '{"seq":0,"bogus":1}', '{"seq":1.5}', '{"seq":-1}', '{"seq":[0]}', '{"seq":null}', '{}']) {
+      const answer = await http(`${h.url}/connection/poll`, { headers: { 'herald-session': session.session }, body: text });
+      assert.equal(answer.status, 400, `${text}: ${answer.status} ${answer.text.slice(0, 200)}`);
+      assert.equal(answer.body.error.code, 'bad_request', text);
+    }
+    // what the schema allows still works
+    const opened = await http(`${h.url}/connection/poll/open`, { body: { channels: ['public:x'] } });
+    assert.equal(opened.status, 200, opened.text);
+    // seq 0 acknowledges nothing: answered at once with what the open answered
+    const polled = await http(`${h.url}/connection/poll`, { headers: { 'herald-session': opened.body.session }, body: { seq: 0 } });
+    assert.equal(polled.status, 200, polled.text);
+  });
+
   test('a known path with the wrong method is 405 with Allow; an unknown path stays 404', async () => {
     const cases: [string, string, string][] = [
       ['GET', '/api/publish', 'POST'],
