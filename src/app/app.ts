@@ -8,13 +8,13 @@ import type { AddressInfo } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
-import { createMemoryEngine, createRedisEngine, openRedisClients, redactRedisUrl, type Engine } from './engine.ts';
+import { createMemoryEngine, createRedisEngine, openRedisClients, type Engine } from './engine.ts';
 import { createJwtVerifier } from '../auth/jwt.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { watchKeyStore } from '../auth/key-store.ts';
 import { Node } from '../core/node.ts';
 import { createMetrics } from '../observability/metrics.ts';
-import { createLogger } from '../observability/logger.ts';
+import { createLogger, redactUrl } from '../observability/logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
 import { createHttpApp, type TlsFiles } from './http.ts';
 import { createAdminApp } from './admin.ts';
@@ -46,7 +46,7 @@ export interface StartOptions {
 async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
   if (config.engine.type === 'memory') return createMemoryEngine(config);
   const clients = await openRedisClients(config);
-  logger.info({ redis: redactRedisUrl(config.engine.redisUrl) }, 'redis engine connected');
+  logger.info({ redis: redactUrl(config.engine.redisUrl) }, 'redis engine connected');
   return createRedisEngine(
     config,
     clients,
