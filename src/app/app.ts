@@ -124,16 +124,17 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     logger,
     version,
   });
-  const metrics = createMetrics(node.hub);
+  const metrics = createMetrics(node);
   const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
-  const admin = await createAdminApp({ config, node, metrics, logger });
+  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger });
   await admin.listen({ host: config.admin.host, port: config.admin.port });
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (error) {
     await admin.close();
+    metrics.close();
     throw error;
   }
   const address = app.server.address() as AddressInfo;
@@ -162,6 +163,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       await app.close().catch(() => undefined);
       // The internal listener last: metrics and health stay readable during the drain.
       await admin.close().catch(() => undefined);
+      metrics.close();
       logger.info({ drained, ms: Date.now() - started }, 'stopped');
       return drained;
     })();

@@ -145,7 +145,7 @@ export class Client {
       if (this.state === 'new') this.disconnect('stale');
     }, node.config.limits.staleMs);
     this.#timer.unref();
-    diagnostics.connectionOpened.publish({ transport: transport.kind });
+    diagnostics.connectionOpened.publish({ node: node.id, transport: transport.kind });
   }
 
   /** Calls `listener` once the connection has closed and cleaned up (at once if it has). */
@@ -275,14 +275,14 @@ export class Client {
       }
       const name: ReplyErrorName = error instanceof CommandError ? error.reply : error instanceof BrokerUnavailableError ? 'unavailable' : 'internal';
       if (name === 'internal') this.node.logger.error({ err: error, method: command.method }, 'command failed');
-      diagnostics.commandError.publish({ method: command.method, code: replyErrors[name].code });
+      diagnostics.commandError.publish({ node: this.node.id, method: command.method, code: replyErrors[name].code });
       if (!this.isClosed) reply(encodeReplyError(id, replyErrors[name]));
     }
   }
 
   /** Answers a command that failed to decode but had an id. */
   replyError(id: number, name: ReplyErrorName, reply: ReplySink): void {
-    diagnostics.commandError.publish({ method: 'unknown', code: replyErrors[name].code });
+    diagnostics.commandError.publish({ node: this.node.id, method: 'unknown', code: replyErrors[name].code });
     reply(encodeReplyError(id, replyErrors[name]));
   }
 
@@ -406,7 +406,7 @@ export class Client {
     const sub = new Subscription(this, this.node.hub.channelName(channel), resolved.options);
     const recoverable = sub.recoverable;
     this.#addSubscription(sub);
-    diagnostics.subscribed.publish({ transport: this.transport.kind });
+    diagnostics.subscribed.publish({ node: this.node.id, transport: this.transport.kind });
     const wasRecovering = request.recover === true;
     let since: StreamPosition | undefined;
     if (wasRecovering && request.epoch !== undefined && request.offset !== undefined) {
@@ -417,7 +417,7 @@ export class Client {
       await this.node.hub.addSubscription(sub);
       page = await this.node.readStream(resolved, since);
     } catch (error) {
-      if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ transport: this.transport.kind });
+      if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
       await this.node.hub.removeSubscription(sub);
       throw error;
     }
@@ -541,7 +541,7 @@ export class Client {
     const sub = this.subscription(channel);
     if (sub === undefined) throw new CommandError('not_subscribed');
     this.#dropSubscription(sub);
-    diagnostics.unsubscribed.publish({ transport: this.transport.kind });
+    diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
     await this.node.hub.removeSubscription(sub);
     await this.node.leavePresence(this, sub.channel, sub.options);
   }
@@ -558,13 +558,13 @@ export class Client {
     this.state = 'closed';
     clearTimeout(this.#timer);
     this.transport.close(code, reason);
-    diagnostics.connectionClosed.publish({ transport: this.transport.kind, code, reason });
+    diagnostics.connectionClosed.publish({ node: this.node.id, transport: this.transport.kind, code, reason });
     const subs = this.subscriptionList();
     this.#subscriptions = undefined;
     if (wasConnected) this.node.hub.removeClient(this);
     void Promise.all(
       subs.map(async (sub) => {
-        diagnostics.unsubscribed.publish({ transport: this.transport.kind });
+        diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
         await this.node.hub.removeSubscription(sub);
         await this.node.leavePresence(this, sub.channel, sub.options);
       }),

@@ -12,13 +12,16 @@ import type { Client, Subscription } from './client.ts';
 
 export class Hub {
   readonly #broker: Broker;
+  /** The Node's id, named in diagnostics events. */
+  readonly #nodeId: string;
   readonly #channels = new Map<string, Set<Subscription>>();
   /** Connected clients by user id; anonymous clients (user '') are only counted. */
   readonly #users = new Map<string, Set<Client>>();
   #clientCount = 0;
 
-  constructor(broker: Broker) {
+  constructor(broker: Broker, nodeId: string) {
     this.#broker = broker;
+    this.#nodeId = nodeId;
   }
 
   get clientCount(): number {
@@ -119,7 +122,7 @@ export class Hub {
       }
       if (sub.client.deliverPublication(sub, offset, frame)) count++;
     }
-    if (diagnostics.delivered.hasSubscribers) diagnostics.delivered.publish({ count });
+    if (diagnostics.delivered.hasSubscribers) diagnostics.delivered.publish({ node: this.#nodeId, count });
   }
 
   deliverJoinLeave(kind: 'join' | 'leave', channel: string, info: ClientInfo): void {

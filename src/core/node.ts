@@ -87,7 +87,7 @@ export class Node {
     this.now = options.now ?? Date.now;
     this.startedAt = this.now();
     this.tokenExpiryGraceMs = options.config.auth.expiryGraceMs;
-    this.hub = new Hub(options.broker);
+    this.hub = new Hub(options.broker, this.id);
     options.broker.setEventHandler({
       onPublication: (channel, publication) => this.hub.deliverPublication(channel, publication),
       onJoin: (channel, info) => this.hub.deliverJoinLeave('join', channel, info),
@@ -193,7 +193,7 @@ export class Node {
       stream: { size: options.historySize, ttlMs: options.historyTtlMs },
       info,
     });
-    if (diagnostics.published.hasSubscribers) diagnostics.published.publish({ channel: resolved.channel, source });
+    if (diagnostics.published.hasSubscribers) diagnostics.published.publish({ node: this.id, channel: resolved.channel, source });
     return position;
   }
 
