@@ -11,6 +11,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { readJson } from '../protocol/safe-json.ts';
+import { schemaDetail } from '../protocol/schema-detail.ts';
 import { ApiError } from '../api/executor.ts';
 import { sendApiError } from '../transports/http-connection.ts';
 
@@ -45,7 +46,7 @@ export function useJsonBodies(app: FastifyInstance, maxDepth: number): void {
 export function useStrictSchemas(app: FastifyInstance): void {
   app.setValidatorCompiler(({ schema }) => {
     const check = TypeCompiler.Compile(schema as TSchema);
-    return (data: unknown) => (check.Check(data) ? true : { error: new ApiError('bad_request') });
+    return (data: unknown) => (check.Check(data) ? true : { error: new ApiError('bad_request', schemaDetail(check, data)) });
   });
 }
 

@@ -105,7 +105,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     if (code === 'internal') request.log.error({ err: error, url: request.routeOptions.url }, 'request failed');
     // The rest of an oversize body is never read: end the connection after the answer.
     if (code === 'payload_too_large') reply.header('connection', 'close');
-    return sendApiError(reply, code);
+    return sendApiError(reply, code, error instanceof ApiError ? error.detail : undefined);
   });
   app.setNotFoundHandler(answerUnmatched(app));
 
@@ -173,7 +173,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
         const result = await executor.run(request.params.method, request.body, principal);
         return reply.type('application/json').send(encodeResult(result));
       } catch (error) {
-        return sendApiError(reply, error instanceof ApiError ? error.code : 'internal');
+        return error instanceof ApiError ? sendApiError(reply, error.code, error.detail) : sendApiError(reply, 'internal');
       }
     },
   );

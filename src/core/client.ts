@@ -72,9 +72,12 @@ export interface SubscribeOutcome {
 
 export class CommandError extends Error {
   readonly reply: ReplyErrorName;
-  constructor(reply: ReplyErrorName) {
+  /** What in the command was wrong (the reply's `detail`), when known. */
+  readonly detail: string | undefined;
+  constructor(reply: ReplyErrorName, detail?: string) {
     super(reply);
     this.reply = reply;
+    this.detail = detail;
   }
 }
 
@@ -276,14 +279,14 @@ export class Client {
       const name: ReplyErrorName = error instanceof CommandError ? error.reply : error instanceof BrokerUnavailableError ? 'unavailable' : 'internal';
       if (name === 'internal') this.node.logger.error({ err: error, method: command.method }, 'command failed');
       diagnostics.commandError.publish({ node: this.node.id, method: command.method, code: replyErrors[name].code });
-      if (!this.isClosed) reply(encodeReplyError(id, replyErrors[name]));
+      if (!this.isClosed) reply(encodeReplyError(id, replyErrors[name], error instanceof CommandError ? error.detail : undefined));
     }
   }
 
-  /** Answers a command that failed to decode but had an id. */
-  replyError(id: number, name: ReplyErrorName, reply: ReplySink): void {
+  /** Answers a command that failed to decode but had an id; `detail` says what was wrong. */
+  replyError(id: number, name: ReplyErrorName, reply: ReplySink, detail?: string): void {
     diagnostics.commandError.publish({ node: this.node.id, method: 'unknown', code: replyErrors[name].code });
-    reply(encodeReplyError(id, replyErrors[name]));
+    reply(encodeReplyError(id, replyErrors[name], detail));
   }
 
   async #run(command: Command): Promise<unknown> {
@@ -395,8 +398,7 @@ export class Client {
    * publications and then the held ones, merged by offset.
    */
   async subscribe(request: SubscribeRequest): Promise<SubscribeOutcome> {
-    const resolved = this.node.rules.resolve(request.channel);
-    if (typeof resolved === 'string') throw new CommandError(resolved);
+    const resolved = this.node.resolve(request.channel);
     this.node.authorizeSubscribe(this, resolved);
     const channel = resolved.channel;
     if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');

@@ -136,7 +136,7 @@ export class Node {
   }
 
   authorizeSubscribe(client: Client, resolved: ResolvedChannel): void {
-    if (client.user === '' && !resolved.options.allowAnonymous) throw new CommandError('permission_denied');
+    if (client.user === '' && !resolved.options.allowAnonymous) throw new CommandError('anonymous_not_allowed');
   }
 
   /** Private namespaces: a subscription token for this channel and this user. */
@@ -177,7 +177,7 @@ export class Node {
 
   resolve(channel: unknown): ResolvedChannel {
     const resolved = this.rules.resolve(channel);
-    if (typeof resolved === 'string') throw new CommandError(resolved);
+    if ('reply' in resolved) throw new CommandError(resolved.reply, resolved.detail);
     return resolved;
   }
 

@@ -26,8 +26,9 @@ export function encodeReply(id: number, result: unknown): string {
   return '{"id":' + id + ',"result":' + encodeResult(result) + '}';
 }
 
-export function encodeReplyError(id: number, error: ReplyError): string {
-  return '{"id":' + id + ',"error":' + JSON.stringify(error) + '}';
+export function encodeReplyError(id: number, error: ReplyError, detail?: string): string {
+  const body: ReplyError = detail === undefined ? { code: error.code, message: error.message } : { code: error.code, message: error.message, detail };
+  return '{"id":' + id + ',"error":' + JSON.stringify(body) + '}';
 }
 
 export function encodePush(push: Push): string {

@@ -13,6 +13,7 @@ import { Type, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import type { Command, CommandMethod } from './frames.ts';
 import { DEFAULT_MAX_JSON_DEPTH, parseJsonSafely, readJson } from './safe-json.ts';
+import { schemaDetail } from './schema-detail.ts';
 
 export { parseJsonSafely };
 
@@ -78,12 +79,12 @@ for (const method of Object.keys(paramSchemas) as CommandMethod[]) {
 export type DecodeFailure =
   /** Larger than the message limit. */
   | { readonly ok: false; readonly error: 'too_large' }
-  /** Not JSON, or JSON that is not an object with a method: protocol violation. */
-  | { readonly ok: false; readonly error: 'malformed' }
+  /** Not JSON, or JSON that is not an object with a method: protocol violation. `detail` says what is wrong, when known. */
+  | { readonly ok: false; readonly error: 'malformed'; readonly detail?: string }
   /** Well-formed envelope with an unknown method: answerable with a reply error. */
   | { readonly ok: false; readonly error: 'method_not_found'; readonly id: number }
-  /** Well-formed envelope whose params break the schema. */
-  | { readonly ok: false; readonly error: 'bad_params'; readonly id: number }
+  /** Well-formed envelope whose params break the schema; `detail` names the field (`/params/channel: expected string`). */
+  | { readonly ok: false; readonly error: 'bad_params'; readonly id: number; readonly detail?: string }
   /** Nested deeper than the limit, with an `id` to answer (without one it is `malformed`). */
   | { readonly ok: false; readonly error: 'too_deep'; readonly id: number };
 
@@ -110,15 +111,19 @@ export function utf8Length(text: string): number {
   return bytes;
 }
 
-/** Validates an already-parsed value as a command. */
-export function validateCommand(value: unknown): DecodeResult {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return malformed;
+/**
+ * Validates an already-parsed value as a command. `path` is where the value
+ * sits in the request (`/2` in an HTTP batch), for the `detail` of failures.
+ */
+export function validateCommand(value: unknown, path = ''): DecodeResult {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { ok: false, error: 'malformed', detail: `${path || '/'}: expected object` };
   if (!envelopeCheck.Check(value)) {
     const id = (value as { id?: unknown }).id;
+    const detail = schemaDetail(envelopeCheck, value, path);
     if (typeof id === 'number' && Number.isInteger(id) && id > 0 && id < 2 ** 31) {
-      return { ok: false, error: 'bad_params', id };
+      return detail === undefined ? { ok: false, error: 'bad_params', id } : { ok: false, error: 'bad_params', id, detail };
     }
-    return malformed;
+    return detail === undefined ? malformed : { ok: false, error: 'malformed', detail };
   }
   const envelope = value as { id?: number; method: string; params?: object };
   const method = envelope.method;
@@ -128,10 +133,11 @@ export function validateCommand(value: unknown): DecodeResult {
   }
   const params = envelope.params;
   if (params === undefined ? !paramsOptional.has(method) : !paramChecks[method as CommandMethod].Check(params)) {
-    if (envelope.id === undefined) return malformed;
-    return { ok: false, error: 'bad_params', id: envelope.id };
+    if (envelope.id === undefined) return { ok: false, error: 'malformed', detail: `${path}/id: expected required property` };
+    const detail = params === undefined ? `${path}/params: expected required property` : schemaDetail(paramChecks[method as CommandMethod], params, `${path}/params`);
+    return detail === undefined ? { ok: false, error: 'bad_params', id: envelope.id } : { ok: false, error: 'bad_params', id: envelope.id, detail };
   }
-  if (envelope.id === undefined && method !== 'pong') return malformed;
+  if (envelope.id === undefined && method !== 'pong') return { ok: false, error: 'malformed', detail: `${path}/id: expected required property` };
   return { ok: true, command: envelope as Command };
 }
 

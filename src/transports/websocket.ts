@@ -182,7 +182,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     const decoded = decodeCommand(data.toString('utf8'), maxMessageBytes, maxJsonDepth);
     if (!decoded.ok) {
       if (decoded.error === 'method_not_found') client.replyError(decoded.id, 'method_not_found', reply);
-      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', reply);
+      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', reply, decoded.detail);
       else if (decoded.error === 'too_deep') client.replyError(decoded.id, 'json_too_deep', reply);
       else client.disconnect(decoded.error === 'too_large' ? 'message_too_large' : 'bad_request');
       return;
