@@ -38,9 +38,17 @@ const secretKeys = new Set([
 /** …and keys ending like these (`subscriptionToken`, `client_secret`, `hmacSecret`, `x-api-key`). */
 const secretSuffixes = ['token', 'tokens', 'secret', 'secrets', 'password', 'passwords', 'passwd', 'apikey', 'apikeys', 'privatekey', 'privatekeys'];
 
+/** Log objects use few distinct keys: their verdicts are remembered (bounded). */
+const keyVerdicts = new Map<string, boolean>();
+
 export function isSecretKey(key: string): boolean {
-  const normalized = key.toLowerCase().replace(/[-_]/g, '');
-  return secretKeys.has(normalized) || secretSuffixes.some((suffix) => normalized.endsWith(suffix));
+  let secret = keyVerdicts.get(key);
+  if (secret === undefined) {
+    const normalized = key.toLowerCase().replace(/[-_]/g, '');
+    secret = secretKeys.has(normalized) || secretSuffixes.some((suffix) => normalized.endsWith(suffix));
+    if (keyVerdicts.size < 1000 && key.length <= 64) keyVerdicts.set(key, secret);
+  }
+  return secret;
 }
 
 /** Quick test: text without any of these characters or words carries nothing to redact. */
@@ -121,13 +129,10 @@ function redactObject(object: Record<string, unknown>, depth: number, budget: { 
       break;
     }
     const value = object[key];
-    // defineProperty: a `__proto__` key stays a key.
-    Object.defineProperty(out, key, {
-      value: isSecretKey(key) && value !== undefined && value !== null ? REDACTED : redactValue(value, depth + 1, budget, ancestors),
-      enumerable: true,
-      writable: true,
-      configurable: true,
-    });
+    const copy = isSecretKey(key) && value !== undefined && value !== null ? REDACTED : redactValue(value, depth + 1, budget, ancestors);
+    // An own `__proto__` key (from JSON.parse) stays a key instead of setting the prototype.
+    if (key === '__proto__') Object.defineProperty(out, key, { value: copy, enumerable: true, writable: true, configurable: true });
+    else out[key] = copy;
   }
   return out;
 }
