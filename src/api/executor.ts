@@ -7,6 +7,7 @@ import { Type, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import { replyErrors, type ApiErrorCode, type ReplyErrorName } from '../protocol/index.ts';
 import { utf8Length } from '../protocol/command-decoder.ts';
+import { schemaDetail } from '../protocol/schema-detail.ts';
 import type { ApiScope } from '../config/schema.ts';
 import { allows, type ApiPrincipal } from '../auth/api-keys.ts';
 import { CommandError } from '../core/client.ts';
@@ -15,15 +16,20 @@ import type { Node } from '../core/node.ts';
 
 export class ApiError extends Error {
   readonly code: ApiErrorCode;
-  constructor(code: ApiErrorCode) {
+  /** What in the request was wrong (the answer's `detail`), when known. */
+  readonly detail: string | undefined;
+  constructor(code: ApiErrorCode, detail?: string) {
     super(code);
     this.code = code;
+    this.detail = detail;
   }
 }
 
 const Channel = Type.String({ minLength: 1, maxLength: 1024 });
 const Position = Type.Object({ epoch: Type.String({ minLength: 1, maxLength: 32 }), offset: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }) }, { additionalProperties: false });
 const strict = { additionalProperties: false } as const;
+/** `Type.Unknown()` accepts a missing key: `data` is checked by hand. */
+const noData = '/data: expected required property';
 
 interface MethodSpec {
   readonly scope: ApiScope;
@@ -44,7 +50,7 @@ export function createApiMethods(maxBroadcastChannels: number, maxDataBytes: num
   };
   return {
     publish: method<{ channel: string; data: unknown }>('publish', Type.Object({ channel: Channel, data: Type.Unknown() }, strict), async (node, body) => {
-      if (!('data' in body)) throw new ApiError('bad_request');
+      if (!('data' in body)) throw new ApiError('bad_request', noData);
       const resolved = node.resolve(body.channel);
       return node.publish(resolved, serialize(body.data), undefined, 'api');
     }),
@@ -52,7 +58,7 @@ export function createApiMethods(maxBroadcastChannels: number, maxDataBytes: num
       'publish',
       Type.Object({ channels: Type.Array(Channel, { minItems: 1, maxItems: maxBroadcastChannels, uniqueItems: true }), data: Type.Unknown() }, strict),
       async (node, body) => {
-        if (!('data' in body)) throw new ApiError('bad_request');
+        if (!('data' in body)) throw new ApiError('bad_request', noData);
         const data = serialize(body.data);
         const results = [];
         for (const channel of body.channels) {
@@ -104,6 +110,11 @@ const replyToApi: Partial<Record<ReplyErrorName, ApiErrorCode>> = {
   message_too_large: 'payload_too_large',
 };
 
+/** What an error says about the request, for the answer's `detail`. */
+function toDetail(error: unknown): string | undefined {
+  return error instanceof ApiError || error instanceof CommandError ? error.detail : undefined;
+}
+
 function toApiCode(error: unknown): ApiErrorCode {
   if (error instanceof ApiError) return error.code;
   if (error instanceof BrokerUnavailableError) return 'unavailable';
@@ -132,13 +143,14 @@ export class ApiExecutor {
     const spec = this.#methods[name]!;
     if (!allows(principal, spec.scope)) throw new ApiError('forbidden');
     const value = body ?? {};
-    if (!this.#checks.get(name)!.Check(value)) throw new ApiError('bad_request');
+    const check = this.#checks.get(name)!;
+    if (!check.Check(value)) throw new ApiError('bad_request', schemaDetail(check, value));
     try {
       return await spec.run(this.#node, value as never);
     } catch (error) {
       const code = toApiCode(error);
       if (code === 'internal') this.#node.logger.error({ err: error, method: name }, 'api method failed');
-      throw new ApiError(code);
+      throw new ApiError(code, code === 'internal' ? undefined : toDetail(error));
     }
   }
 }

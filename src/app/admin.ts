@@ -14,6 +14,7 @@ import { sendApiError } from '../transports/http-connection.ts';
 import { securityHeaders } from '../edge/security-headers.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { httpServerOptions, mapFrameworkError, MAX_HEADERS } from './http.ts';
+import { answerUnmatched } from './http-input.ts';
 
 export interface AdminAppOptions {
   readonly config: Config;
@@ -42,7 +43,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     if (code === 'internal') request.log.error({ err: error, url: request.routeOptions.url }, 'admin request failed');
     return sendApiError(reply, code);
   });
-  app.setNotFoundHandler((_request, reply) => sendApiError(reply, 'not_found'));
+  app.setNotFoundHandler(answerUnmatched(app));
   await app.register(helmet, securityHeaders(false));
   app.addHook('onRequest', async (request, reply) => {
     if (request.headers.origin !== undefined) return sendApiError(reply, 'origin_not_allowed');

@@ -8,13 +8,13 @@ import type { AddressInfo } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
-import { createMemoryEngine, createRedisEngine, openRedisClients, redactRedisUrl, type Engine } from './engine.ts';
+import { createMemoryEngine, createRedisEngine, openRedisClients, type Engine } from './engine.ts';
 import { createJwtVerifier } from '../auth/jwt.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { watchKeyStore } from '../auth/key-store.ts';
 import { Node } from '../core/node.ts';
 import { createMetrics } from '../observability/metrics.ts';
-import { createLogger } from '../observability/logger.ts';
+import { createLogger, redactUrl } from '../observability/logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
 import { createHttpApp, type TlsFiles } from './http.ts';
 import { createAdminApp } from './admin.ts';
@@ -50,7 +50,7 @@ export interface StartOptions {
 async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
   if (config.engine.type === 'memory') return createMemoryEngine(config);
   const clients = await openRedisClients(config);
-  logger.info({ redis: redactRedisUrl(config.engine.redisUrl) }, 'redis engine connected');
+  logger.info({ redis: redactUrl(config.engine.redisUrl) }, 'redis engine connected');
   return createRedisEngine(
     config,
     clients,
@@ -105,6 +105,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       audience: auth.audience,
       issuer: auth.issuer,
       leewayMs: auth.leewayMs,
+      maxJsonDepth: config.limits.maxJsonDepth,
     });
   } catch (error) {
     throw new ConfigError([(error as Error).message]);
@@ -127,16 +128,17 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     logger,
     version,
   });
-  const metrics = createMetrics(node.hub);
+  const metrics = createMetrics(node);
   const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
-  const admin = await createAdminApp({ config, node, metrics, logger });
+  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger });
   await admin.listen({ host: config.admin.host, port: config.admin.port });
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (error) {
     await admin.close();
+    metrics.close();
     throw error;
   }
   const address = app.server.address() as AddressInfo;
@@ -173,6 +175,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       await app.close().catch(() => undefined);
       // The internal listener last: metrics and health stay readable during the drain.
       await admin.close().catch(() => undefined);
+      metrics.close();
       logger.info({ drained, ms: Date.now() - started }, 'stopped');
       return drained;
     })();

@@ -16,6 +16,7 @@ import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { SignJWT } from 'jose';
+import { Type, type Static } from '@sinclair/typebox';
 import type { Config } from '../config/schema.ts';
 import { sendApiError } from '../transports/http-connection.ts';
 
@@ -94,7 +95,8 @@ function hmacSecret(config: Config): string | undefined {
   }
 }
 
-const userPattern = /^[A-Za-z0-9_.-]{1,32}$/;
+/** The token endpoint's body; checked as is by the app's validator (src/app/http-input.ts). */
+const TokenBody = Type.Object({ user: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$' }) }, { additionalProperties: false });
 
 /** Registers the demo routes when in development mode (or `enabled`). Returns whether it did. */
 export function registerDemo(app: FastifyInstance, config: Config, options: DemoOptions = {}): boolean {
@@ -135,12 +137,8 @@ export function registerDemo(app: FastifyInstance, config: Config, options: Demo
 
   const secret = hmacSecret(config);
   const key = secret === undefined ? undefined : new TextEncoder().encode(secret);
-  app.post(DEMO_PREFIX + '/token', async (request, reply) => {
-    // Checked by hand: fastify's schema validation would coerce `7` to "7" and drop unknown keys.
-    const body: unknown = request.body;
-    const keys = typeof body === 'object' && body !== null && !Array.isArray(body) ? Object.keys(body) : [];
-    const user = keys.length === 1 && keys[0] === 'user' ? (body as { user: unknown }).user : undefined;
-    if (typeof user !== 'string' || !userPattern.test(user)) return sendApiError(reply, 'bad_request');
+  app.post<{ Body: Static<typeof TokenBody> }>(DEMO_PREFIX + '/token', { schema: { body: TokenBody } }, async (request, reply) => {
+    const user = request.body.user;
     if (key === undefined) return sendApiError(reply, 'unavailable');
     let jwt = new SignJWT({})
       .setProtectedHeader({ alg: 'HS256' })

@@ -13,6 +13,7 @@ import { MemoryBroker, MemoryPresenceStore } from '../broker/memory-broker.ts';
 import { MemoryRevocationList, type RevocationList } from '../auth/revocation.ts';
 import type { Config } from '../config/schema.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
+import { redactUrl } from '../observability/redact.ts';
 
 export type EngineHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
@@ -77,13 +78,9 @@ export async function openRedisClients(config: Config): Promise<RedisClients> {
   } catch {
     command.disconnect();
     subscriber.disconnect();
-    throw new Error(`cannot connect to Redis at ${redactRedisUrl(config.engine.redisUrl)}`);
+    throw new Error(`cannot connect to Redis at ${redactUrl(config.engine.redisUrl)}`);
   }
   return { command, subscriber };
-}
-
-export function redactRedisUrl(url: string): string {
-  return url.replace(/\/\/[^@/]*@/, '//[redacted]@');
 }
 
 export async function createRedisEngine(

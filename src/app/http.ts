@@ -21,11 +21,12 @@ import type { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { registerSse } from '../transports/sse.ts';
 import { registerLongPoll } from '../transports/long-poll.ts';
 import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter } from '../transports/http-connection.ts';
-import type { ApiErrorCode } from '../protocol/index.ts';
+import { encodeResult, type ApiErrorCode } from '../protocol/index.ts';
 import type { Edge } from '../edge/edge.ts';
 import { securityHeaders } from '../edge/security-headers.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { registerDemo } from './demo.ts';
+import { answerUnmatched, useJsonBodies, useStrictSchemas } from './http-input.ts';
 
 export interface TlsFiles {
   readonly cert: string;
@@ -96,15 +97,17 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       : fastify({ ...common, https: { ...serverOptions, cert: tls.cert, key: tls.key } })
   ) as unknown as FastifyInstance;
   app.server.maxHeadersCount = MAX_HEADERS;
+  useJsonBodies(app, config.limits.maxJsonDepth);
+  useStrictSchemas(app);
 
   app.setErrorHandler((error: { statusCode?: number; code?: string; validation?: unknown }, request: FastifyRequest, reply: FastifyReply) => {
     const code = mapFrameworkError(error);
     if (code === 'internal') request.log.error({ err: error, url: request.routeOptions.url }, 'request failed');
     // The rest of an oversize body is never read: end the connection after the answer.
     if (code === 'payload_too_large') reply.header('connection', 'close');
-    return sendApiError(reply, code);
+    return sendApiError(reply, code, error instanceof ApiError ? error.detail : undefined);
   });
-  app.setNotFoundHandler((_request, reply) => sendApiError(reply, 'not_found'));
+  app.setNotFoundHandler(answerUnmatched(app));
 
   await app.register(helmet, securityHeaders(tls !== undefined));
   app.addHook('onRequest', async (request, reply) => {
@@ -171,9 +174,9 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       if (node.draining) return sendApiError(reply, 'unavailable');
       try {
         const result = await executor.run(request.params.method, request.body, principal);
-        return reply.type('application/json').send(JSON.stringify(result));
+        return reply.type('application/json').send(encodeResult(result));
       } catch (error) {
-        return sendApiError(reply, error instanceof ApiError ? error.code : 'internal');
+        return error instanceof ApiError ? sendApiError(reply, error.code, error.detail) : sendApiError(reply, 'internal');
       }
     },
   );
@@ -189,6 +192,7 @@ function presentedKey(request: FastifyRequest): string | undefined {
 }
 
 export function mapFrameworkError(error: { statusCode?: number; code?: string; validation?: unknown }): ApiErrorCode {
+  if (error instanceof ApiError) return error.code;
   if (error.validation !== undefined) return 'bad_request';
   switch (error.code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':

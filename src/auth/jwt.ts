@@ -9,6 +9,7 @@
  * Two token types, told apart by the `channel` claim: a connection token
  * must not have one; a subscription token must, equal to the channel.
  */
+import { DEFAULT_MAX_JSON_DEPTH, findPoisonedKey, jsonDepthExceeds } from '../protocol/safe-json.ts';
 import { createRemoteJWKSet, errors, importSPKI, jwtVerify, type CryptoKey, type JWTPayload, type JWSHeaderParameters, type FlattenedJWSInput } from 'jose';
 
 export interface ConnectionIdentity {
@@ -56,6 +57,8 @@ export interface JwtVerifierOptions {
   readonly audience?: string | undefined;
   readonly issuer?: string | undefined;
   readonly leewayMs: number;
+  /** `limits.maxJsonDepth`: deeper claims are refused before jose parses them. */
+  readonly maxJsonDepth?: number | undefined;
   readonly now?: () => number;
 }
 
@@ -89,6 +92,7 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<To
   }
   const algorithms = [...options.algorithms];
   const now = options.now ?? Date.now;
+  const maxJsonDepth = options.maxJsonDepth ?? DEFAULT_MAX_JSON_DEPTH;
   const resolveKey: KeyResolver = (header, input) => {
     const alg = header.alg;
     if (alg === undefined || !algorithms.includes(alg as JwtAlgorithm)) throw new TokenError('invalid', 'algorithm not allowed');
@@ -101,6 +105,10 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<To
   async function verify(token: string): Promise<JWTPayload> {
     if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
       throw new TokenError('invalid', 'malformed token');
+    }
+    // Claims reach presence and join/leave pushes: no nesting deeper than any other JSON input.
+    if (jsonDepthExceeds(Buffer.from(token.split('.', 2)[1] ?? '', 'base64url').toString('utf8'), maxJsonDepth)) {
+      throw new TokenError('invalid', 'claims nested too deep');
     }
     try {
       const { payload } = await jwtVerify(token, resolveKey, {
@@ -134,19 +142,10 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<To
   };
 }
 
-function hasPoisonedKey(value: unknown, depth = 0): boolean {
-  if (typeof value !== 'object' || value === null || depth > 32) return false;
-  for (const key of Object.keys(value)) {
-    if (key === '__proto__' || key === 'constructor' || key === 'prototype') return true;
-    if (hasPoisonedKey((value as Record<string, unknown>)[key], depth + 1)) return true;
-  }
-  return false;
-}
-
 function identityOf(payload: JWTPayload): ConnectionIdentity {
   // Claims end up in presence answers: refuse prototype-poisoning keys, as
-  // commands and bodies do.
-  if (hasPoisonedKey(payload)) throw new TokenError('invalid', 'claims contain __proto__, constructor or prototype keys');
+  // commands and bodies do (jose parsed them without that check).
+  if (findPoisonedKey(payload) !== undefined) throw new TokenError('invalid', 'claims contain a __proto__ or constructor.prototype key');
   if (typeof payload.sub !== 'string' || payload.sub.length > 256) throw new TokenError('invalid', 'sub claim missing');
   const identity: { -readonly [K in keyof ConnectionIdentity]: ConnectionIdentity[K] } = { user: payload.sub };
   if (payload['info'] !== undefined) identity.info = payload['info'];

@@ -22,7 +22,7 @@ import { Type, type Static } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { ApiKey, type ApiKeyConfig, type ApiScope } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
-import { parseJsonSafely } from '../protocol/command-decoder.ts';
+import { parseJsonSafely } from '../protocol/safe-json.ts';
 import { hashApiKey, type KeySource } from './api-keys.ts';
 
 export const KEY_STORE_FILE = 'api-keys.json';

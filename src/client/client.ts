@@ -327,7 +327,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
     const left = Math.max(1, this.#o.timeoutMs - (Date.now() - started));
     return new Promise<R>((resolve, reject) => {
       this.#sendCommand(method, params, (reply) => {
-        if ('error' in reply) reject(new HeraldError(reply.error.code, reply.error.message));
+        if ('error' in reply) reject(new HeraldError(reply.error.code, reply.error.message, reply.error.detail));
         else resolve(reply.result as R);
       }, left);
     });

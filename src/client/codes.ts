@@ -38,10 +38,13 @@ export type SdkCodeName = keyof typeof sdkCodes;
 /** An error of a command: a reply error from the server, or an SDK code. */
 export class HeraldError extends Error {
   readonly code: number;
-  constructor(code: number, message: string) {
+  /** What the server said was wrong with the command (`/params/channel: expected string`), when it said. */
+  readonly detail: string | undefined;
+  constructor(code: number, message: string, detail?: string) {
     super(message);
     this.name = 'HeraldError';
     this.code = code;
+    this.detail = detail;
   }
 }
 
@@ -91,7 +94,8 @@ export function openFailure(status: number, apiError: string | undefined, reques
   if (requestedChannels && (status === 403 || (status === 400 && apiError !== 'invalid_json'))) {
     return { code: sdkCodes.transport_closed.code, reason: `open refused (${apiError ?? status})`, channelsRefused: true };
   }
-  if (status === 403 && apiError === 'forbidden') {
+  // Without channels a 403 is about the connection: anonymous where no namespace allows it.
+  if (status === 403 && (apiError === 'forbidden' || apiError === 'anonymous_not_allowed')) {
     return { code: disconnects.permission_denied.code, reason: disconnects.permission_denied.reason, channelsRefused: false };
   }
   // 404 (no such endpoint, e.g. a proxy), 429, 5xx, or anything unexpected: the transport failed.

@@ -5,7 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Value } from '@sinclair/typebox/value';
-import { parseJsonSafely } from '../protocol/command-decoder.ts';
+import { DEFAULT_MAX_JSON_DEPTH, findPoisonedKey, jsonDepthExceeds, parseJsonSafely } from '../protocol/safe-json.ts';
 import { ConfigSchema, type Config } from './schema.ts';
 
 export class ConfigError extends Error {
@@ -51,6 +51,9 @@ export function readConfigFile(file: string): Record<string, unknown> {
   } catch (error) {
     throw new ConfigError([`cannot read config file ${file}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`]);
   }
+  if (jsonDepthExceeds(text, DEFAULT_MAX_JSON_DEPTH)) {
+    throw new ConfigError([`config file ${file} nests arrays and objects deeper than ${DEFAULT_MAX_JSON_DEPTH} levels`]);
+  }
   const parsed = parseJsonSafely(text);
   if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
     throw new ConfigError([`config file ${file} is not a JSON object (or contains __proto__/constructor keys)`]);
@@ -60,8 +63,8 @@ export function readConfigFile(file: string): Record<string, unknown> {
 
 /** Applies env and flag overrides to a raw object, then validates it. */
 export function buildConfig(raw: Record<string, unknown>, sources: Omit<ConfigSources, 'file'>): Config {
-  const poisoned = findPoisonedKey(raw, '');
-  if (poisoned !== undefined) throw new ConfigError([`${poisoned}: __proto__ and constructor keys are not allowed`]);
+  const poisoned = findPoisonedKey(raw, { strict: true });
+  if (poisoned !== undefined) throw new ConfigError([`${poisoned}: __proto__, constructor and prototype keys are not allowed`]);
   const value = structuredClone(raw) as Record<string, Record<string, unknown>>;
   const section = (name: string): Record<string, unknown> => {
     const existing = value[name];
@@ -100,16 +103,6 @@ export function buildConfig(raw: Record<string, unknown>, sources: Omit<ConfigSo
   problems.push(...crossFieldProblems(config));
   if (problems.length > 0) throw new ConfigError(problems);
   return deepFreeze(config);
-}
-
-function findPoisonedKey(value: unknown, path: string): string | undefined {
-  if (typeof value !== 'object' || value === null) return undefined;
-  for (const key of Object.keys(value)) {
-    if (key === '__proto__' || key === 'constructor' || key === 'prototype') return `${path}/${key}`;
-    const found = findPoisonedKey((value as Record<string, unknown>)[key], `${path}/${key}`);
-    if (found !== undefined) return found;
-  }
-  return undefined;
 }
 
 function describeValue(value: unknown): string {

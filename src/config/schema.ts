@@ -4,6 +4,7 @@
  * description. Durations are milliseconds, sizes bytes.
  */
 import { FormatRegistry, Type, type Static, type TSchema } from '@sinclair/typebox';
+import { DEFAULT_MAX_JSON_DEPTH } from '../protocol/safe-json.ts';
 
 /** RFC 3339 date-time (what `toISOString()` writes); TypeBox knows no formats until registered. */
 const dateTime = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/i;
@@ -146,6 +147,13 @@ export const ConfigSchema = Type.Object(
     limits: Type.Object(
       {
         maxMessageBytes: Type.Integer({ default: 65536, minimum: 256, maximum: 16777216, description: 'Largest inbound client message.' }),
+        maxJsonDepth: Type.Integer({
+          default: DEFAULT_MAX_JSON_DEPTH,
+          minimum: 8,
+          maximum: 1000,
+          description:
+            'Deepest nesting of arrays and objects in any JSON input (API bodies, commands on every transport, long-poll bodies, JWT claims), counted over the whole text: `[]` is 1, a command envelope takes 2. Deeper input is refused before it is parsed: HTTP 400 json_too_deep, reply error 117, token 3500. The config file and the key store are held to 64.',
+        }),
         maxFragments: Type.Integer({
           default: 1024,
           minimum: 1,

@@ -3,13 +3,16 @@
  * connection may do with it. Pure functions of the frozen config.
  */
 import type { Config, NamespaceConfig, NamespaceEntry } from '../config/schema.ts';
-import { isChannelNameError, parseChannel, type ReplyErrorName } from '../protocol/index.ts';
+import { describeChannelNameError, isChannelNameError, parseChannel } from '../protocol/index.ts';
 
 export interface ResolvedChannel {
   readonly channel: string;
   readonly namespace: string;
   readonly options: NamespaceConfig;
 }
+
+/** Why a channel name cannot be used: the reply error, and for a broken name the rule in words. */
+export type ChannelRefusal = { readonly reply: 'invalid_channel'; readonly detail: string } | { readonly reply: 'unknown_namespace'; readonly detail?: undefined };
 
 export class ChannelRules {
   readonly #namespaces = new Map<string, NamespaceConfig>();
@@ -27,11 +30,11 @@ export class ChannelRules {
     this.anonymousAllowed = [...this.#namespaces.values()].some((o) => o.allowAnonymous);
   }
 
-  resolve(channel: unknown): ResolvedChannel | ReplyErrorName {
+  resolve(channel: unknown): ResolvedChannel | ChannelRefusal {
     const parsed = parseChannel(channel, this.#maxNameBytes);
-    if (isChannelNameError(parsed)) return 'invalid_channel';
+    if (isChannelNameError(parsed)) return { reply: 'invalid_channel', detail: describeChannelNameError(parsed, this.#maxNameBytes) };
     const options = this.#namespaces.get(parsed.namespace);
-    if (options === undefined) return 'unknown_namespace';
+    if (options === undefined) return { reply: 'unknown_namespace' };
     return { channel: parsed.channel, namespace: parsed.namespace, options };
   }
 }

@@ -99,9 +99,12 @@ function retryDelayMs(attempt: number): number {
 
 export class CommandError extends Error {
   readonly reply: ReplyErrorName;
-  constructor(reply: ReplyErrorName) {
+  /** What in the command was wrong (the reply's `detail`), when known. */
+  readonly detail: string | undefined;
+  constructor(reply: ReplyErrorName, detail?: string) {
     super(reply);
     this.reply = reply;
+    this.detail = detail;
   }
 }
 
@@ -172,7 +175,7 @@ export class Client {
       if (this.state === 'new') this.disconnect('stale');
     }, node.config.limits.staleMs);
     this.#timer.unref();
-    diagnostics.connectionOpened.publish({ transport: transport.kind });
+    diagnostics.connectionOpened.publish({ node: node.id, transport: transport.kind });
   }
 
   /** Calls `listener` once the connection has closed and cleaned up (at once if it has). */
@@ -302,15 +305,15 @@ export class Client {
       }
       const name: ReplyErrorName = error instanceof CommandError ? error.reply : error instanceof BrokerUnavailableError ? 'unavailable' : 'internal';
       if (name === 'internal') this.node.logger.error({ err: error, method: command.method }, 'command failed');
-      diagnostics.commandError.publish({ method: command.method, code: replyErrors[name].code });
-      if (!this.isClosed) reply(encodeReplyError(id, replyErrors[name]));
+      diagnostics.commandError.publish({ node: this.node.id, method: command.method, code: replyErrors[name].code });
+      if (!this.isClosed) reply(encodeReplyError(id, replyErrors[name], error instanceof CommandError ? error.detail : undefined));
     }
   }
 
-  /** Answers a command that failed to decode but had an id. */
-  replyError(id: number, name: ReplyErrorName, reply: ReplySink): void {
-    diagnostics.commandError.publish({ method: 'unknown', code: replyErrors[name].code });
-    reply(encodeReplyError(id, replyErrors[name]));
+  /** Answers a command that failed to decode but had an id; `detail` says what was wrong. */
+  replyError(id: number, name: ReplyErrorName, reply: ReplySink, detail?: string): void {
+    diagnostics.commandError.publish({ node: this.node.id, method: 'unknown', code: replyErrors[name].code });
+    reply(encodeReplyError(id, replyErrors[name], detail));
   }
 
   async #run(command: Command): Promise<unknown> {
@@ -452,8 +455,7 @@ export class Client {
 
   /** Checks a subscribe request and adds its subscription, pending, at the position it recovers from. */
   async #prepare(request: SubscribeRequest): Promise<Subscription> {
-    const resolved = this.node.rules.resolve(request.channel);
-    if (typeof resolved === 'string') throw new CommandError(resolved);
+    const resolved = this.node.resolve(request.channel);
     this.node.authorizeSubscribe(this, resolved);
     const channel = resolved.channel;
     if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
@@ -468,7 +470,7 @@ export class Client {
       sub.offset = request.offset;
     }
     this.#addSubscription(sub);
-    diagnostics.subscribed.publish({ transport: this.transport.kind });
+    diagnostics.subscribed.publish({ node: this.node.id, transport: this.transport.kind });
     return sub;
   }
 
@@ -510,7 +512,7 @@ export class Client {
 
   /** Undoes a subscription that could not be established (idempotent against close and unsubscribe). */
   async #abandon(sub: Subscription, progress: Establishing): Promise<void> {
-    if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ transport: this.transport.kind });
+    if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
     await this.node.hub.removeSubscription(sub);
     if (progress.joined) await this.node.leavePresence(this, sub.channel, sub.options).catch(() => undefined);
   }
@@ -664,7 +666,7 @@ export class Client {
     const sub = this.subscription(channel);
     if (sub === undefined) throw new CommandError('not_subscribed');
     this.#dropSubscription(sub);
-    diagnostics.unsubscribed.publish({ transport: this.transport.kind });
+    diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
     await this.node.hub.removeSubscription(sub);
     await this.node.leavePresence(this, sub.channel, sub.options);
   }
@@ -681,13 +683,13 @@ export class Client {
     this.state = 'closed';
     clearTimeout(this.#timer);
     this.transport.close(code, reason);
-    diagnostics.connectionClosed.publish({ transport: this.transport.kind, code, reason });
+    diagnostics.connectionClosed.publish({ node: this.node.id, transport: this.transport.kind, code, reason });
     const subs = this.subscriptionList();
     this.#subscriptions = undefined;
     if (wasConnected) this.node.hub.removeClient(this);
     void Promise.all(
       subs.map(async (sub) => {
-        diagnostics.unsubscribed.publish({ transport: this.transport.kind });
+        diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
         await this.node.hub.removeSubscription(sub);
         await this.node.leavePresence(this, sub.channel, sub.options);
       }),

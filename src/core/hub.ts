@@ -23,13 +23,16 @@ interface ChannelEntry {
 
 export class Hub {
   readonly #broker: Broker;
+  /** The Node's id, named in diagnostics events. */
+  readonly #nodeId: string;
   readonly #channels = new Map<string, ChannelEntry>();
   /** Connected clients by user id; anonymous clients (user '') are only counted. */
   readonly #users = new Map<string, Set<Client>>();
   #clientCount = 0;
 
-  constructor(broker: Broker) {
+  constructor(broker: Broker, nodeId: string) {
     this.#broker = broker;
+    this.#nodeId = nodeId;
   }
 
   get clientCount(): number {
@@ -149,7 +152,7 @@ export class Hub {
       }
       if (sub.client.deliverPublication(sub, offset, frame)) count++;
     }
-    if (diagnostics.delivered.hasSubscribers) diagnostics.delivered.publish({ count });
+    if (diagnostics.delivered.hasSubscribers) diagnostics.delivered.publish({ node: this.#nodeId, count });
   }
 
   deliverJoinLeave(kind: 'join' | 'leave', channel: string, info: ClientInfo): void {

@@ -6,12 +6,12 @@
  * its methods. It knows nothing of HTTP, WebSocket or config files.
  */
 import type { Config, NamespaceConfig } from '../config/schema.ts';
-import type { Broker, HistoryPage, PresenceStore, StoredPublication } from '../broker/broker.ts';
+import type { Broker, HistoryPage, PresenceStore } from '../broker/broker.ts';
 import { TokenError, type TokenVerifier } from '../auth/jwt.ts';
 import type { RevocationList } from '../auth/revocation.ts';
 import type { ControlBus, ControlCommand, NodeSnapshot } from '../broker/control.ts';
 import { randomUUID } from 'node:crypto';
-import type { ClientInfo, HistoryParams, StreamPosition } from '../protocol/index.ts';
+import { encodePublication, JsonText, type ClientInfo, type HistoryParams, type StreamPosition } from '../protocol/index.ts';
 import { utf8Length } from '../protocol/command-decoder.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import type { Logger } from '../util/logger.ts';
@@ -42,12 +42,6 @@ export type NodeHealth = { readonly status: 'ok' } | { readonly status: 'degrade
 
 /** Most channels or users one snapshot lists; beyond it the list is cut. */
 const SNAPSHOT_MAX_ENTRIES = 10000;
-
-export interface HistoryReply {
-  readonly epoch: string;
-  readonly offset: number;
-  readonly publications: readonly unknown[];
-}
 
 export class Node {
   readonly config: Config;
@@ -95,7 +89,7 @@ export class Node {
     this.now = options.now ?? Date.now;
     this.startedAt = this.now();
     this.tokenExpiryGraceMs = options.config.auth.expiryGraceMs;
-    this.hub = new Hub(options.broker);
+    this.hub = new Hub(options.broker, this.id);
     options.broker.setEventHandler({
       onPublication: (channel, publication) => this.hub.deliverPublication(channel, publication),
       onJoin: (channel, info) => this.hub.deliverJoinLeave('join', channel, info),
@@ -154,7 +148,7 @@ export class Node {
   }
 
   authorizeSubscribe(client: Client, resolved: ResolvedChannel): void {
-    if (client.user === '' && !resolved.options.allowAnonymous) throw new CommandError('permission_denied');
+    if (client.user === '' && !resolved.options.allowAnonymous) throw new CommandError('anonymous_not_allowed');
   }
 
   /** Private namespaces: a subscription token for this channel and this user. */
@@ -195,7 +189,7 @@ export class Node {
 
   resolve(channel: unknown): ResolvedChannel {
     const resolved = this.rules.resolve(channel);
-    if (typeof resolved === 'string') throw new CommandError(resolved);
+    if ('reply' in resolved) throw new CommandError(resolved.reply, resolved.detail);
     return resolved;
   }
 
@@ -211,7 +205,7 @@ export class Node {
       stream: { size: options.historySize, ttlMs: options.historyTtlMs },
       info,
     });
-    if (diagnostics.published.hasSubscribers) diagnostics.published.publish({ channel: resolved.channel, source });
+    if (diagnostics.published.hasSubscribers) diagnostics.published.publish({ node: this.id, channel: resolved.channel, source });
     return position;
   }
 
@@ -225,7 +219,8 @@ export class Node {
     return this.publish(resolved, dataJson, client.info, 'client');
   }
 
-  async history(resolved: ResolvedChannel, params: Omit<HistoryParams, 'channel'>): Promise<HistoryReply> {
+  /** The history result `{epoch, offset, publications}`, assembled around the stored data text. */
+  async history(resolved: ResolvedChannel, params: Omit<HistoryParams, 'channel'>): Promise<JsonText> {
     const options = resolved.options;
     if (options.historySize === 0) throw new CommandError('not_available');
     const page = await this.#broker.history(
@@ -233,14 +228,13 @@ export class Node {
       { limit: Math.min(params.limit ?? 0, options.historySize), since: params.since, reverse: params.reverse },
       { size: options.historySize, ttlMs: options.historyTtlMs },
     );
-    return {
-      epoch: page.position.epoch,
-      offset: page.position.offset,
-      publications: page.publications.map(toPublicationJson),
-    };
+    const publications = page.publications.map((publication) => encodePublication(publication.offset, publication.data, publication.info));
+    return new JsonText(
+      '{"epoch":' + JSON.stringify(page.position.epoch) + ',"offset":' + page.position.offset + ',"publications":[' + publications.join(',') + ']}',
+    );
   }
 
-  async clientHistory(client: Client, params: HistoryParams): Promise<HistoryReply> {
+  async clientHistory(client: Client, params: HistoryParams): Promise<JsonText> {
     const resolved = this.resolve(params.channel);
     this.authorizeRead(client, resolved);
     return this.history(resolved, params);
@@ -415,10 +409,4 @@ export class Node {
     await this.#presence.close();
     await this.#control.close();
   }
-}
-
-function toPublicationJson(publication: StoredPublication): unknown {
-  // History is not the hot path: parse the stored JSON text back.
-  const data: unknown = JSON.parse(publication.data);
-  return publication.info === undefined ? { offset: publication.offset, data } : { offset: publication.offset, data, info: publication.info };
 }

@@ -2,31 +2,40 @@
  * Every diagnostics channel Herald publishes, in one place. Core code
  * publishes; exporters (metrics, logs) subscribe; the core never imports an
  * exporter. Publishing costs nothing when nobody subscribes.
+ *
+ * Channels are process-wide, and a process may run several Nodes (tests,
+ * embedding): every event names its Node (`node`, the Node's id), and an
+ * exporter keeps the events of its own Node.
  */
 import { channel } from 'node:diagnostics_channel';
 import type { TransportKind } from '../core/transport.ts';
 
-export interface ConnectionOpenedEvent {
+export interface NodeEvent {
+  /** Id of the Node the event happened on. */
+  readonly node: string;
+}
+
+export interface ConnectionOpenedEvent extends NodeEvent {
   readonly transport: TransportKind;
 }
-export interface ConnectionClosedEvent {
+export interface ConnectionClosedEvent extends NodeEvent {
   readonly transport: TransportKind;
   readonly code: number;
   readonly reason: string;
 }
-export interface SubscriptionEvent {
+export interface SubscriptionEvent extends NodeEvent {
   readonly transport: TransportKind;
 }
-export interface PublicationEvent {
+export interface PublicationEvent extends NodeEvent {
   readonly channel: string;
   /** Where it came from. */
   readonly source: 'api' | 'client';
 }
-export interface DeliveryEvent {
+export interface DeliveryEvent extends NodeEvent {
   /** Connections the publication was written to on this node. */
   readonly count: number;
 }
-export interface CommandErrorEvent {
+export interface CommandErrorEvent extends NodeEvent {
   readonly method: string;
   readonly code: number;
 }

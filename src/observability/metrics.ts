@@ -1,16 +1,35 @@
 /**
- * Prometheus exporter: subscribes to the diagnostics channels and reads
- * gauges from the node at scrape time. The core never imports this file.
+ * Prometheus exporter: subscribes to the diagnostics channels, keeps the
+ * events of its own Node (a process may run several), and reads gauges from
+ * the node at scrape time. `close()` unsubscribes; the composition root
+ * calls it when the server closes. The core never imports this file.
  */
-import { subscribe } from 'node:diagnostics_channel';
+import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
-import { diagnostics, type CommandErrorEvent, type ConnectionClosedEvent, type ConnectionOpenedEvent, type DeliveryEvent, type PublicationEvent, type SubscriptionEvent } from './diagnostics.ts';
+import {
+  diagnostics,
+  type CommandErrorEvent,
+  type ConnectionClosedEvent,
+  type ConnectionOpenedEvent,
+  type DeliveryEvent,
+  type NodeEvent,
+  type PublicationEvent,
+  type SubscriptionEvent,
+} from './diagnostics.ts';
 
 export interface MetricsSource {
-  readonly channelCount: number;
+  /** The Node's id: events of other Nodes in the process are not counted. */
+  readonly id: string;
+  readonly hub: { readonly channelCount: number };
 }
 
-export function createMetrics(source: MetricsSource): Registry {
+export interface MetricsExporter {
+  readonly registry: Registry;
+  /** Stops listening to the diagnostics channels. Idempotent. */
+  close(): void;
+}
+
+export function createMetrics(source: MetricsSource): MetricsExporter {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'herald_process_' });
   const connections = new Gauge({ name: 'herald_connections', help: 'Open connections by transport.', labelNames: ['transport'], registers: [registry] });
@@ -25,27 +44,41 @@ export function createMetrics(source: MetricsSource): Registry {
     help: 'Channels with at least one local subscriber.',
     registers: [registry],
     collect() {
-      this.set(source.channelCount);
+      this.set(source.hub.channelCount);
     },
   });
   for (const transport of ['websocket', 'sse', 'long-poll']) {
     connections.set({ transport }, 0);
     subscriptions.set({ transport }, 0);
   }
-  subscribe(diagnostics.connectionOpened.name, (message) => {
-    const event = message as ConnectionOpenedEvent;
+
+  const handlers: [string, (message: unknown) => void][] = [];
+  /** Subscribes `handle` to a channel, for this Node's events only. */
+  const on = <E extends NodeEvent>(channel: { readonly name: string | symbol }, handle: (event: E) => void): void => {
+    const handler = (message: unknown): void => {
+      if ((message as E).node === source.id) handle(message as E);
+    };
+    handlers.push([channel.name as string, handler]);
+    subscribe(channel.name, handler);
+  };
+  on<ConnectionOpenedEvent>(diagnostics.connectionOpened, (event) => {
     connections.inc({ transport: event.transport });
     opened.inc({ transport: event.transport });
   });
-  subscribe(diagnostics.connectionClosed.name, (message) => {
-    const event = message as ConnectionClosedEvent;
+  on<ConnectionClosedEvent>(diagnostics.connectionClosed, (event) => {
     connections.dec({ transport: event.transport });
     disconnects.inc({ transport: event.transport, code: String(event.code) });
   });
-  subscribe(diagnostics.subscribed.name, (message) => subscriptions.inc({ transport: (message as SubscriptionEvent).transport }));
-  subscribe(diagnostics.unsubscribed.name, (message) => subscriptions.dec({ transport: (message as SubscriptionEvent).transport }));
-  subscribe(diagnostics.published.name, (message) => publications.inc({ source: (message as PublicationEvent).source }));
-  subscribe(diagnostics.delivered.name, (message) => deliveries.inc((message as DeliveryEvent).count));
-  subscribe(diagnostics.commandError.name, (message) => commandErrors.inc({ code: String((message as CommandErrorEvent).code) }));
-  return registry;
+  on<SubscriptionEvent>(diagnostics.subscribed, (event) => subscriptions.inc({ transport: event.transport }));
+  on<SubscriptionEvent>(diagnostics.unsubscribed, (event) => subscriptions.dec({ transport: event.transport }));
+  on<PublicationEvent>(diagnostics.published, (event) => publications.inc({ source: event.source }));
+  on<DeliveryEvent>(diagnostics.delivered, (event) => deliveries.inc(event.count));
+  on<CommandErrorEvent>(diagnostics.commandError, (event) => commandErrors.inc({ code: String(event.code) }));
+
+  return {
+    registry,
+    close() {
+      for (const [name, handler] of handlers.splice(0)) unsubscribe(name, handler);
+    },
+  };
 }

@@ -44,6 +44,20 @@ export function parseChannel(
   return { channel: value, namespace, name };
 }
 
+/** The rule a name broke, in words (the `detail` of `invalid_channel`). */
+export function describeChannelNameError(error: ChannelNameError, maxBytes: number = DEFAULT_MAX_CHANNEL_BYTES): string {
+  switch (error) {
+    case 'empty':
+      return 'channel name is empty (or has nothing after the namespace and ":")';
+    case 'too_long':
+      return `channel name is longer than ${maxBytes} bytes`;
+    case 'bad_character':
+      return 'channel name may contain only A-Z a-z 0-9 and _ - . : @ / = ,';
+    case 'bad_namespace':
+      return 'namespace (before the first ":") must be 1 to 64 of a-z 0-9 _ -';
+  }
+}
+
 export function isChannelNameError(value: ParsedChannel | ChannelNameError): value is ChannelNameError {
   return typeof value === 'string';
 }

@@ -5,12 +5,30 @@
  */
 import type { ClientInfo, Push, Reply, ReplyError } from './frames.ts';
 
-export function encodeReply(id: number, result: unknown): string {
-  return '{"id":' + id + ',"result":' + JSON.stringify(result ?? {}) + '}';
+/**
+ * A result Herald has already assembled as JSON text (a history page around
+ * stored publication data): embedded as is, never parsed back, so stored
+ * data of any shape cannot break a reader.
+ */
+export class JsonText {
+  readonly text: string;
+  constructor(text: string) {
+    this.text = text;
+  }
 }
 
-export function encodeReplyError(id: number, error: ReplyError): string {
-  return '{"id":' + id + ',"error":' + JSON.stringify(error) + '}';
+/** A command or API result as JSON text. */
+export function encodeResult(result: unknown): string {
+  return result instanceof JsonText ? result.text : JSON.stringify(result ?? {});
+}
+
+export function encodeReply(id: number, result: unknown): string {
+  return '{"id":' + id + ',"result":' + encodeResult(result) + '}';
+}
+
+export function encodeReplyError(id: number, error: ReplyError, detail?: string): string {
+  const body: ReplyError = detail === undefined ? { code: error.code, message: error.message } : { code: error.code, message: error.message, detail };
+  return '{"id":' + id + ',"error":' + JSON.stringify(body) + '}';
 }
 
 export function encodePush(push: Push): string {

@@ -13,6 +13,11 @@
  * No Node APIs here: the client SDK shares this module.
  */
 
+/**
+ * Messages are the fixed text of their code. What in a request was wrong
+ * (the field and why, the channel rule that failed) goes in an error's
+ * `detail`, beside the code; see docs/errors.md.
+ */
 export interface ApiErrorEntry {
   readonly status: number;
   readonly message: string;
@@ -21,12 +26,16 @@ export interface ApiErrorEntry {
 export const apiErrors = {
   bad_request: { status: 400, message: 'request body does not match the method schema' },
   invalid_json: { status: 400, message: 'request body is not valid JSON' },
+  invalid_utf8: { status: 400, message: 'request body is not valid UTF-8' },
+  json_too_deep: { status: 400, message: 'request body nests arrays and objects deeper than the limit' },
   invalid_channel: { status: 400, message: 'channel name is invalid' },
   unknown_namespace: { status: 400, message: 'channel namespace is not configured' },
   not_available: { status: 400, message: 'feature is not enabled for this namespace' },
   unauthorized: { status: 401, message: 'missing or invalid credentials' },
   token_expired: { status: 401, message: 'connection token expired' },
   forbidden: { status: 403, message: 'API key lacks the scope for this method' },
+  anonymous_not_allowed: { status: 403, message: 'anonymous access is not allowed in this namespace: connect with a token' },
+  subscription_token_required: { status: 403, message: 'a private channel needs a subscription token: subscribe by command after opening' },
   origin_not_allowed: { status: 403, message: 'origin not allowed' },
   not_found: { status: 404, message: 'no such endpoint' },
   session_unknown: { status: 404, message: 'connection session is unknown or expired' },
@@ -64,6 +73,8 @@ export const replyErrors = {
   already_connected: { code: 114, message: 'already connected' },
   not_connected: { code: 115, message: 'connect first' },
   unavailable: { code: 116, message: 'temporarily unavailable' },
+  json_too_deep: { code: 117, message: 'command nests arrays and objects deeper than the limit' },
+  anonymous_not_allowed: { code: 118, message: 'anonymous access is not allowed in this namespace' },
 } as const satisfies Record<string, ReplyErrorEntry>;
 
 export type ReplyErrorName = keyof typeof replyErrors;

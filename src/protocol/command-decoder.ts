@@ -4,14 +4,18 @@
  *
  * Rules (docs/protocol.md, "Commands"):
  * - at most `maxBytes` bytes of UTF-8 (checked before parsing);
+ * - arrays and objects nested at most `maxDepth` deep (checked before parsing);
  * - valid JSON, without `__proto__` or `constructor.prototype` keys anywhere;
  * - an object `{id, method, params}` matching the method's schema, with no
  *   unknown keys outside `data`.
  */
-import secureJson from 'secure-json-parse';
 import { Type, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import type { Command, CommandMethod } from './frames.ts';
+import { DEFAULT_MAX_JSON_DEPTH, parseJsonSafely, readJson } from './safe-json.ts';
+import { schemaDetail } from './schema-detail.ts';
+
+export { parseJsonSafely };
 
 const Id = Type.Integer({ minimum: 1, maximum: 2 ** 31 - 1 });
 const Channel = Type.String({ minLength: 1, maxLength: 1024 });
@@ -75,26 +79,19 @@ for (const method of Object.keys(paramSchemas) as CommandMethod[]) {
 export type DecodeFailure =
   /** Larger than the message limit. */
   | { readonly ok: false; readonly error: 'too_large' }
-  /** Not JSON, or JSON that is not an object with a method: protocol violation. */
-  | { readonly ok: false; readonly error: 'malformed' }
+  /** Not JSON, or JSON that is not an object with a method: protocol violation. `detail` says what is wrong, when known. */
+  | { readonly ok: false; readonly error: 'malformed'; readonly detail?: string }
   /** Well-formed envelope with an unknown method: answerable with a reply error. */
   | { readonly ok: false; readonly error: 'method_not_found'; readonly id: number }
-  /** Well-formed envelope whose params break the schema. */
-  | { readonly ok: false; readonly error: 'bad_params'; readonly id: number };
+  /** Well-formed envelope whose params break the schema; `detail` names the field (`/params/channel: expected string`). */
+  | { readonly ok: false; readonly error: 'bad_params'; readonly id: number; readonly detail?: string }
+  /** Nested deeper than the limit, with an `id` to answer (without one it is `malformed`). */
+  | { readonly ok: false; readonly error: 'too_deep'; readonly id: number };
 
 export type DecodeResult = { readonly ok: true; readonly command: Command } | DecodeFailure;
 
 const tooLarge: DecodeFailure = { ok: false, error: 'too_large' };
 const malformed: DecodeFailure = { ok: false, error: 'malformed' };
-
-/** Parses JSON text, refusing prototype-poisoning keys. Returns `undefined` on any failure. */
-export function parseJsonSafely(text: string): unknown {
-  try {
-    return secureJson.parse(text, undefined, { protoAction: 'error', constructorAction: 'error' });
-  } catch {
-    return undefined;
-  }
-}
 
 /** UTF-8 byte length of a string, without Node APIs. */
 export function utf8Length(text: string): number {
@@ -114,15 +111,19 @@ export function utf8Length(text: string): number {
   return bytes;
 }
 
-/** Validates an already-parsed value as a command. */
-export function validateCommand(value: unknown): DecodeResult {
-  if (typeof value !== 'object' || value === null || Array.isArray(value)) return malformed;
+/**
+ * Validates an already-parsed value as a command. `path` is where the value
+ * sits in the request (`/2` in an HTTP batch), for the `detail` of failures.
+ */
+export function validateCommand(value: unknown, path = ''): DecodeResult {
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) return { ok: false, error: 'malformed', detail: `${path || '/'}: expected object` };
   if (!envelopeCheck.Check(value)) {
     const id = (value as { id?: unknown }).id;
+    const detail = schemaDetail(envelopeCheck, value, path);
     if (typeof id === 'number' && Number.isInteger(id) && id > 0 && id < 2 ** 31) {
-      return { ok: false, error: 'bad_params', id };
+      return detail === undefined ? { ok: false, error: 'bad_params', id } : { ok: false, error: 'bad_params', id, detail };
     }
-    return malformed;
+    return detail === undefined ? malformed : { ok: false, error: 'malformed', detail };
   }
   const envelope = value as { id?: number; method: string; params?: object };
   const method = envelope.method;
@@ -132,17 +133,36 @@ export function validateCommand(value: unknown): DecodeResult {
   }
   const params = envelope.params;
   if (params === undefined ? !paramsOptional.has(method) : !paramChecks[method as CommandMethod].Check(params)) {
-    if (envelope.id === undefined) return malformed;
-    return { ok: false, error: 'bad_params', id: envelope.id };
+    if (envelope.id === undefined) return { ok: false, error: 'malformed', detail: `${path}/id: expected required property` };
+    const detail = params === undefined ? `${path}/params: expected required property` : schemaDetail(paramChecks[method as CommandMethod], params, `${path}/params`);
+    return detail === undefined ? { ok: false, error: 'bad_params', id: envelope.id } : { ok: false, error: 'bad_params', id: envelope.id, detail };
   }
-  if (envelope.id === undefined && method !== 'pong') return malformed;
+  if (envelope.id === undefined && method !== 'pong') return { ok: false, error: 'malformed', detail: `${path}/id: expected required property` };
   return { ok: true, command: envelope as Command };
 }
 
 /** Decodes one command from text (a WebSocket message). */
-export function decodeCommand(text: string, maxBytes: number): DecodeResult {
+export function decodeCommand(text: string, maxBytes: number, maxDepth: number = DEFAULT_MAX_JSON_DEPTH): DecodeResult {
   if (text.length > maxBytes || utf8Length(text) > maxBytes) return tooLarge;
-  const value = parseJsonSafely(text);
-  if (value === undefined) return malformed;
-  return validateCommand(value);
+  const read = readJson(text, maxDepth);
+  if (read.ok) return validateCommand(read.value);
+  if (read.error !== 'too_deep') return malformed;
+  const id = topLevelId(text);
+  return id === undefined ? malformed : { ok: false, error: 'too_deep', id };
+}
+
+/**
+ * The `id` of a command too deep to decode, so that it can be answered.
+ * JSON.parse does not recurse (V8), and nothing here walks below the top level.
+ */
+function topLevelId(text: string): number | undefined {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value) || !Object.hasOwn(value, 'id')) return undefined;
+  const id = (value as { id: unknown }).id;
+  return typeof id === 'number' && Number.isInteger(id) && id > 0 && id < 2 ** 31 ? id : undefined;
 }

@@ -124,6 +124,8 @@ export interface PresenceStatsResult {
 export interface ReplyError {
   readonly code: number;
   readonly message: string;
+  /** What in the command was wrong, when Herald can say: `/params/channel: expected string`. */
+  readonly detail?: string;
 }
 
 export type Reply =

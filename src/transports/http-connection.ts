@@ -114,9 +114,14 @@ export class SessionRegistry {
 }
 
 /** A registered API error as a SessionAnswer. */
-export function apiErrorAnswer(code: ApiErrorCode): SessionAnswer {
-  const entry = apiErrors[code];
-  return { status: entry.status, body: JSON.stringify({ error: { code, message: entry.message } }) };
+export function apiErrorAnswer(code: ApiErrorCode, detail?: string): SessionAnswer {
+  return { status: apiErrors[code].status, body: JSON.stringify(apiErrorBody(code, detail)) };
+}
+
+/** `{error: {code, message, detail?}}`: the message is the code's fixed text; `detail` says what in the request was wrong. */
+export function apiErrorBody(code: ApiErrorCode, detail?: string): { error: { code: ApiErrorCode; message: string; detail?: string } } {
+  const message = apiErrors[code].message;
+  return { error: detail === undefined ? { code, message } : { code, message, detail } };
 }
 
 /**
@@ -170,7 +175,7 @@ export interface OpenRequest {
   readonly vector: string | undefined;
 }
 
-export type OpenFailure = { readonly error: ApiErrorCode };
+export type OpenFailure = { readonly error: ApiErrorCode; readonly detail?: string };
 
 /**
  * Connects the client and checks every requested channel before anything is
@@ -189,7 +194,8 @@ export async function connectHttpClient(
     if (error instanceof DisconnectError) {
       client.disconnect(error.disconnect);
       if (error.disconnect === 'token_expired') return { error: 'token_expired' };
-      return { error: error.disconnect === 'permission_denied' ? 'forbidden' : 'unauthorized' };
+      // permission_denied at connect: no token, and no namespace allows anonymous access
+      return { error: error.disconnect === 'permission_denied' ? 'anonymous_not_allowed' : 'unauthorized' };
     }
     client.disconnect('internal');
     return { error: 'internal' };
@@ -200,20 +206,20 @@ export async function connectHttpClient(
   for (const channel of request.channels) if (!wanted.has(channel)) wanted.set(channel, undefined);
   if (wanted.size > node.config.limits.maxChannelsPerConnection) {
     client.disconnect('bad_request');
-    return { error: 'bad_request' };
+    return { error: 'bad_request', detail: `more than limits.maxChannelsPerConnection (${node.config.limits.maxChannelsPerConnection}) channels` };
   }
   const subscribe: ConnectTimeSubscription[] = [];
   for (const [channel, since] of wanted) {
     const resolved = node.rules.resolve(channel);
-    if (typeof resolved === 'string') {
+    if ('reply' in resolved) {
       client.disconnect('bad_request');
-      return { error: resolved === 'invalid_channel' ? 'invalid_channel' : 'unknown_namespace' };
+      return resolved.detail === undefined ? { error: resolved.reply } : { error: resolved.reply, detail: resolved.detail };
     }
     try {
       node.authorizeSubscribe(client, resolved);
     } catch {
       client.disconnect('permission_denied');
-      return { error: 'forbidden' };
+      return { error: 'anonymous_not_allowed' };
     }
     if (resolved.options.private) {
       // Private channels need a subscription token, which a URL or a
@@ -222,7 +228,7 @@ export async function connectHttpClient(
       // resubscribes by POST with its token and position.
       if (since === undefined) {
         client.disconnect('permission_denied');
-        return { error: 'forbidden' };
+        return { error: 'subscription_token_required' };
       }
       subscribe.push({ channel, since, needsToken: true });
       continue;
@@ -269,20 +275,21 @@ export async function subscribeHttpClient(client: Client, subscribe: readonly Co
   }
 }
 
-export type CommandBatchResult = { readonly status: 200; readonly body: string } | { readonly error: ApiErrorCode };
+export type CommandBatchResult = { readonly status: 200; readonly body: string } | { readonly error: ApiErrorCode; readonly detail?: string };
 
 /** Runs POSTed commands (one or an array) in order; answers the JSON array of replies. */
 export async function runCommandBatch(client: Client, body: unknown): Promise<CommandBatchResult> {
-  const list = Array.isArray(body) ? body : [body];
-  if (list.length === 0 || list.length > MAX_COMMANDS_PER_POST) return { error: 'bad_request' };
+  const batch = Array.isArray(body);
+  const list = batch ? body : [body];
+  if (list.length === 0 || list.length > MAX_COMMANDS_PER_POST) return { error: 'bad_request', detail: `a batch holds 1 to ${MAX_COMMANDS_PER_POST} commands` };
   const replies: string[] = [];
   const sink = (frame: string) => {
     replies.push(frame);
   };
   const commands = [];
-  for (const value of list) {
-    const decoded = validateCommand(value);
-    if (!decoded.ok && decoded.error !== 'method_not_found' && decoded.error !== 'bad_params') return { error: 'bad_request' };
+  for (const [index, value] of list.entries()) {
+    const decoded = validateCommand(value, batch ? `/${index}` : '');
+    if (!decoded.ok && decoded.error === 'malformed') return decoded.detail === undefined ? { error: 'bad_request' } : { error: 'bad_request', detail: decoded.detail };
     commands.push(decoded);
   }
   for (const decoded of commands) {
@@ -291,7 +298,7 @@ export async function runCommandBatch(client: Client, body: unknown): Promise<Co
     if (client.isClosed) break;
     if (!decoded.ok) {
       if (decoded.error === 'method_not_found') client.replyError(decoded.id, 'method_not_found', sink);
-      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', sink);
+      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', sink, decoded.detail);
       continue;
     }
     if (!admitted) {
@@ -312,7 +319,7 @@ export function registerHttpCommands(app: FastifyInstance, node: Node, sessions:
     const client = sessions.get(secret);
     if (client === undefined) return apiErrorAnswer('session_unknown');
     const result = await runCommandBatch(client, body);
-    return 'error' in result ? apiErrorAnswer(result.error) : { status: 200, body: result.body };
+    return 'error' in result ? apiErrorAnswer(result.error, result.detail) : { status: 200, body: result.body };
   });
   sessions.handle('close', async (secret) => {
     const client = sessions.get(secret);
@@ -326,7 +333,6 @@ export function registerHttpCommands(app: FastifyInstance, node: Node, sessions:
   app.post(CLOSE_PATH, (request, reply) => sessions.route('close', request.headers[SESSION_HEADER], undefined, reply));
 }
 
-export function sendApiError(reply: FastifyReply, code: ApiErrorCode): FastifyReply {
-  const entry = apiErrors[code];
-  return reply.code(entry.status).type('application/json').send({ error: { code, message: entry.message } });
+export function sendApiError(reply: FastifyReply, code: ApiErrorCode, detail?: string): FastifyReply {
+  return reply.code(apiErrors[code].status).type('application/json').send(apiErrorBody(code, detail));
 }

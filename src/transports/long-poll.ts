@@ -266,7 +266,7 @@ export function registerLongPoll(app: FastifyInstance, node: Node, sessions: Ses
     transport.onIdle = () => client.disconnect('session_expired');
     const token = body.token ?? bearer(request.headers.authorization);
     const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor });
-    if ('error' in opened) return sendError(reply, opened.error);
+    if ('error' in opened) return sendError(reply, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
       return sendError(reply, 'connection_limit');

@@ -149,7 +149,7 @@ export function registerSse(app: FastifyInstance, node: Node, sessions: SessionR
       client.close(1006, 'connection lost');
     });
     const opened = await connectHttpClient(client, node, { token, channels, vector });
-    if ('error' in opened) return sendError(reply, opened.error);
+    if ('error' in opened) return sendError(reply, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
       return sendError(reply, 'connection_limit');

@@ -112,6 +112,7 @@ function destroyOnError(this: Duplex): void {
 export function attachWebSocket(server: Server | HttpsServer, node: Node, options: WebSocketHandlerOptions): WebSocketEndpoint {
   const gate = options.gate ?? openGate;
   const maxMessageBytes = options.maxMessageBytes;
+  const maxJsonDepth = node.config.limits.maxJsonDepth;
   /** Upgraded sockets until their 'close' (for drain). */
   const sockets = new Set<HeraldWebSocket>();
 
@@ -181,10 +182,11 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     const admitted = client.admitInbound();
     if (client.isClosed) return;
     const reply = (frame: string): void => sendReply(ws, client, frame);
-    const decoded = decodeCommand(data.toString('utf8'), maxMessageBytes);
+    const decoded = decodeCommand(data.toString('utf8'), maxMessageBytes, maxJsonDepth);
     if (!decoded.ok) {
       if (decoded.error === 'method_not_found') client.replyError(decoded.id, 'method_not_found', reply);
-      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', reply);
+      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', reply, decoded.detail);
+      else if (decoded.error === 'too_deep') client.replyError(decoded.id, 'json_too_deep', reply);
       else client.disconnect(decoded.error === 'too_large' ? 'message_too_large' : 'bad_request');
       return;
     }

@@ -95,6 +95,9 @@ describe('code handling: what the client does after a code', () => {
     assert.deepEqual(openFailure(401, 'unauthorized', false), { code: 3500, reason: 'invalid token', channelsRefused: false });
     assert.deepEqual(openFailure(401, 'token_expired', true), { code: 3003, reason: 'token expired', channelsRefused: false });
     assert.equal(openFailure(403, 'forbidden', false).code, 3504);
+    assert.equal(openFailure(403, 'anonymous_not_allowed', false).code, 3504, 'an anonymous connection where no namespace allows one');
+    assert.equal(openFailure(403, 'anonymous_not_allowed', true).channelsRefused, true);
+    assert.equal(openFailure(403, 'subscription_token_required', true).channelsRefused, true);
     // With channels requested, a 403/400 may be about one channel: open again without them.
     assert.equal(openFailure(403, 'forbidden', true).channelsRefused, true);
     assert.equal(openFailure(400, 'unknown_namespace', true).channelsRefused, true);

@@ -6,6 +6,13 @@ import assert from 'node:assert/strict';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { closeAllClients, eventually, http, postRaw, signToken, unique, WAIT_MS, type Json } from '../helpers/herald-ws.ts';
 import { LongPollSession } from '../helpers/herald-long-poll.ts';
+import { waitUntil } from '../helpers/rt-util.ts';
+
+/** True while the server holds a poll of this session (read from the running node, not mocked). */
+function pollHeld(h: TestHerald, s: LongPollSession): boolean {
+  const id = s.messages.find((m) => m.push === 'connected')?.client;
+  return [...h.server.node.connectedClients()].some((c) => c.id === id && c.transport.holdsRequest?.() === true);
+}
 
 const offsets = (pubs: Json[]): number[] => pubs.map((p) => p.offset);
 
@@ -284,15 +291,15 @@ describe('long polling', { timeout: 30000 }, () => {
     const s = await open('alice', { channels: [channel] });
     assert.equal(Object.keys((await h.api('presence', { channel })).body.clients).length, 1);
     const inFlight = s.rawPoll(s.seq);
+    // close once the server holds the poll (a poll arriving after the close would be a 404)
+    await waitUntil(() => pollHeld(h, s), { label: 'the poll held by the server' });
     const closed = await s.close();
     assert.ok(closed.status >= 200 && closed.status < 300, `close answered ${closed.status} ${closed.text}`);
     // the poll in flight is answered (it would otherwise wait pollTimeoutMs, far beyond the fetch timeout)
     const answer = await inFlight;
-    assert.ok(answer.status === 200 || answer.status === 404, `in-flight poll answered ${answer.status} ${answer.text}`);
-    if (answer.status === 200 && answer.body.messages.length > 0) {
-      const last = answer.body.messages[answer.body.messages.length - 1];
-      assert.equal(last.push, 'disconnect', 'disconnect is the last frame of a long-poll connection');
-    }
+    assert.equal(answer.status, 200, `in-flight poll answered ${answer.status} ${answer.text}`);
+    const last = answer.body.messages[answer.body.messages.length - 1];
+    assert.equal(last?.push, 'disconnect', 'disconnect is the last frame of a long-poll connection');
     const after = await s.rawPoll(s.seq);
     assert.equal(after.status, 404, after.text);
     assert.equal(after.body?.error?.code, 'session_unknown');

@@ -132,11 +132,11 @@ describe('origin allowlist and cookie auth (A1, A2)', { timeout: 60000 }, () => 
     );
   });
 
-  test('SSE: without Origin the cookie is ignored (403 forbidden for a private channel); ?token= works', async () => {
+  test('SSE: without Origin the cookie is ignored (403 anonymous_not_allowed); ?token= works', async () => {
     const channel = unique('chat:cookie-sse');
     const cookieOnly = await http(sseUrl(h.url, { channels: [channel] }), { headers: { cookie: aliceCookie } });
     assert.equal(cookieOnly.status, 403);
-    assert.equal(cookieOnly.body.error.code, 'forbidden');
+    assert.equal(cookieOnly.body.error.code, 'anonymous_not_allowed');
     const stream = await openSse(sseUrl(h.url, { token: await h.token('dave'), channels: [channel] }));
     streams.push(stream);
     assert.equal(stream.status, 200);
@@ -168,11 +168,11 @@ describe('origin allowlist and cookie auth (A1, A2)', { timeout: 60000 }, () => 
     await http(`${h.url}/connection/close`, { headers: { 'herald-session': session }, body: {} });
   });
 
-  test('long polling: without Origin the cookie is ignored (403 forbidden); a token in the body works', async () => {
+  test('long polling: without Origin the cookie is ignored (403 anonymous_not_allowed); a token in the body works', async () => {
     const channel = unique('chat:cookie-lp');
     const cookieOnly = await http(`${h.url}/connection/poll/open`, { headers: { cookie: aliceCookie }, body: { channels: [channel] } });
     assert.equal(cookieOnly.status, 403);
-    assert.equal(cookieOnly.body.error.code, 'forbidden');
+    assert.equal(cookieOnly.body.error.code, 'anonymous_not_allowed');
     const opened = await http(`${h.url}/connection/poll/open`, { body: { token: await h.token('erin'), channels: [channel] } });
     assert.equal(opened.status, 200, opened.text);
     await http(`${h.url}/connection/close`, { headers: { 'herald-session': opened.body.session }, body: {} });

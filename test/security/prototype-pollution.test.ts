@@ -165,6 +165,18 @@ describe('prototype pollution (SECURITY-TESTS B 13)', { timeout: 60000 }, () => 
     assertClean();
   });
 
+  test('JWT claims: a poisoned key deep inside `info` is refused like one near the top', async () => {
+    // 40 levels: inside the nesting limit (64), beyond where a depth-bounded scanner gives up.
+    for (const poison of ['{"__proto__":{"polluted":"yes"}}', '{"constructor":{"prototype":{"polluted":"yes"}}}']) {
+      const info = JSON.parse('{"a":'.repeat(40) + poison + '}'.repeat(40)) as Json;
+      const c = await openWs(h.wsUrl);
+      const reply = await c.request('connect', { token: await h.token('mallory', { info }) }).catch(() => undefined);
+      assert.ok(reply === undefined || reply.error !== undefined, `accepted: ${JSON.stringify(reply)?.slice(0, 200)}`);
+      assert.equal((await c.waitClose()).code, 3500, 'refused as an invalid token');
+    }
+    assertClean();
+  });
+
   test(
     'JWT claims: poisoned keys never reach what Herald serializes (a token carrying them is refused)',
     async () => {

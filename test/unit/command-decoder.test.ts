@@ -14,7 +14,7 @@ const encoder = new TextEncoder();
 const bytes = (text: string) => encoder.encode(text).length;
 
 const methods = ['connect', 'subscribe', 'unsubscribe', 'publish', 'history', 'presence', 'presence_stats', 'ping', 'pong'] as const;
-const documentedErrors = new Set(['too_large', 'malformed', 'method_not_found', 'bad_params']);
+const documentedErrors = new Set(['too_large', 'malformed', 'method_not_found', 'bad_params', 'too_deep']);
 
 function decode(value: unknown, maxBytes = MAX): DecodeResult {
   return decodeCommand(typeof value === 'string' ? value : JSON.stringify(value), maxBytes);
@@ -41,7 +41,7 @@ function assertWellFormedResult(result: DecodeResult): void {
     return;
   }
   assert.ok(documentedErrors.has(result.error), `undocumented error ${String(result.error)}`);
-  if (result.error === 'method_not_found' || result.error === 'bad_params') {
+  if (result.error === 'method_not_found' || result.error === 'bad_params' || result.error === 'too_deep') {
     assert.ok(Number.isInteger(result.id) && result.id >= 1 && result.id <= MAX_ID, `answerable failure carries a valid id: ${result.id}`);
   } else {
     assert.ok(!('id' in result), 'unanswerable failures carry no id');
@@ -155,6 +155,20 @@ describe('malformed JSON and non-object JSON', () => {
       assertWellFormedResult(result);
     }
     assertError(decodeCommand('['.repeat(depth) + ']'.repeat(depth), 1 << 20), 'malformed');
+  });
+
+  it('nesting deeper than maxDepth is too_deep with the id to answer, or malformed without one', () => {
+    const command = (depth: number) => '{"id":7,"method":"publish","params":{"channel":"c","data":' + '['.repeat(depth) + ']'.repeat(depth) + '}}';
+    // the envelope takes 2 levels
+    assertOk(decodeCommand(command(62), 1 << 20, 64));
+    assertError(decodeCommand(command(63), 1 << 20, 64), 'too_deep', 7);
+    assertError(decodeCommand(command(30000), 1 << 20, 64), 'too_deep', 7);
+    assertOk(decodeCommand(command(98), 1 << 20, 100));
+    // brackets in strings do not count
+    assertOk(decodeCommand('{"id":7,"method":"publish","params":{"channel":"c","data":"' + '[{\\"'.repeat(100) + '"}}', 1 << 20, 64));
+    assertError(decodeCommand('{"method":"publish","params":{"channel":"c","data":' + '['.repeat(100) + ']'.repeat(100) + '}}', 1 << 20, 64), 'malformed');
+    assertError(decodeCommand('{"id":"7","method":"ping","x":' + '['.repeat(100) + ']'.repeat(100) + '}', 1 << 20, 64), 'malformed');
+    assertError(decodeCommand('{"id":7,"method":"ping","x":' + '['.repeat(100) + '}', 1 << 20, 64), 'malformed');
   });
 });
 

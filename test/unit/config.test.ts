@@ -111,7 +111,7 @@ describe('defaults', () => {
       noEnv,
     );
     const resolved = new ChannelRules(config.channels).resolve('chat:room');
-    assert.ok(typeof resolved === 'object', `chat:room resolves, got ${String(resolved)}`);
+    assert.ok(!('reply' in resolved), `chat:room resolves, got ${JSON.stringify(resolved)}`);
     assert.equal(resolved.options.clientPublish, true, 'set option wins');
     assert.deepEqual(
       {

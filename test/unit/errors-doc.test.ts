@@ -32,7 +32,7 @@ function table(header: string): string[][] {
 
 /** `name` → name; anything else fails. */
 function codeName(cell: string, where: string): string {
-  const match = /^`([a-z_]+)`$/.exec(cell);
+  const match = /^`([a-z][a-z0-9_]*)`$/.exec(cell);
   assert.ok(match, `${where}: expected a code name in backticks, got "${cell}"`);
   return match[1]!;
 }
