@@ -306,9 +306,10 @@ function announceDevKey(dev: DevSecrets, config: Config, port: number): void {
     const key = dev.pendingApiKey;
     process.stderr.write(
       `\n  Herald development API key (shown once, only its hash is kept):\n\n    ${key}\n\n` +
-        `  Publish:  curl -H "Authorization: Bearer ${key}" -H 'Content-Type: application/json' -d '{"channel":"public:demo","data":{"hello":"world"}}' ${base}/api/publish\n` +
-        `  Token:    npm run herald -- token --sub alice\n` +
-        `  Chat:     ${base}/examples/chat/\n\n`,
+        `  Subscribe (another terminal):  TOKEN=$(npm run --silent herald -- token --sub alice)\n` +
+        `                                 curl -N -H "Authorization: Bearer $TOKEN" "${base}/connection/sse?channel=chat:lobby"\n` +
+        `  Publish (a third terminal):    curl -H "Authorization: Bearer ${key}" -H 'Content-Type: application/json' -d '{"channel":"chat:lobby","data":{"text":"hello alice"}}' ${base}/api/publish\n` +
+        `  Chat in a browser:             ${base}/examples/chat/\n\n`,
     );
     markDevKeyShown(config.stateDir);
     return;
