@@ -14,17 +14,17 @@
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile, execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { execFile, execFileSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
+import { HERALD_MAIN, HeraldProcess } from '../helpers/herald-process.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
-const main = join(root, 'src/cli/main.ts');
+const main = HERALD_MAIN;
 const bin = join(root, 'bin/herald.js');
 const asRoot = process.getuid?.() === 0;
 
@@ -35,9 +35,7 @@ interface Run {
 }
 
 const dirs: string[] = [];
-const children: ChildProcess[] = [];
 after(() => {
-  for (const child of children) if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
   for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
@@ -68,65 +66,6 @@ function problemLines(text: string): string[] {
 
 function assertNoStackTrace(text: string): void {
   assert.doesNotMatch(text, /^\s+at /m, `a stack trace:\n${text}`);
-}
-
-/** A `herald serve` left running: its stdout log lines and stderr as they come. */
-class Serving {
-  readonly child: ChildProcess;
-  readonly logs: Record<string, unknown>[] = [];
-  stderr = '';
-  readonly #waiters = new Set<() => void>();
-
-  constructor(args: readonly string[], cwd: string) {
-    this.child = spawn(process.execPath, [main, 'serve', ...args], { cwd, env: { PATH: process.env['PATH'] ?? '' }, stdio: ['ignore', 'pipe', 'pipe'] });
-    children.push(this.child);
-    createInterface({ input: this.child.stdout! }).on('line', (line) => {
-      try {
-        this.logs.push(JSON.parse(line) as Record<string, unknown>);
-      } catch {
-        this.logs.push({ text: line });
-      }
-      this.#wake();
-    });
-    this.child.stderr!.on('data', (chunk: Buffer) => {
-      this.stderr += chunk.toString();
-      this.#wake();
-    });
-    this.child.on('exit', () => this.#wake());
-  }
-
-  #wake(): void {
-    for (const waiter of this.#waiters) waiter();
-  }
-
-  /** Resolves when `ready()` answers something; fails if the process exits first. */
-  until<T>(ready: () => T | undefined, what: string): Promise<T> {
-    return new Promise((resolve, reject) => {
-      const check = () => {
-        const value = ready();
-        if (value !== undefined) {
-          this.#waiters.delete(check);
-          resolve(value);
-        } else if (this.child.exitCode !== null) {
-          this.#waiters.delete(check);
-          reject(new Error(`herald exited (${this.child.exitCode}) before ${what}:\n${this.stderr}`));
-        }
-      };
-      this.#waiters.add(check);
-      check();
-    });
-  }
-
-  listeningPort(): Promise<number> {
-    return this.until(() => this.logs.find((l) => l['msg'] === 'listening')?.['port'] as number | undefined, 'listening');
-  }
-
-  async stop(): Promise<void> {
-    if (this.child.exitCode !== null) return;
-    const exited = new Promise((resolve) => this.child.once('exit', resolve));
-    this.child.kill('SIGTERM');
-    await exited;
-  }
 }
 
 function occupyPort(): Promise<{ server: Server; port: number }> {
@@ -254,7 +193,7 @@ describe('the development API key is never lost', { timeout: 90000 }, () => {
     const table = await run(['keys', 'list'], { cwd: dir });
     assert.match(table.stdout, /^development\s+admin\s+.*\s+development\s+hk_[A-Za-z0-9_-]{6}…$/m);
 
-    const first = new Serving(['--port', '0', '--admin-port', '0'], dir);
+    const first = new HeraldProcess(['--port', '0', '--admin-port', '0'], dir);
     const key = await first.until(() => /^ {4}(hk_[A-Za-z0-9_-]{32})$/m.exec(first.stderr)?.[1], 'the development key');
     const port = await first.listeningPort();
     assert.equal(key.slice(0, 9), development.keyPrefix);
@@ -266,7 +205,7 @@ describe('the development API key is never lost', { timeout: 90000 }, () => {
     assert.ok(!readFileSync(join(dir, '.herald', 'dev-secrets.json'), 'utf8').includes(key), 'forgotten once shown, only its hash is kept');
     for (const listing of [listed.stdout, table.stdout]) assert.ok(!listing.includes(key.slice(3)), 'keys list never shows the key');
 
-    const again = new Serving(['--port', '0', '--admin-port', '0'], dir);
+    const again = new HeraldProcess(['--port', '0', '--admin-port', '0'], dir);
     await again.listeningPort();
     await again.until(() => (/was shown at the first start/.test(again.stderr) ? true : undefined), 'the note about the key');
     assert.match(again.stderr, /Development API key "development" \(hk_[A-Za-z0-9_-]{6}…\)/);
