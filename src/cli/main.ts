@@ -327,10 +327,15 @@ async function serve(values: Values): Promise<void> {
   try {
     await serveWith(values, validated, dev);
   } catch (error) {
-    if (dev?.pendingApiKey !== undefined && readDevSecrets(validated.config.stateDir)?.pendingApiKey !== undefined) {
-      process.stderr.write(`Herald did not start. The development API key has not been shown yet: it is kept (in ${devSecretsPath(validated.config.stateDir)}) and shown at the first start that succeeds.\n`);
-    }
+    notePendingDevKey(dev, validated.config.stateDir);
     throw error;
+  }
+}
+
+/** After a failed start: the development key was not shown, and is not lost. */
+function notePendingDevKey(dev: DevSecrets | undefined, stateDir: string): void {
+  if (dev?.pendingApiKey !== undefined && readDevSecrets(stateDir)?.pendingApiKey !== undefined) {
+    process.stderr.write(`Herald did not start. The development API key has not been shown yet: it is kept (in ${devSecretsPath(stateDir)}) and shown at the first start that succeeds.\n`);
   }
 }
 
@@ -356,7 +361,10 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
     // Cluster mode: this process is the primary (src/cluster/primary.ts); it handles its own signals.
     const primary = startPrimary({ config, logger, workers, process: true, reloadConfig: () => checked(resolveConfig(values, 'serve').validated) });
     primary.ready.then(({ port }) => dev !== undefined && announceDevKey(dev, config, port), () => undefined);
-    void primary.done.then((code) => process.exit(code));
+    void primary.done.then((code) => {
+      if (code !== 0) notePendingDevKey(dev, config.stateDir);
+      process.exit(code);
+    });
     return;
   }
   const server = await startServer({ config, logger });

@@ -207,6 +207,12 @@ describe('cross-field rules', () => {
     assertProblem(problems, /^\/auth: /);
   });
 
+  it('cluster workers with the redis engine are rejected, naming the fix', () => {
+    const problems = problemsOf(() => buildConfig({ cluster: { workers: 4 }, engine: { type: 'redis' } }, noEnv));
+    assertProblem(problems, /^\/cluster\/workers: .*engine\.type "memory".*cluster\.workers to 1/);
+    assert.equal(buildConfig({ cluster: { workers: 4 } }, noEnv).cluster.workers, 4);
+  });
+
   it('a hard inbound limit below the rate is rejected', () => {
     const problems = problemsOf(() => buildConfig({ limits: { inboundRatePerSecond: 100, inboundHardPerSecond: 10 } }, noEnv));
     assertProblem(problems, /^\/limits: /);
