@@ -259,21 +259,32 @@ function resolveConfig(values: Values, purpose: 'serve' | 'check' | 'read'): Res
   if (!modeKnown || first.config.mode !== 'development') return { validated: first };
   const stateDir = first.config.stateDir;
   const dev = purpose === 'serve' ? ensureDevSecrets(stateDir) : readDevSecrets(stateDir);
-  const auth = { ...(isObject(raw['auth']) ? raw['auth'] : {}) };
+  const filled: Record<string, unknown> = { ...raw };
+  // A section that is not an object is left as it is: validation reports it.
+  const section = (name: string, fill: (section: Record<string, unknown>) => void) => {
+    const current = raw[name];
+    if (current !== undefined && !isObject(current)) return;
+    const copy = { ...current };
+    fill(copy);
+    filled[name] = copy;
+  };
   const hmacSecret = dev?.hmacSecret ?? (purpose === 'check' ? 'a stand-in for the secret `herald serve` generates' : undefined);
-  if (hmacSecret !== undefined && auth['hmacSecret'] === undefined && auth['hmacSecretFile'] === undefined) auth['hmacSecret'] = hmacSecret;
-  const api = { ...(isObject(raw['api']) ? raw['api'] : {}) };
-  if (purpose === 'serve' && dev !== undefined && (Array.isArray(api['keys']) || api['keys'] === undefined)) {
-    api['keys'] = [...((api['keys'] as unknown[] | undefined) ?? []), { name: DEV_KEY_NAME, sha256: dev.apiKeySha256, scopes: ['admin'] }];
-  }
-  const channels = raw['channels'] ?? {
+  section('auth', (auth) => {
+    if (hmacSecret !== undefined && auth['hmacSecret'] === undefined && auth['hmacSecretFile'] === undefined) auth['hmacSecret'] = hmacSecret;
+  });
+  section('api', (api) => {
+    if (purpose === 'serve' && dev !== undefined && (Array.isArray(api['keys']) || api['keys'] === undefined)) {
+      api['keys'] = [...((api['keys'] as unknown[] | undefined) ?? []), { name: DEV_KEY_NAME, sha256: dev.apiKeySha256, scopes: ['admin'] }];
+    }
+  });
+  filled['channels'] = raw['channels'] ?? {
     defaults: {},
     namespaces: [
       { name: 'public', allowAnonymous: true, clientPublish: true, joinLeave: true },
       { name: 'chat', presence: true, joinLeave: true, clientPublish: true },
     ],
   };
-  return { validated: validateConfig({ ...raw, auth, api, channels }, sources), dev };
+  return { validated: validateConfig(filled, sources), dev };
 }
 
 function isObject(value: unknown): value is Record<string, unknown> {
