@@ -26,7 +26,7 @@ import { dirname, join } from 'node:path';
 import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { childProcessRegistry, CHANNEL, heraldBenchConfig, makePayload, merge, newHistogram, nowUs, quantile, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
+import { childProcessRegistry, CHANNEL, benchSecrets, heraldBenchConfig, makePayload, merge, newHistogram, nowUs, quantile, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -116,14 +116,14 @@ async function startServer(workers: number): Promise<Server> {
   const dir = mkdtempSync(join(tmpdir(), 'herald-bench-cluster-'));
   const apiKey = randomBytes(24).toString('base64url');
   const config = {
-    ...heraldBenchConfig(randomBytes(32).toString('base64url')),
+    ...heraldBenchConfig(),
     stateDir: join(dir, 'state'),
     channels: { defaults: {}, namespaces: [{ name: 'bench', allowAnonymous: true, historySize: 300, presence: false }] },
   };
   writeFileSync(join(dir, 'herald.json'), JSON.stringify(config), { mode: 0o600 });
   const child = spawn(process.execPath, [join(ROOT, 'src/cli/main.ts'), 'serve', '--config', join(dir, 'herald.json'), '--workers', String(workers)], {
     cwd: dir,
-    env: { ...process.env, HERALD_API_KEY: apiKey },
+    env: { ...process.env, ...benchSecrets(apiKey) },
     stdio: ['ignore', 'pipe', 'inherit'],
   });
   children.add(child);

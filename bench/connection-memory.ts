@@ -24,7 +24,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
-import { CHANNEL, childProcessRegistry, heraldBenchConfig } from './lib.ts';
+import { CHANNEL, childProcessRegistry, benchSecrets, heraldBenchConfig } from './lib.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { children } = childProcessRegistry();
@@ -73,10 +73,10 @@ async function startServer(target: Target, dir: string): Promise<{ child: ChildP
     child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bench/raw-ws-server.ts')], { cwd: dir, stdio: ['pipe', 'pipe', 'inherit'] });
   } else {
     const configFile = join(dir, 'herald.json');
-    writeFileSync(configFile, JSON.stringify(heraldBenchConfig(randomBytes(32).toString('base64url'))), { mode: 0o600 });
+    writeFileSync(configFile, JSON.stringify(heraldBenchConfig()), { mode: 0o600 });
     child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile], {
       cwd: dir,
-      env: { ...process.env, HERALD_API_KEY: randomBytes(24).toString('base64url') },
+      env: { ...process.env, ...benchSecrets(randomBytes(24).toString('base64url')) },
       stdio: ['ignore', 'pipe', 'inherit'],
     });
   }

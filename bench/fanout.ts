@@ -41,7 +41,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   childProcessRegistry,
-  heraldBenchConfig,
+  benchSecrets, heraldBenchConfig,
   CHANNEL,
   PAYLOAD_BYTES,
   TRANSPORTS,
@@ -231,12 +231,12 @@ function startServer(target: Transport, nodeArgs: string[]): Promise<Server> {
     const dir = mkdtempSync(join(tmpdir(), 'herald-bench-'));
     const configFile = join(dir, 'herald.json');
     apiKey = randomBytes(24).toString('base64url');
-    const config = heraldBenchConfig(randomBytes(32).toString('base64url'));
+    const config = heraldBenchConfig();
     writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     cleanup = () => rmSync(dir, { recursive: true, force: true });
     child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile], {
       cwd: ROOT,
-      env: { ...process.env, HERALD_API_KEY: apiKey },
+      env: { ...process.env, ...benchSecrets(apiKey) },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
   }

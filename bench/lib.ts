@@ -4,6 +4,7 @@
  * load-generator processes (`fanout-client.ts`).
  */
 import type { ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
 
 export const TRANSPORTS = ['raw-ws', 'websocket', 'sse', 'long-poll'] as const;
 export type Transport = (typeof TRANSPORTS)[number];
@@ -14,16 +15,17 @@ export const CHANNEL = 'bench:fanout';
  * The Herald configuration every fan-out benchmark runs: production mode,
  * namespace `bench` (anonymous, history 300, default presence), limits per
  * IP raised because every bench client comes from 127.0.0.1, pings every
- * 10 minutes (so idle connections stay idle while measured).
+ * 10 minutes (so idle connections stay idle while measured). Production
+ * mode takes no secret from the file: `benchSecrets` gives them as
+ * environment variables.
  */
-export function heraldBenchConfig(hmacSecret: string): Record<string, unknown> {
+export function heraldBenchConfig(): Record<string, unknown> {
   return {
     mode: 'production',
     listen: { host: '127.0.0.1', port: 0 },
     admin: { host: '127.0.0.1', port: 0 },
     process: { allowRoot: true },
     log: { level: 'info' },
-    auth: { hmacSecret },
     api: { rateLimitPerIp: 100000000, rateLimitPerKey: 100000000 },
     channels: { defaults: {}, namespaces: [{ name: 'bench', allowAnonymous: true, historySize: 300 }] },
     limits: {
@@ -35,6 +37,11 @@ export function heraldBenchConfig(hmacSecret: string): Record<string, unknown> {
     },
     ping: { intervalMs: 600000 },
   };
+}
+
+/** The environment of a benchmarked Herald: its token secret and an admin API key. */
+export function benchSecrets(apiKey: string): Record<string, string> {
+  return { HERALD_AUTH_HMAC_SECRET: randomBytes(32).toString('base64url'), HERALD_API_KEY: apiKey };
 }
 
 /** Payload size in bytes: the serialized `data` of every publication. */

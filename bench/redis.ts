@@ -60,7 +60,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
-import { childProcessRegistry, heraldBenchConfig, makePayload, newHistogram, nowUs, quantile, record, type ConnectedMessage, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
+import { childProcessRegistry, benchSecrets, heraldBenchConfig, makePayload, newHistogram, nowUs, quantile, record, type ConnectedMessage, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -269,7 +269,7 @@ async function startHerald(engine: Engine, redisUrl: string): Promise<Server> {
   writeFileSync(
     configFile,
     JSON.stringify({
-      ...heraldBenchConfig(randomBytes(32).toString('base64url')),
+      ...heraldBenchConfig(),
       stateDir: dir,
       log: { level: 'warn' },
       engine: engine === 'redis' ? { type: 'redis', redisUrl, redisPrefix: prefix } : { type: 'memory' },
@@ -278,7 +278,7 @@ async function startHerald(engine: Engine, redisUrl: string): Promise<Server> {
   );
   const child = spawn(process.execPath, [join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile], {
     cwd: ROOT,
-    env: { ...process.env, HERALD_API_KEY: apiKey, HERALD_LOG_LEVEL: 'info' },
+    env: { ...process.env, ...benchSecrets(apiKey), HERALD_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.add(child);

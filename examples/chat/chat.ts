@@ -2,8 +2,12 @@
  * The chat example's page script. It uses nothing but the client SDK:
  * a token from the demo endpoint (`getToken`, also used to refresh it), one
  * subscription for the open room, presence for "online", history to fill
- * the room, and the SDK's events for the status line. The server serves
- * this file bundled, with the SDK import pointing at its herald-client.js.
+ * the room, and the SDK's events (with the browser's online/offline events)
+ * for the status line. Rooms are shared: the demo's `rooms` endpoint lists
+ * the rooms someone is in, and a page that opens a new room announces it on
+ * the `<namespace>:@rooms` channel, which every page listens to. The server
+ * serves this file bundled, with the SDK import pointing at its
+ * herald-client.js.
  */
 import { HeraldClient, type PublicationEvent, type Subscription, type TransportName } from '../../src/client/index.ts';
 
@@ -29,6 +33,7 @@ const joinForm = $<HTMLFormElement>('join-form');
 const userInput = $<HTMLInputElement>('user-input');
 const joinTransport = $<HTMLSelectElement>('join-transport');
 const joinError = $<HTMLParagraphElement>('join-error');
+const panelToggle = $<HTMLButtonElement>('panel-toggle');
 const statusText = $<HTMLSpanElement>('status-text');
 const statusLine = $<HTMLSpanElement>('statusline');
 const transportSelect = $<HTMLSelectElement>('transport');
@@ -36,6 +41,7 @@ const leaveButton = $<HTMLButtonElement>('leave');
 const roomList = $<HTMLUListElement>('rooms');
 const roomForm = $<HTMLFormElement>('room-form');
 const roomInput = $<HTMLInputElement>('room-input');
+const roomError = $<HTMLParagraphElement>('room-error');
 const onlineList = $<HTMLUListElement>('online');
 const onlineCount = $<HTMLSpanElement>('online-count');
 const roomTitle = $<HTMLHeadingElement>('room-title');
@@ -47,8 +53,24 @@ const sendButton = $<HTMLButtonElement>('send');
 
 const namespace = document.querySelector<HTMLMetaElement>('meta[name="herald-namespace"]')?.content || 'chat';
 const transportLabels: Record<TransportName, string> = { websocket: 'WebSocket', sse: 'SSE', 'long-poll': 'long polling' };
-const rooms = ['lobby', 'random', 'help'];
-const namePattern = /^[A-Za-z0-9_.-]{1,40}$/;
+const defaultRooms = ['lobby', 'random', 'help'];
+/** Rooms shown: the defaults, the rooms others are in, and those announced since. */
+const rooms = new Set(defaultRooms);
+const roomPattern = /^[a-z0-9_.-]{1,40}$/;
+const userPattern = /^[A-Za-z0-9_.-]{1,32}$/;
+/** Where pages announce the rooms they open ("@" never appears in a room name). */
+const roomsChannel = `${namespace}:@rooms`;
+
+/** The connection, as the SDK and the browser report it; the status bar is drawn from it alone. */
+interface ConnectionState {
+  readonly sdk: 'connecting' | 'connected' | 'disconnected';
+  /** Connecting again after a connection was lost (not the first attempt). */
+  readonly reconnecting: boolean;
+  readonly transport?: TransportName;
+  readonly version?: string;
+  /** Why the connection ended, or why the last attempt failed. */
+  readonly why?: string;
+}
 
 let client: HeraldClient | undefined;
 let sub: Subscription<ChatMessage> | undefined;
@@ -59,6 +81,8 @@ let transport: TransportChoice = 'auto';
 let shown = new Map<number, Shown>();
 /** Presence: client id → user. */
 let online = new Map<string, string>();
+let connection: ConnectionState = { sdk: 'disconnected', reconnecting: false };
+let networkOnline = navigator.onLine;
 
 async function fetchToken(name: string): Promise<string> {
   const response = await fetch('token', {
@@ -93,35 +117,113 @@ function updateUrl(): void {
 
 // ------------------------------------------------------------------ status
 
-function setStatus(state: string, text: string, detail: string): void {
-  document.body.dataset['connection'] = state;
-  statusText.textContent = text;
-  statusLine.textContent = detail;
-  const connected = state === 'connected';
-  textInput.disabled = !connected;
-  sendButton.disabled = !connected;
+function transportLabel(name: TransportName | undefined): string {
+  if (name !== undefined) return transportLabels[name];
+  return transport === 'auto' ? 'the best transport available' : transportLabels[transport];
+}
+
+function setConnection(next: ConnectionState): void {
+  connection = next;
+  renderStatus();
+}
+
+/** The status pill and the status line, from `connection` and the browser's network state. */
+function renderStatus(): void {
+  const { sdk, reconnecting, why } = connection;
+  document.body.dataset['connection'] = sdk;
+  document.body.dataset['network'] = networkOnline ? 'online' : 'offline';
+  let pill: string;
+  let line: string;
+  if (!networkOnline) {
+    pill = 'Offline';
+    line = `Offline: this browser has no network. Signed in as ${user}; the room catches up when the network is back.`;
+  } else if (sdk === 'connected') {
+    pill = `Connected · ${transportLabel(connection.transport)}`;
+    line = `Signed in as ${user} · ${transportLabel(connection.transport)} · Herald ${connection.version ?? ''}`;
+  } else if (sdk === 'connecting' && !reconnecting) {
+    pill = 'Connecting…';
+    line = `Connecting as ${user} over ${transportLabel(undefined)}…`;
+  } else if (sdk === 'connecting') {
+    pill = 'Reconnecting…';
+    line = `Reconnecting as ${user}: ${why ?? 'the connection was lost'}; the room catches up once connected.`;
+  } else {
+    pill = 'Disconnected';
+    line = `Disconnected${why === undefined ? '' : `: ${why}`}`;
+  }
+  statusText.textContent = pill;
+  statusLine.textContent = line;
+  statusLine.title = line;
+  const canSend = sdk === 'connected' && networkOnline;
+  textInput.disabled = !canSend;
+  sendButton.disabled = !canSend;
 }
 
 function describe(code: number, reason: string): string {
   return `${code} ${reason}`;
 }
 
+window.addEventListener('offline', () => {
+  networkOnline = false;
+  renderStatus();
+});
+window.addEventListener('online', () => {
+  networkOnline = true;
+  renderStatus();
+});
+
+// ----------------------------------------------------------------- panel
+
+/** Narrow screens show rooms and people as a panel over the conversation. */
+function setPanel(open: boolean): void {
+  panelToggle.setAttribute('aria-expanded', String(open));
+  document.body.dataset['panel'] = open ? 'open' : 'closed';
+}
+
+panelToggle.addEventListener('click', () => setPanel(panelToggle.getAttribute('aria-expanded') !== 'true'));
+
 // ----------------------------------------------------------------- rooms
 
 function renderRooms(): void {
+  const others = [...rooms].filter((name) => !defaultRooms.includes(name)).sort();
   roomList.replaceChildren(
-    ...rooms.map((name) => {
+    ...[...defaultRooms, ...others].map((name) => {
       const li = document.createElement('li');
       const button = document.createElement('button');
       button.type = 'button';
       button.textContent = `# ${name}`;
       button.dataset['room'] = name;
       if (name === room) button.setAttribute('aria-current', 'true');
-      button.addEventListener('click', () => openRoom(name));
+      button.addEventListener('click', () => {
+        setPanel(false);
+        openRoom(name);
+      });
       li.append(button);
       return li;
     }),
   );
+}
+
+/** Adds rooms others opened; true if one was new. */
+function addRooms(names: Iterable<unknown>): boolean {
+  let added = false;
+  for (const name of names) {
+    if (typeof name === 'string' && roomPattern.test(name) && !rooms.has(name)) {
+      rooms.add(name);
+      added = true;
+    }
+  }
+  if (added) renderRooms();
+  return added;
+}
+
+/** The rooms someone is in right now, from the demo's endpoint. */
+async function loadRooms(): Promise<void> {
+  try {
+    const response = await fetch('rooms', { cache: 'no-store' });
+    if (response.ok) addRooms(((await response.json()) as { rooms: unknown[] }).rooms);
+  } catch {
+    // the list stays as it is; announcements still arrive
+  }
 }
 
 function renderOnline(): void {
@@ -164,9 +266,8 @@ function messageElement(message: Shown): HTMLLIElement {
     time.dateTime = at.toISOString();
     time.textContent = at.toLocaleTimeString([], { hour: '2-digit', minute: '2-digit' });
   }
-  const number = document.createElement('span');
-  number.textContent = `#${message.offset}`;
-  meta.append(author, time, number);
+  // The offset (the message's position in the room's stream) stays out of sight: it is how the SDK recovers missed messages.
+  meta.append(author, time);
   const text = document.createElement('div');
   text.className = 'text';
   text.textContent = message.text;
@@ -235,7 +336,11 @@ async function loadPresence(current: Subscription<ChatMessage>): Promise<void> {
 function openRoom(name: string): void {
   if (client === undefined) return;
   room = name;
-  if (!rooms.includes(name)) rooms.push(name);
+  if (!rooms.has(name)) {
+    rooms.add(name);
+    // Tell the other pages; those that join later find it through the rooms endpoint while someone is in it.
+    client.publish(roomsChannel, { room: name }).catch(() => undefined);
+  }
   renderRooms();
   updateUrl();
   sub?.unsubscribe();
@@ -280,25 +385,30 @@ function connect(): void {
   const transports: TransportName[] | undefined = transport === 'auto' ? undefined : [transport];
   const next = new HeraldClient({ getToken: () => fetchToken(user), name: 'chat-example', ...(transports ? { transports } : {}) });
   client = next;
+  setConnection({ sdk: 'connecting', reconnecting: false });
   next.on('connecting', (event) => {
     if (client !== next) return;
-    const why = event.code === 0 ? '' : ` (${describe(event.code, event.reason)})`;
-    setStatus('connecting', event.code === 0 ? 'Connecting…' : 'Reconnecting…', `connecting${why}`);
+    const lost = event.code === 0 ? undefined : `the connection was lost (${describe(event.code, event.reason)})`;
+    setConnection({ sdk: 'connecting', reconnecting: event.code !== 0 || connection.reconnecting, ...(lost === undefined ? {} : { why: lost }) });
   });
   next.on('connected', (event) => {
     if (client !== next) return;
     document.body.dataset['transport'] = event.transport;
-    setStatus('connected', `Connected · ${transportLabels[event.transport]}`, `connected as ${user} over ${event.transport} · client ${event.client} · Herald ${event.version}`);
+    setConnection({ sdk: 'connected', reconnecting: false, transport: event.transport, version: event.version });
+    void loadRooms();
   });
   next.on('disconnected', (event) => {
     if (client !== next) return;
-    setStatus('disconnected', 'Disconnected', `disconnected: ${describe(event.code, event.reason)}`);
+    setConnection({ sdk: 'disconnected', reconnecting: false, why: describe(event.code, event.reason) });
   });
   next.on('error', (event) => {
-    if (client !== next) return;
-    statusLine.textContent = event.transport === undefined ? event.message : `${event.message}; trying the next transport`;
+    if (client !== next || connection.sdk !== 'connecting') return;
+    // A failed attempt: the server is unreachable (or refused), and the SDK tries again.
+    const why = event.transport === undefined ? event.message : `server unreachable (${event.message})`;
+    setConnection({ ...connection, reconnecting: connection.reconnecting || event.transport !== undefined, why });
   });
   next.connect();
+  next.subscribe<{ room?: unknown }>(roomsChannel).on('publication', (p) => addRooms([p.data?.room]));
   openRoom(room);
 }
 
@@ -308,6 +418,7 @@ function join(name: string, choice: TransportChoice): void {
   transportSelect.value = choice;
   joinView.hidden = true;
   chatView.hidden = false;
+  setPanel(false);
   connect();
   textInput.focus();
 }
@@ -315,8 +426,8 @@ function join(name: string, choice: TransportChoice): void {
 joinForm.addEventListener('submit', (event) => {
   event.preventDefault();
   const name = userInput.value.trim();
-  if (!/^[A-Za-z0-9_.-]{1,32}$/.test(name)) {
-    joinError.textContent = 'Use 1–32 letters, digits, ".", "_" or "-".';
+  if (!userPattern.test(name)) {
+    joinError.textContent = 'A name is 1–32 letters, digits, ".", "_" or "-" (no spaces).';
     joinError.hidden = false;
     return;
   }
@@ -337,8 +448,14 @@ composer.addEventListener('submit', (event) => {
 roomForm.addEventListener('submit', (event) => {
   event.preventDefault();
   const name = roomInput.value.trim().toLowerCase();
-  if (!namePattern.test(name)) return;
+  if (!roomPattern.test(name)) {
+    roomError.textContent = 'A room name is 1–40 letters, digits, ".", "_" or "-" (no spaces).';
+    roomError.hidden = false;
+    return;
+  }
+  roomError.hidden = true;
   roomInput.value = '';
+  setPanel(false);
   openRoom(name);
 });
 
@@ -360,10 +477,10 @@ leaveButton.addEventListener('click', () => {
 // ?user=alice&room=lobby&transport=sse joins at once (handy for sharing a link, and for the browser tests).
 const params = new URLSearchParams(location.search);
 const initialRoom = params.get('room');
-if (initialRoom !== null && namePattern.test(initialRoom)) room = initialRoom.toLowerCase();
+if (initialRoom !== null && roomPattern.test(initialRoom.toLowerCase())) room = initialRoom.toLowerCase();
 const initialTransport = params.get('transport');
 if (initialTransport === 'websocket' || initialTransport === 'sse' || initialTransport === 'long-poll') joinTransport.value = initialTransport;
 renderRooms();
 const initialUser = params.get('user');
-if (initialUser !== null && /^[A-Za-z0-9_.-]{1,32}$/.test(initialUser)) join(initialUser, joinTransport.value as TransportChoice);
+if (initialUser !== null && userPattern.test(initialUser)) join(initialUser, joinTransport.value as TransportChoice);
 else userInput.value = initialUser ?? '';

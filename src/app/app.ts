@@ -1,24 +1,22 @@
 /**
- * The composition root: the only module that builds everything. It reads
- * secret files named by the config, creates the engine, the node, the HTTP
- * listener and the exporters, and owns the shutdown order.
+ * The composition root: the only module that builds everything. It runs
+ * the start-time checks (preflight.ts: the files the config names, the
+ * production rules), creates the engine, the node, the HTTP listener and
+ * the exporters, and owns the shutdown order.
  */
-import { readFileSync } from 'node:fs';
 import type { AddressInfo } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
 import { createMemoryEngine, createRedisEngine, openRedisClients, type Engine } from './engine.ts';
-import { createJwtVerifier } from '../auth/jwt.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
-import { watchKeyStore } from '../auth/key-store.ts';
 import { Node } from '../core/node.ts';
 import { createMetrics } from '../observability/metrics.ts';
 import { createLogger, redactUrl } from '../observability/logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
-import { createHttpApp, type TlsFiles } from './http.ts';
+import { createHttpApp } from './http.ts';
+import { startChecks } from './preflight.ts';
 import { createAdminApp } from './admin.ts';
-import { Edge } from '../edge/edge.ts';
 import { version } from './version.ts';
 
 export interface HeraldServer {
@@ -59,61 +57,44 @@ async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
   );
 }
 
-function readSecretFile(path: string, what: string): string {
-  try {
-    return readFileSync(path, 'utf8').trim();
-  } catch (error) {
-    throw new ConfigError([`cannot read ${what} file ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`]);
+/** A listener that cannot bind: one line naming the listener and how to move it. */
+export class ListenError extends Error {
+  readonly code: string;
+  constructor(message: string, code: string) {
+    super(message);
+    this.name = 'ListenError';
+    this.code = code;
   }
 }
 
-/** The certificate and key files, when `tls` names them (both or neither). */
-function readTls(config: Config): TlsFiles | undefined {
-  const { certFile, keyFile } = config.tls;
-  if (certFile === undefined && keyFile === undefined) return undefined;
-  if (certFile === undefined || keyFile === undefined) throw new ConfigError(['/tls: certFile and keyFile go together']);
-  return { cert: readSecretFile(certFile, 'TLS certificate'), key: readSecretFile(keyFile, 'TLS key') };
+const listeners = {
+  public: { name: 'the public listener', flag: '--port', env: 'HERALD_PORT', key: 'listen.port', hostFlag: '--host', hostKey: 'listen.host (or HERALD_HOST)' },
+  internal: { name: 'the internal listener (metrics, health)', flag: '--admin-port', env: 'HERALD_ADMIN_PORT', key: 'admin.port', hostFlag: undefined, hostKey: 'admin.host' },
+} as const;
+
+function listenError(error: unknown, which: keyof typeof listeners, host: string, port: number): Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  const l = listeners[which];
+  const at = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const move = `${l.flag} PORT, ${l.env}=PORT or ${l.key} in the config file (0 picks a free port)`;
+  if (code === 'EADDRINUSE') return new ListenError(`${l.name} cannot listen on ${at}: the port is in use (another Herald?); move it with ${move}`, code);
+  if (code === 'EACCES') return new ListenError(`${l.name} cannot listen on ${at}: permission denied (ports below 1024 need privileges); use a higher port with ${move}`, code);
+  if (code === 'EADDRNOTAVAIL') return new ListenError(`${l.name} cannot listen on ${at}: no such address on this machine; set ${l.hostFlag === undefined ? '' : `${l.hostFlag} HOST or `}${l.hostKey}`, code);
+  return error instanceof Error ? error : new Error(String(error));
 }
 
 export async function startServer(options: StartOptions): Promise<HeraldServer> {
   const { config } = options;
   const logger = options.logger ?? createLogger(config.log.level);
-  const asRoot = options.runningAsRoot ?? process.getuid?.() === 0;
-  if (asRoot && config.mode === 'production' && !config.process.allowRoot) {
-    throw new ConfigError(['/process/allowRoot: production mode refuses to run as root; run as an unprivileged user (or set process.allowRoot)']);
-  }
-  const tls = readTls(config);
-  let edge: Edge;
-  try {
-    edge = new Edge(config);
-  } catch (error) {
-    throw new ConfigError([(error as Error).message]);
-  }
-  const auth = config.auth;
-  const hmacSecret = auth.hmacSecret ?? (auth.hmacSecretFile === undefined ? undefined : readSecretFile(auth.hmacSecretFile, 'HMAC secret'));
-  const publicKey = auth.publicKey ?? (auth.publicKeyFile === undefined ? undefined : readSecretFile(auth.publicKeyFile, 'public key'));
-  if (hmacSecret !== undefined && hmacSecret.length < 32) throw new ConfigError(['/auth: the HMAC secret must be at least 32 characters']);
-  let tokens;
-  try {
-    tokens = await createJwtVerifier({
-      algorithms: auth.algorithms,
-      hmacSecret,
-      publicKey,
-      jwksUrl: auth.jwksUrl,
-      jwksCacheMs: auth.jwksCacheMs,
-      jwksCooldownMs: auth.jwksCooldownMs,
-      audience: auth.audience,
-      issuer: auth.issuer,
-      leewayMs: auth.leewayMs,
-      maxJsonDepth: config.limits.maxJsonDepth,
-    });
-  } catch (error) {
-    throw new ConfigError([(error as Error).message]);
-  }
-  const apiKeys = new ApiKeyVerifier(config.api.keys, { source: watchKeyStore(config.stateDir, { onReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded') }) });
-  if (config.mode === 'production' && apiKeys.size === 0) {
-    throw new ConfigError(['/api/keys: production mode needs at least one API key (or HERALD_API_KEY)']);
-  }
+  const checks = await startChecks(config, {
+    runningAsRoot: options.runningAsRoot ?? process.getuid?.() === 0,
+    purpose: 'serve',
+    onKeyStoreReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded'),
+  });
+  for (const warning of checks.warnings) logger.warn({}, warning);
+  if (checks.prepared === undefined) throw new ConfigError(checks.problems);
+  const { tls, edge, tokens, keyStore } = checks.prepared;
+  const apiKeys = new ApiKeyVerifier(config.api.keys, { source: keyStore });
 
   const engine = options.engine ?? (await openEngine(config, logger));
   const node = new Node({
@@ -133,13 +114,25 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger });
-  await admin.listen({ host: config.admin.host, port: config.admin.port });
+  // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
+  const abandon = async () => {
+    await admin.close().catch(() => undefined);
+    await app.close().catch(() => undefined);
+    await node.close().catch(() => undefined);
+    await engine.close().catch(() => undefined);
+    metrics.close();
+  };
+  try {
+    await admin.listen({ host: config.admin.host, port: config.admin.port });
+  } catch (error) {
+    await abandon();
+    throw listenError(error, 'internal', config.admin.host, config.admin.port);
+  }
   try {
     await app.listen({ host: config.listen.host, port: config.listen.port });
   } catch (error) {
-    await admin.close();
-    metrics.close();
-    throw error;
+    await abandon();
+    throw listenError(error, 'public', config.listen.host, config.listen.port);
   }
   const address = app.server.address() as AddressInfo;
   const adminAddress = admin.server.address() as AddressInfo;

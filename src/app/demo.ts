@@ -11,6 +11,10 @@
  *   GET  /examples/chat/chat.js           examples/chat/chat.ts, bundled (imports ./herald-client.js)
  *   GET  /examples/chat/herald-client.js  src/client/index.ts, bundled and minified (ESM)
  *   POST /examples/chat/token {user}      → {token, ttl}
+ *   GET  /examples/chat/rooms             → {rooms}: the rooms someone is in now
+ *
+ * Rooms are channels `<namespace>:<room>`; pages announce a room they open
+ * on `<namespace>:@rooms`, so the room list is shared by every page.
  */
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -31,6 +35,8 @@ const chatEntry = fileURLToPath(new URL('chat.ts', exampleDir));
 export interface DemoOptions {
   /** Serve the demo outside development mode (tests only; it mints tokens for anyone). */
   readonly enabled?: boolean;
+  /** Channels with subscribers whose name starts with a prefix (the node's `channels`), for the room list. */
+  readonly channels?: (prefix: string) => Record<string, unknown>;
 }
 
 /**
@@ -97,6 +103,8 @@ function hmacSecret(config: Config): string | undefined {
 
 /** The token endpoint's body; checked as is by the app's validator (src/app/http-input.ts). */
 const TokenBody = Type.Object({ user: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,32}$' }) }, { additionalProperties: false });
+/** What the page accepts as a room name (it lowercases what users type). */
+const roomPattern = /^[a-z0-9_.-]{1,40}$/;
 
 /** Registers the demo routes when in development mode (or `enabled`). Returns whether it did. */
 export function registerDemo(app: FastifyInstance, config: Config, options: DemoOptions = {}): boolean {
@@ -134,6 +142,15 @@ export function registerDemo(app: FastifyInstance, config: Config, options: Demo
   app.get(DEMO_PREFIX + '/chat.css', (_request, reply) => reply.type('text/css; charset=utf-8').header('cache-control', 'no-cache').send(file('chat.css')));
   app.get(DEMO_PREFIX + '/chat.js', (_request, reply) => sendBundle(reply, 'chat', bundleChat));
   app.get(DEMO_PREFIX + '/herald-client.js', (_request, reply) => sendBundle(reply, 'client', () => bundleClient(true)));
+
+  app.get(DEMO_PREFIX + '/rooms', (_request, reply) => {
+    const prefix = `${namespace}:`;
+    const rooms = Object.keys(options.channels?.(prefix) ?? {})
+      .map((channel) => channel.slice(prefix.length))
+      .filter((name) => roomPattern.test(name))
+      .sort();
+    return reply.header('cache-control', 'no-store').send({ rooms });
+  });
 
   const secret = hmacSecret(config);
   const key = secret === undefined ? undefined : new TextEncoder().encode(secret);

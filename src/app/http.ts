@@ -140,7 +140,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   registerSse(app, node, sessions, edge);
   registerLongPoll(app, node, sessions, edge);
   registerHttpCommands(app, node, sessions);
-  registerDemo(app, config);
+  registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
 
   // Per client IP, counted before the key is checked; then per key.
   const principals = new WeakMap<FastifyRequest, string>();

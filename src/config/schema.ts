@@ -10,6 +10,9 @@ import { DEFAULT_MAX_JSON_DEPTH } from '../protocol/safe-json.ts';
 const dateTime = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/i;
 if (!FormatRegistry.Has('date-time')) FormatRegistry.Set('date-time', (value) => dateTime.test(value) && !Number.isNaN(Date.parse(value)));
 
+/** Least length of a secret: the HS256 secret and an API key given in the environment. */
+export const MIN_SECRET_CHARS = 32;
+
 const Ms = (def: number, description: string, minimum = 1) =>
   Type.Integer({ default: def, minimum, maximum: 2 ** 31 - 1, description });
 
@@ -82,7 +85,7 @@ export const ConfigSchema = Type.Object(
     listen: Type.Object(
       {
         host: Type.String({ default: '127.0.0.1', description: 'Address of the public listener.' }),
-        port: Type.Integer({ default: 8000, minimum: 0, maximum: 65535, description: 'Port of the public listener; 0 picks a free one.' }),
+        port: Type.Integer({ default: 8000, minimum: 0, maximum: 65535, description: 'Port of the public listener; 0 picks a free one (--port, HERALD_PORT).' }),
       },
       { additionalProperties: false, default: {} },
     ),
@@ -101,8 +104,14 @@ export const ConfigSchema = Type.Object(
           Type.Union([Type.Literal('HS256'), Type.Literal('RS256'), Type.Literal('ES256')]),
           { default: ['HS256'], minItems: 1, uniqueItems: true, description: 'JWT algorithms accepted; the token header never chooses.' },
         ),
-        hmacSecret: Type.Optional(Type.String({ minLength: 32, description: 'HS256 secret (prefer HERALD_AUTH_HMAC_SECRET or hmacSecretFile).' })),
-        hmacSecretFile: Type.Optional(Type.String({ description: 'File holding the HS256 secret.' })),
+        hmacSecret: Type.Optional(
+          Type.String({
+            minLength: MIN_SECRET_CHARS,
+            'x-secret': true,
+            description: `HS256 secret, at least ${MIN_SECRET_CHARS} characters. Written in a config file, development mode only: production mode refuses it there; use HERALD_AUTH_HMAC_SECRET or hmacSecretFile.`,
+          }),
+        ),
+        hmacSecretFile: Type.Optional(Type.String({ description: `File holding the HS256 secret (at least ${MIN_SECRET_CHARS} characters; generate one with \`openssl rand -base64 32\`).` })),
         publicKey: Type.Optional(Type.String({ description: 'PEM public key (SPKI) for RS256/ES256.' })),
         publicKeyFile: Type.Optional(Type.String({ description: 'File holding the PEM public key.' })),
         audience: Type.Optional(Type.String({ description: 'Required `aud` claim, when set.' })),
@@ -218,7 +227,7 @@ export const ConfigSchema = Type.Object(
           default: 'memory',
           description: 'memory: one process (or one cluster of workers); redis: several Herald nodes sharing Redis.',
         }),
-        redisUrl: Type.String({ default: 'redis://127.0.0.1:6379', description: 'Redis URL for the redis engine (a password belongs in the URL or HERALD_REDIS_URL).' }),
+        redisUrl: Type.String({ default: 'redis://127.0.0.1:6379', 'x-secret': true, description: 'Redis URL for the redis engine (a password belongs in the URL or HERALD_REDIS_URL).' }),
         redisPrefix: Type.String({ default: 'herald', pattern: '^[A-Za-z0-9_:-]{1,64}$', description: 'Prefix of every Redis key and pub/sub channel.' }),
         redisCommandTimeoutMs: Ms(2000, 'Timeout of every Redis call.'),
         presenceTtlMs: Ms(60000, 'Redis presence entries expire unless refreshed (a node refreshes every third of it).'),
@@ -274,7 +283,7 @@ export const ConfigSchema = Type.Object(
     admin: Type.Object(
       {
         host: Type.String({ default: '127.0.0.1', description: 'Address of the internal listener (metrics, admin).' }),
-        port: Type.Integer({ default: 8001, minimum: 0, maximum: 65535, description: 'Port of the internal listener; 0 picks a free one.' }),
+        port: Type.Integer({ default: 8001, minimum: 0, maximum: 65535, description: 'Port of the internal listener; 0 picks a free one (--admin-port, HERALD_ADMIN_PORT).' }),
       },
       { additionalProperties: false, default: {} },
     ),

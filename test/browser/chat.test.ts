@@ -4,17 +4,27 @@
  * messages, presence shows both, then one page goes offline, the server
  * drops its connection, the other page keeps talking, and when the first
  * comes back it shows exactly what it missed, in order, once. A screenshot
- * of the chat goes to test-artifacts/chat.png.
+ * of the chat goes to test-artifacts/chat.png (390 px wide: chat-390.png).
+ *
+ * And what a first-time user needs: the page says who they are and how they
+ * are connected (not internal ids or offsets), which characters a name may
+ * use; rooms are shared between users; rooms and people are reachable on a
+ * 390 px wide screen; and "offline" shows on every transport, whether the
+ * browser goes offline or the server goes away (a real `herald serve`
+ * process, killed with SIGKILL).
  *
  * Without /usr/bin/chromium these tests skip with a loud warning; with
  * HERALD_REQUIRE_SERVICES=1 (CI) they fail instead.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
+import { HeraldProcess } from '../helpers/herald-process.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const required = process.env['HERALD_REQUIRE_SERVICES'] === '1';
@@ -26,7 +36,7 @@ if (!available && !required) {
 const artifacts = new URL('../../test-artifacts/', import.meta.url);
 const transports = ['websocket', 'sse', 'long-poll'] as const;
 
-describe('chat example in Chromium', { skip: !available && !required, timeout: 120000 }, () => {
+describe('chat example in Chromium', { skip: !available && !required, timeout: 300000 }, () => {
   let h: TestHerald;
   let browser: Browser;
   const contexts: BrowserContext[] = [];
@@ -47,8 +57,8 @@ describe('chat example in Chromium', { skip: !available && !required, timeout: 1
     await h?.close();
   });
 
-  async function openChat(user: string, room: string, transport: string): Promise<{ page: Page; context: BrowserContext; problems: string[] }> {
-    const context = await browser.newContext({ viewport: { width: 1100, height: 680 } });
+  async function openPage(url: string, width = 1100): Promise<{ page: Page; context: BrowserContext; problems: string[] }> {
+    const context = await browser.newContext({ viewport: { width, height: width < 500 ? 844 : 680 } });
     contexts.push(context);
     const page = await context.newPage();
     const problems: string[] = [];
@@ -56,7 +66,12 @@ describe('chat example in Chromium', { skip: !available && !required, timeout: 1
     page.on('console', (message) => {
       if (message.type() === 'error' && !message.text().includes('net::ERR_INTERNET_DISCONNECTED')) problems.push(`console: ${message.text()}`);
     });
-    await page.goto(`${h.url}/examples/chat/?user=${user}&room=${room}&transport=${transport}`);
+    await page.goto(url);
+    return { page, context, problems };
+  }
+
+  async function openChat(user: string, room: string, transport: string, options: { width?: number; base?: string } = {}): Promise<{ page: Page; context: BrowserContext; problems: string[] }> {
+    const { page, context, problems } = await openPage(`${options.base ?? h.url}/examples/chat/?user=${user}&room=${room}&transport=${transport}`, options.width);
     await page.waitForSelector('body[data-connection="connected"]');
     assert.equal(await page.getAttribute('body', 'data-transport'), transport);
     return { page, context, problems };
@@ -131,4 +146,118 @@ describe('chat example in Chromium', { skip: !available && !required, timeout: 1
       await bob.context.close();
     });
   }
+
+  test('the page says who you are and how you are connected, never internal ids or offsets; it shows which characters a name may use', async () => {
+    const join = await openPage(`${h.url}/examples/chat/`);
+    const hint = join.page.locator('#user-hint');
+    assert.ok(await hint.isVisible(), 'the allowed characters are shown before anyone types');
+    assert.match((await hint.textContent()) ?? '', /letters, digits, "\.", "_" or "-"/);
+    assert.equal(await join.page.getAttribute('#user-input', 'aria-describedby'), 'user-hint');
+    await join.page.fill('#user-input', 'al ice');
+    await join.page.click('#join-form button[type="submit"]');
+    assert.ok(await join.page.locator('#join-error').isVisible(), 'a bad name is explained');
+    await join.context.close();
+
+    const room = `r${randomBytes(3).toString('hex')}`;
+    const alice = await openChat('alice', room, 'websocket');
+    const footer = (await alice.page.textContent('#statusline')) ?? '';
+    assert.match(footer, /alice/);
+    assert.match(footer, /WebSocket/);
+    assert.doesNotMatch(footer, /[0-9a-f]{8}-[0-9a-f]{4}-/, 'no client id');
+    assert.match((await alice.page.textContent('#room-hint')) ?? '', /letters, digits/);
+    await send(alice.page, 'hello');
+    await waitForMessages(alice.page, 1);
+    assert.equal(await alice.page.getAttribute('#messages li.msg', 'data-offset'), '1');
+    assert.doesNotMatch((await alice.page.textContent('#messages li.msg .meta')) ?? '', /#\d/, 'no stream offsets in the message');
+    await alice.page.fill('#room-input', 'no spaces');
+    await alice.page.press('#room-input', 'Enter');
+    assert.ok(await alice.page.locator('#room-error').isVisible(), 'a bad room name is explained');
+    assert.deepEqual(alice.problems, []);
+    await alice.context.close();
+  });
+
+  test('rooms are shared: a room one user opens appears for the others at once, and for those who come later', async () => {
+    const lobby = `l${randomBytes(3).toString('hex')}`;
+    const fresh = `team-${randomBytes(3).toString('hex')}`;
+    const alice = await openChat('alice', lobby, 'sse');
+    const bob = await openChat('bob', lobby, 'long-poll');
+    await bob.page.waitForSelector(`#rooms button[data-room="${lobby}"]`);
+    await alice.page.fill('#room-input', fresh);
+    await alice.page.press('#room-input', 'Enter');
+    await alice.page.waitForSelector(`#room-title:text("# ${fresh}")`);
+    await send(alice.page, `welcome to ${fresh}`);
+    await waitForMessages(alice.page, 1);
+    await bob.page.waitForSelector(`#rooms button[data-room="${fresh}"]`);
+    const carol = await openChat('carol', lobby, 'websocket');
+    await carol.page.waitForSelector(`#rooms button[data-room="${fresh}"]`);
+    await carol.page.click(`#rooms button[data-room="${fresh}"]`);
+    await waitForMessages(carol.page, 1);
+    assert.deepEqual(await shown(carol.page), [`1 alice: welcome to ${fresh}`]);
+    await carol.page.waitForSelector('#online li[data-user="alice"]');
+    for (const p of [alice, bob, carol]) {
+      assert.deepEqual(p.problems.filter((x) => !x.includes('Failed to load resource')), []);
+      await p.context.close();
+    }
+  });
+
+  test('390 px wide: rooms and who is online are reachable, nothing overflows', async () => {
+    const room = `m${randomBytes(3).toString('hex')}`;
+    const bob = await openChat('bob', room, 'websocket');
+    const alice = await openChat('alice', room, 'websocket', { width: 390 });
+    const page = alice.page;
+    const toggle = page.locator('#panel-toggle');
+    assert.ok(await toggle.isVisible(), 'a button opens rooms and people');
+    assert.equal(await toggle.getAttribute('aria-expanded'), 'false');
+    await toggle.click();
+    assert.equal(await toggle.getAttribute('aria-expanded'), 'true');
+    const inView = async (selector: string) => {
+      const box = await page.locator(selector).first().boundingBox();
+      return box !== null && box.width > 0 && box.x >= 0 && box.x + box.width <= 390;
+    };
+    await page.waitForSelector('#online li[data-user="bob"]', { state: 'visible' });
+    assert.ok(await inView('#online li[data-user="bob"]'), 'bob is listed on screen');
+    assert.ok(await inView('#rooms button[data-room="random"]'), 'rooms are on screen');
+    mkdirSync(artifacts, { recursive: true });
+    await page.screenshot({ path: new URL('chat-390.png', artifacts).pathname });
+    await page.click('#rooms button[data-room="random"]');
+    await page.waitForSelector('#room-title:text("# random")');
+    assert.equal(await toggle.getAttribute('aria-expanded'), 'false', 'choosing a room closes the panel');
+    assert.ok(await page.locator('#text').isVisible(), 'the composer is visible');
+    assert.ok(await inView('#status'), 'the status is on screen');
+    assert.ok(await page.evaluate(() => document.documentElement.scrollWidth <= 390), 'no horizontal scrolling');
+    assert.deepEqual(alice.problems, []);
+    await alice.context.close();
+    await bob.context.close();
+  });
+
+  for (const transport of transports) {
+    test(`${transport}: offline shows, when the browser goes offline and when the server is gone`, async () => {
+      const dir = mkdtempSync(join(tmpdir(), 'herald-chat-offline-'));
+      const server = new HeraldProcess(['--port', '0', '--admin-port', '0'], dir);
+      try {
+        const port = await server.listeningPort();
+        const dana = await openChat('dana', 'lobby', transport, { base: `http://127.0.0.1:${port}` });
+        const page = dana.page;
+        await dana.context.setOffline(true);
+        await page.waitForSelector('#status-text:text("Offline")');
+        assert.match((await page.textContent('#statusline')) ?? '', /offline/i);
+        assert.equal(await page.getAttribute('body', 'data-network'), 'offline');
+        assert.ok(await page.locator('#text').isDisabled(), 'nothing can be sent while offline');
+        await dana.context.setOffline(false);
+        await page.waitForSelector('body[data-connection="connected"][data-network="online"]');
+        await page.waitForSelector('#status-text:text("Connected")');
+
+        await server.stop('SIGKILL');
+        await page.waitForSelector('#status-text:text-matches("Reconnecting|Offline")');
+        assert.match((await page.textContent('#statusline')) ?? '', /reconnecting|unreachable|offline/i);
+        assert.notEqual(await page.getAttribute('body', 'data-connection'), 'connected');
+        assert.ok(await page.locator('#text').isDisabled(), 'nothing can be sent meanwhile');
+        await dana.context.close();
+      } finally {
+        await server.stop('SIGKILL');
+        rmSync(dir, { recursive: true, force: true });
+      }
+    });
+  }
 });
+

@@ -73,6 +73,29 @@ describe('chat example routes', { timeout: 60000 }, () => {
     }
   });
 
+  test('the rooms endpoint lists the rooms someone is in, shared by every page', async () => {
+    const rooms = async () => ((await (await fetch(`${dev.url}/examples/chat/rooms`)).json()) as { rooms: string[] }).rooms;
+    assert.ok(!(await rooms()).includes('shared-room'));
+    const c = recordedClient({ url: dev.url, token: await dev.token('ann'), transports: ['websocket'] });
+    try {
+      const subscribed = Promise.all(
+        ['chat:shared-room', 'chat:@rooms', 'public:elsewhere'].map((channel) => {
+          const sub = c.client.subscribe(channel);
+          return new Promise((resolve) => sub.once('subscribed', resolve));
+        }),
+      );
+      c.client.connect();
+      await subscribed;
+      const listed = await rooms();
+      assert.ok(listed.includes('shared-room'), JSON.stringify(listed));
+      assert.ok(!listed.some((room) => room.includes('@') || room.includes('elsewhere')), 'only rooms of the chat namespace, not its announcement channel');
+    } finally {
+      c.client.disconnect();
+    }
+    const answer = await fetch(`${prod.url}/examples/chat/rooms`);
+    assert.equal(answer.status, 404, 'not in production mode');
+  });
+
   test('the token endpoint refuses bad names and bodies', async () => {
     for (const body of [{ user: 'a b' }, { user: '' }, { user: 'x'.repeat(33) }, { user: 'ok', admin: true }, {}, [], 'alice', { user: 7 }]) {
       const answer = await fetch(`${dev.url}/examples/chat/token`, {

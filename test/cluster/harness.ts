@@ -81,7 +81,8 @@ export class TestCluster {
       admin: { host: '127.0.0.1', port: 0 },
       process: { allowRoot: true },
       log: { level: 'info' },
-      auth: { algorithms: ['HS256'], hmacSecret },
+      // Production mode takes secrets from files or the environment, not from the config file.
+      auth: { algorithms: ['HS256'] },
       api: { keys: [{ name: 'test-admin', sha256: createHash('sha256').update(apiKey).digest('hex'), scopes: ['admin'] }], rateLimitPerIp: 100000, rateLimitPerKey: 100000 },
       // Pinned connections must stay on their worker.
       http: { keepAliveTimeoutMs: 120000 },
@@ -101,7 +102,7 @@ export class TestCluster {
     const child = spawn(process.execPath, [join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile, '--workers', String(options.workers ?? 2)], {
       cwd: dir,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { PATH: process.env['PATH'] ?? '' },
+      env: { PATH: process.env['PATH'] ?? '', HERALD_AUTH_HMAC_SECRET: hmacSecret },
     });
     const cluster = new TestCluster(dir, apiKey, hmacSecret, child);
     try {

@@ -63,7 +63,7 @@ async function spawnHerald(overrides: Overrides): Promise<Spawned> {
       admin: { host: '127.0.0.1', port: 0 },
       process: { allowRoot: true },
       log: { level: 'info' },
-      auth: { algorithms: ['HS256'], hmacSecret },
+      auth: { algorithms: ['HS256'] },
       api: { keys: [{ name: 'file-key', sha256: createHash('sha256').update(randomBytes(16)).digest('hex'), scopes: ['read'] }] },
       channels: {
         defaults: {},
@@ -80,6 +80,8 @@ async function spawnHerald(overrides: Overrides): Promise<Spawned> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('HERALD_')) env[k] = v;
   env['HERALD_API_KEY'] = apiKey;
+  // Production mode takes secrets from files or the environment, not from the config file.
+  env['HERALD_AUTH_HMAC_SECRET'] = hmacSecret;
   const child = spawn(nodeBin, ['src/cli/main.ts', 'serve', '--config', configPath], {
     cwd: root,
     env,

@@ -519,7 +519,7 @@ export async function spawnRedisHerald(
       process: { allowRoot: true },
       log: { level: 'info' },
       limits: { newConnectionsPerIpPerSecond: 100000, ...(options.limits ?? {}) },
-      auth: { algorithms: ['HS256'], hmacSecret: options.tokens.secret },
+      auth: { algorithms: ['HS256'] },
       api: {
         keys: [{ name: 'unused', sha256: createHash('sha256').update(randomBytes(16)).digest('hex'), scopes: ['read'] }],
         rateLimitPerIp: 1000000,
@@ -533,6 +533,8 @@ export async function spawnRedisHerald(
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env)) if (v !== undefined && !k.startsWith('HERALD_')) env[k] = v;
   env['HERALD_API_KEY'] = apiKey;
+  // Production mode takes secrets from files or the environment, not from the config file.
+  env['HERALD_AUTH_HMAC_SECRET'] = options.tokens.secret;
   const child = spawn(NODE_BIN, ['src/cli/main.ts', 'serve', '--config', configPath], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   spawnedChildren.push(child);
   const stdout: string[] = [];

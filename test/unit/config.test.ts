@@ -207,6 +207,12 @@ describe('cross-field rules', () => {
     assertProblem(problems, /^\/auth: /);
   });
 
+  it('cluster workers with the redis engine are rejected, naming the fix', () => {
+    const problems = problemsOf(() => buildConfig({ cluster: { workers: 4 }, engine: { type: 'redis' } }, noEnv));
+    assertProblem(problems, /^\/cluster\/workers: .*engine\.type "memory".*cluster\.workers to 1/);
+    assert.equal(buildConfig({ cluster: { workers: 4 } }, noEnv).cluster.workers, 4);
+  });
+
   it('a hard inbound limit below the rate is rejected', () => {
     const problems = problemsOf(() => buildConfig({ limits: { inboundRatePerSecond: 100, inboundHardPerSecond: 10 } }, noEnv));
     assertProblem(problems, /^\/limits: /);
@@ -356,5 +362,99 @@ describe('loadConfig', () => {
   it('validation problems from the file are reported with their path', () => {
     const problems = withTempFile(JSON.stringify({ listen: { port: 'eighty' } }), (file) => problemsOf(() => loadConfig({ file, env: {} })));
     assertProblem(problems, /^\/listen\/port: /);
+  });
+});
+
+describe('secrets: where they may come from, and never echoed', () => {
+  const secret = 'Inline-Secret-Value-0123456789-abcdefgh';
+
+  it('production mode refuses an HMAC secret written in the config file, naming both fixes, without the value', () => {
+    const problems = withTempFile(JSON.stringify({ auth: { hmacSecret: secret } }), (file) => problemsOf(() => loadConfig({ file, env: {} })));
+    assertProblem(problems, /^\/auth\/hmacSecret: .*config file.*auth\.hmacSecretFile.*HERALD_AUTH_HMAC_SECRET/);
+    for (const problem of problems) assert.ok(!problem.includes(secret), `a problem quotes the secret: ${problem}`);
+  });
+
+  it('a secret in the file is refused even when the environment also sets one', () => {
+    const problems = withTempFile(JSON.stringify({ auth: { hmacSecret: secret } }), (file) =>
+      problemsOf(() => loadConfig({ file, env: { HERALD_AUTH_HMAC_SECRET: 'e'.repeat(40) } })),
+    );
+    assertProblem(problems, /^\/auth\/hmacSecret: .*config file/);
+  });
+
+  it('the environment and secret files stay allowed in production mode; a file in development mode may hold the secret', () => {
+    const fromEnv = withTempFile(JSON.stringify({ listen: { port: 8123 } }), (file) => loadConfig({ file, env: { HERALD_AUTH_HMAC_SECRET: secret } }));
+    assert.equal(fromEnv.auth.hmacSecret, secret);
+    const fromFile = withTempFile(JSON.stringify({ auth: { hmacSecretFile: '/run/secrets/herald-hmac' } }), (file) => loadConfig({ file, env: {} }));
+    assert.equal(fromFile.auth.hmacSecretFile, '/run/secrets/herald-hmac');
+    const development = withTempFile(JSON.stringify({ mode: 'development', auth: { hmacSecret: secret } }), (file) => loadConfig({ file, env: {} }));
+    assert.equal(development.auth.hmacSecret, secret);
+  });
+
+  it('a config object handed over by code (no file) may carry the secret', () => {
+    assert.equal(buildConfig({ mode: 'production', auth: { hmacSecret: secret } }, noEnv).auth.hmacSecret, secret);
+  });
+
+  for (const mode of ['production', 'development']) {
+    it(`a HERALD_API_KEY shorter than 32 characters is refused in ${mode} mode, without echoing it`, () => {
+      for (const key of ['Zq9', 'x'.repeat(31)]) {
+        const problems = problemsOf(() => buildConfig({ mode }, { env: { HERALD_API_KEY: key } }));
+        assertProblem(problems, /^HERALD_API_KEY: .*at least 32/);
+        for (const problem of problems) assert.ok(!problem.includes(key), `a problem quotes the key: ${problem}`);
+      }
+    });
+  }
+
+  it('a HERALD_API_KEY of 32 characters or more becomes an admin key named "env", held as its hash', () => {
+    const key = 'k'.repeat(32);
+    const config = buildConfig({}, { env: { HERALD_API_KEY: key } });
+    const env = config.api.keys.find((k) => k.name === 'env');
+    assert.ok(env !== undefined);
+    assert.deepEqual([...env.scopes], ['admin']);
+    assert.match(env.sha256, /^[0-9a-f]{64}$/);
+    assert.ok(!JSON.stringify(config).includes(key), 'the plain key is not kept');
+  });
+
+  it('a short secret is never echoed, whether from the environment or the file', () => {
+    const short = 'tiny-Qx7';
+    for (const problems of [
+      problemsOf(() => buildConfig({}, { env: { HERALD_AUTH_HMAC_SECRET: short } })),
+      problemsOf(() => buildConfig({ mode: 'development', auth: { hmacSecret: short } }, noEnv)),
+    ]) {
+      assertProblem(problems, /^\/auth\/hmacSecret: .*at least 32/);
+      for (const problem of problems) assert.ok(!problem.includes(short), `a problem quotes the secret: ${problem}`);
+    }
+    assertProblem(problemsOf(() => buildConfig({}, { env: { HERALD_AUTH_HMAC_SECRET: short } })), /HERALD_AUTH_HMAC_SECRET/);
+  });
+});
+
+describe('problems say what is wrong and how to fix it', () => {
+  it('a JSON syntax error names the file, line and column, and quotes nothing', () => {
+    const text = '{\n  "listen": { "port": 8000, }\n}\n';
+    const column = text.split('\n')[1]!.indexOf('}') + 1;
+    const problems = withTempFile(text, (file) => problemsOf(() => loadConfig({ file, env: {} })));
+    assertProblem(problems, new RegExp(`herald\\.json:2:${column}: not valid JSON: .*trailing comma`));
+    const bare = withTempFile('{"auth": {"hmacSecret": nope-secret}}', (file) => problemsOf(() => loadConfig({ file, env: {} })));
+    assertProblem(bare, /herald\.json:1:25: not valid JSON/);
+    for (const problem of bare) assert.ok(!problem.includes('secret}'), problem);
+    const cut = withTempFile('{\n  "listen": {\n', (file) => problemsOf(() => loadConfig({ file, env: {} })));
+    assertProblem(cut, /herald\.json:3:1: not valid JSON: .*end of the file/);
+  });
+
+  it('an enum error lists the allowed values', () => {
+    assertProblem(problemsOf(() => buildConfig({ log: { level: 'loud' } }, noEnv)), /^\/log\/level: must be one of: "fatal", "error", "warn", "info", "debug", "trace", "silent" \(got loud\)/);
+    assertProblem(problemsOf(() => buildConfig({ mode: 'staging' }, noEnv)), /^\/mode: must be one of: "development", "production"/);
+    assertProblem(problemsOf(() => buildConfig({ engine: { type: 'mysql' } }, noEnv)), /^\/engine\/type: must be one of: "memory", "redis"/);
+    assertProblem(problemsOf(() => buildConfig({}, { env: { HERALD_ENGINE: 'mysql' } })), /^\/engine\/type: .*"redis".*set by HERALD_ENGINE/);
+  });
+
+  it('an unknown key suggests the option it resembles', () => {
+    assertProblem(problemsOf(() => buildConfig({ lisen: { port: 1 } }, noEnv)), /^\/lisen: unknown option; did you mean "listen"\?/);
+    assertProblem(problemsOf(() => buildConfig({ listen: { prot: 1 } }, noEnv)), /^\/listen\/prot: unknown option; did you mean "port"\?/);
+  });
+
+  it('schema and cross-field problems are reported together', () => {
+    const problems = problemsOf(() => buildConfig({ log: { level: 'loud' }, channels: { namespaces: [{ name: 'a' }, { name: 'a' }] } }, noEnv));
+    assertProblem(problems, /^\/log\/level: /);
+    assertProblem(problems, /^\/channels\/namespaces: .*"a".*twice/);
   });
 });
