@@ -14,7 +14,7 @@ import { parseJsonSafely } from '../protocol/command-decoder.ts';
 import { createKey, keyStatus, keyStorePath, parseDuration, parseScopes, readKeyStore, revokeKey, updateKeyStore } from '../auth/key-store.ts';
 import { DEV_KEY_NAME, devSecretsPath, ensureDevSecrets, markDevKeyShown, readDevSecrets, type DevSecrets } from '../app/dev-secrets.ts';
 import { startServer } from '../app/app.ts';
-import { checkValidatedConfig } from '../app/preflight.ts';
+import { checkValidatedConfig, startChecks } from '../app/preflight.ts';
 import { resolveWorkers, signalReload, startPrimary } from '../cluster/primary.ts';
 import { createLogger } from '../observability/logger.ts';
 import { version } from '../app/version.ts';
@@ -369,6 +369,10 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
     if (config.engine.type !== 'memory') {
       fail('--workers: cluster mode links its workers through the primary (engine.type "memory"); with the redis engine run one Herald process per port or machine');
     }
+    // The workers run the start-time checks again; the primary runs them first, so a refused start lists every problem.
+    const checks = await startChecks(config, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve' });
+    for (const warning of checks.warnings) logger.warn({}, warning);
+    if (checks.prepared === undefined) throw new ConfigError(checks.problems);
     // Cluster mode: this process is the primary (src/cluster/primary.ts); it handles its own signals.
     const primary = startPrimary({ config, logger, workers, process: true, reloadConfig: () => checked(resolveConfig(values, 'serve').validated) });
     primary.ready.then(({ port }) => dev !== undefined && announceDevKey(dev, config, port), () => undefined);

@@ -4,6 +4,8 @@
  */
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
+import { createServer } from 'node:net';
+import type { AddressInfo } from 'node:net';
 import { CrashHistory, MAX_RESTART_DELAY_MS } from '../../src/cluster/supervisor.ts';
 import { TestCluster } from './harness.ts';
 
@@ -24,16 +26,34 @@ describe('cluster supervision', () => {
     assert.deepEqual(capped.crashed(t0 + 1), { restart: true, delayMs: MAX_RESTART_DELAY_MS, recent: 2 });
   });
 
-  it('workers that cannot start are reported and the primary exits 1 instead of restarting them', { timeout: 60000 }, async () => {
-    // A TLS certificate that does not exist: the workers fail in startServer.
+  it('a configuration that cannot start is refused by the primary with every problem before any worker starts (exit 2)', { timeout: 60000 }, async () => {
+    // A TLS certificate that does not exist: the start-time checks refuse it.
     await assert.rejects(
       TestCluster.start({ workers: 2, config: { tls: { certFile: '/nonexistent/herald-cert.pem', keyFile: '/nonexistent/herald-key.pem' } } }),
       (error: Error) => {
+        assert.match(error.message, /cluster exited \(\{"code":2,"signal":null\}\)/);
+        assert.match(error.message, /\/tls\/certFile/);
+        assert.match(error.message, /\/tls\/keyFile/);
+        assert.doesNotMatch(error.message, /worker cannot start/);
+        return true;
+      },
+    );
+  });
+
+  it('workers that cannot start are reported and the primary exits 1 instead of restarting them', { timeout: 60000 }, async () => {
+    // The internal listener's port is taken by another process: every worker fails to listen.
+    const taken = createServer();
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve));
+    try {
+      const port = (taken.address() as AddressInfo).port;
+      await assert.rejects(TestCluster.start({ workers: 2, config: { admin: { host: '127.0.0.1', port } } }), (error: Error) => {
         assert.match(error.message, /cluster exited \(\{"code":1,"signal":null\}\)/);
         assert.match(error.message, /cluster giving up/);
         assert.match(error.message, /worker cannot start/);
         return true;
-      },
-    );
+      });
+    } finally {
+      await new Promise<void>((resolve) => taken.close(() => resolve()));
+    }
   });
 });
