@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['node_modules/**', '.herald/**', 'test-artifacts/**', 'dist/**'] },
+  { ignores: ['**/node_modules/**', '**/.herald/**', '**/test-artifacts/**', '**/dist/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {
@@ -26,11 +26,11 @@ export default tseslint.config(
     },
   },
   {
-    files: ['test/**', 'bench/**'],
+    files: ['packages/*/test/**', 'bench/**'],
     rules: { '@typescript-eslint/no-explicit-any': 'off' },
   },
   {
-    files: ['src/core/**', 'src/transports/**', 'src/broker/**', 'src/protocol/**', 'src/api/**', 'src/auth/**'],
+    files: ['packages/server/src/{core,transports,broker,api,auth}/**', 'packages/protocol/src/**', 'packages/client/src/**'],
     rules: { 'no-restricted-properties': ['error', { object: 'process', property: 'env', message: 'Only the composition root and CLI read the environment.' }] },
   },
 );

@@ -27,6 +27,7 @@ import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { childProcessRegistry, CHANNEL, benchSecrets, heraldBenchConfig, makePayload, merge, newHistogram, nowUs, quantile, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
+import { SOURCE_NODE_ARGS } from '../packages/server/test/helpers/source.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
@@ -121,7 +122,7 @@ async function startServer(workers: number): Promise<Server> {
     channels: { defaults: {}, namespaces: [{ name: 'bench', allowAnonymous: true, historySize: 300, presence: false }] },
   };
   writeFileSync(join(dir, 'herald.json'), JSON.stringify(config), { mode: 0o600 });
-  const child = spawn(process.execPath, [join(ROOT, 'src/cli/main.ts'), 'serve', '--config', join(dir, 'herald.json'), '--workers', String(workers)], {
+  const child = spawn(process.execPath, [...SOURCE_NODE_ARGS, join(ROOT, 'packages/server/src/cli/main.ts'), 'serve', '--config', join(dir, 'herald.json'), '--workers', String(workers)], {
     cwd: dir,
     env: { ...process.env, ...benchSecrets(apiKey) },
     stdio: ['ignore', 'pipe', 'inherit'],

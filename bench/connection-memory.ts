@@ -25,6 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { WebSocket } from 'ws';
 import { CHANNEL, childProcessRegistry, benchSecrets, heraldBenchConfig } from './lib.ts';
+import { SOURCE_NODE_ARGS } from '../packages/server/test/helpers/source.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const { children } = childProcessRegistry();
@@ -74,7 +75,7 @@ async function startServer(target: Target, dir: string): Promise<{ child: ChildP
   } else {
     const configFile = join(dir, 'herald.json');
     writeFileSync(configFile, JSON.stringify(heraldBenchConfig()), { mode: 0o600 });
-    child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile], {
+    child = spawn(process.execPath, [...SOURCE_NODE_ARGS, ...nodeArgs, join(ROOT, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile], {
       cwd: dir,
       env: { ...process.env, ...benchSecrets(randomBytes(24).toString('base64url')) },
       stdio: ['ignore', 'pipe', 'inherit'],

@@ -57,6 +57,7 @@ import {
   type ToClient,
   type Transport,
 } from './lib.ts';
+import { SOURCE_NODE_ARGS } from '../packages/server/test/helpers/source.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
@@ -234,7 +235,7 @@ function startServer(target: Transport, nodeArgs: string[]): Promise<Server> {
     const config = heraldBenchConfig();
     writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     cleanup = () => rmSync(dir, { recursive: true, force: true });
-    child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile], {
+    child = spawn(process.execPath, [...SOURCE_NODE_ARGS, ...nodeArgs, join(ROOT, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile], {
       cwd: ROOT,
       env: { ...process.env, ...benchSecrets(apiKey) },
       stdio: ['ignore', 'pipe', 'pipe'],

@@ -61,6 +61,7 @@ import { parseArgs } from 'node:util';
 import { Redis } from 'ioredis';
 import WebSocket from 'ws';
 import { childProcessRegistry, benchSecrets, heraldBenchConfig, makePayload, newHistogram, nowUs, quantile, record, type ConnectedMessage, type FromClient, type ReportMessage, type StatusMessage, type ToClient } from './lib.ts';
+import { SOURCE_NODE_ARGS } from '../packages/server/test/helpers/source.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -276,7 +277,7 @@ async function startHerald(engine: Engine, redisUrl: string): Promise<Server> {
     }),
     { mode: 0o600 },
   );
-  const child = spawn(process.execPath, [join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile], {
+  const child = spawn(process.execPath, [...SOURCE_NODE_ARGS, join(ROOT, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile], {
     cwd: ROOT,
     env: { ...process.env, ...benchSecrets(apiKey), HERALD_LOG_LEVEL: 'info' },
     stdio: ['ignore', 'pipe', 'pipe'],

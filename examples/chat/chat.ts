@@ -9,7 +9,7 @@
  * serves this file bundled, with the SDK import pointing at its
  * herald-client.js.
  */
-import { HeraldClient, type PublicationEvent, type Subscription, type TransportName } from '../../src/client/index.ts';
+import { HeraldClient, type PublicationEvent, type Subscription, type TransportName } from '@herald/client';
 
 interface ChatMessage {
   readonly text: string;

@@ -1,0 +1,89 @@
+/**
+ * The SDK's side of a transport: open a connection, send commands, hand
+ * every server frame to the client, and report once how it ended. The
+ * client (client.ts) owns every decision (fallback, reconnect, recovery);
+ * a transport only moves frames.
+ *
+ * Guarantees a transport gives the client:
+ * - frames are handed over in the order the server sent them, synchronously
+ *   one after the other (a reply is handled before the frame after it);
+ * - `onClose` is called at most once, and nothing is called after it;
+ * - nothing is called after the client called `close()`.
+ */
+import type { ServerFrame } from '@herald/protocol';
+
+export type TransportName = 'websocket' | 'sse' | 'long-poll';
+
+export const transportNames: readonly TransportName[] = ['websocket', 'sse', 'long-poll'];
+
+export interface OutboundCommand {
+  readonly id?: number;
+  readonly method: string;
+  readonly params?: object;
+}
+
+export interface TransportClose {
+  readonly code: number;
+  readonly reason: string;
+  /** An HTTP open was refused, possibly because of a requested channel: open again without channels. */
+  readonly channelsRefused?: boolean;
+}
+
+export interface TransportHandlers {
+  /** WebSocket only: the socket is open, the client sends `connect` now. */
+  onOpen(): void;
+  onFrame(frame: ServerFrame): void;
+  onClose(close: TransportClose): void;
+}
+
+/** What the connection is opened with. SSE and long polling subscribe at open time. */
+export interface OpenRequest {
+  readonly token: string | undefined;
+  readonly name: string | undefined;
+  /** Channels to subscribe fresh (SSE `channel`, long-poll `channels`). */
+  readonly channels: readonly string[];
+  /** Position vector of the channels to recover (SSE `last_event_id`, long-poll `cursor`); '' for none. */
+  readonly vector: string;
+}
+
+export interface ClientTransport {
+  readonly name: TransportName;
+  /** True when the server announces the connection with a `connected` push (SSE, long polling). */
+  readonly pushesConnected: boolean;
+  /** True when a `ping` push should be answered with a `pong` command (SSE). */
+  readonly answersPing: boolean;
+  open(request: OpenRequest): void;
+  send(command: OutboundCommand): void;
+  close(): void;
+}
+
+export interface Endpoints {
+  readonly websocket: string;
+  readonly sse: string;
+  readonly pollOpen: string;
+  readonly poll: string;
+  readonly command: string;
+  readonly close: string;
+}
+
+export type FetchFunction = (input: string, init?: RequestInit) => Promise<Response>;
+
+export interface TransportEnvironment {
+  readonly endpoints: Endpoints;
+  readonly fetch: FetchFunction | undefined;
+  readonly WebSocket: typeof WebSocket | undefined;
+}
+
+/** Reads `{"error":{"code":…}}` from a failed HTTP answer, if it is one. */
+export async function readApiError(response: Response): Promise<string | undefined> {
+  try {
+    const body = (await response.json()) as { error?: { code?: unknown } };
+    return typeof body?.error?.code === 'string' ? body.error.code : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+export function isFrame(value: unknown): value is ServerFrame {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}

@@ -1,0 +1,9 @@
+#!/usr/bin/env node
+// Entry point for `npx herald` and an installed `herald`: the JavaScript built into dist/ (npm run build).
+// Plain JavaScript that any Node can parse: the version is checked before anything else is loaded.
+const major = Number(process.versions.node.split('.')[0]);
+if (major < 24) {
+  process.stderr.write(`Herald needs Node 24; run it through npm scripts or install Node 24 (this is Node ${process.version})\n`);
+  process.exit(1);
+}
+await import('../dist/cli/main.js');

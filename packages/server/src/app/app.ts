@@ -1,0 +1,188 @@
+/**
+ * The composition root: the only module that builds everything. It runs
+ * the start-time checks (preflight.ts: the files the config names, the
+ * production rules), creates the engine, the node, the HTTP listener and
+ * the exporters, and owns the shutdown order.
+ */
+import type { AddressInfo } from 'node:net';
+import type { Logger as PinoLogger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import { ConfigError } from '../config/load.ts';
+import { createMemoryEngine, createRedisEngine, openRedisClients, type Engine } from './engine.ts';
+import { ApiKeyVerifier } from '../auth/api-keys.ts';
+import { Node } from '../core/node.ts';
+import { createMetrics } from '../observability/metrics.ts';
+import { createLogger, redactUrl } from '../observability/pino-logger.ts';
+import { attachWebSocket } from '../transports/websocket.ts';
+import { createHttpApp } from './http.ts';
+import { startChecks } from './preflight.ts';
+import { createAdminApp } from './admin.ts';
+import { version } from './version.ts';
+
+export interface HeraldServer {
+  readonly port: number;
+  readonly host: string;
+  readonly node: Node;
+  /** Port of the internal listener (metrics, admin) on `admin.host`. */
+  readonly adminPort: number;
+  /**
+   * Graceful drain: close clients with 3001 and answer new connections 503,
+   * wait until every connection has closed and taken its final frames
+   * (bounded by `drainTimeoutMs`), stop accepting, close. True if all drained in time.
+   */
+  shutdown(drainTimeoutMs?: number): Promise<boolean>;
+  /** Immediate close (tests). */
+  close(): Promise<void>;
+}
+
+export interface StartOptions {
+  readonly config: Config;
+  readonly logger?: PinoLogger;
+  /** Whether the process runs as root (default: asks the OS; tests inject it). */
+  readonly runningAsRoot?: boolean;
+  /** The engine linking nodes; default from `config.engine` (memory or Redis). */
+  readonly engine?: Engine;
+}
+
+/** Builds the engine named by the config; Redis clients are opened here. */
+async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
+  if (config.engine.type === 'memory') return createMemoryEngine(config);
+  const clients = await openRedisClients(config);
+  logger.info({ redis: redactUrl(config.engine.redisUrl) }, 'redis engine connected');
+  return createRedisEngine(
+    config,
+    clients,
+    (error, what) => logger.warn({ err: error, what }, 'redis engine'),
+    (healthy, reason) => (healthy ? logger.info({ reason }, 'redis engine healthy') : logger.error({ reason }, 'redis engine degraded')),
+  );
+}
+
+/** A listener that cannot bind: one line naming the listener and how to move it. */
+export class ListenError extends Error {
+  readonly code: string;
+  constructor(message: string, code: string) {
+    super(message);
+    this.name = 'ListenError';
+    this.code = code;
+  }
+}
+
+const listeners = {
+  public: { name: 'the public listener', flag: '--port', env: 'HERALD_PORT', key: 'listen.port', hostFlag: '--host', hostKey: 'listen.host (or HERALD_HOST)' },
+  internal: { name: 'the internal listener (metrics, health)', flag: '--admin-port', env: 'HERALD_ADMIN_PORT', key: 'admin.port', hostFlag: undefined, hostKey: 'admin.host' },
+} as const;
+
+function listenError(error: unknown, which: keyof typeof listeners, host: string, port: number): Error {
+  const code = (error as NodeJS.ErrnoException).code;
+  const l = listeners[which];
+  const at = `${host.includes(':') ? `[${host}]` : host}:${port}`;
+  const move = `${l.flag} PORT, ${l.env}=PORT or ${l.key} in the config file (0 picks a free port)`;
+  if (code === 'EADDRINUSE') return new ListenError(`${l.name} cannot listen on ${at}: the port is in use (another Herald?); move it with ${move}`, code);
+  if (code === 'EACCES') return new ListenError(`${l.name} cannot listen on ${at}: permission denied (ports below 1024 need privileges); use a higher port with ${move}`, code);
+  if (code === 'EADDRNOTAVAIL') return new ListenError(`${l.name} cannot listen on ${at}: no such address on this machine; set ${l.hostFlag === undefined ? '' : `${l.hostFlag} HOST or `}${l.hostKey}`, code);
+  return error instanceof Error ? error : new Error(String(error));
+}
+
+export async function startServer(options: StartOptions): Promise<HeraldServer> {
+  const { config } = options;
+  const logger = options.logger ?? createLogger(config.log.level);
+  const checks = await startChecks(config, {
+    runningAsRoot: options.runningAsRoot ?? process.getuid?.() === 0,
+    purpose: 'serve',
+    onKeyStoreReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded'),
+  });
+  for (const warning of checks.warnings) logger.warn({}, warning);
+  if (checks.prepared === undefined) throw new ConfigError(checks.problems);
+  const { tls, edge, tokens, keyStore } = checks.prepared;
+  const apiKeys = new ApiKeyVerifier(config.api.keys, { source: keyStore });
+
+  const engine = options.engine ?? (await openEngine(config, logger));
+  const node = new Node({
+    config,
+    broker: engine.broker,
+    presence: engine.presence,
+    tokens,
+    revocations: engine.revocations,
+    control: engine.control,
+    id: engine.nodeId,
+    health: engine.health,
+    logger,
+    version,
+  });
+  const metrics = createMetrics(node);
+  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter });
+  await app.ready();
+  const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
+  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger });
+  // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
+  const abandon = async () => {
+    await admin.close().catch(() => undefined);
+    await app.close().catch(() => undefined);
+    await node.close().catch(() => undefined);
+    await engine.close().catch(() => undefined);
+    metrics.close();
+  };
+  try {
+    await admin.listen({ host: config.admin.host, port: config.admin.port });
+  } catch (error) {
+    await abandon();
+    throw listenError(error, 'internal', config.admin.host, config.admin.port);
+  }
+  try {
+    await app.listen({ host: config.listen.host, port: config.listen.port });
+  } catch (error) {
+    await abandon();
+    throw listenError(error, 'public', config.listen.host, config.listen.port);
+  }
+  const address = app.server.address() as AddressInfo;
+  const adminAddress = admin.server.address() as AddressInfo;
+  logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
+  logger.info({ host: config.admin.host, port: adminAddress.port }, 'internal listener (metrics, health)');
+
+  let closing: Promise<boolean> | undefined;
+  const shutdown = (drainTimeoutMs = config.shutdown.drainTimeoutMs): Promise<boolean> => {
+    closing ??= (async () => {
+      const started = Date.now();
+      const left = (): number => Math.max(0, drainTimeoutMs - (Date.now() - started));
+      const stopAccepting = (): Promise<void> => {
+        const closed = new Promise<void>((resolve) => app.server.close(() => resolve()));
+        app.server.closeIdleConnections();
+        return closed;
+      };
+      // The listener stays open during the drain, so that a long-poll client
+      // between two polls gets its 3001 from its next poll; meanwhile new
+      // connections are answered 503. In cluster mode the other workers
+      // reach this worker's sessions: stop accepting at once.
+      let listenerClosed = engine.sessionRouter === undefined ? undefined : stopAccepting();
+      const clientsDrained = await node.drain(drainTimeoutMs);
+      // WebSocket close handshakes get what is left of the drain time.
+      const drained = (await websockets.settle(left())) && clientsDrained;
+      websockets.terminateAll();
+      listenerClosed ??= stopAccepting();
+      await node.close();
+      await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));
+      // Let final answers (disconnect frames) finish, then cut what is left.
+      app.server.closeIdleConnections();
+      await Promise.race([listenerClosed, new Promise((resolve) => setTimeout(resolve, Math.min(2000, left())).unref())]);
+      app.server.closeAllConnections();
+      await app.close().catch(() => undefined);
+      // The internal listener last: metrics and health stay readable during the drain.
+      await admin.close().catch(() => undefined);
+      metrics.close();
+      logger.info({ drained, ms: Date.now() - started }, 'stopped');
+      return drained;
+    })();
+    return closing;
+  };
+
+  return {
+    port: address.port,
+    host: config.listen.host,
+    node,
+    adminPort: adminAddress.port,
+    shutdown,
+    close: async () => {
+      await shutdown(0);
+    },
+  };
+}

@@ -1,0 +1,216 @@
+/**
+ * The public HTTP listener: fastify with the connection endpoints, the
+ * server API and health. Metrics and admin live on the internal listener
+ * (admin.ts). Errors answer with registered codes only.
+ *
+ * Order for every request: Node's parser (header size and count, timeouts,
+ * smuggling vectors → 4xx) → security headers → origin allowlist (403) →
+ * CORS (preflight answered here) → route. The API adds its rate limits:
+ * per client IP before the key is checked, per key after.
+ */
+import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import type { ServerOptions as HttpServerOptions } from 'node:http';
+import helmet from '@fastify/helmet';
+import cors from '@fastify/cors';
+import rateLimit from '@fastify/rate-limit';
+import type { Logger as PinoLogger } from 'pino';
+import type { Config } from '../config/schema.ts';
+import type { Node } from '../core/node.ts';
+import { ApiError, ApiExecutor } from '../api/executor.ts';
+import type { ApiKeyVerifier } from '../auth/api-keys.ts';
+import { registerSse } from '../transports/sse.ts';
+import { registerLongPoll } from '../transports/long-poll.ts';
+import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter } from '../transports/http-connection.ts';
+import { encodeResult, type ApiErrorCode } from '@herald/protocol';
+import type { Edge } from '../edge/edge.ts';
+import { securityHeaders } from '../edge/security-headers.ts';
+import { answerClientError } from '../edge/client-errors.ts';
+import { registerDemo } from './demo.ts';
+import { answerUnmatched, useJsonBodies, useStrictSchemas } from './http-input.ts';
+
+export interface TlsFiles {
+  readonly cert: string;
+  readonly key: string;
+}
+
+export interface HttpAppOptions {
+  readonly config: Config;
+  readonly node: Node;
+  readonly apiKeys: ApiKeyVerifier;
+  readonly logger: PinoLogger;
+  readonly edge: Edge;
+  /** PEM certificate chain and key: the listener serves HTTPS (and WSS). */
+  readonly tls?: TlsFiles | undefined;
+  /** Cluster mode: session requests for other workers' sessions are forwarded (packages/server/src/transports/http-connection.ts). */
+  readonly sessionRouter?: SessionRouter | undefined;
+}
+
+/** Request headers accepted per request; more is answered 431 by Node's parser. */
+export const MAX_HEADERS = 100;
+export const MAX_HEADER_BYTES = 16384;
+
+/** Methods and headers a browser may use cross-origin (answered on preflight). */
+export const CORS_METHODS = ['GET', 'POST'];
+export const CORS_HEADERS = ['content-type', 'authorization', 'herald-session', 'x-api-key', 'last-event-id'];
+
+/**
+ * Node's HTTP server options shared by both listeners. Node checks the
+ * headers and request timeouts every `connectionsCheckingInterval`, so it
+ * follows the smaller timeout. `requestTimeout` bounds receiving a request
+ * (head and body), never the response: SSE streams and held polls are not
+ * cut by it, and upgraded WebSockets leave the HTTP server's timeouts.
+ */
+export function httpServerOptions(http: Config['http']): HttpServerOptions {
+  return {
+    headersTimeout: http.headersTimeoutMs,
+    requestTimeout: Math.max(http.requestTimeoutMs, http.headersTimeoutMs),
+    keepAliveTimeout: http.keepAliveTimeoutMs,
+    maxHeaderSize: MAX_HEADER_BYTES,
+    connectionsCheckingInterval: Math.max(10, Math.min(1000, Math.floor(Math.min(http.headersTimeoutMs, http.requestTimeoutMs) / 4))),
+    requireHostHeader: true,
+    insecureHTTPParser: false,
+  };
+}
+
+export async function createHttpApp(options: HttpAppOptions): Promise<FastifyInstance> {
+  const { config, node, apiKeys, edge } = options;
+  const serverOptions = httpServerOptions(config.http);
+  const common = {
+    loggerInstance: options.logger as FastifyBaseLogger,
+    logController: new LogController({ disableRequestLogging: true }),
+    bodyLimit: config.api.maxBodyBytes,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    return503OnClosing: true,
+    connectionTimeout: 0,
+    clientErrorHandler: answerClientError,
+    keepAliveTimeout: config.http.keepAliveTimeoutMs,
+    requestTimeout: serverOptions.requestTimeout,
+    routerOptions: { ignoreTrailingSlash: false, maxParamLength: 100 },
+    trustProxy: config.http.trustedProxies.length === 0 ? false : edge.address.trust,
+  } as const;
+  const tls = options.tls;
+  // The https variant has another server type; the routes only see requests.
+  const app = (
+    tls === undefined
+      ? fastify({ ...common, http: serverOptions })
+      : fastify({ ...common, https: { ...serverOptions, cert: tls.cert, key: tls.key } })
+  ) as unknown as FastifyInstance;
+  app.server.maxHeadersCount = MAX_HEADERS;
+  useJsonBodies(app, config.limits.maxJsonDepth);
+  useStrictSchemas(app);
+
+  app.setErrorHandler((error: { statusCode?: number; code?: string; validation?: unknown }, request: FastifyRequest, reply: FastifyReply) => {
+    const code = mapFrameworkError(error);
+    if (code === 'internal') request.log.error({ err: error, url: request.routeOptions.url }, 'request failed');
+    // The rest of an oversize body is never read: end the connection after the answer.
+    if (code === 'payload_too_large') reply.header('connection', 'close');
+    return sendApiError(reply, code, error instanceof ApiError ? error.detail : undefined);
+  });
+  app.setNotFoundHandler(answerUnmatched(app));
+
+  await app.register(helmet, securityHeaders(tls !== undefined));
+  app.addHook('onRequest', async (request, reply) => {
+    // During a drain every answer ends its connection: nothing is left idle
+    // for the final close to cut while a request is on its way.
+    if (node.draining) reply.header('connection', 'close');
+    if (edge.origins.check(request.headers.origin, request.headers.host) === 'refused') return sendApiError(reply, 'origin_not_allowed');
+  });
+  await app.register(cors, {
+    hook: 'onRequest',
+    delegator: (request, callback) =>
+      callback(null, {
+        origin: edge.origins.check(request.headers.origin, request.headers.host) === 'allowed',
+        methods: CORS_METHODS,
+        allowedHeaders: CORS_HEADERS,
+        credentials: true,
+        maxAge: 600,
+        strictPreflight: true,
+      }),
+  });
+  await app.register(rateLimit, { global: false });
+
+  app.get('/health', async (_request, reply) => {
+    const health = node.health();
+    if (health.status !== 'ok') return reply.code(503).send(health);
+    return health;
+  });
+
+  const sessions = new SessionRegistry(options.sessionRouter);
+  registerSse(app, node, sessions, edge);
+  registerLongPoll(app, node, sessions, edge);
+  registerHttpCommands(app, node, sessions);
+  registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
+
+  // Per client IP, counted before the key is checked; then per key.
+  const principals = new WeakMap<FastifyRequest, string>();
+  const perIp = app.createRateLimit({ max: config.api.rateLimitPerIp, timeWindow: 60000 });
+  const perKey = app.createRateLimit({
+    max: config.api.rateLimitPerKey,
+    timeWindow: 60000,
+    keyGenerator: (request) => 'key:' + (principals.get(request) ?? ''),
+  });
+  const limited = (reply: FastifyReply, ttlSeconds: number) => {
+    reply.header('retry-after', String(Math.max(1, ttlSeconds)));
+    return sendApiError(reply, 'too_many_requests');
+  };
+
+  const executor = new ApiExecutor(node);
+  app.post<{ Params: { method: string } }>(
+    '/api/:method',
+    {
+      onRequest: async (request, reply) => {
+        const byIp = await perIp(request);
+        if (!byIp.isAllowed && byIp.isExceeded) return limited(reply, byIp.ttlInSeconds);
+      },
+    },
+    async (request, reply) => {
+      const key = presentedKey(request);
+      const principal = key === undefined ? null : apiKeys.verify(key);
+      if (principal === null) return sendApiError(reply, 'unauthorized');
+      principals.set(request, principal.name);
+      const byKey = await perKey(request);
+      if (!byKey.isAllowed && byKey.isExceeded) return limited(reply, byKey.ttlInSeconds);
+      if (node.draining) return sendApiError(reply, 'unavailable');
+      try {
+        const result = await executor.run(request.params.method, request.body, principal);
+        return reply.type('application/json').send(encodeResult(result));
+      } catch (error) {
+        return error instanceof ApiError ? sendApiError(reply, error.code, error.detail) : sendApiError(reply, 'internal');
+      }
+    },
+  );
+  return app;
+}
+
+/** The API key, from `Authorization: Bearer` or `X-API-Key` only (never the URL). */
+function presentedKey(request: FastifyRequest): string | undefined {
+  const authorization = request.headers.authorization;
+  if (typeof authorization === 'string' && authorization.startsWith('Bearer ')) return authorization.slice(7).trim();
+  const header = request.headers['x-api-key'];
+  return typeof header === 'string' ? header : undefined;
+}
+
+export function mapFrameworkError(error: { statusCode?: number; code?: string; validation?: unknown }): ApiErrorCode {
+  if (error instanceof ApiError) return error.code;
+  if (error.validation !== undefined) return 'bad_request';
+  switch (error.code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return 'payload_too_large';
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+    case 'FST_ERR_CTP_INVALID_CONTENT_LENGTH':
+      return error.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE' ? 'unsupported_media_type' : 'bad_request';
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return 'invalid_json';
+  }
+  const status = error.statusCode ?? 500;
+  if (status === 413) return 'payload_too_large';
+  if (status === 415) return 'unsupported_media_type';
+  if (status === 405) return 'method_not_allowed';
+  if (status === 404) return 'not_found';
+  if (status === 429) return 'too_many_requests';
+  if (status === 503) return 'unavailable';
+  if (status >= 400 && status < 500) return error.code === undefined ? 'bad_request' : 'invalid_json';
+  return 'internal';
+}

@@ -1,0 +1,245 @@
+/**
+ * Redis broker: streams (epoch, offset, history) in Redis with offsets
+ * assigned atomically by a Lua script that also publishes, so per-channel
+ * order is Redis's order; publications fan out through Redis pub/sub to
+ * every node subscribed to the channel (one SUBSCRIBE per channel, on
+ * demand). A stream whose data is lost (FLUSHALL, eviction, expiry) gets a
+ * new epoch, so recovering clients get `recovered: false`, never wrong
+ * history; a new epoch starts with an empty history list (the list may have
+ * outlived the epoch's record, e.g. under allkeys-* eviction).
+ *
+ * Failure rules: every call has a timeout (the clients' commandTimeout) and
+ * fails fast while disconnected (no offline queue), so a publish Herald
+ * cannot deliver is rejected (the API answers 503), never acknowledged.
+ * After the subscriber connection comes back and the engine has subscribed
+ * again (packages/server/src/broker/redis-engine.ts), every subscribed channel is reset
+ * (`resetAll`: subscribers resynchronize through recovery): messages may
+ * have been lost meanwhile. Resetting only once the SUBSCRIBE is answered
+ * means a resynchronization reads history that overlaps live delivery.
+ */
+import type { Redis } from 'ioredis';
+import type { ClientInfo, StreamPosition } from '@herald/protocol';
+import { BrokerUnavailableError, type Broker, type BrokerEventHandler, type HistoryPage, type HistoryQuery, type PublishOptions, type StoredPublication, type StreamOptions } from './broker.ts';
+import { newEpoch } from './memory-broker.ts';
+
+export { BrokerUnavailableError };
+
+const publishScript = `
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[6]
+  redis.call('HSET', KEYS[1], 'e', epoch)
+  redis.call('DEL', KEYS[2])
+end
+local offset = redis.call('HINCRBY', KEYS[1], 't', 1)
+redis.call('PEXPIRE', KEYS[1], ARGV[5])
+local entry = offset .. '\\n' .. ARGV[3] .. '\\n' .. ARGV[2] .. '\\n' .. ARGV[1]
+redis.call('RPUSH', KEYS[2], entry)
+redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
+redis.call('PEXPIRE', KEYS[2], ARGV[7])
+redis.call('PUBLISH', ARGV[8], 'p' .. epoch .. '\\n' .. entry)
+return {offset, epoch}
+`;
+
+const historyScript = `
+local epoch = redis.call('HGET', KEYS[1], 'e')
+if not epoch then
+  epoch = ARGV[1]
+  redis.call('HSET', KEYS[1], 'e', epoch, 't', 0)
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  redis.call('DEL', KEYS[2])
+end
+local top = redis.call('HGET', KEYS[1], 't') or '0'
+local list = {}
+if ARGV[3] == '1' then list = redis.call('LRANGE', KEYS[2], 0, -1) end
+return {epoch, top, list}
+`;
+
+export interface RedisBrokerOptions {
+  /** Commands and scripts. Created and owned by the composition root. */
+  readonly command: Redis;
+  /** Pub/sub only. Created and owned by the composition root. */
+  readonly subscriber: Redis;
+  readonly prefix: string;
+  readonly streamMetaTtlMs: number;
+  readonly now?: () => number;
+  readonly onError?: (error: unknown, what: string) => void;
+}
+
+/** Messages on a channel's pub/sub topic: p(ublication), j(oin), l(eave). */
+function decodeEntry(text: string, epoch: string | undefined): StoredPublication | undefined {
+  const a = text.indexOf('\n');
+  const b = text.indexOf('\n', a + 1);
+  const c = text.indexOf('\n', b + 1);
+  if (a < 0 || b < 0 || c < 0) return undefined;
+  const offset = Number(text.slice(0, a));
+  const time = Number(text.slice(a + 1, b));
+  const infoText = text.slice(b + 1, c);
+  const data = text.slice(c + 1);
+  if (!Number.isSafeInteger(offset) || !Number.isFinite(time)) return undefined;
+  let info: ClientInfo | undefined;
+  if (infoText !== '') {
+    try {
+      info = JSON.parse(infoText) as ClientInfo;
+    } catch {
+      return undefined;
+    }
+  }
+  return { offset, epoch, data, info, time };
+}
+
+export class RedisBroker implements Broker {
+  readonly #command: Redis;
+  readonly #subscriber: Redis;
+  readonly #prefix: string;
+  readonly #metaTtlMs: number;
+  readonly #now: () => number;
+  readonly #onError: (error: unknown, what: string) => void;
+  /** Channels subscribed (or being subscribed) → the attempt that added them. */
+  readonly #channels = new Map<string, number>();
+  #attempts = 0;
+  #handler: BrokerEventHandler | undefined;
+
+  constructor(options: RedisBrokerOptions) {
+    this.#command = options.command;
+    this.#subscriber = options.subscriber;
+    this.#prefix = options.prefix;
+    this.#metaTtlMs = options.streamMetaTtlMs;
+    this.#now = options.now ?? Date.now;
+    this.#onError = options.onError ?? (() => {});
+    this.#command.defineCommand('heraldPublish', { numberOfKeys: 2, lua: publishScript });
+    this.#command.defineCommand('heraldHistory', { numberOfKeys: 2, lua: historyScript });
+    this.#subscriber.on('message', (topic: string, message: string) => this.#onMessage(topic, message));
+  }
+
+  topic(channel: string): string {
+    return `${this.#prefix}:ch:${channel}`;
+  }
+
+  #keys(channel: string): [string, string] {
+    // The hash tag keeps a stream's keys in one Redis Cluster slot.
+    return [`${this.#prefix}:{${channel}}:meta`, `${this.#prefix}:{${channel}}:hist`];
+  }
+
+  setEventHandler(handler: BrokerEventHandler): void {
+    this.#handler = handler;
+  }
+
+  #onMessage(topic: string, message: string): void {
+    const prefix = `${this.#prefix}:ch:`;
+    if (!topic.startsWith(prefix)) return;
+    const channel = topic.slice(prefix.length);
+    if (!this.#channels.has(channel)) return;
+    const kind = message.charCodeAt(0);
+    try {
+      if (kind === 112 /* p */) {
+        const newline = message.indexOf('\n');
+        const epoch = message.slice(1, newline);
+        const publication = decodeEntry(message.slice(newline + 1), epoch === '' ? undefined : epoch);
+        if (publication !== undefined) this.#handler?.onPublication(channel, publication);
+      } else if (kind === 106 /* j */) {
+        this.#handler?.onJoin(channel, JSON.parse(message.slice(1)) as ClientInfo);
+      } else if (kind === 108 /* l */) {
+        this.#handler?.onLeave(channel, JSON.parse(message.slice(1)) as ClientInfo);
+      }
+    } catch (error) {
+      this.#onError(error, 'decode pub/sub message');
+    }
+  }
+
+  async #call<T>(what: string, run: () => Promise<T>): Promise<T> {
+    try {
+      return await run();
+    } catch (error) {
+      this.#onError(error, what);
+      throw new BrokerUnavailableError(`redis ${what} failed`);
+    }
+  }
+
+  async publish(channel: string, data: string, options: PublishOptions): Promise<StreamPosition> {
+    const time = this.#now();
+    const info = options.info === undefined ? '' : JSON.stringify(options.info);
+    if (options.stream.size === 0) {
+      await this.#call('publish', () => this.#command.publish(this.topic(channel), `p\n0\n${time}\n${info}\n${data}`));
+      return { epoch: '', offset: 0 };
+    }
+    const [meta, hist] = this.#keys(channel);
+    const ttl = Math.max(options.stream.ttlMs, 1);
+    const result = (await this.#call('publish', () =>
+      (this.#command as unknown as HeraldCommands).heraldPublish(meta, hist, data, info, String(time), String(options.stream.size), String(Math.max(this.#metaTtlMs, ttl)), newEpoch(), String(ttl), this.topic(channel)),
+    )) as [number, string];
+    return { epoch: String(result[1]), offset: Number(result[0]) };
+  }
+
+  async publishJoin(channel: string, info: ClientInfo): Promise<void> {
+    await this.#call('publish join', () => this.#command.publish(this.topic(channel), 'j' + JSON.stringify(info)));
+  }
+
+  /** Best effort: a leave that cannot be published must not fail an unsubscribe or a close. */
+  async publishLeave(channel: string, info: ClientInfo): Promise<void> {
+    await this.#command.publish(this.topic(channel), 'l' + JSON.stringify(info)).catch((error: unknown) => this.#onError(error, 'publish leave'));
+  }
+
+  async subscribe(channel: string): Promise<void> {
+    if (this.#channels.has(channel)) return;
+    const attempt = ++this.#attempts;
+    this.#channels.set(channel, attempt);
+    try {
+      await this.#call('subscribe', () => this.#subscriber.subscribe(this.topic(channel)));
+    } catch (error) {
+      // Only this attempt's entry: an unsubscribe and a new subscribe may have come meanwhile.
+      if (this.#channels.get(channel) === attempt) this.#channels.delete(channel);
+      throw error;
+    }
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    if (!this.#channels.delete(channel)) return;
+    await this.#subscriber.unsubscribe(this.topic(channel)).catch((error: unknown) => this.#onError(error, 'unsubscribe'));
+  }
+
+  async history(channel: string, query: HistoryQuery, options: StreamOptions): Promise<HistoryPage> {
+    if (options.size === 0) return { position: { epoch: '', offset: 0 }, publications: [] };
+    const [meta, hist] = this.#keys(channel);
+    const wantList = query.limit > 0 ? '1' : '0';
+    const [epochRaw, topRaw, list] = (await this.#call('history', () =>
+      (this.#command as unknown as HeraldCommands).heraldHistory(meta, hist, newEpoch(), String(Math.max(this.#metaTtlMs, options.ttlMs)), wantList),
+    )) as [string, string, string[]];
+    const epoch = String(epochRaw);
+    const position = { epoch, offset: Number(topRaw) };
+    if (query.limit === 0) return { position, publications: [] };
+    const cutoff = this.#now() - options.ttlMs;
+    let publications: StoredPublication[] = [];
+    for (const text of list) {
+      const publication = decodeEntry(text, epoch);
+      if (publication !== undefined && publication.time > cutoff) publications.push(publication);
+    }
+    if (query.since !== undefined) {
+      if (query.since.epoch !== epoch) return { position, publications: [] };
+      const after = query.since.offset;
+      publications = publications.filter((p) => p.offset > after).slice(0, query.limit);
+      return { position, publications };
+    }
+    if (query.reverse === true) return { position, publications: publications.slice(-query.limit).reverse() };
+    return { position, publications: publications.slice(0, query.limit) };
+  }
+
+  /** Channels this node subscribes to. */
+  get channels(): ReadonlySet<string> {
+    return new Set(this.#channels.keys());
+  }
+
+  /** Every local subscriber of every channel resynchronizes (after a reconnect or a lost probe). */
+  resetAll(): void {
+    for (const channel of [...this.#channels.keys()]) this.#handler?.onStreamReset(channel);
+  }
+
+  async close(): Promise<void> {
+    this.#channels.clear();
+  }
+}
+
+interface HeraldCommands {
+  heraldPublish(...args: string[]): Promise<unknown>;
+  heraldHistory(...args: string[]): Promise<unknown>;
+}

@@ -1,0 +1,96 @@
+/**
+ * Every message between the cluster primary and its workers, defined once.
+ * The primary owns the streams and presence (one MemoryBroker and one
+ * MemoryPresenceStore for the whole machine); workers reach them with
+ * `call`s, receive publications of the channels they subscribed to, relay
+ * control commands, and forward HTTP session requests (SSE and long-poll
+ * commands, polls) to the worker that owns the session.
+ *
+ * Guarantees of the pipe (node:cluster IPC, or a MessagePort in tests):
+ * messages arrive in the order sent, each once, until the pipe closes. The
+ * primary handles one worker's messages in order; so a worker's `subscribe`
+ * is in effect at the primary before its next `history` is read, and a
+ * publication reaches the publishing worker before the `result` of its
+ * `publish`.
+ */
+import type { HistoryPage, HistoryQuery, PresenceStats, PublishOptions, StoredPublication, StreamOptions } from '../broker/broker.ts';
+import type { ControlCommand } from '../broker/control.ts';
+import type { ClientInfo, StreamPosition } from '@herald/protocol';
+import type { Config } from '../config/schema.ts';
+import type { SessionAnswer, SessionExchange } from '../transports/http-connection.ts';
+
+/** What a worker asks of the primary: arguments and result per operation. */
+export interface EngineCalls {
+  publish: { readonly args: { readonly channel: string; readonly data: string; readonly options: PublishOptions }; readonly result: StreamPosition };
+  publish_join: { readonly args: { readonly channel: string; readonly info: ClientInfo }; readonly result: null };
+  publish_leave: { readonly args: { readonly channel: string; readonly info: ClientInfo }; readonly result: null };
+  subscribe: { readonly args: { readonly channel: string }; readonly result: null };
+  unsubscribe: { readonly args: { readonly channel: string }; readonly result: null };
+  history: { readonly args: { readonly channel: string; readonly query: HistoryQuery; readonly stream: StreamOptions }; readonly result: HistoryPage };
+  presence_add: { readonly args: { readonly channel: string; readonly info: ClientInfo }; readonly result: null };
+  presence_remove: { readonly args: { readonly channel: string; readonly clientId: string }; readonly result: null };
+  /** Members as a list: a record keyed by client id would not survive cloning with ids like `__proto__`. */
+  presence_get: { readonly args: { readonly channel: string }; readonly result: readonly ClientInfo[] };
+  presence_stats: { readonly args: { readonly channel: string }; readonly result: PresenceStats };
+  /** Relayed to every worker, the sender included; answered once relayed. */
+  control: { readonly args: { readonly command: ControlCommand; readonly from: string }; readonly result: null };
+}
+
+export type CallOp = keyof EngineCalls;
+
+export type CallMessage = {
+  readonly [K in CallOp]: { readonly type: 'call'; readonly id: number; readonly op: K; readonly args: EngineCalls[K]['args'] };
+}[CallOp];
+
+/** Worker → primary. */
+export type WorkerMessage =
+  | CallMessage
+  /** The worker listens on its pipe: the primary answers with `start`. */
+  | { readonly type: 'hello' }
+  /** The worker's server listens; `nodeId` is its Node id (as in `info`). */
+  | { readonly type: 'ready'; readonly nodeId: string; readonly port: number; readonly adminPort: number }
+  | { readonly type: 'pong'; readonly seq: number }
+  /** A session request for the session of worker `target`. */
+  | { readonly type: 'session_forward'; readonly id: number; readonly target: number; readonly exchange: SessionExchange }
+  /** The HTTP request behind forward `id` went away (a held poll whose client left). */
+  | { readonly type: 'session_abort'; readonly id: number; readonly target: number }
+  /** The answer of this worker to request `id` of worker `origin`. */
+  | { readonly type: 'session_answer'; readonly id: number; readonly origin: number; readonly answer: SessionAnswer }
+  /** The worker drains on its own (it got SIGTERM): replace it, this is no crash. */
+  | { readonly type: 'leaving' };
+
+/** Primary → worker. */
+export type PrimaryMessage =
+  /** First message: what to run. `revocations` replays the revocations still in force. */
+  | { readonly type: 'start'; readonly worker: number; readonly config: Config; readonly revocations: readonly ControlCommand[] }
+  | { readonly type: 'result'; readonly id: number; readonly ok: true; readonly value: EngineCalls[CallOp]['result'] }
+  | { readonly type: 'result'; readonly id: number; readonly ok: false; readonly error: string }
+  /** A publication of a channel this worker subscribed to; per channel in offset order. */
+  | { readonly type: 'publication'; readonly channel: string; readonly publication: StoredPublication }
+  | { readonly type: 'join' | 'leave'; readonly channel: string; readonly info: ClientInfo }
+  | { readonly type: 'control'; readonly command: ControlCommand; readonly from: string }
+  | { readonly type: 'ping'; readonly seq: number }
+  /** Request `id` of worker `origin` for a session of this worker. */
+  | { readonly type: 'session_request'; readonly id: number; readonly origin: number; readonly exchange: SessionExchange }
+  | { readonly type: 'session_abort'; readonly id: number; readonly origin: number }
+  /** The answer to this worker's forward `id`. */
+  | { readonly type: 'session_answer'; readonly id: number; readonly answer: SessionAnswer }
+  /** Drain (clients closed with 3001) within `drainTimeoutMs`, then exit 0. */
+  | { readonly type: 'shutdown'; readonly drainTimeoutMs: number };
+
+/** Exit code of a worker that could not start (invalid configuration, listener refused): not retried blindly. */
+export const EXIT_CANNOT_START = 3;
+
+/**
+ * On the wire, messages travel in batches (one IPC write per event-loop
+ * turn instead of one per message), tagged so that node:cluster's own
+ * internal messages are never mistaken for ours.
+ */
+export interface Envelope<M> {
+  readonly herald: 1;
+  readonly batch: readonly M[];
+}
+
+export function isEnvelope<M>(value: unknown): value is Envelope<M> {
+  return typeof value === 'object' && value !== null && (value as { herald?: unknown }).herald === 1 && Array.isArray((value as { batch?: unknown }).batch);
+}

@@ -1,0 +1,277 @@
+/**
+ * The primary's half of the cluster link. It owns the machine's streams and
+ * presence (a MemoryBroker and a MemoryPresenceStore), so offsets are
+ * assigned in one place per channel; it forwards each publication, join and
+ * leave only to the workers that subscribed to its channel; it relays
+ * control commands to every worker (the sender included) and keeps the
+ * revocations still in force for workers that start later; and it routes
+ * session requests between workers.
+ *
+ * When a worker goes away its subscriptions end, its presence entries are
+ * removed (with a leave for each join it had announced), session requests
+ * waiting on it are answered `session_unknown`, and those it was waiting
+ * for are aborted at their owners.
+ *
+ * Knows nothing of node:cluster: workers are pipes (packages/server/src/cluster/pipe.ts).
+ */
+import { MemoryBroker, MemoryPresenceStore } from '../broker/memory-broker.ts';
+import type { ControlCommand } from '../broker/control.ts';
+import { apiErrors, type ClientInfo } from '@herald/protocol';
+import type { SessionAnswer } from '../transports/http-connection.ts';
+import type { CallMessage, PrimaryMessage, WorkerMessage } from './ipc-messages.ts';
+import type { Pipe } from './pipe.ts';
+
+export type WorkerPipe = Pipe<WorkerMessage, PrimaryMessage>;
+
+export interface PrimaryHubOptions {
+  /** How long revocations without an expiry of their own are replayed to new workers. */
+  readonly revocationRetentionMs: number;
+  readonly now?: () => number;
+  readonly sweepIntervalMs?: number;
+  /** Most revocations kept for replay; the oldest go first. */
+  readonly maxRevocations?: number;
+}
+
+interface WorkerState {
+  readonly id: number;
+  readonly pipe: WorkerPipe;
+  readonly channels: Set<string>;
+  /** channel → client ids this worker added to presence. */
+  readonly presence: Map<string, Set<string>>;
+  /** channel + NUL + client id → the join it announced (a leave is owed). */
+  readonly joins: Map<string, { readonly channel: string; readonly info: ClientInfo }>;
+  /** Forwards of this worker waiting for an answer: id → target worker. */
+  readonly forwards: Map<number, number>;
+  /** Requests of other workers this worker is answering: `origin:id`. */
+  readonly serving: Set<string>;
+  /** Non-engine messages (pong, ready, leaving), for the supervisor. */
+  readonly other: ((message: WorkerMessage) => void) | undefined;
+}
+
+const unknownSession: SessionAnswer = {
+  status: apiErrors.session_unknown.status,
+  body: JSON.stringify({ error: { code: 'session_unknown', message: apiErrors.session_unknown.message } }),
+};
+
+export class PrimaryHub {
+  /** Exposed for tests that move the stream clock (`sweep`). */
+  readonly broker: MemoryBroker;
+  readonly presence = new MemoryPresenceStore();
+  readonly #workers = new Map<number, WorkerState>();
+  readonly #subscribers = new Map<string, Set<number>>();
+  #revocations: { readonly command: ControlCommand; readonly until: number }[] = [];
+  readonly #retentionMs: number;
+  readonly #maxRevocations: number;
+  readonly #now: () => number;
+
+  constructor(options: PrimaryHubOptions) {
+    this.#now = options.now ?? Date.now;
+    this.#retentionMs = options.revocationRetentionMs;
+    this.#maxRevocations = options.maxRevocations ?? 100_000;
+    this.broker = new MemoryBroker({ now: this.#now, ...(options.sweepIntervalMs === undefined ? {} : { sweepIntervalMs: options.sweepIntervalMs }) });
+    this.broker.setEventHandler({
+      onPublication: (channel, publication) => this.#fanOut(channel, { type: 'publication', channel, publication }),
+      onJoin: (channel, info) => this.#fanOut(channel, { type: 'join', channel, info }),
+      onLeave: (channel, info) => this.#fanOut(channel, { type: 'leave', channel, info }),
+      // The primary's own streams never lose data while it runs.
+      onStreamReset: () => {},
+    });
+  }
+
+  get workerCount(): number {
+    return this.#workers.size;
+  }
+
+  /** Links a worker; `other` receives its non-engine messages (pong, ready, leaving). */
+  attach(id: number, pipe: WorkerPipe, other?: (message: WorkerMessage) => void): void {
+    const state: WorkerState = {
+      id,
+      pipe,
+      channels: new Set(),
+      presence: new Map(),
+      joins: new Map(),
+      forwards: new Map(),
+      serving: new Set(),
+      other,
+    };
+    this.#workers.set(id, state);
+    pipe.onMessage((message) => this.#receive(state, message));
+    pipe.onClose(() => this.detach(id));
+  }
+
+  /** Unlinks a worker and releases everything it held. Idempotent. */
+  detach(id: number): void {
+    const state = this.#workers.get(id);
+    if (state === undefined) return;
+    this.#workers.delete(id);
+    for (const channel of state.channels) this.#unsubscribe(state, channel);
+    for (const [channel, clients] of state.presence) for (const client of clients) void this.presence.remove(channel, client);
+    for (const { channel, info } of state.joins.values()) void this.broker.publishLeave(channel, info);
+    for (const [forward, target] of state.forwards) this.#workers.get(target)?.pipe.send({ type: 'session_abort', id: forward, origin: id });
+    for (const key of state.serving) {
+      const [origin, forward] = key.split(':').map(Number) as [number, number];
+      const waiting = this.#workers.get(origin);
+      if (waiting?.forwards.delete(forward) === true) waiting.pipe.send({ type: 'session_answer', id: forward, answer: unknownSession });
+    }
+  }
+
+  /** Revocations still in force, oldest first, for a worker that starts now. */
+  revocations(): ControlCommand[] {
+    this.#pruneRevocations();
+    return this.#revocations.map((entry) => entry.command);
+  }
+
+  async close(): Promise<void> {
+    for (const id of [...this.#workers.keys()]) this.detach(id);
+    await this.broker.close();
+    await this.presence.close();
+  }
+
+  #receive(state: WorkerState, message: WorkerMessage): void {
+    switch (message.type) {
+      case 'call':
+        this.#call(state, message);
+        return;
+      case 'session_forward': {
+        const target = this.#workers.get(message.target);
+        if (target === undefined) {
+          state.pipe.send({ type: 'session_answer', id: message.id, answer: unknownSession });
+          return;
+        }
+        state.forwards.set(message.id, target.id);
+        target.serving.add(`${state.id}:${message.id}`);
+        target.pipe.send({ type: 'session_request', id: message.id, origin: state.id, exchange: message.exchange });
+        return;
+      }
+      case 'session_abort': {
+        if (state.forwards.delete(message.id)) {
+          const target = this.#workers.get(message.target);
+          if (target?.serving.delete(`${state.id}:${message.id}`) === true) target.pipe.send({ type: 'session_abort', id: message.id, origin: state.id });
+        }
+        return;
+      }
+      case 'session_answer': {
+        if (!state.serving.delete(`${message.origin}:${message.id}`)) return;
+        const origin = this.#workers.get(message.origin);
+        if (origin?.forwards.delete(message.id) === true) origin.pipe.send({ type: 'session_answer', id: message.id, answer: message.answer });
+        return;
+      }
+      default:
+        state.other?.(message);
+    }
+  }
+
+  #call(state: WorkerState, message: CallMessage): void {
+    let result: Promise<unknown>;
+    try {
+      result = this.#run(state, message);
+    } catch (error) {
+      result = Promise.reject(error as Error);
+    }
+    result.then(
+      (value) => state.pipe.send({ type: 'result', id: message.id, ok: true, value: (value ?? null) as never }),
+      (error: unknown) => state.pipe.send({ type: 'result', id: message.id, ok: false, error: error instanceof Error ? error.message : String(error) }),
+    );
+  }
+
+  /** Runs one call. The synchronous part (state changes) happens in message order. */
+  async #run(state: WorkerState, message: CallMessage): Promise<unknown> {
+    switch (message.op) {
+      case 'publish': {
+        const { channel, data, options } = message.args;
+        return this.broker.publish(channel, data, options);
+      }
+      case 'publish_join': {
+        const { channel, info } = message.args;
+        state.joins.set(channel + '\0' + info.client, { channel, info });
+        return this.broker.publishJoin(channel, info);
+      }
+      case 'publish_leave': {
+        const { channel, info } = message.args;
+        state.joins.delete(channel + '\0' + info.client);
+        return this.broker.publishLeave(channel, info);
+      }
+      case 'subscribe': {
+        const { channel } = message.args;
+        if (state.channels.has(channel)) return null;
+        state.channels.add(channel);
+        let set = this.#subscribers.get(channel);
+        if (set === undefined) {
+          set = new Set();
+          this.#subscribers.set(channel, set);
+          void this.broker.subscribe(channel);
+        }
+        set.add(state.id);
+        return null;
+      }
+      case 'unsubscribe':
+        this.#unsubscribe(state, message.args.channel);
+        return null;
+      case 'history': {
+        const { channel, query, stream } = message.args;
+        return this.broker.history(channel, query, stream);
+      }
+      case 'presence_add': {
+        const { channel, info } = message.args;
+        let clients = state.presence.get(channel);
+        if (clients === undefined) {
+          clients = new Set();
+          state.presence.set(channel, clients);
+        }
+        clients.add(info.client);
+        return this.presence.add(channel, info);
+      }
+      case 'presence_remove': {
+        const { channel, clientId } = message.args;
+        const clients = state.presence.get(channel);
+        if (clients !== undefined) {
+          clients.delete(clientId);
+          if (clients.size === 0) state.presence.delete(channel);
+        }
+        return this.presence.remove(channel, clientId);
+      }
+      case 'presence_get':
+        return Object.values(await this.presence.get(message.args.channel));
+      case 'presence_stats':
+        return this.presence.stats(message.args.channel);
+      case 'control': {
+        const { command, from } = message.args;
+        this.#remember(command);
+        for (const worker of this.#workers.values()) worker.pipe.send({ type: 'control', command, from });
+        return null;
+      }
+    }
+  }
+
+  #unsubscribe(state: WorkerState, channel: string): void {
+    if (!state.channels.delete(channel)) return;
+    const set = this.#subscribers.get(channel);
+    if (set === undefined) return;
+    set.delete(state.id);
+    if (set.size === 0) {
+      this.#subscribers.delete(channel);
+      void this.broker.unsubscribe(channel);
+    }
+  }
+
+  #fanOut(channel: string, message: PrimaryMessage): void {
+    const set = this.#subscribers.get(channel);
+    if (set === undefined) return;
+    for (const id of set) this.#workers.get(id)?.pipe.send(message);
+  }
+
+  #remember(command: ControlCommand): void {
+    let until: number;
+    if (command.kind === 'revoke_token') until = command.expiresAt ?? this.#now() + this.#retentionMs;
+    else if (command.kind === 'revoke_user') until = command.at + this.#retentionMs;
+    else return;
+    this.#pruneRevocations();
+    this.#revocations.push({ command, until });
+    if (this.#revocations.length > this.#maxRevocations) this.#revocations.shift();
+  }
+
+  #pruneRevocations(): void {
+    const now = this.#now();
+    if (this.#revocations.some((entry) => entry.until <= now)) this.#revocations = this.#revocations.filter((entry) => entry.until > now);
+  }
+}

@@ -1,0 +1,168 @@
+/**
+ * `herald serve --workers N`: the primary process. It serves no client
+ * itself: it forks N workers that share the listening port (node:cluster),
+ * links them through its PrimaryHub (streams, presence, control, session
+ * routing) and supervises them (packages/server/src/cluster/supervisor.ts).
+ *
+ * Signals: SIGTERM and SIGINT drain every worker and exit 0; SIGHUP (or
+ * `herald reload`, which signals the pid in `<stateDir>/herald.pid`)
+ * re-reads the configuration and replaces the workers one by one.
+ */
+import { availableParallelism } from 'node:os';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { extname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { Config } from '../config/schema.ts';
+import { ConfigError } from '../config/load.ts';
+import type { Logger } from '../core/logger.ts';
+import { PrimaryHub } from './primary-hub.ts';
+import { Supervisor } from './supervisor.ts';
+
+export interface PrimaryOptions {
+  readonly config: Config;
+  readonly logger: Logger;
+  readonly workers: number;
+  /** Re-reads the configuration for a reload; a ConfigError aborts the reload. */
+  readonly reloadConfig?: () => Config;
+  /** Worker entry module; packages/server/src/cluster/worker-main.ts by default. */
+  readonly exec?: string;
+  /** Installs SIGTERM/SIGINT/SIGHUP handlers and writes the pid file (the CLI does; tests may not). */
+  readonly process?: boolean;
+}
+
+export interface ClusterPrimary {
+  /** Resolves with the shared ports once every worker is ready. */
+  readonly ready: Promise<{ readonly port: number; readonly adminPort: number }>;
+  /** Resolves with the exit code once the cluster has stopped: 0 after a shutdown, 1 when it gave up. */
+  readonly done: Promise<number>;
+  reload(): Promise<boolean>;
+  shutdown(): Promise<number>;
+  /** Pids of the live workers. */
+  readonly workerPids: readonly number[];
+}
+
+/** `cluster.workers` or `--workers`: "auto" is the number of cores. */
+export function resolveWorkers(value: number | 'auto'): number {
+  return value === 'auto' ? availableParallelism() : value;
+}
+
+export function pidFilePath(stateDir: string): string {
+  return join(stateDir, 'herald.pid');
+}
+
+/** `herald reload`: sends SIGHUP to the primary named by the pid file; answers its pid. */
+export function signalReload(stateDir: string): number {
+  const path = pidFilePath(stateDir);
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8').trim();
+  } catch {
+    throw new Error(`no ${path}: is Herald running in cluster mode (--workers) with this state directory?`);
+  }
+  const pid = Number(text);
+  if (!Number.isInteger(pid) || pid <= 1) throw new Error(`${path} does not hold a process id`);
+  try {
+    process.kill(pid, 'SIGHUP');
+  } catch (error) {
+    throw new Error(`cannot signal process ${pid} from ${path}: ${(error as NodeJS.ErrnoException).code ?? 'error'}`, { cause: error });
+  }
+  return pid;
+}
+
+export function startPrimary(options: PrimaryOptions): ClusterPrimary {
+  const { config } = options;
+  const logger = options.logger.child({ role: 'primary' });
+  const hub = new PrimaryHub({ revocationRetentionMs: config.auth.revocationRetentionMs });
+  let resolveReady!: (ports: { port: number; adminPort: number }) => void;
+  let rejectReady!: (error: Error) => void;
+  const ready = new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
+    resolveReady = resolve;
+    rejectReady = reject;
+  });
+  ready.catch(() => undefined);
+  let resolveDone!: (code: number) => void;
+  const done = new Promise<number>((resolve) => (resolveDone = resolve));
+  const pidFile = options.process === true ? pidFilePath(config.stateDir) : undefined;
+
+  let stopping: Promise<number> | undefined;
+  const stop = (code: number): Promise<number> => {
+    stopping ??= (async () => {
+      const started = Date.now();
+      await supervisor.shutdown();
+      await hub.close();
+      if (pidFile !== undefined) removePidFile(pidFile);
+      logger.info({ ms: Date.now() - started, code }, 'cluster stopped');
+      rejectReady(new Error('cluster stopped'));
+      resolveDone(code);
+      return code;
+    })();
+    return stopping;
+  };
+
+  const supervisor = new Supervisor({
+    config,
+    workers: options.workers,
+    hub,
+    logger,
+    // Beside this module, with its extension (.ts from the sources, .js once built).
+    exec: options.exec ?? fileURLToPath(new URL(`./worker-main${extname(fileURLToPath(import.meta.url))}`, import.meta.url)),
+    onReady: (ports) => resolveReady(ports),
+    onFatal: (reason) => {
+      logger.error({ reason }, 'cluster giving up');
+      void stop(1);
+    },
+  });
+
+  const reload = async (): Promise<boolean> => {
+    let next: Config | undefined;
+    if (options.reloadConfig !== undefined) {
+      try {
+        next = options.reloadConfig();
+      } catch (error) {
+        logger.error({ problems: error instanceof ConfigError ? error.problems : [(error as Error).message] }, 'reload refused: the configuration is invalid; workers unchanged');
+        return false;
+      }
+    }
+    return supervisor.reload(next);
+  };
+
+  if (options.process === true) {
+    process.title = 'herald primary';
+    if (pidFile !== undefined) writePidFile(pidFile, config.stateDir);
+    const onStop = (signal: string) => {
+      logger.info({ signal }, 'draining the cluster');
+      void stop(0);
+    };
+    process.on('SIGTERM', () => onStop('SIGTERM'));
+    process.on('SIGINT', () => onStop('SIGINT'));
+    process.on('SIGHUP', () => {
+      logger.info({ signal: 'SIGHUP' }, 'reload requested');
+      void reload();
+    });
+  }
+  logger.info({ workers: options.workers, pid: process.pid }, 'cluster primary starting');
+  supervisor.start();
+
+  return {
+    ready,
+    done,
+    reload,
+    shutdown: () => stop(0),
+    get workerPids() {
+      return supervisor.pids;
+    },
+  };
+}
+
+function writePidFile(path: string, stateDir: string): void {
+  mkdirSync(stateDir, { recursive: true, mode: 0o700 });
+  writeFileSync(path, `${process.pid}\n`, { mode: 0o644 });
+}
+
+function removePidFile(path: string): void {
+  try {
+    if (readFileSync(path, 'utf8').trim() === String(process.pid)) rmSync(path);
+  } catch {
+    // already gone
+  }
+}

@@ -1,0 +1,351 @@
+/**
+ * Supervision of the cluster's workers, in the primary. Each of the N slots
+ * holds one worker process (node:cluster), linked to the PrimaryHub.
+ *
+ * - Heartbeats: every `cluster.heartbeatIntervalMs` the primary pings each
+ *   worker over IPC; a worker whose event loop has not answered for
+ *   `cluster.heartbeatTimeoutMs` is killed (SIGKILL) and replaced. A worker
+ *   gets `STARTUP_TIMEOUT_MS` to become ready.
+ * - Crashes: an exit the primary did not ask for is a crash. The slot is
+ *   restarted after `cluster.restartDelayMs`, doubled for each crash of that
+ *   slot within `cluster.crashLoopWindowMs` (at most 30 s). More than
+ *   `cluster.crashLoopRestarts` crashes in the window is a crash loop: one
+ *   error line, and the slot stays empty. With every slot empty the primary
+ *   gives up (exit code 1). A worker that cannot start at all (invalid
+ *   configuration, listener refused) before any worker was ever ready stops
+ *   the cluster at once instead of looping.
+ * - A worker that drains on its own (SIGTERM sent to it) says so and is
+ *   replaced at once; that is not a crash.
+ * - Rolling reload: slot by slot, a new worker is started and must become
+ *   ready before the old one drains (its clients reconnect to the other
+ *   workers and recover: the streams live in the primary). A new worker
+ *   that fails aborts the reload and the old ones keep running.
+ * - Shutdown: every worker drains (clients closed with 3001) within
+ *   `shutdown.drainTimeoutMs`, bounded by a SIGKILL after that.
+ * - Connections: the workers share the listening sockets and accept from
+ *   them (SCHED_NONE); the primary never holds a client connection, so a
+ *   worker's death closes exactly the connections it had accepted.
+ */
+import cluster, { type Worker as ClusterWorker } from 'node:cluster';
+import type { Config } from '../config/schema.ts';
+import type { Logger } from '../core/logger.ts';
+import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ipc-messages.ts';
+import { BatchingPipe, clusterWorkerCarrier } from './pipe.ts';
+import type { PrimaryHub } from './primary-hub.ts';
+
+/** Longest time a new worker may take to become ready. */
+export const STARTUP_TIMEOUT_MS = 60000;
+/** Longest restart delay, however many recent crashes. */
+export const MAX_RESTART_DELAY_MS = 30000;
+/** Time a worker gets beyond the drain timeout before it is killed. */
+const EXIT_GRACE_MS = 5000;
+
+export interface RestartPolicy {
+  readonly restartDelayMs: number;
+  readonly crashLoopRestarts: number;
+  readonly crashLoopWindowMs: number;
+}
+
+export type RestartDecision = { readonly restart: true; readonly delayMs: number; readonly recent: number } | { readonly restart: false; readonly recent: number };
+
+/** Crashes of one slot: when to restart it, or that it is in a crash loop. */
+export class CrashHistory {
+  readonly #policy: RestartPolicy;
+  #crashes: number[] = [];
+
+  constructor(policy: RestartPolicy) {
+    this.#policy = policy;
+  }
+
+  crashed(now: number): RestartDecision {
+    const since = now - this.#policy.crashLoopWindowMs;
+    this.#crashes = this.#crashes.filter((at) => at > since);
+    this.#crashes.push(now);
+    const recent = this.#crashes.length;
+    if (recent > this.#policy.crashLoopRestarts) return { restart: false, recent };
+    const delayMs = Math.min(MAX_RESTART_DELAY_MS, this.#policy.restartDelayMs * 2 ** (recent - 1));
+    return { restart: true, delayMs, recent };
+  }
+}
+
+interface Running {
+  readonly handle: ClusterWorker;
+  readonly id: number;
+  readonly slot: Slot;
+  readonly pipe: BatchingPipe<WorkerMessage, PrimaryMessage>;
+  readonly forkedAt: number;
+  lastPong: number;
+  ready: boolean;
+  /** The primary asked it to go (reload, shutdown) or it said it leaves: its exit is no crash. */
+  planned: boolean;
+  /** Started by a reload and not yet in its slot. */
+  candidate: boolean;
+  readonly exited: Promise<void>;
+  readonly readyOrExit: Promise<boolean>;
+}
+
+interface Slot {
+  readonly index: number;
+  worker: Running | undefined;
+  crashes: CrashHistory;
+  restartTimer: NodeJS.Timeout | undefined;
+  givenUp: boolean;
+}
+
+export interface SupervisorOptions {
+  readonly config: Config;
+  readonly workers: number;
+  readonly hub: PrimaryHub;
+  readonly logger: Logger;
+  /** Worker entry module (packages/server/src/cluster/worker-main.ts). */
+  readonly exec: string;
+  /** Called once when the supervisor gives up (every slot in a crash loop, or workers cannot start). */
+  readonly onFatal: (reason: string) => void;
+  /** Called once every slot has had a ready worker, with the shared ports. */
+  readonly onReady?: (ports: { port: number; adminPort: number }) => void;
+}
+
+export class Supervisor {
+  readonly #options: SupervisorOptions;
+  readonly #logger: Logger;
+  readonly #slots: Slot[] = [];
+  readonly #running = new Map<number, Running>();
+  #config: Config;
+  #heartbeat: NodeJS.Timeout | undefined;
+  #seq = 0;
+  #everReady = false;
+  #announced = false;
+  #stopping = false;
+  #reloading = false;
+  #fatal = false;
+
+  constructor(options: SupervisorOptions) {
+    this.#options = options;
+    this.#logger = options.logger;
+    this.#config = options.config;
+    const policy = options.config.cluster;
+    for (let index = 0; index < options.workers; index++) {
+      this.#slots.push({ index, worker: undefined, crashes: new CrashHistory(policy), restartTimer: undefined, givenUp: false });
+    }
+  }
+
+  start(): void {
+    // The workers accept from the one listening socket themselves. With
+    // node:cluster's default round-robin the primary accepts and hands each
+    // connection over IPC, keeping it open until the worker acknowledges:
+    // a worker killed in between leaves that connection open in the primary
+    // forever, unanswered. Here a connection is only ever held by the worker
+    // that accepted it (and closes with it); one the dead worker had not
+    // accepted yet waits in the kernel's queue for another worker.
+    cluster.schedulingPolicy = cluster.SCHED_NONE;
+    cluster.setupPrimary({ exec: this.#options.exec, args: [], serialization: 'advanced' });
+    for (const slot of this.#slots) slot.worker = this.#spawn(slot, false);
+    this.#heartbeat = setInterval(() => this.#beat(), this.#config.cluster.heartbeatIntervalMs);
+  }
+
+  /** Live worker processes (for tests and logs). */
+  get pids(): number[] {
+    return [...this.#running.values()].map((r) => r.handle.process.pid ?? 0);
+  }
+
+  #spawn(slot: Slot, candidate: boolean): Running {
+    const handle = cluster.fork({ HERALD_WORKER_SLOT: String(slot.index) });
+    const pipe = new BatchingPipe<WorkerMessage, PrimaryMessage>(clusterWorkerCarrier(handle));
+    let resolveReady!: (ready: boolean) => void;
+    const readyOrExit = new Promise<boolean>((resolve) => (resolveReady = resolve));
+    const exited = new Promise<void>((resolve) => {
+      handle.once('exit', (code: number | null, signal: string | null) => {
+        resolveReady(false);
+        this.#onExit(running, code, signal);
+        resolve();
+      });
+    });
+    // EPIPE and the like while a worker dies: its exit is what counts.
+    handle.on('error', () => {});
+    const now = Date.now();
+    const running: Running = {
+      handle,
+      id: handle.id,
+      slot,
+      pipe,
+      forkedAt: now,
+      lastPong: now,
+      ready: false,
+      planned: false,
+      candidate,
+      exited,
+      readyOrExit,
+    };
+    this.#running.set(handle.id, running);
+    this.#options.hub.attach(handle.id, pipe, (message) => {
+      switch (message.type) {
+        case 'hello':
+          pipe.send({ type: 'start', worker: handle.id, config: this.#config, revocations: this.#options.hub.revocations() });
+          return;
+        case 'pong':
+          running.lastPong = Date.now();
+          return;
+        case 'ready':
+          running.ready = true;
+          running.lastPong = Date.now();
+          this.#everReady = true;
+          this.#logger.info({ worker: handle.id, slot: slot.index, pid: handle.process.pid, node: message.nodeId }, 'worker ready');
+          resolveReady(true);
+          this.#announce(message.port, message.adminPort);
+          return;
+        case 'leaving':
+          running.planned = true;
+          this.#logger.info({ worker: handle.id, slot: slot.index }, 'worker draining on its own; replacing it');
+          if (slot.worker === running && !this.#stopping) slot.worker = this.#spawn(slot, false);
+          return;
+        default:
+          return;
+      }
+    });
+    this.#logger.info({ worker: handle.id, slot: slot.index, pid: handle.process.pid }, 'worker started');
+    return running;
+  }
+
+  #announce(port: number, adminPort: number): void {
+    if (this.#announced || this.#slots.some((slot) => slot.worker?.ready !== true)) return;
+    this.#announced = true;
+    this.#logger.info({ host: this.#config.listen.host, port, adminPort, workers: this.#slots.length }, 'cluster ready');
+    this.#options.onReady?.({ port, adminPort });
+  }
+
+  #beat(): void {
+    const now = Date.now();
+    const { heartbeatTimeoutMs } = this.#config.cluster;
+    const seq = ++this.#seq;
+    for (const running of this.#running.values()) {
+      if (running.planned) continue;
+      const silentFor = now - running.lastPong;
+      const tooSlowToStart = !running.ready && now - running.forkedAt > Math.max(STARTUP_TIMEOUT_MS, heartbeatTimeoutMs);
+      // Before it is ready, a worker's event loop may be busy loading code: only the startup bound applies.
+      if ((running.ready && silentFor > heartbeatTimeoutMs) || tooSlowToStart) {
+        this.#logger.error(
+          { worker: running.id, slot: running.slot.index, pid: running.handle.process.pid, silentMs: silentFor, ready: running.ready },
+          running.ready ? 'worker unresponsive (no heartbeat answer); killing it' : 'worker did not become ready; killing it',
+        );
+        running.handle.process.kill('SIGKILL');
+        continue;
+      }
+      running.pipe.send({ type: 'ping', seq });
+    }
+  }
+
+  #onExit(running: Running, code: number | null, signal: string | null): void {
+    this.#running.delete(running.id);
+    this.#options.hub.detach(running.id);
+    const slot = running.slot;
+    if (running.candidate) {
+      if (!running.planned) this.#logger.error({ worker: running.id, slot: slot.index, code, signal }, 'new worker exited during reload');
+      return;
+    }
+    if (slot.worker !== running) return;
+    slot.worker = undefined;
+    if (this.#stopping) return;
+    if (running.planned) return;
+    if (code === 0) {
+      // It drained on its own and its `leaving` did not arrive: replace it, no crash.
+      this.#logger.info({ worker: running.id, slot: slot.index }, 'worker exited after draining; replacing it');
+      slot.worker = this.#spawn(slot, false);
+      return;
+    }
+    if (code === EXIT_CANNOT_START && !this.#everReady) {
+      this.#logger.error({ worker: running.id, slot: slot.index, code }, 'worker cannot start; stopping the cluster (see the worker log line above)');
+      this.#giveUp('workers cannot start');
+      return;
+    }
+    const decision = slot.crashes.crashed(Date.now());
+    if (!decision.restart) {
+      slot.givenUp = true;
+      this.#logger.error(
+        { worker: running.id, slot: slot.index, code, signal, crashes: decision.recent, windowMs: this.#config.cluster.crashLoopWindowMs },
+        'worker crash loop: not restarting this slot',
+      );
+      if (this.#slots.every((s) => s.givenUp)) this.#giveUp('every worker slot is in a crash loop');
+      return;
+    }
+    this.#logger.warn(
+      { worker: running.id, slot: slot.index, pid: running.handle.process.pid, code, signal, restartInMs: decision.delayMs, recentCrashes: decision.recent },
+      'worker exited unexpectedly; restarting',
+    );
+    slot.restartTimer = setTimeout(() => {
+      slot.restartTimer = undefined;
+      if (!this.#stopping && slot.worker === undefined) slot.worker = this.#spawn(slot, false);
+    }, decision.delayMs);
+  }
+
+  #giveUp(reason: string): void {
+    if (this.#fatal) return;
+    this.#fatal = true;
+    this.#options.onFatal(reason);
+  }
+
+  /**
+   * Replaces every worker, one at a time: the new one must be ready before
+   * the old one drains. `config` (re-read by the caller) applies to the new
+   * workers. Resolves false when the reload was refused or aborted.
+   */
+  async reload(config?: Config): Promise<boolean> {
+    if (this.#stopping) return false;
+    if (this.#reloading) {
+      this.#logger.warn({}, 'reload already in progress; ignored');
+      return false;
+    }
+    this.#reloading = true;
+    try {
+      // The worker count stays that of the running cluster.
+      if (config !== undefined) this.#config = config;
+      this.#logger.info({ workers: this.#slots.length }, 'rolling reload started');
+      for (const slot of this.#slots) {
+        if (this.#stopping) return false;
+        // A slot given up after a crash loop gets its chance again: a reload is how a fix is rolled out.
+        const next = this.#spawn(slot, true);
+        if (!(await next.readyOrExit) || this.#stopping) {
+          this.#logger.error({ slot: slot.index }, 'rolling reload aborted: the new worker did not become ready; the old workers keep running');
+          if (!this.#stopping) await this.#stop(next);
+          return false;
+        }
+        const old = slot.worker;
+        next.candidate = false;
+        slot.worker = next;
+        if (slot.givenUp) {
+          slot.givenUp = false;
+          slot.crashes = new CrashHistory(this.#config.cluster);
+        }
+        if (slot.restartTimer !== undefined) {
+          clearTimeout(slot.restartTimer);
+          slot.restartTimer = undefined;
+        }
+        if (old !== undefined) await this.#stop(old);
+      }
+      this.#logger.info({ workers: this.#slots.length }, 'rolling reload complete');
+      return true;
+    } finally {
+      this.#reloading = false;
+    }
+  }
+
+  /** Asks one worker to drain and exit; kills it when it overstays. */
+  async #stop(running: Running): Promise<void> {
+    running.planned = true;
+    const drainTimeoutMs = this.#config.shutdown.drainTimeoutMs;
+    running.pipe.send({ type: 'shutdown', drainTimeoutMs });
+    const timer = setTimeout(() => {
+      this.#logger.warn({ worker: running.id }, 'worker did not exit after its drain; killing it');
+      running.handle.process.kill('SIGKILL');
+    }, drainTimeoutMs + EXIT_GRACE_MS);
+    await running.exited;
+    clearTimeout(timer);
+  }
+
+  /** Drains every worker; resolves once they have all exited. */
+  async shutdown(): Promise<void> {
+    this.#stopping = true;
+    clearInterval(this.#heartbeat);
+    for (const slot of this.#slots) clearTimeout(slot.restartTimer);
+    await Promise.all([...this.#running.values()].map((running) => this.#stop(running)));
+  }
+}

@@ -1,0 +1,86 @@
+/**
+ * Entry of a cluster worker, forked by packages/server/src/cluster/primary.ts. Says hello,
+ * waits for `start` (config and the revocations in force), then runs the
+ * same server as `herald serve` on the cluster engine. Answers heartbeats;
+ * drains on `shutdown` from the primary, or on its own SIGTERM (telling the
+ * primary it is leaving). SIGINT and SIGHUP are the primary's business: a
+ * terminal's Ctrl-C reaches the whole process group, and the primary then
+ * drains every worker. Exits when the primary goes away.
+ */
+import type { HeraldServer } from '../app/app.ts';
+import { startServer } from '../app/app.ts';
+import { ConfigError, deepFreeze } from '../config/load.ts';
+import { createLogger } from '../observability/pino-logger.ts';
+import type { Logger } from '../core/logger.ts';
+import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ipc-messages.ts';
+import { BatchingPipe, processCarrier } from './pipe.ts';
+import { createWorkerEngine } from './worker-engine.ts';
+
+const pipe = new BatchingPipe<PrimaryMessage, WorkerMessage>(processCarrier());
+let server: HeraldServer | undefined;
+let starting: Promise<void> | undefined;
+let leaving = false;
+let logger: Logger | undefined;
+let drainTimeoutMs = 30000;
+
+function onMessage(message: PrimaryMessage): void {
+  switch (message.type) {
+    case 'ping':
+      pipe.send({ type: 'pong', seq: message.seq });
+      return;
+    case 'start':
+      starting ??= start(message);
+      return;
+    case 'shutdown':
+      void leave(message.drainTimeoutMs, 0);
+      return;
+    default:
+      // Engine messages before the engine exists: nothing subscribed yet.
+      return;
+  }
+}
+
+async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promise<void> {
+  // Cloned over IPC: frozen again, as the CLI hands it to a single process.
+  const config = deepFreeze(message.config);
+  drainTimeoutMs = config.shutdown.drainTimeoutMs;
+  process.title = `herald worker ${message.worker}`;
+  const pino = createLogger(config.log.level).child({ worker: message.worker });
+  logger = pino;
+  const engine = createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, onOther: onMessage });
+  try {
+    server = await startServer({ config, logger: pino, engine });
+  } catch (error) {
+    pino.error({ err: error }, error instanceof ConfigError ? 'worker cannot start: invalid configuration' : 'worker cannot start');
+    await pipe.flushed();
+    process.exit(EXIT_CANNOT_START);
+  }
+  if (leaving) return;
+  pipe.send({ type: 'ready', nodeId: server.node.id, port: server.port, adminPort: server.adminPort });
+}
+
+async function leave(timeoutMs: number, code: number): Promise<void> {
+  if (leaving) return;
+  leaving = true;
+  // A hard bound, whatever happens below.
+  setTimeout(() => process.exit(code), timeoutMs + 5000).unref();
+  await starting?.catch(() => undefined);
+  if (server !== undefined) await server.shutdown(timeoutMs).catch(() => false);
+  await pipe.flushed();
+  process.exit(code);
+}
+
+pipe.onMessage(onMessage);
+pipe.onClose(() => {
+  if (leaving) return;
+  logger?.error({}, 'cluster primary gone; closing this worker');
+  void leave(Math.min(drainTimeoutMs, 2000), 1);
+});
+process.on('SIGINT', () => {});
+process.on('SIGHUP', () => {});
+process.on('SIGTERM', () => {
+  logger?.info({ signal: 'SIGTERM' }, 'worker draining on its own signal');
+  pipe.send({ type: 'leaving' });
+  void leave(drainTimeoutMs, 0);
+});
+pipe.send({ type: 'hello' });

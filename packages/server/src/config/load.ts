@@ -1,0 +1,357 @@
+/**
+ * Builds the validated, deep-frozen Config from a file, the environment and
+ * flags (later wins). Only the CLI calls this; everything below the
+ * composition root receives the frozen object.
+ *
+ * Validation reports every problem it finds, each with the config path (or
+ * the variable or flag that set the value) and, where there is one, the fix.
+ * A problem never quotes a secret's value.
+ */
+import { createHash } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import type { TSchema } from '@sinclair/typebox';
+import { Value, ValueErrorType } from '@sinclair/typebox/value';
+import { DEFAULT_MAX_JSON_DEPTH, findPoisonedKey, jsonDepthExceeds, parseJsonSafely } from '@herald/protocol/json';
+import { findJsonSyntaxError } from './json-syntax.ts';
+import { ConfigSchema, MIN_SECRET_CHARS, type Config } from './schema.ts';
+
+export class ConfigError extends Error {
+  readonly problems: readonly string[];
+  constructor(problems: readonly string[]) {
+    super('invalid configuration:\n  - ' + problems.join('\n  - '));
+    this.name = 'ConfigError';
+    this.problems = problems;
+  }
+}
+
+/** Flag overrides already parsed by the CLI. */
+export type ConfigOverrides = Readonly<Partial<{ host: string; port: number; adminPort: number; logLevel: string; engine: string; redisUrl: string }>>;
+
+export interface ConfigSources {
+  /**
+   * Path of the JSON config file. `loadConfig` reads it (absent means
+   * development mode); `buildConfig` takes it as where `raw` came from, so
+   * that a secret written in the file can be told from one in the
+   * environment.
+   */
+  readonly file?: string | undefined;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  readonly overrides?: ConfigOverrides;
+}
+
+/** Environment variables read at start-up; documented in docs/config.md. */
+export const environmentVariables = {
+  HERALD_CONFIG: 'Path of the JSON config file (same as --config).',
+  HERALD_HOST: 'Overrides listen.host (same as --host).',
+  HERALD_PORT: 'Overrides listen.port (same as --port).',
+  HERALD_ADMIN_PORT: 'Overrides admin.port, the internal listener (same as --admin-port).',
+  HERALD_LOG_LEVEL: 'Overrides log.level.',
+  HERALD_AUTH_HMAC_SECRET: `HS256 token secret, at least ${MIN_SECRET_CHARS} characters (instead of auth.hmacSecretFile).`,
+  HERALD_API_KEY: `One extra admin API key (named "env"), at least ${MIN_SECRET_CHARS} characters, given in plain text and hashed at start-up.`,
+  HERALD_REDIS_URL: 'Overrides engine.redisUrl (keeps a Redis password out of the config file).',
+  HERALD_ENGINE: 'Overrides engine.type (memory or redis).',
+} as const;
+
+/** The command that makes a random secret, named in messages. */
+export const GENERATE_SECRET = 'openssl rand -base64 32';
+
+export function loadConfig(sources: ConfigSources): Config {
+  const file = sources.file ?? sources.env['HERALD_CONFIG'];
+  if (file === undefined || file === '') return buildConfig({ mode: 'development' }, { ...sources, file: undefined });
+  return buildConfig(readConfigFile(file), { ...sources, file });
+}
+
+/** Reads a JSON config file as an untrusted object (no `__proto__`/`constructor` keys). */
+export function readConfigFile(file: string): Record<string, unknown> {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code ?? 'error';
+    throw new ConfigError([`cannot read config file ${file}: ${code}${code === 'ENOENT' ? ' (no such file; check the path given to --config or HERALD_CONFIG)' : ''}`]);
+  }
+  if (jsonDepthExceeds(text, DEFAULT_MAX_JSON_DEPTH)) {
+    throw new ConfigError([`config file ${file} nests arrays and objects deeper than ${DEFAULT_MAX_JSON_DEPTH} levels`]);
+  }
+  const parsed = parseJsonSafely(text);
+  if (parsed === undefined) {
+    const syntax = findJsonSyntaxError(text);
+    if (syntax !== undefined) throw new ConfigError([`${file}:${syntax.line}:${syntax.column}: not valid JSON: ${syntax.expected}`]);
+    const poisoned = findPoisonedKey(JSON.parse(text) as unknown, { strict: true });
+    throw new ConfigError([`${file}: ${poisoned ?? 'a key'}: __proto__ and constructor keys are not allowed`]);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new ConfigError([`${file}: the config must be a JSON object ({ … }), not ${Array.isArray(parsed) ? 'an array' : parsed === null ? 'null' : typeof parsed}`]);
+  }
+  return parsed as Record<string, unknown>;
+}
+
+/** A config with its defaults, and every problem found in it. */
+export interface ValidatedConfig {
+  /** Defaults filled in; its values can be trusted only outside `invalidSections`. */
+  readonly config: Config;
+  readonly problems: readonly string[];
+  /**
+   * Top-level sections ("auth", "listen", …) with a problem; checks that
+   * read one of them are skipped rather than misled. "*" means all.
+   */
+  readonly invalidSections: ReadonlySet<string>;
+}
+
+/** Applies env and flag overrides to a raw object, then validates it; throws a ConfigError listing every problem. */
+export function buildConfig(raw: Record<string, unknown>, sources: ConfigSources): Config {
+  const validated = validateConfig(raw, sources);
+  if (validated.problems.length > 0) throw new ConfigError(validated.problems);
+  return deepFreeze(validated.config);
+}
+
+const MAX_PROBLEMS = 50;
+
+/** Like buildConfig, but answers the problems instead of throwing (`herald check-config` reports them all). */
+export function validateConfig(raw: Record<string, unknown>, sources: ConfigSources): ValidatedConfig {
+  const problems: string[] = [];
+  const invalidSections = new Set<string>();
+  const problem = (section: string, text: string) => {
+    invalidSections.add(section);
+    if (problems.length < MAX_PROBLEMS && !problems.includes(text)) problems.push(text);
+  };
+  const poisoned = findPoisonedKey(raw, { strict: true });
+  if (poisoned !== undefined) {
+    problem('*', `${poisoned}: __proto__, constructor and prototype keys are not allowed`);
+    return { config: Value.Default(ConfigSchema, {}) as Config, problems, invalidSections };
+  }
+  const value = structuredClone(raw) as Record<string, Record<string, unknown>>;
+  const section = (name: string): Record<string, unknown> => {
+    const existing = value[name];
+    if (typeof existing === 'object' && existing !== null && !Array.isArray(existing)) return existing;
+    const created: Record<string, unknown> = {};
+    value[name] = created;
+    return created;
+  };
+  /** Config path → the variable or flag that set it, for messages. */
+  const origins = new Map<string, string>();
+  const set = (path: string, next: unknown, origin: string) => {
+    const [name, key] = path.slice(1).split('/') as [string, string];
+    section(name)[key] = next;
+    origins.set(path, origin);
+  };
+  const env = sources.env;
+  const port = (text: string, origin: string, path: string) => {
+    const number = /^[0-9]{1,5}$/.test(text) ? Number(text) : NaN;
+    if (Number.isInteger(number)) set(path, number, origin);
+    else problem(path.split('/')[1]!, `${origin} must be a decimal port number from 0 to 65535`);
+  };
+  if (env['HERALD_HOST']) set('/listen/host', env['HERALD_HOST'], 'HERALD_HOST');
+  if (env['HERALD_PORT']) port(env['HERALD_PORT'], 'HERALD_PORT', '/listen/port');
+  if (env['HERALD_ADMIN_PORT']) port(env['HERALD_ADMIN_PORT'], 'HERALD_ADMIN_PORT', '/admin/port');
+  if (env['HERALD_LOG_LEVEL']) set('/log/level', env['HERALD_LOG_LEVEL'], 'HERALD_LOG_LEVEL');
+  if (env['HERALD_REDIS_URL']) set('/engine/redisUrl', env['HERALD_REDIS_URL'], 'HERALD_REDIS_URL');
+  if (env['HERALD_ENGINE']) set('/engine/type', env['HERALD_ENGINE'], 'HERALD_ENGINE');
+  if (env['HERALD_AUTH_HMAC_SECRET']) set('/auth/hmacSecret', env['HERALD_AUTH_HMAC_SECRET'], 'HERALD_AUTH_HMAC_SECRET');
+  const envKey = env['HERALD_API_KEY'];
+  if (envKey) {
+    // Checked here, where the plain key still exists; only its hash goes on.
+    if (envKey.length < MIN_SECRET_CHARS) {
+      problem('api', `HERALD_API_KEY: too short; an API key needs at least ${MIN_SECRET_CHARS} random characters (generate one: \`${GENERATE_SECRET}\`)`);
+    } else {
+      const api = section('api');
+      const keys = Array.isArray(api['keys']) ? [...(api['keys'] as unknown[])] : api['keys'] === undefined ? [] : undefined;
+      if (keys !== undefined) {
+        keys.push({ name: 'env', sha256: createHash('sha256').update(envKey).digest('hex'), scopes: ['admin'] });
+        api['keys'] = keys;
+      }
+    }
+  }
+  const flags = sources.overrides ?? {};
+  if (flags.host !== undefined) set('/listen/host', flags.host, '--host');
+  if (flags.port !== undefined) set('/listen/port', flags.port, '--port');
+  if (flags.adminPort !== undefined) set('/admin/port', flags.adminPort, '--admin-port');
+  if (flags.logLevel !== undefined) set('/log/level', flags.logLevel, '--log-level');
+  if (flags.engine !== undefined) set('/engine/type', flags.engine, '--engine');
+  if (flags.redisUrl !== undefined) set('/engine/redisUrl', flags.redisUrl, '--redis-url');
+
+  const config = Value.Default(ConfigSchema, Value.Clone(value)) as Config;
+  for (const error of Value.Errors(ConfigSchema, config)) {
+    const path = error.path || '/';
+    const unknownKey = error.type === ValueErrorType.ObjectAdditionalProperties;
+    problem(path === '/' ? '*' : path.split('/')[1]!, describeError(path, error.schema, error.value, origins.get(path), unknownKey));
+  }
+  const valid = (...sections: string[]) => !invalidSections.has('*') && sections.every((s) => !invalidSections.has(s));
+  for (const [sectionName, text] of crossFieldProblems(config, valid)) problem(sectionName, text);
+
+  // Secrets come from files or the environment in production, never from the config file itself.
+  const fileAuth = raw['auth'];
+  if (
+    sources.file !== undefined &&
+    valid('mode') &&
+    config.mode === 'production' &&
+    typeof fileAuth === 'object' &&
+    fileAuth !== null &&
+    (fileAuth as Record<string, unknown>)['hmacSecret'] !== undefined
+  ) {
+    problem(
+      'auth',
+      `/auth/hmacSecret: production mode does not take a secret written in the config file (${sources.file}); ` +
+        'put it in a file named by auth.hmacSecretFile (readable only by Herald\'s user) or in the environment variable HERALD_AUTH_HMAC_SECRET, ' +
+        'and remove it from the config file',
+    );
+  }
+  return { config, problems, invalidSections };
+}
+
+/** One schema error as a line that names the path, what is allowed, and what was found (never a secret). */
+function describeError(path: string, schema: TSchema, value: unknown, origin: string | undefined, unknownKey: boolean): string {
+  const from = origin === undefined ? '' : ` (set by ${origin})`;
+  const secret = schema['x-secret'] === true;
+  const got = secret ? '' : describeValue(value);
+  if (unknownKey) {
+    const key = path.slice(path.lastIndexOf('/') + 1);
+    const near = nearest(key, Object.keys((schema['properties'] as Record<string, unknown> | undefined) ?? {}));
+    return `${path}: unknown option${near === undefined ? '' : `; did you mean "${near}"?`} (every option is in docs/config.md)`;
+  }
+  const alternatives = schema['anyOf'] as TSchema[] | undefined;
+  if (alternatives !== undefined) {
+    const allowed = alternatives.map((s) => (s['const'] !== undefined ? JSON.stringify(s['const']) : describeType(s)));
+    return `${path}: must be one of: ${allowed.join(', ')}${got}${from}`;
+  }
+  if (value === undefined) return `${path}: is required${from}`;
+  if (secret && schema['minLength'] !== undefined && typeof value === 'string') {
+    return `${path}: too short; at least ${String(schema['minLength'])} random characters (generate one: \`${GENERATE_SECRET}\`)${from}`;
+  }
+  return `${path}: ${lowerFirst(schemaMessage(schema, value))}${got}${from}`;
+}
+
+function describeType(schema: TSchema): string {
+  if (schema['type'] === 'integer') {
+    const min = schema['minimum'] as number | undefined;
+    const max = schema['maximum'] as number | undefined;
+    return min !== undefined && max !== undefined ? `an integer from ${min} to ${max}` : 'an integer';
+  }
+  return `a${schema['type'] === 'array' || schema['type'] === 'object' ? 'n' : ''} ${String(schema['type'])}`;
+}
+
+/** TypeBox's messages, in words that say what is expected. */
+function schemaMessage(schema: TSchema, value: unknown): string {
+  const type = schema['type'];
+  if (type === 'integer' || type === 'number') {
+    if (typeof value !== 'number' || (type === 'integer' && !Number.isInteger(value))) return `must be ${describeType(schema)}`;
+    const min = schema['minimum'] as number | undefined;
+    const max = schema['maximum'] as number | undefined;
+    if (min !== undefined && value < min) return `must be at least ${min}`;
+    if (max !== undefined && value > max) return `must be at most ${max}`;
+  }
+  if (type === 'string') {
+    if (typeof value !== 'string') return 'must be a string';
+    if (schema['minLength'] !== undefined && value.length < (schema['minLength'] as number)) return `must be at least ${String(schema['minLength'])} characters`;
+    if (schema['maxLength'] !== undefined && value.length > (schema['maxLength'] as number)) return `must be at most ${String(schema['maxLength'])} characters`;
+    if (schema['pattern'] !== undefined) {
+      const description = schema['description'] as string | undefined;
+      return `must match ${String(schema['pattern'])}${description === undefined ? '' : ` (${lowerFirst(description).replace(/\.$/, '')})`}`;
+    }
+    if (schema['format'] === 'date-time') return 'must be an ISO 8601 date-time such as 2027-01-01T00:00:00Z';
+  }
+  if (type === 'boolean' && typeof value !== 'boolean') return 'must be true or false';
+  if (type === 'array') {
+    if (!Array.isArray(value)) return 'must be an array';
+    if (schema['minItems'] !== undefined && value.length < (schema['minItems'] as number)) return `must have at least ${String(schema['minItems'])} item(s)`;
+    if (schema['uniqueItems'] === true) return 'must not repeat an item';
+  }
+  if (type === 'object') {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return 'must be an object';
+    const required = (schema['required'] as string[] | undefined)?.filter((key) => !Object.hasOwn(value, key)) ?? [];
+    if (required.length > 0) return `needs ${required.map((key) => `"${key}"`).join(', ')}`;
+  }
+  return 'is not valid';
+}
+
+function lowerFirst(text: string): string {
+  return text.slice(0, 1).toLowerCase() + text.slice(1);
+}
+
+function describeValue(value: unknown): string {
+  if (typeof value === 'object' || value === undefined) return '';
+  const text = String(value);
+  return ` (got ${text.length > 40 ? text.slice(0, 40) + '…' : text})`;
+}
+
+/** The known key within two edits of `key`, if one is. */
+function nearest(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of known) {
+    const d = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (d < bestDistance) {
+      best = candidate;
+      bestDistance = d;
+    }
+  }
+  return best;
+}
+
+function editDistance(a: string, b: string): number {
+  if (Math.abs(a.length - b.length) > 2) return 3;
+  let previous = Array.from({ length: b.length + 1 }, (_, j) => j);
+  for (let i = 1; i <= a.length; i++) {
+    const current = [i];
+    for (let j = 1; j <= b.length; j++) {
+      current[j] = Math.min(previous[j]! + 1, current[j - 1]! + 1, previous[j - 1]! + (a[i - 1] === b[j - 1] ? 0 : 1));
+    }
+    previous = current;
+  }
+  return previous[b.length]!;
+}
+
+/** Rules across fields, each with its section; a rule whose sections failed the schema is skipped. */
+function crossFieldProblems(config: Config, valid: (...sections: string[]) => boolean): [string, string][] {
+  const problems: [string, string][] = [];
+  if (valid('channels')) {
+    const seen = new Set<string>();
+    for (const ns of config.channels.namespaces) {
+      if (seen.has(ns.name)) problems.push(['channels', `/channels/namespaces: namespace "${ns.name}" is defined twice; keep one entry`]);
+      seen.add(ns.name);
+    }
+  }
+  if (valid('auth')) {
+    const auth = config.auth;
+    if (auth.hmacSecret !== undefined && auth.hmacSecretFile !== undefined) {
+      problems.push(['auth', '/auth: set hmacSecret (or HERALD_AUTH_HMAC_SECRET) or hmacSecretFile, not both']);
+    }
+    if (auth.publicKey !== undefined && auth.publicKeyFile !== undefined) {
+      problems.push(['auth', '/auth: set publicKey or publicKeyFile, not both']);
+    }
+  }
+  if (valid('api')) {
+    const names = new Set<string>();
+    for (const key of config.api.keys) {
+      if (names.has(key.name)) problems.push(['api', `/api/keys: key name "${key.name}" is used twice; give each key its own name`]);
+      names.add(key.name);
+    }
+    for (const key of config.api.keys) {
+      if (key.notAfter !== undefined && Number.isNaN(Date.parse(key.notAfter))) problems.push(['api', `/api/keys: notAfter of "${key.name}" is not a date`]);
+    }
+  }
+  if (valid('tls') && (config.tls.certFile === undefined) !== (config.tls.keyFile === undefined)) {
+    problems.push(['tls', '/tls: set both certFile and keyFile, or neither']);
+  }
+  if (valid('auth', 'cors') && config.auth.cookieName !== undefined && config.cors.origins.length === 0) {
+    problems.push(['auth', '/auth/cookieName: cookie auth needs cors.origins (the origin allowlist guards it): add your app\'s origin there']);
+  }
+  if (valid('cluster', 'engine') && typeof config.cluster.workers === 'number' && config.cluster.workers > 1 && config.engine.type !== 'memory') {
+    problems.push([
+      'cluster',
+      '/cluster/workers: cluster mode links its workers through the primary (engine.type "memory"); with the redis engine set cluster.workers to 1 and run one Herald process per port or machine',
+    ]);
+  }
+  if (valid('limits') && config.limits.inboundHardPerSecond < config.limits.inboundRatePerSecond) {
+    problems.push(['limits', '/limits: inboundHardPerSecond must be at least inboundRatePerSecond']);
+  }
+  return problems;
+}
+
+export function deepFreeze<T>(value: T): T {
+  if (typeof value === 'object' && value !== null && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const key of Object.keys(value)) deepFreeze((value as Record<string, unknown>)[key]);
+  }
+  return value;
+}

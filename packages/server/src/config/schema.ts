@@ -1,0 +1,310 @@
+/**
+ * The single configuration schema: types, defaults, validation and the
+ * generated `docs/config.md` all come from here. Every option carries its
+ * description. Durations are milliseconds, sizes bytes.
+ */
+import { FormatRegistry, Type, type Static, type TSchema } from '@sinclair/typebox';
+import { DEFAULT_MAX_JSON_DEPTH } from '@herald/protocol/json';
+
+/** RFC 3339 date-time (what `toISOString()` writes); TypeBox knows no formats until registered. */
+const dateTime = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:\.\d{1,9})?(?:Z|[+-]\d{2}:\d{2})$/i;
+if (!FormatRegistry.Has('date-time')) FormatRegistry.Set('date-time', (value) => dateTime.test(value) && !Number.isNaN(Date.parse(value)));
+
+/** Least length of a secret: the HS256 secret and an API key given in the environment. */
+export const MIN_SECRET_CHARS = 32;
+
+const Ms = (def: number, description: string, minimum = 1) =>
+  Type.Integer({ default: def, minimum, maximum: 2 ** 31 - 1, description });
+
+export const NamespaceOptions = Type.Object(
+  {
+    historySize: Type.Integer({
+      default: 300,
+      minimum: 0,
+      maximum: 100000,
+      description: 'Publications kept per channel for history and recovery; 0 turns history and positions off.',
+    }),
+    historyTtlMs: Ms(120000, 'How long a publication stays in history (the recovery window in time).'),
+    presence: Type.Boolean({ default: true, description: 'Track who is subscribed (presence and presence_stats).' }),
+    joinLeave: Type.Boolean({ default: false, description: 'Send join and leave pushes to subscribers.' }),
+    clientPublish: Type.Boolean({ default: false, description: 'Allow connected clients to publish into channels of this namespace.' }),
+    private: Type.Boolean({
+      default: false,
+      description: 'Subscribing needs a subscription token (JWT with `channel` and the connection\'s `sub`) in the subscribe command.',
+    }),
+    allowAnonymous: Type.Boolean({
+      default: false,
+      description: 'Allow connections without a token (user id "") to subscribe to this namespace.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+/** Namespace entries carry no defaults of their own: unset options inherit `channels.defaults`. */
+const namespaceOverrides = Object.fromEntries(
+  Object.entries(NamespaceOptions.properties).map(([key, schema]) => {
+    const { default: _default, ...rest } = schema as TSchema & { default?: unknown };
+    return [key, Type.Optional(Type.Unsafe<unknown>(rest))];
+  }),
+);
+
+export const Namespace = Type.Object(
+  {
+    name: Type.String({ pattern: '^[a-z0-9_-]{1,64}$', description: 'Namespace name: the part of a channel before the first ":".' }),
+    ...namespaceOverrides,
+  },
+  { additionalProperties: false },
+);
+
+export const ApiKey = Type.Object(
+  {
+    name: Type.String({ minLength: 1, maxLength: 64, description: 'Label for logs and metrics.' }),
+    sha256: Type.String({ pattern: '^[0-9a-f]{64}$', description: 'Hex SHA-256 of the key; the key itself is never stored.' }),
+    notAfter: Type.Optional(
+      Type.String({
+        format: 'date-time',
+        description: 'ISO 8601 time after which the key is refused: set it on the old key when rotating, for a grace period.',
+      }),
+    ),
+    scopes: Type.Array(Type.Union([Type.Literal('publish'), Type.Literal('read'), Type.Literal('admin')]), {
+      minItems: 1,
+      uniqueItems: true,
+      description: 'publish: publish, broadcast. read: history, presence, channels, info. admin: disconnect, and everything.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
+export const ConfigSchema = Type.Object(
+  {
+    mode: Type.Union([Type.Literal('development'), Type.Literal('production')], {
+      default: 'production',
+      description: 'development generates secrets into stateDir and logs loudly that it does; production requires them in config.',
+    }),
+    stateDir: Type.String({ default: '.herald', description: 'Directory for generated development secrets and the API key store (`api-keys.json`, written by `herald keys`).' }),
+    listen: Type.Object(
+      {
+        host: Type.String({ default: '127.0.0.1', description: 'Address of the public listener.' }),
+        port: Type.Integer({ default: 8000, minimum: 0, maximum: 65535, description: 'Port of the public listener; 0 picks a free one (--port, HERALD_PORT).' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    log: Type.Object(
+      {
+        level: Type.Union(
+          ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'].map((l) => Type.Literal(l)),
+          { default: 'info', description: 'pino log level.' },
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    auth: Type.Object(
+      {
+        algorithms: Type.Array(
+          Type.Union([Type.Literal('HS256'), Type.Literal('RS256'), Type.Literal('ES256')]),
+          { default: ['HS256'], minItems: 1, uniqueItems: true, description: 'JWT algorithms accepted; the token header never chooses.' },
+        ),
+        hmacSecret: Type.Optional(
+          Type.String({
+            minLength: MIN_SECRET_CHARS,
+            'x-secret': true,
+            description: `HS256 secret, at least ${MIN_SECRET_CHARS} characters. Written in a config file, development mode only: production mode refuses it there; use HERALD_AUTH_HMAC_SECRET or hmacSecretFile.`,
+          }),
+        ),
+        hmacSecretFile: Type.Optional(Type.String({ description: `File holding the HS256 secret (at least ${MIN_SECRET_CHARS} characters; generate one with \`openssl rand -base64 32\`).` })),
+        publicKey: Type.Optional(Type.String({ description: 'PEM public key (SPKI) for RS256/ES256.' })),
+        publicKeyFile: Type.Optional(Type.String({ description: 'File holding the PEM public key.' })),
+        audience: Type.Optional(Type.String({ description: 'Required `aud` claim, when set.' })),
+        issuer: Type.Optional(Type.String({ description: 'Required `iss` claim, when set.' })),
+        leewayMs: Ms(5000, 'Clock skew tolerated on `exp` and `nbf`.', 0),
+        expiryGraceMs: Ms(25000, 'A live connection whose token expired is closed this long after `exp` (code 3003).', 0),
+        jwksUrl: Type.Optional(Type.String({ pattern: '^https?://', description: 'JWKS endpoint for RS256/ES256 keys (fetched, cached, refreshed on an unknown `kid`).' })),
+        jwksCacheMs: Ms(600000, 'How long fetched JWKS keys are trusted before a refetch.'),
+        jwksCooldownMs: Ms(30000, 'Least time between two JWKS fetches caused by unknown `kid`s (bounds what hostile tokens can trigger).', 0),
+        revocationRetentionMs: Ms(86400000, 'How long a user revocation (and a token revocation without `exp`) is kept; set it to your longest token lifetime.'),
+        cookieName: Type.Optional(
+          Type.String({
+            pattern: '^[A-Za-z0-9_-]{1,64}$',
+            description: 'Cookie carrying the connection token for same-site apps (WebSocket, SSE, long polling); needs cors.origins.',
+          }),
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    api: Type.Object(
+      {
+        keys: Type.Array(ApiKey, { default: [], description: 'Server API keys (hashed). HERALD_API_KEY adds one admin key from the environment.' }),
+        maxBodyBytes: Type.Integer({ default: 65536, minimum: 1024, maximum: 16777216, description: 'Largest API request body.' }),
+        maxBroadcastChannels: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most channels in one broadcast.' }),
+        rateLimitPerKey: Type.Integer({ default: 6000, minimum: 1, description: 'API requests per key per minute (per node), then 429.' }),
+        rateLimitPerIp: Type.Integer({ default: 600, minimum: 1, description: 'API requests per client IP per minute (per node), counted before the key is checked.' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    channels: Type.Object(
+      {
+        defaults: Type.Object(NamespaceOptions.properties, {
+          additionalProperties: false,
+          default: {},
+          description: 'Options of the default namespace (channels without ":") and defaults for every namespace.',
+        }),
+        namespaces: Type.Array(Namespace, { default: [], description: 'Named namespaces; unset options inherit channels.defaults.' }),
+        maxNameBytes: Type.Integer({ default: 255, minimum: 16, maximum: 1024, description: 'Longest channel name.' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    limits: Type.Object(
+      {
+        maxMessageBytes: Type.Integer({ default: 65536, minimum: 256, maximum: 16777216, description: 'Largest inbound client message.' }),
+        maxJsonDepth: Type.Integer({
+          default: DEFAULT_MAX_JSON_DEPTH,
+          minimum: 8,
+          maximum: 1000,
+          description:
+            'Deepest nesting of arrays and objects in any JSON input (API bodies, commands on every transport, long-poll bodies, JWT claims), counted over the whole text: `[]` is 1, a command envelope takes 2. Deeper input is refused before it is parsed: HTTP 400 json_too_deep, reply error 117, token 3500. The config file and the key store are held to 64.',
+        }),
+        maxFragments: Type.Integer({
+          default: 1024,
+          minimum: 1,
+          maximum: 65536,
+          description: 'WebSocket frames one message may be split into (its first frame and continuations); one more closes with 1008.',
+        }),
+        outboundQueueBytes: Type.Integer({
+          default: 1048576,
+          minimum: 1024,
+          maximum: 1073741824,
+          description: 'Bytes queued to one connection before it is disconnected as slow (code 3004).',
+        }),
+        closeGraceMs: Ms(
+          5000,
+          'Time a closing connection gets to take its last frame (the WebSocket close handshake, the end of an SSE stream, the `disconnect` message a long-poll session keeps for its next poll); then it is cut. A drain waits this long for a long-poll client between two polls.',
+        ),
+        maxChannelsPerConnection: Type.Integer({ default: 128, minimum: 1, maximum: 100000, description: 'Subscriptions per connection.' }),
+        staleMs: Ms(10000, 'Close a connection that has not connected (authenticated) by then (code 3502).'),
+        inboundRatePerSecond: Type.Integer({ default: 50, minimum: 1, description: 'Token-bucket refill rate for inbound commands.' }),
+        inboundBurst: Type.Integer({ default: 100, minimum: 1, description: 'Token-bucket size for inbound commands.' }),
+        maxConnections: Type.Integer({ default: 50000, minimum: 1, description: 'Connections in total (per node); new ones are refused with 503.' }),
+        maxConnectionsPerIp: Type.Integer({ default: 1000, minimum: 1, description: 'Connections from one IP (per node); then 429.' }),
+        maxConnectionsPerUser: Type.Integer({ default: 100, minimum: 1, description: 'Connections of one user id (cluster-wide, from node snapshots); then WebSocket closes with 3506, SSE and long polling answer 429 connection_limit.' }),
+        newConnectionsPerIpPerSecond: Type.Integer({ default: 50, minimum: 1, description: 'New connections from one IP per second (per node); then 429.' }),
+        inboundHardPerSecond: Type.Integer({
+          default: 500,
+          minimum: 1,
+          description: 'Commands in one second above which the connection is cut (code 3009).',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    ping: Type.Object(
+      {
+        intervalMs: Ms(25000, 'Server ping interval.'),
+        maxMissed: Type.Integer({ default: 2, minimum: 1, maximum: 10, description: 'Intervals without client activity before termination (code 3008).' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    longPoll: Type.Object(
+      {
+        pollTimeoutMs: Ms(25000, 'How long a poll waits for messages before answering empty.'),
+        sessionTimeoutMs: Ms(40000, 'A long-poll session with no poll in flight for this long is closed.'),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    http: Type.Object(
+      {
+        headersTimeoutMs: Ms(10000, 'Time allowed to receive request headers (slowloris guard).'),
+        requestTimeoutMs: Ms(30000, 'Time allowed for a whole non-streaming request.'),
+        keepAliveTimeoutMs: Ms(5000, 'Idle keep-alive timeout.'),
+        trustedProxies: Type.Array(Type.String({ maxLength: 64 }), {
+          default: [],
+          description: 'Proxy addresses or CIDRs whose X-Forwarded-For is believed; from anyone else it is ignored.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    engine: Type.Object(
+      {
+        type: Type.Union([Type.Literal('memory'), Type.Literal('redis')], {
+          default: 'memory',
+          description: 'memory: one process (or one cluster of workers); redis: several Herald nodes sharing Redis.',
+        }),
+        redisUrl: Type.String({ default: 'redis://127.0.0.1:6379', 'x-secret': true, description: 'Redis URL for the redis engine (a password belongs in the URL or HERALD_REDIS_URL).' }),
+        redisPrefix: Type.String({ default: 'herald', pattern: '^[A-Za-z0-9_:-]{1,64}$', description: 'Prefix of every Redis key and pub/sub channel.' }),
+        redisCommandTimeoutMs: Ms(2000, 'Timeout of every Redis call.'),
+        presenceTtlMs: Ms(60000, 'Redis presence entries expire unless refreshed (a node refreshes every third of it).'),
+        streamMetaTtlMs: Ms(86400000, 'How long a Redis stream keeps its epoch and offset after its last publication.'),
+        probeIntervalMs: Ms(2000, 'Interval of the end-to-end pub/sub delivery probe.'),
+        unavailableRetryMs: Ms(
+          30000,
+          'SSE and long polling: how long the server keeps retrying, while the engine is unavailable, a subscription it holds for the client (one named when the connection opened, or one resynchronizing after a gap or a stream reset); then the connection is closed with 3002 (reconnect).',
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    cluster: Type.Object(
+      {
+        workers: Type.Union([Type.Integer({ minimum: 1, maximum: 1024 }), Type.Literal('auto')], {
+          default: 1,
+          description:
+            'Worker processes sharing the listener (`herald serve --workers N`); "auto" is one per core, 1 runs a single process without a primary. Workers are linked through the primary: streams, presence and control are cluster-wide.',
+        }),
+        heartbeatIntervalMs: Ms(1000, 'How often the primary pings each worker over IPC.'),
+        heartbeatTimeoutMs: Ms(10000, 'A worker that has not answered a ping for this long is killed (SIGKILL) and replaced.'),
+        restartDelayMs: Ms(500, 'Delay before restarting a crashed worker; doubles with each recent crash of the same worker slot, up to 30 s.', 0),
+        crashLoopRestarts: Type.Integer({
+          default: 5,
+          minimum: 0,
+          maximum: 1000,
+          description: 'Restarts of one worker slot allowed within crashLoopWindowMs; one more crash is a crash loop: logged as an error, the slot is not restarted.',
+        }),
+        crashLoopWindowMs: Ms(60000, 'Window in which crashes of one worker slot are counted.'),
+        callTimeoutMs: Ms(
+          10000,
+          "Longest wait of a worker for the primary (publish, history, presence, subscribe, control) and for another worker's answer to a forwarded SSE or long-poll request (a held poll: beyond longPoll.pollTimeoutMs); then the API answers 503 unavailable, a command gets reply error 116.",
+        ),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    cors: Type.Object(
+      {
+        origins: Type.Array(Type.String({ pattern: '^https?://[^/]+$', maxLength: 256 }), {
+          default: [],
+          description: 'Browser origins allowed (exact match, e.g. "https://app.example.com") on the API, SSE, long polling and the WebSocket upgrade.',
+        }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    tls: Type.Object(
+      {
+        certFile: Type.Optional(Type.String({ description: 'PEM certificate chain; with keyFile, the public listener serves HTTPS and WSS.' })),
+        keyFile: Type.Optional(Type.String({ description: 'PEM private key for certFile.' })),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    admin: Type.Object(
+      {
+        host: Type.String({ default: '127.0.0.1', description: 'Address of the internal listener (metrics, admin).' }),
+        port: Type.Integer({ default: 8001, minimum: 0, maximum: 65535, description: 'Port of the internal listener; 0 picks a free one (--admin-port, HERALD_ADMIN_PORT).' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    process: Type.Object(
+      {
+        allowRoot: Type.Boolean({ default: false, description: 'Let production mode run as root (development mode only warns).' }),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+    shutdown: Type.Object(
+      {
+        drainTimeoutMs: Ms(30000, 'Longest graceful drain on SIGTERM before exiting anyway.'),
+      },
+      { additionalProperties: false, default: {} },
+    ),
+  },
+  { additionalProperties: false },
+);
+
+export type Config = Static<typeof ConfigSchema>;
+export type NamespaceConfig = Static<typeof NamespaceOptions>;
+export type NamespaceEntry = { readonly name: string } & Partial<NamespaceConfig>;
+export type ApiKeyConfig = Static<typeof ApiKey>;
+export type ApiScope = ApiKeyConfig['scopes'][number];

@@ -1,0 +1,40 @@
+/**
+ * Resolves a channel name to its namespace options and checks what a
+ * connection may do with it. Pure functions of the frozen config.
+ */
+import type { Config, NamespaceConfig, NamespaceEntry } from '../config/schema.ts';
+import { describeChannelNameError, isChannelNameError, parseChannel } from '@herald/protocol';
+
+export interface ResolvedChannel {
+  readonly channel: string;
+  readonly namespace: string;
+  readonly options: NamespaceConfig;
+}
+
+/** Why a channel name cannot be used: the reply error, and for a broken name the rule in words. */
+export type ChannelRefusal = { readonly reply: 'invalid_channel'; readonly detail: string } | { readonly reply: 'unknown_namespace'; readonly detail?: undefined };
+
+export class ChannelRules {
+  readonly #namespaces = new Map<string, NamespaceConfig>();
+  readonly #maxNameBytes: number;
+  /** True when some namespace accepts anonymous connections. */
+  readonly anonymousAllowed: boolean;
+
+  constructor(config: Config['channels']) {
+    this.#maxNameBytes = config.maxNameBytes;
+    this.#namespaces.set('', config.defaults);
+    for (const ns of config.namespaces as readonly NamespaceEntry[]) {
+      const { name, ...options } = ns;
+      this.#namespaces.set(name, Object.freeze({ ...config.defaults, ...options }));
+    }
+    this.anonymousAllowed = [...this.#namespaces.values()].some((o) => o.allowAnonymous);
+  }
+
+  resolve(channel: unknown): ResolvedChannel | ChannelRefusal {
+    const parsed = parseChannel(channel, this.#maxNameBytes);
+    if (isChannelNameError(parsed)) return { reply: 'invalid_channel', detail: describeChannelNameError(parsed, this.#maxNameBytes) };
+    const options = this.#namespaces.get(parsed.namespace);
+    if (options === undefined) return { reply: 'unknown_namespace' };
+    return { channel: parsed.channel, namespace: parsed.namespace, options };
+  }
+}

@@ -1,0 +1,701 @@
+/**
+ * One connection's state machine: new → connected → closed. It runs the
+ * client's commands, keeps its subscriptions with their positions, and
+ * writes to its transport. Transport-agnostic: WebSocket, SSE and long
+ * polling all drive a Client the same way.
+ */
+import { randomUUID } from 'node:crypto';
+import {
+  disconnects,
+  encodePositionEntry,
+  encodePositions,
+  encodePush,
+  encodeReply,
+  encodeReplyError,
+  replyErrors,
+  shouldReconnect,
+  type ClientInfo,
+  type Command,
+  type ConnectResult,
+  type DisconnectName,
+  type ReplyErrorName,
+  type StreamPosition,
+  type SubscribeResult,
+} from '@herald/protocol';
+import type { StoredPublication } from '../broker/broker.ts';
+import { TokenError } from '../auth/jwt.ts';
+import { BrokerUnavailableError } from '../broker/broker.ts';
+import { diagnostics } from '../observability/diagnostics.ts';
+import { EncodedFrame } from './encoded-frame.ts';
+import type { Transport } from './transport.ts';
+import type { NamespaceConfig } from '../config/schema.ts';
+import type { Node } from './node.ts';
+
+/** Where the reply to one command goes (the socket, or an HTTP response). */
+export type ReplySink = (frame: string) => void;
+
+/** A live publication held while its subscription is being established. */
+interface HeldPublication {
+  readonly offset: number;
+  readonly frame: EncodedFrame;
+}
+
+/** One client's subscription to one channel (one object per subscription: kept small). */
+export class Subscription {
+  readonly client: Client;
+  readonly channel: string;
+  /** The channel's namespace options (shared, frozen). */
+  readonly options: NamespaceConfig;
+  readonly recoverable: boolean;
+  epoch = '';
+  /** Offset of the last publication written to the client. */
+  offset = 0;
+  /** While (re)subscribing: live publications held back until history is sent; null once established. */
+  pending: HeldPublication[] | null = [];
+  pendingBytes = 0;
+
+  constructor(client: Client, channel: string, options: NamespaceConfig) {
+    this.client = client;
+    this.channel = channel;
+    this.options = options;
+    this.recoverable = options.historySize > 0;
+  }
+}
+
+export interface SubscribeRequest {
+  readonly channel: string;
+  readonly token?: string | undefined;
+  readonly recover?: boolean | undefined;
+  readonly epoch?: string | undefined;
+  readonly offset?: number | undefined;
+}
+
+export interface SubscribeOutcome {
+  readonly result: SubscribeResult;
+  /** Writes what follows the reply: recovered, then held publications. */
+  readonly flush: () => void;
+}
+
+/** What one read of a subscription's stream found: the subscribe result, what was missed, where delivery resumes. */
+interface StreamRead {
+  readonly result: SubscribeResult;
+  readonly missed: readonly StoredPublication[];
+  /** Offset after which delivery continues (the recovered-from offset, or the stream top). */
+  readonly offset: number;
+}
+
+/** How far establishing a subscription got, so that a retry does not repeat it. */
+interface Establishing {
+  joined: boolean;
+}
+
+/** Subscriptions to resynchronize as soon as they are established (a reset arrived meanwhile). */
+const resyncAfterFlush = new WeakSet<Subscription>();
+
+/** Backoff between attempts to establish a held subscription: 100 ms doubling to 2 s, with jitter. */
+function retryDelayMs(attempt: number): number {
+  return Math.min(2000, 100 * 2 ** Math.min(attempt, 5)) * (0.5 + Math.random() / 2);
+}
+
+export class CommandError extends Error {
+  readonly reply: ReplyErrorName;
+  /** What in the command was wrong (the reply's `detail`), when known. */
+  readonly detail: string | undefined;
+  constructor(reply: ReplyErrorName, detail?: string) {
+    super(reply);
+    this.reply = reply;
+    this.detail = detail;
+  }
+}
+
+export class DisconnectError extends Error {
+  readonly disconnect: DisconnectName;
+  constructor(disconnect: DisconnectName) {
+    super(disconnect);
+    this.disconnect = disconnect;
+  }
+}
+
+const noop = () => {};
+const pingFrame = new EncodedFrame(encodePush({ push: 'ping' }));
+
+export class Client {
+  readonly id = randomUUID();
+  readonly transport: Transport;
+  readonly node: Node;
+  user = '';
+  connInfo: unknown = undefined;
+  name = '';
+  state: 'new' | 'connected' | 'closed' = 'new';
+  /** The subscriptions: the only one held directly (the common case), more than one in a map by channel. */
+  #subscriptions: Subscription | Map<string, Subscription> | undefined = undefined;
+  /** Last inbound activity (command, pong, poll), epoch ms. */
+  lastActivity: number;
+  /**
+   * Whether missing activity means a dead peer. True on WebSocket (pong
+   * frames) and long polling (polls); on SSE only once the client has sent a
+   * command, so receive-only EventSource listeners are never cut for silence.
+   */
+  expectsActivity: boolean;
+  /**
+   * Token the transport handler found outside the protocol (a cookie checked
+   * against the origin allowlist); `connect` uses it when it carries none.
+   */
+  fallbackToken: string | undefined = undefined;
+  /** `jti` of the connection token, for revocation by token id. */
+  tokenId: string | undefined = undefined;
+  #info: ClientInfo | undefined;
+  #connecting: Promise<void> | undefined;
+  /**
+   * The one timer a connection runs: while `new`, the stale timer; once
+   * connected with an expiring token, the refresh timer, then the expiry
+   * timer (the grace after the `refresh` push).
+   */
+  #timer: NodeJS.Timeout | undefined;
+  #tokens: number;
+  #tokensAt: number;
+  #windowStart: number;
+  #windowCount = 0;
+  /**
+   * Run once when the connection has closed and its cleanup is done: undefined
+   * until the first listener (most connections have none), null once run.
+   */
+  #closeListeners: (() => void)[] | null | undefined;
+
+  constructor(node: Node, transport: Transport) {
+    this.node = node;
+    this.transport = transport;
+    const now = node.now();
+    this.lastActivity = now;
+    this.expectsActivity = transport.kind !== 'sse';
+    this.#tokens = node.config.limits.inboundBurst;
+    this.#tokensAt = now;
+    this.#windowStart = now;
+    this.#timer = setTimeout(() => {
+      if (this.state === 'new') this.disconnect('stale');
+    }, node.config.limits.staleMs);
+    this.#timer.unref();
+    diagnostics.connectionOpened.publish({ node: node.id, transport: transport.kind });
+  }
+
+  /** Calls `listener` once the connection has closed and cleaned up (at once if it has). */
+  onClosed(listener: () => void): void {
+    if (this.#closeListeners === null) {
+      listener();
+      return;
+    }
+    (this.#closeListeners ??= []).push(listener);
+  }
+
+  /** Resolves when the client has closed and cleaned up. */
+  get closed(): Promise<void> {
+    return new Promise((resolve) => this.onClosed(resolve));
+  }
+
+  #cleanedUp(): void {
+    this.node.forgetClient(this);
+    const listeners = this.#closeListeners;
+    this.#closeListeners = null;
+    if (listeners !== undefined && listeners !== null) for (const listener of listeners) listener();
+  }
+
+  get isClosed(): boolean {
+    return this.state === 'closed';
+  }
+
+  /** The subscription to `channel`, if any. */
+  subscription(channel: string): Subscription | undefined {
+    const subs = this.#subscriptions;
+    if (subs === undefined) return undefined;
+    if (subs instanceof Subscription) return subs.channel === channel ? subs : undefined;
+    return subs.get(channel);
+  }
+
+  get subscriptionCount(): number {
+    const subs = this.#subscriptions;
+    return subs === undefined ? 0 : subs instanceof Subscription ? 1 : subs.size;
+  }
+
+  /** The subscriptions now (a copy). */
+  subscriptionList(): Subscription[] {
+    const subs = this.#subscriptions;
+    return subs === undefined ? [] : subs instanceof Subscription ? [subs] : [...subs.values()];
+  }
+
+  #addSubscription(sub: Subscription): void {
+    const subs = this.#subscriptions;
+    if (subs === undefined) this.#subscriptions = sub;
+    else if (subs instanceof Subscription) this.#subscriptions = new Map([[subs.channel, subs], [sub.channel, sub]]);
+    else subs.set(sub.channel, sub);
+  }
+
+  /** Forgets `sub` if it is still the subscription to its channel; true if it was. */
+  #dropSubscription(sub: Subscription): boolean {
+    const subs = this.#subscriptions;
+    if (subs === sub) {
+      this.#subscriptions = undefined;
+      return true;
+    }
+    if (subs instanceof Map && subs.get(sub.channel) === sub) {
+      subs.delete(sub.channel);
+      return true;
+    }
+    return false;
+  }
+
+  get info(): ClientInfo {
+    this.#info ??=
+      this.connInfo === undefined
+        ? { client: this.id, user: this.user }
+        : { client: this.id, user: this.user, conn_info: this.connInfo };
+    return this.#info;
+  }
+
+  /** Counts one inbound message against the rate limits. False: reply too_many_requests. */
+  admitInbound(): boolean {
+    const limits = this.node.config.limits;
+    const now = this.node.now();
+    this.lastActivity = now;
+    this.expectsActivity = true;
+    if (now - this.#windowStart >= 1000) {
+      this.#windowStart = now;
+      this.#windowCount = 0;
+    }
+    if (++this.#windowCount > limits.inboundHardPerSecond) {
+      this.disconnect('too_many_requests');
+      return false;
+    }
+    this.#tokens = Math.min(limits.inboundBurst, this.#tokens + ((now - this.#tokensAt) * limits.inboundRatePerSecond) / 1000);
+    this.#tokensAt = now;
+    if (this.#tokens < 1) return false;
+    this.#tokens -= 1;
+    return true;
+  }
+
+  /** Runs one decoded command; exactly one reply goes to `reply` when it has an id. */
+  async handleCommand(command: Command, reply: ReplySink): Promise<void> {
+    // The answer to a `ping` push carries no id and gets no reply.
+    if (command.id === undefined) return;
+    const id = command.id;
+    // Commands pipelined behind `connect` wait for it, in arrival order.
+    if (this.#connecting !== undefined) await this.#connecting;
+    try {
+      if (this.isClosed) return;
+      if (command.method !== 'connect' && this.state !== 'connected') throw new CommandError('not_connected');
+      if (command.method === 'subscribe') {
+        const outcome = await this.subscribe(command.params);
+        if (!this.isClosed) reply(encodeReply(id, outcome.result));
+        outcome.flush();
+        return;
+      }
+      const running = this.#run(command);
+      if (command.method === 'connect') {
+        const connecting = running.then(noop, noop);
+        this.#connecting = connecting;
+        void connecting.then(() => {
+          if (this.#connecting === connecting) this.#connecting = undefined;
+        });
+      }
+      const result = await running;
+      if (!this.isClosed) reply(encodeReply(id, result));
+    } catch (error) {
+      if (error instanceof DisconnectError) {
+        this.disconnect(error.disconnect);
+        return;
+      }
+      const name: ReplyErrorName = error instanceof CommandError ? error.reply : error instanceof BrokerUnavailableError ? 'unavailable' : 'internal';
+      if (name === 'internal') this.node.logger.error({ err: error, method: command.method }, 'command failed');
+      diagnostics.commandError.publish({ node: this.node.id, method: command.method, code: replyErrors[name].code });
+      if (!this.isClosed) reply(encodeReplyError(id, replyErrors[name], error instanceof CommandError ? error.detail : undefined));
+    }
+  }
+
+  /** Answers a command that failed to decode but had an id; `detail` says what was wrong. */
+  replyError(id: number, name: ReplyErrorName, reply: ReplySink, detail?: string): void {
+    diagnostics.commandError.publish({ node: this.node.id, method: 'unknown', code: replyErrors[name].code });
+    reply(encodeReplyError(id, replyErrors[name], detail));
+  }
+
+  async #run(command: Command): Promise<unknown> {
+    switch (command.method) {
+      case 'connect':
+        return this.connect(command.params?.token, command.params?.name);
+      case 'unsubscribe':
+        await this.unsubscribe(command.params.channel);
+        return {};
+      case 'publish':
+        return this.node.clientPublish(this, command.params.channel, command.params.data);
+      case 'history':
+        return this.node.clientHistory(this, command.params);
+      case 'presence':
+        return this.node.clientPresence(this, command.params.channel);
+      case 'presence_stats':
+        return this.node.clientPresenceStats(this, command.params.channel);
+      case 'refresh':
+        return this.refresh(command.params.token);
+      case 'ping':
+      case 'pong':
+        return {};
+      default:
+        throw new CommandError('method_not_found');
+    }
+  }
+
+  /** Authenticates the connection. Throws DisconnectError for bad tokens. */
+  async connect(token: string | undefined, name?: string): Promise<ConnectResult> {
+    if (this.state !== 'new') throw new CommandError('already_connected');
+    let expiresAt: number | undefined;
+    if (token === undefined || token === '') token = this.fallbackToken;
+    if (token === undefined || token === '') {
+      if (!this.node.rules.anonymousAllowed) throw new DisconnectError('permission_denied');
+    } else {
+      const identity = await this.#verifyConnectionToken(token);
+      this.user = identity.user;
+      this.connInfo = identity.info;
+      this.tokenId = identity.tokenId;
+      expiresAt = identity.expiresAt;
+    }
+    if (this.state !== 'new') throw new DisconnectError('internal');
+    this.name = name ?? '';
+    this.state = 'connected';
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    this.node.hub.addClient(this);
+    const result: { client: string; version: string; ping: number; ttl?: number } = {
+      client: this.id,
+      version: this.node.version,
+      ping: Math.round(this.node.config.ping.intervalMs / 1000),
+    };
+    const ttl = this.#scheduleExpiry(expiresAt);
+    if (ttl !== undefined) result.ttl = ttl;
+    return result;
+  }
+
+  async #verifyConnectionToken(token: string) {
+    let identity;
+    try {
+      identity = await this.node.tokens.verifyConnectionToken(token);
+    } catch (error) {
+      if (error instanceof TokenError) throw new DisconnectError(error.kind === 'expired' ? 'token_expired' : 'invalid_token');
+      throw error;
+    }
+    if (this.node.revocations.isRevoked(identity)) throw new DisconnectError('revoked');
+    return identity;
+  }
+
+  /**
+   * Token expiry on a live connection: at `exp` a `refresh` push asks for a
+   * new token; without one, the connection closes with 3003 after the grace.
+   * Returns the seconds until expiry.
+   */
+  #scheduleExpiry(expiresAt: number | undefined): number | undefined {
+    clearTimeout(this.#timer);
+    this.#timer = undefined;
+    if (expiresAt === undefined) return undefined;
+    const ttl = Math.max(0, expiresAt - this.node.now());
+    const grace = this.node.tokenExpiryGraceMs;
+    this.#timer = setTimeout(() => {
+      this.writePush(new EncodedFrame(encodePush({ push: 'refresh', grace: Math.round(grace / 1000) })));
+      this.#timer = setTimeout(() => this.disconnect('token_expired'), grace);
+      this.#timer.unref();
+    }, ttl);
+    this.#timer.unref();
+    return Math.floor(ttl / 1000);
+  }
+
+  /** Replaces the connection token on a live connection; another `sub` disconnects. */
+  async refresh(token: string): Promise<{ ttl?: number }> {
+    let identity;
+    try {
+      identity = await this.#verifyConnectionToken(token);
+    } catch (error) {
+      if (error instanceof DisconnectError && error.disconnect === 'token_expired') throw new CommandError('token_expired');
+      throw error;
+    }
+    if (identity.user !== this.user) throw new DisconnectError('invalid_token');
+    this.tokenId = identity.tokenId;
+    const ttl = this.#scheduleExpiry(identity.expiresAt);
+    return ttl === undefined ? {} : { ttl };
+  }
+
+  /**
+   * Subscribes with optional recovery (the `subscribe` command). Live
+   * publications arriving meanwhile are held in `pending`. The caller writes
+   * the reply, then calls `flush`, which writes (SSE/long polling: a
+   * `subscribed` push first) the recovered publications and then the held
+   * ones, merged by offset. A failure removes the subscription again and is
+   * thrown (CommandError, or BrokerUnavailableError → reply 116).
+   */
+  async subscribe(request: SubscribeRequest): Promise<SubscribeOutcome> {
+    const sub = await this.#prepare(request);
+    const progress: Establishing = { joined: false };
+    let read: StreamRead;
+    try {
+      read = await this.#establish(sub, request.recover === true, progress);
+    } catch (error) {
+      await this.#abandon(sub, progress);
+      throw error;
+    }
+    return { result: read.result, flush: () => this.#flushSubscription(sub, read) };
+  }
+
+  /**
+   * SSE and long polling: a subscription the server holds for the client,
+   * named when the connection opened (URL, body or position vector). Its
+   * position stays in the connection's vector from the start. While the
+   * engine is unavailable the server retries it (in the background, after
+   * this first attempt) for `engine.unavailableRetryMs`, then closes the
+   * connection with 3002; the client never has to ask again. Throws
+   * CommandError only for a request that can never succeed.
+   */
+  async subscribeHeld(request: SubscribeRequest): Promise<void> {
+    const sub = await this.#prepare(request);
+    await this.#hold(sub, request.recover === true, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
+  }
+
+  /** Checks a subscribe request and adds its subscription, pending, at the position it recovers from. */
+  async #prepare(request: SubscribeRequest): Promise<Subscription> {
+    const resolved = this.node.resolve(request.channel);
+    this.node.authorizeSubscribe(this, resolved);
+    const channel = resolved.channel;
+    if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
+    if (resolved.options.private) await this.node.authorizePrivate(this, resolved, request.token);
+    if (this.isClosed) throw new CommandError('not_subscribed');
+    if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
+    if (this.subscriptionCount >= this.node.config.limits.maxChannelsPerConnection) throw new CommandError('limit_exceeded');
+    const sub = new Subscription(this, this.node.hub.channelName(channel), resolved.options);
+    if (sub.recoverable && request.recover === true && request.epoch !== undefined && request.offset !== undefined) {
+      // Until the subscription is established, the position vector carries the position it recovers from.
+      sub.epoch = request.epoch;
+      sub.offset = request.offset;
+    }
+    this.#addSubscription(sub);
+    diagnostics.subscribed.publish({ node: this.node.id, transport: this.transport.kind });
+    return sub;
+  }
+
+  /**
+   * One attempt to establish a pending subscription: local subscriber with
+   * the broker's subscription in place, presence, then the stream read from
+   * the subscription's position (its last delivered one, or the one it
+   * recovers from). Idempotent up to where `progress` says it got.
+   */
+  async #establish(sub: Subscription, wasRecovering: boolean, progress: Establishing): Promise<StreamRead> {
+    await this.node.hub.addSubscription(sub);
+    if (!progress.joined) {
+      await this.node.joinPresence(this, sub.channel, sub.options);
+      progress.joined = true;
+    }
+    const since = sub.recoverable && sub.epoch !== '' ? { epoch: sub.epoch, offset: sub.offset } : undefined;
+    const page = await this.node.readStream(sub.channel, sub.options, since);
+    if (this.isClosed || this.subscription(sub.channel) !== sub) throw new CommandError('not_subscribed');
+    let recovered = false;
+    let missed: readonly StoredPublication[] = [];
+    const top = page.position;
+    if (since !== undefined && since.epoch === top.epoch && since.offset <= top.offset) {
+      const need = top.offset - since.offset;
+      const list = page.publications;
+      if (list.length === need && (need === 0 || list[0]!.offset === since.offset + 1)) {
+        recovered = true;
+        missed = list;
+      }
+    }
+    const result: SubscribeResult = {
+      recoverable: sub.recoverable,
+      epoch: top.epoch,
+      offset: top.offset,
+      was_recovering: wasRecovering,
+      recovered,
+    };
+    return { result, missed, offset: recovered && since !== undefined ? since.offset : top.offset };
+  }
+
+  /** Undoes a subscription that could not be established (idempotent against close and unsubscribe). */
+  async #abandon(sub: Subscription, progress: Establishing): Promise<void> {
+    if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
+    await this.node.hub.removeSubscription(sub);
+    if (progress.joined) await this.node.leavePresence(this, sub.channel, sub.options).catch(() => undefined);
+  }
+
+  /**
+   * Establishes a subscription the server holds (SSE and long polling),
+   * retrying while the engine is unavailable until `deadline`, then closing
+   * the connection with 3002. Returns after one attempt; retries run on a
+   * timer. Stops quietly once the subscription is gone (unsubscribed, closed).
+   */
+  async #hold(sub: Subscription, wasRecovering: boolean, progress: Establishing, attempt: number, deadline: number): Promise<void> {
+    let read: StreamRead;
+    try {
+      read = await this.#establish(sub, wasRecovering, progress);
+    } catch (error) {
+      if (this.isClosed || this.subscription(sub.channel) !== sub) {
+        await this.#abandon(sub, progress);
+        return;
+      }
+      if (!(error instanceof BrokerUnavailableError)) {
+        this.node.logger.error({ err: error, channel: sub.channel }, 'subscription failed');
+        this.disconnect('internal');
+        return;
+      }
+      if (this.node.now() >= deadline) {
+        this.node.logger.warn({ channel: sub.channel, client: this.id }, 'engine unavailable for engine.unavailableRetryMs: closing the connection (3002)');
+        this.disconnect('internal');
+        return;
+      }
+      const timer = setTimeout(() => {
+        if (this.isClosed || this.subscription(sub.channel) !== sub) return;
+        // The next read covers what was held meanwhile.
+        sub.pending = [];
+        sub.pendingBytes = 0;
+        void this.#hold(sub, wasRecovering, progress, attempt + 1, deadline);
+      }, retryDelayMs(attempt));
+      timer.unref();
+      return;
+    }
+    this.#flushSubscription(sub, read);
+  }
+
+  #flushSubscription(sub: Subscription, read: StreamRead): void {
+    if (this.isClosed || this.subscription(sub.channel) !== sub || sub.pending === null) return;
+    const pending = sub.pending;
+    sub.pending = null;
+    sub.pendingBytes = 0;
+    sub.epoch = read.result.epoch;
+    sub.offset = read.offset;
+    if (this.transport.tracksPositions) {
+      this.#write(new EncodedFrame(encodePush({ push: 'subscribed', channel: sub.channel, ...read.result })), true);
+    }
+    for (const pub of read.missed) {
+      if (pub.offset <= sub.offset) continue;
+      const frame = this.node.hub.encodePublication(sub.channel, pub);
+      this.deliverPublication(sub, pub.offset, frame);
+    }
+    for (const held of pending) this.deliverPublication(sub, held.offset, held.frame);
+    if (resyncAfterFlush.delete(sub)) this.insufficientState(sub);
+  }
+
+  /** Writes one publication to this client, keeping the no-gap, no-duplicate invariant. */
+  deliverPublication(sub: Subscription, offset: number, frame: EncodedFrame): boolean {
+    if (this.isClosed) return false;
+    if (sub.pending !== null) {
+      sub.pending.push({ offset, frame });
+      sub.pendingBytes += frame.text.length;
+      if (sub.pendingBytes > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
+      return true;
+    }
+    if (sub.recoverable) {
+      if (offset <= sub.offset) return false;
+      if (offset !== sub.offset + 1) {
+        this.insufficientState(sub);
+        // Held for the resynchronization (SSE, long polling); dropped with the connection (WebSocket).
+        (sub.pending as HeldPublication[] | null)?.push({ offset, frame });
+        return false;
+      }
+      sub.offset = offset;
+      this.#write(frame, true);
+      return true;
+    }
+    this.#write(frame, false);
+    return true;
+  }
+
+  /**
+   * The subscription may have missed publications (a gap in offsets, another
+   * epoch, a stream reset by the broker). WebSocket: the connection closes
+   * with 3006 and the client recovers on reconnect. SSE and long polling:
+   * the server resynchronizes the subscription itself from the last
+   * position it delivered, and sends `subscribed` with `recovered` true or
+   * false; the position vector keeps that position meanwhile.
+   */
+  insufficientState(sub: Subscription): void {
+    if (this.isClosed || this.subscription(sub.channel) !== sub) return;
+    if (!this.transport.tracksPositions) {
+      this.disconnect('insufficient_state');
+      return;
+    }
+    if (sub.pending !== null) {
+      // Being established: resynchronize once that is done.
+      resyncAfterFlush.add(sub);
+      return;
+    }
+    sub.pending = [];
+    sub.pendingBytes = 0;
+    void this.#hold(sub, true, { joined: true }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
+  }
+
+  writePush(frame: EncodedFrame): void {
+    if (!this.isClosed) this.#write(frame, false);
+  }
+
+  ping(): void {
+    const ping = this.node.config.ping;
+    if (this.transport.holdsRequest?.() === true) this.lastActivity = this.node.now();
+    if (this.expectsActivity && this.node.now() - this.lastActivity > ping.intervalMs * ping.maxMissed) {
+      this.disconnect('no_pong');
+      return;
+    }
+    this.transport.heartbeat(pingFrame);
+  }
+
+  #write(frame: EncodedFrame, positionsChanged: boolean): void {
+    const transport = this.transport;
+    transport.write(frame, positionsChanged && transport.tracksPositions ? this.positionVector() : undefined);
+    if (transport.bufferedBytes() > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
+  }
+
+  /**
+   * The position vector: every recoverable subscription that has a position,
+   * established or being (re)established (then the position it recovers
+   * from). A channel leaves it only when it is unsubscribed.
+   */
+  positionVector(): string {
+    const subs = this.#subscriptions;
+    if (subs === undefined) return '';
+    if (subs instanceof Subscription) {
+      // The common case, on the delivery path: no intermediate array.
+      return subs.recoverable && subs.epoch !== '' ? encodePositionEntry(subs.channel, subs.epoch, subs.offset) : '';
+    }
+    const entries: [string, StreamPosition][] = [];
+    for (const sub of subs.values()) {
+      if (sub.recoverable && sub.epoch !== '') entries.push([sub.channel, sub]);
+    }
+    return encodePositions(entries);
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    const sub = this.subscription(channel);
+    if (sub === undefined) throw new CommandError('not_subscribed');
+    this.#dropSubscription(sub);
+    diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
+    await this.node.hub.removeSubscription(sub);
+    await this.node.leavePresence(this, sub.channel, sub.options);
+  }
+
+  /** Closes the connection with a registered disconnect. Idempotent. */
+  disconnect(name: DisconnectName): void {
+    const entry = disconnects[name];
+    this.close(entry.code, entry.reason);
+  }
+
+  close(code: number, reason: string): void {
+    if (this.state === 'closed') return;
+    const wasConnected = this.state === 'connected';
+    this.state = 'closed';
+    clearTimeout(this.#timer);
+    this.transport.close(code, reason);
+    diagnostics.connectionClosed.publish({ node: this.node.id, transport: this.transport.kind, code, reason });
+    const subs = this.subscriptionList();
+    this.#subscriptions = undefined;
+    if (wasConnected) this.node.hub.removeClient(this);
+    void Promise.all(
+      subs.map(async (sub) => {
+        diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
+        await this.node.hub.removeSubscription(sub);
+        await this.node.leavePresence(this, sub.channel, sub.options);
+      }),
+    )
+      .catch((error: unknown) => this.node.logger.warn({ err: error }, 'cleanup after close failed'))
+      .finally(() => this.#cleanedUp());
+    if (code >= 3500 && !shouldReconnect(code)) this.node.logger.debug({ client: this.id, code, reason }, 'connection closed');
+  }
+}

@@ -1,0 +1,412 @@
+/**
+ * Node is the heart of Herald: it owns the hub (local connections and
+ * subscriptions), the broker (publications and streams), the presence store
+ * and the channel rules, and runs every operation that clients and the
+ * server API ask for. Transports create Clients through it; the API calls
+ * its methods. It knows nothing of HTTP, WebSocket or config files.
+ */
+import type { Config, NamespaceConfig } from '../config/schema.ts';
+import type { Broker, HistoryPage, PresenceStore } from '../broker/broker.ts';
+import { TokenError, type TokenVerifier } from '../auth/jwt.ts';
+import type { RevocationList } from '../auth/revocation.ts';
+import type { ControlBus, ControlCommand, NodeSnapshot } from '../broker/control.ts';
+import { randomUUID } from 'node:crypto';
+import { encodePublication, JsonText, type ClientInfo, type HistoryParams, type StreamPosition } from '@herald/protocol';
+import { utf8Length } from '@herald/protocol/commands';
+import { diagnostics } from '../observability/diagnostics.ts';
+import type { Logger } from './logger.ts';
+import { ChannelRules, type ResolvedChannel } from './channel-rules.ts';
+import { Client, CommandError } from './client.ts';
+import { Hub } from './hub.ts';
+import type { Transport } from './transport.ts';
+
+export interface NodeOptions {
+  readonly config: Config;
+  readonly broker: Broker;
+  readonly presence: PresenceStore;
+  readonly tokens: TokenVerifier;
+  readonly revocations: RevocationList;
+  readonly control: ControlBus;
+  readonly logger: Logger;
+  readonly version: string;
+  readonly now?: () => number;
+  /** How often this node tells the others its snapshot (ms). */
+  readonly snapshotIntervalMs?: number;
+  /** The node id; random by default. */
+  readonly id?: string;
+  /** The engine's health; degraded means publications may not be delivered. */
+  readonly health?: () => NodeHealth;
+}
+
+export type NodeHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
+
+/** Most channels or users one snapshot lists; beyond it the list is cut. */
+const SNAPSHOT_MAX_ENTRIES = 10000;
+
+export class Node {
+  readonly config: Config;
+  readonly rules: ChannelRules;
+  readonly hub: Hub;
+  readonly tokens: TokenVerifier;
+  readonly revocations: RevocationList;
+  readonly logger: Logger;
+  readonly version: string;
+  readonly now: () => number;
+  readonly startedAt: number;
+  readonly tokenExpiryGraceMs: number;
+  readonly id: string;
+  readonly #broker: Broker;
+  readonly #presence: PresenceStore;
+  readonly #control: ControlBus;
+  readonly #peers = new Map<string, NodeSnapshot>();
+  readonly #snapshotTimer: NodeJS.Timeout;
+  readonly #snapshotIntervalMs: number;
+  readonly #health: () => NodeHealth;
+  readonly #all = new Set<Client>();
+  /** Closed connections whose transport still hands out its final frames (Transport.settled). */
+  readonly #settling = new Set<Promise<void>>();
+  readonly #pingTimer: NodeJS.Timeout;
+  #draining = false;
+
+  constructor(options: NodeOptions) {
+    this.config = options.config;
+    this.rules = new ChannelRules(options.config.channels);
+    this.#broker = options.broker;
+    this.#presence = options.presence;
+    this.tokens = options.tokens;
+    this.revocations = options.revocations;
+    this.id = options.id ?? randomUUID();
+    this.#control = options.control;
+    this.#health = options.health ?? (() => ({ status: 'ok' }));
+    this.#snapshotIntervalMs = options.snapshotIntervalMs ?? 2000;
+    this.#control.setHandler((command, from) => this.#onControl(command, from));
+    this.#snapshotTimer = setInterval(() => {
+      this.#control.publish({ kind: 'node_snapshot', snapshot: this.snapshot() }).catch(() => undefined);
+    }, this.#snapshotIntervalMs);
+    this.#snapshotTimer.unref();
+    this.logger = options.logger;
+    this.version = options.version;
+    this.now = options.now ?? Date.now;
+    this.startedAt = this.now();
+    this.tokenExpiryGraceMs = options.config.auth.expiryGraceMs;
+    this.hub = new Hub(options.broker, this.id);
+    options.broker.setEventHandler({
+      onPublication: (channel, publication) => this.hub.deliverPublication(channel, publication),
+      onJoin: (channel, info) => this.hub.deliverJoinLeave('join', channel, info),
+      onLeave: (channel, info) => this.hub.deliverJoinLeave('leave', channel, info),
+      onStreamReset: (channel) => this.hub.resetChannel(channel),
+    });
+    this.#pingTimer = setInterval(() => this.#pingAll(), options.config.ping.intervalMs);
+    this.#pingTimer.unref();
+  }
+
+  /** `draining` during shutdown; `degraded` while the engine cannot deliver. */
+  health(): { status: 'ok' | 'draining' | 'degraded'; reason?: string } {
+    if (this.#draining) return { status: 'draining' };
+    const engine = this.#health();
+    return engine.status === 'ok' ? { status: 'ok' } : { status: 'degraded', reason: engine.reason };
+  }
+
+  get draining(): boolean {
+    return this.#draining;
+  }
+
+  /** Every connection on this node, connected or not yet. */
+  get connectionCount(): number {
+    return this.#all.size;
+  }
+
+  createClient(transport: Transport): Client {
+    const client = new Client(this, transport);
+    this.#all.add(client);
+    if (this.#draining) client.disconnect('shutdown');
+    return client;
+  }
+
+  /** Called by a client once it has closed and cleaned up. */
+  forgetClient(client: Client): void {
+    this.#all.delete(client);
+    const settled = client.transport.settled?.();
+    if (settled !== undefined) {
+      this.#settling.add(settled);
+      void settled.then(() => this.#settling.delete(settled));
+    }
+  }
+
+  /** Resolves when no closed connection is still handing out its final frames. */
+  async #settled(): Promise<void> {
+    while (this.#settling.size > 0) await Promise.all(this.#settling);
+  }
+
+  /** Connected (authenticated or anonymous) clients of this node. */
+  *connectedClients(): IterableIterator<Client> {
+    for (const client of this.#all) if (client.state === 'connected') yield client;
+  }
+
+  #pingAll(): void {
+    for (const client of this.connectedClients()) client.ping();
+  }
+
+  authorizeSubscribe(client: Client, resolved: ResolvedChannel): void {
+    if (client.user === '' && !resolved.options.allowAnonymous) throw new CommandError('anonymous_not_allowed');
+  }
+
+  /** Private namespaces: a subscription token for this channel and this user. */
+  async authorizePrivate(client: Client, resolved: ResolvedChannel, token: string | undefined): Promise<void> {
+    if (token === undefined || token === '') throw new CommandError('permission_denied');
+    let identity;
+    try {
+      identity = await this.tokens.verifySubscriptionToken(token, client.user, resolved.channel);
+    } catch (error) {
+      if (error instanceof TokenError) throw new CommandError(error.kind === 'expired' ? 'token_expired' : 'permission_denied');
+      throw error;
+    }
+    if (this.revocations.isRevoked(identity)) throw new CommandError('permission_denied');
+  }
+
+  /** Reading history or presence: as subscribing, and in private namespaces only while subscribed. */
+  authorizeRead(client: Client, resolved: ResolvedChannel): void {
+    this.authorizeSubscribe(client, resolved);
+    if (resolved.options.private && client.subscription(resolved.channel) === undefined) throw new CommandError('permission_denied');
+  }
+
+  /** The stream's position, and the publications after `since` when given (for recovery). */
+  async readStream(channel: string, options: NamespaceConfig, since: StreamPosition | undefined): Promise<HistoryPage> {
+    const stream = { size: options.historySize, ttlMs: options.historyTtlMs };
+    const query = since === undefined ? { limit: 0 } : { since, limit: options.historySize };
+    return this.#broker.history(channel, query, stream);
+  }
+
+  async joinPresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {
+    if (options.presence) await this.#presence.add(channel, client.info);
+    if (options.joinLeave) await this.#broker.publishJoin(channel, client.info);
+  }
+
+  async leavePresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {
+    if (options.presence) await this.#presence.remove(channel, client.id);
+    if (options.joinLeave) await this.#broker.publishLeave(channel, client.info);
+  }
+
+  resolve(channel: unknown): ResolvedChannel {
+    const resolved = this.rules.resolve(channel);
+    if ('reply' in resolved) throw new CommandError(resolved.reply, resolved.detail);
+    return resolved;
+  }
+
+  /** Accepts a publication; resolves once it has its position and reached local subscribers. */
+  async publish(
+    resolved: ResolvedChannel,
+    dataJson: string,
+    info: ClientInfo | undefined,
+    source: 'api' | 'client',
+  ): Promise<StreamPosition> {
+    const options = resolved.options;
+    const position = await this.#broker.publish(resolved.channel, dataJson, {
+      stream: { size: options.historySize, ttlMs: options.historyTtlMs },
+      info,
+    });
+    if (diagnostics.published.hasSubscribers) diagnostics.published.publish({ node: this.id, channel: resolved.channel, source });
+    return position;
+  }
+
+  async clientPublish(client: Client, channel: string, data: unknown): Promise<StreamPosition> {
+    const resolved = this.resolve(channel);
+    if (!resolved.options.clientPublish) throw new CommandError('permission_denied');
+    this.authorizeRead(client, resolved);
+    const dataJson = JSON.stringify(data);
+    if (dataJson === undefined) throw new CommandError('bad_request');
+    if (utf8Length(dataJson) > this.config.limits.maxMessageBytes) throw new CommandError('message_too_large');
+    return this.publish(resolved, dataJson, client.info, 'client');
+  }
+
+  /** The history result `{epoch, offset, publications}`, assembled around the stored data text. */
+  async history(resolved: ResolvedChannel, params: Omit<HistoryParams, 'channel'>): Promise<JsonText> {
+    const options = resolved.options;
+    if (options.historySize === 0) throw new CommandError('not_available');
+    const page = await this.#broker.history(
+      resolved.channel,
+      { limit: Math.min(params.limit ?? 0, options.historySize), since: params.since, reverse: params.reverse },
+      { size: options.historySize, ttlMs: options.historyTtlMs },
+    );
+    const publications = page.publications.map((publication) => encodePublication(publication.offset, publication.data, publication.info));
+    return new JsonText(
+      '{"epoch":' + JSON.stringify(page.position.epoch) + ',"offset":' + page.position.offset + ',"publications":[' + publications.join(',') + ']}',
+    );
+  }
+
+  async clientHistory(client: Client, params: HistoryParams): Promise<JsonText> {
+    const resolved = this.resolve(params.channel);
+    this.authorizeRead(client, resolved);
+    return this.history(resolved, params);
+  }
+
+  async presence(resolved: ResolvedChannel): Promise<{ clients: Record<string, ClientInfo> }> {
+    if (!resolved.options.presence) throw new CommandError('not_available');
+    return { clients: await this.#presence.get(resolved.channel) };
+  }
+
+  async presenceStats(resolved: ResolvedChannel): Promise<{ num_clients: number; num_users: number }> {
+    if (!resolved.options.presence) throw new CommandError('not_available');
+    const stats = await this.#presence.stats(resolved.channel);
+    return { num_clients: stats.numClients, num_users: stats.numUsers };
+  }
+
+  async clientPresence(client: Client, channel: string): Promise<{ clients: Record<string, ClientInfo> }> {
+    const resolved = this.resolve(channel);
+    this.authorizeRead(client, resolved);
+    return this.presence(resolved);
+  }
+
+  async clientPresenceStats(client: Client, channel: string): Promise<{ num_clients: number; num_users: number }> {
+    const resolved = this.resolve(channel);
+    this.authorizeRead(client, resolved);
+    return this.presenceStats(resolved);
+  }
+
+  #onControl(command: ControlCommand, from: string): void {
+    switch (command.kind) {
+      case 'disconnect_user':
+        for (const client of this.hub.userClients(command.user)) client.disconnect(command.reconnect ? 'force_reconnect' : 'force_disconnect');
+        return;
+      case 'revoke_token':
+        this.revocations.revokeToken(command.tokenId, command.expiresAt);
+        for (const client of [...this.connectedClients()]) if (client.tokenId === command.tokenId) client.disconnect('revoked');
+        return;
+      case 'revoke_user':
+        this.revocations.revokeUser(command.user, command.at);
+        for (const client of this.hub.userClients(command.user)) client.disconnect('revoked');
+        return;
+      case 'node_snapshot':
+        if (from !== this.id) this.#peers.set(from, command.snapshot);
+        return;
+    }
+  }
+
+  /** Other nodes' snapshots that are still fresh. */
+  #livePeers(): NodeSnapshot[] {
+    const cutoff = this.now() - this.#snapshotIntervalMs * 3;
+    const live: NodeSnapshot[] = [];
+    for (const [id, snapshot] of this.#peers) {
+      if (snapshot.at < cutoff) this.#peers.delete(id);
+      else live.push(snapshot);
+    }
+    return live;
+  }
+
+  snapshot(): NodeSnapshot {
+    const channels: Record<string, number> = {};
+    let n = 0;
+    for (const [channel, count] of this.hub.channels()) {
+      if (n++ >= SNAPSHOT_MAX_ENTRIES) break;
+      channels[channel] = count;
+    }
+    const users: Record<string, number> = {};
+    n = 0;
+    for (const [user, count] of this.hub.userCounts()) {
+      if (n++ >= SNAPSHOT_MAX_ENTRIES) break;
+      users[user] = count;
+    }
+    return {
+      id: this.id,
+      version: this.version,
+      connections: this.#all.size,
+      authenticated: this.hub.clientCount,
+      channels,
+      users,
+      uptimeMs: this.now() - this.startedAt,
+      at: this.now(),
+    };
+  }
+
+  /** Subscriber counts per channel across nodes (other nodes as of their last snapshot). */
+  channels(prefix: string): Record<string, { num_clients: number }> {
+    const counts = new Map<string, number>();
+    for (const [channel, count] of this.hub.channels()) counts.set(channel, count);
+    for (const peer of this.#livePeers()) {
+      for (const [channel, count] of Object.entries(peer.channels)) counts.set(channel, (counts.get(channel) ?? 0) + count);
+    }
+    const result: Record<string, { num_clients: number }> = Object.create(null) as Record<string, { num_clients: number }>;
+    for (const [channel, count] of counts) if (channel.startsWith(prefix)) result[channel] = { num_clients: count };
+    return result;
+  }
+
+  /** Connections of a user across nodes (other nodes as of their last snapshot). */
+  userConnectionCount(user: string): number {
+    let count = this.hub.userClients(user).length;
+    for (const peer of this.#livePeers()) count += peer.users[user] ?? 0;
+    return count;
+  }
+
+  /** Closes every connection of a user on every node; answers how many were on this one. */
+  async disconnectUser(user: string, reconnect: boolean): Promise<number> {
+    const local = this.hub.userClients(user).length;
+    await this.#control.publish({ kind: 'disconnect_user', user, reconnect });
+    return local;
+  }
+
+  /** Revokes a token by `jti` on every node and closes the connections that use it. */
+  async revokeToken(tokenId: string, expiresAt: number | undefined): Promise<number> {
+    let local = 0;
+    for (const client of this.connectedClients()) if (client.tokenId === tokenId) local++;
+    await this.#control.publish({ kind: 'revoke_token', tokenId, expiresAt });
+    return local;
+  }
+
+  /** Revokes every token of a user issued until now, on every node, and closes the user's connections. */
+  async revokeUser(user: string): Promise<number> {
+    const local = this.hub.userClients(user).length;
+    await this.#control.publish({ kind: 'revoke_user', user, at: this.now() });
+    return local;
+  }
+
+  info(): Record<string, unknown> {
+    const self = this.snapshot();
+    const nodes = [self, ...this.#livePeers()].map((n) => ({
+      id: n.id,
+      version: n.version,
+      connections: n.connections,
+      authenticated: n.authenticated,
+      channels: Object.keys(n.channels).length,
+      uptime_ms: n.uptimeMs,
+    }));
+    return { version: this.version, uptime_ms: self.uptimeMs, nodes };
+  }
+
+  /**
+   * Graceful drain: every connection is closed with `shutdown` (reconnect),
+   * then waits until they have all closed and handed out their final frames
+   * (Transport.settled: a long-poll session's next poll, each bounded by
+   * `limits.closeGraceMs`), or until `timeoutMs` passes. True when all did.
+   */
+  async drain(timeoutMs: number): Promise<boolean> {
+    this.#draining = true;
+    clearInterval(this.#pingTimer);
+    clearInterval(this.#snapshotTimer);
+    const closing = [...this.#all].map((client) => {
+      client.disconnect('shutdown');
+      return client.closed;
+    });
+    let timer: NodeJS.Timeout | undefined;
+    const timedOut = new Promise<false>((resolve) => {
+      timer = setTimeout(() => resolve(false), timeoutMs);
+    });
+    const done = await Promise.race([
+      Promise.all(closing)
+        .then(() => this.#settled())
+        .then(() => true as const),
+      timedOut,
+    ]);
+    clearTimeout(timer);
+    return done;
+  }
+
+  async close(): Promise<void> {
+    this.#draining = true;
+    clearInterval(this.#pingTimer);
+    clearInterval(this.#snapshotTimer);
+    for (const client of [...this.#all]) client.disconnect('shutdown');
+    await this.#broker.close();
+    await this.#presence.close();
+    await this.#control.close();
+  }
+}

@@ -1,0 +1,338 @@
+/**
+ * What SSE and long polling share: the session registry (a secret per
+ * connection that authorizes its HTTP commands), opening a connection from
+ * an HTTP request (connect + subscriptions, with recovery from a position
+ * vector), and the command endpoint. In cluster mode a session request
+ * that reaches a worker other than the session's owner is forwarded to the
+ * owner through a SessionRouter (packages/server/src/cluster/worker-engine.ts).
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import { validateCommand } from '@herald/protocol/commands';
+import type { FastifyInstance, FastifyReply } from 'fastify';
+import { apiErrors, decodePositions, disconnects, encodePush, replyErrors, type ApiErrorCode, type ConnectResult, type StreamPosition } from '@herald/protocol';
+import { CommandError, DisconnectError, type Client } from '../core/client.ts';
+import type { Node } from '../core/node.ts';
+import { EncodedFrame } from '../core/encoded-frame.ts';
+
+export const SESSION_HEADER = 'herald-session';
+export const MAX_COMMANDS_PER_POST = 100;
+
+/** A request for a session as it travels to the worker that owns the session (cluster mode). */
+export interface SessionExchange {
+  readonly op: 'command' | 'close' | 'poll';
+  /** The secret from the `Herald-Session` header ('' when absent). */
+  readonly session: string;
+  /** The parsed, already validated request body. */
+  readonly body: unknown;
+}
+
+/** An HTTP answer: status and JSON text. */
+export interface SessionAnswer {
+  readonly status: number;
+  readonly body: string;
+}
+
+export type SessionHandler = (session: string, body: unknown, signal: AbortSignal) => Promise<SessionAnswer>;
+
+/**
+ * Cluster mode: a session lives on the worker that opened it, but its next
+ * HTTP request may reach any worker. Secrets issued here start with `prefix`
+ * (naming this worker); a request with another worker's secret is forwarded
+ * to that worker and its answer relayed unchanged. Without a router every
+ * session is local.
+ */
+export interface SessionRouter {
+  readonly prefix: string;
+  /** True when the secret names another worker. */
+  isRemote(secret: string): boolean;
+  /** Sends the exchange to the owner; `signal` aborts when the HTTP request goes away. Never rejects. */
+  forward(exchange: SessionExchange, signal: AbortSignal): Promise<SessionAnswer>;
+  /** Installs what answers exchanges forwarded to this worker. */
+  serve(handler: (exchange: SessionExchange, signal: AbortSignal) => Promise<SessionAnswer>): void;
+}
+
+/** Session secrets → clients. A secret is 128 random bits (after the router's prefix); the client id alone authorizes nothing. */
+export class SessionRegistry {
+  readonly #sessions = new Map<string, Client>();
+  readonly #handlers = new Map<SessionExchange['op'], SessionHandler>();
+  readonly #router: SessionRouter | undefined;
+  readonly #prefix: string;
+
+  constructor(router?: SessionRouter) {
+    this.#router = router;
+    this.#prefix = router?.prefix ?? '';
+    router?.serve((exchange, signal) => this.answer(exchange, signal));
+  }
+
+  register(client: Client): string {
+    const secret = this.#prefix + randomBytes(16).toString('base64url');
+    this.#sessions.set(secret, client);
+    client.onClosed(() => this.#sessions.delete(secret));
+    return secret;
+  }
+
+  get(secret: unknown): Client | undefined {
+    if (typeof secret !== 'string' || secret.length !== this.#prefix.length + 22 || !secret.startsWith(this.#prefix)) return undefined;
+    const client = this.#sessions.get(secret);
+    return client === undefined || client.isClosed ? undefined : client;
+  }
+
+  get size(): number {
+    return this.#sessions.size;
+  }
+
+  /** How `op` is answered for a session held here (set by the route that serves it). */
+  handle(op: SessionExchange['op'], handler: SessionHandler): void {
+    this.#handlers.set(op, handler);
+  }
+
+  /** Answers an exchange for a session held here. */
+  answer(exchange: SessionExchange, signal: AbortSignal): Promise<SessionAnswer> {
+    const handler = this.#handlers.get(exchange.op);
+    return handler === undefined ? Promise.resolve(apiErrorAnswer('session_unknown')) : handler(exchange.session, exchange.body, signal);
+  }
+
+  /** Answers an HTTP request for a session wherever it lives: here, or on the worker its secret names. */
+  async route(op: SessionExchange['op'], secret: unknown, body: unknown, reply: FastifyReply): Promise<FastifyReply> {
+    const controller = new AbortController();
+    // Abort only a request that goes away unanswered (aborting builds a
+    // DOMException: not on every answered poll).
+    let answered = false;
+    reply.raw.once('close', () => {
+      if (!answered) controller.abort();
+    });
+    const exchange: SessionExchange = { op, session: typeof secret === 'string' ? secret : '', body };
+    const router = this.#router;
+    const answer =
+      router !== undefined && exchange.session !== '' && router.isRemote(exchange.session)
+        ? await router.forward(exchange, controller.signal)
+        : await this.answer(exchange, controller.signal);
+    answered = true;
+    return reply.code(answer.status).type('application/json').send(answer.body);
+  }
+}
+
+/** A registered API error as a SessionAnswer. */
+export function apiErrorAnswer(code: ApiErrorCode, detail?: string): SessionAnswer {
+  return { status: apiErrors[code].status, body: JSON.stringify(apiErrorBody(code, detail)) };
+}
+
+/** `{error: {code, message, detail?}}`: the message is the code's fixed text; `detail` says what in the request was wrong. */
+export function apiErrorBody(code: ApiErrorCode, detail?: string): { error: { code: ApiErrorCode; message: string; detail?: string } } {
+  const message = apiErrors[code].message;
+  return { error: detail === undefined ? { code, message } : { code, message, detail } };
+}
+
+/**
+ * The edge's word on a new connection (WebSocket upgrade, SSE GET, long-poll
+ * open), asked before anything is opened: the origin allowlist, the
+ * connection caps, and a credential found outside the protocol (the token
+ * cookie, only for an allowed `Origin`). Implemented by packages/server/src/edge/edge.ts.
+ */
+export interface ConnectionGate {
+  open(request: IncomingMessage): GateAnswer;
+  /** Asked once `connect` succeeded: false when the user already holds too many connections on this node. */
+  admitUser(client: Client): boolean;
+}
+
+/** Something a connection holds until it closes; `release` is idempotent. */
+export interface Releasable {
+  release(): void;
+}
+
+export type GateAnswer =
+  | { readonly refused: ApiErrorCode; readonly retryAfterSeconds?: number | undefined }
+  | {
+      readonly refused?: undefined;
+      /** Token for `client.fallbackToken` (used by `connect` when it carries none). */
+      readonly fallbackToken: string | undefined;
+      /**
+       * The connection's place under the caps: the transport releases it
+       * (idempotent) when the connection is gone, or when opening it failed.
+       */
+      readonly place: Releasable;
+    };
+
+const noPlace: Releasable = { release: () => {} };
+
+/** A gate that admits everything (when no edge is configured). */
+export const openGate: ConnectionGate = {
+  open: () => ({ fallbackToken: undefined, place: noPlace }),
+  admitUser: () => true,
+};
+
+/** Answers a refused connection request with its registered error (and `Retry-After`). */
+export function sendRefusal(reply: FastifyReply, answer: { readonly refused: ApiErrorCode; readonly retryAfterSeconds?: number | undefined }): FastifyReply {
+  if (answer.retryAfterSeconds !== undefined) reply.header('retry-after', String(answer.retryAfterSeconds));
+  return sendApiError(reply, answer.refused);
+}
+
+export interface OpenRequest {
+  readonly token: string | undefined;
+  readonly channels: readonly string[];
+  /** Position vector from Last-Event-ID or a cursor. */
+  readonly vector: string | undefined;
+}
+
+export type OpenFailure = { readonly error: ApiErrorCode; readonly detail?: string };
+
+/**
+ * Connects the client and checks every requested channel before anything is
+ * streamed, so that failures are plain HTTP errors. Returns the subscribe
+ * requests to run once the stream has started.
+ */
+export async function connectHttpClient(
+  client: Client,
+  node: Node,
+  request: OpenRequest,
+): Promise<{ connected: ConnectResult; subscribe: ConnectTimeSubscription[] } | OpenFailure> {
+  let connected: ConnectResult;
+  try {
+    connected = await client.connect(request.token);
+  } catch (error) {
+    if (error instanceof DisconnectError) {
+      client.disconnect(error.disconnect);
+      if (error.disconnect === 'token_expired') return { error: 'token_expired' };
+      // permission_denied at connect: no token, and no namespace allows anonymous access
+      return { error: error.disconnect === 'permission_denied' ? 'anonymous_not_allowed' : 'unauthorized' };
+    }
+    client.disconnect('internal');
+    return { error: 'internal' };
+  }
+  const positions = request.vector === undefined ? new Map<string, StreamPosition>() : (decodePositions(request.vector, node.config.channels.maxNameBytes) ?? new Map());
+  const wanted = new Map<string, StreamPosition | undefined>();
+  for (const [channel, position] of positions) wanted.set(channel, position);
+  for (const channel of request.channels) if (!wanted.has(channel)) wanted.set(channel, undefined);
+  if (wanted.size > node.config.limits.maxChannelsPerConnection) {
+    client.disconnect('bad_request');
+    return { error: 'bad_request', detail: `more than limits.maxChannelsPerConnection (${node.config.limits.maxChannelsPerConnection}) channels` };
+  }
+  const subscribe: ConnectTimeSubscription[] = [];
+  for (const [channel, since] of wanted) {
+    const resolved = node.rules.resolve(channel);
+    if ('reply' in resolved) {
+      client.disconnect('bad_request');
+      return resolved.detail === undefined ? { error: resolved.reply } : { error: resolved.reply, detail: resolved.detail };
+    }
+    try {
+      node.authorizeSubscribe(client, resolved);
+    } catch {
+      client.disconnect('permission_denied');
+      return { error: 'anonymous_not_allowed' };
+    }
+    if (resolved.options.private) {
+      // Private channels need a subscription token, which a URL or a
+      // resumed position cannot carry: asked for by name it is refused;
+      // from a position vector it is reported `unsubscribed`, so the client
+      // resubscribes by POST with its token and position.
+      if (since === undefined) {
+        client.disconnect('permission_denied');
+        return { error: 'subscription_token_required' };
+      }
+      subscribe.push({ channel, since, needsToken: true });
+      continue;
+    }
+    subscribe.push(since === undefined ? { channel } : { channel, since });
+  }
+  return { connected, subscribe };
+}
+
+export interface ConnectTimeSubscription {
+  readonly channel: string;
+  readonly since?: StreamPosition;
+  /** A private channel from a position vector: reported, not subscribed. */
+  readonly needsToken?: boolean;
+}
+
+/**
+ * Runs the connect-time subscriptions after the stream has started. The
+ * server holds them for the client (packages/server/src/core/client.ts `subscribeHeld`):
+ * while the engine is unavailable they are retried in the background, and
+ * their positions stay in the connection's position vector throughout.
+ */
+export async function subscribeHttpClient(client: Client, subscribe: readonly ConnectTimeSubscription[]): Promise<void> {
+  for (const { channel, since, needsToken } of subscribe) {
+    if (client.isClosed) return;
+    if (needsToken === true) {
+      const entry = disconnects.permission_denied;
+      client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: 'subscription token required' })));
+      continue;
+    }
+    try {
+      await client.subscribeHeld(since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset });
+    } catch (error) {
+      if (error instanceof CommandError) {
+        // Tell the client, as a push, what a subscribe reply would have said.
+        const entry = replyErrors[error.reply];
+        client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: entry.message })));
+        continue;
+      }
+      client.node.logger.error({ err: error }, 'connect-time subscribe failed');
+      client.disconnect('internal');
+      return;
+    }
+  }
+}
+
+export type CommandBatchResult = { readonly status: 200; readonly body: string } | { readonly error: ApiErrorCode; readonly detail?: string };
+
+/** Runs POSTed commands (one or an array) in order; answers the JSON array of replies. */
+export async function runCommandBatch(client: Client, body: unknown): Promise<CommandBatchResult> {
+  const batch = Array.isArray(body);
+  const list = batch ? body : [body];
+  if (list.length === 0 || list.length > MAX_COMMANDS_PER_POST) return { error: 'bad_request', detail: `a batch holds 1 to ${MAX_COMMANDS_PER_POST} commands` };
+  const replies: string[] = [];
+  const sink = (frame: string) => {
+    replies.push(frame);
+  };
+  const commands = [];
+  for (const [index, value] of list.entries()) {
+    const decoded = validateCommand(value, batch ? `/${index}` : '');
+    if (!decoded.ok && decoded.error === 'malformed') return decoded.detail === undefined ? { error: 'bad_request' } : { error: 'bad_request', detail: decoded.detail };
+    commands.push(decoded);
+  }
+  for (const decoded of commands) {
+    if (client.isClosed) break;
+    const admitted = client.admitInbound();
+    if (client.isClosed) break;
+    if (!decoded.ok) {
+      if (decoded.error === 'method_not_found') client.replyError(decoded.id, 'method_not_found', sink);
+      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', sink, decoded.detail);
+      continue;
+    }
+    if (!admitted) {
+      if (decoded.command.id !== undefined) client.replyError(decoded.command.id, 'too_many_requests', sink);
+      continue;
+    }
+    await client.handleCommand(decoded.command, sink);
+  }
+  return { status: 200, body: '[' + replies.join(',') + ']' };
+}
+
+export const COMMAND_PATH = '/connection/command';
+export const CLOSE_PATH = '/connection/close';
+
+/** POST /connection/command and /connection/close, shared by SSE and long polling. */
+export function registerHttpCommands(app: FastifyInstance, node: Node, sessions: SessionRegistry): void {
+  sessions.handle('command', async (secret, body) => {
+    const client = sessions.get(secret);
+    if (client === undefined) return apiErrorAnswer('session_unknown');
+    const result = await runCommandBatch(client, body);
+    return 'error' in result ? apiErrorAnswer(result.error, result.detail) : { status: 200, body: result.body };
+  });
+  sessions.handle('close', async (secret) => {
+    const client = sessions.get(secret);
+    if (client === undefined) return apiErrorAnswer('session_unknown');
+    client.close(1000, 'closed by client');
+    return { status: 200, body: '{}' };
+  });
+  app.post(COMMAND_PATH, { bodyLimit: node.config.limits.maxMessageBytes }, (request, reply) =>
+    sessions.route('command', request.headers[SESSION_HEADER], request.body, reply),
+  );
+  app.post(CLOSE_PATH, (request, reply) => sessions.route('close', request.headers[SESSION_HEADER], undefined, reply));
+}
+
+export function sendApiError(reply: FastifyReply, code: ApiErrorCode, detail?: string): FastifyReply {
+  return reply.code(apiErrors[code].status).type('application/json').send(apiErrorBody(code, detail));
+}

@@ -1,0 +1,174 @@
+/**
+ * Server-Sent Events: the write side and the GET handler. Each frame is one
+ * event; frames that change positions carry the connection's position
+ * vector as the event id, so EventSource's Last-Event-ID resumes exactly.
+ */
+import type { ServerResponse } from 'node:http';
+import type { Socket } from 'node:net';
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { encodePush } from '@herald/protocol';
+import { EncodedFrame } from '../core/encoded-frame.ts';
+import type { Transport } from '../core/transport.ts';
+import type { Node } from '../core/node.ts';
+import {
+  connectHttpClient,
+  openGate,
+  sendApiError as sendError,
+  sendRefusal,
+  subscribeHttpClient,
+  type ConnectionGate,
+  type SessionRegistry,
+} from './http-connection.ts';
+
+export const SSE_PATH = '/connection/sse';
+
+export class SseTransport implements Transport {
+  // Getters, not fields: nothing per connection.
+  get kind(): 'sse' {
+    return 'sse';
+  }
+
+  get tracksPositions(): boolean {
+    return true;
+  }
+  readonly #response: ServerResponse;
+  readonly #closeGraceMs: number;
+  #started = false;
+  #closed = false;
+  #socket: Socket | undefined;
+  /** Once closed: resolves when the stream has ended (flushed) or was cut. */
+  #settled: Promise<void> | undefined;
+
+  constructor(response: ServerResponse, closeGraceMs: number) {
+    this.#response = response;
+    this.#closeGraceMs = closeGraceMs;
+  }
+
+  start(headers: Record<string, string>): void {
+    if (this.#closed) return;
+    this.#started = true;
+    const response = this.#response;
+    // No chunked framing: the stream owns its connection and ends with it
+    // (Connection: close), so events can go to the socket as they are.
+    response.useChunkedEncodingByDefault = false;
+    response.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-accel-buffering': 'no',
+      ...headers,
+    });
+    response.write('retry: 1000\n\n');
+    this.#socket = response.socket ?? undefined;
+  }
+
+  write(frame: EncodedFrame, positions?: string): void {
+    const socket = this.#socket;
+    if (this.#closed || socket === undefined) return;
+    // One write per event: the shared bytes, or this connection's id line
+    // with the shared text.
+    socket.write(positions === undefined ? frame.sseBytes : 'id: ' + positions + '\n' + frame.sseText);
+  }
+
+  heartbeat(ping: EncodedFrame): void {
+    this.write(ping);
+  }
+
+  bufferedBytes(): number {
+    return this.#socket?.writableLength ?? 0;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (!this.#started) return;
+    const response = this.#response;
+    if (this.#socket?.destroyed === true) return;
+    // The disconnect frame always goes behind what is queued: a slow
+    // reader's backlog is bounded (limits.outboundQueueBytes and one frame),
+    // and one more small frame tells it why it was cut once it catches up.
+    // A peer that has not taken it all within the close grace is cut.
+    const reconnect = code < 3500 || (code >= 4000 && code < 4500);
+    response.end(new EncodedFrame(encodePush({ push: 'disconnect', code, reason, reconnect })).sseBytes);
+    this.#settled = new Promise<void>((resolve) => {
+      const done = (): void => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(() => {
+        response.destroy();
+        done();
+      }, this.#closeGraceMs);
+      timer.unref();
+      response.once('finish', done);
+      response.once('close', done);
+    });
+  }
+
+  /** Resolves once the stream has ended with its disconnect frame handed to the kernel, or was cut. */
+  settled(): Promise<void> {
+    return this.#settled ?? Promise.resolve();
+  }
+
+  markClosed(): void {
+    this.#closed = true;
+  }
+}
+
+interface SseQuery {
+  token?: string | string[];
+  channel?: string | string[];
+  last_event_id?: string | string[];
+}
+
+function one(value: string | string[] | undefined): string | undefined {
+  return Array.isArray(value) ? value[0] : value;
+}
+
+export function bearer(header: string | undefined): string | undefined {
+  if (header === undefined || !header.startsWith('Bearer ')) return undefined;
+  return header.slice(7).trim();
+}
+
+export function registerSse(app: FastifyInstance, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
+  const closeGraceMs = node.config.limits.closeGraceMs;
+  app.get(SSE_PATH, async (request: FastifyRequest<{ Querystring: SseQuery }>, reply: FastifyReply) => {
+    if (node.draining) return sendError(reply, 'unavailable');
+    const admission = gate.open(request.raw);
+    if (admission.refused !== undefined) return sendRefusal(reply, admission);
+    const query = request.query;
+    const channels = query.channel === undefined ? [] : Array.isArray(query.channel) ? query.channel : [query.channel];
+    const token = one(query.token) ?? bearer(request.headers.authorization);
+    const header = request.headers['last-event-id'];
+    const vector = (typeof header === 'string' ? header : undefined) ?? one(query.last_event_id);
+    const transport = new SseTransport(reply.raw, closeGraceMs);
+    const client = node.createClient(transport);
+    client.fallbackToken = admission.fallbackToken;
+    reply.raw.on('close', () => {
+      admission.place.release();
+      transport.markClosed();
+      client.close(1006, 'connection lost');
+    });
+    const opened = await connectHttpClient(client, node, { token, channels, vector });
+    if ('error' in opened) return sendError(reply, opened.error, opened.detail);
+    if (!gate.admitUser(client)) {
+      client.disconnect('connection_limit');
+      return sendError(reply, 'connection_limit');
+    }
+    const session = sessions.register(client);
+    reply.hijack();
+    reply.raw.socket?.setNoDelay(true);
+    transport.start(corsPassThrough(reply));
+    client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
+    await subscribeHttpClient(client, opened.subscribe);
+  });
+}
+
+/** Headers already set on the reply (e.g. by hooks) must survive hijacking. */
+function corsPassThrough(reply: FastifyReply): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const [name, value] of Object.entries(reply.getHeaders())) {
+    if (typeof value === 'string') headers[name] = value;
+  }
+  return headers;
+}
+

@@ -1,0 +1,265 @@
+/**
+ * WebSocket: the write side (WebSocketTransport) and the upgrade handler
+ * that owns the socket and reads from it. Protocol errors of the framing
+ * layer (1002, 1007, 1009) are the `ws` library's.
+ */
+import type { IncomingMessage, Server } from 'node:http';
+import type { Server as HttpsServer } from 'node:https';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer } from 'ws';
+import { decodeCommand } from '@herald/protocol/commands';
+import { apiErrors, disconnects, type ApiErrorCode } from '@herald/protocol';
+import type { EncodedFrame } from '../core/encoded-frame.ts';
+import type { Transport } from '../core/transport.ts';
+import type { Node } from '../core/node.ts';
+import type { Client } from '../core/client.ts';
+import { openGate, type ConnectionGate, type Releasable } from './http-connection.ts';
+
+export const WEBSOCKET_PATH = '/connection/websocket';
+
+const OPEN = 1;
+
+export class WebSocketTransport implements Transport {
+  // Getters, not fields: nothing per connection.
+  get kind(): 'websocket' {
+    return 'websocket';
+  }
+
+  get tracksPositions(): boolean {
+    return false;
+  }
+  readonly #socket: WebSocket;
+  /** The upgraded TCP socket under `#socket`: frames built once go straight to it. */
+  readonly #raw: Duplex;
+  readonly #closeGraceMs: number;
+  #closed = false;
+
+  constructor(socket: WebSocket, raw: Duplex, closeGraceMs: number) {
+    this.#socket = socket;
+    this.#raw = raw;
+    this.#closeGraceMs = closeGraceMs;
+  }
+
+  write(frame: EncodedFrame): void {
+    // Whole frames only, and only while open (never after a close frame):
+    // interleaves safely with what `ws` writes (pings, close), since
+    // per-message deflate is off and nothing is fragmented.
+    if (!this.#closed && this.#socket.readyState === OPEN) this.#raw.write(frame.wsFrame);
+  }
+
+  heartbeat(ping: EncodedFrame): void {
+    if (this.#closed) return;
+    this.#socket.ping();
+    this.write(ping);
+  }
+
+  bufferedBytes(): number {
+    return this.#socket.bufferedAmount;
+  }
+
+  close(code: number, reason: string): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    const socket = this.#socket;
+    if (code === disconnects.slow.code) {
+      // The peer is not reading: a close handshake would queue behind the
+      // backlog. Cut the socket.
+      socket.terminate();
+      return;
+    }
+    socket.close(code, reason);
+    // A peer that does not answer the close handshake within the close grace is cut.
+    const timer = setTimeout(() => socket.terminate(), this.#closeGraceMs);
+    timer.unref();
+    socket.once('close', () => clearTimeout(timer));
+  }
+
+  markClosed(): void {
+    this.#closed = true;
+  }
+}
+
+export interface WebSocketHandlerOptions {
+  readonly maxMessageBytes: number;
+  /** Fragments per message before the socket is closed with 1008 (required: `ws` reads 0 as no cap). */
+  readonly maxFragments: number;
+  /**
+   * Decides before the upgrade (origin allowlist, connection caps, cookie
+   * token); a refusal is answered with its HTTP status and no 101.
+   */
+  readonly gate?: ConnectionGate;
+}
+
+/**
+ * Herald has no subprotocols; a `Sec-WebSocket-Protocol` longer than this
+ * is refused (400) before `ws` parses it.
+ */
+const MAX_PROTOCOL_HEADER = 1024;
+
+export interface WebSocketEndpoint {
+  /** Resolves when every upgraded socket has closed (true), or after `timeoutMs` (false). */
+  settle(timeoutMs: number): Promise<boolean>;
+  /** Cuts every socket still open. */
+  terminateAll(): void;
+}
+
+/** Destroys the socket that emitted the error (`this`). */
+function destroyOnError(this: Duplex): void {
+  this.destroy();
+}
+
+/** Attaches the WebSocket endpoint to an HTTP server. */
+export function attachWebSocket(server: Server | HttpsServer, node: Node, options: WebSocketHandlerOptions): WebSocketEndpoint {
+  const gate = options.gate ?? openGate;
+  const maxMessageBytes = options.maxMessageBytes;
+  const maxJsonDepth = node.config.limits.maxJsonDepth;
+  /** Upgraded sockets until their 'close' (for drain). */
+  const sockets = new Set<HeraldWebSocket>();
+
+  /**
+   * The `ws` socket class of this endpoint. It carries the connection's
+   * Herald state and handles its own events in `emit`: an idle connection
+   * then holds no listener entries and no closures of ours (see
+   * docs/performance.md, idle memory). Events other than these four go to
+   * listeners as usual.
+   */
+  class HeraldWebSocket extends WebSocket {
+    client: Client | undefined = undefined;
+    place: Releasable | undefined = undefined;
+    /** Whether the per-user cap has been judged (at the first reply after `connect`). */
+    userAdmitted = false;
+
+    override emit(event: string | symbol, ...args: unknown[]): boolean {
+      switch (event) {
+        case 'message':
+          onMessage(this, args[0] as Buffer, args[1] as boolean);
+          return true;
+        case 'pong':
+          if (this.client !== undefined) this.client.lastActivity = node.now();
+          return true;
+        case 'error':
+          // ws closes the socket itself (1002/1007/1009); 'close' follows.
+          return true;
+        case 'close':
+          onClose(this, args[0] as number, args[1] as Buffer);
+          return true;
+        default:
+          return super.emit(event, ...args);
+      }
+    }
+  }
+
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: maxMessageBytes,
+    maxFragments: options.maxFragments,
+    perMessageDeflate: false,
+    clientTracking: false,
+    skipUTF8Validation: false,
+    WebSocket: HeraldWebSocket,
+  });
+
+  /** The reply to one command: the first reply after `connect` is where the per-user cap is judged. */
+  function sendReply(ws: HeraldWebSocket, client: Client, frame: string): void {
+    if (client.isClosed) return;
+    if (!ws.userAdmitted && client.state === 'connected') {
+      ws.userAdmitted = true;
+      if (!gate.admitUser(client)) {
+        client.disconnect('connection_limit');
+        return;
+      }
+    }
+    ws.send(frame);
+  }
+
+  function onMessage(ws: HeraldWebSocket, data: Buffer, isBinary: boolean): void {
+    const client = ws.client;
+    if (client === undefined || client.isClosed) return;
+    if (isBinary) {
+      client.disconnect('bad_request');
+      return;
+    }
+    const admitted = client.admitInbound();
+    if (client.isClosed) return;
+    const reply = (frame: string): void => sendReply(ws, client, frame);
+    const decoded = decodeCommand(data.toString('utf8'), maxMessageBytes, maxJsonDepth);
+    if (!decoded.ok) {
+      if (decoded.error === 'method_not_found') client.replyError(decoded.id, 'method_not_found', reply);
+      else if (decoded.error === 'bad_params') client.replyError(decoded.id, 'bad_request', reply, decoded.detail);
+      else if (decoded.error === 'too_deep') client.replyError(decoded.id, 'json_too_deep', reply);
+      else client.disconnect(decoded.error === 'too_large' ? 'message_too_large' : 'bad_request');
+      return;
+    }
+    const command = decoded.command;
+    if (!admitted) {
+      if (command.id !== undefined) client.replyError(command.id, 'too_many_requests', reply);
+      return;
+    }
+    void client.handleCommand(command, reply);
+  }
+
+  function onClose(ws: HeraldWebSocket, code: number, reason: Buffer): void {
+    sockets.delete(ws);
+    ws.place?.release();
+    const client = ws.client;
+    if (client === undefined) return;
+    (client.transport as WebSocketTransport).markClosed();
+    client.close(code === 1005 ? 1000 : code, reason.toString('utf8').slice(0, 123));
+  }
+
+  server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
+    socket.on('error', destroyOnError);
+    const path = (request.url ?? '').split('?', 1)[0];
+    if (path !== WEBSOCKET_PATH) return refuse(socket, 'not_found');
+    if (node.draining) return refuse(socket, 'unavailable');
+    const protocols = request.headers['sec-websocket-protocol'];
+    if (protocols !== undefined && protocols.length > MAX_PROTOCOL_HEADER) return refuse(socket, 'bad_request');
+    const admission = gate.open(request);
+    if (admission.refused !== undefined) return refuse(socket, admission.refused, admission.retryAfterSeconds);
+    const place = admission.place;
+    // Until the upgrade completes, the place goes back when the socket
+    // closes (ws destroys it on a bad handshake); after it, onClose does it.
+    const releaseEarly = (): void => place.release();
+    socket.once('close', releaseEarly);
+    wss.handleUpgrade(request, socket, head, (upgraded) => {
+      socket.removeListener('close', releaseEarly);
+      // From here ws handles socket errors (and destroys the socket).
+      socket.removeListener('error', destroyOnError);
+      const ws = upgraded as HeraldWebSocket;
+      sockets.add(ws);
+      ws.place = place;
+      const client = node.createClient(new WebSocketTransport(ws, socket, node.config.limits.closeGraceMs));
+      ws.client = client;
+      client.fallbackToken = admission.fallbackToken;
+    });
+  });
+  return {
+    async settle(timeoutMs) {
+      const deadline = Date.now() + timeoutMs;
+      while (sockets.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      return sockets.size === 0;
+    },
+    terminateAll() {
+      for (const ws of sockets) ws.terminate();
+    },
+  };
+}
+
+const statusText: Record<number, string> = {
+  400: 'Bad Request',
+  403: 'Forbidden',
+  404: 'Not Found',
+  429: 'Too Many Requests',
+  503: 'Service Unavailable',
+};
+
+/** Answers the upgrade request with a registered API error instead of a 101, and closes. */
+function refuse(socket: Duplex, code: ApiErrorCode, retryAfterSeconds?: number): void {
+  const entry = apiErrors[code];
+  const body = JSON.stringify({ error: { code, message: entry.message } });
+  const retryAfter = retryAfterSeconds === undefined ? '' : `Retry-After: ${retryAfterSeconds}\r\n`;
+  socket.end(
+    `HTTP/1.1 ${entry.status} ${statusText[entry.status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json\r\n` +
+      `X-Content-Type-Options: nosniff\r\nCache-Control: no-store\r\n${retryAfter}Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+  );
+}

@@ -1,0 +1,118 @@
+/**
+ * The broker and presence contract (packages/server/test/unit/broker-contract.ts) against
+ * the cluster link: a worker's engine (packages/server/src/cluster/worker-engine.ts) talking
+ * to the primary's hub (packages/server/src/cluster/primary-hub.ts), once over a
+ * MessageChannel in this process, once over real IPC to a forked hub
+ * process (real serialization). Both run the clock tests: in process the
+ * hub reads the test's clock; the forked hub is sent the test's clock and
+ * asked to sweep over the same IPC channel (packages/server/test/cluster/fixtures/
+ * hub-process.ts).
+ */
+import { after } from 'node:test';
+import { fork } from 'node:child_process';
+import { MessageChannel } from 'node:worker_threads';
+import { fileURLToPath } from 'node:url';
+import { buildConfig } from '../../src/config/load.ts';
+import { PrimaryHub } from '../../src/cluster/primary-hub.ts';
+import { BatchingPipe, messagePortCarrier, type Carrier } from '../../src/cluster/pipe.ts';
+import { createWorkerEngine } from '../../src/cluster/worker-engine.ts';
+import type { PrimaryMessage, WorkerMessage } from '../../src/cluster/ipc-messages.ts';
+import { runBrokerContract, type ContractClock } from '../unit/broker-contract.ts';
+import type { HubTestAnswer, HubTestMessage } from './fixtures/hub-process.ts';
+import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
+
+const config = buildConfig({}, { env: {} });
+
+runBrokerContract('cluster link (in-process)', () => {
+  let now = 1_700_000_000_000;
+  const hub = new PrimaryHub({ revocationRetentionMs: 60000, now: () => now, sweepIntervalMs: 3_600_000 });
+  const { port1, port2 } = new MessageChannel();
+  hub.attach(1, new BatchingPipe<WorkerMessage, PrimaryMessage>(messagePortCarrier(port1)));
+  const engine = createWorkerEngine({ pipe: new BatchingPipe<PrimaryMessage, WorkerMessage>(messagePortCarrier(port2)), worker: 1, config });
+  return {
+    broker: engine.broker,
+    presence: engine.presence,
+    clock: {
+      now: () => now,
+      advance: (ms: number) => {
+        now += ms;
+      },
+    },
+    sweep: () => hub.broker.sweep(),
+    async close() {
+      await engine.close();
+      await hub.close();
+      port1.close();
+      port2.close();
+    },
+  };
+});
+
+/** One forked hub process and one engine for every test of this variant (channel names are unique per test). */
+let forked: { engine: ReturnType<typeof createWorkerEngine>; clock: ContractClock; sweep(): Promise<void>; stop(): Promise<void> } | undefined;
+
+function forkedEngine(): NonNullable<typeof forked> {
+  if (forked !== undefined) return forked;
+  let now = 1_700_000_000_000;
+  const child = fork(fileURLToPath(new URL('./fixtures/hub-process.ts', import.meta.url)), [String(now)], { serialization: 'advanced', execArgv: [...SOURCE_NODE_ARGS], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+  const carrier: Carrier = {
+    post(value) {
+      if (!child.connected) throw new Error('hub process gone');
+      child.send(value as object, undefined, {}, () => undefined);
+    },
+    listen(onValue, onEnd) {
+      child.on('message', onValue);
+      child.once('exit', onEnd);
+    },
+    end() {
+      if (child.connected) child.disconnect();
+    },
+  };
+  const pipe = new BatchingPipe<PrimaryMessage, WorkerMessage>(carrier);
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  /** Sends a test message after every call queued before it (the pipe flushes synchronously). */
+  const sendInOrder = (message: HubTestMessage): void => {
+    void pipe.flushed();
+    child.send(message);
+  };
+  const swept = new Map<number, () => void>();
+  child.on('message', (message: Partial<HubTestAnswer>) => {
+    if (message.test === 'swept' && typeof message.id === 'number') swept.get(message.id)?.();
+  });
+  let sweeps = 0;
+  forked = {
+    engine: createWorkerEngine({ pipe, worker: 1, config }),
+    clock: {
+      now: () => now,
+      advance: (ms: number) => {
+        now += ms;
+        sendInOrder({ test: 'clock', now });
+      },
+    },
+    sweep: () =>
+      new Promise<void>((resolve) => {
+        const id = ++sweeps;
+        swept.set(id, () => {
+          swept.delete(id);
+          resolve();
+        });
+        sendInOrder({ test: 'sweep', id });
+      }),
+    async stop() {
+      pipe.close();
+      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+      await exited;
+      clearTimeout(timer);
+    },
+  };
+  return forked;
+}
+
+after(async () => {
+  await forked?.stop();
+});
+
+runBrokerContract('cluster link (forked primary, real IPC)', () => {
+  const { engine, clock, sweep } = forkedEngine();
+  return { broker: engine.broker, presence: engine.presence, clock, sweep, close: async () => {} };
+});

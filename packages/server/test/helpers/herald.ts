@@ -1,0 +1,101 @@
+/**
+ * Starts a real Herald on an ephemeral loopback port for a test, with a known
+ * HS256 secret and an admin API key. No mocks: the same composition root as
+ * `herald serve`.
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { SignJWT } from 'jose';
+import { buildConfig } from '../../src/config/load.ts';
+import { startServer, type HeraldServer } from '../../src/app/app.ts';
+
+export interface TestHerald {
+  readonly server: HeraldServer;
+  /** `http://127.0.0.1:PORT` */
+  readonly url: string;
+  /** `ws://127.0.0.1:PORT/connection/websocket` */
+  readonly wsUrl: string;
+  readonly apiKey: string;
+  readonly hmacSecret: string;
+  /** Mints an HS256 connection token. */
+  token(sub: string, claims?: Record<string, unknown>, ttlSeconds?: number): Promise<string>;
+  /** Calls the server API with the admin key. */
+  api(method: string, body: unknown, key?: string): Promise<{ status: number; body: any }>;
+  close(): Promise<void>;
+}
+
+/** Deep-merges `overrides` into a test config (log silent, port 0, chat/public namespaces). */
+export async function startHerald(overrides: Record<string, any> = {}): Promise<TestHerald> {
+  const hmacSecret = randomBytes(32).toString('base64url');
+  const apiKey = randomBytes(24).toString('base64url');
+  const base: Record<string, any> = {
+    mode: 'production',
+    listen: { host: '127.0.0.1', port: 0 },
+    // The internal listener on its own ephemeral port; tests may run as root (CI machines do).
+    admin: { host: '127.0.0.1', port: 0 },
+    process: { allowRoot: true },
+    // Every test client comes from 127.0.0.1: the per-IP connection rate would throttle the suites.
+    limits: { newConnectionsPerIpPerSecond: 100000 },
+    log: { level: 'silent' },
+    auth: { algorithms: ['HS256'], hmacSecret },
+    api: {
+      keys: [{ name: 'test-admin', sha256: createHash('sha256').update(apiKey).digest('hex'), scopes: ['admin'] }],
+      // Suites publish thousands of times from one IP with one key; packages/server/test/security sets these small on purpose.
+      rateLimitPerIp: 1000000,
+      rateLimitPerKey: 1000000,
+    },
+    channels: {
+      defaults: {},
+      namespaces: [
+        { name: 'chat', presence: true, joinLeave: true, clientPublish: true },
+        { name: 'public', allowAnonymous: true, clientPublish: true },
+        { name: 'nohistory', historySize: 0 },
+      ],
+    },
+  };
+  const raw = merge(base, overrides);
+  const config = buildConfig(raw, { env: {} });
+  const server = await startServer({ config });
+  const url = `http://127.0.0.1:${server.port}`;
+  const key = new TextEncoder().encode(hmacSecret);
+  return {
+    server,
+    url,
+    wsUrl: `ws://127.0.0.1:${server.port}/connection/websocket`,
+    apiKey,
+    hmacSecret,
+    async token(sub, claims = {}, ttlSeconds = 3600) {
+      return new SignJWT({ ...claims })
+        .setProtectedHeader({ alg: 'HS256' })
+        .setSubject(sub)
+        .setIssuedAt()
+        .setExpirationTime(Math.floor(Date.now() / 1000) + ttlSeconds)
+        .sign(key);
+    },
+    async api(method, body, keyOverride) {
+      const response = await fetch(`${url}/api/${method}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${keyOverride ?? apiKey}` },
+        body: JSON.stringify(body),
+      });
+      const text = await response.text();
+      let parsed: unknown = text;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        // keep text
+      }
+      return { status: response.status, body: parsed };
+    },
+    close: () => server.close(),
+  };
+}
+
+function merge(base: Record<string, any>, extra: Record<string, any>): Record<string, any> {
+  const out: Record<string, any> = { ...base };
+  for (const [k, v] of Object.entries(extra)) {
+    if (v && typeof v === 'object' && !Array.isArray(v) && base[k] && typeof base[k] === 'object' && !Array.isArray(base[k])) {
+      out[k] = merge(base[k], v);
+    } else out[k] = v;
+  }
+  return out;
+}

@@ -1,0 +1,95 @@
+/**
+ * Security headers on every HTTP response of the public listener: answers,
+ * errors, 404s, the SSE stream, long-poll answers. No X-Powered-By, no HSTS
+ * without TLS (tls.test.ts checks it with TLS), generic error bodies.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startHerald, type TestHerald } from '../helpers/herald.ts';
+import { http, postRaw, type HttpAnswer } from '../helpers/herald-ws.ts';
+import { apiErrors } from '@herald/protocol';
+import { RawSse } from '../helpers/rt-raw.ts';
+import { waitUntil } from '../helpers/rt-util.ts';
+import { parseAnswer } from './raw-http.ts';
+
+function assertSecurityHeaders(get: (name: string) => string | null | undefined, where: string): void {
+  const csp = get('content-security-policy') ?? '';
+  assert.match(csp, /default-src 'none'/, `${where}: CSP`);
+  assert.match(csp, /frame-ancestors 'none'/, `${where}: CSP frame-ancestors`);
+  assert.match(csp, /script-src 'self'/, `${where}: CSP script-src`);
+  assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, `${where}: no unsafe CSP sources`);
+  assert.equal(get('x-content-type-options'), 'nosniff', `${where}: nosniff`);
+  assert.equal(get('x-frame-options'), 'DENY', `${where}: frame denial`);
+  assert.equal(get('referrer-policy'), 'no-referrer', `${where}: referrer policy`);
+  assert.equal(get('x-powered-by') ?? null, null, `${where}: no X-Powered-By`);
+  assert.equal(get('strict-transport-security') ?? null, null, `${where}: no HSTS without TLS`);
+}
+
+function assertGenericError(answer: HttpAnswer, code: keyof typeof apiErrors): void {
+  assert.equal(answer.status, apiErrors[code].status, answer.text);
+  assert.deepEqual(answer.body, { error: { code, message: apiErrors[code].message } });
+  assert.doesNotMatch(answer.text, /\/work\/|node_modules|at [A-Za-z.]+ \(|Error:/, 'no stack trace or path in an error body');
+}
+
+describe('security headers', { timeout: 30000 }, () => {
+  let h: TestHerald;
+
+  before(async () => {
+    h = await startHerald();
+  });
+  after(() => h.close());
+
+  test('on answers, 404s and errors of every kind, with generic bodies', async () => {
+    const health = await http(`${h.url}/health`);
+    assert.equal(health.status, 200);
+    assertSecurityHeaders((n) => health.headers.get(n), 'GET /health');
+
+    const missing = await http(`${h.url}/nope`);
+    assertGenericError(missing, 'not_found');
+    assertSecurityHeaders((n) => missing.headers.get(n), '404');
+
+    const badJson = await http(`${h.url}/api/publish`, { headers: { authorization: `Bearer ${h.apiKey}` }, body: '{"channel":' });
+    assertGenericError(badJson, 'invalid_json');
+    assertSecurityHeaders((n) => badJson.headers.get(n), 'invalid JSON');
+
+    const noKey = await http(`${h.url}/api/publish`, { body: { channel: 'news', data: 1 } });
+    assertGenericError(noKey, 'unauthorized');
+    assertSecurityHeaders((n) => noKey.headers.get(n), '401');
+
+    const tooLarge = await postRaw(`${h.url}/api/publish`, { authorization: `Bearer ${h.apiKey}` }, Buffer.alloc(200 * 1024, 0x20));
+    assertGenericError(tooLarge, 'payload_too_large');
+    assertSecurityHeaders((n) => tooLarge.headers.get(n), '413');
+
+    const wrongMethod = await http(`${h.url}/connection/sse`, { method: 'DELETE' });
+    assertGenericError(wrongMethod, 'method_not_allowed');
+    assert.equal(wrongMethod.headers.get('allow'), 'GET, HEAD');
+    assertSecurityHeaders((n) => wrongMethod.headers.get(n), 'DELETE');
+
+    const session = await http(`${h.url}/connection/command`, { headers: { 'herald-session': 'x'.repeat(22) }, body: { id: 1, method: 'ping' } });
+    assertGenericError(session, 'session_unknown');
+    assertSecurityHeaders((n) => session.headers.get(n), 'unknown session');
+  });
+
+  test('on the SSE stream and on long-poll answers', async () => {
+    const sse = await RawSse.connect(h.server.port, `/connection/sse?token=${await h.token('alice')}&channel=chat:headers`);
+    try {
+      assert.match(sse.statusLine, /^HTTP\/1\.1 200 /);
+      const head = parseAnswer(sse.headText + '\r\n\r\n', false);
+      assertSecurityHeaders((n) => head.headers.get(n), 'SSE');
+      assert.match(head.headers.get('content-type') ?? '', /^text\/event-stream/);
+    } finally {
+      sse.destroy();
+    }
+    const opened = await http(`${h.url}/connection/poll/open`, { body: { token: await h.token('alice'), channels: ['chat:headers'] } });
+    assert.equal(opened.status, 200, opened.text);
+    assertSecurityHeaders((n) => opened.headers.get(n), 'long-poll open');
+    // A poll in flight, answered when the session is closed (closed once the server holds it).
+    const polling = http(`${h.url}/connection/poll`, { headers: { 'herald-session': opened.body.session }, body: { seq: opened.body.seq } });
+    const id = (opened.body.messages as { push?: string; client?: string }[]).find((m) => m.push === 'connected')?.client;
+    await waitUntil(() => [...h.server.node.connectedClients()].some((c) => c.id === id && c.transport.holdsRequest?.() === true), { label: 'the poll held' });
+    await http(`${h.url}/connection/close`, { headers: { 'herald-session': opened.body.session }, body: {} });
+    const polled = await polling;
+    assert.equal(polled.status, 200, polled.text);
+    assertSecurityHeaders((n) => polled.headers.get(n), 'long-poll poll');
+  });
+});

@@ -1,0 +1,39 @@
+/**
+ * `npm run build` (and `npm ci`, through `prepare`): builds every workspace
+ * package into its `dist/`: JavaScript and `.d.ts` from TypeScript (`tsc -b`,
+ * project references: protocol first), and the client SDK's browser bundles
+ * with esbuild: `herald-client.js` (ESM, minified) and
+ * `herald-client.global.js` (a plain script tag: `window.Herald`). Prints
+ * the bundle sizes, raw and gzipped (the numbers in the README).
+ */
+import { execFileSync } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import * as esbuild from 'esbuild';
+
+const root = fileURLToPath(new URL('..', import.meta.url));
+const require = createRequire(import.meta.url);
+const tsc = require.resolve('typescript/bin/tsc');
+const projects = ['protocol', 'client', 'server-sdk', 'server'].map((name) => `packages/${name}/tsconfig.build.json`);
+execFileSync(process.execPath, [tsc, '-b', ...projects], { cwd: root, stdio: 'inherit' });
+
+const client = `${root}packages/client/`;
+const common: esbuild.BuildOptions = {
+  entryPoints: [`${client}src/index.ts`],
+  bundle: true,
+  platform: 'browser',
+  target: 'es2022',
+  minify: true,
+  legalComments: 'none',
+  conditions: ['herald-source'],
+  logLevel: 'warning',
+};
+await esbuild.build({ ...common, format: 'esm', outfile: `${client}dist/herald-client.js` });
+await esbuild.build({ ...common, format: 'iife', globalName: 'Herald', outfile: `${client}dist/herald-client.global.js` });
+for (const name of ['herald-client.js', 'herald-client.global.js']) {
+  const text = readFileSync(`${client}dist/${name}`);
+  const gzipped = gzipSync(text, { level: 9 }).length;
+  process.stdout.write(`packages/client/dist/${name}: ${text.length} bytes minified, ${gzipped} bytes gzipped (${(gzipped / 1024).toFixed(1)} KiB)\n`);
+}
