@@ -4,10 +4,12 @@
  * project references: protocol first), and the client SDK's browser bundles
  * with esbuild: `herald-client.js` (ESM, minified) and
  * `herald-client.global.js` (a plain script tag: `window.Herald`). Prints
- * the bundle sizes, raw and gzipped (the numbers in the README).
+ * the bundle sizes, raw and gzipped (the numbers in the README). Writes the
+ * config file's JSON Schema into the server package
+ * (`herald/config.schema.json`, the file a config's `"$schema"` names).
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
@@ -18,6 +20,10 @@ const require = createRequire(import.meta.url);
 const tsc = require.resolve('typescript/bin/tsc');
 const projects = ['protocol', 'client', 'server-sdk', 'server'].map((name) => `packages/${name}/tsconfig.build.json`);
 execFileSync(process.execPath, [tsc, '-b', ...projects], { cwd: root, stdio: 'inherit' });
+
+// After tsc: the schema module imports @herald/protocol, whose dist/ now exists (for a run without the herald-source condition).
+const { renderConfigJsonSchema } = await import('../packages/server/src/config/json-schema.ts');
+writeFileSync(`${root}packages/server/config.schema.json`, renderConfigJsonSchema());
 
 const client = `${root}packages/client/`;
 const common: esbuild.BuildOptions = {

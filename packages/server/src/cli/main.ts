@@ -10,6 +10,7 @@ import { SignJWT } from 'jose';
 import { ConfigError, deepFreeze, readConfigFile, validateConfig, type ConfigOverrides, type ValidatedConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { renderConfigDocs } from '../config/docs.ts';
+import { renderConfigJsonSchema } from '../config/json-schema.ts';
 import { parseJsonSafely } from '@herald/protocol/commands';
 import { createKey, keyStatus, keyStorePath, parseDuration, parseScopes, readKeyStore, revokeKey, updateKeyStore } from '../auth/key-store.ts';
 import { DEV_KEY_NAME, devSecretsPath, ensureDevSecrets, markDevKeyShown, readDevSecrets, type DevSecrets } from '../app/dev-secrets.ts';
@@ -173,16 +174,18 @@ Options:
     run: checkConfig,
   },
   'config-docs': {
-    summary: 'print the configuration reference (docs/config.md)',
-    help: `Usage: herald config-docs [--write FILE]
+    summary: 'print the configuration reference (docs/config.md) or the JSON Schema of config files',
+    help: `Usage: herald config-docs [--json-schema] [--write FILE]
 
 Prints the configuration reference generated from the schema.
 
 Options:
+  --json-schema     print the config file's JSON Schema instead (docs/config.schema.json;
+                    installed with the package as herald/config.schema.json)
   --write FILE      write it to FILE instead of stdout`,
-    options: { write: { type: 'string' } },
+    options: { 'json-schema': { type: 'boolean' }, write: { type: 'string' } },
     run(values) {
-      const text = renderConfigDocs();
+      const text = values['json-schema'] === true ? renderConfigJsonSchema() : renderConfigDocs();
       if (typeof values['write'] === 'string') writeFileSync(values['write'], text);
       else process.stdout.write(text);
     },

@@ -1,7 +1,9 @@
 /**
- * The single configuration schema: types, defaults, validation and the
- * generated `docs/config.md` all come from here. Every option carries its
- * description. Durations are milliseconds, sizes bytes.
+ * The single configuration schema: types, defaults, validation, the
+ * generated `docs/config.md` and the config file's JSON Schema
+ * (`docs/config.schema.json`, from `json-schema.ts`) all come from here.
+ * Every option carries its description. Durations are milliseconds, sizes
+ * bytes.
  */
 import { FormatRegistry, Type, type Static, type TSchema } from '@sinclair/typebox';
 import { DEFAULT_MAX_JSON_DEPTH } from '@herald/protocol/json';
@@ -77,6 +79,12 @@ export const ApiKey = Type.Object(
 
 export const ConfigSchema = Type.Object(
   {
+    $schema: Type.Optional(
+      Type.String({
+        description:
+          'The JSON Schema of this file, for editor completion and checks: a path such as `./node_modules/herald/config.schema.json` or a URL. Herald reads nothing from it; allowed at the top level only.',
+      }),
+    ),
     mode: Type.Union([Type.Literal('development'), Type.Literal('production')], {
       default: 'production',
       description: 'development generates secrets into stateDir and logs loudly that it does; production requires them in config.',
@@ -87,7 +95,7 @@ export const ConfigSchema = Type.Object(
         host: Type.String({ default: '127.0.0.1', description: 'Address of the public listener.' }),
         port: Type.Integer({ default: 8000, minimum: 0, maximum: 65535, description: 'Port of the public listener; 0 picks a free one (--port, HERALD_PORT).' }),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Public listener' },
     ),
     log: Type.Object(
       {
@@ -96,7 +104,7 @@ export const ConfigSchema = Type.Object(
           { default: 'info', description: 'pino log level.' },
         ),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Logging' },
     ),
     auth: Type.Object(
       {
@@ -129,7 +137,7 @@ export const ConfigSchema = Type.Object(
           }),
         ),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Connection tokens' },
     ),
     api: Type.Object(
       {
@@ -139,7 +147,7 @@ export const ConfigSchema = Type.Object(
         rateLimitPerKey: Type.Integer({ default: 6000, minimum: 1, description: 'API requests per key per minute (per node), then 429.' }),
         rateLimitPerIp: Type.Integer({ default: 600, minimum: 1, description: 'API requests per client IP per minute (per node), counted before the key is checked.' }),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Server API' },
     ),
     channels: Type.Object(
       {
@@ -151,7 +159,7 @@ export const ConfigSchema = Type.Object(
         namespaces: Type.Array(Namespace, { default: [], description: 'Named namespaces; unset options inherit channels.defaults.' }),
         maxNameBytes: Type.Integer({ default: 255, minimum: 16, maximum: 1024, description: 'Longest channel name.' }),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Channels and namespaces' },
     ),
     limits: Type.Object(
       {
@@ -193,21 +201,21 @@ export const ConfigSchema = Type.Object(
           description: 'Commands in one second above which the connection is cut (code 3009).',
         }),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Limits' },
     ),
     ping: Type.Object(
       {
         intervalMs: Ms(25000, 'Server ping interval.'),
         maxMissed: Type.Integer({ default: 2, minimum: 1, maximum: 10, description: 'Intervals without client activity before termination (code 3008).' }),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Heartbeats' },
     ),
     longPoll: Type.Object(
       {
         pollTimeoutMs: Ms(25000, 'How long a poll waits for messages before answering empty.'),
         sessionTimeoutMs: Ms(40000, 'A long-poll session with no poll in flight for this long is closed.'),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Long polling' },
     ),
     http: Type.Object(
       {
@@ -219,7 +227,7 @@ export const ConfigSchema = Type.Object(
           description: 'Proxy addresses or CIDRs whose X-Forwarded-For is believed; from anyone else it is ignored.',
         }),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'HTTP' },
     ),
     engine: Type.Object(
       {
@@ -238,7 +246,7 @@ export const ConfigSchema = Type.Object(
           'SSE and long polling: how long the server keeps retrying, while the engine is unavailable, a subscription it holds for the client (one named when the connection opened, or one resynchronizing after a gap or a stream reset); then the connection is closed with 3002 (reconnect).',
         ),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Engine' },
     ),
     cluster: Type.Object(
       {
@@ -262,7 +270,7 @@ export const ConfigSchema = Type.Object(
           "Longest wait of a worker for the primary (publish, history, presence, subscribe, control) and for another worker's answer to a forwarded SSE or long-poll request (a held poll: beyond longPoll.pollTimeoutMs); then the API answers 503 unavailable, a command gets reply error 116.",
         ),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Cluster mode' },
     ),
     cors: Type.Object(
       {
@@ -271,36 +279,36 @@ export const ConfigSchema = Type.Object(
           description: 'Browser origins allowed (exact match, e.g. "https://app.example.com") on the API, SSE, long polling and the WebSocket upgrade.',
         }),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Browser origins' },
     ),
     tls: Type.Object(
       {
         certFile: Type.Optional(Type.String({ description: 'PEM certificate chain; with keyFile, the public listener serves HTTPS and WSS.' })),
         keyFile: Type.Optional(Type.String({ description: 'PEM private key for certFile.' })),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'TLS' },
     ),
     admin: Type.Object(
       {
         host: Type.String({ default: '127.0.0.1', description: 'Address of the internal listener (metrics, admin).' }),
         port: Type.Integer({ default: 8001, minimum: 0, maximum: 65535, description: 'Port of the internal listener; 0 picks a free one (--admin-port, HERALD_ADMIN_PORT).' }),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Internal listener' },
     ),
     process: Type.Object(
       {
         allowRoot: Type.Boolean({ default: false, description: 'Let production mode run as root (development mode only warns).' }),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Process' },
     ),
     shutdown: Type.Object(
       {
         drainTimeoutMs: Ms(30000, 'Longest graceful drain on SIGTERM before exiting anyway.'),
       },
-      { additionalProperties: false, default: {} },
+      { additionalProperties: false, default: {}, title: 'Shutdown' },
     ),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, title: 'Herald configuration' },
 );
 
 export type Config = Static<typeof ConfigSchema>;

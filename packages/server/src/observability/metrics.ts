@@ -21,6 +21,8 @@ export interface MetricsSource {
   /** The Node's id: events of other Nodes in the process are not counted. */
   readonly id: string;
   readonly hub: { readonly channelCount: number };
+  /** What `/health` answers: `draining` during shutdown, `degraded` while the engine cannot deliver. */
+  health(): { readonly status: 'ok' | 'draining' | 'degraded' };
 }
 
 export interface MetricsExporter {
@@ -45,6 +47,16 @@ export function createMetrics(source: MetricsSource): MetricsExporter {
     registers: [registry],
     collect() {
       this.set(source.hub.channelCount);
+    },
+  });
+  new Gauge({
+    name: 'herald_health',
+    help: 'What /health answers: 1 for the current status (ok, draining, degraded), 0 for the others.',
+    labelNames: ['status'],
+    registers: [registry],
+    collect() {
+      const current = source.health().status;
+      for (const status of ['ok', 'draining', 'degraded']) this.set({ status }, status === current ? 1 : 0);
     },
   });
   for (const transport of ['websocket', 'sse', 'long-poll']) {

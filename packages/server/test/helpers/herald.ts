@@ -27,32 +27,7 @@ export interface TestHerald {
 export async function startHerald(overrides: Record<string, any> = {}): Promise<TestHerald> {
   const hmacSecret = randomBytes(32).toString('base64url');
   const apiKey = randomBytes(24).toString('base64url');
-  const base: Record<string, any> = {
-    mode: 'production',
-    listen: { host: '127.0.0.1', port: 0 },
-    // The internal listener on its own ephemeral port; tests may run as root (CI machines do).
-    admin: { host: '127.0.0.1', port: 0 },
-    process: { allowRoot: true },
-    // Every test client comes from 127.0.0.1: the per-IP connection rate would throttle the suites.
-    limits: { newConnectionsPerIpPerSecond: 100000 },
-    log: { level: 'silent' },
-    auth: { algorithms: ['HS256'], hmacSecret },
-    api: {
-      keys: [{ name: 'test-admin', sha256: createHash('sha256').update(apiKey).digest('hex'), scopes: ['admin'] }],
-      // Suites publish thousands of times from one IP with one key; packages/server/test/security sets these small on purpose.
-      rateLimitPerIp: 1000000,
-      rateLimitPerKey: 1000000,
-    },
-    channels: {
-      defaults: {},
-      namespaces: [
-        { name: 'chat', presence: true, joinLeave: true, clientPublish: true },
-        { name: 'public', allowAnonymous: true, clientPublish: true },
-        { name: 'nohistory', historySize: 0 },
-      ],
-    },
-  };
-  const raw = merge(base, overrides);
+  const raw = merge(testConfig(hmacSecret, apiKey), overrides);
   const config = buildConfig(raw, { env: {} });
   const server = await startServer({ config });
   const url = `http://127.0.0.1:${server.port}`;
@@ -87,6 +62,38 @@ export async function startHerald(overrides: Record<string, any> = {}): Promise<
       return { status: response.status, body: parsed };
     },
     close: () => server.close(),
+  };
+}
+
+/**
+ * The production-mode config every test server starts from (before overrides): loopback, ephemeral
+ * ports, the given HS256 secret and admin key (hashed), limits raised for suites that run from one IP.
+ */
+export function testConfig(hmacSecret: string, apiKey: string): Record<string, any> {
+  return {
+    mode: 'production',
+    listen: { host: '127.0.0.1', port: 0 },
+    // The internal listener on its own ephemeral port; tests may run as root (CI machines do).
+    admin: { host: '127.0.0.1', port: 0 },
+    process: { allowRoot: true },
+    // Every test client comes from 127.0.0.1: the per-IP connection rate would throttle the suites.
+    limits: { newConnectionsPerIpPerSecond: 100000 },
+    log: { level: 'silent' },
+    auth: { algorithms: ['HS256'], hmacSecret },
+    api: {
+      keys: [{ name: 'test-admin', sha256: createHash('sha256').update(apiKey).digest('hex'), scopes: ['admin'] }],
+      // Suites publish thousands of times from one IP with one key; packages/server/test/security sets these small on purpose.
+      rateLimitPerIp: 1000000,
+      rateLimitPerKey: 1000000,
+    },
+    channels: {
+      defaults: {},
+      namespaces: [
+        { name: 'chat', presence: true, joinLeave: true, clientPublish: true },
+        { name: 'public', allowAnonymous: true, clientPublish: true },
+        { name: 'nohistory', historySize: 0 },
+      ],
+    },
   };
 }
 

@@ -39,6 +39,8 @@ test('two servers in one process: each exporter counts its own server, and lets 
     assert.equal(await sample(a, 'herald_publications_total', 'source="api"'), 1);
     assert.equal(await sample(a, 'herald_deliveries_total', ''), 2);
     assert.equal(await sample(a, 'herald_command_errors_total', 'code="102"'), 0);
+    assert.equal(await sample(a, 'herald_health', 'status="ok"'), 1);
+    assert.equal(await sample(a, 'herald_health', 'status="degraded"'), 0);
 
     assert.equal(await sample(b, 'herald_connections', ws), 1);
     assert.equal(await sample(b, 'herald_connections_opened_total', ws), 1);

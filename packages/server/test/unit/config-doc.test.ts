@@ -28,9 +28,11 @@ test('renderConfigDocs() is deterministic', () => {
   assert.equal(renderConfigDocs(), renderConfigDocs());
 });
 
-test('the example in the config docs is a valid configuration', () => {
-  const match = /```json\n([\s\S]*?)\n```/.exec(renderConfigDocs());
-  assert.ok(match, 'config docs have a ```json example');
-  const example = JSON.parse(match[1]!.replace('<hex sha256 of the key>', 'a'.repeat(64))) as Record<string, unknown>;
-  assert.doesNotThrow(() => buildConfig(example, { env: {} }));
+test('every example in the config docs is a valid configuration', () => {
+  const examples = [...renderConfigDocs().matchAll(/```json\n([\s\S]*?)\n```/g)];
+  assert.ok(examples.length >= 2, 'config docs have ```json examples ($schema and the full example)');
+  for (const match of examples) {
+    const example = JSON.parse(match[1]!.replace('<hex sha256 of the key>', 'a'.repeat(64))) as Record<string, unknown>;
+    assert.doesNotThrow(() => buildConfig(example, { env: {} }));
+  }
 });
