@@ -114,8 +114,10 @@ function buildImage(): Image {
         assert.ok(!argv.some((w) => ['&&', '||', ';', '|'].includes(w)), `line ${instruction.line}: RUN of the ${stage.name} stage is run here as one plain command`);
         const cwd = stageFs(stageWorkdir(stage));
         mkdirSync(cwd, { recursive: true });
+        // Not the npm_* variables of the `npm test` running this (they name this clone's project);
         // npm reads its cache first (what BuildKit's cache mount gives the image build).
-        execFileSync(argv[0]!, argv.slice(1), { cwd, stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, npm_config_prefer_offline: 'true', npm_config_update_notifier: 'false' } });
+        const env = Object.fromEntries(Object.entries(process.env).filter(([key]) => !key.toLowerCase().startsWith('npm_')));
+        execFileSync(argv[0]!, argv.slice(1), { cwd, stdio: ['ignore', 'ignore', 'pipe'], env: { ...env, npm_config_prefer_offline: 'true', npm_config_update_notifier: 'false' } });
       }
     }
     fs.set(stage.name, stageFs);
