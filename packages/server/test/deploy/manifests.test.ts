@@ -300,6 +300,7 @@ describe('deploy/herald.service', async () => {
   });
 
   test('systemd-analyze security rates its exposure at most 2.0 (OK)', { skip: missing }, async () => {
+    // --threshold counts tenths of the exposure level: 20 is 2.0.
     const rated = await run('systemd-analyze', ['security', '--offline=yes', '--threshold=20', `${DEPLOY_DIR}herald.service`]);
     assert.equal(rated.code, 0, rated.stderr);
     assert.match(rated.stdout, /Overall exposure level for herald\.service: [0-2]\.\d /);
