@@ -25,7 +25,7 @@
  * order, or a `subscribed` event with `recovered: false` telling it to
  * reload its state.
  */
-import { disconnects, replyErrors } from '@herald/protocol';
+import { disconnects, PROTOCOL_VERSION, replyErrors } from '@herald/protocol';
 import { isChannelNameError, parseChannel } from '@herald/protocol';
 import type { ClientInfo as WireClientInfo, ConnectResult, Push, ServerFrame, SubscribeResult } from '@herald/protocol';
 import { MAX_VECTOR_ENTRIES, MAX_VECTOR_LENGTH, encodePositions, type StreamPosition } from '@herald/protocol';
@@ -464,6 +464,14 @@ export class HeraldClient extends Emitter<ClientEvents> {
     const transport = this.#transport;
     if (this.#state !== 'connecting' || transport === undefined) return;
     clearTimeout(this.#connectTimer);
+    // A server without `protocol` predates it and speaks version 1.
+    const protocol = typeof result.protocol === 'number' ? result.protocol : 1;
+    if (protocol !== PROTOCOL_VERSION) {
+      const message = `the server (Herald ${String(result.version)}) speaks protocol ${protocol}, this SDK protocol ${PROTOCOL_VERSION}: use an @herald/client release for protocol ${protocol}`;
+      this.emit('error', { code: sdkCodes.protocol_mismatch.code, message });
+      if (this.#state === 'connecting' && this.#transport === transport) this.#stop(sdkCodes.protocol_mismatch.code, message);
+      return;
+    }
     this.#state = 'connected';
     this.#preferred = this.#order.indexOf(transport.name);
     this.#tried = 0;

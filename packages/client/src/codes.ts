@@ -31,6 +31,8 @@ export const sdkCodes = {
   token_error: { code: 7, reason: 'getToken failed' },
   /** Error event: one transport could not connect; the SDK tries the next one. */
   transport_failed: { code: 8, reason: 'transport could not connect' },
+  /** Error event, then `disconnected`: the server speaks another major protocol version than this SDK (terminal). */
+  protocol_mismatch: { code: 9, reason: 'protocol version mismatch' },
 } as const;
 
 export type SdkCodeName = keyof typeof sdkCodes;

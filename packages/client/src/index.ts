@@ -10,5 +10,5 @@ export { HeraldError, sdkCodes, closeAction, type CloseAction, type SdkCodeName 
 export { backoffCeiling, backoffDelay, type BackoffOptions } from './backoff.ts';
 export { PositionTracker, type OffsetVerdict } from './position-tracker.ts';
 export { transportNames, type TransportName, type FetchFunction } from './transport.ts';
-export { disconnects, replyErrors, shouldReconnect } from '@herald/protocol';
+export { disconnects, replyErrors, shouldReconnect, PROTOCOL_VERSION } from '@herald/protocol';
 export type * from './types.ts';

@@ -9,6 +9,14 @@
  */
 import type { StreamPosition } from './positions.ts';
 
+/**
+ * The protocol's major version, sent in every connect result and `connected`
+ * push as `protocol`. It changes only with a change that breaks clients
+ * (frames or meanings removed or changed); additions (fields, pushes,
+ * methods, codes) keep it, and clients ignore what they do not know. A
+ * client that speaks another major version must not go on (the SDK stops
+ * with its code 9, `protocol_mismatch`).
+ */
 export const PROTOCOL_VERSION = 1;
 
 export interface ConnectParams {
@@ -72,7 +80,10 @@ export type CommandMethod = Command['method'];
 
 export interface ConnectResult {
   readonly client: string;
+  /** Herald's release (semver), for logs and support; compatibility is `protocol`. */
   readonly version: string;
+  /** The protocol major version the server speaks: `PROTOCOL_VERSION`. */
+  readonly protocol: number;
   /** Server ping interval in seconds; expect some frame at least this often. */
   readonly ping: number;
   /** Seconds until the connection token expires, when it has `exp`. */
@@ -133,7 +144,7 @@ export type Reply =
   | { readonly id: number; readonly error: ReplyError };
 
 export type Push =
-  | { readonly push: 'connected'; readonly client: string; readonly version: string; readonly ping: number; readonly session?: string; readonly ttl?: number }
+  | { readonly push: 'connected'; readonly client: string; readonly version: string; readonly protocol: number; readonly ping: number; readonly session?: string; readonly ttl?: number }
   | ({ readonly push: 'subscribed'; readonly channel: string } & SubscribeResult)
   | { readonly push: 'publication'; readonly channel: string; readonly offset: number; readonly data: unknown; readonly info?: ClientInfo }
   | { readonly push: 'join'; readonly channel: string; readonly info: ClientInfo }

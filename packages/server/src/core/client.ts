@@ -12,6 +12,7 @@ import {
   encodePush,
   encodeReply,
   encodeReplyError,
+  PROTOCOL_VERSION,
   replyErrors,
   shouldReconnect,
   type ClientInfo,
@@ -361,9 +362,10 @@ export class Client {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.node.hub.addClient(this);
-    const result: { client: string; version: string; ping: number; ttl?: number } = {
+    const result: { client: string; version: string; protocol: number; ping: number; ttl?: number } = {
       client: this.id,
       version: this.node.version,
+      protocol: PROTOCOL_VERSION,
       ping: Math.round(this.node.config.ping.intervalMs / 1000),
     };
     const ttl = this.#scheduleExpiry(expiresAt);

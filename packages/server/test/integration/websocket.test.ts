@@ -3,6 +3,7 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { PROTOCOL_VERSION } from '@herald/protocol';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { closeAllClients, connectWs, eventually, openWs, signToken, unique, type Json, type WsClient } from '../helpers/herald-ws.ts';
 
@@ -27,12 +28,13 @@ describe('websocket', { timeout: 30000 }, () => {
   }
 
   describe('connect and tokens', () => {
-    test('connect with a valid token answers client id, version, ping and ttl', async () => {
+    test('connect with a valid token answers client id, version, protocol, ping and ttl', async () => {
       const c = await openWs(h.wsUrl);
       const result = await c.connect(await h.token('alice'));
       assert.equal(typeof result.client, 'string');
       assert.ok(result.client.length > 0, 'client id is empty');
       assert.equal(typeof result.version, 'string');
+      assert.equal(result.protocol, PROTOCOL_VERSION, 'the protocol major version the server speaks');
       assert.equal(result.ping, 25, 'ping is ping.intervalMs in seconds (default 25)');
       assert.equal(typeof result.ttl, 'number', 'a token with exp gives ttl');
       assert.ok(result.ttl > 3500 && result.ttl <= 3600, `ttl ${result.ttl} should be about 3600 s`);
