@@ -208,3 +208,6 @@ export const apiMethodNames = Object.keys(apiSchemas) as readonly ApiMethodName[
 export type ApiRequest<M extends ApiMethodName> = Static<ApiSchemas[M]['request']>;
 /** The result of a method (the body of a 200 answer). */
 export type ApiResult<M extends ApiMethodName> = Static<ApiSchemas[M]['result']>;
+
+/** What a check of a value against one of these schemas found wrong (`/offset: expected integer`); never quotes the value. */
+export { schemaDetail } from './schema-detail.ts';
