@@ -1,6 +1,7 @@
 /**
  * `herald publish | history | presence | disconnect | revoke`: calls of a
- * running Herald's server API, through @herald/server-sdk (its first user).
+ * running Herald's server API, through @herald/server-sdk (its first user);
+ * and `herald openapi`, which prints the API's OpenAPI description.
  *
  * The URL and the API key come from `--url` / `--key` or `HERALD_URL` /
  * `HERALD_KEY`, nowhere else (a key in the URL is refused), and the key is
@@ -8,9 +9,12 @@
  * refused the call or could not be reached (one line on stderr with the API
  * code); 2 a usage error.
  */
+import { writeFileSync } from 'node:fs';
 import { HeraldApi, HeraldApiError } from '@herald/server-sdk';
 import { readJson, DEFAULT_MAX_JSON_DEPTH } from '@herald/protocol/json';
 import type { Command, Values } from './command.ts';
+import { renderOpenApi } from '../api/openapi.ts';
+import { version } from '../app/version.ts';
 
 /** The most `herald publish <channel> -` reads from stdin (the server's limit is usually far lower). */
 const MAX_STDIN_BYTES = 16 * 1024 * 1024;
@@ -106,6 +110,24 @@ function timeFlag(name: string, value: string): number {
 }
 
 export const apiCommands: Readonly<Record<string, Command>> = {
+  openapi: {
+    summary: 'print the server API as OpenAPI 3.1 (docs/openapi.json)',
+    help: `Usage: herald openapi [--write FILE]
+
+Prints the OpenAPI 3.1 description of the server HTTP API, generated from the
+schemas the server checks (with the config's default limits). A running
+server serves its own, with its limits, at GET /openapi.json on the internal
+listener.
+
+Options:
+  --write FILE      write it to FILE instead of stdout`,
+    options: { write: { type: 'string' } },
+    run(values) {
+      const text = renderOpenApi({ version });
+      if (typeof values['write'] === 'string') writeFileSync(values['write'], text);
+      else process.stdout.write(text);
+    },
+  },
   publish: {
     summary: 'publish a JSON value to a channel of a running Herald',
     help: `Usage: herald publish <channel> <json|-> [--url URL] [--key KEY]
