@@ -277,8 +277,9 @@ export class HeraldApi {
 
   #transportError(method: string, signal: AbortSignal, error: unknown): HeraldApiError {
     if (signal.aborted) return sdkError(method, 'timeout', 0, `no complete answer within ${this.#timeoutMs} ms`);
-    const cause = (error as { cause?: { code?: unknown } } | undefined)?.cause;
-    const code = typeof cause?.code === 'string' ? cause.code : undefined;
-    return sdkError(method, 'network_error', 0, `${this.#base.origin}${code === undefined ? '' : ` (${code})`}`, error);
+    // fetch's error says "fetch failed"; its cause says why (ECONNREFUSED, bad port, …).
+    const cause = (error as { cause?: { code?: unknown; message?: unknown } } | undefined)?.cause;
+    const why = typeof cause?.code === 'string' ? cause.code : typeof cause?.message === 'string' ? cause.message.slice(0, 100) : undefined;
+    return sdkError(method, 'network_error', 0, `${this.#base.origin}${why === undefined ? '' : ` (${why})`}`, error);
   }
 }
