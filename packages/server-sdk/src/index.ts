@@ -1,5 +1,10 @@
 /**
- * Herald server SDK: typed calls of the HTTP server API and token minting
- * for backends. (Filled in by issue 12's server SDK work.)
+ * Herald server SDK, for backends: typed calls of the HTTP server API
+ * (`HeraldApi`, failures as `HeraldApiError`) and connection/subscription
+ * token minting. Reference: docs/server-sdk.md.
  */
-export const SDK_NAME = '@herald/server-sdk';
+export { HeraldApi, type HeraldApiOptions, type HistoryOptions, type DisconnectOptions } from './herald-api.ts';
+export { HeraldApiError, sdkErrors, type SdkErrorCode, type HeraldApiErrorInit } from './errors.ts';
+export { mintConnectionToken, mintSubscriptionToken, MIN_HMAC_SECRET_CHARS, type TokenOptions, type SubscriptionTokenOptions, type TokenAlgorithm } from './tokens.ts';
+export { apiSchemas, apiMethodNames, type ApiMethodName, type ApiRequest, type ApiResult, type ApiErrorBody } from '@herald/protocol/api';
+export type { ApiErrorCode } from '@herald/protocol';

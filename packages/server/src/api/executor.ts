@@ -3,9 +3,10 @@
  * schema, checks the key's scope, and runs it on the Node. Every failure is
  * an ApiError with a registered code.
  */
-import { Type, type TSchema } from '@sinclair/typebox';
+import type { TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
-import { replyErrors, type ApiErrorCode, type ReplyErrorName } from '@herald/protocol';
+import { replyErrors, type ApiErrorCode, type JsonText, type ReplyErrorName } from '@herald/protocol';
+import { createApiSchemas, type ApiMethodName, type ApiRequest, type ApiResult } from '@herald/protocol/api';
 import { utf8Length } from '@herald/protocol/commands';
 import { schemaDetail } from '@herald/protocol/commands';
 import type { ApiScope } from '../config/schema.ts';
@@ -25,9 +26,6 @@ export class ApiError extends Error {
   }
 }
 
-const Channel = Type.String({ minLength: 1, maxLength: 1024 });
-const Position = Type.Object({ epoch: Type.String({ minLength: 1, maxLength: 32 }), offset: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }) }, { additionalProperties: false });
-const strict = { additionalProperties: false } as const;
 /** `Type.Unknown()` accepts a missing key: `data` is checked by hand. */
 const noData = '/data: expected required property';
 
@@ -37,11 +35,20 @@ interface MethodSpec {
   readonly run: (node: Node, body: never) => Promise<unknown> | unknown;
 }
 
-function method<B>(scope: ApiScope, schema: TSchema, run: (node: Node, body: B) => Promise<unknown> | unknown): MethodSpec {
-  return { scope, schema, run: run as (node: Node, body: never) => unknown };
-}
+/** What a method answers: its result (docs/protocol.md), or the same as JSON text. */
+type Answer<M extends ApiMethodName> = ApiResult<M> | JsonText;
 
+/**
+ * The methods: their schemas come from `@herald/protocol/api` (shared with
+ * the server SDK and docs/openapi.json), their bodies are typed from them.
+ */
 export function createApiMethods(maxBroadcastChannels: number, maxDataBytes: number) {
+  const schemas = createApiSchemas({ maxBroadcastChannels });
+  const method = <M extends ApiMethodName>(name: M, run: (node: Node, body: ApiRequest<M>) => Promise<Answer<M>> | Answer<M>): MethodSpec => ({
+    scope: schemas[name].scope,
+    schema: schemas[name].request,
+    run: run as (node: Node, body: never) => unknown,
+  });
   const serialize = (data: unknown): string => {
     const json = JSON.stringify(data);
     if (json === undefined) throw new ApiError('bad_request');
@@ -49,58 +56,38 @@ export function createApiMethods(maxBroadcastChannels: number, maxDataBytes: num
     return json;
   };
   return {
-    publish: method<{ channel: string; data: unknown }>('publish', Type.Object({ channel: Channel, data: Type.Unknown() }, strict), async (node, body) => {
+    publish: method('publish', async (node, body) => {
       if (!('data' in body)) throw new ApiError('bad_request', noData);
       const resolved = node.resolve(body.channel);
       return node.publish(resolved, serialize(body.data), undefined, 'api');
     }),
-    broadcast: method<{ channels: string[]; data: unknown }>(
-      'publish',
-      Type.Object({ channels: Type.Array(Channel, { minItems: 1, maxItems: maxBroadcastChannels, uniqueItems: true }), data: Type.Unknown() }, strict),
-      async (node, body) => {
-        if (!('data' in body)) throw new ApiError('bad_request', noData);
-        const data = serialize(body.data);
-        const results = [];
-        for (const channel of body.channels) {
-          try {
-            const position = await node.publish(node.resolve(channel), data, undefined, 'api');
-            results.push({ channel, ...position });
-          } catch (error) {
-            const code = toApiCode(error);
-            results.push({ channel, error: { code, message: code } });
-          }
+    broadcast: method('broadcast', async (node, body) => {
+      if (!('data' in body)) throw new ApiError('bad_request', noData);
+      const data = serialize(body.data);
+      const results: ApiResult<'broadcast'>['results'] = [];
+      for (const channel of body.channels) {
+        try {
+          const position = await node.publish(node.resolve(channel), data, undefined, 'api');
+          results.push({ channel, ...position });
+        } catch (error) {
+          const code = toApiCode(error);
+          results.push({ channel, error: { code, message: code } });
         }
-        return { results };
-      },
-    ),
-    history: method<{ channel: string; limit?: number; since?: { epoch: string; offset: number }; reverse?: boolean }>(
-      'read',
-      Type.Object({ channel: Channel, limit: Type.Optional(Type.Integer({ minimum: 0, maximum: 10000 })), since: Type.Optional(Position), reverse: Type.Optional(Type.Boolean()) }, strict),
-      (node, body) => node.history(node.resolve(body.channel), body),
-    ),
-    presence: method<{ channel: string }>('read', Type.Object({ channel: Channel }, strict), (node, body) => node.presence(node.resolve(body.channel))),
-    presence_stats: method<{ channel: string }>('read', Type.Object({ channel: Channel }, strict), (node, body) => node.presenceStats(node.resolve(body.channel))),
-    channels: method<{ prefix?: string }>('read', Type.Object({ prefix: Type.Optional(Type.String({ maxLength: 1024 })) }, strict), (node, body) => ({
-      channels: node.channels(body.prefix ?? ''),
+      }
+      return { results };
+    }),
+    history: method('history', (node, body) => node.history(node.resolve(body.channel), body)),
+    presence: method('presence', (node, body) => node.presence(node.resolve(body.channel))),
+    presence_stats: method('presence_stats', (node, body) => node.presenceStats(node.resolve(body.channel))),
+    channels: method('channels', (node, body) => ({ channels: node.channels(body.prefix ?? '') })),
+    disconnect: method('disconnect', async (node, body) => ({ disconnected: await node.disconnectUser(body.user, body.reconnect === true) })),
+    revoke_token: method('revoke_token', async (node, body) => ({
+      disconnected: await node.revokeToken(body.jti, body.expires_at === undefined ? undefined : body.expires_at * 1000),
     })),
-    disconnect: method<{ user: string; reconnect?: boolean }>(
-      'admin',
-      Type.Object({ user: Type.String({ minLength: 1, maxLength: 256 }), reconnect: Type.Optional(Type.Boolean()) }, strict),
-      async (node, body) => ({ disconnected: await node.disconnectUser(body.user, body.reconnect === true) }),
-    ),
-    revoke_token: method<{ jti: string; expires_at?: number }>(
-      'admin',
-      Type.Object({ jti: Type.String({ minLength: 1, maxLength: 256 }), expires_at: Type.Optional(Type.Integer({ minimum: 0, maximum: 2 ** 40 })) }, strict),
-      async (node, body) => ({ disconnected: await node.revokeToken(body.jti, body.expires_at === undefined ? undefined : body.expires_at * 1000) }),
-    ),
-    revoke_user: method<{ user: string }>('admin', Type.Object({ user: Type.String({ minLength: 1, maxLength: 256 }) }, strict), async (node, body) => ({
-      disconnected: await node.revokeUser(body.user),
-    })),
-    info: method<Record<string, never>>('read', Type.Object({}, strict), (node) => node.info()),
-  } satisfies Record<string, MethodSpec>;
+    revoke_user: method('revoke_user', async (node, body) => ({ disconnected: await node.revokeUser(body.user) })),
+    info: method('info', (node) => node.info()),
+  } satisfies Record<ApiMethodName, MethodSpec>;
 }
-
-export type ApiMethodName = keyof ReturnType<typeof createApiMethods>;
 
 const replyToApi: Partial<Record<ReplyErrorName, ApiErrorCode>> = {
   invalid_channel: 'invalid_channel',
@@ -135,6 +122,11 @@ export class ApiExecutor {
 
   has(name: string): boolean {
     return Object.hasOwn(this.#methods, name);
+  }
+
+  /** Every method name: the routes `POST /api/<method>` (docs/openapi.json lists the same). */
+  get methods(): readonly string[] {
+    return Object.keys(this.#methods);
   }
 
   /** Runs a method. Throws ApiError; unexpected failures become `internal` (logged, never shown). */

@@ -1,6 +1,7 @@
 /**
  * The internal listener (`admin.host:admin.port`, loopback by default):
- * Prometheus metrics and health, kept off the public listener. It is not for
+ * Prometheus metrics, health and the API's OpenAPI description, kept off
+ * the public listener. It is not for
  * browsers: a request carrying any `Origin` is refused (403), so a web page
  * cannot read it even from the operator's own machine.
  */
@@ -15,6 +16,8 @@ import { securityHeaders } from '../edge/security-headers.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { httpServerOptions, mapFrameworkError, MAX_HEADERS } from './http.ts';
 import { answerUnmatched } from './http-input.ts';
+import { createOpenApiDocument } from '../api/openapi.ts';
+import { version } from './version.ts';
 
 export interface AdminAppOptions {
   readonly config: Config;
@@ -53,6 +56,9 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     if (health.status !== 'ok') return reply.code(503).send(health);
     return health;
   });
+  // The server API as OpenAPI 3.1, with this server's limits (docs/openapi.json has the defaults).
+  const openApi = JSON.stringify(createOpenApiDocument({ version, limits: { maxBroadcastChannels: config.api.maxBroadcastChannels } }));
+  app.get('/openapi.json', async (_request, reply) => reply.type('application/json').send(openApi));
   app.get('/metrics', async (_request, reply) => {
     const text = await metrics.metrics();
     return reply.type(metrics.contentType).send(text);

@@ -1,8 +1,10 @@
 /**
  * The `herald` command line: serve, reload, token, keys, check-config,
- * config-docs. Each command declares its own options: `--help` prints them,
- * and an option that belongs to another command is refused.
- * The only place besides the composition root that reads process.env.
+ * config-docs, and the server API commands (publish, history, presence,
+ * disconnect, revoke: api-commands.ts). Each command declares its own
+ * options: `--help` prints them, and an option that belongs to another
+ * command is refused.
+ * The CLI is the only place besides the composition root that reads process.env.
  */
 import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
@@ -19,18 +21,8 @@ import { checkValidatedConfig, startChecks } from '../app/preflight.ts';
 import { resolveWorkers, signalReload, startPrimary } from '../cluster/primary.ts';
 import { createLogger } from '../observability/pino-logger.ts';
 import { version } from '../app/version.ts';
-
-type Values = Record<string, string | boolean | undefined>;
-type OptionSpec = { readonly type: 'string' | 'boolean'; readonly short?: string };
-
-interface Command {
-  /** One line for the command list. */
-  readonly summary: string;
-  /** `herald <command> --help`. */
-  readonly help: string;
-  readonly options: Readonly<Record<string, OptionSpec>>;
-  run(values: Values): Promise<void> | void;
-}
+import type { Command, Values } from './command.ts';
+import { apiCommands } from './api-commands.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
 const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
@@ -190,6 +182,7 @@ Options:
       else process.stdout.write(text);
     },
   },
+  ...apiCommands,
 };
 
 const usage = `herald ${version}
@@ -211,8 +204,8 @@ function fail(message: string): never {
   process.exit(2);
 }
 
-/** Parses `args` against exactly the options of `name`; anything else is refused with the command's options named. */
-function parseCommandArgs(name: string, command: Command, args: readonly string[]): Values | 'help' {
+/** Parses `args` against exactly the options and positional arguments of `name`; anything else is refused with the command's options named. */
+function parseCommandArgs(name: string, command: Command, args: readonly string[]): { values: Values; positionals: string[] } | 'help' {
   const options = { ...command.options, help: { type: 'boolean', short: 'h' } } as const;
   const { tokens } = parseArgs({ args: [...args], options, strict: false, allowPositionals: true, tokens: true });
   const known = Object.keys(command.options).map((o) => `--${o}`);
@@ -221,15 +214,19 @@ function parseCommandArgs(name: string, command: Command, args: readonly string[
     if (t.kind === 'option' && !Object.hasOwn(options, t.name)) {
       fail(`herald ${name}: unknown option ${t.rawName}; ${known.length === 0 ? 'it takes none' : `it takes ${known.join(', ')}`} ${hint}`);
     }
-    if (t.kind === 'positional') fail(`herald ${name}: unexpected argument "${t.value}" ${hint}`);
   }
-  let values: Values;
+  const names = command.args ?? [];
+  let parsed: { values: Values; positionals: string[] };
   try {
-    values = parseArgs({ args: [...args], options, strict: true, allowPositionals: false }).values;
+    parsed = parseArgs({ args: [...args], options, strict: true, allowPositionals: true });
   } catch (error) {
     fail(`herald ${name}: ${(error as Error).message.split('. ')[0]!} ${hint}`);
   }
-  return values['help'] === true ? 'help' : values;
+  if (parsed.values['help'] === true) return 'help';
+  const extra = parsed.positionals[names.length];
+  if (extra !== undefined) fail(`herald ${name}: unexpected argument "${extra}" ${hint}`);
+  if (parsed.positionals.length < names.length) fail(`herald ${name}: ${names.slice(parsed.positionals.length).join(' ')} missing ${hint}`);
+  return parsed;
 }
 
 /** A config file's values, the environment and the flags, with development mode's generated secrets filled in. */
@@ -557,12 +554,12 @@ async function main(): Promise<void> {
   }
   const command = commands[name];
   if (command === undefined || name.startsWith('-')) fail(`herald: unknown command "${name}"\n\n${usage}`);
-  const values = parseCommandArgs(name, command, rest);
-  if (values === 'help') {
+  const parsed = parseCommandArgs(name, command, rest);
+  if (parsed === 'help') {
     process.stdout.write(command.help + '\n');
     return;
   }
-  return command.run(values);
+  return command.run(parsed.values, parsed.positionals);
 }
 
 main().catch((error: unknown) => {

@@ -13,6 +13,7 @@ import type { ControlBus, ControlCommand, NodeSnapshot } from '../broker/control
 import { randomUUID } from 'node:crypto';
 import { encodePublication, JsonText, type ClientInfo, type HistoryParams, type StreamPosition } from '@herald/protocol';
 import { utf8Length } from '@herald/protocol/commands';
+import type { ApiResult } from '@herald/protocol/api';
 import { diagnostics } from '../observability/diagnostics.ts';
 import type { Logger } from './logger.ts';
 import { ChannelRules, type ResolvedChannel } from './channel-rules.ts';
@@ -359,7 +360,7 @@ export class Node {
     return local;
   }
 
-  info(): Record<string, unknown> {
+  info(): ApiResult<'info'> {
     const self = this.snapshot();
     const nodes = [self, ...this.#livePeers()].map((n) => ({
       id: n.id,
