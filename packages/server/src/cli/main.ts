@@ -1,6 +1,6 @@
 /**
  * The `herald` command line: serve, reload, token, keys, check-config,
- * config-docs. Each command declares its own options: `--help` prints them,
+ * config-docs, init (./init.ts). Each command declares its own options: `--help` prints them,
  * and an option that belongs to another command is refused.
  * The only place besides the composition root that reads process.env.
  */
@@ -18,6 +18,7 @@ import { checkValidatedConfig, startChecks } from '../app/preflight.ts';
 import { resolveWorkers, signalReload, startPrimary } from '../cluster/primary.ts';
 import { createLogger } from '../observability/pino-logger.ts';
 import { version } from '../app/version.ts';
+import { initCommand } from './init.ts';
 
 type Values = Record<string, string | boolean | undefined>;
 type OptionSpec = { readonly type: 'string' | 'boolean'; readonly short?: string };
@@ -172,6 +173,7 @@ Options:
     options: { config: { type: 'string' } },
     run: checkConfig,
   },
+  init: initCommand,
   'config-docs': {
     summary: 'print the configuration reference (docs/config.md)',
     help: `Usage: herald config-docs [--write FILE]
