@@ -135,7 +135,7 @@ function init(values: Values): void {
       '\n' +
       `Admin API key "${INIT_KEY_NAME}" (scopes admin; shown once, only its SHA-256 is kept):\n\n` +
       `    ${created.key}\n\n` +
-      'Next steps:\n' +
+      'Next steps (commands that need the key read it from HERALD_KEY):\n' +
       `  1. Edit the config: cors.origins lists your app's origins (replace ${PLACEHOLDER_ORIGIN}), channels.namespaces yours;\n` +
       `     run Herald as an unprivileged user who owns ${dirname(secretFile)} and ${stateDir} (chown -R).\n` +
       `  2. Check it:        herald check-config --config ${configFile}\n` +
@@ -143,7 +143,8 @@ function init(values: Values): void {
       `  4. A token:         herald token --config ${configFile} --sub alice   (your backend signs its own with the same secret)\n` +
       `  5. Publish:         curl -H "Authorization: Bearer $HERALD_KEY" -H 'Content-Type: application/json' \\\n` +
       `                        -d '{"channel":"chat:lobby","data":{"text":"hello"}}' ${localBase}/api/publish\n` +
-      `  6. Backend keys:    herald keys create --config ${configFile} --name backend --scopes publish,read\n\n` +
+      `  6. Backend keys:    herald keys create --config ${configFile} --name backend --scopes publish,read\n` +
+      `  7. Before going live: herald bench --config ${configFile}${port === 0 ? ` --url ${localBase}` : ''}   (fan-out, latency; herald bench --help)\n\n` +
       'Docs: docs/operations.md ("Going to production"), docs/security.md (production checklist), docs/config.md.\n',
   );
 }

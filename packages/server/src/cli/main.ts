@@ -1,6 +1,6 @@
 /**
  * The `herald` command line: serve, reload, token, keys, check-config,
- * config-docs, init (./init.ts). Each command declares its own options: `--help` prints them,
+ * config-docs, init (./init.ts), bench (./bench.ts). Each command declares its own options: `--help` prints them,
  * and an option that belongs to another command is refused.
  * The only place besides the composition root that reads process.env.
  */
@@ -19,6 +19,7 @@ import { resolveWorkers, signalReload, startPrimary } from '../cluster/primary.t
 import { createLogger } from '../observability/pino-logger.ts';
 import { version } from '../app/version.ts';
 import { initCommand } from './init.ts';
+import { benchCommand } from './bench.ts';
 
 type Values = Record<string, string | boolean | undefined>;
 type OptionSpec = { readonly type: 'string' | 'boolean'; readonly short?: string };
@@ -174,6 +175,7 @@ Options:
     run: checkConfig,
   },
   init: initCommand,
+  bench: benchCommand,
   'config-docs': {
     summary: 'print the configuration reference (docs/config.md)',
     help: `Usage: herald config-docs [--write FILE]
