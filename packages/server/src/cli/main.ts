@@ -1,9 +1,9 @@
 /**
  * The `herald` command line: serve, reload, token, keys, check-config,
- * config-docs, and the server API commands (publish, history, presence,
- * disconnect, revoke: api-commands.ts). Each command declares its own
- * options: `--help` prints them, and an option that belongs to another
- * command is refused.
+ * config-docs, init (./init.ts), bench (./bench.ts), and the server API
+ * commands (publish, history, presence, disconnect, revoke:
+ * ./api-commands.ts). Each command declares its own options: `--help`
+ * prints them, and an option that belongs to another command is refused.
  * The CLI is the only place besides the composition root that reads process.env.
  */
 import { parseArgs } from 'node:util';
@@ -23,6 +23,8 @@ import { createLogger } from '../observability/pino-logger.ts';
 import { version } from '../app/version.ts';
 import type { Command, Values } from './command.ts';
 import { apiCommands } from './api-commands.ts';
+import { initCommand } from './init.ts';
+import { benchCommand } from './bench.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
 const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
@@ -165,6 +167,8 @@ Options:
     options: { config: { type: 'string' } },
     run: checkConfig,
   },
+  init: initCommand,
+  bench: benchCommand,
   'config-docs': {
     summary: 'print the configuration reference (docs/config.md) or the JSON Schema of config files',
     help: `Usage: herald config-docs [--json-schema] [--write FILE]
