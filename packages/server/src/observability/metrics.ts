@@ -33,7 +33,7 @@ export interface MetricsExporter {
 
 export function createMetrics(source: MetricsSource): MetricsExporter {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'herald_process_' });
+  collectDefaultMetrics({ register: registry, prefix: 'herald_' });
   const connections = new Gauge({ name: 'herald_connections', help: 'Open connections by transport.', labelNames: ['transport'], registers: [registry] });
   const opened = new Counter({ name: 'herald_connections_opened_total', help: 'Connections opened by transport.', labelNames: ['transport'], registers: [registry] });
   const disconnects = new Counter({ name: 'herald_disconnects_total', help: 'Connections closed, by transport and disconnect code.', labelNames: ['transport', 'code'], registers: [registry] });

@@ -33,6 +33,8 @@ import { waitUntil } from '../helpers/rt-util.ts';
 
 const ROOT = fileURLToPath(new URL('../../../../', import.meta.url));
 const PACKAGES = ['protocol', 'client', 'server-sdk', 'server'] as const;
+/** The @types/node the workspace uses (package.json devDependencies). */
+const NODE_TYPES = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { devDependencies: Record<string, string> }).devDependencies['@types/node']!;
 const CHROMIUM = '/usr/bin/chromium';
 const required = process.env['HERALD_REQUIRE_SERVICES'] === '1';
 const chromiumAvailable = existsSync(CHROMIUM);
@@ -117,6 +119,9 @@ describe('packed packages installed into an empty directory', { timeout: 600000 
     mkdirSync(app);
     writeFileSync(join(app, 'package.json'), JSON.stringify({ name: 'herald-user', version: '1.0.0', private: true, type: 'module' }, null, 2));
     const installed = await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', ...PACKAGES.map((name) => tarballs.get(name)!)], app);
+    // A backend in TypeScript has Node's types (the server SDK's declarations use node:crypto's KeyObject).
+    const types = await run('npm', ['install', '--prefer-offline', '--no-audit', '--no-fund', '--save-dev', `@types/node@${NODE_TYPES}`], app);
+    assert.equal(types.code, 0, `npm install @types/node failed:\n${types.stderr}`);
     assert.equal(installed.code, 0, `npm install of the tarballs failed (exit ${installed.code}):\n${installed.stderr}`);
     // A page on another origin, which the server's config allows.
     page = pageServer(
@@ -129,9 +134,11 @@ describe('packed packages installed into an empty directory', { timeout: 600000 
   });
 
   after(async () => {
-    if (herald !== undefined && herald.exitCode === null) {
-      herald.kill('SIGTERM');
-      await new Promise((resolve) => herald!.once('exit', resolve));
+    if (herald !== undefined && herald.exitCode === null && herald.pid !== undefined) {
+      // npx runs herald as its own child: signal the whole process group.
+      const exited = new Promise((resolve) => herald!.once('exit', resolve));
+      process.kill(-herald.pid, 'SIGTERM');
+      await exited;
     }
     await new Promise<void>((resolve) => (page === undefined ? resolve() : page.close(() => resolve())));
     rmSync(dir, { recursive: true, force: true });
@@ -150,10 +157,11 @@ describe('packed packages installed into an empty directory', { timeout: 600000 
     assert.ok(client.includes('package/dist/herald-client.js') && client.includes('package/dist/herald-client.global.js'), 'the client ships both browser bundles');
     const server = await listTarball(tarballs.get('server')!);
     assert.ok(server.includes('package/bin/herald.js'), 'the server ships its binary');
+    assert.ok(server.includes('package/config.schema.json'), 'the server ships the JSON Schema of config files');
   });
 
   test('`npx herald serve` starts from the installed package on Node 24 (development mode, no chat demo)', async () => {
-    const child = spawn('npx', ['herald', 'serve', '--config', 'herald.json'], { cwd: app, env: userEnv(), stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn('npx', ['herald', 'serve', '--config', 'herald.json'], { cwd: app, env: userEnv(), stdio: ['ignore', 'pipe', 'pipe'], detached: true });
     herald = child;
     createInterface({ input: child.stdout! }).on('line', (line) => {
       heraldLines.push(line);
@@ -179,13 +187,13 @@ describe('packed packages installed into an empty directory', { timeout: 600000 
   test('a TypeScript project using @herald/client and @herald/server-sdk passes tsc; a type error fails it', async () => {
     writeFileSync(
       join(app, 'tsconfig.json'),
-      JSON.stringify({ compilerOptions: { target: 'es2024', module: 'nodenext', moduleResolution: 'nodenext', strict: true, noEmit: true, skipLibCheck: false, types: [], lib: ['es2024', 'dom'] }, include: ['sample.ts'] }),
+      JSON.stringify({ compilerOptions: { target: 'es2024', module: 'nodenext', moduleResolution: 'nodenext', strict: true, noEmit: true, skipLibCheck: false, types: ['node'], lib: ['es2024', 'dom'] }, include: ['sample.ts'] }),
     );
     writeFileSync(
       join(app, 'sample.ts'),
       `import { HeraldClient, type PublicationEvent, type Subscription } from '@herald/client';
 import { disconnects, shouldReconnect } from '@herald/protocol';
-import * as serverSdk from '@herald/server-sdk';
+import { HeraldApi, HeraldApiError, type ApiResult } from '@herald/server-sdk';
 
 interface Note { readonly text: string }
 const client: HeraldClient = new HeraldClient({ url: 'http://127.0.0.1:1', transports: ['sse', 'long-poll'] });
@@ -193,7 +201,17 @@ const sub: Subscription<Note> = client.subscribe<Note>('public:typed');
 sub.on('publication', (event: PublicationEvent<Note>) => { const text: string = event.data.text; void text; });
 const reconnect: boolean = shouldReconnect(disconnects.slow.code);
 void reconnect;
-void serverSdk;
+const api = new HeraldApi({ url: 'http://127.0.0.1:1', apiKey: 'hk_x' });
+async function publishNote(note: Note): Promise<number> {
+  try {
+    const position: ApiResult<'publish'> = await api.publish('public:typed', note);
+    return position.offset;
+  } catch (error) {
+    if (error instanceof HeraldApiError) return -error.status;
+    throw error;
+  }
+}
+void publishNote;
 `,
     );
     const tsc = join(ROOT, 'node_modules', 'typescript', 'bin', 'tsc');
@@ -213,6 +231,7 @@ void serverSdk;
     writeFileSync(
       join(app, 'e2e.mjs'),
       `import { HeraldClient } from '@herald/client';
+import { HeraldApi } from '@herald/server-sdk';
 const [url, key] = process.argv.slice(2);
 const client = new HeraldClient({ url });
 const sub = client.subscribe('public:packaged');
@@ -220,8 +239,7 @@ const received = new Promise((resolve) => sub.on('publication', (e) => resolve(e
 const subscribed = new Promise((resolve) => sub.on('subscribed', resolve));
 client.connect();
 await subscribed;
-const answer = await fetch(url + '/api/publish', { method: 'POST', headers: { authorization: 'Bearer ' + key, 'content-type': 'application/json' }, body: JSON.stringify({ channel: 'public:packaged', data: { hello: 'installed' } }) });
-if (answer.status !== 200) throw new Error('publish answered ' + answer.status);
+await new HeraldApi({ url, apiKey: key }).publish('public:packaged', { hello: 'installed' });
 console.log(JSON.stringify(await received));
 client.disconnect();
 `,
