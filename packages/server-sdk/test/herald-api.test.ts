@@ -75,7 +75,7 @@ describe('HeraldApi against a running server', { timeout: 60000 }, () => {
       assert.equal(results.length, 3);
       assert.deepEqual(results[0], { channel: c1, epoch: (results[0] as { epoch: string }).epoch, offset: 1 });
       assert.equal((results[1] as { offset: number }).offset, 1);
-      assert.deepEqual(results[2], { channel: 'nope:x', error: { code: 'unknown_namespace', message: 'unknown_namespace' } });
+      assert.deepEqual(results[2], { channel: 'nope:x', error: { code: 'unknown_namespace', message: 'channel namespace is not configured' } });
     });
 
     test('history: limit, since and reverse', async () => {

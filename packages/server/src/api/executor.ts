@@ -5,7 +5,7 @@
  */
 import type { TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
-import { replyErrors, type ApiErrorCode, type JsonText, type ReplyErrorName } from '@herald/protocol';
+import { apiErrors, replyErrors, type ApiErrorCode, type JsonText, type ReplyErrorName } from '@herald/protocol';
 import { createApiSchemas, type ApiMethodName, type ApiRequest, type ApiResult } from '@herald/protocol/api';
 import { utf8Length } from '@herald/protocol/commands';
 import { schemaDetail } from '@herald/protocol/commands';
@@ -71,7 +71,7 @@ export function createApiMethods(maxBroadcastChannels: number, maxDataBytes: num
           results.push({ channel, ...position });
         } catch (error) {
           const code = toApiCode(error);
-          results.push({ channel, error: { code, message: code } });
+          results.push({ channel, error: { code, message: apiErrors[code].message } });
         }
       }
       return { results };

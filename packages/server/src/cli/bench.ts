@@ -18,7 +18,7 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { SignJWT } from 'jose';
+import { mintConnectionToken } from '@herald/server-sdk';
 import { readConfigFile, validateConfig } from '../config/load.ts';
 import { readDevSecrets } from '../app/dev-secrets.ts';
 import { fail, intOption, type Command, type Values } from './command.ts';
@@ -340,13 +340,19 @@ async function bench(values: Values): Promise<void> {
   // Tokens: one per subscriber (its own user), one shared, or none.
   const tokens: (string | undefined)[] = [];
   if (o.auth.kind === 'minted') {
-    const secret = new TextEncoder().encode(o.auth.secret);
-    const expires = Math.floor(Date.now() / 1000) + Math.ceil(o.timeoutMs / 1000) + 60;
+    const auth = o.auth;
+    const ttlSeconds = Math.ceil(o.timeoutMs / 1000) + 60;
     for (let i = 0; i < o.subscribers; i++) {
-      let jwt = new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(`herald-bench-${o.runId}-${i}`).setIssuedAt().setExpirationTime(expires);
-      if (o.auth.audience !== undefined) jwt = jwt.setAudience(o.auth.audience);
-      if (o.auth.issuer !== undefined) jwt = jwt.setIssuer(o.auth.issuer);
-      tokens.push(await jwt.sign(secret));
+      tokens.push(
+        await mintConnectionToken({
+          sub: `herald-bench-${o.runId}-${i}`,
+          ttlSeconds,
+          key: auth.secret,
+          algorithm: 'HS256',
+          ...(auth.audience === undefined ? {} : { audience: auth.audience }),
+          ...(auth.issuer === undefined ? {} : { issuer: auth.issuer }),
+        }),
+      );
     }
   } else {
     for (let i = 0; i < o.subscribers; i++) tokens.push(o.auth.kind === 'shared' ? o.auth.token : undefined);

@@ -8,7 +8,7 @@
  */
 import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { SignJWT } from 'jose';
+import { mintConnectionToken } from '@herald/server-sdk';
 import { ConfigError, deepFreeze, readConfigFile, validateConfig, type ConfigOverrides, type ValidatedConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { renderConfigDocs } from '../config/docs.ts';
@@ -422,16 +422,21 @@ async function token(values: Values): Promise<void> {
         : 'herald token: needs HS256 in auth.algorithms and its secret (HERALD_AUTH_HMAC_SECRET or auth.hmacSecretFile)',
     );
   }
-  const claims: Record<string, unknown> = {};
+  let info: unknown;
   if (typeof values['info'] === 'string') {
-    const info = parseJsonSafely(values['info']);
+    info = parseJsonSafely(values['info']);
     if (info === undefined) fail('herald token: --info must be JSON');
-    claims['info'] = info;
   }
-  let builder = new SignJWT(claims).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime(Math.floor(Date.now() / 1000) + ttl);
-  if (config.auth.audience !== undefined) builder = builder.setAudience(config.auth.audience);
-  if (config.auth.issuer !== undefined) builder = builder.setIssuer(config.auth.issuer);
-  process.stdout.write((await builder.sign(new TextEncoder().encode(secret))) + '\n');
+  const token = await mintConnectionToken({
+    sub,
+    ttlSeconds: ttl,
+    key: secret,
+    algorithm: 'HS256',
+    ...(info === undefined ? {} : { info }),
+    ...(config.auth.audience === undefined ? {} : { audience: config.auth.audience }),
+    ...(config.auth.issuer === undefined ? {} : { issuer: config.auth.issuer }),
+  });
+  process.stdout.write(token + '\n');
 }
 
 async function checkConfig(values: Values): Promise<void> {

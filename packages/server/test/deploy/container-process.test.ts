@@ -135,7 +135,8 @@ function buildImage(): Image {
   assert.ok(volume !== undefined, 'VOLUME [path]');
   return {
     runtime,
-    mounts: [...roots].map((target) => ({ target, source: runtimeFs(target) })),
+    // This Node 24 at a path of its own (the clone may live under /tmp, which a pod's emptyDir hides).
+    mounts: [...[...roots].map((target) => ({ target, source: runtimeFs(target) })), { target: NODE_DIR, source: dirname(process.execPath) }],
     entrypoint: lastOf(runtime, 'ENTRYPOINT')?.json ?? assert.fail('ENTRYPOINT in JSON form'),
     cmd: lastOf(runtime, 'CMD')?.json ?? assert.fail('CMD in JSON form'),
     healthcheck: lastOf(runtime, 'HEALTHCHECK')?.json ?? assert.fail('HEALTHCHECK CMD in JSON form'),
@@ -166,7 +167,9 @@ function secretsDir(files: Record<string, string>, uid: number, gid: number, mod
   return dir;
 }
 
-const PATH = `${dirname(process.execPath)}:/usr/local/bin:/usr/bin:/bin`;
+/** Where the sandbox shows this Node 24 (the image's own node would be /usr/local/bin/node). */
+const NODE_DIR = '/usr/local/lib/herald-test-node/bin';
+const PATH = `${NODE_DIR}:/usr/local/bin:/usr/bin:/bin`;
 /** Ephemeral ports, the public listener on loopback: the only changes to the deployment's environment. */
 const EPHEMERAL = { HERALD_HOST: '127.0.0.1', HERALD_PORT: '0', HERALD_ADMIN_PORT: '0' };
 
