@@ -406,6 +406,8 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  // A reload (systemctl reload, kill -HUP) must not end a single process: only a cluster primary replaces workers.
+  process.on('SIGHUP', () => logger.warn({ signal: 'SIGHUP' }, 'SIGHUP ignored: a configuration reload needs cluster mode (--workers N); restart this process to apply a new configuration (API keys reload by themselves)'));
 }
 
 async function token(values: Values): Promise<void> {

@@ -19,7 +19,7 @@ import { SignJWT } from 'jose';
 import WebSocket from 'ws';
 import { WsClient, openSse, poll, pollOpen, sseUrl, type Frame, type SseStream } from '../helpers/rt-clients.ts';
 import { RawWebSocket } from '../helpers/rt-raw.ts';
-import { deferred, sleep, withTimeout } from '../helpers/rt-util.ts';
+import { deferred, sleep, waitUntil, withTimeout } from '../helpers/rt-util.ts';
 import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
@@ -213,6 +213,12 @@ describe('graceful shutdown (SIGTERM)', { timeout: 90000 }, () => {
     assert.equal(published.status, 200, JSON.stringify(published.body));
     await ws.waitForFrame((f) => f['push'] === 'publication', 10000, 'WS publication');
     await sse.waitForFrame((f) => f['push'] === 'publication', 10000, 'SSE publication');
+
+    // SIGHUP (a reload) does not end a single process: it logs and keeps serving.
+    assert.ok(herald.child.kill('SIGHUP'), 'SIGHUP delivered');
+    await waitUntil(() => herald.stdout.some((line) => line.includes('SIGHUP ignored')), { timeoutMs: 10000, label: 'the SIGHUP warning' });
+    assert.equal((await herald.api('publish', { channel, data: 'after SIGHUP' })).status, 200, 'still serving after SIGHUP');
+    await ws.waitForFrame((f) => f['push'] === 'publication' && f['data'] === 'after SIGHUP', 10000, 'WS publication after SIGHUP');
 
     assert.ok(herald.child.kill('SIGTERM'), 'SIGTERM delivered');
 
