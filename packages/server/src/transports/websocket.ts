@@ -14,6 +14,7 @@ import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
 import { openGate, type ConnectionGate, type Releasable } from './http-connection.ts';
+import { onSocketDrain } from './socket-drain.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
 
@@ -55,6 +56,10 @@ export class WebSocketTransport implements Transport {
 
   bufferedBytes(): number {
     return this.#socket.bufferedAmount;
+  }
+
+  onDrain(listener: () => void): void {
+    onSocketDrain(this.#raw, listener);
   }
 
   close(code: number, reason: string): void {
