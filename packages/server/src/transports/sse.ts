@@ -5,20 +5,13 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { encodePush } from '@herald/protocol';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
-import {
-  connectHttpClient,
-  openGate,
-  sendApiError as sendError,
-  sendRefusal,
-  subscribeHttpClient,
-  type ConnectionGate,
-  type SessionRegistry,
-} from './http-connection.ts';
+import { connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type SessionRegistry } from './http-connection.ts';
+import { answerError, type FastRoutes } from './fast-routes.ts';
 import { onSocketDrain } from './socket-drain.ts';
 
 export const SSE_PATH = '/connection/sse';
@@ -45,19 +38,15 @@ export class SseTransport implements Transport {
     this.#closeGraceMs = closeGraceMs;
   }
 
-  start(headers: Record<string, string>): void {
+  /** Sends the stream's head: `headers` (flat name, value list: security, CORS) and the stream's own. */
+  start(headers: readonly string[]): void {
     if (this.#closed) return;
     this.#started = true;
     const response = this.#response;
     // No chunked framing: the stream owns its connection and ends with it
     // (Connection: close), so events can go to the socket as they are.
     response.useChunkedEncodingByDefault = false;
-    response.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-store',
-      'x-accel-buffering': 'no',
-      ...headers,
-    });
+    response.writeHead(200, ['content-type', 'text/event-stream; charset=utf-8', 'cache-control', 'no-store', 'x-accel-buffering', 'no', ...headers]);
     response.write('retry: 1000\n\n');
     this.#socket = response.socket ?? undefined;
   }
@@ -119,61 +108,45 @@ export class SseTransport implements Transport {
   }
 }
 
-interface SseQuery {
-  token?: string | string[];
-  channel?: string | string[];
-  last_event_id?: string | string[];
-}
-
-function one(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
-
 export function bearer(header: string | undefined): string | undefined {
   if (header === undefined || !header.startsWith('Bearer ')) return undefined;
   return header.slice(7).trim();
 }
 
-export function registerSse(app: FastifyInstance, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
+/**
+ * GET /connection/sse, served in front of fastify (./fast-routes.ts): the
+ * stream holds the response and its socket, and nothing of fastify's.
+ */
+export function registerSse(app: FastifyInstance, routes: FastRoutes, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
   const closeGraceMs = node.config.limits.closeGraceMs;
-  app.get(SSE_PATH, async (request: FastifyRequest<{ Querystring: SseQuery }>, reply: FastifyReply) => {
-    if (node.draining) return sendError(reply, 'unavailable');
-    const admission = gate.open(request.raw);
-    if (admission.refused !== undefined) return sendRefusal(reply, admission);
-    const query = request.query;
-    const channels = query.channel === undefined ? [] : Array.isArray(query.channel) ? query.channel : [query.channel];
-    const token = one(query.token) ?? bearer(request.headers.authorization);
+  routes.get(SSE_PATH, async (request, response, { headers, query }) => {
+    if (node.draining) return answerError(response, headers, 'unavailable');
+    const admission = gate.open(request);
+    if (admission.refused !== undefined) return answerError(response, headers, admission.refused, undefined, admission.retryAfterSeconds);
+    const params = new URLSearchParams(query);
+    const channels = params.getAll('channel');
+    const token = params.get('token') ?? bearer(request.headers.authorization);
     const header = request.headers['last-event-id'];
-    const vector = (typeof header === 'string' ? header : undefined) ?? one(query.last_event_id);
-    const transport = new SseTransport(reply.raw, closeGraceMs);
+    const vector = (typeof header === 'string' ? header : undefined) ?? params.get('last_event_id') ?? undefined;
+    const transport = new SseTransport(response, closeGraceMs);
     const client = node.createClient(transport);
     client.fallbackToken = admission.fallbackToken;
-    reply.raw.on('close', () => {
+    response.on('close', () => {
       admission.place.release();
       transport.markClosed();
       client.close(1006, 'connection lost');
     });
     const opened = await connectHttpClient(client, node, { token, channels, vector });
-    if ('error' in opened) return sendError(reply, opened.error, opened.detail);
+    if ('error' in opened) return answerError(response, headers, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
-      return sendError(reply, 'connection_limit');
+      return answerError(response, headers, 'connection_limit');
     }
     const session = sessions.register(client);
-    reply.hijack();
-    reply.raw.socket?.setNoDelay(true);
-    transport.start(corsPassThrough(reply));
+    response.socket?.setNoDelay(true);
+    transport.start(headers);
     client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
     await subscribeHttpClient(client, opened.subscribe);
   });
+  routes.stub(app, 'GET', SSE_PATH);
 }
-
-/** Headers already set on the reply (e.g. by hooks) must survive hijacking. */
-function corsPassThrough(reply: FastifyReply): Record<string, string> {
-  const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(reply.getHeaders())) {
-    if (typeof value === 'string') headers[name] = value;
-  }
-  return headers;
-}
-
