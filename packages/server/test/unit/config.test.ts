@@ -60,7 +60,7 @@ describe('defaults', () => {
     assert.equal(config.api.maxBroadcastChannels, 1000);
     assert.deepEqual(
       { ...config.channels.defaults },
-      { historySize: 300, historyTtlMs: 120000, presence: true, joinLeave: false, clientPublish: false, private: false, allowAnonymous: false },
+      { historySize: 300, historyTtlMs: 120000, presence: true, joinLeave: false, clientPublish: false, private: false, allowAnonymous: false, writeDelayMs: 0 },
     );
     assert.deepEqual([...config.channels.namespaces], []);
     assert.equal(config.channels.maxNameBytes, 255);
