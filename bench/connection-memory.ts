@@ -1,166 +1,237 @@
 /**
- * Retained JS heap per idle WebSocket connection: Herald vs the raw `ws`
- * baseline (bench/raw-ws-server.ts), in one run. Complements the ΔRSS
- * figure of bench/fanout.ts, which includes garbage and the young
- * generation's size: this one counts only what a connection keeps alive.
+ * Memory per idle connection, per transport: Herald vs a raw Node server of
+ * the same transport and Nchan, in one run.
  *
- *   node bench/connection-memory.ts [--connections=2000] [--top=15] [--json=FILE]
+ *   node bench/connection-memory.ts [--transport=ws|sse|long-poll] [--connections=N]
+ *     [--targets=raw,herald,nchan] [--in-flight=200] [--settle=3] [--top=15]
+ *     [--server-cpu=0] [--client-cpu=1] [--json=FILE]
  *
- * Per target: start the server as a child process with
- * `--heapsnapshot-signal=SIGUSR2`; open and close 1000 connections (warm-up:
- * JIT, lazily built tables); take a heap snapshot (V8 runs a full GC first);
- * open N connections (Herald: `connect`, then `subscribe` to `bench:fanout`;
- * raw: just open) and let them settle 2 s; take a second snapshot. Retained
- * bytes per connection = (heap B − heap A) / N, and per object kind from
- * the snapshots' node types and names. Everything runs on loopback and stops
- * by itself.
+ * Defaults: 10 000 connections for `ws` and `sse`, 2000 for `long-poll`.
+ * Targets per transport:
+ * - `ws`: bench/raw-ws-server.ts (open only), Herald `/connection/websocket`
+ *   (`connect`, `subscribe` to `bench:fanout`), Nchan WebSocket subscriber;
+ * - `sse`: bench/raw-sse-server.ts (its first event), Herald
+ *   `GET /connection/sse?channel=bench:fanout` (until `subscribed`), Nchan
+ *   EventSource subscriber;
+ * - `long-poll`: Herald `POST /connection/poll/open` then a held
+ *   `POST /connection/poll`; Nchan long-poll `GET` (held). No raw baseline.
+ *
+ * The server runs pinned to `--server-cpu`, this process (the clients, lean
+ * ones over node:net: bench/raw-clients.ts) to `--client-cpu`. Per target:
+ * start the server (Node ones with `--heapsnapshot-signal=SIGUSR2`), open
+ * and close 1000 connections (warm-up: JIT, lazily built tables), settle,
+ * read RSS (median of three samples) and take a heap snapshot (V8 runs a
+ * full GC first); open N connections, settle, read RSS and take a second
+ * snapshot. Per connection: retained heap = Δheap / N (what a connection
+ * keeps alive: no garbage, not the young generation's size; per object kind
+ * from the snapshots' node types and names) and ΔRSS / N (what the process
+ * really holds, garbage and buffers included). Nchan has no JS heap: RSS
+ * of its worker only. Everything runs on loopback and stops by itself.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
+import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { WebSocket } from 'ws';
-import { CHANNEL, childProcessRegistry, benchSecrets, heraldBenchConfig } from './lib.ts';
-import { SOURCE_NODE_ARGS } from '../packages/server/test/helpers/source.ts';
+import { CHANNEL } from './lib.ts';
+import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
+import { HttpConnection, openSse, openWebSocket } from './raw-clients.ts';
+import { medianRss, pinSelf, sleep, startServerProcess, type ServerProcess } from './server-process.ts';
 
-const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
-const { children } = childProcessRegistry();
-const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
+type Transport = 'ws' | 'sse' | 'long-poll';
+type Flavor = 'raw' | 'herald' | 'nchan';
 
-type Target = 'raw-ws' | 'websocket';
-
-/** Opened and closed before the first snapshot, so that JIT code and lazily built tables are in both snapshots. */
+/** Opened and closed before the first measurement, so that JIT code and lazily built tables are in both. */
 const WARM_UP_CONNECTIONS = 1000;
 
-interface HeapTotals {
-  readonly bytes: number;
-  /** Self bytes and object count per kind ("type:name"; strings and numbers by type only). */
-  readonly kinds: Map<string, { bytes: number; count: number }>;
+interface Kinds {
+  bytes: number;
+  kinds: Map<string, { bytes: number; count: number }>;
 }
 
 interface TargetResult {
-  readonly target: Target;
+  readonly flavor: Flavor;
   readonly connections: number;
-  readonly bytesPerConnection: number;
-  /** Per kind: bytes and objects per connection. */
+  readonly opened: number;
+  readonly openSeconds: number;
+  /** Retained heap bytes per connection (undefined for Nchan). */
+  readonly heapPerConnection: number | undefined;
+  readonly rssPerConnection: number;
   readonly kinds: Map<string, { bytes: number; count: number }>;
 }
 
-function options(): { connections: number; top: number; json: string | undefined } {
+function options() {
   const { values } = parseArgs({
     options: {
-      connections: { type: 'string', default: '2000' },
+      transport: { type: 'string', default: 'ws' },
+      connections: { type: 'string' },
+      targets: { type: 'string' },
+      'in-flight': { type: 'string', default: '200' },
+      settle: { type: 'string', default: '3' },
       top: { type: 'string', default: '15' },
+      'server-cpu': { type: 'string', default: '0' },
+      'client-cpu': { type: 'string', default: '1' },
       json: { type: 'string' },
     },
     strict: true,
   });
-  const connections = Number(values.connections);
-  const top = Number(values.top);
+  const transport = values.transport as Transport;
+  if (!['ws', 'sse', 'long-poll'].includes(transport)) throw new Error('--transport must be ws, sse or long-poll');
+  const connections = Number(values.connections ?? (transport === 'long-poll' ? 2000 : 10000));
   if (!Number.isInteger(connections) || connections < 100 || connections > 15000) throw new Error('--connections must be an integer in 100..15000');
-  if (!Number.isInteger(top) || top < 0) throw new Error('--top must be an integer ≥ 0');
-  return { connections, top, json: values.json };
-}
-
-/** Starts a server in `dir` (where its heap snapshots land); resolves with its port. */
-async function startServer(target: Target, dir: string): Promise<{ child: ChildProcess; port: number }> {
-  const nodeArgs = ['--heapsnapshot-signal=SIGUSR2'];
-  let child: ChildProcess;
-  if (target === 'raw-ws') {
-    child = spawn(process.execPath, [...nodeArgs, join(ROOT, 'bench/raw-ws-server.ts')], { cwd: dir, stdio: ['pipe', 'pipe', 'inherit'] });
-  } else {
-    const configFile = join(dir, 'herald.json');
-    writeFileSync(configFile, JSON.stringify(heraldBenchConfig()), { mode: 0o600 });
-    child = spawn(process.execPath, [...SOURCE_NODE_ARGS, ...nodeArgs, join(ROOT, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile], {
-      cwd: dir,
-      env: { ...process.env, ...benchSecrets(randomBytes(24).toString('base64url')) },
-      stdio: ['ignore', 'pipe', 'inherit'],
-    });
+  const defaults: Flavor[] = transport === 'long-poll' ? ['herald', 'nchan'] : ['raw', 'herald', 'nchan'];
+  const targets = (values.targets?.split(',') ?? defaults) as Flavor[];
+  if (transport === 'long-poll' && targets.includes('raw')) throw new Error('long-poll has no raw baseline');
+  if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
+    process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
+    targets.splice(targets.indexOf('nchan'), 1);
   }
-  children.add(child);
-  const stdout = child.stdout;
-  if (stdout === null) throw new Error('no stdout pipe');
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`${target}: no "listening" line within 30 s`)), 30000);
-    child.once('exit', (code) => reject(new Error(`${target}: exited (${code}) before listening`)));
-    createInterface({ input: stdout }).on('line', (line) => {
-      try {
-        const entry = JSON.parse(line) as { msg?: unknown; port?: unknown };
-        if (entry.msg === 'listening' && typeof entry.port === 'number') {
-          clearTimeout(timer);
-          resolve(entry.port);
-        }
-      } catch {
-        // not JSON
-      }
-    });
-  });
-  return { child, port };
+  return {
+    transport,
+    connections,
+    targets,
+    inFlight: Number(values['in-flight']),
+    settleMs: Number(values.settle) * 1000,
+    top: Number(values.top),
+    serverCpu: values['server-cpu'],
+    clientCpu: values['client-cpu'],
+    json: values.json,
+  };
 }
 
-/** One idle connection: Herald connects and subscribes; the baseline just opens. */
-function openConnection(target: Target, port: number): Promise<WebSocket> {
+const opts = options();
+pinSelf(opts.clientCpu);
+
+type Closer = () => void;
+
+/** Opens one idle connection; resolves with its closer once it is in (subscribed, or its poll sent). */
+function openOne(flavor: Flavor, transport: Transport, port: number): Promise<Closer> {
   return new Promise((resolve, reject) => {
-    const ws = new WebSocket(`ws://127.0.0.1:${port}/connection/websocket`, { perMessageDeflate: false });
-    const timer = setTimeout(() => {
-      ws.terminate();
-      reject(new Error('connection timeout'));
-    }, 30000);
-    const done = (): void => {
+    let done = false;
+    let close: Closer = () => {};
+    const timer = setTimeout(() => fail('timeout'), 30000);
+    const ready = (): void => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
-      resolve(ws);
+      resolve(close);
     };
-    ws.on('error', (err) => {
+    const fail = (reason: string): void => {
+      if (done) return;
+      done = true;
       clearTimeout(timer);
-      reject(err);
-    });
-    if (target === 'raw-ws') {
-      ws.on('open', done);
+      close();
+      reject(new Error(reason));
+    };
+    const nchanPath = '/sub/' + nchanChannelId(CHANNEL);
+    if (transport === 'ws') {
+      const path = flavor === 'herald' ? '/connection/websocket' : flavor === 'nchan' ? nchanPath : '/';
+      const ws = openWebSocket(port, path, {
+        onOpen() {
+          if (flavor === 'herald') ws.send('{"id":1,"method":"connect","params":{}}');
+          else ready();
+        },
+        onMessage(text) {
+          if (flavor !== 'herald' || done) return;
+          const frame = JSON.parse(text) as { id?: number; error?: unknown };
+          if (frame.error !== undefined) fail(`reply error ${JSON.stringify(frame.error)}`);
+          else if (frame.id === 1) ws.send(`{"id":2,"method":"subscribe","params":{"channel":"${CHANNEL}"}}`);
+          else if (frame.id === 2) ready();
+        },
+        onEnd: fail,
+      });
+      close = () => ws.close();
       return;
     }
-    ws.on('open', () => ws.send(JSON.stringify({ id: 1, method: 'connect', params: {} })));
-    ws.on('message', (data) => {
-      const frame = JSON.parse(String(data)) as { id?: number; error?: unknown };
-      if (frame.error !== undefined) {
-        ws.terminate();
-        reject(new Error(`reply error ${JSON.stringify(frame.error)}`));
-      } else if (frame.id === 1) ws.send(JSON.stringify({ id: 2, method: 'subscribe', params: { channel: CHANNEL } }));
-      else if (frame.id === 2) done();
-    });
+    if (transport === 'sse') {
+      const path = flavor === 'herald' ? `/connection/sse?channel=${encodeURIComponent(CHANNEL)}` : flavor === 'nchan' ? nchanPath : '/';
+      const socket = openSse(port, path, {}, {
+        onOpen() {
+          if (flavor === 'nchan') ready();
+        },
+        onEvent(data) {
+          if (flavor === 'raw') ready();
+          else if (flavor === 'herald' && data.includes('"push":"subscribed"')) ready();
+        },
+        onEnd: fail,
+      });
+      close = () => socket.destroy();
+      return;
+    }
+    // long polling: a session (Herald) and one held poll, re-sent when answered
+    const connection = new HttpConnection(port);
+    let stopped = false;
+    close = () => {
+      stopped = true;
+      connection.close();
+    };
+    if (flavor === 'nchan') {
+      const loop = async (headers: Record<string, string>): Promise<void> => {
+        while (!stopped) {
+          const answer = await connection.request('GET', nchanPath, headers);
+          const etag = answer.headers.get('etag');
+          const modified = answer.headers.get('last-modified');
+          headers = etag !== undefined && modified !== undefined ? { 'if-none-match': etag, 'if-modified-since': modified } : {};
+        }
+      };
+      loop({}).catch((error: unknown) => fail(String(error)));
+      setTimeout(ready, 0);
+      return;
+    }
+    const json = { 'content-type': 'application/json' };
+    connection
+      .request('POST', '/connection/poll/open', json, JSON.stringify({ channels: [CHANNEL] }))
+      .then(async (opened) => {
+        if (opened.status !== 200) throw new Error(`poll/open ${opened.status}: ${opened.body.slice(0, 160)}`);
+        const first = JSON.parse(opened.body) as { session: string; seq: number };
+        let seq = first.seq;
+        const headers = { ...json, 'herald-session': first.session };
+        setTimeout(ready, 0);
+        while (!stopped) {
+          const answer = await connection.request('POST', '/connection/poll', headers, `{"seq":${seq}}`);
+          if (answer.status !== 200) throw new Error(`poll ${answer.status}: ${answer.body.slice(0, 160)}`);
+          seq = Math.max(seq, (JSON.parse(answer.body) as { seq: number }).seq);
+        }
+      })
+      .catch((error: unknown) => {
+        if (!stopped) fail(String(error));
+      });
   });
 }
 
-async function openMany(target: Target, port: number, count: number): Promise<WebSocket[]> {
-  const sockets: WebSocket[] = [];
-  const inFlight = 50;
-  for (let i = 0; i < count; i += inFlight) {
-    const batch = Math.min(inFlight, count - i);
-    sockets.push(...(await Promise.all(Array.from({ length: batch }, () => openConnection(target, port)))));
-  }
-  return sockets;
+async function openMany(flavor: Flavor, port: number, count: number): Promise<{ closers: Closer[]; failures: string[] }> {
+  const closers: Closer[] = [];
+  const failures: string[] = [];
+  let next = 0;
+  const lane = async (): Promise<void> => {
+    while (next < count) {
+      next++;
+      try {
+        closers.push(await openOne(flavor, opts.transport, port));
+      } catch (error) {
+        failures.push(error instanceof Error ? error.message : String(error));
+      }
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(opts.inFlight, count) }, lane));
+  return { closers, failures };
 }
 
 /** Asks the server for a heap snapshot and waits until the file is complete. */
-async function snapshot(child: ChildProcess, dir: string): Promise<string> {
+async function snapshot(server: ServerProcess): Promise<string> {
+  const dir = server.cwd;
   const before = new Set(readdirSync(dir));
-  child.kill('SIGUSR2');
-  const deadline = Date.now() + 120000;
+  server.child.kill('SIGUSR2');
+  const deadline = Date.now() + 180000;
   let file: string | undefined;
   let lastSize = -1;
   while (Date.now() < deadline) {
     await sleep(250);
     file ??= readdirSync(dir).find((name) => name.endsWith('.heapsnapshot') && !before.has(name));
     if (file === undefined) continue;
-    // complete when its size holds still and the JSON is closed
     const size = statSync(join(dir, file)).size;
     if (size > 0 && size === lastSize && readFileSync(join(dir, file), 'utf8').trimEnd().endsWith('}')) return join(dir, file);
     lastSize = size;
   }
-  throw new Error('heap snapshot did not complete within 120 s');
+  throw new Error('heap snapshot did not complete within 180 s');
 }
 
 interface RawSnapshot {
@@ -169,7 +240,7 @@ interface RawSnapshot {
   strings: string[];
 }
 
-function readHeap(file: string): HeapTotals {
+function readHeap(file: string): Kinds {
   const parsed = JSON.parse(readFileSync(file, 'utf8')) as RawSnapshot;
   const fields = parsed.snapshot.meta.node_fields;
   const width = fields.length;
@@ -193,61 +264,94 @@ function readHeap(file: string): HeapTotals {
   return { bytes, kinds };
 }
 
-async function measure(target: Target, connections: number): Promise<TargetResult> {
-  const dir = mkdtempSync(join(tmpdir(), 'herald-heap-'));
-  const { child, port } = await startServer(target, dir);
+async function measure(flavor: Flavor): Promise<TargetResult> {
+  const n = opts.connections;
+  let port: number;
+  let pid: number;
+  let server: ServerProcess | undefined;
+  let stop: () => Promise<void>;
+  if (flavor === 'nchan') {
+    const nchan = await startNchan({ cpus: opts.serverCpu });
+    port = nchan.port;
+    pid = nchan.workerPid;
+    stop = () => nchan.stop();
+  } else {
+    const kind = flavor === 'herald' ? 'herald' : opts.transport === 'sse' ? 'raw-sse' : 'raw-ws';
+    server = await startServerProcess({ kind, cpus: opts.serverCpu, nodeArgs: ['--heapsnapshot-signal=SIGUSR2'] });
+    port = server.port;
+    pid = server.pid;
+    stop = () => server!.stop();
+  }
   try {
-    const warm = await openMany(target, port, WARM_UP_CONNECTIONS);
-    for (const ws of warm) ws.terminate();
-    await sleep(1500);
-    const before = readHeap(await snapshot(child, dir));
+    const warm = await openMany(flavor, port, Math.min(WARM_UP_CONNECTIONS, n));
+    for (const close of warm.closers) close();
+    await sleep(opts.settleMs);
+    const heapBefore = server === undefined ? undefined : readHeap(await snapshot(server));
+    const rssBefore = await medianRss(pid);
     const began = Date.now();
-    const sockets = await openMany(target, port, connections);
-    process.stderr.write(`  ${target}: ${connections} connections open in ${((Date.now() - began) / 1000).toFixed(1)} s\n`);
-    await sleep(2000);
-    const after = readHeap(await snapshot(child, dir));
-    for (const ws of sockets) ws.terminate();
+    const { closers, failures } = await openMany(flavor, port, n);
+    const openSeconds = (Date.now() - began) / 1000;
+    process.stderr.write(`  ${opts.transport} ${flavor}: ${closers.length}/${n} open in ${openSeconds.toFixed(1)} s${failures.length > 0 ? `; failures: ${failures.slice(0, 3).join('; ')}` : ''}\n`);
+    await sleep(opts.settleMs);
+    const rssAfter = await medianRss(pid);
+    const heapAfter = server === undefined ? undefined : readHeap(await snapshot(server));
+    for (const close of closers) close();
     const kinds = new Map<string, { bytes: number; count: number }>();
-    for (const [kind, entry] of after.kinds) {
-      const old = before.kinds.get(kind) ?? { bytes: 0, count: 0 };
-      kinds.set(kind, { bytes: (entry.bytes - old.bytes) / connections, count: (entry.count - old.count) / connections });
+    if (heapBefore !== undefined && heapAfter !== undefined) {
+      for (const [kind, entry] of heapAfter.kinds) {
+        const old = heapBefore.kinds.get(kind) ?? { bytes: 0, count: 0 };
+        kinds.set(kind, { bytes: (entry.bytes - old.bytes) / closers.length, count: (entry.count - old.count) / closers.length });
+      }
     }
-    return { target, connections, bytesPerConnection: (after.bytes - before.bytes) / connections, kinds };
+    return {
+      flavor,
+      connections: n,
+      opened: closers.length,
+      openSeconds,
+      heapPerConnection: heapBefore === undefined || heapAfter === undefined ? undefined : (heapAfter.bytes - heapBefore.bytes) / closers.length,
+      rssPerConnection: (rssAfter - rssBefore) / closers.length,
+      kinds,
+    };
   } finally {
-    child.kill('SIGKILL');
-    rmSync(dir, { recursive: true, force: true });
+    await stop();
   }
 }
 
-async function main(): Promise<void> {
-  const opts = options();
-  process.stderr.write(`retained JS heap per idle WebSocket, ${opts.connections} connections; node ${process.version}\n`);
-  const raw = await measure('raw-ws', opts.connections);
-  const herald = await measure('websocket', opts.connections);
-  const ratio = herald.bytesPerConnection / raw.bytesPerConnection;
-  const lines = [
-    `| target | connections | retained bytes per connection | vs raw ws |`,
-    `|---|---:|---:|---:|`,
-    `| raw-ws | ${raw.connections} | ${raw.bytesPerConnection.toFixed(0)} | 1.00× |`,
-    `| websocket (Herald) | ${herald.connections} | ${herald.bytesPerConnection.toFixed(0)} | ${ratio.toFixed(2)}× |`,
-  ];
-  if (opts.top > 0) {
-    const rows = [...herald.kinds]
-      .filter(([, entry]) => Math.abs(entry.bytes) >= 1)
-      .sort((a, b) => b[1].bytes - a[1].bytes)
-      .slice(0, opts.top);
-    lines.push('', `| kind (Herald's largest) | Herald bytes | objects | raw ws bytes | objects |`, `|---|---:|---:|---:|---:|`);
-    for (const [kind, entry] of rows) {
-      const base = raw.kinds.get(kind) ?? { bytes: 0, count: 0 };
-      lines.push(`| \`${kind}\` | ${entry.bytes.toFixed(0)} | ${entry.count.toFixed(2)} | ${base.bytes.toFixed(0)} | ${base.count.toFixed(2)} |`);
-    }
-  }
-  console.log(lines.join('\n'));
-  if (opts.json !== undefined) {
-    const plain = (r: TargetResult) => ({ ...r, kinds: Object.fromEntries(r.kinds) });
-    writeFileSync(opts.json, JSON.stringify({ raw: plain(raw), herald: plain(herald), ratio }, null, 2));
+const names: Record<Flavor, string> = {
+  raw: opts.transport === 'sse' ? 'raw SSE server' : 'raw ws server',
+  herald: 'Herald',
+  nchan: 'Nchan',
+};
+
+process.stderr.write(`memory per idle ${opts.transport} connection, ${opts.connections} connections; node ${process.version}\n`);
+const results: TargetResult[] = [];
+for (const flavor of opts.targets) results.push(await measure(flavor));
+const base = results.find((r) => r.flavor === (opts.transport === 'long-poll' ? 'nchan' : 'raw'));
+const kib = (bytes: number | undefined): string => (bytes === undefined ? '—' : (bytes / 1024).toFixed(1));
+const ratio = (value: number | undefined, baseline: number | undefined): string =>
+  value === undefined || baseline === undefined || baseline <= 0 ? '—' : `${(value / baseline).toFixed(2)}×`;
+const lines = [
+  `| ${opts.transport} target | connections | heap KiB per connection | RSS KiB per connection | RSS vs ${base === undefined ? 'baseline' : names[base.flavor]} | open s |`,
+  '|---|---:|---:|---:|---:|---:|',
+];
+for (const r of results) {
+  lines.push(`| ${names[r.flavor]} | ${r.opened} | ${kib(r.heapPerConnection)} | ${kib(r.rssPerConnection)} | ${ratio(r.rssPerConnection, base?.rssPerConnection)} | ${r.openSeconds.toFixed(1)} |`);
+}
+const herald = results.find((r) => r.flavor === 'herald');
+const raw = results.find((r) => r.flavor === 'raw');
+if (herald !== undefined && opts.top > 0) {
+  const rows = [...herald.kinds]
+    .filter(([, entry]) => Math.abs(entry.bytes) >= 1)
+    .sort((a, b) => b[1].bytes - a[1].bytes)
+    .slice(0, opts.top);
+  lines.push('', `| kind (Herald's largest) | Herald bytes | objects | raw bytes | objects |`, `|---|---:|---:|---:|---:|`);
+  for (const [kind, entry] of rows) {
+    const other = raw?.kinds.get(kind) ?? { bytes: 0, count: 0 };
+    lines.push(`| \`${kind}\` | ${entry.bytes.toFixed(0)} | ${entry.count.toFixed(2)} | ${other.bytes.toFixed(0)} | ${other.count.toFixed(2)} |`);
   }
 }
-
-await main();
+console.log(lines.join('\n'));
+if (opts.json !== undefined) {
+  writeFileSync(opts.json, JSON.stringify(results.map((r) => ({ ...r, kinds: Object.fromEntries(r.kinds) })), null, 2));
+}
 process.exit(0);

@@ -6,13 +6,12 @@
  * cannot read it even from the operator's own machine.
  */
 import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance } from 'fastify';
-import helmet from '@fastify/helmet';
 import type { Registry } from 'prom-client';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { Node } from '../core/node.ts';
 import { sendApiError } from '../transports/http-connection.ts';
-import { securityHeaders } from '../edge/security-headers.ts';
+import { useSecurityHeaders } from '../edge/security-headers.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { httpServerOptions, mapFrameworkError, MAX_HEADERS } from './http.ts';
 import { answerUnmatched } from './http-input.ts';
@@ -47,7 +46,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     return sendApiError(reply, code);
   });
   app.setNotFoundHandler(answerUnmatched(app));
-  await app.register(helmet, securityHeaders(false));
+  useSecurityHeaders(app, false);
   app.addHook('onRequest', async (request, reply) => {
     if (request.headers.origin !== undefined) return sendApiError(reply, 'origin_not_allowed');
   });

@@ -10,7 +10,6 @@
  */
 import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { ServerOptions as HttpServerOptions } from 'node:http';
-import helmet from '@fastify/helmet';
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import type { Logger as PinoLogger } from 'pino';
@@ -23,7 +22,7 @@ import { registerLongPoll } from '../transports/long-poll.ts';
 import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter } from '../transports/http-connection.ts';
 import { encodeResult, type ApiErrorCode } from '@herald/protocol';
 import type { Edge } from '../edge/edge.ts';
-import { securityHeaders } from '../edge/security-headers.ts';
+import { useSecurityHeaders } from '../edge/security-headers.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { registerDemo } from './demo.ts';
 import { answerUnmatched, useJsonBodies, useStrictSchemas } from './http-input.ts';
@@ -109,7 +108,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   });
   app.setNotFoundHandler(answerUnmatched(app));
 
-  await app.register(helmet, securityHeaders(tls !== undefined));
+  useSecurityHeaders(app, tls !== undefined);
   app.addHook('onRequest', async (request, reply) => {
     // During a drain every answer ends its connection: nothing is left idle
     // for the final close to cut while a request is on its way.

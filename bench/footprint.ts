@@ -1,0 +1,89 @@
+/**
+ * Fixed footprint: the RSS of an idle server process with no clients.
+ * Herald runs a production configuration on the default engine (the
+ * benchmarks' config, bench/lib.ts), once from the built JavaScript (as
+ * installed: packages/server/bin/herald.js) and once from the TypeScript
+ * sources (as `npm start`); the baselines are the raw `ws` server
+ * (bench/raw-ws-server.ts) and an Nchan worker (bench/nchan.ts), in the
+ * same run.
+ *
+ *   node bench/footprint.ts [--rounds=2] [--settle=5] [--cpu=0] [--json=FILE]
+ *
+ * Per target and round: start it pinned to `--cpu`, wait for it to listen,
+ * let it settle `--settle` seconds, take the median of five RSS samples
+ * (/proc/<pid>/status VmRSS), stop it. Targets alternate within a round;
+ * the table gives the median over rounds.
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { medianRss, sleep, startServerProcess, type ServerKind } from './server-process.ts';
+import { nchanUnavailable, startNchan } from './nchan.ts';
+
+const { values } = parseArgs({
+  options: {
+    rounds: { type: 'string', default: '2' },
+    settle: { type: 'string', default: '5' },
+    cpu: { type: 'string', default: '0' },
+    json: { type: 'string' },
+  },
+  strict: true,
+});
+const rounds = Number(values.rounds);
+const settleMs = Number(values.settle) * 1000;
+const cpus = values.cpu;
+
+type Target = ServerKind | 'nchan';
+const targets: Target[] = ['herald-js', 'herald', 'raw-ws'];
+const nchanMissing = nchanUnavailable();
+if (nchanMissing === undefined) targets.push('nchan');
+else process.stderr.write(`Nchan skipped: ${nchanMissing}\n`);
+
+const labels: Record<Target, string> = {
+  'herald-js': 'Herald (built JS, production config)',
+  herald: 'Herald (TypeScript sources, production config)',
+  'raw-ws': 'raw ws server',
+  'raw-sse': 'raw SSE server',
+  nchan: 'Nchan (nginx worker)',
+};
+
+async function measure(target: Target): Promise<number> {
+  if (target === 'nchan') {
+    const nchan = await startNchan({ cpus });
+    try {
+      await sleep(settleMs);
+      return await medianRss(nchan.workerPid, 5, 200);
+    } finally {
+      await nchan.stop();
+    }
+  }
+  const server = await startServerProcess({ kind: target, cpus });
+  try {
+    await sleep(settleMs);
+    return await medianRss(server.pid, 5, 200);
+  } finally {
+    await server.stop();
+  }
+}
+
+const results = new Map<Target, number[]>();
+process.stderr.write(`idle RSS, ${rounds} round(s), settle ${settleMs / 1000} s, server on CPU ${cpus}; node ${process.version}\n`);
+for (let round = 0; round < rounds; round++) {
+  const order = round % 2 === 0 ? targets : [...targets].reverse();
+  for (const target of order) {
+    const rss = await measure(target);
+    process.stderr.write(`  round ${round + 1} ${target}: ${(rss / 1048576).toFixed(1)} MiB\n`);
+    const list = results.get(target) ?? [];
+    list.push(rss);
+    results.set(target, list);
+  }
+}
+const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
+const raw = median(results.get('raw-ws')!);
+const lines = ['| server | idle RSS MiB | vs raw ws |', '|---|---:|---:|'];
+for (const target of targets) {
+  const value = median(results.get(target)!);
+  lines.push(`| ${labels[target]} | ${(value / 1048576).toFixed(1)} | ${(value / raw).toFixed(2)}× |`);
+}
+console.log(lines.join('\n'));
+if (values.json !== undefined) writeFileSync(values.json, JSON.stringify(Object.fromEntries(results), null, 2));
+process.exit(0);

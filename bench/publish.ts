@@ -1,0 +1,559 @@
+/**
+ * Publish benchmark (issue 13, part 1): many channels with one WebSocket
+ * subscriber each, publications through the HTTP API with a fixed number of
+ * requests in flight over keep-alive connections, 100-byte messages.
+ * Targets, all in one run, in alternating order over the rounds:
+ *
+ * - `herald`: `herald serve` (production mode, the bench namespace with
+ *   history 300 and default presence, API keys on, rate limits on but
+ *   raised), one publication per `POST /api/publish`;
+ * - `herald-broadcast`: `POST /api/broadcast` to `--batch` channels at once;
+ * - `herald-batch`: `POST /api/batch` with `--batch` publishes;
+ * - `raw`: bench/raw-http-server.ts, the baseline (Node's HTTP server,
+ *   `JSON.parse`, `ws.send` to the channel's subscribers);
+ * - `nchan`: nginx + Nchan (bench/nchan.ts), the reference.
+ *
+ * The server runs pinned to one core (`--server-cpu`, taskset), this process
+ * (subscribers and publishers) to the other (`--loader-cpu`). Per target:
+ * start the server, subscribe one WebSocket client to each of `--channels`
+ * channels, publish `--warmup` publications, then measure `--publications`
+ * publications (channel = publication number modulo channels): from the
+ * first request until every answer and every delivery arrived. It prints
+ * publications/s, server CPU per publication (utime + stime from
+ * /proc/<pid>/stat; Nchan's worker process), the ratio of both to the raw
+ * baseline of the same round, and the loader's own CPU per publication
+ * (when it nears the server's, the loader is the bound).
+ *
+ *   node bench/publish.ts [--quick] [--channels=10000] [--publications=40000]
+ *     [--warmup=4000] [--in-flight=32] [--batch=100] [--rounds=2]
+ *     [--targets=herald,herald-broadcast,herald-batch,raw,nchan]
+ *     [--server-cpu=0] [--loader-cpu=1]
+ *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--json=FILE]
+ *
+ * `--quick`: 2000 channels, 10 000 publications, one round. With
+ * `--server-node-args=--cpu-prof…` the measured windows are printed as
+ * CLOCK_MONOTONIC microseconds, the clock of the profile's timestamps, for
+ * `node bench/profile-summary.ts PROFILE --window=FROM-TO`.
+ */
+import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { cpus, tmpdir } from 'node:os';
+import { dirname, join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { fileURLToPath } from 'node:url';
+import { parseArgs } from 'node:util';
+import { WebSocket } from 'ws';
+import { benchSecrets, childProcessRegistry, heraldBenchConfig, makePayload, nowUs, PAYLOAD_BYTES } from './lib.ts';
+import { KeepAliveClient } from './http-client.ts';
+import { nchanChannelId, nchanUnavailable, startNchan, type NchanServer } from './nchan.ts';
+import { SOURCE_NODE_ARGS } from '../packages/server/test/helpers/source.ts';
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+
+const TARGETS = ['herald', 'herald-broadcast', 'herald-batch', 'raw', 'nchan'] as const;
+type Target = (typeof TARGETS)[number];
+type ServerKind = 'herald' | 'raw' | 'nchan';
+
+function kindOf(target: Target): ServerKind {
+  return target === 'raw' || target === 'nchan' ? target : 'herald';
+}
+
+interface Options {
+  channels: number;
+  publications: number;
+  warmup: number;
+  inFlight: number;
+  batch: number;
+  rounds: number;
+  targets: Target[];
+  serverCpu: string | undefined;
+  loaderCpu: string | undefined;
+  serverNodeArgs: string[];
+  json: string | undefined;
+  timeoutS: number;
+}
+
+function parseOptions(): Options {
+  const { values } = parseArgs({
+    options: {
+      quick: { type: 'boolean', default: false },
+      channels: { type: 'string' },
+      publications: { type: 'string' },
+      warmup: { type: 'string' },
+      'in-flight': { type: 'string', default: '32' },
+      batch: { type: 'string', default: '100' },
+      rounds: { type: 'string' },
+      targets: { type: 'string', default: TARGETS.join(',') },
+      'server-cpu': { type: 'string', default: '0' },
+      'loader-cpu': { type: 'string', default: '1' },
+      'server-node-args': { type: 'string', default: '' },
+      json: { type: 'string' },
+      timeout: { type: 'string', default: '900' },
+    },
+  });
+  const quick = values.quick;
+  const targets = values.targets.split(',').map((t) => t.trim());
+  for (const t of targets) if (!(TARGETS as readonly string[]).includes(t)) throw new Error(`unknown target ${t}; known: ${TARGETS.join(', ')}`);
+  const pinned = cpus().length >= 2;
+  const options: Options = {
+    channels: Number(values.channels ?? (quick ? 2000 : 10000)),
+    publications: Number(values.publications ?? (quick ? 10000 : 40000)),
+    warmup: Number(values.warmup ?? (quick ? 1000 : 4000)),
+    inFlight: Number(values['in-flight']),
+    batch: Number(values.batch),
+    rounds: Number(values.rounds ?? (quick ? 1 : 2)),
+    targets: targets as Target[],
+    serverCpu: pinned && values['server-cpu'] !== '' ? values['server-cpu'] : undefined,
+    loaderCpu: pinned && values['loader-cpu'] !== '' ? values['loader-cpu'] : undefined,
+    serverNodeArgs: values['server-node-args'].split(' ').filter(Boolean),
+    json: values.json,
+    timeoutS: Number(values.timeout),
+  };
+  for (const [name, value] of Object.entries(options)) {
+    if (typeof value === 'number' && !(Number.isInteger(value) && value > 0)) throw new Error(`--${name} must be a positive integer`);
+  }
+  if (options.publications % options.batch !== 0 || options.warmup % options.batch !== 0) {
+    throw new Error('--publications and --warmup must be multiples of --batch');
+  }
+  return options;
+}
+
+function log(line: string): void {
+  process.stderr.write(`${line}\n`);
+}
+
+let clockTicks = 100;
+try {
+  clockTicks = Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim()) || 100;
+} catch {
+  // keep 100
+}
+
+/** utime + stime of a process in microseconds (/proc/<pid>/stat, all threads). */
+function cpuUs(pid: number): number {
+  const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return ((Number(fields[11]) + Number(fields[12])) / clockTicks) * 1e6;
+}
+
+function selfCpuUs(): number {
+  const usage = process.cpuUsage();
+  return usage.user + usage.system;
+}
+
+const { children, killAll } = childProcessRegistry((signal) => log(`\n${signal}: stopping children`));
+
+// ---------------------------------------------------------------- servers
+
+interface Server {
+  readonly kind: ServerKind;
+  readonly port: number;
+  /** The process whose CPU is measured. */
+  readonly pid: number;
+  readonly apiKey: string;
+  /** Warnings and errors the server logged. */
+  readonly problems: string[];
+  stop(): Promise<void>;
+}
+
+function taskset(cpu: string | undefined, command: string, args: string[]): [string, string[]] {
+  return cpu === undefined ? [command, args] : ['taskset', ['-c', cpu, command, ...args]];
+}
+
+async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
+  if (child.exitCode !== null || child.signalCode !== null || child.pid === undefined) return;
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  process.kill(child.pid, 'SIGTERM');
+  const timer = setTimeout(() => {
+    if (child.pid !== undefined && child.exitCode === null && child.signalCode === null) process.kill(child.pid, 'SIGKILL');
+  }, graceMs);
+  await exited;
+  clearTimeout(timer);
+  children.delete(child);
+}
+
+async function startNodeServer(kind: 'herald' | 'raw', options: Options): Promise<Server> {
+  let args: string[];
+  let env: NodeJS.ProcessEnv = process.env;
+  let cleanup = (): void => {};
+  const apiKey = randomBytes(24).toString('base64url');
+  if (kind === 'raw') {
+    args = [join(ROOT, 'bench/raw-http-server.ts')];
+  } else {
+    const dir = mkdtempSync(join(tmpdir(), 'herald-bench-publish-'));
+    const configFile = join(dir, 'herald.json');
+    writeFileSync(configFile, JSON.stringify(heraldBenchConfig(), null, 2), { mode: 0o600 });
+    cleanup = () => rmSync(dir, { recursive: true, force: true });
+    args = [...SOURCE_NODE_ARGS, ...options.serverNodeArgs, join(ROOT, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile];
+    env = { ...process.env, ...benchSecrets(apiKey) };
+  }
+  const [command, argv] = taskset(options.serverCpu, process.execPath, args);
+  const child = spawn(command, argv, { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
+  children.add(child);
+  const pid = child.pid;
+  if (pid === undefined) throw new Error(`${kind}: could not spawn`);
+  const problems: string[] = [];
+  const tail: string[] = [];
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`${kind}: not listening within 30 s:\n${tail.join('\n')}`)), 30000);
+    const onLine = (line: string, stderr: boolean): void => {
+      tail.push(line.slice(0, 300));
+      if (tail.length > 20) tail.shift();
+      let entry: Record<string, unknown> | undefined;
+      try {
+        entry = JSON.parse(line) as Record<string, unknown>;
+      } catch {
+        if (stderr && problems.length < 5) problems.push(line.slice(0, 300));
+        return;
+      }
+      if (typeof entry.level === 'number' && entry.level >= 40 && problems.length < 5) problems.push(line.slice(0, 300));
+      if (entry.msg === 'listening' && typeof entry.port === 'number') {
+        clearTimeout(timer);
+        resolve(entry.port);
+      }
+    };
+    createInterface({ input: child.stdout }).on('line', (line) => onLine(line, false));
+    createInterface({ input: child.stderr }).on('line', (line) => onLine(line, true));
+    child.once('exit', (code, signal) => {
+      clearTimeout(timer);
+      reject(new Error(`${kind}: exited (${String(code ?? signal)}) before listening:\n${tail.join('\n')}`));
+    });
+  }).catch(async (error: unknown) => {
+    await stopChild(child, 1000);
+    cleanup();
+    throw error;
+  });
+  return {
+    kind,
+    port,
+    pid,
+    apiKey,
+    problems,
+    async stop() {
+      await stopChild(child, 30000);
+      cleanup();
+    },
+  };
+}
+
+async function startServer(kind: ServerKind, options: Options): Promise<Server> {
+  if (kind !== 'nchan') return await startNodeServer(kind, options);
+  const nchan: NchanServer = await startNchan({ ...(options.serverCpu === undefined ? {} : { cpus: options.serverCpu }) });
+  return { kind, port: nchan.port, pid: nchan.workerPid, apiKey: '', problems: [], stop: () => nchan.stop() };
+}
+
+// ---------------------------------------------------------------- subscribers
+
+function channelName(i: number): string {
+  return `bench:c${String(i)}`;
+}
+
+class Subscribers {
+  delivered = 0;
+  #closing = false;
+  readonly #sockets: WebSocket[] = [];
+
+  async open(server: Server, channels: number): Promise<void> {
+    let next = 0;
+    const worker = async (): Promise<void> => {
+      while (next < channels) {
+        const i = next++;
+        this.#sockets.push(await this.#subscribe(server, channelName(i)));
+      }
+    };
+    await Promise.all(Array.from({ length: 200 }, worker));
+  }
+
+  #subscribe(server: Server, channel: string): Promise<WebSocket> {
+    const url =
+      server.kind === 'herald'
+        ? `ws://127.0.0.1:${String(server.port)}/connection/websocket`
+        : `ws://127.0.0.1:${String(server.port)}/sub/${server.kind === 'nchan' ? nchanChannelId(channel) : encodeURIComponent(channel)}`;
+    return new Promise((resolve, reject) => {
+      const ws = new WebSocket(url, { perMessageDeflate: false });
+      let ready = false;
+      const timer = setTimeout(() => {
+        ws.terminate();
+        reject(new Error(`${channel}: not subscribed within 30 s`));
+      }, 30000);
+      const done = (): void => {
+        ready = true;
+        clearTimeout(timer);
+        resolve(ws);
+      };
+      ws.on('error', (error) => {
+        if (!ready) {
+          clearTimeout(timer);
+          reject(error);
+        }
+      });
+      ws.on('close', (code) => {
+        if (ready && !this.#closing) log(`  subscriber of ${channel} closed: ${String(code)}`);
+      });
+      if (server.kind !== 'herald') {
+        ws.on('open', done);
+        ws.on('message', () => {
+          if (ready) this.delivered++;
+        });
+        return;
+      }
+      ws.on('open', () => ws.send('{"id":1,"method":"connect","params":{}}'));
+      ws.on('message', (data: Buffer) => {
+        if (ready) {
+          this.delivered++;
+          return;
+        }
+        const frame = JSON.parse(data.toString()) as { id?: number; error?: unknown };
+        if (frame.error !== undefined) {
+          clearTimeout(timer);
+          reject(new Error(`${channel}: ${JSON.stringify(frame.error)}`));
+        } else if (frame.id === 1) ws.send(JSON.stringify({ id: 2, method: 'subscribe', params: { channel } }));
+        else if (frame.id === 2) done();
+      });
+    });
+  }
+
+  close(): void {
+    this.#closing = true;
+    for (const ws of this.#sockets) ws.terminate();
+    this.#sockets.length = 0;
+  }
+}
+
+// ---------------------------------------------------------------- publishing
+
+interface Request {
+  readonly path: string;
+  readonly body: string;
+}
+
+/** The request that publishes publications `first … first+count-1` (count 1 for single publishes). */
+function buildRequest(target: Target, first: number, count: number, channels: number): Request {
+  const payload = makePayload(first, nowUs());
+  switch (target) {
+    case 'herald':
+    case 'raw':
+      return { path: target === 'raw' ? '/publish' : '/api/publish', body: `{"channel":"${channelName(first % channels)}","data":${payload}}` };
+    case 'nchan':
+      return { path: `/pub/${nchanChannelId(channelName(first % channels))}`, body: payload };
+    case 'herald-broadcast': {
+      const names: string[] = [];
+      for (let i = 0; i < count; i++) names.push(`"${channelName((first + i) % channels)}"`);
+      return { path: '/api/broadcast', body: `{"channels":[${names.join(',')}],"data":${payload}}` };
+    }
+    case 'herald-batch': {
+      const items: string[] = [];
+      for (let i = 0; i < count; i++) items.push(`{"channel":"${channelName((first + i) % channels)}","data":${makePayload(first + i, nowUs())}}`);
+      return { path: '/api/batch', body: `{"publishes":[${items.join(',')}]}` };
+    }
+  }
+}
+
+interface Phase {
+  readonly publications: number;
+  readonly seconds: number;
+  readonly serverCpuUs: number;
+  readonly loaderCpuUs: number;
+  readonly errors: number;
+  readonly firstError: string | undefined;
+  readonly missing: number;
+  readonly fromUs: number;
+  readonly toUs: number;
+}
+
+async function publishPhase(
+  target: Target,
+  server: Server,
+  clients: KeepAliveClient[],
+  subscribers: Subscribers,
+  first: number,
+  publications: number,
+  options: Options,
+): Promise<Phase> {
+  const perRequest = target === 'herald-broadcast' || target === 'herald-batch' ? options.batch : 1;
+  const headers =
+    target === 'nchan' ? 'content-type: text/plain\r\n' : `content-type: application/json\r\nauthorization: Bearer ${server.apiKey}\r\n`;
+  const before = subscribers.delivered;
+  let published = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  let next = first;
+  const end = first + publications;
+  const fromUs = nowUs();
+  const cpu0 = cpuUs(server.pid);
+  const self0 = selfCpuUs();
+  const began = performance.now();
+  await Promise.all(
+    clients.map(async (client) => {
+      while (next < end) {
+        const at = next;
+        next += perRequest;
+        const request = buildRequest(target, at, perRequest, options.channels);
+        const answer = await client.request('POST', request.path, request.body, headers);
+        const failed = answer.status < 200 || answer.status > 299 || (perRequest > 1 && answer.body.includes('"error"'));
+        if (failed) {
+          errors++;
+          firstError ??= `${String(answer.status)} ${answer.body.slice(0, 300)}`;
+        } else published += perRequest;
+      }
+    }),
+  );
+  // Publications of a failed request are not waited for (a batch's failed items are: they count as missing).
+  const expected = before + published;
+  const deadline = performance.now() + 30000;
+  while (subscribers.delivered < expected && performance.now() < deadline) await sleep(2);
+  const seconds = (performance.now() - began) / 1000;
+  const serverCpuUs = cpuUs(server.pid) - cpu0;
+  const loaderCpuUs = selfCpuUs() - self0;
+  return {
+    publications,
+    seconds,
+    serverCpuUs,
+    loaderCpuUs,
+    errors,
+    firstError,
+    missing: Math.max(0, expected - subscribers.delivered),
+    fromUs,
+    toUs: nowUs(),
+  };
+}
+
+interface Result extends Phase {
+  readonly target: Target;
+  readonly round: number;
+}
+
+async function runServer(kind: ServerKind, targets: Target[], round: number, options: Options, skipped: string[]): Promise<Result[]> {
+  const started = Date.now();
+  const server = await startServer(kind, options);
+  const subscribers = new Subscribers();
+  const clients: KeepAliveClient[] = [];
+  const results: Result[] = [];
+  try {
+    await subscribers.open(server, options.channels);
+    for (let i = 0; i < options.inFlight; i++) clients.push(await KeepAliveClient.open(server.port));
+    log(`  ${kind}: ${String(options.channels)} subscribers in ${((Date.now() - started) / 1000).toFixed(1)} s`);
+    let seq = 0;
+    for (const target of targets) {
+      const warm = await publishPhase(target, server, clients, subscribers, seq, options.warmup, options);
+      seq += options.warmup;
+      if (warm.errors > 0) {
+        skipped.push(`${target} round ${String(round)}: warm-up failed: ${warm.firstError ?? ''}`);
+        log(`  ${skipped[skipped.length - 1] ?? ''}`);
+        continue;
+      }
+      const phase = await publishPhase(target, server, clients, subscribers, seq, options.publications, options);
+      seq += options.publications;
+      const result: Result = { ...phase, target, round };
+      results.push(result);
+      log(
+        `  ${target} round ${String(round)}: ${(phase.publications / phase.seconds).toFixed(0)} pub/s, server ` +
+          `${(phase.serverCpuUs / phase.publications).toFixed(1)} µs/pub, loader ${(phase.loaderCpuUs / phase.publications).toFixed(1)} µs/pub` +
+          `${phase.errors > 0 ? `, ${String(phase.errors)} errors (${phase.firstError ?? ''})` : ''}${phase.missing > 0 ? `, ${String(phase.missing)} deliveries missing` : ''}` +
+          `; window ${String(phase.fromUs)}-${String(phase.toUs)}`,
+      );
+    }
+  } finally {
+    for (const client of clients) client.close();
+    subscribers.close();
+    if (server.problems.length > 0) log(`  ${kind} logged:\n    ${server.problems.join('\n    ')}`);
+    await server.stop();
+  }
+  return results;
+}
+
+// ---------------------------------------------------------------- report
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? (sorted[mid] ?? NaN) : ((sorted[mid - 1] ?? NaN) + (sorted[mid] ?? NaN)) / 2;
+}
+
+function report(results: Result[], options: Options): string {
+  const rawOf = (round: number): Result | undefined => results.find((r) => r.target === 'raw' && r.round === round);
+  const lines = [
+    '| target | round | publications/s | server CPU µs/pub | CPU × raw | pub/s × raw | loader CPU µs/pub | errors | missing |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  ];
+  for (const r of results) {
+    const raw = rawOf(r.round);
+    const cpu = r.serverCpuUs / r.publications;
+    const rate = r.publications / r.seconds;
+    lines.push(
+      `| ${r.target} | ${String(r.round)} | ${rate.toFixed(0)} | ${cpu.toFixed(1)} | ` +
+        `${raw === undefined ? '—' : (cpu / (raw.serverCpuUs / raw.publications)).toFixed(2)} | ` +
+        `${raw === undefined ? '—' : (rate / (raw.publications / raw.seconds)).toFixed(2)} | ` +
+        `${(r.loaderCpuUs / r.publications).toFixed(1)} | ${String(r.errors)} | ${String(r.missing)} |`,
+    );
+  }
+  lines.push('', 'Median over the rounds:', '', '| target | publications/s | server CPU µs/pub | CPU × raw | pub/s × raw |', '|---|---:|---:|---:|---:|');
+  const rawRuns = results.filter((r) => r.target === 'raw');
+  const rawCpu = median(rawRuns.map((r) => r.serverCpuUs / r.publications));
+  const rawRate = median(rawRuns.map((r) => r.publications / r.seconds));
+  for (const target of options.targets) {
+    const runs = results.filter((r) => r.target === target);
+    if (runs.length === 0) continue;
+    const cpu = median(runs.map((r) => r.serverCpuUs / r.publications));
+    const rate = median(runs.map((r) => r.publications / r.seconds));
+    lines.push(
+      `| ${target} | ${rate.toFixed(0)} | ${cpu.toFixed(1)} | ${rawRuns.length === 0 ? '—' : (cpu / rawCpu).toFixed(2)} | ${rawRuns.length === 0 ? '—' : (rate / rawRate).toFixed(2)} |`,
+    );
+  }
+  return lines.join('\n');
+}
+
+// ---------------------------------------------------------------- main
+
+async function main(): Promise<void> {
+  const options = parseOptions();
+  const hardTimer = setTimeout(() => {
+    log(`hard timeout of ${String(options.timeoutS)} s: stopping`);
+    killAll();
+    process.exit(1);
+  }, options.timeoutS * 1000);
+  hardTimer.unref();
+  if (options.loaderCpu !== undefined) execFileSync('taskset', ['-a', '-p', '-c', options.loaderCpu, String(process.pid)], { stdio: 'ignore' });
+  const skipped: string[] = [];
+  let targets = options.targets;
+  if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
+    skipped.push(`nchan: ${nchanUnavailable() ?? ''}`);
+    targets = targets.filter((t) => t !== 'nchan');
+  }
+  const began = Date.now();
+  const setup =
+    `${String(options.channels)} channels × 1 WebSocket subscriber, ${String(options.inFlight)} requests in flight over keep-alive HTTP, ` +
+    `${String(PAYLOAD_BYTES)}-byte messages, ${String(options.publications)} publications measured per target after ${String(options.warmup)} warm-up, ` +
+    `batch/broadcast of ${String(options.batch)}; ${String(options.rounds)} round(s); server on CPU ${options.serverCpu ?? 'any'}, loader on CPU ${options.loaderCpu ?? 'any'}; ` +
+    `${String(cpus().length)} CPUs; node ${process.version}`;
+  log(`publish benchmark: ${setup}`);
+  const kinds: ServerKind[] = [];
+  for (const t of targets) if (!kinds.includes(kindOf(t))) kinds.push(kindOf(t));
+  const results: Result[] = [];
+  for (let round = 1; round <= options.rounds; round++) {
+    const order = round % 2 === 1 ? kinds : [...kinds].reverse();
+    for (const kind of order) {
+      const own = targets.filter((t) => kindOf(t) === kind);
+      try {
+        results.push(...(await runServer(kind, round % 2 === 1 ? own : [...own].reverse(), round, options, skipped)));
+      } catch (error) {
+        const message = `${kind} round ${String(round)} failed: ${error instanceof Error ? error.message : String(error)}`;
+        skipped.push(message);
+        log(`  ${message}`);
+      }
+    }
+  }
+  const out = [setup, '', report(results, options), ...(skipped.length > 0 ? ['', ...skipped.map((s) => `- ${s}`)] : []), '', `total time ${((Date.now() - began) / 1000).toFixed(0)} s`];
+  console.log(out.join('\n'));
+  if (options.json !== undefined) writeFileSync(options.json, JSON.stringify({ options, node: process.version, results, skipped }, null, 2));
+  clearTimeout(hardTimer);
+  process.exit(skipped.some((s) => s.includes('failed')) ? 1 : 0);
+}
+
+main().catch((error: unknown) => {
+  log(`benchmark failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}`);
+  killAll();
+  process.exit(1);
+});
