@@ -104,15 +104,27 @@ export interface SubscribeResult {
   /** True when the channel keeps history, so positions mean something. */
   readonly recoverable: boolean;
   readonly epoch: string;
-  /** Offset of the newest publication in the stream at subscribe time. */
+  /**
+   * Offset of the newest publication in the stream at subscribe time. On a
+   * conflated channel not recovered: the offset the latest values that
+   * follow continue from.
+   */
   readonly offset: number;
   /** The client asked to recover (`recover: true`). */
   readonly was_recovering: boolean;
   /**
    * Every missed publication follows as a `publication` push, before any
-   * live one. False: history no longer covers the gap; reload state.
+   * live one. False: history no longer covers the gap; reload state (on a
+   * conflated channel: the latest value per key follows instead).
    */
   readonly recovered: boolean;
+  /**
+   * The channel is conflated (docs/protocol.md, "Conflation"): a subscriber
+   * that falls behind gets only the newest publication per key, and
+   * publications may skip offsets, each saying so with `prev`. Absent on
+   * other channels.
+   */
+  readonly conflated?: true;
 }
 
 export interface ClientInfo {
@@ -156,7 +168,19 @@ export type Reply =
 export type Push =
   | { readonly push: 'connected'; readonly client: string; readonly version: string; readonly protocol: number; readonly ping: number; readonly session?: string; readonly ttl?: number; readonly batch?: boolean }
   | ({ readonly push: 'subscribed'; readonly channel: string } & SubscribeResult)
-  | { readonly push: 'publication'; readonly channel: string; readonly offset: number; readonly data: unknown; readonly info?: ClientInfo }
+  | {
+      readonly push: 'publication';
+      readonly channel: string;
+      readonly offset: number;
+      readonly data: unknown;
+      readonly info?: ClientInfo;
+      /**
+       * Conflated channels: the offset of the previous publication delivered
+       * on this channel, when the offsets between were conflated (skipped on
+       * purpose, not a gap). Absent when `offset` follows it directly.
+       */
+      readonly prev?: number;
+    }
   | { readonly push: 'join'; readonly channel: string; readonly info: ClientInfo }
   | { readonly push: 'leave'; readonly channel: string; readonly info: ClientInfo }
   | { readonly push: 'unsubscribed'; readonly channel: string; readonly code: number; readonly reason: string }

@@ -181,6 +181,11 @@ export class Node {
     return this.#broker.history(channel, query, stream);
   }
 
+  /** The stream's position and its newest publications, newest first (the latest values of a conflated channel). */
+  async readLatest(channel: string, options: NamespaceConfig): Promise<HistoryPage> {
+    return this.#broker.history(channel, { limit: options.historySize, reverse: true }, { size: options.historySize, ttlMs: options.historyTtlMs });
+  }
+
   async joinPresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {
     if (options.presence) await this.#presence.add(channel, client.info);
     if (options.joinLeave) await this.#broker.publishJoin(channel, client.info);

@@ -44,6 +44,14 @@ export interface Transport {
   /** Bytes accepted by `write` and not yet handed to the kernel (or, for long polling, not yet polled). */
   bufferedBytes(): number;
   /**
+   * Calls `listener` once, when the bytes buffered have gone out (the
+   * socket's 'drain'; long polling: the next poll that acknowledges frames),
+   * or after a short while when the buffer is below the point where the
+   * socket reports drains. The caller checks `bufferedBytes()` again. Never
+   * called after close. Used by conflation (core/conflation.ts).
+   */
+  onDrain(listener: () => void): void;
+  /**
    * Ends the connection with a disconnect code: a close frame on WebSocket,
    * a final `disconnect` frame on SSE and long polling. Idempotent.
    */

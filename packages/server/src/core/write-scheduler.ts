@@ -41,6 +41,8 @@ export class Outbox {
   bytes = 0;
   /** Whether a queued frame changed the connection's position vector. */
   positionsChanged = false;
+  /** Whether a queued frame may cut the connection as slow (not all do: conflated publications). */
+  mayCut = false;
   /** The scheduler turn in which a frame was last written at once. */
   turn = -1;
   /** Listed for the end of the turn. */
@@ -71,9 +73,10 @@ export class WriteScheduler {
   /**
    * Writes `frame` to the outbox's connection: at once when it is the first
    * in this turn and nothing waits, else queued. `delayMs` is the frame's
-   * namespace `writeDelayMs` (0 for none).
+   * namespace `writeDelayMs` (0 for none). `mayCut` false: this frame does
+   * not make the connection slow (a conflated publication).
    */
-  write(outbox: Outbox, frame: EncodedFrame, positionsChanged: boolean, delayMs: number): void {
+  write(outbox: Outbox, frame: EncodedFrame, positionsChanged: boolean, delayMs: number, mayCut = true): void {
     if (outbox.closed) return;
     const writer = outbox.writer;
     if (delayMs === 0 && outbox.frames.length === 0 && outbox.turn !== this.#turn) {
@@ -81,7 +84,7 @@ export class WriteScheduler {
       this.#arm();
       const transport = writer.transport;
       transport.write(frame, positionsChanged && transport.tracksPositions ? writer.positionVector() : undefined);
-      writer.checkBacklog(0);
+      if (mayCut) writer.checkBacklog(0);
       return;
     }
     const size = frame.text.length;
@@ -89,6 +92,7 @@ export class WriteScheduler {
     outbox.frames.push(frame);
     outbox.bytes += size;
     if (positionsChanged) outbox.positionsChanged = true;
+    if (mayCut) outbox.mayCut = true;
     if (outbox.frames.length >= MAX_BATCH_FRAMES) {
       this.#arm();
       this.flush(outbox);
@@ -103,7 +107,7 @@ export class WriteScheduler {
     } else {
       this.#delay(outbox, delayMs);
     }
-    writer.checkBacklog(outbox.bytes);
+    if (mayCut) writer.checkBacklog(outbox.bytes);
   }
 
   /** Hands everything queued in `outbox` to its transport now, as one batch. */
@@ -117,9 +121,11 @@ export class WriteScheduler {
     const transport = writer.transport;
     const positions = outbox.positionsChanged && transport.tracksPositions ? writer.positionVector() : undefined;
     outbox.positionsChanged = false;
+    const mayCut = outbox.mayCut;
+    outbox.mayCut = false;
     if (frames.length === 1) transport.write(frames[0]!, positions);
     else transport.writeMany(this.#batch(frames), positions);
-    writer.checkBacklog(0);
+    if (mayCut) writer.checkBacklog(0);
   }
 
   /** The connection is closing: writes what is queued first when `flush`, then drops the outbox. */

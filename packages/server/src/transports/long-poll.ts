@@ -65,6 +65,8 @@ export class LongPollTransport implements Transport {
   #closed = false;
   #finished = false;
   #flushScheduled = false;
+  /** Transport.onDrain: called at the next poll. */
+  #drainListener: (() => void) | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
   readonly #sessionTimeoutMs: number;
   readonly #pollTimeoutMs: number;
@@ -117,6 +119,10 @@ export class LongPollTransport implements Transport {
     return this.#bytes;
   }
 
+  onDrain(listener: () => void): void {
+    if (!this.#closed) this.#drainListener = listener;
+  }
+
   close(code: number, reason: string): void {
     if (this.#closed) return;
     const reconnect = code < 3500 || (code >= 4000 && code < 4500);
@@ -162,6 +168,12 @@ export class LongPollTransport implements Transport {
       this.#waiter = undefined;
       clearTimeout(previous.timer);
       previous.reply.send(this.#render(true));
+    }
+    const drained = this.#drainListener;
+    if (drained !== undefined && !this.#closed) {
+      // The client took what it was sent: frames written now go out in this answer.
+      this.#drainListener = undefined;
+      drained();
     }
     if (this.#queue.length > 0 || this.#finished) {
       this.#send(reply);

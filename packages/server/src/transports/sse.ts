@@ -21,6 +21,7 @@ import {
   type ConnectionGate,
   type SessionRegistry,
 } from './http-connection.ts';
+import { onSocketDrain } from './socket-drain.ts';
 
 export const SSE_PATH = '/connection/sse';
 
@@ -84,6 +85,10 @@ export class SseTransport implements Transport {
 
   bufferedBytes(): number {
     return this.#socket?.writableLength ?? 0;
+  }
+
+  onDrain(listener: () => void): void {
+    if (this.#socket !== undefined) onSocketDrain(this.#socket, listener);
   }
 
   close(code: number, reason: string): void {

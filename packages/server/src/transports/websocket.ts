@@ -15,6 +15,7 @@ import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
 import { announcesBatch, openGate, type ConnectionGate, type Releasable } from './http-connection.ts';
+import { onSocketDrain } from './socket-drain.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
 
@@ -60,6 +61,10 @@ export class WebSocketTransport implements Transport {
 
   bufferedBytes(): number {
     return this.#socket.bufferedAmount;
+  }
+
+  onDrain(listener: () => void): void {
+    onSocketDrain(this.#raw, listener);
   }
 
   close(code: number, reason: string): void {
