@@ -38,6 +38,13 @@ export const NamespaceOptions = Type.Object(
       default: false,
       description: 'Allow connections without a token (user id "") to subscribe to this namespace.',
     }),
+    writeDelayMs: Type.Integer({
+      default: 0,
+      minimum: 0,
+      maximum: 1000,
+      description:
+        'Clients that announced batched frames receive this namespace\'s publications after up to this delay, gathered into fewer, larger writes: less server CPU for more latency. 0 writes at once (a backlog is still batched).',
+    }),
     conflation: Type.Object(
       {
         enabled: Type.Boolean({
