@@ -5,7 +5,9 @@
  * with exactly one reply carrying the same `id`, and sends pushes (no `id`)
  * whenever something happens. The same JSON frames travel over WebSocket
  * (one frame per message), SSE (one frame per event `data:` line) and long
- * polling (frames in a JSON array).
+ * polling (frames in a JSON array). A client that announces batched frames
+ * may also receive several frames joined by "\n" in one WebSocket message
+ * or one SSE event (docs/protocol.md, "Batched frames").
  */
 import type { StreamPosition } from './positions.ts';
 
@@ -24,6 +26,12 @@ export interface ConnectParams {
   readonly token?: string;
   /** Free-form client name for logs and presence (≤ 64 chars). */
   readonly name?: string;
+  /**
+   * The client reads batched frames (docs/protocol.md, "Batched frames").
+   * Older servers refuse this param: the SDK announces with the
+   * connection URL's `batch=1` instead, which every server ignores or reads.
+   */
+  readonly batch?: boolean;
 }
 
 export interface SubscribeParams {
@@ -88,21 +96,35 @@ export interface ConnectResult {
   readonly ping: number;
   /** Seconds until the connection token expires, when it has `exp`. */
   readonly ttl?: number;
+  /** True when the server sends this connection batched frames (it announced them); absent otherwise. */
+  readonly batch?: boolean;
 }
 
 export interface SubscribeResult {
   /** True when the channel keeps history, so positions mean something. */
   readonly recoverable: boolean;
   readonly epoch: string;
-  /** Offset of the newest publication in the stream at subscribe time. */
+  /**
+   * Offset of the newest publication in the stream at subscribe time. On a
+   * conflated channel not recovered: the offset the latest values that
+   * follow continue from.
+   */
   readonly offset: number;
   /** The client asked to recover (`recover: true`). */
   readonly was_recovering: boolean;
   /**
    * Every missed publication follows as a `publication` push, before any
-   * live one. False: history no longer covers the gap; reload state.
+   * live one. False: history no longer covers the gap; reload state (on a
+   * conflated channel: the latest value per key follows instead).
    */
   readonly recovered: boolean;
+  /**
+   * The channel is conflated (docs/protocol.md, "Conflation"): a subscriber
+   * that falls behind gets only the newest publication per key, and
+   * publications may skip offsets, each saying so with `prev`. Absent on
+   * other channels.
+   */
+  readonly conflated?: true;
 }
 
 export interface ClientInfo {
@@ -144,9 +166,21 @@ export type Reply =
   | { readonly id: number; readonly error: ReplyError };
 
 export type Push =
-  | { readonly push: 'connected'; readonly client: string; readonly version: string; readonly protocol: number; readonly ping: number; readonly session?: string; readonly ttl?: number }
+  | { readonly push: 'connected'; readonly client: string; readonly version: string; readonly protocol: number; readonly ping: number; readonly session?: string; readonly ttl?: number; readonly batch?: boolean }
   | ({ readonly push: 'subscribed'; readonly channel: string } & SubscribeResult)
-  | { readonly push: 'publication'; readonly channel: string; readonly offset: number; readonly data: unknown; readonly info?: ClientInfo }
+  | {
+      readonly push: 'publication';
+      readonly channel: string;
+      readonly offset: number;
+      readonly data: unknown;
+      readonly info?: ClientInfo;
+      /**
+       * Conflated channels: the offset of the previous publication delivered
+       * on this channel, when the offsets between were conflated (skipped on
+       * purpose, not a gap). Absent when `offset` follows it directly.
+       */
+      readonly prev?: number;
+    }
   | { readonly push: 'join'; readonly channel: string; readonly info: ClientInfo }
   | { readonly push: 'leave'; readonly channel: string; readonly info: ClientInfo }
   | { readonly push: 'unsubscribed'; readonly channel: string; readonly code: number; readonly reason: string }

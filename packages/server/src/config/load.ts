@@ -13,7 +13,7 @@ import type { TSchema } from '@sinclair/typebox';
 import { Value, ValueErrorType } from '@sinclair/typebox/value';
 import { DEFAULT_MAX_JSON_DEPTH, findPoisonedKey, jsonDepthExceeds, parseJsonSafely } from '@herald/protocol/json';
 import { findJsonSyntaxError } from './json-syntax.ts';
-import { ConfigSchema, MIN_SECRET_CHARS, type Config } from './schema.ts';
+import { ConfigSchema, MIN_SECRET_CHARS, type Config, type NamespaceEntry } from './schema.ts';
 
 export class ConfigError extends Error {
   readonly problems: readonly string[];
@@ -309,6 +309,22 @@ function crossFieldProblems(config: Config, valid: (...sections: string[]) => bo
     for (const ns of config.channels.namespaces) {
       if (seen.has(ns.name)) problems.push(['channels', `/channels/namespaces: namespace "${ns.name}" is defined twice; keep one entry`]);
       seen.add(ns.name);
+    }
+    if (valid('limits')) {
+      // Conflation holds a connection's backlog below the point where it would be cut as slow.
+      const queue = config.limits.outboundQueueBytes;
+      const entries: [string, { enabled: boolean; lagBytes: number } | undefined][] = [
+        ['/channels/defaults/conflation', config.channels.defaults.conflation],
+        ...(config.channels.namespaces as readonly NamespaceEntry[]).map((ns, i): [string, { enabled: boolean; lagBytes: number } | undefined] => [
+          `/channels/namespaces/${i}/conflation`,
+          ns.conflation,
+        ]),
+      ];
+      for (const [path, conflation] of entries) {
+        if (conflation !== undefined && conflation.enabled && conflation.lagBytes >= queue) {
+          problems.push(['channels', `${path}/lagBytes: must be below limits.outboundQueueBytes (${queue}), where a connection is cut as slow`]);
+        }
+      }
     }
   }
   if (valid('auth')) {

@@ -38,6 +38,42 @@ export const NamespaceOptions = Type.Object(
       default: false,
       description: 'Allow connections without a token (user id "") to subscribe to this namespace.',
     }),
+    writeDelayMs: Type.Integer({
+      default: 0,
+      minimum: 0,
+      maximum: 1000,
+      description:
+        'Clients that announced batched frames receive this namespace\'s publications after up to this delay, gathered into fewer, larger writes: less server CPU for more latency. 0 writes at once (a backlog is still batched).',
+    }),
+    conflation: Type.Object(
+      {
+        enabled: Type.Boolean({
+          default: false,
+          description:
+            'Latest-value channels: a subscriber that falls behind gets only the newest publication per key instead of the backlog, and is never cut as slow for it (docs/protocol.md, "Conflation").',
+        }),
+        key: Type.Optional(
+          Type.String({
+            minLength: 1,
+            maxLength: 64,
+            description: 'Top-level field of the publication data whose value is the conflation key; unset: one key for the whole channel.',
+          }),
+        ),
+        maxKeys: Type.Integer({
+          default: 1024,
+          minimum: 1,
+          maximum: 65536,
+          description: 'Most keys held per connection and channel while it is behind; beyond it the oldest pending publication is written out.',
+        }),
+        lagBytes: Type.Integer({
+          default: 65536,
+          minimum: 0,
+          maximum: 1073741824,
+          description: 'Bytes queued to a connection beyond which it is behind: its publications on this namespace are conflated until it drains.',
+        }),
+      },
+      { additionalProperties: false, default: {}, description: 'Conflation of publications for subscribers that fall behind.' },
+    ),
   },
   { additionalProperties: false },
 );

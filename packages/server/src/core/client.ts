@@ -28,7 +28,9 @@ import { TokenError } from '../auth/jwt.ts';
 import { BrokerUnavailableError } from '../broker/broker.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { EncodedFrame } from './encoded-frame.ts';
+import { conflationKey, latestValues, LatestByKey, withPrev } from './conflation.ts';
 import type { Transport } from './transport.ts';
+import { Outbox } from './write-scheduler.ts';
 import type { NamespaceConfig } from '../config/schema.ts';
 import type { Node } from './node.ts';
 
@@ -54,6 +56,8 @@ export class Subscription {
   /** While (re)subscribing: live publications held back until history is sent; null once established. */
   pending: HeldPublication[] | null = [];
   pendingBytes = 0;
+  /** Conflated channels: the newest publication per key held while the connection is behind (created the first time it is). */
+  latest: LatestByKey | undefined = undefined;
 
   constructor(client: Client, channel: string, options: NamespaceConfig) {
     this.client = client;
@@ -83,6 +87,8 @@ interface StreamRead {
   readonly missed: readonly StoredPublication[];
   /** Offset after which delivery continues (the recovered-from offset, or the stream top). */
   readonly offset: number;
+  /** `missed` are the latest values of a conflated channel: they skip offsets. */
+  readonly latest: boolean;
 }
 
 /** How far establishing a subscription got, so that a retry does not repeat it. */
@@ -143,6 +149,8 @@ export class Client {
    * against the origin allowlist); `connect` uses it when it carries none.
    */
   fallbackToken: string | undefined = undefined;
+  /** The client announced batched frames outside `connect` (the WebSocket URL's `batch=1`). */
+  batchRequested = false;
   /** `jti` of the connection token, for revocation by token id. */
   tokenId: string | undefined = undefined;
   #info: ClientInfo | undefined;
@@ -162,6 +170,10 @@ export class Client {
    * until the first listener (most connections have none), null once run.
    */
   #closeListeners: (() => void)[] | null | undefined;
+  /** Once the client announced batched frames: its queue in the node's write scheduler (write-scheduler.ts). */
+  #outbox: Outbox | undefined = undefined;
+  /** Conflated subscriptions holding publications until the transport drains (core/conflation.ts). */
+  #behind: Subscription[] | undefined;
 
   constructor(node: Node, transport: Transport) {
     this.node = node;
@@ -299,6 +311,7 @@ export class Client {
       }
       const result = await running;
       if (!this.isClosed) reply(encodeReply(id, result));
+      if (command.method === 'connect' && (result as ConnectResult).batch === true) this.enableBatching();
     } catch (error) {
       if (error instanceof DisconnectError) {
         this.disconnect(error.disconnect);
@@ -320,7 +333,7 @@ export class Client {
   async #run(command: Command): Promise<unknown> {
     switch (command.method) {
       case 'connect':
-        return this.connect(command.params?.token, command.params?.name);
+        return this.connect(command.params?.token, command.params?.name, command.params?.batch === true || this.batchRequested);
       case 'unsubscribe':
         await this.unsubscribe(command.params.channel);
         return {};
@@ -342,8 +355,12 @@ export class Client {
     }
   }
 
-  /** Authenticates the connection. Throws DisconnectError for bad tokens. */
-  async connect(token: string | undefined, name?: string): Promise<ConnectResult> {
+  /**
+   * Authenticates the connection. Throws DisconnectError for bad tokens.
+   * `batch`: the client announced batched frames; the result then says
+   * `batch: true`, and the caller calls `enableBatching` once it is written.
+   */
+  async connect(token: string | undefined, name?: string, batch = false): Promise<ConnectResult> {
     if (this.state !== 'new') throw new CommandError('already_connected');
     let expiresAt: number | undefined;
     if (token === undefined || token === '') token = this.fallbackToken;
@@ -362,7 +379,7 @@ export class Client {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.node.hub.addClient(this);
-    const result: { client: string; version: string; protocol: number; ping: number; ttl?: number } = {
+    const result: { client: string; version: string; protocol: number; ping: number; ttl?: number; batch?: boolean } = {
       client: this.id,
       version: this.node.version,
       protocol: PROTOCOL_VERSION,
@@ -370,6 +387,7 @@ export class Client {
     };
     const ttl = this.#scheduleExpiry(expiresAt);
     if (ttl !== undefined) result.ttl = ttl;
+    if (batch) result.batch = true;
     return result;
   }
 
@@ -502,14 +520,25 @@ export class Client {
         missed = list;
       }
     }
+    const conflation = sub.options.conflation;
+    if (conflation.enabled && since !== undefined && !recovered) {
+      // Not covered: the latest value per key instead, from where they continue.
+      const newest = await this.node.readLatest(sub.channel, sub.options);
+      if (this.isClosed || this.subscription(sub.channel) !== sub) throw new CommandError('not_subscribed');
+      missed = latestValues(newest.publications, conflation.key, conflation.maxKeys);
+      const offset = missed.length > 0 ? missed[0]!.offset - 1 : newest.position.offset;
+      const result: SubscribeResult = { recoverable: true, epoch: newest.position.epoch, offset, was_recovering: wasRecovering, recovered, conflated: true };
+      return { result, missed, offset, latest: true };
+    }
     const result: SubscribeResult = {
       recoverable: sub.recoverable,
       epoch: top.epoch,
       offset: top.offset,
       was_recovering: wasRecovering,
       recovered,
+      ...(conflation.enabled ? { conflated: true as const } : {}),
     };
-    return { result, missed, offset: recovered && since !== undefined ? since.offset : top.offset };
+    return { result, missed, offset: recovered && since !== undefined ? since.offset : top.offset, latest: false };
   }
 
   /** Undoes a subscription that could not be established (idempotent against close and unsubscribe). */
@@ -570,7 +599,8 @@ export class Client {
     for (const pub of read.missed) {
       if (pub.offset <= sub.offset) continue;
       const frame = this.node.hub.encodePublication(sub.channel, pub);
-      this.deliverPublication(sub, pub.offset, frame);
+      if (read.latest) this.writeConflated(sub, pub.offset, frame);
+      else this.deliverPublication(sub, pub.offset, frame);
     }
     for (const held of pending) this.deliverPublication(sub, held.offset, held.frame);
     if (resyncAfterFlush.delete(sub)) this.insufficientState(sub);
@@ -585,20 +615,75 @@ export class Client {
       if (sub.pendingBytes > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
       return true;
     }
+    const conflated = sub.options.conflation.enabled;
     if (sub.recoverable) {
-      if (offset <= sub.offset) return false;
-      if (offset !== sub.offset + 1) {
+      // Conflated publications held for the connection count as received.
+      const last = sub.latest !== undefined && sub.latest.size > 0 ? sub.latest.top : sub.offset;
+      if (offset <= last) return false;
+      if (offset !== last + 1) {
         this.insufficientState(sub);
         // Held for the resynchronization (SSE, long polling); dropped with the connection (WebSocket).
         (sub.pending as HeldPublication[] | null)?.push({ offset, frame });
         return false;
       }
+      if (conflated) return this.writeConflated(sub, offset, frame);
       sub.offset = offset;
-      this.#write(frame, true);
+      this.#write(frame, true, true, sub.options.writeDelayMs);
       return true;
     }
-    this.#write(frame, false);
+    if (conflated) return this.writeConflated(sub, offset, frame);
+    this.#write(frame, false, true, sub.options.writeDelayMs);
     return true;
+  }
+
+  /**
+   * A publication on a conflated channel (core/conflation.ts): written now
+   * while the connection keeps up, else held as the newest of its key until
+   * the transport drains. Never cuts the connection as slow, except for
+   * what goes past `maxKeys`.
+   */
+  writeConflated(sub: Subscription, offset: number, frame: EncodedFrame): boolean {
+    const options = sub.options.conflation;
+    if ((sub.latest === undefined || sub.latest.size === 0) && this.transport.bufferedBytes() <= options.lagBytes) {
+      this.#writeLatest(sub, offset, frame, false);
+      return true;
+    }
+    const overflow = (sub.latest ??= new LatestByKey(options.maxKeys)).put(conflationKey(frame, options.key), { offset, frame });
+    if (overflow !== undefined) this.#writeLatest(sub, overflow.offset, overflow.frame, true);
+    this.#awaitDrain(sub);
+    return true;
+  }
+
+  /** Writes a conflated publication, with `prev` when it skips offsets. */
+  #writeLatest(sub: Subscription, offset: number, frame: EncodedFrame, mayCut: boolean): void {
+    if (sub.recoverable) {
+      if (offset !== sub.offset + 1) frame = withPrev(frame, sub.offset);
+      sub.offset = offset;
+    }
+    this.#write(frame, sub.recoverable, mayCut, sub.options.writeDelayMs);
+  }
+
+  #awaitDrain(sub: Subscription): void {
+    const behind = this.#behind;
+    if (behind !== undefined) {
+      if (!behind.includes(sub)) behind.push(sub);
+      return;
+    }
+    this.#behind = [sub];
+    this.transport.onDrain(() => this.#drained());
+  }
+
+  /** The transport drained: writes what conflated subscriptions held (or waits on, while still behind). */
+  #drained(): void {
+    const behind = this.#behind;
+    this.#behind = undefined;
+    if (behind === undefined || this.isClosed) return;
+    for (const sub of behind) {
+      const latest = sub.latest;
+      if (latest === undefined || latest.size === 0 || sub.pending !== null || this.subscription(sub.channel) !== sub) continue;
+      if (this.transport.bufferedBytes() > sub.options.conflation.lagBytes) this.#awaitDrain(sub);
+      else for (const held of latest.take()) this.#writeLatest(sub, held.offset, held.frame, false);
+    }
   }
 
   /**
@@ -622,6 +707,8 @@ export class Client {
     }
     sub.pending = [];
     sub.pendingBytes = 0;
+    // Conflated publications held were never delivered: the resynchronization reads them again.
+    sub.latest?.clear();
     void this.#hold(sub, true, { joined: true }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
   }
 
@@ -636,13 +723,46 @@ export class Client {
       this.disconnect('no_pong');
       return;
     }
+    this.flushWrites();
     this.transport.heartbeat(pingFrame);
   }
 
-  #write(frame: EncodedFrame, positionsChanged: boolean): void {
+  /**
+   * The client announced batched frames (docs/protocol.md, "Batched
+   * frames"): from now on its frames go through the node's write scheduler.
+   * Call it once the frame that answers the announcement has been written.
+   */
+  enableBatching(): void {
+    if (this.#outbox === undefined && !this.isClosed) this.#outbox = new Outbox(this);
+  }
+
+  get batching(): boolean {
+    return this.#outbox !== undefined;
+  }
+
+  /** Hands the frames waiting in the write scheduler to the transport now (before a reply that must follow them). */
+  flushWrites(): void {
+    if (this.#outbox !== undefined) this.node.writes.flush(this.#outbox);
+  }
+
+  /** The slow-consumer check: `queued` bytes wait in the write scheduler besides what the transport buffers. */
+  checkBacklog(queued: number): void {
+    if (this.transport.bufferedBytes() + queued > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
+  }
+
+  /**
+   * `mayCut` false: conflated publications, which never make a connection
+   * slow. `delayMs`: the namespace's `writeDelayMs` (batching clients only).
+   */
+  #write(frame: EncodedFrame, positionsChanged: boolean, mayCut = true, delayMs = 0): void {
+    const outbox = this.#outbox;
+    if (outbox !== undefined) {
+      this.node.writes.write(outbox, frame, positionsChanged, delayMs, mayCut);
+      return;
+    }
     const transport = this.transport;
     transport.write(frame, positionsChanged && transport.tracksPositions ? this.positionVector() : undefined);
-    if (transport.bufferedBytes() > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
+    if (mayCut && transport.bufferedBytes() > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
   }
 
   /**
@@ -684,6 +804,8 @@ export class Client {
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
     clearTimeout(this.#timer);
+    // What is queued goes out before the close, except to a reader cut for not reading.
+    if (this.#outbox !== undefined) this.node.writes.close(this.#outbox, code !== disconnects.slow.code);
     this.transport.close(code, reason);
     diagnostics.connectionClosed.publish({ node: this.node.id, transport: this.transport.kind, code, reason });
     const subs = this.subscriptionList();

@@ -20,6 +20,7 @@ import { ChannelRules, type ResolvedChannel } from './channel-rules.ts';
 import { Client, CommandError } from './client.ts';
 import { Hub } from './hub.ts';
 import type { Transport } from './transport.ts';
+import { WriteScheduler } from './write-scheduler.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -56,6 +57,8 @@ export class Node {
   readonly startedAt: number;
   readonly tokenExpiryGraceMs: number;
   readonly id: string;
+  /** Batched writes for the clients that announced batched frames. */
+  readonly writes = new WriteScheduler();
   readonly #broker: Broker;
   readonly #presence: PresenceStore;
   readonly #control: ControlBus;
@@ -176,6 +179,11 @@ export class Node {
     const stream = { size: options.historySize, ttlMs: options.historyTtlMs };
     const query = since === undefined ? { limit: 0 } : { since, limit: options.historySize };
     return this.#broker.history(channel, query, stream);
+  }
+
+  /** The stream's position and its newest publications, newest first (the latest values of a conflated channel). */
+  async readLatest(channel: string, options: NamespaceConfig): Promise<HistoryPage> {
+    return this.#broker.history(channel, { limit: options.historySize, reverse: true }, { size: options.historySize, ttlMs: options.historyTtlMs });
   }
 
   async joinPresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {

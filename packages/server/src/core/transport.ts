@@ -2,6 +2,7 @@
  * The write side of a connection. The core writes frames and closes; reading
  * stays with the HTTP handler that owns the socket (packages/server/src/transports/*).
  */
+import type { EncodedBatch } from './encoded-batch.ts';
 import type { EncodedFrame } from './encoded-frame.ts';
 
 export type TransportKind = 'websocket' | 'sse' | 'long-poll';
@@ -21,6 +22,15 @@ export interface Transport {
    */
   write(frame: EncodedFrame, positions?: string): void;
   /**
+   * Queues several frames in one write, in order after every frame written
+   * before, for a connection that announced batched frames
+   * (packages/server/src/core/write-scheduler.ts): one WebSocket message with
+   * the frames joined by "\n", one SSE event with a `data:` line per frame,
+   * the frames as entries of the long-poll queue. `positions` is the
+   * connection's position vector after the last frame, when they changed it.
+   */
+  writeMany(batch: EncodedBatch, positions?: string): void;
+  /**
    * Called every ping interval on a connected client: the transport's own
    * keepalive (WebSocket ping frame plus the `ping` push; the `ping` push on
    * SSE; nothing on long polling, whose poll timeout already answers).
@@ -33,6 +43,14 @@ export interface Transport {
   holdsRequest?(): boolean;
   /** Bytes accepted by `write` and not yet handed to the kernel (or, for long polling, not yet polled). */
   bufferedBytes(): number;
+  /**
+   * Calls `listener` once, when the bytes buffered have gone out (the
+   * socket's 'drain'; long polling: the next poll that acknowledges frames),
+   * or after a short while when the buffer is below the point where the
+   * socket reports drains. The caller checks `bufferedBytes()` again. Never
+   * called after close. Used by conflation (core/conflation.ts).
+   */
+  onDrain(listener: () => void): void;
   /**
    * Ends the connection with a disconnect code: a close frame on WebSocket,
    * a final `disconnect` frame on SSE and long polling. Idempotent.

@@ -8,11 +8,13 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { encodePush } from '@herald/protocol';
+import type { EncodedBatch } from '../core/encoded-batch.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import { bearer } from './sse.ts';
 import {
+  announcesBatch,
   apiErrorAnswer,
   connectHttpClient,
   openGate,
@@ -63,6 +65,8 @@ export class LongPollTransport implements Transport {
   #closed = false;
   #finished = false;
   #flushScheduled = false;
+  /** Transport.onDrain: called at the next poll. */
+  #drainListener: (() => void) | undefined;
   #idleTimer: NodeJS.Timeout | undefined;
   readonly #sessionTimeoutMs: number;
   readonly #pollTimeoutMs: number;
@@ -83,6 +87,13 @@ export class LongPollTransport implements Transport {
   write(frame: EncodedFrame, positions?: string): void {
     if (this.#closed) return;
     this.#push(frame.text, positions);
+  }
+
+  writeMany(batch: EncodedBatch, positions?: string): void {
+    if (this.#closed) return;
+    const frames = batch.frames;
+    const last = frames.length - 1;
+    for (let i = 0; i <= last; i++) this.#push(frames[i]!.text, i === last ? positions : undefined);
   }
 
   #push(text: string, cursor: string | undefined): void {
@@ -106,6 +117,10 @@ export class LongPollTransport implements Transport {
 
   bufferedBytes(): number {
     return this.#bytes;
+  }
+
+  onDrain(listener: () => void): void {
+    if (!this.#closed) this.#drainListener = listener;
   }
 
   close(code: number, reason: string): void {
@@ -153,6 +168,12 @@ export class LongPollTransport implements Transport {
       this.#waiter = undefined;
       clearTimeout(previous.timer);
       previous.reply.send(this.#render(true));
+    }
+    const drained = this.#drainListener;
+    if (drained !== undefined && !this.#closed) {
+      // The client took what it was sent: frames written now go out in this answer.
+      this.#drainListener = undefined;
+      drained();
     }
     if (this.#queue.length > 0 || this.#finished) {
       this.#send(reply);
@@ -241,6 +262,7 @@ const OpenBody = Type.Object(
     token: Type.Optional(Type.String({ maxLength: 16384 })),
     channels: Type.Optional(Type.Array(Type.String({ maxLength: 1024 }), { maxItems: 1024 })),
     cursor: Type.Optional(Type.String({ maxLength: 8192 })),
+    batch: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );
@@ -254,7 +276,7 @@ export function registerLongPoll(app: FastifyInstance, node: Node, sessions: Ses
   const { pollTimeoutMs, sessionTimeoutMs } = node.config.longPoll;
   const closeGraceMs = node.config.limits.closeGraceMs;
 
-  app.post(POLL_OPEN_PATH, { schema: { body: OpenBody } }, async (request: FastifyRequest<{ Body: { token?: string; channels?: string[]; cursor?: string } }>, reply) => {
+  app.post(POLL_OPEN_PATH, { schema: { body: OpenBody } }, async (request: FastifyRequest<{ Body: { token?: string; channels?: string[]; cursor?: string; batch?: boolean }; Querystring: { batch?: string | string[] } }>, reply) => {
     if (node.draining) return sendError(reply, 'unavailable');
     const admission = gate.open(request.raw);
     if (admission.refused !== undefined) return sendRefusal(reply, admission);
@@ -265,7 +287,8 @@ export function registerLongPoll(app: FastifyInstance, node: Node, sessions: Ses
     client.fallbackToken = admission.fallbackToken;
     transport.onIdle = () => client.disconnect('session_expired');
     const token = body.token ?? bearer(request.headers.authorization);
-    const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor });
+    const batch = body.batch === true || announcesBatch(request.query.batch);
+    const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor, batch });
     if ('error' in opened) return sendError(reply, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
@@ -278,7 +301,9 @@ export function registerLongPoll(app: FastifyInstance, node: Node, sessions: Ses
       client.close(1006, 'session ended');
     };
     client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
+    if (batch) client.enableBatching();
     await subscribeHttpClient(client, opened.subscribe);
+    client.flushWrites();
     const snapshot = transport.snapshot();
     return reply.type('application/json').send('{"session":' + JSON.stringify(session) + ',' + snapshot.slice(1));
   });

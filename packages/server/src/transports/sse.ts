@@ -7,10 +7,12 @@ import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { encodePush } from '@herald/protocol';
+import type { EncodedBatch } from '../core/encoded-batch.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import {
+  announcesBatch,
   connectHttpClient,
   openGate,
   sendApiError as sendError,
@@ -19,6 +21,7 @@ import {
   type ConnectionGate,
   type SessionRegistry,
 } from './http-connection.ts';
+import { onSocketDrain } from './socket-drain.ts';
 
 export const SSE_PATH = '/connection/sse';
 
@@ -69,12 +72,23 @@ export class SseTransport implements Transport {
     socket.write(positions === undefined ? frame.sseBytes : 'id: ' + positions + '\n' + frame.sseText);
   }
 
+  writeMany(batch: EncodedBatch, positions?: string): void {
+    const socket = this.#socket;
+    if (this.#closed || socket === undefined) return;
+    // One event, one write: a `data:` line per frame.
+    socket.write(positions === undefined ? batch.sseBytes : 'id: ' + positions + '\n' + batch.sseText);
+  }
+
   heartbeat(ping: EncodedFrame): void {
     this.write(ping);
   }
 
   bufferedBytes(): number {
     return this.#socket?.writableLength ?? 0;
+  }
+
+  onDrain(listener: () => void): void {
+    if (this.#socket !== undefined) onSocketDrain(this.#socket, listener);
   }
 
   close(code: number, reason: string): void {
@@ -118,6 +132,7 @@ interface SseQuery {
   token?: string | string[];
   channel?: string | string[];
   last_event_id?: string | string[];
+  batch?: string | string[];
 }
 
 function one(value: string | string[] | undefined): string | undefined {
@@ -148,7 +163,7 @@ export function registerSse(app: FastifyInstance, node: Node, sessions: SessionR
       transport.markClosed();
       client.close(1006, 'connection lost');
     });
-    const opened = await connectHttpClient(client, node, { token, channels, vector });
+    const opened = await connectHttpClient(client, node, { token, channels, vector, batch: announcesBatch(query.batch) });
     if ('error' in opened) return sendError(reply, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
@@ -159,6 +174,7 @@ export function registerSse(app: FastifyInstance, node: Node, sessions: SessionR
     reply.raw.socket?.setNoDelay(true);
     transport.start(corsPassThrough(reply));
     client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
+    if (opened.connected.batch === true) client.enableBatching();
     await subscribeHttpClient(client, opened.subscribe);
   });
 }

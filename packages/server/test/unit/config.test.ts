@@ -60,7 +60,17 @@ describe('defaults', () => {
     assert.equal(config.api.maxBroadcastChannels, 1000);
     assert.deepEqual(
       { ...config.channels.defaults },
-      { historySize: 300, historyTtlMs: 120000, presence: true, joinLeave: false, clientPublish: false, private: false, allowAnonymous: false },
+      {
+        historySize: 300,
+        historyTtlMs: 120000,
+        presence: true,
+        joinLeave: false,
+        clientPublish: false,
+        private: false,
+        allowAnonymous: false,
+        writeDelayMs: 0,
+        conflation: { enabled: false, maxKeys: 1024, lagBytes: 65536 },
+      },
     );
     assert.deepEqual([...config.channels.namespaces], []);
     assert.equal(config.channels.maxNameBytes, 255);
@@ -189,6 +199,26 @@ describe('cross-field rules', () => {
   it('a namespace defined twice is rejected', () => {
     const problems = problemsOf(() => buildConfig({ channels: { namespaces: [{ name: 'chat' }, { name: 'news' }, { name: 'chat', presence: false }] } }, noEnv));
     assertProblem(problems, /^\/channels\/namespaces: .*"chat".*twice/);
+  });
+
+  it('conflation.lagBytes at or past limits.outboundQueueBytes is rejected, in the defaults and in a namespace', () => {
+    const inNamespace = problemsOf(() =>
+      buildConfig({ limits: { outboundQueueBytes: 65536 }, channels: { namespaces: [{ name: 'px', conflation: { enabled: true, lagBytes: 65536 } }] } }, noEnv),
+    );
+    assertProblem(inNamespace, /^\/channels\/namespaces\/0\/conflation\/lagBytes: must be below limits.outboundQueueBytes/);
+    const inDefaults = problemsOf(() => buildConfig({ limits: { outboundQueueBytes: 32768 }, channels: { defaults: { conflation: { enabled: true } } } }, noEnv));
+    assertProblem(inDefaults, /^\/channels\/defaults\/conflation\/lagBytes: /);
+    // Conflation off: lagBytes does not matter.
+    assert.equal(buildConfig({ limits: { outboundQueueBytes: 32768 } }, noEnv).limits.outboundQueueBytes, 32768);
+  });
+
+  it('a namespace conflation object gets its own defaults', () => {
+    const config = buildConfig({ channels: { namespaces: [{ name: 'px', conflation: { enabled: true, key: 'sym' } }] } }, noEnv);
+    assert.deepEqual(new ChannelRules(config.channels).resolve('px:a'), {
+      channel: 'px:a',
+      namespace: 'px',
+      options: { ...config.channels.defaults, conflation: { enabled: true, key: 'sym', maxKeys: 1024, lagBytes: 65536 } },
+    });
   });
 
   it('an API key name used twice is rejected', () => {

@@ -1,0 +1,241 @@
+/**
+ * Connect storm: N clients connecting and subscribing at once (the reconnect
+ * storm after a deploy or a network blip), each with a recovery position,
+ * Herald vs the raw Node server of the transport and Nchan, in one run.
+ *
+ *   node bench/connect-storm.ts [--transports=ws,sse] [--clients=10000]
+ *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan]
+ *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...] [--json=FILE]
+ *
+ * Per transport, round and target (alternating order): start the server
+ * pinned to `--server-cpu`; for Herald publish 5 messages to `bench:fanout`
+ * (history 300) and take the last one's position, one behind it is every
+ * client's recovery position (so each recovers one publication). Then open
+ * N clients from this process (pinned to `--client-cpu`, lean node:net
+ * clients, bench/raw-clients.ts) with `--in-flight` attempts at a time
+ * (Node's listen backlog is 511: beyond it, SYN retries would measure the
+ * kernel's timers):
+ * - WebSocket: Herald `connect`, then `subscribe` with `recover`, `epoch`
+ *   and `offset`, done at its reply; raw ws done when open; Nchan done when
+ *   open (its WebSocket subscriber is subscribed by the upgrade);
+ * - SSE: Herald `GET /connection/sse` with `Last-Event-ID: <position
+ *   vector>`, done at the `subscribed` event; raw SSE done at its first
+ *   event; Nchan done when the stream's head arrives.
+ * Measured: the time from the first attempt until every client is done, and
+ * the server's CPU (utime + stime, Nchan: its worker) over that time.
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { encodePositions } from '@herald/protocol';
+import { CHANNEL } from './lib.ts';
+import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
+import { HttpConnection, openSse, openWebSocket } from './raw-clients.ts';
+import { cpuSecondsOf, pinSelf, sleep, startServerProcess } from './server-process.ts';
+
+type Transport = 'ws' | 'sse';
+type Flavor = 'raw' | 'herald' | 'nchan';
+
+const { values } = parseArgs({
+  options: {
+    transports: { type: 'string', default: 'ws,sse' },
+    clients: { type: 'string', default: '10000' },
+    'in-flight': { type: 'string', default: '500' },
+    rounds: { type: 'string', default: '2' },
+    targets: { type: 'string', default: 'raw,herald,nchan' },
+    'server-cpu': { type: 'string', default: '0' },
+    'client-cpu': { type: 'string', default: '1' },
+    'server-node-args': { type: 'string', default: '' },
+    json: { type: 'string' },
+  },
+  strict: true,
+});
+const transports = values.transports.split(',') as Transport[];
+const clients = Number(values.clients);
+const inFlight = Number(values['in-flight']);
+const rounds = Number(values.rounds);
+const targets = values.targets.split(',') as Flavor[];
+const serverNodeArgs = values['server-node-args'].split(' ').filter((a) => a !== '');
+if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
+  process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
+  targets.splice(targets.indexOf('nchan'), 1);
+}
+pinSelf(values['client-cpu']);
+
+interface Position {
+  epoch: string;
+  offset: number;
+}
+
+interface Result {
+  transport: Transport;
+  flavor: Flavor;
+  round: number;
+  done: number;
+  seconds: number;
+  cpuSeconds: number;
+  /** CPU of this process (the clients) over the storm. */
+  clientCpuSeconds: number;
+  failures: string[];
+}
+
+type Closer = () => void;
+
+function openOne(transport: Transport, flavor: Flavor, port: number, since: Position | undefined): Promise<Closer> {
+  return new Promise((resolve, reject) => {
+    let settled = false;
+    let close: Closer = () => {};
+    const timer = setTimeout(() => fail('timeout'), 60000);
+    const ready = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(close);
+    };
+    const fail = (reason: string): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      close();
+      reject(new Error(reason));
+    };
+    const nchanPath = '/sub/' + nchanChannelId(CHANNEL);
+    if (transport === 'ws') {
+      const subscribe =
+        since === undefined
+          ? `{"id":2,"method":"subscribe","params":{"channel":"${CHANNEL}"}}`
+          : `{"id":2,"method":"subscribe","params":{"channel":"${CHANNEL}","recover":true,"epoch":"${since.epoch}","offset":${since.offset}}}`;
+      const ws = openWebSocket(port, flavor === 'herald' ? '/connection/websocket' : flavor === 'nchan' ? nchanPath : '/', {
+        onOpen() {
+          if (flavor === 'herald') ws.send('{"id":1,"method":"connect","params":{}}');
+          else ready();
+        },
+        onMessage(text) {
+          if (flavor !== 'herald' || settled) return;
+          const frame = JSON.parse(text) as { id?: number; error?: unknown };
+          if (frame.error !== undefined) fail(`reply error ${JSON.stringify(frame.error)}`);
+          else if (frame.id === 1) ws.send(subscribe);
+          else if (frame.id === 2) ready();
+        },
+        onEnd: fail,
+      });
+      close = () => ws.close();
+      return;
+    }
+    const headers: Record<string, string> = {};
+    if (flavor === 'herald' && since !== undefined) headers['last-event-id'] = encodePositions([[CHANNEL, since]]);
+    const path = flavor === 'herald' ? '/connection/sse' : flavor === 'nchan' ? nchanPath : '/';
+    const socket = openSse(port, path, headers, {
+      onOpen() {
+        if (flavor === 'nchan') ready();
+      },
+      onEvent(data) {
+        if (flavor === 'raw') ready();
+        else if (flavor === 'herald' && data.includes('"push":"subscribed"')) ready();
+      },
+      onEnd: fail,
+    });
+    close = () => socket.destroy();
+  });
+}
+
+async function storm(transport: Transport, flavor: Flavor, round: number): Promise<Result> {
+  let port: number;
+  let pid: number;
+  let stop: () => Promise<void>;
+  let since: Position | undefined;
+  if (flavor === 'nchan') {
+    const nchan = await startNchan({ cpus: values['server-cpu'] });
+    port = nchan.port;
+    pid = nchan.workerPid;
+    stop = () => nchan.stop();
+  } else {
+    const kind = flavor === 'herald' ? 'herald' : transport === 'ws' ? 'raw-ws' : 'raw-sse';
+    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: flavor === 'herald' ? serverNodeArgs : [] });
+    port = server.port;
+    pid = server.pid;
+    stop = () => server.stop();
+    if (flavor === 'herald') {
+      const api = new HttpConnection(port);
+      let last: Position | undefined;
+      for (let i = 0; i < 5; i++) {
+        const answer = await api.request('POST', '/api/publish', { 'content-type': 'application/json', authorization: `Bearer ${server.apiKey}` }, `{"channel":"${CHANNEL}","data":{"n":${i}}}`);
+        if (answer.status !== 200) throw new Error(`publish ${answer.status}: ${answer.body}`);
+        last = JSON.parse(answer.body) as Position;
+      }
+      api.close();
+      since = { epoch: last!.epoch, offset: last!.offset - 1 };
+    }
+  }
+  const closers: Closer[] = [];
+  const failures: string[] = [];
+  try {
+    await sleep(1000);
+    const cpuStart = cpuSecondsOf(pid);
+    const clientStart = process.cpuUsage();
+    const began = performance.now();
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      while (next < clients) {
+        next++;
+        try {
+          closers.push(await openOne(transport, flavor, port, since));
+        } catch (error) {
+          failures.push(error instanceof Error ? error.message : String(error));
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(inFlight, clients) }, lane));
+    const seconds = (performance.now() - began) / 1000;
+    const cpuSeconds = cpuSecondsOf(pid) - cpuStart;
+    const client = process.cpuUsage(clientStart);
+    const clientCpuSeconds = (client.user + client.system) / 1e6;
+    return { transport, flavor, round, done: closers.length, seconds, cpuSeconds, clientCpuSeconds, failures: failures.slice(0, 5) };
+  } finally {
+    for (const close of closers) close();
+    await sleep(500);
+    await stop();
+  }
+}
+
+process.stderr.write(`connect storm: ${clients} clients, ${inFlight} in flight, ${rounds} round(s); node ${process.version}\n`);
+const results: Result[] = [];
+for (const transport of transports) {
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? targets : [...targets].reverse();
+    for (const flavor of order) {
+      const result = await storm(transport, flavor, round);
+      results.push(result);
+      process.stderr.write(
+        `  ${transport} ${flavor} round ${round + 1}: ${result.done}/${clients} in ${result.seconds.toFixed(2)} s, server CPU ${result.cpuSeconds.toFixed(2)} s, clients' CPU ${result.clientCpuSeconds.toFixed(2)} s${result.failures.length > 0 ? `; failures: ${result.failures.join('; ')}` : ''}\n`,
+      );
+    }
+  }
+}
+
+const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
+const names: Record<Flavor, (t: Transport) => string> = {
+  raw: (t) => (t === 'ws' ? 'raw ws server' : 'raw SSE server'),
+  herald: () => 'Herald',
+  nchan: () => 'Nchan',
+};
+const lines = [
+  '| transport | target | clients done | seconds | vs raw | server CPU-s | vs raw | load generator CPU-s |',
+  '|---|---|---:|---:|---:|---:|---:|---:|',
+];
+for (const transport of transports) {
+  const of = (flavor: Flavor) => results.filter((r) => r.transport === transport && r.flavor === flavor);
+  const raw = of('raw');
+  const rawSeconds = raw.length > 0 ? median(raw.map((r) => r.seconds)) : undefined;
+  const rawCpu = raw.length > 0 ? median(raw.map((r) => r.cpuSeconds)) : undefined;
+  for (const flavor of targets) {
+    const list = of(flavor);
+    const s = median(list.map((r) => r.seconds));
+    const cpu = median(list.map((r) => r.cpuSeconds));
+    lines.push(
+      `| ${transport} | ${names[flavor](transport)} | ${median(list.map((r) => r.done))} | ${s.toFixed(2)} | ${rawSeconds === undefined ? '—' : `${(s / rawSeconds).toFixed(2)}×`} | ${cpu.toFixed(2)} | ${rawCpu === undefined ? '—' : `${(cpu / rawCpu).toFixed(2)}×`} | ${median(list.map((r) => r.clientCpuSeconds)).toFixed(2)} |`,
+    );
+  }
+}
+console.log(lines.join('\n'));
+if (values.json !== undefined) writeFileSync(values.json, JSON.stringify(results, null, 2));
+process.exit(0);

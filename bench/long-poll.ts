@@ -1,0 +1,246 @@
+/**
+ * Long polling under load: N long-poll clients of one channel, publications
+ * of 100 bytes at a steady rate, Herald vs Nchan's long-poll subscriber in
+ * one run: server CPU per million deliveries and publish → delivery latency.
+ *
+ *   node bench/long-poll.ts [--clients=2000] [--rates=5,25] [--seconds=10]
+ *     [--rounds=1] [--server-cpu=0] [--client-cpu=1] [--targets=herald,nchan]
+ *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--json=FILE]
+ *
+ * Per rate, round and target (alternating order): start the server pinned
+ * to `--server-cpu`; open N clients from this process (pinned to
+ * `--client-cpu`; lean kept-alive HTTP/1.1 connections, bench/raw-clients.ts):
+ * Herald `POST /connection/poll/open` with the channel, then a loop of
+ * `POST /connection/poll` acknowledging the last `seq`; Nchan a loop of
+ * `GET /sub/<id>` with `If-None-Match`/`If-Modified-Since` from the previous
+ * answer (one message per answer, the next one buffered). Publish 3 warm-up
+ * messages, then rate × seconds measured ones, paced, through Herald's
+ * `POST /api/publish` (admin key) or Nchan's `POST /pub/<id>`. Each payload
+ * carries its sequence number and a CLOCK_MONOTONIC send time; the clients
+ * count distinct deliveries and record the latency. Server CPU is utime +
+ * stime of the server process (Nchan: its worker) from the first measured
+ * publish until the last delivery (or 5 s without progress).
+ */
+import { writeFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { CHANNEL, isPayload, makePayload, newHistogram, nowUs, quantile, record } from './lib.ts';
+import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
+import { HttpConnection } from './raw-clients.ts';
+import { cpuSecondsOf, pinSelf, sleep, startServerProcess } from './server-process.ts';
+
+type Target = 'herald' | 'nchan';
+
+const { values } = parseArgs({
+  options: {
+    clients: { type: 'string', default: '2000' },
+    rates: { type: 'string', default: '5,25' },
+    seconds: { type: 'string', default: '10' },
+    rounds: { type: 'string', default: '1' },
+    'server-cpu': { type: 'string', default: '0' },
+    'client-cpu': { type: 'string', default: '1' },
+    targets: { type: 'string', default: 'herald,nchan' },
+    'server-node-args': { type: 'string', default: '' },
+    json: { type: 'string' },
+  },
+  strict: true,
+});
+const clients = Number(values.clients);
+const rates = values.rates.split(',').map(Number);
+const seconds = Number(values.seconds);
+const rounds = Number(values.rounds);
+const targets = values.targets.split(',') as Target[];
+const serverNodeArgs = values['server-node-args'].split(' ').filter((a) => a !== '');
+if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
+  process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
+  targets.splice(targets.indexOf('nchan'), 1);
+}
+pinSelf(values['client-cpu']);
+
+const WARMUP = 3;
+const NCHAN_ID = nchanChannelId(CHANNEL);
+
+interface Result {
+  target: Target;
+  rate: number;
+  round: number;
+  delivered: number;
+  expected: number;
+  cpuSeconds: number;
+  p50ms: number;
+  p99ms: number;
+  polls: number;
+  errors: string[];
+}
+
+async function run(target: Target, rate: number, round: number): Promise<Result> {
+  let port: number;
+  let pid: number;
+  let apiKey = '';
+  let stop: () => Promise<void>;
+  if (target === 'nchan') {
+    const nchan = await startNchan({ cpus: values['server-cpu'] });
+    port = nchan.port;
+    pid = nchan.workerPid;
+    stop = () => nchan.stop();
+  } else {
+    const server = await startServerProcess({ kind: 'herald', cpus: values['server-cpu'], nodeArgs: serverNodeArgs });
+    port = server.port;
+    pid = server.pid;
+    apiKey = server.apiKey;
+    stop = () => server.stop();
+  }
+  const messages = Math.round(rate * seconds);
+  const total = WARMUP + messages;
+  const seen = new Uint8Array(clients * total);
+  const histogram = newHistogram();
+  let delivered = 0;
+  let polls = 0;
+  let stopping = false;
+  const errors: string[] = [];
+  const connections: HttpConnection[] = [];
+  const onPayload = (client: number, value: unknown, now: number): void => {
+    if (!isPayload(value) || value.s < 0 || value.s >= total) return;
+    const at = client * total + value.s;
+    if (seen[at] === 1) return;
+    seen[at] = 1;
+    if (value.s < WARMUP) return;
+    delivered++;
+    record(histogram, now - value.t);
+  };
+  const fail = (error: unknown): void => {
+    if (!stopping && errors.length < 5) errors.push(error instanceof Error ? error.message : String(error));
+  };
+  const json = { 'content-type': 'application/json' };
+  const open = async (client: number): Promise<void> => {
+    const connection = new HttpConnection(port);
+    connections.push(connection);
+    if (target === 'nchan') {
+      const loop = async (): Promise<void> => {
+        let headers: Record<string, string> = {};
+        while (!stopping) {
+          polls++;
+          const answer = await connection.request('GET', '/sub/' + NCHAN_ID, headers);
+          const now = nowUs();
+          if (answer.status === 200) onPayload(client, JSON.parse(answer.body), now);
+          const etag = answer.headers.get('etag');
+          const modified = answer.headers.get('last-modified');
+          if (etag !== undefined && modified !== undefined) headers = { 'if-none-match': etag, 'if-modified-since': modified };
+        }
+      };
+      loop().catch(fail);
+      return;
+    }
+    const opened = await connection.request('POST', '/connection/poll/open', json, JSON.stringify({ channels: [CHANNEL] }));
+    if (opened.status !== 200) throw new Error(`poll/open ${opened.status}: ${opened.body.slice(0, 160)}`);
+    const first = JSON.parse(opened.body) as { session: string; seq: number };
+    const headers = { ...json, 'herald-session': first.session };
+    const loop = async (): Promise<void> => {
+      let seq = first.seq;
+      while (!stopping) {
+        polls++;
+        const answer = await connection.request('POST', '/connection/poll', headers, `{"seq":${seq}}`);
+        const now = nowUs();
+        if (answer.status !== 200) throw new Error(`poll ${answer.status}: ${answer.body.slice(0, 160)}`);
+        const parsed = JSON.parse(answer.body) as { seq: number; messages: Array<{ push?: string; data?: unknown }> };
+        for (const frame of parsed.messages) if (frame.push === 'publication') onPayload(client, frame.data, now);
+        if (parsed.seq > seq) seq = parsed.seq;
+      }
+    };
+    loop().catch(fail);
+  };
+  try {
+    let next = 0;
+    const lane = async (): Promise<void> => {
+      while (next < clients) await open(next++);
+    };
+    await Promise.all(Array.from({ length: 200 }, lane));
+    await sleep(2000);
+    const publisher = new HttpConnection(port);
+    const publish = async (seq: number): Promise<void> => {
+      const payload = makePayload(seq, nowUs());
+      const answer =
+        target === 'nchan'
+          ? await publisher.request('POST', '/pub/' + NCHAN_ID, { 'content-type': 'application/json' }, payload)
+          : await publisher.request('POST', '/api/publish', { ...json, authorization: `Bearer ${apiKey}` }, `{"channel":"${CHANNEL}","data":${payload}}`);
+      if (answer.status >= 300) throw new Error(`publish ${answer.status}: ${answer.body.slice(0, 160)}`);
+    };
+    for (let seq = 0; seq < WARMUP; seq++) {
+      await publish(seq);
+      await sleep(1000 / rate);
+    }
+    await sleep(2000);
+    polls = 0;
+    const cpuStart = cpuSecondsOf(pid);
+    const began = performance.now();
+    for (let i = 0; i < messages; i++) {
+      const wait = began + (i * 1000) / rate - performance.now();
+      if (wait > 1) await sleep(wait);
+      await publish(WARMUP + i);
+    }
+    const expected = clients * messages;
+    let last = delivered;
+    let lastProgress = Date.now();
+    while (delivered < expected && Date.now() - lastProgress < 5000) {
+      await sleep(50);
+      if (delivered !== last) {
+        last = delivered;
+        lastProgress = Date.now();
+      }
+    }
+    const cpuSeconds = cpuSecondsOf(pid) - cpuStart;
+    publisher.close();
+    return {
+      target,
+      rate,
+      round,
+      delivered,
+      expected,
+      cpuSeconds,
+      p50ms: quantile(histogram, 0.5) / 1000,
+      p99ms: quantile(histogram, 0.99) / 1000,
+      polls,
+      errors,
+    };
+  } finally {
+    stopping = true;
+    for (const connection of connections) connection.close();
+    await stop();
+  }
+}
+
+process.stderr.write(`long polling: ${clients} clients, rates ${rates.join(', ')} msg/s for ${seconds} s, ${rounds} round(s); node ${process.version}\n`);
+const results: Result[] = [];
+for (const rate of rates) {
+  for (let round = 0; round < rounds; round++) {
+    const order = round % 2 === 0 ? targets : [...targets].reverse();
+    for (const target of order) {
+      const result = await run(target, rate, round);
+      results.push(result);
+      process.stderr.write(
+        `  ${target} ${rate} msg/s round ${round + 1}: ${result.delivered}/${result.expected}, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M, p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
+      );
+    }
+  }
+}
+
+const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
+const lines = [
+  '| target | clients | msg/s | delivery ratio | server CPU-s per 1M deliveries | vs Nchan | p50 ms | p99 ms | polls per delivery |',
+  '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+];
+for (const rate of rates) {
+  const of = (target: Target) => results.filter((r) => r.target === target && r.rate === rate);
+  const cpuPerM = (list: Result[]) => median(list.map((r) => (r.cpuSeconds * 1e6) / Math.max(1, r.delivered)));
+  const nchan = of('nchan');
+  const baseline = nchan.length > 0 ? cpuPerM(nchan) : undefined;
+  for (const target of targets) {
+    const list = of(target);
+    const cpu = cpuPerM(list);
+    lines.push(
+      `| ${target === 'herald' ? 'Herald' : 'Nchan'} | ${clients} | ${rate} | ${median(list.map((r) => r.delivered / r.expected)).toFixed(4)} | ${cpu.toFixed(2)} | ${baseline === undefined ? '—' : `${(cpu / baseline).toFixed(2)}×`} | ${median(list.map((r) => r.p50ms)).toFixed(1)} | ${median(list.map((r) => r.p99ms)).toFixed(1)} | ${median(list.map((r) => r.polls / Math.max(1, r.delivered))).toFixed(2)} |`,
+    );
+  }
+}
+console.log(lines.join('\n'));
+if (values.json !== undefined) writeFileSync(values.json, JSON.stringify(results, null, 2));
+process.exit(0);
