@@ -56,7 +56,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     return health;
   });
   // The server API as OpenAPI 3.1, with this server's limits (docs/openapi.json has the defaults).
-  const openApi = JSON.stringify(createOpenApiDocument({ version, limits: { maxBroadcastChannels: config.api.maxBroadcastChannels } }));
+  const openApi = JSON.stringify(createOpenApiDocument({ version, limits: { maxBroadcastChannels: config.api.maxBroadcastChannels, maxBatchPublishes: config.api.maxBatchPublishes } }));
   app.get('/openapi.json', async (_request, reply) => reply.type('application/json').send(openApi));
   app.get('/metrics', async (_request, reply) => {
     const text = await metrics.metrics();
