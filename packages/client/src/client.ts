@@ -693,7 +693,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
       case 'publication': {
         const push = frame as PushOf<'publication'>;
         const sub = this.#subs.get(push.channel);
-        if (sub !== undefined && sub._publication(push.offset, push.data, push.info) === 'gap') this.#resubscribe(sub, true);
+        if (sub !== undefined && sub._publication(push.offset, push.data, push.info, push.prev) === 'gap') this.#resubscribe(sub, true);
         return;
       }
       case 'join':

@@ -11,6 +11,7 @@ import { HttpCommandSender } from './http-commands.ts';
 import {
   isFrame,
   readApiError,
+  withBatch,
   type ClientTransport,
   type Endpoints,
   type FetchFunction,
@@ -65,7 +66,8 @@ export class LongPollTransport implements ClientTransport {
   }
 
   async #run(openBody: object, requestedChannels: boolean): Promise<void> {
-    const opened = await this.#post(this.#endpoints.pollOpen, openBody, undefined);
+    // Announced in the query (older servers refuse unknown body keys); the answers' arrays do not change.
+    const opened = await this.#post(withBatch(this.#endpoints.pollOpen), openBody, undefined);
     if (opened === undefined) return;
     if (!opened.ok) {
       this.#finish(openFailure(opened.status, await readApiError(opened), requestedChannels));

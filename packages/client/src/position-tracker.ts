@@ -4,7 +4,9 @@
  * application. It decides, for each publication, whether to deliver it
  * (the next offset), drop it (a duplicate, already delivered) or resubscribe
  * (a gap: never skip silently). A channel without history has no positions:
- * everything is delivered as it comes.
+ * everything is delivered as it comes. On a conflated channel a publication
+ * may skip offsets on purpose: it then names the offset delivered before it
+ * (`prev`), and follows that one as if it were the next.
  */
 import type { StreamPosition } from '@herald/protocol';
 
@@ -64,11 +66,15 @@ export class PositionTracker {
     }
   }
 
-  /** Classifies a publication's offset, advancing the position when it is delivered. */
-  onPublication(offset: number): OffsetVerdict {
+  /**
+   * Classifies a publication's offset, advancing the position when it is
+   * delivered. `prev`: the publication's own word that it follows that offset
+   * (conflation); accepted only when it is the offset delivered last.
+   */
+  onPublication(offset: number, prev?: number): OffsetVerdict {
     if (!this.#recoverable) return 'deliver';
     if (offset <= this.#offset) return 'duplicate';
-    if (offset !== this.#offset + 1) return 'gap';
+    if (offset !== this.#offset + 1 && prev !== this.#offset) return 'gap';
     this.#offset = offset;
     return 'deliver';
   }

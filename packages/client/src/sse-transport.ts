@@ -13,8 +13,9 @@ import { openFailure, sdkCodes } from './codes.ts';
 import { HttpCommandSender } from './http-commands.ts';
 import { SseParser } from './sse-parser.ts';
 import {
-  isFrame,
+  parseFrames,
   readApiError,
+  withBatch,
   type ClientTransport,
   type Endpoints,
   type FetchFunction,
@@ -34,6 +35,8 @@ export class SseTransport implements ClientTransport {
   readonly #abort = new AbortController();
   readonly #commands: HttpCommandSender;
   #done = false;
+  /** The server sends batches (its `connected` push said so). */
+  #batched = false;
 
   constructor(endpoints: Endpoints, fetch: FetchFunction, handlers: TransportHandlers) {
     this.#endpoints = endpoints;
@@ -48,7 +51,7 @@ export class SseTransport implements ClientTransport {
   }
 
   open(request: OpenRequest): void {
-    const url = new URL(this.#endpoints.sse);
+    const url = new URL(withBatch(this.#endpoints.sse));
     for (const channel of request.channels) url.searchParams.append('channel', channel);
     if (request.vector !== '') url.searchParams.set('last_event_id', request.vector);
     const headers: Record<string, string> = { accept: 'text/event-stream' };
@@ -84,15 +87,10 @@ export class SseTransport implements ClientTransport {
         if (this.#done) return;
         if (done) break;
         for (const event of parser.push(value)) {
-          let frame: unknown;
-          try {
-            frame = JSON.parse(event.data);
-          } catch {
-            continue;
+          for (const frame of parseFrames(event.data, this.#batched)) {
+            this.#onStreamFrame(frame);
+            if (this.#done) return;
           }
-          if (!isFrame(frame)) continue;
-          this.#onStreamFrame(frame);
-          if (this.#done) return;
         }
       }
     } catch {
@@ -109,7 +107,10 @@ export class SseTransport implements ClientTransport {
         this.#finish({ code: frame.code, reason: frame.reason });
         return;
       }
-      if (frame.push === 'connected' && typeof frame.session === 'string') this.#commands.setSession(frame.session);
+      if (frame.push === 'connected') {
+        if (typeof frame.session === 'string') this.#commands.setSession(frame.session);
+        this.#batched = frame.batch === true;
+      }
     }
     this.#deliver(frame);
   }

@@ -141,13 +141,14 @@ export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {
       offset: result.offset,
       wasRecovering: result.was_recovering,
       recovered: result.recovered,
+      conflated: result.conflated === true,
     });
   }
 
   /** @internal Delivers a publication once, in order; 'gap' asks the client to resubscribe. */
-  _publication(offset: number, data: unknown, info: WireClientInfo | undefined): OffsetVerdict | 'ignored' {
+  _publication(offset: number, data: unknown, info: WireClientInfo | undefined, prev?: number): OffsetVerdict | 'ignored' {
     if (this.#state !== 'subscribed') return 'ignored';
-    const verdict = this._tracker.onPublication(offset);
+    const verdict = this._tracker.onPublication(offset, prev);
     if (verdict !== 'deliver') return verdict;
     this.emit(
       'publication',

@@ -84,6 +84,50 @@ export async function readApiError(response: Response): Promise<string | undefin
   }
 }
 
+/**
+ * `url` with `batch=1`: the client announces batched frames (docs/protocol.md,
+ * "Batched frames"). A query parameter, because every server version reads
+ * or ignores it; older servers refuse unknown `connect` params and open-body keys.
+ */
+export function withBatch(url: string): string {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    // A relative URL (a browser resolves it): append.
+    return url + (url.includes('?') ? '&' : '?') + 'batch=1';
+  }
+  parsed.searchParams.set('batch', '1');
+  return parsed.toString();
+}
+
+/**
+ * The frames of one WebSocket message or SSE event: a batch holds several
+ * joined by "\n"; a frame never holds a raw line break. Unparsable lines
+ * are skipped.
+ */
+export function parseFrames(text: string, batched: boolean): ServerFrame[] {
+  if (!batched || !text.includes('\n')) {
+    const frame = parseFrame(text);
+    return frame === undefined ? [] : [frame];
+  }
+  const frames: ServerFrame[] = [];
+  for (const line of text.split('\n')) {
+    const frame = parseFrame(line);
+    if (frame !== undefined) frames.push(frame);
+  }
+  return frames;
+}
+
+function parseFrame(text: string): ServerFrame | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    return isFrame(value) ? value : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export function isFrame(value: unknown): value is ServerFrame {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
 }

@@ -45,8 +45,15 @@ export interface SubscribedEvent {
    * True: every missed publication follows, in order, before live ones.
    * False with `wasRecovering`: publications were missed and cannot be
    * replayed; reload your state (e.g. from `history()`).
+   * On a conflated channel the latest value per key follows instead.
    */
   readonly recovered: boolean;
+  /**
+   * The channel is conflated (the server's namespace option `conflation`):
+   * when this client falls behind, it gets only the newest publication per
+   * key, and offsets skip (never reported as a gap).
+   */
+  readonly conflated: boolean;
 }
 
 export interface UnsubscribedEvent {

@@ -1,9 +1,11 @@
 /**
- * WebSocket: one frame per text message both ways. The close code is the
- * disconnect code. Browsers answer the server's ping frames themselves.
+ * WebSocket: one frame per text message both ways, or, from the server, a
+ * batch of frames joined by "\n" once the connect result says `batch: true`
+ * (announced with `batch=1` in the URL). The close code is the disconnect
+ * code. Browsers answer the server's ping frames themselves.
  */
 import { sdkCodes } from './codes.ts';
-import { isFrame, type ClientTransport, type OpenRequest, type OutboundCommand, type TransportClose, type TransportHandlers } from './transport.ts';
+import { parseFrames, withBatch, type ClientTransport, type OpenRequest, type OutboundCommand, type TransportClose, type TransportHandlers } from './transport.ts';
 
 export class WebSocketTransport implements ClientTransport {
   readonly name = 'websocket';
@@ -14,6 +16,10 @@ export class WebSocketTransport implements ClientTransport {
   readonly #handlers: TransportHandlers;
   #socket: WebSocket | undefined;
   #done = false;
+  /** The id of the `connect` command sent, until its reply. */
+  #connectId: number | undefined;
+  /** The server sends batches (its connect result said so). */
+  #batched = false;
 
   constructor(url: string, Ctor: typeof WebSocket, handlers: TransportHandlers) {
     this.#url = url;
@@ -24,7 +30,7 @@ export class WebSocketTransport implements ClientTransport {
   open(_request: OpenRequest): void {
     let socket: WebSocket;
     try {
-      socket = new this.#Ctor(this.#url);
+      socket = new this.#Ctor(withBatch(this.#url));
     } catch {
       queueMicrotask(() => this.#finish({ code: sdkCodes.transport_closed.code, reason: 'websocket could not be created' }));
       return;
@@ -35,13 +41,14 @@ export class WebSocketTransport implements ClientTransport {
     };
     socket.onmessage = (event: MessageEvent) => {
       if (this.#done || typeof event.data !== 'string') return;
-      let frame: unknown;
-      try {
-        frame = JSON.parse(event.data);
-      } catch {
-        return;
+      for (const frame of parseFrames(event.data, this.#batched)) {
+        if (this.#done) return;
+        if (this.#connectId !== undefined && 'id' in frame && frame.id === this.#connectId) {
+          this.#connectId = undefined;
+          this.#batched = 'result' in frame && (frame.result as { batch?: unknown } | null)?.batch === true;
+        }
+        this.#handlers.onFrame(frame);
       }
-      if (isFrame(frame)) this.#handlers.onFrame(frame);
     };
     socket.onclose = (event: CloseEvent) => {
       const code = event.code === 1005 ? 1000 : event.code;
@@ -54,7 +61,9 @@ export class WebSocketTransport implements ClientTransport {
 
   send(command: OutboundCommand): void {
     const socket = this.#socket;
-    if (!this.#done && socket !== undefined && socket.readyState === 1) socket.send(JSON.stringify(command));
+    if (this.#done || socket === undefined || socket.readyState !== 1) return;
+    if (command.method === 'connect') this.#connectId = command.id;
+    socket.send(JSON.stringify(command));
   }
 
   close(): void {

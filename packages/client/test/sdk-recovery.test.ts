@@ -28,7 +28,7 @@ describe('SDK recovery and transport fallback', { timeout: 90000 }, () => {
   const clients: RecordedClient[] = [];
 
   before(async () => {
-    h = await startHerald({ channels: { namespaces: [{ name: 'chat', presence: true, joinLeave: true, clientPublish: true }, { name: 'short', historySize: 2 }] } });
+    h = await startHerald({ channels: { namespaces: [{ name: 'chat', presence: true, joinLeave: true, clientPublish: true }, { name: 'short', historySize: 2 }, { name: 'px', historySize: 4, conflation: { enabled: true, key: 'sym' } }] } });
     proxy = await startProxy(h.url);
   });
   after(async () => {
@@ -143,6 +143,46 @@ describe('SDK recovery and transport fallback', { timeout: 90000 }, () => {
     assert.deepEqual(s.publications.map((p) => p.offset), [1, 7], 'nothing replayed, nothing duplicated, live from the new position');
     c.client.disconnect();
   });
+
+  for (const transport of ['websocket', 'sse', 'long-poll'] as const satisfies readonly TransportName[]) {
+    test(`${transport}: conflated channel trimmed while away: the latest value per key follows, skips are no gap, then live`, async () => {
+      const user = unique('px');
+      const channel = unique('px:prices');
+      const c = client({ transports: [transport], token: await h.token(user) });
+      const s = recordSubscription<{ sym: string; n: number }>(c.client.subscribe(channel));
+      c.client.connect();
+      const first = await s.waitForSubscribed();
+      assert.equal(first.conflated, true);
+      await publish(channel, { sym: 'A', n: 1 });
+      await s.waitForPublications(1);
+      proxy.down = true;
+      try {
+        await h.api('disconnect', { user, reconnect: true });
+        await c.waitFor('connecting', (e) => e.code === 3007 || (transport === 'long-poll' && e.code !== 0));
+        // historySize 4: offsets 2..5 are gone; B's newest is 7, A's 9 (which skips 8: prev 7).
+        for (let n = 2; n <= 9; n++) await publish(channel, { sym: n === 3 || n === 7 ? 'B' : 'A', n });
+      } finally {
+        proxy.down = false;
+      }
+      const again = await s.waitForSubscribed(2);
+      assert.deepEqual([again.wasRecovering, again.recovered, again.conflated, again.offset], [true, false, true, 6]);
+      await s.waitForPublications(3);
+      await publish(channel, { sym: 'A', n: 10 });
+      await s.waitForPublications(4);
+      assert.deepEqual(
+        s.publications.map((p) => [p.offset, p.data.sym, p.data.n]),
+        [
+          [1, 'A', 1],
+          [7, 'B', 7],
+          [9, 'A', 9],
+          [10, 'A', 10],
+        ],
+        'the latest value per key, then live, with no resubscription for the skips',
+      );
+      assert.equal(s.subscribed.length, 2);
+      c.client.disconnect();
+    });
+  }
 
   test('WebSocket upgrade refused → falls back to SSE', async () => {
     proxy.refuseUpgrades = true;

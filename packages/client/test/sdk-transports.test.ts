@@ -46,7 +46,7 @@ describe('SDK over each transport', { timeout: 60000 }, () => {
         assert.equal(typeof connected.ttl, 'number', 'the token has exp, so the connect result has ttl');
         assert.equal(alice.client.transport, transport);
         const first = await room.waitForSubscribed();
-        assert.deepEqual({ ...first, epoch: typeof first.epoch }, { channel, recoverable: true, epoch: 'string', offset: 0, wasRecovering: false, recovered: false });
+        assert.deepEqual({ ...first, epoch: typeof first.epoch }, { channel, recoverable: true, epoch: 'string', offset: 0, wasRecovering: false, recovered: false, conflated: false });
         assert.equal(room.sub.state, 'subscribed');
 
         // bob joins over WebSocket: alice sees the join

@@ -157,6 +157,19 @@ describe('position bookkeeping', () => {
     assert.equal(tracker.onPublication(4), 'deliver');
   });
 
+  test('conflation: a publication that names the last delivered offset as prev follows it; any other skip is a gap', () => {
+    const tracker = new PositionTracker();
+    tracker.onSubscribed({ recoverable: true, epoch: 'e1', offset: 4, recovered: false });
+    assert.equal(tracker.onPublication(9, 4), 'deliver');
+    assert.deepEqual(tracker.position, { epoch: 'e1', offset: 9 });
+    assert.equal(tracker.onPublication(10), 'deliver', 'the next offset needs no prev');
+    assert.equal(tracker.onPublication(15, 12), 'gap', 'prev must be the offset delivered last');
+    assert.equal(tracker.onPublication(15), 'gap');
+    assert.deepEqual(tracker.position, { epoch: 'e1', offset: 10 });
+    assert.equal(tracker.onPublication(8, 4), 'duplicate');
+    assert.equal(tracker.onPublication(15, 10), 'deliver');
+  });
+
   test('a claimed recovery with another epoch is treated as not recovered', () => {
     const tracker = new PositionTracker({ epoch: 'old', offset: 9 });
     tracker.onSubscribed({ recoverable: true, epoch: 'new', offset: 2, recovered: true });

@@ -44,7 +44,7 @@ describe('protocol version check', { timeout: 60000 }, () => {
       res.end('{"error":{"code":"not_found","message":"no such endpoint"}}');
     });
     server.on('upgrade', (req, socket, head) => {
-      if (req.url === '/connection/websocket') wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
+      if (req.url?.split('?')[0] === '/connection/websocket') wss.handleUpgrade(req, socket, head, (ws) => wss.emit('connection', ws, req));
       else socket.destroy();
     });
     await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));

@@ -29,6 +29,7 @@ const paramSchemas = {
     {
       token: Type.Optional(Type.String({ maxLength: 16384 })),
       name: Type.Optional(Type.String({ maxLength: 64 })),
+      batch: Type.Optional(Type.Boolean()),
     },
     { additionalProperties: false },
   ),

@@ -5,7 +5,9 @@
  * with exactly one reply carrying the same `id`, and sends pushes (no `id`)
  * whenever something happens. The same JSON frames travel over WebSocket
  * (one frame per message), SSE (one frame per event `data:` line) and long
- * polling (frames in a JSON array).
+ * polling (frames in a JSON array). A client that announces batched frames
+ * may also receive several frames joined by "\n" in one WebSocket message
+ * or one SSE event (docs/protocol.md, "Batched frames").
  */
 import type { StreamPosition } from './positions.ts';
 
@@ -24,6 +26,12 @@ export interface ConnectParams {
   readonly token?: string;
   /** Free-form client name for logs and presence (≤ 64 chars). */
   readonly name?: string;
+  /**
+   * The client reads batched frames (docs/protocol.md, "Batched frames").
+   * Older servers refuse this param: the SDK announces with the
+   * connection URL's `batch=1` instead, which every server ignores or reads.
+   */
+  readonly batch?: boolean;
 }
 
 export interface SubscribeParams {
@@ -88,6 +96,8 @@ export interface ConnectResult {
   readonly ping: number;
   /** Seconds until the connection token expires, when it has `exp`. */
   readonly ttl?: number;
+  /** True when the server sends this connection batched frames (it announced them); absent otherwise. */
+  readonly batch?: boolean;
 }
 
 export interface SubscribeResult {
@@ -156,7 +166,7 @@ export type Reply =
   | { readonly id: number; readonly error: ReplyError };
 
 export type Push =
-  | { readonly push: 'connected'; readonly client: string; readonly version: string; readonly protocol: number; readonly ping: number; readonly session?: string; readonly ttl?: number }
+  | { readonly push: 'connected'; readonly client: string; readonly version: string; readonly protocol: number; readonly ping: number; readonly session?: string; readonly ttl?: number; readonly batch?: boolean }
   | ({ readonly push: 'subscribed'; readonly channel: string } & SubscribeResult)
   | {
       readonly push: 'publication';

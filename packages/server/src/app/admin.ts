@@ -59,7 +59,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
   let openApi: Promise<string> | undefined;
   app.get('/openapi.json', async (_request, reply) => {
     openApi ??= import('../api/openapi.ts').then(({ createOpenApiDocument }) =>
-      JSON.stringify(createOpenApiDocument({ version, limits: { maxBroadcastChannels: config.api.maxBroadcastChannels } })),
+      JSON.stringify(createOpenApiDocument({ version, limits: { maxBroadcastChannels: config.api.maxBroadcastChannels, maxBatchPublishes: config.api.maxBatchPublishes } })),
     );
     return reply.type('application/json').send(await openApi);
   });

@@ -11,8 +11,18 @@
  * Keys come from two places: the config file (fixed for the process) and a
  * `KeySource` that may change while the server runs (the key store written
  * by `herald keys`, see key-store.ts).
+ *
+ * Verified keys are remembered (at most `CACHE_SIZE`, least recently used
+ * first out) by the SHA-256 of the presented key, so a backend that sends
+ * the same key on every request costs one hash and one map lookup instead
+ * of a comparison with every held key. A lookup by digest tells an
+ * attacker nothing about a key's bytes; failures are never remembered (an
+ * unknown key always takes the full comparison), a remembered key is still
+ * judged against its `notAfter` on every use, and the whole cache is
+ * dropped whenever the source's keys change (a key removed or revoked with
+ * `herald keys` is refused from the next reload on, as before).
  */
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, hash, timingSafeEqual } from 'node:crypto';
 import type { ApiKeyConfig, ApiScope } from '../config/schema.ts';
 
 export interface ApiPrincipal {
@@ -58,12 +68,17 @@ function hold(keys: readonly ApiKeyConfig[]): HeldKey[] {
   });
 }
 
+/** Verified keys remembered by the verifier. */
+export const CACHE_SIZE = 256;
+
 export class ApiKeyVerifier {
   readonly #fixed: HeldKey[];
   readonly #source: KeySource | undefined;
   readonly #now: () => number;
   #sourceKeys: readonly ApiKeyConfig[] = [];
   #fromSource: HeldKey[] = [];
+  /** Base64 SHA-256 of a presented key → the key it matched; insertion order is recency. */
+  readonly #verified = new Map<string, HeldKey>();
 
   constructor(keys: readonly ApiKeyConfig[], options: ApiKeyVerifierOptions = {}) {
     this.#fixed = hold(keys);
@@ -78,6 +93,7 @@ export class ApiKeyVerifier {
     if (keys !== this.#sourceKeys) {
       this.#sourceKeys = keys;
       this.#fromSource = hold(keys);
+      this.#verified.clear();
     }
     return this.#fromSource;
   }
@@ -94,17 +110,30 @@ export class ApiKeyVerifier {
    */
   verify(presented: string): ApiPrincipal | null {
     if (typeof presented !== 'string' || presented.length === 0 || presented.length > 512) return null;
-    const hash = createHash('sha256').update(presented, 'utf8').digest();
+    const digest = hash('sha256', presented, 'base64');
+    const fromSource = this.#refresh();
     const now = this.#now();
-    let found: ApiPrincipal | null = null;
-    for (const list of [this.#fixed, this.#refresh()]) {
-      for (const key of list) {
-        const matches = timingSafeEqual(hash, key.hash);
-        const live = now < key.notAfter;
-        if (matches && live && found === null) found = key.principal;
+    const remembered = this.#verified.get(digest);
+    if (remembered !== undefined) {
+      this.#verified.delete(digest);
+      if (now < remembered.notAfter) {
+        this.#verified.set(digest, remembered);
+        return remembered.principal;
       }
     }
-    return found;
+    const presentedHash = Buffer.from(digest, 'base64');
+    let found: HeldKey | undefined;
+    for (const list of [this.#fixed, fromSource]) {
+      for (const key of list) {
+        const matches = timingSafeEqual(presentedHash, key.hash);
+        const live = now < key.notAfter;
+        if (matches && live && found === undefined) found = key;
+      }
+    }
+    if (found === undefined) return null;
+    if (this.#verified.size >= CACHE_SIZE) this.#verified.delete(this.#verified.keys().next().value!);
+    this.#verified.set(digest, found);
+    return found.principal;
   }
 }
 

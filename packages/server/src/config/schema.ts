@@ -38,6 +38,13 @@ export const NamespaceOptions = Type.Object(
       default: false,
       description: 'Allow connections without a token (user id "") to subscribe to this namespace.',
     }),
+    writeDelayMs: Type.Integer({
+      default: 0,
+      minimum: 0,
+      maximum: 1000,
+      description:
+        'Clients that announced batched frames receive this namespace\'s publications after up to this delay, gathered into fewer, larger writes: less server CPU for more latency. 0 writes at once (a backlog is still batched).',
+    }),
     conflation: Type.Object(
       {
         enabled: Type.Boolean({
@@ -173,6 +180,7 @@ export const ConfigSchema = Type.Object(
         keys: Type.Array(ApiKey, { default: [], description: 'Server API keys (hashed). HERALD_API_KEY adds one admin key from the environment.' }),
         maxBodyBytes: Type.Integer({ default: 65536, minimum: 1024, maximum: 16777216, description: 'Largest API request body.' }),
         maxBroadcastChannels: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most channels in one broadcast.' }),
+        maxBatchPublishes: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most publishes in one batch (`POST /api/batch`); the whole request also stays within api.maxBodyBytes.' }),
         rateLimitPerKey: Type.Integer({ default: 6000, minimum: 1, description: 'API requests per key per minute (per node), then 429.' }),
         rateLimitPerIp: Type.Integer({ default: 600, minimum: 1, description: 'API requests per client IP per minute (per node), counted before the key is checked.' }),
       },

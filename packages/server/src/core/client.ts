@@ -30,6 +30,7 @@ import { diagnostics } from '../observability/diagnostics.ts';
 import { EncodedFrame } from './encoded-frame.ts';
 import { conflationKey, latestValues, LatestByKey, withPrev } from './conflation.ts';
 import type { Transport } from './transport.ts';
+import { Outbox } from './write-scheduler.ts';
 import type { NamespaceConfig } from '../config/schema.ts';
 import type { Node } from './node.ts';
 
@@ -148,6 +149,8 @@ export class Client {
    * against the origin allowlist); `connect` uses it when it carries none.
    */
   fallbackToken: string | undefined = undefined;
+  /** The client announced batched frames outside `connect` (the WebSocket URL's `batch=1`). */
+  batchRequested = false;
   /** `jti` of the connection token, for revocation by token id. */
   tokenId: string | undefined = undefined;
   #info: ClientInfo | undefined;
@@ -167,6 +170,8 @@ export class Client {
    * until the first listener (most connections have none), null once run.
    */
   #closeListeners: (() => void)[] | null | undefined;
+  /** Once the client announced batched frames: its queue in the node's write scheduler (write-scheduler.ts). */
+  #outbox: Outbox | undefined = undefined;
   /** Conflated subscriptions holding publications until the transport drains (core/conflation.ts). */
   #behind: Subscription[] | undefined;
 
@@ -306,6 +311,7 @@ export class Client {
       }
       const result = await running;
       if (!this.isClosed) reply(encodeReply(id, result));
+      if (command.method === 'connect' && (result as ConnectResult).batch === true) this.enableBatching();
     } catch (error) {
       if (error instanceof DisconnectError) {
         this.disconnect(error.disconnect);
@@ -327,7 +333,7 @@ export class Client {
   async #run(command: Command): Promise<unknown> {
     switch (command.method) {
       case 'connect':
-        return this.connect(command.params?.token, command.params?.name);
+        return this.connect(command.params?.token, command.params?.name, command.params?.batch === true || this.batchRequested);
       case 'unsubscribe':
         await this.unsubscribe(command.params.channel);
         return {};
@@ -349,8 +355,12 @@ export class Client {
     }
   }
 
-  /** Authenticates the connection. Throws DisconnectError for bad tokens. */
-  async connect(token: string | undefined, name?: string): Promise<ConnectResult> {
+  /**
+   * Authenticates the connection. Throws DisconnectError for bad tokens.
+   * `batch`: the client announced batched frames; the result then says
+   * `batch: true`, and the caller calls `enableBatching` once it is written.
+   */
+  async connect(token: string | undefined, name?: string, batch = false): Promise<ConnectResult> {
     if (this.state !== 'new') throw new CommandError('already_connected');
     let expiresAt: number | undefined;
     if (token === undefined || token === '') token = this.fallbackToken;
@@ -369,7 +379,7 @@ export class Client {
     clearTimeout(this.#timer);
     this.#timer = undefined;
     this.node.hub.addClient(this);
-    const result: { client: string; version: string; protocol: number; ping: number; ttl?: number } = {
+    const result: { client: string; version: string; protocol: number; ping: number; ttl?: number; batch?: boolean } = {
       client: this.id,
       version: this.node.version,
       protocol: PROTOCOL_VERSION,
@@ -377,6 +387,7 @@ export class Client {
     };
     const ttl = this.#scheduleExpiry(expiresAt);
     if (ttl !== undefined) result.ttl = ttl;
+    if (batch) result.batch = true;
     return result;
   }
 
@@ -510,8 +521,8 @@ export class Client {
       }
     }
     const conflation = sub.options.conflation;
-    if (conflation.enabled && since !== undefined && !recovered) {
-      // Not covered: the latest value per key instead, from where they continue.
+    if (conflation.enabled && sub.recoverable && !recovered) {
+      // A fresh subscription, or a gap history does not cover: the latest value per key, from where they continue.
       const newest = await this.node.readLatest(sub.channel, sub.options);
       if (this.isClosed || this.subscription(sub.channel) !== sub) throw new CommandError('not_subscribed');
       missed = latestValues(newest.publications, conflation.key, conflation.maxKeys);
@@ -617,11 +628,11 @@ export class Client {
       }
       if (conflated) return this.writeConflated(sub, offset, frame);
       sub.offset = offset;
-      this.#write(frame, true);
+      this.#write(frame, true, true, sub.options.writeDelayMs);
       return true;
     }
     if (conflated) return this.writeConflated(sub, offset, frame);
-    this.#write(frame, false);
+    this.#write(frame, false, true, sub.options.writeDelayMs);
     return true;
   }
 
@@ -649,7 +660,7 @@ export class Client {
       if (offset !== sub.offset + 1) frame = withPrev(frame, sub.offset);
       sub.offset = offset;
     }
-    this.#write(frame, sub.recoverable, mayCut);
+    this.#write(frame, sub.recoverable, mayCut, sub.options.writeDelayMs);
   }
 
   #awaitDrain(sub: Subscription): void {
@@ -712,11 +723,43 @@ export class Client {
       this.disconnect('no_pong');
       return;
     }
+    this.flushWrites();
     this.transport.heartbeat(pingFrame);
   }
 
-  /** `mayCut` false: conflated publications, which never make a connection slow. */
-  #write(frame: EncodedFrame, positionsChanged: boolean, mayCut = true): void {
+  /**
+   * The client announced batched frames (docs/protocol.md, "Batched
+   * frames"): from now on its frames go through the node's write scheduler.
+   * Call it once the frame that answers the announcement has been written.
+   */
+  enableBatching(): void {
+    if (this.#outbox === undefined && !this.isClosed) this.#outbox = new Outbox(this);
+  }
+
+  get batching(): boolean {
+    return this.#outbox !== undefined;
+  }
+
+  /** Hands the frames waiting in the write scheduler to the transport now (before a reply that must follow them). */
+  flushWrites(): void {
+    if (this.#outbox !== undefined) this.node.writes.flush(this.#outbox);
+  }
+
+  /** The slow-consumer check: `queued` bytes wait in the write scheduler besides what the transport buffers. */
+  checkBacklog(queued: number): void {
+    if (this.transport.bufferedBytes() + queued > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
+  }
+
+  /**
+   * `mayCut` false: conflated publications, which never make a connection
+   * slow. `delayMs`: the namespace's `writeDelayMs` (batching clients only).
+   */
+  #write(frame: EncodedFrame, positionsChanged: boolean, mayCut = true, delayMs = 0): void {
+    const outbox = this.#outbox;
+    if (outbox !== undefined) {
+      this.node.writes.write(outbox, frame, positionsChanged, delayMs, mayCut);
+      return;
+    }
     const transport = this.transport;
     transport.write(frame, positionsChanged && transport.tracksPositions ? this.positionVector() : undefined);
     if (mayCut && transport.bufferedBytes() > this.node.config.limits.outboundQueueBytes) this.disconnect('slow');
@@ -761,6 +804,8 @@ export class Client {
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
     clearTimeout(this.#timer);
+    // What is queued goes out before the close, except to a reader cut for not reading.
+    if (this.#outbox !== undefined) this.node.writes.close(this.#outbox, code !== disconnects.slow.code);
     this.transport.close(code, reason);
     diagnostics.connectionClosed.publish({ node: this.node.id, transport: this.transport.kind, code, reason });
     const subs = this.subscriptionList();

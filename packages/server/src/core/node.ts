@@ -20,6 +20,7 @@ import { ChannelRules, type ResolvedChannel } from './channel-rules.ts';
 import { Client, CommandError } from './client.ts';
 import { Hub } from './hub.ts';
 import type { Transport } from './transport.ts';
+import { WriteScheduler } from './write-scheduler.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -56,6 +57,8 @@ export class Node {
   readonly startedAt: number;
   readonly tokenExpiryGraceMs: number;
   readonly id: string;
+  /** Batched writes for the clients that announced batched frames. */
+  readonly writes = new WriteScheduler();
   readonly #broker: Broker;
   readonly #presence: PresenceStore;
   readonly #control: ControlBus;

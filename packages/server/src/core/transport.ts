@@ -2,6 +2,7 @@
  * The write side of a connection. The core writes frames and closes; reading
  * stays with the HTTP handler that owns the socket (packages/server/src/transports/*).
  */
+import type { EncodedBatch } from './encoded-batch.ts';
 import type { EncodedFrame } from './encoded-frame.ts';
 
 export type TransportKind = 'websocket' | 'sse' | 'long-poll';
@@ -20,6 +21,15 @@ export interface Transport {
    * position vector after this frame, when it changed.
    */
   write(frame: EncodedFrame, positions?: string): void;
+  /**
+   * Queues several frames in one write, in order after every frame written
+   * before, for a connection that announced batched frames
+   * (packages/server/src/core/write-scheduler.ts): one WebSocket message with
+   * the frames joined by "\n", one SSE event with a `data:` line per frame,
+   * the frames as entries of the long-poll queue. `positions` is the
+   * connection's position vector after the last frame, when they changed it.
+   */
+  writeMany(batch: EncodedBatch, positions?: string): void;
   /**
    * Called every ping interval on a connected client: the transport's own
    * keepalive (WebSocket ping frame plus the `ping` push; the `ping` push on

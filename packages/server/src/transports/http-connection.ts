@@ -191,6 +191,8 @@ export interface OpenRequest {
   readonly channels: readonly string[];
   /** Position vector from Last-Event-ID or a cursor. */
   readonly vector: string | undefined;
+  /** The client announced batched frames (`batch=1`); `connected` then says `batch: true`. */
+  readonly batch?: boolean;
 }
 
 export type OpenFailure = { readonly error: ApiErrorCode; readonly detail?: string };
@@ -207,7 +209,7 @@ export async function connectHttpClient(
 ): Promise<{ connected: ConnectResult; subscribe: ConnectTimeSubscription[] } | OpenFailure> {
   let connected: ConnectResult;
   try {
-    connected = await client.connect(request.token);
+    connected = await client.connect(request.token, undefined, request.batch === true);
   } catch (error) {
     if (error instanceof DisconnectError) {
       client.disconnect(error.disconnect);
@@ -349,6 +351,12 @@ export function registerHttpCommands(app: FastifyInstance, node: Node, sessions:
     sessions.route('command', request.headers[SESSION_HEADER], request.body, reply),
   );
   app.post(CLOSE_PATH, (request, reply) => sessions.route('close', request.headers[SESSION_HEADER], undefined, reply));
+}
+
+/** `batch=1` (or `true`) in a query string: the client announces batched frames. */
+export function announcesBatch(value: unknown): boolean {
+  const one = Array.isArray(value) ? (value as unknown[])[0] : value;
+  return one === '1' || one === 'true';
 }
 
 export function sendApiError(reply: FastifyReply, code: ApiErrorCode, detail?: string): FastifyReply {

@@ -8,11 +8,21 @@
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { encodePush } from '@herald/protocol';
+import type { EncodedBatch } from '../core/encoded-batch.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import { bearer } from './sse.ts';
-import { apiErrorAnswer, connectHttpClient, openGate, SESSION_HEADER, subscribeHttpClient, type ConnectionGate, type SessionRegistry } from './http-connection.ts';
+import {
+  announcesBatch,
+  apiErrorAnswer,
+  connectHttpClient,
+  openGate,
+  SESSION_HEADER,
+  subscribeHttpClient,
+  type ConnectionGate,
+  type SessionRegistry,
+} from './http-connection.ts';
 import { answerError, answerJson, jsonBody, type FastRoutes } from './fast-routes.ts';
 
 export const POLL_OPEN_PATH = '/connection/poll/open';
@@ -92,6 +102,13 @@ export class LongPollTransport implements Transport {
   write(frame: EncodedFrame, positions?: string): void {
     if (this.#closed) return;
     this.#push(frame.text, positions);
+  }
+
+  writeMany(batch: EncodedBatch, positions?: string): void {
+    if (this.#closed) return;
+    const frames = batch.frames;
+    const last = frames.length - 1;
+    for (let i = 0; i <= last; i++) this.#push(frames[i]!.text, i === last ? positions : undefined);
   }
 
   #push(text: string, cursor: string | undefined): void {
@@ -271,6 +288,7 @@ const OpenBody = Type.Object(
     token: Type.Optional(Type.String({ maxLength: 16384 })),
     channels: Type.Optional(Type.Array(Type.String({ maxLength: 1024 }), { maxItems: 1024 })),
     cursor: Type.Optional(Type.String({ maxLength: 8192 })),
+    batch: Type.Optional(Type.Boolean()),
   },
   { additionalProperties: false },
 );
@@ -295,7 +313,7 @@ export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node:
   const { pollTimeoutMs, sessionTimeoutMs } = node.config.longPoll;
   const closeGraceMs = node.config.limits.closeGraceMs;
   const rules = { limit: limits.bodyLimit, maxDepth: node.config.limits.maxJsonDepth };
-  const openBody = jsonBody<{ token?: string; channels?: string[]; cursor?: string }>(OpenBody, rules);
+  const openBody = jsonBody<{ token?: string; channels?: string[]; cursor?: string; batch?: boolean }>(OpenBody, rules);
   const pollBody = jsonBody<{ seq: number }>(PollBody, rules);
 
   // The deadlines of every session (held polls, expiry, close grace), a few times per the shortest of them.
@@ -310,7 +328,7 @@ export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node:
     done();
   });
 
-  routes.post(POLL_OPEN_PATH, async (request, response, { headers }) => {
+  routes.post(POLL_OPEN_PATH, async (request, response, { headers, query }) => {
     const read = await openBody(request, response, headers);
     if (read === undefined) return;
     if (node.draining) return answerError(response, headers, 'unavailable');
@@ -323,7 +341,8 @@ export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node:
     client.fallbackToken = admission.fallbackToken;
     transport.onIdle = () => client.disconnect('session_expired');
     const token = body.token ?? bearer(request.headers.authorization);
-    const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor });
+    const batch = body.batch === true || (query !== '' && announcesBatch(new URLSearchParams(query).get('batch') ?? undefined));
+    const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor, batch });
     if ('error' in opened) return answerError(response, headers, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
@@ -336,7 +355,9 @@ export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node:
       client.close(1006, 'session ended');
     };
     client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
+    if (batch) client.enableBatching();
     await subscribeHttpClient(client, opened.subscribe);
+    client.flushWrites();
     const snapshot = transport.snapshot();
     answerJson(response, headers, 200, '{"session":' + JSON.stringify(session) + ',' + snapshot.slice(1));
   });

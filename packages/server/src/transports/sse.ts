@@ -7,10 +7,11 @@ import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import { encodePush } from '@herald/protocol';
+import type { EncodedBatch } from '../core/encoded-batch.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
-import { connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type SessionRegistry } from './http-connection.ts';
+import { announcesBatch, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type SessionRegistry } from './http-connection.ts';
 import { answerError, type FastRoutes } from './fast-routes.ts';
 import { onSocketDrain } from './socket-drain.ts';
 
@@ -57,6 +58,13 @@ export class SseTransport implements Transport {
     // One write per event: the shared bytes, or this connection's id line
     // with the shared text.
     socket.write(positions === undefined ? frame.sseBytes : 'id: ' + positions + '\n' + frame.sseText);
+  }
+
+  writeMany(batch: EncodedBatch, positions?: string): void {
+    const socket = this.#socket;
+    if (this.#closed || socket === undefined) return;
+    // One event, one write: a `data:` line per frame.
+    socket.write(positions === undefined ? batch.sseBytes : 'id: ' + positions + '\n' + batch.sseText);
   }
 
   heartbeat(ping: EncodedFrame): void {
@@ -136,7 +144,7 @@ export function registerSse(app: FastifyInstance, routes: FastRoutes, node: Node
       transport.markClosed();
       client.close(1006, 'connection lost');
     });
-    const opened = await connectHttpClient(client, node, { token, channels, vector });
+    const opened = await connectHttpClient(client, node, { token, channels, vector, batch: announcesBatch(params.get('batch') ?? undefined) });
     if ('error' in opened) return answerError(response, headers, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
@@ -146,6 +154,7 @@ export function registerSse(app: FastifyInstance, routes: FastRoutes, node: Node
     response.socket?.setNoDelay(true);
     transport.start(headers);
     client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
+    if (opened.connected.batch === true) client.enableBatching();
     await subscribeHttpClient(client, opened.subscribe);
   });
   routes.stub(app, 'GET', SSE_PATH);

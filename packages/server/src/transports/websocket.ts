@@ -9,11 +9,12 @@ import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeCommand } from '@herald/protocol/commands';
 import { apiErrors, disconnects, type ApiErrorCode } from '@herald/protocol';
+import type { EncodedBatch } from '../core/encoded-batch.ts';
 import type { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
-import { openGate, type ConnectionGate, type Releasable } from './http-connection.ts';
+import { announcesBatch, openGate, type ConnectionGate, type Releasable } from './http-connection.ts';
 import { onSocketDrain } from './socket-drain.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
@@ -46,6 +47,10 @@ export class WebSocketTransport implements Transport {
     // interleaves safely with what `ws` writes (pings, close), since
     // per-message deflate is off and nothing is fragmented.
     if (!this.#closed && this.#socket.readyState === OPEN) this.#raw.write(frame.wsFrame);
+  }
+
+  writeMany(batch: EncodedBatch): void {
+    if (!this.#closed && this.#socket.readyState === OPEN) this.#raw.write(batch.wsFrame);
   }
 
   heartbeat(ping: EncodedFrame): void {
@@ -167,6 +172,8 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
   /** The reply to one command: the first reply after `connect` is where the per-user cap is judged. */
   function sendReply(ws: HeraldWebSocket, client: Client, frame: string): void {
     if (client.isClosed) return;
+    // Frames written before the reply go out before it.
+    client.flushWrites();
     if (!ws.userAdmitted && client.state === 'connected') {
       ws.userAdmitted = true;
       if (!gate.admitUser(client)) {
@@ -235,6 +242,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       ws.place = place;
       const client = node.createClient(new WebSocketTransport(ws, socket, node.config.limits.closeGraceMs));
       ws.client = client;
+      client.batchRequested = announcesBatch(new URLSearchParams(request.url?.slice(path?.length ?? 0) ?? '').get('batch'));
       client.fallbackToken = admission.fallbackToken;
     });
   });

@@ -7,7 +7,9 @@
  * - `bufferStreams`: holds `text/event-stream` answers until they end (a
  *   proxy that buffers responses, so SSE never delivers an event);
  * - `down`: destroys new connections at once (the server is unreachable);
- *   `dropAll()` also cuts every open one (a network drop).
+ *   `dropAll()` also cuts every open one (a network drop);
+ * - `stripParams`: removes these query parameters from every request URL
+ *   (a server that does not know them, as an older Herald ignores them).
  */
 import { createServer, request as httpRequest, type IncomingMessage, type Server } from 'node:http';
 import { connect, type Socket } from 'node:net';
@@ -19,6 +21,7 @@ export interface TestProxy {
   refuseUpgrades: boolean;
   bufferStreams: boolean;
   down: boolean;
+  stripParams: readonly string[];
   /** Destroys every open connection, both sides. */
   dropAll(): void;
   /** Requests seen, as `METHOD path` (WebSocket upgrades as `UPGRADE path`). */
@@ -34,7 +37,13 @@ export async function startProxy(target: string): Promise<TestProxy> {
     socket.once('close', () => sockets.delete(socket));
   };
   const seen: string[] = [];
-  const state = { refuseUpgrades: false, bufferStreams: false, down: false };
+  const state = { refuseUpgrades: false, bufferStreams: false, down: false, stripParams: [] as readonly string[] };
+  const rewrite = (url: string | undefined): string => {
+    if (url === undefined || state.stripParams.length === 0 || !url.includes('?')) return url ?? '/';
+    const parsed = new URL(url, 'http://proxy');
+    for (const name of state.stripParams) parsed.searchParams.delete(name);
+    return parsed.pathname + parsed.search;
+  };
 
   const server: Server = createServer((req, res) => {
     if (state.down) {
@@ -43,7 +52,7 @@ export async function startProxy(target: string): Promise<TestProxy> {
     }
     seen.push(`${req.method} ${req.url}`);
     const forward = httpRequest(
-      { host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers, agent: false },
+      { host: upstream.hostname, port: upstream.port, method: req.method, path: rewrite(req.url), headers: req.headers, agent: false },
       (answer: IncomingMessage) => {
         track(answer.socket);
         const isStream = (answer.headers['content-type'] ?? '').startsWith('text/event-stream');
@@ -81,7 +90,7 @@ export async function startProxy(target: string): Promise<TestProxy> {
       return;
     }
     const remote = connect(Number(upstream.port), upstream.hostname, () => {
-      let head0 = `${req.method} ${req.url} HTTP/1.1\r\n`;
+      let head0 = `${req.method} ${rewrite(req.url)} HTTP/1.1\r\n`;
       for (let i = 0; i < req.rawHeaders.length; i += 2) head0 += `${req.rawHeaders[i]}: ${req.rawHeaders[i + 1]}\r\n`;
       remote.write(head0 + '\r\n');
       if (head.length > 0) remote.write(head);
@@ -114,6 +123,12 @@ export async function startProxy(target: string): Promise<TestProxy> {
     },
     set down(value: boolean) {
       state.down = value;
+    },
+    get stripParams() {
+      return state.stripParams;
+    },
+    set stripParams(value: readonly string[]) {
+      state.stripParams = value;
     },
     dropAll() {
       for (const socket of sockets) socket.destroy();

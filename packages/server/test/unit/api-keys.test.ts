@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import crypto from 'node:crypto';
 import { syncBuiltinESMExports } from 'node:module';
 import { join } from 'node:path';
-import { ApiKeyVerifier, allows, hashApiKey, type KeySource } from '../../src/auth/api-keys.ts';
+import { ApiKeyVerifier, CACHE_SIZE, allows, hashApiKey, type KeySource } from '../../src/auth/api-keys.ts';
 import {
   createKey,
   generateApiKey,
@@ -121,6 +121,84 @@ describe('ApiKeyVerifier', () => {
       crypto.timingSafeEqual = original;
       syncBuiltinESMExports();
     }
+  });
+});
+
+describe('ApiKeyVerifier cache', () => {
+  /** Runs `body` counting the constant-time comparisons made through Node's crypto export. */
+  function counting(body: (count: () => number) => void): void {
+    const original = crypto.timingSafeEqual;
+    let comparisons = 0;
+    crypto.timingSafeEqual = (a: NodeJS.ArrayBufferView, b: NodeJS.ArrayBufferView) => {
+      comparisons++;
+      return original(a, b);
+    };
+    syncBuiltinESMExports();
+    try {
+      body(() => {
+        const n = comparisons;
+        comparisons = 0;
+        return n;
+      });
+    } finally {
+      crypto.timingSafeEqual = original;
+      syncBuiltinESMExports();
+    }
+  }
+
+  it('remembers a verified key, never a failure', () => {
+    counting((count) => {
+      const v = new ApiKeyVerifier(
+        Array.from({ length: 10 }, (_, i) => key(`k${i}`, `secret-${i}`)),
+        { now: () => T0 },
+      );
+      assert.equal(v.verify('secret-3')?.name, 'k3');
+      assert.equal(count(), 10, 'first use: every key compared');
+      assert.equal(v.verify('secret-3')?.name, 'k3');
+      assert.equal(count(), 0, 'second use: remembered');
+      for (let i = 0; i < 3; i++) {
+        assert.equal(v.verify('wrong'), null);
+        assert.equal(count(), 10, 'a failure is compared in full every time');
+      }
+    });
+  });
+
+  it(`holds at most ${CACHE_SIZE} keys, the least recently used leave first`, () => {
+    counting((count) => {
+      const n = CACHE_SIZE + 10;
+      const v = new ApiKeyVerifier(Array.from({ length: n }, (_, i) => key(`k${i}`, `secret-${i}`)), { now: () => T0 });
+      for (let i = 0; i < n; i++) assert.equal(v.verify(`secret-${i}`)?.name, `k${i}`);
+      count();
+      assert.equal(v.verify(`secret-${n - 1}`)?.name, `k${n - 1}`);
+      assert.equal(count(), 0, 'a recent key is remembered');
+      assert.equal(v.verify('secret-0')?.name, 'k0');
+      assert.equal(count(), n, 'the oldest was dropped and is compared in full again');
+    });
+  });
+
+  it('a remembered key is still refused at its notAfter, and a live key with the same hash then takes over', () => {
+    let now = T0;
+    const v = new ApiKeyVerifier([key('expiring', 'same', { notAfter: iso(T0 + 10) })], { now: () => now });
+    assert.equal(v.verify('same')?.name, 'expiring');
+    now = T0 + 10;
+    assert.equal(v.verify('same'), null);
+    now = T0;
+    const both = new ApiKeyVerifier([key('expiring', 'same', { notAfter: iso(T0 + 10) }), key('live', 'same')], { now: () => now });
+    assert.equal(both.verify('same')?.name, 'expiring');
+    now = T0 + 10;
+    assert.equal(both.verify('same')?.name, 'live');
+  });
+
+  it('forgets everything when the source changes: a revoked or removed key is refused from the next reload on', () => {
+    let list: readonly ApiKeyConfig[] = [key('s1', 'store-1'), key('s2', 'store-2')];
+    const v = new ApiKeyVerifier([], { source: { current: () => list }, now: () => T0 });
+    assert.equal(v.verify('store-1')?.name, 's1');
+    assert.equal(v.verify('store-2')?.name, 's2');
+    list = [key('s1', 'store-1', { notAfter: iso(T0) }), key('s2', 'store-2')];
+    assert.equal(v.verify('store-1'), null, 'revoked');
+    list = [key('s1', 'store-1')];
+    assert.equal(v.verify('store-2'), null, 'removed');
+    assert.equal(v.verify('store-1')?.name, 's1');
   });
 });
 

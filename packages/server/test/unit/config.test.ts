@@ -68,6 +68,7 @@ describe('defaults', () => {
         clientPublish: false,
         private: false,
         allowAnonymous: false,
+        writeDelayMs: 0,
         conflation: { enabled: false, maxKeys: 1024, lagBytes: 65536 },
       },
     );
