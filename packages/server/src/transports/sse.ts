@@ -39,17 +39,25 @@ export class SseTransport implements Transport {
     this.#closeGraceMs = closeGraceMs;
   }
 
-  /** Sends the stream's head: `headers` (flat name, value list: security, CORS) and the stream's own. */
+  /**
+   * Sends the stream's head, `headers` (flat name, value list: security,
+   * CORS) and the stream's own, straight to the socket, with the first
+   * event. From here on the stream owns its socket: no chunked framing
+   * (`Connection: close`, the stream ends with its connection), events go
+   * to the socket as they are, and the response object only marks the
+   * request as in progress for Node's server (which therefore never counts
+   * the connection as idle). Node's own head would stay in the response as
+   * a string of some seventy pieces, about 2 KiB per stream.
+   */
   start(headers: readonly string[]): void {
     if (this.#closed) return;
+    const socket = this.#response.socket;
+    if (socket === null || socket.destroyed) return;
     this.#started = true;
-    const response = this.#response;
-    // No chunked framing: the stream owns its connection and ends with it
-    // (Connection: close), so events can go to the socket as they are.
-    response.useChunkedEncodingByDefault = false;
-    response.writeHead(200, ['content-type', 'text/event-stream; charset=utf-8', 'cache-control', 'no-store', 'x-accel-buffering', 'no', ...headers]);
-    response.write('retry: 1000\n\n');
-    this.#socket = response.socket ?? undefined;
+    let head = 'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-store\r\nx-accel-buffering: no\r\n';
+    for (let i = 0; i + 1 < headers.length; i += 2) head += headers[i] + ': ' + headers[i + 1] + '\r\n';
+    socket.write(head + 'Date: ' + new Date().toUTCString() + '\r\nConnection: close\r\n\r\nretry: 1000\n\n');
+    this.#socket = socket;
   }
 
   write(frame: EncodedFrame, positions?: string): void {
@@ -82,27 +90,26 @@ export class SseTransport implements Transport {
   close(code: number, reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (!this.#started) return;
-    const response = this.#response;
-    if (this.#socket?.destroyed === true) return;
+    const socket = this.#socket;
+    if (!this.#started || socket === undefined || socket.destroyed) return;
     // The disconnect frame always goes behind what is queued: a slow
     // reader's backlog is bounded (limits.outboundQueueBytes and one frame),
     // and one more small frame tells it why it was cut once it catches up.
     // A peer that has not taken it all within the close grace is cut.
     const reconnect = code < 3500 || (code >= 4000 && code < 4500);
-    response.end(new EncodedFrame(encodePush({ push: 'disconnect', code, reason, reconnect })).sseBytes);
+    socket.end(new EncodedFrame(encodePush({ push: 'disconnect', code, reason, reconnect })).sseBytes);
     this.#settled = new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
         resolve();
       };
       const timer = setTimeout(() => {
-        response.destroy();
+        socket.destroy();
         done();
       }, this.#closeGraceMs);
       timer.unref();
-      response.once('finish', done);
-      response.once('close', done);
+      socket.once('finish', done);
+      socket.once('close', done);
     });
   }
 
@@ -153,9 +160,15 @@ export function registerSse(app: FastifyInstance, routes: FastRoutes, node: Node
     const session = sessions.register(client);
     response.socket?.setNoDelay(true);
     transport.start(headers);
-    client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
-    if (opened.connected.batch === true) client.enableBatching();
-    await subscribeHttpClient(client, opened.subscribe);
+    try {
+      client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
+      if (opened.connected.batch === true) client.enableBatching();
+      await subscribeHttpClient(client, opened.subscribe);
+    } catch (error) {
+      // The stream has started: no HTTP error can follow its head.
+      node.logger.error({ err: error }, 'SSE stream failed after it started');
+      client.disconnect('internal');
+    }
   });
   routes.stub(app, 'GET', SSE_PATH);
 }
