@@ -22,9 +22,9 @@ import { registerLongPoll } from '../transports/long-poll.ts';
 import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter } from '../transports/http-connection.ts';
 import { encodeResult, type ApiErrorCode } from '@herald/protocol';
 import type { Edge } from '../edge/edge.ts';
-import { useSecurityHeaders } from '../edge/security-headers.ts';
+import { securityHeaders, useSecurityHeaders } from '../edge/security-headers.ts';
+import { FastRoutes } from '../transports/fast-routes.ts';
 import { answerClientError } from '../edge/client-errors.ts';
-import { registerDemo } from './demo.ts';
 import { answerUnmatched, useJsonBodies, useStrictSchemas } from './http-input.ts';
 
 export interface TlsFiles {
@@ -136,10 +136,14 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   });
 
   const sessions = new SessionRegistry(options.sessionRouter);
-  registerSse(app, node, sessions, edge);
-  registerLongPoll(app, node, sessions, edge);
+  // The SSE stream and long polling are served in front of fastify, with the same edge rules (transports/fast-routes.ts).
+  const fast = new FastRoutes({ securityHeaders: securityHeaders(tls !== undefined), origins: edge.origins, draining: () => node.draining, logger: node.logger });
+  fast.install(app.server);
+  registerSse(app, fast, node, sessions, edge);
+  registerLongPoll(app, fast, node, sessions, edge, { bodyLimit: config.api.maxBodyBytes });
   registerHttpCommands(app, node, sessions);
-  registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
+  // The chat demo exists in development mode only: production never loads it.
+  if (config.mode === 'development') (await import('./demo.ts')).registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
 
   // Per client IP, counted before the key is checked; then per key.
   const principals = new WeakMap<FastifyRequest, string>();

@@ -180,6 +180,7 @@ export const ConfigSchema = Type.Object(
         keys: Type.Array(ApiKey, { default: [], description: 'Server API keys (hashed). HERALD_API_KEY adds one admin key from the environment.' }),
         maxBodyBytes: Type.Integer({ default: 65536, minimum: 1024, maximum: 16777216, description: 'Largest API request body.' }),
         maxBroadcastChannels: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most channels in one broadcast.' }),
+        maxBatchPublishes: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most publishes in one batch (`POST /api/batch`); the whole request also stays within api.maxBodyBytes.' }),
         rateLimitPerKey: Type.Integer({ default: 6000, minimum: 1, description: 'API requests per key per minute (per node), then 429.' }),
         rateLimitPerIp: Type.Integer({ default: 600, minimum: 1, description: 'API requests per client IP per minute (per node), counted before the key is checked.' }),
       },

@@ -521,8 +521,8 @@ export class Client {
       }
     }
     const conflation = sub.options.conflation;
-    if (conflation.enabled && since !== undefined && !recovered) {
-      // Not covered: the latest value per key instead, from where they continue.
+    if (conflation.enabled && sub.recoverable && !recovered) {
+      // A fresh subscription, or a gap history does not cover: the latest value per key, from where they continue.
       const newest = await this.node.readLatest(sub.channel, sub.options);
       if (this.isClosed || this.subscription(sub.channel) !== sub) throw new CommandError('not_subscribed');
       missed = latestValues(newest.publications, conflation.key, conflation.maxKeys);

@@ -376,6 +376,26 @@ describe('conflation: recovery and the whole-channel key', { timeout: 120000 }, 
     }
   });
 
+  test('a fresh subscription (no recover) gets the latest value per key too', async () => {
+    const channel = unique('px:fresh');
+    for (let n = 1; n <= 6; n++) await h.api('publish', { channel, data: { sym: n % 2 === 0 ? 'B' : 'A', n } });
+    const client = await wsClient();
+    try {
+      const result = await client.call('subscribe', { channel });
+      assert.deepEqual([result['recovered'], result['was_recovering'], result['conflated'], result['offset']], [false, false, true, 4]);
+      await waitUntil(() => publications(client.frames, channel).length === 2, { label: 'two latest values' });
+      assertNoGap(publications(client.frames, channel), 4, 'latest values');
+      assert.deepEqual(publications(client.frames, channel).map((p) => [p.offset, p.prev]), [
+        [5, undefined],
+        [6, undefined],
+      ]);
+      const empty = await client.call('subscribe', { channel: unique('px:empty') });
+      assert.deepEqual([empty['recovered'], empty['conflated'], empty['offset']], [false, true, 0]);
+    } finally {
+      client.close();
+    }
+  });
+
   test('without a key the whole channel is one key; channels without conflation are unchanged', async () => {
     const whole = unique('whole:uncovered');
     const plain = unique('plain:uncovered');
