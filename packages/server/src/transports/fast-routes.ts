@@ -12,8 +12,9 @@
  * allowlist (403 `origin_not_allowed`) and the CORS answer headers (`Vary:
  * Origin`; `Access-Control-Allow-Origin` and `-Credentials` for an allowed
  * origin), and the same body rules (packages/server/src/app/http-input.ts): JSON only (415
- * otherwise), the body limit (413, then the connection ends), strict UTF-8,
- * the nesting depth, then the route's TypeBox schema without coercion.
+ * otherwise), the body limit (413), strict UTF-8, the nesting depth (these
+ * three end the connection after the answer, as fastify does), then the
+ * route's TypeBox schema without coercion.
  * Answers are the registered API errors, byte for byte what fastify sends.
  * Fastify keeps a route for each path too (see `stub`), so that other
  * methods get 405 with `Allow` and HEAD is answered as before.
@@ -223,16 +224,17 @@ export function jsonBody<T>(schema: TSchema, rules: BodyRules): (request: Incomi
       request.on('end', () => {
         if (refused) return;
         let text: string;
+        // A body that does not parse ends the connection after its answer, as fastify's parser errors do.
         try {
           text = utf8.decode(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
         } catch {
-          answerError(response, headers, 'invalid_utf8');
+          answerError(response, [...headers, 'connection', 'close'], 'invalid_utf8');
           resolve(undefined);
           return;
         }
         const read = readJson(text, rules.maxDepth);
         if (!read.ok) {
-          answerError(response, headers, read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json');
+          answerError(response, [...headers, 'connection', 'close'], read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json');
           resolve(undefined);
           return;
         }
