@@ -208,25 +208,24 @@ export function jsonBody<T>(schema: TSchema, rules: BodyRules): (request: Incomi
     };
     if (length !== undefined && Number(length) > rules.limit) return Promise.resolve(tooLarge());
     return new Promise((resolve) => {
-      const chunks: Buffer[] = [];
+      let chunks: Buffer[] = [];
       let size = 0;
-      let refused = false;
-      request.on('data', (chunk: Buffer) => {
-        if (refused) return;
+      const onData = (chunk: Buffer): void => {
         size += chunk.length;
         if (size > rules.limit) {
-          refused = true;
+          finish();
           resolve(tooLarge());
           return;
         }
         chunks.push(chunk);
-      });
-      request.on('end', () => {
-        if (refused) return;
+      };
+      const onEnd = (): void => {
+        const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        finish();
         let text: string;
         // A body that does not parse ends the connection after its answer, as fastify's parser errors do.
         try {
-          text = utf8.decode(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+          text = utf8.decode(body);
         } catch {
           answerError(response, [...headers, 'connection', 'close'], 'invalid_utf8');
           resolve(undefined);
@@ -239,9 +238,22 @@ export function jsonBody<T>(schema: TSchema, rules: BodyRules): (request: Incomi
           return;
         }
         resolve(validate(response, headers, read.value));
-      });
-      // A request that goes away before its body ends is answered by no one (after 'end' this changes nothing).
-      request.on('close', () => resolve(undefined));
+      };
+      // A request that goes away before its body ends is answered by no one.
+      const onClose = (): void => {
+        finish();
+        resolve(undefined);
+      };
+      // A held poll keeps its request, but not these listeners nor what they hold.
+      const finish = (): void => {
+        request.removeListener('data', onData);
+        request.removeListener('end', onEnd);
+        request.removeListener('close', onClose);
+        chunks = [];
+      };
+      request.on('data', onData);
+      request.on('end', onEnd);
+      request.on('close', onClose);
     });
   };
 }
