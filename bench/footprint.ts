@@ -7,7 +7,8 @@
  * (bench/raw-ws-server.ts) and an Nchan worker (bench/nchan.ts), in the
  * same run.
  *
- *   node bench/footprint.ts [--rounds=2] [--settle=5] [--cpu=0] [--json=FILE]
+ *   node bench/footprint.ts [--rounds=2] [--settle=5] [--cpu=0]
+ *     [--targets=herald-js,herald,raw-ws,nchan] [--json=FILE]
  *
  * Per target and round: start it pinned to `--cpu`, wait for it to listen,
  * let it settle `--settle` seconds, take the median of five RSS samples
@@ -24,6 +25,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '2' },
     settle: { type: 'string', default: '5' },
     cpu: { type: 'string', default: '0' },
+    targets: { type: 'string', default: 'herald-js,herald,raw-ws,nchan' },
     json: { type: 'string' },
   },
   strict: true,
@@ -33,16 +35,19 @@ const settleMs = Number(values.settle) * 1000;
 const cpus = values.cpu;
 
 type Target = ServerKind | 'nchan';
-const targets: Target[] = ['herald-js', 'herald', 'raw-ws'];
+const targets = values.targets.split(',') as Target[];
 const nchanMissing = nchanUnavailable();
-if (nchanMissing === undefined) targets.push('nchan');
-else process.stderr.write(`Nchan skipped: ${nchanMissing}\n`);
+if (targets.includes('nchan') && nchanMissing !== undefined) {
+  process.stderr.write(`Nchan skipped: ${nchanMissing}\n`);
+  targets.splice(targets.indexOf('nchan'), 1);
+}
 
 const labels: Record<Target, string> = {
   'herald-js': 'Herald (built JS, production config)',
   herald: 'Herald (TypeScript sources, production config)',
   'raw-ws': 'raw ws server',
   'raw-sse': 'raw SSE server',
+  'raw-long-poll': 'raw long-poll server',
   nchan: 'Nchan (nginx worker)',
 };
 
@@ -78,11 +83,11 @@ for (let round = 0; round < rounds; round++) {
   }
 }
 const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
-const raw = median(results.get('raw-ws')!);
+const raw = results.has('raw-ws') ? median(results.get('raw-ws')!) : undefined;
 const lines = ['| server | idle RSS MiB | vs raw ws |', '|---|---:|---:|'];
 for (const target of targets) {
   const value = median(results.get(target)!);
-  lines.push(`| ${labels[target]} | ${(value / 1048576).toFixed(1)} | ${(value / raw).toFixed(2)}× |`);
+  lines.push(`| ${labels[target]} | ${(value / 1048576).toFixed(1)} | ${raw === undefined ? '—' : `${(value / raw).toFixed(2)}×`} |`);
 }
 console.log(lines.join('\n'));
 if (values.json !== undefined) writeFileSync(values.json, JSON.stringify(Object.fromEntries(results), null, 2));

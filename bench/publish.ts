@@ -180,7 +180,7 @@ async function startNodeServer(kind: 'herald' | 'raw', options: Options): Promis
   let cleanup = (): void => {};
   const apiKey = randomBytes(24).toString('base64url');
   if (kind === 'raw') {
-    args = [join(ROOT, 'bench/raw-http-server.ts')];
+    args = [...options.serverNodeArgs, join(ROOT, 'bench/raw-http-server.ts')];
   } else {
     const dir = mkdtempSync(join(tmpdir(), 'herald-bench-publish-'));
     const configFile = join(dir, 'herald.json');

@@ -23,10 +23,12 @@ export type ApiScope = 'publish' | 'read' | 'admin';
 export interface ApiSchemaLimits {
   /** `api.maxBroadcastChannels`: most channels in one broadcast. */
   readonly maxBroadcastChannels: number;
+  /** `api.maxBatchPublishes`: most publishes in one batch. */
+  readonly maxBatchPublishes: number;
 }
 
-/** The config's defaults (`api.maxBroadcastChannels`). */
-export const defaultApiLimits: ApiSchemaLimits = Object.freeze({ maxBroadcastChannels: 1000 });
+/** The config's defaults (`api.maxBroadcastChannels`, `api.maxBatchPublishes`). */
+export const defaultApiLimits: ApiSchemaLimits = Object.freeze({ maxBroadcastChannels: 1000, maxBatchPublishes: 1000 });
 
 const strict = { additionalProperties: false } as const;
 
@@ -57,7 +59,7 @@ const Publication = Type.Object(
   { description: 'A publication from history; `info` names the publishing client (client-side publish only).' },
 );
 
-/** `{code, message}` of a failed channel in a broadcast. */
+/** `{code, message}` of a failed channel in a broadcast or batch. */
 const ErrorCode = Type.Union(
   (Object.keys(apiErrors) as ApiErrorCode[]).map((code) => Type.Literal(code)),
   { description: 'An API error code (docs/errors.md).' },
@@ -114,6 +116,28 @@ export function createApiSchemas(limits: ApiSchemaLimits = defaultApiLimits) {
             Type.Object({ channel: Type.String(), error: Type.Object({ code: ErrorCode, message: Type.String() }) }),
           ]),
           { description: 'One entry per channel, in the order asked.' },
+        ),
+      }),
+    ),
+    batch: method(
+      'publish',
+      'Publish many JSON values, each to its channel, in order; each publish succeeds or fails on its own.',
+      Type.Object(
+        {
+          publishes: Type.Array(
+            Type.Object({ channel: Channel, data: Type.Unknown({ description: 'Any JSON value (required).' }) }, strict),
+            { minItems: 1, maxItems: limits.maxBatchPublishes, description: 'Published in this order; a channel may appear more than once.' },
+          ),
+        },
+        strict,
+      ),
+      Type.Object({
+        results: Type.Array(
+          Type.Union([
+            Type.Object({ channel: Type.String(), epoch: Epoch, offset: Offset }),
+            Type.Object({ channel: Type.String(), error: Type.Object({ code: ErrorCode, message: Type.String() }) }),
+          ]),
+          { description: 'One entry per publish, in the order asked.' },
         ),
       }),
     ),

@@ -35,9 +35,17 @@ test('the error body names exactly the registered API error codes', () => {
   assert.ok(check.Check({ error: { code: 'bad_request', message: 'm', detail: '/channel: expected string' } }));
 });
 
-test('the broadcast limit follows the limits given', () => {
-  const check = TypeCompiler.Compile(createApiSchemas({ maxBroadcastChannels: 2 }).broadcast.request);
+test('the broadcast and batch limits follow the limits given', () => {
+  const schemas = createApiSchemas({ maxBroadcastChannels: 2, maxBatchPublishes: 3 });
+  const check = TypeCompiler.Compile(schemas.broadcast.request);
   assert.ok(check.Check({ channels: ['a', 'b'], data: 1 }));
   assert.equal(check.Check({ channels: ['a', 'b', 'c'], data: 1 }), false);
   assert.equal(apiSchemas.broadcast.request.properties.channels.maxItems, 1000);
+  const batch = TypeCompiler.Compile(schemas.batch.request);
+  const item = { channel: 'a', data: 1 };
+  assert.ok(batch.Check({ publishes: [item, item, item] }), 'a channel may repeat');
+  assert.equal(batch.Check({ publishes: [item, item, item, item] }), false);
+  assert.equal(batch.Check({ publishes: [] }), false);
+  assert.equal(batch.Check({ publishes: [{ ...item, extra: 1 }] }), false);
+  assert.equal(apiSchemas.batch.request.properties.publishes.maxItems, 1000);
 });

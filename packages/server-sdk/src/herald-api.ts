@@ -126,6 +126,16 @@ export class HeraldApi {
     return this.call('broadcast', { channels: [...channels], data });
   }
 
+  /**
+   * Publishes many values in one request (`POST /api/batch`), in order, each
+   * to its channel; each succeeds or fails on its own (`results`, one per
+   * publish, in the same order). At most `api.maxBatchPublishes` (1000) per
+   * call, and the request within `api.maxBodyBytes`. Scope `publish`.
+   */
+  publishMany(publishes: readonly { readonly channel: string; readonly data: unknown }[]): Promise<ApiResult<'batch'>> {
+    return this.call('batch', { publishes: publishes.map(({ channel, data }) => ({ channel, data })) });
+  }
+
   /** The channel's stream position and up to `limit` publications. Scope `read`. */
   history(channel: string, options: HistoryOptions = {}): Promise<ApiResult<'history'>> {
     const body: ApiRequest<'history'> = { channel };

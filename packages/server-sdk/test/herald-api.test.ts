@@ -78,6 +78,24 @@ describe('HeraldApi against a running server', { timeout: 60000 }, () => {
       assert.deepEqual(results[2], { channel: 'nope:x', error: { code: 'unknown_namespace', message: 'channel namespace is not configured' } });
     });
 
+    test('publishMany: in order, one result per publish, errors per publish', async () => {
+      const channel = unique('chat:sdk-batch');
+      const c = await connectWs(h, 'alice');
+      const sub = await c.call('subscribe', { channel });
+      const { results } = await new HeraldApi({ url: h.url, apiKey: PUBLISHER }).publishMany([
+        { channel, data: { n: 1 } },
+        { channel: 'nope:x', data: 1 },
+        { channel, data: { n: 2 } },
+      ]);
+      assert.deepEqual(results, [
+        { channel, epoch: sub.epoch, offset: 1 },
+        { channel: 'nope:x', error: { code: 'unknown_namespace', message: 'channel namespace is not configured' } },
+        { channel, epoch: sub.epoch, offset: 2 },
+      ]);
+      assert.deepEqual((await c.waitPublications(channel, 2)).map((p) => p.data), [{ n: 1 }, { n: 2 }]);
+      assertApiError(await failure(new HeraldApi({ url: h.url, apiKey: READER }).publishMany([{ channel, data: 1 }])), 403, 'forbidden');
+    });
+
     test('history: limit, since and reverse', async () => {
       const channel = unique('chat:sdk-hist');
       let epoch = '';

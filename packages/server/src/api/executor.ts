@@ -6,7 +6,7 @@
 import type { TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import { apiErrors, replyErrors, type ApiErrorCode, type JsonText, type ReplyErrorName } from '@herald/protocol';
-import { createApiSchemas, type ApiMethodName, type ApiRequest, type ApiResult } from '@herald/protocol/api';
+import { createApiSchemas, type ApiMethodName, type ApiRequest, type ApiResult, type ApiSchemaLimits } from '@herald/protocol/api';
 import { utf8Length } from '@herald/protocol/commands';
 import { schemaDetail } from '@herald/protocol/commands';
 import type { ApiScope } from '../config/schema.ts';
@@ -42,8 +42,8 @@ type Answer<M extends ApiMethodName> = ApiResult<M> | JsonText;
  * The methods: their schemas come from `@herald/protocol/api` (shared with
  * the server SDK and docs/openapi.json), their bodies are typed from them.
  */
-export function createApiMethods(maxBroadcastChannels: number, maxDataBytes: number) {
-  const schemas = createApiSchemas({ maxBroadcastChannels });
+export function createApiMethods(limits: ApiSchemaLimits, maxDataBytes: number) {
+  const schemas = createApiSchemas(limits);
   const method = <M extends ApiMethodName>(name: M, run: (node: Node, body: ApiRequest<M>) => Promise<Answer<M>> | Answer<M>): MethodSpec => ({
     scope: schemas[name].scope,
     schema: schemas[name].request,
@@ -71,6 +71,24 @@ export function createApiMethods(maxBroadcastChannels: number, maxDataBytes: num
           results.push({ channel, ...position });
         } catch (error) {
           const code = toApiCode(error);
+          results.push({ channel, error: { code, message: apiErrors[code].message } });
+        }
+      }
+      return { results };
+    }),
+    batch: method('batch', async (node, body) => {
+      // Every item must carry data before anything is published: a malformed batch publishes nothing.
+      body.publishes.forEach((item, i) => {
+        if (!('data' in item)) throw new ApiError('bad_request', `/publishes/${String(i)}/data: expected required property`);
+      });
+      const results: ApiResult<'batch'>['results'] = [];
+      for (const { channel, data } of body.publishes) {
+        try {
+          const position = await node.publish(node.resolve(channel), serialize(data), undefined, 'api');
+          results.push({ channel, ...position });
+        } catch (error) {
+          const code = toApiCode(error);
+          if (code === 'internal') node.logger.error({ err: error, method: 'batch' }, 'api method failed');
           results.push({ channel, error: { code, message: apiErrors[code].message } });
         }
       }
@@ -116,7 +134,8 @@ export class ApiExecutor {
 
   constructor(node: Node) {
     this.#node = node;
-    this.#methods = createApiMethods(node.config.api.maxBroadcastChannels, node.config.limits.maxMessageBytes);
+    const { maxBroadcastChannels, maxBatchPublishes } = node.config.api;
+    this.#methods = createApiMethods({ maxBroadcastChannels, maxBatchPublishes }, node.config.limits.maxMessageBytes);
     for (const [name, spec] of Object.entries(this.#methods)) this.#checks.set(name, TypeCompiler.Compile(spec.schema));
   }
 

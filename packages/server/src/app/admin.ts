@@ -14,8 +14,7 @@ import { sendApiError } from '../transports/http-connection.ts';
 import { useSecurityHeaders } from '../edge/security-headers.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { httpServerOptions, mapFrameworkError, MAX_HEADERS } from './http.ts';
-import { answerUnmatched } from './http-input.ts';
-import { createOpenApiDocument } from '../api/openapi.ts';
+import { answerUnmatched, schemaController } from './http-input.ts';
 import { version } from './version.ts';
 
 export interface AdminAppOptions {
@@ -38,6 +37,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     requestTimeout: serverOptions.requestTimeout,
     http: serverOptions,
+    schemaController,
   });
   app.server.maxHeadersCount = MAX_HEADERS;
   app.setErrorHandler((error: { statusCode?: number; code?: string; validation?: unknown }, request, reply) => {
@@ -56,8 +56,14 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     return health;
   });
   // The server API as OpenAPI 3.1, with this server's limits (docs/openapi.json has the defaults).
-  const openApi = JSON.stringify(createOpenApiDocument({ version, limits: { maxBroadcastChannels: config.api.maxBroadcastChannels } }));
-  app.get('/openapi.json', async (_request, reply) => reply.type('application/json').send(openApi));
+  // Built at the first request: most servers are never asked for it.
+  let openApi: Promise<string> | undefined;
+  app.get('/openapi.json', async (_request, reply) => {
+    openApi ??= import('../api/openapi.ts').then(({ createOpenApiDocument }) =>
+      JSON.stringify(createOpenApiDocument({ version, limits: { maxBroadcastChannels: config.api.maxBroadcastChannels, maxBatchPublishes: config.api.maxBatchPublishes } })),
+    );
+    return reply.type('application/json').send(await openApi);
+  });
   app.get('/metrics', async (_request, reply) => {
     const text = await metrics.metrics();
     return reply.type(metrics.contentType).send(text);

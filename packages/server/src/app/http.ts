@@ -9,7 +9,7 @@
  * per client IP before the key is checked, per key after.
  */
 import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { ServerOptions as HttpServerOptions } from 'node:http';
+import type { IncomingMessage, ServerOptions as HttpServerOptions, ServerResponse } from 'node:http';
 import cors from '@fastify/cors';
 import rateLimit from '@fastify/rate-limit';
 import type { Logger as PinoLogger } from 'pino';
@@ -22,10 +22,11 @@ import { registerLongPoll } from '../transports/long-poll.ts';
 import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter } from '../transports/http-connection.ts';
 import { encodeResult, type ApiErrorCode } from '@herald/protocol';
 import type { Edge } from '../edge/edge.ts';
-import { useSecurityHeaders } from '../edge/security-headers.ts';
+import { securityHeaders, useSecurityHeaders } from '../edge/security-headers.ts';
+import { LeanRoutes, presentedKey, type Limiter } from '../api/lean-routes.ts';
+import { FastRoutes } from '../transports/fast-routes.ts';
 import { answerClientError } from '../edge/client-errors.ts';
-import { registerDemo } from './demo.ts';
-import { answerUnmatched, useJsonBodies, useStrictSchemas } from './http-input.ts';
+import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
 
 export interface TlsFiles {
   readonly cert: string;
@@ -86,6 +87,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     requestTimeout: serverOptions.requestTimeout,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 100 },
+    schemaController,
     trustProxy: config.http.trustedProxies.length === 0 ? false : edge.address.trust,
   } as const;
   const tls = options.tls;
@@ -136,13 +138,17 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   });
 
   const sessions = new SessionRegistry(options.sessionRouter);
-  registerSse(app, node, sessions, edge);
-  registerLongPoll(app, node, sessions, edge);
+  // The SSE stream and long polling are served in front of fastify, with the same edge rules (transports/fast-routes.ts).
+  const fast = new FastRoutes({ securityHeaders: securityHeaders(tls !== undefined), origins: edge.origins, draining: () => node.draining, logger: node.logger });
+  fast.install(app.server);
+  registerSse(app, fast, node, sessions, edge);
+  registerLongPoll(app, fast, node, sessions, edge, { bodyLimit: config.api.maxBodyBytes });
   registerHttpCommands(app, node, sessions);
-  registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
+  // The chat demo exists in development mode only: production never loads it.
+  if (config.mode === 'development') (await import('./demo.ts')).registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
 
   // Per client IP, counted before the key is checked; then per key.
-  const principals = new WeakMap<FastifyRequest, string>();
+  const principals = new WeakMap<object, string>();
   const perIp = app.createRateLimit({ max: config.api.rateLimitPerIp, timeWindow: 60000 });
   const perKey = app.createRateLimit({
     max: config.api.rateLimitPerKey,
@@ -164,7 +170,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       },
     },
     async (request, reply) => {
-      const key = presentedKey(request);
+      const key = presentedKey(request.headers);
       const principal = key === undefined ? null : apiKeys.verify(key);
       if (principal === null) return sendApiError(reply, 'unauthorized');
       principals.set(request, principal.name);
@@ -179,15 +185,33 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       }
     },
   );
-  return app;
-}
 
-/** The API key, from `Authorization: Bearer` or `X-API-Key` only (never the URL). */
-function presentedKey(request: FastifyRequest): string | undefined {
-  const authorization = request.headers.authorization;
-  if (typeof authorization === 'string' && authorization.startsWith('Bearer ')) return authorization.slice(7).trim();
-  const header = request.headers['x-api-key'];
-  return typeof header === 'string' ? header : undefined;
+  // The publish routes' lean path answers first; every other request goes on (SSE and long polling's front, then fastify).
+  const lean = new LeanRoutes({
+    node,
+    apiKeys,
+    executor,
+    origins: edge.origins,
+    logger: node.logger,
+    maxBodyBytes: config.api.maxBodyBytes,
+    maxJsonDepth: config.limits.maxJsonDepth,
+    securityHeaders: securityHeaders(tls !== undefined),
+    ip: common.trustProxy === false ? (request) => request.socket.remoteAddress ?? '' : (request) => edge.address.ip(request),
+    perIp: perIp as unknown as Limiter,
+    perKey: perKey as unknown as Limiter,
+    principals,
+  });
+  const [framework] = app.server.listeners('request') as ((request: IncomingMessage, response: ServerResponse) => void)[];
+  if (framework === undefined) throw new Error('fastify installed no request listener');
+  app.server.removeListener('request', framework);
+  app.server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+    if (!lean.handle(request, response)) framework(request, response);
+  });
+  app.addHook('preClose', (done) => {
+    lean.closing = true;
+    done();
+  });
+  return app;
 }
 
 export function mapFrameworkError(error: { statusCode?: number; code?: string; validation?: unknown }): ApiErrorCode {

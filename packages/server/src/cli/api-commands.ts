@@ -10,10 +10,9 @@
  * code); 2 a usage error.
  */
 import { writeFileSync } from 'node:fs';
-import { HeraldApi, HeraldApiError } from '@herald/server-sdk';
+import type { HeraldApi } from '@herald/server-sdk';
 import { readJson, DEFAULT_MAX_JSON_DEPTH } from '@herald/protocol/json';
 import type { Command, Values } from './command.ts';
-import { renderOpenApi } from '../api/openapi.ts';
 import { version } from '../app/version.ts';
 
 /** The most `herald publish <channel> -` reads from stdin (the server's limit is usually far lower). */
@@ -34,7 +33,9 @@ function usageError(name: string, message: string): never {
 }
 
 /** The API client from the flags or the environment; refuses a key given any other way. */
-function client(name: string, values: Values): HeraldApi {
+async function client(name: string, values: Values): Promise<HeraldApi> {
+  // Loaded here, not at start: `herald serve` never needs the server SDK.
+  const { HeraldApi } = await import('@herald/server-sdk');
   const url = (values['url'] as string | undefined) ?? process.env['HERALD_URL'];
   const key = (values['key'] as string | undefined) ?? process.env['HERALD_KEY'];
   if (url === undefined || url === '') usageError(name, 'no server URL: give --url URL or set HERALD_URL (development: http://127.0.0.1:8000)');
@@ -59,6 +60,7 @@ function client(name: string, values: Values): HeraldApi {
 
 /** Runs one API call: its result as JSON on stdout, or one line on stderr and exit 1. */
 async function call(name: string, work: () => Promise<unknown>): Promise<void> {
+  const { HeraldApiError } = await import('@herald/server-sdk');
   let result: unknown;
   try {
     result = await work();
@@ -122,7 +124,8 @@ listener.
 Options:
   --write FILE      write it to FILE instead of stdout`,
     options: { write: { type: 'string' } },
-    run(values) {
+    async run(values) {
+      const { renderOpenApi } = await import('../api/openapi.ts');
       const text = renderOpenApi({ version });
       if (typeof values['write'] === 'string') writeFileSync(values['write'], text);
       else process.stdout.write(text);
@@ -148,7 +151,7 @@ position: {"epoch":"…","offset":N}.`,
     options: connectionOptions,
     args: ['<channel>', '<json|->'],
     async run(values, [channel, json]) {
-      const api = client('publish', values);
+      const api = await client('publish', values);
       const data = json === '-' ? jsonArgument('publish', await readStdin('publish'), 'stdin') : jsonArgument('publish', json!, 'the value');
       await call('publish', () => api.publish(channel!, data));
     },
@@ -170,7 +173,7 @@ ${exitHelp}`,
     args: ['<channel>'],
     async run(values, [channel]) {
       const limit = integerFlag('history', '--limit', values['limit']) ?? 10;
-      const api = client('history', values);
+      const api = await client('history', values);
       await call('history', () => api.history(channel!, { limit, ...(values['reverse'] === true ? { reverse: true } : {}) }));
     },
   },
@@ -188,7 +191,7 @@ ${exitHelp}`,
     options: connectionOptions,
     args: ['<channel>'],
     async run(values, [channel]) {
-      const api = client('presence', values);
+      const api = await client('presence', values);
       await call('presence', () => api.presence(channel!));
     },
   },
@@ -208,7 +211,7 @@ closed on the node that answered: {"disconnected":N}.`,
     options: { reconnect: { type: 'boolean' }, ...connectionOptions },
     args: ['<user>'],
     async run(values, [user]) {
-      const api = client('disconnect', values);
+      const api = await client('disconnect', values);
       await call('disconnect', () => api.disconnect(user!, { reconnect: values['reconnect'] === true }));
     },
   },
@@ -236,7 +239,7 @@ ${exitHelp}`,
       if ((user === undefined) === (jti === undefined)) usageError('revoke', 'give exactly one of --user USER and --jti JTI');
       if (user !== undefined && values['expires-at'] !== undefined) usageError('revoke', '--expires-at goes with --jti');
       const expiresAt = values['expires-at'] === undefined ? undefined : timeFlag('revoke', values['expires-at'] as string);
-      const api = client('revoke', values);
+      const api = await client('revoke', values);
       await call('revoke', () => (user !== undefined ? api.revokeUser(user) : api.revokeToken(jti!, expiresAt)));
     },
   },

@@ -18,7 +18,6 @@ import { readFileSync } from 'node:fs';
 import http from 'node:http';
 import https from 'node:https';
 import { monitorEventLoopDelay, performance } from 'node:perf_hooks';
-import { mintConnectionToken } from '@herald/server-sdk';
 import { readConfigFile, validateConfig } from '../config/load.ts';
 import { readDevSecrets } from '../app/dev-secrets.ts';
 import { fail, intOption, type Command, type Values } from './command.ts';
@@ -340,6 +339,7 @@ async function bench(values: Values): Promise<void> {
   // Tokens: one per subscriber (its own user), one shared, or none.
   const tokens: (string | undefined)[] = [];
   if (o.auth.kind === 'minted') {
+    const { mintConnectionToken } = await import('@herald/server-sdk');
     const auth = o.auth;
     const ttlSeconds = Math.ceil(o.timeoutMs / 1000) + 60;
     for (let i = 0; i < o.subscribers; i++) {

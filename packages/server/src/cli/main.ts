@@ -6,19 +6,15 @@
  * prints them, and an option that belongs to another command is refused.
  * The CLI is the only place besides the composition root that reads process.env.
  */
+import { availableParallelism } from 'node:os';
 import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
-import { mintConnectionToken } from '@herald/server-sdk';
 import { ConfigError, deepFreeze, readConfigFile, validateConfig, type ConfigOverrides, type ValidatedConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
-import { renderConfigDocs } from '../config/docs.ts';
-import { renderConfigJsonSchema } from '../config/json-schema.ts';
 import { parseJsonSafely } from '@herald/protocol/commands';
 import { createKey, keyStatus, keyStorePath, parseDuration, parseScopes, readKeyStore, revokeKey, updateKeyStore } from '../auth/key-store.ts';
 import { DEV_KEY_NAME, devSecretsPath, ensureDevSecrets, markDevKeyShown, readDevSecrets, type DevSecrets } from '../app/dev-secrets.ts';
-import { startServer } from '../app/app.ts';
 import { checkValidatedConfig, startChecks } from '../app/preflight.ts';
-import { resolveWorkers, signalReload, startPrimary } from '../cluster/primary.ts';
 import { createLogger } from '../observability/pino-logger.ts';
 import { version } from '../app/version.ts';
 import type { Command, Values } from './command.ts';
@@ -44,7 +40,7 @@ Options:
   --admin-port PORT port of the internal listener: metrics, health (HERALD_ADMIN_PORT, admin.port; default 8001)
   --log-level LEVEL fatal, error, warn, info, debug, trace or silent (HERALD_LOG_LEVEL, log.level)
   --workers N|auto  cluster mode: N worker processes, auto = one per core (cluster.workers)
-  --engine TYPE     memory or redis (HERALD_ENGINE, engine.type)
+  --engine TYPE     memory, sqlite or redis (HERALD_ENGINE, engine.type)
   --redis-url URL   Redis URL for the redis engine (HERALD_REDIS_URL, engine.redisUrl)
 
 A second development instance beside the first: herald serve --port 8010 --admin-port 8011`,
@@ -72,8 +68,9 @@ Options:
   ${configHelp}
   ${stateDirHelp}`,
     options: { config: { type: 'string' }, 'state-dir': { type: 'string' } },
-    run(values) {
+    async run(values) {
       const stateDir = (values['state-dir'] as string | undefined) ?? checked(resolveConfig(values, 'read').validated).stateDir;
+      const { signalReload } = await import('../cluster/primary.ts');
       const pid = signalReload(stateDir);
       process.stdout.write(`sent SIGHUP to the Herald primary (pid ${pid}): workers are replaced one by one\n`);
     },
@@ -180,8 +177,8 @@ Options:
                     installed with the package as herald/config.schema.json)
   --write FILE      write it to FILE instead of stdout`,
     options: { 'json-schema': { type: 'boolean' }, write: { type: 'string' } },
-    run(values) {
-      const text = values['json-schema'] === true ? renderConfigJsonSchema() : renderConfigDocs();
+    async run(values) {
+      const text = values['json-schema'] === true ? (await import('../config/json-schema.ts')).renderConfigJsonSchema() : (await import('../config/docs.ts')).renderConfigDocs();
       if (typeof values['write'] === 'string') writeFileSync(values['write'], text);
       else process.stdout.write(text);
     },
@@ -368,16 +365,18 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
       'DEVELOPMENT MODE: secrets were generated into the state directory; do not expose this server. Give --config for production.',
     );
   }
-  const workers = resolveWorkers(values['workers'] === undefined ? config.cluster.workers : parseWorkers(values['workers'] as string));
+  const wanted = values['workers'] === undefined ? config.cluster.workers : parseWorkers(values['workers'] as string);
+  const workers = wanted === 'auto' ? availableParallelism() : wanted;
   if (workers > 1) {
     if (config.engine.type !== 'memory') {
-      fail('--workers: cluster mode links its workers through the primary (engine.type "memory"); with the redis engine run one Herald process per port or machine');
+      fail(`--workers: cluster mode links its workers through the primary (engine.type "memory"); ${config.engine.type === 'redis' ? 'with the redis engine run one Herald process per port or machine' : 'the sqlite engine runs one process (it owns the state file): drop --workers or use --engine memory'}`);
     }
     // The workers run the start-time checks again; the primary runs them first, so a refused start lists every problem.
     const checks = await startChecks(config, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve' });
     for (const warning of checks.warnings) logger.warn({}, warning);
     if (checks.prepared === undefined) throw new ConfigError(checks.problems);
     // Cluster mode: this process is the primary (packages/server/src/cluster/primary.ts); it handles its own signals.
+    const { startPrimary } = await import('../cluster/primary.ts');
     const primary = startPrimary({ config, logger, workers, process: true, reloadConfig: () => checked(resolveConfig(values, 'serve').validated) });
     primary.ready.then(({ port }) => dev !== undefined && announceDevKey(dev, config, port), () => undefined);
     void primary.done.then((code) => {
@@ -386,6 +385,7 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
     });
     return;
   }
+  const { startServer } = await import('../app/app.ts');
   const server = await startServer({ config, logger });
   if (dev !== undefined) announceDevKey(dev, config, server.port);
   let stopping = false;
@@ -429,6 +429,7 @@ async function token(values: Values): Promise<void> {
     info = parseJsonSafely(values['info']);
     if (info === undefined) fail('herald token: --info must be JSON');
   }
+  const { mintConnectionToken } = await import('@herald/server-sdk');
   const token = await mintConnectionToken({
     sub,
     ttlSeconds: ttl,

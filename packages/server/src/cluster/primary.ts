@@ -8,7 +8,6 @@
  * `herald reload`, which signals the pid in `<stateDir>/herald.pid`)
  * re-reads the configuration and replaces the workers one by one.
  */
-import { availableParallelism } from 'node:os';
 import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { extname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -42,10 +41,6 @@ export interface ClusterPrimary {
 }
 
 /** `cluster.workers` or `--workers`: "auto" is the number of cores. */
-export function resolveWorkers(value: number | 'auto'): number {
-  return value === 'auto' ? availableParallelism() : value;
-}
-
 export function pidFilePath(stateDir: string): string {
   return join(stateDir, 'herald.pid');
 }

@@ -1,13 +1,16 @@
 /**
  * Batched writes for connections that announced batched frames
- * (docs/protocol.md, "Batched frames"). Without a backlog nothing changes:
- * the first frame for a connection in an event-loop turn is written at once.
- * Frames that follow it in the same turn wait in the connection's outbox and
- * go out together at the end of the turn (setImmediate), in one write and,
- * where the transport allows, one frame (Transport.writeMany); an outbox
- * holding MAX_BATCH_FRAMES frames or MAX_BATCH_BYTES is written at once.
- * Frames of a namespace with `writeDelayMs` always wait, at most that long,
- * for the operator who trades latency for fewer writes.
+ * (docs/protocol.md, "Batched frames"). A turn is one pass of the event
+ * loop in which frames were written; it ends at setImmediate. Without a
+ * backlog nothing changes: the first frame for a quiet connection (none in
+ * the previous turn) is written at once. Frames that follow it in the same
+ * turn, and every frame of a connection that also got frames in the
+ * previous turn (a sustained stream), wait in the connection's outbox and go
+ * out together at the end of the turn, in one write and, where the transport
+ * allows, one frame (Transport.writeMany); an outbox holding
+ * MAX_BATCH_FRAMES frames or MAX_BATCH_BYTES is written at once. Frames of a
+ * namespace with `writeDelayMs` always wait, at most that long, for the
+ * operator who trades latency for fewer writes.
  *
  * Guarantees: frames reach the transport in the order they were written; a
  * frame waits at most until the end of its turn (or its namespace's delay);
@@ -43,8 +46,8 @@ export class Outbox {
   positionsChanged = false;
   /** Whether a queued frame may cut the connection as slow (not all do: conflated publications). */
   mayCut = false;
-  /** The scheduler turn in which a frame was last written at once. */
-  turn = -1;
+  /** The last scheduler turn in which the connection got a frame (written or queued). */
+  turn = -2;
   /** Listed for the end of the turn. */
   due = false;
   /** When a delayed write will flush it (epoch ms), 0 when none is pending. */
@@ -71,16 +74,18 @@ export class WriteScheduler {
   readonly #built = new Map<EncodedFrame, EncodedBatch[]>();
 
   /**
-   * Writes `frame` to the outbox's connection: at once when it is the first
-   * in this turn and nothing waits, else queued. `delayMs` is the frame's
+   * Writes `frame` to the outbox's connection: at once when nothing waits
+   * and the connection got no frame in this turn or the previous one, else
+   * queued. `delayMs` is the frame's
    * namespace `writeDelayMs` (0 for none). `mayCut` false: this frame does
    * not make the connection slow (a conflated publication).
    */
   write(outbox: Outbox, frame: EncodedFrame, positionsChanged: boolean, delayMs: number, mayCut = true): void {
     if (outbox.closed) return;
     const writer = outbox.writer;
-    if (delayMs === 0 && outbox.frames.length === 0 && outbox.turn !== this.#turn) {
-      outbox.turn = this.#turn;
+    const quiet = outbox.turn < this.#turn - 1;
+    outbox.turn = this.#turn;
+    if (delayMs === 0 && quiet && outbox.frames.length === 0) {
       this.#arm();
       const transport = writer.transport;
       transport.write(frame, positionsChanged && transport.tracksPositions ? writer.positionVector() : undefined);

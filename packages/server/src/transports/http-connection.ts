@@ -7,13 +7,14 @@
  * owner through a SessionRouter (packages/server/src/cluster/worker-engine.ts).
  */
 import { randomBytes } from 'node:crypto';
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { validateCommand } from '@herald/protocol/commands';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { apiErrors, decodePositions, disconnects, encodePush, replyErrors, type ApiErrorCode, type ConnectResult, type StreamPosition } from '@herald/protocol';
 import { CommandError, DisconnectError, type Client } from '../core/client.ts';
 import type { Node } from '../core/node.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
+import { answerJson } from './fast-routes.ts';
 
 export const SESSION_HEADER = 'herald-session';
 export const MAX_COMMANDS_PER_POST = 100;
@@ -110,6 +111,23 @@ export class SessionRegistry {
         : await this.answer(exchange, controller.signal);
     answered = true;
     return reply.code(answer.status).type('application/json').send(answer.body);
+  }
+
+  /** `route` for a request served in front of fastify (./fast-routes.ts); `headers` are the context's. */
+  async routeRaw(op: SessionExchange['op'], secret: unknown, body: unknown, response: ServerResponse, headers: readonly string[]): Promise<void> {
+    const controller = new AbortController();
+    let answered = false;
+    response.once('close', () => {
+      if (!answered) controller.abort();
+    });
+    const exchange: SessionExchange = { op, session: typeof secret === 'string' ? secret : '', body };
+    const router = this.#router;
+    const answer =
+      router !== undefined && exchange.session !== '' && router.isRemote(exchange.session)
+        ? await router.forward(exchange, controller.signal)
+        : await this.answer(exchange, controller.signal);
+    answered = true;
+    answerJson(response, headers, answer.status, answer.body);
   }
 }
 

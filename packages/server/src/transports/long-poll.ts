@@ -5,7 +5,8 @@
  * answer is simply sent again. The answer's `cursor` is the position vector
  * after its last frame, for reopening a lost session with recovery.
  */
-import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { ServerResponse } from 'node:http';
+import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { encodePush } from '@herald/protocol';
 import type { EncodedBatch } from '../core/encoded-batch.ts';
@@ -18,13 +19,12 @@ import {
   apiErrorAnswer,
   connectHttpClient,
   openGate,
-  sendApiError as sendError,
-  sendRefusal,
   SESSION_HEADER,
   subscribeHttpClient,
   type ConnectionGate,
   type SessionRegistry,
 } from './http-connection.ts';
+import { answerError, answerJson, jsonBody, type FastRoutes } from './fast-routes.ts';
 
 export const POLL_OPEN_PATH = '/connection/poll/open';
 export const POLL_PATH = '/connection/poll';
@@ -43,9 +43,16 @@ export interface PollReply {
   onGone(listener: () => void): void;
 }
 
-interface Waiter {
-  readonly reply: PollReply;
-  readonly timer: NodeJS.Timeout;
+/**
+ * Transports with frames written since the last turn of the event loop: one
+ * setImmediate answers all their held polls after the burst of writes (a
+ * publication reaches every subscriber in one burst), instead of one
+ * callback per transport.
+ */
+const toFlush = new Set<LongPollTransport>();
+function flushAll(): void {
+  for (const transport of toFlush) transport.flush();
+  toFlush.clear();
 }
 
 export class LongPollTransport implements Transport {
@@ -61,13 +68,22 @@ export class LongPollTransport implements Transport {
   #bytes = 0;
   #seq = 0;
   #ackedCursor = '';
-  #waiter: Waiter | undefined;
+  /** The held poll, if any. */
+  #waiter: PollReply | undefined;
+  /**
+   * Deadlines instead of timers (Date.now() ms; 0 = none), checked by
+   * `expire`, which the route calls for every session about every second:
+   * no timer per poll, nor per session. `#waiterDeadline`: the held poll
+   * is answered empty. `#idleDeadline`: with no poll held, the session
+   * expires (`onIdle`), or, once closed, is over (its disconnect frame was
+   * not fetched within the close grace).
+   */
+  #waiterDeadline = 0;
+  #idleDeadline = 0;
   #closed = false;
   #finished = false;
-  #flushScheduled = false;
   /** Transport.onDrain: called at the next poll. */
   #drainListener: (() => void) | undefined;
-  #idleTimer: NodeJS.Timeout | undefined;
   readonly #sessionTimeoutMs: number;
   readonly #pollTimeoutMs: number;
   readonly #closeGraceMs: number;
@@ -81,7 +97,7 @@ export class LongPollTransport implements Transport {
     this.#pollTimeoutMs = pollTimeoutMs;
     this.#sessionTimeoutMs = sessionTimeoutMs;
     this.#closeGraceMs = closeGraceMs;
-    this.#armIdle();
+    this.#idleDeadline = Date.now() + sessionTimeoutMs;
   }
 
   write(frame: EncodedFrame, positions?: string): void {
@@ -99,14 +115,16 @@ export class LongPollTransport implements Transport {
   #push(text: string, cursor: string | undefined): void {
     this.#queue.push({ seq: ++this.#seq, text, cursor });
     this.#bytes += text.length;
-    if (this.#waiter !== undefined && !this.#flushScheduled) {
+    if (this.#waiter !== undefined) {
       // Answer after the current burst of writes, in one response.
-      this.#flushScheduled = true;
-      setImmediate(() => {
-        this.#flushScheduled = false;
-        this.#answerWaiter();
-      });
+      if (toFlush.size === 0) setImmediate(flushAll);
+      toFlush.add(this);
     }
+  }
+
+  /** Answers the held poll with what is queued (after a burst of writes). */
+  flush(): void {
+    if (this.#waiter !== undefined && this.#queue.length > 0) this.#answerWaiter();
   }
 
   heartbeat(): void {}
@@ -134,9 +152,7 @@ export class LongPollTransport implements Transport {
     } else {
       // Between two polls: the next poll fetches the disconnect frame, if it
       // comes within the close grace.
-      clearTimeout(this.#idleTimer);
-      this.#idleTimer = setTimeout(() => this.#finish(), this.#closeGraceMs);
-      this.#idleTimer.unref();
+      this.#idleDeadline = Date.now() + this.#closeGraceMs;
     }
   }
 
@@ -160,14 +176,26 @@ export class LongPollTransport implements Transport {
     return this.#render();
   }
 
+  /** Runs what is due at `now`: a held poll's timeout, the session's expiry or the end of its close grace. */
+  expire(now: number): void {
+    if (this.#waiter !== undefined) {
+      if (now >= this.#waiterDeadline) this.#answerWaiter();
+      return;
+    }
+    if (this.#idleDeadline !== 0 && now >= this.#idleDeadline) {
+      this.#idleDeadline = 0;
+      if (this.#closed) this.#finish();
+      else this.onIdle();
+    }
+  }
+
   poll(ack: number, reply: PollReply): void {
-    clearTimeout(this.#idleTimer);
+    this.#idleDeadline = 0;
     this.#ackUpTo(ack);
     const previous = this.#waiter;
     if (previous !== undefined) {
       this.#waiter = undefined;
-      clearTimeout(previous.timer);
-      previous.reply.send(this.#render(true));
+      previous.send(this.#render(true));
     }
     const drained = this.#drainListener;
     if (drained !== undefined && !this.#closed) {
@@ -179,12 +207,10 @@ export class LongPollTransport implements Transport {
       this.#send(reply);
       return;
     }
-    const timer = setTimeout(() => this.#answerWaiter(), this.#pollTimeoutMs);
-    timer.unref();
-    this.#waiter = { reply, timer };
+    this.#waiter = reply;
+    this.#waiterDeadline = Date.now() + this.#pollTimeoutMs;
     reply.onGone(() => {
-      if (this.#waiter?.reply === reply) {
-        clearTimeout(timer);
+      if (this.#waiter === reply) {
         this.#waiter = undefined;
         if (this.#closed) this.#finish();
         else this.#armIdle();
@@ -196,8 +222,7 @@ export class LongPollTransport implements Transport {
     const waiter = this.#waiter;
     if (waiter === undefined) return;
     this.#waiter = undefined;
-    clearTimeout(waiter.timer);
-    this.#send(waiter.reply);
+    this.#send(waiter);
   }
 
   #send(reply: PollReply): void {
@@ -213,9 +238,14 @@ export class LongPollTransport implements Transport {
   #render(empty = false): string {
     const entries = empty ? [] : this.#queue;
     let cursor = this.#ackedCursor;
-    for (const entry of entries) if (entry.cursor !== undefined) cursor = entry.cursor;
+    let messages = '';
+    for (let i = 0; i < entries.length; i++) {
+      const entry = entries[i]!;
+      if (entry.cursor !== undefined) cursor = entry.cursor;
+      messages += i === 0 ? entry.text : ',' + entry.text;
+    }
     const seq = entries.length > 0 ? entries[entries.length - 1]!.seq : this.#ackedSeq();
-    return '{"seq":' + seq + ',"cursor":' + JSON.stringify(cursor) + ',"messages":[' + entries.map((e) => e.text).join(',') + ']}';
+    return '{"seq":' + seq + ',"cursor":' + JSON.stringify(cursor) + ',"messages":[' + messages + ']}';
   }
 
   #ackedSeq(): number {
@@ -234,21 +264,18 @@ export class LongPollTransport implements Transport {
   }
 
   #armIdle(): void {
-    clearTimeout(this.#idleTimer);
-    this.#idleTimer = setTimeout(() => this.onIdle(), this.#sessionTimeoutMs);
-    this.#idleTimer.unref();
+    this.#idleDeadline = Date.now() + this.#sessionTimeoutMs;
   }
 
   #finish(): void {
     if (this.#finished) return;
     this.#finished = true;
     this.#closed = true;
-    clearTimeout(this.#idleTimer);
+    this.#idleDeadline = 0;
     const waiter = this.#waiter;
     if (waiter !== undefined) {
       this.#waiter = undefined;
-      clearTimeout(waiter.timer);
-      waiter.reply.send(this.#render());
+      waiter.send(this.#render());
     }
     this.onFinished();
     const settled = this.#onSettled;
@@ -270,29 +297,77 @@ const OpenBody = Type.Object(
 const PollBody = Type.Object({ seq: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }) }, { additionalProperties: false });
 
 
-export function registerLongPoll(app: FastifyInstance, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
+/** A poll's answer as an HTTP response (one object per held poll, not a pair of closures). */
+class HttpPollReply implements PollReply {
+  readonly #response: ServerResponse;
+  readonly #headers: readonly string[];
+
+  constructor(response: ServerResponse, headers: readonly string[]) {
+    this.#response = response;
+    this.#headers = headers;
+  }
+
+  send(body: string): void {
+    answerJson(this.#response, this.#headers, 200, body);
+  }
+
+  onGone(listener: () => void): void {
+    if (this.#response.destroyed) queueMicrotask(listener);
+    else this.#response.once('close', listener);
+  }
+}
+
+export interface LongPollLimits {
+  /** The body limit of the two routes (api.maxBodyBytes, as fastify's). */
+  readonly bodyLimit: number;
+}
+
+/**
+ * POST /connection/poll/open and /connection/poll, served in front of
+ * fastify (./fast-routes.ts): a held poll keeps its request and response,
+ * nothing of fastify's, and no timer (one sweep runs the deadlines of every
+ * session).
+ */
+export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate, limits: LongPollLimits): void {
   /** Session secret → transport; outlives the client until its disconnect frame is polled. */
   const polling = new Map<string, LongPollTransport>();
   const { pollTimeoutMs, sessionTimeoutMs } = node.config.longPoll;
   const closeGraceMs = node.config.limits.closeGraceMs;
+  const rules = { limit: limits.bodyLimit, maxDepth: node.config.limits.maxJsonDepth };
+  const openBody = jsonBody<{ token?: string; channels?: string[]; cursor?: string; batch?: boolean }>(OpenBody, rules);
+  const pollBody = jsonBody<{ seq: number }>(PollBody, rules);
 
-  app.post(POLL_OPEN_PATH, { schema: { body: OpenBody } }, async (request: FastifyRequest<{ Body: { token?: string; channels?: string[]; cursor?: string; batch?: boolean }; Querystring: { batch?: string | string[] } }>, reply) => {
-    if (node.draining) return sendError(reply, 'unavailable');
-    const admission = gate.open(request.raw);
-    if (admission.refused !== undefined) return sendRefusal(reply, admission);
-    const body = request.body;
+  // The deadlines of every session (held polls, expiry, close grace), a few times per the shortest of them.
+  const sweepMs = Math.max(10, Math.min(1000, Math.floor(Math.min(pollTimeoutMs, sessionTimeoutMs, closeGraceMs) / 4)));
+  const sweep = setInterval(() => {
+    const now = Date.now();
+    for (const transport of polling.values()) transport.expire(now);
+  }, sweepMs);
+  sweep.unref();
+  app.addHook('onClose', (_app, done) => {
+    clearInterval(sweep);
+    done();
+  });
+
+  routes.post(POLL_OPEN_PATH, async (request, response, { headers, query }) => {
+    const read = await openBody(request, response, headers);
+    if (read === undefined) return;
+    if (node.draining) return answerError(response, headers, 'unavailable');
+    const admission = gate.open(request);
+    if (admission.refused !== undefined) return answerError(response, headers, admission.refused, undefined, admission.retryAfterSeconds);
+    const body = read.value;
     const transport = new LongPollTransport(pollTimeoutMs, sessionTimeoutMs, closeGraceMs);
     const client = node.createClient(transport);
     client.onClosed(() => admission.place.release());
     client.fallbackToken = admission.fallbackToken;
     transport.onIdle = () => client.disconnect('session_expired');
     const token = body.token ?? bearer(request.headers.authorization);
-    const batch = body.batch === true || announcesBatch(request.query.batch);
+    const batch = body.batch === true || (query !== '' && announcesBatch(new URLSearchParams(query).get('batch') ?? undefined));
     const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor, batch });
-    if ('error' in opened) return sendError(reply, opened.error, opened.detail);
+    if ('error' in opened) return answerError(response, headers, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
-      return sendError(reply, 'connection_limit');
+      return answerError(response, headers, 'connection_limit');
     }
     const session = sessions.register(client);
     polling.set(session, transport);
@@ -305,18 +380,25 @@ export function registerLongPoll(app: FastifyInstance, node: Node, sessions: Ses
     await subscribeHttpClient(client, opened.subscribe);
     client.flushWrites();
     const snapshot = transport.snapshot();
-    return reply.type('application/json').send('{"session":' + JSON.stringify(session) + ',' + snapshot.slice(1));
+    answerJson(response, headers, 200, '{"session":' + JSON.stringify(session) + ',' + snapshot.slice(1));
   });
+  routes.stub(app, 'POST', POLL_OPEN_PATH);
 
+  /** A poll for a session held here. */
+  const pollHere = (secret: string, transport: LongPollTransport, seq: number, reply: PollReply): void => {
+    const client = sessions.get(secret);
+    if (client !== undefined) client.lastActivity = node.now();
+    transport.poll(seq, reply);
+  };
+
+  // Polls forwarded from other workers (cluster mode).
   sessions.handle('poll', (secret, body, signal) => {
     const transport = polling.get(secret);
     const seq = (body as { seq?: unknown } | undefined)?.seq;
     if (transport === undefined) return Promise.resolve(apiErrorAnswer('session_unknown'));
     if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) return Promise.resolve(apiErrorAnswer('bad_request'));
-    const client = sessions.get(secret);
-    if (client !== undefined) client.lastActivity = node.now();
     return new Promise((resolve) => {
-      transport.poll(seq, {
+      pollHere(secret, transport, seq, {
         send: (text) => resolve({ status: 200, body: text }),
         onGone: (listener) => {
           if (signal.aborted) queueMicrotask(listener);
@@ -326,5 +408,17 @@ export function registerLongPoll(app: FastifyInstance, node: Node, sessions: Ses
     });
   });
 
-  app.post(POLL_PATH, { schema: { body: PollBody } }, (request, reply) => sessions.route('poll', request.headers[SESSION_HEADER], request.body, reply));
+  routes.post(POLL_PATH, async (request, response, { headers }) => {
+    const read = await pollBody(request, response, headers);
+    if (read === undefined) return;
+    const secret = request.headers[SESSION_HEADER];
+    const transport = typeof secret === 'string' ? polling.get(secret) : undefined;
+    if (transport === undefined) {
+      // Another worker's session (cluster mode), or none.
+      await sessions.routeRaw('poll', secret, read.value, response, headers);
+      return;
+    }
+    pollHere(secret as string, transport, read.value.seq, new HttpPollReply(response, headers));
+  });
+  routes.stub(app, 'POST', POLL_PATH);
 }

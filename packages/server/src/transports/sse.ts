@@ -5,22 +5,14 @@
  */
 import type { ServerResponse } from 'node:http';
 import type { Socket } from 'node:net';
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance } from 'fastify';
 import { encodePush } from '@herald/protocol';
 import type { EncodedBatch } from '../core/encoded-batch.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
-import {
-  announcesBatch,
-  connectHttpClient,
-  openGate,
-  sendApiError as sendError,
-  sendRefusal,
-  subscribeHttpClient,
-  type ConnectionGate,
-  type SessionRegistry,
-} from './http-connection.ts';
+import { announcesBatch, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type SessionRegistry } from './http-connection.ts';
+import { answerError, type FastRoutes } from './fast-routes.ts';
 import { onSocketDrain } from './socket-drain.ts';
 
 export const SSE_PATH = '/connection/sse';
@@ -47,21 +39,25 @@ export class SseTransport implements Transport {
     this.#closeGraceMs = closeGraceMs;
   }
 
-  start(headers: Record<string, string>): void {
+  /**
+   * Sends the stream's head, `headers` (flat name, value list: security,
+   * CORS) and the stream's own, straight to the socket, with the first
+   * event. From here on the stream owns its socket: no chunked framing
+   * (`Connection: close`, the stream ends with its connection), events go
+   * to the socket as they are, and the response object only marks the
+   * request as in progress for Node's server (which therefore never counts
+   * the connection as idle). Node's own head would stay in the response as
+   * a string of some seventy pieces, about 2 KiB per stream.
+   */
+  start(headers: readonly string[]): void {
     if (this.#closed) return;
+    const socket = this.#response.socket;
+    if (socket === null || socket.destroyed) return;
     this.#started = true;
-    const response = this.#response;
-    // No chunked framing: the stream owns its connection and ends with it
-    // (Connection: close), so events can go to the socket as they are.
-    response.useChunkedEncodingByDefault = false;
-    response.writeHead(200, {
-      'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-store',
-      'x-accel-buffering': 'no',
-      ...headers,
-    });
-    response.write('retry: 1000\n\n');
-    this.#socket = response.socket ?? undefined;
+    let head = 'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-store\r\nx-accel-buffering: no\r\n';
+    for (let i = 0; i + 1 < headers.length; i += 2) head += headers[i] + ': ' + headers[i + 1] + '\r\n';
+    socket.write(head + 'Date: ' + new Date().toUTCString() + '\r\nConnection: close\r\n\r\nretry: 1000\n\n');
+    this.#socket = socket;
   }
 
   write(frame: EncodedFrame, positions?: string): void {
@@ -94,27 +90,26 @@ export class SseTransport implements Transport {
   close(code: number, reason: string): void {
     if (this.#closed) return;
     this.#closed = true;
-    if (!this.#started) return;
-    const response = this.#response;
-    if (this.#socket?.destroyed === true) return;
+    const socket = this.#socket;
+    if (!this.#started || socket === undefined || socket.destroyed) return;
     // The disconnect frame always goes behind what is queued: a slow
     // reader's backlog is bounded (limits.outboundQueueBytes and one frame),
     // and one more small frame tells it why it was cut once it catches up.
     // A peer that has not taken it all within the close grace is cut.
     const reconnect = code < 3500 || (code >= 4000 && code < 4500);
-    response.end(new EncodedFrame(encodePush({ push: 'disconnect', code, reason, reconnect })).sseBytes);
+    socket.end(new EncodedFrame(encodePush({ push: 'disconnect', code, reason, reconnect })).sseBytes);
     this.#settled = new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
         resolve();
       };
       const timer = setTimeout(() => {
-        response.destroy();
+        socket.destroy();
         done();
       }, this.#closeGraceMs);
       timer.unref();
-      response.once('finish', done);
-      response.once('close', done);
+      socket.once('finish', done);
+      socket.once('close', done);
     });
   }
 
@@ -128,63 +123,52 @@ export class SseTransport implements Transport {
   }
 }
 
-interface SseQuery {
-  token?: string | string[];
-  channel?: string | string[];
-  last_event_id?: string | string[];
-  batch?: string | string[];
-}
-
-function one(value: string | string[] | undefined): string | undefined {
-  return Array.isArray(value) ? value[0] : value;
-}
-
 export function bearer(header: string | undefined): string | undefined {
   if (header === undefined || !header.startsWith('Bearer ')) return undefined;
   return header.slice(7).trim();
 }
 
-export function registerSse(app: FastifyInstance, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
+/**
+ * GET /connection/sse, served in front of fastify (./fast-routes.ts): the
+ * stream holds the response and its socket, and nothing of fastify's.
+ */
+export function registerSse(app: FastifyInstance, routes: FastRoutes, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
   const closeGraceMs = node.config.limits.closeGraceMs;
-  app.get(SSE_PATH, async (request: FastifyRequest<{ Querystring: SseQuery }>, reply: FastifyReply) => {
-    if (node.draining) return sendError(reply, 'unavailable');
-    const admission = gate.open(request.raw);
-    if (admission.refused !== undefined) return sendRefusal(reply, admission);
-    const query = request.query;
-    const channels = query.channel === undefined ? [] : Array.isArray(query.channel) ? query.channel : [query.channel];
-    const token = one(query.token) ?? bearer(request.headers.authorization);
+  routes.get(SSE_PATH, async (request, response, { headers, query }) => {
+    if (node.draining) return answerError(response, headers, 'unavailable');
+    const admission = gate.open(request);
+    if (admission.refused !== undefined) return answerError(response, headers, admission.refused, undefined, admission.retryAfterSeconds);
+    const params = new URLSearchParams(query);
+    const channels = params.getAll('channel');
+    const token = params.get('token') ?? bearer(request.headers.authorization);
     const header = request.headers['last-event-id'];
-    const vector = (typeof header === 'string' ? header : undefined) ?? one(query.last_event_id);
-    const transport = new SseTransport(reply.raw, closeGraceMs);
+    const vector = (typeof header === 'string' ? header : undefined) ?? params.get('last_event_id') ?? undefined;
+    const transport = new SseTransport(response, closeGraceMs);
     const client = node.createClient(transport);
     client.fallbackToken = admission.fallbackToken;
-    reply.raw.on('close', () => {
+    response.on('close', () => {
       admission.place.release();
       transport.markClosed();
       client.close(1006, 'connection lost');
     });
-    const opened = await connectHttpClient(client, node, { token, channels, vector, batch: announcesBatch(query.batch) });
-    if ('error' in opened) return sendError(reply, opened.error, opened.detail);
+    const opened = await connectHttpClient(client, node, { token, channels, vector, batch: announcesBatch(params.get('batch') ?? undefined) });
+    if ('error' in opened) return answerError(response, headers, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
-      return sendError(reply, 'connection_limit');
+      return answerError(response, headers, 'connection_limit');
     }
     const session = sessions.register(client);
-    reply.hijack();
-    reply.raw.socket?.setNoDelay(true);
-    transport.start(corsPassThrough(reply));
-    client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
-    if (opened.connected.batch === true) client.enableBatching();
-    await subscribeHttpClient(client, opened.subscribe);
+    response.socket?.setNoDelay(true);
+    transport.start(headers);
+    try {
+      client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
+      if (opened.connected.batch === true) client.enableBatching();
+      await subscribeHttpClient(client, opened.subscribe);
+    } catch (error) {
+      // The stream has started: no HTTP error can follow its head.
+      node.logger.error({ err: error }, 'SSE stream failed after it started');
+      client.disconnect('internal');
+    }
   });
+  routes.stub(app, 'GET', SSE_PATH);
 }
-
-/** Headers already set on the reply (e.g. by hooks) must survive hijacking. */
-function corsPassThrough(reply: FastifyReply): Record<string, string> {
-  const headers: Record<string, string> = {};
-  for (const [name, value] of Object.entries(reply.getHeaders())) {
-    if (typeof value === 'string') headers[name] = value;
-  }
-  return headers;
-}
-
