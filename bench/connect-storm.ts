@@ -27,7 +27,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { encodePositions } from '@herald/protocol';
-import { CHANNEL } from './lib.ts';
+import { CHANNEL, nowUs } from './lib.ts';
 import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { HttpConnection, openSse, openWebSocket } from './raw-clients.ts';
 import { cpuSecondsOf, pinSelf, sleep, startServerProcess } from './server-process.ts';
@@ -173,6 +173,7 @@ async function storm(transport: Transport, flavor: Flavor, round: number): Promi
     const cpuStart = cpuSecondsOf(pid);
     const clientStart = process.cpuUsage();
     const began = performance.now();
+    const windowStart = nowUs();
     let next = 0;
     const lane = async (): Promise<void> => {
       while (next < clients) {
@@ -186,6 +187,8 @@ async function storm(transport: Transport, flavor: Flavor, round: number): Promi
     };
     await Promise.all(Array.from({ length: Math.min(inFlight, clients) }, lane));
     const seconds = (performance.now() - began) / 1000;
+    // For a CPU profile of the server (--server-node-args="--cpu-prof ..."): bench/profile-summary.ts --window=FROM-TO
+    process.stderr.write(`  ${transport} ${flavor}: storm window ${windowStart}-${nowUs()}\n`);
     const cpuSeconds = cpuSecondsOf(pid) - cpuStart;
     const client = process.cpuUsage(clientStart);
     const clientCpuSeconds = (client.user + client.system) / 1e6;

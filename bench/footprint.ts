@@ -47,6 +47,7 @@ const labels: Record<Target, string> = {
   herald: 'Herald (TypeScript sources, production config)',
   'raw-ws': 'raw ws server',
   'raw-sse': 'raw SSE server',
+  'raw-long-poll': 'raw long-poll server',
   nchan: 'Nchan (nginx worker)',
 };
 

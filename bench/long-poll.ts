@@ -1,10 +1,12 @@
 /**
  * Long polling under load: N long-poll clients of one channel, publications
- * of 100 bytes at a steady rate, Herald vs Nchan's long-poll subscriber in
- * one run: server CPU per million deliveries and publish → delivery latency.
+ * of 100 bytes at a steady rate, Herald vs Nchan's long-poll subscriber and
+ * a raw Node long-poll server (bench/raw-long-poll-server.ts: the floor of
+ * Node's `http` for one request per answer) in one run: server CPU per
+ * million deliveries and publish → delivery latency.
  *
  *   node bench/long-poll.ts [--clients=2000] [--rates=5,25] [--seconds=10]
- *     [--rounds=1] [--server-cpu=0] [--client-cpu=1] [--targets=herald,nchan]
+ *     [--rounds=1] [--server-cpu=0] [--client-cpu=1] [--targets=raw,herald,nchan]
  *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--json=FILE]
  *
  * Per rate, round and target (alternating order): start the server pinned
@@ -14,7 +16,8 @@
  * `POST /connection/poll` acknowledging the last `seq`; Nchan a loop of
  * `GET /sub/<id>` with `If-None-Match`/`If-Modified-Since` from the previous
  * answer (one message per answer, the next one buffered). Publish 3 warm-up
- * messages, then rate × seconds measured ones, paced, through Herald's
+ * messages, then rate × seconds measured ones at their times (open loop, over
+ * a pool of 8 kept-alive connections, so a busy server is offered the rate), through Herald's
  * `POST /api/publish` (admin key) or Nchan's `POST /pub/<id>`. Each payload
  * carries its sequence number and a CLOCK_MONOTONIC send time; the clients
  * count distinct deliveries and record the latency. Server CPU is utime +
@@ -28,7 +31,7 @@ import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { HttpConnection } from './raw-clients.ts';
 import { cpuSecondsOf, pinSelf, sleep, startServerProcess } from './server-process.ts';
 
-type Target = 'herald' | 'nchan';
+type Target = 'herald' | 'raw' | 'nchan';
 
 const { values } = parseArgs({
   options: {
@@ -38,7 +41,7 @@ const { values } = parseArgs({
     rounds: { type: 'string', default: '1' },
     'server-cpu': { type: 'string', default: '0' },
     'client-cpu': { type: 'string', default: '1' },
-    targets: { type: 'string', default: 'herald,nchan' },
+    targets: { type: 'string', default: 'raw,herald,nchan' },
     'server-node-args': { type: 'string', default: '' },
     json: { type: 'string' },
   },
@@ -69,6 +72,10 @@ interface Result {
   p50ms: number;
   p99ms: number;
   polls: number;
+  /** Publications per second achieved by the publisher. */
+  offered: number;
+  /** From the first measured publish until the last delivery (or giving up). */
+  seconds: number;
   errors: string[];
 }
 
@@ -83,7 +90,8 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     pid = nchan.workerPid;
     stop = () => nchan.stop();
   } else {
-    const server = await startServerProcess({ kind: 'herald', cpus: values['server-cpu'], nodeArgs: serverNodeArgs });
+    const kind = target === 'raw' ? 'raw-long-poll' : 'herald';
+    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: target === 'raw' ? [] : serverNodeArgs });
     port = server.port;
     pid = server.pid;
     apiKey = server.apiKey;
@@ -130,6 +138,21 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       loop().catch(fail);
       return;
     }
+    if (target === 'raw') {
+      const loop = async (): Promise<void> => {
+        let seq = 0;
+        while (!stopping) {
+          polls++;
+          const answer = await connection.request('POST', '/poll', json, `{"seq":${seq}}`);
+          const now = nowUs();
+          const parsed = JSON.parse(answer.body) as { seq: number; messages: unknown[] };
+          for (const payload of parsed.messages) onPayload(client, payload, now);
+          seq = parsed.seq;
+        }
+      };
+      loop().catch(fail);
+      return;
+    }
     const opened = await connection.request('POST', '/connection/poll/open', json, JSON.stringify({ channels: [CHANNEL] }));
     if (opened.status !== 200) throw new Error(`poll/open ${opened.status}: ${opened.body.slice(0, 160)}`);
     const first = JSON.parse(opened.body) as { session: string; seq: number };
@@ -155,13 +178,22 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     };
     await Promise.all(Array.from({ length: 200 }, lane));
     await sleep(2000);
-    const publisher = new HttpConnection(port);
+    // Open loop: each publication goes out at its time on an idle connection
+    // of a small pool, whether or not earlier ones were answered, so that a
+    // busy server is offered the rate rather than slowing the publisher down.
+    const pool = Array.from({ length: 8 }, () => new HttpConnection(port));
+    const idle = [...pool];
     const publish = async (seq: number): Promise<void> => {
+      while (idle.length === 0) await sleep(1);
+      const publisher = idle.pop()!;
       const payload = makePayload(seq, nowUs());
       const answer =
         target === 'nchan'
           ? await publisher.request('POST', '/pub/' + NCHAN_ID, { 'content-type': 'application/json' }, payload)
-          : await publisher.request('POST', '/api/publish', { ...json, authorization: `Bearer ${apiKey}` }, `{"channel":"${CHANNEL}","data":${payload}}`);
+          : target === 'raw'
+            ? await publisher.request('POST', '/publish', json, payload)
+            : await publisher.request('POST', '/api/publish', { ...json, authorization: `Bearer ${apiKey}` }, `{"channel":"${CHANNEL}","data":${payload}}`);
+      idle.push(publisher);
       if (answer.status >= 300) throw new Error(`publish ${answer.status}: ${answer.body.slice(0, 160)}`);
     };
     for (let seq = 0; seq < WARMUP; seq++) {
@@ -172,11 +204,14 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     polls = 0;
     const cpuStart = cpuSecondsOf(pid);
     const began = performance.now();
+    const inFlight: Promise<void>[] = [];
     for (let i = 0; i < messages; i++) {
       const wait = began + (i * 1000) / rate - performance.now();
       if (wait > 1) await sleep(wait);
-      await publish(WARMUP + i);
+      inFlight.push(publish(WARMUP + i).catch(fail));
     }
+    await Promise.all(inFlight);
+    const publishSeconds = (performance.now() - began) / 1000;
     const expected = clients * messages;
     let last = delivered;
     let lastProgress = Date.now();
@@ -188,7 +223,7 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       }
     }
     const cpuSeconds = cpuSecondsOf(pid) - cpuStart;
-    publisher.close();
+    for (const connection of pool) connection.close();
     return {
       target,
       rate,
@@ -199,6 +234,8 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       p50ms: quantile(histogram, 0.5) / 1000,
       p99ms: quantile(histogram, 0.99) / 1000,
       polls,
+      offered: messages / publishSeconds,
+      seconds: (performance.now() - began) / 1000,
       errors,
     };
   } finally {
@@ -217,16 +254,17 @@ for (const rate of rates) {
       const result = await run(target, rate, round);
       results.push(result);
       process.stderr.write(
-        `  ${target} ${rate} msg/s round ${round + 1}: ${result.delivered}/${result.expected}, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M, p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
+        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M, p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
       );
     }
   }
 }
 
+const names: Record<Target, string> = { herald: 'Herald', raw: 'raw Node long-poll server', nchan: 'Nchan' };
 const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
 const lines = [
-  '| target | clients | msg/s | delivery ratio | server CPU-s per 1M deliveries | vs Nchan | p50 ms | p99 ms | polls per delivery |',
-  '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+  '| target | clients | msg/s | published msg/s | deliveries/s | delivery ratio | server CPU-s per 1M deliveries | vs Nchan | p50 ms | p99 ms | polls per delivery |',
+  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 ];
 for (const rate of rates) {
   const of = (target: Target) => results.filter((r) => r.target === target && r.rate === rate);
@@ -237,7 +275,7 @@ for (const rate of rates) {
     const list = of(target);
     const cpu = cpuPerM(list);
     lines.push(
-      `| ${target === 'herald' ? 'Herald' : 'Nchan'} | ${clients} | ${rate} | ${median(list.map((r) => r.delivered / r.expected)).toFixed(4)} | ${cpu.toFixed(2)} | ${baseline === undefined ? '—' : `${(cpu / baseline).toFixed(2)}×`} | ${median(list.map((r) => r.p50ms)).toFixed(1)} | ${median(list.map((r) => r.p99ms)).toFixed(1)} | ${median(list.map((r) => r.polls / Math.max(1, r.delivered))).toFixed(2)} |`,
+      `| ${names[target]} | ${clients} | ${rate} | ${median(list.map((r) => r.offered)).toFixed(1)} | ${median(list.map((r) => r.delivered / r.seconds)).toFixed(0)} | ${median(list.map((r) => r.delivered / r.expected)).toFixed(4)} | ${cpu.toFixed(2)} | ${baseline === undefined ? '—' : `${(cpu / baseline).toFixed(2)}×`} | ${median(list.map((r) => r.p50ms)).toFixed(1)} | ${median(list.map((r) => r.p99ms)).toFixed(1)} | ${median(list.map((r) => r.polls / Math.max(1, r.delivered))).toFixed(2)} |`,
     );
   }
 }

@@ -2,9 +2,10 @@
  * One server under measurement, as a child process: Herald (`herald serve`
  * from the TypeScript sources or from the built JavaScript in
  * packages/server/dist), or a raw Node baseline (bench/raw-ws-server.ts,
- * bench/raw-sse-server.ts), optionally pinned to CPUs with `taskset`. Its
+ * bench/raw-sse-server.ts, bench/raw-long-poll-server.ts), optionally pinned to CPUs with `taskset`. Its
  * memory and CPU are read from /proc/<pid>; `stop()` sends SIGTERM and, if
- * the process is still there after a grace period, SIGKILL. Every process
+ * the process is still there 10 s later (a drain with long-poll sessions
+ * between polls takes the close grace, 5 s), SIGKILL. Every process
  * started here is killed (by PID) when the benchmark exits.
  *
  * Also: `pinSelf`, which pins the benchmark process (the load generator) to
@@ -26,11 +27,11 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /**
  * - `herald`: `herald serve` from the TypeScript sources (type stripping, as `npm start`);
  * - `herald-js`: `herald serve` from the built JavaScript (packages/server/bin/herald.js → dist, as installed);
- * - `raw-ws`, `raw-sse`: the raw Node baselines, run as JavaScript (compiled
+ * - `raw-ws`, `raw-sse`, `raw-long-poll`: the raw Node baselines, run as JavaScript (compiled
  *   by esbuild into node_modules/.cache/herald-bench), so that the
  *   baseline does not carry the TypeScript stripper in its memory.
  */
-export type ServerKind = 'herald' | 'herald-js' | 'raw-ws' | 'raw-sse';
+export type ServerKind = 'herald' | 'herald-js' | 'raw-ws' | 'raw-sse' | 'raw-long-poll';
 
 export interface ServerProcessOptions {
   readonly kind: ServerKind;
@@ -135,6 +136,9 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
     case 'raw-sse':
       args = [...nodeArgs, asJavaScript('raw-sse-server')];
       break;
+    case 'raw-long-poll':
+      args = [...nodeArgs, asJavaScript('raw-long-poll-server')];
+      break;
     case 'herald':
     case 'herald-js': {
       const configFile = join(cwd, 'herald.json');
@@ -191,7 +195,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
         if (child.exitCode === null && child.signalCode === null) {
           const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
           child.kill('SIGTERM');
-          const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
+          const timer = setTimeout(() => child.kill('SIGKILL'), 10000);
           await exited;
           clearTimeout(timer);
         }

@@ -14,7 +14,7 @@ import { sendApiError } from '../transports/http-connection.ts';
 import { useSecurityHeaders } from '../edge/security-headers.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { httpServerOptions, mapFrameworkError, MAX_HEADERS } from './http.ts';
-import { answerUnmatched } from './http-input.ts';
+import { answerUnmatched, schemaController } from './http-input.ts';
 import { version } from './version.ts';
 
 export interface AdminAppOptions {
@@ -37,6 +37,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     requestTimeout: serverOptions.requestTimeout,
     http: serverOptions,
+    schemaController,
   });
   app.server.maxHeadersCount = MAX_HEADERS;
   app.setErrorHandler((error: { statusCode?: number; code?: string; validation?: unknown }, request, reply) => {

@@ -7,7 +7,7 @@
  * for a known path asked with another method. Failures are ApiErrors with
  * registered codes, answered by the app's error handler (packages/server/src/app/http.ts).
  */
-import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyInstance, FastifyReply, FastifyRequest, FastifyServerOptions } from 'fastify';
 import type { TSchema } from '@sinclair/typebox';
 import { TypeCompiler } from '@sinclair/typebox/compiler';
 import { readJson } from '@herald/protocol/json';
@@ -44,11 +44,29 @@ export function useJsonBodies(app: FastifyInstance, maxDepth: number): void {
  * unknown keys. The value is never changed.
  */
 export function useStrictSchemas(app: FastifyInstance): void {
-  app.setValidatorCompiler(({ schema }) => {
-    const check = TypeCompiler.Compile(schema as TSchema);
-    return (data: unknown) => (check.Check(data) ? true : { error: new ApiError('bad_request', schemaDetail(check, data)) });
-  });
+  app.setValidatorCompiler(strictValidator);
 }
+
+function strictValidator({ schema }: { schema: unknown }): (data: unknown) => true | { error: ApiError } {
+  const check = TypeCompiler.Compile(schema as TSchema);
+  return (data: unknown) => (check.Check(data) ? true : { error: new ApiError('bad_request', schemaDetail(check, data)) });
+}
+
+/**
+ * Fastify's `schemaController` option for every listener: route schemas are
+ * compiled by TypeBox (above) and answers serialized with JSON.stringify (no
+ * route has a response schema), so fastify never loads Ajv or
+ * fast-json-stringify, its defaults: several MiB of a process that uses
+ * neither.
+ */
+export const schemaController = {
+  compilersFactory: {
+    buildValidator: () => strictValidator,
+    buildSerializer: () => () => (data: unknown) => JSON.stringify(data),
+  },
+  // Fastify's types describe the factories by Ajv's signatures; at run time
+  // (fastify lib/schema-controller.js) each returns the route compiler, as here.
+} as unknown as NonNullable<FastifyServerOptions['schemaController']>;
 
 /** Methods a route may be asked with. OPTIONS is left out: CORS answers it for every path. */
 const METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH'] as const;

@@ -26,7 +26,7 @@ import { LeanRoutes, presentedKey } from '../api/lean-routes.ts';
 import { ApiRateLimits } from '../api/rate-limits.ts';
 import { FastRoutes } from '../transports/fast-routes.ts';
 import { answerClientError } from '../edge/client-errors.ts';
-import { answerUnmatched, useJsonBodies, useStrictSchemas } from './http-input.ts';
+import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
 
 export interface TlsFiles {
   readonly cert: string;
@@ -87,6 +87,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     requestTimeout: serverOptions.requestTimeout,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 100 },
+    schemaController,
     trustProxy: config.http.trustedProxies.length === 0 ? false : edge.address.trust,
   } as const;
   const tls = options.tls;

@@ -23,10 +23,12 @@ export function createClientAddress(trustedProxies: readonly string[]): ClientAd
   } catch (error) {
     throw new TypeError(`http.trustedProxies: ${(error as Error).message}`, { cause: error });
   }
-  return {
-    trust,
-    ip: (request) => proxyaddr(request, trust) ?? request.socket.remoteAddress ?? '',
-  };
+  // Without trusted proxies the answer is the peer address: no header to parse per connection.
+  const ip =
+    trustedProxies.length === 0
+      ? (request: IncomingMessage): string => request.socket.remoteAddress ?? ''
+      : (request: IncomingMessage): string => proxyaddr(request, trust) ?? request.socket.remoteAddress ?? '';
+  return { trust, ip };
 }
 
 /**

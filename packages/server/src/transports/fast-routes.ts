@@ -12,8 +12,9 @@
  * allowlist (403 `origin_not_allowed`) and the CORS answer headers (`Vary:
  * Origin`; `Access-Control-Allow-Origin` and `-Credentials` for an allowed
  * origin), and the same body rules (packages/server/src/app/http-input.ts): JSON only (415
- * otherwise), the body limit (413, then the connection ends), strict UTF-8,
- * the nesting depth, then the route's TypeBox schema without coercion.
+ * otherwise), the body limit (413), strict UTF-8, the nesting depth (these
+ * three end the connection after the answer, as fastify does), then the
+ * route's TypeBox schema without coercion.
  * Answers are the registered API errors, byte for byte what fastify sends.
  * Fastify keeps a route for each path too (see `stub`), so that other
  * methods get 405 with `Allow` and HEAD is answered as before.
@@ -207,39 +208,52 @@ export function jsonBody<T>(schema: TSchema, rules: BodyRules): (request: Incomi
     };
     if (length !== undefined && Number(length) > rules.limit) return Promise.resolve(tooLarge());
     return new Promise((resolve) => {
-      const chunks: Buffer[] = [];
+      let chunks: Buffer[] = [];
       let size = 0;
-      let refused = false;
-      request.on('data', (chunk: Buffer) => {
-        if (refused) return;
+      const onData = (chunk: Buffer): void => {
         size += chunk.length;
         if (size > rules.limit) {
-          refused = true;
+          finish();
           resolve(tooLarge());
           return;
         }
         chunks.push(chunk);
-      });
-      request.on('end', () => {
-        if (refused) return;
+      };
+      const onEnd = (): void => {
+        const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks);
+        finish();
         let text: string;
+        // A body that does not parse ends the connection after its answer, as fastify's parser errors do.
         try {
-          text = utf8.decode(chunks.length === 1 ? chunks[0] : Buffer.concat(chunks));
+          text = utf8.decode(body);
         } catch {
-          answerError(response, headers, 'invalid_utf8');
+          answerError(response, [...headers, 'connection', 'close'], 'invalid_utf8');
           resolve(undefined);
           return;
         }
         const read = readJson(text, rules.maxDepth);
         if (!read.ok) {
-          answerError(response, headers, read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json');
+          answerError(response, [...headers, 'connection', 'close'], read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json');
           resolve(undefined);
           return;
         }
         resolve(validate(response, headers, read.value));
-      });
-      // A request that goes away before its body ends is answered by no one (after 'end' this changes nothing).
-      request.on('close', () => resolve(undefined));
+      };
+      // A request that goes away before its body ends is answered by no one.
+      const onClose = (): void => {
+        finish();
+        resolve(undefined);
+      };
+      // A held poll keeps its request, but not these listeners nor what they hold.
+      const finish = (): void => {
+        request.removeListener('data', onData);
+        request.removeListener('end', onEnd);
+        request.removeListener('close', onClose);
+        chunks = [];
+      };
+      request.on('data', onData);
+      request.on('end', onEnd);
+      request.on('close', onClose);
     });
   };
 }

@@ -5,6 +5,7 @@
  * answer is simply sent again. The answer's `cursor` is the position vector
  * after its last frame, for reopening a lost session with recovery.
  */
+import type { ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { encodePush } from '@herald/protocol';
@@ -296,6 +297,26 @@ const OpenBody = Type.Object(
 const PollBody = Type.Object({ seq: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }) }, { additionalProperties: false });
 
 
+/** A poll's answer as an HTTP response (one object per held poll, not a pair of closures). */
+class HttpPollReply implements PollReply {
+  readonly #response: ServerResponse;
+  readonly #headers: readonly string[];
+
+  constructor(response: ServerResponse, headers: readonly string[]) {
+    this.#response = response;
+    this.#headers = headers;
+  }
+
+  send(body: string): void {
+    answerJson(this.#response, this.#headers, 200, body);
+  }
+
+  onGone(listener: () => void): void {
+    if (this.#response.destroyed) queueMicrotask(listener);
+    else this.#response.once('close', listener);
+  }
+}
+
 export interface LongPollLimits {
   /** The body limit of the two routes (api.maxBodyBytes, as fastify's). */
   readonly bodyLimit: number;
@@ -397,13 +418,7 @@ export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node:
       await sessions.routeRaw('poll', secret, read.value, response, headers);
       return;
     }
-    pollHere(secret as string, transport, read.value.seq, {
-      send: (text) => answerJson(response, headers, 200, text),
-      onGone: (listener) => {
-        if (response.destroyed) queueMicrotask(listener);
-        else response.once('close', listener);
-      },
-    });
+    pollHere(secret as string, transport, read.value.seq, new HttpPollReply(response, headers));
   });
   routes.stub(app, 'POST', POLL_PATH);
 }

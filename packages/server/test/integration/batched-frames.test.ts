@@ -13,7 +13,7 @@ import { randomBytes } from 'node:crypto';
 import WebSocket from 'ws';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { openSse, parseVector, poll, pollOpen, sseUrl, type Frame, type SseStream } from '../helpers/rt-clients.ts';
-import { Opcode, RawWebSocket } from '../helpers/rt-raw.ts';
+import { Opcode, RawSse, RawWebSocket } from '../helpers/rt-raw.ts';
 import { waitUntil } from '../helpers/rt-util.ts';
 
 let counter = 0;
@@ -266,7 +266,23 @@ describe('batched frames', { timeout: 120000 }, () => {
     }
   });
 
-  test('backpressure: a batching reader that stops reading gets a contiguous prefix, then 3004; others get everything', async () => {
+  test('WebSocket: a reply never overtakes frames queued before it (writeDelayMs)', async () => {
+    const channel = unique('delayed:ws-order');
+    const { ws } = await wsSubscriber(h.wsUrl + '?batch=1', [channel]);
+    try {
+      for (let n = 1; n <= 2; n++) await publish(channel, { n });
+      // The two publications wait up to 400 ms; the reply to this command must come after them.
+      await ws.call('presence_stats', { channel });
+      const replyAt = ws.messages.findIndex((m) => m.includes('"num_clients"'));
+      const publicationsAt = ws.messages.findIndex((m) => m.includes('"push":"publication"'));
+      assert.ok(publicationsAt !== -1 && publicationsAt < replyAt, `publications before the reply: ${ws.messages.join(' | ')}`);
+      assert.deepEqual(ws.publications().map((p) => p['offset']), [1, 2]);
+    } finally {
+      ws.close();
+    }
+  });
+
+  test('backpressure, WebSocket: a batching reader that stops reading gets a contiguous prefix, then is cut (3004); others get everything', async () => {
     const channel = unique('public:slow');
     const normal = await wsSubscriber(h.wsUrl + '?batch=1', [channel]);
     const slow = await RawWebSocket.connect(port, '/connection/websocket?batch=1');
@@ -299,6 +315,43 @@ describe('batched frames', { timeout: 120000 }, () => {
       const offsets: number[] = texts.flatMap(framesOf).filter((f) => f['push'] === 'publication').map((f) => f['offset']);
       assert.ok(offsets.length < count, `the stalled reader was cut before the end (got ${offsets.length})`);
       offsets.forEach((offset, index) => assert.equal(offset, index + 1, 'a contiguous prefix, in order'));
+    } finally {
+      normal.ws.close();
+      slow.destroy();
+    }
+  });
+
+  test('backpressure, SSE: a batching reader that stops reading gets a contiguous prefix, then its 3004 disconnect frame', async () => {
+    const channel = unique('public:slow-sse');
+    const normal = await wsSubscriber(h.wsUrl + '?batch=1', [channel]);
+    const slow = await RawSse.connect(port, `/connection/sse?channel=${encodeURIComponent(channel)}&batch=1`);
+    try {
+      assert.match(slow.statusLine, / 200 /);
+      const slowFrames = (): Frame[] => slow.events.flatMap((e) => framesOf(e.data));
+      await waitUntil(() => slowFrames().some((f) => f['push'] === 'subscribed'), { label: 'SSE subscribed' });
+      assert.equal(slowFrames()[0]?.['batch'], true, 'connected says batch');
+      slow.stopReading();
+      const pad = 'x'.repeat(30 * 1024);
+      const numClients = async (): Promise<number> => (await h.api('presence_stats', { channel })).body.num_clients as number;
+      let count = 0;
+      let cut = false;
+      while (!cut && count < 3000) {
+        await Promise.all(Array.from({ length: 10 }, (_, i) => publish(channel, { n: count + i, pad })));
+        count += 10;
+        if (count % 100 === 0) cut = (await numClients()) === 1;
+      }
+      assert.ok(cut, `the stalled reader was cut (after ${count} publications of 30 KiB)`);
+      await waitUntil(() => normal.ws.publications().length === count, { timeoutMs: 60000, label: 'normal subscriber complete' });
+      slow.resumeReading();
+      // The disconnect frame waits behind what the reader had not read (closeGraceMs is long here).
+      const disconnect = await waitUntil(() => slowFrames().find((f) => f['push'] === 'disconnect'), { timeoutMs: 60000, label: 'the disconnect frame' });
+      assert.equal(disconnect['code'], 3004);
+      const frames = slowFrames();
+      assert.equal(frames[frames.length - 1]?.['push'], 'disconnect', 'the disconnect frame comes last');
+      const offsets: number[] = frames.filter((f) => f['push'] === 'publication').map((f) => f['offset']);
+      assert.ok(offsets.length < count, `cut before the end (got ${offsets.length})`);
+      offsets.forEach((offset, index) => assert.equal(offset, index + 1, 'a contiguous prefix, in order'));
+      assert.ok(slow.events.some((e) => e.data.includes('\n')), 'the backlog went out in batches');
     } finally {
       normal.ws.close();
       slow.destroy();
