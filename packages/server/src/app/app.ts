@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
-import { createMemoryEngine, createRedisEngine, openRedisClients, type Engine } from './engine.ts';
+import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, type Engine } from './engine.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { Node } from '../core/node.ts';
 import { createMetrics } from '../observability/metrics.ts';
@@ -47,6 +47,15 @@ export interface StartOptions {
 /** Builds the engine named by the config; Redis clients are opened here. */
 async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
   if (config.engine.type === 'memory') return createMemoryEngine(config);
+  if (config.engine.type === 'sqlite') {
+    const engine = await createSqliteEngine(
+      config,
+      (healthy, reason) => (healthy ? logger.info({ reason }, 'sqlite engine healthy') : logger.error({ reason }, 'sqlite engine degraded: publishes with history fail with unavailable')),
+      (error, what) => logger.error({ err: error, what }, 'sqlite engine'),
+    );
+    logger.info({ file: `${config.stateDir}/herald.db`, synchronous: config.engine.sqliteSynchronous }, 'sqlite engine opened');
+    return engine;
+  }
   const clients = await openRedisClients(config);
   logger.info({ redis: redactUrl(config.engine.redisUrl) }, 'redis engine connected');
   return createRedisEngine(

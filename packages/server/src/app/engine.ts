@@ -18,7 +18,7 @@ import { redactUrl } from '../observability/redact.ts';
 export type EngineHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
 export interface Engine {
-  readonly name: 'memory' | 'redis' | 'cluster';
+  readonly name: 'memory' | 'sqlite' | 'redis' | 'cluster';
   readonly nodeId: string;
   readonly broker: Broker;
   readonly presence: PresenceStore;
@@ -43,6 +43,36 @@ export function createMemoryEngine(config: Config): Engine {
     revocations: new MemoryRevocationList({ retentionMs: config.auth.revocationRetentionMs }),
     health: () => ({ status: 'ok' }),
     close: async () => {},
+  };
+}
+
+/**
+ * The durable single-process engine: streams and revocations in
+ * `<stateDir>/herald.db` (store/sqlite-store.ts), fan-out and presence in
+ * memory. Throws a ConfigError when the state file is refused.
+ */
+export async function createSqliteEngine(config: Config, onHealthChange?: (healthy: boolean, reason: string) => void, onError?: (error: unknown, what: string) => void): Promise<Engine> {
+  const { openSqliteStore } = await import('../store/sqlite-store.ts');
+  const { SqliteBroker } = await import('../broker/sqlite-broker.ts');
+  const { SqliteRevocationList } = await import('../auth/revocation.ts');
+  const store = openSqliteStore({ stateDir: config.stateDir, synchronous: config.engine.sqliteSynchronous, busyTimeoutMs: config.engine.sqliteBusyTimeoutMs });
+  const nodeId = randomUUID();
+  const broker = new SqliteBroker(store, onHealthChange === undefined ? {} : { onHealthChange });
+  return {
+    name: 'sqlite',
+    nodeId,
+    broker,
+    presence: new MemoryPresenceStore(),
+    control: new LocalControlBus(nodeId),
+    revocations: new SqliteRevocationList(store.db, {
+      retentionMs: config.auth.revocationRetentionMs,
+      onPersistError: (error) => onError?.(error, 'revocation not written to the state file (it holds until restart)'),
+    }),
+    health: () => broker.health(),
+    async close() {
+      await broker.close();
+      store.close();
+    },
   };
 }
 

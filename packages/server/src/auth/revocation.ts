@@ -69,3 +69,71 @@ export class MemoryRevocationList implements RevocationList {
     for (const [user, entry] of this.#users) if (entry.until <= now) this.#users.delete(user);
   }
 }
+
+/**
+ * Revocations persisted in the sqlite engine's state file, so a token
+ * revoked before a restart is refused after it. Checks read the in-memory
+ * copy (loaded at start). A revocation takes effect in memory first, then
+ * is written to the file; a write the disk refuses is reported through
+ * `onPersistError` (the revocation holds until the process restarts).
+ */
+export class SqliteRevocationList implements RevocationList {
+  readonly #memory: MemoryRevocationList;
+  readonly #db: import('node:sqlite').DatabaseSync;
+  readonly #retentionMs: number;
+  readonly #now: () => number;
+  readonly #putToken: import('node:sqlite').StatementSync;
+  readonly #putUser: import('node:sqlite').StatementSync;
+  #sweptAt = 0;
+
+  readonly #onPersistError: (error: unknown) => void;
+
+  constructor(db: import('node:sqlite').DatabaseSync, options: MemoryRevocationOptions & { readonly onPersistError?: (error: unknown) => void }) {
+    this.#db = db;
+    this.#onPersistError = options.onPersistError ?? (() => {});
+    this.#memory = new MemoryRevocationList(options);
+    this.#retentionMs = options.retentionMs;
+    this.#now = options.now ?? Date.now;
+    this.#putToken = db.prepare('INSERT INTO revoked_tokens (jti, until) VALUES (?, ?) ON CONFLICT (jti) DO UPDATE SET until = excluded.until');
+    this.#putUser = db.prepare('INSERT INTO revoked_users (user, at, until) VALUES (?, ?, ?) ON CONFLICT (user) DO UPDATE SET at = excluded.at, until = excluded.until');
+    const now = this.#now();
+    this.#sweep(now);
+    for (const row of db.prepare('SELECT jti, until FROM revoked_tokens ORDER BY until').all() as { jti: string; until: number }[]) {
+      this.#memory.revokeToken(row.jti, Number(row.until));
+    }
+    for (const row of db.prepare('SELECT user, at, until FROM revoked_users ORDER BY at').all() as { user: string; at: number; until: number }[]) {
+      this.#memory.revokeUser(row.user, Number(row.at));
+    }
+  }
+
+  revokeToken(tokenId: string, expiresAt: number | undefined): void {
+    const until = expiresAt ?? this.#now() + this.#retentionMs;
+    this.#memory.revokeToken(tokenId, until);
+    this.#persist(() => this.#putToken.run(tokenId, until));
+  }
+
+  revokeUser(user: string, at: number): void {
+    this.#memory.revokeUser(user, at);
+    this.#persist(() => this.#putUser.run(user, at, at + this.#retentionMs));
+  }
+
+  isRevoked(identity: ConnectionIdentity): boolean {
+    return this.#memory.isRevoked(identity);
+  }
+
+  #persist(write: () => void): void {
+    try {
+      const now = this.#now();
+      if (now - this.#sweptAt >= 60_000) this.#sweep(now);
+      write();
+    } catch (error) {
+      this.#onPersistError(error);
+    }
+  }
+
+  #sweep(now: number): void {
+    this.#sweptAt = now;
+    this.#db.prepare('DELETE FROM revoked_tokens WHERE until <= ?').run(now);
+    this.#db.prepare('DELETE FROM revoked_users WHERE until <= ?').run(now);
+  }
+}

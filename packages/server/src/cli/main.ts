@@ -40,7 +40,7 @@ Options:
   --admin-port PORT port of the internal listener: metrics, health (HERALD_ADMIN_PORT, admin.port; default 8001)
   --log-level LEVEL fatal, error, warn, info, debug, trace or silent (HERALD_LOG_LEVEL, log.level)
   --workers N|auto  cluster mode: N worker processes, auto = one per core (cluster.workers)
-  --engine TYPE     memory or redis (HERALD_ENGINE, engine.type)
+  --engine TYPE     memory, sqlite or redis (HERALD_ENGINE, engine.type)
   --redis-url URL   Redis URL for the redis engine (HERALD_REDIS_URL, engine.redisUrl)
 
 A second development instance beside the first: herald serve --port 8010 --admin-port 8011`,
@@ -369,7 +369,7 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
   const workers = wanted === 'auto' ? availableParallelism() : wanted;
   if (workers > 1) {
     if (config.engine.type !== 'memory') {
-      fail('--workers: cluster mode links its workers through the primary (engine.type "memory"); with the redis engine run one Herald process per port or machine');
+      fail(`--workers: cluster mode links its workers through the primary (engine.type "memory"); ${config.engine.type === 'redis' ? 'with the redis engine run one Herald process per port or machine' : 'the sqlite engine runs one process (it owns the state file): drop --workers or use --engine memory'}`);
     }
     // The workers run the start-time checks again; the primary runs them first, so a refused start lists every problem.
     const checks = await startChecks(config, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve' });

@@ -49,7 +49,7 @@ export const environmentVariables = {
   HERALD_AUTH_HMAC_SECRET: `HS256 token secret, at least ${MIN_SECRET_CHARS} characters (instead of auth.hmacSecretFile).`,
   HERALD_API_KEY: `One extra admin API key (named "env"), at least ${MIN_SECRET_CHARS} characters, given in plain text and hashed at start-up.`,
   HERALD_REDIS_URL: 'Overrides engine.redisUrl (keeps a Redis password out of the config file).',
-  HERALD_ENGINE: 'Overrides engine.type (memory or redis).',
+  HERALD_ENGINE: 'Overrides engine.type (memory, sqlite or redis).',
 } as const;
 
 /** The command that makes a random secret, named in messages. */
@@ -355,7 +355,7 @@ function crossFieldProblems(config: Config, valid: (...sections: string[]) => bo
   if (valid('cluster', 'engine') && typeof config.cluster.workers === 'number' && config.cluster.workers > 1 && config.engine.type !== 'memory') {
     problems.push([
       'cluster',
-      '/cluster/workers: cluster mode links its workers through the primary (engine.type "memory"); with the redis engine set cluster.workers to 1 and run one Herald process per port or machine',
+      `/cluster/workers: cluster mode links its workers through the primary (engine.type "memory"); with the ${config.engine.type} engine set cluster.workers to 1${config.engine.type === 'redis' ? ' and run one Herald process per port or machine' : ' (one process owns the state file)'}`,
     ]);
   }
   if (valid('limits') && config.limits.inboundHardPerSecond < config.limits.inboundRatePerSecond) {

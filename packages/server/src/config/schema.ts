@@ -125,7 +125,7 @@ export const ConfigSchema = Type.Object(
       default: 'production',
       description: 'development generates secrets into stateDir and logs loudly that it does; production requires them in config.',
     }),
-    stateDir: Type.String({ default: '.herald', description: 'Directory for generated development secrets and the API key store (`api-keys.json`, written by `herald keys`).' }),
+    stateDir: Type.String({ default: '.herald', description: 'Directory for generated development secrets, the API key store (`api-keys.json`, written by `herald keys`) and the sqlite engine\'s state file (`herald.db`).' }),
     listen: Type.Object(
       {
         host: Type.String({ default: '127.0.0.1', description: 'Address of the public listener.' }),
@@ -268,10 +268,17 @@ export const ConfigSchema = Type.Object(
     ),
     engine: Type.Object(
       {
-        type: Type.Union([Type.Literal('memory'), Type.Literal('redis')], {
+        type: Type.Union([Type.Literal('memory'), Type.Literal('sqlite'), Type.Literal('redis')], {
           default: 'memory',
-          description: 'memory: one process (or one cluster of workers); redis: several Herald nodes sharing Redis.',
+          description:
+            'memory: one process (or one cluster of workers), nothing on disk, state lost on restart; sqlite: one process, streams and revocations durable in `<stateDir>/herald.db`; redis: several Herald nodes sharing Redis.',
         }),
+        sqliteSynchronous: Type.Union([Type.Literal('normal'), Type.Literal('full')], {
+          default: 'normal',
+          description:
+            'sqlite engine: `normal` (WAL, no fsync per commit) keeps every acknowledged publication across a crash of the process, not necessarily across a power loss or OS crash; `full` fsyncs every commit and survives both, at a cost per commit.',
+        }),
+        sqliteBusyTimeoutMs: Ms(1000, 'sqlite engine: how long a write waits for the state file held by another connection (`herald keys`) before it fails with `unavailable`.'),
         redisUrl: Type.String({ default: 'redis://127.0.0.1:6379', 'x-secret': true, description: 'Redis URL for the redis engine (a password belongs in the URL or HERALD_REDIS_URL).' }),
         redisPrefix: Type.String({ default: 'herald', pattern: '^[A-Za-z0-9_:-]{1,64}$', description: 'Prefix of every Redis key and pub/sub channel.' }),
         redisCommandTimeoutMs: Ms(2000, 'Timeout of every Redis call.'),

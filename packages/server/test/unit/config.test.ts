@@ -473,7 +473,7 @@ describe('problems say what is wrong and how to fix it', () => {
   it('an enum error lists the allowed values', () => {
     assertProblem(problemsOf(() => buildConfig({ log: { level: 'loud' } }, noEnv)), /^\/log\/level: must be one of: "fatal", "error", "warn", "info", "debug", "trace", "silent" \(got loud\)/);
     assertProblem(problemsOf(() => buildConfig({ mode: 'staging' }, noEnv)), /^\/mode: must be one of: "development", "production"/);
-    assertProblem(problemsOf(() => buildConfig({ engine: { type: 'mysql' } }, noEnv)), /^\/engine\/type: must be one of: "memory", "redis"/);
+    assertProblem(problemsOf(() => buildConfig({ engine: { type: 'mysql' } }, noEnv)), /^\/engine\/type: must be one of: "memory", "sqlite", "redis"/);
     assertProblem(problemsOf(() => buildConfig({}, { env: { HERALD_ENGINE: 'mysql' } })), /^\/engine\/type: .*"redis".*set by HERALD_ENGINE/);
   });
 

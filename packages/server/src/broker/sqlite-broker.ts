@@ -1,0 +1,370 @@
+/**
+ * The durable single-process broker: streams live in the SQLite state file
+ * (packages/server/src/store/sqlite-store.ts), fan-out stays in memory as in
+ * the memory broker.
+ *
+ * Guarantees:
+ * - A publication with history is acknowledged (its promise resolves) and
+ *   delivered only after the transaction holding it has committed.
+ *   Publishes arriving in the same turn of the event loop are committed in
+ *   one transaction (group commit), so durability costs one commit per turn,
+ *   not one per message.
+ * - Per channel, offsets are assigned in acceptance order and delivered in
+ *   that order, each once. A stream's epoch and top offset are persisted, so
+ *   they survive a restart; size and TTL limits apply to what was stored
+ *   before the restart too.
+ * - A stream whose history has fully expired and that no subscriber on this
+ *   node holds is deleted by the sweep (with its publications); the next
+ *   publication starts a new epoch, as on the memory broker.
+ * - A commit the disk refuses (full, I/O error, busy or locked file) rejects
+ *   every publish of that transaction with BrokerUnavailableError (API 503
+ *   `unavailable`, reply 116): nothing of it was stored or delivered. Health
+ *   reports `degraded` with the reason until a commit succeeds again. The
+ *   process keeps running.
+ * - Publications without history (size 0) are not stored: delivered at once.
+ */
+import type { StatementSync } from 'node:sqlite';
+import type { ClientInfo, StreamPosition } from '@herald/protocol';
+import { parseJsonSafely } from '@herald/protocol/json';
+import { BrokerUnavailableError, type Broker, type BrokerEventHandler, type HistoryPage, type HistoryQuery, type PublishOptions, type StoredPublication, type StreamOptions } from './broker.ts';
+import { newEpoch } from './memory-broker.ts';
+import { storageFailure, type SqliteStore } from '../store/sqlite-store.ts';
+
+interface Stream {
+  readonly epoch: string;
+  /** Highest offset assigned (committed or pending). */
+  top: number;
+  /** Highest committed offset: what history reports as the position. */
+  committed: number;
+  lastPublishAt: number;
+  ttlMs: number;
+  /** Whether the stream row still has to be written (new, or changed since the last commit). */
+  dirty: boolean;
+}
+
+interface Pending {
+  readonly channel: string;
+  readonly publication: StoredPublication;
+  readonly size: number;
+  readonly resolve: (position: StreamPosition) => void;
+  readonly reject: (error: Error) => void;
+}
+
+export interface SqliteBrokerOptions {
+  readonly now?: () => number;
+  /** How often expired history and dead streams are deleted. */
+  readonly sweepIntervalMs?: number;
+  /** Called when commits start failing (healthy false, with the reason) or succeed again. */
+  readonly onHealthChange?: (healthy: boolean, reason: string) => void;
+}
+
+export type SqliteBrokerHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
+
+const VACUUM_PAGES_PER_SWEEP = 1024;
+
+const noHistoryPosition: StreamPosition = Object.freeze({ epoch: '', offset: 0 });
+
+interface PublicationRow {
+  offset: number;
+  time: number;
+  data: string;
+  info: string | null;
+}
+
+export class SqliteBroker implements Broker {
+  #handler: BrokerEventHandler | undefined;
+  readonly #store: SqliteStore;
+  readonly #subscribed = new Set<string>();
+  /** Streams read or written since start (a cache of the streams table). */
+  readonly #streams = new Map<string, Stream>();
+  readonly #now: () => number;
+  readonly #sweep: NodeJS.Timeout;
+  readonly #onHealthChange: ((healthy: boolean, reason: string) => void) | undefined;
+  #pending: Pending[] = [];
+  /** Streams created by a read, to be persisted with the next commit. */
+  #created: Array<() => void> = [];
+  /** Channels whose stream row changed since the last commit. */
+  #dirty = new Set<string>();
+  #flushScheduled = false;
+  #failure: string | undefined;
+  #closed = false;
+  readonly #sql: {
+    readonly getStream: StatementSync;
+    readonly putStream: StatementSync;
+    readonly insert: StatementSync;
+    readonly trim: StatementSync;
+    readonly since: StatementSync;
+    readonly oldest: StatementSync;
+    readonly newest: StatementSync;
+    readonly expire: StatementSync;
+    readonly deadStreams: StatementSync;
+    readonly deleteStream: StatementSync;
+    readonly deletePublications: StatementSync;
+  };
+
+  constructor(store: SqliteStore, options: SqliteBrokerOptions = {}) {
+    this.#store = store;
+    this.#now = options.now ?? Date.now;
+    this.#onHealthChange = options.onHealthChange;
+    const db = store.db;
+    this.#sql = {
+      getStream: db.prepare('SELECT epoch, top, last_publish_at, ttl_ms FROM streams WHERE channel = ?'),
+      putStream: db.prepare(
+        `INSERT INTO streams (channel, epoch, top, last_publish_at, ttl_ms) VALUES (?, ?, ?, ?, ?)
+         ON CONFLICT (channel) DO UPDATE SET top = excluded.top, last_publish_at = excluded.last_publish_at, ttl_ms = excluded.ttl_ms`,
+      ),
+      insert: db.prepare('INSERT INTO publications (channel, offset, time, data, info) VALUES (?, ?, ?, ?, ?)'),
+      trim: db.prepare('DELETE FROM publications WHERE channel = ? AND offset <= ?'),
+      since: db.prepare('SELECT offset, time, data, info FROM publications WHERE channel = ? AND offset > ? AND time > ? ORDER BY offset LIMIT ?'),
+      oldest: db.prepare('SELECT offset, time, data, info FROM publications WHERE channel = ? AND time > ? ORDER BY offset LIMIT ?'),
+      newest: db.prepare('SELECT offset, time, data, info FROM publications WHERE channel = ? AND time > ? ORDER BY offset DESC LIMIT ?'),
+      expire: db.prepare(
+        `DELETE FROM publications WHERE time <= ? AND time <= ? - coalesce((SELECT ttl_ms FROM streams s WHERE s.channel = publications.channel), 0)`,
+      ),
+      deadStreams: db.prepare('SELECT channel FROM streams WHERE ? - last_publish_at > ttl_ms'),
+      deleteStream: db.prepare('DELETE FROM streams WHERE channel = ?'),
+      deletePublications: db.prepare('DELETE FROM publications WHERE channel = ?'),
+    };
+    this.#sweep = setInterval(() => this.#sweepSafely(), options.sweepIntervalMs ?? 5000);
+    this.#sweep.unref();
+    // What expired while the server was down goes now, before anyone reads it.
+    this.#sweepSafely();
+  }
+
+  setEventHandler(handler: BrokerEventHandler): void {
+    this.#handler = handler;
+  }
+
+  health(): SqliteBrokerHealth {
+    return this.#failure === undefined ? { status: 'ok' } : { status: 'degraded', reason: this.#failure };
+  }
+
+  publish(channel: string, data: string, options: PublishOptions): Promise<StreamPosition> {
+    if (this.#closed) return Promise.reject(new BrokerUnavailableError('sqlite engine closed'));
+    const now = this.#now();
+    if (options.stream.size === 0) {
+      if (this.#subscribed.has(channel)) this.#handler?.onPublication(channel, { offset: 0, data, info: options.info, time: now });
+      return Promise.resolve(noHistoryPosition);
+    }
+    let stream: Stream;
+    try {
+      stream = this.#stream(channel, options.stream, now);
+    } catch (error) {
+      return Promise.reject(this.#unavailable(error));
+    }
+    stream.top += 1;
+    stream.lastPublishAt = now;
+    stream.ttlMs = options.stream.ttlMs;
+    stream.dirty = true;
+    this.#dirty.add(channel);
+    const publication: StoredPublication = { offset: stream.top, epoch: stream.epoch, data, info: options.info, time: now };
+    return new Promise<StreamPosition>((resolve, reject) => {
+      this.#pending.push({ channel, publication, size: options.stream.size, resolve, reject });
+      this.#scheduleFlush();
+    });
+  }
+
+  async publishJoin(channel: string, info: ClientInfo): Promise<void> {
+    if (this.#subscribed.has(channel)) this.#handler?.onJoin(channel, info);
+  }
+
+  async publishLeave(channel: string, info: ClientInfo): Promise<void> {
+    if (this.#subscribed.has(channel)) this.#handler?.onLeave(channel, info);
+  }
+
+  async subscribe(channel: string): Promise<void> {
+    this.#subscribed.add(channel);
+  }
+
+  async unsubscribe(channel: string): Promise<void> {
+    this.#subscribed.delete(channel);
+  }
+
+  async history(channel: string, query: HistoryQuery, options: StreamOptions): Promise<HistoryPage> {
+    if (options.size === 0) return { position: noHistoryPosition, publications: [] };
+    if (this.#closed) throw new BrokerUnavailableError('sqlite engine closed');
+    const now = this.#now();
+    let stream: Stream;
+    try {
+      stream = this.#stream(channel, options, now);
+    } catch (error) {
+      throw this.#unavailable(error);
+    }
+    if (stream.dirty && stream.committed === 0 && stream.top === 0) {
+      // A stream created by this read: its epoch is persisted before it is handed out.
+      await new Promise<void>((resolve, reject) => {
+        this.#created.push(() => (stream.dirty ? reject(new BrokerUnavailableError(this.#failure ?? 'sqlite commit failed')) : resolve()));
+        this.#scheduleFlush();
+      });
+    }
+    const position = { epoch: stream.epoch, offset: stream.committed };
+    if (query.limit === 0) return { position, publications: [] };
+    const cutoff = now - options.ttlMs;
+    const limit = Math.min(query.limit, options.size);
+    let rows: PublicationRow[];
+    try {
+      if (query.since !== undefined) {
+        if (query.since.epoch !== stream.epoch) return { position, publications: [] };
+        rows = this.#sql.since.all(channel, query.since.offset, cutoff, limit) as unknown as PublicationRow[];
+      } else if (query.reverse === true) {
+        rows = this.#sql.newest.all(channel, cutoff, limit) as unknown as PublicationRow[];
+      } else {
+        rows = this.#sql.oldest.all(channel, cutoff, limit) as unknown as PublicationRow[];
+      }
+    } catch (error) {
+      throw this.#unavailable(error);
+    }
+    // Only committed publications, within the size window of the committed top.
+    const floor = stream.committed - options.size;
+    const publications: StoredPublication[] = [];
+    for (const row of rows) {
+      if (row.offset > stream.committed || row.offset <= floor) continue;
+      publications.push(toPublication(row, stream.epoch));
+    }
+    return { position, publications };
+  }
+
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    clearInterval(this.#sweep);
+    this.#flush();
+    this.#closed = true;
+  }
+
+  /** Deletes expired publications, and streams that fully expired and that nobody here subscribes to. */
+  sweep(): void {
+    this.#flush();
+    const now = this.#now();
+    const db = this.#store.db;
+    db.exec('BEGIN');
+    try {
+      this.#sql.expire.run(now, now);
+      for (const row of this.#sql.deadStreams.all(now) as { channel: string }[]) {
+        if (this.#subscribed.has(row.channel)) continue;
+        this.#sql.deletePublications.run(row.channel);
+        this.#sql.deleteStream.run(row.channel);
+        this.#streams.delete(row.channel);
+      }
+      db.exec('COMMIT');
+      // Gives up to 4 MB of freed pages (deleted history) back to the file system per sweep.
+      db.exec(`PRAGMA incremental_vacuum(${VACUUM_PAGES_PER_SWEEP})`);
+    } catch (error) {
+      rollback(db);
+      throw error;
+    }
+    this.#recovered();
+    // Cached streams that are dead and unsubscribed are forgotten with their rows.
+    for (const [channel, stream] of this.#streams) {
+      if (!stream.dirty && now - stream.lastPublishAt > stream.ttlMs && !this.#subscribed.has(channel)) this.#streams.delete(channel);
+    }
+  }
+
+  #sweepSafely(): void {
+    try {
+      this.sweep();
+    } catch (error) {
+      this.#unavailable(error);
+    }
+  }
+
+  /** The stream of a channel (from the cache, the file, or new), with its TTL applied to its liveness. */
+  #stream(channel: string, options: StreamOptions, now: number): Stream {
+    let stream = this.#streams.get(channel);
+    if (stream !== undefined) return stream;
+    const row = this.#sql.getStream.get(channel) as { epoch: string; top: number; last_publish_at: number; ttl_ms: number } | undefined;
+    if (row !== undefined) {
+      stream = { epoch: row.epoch, top: row.top, committed: row.top, lastPublishAt: row.last_publish_at, ttlMs: row.ttl_ms, dirty: false };
+    } else {
+      stream = { epoch: newEpoch(), top: 0, committed: 0, lastPublishAt: now, ttlMs: options.ttlMs, dirty: true };
+      this.#dirty.add(channel);
+    }
+    this.#streams.set(channel, stream);
+    return stream;
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    setImmediate(() => this.#flush());
+  }
+
+  /** Commits every pending publication and new stream in one transaction, then acknowledges and delivers them. */
+  #flush(): void {
+    this.#flushScheduled = false;
+    const batch = this.#pending;
+    const created = this.#created;
+    const dirty = this.#dirty;
+    if (batch.length === 0 && created.length === 0 && dirty.size === 0) return;
+    this.#pending = [];
+    this.#created = [];
+    this.#dirty = new Set();
+    const db = this.#store.db;
+    const written: Array<[string, Stream]> = [];
+    try {
+      db.exec('BEGIN IMMEDIATE');
+      const trimTo = new Map<string, number>();
+      for (const p of batch) {
+        const pub = p.publication;
+        this.#sql.insert.run(p.channel, pub.offset, pub.time, pub.data, pub.info === undefined ? null : JSON.stringify(pub.info));
+        trimTo.set(p.channel, pub.offset - p.size);
+      }
+      for (const [channel, floor] of trimTo) if (floor > 0) this.#sql.trim.run(channel, floor);
+      for (const channel of dirty) {
+        const stream = this.#streams.get(channel);
+        if (stream === undefined) continue;
+        this.#sql.putStream.run(channel, stream.epoch, stream.top, stream.lastPublishAt, stream.ttlMs);
+        written.push([channel, stream]);
+      }
+      db.exec('COMMIT');
+    } catch (error) {
+      rollback(db);
+      const failure = this.#unavailable(error);
+      // The file is the truth: cached streams touched by this batch are read again next time.
+      for (const p of batch) this.#streams.delete(p.channel);
+      for (const channel of dirty) this.#streams.delete(channel);
+      for (const p of batch) p.reject(failure);
+      for (const done of created) done();
+      return;
+    }
+    for (const [, stream] of written) {
+      stream.dirty = false;
+      stream.committed = stream.top;
+    }
+    this.#recovered();
+    for (const done of created) done();
+    for (const p of batch) {
+      if (this.#subscribed.has(p.channel)) this.#handler?.onPublication(p.channel, p.publication);
+      p.resolve({ epoch: p.publication.epoch ?? '', offset: p.publication.offset });
+    }
+  }
+
+  #recovered(): void {
+    if (this.#failure === undefined) return;
+    const was = this.#failure;
+    this.#failure = undefined;
+    this.#onHealthChange?.(true, `commits succeed again (after: ${was})`);
+  }
+
+  /** Records a storage failure (health degraded) and returns the error callers get. */
+  #unavailable(error: unknown): BrokerUnavailableError {
+    const reason = storageFailure(error) ?? `sqlite: ${(error as Error).message}`;
+    if (this.#failure !== reason) {
+      this.#failure = reason;
+      this.#onHealthChange?.(false, reason);
+    }
+    return new BrokerUnavailableError(`sqlite engine: ${reason}`);
+  }
+}
+
+function rollback(db: SqliteStore['db']): void {
+  try {
+    if (db.isTransaction) db.exec('ROLLBACK');
+  } catch {
+    // A failed rollback leaves SQLite to roll back on its own (the transaction is discarded).
+  }
+}
+
+function toPublication(row: PublicationRow, epoch: string): StoredPublication {
+  const info = row.info === null ? undefined : (parseJsonSafely(row.info) as ClientInfo);
+  return { offset: Number(row.offset), epoch, data: row.data, info, time: Number(row.time) };
+}

@@ -1,0 +1,229 @@
+/**
+ * The durable state file of the sqlite engine: `<stateDir>/herald.db`,
+ * opened through `node:sqlite` (no native addon).
+ *
+ * Guarantees:
+ * - The state directory is created 0700 and the file 0600 (SQLite gives its
+ *   `-wal` and `-shm` files the database file's mode).
+ * - WAL journal, `synchronous=NORMAL` by default: a committed transaction
+ *   survives a crash of the process, not necessarily a power loss (`FULL`
+ *   survives both, at an fsync per commit). A busy timeout bounds how long a
+ *   write waits for another connection (`herald keys`) to release the file.
+ * - The file is validated before anything is written: a file that is not
+ *   SQLite, SQLite of another application (wrong `application_id`, or no
+ *   schema table), a schema written by a newer Herald, or a file that fails
+ *   `PRAGMA quick_check` is refused with a ConfigError naming the file and
+ *   the problem (exit code 2). A refused file is never modified.
+ * - Growth is bounded by the sweep (broker/sqlite-broker.ts): expired
+ *   history is deleted and, with `auto_vacuum = INCREMENTAL`, the pages it
+ *   freed are returned to the file system a bounded number at a time.
+ * - Migrations run in order, each in its own transaction together with the
+ *   version row that records it, so a crash leaves a whole version or none.
+ */
+import { chmodSync, closeSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { ConfigError } from '../config/load.ts';
+
+export const STATE_FILE = 'herald.db';
+/** `PRAGMA application_id` of a Herald state file: "HRLD". */
+export const APPLICATION_ID = 0x48524c44;
+
+/** Ordered migrations; index + 1 is the schema version. Never edit a landed one: append. */
+export const MIGRATIONS: readonly string[] = [
+  // 1: streams (history with epoch and offsets) and revocations.
+  `CREATE TABLE streams (
+     channel TEXT PRIMARY KEY,
+     epoch TEXT NOT NULL,
+     top INTEGER NOT NULL,
+     last_publish_at INTEGER NOT NULL,
+     ttl_ms INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE TABLE publications (
+     channel TEXT NOT NULL,
+     offset INTEGER NOT NULL,
+     time INTEGER NOT NULL,
+     data TEXT NOT NULL,
+     info TEXT,
+     PRIMARY KEY (channel, offset)
+   ) WITHOUT ROWID;
+   CREATE INDEX publications_time ON publications (time);
+   CREATE TABLE revoked_tokens (jti TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
+   CREATE TABLE revoked_users (user TEXT PRIMARY KEY, at INTEGER NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;`,
+];
+
+export const SCHEMA_VERSION = MIGRATIONS.length;
+
+export type SqliteSynchronous = 'normal' | 'full';
+
+export interface SqliteStoreOptions {
+  readonly stateDir: string;
+  readonly synchronous?: SqliteSynchronous;
+  /** How long a write waits for a lock held by another connection. */
+  readonly busyTimeoutMs?: number;
+  /** Migrations to apply (tests pass longer lists to simulate a newer Herald). */
+  readonly migrations?: readonly string[];
+}
+
+export interface SqliteStore {
+  readonly db: DatabaseSync;
+  readonly path: string;
+  /** Schema version of the file after opening (the newest this Herald knows). */
+  readonly version: number;
+  close(): void;
+}
+
+const SQLITE_HEADER = 'SQLite format 3\0';
+
+export function stateFilePath(stateDir: string): string {
+  return join(stateDir, STATE_FILE);
+}
+
+function refuse(path: string, problem: string): never {
+  throw new ConfigError([
+    `${path}: ${problem}; Herald refuses to start on it and leaves it untouched (move it away to start with empty state, or point stateDir elsewhere)`,
+  ]);
+}
+
+/** The first bytes of the file, or undefined when it does not exist. */
+function readHeader(path: string): Buffer | undefined {
+  let fd: number;
+  try {
+    fd = openSync(path, 'r');
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw error;
+  }
+  try {
+    const buffer = Buffer.alloc(100);
+    const n = readSync(fd, buffer, 0, 100, 0);
+    return buffer.subarray(0, n);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Opens (creating when absent) and validates the state file, then migrates it. */
+export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
+  const migrations = options.migrations ?? MIGRATIONS;
+  mkdirSync(options.stateDir, { recursive: true, mode: 0o700 });
+  const path = stateFilePath(options.stateDir);
+  const header = readHeader(path);
+  if (header === undefined) {
+    // Created here with 0600 so SQLite never creates it with the umask's mode.
+    closeSync(openSync(path, 'wx', 0o600));
+  } else {
+    if (!statSync(path).isFile()) refuse(path, 'not a regular file');
+    if (header.length > 0 && (header.length < 100 || header.subarray(0, 16).toString('latin1') !== SQLITE_HEADER)) {
+      refuse(path, 'not a SQLite database (a foreign or corrupt file)');
+    }
+  }
+  const fresh = header === undefined || header.length === 0;
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path, { timeout: options.busyTimeoutMs ?? 1000 });
+  } catch (error) {
+    refuse(path, `cannot be opened (${(error as Error).message})`);
+  }
+  try {
+    if (!fresh) {
+      validate(db, path, migrations.length);
+      chmodSync(path, 0o600);
+    }
+    // Set before the first table exists: lets the sweep give freed pages back to the file system.
+    if (fresh) db.exec('PRAGMA auto_vacuum = INCREMENTAL');
+    db.exec('PRAGMA journal_mode = WAL');
+    db.exec(`PRAGMA synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+    db.exec('PRAGMA foreign_keys = ON');
+    const version = migrate(db, migrations);
+    return {
+      db,
+      path,
+      version,
+      close: () => {
+        if (db.isOpen) db.close();
+      },
+    };
+  } catch (error) {
+    db.close();
+    throw error;
+  }
+}
+
+function validate(db: DatabaseSync, path: string, known: number): void {
+  let applicationId: number;
+  let hasSchemaTable: boolean;
+  try {
+    applicationId = Number((db.prepare('PRAGMA application_id').get() as { application_id: number }).application_id);
+    hasSchemaTable = db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'herald_schema'`).get() !== undefined;
+  } catch (error) {
+    refuse(path, `unreadable as SQLite (${(error as Error).message})`);
+  }
+  if (applicationId !== APPLICATION_ID || !hasSchemaTable) {
+    refuse(path, `a SQLite database of another application (application_id ${applicationId}${hasSchemaTable ? '' : ', no herald_schema table'})`);
+  }
+  let version: number;
+  try {
+    const row = db.prepare('SELECT max(version) AS version FROM herald_schema').get() as { version: number | null };
+    version = Number(row.version ?? 0);
+  } catch (error) {
+    refuse(path, `its schema table is unreadable (${(error as Error).message})`);
+  }
+  if (version > known) refuse(path, `written by a newer Herald (schema version ${version}; this Herald knows up to ${known}): upgrade Herald`);
+  let check: string[];
+  try {
+    check = (db.prepare('PRAGMA quick_check').all() as { quick_check: string }[]).map((r) => r.quick_check);
+  } catch (error) {
+    refuse(path, `corrupt (${(error as Error).message})`);
+  }
+  if (check.length !== 1 || check[0] !== 'ok') refuse(path, `corrupt (quick_check: ${check.slice(0, 3).join('; ')})`);
+}
+
+/** Applies the migrations the file has not seen, each with its version row in one transaction. */
+function migrate(db: DatabaseSync, migrations: readonly string[]): number {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+    db.exec('CREATE TABLE IF NOT EXISTS herald_schema (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+    db.exec('COMMIT');
+  } catch (error) {
+    db.exec('ROLLBACK');
+    throw error;
+  }
+  const current = Number((db.prepare('SELECT max(version) AS version FROM herald_schema').get() as { version: number | null }).version ?? 0);
+  const record = db.prepare('INSERT INTO herald_schema (version, applied_at) VALUES (?, ?)');
+  for (let version = current + 1; version <= migrations.length; version++) {
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      db.exec(migrations[version - 1]!);
+      record.run(version, Date.now());
+      db.exec('COMMIT');
+    } catch (error) {
+      db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+  return Math.max(current, migrations.length);
+}
+
+/** A SQLite error caused by the disk or the file lock (full, I/O, busy, locked, read-only), as a short reason. */
+export function storageFailure(error: unknown): string | undefined {
+  const errcode = (error as { errcode?: unknown }).errcode;
+  if (typeof errcode !== 'number') return undefined;
+  switch (errcode & 0xff) {
+    case 5:
+      return 'database file is busy (SQLITE_BUSY)';
+    case 6:
+      return 'database table is locked (SQLITE_LOCKED)';
+    case 8:
+      return 'database file is read-only (SQLITE_READONLY)';
+    case 10:
+      return 'disk I/O error (SQLITE_IOERR)';
+    case 13:
+      return 'disk or database is full (SQLITE_FULL)';
+    case 14:
+      return 'cannot open the database file (SQLITE_CANTOPEN)';
+    default:
+      return `SQLite error ${errcode}: ${(error as { errstr?: string }).errstr ?? (error as Error).message}`;
+  }
+}

@@ -1,0 +1,227 @@
+/**
+ * The broker and presence contract (broker-contract.ts) against the sqlite
+ * engine's broker on a real state file, with an injected clock; then what
+ * only a durable broker promises: streams, limits and revocations across a
+ * reopen of the file, group commit, and disk errors answered with
+ * `unavailable` and degraded health while the process keeps running.
+ */
+import { describe, it, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
+import { BrokerUnavailableError, type StoredPublication, type StreamOptions } from '../../src/broker/broker.ts';
+import { MemoryPresenceStore } from '../../src/broker/memory-broker.ts';
+import { SqliteBroker } from '../../src/broker/sqlite-broker.ts';
+import { SqliteRevocationList } from '../../src/auth/revocation.ts';
+import { openSqliteStore, stateFilePath, type SqliteStore } from '../../src/store/sqlite-store.ts';
+import { runBrokerContract } from './broker-contract.ts';
+
+const dirs: string[] = [];
+function stateDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'herald-sqlite-broker-'));
+  dirs.push(dir);
+  return dir;
+}
+after(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+runBrokerContract('sqlite', () => {
+  let now = 1_700_000_000_000;
+  const store = openSqliteStore({ stateDir: stateDir() });
+  const broker = new SqliteBroker(store, { now: () => now, sweepIntervalMs: 3_600_000 });
+  const presence = new MemoryPresenceStore();
+  return {
+    broker,
+    presence,
+    clock: {
+      now: () => now,
+      advance: (ms: number) => {
+        now += ms;
+      },
+    },
+    sweep: () => broker.sweep(),
+    async close() {
+      await broker.close();
+      await presence.close();
+      store.close();
+    },
+  };
+});
+
+const stream = (size: number, ttlMs = 60_000): StreamOptions => ({ size, ttlMs });
+
+class Clock {
+  now = 1_700_000_000_000;
+  readonly read = () => this.now;
+}
+
+function open(dir: string, clock: Clock, onHealthChange?: (healthy: boolean, reason: string) => void): { store: SqliteStore; broker: SqliteBroker } {
+  const store = openSqliteStore({ stateDir: dir, busyTimeoutMs: 50 });
+  const broker = new SqliteBroker(store, { now: clock.read, sweepIntervalMs: 3_600_000, ...(onHealthChange ? { onHealthChange } : {}) });
+  return { store, broker };
+}
+
+async function reopen(dir: string, clock: Clock, current: { store: SqliteStore; broker: SqliteBroker }) {
+  await current.broker.close();
+  current.store.close();
+  return open(dir, clock);
+}
+
+describe('sqlite broker: across a reopen of the state file', () => {
+  it('keeps epoch, offsets and history; the next publish continues the stream', async () => {
+    const dir = stateDir();
+    const clock = new Clock();
+    let e = open(dir, clock);
+    let last = { epoch: '', offset: 0 };
+    for (let i = 1; i <= 5; i++) last = await e.broker.publish('ch', JSON.stringify({ i }), { stream: stream(100), info: { client: 'c1', user: 'u1', conn_info: { a: [1] } } });
+    e = await reopen(dir, clock, e);
+    const page = await e.broker.history('ch', { since: { epoch: last.epoch, offset: 2 }, limit: 100 }, stream(100));
+    assert.deepEqual({ ...page.position }, { ...last });
+    assert.deepEqual(page.publications.map((p) => p.offset), [3, 4, 5]);
+    assert.deepEqual(page.publications.map((p) => p.data), [3, 4, 5].map((i) => JSON.stringify({ i })));
+    assert.deepEqual({ ...page.publications[0]!.info }, { client: 'c1', user: 'u1', conn_info: { a: [1] } });
+    const next = await e.broker.publish('ch', '"next"', { stream: stream(100) });
+    assert.deepEqual({ ...next }, { epoch: last.epoch, offset: 6 });
+    await e.broker.close();
+    e.store.close();
+  });
+
+  it('a stream created by a read keeps its epoch across a reopen', async () => {
+    const dir = stateDir();
+    const clock = new Clock();
+    let e = open(dir, clock);
+    const first = await e.broker.history('fresh', { limit: 0 }, stream(10));
+    e = await reopen(dir, clock, e);
+    const again = await e.broker.history('fresh', { limit: 0 }, stream(10));
+    assert.deepEqual({ ...again.position }, { ...first.position });
+    await e.broker.close();
+    e.store.close();
+  });
+
+  it('applies the size limit and the TTL to what was stored before; a stream that expired while closed starts a new epoch', async () => {
+    const dir = stateDir();
+    const clock = new Clock();
+    let e = open(dir, clock);
+    let top = { epoch: '', offset: 0 };
+    for (let i = 1; i <= 8; i++) top = await e.broker.publish('sized', String(i), { stream: stream(3, 10_000) });
+    await e.broker.publish('short', '1', { stream: stream(10, 1000) });
+    clock.now += 600;
+    await e.broker.publish('short', '2', { stream: stream(10, 1000) });
+    const expiring = await e.broker.publish('gone', '1', { stream: stream(10, 1000) });
+    e = await reopen(dir, clock, e);
+    const sized = await e.broker.history('sized', { limit: 100 }, stream(3, 10_000));
+    assert.deepEqual(sized.publications.map((p) => p.offset), [6, 7, 8]);
+    assert.deepEqual({ ...sized.position }, { ...top });
+    clock.now += 500; // short/1 is 1100 ms old, short/2 500 ms
+    const short = await e.broker.history('short', { limit: 10 }, stream(10, 1000));
+    assert.deepEqual(short.publications.map((p) => p.data), ['2']);
+    e = await reopen(dir, clock, e);
+    const rows = e.store.db.prepare(`SELECT count(*) AS n FROM publications WHERE channel = 'short'`).get() as { n: number };
+    assert.equal(rows.n, 1, 'the sweep at open deleted the expired publication from the file');
+    clock.now += 5000;
+    e = await reopen(dir, clock, e);
+    const gone = await e.broker.history('gone', { limit: 10 }, stream(10, 1000));
+    assert.notEqual(gone.position.epoch, expiring.epoch, 'expired while closed: new epoch');
+    assert.equal(gone.position.offset, 0);
+    await e.broker.close();
+    e.store.close();
+  });
+
+  it('keeps revoked tokens and users', () => {
+    const dir = stateDir();
+    const clock = new Clock();
+    let store = openSqliteStore({ stateDir: dir });
+    let list = new SqliteRevocationList(store.db, { retentionMs: 60_000, now: clock.read });
+    list.revokeToken('jti-1', clock.now + 10_000);
+    list.revokeUser('mallory', clock.now);
+    store.close();
+    store = openSqliteStore({ stateDir: dir });
+    list = new SqliteRevocationList(store.db, { retentionMs: 60_000, now: clock.read });
+    assert.equal(list.isRevoked({ user: 'alice', tokenId: 'jti-1' } as never), true);
+    assert.equal(list.isRevoked({ user: 'alice', tokenId: 'jti-2' } as never), false);
+    assert.equal(list.isRevoked({ user: 'mallory', issuedAt: clock.now - 1 } as never), true);
+    assert.equal(list.isRevoked({ user: 'mallory', issuedAt: clock.now + 1 } as never), false, 'a token issued after the revocation');
+    clock.now += 20_000;
+    store.close();
+    store = openSqliteStore({ stateDir: dir });
+    list = new SqliteRevocationList(store.db, { retentionMs: 60_000, now: clock.read });
+    assert.equal(list.isRevoked({ user: 'alice', tokenId: 'jti-1' } as never), false, 'expired with the token');
+    assert.equal((store.db.prepare('SELECT count(*) AS n FROM revoked_tokens').get() as { n: number }).n, 0, 'and deleted from the file');
+    store.close();
+  });
+});
+
+describe('sqlite broker: group commit', () => {
+  it('publishes of one turn share one transaction and are acknowledged and delivered after it', async () => {
+    const dir = stateDir();
+    const e = open(dir, new Clock());
+    const delivered: StoredPublication[] = [];
+    e.broker.setEventHandler({ onPublication: (_c, p) => delivered.push(p), onJoin() {}, onLeave() {}, onStreamReset() {} });
+    await e.broker.subscribe('g');
+    const changes = () => (e.store.db.prepare('SELECT total_changes() AS n').get() as { n: number }).n;
+    const before = changes();
+    const promises = Array.from({ length: 50 }, (_, i) => e.broker.publish(i % 2 === 0 ? 'g' : `other${i}`, String(i), { stream: stream(100) }));
+    assert.equal(delivered.length, 0, 'nothing delivered before the commit');
+    // A second connection sees none of them before the commit.
+    const reader = new DatabaseSync(stateFilePath(dir));
+    assert.equal((reader.prepare('SELECT count(*) AS n FROM publications').get() as { n: number }).n, 0);
+    const positions = await Promise.all(promises);
+    assert.equal((reader.prepare('SELECT count(*) AS n FROM publications').get() as { n: number }).n, 50, 'all committed when acknowledged');
+    reader.close();
+    assert.equal(delivered.length, 25);
+    assert.deepEqual(positions.filter((_, i) => i % 2 === 0).map((p) => p.offset), Array.from({ length: 25 }, (_, i) => i + 1));
+    assert.ok(changes() - before >= 50);
+    await e.broker.close();
+    e.store.close();
+  });
+});
+
+describe('sqlite broker: disk errors', () => {
+  it('a full disk fails the publish with unavailable, degrades health, and the broker recovers', async () => {
+    const dir = stateDir();
+    const changes: Array<[boolean, string]> = [];
+    const e = open(dir, new Clock(), (healthy, reason) => changes.push([healthy, reason]));
+    const delivered: StoredPublication[] = [];
+    e.broker.setEventHandler({ onPublication: (_c, p) => delivered.push(p), onJoin() {}, onLeave() {}, onStreamReset() {} });
+    await e.broker.subscribe('full');
+    const ok = await e.broker.publish('full', '"first"', { stream: stream(1000) });
+    const pages = (e.store.db.prepare('PRAGMA page_count').get() as { page_count: number }).page_count;
+    e.store.db.exec(`PRAGMA max_page_count = ${pages + 1}`);
+    const big = JSON.stringify('x'.repeat(64 * 1024));
+    await assert.rejects(e.broker.publish('full', big, { stream: stream(1000) }), (error: unknown) => {
+      assert.ok(error instanceof BrokerUnavailableError);
+      assert.match(error.message, /SQLITE_FULL/);
+      return true;
+    });
+    assert.deepEqual(e.broker.health(), { status: 'degraded', reason: 'disk or database is full (SQLITE_FULL)' });
+    assert.equal(delivered.length, 1, 'the failed publication was not delivered');
+    e.store.db.exec('PRAGMA max_page_count = 1073741823');
+    const next = await e.broker.publish('full', '"after"', { stream: stream(1000) });
+    assert.deepEqual({ ...next }, { epoch: ok.epoch, offset: 2 }, 'the failed offset is not skipped');
+    assert.deepEqual(e.broker.health(), { status: 'ok' });
+    assert.deepEqual(changes.map(([healthy]) => healthy), [false, true]);
+    const page = await e.broker.history('full', { limit: 10 }, stream(1000));
+    assert.deepEqual(page.publications.map((p) => p.data), ['"first"', '"after"']);
+    await e.broker.close();
+    e.store.close();
+  });
+
+  it('a file locked by another connection fails the publish with unavailable after the busy timeout', async () => {
+    const dir = stateDir();
+    const e = open(dir, new Clock());
+    await e.broker.publish('locked', '1', { stream: stream(10) });
+    const other = new DatabaseSync(stateFilePath(dir));
+    other.exec('BEGIN IMMEDIATE');
+    await assert.rejects(e.broker.publish('locked', '2', { stream: stream(10) }), /SQLITE_BUSY/);
+    assert.equal(e.broker.health().status, 'degraded');
+    other.exec('ROLLBACK');
+    other.close();
+    assert.deepEqual({ ...(await e.broker.publish('locked', '3', { stream: stream(10) })) }.offset, 2);
+    assert.equal(e.broker.health().status, 'ok');
+    await e.broker.close();
+    e.store.close();
+  });
+});
