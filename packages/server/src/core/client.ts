@@ -648,8 +648,10 @@ export class Client {
       this.#writeLatest(sub, offset, frame, false);
       return true;
     }
-    const overflow = (sub.latest ??= new LatestByKey(options.maxKeys)).put(conflationKey(frame, options.key), { offset, frame });
+    const latest = (sub.latest ??= new LatestByKey(options.maxKeys));
+    const overflow = latest.put(conflationKey(frame, options.key), { offset, frame });
     if (overflow !== undefined) this.#writeLatest(sub, overflow.offset, overflow.frame, true);
+    if (latest.replaced >= 256) this.#countConflated(latest);
     this.#awaitDrain(sub);
     return true;
   }
@@ -661,6 +663,12 @@ export class Client {
       sub.offset = offset;
     }
     this.#write(frame, sub.recoverable, mayCut, sub.options.writeDelayMs);
+  }
+
+  /** Reports the publications `latest` replaced (metrics), in bulk: not one event per publication. */
+  #countConflated(latest: LatestByKey): void {
+    if (latest.replaced > 0 && diagnostics.conflated.hasSubscribers) diagnostics.conflated.publish({ node: this.node.id, count: latest.replaced });
+    latest.replaced = 0;
   }
 
   #awaitDrain(sub: Subscription): void {
@@ -681,8 +689,12 @@ export class Client {
     for (const sub of behind) {
       const latest = sub.latest;
       if (latest === undefined || latest.size === 0 || sub.pending !== null || this.subscription(sub.channel) !== sub) continue;
-      if (this.transport.bufferedBytes() > sub.options.conflation.lagBytes) this.#awaitDrain(sub);
-      else for (const held of latest.take()) this.#writeLatest(sub, held.offset, held.frame, false);
+      if (this.transport.bufferedBytes() > sub.options.conflation.lagBytes) {
+        this.#awaitDrain(sub);
+        continue;
+      }
+      for (const held of latest.take()) this.#writeLatest(sub, held.offset, held.frame, false);
+      this.#countConflated(latest);
     }
   }
 

@@ -29,6 +29,8 @@ export class LatestByKey {
   readonly #maxKeys: number;
   /** Offset of the newest publication put (the next one must follow it). */
   top = 0;
+  /** Publications replaced by a newer one of their key (never written) not yet reported; the caller reports and resets it. */
+  replaced = 0;
 
   constructor(maxKeys: number) {
     this.#maxKeys = maxKeys;
@@ -48,6 +50,7 @@ export class LatestByKey {
     this.top = pending.offset;
     if (entries.delete(key)) {
       entries.set(key, pending);
+      this.replaced++;
       return undefined;
     }
     entries.set(key, pending);

@@ -35,6 +35,10 @@ export interface DeliveryEvent extends NodeEvent {
   /** Connections the publication was written to on this node. */
   readonly count: number;
 }
+export interface ConflatedEvent extends NodeEvent {
+  /** Publications replaced by a newer one of their key for a connection that was behind (never written to it). */
+  readonly count: number;
+}
 export interface CommandErrorEvent extends NodeEvent {
   readonly method: string;
   readonly code: number;
@@ -47,5 +51,6 @@ export const diagnostics = {
   unsubscribed: channel('herald:subscription:removed'),
   published: channel('herald:publication:accepted'),
   delivered: channel('herald:publication:delivered'),
+  conflated: channel('herald:publication:conflated'),
   commandError: channel('herald:command:error'),
 } as const;

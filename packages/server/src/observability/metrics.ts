@@ -9,6 +9,7 @@ import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import {
   diagnostics,
   type CommandErrorEvent,
+  type ConflatedEvent,
   type ConnectionClosedEvent,
   type ConnectionOpenedEvent,
   type DeliveryEvent,
@@ -40,6 +41,11 @@ export function createMetrics(source: MetricsSource): MetricsExporter {
   const subscriptions = new Gauge({ name: 'herald_subscriptions', help: 'Active subscriptions by transport.', labelNames: ['transport'], registers: [registry] });
   const publications = new Counter({ name: 'herald_publications_total', help: 'Publications accepted, by source.', labelNames: ['source'], registers: [registry] });
   const deliveries = new Counter({ name: 'herald_deliveries_total', help: 'Publications written to connections on this node.', registers: [registry] });
+  const conflated = new Counter({
+    name: 'herald_conflated_total',
+    help: 'Publications not written to a connection that was behind because a newer one of the same key replaced them (conflation).',
+    registers: [registry],
+  });
   const commandErrors = new Counter({ name: 'herald_command_errors_total', help: 'Command replies with an error, by reply code.', labelNames: ['code'], registers: [registry] });
   new Gauge({
     name: 'herald_channels',
@@ -85,6 +91,7 @@ export function createMetrics(source: MetricsSource): MetricsExporter {
   on<SubscriptionEvent>(diagnostics.unsubscribed, (event) => subscriptions.dec({ transport: event.transport }));
   on<PublicationEvent>(diagnostics.published, (event) => publications.inc({ source: event.source }));
   on<DeliveryEvent>(diagnostics.delivered, (event) => deliveries.inc(event.count));
+  on<ConflatedEvent>(diagnostics.conflated, (event) => conflated.inc(event.count));
   on<CommandErrorEvent>(diagnostics.commandError, (event) => commandErrors.inc({ code: String(event.code) }));
 
   return {

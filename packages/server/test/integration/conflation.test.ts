@@ -199,6 +199,9 @@ describe('conflation: a slow reader on each transport', { timeout: 180000 }, () 
         received.some((p) => p.prev !== undefined),
         'skips are marked with prev',
       );
+      const metrics = await (await fetch(`http://127.0.0.1:${h.server.adminPort}/metrics`)).text();
+      const conflated = Number(/^herald_conflated_total (\d+)/m.exec(metrics)?.[1]);
+      assert.ok(conflated > 0 && conflated <= FLOOD - received.length, `herald_conflated_total ${conflated}: publications the slow reader never got`);
       console.log(`ws: slow reader got ${received.length}/${FLOOD}, ${memory.describe()}`);
       memory.check();
     } finally {

@@ -18,6 +18,7 @@ describe('LatestByKey', () => {
     map.put('b', { offset: 5, frame: frame(5, {}) });
     assert.equal(map.size, 3);
     assert.equal(map.top, 5);
+    assert.equal(map.replaced, 2, 'two publications were replaced (never to be written)');
     assert.deepEqual(offsets(map.take()), [3, 4, 5]);
     assert.equal(map.size, 0);
   });
