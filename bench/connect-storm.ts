@@ -215,7 +215,12 @@ for (const transport of transports) {
   }
 }
 
-const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
+/** The median; for an even count, the mean of the middle two. */
+const median = (list: number[]): number => {
+  const sorted = [...list].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
 const names: Record<Flavor, (t: Transport) => string> = {
   raw: (t) => (t === 'ws' ? 'raw ws server' : 'raw SSE server'),
   herald: () => 'Herald',

@@ -82,7 +82,12 @@ for (let round = 0; round < rounds; round++) {
     results.set(target, list);
   }
 }
-const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
+/** The median; for an even count, the mean of the middle two. */
+const median = (list: number[]): number => {
+  const sorted = [...list].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
 const raw = results.has('raw-ws') ? median(results.get('raw-ws')!) : undefined;
 const lines = ['| server | idle RSS MiB | vs raw ws |', '|---|---:|---:|'];
 for (const target of targets) {

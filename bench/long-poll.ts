@@ -261,7 +261,12 @@ for (const rate of rates) {
 }
 
 const names: Record<Target, string> = { herald: 'Herald', raw: 'raw Node long-poll server', nchan: 'Nchan' };
-const median = (list: number[]): number => [...list].sort((a, b) => a - b)[Math.floor(list.length / 2)]!;
+/** The median; for an even count, the mean of the middle two. */
+const median = (list: number[]): number => {
+  const sorted = [...list].sort((a, b) => a - b);
+  const mid = Math.floor(sorted.length / 2);
+  return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
+};
 const lines = [
   '| target | clients | msg/s | published msg/s | deliveries/s | delivery ratio | server CPU-s per 1M deliveries | vs Nchan | p50 ms | p99 ms | polls per delivery |',
   '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',

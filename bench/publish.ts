@@ -11,7 +11,9 @@
  * - `herald-batch`: `POST /api/batch` with `--batch` publishes;
  * - `raw`: bench/raw-http-server.ts, the baseline (Node's HTTP server,
  *   `JSON.parse`, `ws.send` to the channel's subscribers);
- * - `nchan`: nginx + Nchan (bench/nchan.ts), the reference.
+ * - `nchan`: nginx + Nchan (bench/nchan.ts), the reference;
+ * - `herald-variant`: `herald` again, with `--variant-env` added to its
+ *   environment: an A/B comparison of one build in one run.
  *
  * The server runs pinned to one core (`--server-cpu`, taskset), this process
  * (subscribers and publishers) to the other (`--loader-cpu`). Per target:
@@ -29,6 +31,7 @@
  *     [--targets=herald,herald-broadcast,herald-batch,raw,nchan]
  *     [--server-cpu=0] [--loader-cpu=1]
  *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--json=FILE]
+ *     [--targets=herald,herald-variant --variant-env=NAME=VALUE,…]
  *
  * `--quick`: 2000 channels, 10 000 publications, one round. With
  * `--server-node-args=--cpu-prof…` the measured windows are printed as
@@ -52,12 +55,12 @@ import { SOURCE_NODE_ARGS } from '../packages/server/test/helpers/source.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 
-const TARGETS = ['herald', 'herald-broadcast', 'herald-batch', 'raw', 'nchan'] as const;
+const TARGETS = ['herald', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant'] as const;
 type Target = (typeof TARGETS)[number];
-type ServerKind = 'herald' | 'raw' | 'nchan';
+type ServerKind = 'herald' | 'raw' | 'nchan' | 'herald-variant';
 
 function kindOf(target: Target): ServerKind {
-  return target === 'raw' || target === 'nchan' ? target : 'herald';
+  return target === 'raw' || target === 'nchan' || target === 'herald-variant' ? target : 'herald';
 }
 
 interface Options {
@@ -71,6 +74,8 @@ interface Options {
   serverCpu: string | undefined;
   loaderCpu: string | undefined;
   serverNodeArgs: string[];
+  /** Extra environment of the `herald-variant` target (an A/B comparison of one build under two settings). */
+  variantEnv: Record<string, string>;
   json: string | undefined;
   timeoutS: number;
 }
@@ -89,6 +94,7 @@ function parseOptions(): Options {
       'server-cpu': { type: 'string', default: '0' },
       'loader-cpu': { type: 'string', default: '1' },
       'server-node-args': { type: 'string', default: '' },
+      'variant-env': { type: 'string', default: '' },
       json: { type: 'string' },
       timeout: { type: 'string', default: '900' },
     },
@@ -108,6 +114,12 @@ function parseOptions(): Options {
     serverCpu: pinned && values['server-cpu'] !== '' ? values['server-cpu'] : undefined,
     loaderCpu: pinned && values['loader-cpu'] !== '' ? values['loader-cpu'] : undefined,
     serverNodeArgs: values['server-node-args'].split(' ').filter(Boolean),
+    variantEnv: Object.fromEntries(
+      values['variant-env']
+        .split(',')
+        .filter(Boolean)
+        .map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]),
+    ),
     json: values.json,
     timeoutS: Number(values.timeout),
   };
@@ -174,7 +186,7 @@ async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
   children.delete(child);
 }
 
-async function startNodeServer(kind: 'herald' | 'raw', options: Options): Promise<Server> {
+async function startNodeServer(kind: 'herald' | 'herald-variant' | 'raw', options: Options): Promise<Server> {
   let args: string[];
   let env: NodeJS.ProcessEnv = process.env;
   let cleanup = (): void => {};
@@ -187,7 +199,7 @@ async function startNodeServer(kind: 'herald' | 'raw', options: Options): Promis
     writeFileSync(configFile, JSON.stringify(heraldBenchConfig(), null, 2), { mode: 0o600 });
     cleanup = () => rmSync(dir, { recursive: true, force: true });
     args = [...SOURCE_NODE_ARGS, ...options.serverNodeArgs, join(ROOT, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile];
-    env = { ...process.env, ...benchSecrets(apiKey) };
+    env = { ...process.env, ...benchSecrets(apiKey), ...(kind === 'herald-variant' ? options.variantEnv : {}) };
   }
   const [command, argv] = taskset(options.serverCpu, process.execPath, args);
   const child = spawn(command, argv, { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -268,7 +280,7 @@ class Subscribers {
 
   #subscribe(server: Server, channel: string): Promise<WebSocket> {
     const url =
-      server.kind === 'herald'
+      server.kind === 'herald' || server.kind === 'herald-variant'
         ? `ws://127.0.0.1:${String(server.port)}/connection/websocket`
         : `ws://127.0.0.1:${String(server.port)}/sub/${server.kind === 'nchan' ? nchanChannelId(channel) : encodeURIComponent(channel)}`;
     return new Promise((resolve, reject) => {
@@ -292,7 +304,7 @@ class Subscribers {
       ws.on('close', (code) => {
         if (ready && !this.#closing) log(`  subscriber of ${channel} closed: ${String(code)}`);
       });
-      if (server.kind !== 'herald') {
+      if (server.kind === 'raw' || server.kind === 'nchan') {
         ws.on('open', done);
         ws.on('message', () => {
           if (ready) this.delivered++;
@@ -334,6 +346,7 @@ function buildRequest(target: Target, first: number, count: number, channels: nu
   const payload = makePayload(first, nowUs());
   switch (target) {
     case 'herald':
+    case 'herald-variant':
     case 'raw':
       return { path: target === 'raw' ? '/publish' : '/api/publish', body: `{"channel":"${channelName(first % channels)}","data":${payload}}` };
     case 'nchan':

@@ -17,8 +17,8 @@
  * 2. `Origin` refused → 403 `origin_not_allowed`; CORS: `vary: Origin`, and
  *    for an allowed origin `access-control-allow-origin` and
  *    `-allow-credentials` (what @fastify/cors sets for these routes);
- * 3. the per-IP rate limit (the same @fastify/rate-limit limiter and
- *    counters as fastify's route) → 429 with `retry-after`;
+ * 3. the per-IP rate limit (the same counters as fastify's route,
+ *    rate-limits.ts) → 429 with `retry-after`;
  * 4. the body: over `api.maxBodyBytes` → 413 (declared or received), not
  *    UTF-8 → `invalid_utf8`, nesting over `limits.maxJsonDepth` →
  *    `json_too_deep`, not JSON or poisoned → `invalid_json`, each with
@@ -34,21 +34,7 @@ import type { Node } from '../core/node.ts';
 import type { Logger } from '../core/logger.ts';
 import type { OriginPolicy } from '../edge/origins.ts';
 import { ApiError, type ApiExecutor } from './executor.ts';
-
-/** What a limiter of @fastify/rate-limit's `createRateLimit` answers. */
-export interface RateLimitVerdict {
-  readonly isAllowed: boolean;
-  readonly isExceeded?: boolean;
-  readonly ttlInSeconds?: number;
-}
-
-/** The request object handed to the limiters: what their key generators read. */
-export interface LimiterRequest {
-  readonly ip: string;
-  readonly routeOptions: { readonly config: Record<string, never> };
-}
-
-export type Limiter = (request: LimiterRequest) => Promise<RateLimitVerdict>;
+import type { ApiRateLimits } from './rate-limits.ts';
 
 export interface LeanRoutesOptions {
   readonly node: Node;
@@ -64,10 +50,8 @@ export interface LeanRoutesOptions {
   readonly securityHeaders: Readonly<Record<string, string>>;
   /** The client address of a request, as fastify's `request.ip` has it. */
   readonly ip: (request: IncomingMessage) => string;
-  readonly perIp: Limiter;
-  readonly perKey: Limiter;
-  /** The principal's name of a limiter request, for the per-key limiter's key. */
-  readonly principals: WeakMap<object, string>;
+  /** The API's rate limits, shared with fastify's route. */
+  readonly limits: ApiRateLimits;
 }
 
 const ROUTES: ReadonlyMap<string, string> = new Map([
@@ -107,12 +91,15 @@ function closeAfter(headers: string[]): void {
 export class LeanRoutes {
   readonly #options: LeanRoutesOptions;
   readonly #security: readonly string[];
+  /** The security headers and `vary: Origin`: the headers of a request without `Origin` outside a drain. */
+  readonly #plain: readonly string[];
   /** Set when fastify starts closing: its own answer (503) then applies. */
   closing = false;
 
   constructor(options: LeanRoutesOptions) {
     this.#options = options;
     this.#security = Object.entries(options.securityHeaders).flat();
+    this.#plain = [...this.#security, 'vary', 'Origin'];
   }
 
   /** Takes the request when it is one of the lean routes' (true), or leaves it untouched for fastify (false). */
@@ -132,16 +119,20 @@ export class LeanRoutes {
 
   async #serve(request: IncomingMessage, response: ServerResponse, method: string): Promise<void> {
     const options = this.#options;
-    const headers = [...this.#security];
-    if (options.node.draining) closeAfter(headers);
-    const verdict = options.origins.check(request.headers.origin, request.headers.host);
-    if (verdict === 'refused') return this.#fail(response, headers, 'origin_not_allowed');
-    headers.push('vary', 'Origin');
-    if (verdict === 'allowed') headers.push('access-control-allow-origin', request.headers.origin as string, 'access-control-allow-credentials', 'true');
+    const origin = request.headers.origin;
+    let headers: string[];
+    if (origin === undefined && !options.node.draining) headers = this.#plain.slice();
+    else {
+      headers = this.#security.slice();
+      if (options.node.draining) closeAfter(headers);
+      const verdict = options.origins.check(origin, request.headers.host);
+      if (verdict === 'refused') return this.#fail(response, headers, 'origin_not_allowed');
+      headers.push('vary', 'Origin');
+      if (verdict === 'allowed') headers.push('access-control-allow-origin', origin as string, 'access-control-allow-credentials', 'true');
+    }
 
-    const limiterRequest: LimiterRequest = { ip: options.ip(request), routeOptions: { config: {} } };
-    const byIp = await options.perIp(limiterRequest);
-    if (!byIp.isAllowed && byIp.isExceeded === true) return this.#limited(response, headers, byIp);
+    const waitIp = options.limits.byIp(options.ip(request));
+    if (waitIp !== undefined) return this.#limited(response, headers, waitIp);
 
     const body = await this.#readBody(request);
     if (body instanceof ApiError) {
@@ -153,9 +144,8 @@ export class LeanRoutes {
     const key = presentedKey(request.headers);
     const principal = key === undefined ? null : options.apiKeys.verify(key);
     if (principal === null) return this.#fail(response, headers, 'unauthorized');
-    options.principals.set(limiterRequest, principal.name);
-    const byKey = await options.perKey(limiterRequest);
-    if (!byKey.isAllowed && byKey.isExceeded === true) return this.#limited(response, headers, byKey);
+    const waitKey = options.limits.byKey(principal.name);
+    if (waitKey !== undefined) return this.#limited(response, headers, waitKey);
     if (options.node.draining) return this.#fail(response, headers, 'unavailable');
     let result: unknown;
     try {
@@ -204,8 +194,8 @@ export class LeanRoutes {
     });
   }
 
-  #limited(response: ServerResponse, headers: string[], verdict: RateLimitVerdict): void {
-    headers.push('retry-after', String(Math.max(1, verdict.ttlInSeconds ?? 1)));
+  #limited(response: ServerResponse, headers: string[], seconds: number): void {
+    headers.push('retry-after', String(seconds));
     this.#fail(response, headers, 'too_many_requests');
   }
 

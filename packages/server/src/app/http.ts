@@ -11,7 +11,6 @@
 import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { IncomingMessage, ServerOptions as HttpServerOptions, ServerResponse } from 'node:http';
 import cors from '@fastify/cors';
-import rateLimit from '@fastify/rate-limit';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { Node } from '../core/node.ts';
@@ -23,7 +22,8 @@ import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter
 import { encodeResult, type ApiErrorCode } from '@herald/protocol';
 import type { Edge } from '../edge/edge.ts';
 import { securityHeaders, useSecurityHeaders } from '../edge/security-headers.ts';
-import { LeanRoutes, presentedKey, type Limiter } from '../api/lean-routes.ts';
+import { LeanRoutes, presentedKey } from '../api/lean-routes.ts';
+import { ApiRateLimits } from '../api/rate-limits.ts';
 import { FastRoutes } from '../transports/fast-routes.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
@@ -129,7 +129,6 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
         strictPreflight: true,
       }),
   });
-  await app.register(rateLimit, { global: false });
 
   app.get('/health', async (_request, reply) => {
     const health = node.health();
@@ -148,15 +147,9 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   if (config.mode === 'development') (await import('./demo.ts')).registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
 
   // Per client IP, counted before the key is checked; then per key.
-  const principals = new WeakMap<object, string>();
-  const perIp = app.createRateLimit({ max: config.api.rateLimitPerIp, timeWindow: 60000 });
-  const perKey = app.createRateLimit({
-    max: config.api.rateLimitPerKey,
-    timeWindow: 60000,
-    keyGenerator: (request) => 'key:' + (principals.get(request) ?? ''),
-  });
-  const limited = (reply: FastifyReply, ttlSeconds: number) => {
-    reply.header('retry-after', String(Math.max(1, ttlSeconds)));
+  const limits = new ApiRateLimits(config.api.rateLimitPerIp, config.api.rateLimitPerKey);
+  const limited = (reply: FastifyReply, seconds: number) => {
+    reply.header('retry-after', String(seconds));
     return sendApiError(reply, 'too_many_requests');
   };
 
@@ -165,17 +158,16 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     '/api/:method',
     {
       onRequest: async (request, reply) => {
-        const byIp = await perIp(request);
-        if (!byIp.isAllowed && byIp.isExceeded) return limited(reply, byIp.ttlInSeconds);
+        const wait = limits.byIp(request.ip);
+        if (wait !== undefined) return limited(reply, wait);
       },
     },
     async (request, reply) => {
       const key = presentedKey(request.headers);
       const principal = key === undefined ? null : apiKeys.verify(key);
       if (principal === null) return sendApiError(reply, 'unauthorized');
-      principals.set(request, principal.name);
-      const byKey = await perKey(request);
-      if (!byKey.isAllowed && byKey.isExceeded) return limited(reply, byKey.ttlInSeconds);
+      const wait = limits.byKey(principal.name);
+      if (wait !== undefined) return limited(reply, wait);
       if (node.draining) return sendApiError(reply, 'unavailable');
       try {
         const result = await executor.run(request.params.method, request.body, principal);
@@ -197,9 +189,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     maxJsonDepth: config.limits.maxJsonDepth,
     securityHeaders: securityHeaders(tls !== undefined),
     ip: common.trustProxy === false ? (request) => request.socket.remoteAddress ?? '' : (request) => edge.address.ip(request),
-    perIp: perIp as unknown as Limiter,
-    perKey: perKey as unknown as Limiter,
-    principals,
+    limits,
   });
   const [framework] = app.server.listeners('request') as ((request: IncomingMessage, response: ServerResponse) => void)[];
   if (framework === undefined) throw new Error('fastify installed no request listener');

@@ -137,3 +137,40 @@ export class SqliteRevocationList implements RevocationList {
     this.#db.prepare('DELETE FROM revoked_users WHERE until <= ?').run(now);
   }
 }
+
+/**
+ * The cluster primary's revocations in the sqlite engine's state file (the
+ * same tables as SqliteRevocationList): loaded at start and replayed to every
+ * worker, saved as they arrive. A write the disk refuses is reported through
+ * `onError`; the revocation still reaches every worker.
+ */
+export function sqliteRevocationStore(
+  db: import('node:sqlite').DatabaseSync,
+  onError: (error: unknown) => void = () => {},
+): import('../cluster/primary-hub.ts').RevocationStore {
+  const putToken = db.prepare('INSERT INTO revoked_tokens (jti, until) VALUES (?, ?) ON CONFLICT (jti) DO UPDATE SET until = excluded.until');
+  const putUser = db.prepare('INSERT INTO revoked_users (user, at, until) VALUES (?, ?, ?) ON CONFLICT (user) DO UPDATE SET at = excluded.at, until = excluded.until');
+  return {
+    load(now) {
+      db.prepare('DELETE FROM revoked_tokens WHERE until <= ?').run(now);
+      db.prepare('DELETE FROM revoked_users WHERE until <= ?').run(now);
+      const tokens = (db.prepare('SELECT jti, until FROM revoked_tokens').all() as { jti: string; until: number }[]).map((row) => ({
+        command: { kind: 'revoke_token' as const, tokenId: row.jti, expiresAt: Number(row.until) },
+        until: Number(row.until),
+      }));
+      const users = (db.prepare('SELECT user, at, until FROM revoked_users').all() as { user: string; at: number; until: number }[]).map((row) => ({
+        command: { kind: 'revoke_user' as const, user: row.user, at: Number(row.at) },
+        until: Number(row.until),
+      }));
+      return [...tokens, ...users].sort((a, b) => a.until - b.until);
+    },
+    save(command, until) {
+      try {
+        if (command.kind === 'revoke_token') putToken.run(command.tokenId, until);
+        else if (command.kind === 'revoke_user') putUser.run(command.user, command.at, until);
+      } catch (error) {
+        onError(error);
+      }
+    },
+  };
+}

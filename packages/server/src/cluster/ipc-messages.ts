@@ -1,7 +1,8 @@
 /**
  * Every message between the cluster primary and its workers, defined once.
- * The primary owns the streams and presence (one MemoryBroker and one
- * MemoryPresenceStore for the whole machine); workers reach them with
+ * The primary owns the streams and presence (one MemoryBroker, or the
+ * sqlite engine's SqliteBroker, and one MemoryPresenceStore for the whole
+ * machine); workers reach them with
  * `call`s, receive publications of the channels they subscribed to, relay
  * control commands, and forward HTTP session requests (SSE and long-poll
  * commands, polls) to the worker that owns the session.
@@ -64,7 +65,8 @@ export type PrimaryMessage =
   /** First message: what to run. `revocations` replays the revocations still in force. */
   | { readonly type: 'start'; readonly worker: number; readonly config: Config; readonly revocations: readonly ControlCommand[] }
   | { readonly type: 'result'; readonly id: number; readonly ok: true; readonly value: EngineCalls[CallOp]['result'] }
-  | { readonly type: 'result'; readonly id: number; readonly ok: false; readonly error: string }
+  /** `unavailable`: the engine could not serve the call (the worker answers 503 / reply 116), as BrokerUnavailableError. */
+  | { readonly type: 'result'; readonly id: number; readonly ok: false; readonly error: string; readonly unavailable?: boolean }
   /** A publication of a channel this worker subscribed to; per channel in offset order. */
   | { readonly type: 'publication'; readonly channel: string; readonly publication: StoredPublication }
   | { readonly type: 'join' | 'leave'; readonly channel: string; readonly info: ClientInfo }

@@ -1,10 +1,12 @@
 /**
  * The primary's half of the cluster link. It owns the machine's streams and
- * presence (a MemoryBroker and a MemoryPresenceStore), so offsets are
+ * presence (a MemoryBroker, or the sqlite engine's SqliteBroker, and a
+ * MemoryPresenceStore), so offsets are
  * assigned in one place per channel; it forwards each publication, join and
  * leave only to the workers that subscribed to its channel; it relays
  * control commands to every worker (the sender included) and keeps the
- * revocations still in force for workers that start later; and it routes
+ * revocations still in force for workers that start later (and, on the
+ * sqlite engine, persists them so they outlive the primary); and it routes
  * session requests between workers.
  *
  * When a worker goes away its subscriptions end, its presence entries are
@@ -15,6 +17,7 @@
  * Knows nothing of node:cluster: workers are pipes (packages/server/src/cluster/pipe.ts).
  */
 import { MemoryBroker, MemoryPresenceStore } from '../broker/memory-broker.ts';
+import { BrokerUnavailableError, type Broker } from '../broker/broker.ts';
 import type { ControlCommand } from '../broker/control.ts';
 import { apiErrors, type ClientInfo } from '@herald/protocol';
 import type { SessionAnswer } from '../transports/http-connection.ts';
@@ -30,6 +33,19 @@ export interface PrimaryHubOptions {
   readonly sweepIntervalMs?: number;
   /** Most revocations kept for replay; the oldest go first. */
   readonly maxRevocations?: number;
+  /** The streams' broker (the sqlite engine's); a MemoryBroker when absent. The hub closes it. */
+  readonly broker?: SweepingBroker;
+  /** Where revocations are persisted (the sqlite engine's state file); nothing outlives the primary when absent. */
+  readonly revocationStore?: RevocationStore;
+}
+
+export type SweepingBroker = Broker & { sweep(): void };
+
+/** Durable revocations of the cluster: loaded at start (replayed to every worker), saved as they arrive. */
+export interface RevocationStore {
+  /** Revocations still in force, with the time each ends. */
+  load(now: number): { readonly command: ControlCommand; readonly until: number }[];
+  save(command: ControlCommand, until: number): void;
 }
 
 interface WorkerState {
@@ -55,7 +71,7 @@ const unknownSession: SessionAnswer = {
 
 export class PrimaryHub {
   /** Exposed for tests that move the stream clock (`sweep`). */
-  readonly broker: MemoryBroker;
+  readonly broker: SweepingBroker;
   readonly presence = new MemoryPresenceStore();
   readonly #workers = new Map<number, WorkerState>();
   readonly #subscribers = new Map<string, Set<number>>();
@@ -63,12 +79,15 @@ export class PrimaryHub {
   readonly #retentionMs: number;
   readonly #maxRevocations: number;
   readonly #now: () => number;
+  readonly #revocationStore: RevocationStore | undefined;
 
   constructor(options: PrimaryHubOptions) {
     this.#now = options.now ?? Date.now;
     this.#retentionMs = options.revocationRetentionMs;
     this.#maxRevocations = options.maxRevocations ?? 100_000;
-    this.broker = new MemoryBroker({ now: this.#now, ...(options.sweepIntervalMs === undefined ? {} : { sweepIntervalMs: options.sweepIntervalMs }) });
+    this.broker = options.broker ?? new MemoryBroker({ now: this.#now, ...(options.sweepIntervalMs === undefined ? {} : { sweepIntervalMs: options.sweepIntervalMs }) });
+    this.#revocationStore = options.revocationStore;
+    if (this.#revocationStore !== undefined) this.#revocations = this.#revocationStore.load(this.#now()).slice(-this.#maxRevocations);
     this.broker.setEventHandler({
       onPublication: (channel, publication) => this.#fanOut(channel, { type: 'publication', channel, publication }),
       onJoin: (channel, info) => this.#fanOut(channel, { type: 'join', channel, info }),
@@ -170,7 +189,8 @@ export class PrimaryHub {
     }
     result.then(
       (value) => state.pipe.send({ type: 'result', id: message.id, ok: true, value: (value ?? null) as never }),
-      (error: unknown) => state.pipe.send({ type: 'result', id: message.id, ok: false, error: error instanceof Error ? error.message : String(error) }),
+      (error: unknown) =>
+        state.pipe.send({ type: 'result', id: message.id, ok: false, error: error instanceof Error ? error.message : String(error), unavailable: error instanceof BrokerUnavailableError }),
     );
   }
 
@@ -267,6 +287,7 @@ export class PrimaryHub {
     else return;
     this.#pruneRevocations();
     this.#revocations.push({ command, until });
+    this.#revocationStore?.save(command, until);
     if (this.#revocations.length > this.#maxRevocations) this.#revocations.shift();
   }
 

@@ -3,6 +3,8 @@
  * itself: it forks N workers that share the listening port (node:cluster),
  * links them through its PrimaryHub (streams, presence, control, session
  * routing) and supervises them (packages/server/src/cluster/supervisor.ts).
+ * On the sqlite engine the primary owns the state file: its hub's broker
+ * and revocations are the file's, and workers reach them over IPC.
  *
  * Signals: SIGTERM and SIGINT drain every worker and exit 0; SIGHUP (or
  * `herald reload`, which signals the pid in `<stateDir>/herald.pid`)
@@ -15,6 +17,9 @@ import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { Logger } from '../core/logger.ts';
 import { PrimaryHub } from './primary-hub.ts';
+import { openSqliteStore, type SqliteStore } from '../store/sqlite-store.ts';
+import { SqliteBroker } from '../broker/sqlite-broker.ts';
+import { sqliteRevocationStore } from '../auth/revocation.ts';
 import { Supervisor } from './supervisor.ts';
 
 export interface PrimaryOptions {
@@ -67,7 +72,19 @@ export function signalReload(stateDir: string): number {
 export function startPrimary(options: PrimaryOptions): ClusterPrimary {
   const { config } = options;
   const logger = options.logger.child({ role: 'primary' });
-  const hub = new PrimaryHub({ revocationRetentionMs: config.auth.revocationRetentionMs });
+  let store: SqliteStore | undefined;
+  let hubState = {};
+  if (config.engine.type === 'sqlite') {
+    store = openSqliteStore({ stateDir: config.stateDir, synchronous: config.engine.sqliteSynchronous, busyTimeoutMs: config.engine.sqliteBusyTimeoutMs });
+    logger.info({ file: store.path, synchronous: config.engine.sqliteSynchronous }, 'sqlite engine opened');
+    hubState = {
+      broker: new SqliteBroker(store, {
+        onHealthChange: (healthy, reason) => (healthy ? logger.info({ reason }, 'sqlite engine healthy') : logger.error({ reason }, 'sqlite engine degraded: publishes with history fail with unavailable')),
+      }),
+      revocationStore: sqliteRevocationStore(store.db, (error) => logger.error({ err: error }, 'revocation not written to the state file (it holds until restart)')),
+    };
+  }
+  const hub = new PrimaryHub({ revocationRetentionMs: config.auth.revocationRetentionMs, ...hubState });
   let resolveReady!: (ports: { port: number; adminPort: number }) => void;
   let rejectReady!: (error: Error) => void;
   const ready = new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
@@ -85,6 +102,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
       const started = Date.now();
       await supervisor.shutdown();
       await hub.close();
+      store?.close();
       if (pidFile !== undefined) removePidFile(pidFile);
       logger.info({ ms: Date.now() - started, code }, 'cluster stopped');
       rejectReady(new Error('cluster stopped'));

@@ -93,7 +93,7 @@ class Link {
     this.#pending.delete(message.id);
     clearTimeout(entry.timer);
     if (message.ok) entry.resolve(message.value);
-    else entry.reject(new Error(message.error));
+    else entry.reject(message.unavailable === true ? new BrokerUnavailableError(message.error) : new Error(message.error));
   }
 }
 

@@ -271,7 +271,7 @@ export const ConfigSchema = Type.Object(
         type: Type.Union([Type.Literal('memory'), Type.Literal('sqlite'), Type.Literal('redis')], {
           default: 'memory',
           description:
-            'memory: one process (or one cluster of workers), nothing on disk, state lost on restart; sqlite: one process, streams and revocations durable in `<stateDir>/herald.db`; redis: several Herald nodes sharing Redis.',
+            'memory: one process (or one cluster of workers), nothing on disk, state lost on restart; sqlite: the same (in cluster mode the primary owns the file), with streams and revocations durable in `<stateDir>/herald.db`; redis: several Herald nodes sharing Redis.',
         }),
         sqliteSynchronous: Type.Union([Type.Literal('normal'), Type.Literal('full')], {
           default: 'normal',

@@ -53,6 +53,24 @@ export interface SessionRouter {
   serve(handler: (exchange: SessionExchange, signal: AbortSignal) => Promise<SessionAnswer>): void;
 }
 
+/**
+ * 16 random bytes for a session secret, cut from a pool filled 256 secrets
+ * at a time: one call to the system's CSPRNG per 256 sessions instead of
+ * one each (a reconnect storm opens thousands at once).
+ */
+const SECRETS_PER_FILL = 256;
+let secretPool = Buffer.alloc(0);
+let secretOffset = 0;
+function secretBytes(): Buffer {
+  if (secretOffset + 16 > secretPool.length) {
+    secretPool = randomBytes(16 * SECRETS_PER_FILL);
+    secretOffset = 0;
+  }
+  const bytes = secretPool.subarray(secretOffset, secretOffset + 16);
+  secretOffset += 16;
+  return bytes;
+}
+
 /** Session secrets → clients. A secret is 128 random bits (after the router's prefix); the client id alone authorizes nothing. */
 export class SessionRegistry {
   readonly #sessions = new Map<string, Client>();
@@ -67,7 +85,7 @@ export class SessionRegistry {
   }
 
   register(client: Client): string {
-    const secret = this.#prefix + randomBytes(16).toString('base64url');
+    const secret = this.#prefix + secretBytes().toString('base64url');
     this.#sessions.set(secret, client);
     client.onClosed(() => this.#sessions.delete(secret));
     return secret;

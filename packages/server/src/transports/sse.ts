@@ -29,6 +29,7 @@ export class SseTransport implements Transport {
   readonly #response: ServerResponse;
   readonly #closeGraceMs: number;
   #started = false;
+  #corked = false;
   #closed = false;
   #socket: Socket | undefined;
   /** Once closed: resolves when the stream has ended (flushed) or was cut. */
@@ -56,8 +57,22 @@ export class SseTransport implements Transport {
     this.#started = true;
     let head = 'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-store\r\nx-accel-buffering: no\r\n';
     for (let i = 0; i + 1 < headers.length; i += 2) head += headers[i] + ': ' + headers[i + 1] + '\r\n';
+    // Corked until `opened()`, or the end of this turn of the event loop at
+    // the latest (an engine that answers slowly does not hold the head back):
+    // the head and the opening frames (connected, subscribed, recovered
+    // publications) leave in one write.
+    socket.cork();
+    this.#corked = true;
+    setImmediate(() => this.opened());
     socket.write(head + 'Date: ' + new Date().toUTCString() + '\r\nConnection: close\r\n\r\nretry: 1000\n\n');
     this.#socket = socket;
+  }
+
+  /** The opening frames are written: sends them with the head. */
+  opened(): void {
+    if (!this.#corked) return;
+    this.#corked = false;
+    this.#socket?.uncork();
   }
 
   write(frame: EncodedFrame, positions?: string): void {
@@ -168,6 +183,8 @@ export function registerSse(app: FastifyInstance, routes: FastRoutes, node: Node
       // The stream has started: no HTTP error can follow its head.
       node.logger.error({ err: error }, 'SSE stream failed after it started');
       client.disconnect('internal');
+    } finally {
+      transport.opened();
     }
   });
   routes.stub(app, 'GET', SSE_PATH);

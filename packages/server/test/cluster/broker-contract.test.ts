@@ -8,7 +8,10 @@
  * asked to sweep over the same IPC channel (packages/server/test/cluster/fixtures/
  * hub-process.ts).
  */
-import { after } from 'node:test';
+import { after, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { DatabaseSync } from 'node:sqlite';
+import { BrokerUnavailableError } from '../../src/broker/broker.ts';
 import { fork } from 'node:child_process';
 import { MessageChannel } from 'node:worker_threads';
 import { fileURLToPath } from 'node:url';
@@ -20,6 +23,11 @@ import type { PrimaryMessage, WorkerMessage } from '../../src/cluster/ipc-messag
 import { runBrokerContract, type ContractClock } from '../unit/broker-contract.ts';
 import type { HubTestAnswer, HubTestMessage } from './fixtures/hub-process.ts';
 import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { openSqliteStore } from '../../src/store/sqlite-store.ts';
+import { SqliteBroker } from '../../src/broker/sqlite-broker.ts';
 
 const config = buildConfig({}, { env: {} });
 
@@ -44,6 +52,36 @@ runBrokerContract('cluster link (in-process)', () => {
       await hub.close();
       port1.close();
       port2.close();
+    },
+  };
+});
+
+runBrokerContract('cluster link (in-process, sqlite engine at the primary)', () => {
+  let now = 1_700_000_000_000;
+  const dir = mkdtempSync(join(tmpdir(), 'herald-cluster-sqlite-'));
+  const store = openSqliteStore({ stateDir: dir });
+  const broker = new SqliteBroker(store, { now: () => now, sweepIntervalMs: 3_600_000 });
+  const hub = new PrimaryHub({ revocationRetentionMs: 60000, now: () => now, broker });
+  const { port1, port2 } = new MessageChannel();
+  hub.attach(1, new BatchingPipe<WorkerMessage, PrimaryMessage>(messagePortCarrier(port1)));
+  const engine = createWorkerEngine({ pipe: new BatchingPipe<PrimaryMessage, WorkerMessage>(messagePortCarrier(port2)), worker: 1, config });
+  return {
+    broker: engine.broker,
+    presence: engine.presence,
+    clock: {
+      now: () => now,
+      advance: (ms: number) => {
+        now += ms;
+      },
+    },
+    sweep: () => hub.broker.sweep(),
+    async close() {
+      await engine.close();
+      await hub.close();
+      store.close();
+      port1.close();
+      port2.close();
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 });
@@ -115,4 +153,43 @@ after(async () => {
 runBrokerContract('cluster link (forked primary, real IPC)', () => {
   const { engine, clock, sweep } = forkedEngine();
   return { broker: engine.broker, presence: engine.presence, clock, sweep, close: async () => {} };
+});
+
+test('sqlite engine at the primary: a disk error reaches the worker as BrokerUnavailableError (503 / 116), and revocations are persisted', async () => {
+  const dir = mkdtempSync(join(tmpdir(), 'herald-cluster-sqlite-'));
+  const store = openSqliteStore({ stateDir: dir, busyTimeoutMs: 50 });
+  const { sqliteRevocationStore } = await import('../../src/auth/revocation.ts');
+  const hub = new PrimaryHub({ revocationRetentionMs: 60000, broker: new SqliteBroker(store, { sweepIntervalMs: 3_600_000 }), revocationStore: sqliteRevocationStore(store.db) });
+  const { port1, port2 } = new MessageChannel();
+  hub.attach(1, new BatchingPipe<WorkerMessage, PrimaryMessage>(messagePortCarrier(port1)));
+  const engine = createWorkerEngine({ pipe: new BatchingPipe<PrimaryMessage, WorkerMessage>(messagePortCarrier(port2)), worker: 1, config });
+  try {
+    const stream = { size: 10, ttlMs: 60000 };
+    assert.equal((await engine.broker.publish('a', '1', { stream })).offset, 1);
+    const other = new DatabaseSync(join(dir, 'herald.db'));
+    other.exec('BEGIN IMMEDIATE');
+    await assert.rejects(engine.broker.publish('a', '2', { stream }), (error: unknown) => error instanceof BrokerUnavailableError && /SQLITE_BUSY/.test(error.message));
+    other.exec('ROLLBACK');
+    other.close();
+    assert.equal((await engine.broker.publish('a', '3', { stream })).offset, 2);
+
+    const at = Date.now();
+    await engine.control.publish({ kind: 'revoke_user', user: 'mallory', at });
+    await engine.control.publish({ kind: 'revoke_token', tokenId: 'jti-1', expiresAt: at + 120000 });
+    await engine.control.publish({ kind: 'revoke_user', user: 'long-gone', at: at - 120000 });
+    // A new hub on the same file (the primary after a restart) replays what is still in force to the workers that attach.
+    const second = new PrimaryHub({ revocationRetentionMs: 60000, broker: new SqliteBroker(store, { sweepIntervalMs: 3_600_000 }), revocationStore: sqliteRevocationStore(store.db) });
+    assert.deepEqual(second.revocations(), [
+      { kind: 'revoke_user', user: 'mallory', at },
+      { kind: 'revoke_token', tokenId: 'jti-1', expiresAt: at + 120000 },
+    ]);
+    await second.close();
+  } finally {
+    await engine.close();
+    await hub.close();
+    store.close();
+    port1.close();
+    port2.close();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });

@@ -56,8 +56,8 @@ function setup(): { dir: string; config: string; env: Record<string, string>; to
   return { dir, config, env: { HERALD_API_KEY: randomBytes(24).toString('base64url') }, tokens };
 }
 
-async function start(s: ReturnType<typeof setup>, name: string): Promise<{ process: HeraldProcess; target: Target }> {
-  const process = new HeraldProcess(['--config', s.config], s.dir, s.env);
+async function start(s: ReturnType<typeof setup>, name: string, workers = 1): Promise<{ process: HeraldProcess; target: Target }> {
+  const process = new HeraldProcess(['--config', s.config, ...(workers > 1 ? ['--workers', String(workers)] : [])], s.dir, s.env);
   const port = await process.listeningPort();
   return { process, target: { name, url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/connection/websocket`, apiKey: s.env['HERALD_API_KEY']! } };
 }
@@ -71,14 +71,22 @@ async function closedPort(): Promise<Target> {
   return { name: 'down', url: `http://127.0.0.1:${port}`, wsUrl: `ws://127.0.0.1:${port}/connection/websocket`, apiKey: 'none' };
 }
 
-for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
-  describe(`sqlite engine: restart by ${signal}`, { timeout: 120000 }, () => {
+const cases = [
+  { signal: 'SIGTERM', workers: 1 },
+  { signal: 'SIGKILL', workers: 1 },
+  // Cluster mode: the primary owns the file (workers exit when they lose their primary).
+  { signal: 'SIGTERM', workers: 2 },
+  { signal: 'SIGKILL', workers: 2 },
+] as const;
+
+for (const { signal, workers } of cases) {
+  describe(`sqlite engine${workers > 1 ? ` in cluster mode (${workers} workers)` : ''}: restart by ${signal}`, { timeout: 120000 }, () => {
     test('clients on all three transports recover what they missed, with recovered:true in the same epoch', async () => {
       const s = setup();
       const down = await closedPort();
-      let first = await start(s, 'first');
+      let first = await start(s, 'first', workers);
       let current: Target = first.target;
-      const channel = `chaos:restart-${signal.toLowerCase()}`;
+      const channel = `chaos:restart-${signal.toLowerCase()}-${workers}`;
       const targets = () => [current];
       const followers: Follower[] = [
         new WsFollower({ name: 'ws', channel, tokens: s.tokens, targets }),
@@ -96,7 +104,7 @@ for (const signal of ['SIGTERM', 'SIGKILL'] as const) {
         // Down: the followers knock on a closed port until the test lets them back.
         current = down;
         await first.process.stop(signal);
-        const second = await start(s, 'second');
+        const second = await start(s, 'second', workers);
         first = second;
         // Published while every follower is away: they must recover these.
         for (let i = 0; i < 15; i++) assert.equal((await publisher.publishOnce(second.target)).status, 200);
