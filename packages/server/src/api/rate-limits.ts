@@ -65,7 +65,8 @@ export class ApiRateLimits {
   }
 
   byIp(ip: string): number | undefined {
-    return this.#perIp.hit(normalizeIP(ip, IPV6_SUBNET));
+    // Without a colon the address is not IPv6: normalizeIP would only lower-case it (after an IPv6 regex test).
+    return this.#perIp.hit(ip.includes(':') ? normalizeIP(ip, IPV6_SUBNET) : ip.toLowerCase());
   }
 
   byKey(name: string): number | undefined {

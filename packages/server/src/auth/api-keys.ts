@@ -12,7 +12,7 @@
  * `KeySource` that may change while the server runs (the key store written
  * by `herald keys`, see key-store.ts).
  *
- * Verified keys are remembered (at most `CACHE_SIZE`, least recently used
+ * Verified keys are remembered (at most `CACHE_SIZE`, the longest held
  * first out) by the SHA-256 of the presented key, so a backend that sends
  * the same key on every request costs one hash and one map lookup instead
  * of a comparison with every held key. A lookup by digest tells an
@@ -77,7 +77,7 @@ export class ApiKeyVerifier {
   readonly #now: () => number;
   #sourceKeys: readonly ApiKeyConfig[] = [];
   #fromSource: HeldKey[] = [];
-  /** Base64 SHA-256 of a presented key → the key it matched; insertion order is recency. */
+  /** Base64 SHA-256 of a presented key → the key it matched; the oldest entry leaves first. */
   readonly #verified = new Map<string, HeldKey>();
 
   constructor(keys: readonly ApiKeyConfig[], options: ApiKeyVerifierOptions = {}) {
@@ -115,11 +115,8 @@ export class ApiKeyVerifier {
     const now = this.#now();
     const remembered = this.#verified.get(digest);
     if (remembered !== undefined) {
+      if (now < remembered.notAfter) return remembered.principal;
       this.#verified.delete(digest);
-      if (now < remembered.notAfter) {
-        this.#verified.set(digest, remembered);
-        return remembered.principal;
-      }
     }
     const presentedHash = Buffer.from(digest, 'base64');
     let found: HeldKey | undefined;

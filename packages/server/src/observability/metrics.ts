@@ -89,7 +89,9 @@ export function createMetrics(source: MetricsSource): MetricsExporter {
   });
   on<SubscriptionEvent>(diagnostics.subscribed, (event) => subscriptions.inc({ transport: event.transport }));
   on<SubscriptionEvent>(diagnostics.unsubscribed, (event) => subscriptions.dec({ transport: event.transport }));
-  on<PublicationEvent>(diagnostics.published, (event) => publications.inc({ source: event.source }));
+  // One labelled child per source: the publish path skips hashing the labels every time.
+  const bySource = { api: publications.labels({ source: 'api' }), client: publications.labels({ source: 'client' }) };
+  on<PublicationEvent>(diagnostics.published, (event) => bySource[event.source].inc());
   on<DeliveryEvent>(diagnostics.delivered, (event) => deliveries.inc(event.count));
   on<ConflatedEvent>(diagnostics.conflated, (event) => conflated.inc(event.count));
   on<CommandErrorEvent>(diagnostics.commandError, (event) => commandErrors.inc({ code: String(event.code) }));

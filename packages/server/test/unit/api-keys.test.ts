@@ -163,7 +163,7 @@ describe('ApiKeyVerifier cache', () => {
     });
   });
 
-  it(`holds at most ${CACHE_SIZE} keys, the least recently used leave first`, () => {
+  it(`holds at most ${CACHE_SIZE} keys, the longest held leave first`, () => {
     counting((count) => {
       const n = CACHE_SIZE + 10;
       const v = new ApiKeyVerifier(Array.from({ length: n }, (_, i) => key(`k${i}`, `secret-${i}`)), { now: () => T0 });
