@@ -80,6 +80,13 @@ pinSelf(values['client-cpu']);
 const CHANNEL = 'px:ticker';
 const PUBLISHERS = 4;
 
+/** utime and stime of a process in seconds (/proc/<pid>/stat, CLK_TCK 100). */
+function userSystemSeconds(pid: number): { user: number; system: number } {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
+}
+
 /** Busy CPU-seconds of the whole machine so far (all CPUs, /proc/stat, CLK_TCK 100). */
 function machineBusySeconds(): number {
   const v = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
@@ -273,6 +280,9 @@ interface Result {
   /** How long publishing took (`--seconds` unless the server or the load generator fell behind). */
   phaseSeconds: number;
   cpuSeconds: number;
+  /** Of which in user space and in the kernel (on loopback the kernel also does the readers' side of TCP). */
+  userSeconds: number;
+  systemSeconds: number;
   /** Cores busy outside the server and this process during the phase (other work on a shared machine skews CPU). */
   otherLoad: number;
   cpuPerPublicationUs: number;
@@ -338,6 +348,7 @@ async function run(mode: Mode, round: number): Promise<Result> {
       peakRss = Math.max(peakRss, rssOf(server.pid));
     }, 100);
     const cpuStart = cpuSecondsOf(server.pid);
+    const splitStart = userSystemSeconds(server.pid);
     const machineStart = machineBusySeconds();
     const selfStart = selfCpuSeconds();
     const messages = Math.round(rate * seconds);
@@ -345,6 +356,9 @@ async function run(mode: Mode, round: number): Promise<Result> {
     await paced(messages, 3 * rate);
     const phaseSeconds = (performance.now() - phaseStart) / 1000;
     const cpuSeconds = cpuSecondsOf(server.pid) - cpuStart;
+    const splitEnd = userSystemSeconds(server.pid);
+    const userSeconds = splitEnd.user - splitStart.user;
+    const systemSeconds = splitEnd.system - splitStart.system;
     const otherLoad = (machineBusySeconds() - machineStart - cpuSeconds - (selfCpuSeconds() - selfStart)) / phaseSeconds;
     const { conflated, cut } = await serverCounts(adminPort);
     const endUs = nowUs();
@@ -362,6 +376,8 @@ async function run(mode: Mode, round: number): Promise<Result> {
       published: messages,
       phaseSeconds,
       cpuSeconds,
+      userSeconds,
+      systemSeconds,
       otherLoad,
       cpuPerPublicationUs: (cpuSeconds / messages) * 1e6,
       peakRssMiB: peakRss / 1048576,
@@ -397,11 +413,11 @@ console.log(
   `\nConflation: ${readers} slow ${transport} readers (at most ${values['read-kib']} KiB/s each) + 1 that keeps up; ` +
     `${rate} publications/s of ${payloadBytes} B over ${keys} keys for ${seconds} s; server on CPU ${values['server-cpu']}\n`,
 );
-console.log('| conflation | round | publishing s | server CPU s | CPU µs per publication | peak RSS MiB (growth) | delivered to slow readers | conflated (never written) | newest value read, age at end ms | reader that keeps up | cut as slow (3004) | other load (cores) |');
+console.log('| conflation | round | publishing s | server CPU s (user + sys) | CPU µs per publication | peak RSS MiB (growth) | delivered to slow readers | conflated (never written) | newest value read, age at end ms | reader that keeps up | cut as slow (3004) | other load (cores) |');
 console.log('|---|---|---|---|---|---|---|---|---|---|---|---|');
 for (const r of results) {
   console.log(
-    `| ${r.mode} | ${r.round} | ${f(r.phaseSeconds)} | ${f(r.cpuSeconds, 2)} | ${f(r.cpuPerPublicationUs)} | ${f(r.peakRssMiB)} (+${f(r.rssGrowthMiB)}) | ${r.slowDelivered} | ${r.conflated} | ${f(r.slowStaleAtEndMs, 0)} | ${r.fastDelivered}/${r.published} | ${r.cut} | ${f(r.otherLoad, 2)} |`,
+    `| ${r.mode} | ${r.round} | ${f(r.phaseSeconds)} | ${f(r.cpuSeconds, 2)} (${f(r.userSeconds, 2)} + ${f(r.systemSeconds, 2)}) | ${f(r.cpuPerPublicationUs)} | ${f(r.peakRssMiB)} (+${f(r.rssGrowthMiB)}) | ${r.slowDelivered} | ${r.conflated} | ${f(r.slowStaleAtEndMs, 0)} | ${r.fastDelivered}/${r.published} | ${r.cut} | ${f(r.otherLoad, 2)} |`,
   );
 }
 const mean = (mode: Mode, pick: (r: Result) => number): number => {
@@ -409,7 +425,8 @@ const mean = (mode: Mode, pick: (r: Result) => number): number => {
   return list.reduce((a, b) => a + b, 0) / list.length;
 };
 console.log(
-  `\non / off: server CPU ${f(mean('on', (r) => r.cpuSeconds) / mean('off', (r) => r.cpuSeconds), 2)}×, ` +
+  `\non / off: server CPU ${f(mean('on', (r) => r.cpuSeconds) / mean('off', (r) => r.cpuSeconds), 2)}× ` +
+    `(user ${f(mean('on', (r) => r.userSeconds) / mean('off', (r) => r.userSeconds), 2)}×, sys ${f(mean('on', (r) => r.systemSeconds) / mean('off', (r) => r.systemSeconds), 2)}×), ` +
     `peak RSS ${f(mean('on', (r) => r.peakRssMiB) / mean('off', (r) => r.peakRssMiB), 2)}× ` +
     `(RSS growth while publishing ${f(mean('on', (r) => r.rssGrowthMiB) / mean('off', (r) => r.rssGrowthMiB), 2)}×)`,
 );

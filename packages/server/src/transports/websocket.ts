@@ -16,6 +16,7 @@ import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
 import { announcesBatch, openGate, type ConnectionGate, type Releasable } from './http-connection.ts';
 import { onSocketDrain } from './socket-drain.ts';
+import { encodeServerTextFrame } from '../util/websocket-frame.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
 
@@ -51,6 +52,11 @@ export class WebSocketTransport implements Transport {
 
   writeMany(batch: EncodedBatch): void {
     if (!this.#closed && this.#socket.readyState === OPEN) this.#raw.write(batch.wsFrame);
+  }
+
+  /** A reply: one frame, framed here and written in one piece (ws.send writes a header and a payload). */
+  reply(text: string): void {
+    if (this.#socket.readyState === OPEN) this.#raw.write(encodeServerTextFrame(Buffer.from(text, 'utf8')));
   }
 
   heartbeat(ping: EncodedFrame): void {
@@ -181,7 +187,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
         return;
       }
     }
-    ws.send(frame);
+    (client.transport as WebSocketTransport).reply(frame);
   }
 
   function onMessage(ws: HeraldWebSocket, data: Buffer, isBinary: boolean): void {
