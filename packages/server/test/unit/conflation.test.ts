@@ -2,7 +2,8 @@
 import { describe, it } from 'node:test';
 import assert from 'node:assert/strict';
 import { encodePublicationPush } from '@herald/protocol';
-import { conflationKey, latestValues, LatestByKey, withPrev } from '../../src/core/conflation.ts';
+import fc from 'fast-check';
+import { conflationKey, keyOfJson, latestValues, LatestByKey, withPrev } from '../../src/core/conflation.ts';
 import { EncodedFrame } from '../../src/core/encoded-frame.ts';
 
 const frame = (offset: number, data: unknown): EncodedFrame => new EncodedFrame(encodePublicationPush('px:a', offset, JSON.stringify(data), undefined));
@@ -76,5 +77,63 @@ describe('latestValues', () => {
     assert.deepEqual(offsets(latestValues(newestFirst, 'sym', 2)), [5, 6]);
     assert.deepEqual(offsets(latestValues(newestFirst, undefined, 10)), [6]);
     assert.deepEqual(latestValues([], 'sym', 10), []);
+  });
+});
+
+describe('keyOfJson (the key scanner) against the data it was serialized from', () => {
+  /**
+   * What the key is by definition: the JSON of the field's value, or ''.
+   * Taken from the value itself, not from JSON.parse of its text: V8's
+   * JSON.parse (Node 24) can read an escaped key wrongly after parsing
+   * another object with a similar one (nodejs/node#63785), which this
+   * fuzzing meets. For the same reason the values checked hold no objects
+   * with keys (the scanner normalizes a key value with JSON.parse).
+   */
+  const reference = (data: unknown, field: string): string => {
+    if (typeof data !== 'object' || data === null || Array.isArray(data) || !Object.hasOwn(data, field)) return '';
+    return JSON.stringify((data as Record<string, unknown>)[field]) ?? '';
+  };
+  const holdsObject = (value: unknown): boolean =>
+    typeof value === 'object' && value !== null && (Array.isArray(value) ? value.some(holdsObject) : true);
+  const tricky = fc.oneof(fc.constantFrom('"', '\\', '{', '}', '[', ']', ',', ':', '\\"', '"}', '\u2028', 'k'), fc.string());
+
+  it('agrees on any JSON value, compact or indented, for fields present and absent', () => {
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.string(), fc.boolean(), (value, field, indent) => {
+        const json = JSON.stringify(value, null, indent ? 2 : undefined);
+        const fields = typeof value === 'object' && value !== null && !Array.isArray(value) ? [field, ...Object.keys(value)] : [field];
+        for (const name of fields) {
+          const own = reference(value, name);
+          if (own !== '' && holdsObject((value as Record<string, unknown>)[name])) continue;
+          assert.equal(keyOfJson(json, name), own, `field ${JSON.stringify(name)} of ${json}`);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('agrees on objects whose names and values hold quotes, escapes, braces and brackets', () => {
+    const scalar = fc.oneof(tricky, fc.integer(), fc.double({ noNaN: true, noDefaultInfinity: true }), fc.boolean(), fc.constant(null));
+    fc.assert(
+      fc.property(fc.dictionary(fc.oneof(tricky, fc.constant('k')), fc.oneof(scalar, fc.array(scalar))), (object) => {
+        const json = JSON.stringify(object);
+        for (const field of ['k', ...Object.keys(object)]) assert.equal(keyOfJson(json, field), reference(object, field), `field ${JSON.stringify(field)} of ${json}`);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+
+  it('normalizes the value: whitespace, number forms and escapes do not make another key', () => {
+    assert.equal(keyOfJson('{ "k" : 1.0 , "x": 2 }', 'k'), '1');
+    assert.equal(keyOfJson('{"k":"\\u0041"}', 'k'), '"A"');
+    assert.equal(keyOfJson('{"\\u006b":"A"}', 'k'), '"A"', 'an escaped field name is the same name');
+    assert.equal(keyOfJson('{"k": { "b": [1, 2] } }', 'k'), '{"b":[1,2]}');
+    assert.equal(keyOfJson('  [1]', 'k'), '');
+    assert.equal(keyOfJson('{}', 'k'), '');
+  });
+
+  it('in a publication frame reads only the data, whatever the channel name and info', () => {
+    const text = encodePublicationPush('px:a,b:"c"', 3, '{"x":{"k":"inner"},"k":"outer"}', { client: 'c', user: 'k' });
+    assert.equal(conflationKey(new EncodedFrame(text), 'k'), '"outer"');
   });
 });
