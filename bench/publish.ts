@@ -90,7 +90,7 @@ function parseOptions(): Options {
       'in-flight': { type: 'string', default: '32' },
       batch: { type: 'string', default: '100' },
       rounds: { type: 'string' },
-      targets: { type: 'string', default: TARGETS.join(',') },
+      targets: { type: 'string', default: TARGETS.filter((t) => t !== 'herald-variant').join(',') },
       'server-cpu': { type: 'string', default: '0' },
       'loader-cpu': { type: 'string', default: '1' },
       'server-node-args': { type: 'string', default: '' },

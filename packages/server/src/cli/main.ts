@@ -20,7 +20,7 @@ import { version } from '../app/version.ts';
 import type { Command, Values } from './command.ts';
 import { apiCommands } from './api-commands.ts';
 import { initCommand } from './init.ts';
-import { benchCommand } from './bench.ts';
+import { benchCommand } from './bench-command.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
 const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
