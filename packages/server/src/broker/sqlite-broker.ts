@@ -239,6 +239,7 @@ export class SqliteBroker implements Broker {
     db.exec('BEGIN');
     try {
       this.#sql.expire.run(now, now);
+      this.#store.heartbeat(Date.now());
       for (const row of this.#sql.deadStreams.all(now) as { channel: string }[]) {
         if (this.#subscribed.has(row.channel)) continue;
         this.#sql.deletePublications.run(row.channel);

@@ -250,3 +250,27 @@ describe('sqlite engine: a state file that refuses writes', { timeout: 60000 }, 
     }
   });
 });
+
+describe('sqlite engine: one owner per state directory', { timeout: 60000 }, () => {
+  test('a second Herald on a running one\'s state directory exits 2 naming it; --engine memory starts beside it; after a SIGKILL the next start takes over', async () => {
+    const s = setup();
+    const first = await start(s, 'first');
+    try {
+      const second = new HeraldProcess(['--config', s.config], s.dir, s.env);
+      const code = await new Promise<number | null>((resolve) => second.child.once('exit', (c) => resolve(c)));
+      assert.equal(code, 2, second.stderr);
+      assert.match(second.stderr, new RegExp(`herald\\.db: in use by another Herald \\(pid ${first.process.child.pid}, seen \\d+ s ago\\)`));
+      const beside = new HeraldProcess(['--config', s.config, '--engine', 'memory'], s.dir, s.env);
+      await beside.listeningPort();
+      await beside.stop();
+      assert.equal((await callApi(first.target, 'publish', { channel: 'chaos:owner', data: { n: 1 } })).status, 200, 'the owner was not disturbed');
+      await first.process.stop('SIGKILL');
+      const third = await start(s, 'third');
+      const history = await callApi(third.target, 'history', { channel: 'chaos:owner', limit: 10 });
+      assert.deepEqual(history.body.publications.map((p: { data: unknown }) => p.data), [{ n: 1 }]);
+      await third.process.stop();
+    } finally {
+      await first.process.stop();
+    }
+  });
+});
