@@ -27,6 +27,7 @@ import { ApiRateLimits } from '../api/rate-limits.ts';
 import { FastRoutes } from '../transports/fast-routes.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
+import { registerHealthRoutes, type ReadinessSources } from './health.ts';
 
 export interface TlsFiles {
   readonly cert: string;
@@ -43,6 +44,8 @@ export interface HttpAppOptions {
   readonly tls?: TlsFiles | undefined;
   /** Cluster mode: session requests for other workers' sessions are forwarded (packages/server/src/transports/http-connection.ts). */
   readonly sessionRouter?: SessionRouter | undefined;
+  /** What /health, /health/live and /health/ready answer from (health.ts). */
+  readonly health: ReadinessSources;
 }
 
 /** Request headers accepted per request; more is answered 431 by Node's parser. */
@@ -130,11 +133,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       }),
   });
 
-  app.get('/health', async (_request, reply) => {
-    const health = node.health();
-    if (health.status !== 'ok') return reply.code(503).send(health);
-    return health;
-  });
+  registerHealthRoutes(app, options.health);
 
   const sessions = new SessionRegistry(options.sessionRouter);
   // The SSE stream and long polling are served in front of fastify, with the same edge rules (transports/fast-routes.ts).
