@@ -26,6 +26,8 @@ export function heraldBenchConfig(): Record<string, unknown> {
     admin: { host: '127.0.0.1', port: 0 },
     process: { allowRoot: true },
     log: { level: 'info' },
+    // The engine the earlier numbers in docs/performance.md were measured on; bench/sqlite.ts compares it with sqlite.
+    engine: { type: 'memory' },
     api: { rateLimitPerIp: 100000000, rateLimitPerKey: 100000000 },
     channels: { defaults: {}, namespaces: [{ name: 'bench', allowAnonymous: true, historySize: 300 }] },
     limits: {

@@ -64,13 +64,15 @@ export function createApiMethods(limits: ApiSchemaLimits, maxDataBytes: number) 
     broadcast: method('broadcast', async (node, body) => {
       if (!('data' in body)) throw new ApiError('bad_request', noData);
       const data = serialize(body.data);
+      // Every publish is handed to the engine in order before any is awaited: the
+      // sqlite engine commits them together (one transaction, not one per channel).
+      const pending = body.channels.map((channel) => settle(() => node.publish(node.resolve(channel), data, undefined, 'api')));
       const results: ApiResult<'broadcast'>['results'] = [];
-      for (const channel of body.channels) {
-        try {
-          const position = await node.publish(node.resolve(channel), data, undefined, 'api');
-          results.push({ channel, ...position });
-        } catch (error) {
-          const code = toApiCode(error);
+      for (const [i, channel] of body.channels.entries()) {
+        const outcome = await pending[i]!;
+        if (outcome.ok) results.push({ channel, ...outcome.value });
+        else {
+          const code = toApiCode(outcome.error);
           results.push({ channel, error: { code, message: apiErrors[code].message } });
         }
       }
@@ -81,14 +83,15 @@ export function createApiMethods(limits: ApiSchemaLimits, maxDataBytes: number) 
       body.publishes.forEach((item, i) => {
         if (!('data' in item)) throw new ApiError('bad_request', `/publishes/${String(i)}/data: expected required property`);
       });
+      // Handed to the engine in order before any is awaited (one commit on the sqlite engine).
+      const pending = body.publishes.map(({ channel, data }) => settle(() => node.publish(node.resolve(channel), serialize(data), undefined, 'api')));
       const results: ApiResult<'batch'>['results'] = [];
-      for (const { channel, data } of body.publishes) {
-        try {
-          const position = await node.publish(node.resolve(channel), serialize(data), undefined, 'api');
-          results.push({ channel, ...position });
-        } catch (error) {
-          const code = toApiCode(error);
-          if (code === 'internal') node.logger.error({ err: error, method: 'batch' }, 'api method failed');
+      for (const [i, { channel }] of body.publishes.entries()) {
+        const outcome = await pending[i]!;
+        if (outcome.ok) results.push({ channel, ...outcome.value });
+        else {
+          const code = toApiCode(outcome.error);
+          if (code === 'internal') node.logger.error({ err: outcome.error, method: 'batch' }, 'api method failed');
           results.push({ channel, error: { code, message: apiErrors[code].message } });
         }
       }
@@ -105,6 +108,18 @@ export function createApiMethods(limits: ApiSchemaLimits, maxDataBytes: number) 
     revoke_user: method('revoke_user', async (node, body) => ({ disconnected: await node.revokeUser(body.user) })),
     info: method('info', (node) => node.info()),
   } satisfies Record<ApiMethodName, MethodSpec>;
+}
+
+/** Starts `run` now and never rejects: its value, or what it threw (synchronously or not). */
+function settle<T>(run: () => Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
+  try {
+    return run().then(
+      (value) => ({ ok: true as const, value }),
+      (error: unknown) => ({ ok: false as const, error }),
+    );
+  } catch (error) {
+    return Promise.resolve({ ok: false as const, error });
+  }
 }
 
 const replyToApi: Partial<Record<ReplyErrorName, ApiErrorCode>> = {

@@ -61,6 +61,8 @@ export interface SqliteBrokerOptions {
 export type SqliteBrokerHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
 const VACUUM_PAGES_PER_SWEEP = 1024;
+/** Rows one sweep transaction deletes at most (a few milliseconds of work). */
+const SWEEP_BATCH = 2000;
 
 const noHistoryPosition: StreamPosition = Object.freeze({ epoch: '', offset: 0 });
 
@@ -97,6 +99,7 @@ export class SqliteBroker implements Broker {
     readonly oldest: StatementSync;
     readonly newest: StatementSync;
     readonly expire: StatementSync;
+    readonly minTtl: StatementSync;
     readonly deadStreams: StatementSync;
     readonly deleteStream: StatementSync;
     readonly deletePublications: StatementSync;
@@ -118,10 +121,15 @@ export class SqliteBroker implements Broker {
       since: db.prepare('SELECT offset, time, data, info FROM publications WHERE channel = ? AND offset > ? AND time > ? ORDER BY offset LIMIT ?'),
       oldest: db.prepare('SELECT offset, time, data, info FROM publications WHERE channel = ? AND time > ? ORDER BY offset LIMIT ?'),
       newest: db.prepare('SELECT offset, time, data, info FROM publications WHERE channel = ? AND time > ? ORDER BY offset DESC LIMIT ?'),
+      // Range-scans the time index up to the shortest TTL, a bounded batch at a time.
       expire: db.prepare(
-        `DELETE FROM publications WHERE time <= ? AND time <= ? - coalesce((SELECT ttl_ms FROM streams s WHERE s.channel = publications.channel), 0)`,
+        `DELETE FROM publications WHERE (channel, offset) IN (
+           SELECT channel, offset FROM publications
+           WHERE time <= ?1 - ?2 AND time <= ?1 - coalesce((SELECT ttl_ms FROM streams s WHERE s.channel = publications.channel), 0)
+           LIMIT ?3)`,
       ),
-      deadStreams: db.prepare('SELECT channel FROM streams WHERE ? - last_publish_at > ttl_ms'),
+      minTtl: db.prepare('SELECT coalesce(min(ttl_ms), 0) AS ttl FROM streams'),
+      deadStreams: db.prepare('SELECT channel FROM streams WHERE last_publish_at < ?1 - ?2 AND ?1 - last_publish_at > ttl_ms LIMIT ?3'),
       deleteStream: db.prepare('DELETE FROM streams WHERE channel = ?'),
       deletePublications: db.prepare('DELETE FROM publications WHERE channel = ?'),
     };
@@ -231,20 +239,38 @@ export class SqliteBroker implements Broker {
     this.#closed = true;
   }
 
-  /** Deletes expired publications, and streams that fully expired and that nobody here subscribes to. */
+  /**
+   * Deletes expired publications, and streams that fully expired and that
+   * nobody here subscribes to, all of them now (tests, the cluster hub). The
+   * timer's sweep deletes at most SWEEP_BATCH rows of each per transaction
+   * and continues on later turns of the event loop, so it never blocks the
+   * loop for long.
+   */
   sweep(): void {
+    while (!this.#sweepBatch());
+  }
+
+  /** One sweep transaction; whether everything expired is gone. */
+  #sweepBatch(): boolean {
     this.#flush();
     const now = this.#now();
     const db = this.#store.db;
+    let done: boolean;
     db.exec('BEGIN');
     try {
-      this.#sql.expire.run(now, now);
-      for (const row of this.#sql.deadStreams.all(now) as { channel: string }[]) {
+      const minTtl = Number((this.#sql.minTtl.get() as { ttl: number }).ttl);
+      const expired = Number(this.#sql.expire.run(now, minTtl, SWEEP_BATCH).changes);
+      this.#store.heartbeat(Date.now());
+      const dead = this.#sql.deadStreams.all(now, minTtl, SWEEP_BATCH) as { channel: string }[];
+      let deleted = 0;
+      for (const row of dead) {
         if (this.#subscribed.has(row.channel)) continue;
-        this.#sql.deletePublications.run(row.channel);
+        deleted += Number(this.#sql.deletePublications.run(row.channel).changes);
         this.#sql.deleteStream.run(row.channel);
         this.#streams.delete(row.channel);
+        if (deleted >= SWEEP_BATCH) break;
       }
+      done = expired < SWEEP_BATCH && dead.length < SWEEP_BATCH && deleted < SWEEP_BATCH;
       db.exec('COMMIT');
       // Gives up to 4 MB of freed pages (deleted history) back to the file system per sweep.
       db.exec(`PRAGMA incremental_vacuum(${VACUUM_PAGES_PER_SWEEP})`);
@@ -257,11 +283,13 @@ export class SqliteBroker implements Broker {
     for (const [channel, stream] of this.#streams) {
       if (!stream.dirty && now - stream.lastPublishAt > stream.ttlMs && !this.#subscribed.has(channel)) this.#streams.delete(channel);
     }
+    return done;
   }
 
   #sweepSafely(): void {
+    if (this.#closed) return;
     try {
-      this.sweep();
+      if (!this.#sweepBatch()) setImmediate(() => this.#sweepSafely());
     } catch (error) {
       this.#unavailable(error);
     }

@@ -72,7 +72,7 @@ export function starterConfig(paths: { stateDir: string; secretFile: string }, h
         { name: 'feed', presence: false },
       ],
     },
-    engine: { type: 'memory' },
+    engine: { type: 'sqlite' },
     shutdown: { drainTimeoutMs: 30000 },
   };
 }

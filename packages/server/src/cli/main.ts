@@ -20,7 +20,7 @@ import { version } from '../app/version.ts';
 import type { Command, Values } from './command.ts';
 import { apiCommands } from './api-commands.ts';
 import { initCommand } from './init.ts';
-import { benchCommand } from './bench.ts';
+import { benchCommand } from './bench-command.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
 const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
@@ -43,7 +43,7 @@ Options:
   --engine TYPE     memory, sqlite or redis (HERALD_ENGINE, engine.type)
   --redis-url URL   Redis URL for the redis engine (HERALD_REDIS_URL, engine.redisUrl)
 
-A second development instance beside the first: herald serve --port 8010 --admin-port 8011`,
+A second development instance beside the first (the first owns the state file): herald serve --port 8010 --admin-port 8011 --engine memory`,
     options: {
       config: { type: 'string' },
       host: { type: 'string' },

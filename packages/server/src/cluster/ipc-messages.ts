@@ -72,6 +72,8 @@ export type PrimaryMessage =
   | { readonly type: 'join' | 'leave'; readonly channel: string; readonly info: ClientInfo }
   | { readonly type: 'control'; readonly command: ControlCommand; readonly from: string }
   | { readonly type: 'ping'; readonly seq: number }
+  /** The primary's engine (the sqlite state file) stopped or resumed accepting writes: the worker's health follows. */
+  | { readonly type: 'engine_health'; readonly healthy: boolean; readonly reason: string }
   /** Request `id` of worker `origin` for a session of this worker. */
   | { readonly type: 'session_request'; readonly id: number; readonly origin: number; readonly exchange: SessionExchange }
   | { readonly type: 'session_abort'; readonly id: number; readonly origin: number }

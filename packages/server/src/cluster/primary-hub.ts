@@ -80,6 +80,7 @@ export class PrimaryHub {
   readonly #maxRevocations: number;
   readonly #now: () => number;
   readonly #revocationStore: RevocationStore | undefined;
+  #engineFailure: string | undefined;
 
   constructor(options: PrimaryHubOptions) {
     this.#now = options.now ?? Date.now;
@@ -132,6 +133,17 @@ export class PrimaryHub {
       const waiting = this.#workers.get(origin);
       if (waiting?.forwards.delete(forward) === true) waiting.pipe.send({ type: 'session_answer', id: forward, answer: unknownSession });
     }
+  }
+
+  /** The engine's health changed (sqlite state file refusing or accepting writes again): every worker's health follows. */
+  setEngineHealth(healthy: boolean, reason: string): void {
+    this.#engineFailure = healthy ? undefined : reason;
+    for (const worker of this.#workers.values()) worker.pipe.send({ type: 'engine_health', healthy, reason });
+  }
+
+  /** Tells a worker that just started what the engine's health is, when it is not ok. */
+  sendEngineHealth(id: number): void {
+    if (this.#engineFailure !== undefined) this.#workers.get(id)?.pipe.send({ type: 'engine_health', healthy: false, reason: this.#engineFailure });
   }
 
   /** Revocations still in force, oldest first, for a worker that starts now. */

@@ -74,17 +74,23 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
   const logger = options.logger.child({ role: 'primary' });
   let store: SqliteStore | undefined;
   let hubState = {};
+  let engineHealth = (_healthy: boolean, _reason: string): void => {};
   if (config.engine.type === 'sqlite') {
     store = openSqliteStore({ stateDir: config.stateDir, synchronous: config.engine.sqliteSynchronous, busyTimeoutMs: config.engine.sqliteBusyTimeoutMs });
     logger.info({ file: store.path, synchronous: config.engine.sqliteSynchronous }, 'sqlite engine opened');
     hubState = {
       broker: new SqliteBroker(store, {
-        onHealthChange: (healthy, reason) => (healthy ? logger.info({ reason }, 'sqlite engine healthy') : logger.error({ reason }, 'sqlite engine degraded: publishes with history fail with unavailable')),
+        onHealthChange: (healthy, reason) => {
+          if (healthy) logger.info({ reason }, 'sqlite engine healthy');
+          else logger.error({ reason }, 'sqlite engine degraded: publishes with history fail with unavailable');
+          engineHealth(healthy, reason);
+        },
       }),
       revocationStore: sqliteRevocationStore(store.db, (error) => logger.error({ err: error }, 'revocation not written to the state file (it holds until restart)')),
     };
   }
   const hub = new PrimaryHub({ revocationRetentionMs: config.auth.revocationRetentionMs, ...hubState });
+  engineHealth = (healthy, reason) => hub.setEngineHealth(healthy, reason);
   let resolveReady!: (ports: { port: number; adminPort: number }) => void;
   let rejectReady!: (error: Error) => void;
   const ready = new Promise<{ port: number; adminPort: number }>((resolve, reject) => {

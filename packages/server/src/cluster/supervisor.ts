@@ -181,6 +181,7 @@ export class Supervisor {
       switch (message.type) {
         case 'hello':
           pipe.send({ type: 'start', worker: handle.id, config: this.#config, revocations: this.#options.hub.revocations() });
+          this.#options.hub.sendEngineHealth(handle.id);
           return;
         case 'pong':
           running.lastPong = Date.now();

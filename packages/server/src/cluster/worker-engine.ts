@@ -322,10 +322,15 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
     if (command.kind === 'revoke_token') revocations.revokeToken(command.tokenId, command.expiresAt);
     else if (command.kind === 'revoke_user') revocations.revokeUser(command.user, command.at);
   }
+  /** Set while the primary's engine refuses writes (sqlite engine). */
+  let primaryEngineFailure: string | undefined;
   pipe.onMessage((message) => {
     switch (message.type) {
       case 'result':
         link.settle(message);
+        return;
+      case 'engine_health':
+        primaryEngineFailure = message.healthy ? undefined : message.reason;
         return;
       case 'publication':
       case 'join':
@@ -356,7 +361,10 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
     control,
     revocations,
     sessionRouter: sessions,
-    health: (): EngineHealth => (link.up ? { status: 'ok' } : { status: 'degraded', reason: 'cluster primary unreachable' }),
+    health: (): EngineHealth => {
+      if (!link.up) return { status: 'degraded', reason: 'cluster primary unreachable' };
+      return primaryEngineFailure === undefined ? { status: 'ok' } : { status: 'degraded', reason: primaryEngineFailure };
+    },
     close: async () => {},
   };
 }

@@ -269,9 +269,9 @@ export const ConfigSchema = Type.Object(
     engine: Type.Object(
       {
         type: Type.Union([Type.Literal('memory'), Type.Literal('sqlite'), Type.Literal('redis')], {
-          default: 'memory',
+          default: 'sqlite',
           description:
-            'memory: one process (or one cluster of workers), nothing on disk, state lost on restart; sqlite: the same (in cluster mode the primary owns the file), with streams and revocations durable in `<stateDir>/herald.db`; redis: several Herald nodes sharing Redis.',
+            'sqlite: one process (or one cluster of workers, whose primary owns the file), streams and revocations durable in `<stateDir>/herald.db` across restarts; memory: the same without a file, everything lost on restart (tests, or nothing on disk); redis: several Herald nodes sharing Redis.',
         }),
         sqliteSynchronous: Type.Union([Type.Literal('normal'), Type.Literal('full')], {
           default: 'normal',

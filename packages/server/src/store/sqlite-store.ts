@@ -17,6 +17,10 @@
  * - Growth is bounded by the sweep (broker/sqlite-broker.ts): expired
  *   history is deleted and, with `auto_vacuum = INCREMENTAL`, the pages it
  *   freed are returned to the file system a bounded number at a time.
+ * - One process owns the file: opening claims it (pid and a heartbeat the
+ *   broker's sweep renews); a second Herald on the same state directory is
+ *   refused while the owner's process lives and its heartbeat is fresh.
+ *   A clean close releases the claim; after a crash the next start takes it.
  * - Migrations run in order, each in its own transaction together with the
  *   version row that records it, so a crash leaves a whole version or none.
  */
@@ -50,7 +54,14 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX publications_time ON publications (time);
    CREATE TABLE revoked_tokens (jti TEXT PRIMARY KEY, until INTEGER NOT NULL) WITHOUT ROWID;
    CREATE TABLE revoked_users (user TEXT PRIMARY KEY, at INTEGER NOT NULL, until INTEGER NOT NULL) WITHOUT ROWID;`,
+  // 2: the process that owns the file (one writer: a second Herald on the same state directory is refused).
+  `CREATE TABLE herald_owner (id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL, heartbeat INTEGER NOT NULL);`,
+  // 3: the sweep finds dead streams without reading every stream.
+  `CREATE INDEX streams_last_publish ON streams (last_publish_at);`,
 ];
+
+/** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */
+export const OWNER_STALE_MS = 30_000;
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
@@ -70,6 +81,9 @@ export interface SqliteStore {
   readonly path: string;
   /** Schema version of the file after opening (the newest this Herald knows). */
   readonly version: number;
+  /** Renews this process's claim on the file (run inside the caller's transaction or alone). */
+  heartbeat(now?: number): void;
+  /** Releases the claim and closes the file. */
   close(): void;
 }
 
@@ -135,13 +149,29 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
     db.exec('PRAGMA journal_mode = WAL');
     db.exec(`PRAGMA synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
     db.exec('PRAGMA foreign_keys = ON');
+    const hasOwnerTable = () => db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'herald_owner'`).get() !== undefined;
+    // Claimed before migrating when the file knows owners: a running Herald's file is not migrated under it.
+    const claimedBefore = hasOwnerTable();
+    if (claimedBefore) claim(db, path);
     const version = migrate(db, migrations);
+    const claimed = claimedBefore || hasOwnerTable();
+    if (claimed && !claimedBefore) claim(db, path);
+    const beat = claimed ? db.prepare('UPDATE herald_owner SET heartbeat = ? WHERE id = 1 AND pid = ?') : undefined;
     return {
       db,
       path,
       version,
+      heartbeat: (now = Date.now()) => {
+        beat?.run(now, process.pid);
+      },
       close: () => {
-        if (db.isOpen) db.close();
+        if (!db.isOpen) return;
+        try {
+          if (claimed) db.prepare('DELETE FROM herald_owner WHERE id = 1 AND pid = ?').run(process.pid);
+        } catch {
+          // The next start takes over a claim whose process is gone.
+        }
+        db.close();
       },
     };
   } catch (error) {
@@ -177,6 +207,34 @@ function validate(db: DatabaseSync, path: string, known: number): void {
     refuse(path, `corrupt (${(error as Error).message})`);
   }
   if (check.length !== 1 || check[0] !== 'ok') refuse(path, `corrupt (quick_check: ${check.slice(0, 3).join('; ')})`);
+}
+
+/** Claims the file for this process, or refuses when another live Herald holds it. */
+function claim(db: DatabaseSync, path: string): void {
+  const now = Date.now();
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const owner = db.prepare('SELECT pid, heartbeat FROM herald_owner WHERE id = 1').get() as { pid: number; heartbeat: number } | undefined;
+    if (owner !== undefined && owner.pid !== process.pid && now - owner.heartbeat < OWNER_STALE_MS && alive(owner.pid)) {
+      throw new ConfigError([
+        `${path}: in use by another Herald (pid ${owner.pid}, seen ${Math.max(0, Math.round((now - owner.heartbeat) / 1000))} s ago); one process owns a state directory: stop that one, or give this one its own stateDir (or --engine memory, which keeps nothing on disk)`,
+      ]);
+    }
+    db.prepare('INSERT INTO herald_owner (id, pid, heartbeat) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, heartbeat = excluded.heartbeat').run(process.pid, now);
+    db.exec('COMMIT');
+  } catch (error) {
+    db.exec('ROLLBACK');
+    throw error;
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
 }
 
 /** Applies the migrations the file has not seen, each with its version row in one transaction. */

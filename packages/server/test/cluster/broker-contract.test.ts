@@ -155,11 +155,14 @@ runBrokerContract('cluster link (forked primary, real IPC)', () => {
   return { broker: engine.broker, presence: engine.presence, clock, sweep, close: async () => {} };
 });
 
-test('sqlite engine at the primary: a disk error reaches the worker as BrokerUnavailableError (503 / 116), and revocations are persisted', async () => {
+test('sqlite engine at the primary: a disk error reaches the worker as BrokerUnavailableError (503 / 116) and in its health; revocations are persisted', async () => {
   const dir = mkdtempSync(join(tmpdir(), 'herald-cluster-sqlite-'));
   const store = openSqliteStore({ stateDir: dir, busyTimeoutMs: 50 });
   const { sqliteRevocationStore } = await import('../../src/auth/revocation.ts');
-  const hub = new PrimaryHub({ revocationRetentionMs: 60000, broker: new SqliteBroker(store, { sweepIntervalMs: 3_600_000 }), revocationStore: sqliteRevocationStore(store.db) });
+  let health = (_healthy: boolean, _reason: string): void => {};
+  const broker = new SqliteBroker(store, { sweepIntervalMs: 3_600_000, onHealthChange: (healthy, reason) => health(healthy, reason) });
+  const hub = new PrimaryHub({ revocationRetentionMs: 60000, broker, revocationStore: sqliteRevocationStore(store.db) });
+  health = (healthy, reason) => hub.setEngineHealth(healthy, reason);
   const { port1, port2 } = new MessageChannel();
   hub.attach(1, new BatchingPipe<WorkerMessage, PrimaryMessage>(messagePortCarrier(port1)));
   const engine = createWorkerEngine({ pipe: new BatchingPipe<PrimaryMessage, WorkerMessage>(messagePortCarrier(port2)), worker: 1, config });
@@ -169,9 +172,12 @@ test('sqlite engine at the primary: a disk error reaches the worker as BrokerUna
     const other = new DatabaseSync(join(dir, 'herald.db'));
     other.exec('BEGIN IMMEDIATE');
     await assert.rejects(engine.broker.publish('a', '2', { stream }), (error: unknown) => error instanceof BrokerUnavailableError && /SQLITE_BUSY/.test(error.message));
+    await waitFor(() => engine.health().status === 'degraded');
+    assert.deepEqual(engine.health(), { status: 'degraded', reason: 'database file is busy (SQLITE_BUSY)' });
     other.exec('ROLLBACK');
     other.close();
     assert.equal((await engine.broker.publish('a', '3', { stream })).offset, 2);
+    await waitFor(() => engine.health().status === 'ok');
 
     const at = Date.now();
     await engine.control.publish({ kind: 'revoke_user', user: 'mallory', at });
@@ -193,3 +199,11 @@ test('sqlite engine at the primary: a disk error reaches the worker as BrokerUna
     rmSync(dir, { recursive: true, force: true });
   }
 });
+
+async function waitFor(condition: () => boolean): Promise<void> {
+  const deadline = Date.now() + 5000;
+  while (!condition()) {
+    if (Date.now() > deadline) assert.fail('condition not reached within 5 s');
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+}

@@ -4,6 +4,9 @@
  * `herald serve`.
  */
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import { buildConfig } from '../../src/config/load.ts';
 import { startServer, type HeraldServer } from '../../src/app/app.ts';
@@ -23,13 +26,23 @@ export interface TestHerald {
   close(): Promise<void>;
 }
 
-/** Deep-merges `overrides` into a test config (log silent, port 0, chat/public namespaces). */
+/**
+ * Deep-merges `overrides` into a test config (log silent, port 0, chat/public namespaces). The
+ * server runs on the default engine (sqlite) with a state directory of its own, removed by `close`.
+ */
 export async function startHerald(overrides: Record<string, any> = {}): Promise<TestHerald> {
   const hmacSecret = randomBytes(32).toString('base64url');
   const apiKey = randomBytes(24).toString('base64url');
-  const raw = merge(testConfig(hmacSecret, apiKey), overrides);
+  const stateDir = mkdtempSync(join(tmpdir(), 'herald-test-state-'));
+  const raw = merge({ ...testConfig(hmacSecret, apiKey), stateDir }, overrides);
   const config = buildConfig(raw, { env: {} });
-  const server = await startServer({ config });
+  let server: HeraldServer;
+  try {
+    server = await startServer({ config });
+  } catch (error) {
+    rmSync(stateDir, { recursive: true, force: true });
+    throw error;
+  }
   const url = `http://127.0.0.1:${server.port}`;
   const key = new TextEncoder().encode(hmacSecret);
   return {
@@ -61,7 +74,10 @@ export async function startHerald(overrides: Record<string, any> = {}): Promise<
       }
       return { status: response.status, body: parsed };
     },
-    close: () => server.close(),
+    async close() {
+      await server.close();
+      rmSync(stateDir, { recursive: true, force: true });
+    },
   };
 }
 

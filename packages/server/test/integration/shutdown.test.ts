@@ -64,6 +64,7 @@ async function spawnHerald(overrides: Overrides): Promise<Spawned> {
       admin: { host: '127.0.0.1', port: 0 },
       process: { allowRoot: true },
       log: { level: 'info' },
+      stateDir: join(dir, 'state'),
       auth: { algorithms: ['HS256'] },
       api: { keys: [{ name: 'file-key', sha256: createHash('sha256').update(randomBytes(16)).digest('hex'), scopes: ['read'] }] },
       channels: {

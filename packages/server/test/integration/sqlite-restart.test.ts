@@ -212,3 +212,65 @@ async function connectAnswer(target: Target, token: string): Promise<'connected'
   ws.terminate();
   return answer;
 }
+
+describe('sqlite engine: a state file that refuses writes', { timeout: 60000 }, () => {
+  test('publish answers 503 unavailable, /health 503 with the reason, and both recover once the file is writable again', async () => {
+    const { startHerald } = await import('../helpers/herald.ts');
+    const { DatabaseSync } = await import('node:sqlite');
+    const s = setup();
+    const stateDir = join(s.dir, 'state');
+    const h = await startHerald({ stateDir, engine: { type: 'sqlite', sqliteBusyTimeoutMs: 50 } });
+    const health = async () => {
+      const response = await fetch(`http://127.0.0.1:${h.server.adminPort}/health`);
+      return { status: response.status, body: (await response.json()) as Record<string, unknown> };
+    };
+    try {
+      assert.equal((await h.api('publish', { channel: 'chat:disk', data: { n: 1 } })).status, 200);
+      assert.equal((await health()).status, 200);
+      // Another process holds the write lock (as a long `sqlite3` session would).
+      const other = new DatabaseSync(join(stateDir, 'herald.db'));
+      other.exec('BEGIN IMMEDIATE');
+      try {
+        const refused = await h.api('publish', { channel: 'chat:disk', data: { n: 2 } });
+        assert.equal(refused.status, 503);
+        assert.equal(refused.body.error.code, 'unavailable');
+        const degraded = await health();
+        assert.equal(degraded.status, 503);
+        assert.deepEqual(degraded.body, { status: 'degraded', reason: 'database file is busy (SQLITE_BUSY)' });
+      } finally {
+        other.exec('ROLLBACK');
+        other.close();
+      }
+      const accepted = await h.api('publish', { channel: 'chat:disk', data: { n: 3 } });
+      assert.equal(accepted.status, 200);
+      assert.equal(accepted.body.offset, 2, 'the refused publication took no offset');
+      assert.equal((await health()).status, 200);
+    } finally {
+      await h.close();
+    }
+  });
+});
+
+describe('sqlite engine: one owner per state directory', { timeout: 60000 }, () => {
+  test('a second Herald on a running one\'s state directory exits 2 naming it; --engine memory starts beside it; after a SIGKILL the next start takes over', async () => {
+    const s = setup();
+    const first = await start(s, 'first');
+    try {
+      const second = new HeraldProcess(['--config', s.config], s.dir, s.env);
+      const code = await new Promise<number | null>((resolve) => second.child.once('exit', (c) => resolve(c)));
+      assert.equal(code, 2, second.stderr);
+      assert.match(second.stderr, new RegExp(`herald\\.db: in use by another Herald \\(pid ${first.process.child.pid}, seen \\d+ s ago\\)`));
+      const beside = new HeraldProcess(['--config', s.config, '--engine', 'memory'], s.dir, s.env);
+      await beside.listeningPort();
+      await beside.stop();
+      assert.equal((await callApi(first.target, 'publish', { channel: 'chaos:owner', data: { n: 1 } })).status, 200, 'the owner was not disturbed');
+      await first.process.stop('SIGKILL');
+      const third = await start(s, 'third');
+      const history = await callApi(third.target, 'history', { channel: 'chaos:owner', limit: 10 });
+      assert.deepEqual(history.body.publications.map((p: { data: unknown }) => p.data), [{ n: 1 }]);
+      await third.process.stop();
+    } finally {
+      await first.process.stop();
+    }
+  });
+});

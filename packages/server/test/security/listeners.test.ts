@@ -8,6 +8,9 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
+import { mkdtempSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { buildConfig, ConfigError } from '../../src/config/load.ts';
 import { startServer } from '../../src/app/app.ts';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
@@ -20,6 +23,8 @@ function productionConfig(extra: Record<string, unknown> = {}) {
       listen: { host: '127.0.0.1', port: 0 },
       admin: { host: '127.0.0.1', port: 0 },
       log: { level: 'silent' },
+      // A state directory of its own (the sqlite engine's file and, in development mode, the secrets).
+      stateDir: mkdtempSync(join(tmpdir(), 'herald-listeners-')),
       auth: { hmacSecret: randomBytes(32).toString('base64url') },
       api: { keys: [{ name: 'k', sha256: createHash('sha256').update('k').digest('hex'), scopes: ['admin'] }] },
       ...extra,

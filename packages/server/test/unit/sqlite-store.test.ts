@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { ConfigError } from '../../src/config/load.ts';
-import { APPLICATION_ID, MIGRATIONS, SCHEMA_VERSION, openSqliteStore, stateFilePath } from '../../src/store/sqlite-store.ts';
+import { APPLICATION_ID, MIGRATIONS, OWNER_STALE_MS, SCHEMA_VERSION, openSqliteStore, stateFilePath } from '../../src/store/sqlite-store.ts';
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -175,5 +175,56 @@ describe('sqlite state file: growth', () => {
     assert.ok(pages() < empty + 20, `${pages()} pages after three sweeps (was ${full}, empty ${empty})`);
     await broker.close();
     store.close();
+  });
+});
+
+describe('sqlite state file: one owner', () => {
+  it('refuses a second Herald while the owner lives and its heartbeat is fresh; takes over from a dead or silent one; a clean close releases it', async () => {
+    const { spawn } = await import('node:child_process');
+    const dir = tempDir();
+    openSqliteStore({ stateDir: dir }).close();
+    const setOwner = (pid: number, heartbeat: number) => {
+      const db = new DatabaseSync(stateFilePath(dir));
+      db.prepare('INSERT INTO herald_owner (id, pid, heartbeat) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, heartbeat = excluded.heartbeat').run(pid, heartbeat);
+      db.close();
+    };
+    const owner = () => {
+      const db = new DatabaseSync(stateFilePath(dir));
+      const row = db.prepare('SELECT pid FROM herald_owner').get() as { pid: number } | undefined;
+      db.close();
+      return row?.pid;
+    };
+    // Another live process (a child of this test) with a fresh heartbeat.
+    const other = spawn('sleep', ['30'], { stdio: 'ignore' });
+    try {
+      setOwner(other.pid!, Date.now());
+      assert.throws(() => openSqliteStore({ stateDir: dir }), (error: unknown) => {
+        assert.ok(error instanceof ConfigError);
+        assert.match(error.message, new RegExp(`in use by another Herald \\(pid ${other.pid}, seen 0 s ago\\).*its own stateDir.*--engine memory`));
+        return true;
+      });
+      assert.equal(owner(), other.pid, 'the claim is not taken');
+      // The same live process, silent for longer than OWNER_STALE_MS: its pid may be reused by now.
+      setOwner(other.pid!, Date.now() - OWNER_STALE_MS - 1000);
+      let store = openSqliteStore({ stateDir: dir });
+      assert.equal(owner(), process.pid);
+      store.close();
+      assert.equal(owner(), undefined, 'a clean close releases the claim');
+      // A dead owner with a fresh heartbeat (SIGKILL a moment ago).
+      const dead = spawn('true', [], { stdio: 'ignore' });
+      await new Promise((resolve) => dead.once('exit', resolve));
+      setOwner(dead.pid!, Date.now());
+      store = openSqliteStore({ stateDir: dir });
+      assert.equal(owner(), process.pid);
+      // The sweep renews the heartbeat.
+      const { SqliteBroker } = await import('../../src/broker/sqlite-broker.ts');
+      store.db.prepare('UPDATE herald_owner SET heartbeat = 0').run();
+      const broker = new SqliteBroker(store, { sweepIntervalMs: 3_600_000 });
+      assert.ok(((store.db.prepare('SELECT heartbeat FROM herald_owner').get() as { heartbeat: number }).heartbeat) > Date.now() - 5000);
+      await broker.close();
+      store.close();
+    } finally {
+      other.kill('SIGKILL');
+    }
   });
 });
