@@ -1,14 +1,15 @@
 /**
  * Fixed footprint: the RSS of an idle server process with no clients.
- * Herald runs a production configuration on the default engine (the
- * benchmarks' config, bench/lib.ts), once from the built JavaScript (as
+ * Herald runs a production configuration (the benchmarks' config,
+ * bench/lib.ts: the memory engine; and the same on the sqlite engine, now
+ * the default, with its state file in the server's temporary directory), once from the built JavaScript (as
  * installed: packages/server/bin/herald.js) and once from the TypeScript
  * sources (as `npm start`); the baselines are the raw `ws` server
  * (bench/raw-ws-server.ts) and an Nchan worker (bench/nchan.ts), in the
  * same run.
  *
  *   node bench/footprint.ts [--rounds=2] [--settle=5] [--cpu=0]
- *     [--targets=herald-js,herald,raw-ws,nchan] [--json=FILE]
+ *     [--targets=herald-js,herald-js-sqlite,herald,raw-ws,nchan] [--json=FILE]
  *
  * Per target and round: start it pinned to `--cpu`, wait for it to listen,
  * let it settle `--settle` seconds, take the median of five RSS samples
@@ -19,13 +20,14 @@ import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { medianRss, sleep, startServerProcess, type ServerKind } from './server-process.ts';
 import { nchanUnavailable, startNchan } from './nchan.ts';
+import { heraldBenchConfig } from './lib.ts';
 
 const { values } = parseArgs({
   options: {
     rounds: { type: 'string', default: '2' },
     settle: { type: 'string', default: '5' },
     cpu: { type: 'string', default: '0' },
-    targets: { type: 'string', default: 'herald-js,herald,raw-ws,nchan' },
+    targets: { type: 'string', default: 'herald-js,herald-js-sqlite,herald,raw-ws,nchan' },
     json: { type: 'string' },
   },
   strict: true,
@@ -34,7 +36,8 @@ const rounds = Number(values.rounds);
 const settleMs = Number(values.settle) * 1000;
 const cpus = values.cpu;
 
-type Target = ServerKind | 'nchan';
+/** `herald-js-sqlite`: the built server on the sqlite engine (now the default), its state file in a temporary directory. */
+type Target = ServerKind | 'herald-js-sqlite' | 'nchan';
 const targets = values.targets.split(',') as Target[];
 const nchanMissing = nchanUnavailable();
 if (targets.includes('nchan') && nchanMissing !== undefined) {
@@ -43,7 +46,8 @@ if (targets.includes('nchan') && nchanMissing !== undefined) {
 }
 
 const labels: Record<Target, string> = {
-  'herald-js': 'Herald (built JS, production config)',
+  'herald-js': 'Herald (built JS, production config, memory engine)',
+  'herald-js-sqlite': 'Herald (built JS, production config, sqlite engine)',
   herald: 'Herald (TypeScript sources, production config)',
   'raw-ws': 'raw ws server',
   'raw-sse': 'raw SSE server',
@@ -61,7 +65,10 @@ async function measure(target: Target): Promise<number> {
       await nchan.stop();
     }
   }
-  const server = await startServerProcess({ kind: target, cpus });
+  const server =
+    target === 'herald-js-sqlite'
+      ? await startServerProcess({ kind: 'herald-js', cpus, config: { ...heraldBenchConfig(), engine: { type: 'sqlite' }, stateDir: 'state' } })
+      : await startServerProcess({ kind: target, cpus });
   try {
     await sleep(settleMs);
     return await medianRss(server.pid, 5, 200);

@@ -187,6 +187,8 @@ describe('the Grafana dashboard and the Prometheus alert rules use what the serv
     const bob = await connectWs(h, 'bob');
     bob.ws.close(1000);
     await bob.waitClose();
+    // The garbage-collection series appear once the process has collected: make sure it has.
+    await collectedOnce();
     const answer = await http(`http://127.0.0.1:${h.server.adminPort}/metrics`);
     assert.equal(answer.status, 200);
     exposed = parseExposition(answer.text);
@@ -277,3 +279,26 @@ test('the checker itself: it refuses a misspelled metric, an unknown label, an u
   assert.match(problemsOf('f', 'herald_disconnects_total{job=~"$cluster"}', exposed, none).join(), /unknown variable \$cluster/);
   assert.match(problemsOf('g', '{__name__="herald_disconnects_total"}', exposed, none).join(), /without a metric name/);
 });
+
+/** Resolves after the next garbage collection of this process (the test server's), allocating until one comes. */
+async function collectedOnce(): Promise<void> {
+  const { PerformanceObserver } = await import('node:perf_hooks');
+  let seen = false;
+  const observer = new PerformanceObserver(() => {
+    seen = true;
+  });
+  observer.observe({ entryTypes: ['gc'] });
+  try {
+    const deadline = Date.now() + 10000;
+    let keep: unknown[] = [];
+    while (!seen && Date.now() < deadline) {
+      for (let i = 0; i < 10000; i++) keep.push({ i, s: String(i) });
+      keep = [];
+      await new Promise((resolve) => setImmediate(resolve));
+    }
+  } finally {
+    observer.disconnect();
+  }
+  // prom-client's own gc observer records on the same notification; let it run.
+  await new Promise((resolve) => setImmediate(resolve));
+}

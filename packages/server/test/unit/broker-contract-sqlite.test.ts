@@ -225,3 +225,26 @@ describe('sqlite broker: disk errors', () => {
     e.store.close();
   });
 });
+
+describe('sqlite broker: the sweep', () => {
+  it('deletes more than one batch of expired history, without losing what is still live', async () => {
+    const dir = stateDir();
+    const clock = new Clock();
+    const e = open(dir, clock);
+    const publishes: Promise<unknown>[] = [];
+    for (let i = 0; i < 5000; i++) publishes.push(e.broker.publish(`old${i % 500}`, String(i), { stream: stream(100, 1000) }));
+    await Promise.all(publishes);
+    clock.now += 2000;
+    await e.broker.publish('live', '"x"', { stream: stream(100, 60_000) });
+    await e.broker.publish('old1', '"new"', { stream: stream(100, 1000) });
+    e.broker.sweep();
+    const count = (sql: string) => (e.store.db.prepare(sql).get() as { n: number }).n;
+    assert.equal(count('SELECT count(*) AS n FROM publications'), 2, 'the 5000 expired are gone');
+    assert.equal(count('SELECT count(*) AS n FROM streams'), 2, 'the 499 dead streams too (old1 lives on)');
+    const old1 = await e.broker.history('old1', { limit: 10 }, stream(100, 1000));
+    assert.deepEqual(old1.publications.map((p) => p.data), ['"new"']);
+    assert.equal(old1.position.offset, 11, 'a live stream keeps its offsets');
+    await e.broker.close();
+    e.store.close();
+  });
+});
