@@ -181,6 +181,13 @@ export const ConfigSchema = Type.Object(
         maxBodyBytes: Type.Integer({ default: 65536, minimum: 1024, maximum: 16777216, description: 'Largest API request body.' }),
         maxBroadcastChannels: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most channels in one broadcast.' }),
         maxBatchPublishes: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most publishes in one batch (`POST /api/batch`); the whole request also stays within api.maxBodyBytes.' }),
+        idempotencyWindowMs: Type.Integer({
+          default: 300000,
+          minimum: 1000,
+          maximum: 86400000,
+          description:
+            'How long a publish\'s `idempotency_key` is remembered per channel: a retry with the same key within it answers the first result and publishes nothing (docs/protocol.md "Idempotent publish"). At most 100000 keys per process on the memory engine (the oldest forgotten first); on sqlite and Redis every key until its window ends.',
+        }),
         rateLimitPerKey: Type.Integer({ default: 6000, minimum: 1, description: 'API requests per key per minute (per node), then 429.' }),
         rateLimitPerIp: Type.Integer({ default: 600, minimum: 1, description: 'API requests per client IP per minute (per node), counted before the key is checked.' }),
       },

@@ -202,17 +202,23 @@ export class Node {
     return resolved;
   }
 
-  /** Accepts a publication; resolves once it has its position and reached local subscribers. */
+  /**
+   * Accepts a publication; resolves once it has its position and reached
+   * local subscribers. With an idempotency key, a repeat within
+   * `api.idempotencyWindowMs` resolves with the first position instead.
+   */
   async publish(
     resolved: ResolvedChannel,
     dataJson: string,
     info: ClientInfo | undefined,
     source: 'api' | 'client',
+    idempotencyKey?: string,
   ): Promise<StreamPosition> {
     const options = resolved.options;
     const position = await this.#broker.publish(resolved.channel, dataJson, {
       stream: { size: options.historySize, ttlMs: options.historyTtlMs },
       info,
+      idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, windowMs: this.config.api.idempotencyWindowMs },
     });
     if (diagnostics.published.hasSubscribers) diagnostics.published.publish({ node: this.id, channel: resolved.channel, source });
     return position;
