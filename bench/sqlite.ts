@@ -21,7 +21,8 @@
  *
  *   node bench/sqlite.ts [--rounds=3] [--channels=10000] [--in-flight=32]
  *     [--repeats=2] [--subscribers=1000] [--messages=200] [--rate=20]
- *     [--synchronous=normal|full] [--server-cpu=0] [--loader-cpu=1] [--json=FILE]
+ *     [--synchronous=normal|full] [--engines=memory,sqlite] [--server-cpu=0]
+ *     [--loader-cpu=1] [--json=FILE]
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -267,6 +268,7 @@ function median(values: readonly number[]): number {
 }
 
 async function main(): Promise<void> {
+  for (const engine of values.engines.split(',')) if (engine !== 'memory' && engine !== 'sqlite') throw new Error(`--engines: unknown engine ${engine}`);
   if (options.loaderCpu !== undefined) {
     try {
       execFileSync('taskset', ['-pc', options.loaderCpu, String(process.pid)], { stdio: 'ignore' });

@@ -39,6 +39,14 @@ const Offset = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 const Since = Type.Object({ epoch: Type.String({ minLength: 1, maxLength: 32 }), offset: Offset }, { ...strict, description: 'A stream position: publications after it.' });
 /** The epoch of a stream; empty in a namespace without history. */
 const Epoch = Type.String({ maxLength: 32, description: 'The stream\'s epoch; empty when the namespace keeps no history.' });
+/** What makes a publish safe to retry (docs/protocol.md "Idempotent publish"). */
+const idempotencyKey = (more = '') =>
+  Type.String({
+    minLength: 1,
+    maxLength: 128,
+    pattern: '^[\\x21-\\x7E]+$',
+    description: `Makes the publish safe to retry: within \`api.idempotencyWindowMs\` (default 5 minutes) a publish to the same channel with the same key answers the first publish's position and publishes nothing. 1 to 128 printable ASCII characters, no spaces.${more}`,
+  });
 const Disconnected = Type.Integer({ minimum: 0, description: 'Connections closed on the node that answered (other nodes close theirs too).' });
 
 const ClientInfo = Type.Object(
@@ -96,7 +104,7 @@ export function createApiSchemas(limits: ApiSchemaLimits = defaultApiLimits) {
     publish: method(
       'publish',
       'Publish a JSON value to a channel.',
-      Type.Object({ channel: Channel, data: Type.Unknown({ description: 'Any JSON value (required).' }) }, strict),
+      Type.Object({ channel: Channel, data: Type.Unknown({ description: 'Any JSON value (required).' }), idempotency_key: Type.Optional(idempotencyKey()) }, strict),
       Type.Object({ epoch: Epoch, offset: Type.Integer({ minimum: 0, description: 'The publication\'s offset; 0 when the namespace keeps no history.' }) }),
     ),
     broadcast: method(
@@ -106,6 +114,7 @@ export function createApiSchemas(limits: ApiSchemaLimits = defaultApiLimits) {
         {
           channels: Type.Array(Channel, { minItems: 1, maxItems: limits.maxBroadcastChannels, uniqueItems: true }),
           data: Type.Unknown({ description: 'Any JSON value (required).' }),
+          idempotency_key: Type.Optional(idempotencyKey(' Remembered per channel: a retried broadcast publishes again to none of the channels the first one reached.')),
         },
         strict,
       ),
@@ -125,7 +134,7 @@ export function createApiSchemas(limits: ApiSchemaLimits = defaultApiLimits) {
       Type.Object(
         {
           publishes: Type.Array(
-            Type.Object({ channel: Channel, data: Type.Unknown({ description: 'Any JSON value (required).' }) }, strict),
+            Type.Object({ channel: Channel, data: Type.Unknown({ description: 'Any JSON value (required).' }), idempotency_key: Type.Optional(idempotencyKey()) }, strict),
             { minItems: 1, maxItems: limits.maxBatchPublishes, description: 'Published in this order; a channel may appear more than once.' },
           ),
         },
@@ -212,6 +221,22 @@ export function createApiSchemas(limits: ApiSchemaLimits = defaultApiLimits) {
             authenticated: Type.Integer({ minimum: 0 }),
             channels: Type.Integer({ minimum: 0 }),
             uptime_ms: Type.Integer({ minimum: 0 }),
+            process: Type.Optional(
+              Type.Object(
+                {
+                  event_loop_delay_max_ms: Type.Number({ minimum: 0 }),
+                  event_loop_delay_p99_ms: Type.Number({ minimum: 0 }),
+                  heap_used_bytes: Type.Integer({ minimum: 0 }),
+                  live_heap_bytes: Type.Integer({ minimum: 0 }),
+                  rss_bytes: Type.Integer({ minimum: 0 }),
+                  over_threshold: Type.Array(Type.String()),
+                },
+                {
+                  description:
+                    'The node process as its watchdog last sampled it: longest and 99th-percentile event-loop delay in the last interval, heap used, live heap (after the last full collection), RSS, and the thresholds it is over (then /health/ready answers 503).',
+                },
+              ),
+            ),
           }),
         ),
       }),

@@ -13,14 +13,24 @@
  *   except a `TypeError` for arguments the SDK cannot send;
  * - the API key is only ever written into the `Authorization` header: it is
  *   not kept where `console.log`, `JSON.stringify` or an error shows it;
- * - no retries: a publish is not idempotent. On 429 the error carries
- *   `retryAfter`; the caller decides.
+ * - no retries: a publish is not idempotent unless it carries an
+ *   `idempotencyKey`, which makes retrying it safe; the caller decides. On
+ *   429 the error carries `retryAfter`.
  */
 import { ApiErrorBody, apiSchemas, schemaDetail, type ApiMethodName, type ApiRequest, type ApiResult } from '@herald/protocol/api';
 import { readJson } from '@herald/protocol/json';
 import type { TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import { HeraldApiError, sdkError } from './errors.ts';
+
+/** Options of `publish` and `broadcast`. */
+export interface PublishOptions {
+  /**
+   * Makes the publish safe to retry (docs/protocol.md "Idempotent publish"):
+   * 1 to 128 printable ASCII characters, one per event you publish.
+   */
+  readonly idempotencyKey?: string | undefined;
+}
 
 export interface HeraldApiOptions {
   /** Herald's public URL, e.g. `https://rt.example.com` (a path prefix is kept: `https://example.com/herald/`). */
@@ -116,14 +126,23 @@ export class HeraldApi {
     this.#maxDepth = positiveInteger(options.maxResponseDepth, DEFAULT_MAX_RESPONSE_DEPTH, 'maxResponseDepth');
   }
 
-  /** Publishes `data` (any JSON value) to `channel`; resolves with its position. Scope `publish`. */
-  publish(channel: string, data: unknown): Promise<ApiResult<'publish'>> {
-    return this.call('publish', { channel, data });
+  /**
+   * Publishes `data` (any JSON value) to `channel`; resolves with its
+   * position. With `idempotencyKey`, a retry within the server's window
+   * (`api.idempotencyWindowMs`, 5 minutes) resolves with the first
+   * position and publishes nothing. Scope `publish`.
+   */
+  publish(channel: string, data: unknown, options: PublishOptions = {}): Promise<ApiResult<'publish'>> {
+    const body: ApiRequest<'publish'> = { channel, data };
+    if (options.idempotencyKey !== undefined) body.idempotency_key = options.idempotencyKey;
+    return this.call('publish', body);
   }
 
-  /** Publishes `data` to every channel; each succeeds or fails on its own (`results`). Scope `publish`. */
-  broadcast(channels: readonly string[], data: unknown): Promise<ApiResult<'broadcast'>> {
-    return this.call('broadcast', { channels: [...channels], data });
+  /** Publishes `data` to every channel; each succeeds or fails on its own (`results`). `idempotencyKey` applies per channel. Scope `publish`. */
+  broadcast(channels: readonly string[], data: unknown, options: PublishOptions = {}): Promise<ApiResult<'broadcast'>> {
+    const body: ApiRequest<'broadcast'> = { channels: [...channels], data };
+    if (options.idempotencyKey !== undefined) body.idempotency_key = options.idempotencyKey;
+    return this.call('broadcast', body);
   }
 
   /**
@@ -132,8 +151,10 @@ export class HeraldApi {
    * publish, in the same order). At most `api.maxBatchPublishes` (1000) per
    * call, and the request within `api.maxBodyBytes`. Scope `publish`.
    */
-  publishMany(publishes: readonly { readonly channel: string; readonly data: unknown }[]): Promise<ApiResult<'batch'>> {
-    return this.call('batch', { publishes: publishes.map(({ channel, data }) => ({ channel, data })) });
+  publishMany(publishes: readonly { readonly channel: string; readonly data: unknown; readonly idempotencyKey?: string | undefined }[]): Promise<ApiResult<'batch'>> {
+    return this.call('batch', {
+      publishes: publishes.map(({ channel, data, idempotencyKey }) => (idempotencyKey === undefined ? { channel, data } : { channel, data, idempotency_key: idempotencyKey })),
+    });
   }
 
   /** The channel's stream position and up to `limit` publications. Scope `read`. */

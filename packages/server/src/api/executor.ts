@@ -59,14 +59,14 @@ export function createApiMethods(limits: ApiSchemaLimits, maxDataBytes: number) 
     publish: method('publish', async (node, body) => {
       if (!('data' in body)) throw new ApiError('bad_request', noData);
       const resolved = node.resolve(body.channel);
-      return node.publish(resolved, serialize(body.data), undefined, 'api');
+      return node.publish(resolved, serialize(body.data), undefined, 'api', body.idempotency_key);
     }),
     broadcast: method('broadcast', async (node, body) => {
       if (!('data' in body)) throw new ApiError('bad_request', noData);
       const data = serialize(body.data);
       // Every publish is handed to the engine in order before any is awaited: the
       // sqlite engine commits them together (one transaction, not one per channel).
-      const pending = body.channels.map((channel) => settle(() => node.publish(node.resolve(channel), data, undefined, 'api')));
+      const pending = body.channels.map((channel) => settle(() => node.publish(node.resolve(channel), data, undefined, 'api', body.idempotency_key)));
       const results: ApiResult<'broadcast'>['results'] = [];
       for (const [i, channel] of body.channels.entries()) {
         const outcome = await pending[i]!;
@@ -84,7 +84,9 @@ export function createApiMethods(limits: ApiSchemaLimits, maxDataBytes: number) 
         if (!('data' in item)) throw new ApiError('bad_request', `/publishes/${String(i)}/data: expected required property`);
       });
       // Handed to the engine in order before any is awaited (one commit on the sqlite engine).
-      const pending = body.publishes.map(({ channel, data }) => settle(() => node.publish(node.resolve(channel), serialize(data), undefined, 'api')));
+      const pending = body.publishes.map(({ channel, data, idempotency_key }) =>
+        settle(() => node.publish(node.resolve(channel), serialize(data), undefined, 'api', idempotency_key)),
+      );
       const results: ApiResult<'batch'>['results'] = [];
       for (const [i, { channel }] of body.publishes.entries()) {
         const outcome = await pending[i]!;

@@ -29,6 +29,7 @@ import { ApiRateLimits } from '../api/rate-limits.ts';
 import { Front } from '../edge/front.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
+import { registerHealthRoutes, type ReadinessSources } from './health.ts';
 
 export interface TlsFiles {
   readonly cert: string;
@@ -45,6 +46,8 @@ export interface HttpAppOptions {
   readonly tls?: TlsFiles | undefined;
   /** Cluster mode: session requests for other workers' sessions are forwarded (packages/server/src/transports/http-connection.ts). */
   readonly sessionRouter?: SessionRouter | undefined;
+  /** What /health, /health/live and /health/ready answer from (health.ts). */
+  readonly health: ReadinessSources;
 }
 
 /** Request headers accepted per request; more is answered 431 by Node's parser. */
@@ -132,11 +135,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       }),
   });
 
-  app.get('/health', async (_request, reply) => {
-    const health = node.health();
-    if (health.status !== 'ok') return reply.code(503).send(health);
-    return health;
-  });
+  registerHealthRoutes(app, options.health);
 
   const sessions = new SessionRegistry(options.sessionRouter);
   // The publish routes, the SSE stream and long polling are answered by the front, with the same edge rules (edge/front.ts).

@@ -36,9 +36,25 @@ export interface StreamOptions {
   readonly ttlMs: number;
 }
 
+/**
+ * A publish that may be a retry: the engine remembers (channel, key) → the
+ * first publish's position for `windowMs` (the engine's clock). Within the
+ * window a publish with the same channel and key resolves with that position
+ * and neither stores nor delivers anything; that holds for concurrent
+ * duplicates too (one publication), and across nodes on shared engines
+ * (Redis, the cluster link). A publish that fails is not remembered, so its
+ * retry publishes.
+ */
+export interface Idempotency {
+  /** 1..128 printable ASCII characters (the API schema checks it). */
+  readonly key: string;
+  readonly windowMs: number;
+}
+
 export interface PublishOptions {
   readonly stream: StreamOptions;
   readonly info?: ClientInfo | undefined;
+  readonly idempotency?: Idempotency | undefined;
 }
 
 export interface HistoryQuery {
@@ -79,7 +95,9 @@ export interface Broker {
    * Accepts a publication: assigns the next offset when the stream keeps
    * history (atomically, one place per channel), stores it, and delivers it
    * to every subscribed node. Resolves with the publication's position once
-   * it is accepted; `{epoch: '', offset: 0}` without history.
+   * it is accepted; `{epoch: '', offset: 0}` without history. With
+   * `options.idempotency`, a repeat within the window resolves with the
+   * first position and publishes nothing (see Idempotency).
    */
   publish(channel: string, data: string, options: PublishOptions): Promise<StreamPosition>;
   publishJoin(channel: string, info: ClientInfo): Promise<void>;

@@ -18,6 +18,7 @@ import type {
   StoredPublication,
   StreamOptions,
 } from './broker.ts';
+import { IdempotencyKeys } from './idempotency.ts';
 
 interface Stream {
   readonly epoch: string;
@@ -46,6 +47,7 @@ export class MemoryBroker implements Broker {
   readonly #now: () => number;
   readonly #sweep: NodeJS.Timeout;
   #ttlByChannel = new Map<string, number>();
+  readonly #idempotency = new IdempotencyKeys();
 
   constructor(options: MemoryBrokerOptions = {}) {
     this.#now = options.now ?? Date.now;
@@ -59,6 +61,12 @@ export class MemoryBroker implements Broker {
 
   async publish(channel: string, data: string, options: PublishOptions): Promise<StreamPosition> {
     const now = this.#now();
+    const once = options.idempotency;
+    if (once !== undefined) {
+      // Checked and remembered in the same synchronous step: a concurrent duplicate sees it.
+      const first = this.#idempotency.get(channel, once.key, now);
+      if (first !== undefined) return first;
+    }
     let position = noHistoryPosition;
     let publication: StoredPublication;
     if (options.stream.size > 0) {
@@ -75,6 +83,7 @@ export class MemoryBroker implements Broker {
     } else {
       publication = { offset: 0, data, info: options.info, time: now };
     }
+    if (once !== undefined) this.#idempotency.set(channel, once.key, position, now + once.windowMs);
     if (this.#subscribed.has(channel)) this.#handler?.onPublication(channel, publication);
     return position;
   }
@@ -139,6 +148,7 @@ export class MemoryBroker implements Broker {
   /** Drops streams that are fully expired and not subscribed on this node. */
   sweep(): void {
     const now = this.#now();
+    this.#idempotency.prune(now);
     for (const [channel, stream] of this.#streams) {
       const ttl = this.#ttlByChannel.get(channel) ?? 0;
       if (now - stream.lastPublishAt > ttl && !this.#subscribed.has(channel)) {

@@ -24,7 +24,20 @@ import { newEpoch } from './memory-broker.ts';
 
 export { BrokerUnavailableError };
 
+/**
+ * KEYS[3], when given, is the publish's idempotency key: a known key answers
+ * the first publish's position and publishes nothing; a new one is stored
+ * (PX the window, ARGV[9]) in the same script as the publish, so two nodes
+ * racing with one key publish once.
+ */
 const publishScript = `
+if KEYS[3] then
+  local seen = redis.call('GET', KEYS[3])
+  if seen then
+    local i = string.find(seen, '\\n', 1, true)
+    return {tonumber(string.sub(seen, 1, i - 1)), string.sub(seen, i + 1)}
+  end
+end
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
   epoch = ARGV[6]
@@ -38,7 +51,14 @@ redis.call('RPUSH', KEYS[2], entry)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[4]), -1)
 redis.call('PEXPIRE', KEYS[2], ARGV[7])
 redis.call('PUBLISH', ARGV[8], 'p' .. epoch .. '\\n' .. entry)
+if KEYS[3] then redis.call('SET', KEYS[3], offset .. '\\n' .. epoch, 'PX', ARGV[9]) end
 return {offset, epoch}
+`;
+
+/** A publication without history, once per idempotency key (KEYS[1]) within the window (ARGV[1]). */
+const publishOnceScript = `
+if redis.call('SET', KEYS[1], '0\\n', 'NX', 'PX', ARGV[1]) then redis.call('PUBLISH', ARGV[2], ARGV[3]) end
+return 0
 `;
 
 const historyScript = `
@@ -108,6 +128,8 @@ export class RedisBroker implements Broker {
     this.#now = options.now ?? Date.now;
     this.#onError = options.onError ?? (() => {});
     this.#command.defineCommand('heraldPublish', { numberOfKeys: 2, lua: publishScript });
+    this.#command.defineCommand('heraldPublishOnce', { numberOfKeys: 3, lua: publishScript });
+    this.#command.defineCommand('heraldPublishNoHistoryOnce', { numberOfKeys: 1, lua: publishOnceScript });
     this.#command.defineCommand('heraldHistory', { numberOfKeys: 2, lua: historyScript });
     this.#subscriber.on('message', (topic: string, message: string) => this.#onMessage(topic, message));
   }
@@ -119,6 +141,10 @@ export class RedisBroker implements Broker {
   #keys(channel: string): [string, string] {
     // The hash tag keeps a stream's keys in one Redis Cluster slot.
     return [`${this.#prefix}:{${channel}}:meta`, `${this.#prefix}:{${channel}}:hist`];
+  }
+
+  #onceKey(channel: string, key: string): string {
+    return `${this.#prefix}:{${channel}}:once:${key}`;
   }
 
   setEventHandler(handler: BrokerEventHandler): void {
@@ -159,14 +185,21 @@ export class RedisBroker implements Broker {
   async publish(channel: string, data: string, options: PublishOptions): Promise<StreamPosition> {
     const time = this.#now();
     const info = options.info === undefined ? '' : JSON.stringify(options.info);
+    const once = options.idempotency;
+    const commands = this.#command as unknown as HeraldCommands;
     if (options.stream.size === 0) {
-      await this.#call('publish', () => this.#command.publish(this.topic(channel), `p\n0\n${time}\n${info}\n${data}`));
+      const message = `p\n0\n${time}\n${info}\n${data}`;
+      if (once === undefined) await this.#call('publish', () => this.#command.publish(this.topic(channel), message));
+      else await this.#call('publish', () => commands.heraldPublishNoHistoryOnce(this.#onceKey(channel, once.key), String(Math.max(once.windowMs, 1)), this.topic(channel), message));
       return { epoch: '', offset: 0 };
     }
     const [meta, hist] = this.#keys(channel);
     const ttl = Math.max(options.stream.ttlMs, 1);
+    const args = [data, info, String(time), String(options.stream.size), String(Math.max(this.#metaTtlMs, ttl)), newEpoch(), String(ttl), this.topic(channel)];
     const result = (await this.#call('publish', () =>
-      (this.#command as unknown as HeraldCommands).heraldPublish(meta, hist, data, info, String(time), String(options.stream.size), String(Math.max(this.#metaTtlMs, ttl)), newEpoch(), String(ttl), this.topic(channel)),
+      once === undefined
+        ? commands.heraldPublish(meta, hist, ...args)
+        : commands.heraldPublishOnce(meta, hist, this.#onceKey(channel, once.key), ...args, String(Math.max(once.windowMs, 1))),
     )) as [number, string];
     return { epoch: String(result[1]), offset: Number(result[0]) };
   }
@@ -241,5 +274,7 @@ export class RedisBroker implements Broker {
 
 interface HeraldCommands {
   heraldPublish(...args: string[]): Promise<unknown>;
+  heraldPublishOnce(...args: string[]): Promise<unknown>;
+  heraldPublishNoHistoryOnce(...args: string[]): Promise<unknown>;
   heraldHistory(...args: string[]): Promise<unknown>;
 }

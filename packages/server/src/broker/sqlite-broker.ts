@@ -22,12 +22,17 @@
  *   reports `degraded` with the reason until a commit succeeds again. The
  *   process keeps running.
  * - Publications without history (size 0) are not stored: delivered at once.
+ * - Idempotency keys (broker.ts Idempotency) are stored in the same
+ *   transaction as their publication, so a retry after a restart is still
+ *   recognised; a duplicate arriving while the first is uncommitted gets the
+ *   first one's promise. Expired keys go with the sweep.
  */
 import type { StatementSync } from 'node:sqlite';
 import type { ClientInfo, StreamPosition } from '@herald/protocol';
 import { parseJsonSafely } from '@herald/protocol/json';
 import { BrokerUnavailableError, type Broker, type BrokerEventHandler, type HistoryPage, type HistoryQuery, type PublishOptions, type StoredPublication, type StreamOptions } from './broker.ts';
 import { newEpoch } from './memory-broker.ts';
+import { idempotencyId } from './idempotency.ts';
 import { storageFailure, type SqliteStore } from '../store/sqlite-store.ts';
 
 interface Stream {
@@ -46,8 +51,15 @@ interface Pending {
   readonly channel: string;
   readonly publication: StoredPublication;
   readonly size: number;
+  readonly once: Once | undefined;
   readonly resolve: (position: StreamPosition) => void;
   readonly reject: (error: Error) => void;
+}
+
+/** An idempotency key to store with its publication. */
+interface Once {
+  readonly key: string;
+  readonly expiresAt: number;
 }
 
 export interface SqliteBrokerOptions {
@@ -87,6 +99,8 @@ export class SqliteBroker implements Broker {
   #created: Array<() => void> = [];
   /** Channels whose stream row changed since the last commit. */
   #dirty = new Set<string>();
+  /** Idempotent publishes not yet committed, by idempotencyId. */
+  readonly #inflight = new Map<string, Promise<StreamPosition>>();
   #flushScheduled = false;
   #failure: string | undefined;
   #closed = false;
@@ -103,6 +117,9 @@ export class SqliteBroker implements Broker {
     readonly deadStreams: StatementSync;
     readonly deleteStream: StatementSync;
     readonly deletePublications: StatementSync;
+    readonly getOnce: StatementSync;
+    readonly putOnce: StatementSync;
+    readonly expireOnce: StatementSync;
   };
 
   constructor(store: SqliteStore, options: SqliteBrokerOptions = {}) {
@@ -132,6 +149,9 @@ export class SqliteBroker implements Broker {
       deadStreams: db.prepare('SELECT channel FROM streams WHERE last_publish_at < ?1 - ?2 AND ?1 - last_publish_at > ttl_ms LIMIT ?3'),
       deleteStream: db.prepare('DELETE FROM streams WHERE channel = ?'),
       deletePublications: db.prepare('DELETE FROM publications WHERE channel = ?'),
+      getOnce: db.prepare('SELECT epoch, offset FROM idempotency_keys WHERE channel = ? AND key = ? AND expires_at > ?'),
+      putOnce: db.prepare('INSERT OR REPLACE INTO idempotency_keys (channel, key, epoch, offset, expires_at) VALUES (?, ?, ?, ?, ?)'),
+      expireOnce: db.prepare('DELETE FROM idempotency_keys WHERE (channel, key) IN (SELECT channel, key FROM idempotency_keys WHERE expires_at <= ?1 LIMIT ?2)'),
     };
     this.#sweep = setInterval(() => this.#sweepSafely(), options.sweepIntervalMs ?? 5000);
     this.#sweep.unref();
@@ -150,7 +170,37 @@ export class SqliteBroker implements Broker {
   publish(channel: string, data: string, options: PublishOptions): Promise<StreamPosition> {
     if (this.#closed) return Promise.reject(new BrokerUnavailableError('sqlite engine closed'));
     const now = this.#now();
+    const idempotency = options.idempotency;
+    if (idempotency === undefined) return this.#accept(channel, data, options, now, undefined);
+    const id = idempotencyId(channel, idempotency.key);
+    const inflight = this.#inflight.get(id);
+    if (inflight !== undefined) return inflight;
+    let row: { epoch: string; offset: number } | undefined;
+    try {
+      row = this.#sql.getOnce.get(channel, idempotency.key, now) as { epoch: string; offset: number } | undefined;
+    } catch (error) {
+      return Promise.reject(this.#unavailable(error));
+    }
+    if (row !== undefined) return Promise.resolve({ epoch: row.epoch, offset: Number(row.offset) });
+    const promise = this.#accept(channel, data, options, now, { key: idempotency.key, expiresAt: now + idempotency.windowMs });
+    this.#inflight.set(id, promise);
+    // Forgotten once settled: committed, its row answers; failed, a retry publishes.
+    const forget = () => {
+      if (this.#inflight.get(id) === promise) this.#inflight.delete(id);
+    };
+    promise.then(forget, forget);
+    return promise;
+  }
+
+  #accept(channel: string, data: string, options: PublishOptions, now: number, once: Once | undefined): Promise<StreamPosition> {
     if (options.stream.size === 0) {
+      if (once !== undefined) {
+        try {
+          this.#sql.putOnce.run(channel, once.key, '', 0, once.expiresAt);
+        } catch (error) {
+          return Promise.reject(this.#unavailable(error));
+        }
+      }
       if (this.#subscribed.has(channel)) this.#handler?.onPublication(channel, { offset: 0, data, info: options.info, time: now });
       return Promise.resolve(noHistoryPosition);
     }
@@ -167,7 +217,7 @@ export class SqliteBroker implements Broker {
     this.#dirty.add(channel);
     const publication: StoredPublication = { offset: stream.top, epoch: stream.epoch, data, info: options.info, time: now };
     return new Promise<StreamPosition>((resolve, reject) => {
-      this.#pending.push({ channel, publication, size: options.stream.size, resolve, reject });
+      this.#pending.push({ channel, publication, size: options.stream.size, once, resolve, reject });
       this.#scheduleFlush();
     });
   }
@@ -260,6 +310,7 @@ export class SqliteBroker implements Broker {
     try {
       const minTtl = Number((this.#sql.minTtl.get() as { ttl: number }).ttl);
       const expired = Number(this.#sql.expire.run(now, minTtl, SWEEP_BATCH).changes);
+      const expiredKeys = Number(this.#sql.expireOnce.run(now, SWEEP_BATCH).changes);
       this.#store.heartbeat(Date.now());
       const dead = this.#sql.deadStreams.all(now, minTtl, SWEEP_BATCH) as { channel: string }[];
       let deleted = 0;
@@ -270,7 +321,7 @@ export class SqliteBroker implements Broker {
         this.#streams.delete(row.channel);
         if (deleted >= SWEEP_BATCH) break;
       }
-      done = expired < SWEEP_BATCH && dead.length < SWEEP_BATCH && deleted < SWEEP_BATCH;
+      done = expired < SWEEP_BATCH && expiredKeys < SWEEP_BATCH && dead.length < SWEEP_BATCH && deleted < SWEEP_BATCH;
       db.exec('COMMIT');
       // Gives up to 4 MB of freed pages (deleted history) back to the file system per sweep.
       db.exec(`PRAGMA incremental_vacuum(${VACUUM_PAGES_PER_SWEEP})`);
@@ -335,6 +386,7 @@ export class SqliteBroker implements Broker {
         const pub = p.publication;
         this.#sql.insert.run(p.channel, pub.offset, pub.time, pub.data, pub.info === undefined ? null : JSON.stringify(pub.info));
         trimTo.set(p.channel, pub.offset - p.size);
+        if (p.once !== undefined) this.#sql.putOnce.run(p.channel, p.once.key, pub.epoch ?? '', pub.offset, p.once.expiresAt);
       }
       for (const [channel, floor] of trimTo) if (floor > 0) this.#sql.trim.run(channel, floor);
       for (const channel of dirty) {

@@ -181,6 +181,13 @@ export const ConfigSchema = Type.Object(
         maxBodyBytes: Type.Integer({ default: 65536, minimum: 1024, maximum: 16777216, description: 'Largest API request body.' }),
         maxBroadcastChannels: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most channels in one broadcast.' }),
         maxBatchPublishes: Type.Integer({ default: 1000, minimum: 1, maximum: 100000, description: 'Most publishes in one batch (`POST /api/batch`); the whole request also stays within api.maxBodyBytes.' }),
+        idempotencyWindowMs: Type.Integer({
+          default: 300000,
+          minimum: 1000,
+          maximum: 86400000,
+          description:
+            'How long a publish\'s `idempotency_key` is remembered per channel: a retry with the same key within it answers the first result and publishes nothing (docs/protocol.md "Idempotent publish"). At most 100000 keys per process on the memory engine (the oldest forgotten first); on sqlite and Redis every key until its window ends.',
+        }),
         rateLimitPerKey: Type.Integer({ default: 6000, minimum: 1, description: 'API requests per key per minute (per node), then 429.' }),
         rateLimitPerIp: Type.Integer({ default: 600, minimum: 1, description: 'API requests per client IP per minute (per node), counted before the key is checked.' }),
       },
@@ -344,6 +351,54 @@ export const ConfigSchema = Type.Object(
         allowRoot: Type.Boolean({ default: false, description: 'Let production mode run as root (development mode only warns).' }),
       },
       { additionalProperties: false, default: {}, title: 'Process' },
+    ),
+    watchdog: Type.Object(
+      {
+        eventLoopDelayMs: Type.Integer({
+          default: 1000,
+          minimum: 0,
+          maximum: 600000,
+          description: 'Longest event-loop delay (within one watchdog interval) before the process is over threshold: a warning with the numbers, /health/ready answers 503, a diagnostic report is written. 0 turns it off.',
+        }),
+        liveHeapMiB: Type.Union([Type.Integer({ minimum: 0, maximum: 1048576 }), Type.Literal('auto')], {
+          default: 'auto',
+          description:
+            'Live heap (heap used right after the last full garbage collection: what a leak grows) above which the process is over threshold; "auto" is 85 % of V8\'s heap limit (--max-old-space-size), 0 turns it off. In cluster mode a worker that stays over it (or over rssMiB) for recycleAfterMs is replaced.',
+        }),
+        rssMiB: Type.Integer({
+          default: 0,
+          minimum: 0,
+          maximum: 1048576,
+          description:
+            'Resident set size above which the process is over threshold; 0 (the default) turns it off. RSS stays high after a burst of connections without any leak until V8 gives memory back, so set it near a container limit, not as a leak detector (liveHeapMiB is that).',
+        }),
+        intervalMs: Ms(1000, 'How often the watchdog samples event-loop delay, heap and RSS (metrics, the API\'s info, thresholds).', 10),
+        settleMs: Ms(10000, 'How long the samples must stay under a threshold before the process is back under it (ready again).', 0),
+        recycleAfterMs: Ms(
+          60000,
+          'Cluster mode: a worker over a memory threshold (liveHeapMiB, rssMiB) for this long is replaced: a new worker starts, then the old one drains (its clients reconnect with 3001 and recover). 0 turns recycling off. A single process only reports.',
+          0,
+        ),
+        reportIntervalMs: Ms(600000, 'At most one diagnostic report (and one heap snapshot) per this interval per process.', 0),
+        maxReports: Type.Integer({
+          default: 10,
+          minimum: 1,
+          maximum: 1000,
+          description: 'Diagnostic reports kept in <stateDir>/diagnostics (the oldest are deleted).',
+        }),
+        heapSnapshots: Type.Boolean({
+          default: false,
+          description: 'Also write a V8 heap snapshot when over a threshold. Off by default: taking one blocks the event loop for seconds and can double the memory used.',
+        }),
+        maxHeapSnapshots: Type.Integer({ default: 2, minimum: 1, maximum: 100, description: 'Heap snapshots kept in <stateDir>/diagnostics (the oldest are deleted).' }),
+        heapSnapshotMaxMiB: Type.Integer({
+          default: 512,
+          minimum: 1,
+          maximum: 1048576,
+          description: 'No heap snapshot is taken while the heap is larger than this (a snapshot is about the heap\'s size on disk and needs as much again in memory).',
+        }),
+      },
+      { additionalProperties: false, default: {}, title: 'Watchdog (event loop and memory)' },
     ),
     shutdown: Type.Object(
       {

@@ -58,6 +58,16 @@ export const MIGRATIONS: readonly string[] = [
   `CREATE TABLE herald_owner (id INTEGER PRIMARY KEY CHECK (id = 1), pid INTEGER NOT NULL, heartbeat INTEGER NOT NULL);`,
   // 3: the sweep finds dead streams without reading every stream.
   `CREATE INDEX streams_last_publish ON streams (last_publish_at);`,
+  // 4: publish idempotency keys (channel, key) → the first publish's position, until expires_at.
+  `CREATE TABLE idempotency_keys (
+     channel TEXT NOT NULL,
+     key TEXT NOT NULL,
+     epoch TEXT NOT NULL,
+     offset INTEGER NOT NULL,
+     expires_at INTEGER NOT NULL,
+     PRIMARY KEY (channel, key)
+   ) WITHOUT ROWID;
+   CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */

@@ -248,6 +248,72 @@ export function runBrokerContract(name: string, factory: BrokerFactory): void {
       }));
     });
 
+    describe('idempotency', () => {
+      const once = (key: string, windowMs = 60_000) => ({ key, windowMs });
+
+      it('a repeat with the same key answers the first position and publishes nothing', withHarness(async ({ h, events, ch }) => {
+        const channel = ch('a');
+        await h.broker.subscribe(channel);
+        const first = await h.broker.publish(channel, data(1), { stream: history(10), idempotency: once('order-1') });
+        const again = await h.broker.publish(channel, data(1), { stream: history(10), idempotency: once('order-1') });
+        const other = await h.broker.publish(channel, data(2), { stream: history(10), idempotency: once('order-2') });
+        const plain = await h.broker.publish(channel, data(3), { stream: history(10) });
+        assert.deepEqual({ ...again }, { ...first });
+        assert.deepEqual([first.offset, other.offset, plain.offset], [1, 2, 3]);
+        await eventually(() => events.publications(channel).length >= 3, 'three publications');
+        await sleep(SETTLE_MS);
+        assert.deepEqual(offsets(events.publications(channel)), [1, 2, 3], 'the repeat was not delivered');
+        const page = await h.broker.history(channel, { limit: 10 }, history(10));
+        assert.deepEqual(page.publications.map((p) => p.data), [data(1), data(2), data(3)], 'nor stored');
+      }));
+
+      it('keys are per channel', withHarness(async ({ h, ch }) => {
+        const [a, b] = [ch('a'), ch('b')];
+        const onA = await h.broker.publish(a, data(1), { stream: history(10), idempotency: once('k') });
+        const onB = await h.broker.publish(b, data(1), { stream: history(10), idempotency: once('k') });
+        assert.equal(onA.offset, 1);
+        assert.equal(onB.offset, 1);
+        assert.equal((await h.broker.history(b, { limit: 10 }, history(10))).publications.length, 1, 'the same key on another channel publishes');
+      }));
+
+      it('concurrent duplicates make one publication', withHarness(async ({ h, events, ch }) => {
+        const channel = ch('a');
+        await h.broker.subscribe(channel);
+        const answers = await Promise.all(Array.from({ length: 8 }, () => h.broker.publish(channel, data(1), { stream: history(10), idempotency: once('race') })));
+        for (const answer of answers) assert.deepEqual({ ...answer }, { ...answers[0]! });
+        await h.broker.publish(channel, data(2), { stream: history(10) });
+        await eventually(() => events.publications(channel).length >= 2, 'the marker publication');
+        await sleep(SETTLE_MS);
+        assert.deepEqual(offsets(events.publications(channel)), [1, 2]);
+      }));
+
+      it('without history a repeat is not delivered either', withHarness(async ({ h, events, ch }) => {
+        const channel = ch('a');
+        await h.broker.subscribe(channel);
+        const answers = await Promise.all([1, 2, 3].map(() => h.broker.publish(channel, data(1), { stream: noHistory, idempotency: once('n') })));
+        await h.broker.publish(channel, data(1), { stream: noHistory, idempotency: once('n') });
+        for (const answer of answers) assert.deepEqual({ ...answer }, { epoch: '', offset: 0 });
+        await h.broker.publish(channel, data(2), { stream: noHistory });
+        await eventually(() => events.publications(channel).length >= 2, 'the marker publication');
+        await sleep(SETTLE_MS);
+        assert.deepEqual(events.publications(channel).map((p) => p.data), [data(1), data(2)]);
+      }));
+
+      it('after the window the same key publishes again', withHarness(async ({ h, ch }) => {
+        // Real time as well as the injected clock: Redis expires keys by its own clock.
+        const channel = ch('a');
+        const windowMs = 200;
+        const first = await h.broker.publish(channel, data(1), { stream: history(10), idempotency: once('w', windowMs) });
+        h.clock?.advance(windowMs / 2);
+        assert.deepEqual({ ...(await h.broker.publish(channel, data(1), { stream: history(10), idempotency: once('w', windowMs) })) }, { ...first }, 'within the window');
+        h.clock?.advance(windowMs);
+        await sleep(windowMs + 100);
+        await h.sweep?.();
+        const later = await h.broker.publish(channel, data(1), { stream: history(10), idempotency: once('w', windowMs) });
+        assert.notDeepEqual({ ...later }, { ...first });
+      }));
+    });
+
     describe('without history (size 0)', () => {
       it('publish answers offset 0 and an empty epoch, and still delivers', withHarness(async ({ h, events, ch }) => {
         const channel = ch('a');
