@@ -90,13 +90,13 @@ describe('deploy/Dockerfile', () => {
     }
   });
 
-  test('non-root numeric USER, STOPSIGNAL SIGTERM, both listeners exposed, the state VOLUME, HEALTHCHECK on /health', () => {
+  test('non-root numeric USER, STOPSIGNAL SIGTERM, both listeners exposed, the state VOLUME, HEALTHCHECK on /health/ready', () => {
     assert.ok(Number.isInteger(imageUid) && imageUid! >= 1000, 'USER is a numeric, unprivileged uid (Kubernetes runAsNonRoot can check it)');
     assert.equal(lastOf(runtime, 'STOPSIGNAL')?.args[0], 'SIGTERM');
     const exposed = runtime.instructions.filter((i) => i.keyword === 'EXPOSE').flatMap((i) => i.args.map(Number));
     assert.deepEqual(exposed.sort(), [imageConfig.listen.port, imageConfig.admin.port].sort());
     assert.equal(volume, '/var/lib/herald');
-    assert.ok(healthcheck.json !== undefined && healthcheck.json.join(' ').includes('/health') && healthcheck.json.join(' ').includes('HERALD_ADMIN_PORT'), 'HEALTHCHECK asks /health on the internal listener');
+    assert.ok(healthcheck.json !== undefined && healthcheck.json.join(' ').includes('/health/ready') && healthcheck.json.join(' ').includes('HERALD_ADMIN_PORT'), 'HEALTHCHECK asks /health/ready on the internal listener');
     assert.ok(healthcheck.flags['interval'] !== undefined && healthcheck.flags['timeout'] !== undefined);
     assert.equal(stageEnv(runtime)['HERALD_CONFIG'], '/etc/herald/herald.json');
     assert.equal(entrypoint[0], 'node');
@@ -237,11 +237,11 @@ describe('deploy/kubernetes', () => {
 
   test('the Deployment: probes on the internal listener, preStop, grace above preStop + drain, non-root read-only container, resources', () => {
     const ports = new Map((container.ports as { name: string; containerPort: number }[]).map((p) => [p.name, p.containerPort]));
-    for (const probe of ['startupProbe', 'readinessProbe']) {
-      assert.equal(container[probe].httpGet.path, '/health', probe);
+    const paths = { startupProbe: '/health/live', readinessProbe: '/health/ready', livenessProbe: '/health/live' } as const;
+    for (const [probe, path] of Object.entries(paths)) {
+      assert.equal(container[probe].httpGet.path, path, probe);
       assert.equal(ports.get(container[probe].httpGet.port), podConfig.admin.port, `${probe}: the internal listener`);
     }
-    assert.equal(ports.get(container.livenessProbe.httpGet.port), podConfig.admin.port);
     const preStop = container.lifecycle.preStop.exec.command as string[];
     const preStopSeconds = preStop[0]!.endsWith('sleep') ? Number(preStop[1]) : 0;
     assert.ok(pod.terminationGracePeriodSeconds > preStopSeconds + podConfig.shutdown.drainTimeoutMs / 1000, 'terminationGracePeriodSeconds > preStop + drain');
