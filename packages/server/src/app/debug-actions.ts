@@ -6,9 +6,13 @@
  *
  * - `POST /debug/block-loop?ms=N`: blocks the event loop for N ms (≤ 60 000).
  * - `POST /debug/grow-heap?mib=N`: keeps N MiB (≤ 1024) more reachable
- *   (live heap grows, as with a leak); `mib=0` lets all of it go.
+ *   (live heap grows, as with a leak); `mib=0` lets all of it go. Then a
+ *   full collection runs, so that the live heap is measured at once instead
+ *   of whenever V8 next decides to collect.
  */
 import type { FastifyInstance } from 'fastify';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import type { Logger } from '../core/logger.ts';
 
 const retained: string[][] = [];
@@ -36,6 +40,18 @@ export function registerDebugActions(app: FastifyInstance, logger: Logger): void
       for (let k = 0; k < 1024; k++) chunk.push(`${m}:${k}:`.padEnd(1024, 'x'));
       retained.push(chunk);
     }
+    fullGc();
     return { retainedMiB: retained.length };
   });
+}
+
+let gc: (() => void) | undefined;
+
+/** A full garbage collection, through V8's `gc` exposed for this purpose only. */
+function fullGc(): void {
+  if (gc === undefined) {
+    setFlagsFromString('--expose-gc');
+    gc = runInNewContext('gc') as () => void;
+  }
+  gc();
 }

@@ -236,6 +236,9 @@ test('cluster: a worker over its memory limit makes the cluster not ready and is
     }
     // Nothing crashed: the recycling was planned.
     assert.equal(cluster.logs.filter((l) => l.msg === 'worker exited unexpectedly; restarting').length, 0);
+  } catch (error) {
+    console.log(cluster.tail());
+    throw error;
   } finally {
     for (const client of clients) client.stop();
     await cluster.stop();
