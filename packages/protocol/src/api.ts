@@ -221,6 +221,22 @@ export function createApiSchemas(limits: ApiSchemaLimits = defaultApiLimits) {
             authenticated: Type.Integer({ minimum: 0 }),
             channels: Type.Integer({ minimum: 0 }),
             uptime_ms: Type.Integer({ minimum: 0 }),
+            process: Type.Optional(
+              Type.Object(
+                {
+                  event_loop_delay_max_ms: Type.Number({ minimum: 0 }),
+                  event_loop_delay_p99_ms: Type.Number({ minimum: 0 }),
+                  heap_used_bytes: Type.Integer({ minimum: 0 }),
+                  live_heap_bytes: Type.Integer({ minimum: 0 }),
+                  rss_bytes: Type.Integer({ minimum: 0 }),
+                  over_threshold: Type.Array(Type.String()),
+                },
+                {
+                  description:
+                    'The node process as its watchdog last sampled it: longest and 99th-percentile event-loop delay in the last interval, heap used, live heap (after the last full collection), RSS, and the thresholds it is over (then /health/ready answers 503).',
+                },
+              ),
+            ),
           }),
         ),
       }),

@@ -1,6 +1,6 @@
 /**
  * The internal listener (`admin.host:admin.port`, loopback by default):
- * Prometheus metrics, health and the API's OpenAPI description, kept off
+ * Prometheus metrics, health (health.ts) and the API's OpenAPI description, kept off
  * the public listener. It is not for
  * browsers: a request carrying any `Origin` is refused (403), so a web page
  * cannot read it even from the operator's own machine.
@@ -16,16 +16,21 @@ import { answerClientError } from '../edge/client-errors.ts';
 import { httpServerOptions, mapFrameworkError, MAX_HEADERS } from './http.ts';
 import { answerUnmatched, schemaController } from './http-input.ts';
 import { version } from './version.ts';
+import { registerHealthRoutes, type ReadinessSources } from './health.ts';
+import { registerDebugActions } from './debug-actions.ts';
 
 export interface AdminAppOptions {
   readonly config: Config;
   readonly node: Node;
   readonly metrics: Registry;
   readonly logger: PinoLogger;
+  readonly health: ReadinessSources;
+  /** Tests only (HERALD_TEST_DEBUG_ACTIONS=1): POST /debug/block-loop and /debug/grow-heap (debug-actions.ts). */
+  readonly debugActions?: boolean;
 }
 
 export async function createAdminApp(options: AdminAppOptions): Promise<FastifyInstance> {
-  const { config, node, metrics } = options;
+  const { config, metrics } = options;
   const serverOptions = httpServerOptions(config.http);
   const app = fastify({
     loggerInstance: options.logger as FastifyBaseLogger,
@@ -50,11 +55,8 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
   app.addHook('onRequest', async (request, reply) => {
     if (request.headers.origin !== undefined) return sendApiError(reply, 'origin_not_allowed');
   });
-  app.get('/health', async (_request, reply) => {
-    const health = node.health();
-    if (health.status !== 'ok') return reply.code(503).send(health);
-    return health;
-  });
+  registerHealthRoutes(app, options.health);
+  if (options.debugActions === true) registerDebugActions(app, options.logger);
   // The server API as OpenAPI 3.1, with this server's limits (docs/openapi.json has the defaults).
   // Built at the first request: most servers are never asked for it.
   let openApi: Promise<string> | undefined;

@@ -11,7 +11,10 @@ import { ConfigError } from '../config/load.ts';
 import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, type Engine } from './engine.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { Node } from '../core/node.ts';
+import { join } from 'node:path';
 import { createMetrics } from '../observability/metrics.ts';
+import { defaultLiveHeapMiB, Watchdog, type ProcessSample, type WatchdogThreshold } from '../observability/watchdog.ts';
+import type { NotReadyReason } from './health.ts';
 import { createLogger, redactUrl } from '../observability/pino-logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
 import { createHttpApp } from './http.ts';
@@ -42,6 +45,10 @@ export interface StartOptions {
   readonly runningAsRoot?: boolean;
   /** The engine linking nodes; default from `config.engine` (memory or Redis). */
   readonly engine?: Engine;
+  /** Cluster mode: the other workers that are not ready, as the primary last said (readiness). */
+  readonly clusterReadiness?: () => readonly NotReadyReason[];
+  /** Cluster mode: the watchdog's thresholds changed (the worker tells the primary). */
+  readonly onWatchdog?: (over: readonly WatchdogThreshold[], sample: ProcessSample) => void;
 }
 
 /** Builds the engine named by the config; Redis clients are opened here. */
@@ -106,6 +113,22 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const apiKeys = new ApiKeyVerifier(config.api.keys, { source: keyStore });
 
   const engine = options.engine ?? (await openEngine(config, logger));
+  const w = config.watchdog;
+  const watchdog = new Watchdog({
+    eventLoopDelayMs: w.eventLoopDelayMs,
+    liveHeapMiB: w.liveHeapMiB === 'auto' ? defaultLiveHeapMiB() : w.liveHeapMiB,
+    rssMiB: w.rssMiB,
+    intervalMs: w.intervalMs,
+    settleMs: w.settleMs,
+    dir: join(config.stateDir, 'diagnostics'),
+    maxReports: w.maxReports,
+    reportIntervalMs: w.reportIntervalMs,
+    heapSnapshots: w.heapSnapshots,
+    maxHeapSnapshots: w.maxHeapSnapshots,
+    heapSnapshotMaxMiB: w.heapSnapshotMaxMiB,
+    logger,
+    onChange: options.onWatchdog,
+  });
   const node = new Node({
     config,
     broker: engine.broker,
@@ -115,14 +138,18 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     control: engine.control,
     id: engine.nodeId,
     health: engine.health,
+    processStats: () => ({ ...watchdog.sample, over: watchdog.over() }),
     logger,
     version,
   });
-  const metrics = createMetrics(node);
-  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter });
+  const metrics = createMetrics(node, watchdog);
+  const health = { node, watchdog, cluster: options.clusterReadiness };
+  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter, health });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
-  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger });
+  // The composition root reads the environment: debug actions exist only for the watchdog's tests.
+  const debugActions = process.env['HERALD_TEST_DEBUG_ACTIONS'] === '1';
+  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger, health, debugActions });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     await admin.close().catch(() => undefined);
@@ -130,6 +157,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     await node.close().catch(() => undefined);
     await engine.close().catch(() => undefined);
     metrics.close();
+    watchdog.close();
   };
   try {
     await admin.listen({ host: config.admin.host, port: config.admin.port });
@@ -178,6 +206,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       // The internal listener last: metrics and health stay readable during the drain.
       await admin.close().catch(() => undefined);
       metrics.close();
+      watchdog.close();
       logger.info({ drained, ms: Date.now() - started }, 'stopped');
       return drained;
     })();

@@ -6,10 +6,12 @@
  * Order for every request: Node's parser (header size and count, timeouts,
  * smuggling vectors → 4xx) → security headers → origin allowlist (403) →
  * CORS (preflight answered here) → route. The API adds its rate limits:
- * per client IP before the key is checked, per key after.
+ * per client IP before the key is checked, per key after. A few hot routes
+ * (publish, the SSE stream, long polling) are answered by the front
+ * (edge/front.ts) with the same rules and answers, without fastify.
  */
 import fastify, { LogController, type FastifyBaseLogger, type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import type { IncomingMessage, ServerOptions as HttpServerOptions, ServerResponse } from 'node:http';
+import type { ServerOptions as HttpServerOptions } from 'node:http';
 import cors from '@fastify/cors';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
@@ -22,11 +24,12 @@ import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter
 import { encodeResult, type ApiErrorCode } from '@herald/protocol';
 import type { Edge } from '../edge/edge.ts';
 import { securityHeaders, useSecurityHeaders } from '../edge/security-headers.ts';
-import { LeanRoutes, presentedKey } from '../api/lean-routes.ts';
+import { presentedKey, registerLeanRoutes } from '../api/lean-routes.ts';
 import { ApiRateLimits } from '../api/rate-limits.ts';
-import { FastRoutes } from '../transports/fast-routes.ts';
+import { Front } from '../edge/front.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
+import { registerHealthRoutes, type ReadinessSources } from './health.ts';
 
 export interface TlsFiles {
   readonly cert: string;
@@ -43,6 +46,8 @@ export interface HttpAppOptions {
   readonly tls?: TlsFiles | undefined;
   /** Cluster mode: session requests for other workers' sessions are forwarded (packages/server/src/transports/http-connection.ts). */
   readonly sessionRouter?: SessionRouter | undefined;
+  /** What /health, /health/live and /health/ready answer from (health.ts). */
+  readonly health: ReadinessSources;
 }
 
 /** Request headers accepted per request; more is answered 431 by Node's parser. */
@@ -130,18 +135,14 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       }),
   });
 
-  app.get('/health', async (_request, reply) => {
-    const health = node.health();
-    if (health.status !== 'ok') return reply.code(503).send(health);
-    return health;
-  });
+  registerHealthRoutes(app, options.health);
 
   const sessions = new SessionRegistry(options.sessionRouter);
-  // The SSE stream and long polling are served in front of fastify, with the same edge rules (transports/fast-routes.ts).
-  const fast = new FastRoutes({ securityHeaders: securityHeaders(tls !== undefined), origins: edge.origins, draining: () => node.draining, logger: node.logger });
-  fast.install(app.server);
-  registerSse(app, fast, node, sessions, edge);
-  registerLongPoll(app, fast, node, sessions, edge, { bodyLimit: config.api.maxBodyBytes });
+  // The publish routes, the SSE stream and long polling are answered by the front, with the same edge rules (edge/front.ts).
+  const front = new Front({ securityHeaders: securityHeaders(tls !== undefined), origins: edge.origins, draining: () => node.draining, logger: node.logger });
+  front.install(app);
+  registerSse(app, front, node, sessions, edge);
+  registerLongPoll(app, front, node, sessions, edge, { bodyLimit: config.api.maxBodyBytes });
   registerHttpCommands(app, node, sessions);
   // The chat demo exists in development mode only: production never loads it.
   if (config.mode === 'development') (await import('./demo.ts')).registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
@@ -178,28 +179,14 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     },
   );
 
-  // The publish routes' lean path answers first; every other request goes on (SSE and long polling's front, then fastify).
-  const lean = new LeanRoutes({
+  // POST /api/publish, /broadcast and /batch in JSON: the same answers as this route, from the front.
+  registerLeanRoutes(front, {
     node,
     apiKeys,
     executor,
-    origins: edge.origins,
-    logger: node.logger,
-    maxBodyBytes: config.api.maxBodyBytes,
-    maxJsonDepth: config.limits.maxJsonDepth,
-    securityHeaders: securityHeaders(tls !== undefined),
+    body: { limit: config.api.maxBodyBytes, maxDepth: config.limits.maxJsonDepth },
     ip: common.trustProxy === false ? (request) => request.socket.remoteAddress ?? '' : (request) => edge.address.ip(request),
     limits,
-  });
-  const [framework] = app.server.listeners('request') as ((request: IncomingMessage, response: ServerResponse) => void)[];
-  if (framework === undefined) throw new Error('fastify installed no request listener');
-  app.server.removeListener('request', framework);
-  app.server.on('request', (request: IncomingMessage, response: ServerResponse) => {
-    if (!lean.handle(request, response)) framework(request, response);
-  });
-  app.addHook('preClose', (done) => {
-    lean.closing = true;
-    done();
   });
   return app;
 }

@@ -15,8 +15,20 @@ export interface NodeSnapshot {
   /** Local connection count per user id, for cluster-wide per-user caps. */
   readonly users: Readonly<Record<string, number>>;
   readonly uptimeMs: number;
+  /** The node's process as its watchdog last sampled it (packages/server/src/observability/watchdog.ts). */
+  readonly process?: NodeProcessStats | undefined;
   /** When the snapshot was taken, epoch ms. */
   readonly at: number;
+}
+
+export interface NodeProcessStats {
+  readonly eventLoopDelayMaxMs: number;
+  readonly eventLoopDelayP99Ms: number;
+  readonly heapUsedBytes: number;
+  readonly liveHeapBytes: number;
+  readonly rssBytes: number;
+  /** Watchdog thresholds the process is over now (it is then not ready). */
+  readonly over: readonly string[];
 }
 
 export type ControlCommand =

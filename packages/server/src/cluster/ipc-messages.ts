@@ -19,6 +19,7 @@ import type { ControlCommand } from '../broker/control.ts';
 import type { ClientInfo, StreamPosition } from '@herald/protocol';
 import type { Config } from '../config/schema.ts';
 import type { SessionAnswer, SessionExchange } from '../transports/http-connection.ts';
+import type { NotReadyReason } from '../app/health.ts';
 
 /** What a worker asks of the primary: arguments and result per operation. */
 export interface EngineCalls {
@@ -58,7 +59,9 @@ export type WorkerMessage =
   /** The answer of this worker to request `id` of worker `origin`. */
   | { readonly type: 'session_answer'; readonly id: number; readonly origin: number; readonly answer: SessionAnswer }
   /** The worker drains on its own (it got SIGTERM): replace it, this is no crash. */
-  | { readonly type: 'leaving' };
+  | { readonly type: 'leaving' }
+  /** The worker's watchdog thresholds changed; `over` is what it is over now (empty: none). */
+  | { readonly type: 'watchdog'; readonly over: readonly string[] };
 
 /** Primary → worker. */
 export type PrimaryMessage =
@@ -79,6 +82,8 @@ export type PrimaryMessage =
   | { readonly type: 'session_abort'; readonly id: number; readonly origin: number }
   /** The answer to this worker's forward `id`. */
   | { readonly type: 'session_answer'; readonly id: number; readonly answer: SessionAnswer }
+  /** Why workers of the cluster are not ready (readiness reflects every worker); sent when it changes. */
+  | { readonly type: 'cluster_readiness'; readonly notReady: readonly NotReadyReason[] }
   /** Drain (clients closed with 3001) within `drainTimeoutMs`, then exit 0. */
   | { readonly type: 'shutdown'; readonly drainTimeoutMs: number };
 

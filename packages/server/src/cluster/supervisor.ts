@@ -20,6 +20,14 @@
  *   ready before the old one drains (its clients reconnect to the other
  *   workers and recover: the streams live in the primary). A new worker
  *   that fails aborts the reload and the old ones keep running.
+ * - Memory: a worker whose watchdog says it is over a memory threshold
+ *   (live heap or RSS, observability/watchdog.ts) for
+ *   `watchdog.recycleAfterMs` is recycled like one slot of a rolling
+ *   reload: a new worker first, then the old one drains (3001; its clients
+ *   reconnect to the others and recover). Not during a reload or shutdown.
+ * - Readiness: the workers that are not ready (no ready worker in a slot,
+ *   or a worker over a watchdog threshold) are told to every worker, so
+ *   that `/health/ready` on any of them reflects the whole cluster.
  * - Shutdown: every worker drains (clients closed with 3001) within
  *   `shutdown.drainTimeoutMs`, bounded by a SIGKILL after that.
  * - Connections: the workers share the listening sockets and accept from
@@ -30,6 +38,7 @@ import cluster, { type Worker as ClusterWorker } from 'node:cluster';
 import type { Config } from '../config/schema.ts';
 import type { Logger } from '../core/logger.ts';
 import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ipc-messages.ts';
+import type { NotReadyReason } from '../app/health.ts';
 import { BatchingPipe, clusterWorkerCarrier } from './pipe.ts';
 import type { PrimaryHub } from './primary-hub.ts';
 
@@ -80,6 +89,10 @@ interface Running {
   planned: boolean;
   /** Started by a reload and not yet in its slot. */
   candidate: boolean;
+  /** Watchdog thresholds the worker said it is over. */
+  over: readonly string[];
+  /** Since when it has been over a memory threshold (epoch ms). */
+  memoryOverSince: number | undefined;
   readonly exited: Promise<void>;
   readonly readyOrExit: Promise<boolean>;
 }
@@ -118,6 +131,7 @@ export class Supervisor {
   #stopping = false;
   #reloading = false;
   #fatal = false;
+  #notReady = '[]';
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -173,6 +187,8 @@ export class Supervisor {
       ready: false,
       planned: false,
       candidate,
+      over: [],
+      memoryOverSince: undefined,
       exited,
       readyOrExit,
     };
@@ -194,6 +210,14 @@ export class Supervisor {
           resolveReady(true);
           this.#announce(message.port, message.adminPort);
           return;
+        case 'watchdog': {
+          running.over = message.over;
+          const memory = message.over.some((threshold) => threshold === 'live_heap' || threshold === 'rss');
+          if (!memory) running.memoryOverSince = undefined;
+          else running.memoryOverSince ??= Date.now();
+          this.#tellReadiness();
+          return;
+        }
         case 'leaving':
           running.planned = true;
           this.#logger.info({ worker: handle.id, slot: slot.index }, 'worker draining on its own; replacing it');
@@ -232,6 +256,61 @@ export class Supervisor {
         continue;
       }
       running.pipe.send({ type: 'ping', seq });
+      const { recycleAfterMs } = this.#config.watchdog;
+      if (recycleAfterMs > 0 && running.memoryOverSince !== undefined && now - running.memoryOverSince >= recycleAfterMs && running.slot.worker === running) {
+        void this.#recycle(running, now - running.memoryOverSince);
+      }
+    }
+    this.#tellReadiness();
+  }
+
+  /** Tells every worker which workers are not ready, when that changed. */
+  #tellReadiness(): void {
+    const notReady: NotReadyReason[] = [];
+    for (const slot of this.#slots) {
+      const worker = slot.worker;
+      if (worker === undefined || !worker.ready) notReady.push({ reason: 'worker_not_running', detail: `slot ${slot.index}`, ...(worker === undefined ? {} : { worker: worker.id }) });
+      else for (const threshold of worker.over) notReady.push({ reason: threshold, worker: worker.id });
+    }
+    const text = JSON.stringify(notReady);
+    if (text === this.#notReady) return;
+    this.#notReady = text;
+    for (const running of this.#running.values()) running.pipe.send({ type: 'cluster_readiness', notReady });
+  }
+
+  /** Replaces a worker that stayed over its memory limit: the new one first, then the old one drains. */
+  async #recycle(old: Running, overForMs: number): Promise<void> {
+    if (this.#stopping || this.#reloading) return;
+    this.#reloading = true;
+    try {
+      const slot = old.slot;
+      this.#logger.warn(
+        { worker: old.id, slot: slot.index, pid: old.handle.process.pid, over: old.over, overForMs, recycleAfterMs: this.#config.watchdog.recycleAfterMs },
+        'worker over its memory limit; replacing it (graceful drain)',
+      );
+      const next = this.#spawn(slot, true);
+      if (!(await next.readyOrExit) || this.#stopping) {
+        this.#logger.error({ slot: slot.index }, 'memory recycling aborted: the new worker did not become ready; the old one keeps running');
+        if (!this.#stopping) await this.#stop(next);
+        // Try again after another recycleAfterMs.
+        old.memoryOverSince = old.memoryOverSince === undefined ? undefined : Date.now();
+        return;
+      }
+      if (slot.worker !== old) {
+        // The old one is gone already (crashed and restarted meanwhile): the new one is not needed.
+        await this.#stop(next);
+        return;
+      }
+      next.candidate = false;
+      slot.worker = next;
+      if (slot.restartTimer !== undefined) {
+        clearTimeout(slot.restartTimer);
+        slot.restartTimer = undefined;
+      }
+      await this.#stop(old);
+      this.#logger.info({ worker: old.id, slot: slot.index, replacement: next.id }, 'worker recycled');
+    } finally {
+      this.#reloading = false;
     }
   }
 

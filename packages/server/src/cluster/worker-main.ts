@@ -15,6 +15,7 @@ import type { Logger } from '../core/logger.ts';
 import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ipc-messages.ts';
 import { BatchingPipe, processCarrier } from './pipe.ts';
 import { createWorkerEngine } from './worker-engine.ts';
+import type { NotReadyReason } from '../app/health.ts';
 
 const pipe = new BatchingPipe<PrimaryMessage, WorkerMessage>(processCarrier());
 let server: HeraldServer | undefined;
@@ -22,6 +23,8 @@ let starting: Promise<void> | undefined;
 let leaving = false;
 let logger: Logger | undefined;
 let drainTimeoutMs = 30000;
+let clusterNotReady: readonly NotReadyReason[] = [];
+let workerId = 0;
 
 function onMessage(message: PrimaryMessage): void {
   switch (message.type) {
@@ -34,6 +37,10 @@ function onMessage(message: PrimaryMessage): void {
     case 'shutdown':
       void leave(message.drainTimeoutMs, 0);
       return;
+    case 'cluster_readiness':
+      // This worker's own state is read live; the primary's word is for the others.
+      clusterNotReady = message.notReady.filter((reason) => reason.worker !== workerId);
+      return;
     default:
       // Engine messages before the engine exists: nothing subscribed yet.
       return;
@@ -44,12 +51,19 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
   // Cloned over IPC: frozen again, as the CLI hands it to a single process.
   const config = deepFreeze(message.config);
   drainTimeoutMs = config.shutdown.drainTimeoutMs;
+  workerId = message.worker;
   process.title = `herald worker ${message.worker}`;
   const pino = createLogger(config.log.level).child({ worker: message.worker });
   logger = pino;
   const engine = createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, onOther: onMessage });
   try {
-    server = await startServer({ config, logger: pino, engine });
+    server = await startServer({
+      config,
+      logger: pino,
+      engine,
+      clusterReadiness: () => clusterNotReady,
+      onWatchdog: (over) => pipe.send({ type: 'watchdog', over }),
+    });
   } catch (error) {
     pino.error({ err: error }, error instanceof ConfigError ? 'worker cannot start: invalid configuration' : 'worker cannot start');
     await pipe.flushed();

@@ -352,6 +352,54 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {}, title: 'Process' },
     ),
+    watchdog: Type.Object(
+      {
+        eventLoopDelayMs: Type.Integer({
+          default: 1000,
+          minimum: 0,
+          maximum: 600000,
+          description: 'Longest event-loop delay (within one watchdog interval) before the process is over threshold: a warning with the numbers, /health/ready answers 503, a diagnostic report is written. 0 turns it off.',
+        }),
+        liveHeapMiB: Type.Union([Type.Integer({ minimum: 0, maximum: 1048576 }), Type.Literal('auto')], {
+          default: 'auto',
+          description:
+            'Live heap (heap used right after the last full garbage collection: what a leak grows) above which the process is over threshold; "auto" is 85 % of V8\'s heap limit (--max-old-space-size), 0 turns it off. In cluster mode a worker that stays over it (or over rssMiB) for recycleAfterMs is replaced.',
+        }),
+        rssMiB: Type.Integer({
+          default: 0,
+          minimum: 0,
+          maximum: 1048576,
+          description:
+            'Resident set size above which the process is over threshold; 0 (the default) turns it off. RSS stays high after a burst of connections without any leak until V8 gives memory back, so set it near a container limit, not as a leak detector (liveHeapMiB is that).',
+        }),
+        intervalMs: Ms(1000, 'How often the watchdog samples event-loop delay, heap and RSS (metrics, the API\'s info, thresholds).', 10),
+        settleMs: Ms(10000, 'How long the samples must stay under a threshold before the process is back under it (ready again).', 0),
+        recycleAfterMs: Ms(
+          60000,
+          'Cluster mode: a worker over a memory threshold (liveHeapMiB, rssMiB) for this long is replaced: a new worker starts, then the old one drains (its clients reconnect with 3001 and recover). 0 turns recycling off. A single process only reports.',
+          0,
+        ),
+        reportIntervalMs: Ms(600000, 'At most one diagnostic report (and one heap snapshot) per this interval per process.', 0),
+        maxReports: Type.Integer({
+          default: 10,
+          minimum: 1,
+          maximum: 1000,
+          description: 'Diagnostic reports kept in <stateDir>/diagnostics (the oldest are deleted).',
+        }),
+        heapSnapshots: Type.Boolean({
+          default: false,
+          description: 'Also write a V8 heap snapshot when over a threshold. Off by default: taking one blocks the event loop for seconds and can double the memory used.',
+        }),
+        maxHeapSnapshots: Type.Integer({ default: 2, minimum: 1, maximum: 100, description: 'Heap snapshots kept in <stateDir>/diagnostics (the oldest are deleted).' }),
+        heapSnapshotMaxMiB: Type.Integer({
+          default: 512,
+          minimum: 1,
+          maximum: 1048576,
+          description: 'No heap snapshot is taken while the heap is larger than this (a snapshot is about the heap\'s size on disk and needs as much again in memory).',
+        }),
+      },
+      { additionalProperties: false, default: {}, title: 'Watchdog (event loop and memory)' },
+    ),
     shutdown: Type.Object(
       {
         drainTimeoutMs: Ms(30000, 'Longest graceful drain on SIGTERM before exiting anyway.'),

@@ -9,7 +9,7 @@ import type { Config, NamespaceConfig } from '../config/schema.ts';
 import type { Broker, HistoryPage, PresenceStore } from '../broker/broker.ts';
 import { TokenError, type TokenVerifier } from '../auth/jwt.ts';
 import type { RevocationList } from '../auth/revocation.ts';
-import type { ControlBus, ControlCommand, NodeSnapshot } from '../broker/control.ts';
+import type { ControlBus, ControlCommand, NodeProcessStats, NodeSnapshot } from '../broker/control.ts';
 import { randomUUID } from 'node:crypto';
 import { encodePublication, JsonText, type ClientInfo, type HistoryParams, type StreamPosition } from '@herald/protocol';
 import { utf8Length } from '@herald/protocol/commands';
@@ -38,6 +38,8 @@ export interface NodeOptions {
   readonly id?: string;
   /** The engine's health; degraded means publications may not be delivered. */
   readonly health?: () => NodeHealth;
+  /** The process's event loop and memory (the watchdog's last sample), for snapshots and `info`. */
+  readonly processStats?: () => NodeProcessStats;
 }
 
 export type NodeHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
@@ -66,6 +68,7 @@ export class Node {
   readonly #snapshotTimer: NodeJS.Timeout;
   readonly #snapshotIntervalMs: number;
   readonly #health: () => NodeHealth;
+  readonly #processStats: (() => NodeProcessStats) | undefined;
   readonly #all = new Set<Client>();
   /** Closed connections whose transport still hands out its final frames (Transport.settled). */
   readonly #settling = new Set<Promise<void>>();
@@ -82,6 +85,7 @@ export class Node {
     this.id = options.id ?? randomUUID();
     this.#control = options.control;
     this.#health = options.health ?? (() => ({ status: 'ok' }));
+    this.#processStats = options.processStats;
     this.#snapshotIntervalMs = options.snapshotIntervalMs ?? 2000;
     this.#control.setHandler((command, from) => this.#onControl(command, from));
     this.#snapshotTimer = setInterval(() => {
@@ -329,6 +333,7 @@ export class Node {
       channels,
       users,
       uptimeMs: this.now() - this.startedAt,
+      process: this.#processStats?.(),
       at: this.now(),
     };
   }
@@ -383,6 +388,18 @@ export class Node {
       authenticated: n.authenticated,
       channels: Object.keys(n.channels).length,
       uptime_ms: n.uptimeMs,
+      ...(n.process === undefined
+        ? {}
+        : {
+            process: {
+              event_loop_delay_max_ms: n.process.eventLoopDelayMaxMs,
+              event_loop_delay_p99_ms: n.process.eventLoopDelayP99Ms,
+              heap_used_bytes: n.process.heapUsedBytes,
+              live_heap_bytes: n.process.liveHeapBytes,
+              rss_bytes: n.process.rssBytes,
+              over_threshold: [...n.process.over],
+            },
+          }),
     }));
     return { version: this.version, uptime_ms: self.uptimeMs, nodes };
   }

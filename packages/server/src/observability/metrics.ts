@@ -6,6 +6,7 @@
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import type { Watchdog } from './watchdog.ts';
 import {
   diagnostics,
   type CommandErrorEvent,
@@ -32,9 +33,10 @@ export interface MetricsExporter {
   close(): void;
 }
 
-export function createMetrics(source: MetricsSource): MetricsExporter {
+export function createMetrics(source: MetricsSource, watchdog?: Watchdog): MetricsExporter {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'herald_' });
+  if (watchdog !== undefined) watchdogMetrics(registry, watchdog);
   const connections = new Gauge({ name: 'herald_connections', help: 'Open connections by transport.', labelNames: ['transport'], registers: [registry] });
   const opened = new Counter({ name: 'herald_connections_opened_total', help: 'Connections opened by transport.', labelNames: ['transport'], registers: [registry] });
   const disconnects = new Counter({ name: 'herald_disconnects_total', help: 'Connections closed, by transport and disconnect code.', labelNames: ['transport', 'code'], registers: [registry] });
@@ -102,4 +104,62 @@ export function createMetrics(source: MetricsSource): MetricsExporter {
       for (const [name, handler] of handlers.splice(0)) unsubscribe(name, handler);
     },
   };
+}
+
+/** The watchdog's last sample and state, read at scrape time (observability/watchdog.ts). */
+function watchdogMetrics(registry: Registry, watchdog: Watchdog): void {
+  new Gauge({
+    name: 'herald_event_loop_delay_seconds',
+    help: 'Event-loop delay in the last watchdog interval: the longest (stat="max") and the 99th percentile (stat="p99").',
+    labelNames: ['stat'],
+    registers: [registry],
+    collect() {
+      this.set({ stat: 'max' }, watchdog.sample.eventLoopDelayMaxMs / 1000);
+      this.set({ stat: 'p99' }, watchdog.sample.eventLoopDelayP99Ms / 1000);
+    },
+  });
+  new Gauge({
+    name: 'herald_heap_used_bytes',
+    help: 'V8 heap used at the last watchdog sample.',
+    registers: [registry],
+    collect() {
+      this.set(watchdog.sample.heapUsedBytes);
+    },
+  });
+  new Gauge({
+    name: 'herald_live_heap_bytes',
+    help: 'V8 heap used right after the last full garbage collection (what a leak grows; RSS can stay high without one).',
+    registers: [registry],
+    collect() {
+      this.set(watchdog.sample.liveHeapBytes);
+    },
+  });
+  new Gauge({
+    name: 'herald_rss_bytes',
+    help: 'Resident set size at the last watchdog sample.',
+    registers: [registry],
+    collect() {
+      this.set(watchdog.sample.rssBytes);
+    },
+  });
+  new Gauge({
+    name: 'herald_watchdog_over',
+    help: 'Watchdog thresholds: 1 while the process is over one (it is then not ready), else 0.',
+    labelNames: ['threshold'],
+    registers: [registry],
+    collect() {
+      const over = watchdog.over();
+      for (const threshold of ['event_loop_delay', 'live_heap', 'rss'] as const) this.set({ threshold }, over.includes(threshold) ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'herald_watchdog_reports',
+    help: 'Diagnostic reports (kind="report") and heap snapshots (kind="heap_snapshot") this process wrote.',
+    labelNames: ['kind'],
+    registers: [registry],
+    collect() {
+      this.set({ kind: 'report' }, watchdog.written.reports);
+      this.set({ kind: 'heap_snapshot' }, watchdog.written.heapSnapshots);
+    },
+  });
 }

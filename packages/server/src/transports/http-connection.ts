@@ -14,7 +14,7 @@ import { apiErrors, decodePositions, disconnects, encodePush, replyErrors, type 
 import { CommandError, DisconnectError, type Client } from '../core/client.ts';
 import type { Node } from '../core/node.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
-import { answerJson } from './fast-routes.ts';
+import { answerJson, apiErrorBody } from '../edge/front.ts';
 
 export const SESSION_HEADER = 'herald-session';
 export const MAX_COMMANDS_PER_POST = 100;
@@ -114,26 +114,20 @@ export class SessionRegistry {
 
   /** Answers an HTTP request for a session wherever it lives: here, or on the worker its secret names. */
   async route(op: SessionExchange['op'], secret: unknown, body: unknown, reply: FastifyReply): Promise<FastifyReply> {
-    const controller = new AbortController();
-    // Abort only a request that goes away unanswered (aborting builds a
-    // DOMException: not on every answered poll).
-    let answered = false;
-    reply.raw.once('close', () => {
-      if (!answered) controller.abort();
-    });
-    const exchange: SessionExchange = { op, session: typeof secret === 'string' ? secret : '', body };
-    const router = this.#router;
-    const answer =
-      router !== undefined && exchange.session !== '' && router.isRemote(exchange.session)
-        ? await router.forward(exchange, controller.signal)
-        : await this.answer(exchange, controller.signal);
-    answered = true;
+    const answer = await this.#exchange(op, secret, body, reply.raw);
     return reply.code(answer.status).type('application/json').send(answer.body);
   }
 
-  /** `route` for a request served in front of fastify (./fast-routes.ts); `headers` are the context's. */
+  /** `route` for a request served by the front (../edge/front.ts); `headers` are the context's. */
   async routeRaw(op: SessionExchange['op'], secret: unknown, body: unknown, response: ServerResponse, headers: readonly string[]): Promise<void> {
+    const answer = await this.#exchange(op, secret, body, response);
+    answerJson(response, headers, answer.status, answer.body);
+  }
+
+  async #exchange(op: SessionExchange['op'], secret: unknown, body: unknown, response: ServerResponse): Promise<SessionAnswer> {
     const controller = new AbortController();
+    // Abort only a request that goes away unanswered (aborting builds a
+    // DOMException: not on every answered poll).
     let answered = false;
     response.once('close', () => {
       if (!answered) controller.abort();
@@ -145,7 +139,7 @@ export class SessionRegistry {
         ? await router.forward(exchange, controller.signal)
         : await this.answer(exchange, controller.signal);
     answered = true;
-    answerJson(response, headers, answer.status, answer.body);
+    return answer;
   }
 }
 
@@ -154,11 +148,6 @@ export function apiErrorAnswer(code: ApiErrorCode, detail?: string): SessionAnsw
   return { status: apiErrors[code].status, body: JSON.stringify(apiErrorBody(code, detail)) };
 }
 
-/** `{error: {code, message, detail?}}`: the message is the code's fixed text; `detail` says what in the request was wrong. */
-export function apiErrorBody(code: ApiErrorCode, detail?: string): { error: { code: ApiErrorCode; message: string; detail?: string } } {
-  const message = apiErrors[code].message;
-  return { error: detail === undefined ? { code, message } : { code, message, detail } };
-}
 
 /**
  * The edge's word on a new connection (WebSocket upgrade, SSE GET, long-poll

@@ -24,7 +24,7 @@ import {
   type ConnectionGate,
   type SessionRegistry,
 } from './http-connection.ts';
-import { answerError, answerJson, jsonBody, type FastRoutes } from './fast-routes.ts';
+import { answerError, answerJson, jsonBody, type Front } from '../edge/front.ts';
 
 export const POLL_OPEN_PATH = '/connection/poll/open';
 export const POLL_PATH = '/connection/poll';
@@ -323,12 +323,12 @@ export interface LongPollLimits {
 }
 
 /**
- * POST /connection/poll/open and /connection/poll, served in front of
- * fastify (./fast-routes.ts): a held poll keeps its request and response,
+ * POST /connection/poll/open and /connection/poll, served by the front
+ * (../edge/front.ts): a held poll keeps its request and response,
  * nothing of fastify's, and no timer (one sweep runs the deadlines of every
  * session).
  */
-export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate, limits: LongPollLimits): void {
+export function registerLongPoll(app: FastifyInstance, front: Front, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate, limits: LongPollLimits): void {
   /** Session secret → transport; outlives the client until its disconnect frame is polled. */
   const polling = new Map<string, LongPollTransport>();
   const { pollTimeoutMs, sessionTimeoutMs } = node.config.longPoll;
@@ -349,7 +349,7 @@ export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node:
     done();
   });
 
-  routes.post(POLL_OPEN_PATH, async (request, response, { headers, query }) => {
+  front.route('POST', POLL_OPEN_PATH, async (request, response, { headers, query }) => {
     const read = await openBody(request, response, headers);
     if (read === undefined) return;
     if (node.draining) return answerError(response, headers, 'unavailable');
@@ -382,7 +382,7 @@ export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node:
     const snapshot = transport.snapshot();
     answerJson(response, headers, 200, '{"session":' + JSON.stringify(session) + ',' + snapshot.slice(1));
   });
-  routes.stub(app, 'POST', POLL_OPEN_PATH);
+  front.stub(app, 'POST', POLL_OPEN_PATH);
 
   /** A poll for a session held here. */
   const pollHere = (secret: string, transport: LongPollTransport, seq: number, reply: PollReply): void => {
@@ -408,7 +408,7 @@ export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node:
     });
   });
 
-  routes.post(POLL_PATH, async (request, response, { headers }) => {
+  front.route('POST', POLL_PATH, async (request, response, { headers }) => {
     const read = await pollBody(request, response, headers);
     if (read === undefined) return;
     const secret = request.headers[SESSION_HEADER];
@@ -420,5 +420,5 @@ export function registerLongPoll(app: FastifyInstance, routes: FastRoutes, node:
     }
     pollHere(secret as string, transport, read.value.seq, new HttpPollReply(response, headers));
   });
-  routes.stub(app, 'POST', POLL_PATH);
+  front.stub(app, 'POST', POLL_PATH);
 }

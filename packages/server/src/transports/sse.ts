@@ -12,7 +12,7 @@ import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import { announcesBatch, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type SessionRegistry } from './http-connection.ts';
-import { answerError, type FastRoutes } from './fast-routes.ts';
+import { answerError, type Front } from '../edge/front.ts';
 import { onSocketDrain } from './socket-drain.ts';
 
 export const SSE_PATH = '/connection/sse';
@@ -144,12 +144,12 @@ export function bearer(header: string | undefined): string | undefined {
 }
 
 /**
- * GET /connection/sse, served in front of fastify (./fast-routes.ts): the
+ * GET /connection/sse, served by the front (../edge/front.ts): the
  * stream holds the response and its socket, and nothing of fastify's.
  */
-export function registerSse(app: FastifyInstance, routes: FastRoutes, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
+export function registerSse(app: FastifyInstance, front: Front, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
   const closeGraceMs = node.config.limits.closeGraceMs;
-  routes.get(SSE_PATH, async (request, response, { headers, query }) => {
+  front.route('GET', SSE_PATH, async (request, response, { headers, query }) => {
     if (node.draining) return answerError(response, headers, 'unavailable');
     const admission = gate.open(request);
     if (admission.refused !== undefined) return answerError(response, headers, admission.refused, undefined, admission.retryAfterSeconds);
@@ -187,5 +187,5 @@ export function registerSse(app: FastifyInstance, routes: FastRoutes, node: Node
       transport.opened();
     }
   });
-  routes.stub(app, 'GET', SSE_PATH);
+  front.stub(app, 'GET', SSE_PATH);
 }

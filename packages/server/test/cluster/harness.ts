@@ -36,6 +36,8 @@ export interface ClusterOptions {
   readonly workers?: number;
   /** Deep-merged into the config file. */
   readonly config?: Record<string, any>;
+  /** More environment variables for the cluster (the watchdog's test sets HERALD_TEST_DEBUG_ACTIONS). */
+  readonly env?: Record<string, string>;
 }
 
 export class TestCluster {
@@ -48,6 +50,8 @@ export class TestCluster {
   readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
   exit: { code: number | null; signal: NodeJS.Signals | null } | undefined;
   port = 0;
+  /** The internal listener (shared by the workers, like the public one). */
+  adminPort = 0;
   readonly #pinned: Pinned[] = [];
 
   private constructor(dir: string, apiKey: string, hmacSecret: string, child: ChildProcess) {
@@ -103,12 +107,13 @@ export class TestCluster {
     const child = spawn(process.execPath, [...SOURCE_NODE_ARGS, join(ROOT, 'src/cli/main.ts'), 'serve', '--config', configFile, '--workers', String(options.workers ?? 2)], {
       cwd: dir,
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { PATH: process.env['PATH'] ?? '', HERALD_AUTH_HMAC_SECRET: hmacSecret },
+      env: { PATH: process.env['PATH'] ?? '', HERALD_AUTH_HMAC_SECRET: hmacSecret, ...options.env },
     });
     const cluster = new TestCluster(dir, apiKey, hmacSecret, child);
     try {
       const ready = await cluster.waitLog((l) => l.msg === 'cluster ready', 40000, 'cluster ready');
       cluster.port = ready.port;
+      cluster.adminPort = ready.adminPort;
     } catch (error) {
       await cluster.stop();
       throw error;

@@ -1,6 +1,6 @@
 /**
- * The SSE stream and long polling are served in front of fastify
- * (packages/server/src/transports/fast-routes.ts). Their answers to bodies
+ * The SSE stream and long polling are served in front of fastify,
+ * by the front (packages/server/src/edge/front.ts). Their answers to bodies
  * that do not parse must be what a fastify route of the same listener
  * answers (here `POST /connection/command`): status, code, and whether the
  * connection ends. And the headers every answer carries: security headers,

@@ -1,0 +1,298 @@
+/**
+ * The front: the public listener's `request` listener, in front of fastify.
+ * It answers a few exact routes itself, registered by the API (the publish
+ * routes, api/lean-routes.ts) and the transports (the SSE stream, long
+ * polling): fastify's request pipeline (routing, hook chain, content-type
+ * parsers, a request, a reply and a child logger per request, kept for as
+ * long as a stream or a held poll is open) costs more than their own work.
+ * Every other request goes to fastify untouched, before anything is counted
+ * or read.
+ *
+ * A front route gets what fastify's hooks give every request (app/http.ts),
+ * in the same order, with the same answers, byte for byte
+ * (packages/server/test/integration/api-lean-path.test.ts and
+ * fast-routes.test.ts compare them with fastify's):
+ *
+ * 1. the security headers (security-headers.ts); `connection: close` while
+ *    the node drains;
+ * 2. `Origin` refused (origins.ts) → 403 `origin_not_allowed`; CORS:
+ *    `vary: Origin`, and for an allowed origin `access-control-allow-origin`
+ *    and `-allow-credentials` (what @fastify/cors sets);
+ * 3. the handler, with these headers and the query string. For a body it
+ *    reads with `readBody` or `jsonBody` (the rules of app/http-input.ts):
+ *    over the limit → 413 (declared or received), not UTF-8 →
+ *    `invalid_utf8`, nesting too deep → `json_too_deep`, not JSON or
+ *    poisoned → `invalid_json`, each ending the connection after the answer
+ *    as fastify's body parser does; `jsonBody` adds the content type (415)
+ *    and the route's TypeBox schema, without coercion (400);
+ * 4. a handler that throws → 500 `internal` (or the stream is cut when its
+ *    head has left).
+ *
+ * Once fastify starts closing, every request goes to fastify (its 503). A
+ * route may also leave a request to fastify (`accepts`), before anything is
+ * read. Fastify keeps a route for each front path (see `stub`, or a route of
+ * its own), so that other methods get 405 with `Allow`, and HEAD or a
+ * percent-encoded path is answered as before.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { TSchema } from '@sinclair/typebox';
+import { TypeCompiler } from '@sinclair/typebox/compiler';
+import type { FastifyInstance } from 'fastify';
+import { apiErrors, type ApiErrorCode } from '@herald/protocol';
+import { readJson } from '@herald/protocol/json';
+import { schemaDetail } from '@herald/protocol/commands';
+import type { Logger } from '../core/logger.ts';
+import type { OriginPolicy } from './origins.ts';
+
+/** What a front route's handler is given besides the request and response. */
+export interface FrontContext {
+  /** Response headers every answer carries (flat name, value list): security, drain, CORS. */
+  readonly headers: readonly string[];
+  /** The query string, without `?` ('' when absent). */
+  readonly query: string;
+}
+
+export type FrontHandler = (request: IncomingMessage, response: ServerResponse, context: FrontContext) => void | Promise<void>;
+
+export interface FrontOptions {
+  /** Security headers by lower-case name (security-headers.ts). */
+  readonly securityHeaders: Readonly<Record<string, string>>;
+  readonly origins: Pick<OriginPolicy, 'check'>;
+  /** True while the node drains: answers end their connection. */
+  readonly draining: () => boolean;
+  readonly logger: Logger;
+}
+
+interface Route {
+  readonly handler: FrontHandler;
+  readonly accepts: ((request: IncomingMessage) => boolean) | undefined;
+}
+
+type RequestListener = (request: IncomingMessage, response: ServerResponse) => void;
+
+export class Front {
+  readonly #routes = new Map<string, Route>();
+  readonly #options: FrontOptions;
+  readonly #security: readonly string[];
+  /** Security headers then `vary: Origin`: the headers of a request without `Origin` outside a drain. */
+  readonly #plain: readonly string[];
+  /** Set when fastify starts closing: its own answer (503) then applies. */
+  #closing = false;
+
+  constructor(options: FrontOptions) {
+    this.#options = options;
+    this.#security = Object.entries(options.securityHeaders).flat();
+    this.#plain = [...this.#security, 'vary', 'Origin'];
+  }
+
+  /**
+   * Answers `method path` (the path without its query string) with
+   * `handler`; a request `accepts` refuses goes to fastify.
+   */
+  route(method: 'GET' | 'POST', path: string, handler: FrontHandler, accepts?: (request: IncomingMessage) => boolean): void {
+    this.#routes.set(method + ' ' + path, { handler, accepts });
+  }
+
+  /** Puts the front before `app`'s request listener (fastify's). */
+  install(app: FastifyInstance): void {
+    const server = app.server;
+    const [framework, ...others] = server.listeners('request') as RequestListener[];
+    if (framework === undefined || others.length > 0) throw new Error('expected fastify as the only request listener');
+    server.removeListener('request', framework);
+    server.on('request', (request: IncomingMessage, response: ServerResponse) => {
+      if (!this.serve(request, response)) framework(request, response);
+    });
+    app.addHook('preClose', (done) => {
+      this.#closing = true;
+      done();
+    });
+  }
+
+  /** Answers `request` when it is for a front route (true); false leaves it untouched. */
+  serve(request: IncomingMessage, response: ServerResponse): boolean {
+    if (this.#closing) return false;
+    const url = request.url ?? '';
+    const mark = url.indexOf('?');
+    const route = this.#routes.get(request.method + ' ' + (mark === -1 ? url : url.slice(0, mark)));
+    if (route === undefined || (route.accepts !== undefined && !route.accepts(request))) return false;
+    const headers = this.#headers(request, response);
+    if (headers !== undefined) this.#run(route.handler, request, response, { headers, query: mark === -1 ? '' : url.slice(mark + 1) });
+    return true;
+  }
+
+  /**
+   * A fastify route for `path` that hands the request to its front handler:
+   * reached only by what the front did not take (HEAD, an encoded path);
+   * it makes fastify answer other methods 405 with `Allow`.
+   */
+  stub(app: FastifyInstance, method: 'GET' | 'POST', path: string): void {
+    app.route({
+      method,
+      url: path,
+      handler: (request, reply) => {
+        const route = this.#routes.get(method + ' ' + path);
+        if (route === undefined) return reply.callNotFound();
+        // The headers fastify's hooks put on the reply (security, CORS) go with the hijacked answer.
+        const headers: string[] = [];
+        for (const [name, value] of Object.entries(reply.getHeaders())) if (typeof value === 'string') headers.push(name, value);
+        reply.hijack();
+        const mark = request.url.indexOf('?');
+        this.#run(route.handler, request.raw, reply.raw, { headers, query: mark === -1 ? '' : request.url.slice(mark + 1) });
+      },
+    });
+  }
+
+  /** The headers of every answer to `request`, or undefined once its origin is refused (answered 403). */
+  #headers(request: IncomingMessage, response: ServerResponse): readonly string[] | undefined {
+    const origin = request.headers.origin;
+    const draining = this.#options.draining();
+    if (origin === undefined && !draining) return this.#plain;
+    const headers = [...this.#security];
+    if (draining) headers.push('connection', 'close');
+    const verdict = this.#options.origins.check(origin, request.headers.host);
+    if (verdict === 'refused') {
+      answerError(response, headers, 'origin_not_allowed');
+      return undefined;
+    }
+    headers.push('vary', 'Origin');
+    if (verdict === 'allowed') headers.push('access-control-allow-origin', origin as string, 'access-control-allow-credentials', 'true');
+    return headers;
+  }
+
+  #run(handler: FrontHandler, request: IncomingMessage, response: ServerResponse, context: FrontContext): void {
+    const failed = (error: unknown): void => {
+      this.#options.logger.error({ err: error, url: request.url?.split('?', 1)[0] }, 'request failed');
+      if (!response.headersSent) answerError(response, context.headers, 'internal');
+      else response.destroy();
+    };
+    try {
+      const done = handler(request, response, context);
+      if (done !== undefined) done.catch(failed);
+    } catch (error) {
+      failed(error);
+    }
+  }
+}
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+
+/** `{error: {code, message, detail?}}`: the message is the code's fixed text; `detail` says what in the request was wrong. */
+export function apiErrorBody(code: ApiErrorCode, detail?: string): { error: { code: ApiErrorCode; message: string; detail?: string } } {
+  const message = apiErrors[code].message;
+  return { error: detail === undefined ? { code, message } : { code, message, detail } };
+}
+
+/** Answers JSON text with `status`, the context's headers, then `extra`. */
+export function answerJson(response: ServerResponse, headers: readonly string[], status: number, text: string, extra?: readonly string[]): void {
+  if (response.destroyed) return;
+  response.writeHead(status, [...headers, ...(extra ?? []), 'content-type', JSON_TYPE, 'content-length', String(Buffer.byteLength(text))]);
+  response.end(text);
+}
+
+/** Answers a registered API error (`Retry-After` when given). */
+export function answerError(response: ServerResponse, headers: readonly string[], code: ApiErrorCode, detail?: string, retryAfterSeconds?: number): void {
+  const extra = retryAfterSeconds === undefined ? undefined : ['retry-after', String(retryAfterSeconds)];
+  answerJson(response, headers, apiErrors[code].status, JSON.stringify(apiErrorBody(code, detail)), extra);
+}
+
+/** `headers` with `connection: close` once, where fastify's reply would hold it (a second set keeps the first place). */
+function closing(headers: readonly string[]): readonly string[] {
+  for (let i = 0; i < headers.length; i += 2) if (headers[i] === 'connection') return headers;
+  return [...headers, 'connection', 'close'];
+}
+
+export interface BodyLimits {
+  /** Largest body in bytes (413 beyond): `api.maxBodyBytes`. */
+  readonly limit: number;
+  /** `limits.maxJsonDepth`. */
+  readonly maxDepth: number;
+}
+
+/** Refuses what is not UTF-8 (overlong forms, surrogates, truncated sequences), as app/http-input.ts. */
+const utf8 = new TextDecoder('utf-8', { fatal: true });
+
+/**
+ * Reads a JSON body by the rules of app/http-input.ts, whatever its content
+ * type. Resolves with `{ value }`, or undefined once it has answered the
+ * error itself (the connection then ends after the answer: the client may
+ * still be sending) or the request went away before its end (nobody to
+ * answer).
+ */
+export function readBody(request: IncomingMessage, response: ServerResponse, headers: readonly string[], limits: BodyLimits): Promise<{ value: unknown } | undefined> {
+  const refuse = (code: ApiErrorCode): undefined => {
+    answerError(response, closing(headers), code);
+    return undefined;
+  };
+  if (Number(request.headers['content-length']) > limits.limit) return Promise.resolve(refuse('payload_too_large'));
+  return new Promise((resolve) => {
+    let chunks: Buffer[] = [];
+    let size = 0;
+    const onData = (chunk: Buffer): void => {
+      size += chunk.length;
+      if (size <= limits.limit) chunks.push(chunk);
+      else {
+        finish();
+        resolve(refuse('payload_too_large'));
+      }
+    };
+    const onEnd = (): void => {
+      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+      finish();
+      let text: string;
+      try {
+        text = utf8.decode(body);
+      } catch {
+        resolve(refuse('invalid_utf8'));
+        return;
+      }
+      const read = readJson(text, limits.maxDepth);
+      resolve(read.ok ? { value: read.value } : refuse(read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json'));
+    };
+    const onGone = (): void => {
+      finish();
+      resolve(undefined);
+    };
+    // A held poll keeps its request, but not these listeners nor what they hold.
+    const finish = (): void => {
+      request.removeListener('data', onData);
+      request.removeListener('end', onEnd);
+      request.removeListener('close', onGone);
+      chunks = [];
+    };
+    request.on('data', onData);
+    request.on('end', onEnd);
+    request.on('close', onGone);
+  });
+}
+
+/**
+ * A JSON body reader for a front route, as fastify reads a route's body:
+ * the content type (JSON only, else 415; none with no body: the value is
+ * undefined, which the schema then judges), `readBody`, then `schema`
+ * (TypeBox, no coercion; 400 with the schema's detail). Resolves with
+ * `{ value }`, or undefined once it has answered the error itself.
+ */
+export function jsonBody<T>(schema: TSchema, limits: BodyLimits): (request: IncomingMessage, response: ServerResponse, headers: readonly string[]) => Promise<{ value: T } | undefined> {
+  const check = TypeCompiler.Compile(schema);
+  const validate = (response: ServerResponse, headers: readonly string[], value: unknown): { value: T } | undefined => {
+    if (check.Check(value)) return { value: value as T };
+    answerError(response, headers, 'bad_request', schemaDetail(check, value));
+    return undefined;
+  };
+  return async (request, response, headers) => {
+    const type = request.headers['content-type'];
+    if (type === undefined) {
+      const length = request.headers['content-length'];
+      if (request.headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return validate(response, headers, undefined);
+      answerError(response, headers, 'unsupported_media_type');
+      return undefined;
+    }
+    const semicolon = type.indexOf(';');
+    if ((semicolon === -1 ? type : type.slice(0, semicolon)).trim().toLowerCase() !== 'application/json') {
+      answerError(response, headers, 'unsupported_media_type');
+      return undefined;
+    }
+    const read = await readBody(request, response, headers, limits);
+    return read === undefined ? undefined : validate(response, headers, read.value);
+  };
+}
