@@ -9,6 +9,8 @@
  *   raised), one publication per `POST /api/publish`;
  * - `herald-broadcast`: `POST /api/broadcast` to `--batch` channels at once;
  * - `herald-batch`: `POST /api/batch` with `--batch` publishes;
+ * - `herald-idempotent`: `herald` with an `idempotency_key` on every publish
+ *   (a new key each time: what remembering keys costs when nothing repeats);
  * - `raw`: bench/raw-http-server.ts, the baseline (Node's HTTP server,
  *   `JSON.parse`, `ws.send` to the channel's subscribers);
  * - `nchan`: nginx + Nchan (bench/nchan.ts), the reference;
@@ -54,8 +56,10 @@ import { nchanChannelId, nchanUnavailable, startNchan, type NchanServer } from '
 import { SOURCE_NODE_ARGS } from '../packages/server/test/helpers/source.ts';
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
+/** Makes `herald-idempotent`'s keys new in every run and round. */
+const RUN_ID = randomBytes(6).toString('base64url');
 
-const TARGETS = ['herald', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant'] as const;
+const TARGETS = ['herald', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant', 'herald-idempotent'] as const;
 type Target = (typeof TARGETS)[number];
 type ServerKind = 'herald' | 'raw' | 'nchan' | 'herald-variant';
 
@@ -351,6 +355,8 @@ function buildRequest(target: Target, first: number, count: number, channels: nu
       return { path: target === 'raw' ? '/publish' : '/api/publish', body: `{"channel":"${channelName(first % channels)}","data":${payload}}` };
     case 'nchan':
       return { path: `/pub/${nchanChannelId(channelName(first % channels))}`, body: payload };
+    case 'herald-idempotent':
+      return { path: '/api/publish', body: `{"channel":"${channelName(first % channels)}","data":${payload},"idempotency_key":"${RUN_ID}-${String(first)}"}` };
     case 'herald-broadcast': {
       const names: string[] = [];
       for (let i = 0; i < count; i++) names.push(`"${channelName((first + i) % channels)}"`);

@@ -133,7 +133,7 @@ Options:
   },
   publish: {
     summary: 'publish a JSON value to a channel of a running Herald',
-    help: `Usage: herald publish <channel> <json|-> [--url URL] [--key KEY]
+    help: `Usage: herald publish <channel> <json|-> [--idempotency-key KEY] [--url URL] [--key KEY]
 
 Publishes a JSON value to a channel through the server API (scope publish);
 - reads the value from stdin. A string needs its JSON quotes; a value that
@@ -142,18 +142,23 @@ starts with "-" goes after "--".
   herald publish chat:lobby '{"text":"hello"}'
   echo '{"text":"hello"}' | herald publish chat:lobby -
   herald publish counters:visits -- -1
+  herald publish orders:42 '{"status":"paid"}' --idempotency-key order-42-paid
 
 Options:
+  --idempotency-key KEY  safe to retry: within api.idempotencyWindowMs the
+                    same channel and KEY print the first position and publish
+                    nothing (1 to 128 printable ASCII characters)
 ${connectionHelp}
 
 ${exitHelp} The result is the publication's
 position: {"epoch":"…","offset":N}.`,
-    options: connectionOptions,
+    options: { 'idempotency-key': { type: 'string' }, ...connectionOptions },
     args: ['<channel>', '<json|->'],
     async run(values, [channel, json]) {
       const api = await client('publish', values);
       const data = json === '-' ? jsonArgument('publish', await readStdin('publish'), 'stdin') : jsonArgument('publish', json!, 'the value');
-      await call('publish', () => api.publish(channel!, data));
+      const key = values['idempotency-key'];
+      await call('publish', () => api.publish(channel!, data, typeof key === 'string' ? { idempotencyKey: key } : {}));
     },
   },
   history: {

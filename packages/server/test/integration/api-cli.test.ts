@@ -88,6 +88,21 @@ describe('herald publish, history, presence, disconnect, revoke', { timeout: 600
     assertNoKey(negative, ADMIN);
   });
 
+  test('publish --idempotency-key: a retry prints the first position and publishes nothing', async () => {
+    const channel = unique('chat:cli-once');
+    const c = await connectWs(h, 'alice');
+    await c.call('subscribe', { channel });
+    const first = await herald(['publish', channel, '"paid"', '--idempotency-key', 'order-1'], env);
+    const retry = await herald(['publish', channel, '"paid"', '--idempotency-key', 'order-1'], env);
+    assert.equal(first.code, 0, first.stderr);
+    assert.equal(retry.stdout, first.stdout);
+    const bad = await herald(['publish', channel, '"no"', '--idempotency-key', 'has space'], env);
+    assert.equal(bad.code, 1, bad.stderr);
+    assert.match(bad.stderr, /bad_request/);
+    assert.equal((await h.api('publish', { channel, data: 'marker' }, ADMIN)).status, 200);
+    assert.deepEqual((await c.waitMarker(channel, 'marker')).map((p) => p.data), ['paid', 'marker']);
+  });
+
   test('history (--limit, --reverse) and presence print the results', async () => {
     const channel = unique('chat:cli-hist');
     for (let i = 1; i <= 3; i++) assert.equal((await h.api('publish', { channel, data: { i } }, ADMIN)).status, 200);
