@@ -132,6 +132,7 @@ export class Supervisor {
   #reloading = false;
   #fatal = false;
   #notReady = '[]';
+  #notReadyList: readonly NotReadyReason[] = [];
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -208,6 +209,9 @@ export class Supervisor {
           this.#everReady = true;
           this.#logger.info({ worker: handle.id, slot: slot.index, pid: handle.process.pid, node: message.nodeId }, 'worker ready');
           resolveReady(true);
+          // What it missed while starting (a reload's new worker may leave the list unchanged).
+          pipe.send({ type: 'cluster_readiness', notReady: this.#notReadyList });
+          this.#tellReadiness();
           this.#announce(message.port, message.adminPort);
           return;
         case 'watchdog': {
@@ -275,6 +279,7 @@ export class Supervisor {
     const text = JSON.stringify(notReady);
     if (text === this.#notReady) return;
     this.#notReady = text;
+    this.#notReadyList = notReady;
     for (const running of this.#running.values()) running.pipe.send({ type: 'cluster_readiness', notReady });
   }
 
