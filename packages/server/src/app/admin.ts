@@ -27,6 +27,8 @@ export interface AdminAppOptions {
   readonly health: ReadinessSources;
   /** Tests only (HERALD_TEST_DEBUG_ACTIONS=1): POST /debug/block-loop and /debug/grow-heap (debug-actions.ts). */
   readonly debugActions?: boolean;
+  /** Cluster mode: every worker's metrics, aggregated by the primary. */
+  readonly clusterMetrics?: (() => Promise<string>) | undefined;
 }
 
 export async function createAdminApp(options: AdminAppOptions): Promise<FastifyInstance> {
@@ -67,7 +69,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     return reply.type('application/json').send(await openApi);
   });
   app.get('/metrics', async (_request, reply) => {
-    const text = await metrics.metrics();
+    const text = options.clusterMetrics === undefined ? await metrics.metrics() : await options.clusterMetrics();
     return reply.type(metrics.contentType).send(text);
   });
   return app;

@@ -36,6 +36,8 @@ export interface HeraldServer {
   shutdown(drainTimeoutMs?: number): Promise<boolean>;
   /** Immediate close (tests). */
   close(): Promise<void>;
+  /** This process's metrics as prom-client JSON (cluster mode: the primary aggregates them). */
+  metricsJson(): Promise<readonly object[]>;
 }
 
 export interface StartOptions {
@@ -47,6 +49,8 @@ export interface StartOptions {
   readonly engine?: Engine;
   /** Cluster mode: the other workers that are not ready, as the primary last said (readiness). */
   readonly clusterReadiness?: () => readonly NotReadyReason[];
+  /** Cluster mode: /metrics answers every worker's metrics, aggregated by the primary. */
+  readonly clusterMetrics?: () => Promise<string>;
   /** Cluster mode: the watchdog's thresholds changed (the worker tells the primary). */
   readonly onWatchdog?: (over: readonly WatchdogThreshold[], sample: ProcessSample) => void;
 }
@@ -149,7 +153,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
   const debugActions = process.env['HERALD_TEST_DEBUG_ACTIONS'] === '1';
-  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger, health, debugActions });
+  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger, health, debugActions, clusterMetrics: options.clusterMetrics });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     await admin.close().catch(() => undefined);
@@ -222,5 +226,6 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     close: async () => {
       await shutdown(0);
     },
+    metricsJson: () => metrics.registry.getMetricsAsJSON(),
   };
 }

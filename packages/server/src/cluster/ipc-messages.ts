@@ -60,6 +60,10 @@ export type WorkerMessage =
   | { readonly type: 'session_answer'; readonly id: number; readonly origin: number; readonly answer: SessionAnswer }
   /** The worker drains on its own (it got SIGTERM): replace it, this is no crash. */
   | { readonly type: 'leaving' }
+  /** A scrape of this worker's /metrics: the primary answers with every worker's metrics aggregated. */
+  | { readonly type: 'metrics_request'; readonly id: number }
+  /** This worker's metrics (prom-client `getMetricsAsJSON`) for collection `id`. */
+  | { readonly type: 'metrics_part'; readonly id: number; readonly metrics: readonly object[] }
   /** The worker's watchdog thresholds changed; `over` is what it is over now (empty: none). */
   | { readonly type: 'watchdog'; readonly over: readonly string[] };
 
@@ -82,6 +86,10 @@ export type PrimaryMessage =
   | { readonly type: 'session_abort'; readonly id: number; readonly origin: number }
   /** The answer to this worker's forward `id`. */
   | { readonly type: 'session_answer'; readonly id: number; readonly answer: SessionAnswer }
+  /** Send your metrics (`metrics_part`) for collection `id`. */
+  | { readonly type: 'metrics_collect'; readonly id: number }
+  /** The aggregate of every worker's metrics (Prometheus text), for this worker's `metrics_request` `id`. */
+  | { readonly type: 'metrics_answer'; readonly id: number; readonly text: string }
   /** Why workers of the cluster are not ready (readiness reflects every worker); sent when it changes. */
   | { readonly type: 'cluster_readiness'; readonly notReady: readonly NotReadyReason[] }
   /** Drain (clients closed with 3001) within `drainTimeoutMs`, then exit 0. */

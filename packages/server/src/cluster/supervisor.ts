@@ -133,6 +133,8 @@ export class Supervisor {
   #fatal = false;
   #notReady = '[]';
   #notReadyList: readonly NotReadyReason[] = [];
+  #metricsSeq = 0;
+  readonly #metricsParts = new Map<number, (metrics: readonly object[]) => void>();
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -214,6 +216,12 @@ export class Supervisor {
           this.#tellReadiness();
           this.#announce(message.port, message.adminPort);
           return;
+        case 'metrics_request':
+          void this.#gatherMetrics(running, message.id);
+          return;
+        case 'metrics_part':
+          this.#metricsParts.get(message.id)?.(message.metrics);
+          return;
         case 'watchdog': {
           running.over = message.over;
           const memory = message.over.some((threshold) => threshold === 'live_heap' || threshold === 'rss');
@@ -266,6 +274,43 @@ export class Supervisor {
       }
     }
     this.#tellReadiness();
+  }
+
+  /**
+   * One scrape of the cluster: every ready worker's metrics, aggregated
+   * with prom-client's AggregatorRegistry (counters and most gauges summed;
+   * process metrics as prom-client defines). A worker that does not answer
+   * within 2 s is left out of this scrape.
+   */
+  async #gatherMetrics(requester: Running, id: number): Promise<void> {
+    const targets = [...this.#running.values()].filter((r) => r.ready && !r.candidate);
+    const key = ++this.#metricsSeq;
+    const parts: (readonly object[])[] = [];
+    await new Promise<void>((resolve) => {
+      let left = targets.length;
+      const timer = setTimeout(resolve, 2000);
+      this.#metricsParts.set(key, (metrics) => {
+        parts.push(metrics);
+        if (--left === 0) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      for (const target of targets) target.pipe.send({ type: 'metrics_collect', id: key });
+      if (left === 0) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+    this.#metricsParts.delete(key);
+    let text = '';
+    try {
+      const { AggregatorRegistry } = await import('prom-client');
+      text = await AggregatorRegistry.aggregate(parts as object[]).metrics();
+    } catch (error) {
+      this.#logger.error({ err: error }, 'cluster metrics not aggregated');
+    }
+    requester.pipe.send({ type: 'metrics_answer', id, text });
   }
 
   /** Tells every worker which workers are not ready, when that changed. */

@@ -25,6 +25,36 @@ let logger: Logger | undefined;
 let drainTimeoutMs = 30000;
 let clusterNotReady: readonly NotReadyReason[] = [];
 let workerId = 0;
+let metricsSeq = 0;
+const metricsPending = new Map<number, (text: string) => void>();
+
+/** Series that mean something per worker (a sum over workers would not): they get a `worker` label in the aggregate. */
+const PER_WORKER = new Set(['herald_event_loop_delay_seconds', 'herald_heap_used_bytes', 'herald_live_heap_bytes', 'herald_rss_bytes', 'herald_watchdog_over', 'herald_watchdog_reports']);
+
+function labelWorker(metrics: readonly object[]): object[] {
+  return metrics.map((metric) => {
+    const m = metric as { name: string; values: { labels: Record<string, unknown> }[] };
+    if (!PER_WORKER.has(m.name)) return metric;
+    return { ...m, values: m.values.map((v) => ({ ...v, labels: { ...v.labels, worker: String(workerId) } })) };
+  });
+}
+
+/** /metrics in cluster mode: the primary gathers every worker's metrics and aggregates them. */
+function clusterMetrics(): Promise<string> {
+  return new Promise((resolve, reject) => {
+    const id = ++metricsSeq;
+    const timer = setTimeout(() => {
+      metricsPending.delete(id);
+      reject(new Error('the primary did not answer the metrics request'));
+    }, 5000);
+    metricsPending.set(id, (text) => {
+      clearTimeout(timer);
+      metricsPending.delete(id);
+      resolve(text);
+    });
+    pipe.send({ type: 'metrics_request', id });
+  });
+}
 
 function onMessage(message: PrimaryMessage): void {
   switch (message.type) {
@@ -36,6 +66,15 @@ function onMessage(message: PrimaryMessage): void {
       return;
     case 'shutdown':
       void leave(message.drainTimeoutMs, 0);
+      return;
+    case 'metrics_collect':
+      void (server?.metricsJson() ?? Promise.resolve([])).then(
+        (metrics) => pipe.send({ type: 'metrics_part', id: message.id, metrics: labelWorker(metrics) }),
+        () => pipe.send({ type: 'metrics_part', id: message.id, metrics: [] }),
+      );
+      return;
+    case 'metrics_answer':
+      metricsPending.get(message.id)?.(message.text);
       return;
     case 'cluster_readiness':
       // This worker's own state is read live; the primary's word is for the others.
@@ -62,6 +101,7 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
       logger: pino,
       engine,
       clusterReadiness: () => clusterNotReady,
+      clusterMetrics,
       onWatchdog: (over) => pipe.send({ type: 'watchdog', over }),
     });
   } catch (error) {
