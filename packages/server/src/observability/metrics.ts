@@ -59,8 +59,10 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog): Metri
   });
   new Gauge({
     name: 'herald_health',
-    help: 'What /health answers: 1 for the current status (ok, draining, degraded), 0 for the others.',
+    help: 'What /health answers: 1 for the current status (ok, draining, degraded), 0 for the others. Cluster mode: 1 when any worker answers it.',
     labelNames: ['status'],
+    // Cluster /metrics: a status is 1 when any worker is in it (alerts compare with 1).
+    aggregator: 'max',
     registers: [registry],
     collect() {
       const current = source.health().status;

@@ -37,6 +37,7 @@ test('cluster /metrics aggregates every worker: exact counters whichever worker 
     for (let i = 0; i < 6; i++) {
       const text = await scrape(cluster.adminPort);
       assert.equal(value(text, 'herald_publications_total{source="api"}'), 12);
+      assert.equal(value(text, 'herald_health{status="ok"}'), 1, 'health is 0 or 1, not a count of workers');
       // Per-worker series keep a worker label: one live heap per worker.
       assert.equal(text.split('\n').filter((l) => l.startsWith('herald_live_heap_bytes{worker="')).length, 2, text);
     }
