@@ -187,9 +187,13 @@ describe('the Grafana dashboard and the Prometheus alert rules use what the serv
     const bob = await connectWs(h, 'bob');
     bob.ws.close(1000);
     await bob.waitClose();
-    // The garbage-collection series appear once the process has collected: make sure it has.
-    await collectedOnce();
-    const answer = await http(`http://127.0.0.1:${h.server.adminPort}/metrics`);
+    // The garbage-collection series appear once prom-client has recorded a collection:
+    // collect and scrape until they are there (bounded), so the scrape never comes first.
+    let answer = await http(`http://127.0.0.1:${h.server.adminPort}/metrics`);
+    for (let attempt = 0; attempt < 20 && !answer.text.includes('herald_nodejs_gc_duration_seconds_count'); attempt++) {
+      await collectedOnce();
+      answer = await http(`http://127.0.0.1:${h.server.adminPort}/metrics`);
+    }
     assert.equal(answer.status, 200);
     exposed = parseExposition(answer.text);
     assert.ok(exposed.get('herald_disconnects_total')?.get('code')?.has('1000'), 'the disconnect was counted before the scrape');
