@@ -321,7 +321,10 @@ async function main(): Promise<number> {
     const doubles = Math.round((options.leakMiBPerMinute * MiB) / 60 / 8);
     nodeArgs.push('--import', `data:text/javascript,const kept=[];setInterval(()=>kept.push(new Array(${String(doubles)}).fill(1.5)),1000).unref();`);
   }
-  const server = await startServerProcess({ kind: 'herald', cpus: options.serverCpu, config, nodeArgs });
+  const server = await startServerProcess({ kind: 'herald', cpus: options.serverCpu, config, nodeArgs }).catch((error: unknown) => {
+    rmSync(dir, { recursive: true, force: true });
+    throw error;
+  });
   const samples: Sample[] = [];
   try {
     const url = `http://127.0.0.1:${String(server.port)}`;
