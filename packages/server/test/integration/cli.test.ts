@@ -218,12 +218,13 @@ describe('the development API key is never lost', { timeout: 90000 }, () => {
 
 describe('a port conflict names the listener and how to move it', { timeout: 60000 }, () => {
   test('the internal listener: --admin-port and HERALD_ADMIN_PORT move it', async () => {
-    const dir = tempDir();
+    // Two starts at once: each in a directory of its own, since one Herald owns a state directory.
+    const [flagDir, envDir] = [tempDir(), tempDir()];
     const blocker = await occupyPort();
     try {
       const [byFlag, byEnv] = await Promise.all([
-        run(['serve', '--port', '0', '--admin-port', String(blocker.port)], { cwd: dir }),
-        run(['serve', '--port', '0'], { cwd: dir, env: { HERALD_ADMIN_PORT: String(blocker.port) } }),
+        run(['serve', '--port', '0', '--admin-port', String(blocker.port)], { cwd: flagDir }),
+        run(['serve', '--port', '0'], { cwd: envDir, env: { HERALD_ADMIN_PORT: String(blocker.port) } }),
       ]);
       for (const answer of [byFlag, byEnv]) {
         assert.notEqual(answer.code, 0);
