@@ -41,7 +41,7 @@ import { cpus } from 'node:os';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { parseArgs } from 'node:util';
 import type { Socket } from 'node:net';
-import { heraldBenchConfig, makePayload, newHistogram, nowUs, PAYLOAD_BYTES, quantile, record } from './lib.ts';
+import { heraldBenchConfig, makePayload, newHistogram, nowUs, PAYLOAD_BYTES, quantile, record, runAlternatingRounds } from './lib.ts';
 import { KeepAliveClient } from './http-client.ts';
 import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { openSse, openWebSocket, type RawWebSocket } from './raw-clients.ts';
@@ -463,22 +463,7 @@ async function main(): Promise<void> {
     `${String(PAYLOAD_BYTES)}-byte messages, ${String(options.publications)} publications measured per target after ${String(options.warmup)} warm-up; ` +
     `${String(options.rounds)} round(s); server on CPU ${options.serverCpu ?? 'any'}, loader on CPU ${options.loaderCpu ?? 'any'}; ${String(cpus().length)} CPUs; node ${process.version}`;
   log(`batch benchmark: ${setup}`);
-  const kinds: ServerKind[] = [];
-  for (const t of targets) if (!kinds.includes(kindOf(t))) kinds.push(kindOf(t));
-  const results: Result[] = [];
-  for (let round = 1; round <= options.rounds; round++) {
-    const order = round % 2 === 1 ? kinds : [...kinds].reverse();
-    for (const kind of order) {
-      const own = targets.filter((t) => kindOf(t) === kind);
-      try {
-        results.push(...(await runServer(kind, round % 2 === 1 ? own : [...own].reverse(), round, options, skipped)));
-      } catch (error) {
-        const message = `${kind} round ${String(round)} failed: ${error instanceof Error ? error.message : String(error)}`;
-        skipped.push(message);
-        log(`  ${message}`);
-      }
-    }
-  }
+  const results = await runAlternatingRounds(targets, kindOf, options.rounds, (kind, own, round) => runServer(kind, own, round, options, skipped), skipped, log);
   const out = [setup, '', report(results, options), ...(skipped.length > 0 ? ['', ...skipped.map((s) => `- ${s}`)] : []), '', `total time ${((Date.now() - began) / 1000).toFixed(0)} s`];
   console.log(out.join('\n'));
   if (options.json !== undefined) writeFileSync(options.json, JSON.stringify({ options, node: process.version, results, skipped }, null, 2));

@@ -218,3 +218,36 @@ export function childProcessRegistry(onSignal: (signal: string) => void = () => 
   }
   return { children, killAll };
 }
+
+/**
+ * Runs every server kind's targets for each round, alternating the order from round to
+ * round (kinds and the targets of a kind), so neither side always runs first on a warm or
+ * cold machine. A kind that fails in a round is recorded in `skipped` as `… failed: …`
+ * and the run goes on.
+ */
+export async function runAlternatingRounds<Kind extends string, Target, Result>(
+  targets: readonly Target[],
+  kindOf: (target: Target) => Kind,
+  rounds: number,
+  runServer: (kind: Kind, targets: Target[], round: number) => Promise<Result[]>,
+  skipped: string[],
+  log: (line: string) => void,
+): Promise<Result[]> {
+  const kinds: Kind[] = [];
+  for (const t of targets) if (!kinds.includes(kindOf(t))) kinds.push(kindOf(t));
+  const results: Result[] = [];
+  for (let round = 1; round <= rounds; round++) {
+    const order = round % 2 === 1 ? kinds : [...kinds].reverse();
+    for (const kind of order) {
+      const own = targets.filter((t) => kindOf(t) === kind);
+      try {
+        results.push(...(await runServer(kind, round % 2 === 1 ? own : [...own].reverse(), round)));
+      } catch (error) {
+        const message = `${kind} round ${String(round)} failed: ${error instanceof Error ? error.message : String(error)}`;
+        skipped.push(message);
+        log(`  ${message}`);
+      }
+    }
+  }
+  return results;
+}
