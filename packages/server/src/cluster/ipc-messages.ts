@@ -71,7 +71,9 @@ export type WorkerMessage =
   /** The worker's watchdog thresholds changed; `over` is what it is over now (empty: none). */
   | { readonly type: 'watchdog'; readonly over: readonly string[] }
   /** Redis engine (each worker a node of its own): the worker's engine became degraded (why) or healthy again (null). */
-  | { readonly type: 'engine_state'; readonly degraded: string | null };
+  | { readonly type: 'engine_state'; readonly degraded: string | null }
+  /** The worker's delivery probe (worker → primary → worker) failed, with the reason, or passes again (`failure` absent). */
+  | { readonly type: 'delivery_probe'; readonly failure?: string | undefined };
 
 /** Primary → worker. */
 export type PrimaryMessage =

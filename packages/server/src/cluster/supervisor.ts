@@ -26,8 +26,9 @@
  *   reload: a new worker first, then the old one drains (3001; its clients
  *   reconnect to the others and recover). Not during a reload or shutdown.
  * - Readiness: the workers that are not ready (no ready worker in a slot,
- *   a worker over a watchdog threshold, or, on the redis engine, a worker
- *   whose own Redis connections are degraded) are told to every worker, so
+ *   a worker whose delivery probe fails, a worker over a watchdog
+ *   threshold, or, on the redis engine, a worker whose own Redis
+ *   connections are degraded) are told to every worker, so
  *   that `/health/ready` on any of them reflects the whole cluster.
  * - Shutdown: every worker drains (clients closed with 3001) within
  *   `shutdown.drainTimeoutMs`, bounded by a SIGKILL after that.
@@ -94,6 +95,8 @@ interface Running {
   over: readonly string[];
   /** Redis engine: why the worker's own engine is degraded, as it last said. */
   engineDegraded: string | undefined;
+  /** Why its delivery probe fails, as it said; undefined while it passes. */
+  probeFailure: string | undefined;
   /** Since when it has been over a memory threshold (epoch ms). */
   memoryOverSince: number | undefined;
   readonly exited: Promise<void>;
@@ -195,6 +198,7 @@ export class Supervisor {
       candidate,
       over: [],
       engineDegraded: undefined,
+      probeFailure: undefined,
       memoryOverSince: undefined,
       exited,
       readyOrExit,
@@ -236,6 +240,10 @@ export class Supervisor {
         }
         case 'engine_state':
           running.engineDegraded = message.degraded ?? undefined;
+          this.#tellReadiness();
+          return;
+        case 'delivery_probe':
+          running.probeFailure = message.failure;
           this.#tellReadiness();
           return;
         case 'leaving':
@@ -328,6 +336,7 @@ export class Supervisor {
       const worker = slot.worker;
       if (worker === undefined || !worker.ready) notReady.push({ reason: 'worker_not_running', detail: `slot ${slot.index}`, ...(worker === undefined ? {} : { worker: worker.id }) });
       else {
+        if (worker.probeFailure !== undefined) notReady.push({ reason: 'delivery_probe', detail: worker.probeFailure, worker: worker.id });
         for (const threshold of worker.over) notReady.push({ reason: threshold, worker: worker.id });
         if (worker.engineDegraded !== undefined) notReady.push({ reason: 'engine_degraded', detail: worker.engineDegraded, worker: worker.id });
       }
