@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
-import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, type Engine } from './engine.ts';
+import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, type Engine, type RedisTls } from './engine.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { DeliveryProbe } from '../broker/delivery-probe.ts';
 import { Node } from '../core/node.ts';
@@ -66,7 +66,7 @@ export interface StartOptions {
 }
 
 /** Builds the engine named by the config; Redis clients are opened here. */
-async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
+async function openEngine(config: Config, logger: PinoLogger, redisTls: RedisTls | undefined): Promise<Engine> {
   if (config.engine.type === 'memory') return createMemoryEngine(config);
   if (config.engine.type === 'sqlite') {
     const engine = await createSqliteEngine(
@@ -77,7 +77,7 @@ async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
     logger.info({ file: `${config.stateDir}/herald.db`, synchronous: config.engine.sqliteSynchronous }, 'sqlite engine opened');
     return engine;
   }
-  const clients = await openRedisClients(config);
+  const clients = await openRedisClients(config, redisTls);
   logger.info({ redis: redactUrl(config.engine.redisUrl) }, 'redis engine connected');
   return createRedisEngine(
     config,
@@ -123,10 +123,10 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore } = checks.prepared;
+  const { tls, edge, tokens, keyStore, redisTls } = checks.prepared;
   const apiKeys = new ApiKeyVerifier(config.api.keys, { source: keyStore });
 
-  const engine = options.engine ?? (await openEngine(config, logger));
+  const engine = options.engine ?? (await openEngine(config, logger, redisTls));
   const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
   const w = config.watchdog;
   const watchdog = new Watchdog({

@@ -81,10 +81,26 @@ export interface RedisClients {
   readonly subscriber: import('ioredis').Redis;
 }
 
-/** Opens the two Redis connections of the redis engine (the only place that does). */
-export async function openRedisClients(config: Config): Promise<RedisClients> {
+/**
+ * TLS to Redis (`rediss://`), from `engine.redisTls` as the start-time
+ * checks read it: node:tls options. The server certificate is always
+ * verified (against `ca`, or the system CAs).
+ */
+export interface RedisTls {
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+  readonly servername?: string;
+}
+
+/** Opens the two Redis connections of the redis engine (the only place that does). `tls` applies to a `rediss://` URL. */
+export async function openRedisClients(config: Config, tls?: RedisTls): Promise<RedisClients> {
   const { Redis } = await import('ioredis');
+  const { GuardedConnector } = await import('./redis-connector.ts');
+  const secure = /^rediss:\/\//i.test(config.engine.redisUrl);
   const options = {
+    ...(secure ? { tls: { ...tls, rejectUnauthorized: true } } : {}),
+    Connector: GuardedConnector,
     commandTimeout: config.engine.redisCommandTimeoutMs,
     connectTimeout: config.engine.redisCommandTimeoutMs,
     // A stalled Redis keeps TCP up: nothing heard for two timeouts while
@@ -101,16 +117,40 @@ export async function openRedisClients(config: Config): Promise<RedisClients> {
   // leaves a failure as an unhandled rejection).
   const subscriber = new Redis(config.engine.redisUrl, { ...options, autoResubscribe: false });
   // Errors are reported through health and logs, never thrown at the process.
-  command.on('error', () => {});
-  subscriber.on('error', () => {});
+  // Before the first connection the last one explains a refused start
+  // (connect() itself only says the connection closed).
+  let lastError: unknown;
+  const remember = (error: unknown): void => {
+    lastError = error;
+  };
+  command.on('error', remember);
+  subscriber.on('error', remember);
   try {
     await Promise.all([command.connect(), subscriber.connect()]);
-  } catch {
+  } catch (error) {
     command.disconnect();
     subscriber.disconnect();
-    throw new Error(`cannot connect to Redis at ${redactUrl(config.engine.redisUrl)}`);
+    throw new Error(`cannot connect to Redis at ${redactUrl(config.engine.redisUrl)}${connectHint(lastError ?? error, secure)}`, { cause: error });
   }
+  command.off('error', remember);
+  subscriber.off('error', remember);
+  command.on('error', () => {});
+  subscriber.on('error', () => {});
   return { command, subscriber };
+}
+
+/** Why a connection failed, when Redis or TLS said so: an ACL or password refusal, a certificate not trusted. Never the secret. */
+function connectHint(error: unknown, secure: boolean): string {
+  const message = error instanceof Error ? error.message : '';
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (/WRONGPASS|invalid username-password/i.test(message)) return ': the user name or password was refused (WRONGPASS); check the credentials in engine.redisUrl or HERALD_REDIS_URL';
+  if (/NOAUTH/.test(message)) return ': Redis requires a password (NOAUTH); put it in engine.redisUrl or HERALD_REDIS_URL';
+  if (/NOPERM/.test(message)) return ': the Redis ACL user may not run a command Herald needs (NOPERM); see docs/operations.md, "Redis with TLS and an ACL user"';
+  if (secure && typeof code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS|HOSTNAME|ALTNAME/.test(code)) {
+    return `: TLS: the server certificate was not accepted (${code}); set engine.redisTls.caFile to the CA that signed it (or serverName when it names another host)`;
+  }
+  if (secure && typeof code === 'string' && code !== '') return `: ${code}`;
+  return '';
 }
 
 export async function createRedisEngine(

@@ -1,7 +1,7 @@
 /**
  * The start-time checks, in one place: `herald serve` (through startServer)
  * and `herald check-config` run exactly these. They read what the config
- * names (secret files, the public key, TLS files, the API key store), check
+ * names (secret files, the public key, TLS files, Redis TLS files, the API key store), check
  * the production rules (a token key for every allowed algorithm, an API
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
@@ -15,6 +15,7 @@ import type { KeySource } from '../auth/api-keys.ts';
 import { watchKeyStore } from '../auth/key-store.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
+import type { RedisTls } from './engine.ts';
 
 /** What the checks read and built, ready for startServer. */
 export interface Prepared {
@@ -22,6 +23,8 @@ export interface Prepared {
   readonly edge: Edge;
   readonly tokens: TokenVerifier;
   readonly keyStore: KeySource;
+  /** The redis engine's TLS files (`engine.redisTls`), read; undefined on other engines or a `redis://` URL. */
+  readonly redisTls: RedisTls | undefined;
 }
 
 export interface CheckResult {
@@ -81,6 +84,15 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     }
   }
 
+  let redisTls: RedisTls | undefined;
+  if (valid('engine') && config.engine.type === 'redis' && /^rediss:\/\//i.test(config.engine.redisUrl)) {
+    const { caFile, certFile, keyFile, serverName } = config.engine.redisTls;
+    const ca = caFile === undefined ? undefined : readNamedFile(caFile, '/engine/redisTls/caFile', problems);
+    const cert = certFile === undefined ? undefined : readNamedFile(certFile, '/engine/redisTls/certFile', problems);
+    const key = keyFile === undefined ? undefined : readNamedFile(keyFile, '/engine/redisTls/keyFile', problems);
+    redisTls = { ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert }), ...(key === undefined ? {} : { key }), ...(serverName === undefined ? {} : { servername: serverName }) };
+  }
+
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
     try {
@@ -111,7 +123,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     );
   }
 
-  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keyStore !== undefined ? { tls, edge, tokens, keyStore } : undefined;
+  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keyStore !== undefined ? { tls, edge, tokens, keyStore, redisTls } : undefined;
   return { problems, warnings, prepared };
 }
 

@@ -352,6 +352,14 @@ function crossFieldProblems(config: Config, valid: (...sections: string[]) => bo
   if (valid('auth', 'cors') && config.auth.cookieName !== undefined && config.cors.origins.length === 0) {
     problems.push(['auth', '/auth/cookieName: cookie auth needs cors.origins (the origin allowlist guards it): add your app\'s origin there']);
   }
+  if (valid('engine')) {
+    const { caFile, certFile, keyFile, serverName } = config.engine.redisTls;
+    const tlsSet = caFile !== undefined || certFile !== undefined || keyFile !== undefined || serverName !== undefined;
+    if (tlsSet && !/^rediss:\/\//i.test(config.engine.redisUrl)) {
+      problems.push(['engine', '/engine/redisTls: TLS options need a rediss:// engine.redisUrl (redis:// is plain TCP): change the URL\'s scheme, or remove engine.redisTls']);
+    }
+    if ((certFile === undefined) !== (keyFile === undefined)) problems.push(['engine', '/engine/redisTls: set both certFile and keyFile (a client certificate), or neither']);
+  }
   if (valid('limits') && config.limits.inboundHardPerSecond < config.limits.inboundRatePerSecond) {
     problems.push(['limits', '/limits: inboundHardPerSecond must be at least inboundRatePerSecond']);
   }
