@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
-import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, type Engine } from './engine.ts';
+import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, redisTarget, type Engine } from './engine.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { Node } from '../core/node.ts';
 import { join } from 'node:path';
@@ -68,7 +68,7 @@ async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
     return engine;
   }
   const clients = await openRedisClients(config);
-  logger.info({ redis: redactUrl(config.engine.redisUrl) }, 'redis engine connected');
+  logger.info({ redis: redisTarget(config) }, 'redis engine connected');
   return createRedisEngine(
     config,
     clients,

@@ -287,6 +287,12 @@ export const ConfigSchema = Type.Object(
         }),
         sqliteBusyTimeoutMs: Ms(1000, 'sqlite engine: how long a write waits for the state file held by another connection (`herald keys`) before it fails with `unavailable`.'),
         redisUrl: Type.String({ default: 'redis://127.0.0.1:6379', 'x-secret': true, description: 'Redis URL for the redis engine (a password belongs in the URL or HERALD_REDIS_URL).' }),
+        redisCluster: Type.Array(Type.String({ pattern: '^rediss?://', maxLength: 1024, 'x-secret': true }), {
+          default: [],
+          maxItems: 64,
+          description:
+            'Seed node URLs of a Redis Cluster (e.g. `["redis://10.0.0.1:7000","redis://10.0.0.2:7000"]`; HERALD_REDIS_CLUSTER or --redis-cluster, comma-separated). When given, the redis engine runs on the cluster instead of `redisUrl`: channels fan out over sharded pub/sub and each channel\'s keys share one slot (docs/operations.md "Redis Cluster"). User, password and `rediss://` of the first URL apply to every node.',
+        }),
         redisPrefix: Type.String({ default: 'herald', pattern: '^[A-Za-z0-9_:-]{1,64}$', description: 'Prefix of every Redis key and pub/sub channel.' }),
         redisCommandTimeoutMs: Ms(2000, 'Timeout of every Redis call.'),
         presenceTtlMs: Ms(60000, 'Redis presence entries expire unless refreshed (a node refreshes every third of it).'),
