@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { createMetrics } from '../observability/metrics.ts';
 import { defaultLiveHeapMiB, Watchdog, type ProcessSample, type WatchdogThreshold } from '../observability/watchdog.ts';
 import type { NotReadyReason } from './health.ts';
-import { createLogger, redactUrl } from '../observability/pino-logger.ts';
+import { createLogger } from '../observability/pino-logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
 import { createHttpApp } from './http.ts';
 import { startChecks } from './preflight.ts';
