@@ -10,6 +10,7 @@ import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
 import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, redisTarget, type Engine } from './engine.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
+import { DeliveryProbe } from '../broker/delivery-probe.ts';
 import { Node } from '../core/node.ts';
 import { join } from 'node:path';
 import { createMetrics } from '../observability/metrics.ts';
@@ -53,6 +54,8 @@ export interface StartOptions {
   readonly clusterMetrics?: () => Promise<string>;
   /** Cluster mode: the watchdog's thresholds changed (the worker tells the primary). */
   readonly onWatchdog?: (over: readonly WatchdogThreshold[], sample: ProcessSample) => void;
+  /** Cluster mode: the delivery probe failed (its reason) or passes again (undefined); the worker tells the primary. */
+  readonly onDeliveryProbe?: (failure: string | undefined) => void;
 }
 
 /** Builds the engine named by the config; Redis clients are opened here. */
@@ -133,9 +136,23 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     logger,
     onChange: options.onWatchdog,
   });
+  // Every engine but Redis (which probes its pub/sub itself) gets the end-to-end delivery probe.
+  const probe =
+    engine.name === 'redis'
+      ? undefined
+      : new DeliveryProbe(engine.broker, {
+          nodeId: engine.nodeId,
+          intervalMs: config.engine.probeIntervalMs,
+          deadlineMs: config.engine.probeDeadlineMs,
+          onChange: (failure) => {
+            if (failure === undefined) logger.info({}, 'delivery probe passes again; ready');
+            else logger.error({ reason: failure }, 'delivery probe failing; not ready');
+            options.onDeliveryProbe?.(failure);
+          },
+        });
   const node = new Node({
     config,
-    broker: engine.broker,
+    broker: probe?.broker ?? engine.broker,
     presence: engine.presence,
     tokens,
     revocations: engine.revocations,
@@ -147,15 +164,17 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     version,
   });
   const metrics = createMetrics(node, watchdog);
-  const health = { node, watchdog, cluster: options.clusterReadiness };
+  await probe?.start();
+  const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
   const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter, health });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
   const debugActions = process.env['HERALD_TEST_DEBUG_ACTIONS'] === '1';
-  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger, health, debugActions, clusterMetrics: options.clusterMetrics });
+  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger, health, debugActions, probe, clusterMetrics: options.clusterMetrics });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
+    probe?.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
@@ -200,6 +219,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       const drained = (await websockets.settle(left())) && clientsDrained;
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
+      probe?.close();
       await node.close();
       await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));
       // Let final answers (disconnect frames) finish, then cut what is left.

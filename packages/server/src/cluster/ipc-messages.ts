@@ -65,7 +65,9 @@ export type WorkerMessage =
   /** This worker's metrics (prom-client `getMetricsAsJSON`) for collection `id`. */
   | { readonly type: 'metrics_part'; readonly id: number; readonly metrics: readonly object[] }
   /** The worker's watchdog thresholds changed; `over` is what it is over now (empty: none). */
-  | { readonly type: 'watchdog'; readonly over: readonly string[] };
+  | { readonly type: 'watchdog'; readonly over: readonly string[] }
+  /** The worker's delivery probe (worker → primary → worker) failed, with the reason, or passes again (`failure` absent). */
+  | { readonly type: 'delivery_probe'; readonly failure?: string | undefined };
 
 /** Primary → worker. */
 export type PrimaryMessage =

@@ -26,7 +26,8 @@
  *   reload: a new worker first, then the old one drains (3001; its clients
  *   reconnect to the others and recover). Not during a reload or shutdown.
  * - Readiness: the workers that are not ready (no ready worker in a slot,
- *   or a worker over a watchdog threshold) are told to every worker, so
+ *   a worker whose delivery probe fails, or a worker over a watchdog
+ *   threshold) are told to every worker, so
  *   that `/health/ready` on any of them reflects the whole cluster.
  * - Shutdown: every worker drains (clients closed with 3001) within
  *   `shutdown.drainTimeoutMs`, bounded by a SIGKILL after that.
@@ -91,6 +92,8 @@ interface Running {
   candidate: boolean;
   /** Watchdog thresholds the worker said it is over. */
   over: readonly string[];
+  /** Why its delivery probe fails, as it said; undefined while it passes. */
+  probeFailure: string | undefined;
   /** Since when it has been over a memory threshold (epoch ms). */
   memoryOverSince: number | undefined;
   readonly exited: Promise<void>;
@@ -191,6 +194,7 @@ export class Supervisor {
       planned: false,
       candidate,
       over: [],
+      probeFailure: undefined,
       memoryOverSince: undefined,
       exited,
       readyOrExit,
@@ -230,6 +234,10 @@ export class Supervisor {
           this.#tellReadiness();
           return;
         }
+        case 'delivery_probe':
+          running.probeFailure = message.failure;
+          this.#tellReadiness();
+          return;
         case 'leaving':
           running.planned = true;
           this.#logger.info({ worker: handle.id, slot: slot.index }, 'worker draining on its own; replacing it');
@@ -319,7 +327,10 @@ export class Supervisor {
     for (const slot of this.#slots) {
       const worker = slot.worker;
       if (worker === undefined || !worker.ready) notReady.push({ reason: 'worker_not_running', detail: `slot ${slot.index}`, ...(worker === undefined ? {} : { worker: worker.id }) });
-      else for (const threshold of worker.over) notReady.push({ reason: threshold, worker: worker.id });
+      else {
+        if (worker.probeFailure !== undefined) notReady.push({ reason: 'delivery_probe', detail: worker.probeFailure, worker: worker.id });
+        for (const threshold of worker.over) notReady.push({ reason: threshold, worker: worker.id });
+      }
     }
     const text = JSON.stringify(notReady);
     if (text === this.#notReady) return;

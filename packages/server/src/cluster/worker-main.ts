@@ -103,6 +103,7 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
       clusterReadiness: () => clusterNotReady,
       clusterMetrics,
       onWatchdog: (over) => pipe.send({ type: 'watchdog', over }),
+      onDeliveryProbe: (failure) => pipe.send({ type: 'delivery_probe', failure }),
     });
   } catch (error) {
     pino.error({ err: error }, error instanceof ConfigError ? 'worker cannot start: invalid configuration' : 'worker cannot start');

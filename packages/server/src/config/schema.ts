@@ -297,7 +297,14 @@ export const ConfigSchema = Type.Object(
         redisCommandTimeoutMs: Ms(2000, 'Timeout of every Redis call.'),
         presenceTtlMs: Ms(60000, 'Redis presence entries expire unless refreshed (a node refreshes every third of it).'),
         streamMetaTtlMs: Ms(86400000, 'How long a Redis stream keeps its epoch and offset after its last publication.'),
-        probeIntervalMs: Ms(2000, 'Interval of the end-to-end pub/sub delivery probe.'),
+        probeIntervalMs: Ms(
+          2000,
+          'Interval of the end-to-end delivery probe, on every engine: a probe published through the broker must come back to the node that sent it (redis: over pub/sub; cluster mode: worker → primary → worker).',
+        ),
+        probeDeadlineMs: Ms(
+          5000,
+          'memory and sqlite engines, and cluster mode on them: a probe not delivered back within this time makes the process not ready (`delivery_probe`) until a probe comes back. (The redis engine judges its probe by two intervals.)',
+        ),
         unavailableRetryMs: Ms(
           30000,
           'SSE and long polling: how long the server keeps retrying, while the engine is unavailable, a subscription it holds for the client (one named when the connection opened, or one resynchronizing after a gap or a stream reset); then the connection is closed with 3002 (reconnect).',
