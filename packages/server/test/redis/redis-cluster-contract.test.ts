@@ -10,6 +10,7 @@ import { after } from 'node:test';
 import { randomBytes } from 'node:crypto';
 import type { Cluster } from 'ioredis';
 import { RedisBroker } from '../../src/broker/redis-broker.ts';
+import type { ShardedPubSub } from '../../src/broker/redis-sharded-pubsub.ts';
 import { RedisPresenceStore } from '../../src/broker/redis-presence.ts';
 import { buildConfig } from '../../src/config/load.ts';
 import { openRedisClients } from '../../src/app/engine.ts';
@@ -62,7 +63,7 @@ if (skip === false) {
         await presence.close();
         for (const key of await keys(`${prefix}:*`)) await command.del(key);
         command.disconnect();
-        await clients.subscriber.close();
+        await (clients.subscriber as ShardedPubSub).close();
       },
     };
   });
