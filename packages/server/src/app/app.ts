@@ -164,7 +164,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     version,
   });
   const metrics = createMetrics(node, watchdog);
-  await probe?.start();
+  probe?.start();
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
   const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter, health });
   await app.ready();
