@@ -67,7 +67,14 @@ export type WorkerMessage =
   /** The worker's watchdog thresholds changed; `over` is what it is over now (empty: none). */
   | { readonly type: 'watchdog'; readonly over: readonly string[] }
   /** The worker's delivery probe (worker → primary → worker) failed, with the reason, or passes again (`failure` absent). */
-  | { readonly type: 'delivery_probe'; readonly failure?: string | undefined };
+  | { readonly type: 'delivery_probe'; readonly failure?: string | undefined }
+  /**
+   * This worker's counters and histograms so far (prom-client JSON, gauges
+   * left out): sent every `cluster.heartbeatIntervalMs` and once more after
+   * its drain, so that the primary keeps them once the worker is gone
+   * (counter-ledger.ts).
+   */
+  | { readonly type: 'counters'; readonly metrics: readonly object[] };
 
 /** Primary → worker. */
 export type PrimaryMessage =
