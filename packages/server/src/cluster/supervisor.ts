@@ -26,8 +26,9 @@
  *   reload: a new worker first, then the old one drains (3001; its clients
  *   reconnect to the others and recover). Not during a reload or shutdown.
  * - Readiness: the workers that are not ready (no ready worker in a slot,
- *   a worker whose delivery probe fails, or a worker over a watchdog
- *   threshold) are told to every worker, so
+ *   a worker whose delivery probe fails, a worker over a watchdog
+ *   threshold, or, on the redis engine, a worker whose own Redis
+ *   connections are degraded) are told to every worker, so
  *   that `/health/ready` on any of them reflects the whole cluster.
  * - Shutdown: every worker drains (clients closed with 3001) within
  *   `shutdown.drainTimeoutMs`, bounded by a SIGKILL after that.
@@ -93,6 +94,8 @@ interface Running {
   candidate: boolean;
   /** Watchdog thresholds the worker said it is over. */
   over: readonly string[];
+  /** Redis engine: why the worker's own engine is degraded, as it last said. */
+  engineDegraded: string | undefined;
   /** Why its delivery probe fails, as it said; undefined while it passes. */
   probeFailure: string | undefined;
   /** Since when it has been over a memory threshold (epoch ms). */
@@ -197,6 +200,7 @@ export class Supervisor {
       planned: false,
       candidate,
       over: [],
+      engineDegraded: undefined,
       probeFailure: undefined,
       memoryOverSince: undefined,
       exited,
@@ -242,6 +246,10 @@ export class Supervisor {
           this.#tellReadiness();
           return;
         }
+        case 'engine_state':
+          running.engineDegraded = message.degraded ?? undefined;
+          this.#tellReadiness();
+          return;
         case 'delivery_probe':
           running.probeFailure = message.failure;
           this.#tellReadiness();
@@ -345,6 +353,7 @@ export class Supervisor {
       else {
         if (worker.probeFailure !== undefined) notReady.push({ reason: 'delivery_probe', detail: worker.probeFailure, worker: worker.id });
         for (const threshold of worker.over) notReady.push({ reason: threshold, worker: worker.id });
+        if (worker.engineDegraded !== undefined) notReady.push({ reason: 'engine_degraded', detail: worker.engineDegraded, worker: worker.id });
       }
     }
     const text = JSON.stringify(notReady);

@@ -1,7 +1,11 @@
 /**
  * Entry of a cluster worker, forked by packages/server/src/cluster/primary.ts. Says hello,
  * waits for `start` (config and the revocations in force), then runs the
- * same server as `herald serve` on the cluster engine. Answers heartbeats;
+ * same server as `herald serve`: on the cluster engine (memory, sqlite:
+ * streams and presence in the primary), or, on the redis engine, as a
+ * Redis node of its own (its own connections and node id; only SSE and
+ * long-poll session requests go through the primary, and it tells the
+ * primary when its engine is degraded, for the cluster's readiness). Answers heartbeats;
  * drains on `shutdown` from the primary, or on its own SIGTERM (telling the
  * primary it is leaving). SIGINT and SIGHUP are the primary's business: a
  * terminal's Ctrl-C reaches the whole process group, and the primary then
@@ -14,7 +18,7 @@ import { createLogger } from '../observability/pino-logger.ts';
 import type { Logger } from '../core/logger.ts';
 import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ipc-messages.ts';
 import { BatchingPipe, processCarrier } from './pipe.ts';
-import { createWorkerEngine } from './worker-engine.ts';
+import { createWorkerEngine, createWorkerSessions } from './worker-engine.ts';
 import type { NotReadyReason } from '../app/health.ts';
 import { monotonicMetrics } from './counter-ledger.ts';
 
@@ -27,6 +31,19 @@ let drainTimeoutMs = 30000;
 let clusterNotReady: readonly NotReadyReason[] = [];
 let workerId = 0;
 let metricsSeq = 0;
+/** Redis engine: the engine state last told to the primary (`ok`, or why degraded). */
+let engineState = 'ok';
+let ownEngine = false;
+
+/** Redis engine: tells the primary when this worker's engine becomes degraded or healthy again (checked at each heartbeat). */
+function reportEngine(): void {
+  if (!ownEngine || server === undefined || leaving) return;
+  const health = server.node.health();
+  const state = health.status === 'degraded' ? (health.reason ?? 'degraded') : 'ok';
+  if (state === engineState) return;
+  engineState = state;
+  pipe.send({ type: 'engine_state', degraded: state === 'ok' ? null : state });
+}
 const metricsPending = new Map<number, (text: string) => void>();
 
 /** Series that mean something per worker (a sum over workers would not): they get a `worker` label in the aggregate. */
@@ -71,6 +88,7 @@ function onMessage(message: PrimaryMessage): void {
   switch (message.type) {
     case 'ping':
       pipe.send({ type: 'pong', seq: message.seq });
+      reportEngine();
       return;
     case 'start':
       starting ??= start(message);
@@ -105,12 +123,16 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
   process.title = `herald worker ${message.worker}`;
   const pino = createLogger(config.log.level).child({ worker: message.worker });
   logger = pino;
-  const engine = createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, onOther: onMessage });
+  // The redis engine: this worker is a Redis node (startServer connects it); sessions still route through the primary.
+  ownEngine = config.engine.type === 'redis';
+  const linked = ownEngine
+    ? { sessionRouter: createWorkerSessions({ pipe, worker: message.worker, config, onOther: onMessage }) }
+    : { engine: createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, onOther: onMessage }) };
   try {
     server = await startServer({
       config,
       logger: pino,
-      engine,
+      ...linked,
       clusterReadiness: () => clusterNotReady,
       clusterMetrics,
       onWatchdog: (over) => pipe.send({ type: 'watchdog', over }),
