@@ -22,6 +22,7 @@ import { createHttpApp } from './http.ts';
 import { startChecks } from './preflight.ts';
 import { createAdminApp } from './admin.ts';
 import { version } from './version.ts';
+import type { SessionRouter } from '../transports/http-connection.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -48,6 +49,12 @@ export interface StartOptions {
   readonly runningAsRoot?: boolean;
   /** The engine linking nodes; default from `config.engine` (memory or Redis). */
   readonly engine?: Engine;
+  /**
+   * Cluster mode on an engine of its own (redis): routes SSE/long-poll
+   * session requests to the worker that owns the session. The cluster
+   * engine brings its own (`engine.sessionRouter`).
+   */
+  readonly sessionRouter?: SessionRouter;
   /** Cluster mode: the other workers that are not ready, as the primary last said (readiness). */
   readonly clusterReadiness?: () => readonly NotReadyReason[];
   /** Cluster mode: /metrics answers every worker's metrics, aggregated by the primary. */
@@ -120,6 +127,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const apiKeys = new ApiKeyVerifier(config.api.keys, { source: keyStore });
 
   const engine = options.engine ?? (await openEngine(config, logger));
+  const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
   const w = config.watchdog;
   const watchdog = new Watchdog({
     eventLoopDelayMs: w.eventLoopDelayMs,
@@ -164,9 +172,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     version,
   });
   const metrics = createMetrics(node, watchdog);
-  await probe?.start();
+  probe?.start();
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
-  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter, health });
+  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
@@ -213,7 +221,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       // between two polls gets its 3001 from its next poll; meanwhile new
       // connections are answered 503. In cluster mode the other workers
       // reach this worker's sessions: stop accepting at once.
-      let listenerClosed = engine.sessionRouter === undefined ? undefined : stopAccepting();
+      let listenerClosed = sessionRouter === undefined ? undefined : stopAccepting();
       const clientsDrained = await node.drain(drainTimeoutMs);
       // WebSocket close handshakes get what is left of the drain time.
       const drained = (await websockets.settle(left())) && clientsDrained;

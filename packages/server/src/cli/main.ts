@@ -372,9 +372,6 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
   const wanted = values['workers'] === undefined ? config.cluster.workers : parseWorkers(values['workers'] as string);
   const workers = wanted === 'auto' ? availableParallelism() : wanted;
   if (workers > 1) {
-    if (config.engine.type === 'redis') {
-      fail('--workers: cluster mode links its workers through the primary (engine.type "memory" or "sqlite"); with the redis engine run one Herald process per port or machine');
-    }
     // The workers run the start-time checks again; the primary runs them first, so a refused start lists every problem.
     const checks = await startChecks(config, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve' });
     for (const warning of checks.warnings) logger.warn({}, warning);

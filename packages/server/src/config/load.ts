@@ -363,12 +363,6 @@ function crossFieldProblems(config: Config, valid: (...sections: string[]) => bo
   if (valid('auth', 'cors') && config.auth.cookieName !== undefined && config.cors.origins.length === 0) {
     problems.push(['auth', '/auth/cookieName: cookie auth needs cors.origins (the origin allowlist guards it): add your app\'s origin there']);
   }
-  if (valid('cluster', 'engine') && typeof config.cluster.workers === 'number' && config.cluster.workers > 1 && config.engine.type === 'redis') {
-    problems.push([
-      'cluster',
-      '/cluster/workers: cluster mode links its workers through the primary (engine.type "memory" or "sqlite"); with the redis engine set cluster.workers to 1 and run one Herald process per port or machine',
-    ]);
-  }
   if (valid('engine') && config.engine.redisCluster.length > 0) {
     if (config.engine.type !== 'redis') problems.push(['engine', '/engine/redisCluster: seed nodes of a Redis Cluster are for the redis engine; set engine.type to "redis" (or remove them)']);
     config.engine.redisCluster.forEach((text, i) => {

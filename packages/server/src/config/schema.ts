@@ -278,7 +278,7 @@ export const ConfigSchema = Type.Object(
         type: Type.Union([Type.Literal('memory'), Type.Literal('sqlite'), Type.Literal('redis')], {
           default: 'sqlite',
           description:
-            'sqlite: one process (or one cluster of workers, whose primary owns the file), streams and revocations durable in `<stateDir>/herald.db` across restarts; memory: the same without a file, everything lost on restart (tests, or nothing on disk); redis: several Herald nodes sharing Redis.',
+            'sqlite: one process (or one cluster of workers, whose primary owns the file), streams and revocations durable in `<stateDir>/herald.db` across restarts; memory: the same without a file, everything lost on restart (tests, or nothing on disk); redis: several Herald nodes sharing Redis (in cluster mode each worker is a node of its own).',
         }),
         sqliteSynchronous: Type.Union([Type.Literal('normal'), Type.Literal('full')], {
           default: 'normal',
@@ -317,7 +317,7 @@ export const ConfigSchema = Type.Object(
         workers: Type.Union([Type.Integer({ minimum: 1, maximum: 1024 }), Type.Literal('auto')], {
           default: 1,
           description:
-            'Worker processes sharing the listener (`herald serve --workers N`); "auto" is one per core, 1 runs a single process without a primary. Workers are linked through the primary: streams, presence and control are cluster-wide.',
+            'Worker processes sharing the listener (`herald serve --workers N`); "auto" is one per core, 1 runs a single process without a primary. Workers are linked through the primary (on the redis engine through Redis, each worker a node): streams, presence and control are cluster-wide.',
         }),
         heartbeatIntervalMs: Ms(1000, 'How often the primary pings each worker over IPC.'),
         heartbeatTimeoutMs: Ms(10000, 'A worker that has not answered a ping for this long is killed (SIGKILL) and replaced.'),

@@ -237,9 +237,8 @@ describe('cross-field rules', () => {
     assertProblem(problems, /^\/auth: /);
   });
 
-  it('cluster workers with the redis engine are rejected, naming the fix', () => {
-    const problems = problemsOf(() => buildConfig({ cluster: { workers: 4 }, engine: { type: 'redis' } }, noEnv));
-    assertProblem(problems, /^\/cluster\/workers: .*engine\.type "memory".*cluster\.workers to 1/);
+  it('cluster workers go with every engine, redis included (each worker is a Redis node)', () => {
+    assert.equal(buildConfig({ cluster: { workers: 4 }, engine: { type: 'redis' } }, noEnv).cluster.workers, 4);
     assert.equal(buildConfig({ cluster: { workers: 4 } }, noEnv).cluster.workers, 4);
   });
 
