@@ -94,7 +94,7 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
   process.title = `herald worker ${message.worker}`;
   const pino = createLogger(config.log.level).child({ worker: message.worker });
   logger = pino;
-  const engine = createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, onOther: onMessage });
+  const engine = createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, apiKeys: message.apiKeys, onOther: onMessage });
   try {
     server = await startServer({
       config,
