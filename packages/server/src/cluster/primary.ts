@@ -6,7 +6,10 @@
  * On the sqlite engine the primary owns the state file: its hub's broker
  * and revocations are the file's, and workers reach them over IPC; the API
  * keys too: the primary reads them (`herald keys` writes them beside it)
- * and sends workers the list at start and within a second of a change.
+ * and sends workers the list at start and within a second of a change. On
+ * the redis engine the primary holds no stream and no Redis connection: each
+ * worker is a Redis node of its own (own connections, own node id), and
+ * the hub only routes SSE/long-poll session requests between workers.
  *
  * Signals: SIGTERM and SIGINT drain every worker and exit 0; SIGHUP (or
  * `herald reload`, which signals the pid in `<stateDir>/herald.pid`)
@@ -185,7 +188,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
       void reload();
     });
   }
-  logger.info({ workers: options.workers, pid: process.pid }, 'cluster primary starting');
+  logger.info({ workers: options.workers, pid: process.pid, engine: config.engine.type }, 'cluster primary starting');
   supervisor.start();
 
   return {
