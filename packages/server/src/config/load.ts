@@ -358,6 +358,12 @@ function crossFieldProblems(config: Config, valid: (...sections: string[]) => bo
       '/cluster/workers: cluster mode links its workers through the primary (engine.type "memory" or "sqlite"); with the redis engine set cluster.workers to 1 and run one Herald process per port or machine',
     ]);
   }
+  if (valid('limits', 'engine') && config.limits.scope === 'cluster' && config.engine.type !== 'redis') {
+    problems.push([
+      'limits',
+      `/limits/scope: "cluster" counts the limits in Redis, shared by every node: it needs engine.type "redis" (this config has "${config.engine.type}"); set limits.scope to "node" or use the redis engine`,
+    ]);
+  }
   if (valid('limits') && config.limits.inboundHardPerSecond < config.limits.inboundRatePerSecond) {
     problems.push(['limits', '/limits: inboundHardPerSecond must be at least inboundRatePerSecond']);
   }
