@@ -21,7 +21,7 @@
  */
 import { createRequire } from 'node:module';
 import { normalizeIP } from '@fastify/rate-limit';
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 
 /** What a store of @fastify/rate-limit answers for one hit. */
 export interface StoreEntry {
@@ -35,7 +35,7 @@ export interface CountingStore {
   incr(key: string, callback: (error: Error | null, entry: StoreEntry | null) => void, timeWindow: number, max: number): void;
 }
 type LocalStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, cache?: number) => CountingStore;
-type RedisStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, redis: Redis, key: string) => CountingStore;
+type RedisStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, redis: Redis | Cluster, key: string) => CountingStore;
 
 // The plugin's package has no `exports` map: its store modules are reachable by path (CommonJS).
 const require = createRequire(import.meta.url);
@@ -43,7 +43,7 @@ const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as LocalSt
 const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as RedisStoreCtor;
 
 /** @fastify/rate-limit's RedisStore under `keyPrefix` (fixed windows: no continueExceeding, no backoff). */
-export function redisCountingStore(redis: Redis, keyPrefix: string): CountingStore {
+export function redisCountingStore(redis: Redis | Cluster, keyPrefix: string): CountingStore {
   return new RedisStore(false, false, redis, keyPrefix);
 }
 

@@ -29,7 +29,7 @@ export interface Engine {
   /** Cluster mode: routes SSE/long-poll session requests to the worker that owns the session. */
   readonly sessionRouter?: SessionRouter | undefined;
   /** The redis engine's command connection: where `limits.scope: "cluster"` counts (app/shared-limits.ts). */
-  readonly redis?: import('ioredis').Redis | undefined;
+  readonly redis?: import('ioredis').Redis | import('ioredis').Cluster | undefined;
   /** Closes what the engine opened (after the Node has closed its parts). */
   close(): Promise<void>;
 }
@@ -78,13 +78,19 @@ export async function createSqliteEngine(config: Config, onHealthChange?: (healt
   };
 }
 
-export interface RedisClients {
-  readonly command: import('ioredis').Redis;
-  readonly subscriber: import('ioredis').Redis;
+/** One Redis (commands, pub/sub), or a Redis Cluster (commands, sharded pub/sub). */
+export type RedisClients =
+  | { readonly command: import('ioredis').Redis; readonly subscriber: import('ioredis').Redis }
+  | { readonly command: import('ioredis').Cluster; readonly subscriber: import('../broker/redis-sharded-pubsub.ts').ShardedPubSub };
+
+/** Where the redis engine connects: `engine.redisCluster` seeds when given, else `engine.redisUrl` (for logs, redacted). */
+export function redisTarget(config: Config): string {
+  return config.engine.redisCluster.length > 0 ? 'cluster ' + config.engine.redisCluster.map(redactUrl).join(',') : redactUrl(config.engine.redisUrl);
 }
 
-/** Opens the two Redis connections of the redis engine (the only place that does). */
+/** Opens the Redis connections of the redis engine (the only place that does). */
 export async function openRedisClients(config: Config): Promise<RedisClients> {
+  if (config.engine.redisCluster.length > 0) return openRedisCluster(config);
   const { Redis } = await import('ioredis');
   const options = {
     commandTimeout: config.engine.redisCommandTimeoutMs,
@@ -111,6 +117,68 @@ export async function openRedisClients(config: Config): Promise<RedisClients> {
     command.disconnect();
     subscriber.disconnect();
     throw new Error(`cannot connect to Redis at ${redactUrl(config.engine.redisUrl)}`);
+  }
+  return { command, subscriber };
+}
+
+/** The same timeouts and failure rules as one Redis's clients, on every connection of a cluster. */
+function redisOptions(config: Config) {
+  return {
+    commandTimeout: config.engine.redisCommandTimeoutMs,
+    connectTimeout: config.engine.redisCommandTimeoutMs,
+    socketTimeout: 2 * config.engine.redisCommandTimeoutMs,
+    enableOfflineQueue: false,
+    maxRetriesPerRequest: 0,
+    retryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+    lazyConnect: true,
+  };
+}
+
+/**
+ * A Redis Cluster: a Cluster client for commands (slot routing, MOVED/ASK,
+ * failover) seeded by `engine.redisCluster`, and sharded pub/sub with one
+ * connection per master, opened on demand. User, password and TLS
+ * (`rediss://`) of the first seed URL apply to every node.
+ */
+async function openRedisCluster(config: Config): Promise<RedisClients> {
+  const { Cluster, Redis } = await import('ioredis');
+  const { ShardedPubSub } = await import('../broker/redis-sharded-pubsub.ts');
+  const seeds = config.engine.redisCluster.map((text) => new URL(text));
+  const first = seeds[0]!;
+  const auth = {
+    ...(first.username !== '' ? { username: decodeURIComponent(first.username) } : {}),
+    ...(first.password !== '' ? { password: decodeURIComponent(first.password) } : {}),
+    ...(first.protocol === 'rediss:' ? { tls: {} } : {}),
+  };
+  const nodeOptions = { ...redisOptions(config), ...auth };
+  const command = new Cluster(
+    seeds.map((url) => ({ host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port === '' ? 6379 : Number(url.port) })),
+    {
+      redisOptions: nodeOptions,
+      enableOfflineQueue: false,
+      lazyConnect: true,
+      // The slot map is read again this often (and on MOVED, and when a pub/sub connection closes).
+      slotsRefreshInterval: config.engine.probeIntervalMs,
+      slotsRefreshTimeout: config.engine.redisCommandTimeoutMs,
+      clusterRetryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
+    },
+  );
+  command.on('error', () => {});
+  command.on('node error', () => {});
+  const subscriber = new ShardedPubSub({
+    cluster: command,
+    connect: (host, port) => {
+      const redis = new Redis({ ...nodeOptions, host, port, autoResubscribe: false });
+      redis.on('error', () => {});
+      return redis;
+    },
+  });
+  try {
+    await command.connect();
+  } catch {
+    command.disconnect();
+    await subscriber.close();
+    throw new Error(`cannot connect to the Redis Cluster at ${config.engine.redisCluster.map(redactUrl).join(', ')}`);
   }
   return { command, subscriber };
 }
@@ -147,7 +215,7 @@ export async function createRedisEngine(
     async close() {
       await parts.close();
       clients.command.disconnect();
-      clients.subscriber.disconnect();
+      if ('disconnect' in clients.subscriber) clients.subscriber.disconnect();
     },
   };
 }

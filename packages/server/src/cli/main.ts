@@ -42,6 +42,8 @@ Options:
   --workers N|auto  cluster mode: N worker processes, auto = one per core (cluster.workers)
   --engine TYPE     memory, sqlite or redis (HERALD_ENGINE, engine.type)
   --redis-url URL   Redis URL for the redis engine (HERALD_REDIS_URL, engine.redisUrl)
+  --redis-cluster URL,URL  seed nodes of a Redis Cluster for the redis engine
+                    (HERALD_REDIS_CLUSTER, engine.redisCluster)
 
 A second development instance beside the first (the first owns the state file): herald serve --port 8010 --admin-port 8011 --engine memory`,
     options: {
@@ -53,6 +55,7 @@ A second development instance beside the first (the first owns the state file): 
       workers: { type: 'string' },
       engine: { type: 'string' },
       'redis-url': { type: 'string' },
+      'redis-cluster': { type: 'string' },
     },
     run: serve,
   },
@@ -252,6 +255,7 @@ function resolveConfig(values: Values, purpose: 'serve' | 'check' | 'read'): Res
     ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] as string } : {}),
     ...(values['engine'] !== undefined ? { engine: values['engine'] as string } : {}),
     ...(values['redis-url'] !== undefined ? { redisUrl: values['redis-url'] as string } : {}),
+    ...(values['redis-cluster'] !== undefined ? { redisCluster: values['redis-cluster'] as string } : {}),
   };
   const raw: Record<string, unknown> = file !== undefined ? readConfigFile(file) : { mode: 'development' };
   const sources = { env, overrides, file };
@@ -368,9 +372,6 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
   const wanted = values['workers'] === undefined ? config.cluster.workers : parseWorkers(values['workers'] as string);
   const workers = wanted === 'auto' ? availableParallelism() : wanted;
   if (workers > 1) {
-    if (config.engine.type === 'redis') {
-      fail('--workers: cluster mode links its workers through the primary (engine.type "memory" or "sqlite"); with the redis engine run one Herald process per port or machine');
-    }
     // The workers run the start-time checks again; the primary runs them first, so a refused start lists every problem.
     const checks = await startChecks(config, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve' });
     for (const warning of checks.warnings) logger.warn({}, warning);

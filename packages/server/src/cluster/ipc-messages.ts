@@ -1,6 +1,6 @@
 /**
  * Every message between the cluster primary and its workers, defined once.
- * The primary owns the streams and presence (one MemoryBroker, or the
+ * On the memory and sqlite engines the primary owns the streams and presence (one MemoryBroker, or the
  * sqlite engine's SqliteBroker, and one MemoryPresenceStore for the whole
  * machine); workers reach them with
  * `call`s, receive publications of the channels they subscribed to, relay
@@ -13,6 +13,10 @@
  * is in effect at the primary before its next `history` is read, and a
  * publication reaches the publishing worker before the `result` of its
  * `publish`.
+ *
+ * On the redis engine each worker is a Redis node of its own: no `call`,
+ * `publication`, `join`, `leave` or `control` travels on the pipe, only
+ * supervision, metrics, readiness (`engine_state`) and session routing.
  */
 import type { HistoryPage, HistoryQuery, PresenceStats, PublishOptions, StoredPublication, StreamOptions } from '../broker/broker.ts';
 import type { ControlCommand } from '../broker/control.ts';
@@ -65,7 +69,18 @@ export type WorkerMessage =
   /** This worker's metrics (prom-client `getMetricsAsJSON`) for collection `id`. */
   | { readonly type: 'metrics_part'; readonly id: number; readonly metrics: readonly object[] }
   /** The worker's watchdog thresholds changed; `over` is what it is over now (empty: none). */
-  | { readonly type: 'watchdog'; readonly over: readonly string[] };
+  | { readonly type: 'watchdog'; readonly over: readonly string[] }
+  /** Redis engine (each worker a node of its own): the worker's engine became degraded (why) or healthy again (null). */
+  | { readonly type: 'engine_state'; readonly degraded: string | null }
+  /** The worker's delivery probe (worker → primary → worker) failed, with the reason, or passes again (`failure` absent). */
+  | { readonly type: 'delivery_probe'; readonly failure?: string | undefined }
+  /**
+   * This worker's counters and histograms so far (prom-client JSON, gauges
+   * left out): sent every `cluster.heartbeatIntervalMs` and once more after
+   * its drain, so that the primary keeps them once the worker is gone
+   * (counter-ledger.ts).
+   */
+  | { readonly type: 'counters'; readonly metrics: readonly object[] };
 
 /** Primary → worker. */
 export type PrimaryMessage =

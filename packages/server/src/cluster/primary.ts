@@ -4,7 +4,10 @@
  * links them through its PrimaryHub (streams, presence, control, session
  * routing) and supervises them (packages/server/src/cluster/supervisor.ts).
  * On the sqlite engine the primary owns the state file: its hub's broker
- * and revocations are the file's, and workers reach them over IPC.
+ * and revocations are the file's, and workers reach them over IPC. On the
+ * redis engine the primary holds no stream and no Redis connection: each
+ * worker is a Redis node of its own (own connections, own node id), and
+ * the hub only routes SSE/long-poll session requests between workers.
  *
  * Signals: SIGTERM and SIGINT drain every worker and exit 0; SIGHUP (or
  * `herald reload`, which signals the pid in `<stateDir>/herald.pid`)
@@ -159,7 +162,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
       void reload();
     });
   }
-  logger.info({ workers: options.workers, pid: process.pid }, 'cluster primary starting');
+  logger.info({ workers: options.workers, pid: process.pid, engine: config.engine.type }, 'cluster primary starting');
   supervisor.start();
 
   return {

@@ -304,6 +304,44 @@ class ClusterSessions implements SessionRouter {
   }
 }
 
+export interface WorkerSessionOptions {
+  readonly pipe: PrimaryPipe;
+  /** This worker's number (node:cluster worker id); names the sessions it issues. */
+  readonly worker: number;
+  readonly config: Config;
+  /** Messages that are not about sessions (ping, shutdown, metrics), for the worker's main. */
+  readonly onOther?: (message: PrimaryMessage) => void;
+  readonly callTimeoutMs?: number;
+}
+
+/**
+ * Session routing alone, for a worker whose engine is not the primary's
+ * (the redis engine: each worker is a Redis node of its own, and only SSE
+ * and long-poll session requests still travel through the primary, between
+ * the workers of one machine). Takes over the pipe's message handler; what
+ * it does not handle goes to `onOther`.
+ */
+export function createWorkerSessions(options: WorkerSessionOptions): SessionRouter {
+  const { pipe, config } = options;
+  const sessions = new ClusterSessions(pipe, options.worker, options.callTimeoutMs ?? config.cluster.callTimeoutMs, config.longPoll.pollTimeoutMs);
+  pipe.onMessage((message) => {
+    switch (message.type) {
+      case 'session_request':
+        sessions.request(message.id, message.origin, message.exchange);
+        return;
+      case 'session_answer':
+        sessions.answered(message.id, message.answer);
+        return;
+      case 'session_abort':
+        sessions.abort(message.id, message.origin);
+        return;
+      default:
+        options.onOther?.(message);
+    }
+  });
+  return sessions;
+}
+
 /**
  * Builds the engine of one worker on its pipe to the primary. Takes over the
  * pipe's message handler; what it does not handle goes to `onOther`.

@@ -292,7 +292,7 @@ export const ConfigSchema = Type.Object(
         type: Type.Union([Type.Literal('memory'), Type.Literal('sqlite'), Type.Literal('redis')], {
           default: 'sqlite',
           description:
-            'sqlite: one process (or one cluster of workers, whose primary owns the file), streams and revocations durable in `<stateDir>/herald.db` across restarts; memory: the same without a file, everything lost on restart (tests, or nothing on disk); redis: several Herald nodes sharing Redis.',
+            'sqlite: one process (or one cluster of workers, whose primary owns the file), streams and revocations durable in `<stateDir>/herald.db` across restarts; memory: the same without a file, everything lost on restart (tests, or nothing on disk); redis: several Herald nodes sharing Redis (in cluster mode each worker is a node of its own).',
         }),
         sqliteSynchronous: Type.Union([Type.Literal('normal'), Type.Literal('full')], {
           default: 'normal',
@@ -301,11 +301,24 @@ export const ConfigSchema = Type.Object(
         }),
         sqliteBusyTimeoutMs: Ms(1000, 'sqlite engine: how long a write waits for the state file held by another connection (`herald keys`) before it fails with `unavailable`.'),
         redisUrl: Type.String({ default: 'redis://127.0.0.1:6379', 'x-secret': true, description: 'Redis URL for the redis engine (a password belongs in the URL or HERALD_REDIS_URL).' }),
+        redisCluster: Type.Array(Type.String({ pattern: '^rediss?://', maxLength: 1024, 'x-secret': true }), {
+          default: [],
+          maxItems: 64,
+          description:
+            'Seed node URLs of a Redis Cluster (e.g. `["redis://10.0.0.1:7000","redis://10.0.0.2:7000"]`; HERALD_REDIS_CLUSTER or --redis-cluster, comma-separated). When given, the redis engine runs on the cluster instead of `redisUrl`: channels fan out over sharded pub/sub and each channel\'s keys share one slot (docs/operations.md "Redis Cluster"). User, password and `rediss://` of the first URL apply to every node.',
+        }),
         redisPrefix: Type.String({ default: 'herald', pattern: '^[A-Za-z0-9_:-]{1,64}$', description: 'Prefix of every Redis key and pub/sub channel.' }),
         redisCommandTimeoutMs: Ms(2000, 'Timeout of every Redis call.'),
         presenceTtlMs: Ms(60000, 'Redis presence entries expire unless refreshed (a node refreshes every third of it).'),
         streamMetaTtlMs: Ms(86400000, 'How long a Redis stream keeps its epoch and offset after its last publication.'),
-        probeIntervalMs: Ms(2000, 'Interval of the end-to-end pub/sub delivery probe.'),
+        probeIntervalMs: Ms(
+          2000,
+          'Interval of the end-to-end delivery probe, on every engine: a probe published through the broker must come back to the node that sent it (redis: over pub/sub; cluster mode: worker → primary → worker).',
+        ),
+        probeDeadlineMs: Ms(
+          5000,
+          'memory and sqlite engines, and cluster mode on them: a probe not delivered back within this time makes the process not ready (`delivery_probe`) until a probe comes back. (The redis engine judges its probe by two intervals.)',
+        ),
         unavailableRetryMs: Ms(
           30000,
           'SSE and long polling: how long the server keeps retrying, while the engine is unavailable, a subscription it holds for the client (one named when the connection opened, or one resynchronizing after a gap or a stream reset); then the connection is closed with 3002 (reconnect).',
@@ -318,7 +331,7 @@ export const ConfigSchema = Type.Object(
         workers: Type.Union([Type.Integer({ minimum: 1, maximum: 1024 }), Type.Literal('auto')], {
           default: 1,
           description:
-            'Worker processes sharing the listener (`herald serve --workers N`); "auto" is one per core, 1 runs a single process without a primary. Workers are linked through the primary: streams, presence and control are cluster-wide.',
+            'Worker processes sharing the listener (`herald serve --workers N`); "auto" is one per core, 1 runs a single process without a primary. Workers are linked through the primary (on the redis engine through Redis, each worker a node): streams, presence and control are cluster-wide.',
         }),
         heartbeatIntervalMs: Ms(1000, 'How often the primary pings each worker over IPC.'),
         heartbeatTimeoutMs: Ms(10000, 'A worker that has not answered a ping for this long is killed (SIGKILL) and replaced.'),

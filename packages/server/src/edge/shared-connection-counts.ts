@@ -28,7 +28,7 @@
  * Every key shares one hash tag (the prefix), so the script's keys live in
  * one slot of a Redis Cluster.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import { redisCountingStore, type CountingStore, type SharedStoreWatcher } from '../api/rate-limits.ts';
 
 /** What the shared counts answer for one new connection. */
@@ -58,7 +58,7 @@ export interface SharedConnectionCounts {
 }
 
 export interface RedisConnectionCountsOptions {
-  readonly redis: Redis;
+  readonly redis: Redis | Cluster;
   /** engine.redisPrefix. */
   readonly prefix: string;
   readonly nodeId: string;
