@@ -35,6 +35,8 @@ export interface Engine {
   readonly apiKeys?: KeySource | undefined;
   /** Cluster mode: routes SSE/long-poll session requests to the worker that owns the session. */
   readonly sessionRouter?: SessionRouter | undefined;
+  /** The redis engine's command connection: where `limits.scope: "cluster"` counts (app/shared-limits.ts). */
+  readonly redis?: import('ioredis').Redis | import('ioredis').Cluster | undefined;
   /** Closes what the engine opened (after the Node has closed its parts). */
   close(): Promise<void>;
 }
@@ -234,6 +236,7 @@ export async function createRedisEngine(
     control: parts.control,
     revocations: parts.revocations,
     health: parts.health,
+    redis: clients.command,
     async close() {
       await parts.close();
       clients.command.disconnect();
