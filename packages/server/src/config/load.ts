@@ -369,6 +369,12 @@ function crossFieldProblems(config: Config, valid: (...sections: string[]) => bo
       if (!URL.canParse(text) || new URL(text).hostname === '') problems.push(['engine', `/engine/redisCluster/${i}: not a URL like redis://host:port`]);
     });
   }
+  if (valid('limits', 'engine') && config.limits.scope === 'cluster' && config.engine.type !== 'redis') {
+    problems.push([
+      'limits',
+      `/limits/scope: "cluster" counts the limits in Redis, shared by every node: it needs engine.type "redis" (this config has "${config.engine.type}"); set limits.scope to "node" or use the redis engine`,
+    ]);
+  }
   if (valid('limits') && config.limits.inboundHardPerSecond < config.limits.inboundRatePerSecond) {
     problems.push(['limits', '/limits: inboundHardPerSecond must be at least inboundRatePerSecond']);
   }

@@ -21,8 +21,13 @@
  *   broker's sweep renews); a second Herald on the same state directory is
  *   refused while the owner's process lives and its heartbeat is fresh.
  *   A clean close releases the claim; after a crash the next start takes it.
+ *   A tool (`herald keys`, `herald backup`; `claim: false`) opens the file
+ *   beside its owner for a moment without claiming it: SQLite's WAL lets it
+ *   read while the owner writes, and its short write transactions wait for
+ *   the owner's (busy timeout) instead of failing.
  * - Migrations run in order, each in its own transaction together with the
- *   version row that records it, so a crash leaves a whole version or none.
+ *   version row that records it, so a crash leaves a whole version or none;
+ *   a version another connection applied meanwhile is not applied twice.
  */
 import { chmodSync, closeSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -68,6 +73,15 @@ export const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (channel, key)
    ) WITHOUT ROWID;
    CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);`,
+  // 5: API keys (SHA-256 only; written by `herald keys`, read by the server) and one-off facts such as the import of api-keys.json.
+  `CREATE TABLE api_keys (
+     name TEXT PRIMARY KEY,
+     sha256 TEXT NOT NULL,
+     scopes TEXT NOT NULL,
+     created TEXT NOT NULL,
+     not_after TEXT
+   ) WITHOUT ROWID;
+   CREATE TABLE herald_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */
@@ -84,6 +98,14 @@ export interface SqliteStoreOptions {
   readonly busyTimeoutMs?: number;
   /** Migrations to apply (tests pass longer lists to simulate a newer Herald). */
   readonly migrations?: readonly string[];
+  /**
+   * Whether this process claims the file as its owner (default true: a
+   * server). False for a tool's short access (`herald keys`, `herald
+   * backup`): it may open a file a running Herald owns, never writes the
+   * owner row, and refuses to migrate a file whose live owner is an older
+   * Herald (that one would refuse the newer schema at its next start).
+   */
+  readonly claim?: boolean;
 }
 
 export interface SqliteStore {
@@ -161,10 +183,12 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
     db.exec('PRAGMA foreign_keys = ON');
     const hasOwnerTable = () => db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'herald_owner'`).get() !== undefined;
     // Claimed before migrating when the file knows owners: a running Herald's file is not migrated under it.
-    const claimedBefore = hasOwnerTable();
+    const owning = options.claim !== false;
+    const claimedBefore = owning && hasOwnerTable();
     if (claimedBefore) claim(db, path);
+    if (!owning && !fresh && hasOwnerTable()) refuseOlderOwner(db, path, migrations.length);
     const version = migrate(db, migrations);
-    const claimed = claimedBefore || hasOwnerTable();
+    const claimed = owning && (claimedBefore || hasOwnerTable());
     if (claimed && !claimedBefore) claim(db, path);
     const beat = claimed ? db.prepare('UPDATE herald_owner SET heartbeat = ? WHERE id = 1 AND pid = ?') : undefined;
     return {
@@ -238,6 +262,17 @@ function claim(db: DatabaseSync, path: string): void {
   }
 }
 
+/** A tool does not migrate the file of a live Herald that predates the migrations. */
+function refuseOlderOwner(db: DatabaseSync, path: string, known: number): void {
+  const version = Number((db.prepare('SELECT max(version) AS version FROM herald_schema').get() as { version: number | null }).version ?? 0);
+  if (version >= known) return;
+  const owner = db.prepare('SELECT pid, heartbeat FROM herald_owner WHERE id = 1').get() as { pid: number; heartbeat: number } | undefined;
+  if (owner === undefined || Date.now() - owner.heartbeat >= OWNER_STALE_MS || !alive(owner.pid)) return;
+  throw new ConfigError([
+    `${path}: the Herald running on it (pid ${owner.pid}) is older than this command (schema version ${version}; this one needs ${known}); upgrade and restart that Herald first, then run the command again`,
+  ]);
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -260,11 +295,15 @@ function migrate(db: DatabaseSync, migrations: readonly string[]): number {
   }
   const current = Number((db.prepare('SELECT max(version) AS version FROM herald_schema').get() as { version: number | null }).version ?? 0);
   const record = db.prepare('INSERT INTO herald_schema (version, applied_at) VALUES (?, ?)');
+  const applied = db.prepare('SELECT 1 FROM herald_schema WHERE version = ?');
   for (let version = current + 1; version <= migrations.length; version++) {
     db.exec('BEGIN IMMEDIATE');
     try {
-      db.exec(migrations[version - 1]!);
-      record.run(version, Date.now());
+      // Another connection (a server starting beside `herald keys`) may have applied it meanwhile.
+      if (applied.get(version) === undefined) {
+        db.exec(migrations[version - 1]!);
+        record.run(version, Date.now());
+      }
       db.exec('COMMIT');
     } catch (error) {
       db.exec('ROLLBACK');

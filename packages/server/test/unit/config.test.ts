@@ -242,6 +242,16 @@ describe('cross-field rules', () => {
     assert.equal(buildConfig({ cluster: { workers: 4 } }, noEnv).cluster.workers, 4);
   });
 
+  it('limits.scope "cluster" without the redis engine is rejected, naming the fix; "node" is the default', () => {
+    for (const type of ['memory', 'sqlite']) {
+      const problems = problemsOf(() => buildConfig({ limits: { scope: 'cluster' }, engine: { type } }, noEnv));
+      assertProblem(problems, new RegExp(`^/limits/scope: "cluster" .*needs engine\\.type "redis" \\(this config has "${type}"\\).*limits\\.scope to "node"`));
+    }
+    assert.equal(buildConfig({ limits: { scope: 'cluster' }, engine: { type: 'redis' } }, noEnv).limits.scope, 'cluster');
+    assert.equal(buildConfig({}, noEnv).limits.scope, 'node');
+    assertProblem(problemsOf(() => buildConfig({ limits: { scope: 'global' } }, noEnv)), /^\/limits\/scope: /);
+  });
+
   it('a hard inbound limit below the rate is rejected', () => {
     const problems = problemsOf(() => buildConfig({ limits: { inboundRatePerSecond: 100, inboundHardPerSecond: 10 } }, noEnv));
     assertProblem(problems, /^\/limits: /);
