@@ -103,7 +103,17 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     try {
       if (config.engine.type === 'sqlite') {
         // The engine imports api-keys.json into its state file and watches the keys there.
-        storeKeys = peekKeys(config.stateDir)?.length;
+        try {
+          storeKeys = peekKeys(config.stateDir)?.length;
+        } catch (error) {
+          // A refused state file names itself and its fix.
+          if (error instanceof ConfigError && error.problems.some((p) => p.includes('refuses to start on it'))) {
+            problems.push(...error.problems);
+            storeKeys = undefined;
+          } else {
+            throw error;
+          }
+        }
       } else {
         keyStore = watchKeyStore(config.stateDir, { ...(options.onKeyStoreReloadError ? { onReloadError: options.onKeyStoreReloadError } : {}) });
         storeKeys = keyStore.current().length;

@@ -34,7 +34,7 @@ import { parseJsonSafely } from '@herald/protocol/json';
 import type { ApiKeyConfig } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { KeySource } from '../auth/api-keys.ts';
-import { APPLICATION_ID, stateFilePath } from './sqlite-store.ts';
+import { APPLICATION_ID, inspectStateFile, stateFilePath } from './sqlite-store.ts';
 import { keyStorePath, readKeyStore, validateKeyStore, type StoredApiKey } from '../auth/key-store.ts';
 
 /** `herald_meta` key of the api-keys.json import record. */
@@ -240,13 +240,15 @@ export function watchKeyTable(db: DatabaseSync, path: string, options: KeyTableW
  * The keys a server starting on this state directory would have, changing
  * nothing (`herald check-config`, the production rule "at least one key"):
  * the table's, plus api-keys.json's while it has not been imported. Throws
- * ConfigError for an invalid api-keys.json or key table; undefined when the
- * state file cannot be read here (opening it for the engine reports why).
+ * ConfigError for a state file Herald refuses (inspectStateFile), an
+ * invalid api-keys.json or key table; undefined when the state file cannot
+ * be read here (opening it for the engine reports why).
  */
 export function peekKeys(stateDir: string): StoredApiKey[] | undefined {
   const path = stateFilePath(stateDir);
   const json = (): StoredApiKey[] => (existsSync(keyStorePath(stateDir)) ? readKeyStore(stateDir) : []);
   if (!existsSync(path)) return json();
+  inspectStateFile(stateDir);
   let db: DatabaseSync;
   try {
     db = new DatabaseSync(path, { readOnly: true });

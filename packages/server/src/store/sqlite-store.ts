@@ -214,7 +214,33 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
   }
 }
 
-function validate(db: DatabaseSync, path: string, known: number): void {
+/**
+ * The start-time check of an existing state file, changing nothing (`herald
+ * check-config`, and serve's checks before the engine opens it): throws the
+ * ConfigError opening it would throw for a file that is not SQLite, of
+ * another application, or of a newer Herald. `PRAGMA quick_check` is left to
+ * the open (it reads the whole file). No file: nothing to check.
+ */
+export function inspectStateFile(stateDir: string, known: number = MIGRATIONS.length): void {
+  const path = stateFilePath(stateDir);
+  const header = readHeader(path);
+  if (header === undefined || header.length === 0) return;
+  if (!statSync(path).isFile()) refuse(path, 'not a regular file');
+  if (header.length < 100 || header.subarray(0, 16).toString('latin1') !== SQLITE_HEADER) refuse(path, 'not a SQLite database (a foreign or corrupt file)');
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path, { readOnly: true });
+  } catch (error) {
+    refuse(path, `cannot be opened (${(error as Error).message})`);
+  }
+  try {
+    validate(db, path, known, false);
+  } finally {
+    db.close();
+  }
+}
+
+function validate(db: DatabaseSync, path: string, known: number, quick = true): void {
   let applicationId: number;
   let hasSchemaTable: boolean;
   try {
@@ -234,6 +260,7 @@ function validate(db: DatabaseSync, path: string, known: number): void {
     refuse(path, `its schema table is unreadable (${(error as Error).message})`);
   }
   if (version > known) refuse(path, `written by a newer Herald (schema version ${version}; this Herald knows up to ${known}): upgrade Herald`);
+  if (!quick) return;
   let check: string[];
   try {
     check = (db.prepare('PRAGMA quick_check').all() as { quick_check: string }[]).map((r) => r.quick_check);

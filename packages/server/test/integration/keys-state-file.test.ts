@@ -4,8 +4,8 @@
  * herald.db at the first start (and renamed, not deleted); `herald keys`
  * writes the state file while `herald serve` owns it, single process and
  * cluster mode (the primary reads the change and sends it to every worker);
- * a foreign or corrupt state file is refused by `herald keys` and left
- * untouched.
+ * a foreign or corrupt state file is refused by `herald keys`, `herald
+ * backup` and `herald check-config`, and left untouched.
  */
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -145,7 +145,7 @@ for (const workers of [1, 2]) {
   });
 }
 
-describe('herald keys on a state file that is not Herald\'s', { timeout: 60000 }, () => {
+describe('herald keys, backup and check-config on a state file that is not Herald\'s', { timeout: 60000 }, () => {
   const cases: [string, (path: string) => void, RegExp][] = [
     ['a foreign SQLite database', (path) => {
       const db = new DatabaseSync(path);
@@ -162,7 +162,7 @@ describe('herald keys on a state file that is not Herald\'s', { timeout: 60000 }
       const path = join(s.stateDir, 'herald.db');
       make(path);
       const before = readFileSync(path);
-      for (const args of [['keys', 'create', '--name', 'x', '--scopes', 'read'], ['keys', 'list'], ['backup', join(s.dir, 'copy.db')]]) {
+      for (const args of [['keys', 'create', '--name', 'x', '--scopes', 'read'], ['keys', 'list'], ['backup', join(s.dir, 'copy.db')], ['check-config']]) {
         const run = await herald([...args, '--config', s.config]);
         assert.equal(run.code, 2, `${args.join(' ')}: ${run.stderr}`);
         assert.match(run.stderr, problem);
