@@ -162,7 +162,7 @@ function redisOptions(config: Config) {
 /**
  * A Redis Cluster: a Cluster client for commands (slot routing, MOVED/ASK,
  * failover) seeded by `engine.redisCluster`, and sharded pub/sub with one
- * connection per master, opened on demand. User, password and TLS
+ * connection per master. User, password and TLS
  * (`rediss://`) of the first seed URL apply to every node.
  */
 async function openRedisCluster(config: Config): Promise<RedisClients> {
