@@ -17,14 +17,17 @@
  *   existing target is never replaced without `force` (the check and the
  *   placing are one `link`, so a file created meanwhile is not replaced
  *   either). The temporary file is removed on failure.
- * - The live state file is opened as a tool (packages/server/src/store/sqlite-store.ts,
- *   `claim: false`): a foreign or corrupt file is refused, as at start.
+ * - The live state file is checked as at start (a foreign or newer file is
+ *   refused) and then only read: a backup never migrates, claims or writes
+ *   it, and waits for no writer (`readOnly`; WAL readers never block).
+ *   The copy has the live file's schema version; a newer Herald started on
+ *   it migrates it as it would the original.
  */
 import { randomBytes } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, linkSync, openSync, realpathSync, renameSync, statSync, unlinkSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
-import { APPLICATION_ID, openSqliteStore, stateFilePath } from './sqlite-store.ts';
+import { APPLICATION_ID, inspectStateFile, stateFilePath } from './sqlite-store.ts';
 
 /** A backup that cannot be taken (exists, no state file, the live file as target): one line, exit code 1. */
 export class BackupError extends Error {
@@ -40,7 +43,7 @@ export interface BackupOptions {
   readonly target: string;
   /** Replace an existing target. */
   readonly force?: boolean;
-  /** How long to wait for the server's write lock when the file needs it (default 5 s). */
+  /** How long a read waits on a locked file (a checkpoint or recovery in progress; default 5 s). */
   readonly busyTimeoutMs?: number;
 }
 
@@ -82,13 +85,15 @@ export function backupStateFile(options: BackupOptions): BackupResult {
     if (options.force !== true) throw new BackupError(`${target}: exists; give --force to replace it, or another file name`);
     if (!statSync(target).isFile()) throw new BackupError(`${target}: exists and is not a regular file`);
   }
-  const store = openSqliteStore({ stateDir: options.stateDir, claim: false, busyTimeoutMs: options.busyTimeoutMs ?? 5000 });
+  // Refused as at start (foreign, corrupt, newer), then read only: a backup never migrates or writes the live file.
+  inspectStateFile(options.stateDir);
+  const live_db = new DatabaseSync(source, { readOnly: true, timeout: options.busyTimeoutMs ?? 5000 });
   const temporary = join(dirname(target), `.${basename(target)}.${process.pid}.${randomBytes(4).toString('hex')}.tmp`);
   let placed = false;
   try {
     // VACUUM INTO writes into an empty file: created here with 0600 so SQLite never uses the umask's mode.
     closeSync(openSync(temporary, 'wx', 0o600));
-    store.db.prepare('VACUUM INTO ?').run(temporary);
+    live_db.prepare('VACUUM INTO ?').run(temporary);
     const version = finishCopy(temporary);
     syncFile(temporary);
     if (options.force === true) {
@@ -106,7 +111,7 @@ export function backupStateFile(options: BackupOptions): BackupResult {
     syncDir(dirname(target));
     return { path: target, bytes: statSync(target).size, version, ms: Date.now() - started };
   } finally {
-    store.close();
+    live_db.close();
     if (!placed) {
       try {
         unlinkSync(temporary);

@@ -311,14 +311,20 @@ function alive(pid: number): boolean {
 
 /** Applies the migrations the file has not seen, each with its version row in one transaction. */
 function migrate(db: DatabaseSync, migrations: readonly string[]): number {
-  db.exec('BEGIN IMMEDIATE');
-  try {
-    db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
-    db.exec('CREATE TABLE IF NOT EXISTS herald_schema (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
-    db.exec('COMMIT');
-  } catch (error) {
-    db.exec('ROLLBACK');
-    throw error;
+  // A file that is already Herald's is not written here (a tool opens it beside its owner's transactions).
+  const stamped =
+    Number((db.prepare('PRAGMA application_id').get() as { application_id: number }).application_id) === APPLICATION_ID &&
+    db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'herald_schema'`).get() !== undefined;
+  if (!stamped) {
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+      db.exec('CREATE TABLE IF NOT EXISTS herald_schema (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+      db.exec('COMMIT');
+    } catch (error) {
+      db.exec('ROLLBACK');
+      throw error;
+    }
   }
   const current = Number((db.prepare('SELECT max(version) AS version FROM herald_schema').get() as { version: number | null }).version ?? 0);
   const record = db.prepare('INSERT INTO herald_schema (version, applied_at) VALUES (?, ?)');
