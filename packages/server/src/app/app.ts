@@ -8,18 +8,20 @@ import type { AddressInfo } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
-import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, type Engine, type RedisTls } from './engine.ts';
+import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, redisTarget, type Engine, type RedisTls } from './engine.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
+import { watchKeyStore } from '../auth/key-store.ts';
 import { DeliveryProbe } from '../broker/delivery-probe.ts';
 import { Node } from '../core/node.ts';
 import { join } from 'node:path';
 import { createMetrics } from '../observability/metrics.ts';
 import { defaultLiveHeapMiB, Watchdog, type ProcessSample, type WatchdogThreshold } from '../observability/watchdog.ts';
 import type { NotReadyReason } from './health.ts';
-import { createLogger, redactUrl } from '../observability/pino-logger.ts';
+import { createLogger } from '../observability/pino-logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
 import { createHttpApp } from './http.ts';
 import { startChecks } from './preflight.ts';
+import { openSharedLimits, type SharedLimits } from './shared-limits.ts';
 import { createAdminApp } from './admin.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
@@ -73,12 +75,13 @@ async function openEngine(config: Config, logger: PinoLogger, redisTls: RedisTls
       config,
       (healthy, reason) => (healthy ? logger.info({ reason }, 'sqlite engine healthy') : logger.error({ reason }, 'sqlite engine degraded: publishes with history fail with unavailable')),
       (error, what) => logger.error({ err: error, what }, 'sqlite engine'),
+      (level, message) => logger[level]({}, message),
     );
     logger.info({ file: `${config.stateDir}/herald.db`, synchronous: config.engine.sqliteSynchronous }, 'sqlite engine opened');
     return engine;
   }
   const clients = await openRedisClients(config, redisTls);
-  logger.info({ redis: redactUrl(config.engine.redisUrl) }, 'redis engine connected');
+  logger.info({ redis: redisTarget(config) }, 'redis engine connected');
   return createRedisEngine(
     config,
     clients,
@@ -124,9 +127,17 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
   const { tls, edge, tokens, keyStore, redisTls } = checks.prepared;
-  const apiKeys = new ApiKeyVerifier(config.api.keys, { source: keyStore });
 
   const engine = options.engine ?? (await openEngine(config, logger, redisTls));
+  // The sqlite engine keeps the keys in its state file; the others read api-keys.json.
+  const apiKeys = new ApiKeyVerifier(config.api.keys, { source: engine.apiKeys ?? keyStore ?? watchKeyStore(config.stateDir, { onReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded') }) });
+  let sharedLimits: SharedLimits | undefined;
+  try {
+    sharedLimits = openSharedLimits(config, engine, edge, logger);
+  } catch (error) {
+    await engine.close().catch(() => undefined);
+    throw error;
+  }
   const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
   const w = config.watchdog;
   const watchdog = new Watchdog({
@@ -172,9 +183,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     version,
   });
   const metrics = createMetrics(node, watchdog);
-  await probe?.start();
+  probe?.start();
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
-  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health });
+  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
@@ -186,6 +197,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
+    await sharedLimits?.close();
     await engine.close().catch(() => undefined);
     metrics.close();
     watchdog.close();
@@ -229,6 +241,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       listenerClosed ??= stopAccepting();
       probe?.close();
       await node.close();
+      await sharedLimits?.close();
       await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));
       // Let final answers (disconnect frames) finish, then cut what is left.
       app.server.closeIdleConnections();

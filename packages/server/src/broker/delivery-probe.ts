@@ -84,9 +84,13 @@ export class DeliveryProbe {
     };
   }
 
-  /** Subscribes the probe channel and starts probing. Call after the Node has set its handler. */
-  async start(): Promise<void> {
-    await this.#subscribe();
+  /**
+   * Subscribes the probe channel (without waiting for it: a slow or absent
+   * primary must not hold up the start; the deadline judges it) and starts
+   * probing. Call after the Node has set its handler.
+   */
+  start(): void {
+    void this.#subscribe();
     this.#timer = setInterval(() => this.#tick(), this.#options.intervalMs);
     this.#timer.unref();
   }

@@ -43,6 +43,7 @@ import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ip
 import type { NotReadyReason } from '../app/health.ts';
 import { BatchingPipe, clusterWorkerCarrier } from './pipe.ts';
 import type { PrimaryHub } from './primary-hub.ts';
+import { CounterLedger } from './counter-ledger.ts';
 
 /** Longest time a new worker may take to become ready. */
 export const STARTUP_TIMEOUT_MS = 60000;
@@ -140,7 +141,9 @@ export class Supervisor {
   #notReady = '[]';
   #notReadyList: readonly NotReadyReason[] = [];
   #metricsSeq = 0;
-  readonly #metricsParts = new Map<number, (metrics: readonly object[]) => void>();
+  readonly #metricsParts = new Map<number, (worker: number, metrics: readonly object[]) => void>();
+  /** Every worker's last counters, the exited ones' included (/metrics never goes backwards). */
+  readonly #counters = new CounterLedger();
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -204,10 +207,11 @@ export class Supervisor {
       readyOrExit,
     };
     this.#running.set(handle.id, running);
+    this.#counters.attach(handle.id);
     this.#options.hub.attach(handle.id, pipe, (message) => {
       switch (message.type) {
         case 'hello':
-          pipe.send({ type: 'start', worker: handle.id, config: this.#config, revocations: this.#options.hub.revocations() });
+          pipe.send({ type: 'start', worker: handle.id, config: this.#config, revocations: this.#options.hub.revocations(), apiKeys: this.#options.hub.apiKeys() });
           this.#options.hub.sendEngineHealth(handle.id);
           return;
         case 'pong':
@@ -228,7 +232,11 @@ export class Supervisor {
           void this.#gatherMetrics(running, message.id);
           return;
         case 'metrics_part':
-          this.#metricsParts.get(message.id)?.(message.metrics);
+          this.#metricsParts.get(message.id)?.(handle.id, message.metrics);
+          return;
+        case 'counters':
+          // Also after its exit: the report sent after its drain may come last.
+          this.#counters.record(handle.id, message.metrics);
           return;
         case 'watchdog': {
           running.over = message.over;
@@ -295,18 +303,22 @@ export class Supervisor {
   /**
    * One scrape of the cluster: every ready worker's metrics, aggregated
    * with prom-client's AggregatorRegistry (counters and most gauges summed;
-   * process metrics as prom-client defines). A worker that does not answer
-   * within 2 s is left out of this scrape.
+   * process metrics as prom-client defines), plus the counters of the
+   * workers that exited (counter-ledger.ts). A worker that does not answer
+   * within 2 s counts with its last recorded counters (its gauges are left
+   * out of this scrape).
    */
   async #gatherMetrics(requester: Running, id: number): Promise<void> {
     const targets = [...this.#running.values()].filter((r) => r.ready && !r.candidate);
     const key = ++this.#metricsSeq;
-    const parts: (readonly object[])[] = [];
+    const answers = new Map<number, readonly object[]>();
     await new Promise<void>((resolve) => {
       let left = targets.length;
       const timer = setTimeout(resolve, 2000);
-      this.#metricsParts.set(key, (metrics) => {
-        parts.push(metrics);
+      this.#metricsParts.set(key, (worker, metrics) => {
+        if (answers.has(worker)) return;
+        answers.set(worker, metrics);
+        this.#counters.record(worker, metrics);
         if (--left === 0) {
           clearTimeout(timer);
           resolve();
@@ -319,6 +331,9 @@ export class Supervisor {
       }
     });
     this.#metricsParts.delete(key);
+    const parts: (readonly object[])[] = [...answers.values()];
+    for (const target of targets) if (!answers.has(target.id)) parts.push(this.#counters.last(target.id));
+    parts.push(...this.#counters.retired());
     let text = '';
     try {
       const { AggregatorRegistry } = await import('prom-client');
@@ -386,6 +401,7 @@ export class Supervisor {
 
   #onExit(running: Running, code: number | null, signal: string | null): void {
     this.#running.delete(running.id);
+    this.#counters.retire(running.id);
     this.#options.hub.detach(running.id);
     const slot = running.slot;
     if (running.candidate) {

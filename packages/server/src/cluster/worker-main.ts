@@ -20,6 +20,7 @@ import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ip
 import { BatchingPipe, processCarrier } from './pipe.ts';
 import { createWorkerEngine, createWorkerSessions } from './worker-engine.ts';
 import type { NotReadyReason } from '../app/health.ts';
+import { monotonicMetrics } from './counter-ledger.ts';
 
 const pipe = new BatchingPipe<PrimaryMessage, WorkerMessage>(processCarrier());
 let server: HeraldServer | undefined;
@@ -54,6 +55,16 @@ function labelWorker(metrics: readonly object[]): object[] {
     if (!PER_WORKER.has(m.name)) return metric;
     return { ...m, values: m.values.map((v) => ({ ...v, labels: { ...v.labels, worker: String(workerId) } })) };
   });
+}
+
+/** Tells the primary this worker's counters so far (it keeps them once the worker is gone). */
+async function reportCounters(): Promise<void> {
+  if (server === undefined) return;
+  try {
+    pipe.send({ type: 'counters', metrics: monotonicMetrics(await server.metricsJson()) });
+  } catch (error) {
+    logger?.warn({ err: error }, 'counters not reported to the primary');
+  }
 }
 
 /** /metrics in cluster mode: the primary gathers every worker's metrics and aggregates them. */
@@ -116,7 +127,7 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
   ownEngine = config.engine.type === 'redis';
   const linked = ownEngine
     ? { sessionRouter: createWorkerSessions({ pipe, worker: message.worker, config, onOther: onMessage }) }
-    : { engine: createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, onOther: onMessage }) };
+    : { engine: createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, apiKeys: message.apiKeys, onOther: onMessage }) };
   try {
     server = await startServer({
       config,
@@ -134,6 +145,7 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
   }
   if (leaving) return;
   pipe.send({ type: 'ready', nodeId: server.node.id, port: server.port, adminPort: server.adminPort });
+  setInterval(() => void reportCounters(), config.cluster.heartbeatIntervalMs).unref();
 }
 
 async function leave(timeoutMs: number, code: number): Promise<void> {
@@ -143,6 +155,8 @@ async function leave(timeoutMs: number, code: number): Promise<void> {
   setTimeout(() => process.exit(code), timeoutMs + 5000).unref();
   await starting?.catch(() => undefined);
   if (server !== undefined) await server.shutdown(timeoutMs).catch(() => false);
+  // The final counters, the drain's disconnects included.
+  await reportCounters();
   await pipe.flushed();
   process.exit(code);
 }
