@@ -15,7 +15,9 @@
  *   `JSON.parse`, `ws.send` to the channel's subscribers);
  * - `nchan`: nginx + Nchan (bench/nchan.ts), the reference;
  * - `herald-variant`: `herald` again, with `--variant-env` added to its
- *   environment: an A/B comparison of one build in one run.
+ *   environment and `--variant-config` merged into its config: an A/B
+ *   comparison of one build in one run (`--config` is merged into every
+ *   Herald target's config, e.g. the redis engine for both).
  *
  * The server runs pinned to one core (`--server-cpu`, taskset), this process
  * (subscribers and publishers) to the other (`--loader-cpu`). Per target:
@@ -34,6 +36,7 @@
  *     [--server-cpu=0] [--loader-cpu=1]
  *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--json=FILE]
  *     [--targets=herald,herald-variant --variant-env=NAME=VALUE,…]
+ *     [--config=JSON] [--variant-config=JSON]
  *
  * `--quick`: 2000 channels, 10 000 publications, one round. With
  * `--server-node-args=--cpu-prof…` the measured windows are printed as
@@ -80,6 +83,10 @@ interface Options {
   serverNodeArgs: string[];
   /** Extra environment of the `herald-variant` target (an A/B comparison of one build under two settings). */
   variantEnv: Record<string, string>;
+  /** Merged into the config of every Herald target (`--config`, JSON). */
+  config: Record<string, unknown>;
+  /** Merged into the config of `herald-variant` after `config` (`--variant-config`, JSON). */
+  variantConfig: Record<string, unknown>;
   json: string | undefined;
   timeoutS: number;
 }
@@ -99,6 +106,8 @@ function parseOptions(): Options {
       'loader-cpu': { type: 'string', default: '1' },
       'server-node-args': { type: 'string', default: '' },
       'variant-env': { type: 'string', default: '' },
+      config: { type: 'string', default: '{}' },
+      'variant-config': { type: 'string', default: '{}' },
       json: { type: 'string' },
       timeout: { type: 'string', default: '900' },
     },
@@ -124,6 +133,8 @@ function parseOptions(): Options {
         .filter(Boolean)
         .map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]),
     ),
+    config: JSON.parse(values.config) as Record<string, unknown>,
+    variantConfig: JSON.parse(values['variant-config']) as Record<string, unknown>,
     json: values.json,
     timeoutS: Number(values.timeout),
   };
@@ -190,6 +201,17 @@ async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
   children.delete(child);
 }
 
+/** `base` with `extra` merged in, object by object. */
+function merge(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(extra)) {
+    const inner = base[key];
+    const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+    out[key] = isObject(value) && isObject(inner) ? merge(inner, value) : value;
+  }
+  return out;
+}
+
 async function startNodeServer(kind: 'herald' | 'herald-variant' | 'raw', options: Options): Promise<Server> {
   let args: string[];
   let env: NodeJS.ProcessEnv = process.env;
@@ -200,7 +222,8 @@ async function startNodeServer(kind: 'herald' | 'herald-variant' | 'raw', option
   } else {
     const dir = mkdtempSync(join(tmpdir(), 'herald-bench-publish-'));
     const configFile = join(dir, 'herald.json');
-    writeFileSync(configFile, JSON.stringify(heraldBenchConfig(), null, 2), { mode: 0o600 });
+    const config = merge(merge(heraldBenchConfig(), options.config), kind === 'herald-variant' ? options.variantConfig : {});
+    writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     cleanup = () => rmSync(dir, { recursive: true, force: true });
     args = [...SOURCE_NODE_ARGS, ...options.serverNodeArgs, join(ROOT, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile];
     env = { ...process.env, ...benchSecrets(apiKey), ...(kind === 'herald-variant' ? options.variantEnv : {}) };

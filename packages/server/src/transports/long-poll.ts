@@ -355,7 +355,8 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     const read = await openBody(request, response, headers);
     if (read === undefined) return;
     if (node.draining) return answerError(response, headers, 'unavailable');
-    const admission = gate.open(request);
+    let admission = gate.open(request);
+    if (admission instanceof Promise) admission = await admission;
     if (admission.refused !== undefined) return answerError(response, headers, admission.refused, undefined, admission.retryAfterSeconds);
     const body = read.value;
     const transport = new LongPollTransport(pollTimeoutMs, sessionTimeoutMs, closeGraceMs);

@@ -505,7 +505,7 @@ const spawnedChildren: ChildProcess[] = [];
 /** `herald serve --config FILE` on the Redis engine; resolves once it logs "listening". */
 export async function spawnRedisHerald(
   name: string,
-  options: { redisUrl: string; prefix: string; tokens: Tokens; drainTimeoutMs?: number; engine?: Record<string, unknown>; limits?: Record<string, unknown> },
+  options: { redisUrl: string; prefix: string; tokens: Tokens; drainTimeoutMs?: number; engine?: Record<string, unknown>; limits?: Record<string, unknown>; http?: Record<string, unknown> },
 ): Promise<SpawnedHerald> {
   const apiKey = randomBytes(24).toString('base64url');
   const dir = mkdtempSync(join(tmpdir(), 'herald-redis-node-'));
@@ -521,6 +521,7 @@ export async function spawnRedisHerald(
       process: { allowRoot: true },
       log: { level: 'info' },
       limits: { newConnectionsPerIpPerSecond: 100000, ...(options.limits ?? {}) },
+      ...(options.http === undefined ? {} : { http: options.http }),
       auth: { algorithms: ['HS256'] },
       api: {
         keys: [{ name: 'unused', sha256: createHash('sha256').update(randomBytes(16)).digest('hex'), scopes: ['read'] }],
