@@ -214,6 +214,25 @@ describe('Redis engine on a Redis Cluster (3 masters + 3 replicas)', { skip }, (
     await eventually(async () => ((await b.health()).status === 200 ? true : undefined), 'B healthy again');
   });
 
+  test('a channel\'s slot moved to another master (resharding) with clients connected: subscriptions follow it, nothing acknowledged lost or duplicated, recovered:true', async () => {
+    const channel = unique('chaos:reshard');
+    await follow(channel);
+    const slot = slotOf(topic(channel));
+    const from = await cluster.masterOf(slot);
+    const to = (await cluster.view()).find((n) => n.master && !n.failed && n.slots.length > 0 && n.id !== from.id)!;
+    publisher = new Publisher(channel, () => [a, b], { intervalMs: 10 });
+    publisher.start();
+    await waitUntil(() => publisher!.acked.length >= 20, { timeoutMs: 10000, label: '20 publications before the move' });
+    await cluster.migrateSlot(slot, to.port);
+    await waitUntil(() => owners(a).get(topic(channel)) === `127.0.0.1:${to.port}` && owners(b).get(topic(channel)) === `127.0.0.1:${to.port}`, {
+      timeoutMs: 20000,
+      label: 'subscriptions moved with the slot',
+    });
+    const movedAt = publisher.acked.length;
+    await waitUntil(() => publisher!.acked.length >= movedAt + 20, { timeoutMs: 20000, label: '20 publications after the move' });
+    await finish('slot moved');
+  });
+
   test('manual failover (CLUSTER FAILOVER on a replica) with clients connected: nothing acknowledged lost or duplicated, recovered:true', async () => {
     const channel = unique('chaos:failover');
     await follow(channel);
