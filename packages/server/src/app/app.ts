@@ -10,6 +10,7 @@ import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
 import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, redisTarget, type Engine } from './engine.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
+import { watchKeyStore } from '../auth/key-store.ts';
 import { DeliveryProbe } from '../broker/delivery-probe.ts';
 import { Node } from '../core/node.ts';
 import { join } from 'node:path';
@@ -74,6 +75,7 @@ async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
       config,
       (healthy, reason) => (healthy ? logger.info({ reason }, 'sqlite engine healthy') : logger.error({ reason }, 'sqlite engine degraded: publishes with history fail with unavailable')),
       (error, what) => logger.error({ err: error, what }, 'sqlite engine'),
+      (level, message) => logger[level]({}, message),
     );
     logger.info({ file: `${config.stateDir}/herald.db`, synchronous: config.engine.sqliteSynchronous }, 'sqlite engine opened');
     return engine;
@@ -125,9 +127,10 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
   const { tls, edge, tokens, keyStore } = checks.prepared;
-  const apiKeys = new ApiKeyVerifier(config.api.keys, { source: keyStore });
 
   const engine = options.engine ?? (await openEngine(config, logger));
+  // The sqlite engine keeps the keys in its state file; the others read api-keys.json.
+  const apiKeys = new ApiKeyVerifier(config.api.keys, { source: engine.apiKeys ?? keyStore ?? watchKeyStore(config.stateDir, { onReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded') }) });
   let sharedLimits: SharedLimits | undefined;
   try {
     sharedLimits = openSharedLimits(config, engine, edge, logger);

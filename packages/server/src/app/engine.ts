@@ -12,6 +12,7 @@ import { LocalControlBus } from '../broker/control.ts';
 import { MemoryBroker, MemoryPresenceStore } from '../broker/memory-broker.ts';
 import { MemoryRevocationList, type RevocationList } from '../auth/revocation.ts';
 import type { Config } from '../config/schema.ts';
+import type { KeySource } from '../auth/api-keys.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 import { redactUrl } from '../observability/redact.ts';
 
@@ -26,6 +27,12 @@ export interface Engine {
   readonly revocations: RevocationList;
   /** Degraded while the engine cannot guarantee delivery (e.g. Redis unreachable). */
   health(): EngineHealth;
+  /**
+   * API keys the engine keeps (the sqlite engine's state file; in cluster
+   * mode on it, the keys the primary sends). Absent: the server watches
+   * `<stateDir>/api-keys.json` (memory and redis engines).
+   */
+  readonly apiKeys?: KeySource | undefined;
   /** Cluster mode: routes SSE/long-poll session requests to the worker that owns the session. */
   readonly sessionRouter?: SessionRouter | undefined;
   /** The redis engine's command connection: where `limits.scope: "cluster"` counts (app/shared-limits.ts). */
@@ -49,15 +56,32 @@ export function createMemoryEngine(config: Config): Engine {
 }
 
 /**
- * The durable single-process engine: streams and revocations in
+ * The durable single-process engine: streams, revocations and API keys in
  * `<stateDir>/herald.db` (store/sqlite-store.ts), fan-out and presence in
- * memory. Throws a ConfigError when the state file is refused.
+ * memory. An api-keys.json left by an earlier Herald is imported on the way
+ * (store/api-key-table.ts). Throws a ConfigError when the state file (or
+ * the JSON store to import) is refused; the file is closed again then.
  */
-export async function createSqliteEngine(config: Config, onHealthChange?: (healthy: boolean, reason: string) => void, onError?: (error: unknown, what: string) => void): Promise<Engine> {
+export async function createSqliteEngine(
+  config: Config,
+  onHealthChange?: (healthy: boolean, reason: string) => void,
+  onError?: (error: unknown, what: string) => void,
+  onNotice?: (level: 'info' | 'warn', message: string) => void,
+): Promise<Engine> {
   const { openSqliteStore } = await import('../store/sqlite-store.ts');
   const { SqliteBroker } = await import('../broker/sqlite-broker.ts');
   const { SqliteRevocationList } = await import('../auth/revocation.ts');
+  const { describeKeyImport, importKeyFile, watchKeyTable } = await import('../store/api-key-table.ts');
   const store = openSqliteStore({ stateDir: config.stateDir, synchronous: config.engine.sqliteSynchronous, busyTimeoutMs: config.engine.sqliteBusyTimeoutMs });
+  let apiKeys: KeySource;
+  try {
+    const imported = describeKeyImport(importKeyFile(store.db, config.stateDir, store.path), store.path);
+    if (imported !== undefined) onNotice?.(imported.level, imported.message);
+    apiKeys = watchKeyTable(store.db, store.path, { onReloadError: (problem) => onError?.(new Error(problem), 'API keys not reloaded (the keys read before stay in force)') });
+  } catch (error) {
+    store.close();
+    throw error;
+  }
   const nodeId = randomUUID();
   const broker = new SqliteBroker(store, onHealthChange === undefined ? {} : { onHealthChange });
   return {
@@ -71,6 +95,7 @@ export async function createSqliteEngine(config: Config, onHealthChange?: (healt
       onPersistError: (error) => onError?.(error, 'revocation not written to the state file (it holds until restart)'),
     }),
     health: () => broker.health(),
+    apiKeys,
     async close() {
       await broker.close();
       store.close();
@@ -137,7 +162,7 @@ function redisOptions(config: Config) {
 /**
  * A Redis Cluster: a Cluster client for commands (slot routing, MOVED/ASK,
  * failover) seeded by `engine.redisCluster`, and sharded pub/sub with one
- * connection per master, opened on demand. User, password and TLS
+ * connection per master. User, password and TLS
  * (`rediss://`) of the first seed URL apply to every node.
  */
 async function openRedisCluster(config: Config): Promise<RedisClients> {

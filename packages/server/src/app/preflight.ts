@@ -13,6 +13,7 @@ import { ConfigError, GENERATE_SECRET, type ValidatedConfig } from '../config/lo
 import { createJwtVerifier, type TokenVerifier } from '../auth/jwt.ts';
 import type { KeySource } from '../auth/api-keys.ts';
 import { watchKeyStore } from '../auth/key-store.ts';
+import { peekKeys } from '../store/api-key-table.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
 
@@ -21,7 +22,8 @@ export interface Prepared {
   readonly tls: TlsFiles | undefined;
   readonly edge: Edge;
   readonly tokens: TokenVerifier;
-  readonly keyStore: KeySource;
+  /** api-keys.json, watched (memory and redis engines); undefined on the sqlite engine, whose state file holds the keys. */
+  readonly keyStore: KeySource | undefined;
 }
 
 export interface CheckResult {
@@ -94,15 +96,35 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   if (valid('auth')) tokens = await tokenChecks(config, problems);
 
   let keyStore: KeySource | undefined;
-  if (valid('stateDir')) {
+  // Store keys a start would have; undefined when they cannot be known here.
+  let storeKeys: number | undefined;
+  let keysChecked = false;
+  if (valid('stateDir', 'engine')) {
     try {
-      keyStore = watchKeyStore(config.stateDir, { ...(options.onKeyStoreReloadError ? { onReloadError: options.onKeyStoreReloadError } : {}) });
+      if (config.engine.type === 'sqlite') {
+        // The engine imports api-keys.json into its state file and watches the keys there.
+        try {
+          storeKeys = peekKeys(config.stateDir)?.length;
+        } catch (error) {
+          // A refused state file names itself and its fix.
+          if (error instanceof ConfigError && error.problems.some((p) => p.includes('refuses to start on it'))) {
+            problems.push(...error.problems);
+            storeKeys = undefined;
+          } else {
+            throw error;
+          }
+        }
+      } else {
+        keyStore = watchKeyStore(config.stateDir, { ...(options.onKeyStoreReloadError ? { onReloadError: options.onKeyStoreReloadError } : {}) });
+        storeKeys = keyStore.current().length;
+      }
+      keysChecked = true;
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
       problems.push(...error.problems.map((p) => `${p} (fix the file, or move it away and recreate the keys with \`herald keys create\`)`));
     }
   }
-  if (production && valid('api') && keyStore !== undefined && config.api.keys.length + keyStore.current().length === 0) {
+  if (production && valid('api') && storeKeys !== undefined && config.api.keys.length + storeKeys === 0) {
     problems.push(
       '/api/keys: production mode needs at least one API key: ' +
         `set HERALD_API_KEY (at least ${MIN_SECRET_CHARS} random characters: \`${GENERATE_SECRET}\`), ` +
@@ -111,7 +133,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     );
   }
 
-  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keyStore !== undefined ? { tls, edge, tokens, keyStore } : undefined;
+  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore } : undefined;
   return { problems, warnings, prepared };
 }
 

@@ -6,15 +6,17 @@
  *
  * On a Redis Cluster (the pub/sub client is a `ShardedPubSub`) every topic
  * is a shard channel (SSUBSCRIBE/SPUBLISH): a channel's topic in its stream's
- * slot, the control topic in one fixed slot (`{control}`), each node's probe
- * topic in a slot of its own. A topic whose shard subscription came back
- * (reconnect, failover, slot moved) resynchronizes its channel only.
+ * slot, the control topic in one fixed slot (`{control}`), and one probe
+ * topic per master (redis-shard-probe.ts). A topic whose shard subscription
+ * came back (reconnect, failover, slot moved, lost probe) resynchronizes its
+ * channel only.
  */
 import type { Cluster, Redis } from 'ioredis';
 import type { ControlBus, ControlCommand } from './control.ts';
 import { BrokerUnavailableError, RedisBroker } from './redis-broker.ts';
 import { RedisPresenceStore } from './redis-presence.ts';
 import { ShardedPubSub } from './redis-sharded-pubsub.ts';
+import { ShardProbes } from './redis-shard-probe.ts';
 import { MemoryRevocationList, type RevocationList } from '../auth/revocation.ts';
 import type { ConnectionIdentity } from '../auth/jwt.ts';
 
@@ -50,8 +52,10 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
   const sharded = subscriber instanceof ShardedPubSub ? subscriber : undefined;
   const single = subscriber instanceof ShardedPubSub ? undefined : subscriber;
   const controlTopic = sharded === undefined ? `${prefix}:control` : `${prefix}:{control}`;
-  const probeTopic = sharded === undefined ? `${prefix}:probe:${nodeId}` : `${prefix}:probe:{${nodeId}}`;
+  const probeTopic = `${prefix}:probe:${nodeId}`;
   const publishRaw = (topic: string, message: string): Promise<unknown> => (sharded === undefined ? command.publish(topic, message) : command.spublish(topic, message));
+  const shardProbes =
+    sharded === undefined ? undefined : new ShardProbes({ pubsub: sharded, topic: (k) => `${prefix}:probe:{${nodeId}:${k}}`, publish: publishRaw, onError });
   const revokedTokens = `${prefix}:revoked:tokens`;
   const revokedUsers = `${prefix}:revoked:users`;
 
@@ -79,6 +83,7 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
   let probeSeen = 0;
   let probeFailing = false;
   const onMessage = (topic: string, message: string) => {
+    if (shardProbes?.onMessage(topic, message) === true) return;
     if (topic === controlTopic) {
       try {
         const envelope = JSON.parse(message) as { from: string; command: ControlCommand };
@@ -101,7 +106,7 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
       }
       broker.reset(channels);
     });
-    await Promise.all([sharded.subscribe(controlTopic), sharded.subscribe(probeTopic)]);
+    await Promise.all([sharded.subscribe(controlTopic), shardProbes!.cover()]);
   } else if (single !== undefined) {
     await subscribeSingle(single, broker, onMessage, onError, controlTopic, probeTopic);
   }
@@ -126,7 +131,7 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
     if (command.status !== 'ready') return { status: 'degraded', reason: 'redis command connection is ' + command.status };
     if (single !== undefined && single.status !== 'ready') return { status: 'degraded', reason: 'redis pub/sub connection is ' + single.status };
     if (sharded !== undefined && sharded.status !== 'ready') return { status: 'degraded', reason: 'redis sharded pub/sub ' + sharded.status };
-    if (probeFailing) return { status: 'degraded', reason: 'pub/sub delivery probe lost' };
+    if (probeFailing || shardProbes?.failing === true) return { status: 'degraded', reason: 'pub/sub delivery probe lost' };
     return { status: 'ok' };
   };
   const report = () => {
@@ -140,15 +145,19 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
 
   // End-to-end probe: publish to our own probe topic; two intervals without
   // it arriving means the subscription is silently gone: reconnect the
-  // pub/sub connection (which resubscribes) and resynchronize every channel.
-  const subscriberReady = () => (single ?? sharded)?.status === 'ready';
+  // pub/sub connection (ioredis resubscribes) and resynchronize every channel.
+  // (On a cluster: one probe per master, redis-shard-probe.ts.)
   const probe = setInterval(() => {
-    if (probeSent > 0 && probeSeen < probeSent - 1 && subscriberReady() && command.status === 'ready') {
+    if (shardProbes !== undefined) {
+      shardProbes.tick(command.status === 'ready');
+      report();
+      return;
+    }
+    if (probeSent > 0 && probeSeen < probeSent - 1 && single?.status === 'ready' && command.status === 'ready') {
       if (!probeFailing) {
         probeFailing = true;
         onError(new Error('pub/sub delivery probe lost'), 'probe');
-        sharded?.reconnectAll();
-        single?.disconnect(true);
+        single.disconnect(true);
       }
     } else if (probeSeen >= probeSent - 1 && probeFailing) {
       probeFailing = false;

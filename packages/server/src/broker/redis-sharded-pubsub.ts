@@ -83,8 +83,35 @@ export class ShardedPubSub {
     return new Map([...this.#topics].map(([topic, shard]) => [topic, shard.key]));
   }
 
-  #owner(topic: string): string | undefined {
+  /** The master serving the slot of `topic` in the current slot map (`host:port`). */
+  ownerOf(topic: string): string | undefined {
     return this.#cluster.slots[slotOf(topic)]?.[0];
+  }
+
+  #owner(topic: string): string | undefined {
+    return this.ownerOf(topic);
+  }
+
+  /** Every master of the current slot map. */
+  masters(): Set<string> {
+    const masters = new Set<string>();
+    for (const nodes of this.#cluster.slots) if (nodes?.[0] !== undefined) masters.add(nodes[0]);
+    return masters;
+  }
+
+  /** Whether `topic` is subscribed on a connection that is ready. */
+  isReady(topic: string): boolean {
+    return this.#topics.get(topic)?.ready === true;
+  }
+
+  /** The pub/sub connection holding `topic` (diagnostics and fault tests). */
+  connectionOf(topic: string): Redis | undefined {
+    return this.#topics.get(topic)?.redis;
+  }
+
+  /** The connection holding `topic` starts again: it resubscribes and reports its topics. */
+  reconnect(topic: string): void {
+    this.#topics.get(topic)?.redis.disconnect(true);
   }
 
   #shard(key: string): Shard {
@@ -189,11 +216,6 @@ export class ShardedPubSub {
     if (shard.ready) await shard.redis.sunsubscribe(topic);
   }
 
-  /** Every connection starts again (a lost delivery probe): each resubscribes and reports its topics. */
-  reconnectAll(): void {
-    for (const shard of this.#shards.values()) shard.redis.disconnect(true);
-  }
-
   #refresh(): void {
     if (!this.#closed) this.#cluster.refreshSlotsCache();
   }
@@ -213,8 +235,7 @@ export class ShardedPubSub {
       if (list === undefined) moved.set(target, [topic]);
       else list.push(topic);
     }
-    const masters = new Set<string>();
-    for (const nodes of this.#cluster.slots) if (nodes?.[0] !== undefined) masters.add(nodes[0]);
+    const masters = this.masters();
     for (const [key, shard] of this.#shards) {
       if (shard.topics.size > 0 || masters.has(key)) continue;
       // No slot and no topic left here (a failed-over or removed master).

@@ -21,7 +21,7 @@
 import type { HistoryPage, HistoryQuery, PresenceStats, PublishOptions, StoredPublication, StreamOptions } from '../broker/broker.ts';
 import type { ControlCommand } from '../broker/control.ts';
 import type { ClientInfo, StreamPosition } from '@herald/protocol';
-import type { Config } from '../config/schema.ts';
+import type { ApiKeyConfig, Config } from '../config/schema.ts';
 import type { SessionAnswer, SessionExchange } from '../transports/http-connection.ts';
 import type { NotReadyReason } from '../app/health.ts';
 
@@ -84,8 +84,14 @@ export type WorkerMessage =
 
 /** Primary → worker. */
 export type PrimaryMessage =
-  /** First message: what to run. `revocations` replays the revocations still in force. */
-  | { readonly type: 'start'; readonly worker: number; readonly config: Config; readonly revocations: readonly ControlCommand[] }
+  /**
+   * First message: what to run. `revocations` replays the revocations still
+   * in force; `apiKeys` are the store's API keys when the primary keeps them
+   * (sqlite engine), null when the worker reads api-keys.json itself.
+   */
+  | { readonly type: 'start'; readonly worker: number; readonly config: Config; readonly revocations: readonly ControlCommand[]; readonly apiKeys: readonly ApiKeyConfig[] | null }
+  /** The store's API keys changed (`herald keys` wrote the primary's state file): the whole new list. */
+  | { readonly type: 'api_keys'; readonly keys: readonly ApiKeyConfig[] }
   | { readonly type: 'result'; readonly id: number; readonly ok: true; readonly value: EngineCalls[CallOp]['result'] }
   /** `unavailable`: the engine could not serve the call (the worker answers 503 / reply 116), as BrokerUnavailableError. */
   | { readonly type: 'result'; readonly id: number; readonly ok: false; readonly error: string; readonly unavailable?: boolean }

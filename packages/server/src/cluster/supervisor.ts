@@ -211,7 +211,7 @@ export class Supervisor {
     this.#options.hub.attach(handle.id, pipe, (message) => {
       switch (message.type) {
         case 'hello':
-          pipe.send({ type: 'start', worker: handle.id, config: this.#config, revocations: this.#options.hub.revocations() });
+          pipe.send({ type: 'start', worker: handle.id, config: this.#config, revocations: this.#options.hub.revocations(), apiKeys: this.#options.hub.apiKeys() });
           this.#options.hub.sendEngineHealth(handle.id);
           return;
         case 'pong':

@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import { BrokerUnavailableError, type Broker, type BrokerEventHandler, type HistoryPage, type HistoryQuery, type PresenceStats, type PresenceStore, type PublishOptions, type StreamOptions } from '../broker/broker.ts';
 import type { ControlBus, ControlCommand } from '../broker/control.ts';
 import { MemoryRevocationList } from '../auth/revocation.ts';
-import type { Config } from '../config/schema.ts';
+import type { ApiKeyConfig, Config } from '../config/schema.ts';
 import type { Engine, EngineHealth } from '../app/engine.ts';
 import type { ClientInfo, StreamPosition } from '@herald/protocol';
 import { apiErrorAnswer, type SessionAnswer, type SessionExchange, type SessionRouter } from '../transports/http-connection.ts';
@@ -36,6 +36,8 @@ export interface WorkerEngineOptions {
   readonly config: Config;
   /** Revocations in force when the worker starts (from the primary's `start`). */
   readonly revocations?: readonly ControlCommand[];
+  /** The store's API keys when the primary keeps them (sqlite engine; from `start`, then `api_keys`); null or absent: api-keys.json. */
+  readonly apiKeys?: readonly ApiKeyConfig[] | null;
   readonly nodeId?: string;
   /** Messages that are not the engine's (ping, shutdown), for the worker's main. */
   readonly onOther?: (message: PrimaryMessage) => void;
@@ -362,6 +364,8 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
   }
   /** Set while the primary's engine refuses writes (sqlite engine). */
   let primaryEngineFailure: string | undefined;
+  /** The primary's store keys; a new array whenever they change (the verifier rebuilds on a new reference). */
+  let apiKeys = options.apiKeys ?? null;
   pipe.onMessage((message) => {
     switch (message.type) {
       case 'result':
@@ -369,6 +373,9 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
         return;
       case 'engine_health':
         primaryEngineFailure = message.healthy ? undefined : message.reason;
+        return;
+      case 'api_keys':
+        apiKeys = message.keys;
         return;
       case 'publication':
       case 'join':
@@ -399,6 +406,7 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
     control,
     revocations,
     sessionRouter: sessions,
+    apiKeys: apiKeys === null ? undefined : { current: () => apiKeys ?? [] },
     health: (): EngineHealth => {
       if (!link.up) return { status: 'degraded', reason: 'cluster primary unreachable' };
       return primaryEngineFailure === undefined ? { status: 'ok' } : { status: 'degraded', reason: primaryEngineFailure };

@@ -127,7 +127,7 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
   ownEngine = config.engine.type === 'redis';
   const linked = ownEngine
     ? { sessionRouter: createWorkerSessions({ pipe, worker: message.worker, config, onOther: onMessage }) }
-    : { engine: createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, onOther: onMessage }) };
+    : { engine: createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, apiKeys: message.apiKeys, onOther: onMessage }) };
   try {
     server = await startServer({
       config,

@@ -125,7 +125,7 @@ export const ConfigSchema = Type.Object(
       default: 'production',
       description: 'development generates secrets into stateDir and logs loudly that it does; production requires them in config.',
     }),
-    stateDir: Type.String({ default: '.herald', description: 'Directory for generated development secrets, the API key store (`api-keys.json`, written by `herald keys`) and the sqlite engine\'s state file (`herald.db`).' }),
+    stateDir: Type.String({ default: '.herald', description: 'Directory for generated development secrets and the sqlite engine\'s state file (`herald.db`: streams, revocations, API keys of `herald keys`); on the memory and redis engines the API key store is `api-keys.json` here.' }),
     listen: Type.Object(
       {
         host: Type.String({ default: '127.0.0.1', description: 'Address of the public listener.' }),
@@ -292,7 +292,7 @@ export const ConfigSchema = Type.Object(
         type: Type.Union([Type.Literal('memory'), Type.Literal('sqlite'), Type.Literal('redis')], {
           default: 'sqlite',
           description:
-            'sqlite: one process (or one cluster of workers, whose primary owns the file), streams and revocations durable in `<stateDir>/herald.db` across restarts; memory: the same without a file, everything lost on restart (tests, or nothing on disk); redis: several Herald nodes sharing Redis (in cluster mode each worker is a node of its own).',
+            'sqlite: one process (or one cluster of workers, whose primary owns the file), streams, revocations and API keys durable in `<stateDir>/herald.db` across restarts; memory: the same without a file, everything lost on restart (tests, or nothing on disk); redis: several Herald nodes sharing Redis (in cluster mode each worker is a node of its own).',
         }),
         sqliteSynchronous: Type.Union([Type.Literal('normal'), Type.Literal('full')], {
           default: 'normal',

@@ -174,6 +174,26 @@ export class RedisClusterFixture {
     }
   }
 
+  /**
+   * Moves one slot (and its keys) to another master, as `redis-cli --cluster
+   * reshard` does: IMPORTING / MIGRATING, MIGRATE the keys, then SETSLOT NODE
+   * on every master.
+   */
+  async migrateSlot(slot: number, toPort: number): Promise<void> {
+    const view = await this.view();
+    const from = await this.masterOf(slot);
+    const to = view.find((node) => node.port === toPort);
+    if (to === undefined || !to.master || to.id === from.id) throw new Error(`cannot move slot ${slot} from ${from.port} to ${toPort}`);
+    await this.command(to.port, 'CLUSTER', 'SETSLOT', slot, 'IMPORTING', from.id);
+    await this.command(from.port, 'CLUSTER', 'SETSLOT', slot, 'MIGRATING', to.id);
+    for (;;) {
+      const keys = (await this.command(from.port, 'CLUSTER', 'GETKEYSINSLOT', slot, 100)) as string[];
+      if (keys.length === 0) break;
+      await this.command(from.port, 'MIGRATE', '127.0.0.1', to.port, '', 0, 5000, 'REPLACE', 'KEYS', ...keys);
+    }
+    for (const node of view.filter((n) => n.master && !n.failed)) await this.command(node.port, 'CLUSTER', 'SETSLOT', slot, 'NODE', to.id);
+  }
+
   /** SIGKILLs one node (by the PID of the child this fixture started). */
   async kill(port: number): Promise<void> {
     const node = this.nodes.find((n) => n.port === port);

@@ -13,6 +13,7 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { WebSocket } from 'ws';
 import { missingService } from '../helpers/services.ts';
 import { closeAllClients, eventually, openWs, unique, type WsClient } from '../helpers/herald-ws.ts';
 import { sleep, waitUntil } from '../helpers/rt-util.ts';
@@ -32,17 +33,20 @@ describe('Redis engine on a Redis Cluster (3 masters + 3 replicas)', { skip }, (
   let followers: Follower[] = [];
   let publisher: Publisher | undefined;
 
-  before(async () => {
-    cluster = await RedisClusterFixture.start();
-    const options = {
+  /** Herald on the cluster (`redisUrl` points nowhere: the seeds win). */
+  const node = (name: string) =>
+    startRedisHerald(name, {
       redisUrl: 'redis://127.0.0.1:1',
       prefix,
       tokens,
       ownEngine: true,
       engine: { redisCluster: cluster.urls, probeIntervalMs: 500, redisCommandTimeoutMs: 1000 },
-    };
-    a = await startRedisHerald('A', options);
-    b = await startRedisHerald('B', options);
+    });
+
+  before(async () => {
+    cluster = await RedisClusterFixture.start();
+    a = await node('A');
+    b = await node('B');
   });
 
   afterEach(async () => {
@@ -85,6 +89,9 @@ describe('Redis engine on a Redis Cluster (3 masters + 3 replicas)', { skip }, (
   async function finish(label: string): Promise<void> {
     const p = publisher!;
     await p.stop();
+    // Everything acknowledged arrives without a later publication revealing a gap.
+    const last = p.acked.at(-1);
+    if (last !== undefined) for (const f of followers) await f.waitFor(last, 30000);
     const marker = await p.final(30000);
     for (const f of followers) await f.waitFor(marker, 30000);
     console.log(`  ${label}: ${p.acked.length} acknowledged of ${p.attempts.length} (${JSON.stringify(p.statusCounts())})\n  ${followers.map((f) => f.summary()).join('\n  ')}`);
@@ -163,6 +170,102 @@ describe('Redis engine on a Redis Cluster (3 masters + 3 replicas)', { skip }, (
     const carol = await ws(a, 'carol');
     assert.equal((await callApi(b, 'disconnect', { user: 'carol' })).status, 200);
     assert.equal((await carol.waitClose()).code, 3503);
+  });
+
+  test('revoke_user on A closes the user on B (3507); a node started later refuses the revoked token (kept in the cluster)', async () => {
+    const token = await tokens.sign('dave');
+    const dave = await openWs(b.wsUrl);
+    await dave.connect(token);
+    assert.equal((await callApi(a, 'revoke_user', { user: 'dave' })).status, 200);
+    assert.equal((await dave.waitClose()).code, 3507);
+    const c = await node('C');
+    try {
+      const late = await openWs(c.wsUrl);
+      late.send({ id: 1, method: 'connect', params: { token } });
+      assert.equal((await late.waitClose()).code, 3507);
+    } finally {
+      await c.close();
+    }
+  });
+
+  test('limits.scope "cluster" on the cluster: an API key\'s rate limit and the open connections per IP hold across two nodes', async () => {
+    const limited = (name: string) =>
+      startRedisHerald(name, {
+        redisUrl: 'redis://127.0.0.1:1',
+        prefix,
+        tokens,
+        engine: { redisCluster: cluster.urls },
+        overrides: { http: { trustedProxies: ['127.0.0.1'] }, limits: { scope: 'cluster', maxConnectionsPerIp: 3 }, api: { rateLimitPerIp: 1000000, rateLimitPerKey: 10 } },
+      });
+    const c = await limited('C');
+    const d = await limited('D');
+    const sockets: WebSocket[] = [];
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) statuses.push((await callApi(i % 2 === 0 ? c : d, 'info', {})).status);
+      assert.deepEqual(statuses, [...Array(10).fill(200), ...Array(10).fill(429)], statuses.join(','));
+      const upgrade = (node: RedisHerald) =>
+        new Promise<number>((resolve, reject) => {
+          const socket = new WebSocket(node.wsUrl, { headers: { 'x-forwarded-for': '203.0.113.77' } });
+          sockets.push(socket);
+          socket.once('open', () => resolve(101));
+          socket.once('unexpected-response', (_request, response) => resolve(response.statusCode ?? 0));
+          socket.once('error', reject);
+        });
+      const answers = [];
+      for (const node of [c, d, c, d]) answers.push(await upgrade(node));
+      assert.deepEqual(answers, [101, 101, 101, 429]);
+    } finally {
+      for (const socket of sockets) socket.terminate();
+      await c.close();
+      await d.close();
+    }
+  });
+
+  test('a shard subscription lost silently (SUNSUBSCRIBE behind Herald\'s back): the probe of that master reports it, the connection starts again, its channels resynchronize with recovered:true', async () => {
+    const channel = unique('chaos:silent');
+    await follow(channel);
+    publisher = new Publisher(channel, () => [a], { intervalMs: 10 });
+    publisher.start();
+    await waitUntil(() => publisher!.acked.length >= 20, { timeoutMs: 10000, label: '20 publications before the loss' });
+    const pubsub = b.clients!.subscriber as ShardedPubSub;
+    const master = owners(b).get(topic(channel))!;
+    const connection = pubsub.connectionOf(topic(channel))!;
+    const lost = [...owners(b)].filter(([, key]) => key === master).map(([t]) => t);
+    assert.ok(lost.some((t) => t.includes(':probe:')), `B probes master ${master} too: ${lost.join(', ')}`);
+    await publisher.stop();
+    const degradedBefore = b.healthChanges.filter((c) => !c.healthy).length;
+    // Redis forgets B's subscriptions on that master; the TCP connection stays up.
+    for (const t of lost) await connection.sunsubscribe(t);
+    // Ten more, then quiet: nothing later reveals a gap, so only the
+    // resynchronization after the probe's reconnect brings them to B.
+    for (let i = 0; i < 10; i++) assert.equal((await publisher.publishOnce()).status, 200);
+    const last = publisher.acked.at(-1)!;
+    await waitUntil(() => b.healthChanges.filter((c) => !c.healthy).length > degradedBefore, { timeoutMs: 10000, label: 'B reports the lost probe' });
+    assert.match(b.healthChanges.filter((c) => !c.healthy).at(-1)!.reason, /probe lost/);
+    for (const f of followers) await f.waitFor(last, 20000);
+    for (const f of followers.filter((f) => f.name.endsWith('-B'))) assert.ok(f.resubscribes.length >= 1, `${f.name} resynchronized: ${f.summary()}`);
+    await finish('silent loss');
+    await eventually(async () => ((await b.health()).status === 200 ? true : undefined), 'B healthy again');
+  });
+
+  test('a channel\'s slot moved to another master (resharding) with clients connected: subscriptions follow it, nothing acknowledged lost or duplicated, recovered:true', async () => {
+    const channel = unique('chaos:reshard');
+    await follow(channel);
+    const slot = slotOf(topic(channel));
+    const from = await cluster.masterOf(slot);
+    const to = (await cluster.view()).find((n) => n.master && !n.failed && n.slots.length > 0 && n.id !== from.id)!;
+    publisher = new Publisher(channel, () => [a, b], { intervalMs: 10 });
+    publisher.start();
+    await waitUntil(() => publisher!.acked.length >= 20, { timeoutMs: 10000, label: '20 publications before the move' });
+    await cluster.migrateSlot(slot, to.port);
+    await waitUntil(() => owners(a).get(topic(channel)) === `127.0.0.1:${to.port}` && owners(b).get(topic(channel)) === `127.0.0.1:${to.port}`, {
+      timeoutMs: 20000,
+      label: 'subscriptions moved with the slot',
+    });
+    const movedAt = publisher.acked.length;
+    await waitUntil(() => publisher!.acked.length >= movedAt + 20, { timeoutMs: 20000, label: '20 publications after the move' });
+    await finish('slot moved');
   });
 
   test('manual failover (CLUSTER FAILOVER on a replica) with clients connected: nothing acknowledged lost or duplicated, recovered:true', async () => {
