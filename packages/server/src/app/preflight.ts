@@ -133,7 +133,13 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
       keysChecked = true;
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
-      problems.push(...error.problems.map((p) => `${p} (fix the file, or move it away and recreate the keys with \`herald keys create\`)`));
+      problems.push(
+        ...error.problems.map((p) =>
+          p.includes('(table api_keys)')
+            ? `${p} (correct or delete that row with sqlite3; the rest of the state file is fine)`
+            : `${p} (fix the file, or move it away and recreate the keys with \`herald keys create\`)`,
+        ),
+      );
     }
   }
   if (production && valid('api') && storeKeys !== undefined && config.api.keys.length + storeKeys === 0) {
