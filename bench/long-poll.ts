@@ -24,7 +24,8 @@
  * stime of the server process (Nchan: its worker) from the first measured
  * publish until the last delivery (or 5 s without progress).
  */
-import { writeFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { CHANNEL, isPayload, makePayload, newHistogram, nowUs, quantile, record } from './lib.ts';
 import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
@@ -60,6 +61,13 @@ if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
 pinSelf(values['client-cpu']);
 
 const WARMUP = 3;
+
+/** Busy CPU-seconds of the whole machine so far (all CPUs, /proc/stat, CLK_TCK 100). */
+function machineBusySeconds(): number {
+  const v = (readFileSync('/proc/stat', 'utf8').split('\n')[0] ?? '').trim().split(/\s+/).slice(1).map(Number);
+  // user nice system irq softirq
+  return ((v[0] ?? 0) + (v[1] ?? 0) + (v[2] ?? 0) + (v[5] ?? 0) + (v[6] ?? 0)) / 100;
+}
 const NCHAN_ID = nchanChannelId(CHANNEL);
 
 interface Result {
@@ -76,6 +84,27 @@ interface Result {
   offered: number;
   /** From the first measured publish until the last delivery (or giving up). */
   seconds: number;
+  /** The load generator's own CPU over that time, in cores (1 = its core saturated). */
+  clientCores: number;
+  /** The load generator's event-loop delay p99 over that time, ms: how late it reads answers and sends polls. */
+  clientLagP99ms: number;
+  /** Cores busy with other processes on the machine over that time (/proc/stat): the benchmark's own are not counted. */
+  otherCores: number;
+  /**
+   * Where the latency goes. A delivery is `held` when its poll was sent
+   * before the publication (the server held the poll and answered it), or
+   * `queued` when the publication was sent before the poll that fetched it
+   * (it waited in the session, between two polls of the client).
+   */
+  heldShare: number;
+  heldP99ms: number;
+  queuedP99ms: number;
+  /** Of queued deliveries: from sending the poll to reading its answer (the server had the messages already). */
+  turnaroundP99ms: number;
+  /** Of queued deliveries: from the publication to sending the poll that fetched it (the client between polls). */
+  betweenP99ms: number;
+  /** The measured phase in CLOCK_MONOTONIC µs (`FROM-TO`, for bench/profile-summary.ts --window). */
+  window: string;
   errors: string[];
 }
 
@@ -91,7 +120,15 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     stop = () => nchan.stop();
   } else {
     const kind = target === 'raw' ? 'raw-long-poll' : 'herald';
-    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: target === 'raw' ? [] : serverNodeArgs });
+    const server = await startServerProcess({
+      kind,
+      cpus: values['server-cpu'],
+      nodeArgs: target === 'raw' ? [] : serverNodeArgs,
+      // Herald's warnings and errors (the watchdog's among them) show in the output.
+      onLine: (line) => {
+        if (/"level":(4|5|6)\d/.test(line)) process.stderr.write(`    ${target} log: ${line.slice(0, 400)}\n`);
+      },
+    });
     port = server.port;
     pid = server.pid;
     apiKey = server.apiKey;
@@ -101,12 +138,18 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
   const total = WARMUP + messages;
   const seen = new Uint8Array(clients * total);
   const histogram = newHistogram();
+  const held = newHistogram();
+  const queued = newHistogram();
+  const turnaround = newHistogram();
+  const between = newHistogram();
+  let heldCount = 0;
   let delivered = 0;
   let polls = 0;
   let stopping = false;
   const errors: string[] = [];
   const connections: HttpConnection[] = [];
-  const onPayload = (client: number, value: unknown, now: number): void => {
+  /** `sentAt`: when the poll that fetched it was sent; `now`: when its answer was read. */
+  const onPayload = (client: number, value: unknown, sentAt: number, now: number): void => {
     if (!isPayload(value) || value.s < 0 || value.s >= total) return;
     const at = client * total + value.s;
     if (seen[at] === 1) return;
@@ -114,6 +157,14 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     if (value.s < WARMUP) return;
     delivered++;
     record(histogram, now - value.t);
+    if (value.t >= sentAt) {
+      heldCount++;
+      record(held, now - value.t);
+    } else {
+      record(queued, now - value.t);
+      record(turnaround, now - sentAt);
+      record(between, sentAt - value.t);
+    }
   };
   const fail = (error: unknown): void => {
     if (!stopping && errors.length < 5) errors.push(error instanceof Error ? error.message : String(error));
@@ -127,9 +178,10 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
         let headers: Record<string, string> = {};
         while (!stopping) {
           polls++;
+          const sentAt = nowUs();
           const answer = await connection.request('GET', '/sub/' + NCHAN_ID, headers);
           const now = nowUs();
-          if (answer.status === 200) onPayload(client, JSON.parse(answer.body), now);
+          if (answer.status === 200) onPayload(client, JSON.parse(answer.body), sentAt, now);
           const etag = answer.headers.get('etag');
           const modified = answer.headers.get('last-modified');
           if (etag !== undefined && modified !== undefined) headers = { 'if-none-match': etag, 'if-modified-since': modified };
@@ -143,10 +195,11 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
         let seq = 0;
         while (!stopping) {
           polls++;
+          const sentAt = nowUs();
           const answer = await connection.request('POST', '/poll', json, `{"seq":${seq}}`);
           const now = nowUs();
           const parsed = JSON.parse(answer.body) as { seq: number; messages: unknown[] };
-          for (const payload of parsed.messages) onPayload(client, payload, now);
+          for (const payload of parsed.messages) onPayload(client, payload, sentAt, now);
           seq = parsed.seq;
         }
       };
@@ -161,11 +214,12 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       let seq = first.seq;
       while (!stopping) {
         polls++;
+        const sentAt = nowUs();
         const answer = await connection.request('POST', '/connection/poll', headers, `{"seq":${seq}}`);
         const now = nowUs();
         if (answer.status !== 200) throw new Error(`poll ${answer.status}: ${answer.body.slice(0, 160)}`);
         const parsed = JSON.parse(answer.body) as { seq: number; messages: Array<{ push?: string; data?: unknown }> };
-        for (const frame of parsed.messages) if (frame.push === 'publication') onPayload(client, frame.data, now);
+        for (const frame of parsed.messages) if (frame.push === 'publication') onPayload(client, frame.data, sentAt, now);
         if (parsed.seq > seq) seq = parsed.seq;
       }
     };
@@ -203,7 +257,12 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     await sleep(2000);
     polls = 0;
     const cpuStart = cpuSecondsOf(pid);
+    const clientCpuStart = process.cpuUsage();
+    const machineStart = machineBusySeconds();
+    const lag = monitorEventLoopDelay({ resolution: 10 });
+    lag.enable();
     const began = performance.now();
+    const fromUs = nowUs();
     const inFlight: Promise<void>[] = [];
     for (let i = 0; i < messages; i++) {
       const wait = began + (i * 1000) / rate - performance.now();
@@ -223,6 +282,11 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       }
     }
     const cpuSeconds = cpuSecondsOf(pid) - cpuStart;
+    const toUs = nowUs();
+    const clientCpu = process.cpuUsage(clientCpuStart);
+    const machineBusy = machineBusySeconds() - machineStart;
+    lag.disable();
+    const elapsed = (performance.now() - began) / 1000;
     for (const connection of pool) connection.close();
     return {
       target,
@@ -235,7 +299,16 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       p99ms: quantile(histogram, 0.99) / 1000,
       polls,
       offered: messages / publishSeconds,
-      seconds: (performance.now() - began) / 1000,
+      seconds: elapsed,
+      clientCores: (clientCpu.user + clientCpu.system) / 1e6 / elapsed,
+      clientLagP99ms: lag.percentile(99) / 1e6,
+      otherCores: Math.max(0, machineBusy - cpuSeconds - (clientCpu.user + clientCpu.system) / 1e6) / elapsed,
+      heldShare: heldCount / Math.max(1, delivered),
+      heldP99ms: quantile(held, 0.99) / 1000,
+      queuedP99ms: quantile(queued, 0.99) / 1000,
+      turnaroundP99ms: quantile(turnaround, 0.99) / 1000,
+      betweenP99ms: quantile(between, 0.99) / 1000,
+      window: `${fromUs}-${toUs}`,
       errors,
     };
   } finally {
@@ -254,7 +327,7 @@ for (const rate of rates) {
       const result = await run(target, rate, round);
       results.push(result);
       process.stderr.write(
-        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M, p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
+        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M, p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms, server ${(result.cpuSeconds / result.seconds).toFixed(2)} cores, load generator ${result.clientCores.toFixed(2)} cores (loop delay p99 ${result.clientLagP99ms.toFixed(1)} ms), other load ${result.otherCores.toFixed(2)} cores; held ${(result.heldShare * 100).toFixed(0)} % p99 ${result.heldP99ms.toFixed(1)} ms, queued p99 ${result.queuedP99ms.toFixed(1)} ms (poll → answer ${result.turnaroundP99ms.toFixed(1)}, publication → poll ${result.betweenP99ms.toFixed(1)}); window ${result.window}${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
       );
     }
   }

@@ -17,9 +17,11 @@
  *   `JSON.parse`, `ws.send` to the channel's subscribers);
  * - `nchan`: nginx + Nchan (bench/nchan.ts), the reference;
  * - `herald-variant`: `herald` again, with `--variant-env` added to its
- *   environment, or run from another checkout (`--variant-root`, which
- *   has its own `npm ci`): an A/B comparison of one build under two
- *   settings, or of two builds, in one run.
+ *   environment, `--variant-config` merged into its config, or run
+ *   from another checkout (`--variant-root`, which has its own `npm ci`):
+ *   an A/B comparison of one build under two settings, or of two builds,
+ *   in one run (`--config` is merged into every Herald target's config,
+ *   e.g. the redis engine for both).
  *
  * The server runs pinned to one core (`--server-cpu`, taskset), this process
  * (subscribers and publishers) to the other (`--loader-cpu`). Per target:
@@ -38,6 +40,7 @@
  *     [--server-cpu=0] [--loader-cpu=1]
  *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--json=FILE]
  *     [--targets=herald,herald-variant --variant-env=NAME=VALUE,… --variant-root=DIR]
+ *     [--config=JSON] [--variant-config=JSON]
  *
  * `--quick`: 2000 channels, 10 000 publications, one round. With
  * `--server-node-args=--cpu-prof…` the measured windows are printed as
@@ -86,6 +89,10 @@ interface Options {
   variantEnv: Record<string, string>;
   /** The checkout `herald-variant` runs from (an A/B comparison of two builds); this one by default. */
   variantRoot: string;
+  /** Merged into the config of every Herald target (`--config`, JSON). */
+  config: Record<string, unknown>;
+  /** Merged into the config of `herald-variant` after `config` (`--variant-config`, JSON). */
+  variantConfig: Record<string, unknown>;
   json: string | undefined;
   timeoutS: number;
 }
@@ -106,6 +113,8 @@ function parseOptions(): Options {
       'server-node-args': { type: 'string', default: '' },
       'variant-env': { type: 'string', default: '' },
       'variant-root': { type: 'string', default: ROOT },
+      config: { type: 'string', default: '{}' },
+      'variant-config': { type: 'string', default: '{}' },
       json: { type: 'string' },
       timeout: { type: 'string', default: '900' },
     },
@@ -132,6 +141,8 @@ function parseOptions(): Options {
         .map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]),
     ),
     variantRoot: values['variant-root'],
+    config: JSON.parse(values.config) as Record<string, unknown>,
+    variantConfig: JSON.parse(values['variant-config']) as Record<string, unknown>,
     json: values.json,
     timeoutS: Number(values.timeout),
   };
@@ -210,6 +221,17 @@ async function stopChild(child: ChildProcess, graceMs: number): Promise<void> {
   children.delete(child);
 }
 
+/** `base` with `extra` merged in, object by object. */
+function merge(base: Record<string, unknown>, extra: Record<string, unknown>): Record<string, unknown> {
+  const out: Record<string, unknown> = { ...base };
+  for (const [key, value] of Object.entries(extra)) {
+    const inner = base[key];
+    const isObject = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+    out[key] = isObject(value) && isObject(inner) ? merge(inner, value) : value;
+  }
+  return out;
+}
+
 async function startNodeServer(kind: Exclude<ServerKind, 'nchan'>, options: Options): Promise<Server> {
   let args: string[];
   let env: NodeJS.ProcessEnv = process.env;
@@ -222,7 +244,9 @@ async function startNodeServer(kind: Exclude<ServerKind, 'nchan'>, options: Opti
     const configFile = join(dir, 'herald.json');
     // The bench configuration names the memory engine (the engine of the earlier numbers); `herald` runs the default.
     const engine = kind === 'herald-memory' ? { type: 'memory' } : { type: 'sqlite' };
-    writeFileSync(configFile, JSON.stringify({ ...heraldBenchConfig(), engine, stateDir: join(dir, 'state') }, null, 2), { mode: 0o600 });
+    const base = { ...heraldBenchConfig(), engine, stateDir: join(dir, 'state') };
+    const config = merge(merge(base, options.config), kind === 'herald-variant' ? options.variantConfig : {});
+    writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     cleanup = () => rmSync(dir, { recursive: true, force: true });
     const root = kind === 'herald-variant' ? options.variantRoot : ROOT;
     args = [...SOURCE_NODE_ARGS, ...options.serverNodeArgs, join(root, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile];

@@ -43,6 +43,8 @@ export interface ServerProcessOptions {
   readonly nodeArgs?: readonly string[];
   /** Working directory (heap snapshots and CPU profiles land there); default a temporary directory removed by stop(). */
   readonly cwd?: string;
+  /** Every line the server prints on stdout (Herald's JSON log lines), as they come. */
+  readonly onLine?: (line: string) => void;
 }
 
 export interface ServerProcess {
@@ -167,6 +169,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
     child.once('exit', (code, signal) => reject(new Error(`${options.kind}: exited (${code ?? signal}) before listening`)));
     const lines = createInterface({ input: stdout });
     lines.on('line', (line) => {
+      options.onLine?.(line);
       try {
         const entry = JSON.parse(line) as { msg?: unknown; port?: unknown };
         if (entry.msg === 'listening' && typeof entry.port === 'number') {

@@ -12,7 +12,8 @@
  * compares them):
  *
  * 1. the per-IP rate limit (the same counters as fastify's route,
- *    rate-limits.ts) → 429 with `retry-after`;
+ *    rate-limits.ts: in this process, or in Redis with `limits.scope:
+ *    "cluster"`) → 429 with `retry-after`;
  * 2. the body (the front's `readBody`: 413, `invalid_utf8`,
  *    `json_too_deep`, `invalid_json`, each ending the connection);
  * 3. the API key → 401; the per-key limit → 429; draining → 503;
@@ -75,14 +76,17 @@ export function registerLeanRoutes(front: Front, options: LeanRoutesOptions): vo
       'POST',
       path,
       async (request, response, { headers }) => {
-        const waitIp = limits.byIp(options.ip(request));
+        let waitIp = limits.byIp(options.ip(request));
+        // A promise only when the limits are cluster-wide (counted in Redis).
+        if (typeof waitIp === 'object') waitIp = await waitIp;
         if (waitIp !== undefined) return answerError(response, headers, 'too_many_requests', undefined, waitIp);
         const body = await readBody(request, response, headers, options.body);
         if (body === undefined) return;
         const key = presentedKey(request.headers);
         const principal = key === undefined ? null : apiKeys.verify(key);
         if (principal === null) return answerError(response, headers, 'unauthorized');
-        const waitKey = limits.byKey(principal.name);
+        let waitKey = limits.byKey(principal.name);
+        if (typeof waitKey === 'object') waitKey = await waitKey;
         if (waitKey !== undefined) return answerError(response, headers, 'too_many_requests', undefined, waitKey);
         if (node.draining) return answerError(response, headers, 'unavailable');
         let result: unknown;

@@ -1,57 +1,131 @@
 /**
  * The server API's request limits (`api.rateLimitPerIp`, counted before the
  * key is checked, and `api.rateLimitPerKey`): fixed windows of a minute,
- * counted in @fastify/rate-limit's own in-memory store (its `LocalStore`: an
- * LRU of 5000 keys per limit) with its IP grouping (`normalizeIP`: IPv4, an
- * IPv4-mapped address as IPv4, other IPv6 by /64), and judged as the
- * plugin's limiter judges (over the limit when the count passes `max`;
- * Retry-After the rest of the window, in whole seconds). Called
- * synchronously: the plugin's `createRateLimit` wraps the same store in two
- * promises per call, about a tenth of a publish. One instance serves both
- * the fastify route and the lean path (lean-routes.ts), so they count
- * together.
+ * counted in @fastify/rate-limit's own stores with its IP grouping
+ * (`normalizeIP`: IPv4, an IPv4-mapped address as IPv4, other IPv6 by /64),
+ * and judged as the plugin's limiter judges (over the limit when the count
+ * passes `max`; Retry-After the rest of the window, in whole seconds).
+ *
+ * - `limits.scope: "node"`: the plugin's in-memory `LocalStore` (an LRU of
+ *   5000 keys per limit), called synchronously: the plugin's
+ *   `createRateLimit` wraps the same store in two promises per call, about a
+ *   tenth of a publish. A hit answers at once (no promise).
+ * - `limits.scope: "cluster"`: the plugin's `RedisStore` (one Lua script,
+ *   INCR then PEXPIRE on the first hit of a window) on the engine's Redis
+ *   connection, shared by every node: a hit answers a promise. The local
+ *   store counts too; while Redis cannot be reached (a refused or timed-out
+ *   call) its count decides: the limit then holds per node, never not at all.
+ *
+ * One instance serves both the fastify route and the lean path
+ * (lean-routes.ts), so they count together.
  */
 import { createRequire } from 'node:module';
 import { normalizeIP } from '@fastify/rate-limit';
+import type { Cluster, Redis } from 'ioredis';
 
-interface StoreEntry {
+/** What a store of @fastify/rate-limit answers for one hit. */
+export interface StoreEntry {
   readonly current: number;
+  /** Milliseconds left in the window. */
   readonly ttl: number;
 }
-interface LocalStoreType {
-  incr(key: string, callback: (error: Error | null, entry: StoreEntry) => void, timeWindow: number, max: number): void;
-}
-type LocalStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, cache?: number) => LocalStoreType;
 
-// The plugin's package has no `exports` map: its store module is reachable by path (CommonJS).
-const LocalStore = createRequire(import.meta.url)('@fastify/rate-limit/store/LocalStore.js') as LocalStoreCtor;
+/** The incr side of @fastify/rate-limit's stores (LocalStore answers synchronously, RedisStore later). */
+export interface CountingStore {
+  incr(key: string, callback: (error: Error | null, entry: StoreEntry | null) => void, timeWindow: number, max: number): void;
+}
+type LocalStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, cache?: number) => CountingStore;
+type RedisStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, redis: Redis | Cluster, key: string) => CountingStore;
+
+// The plugin's package has no `exports` map: its store modules are reachable by path (CommonJS).
+const require = createRequire(import.meta.url);
+const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as LocalStoreCtor;
+const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as RedisStoreCtor;
+
+/** @fastify/rate-limit's RedisStore under `keyPrefix` (fixed windows: no continueExceeding, no backoff). */
+export function redisCountingStore(redis: Redis | Cluster, keyPrefix: string): CountingStore {
+  return new RedisStore(false, false, redis, keyPrefix);
+}
+
+/**
+ * Told about each call to a shared store: `ok` after an answer, `failed`
+ * after an error (the caller then judged by its local count). Used to log
+ * the switch to per-node counting and back once, not per request.
+ */
+export interface SharedStoreWatcher {
+  ok(): void;
+  failed(error: unknown): void;
+}
+
+/** The shared side of a limit: a store every node counts in, and who hears of its failures. */
+export interface SharedCounting {
+  readonly store: CountingStore;
+  readonly watcher: SharedStoreWatcher;
+}
 
 /** The plugin's default grouping of IPv6 addresses. */
 const IPV6_SUBNET = 64;
 const WINDOW_MS = 60000;
 
+/** Seconds until the window ends (≥ 1) when over `max`, else undefined. */
+function judge(entry: StoreEntry, max: number): number | undefined {
+  return entry.current > max ? Math.max(1, Math.ceil(entry.ttl / 1000)) : undefined;
+}
+
 export class RateLimit {
   readonly #store = new LocalStore(false, false);
   readonly #max: number;
+  readonly #windowMs: number;
+  readonly #shared: SharedCounting | undefined;
 
-  constructor(maxPerMinute: number) {
-    this.#max = maxPerMinute;
+  constructor(max: number, shared?: SharedCounting, windowMs = WINDOW_MS) {
+    this.#max = max;
+    this.#shared = shared;
+    this.#windowMs = windowMs;
   }
 
-  /** Counts one request under `key`: undefined while within the limit, else the seconds until the window ends (≥ 1). */
-  hit(key: string): number | undefined {
+  /**
+   * Counts one request under `key`: undefined while within the limit, else
+   * the seconds until the window ends (≥ 1). Synchronous without a shared
+   * store; with one, a promise that never rejects.
+   */
+  hit(key: string): number | undefined | Promise<number | undefined> {
     let entry: StoreEntry = { current: 0, ttl: 0 };
     // LocalStore answers synchronously.
     this.#store.incr(
       key,
       (_error, result) => {
-        entry = result;
+        if (result !== null) entry = result;
       },
-      WINDOW_MS,
+      this.#windowMs,
       this.#max,
     );
-    return entry.current > this.#max ? Math.max(1, Math.ceil(entry.ttl / 1000)) : undefined;
+    const local = judge(entry, this.#max);
+    const shared = this.#shared;
+    if (shared === undefined) return local;
+    return new Promise((resolve) => {
+      shared.store.incr(
+        key,
+        (error, result) => {
+          if (error !== null || result === null) {
+            shared.watcher.failed(error);
+            resolve(local);
+          } else {
+            shared.watcher.ok();
+            resolve(judge(result, this.#max));
+          }
+        },
+        this.#windowMs,
+        this.#max,
+      );
+    });
   }
+}
+
+/** The stores of the two API limits when they are cluster-wide. */
+export interface SharedApiCounting {
+  readonly perIp: SharedCounting;
+  readonly perKey: SharedCounting;
 }
 
 /** Both API limits: `byIp` with the client address, `byKey` with the key's name. */
@@ -59,17 +133,17 @@ export class ApiRateLimits {
   readonly #perIp: RateLimit;
   readonly #perKey: RateLimit;
 
-  constructor(perIp: number, perKey: number) {
-    this.#perIp = new RateLimit(perIp);
-    this.#perKey = new RateLimit(perKey);
+  constructor(perIp: number, perKey: number, shared?: SharedApiCounting) {
+    this.#perIp = new RateLimit(perIp, shared?.perIp);
+    this.#perKey = new RateLimit(perKey, shared?.perKey);
   }
 
-  byIp(ip: string): number | undefined {
+  byIp(ip: string): number | undefined | Promise<number | undefined> {
     // Without a colon the address is not IPv6: normalizeIP would only lower-case it (after an IPv6 regex test).
     return this.#perIp.hit(ip.includes(':') ? normalizeIP(ip, IPV6_SUBNET) : ip.toLowerCase());
   }
 
-  byKey(name: string): number | undefined {
+  byKey(name: string): number | undefined | Promise<number | undefined> {
     return this.#perKey.hit('key:' + name);
   }
 }

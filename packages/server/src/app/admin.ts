@@ -18,6 +18,7 @@ import { answerUnmatched, schemaController } from './http-input.ts';
 import { version } from './version.ts';
 import { registerHealthRoutes, type ReadinessSources } from './health.ts';
 import { registerDebugActions } from './debug-actions.ts';
+import type { DeliveryProbe } from '../broker/delivery-probe.ts';
 
 export interface AdminAppOptions {
   readonly config: Config;
@@ -25,8 +26,10 @@ export interface AdminAppOptions {
   readonly metrics: Registry;
   readonly logger: PinoLogger;
   readonly health: ReadinessSources;
-  /** Tests only (HERALD_TEST_DEBUG_ACTIONS=1): POST /debug/block-loop and /debug/grow-heap (debug-actions.ts). */
+  /** Tests only (HERALD_TEST_DEBUG_ACTIONS=1): POST /debug/block-loop, /debug/grow-heap and /debug/delivery-probe (debug-actions.ts). */
   readonly debugActions?: boolean;
+  /** The delivery probe, for the debug action that cuts it. */
+  readonly probe?: DeliveryProbe | undefined;
   /** Cluster mode: every worker's metrics, aggregated by the primary. */
   readonly clusterMetrics?: (() => Promise<string>) | undefined;
 }
@@ -58,7 +61,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     if (request.headers.origin !== undefined) return sendApiError(reply, 'origin_not_allowed');
   });
   registerHealthRoutes(app, options.health);
-  if (options.debugActions === true) registerDebugActions(app, options.logger);
+  if (options.debugActions === true) registerDebugActions(app, options.logger, options.probe);
   // The server API as OpenAPI 3.1, with this server's limits (docs/openapi.json has the defaults).
   // Built at the first request: most servers are never asked for it.
   let openApi: Promise<string> | undefined;

@@ -8,19 +8,23 @@ import type { AddressInfo } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
-import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, type Engine } from './engine.ts';
+import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, redisTarget, type Engine, type RedisTls } from './engine.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
+import { watchKeyStore } from '../auth/key-store.ts';
+import { DeliveryProbe } from '../broker/delivery-probe.ts';
 import { Node } from '../core/node.ts';
 import { join } from 'node:path';
 import { createMetrics } from '../observability/metrics.ts';
 import { defaultLiveHeapMiB, Watchdog, type ProcessSample, type WatchdogThreshold } from '../observability/watchdog.ts';
 import type { NotReadyReason } from './health.ts';
-import { createLogger, redactUrl } from '../observability/pino-logger.ts';
+import { createLogger } from '../observability/pino-logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
 import { createHttpApp } from './http.ts';
 import { startChecks } from './preflight.ts';
+import { openSharedLimits, type SharedLimits } from './shared-limits.ts';
 import { createAdminApp } from './admin.ts';
 import { version } from './version.ts';
+import type { SessionRouter } from '../transports/http-connection.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -47,28 +51,37 @@ export interface StartOptions {
   readonly runningAsRoot?: boolean;
   /** The engine linking nodes; default from `config.engine` (memory or Redis). */
   readonly engine?: Engine;
+  /**
+   * Cluster mode on an engine of its own (redis): routes SSE/long-poll
+   * session requests to the worker that owns the session. The cluster
+   * engine brings its own (`engine.sessionRouter`).
+   */
+  readonly sessionRouter?: SessionRouter;
   /** Cluster mode: the other workers that are not ready, as the primary last said (readiness). */
   readonly clusterReadiness?: () => readonly NotReadyReason[];
   /** Cluster mode: /metrics answers every worker's metrics, aggregated by the primary. */
   readonly clusterMetrics?: () => Promise<string>;
   /** Cluster mode: the watchdog's thresholds changed (the worker tells the primary). */
   readonly onWatchdog?: (over: readonly WatchdogThreshold[], sample: ProcessSample) => void;
+  /** Cluster mode: the delivery probe failed (its reason) or passes again (undefined); the worker tells the primary. */
+  readonly onDeliveryProbe?: (failure: string | undefined) => void;
 }
 
 /** Builds the engine named by the config; Redis clients are opened here. */
-async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
+async function openEngine(config: Config, logger: PinoLogger, redisTls: RedisTls | undefined): Promise<Engine> {
   if (config.engine.type === 'memory') return createMemoryEngine(config);
   if (config.engine.type === 'sqlite') {
     const engine = await createSqliteEngine(
       config,
       (healthy, reason) => (healthy ? logger.info({ reason }, 'sqlite engine healthy') : logger.error({ reason }, 'sqlite engine degraded: publishes with history fail with unavailable')),
       (error, what) => logger.error({ err: error, what }, 'sqlite engine'),
+      (level, message) => logger[level]({}, message),
     );
     logger.info({ file: `${config.stateDir}/herald.db`, synchronous: config.engine.sqliteSynchronous }, 'sqlite engine opened');
     return engine;
   }
-  const clients = await openRedisClients(config);
-  logger.info({ redis: redactUrl(config.engine.redisUrl) }, 'redis engine connected');
+  const clients = await openRedisClients(config, redisTls);
+  logger.info({ redis: redisTarget(config) }, 'redis engine connected');
   return createRedisEngine(
     config,
     clients,
@@ -113,10 +126,19 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore } = checks.prepared;
-  const apiKeys = new ApiKeyVerifier(config.api.keys, { source: keyStore });
+  const { tls, edge, tokens, keyStore, redisTls } = checks.prepared;
 
-  const engine = options.engine ?? (await openEngine(config, logger));
+  const engine = options.engine ?? (await openEngine(config, logger, redisTls));
+  // The sqlite engine keeps the keys in its state file; the others read api-keys.json.
+  const apiKeys = new ApiKeyVerifier(config.api.keys, { source: engine.apiKeys ?? keyStore ?? watchKeyStore(config.stateDir, { onReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded') }) });
+  let sharedLimits: SharedLimits | undefined;
+  try {
+    sharedLimits = openSharedLimits(config, engine, edge, logger);
+  } catch (error) {
+    await engine.close().catch(() => undefined);
+    throw error;
+  }
+  const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
   const w = config.watchdog;
   const watchdog = new Watchdog({
     eventLoopDelayMs: w.eventLoopDelayMs,
@@ -133,9 +155,23 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     logger,
     onChange: options.onWatchdog,
   });
+  // Every engine but Redis (which probes its pub/sub itself) gets the end-to-end delivery probe.
+  const probe =
+    engine.name === 'redis'
+      ? undefined
+      : new DeliveryProbe(engine.broker, {
+          nodeId: engine.nodeId,
+          intervalMs: config.engine.probeIntervalMs,
+          deadlineMs: config.engine.probeDeadlineMs,
+          onChange: (failure) => {
+            if (failure === undefined) logger.info({}, 'delivery probe passes again; ready');
+            else logger.error({ reason: failure }, 'delivery probe failing; not ready');
+            options.onDeliveryProbe?.(failure);
+          },
+        });
   const node = new Node({
     config,
-    broker: engine.broker,
+    broker: probe?.broker ?? engine.broker,
     presence: engine.presence,
     tokens,
     revocations: engine.revocations,
@@ -147,18 +183,21 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     version,
   });
   const metrics = createMetrics(node, watchdog);
-  const health = { node, watchdog, cluster: options.clusterReadiness };
-  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter: engine.sessionRouter, health });
+  probe?.start();
+  const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
+  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
   const debugActions = process.env['HERALD_TEST_DEBUG_ACTIONS'] === '1';
-  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger, health, debugActions, clusterMetrics: options.clusterMetrics });
+  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger, health, debugActions, probe, clusterMetrics: options.clusterMetrics });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
+    probe?.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
+    await sharedLimits?.close();
     await engine.close().catch(() => undefined);
     metrics.close();
     watchdog.close();
@@ -194,13 +233,15 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       // between two polls gets its 3001 from its next poll; meanwhile new
       // connections are answered 503. In cluster mode the other workers
       // reach this worker's sessions: stop accepting at once.
-      let listenerClosed = engine.sessionRouter === undefined ? undefined : stopAccepting();
+      let listenerClosed = sessionRouter === undefined ? undefined : stopAccepting();
       const clientsDrained = await node.drain(drainTimeoutMs);
       // WebSocket close handshakes get what is left of the drain time.
       const drained = (await websockets.settle(left())) && clientsDrained;
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
+      probe?.close();
       await node.close();
+      await sharedLimits?.close();
       await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));
       // Let final answers (disconnect frames) finish, then cut what is left.
       app.server.closeIdleConnections();

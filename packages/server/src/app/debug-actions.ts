@@ -9,15 +9,21 @@
  *   (live heap grows, as with a leak); `mib=0` lets all of it go. Then a
  *   full collection runs, so that the live heap is measured at once instead
  *   of whenever V8 next decides to collect.
+ * - `POST /debug/delivery-probe?cut=1`: drops this node's subscription to
+ *   its delivery probe's channel in the broker (in cluster mode at the
+ *   primary), so probes stop coming back and readiness flips to
+ *   `delivery_probe` after the deadline; `cut=0` subscribes it again. 404
+ *   on the Redis engine (no such probe).
  */
 import type { FastifyInstance } from 'fastify';
 import { setFlagsFromString } from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import type { Logger } from '../core/logger.ts';
+import type { DeliveryProbe } from '../broker/delivery-probe.ts';
 
 const retained: string[][] = [];
 
-export function registerDebugActions(app: FastifyInstance, logger: Logger): void {
+export function registerDebugActions(app: FastifyInstance, logger: Logger, probe?: DeliveryProbe): void {
   logger.warn({}, 'debug actions on the internal listener (HERALD_TEST_DEBUG_ACTIONS): for tests only');
   const number = (query: unknown, name: string, max: number): number => {
     const value = Number((query as Record<string, unknown>)[name]);
@@ -31,6 +37,13 @@ export function registerDebugActions(app: FastifyInstance, logger: Logger): void
     }
     return { blockedMs: ms };
   });
+  if (probe !== undefined) {
+    app.post('/debug/delivery-probe', async (request) => {
+      const cut = number(request.query, 'cut', 1) === 1;
+      await probe.cut(cut);
+      return { cut };
+    });
+  }
   app.post('/debug/grow-heap', async (request) => {
     const mib = number(request.query, 'mib', 1024);
     if (mib === 0) retained.length = 0;

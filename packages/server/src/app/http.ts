@@ -25,7 +25,7 @@ import { encodeResult, type ApiErrorCode } from '@herald/protocol';
 import type { Edge } from '../edge/edge.ts';
 import { apiSecurityHeaders, securityHeaders, useSecurityHeaders } from '../edge/security-headers.ts';
 import { presentedKey, registerLeanRoutes } from '../api/lean-routes.ts';
-import { ApiRateLimits } from '../api/rate-limits.ts';
+import { ApiRateLimits, type SharedApiCounting } from '../api/rate-limits.ts';
 import { Front } from '../edge/front.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
@@ -48,6 +48,8 @@ export interface HttpAppOptions {
   readonly sessionRouter?: SessionRouter | undefined;
   /** What /health, /health/live and /health/ready answer from (health.ts). */
   readonly health: ReadinessSources;
+  /** `limits.scope: "cluster"`: the stores every node counts the API limits in (shared-limits.ts). */
+  readonly sharedLimits?: { readonly api: SharedApiCounting } | undefined;
 }
 
 /** Request headers accepted per request; more is answered 431 by Node's parser. */
@@ -153,8 +155,8 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   // The chat demo exists in development mode only: production never loads it.
   if (config.mode === 'development') (await import('./demo.ts')).registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
 
-  // Per client IP, counted before the key is checked; then per key.
-  const limits = new ApiRateLimits(config.api.rateLimitPerIp, config.api.rateLimitPerKey);
+  // Per client IP, counted before the key is checked; then per key (in Redis when limits.scope is "cluster").
+  const limits = new ApiRateLimits(config.api.rateLimitPerIp, config.api.rateLimitPerKey, options.sharedLimits?.api);
   const limited = (reply: FastifyReply, seconds: number) => {
     reply.header('retry-after', String(seconds));
     return sendApiError(reply, 'too_many_requests');
@@ -165,7 +167,8 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     '/api/:method',
     {
       onRequest: async (request, reply) => {
-        const wait = limits.byIp(request.ip);
+        let wait = limits.byIp(request.ip);
+        if (typeof wait === 'object') wait = await wait;
         if (wait !== undefined) return limited(reply, wait);
       },
     },
@@ -173,7 +176,8 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       const key = presentedKey(request.headers);
       const principal = key === undefined ? null : apiKeys.verify(key);
       if (principal === null) return sendApiError(reply, 'unauthorized');
-      const wait = limits.byKey(principal.name);
+      let wait = limits.byKey(principal.name);
+      if (typeof wait === 'object') wait = await wait;
       if (wait !== undefined) return limited(reply, wait);
       if (node.draining) return sendApiError(reply, 'unavailable');
       try {

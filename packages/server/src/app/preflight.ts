@@ -1,7 +1,7 @@
 /**
  * The start-time checks, in one place: `herald serve` (through startServer)
  * and `herald check-config` run exactly these. They read what the config
- * names (secret files, the public key, TLS files, the API key store), check
+ * names (secret files, the public key, TLS files, Redis TLS files, the API key store), check
  * the production rules (a token key for every allowed algorithm, an API
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
@@ -9,19 +9,24 @@
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/schema.ts';
 import { MIN_SECRET_CHARS } from '../config/schema.ts';
-import { ConfigError, GENERATE_SECRET, type ValidatedConfig } from '../config/load.ts';
+import { ConfigError, GENERATE_SECRET, redisOverTls, type ValidatedConfig } from '../config/load.ts';
 import { createJwtVerifier, type TokenVerifier } from '../auth/jwt.ts';
 import type { KeySource } from '../auth/api-keys.ts';
 import { watchKeyStore } from '../auth/key-store.ts';
+import { peekKeys } from '../store/api-key-table.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
+import type { RedisTls } from './engine.ts';
 
 /** What the checks read and built, ready for startServer. */
 export interface Prepared {
   readonly tls: TlsFiles | undefined;
   readonly edge: Edge;
   readonly tokens: TokenVerifier;
-  readonly keyStore: KeySource;
+  /** api-keys.json, watched (memory and redis engines); undefined on the sqlite engine, whose state file holds the keys. */
+  readonly keyStore: KeySource | undefined;
+  /** The redis engine's TLS files (`engine.redisTls`), read; undefined on other engines or without `rediss://`. */
+  readonly redisTls: RedisTls | undefined;
 }
 
 export interface CheckResult {
@@ -81,6 +86,15 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     }
   }
 
+  let redisTls: RedisTls | undefined;
+  if (valid('engine') && config.engine.type === 'redis' && redisOverTls(config)) {
+    const { caFile, certFile, keyFile, serverName } = config.engine.redisTls;
+    const ca = caFile === undefined ? undefined : readNamedFile(caFile, '/engine/redisTls/caFile', problems);
+    const cert = certFile === undefined ? undefined : readNamedFile(certFile, '/engine/redisTls/certFile', problems);
+    const key = keyFile === undefined ? undefined : readNamedFile(keyFile, '/engine/redisTls/keyFile', problems);
+    redisTls = { ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert }), ...(key === undefined ? {} : { key }), ...(serverName === undefined ? {} : { servername: serverName }) };
+  }
+
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
     try {
@@ -94,15 +108,41 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   if (valid('auth')) tokens = await tokenChecks(config, problems);
 
   let keyStore: KeySource | undefined;
-  if (valid('stateDir')) {
+  // Store keys a start would have; undefined when they cannot be known here.
+  let storeKeys: number | undefined;
+  let keysChecked = false;
+  if (valid('stateDir', 'engine')) {
     try {
-      keyStore = watchKeyStore(config.stateDir, { ...(options.onKeyStoreReloadError ? { onReloadError: options.onKeyStoreReloadError } : {}) });
+      if (config.engine.type === 'sqlite') {
+        // The engine imports api-keys.json into its state file and watches the keys there.
+        try {
+          storeKeys = peekKeys(config.stateDir)?.length;
+        } catch (error) {
+          // A refused state file names itself and its fix.
+          if (error instanceof ConfigError && error.problems.some((p) => p.includes('refuses to start on it'))) {
+            problems.push(...error.problems);
+            storeKeys = undefined;
+          } else {
+            throw error;
+          }
+        }
+      } else {
+        keyStore = watchKeyStore(config.stateDir, { ...(options.onKeyStoreReloadError ? { onReloadError: options.onKeyStoreReloadError } : {}) });
+        storeKeys = keyStore.current().length;
+      }
+      keysChecked = true;
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
-      problems.push(...error.problems.map((p) => `${p} (fix the file, or move it away and recreate the keys with \`herald keys create\`)`));
+      problems.push(
+        ...error.problems.map((p) =>
+          p.includes('(table api_keys)')
+            ? `${p} (correct or delete that row with sqlite3; the rest of the state file is fine)`
+            : `${p} (fix the file, or move it away and recreate the keys with \`herald keys create\`)`,
+        ),
+      );
     }
   }
-  if (production && valid('api') && keyStore !== undefined && config.api.keys.length + keyStore.current().length === 0) {
+  if (production && valid('api') && storeKeys !== undefined && config.api.keys.length + storeKeys === 0) {
     problems.push(
       '/api/keys: production mode needs at least one API key: ' +
         `set HERALD_API_KEY (at least ${MIN_SECRET_CHARS} random characters: \`${GENERATE_SECRET}\`), ` +
@@ -111,7 +151,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     );
   }
 
-  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keyStore !== undefined ? { tls, edge, tokens, keyStore } : undefined;
+  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls } : undefined;
   return { problems, warnings, prepared };
 }
 

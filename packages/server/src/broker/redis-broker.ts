@@ -17,10 +17,11 @@
  * have been lost meanwhile. Resetting only once the SUBSCRIBE is answered
  * means a resynchronization reads history that overlaps live delivery.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { ClientInfo, StreamPosition } from '@herald/protocol';
 import { BrokerUnavailableError, type Broker, type BrokerEventHandler, type HistoryPage, type HistoryQuery, type PublishOptions, type StoredPublication, type StreamOptions } from './broker.ts';
 import { newEpoch } from './memory-broker.ts';
+import { ShardedPubSub } from './redis-sharded-pubsub.ts';
 
 export { BrokerUnavailableError };
 
@@ -75,11 +76,20 @@ if ARGV[3] == '1' then list = redis.call('LRANGE', KEYS[2], 0, -1) end
 return {epoch, top, list}
 `;
 
+/** Scripts that publish, for a Redis Cluster: SPUBLISH to a topic in the keys' slot. */
+function sharded(lua: string): string {
+  return lua.replaceAll("redis.call('PUBLISH'", "redis.call('SPUBLISH'");
+}
+
 export interface RedisBrokerOptions {
-  /** Commands and scripts. Created and owned by the composition root. */
-  readonly command: Redis;
-  /** Pub/sub only. Created and owned by the composition root. */
-  readonly subscriber: Redis;
+  /** Commands and scripts (one Redis, or a Redis Cluster). Created and owned by the composition root. */
+  readonly command: Redis | Cluster;
+  /**
+   * Pub/sub only. Created and owned by the composition root. A
+   * `ShardedPubSub` (Redis Cluster) puts every channel's topic in the slot of
+   * its stream keys (`{channel}` hash tag) and publishes with SPUBLISH.
+   */
+  readonly subscriber: Redis | ShardedPubSub;
   readonly prefix: string;
   readonly streamMetaTtlMs: number;
   readonly now?: () => number;
@@ -109,8 +119,9 @@ function decodeEntry(text: string, epoch: string | undefined): StoredPublication
 }
 
 export class RedisBroker implements Broker {
-  readonly #command: Redis;
-  readonly #subscriber: Redis;
+  readonly #command: Redis | Cluster;
+  readonly #subscriber: Redis | ShardedPubSub;
+  readonly #sharded: boolean;
   readonly #prefix: string;
   readonly #metaTtlMs: number;
   readonly #now: () => number;
@@ -127,15 +138,33 @@ export class RedisBroker implements Broker {
     this.#metaTtlMs = options.streamMetaTtlMs;
     this.#now = options.now ?? Date.now;
     this.#onError = options.onError ?? (() => {});
-    this.#command.defineCommand('heraldPublish', { numberOfKeys: 2, lua: publishScript });
-    this.#command.defineCommand('heraldPublishOnce', { numberOfKeys: 3, lua: publishScript });
-    this.#command.defineCommand('heraldPublishNoHistoryOnce', { numberOfKeys: 1, lua: publishOnceScript });
+    this.#sharded = options.subscriber instanceof ShardedPubSub;
+    const publishLua = this.#sharded ? sharded(publishScript) : publishScript;
+    this.#command.defineCommand('heraldPublish', { numberOfKeys: 2, lua: publishLua });
+    this.#command.defineCommand('heraldPublishOnce', { numberOfKeys: 3, lua: publishLua });
+    this.#command.defineCommand('heraldPublishNoHistoryOnce', { numberOfKeys: 1, lua: this.#sharded ? sharded(publishOnceScript) : publishOnceScript });
     this.#command.defineCommand('heraldHistory', { numberOfKeys: 2, lua: historyScript });
-    this.#subscriber.on('message', (topic: string, message: string) => this.#onMessage(topic, message));
+    const listener = (topic: string, message: string) => this.#onMessage(topic, message);
+    if (options.subscriber instanceof ShardedPubSub) options.subscriber.onMessage(listener);
+    else options.subscriber.on('message', listener);
   }
 
+  /** The pub/sub topic of a channel; on a cluster in the slot of the channel's keys. */
   topic(channel: string): string {
-    return `${this.#prefix}:ch:${channel}`;
+    return this.#sharded ? `${this.#prefix}:ch:{${channel}}` : `${this.#prefix}:ch:${channel}`;
+  }
+
+  /** The channel of a topic (`topic`'s inverse), or undefined for another topic. */
+  channelOf(topic: string): string | undefined {
+    const prefix = this.#sharded ? `${this.#prefix}:ch:{` : `${this.#prefix}:ch:`;
+    if (!topic.startsWith(prefix)) return undefined;
+    if (!this.#sharded) return topic.slice(prefix.length);
+    return topic.endsWith('}') ? topic.slice(prefix.length, -1) : undefined;
+  }
+
+  /** PUBLISH, or SPUBLISH on a cluster. */
+  #publishRaw(topic: string, message: string): Promise<unknown> {
+    return this.#sharded ? this.#command.spublish(topic, message) : this.#command.publish(topic, message);
   }
 
   #keys(channel: string): [string, string] {
@@ -152,10 +181,8 @@ export class RedisBroker implements Broker {
   }
 
   #onMessage(topic: string, message: string): void {
-    const prefix = `${this.#prefix}:ch:`;
-    if (!topic.startsWith(prefix)) return;
-    const channel = topic.slice(prefix.length);
-    if (!this.#channels.has(channel)) return;
+    const channel = this.channelOf(topic);
+    if (channel === undefined || !this.#channels.has(channel)) return;
     const kind = message.charCodeAt(0);
     try {
       if (kind === 112 /* p */) {
@@ -189,7 +216,7 @@ export class RedisBroker implements Broker {
     const commands = this.#command as unknown as HeraldCommands;
     if (options.stream.size === 0) {
       const message = `p\n0\n${time}\n${info}\n${data}`;
-      if (once === undefined) await this.#call('publish', () => this.#command.publish(this.topic(channel), message));
+      if (once === undefined) await this.#call('publish', () => this.#publishRaw(this.topic(channel), message));
       else await this.#call('publish', () => commands.heraldPublishNoHistoryOnce(this.#onceKey(channel, once.key), String(Math.max(once.windowMs, 1)), this.topic(channel), message));
       return { epoch: '', offset: 0 };
     }
@@ -205,12 +232,12 @@ export class RedisBroker implements Broker {
   }
 
   async publishJoin(channel: string, info: ClientInfo): Promise<void> {
-    await this.#call('publish join', () => this.#command.publish(this.topic(channel), 'j' + JSON.stringify(info)));
+    await this.#call('publish join', () => this.#publishRaw(this.topic(channel), 'j' + JSON.stringify(info)));
   }
 
   /** Best effort: a leave that cannot be published must not fail an unsubscribe or a close. */
   async publishLeave(channel: string, info: ClientInfo): Promise<void> {
-    await this.#command.publish(this.topic(channel), 'l' + JSON.stringify(info)).catch((error: unknown) => this.#onError(error, 'publish leave'));
+    await this.#publishRaw(this.topic(channel), 'l' + JSON.stringify(info)).catch((error: unknown) => this.#onError(error, 'publish leave'));
   }
 
   async subscribe(channel: string): Promise<void> {
@@ -218,7 +245,9 @@ export class RedisBroker implements Broker {
     const attempt = ++this.#attempts;
     this.#channels.set(channel, attempt);
     try {
-      await this.#call('subscribe', () => this.#subscriber.subscribe(this.topic(channel)));
+      const subscriber = this.#subscriber;
+      const topic = this.topic(channel);
+      await this.#call('subscribe', () => (subscriber instanceof ShardedPubSub ? subscriber.subscribe(topic) : subscriber.subscribe(topic)));
     } catch (error) {
       // Only this attempt's entry: an unsubscribe and a new subscribe may have come meanwhile.
       if (this.#channels.get(channel) === attempt) this.#channels.delete(channel);
@@ -228,7 +257,9 @@ export class RedisBroker implements Broker {
 
   async unsubscribe(channel: string): Promise<void> {
     if (!this.#channels.delete(channel)) return;
-    await this.#subscriber.unsubscribe(this.topic(channel)).catch((error: unknown) => this.#onError(error, 'unsubscribe'));
+    const subscriber = this.#subscriber;
+    const topic = this.topic(channel);
+    await (subscriber instanceof ShardedPubSub ? subscriber.unsubscribe(topic) : subscriber.unsubscribe(topic)).catch((error: unknown) => this.#onError(error, 'unsubscribe'));
   }
 
   async history(channel: string, query: HistoryQuery, options: StreamOptions): Promise<HistoryPage> {
@@ -265,6 +296,11 @@ export class RedisBroker implements Broker {
   /** Every local subscriber of every channel resynchronizes (after a reconnect or a lost probe). */
   resetAll(): void {
     for (const channel of [...this.#channels.keys()]) this.#handler?.onStreamReset(channel);
+  }
+
+  /** Local subscribers of these channels resynchronize (their shard's subscription came back). */
+  reset(channels: Iterable<string>): void {
+    for (const channel of channels) if (this.#channels.has(channel)) this.#handler?.onStreamReset(channel);
   }
 
   async close(): Promise<void> {

@@ -3,18 +3,28 @@
  * periodic end-to-end delivery probe, revocations kept in Redis, and health.
  * It is handed its two Redis clients (commands, pub/sub); it never creates
  * connections itself.
+ *
+ * On a Redis Cluster (the pub/sub client is a `ShardedPubSub`) every topic
+ * is a shard channel (SSUBSCRIBE/SPUBLISH): a channel's topic in its stream's
+ * slot, the control topic in one fixed slot (`{control}`), and one probe
+ * topic per master (redis-shard-probe.ts). A topic whose shard subscription
+ * came back (reconnect, failover, slot moved, lost probe) resynchronizes its
+ * channel only.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { ControlBus, ControlCommand } from './control.ts';
 import { BrokerUnavailableError, RedisBroker } from './redis-broker.ts';
 import { RedisPresenceStore } from './redis-presence.ts';
+import { ShardedPubSub } from './redis-sharded-pubsub.ts';
+import { ShardProbes } from './redis-shard-probe.ts';
 import { MemoryRevocationList, type RevocationList } from '../auth/revocation.ts';
 import type { ConnectionIdentity } from '../auth/jwt.ts';
 
 export interface RedisEngineOptions {
   readonly nodeId: string;
-  readonly command: Redis;
-  readonly subscriber: Redis;
+  readonly command: Redis | Cluster;
+  /** One Redis's pub/sub connection, or a cluster's sharded pub/sub. */
+  readonly subscriber: Redis | ShardedPubSub;
   readonly prefix: string;
   readonly streamMetaTtlMs: number;
   readonly presenceTtlMs: number;
@@ -39,8 +49,13 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
   const { command, subscriber, prefix, nodeId, onError } = options;
   const broker = new RedisBroker({ command, subscriber, prefix, streamMetaTtlMs: options.streamMetaTtlMs, onError });
   const presence = new RedisPresenceStore({ command, prefix, ttlMs: options.presenceTtlMs, onError });
-  const controlTopic = `${prefix}:control`;
+  const sharded = subscriber instanceof ShardedPubSub ? subscriber : undefined;
+  const single = subscriber instanceof ShardedPubSub ? undefined : subscriber;
+  const controlTopic = sharded === undefined ? `${prefix}:control` : `${prefix}:{control}`;
   const probeTopic = `${prefix}:probe:${nodeId}`;
+  const publishRaw = (topic: string, message: string): Promise<unknown> => (sharded === undefined ? command.publish(topic, message) : command.spublish(topic, message));
+  const shardProbes =
+    sharded === undefined ? undefined : new ShardProbes({ pubsub: sharded, topic: (k) => `${prefix}:probe:{${nodeId}:${k}}`, publish: publishRaw, onError });
   const revokedTokens = `${prefix}:revoked:tokens`;
   const revokedUsers = `${prefix}:revoked:users`;
 
@@ -67,7 +82,8 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
   let probeSent = 0;
   let probeSeen = 0;
   let probeFailing = false;
-  subscriber.on('message', (topic: string, message: string) => {
+  const onMessage = (topic: string, message: string) => {
+    if (shardProbes?.onMessage(topic, message) === true) return;
     if (topic === controlTopic) {
       try {
         const envelope = JSON.parse(message) as { from: string; command: ControlCommand };
@@ -78,22 +94,22 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
     } else if (topic === probeTopic) {
       probeSeen = Math.max(probeSeen, Number(message));
     }
-  });
-  await subscriber.subscribe(controlTopic, probeTopic);
-  // After a reconnect (the clients come without ioredis's automatic
-  // resubscription): everything again in one SUBSCRIBE, then every channel
-  // resynchronizes (what was published meanwhile may be lost); a failure
-  // reconnects.
-  subscriber.on('ready', () => {
-    const topics = [controlTopic, probeTopic, ...[...broker.channels].map((channel) => broker.topic(channel))];
-    subscriber.subscribe(...topics).then(
-      () => broker.resetAll(),
-      (error: unknown) => {
-        onError(error, 'resubscribe');
-        subscriber.disconnect(true);
-      },
-    );
-  });
+  };
+  if (sharded !== undefined) {
+    sharded.onMessage(onMessage);
+    // The shard of these topics lost them for a while: their channels resynchronize.
+    sharded.onResubscribed((topics) => {
+      const channels: string[] = [];
+      for (const topic of topics) {
+        const channel = broker.channelOf(topic);
+        if (channel !== undefined) channels.push(channel);
+      }
+      broker.reset(channels);
+    });
+    await Promise.all([sharded.subscribe(controlTopic), shardProbes!.cover()]);
+  } else if (single !== undefined) {
+    await subscribeSingle(single, broker, onMessage, onError, controlTopic, probeTopic);
+  }
 
   const control: ControlBus = {
     setHandler(handler) {
@@ -101,7 +117,7 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
     },
     async publish(cmd) {
       try {
-        await command.publish(controlTopic, JSON.stringify({ from: nodeId, command: cmd }));
+        await publishRaw(controlTopic, JSON.stringify({ from: nodeId, command: cmd }));
       } catch (error) {
         onError(error, 'control publish');
         throw new BrokerUnavailableError('redis control publish failed');
@@ -113,8 +129,9 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
   let lastHealthy = true;
   const health = (): RedisHealth => {
     if (command.status !== 'ready') return { status: 'degraded', reason: 'redis command connection is ' + command.status };
-    if (subscriber.status !== 'ready') return { status: 'degraded', reason: 'redis pub/sub connection is ' + subscriber.status };
-    if (probeFailing) return { status: 'degraded', reason: 'pub/sub delivery probe lost' };
+    if (single !== undefined && single.status !== 'ready') return { status: 'degraded', reason: 'redis pub/sub connection is ' + single.status };
+    if (sharded !== undefined && sharded.status !== 'ready') return { status: 'degraded', reason: 'redis sharded pub/sub ' + sharded.status };
+    if (probeFailing || shardProbes?.failing === true) return { status: 'degraded', reason: 'pub/sub delivery probe lost' };
     return { status: 'ok' };
   };
   const report = () => {
@@ -129,12 +146,18 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
   // End-to-end probe: publish to our own probe topic; two intervals without
   // it arriving means the subscription is silently gone: reconnect the
   // pub/sub connection (ioredis resubscribes) and resynchronize every channel.
+  // (On a cluster: one probe per master, redis-shard-probe.ts.)
   const probe = setInterval(() => {
-    if (probeSent > 0 && probeSeen < probeSent - 1 && subscriber.status === 'ready' && command.status === 'ready') {
+    if (shardProbes !== undefined) {
+      shardProbes.tick(command.status === 'ready');
+      report();
+      return;
+    }
+    if (probeSent > 0 && probeSeen < probeSent - 1 && single?.status === 'ready' && command.status === 'ready') {
       if (!probeFailing) {
         probeFailing = true;
         onError(new Error('pub/sub delivery probe lost'), 'probe');
-        subscriber.disconnect(true);
+        single.disconnect(true);
       }
     } else if (probeSeen >= probeSent - 1 && probeFailing) {
       probeFailing = false;
@@ -143,7 +166,7 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
     report();
     if (command.status === 'ready') {
       probeSent++;
-      command.publish(probeTopic, String(probeSent)).catch(() => undefined);
+      publishRaw(probeTopic, String(probeSent)).catch(() => undefined);
     }
   }, options.probeIntervalMs);
   probe.unref();
@@ -156,7 +179,36 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
     health,
     async close() {
       clearInterval(probe);
-      await subscriber.unsubscribe().catch(() => undefined);
+      await sharded?.close();
+      await single?.unsubscribe().catch(() => undefined);
     },
   };
+}
+
+/**
+ * One Redis: control and probe in one SUBSCRIBE. After a reconnect (the
+ * clients come without ioredis's automatic resubscription): everything again
+ * in one SUBSCRIBE, then every channel resynchronizes (what was published
+ * meanwhile may be lost); a failure reconnects.
+ */
+async function subscribeSingle(
+  subscriber: Redis,
+  broker: RedisBroker,
+  onMessage: (topic: string, message: string) => void,
+  onError: (error: unknown, what: string) => void,
+  controlTopic: string,
+  probeTopic: string,
+): Promise<void> {
+  subscriber.on('message', onMessage);
+  await subscriber.subscribe(controlTopic, probeTopic);
+  subscriber.on('ready', () => {
+    const topics = [controlTopic, probeTopic, ...[...broker.channels].map((channel) => broker.topic(channel))];
+    subscriber.subscribe(...topics).then(
+      () => broker.resetAll(),
+      (error: unknown) => {
+        onError(error, 'resubscribe');
+        subscriber.disconnect(true);
+      },
+    );
+  });
 }

@@ -5,7 +5,7 @@
  * the TTL. A call Redis cannot answer fails with BrokerUnavailableError
  * (116 / 503), like the broker's; removal is best effort.
  */
-import type { Redis } from 'ioredis';
+import type { Cluster, Redis } from 'ioredis';
 import type { ClientInfo } from '@herald/protocol';
 import { BrokerUnavailableError, type PresenceStats, type PresenceStore } from './broker.ts';
 
@@ -19,7 +19,7 @@ return redis.call('HGETALL', KEYS[1])
 `;
 
 export interface RedisPresenceOptions {
-  readonly command: Redis;
+  readonly command: Redis | Cluster;
   readonly prefix: string;
   readonly ttlMs: number;
   readonly now?: () => number;
@@ -27,7 +27,7 @@ export interface RedisPresenceOptions {
 }
 
 export class RedisPresenceStore implements PresenceStore {
-  readonly #redis: Redis;
+  readonly #redis: Redis | Cluster;
   readonly #prefix: string;
   readonly #ttlMs: number;
   readonly #now: () => number;

@@ -15,7 +15,10 @@ import { randomBytes } from 'node:crypto';
 import { chmodSync, closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, unlinkSync, writeSync } from 'node:fs';
 import { dirname, join, resolve } from 'node:path';
 import { validateConfig } from '../config/load.ts';
-import { createKey, keyStorePath, readKeyStore, updateKeyStore } from '../auth/key-store.ts';
+import { createKey } from '../auth/key-store.ts';
+import { peekKeys } from '../store/api-key-table.ts';
+import { STATE_FILE, stateFilePath } from '../store/sqlite-store.ts';
+import { openKeyBackend } from './key-backend.ts';
 import { fail, intOption, type Command, type Values } from './command.ts';
 
 /** Name of the admin key `herald init` creates in the key store. */
@@ -96,7 +99,8 @@ function init(values: Values): void {
   const existing: string[] = [];
   if (existsSync(configFile)) existing.push(`${configFile} (the config)`);
   if (existsSync(secretFile)) existing.push(`${secretFile} (the token secret)`);
-  if (readKeyStore(stateDir).some((k) => k.name === INIT_KEY_NAME)) existing.push(`a key named "${INIT_KEY_NAME}" in ${keyStorePath(stateDir)}`);
+  // Read without writing: a refused init changes nothing.
+  if ((peekKeys(stateDir) ?? []).some((k) => k.name === INIT_KEY_NAME)) existing.push(`a key named "${INIT_KEY_NAME}" in ${stateFilePath(stateDir)}`);
   if (existing.length > 0 && !force) {
     fail(
       `herald init: refusing to overwrite:\n  - ${existing.join('\n  - ')}\n` +
@@ -111,13 +115,20 @@ function init(values: Values): void {
     chmodSync(privateDir, 0o700);
   }
   writeFileAtomically(secretFile, randomBytes(32).toString('base64') + '\n', 0o600);
-  const created = updateKeyStore(stateDir, (stored) => {
-    const outcome = createKey(
-      stored.filter((k) => k.name !== INIT_KEY_NAME),
-      { name: INIT_KEY_NAME, scopes: ['admin'], now: Date.now() },
-    );
-    return { keys: 'error' in outcome ? null : outcome.keys, result: outcome };
-  });
+  // The starter config runs the sqlite engine: the key goes into its state file.
+  const backend = openKeyBackend('state-file', stateDir, (line) => process.stderr.write(line + '\n'));
+  let created: ReturnType<typeof createKey>;
+  try {
+    created = backend.update((stored) => {
+      const outcome = createKey(
+        stored.filter((k) => k.name !== INIT_KEY_NAME),
+        { name: INIT_KEY_NAME, scopes: ['admin'], now: Date.now() },
+      );
+      return { keys: 'error' in outcome ? null : outcome.keys, result: outcome };
+    });
+  } finally {
+    backend.close();
+  }
   if ('error' in created) fail(`herald init: ${created.error}`);
   writeFileAtomically(configFile, JSON.stringify(config, null, 2) + '\n', 0o644);
 
@@ -126,7 +137,7 @@ function init(values: Values): void {
   const files: [string, string][] = [
     [configFile, 'the config (no secret in it; every option: herald config-docs, docs/config.md)'],
     [secretFile, 'the HS256 token secret (mode 0600)'],
-    [`${stateDir}/`, `the state directory (mode 0700); API keys, hashed, in ${keyStorePath(stateDir)}`],
+    [`${stateDir}/`, `the state directory (mode 0700); its state file ${STATE_FILE} (0600) holds history, revocations and the API keys (hashed)`],
   ];
   const width = Math.max(...files.map(([path]) => path.length));
   process.stdout.write(

@@ -12,7 +12,8 @@ import { readFileSync, writeFileSync } from 'node:fs';
 import { ConfigError, deepFreeze, readConfigFile, validateConfig, type ConfigOverrides, type ValidatedConfig } from '../config/load.ts';
 import type { Config } from '../config/schema.ts';
 import { parseJsonSafely } from '@herald/protocol/commands';
-import { createKey, keyStatus, keyStorePath, parseDuration, parseScopes, readKeyStore, revokeKey, updateKeyStore } from '../auth/key-store.ts';
+import { createKey, keyStatus, parseDuration, parseScopes, revokeKey } from '../auth/key-store.ts';
+import { keyBackendKind, openKeyBackend, type KeyBackend } from './key-backend.ts';
 import { DEV_KEY_NAME, devSecretsPath, ensureDevSecrets, markDevKeyShown, readDevSecrets, type DevSecrets } from '../app/dev-secrets.ts';
 import { checkValidatedConfig, startChecks } from '../app/preflight.ts';
 import { createLogger } from '../observability/pino-logger.ts';
@@ -42,6 +43,8 @@ Options:
   --workers N|auto  cluster mode: N worker processes, auto = one per core (cluster.workers)
   --engine TYPE     memory, sqlite or redis (HERALD_ENGINE, engine.type)
   --redis-url URL   Redis URL for the redis engine (HERALD_REDIS_URL, engine.redisUrl)
+  --redis-cluster URL,URL  seed nodes of a Redis Cluster for the redis engine
+                    (HERALD_REDIS_CLUSTER, engine.redisCluster)
 
 A second development instance beside the first (the first owns the state file): herald serve --port 8010 --admin-port 8011 --engine memory`,
     options: {
@@ -53,6 +56,7 @@ A second development instance beside the first (the first owns the state file): 
       workers: { type: 'string' },
       engine: { type: 'string' },
       'redis-url': { type: 'string' },
+      'redis-cluster': { type: 'string' },
     },
     run: serve,
   },
@@ -97,8 +101,11 @@ Options:
   herald keys list [--json] [--config FILE | --state-dir DIR]
   herald keys revoke --name NAME [--grace 24h] [--config FILE | --state-dir DIR]
 
-API keys live hashed in <stateDir>/api-keys.json; a running server picks up
-changes within a second. Rotate: create a key with a new name, move your
+API keys live hashed in the state directory: in its state file herald.db on
+the sqlite engine (the default; an older api-keys.json is moved into it once),
+in api-keys.json on the memory and redis engines. A running server picks up
+changes within a second. With --state-dir alone: herald.db when it exists (or
+when there is no api-keys.json either), else api-keys.json. Rotate: create a key with a new name, move your
 backend to it, revoke the old one with --grace.
 herald keys ACTION --help tells more.`,
     options: {},
@@ -109,7 +116,8 @@ herald keys ACTION --help tells more.`,
     help: `Usage: herald keys create --name NAME --scopes SCOPES [--expires ISO-TIME] [--config FILE | --state-dir DIR]
 
 Creates an API key, prints it once on stdout, and keeps only its SHA-256
-in <stateDir>/api-keys.json. Running servers accept it within a second.
+in the state directory (herald.db, or api-keys.json on the memory and redis
+engines). Running servers accept it within a second.
 
 Options:
   --name NAME       a name of your choice (letters, digits, "_", ".", "@", "-")
@@ -149,6 +157,37 @@ Options:
   ${stateDirHelp}`,
     options: { name: { type: 'string' }, grace: { type: 'string' }, config: { type: 'string' }, 'state-dir': { type: 'string' } },
     run: (values) => keys('revoke', values),
+  },
+  backup: {
+    summary: 'copy the state file (sqlite engine) while Herald runs',
+    help: `Usage: herald backup FILE [--force] [--config FILE | --state-dir DIR]
+
+Writes a consistent copy of <stateDir>/herald.db (history, revocations, API
+keys) to FILE while Herald runs: one snapshot of everything committed when
+the copy began (VACUUM INTO; the server keeps writing meanwhile). The copy
+is a valid state file: to restore, stop Herald, put it in place as
+<stateDir>/herald.db (remove herald.db-wal and herald.db-shm beside it), and
+start. FILE gets mode 0600. docs/operations.md: backup, restore, move.
+
+Options:
+  --force           replace FILE if it exists (refused otherwise)
+  ${configHelp}
+  ${stateDirHelp}`,
+    options: { force: { type: 'boolean' }, config: { type: 'string' }, 'state-dir': { type: 'string' } },
+    args: ['<file>'],
+    async run(values, positionals) {
+      const stateDirFlag = values['state-dir'] as string | undefined;
+      const config = stateDirFlag !== undefined && values['config'] === undefined ? undefined : checked(resolveConfig(values, 'read').validated);
+      if (config !== undefined && config.engine.type !== 'sqlite') {
+        fail(
+          `herald backup: engine.type is "${config.engine.type}": ${config.engine.type === 'redis' ? 'the state is in Redis; back it up with Redis persistence (BGSAVE, AOF)' : 'the memory engine keeps nothing on disk to back up (API keys: copy api-keys.json)'}`,
+        );
+      }
+      const { backupStateFile } = await import('../store/backup.ts');
+      const result = backupStateFile({ stateDir: stateDirFlag ?? config?.stateDir ?? '.herald', target: positionals[0]!, force: values['force'] === true });
+      process.stdout.write(`${result.path}\n`);
+      process.stderr.write(`Backed up the state file (schema version ${result.version}, ${result.bytes} bytes) in ${result.ms} ms.\n`);
+    },
   },
   'check-config': {
     summary: 'run every start-up check of a config file, and report every problem',
@@ -252,6 +291,7 @@ function resolveConfig(values: Values, purpose: 'serve' | 'check' | 'read'): Res
     ...(values['log-level'] !== undefined ? { logLevel: values['log-level'] as string } : {}),
     ...(values['engine'] !== undefined ? { engine: values['engine'] as string } : {}),
     ...(values['redis-url'] !== undefined ? { redisUrl: values['redis-url'] as string } : {}),
+    ...(values['redis-cluster'] !== undefined ? { redisCluster: values['redis-cluster'] as string } : {}),
   };
   const raw: Record<string, unknown> = file !== undefined ? readConfigFile(file) : { mode: 'development' };
   const sources = { env, overrides, file };
@@ -368,9 +408,6 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
   const wanted = values['workers'] === undefined ? config.cluster.workers : parseWorkers(values['workers'] as string);
   const workers = wanted === 'auto' ? availableParallelism() : wanted;
   if (workers > 1) {
-    if (config.engine.type === 'redis') {
-      fail('--workers: cluster mode links its workers through the primary (engine.type "memory" or "sqlite"); with the redis engine run one Herald process per port or machine');
-    }
     // The workers run the start-time checks again; the primary runs them first, so a refused start lists every problem.
     const checks = await startChecks(config, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve' });
     for (const warning of checks.warnings) logger.warn({}, warning);
@@ -455,47 +492,55 @@ async function checkConfig(values: Values): Promise<void> {
   process.stdout.write(`${file}: ok (${validated.config.mode} mode)\n`);
 }
 
-/** `herald keys create|list|revoke`: the key store in the state directory (packages/server/src/auth/key-store.ts). */
+/** `herald keys create|list|revoke`: the keys of the state directory (packages/server/src/cli/key-backend.ts). */
 function keys(action: 'create' | 'list' | 'revoke', values: Values): void {
-  // The config gives the state directory and the names of the keys it holds; --state-dir alone needs no config.
+  // The config gives the state directory, the engine and the names of the keys it holds; --state-dir alone needs no config.
   const stateDirFlag = values['state-dir'] as string | undefined;
   const configFlag = values['config'] as string | undefined;
   const config = stateDirFlag !== undefined && configFlag === undefined ? undefined : checked(resolveConfig({ config: configFlag }, 'read').validated);
   const stateDir = stateDirFlag ?? config?.stateDir ?? '.herald';
+  const backend = openKeyBackend(keyBackendKind(config, stateDir), stateDir, (line) => process.stderr.write(line + '\n'));
+  let outcome: { exit: string } | undefined;
+  try {
+    outcome = keysWith(backend, action, values, config, stateDir);
+  } finally {
+    backend.close();
+  }
+  if (outcome !== undefined) fail(outcome.exit);
+}
+
+/** The work of `herald keys`; a refusal is returned (the backend must be closed before exiting). */
+function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', values: Values, config: Config | undefined, stateDir: string): { exit: string } | undefined {
   const configKeys = config?.api.keys ?? [];
   const dev = config === undefined || config.mode === 'development' ? readDevSecrets(stateDir) : undefined;
   const now = Date.now();
   const name = values['name'] as string | undefined;
   switch (action) {
     case 'create': {
-      if (name === undefined) fail('herald keys create: --name NAME is required');
-      if (values['scopes'] === undefined) fail('herald keys create: --scopes is required (publish, read, admin; comma-separated)');
+      if (name === undefined) return { exit: 'herald keys create: --name NAME is required' };
+      if (values['scopes'] === undefined) return { exit: 'herald keys create: --scopes is required (publish, read, admin; comma-separated)' };
       const scopes = parseScopes(values['scopes'] as string);
-      if (typeof scopes === 'string') fail(`herald keys create: ${scopes}`);
+      if (typeof scopes === 'string') return { exit: `herald keys create: ${scopes}` };
       const reservedNames = new Set([...configKeys.map((k) => k.name), ...(dev === undefined ? [] : [DEV_KEY_NAME])]);
       const expires = values['expires'] as string | undefined;
-      // Never exit inside the update: the lock must be released.
-      const created = updateKeyStore(stateDir, (stored) => {
+      const created = backend.update((stored) => {
         const outcome = createKey(stored, { name, scopes, expires, reservedNames, now });
         return { keys: 'error' in outcome ? null : outcome.keys, result: outcome };
       });
-      if ('error' in created) fail(`herald keys create: ${created.error}`);
+      if ('error' in created) return { exit: `herald keys create: ${created.error}` };
       process.stdout.write(created.key + '\n');
       process.stderr.write(
         `Created API key "${name}" (scopes ${scopes.join(',')}${created.entry.notAfter === undefined ? '' : `, refused after ${created.entry.notAfter}`}).\n` +
-          `It is shown once, above; only its SHA-256 is kept in ${keyStorePath(stateDir)}. Running servers accept it within a second.\n`,
+          `It is shown once, above; only its SHA-256 is kept in ${backend.path}. Running servers accept it within a second.\n`,
       );
-      return;
+      return undefined;
     }
     case 'list': {
       const rows = [
         ...(dev === undefined
           ? []
           : [{ name: DEV_KEY_NAME, scopes: ['admin'], created: dev.created, notAfter: undefined, status: 'active', sha256Prefix: dev.apiKeySha256.slice(0, 12), source: 'development', keyPrefix: dev.apiKeyPrefix }]),
-        ...[
-          ...configKeys.map((k) => ({ ...k, source: 'config', created: undefined as string | undefined })),
-          ...readKeyStore(stateDir).map((k) => ({ ...k, source: 'store' })),
-        ].map((k) => ({
+        ...[...configKeys.map((k) => ({ ...k, source: 'config', created: undefined as string | undefined })), ...backend.read().map((k) => ({ ...k, source: 'store' }))].map((k) => ({
           name: k.name,
           scopes: k.scopes as string[],
           created: k.created,
@@ -508,7 +553,7 @@ function keys(action: 'create' | 'list' | 'revoke', values: Values): void {
       ];
       if (values['json'] === true) {
         process.stdout.write(JSON.stringify(rows, null, 2) + '\n');
-        return;
+        return undefined;
       }
       const table = [['NAME', 'SCOPES', 'CREATED', 'NOT AFTER', 'STATUS', 'SHA256', 'SOURCE', 'KEY']];
       for (const r of rows) {
@@ -516,30 +561,30 @@ function keys(action: 'create' | 'list' | 'revoke', values: Values): void {
       }
       const widths = table[0]!.map((_, i) => Math.max(...table.map((row) => row[i]!.length)));
       process.stdout.write(table.map((row) => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd()).join('\n') + '\n');
-      return;
+      return undefined;
     }
     case 'revoke': {
-      if (name === undefined) fail('herald keys revoke: --name NAME is required');
+      if (name === undefined) return { exit: 'herald keys revoke: --name NAME is required' };
       const graceMs = values['grace'] === undefined ? 0 : parseDuration(values['grace'] as string);
-      if (graceMs === undefined) fail('herald keys revoke: --grace must be a duration such as 0, 90s, 15m, 24h or 7d');
+      if (graceMs === undefined) return { exit: 'herald keys revoke: --grace must be a duration such as 0, 90s, 15m, 24h or 7d' };
       if (dev !== undefined && name === DEV_KEY_NAME) {
-        fail(`herald keys revoke: "${DEV_KEY_NAME}" is the development key; delete ${devSecretsPath(stateDir)} and restart for a new one (the token secret changes too)`);
+        return { exit: `herald keys revoke: "${DEV_KEY_NAME}" is the development key; delete ${devSecretsPath(stateDir)} and restart for a new one (the token secret changes too)` };
       }
-      if (configKeys.some((k) => k.name === name) && !readKeyStore(stateDir).some((k) => k.name === name)) {
-        fail(`herald keys revoke: "${name}" is a key of the config file; set its notAfter there (or remove it) and restart`);
+      if (configKeys.some((k) => k.name === name) && !backend.read().some((k) => k.name === name)) {
+        return { exit: `herald keys revoke: "${name}" is a key of the config file; set its notAfter there (or remove it) and restart` };
       }
-      const outcome = updateKeyStore(stateDir, (stored) => {
+      const outcome = backend.update((stored) => {
         const result = revokeKey(stored, name, graceMs, now);
         return { keys: 'error' in result ? null : result.keys, result };
       });
-      if ('error' in outcome) fail(`herald keys revoke: ${outcome.error}`);
+      if ('error' in outcome) return { exit: `herald keys revoke: ${outcome.error}` };
       const revoked = outcome.entry;
       process.stderr.write(
         Date.parse(revoked.notAfter!) <= now
           ? `Revoked API key "${name}": refused from now on (running servers within a second).\n`
           : `API key "${name}" is refused after ${revoked.notAfter}.\n`,
       );
-      return;
+      return undefined;
     }
   }
 }

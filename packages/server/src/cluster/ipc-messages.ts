@@ -1,6 +1,6 @@
 /**
  * Every message between the cluster primary and its workers, defined once.
- * The primary owns the streams and presence (one MemoryBroker, or the
+ * On the memory and sqlite engines the primary owns the streams and presence (one MemoryBroker, or the
  * sqlite engine's SqliteBroker, and one MemoryPresenceStore for the whole
  * machine); workers reach them with
  * `call`s, receive publications of the channels they subscribed to, relay
@@ -13,11 +13,15 @@
  * is in effect at the primary before its next `history` is read, and a
  * publication reaches the publishing worker before the `result` of its
  * `publish`.
+ *
+ * On the redis engine each worker is a Redis node of its own: no `call`,
+ * `publication`, `join`, `leave` or `control` travels on the pipe, only
+ * supervision, metrics, readiness (`engine_state`) and session routing.
  */
 import type { HistoryPage, HistoryQuery, PresenceStats, PublishOptions, StoredPublication, StreamOptions } from '../broker/broker.ts';
 import type { ControlCommand } from '../broker/control.ts';
 import type { ClientInfo, StreamPosition } from '@herald/protocol';
-import type { Config } from '../config/schema.ts';
+import type { ApiKeyConfig, Config } from '../config/schema.ts';
 import type { SessionAnswer, SessionExchange } from '../transports/http-connection.ts';
 import type { NotReadyReason } from '../app/health.ts';
 
@@ -65,12 +69,29 @@ export type WorkerMessage =
   /** This worker's metrics (prom-client `getMetricsAsJSON`) for collection `id`. */
   | { readonly type: 'metrics_part'; readonly id: number; readonly metrics: readonly object[] }
   /** The worker's watchdog thresholds changed; `over` is what it is over now (empty: none). */
-  | { readonly type: 'watchdog'; readonly over: readonly string[] };
+  | { readonly type: 'watchdog'; readonly over: readonly string[] }
+  /** Redis engine (each worker a node of its own): the worker's engine became degraded (why) or healthy again (null). */
+  | { readonly type: 'engine_state'; readonly degraded: string | null }
+  /** The worker's delivery probe (worker → primary → worker) failed, with the reason, or passes again (`failure` absent). */
+  | { readonly type: 'delivery_probe'; readonly failure?: string | undefined }
+  /**
+   * This worker's counters and histograms so far (prom-client JSON, gauges
+   * left out): sent every `cluster.heartbeatIntervalMs` and once more after
+   * its drain, so that the primary keeps them once the worker is gone
+   * (counter-ledger.ts).
+   */
+  | { readonly type: 'counters'; readonly metrics: readonly object[] };
 
 /** Primary → worker. */
 export type PrimaryMessage =
-  /** First message: what to run. `revocations` replays the revocations still in force. */
-  | { readonly type: 'start'; readonly worker: number; readonly config: Config; readonly revocations: readonly ControlCommand[] }
+  /**
+   * First message: what to run. `revocations` replays the revocations still
+   * in force; `apiKeys` are the store's API keys when the primary keeps them
+   * (sqlite engine), null when the worker reads api-keys.json itself.
+   */
+  | { readonly type: 'start'; readonly worker: number; readonly config: Config; readonly revocations: readonly ControlCommand[]; readonly apiKeys: readonly ApiKeyConfig[] | null }
+  /** The store's API keys changed (`herald keys` wrote the primary's state file): the whole new list. */
+  | { readonly type: 'api_keys'; readonly keys: readonly ApiKeyConfig[] }
   | { readonly type: 'result'; readonly id: number; readonly ok: true; readonly value: EngineCalls[CallOp]['result'] }
   /** `unavailable`: the engine could not serve the call (the worker answers 503 / reply 116), as BrokerUnavailableError. */
   | { readonly type: 'result'; readonly id: number; readonly ok: false; readonly error: string; readonly unavailable?: boolean }

@@ -6,8 +6,9 @@
  * leave only to the workers that subscribed to its channel; it relays
  * control commands to every worker (the sender included) and keeps the
  * revocations still in force for workers that start later (and, on the
- * sqlite engine, persists them so they outlive the primary); and it routes
- * session requests between workers.
+ * sqlite engine, persists them so they outlive the primary); on the sqlite
+ * engine it hands workers the API keys of its state file, at start and
+ * whenever they change; and it routes session requests between workers.
  *
  * When a worker goes away its subscriptions end, its presence entries are
  * removed (with a leave for each join it had announced), session requests
@@ -21,6 +22,7 @@ import { BrokerUnavailableError, type Broker } from '../broker/broker.ts';
 import type { ControlCommand } from '../broker/control.ts';
 import { apiErrors, type ClientInfo } from '@herald/protocol';
 import type { SessionAnswer } from '../transports/http-connection.ts';
+import type { ApiKeyConfig } from '../config/schema.ts';
 import type { CallMessage, PrimaryMessage, WorkerMessage } from './ipc-messages.ts';
 import type { Pipe } from './pipe.ts';
 
@@ -37,6 +39,8 @@ export interface PrimaryHubOptions {
   readonly broker?: SweepingBroker;
   /** Where revocations are persisted (the sqlite engine's state file); nothing outlives the primary when absent. */
   readonly revocationStore?: RevocationStore;
+  /** The store's API keys when the primary keeps them (sqlite engine; `setApiKeys` when they change); workers read api-keys.json when absent. */
+  readonly apiKeys?: readonly ApiKeyConfig[];
 }
 
 export type SweepingBroker = Broker & { sweep(): void };
@@ -81,6 +85,7 @@ export class PrimaryHub {
   readonly #now: () => number;
   readonly #revocationStore: RevocationStore | undefined;
   #engineFailure: string | undefined;
+  #apiKeys: readonly ApiKeyConfig[] | null;
 
   constructor(options: PrimaryHubOptions) {
     this.#now = options.now ?? Date.now;
@@ -88,6 +93,7 @@ export class PrimaryHub {
     this.#maxRevocations = options.maxRevocations ?? 100_000;
     this.broker = options.broker ?? new MemoryBroker({ now: this.#now, ...(options.sweepIntervalMs === undefined ? {} : { sweepIntervalMs: options.sweepIntervalMs }) });
     this.#revocationStore = options.revocationStore;
+    this.#apiKeys = options.apiKeys ?? null;
     if (this.#revocationStore !== undefined) this.#revocations = this.#revocationStore.load(this.#now()).slice(-this.#maxRevocations);
     this.broker.setEventHandler({
       onPublication: (channel, publication) => this.#fanOut(channel, { type: 'publication', channel, publication }),
@@ -144,6 +150,17 @@ export class PrimaryHub {
   /** Tells a worker that just started what the engine's health is, when it is not ok. */
   sendEngineHealth(id: number): void {
     if (this.#engineFailure !== undefined) this.#workers.get(id)?.pipe.send({ type: 'engine_health', healthy: false, reason: this.#engineFailure });
+  }
+
+  /** The store's API keys when the primary keeps them (sqlite engine), for a worker that starts now; null otherwise. */
+  apiKeys(): readonly ApiKeyConfig[] | null {
+    return this.#apiKeys;
+  }
+
+  /** New store keys (`herald keys` changed the state file): every worker gets the whole list. */
+  setApiKeys(keys: readonly ApiKeyConfig[]): void {
+    this.#apiKeys = keys;
+    for (const worker of this.#workers.values()) worker.pipe.send({ type: 'api_keys', keys });
   }
 
   /** Revocations still in force, oldest first, for a worker that starts now. */

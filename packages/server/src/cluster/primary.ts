@@ -4,7 +4,12 @@
  * links them through its PrimaryHub (streams, presence, control, session
  * routing) and supervises them (packages/server/src/cluster/supervisor.ts).
  * On the sqlite engine the primary owns the state file: its hub's broker
- * and revocations are the file's, and workers reach them over IPC.
+ * and revocations are the file's, and workers reach them over IPC; the API
+ * keys too: the primary reads them (`herald keys` writes them beside it)
+ * and sends workers the list at start and within a second of a change. On
+ * the redis engine the primary holds no stream and no Redis connection: each
+ * worker is a Redis node of its own (own connections, own node id), and
+ * the hub only routes SSE/long-poll session requests between workers.
  *
  * Signals: SIGTERM and SIGINT drain every worker and exit 0; SIGHUP (or
  * `herald reload`, which signals the pid in `<stateDir>/herald.pid`)
@@ -21,6 +26,10 @@ import { openSqliteStore, type SqliteStore } from '../store/sqlite-store.ts';
 import { SqliteBroker } from '../broker/sqlite-broker.ts';
 import { sqliteRevocationStore } from '../auth/revocation.ts';
 import { Supervisor } from './supervisor.ts';
+import { describeKeyImport, importKeyFile, watchKeyTable, type KeyTableSource } from '../store/api-key-table.ts';
+
+/** How often the primary looks for API key changes in its state file (workers have them within this plus an IPC message). */
+export const KEY_POLL_MS = 1000;
 
 export interface PrimaryOptions {
   readonly config: Config;
@@ -75,10 +84,21 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
   let store: SqliteStore | undefined;
   let hubState = {};
   let engineHealth = (_healthy: boolean, _reason: string): void => {};
+  let keys: KeyTableSource | undefined;
   if (config.engine.type === 'sqlite') {
     store = openSqliteStore({ stateDir: config.stateDir, synchronous: config.engine.sqliteSynchronous, busyTimeoutMs: config.engine.sqliteBusyTimeoutMs });
     logger.info({ file: store.path, synchronous: config.engine.sqliteSynchronous }, 'sqlite engine opened');
+    try {
+      // The primary owns the state file: it imports api-keys.json, and hands workers the keys.
+      const imported = describeKeyImport(importKeyFile(store.db, config.stateDir, store.path), store.path);
+      if (imported !== undefined) logger[imported.level]({}, imported.message);
+      keys = watchKeyTable(store.db, store.path, { onReloadError: (problem) => logger.error({ problem }, 'API keys not reloaded (the keys read before stay in force)') });
+    } catch (error) {
+      store.close();
+      throw error;
+    }
     hubState = {
+      apiKeys: keys.current(),
       broker: new SqliteBroker(store, {
         onHealthChange: (healthy, reason) => {
           if (healthy) logger.info({ reason }, 'sqlite engine healthy');
@@ -91,6 +111,14 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
   }
   const hub = new PrimaryHub({ revocationRetentionMs: config.auth.revocationRetentionMs, ...hubState });
   engineHealth = (healthy, reason) => hub.setEngineHealth(healthy, reason);
+  // `herald keys` writes the state file beside the primary: a look at PRAGMA data_version per interval.
+  const keyPoll =
+    keys === undefined
+      ? undefined
+      : setInterval(() => {
+          if (keys.poll()) hub.setApiKeys(keys.current());
+        }, KEY_POLL_MS);
+  keyPoll?.unref();
   let resolveReady!: (ports: { port: number; adminPort: number }) => void;
   let rejectReady!: (error: Error) => void;
   const ready = new Promise<{ port: number; adminPort: number }>((resolve, reject) => {
@@ -107,6 +135,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
     stopping ??= (async () => {
       const started = Date.now();
       await supervisor.shutdown();
+      clearInterval(keyPoll);
       await hub.close();
       store?.close();
       if (pidFile !== undefined) removePidFile(pidFile);
@@ -159,7 +188,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
       void reload();
     });
   }
-  logger.info({ workers: options.workers, pid: process.pid }, 'cluster primary starting');
+  logger.info({ workers: options.workers, pid: process.pid, engine: config.engine.type }, 'cluster primary starting');
   supervisor.start();
 
   return {

@@ -26,7 +26,9 @@
  *   reload: a new worker first, then the old one drains (3001; its clients
  *   reconnect to the others and recover). Not during a reload or shutdown.
  * - Readiness: the workers that are not ready (no ready worker in a slot,
- *   or a worker over a watchdog threshold) are told to every worker, so
+ *   a worker whose delivery probe fails, a worker over a watchdog
+ *   threshold, or, on the redis engine, a worker whose own Redis
+ *   connections are degraded) are told to every worker, so
  *   that `/health/ready` on any of them reflects the whole cluster.
  * - Shutdown: every worker drains (clients closed with 3001) within
  *   `shutdown.drainTimeoutMs`, bounded by a SIGKILL after that.
@@ -41,6 +43,7 @@ import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ip
 import type { NotReadyReason } from '../app/health.ts';
 import { BatchingPipe, clusterWorkerCarrier } from './pipe.ts';
 import type { PrimaryHub } from './primary-hub.ts';
+import { CounterLedger } from './counter-ledger.ts';
 
 /** Longest time a new worker may take to become ready. */
 export const STARTUP_TIMEOUT_MS = 60000;
@@ -91,6 +94,10 @@ interface Running {
   candidate: boolean;
   /** Watchdog thresholds the worker said it is over. */
   over: readonly string[];
+  /** Redis engine: why the worker's own engine is degraded, as it last said. */
+  engineDegraded: string | undefined;
+  /** Why its delivery probe fails, as it said; undefined while it passes. */
+  probeFailure: string | undefined;
   /** Since when it has been over a memory threshold (epoch ms). */
   memoryOverSince: number | undefined;
   readonly exited: Promise<void>;
@@ -134,7 +141,9 @@ export class Supervisor {
   #notReady = '[]';
   #notReadyList: readonly NotReadyReason[] = [];
   #metricsSeq = 0;
-  readonly #metricsParts = new Map<number, (metrics: readonly object[]) => void>();
+  readonly #metricsParts = new Map<number, (worker: number, metrics: readonly object[]) => void>();
+  /** Every worker's last counters, the exited ones' included (/metrics never goes backwards). */
+  readonly #counters = new CounterLedger();
 
   constructor(options: SupervisorOptions) {
     this.#options = options;
@@ -191,15 +200,18 @@ export class Supervisor {
       planned: false,
       candidate,
       over: [],
+      engineDegraded: undefined,
+      probeFailure: undefined,
       memoryOverSince: undefined,
       exited,
       readyOrExit,
     };
     this.#running.set(handle.id, running);
+    this.#counters.attach(handle.id);
     this.#options.hub.attach(handle.id, pipe, (message) => {
       switch (message.type) {
         case 'hello':
-          pipe.send({ type: 'start', worker: handle.id, config: this.#config, revocations: this.#options.hub.revocations() });
+          pipe.send({ type: 'start', worker: handle.id, config: this.#config, revocations: this.#options.hub.revocations(), apiKeys: this.#options.hub.apiKeys() });
           this.#options.hub.sendEngineHealth(handle.id);
           return;
         case 'pong':
@@ -220,7 +232,11 @@ export class Supervisor {
           void this.#gatherMetrics(running, message.id);
           return;
         case 'metrics_part':
-          this.#metricsParts.get(message.id)?.(message.metrics);
+          this.#metricsParts.get(message.id)?.(handle.id, message.metrics);
+          return;
+        case 'counters':
+          // Also after its exit: the report sent after its drain may come last.
+          this.#counters.record(handle.id, message.metrics);
           return;
         case 'watchdog': {
           running.over = message.over;
@@ -230,6 +246,14 @@ export class Supervisor {
           this.#tellReadiness();
           return;
         }
+        case 'engine_state':
+          running.engineDegraded = message.degraded ?? undefined;
+          this.#tellReadiness();
+          return;
+        case 'delivery_probe':
+          running.probeFailure = message.failure;
+          this.#tellReadiness();
+          return;
         case 'leaving':
           running.planned = true;
           this.#logger.info({ worker: handle.id, slot: slot.index }, 'worker draining on its own; replacing it');
@@ -279,18 +303,22 @@ export class Supervisor {
   /**
    * One scrape of the cluster: every ready worker's metrics, aggregated
    * with prom-client's AggregatorRegistry (counters and most gauges summed;
-   * process metrics as prom-client defines). A worker that does not answer
-   * within 2 s is left out of this scrape.
+   * process metrics as prom-client defines), plus the counters of the
+   * workers that exited (counter-ledger.ts). A worker that does not answer
+   * within 2 s counts with its last recorded counters (its gauges are left
+   * out of this scrape).
    */
   async #gatherMetrics(requester: Running, id: number): Promise<void> {
     const targets = [...this.#running.values()].filter((r) => r.ready && !r.candidate);
     const key = ++this.#metricsSeq;
-    const parts: (readonly object[])[] = [];
+    const answers = new Map<number, readonly object[]>();
     await new Promise<void>((resolve) => {
       let left = targets.length;
       const timer = setTimeout(resolve, 2000);
-      this.#metricsParts.set(key, (metrics) => {
-        parts.push(metrics);
+      this.#metricsParts.set(key, (worker, metrics) => {
+        if (answers.has(worker)) return;
+        answers.set(worker, metrics);
+        this.#counters.record(worker, metrics);
         if (--left === 0) {
           clearTimeout(timer);
           resolve();
@@ -303,6 +331,9 @@ export class Supervisor {
       }
     });
     this.#metricsParts.delete(key);
+    const parts: (readonly object[])[] = [...answers.values()];
+    for (const target of targets) if (!answers.has(target.id)) parts.push(this.#counters.last(target.id));
+    parts.push(...this.#counters.retired());
     let text = '';
     try {
       const { AggregatorRegistry } = await import('prom-client');
@@ -319,7 +350,11 @@ export class Supervisor {
     for (const slot of this.#slots) {
       const worker = slot.worker;
       if (worker === undefined || !worker.ready) notReady.push({ reason: 'worker_not_running', detail: `slot ${slot.index}`, ...(worker === undefined ? {} : { worker: worker.id }) });
-      else for (const threshold of worker.over) notReady.push({ reason: threshold, worker: worker.id });
+      else {
+        if (worker.probeFailure !== undefined) notReady.push({ reason: 'delivery_probe', detail: worker.probeFailure, worker: worker.id });
+        for (const threshold of worker.over) notReady.push({ reason: threshold, worker: worker.id });
+        if (worker.engineDegraded !== undefined) notReady.push({ reason: 'engine_degraded', detail: worker.engineDegraded, worker: worker.id });
+      }
     }
     const text = JSON.stringify(notReady);
     if (text === this.#notReady) return;
@@ -366,6 +401,7 @@ export class Supervisor {
 
   #onExit(running: Running, code: number | null, signal: string | null): void {
     this.#running.delete(running.id);
+    this.#counters.retire(running.id);
     this.#options.hub.detach(running.id);
     const slot = running.slot;
     if (running.candidate) {

@@ -20,7 +20,7 @@ import { randomUUID } from 'node:crypto';
 import { BrokerUnavailableError, type Broker, type BrokerEventHandler, type HistoryPage, type HistoryQuery, type PresenceStats, type PresenceStore, type PublishOptions, type StreamOptions } from '../broker/broker.ts';
 import type { ControlBus, ControlCommand } from '../broker/control.ts';
 import { MemoryRevocationList } from '../auth/revocation.ts';
-import type { Config } from '../config/schema.ts';
+import type { ApiKeyConfig, Config } from '../config/schema.ts';
 import type { Engine, EngineHealth } from '../app/engine.ts';
 import type { ClientInfo, StreamPosition } from '@herald/protocol';
 import { apiErrorAnswer, type SessionAnswer, type SessionExchange, type SessionRouter } from '../transports/http-connection.ts';
@@ -36,6 +36,8 @@ export interface WorkerEngineOptions {
   readonly config: Config;
   /** Revocations in force when the worker starts (from the primary's `start`). */
   readonly revocations?: readonly ControlCommand[];
+  /** The store's API keys when the primary keeps them (sqlite engine; from `start`, then `api_keys`); null or absent: api-keys.json. */
+  readonly apiKeys?: readonly ApiKeyConfig[] | null;
   readonly nodeId?: string;
   /** Messages that are not the engine's (ping, shutdown), for the worker's main. */
   readonly onOther?: (message: PrimaryMessage) => void;
@@ -304,6 +306,44 @@ class ClusterSessions implements SessionRouter {
   }
 }
 
+export interface WorkerSessionOptions {
+  readonly pipe: PrimaryPipe;
+  /** This worker's number (node:cluster worker id); names the sessions it issues. */
+  readonly worker: number;
+  readonly config: Config;
+  /** Messages that are not about sessions (ping, shutdown, metrics), for the worker's main. */
+  readonly onOther?: (message: PrimaryMessage) => void;
+  readonly callTimeoutMs?: number;
+}
+
+/**
+ * Session routing alone, for a worker whose engine is not the primary's
+ * (the redis engine: each worker is a Redis node of its own, and only SSE
+ * and long-poll session requests still travel through the primary, between
+ * the workers of one machine). Takes over the pipe's message handler; what
+ * it does not handle goes to `onOther`.
+ */
+export function createWorkerSessions(options: WorkerSessionOptions): SessionRouter {
+  const { pipe, config } = options;
+  const sessions = new ClusterSessions(pipe, options.worker, options.callTimeoutMs ?? config.cluster.callTimeoutMs, config.longPoll.pollTimeoutMs);
+  pipe.onMessage((message) => {
+    switch (message.type) {
+      case 'session_request':
+        sessions.request(message.id, message.origin, message.exchange);
+        return;
+      case 'session_answer':
+        sessions.answered(message.id, message.answer);
+        return;
+      case 'session_abort':
+        sessions.abort(message.id, message.origin);
+        return;
+      default:
+        options.onOther?.(message);
+    }
+  });
+  return sessions;
+}
+
 /**
  * Builds the engine of one worker on its pipe to the primary. Takes over the
  * pipe's message handler; what it does not handle goes to `onOther`.
@@ -324,6 +364,8 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
   }
   /** Set while the primary's engine refuses writes (sqlite engine). */
   let primaryEngineFailure: string | undefined;
+  /** The primary's store keys; a new array whenever they change (the verifier rebuilds on a new reference). */
+  let apiKeys = options.apiKeys ?? null;
   pipe.onMessage((message) => {
     switch (message.type) {
       case 'result':
@@ -331,6 +373,9 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
         return;
       case 'engine_health':
         primaryEngineFailure = message.healthy ? undefined : message.reason;
+        return;
+      case 'api_keys':
+        apiKeys = message.keys;
         return;
       case 'publication':
       case 'join':
@@ -361,6 +406,7 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
     control,
     revocations,
     sessionRouter: sessions,
+    apiKeys: apiKeys === null ? undefined : { current: () => apiKeys ?? [] },
     health: (): EngineHealth => {
       if (!link.up) return { status: 'degraded', reason: 'cluster primary unreachable' };
       return primaryEngineFailure === undefined ? { status: 'ok' } : { status: 'degraded', reason: primaryEngineFailure };

@@ -1,7 +1,11 @@
 /**
  * Entry of a cluster worker, forked by packages/server/src/cluster/primary.ts. Says hello,
  * waits for `start` (config and the revocations in force), then runs the
- * same server as `herald serve` on the cluster engine. Answers heartbeats;
+ * same server as `herald serve`: on the cluster engine (memory, sqlite:
+ * streams and presence in the primary), or, on the redis engine, as a
+ * Redis node of its own (its own connections and node id; only SSE and
+ * long-poll session requests go through the primary, and it tells the
+ * primary when its engine is degraded, for the cluster's readiness). Answers heartbeats;
  * drains on `shutdown` from the primary, or on its own SIGTERM (telling the
  * primary it is leaving). SIGINT and SIGHUP are the primary's business: a
  * terminal's Ctrl-C reaches the whole process group, and the primary then
@@ -14,8 +18,9 @@ import { createLogger } from '../observability/pino-logger.ts';
 import type { Logger } from '../core/logger.ts';
 import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ipc-messages.ts';
 import { BatchingPipe, processCarrier } from './pipe.ts';
-import { createWorkerEngine } from './worker-engine.ts';
+import { createWorkerEngine, createWorkerSessions } from './worker-engine.ts';
 import type { NotReadyReason } from '../app/health.ts';
+import { monotonicMetrics } from './counter-ledger.ts';
 
 const pipe = new BatchingPipe<PrimaryMessage, WorkerMessage>(processCarrier());
 let server: HeraldServer | undefined;
@@ -26,6 +31,19 @@ let drainTimeoutMs = 30000;
 let clusterNotReady: readonly NotReadyReason[] = [];
 let workerId = 0;
 let metricsSeq = 0;
+/** Redis engine: the engine state last told to the primary (`ok`, or why degraded). */
+let engineState = 'ok';
+let ownEngine = false;
+
+/** Redis engine: tells the primary when this worker's engine becomes degraded or healthy again (checked at each heartbeat). */
+function reportEngine(): void {
+  if (!ownEngine || server === undefined || leaving) return;
+  const health = server.node.health();
+  const state = health.status === 'degraded' ? (health.reason ?? 'degraded') : 'ok';
+  if (state === engineState) return;
+  engineState = state;
+  pipe.send({ type: 'engine_state', degraded: state === 'ok' ? null : state });
+}
 const metricsPending = new Map<number, (text: string) => void>();
 
 /** Series that mean something per worker (a sum over workers would not): they get a `worker` label in the aggregate. */
@@ -37,6 +55,16 @@ function labelWorker(metrics: readonly object[]): object[] {
     if (!PER_WORKER.has(m.name)) return metric;
     return { ...m, values: m.values.map((v) => ({ ...v, labels: { ...v.labels, worker: String(workerId) } })) };
   });
+}
+
+/** Tells the primary this worker's counters so far (it keeps them once the worker is gone). */
+async function reportCounters(): Promise<void> {
+  if (server === undefined) return;
+  try {
+    pipe.send({ type: 'counters', metrics: monotonicMetrics(await server.metricsJson()) });
+  } catch (error) {
+    logger?.warn({ err: error }, 'counters not reported to the primary');
+  }
 }
 
 /** /metrics in cluster mode: the primary gathers every worker's metrics and aggregates them. */
@@ -60,6 +88,7 @@ function onMessage(message: PrimaryMessage): void {
   switch (message.type) {
     case 'ping':
       pipe.send({ type: 'pong', seq: message.seq });
+      reportEngine();
       return;
     case 'start':
       starting ??= start(message);
@@ -94,15 +123,20 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
   process.title = `herald worker ${message.worker}`;
   const pino = createLogger(config.log.level).child({ worker: message.worker });
   logger = pino;
-  const engine = createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, onOther: onMessage });
+  // The redis engine: this worker is a Redis node (startServer connects it); sessions still route through the primary.
+  ownEngine = config.engine.type === 'redis';
+  const linked = ownEngine
+    ? { sessionRouter: createWorkerSessions({ pipe, worker: message.worker, config, onOther: onMessage }) }
+    : { engine: createWorkerEngine({ pipe, worker: message.worker, config, revocations: message.revocations, apiKeys: message.apiKeys, onOther: onMessage }) };
   try {
     server = await startServer({
       config,
       logger: pino,
-      engine,
+      ...linked,
       clusterReadiness: () => clusterNotReady,
       clusterMetrics,
       onWatchdog: (over) => pipe.send({ type: 'watchdog', over }),
+      onDeliveryProbe: (failure) => pipe.send({ type: 'delivery_probe', failure }),
     });
   } catch (error) {
     pino.error({ err: error }, error instanceof ConfigError ? 'worker cannot start: invalid configuration' : 'worker cannot start');
@@ -111,6 +145,7 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
   }
   if (leaving) return;
   pipe.send({ type: 'ready', nodeId: server.node.id, port: server.port, adminPort: server.adminPort });
+  setInterval(() => void reportCounters(), config.cluster.heartbeatIntervalMs).unref();
 }
 
 async function leave(timeoutMs: number, code: number): Promise<void> {
@@ -120,6 +155,8 @@ async function leave(timeoutMs: number, code: number): Promise<void> {
   setTimeout(() => process.exit(code), timeoutMs + 5000).unref();
   await starting?.catch(() => undefined);
   if (server !== undefined) await server.shutdown(timeoutMs).catch(() => false);
+  // The final counters, the drain's disconnects included.
+  await reportCounters();
   await pipe.flushed();
   process.exit(code);
 }

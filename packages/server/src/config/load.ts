@@ -25,7 +25,7 @@ export class ConfigError extends Error {
 }
 
 /** Flag overrides already parsed by the CLI. */
-export type ConfigOverrides = Readonly<Partial<{ host: string; port: number; adminPort: number; logLevel: string; engine: string; redisUrl: string }>>;
+export type ConfigOverrides = Readonly<Partial<{ host: string; port: number; adminPort: number; logLevel: string; engine: string; redisUrl: string; redisCluster: string }>>;
 
 export interface ConfigSources {
   /**
@@ -49,6 +49,7 @@ export const environmentVariables = {
   HERALD_AUTH_HMAC_SECRET: `HS256 token secret, at least ${MIN_SECRET_CHARS} characters (instead of auth.hmacSecretFile).`,
   HERALD_API_KEY: `One extra admin API key (named "env"), at least ${MIN_SECRET_CHARS} characters, given in plain text and hashed at start-up.`,
   HERALD_REDIS_URL: 'Overrides engine.redisUrl (keeps a Redis password out of the config file).',
+  HERALD_REDIS_CLUSTER: 'Overrides engine.redisCluster: seed node URLs of a Redis Cluster, comma-separated (keeps a password out of the config file).',
   HERALD_ENGINE: 'Overrides engine.type (memory, sqlite or redis).',
 } as const;
 
@@ -146,6 +147,7 @@ export function validateConfig(raw: Record<string, unknown>, sources: ConfigSour
   if (env['HERALD_ADMIN_PORT']) port(env['HERALD_ADMIN_PORT'], 'HERALD_ADMIN_PORT', '/admin/port');
   if (env['HERALD_LOG_LEVEL']) set('/log/level', env['HERALD_LOG_LEVEL'], 'HERALD_LOG_LEVEL');
   if (env['HERALD_REDIS_URL']) set('/engine/redisUrl', env['HERALD_REDIS_URL'], 'HERALD_REDIS_URL');
+  if (env['HERALD_REDIS_CLUSTER']) set('/engine/redisCluster', splitList(env['HERALD_REDIS_CLUSTER']), 'HERALD_REDIS_CLUSTER');
   if (env['HERALD_ENGINE']) set('/engine/type', env['HERALD_ENGINE'], 'HERALD_ENGINE');
   if (env['HERALD_AUTH_HMAC_SECRET']) set('/auth/hmacSecret', env['HERALD_AUTH_HMAC_SECRET'], 'HERALD_AUTH_HMAC_SECRET');
   const envKey = env['HERALD_API_KEY'];
@@ -169,6 +171,7 @@ export function validateConfig(raw: Record<string, unknown>, sources: ConfigSour
   if (flags.logLevel !== undefined) set('/log/level', flags.logLevel, '--log-level');
   if (flags.engine !== undefined) set('/engine/type', flags.engine, '--engine');
   if (flags.redisUrl !== undefined) set('/engine/redisUrl', flags.redisUrl, '--redis-url');
+  if (flags.redisCluster !== undefined) set('/engine/redisCluster', splitList(flags.redisCluster), '--redis-cluster');
 
   const config = Value.Default(ConfigSchema, Value.Clone(value)) as Config;
   for (const error of Value.Errors(ConfigSchema, config)) {
@@ -197,6 +200,14 @@ export function validateConfig(raw: Record<string, unknown>, sources: ConfigSour
     );
   }
   return { config, problems, invalidSections };
+}
+
+/** `a, b,c` → ['a', 'b', 'c'] (a list given in one environment variable or flag). */
+function splitList(text: string): string[] {
+  return text
+    .split(',')
+    .map((item) => item.trim())
+    .filter((item) => item !== '');
 }
 
 /** One schema error as a line that names the path, what is allowed, and what was found (never a secret). */
@@ -301,6 +312,12 @@ function editDistance(a: string, b: string): number {
   return previous[b.length]!;
 }
 
+/** Whether the redis engine speaks TLS: a `rediss://` URL (the first seed of a Redis Cluster). */
+export function redisOverTls(config: Config): boolean {
+  const url = config.engine.redisCluster.length > 0 ? config.engine.redisCluster[0]! : config.engine.redisUrl;
+  return /^rediss:\/\//i.test(url);
+}
+
 /** Rules across fields, each with its section; a rule whose sections failed the schema is skipped. */
 function crossFieldProblems(config: Config, valid: (...sections: string[]) => boolean): [string, string][] {
   const problems: [string, string][] = [];
@@ -352,10 +369,24 @@ function crossFieldProblems(config: Config, valid: (...sections: string[]) => bo
   if (valid('auth', 'cors') && config.auth.cookieName !== undefined && config.cors.origins.length === 0) {
     problems.push(['auth', '/auth/cookieName: cookie auth needs cors.origins (the origin allowlist guards it): add your app\'s origin there']);
   }
-  if (valid('cluster', 'engine') && typeof config.cluster.workers === 'number' && config.cluster.workers > 1 && config.engine.type === 'redis') {
+  if (valid('engine')) {
+    const { caFile, certFile, keyFile, serverName } = config.engine.redisTls;
+    const tlsSet = caFile !== undefined || certFile !== undefined || keyFile !== undefined || serverName !== undefined;
+    if (tlsSet && !redisOverTls(config)) {
+      problems.push(['engine', '/engine/redisTls: TLS options need a rediss:// engine.redisUrl (or first engine.redisCluster seed); redis:// is plain TCP: change the URL\'s scheme, or remove engine.redisTls']);
+    }
+    if ((certFile === undefined) !== (keyFile === undefined)) problems.push(['engine', '/engine/redisTls: set both certFile and keyFile (a client certificate), or neither']);
+  }
+  if (valid('engine') && config.engine.redisCluster.length > 0) {
+    if (config.engine.type !== 'redis') problems.push(['engine', '/engine/redisCluster: seed nodes of a Redis Cluster are for the redis engine; set engine.type to "redis" (or remove them)']);
+    config.engine.redisCluster.forEach((text, i) => {
+      if (!URL.canParse(text) || new URL(text).hostname === '') problems.push(['engine', `/engine/redisCluster/${i}: not a URL like redis://host:port`]);
+    });
+  }
+  if (valid('limits', 'engine') && config.limits.scope === 'cluster' && config.engine.type !== 'redis') {
     problems.push([
-      'cluster',
-      '/cluster/workers: cluster mode links its workers through the primary (engine.type "memory" or "sqlite"); with the redis engine set cluster.workers to 1 and run one Herald process per port or machine',
+      'limits',
+      `/limits/scope: "cluster" counts the limits in Redis, shared by every node: it needs engine.type "redis" (this config has "${config.engine.type}"); set limits.scope to "node" or use the redis engine`,
     ]);
   }
   if (valid('limits') && config.limits.inboundHardPerSecond < config.limits.inboundRatePerSecond) {

@@ -125,7 +125,7 @@ export const ConfigSchema = Type.Object(
       default: 'production',
       description: 'development generates secrets into stateDir and logs loudly that it does; production requires them in config.',
     }),
-    stateDir: Type.String({ default: '.herald', description: 'Directory for generated development secrets, the API key store (`api-keys.json`, written by `herald keys`) and the sqlite engine\'s state file (`herald.db`).' }),
+    stateDir: Type.String({ default: '.herald', description: 'Directory for generated development secrets and the sqlite engine\'s state file (`herald.db`: streams, revocations, API keys of `herald keys`); on the memory and redis engines the API key store is `api-keys.json` here.' }),
     listen: Type.Object(
       {
         host: Type.String({ default: '127.0.0.1', description: 'Address of the public listener.' }),
@@ -188,8 +188,12 @@ export const ConfigSchema = Type.Object(
           description:
             'How long a publish\'s `idempotency_key` is remembered per channel: a retry with the same key within it answers the first result and publishes nothing (docs/protocol.md "Idempotent publish"). At most 100000 keys per process on the memory engine (the oldest forgotten first); on sqlite and Redis every key until its window ends.',
         }),
-        rateLimitPerKey: Type.Integer({ default: 6000, minimum: 1, description: 'API requests per key per minute (per node), then 429.' }),
-        rateLimitPerIp: Type.Integer({ default: 600, minimum: 1, description: 'API requests per client IP per minute (per node), counted before the key is checked.' }),
+        rateLimitPerKey: Type.Integer({ default: 6000, minimum: 1, description: 'API requests per key per minute (per node, or cluster-wide with limits.scope "cluster"), then 429.' }),
+        rateLimitPerIp: Type.Integer({
+          default: 600,
+          minimum: 1,
+          description: 'API requests per client IP per minute (per node, or cluster-wide with limits.scope "cluster"), counted before the key is checked.',
+        }),
       },
       { additionalProperties: false, default: {}, title: 'Server API' },
     ),
@@ -235,10 +239,20 @@ export const ConfigSchema = Type.Object(
         staleMs: Ms(10000, 'Close a connection that has not connected (authenticated) by then (code 3502).'),
         inboundRatePerSecond: Type.Integer({ default: 50, minimum: 1, description: 'Token-bucket refill rate for inbound commands.' }),
         inboundBurst: Type.Integer({ default: 100, minimum: 1, description: 'Token-bucket size for inbound commands.' }),
-        maxConnections: Type.Integer({ default: 50000, minimum: 1, description: 'Connections in total (per node); new ones are refused with 503.' }),
-        maxConnectionsPerIp: Type.Integer({ default: 1000, minimum: 1, description: 'Connections from one IP (per node); then 429.' }),
+        scope: Type.Union([Type.Literal('node'), Type.Literal('cluster')], {
+          default: 'node',
+          description:
+            'Where the API rate limits (api.rateLimitPerIp, api.rateLimitPerKey), newConnectionsPerIpPerSecond and maxConnectionsPerIp are counted: `node` (each node counts its own, so N nodes behind a load balancer allow N times the limit) or `cluster` (counted in Redis, shared by every node: redis engine only). maxConnections is always per node (a node\'s capacity). While Redis cannot be reached, `cluster` falls back to per-node counting (docs/operations.md, "Which limit is which").',
+        }),
+        clusterNodeTtlMs: Ms(
+          15000,
+          'limits.scope "cluster": how long the connections of a node that stopped (crashed, lost Redis) keep counting against maxConnectionsPerIp on the other nodes; a live node renews its entry every third of it.',
+          1000,
+        ),
+        maxConnections: Type.Integer({ default: 50000, minimum: 1, description: 'Connections in total (always per node: a node\'s capacity); new ones are refused with 503.' }),
+        maxConnectionsPerIp: Type.Integer({ default: 1000, minimum: 1, description: 'Connections from one IP (per node, or cluster-wide with limits.scope "cluster"); then 429.' }),
         maxConnectionsPerUser: Type.Integer({ default: 100, minimum: 1, description: 'Connections of one user id (cluster-wide, from node snapshots); then WebSocket closes with 3506, SSE and long polling answer 429 connection_limit.' }),
-        newConnectionsPerIpPerSecond: Type.Integer({ default: 50, minimum: 1, description: 'New connections from one IP per second (per node); then 429.' }),
+        newConnectionsPerIpPerSecond: Type.Integer({ default: 50, minimum: 1, description: 'New connections from one IP per second (per node, or cluster-wide with limits.scope "cluster"); then 429.' }),
         inboundHardPerSecond: Type.Integer({
           default: 500,
           minimum: 1,
@@ -278,7 +292,7 @@ export const ConfigSchema = Type.Object(
         type: Type.Union([Type.Literal('memory'), Type.Literal('sqlite'), Type.Literal('redis')], {
           default: 'sqlite',
           description:
-            'sqlite: one process (or one cluster of workers, whose primary owns the file), streams and revocations durable in `<stateDir>/herald.db` across restarts; memory: the same without a file, everything lost on restart (tests, or nothing on disk); redis: several Herald nodes sharing Redis.',
+            'sqlite: one process (or one cluster of workers, whose primary owns the file), streams, revocations and API keys durable in `<stateDir>/herald.db` across restarts; memory: the same without a file, everything lost on restart (tests, or nothing on disk); redis: several Herald nodes sharing Redis (in cluster mode each worker is a node of its own).',
         }),
         sqliteSynchronous: Type.Union([Type.Literal('normal'), Type.Literal('full')], {
           default: 'normal',
@@ -286,12 +300,43 @@ export const ConfigSchema = Type.Object(
             'sqlite engine: `normal` (WAL, no fsync per commit) keeps every acknowledged publication across a crash of the process, not necessarily across a power loss or OS crash; `full` fsyncs every commit and survives both, at a cost per commit.',
         }),
         sqliteBusyTimeoutMs: Ms(1000, 'sqlite engine: how long a write waits for the state file held by another connection (`herald keys`) before it fails with `unavailable`.'),
-        redisUrl: Type.String({ default: 'redis://127.0.0.1:6379', 'x-secret': true, description: 'Redis URL for the redis engine (a password belongs in the URL or HERALD_REDIS_URL).' }),
+        redisUrl: Type.String({
+          default: 'redis://127.0.0.1:6379',
+          'x-secret': true,
+          description:
+            'Redis URL for the redis engine: `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS (see engine.redisTls). A password belongs in the URL or HERALD_REDIS_URL; `user` is a Redis ACL user (docs/operations.md, "Redis with TLS and an ACL user").',
+        }),
+        redisTls: Type.Object(
+          {
+            caFile: Type.Optional(Type.String({ description: 'PEM CA certificate(s) that signed the Redis server\'s certificate; the system CAs when absent.' })),
+            certFile: Type.Optional(Type.String({ description: 'PEM client certificate, for a Redis that authenticates clients by certificate (`tls-auth-clients yes`, its default); with keyFile.' })),
+            keyFile: Type.Optional(Type.String({ description: 'PEM private key of certFile.' })),
+            serverName: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: 'Name the server certificate must carry, when it is not the URL\'s host (for example a certificate for a DNS name reached by IP address).' })),
+          },
+          {
+            additionalProperties: false,
+            default: {},
+            description: 'TLS to Redis: applies to a `rediss://` engine.redisUrl, or to every node of a Redis Cluster whose first seed is `rediss://` (the server certificate is always verified); set with a `redis://` URL it is refused.',
+          },
+        ),
+        redisCluster: Type.Array(Type.String({ pattern: '^rediss?://', maxLength: 1024, 'x-secret': true }), {
+          default: [],
+          maxItems: 64,
+          description:
+            'Seed node URLs of a Redis Cluster (e.g. `["redis://10.0.0.1:7000","redis://10.0.0.2:7000"]`; HERALD_REDIS_CLUSTER or --redis-cluster, comma-separated). When given, the redis engine runs on the cluster instead of `redisUrl`: channels fan out over sharded pub/sub and each channel\'s keys share one slot (docs/operations.md "Redis Cluster"). User, password and `rediss://` of the first URL apply to every node.',
+        }),
         redisPrefix: Type.String({ default: 'herald', pattern: '^[A-Za-z0-9_:-]{1,64}$', description: 'Prefix of every Redis key and pub/sub channel.' }),
         redisCommandTimeoutMs: Ms(2000, 'Timeout of every Redis call.'),
         presenceTtlMs: Ms(60000, 'Redis presence entries expire unless refreshed (a node refreshes every third of it).'),
         streamMetaTtlMs: Ms(86400000, 'How long a Redis stream keeps its epoch and offset after its last publication.'),
-        probeIntervalMs: Ms(2000, 'Interval of the end-to-end pub/sub delivery probe.'),
+        probeIntervalMs: Ms(
+          2000,
+          'Interval of the end-to-end delivery probe, on every engine: a probe published through the broker must come back to the node that sent it (redis: over pub/sub; cluster mode: worker → primary → worker).',
+        ),
+        probeDeadlineMs: Ms(
+          5000,
+          'memory and sqlite engines, and cluster mode on them: a probe not delivered back within this time makes the process not ready (`delivery_probe`) until a probe comes back. (The redis engine judges its probe by two intervals.)',
+        ),
         unavailableRetryMs: Ms(
           30000,
           'SSE and long polling: how long the server keeps retrying, while the engine is unavailable, a subscription it holds for the client (one named when the connection opened, or one resynchronizing after a gap or a stream reset); then the connection is closed with 3002 (reconnect).',
@@ -304,7 +349,7 @@ export const ConfigSchema = Type.Object(
         workers: Type.Union([Type.Integer({ minimum: 1, maximum: 1024 }), Type.Literal('auto')], {
           default: 1,
           description:
-            'Worker processes sharing the listener (`herald serve --workers N`); "auto" is one per core, 1 runs a single process without a primary. Workers are linked through the primary: streams, presence and control are cluster-wide.',
+            'Worker processes sharing the listener (`herald serve --workers N`); "auto" is one per core, 1 runs a single process without a primary. Workers are linked through the primary (on the redis engine through Redis, each worker a node): streams, presence and control are cluster-wide.',
         }),
         heartbeatIntervalMs: Ms(1000, 'How often the primary pings each worker over IPC.'),
         heartbeatTimeoutMs: Ms(10000, 'A worker that has not answered a ping for this long is killed (SIGKILL) and replaced.'),

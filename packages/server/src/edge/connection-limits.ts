@@ -1,15 +1,21 @@
 /**
- * Connection caps of one node: connections in total, per client IP, new
- * connections per client IP per second. A connection holds its place from
- * admission (before the WebSocket 101, the SSE stream or the long-poll
- * open) until it closes. Per-user caps are judged after `connect`, when the
- * user is known (see edge.ts).
+ * Connection caps: connections in total (always per node: a node's
+ * capacity), per client IP, new connections per client IP per second. A
+ * connection holds its place from admission (before the WebSocket 101, the
+ * SSE stream or the long-poll open) until it closes. Per-user caps are
+ * judged after `connect`, when the user is known (see edge.ts).
+ *
+ * With `limits.scope: "node"` the per-IP limits are this node's counts and
+ * admission is synchronous. With "cluster" (`share`) they are counted in
+ * Redis across every node (shared-connection-counts.ts): admission answers
+ * a promise; while Redis cannot be reached this node's own counts decide.
  *
  * Memory is bounded: the per-IP counts hold only IPs with an open
  * connection, and the per-second counts are dropped every second.
  */
 import type { ApiErrorCode } from '@herald/protocol';
 import type { Releasable } from '../transports/http-connection.ts';
+import type { SharedConnectionCounts } from './shared-connection-counts.ts';
 
 export interface ConnectionCaps {
   readonly maxConnections: number;
@@ -23,6 +29,9 @@ export interface Refusal {
   readonly retryAfterSeconds?: number;
 }
 
+/** A place not counted in the shared counts (node scope, or not yet). */
+const NOT_SHARED = -1;
+
 /**
  * A place held by one connection. One small object per connection and no
  * closures: it lives as long as the connection does.
@@ -30,17 +39,24 @@ export interface Refusal {
 export class Place implements Releasable {
   #limiter: ConnectionLimiter | undefined;
   readonly #key: string;
+  /**
+   * Cluster scope: 0 when counted in the shared counts at admission; else
+   * (admitted by this node's counts while Redis was unreachable) the shared
+   * counts' generation + 1 then. NOT_SHARED in node scope.
+   */
+  readonly shared: number;
 
-  constructor(limiter: ConnectionLimiter, key: string) {
+  constructor(limiter: ConnectionLimiter, key: string, shared = NOT_SHARED) {
     this.#limiter = limiter;
     this.#key = key;
+    this.shared = shared;
   }
 
   release(): void {
     const limiter = this.#limiter;
     if (limiter === undefined) return;
     this.#limiter = undefined;
-    limiter.free(this.#key);
+    limiter.free(this.#key, this);
   }
 }
 
@@ -51,6 +67,7 @@ export class ConnectionLimiter {
   #total = 0;
   #recent = new Map<string, number>();
   #windowStart = 0;
+  #shared: SharedConnectionCounts | undefined;
 
   constructor(caps: ConnectionCaps, now: () => number = Date.now) {
     this.#caps = caps;
@@ -62,8 +79,22 @@ export class ConnectionLimiter {
     return this.#total;
   }
 
-  /** Admits one new connection from `key` (see limitKey), or says why not. */
-  admit(key: string): Place | Refusal {
+  /** Open connections per key on this node (what the shared counts copy after an outage). */
+  get openByKey(): ReadonlyMap<string, number> {
+    return this.#open;
+  }
+
+  /** From now on the per-IP limits are judged by `shared` (limits.scope "cluster"). */
+  share(shared: SharedConnectionCounts): void {
+    this.#shared = shared;
+  }
+
+  /**
+   * Admits one new connection from `key` (see limitKey), or says why not:
+   * synchronously in node scope, with a promise (never rejected) in cluster
+   * scope.
+   */
+  admit(key: string): Place | Refusal | Promise<Place | Refusal> {
     const now = this.#now();
     if (now - this.#windowStart >= 1000) {
       this.#windowStart = now;
@@ -73,16 +104,52 @@ export class ConnectionLimiter {
     const recent = (this.#recent.get(key) ?? 0) + 1;
     this.#recent.set(key, recent);
     if (this.#total >= this.#caps.maxConnections) return { refused: 'unavailable', retryAfterSeconds: 1 };
-    if (recent > this.#caps.newConnectionsPerIpPerSecond) return { refused: 'too_many_requests', retryAfterSeconds: 1 };
     const open = this.#open.get(key) ?? 0;
-    if (open >= this.#caps.maxConnectionsPerIp) return { refused: 'connection_limit' };
+    const shared = this.#shared;
+    if (shared !== undefined) {
+      // The place is held while Redis answers, so this node's total cap stays exact.
+      this.#open.set(key, open + 1);
+      this.#total += 1;
+      return this.#admitShared(shared, key, recent, open);
+    }
+    const refusal = this.#judgeLocally(recent, open);
+    if (refusal !== undefined) return refusal;
     this.#open.set(key, open + 1);
     this.#total += 1;
     return new Place(this, key);
   }
 
+  #judgeLocally(recent: number, open: number): Refusal | undefined {
+    if (recent > this.#caps.newConnectionsPerIpPerSecond) return { refused: 'too_many_requests', retryAfterSeconds: 1 };
+    if (open >= this.#caps.maxConnectionsPerIp) return { refused: 'connection_limit' };
+    return undefined;
+  }
+
+  async #admitShared(shared: SharedConnectionCounts, key: string, recent: number, open: number): Promise<Place | Refusal> {
+    const verdict = await shared.admit(key);
+    if (verdict === 'admitted') return new Place(this, key, 0);
+    // Not counted in Redis: given back here only.
+    this.#giveBack(key);
+    if (verdict === 'too_many_requests') return { refused: 'too_many_requests', retryAfterSeconds: 1 };
+    if (verdict === 'connection_limit') return { refused: 'connection_limit' };
+    // Redis unreachable: this node's own counts decide.
+    const refusal = this.#judgeLocally(recent, open);
+    if (refusal !== undefined) return refusal;
+    this.#open.set(key, (this.#open.get(key) ?? 0) + 1);
+    this.#total += 1;
+    shared.markDirty();
+    return new Place(this, key, shared.generation + 1);
+  }
+
   /** Gives back one place of `key` (Place.release calls it exactly once). */
-  free(key: string): void {
+  free(key: string, place: Place): void {
+    this.#giveBack(key);
+    const shared = this.#shared;
+    // In the shared counts when admitted there, or when they were rewritten from this node's counts since.
+    if (shared !== undefined && place.shared !== NOT_SHARED && (place.shared === 0 || shared.generation >= place.shared)) shared.release(key);
+  }
+
+  #giveBack(key: string): void {
     this.#total -= 1;
     const left = (this.#open.get(key) ?? 1) - 1;
     if (left <= 0) this.#open.delete(key);

@@ -10,6 +10,10 @@
  * 3. More than `limits.newConnectionsPerIpPerSecond` attempts from the
  *    client IP in this second → 429 `too_many_requests` with `Retry-After`.
  * 4. `limits.maxConnectionsPerIp` open from the client IP → 429 `connection_limit`.
+ *
+ * Rules 3 and 4 count on this node, or in Redis across every node with
+ * `limits.scope: "cluster"` (connection-limits.ts); then `open` answers a
+ * promise.
  * 5. After `connect`: more than `limits.maxConnectionsPerUser` connections
  *    of that user → WebSocket closed with 3506 before the connect reply;
  *    SSE and long polling answered 429 `connection_limit`.
@@ -26,8 +30,8 @@ import type { Config } from '../config/schema.ts';
 import type { Client } from '../core/client.ts';
 import type { ConnectionGate, GateAnswer } from '../transports/http-connection.ts';
 import { createClientAddress, limitKey, type ClientAddress } from './client-address.ts';
-import { ConnectionLimiter } from './connection-limits.ts';
-import { OriginPolicy } from './origins.ts';
+import { ConnectionLimiter, type Place, type Refusal } from './connection-limits.ts';
+import { OriginPolicy, type OriginVerdict } from './origins.ts';
 
 /** Longest cookie value taken as a token (a JWT is far shorter). */
 const MAX_COOKIE_TOKEN = 8192;
@@ -48,10 +52,16 @@ export class Edge implements ConnectionGate {
     this.#maxPerUser = config.limits.maxConnectionsPerUser;
   }
 
-  open(request: IncomingMessage): GateAnswer {
+  open(request: IncomingMessage): GateAnswer | Promise<GateAnswer> {
     const origin = this.origins.check(request.headers.origin, request.headers.host);
     if (origin === 'refused') return { refused: 'origin_not_allowed' };
     const place = this.connections.admit(limitKey(this.address.ip(request)));
+    // A promise only when the limits are cluster-wide (counted in Redis).
+    if (place instanceof Promise) return place.then((settled) => this.#answer(request, origin, settled));
+    return this.#answer(request, origin, place);
+  }
+
+  #answer(request: IncomingMessage, origin: OriginVerdict, place: Place | Refusal): GateAnswer {
     if ('refused' in place) return place;
     return {
       fallbackToken: origin === 'allowed' || (origin === 'absent' && sameOriginFetch(request)) ? this.cookieToken(request) : undefined,

@@ -21,8 +21,13 @@
  *   broker's sweep renews); a second Herald on the same state directory is
  *   refused while the owner's process lives and its heartbeat is fresh.
  *   A clean close releases the claim; after a crash the next start takes it.
+ *   A tool (`herald keys`, `herald backup`; `claim: false`) opens the file
+ *   beside its owner for a moment without claiming it: SQLite's WAL lets it
+ *   read while the owner writes, and its short write transactions wait for
+ *   the owner's (busy timeout) instead of failing.
  * - Migrations run in order, each in its own transaction together with the
- *   version row that records it, so a crash leaves a whole version or none.
+ *   version row that records it, so a crash leaves a whole version or none;
+ *   a version another connection applied meanwhile is not applied twice.
  */
 import { chmodSync, closeSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -68,6 +73,15 @@ export const MIGRATIONS: readonly string[] = [
      PRIMARY KEY (channel, key)
    ) WITHOUT ROWID;
    CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);`,
+  // 5: API keys (SHA-256 only; written by `herald keys`, read by the server) and one-off facts such as the import of api-keys.json.
+  `CREATE TABLE api_keys (
+     name TEXT PRIMARY KEY,
+     sha256 TEXT NOT NULL,
+     scopes TEXT NOT NULL,
+     created TEXT NOT NULL,
+     not_after TEXT
+   ) WITHOUT ROWID;
+   CREATE TABLE herald_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */
@@ -84,6 +98,14 @@ export interface SqliteStoreOptions {
   readonly busyTimeoutMs?: number;
   /** Migrations to apply (tests pass longer lists to simulate a newer Herald). */
   readonly migrations?: readonly string[];
+  /**
+   * Whether this process claims the file as its owner (default true: a
+   * server). False for a tool's short access (`herald keys`, `herald
+   * backup`): it may open a file a running Herald owns, never writes the
+   * owner row, and refuses to migrate a file whose live owner is an older
+   * Herald (that one would refuse the newer schema at its next start).
+   */
+  readonly claim?: boolean;
 }
 
 export interface SqliteStore {
@@ -161,10 +183,12 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
     db.exec('PRAGMA foreign_keys = ON');
     const hasOwnerTable = () => db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'herald_owner'`).get() !== undefined;
     // Claimed before migrating when the file knows owners: a running Herald's file is not migrated under it.
-    const claimedBefore = hasOwnerTable();
+    const owning = options.claim !== false;
+    const claimedBefore = owning && hasOwnerTable();
     if (claimedBefore) claim(db, path);
+    if (!owning && !fresh && hasOwnerTable()) refuseOlderOwner(db, path, migrations.length);
     const version = migrate(db, migrations);
-    const claimed = claimedBefore || hasOwnerTable();
+    const claimed = owning && (claimedBefore || hasOwnerTable());
     if (claimed && !claimedBefore) claim(db, path);
     const beat = claimed ? db.prepare('UPDATE herald_owner SET heartbeat = ? WHERE id = 1 AND pid = ?') : undefined;
     return {
@@ -190,7 +214,33 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
   }
 }
 
-function validate(db: DatabaseSync, path: string, known: number): void {
+/**
+ * The start-time check of an existing state file, changing nothing (`herald
+ * check-config`, and serve's checks before the engine opens it): throws the
+ * ConfigError opening it would throw for a file that is not SQLite, of
+ * another application, or of a newer Herald. `PRAGMA quick_check` is left to
+ * the open (it reads the whole file). No file: nothing to check.
+ */
+export function inspectStateFile(stateDir: string, known: number = MIGRATIONS.length): void {
+  const path = stateFilePath(stateDir);
+  const header = readHeader(path);
+  if (header === undefined || header.length === 0) return;
+  if (!statSync(path).isFile()) refuse(path, 'not a regular file');
+  if (header.length < 100 || header.subarray(0, 16).toString('latin1') !== SQLITE_HEADER) refuse(path, 'not a SQLite database (a foreign or corrupt file)');
+  let db: DatabaseSync;
+  try {
+    db = new DatabaseSync(path, { readOnly: true });
+  } catch (error) {
+    refuse(path, `cannot be opened (${(error as Error).message})`);
+  }
+  try {
+    validate(db, path, known, false);
+  } finally {
+    db.close();
+  }
+}
+
+function validate(db: DatabaseSync, path: string, known: number, quick = true): void {
   let applicationId: number;
   let hasSchemaTable: boolean;
   try {
@@ -210,6 +260,7 @@ function validate(db: DatabaseSync, path: string, known: number): void {
     refuse(path, `its schema table is unreadable (${(error as Error).message})`);
   }
   if (version > known) refuse(path, `written by a newer Herald (schema version ${version}; this Herald knows up to ${known}): upgrade Herald`);
+  if (!quick) return;
   let check: string[];
   try {
     check = (db.prepare('PRAGMA quick_check').all() as { quick_check: string }[]).map((r) => r.quick_check);
@@ -238,6 +289,17 @@ function claim(db: DatabaseSync, path: string): void {
   }
 }
 
+/** A tool does not migrate the file of a live Herald that predates the migrations. */
+function refuseOlderOwner(db: DatabaseSync, path: string, known: number): void {
+  const version = Number((db.prepare('SELECT max(version) AS version FROM herald_schema').get() as { version: number | null }).version ?? 0);
+  if (version >= known) return;
+  const owner = db.prepare('SELECT pid, heartbeat FROM herald_owner WHERE id = 1').get() as { pid: number; heartbeat: number } | undefined;
+  if (owner === undefined || Date.now() - owner.heartbeat >= OWNER_STALE_MS || !alive(owner.pid)) return;
+  throw new ConfigError([
+    `${path}: the Herald running on it (pid ${owner.pid}) is older than this command (schema version ${version}; this one needs ${known}); upgrade and restart that Herald first, then run the command again`,
+  ]);
+}
+
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -249,22 +311,32 @@ function alive(pid: number): boolean {
 
 /** Applies the migrations the file has not seen, each with its version row in one transaction. */
 function migrate(db: DatabaseSync, migrations: readonly string[]): number {
-  db.exec('BEGIN IMMEDIATE');
-  try {
-    db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
-    db.exec('CREATE TABLE IF NOT EXISTS herald_schema (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
-    db.exec('COMMIT');
-  } catch (error) {
-    db.exec('ROLLBACK');
-    throw error;
+  // A file that is already Herald's is not written here (a tool opens it beside its owner's transactions).
+  const stamped =
+    Number((db.prepare('PRAGMA application_id').get() as { application_id: number }).application_id) === APPLICATION_ID &&
+    db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'herald_schema'`).get() !== undefined;
+  if (!stamped) {
+    db.exec('BEGIN IMMEDIATE');
+    try {
+      db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
+      db.exec('CREATE TABLE IF NOT EXISTS herald_schema (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
+      db.exec('COMMIT');
+    } catch (error) {
+      db.exec('ROLLBACK');
+      throw error;
+    }
   }
   const current = Number((db.prepare('SELECT max(version) AS version FROM herald_schema').get() as { version: number | null }).version ?? 0);
   const record = db.prepare('INSERT INTO herald_schema (version, applied_at) VALUES (?, ?)');
+  const applied = db.prepare('SELECT 1 FROM herald_schema WHERE version = ?');
   for (let version = current + 1; version <= migrations.length; version++) {
     db.exec('BEGIN IMMEDIATE');
     try {
-      db.exec(migrations[version - 1]!);
-      record.run(version, Date.now());
+      // Another connection (a server starting beside `herald keys`) may have applied it meanwhile.
+      if (applied.get(version) === undefined) {
+        db.exec(migrations[version - 1]!);
+        record.run(version, Date.now());
+      }
       db.exec('COMMIT');
     } catch (error) {
       db.exec('ROLLBACK');

@@ -156,7 +156,8 @@ export function apiErrorAnswer(code: ApiErrorCode, detail?: string): SessionAnsw
  * cookie, only for an allowed `Origin`). Implemented by packages/server/src/edge/edge.ts.
  */
 export interface ConnectionGate {
-  open(request: IncomingMessage): GateAnswer;
+  /** Synchronous when the limits are per node; a promise (never rejected) when they are counted in Redis. */
+  open(request: IncomingMessage): GateAnswer | Promise<GateAnswer>;
   /** Asked once `connect` succeeded: false when the user already holds too many connections on this node. */
   admitUser(client: Client): boolean;
 }

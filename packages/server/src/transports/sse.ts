@@ -151,7 +151,15 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
   const closeGraceMs = node.config.limits.closeGraceMs;
   front.route('GET', SSE_PATH, async (request, response, { headers, query }) => {
     if (node.draining) return answerError(response, headers, 'unavailable');
-    const admission = gate.open(request);
+    let admission = gate.open(request);
+    if (admission instanceof Promise) {
+      admission = await admission;
+      // The client left while the shared counts answered: nothing will close its place but this.
+      if (response.destroyed || response.socket === null || response.socket.destroyed) {
+        if (admission.refused === undefined) admission.place.release();
+        return;
+      }
+    }
     if (admission.refused !== undefined) return answerError(response, headers, admission.refused, undefined, admission.retryAfterSeconds);
     const params = new URLSearchParams(query);
     const channels = params.getAll('channel');

@@ -14,7 +14,7 @@ import type { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
-import { announcesBatch, openGate, type ConnectionGate, type Releasable } from './http-connection.ts';
+import { announcesBatch, openGate, type ConnectionGate, type GateAnswer, type Releasable } from './http-connection.ts';
 import { onSocketDrain } from './socket-drain.ts';
 import { encodeServerTextFrame } from '../util/websocket-frame.ts';
 
@@ -233,6 +233,19 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     const protocols = request.headers['sec-websocket-protocol'];
     if (protocols !== undefined && protocols.length > MAX_PROTOCOL_HEADER) return refuse(socket, 'bad_request');
     const admission = gate.open(request);
+    if (admission instanceof Promise) {
+      // Cluster-wide limits: Redis answers first.
+      void admission.then((settled) => {
+        if (!socket.destroyed && !node.draining) return upgrade(request, socket, head, settled, path);
+        if (settled.refused === undefined) settled.place.release();
+        if (!socket.destroyed) refuse(socket, 'unavailable');
+      });
+      return;
+    }
+    upgrade(request, socket, head, admission, path);
+  });
+
+  function upgrade(request: IncomingMessage, socket: Duplex, head: Buffer, admission: GateAnswer, path: string | undefined): void {
     if (admission.refused !== undefined) return refuse(socket, admission.refused, admission.retryAfterSeconds);
     const place = admission.place;
     // Until the upgrade completes, the place goes back when the socket
@@ -251,7 +264,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       client.batchRequested = announcesBatch(new URLSearchParams(request.url?.slice(path?.length ?? 0) ?? '').get('batch'));
       client.fallbackToken = admission.fallbackToken;
     });
-  });
+  }
   return {
     async settle(timeoutMs) {
       const deadline = Date.now() + timeoutMs;

@@ -38,6 +38,9 @@ export interface ClusterOptions {
   readonly config?: Record<string, any>;
   /** More environment variables for the cluster (the watchdog's test sets HERALD_TEST_DEBUG_ACTIONS). */
   readonly env?: Record<string, string>;
+  /** The admin API key and the HS256 secret; random by default (several "machines" of one deployment share them). */
+  readonly apiKey?: string;
+  readonly hmacSecret?: string;
 }
 
 export class TestCluster {
@@ -77,8 +80,8 @@ export class TestCluster {
 
   static async start(options: ClusterOptions = {}): Promise<TestCluster> {
     const dir = mkdtempSync(join(tmpdir(), 'herald-cluster-'));
-    const apiKey = randomBytes(24).toString('base64url');
-    const hmacSecret = randomBytes(32).toString('base64url');
+    const apiKey = options.apiKey ?? randomBytes(24).toString('base64url');
+    const hmacSecret = options.hmacSecret ?? randomBytes(32).toString('base64url');
     const base: Record<string, any> = {
       mode: 'production',
       stateDir: join(dir, 'state'),

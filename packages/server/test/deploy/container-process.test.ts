@@ -325,11 +325,11 @@ describe('the container image, run as a process', { skip: skipAll }, () => {
     const created = await container.exec([...image.entrypoint, 'keys', 'create', '--name', 'backend', '--scopes', 'publish']);
     assert.equal(created.code, 0, created.stderr);
     const storeKey = created.stdout.trim();
-    // The volume holds the key store and the sqlite engine's state file (with its WAL), all the image user's, 0600.
+    // The volume holds the sqlite engine's state file (with its WAL), where the key is too, all the image user's, 0600.
     const stateFiles = readdirSync(state).sort();
-    assert.deepEqual(stateFiles.filter((f) => !f.startsWith('herald.db-')), ['api-keys.json', 'herald.db']);
+    assert.deepEqual(stateFiles.filter((f) => !f.startsWith('herald.db-')), ['herald.db']);
     for (const file of stateFiles) {
-      assert.match(file, /^(api-keys\.json|herald\.db(-wal|-shm)?)$/);
+      assert.match(file, /^herald\.db(-wal|-shm)?$/);
       assert.equal(statSync(join(state, file)).uid, image.uid, `${file} belongs to the image user`);
       assert.equal(statSync(join(state, file)).mode & 0o777, 0o600, `${file} is 0600`);
     }

@@ -8,13 +8,17 @@
  * missing and wrong keys, bad JSON, JSON too deep, invalid UTF-8,
  * `__proto__`, an empty body, a body over api.maxBodyBytes (declared or
  * chunked), a refused and an allowed `Origin`, the per-IP and per-key rate
- * limits, a content type the lean path leaves to fastify.
+ * limits (counted per node, and in Redis with `limits.scope: "cluster"`:
+ * that part needs Redis at HERALD_TEST_REDIS_URL and skips loudly without
+ * it), a content type the lean path leaves to fastify.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { apiErrors } from '@herald/protocol';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
+import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
+import { deletePrefix } from '../redis/harness.ts';
 import { rawExchange } from '../security/raw-http.ts';
 
 const ADMIN = randomBytes(24).toString('base64url');
@@ -156,9 +160,28 @@ describe('API lean path: the same answers as the framework path', { timeout: 600
   });
 });
 
-describe('API lean path: rate limits count with the framework path', { timeout: 60000 }, () => {
+const redisMissing = missingService('Redis', await redisAvailable(REDIS_URL));
+
+/** Per node (in the process), and cluster-wide (limits.scope "cluster": counted in Redis, under a prefix per server). */
+const scopes = [
+  { name: 'per node', skip: false as string | false, cluster: false },
+  { name: 'cluster-wide, in Redis', skip: redisMissing, cluster: true },
+];
+
+for (const scope of scopes) describe(`API lean path: rate limits count with the framework path (${scope.name})`, { timeout: 60000, skip: scope.skip }, () => {
+  const prefixes: string[] = [];
+  after(async () => {
+    for (const prefix of prefixes) await deletePrefix(REDIS_URL, prefix);
+  });
+  const start = (overrides: Record<string, unknown>): Promise<TestHerald> => {
+    if (!scope.cluster) return startHerald(overrides);
+    const prefix = `herald-test-lean-${randomBytes(4).toString('hex')}`;
+    prefixes.push(prefix);
+    return startHerald({ ...overrides, engine: { type: 'redis', redisUrl: REDIS_URL, redisPrefix: prefix }, limits: { scope: 'cluster' } });
+  };
+
   test('per IP, before the key: the same 429 with Retry-After on both paths', async () => {
-    const h = await startHerald({ api: { rateLimitPerIp: 4, rateLimitPerKey: 1000 } });
+    const h = await start({ api: { rateLimitPerIp: 4, rateLimitPerKey: 1000 } });
     try {
       const port = h.server.port;
       const lines = [json, `authorization: Bearer ${h.apiKey}`];
@@ -176,7 +199,7 @@ describe('API lean path: rate limits count with the framework path', { timeout: 
   });
 
   test('per key, after the key: the same 429 on both paths', async () => {
-    const h = await startHerald({ api: { rateLimitPerIp: 1000, rateLimitPerKey: 2 } });
+    const h = await start({ api: { rateLimitPerIp: 1000, rateLimitPerKey: 2 } });
     try {
       const lines = [json, `authorization: Bearer ${h.apiKey}`];
       assert.equal((await send(h.server.port, '/api/publish', lines, '{"channel":"chat:lean-rk","data":1}')).status, 200);

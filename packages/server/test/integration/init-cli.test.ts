@@ -12,6 +12,7 @@ import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import { hashApiKey } from '../../src/auth/api-keys.ts';
 import { HERALD_MAIN, HeraldProcess } from '../helpers/herald-process.ts';
 import { closeAllClients, http, openWs } from '../helpers/herald-ws.ts';
@@ -60,7 +61,16 @@ describe('herald init', { timeout: 90000 }, () => {
     const configFile = join(dir, 'herald.json');
     const secretFile = join(dir, 'secrets', 'hmac-secret');
     const stateDir = join(dir, 'state');
-    const storeFile = join(stateDir, 'api-keys.json');
+    // The starter config runs the sqlite engine: the admin key is in its state file.
+    const storeFile = join(stateDir, 'herald.db');
+    const storedKeys = () => {
+      const db = new DatabaseSync(storeFile, { readOnly: true });
+      try {
+        return (db.prepare('SELECT name, sha256, scopes FROM api_keys').all() as { name: string; sha256: string; scopes: string }[]).map((k) => ({ ...k, scopes: JSON.parse(k.scopes) as string[] }));
+      } finally {
+        db.close();
+      }
+    };
     const config = JSON.parse(readFileSync(configFile, 'utf8')) as Record<string, Record<string, unknown>>;
     const secret = readFileSync(secretFile, 'utf8').trim();
     assert.ok(secret.length >= 32, 'a secret of at least 32 characters');
@@ -76,12 +86,11 @@ describe('herald init', { timeout: 90000 }, () => {
     assert.equal(mode(storeFile), 0o600);
     assert.equal(mode(join(dir, 'secrets')), 0o700);
     assert.equal(mode(stateDir), 0o700);
-    const store = JSON.parse(readFileSync(storeFile, 'utf8')) as { keys: { name: string; sha256: string; scopes: string[] }[] };
     assert.deepEqual(
-      store.keys.map((k) => [k.name, k.sha256, k.scopes]),
+      storedKeys().map((k) => [k.name, k.sha256, k.scopes]),
       [['admin', hashApiKey(key), ['admin']]],
     );
-    assert.ok(!readFileSync(storeFile, 'utf8').includes(key));
+    assert.ok(!readFileSync(storeFile, 'latin1').includes(key));
     const configText = readFileSync(configFile, 'utf8');
     assert.ok(!configText.includes(secret) && !configText.includes(key), 'no secret in the config');
     assert.ok(!first.stdout.includes(secret) && !first.stderr.includes(secret), 'the token secret is never printed');
@@ -143,9 +152,8 @@ describe('herald init', { timeout: 90000 }, () => {
     assert.ok(newKey !== undefined && newKey !== key);
     assert.notEqual(readFileSync(secretFile, 'utf8').trim(), secret);
     assert.equal(mode(secretFile), 0o600);
-    const replaced = JSON.parse(readFileSync(storeFile, 'utf8')) as { keys: { name: string; sha256: string }[] };
     assert.deepEqual(
-      replaced.keys.map((k) => [k.name, k.sha256]),
+      storedKeys().map((k) => [k.name, k.sha256]),
       [['admin', hashApiKey(newKey)]],
     );
   });

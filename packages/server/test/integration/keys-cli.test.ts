@@ -1,17 +1,21 @@
 /**
  * `herald keys` end to end: the CLI runs as a child process against a
- * temporary state directory while a real Herald uses the same directory.
- * Keys created, revoked and rotated take effect on the running server
- * without a restart; the store holds hashes only.
+ * temporary state directory while a real Herald uses the same directory
+ * (the sqlite engine: the keys live in its state file, herald.db, which the
+ * CLI writes beside the running server). Keys created, revoked and rotated
+ * take effect on the running server without a restart; the store holds
+ * hashes only.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { DatabaseSync } from 'node:sqlite';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { hashApiKey } from '../../src/auth/api-keys.ts';
+import { createKey, writeKeyStore } from '../../src/auth/key-store.ts';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { eventually } from '../helpers/herald-ws.ts';
 import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
@@ -50,8 +54,19 @@ describe('herald keys', { timeout: 90000 }, () => {
   let h: TestHerald;
   const allKeys: string[] = [];
   const keysArgs = (...args: string[]) => ['keys', ...args, '--state-dir', stateDir];
-  const storedKey = (name: string) =>
-    (JSON.parse(readFileSync(join(stateDir, 'api-keys.json'), 'utf8')) as { keys: { name: string; notAfter?: string }[] }).keys.find((k) => k.name === name);
+  /** The key table of the state file, read as the server reads it (another connection beside it). */
+  const storedKeys = (): { name: string; sha256: string; scopes: string; created: string; not_after: string | null }[] => {
+    const db = new DatabaseSync(join(stateDir, 'herald.db'), { readOnly: true });
+    try {
+      return db.prepare('SELECT name, sha256, scopes, created, not_after FROM api_keys ORDER BY name').all() as never;
+    } finally {
+      db.close();
+    }
+  };
+  const storedKey = (name: string) => {
+    const row = storedKeys().find((k) => k.name === name);
+    return row === undefined ? undefined : { name: row.name, ...(row.not_after === null ? {} : { notAfter: row.not_after }) };
+  };
   const publish = (key: string) => h.api('publish', { channel: 'chat:keys', data: { n: 1 } }, key);
 
   async function create(name: string, scopes: string, ...extra: string[]): Promise<string> {
@@ -135,13 +150,16 @@ describe('herald keys', { timeout: 90000 }, () => {
     assert.equal((await publish(fresh)).status, 200, 'the new key is unaffected');
   });
 
-  test('list shows names, scopes and hash prefixes, never a key; the store holds hashes only, mode 0600', async () => {
+  test('list shows names, scopes and hash prefixes, never a key; the state file holds hashes only, mode 0600', async () => {
     const run = await ok(keysArgs('list'));
     for (const name of ['early', 'reader', 'doomed', 'backend-1', 'backend-2']) assert.ok(run.stdout.includes(name), name);
     assert.match(run.stdout, /NAME\s+SCOPES\s+CREATED\s+NOT AFTER\s+STATUS\s+SHA256/);
-    const path = join(stateDir, 'api-keys.json');
+    const path = join(stateDir, 'herald.db');
     assert.equal(statSync(path).mode & 0o777, 0o600);
-    const stored = readFileSync(path, 'utf8');
+    assert.equal(statSync(stateDir).mode & 0o777, 0o700);
+    assert.equal(existsSync(join(stateDir, 'api-keys.json')), false, 'no JSON store beside the state file');
+    // The rows, and the raw bytes of the file and its WAL (what a stolen copy holds).
+    const stored = JSON.stringify(storedKeys()) + readFileSync(path, 'latin1') + (existsSync(`${path}-wal`) ? readFileSync(`${path}-wal`, 'latin1') : '');
     for (const key of allKeys) {
       const secret = key.slice(3);
       assert.ok(!run.stdout.includes(secret) && !stored.includes(secret), 'no key in list output or store');
@@ -161,7 +179,7 @@ describe('herald keys', { timeout: 90000 }, () => {
   });
 
   test('mistakes exit 2 with a message and change nothing', async () => {
-    const before = readFileSync(join(stateDir, 'api-keys.json'), 'utf8');
+    const before = JSON.stringify(storedKeys());
     // (unit tests cover the rules; this checks the CLI's exit code and streams)
     const cases: [string[], RegExp][] = [
       [keysArgs('create', '--name', 'early', '--scopes', 'read'), /exists/],
@@ -181,7 +199,7 @@ describe('herald keys', { timeout: 90000 }, () => {
         assert.equal(run.stdout, '', 'nothing on stdout');
       });
     }
-    assert.equal(readFileSync(join(stateDir, 'api-keys.json'), 'utf8'), before);
+    assert.equal(JSON.stringify(storedKeys()), before);
   });
 
   test('with --config: the stateDir comes from the config, and config key names are reserved', async () => {
@@ -204,19 +222,24 @@ describe('herald keys', { timeout: 90000 }, () => {
       assert.deepEqual(list.map((k) => `${k.name}:${k.source}:${k.status}`), ['ops:config:active', 'app:store:active']);
       assert.equal(revokeConfigKey.code, 2);
       assert.match(revokeConfigKey.stderr, /set its notAfter there/);
-      assert.equal(statSync(join(dir, 'state', 'api-keys.json')).mode & 0o777, 0o600);
+      assert.equal(statSync(join(dir, 'state', 'herald.db')).mode & 0o777, 0o600, 'the config\'s engine is sqlite (the default): the keys are in its state file');
+      assert.equal(existsSync(join(dir, 'state', 'api-keys.json')), false);
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
-  test('a server refuses to start on a store writable by others', { skip: process.platform === 'win32' }, async () => {
+  test('a server refuses to start on an api-keys.json writable by others (memory engine: its store; sqlite engine: not imported)', { skip: process.platform === 'win32' }, async () => {
     const dir = mkdtempSync(join(tmpdir(), 'herald-keys-mode-'));
     try {
-      await ok(['keys', 'create', '--state-dir', dir, '--name', 'x', '--scopes', 'read']);
+      const created = createKey([], { name: 'x', scopes: ['read'], now: Date.now() });
+      assert.ok('keys' in created);
+      writeKeyStore(dir, created.keys);
       const { chmodSync } = await import('node:fs');
       chmodSync(join(dir, 'api-keys.json'), 0o666);
+      await assert.rejects(startHerald({ stateDir: dir, engine: { type: 'memory' } }), /writable by group or others/);
       await assert.rejects(startHerald({ stateDir: dir }), /writable by group or others/);
+      assert.ok(existsSync(join(dir, 'api-keys.json')), 'the refused file stays where it is');
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }

@@ -74,9 +74,12 @@ export class RedisServer {
   readonly dir: string;
   child: ChildProcess | undefined;
   readonly log: string[] = [];
+  /** More `redis-server` arguments (TLS, ACL users); the plain `port` stays open for the test's own commands. */
+  readonly extraArgs: readonly string[];
 
-  private constructor(port: number) {
+  private constructor(port: number, extraArgs: readonly string[]) {
     this.port = port;
+    this.extraArgs = extraArgs;
     this.dir = mkdtempSync(join(tmpdir(), 'herald-redis-'));
   }
 
@@ -85,8 +88,8 @@ export class RedisServer {
   }
 
   /** Starts `redis-server` on a spare loopback port (no automatic persistence). */
-  static async start(): Promise<RedisServer> {
-    const server = new RedisServer(await freePort());
+  static async start(extraArgs: readonly string[] = []): Promise<RedisServer> {
+    const server = new RedisServer(await freePort(), extraArgs);
     await server.launch();
     return server;
   }
@@ -95,7 +98,7 @@ export class RedisServer {
   async launch(): Promise<void> {
     const child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', this.dir, '--dbfilename', 'dump.rdb', '--loglevel', 'warning'],
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', this.dir, '--dbfilename', 'dump.rdb', '--loglevel', 'warning', ...this.extraArgs],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.child = child;
@@ -505,7 +508,7 @@ const spawnedChildren: ChildProcess[] = [];
 /** `herald serve --config FILE` on the Redis engine; resolves once it logs "listening". */
 export async function spawnRedisHerald(
   name: string,
-  options: { redisUrl: string; prefix: string; tokens: Tokens; drainTimeoutMs?: number; engine?: Record<string, unknown>; limits?: Record<string, unknown> },
+  options: { redisUrl: string; prefix: string; tokens: Tokens; drainTimeoutMs?: number; engine?: Record<string, unknown>; limits?: Record<string, unknown>; http?: Record<string, unknown> },
 ): Promise<SpawnedHerald> {
   const apiKey = randomBytes(24).toString('base64url');
   const dir = mkdtempSync(join(tmpdir(), 'herald-redis-node-'));
@@ -521,6 +524,7 @@ export async function spawnRedisHerald(
       process: { allowRoot: true },
       log: { level: 'info' },
       limits: { newConnectionsPerIpPerSecond: 100000, ...(options.limits ?? {}) },
+      ...(options.http === undefined ? {} : { http: options.http }),
       auth: { algorithms: ['HS256'] },
       api: {
         keys: [{ name: 'unused', sha256: createHash('sha256').update(randomBytes(16)).digest('hex'), scopes: ['read'] }],

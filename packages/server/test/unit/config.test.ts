@@ -237,10 +237,19 @@ describe('cross-field rules', () => {
     assertProblem(problems, /^\/auth: /);
   });
 
-  it('cluster workers with the redis engine are rejected, naming the fix', () => {
-    const problems = problemsOf(() => buildConfig({ cluster: { workers: 4 }, engine: { type: 'redis' } }, noEnv));
-    assertProblem(problems, /^\/cluster\/workers: .*engine\.type "memory".*cluster\.workers to 1/);
+  it('cluster workers go with every engine, redis included (each worker is a Redis node)', () => {
+    assert.equal(buildConfig({ cluster: { workers: 4 }, engine: { type: 'redis' } }, noEnv).cluster.workers, 4);
     assert.equal(buildConfig({ cluster: { workers: 4 } }, noEnv).cluster.workers, 4);
+  });
+
+  it('limits.scope "cluster" without the redis engine is rejected, naming the fix; "node" is the default', () => {
+    for (const type of ['memory', 'sqlite']) {
+      const problems = problemsOf(() => buildConfig({ limits: { scope: 'cluster' }, engine: { type } }, noEnv));
+      assertProblem(problems, new RegExp(`^/limits/scope: "cluster" .*needs engine\\.type "redis" \\(this config has "${type}"\\).*limits\\.scope to "node"`));
+    }
+    assert.equal(buildConfig({ limits: { scope: 'cluster' }, engine: { type: 'redis' } }, noEnv).limits.scope, 'cluster');
+    assert.equal(buildConfig({}, noEnv).limits.scope, 'node');
+    assertProblem(problemsOf(() => buildConfig({ limits: { scope: 'global' } }, noEnv)), /^\/limits\/scope: /);
   });
 
   it('a hard inbound limit below the rate is rejected', () => {
@@ -298,6 +307,22 @@ describe('environment and flag overrides', () => {
     assert.equal(config.listen.port, 9200);
     assert.equal(config.listen.host, '::1');
     assert.equal(config.log.level, 'warn');
+  });
+
+  it('HERALD_REDIS_CLUSTER and --redis-cluster give engine.redisCluster as a comma-separated list; the flag wins', () => {
+    const fromEnv = buildConfig({ engine: { type: 'redis' } }, { env: { HERALD_REDIS_CLUSTER: 'redis://10.0.0.1:7000, redis://10.0.0.2:7000,' } });
+    assert.deepEqual(fromEnv.engine.redisCluster, ['redis://10.0.0.1:7000', 'redis://10.0.0.2:7000']);
+    const fromFlag = buildConfig({ engine: { type: 'redis' } }, { env: { HERALD_REDIS_CLUSTER: 'redis://10.0.0.1:7000' }, overrides: { redisCluster: 'rediss://u:p@10.0.0.3:7000' } });
+    assert.deepEqual(fromFlag.engine.redisCluster, ['rediss://u:p@10.0.0.3:7000']);
+    assert.deepEqual(buildConfig({}, { env: {} }).engine.redisCluster, []);
+  });
+
+  it('engine.redisCluster needs the redis engine and URLs, and never echoes a seed (it may hold a password)', () => {
+    assertProblem(problemsOf(() => buildConfig({ engine: { type: 'sqlite', redisCluster: ['redis://10.0.0.1:7000'] } }, { env: {} })), /^\/engine\/redisCluster: .*engine.type to "redis"/);
+    assertProblem(problemsOf(() => buildConfig({ engine: { type: 'redis', redisCluster: ['redis://'] } }, { env: {} })), /^\/engine\/redisCluster\/0: not a URL/);
+    const problems = problemsOf(() => buildConfig({ engine: { type: 'redis', redisCluster: ['http://:hunter2-secret@10.0.0.1:7000'] } }, { env: {} }));
+    assertProblem(problems, /^\/engine\/redisCluster\/0: /);
+    assert.ok(problems.every((p) => !p.includes('hunter2-secret')), problems.join('\n'));
   });
 });
 
