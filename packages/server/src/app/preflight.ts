@@ -1,7 +1,7 @@
 /**
  * The start-time checks, in one place: `herald serve` (through startServer)
  * and `herald check-config` run exactly these. They read what the config
- * names (secret files, the public key, TLS files, the API key store), check
+ * names (secret files, the public key, TLS files, Redis TLS files, the API key store), check
  * the production rules (a token key for every allowed algorithm, an API
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
@@ -9,13 +9,14 @@
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/schema.ts';
 import { MIN_SECRET_CHARS } from '../config/schema.ts';
-import { ConfigError, GENERATE_SECRET, type ValidatedConfig } from '../config/load.ts';
+import { ConfigError, GENERATE_SECRET, redisOverTls, type ValidatedConfig } from '../config/load.ts';
 import { createJwtVerifier, type TokenVerifier } from '../auth/jwt.ts';
 import type { KeySource } from '../auth/api-keys.ts';
 import { watchKeyStore } from '../auth/key-store.ts';
 import { peekKeys } from '../store/api-key-table.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
+import type { RedisTls } from './engine.ts';
 
 /** What the checks read and built, ready for startServer. */
 export interface Prepared {
@@ -24,6 +25,8 @@ export interface Prepared {
   readonly tokens: TokenVerifier;
   /** api-keys.json, watched (memory and redis engines); undefined on the sqlite engine, whose state file holds the keys. */
   readonly keyStore: KeySource | undefined;
+  /** The redis engine's TLS files (`engine.redisTls`), read; undefined on other engines or without `rediss://`. */
+  readonly redisTls: RedisTls | undefined;
 }
 
 export interface CheckResult {
@@ -83,6 +86,15 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     }
   }
 
+  let redisTls: RedisTls | undefined;
+  if (valid('engine') && config.engine.type === 'redis' && redisOverTls(config)) {
+    const { caFile, certFile, keyFile, serverName } = config.engine.redisTls;
+    const ca = caFile === undefined ? undefined : readNamedFile(caFile, '/engine/redisTls/caFile', problems);
+    const cert = certFile === undefined ? undefined : readNamedFile(certFile, '/engine/redisTls/certFile', problems);
+    const key = keyFile === undefined ? undefined : readNamedFile(keyFile, '/engine/redisTls/keyFile', problems);
+    redisTls = { ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert }), ...(key === undefined ? {} : { key }), ...(serverName === undefined ? {} : { servername: serverName }) };
+  }
+
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
     try {
@@ -121,7 +133,13 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
       keysChecked = true;
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
-      problems.push(...error.problems.map((p) => `${p} (fix the file, or move it away and recreate the keys with \`herald keys create\`)`));
+      problems.push(
+        ...error.problems.map((p) =>
+          p.includes('(table api_keys)')
+            ? `${p} (correct or delete that row with sqlite3; the rest of the state file is fine)`
+            : `${p} (fix the file, or move it away and recreate the keys with \`herald keys create\`)`,
+        ),
+      );
     }
   }
   if (production && valid('api') && storeKeys !== undefined && config.api.keys.length + storeKeys === 0) {
@@ -133,7 +151,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     );
   }
 
-  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore } : undefined;
+  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls } : undefined;
   return { problems, warnings, prepared };
 }
 

@@ -221,3 +221,35 @@ describe('cluster link: several workers on one primary', () => {
     }
   });
 });
+
+describe('cluster link: API keys of the primary\'s state file', () => {
+  it('a worker gets the keys with its start and every change after; without them it has no key source of the link', async () => {
+    const key = (name: string) => ({ name, sha256: 'a'.repeat(64), scopes: ['read' as const], created: '2026-01-01T00:00:00.000Z' });
+    const hub = new PrimaryHub({ revocationRetentionMs: 60000, apiKeys: [key('first')] });
+    const { port1, port2 } = new MessageChannel();
+    try {
+      hub.attach(1, new BatchingPipe<WorkerMessage, PrimaryMessage>(messagePortCarrier(port1)));
+      const engine = createWorkerEngine({ pipe: new BatchingPipe<PrimaryMessage, WorkerMessage>(messagePortCarrier(port2)), worker: 1, config, apiKeys: hub.apiKeys() });
+      const source = engine.apiKeys!;
+      const first = source.current();
+      assert.deepEqual(first.map((k) => k.name), ['first']);
+      assert.equal(source.current(), first, 'the same array while nothing changed (the verifier keeps its table)');
+      hub.setApiKeys([key('first'), key('second')]);
+      await waitUntil(() => source.current().length === 2, { label: 'the new keys at the worker' });
+      assert.deepEqual(source.current().map((k) => k.name), ['first', 'second']);
+
+      const memory = new PrimaryHub({ revocationRetentionMs: 60000 });
+      assert.equal(memory.apiKeys(), null, 'a primary without a state file sends none');
+      const { port1: a, port2: b } = new MessageChannel();
+      const plain = createWorkerEngine({ pipe: new BatchingPipe<PrimaryMessage, WorkerMessage>(messagePortCarrier(b)), worker: 2, config, apiKeys: memory.apiKeys() });
+      assert.equal(plain.apiKeys, undefined, 'the worker reads api-keys.json itself');
+      a.close();
+      b.close();
+      await memory.close();
+    } finally {
+      await hub.close();
+      port1.close();
+      port2.close();
+    }
+  });
+});

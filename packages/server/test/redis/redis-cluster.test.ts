@@ -13,6 +13,7 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { WebSocket } from 'ws';
 import { missingService } from '../helpers/services.ts';
 import { closeAllClients, eventually, openWs, unique, type WsClient } from '../helpers/herald-ws.ts';
 import { sleep, waitUntil } from '../helpers/rt-util.ts';
@@ -184,6 +185,40 @@ describe('Redis engine on a Redis Cluster (3 masters + 3 replicas)', { skip }, (
       assert.equal((await late.waitClose()).code, 3507);
     } finally {
       await c.close();
+    }
+  });
+
+  test('limits.scope "cluster" on the cluster: an API key\'s rate limit and the open connections per IP hold across two nodes', async () => {
+    const limited = (name: string) =>
+      startRedisHerald(name, {
+        redisUrl: 'redis://127.0.0.1:1',
+        prefix,
+        tokens,
+        engine: { redisCluster: cluster.urls },
+        overrides: { http: { trustedProxies: ['127.0.0.1'] }, limits: { scope: 'cluster', maxConnectionsPerIp: 3 }, api: { rateLimitPerIp: 1000000, rateLimitPerKey: 10 } },
+      });
+    const c = await limited('C');
+    const d = await limited('D');
+    const sockets: WebSocket[] = [];
+    try {
+      const statuses: number[] = [];
+      for (let i = 0; i < 20; i++) statuses.push((await callApi(i % 2 === 0 ? c : d, 'info', {})).status);
+      assert.deepEqual(statuses, [...Array(10).fill(200), ...Array(10).fill(429)], statuses.join(','));
+      const upgrade = (node: RedisHerald) =>
+        new Promise<number>((resolve, reject) => {
+          const socket = new WebSocket(node.wsUrl, { headers: { 'x-forwarded-for': '203.0.113.77' } });
+          sockets.push(socket);
+          socket.once('open', () => resolve(101));
+          socket.once('unexpected-response', (_request, response) => resolve(response.statusCode ?? 0));
+          socket.once('error', reject);
+        });
+      const answers = [];
+      for (const node of [c, d, c, d]) answers.push(await upgrade(node));
+      assert.deepEqual(answers, [101, 101, 101, 429]);
+    } finally {
+      for (const socket of sockets) socket.terminate();
+      await c.close();
+      await d.close();
     }
   });
 
