@@ -16,6 +16,7 @@ import { watchKeyStore } from '../auth/key-store.ts';
 import { peekKeys } from '../store/api-key-table.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
+import { decideConsole } from '../console/console-config.ts';
 
 /** What the checks read and built, ready for startServer. */
 export interface Prepared {
@@ -24,6 +25,10 @@ export interface Prepared {
   readonly tokens: TokenVerifier;
   /** api-keys.json, watched (memory and redis engines); undefined on the sqlite engine, whose state file holds the keys. */
   readonly keyStore: KeySource | undefined;
+  /** Certificate and key of the internal listener (`admin.tls`), when set. */
+  readonly adminTls: TlsFiles | undefined;
+  /** Whether the admin console runs (console/console-config.ts). */
+  readonly consoleEnabled: boolean;
 }
 
 export interface CheckResult {
@@ -83,6 +88,22 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     }
   }
 
+  let adminTls: TlsFiles | undefined;
+  let consoleEnabled = false;
+  if (valid('admin')) {
+    const { certFile, keyFile } = config.admin.tls;
+    if ((certFile === undefined) !== (keyFile === undefined)) problems.push('/admin/tls: certFile and keyFile go together: set both, or neither');
+    if (certFile !== undefined && keyFile !== undefined) {
+      const cert = readNamedFile(certFile, '/admin/tls/certFile', problems);
+      const key = readNamedFile(keyFile, '/admin/tls/keyFile', problems);
+      if (cert !== undefined && key !== undefined) adminTls = { cert, key };
+    }
+    const decision = decideConsole(config, certFile !== undefined && keyFile !== undefined);
+    if (decision.problem !== undefined) problems.push(decision.problem);
+    if (decision.warning !== undefined) warnings.push(decision.warning);
+    consoleEnabled = decision.enabled;
+  }
+
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
     try {
@@ -133,7 +154,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     );
   }
 
-  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore } : undefined;
+  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, adminTls, consoleEnabled } : undefined;
   return { problems, warnings, prepared };
 }
 
