@@ -8,7 +8,7 @@ import type { AddressInfo } from 'node:net';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
-import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, redisTarget, type Engine } from './engine.ts';
+import { createMemoryEngine, createRedisEngine, createSqliteEngine, openRedisClients, redisTarget, type Engine, type RedisTls } from './engine.ts';
 import { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { watchKeyStore } from '../auth/key-store.ts';
 import { DeliveryProbe } from '../broker/delivery-probe.ts';
@@ -68,7 +68,7 @@ export interface StartOptions {
 }
 
 /** Builds the engine named by the config; Redis clients are opened here. */
-async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
+async function openEngine(config: Config, logger: PinoLogger, redisTls: RedisTls | undefined): Promise<Engine> {
   if (config.engine.type === 'memory') return createMemoryEngine(config);
   if (config.engine.type === 'sqlite') {
     const engine = await createSqliteEngine(
@@ -80,7 +80,7 @@ async function openEngine(config: Config, logger: PinoLogger): Promise<Engine> {
     logger.info({ file: `${config.stateDir}/herald.db`, synchronous: config.engine.sqliteSynchronous }, 'sqlite engine opened');
     return engine;
   }
-  const clients = await openRedisClients(config);
+  const clients = await openRedisClients(config, redisTls);
   logger.info({ redis: redisTarget(config) }, 'redis engine connected');
   return createRedisEngine(
     config,
@@ -126,9 +126,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore, adminTls, consoleEnabled } = checks.prepared;
+  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } = checks.prepared;
 
-  const engine = options.engine ?? (await openEngine(config, logger));
+  const engine = options.engine ?? (await openEngine(config, logger, redisTls));
   // The sqlite engine keeps the keys in its state file; the others read api-keys.json.
   const apiKeys = new ApiKeyVerifier(config.api.keys, { source: engine.apiKeys ?? keyStore ?? watchKeyStore(config.stateDir, { onReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded') }) });
   let sharedLimits: SharedLimits | undefined;

@@ -123,11 +123,27 @@ export function redisTarget(config: Config): string {
   return config.engine.redisCluster.length > 0 ? 'cluster ' + config.engine.redisCluster.map(redactUrl).join(',') : redactUrl(config.engine.redisUrl);
 }
 
-/** Opens the Redis connections of the redis engine (the only place that does). */
-export async function openRedisClients(config: Config): Promise<RedisClients> {
-  if (config.engine.redisCluster.length > 0) return openRedisCluster(config);
+/**
+ * TLS to Redis (`rediss://`), from `engine.redisTls` as the start-time
+ * checks read it: node:tls options. The server certificate is always
+ * verified (against `ca`, or the system CAs).
+ */
+export interface RedisTls {
+  readonly ca?: string;
+  readonly cert?: string;
+  readonly key?: string;
+  readonly servername?: string;
+}
+
+/** Opens the Redis connections of the redis engine (the only place that does). `tls` applies to a `rediss://` URL. */
+export async function openRedisClients(config: Config, tls?: RedisTls): Promise<RedisClients> {
+  if (config.engine.redisCluster.length > 0) return openRedisCluster(config, tls);
   const { Redis } = await import('ioredis');
+  const { GuardedConnector } = await import('./redis-connector.ts');
+  const secure = /^rediss:\/\//i.test(config.engine.redisUrl);
   const options = {
+    ...(secure ? { tls: { ...tls, rejectUnauthorized: true } } : {}),
+    Connector: GuardedConnector,
     commandTimeout: config.engine.redisCommandTimeoutMs,
     connectTimeout: config.engine.redisCommandTimeoutMs,
     // A stalled Redis keeps TCP up: nothing heard for two timeouts while
@@ -144,16 +160,40 @@ export async function openRedisClients(config: Config): Promise<RedisClients> {
   // leaves a failure as an unhandled rejection).
   const subscriber = new Redis(config.engine.redisUrl, { ...options, autoResubscribe: false });
   // Errors are reported through health and logs, never thrown at the process.
-  command.on('error', () => {});
-  subscriber.on('error', () => {});
+  // Before the first connection the last one explains a refused start
+  // (connect() itself only says the connection closed).
+  let lastError: unknown;
+  const remember = (error: unknown): void => {
+    lastError = error;
+  };
+  command.on('error', remember);
+  subscriber.on('error', remember);
   try {
     await Promise.all([command.connect(), subscriber.connect()]);
-  } catch {
+  } catch (error) {
     command.disconnect();
     subscriber.disconnect();
-    throw new Error(`cannot connect to Redis at ${redactUrl(config.engine.redisUrl)}`);
+    throw new Error(`cannot connect to Redis at ${redactUrl(config.engine.redisUrl)}${connectHint(lastError ?? error, secure)}`, { cause: error });
   }
+  command.off('error', remember);
+  subscriber.off('error', remember);
+  command.on('error', () => {});
+  subscriber.on('error', () => {});
   return { command, subscriber };
+}
+
+/** Why a connection failed, when Redis or TLS said so: an ACL or password refusal, a certificate not trusted. Never the secret. */
+function connectHint(error: unknown, secure: boolean): string {
+  const message = error instanceof Error ? error.message : '';
+  const code = (error as { code?: unknown } | undefined)?.code;
+  if (/WRONGPASS|invalid username-password/i.test(message)) return ': the user name or password was refused (WRONGPASS); check the credentials in engine.redisUrl or HERALD_REDIS_URL';
+  if (/NOAUTH/.test(message)) return ': Redis requires a password (NOAUTH); put it in engine.redisUrl or HERALD_REDIS_URL';
+  if (/NOPERM/.test(message)) return ': the Redis ACL user may not run a command Herald needs (NOPERM); see docs/operations.md, "Redis with TLS and an ACL user"';
+  if (secure && typeof code === 'string' && /CERT|SELF_SIGNED|UNABLE_TO|ERR_TLS|HOSTNAME|ALTNAME/.test(code)) {
+    return `: TLS: the server certificate was not accepted (${code}); set engine.redisTls.caFile to the CA that signed it (or serverName when it names another host)`;
+  }
+  if (secure && typeof code === 'string' && code !== '') return `: ${code}`;
+  return '';
 }
 
 /** The same timeouts and failure rules as one Redis's clients, on every connection of a cluster. */
@@ -173,19 +213,20 @@ function redisOptions(config: Config) {
  * A Redis Cluster: a Cluster client for commands (slot routing, MOVED/ASK,
  * failover) seeded by `engine.redisCluster`, and sharded pub/sub with one
  * connection per master. User, password and TLS
- * (`rediss://`) of the first seed URL apply to every node.
+ * (`rediss://`, with engine.redisTls) of the first seed URL apply to every node.
  */
-async function openRedisCluster(config: Config): Promise<RedisClients> {
+async function openRedisCluster(config: Config, tls: RedisTls | undefined): Promise<RedisClients> {
   const { Cluster, Redis } = await import('ioredis');
+  const { GuardedConnector } = await import('./redis-connector.ts');
   const { ShardedPubSub } = await import('../broker/redis-sharded-pubsub.ts');
   const seeds = config.engine.redisCluster.map((text) => new URL(text));
   const first = seeds[0]!;
   const auth = {
     ...(first.username !== '' ? { username: decodeURIComponent(first.username) } : {}),
     ...(first.password !== '' ? { password: decodeURIComponent(first.password) } : {}),
-    ...(first.protocol === 'rediss:' ? { tls: {} } : {}),
+    ...(first.protocol === 'rediss:' ? { tls: { ...tls, rejectUnauthorized: true } } : {}),
   };
-  const nodeOptions = { ...redisOptions(config), ...auth };
+  const nodeOptions = { ...redisOptions(config), ...auth, Connector: GuardedConnector };
   const command = new Cluster(
     seeds.map((url) => ({ host: url.hostname.replace(/^\[|\]$/g, ''), port: url.port === '' ? 6379 : Number(url.port) })),
     {

@@ -1,7 +1,7 @@
 /**
  * The start-time checks, in one place: `herald serve` (through startServer)
  * and `herald check-config` run exactly these. They read what the config
- * names (secret files, the public key, TLS files, the API key store), check
+ * names (secret files, the public key, TLS files, Redis TLS files, the API key store), check
  * the production rules (a token key for every allowed algorithm, an API
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
@@ -9,7 +9,7 @@
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/schema.ts';
 import { MIN_SECRET_CHARS } from '../config/schema.ts';
-import { ConfigError, GENERATE_SECRET, type ValidatedConfig } from '../config/load.ts';
+import { ConfigError, GENERATE_SECRET, redisOverTls, type ValidatedConfig } from '../config/load.ts';
 import { createJwtVerifier, type TokenVerifier } from '../auth/jwt.ts';
 import type { KeySource } from '../auth/api-keys.ts';
 import { watchKeyStore } from '../auth/key-store.ts';
@@ -17,6 +17,7 @@ import { peekKeys } from '../store/api-key-table.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
 import { decideConsole } from '../console/console-config.ts';
+import type { RedisTls } from './engine.ts';
 
 /** What the checks read and built, ready for startServer. */
 export interface Prepared {
@@ -29,6 +30,8 @@ export interface Prepared {
   readonly adminTls: TlsFiles | undefined;
   /** Whether the admin console runs (console/console-config.ts). */
   readonly consoleEnabled: boolean;
+  /** The redis engine's TLS files (`engine.redisTls`), read; undefined on other engines or without `rediss://`. */
+  readonly redisTls: RedisTls | undefined;
 }
 
 export interface CheckResult {
@@ -104,6 +107,15 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     consoleEnabled = decision.enabled;
   }
 
+  let redisTls: RedisTls | undefined;
+  if (valid('engine') && config.engine.type === 'redis' && redisOverTls(config)) {
+    const { caFile, certFile, keyFile, serverName } = config.engine.redisTls;
+    const ca = caFile === undefined ? undefined : readNamedFile(caFile, '/engine/redisTls/caFile', problems);
+    const cert = certFile === undefined ? undefined : readNamedFile(certFile, '/engine/redisTls/certFile', problems);
+    const key = keyFile === undefined ? undefined : readNamedFile(keyFile, '/engine/redisTls/keyFile', problems);
+    redisTls = { ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert }), ...(key === undefined ? {} : { key }), ...(serverName === undefined ? {} : { servername: serverName }) };
+  }
+
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
     try {
@@ -142,7 +154,13 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
       keysChecked = true;
     } catch (error) {
       if (!(error instanceof ConfigError)) throw error;
-      problems.push(...error.problems.map((p) => `${p} (fix the file, or move it away and recreate the keys with \`herald keys create\`)`));
+      problems.push(
+        ...error.problems.map((p) =>
+          p.includes('(table api_keys)')
+            ? `${p} (correct or delete that row with sqlite3; the rest of the state file is fine)`
+            : `${p} (fix the file, or move it away and recreate the keys with \`herald keys create\`)`,
+        ),
+      );
     }
   }
   if (production && valid('api') && storeKeys !== undefined && config.api.keys.length + storeKeys === 0) {
@@ -154,7 +172,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     );
   }
 
-  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, adminTls, consoleEnabled } : undefined;
+  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } : undefined;
   return { problems, warnings, prepared };
 }
 

@@ -58,7 +58,7 @@ export class ShardProbes {
     const waits: Promise<void>[] = [];
     for (const topic of this.#probes.keys()) {
       // A subscription that failed earlier is tried again.
-      if (!pubsub.owners.has(topic)) waits.push(pubsub.subscribe(topic));
+      if (!pubsub.has(topic)) waits.push(pubsub.subscribe(topic));
       const owner = pubsub.ownerOf(topic);
       if (owner !== undefined) covered.add(owner);
     }
@@ -80,7 +80,7 @@ export class ShardProbes {
     const { pubsub } = this.#options;
     this.cover().catch((error: unknown) => this.#options.onError(error, 'probe subscribe'));
     for (const [topic, probe] of this.#probes) {
-      if (pubsub.owners.get(topic) === undefined) continue; // being subscribed again by `cover`
+      if (!pubsub.has(topic)) continue; // subscribed again by `cover`
       if (probe.sent > 0 && probe.seen < probe.sent - 1 && pubsub.isReady(topic) && commandReady) {
         if (!probe.failing) {
           probe.failing = true;

@@ -48,6 +48,8 @@ export class ShardedPubSub {
   readonly #onError: (error: unknown, what: string) => void;
   /** Topic → the shard it is subscribed (or being subscribed) on. */
   readonly #topics = new Map<string, Shard>();
+  /** Topic → its slot, computed once (a slot-map refresh checks every topic). */
+  readonly #slots = new Map<string, number>();
   /** Node key (`host:port`) → its connection. */
   readonly #shards = new Map<string, Shard>();
   readonly #listeners: ((topic: string, message: string) => void)[] = [];
@@ -83,13 +85,22 @@ export class ShardedPubSub {
     return new Map([...this.#topics].map(([topic, shard]) => [topic, shard.key]));
   }
 
+  #slotOf(topic: string): number {
+    return this.#slots.get(topic) ?? slotOf(topic);
+  }
+
   /** The master serving the slot of `topic` in the current slot map (`host:port`). */
   ownerOf(topic: string): string | undefined {
-    return this.#cluster.slots[slotOf(topic)]?.[0];
+    return this.#cluster.slots[this.#slotOf(topic)]?.[0];
   }
 
   #owner(topic: string): string | undefined {
     return this.ownerOf(topic);
+  }
+
+  /** Whether `topic` is subscribed (or being subscribed). */
+  has(topic: string): boolean {
+    return this.#topics.has(topic);
   }
 
   /** Every master of the current slot map. */
@@ -181,7 +192,7 @@ export class ShardedPubSub {
   async #ssubscribe(shard: Shard, topics: readonly string[]): Promise<void> {
     const bySlot = new Map<number, string[]>();
     for (const topic of topics) {
-      const slot = slotOf(topic);
+      const slot = this.#slotOf(topic);
       const group = bySlot.get(slot);
       if (group === undefined) bySlot.set(slot, [topic]);
       else group.push(topic);
@@ -191,10 +202,12 @@ export class ShardedPubSub {
 
   async subscribe(topic: string): Promise<void> {
     if (this.#closed) throw new Error('sharded pub/sub closed');
-    const owner = this.#owner(topic);
+    const slot = this.#slotOf(topic);
+    const owner = this.#cluster.slots[slot]?.[0];
     if (owner === undefined) throw new Error('no master known for the slot of ' + topic);
     const shard = this.#shard(owner);
     this.#topics.set(topic, shard);
+    this.#slots.set(topic, slot);
     shard.topics.add(topic);
     try {
       if (!shard.ready) await shard.connected;
@@ -202,6 +215,7 @@ export class ShardedPubSub {
     } catch (error) {
       if (this.#topics.get(topic) === shard) {
         this.#topics.delete(topic);
+        this.#slots.delete(topic);
         shard.topics.delete(topic);
       }
       throw error;
@@ -212,6 +226,7 @@ export class ShardedPubSub {
     const shard = this.#topics.get(topic);
     if (shard === undefined) return;
     this.#topics.delete(topic);
+    this.#slots.delete(topic);
     shard.topics.delete(topic);
     if (shard.ready) await shard.redis.sunsubscribe(topic);
   }
@@ -256,5 +271,6 @@ export class ShardedPubSub {
     for (const shard of this.#shards.values()) shard.redis.disconnect();
     this.#shards.clear();
     this.#topics.clear();
+    this.#slots.clear();
   }
 }

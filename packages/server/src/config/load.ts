@@ -312,6 +312,12 @@ function editDistance(a: string, b: string): number {
   return previous[b.length]!;
 }
 
+/** Whether the redis engine speaks TLS: a `rediss://` URL (the first seed of a Redis Cluster). */
+export function redisOverTls(config: Config): boolean {
+  const url = config.engine.redisCluster.length > 0 ? config.engine.redisCluster[0]! : config.engine.redisUrl;
+  return /^rediss:\/\//i.test(url);
+}
+
 /** Rules across fields, each with its section; a rule whose sections failed the schema is skipped. */
 function crossFieldProblems(config: Config, valid: (...sections: string[]) => boolean): [string, string][] {
   const problems: [string, string][] = [];
@@ -362,6 +368,14 @@ function crossFieldProblems(config: Config, valid: (...sections: string[]) => bo
   }
   if (valid('auth', 'cors') && config.auth.cookieName !== undefined && config.cors.origins.length === 0) {
     problems.push(['auth', '/auth/cookieName: cookie auth needs cors.origins (the origin allowlist guards it): add your app\'s origin there']);
+  }
+  if (valid('engine')) {
+    const { caFile, certFile, keyFile, serverName } = config.engine.redisTls;
+    const tlsSet = caFile !== undefined || certFile !== undefined || keyFile !== undefined || serverName !== undefined;
+    if (tlsSet && !redisOverTls(config)) {
+      problems.push(['engine', '/engine/redisTls: TLS options need a rediss:// engine.redisUrl (or first engine.redisCluster seed); redis:// is plain TCP: change the URL\'s scheme, or remove engine.redisTls']);
+    }
+    if ((certFile === undefined) !== (keyFile === undefined)) problems.push(['engine', '/engine/redisTls: set both certFile and keyFile (a client certificate), or neither']);
   }
   if (valid('engine') && config.engine.redisCluster.length > 0) {
     if (config.engine.type !== 'redis') problems.push(['engine', '/engine/redisCluster: seed nodes of a Redis Cluster are for the redis engine; set engine.type to "redis" (or remove them)']);

@@ -300,7 +300,25 @@ export const ConfigSchema = Type.Object(
             'sqlite engine: `normal` (WAL, no fsync per commit) keeps every acknowledged publication across a crash of the process, not necessarily across a power loss or OS crash; `full` fsyncs every commit and survives both, at a cost per commit.',
         }),
         sqliteBusyTimeoutMs: Ms(1000, 'sqlite engine: how long a write waits for the state file held by another connection (`herald keys`) before it fails with `unavailable`.'),
-        redisUrl: Type.String({ default: 'redis://127.0.0.1:6379', 'x-secret': true, description: 'Redis URL for the redis engine (a password belongs in the URL or HERALD_REDIS_URL).' }),
+        redisUrl: Type.String({
+          default: 'redis://127.0.0.1:6379',
+          'x-secret': true,
+          description:
+            'Redis URL for the redis engine: `redis://[user:password@]host:port[/db]`, or `rediss://…` for TLS (see engine.redisTls). A password belongs in the URL or HERALD_REDIS_URL; `user` is a Redis ACL user (docs/operations.md, "Redis with TLS and an ACL user").',
+        }),
+        redisTls: Type.Object(
+          {
+            caFile: Type.Optional(Type.String({ description: 'PEM CA certificate(s) that signed the Redis server\'s certificate; the system CAs when absent.' })),
+            certFile: Type.Optional(Type.String({ description: 'PEM client certificate, for a Redis that authenticates clients by certificate (`tls-auth-clients yes`, its default); with keyFile.' })),
+            keyFile: Type.Optional(Type.String({ description: 'PEM private key of certFile.' })),
+            serverName: Type.Optional(Type.String({ minLength: 1, maxLength: 253, description: 'Name the server certificate must carry, when it is not the URL\'s host (for example a certificate for a DNS name reached by IP address).' })),
+          },
+          {
+            additionalProperties: false,
+            default: {},
+            description: 'TLS to Redis: applies to a `rediss://` engine.redisUrl, or to every node of a Redis Cluster whose first seed is `rediss://` (the server certificate is always verified); set with a `redis://` URL it is refused.',
+          },
+        ),
         redisCluster: Type.Array(Type.String({ pattern: '^rediss?://', maxLength: 1024, 'x-secret': true }), {
           default: [],
           maxItems: 64,

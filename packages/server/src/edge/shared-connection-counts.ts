@@ -22,14 +22,17 @@
  *   is judged by this node's own counts (the limit holds per node), and the
  *   node rewrites its whole hash from its own counts at the next heartbeat
  *   that reaches Redis (also when its hash went missing: a Redis restarted
- *   empty). A connection admitted or closed at the moment of that rewrite
- *   may be counted one off until the next rewrite.
+ *   empty). The rewrite counts the admissions whose script went out before
+ *   it (commands on one connection run in order) and leaves out the others
+ *   (their script adds them); a refused one it counted is taken off again.
+ *   Rarer interleavings (a call failing, or an answer arriving, just as a
+ *   rewrite goes out) can leave a count one off until the next rewrite.
  *
  * Every key shares one hash tag (the prefix), so the script's keys live in
  * one slot of a Redis Cluster.
  */
 import type { Cluster, Redis } from 'ioredis';
-import { redisCountingStore, type CountingStore, type SharedStoreWatcher } from '../api/rate-limits.ts';
+import { redisCountingStore, type CountingStore, type SharedStoreWatcher } from '../util/rate-limit-stores.ts';
 
 /** What the shared counts answer for one new connection. */
 export type SharedVerdict = 'admitted' | 'too_many_requests' | 'connection_limit' | 'unreachable';
@@ -136,6 +139,8 @@ export class RedisConnectionCounts implements SharedConnectionCounts {
   #dirty = false;
   #closed = false;
   #generation = 0;
+  /** Admissions held on this node whose script has not gone to Redis yet, per key. */
+  readonly #unsent = new Map<string, number>();
 
   constructor(options: RedisConnectionCountsOptions) {
     this.#options = options;
@@ -155,6 +160,8 @@ export class RedisConnectionCounts implements SharedConnectionCounts {
 
   async admit(key: string): Promise<SharedVerdict> {
     const o = this.#options;
+    // Held by the caller already, not yet sent to Redis: a rewrite leaves it out (its script adds it).
+    this.#unsent.set(key, (this.#unsent.get(key) ?? 0) + 1);
     try {
       const current = await new Promise<number>((resolve, reject) =>
         this.#perSecond.incr(key, (error, entry) => (error !== null || entry === null ? reject(error ?? new Error('no answer')) : resolve(entry.current)), SECOND_MS, o.newConnectionsPerIpPerSecond),
@@ -166,18 +173,31 @@ export class RedisConnectionCounts implements SharedConnectionCounts {
     } catch (error) {
       o.watcher.failed(error);
       return 'unreachable';
+    } finally {
+      // Sent below (or given back), in this same turn of the event loop.
+      this.#sent(key);
     }
+    const generation = this.#generation;
     try {
       const k = this.#keys;
       const admitted = await this.#scripts.heraldConnAdmit(k.live, k.own, o.nodeId, key, o.maxConnectionsPerIp, o.nodeTtlMs, k.hashPrefix);
       o.watcher.ok();
-      return admitted === 1 ? 'admitted' : 'connection_limit';
+      if (admitted === 1) return 'admitted';
+      // A rewrite sent after the script counted this refused connection: take it off again.
+      if (this.#generation !== generation) this.release(key);
+      return 'connection_limit';
     } catch (error) {
       // The script may have run: the rewrite settles it.
       this.#dirty = true;
       o.watcher.failed(error);
       return 'unreachable';
     }
+  }
+
+  #sent(key: string): void {
+    const left = (this.#unsent.get(key) ?? 1) - 1;
+    if (left <= 0) this.#unsent.delete(key);
+    else this.#unsent.set(key, left);
   }
 
   release(key: string): void {
@@ -206,7 +226,14 @@ export class RedisConnectionCounts implements SharedConnectionCounts {
     const k = this.#keys;
     try {
       const exists = await this.#scripts.heraldConnHeartbeat(k.live, k.own, o.nodeId, o.nodeTtlMs);
-      const counts = o.localCounts();
+      // What this node's hash should hold: its open connections, but those whose admission script is not sent yet.
+      const counts = new Map(o.localCounts());
+      for (const [key, unsent] of this.#unsent) {
+        const left = (counts.get(key) ?? 0) - unsent;
+        if (left > 0) counts.set(key, left);
+        else counts.delete(key);
+      }
+      // No hash is normal for a node without connections; with some, Redis lost it (restarted empty, or it expired).
       if (this.#dirty || (exists === 0 && counts.size > 0)) {
         this.#dirty = false;
         await this.#rewrite(counts);

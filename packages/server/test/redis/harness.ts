@@ -74,9 +74,12 @@ export class RedisServer {
   readonly dir: string;
   child: ChildProcess | undefined;
   readonly log: string[] = [];
+  /** More `redis-server` arguments (TLS, ACL users); the plain `port` stays open for the test's own commands. */
+  readonly extraArgs: readonly string[];
 
-  private constructor(port: number) {
+  private constructor(port: number, extraArgs: readonly string[]) {
     this.port = port;
+    this.extraArgs = extraArgs;
     this.dir = mkdtempSync(join(tmpdir(), 'herald-redis-'));
   }
 
@@ -85,8 +88,8 @@ export class RedisServer {
   }
 
   /** Starts `redis-server` on a spare loopback port (no automatic persistence). */
-  static async start(): Promise<RedisServer> {
-    const server = new RedisServer(await freePort());
+  static async start(extraArgs: readonly string[] = []): Promise<RedisServer> {
+    const server = new RedisServer(await freePort(), extraArgs);
     await server.launch();
     return server;
   }
@@ -95,7 +98,7 @@ export class RedisServer {
   async launch(): Promise<void> {
     const child = spawn(
       'redis-server',
-      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', this.dir, '--dbfilename', 'dump.rdb', '--loglevel', 'warning'],
+      ['--port', String(this.port), '--bind', '127.0.0.1', '--save', '', '--appendonly', 'no', '--daemonize', 'no', '--dir', this.dir, '--dbfilename', 'dump.rdb', '--loglevel', 'warning', ...this.extraArgs],
       { stdio: ['ignore', 'pipe', 'pipe'] },
     );
     this.child = child;

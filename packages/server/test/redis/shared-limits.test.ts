@@ -10,18 +10,27 @@
  * Client addresses come from `X-Forwarded-For` (127.0.0.1 is a trusted
  * proxy), so each test has client IPs of its own.
  *
+ * The same on a Redis Cluster started here (three masters, three replicas):
+ * the keys one script touches share a hash tag, so one slot. And across
+ * the workers of `herald serve --workers 2 --engine redis` (each worker is
+ * a node in Redis).
+ *
  * Needs Redis at HERALD_TEST_REDIS_URL (default 127.0.0.1:6379) and
- * `redis-server` for a private one; skips loudly without them, fails under
- * HERALD_REQUIRE_SERVICES=1.
+ * `redis-server` / `redis-cli` for private ones; skips loudly without them,
+ * fails under HERALD_REQUIRE_SERVICES=1.
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { WebSocket } from 'ws';
 import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
 import { eventually } from '../helpers/herald-ws.ts';
 import { cleanupSpawned, deletePrefix, RedisServer, spawnRedisHerald, startRedisHerald, Tokens, uniquePrefix, type RedisHerald, type Target } from './harness.ts';
+import { RedisClusterFixture, redisClusterToolsAvailable } from './cluster-harness.ts';
+import { TestCluster } from '../cluster/harness.ts';
 
 const skip = missingService('Redis', await redisAvailable(REDIS_URL));
+const clusterSkip = missingService('redis-server and redis-cli (a local Redis Cluster)', await redisClusterToolsAvailable());
 
 let ipCounter = 0;
 /** A client address no other test uses (TEST-NET-3). */
@@ -171,7 +180,10 @@ describe('cluster-wide limits: two nodes on one Redis', { skip, timeout: 120000 
   test('a node that shuts down gives its connections back at once', async () => {
     const [a, b] = await pair({ scope: 'cluster', maxConnectionsPerIp: 2, clusterNodeTtlMs: 600000 });
     const ip = newIp();
-    for (let i = 0; i < 2; i++) assert.ok('ws' in (await wsFrom(b, ip)));
+    for (let i = 0; i < 2; i++) {
+      const answer = await wsFrom(b, ip);
+      assert.ok('ws' in answer, JSON.stringify(answer));
+    }
     assert.deepEqual(await wsFrom(a, ip), { status: 429, code: 'connection_limit' });
     await b.close();
     // The TTL is ten minutes: only the shutdown can have freed the places.
@@ -274,4 +286,97 @@ describe('cluster-wide limits while Redis is down', { skip, timeout: 120000 }, (
     assert.ok('ws' in answer);
     assert.deepEqual(await wsFrom(b, wsIp), { status: 429, code: 'connection_limit' });
   });
+});
+
+describe('cluster-wide limits on a Redis Cluster (3 masters + 3 replicas)', { skip: clusterSkip, timeout: 180000 }, () => {
+  const tokens = new Tokens();
+  const prefix = uniquePrefix('shared-limits-rc');
+  let cluster: RedisClusterFixture | undefined;
+  const nodes: RedisHerald[] = [];
+
+  before(async () => {
+    cluster = await RedisClusterFixture.start();
+    const options = {
+      redisUrl: 'redis://127.0.0.1:1',
+      prefix,
+      tokens,
+      ownEngine: true,
+      engine: { redisCluster: cluster.urls, redisCommandTimeoutMs: 1000 },
+      // Production mode needs an API key: one nobody uses (the requests here carry none).
+      overrides: overrides({ scope: 'cluster', maxConnectionsPerIp: 3, newConnectionsPerIpPerSecond: 100000 }, { rateLimitPerIp: 6, keys: [{ name: 'unused', sha256: 'a'.repeat(64), scopes: ['read'] }] }),
+    };
+    nodes.push(await startRedisHerald('A', options), await startRedisHerald('B', options));
+  });
+  after(async () => {
+    await Promise.all(open.splice(0).map(closeWs));
+    for (const node of nodes) await node.close();
+    await cluster?.close();
+  });
+
+  test('the API limit per IP and the connection cap per IP hold over both nodes (the keys of one script share a slot)', async () => {
+    const [a, b] = nodes as [RedisHerald, RedisHerald];
+    const ip = newIp();
+    const statuses: number[] = [];
+    for (let i = 0; i < 12; i++) statuses.push(await apiFrom(i % 2 === 0 ? a : b, ip, 'info', {}, null));
+    assert.deepEqual(statuses, [...Array(6).fill(401), ...Array(6).fill(429)], statuses.join(','));
+
+    const wsIp = newIp();
+    const held: WebSocket[] = [];
+    for (const node of [a, b, a]) {
+      const answer = await wsFrom(node, wsIp);
+      assert.ok('ws' in answer, JSON.stringify(answer));
+      held.push(answer.ws);
+    }
+    assert.deepEqual(await wsFrom(b, wsIp), { status: 429, code: 'connection_limit' });
+    await closeWs(held[1]!);
+    const again = await eventually(async () => {
+      const answer = await wsFrom(a, wsIp);
+      return 'ws' in answer ? answer : undefined;
+    }, 'the place freed on B to be usable on A');
+    assert.ok('ws' in again);
+    assert.deepEqual(await wsFrom(b, wsIp), { status: 429, code: 'connection_limit' });
+  });
+});
+
+describe('cluster-wide limits across the workers of `herald serve --workers 2 --engine redis`', { skip, timeout: 180000 }, () => {
+  const prefix = uniquePrefix('shared-limits-workers');
+  const machines: TestCluster[] = [];
+  after(async () => {
+    for (const machine of machines) await machine.stop();
+    await deletePrefix(REDIS_URL, prefix);
+  });
+
+  /** 20 API calls, each on a new TCP connection (the primary hands connections to the workers in turn): how many were accepted. */
+  async function acceptedOf20(machine: TestCluster): Promise<number> {
+    let accepted = 0;
+    for (let i = 0; i < 20; i++) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const request = httpRequest(
+          { host: '127.0.0.1', port: machine.port, path: '/api/info', method: 'POST', agent: false, headers: { 'content-type': 'application/json', authorization: `Bearer ${machine.apiKey}` } },
+          (response) => {
+            response.resume();
+            response.on('end', () => resolve(response.statusCode ?? 0));
+          },
+        );
+        request.on('error', reject);
+        request.end('{}');
+      });
+      assert.ok(status === 200 || status === 429, String(status));
+      if (status === 200) accepted += 1;
+    }
+    return accepted;
+  }
+
+  for (const scope of ['cluster', 'node'] as const) {
+    test(`per key 10 a minute, scope "${scope}": ${scope === 'cluster' ? 'exactly 10 of 20 over both workers' : 'each worker counts by itself (more than 10)'}`, async () => {
+      const machine = await TestCluster.start({
+        workers: 2,
+        config: { engine: { type: 'redis', redisUrl: REDIS_URL, redisPrefix: `${prefix}-${scope}` }, api: { rateLimitPerKey: 10 }, limits: { scope } },
+      });
+      machines.push(machine);
+      const accepted = await acceptedOf20(machine);
+      if (scope === 'cluster') assert.equal(accepted, 10);
+      else assert.ok(accepted > 10, `${accepted} accepted: the connections reached one worker only`);
+    });
+  }
 });
