@@ -1,6 +1,6 @@
 /** Small shared pieces: a status line, a confirming button, a one-time secret. */
 import type { ComponentChildren } from 'preact';
-import { useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 
 export interface Status {
   readonly kind: 'ok' | 'error' | 'busy';
@@ -22,9 +22,17 @@ export function StatusLine({ status }: { status: Status | null }) {
  */
 export function ConfirmButton(props: { label: string; question: string; onConfirm: () => void | Promise<void>; disabled?: boolean; danger?: boolean; name?: string }) {
   const [asking, setAsking] = useState(false);
+  const yes = useRef<HTMLButtonElement>(null);
+  const first = useRef<HTMLButtonElement>(null);
+  const answered = useRef(false);
+  // Focus moves to "Yes" when asked, and back to the button after Cancel.
+  useEffect(() => {
+    if (asking) yes.current?.focus();
+    else if (answered.current) first.current?.focus();
+  }, [asking]);
   if (!asking) {
     return (
-      <button type="button" class={props.danger === true ? 'danger' : ''} data-action={props.name} disabled={props.disabled} onClick={() => setAsking(true)}>
+      <button type="button" ref={first} class={props.danger === true ? 'danger' : ''} data-action={props.name} disabled={props.disabled} onClick={() => setAsking(true)}>
         {props.label}
       </button>
     );
@@ -36,15 +44,22 @@ export function ConfirmButton(props: { label: string; question: string; onConfir
         type="button"
         class="danger"
         data-action={props.name === undefined ? undefined : `${props.name}-confirm`}
-        ref={(element) => element?.focus()}
+        ref={yes}
         onClick={() => {
+          answered.current = true;
           setAsking(false);
           void props.onConfirm();
         }}
       >
         Yes, {props.label.toLowerCase()}
       </button>
-      <button type="button" onClick={() => setAsking(false)}>
+      <button
+        type="button"
+        onClick={() => {
+          answered.current = true;
+          setAsking(false);
+        }}
+      >
         Cancel
       </button>
     </span>

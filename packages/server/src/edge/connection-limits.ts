@@ -115,7 +115,7 @@ export class ConnectionLimiter {
       // The place is held while Redis answers, so this node's total cap stays exact.
       this.#open.set(key, open + 1);
       this.#total += 1;
-      return this.#admitShared(shared, key, recent, open);
+      return this.#admitShared(shared, key, recent);
     }
     const refusal = this.#judgeLocally(recent, open);
     if (refusal !== undefined) return refusal;
@@ -130,15 +130,15 @@ export class ConnectionLimiter {
     return undefined;
   }
 
-  async #admitShared(shared: SharedConnectionCounts, key: string, recent: number, open: number): Promise<Place | Refusal> {
+  async #admitShared(shared: SharedConnectionCounts, key: string, recent: number): Promise<Place | Refusal> {
     const verdict = await shared.admit(key);
     if (verdict === 'admitted') return new SharedPlace(this, key, 0);
     // Not counted in Redis: given back here only.
     this.#giveBack(key);
     if (verdict === 'too_many_requests') return { refused: 'too_many_requests', retryAfterSeconds: 1 };
     if (verdict === 'connection_limit') return { refused: 'connection_limit' };
-    // Redis unreachable: this node's own counts decide.
-    const refusal = this.#judgeLocally(recent, open);
+    // Redis unreachable: this node's own counts decide (as they are now: others came and went meanwhile).
+    const refusal = this.#judgeLocally(recent, this.#open.get(key) ?? 0);
     if (refusal !== undefined) return refusal;
     this.#open.set(key, (this.#open.get(key) ?? 0) + 1);
     this.#total += 1;

@@ -158,6 +158,9 @@ describe('packed packages installed into an empty directory', { timeout: 600000 
     const server = await listTarball(tarballs.get('server')!);
     assert.ok(server.includes('package/bin/herald.js'), 'the server ships its binary');
     assert.ok(server.includes('package/config.schema.json'), 'the server ships the JSON Schema of config files');
+    assert.ok(server.includes('package/console-dist/index.html'), 'the server ships the built console');
+    assert.ok(server.some((f) => /^package\/console-dist\/assets\/main-[A-Z0-9]+\.js$/.test(f)), 'the console bundle');
+    assert.ok(server.some((f) => /^package\/console-dist\/assets\/main-[A-Z0-9]+\.css$/.test(f)), 'the console stylesheet');
   });
 
   test('`npx herald serve` starts from the installed package on Node 24 (development mode, no chat demo)', async () => {
