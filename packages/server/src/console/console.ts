@@ -17,6 +17,7 @@ import type { AdminStore } from './admin-store.ts';
 import { createAuditLog } from './audit-log.ts';
 import type { ConsoleContext } from './console-guard.ts';
 import { registerConsoleAuthRoutes } from './console-auth-routes.ts';
+import { registerConsoleStatic } from './console-static.ts';
 import { LoginLimiter } from './login-limiter.ts';
 import { PasswordHasher } from './passwords.ts';
 import { ConsoleSessions, sessionPolicy } from './sessions.ts';
@@ -79,7 +80,8 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
     if (isConsolePath(c.basePath, request.url)) reply.header('cache-control', 'no-store');
   });
   registerConsoleAuthRoutes(app, ctx);
-  // The console API (console-api.ts) and the static app (console-static.ts) register here, with the same context.
+  registerConsoleStatic(app, { basePath: c.basePath, warn: (message) => logger.warn(message) });
+  // The console API (console-api.ts) registers here, with the same context.
   // The stand-in hash for unknown names, made now so that no sign-in pays for it.
   hasher.warm().catch((error: unknown) => logger.error({ err: error }, 'console password hashing unavailable'));
   const sweepPolicy = {
