@@ -128,7 +128,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore, redisTls } = checks.prepared;
+  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } = checks.prepared;
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
@@ -193,7 +193,18 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
   const debugActions = process.env['HERALD_TEST_DEBUG_ACTIONS'] === '1';
-  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger, health, debugActions, probe, clusterMetrics: options.clusterMetrics });
+  const admin = await createAdminApp({
+    config,
+    node,
+    metrics: metrics.registry,
+    logger,
+    health,
+    debugActions,
+    probe,
+    clusterMetrics: options.clusterMetrics,
+    tls: adminTls,
+    consoleStore: consoleEnabled ? engine.adminStore : undefined,
+  });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     probe?.close();
@@ -220,7 +231,14 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const address = app.server.address() as AddressInfo;
   const adminAddress = admin.server.address() as AddressInfo;
   logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
-  logger.info({ host: config.admin.host, port: adminAddress.port }, 'internal listener (metrics, health)');
+  logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health, console)');
+  if (consoleEnabled) {
+    const at = `${adminTls === undefined ? 'http' : 'https'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminAddress.port}${config.admin.console.basePath}/`;
+    logger.info({ url: config.admin.console.origin === undefined ? at : config.admin.console.origin + config.admin.console.basePath + '/' }, 'admin console');
+    if (config.mode === 'development' && (await engine.adminStore.listAdmins()).length === 0) {
+      logger.info({}, `admin console: no admin yet; create the first (an owner) with \`herald admin create NAME --role owner${config.engine.type === 'sqlite' ? '' : ' --config FILE'}\`, then sign in at ${at}`);
+    }
+  }
 
   let closing: Promise<boolean> | undefined;
   const shutdown = (drainTimeoutMs = config.shutdown.drainTimeoutMs): Promise<boolean> => {

@@ -174,7 +174,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     },
     async (request, reply) => {
       const key = presentedKey(request.headers);
-      const principal = key === undefined ? null : apiKeys.verify(key);
+      const principal = key === undefined ? null : apiKeys.verify(key, request.raw.socket);
       if (principal === null) return sendApiError(reply, 'unauthorized');
       let wait = limits.byKey(principal.name);
       if (typeof wait === 'object') wait = await wait;

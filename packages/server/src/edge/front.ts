@@ -78,7 +78,8 @@ interface Route {
 type RequestListener = (request: IncomingMessage, response: ServerResponse) => void;
 
 export class Front {
-  readonly #routes = new Map<string, Route>();
+  /** Routes by method, then by path (no string built per request to look one up). */
+  readonly #routes = new Map<string, Map<string, Route>>();
   readonly #options: FrontOptions;
   /** Set when fastify starts closing: its own answer (503) then applies. */
   #closing = false;
@@ -95,7 +96,9 @@ export class Front {
   route(method: 'GET' | 'POST', path: string, handler: FrontHandler, accepts?: (request: IncomingMessage) => boolean): void {
     const { securityHeaders, apiSecurityHeaders } = this.#options;
     const security = Object.entries(isApiPath(path) ? (apiSecurityHeaders ?? securityHeaders) : securityHeaders).flat();
-    this.#routes.set(method + ' ' + path, { handler, accepts, security, plain: [...security, 'vary', 'Origin'] });
+    let paths = this.#routes.get(method);
+    if (paths === undefined) this.#routes.set(method, (paths = new Map()));
+    paths.set(path, { handler, accepts, security, plain: [...security, 'vary', 'Origin'] });
   }
 
   /** Puts the front before `app`'s request listener (fastify's). */
@@ -118,7 +121,9 @@ export class Front {
     if (this.#closing) return false;
     const url = request.url ?? '';
     const mark = url.indexOf('?');
-    const route = this.#routes.get(request.method + ' ' + (mark === -1 ? url : url.slice(0, mark)));
+    const paths = this.#routes.get(request.method ?? '');
+    if (paths === undefined) return false;
+    const route = paths.get(mark === -1 ? url : url.slice(0, mark));
     if (route === undefined || (route.accepts !== undefined && !route.accepts(request))) return false;
     const headers = this.#headers(route, request, response);
     if (headers !== undefined) this.#run(route.handler, request, response, { headers, query: mark === -1 ? '' : url.slice(mark + 1) });
@@ -135,7 +140,7 @@ export class Front {
       method,
       url: path,
       handler: (request, reply) => {
-        const route = this.#routes.get(method + ' ' + path);
+        const route = this.#routes.get(method)?.get(path);
         if (route === undefined) return reply.callNotFound();
         // The headers fastify's hooks put on the reply (security, CORS) go with the hijacked answer.
         const headers: string[] = [];
