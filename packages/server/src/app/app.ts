@@ -14,7 +14,8 @@ import { watchKeyStore } from '../auth/key-store.ts';
 import { DeliveryProbe } from '../broker/delivery-probe.ts';
 import { Node } from '../core/node.ts';
 import { join } from 'node:path';
-import { createMetrics } from '../observability/metrics.ts';
+import { createMetrics, type LiveTotals } from '../observability/metrics.ts';
+import { hostname } from 'node:os';
 import { defaultLiveHeapMiB, Watchdog, type ProcessSample, type WatchdogThreshold } from '../observability/watchdog.ts';
 import type { NotReadyReason } from './health.ts';
 import { createLogger } from '../observability/pino-logger.ts';
@@ -65,7 +66,11 @@ export interface StartOptions {
   readonly onWatchdog?: (over: readonly WatchdogThreshold[], sample: ProcessSample) => void;
   /** Cluster mode: the delivery probe failed (its reason) or passes again (undefined); the worker tells the primary. */
   readonly onDeliveryProbe?: (failure: string | undefined) => void;
+  /** Cluster mode: this worker's id in its primary (shown per node in the console's overview). */
+  readonly worker?: number | undefined;
 }
+
+const NO_TOTALS: LiveTotals = { connections: { websocket: 0, sse: 0, longPoll: 0 }, subscriptions: 0, publications: 0, deliveries: 0 };
 
 /** Builds the engine named by the config; Redis clients are opened here. */
 async function openEngine(config: Config, logger: PinoLogger, redisTls: RedisTls | undefined): Promise<Engine> {
@@ -169,6 +174,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
             options.onDeliveryProbe?.(failure);
           },
         });
+  // The metrics exporter is made from the node; the node's snapshots read its totals.
+  let totals: (() => LiveTotals) | undefined;
+  const host = hostname();
   const node = new Node({
     config,
     broker: probe?.broker ?? engine.broker,
@@ -179,10 +187,12 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     id: engine.nodeId,
     health: engine.health,
     processStats: () => ({ ...watchdog.sample, over: watchdog.over() }),
+    liveStats: () => ({ worker: options.worker, host, ...(totals?.() ?? NO_TOTALS) }),
     logger,
     version,
   });
   const metrics = createMetrics(node, watchdog);
+  totals = metrics.totals;
   probe?.start();
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
   const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits });

@@ -79,6 +79,8 @@ export class ApiKeyVerifier {
   #fromSource: HeldKey[] = [];
   /** Base64 SHA-256 of a presented key → the key it matched; the oldest entry leaves first. */
   readonly #verified = new Map<string, HeldKey>();
+  /** Key name → its last successful use (epoch ms) since the last `takeUses`: memory only, no store write per request. */
+  #uses = new Map<string, number>();
 
   constructor(keys: readonly ApiKeyConfig[], options: ApiKeyVerifierOptions = {}) {
     this.#fixed = hold(keys);
@@ -115,7 +117,10 @@ export class ApiKeyVerifier {
     const now = this.#now();
     const remembered = this.#verified.get(digest);
     if (remembered !== undefined) {
-      if (now < remembered.notAfter) return remembered.principal;
+      if (now < remembered.notAfter) {
+        this.#uses.set(remembered.principal.name, now);
+        return remembered.principal;
+      }
       this.#verified.delete(digest);
     }
     const presentedHash = Buffer.from(digest, 'base64');
@@ -130,7 +135,20 @@ export class ApiKeyVerifier {
     if (found === undefined) return null;
     if (this.#verified.size >= CACHE_SIZE) this.#verified.delete(this.#verified.keys().next().value!);
     this.#verified.set(digest, found);
+    this.#uses.set(found.principal.name, now);
     return found.principal;
+  }
+
+  /** The keys used since the last call, each with its last use (console/key-usage.ts reports them). */
+  takeUses(): Map<string, number> {
+    const uses = this.#uses;
+    this.#uses = new Map();
+    return uses;
+  }
+
+  /** A key's last use not yet taken by `takeUses`. */
+  pendingUse(name: string): number | undefined {
+    return this.#uses.get(name);
   }
 }
 

@@ -82,6 +82,8 @@ export const MIGRATIONS: readonly string[] = [
      not_after TEXT
    ) WITHOUT ROWID;
    CREATE TABLE herald_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
+  // 7: the public prefix of an API key (the console's key list; null for keys made before).
+  `ALTER TABLE api_keys ADD COLUMN prefix TEXT;`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */

@@ -363,6 +363,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     const client = node.createClient(transport);
     client.onClosed(() => admission.place.release());
     client.fallbackToken = admission.fallbackToken;
+    client.address = admission.address ?? request.socket.remoteAddress ?? '';
     transport.onIdle = () => client.disconnect('session_expired');
     const token = body.token ?? bearer(request.headers.authorization);
     const batch = body.batch === true || (query !== '' && announcesBatch(new URLSearchParams(query).get('batch') ?? undefined));
