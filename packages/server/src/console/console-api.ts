@@ -278,7 +278,7 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
 
   app.post(`${base}/users/:user/disconnect`, { preHandler: requireRole('operator') }, async (request, reply) => {
     let user: string;
-    let reconnect = false;
+    let reconnect: boolean;
     try {
       user = text(params(request)['user'], 'user', { required: true })!;
       const body = bodyObject(request.body);
