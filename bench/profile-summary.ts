@@ -11,7 +11,8 @@
  * of each measured phase. Packages are `node_modules` packages by name,
  * Herald's own sources as `herald:<package>/<folder>`, Node's internals as
  * `node:<module>`, and V8's pseudo-frames as they are named
- * (`(garbage collector)`, `(program)`, `(idle)`).
+ * (`(garbage collector)`, `(program)`, `(idle)`). The last table gives
+ * each function's inclusive time (itself and what it called).
  */
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
@@ -48,6 +49,10 @@ export function packageOf(frame: CallFrame): string {
   return url;
 }
 
+function functionKey(frame: CallFrame): string {
+  return `${frame.functionName || '(anonymous)'} ${packageOf(frame)}${frame.url === '' ? '' : `:${String(frame.lineNumber + 1)}`}`;
+}
+
 function main(): void {
   const { values, positionals } = parseArgs({
     allowPositionals: true,
@@ -68,6 +73,7 @@ function main(): void {
   const selfByPackage = new Map<string, number>();
   const selfByFunction = new Map<string, number>();
   const inclusive = new Map<string, number>();
+  const inclusiveByFunction = new Map<string, number>();
   const add = (map: Map<string, number>, key: string, us: number): void => {
     map.set(key, (map.get(key) ?? 0) + us);
   };
@@ -84,13 +90,20 @@ function main(): void {
     total += next;
     const pkg = packageOf(frame);
     add(selfByPackage, pkg, next);
-    add(selfByFunction, `${frame.functionName || '(anonymous)'} ${pkg}${frame.url === '' ? '' : `:${String(frame.lineNumber + 1)}`}`, next);
+    add(selfByFunction, functionKey(frame), next);
     const seen = new Set<string>();
+    const seenFunctions = new Set<string>();
     for (let id: number | undefined = node.id; id !== undefined; id = parent.get(id)) {
-      const p = packageOf(byId.get(id)?.callFrame ?? { functionName: '', url: '', lineNumber: 0 });
+      const callFrame = byId.get(id)?.callFrame ?? { functionName: '', url: '', lineNumber: 0 };
+      const p = packageOf(callFrame);
       if (!seen.has(p)) {
         seen.add(p);
         add(inclusive, p, next);
+      }
+      const f = functionKey(callFrame);
+      if (!seenFunctions.has(f)) {
+        seenFunctions.add(f);
+        add(inclusiveByFunction, f, next);
       }
     }
   }
@@ -107,6 +120,8 @@ function main(): void {
       table('inclusive time by package (on the stack)', inclusive),
       '',
       table('self time by function', selfByFunction),
+      '',
+      table('inclusive time by function (on the stack)', inclusiveByFunction),
     ].join('\n'),
   );
 }

@@ -4,9 +4,11 @@
  * requests in flight over keep-alive connections, 100-byte messages.
  * Targets, all in one run, in alternating order over the rounds:
  *
- * - `herald`: `herald serve` (production mode, the bench namespace with
- *   history 300 and default presence, API keys on, rate limits on but
+ * - `herald`: `herald serve` (production mode, the default engine (sqlite,
+ *   its state file in a fresh temporary directory), the bench namespace
+ *   with history 300 and default presence, API keys on, rate limits on but
  *   raised), one publication per `POST /api/publish`;
+ * - `herald-memory`: `herald` on the memory engine (no state file);
  * - `herald-broadcast`: `POST /api/broadcast` to `--batch` channels at once;
  * - `herald-batch`: `POST /api/batch` with `--batch` publishes;
  * - `herald-idempotent`: `herald` with an `idempotency_key` on every publish
@@ -15,9 +17,11 @@
  *   `JSON.parse`, `ws.send` to the channel's subscribers);
  * - `nchan`: nginx + Nchan (bench/nchan.ts), the reference;
  * - `herald-variant`: `herald` again, with `--variant-env` added to its
- *   environment and `--variant-config` merged into its config: an A/B
- *   comparison of one build in one run (`--config` is merged into every
- *   Herald target's config, e.g. the redis engine for both).
+ *   environment, `--variant-config` merged into its config, or run
+ *   from another checkout (`--variant-root`, which has its own `npm ci`):
+ *   an A/B comparison of one build under two settings, or of two builds,
+ *   in one run (`--config` is merged into every Herald target's config,
+ *   e.g. the redis engine for both).
  *
  * The server runs pinned to one core (`--server-cpu`, taskset), this process
  * (subscribers and publishers) to the other (`--loader-cpu`). Per target:
@@ -25,17 +29,17 @@
  * channels, publish `--warmup` publications, then measure `--publications`
  * publications (channel = publication number modulo channels): from the
  * first request until every answer and every delivery arrived. It prints
- * publications/s, server CPU per publication (utime + stime from
+ * publications/s, server CPU per publication (utime + stime, and stime, the kernel's part, alone, from
  * /proc/<pid>/stat; Nchan's worker process), the ratio of both to the raw
  * baseline of the same round, and the loader's own CPU per publication
  * (when it nears the server's, the loader is the bound).
  *
  *   node bench/publish.ts [--quick] [--channels=10000] [--publications=40000]
  *     [--warmup=4000] [--in-flight=32] [--batch=100] [--rounds=2]
- *     [--targets=herald,herald-broadcast,herald-batch,raw,nchan]
+ *     [--targets=herald,herald-memory,herald-broadcast,herald-batch,raw,nchan]
  *     [--server-cpu=0] [--loader-cpu=1]
  *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--json=FILE]
- *     [--targets=herald,herald-variant --variant-env=NAME=VALUE,…]
+ *     [--targets=herald,herald-variant --variant-env=NAME=VALUE,… --variant-root=DIR]
  *     [--config=JSON] [--variant-config=JSON]
  *
  * `--quick`: 2000 channels, 10 000 publications, one round. With
@@ -62,12 +66,12 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** Makes `herald-idempotent`'s keys new in every run and round. */
 const RUN_ID = randomBytes(6).toString('base64url');
 
-const TARGETS = ['herald', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant', 'herald-idempotent'] as const;
+const TARGETS = ['herald', 'herald-memory', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant', 'herald-idempotent'] as const;
 type Target = (typeof TARGETS)[number];
-type ServerKind = 'herald' | 'raw' | 'nchan' | 'herald-variant';
+type ServerKind = 'herald' | 'herald-memory' | 'raw' | 'nchan' | 'herald-variant';
 
 function kindOf(target: Target): ServerKind {
-  return target === 'raw' || target === 'nchan' || target === 'herald-variant' ? target : 'herald';
+  return target === 'raw' || target === 'nchan' || target === 'herald-variant' || target === 'herald-memory' ? target : 'herald';
 }
 
 interface Options {
@@ -83,6 +87,8 @@ interface Options {
   serverNodeArgs: string[];
   /** Extra environment of the `herald-variant` target (an A/B comparison of one build under two settings). */
   variantEnv: Record<string, string>;
+  /** The checkout `herald-variant` runs from (an A/B comparison of two builds); this one by default. */
+  variantRoot: string;
   /** Merged into the config of every Herald target (`--config`, JSON). */
   config: Record<string, unknown>;
   /** Merged into the config of `herald-variant` after `config` (`--variant-config`, JSON). */
@@ -106,6 +112,7 @@ function parseOptions(): Options {
       'loader-cpu': { type: 'string', default: '1' },
       'server-node-args': { type: 'string', default: '' },
       'variant-env': { type: 'string', default: '' },
+      'variant-root': { type: 'string', default: ROOT },
       config: { type: 'string', default: '{}' },
       'variant-config': { type: 'string', default: '{}' },
       json: { type: 'string' },
@@ -133,6 +140,7 @@ function parseOptions(): Options {
         .filter(Boolean)
         .map((pair) => [pair.slice(0, pair.indexOf('=')), pair.slice(pair.indexOf('=') + 1)]),
     ),
+    variantRoot: values['variant-root'],
     config: JSON.parse(values.config) as Record<string, unknown>,
     variantConfig: JSON.parse(values['variant-config']) as Record<string, unknown>,
     json: values.json,
@@ -160,9 +168,21 @@ try {
 
 /** utime + stime of a process in microseconds (/proc/<pid>/stat, all threads). */
 function cpuUs(pid: number): number {
+  return systemCpuUs(pid) + userCpuUs(pid);
+}
+
+function statFields(pid: number): string[] {
   const stat = readFileSync(`/proc/${String(pid)}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  return ((Number(fields[11]) + Number(fields[12])) / clockTicks) * 1e6;
+  return stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+}
+
+function userCpuUs(pid: number): number {
+  return (Number(statFields(pid)[11]) / clockTicks) * 1e6;
+}
+
+/** stime: in the kernel (socket writes and reads, and the loopback's packet processing charged to it). */
+function systemCpuUs(pid: number): number {
+  return (Number(statFields(pid)[12]) / clockTicks) * 1e6;
 }
 
 function selfCpuUs(): number {
@@ -212,7 +232,7 @@ function merge(base: Record<string, unknown>, extra: Record<string, unknown>): R
   return out;
 }
 
-async function startNodeServer(kind: 'herald' | 'herald-variant' | 'raw', options: Options): Promise<Server> {
+async function startNodeServer(kind: Exclude<ServerKind, 'nchan'>, options: Options): Promise<Server> {
   let args: string[];
   let env: NodeJS.ProcessEnv = process.env;
   let cleanup = (): void => {};
@@ -222,10 +242,14 @@ async function startNodeServer(kind: 'herald' | 'herald-variant' | 'raw', option
   } else {
     const dir = mkdtempSync(join(tmpdir(), 'herald-bench-publish-'));
     const configFile = join(dir, 'herald.json');
-    const config = merge(merge(heraldBenchConfig(), options.config), kind === 'herald-variant' ? options.variantConfig : {});
+    // The bench configuration names the memory engine (the engine of the earlier numbers); `herald` runs the default.
+    const engine = kind === 'herald-memory' ? { type: 'memory' } : { type: 'sqlite' };
+    const base = { ...heraldBenchConfig(), engine, stateDir: join(dir, 'state') };
+    const config = merge(merge(base, options.config), kind === 'herald-variant' ? options.variantConfig : {});
     writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     cleanup = () => rmSync(dir, { recursive: true, force: true });
-    args = [...SOURCE_NODE_ARGS, ...options.serverNodeArgs, join(ROOT, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile];
+    const root = kind === 'herald-variant' ? options.variantRoot : ROOT;
+    args = [...SOURCE_NODE_ARGS, ...options.serverNodeArgs, join(root, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile];
     env = { ...process.env, ...benchSecrets(apiKey), ...(kind === 'herald-variant' ? options.variantEnv : {}) };
   }
   const [command, argv] = taskset(options.serverCpu, process.execPath, args);
@@ -307,7 +331,7 @@ class Subscribers {
 
   #subscribe(server: Server, channel: string): Promise<WebSocket> {
     const url =
-      server.kind === 'herald' || server.kind === 'herald-variant'
+      server.kind === 'herald' || server.kind === 'herald-variant' || server.kind === 'herald-memory'
         ? `ws://127.0.0.1:${String(server.port)}/connection/websocket`
         : `ws://127.0.0.1:${String(server.port)}/sub/${server.kind === 'nchan' ? nchanChannelId(channel) : encodeURIComponent(channel)}`;
     return new Promise((resolve, reject) => {
@@ -373,6 +397,7 @@ function buildRequest(target: Target, first: number, count: number, channels: nu
   const payload = makePayload(first, nowUs());
   switch (target) {
     case 'herald':
+    case 'herald-memory':
     case 'herald-variant':
     case 'raw':
       return { path: target === 'raw' ? '/publish' : '/api/publish', body: `{"channel":"${channelName(first % channels)}","data":${payload}}` };
@@ -397,6 +422,8 @@ interface Phase {
   readonly publications: number;
   readonly seconds: number;
   readonly serverCpuUs: number;
+  /** The kernel's part of serverCpuUs (stime). */
+  readonly serverSystemUs: number;
   readonly loaderCpuUs: number;
   readonly errors: number;
   readonly firstError: string | undefined;
@@ -425,6 +452,7 @@ async function publishPhase(
   const end = first + publications;
   const fromUs = nowUs();
   const cpu0 = cpuUs(server.pid);
+  const system0 = systemCpuUs(server.pid);
   const self0 = selfCpuUs();
   const began = performance.now();
   await Promise.all(
@@ -448,11 +476,13 @@ async function publishPhase(
   while (subscribers.delivered < expected && performance.now() < deadline) await sleep(2);
   const seconds = (performance.now() - began) / 1000;
   const serverCpuUs = cpuUs(server.pid) - cpu0;
+  const serverSystemUs = systemCpuUs(server.pid) - system0;
   const loaderCpuUs = selfCpuUs() - self0;
   return {
     publications,
     seconds,
     serverCpuUs,
+    serverSystemUs,
     loaderCpuUs,
     errors,
     firstError,
@@ -492,7 +522,7 @@ async function runServer(kind: ServerKind, targets: Target[], round: number, opt
       results.push(result);
       log(
         `  ${target} round ${String(round)}: ${(phase.publications / phase.seconds).toFixed(0)} pub/s, server ` +
-          `${(phase.serverCpuUs / phase.publications).toFixed(1)} µs/pub, loader ${(phase.loaderCpuUs / phase.publications).toFixed(1)} µs/pub` +
+          `${(phase.serverCpuUs / phase.publications).toFixed(1)} µs/pub (system ${(phase.serverSystemUs / phase.publications).toFixed(1)}), loader ${(phase.loaderCpuUs / phase.publications).toFixed(1)} µs/pub` +
           `${phase.errors > 0 ? `, ${String(phase.errors)} errors (${phase.firstError ?? ''})` : ''}${phase.missing > 0 ? `, ${String(phase.missing)} deliveries missing` : ''}` +
           `; window ${String(phase.fromUs)}-${String(phase.toUs)}`,
       );
@@ -517,21 +547,21 @@ function median(values: number[]): number {
 function report(results: Result[], options: Options): string {
   const rawOf = (round: number): Result | undefined => results.find((r) => r.target === 'raw' && r.round === round);
   const lines = [
-    '| target | round | publications/s | server CPU µs/pub | CPU × raw | pub/s × raw | loader CPU µs/pub | errors | missing |',
-    '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
+    '| target | round | publications/s | server CPU µs/pub | of it system | CPU × raw | pub/s × raw | loader CPU µs/pub | errors | missing |',
+    '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
   ];
   for (const r of results) {
     const raw = rawOf(r.round);
     const cpu = r.serverCpuUs / r.publications;
     const rate = r.publications / r.seconds;
     lines.push(
-      `| ${r.target} | ${String(r.round)} | ${rate.toFixed(0)} | ${cpu.toFixed(1)} | ` +
+      `| ${r.target} | ${String(r.round)} | ${rate.toFixed(0)} | ${cpu.toFixed(1)} | ${(r.serverSystemUs / r.publications).toFixed(1)} | ` +
         `${raw === undefined ? '—' : (cpu / (raw.serverCpuUs / raw.publications)).toFixed(2)} | ` +
         `${raw === undefined ? '—' : (rate / (raw.publications / raw.seconds)).toFixed(2)} | ` +
         `${(r.loaderCpuUs / r.publications).toFixed(1)} | ${String(r.errors)} | ${String(r.missing)} |`,
     );
   }
-  lines.push('', 'Median over the rounds:', '', '| target | publications/s | server CPU µs/pub | CPU × raw | pub/s × raw |', '|---|---:|---:|---:|---:|');
+  lines.push('', 'Median over the rounds:', '', '| target | publications/s | server CPU µs/pub | of it system | CPU × raw | pub/s × raw |', '|---|---:|---:|---:|---:|---:|');
   const rawRuns = results.filter((r) => r.target === 'raw');
   const rawCpu = median(rawRuns.map((r) => r.serverCpuUs / r.publications));
   const rawRate = median(rawRuns.map((r) => r.publications / r.seconds));
@@ -539,9 +569,10 @@ function report(results: Result[], options: Options): string {
     const runs = results.filter((r) => r.target === target);
     if (runs.length === 0) continue;
     const cpu = median(runs.map((r) => r.serverCpuUs / r.publications));
+    const system = median(runs.map((r) => r.serverSystemUs / r.publications));
     const rate = median(runs.map((r) => r.publications / r.seconds));
     lines.push(
-      `| ${target} | ${rate.toFixed(0)} | ${cpu.toFixed(1)} | ${rawRuns.length === 0 ? '—' : (cpu / rawCpu).toFixed(2)} | ${rawRuns.length === 0 ? '—' : (rate / rawRate).toFixed(2)} |`,
+      `| ${target} | ${rate.toFixed(0)} | ${cpu.toFixed(1)} | ${system.toFixed(1)} | ${rawRuns.length === 0 ? '—' : (cpu / rawCpu).toFixed(2)} | ${rawRuns.length === 0 ? '—' : (rate / rawRate).toFixed(2)} |`,
     );
   }
   return lines.join('\n');

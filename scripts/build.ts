@@ -7,9 +7,14 @@
  * the bundle sizes, raw and gzipped (the numbers in the README). Writes the
  * config file's JSON Schema into the server package
  * (`herald/config.schema.json`, the file a config's `"$schema"` names).
+ * Bundles the admin console (packages/console: Preact, uPlot) into the
+ * server package's `console-dist/`: `index.html` and `assets/` with hashed
+ * names, no inline script or style (the console's CSP has no
+ * `unsafe-inline`), served by packages/server/src/console/console-static.ts.
  */
 import { execFileSync } from 'node:child_process';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { basename } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
@@ -42,4 +47,53 @@ for (const name of ['herald-client.js', 'herald-client.global.js']) {
   const text = readFileSync(`${client}dist/${name}`);
   const gzipped = gzipSync(text, { level: 9 }).length;
   process.stdout.write(`packages/client/dist/${name}: ${text.length} bytes minified, ${gzipped} bytes gzipped (${(gzipped / 1024).toFixed(1)} KiB)\n`);
+}
+
+// The admin console: one ESM bundle and one stylesheet with content hashes, named by index.html.
+const consoleDist = `${root}packages/server/console-dist/`;
+rmSync(consoleDist, { recursive: true, force: true });
+mkdirSync(`${consoleDist}assets`, { recursive: true });
+const consoleBuild = await esbuild.build({
+  entryPoints: [`${root}packages/console/src/main.tsx`],
+  bundle: true,
+  platform: 'browser',
+  target: 'es2022',
+  format: 'esm',
+  minify: true,
+  legalComments: 'none',
+  jsx: 'automatic',
+  jsxImportSource: 'preact',
+  outdir: `${consoleDist}assets`,
+  entryNames: '[name]-[hash]',
+  assetNames: '[name]-[hash]',
+  metafile: true,
+  logLevel: 'warning',
+});
+const consoleOutputs = Object.entries(consoleBuild.metafile.outputs);
+const consoleScript = consoleOutputs.find(([, output]) => output.entryPoint !== undefined)?.[0];
+const consoleStyle = consoleOutputs.find(([name]) => name.endsWith('.css'))?.[0];
+if (consoleScript === undefined || consoleStyle === undefined) throw new Error('console build: no script or stylesheet in the output');
+writeFileSync(
+  `${consoleDist}index.html`,
+  `<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="referrer" content="no-referrer">
+<title>Herald console</title>
+<link rel="icon" href="data:,">
+<link rel="stylesheet" href="assets/${basename(consoleStyle)}">
+<script type="module" src="assets/${basename(consoleScript)}"></script>
+</head>
+<body>
+<div id="app"></div>
+<noscript>The Herald console needs JavaScript.</noscript>
+</body>
+</html>
+`,
+);
+for (const [name, output] of consoleOutputs) {
+  const gzipped = gzipSync(readFileSync(`${root}${name}`), { level: 9 }).length;
+  process.stdout.write(`${name}: ${output.bytes} bytes minified, ${gzipped} bytes gzipped\n`);
 }

@@ -25,6 +25,7 @@ export interface ApiErrorEntry {
 
 export const apiErrors = {
   bad_request: { status: 400, message: 'request body does not match the method schema' },
+  invalid_input: { status: 400, message: 'a field of the request is invalid' },
   invalid_json: { status: 400, message: 'request body is not valid JSON' },
   invalid_utf8: { status: 400, message: 'request body is not valid UTF-8' },
   json_too_deep: { status: 400, message: 'request body nests arrays and objects deeper than the limit' },
@@ -33,7 +34,10 @@ export const apiErrors = {
   not_available: { status: 400, message: 'feature is not enabled for this namespace' },
   unauthorized: { status: 401, message: 'missing or invalid credentials' },
   token_expired: { status: 401, message: 'connection token expired' },
-  forbidden: { status: 403, message: 'API key lacks the scope for this method' },
+  unauthenticated: { status: 401, message: 'sign in first: no valid console session' },
+  login_failed: { status: 401, message: 'wrong name or password' },
+  forbidden: { status: 403, message: 'the credentials lack the scope or role for this request' },
+  csrf_failed: { status: 403, message: 'request refused: foreign origin or missing CSRF token' },
   anonymous_not_allowed: { status: 403, message: 'anonymous access is not allowed in this namespace: connect with a token' },
   subscription_token_required: { status: 403, message: 'a private channel needs a subscription token: subscribe by command after opening' },
   origin_not_allowed: { status: 403, message: 'origin not allowed' },
@@ -44,6 +48,7 @@ export const apiErrors = {
   unsupported_media_type: { status: 415, message: 'request body must be application/json' },
   too_many_requests: { status: 429, message: 'rate limit exceeded' },
   connection_limit: { status: 429, message: 'too many connections' },
+  login_locked: { status: 429, message: 'too many failed sign-ins: try again later' },
   internal: { status: 500, message: 'internal server error' },
   unavailable: { status: 503, message: 'server is shutting down or degraded' },
 } as const satisfies Record<string, ApiErrorEntry>;

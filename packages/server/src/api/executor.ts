@@ -56,7 +56,8 @@ export function createApiMethods(limits: ApiSchemaLimits, maxDataBytes: number) 
     return json;
   };
   return {
-    publish: method('publish', async (node, body) => {
+    // Not async: what it throws, ApiExecutor.run turns into the same rejection.
+    publish: method('publish', (node, body) => {
       if (!('data' in body)) throw new ApiError('bad_request', noData);
       const resolved = node.resolve(body.channel);
       return node.publish(resolved, serialize(body.data), undefined, 'api', body.idempotency_key);
@@ -165,21 +166,35 @@ export class ApiExecutor {
     return Object.keys(this.#methods);
   }
 
-  /** Runs a method. Throws ApiError; unexpected failures become `internal` (logged, never shown). */
-  async run(name: string, body: unknown, principal: ApiPrincipal): Promise<unknown> {
-    if (!Object.hasOwn(this.#methods, name)) throw new ApiError('not_found');
+  /**
+   * Runs a method. Rejects with ApiError (never throws); unexpected failures
+   * become `internal` (logged, never shown).
+   */
+  run(name: string, body: unknown, principal: ApiPrincipal): Promise<unknown> {
+    if (!Object.hasOwn(this.#methods, name)) return Promise.reject(new ApiError('not_found'));
     const spec = this.#methods[name]!;
-    if (!allows(principal, spec.scope)) throw new ApiError('forbidden');
+    if (!allows(principal, spec.scope)) return Promise.reject(new ApiError('forbidden'));
     const value = body ?? {};
     const check = this.#checks.get(name)!;
-    if (!check.Check(value)) throw new ApiError('bad_request', schemaDetail(check, value));
+    if (!check.Check(value)) return Promise.reject(new ApiError('bad_request', schemaDetail(check, value)));
+    // Not an async function: a publish costs one promise here, not an await per layer.
+    let result: unknown;
     try {
-      return await spec.run(this.#node, value as never);
+      result = spec.run(this.#node, value as never);
     } catch (error) {
-      const code = toApiCode(error);
-      if (code === 'internal') this.#node.logger.error({ err: error, method: name }, 'api method failed');
-      throw new ApiError(code, code === 'internal' ? undefined : toDetail(error));
+      return Promise.reject(this.#failure(error, name));
     }
+    if (!(result instanceof Promise)) return Promise.resolve(result);
+    return result.then(undefined, (error: unknown) => {
+      throw this.#failure(error, name);
+    });
+  }
+
+  /** The ApiError a method's failure answers. */
+  #failure(error: unknown, name: string): ApiError {
+    const code = toApiCode(error);
+    if (code === 'internal') this.#node.logger.error({ err: error, method: name }, 'api method failed');
+    return new ApiError(code, code === 'internal' ? undefined : toDetail(error));
   }
 }
 

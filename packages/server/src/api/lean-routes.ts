@@ -83,7 +83,7 @@ export function registerLeanRoutes(front: Front, options: LeanRoutesOptions): vo
         const body = await readBody(request, response, headers, options.body);
         if (body === undefined) return;
         const key = presentedKey(request.headers);
-        const principal = key === undefined ? null : apiKeys.verify(key);
+        const principal = key === undefined ? null : apiKeys.verify(key, request.socket);
         if (principal === null) return answerError(response, headers, 'unauthorized');
         let waitKey = limits.byKey(principal.name);
         if (typeof waitKey === 'object') waitKey = await waitKey;

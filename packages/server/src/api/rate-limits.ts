@@ -19,43 +19,8 @@
  * One instance serves both the fastify route and the lean path
  * (lean-routes.ts), so they count together.
  */
-import { createRequire } from 'node:module';
 import { normalizeIP } from '@fastify/rate-limit';
-import type { Cluster, Redis } from 'ioredis';
-
-/** What a store of @fastify/rate-limit answers for one hit. */
-export interface StoreEntry {
-  readonly current: number;
-  /** Milliseconds left in the window. */
-  readonly ttl: number;
-}
-
-/** The incr side of @fastify/rate-limit's stores (LocalStore answers synchronously, RedisStore later). */
-export interface CountingStore {
-  incr(key: string, callback: (error: Error | null, entry: StoreEntry | null) => void, timeWindow: number, max: number): void;
-}
-type LocalStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, cache?: number) => CountingStore;
-type RedisStoreCtor = new (continueExceeding: boolean, exponentialBackoff: boolean, redis: Redis | Cluster, key: string) => CountingStore;
-
-// The plugin's package has no `exports` map: its store modules are reachable by path (CommonJS).
-const require = createRequire(import.meta.url);
-const LocalStore = require('@fastify/rate-limit/store/LocalStore.js') as LocalStoreCtor;
-const RedisStore = require('@fastify/rate-limit/store/RedisStore.js') as RedisStoreCtor;
-
-/** @fastify/rate-limit's RedisStore under `keyPrefix` (fixed windows: no continueExceeding, no backoff). */
-export function redisCountingStore(redis: Redis | Cluster, keyPrefix: string): CountingStore {
-  return new RedisStore(false, false, redis, keyPrefix);
-}
-
-/**
- * Told about each call to a shared store: `ok` after an answer, `failed`
- * after an error (the caller then judged by its local count). Used to log
- * the switch to per-node counting and back once, not per request.
- */
-export interface SharedStoreWatcher {
-  ok(): void;
-  failed(error: unknown): void;
-}
+import { localCountingStore, type CountingStore, type SharedStoreWatcher, type StoreEntry } from '../util/rate-limit-stores.ts';
 
 /** The shared side of a limit: a store every node counts in, and who hears of its failures. */
 export interface SharedCounting {
@@ -73,7 +38,7 @@ function judge(entry: StoreEntry, max: number): number | undefined {
 }
 
 export class RateLimit {
-  readonly #store = new LocalStore(false, false);
+  readonly #store = localCountingStore();
   readonly #max: number;
   readonly #windowMs: number;
   readonly #shared: SharedCounting | undefined;

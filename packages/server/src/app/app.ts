@@ -20,10 +20,14 @@ import { defaultLiveHeapMiB, Watchdog, type ProcessSample, type WatchdogThreshol
 import type { NotReadyReason } from './health.ts';
 import { createLogger } from '../observability/pino-logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
-import { createHttpApp } from './http.ts';
+import { createHttpApp, type AdminChange } from './http.ts';
 import { startChecks } from './preflight.ts';
 import { openSharedLimits, type SharedLimits } from './shared-limits.ts';
 import { createAdminApp } from './admin.ts';
+import { ApiExecutor } from '../api/executor.ts';
+import { createAuditLog } from '../console/audit-log.ts';
+import { registerConsoleApi } from '../console/console-api.ts';
+import { KeyUsage } from '../console/key-usage.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 
@@ -131,7 +135,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore, redisTls } = checks.prepared;
+  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } = checks.prepared;
 
   const engine = options.engine ?? (await openEngine(config, logger, redisTls));
   // The sqlite engine keeps the keys in its state file; the others read api-keys.json.
@@ -175,7 +179,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
           },
         });
   // The metrics exporter is made from the node; the node's snapshots read its totals.
-  let totals: (() => LiveTotals) | undefined;
+  const exporter: { totals?: () => LiveTotals } = {};
   const host = hostname();
   const node = new Node({
     config,
@@ -187,23 +191,48 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     id: engine.nodeId,
     health: engine.health,
     processStats: () => ({ ...watchdog.sample, over: watchdog.over() }),
-    liveStats: () => ({ worker: options.worker, host, ...(totals?.() ?? NO_TOTALS) }),
+    liveStats: () => ({ worker: options.worker, host, ...(exporter.totals?.() ?? NO_TOTALS) }),
     logger,
     version,
   });
   const metrics = createMetrics(node, watchdog);
-  totals = metrics.totals;
+  exporter.totals = metrics.totals;
   probe?.start();
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
-  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits });
+  // Admin changes made through the server API (disconnect, revocations) go to the console's audit log.
+  const auditLog = createAuditLog(engine.adminStore, { onError: (error, entry) => logger.error({ err: error, action: entry.action }, 'audit entry not written') });
+  const keyUsage = new KeyUsage(node, apiKeys);
+  const onAdminChange = (change: AdminChange): void =>
+    auditLog.record({
+      actor: `api-key:${change.key}`,
+      action: `api.${change.method}`,
+      target: change.target,
+      address: change.ip,
+      outcome: change.outcome,
+      detail: change.code === undefined ? { via: 'api' } : { via: 'api', code: change.code },
+    });
+  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
   const debugActions = process.env['HERALD_TEST_DEBUG_ACTIONS'] === '1';
-  const admin = await createAdminApp({ config, node, metrics: metrics.registry, logger, health, debugActions, probe, clusterMetrics: options.clusterMetrics });
+  const admin = await createAdminApp({
+    config,
+    node,
+    metrics: metrics.registry,
+    logger,
+    health,
+    debugActions,
+    probe,
+    clusterMetrics: options.clusterMetrics,
+    tls: adminTls,
+    consoleStore: consoleEnabled ? engine.adminStore : undefined,
+    onConsole: (adminApp, context) => registerConsoleApi(adminApp, context, { node, executor: new ApiExecutor(node), keyUsage }),
+  });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     probe?.close();
+    keyUsage.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
@@ -227,7 +256,14 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const address = app.server.address() as AddressInfo;
   const adminAddress = admin.server.address() as AddressInfo;
   logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
-  logger.info({ host: config.admin.host, port: adminAddress.port }, 'internal listener (metrics, health)');
+  logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health, console)');
+  if (consoleEnabled) {
+    const at = `${adminTls === undefined ? 'http' : 'https'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminAddress.port}${config.admin.console.basePath}/`;
+    logger.info({ url: config.admin.console.origin === undefined ? at : config.admin.console.origin + config.admin.console.basePath + '/' }, 'admin console');
+    if (config.mode === 'development' && (await engine.adminStore.listAdmins()).length === 0) {
+      logger.info({}, `admin console: no admin yet; create the first (an owner) with \`herald admin create NAME --role owner${config.engine.type === 'sqlite' ? '' : ' --config FILE'}\`, then sign in at ${at}`);
+    }
+  }
 
   let closing: Promise<boolean> | undefined;
   const shutdown = (drainTimeoutMs = config.shutdown.drainTimeoutMs): Promise<boolean> => {
@@ -250,6 +286,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
       probe?.close();
+      keyUsage.close();
+      await auditLog.flush();
       await node.close();
       await sharedLimits?.close();
       await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));

@@ -15,6 +15,7 @@ import type { Config } from '../config/schema.ts';
 import type { KeySource } from '../auth/api-keys.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 import { redactUrl } from '../observability/redact.ts';
+import { MemoryAdminStore, type AdminStore } from '../console/admin-store.ts';
 
 export type EngineHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
@@ -33,6 +34,12 @@ export interface Engine {
    * `<stateDir>/api-keys.json` (memory and redis engines).
    */
   readonly apiKeys?: KeySource | undefined;
+  /**
+   * The admin console's store (console/admin-store.ts): the state file on
+   * sqlite (the primary's, over IPC, in cluster mode), Redis on redis,
+   * memory on memory.
+   */
+  readonly adminStore: AdminStore;
   /** Cluster mode: routes SSE/long-poll session requests to the worker that owns the session. */
   readonly sessionRouter?: SessionRouter | undefined;
   /** The redis engine's command connection: where `limits.scope: "cluster"` counts (app/shared-limits.ts). */
@@ -50,6 +57,7 @@ export function createMemoryEngine(config: Config): Engine {
     presence: new MemoryPresenceStore(),
     control: new LocalControlBus(nodeId),
     revocations: new MemoryRevocationList({ retentionMs: config.auth.revocationRetentionMs }),
+    adminStore: new MemoryAdminStore(),
     health: () => ({ status: 'ok' }),
     close: async () => {},
   };
@@ -72,6 +80,7 @@ export async function createSqliteEngine(
   const { SqliteBroker } = await import('../broker/sqlite-broker.ts');
   const { SqliteRevocationList } = await import('../auth/revocation.ts');
   const { describeKeyImport, importKeyFile, watchKeyTable } = await import('../store/api-key-table.ts');
+  const { SqliteAdminStore } = await import('../console/sqlite-admin-store.ts');
   const store = openSqliteStore({ stateDir: config.stateDir, synchronous: config.engine.sqliteSynchronous, busyTimeoutMs: config.engine.sqliteBusyTimeoutMs });
   let apiKeys: KeySource;
   try {
@@ -96,6 +105,7 @@ export async function createSqliteEngine(
     }),
     health: () => broker.health(),
     apiKeys,
+    adminStore: new SqliteAdminStore(store.db),
     async close() {
       await broker.close();
       store.close();
@@ -256,6 +266,7 @@ export async function createRedisEngine(
   onHealthChange?: (healthy: boolean, reason: string) => void,
 ): Promise<Engine> {
   const { createRedisEngineParts } = await import('../broker/redis-engine.ts');
+  const { RedisAdminStore } = await import('../console/redis-admin-store.ts');
   const nodeId = randomUUID();
   const parts = await createRedisEngineParts({
     nodeId,
@@ -278,6 +289,7 @@ export async function createRedisEngine(
     revocations: parts.revocations,
     health: parts.health,
     redis: clients.command,
+    adminStore: new RedisAdminStore(clients.command, config.engine.redisPrefix),
     async close() {
       await parts.close();
       clients.command.disconnect();

@@ -23,7 +23,7 @@ import { registerLongPoll } from '../transports/long-poll.ts';
 import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter } from '../transports/http-connection.ts';
 import { encodeResult, type ApiErrorCode } from '@herald/protocol';
 import type { Edge } from '../edge/edge.ts';
-import { securityHeaders, useSecurityHeaders } from '../edge/security-headers.ts';
+import { apiSecurityHeaders, securityHeaders, useSecurityHeaders } from '../edge/security-headers.ts';
 import { presentedKey, registerLeanRoutes } from '../api/lean-routes.ts';
 import { ApiRateLimits, type SharedApiCounting } from '../api/rate-limits.ts';
 import { Front } from '../edge/front.ts';
@@ -165,7 +165,13 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
 
   const sessions = new SessionRegistry(options.sessionRouter);
   // The publish routes, the SSE stream and long polling are answered by the front, with the same edge rules (edge/front.ts).
-  const front = new Front({ securityHeaders: securityHeaders(tls !== undefined), origins: edge.origins, draining: () => node.draining, logger: node.logger });
+  const front = new Front({
+    securityHeaders: securityHeaders(tls !== undefined),
+    apiSecurityHeaders: apiSecurityHeaders(tls !== undefined),
+    origins: edge.origins,
+    draining: () => node.draining,
+    logger: node.logger,
+  });
   front.install(app);
   registerSse(app, front, node, sessions, edge);
   registerLongPoll(app, front, node, sessions, edge, { bodyLimit: config.api.maxBodyBytes });
@@ -192,7 +198,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     },
     async (request, reply) => {
       const key = presentedKey(request.headers);
-      const principal = key === undefined ? null : apiKeys.verify(key);
+      const principal = key === undefined ? null : apiKeys.verify(key, request.raw.socket);
       if (principal === null) return sendApiError(reply, 'unauthorized');
       let wait = limits.byKey(principal.name);
       if (typeof wait === 'object') wait = await wait;

@@ -16,6 +16,7 @@ import { watchKeyStore } from '../auth/key-store.ts';
 import { peekKeys } from '../store/api-key-table.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
+import { decideConsole } from '../console/console-config.ts';
 import type { RedisTls } from './engine.ts';
 
 /** What the checks read and built, ready for startServer. */
@@ -25,6 +26,10 @@ export interface Prepared {
   readonly tokens: TokenVerifier;
   /** api-keys.json, watched (memory and redis engines); undefined on the sqlite engine, whose state file holds the keys. */
   readonly keyStore: KeySource | undefined;
+  /** Certificate and key of the internal listener (`admin.tls`), when set. */
+  readonly adminTls: TlsFiles | undefined;
+  /** Whether the admin console runs (console/console-config.ts). */
+  readonly consoleEnabled: boolean;
   /** The redis engine's TLS files (`engine.redisTls`), read; undefined on other engines or without `rediss://`. */
   readonly redisTls: RedisTls | undefined;
 }
@@ -84,6 +89,22 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
       const key = readNamedFile(keyFile, '/tls/keyFile', problems);
       if (cert !== undefined && key !== undefined) tls = { cert, key };
     }
+  }
+
+  let adminTls: TlsFiles | undefined;
+  let consoleEnabled = false;
+  if (valid('admin')) {
+    const { certFile, keyFile } = config.admin.tls;
+    if ((certFile === undefined) !== (keyFile === undefined)) problems.push('/admin/tls: certFile and keyFile go together: set both, or neither');
+    if (certFile !== undefined && keyFile !== undefined) {
+      const cert = readNamedFile(certFile, '/admin/tls/certFile', problems);
+      const key = readNamedFile(keyFile, '/admin/tls/keyFile', problems);
+      if (cert !== undefined && key !== undefined) adminTls = { cert, key };
+    }
+    const decision = decideConsole(config, certFile !== undefined && keyFile !== undefined);
+    if (decision.problem !== undefined) problems.push(decision.problem);
+    if (decision.warning !== undefined) warnings.push(decision.warning);
+    consoleEnabled = decision.enabled;
   }
 
   let redisTls: RedisTls | undefined;
@@ -151,7 +172,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     );
   }
 
-  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls } : undefined;
+  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } : undefined;
   return { problems, warnings, prepared };
 }
 

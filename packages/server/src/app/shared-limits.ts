@@ -8,7 +8,8 @@
  */
 import type { Logger } from 'pino';
 import type { Config } from '../config/schema.ts';
-import { redisCountingStore, type SharedApiCounting, type SharedStoreWatcher } from '../api/rate-limits.ts';
+import type { SharedApiCounting } from '../api/rate-limits.ts';
+import { redisCountingStore, type SharedStoreWatcher } from '../util/rate-limit-stores.ts';
 import { RedisConnectionCounts } from '../edge/shared-connection-counts.ts';
 import type { Edge } from '../edge/edge.ts';
 import type { Engine } from './engine.ts';

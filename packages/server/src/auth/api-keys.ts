@@ -20,7 +20,9 @@
  * unknown key always takes the full comparison), a remembered key is still
  * judged against its `notAfter` on every use, and the whole cache is
  * dropped whenever the source's keys change (a key removed or revoked with
- * `herald keys` is refused from the next reload on, as before).
+ * `herald keys` is refused from the next reload on, as before). Per
+ * connection, the key last verified on it is also remembered, so that the
+ * same key again on a kept-alive connection costs no hash (see `verify`).
  */
 import { createHash, hash, timingSafeEqual } from 'node:crypto';
 import type { ApiKeyConfig, ApiScope } from '../config/schema.ts';
@@ -68,6 +70,14 @@ function hold(keys: readonly ApiKeyConfig[]): HeldKey[] {
   });
 }
 
+/** The key last verified on a connection. */
+interface ConnectionKey {
+  readonly presented: string;
+  readonly held: HeldKey;
+  /** The source's keys it was verified against: once they change, it is verified again. */
+  readonly sourceKeys: readonly ApiKeyConfig[];
+}
+
 /** Verified keys remembered by the verifier. */
 export const CACHE_SIZE = 256;
 
@@ -79,6 +89,8 @@ export class ApiKeyVerifier {
   #fromSource: HeldKey[] = [];
   /** Base64 SHA-256 of a presented key → the key it matched; the oldest entry leaves first. */
   readonly #verified = new Map<string, HeldKey>();
+  /** Per connection, the key last verified on it (see `verify`). */
+  readonly #byConnection = new WeakMap<object, ConnectionKey>();
   /** Key name → its last successful use (epoch ms) since the last `takeUses`: memory only, no store write per request. */
   #uses = new Map<string, number>();
 
@@ -109,34 +121,35 @@ export class ApiKeyVerifier {
    * The principal of the presented key, or null when it matches no key or
    * only keys past their `notAfter`. Every held hash is compared, whatever
    * matched before.
+   *
+   * With `connection` (the request's socket), the key last verified on that
+   * connection is remembered with it: the same key presented again on it is
+   * recognised by a constant-time comparison of the two strings, without a
+   * hash (a backend sends the same key on every request of its kept-alive
+   * connections). It is still judged against its `notAfter`, and forgotten
+   * when the source's keys change. Another key on the connection takes the
+   * full path. What the comparison's time could tell is whether the
+   * presented key has the length of the key last verified on the same
+   * connection, nothing of its bytes.
    */
-  verify(presented: string): ApiPrincipal | null {
+  verify(presented: string, connection?: object): ApiPrincipal | null {
     if (typeof presented !== 'string' || presented.length === 0 || presented.length > 512) return null;
-    const digest = hash('sha256', presented, 'base64');
-    const fromSource = this.#refresh();
-    const now = this.#now();
-    const remembered = this.#verified.get(digest);
-    if (remembered !== undefined) {
-      if (now < remembered.notAfter) {
-        this.#uses.set(remembered.principal.name, now);
-        return remembered.principal;
-      }
-      this.#verified.delete(digest);
+    if (connection === undefined) return this.#used(this.#verify(presented));
+    const last = this.#byConnection.get(connection);
+    if (last !== undefined) {
+      this.#refresh();
+      if (last.sourceKeys === this.#sourceKeys && sameSecret(last.presented, presented) && this.#now() < last.held.notAfter) return this.#used(last.held);
     }
-    const presentedHash = Buffer.from(digest, 'base64');
-    let found: HeldKey | undefined;
-    for (const list of [this.#fixed, fromSource]) {
-      for (const key of list) {
-        const matches = timingSafeEqual(presentedHash, key.hash);
-        const live = now < key.notAfter;
-        if (matches && live && found === undefined) found = key;
-      }
-    }
-    if (found === undefined) return null;
-    if (this.#verified.size >= CACHE_SIZE) this.#verified.delete(this.#verified.keys().next().value!);
-    this.#verified.set(digest, found);
-    this.#uses.set(found.principal.name, now);
-    return found.principal;
+    const found = this.#verify(presented);
+    if (found !== undefined) this.#byConnection.set(connection, { presented, held: found, sourceKeys: this.#sourceKeys });
+    return this.#used(found);
+  }
+
+  /** Remembers the use of a verified key (one map write, in memory) and answers its principal. */
+  #used(held: HeldKey | undefined): ApiPrincipal | null {
+    if (held === undefined) return null;
+    this.#uses.set(held.principal.name, this.#now());
+    return held.principal;
   }
 
   /** The keys used since the last call, each with its last use (console/key-usage.ts reports them). */
@@ -150,6 +163,38 @@ export class ApiKeyVerifier {
   pendingUse(name: string): number | undefined {
     return this.#uses.get(name);
   }
+
+  #verify(presented: string): HeldKey | undefined {
+    const digest = hash('sha256', presented, 'base64');
+    const fromSource = this.#refresh();
+    const now = this.#now();
+    const remembered = this.#verified.get(digest);
+    if (remembered !== undefined) {
+      if (now < remembered.notAfter) return remembered;
+      this.#verified.delete(digest);
+    }
+    const presentedHash = Buffer.from(digest, 'base64');
+    let found: HeldKey | undefined;
+    for (const list of [this.#fixed, fromSource]) {
+      for (const key of list) {
+        const matches = timingSafeEqual(presentedHash, key.hash);
+        const live = now < key.notAfter;
+        if (matches && live && found === undefined) found = key;
+      }
+    }
+    if (found === undefined) return undefined;
+    if (this.#verified.size >= CACHE_SIZE) this.#verified.delete(this.#verified.keys().next().value!);
+    this.#verified.set(digest, found);
+    return found;
+  }
+}
+
+/** Whether two strings are equal, in a time that depends on their lengths only (no early exit on the first difference). */
+function sameSecret(a: string, b: string): boolean {
+  if (a.length !== b.length) return false;
+  let difference = 0;
+  for (let i = 0; i < a.length; i++) difference |= a.charCodeAt(i) ^ b.charCodeAt(i);
+  return difference === 0;
 }
 
 export function allows(principal: ApiPrincipal, scope: ApiScope): boolean {

@@ -22,6 +22,7 @@ import type { Command, Values } from './command.ts';
 import { apiCommands } from './api-commands.ts';
 import { initCommand } from './init.ts';
 import { benchCommand } from './bench-command.ts';
+import { adminCommands, ADMIN_ACTIONS } from './admin-command.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
 const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
@@ -223,6 +224,7 @@ Options:
     },
   },
   ...apiCommands,
+  ...adminCommands((values) => checked(resolveConfig({ config: values['config'] }, 'read').validated)),
 };
 
 const usage = `herald ${version}
@@ -231,7 +233,7 @@ Usage: herald COMMAND [options]
 
 Commands:
 ${Object.entries(commands)
-  .filter(([name]) => !name.startsWith('keys '))
+  .filter(([name]) => !name.startsWith('keys ') && !name.startsWith('admin '))
   .map(([name, command]) => `  ${name.padEnd(14)}${command.summary}`)
   .join('\n')}
 
@@ -607,6 +609,17 @@ async function main(): Promise<void> {
     }
     if (action !== 'create' && action !== 'list' && action !== 'revoke') fail(`herald keys: expected create, list or revoke, not "${action}" (herald keys --help)`);
     name = `keys ${action}`;
+    rest = rest.slice(1);
+  }
+  if (name === 'admin') {
+    const action = rest[0];
+    if (action === undefined || action === '--help' || action === '-h') {
+      if (action === undefined) fail(`herald admin: expected ${ADMIN_ACTIONS.join(', ')}\n\n${commands['admin']!.help}`);
+      process.stdout.write(commands['admin']!.help + '\n');
+      return;
+    }
+    if (!(ADMIN_ACTIONS as readonly string[]).includes(action)) fail(`herald admin: expected ${ADMIN_ACTIONS.join(', ')}, not "${action}" (herald admin --help)`);
+    name = `admin ${action}`;
     rest = rest.slice(1);
   }
   const command = commands[name];

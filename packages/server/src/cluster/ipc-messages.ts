@@ -24,6 +24,7 @@ import type { ClientInfo, StreamPosition } from '@herald/protocol';
 import type { ApiKeyConfig, Config } from '../config/schema.ts';
 import type { SessionAnswer, SessionExchange } from '../transports/http-connection.ts';
 import type { NotReadyReason } from '../app/health.ts';
+import type { AdminStoreMethod } from '../console/admin-store.ts';
 
 /** What a worker asks of the primary: arguments and result per operation. */
 export interface EngineCalls {
@@ -40,6 +41,8 @@ export interface EngineCalls {
   presence_stats: { readonly args: { readonly channel: string }; readonly result: PresenceStats };
   /** Relayed to every worker, the sender included; answered once relayed. */
   control: { readonly args: { readonly command: ControlCommand; readonly from: string }; readonly result: null };
+  /** A method of the console store the primary keeps (console/admin-store.ts): its result, `undefined` sent as null. */
+  admin_store: { readonly args: { readonly method: AdminStoreMethod; readonly params: readonly unknown[] }; readonly result: unknown };
 }
 
 export type CallOp = keyof EngineCalls;

@@ -25,6 +25,7 @@ import type { SessionAnswer } from '../transports/http-connection.ts';
 import type { ApiKeyConfig } from '../config/schema.ts';
 import type { CallMessage, PrimaryMessage, WorkerMessage } from './ipc-messages.ts';
 import type { Pipe } from './pipe.ts';
+import { ADMIN_STORE_METHODS, MemoryAdminStore, type AdminStore } from '../console/admin-store.ts';
 
 export type WorkerPipe = Pipe<WorkerMessage, PrimaryMessage>;
 
@@ -41,6 +42,8 @@ export interface PrimaryHubOptions {
   readonly revocationStore?: RevocationStore;
   /** The store's API keys when the primary keeps them (sqlite engine; `setApiKeys` when they change); workers read api-keys.json when absent. */
   readonly apiKeys?: readonly ApiKeyConfig[];
+  /** The console store workers reach over IPC (the sqlite engine's state file); a MemoryAdminStore when absent. The hub closes it. */
+  readonly adminStore?: AdminStore;
 }
 
 export type SweepingBroker = Broker & { sweep(): void };
@@ -86,6 +89,7 @@ export class PrimaryHub {
   readonly #revocationStore: RevocationStore | undefined;
   #engineFailure: string | undefined;
   #apiKeys: readonly ApiKeyConfig[] | null;
+  readonly adminStore: AdminStore;
 
   constructor(options: PrimaryHubOptions) {
     this.#now = options.now ?? Date.now;
@@ -94,6 +98,7 @@ export class PrimaryHub {
     this.broker = options.broker ?? new MemoryBroker({ now: this.#now, ...(options.sweepIntervalMs === undefined ? {} : { sweepIntervalMs: options.sweepIntervalMs }) });
     this.#revocationStore = options.revocationStore;
     this.#apiKeys = options.apiKeys ?? null;
+    this.adminStore = options.adminStore ?? new MemoryAdminStore();
     if (this.#revocationStore !== undefined) this.#revocations = this.#revocationStore.load(this.#now()).slice(-this.#maxRevocations);
     this.broker.setEventHandler({
       onPublication: (channel, publication) => this.#fanOut(channel, { type: 'publication', channel, publication }),
@@ -173,6 +178,7 @@ export class PrimaryHub {
     for (const id of [...this.#workers.keys()]) this.detach(id);
     await this.broker.close();
     await this.presence.close();
+    await this.adminStore.close();
   }
 
   #receive(state: WorkerState, message: WorkerMessage): void {
@@ -288,6 +294,11 @@ export class PrimaryHub {
         this.#remember(command);
         for (const worker of this.#workers.values()) worker.pipe.send({ type: 'control', command, from });
         return null;
+      }
+      case 'admin_store': {
+        const { method, params } = message.args;
+        if (!ADMIN_STORE_METHODS.includes(method)) throw new Error(`unknown console store method ${String(method)}`);
+        return (this.adminStore[method] as (...args: unknown[]) => Promise<unknown>).apply(this.adminStore, [...params]);
       }
     }
   }

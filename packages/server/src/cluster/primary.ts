@@ -26,6 +26,7 @@ import { openSqliteStore, type SqliteStore } from '../store/sqlite-store.ts';
 import { SqliteBroker } from '../broker/sqlite-broker.ts';
 import { sqliteRevocationStore } from '../auth/revocation.ts';
 import { Supervisor } from './supervisor.ts';
+import { SqliteAdminStore } from '../console/sqlite-admin-store.ts';
 import { describeKeyImport, importKeyFile, watchKeyTable, type KeyTableSource } from '../store/api-key-table.ts';
 
 /** How often the primary looks for API key changes in its state file (workers have them within this plus an IPC message). */
@@ -106,6 +107,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
           engineHealth(healthy, reason);
         },
       }),
+      adminStore: new SqliteAdminStore(store.db),
       revocationStore: sqliteRevocationStore(store.db, (error) => logger.error({ err: error }, 'revocation not written to the state file (it holds until restart)')),
     };
   }

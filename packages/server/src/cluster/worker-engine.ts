@@ -26,6 +26,7 @@ import type { ClientInfo, StreamPosition } from '@herald/protocol';
 import { apiErrorAnswer, type SessionAnswer, type SessionExchange, type SessionRouter } from '../transports/http-connection.ts';
 import type { CallOp, EngineCalls, PrimaryMessage, WorkerMessage } from './ipc-messages.ts';
 import type { Pipe } from './pipe.ts';
+import { ADMIN_STORE_METHODS, type AdminStore } from '../console/admin-store.ts';
 
 export type PrimaryPipe = Pipe<PrimaryMessage, WorkerMessage>;
 
@@ -97,6 +98,23 @@ class Link {
     if (message.ok) entry.resolve(message.value);
     else entry.reject(message.unavailable === true ? new BrokerUnavailableError(message.error) : new Error(message.error));
   }
+}
+
+/**
+ * The console store of the primary, reached over the pipe: every method is
+ * one call (no cache), so a session ended by any worker or by `herald
+ * admin` beside the primary is refused by this worker's next request.
+ */
+function clusterAdminStore(link: Link): AdminStore {
+  const store: Record<string, unknown> = {};
+  for (const method of ADMIN_STORE_METHODS) {
+    store[method] = async (...params: unknown[]) => {
+            const result = await link.call('admin_store', { method, params });
+      return result === null ? undefined : result;
+    };
+  }
+  store['close'] = async () => {};
+  return store as unknown as AdminStore;
 }
 
 class ClusterBroker implements Broker {
@@ -407,6 +425,7 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
     revocations,
     sessionRouter: sessions,
     apiKeys: apiKeys === null ? undefined : { current: () => apiKeys ?? [] },
+    adminStore: clusterAdminStore(link),
     health: (): EngineHealth => {
       if (!link.up) return { status: 'degraded', reason: 'cluster primary unreachable' };
       return primaryEngineFailure === undefined ? { status: 'ok' } : { status: 'degraded', reason: primaryEngineFailure };

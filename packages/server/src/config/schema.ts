@@ -388,6 +388,57 @@ export const ConfigSchema = Type.Object(
       {
         host: Type.String({ default: '127.0.0.1', description: 'Address of the internal listener (metrics, admin).' }),
         port: Type.Integer({ default: 8001, minimum: 0, maximum: 65535, description: 'Port of the internal listener; 0 picks a free one (--admin-port, HERALD_ADMIN_PORT).' }),
+        tls: Type.Object(
+          {
+            certFile: Type.Optional(Type.String({ description: 'PEM certificate chain; with keyFile, the internal listener (metrics, health, the console) serves HTTPS.' })),
+            keyFile: Type.Optional(Type.String({ description: 'PEM private key for admin.tls.certFile.' })),
+          },
+          { additionalProperties: false, default: {}, description: 'TLS of the internal listener (the console\'s session cookie needs a secure context off loopback).' },
+        ),
+        console: Type.Object(
+          {
+            enabled: Type.Union([Type.Literal('auto'), Type.Boolean()], {
+              default: 'auto',
+              description:
+                'The admin console on the internal listener (docs/console.md). "auto": on when the internal listener is on a loopback address, has TLS (admin.tls), or behindTlsProxy is set; otherwise off with a warning. true: on, and start refuses a non-loopback admin.host without TLS or behindTlsProxy. false: off.',
+            }),
+            basePath: Type.String({
+              default: '/console',
+              pattern: '^(/[A-Za-z0-9._~-]+)+$',
+              maxLength: 128,
+              description: 'Path under which the console and its API are served (for a reverse proxy that maps a path). The session cookie stays Path=/ (the __Host- prefix requires it).',
+            }),
+            origin: Type.Optional(
+              Type.String({
+                pattern: '^https?://[^/]+$',
+                maxLength: 256,
+                description:
+                  'The console\'s origin as browsers see it (e.g. "https://herald-admin.example.com"); state-changing requests must carry exactly this Origin. Unset: the scheme and Host of the request, with Host a loopback name or admin.host. Required with behindTlsProxy.',
+              }),
+            ),
+            behindTlsProxy: Type.Boolean({
+              default: false,
+              description: 'A TLS-terminating reverse proxy is in front of the internal listener: allows the console on a non-loopback admin.host without admin.tls. Needs origin.',
+            }),
+            sessionIdleMs: Ms(1800000, 'A console session unused this long ends (idle timeout).', 1000),
+            sessionAbsoluteMs: Ms(43200000, 'A console session ends this long after sign-in, used or not (absolute lifetime).', 1000),
+            auditRetentionDays: Type.Integer({ default: 90, minimum: 1, maximum: 3650, description: 'Days audit log entries are kept (console actions, sign-ins, admin changes by the CLI and the API); older ones are deleted.' }),
+            login: Type.Object(
+              {
+                accountDelayAfter: Type.Integer({ default: 3, minimum: 1, maximum: 1000, description: 'Failed sign-ins of one account name before each next attempt waits (1 s, doubling up to maxDelayMs).' }),
+                accountLockAfter: Type.Integer({ default: 10, minimum: 1, maximum: 10000, description: 'Failed sign-ins of one account name that lock it for lockMs (whether or not the account exists).' }),
+                addressDelayAfter: Type.Integer({ default: 10, minimum: 1, maximum: 10000, description: 'Failed sign-ins from one client address (IPv6: its /64) before each next attempt waits.' }),
+                addressLockAfter: Type.Integer({ default: 50, minimum: 1, maximum: 100000, description: 'Failed sign-ins from one client address that lock it for lockMs.' }),
+                baseDelayMs: Ms(1000, 'First progressive delay; doubles with each further failure.', 0),
+                maxDelayMs: Ms(30000, 'Longest progressive delay.', 0),
+                lockMs: Ms(900000, 'How long a lock lasts (the owner can lift it: herald admin unlock, or the console).', 1000),
+                windowMs: Ms(900000, 'Failures are forgotten this long after the last one.', 1000),
+              },
+              { additionalProperties: false, default: {}, description: 'Brute-force limits of the console sign-in, shared by every worker (and node, on Redis).' },
+            ),
+          },
+          { additionalProperties: false, default: {}, description: 'The admin console (docs/console.md).' },
+        ),
       },
       { additionalProperties: false, default: {}, title: 'Internal listener' },
     ),

@@ -4,7 +4,7 @@
  * line), WebSocket the whole frame `wsFrame`: each encoded on first use and
  * reused for every other connection.
  */
-import { encodeServerTextFrame } from '../util/websocket-frame.ts';
+import { encodeServerTextFrame, encodeServerTextFrameOf } from '../util/websocket-frame.ts';
 
 export class EncodedFrame {
   readonly text: string;
@@ -36,7 +36,8 @@ export class EncodedFrame {
 
   /** The whole WebSocket frame (header and payload), for every socket alike. */
   get wsFrame(): Buffer {
-    this.#ws ??= encodeServerTextFrame(this.bytes);
+    // Without `bytes` yet (WebSocket subscribers only), the text is encoded into the frame itself.
+    this.#ws ??= this.#bytes === undefined ? encodeServerTextFrameOf(this.text) : encodeServerTextFrame(this.#bytes);
     return this.#ws;
   }
 

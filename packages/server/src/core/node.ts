@@ -222,7 +222,7 @@ export class Node {
    * local subscribers. With an idempotency key, a repeat within
    * `api.idempotencyWindowMs` resolves with the first position instead.
    */
-  async publish(
+  publish(
     resolved: ResolvedChannel,
     dataJson: string,
     info: ClientInfo | undefined,
@@ -230,13 +230,21 @@ export class Node {
     idempotencyKey?: string,
   ): Promise<StreamPosition> {
     const options = resolved.options;
-    const position = await this.#broker.publish(resolved.channel, dataJson, {
-      stream: { size: options.historySize, ttlMs: options.historyTtlMs },
-      info,
-      idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, windowMs: this.config.api.idempotencyWindowMs },
+    let accepted: Promise<StreamPosition>;
+    try {
+      accepted = this.#broker.publish(resolved.channel, dataJson, {
+        stream: { size: options.historySize, ttlMs: options.historyTtlMs },
+        info,
+        idempotency: idempotencyKey === undefined ? undefined : { key: idempotencyKey, windowMs: this.config.api.idempotencyWindowMs },
+      });
+    } catch (error) {
+      return Promise.reject(error as Error);
+    }
+    // Not an async function: one promise per publish on the hot path, not three.
+    return accepted.then((position) => {
+      if (diagnostics.published.hasSubscribers) diagnostics.published.publish({ node: this.id, channel: resolved.channel, source });
+      return position;
     });
-    if (diagnostics.published.hasSubscribers) diagnostics.published.publish({ node: this.id, channel: resolved.channel, source });
-    return position;
   }
 
   async clientPublish(client: Client, channel: string, data: unknown): Promise<StreamPosition> {

@@ -29,9 +29,6 @@ export interface Refusal {
   readonly retryAfterSeconds?: number;
 }
 
-/** A place not counted in the shared counts (node scope, or not yet). */
-const NOT_SHARED = -1;
-
 /**
  * A place held by one connection. One small object per connection and no
  * closures: it lives as long as the connection does.
@@ -39,17 +36,10 @@ const NOT_SHARED = -1;
 export class Place implements Releasable {
   #limiter: ConnectionLimiter | undefined;
   readonly #key: string;
-  /**
-   * Cluster scope: 0 when counted in the shared counts at admission; else
-   * (admitted by this node's counts while Redis was unreachable) the shared
-   * counts' generation + 1 then. NOT_SHARED in node scope.
-   */
-  readonly shared: number;
 
-  constructor(limiter: ConnectionLimiter, key: string, shared = NOT_SHARED) {
+  constructor(limiter: ConnectionLimiter, key: string) {
     this.#limiter = limiter;
     this.#key = key;
-    this.shared = shared;
   }
 
   release(): void {
@@ -57,6 +47,21 @@ export class Place implements Releasable {
     if (limiter === undefined) return;
     this.#limiter = undefined;
     limiter.free(this.#key, this);
+  }
+}
+
+/** A place in cluster scope (limits.scope "cluster"). */
+class SharedPlace extends Place {
+  /**
+   * 0 when counted in the shared counts at admission; else (admitted by
+   * this node's counts while Redis was unreachable) the shared counts'
+   * generation + 1 then: it is in them once a rewrite happened since.
+   */
+  readonly shared: number;
+
+  constructor(limiter: ConnectionLimiter, key: string, shared: number) {
+    super(limiter, key);
+    this.shared = shared;
   }
 }
 
@@ -110,7 +115,7 @@ export class ConnectionLimiter {
       // The place is held while Redis answers, so this node's total cap stays exact.
       this.#open.set(key, open + 1);
       this.#total += 1;
-      return this.#admitShared(shared, key, recent, open);
+      return this.#admitShared(shared, key, recent);
     }
     const refusal = this.#judgeLocally(recent, open);
     if (refusal !== undefined) return refusal;
@@ -125,20 +130,20 @@ export class ConnectionLimiter {
     return undefined;
   }
 
-  async #admitShared(shared: SharedConnectionCounts, key: string, recent: number, open: number): Promise<Place | Refusal> {
+  async #admitShared(shared: SharedConnectionCounts, key: string, recent: number): Promise<Place | Refusal> {
     const verdict = await shared.admit(key);
-    if (verdict === 'admitted') return new Place(this, key, 0);
+    if (verdict === 'admitted') return new SharedPlace(this, key, 0);
     // Not counted in Redis: given back here only.
     this.#giveBack(key);
     if (verdict === 'too_many_requests') return { refused: 'too_many_requests', retryAfterSeconds: 1 };
     if (verdict === 'connection_limit') return { refused: 'connection_limit' };
-    // Redis unreachable: this node's own counts decide.
-    const refusal = this.#judgeLocally(recent, open);
+    // Redis unreachable: this node's own counts decide (as they are now: others came and went meanwhile).
+    const refusal = this.#judgeLocally(recent, this.#open.get(key) ?? 0);
     if (refusal !== undefined) return refusal;
     this.#open.set(key, (this.#open.get(key) ?? 0) + 1);
     this.#total += 1;
     shared.markDirty();
-    return new Place(this, key, shared.generation + 1);
+    return new SharedPlace(this, key, shared.generation + 1);
   }
 
   /** Gives back one place of `key` (Place.release calls it exactly once). */
@@ -146,7 +151,7 @@ export class ConnectionLimiter {
     this.#giveBack(key);
     const shared = this.#shared;
     // In the shared counts when admitted there, or when they were rewritten from this node's counts since.
-    if (shared !== undefined && place.shared !== NOT_SHARED && (place.shared === 0 || shared.generation >= place.shared)) shared.release(key);
+    if (shared !== undefined && place instanceof SharedPlace && (place.shared === 0 || shared.generation >= place.shared)) shared.release(key);
   }
 
   #giveBack(key: string): void {

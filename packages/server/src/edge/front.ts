@@ -13,8 +13,8 @@
  * (packages/server/test/integration/api-lean-path.test.ts and
  * fast-routes.test.ts compare them with fastify's):
  *
- * 1. the security headers (security-headers.ts); `connection: close` while
- *    the node drains;
+ * 1. the security headers (security-headers.ts: the API's shorter set under
+ *    `/api/`); `connection: close` while the node drains;
  * 2. `Origin` refused (origins.ts) → 403 `origin_not_allowed`; CORS:
  *    `vary: Origin`, and for an allowed origin `access-control-allow-origin`
  *    and `-allow-credentials` (what @fastify/cors sets);
@@ -43,6 +43,7 @@ import { readJson } from '@herald/protocol/json';
 import { schemaDetail } from '@herald/protocol/commands';
 import type { Logger } from '../core/logger.ts';
 import type { OriginPolicy } from './origins.ts';
+import { isApiPath } from './security-headers.ts';
 
 /** What a front route's handler is given besides the request and response. */
 export interface FrontContext {
@@ -57,6 +58,8 @@ export type FrontHandler = (request: IncomingMessage, response: ServerResponse, 
 export interface FrontOptions {
   /** Security headers by lower-case name (security-headers.ts). */
   readonly securityHeaders: Readonly<Record<string, string>>;
+  /** Security headers of the routes under `/api/` (security-headers.ts `apiSecurityHeaders`); `securityHeaders` when absent. */
+  readonly apiSecurityHeaders?: Readonly<Record<string, string>>;
   readonly origins: Pick<OriginPolicy, 'check'>;
   /** True while the node drains: answers end their connection. */
   readonly draining: () => boolean;
@@ -66,31 +69,36 @@ export interface FrontOptions {
 interface Route {
   readonly handler: FrontHandler;
   readonly accepts: ((request: IncomingMessage) => boolean) | undefined;
+  /** The route's security headers (flat name, value list). */
+  readonly security: readonly string[];
+  /** `security` then `vary: Origin`: the headers of a request without `Origin` outside a drain. */
+  readonly plain: readonly string[];
 }
 
 type RequestListener = (request: IncomingMessage, response: ServerResponse) => void;
 
 export class Front {
-  readonly #routes = new Map<string, Route>();
+  /** Routes by method, then by path (no string built per request to look one up). */
+  readonly #routes = new Map<string, Map<string, Route>>();
   readonly #options: FrontOptions;
-  readonly #security: readonly string[];
-  /** Security headers then `vary: Origin`: the headers of a request without `Origin` outside a drain. */
-  readonly #plain: readonly string[];
   /** Set when fastify starts closing: its own answer (503) then applies. */
   #closing = false;
 
   constructor(options: FrontOptions) {
     this.#options = options;
-    this.#security = Object.entries(options.securityHeaders).flat();
-    this.#plain = [...this.#security, 'vary', 'Origin'];
   }
 
   /**
    * Answers `method path` (the path without its query string) with
-   * `handler`; a request `accepts` refuses goes to fastify.
+   * `handler`; a request `accepts` refuses goes to fastify. A path under
+   * `/api/` gets the API's security headers.
    */
   route(method: 'GET' | 'POST', path: string, handler: FrontHandler, accepts?: (request: IncomingMessage) => boolean): void {
-    this.#routes.set(method + ' ' + path, { handler, accepts });
+    const { securityHeaders, apiSecurityHeaders } = this.#options;
+    const security = Object.entries(isApiPath(path) ? (apiSecurityHeaders ?? securityHeaders) : securityHeaders).flat();
+    let paths = this.#routes.get(method);
+    if (paths === undefined) this.#routes.set(method, (paths = new Map()));
+    paths.set(path, { handler, accepts, security, plain: [...security, 'vary', 'Origin'] });
   }
 
   /** Puts the front before `app`'s request listener (fastify's). */
@@ -113,9 +121,11 @@ export class Front {
     if (this.#closing) return false;
     const url = request.url ?? '';
     const mark = url.indexOf('?');
-    const route = this.#routes.get(request.method + ' ' + (mark === -1 ? url : url.slice(0, mark)));
+    const paths = this.#routes.get(request.method ?? '');
+    if (paths === undefined) return false;
+    const route = paths.get(mark === -1 ? url : url.slice(0, mark));
     if (route === undefined || (route.accepts !== undefined && !route.accepts(request))) return false;
-    const headers = this.#headers(request, response);
+    const headers = this.#headers(route, request, response);
     if (headers !== undefined) this.#run(route.handler, request, response, { headers, query: mark === -1 ? '' : url.slice(mark + 1) });
     return true;
   }
@@ -130,7 +140,7 @@ export class Front {
       method,
       url: path,
       handler: (request, reply) => {
-        const route = this.#routes.get(method + ' ' + path);
+        const route = this.#routes.get(method)?.get(path);
         if (route === undefined) return reply.callNotFound();
         // The headers fastify's hooks put on the reply (security, CORS) go with the hijacked answer.
         const headers: string[] = [];
@@ -143,11 +153,11 @@ export class Front {
   }
 
   /** The headers of every answer to `request`, or undefined once its origin is refused (answered 403). */
-  #headers(request: IncomingMessage, response: ServerResponse): readonly string[] | undefined {
+  #headers(route: Route, request: IncomingMessage, response: ServerResponse): readonly string[] | undefined {
     const origin = request.headers.origin;
     const draining = this.#options.draining();
-    if (origin === undefined && !draining) return this.#plain;
-    const headers = [...this.#security];
+    if (origin === undefined && !draining) return route.plain;
+    const headers = [...route.security];
     if (draining) headers.push('connection', 'close');
     const verdict = this.#options.origins.check(origin, request.headers.host);
     if (verdict === 'refused') {

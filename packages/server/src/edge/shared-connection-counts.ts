@@ -32,7 +32,7 @@
  * one slot of a Redis Cluster.
  */
 import type { Cluster, Redis } from 'ioredis';
-import { redisCountingStore, type CountingStore, type SharedStoreWatcher } from '../api/rate-limits.ts';
+import { redisCountingStore, type CountingStore, type SharedStoreWatcher } from '../util/rate-limit-stores.ts';
 
 /** What the shared counts answer for one new connection. */
 export type SharedVerdict = 'admitted' | 'too_many_requests' | 'connection_limit' | 'unreachable';

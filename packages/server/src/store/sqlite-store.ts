@@ -82,6 +82,42 @@ export const MIGRATIONS: readonly string[] = [
      not_after TEXT
    ) WITHOUT ROWID;
    CREATE TABLE herald_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL) WITHOUT ROWID;`,
+  // 6: the admin console (console/sqlite-admin-store.ts): admins, sessions (by the SHA-256 of the id), login-limiter counters, audit log.
+  `CREATE TABLE console_admins (
+     name TEXT PRIMARY KEY,
+     role TEXT NOT NULL,
+     password_hash TEXT NOT NULL,
+     disabled INTEGER NOT NULL DEFAULT 0,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE TABLE console_sessions (
+     id_hash TEXT PRIMARY KEY,
+     admin TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     last_seen_at INTEGER NOT NULL,
+     csrf_secret TEXT NOT NULL,
+     address TEXT NOT NULL
+   ) WITHOUT ROWID;
+   CREATE INDEX console_sessions_admin ON console_sessions (admin);
+   CREATE TABLE console_login_failures (
+     key TEXT PRIMARY KEY,
+     failures INTEGER NOT NULL,
+     last_at INTEGER NOT NULL,
+     next_at INTEGER NOT NULL,
+     locked_until INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE TABLE console_audit (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     at INTEGER NOT NULL,
+     actor TEXT NOT NULL,
+     action TEXT NOT NULL,
+     target TEXT,
+     address TEXT,
+     outcome TEXT NOT NULL,
+     detail TEXT
+   );
+   CREATE INDEX console_audit_at ON console_audit (at);`,
   // 7: the public prefix of an API key (the console's key list; null for keys made before).
   `ALTER TABLE api_keys ADD COLUMN prefix TEXT;`,
 ];

@@ -13,6 +13,7 @@ import type { EncodedBatch } from '../core/encoded-batch.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
+import type { Client } from '../core/client.ts';
 import { bearer } from './sse.ts';
 import {
   announcesBatch,
@@ -22,6 +23,7 @@ import {
   SESSION_HEADER,
   subscribeHttpClient,
   type ConnectionGate,
+  type Releasable,
   type SessionRegistry,
 } from './http-connection.ts';
 import { answerError, answerJson, jsonBody, type Front } from '../edge/front.ts';
@@ -37,10 +39,37 @@ interface Entry {
 
 /** Where a poll's answer goes: the HTTP reply, or back to the worker that received a forwarded poll. */
 export interface PollReply {
-  /** Called once, with the JSON answer. */
+  /** Called at most once, with the JSON answer. */
   send(body: string): void;
-  /** `listener` runs if the request goes away before it is answered. */
-  onGone(listener: () => void): void;
+  /**
+   * True once the request went away unanswered. Asked by the sweep and
+   * before answering, instead of a listener per held poll.
+   */
+  gone(): boolean;
+}
+
+/**
+ * What the sessions of one listener share: their settings, the session map
+ * and the sweep over it. A session's transport points here rather than
+ * holding its own copies and callbacks.
+ */
+export class PollSessions {
+  /** Session secret → transport; a transport outlives its client until its disconnect frame is polled. */
+  readonly polling = new Map<string, LongPollTransport>();
+  readonly pollTimeoutMs: number;
+  readonly sessionTimeoutMs: number;
+  readonly closeGraceMs: number;
+
+  constructor(pollTimeoutMs: number, sessionTimeoutMs: number, closeGraceMs: number) {
+    this.pollTimeoutMs = pollTimeoutMs;
+    this.sessionTimeoutMs = sessionTimeoutMs;
+    this.closeGraceMs = closeGraceMs;
+  }
+
+  /** Runs what is due for every session (held polls' timeouts, polls gone, expiries, close graces). */
+  sweep(now: number): void {
+    for (const transport of this.polling.values()) transport.expire(now);
+  }
 }
 
 /**
@@ -66,6 +95,7 @@ export class LongPollTransport implements Transport {
   get tracksPositions(): boolean {
     return true;
   }
+  readonly #shared: PollSessions;
   readonly #queue: Entry[] = [];
   #bytes = 0;
   #seq = 0;
@@ -74,11 +104,13 @@ export class LongPollTransport implements Transport {
   #waiter: PollReply | undefined;
   /**
    * Deadlines instead of timers (Date.now() ms; 0 = none), checked by
-   * `expire`, which the route calls for every session about every second:
+   * `expire`, which the sweep calls for every session about every second:
    * no timer per poll, nor per session. `#waiterDeadline`: the held poll
    * is answered empty. `#idleDeadline`: with no poll held, the session
-   * expires (`onIdle`), or, once closed, is over (its disconnect frame was
-   * not fetched within the close grace).
+   * expires (its client is disconnected `session_expired`), or, once
+   * closed, is over (its disconnect frame was not fetched within the close
+   * grace). A held poll that went away is noticed by the sweep too (or
+   * when something is to be answered), not by a listener per poll.
    */
   #waiterDeadline = 0;
   #idleDeadline = 0;
@@ -86,20 +118,19 @@ export class LongPollTransport implements Transport {
   #finished = false;
   /** Transport.onDrain: called at the next poll. */
   #drainListener: (() => void) | undefined;
-  readonly #sessionTimeoutMs: number;
-  readonly #pollTimeoutMs: number;
-  readonly #closeGraceMs: number;
   /** Resolves what `settled()` returned, once finished. */
   #onSettled: (() => void) | undefined;
-  /** Called when the session is over (closed and its last frames polled, or abandoned). */
-  onFinished: () => void = () => {};
-  onIdle: () => void = () => {};
+  /** The session's client: disconnected when the session expires, closed when it is over. */
+  client: Client | undefined;
+  /** The session's secret in `PollSessions.polling` ('' until registered). */
+  session = '';
+  /** The connection's place under the caps, released when the client closes or the session is over. */
+  readonly #place: Releasable;
 
-  constructor(pollTimeoutMs: number, sessionTimeoutMs: number, closeGraceMs: number) {
-    this.#pollTimeoutMs = pollTimeoutMs;
-    this.#sessionTimeoutMs = sessionTimeoutMs;
-    this.#closeGraceMs = closeGraceMs;
-    this.#idleDeadline = Date.now() + sessionTimeoutMs;
+  constructor(shared: PollSessions, place: Releasable) {
+    this.#shared = shared;
+    this.#place = place;
+    this.#idleDeadline = Date.now() + shared.sessionTimeoutMs;
   }
 
   write(frame: EncodedFrame, positions?: string): void {
@@ -132,7 +163,8 @@ export class LongPollTransport implements Transport {
   heartbeat(): void {}
 
   holdsRequest(): boolean {
-    return this.#waiter !== undefined;
+    const waiter = this.#waiter;
+    return waiter !== undefined && !waiter.gone();
   }
 
   bufferedBytes(): number {
@@ -144,17 +176,20 @@ export class LongPollTransport implements Transport {
   }
 
   close(code: number, reason: string): void {
+    // The client is closing: its place under the caps is free (idempotent).
+    this.#place.release();
     if (this.#closed) return;
     const reconnect = code < 3500 || (code >= 4000 && code < 4500);
     this.#push(encodePush({ push: 'disconnect', code, reason, reconnect }), undefined);
     this.#closed = true;
-    if (this.#waiter !== undefined) {
+    if (this.holdsRequest()) {
       // Answer now, not after the write burst: a drain must see this frame go out.
       this.#answerWaiter();
     } else {
       // Between two polls: the next poll fetches the disconnect frame, if it
       // comes within the close grace.
-      this.#idleDeadline = Date.now() + this.#closeGraceMs;
+      this.#waiter = undefined;
+      this.#idleDeadline = Date.now() + this.#shared.closeGraceMs;
     }
   }
 
@@ -178,16 +213,18 @@ export class LongPollTransport implements Transport {
     return this.#render();
   }
 
-  /** Runs what is due at `now`: a held poll's timeout, the session's expiry or the end of its close grace. */
+  /** Runs what is due at `now`: a held poll's timeout or departure, the session's expiry or the end of its close grace. */
   expire(now: number): void {
-    if (this.#waiter !== undefined) {
-      if (now >= this.#waiterDeadline) this.#answerWaiter();
+    const waiter = this.#waiter;
+    if (waiter !== undefined) {
+      if (waiter.gone()) this.#answerWaiter();
+      else if (now >= this.#waiterDeadline) this.#answerWaiter();
       return;
     }
     if (this.#idleDeadline !== 0 && now >= this.#idleDeadline) {
       this.#idleDeadline = 0;
       if (this.#closed) this.#finish();
-      else this.onIdle();
+      else this.client?.disconnect('session_expired');
     }
   }
 
@@ -210,21 +247,21 @@ export class LongPollTransport implements Transport {
       return;
     }
     this.#waiter = reply;
-    this.#waiterDeadline = Date.now() + this.#pollTimeoutMs;
-    reply.onGone(() => {
-      if (this.#waiter === reply) {
-        this.#waiter = undefined;
-        if (this.#closed) this.#finish();
-        else this.#armIdle();
-      }
-    });
+    this.#waiterDeadline = Date.now() + this.#shared.pollTimeoutMs;
   }
 
+  /** Answers the held poll; one that went away ends the session if closed, else starts its expiry. */
   #answerWaiter(): void {
     const waiter = this.#waiter;
     if (waiter === undefined) return;
     this.#waiter = undefined;
-    this.#send(waiter);
+    if (!waiter.gone()) {
+      this.#send(waiter);
+      return;
+    }
+    // What it would have carried stays queued until a poll acknowledges it.
+    if (this.#closed) this.#finish();
+    else this.#armIdle();
   }
 
   #send(reply: PollReply): void {
@@ -266,7 +303,7 @@ export class LongPollTransport implements Transport {
   }
 
   #armIdle(): void {
-    this.#idleDeadline = Date.now() + this.#sessionTimeoutMs;
+    this.#idleDeadline = Date.now() + this.#shared.sessionTimeoutMs;
   }
 
   #finish(): void {
@@ -274,12 +311,15 @@ export class LongPollTransport implements Transport {
     this.#finished = true;
     this.#closed = true;
     this.#idleDeadline = 0;
+    this.#place.release();
     const waiter = this.#waiter;
     if (waiter !== undefined) {
       this.#waiter = undefined;
-      waiter.send(this.#render());
+      if (!waiter.gone()) waiter.send(this.#render());
     }
-    this.onFinished();
+    // The session is over: forget it, and close its client if it is still open.
+    if (this.session !== '') this.#shared.polling.delete(this.session);
+    this.client?.close(1006, 'session ended');
     const settled = this.#onSettled;
     this.#onSettled = undefined;
     settled?.();
@@ -313,9 +353,8 @@ class HttpPollReply implements PollReply {
     answerJson(this.#response, this.#headers, 200, body);
   }
 
-  onGone(listener: () => void): void {
-    if (this.#response.destroyed) queueMicrotask(listener);
-    else this.#response.once('close', listener);
+  gone(): boolean {
+    return this.#response.destroyed;
   }
 }
 
@@ -331,20 +370,17 @@ export interface LongPollLimits {
  * session).
  */
 export function registerLongPoll(app: FastifyInstance, front: Front, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate, limits: LongPollLimits): void {
-  /** Session secret → transport; outlives the client until its disconnect frame is polled. */
-  const polling = new Map<string, LongPollTransport>();
   const { pollTimeoutMs, sessionTimeoutMs } = node.config.longPoll;
   const closeGraceMs = node.config.limits.closeGraceMs;
+  const shared = new PollSessions(pollTimeoutMs, sessionTimeoutMs, closeGraceMs);
+  const polling = shared.polling;
   const rules = { limit: limits.bodyLimit, maxDepth: node.config.limits.maxJsonDepth };
   const openBody = jsonBody<{ token?: string; channels?: string[]; cursor?: string; batch?: boolean }>(OpenBody, rules);
   const pollBody = jsonBody<{ seq: number }>(PollBody, rules);
 
   // The deadlines of every session (held polls, expiry, close grace), a few times per the shortest of them.
   const sweepMs = Math.max(10, Math.min(1000, Math.floor(Math.min(pollTimeoutMs, sessionTimeoutMs, closeGraceMs) / 4)));
-  const sweep = setInterval(() => {
-    const now = Date.now();
-    for (const transport of polling.values()) transport.expire(now);
-  }, sweepMs);
+  const sweep = setInterval(() => shared.sweep(Date.now()), sweepMs);
   sweep.unref();
   app.addHook('onClose', (_app, done) => {
     clearInterval(sweep);
@@ -359,12 +395,11 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     if (admission instanceof Promise) admission = await admission;
     if (admission.refused !== undefined) return answerError(response, headers, admission.refused, undefined, admission.retryAfterSeconds);
     const body = read.value;
-    const transport = new LongPollTransport(pollTimeoutMs, sessionTimeoutMs, closeGraceMs);
+    const transport = new LongPollTransport(shared, admission.place);
     const client = node.createClient(transport);
-    client.onClosed(() => admission.place.release());
+    transport.client = client;
     client.fallbackToken = admission.fallbackToken;
     client.address = admission.address ?? request.socket.remoteAddress ?? '';
-    transport.onIdle = () => client.disconnect('session_expired');
     const token = body.token ?? bearer(request.headers.authorization);
     const batch = body.batch === true || (query !== '' && announcesBatch(new URLSearchParams(query).get('batch') ?? undefined));
     const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor, batch });
@@ -374,11 +409,8 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
       return answerError(response, headers, 'connection_limit');
     }
     const session = sessions.register(client);
+    transport.session = session;
     polling.set(session, transport);
-    transport.onFinished = () => {
-      polling.delete(session);
-      client.close(1006, 'session ended');
-    };
     client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
     if (batch) client.enableBatching();
     await subscribeHttpClient(client, opened.subscribe);
@@ -404,10 +436,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     return new Promise((resolve) => {
       pollHere(secret, transport, seq, {
         send: (text) => resolve({ status: 200, body: text }),
-        onGone: (listener) => {
-          if (signal.aborted) queueMicrotask(listener);
-          else signal.addEventListener('abort', listener, { once: true });
-        },
+        gone: () => signal.aborted,
       });
     });
   });

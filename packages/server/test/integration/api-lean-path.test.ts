@@ -10,7 +10,10 @@
  * chunked), a refused and an allowed `Origin`, the per-IP and per-key rate
  * limits (counted per node, and in Redis with `limits.scope: "cluster"`:
  * that part needs Redis at HERALD_TEST_REDIS_URL and skips loudly without
- * it), a content type the lean path leaves to fastify.
+ * it), a content type the lean path leaves to fastify. The publish method
+ * itself (schema, channel, size and scope errors, a success) answers alike
+ * on the lean path and on fastify's route (reached with a JSON type in a
+ * spelling the lean path leaves to it).
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -157,6 +160,60 @@ describe('API lean path: the same answers as the framework path', { timeout: 600
     const raw = await rawExchange(port, request(one, false) + request(two, true));
     assert.equal([...raw.text.matchAll(/HTTP\/1\.1 200 OK\r\n/g)].length, 2, raw.text);
     assert.match(raw.text, /"offset":1\}[\s\S]*"offset":2\}/);
+  });
+});
+
+describe('API lean path: the publish method answers as on fastify\'s route', { timeout: 60000 }, () => {
+  const READER = randomBytes(24).toString('base64url');
+  /** A JSON type in a spelling the lean path leaves to fastify: the same method, run from fastify's route. */
+  const fastifyJson = 'content-type: Application/JSON';
+  let h: TestHerald;
+  before(async () => {
+    h = await startHerald({
+      api: {
+        keys: [
+          { name: 'admin', sha256: sha256(ADMIN), scopes: ['admin'] },
+          { name: 'reader', sha256: sha256(READER), scopes: ['read'] },
+        ],
+      },
+      limits: { maxMessageBytes: 1024 },
+    });
+  });
+  after(() => h.close());
+
+  /** The body to `/api/publish` on both paths: the same status, headers and body, with `code`. */
+  async function samePublish(lines: readonly string[], body: string, code: keyof typeof apiErrors): Promise<void> {
+    const lean = await send(h.server.port, '/api/publish', [json, ...lines], body);
+    const framework = await send(h.server.port, '/api/publish', [fastifyJson, ...lines], body);
+    assert.equal(codeOf(lean), code, `lean path: ${lean.status} ${lean.body}`);
+    assert.deepEqual(lean, framework, 'lean path and framework path answer alike');
+  }
+
+  test('schema, channel, size and scope errors: the same code, detail and headers', async () => {
+    await samePublish([key], '{"channel":"chat:m"}', 'bad_request');
+    await samePublish([key], '{"channel":"chat:m","data":1,"extra":true}', 'bad_request');
+    await samePublish([key], '{"channel":7,"data":1}', 'bad_request');
+    await samePublish([key], '{"channel":"","data":1}', 'bad_request');
+    await samePublish([key], '{"channel":"chat:m","data":1,"idempotency_key":"has space"}', 'bad_request');
+    await samePublish([key], '[1]', 'bad_request');
+    await samePublish([key], 'null', 'bad_request');
+    await samePublish([key], '{"channel":"nope:m","data":1}', 'unknown_namespace');
+    await samePublish([key], '{"channel":"chat:a\\u0000b","data":1}', 'invalid_channel');
+    await samePublish([key], `{"channel":"chat:m","data":"${'x'.repeat(2000)}"}`, 'payload_too_large');
+    await samePublish([`authorization: Bearer ${READER}`], '{"channel":"chat:m","data":1}', 'forbidden');
+  });
+
+  test('a publish: 200 with the next position on either path', async () => {
+    const lean = await send(h.server.port, '/api/publish', [json, key], '{"channel":"chat:m-ok","data":{"n":1}}');
+    const framework = await send(h.server.port, '/api/publish', [fastifyJson, key], '{"channel":"chat:m-ok","data":{"n":2}}');
+    assert.equal(lean.status, 200, lean.body);
+    assert.equal(framework.status, 200, framework.body);
+    const withoutLength = (a: Answer) => a.headers.filter((line) => !line.startsWith('content-length:'));
+    assert.deepEqual(withoutLength(lean), withoutLength(framework));
+    const first = JSON.parse(lean.body) as { epoch: string; offset: number };
+    const second = JSON.parse(framework.body) as { epoch: string; offset: number };
+    assert.deepEqual(Object.keys(first), ['epoch', 'offset']);
+    assert.deepEqual(second, { epoch: first.epoch, offset: first.offset + 1 });
   });
 });
 

@@ -3,6 +3,7 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { closeAllClients, eventually, http, postRaw, signToken, unique, WAIT_MS, type Json } from '../helpers/herald-ws.ts';
 import { LongPollSession } from '../helpers/herald-long-poll.ts';
@@ -408,6 +409,41 @@ describe('long-poll session timeout', { timeout: 30000 }, () => {
     const pubs = await s.waitMarker(channel, 'still here');
     assert.deepEqual(offsets(pubs), [1]);
     await s.close();
+  });
+});
+
+describe('long-poll poll abandoned', { timeout: 30000 }, () => {
+  let h: TestHerald;
+  before(async () => {
+    // A held poll would wait a minute: only noticing that its client hung up ends the session in time.
+    h = await startHerald({ longPoll: { pollTimeoutMs: 60000, sessionTimeoutMs: 300 }, limits: { maxConnectionsPerIp: 1 } });
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  test('a held poll whose client hung up: the session expires after sessionTimeoutMs and gives its place under the caps back', async () => {
+    const channel = unique('chat:lp-gone');
+    const s = await LongPollSession.open(h.url, { token: await h.token('alice'), channels: [channel] });
+    const refused = await http(`${h.url}/connection/poll/open`, { body: { token: await h.token('bob'), channels: [channel] } });
+    assert.equal(refused.status, 429, 'the one place per IP is taken');
+    assert.equal(refused.body.error.code, 'connection_limit');
+    const body = JSON.stringify({ seq: s.seq });
+    const socket = connect(Number(new URL(h.url).port), '127.0.0.1');
+    socket.on('error', () => {});
+    socket.write(
+      `POST /connection/poll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nHerald-Session: ${s.session}\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+    await waitUntil(() => pollHeld(h, s), { label: 'the poll held' });
+    socket.destroy();
+    await eventually(
+      async () => (Object.keys((await h.api('presence', { channel })).body.clients).length === 0 ? true : undefined),
+      'the abandoned session to be closed',
+      WAIT_MS,
+    );
+    const again = await LongPollSession.open(h.url, { token: await h.token('bob'), channels: [channel] });
+    await again.close();
   });
 });
 

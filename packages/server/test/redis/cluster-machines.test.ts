@@ -124,6 +124,15 @@ describe('cluster mode on the Redis engine: two machines × two workers', { skip
       }, `${m.name} info lists the four workers`, 15000);
       assert.equal(nodes.size, 4, `${m.name} sees exactly the four workers`);
     }
+    // /metrics on a machine's internal listener aggregates its own two workers (not the other machine's).
+    const before = await Promise.all([m1, m2].map(async (m) => metric(await scrape(m), 'herald_publications_total{source="api"}')));
+    for (let i = 0; i < 6; i++) assert.equal((await m1.cluster.api('publish', { channel: 'chat:metrics', data: { i } })).status, 200);
+    for (let i = 0; i < 4; i++) assert.equal((await m2.cluster.api('publish', { channel: 'chat:metrics', data: { i } })).status, 200);
+    for (const [index, m] of [m1, m2].entries()) {
+      const text = await scrape(m);
+      assert.equal(metric(text, 'herald_publications_total{source="api"}') - before[index]!, index === 0 ? 6 : 4, `${m.name} counts its own workers' publishes`);
+      assert.equal(text.split('\n').filter((l) => l.startsWith('herald_live_heap_bytes{worker="')).length, 2, `${m.name}: one live heap per worker`);
+    }
   });
 
   test('delivery across machines on all three transports, published through both machines', async () => {
@@ -265,6 +274,23 @@ describe('cluster mode on the Redis engine: two machines × two workers', { skip
     for (const f of followers) assert.ok(f.resubscribes.every((s) => s.recovered), `${f.name}: Redis kept its data, every recovery succeeds: ${f.summary()}`);
   });
 
+  test('rolling reload (SIGHUP) of one machine while publishing: its workers are replaced one by one, clients recover, nothing lost, nothing twice', async () => {
+    const channel = 'chaos:reload';
+    await startAll(followersOn(channel));
+    publisher = new Publisher(channel, () => [m1, m2], { intervalMs: 10, timeoutMs: 5000 });
+    publisher.start();
+    await waitUntil(() => publisher!.acked.length >= 30, { timeoutMs: 20000, label: '30 publications before the reload' });
+    const since = m1.cluster.logs.length;
+    m1.cluster.process.kill('SIGHUP');
+    await m1.cluster.waitLog((l) => l.msg === 'rolling reload complete', 60000, 'rolling reload complete', since);
+    const fresh = new Set(m1.cluster.logs.slice(since).filter((l) => l.msg === 'worker ready').map((l) => l.worker as number));
+    assert.equal(fresh.size, 2, 'both workers of M1 were replaced');
+    const acked = publisher.acked.length;
+    await waitUntil(() => publisher!.acked.length >= acked + 30, { timeoutMs: 20000, label: '30 publications after the reload' });
+    await finish(publisher, followers);
+    for (const f of followers.filter((x) => x.name.endsWith('M1'))) assert.ok(f.events.some((e) => e.kind === 'reset'), `${f.name} was moved by the reload`);
+  });
+
   test('chaos: SIGTERM of one machine while the other keeps serving: its clients move and recover', async () => {
     const channel = 'chaos:machine-down';
     let m2Up = true;
@@ -284,6 +310,18 @@ describe('cluster mode on the Redis engine: two machines × two workers', { skip
     for (const f of followers.filter((x) => x.name.endsWith('M2'))) assert.ok(f.events.some((e) => e.kind === 'reset'), `${f.name} was reset by the drain of M2`);
   });
 });
+
+/** GET /metrics on a machine's internal listener (a fresh connection: any worker answers for the machine). */
+async function scrape(m: Machine): Promise<string> {
+  const response = await fetch(`http://127.0.0.1:${m.cluster.adminPort}/metrics`, { signal: AbortSignal.timeout(10000) });
+  assert.equal(response.status, 200);
+  return response.text();
+}
+
+function metric(text: string, series: string): number {
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.slice(series.length + 1));
+}
 
 /**
  * SIGKILLs one worker of a machine (a process the test started through its

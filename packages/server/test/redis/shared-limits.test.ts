@@ -11,7 +11,9 @@
  * proxy), so each test has client IPs of its own.
  *
  * The same on a Redis Cluster started here (three masters, three replicas):
- * the keys one script touches share a hash tag, so one slot.
+ * the keys one script touches share a hash tag, so one slot. And across
+ * the workers of `herald serve --workers 2 --engine redis` (each worker is
+ * a node in Redis).
  *
  * Needs Redis at HERALD_TEST_REDIS_URL (default 127.0.0.1:6379) and
  * `redis-server` / `redis-cli` for private ones; skips loudly without them,
@@ -19,11 +21,13 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { request as httpRequest } from 'node:http';
 import { WebSocket } from 'ws';
 import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
 import { eventually } from '../helpers/herald-ws.ts';
 import { cleanupSpawned, deletePrefix, RedisServer, spawnRedisHerald, startRedisHerald, Tokens, uniquePrefix, type RedisHerald, type Target } from './harness.ts';
 import { RedisClusterFixture, redisClusterToolsAvailable } from './cluster-harness.ts';
+import { TestCluster } from '../cluster/harness.ts';
 
 const skip = missingService('Redis', await redisAvailable(REDIS_URL));
 const clusterSkip = missingService('redis-server and redis-cli (a local Redis Cluster)', await redisClusterToolsAvailable());
@@ -332,4 +336,47 @@ describe('cluster-wide limits on a Redis Cluster (3 masters + 3 replicas)', { sk
     assert.ok('ws' in again);
     assert.deepEqual(await wsFrom(b, wsIp), { status: 429, code: 'connection_limit' });
   });
+});
+
+describe('cluster-wide limits across the workers of `herald serve --workers 2 --engine redis`', { skip, timeout: 180000 }, () => {
+  const prefix = uniquePrefix('shared-limits-workers');
+  const machines: TestCluster[] = [];
+  after(async () => {
+    for (const machine of machines) await machine.stop();
+    await deletePrefix(REDIS_URL, prefix);
+  });
+
+  /** 20 API calls, each on a new TCP connection (the primary hands connections to the workers in turn): how many were accepted. */
+  async function acceptedOf20(machine: TestCluster): Promise<number> {
+    let accepted = 0;
+    for (let i = 0; i < 20; i++) {
+      const status = await new Promise<number>((resolve, reject) => {
+        const request = httpRequest(
+          { host: '127.0.0.1', port: machine.port, path: '/api/info', method: 'POST', agent: false, headers: { 'content-type': 'application/json', authorization: `Bearer ${machine.apiKey}` } },
+          (response) => {
+            response.resume();
+            response.on('end', () => resolve(response.statusCode ?? 0));
+          },
+        );
+        request.on('error', reject);
+        request.end('{}');
+      });
+      assert.ok(status === 200 || status === 429, String(status));
+      if (status === 200) accepted += 1;
+    }
+    return accepted;
+  }
+
+  for (const scope of ['cluster', 'node'] as const) {
+    test(`per key 10 a minute, scope "${scope}": ${scope === 'cluster' ? 'exactly 10 of 20 over both workers' : 'each worker counts by itself (more than 10)'}`, async () => {
+      const machine = await TestCluster.start({
+        workers: 2,
+        config: { engine: { type: 'redis', redisUrl: REDIS_URL, redisPrefix: `${prefix}-${scope}` }, api: { rateLimitPerKey: 10 }, limits: { scope } },
+      });
+      machines.push(machine);
+      const accepted = await acceptedOf20(machine);
+      if (scope === 'cluster') assert.equal(accepted, 10);
+      else assert.ok(accepted > 10, `${accepted} accepted: the connections reached one worker only`);
+    });
+  }
 });

@@ -26,12 +26,16 @@ const hasOpenssl = spawnSync('openssl', ['version'], { stdio: 'ignore' }).status
 const skip = missingService('redis-server (the binary, to run a private Redis)', hasRedisServer);
 const OPERATIONS = fileURLToPath(new URL('../../../../docs/operations.md', import.meta.url));
 
-/** The documented ACL rule (`user herald on >PASSWORD …` in docs/operations.md), for a user, password and key prefix. */
-function documentedAcl(user: string, password: string, prefix: string): string[] {
-  const line = readFileSync(OPERATIONS, 'utf8')
-    .split('\n')
-    .find((l) => l.startsWith('ACL SETUSER herald '));
-  assert.ok(line !== undefined, 'docs/operations.md documents the ACL rule (a line starting "ACL SETUSER herald ")');
+/**
+ * An ACL rule documented in docs/operations.md, for a password and key
+ * prefix: `base` the line `ACL SETUSER herald on …`, otherwise the
+ * `ACL SETUSER herald +…` line after the comment line containing `after`.
+ */
+function documentedAcl(password: string, prefix: string, after?: string): string[] {
+  const lines = readFileSync(OPERATIONS, 'utf8').split('\n');
+  const index = after === undefined ? lines.findIndex((l) => l.startsWith('ACL SETUSER herald on ')) : lines.findIndex((l) => l.startsWith('#') && l.includes(after)) + 1;
+  const line = lines[index];
+  assert.ok(index > 0 && line !== undefined && line.startsWith('ACL SETUSER herald '), `docs/operations.md documents the ACL rule${after === undefined ? '' : ` for ${after}`}`);
   return line
     .trim()
     .split(/\s+/)
@@ -81,7 +85,9 @@ describe('redis engine: TLS (rediss://) and an ACL user', { skip }, () => {
       if (process.env['HERALD_REQUIRE_SERVICES'] === '1') throw new Error(`HERALD_REQUIRE_SERVICES=1 but ${tlsSkip}`);
       redis = await RedisServer.start();
     }
-    await redis.command('ACL', 'SETUSER', 'herald', ...documentedAcl('herald', password, prefix));
+    await redis.command('ACL', 'SETUSER', 'herald', ...documentedAcl(password, prefix));
+    // The Redis Cluster line is at least a rule Redis accepts (on a user of its own).
+    await redis.command('ACL', 'SETUSER', 'syntax-only', ...documentedAcl(password, prefix, 'on a Redis Cluster'));
     await redis.command('ACL', 'LOG', 'RESET');
   });
 
@@ -95,8 +101,8 @@ describe('redis engine: TLS (rediss://) and an ACL user', { skip }, () => {
     rmSync(dir, { recursive: true, force: true });
   });
 
-  async function node(name: string, tokens: Tokens, redisUrl: string, engine: Record<string, unknown> = {}): Promise<RedisHerald> {
-    const h = await startRedisHerald(name, { redisUrl, prefix, tokens, engine: { probeIntervalMs: 300, ...engine } });
+  async function node(name: string, tokens: Tokens, redisUrl: string, engine: Record<string, unknown> = {}, overrides: Record<string, unknown> = {}): Promise<RedisHerald> {
+    const h = await startRedisHerald(name, { redisUrl, prefix, tokens, engine: { probeIntervalMs: 300, ...engine }, overrides });
     nodes.push(h);
     return h;
   }
@@ -148,6 +154,17 @@ describe('redis engine: TLS (rediss://) and an ACL user', { skip }, () => {
     const b = await node('B', tokens, url);
     await exercise(a, b, tokens, 'acl');
     for (const n of [a, b]) assert.equal((await n.health()).status, 200);
+  });
+
+  test('limits.scope "cluster" with the documented extra line: rate limits and connection counts in Redis, nothing denied', async () => {
+    await redis.command('ACL', 'SETUSER', 'herald', ...documentedAcl(password, prefix, 'limits.scope'));
+    const tokens = new Tokens();
+    const url = `redis://herald:${password}@127.0.0.1:${redis.port}`;
+    const a = await node('LA', tokens, url, {}, { limits: { scope: 'cluster', newConnectionsPerIpPerSecond: 100000 } });
+    const b = await node('LB', tokens, url, {}, { limits: { scope: 'cluster', newConnectionsPerIpPerSecond: 100000 } });
+    await exercise(a, b, tokens, 'limits');
+    const keys = (await redis.command('KEYS', `${prefix}:limits:*`)) as string[];
+    assert.ok(keys.length > 0, 'the limits are counted in Redis');
   });
 
   test('a wrong password is refused at start with a clear line that does not show it', async () => {

@@ -1,7 +1,8 @@
 /**
  * Security headers on every HTTP response of the public listener: answers,
- * errors, 404s, the SSE stream, long-poll answers. No X-Powered-By, no HSTS
- * without TLS (tls.test.ts checks it with TLS), generic error bodies.
+ * errors, 404s, the SSE stream, long-poll answers; the server API's answers
+ * (`/api/…`) with their shorter set. No X-Powered-By, no HSTS without TLS
+ * (tls.test.ts checks it with TLS), generic error bodies.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -18,6 +19,16 @@ function assertSecurityHeaders(get: (name: string) => string | null | undefined,
   assert.match(csp, /frame-ancestors 'none'/, `${where}: CSP frame-ancestors`);
   assert.match(csp, /script-src 'self'/, `${where}: CSP script-src`);
   assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/, `${where}: no unsafe CSP sources`);
+  assert.equal(get('x-content-type-options'), 'nosniff', `${where}: nosniff`);
+  assert.equal(get('x-frame-options'), 'DENY', `${where}: frame denial`);
+  assert.equal(get('referrer-policy'), 'no-referrer', `${where}: referrer policy`);
+  assert.equal(get('x-powered-by') ?? null, null, `${where}: no X-Powered-By`);
+  assert.equal(get('strict-transport-security') ?? null, null, `${where}: no HSTS without TLS`);
+}
+
+/** The server API's shorter set (edge/security-headers.ts apiSecurityHeaders): JSON answers to POSTs, never pages. */
+function assertApiSecurityHeaders(get: (name: string) => string | null | undefined, where: string): void {
+  assert.equal(get('content-security-policy'), "default-src 'none'; frame-ancestors 'none'", `${where}: API CSP`);
   assert.equal(get('x-content-type-options'), 'nosniff', `${where}: nosniff`);
   assert.equal(get('x-frame-options'), 'DENY', `${where}: frame denial`);
   assert.equal(get('referrer-policy'), 'no-referrer', `${where}: referrer policy`);
@@ -50,15 +61,26 @@ describe('security headers', { timeout: 30000 }, () => {
 
     const badJson = await http(`${h.url}/api/publish`, { headers: { authorization: `Bearer ${h.apiKey}` }, body: '{"channel":' });
     assertGenericError(badJson, 'invalid_json');
-    assertSecurityHeaders((n) => badJson.headers.get(n), 'invalid JSON');
+    assertApiSecurityHeaders((n) => badJson.headers.get(n), 'invalid JSON');
 
     const noKey = await http(`${h.url}/api/publish`, { body: { channel: 'news', data: 1 } });
     assertGenericError(noKey, 'unauthorized');
-    assertSecurityHeaders((n) => noKey.headers.get(n), '401');
+    assertApiSecurityHeaders((n) => noKey.headers.get(n), '401');
 
     const tooLarge = await postRaw(`${h.url}/api/publish`, { authorization: `Bearer ${h.apiKey}` }, Buffer.alloc(200 * 1024, 0x20));
     assertGenericError(tooLarge, 'payload_too_large');
-    assertSecurityHeaders((n) => tooLarge.headers.get(n), '413');
+    assertApiSecurityHeaders((n) => tooLarge.headers.get(n), '413');
+
+    // The API's answers on fastify's route (an unusual JSON spelling, an unknown method) and on the lean path alike.
+    const published = await http(`${h.url}/api/publish`, { headers: { authorization: `Bearer ${h.apiKey}` }, body: { channel: 'chat:headers', data: 1 } });
+    assert.equal(published.status, 200, published.text);
+    assertApiSecurityHeaders((n) => published.headers.get(n), 'publish');
+    const info = await postRaw(`${h.url}/api/info`, { authorization: `Bearer ${h.apiKey}`, 'content-type': 'Application/JSON' }, Buffer.from('{}'));
+    assert.equal(info.status, 200, info.text);
+    assertApiSecurityHeaders((n) => info.headers.get(n), 'info');
+    const unknown = await http(`${h.url}/api/nope`, { headers: { authorization: `Bearer ${h.apiKey}` }, body: {} });
+    assertGenericError(unknown, 'not_found');
+    assertApiSecurityHeaders((n) => unknown.headers.get(n), 'unknown API method');
 
     const wrongMethod = await http(`${h.url}/connection/sse`, { method: 'DELETE' });
     assertGenericError(wrongMethod, 'method_not_allowed');

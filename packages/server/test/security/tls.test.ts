@@ -106,6 +106,8 @@ describe('TLS listener', { skip: files === undefined, timeout: 30000 }, () => {
         body: JSON.stringify({ channel, data: 'over tls' }),
       });
       assert.equal(published.status, 200, published.text);
+      // The API's shorter header set keeps HSTS.
+      assert.equal(published.headers['strict-transport-security'], 'max-age=31536000');
       await client.waitMarker(channel, 'over tls');
     } finally {
       ws.terminate();

@@ -189,6 +189,56 @@ describe('ApiKeyVerifier cache', () => {
     assert.equal(both.verify('same')?.name, 'live');
   });
 
+  it('per connection: the key last verified on it again costs no hash and no comparison; another key, or a wrong one, takes the full path', () => {
+    const originalHash = crypto.hash;
+    let hashes = 0;
+    crypto.hash = ((...args: Parameters<typeof crypto.hash>) => {
+      hashes++;
+      return originalHash(...args);
+    }) as typeof crypto.hash;
+    syncBuiltinESMExports();
+    try {
+      counting((count) => {
+        const v = new ApiKeyVerifier(Array.from({ length: 5 }, (_, i) => key(`k${i}`, `secret-${i}`)), { now: () => T0 });
+        const one = {};
+        const two = {};
+        assert.equal(v.verify('secret-1', one)?.name, 'k1');
+        assert.equal(hashes, 1);
+        assert.equal(count(), 5, 'first use: every key compared');
+        for (let i = 0; i < 3; i++) assert.equal(v.verify('secret-1', one)?.name, 'k1');
+        assert.equal(hashes, 1, 'the same key on the same connection: no hash');
+        assert.equal(count(), 0);
+        assert.equal(v.verify('secret-1', two)?.name, 'k1', 'another connection: hashed, then found among the verified keys');
+        assert.equal(hashes, 2);
+        for (const wrong of ['secret-2', 'secret-1x', 'secret-', 'Secret-1', 'secret-9']) {
+          assert.equal(v.verify(wrong, one)?.name ?? null, wrong === 'secret-2' ? 'k2' : null, wrong);
+        }
+        assert.equal(hashes, 7, 'every other key on the connection was hashed');
+        assert.equal(v.verify('secret-2', one)?.name, 'k2', 'the last verified key is the one remembered');
+        assert.equal(hashes, 7);
+      });
+    } finally {
+      crypto.hash = originalHash;
+      syncBuiltinESMExports();
+    }
+  });
+
+  it('per connection: the remembered key is still refused at its notAfter, and forgotten when the source changes', () => {
+    let now = T0;
+    let list: readonly ApiKeyConfig[] = [key('s1', 'store-1', { notAfter: iso(T0 + 10) })];
+    const v = new ApiKeyVerifier([], { source: { current: () => list }, now: () => now });
+    const connection = {};
+    assert.equal(v.verify('store-1', connection)?.name, 's1');
+    now = T0 + 10;
+    assert.equal(v.verify('store-1', connection), null, 'expired');
+    now = T0;
+    assert.equal(v.verify('store-1', connection)?.name, 's1');
+    list = [key('s2', 'store-2')];
+    assert.equal(v.verify('store-1', connection), null, 'removed from the source');
+    list = [key('s1b', 'store-1')];
+    assert.equal(v.verify('store-1', connection)?.name, 's1b', 'the same secret under a new entry: its new principal');
+  });
+
   it('forgets everything when the source changes: a revoked or removed key is refused from the next reload on', () => {
     let list: readonly ApiKeyConfig[] = [key('s1', 'store-1'), key('s2', 'store-2')];
     const v = new ApiKeyVerifier([], { source: { current: () => list }, now: () => T0 });

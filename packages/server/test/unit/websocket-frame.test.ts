@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
-import { encodeServerTextFrame } from '../../src/util/websocket-frame.ts';
+import { encodeServerTextFrame, encodeServerTextFrameOf } from '../../src/util/websocket-frame.ts';
 
 describe('encodeServerTextFrame', () => {
   it('uses 7-bit, 16-bit and 64-bit lengths at the RFC boundaries', () => {
@@ -24,6 +24,13 @@ describe('encodeServerTextFrame', () => {
       assert.deepEqual([...frame.subarray(0, header.length)], [...header], `length ${length}`);
       assert.equal(frame.length, header.length + length);
       assert.ok(frame.subarray(header.length).equals(payload));
+    }
+  });
+
+  it('encodes a string into the same bytes as its UTF-8 buffer, multi-byte characters included', () => {
+    for (const length of [0, 1, 62, 63, 64, 125, 126, 40000, 65535, 65536, 70000]) {
+      const text = 'é'.repeat(Math.floor(length / 2)) + 'x'.repeat(length % 2) + '€😀';
+      assert.ok(encodeServerTextFrameOf(text).equals(encodeServerTextFrame(Buffer.from(text, 'utf8'))), `length ${length}`);
     }
   });
 

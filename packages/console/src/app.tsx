@@ -1,0 +1,142 @@
+/**
+ * The console's frame: the session check at start, the login view when
+ * nobody is signed in, otherwise the header (views, who is signed in, sign
+ * out) and the view the URL hash names. The idle timer asks the server once
+ * the session's idle time has passed without a call, so a page left open
+ * shows the login by itself.
+ */
+import { useEffect, useState } from 'preact/hooks';
+import { call, describeFailure, lastActivity } from './api.ts';
+import { startOverviewStream, stopOverviewStream } from './overview-stream.ts';
+import { allows, loginNotice, route, session, type Session } from './state.ts';
+import { Audit } from './views/audit.tsx';
+import { Channels } from './views/channels.tsx';
+import { Connections } from './views/connections.tsx';
+import { Keys } from './views/keys.tsx';
+import { Login } from './views/login.tsx';
+import { Overview } from './views/overview.tsx';
+
+const VIEWS = [
+  { view: 'overview', title: 'Overview', component: Overview },
+  { view: 'channels', title: 'Channels', component: Channels },
+  { view: 'connections', title: 'Connections', component: Connections },
+  { view: 'keys', title: 'API keys', component: Keys },
+  { view: 'audit', title: 'Audit log', component: Audit },
+] as const;
+
+function time(value: string | number | undefined): number | undefined {
+  if (value === undefined) return undefined;
+  const ms = typeof value === 'number' ? (value < 1e11 ? value * 1000 : value) : Date.parse(value);
+  return Number.isFinite(ms) ? ms : undefined;
+}
+
+export function App() {
+  const current = session.value;
+
+  useEffect(() => {
+    call<Session>('session', { quiet401: true }).then(
+      (answer) => {
+        session.value = answer;
+      },
+      () => {
+        session.value = null;
+      },
+    );
+  }, []);
+
+  // The live stream runs while someone is signed in.
+  useEffect(() => {
+    if (current === null || current === undefined) return undefined;
+    startOverviewStream();
+    return stopOverviewStream;
+  }, [current === null || current === undefined ? '' : current.admin.name]);
+
+  // Idle timeout: once the idle time has passed since the last call, ask the server (a 401 shows the login).
+  useEffect(() => {
+    if (current === null || current === undefined) return undefined;
+    const idleEnd = time(current.idleExpiresAt);
+    if (idleEnd === undefined) return undefined;
+    const idleMs = Math.max(1000, idleEnd - Date.now());
+    let probing = false;
+    const timer = setInterval(() => {
+      if (probing || Date.now() < lastActivity + idleMs + 500) return;
+      probing = true;
+      call<Session>('session')
+        .then((answer) => {
+          session.value = answer;
+        })
+        .catch(() => undefined)
+        .finally(() => {
+          probing = false;
+        });
+    }, 1000);
+    return () => clearInterval(timer);
+  }, [current]);
+
+  useEffect(() => {
+    const view = VIEWS.find((v) => v.view === route.value.view);
+    document.title = current === null ? 'Sign in · Herald console' : `${view?.title ?? 'Not found'} · Herald console`;
+  }, [current, route.value.view]);
+
+  if (current === undefined) return <p class="loading">Loading…</p>;
+  if (current === null) return <Login />;
+  const view = VIEWS.find((v) => v.view === route.value.view);
+  const Component = view?.component;
+  return (
+    <>
+      <a class="skip" href="#main" onClick={(event) => { event.preventDefault(); document.getElementById('main')?.focus(); }}>
+        Skip to content
+      </a>
+      <header class="top">
+        <span class="brand">Herald console</span>
+        <nav aria-label="Views">
+          <ul>
+            {VIEWS.filter((v) => v.view !== 'keys' || allows('owner')).map((v) => (
+              <li key={v.view}>
+                <a href={`#/${v.view}`} aria-current={v.view === route.value.view ? 'page' : undefined}>
+                  {v.title}
+                </a>
+              </li>
+            ))}
+          </ul>
+        </nav>
+        <Account session={current} />
+      </header>
+      <main id="main" tabIndex={-1}>
+        {Component === undefined ? <p>No such view. <a href="#/overview">Go to the overview</a>.</p> : <Component />}
+      </main>
+    </>
+  );
+}
+
+function Account({ session: current }: { session: Session }) {
+  const [error, setError] = useState('');
+  async function signOut(everywhere: boolean) {
+    try {
+      await call(everywhere ? 'logout-everywhere' : 'logout', { method: 'POST' });
+      stopOverviewStream();
+      loginNotice.value = everywhere ? 'Signed out on every device.' : 'Signed out.';
+      session.value = null;
+    } catch (failure) {
+      setError(describeFailure(failure));
+    }
+  }
+  return (
+    <div class="account">
+      <span id="whoami">
+        {current.admin.name} <span class="role">{current.admin.role}</span>
+      </span>
+      <button type="button" id="sign-out" onClick={() => void signOut(false)}>
+        Sign out
+      </button>
+      <button type="button" id="sign-out-everywhere" class="link" onClick={() => void signOut(true)}>
+        Sign out everywhere
+      </button>
+      {error !== '' && (
+        <span class="status error" role="alert">
+          {error}
+        </span>
+      )}
+    </div>
+  );
+}

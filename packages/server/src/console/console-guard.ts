@@ -1,0 +1,104 @@
+/**
+ * The guard of every console endpoint (console-auth-routes.ts, and the
+ * console API of console-api.ts): `requireRole(minimum)` as a fastify
+ * preHandler.
+ *
+ * Order of checks, each answered with a registered error code:
+ * 1. State-changing methods (anything but GET/HEAD): `Origin` must be the
+ *    console's own (csrf.ts), else 403 `csrf_failed`.
+ * 2. The session cookie must name a session in force (sessions.ts), else
+ *    401 `unauthenticated` (and the cookie is cleared).
+ * 3. State-changing methods: header `x-csrf-token` must be a token of the
+ *    session's secret, else 403 `csrf_failed`.
+ * 4. The admin's role must be at least `minimum` (owner > operator >
+ *    viewer), else 403 `forbidden` (recorded in the audit log).
+ * Then `request.consoleAdmin` is set. The role is read from the store with
+ * the session on every request, so a demotion is in force at once.
+ */
+import type { FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
+import type { Config } from '../config/schema.ts';
+import { sendApiError } from '../transports/http-connection.ts';
+import { roleAtLeast, type AdminRole, type AdminStore } from './admin-store.ts';
+import type { AuditLog } from './audit-log.ts';
+import { CSRF_HEADER, csrfValid, sameOrigin, type OriginRule } from './csrf.ts';
+import type { LoginLimiter } from './login-limiter.ts';
+import type { PasswordHasher } from './passwords.ts';
+import { SESSION_COOKIE, type ConsoleSessions, type LiveSession } from './sessions.ts';
+
+export type { AdminRole } from './admin-store.ts';
+export type { AuditLog } from './audit-log.ts';
+
+export interface ConsoleAdmin {
+  readonly name: string;
+  readonly role: AdminRole;
+  /** The SHA-256 of the session id (safe to log; the id itself stays in the cookie). */
+  readonly sessionId: string;
+}
+
+/** What the console's routes share; `app.heraldConsole` on the internal listener. */
+export interface ConsoleContext {
+  readonly config: Config;
+  /** `admin.console.basePath`, e.g. `/console`. */
+  readonly basePath: string;
+  readonly store: AdminStore;
+  readonly sessions: ConsoleSessions;
+  readonly limiter: LoginLimiter;
+  readonly hasher: PasswordHasher;
+  readonly audit: AuditLog;
+  readonly origin: OriginRule;
+  /** The client's address (http.trustedProxies honoured). */
+  clientIp(request: FastifyRequest): string;
+  now(): number;
+  /** Counts a sign-in outcome in metrics. */
+  countLogin(outcome: 'ok' | 'failed' | 'locked'): void;
+}
+
+declare module 'fastify' {
+  interface FastifyInstance {
+    heraldConsole: ConsoleContext;
+  }
+  interface FastifyRequest {
+    /** Set by requireRole on console routes. */
+    consoleAdmin: ConsoleAdmin | undefined;
+    /** The live session behind consoleAdmin (the auth routes need its id). */
+    consoleSession: LiveSession | undefined;
+  }
+}
+
+export function isStateChanging(method: string): boolean {
+  return method !== 'GET' && method !== 'HEAD';
+}
+
+export const cookieOptions = { path: '/', httpOnly: true, secure: true, sameSite: 'strict' } as const;
+
+export function clearSessionCookie(reply: FastifyReply): void {
+  reply.clearCookie(SESSION_COOKIE, cookieOptions);
+}
+
+/** fastify preHandler: 401 without a valid session, 403 for a lower role; CSRF checks on state changes. Sets request.consoleAdmin. */
+export function requireRole(minimum: AdminRole): preHandlerAsyncHookHandler {
+  return async function guard(request, reply) {
+    const ctx = request.server.heraldConsole;
+    const changing = isStateChanging(request.method);
+    if (changing && !sameOrigin(ctx.origin, request.headers)) return sendApiError(reply, 'csrf_failed', 'Origin is not the console\'s own origin');
+    const live = await ctx.sessions.resolve(request.cookies[SESSION_COOKIE], ctx.now());
+    if (live === undefined) {
+      clearSessionCookie(reply);
+      return sendApiError(reply, 'unauthenticated');
+    }
+    if (changing && !csrfValid(live.session.csrfSecret, request.headers[CSRF_HEADER])) return sendApiError(reply, 'csrf_failed', `missing or wrong ${CSRF_HEADER} header`);
+    if (!roleAtLeast(live.admin.role, minimum)) {
+      ctx.audit.record({
+        actor: live.admin.name,
+        action: 'console.denied',
+        target: `${request.method} ${request.routeOptions.url ?? request.url}`,
+        address: ctx.clientIp(request),
+        outcome: 'denied',
+        detail: { role: live.admin.role, needs: minimum },
+      });
+      return sendApiError(reply, 'forbidden', `this needs the ${minimum} role`);
+    }
+    request.consoleAdmin = { name: live.admin.name, role: live.admin.role, sessionId: live.session.idHash };
+    request.consoleSession = live;
+  };
+}

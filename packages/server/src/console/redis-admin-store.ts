@@ -1,0 +1,349 @@
+/**
+ * The console store in Redis (the redis engine): shared by every node, as
+ * durable as the Redis's persistence (docs/console.md says so). Every key
+ * carries the hash tag `{console}` after the engine's prefix, so the scripts
+ * below, which touch several keys, run on one Redis Cluster slot too.
+ *
+ * Keys (P = `engine.redisPrefix`):
+ * - `P{console}:admins` set of names; `P{console}:admin:<name>` hash.
+ * - `P{console}:session:<sha256>` hash (Redis expires it at the absolute
+ *   lifetime; an idle one is refused at once and deleted then or by the
+ *   sweep); `P{console}:sessions-of:<name>` set of that admin's session hashes.
+ * - `P{console}:limit:<key>` hash {f, l, n, u}, expiring after its window.
+ * - `P{console}:audit` stream, trimmed by time at each sweep.
+ * Check-and-write operations are Lua scripts (atomic on the server).
+ */
+import type { Cluster, Redis } from 'ioredis';
+import {
+  auditLimit,
+  matchesAudit,
+  sessionLive,
+  MAX_AUDIT_QUERY,
+  type AdminChange,
+  type AdminRecord,
+  type AdminRole,
+  type AdminStore,
+  type AttemptVerdict,
+  type AuditEntry,
+  type AuditInput,
+  type AuditQuery,
+  type FailureCounter,
+  type LimiterCheck,
+  type ResolvedSession,
+  type SessionPolicy,
+  type SessionRecord,
+  type SweepPolicy,
+} from './admin-store.ts';
+
+const CREATE_ADMIN = `
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 then return false end
+local role = ARGV[2]
+if redis.call('SCARD', KEYS[1]) == 0 then role = 'owner' end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'role', role, 'password_hash', ARGV[3], 'disabled', '0', 'created_at', ARGV[4], 'updated_at', ARGV[4])
+return role`;
+
+const UPDATE_ADMIN = `
+if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+for i = 1, #ARGV, 2 do redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
+return 1`;
+
+/** KEYS: session, sessions-of set; ARGV: id hash. Deletes a session and its index entry. */
+const DELETE_SESSION = `
+local admin = redis.call('HGET', KEYS[1], 'admin')
+redis.call('DEL', KEYS[1])
+if admin then redis.call('SREM', ARGV[2] .. admin, ARGV[1]) end
+return 1`;
+
+/** KEYS: sessions-of set; ARGV: session key prefix. */
+const DELETE_SESSIONS_OF = `
+local ids = redis.call('SMEMBERS', KEYS[1])
+local n = 0
+for _, id in ipairs(ids) do n = n + redis.call('DEL', ARGV[1] .. id) end
+redis.call('DEL', KEYS[1])
+return n`;
+
+/**
+ * KEYS: session; ARGV: now, idleMs, absoluteMs, touchAfterMs, admin key prefix, sessions-of prefix, id hash.
+ * Answers {session fields..., '|', admin fields...} when valid, false otherwise (an expired session is deleted).
+ */
+const RESOLVE_SESSION = `
+local s = redis.call('HMGET', KEYS[1], 'admin', 'created_at', 'last_seen_at', 'csrf_secret', 'address')
+if not s[1] or not s[2] or not s[3] or not s[4] then return false end
+local now = tonumber(ARGV[1])
+local a = redis.call('HMGET', ARGV[5] .. s[1], 'role', 'password_hash', 'disabled', 'created_at', 'updated_at')
+local live = now - tonumber(s[3]) < tonumber(ARGV[2]) and now - tonumber(s[2]) < tonumber(ARGV[3])
+if not live or not a[1] or a[3] == '1' then
+  redis.call('DEL', KEYS[1])
+  redis.call('SREM', ARGV[6] .. s[1], ARGV[7])
+  return false
+end
+if now - tonumber(s[3]) >= tonumber(ARGV[4]) then
+  redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1])
+  s[3] = ARGV[1]
+end
+return {s[1], s[2], s[3], s[4], s[5] or '', a[1], a[2], a[3], a[4], a[5]}`;
+
+/**
+ * KEYS: counter keys; ARGV: now, then per key delayAfter, baseDelayMs, maxDelayMs, lockAfter, lockMs, windowMs.
+ * Answers {0, wait} when some key must wait (nothing counted), else {1, 0, indexes of keys locked now...}.
+ */
+const ATTEMPT = `
+local now = tonumber(ARGV[1])
+local wait = 0
+local cur = {}
+for i, k in ipairs(KEYS) do
+  local v = redis.call('HMGET', k, 'f', 'l', 'n', 'u')
+  cur[i] = v
+  if v[1] then
+    local w = math.max(tonumber(v[3]), tonumber(v[4])) - now
+    if w > wait then wait = w end
+  end
+end
+if wait > 0 then return {0, wait} end
+local res = {1, 0}
+for i, k in ipairs(KEYS) do
+  local o = 1 + (i - 1) * 6
+  local da, bd, md, la, lm, wm = tonumber(ARGV[o + 1]), tonumber(ARGV[o + 2]), tonumber(ARGV[o + 3]), tonumber(ARGV[o + 4]), tonumber(ARGV[o + 5]), tonumber(ARGV[o + 6])
+  local v = cur[i]
+  local f = 0
+  if v[1] then
+    local l, u = tonumber(v[2]), tonumber(v[4])
+    local forgotten = (u > 0 and u <= now) or (u <= now and now - l > wm)
+    if not forgotten then f = tonumber(v[1]) end
+  end
+  f = f + 1
+  local delay = 0
+  if f >= da then delay = math.min(md, bd * 2 ^ math.min(30, f - da)) end
+  local u = 0
+  if f >= la then
+    u = now + lm
+    table.insert(res, i)
+  end
+  redis.call('HSET', k, 'f', f, 'l', now, 'n', now + delay, 'u', u)
+  redis.call('PEXPIRE', k, wm + lm + md)
+end
+return res`;
+
+const FORGIVE = `
+local v = redis.call('HMGET', KEYS[1], 'f', 'u')
+if not v[1] then return 0 end
+local f, u = tonumber(v[1]), tonumber(v[2])
+if f <= 1 then
+  if u == 0 then redis.call('DEL', KEYS[1]) end
+  return 1
+end
+redis.call('HSET', KEYS[1], 'f', f - 1)
+if u == 0 then redis.call('HSET', KEYS[1], 'n', 0) end
+return 1`;
+
+type Scripted = {
+  heraldConsoleCreateAdmin(admins: string, admin: string, name: string, role: string, hash: string, now: string): Promise<string | null>;
+  heraldConsoleUpdateAdmin(admin: string, ...args: string[]): Promise<number>;
+  heraldConsoleDeleteSession(session: string, id: string, ofPrefix: string): Promise<number>;
+  heraldConsoleDeleteSessionsOf(of: string, sessionPrefix: string): Promise<number>;
+  heraldConsoleResolveSession(session: string, ...args: string[]): Promise<string[] | null>;
+  heraldConsoleAttempt(...args: (string | number)[]): Promise<number[]>;
+  heraldConsoleForgive(key: string): Promise<number>;
+};
+
+function defineScripts(redis: Redis | Cluster): void {
+  const r = redis as unknown as { heraldConsoleAttempt?: unknown };
+  if (r.heraldConsoleAttempt !== undefined) return;
+  redis.defineCommand('heraldConsoleCreateAdmin', { numberOfKeys: 2, lua: CREATE_ADMIN });
+  redis.defineCommand('heraldConsoleUpdateAdmin', { numberOfKeys: 1, lua: UPDATE_ADMIN });
+  redis.defineCommand('heraldConsoleDeleteSession', { numberOfKeys: 1, lua: DELETE_SESSION });
+  redis.defineCommand('heraldConsoleDeleteSessionsOf', { numberOfKeys: 1, lua: DELETE_SESSIONS_OF });
+  redis.defineCommand('heraldConsoleResolveSession', { numberOfKeys: 1, lua: RESOLVE_SESSION });
+  redis.defineCommand('heraldConsoleAttempt', { lua: ATTEMPT });
+  redis.defineCommand('heraldConsoleForgive', { numberOfKeys: 1, lua: FORGIVE });
+}
+
+function adminOf(name: string, fields: (string | null)[]): AdminRecord | undefined {
+  const [role, hash, disabled, created, updated] = fields;
+  if (role === null || role === undefined || hash === null || hash === undefined) return undefined;
+  return { name, role: role as AdminRole, passwordHash: hash, disabled: disabled === '1', createdAt: Number(created), updatedAt: Number(updated) };
+}
+
+export class RedisAdminStore implements AdminStore {
+  readonly #redis: Redis | Cluster;
+  readonly #s: Scripted;
+  readonly #p: string;
+
+  constructor(redis: Redis | Cluster, prefix: string) {
+    this.#redis = redis;
+    defineScripts(redis);
+    this.#s = redis as unknown as Scripted;
+    this.#p = `${prefix}{console}:`;
+  }
+
+  #admin(name: string): string {
+    return `${this.#p}admin:${name}`;
+  }
+
+  #session(idHash: string): string {
+    return `${this.#p}session:${idHash}`;
+  }
+
+  #limit(key: string): string {
+    return `${this.#p}limit:${key}`;
+  }
+
+  async getAdmin(name: string): Promise<AdminRecord | undefined> {
+    return adminOf(name, await this.#redis.hmget(this.#admin(name), 'role', 'password_hash', 'disabled', 'created_at', 'updated_at'));
+  }
+
+  async listAdmins(): Promise<AdminRecord[]> {
+    const names = (await this.#redis.smembers(`${this.#p}admins`)).sort();
+    const admins = await Promise.all(names.map((name) => this.getAdmin(name)));
+    return admins.filter((a): a is AdminRecord => a !== undefined);
+  }
+
+  async createAdmin(input: { name: string; role: AdminRole; passwordHash: string; now: number }): Promise<AdminRecord | undefined> {
+    const role = await this.#s.heraldConsoleCreateAdmin(`${this.#p}admins`, this.#admin(input.name), input.name, input.role, input.passwordHash, String(input.now));
+    if (role === null) return undefined;
+    return { name: input.name, role: role as AdminRole, passwordHash: input.passwordHash, disabled: false, createdAt: input.now, updatedAt: input.now };
+  }
+
+  async updateAdmin(name: string, change: AdminChange, now: number): Promise<AdminRecord | undefined> {
+    const args: string[] = ['updated_at', String(now)];
+    if (change.role !== undefined) args.push('role', change.role);
+    if (change.passwordHash !== undefined) args.push('password_hash', change.passwordHash);
+    if (change.disabled !== undefined) args.push('disabled', change.disabled ? '1' : '0');
+    if ((await this.#s.heraldConsoleUpdateAdmin(this.#admin(name), ...args)) === 0) return undefined;
+    return this.getAdmin(name);
+  }
+
+  async createSession(session: SessionRecord, absoluteMs?: number): Promise<void> {
+    const key = this.#session(session.idHash);
+    const multi = this.#redis
+      .multi()
+      .hset(key, 'admin', session.admin, 'created_at', String(session.createdAt), 'last_seen_at', String(session.lastSeenAt), 'csrf_secret', session.csrfSecret, 'address', session.address)
+      .sadd(`${this.#p}sessions-of:${session.admin}`, session.idHash);
+    if (absoluteMs !== undefined) multi.pexpireat(key, session.createdAt + absoluteMs);
+    await multi.exec();
+  }
+
+  async resolveSession(idHash: string, now: number, policy: SessionPolicy): Promise<ResolvedSession> {
+    const found = await this.#s.heraldConsoleResolveSession(
+      this.#session(idHash),
+      String(now),
+      String(policy.idleMs),
+      String(policy.absoluteMs),
+      String(policy.touchAfterMs),
+      `${this.#p}admin:`,
+      `${this.#p}sessions-of:`,
+      idHash,
+    );
+    if (found === null) return { state: 'invalid' };
+    const [admin, created, lastSeen, csrf, address, ...adminFields] = found as [string, string, string, string, string, ...string[]];
+    const record = adminOf(admin, adminFields);
+    if (record === undefined) return { state: 'invalid' };
+    return {
+      state: 'valid',
+      session: { idHash, admin, createdAt: Number(created), lastSeenAt: Number(lastSeen), csrfSecret: csrf, address },
+      admin: record,
+    };
+  }
+
+  async deleteSession(idHash: string): Promise<void> {
+    await this.#s.heraldConsoleDeleteSession(this.#session(idHash), idHash, `${this.#p}sessions-of:`);
+  }
+
+  async deleteSessionsOf(admin: string): Promise<number> {
+    return Number(await this.#s.heraldConsoleDeleteSessionsOf(`${this.#p}sessions-of:${admin}`, `${this.#p}session:`));
+  }
+
+  async countSessions(admin: string, now: number, policy: SessionPolicy): Promise<number> {
+    const ids = await this.#redis.smembers(`${this.#p}sessions-of:${admin}`);
+    let n = 0;
+    for (const idHash of ids) {
+      const [created, lastSeen] = await this.#redis.hmget(this.#session(idHash), 'created_at', 'last_seen_at');
+      if (created === null || lastSeen === null) continue;
+      const record = { idHash, admin, createdAt: Number(created), lastSeenAt: Number(lastSeen), csrfSecret: '', address: '' };
+      if (sessionLive(record, now, policy)) n++;
+    }
+    return n;
+  }
+
+  async attempt(checks: readonly LimiterCheck[], now: number): Promise<AttemptVerdict> {
+    const args: (string | number)[] = [checks.length, ...checks.map((c) => this.#limit(c.key)), now];
+    for (const { policy: p } of checks) args.push(p.delayAfter, p.baseDelayMs, p.maxDelayMs, p.lockAfter, p.lockMs, p.windowMs);
+    const [allowed, wait, ...locked] = (await this.#s.heraldConsoleAttempt(...args)).map(Number) as [number, number, ...number[]];
+    return { allowed: allowed === 1, retryAfterMs: wait, lockedNow: locked.map((i) => checks[i - 1]!.key) };
+  }
+
+  async clearAttempts(key: string): Promise<void> {
+    await this.#redis.del(this.#limit(key));
+  }
+
+  async forgiveAttempt(key: string): Promise<void> {
+    await this.#s.heraldConsoleForgive(this.#limit(key));
+  }
+
+  async getCounter(key: string): Promise<FailureCounter | undefined> {
+    const [f, l, n, u] = await this.#redis.hmget(this.#limit(key), 'f', 'l', 'n', 'u');
+    if (f === null || l === null || n === null || u === null) return undefined;
+    return { failures: Number(f), lastAt: Number(l), nextAt: Number(n), lockedUntil: Number(u) };
+  }
+
+  async appendAudit(entry: AuditInput, now: number): Promise<void> {
+    const fields: string[] = ['at', String(now), 'actor', entry.actor, 'action', entry.action, 'outcome', entry.outcome];
+    if (entry.target !== undefined) fields.push('target', entry.target);
+    if (entry.address !== undefined) fields.push('address', entry.address);
+    if (entry.detail !== undefined) fields.push('detail', JSON.stringify(entry.detail));
+    await this.#redis.xadd(`${this.#p}audit`, '*', ...fields);
+  }
+
+  async queryAudit(query: AuditQuery): Promise<AuditEntry[]> {
+    const limit = auditLimit(query);
+    const result: AuditEntry[] = [];
+    let end = query.before !== undefined && /^[0-9]{1,16}-[0-9]{1,10}$/.test(query.before) ? `(${query.before}` : query.until !== undefined ? String(query.until - 1) : '+';
+    const start = query.since !== undefined ? String(query.since) : '-';
+    // Filters are applied here: read at most ten pages.
+    for (let page = 0; page < 10 && result.length < limit; page++) {
+      const rows = await this.#redis.xrevrange(`${this.#p}audit`, end, start, 'COUNT', MAX_AUDIT_QUERY);
+      for (const [id, flat] of rows) {
+        const f: Record<string, string> = Object.create(null) as Record<string, string>;
+        for (let i = 0; i + 1 < flat.length; i += 2) f[flat[i]!] = flat[i + 1]!;
+        let detail: Record<string, unknown> | undefined;
+        if (f['detail'] !== undefined) {
+          try {
+            detail = JSON.parse(f['detail']) as Record<string, unknown>;
+          } catch {
+            detail = undefined;
+          }
+        }
+        const entry: AuditEntry = {
+          id,
+          at: Number(f['at']),
+          actor: f['actor'] ?? '',
+          action: f['action'] ?? '',
+          outcome: (f['outcome'] ?? 'ok') as AuditEntry['outcome'],
+          ...(f['target'] === undefined ? {} : { target: f['target'] }),
+          ...(f['address'] === undefined ? {} : { address: f['address'] }),
+          ...(detail === undefined ? {} : { detail }),
+        };
+        if (query.until !== undefined && entry.at >= query.until) continue;
+        if (matchesAudit(entry, query)) result.push(entry);
+        if (result.length >= limit) break;
+      }
+      if (rows.length < MAX_AUDIT_QUERY) break;
+      end = `(${rows[rows.length - 1]![0]}`;
+    }
+    return result;
+  }
+
+  async sweep(now: number, policy: SweepPolicy): Promise<void> {
+    // Sessions expire by themselves in Redis only at the absolute lifetime; idle ones and index entries go here.
+    const admins = await this.#redis.smembers(`${this.#p}admins`);
+    for (const admin of admins) {
+      for (const idHash of await this.#redis.smembers(`${this.#p}sessions-of:${admin}`)) {
+        await this.resolveSession(idHash, now, { ...policy.sessions, touchAfterMs: Number.MAX_SAFE_INTEGER });
+      }
+    }
+    await this.#redis.xtrim(`${this.#p}audit`, 'MINID', '~', String(now - policy.auditRetentionMs));
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,301 @@
+/**
+ * The console store in the sqlite engine's state file (tables of migration
+ * 6, store/sqlite-store.ts). Used by the server that owns the file (the
+ * single process, or the cluster primary for its workers) and by `herald
+ * admin` beside it: every read goes to the file, every check-and-write runs
+ * in one `BEGIN IMMEDIATE` transaction, so a change by either is seen by the
+ * other's next call.
+ */
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import {
+  attemptWith,
+  auditLimit,
+  forgiven,
+  sessionLive,
+  type AdminChange,
+  type AdminRecord,
+  type AdminRole,
+  type AdminStore,
+  type AttemptVerdict,
+  type AuditEntry,
+  type AuditInput,
+  type AuditQuery,
+  type FailureCounter,
+  type LimiterCheck,
+  type ResolvedSession,
+  type SessionPolicy,
+  type SessionRecord,
+  type SweepPolicy,
+} from './admin-store.ts';
+
+interface AdminRow {
+  name: string;
+  role: string;
+  password_hash: string;
+  disabled: number;
+  created_at: number;
+  updated_at: number;
+}
+
+interface SessionRow {
+  id_hash: string;
+  admin: string;
+  created_at: number;
+  last_seen_at: number;
+  csrf_secret: string;
+  address: string;
+}
+
+interface CounterRow {
+  failures: number;
+  last_at: number;
+  next_at: number;
+  locked_until: number;
+}
+
+interface AuditRow {
+  id: number;
+  at: number;
+  actor: string;
+  action: string;
+  target: string | null;
+  address: string | null;
+  outcome: string;
+  detail: string | null;
+}
+
+function admin(row: AdminRow): AdminRecord {
+  return {
+    name: row.name,
+    role: row.role as AdminRole,
+    passwordHash: row.password_hash,
+    disabled: row.disabled !== 0,
+    createdAt: Number(row.created_at),
+    updatedAt: Number(row.updated_at),
+  };
+}
+
+function session(row: SessionRow): SessionRecord {
+  return {
+    idHash: row.id_hash,
+    admin: row.admin,
+    createdAt: Number(row.created_at),
+    lastSeenAt: Number(row.last_seen_at),
+    csrfSecret: row.csrf_secret,
+    address: row.address,
+  };
+}
+
+function counter(row: CounterRow | undefined): FailureCounter | undefined {
+  if (row === undefined) return undefined;
+  return { failures: Number(row.failures), lastAt: Number(row.last_at), nextAt: Number(row.next_at), lockedUntil: Number(row.locked_until) };
+}
+
+function auditEntry(row: AuditRow): AuditEntry {
+  let detail: Record<string, unknown> | undefined;
+  if (row.detail !== null) {
+    try {
+      detail = JSON.parse(row.detail) as Record<string, unknown>;
+    } catch {
+      detail = undefined;
+    }
+  }
+  return {
+    id: String(row.id),
+    at: Number(row.at),
+    actor: row.actor,
+    action: row.action,
+    outcome: row.outcome as AuditEntry['outcome'],
+    ...(row.target === null ? {} : { target: row.target }),
+    ...(row.address === null ? {} : { address: row.address }),
+    ...(detail === undefined ? {} : { detail }),
+  };
+}
+
+export class SqliteAdminStore implements AdminStore {
+  readonly #db: DatabaseSync;
+  readonly #q: Record<string, StatementSync>;
+
+  constructor(db: DatabaseSync) {
+    this.#db = db;
+    const p = (sql: string) => db.prepare(sql);
+    this.#q = {
+      getAdmin: p('SELECT * FROM console_admins WHERE name = ?'),
+      listAdmins: p('SELECT * FROM console_admins ORDER BY name'),
+      countAdmins: p('SELECT count(*) AS n FROM console_admins'),
+      insertAdmin: p('INSERT INTO console_admins (name, role, password_hash, disabled, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?)'),
+      updateAdmin: p('UPDATE console_admins SET role = ?, password_hash = ?, disabled = ?, updated_at = ? WHERE name = ?'),
+      insertSession: p('INSERT INTO console_sessions (id_hash, admin, created_at, last_seen_at, csrf_secret, address) VALUES (?, ?, ?, ?, ?, ?)'),
+      getSession: p('SELECT * FROM console_sessions WHERE id_hash = ?'),
+      touchSession: p('UPDATE console_sessions SET last_seen_at = ? WHERE id_hash = ?'),
+      deleteSession: p('DELETE FROM console_sessions WHERE id_hash = ?'),
+      deleteSessionsOf: p('DELETE FROM console_sessions WHERE admin = ?'),
+      sessionsOf: p('SELECT * FROM console_sessions WHERE admin = ?'),
+      getCounter: p('SELECT failures, last_at, next_at, locked_until FROM console_login_failures WHERE key = ?'),
+      putCounter: p(
+        'INSERT INTO console_login_failures (key, failures, last_at, next_at, locked_until) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET failures = excluded.failures, last_at = excluded.last_at, next_at = excluded.next_at, locked_until = excluded.locked_until',
+      ),
+      clearCounter: p('DELETE FROM console_login_failures WHERE key = ?'),
+      insertAudit: p('INSERT INTO console_audit (at, actor, action, target, address, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      sweepSessions: p('DELETE FROM console_sessions WHERE last_seen_at <= ? OR created_at <= ?'),
+      sweepCounters: p('DELETE FROM console_login_failures WHERE (locked_until > 0 AND locked_until <= ?) OR (locked_until = 0 AND last_at < ?)'),
+      sweepAudit: p('DELETE FROM console_audit WHERE at < ?'),
+    };
+  }
+
+  #write<T>(run: () => T): T {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      const result = run();
+      this.#db.exec('COMMIT');
+      return result;
+    } catch (error) {
+      this.#db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+
+  async getAdmin(name: string): Promise<AdminRecord | undefined> {
+    const row = this.#q['getAdmin']!.get(name) as AdminRow | undefined;
+    return row === undefined ? undefined : admin(row);
+  }
+
+  async listAdmins(): Promise<AdminRecord[]> {
+    return (this.#q['listAdmins']!.all() as unknown as AdminRow[]).map(admin);
+  }
+
+  async createAdmin(input: { name: string; role: AdminRole; passwordHash: string; now: number }): Promise<AdminRecord | undefined> {
+    return this.#write(() => {
+      if (this.#q['getAdmin']!.get(input.name) !== undefined) return undefined;
+      const first = Number((this.#q['countAdmins']!.get() as { n: number }).n) === 0;
+      const role = first ? 'owner' : input.role;
+      this.#q['insertAdmin']!.run(input.name, role, input.passwordHash, input.now, input.now);
+      return { name: input.name, role, passwordHash: input.passwordHash, disabled: false, createdAt: input.now, updatedAt: input.now };
+    });
+  }
+
+  async updateAdmin(name: string, change: AdminChange, now: number): Promise<AdminRecord | undefined> {
+    return this.#write(() => {
+      const row = this.#q['getAdmin']!.get(name) as AdminRow | undefined;
+      if (row === undefined) return undefined;
+      const before = admin(row);
+      const next: AdminRecord = {
+        ...before,
+        role: change.role ?? before.role,
+        passwordHash: change.passwordHash ?? before.passwordHash,
+        disabled: change.disabled ?? before.disabled,
+        updatedAt: now,
+      };
+      this.#q['updateAdmin']!.run(next.role, next.passwordHash, next.disabled ? 1 : 0, now, name);
+      return next;
+    });
+  }
+
+  async createSession(record: SessionRecord): Promise<void> {
+    this.#q['insertSession']!.run(record.idHash, record.admin, record.createdAt, record.lastSeenAt, record.csrfSecret, record.address);
+  }
+
+  async resolveSession(idHash: string, now: number, policy: SessionPolicy): Promise<ResolvedSession> {
+    const row = this.#q['getSession']!.get(idHash) as SessionRow | undefined;
+    if (row === undefined) return { state: 'invalid' };
+    const found = session(row);
+    const adminRow = this.#q['getAdmin']!.get(found.admin) as AdminRow | undefined;
+    if (!sessionLive(found, now, policy) || adminRow === undefined || adminRow.disabled !== 0) {
+      this.#q['deleteSession']!.run(idHash);
+      return { state: 'invalid' };
+    }
+    if (now - found.lastSeenAt < policy.touchAfterMs) return { state: 'valid', session: found, admin: admin(adminRow) };
+    this.#q['touchSession']!.run(now, idHash);
+    return { state: 'valid', session: { ...found, lastSeenAt: now }, admin: admin(adminRow) };
+  }
+
+  async deleteSession(idHash: string): Promise<void> {
+    this.#q['deleteSession']!.run(idHash);
+  }
+
+  async deleteSessionsOf(name: string): Promise<number> {
+    return Number(this.#q['deleteSessionsOf']!.run(name).changes);
+  }
+
+  async countSessions(name: string, now: number, policy: SessionPolicy): Promise<number> {
+    return (this.#q['sessionsOf']!.all(name) as unknown as SessionRow[]).filter((row) => sessionLive(session(row), now, policy)).length;
+  }
+
+  async attempt(checks: readonly LimiterCheck[], now: number): Promise<AttemptVerdict> {
+    return this.#write(() =>
+      attemptWith(
+        checks,
+        now,
+        (key) => counter(this.#q['getCounter']!.get(key) as CounterRow | undefined),
+        (key, next) => {
+          this.#q['putCounter']!.run(key, next.failures, next.lastAt, next.nextAt, next.lockedUntil);
+        },
+      ),
+    );
+  }
+
+  async clearAttempts(key: string): Promise<void> {
+    this.#q['clearCounter']!.run(key);
+  }
+
+  async forgiveAttempt(key: string): Promise<void> {
+    this.#write(() => {
+      const next = forgiven(counter(this.#q['getCounter']!.get(key) as CounterRow | undefined));
+      if (next === undefined) this.#q['clearCounter']!.run(key);
+      else this.#q['putCounter']!.run(key, next.failures, next.lastAt, next.nextAt, next.lockedUntil);
+    });
+  }
+
+  async getCounter(key: string): Promise<FailureCounter | undefined> {
+    return counter(this.#q['getCounter']!.get(key) as CounterRow | undefined);
+  }
+
+  async appendAudit(entry: AuditInput, now: number): Promise<void> {
+    this.#q['insertAudit']!.run(
+      now,
+      entry.actor,
+      entry.action,
+      entry.target ?? null,
+      entry.address ?? null,
+      entry.outcome,
+      entry.detail === undefined ? null : JSON.stringify(entry.detail),
+    );
+  }
+
+  async queryAudit(query: AuditQuery): Promise<AuditEntry[]> {
+    const where: string[] = [];
+    const args: (string | number)[] = [];
+    if (query.actor !== undefined) {
+      where.push('actor = ?');
+      args.push(query.actor);
+    }
+    if (query.action !== undefined) {
+      where.push('action = ?');
+      args.push(query.action);
+    }
+    if (query.since !== undefined) {
+      where.push('at >= ?');
+      args.push(query.since);
+    }
+    if (query.until !== undefined) {
+      where.push('at < ?');
+      args.push(query.until);
+    }
+    if (query.before !== undefined && /^[0-9]{1,18}$/.test(query.before)) {
+      where.push('id < ?');
+      args.push(Number(query.before));
+    }
+    const sql = `SELECT * FROM console_audit ${where.length === 0 ? '' : 'WHERE ' + where.join(' AND ')} ORDER BY id DESC LIMIT ${auditLimit(query)}`;
+    return (this.#db.prepare(sql).all(...args) as unknown as AuditRow[]).map(auditEntry);
+  }
+
+  async sweep(now: number, policy: SweepPolicy): Promise<void> {
+    this.#write(() => {
+      this.#q['sweepSessions']!.run(now - policy.sessions.idleMs, now - policy.sessions.absoluteMs);
+      this.#q['sweepCounters']!.run(now, now - policy.limiterWindowMs);
+      this.#q['sweepAudit']!.run(now - policy.auditRetentionMs);
+    });
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,115 @@
+/**
+ * Console test helpers: admins created in a state file the way `herald
+ * admin create` does (the file opened as a tool beside the running server),
+ * and raw HTTP requests to the internal listener with full control of
+ * Origin, Host, cookies and bodies.
+ */
+import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { openSqliteStore } from '../../src/store/sqlite-store.ts';
+import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
+import { PasswordHasher } from '../../src/console/passwords.ts';
+import type { AdminRole } from '../../src/console/admin-store.ts';
+
+export const PASSWORD = 'correct horse battery staple';
+
+/** Creates an admin in the sqlite state file of `stateDir` (a running server sees it at once). */
+export async function createAdmin(stateDir: string, name: string, role: AdminRole, password = PASSWORD): Promise<void> {
+  const file = openSqliteStore({ stateDir, claim: false, busyTimeoutMs: 5000 });
+  try {
+    const store = new SqliteAdminStore(file.db);
+    const created = await store.createAdmin({ name, role, passwordHash: await new PasswordHasher().hash(password), now: Date.now() });
+    if (created === undefined) throw new Error(`admin ${name} exists`);
+  } finally {
+    file.close();
+  }
+}
+
+export interface Answer {
+  readonly status: number;
+  readonly headers: IncomingHttpHeaders;
+  readonly text: string;
+  readonly body: any;
+}
+
+export interface RequestOptions {
+  readonly method?: string;
+  readonly headers?: Record<string, string>;
+  /** An object is sent as JSON; a string or Buffer as it is. */
+  readonly body?: unknown;
+}
+
+/** One request on a fresh connection (in cluster mode: any worker). */
+export function call(port: number, path: string, options: RequestOptions = {}): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const headers: Record<string, string> = { ...options.headers };
+    let payload: Buffer | undefined;
+    if (options.body !== undefined) {
+      payload = Buffer.isBuffer(options.body) ? options.body : Buffer.from(typeof options.body === 'string' ? options.body : JSON.stringify(options.body));
+      headers['content-type'] ??= 'application/json';
+      headers['content-length'] = String(payload.length);
+    }
+    const req = httpRequest({ host: '127.0.0.1', port, path, method: options.method ?? 'GET', headers, agent: false }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (c: Buffer) => chunks.push(c));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body: unknown = text;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          // not JSON
+        }
+        resolve({ status: res.statusCode ?? 0, headers: res.headers, text, body });
+      });
+      res.on('error', reject);
+    });
+    req.on('error', reject);
+    req.end(payload);
+  });
+}
+
+/** A browser-like console client: the console's own Origin, the session cookie, the CSRF token. */
+export class ConsoleClient {
+  readonly port: number;
+  readonly base: string;
+  readonly origin: string;
+  cookie: string | undefined;
+  csrf: string | undefined;
+
+  constructor(port: number, base = '/console') {
+    this.port = port;
+    this.base = base;
+    this.origin = `http://127.0.0.1:${port}`;
+  }
+
+  /** The session id from the last Set-Cookie. */
+  get sessionId(): string | undefined {
+    return this.cookie?.split('=')[1];
+  }
+
+  async login(name: string, password = PASSWORD): Promise<Answer> {
+    const answer = await this.post('/api/login', { name, password });
+    const set = sessionCookie(answer);
+    if (set !== undefined) this.cookie = set.split(';')[0];
+    if (answer.status === 200) this.csrf = answer.body.csrf;
+    return answer;
+  }
+
+  headers(extra: Record<string, string> = {}): Record<string, string> {
+    return { origin: this.origin, ...(this.cookie === undefined ? {} : { cookie: this.cookie }), ...(this.csrf === undefined ? {} : { 'x-csrf-token': this.csrf }), ...extra };
+  }
+
+  post(path: string, body?: unknown, extra: Record<string, string> = {}): Promise<Answer> {
+    return call(this.port, this.base + path, { method: 'POST', headers: this.headers(extra), ...(body === undefined ? {} : { body }) });
+  }
+
+  get(path: string, extra: Record<string, string> = {}): Promise<Answer> {
+    return call(this.port, this.base + path, { headers: this.headers(extra) });
+  }
+}
+
+/** The Set-Cookie of the session cookie in an answer, if any. */
+export function sessionCookie(answer: Answer): string | undefined {
+  const set = answer.headers['set-cookie'] ?? [];
+  return set.find((c) => c.startsWith('__Host-herald_console='));
+}
