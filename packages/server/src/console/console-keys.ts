@@ -25,6 +25,8 @@ export interface KeyView {
   /** Epoch ms after which it is refused; null: no end. */
   readonly notAfter: number | null;
   readonly status: 'active' | 'expiring' | 'expired';
+  /** `notAfter` once it has passed (revoked or expired), else null. */
+  readonly revokedAt: number | null;
   /** `store`: made by `herald keys` or the console; `config`: in the config file (change it there). */
   readonly source: 'store' | 'config';
 }
@@ -118,6 +120,7 @@ export class ConsoleKeys {
       lastUsedAt: this.#lastUsed(key.name) ?? null,
       notAfter: time(key.notAfter),
       status: keyStatus(key, now),
+      revokedAt: keyStatus(key, now) === 'expired' ? time(key.notAfter) : null,
       source,
     };
   }
