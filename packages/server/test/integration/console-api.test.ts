@@ -11,6 +11,9 @@ import { mkdtempSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
+import { execFile } from 'node:child_process';
+import { HERALD_MAIN } from '../helpers/herald-process.ts';
+import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { closeAllClients, connectWs, eventually, openWs, unique, type Json } from '../helpers/herald-ws.ts';
 import { openSqliteStore } from '../../src/store/sqlite-store.ts';
@@ -28,10 +31,11 @@ interface Session {
 describe('console API', { timeout: 120000 }, () => {
   let h: TestHerald;
   let admin: string;
+  let stateDir: string;
   const sessions: Partial<Record<AdminRole, Session>> = {};
 
   before(async () => {
-    const stateDir = mkdtempSync(join(tmpdir(), 'herald-console-api-'));
+    stateDir = mkdtempSync(join(tmpdir(), 'herald-console-api-'));
     // The admins exist before the server starts, as `herald admin create` leaves them.
     const file = openSqliteStore({ stateDir });
     const store = new SqliteAdminStore(file.db);
@@ -322,6 +326,21 @@ describe('console API', { timeout: 120000 }, () => {
     assert.ok(lines.some((e) => e.target === user));
     const since = await call('owner', 'GET', `/audit?since=${Date.now() + 60000}`);
     assert.deepEqual(since.body.entries, []);
+  });
+
+  test('herald keys beside the running server: the key is listed with its prefix and the change is in the audit log', async () => {
+    const out = await new Promise<{ stdout: string; stderr: string }>((resolve, reject) => {
+      execFile(process.execPath, [...SOURCE_NODE_ARGS, HERALD_MAIN, 'keys', 'create', '--name', 'cli-made', '--scopes', 'publish', '--state-dir', stateDir], { timeout: 30000, env: { PATH: process.env['PATH'] ?? '' } }, (error, stdout, stderr) =>
+        error === null ? resolve({ stdout, stderr }) : reject(new Error(`${error.message}: ${stderr}`)),
+      );
+    });
+    const secret = out.stdout.trim();
+    const listed = await call('owner', 'GET', '/keys');
+    const view = (listed.body.keys as Json[]).find((k) => k.name === 'cli-made');
+    assert.equal(view?.prefix, secret.slice(0, 9));
+    const entry = await auditHas('cli.key.create', 'cli-made');
+    assert.match(entry.actor, /^cli/);
+    assert.equal(entry.outcome, 'ok');
   });
 
   test('overview stream: one JSON frame per second with this node, its connections by transport and the watchdog; streams per session are bounded', async () => {
