@@ -71,12 +71,10 @@ export function startOverviewStream(): void {
     kept.push(sample);
     samples.value = kept;
   };
-  es.onerror = () => {
-    if (es.readyState !== EventSource.CLOSED) {
-      streamState.value = 'reconnecting';
-      return;
-    }
-    // Closed for good (an error status): is the session still there? A 401 shows the login.
+  // Closed for good (an error status, or the server's `end` event: the session ended, the server stops):
+  // is the session still there? A 401 shows the login; otherwise open a new stream in a while.
+  const closed = () => {
+    if (source !== es) return;
     es.close();
     source = undefined;
     streamState.value = 'reconnecting';
@@ -87,6 +85,11 @@ export function startOverviewStream(): void {
       .catch(() => {
         streamState.value = 'closed';
       });
+  };
+  es.addEventListener('end', closed);
+  es.onerror = () => {
+    if (es.readyState === EventSource.CLOSED) closed();
+    else streamState.value = 'reconnecting';
   };
 }
 

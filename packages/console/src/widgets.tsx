@@ -1,6 +1,6 @@
 /** Small shared pieces: a status line, a confirming button, a one-time secret. */
 import type { ComponentChildren } from 'preact';
-import { useState } from 'preact/hooks';
+import { useEffect, useRef, useState } from 'preact/hooks';
 
 export interface Status {
   readonly kind: 'ok' | 'error' | 'busy';
@@ -22,9 +22,17 @@ export function StatusLine({ status }: { status: Status | null }) {
  */
 export function ConfirmButton(props: { label: string; question: string; onConfirm: () => void | Promise<void>; disabled?: boolean; danger?: boolean; name?: string }) {
   const [asking, setAsking] = useState(false);
+  const yes = useRef<HTMLButtonElement>(null);
+  const first = useRef<HTMLButtonElement>(null);
+  const answered = useRef(false);
+  // Focus moves to "Yes" when asked, and back to the button after Cancel.
+  useEffect(() => {
+    if (asking) yes.current?.focus();
+    else if (answered.current) first.current?.focus();
+  }, [asking]);
   if (!asking) {
     return (
-      <button type="button" class={props.danger === true ? 'danger' : ''} data-action={props.name} disabled={props.disabled} onClick={() => setAsking(true)}>
+      <button type="button" ref={first} class={props.danger === true ? 'danger' : ''} data-action={props.name} disabled={props.disabled} onClick={() => setAsking(true)}>
         {props.label}
       </button>
     );
@@ -36,15 +44,22 @@ export function ConfirmButton(props: { label: string; question: string; onConfir
         type="button"
         class="danger"
         data-action={props.name === undefined ? undefined : `${props.name}-confirm`}
-        ref={(element) => element?.focus()}
+        ref={yes}
         onClick={() => {
+          answered.current = true;
           setAsking(false);
           void props.onConfirm();
         }}
       >
         Yes, {props.label.toLowerCase()}
       </button>
-      <button type="button" onClick={() => setAsking(false)}>
+      <button
+        type="button"
+        onClick={() => {
+          answered.current = true;
+          setAsking(false);
+        }}
+      >
         Cancel
       </button>
     </span>
@@ -52,10 +67,10 @@ export function ConfirmButton(props: { label: string; question: string; onConfir
 }
 
 /** A secret shown once: selectable, with a copy button, and the warning that it will not be shown again. */
-export function SecretOnce({ title, secret, onDone }: { title: string; secret: string; onDone: () => void }) {
+export function SecretOnce({ title, secret, keyName, onDone }: { title: string; secret: string; keyName?: string; onDone: () => void }) {
   const [copied, setCopied] = useState(false);
   return (
-    <section class="secret" aria-labelledby="secret-title">
+    <section class="secret" aria-labelledby="secret-title" data-key={keyName}>
       <h3 id="secret-title">{title}</h3>
       <p>Copy it now: Herald keeps only its hash and will not show it again.</p>
       <output class="secret-value" id="secret-value">{secret}</output>

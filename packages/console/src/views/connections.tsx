@@ -81,11 +81,11 @@ export function Connections() {
         role="search"
         onSubmit={(event) => {
           event.preventDefault();
-          void find(user.trim());
+          if (user.trim() !== '') void find(user.trim());
         }}
       >
         <label for="connections-user">User</label>
-        <input id="connections-user" type="search" value={user} placeholder="user id (empty: everyone)" onInput={(e) => setUser(e.currentTarget.value)} />
+        <input id="connections-user" type="search" required value={user} placeholder="user id (the token's sub)" onInput={(e) => setUser(e.currentTarget.value)} />
         <button type="submit">Find connections</button>
       </form>
       <StatusLine status={status} />

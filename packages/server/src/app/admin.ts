@@ -28,7 +28,6 @@ import { ApiError } from '../api/executor.ts';
 import { useJsonBodies, useStrictSchemas } from './http-input.ts';
 import type { TlsFiles } from './http.ts';
 import type { AdminStore } from '../console/admin-store.ts';
-import type { ConsoleContext } from '../console/console-guard.ts';
 import { isConsolePath, registerConsole } from '../console/console.ts';
 import { sameOrigin } from '../console/csrf.ts';
 
@@ -48,8 +47,6 @@ export interface AdminAppOptions {
   readonly tls?: TlsFiles | undefined;
   /** The console's store when the console runs (preflight decided; console/console-config.ts). */
   readonly consoleStore?: AdminStore | undefined;
-  /** Called with the console's context once registered (the console API and static assets use it). */
-  readonly onConsole?: ((app: FastifyInstance, context: ConsoleContext) => Promise<void> | void) | undefined;
 }
 
 export async function createAdminApp(options: AdminAppOptions): Promise<FastifyInstance> {
@@ -97,8 +94,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     return sendApiError(reply, 'origin_not_allowed');
   });
   if (options.consoleStore !== undefined) {
-    const context = await registerConsole(app, { config, store: options.consoleStore, metrics, logger: options.logger, tls: tls !== undefined });
-    await options.onConsole?.(app, context);
+    await registerConsole(app, { config, node: options.node, store: options.consoleStore, metrics, logger: options.logger, tls: tls !== undefined });
   }
   registerHealthRoutes(app, options.health);
   if (options.debugActions === true) registerDebugActions(app, options.logger, options.probe);

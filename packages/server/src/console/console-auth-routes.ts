@@ -50,8 +50,24 @@ function nameParam(request: FastifyRequest, reply: FastifyReply): string | undef
   return undefined;
 }
 
+/** Refused sign-ins of one name from one address are audited at most once per this interval. */
+export const DENIAL_AUDIT_MS = 10_000;
+
+/** Remembers what was audited lately (bounded: cleared when full). */
+class RecentKeys {
+  readonly #seen = new Map<string, number>();
+  note(key: string, now: number): boolean {
+    const last = this.#seen.get(key);
+    if (last !== undefined && now - last < DENIAL_AUDIT_MS) return false;
+    if (this.#seen.size >= 10_000) this.#seen.clear();
+    this.#seen.set(key, now);
+    return true;
+  }
+}
+
 export function registerConsoleAuthRoutes(app: FastifyInstance, ctx: ConsoleContext): void {
   const base = ctx.basePath;
+  const deniedRecently = new RecentKeys();
 
   app.post(`${base}/api/login`, { bodyLimit: LOGIN_BODY_LIMIT }, async (request, reply) => {
     if (!sameOrigin(ctx.origin, request.headers)) return sendApiError(reply, 'csrf_failed', 'Origin is not the console\'s own origin');
@@ -62,7 +78,10 @@ export function registerConsoleAuthRoutes(app: FastifyInstance, ctx: ConsoleCont
     const verdict = await ctx.limiter.attempt(name, address, ctx.now());
     if (!verdict.allowed) {
       ctx.countLogin('locked');
-      ctx.audit.record({ actor: name, action: 'console.login', address, outcome: 'denied', detail: { reason: 'locked', retryAfterMs: verdict.retryAfterMs } });
+      // A flood of refused attempts is one audit entry per name and address every DENIAL_AUDIT_MS (metrics count each).
+      if (deniedRecently.note(`${name.toLowerCase()}\0${address}`, ctx.now())) {
+        ctx.audit.record({ actor: name, action: 'console.login', address, outcome: 'denied', detail: { reason: 'locked', retryAfterMs: verdict.retryAfterMs } });
+      }
       reply.header('retry-after', String(Math.max(1, Math.ceil(verdict.retryAfterMs / 1000))));
       return sendApiError(reply, 'login_locked');
     }

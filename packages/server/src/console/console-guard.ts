@@ -17,6 +17,7 @@
  */
 import type { FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'fastify';
 import type { Config } from '../config/schema.ts';
+import type { Node } from '../core/node.ts';
 import { sendApiError } from '../transports/http-connection.ts';
 import { roleAtLeast, type AdminRole, type AdminStore } from './admin-store.ts';
 import type { AuditLog } from './audit-log.ts';
@@ -38,6 +39,8 @@ export interface ConsoleAdmin {
 /** What the console's routes share; `app.heraldConsole` on the internal listener. */
 export interface ConsoleContext {
   readonly config: Config;
+  /** This process's Node (channels, connections, publish) for the console API. */
+  readonly node: Node;
   /** `admin.console.basePath`, e.g. `/console`. */
   readonly basePath: string;
   readonly store: AdminStore;

@@ -11,11 +11,13 @@ import fastifyCookie from '@fastify/cookie';
 import { Counter, type Registry } from 'prom-client';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
+import type { Node } from '../core/node.ts';
 import { createClientAddress } from '../edge/client-address.ts';
 import type { AdminStore } from './admin-store.ts';
 import { createAuditLog } from './audit-log.ts';
 import type { ConsoleContext } from './console-guard.ts';
 import { registerConsoleAuthRoutes } from './console-auth-routes.ts';
+import { registerConsoleStatic } from './console-static.ts';
 import { LoginLimiter } from './login-limiter.ts';
 import { PasswordHasher } from './passwords.ts';
 import { ConsoleSessions, sessionPolicy } from './sessions.ts';
@@ -24,6 +26,7 @@ export const SWEEP_INTERVAL_MS = 60_000;
 
 export interface ConsoleOptions {
   readonly config: Config;
+  readonly node: Node;
   readonly store: AdminStore;
   readonly metrics: Registry;
   readonly logger: PinoLogger;
@@ -57,6 +60,7 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
   const audit = createAuditLog(store, { now, onError: (error, entry) => logger.error({ err: error, action: entry.action }, 'audit entry not written') });
   const ctx: ConsoleContext = {
     config,
+    node: options.node,
     basePath: c.basePath,
     store,
     sessions,
@@ -76,6 +80,8 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
     if (isConsolePath(c.basePath, request.url)) reply.header('cache-control', 'no-store');
   });
   registerConsoleAuthRoutes(app, ctx);
+  registerConsoleStatic(app, { basePath: c.basePath, warn: (message) => logger.warn(message) });
+  // The console API (console-api.ts) registers here, with the same context.
   // The stand-in hash for unknown names, made now so that no sign-in pays for it.
   hasher.warm().catch((error: unknown) => logger.error({ err: error }, 'console password hashing unavailable'));
   const sweepPolicy = {

@@ -11,6 +11,7 @@ import {
   attemptWith,
   auditLimit,
   forgiven,
+  waitFor,
   sessionLive,
   type AdminChange,
   type AdminRecord,
@@ -222,6 +223,10 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async attempt(checks: readonly LimiterCheck[], now: number): Promise<AttemptVerdict> {
+    // A refusal is decided by a plain read (no write lock): a flood of refused attempts writes nothing.
+    let wait = 0;
+    for (const check of checks) wait = Math.max(wait, waitFor(counter(this.#q['getCounter']!.get(check.key) as CounterRow | undefined), now));
+    if (wait > 0) return { allowed: false, retryAfterMs: wait, lockedNow: [] };
     return this.#write(() =>
       attemptWith(
         checks,
