@@ -24,9 +24,7 @@ import { createHttpApp, type AdminChange } from './http.ts';
 import { startChecks } from './preflight.ts';
 import { openSharedLimits, type SharedLimits } from './shared-limits.ts';
 import { createAdminApp } from './admin.ts';
-import { ApiExecutor } from '../api/executor.ts';
 import { createAuditLog } from '../console/audit-log.ts';
-import { registerConsoleApi } from '../console/console-api.ts';
 import { KeyUsage } from '../console/key-usage.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
@@ -227,7 +225,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     clusterMetrics: options.clusterMetrics,
     tls: adminTls,
     consoleStore: consoleEnabled ? engine.adminStore : undefined,
-    onConsole: (adminApp, context) => registerConsoleApi(adminApp, context, { node, executor: new ApiExecutor(node), keyUsage }),
+    keyUsage,
   });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {

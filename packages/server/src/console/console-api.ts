@@ -34,7 +34,8 @@ import { SESSION_COOKIE } from './sessions.ts';
 export interface ConsoleApiDeps {
   readonly node: Node;
   readonly executor: ApiExecutor;
-  readonly keyUsage: KeyUsage;
+  /** Without it, keys show `lastUsedAt: null`. */
+  readonly keyUsage?: KeyUsage | undefined;
 }
 
 /** Overview streams one session may hold open at once (tabs); one more is answered 429. */
@@ -123,7 +124,7 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
   const base = `${ctx.basePath}/api`;
   const { node, executor } = deps;
   const ticker = new OverviewTicker(node, ctx.now);
-  const keys = new ConsoleKeys(ctx.config, (name) => deps.keyUsage.lastUsed(name), ctx.now);
+  const keys = new ConsoleKeys(ctx.config, (name) => deps.keyUsage?.lastUsed(name), ctx.now);
   const streamsBySession = new Map<string, number>();
   const openStreams = new Set<(reason?: string) => void>();
 
