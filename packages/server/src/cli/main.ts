@@ -167,9 +167,8 @@ Options:
 Writes a consistent copy of <stateDir>/herald.db (history, revocations, API
 keys) to FILE while Herald runs: one snapshot of everything committed when
 the copy began (VACUUM INTO; the server keeps writing meanwhile). The copy
-is a valid state file: to restore, stop Herald, put it in place as
-<stateDir>/herald.db (remove herald.db-wal and herald.db-shm beside it), and
-start. FILE gets mode 0600. docs/operations.md: backup, restore, move.
+is a valid state file: restore it with \`herald restore FILE\` while Herald
+is stopped. FILE gets mode 0600. docs/operations.md: backup, restore, move.
 
 Options:
   --force           replace FILE if it exists (refused otherwise)
@@ -189,6 +188,43 @@ Options:
       const result = backupStateFile({ stateDir: stateDirFlag ?? config?.stateDir ?? '.herald', target: positionals[0]!, force: values['force'] === true });
       process.stdout.write(`${result.path}\n`);
       process.stderr.write(`Backed up the state file (schema version ${result.version}, ${result.bytes} bytes) in ${result.ms} ms.\n`);
+    },
+  },
+  restore: {
+    summary: 'put a backup copy in place as the state file (Herald stopped)',
+    help: `Usage: herald restore FILE [--force] [--keep-epochs] [--config FILE | --state-dir DIR]
+
+Puts a copy written by \`herald backup\` in place as <stateDir>/herald.db.
+Herald must be stopped (refused while it runs). The copy is checked first;
+an existing state file is moved aside (herald.db.before-restore-<time>) with
+--force, and refused without it. Every stream gets a new epoch, so clients
+that saw publications made after the copy reload (recovered: false) instead
+of resuming above publications the restored stream never had; give
+--keep-epochs only when the copy is current (moving a stopped Herald's
+state). Console sessions are not restored. docs/operations.md: restore.
+
+Options:
+  --force           move an existing state file aside (refused otherwise)
+  --keep-epochs     keep every stream's epoch (a move, not a restore after a loss)
+  ${configHelp}
+  ${stateDirHelp}`,
+    options: { force: { type: 'boolean' }, 'keep-epochs': { type: 'boolean' }, config: { type: 'string' }, 'state-dir': { type: 'string' } },
+    args: ['<file>'],
+    async run(values, positionals) {
+      const stateDirFlag = values['state-dir'] as string | undefined;
+      const config = stateDirFlag !== undefined && values['config'] === undefined ? undefined : checked(resolveConfig(values, 'read').validated);
+      if (config !== undefined && config.engine.type !== 'sqlite') fail(`herald restore: engine.type is "${config.engine.type}": only the sqlite engine keeps a state file`);
+      const { restoreStateFile } = await import('../store/restore.ts');
+      const result = restoreStateFile({
+        stateDir: stateDirFlag ?? config?.stateDir ?? '.herald',
+        source: positionals[0]!,
+        force: values['force'] === true,
+        keepEpochs: values['keep-epochs'] === true,
+      });
+      process.stdout.write(`${result.path}\n`);
+      process.stderr.write(
+        `Restored ${result.streams} streams${result.newEpochs ? ', each with a new epoch' : ', epochs kept'}.${result.previous === undefined ? '' : ` The previous state file is ${result.previous}.`}\n`,
+      );
     },
   },
   'check-config': {
