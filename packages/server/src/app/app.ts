@@ -259,7 +259,12 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     const at = `${adminTls === undefined ? 'http' : 'https'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminAddress.port}${config.admin.console.basePath}/`;
     logger.info({ url: config.admin.console.origin === undefined ? at : config.admin.console.origin + config.admin.console.basePath + '/' }, 'admin console');
     if (config.mode === 'development' && (await engine.adminStore.listAdmins()).length === 0) {
-      logger.info({}, `admin console: no admin yet; create the first (an owner) with \`herald admin create NAME --role owner${config.engine.type === 'sqlite' ? '' : ' --config FILE'}\`, then sign in at ${at}`);
+      logger.info(
+        {},
+        config.engine.type === 'memory'
+          ? 'admin console: the memory engine keeps admins inside this process, where `herald admin` cannot reach them; run on the sqlite engine (the default) to use the console'
+          : `admin console: no admin yet; create the first (an owner) with \`npm run herald -- admin create NAME --role owner\` (add --config FILE when the server has one), then sign in at ${at}`,
+      );
     }
   }
 
