@@ -338,6 +338,12 @@ describe('console API', { timeout: 120000 }, () => {
     const listed = await call('owner', 'GET', '/keys');
     const view = (listed.body.keys as Json[]).find((k) => k.name === 'cli-made');
     assert.equal(view?.prefix, secret.slice(0, 9));
+    const list = await new Promise<string>((resolve, reject) => {
+      execFile(process.execPath, [...SOURCE_NODE_ARGS, HERALD_MAIN, 'keys', 'list', '--json', '--state-dir', stateDir], { timeout: 30000, env: { PATH: process.env['PATH'] ?? '' } }, (error, stdout, stderr) =>
+        error === null ? resolve(stdout) : reject(new Error(`${error.message}: ${stderr}`)),
+      );
+    });
+    assert.equal((JSON.parse(list) as Json[]).find((k) => k.name === 'cli-made')?.keyPrefix, secret.slice(0, 9), 'herald keys list shows the prefix too');
     const entry = await auditHas('cli.key.create', 'cli-made');
     assert.match(entry.actor, /^cli/);
     assert.equal(entry.outcome, 'ok');
