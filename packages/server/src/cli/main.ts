@@ -6,7 +6,7 @@
  * prints them, and an option that belongs to another command is refused.
  * The CLI is the only place besides the composition root that reads process.env.
  */
-import { availableParallelism } from 'node:os';
+import { availableParallelism, userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ConfigError, deepFreeze, readConfigFile, validateConfig, type ConfigOverrides, type ValidatedConfig } from '../config/load.ts';
@@ -540,6 +540,20 @@ async function checkConfig(values: Values): Promise<void> {
   process.stdout.write(`${file}: ok (${validated.config.mode} mode)\n`);
 }
 
+/** Who ran a command, for the audit log: `cli:<OS user>`. */
+function cliActor(): string {
+  try {
+    return `cli:${userInfo().username}`;
+  } catch {
+    return 'cli';
+  }
+}
+
+/** The change is made; only its audit entry is missing (a state file without the console's tables). */
+function auditFailed(error: unknown): void {
+  process.stderr.write(`herald: the audit log entry was not written (${error instanceof Error ? error.message : String(error)})\n`);
+}
+
 /** `herald keys create|list|revoke`: the keys of the state directory (packages/server/src/cli/key-backend.ts). */
 function keys(action: 'create' | 'list' | 'revoke', values: Values): void {
   // The config gives the state directory, the engine and the names of the keys it holds; --state-dir alone needs no config.
@@ -576,6 +590,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
         return { keys: 'error' in outcome ? null : outcome.keys, result: outcome };
       });
       if ('error' in created) return { exit: `herald keys create: ${created.error}` };
+      backend.audit({ actor: cliActor(), action: 'cli.key.create', target: name, address: 'local', outcome: 'ok', detail: { via: 'cli', scopes, prefix: created.entry.prefix } }).catch(auditFailed);
       process.stdout.write(created.key + '\n');
       process.stderr.write(
         `Created API key "${name}" (scopes ${scopes.join(',')}${created.entry.notAfter === undefined ? '' : `, refused after ${created.entry.notAfter}`}).\n` +
@@ -627,6 +642,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
       });
       if ('error' in outcome) return { exit: `herald keys revoke: ${outcome.error}` };
       const revoked = outcome.entry;
+      backend.audit({ actor: cliActor(), action: 'cli.key.revoke', target: name, address: 'local', outcome: 'ok', detail: { via: 'cli', notAfter: revoked.notAfter } }).catch(auditFailed);
       process.stderr.write(
         Date.parse(revoked.notAfter!) <= now
           ? `Revoked API key "${name}": refused from now on (running servers within a second).\n`
