@@ -6,7 +6,7 @@
  * prints them, and an option that belongs to another command is refused.
  * The CLI is the only place besides the composition root that reads process.env.
  */
-import { availableParallelism } from 'node:os';
+import { availableParallelism, userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ConfigError, deepFreeze, readConfigFile, validateConfig, type ConfigOverrides, type ValidatedConfig } from '../config/load.ts';
@@ -23,6 +23,7 @@ import { apiCommands } from './api-commands.ts';
 import { initCommand } from './init.ts';
 import { benchCommand } from './bench-command.ts';
 import { adminCommands, ADMIN_ACTIONS } from './admin-command.ts';
+import { decideConsole } from '../console/console-config.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
 const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
@@ -390,8 +391,13 @@ function parseWorkers(value: string): number | 'auto' {
 }
 
 /** Shows the development key once a server listens (then forgets it), or, on later starts, how to get a key. */
-function announceDevKey(dev: DevSecrets, config: Config, port: number): void {
+function announceDevKey(dev: DevSecrets, config: Config, port: number, adminPort: number): void {
   const base = `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${port}`;
+  const adminTls = config.admin.tls.certFile !== undefined && config.admin.tls.keyFile !== undefined;
+  const consoleLine = decideConsole(config, adminTls).enabled
+    ? `  Admin console:                 ${adminTls ? 'https' : 'http'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminPort}${config.admin.console.basePath}/\n` +
+      `                                 (first admin, an owner: npm run herald -- admin create NAME --role owner)\n`
+    : '';
   if (dev.pendingApiKey !== undefined) {
     const key = dev.pendingApiKey;
     process.stderr.write(
@@ -399,7 +405,9 @@ function announceDevKey(dev: DevSecrets, config: Config, port: number): void {
         `  Subscribe (another terminal):  TOKEN=$(npm run --silent herald -- token --sub alice)\n` +
         `                                 curl -N -H "Authorization: Bearer $TOKEN" "${base}/connection/sse?channel=chat:lobby"\n` +
         `  Publish (a third terminal):    curl -H "Authorization: Bearer ${key}" -H 'Content-Type: application/json' -d '{"channel":"chat:lobby","data":{"text":"hello alice"}}' ${base}/api/publish\n` +
-        `  Chat in a browser:             ${base}/examples/chat/\n\n`,
+        `  Chat in a browser:             ${base}/examples/chat/\n` +
+        consoleLine +
+        '\n',
     );
     markDevKeyShown(config.stateDir);
     return;
@@ -408,7 +416,9 @@ function announceDevKey(dev: DevSecrets, config: Config, port: number): void {
   process.stderr.write(
     `\n  Development API key ${which} was shown at the first start${dev.created === undefined ? '' : ` (${dev.created})`}; only its hash is kept.\n` +
       `  No copy? Create another:  npm run herald -- keys create --name dev-2 --scopes admin\n` +
-      `  Chat: ${base}/examples/chat/\n\n`,
+      `  Chat: ${base}/examples/chat/\n` +
+      consoleLine.replace(/^ {2}Admin console: {17}/, '  Admin console: ').replace(/\n {33}\(/, '\n  (') +
+      '\n',
   );
 }
 
@@ -453,7 +463,7 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
     // Cluster mode: this process is the primary (packages/server/src/cluster/primary.ts); it handles its own signals.
     const { startPrimary } = await import('../cluster/primary.ts');
     const primary = startPrimary({ config, logger, workers, process: true, reloadConfig: () => checked(resolveConfig(values, 'serve').validated) });
-    primary.ready.then(({ port }) => dev !== undefined && announceDevKey(dev, config, port), () => undefined);
+    primary.ready.then(({ port, adminPort }) => dev !== undefined && announceDevKey(dev, config, port, adminPort), () => undefined);
     void primary.done.then((code) => {
       if (code !== 0) notePendingDevKey(dev, config.stateDir);
       process.exit(code);
@@ -462,7 +472,7 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
   }
   const { startServer } = await import('../app/app.ts');
   const server = await startServer({ config, logger });
-  if (dev !== undefined) announceDevKey(dev, config, server.port);
+  if (dev !== undefined) announceDevKey(dev, config, server.port, server.adminPort);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -530,6 +540,20 @@ async function checkConfig(values: Values): Promise<void> {
   process.stdout.write(`${file}: ok (${validated.config.mode} mode)\n`);
 }
 
+/** Who ran a command, for the audit log: `cli:<OS user>`. */
+function cliActor(): string {
+  try {
+    return `cli:${userInfo().username}`;
+  } catch {
+    return 'cli';
+  }
+}
+
+/** The change is made; only its audit entry is missing (a state file without the console's tables). */
+function auditFailed(error: unknown): void {
+  process.stderr.write(`herald: the audit log entry was not written (${error instanceof Error ? error.message : String(error)})\n`);
+}
+
 /** `herald keys create|list|revoke`: the keys of the state directory (packages/server/src/cli/key-backend.ts). */
 function keys(action: 'create' | 'list' | 'revoke', values: Values): void {
   // The config gives the state directory, the engine and the names of the keys it holds; --state-dir alone needs no config.
@@ -566,6 +590,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
         return { keys: 'error' in outcome ? null : outcome.keys, result: outcome };
       });
       if ('error' in created) return { exit: `herald keys create: ${created.error}` };
+      backend.audit({ actor: cliActor(), action: 'cli.key.create', target: name, address: 'local', outcome: 'ok', detail: { via: 'cli', scopes, prefix: created.entry.prefix } }).catch(auditFailed);
       process.stdout.write(created.key + '\n');
       process.stderr.write(
         `Created API key "${name}" (scopes ${scopes.join(',')}${created.entry.notAfter === undefined ? '' : `, refused after ${created.entry.notAfter}`}).\n` +
@@ -586,7 +611,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
           status: keyStatus(k, now) as string,
           sha256Prefix: k.sha256.slice(0, 12),
           source: k.source,
-          keyPrefix: undefined as string | undefined,
+          keyPrefix: 'prefix' in k ? (k.prefix as string | undefined) : undefined,
         })),
       ];
       if (values['json'] === true) {
@@ -617,6 +642,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
       });
       if ('error' in outcome) return { exit: `herald keys revoke: ${outcome.error}` };
       const revoked = outcome.entry;
+      backend.audit({ actor: cliActor(), action: 'cli.key.revoke', target: name, address: 'local', outcome: 'ok', detail: { via: 'cli', notAfter: revoked.notAfter } }).catch(auditFailed);
       process.stderr.write(
         Date.parse(revoked.notAfter!) <= now
           ? `Revoked API key "${name}": refused from now on (running servers within a second).\n`

@@ -162,6 +162,7 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
         : {}),
       clusterReadiness: () => clusterNotReady,
       clusterMetrics,
+      worker: message.worker,
       onWatchdog: (over) => pipe.send({ type: 'watchdog', over }),
       onDeliveryProbe: (failure) => pipe.send({ type: 'delivery_probe', failure }),
     });

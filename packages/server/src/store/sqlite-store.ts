@@ -118,6 +118,8 @@ export const MIGRATIONS: readonly string[] = [
      detail TEXT
    );
    CREATE INDEX console_audit_at ON console_audit (at);`,
+  // 7: the public prefix of an API key (the console's key list; null for keys made before).
+  `ALTER TABLE api_keys ADD COLUMN prefix TEXT;`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */
