@@ -28,6 +28,8 @@ import { createAuditLog } from '../console/audit-log.ts';
 import { KeyUsage } from '../console/key-usage.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
+import { ProxyHooks } from '../hooks/proxy-hooks.ts';
+import { hookTargets, readHookSecrets } from '../hooks/hook-secrets.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -136,6 +138,10 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
   const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } = checks.prepared;
+  // Proxy hooks: their signing secrets come from files or the environment (read here, the composition root).
+  const hookProblems: string[] = [];
+  const hookSecrets = readHookSecrets(config.hooks, process.env, hookProblems);
+  if (hookProblems.length > 0) throw new ConfigError(hookProblems);
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
@@ -182,8 +188,10 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // The metrics exporter is made from the node; the node's snapshots read its totals.
   const exporter: { totals?: () => LiveTotals } = {};
   const host = hostname();
+  const hooks = hookTargets(config.hooks).length === 0 ? undefined : new ProxyHooks({ config: config.hooks, secrets: hookSecrets, maxJsonDepth: config.limits.maxJsonDepth, node: engine.nodeId });
   const node = new Node({
     config,
+    hooks,
     broker: probe?.broker ?? engine.broker,
     presence: engine.presence,
     tokens,
@@ -237,6 +245,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
+    await hooks?.close();
     await sharedLimits?.close();
     await engine.close().catch(() => undefined);
     metrics.close();
@@ -295,6 +304,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       keyUsage.close();
       await auditLog.flush();
       await node.close();
+      await hooks?.close();
       await sharedLimits?.close();
       await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));
       // Let final answers (disconnect frames) finish, then cut what is left.

@@ -44,6 +44,15 @@ export interface CommandErrorEvent extends NodeEvent {
   readonly code: number;
 }
 
+/** One proxy hook call (hooks/proxy-hooks.ts): its event, how it ended, how long it took. */
+export interface HookCallEvent extends NodeEvent {
+  readonly event: string;
+  readonly outcome: 'allow' | 'deny' | 'failed';
+  /** Why it failed (timeout, status_502, answer_schema, in_flight_limit, …). */
+  readonly reason: string | undefined;
+  readonly ms: number;
+}
+
 export const diagnostics = {
   connectionOpened: channel('herald:connection:opened'),
   connectionClosed: channel('herald:connection:closed'),
@@ -53,4 +62,5 @@ export const diagnostics = {
   delivered: channel('herald:publication:delivered'),
   conflated: channel('herald:publication:conflated'),
   commandError: channel('herald:command:error'),
+  hookCall: channel('herald:hook:call'),
 } as const;
