@@ -152,6 +152,14 @@ const hookTargetProperties = {
 
 export const HookTarget = Type.Object(hookTargetProperties, { additionalProperties: false });
 
+const hookTarget = (description: string) => Type.Object(hookTargetProperties, { additionalProperties: false, description });
+const namespaceHook = (event: string) =>
+  Type.Optional(
+    Type.Union([hookTarget(`This namespace's ${event} hook.`), Type.Literal(false, { description: `No ${event} hook in this namespace.` })], {
+      description: `Replaces hooks.${event} for this namespace; false turns it off here.`,
+    }),
+  );
+
 export const ConnectHookTarget = Type.Object(
   {
     ...hookTargetProperties,
@@ -160,23 +168,23 @@ export const ConnectHookTarget = Type.Object(
       description: 'Connections without a token are asked of the hook too (instead of a token): the answer\'s `user` authenticates them. Off: only connections with a valid token are.',
     }),
   },
-  { additionalProperties: false },
+  { additionalProperties: false, description: 'Asked when a connection connects: after a valid token (or instead of one with withoutToken); may set the user, the expiry and conn_info, or refuse.' },
 );
 
 export const HooksSchema = Type.Object(
   {
     connect: Type.Optional(ConnectHookTarget),
-    refresh: Type.Optional(HookTarget),
-    subscribe: Type.Optional(HookTarget),
-    publish: Type.Optional(HookTarget),
-    rpc: Type.Optional(HookTarget),
+    refresh: Type.Optional(hookTarget('Asked when a connection expires, instead of the `refresh` push: extends it or ends it (3003).')),
+    subscribe: Type.Optional(hookTarget('Asked for every subscription after Herald\'s own checks: allows (with channel info), or refuses with a code.')),
+    publish: Type.Optional(hookTarget('Asked for every client publish (never for the server API): allows, refuses with a code, or replaces the data.')),
+    rpc: Type.Optional(hookTarget('Answers the `rpc` command; without it rpc gets reply error 120.')),
     namespaces: Type.Array(
       Type.Object(
         {
           name: Type.String({ pattern: '^[a-z0-9_-]{1,64}$', description: 'A namespace of channels.namespaces, or an rpc method prefix (`ns:method`).' }),
-          subscribe: Type.Optional(Type.Union([HookTarget, Type.Literal(false)])),
-          publish: Type.Optional(Type.Union([HookTarget, Type.Literal(false)])),
-          rpc: Type.Optional(Type.Union([HookTarget, Type.Literal(false)])),
+          subscribe: namespaceHook('subscribe'),
+          publish: namespaceHook('publish'),
+          rpc: namespaceHook('rpc'),
         },
         { additionalProperties: false },
       ),
