@@ -61,6 +61,8 @@ export interface StartOptions {
    * engine brings its own (`engine.sessionRouter`).
    */
   readonly sessionRouter?: SessionRouter;
+  /** Cluster mode on the redis engine: wraps the engine this server opened (the worker mirrors its presence to the primary). */
+  readonly adaptEngine?: (engine: Engine) => Engine;
   /** Cluster mode: the other workers that are not ready, as the primary last said (readiness). */
   readonly clusterReadiness?: () => readonly NotReadyReason[];
   /** Cluster mode: /metrics answers every worker's metrics, aggregated by the primary. */
@@ -136,7 +138,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
   const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } = checks.prepared;
 
-  const engine = options.engine ?? (await openEngine(config, logger, redisTls));
+  const opened = options.engine ?? (await openEngine(config, logger, redisTls));
+  const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
   // The sqlite engine keeps the keys in its state file; the others read api-keys.json.
   const apiKeys = new ApiKeyVerifier(config.api.keys, { source: engine.apiKeys ?? keyStore ?? watchKeyStore(config.stateDir, { onReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded') }) });
   let sharedLimits: SharedLimits | undefined;
