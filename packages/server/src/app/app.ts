@@ -26,6 +26,7 @@ import { openSharedLimits, type SharedLimits } from './shared-limits.ts';
 import { createAdminApp } from './admin.ts';
 import { createAuditLog } from '../console/audit-log.ts';
 import { KeyUsage } from '../console/key-usage.ts';
+import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-store.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 
@@ -202,7 +203,15 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
   // Admin changes made through the server API (disconnect, revocations) go to the console's audit log.
   const auditLog = createAuditLog(engine.adminStore, { onError: (error, entry) => logger.error({ err: error, action: entry.action }, 'audit entry not written') });
-  const keyUsage = new KeyUsage(node, apiKeys);
+  const keyUsage = new KeyUsage(node, apiKeys, {
+    store:
+      config.engine.type === 'sqlite'
+        ? new SqliteKeyUsageStore(config.stateDir)
+        : engine.redis === undefined
+          ? undefined
+          : new RedisKeyUsageStore(engine.redis, config.engine.redisPrefix),
+    onError: (error) => logger.warn({ err: error }, 'API key last uses not read or saved'),
+  });
   const onAdminChange = (change: AdminChange): void =>
     auditLog.record({
       actor: `api-key:${change.key}`,
@@ -233,7 +242,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     probe?.close();
-    keyUsage.close();
+    await keyUsage.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
@@ -292,7 +301,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
       probe?.close();
-      keyUsage.close();
+      await keyUsage.close();
       await auditLog.flush();
       await node.close();
       await sharedLimits?.close();
