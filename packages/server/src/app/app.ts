@@ -26,6 +26,7 @@ import { openSharedLimits, type SharedLimits } from './shared-limits.ts';
 import { createAdminApp } from './admin.ts';
 import { createAuditLog } from '../console/audit-log.ts';
 import { KeyUsage } from '../console/key-usage.ts';
+import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-store.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 
@@ -60,6 +61,8 @@ export interface StartOptions {
    * engine brings its own (`engine.sessionRouter`).
    */
   readonly sessionRouter?: SessionRouter;
+  /** Cluster mode on the redis engine: wraps the engine this server opened (the worker mirrors its presence to the primary). */
+  readonly adaptEngine?: (engine: Engine) => Engine;
   /** Cluster mode: the other workers that are not ready, as the primary last said (readiness). */
   readonly clusterReadiness?: () => readonly NotReadyReason[];
   /** Cluster mode: /metrics answers every worker's metrics, aggregated by the primary. */
@@ -135,7 +138,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
   const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } = checks.prepared;
 
-  const engine = options.engine ?? (await openEngine(config, logger, redisTls));
+  const opened = options.engine ?? (await openEngine(config, logger, redisTls));
+  const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
   // The sqlite engine keeps the keys in its state file; the others read api-keys.json.
   const apiKeys = new ApiKeyVerifier(config.api.keys, { source: engine.apiKeys ?? keyStore ?? watchKeyStore(config.stateDir, { onReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded') }) });
   let sharedLimits: SharedLimits | undefined;
@@ -199,7 +203,15 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
   // Admin changes made through the server API (disconnect, revocations) go to the console's audit log.
   const auditLog = createAuditLog(engine.adminStore, { onError: (error, entry) => logger.error({ err: error, action: entry.action }, 'audit entry not written') });
-  const keyUsage = new KeyUsage(node, apiKeys);
+  const keyUsage = new KeyUsage(node, apiKeys, {
+    store:
+      config.engine.type === 'sqlite'
+        ? new SqliteKeyUsageStore(config.stateDir)
+        : engine.redis === undefined
+          ? undefined
+          : new RedisKeyUsageStore(engine.redis, config.engine.redisPrefix),
+    onError: (error) => logger.warn({ err: error }, 'API key last uses not read or saved'),
+  });
   const onAdminChange = (change: AdminChange): void =>
     auditLog.record({
       actor: `api-key:${change.key}`,
@@ -230,7 +242,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     probe?.close();
-    keyUsage.close();
+    await keyUsage.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
@@ -289,7 +301,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
       probe?.close();
-      keyUsage.close();
+      await keyUsage.close();
       await auditLog.flush();
       await node.close();
       await sharedLimits?.close();

@@ -611,7 +611,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
           status: keyStatus(k, now) as string,
           sha256Prefix: k.sha256.slice(0, 12),
           source: k.source,
-          keyPrefix: undefined as string | undefined,
+          keyPrefix: 'prefix' in k ? (k.prefix as string | undefined) : undefined,
         })),
       ];
       if (values['json'] === true) {

@@ -120,6 +120,8 @@ export const MIGRATIONS: readonly string[] = [
    CREATE INDEX console_audit_at ON console_audit (at);`,
   // 7: the public prefix of an API key (the console's key list; null for keys made before).
   `ALTER TABLE api_keys ADD COLUMN prefix TEXT;`,
+  // 8: the last use of each API key, written at most once a minute per process (console/key-usage.ts).
+  `CREATE TABLE api_key_usage (name TEXT PRIMARY KEY, last_used_at INTEGER NOT NULL) WITHOUT ROWID;`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */
