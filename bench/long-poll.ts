@@ -7,12 +7,14 @@
  *
  *   node bench/long-poll.ts [--clients=2000] [--rates=5,25] [--seconds=10]
  *     [--rounds=1] [--server-cpu=0] [--client-cpu=1] [--targets=raw,herald,nchan]
- *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--json=FILE]
+ *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--batch] [--json=FILE]
  *
  * Per rate, round and target (alternating order): start the server pinned
  * to `--server-cpu`; open N clients from this process (pinned to
  * `--client-cpu`; lean kept-alive HTTP/1.1 connections, bench/raw-clients.ts):
- * Herald `POST /connection/poll/open` with the channel, then a loop of
+ * Herald `POST /connection/poll/open` with the channel (and `batch: true`
+ * with `--batch`, as the SDK opens: frames then go through the write
+ * scheduler), then a loop of
  * `POST /connection/poll` acknowledging the last `seq`; Nchan a loop of
  * `GET /sub/<id>` with `If-None-Match`/`If-Modified-Since` from the previous
  * answer (one message per answer, the next one buffered). Publish 3 warm-up
@@ -44,6 +46,7 @@ const { values } = parseArgs({
     'client-cpu': { type: 'string', default: '1' },
     targets: { type: 'string', default: 'raw,herald,nchan' },
     'server-node-args': { type: 'string', default: '' },
+    batch: { type: 'boolean', default: false },
     json: { type: 'string' },
   },
   strict: true,
@@ -206,7 +209,7 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       loop().catch(fail);
       return;
     }
-    const opened = await connection.request('POST', '/connection/poll/open', json, JSON.stringify({ channels: [CHANNEL] }));
+    const opened = await connection.request('POST', '/connection/poll/open', json, JSON.stringify(values.batch ? { channels: [CHANNEL], batch: true } : { channels: [CHANNEL] }));
     if (opened.status !== 200) throw new Error(`poll/open ${opened.status}: ${opened.body.slice(0, 160)}`);
     const first = JSON.parse(opened.body) as { session: string; seq: number };
     const headers = { ...json, 'herald-session': first.session };

@@ -214,6 +214,33 @@ export interface HttpAnswer {
   readonly body: string;
 }
 
+/** An answer whose header map is built only when asked for (most callers read the status and body). */
+class LazyAnswer implements HttpAnswer {
+  readonly status: number;
+  readonly body: string;
+  readonly #head: string;
+  #headers: Map<string, string> | undefined;
+
+  constructor(head: string, status: number, body: string) {
+    this.#head = head;
+    this.status = status;
+    this.body = body;
+  }
+
+  get headers(): Map<string, string> {
+    return (this.#headers ??= parseHead(this.#head).headers);
+  }
+}
+
+/** The value of header `name` (lower case) in a lower-cased head, or undefined. */
+function headerIn(lowerHead: string, name: string): string | undefined {
+  const at = lowerHead.indexOf('\r\n' + name + ':');
+  if (at === -1) return undefined;
+  const from = at + name.length + 3;
+  const end = lowerHead.indexOf('\r\n', from);
+  return lowerHead.slice(from, end === -1 ? lowerHead.length : end).trim();
+}
+
 /**
  * One kept-alive HTTP/1.1 connection, one request at a time (what a
  * long-poll client holds). Answers with Content-Length or chunked bodies.
@@ -269,16 +296,21 @@ export class HttpConnection {
     const buffer = this.#buffer;
     const at = buffer.indexOf('\r\n\r\n');
     if (at === -1) return;
-    const head = parseHead(buffer.slice(0, at));
+    // Only what framing needs (status, length, chunked, close): the header
+    // map is built if a caller asks for it, so that the load generator's
+    // cost does not grow with the number of headers a server sends.
+    const headText = buffer.slice(0, at);
+    const lower = headText.toLowerCase();
+    const status = Number(headText.slice(9, 12));
     let body: string;
     let rest: string;
-    const length = head.headers.get('content-length');
+    const length = headerIn(lower, 'content-length');
     if (length !== undefined) {
       const n = Number(length);
       if (buffer.length < at + 4 + n) return;
       body = buffer.slice(at + 4, at + 4 + n);
       rest = buffer.slice(at + 4 + n);
-    } else if (head.headers.get('transfer-encoding') === 'chunked') {
+    } else if (headerIn(lower, 'transfer-encoding') === 'chunked') {
       let offset = at + 4;
       body = '';
       for (;;) {
@@ -298,7 +330,7 @@ export class HttpConnection {
     this.#buffer = rest;
     const pending = this.#pending;
     this.#pending = undefined;
-    if (head.headers.get('connection') === 'close') this.close();
-    pending?.resolve({ status: head.status, headers: head.headers, body: Buffer.from(body, 'latin1').toString('utf8') });
+    if (headerIn(lower, 'connection') === 'close') this.close();
+    pending?.resolve(new LazyAnswer(headText, status, Buffer.from(body, 'latin1').toString('utf8')));
   }
 }

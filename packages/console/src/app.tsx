@@ -91,7 +91,7 @@ export function App() {
         <span class="brand">Herald console</span>
         <nav aria-label="Views">
           <ul>
-            {VIEWS.filter((v) => v.view !== 'keys' || allows('owner')).map((v) => (
+            {VIEWS.filter((v) => (v.view !== 'keys' && v.view !== 'audit') || allows('owner')).map((v) => (
               <li key={v.view}>
                 <a href={`#/${v.view}`} aria-current={v.view === route.value.view ? 'page' : undefined}>
                   {v.title}

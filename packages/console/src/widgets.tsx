@@ -51,7 +51,7 @@ export function ConfirmButton(props: { label: string; question: string; onConfir
           void props.onConfirm();
         }}
       >
-        Yes, {props.label.toLowerCase()}
+        Yes, {props.label.charAt(0).toLowerCase() + props.label.slice(1)}
       </button>
       <button
         type="button"
@@ -67,10 +67,10 @@ export function ConfirmButton(props: { label: string; question: string; onConfir
 }
 
 /** A secret shown once: selectable, with a copy button, and the warning that it will not be shown again. */
-export function SecretOnce({ title, secret, onDone }: { title: string; secret: string; onDone: () => void }) {
+export function SecretOnce({ title, secret, keyName, onDone }: { title: string; secret: string; keyName?: string; onDone: () => void }) {
   const [copied, setCopied] = useState(false);
   return (
-    <section class="secret" aria-labelledby="secret-title">
+    <section class="secret" aria-labelledby="secret-title" data-key={keyName}>
       <h3 id="secret-title">{title}</h3>
       <p>Copy it now: Herald keeps only its hash and will not show it again.</p>
       <output class="secret-value" id="secret-value">{secret}</output>

@@ -9,13 +9,25 @@ import { allows } from '../state.ts';
 import { ConfirmButton, Empty, SecretOnce, StatusLine, type Status } from '../widgets.tsx';
 
 interface KeyRow {
+  /** The key's id in routes (its unique name). */
   readonly id: string;
   readonly name: string;
-  readonly prefix: string;
+  /** `hk_` and a few characters; null for old keys and keys of the config file. */
+  readonly prefix: string | null;
   readonly scopes: readonly string[];
   readonly createdAt?: string | number | null;
   readonly lastUsedAt?: string | number | null;
+  readonly notAfter?: string | number | null;
+  readonly status?: 'active' | 'expiring' | 'expired';
   readonly revokedAt?: string | number | null;
+  /** `config`: in the config file, changed there (no actions here). */
+  readonly source?: 'store' | 'config';
+}
+
+function statusText(key: KeyRow): string {
+  if (key.status === 'expired') return key.revokedAt === null || key.revokedAt === undefined ? 'expired' : `revoked ${when(key.revokedAt)}`;
+  if (key.status === 'expiring') return `ends ${when(key.notAfter)}`;
+  return 'active';
 }
 
 const SCOPES = [
@@ -29,7 +41,7 @@ export function Keys() {
   const [status, setStatus] = useState<Status | null>(null);
   const [name, setName] = useState('');
   const [scopes, setScopes] = useState<readonly string[]>(['publish']);
-  const [secret, setSecret] = useState<{ title: string; secret: string } | null>(null);
+  const [secret, setSecret] = useState<{ title: string; secret: string; key: string } | null>(null);
   const owner = allows('owner');
 
   async function load() {
@@ -53,7 +65,7 @@ export function Keys() {
     setStatus({ kind: 'busy', text: 'Creating…' });
     try {
       const answer = await call<{ key: KeyRow; secret: string }>('keys', { method: 'POST', body: { name: name.trim(), scopes } });
-      setSecret({ title: `New key “${answer.key.name}”`, secret: answer.secret });
+      setSecret({ title: `New key “${answer.key.name}”`, secret: answer.secret, key: answer.key.name });
       setName('');
       setStatus({ kind: 'ok', text: `Key ${answer.key.name} created.` });
       await load();
@@ -66,8 +78,8 @@ export function Keys() {
     setStatus({ kind: 'busy', text: 'Rotating…' });
     try {
       const answer = await call<{ key: KeyRow; secret: string }>(`keys/${encodeURIComponent(key.id)}/rotate`, { method: 'POST' });
-      setSecret({ title: `New secret of “${key.name}”`, secret: answer.secret });
-      setStatus({ kind: 'ok', text: `Key ${key.name} rotated: the old secret no longer works.` });
+      setSecret({ title: `“${key.name}” rotated: the new key is “${answer.key.name}”`, secret: answer.secret, key: answer.key.name });
+      setStatus({ kind: 'ok', text: `Key ${key.name} rotated into ${answer.key.name}: the old secret no longer works.` });
       await load();
     } catch (error) {
       setStatus({ kind: 'error', text: describeFailure(error) });
@@ -88,7 +100,7 @@ export function Keys() {
   return (
     <section aria-labelledby="keys-title">
       <h2 id="keys-title">API keys</h2>
-      {secret !== null && <SecretOnce title={secret.title} secret={secret.secret} onDone={() => setSecret(null)} />}
+      {secret !== null && <SecretOnce title={secret.title} secret={secret.secret} keyName={secret.key} onDone={() => setSecret(null)} />}
       <StatusLine status={status} />
       {rows !== null && rows.length === 0 && <Empty>No API key yet.</Empty>}
       {rows !== null && rows.length > 0 && (
@@ -101,21 +113,30 @@ export function Keys() {
                 <th scope="col">Scopes</th>
                 <th scope="col">Created</th>
                 <th scope="col">Last used</th>
+                <th scope="col">Status</th>
                 {owner && <th scope="col">Actions</th>}
               </tr>
             </thead>
             <tbody>
               {rows.map((key) => (
-                <tr key={key.id} data-key={key.id} data-name={key.name}>
-                  <td>{key.name}</td>
-                  <td class="mono">{key.prefix}…</td>
+                <tr key={key.id} data-key={key.id} data-name={key.name} data-status={key.status}>
+                  <td>
+                    {key.name}
+                    {key.source === 'config' && <span class="muted"> (config file)</span>}
+                  </td>
+                  <td class="mono" data-field="prefix">
+                    {key.prefix === null ? '–' : `${key.prefix}…`}
+                  </td>
                   <td>{key.scopes.join(', ')}</td>
                   <td>{when(key.createdAt)}</td>
                   <td data-field="last-used">{when(key.lastUsedAt)}</td>
+                  <td data-field="status">{statusText(key)}</td>
                   {owner && (
                     <td class="row-actions">
-                      {key.revokedAt !== undefined && key.revokedAt !== null ? (
-                        <span class="muted">revoked</span>
+                      {key.source === 'config' ? (
+                        <span class="muted">change it in the config file</span>
+                      ) : key.status === 'expired' ? (
+                        <span class="muted">–</span>
                       ) : (
                         <>
                           <ConfirmButton name="rotate" label="Rotate" question={`Replace the secret of ${key.name}?`} onConfirm={() => rotate(key)} />

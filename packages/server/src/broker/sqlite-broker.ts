@@ -49,6 +49,8 @@ interface Stream {
   ttlMs: number;
   /** Whether the stream row still has to be written (new, or changed since the last commit). */
   dirty: boolean;
+  /** Whether its row is in the file (read from it, or committed): then an UPDATE writes it, cheaper than the upsert. */
+  persisted: boolean;
 }
 
 interface Pending {
@@ -130,6 +132,7 @@ export class SqliteBroker implements Broker {
   readonly #sql: {
     readonly getStream: StatementSync;
     readonly putStream: StatementSync;
+    readonly updateStream: StatementSync;
     readonly insert: StatementSync;
     readonly trim: StatementSync;
     readonly since: StatementSync;
@@ -156,6 +159,7 @@ export class SqliteBroker implements Broker {
         `INSERT INTO streams (channel, epoch, top, last_publish_at, ttl_ms) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (channel) DO UPDATE SET top = excluded.top, last_publish_at = excluded.last_publish_at, ttl_ms = excluded.ttl_ms`,
       ),
+      updateStream: db.prepare('UPDATE streams SET top = ?, last_publish_at = ?, ttl_ms = ? WHERE channel = ?'),
       insert: db.prepare('INSERT INTO publications (channel, offset, time, data, info) VALUES (?, ?, ?, ?, ?)'),
       trim: db.prepare('DELETE FROM publications WHERE channel = ? AND offset <= ?'),
       since: db.prepare('SELECT offset, time, data, info FROM publications WHERE channel = ? AND offset > ? AND time > ? ORDER BY offset LIMIT ?'),
@@ -413,9 +417,9 @@ export class SqliteBroker implements Broker {
     if (stream !== undefined) return stream;
     const row = this.#sql.getStream.get(channel) as { epoch: string; top: number; last_publish_at: number; ttl_ms: number } | undefined;
     if (row !== undefined) {
-      stream = { epoch: row.epoch, top: row.top, committed: row.top, lastPublishAt: row.last_publish_at, ttlMs: row.ttl_ms, dirty: false };
+      stream = { epoch: row.epoch, top: row.top, committed: row.top, lastPublishAt: row.last_publish_at, ttlMs: row.ttl_ms, dirty: false, persisted: true };
     } else {
-      stream = { epoch: newEpoch(), top: 0, committed: 0, lastPublishAt: now, ttlMs: options.ttlMs, dirty: true };
+      stream = { epoch: newEpoch(), top: 0, committed: 0, lastPublishAt: now, ttlMs: options.ttlMs, dirty: true, persisted: false };
       this.#dirty.add(channel);
     }
     this.#streams.set(channel, stream);
@@ -453,7 +457,8 @@ export class SqliteBroker implements Broker {
       for (const channel of dirty) {
         const stream = this.#streams.get(channel);
         if (stream === undefined) continue;
-        this.#sql.putStream.run(channel, stream.epoch, stream.top, stream.lastPublishAt, stream.ttlMs);
+        const updated = stream.persisted && Number(this.#sql.updateStream.run(stream.top, stream.lastPublishAt, stream.ttlMs, channel).changes) === 1;
+        if (!updated) this.#sql.putStream.run(channel, stream.epoch, stream.top, stream.lastPublishAt, stream.ttlMs);
         written.push([channel, stream]);
       }
       db.exec('COMMIT');
@@ -469,6 +474,7 @@ export class SqliteBroker implements Broker {
     }
     for (const [, stream] of written) {
       stream.dirty = false;
+      stream.persisted = true;
       stream.committed = stream.top;
     }
     this.#recovered();

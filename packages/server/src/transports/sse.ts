@@ -169,8 +169,11 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
     const transport = new SseTransport(response, closeGraceMs);
     const client = node.createClient(transport);
     client.fallbackToken = admission.fallbackToken;
+    client.address = admission.address ?? request.socket.remoteAddress ?? '';
+    // The stream's one listener keeps its place, not the whole admission answer.
+    const place = admission.place;
     response.on('close', () => {
-      admission.place.release();
+      place.release();
       transport.markClosed();
       client.close(1006, 'connection lost');
     });

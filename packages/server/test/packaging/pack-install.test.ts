@@ -100,6 +100,7 @@ describe('packed packages installed into an empty directory', { timeout: 600000 
   let herald: ChildProcess | undefined;
   const heraldLines: string[] = [];
   let heraldPort = 0;
+  let adminPort = 0;
   let apiKey = '';
   let page: Server | undefined;
   let pagePort = 0;
@@ -171,6 +172,7 @@ describe('packed packages installed into an empty directory', { timeout: 600000 
       try {
         const entry = JSON.parse(line) as { msg?: string; port?: number };
         if (entry.msg === 'listening' && typeof entry.port === 'number') heraldPort = entry.port;
+        else if (entry.msg?.startsWith('internal listener') === true && typeof entry.port === 'number') adminPort = entry.port;
       } catch {
         // not JSON
       }
@@ -185,6 +187,21 @@ describe('packed packages installed into an empty directory', { timeout: 600000 
     assert.equal(health.status, 200);
     const demo = await fetch(`http://127.0.0.1:${heraldPort}/examples/chat/`);
     assert.equal(demo.status, 404, 'the chat demo is a feature of the clone, not of the installed package');
+  });
+
+  test('the installed server serves the admin console from its tarball (no build step): the page and its hashed assets', async () => {
+    assert.ok(adminPort !== 0, 'the internal listener runs (previous test)');
+    const page = await fetch(`http://127.0.0.1:${adminPort}/console/`);
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get('content-security-policy') ?? '', /frame-ancestors 'none'/);
+    const html = await page.text();
+    const assets = [...html.matchAll(/(?:src|href)="(assets\/[^"]+)"/g)].map((match) => match[1]!);
+    assert.equal(assets.length, 2, `a script and a stylesheet in:\n${html}`);
+    for (const asset of assets) {
+      const response = await fetch(`http://127.0.0.1:${adminPort}/console/${asset}`);
+      assert.equal(response.status, 200, asset);
+      assert.ok((await response.arrayBuffer()).byteLength > 1000, `${asset} has content`);
+    }
   });
 
   test('a TypeScript project using @herald/client and @herald/server-sdk passes tsc; a type error fails it', async () => {

@@ -19,6 +19,11 @@ import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { call, ConsoleClient, createAdmin, PASSWORD, sessionCookie } from '../helpers/console.ts';
 import { openSqliteStore } from '../../src/store/sqlite-store.ts';
 import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
+import { RedisAdminStore } from '../../src/console/redis-admin-store.ts';
+import { PasswordHasher } from '../../src/console/passwords.ts';
+import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
 
 interface Running {
   readonly h: TestHerald;
@@ -410,6 +415,41 @@ describe('console sign-in limits', { timeout: 120000 }, () => {
       assert.ok((await auditEntries(r.stateDir, 'console.lock')).some((e) => e.target?.startsWith('address:')));
     } finally {
       await r.close();
+    }
+  });
+});
+
+describe('console on the redis engine: two nodes share admins, sessions and limits', { timeout: 60000 }, () => {
+  test('a session made on node A is valid on node B; sign out everywhere on B ends it on A; limits count across nodes', async (t) => {
+    const skip = missingService('Redis', await redisAvailable());
+    if (skip !== false) return t.skip(skip);
+    const prefix = 'herald-test-console-' + randomBytes(4).toString('hex');
+    const engine = { type: 'redis', redisUrl: REDIS_URL, redisPrefix: prefix };
+    const a = await startHerald({ engine });
+    const b = await startHerald({ engine });
+    const redis = new Redis(REDIS_URL, { lazyConnect: true });
+    await redis.connect();
+    try {
+      const store = new RedisAdminStore(redis, prefix);
+      await store.createAdmin({ name: 'nina', role: 'viewer', passwordHash: await new PasswordHasher().hash(PASSWORD), now: Date.now() });
+      const onA = new ConsoleClient(a.server.adminPort);
+      assert.equal((await onA.login('nina')).status, 200);
+      assert.equal((await onA.get('/api/session')).body.admin.role, 'owner');
+      const onB = new ConsoleClient(b.server.adminPort);
+      onB.cookie = onA.cookie;
+      onB.csrf = onA.csrf;
+      assert.equal((await onB.get('/api/session')).status, 200);
+      assert.equal((await onB.post('/api/logout-everywhere')).status, 204);
+      assert.equal((await onA.get('/api/session')).status, 401);
+      // Three failures on A, the fourth attempt on B waits.
+      for (let i = 0; i < 3; i++) assert.equal((await onA.login('nina', 'wrong wrong wrong')).status, 401);
+      assert.equal((await onB.login('nina')).status, 429);
+    } finally {
+      const keys = await redis.keys(`${prefix}*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+      await a.close();
+      await b.close();
     }
   });
 });

@@ -85,6 +85,12 @@ describe('sqlite broker: across a reopen of the state file', () => {
     assert.deepEqual({ ...page.publications[0]!.info }, { client: 'c1', user: 'u1', conn_info: { a: [1] } });
     const next = await e.broker.publish('ch', '"next"', { stream: stream(100) });
     assert.deepEqual({ ...next }, { epoch: last.epoch, offset: 6 });
+    // A stream read from the file is written back by an UPDATE of its row: the next reopen sees it.
+    const later = await e.broker.publish('ch', '"later"', { stream: stream(100) });
+    e = await reopen(dir, clock, e);
+    const after = await e.broker.history('ch', { limit: 0 }, stream(100));
+    assert.deepEqual({ ...after.position }, { epoch: last.epoch, offset: 7 });
+    assert.deepEqual({ ...later }, { epoch: last.epoch, offset: 7 });
     await e.broker.close();
     e.store.close();
   });

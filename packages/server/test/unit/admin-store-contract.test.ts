@@ -1,0 +1,221 @@
+/**
+ * One contract for every console store (console/admin-store.ts): memory,
+ * the sqlite state file, and Redis (real Redis at HERALD_TEST_REDIS_URL;
+ * skipped loudly without it, a failure under HERALD_REQUIRE_SERVICES=1).
+ * Admins (first one an owner, atomically), sessions (idle and absolute
+ * expiry, disabled admins, deletion per admin), the limiter's counters
+ * (delay, lock, window, parallel attempts counted atomically) and the audit
+ * log (filters, paging, retention).
+ */
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Redis } from 'ioredis';
+import { MemoryAdminStore, type AdminStore, type LimiterPolicy, type SessionRecord } from '../../src/console/admin-store.ts';
+import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
+import { RedisAdminStore } from '../../src/console/redis-admin-store.ts';
+import { openSqliteStore } from '../../src/store/sqlite-store.ts';
+import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
+
+interface Harness {
+  readonly store: AdminStore;
+  close(): Promise<void>;
+}
+
+const engines: Record<string, () => Promise<Harness>> = {
+  memory: async () => ({ store: new MemoryAdminStore(), close: async () => {} }),
+  sqlite: async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'herald-admin-store-'));
+    const file = openSqliteStore({ stateDir: dir });
+    return {
+      store: new SqliteAdminStore(file.db),
+      close: async () => {
+        file.close();
+        rmSync(dir, { recursive: true, force: true });
+      },
+    };
+  },
+};
+
+const redisSkip = missingService('Redis', await redisAvailable());
+if (redisSkip === false) {
+  engines['redis'] = async () => {
+    const prefix = 'herald-test-' + randomBytes(6).toString('hex') + ':';
+    const redis = new Redis(REDIS_URL, { commandTimeout: 2000, enableOfflineQueue: false, lazyConnect: true });
+    await redis.connect();
+    return {
+      store: new RedisAdminStore(redis, prefix),
+      close: async () => {
+        const keys = await redis.keys(`${prefix}*`);
+        if (keys.length > 0) await redis.del(...keys);
+        redis.disconnect();
+      },
+    };
+  };
+}
+
+const HASH = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2hoYXNoaGFzaGhhc2hoYXNoaGFzaGhhc2g';
+const policy = { idleMs: 1000, absoluteMs: 5000, touchAfterMs: 100 };
+const limit: LimiterPolicy = { delayAfter: 3, baseDelayMs: 1000, maxDelayMs: 4000, lockAfter: 5, lockMs: 60_000, windowMs: 30_000 };
+
+function session(admin: string, now: number, id = randomBytes(32).toString('hex')): SessionRecord {
+  return { idHash: id, admin, createdAt: now, lastSeenAt: now, csrfSecret: 'secret', address: '127.0.0.1' };
+}
+
+for (const [name, open] of Object.entries(engines)) {
+  describe(`console store contract: ${name}`, { timeout: 30000 }, () => {
+    const withStore = (run: (store: AdminStore) => Promise<void>) => async () => {
+      const h = await open();
+      try {
+        await run(h.store);
+      } finally {
+        await h.close();
+      }
+    };
+
+    test(
+      'admins: the first is an owner (one of many created at once), names are unique, changes apply',
+      withStore(async (store) => {
+        const now = Date.now();
+        const created = await Promise.all(['b', 'a', 'c', 'd'].map((n) => store.createAdmin({ name: n, role: 'viewer', passwordHash: HASH, now })));
+        assert.equal(created.filter((a) => a?.role === 'owner').length, 1);
+        assert.equal(created.filter((a) => a?.role === 'viewer').length, 3);
+        assert.equal(await store.createAdmin({ name: 'a', role: 'viewer', passwordHash: HASH, now }), undefined);
+        assert.deepEqual(
+          (await store.listAdmins()).map((a) => a.name),
+          ['a', 'b', 'c', 'd'],
+        );
+        const changed = await store.updateAdmin('c', { role: 'operator', disabled: true }, now + 5);
+        assert.equal(changed?.role, 'operator');
+        assert.equal(changed?.disabled, true);
+        assert.equal(changed?.passwordHash, HASH);
+        const got = await store.getAdmin('c');
+        assert.deepEqual({ role: got?.role, disabled: got?.disabled, updatedAt: got?.updatedAt, createdAt: got?.createdAt }, { role: 'operator', disabled: true, updatedAt: now + 5, createdAt: now });
+        assert.equal(await store.updateAdmin('nobody', { disabled: true }, now), undefined);
+        assert.equal(await store.getAdmin('nobody'), undefined);
+      }),
+    );
+
+    test(
+      'sessions: valid until idle or absolute expiry, touched sparingly, gone with a disabled admin, deleted per admin',
+      withStore(async (store) => {
+        const t = Date.now();
+        await store.createAdmin({ name: 'ann', role: 'owner', passwordHash: HASH, now: t });
+        await store.createAdmin({ name: 'bob', role: 'viewer', passwordHash: HASH, now: t });
+        const s = session('ann', t);
+        await store.createSession(s, policy.absoluteMs);
+        let r = await store.resolveSession(s.idHash, t + 50, policy);
+        assert.equal(r.state, 'valid');
+        assert.equal(r.state === 'valid' && r.session.lastSeenAt, t, 'not touched within touchAfterMs');
+        assert.equal(r.state === 'valid' && r.admin.role, 'owner');
+        r = await store.resolveSession(s.idHash, t + 900, policy);
+        assert.equal(r.state === 'valid' && r.session.lastSeenAt, t + 900);
+        // Kept alive by use past one idle period, then the absolute lifetime ends it.
+        for (let at = t + 1800; at < t + 5000; at += 900) assert.equal((await store.resolveSession(s.idHash, at, policy)).state, 'valid', `at +${at - t}`);
+        assert.equal((await store.resolveSession(s.idHash, t + 5000, policy)).state, 'invalid');
+        assert.equal((await store.resolveSession(s.idHash, t + 100, policy)).state, 'invalid', 'an expired session is deleted');
+        // Idle expiry.
+        const idle = session('ann', t);
+        await store.createSession(idle, policy.absoluteMs);
+        assert.equal((await store.resolveSession(idle.idHash, t + 1000, policy)).state, 'invalid');
+        // Disabled admin.
+        const bobs = [session('bob', t), session('bob', t), session('bob', t)];
+        for (const b of bobs) await store.createSession(b, policy.absoluteMs);
+        assert.equal(await store.countSessions('bob', t + 10, policy), 3);
+        await store.updateAdmin('bob', { disabled: true }, t);
+        assert.equal((await store.resolveSession(bobs[0]!.idHash, t + 10, policy)).state, 'invalid');
+        await store.updateAdmin('bob', { disabled: false }, t);
+        assert.equal((await store.resolveSession(bobs[1]!.idHash, t + 10, policy)).state, 'valid');
+        assert.equal(await store.deleteSessionsOf('bob'), 2);
+        assert.equal((await store.resolveSession(bobs[2]!.idHash, t + 10, policy)).state, 'invalid');
+        assert.equal(await store.countSessions('bob', t + 10, policy), 0);
+        const one = session('ann', t);
+        await store.createSession(one, policy.absoluteMs);
+        await store.deleteSession(one.idHash);
+        assert.equal((await store.resolveSession(one.idHash, t + 10, policy)).state, 'invalid');
+        assert.equal((await store.resolveSession('f'.repeat(64), t, policy)).state, 'invalid');
+      }),
+    );
+
+    test(
+      'limiter: progressive delay, lock, window; a refused attempt counts nothing; clear and forgive',
+      withStore(async (store) => {
+        const t = 1_800_000_000_000;
+        const checks = [{ key: 'account:x', policy: limit }];
+        for (let i = 1; i <= 2; i++) assert.deepEqual(await store.attempt(checks, t), { allowed: true, retryAfterMs: 0, lockedNow: [] });
+        assert.equal((await store.attempt(checks, t)).allowed, true); // third: the delay starts (1 s)
+        assert.deepEqual(await store.attempt(checks, t + 500), { allowed: false, retryAfterMs: 500, lockedNow: [] });
+        assert.equal((await store.getCounter('account:x'))?.failures, 3);
+        assert.equal((await store.attempt(checks, t + 1000)).allowed, true); // fourth: 2 s
+        assert.equal((await store.attempt(checks, t + 2999)).allowed, false);
+        const fifth = await store.attempt(checks, t + 3000);
+        assert.deepEqual(fifth, { allowed: true, retryAfterMs: 0, lockedNow: ['account:x'] });
+        const locked = await store.attempt(checks, t + 10_000);
+        assert.equal(locked.allowed, false);
+        assert.equal(locked.retryAfterMs, 53_000);
+        // The lock over, counting starts again.
+        assert.equal((await store.attempt(checks, t + 63_000)).allowed, true);
+        assert.equal((await store.getCounter('account:x'))?.failures, 1);
+        // Failures older than the window are forgotten.
+        assert.equal((await store.attempt(checks, t + 63_000 + 30_001)).allowed, true);
+        assert.equal((await store.getCounter('account:x'))?.failures, 1);
+        await store.clearAttempts('account:x');
+        assert.equal(await store.getCounter('account:x'), undefined);
+        // forgive takes back one count and its delay.
+        const addr = [{ key: 'address:1.2.3.4', policy: limit }];
+        for (let i = 0; i < 3; i++) await store.attempt(addr, t);
+        await store.forgiveAttempt('address:1.2.3.4');
+        const forgiven = await store.getCounter('address:1.2.3.4');
+        assert.equal(forgiven?.failures, 2);
+        assert.equal((await store.attempt(addr, t + 1)).allowed, true);
+        // Two keys: one waiting refuses both, counting neither.
+        const both = [...checks, ...addr];
+        const before = (await store.getCounter('address:1.2.3.4'))?.failures;
+        await store.attempt(checks, t);
+        await store.attempt(checks, t);
+        await store.attempt(checks, t);
+        assert.equal((await store.attempt(both, t + 1)).allowed, false);
+        assert.equal((await store.getCounter('address:1.2.3.4'))?.failures, before);
+      }),
+    );
+
+    test(
+      'limiter: fifty attempts at once, exactly delayAfter pass',
+      withStore(async (store) => {
+        const t = 1_800_000_000_000;
+        const verdicts = await Promise.all(Array.from({ length: 50 }, () => store.attempt([{ key: 'account:flood', policy: limit }], t)));
+        assert.equal(verdicts.filter((v) => v.allowed).length, 3);
+        assert.equal((await store.getCounter('account:flood'))?.failures, 3);
+      }),
+    );
+
+    test(
+      'audit: newest first, filters, paging, retention sweep',
+      withStore(async (store) => {
+        const t = Date.now();
+        for (let i = 0; i < 30; i++) {
+          await store.appendAudit({ actor: i % 2 === 0 ? 'ann' : 'bob', action: i % 3 === 0 ? 'console.login' : 'key.create', outcome: 'ok', target: `t${i}`, address: '127.0.0.1', detail: { i } }, t);
+        }
+        const all = await store.queryAudit({ limit: 1000 });
+        assert.equal(all.length, 30);
+        assert.deepEqual(all[0]?.detail, { i: 29 });
+        assert.equal(all[0]?.target, 't29');
+        assert.equal((await store.queryAudit({ actor: 'ann', limit: 1000 })).length, 15);
+        assert.equal((await store.queryAudit({ action: 'console.login', limit: 1000 })).length, 10);
+        assert.equal((await store.queryAudit({ actor: 'bob', action: 'console.login', limit: 1000 })).length, 5);
+        assert.equal((await store.queryAudit({ since: t - 60_000, limit: 1000 })).length, 30);
+        assert.equal((await store.queryAudit({ until: t - 60_000, limit: 1000 })).length, 0);
+        const page1 = await store.queryAudit({ limit: 10 });
+        const page2 = await store.queryAudit({ limit: 10, before: page1.at(-1)!.id });
+        assert.deepEqual(page2.map((e) => e.detail?.['i']), [19, 18, 17, 16, 15, 14, 13, 12, 11, 10]);
+        await store.sweep(t + 1000, { sessions: policy, auditRetentionMs: 60_000, limiterWindowMs: 30_000 });
+        assert.equal((await store.queryAudit({ limit: 1000 })).length, 30);
+        await store.sweep(t + 3_600_000, { sessions: policy, auditRetentionMs: 60_000, limiterWindowMs: 30_000 });
+        assert.equal((await store.queryAudit({ limit: 1000 })).length, 0);
+      }),
+    );
+  });
+}
