@@ -26,6 +26,7 @@ import { openSharedLimits, type SharedLimits } from './shared-limits.ts';
 import { createAdminApp } from './admin.ts';
 import { createAuditLog } from '../console/audit-log.ts';
 import { KeyUsage } from '../console/key-usage.ts';
+import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-store.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
@@ -226,7 +227,15 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
   // Admin changes made through the server API (disconnect, revocations) go to the console's audit log.
   const auditLog = createAuditLog(engine.adminStore, { onError: (error, entry) => logger.error({ err: error, action: entry.action }, 'audit entry not written') });
-  const keyUsage = new KeyUsage(node, apiKeys);
+  const keyUsage = new KeyUsage(node, apiKeys, {
+    store:
+      config.engine.type === 'sqlite'
+        ? new SqliteKeyUsageStore(config.stateDir)
+        : engine.redis === undefined
+          ? undefined
+          : new RedisKeyUsageStore(engine.redis, config.engine.redisPrefix),
+    onError: (error) => logger.warn({ err: error }, 'API key last uses not read or saved'),
+  });
   const onAdminChange = (change: AdminChange): void =>
     auditLog.record({
       actor: `api-key:${change.key}`,
@@ -257,7 +266,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     probe?.close();
-    keyUsage.close();
+    await keyUsage.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
@@ -282,7 +291,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const address = app.server.address() as AddressInfo;
   const adminAddress = admin.server.address() as AddressInfo;
   logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
-  logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health, console)');
+  logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health)');
   if (consoleEnabled) {
     const at = `${adminTls === undefined ? 'http' : 'https'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminAddress.port}${config.admin.console.basePath}/`;
     logger.info({ url: config.admin.console.origin === undefined ? at : config.admin.console.origin + config.admin.console.basePath + '/' }, 'admin console');
@@ -317,7 +326,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
       probe?.close();
-      keyUsage.close();
+      await keyUsage.close();
       await auditLog.flush();
       await node.close();
       // Events of the drain (disconnects, vacated) are in the outbox; what is not sent now is sent after the next start.

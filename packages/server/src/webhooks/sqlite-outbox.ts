@@ -1,6 +1,6 @@
 /**
  * The sqlite engine's webhook outbox: the `webhook_outbox` table of the
- * state file (store/sqlite-store.ts, migration 8). A row is committed
+ * state file (store/sqlite-store.ts, migration 9). A row is committed
  * before its first delivery attempt, so events survive a crash or SIGKILL
  * and are sent after the restart. Dead letters are rows with `dead_at` set;
  * `herald webhooks list-dead` and `replay` read and change them beside the
