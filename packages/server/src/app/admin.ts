@@ -29,6 +29,7 @@ import { useJsonBodies, useStrictSchemas } from './http-input.ts';
 import type { TlsFiles } from './http.ts';
 import type { AdminStore } from '../console/admin-store.ts';
 import { isConsolePath, registerConsole } from '../console/console.ts';
+import type { KeyUsage } from '../console/key-usage.ts';
 import { sameOrigin } from '../console/csrf.ts';
 
 export interface AdminAppOptions {
@@ -47,6 +48,8 @@ export interface AdminAppOptions {
   readonly tls?: TlsFiles | undefined;
   /** The console's store when the console runs (preflight decided; console/console-config.ts). */
   readonly consoleStore?: AdminStore | undefined;
+  /** API keys' last uses, for the console's key list. */
+  readonly keyUsage?: KeyUsage | undefined;
 }
 
 export async function createAdminApp(options: AdminAppOptions): Promise<FastifyInstance> {
@@ -94,7 +97,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     return sendApiError(reply, 'origin_not_allowed');
   });
   if (options.consoleStore !== undefined) {
-    await registerConsole(app, { config, node: options.node, store: options.consoleStore, metrics, logger: options.logger, tls: tls !== undefined });
+    await registerConsole(app, { config, node: options.node, store: options.consoleStore, metrics, logger: options.logger, tls: tls !== undefined, keyUsage: options.keyUsage });
   }
   registerHealthRoutes(app, options.health);
   if (options.debugActions === true) registerDebugActions(app, options.logger, options.probe);

@@ -14,15 +14,19 @@ import { watchKeyStore } from '../auth/key-store.ts';
 import { DeliveryProbe } from '../broker/delivery-probe.ts';
 import { Node } from '../core/node.ts';
 import { join } from 'node:path';
-import { createMetrics } from '../observability/metrics.ts';
+import { createMetrics, type LiveTotals } from '../observability/metrics.ts';
+import { hostname } from 'node:os';
 import { defaultLiveHeapMiB, Watchdog, type ProcessSample, type WatchdogThreshold } from '../observability/watchdog.ts';
 import type { NotReadyReason } from './health.ts';
 import { createLogger } from '../observability/pino-logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
-import { createHttpApp } from './http.ts';
+import { createHttpApp, type AdminChange } from './http.ts';
 import { startChecks } from './preflight.ts';
 import { openSharedLimits, type SharedLimits } from './shared-limits.ts';
 import { createAdminApp } from './admin.ts';
+import { createAuditLog } from '../console/audit-log.ts';
+import { KeyUsage } from '../console/key-usage.ts';
+import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-store.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 
@@ -57,6 +61,8 @@ export interface StartOptions {
    * engine brings its own (`engine.sessionRouter`).
    */
   readonly sessionRouter?: SessionRouter;
+  /** Cluster mode on the redis engine: wraps the engine this server opened (the worker mirrors its presence to the primary). */
+  readonly adaptEngine?: (engine: Engine) => Engine;
   /** Cluster mode: the other workers that are not ready, as the primary last said (readiness). */
   readonly clusterReadiness?: () => readonly NotReadyReason[];
   /** Cluster mode: /metrics answers every worker's metrics, aggregated by the primary. */
@@ -65,7 +71,11 @@ export interface StartOptions {
   readonly onWatchdog?: (over: readonly WatchdogThreshold[], sample: ProcessSample) => void;
   /** Cluster mode: the delivery probe failed (its reason) or passes again (undefined); the worker tells the primary. */
   readonly onDeliveryProbe?: (failure: string | undefined) => void;
+  /** Cluster mode: this worker's id in its primary (shown per node in the console's overview). */
+  readonly worker?: number | undefined;
 }
+
+const NO_TOTALS: LiveTotals = { connections: { websocket: 0, sse: 0, longPoll: 0 }, subscriptions: 0, publications: 0, deliveries: 0 };
 
 /** Builds the engine named by the config; Redis clients are opened here. */
 async function openEngine(config: Config, logger: PinoLogger, redisTls: RedisTls | undefined): Promise<Engine> {
@@ -128,7 +138,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
   const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } = checks.prepared;
 
-  const engine = options.engine ?? (await openEngine(config, logger, redisTls));
+  const opened = options.engine ?? (await openEngine(config, logger, redisTls));
+  const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
   // The sqlite engine keeps the keys in its state file; the others read api-keys.json.
   const apiKeys = new ApiKeyVerifier(config.api.keys, { source: engine.apiKeys ?? keyStore ?? watchKeyStore(config.stateDir, { onReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded') }) });
   let sharedLimits: SharedLimits | undefined;
@@ -169,6 +180,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
             options.onDeliveryProbe?.(failure);
           },
         });
+  // The metrics exporter is made from the node; the node's snapshots read its totals.
+  const exporter: { totals?: () => LiveTotals } = {};
+  const host = hostname();
   const node = new Node({
     config,
     broker: probe?.broker ?? engine.broker,
@@ -179,13 +193,35 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     id: engine.nodeId,
     health: engine.health,
     processStats: () => ({ ...watchdog.sample, over: watchdog.over() }),
+    liveStats: () => ({ worker: options.worker, host, ...(exporter.totals?.() ?? NO_TOTALS) }),
     logger,
     version,
   });
   const metrics = createMetrics(node, watchdog);
+  exporter.totals = metrics.totals;
   probe?.start();
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
-  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits });
+  // Admin changes made through the server API (disconnect, revocations) go to the console's audit log.
+  const auditLog = createAuditLog(engine.adminStore, { onError: (error, entry) => logger.error({ err: error, action: entry.action }, 'audit entry not written') });
+  const keyUsage = new KeyUsage(node, apiKeys, {
+    store:
+      config.engine.type === 'sqlite'
+        ? new SqliteKeyUsageStore(config.stateDir)
+        : engine.redis === undefined
+          ? undefined
+          : new RedisKeyUsageStore(engine.redis, config.engine.redisPrefix),
+    onError: (error) => logger.warn({ err: error }, 'API key last uses not read or saved'),
+  });
+  const onAdminChange = (change: AdminChange): void =>
+    auditLog.record({
+      actor: `api-key:${change.key}`,
+      action: `api.${change.method}`,
+      target: change.target,
+      address: change.ip,
+      outcome: change.outcome,
+      detail: change.code === undefined ? { via: 'api' } : { via: 'api', code: change.code },
+    });
+  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
@@ -201,10 +237,12 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     clusterMetrics: options.clusterMetrics,
     tls: adminTls,
     consoleStore: consoleEnabled ? engine.adminStore : undefined,
+    keyUsage,
   });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     probe?.close();
+    await keyUsage.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
@@ -228,12 +266,17 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const address = app.server.address() as AddressInfo;
   const adminAddress = admin.server.address() as AddressInfo;
   logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
-  logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health, console)');
+  logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health)');
   if (consoleEnabled) {
     const at = `${adminTls === undefined ? 'http' : 'https'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminAddress.port}${config.admin.console.basePath}/`;
     logger.info({ url: config.admin.console.origin === undefined ? at : config.admin.console.origin + config.admin.console.basePath + '/' }, 'admin console');
     if (config.mode === 'development' && (await engine.adminStore.listAdmins()).length === 0) {
-      logger.info({}, `admin console: no admin yet; create the first (an owner) with \`herald admin create NAME --role owner${config.engine.type === 'sqlite' ? '' : ' --config FILE'}\`, then sign in at ${at}`);
+      logger.info(
+        {},
+        config.engine.type === 'memory'
+          ? 'admin console: the memory engine keeps admins inside this process, where `herald admin` cannot reach them; run on the sqlite engine (the default) to use the console'
+          : `admin console: no admin yet; create the first (an owner) with \`npm run herald -- admin create NAME --role owner\` (add --config FILE when the server has one), then sign in at ${at}`,
+      );
     }
   }
 
@@ -258,6 +301,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
       probe?.close();
+      await keyUsage.close();
+      await auditLog.flush();
       await node.close();
       await sharedLimits?.close();
       await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));

@@ -50,6 +50,30 @@ export interface HttpAppOptions {
   readonly health: ReadinessSources;
   /** `limits.scope: "cluster"`: the stores every node counts the API limits in (shared-limits.ts). */
   readonly sharedLimits?: { readonly api: SharedApiCounting } | undefined;
+  /** Called after each call of a method that changes who may stay connected (ADMIN_CHANGE_METHODS), for the audit log. */
+  readonly onAdminChange?: ((change: AdminChange) => void) | undefined;
+}
+
+/** Server API methods recorded in the audit log: they end or forbid connections. */
+export const ADMIN_CHANGE_METHODS: ReadonlySet<string> = new Set(['disconnect', 'revoke_user', 'revoke_token']);
+
+export interface AdminChange {
+  readonly method: string;
+  /** Name of the API key that called. */
+  readonly key: string;
+  readonly ip: string;
+  /** The user or token id the call named (from the body, when it had one). */
+  readonly target: string | undefined;
+  readonly outcome: 'ok' | 'failed';
+  /** The error code of a failed call. */
+  readonly code?: string | undefined;
+}
+
+function changeTarget(body: unknown): string | undefined {
+  if (typeof body !== 'object' || body === null) return undefined;
+  const record = body as Record<string, unknown>;
+  const target = record['user'] ?? record['jti'];
+  return typeof target === 'string' ? target : undefined;
 }
 
 /** Request headers accepted per request; more is answered 431 by Node's parser. */
@@ -180,11 +204,16 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
       if (typeof wait === 'object') wait = await wait;
       if (wait !== undefined) return limited(reply, wait);
       if (node.draining) return sendApiError(reply, 'unavailable');
+      const method = request.params.method;
+      const audited = options.onAdminChange !== undefined && ADMIN_CHANGE_METHODS.has(method);
       try {
-        const result = await executor.run(request.params.method, request.body, principal);
+        const result = await executor.run(method, request.body, principal);
+        if (audited) options.onAdminChange!({ method, key: principal.name, ip: request.ip, target: changeTarget(request.body), outcome: 'ok' });
         return reply.type('application/json').send(encodeResult(result));
       } catch (error) {
-        return error instanceof ApiError ? sendApiError(reply, error.code, error.detail) : sendApiError(reply, 'internal');
+        const code = error instanceof ApiError ? error.code : 'internal';
+        if (audited && code !== 'forbidden') options.onAdminChange!({ method, key: principal.name, ip: request.ip, target: changeTarget(request.body), outcome: 'failed', code });
+        return sendApiError(reply, code, error instanceof ApiError ? error.detail : undefined);
       }
     },
   );

@@ -107,14 +107,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     consoleEnabled = decision.enabled;
   }
 
-  let redisTls: RedisTls | undefined;
-  if (valid('engine') && config.engine.type === 'redis' && redisOverTls(config)) {
-    const { caFile, certFile, keyFile, serverName } = config.engine.redisTls;
-    const ca = caFile === undefined ? undefined : readNamedFile(caFile, '/engine/redisTls/caFile', problems);
-    const cert = certFile === undefined ? undefined : readNamedFile(certFile, '/engine/redisTls/certFile', problems);
-    const key = keyFile === undefined ? undefined : readNamedFile(keyFile, '/engine/redisTls/keyFile', problems);
-    redisTls = { ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert }), ...(key === undefined ? {} : { key }), ...(serverName === undefined ? {} : { servername: serverName }) };
-  }
+  const redisTls = valid('engine') ? readRedisTls(config, problems) : undefined;
 
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
@@ -174,6 +167,16 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
 
   const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } : undefined;
   return { problems, warnings, prepared };
+}
+
+/** The redis engine's TLS files (`engine.redisTls`), read; undefined on other engines or without `rediss://`. Problems are added to `problems`. */
+export function readRedisTls(config: Config, problems: string[]): RedisTls | undefined {
+  if (config.engine.type !== 'redis' || !redisOverTls(config)) return undefined;
+  const { caFile, certFile, keyFile, serverName } = config.engine.redisTls;
+  const ca = caFile === undefined ? undefined : readNamedFile(caFile, '/engine/redisTls/caFile', problems);
+  const cert = certFile === undefined ? undefined : readNamedFile(certFile, '/engine/redisTls/certFile', problems);
+  const key = keyFile === undefined ? undefined : readNamedFile(keyFile, '/engine/redisTls/keyFile', problems);
+  return { ...(ca === undefined ? {} : { ca }), ...(cert === undefined ? {} : { cert }), ...(key === undefined ? {} : { key }), ...(serverName === undefined ? {} : { servername: serverName }) };
 }
 
 async function tokenChecks(config: Config, problems: string[]): Promise<TokenVerifier | undefined> {

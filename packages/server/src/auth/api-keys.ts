@@ -91,6 +91,8 @@ export class ApiKeyVerifier {
   readonly #verified = new Map<string, HeldKey>();
   /** Per connection, the key last verified on it (see `verify`). */
   readonly #byConnection = new WeakMap<object, ConnectionKey>();
+  /** Key name → its last successful use (epoch ms) since the last `takeUses`: memory only, no store write per request. */
+  #uses = new Map<string, number>();
 
   constructor(keys: readonly ApiKeyConfig[], options: ApiKeyVerifierOptions = {}) {
     this.#fixed = hold(keys);
@@ -132,15 +134,34 @@ export class ApiKeyVerifier {
    */
   verify(presented: string, connection?: object): ApiPrincipal | null {
     if (typeof presented !== 'string' || presented.length === 0 || presented.length > 512) return null;
-    if (connection === undefined) return this.#verify(presented)?.principal ?? null;
+    if (connection === undefined) return this.#used(this.#verify(presented));
     const last = this.#byConnection.get(connection);
     if (last !== undefined) {
       this.#refresh();
-      if (last.sourceKeys === this.#sourceKeys && sameSecret(last.presented, presented) && this.#now() < last.held.notAfter) return last.held.principal;
+      if (last.sourceKeys === this.#sourceKeys && sameSecret(last.presented, presented) && this.#now() < last.held.notAfter) return this.#used(last.held);
     }
     const found = this.#verify(presented);
     if (found !== undefined) this.#byConnection.set(connection, { presented, held: found, sourceKeys: this.#sourceKeys });
-    return found?.principal ?? null;
+    return this.#used(found);
+  }
+
+  /** Remembers the use of a verified key (one map write, in memory) and answers its principal. */
+  #used(held: HeldKey | undefined): ApiPrincipal | null {
+    if (held === undefined) return null;
+    this.#uses.set(held.principal.name, this.#now());
+    return held.principal;
+  }
+
+  /** The keys used since the last call, each with its last use (console/key-usage.ts reports them). */
+  takeUses(): Map<string, number> {
+    const uses = this.#uses;
+    this.#uses = new Map();
+    return uses;
+  }
+
+  /** A key's last use not yet taken by `takeUses`. */
+  pendingUse(name: string): number | undefined {
+    return this.#uses.get(name);
   }
 
   #verify(presented: string): HeldKey | undefined {

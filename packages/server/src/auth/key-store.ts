@@ -35,6 +35,9 @@ export const StoredKeySchema = Type.Object(
   {
     ...ApiKey.properties,
     created: Type.String({ format: 'date-time', description: 'When `herald keys create` made the key.' }),
+    prefix: Type.Optional(
+      Type.String({ pattern: '^hk_[A-Za-z0-9_-]{1,8}$', description: 'The first characters of the key (public: identifies it in lists; absent for keys made before prefixes were kept).' }),
+    ),
   },
   { additionalProperties: false },
 );
@@ -263,6 +266,14 @@ export function writeKeyStore(stateDir: string, keys: readonly StoredApiKey[]): 
   }
 }
 
+/** Characters of a key kept as its public prefix: `hk_` and 6 of its 43 random characters (36 of 256 bits). */
+export const PUBLIC_PREFIX_LENGTH = KEY_PREFIX.length + 6;
+
+/** The public prefix of a key (shown in lists, never enough to use it). */
+export function publicPrefix(key: string): string {
+  return key.slice(0, PUBLIC_PREFIX_LENGTH);
+}
+
 /** A new random key: `hk_` and 256 random bits in base64url. */
 export function generateApiKey(): string {
   return KEY_PREFIX + randomBytes(32).toString('base64url');
@@ -339,6 +350,7 @@ export function createKey(keys: readonly StoredApiKey[], request: CreateKeyReque
     sha256: hashApiKey(key),
     scopes: [...request.scopes],
     created: new Date(now).toISOString(),
+    prefix: publicPrefix(key),
     ...(notAfter === undefined ? {} : { notAfter }),
   };
   return { keys: [...keys.filter((k) => k.name !== name), entry], key, entry };

@@ -17,6 +17,8 @@ export interface NodeSnapshot {
   readonly uptimeMs: number;
   /** The node's process as its watchdog last sampled it (packages/server/src/observability/watchdog.ts). */
   readonly process?: NodeProcessStats | undefined;
+  /** Live counts for the console's overview (console/overview-stream.ts). */
+  readonly live?: NodeLiveStats | undefined;
   /** When the snapshot was taken, epoch ms. */
   readonly at: number;
 }
@@ -31,11 +33,44 @@ export interface NodeProcessStats {
   readonly over: readonly string[];
 }
 
+/** What the console's overview shows of a node, from its metrics exporter. */
+export interface NodeLiveStats {
+  /** Cluster mode: the worker's id in its primary. */
+  readonly worker?: number | undefined;
+  /** The machine's host name. */
+  readonly host: string;
+  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number };
+  readonly subscriptions: number;
+  /** Publications accepted by this node since it started (a rate is the difference of two snapshots). */
+  readonly publications: number;
+  /** Publications written to connections of this node since it started. */
+  readonly deliveries: number;
+}
+
+/** One connection as the console lists it (answered by the node that holds it). */
+export interface ConnectionDetail {
+  readonly client: string;
+  readonly user: string;
+  readonly transport: string;
+  /** Id of the node (worker) holding it. */
+  readonly node: string;
+  /** Its subscriptions (at most MAX_DETAIL_CHANNELS). */
+  readonly channels: readonly string[];
+  readonly address: string;
+  /** When it was opened, epoch ms. */
+  readonly since: number;
+}
+
 export type ControlCommand =
   | { readonly kind: 'disconnect_user'; readonly user: string; readonly reconnect: boolean }
   | { readonly kind: 'revoke_token'; readonly tokenId: string; readonly expiresAt?: number | undefined }
   | { readonly kind: 'revoke_user'; readonly user: string; readonly at: number }
-  | { readonly kind: 'node_snapshot'; readonly snapshot: NodeSnapshot };
+  | { readonly kind: 'node_snapshot'; readonly snapshot: NodeSnapshot }
+  /** Who holds connections of `user`: every other node answers `connections_answer` to `from` (the asking node). */
+  | { readonly kind: 'connections_query'; readonly id: string; readonly user: string }
+  | { readonly kind: 'connections_answer'; readonly id: string; readonly to: string; readonly connections: readonly ConnectionDetail[] }
+  /** API keys used on the sending node since its last report, with the last use (epoch ms): coalesced, at most one per node per interval (console/key-usage.ts). */
+  | { readonly kind: 'key_usage'; readonly uses: readonly (readonly [name: string, at: number])[] };
 
 export interface ControlBus {
   /** Set once by the Node. `from` is the sending node's id. */

@@ -10,6 +10,7 @@
 import { isIP } from 'node:net';
 import { userInfo } from 'node:os';
 import type { Config } from '../config/schema.ts';
+import { ConfigError } from '../config/load.ts';
 import { ADMIN_NAME_PATTERN, ADMIN_ROLES, type AdminRole, type AdminStore } from '../console/admin-store.ts';
 import { generatePassword, passwordProblem, PasswordHasher, MAX_PASSWORD_BYTES } from '../console/passwords.ts';
 import { accountKey, addressKey } from '../console/login-limiter.ts';
@@ -33,7 +34,11 @@ export async function openAdminStore(config: Config): Promise<OpenStore> {
   if (config.engine.type === 'redis') {
     const { openRedisClients, redisTarget } = await import('../app/engine.ts');
     const { RedisAdminStore } = await import('../console/redis-admin-store.ts');
-    const clients = await openRedisClients(config);
+    const { readRedisTls } = await import('../app/preflight.ts');
+    const problems: string[] = [];
+    const tls = readRedisTls(config, problems);
+    if (problems.length > 0) throw new ConfigError(problems);
+    const clients = await openRedisClients(config, tls);
     return {
       store: new RedisAdminStore(clients.command, config.engine.redisPrefix),
       where: redisTarget(config),

@@ -14,6 +14,8 @@ import type { Config } from '../config/schema.ts';
 import { keyStorePath, readKeyStore, updateKeyStore, type StoredApiKey } from '../auth/key-store.ts';
 import { openSqliteStore, stateFilePath } from '../store/sqlite-store.ts';
 import { describeKeyImport, importKeyFile, readKeyTable, updateKeyTable } from '../store/api-key-table.ts';
+import type { AuditInput } from '../console/admin-store.ts';
+import { SqliteAdminStore } from '../console/sqlite-admin-store.ts';
 
 export type KeyBackendKind = 'state-file' | 'json';
 
@@ -24,6 +26,12 @@ export interface KeyBackend {
   read(): StoredApiKey[];
   /** Read-modify-write under the backend's lock (a SQLite write transaction, or the JSON store's lock file). */
   update<T>(change: (keys: StoredApiKey[]) => { keys: StoredApiKey[] | null; result: T }): T;
+  /**
+   * Writes an audit log entry beside the keys (the state file's, which the
+   * console reads). The JSON store has no audit log beside it: a no-op there
+   * (the memory and redis engines keep theirs in the server or in Redis).
+   */
+  audit(entry: AuditInput): Promise<void>;
   close(): void;
 }
 
@@ -49,6 +57,7 @@ export function openKeyBackend(kind: KeyBackendKind, stateDir: string, notice: (
       path: keyStorePath(stateDir),
       read: () => readKeyStore(stateDir),
       update: (change) => updateKeyStore(stateDir, change),
+      audit: async () => {},
       close: () => {},
     };
   }
@@ -65,6 +74,7 @@ export function openKeyBackend(kind: KeyBackendKind, stateDir: string, notice: (
     path: store.path,
     read: () => readKeyTable(store.db, store.path),
     update: (change) => updateKeyTable(store.db, store.path, change),
+    audit: (entry) => new SqliteAdminStore(store.db).appendAudit(entry, Date.now()),
     close: () => store.close(),
   };
 }

@@ -6,7 +6,7 @@
  * prints them, and an option that belongs to another command is refused.
  * The CLI is the only place besides the composition root that reads process.env.
  */
-import { availableParallelism } from 'node:os';
+import { availableParallelism, userInfo } from 'node:os';
 import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ConfigError, deepFreeze, readConfigFile, validateConfig, type ConfigOverrides, type ValidatedConfig } from '../config/load.ts';
@@ -23,6 +23,7 @@ import { apiCommands } from './api-commands.ts';
 import { initCommand } from './init.ts';
 import { benchCommand } from './bench-command.ts';
 import { adminCommands, ADMIN_ACTIONS } from './admin-command.ts';
+import { decideConsole } from '../console/console-config.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
 const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
@@ -166,9 +167,8 @@ Options:
 Writes a consistent copy of <stateDir>/herald.db (history, revocations, API
 keys) to FILE while Herald runs: one snapshot of everything committed when
 the copy began (VACUUM INTO; the server keeps writing meanwhile). The copy
-is a valid state file: to restore, stop Herald, put it in place as
-<stateDir>/herald.db (remove herald.db-wal and herald.db-shm beside it), and
-start. FILE gets mode 0600. docs/operations.md: backup, restore, move.
+is a valid state file: restore it with \`herald restore FILE\` while Herald
+is stopped. FILE gets mode 0600. docs/operations.md: backup, restore, move.
 
 Options:
   --force           replace FILE if it exists (refused otherwise)
@@ -188,6 +188,43 @@ Options:
       const result = backupStateFile({ stateDir: stateDirFlag ?? config?.stateDir ?? '.herald', target: positionals[0]!, force: values['force'] === true });
       process.stdout.write(`${result.path}\n`);
       process.stderr.write(`Backed up the state file (schema version ${result.version}, ${result.bytes} bytes) in ${result.ms} ms.\n`);
+    },
+  },
+  restore: {
+    summary: 'put a backup copy in place as the state file (Herald stopped)',
+    help: `Usage: herald restore FILE [--force] [--keep-epochs] [--config FILE | --state-dir DIR]
+
+Puts a copy written by \`herald backup\` in place as <stateDir>/herald.db.
+Herald must be stopped (refused while it runs). The copy is checked first;
+an existing state file is moved aside (herald.db.before-restore-<time>) with
+--force, and refused without it. Every stream gets a new epoch, so clients
+that saw publications made after the copy reload (recovered: false) instead
+of resuming above publications the restored stream never had; give
+--keep-epochs only when the copy is current (moving a stopped Herald's
+state). Console sessions are not restored. docs/operations.md: restore.
+
+Options:
+  --force           move an existing state file aside (refused otherwise)
+  --keep-epochs     keep every stream's epoch (a move, not a restore after a loss)
+  ${configHelp}
+  ${stateDirHelp}`,
+    options: { force: { type: 'boolean' }, 'keep-epochs': { type: 'boolean' }, config: { type: 'string' }, 'state-dir': { type: 'string' } },
+    args: ['<file>'],
+    async run(values, positionals) {
+      const stateDirFlag = values['state-dir'] as string | undefined;
+      const config = stateDirFlag !== undefined && values['config'] === undefined ? undefined : checked(resolveConfig(values, 'read').validated);
+      if (config !== undefined && config.engine.type !== 'sqlite') fail(`herald restore: engine.type is "${config.engine.type}": only the sqlite engine keeps a state file`);
+      const { restoreStateFile } = await import('../store/restore.ts');
+      const result = restoreStateFile({
+        stateDir: stateDirFlag ?? config?.stateDir ?? '.herald',
+        source: positionals[0]!,
+        force: values['force'] === true,
+        keepEpochs: values['keep-epochs'] === true,
+      });
+      process.stdout.write(`${result.path}\n`);
+      process.stderr.write(
+        `Restored ${result.streams} streams${result.newEpochs ? ', each with a new epoch' : ', epochs kept'}.${result.previous === undefined ? '' : ` The previous state file is ${result.previous}.`}\n`,
+      );
     },
   },
   'check-config': {
@@ -354,8 +391,13 @@ function parseWorkers(value: string): number | 'auto' {
 }
 
 /** Shows the development key once a server listens (then forgets it), or, on later starts, how to get a key. */
-function announceDevKey(dev: DevSecrets, config: Config, port: number): void {
+function announceDevKey(dev: DevSecrets, config: Config, port: number, adminPort: number): void {
   const base = `http://${config.listen.host.includes(':') ? `[${config.listen.host}]` : config.listen.host}:${port}`;
+  const adminTls = config.admin.tls.certFile !== undefined && config.admin.tls.keyFile !== undefined;
+  const consoleLine = decideConsole(config, adminTls).enabled
+    ? `  Admin console:                 ${adminTls ? 'https' : 'http'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminPort}${config.admin.console.basePath}/\n` +
+      `                                 (first admin, an owner: npm run herald -- admin create NAME --role owner)\n`
+    : '';
   if (dev.pendingApiKey !== undefined) {
     const key = dev.pendingApiKey;
     process.stderr.write(
@@ -363,7 +405,9 @@ function announceDevKey(dev: DevSecrets, config: Config, port: number): void {
         `  Subscribe (another terminal):  TOKEN=$(npm run --silent herald -- token --sub alice)\n` +
         `                                 curl -N -H "Authorization: Bearer $TOKEN" "${base}/connection/sse?channel=chat:lobby"\n` +
         `  Publish (a third terminal):    curl -H "Authorization: Bearer ${key}" -H 'Content-Type: application/json' -d '{"channel":"chat:lobby","data":{"text":"hello alice"}}' ${base}/api/publish\n` +
-        `  Chat in a browser:             ${base}/examples/chat/\n\n`,
+        `  Chat in a browser:             ${base}/examples/chat/\n` +
+        consoleLine +
+        '\n',
     );
     markDevKeyShown(config.stateDir);
     return;
@@ -372,7 +416,9 @@ function announceDevKey(dev: DevSecrets, config: Config, port: number): void {
   process.stderr.write(
     `\n  Development API key ${which} was shown at the first start${dev.created === undefined ? '' : ` (${dev.created})`}; only its hash is kept.\n` +
       `  No copy? Create another:  npm run herald -- keys create --name dev-2 --scopes admin\n` +
-      `  Chat: ${base}/examples/chat/\n\n`,
+      `  Chat: ${base}/examples/chat/\n` +
+      consoleLine.replace(/^ {2}Admin console: {17}/, '  Admin console: ').replace(/\n {33}\(/, '\n  (') +
+      '\n',
   );
 }
 
@@ -417,7 +463,7 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
     // Cluster mode: this process is the primary (packages/server/src/cluster/primary.ts); it handles its own signals.
     const { startPrimary } = await import('../cluster/primary.ts');
     const primary = startPrimary({ config, logger, workers, process: true, reloadConfig: () => checked(resolveConfig(values, 'serve').validated) });
-    primary.ready.then(({ port }) => dev !== undefined && announceDevKey(dev, config, port), () => undefined);
+    primary.ready.then(({ port, adminPort }) => dev !== undefined && announceDevKey(dev, config, port, adminPort), () => undefined);
     void primary.done.then((code) => {
       if (code !== 0) notePendingDevKey(dev, config.stateDir);
       process.exit(code);
@@ -426,7 +472,7 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
   }
   const { startServer } = await import('../app/app.ts');
   const server = await startServer({ config, logger });
-  if (dev !== undefined) announceDevKey(dev, config, server.port);
+  if (dev !== undefined) announceDevKey(dev, config, server.port, server.adminPort);
   let stopping = false;
   const stop = (signal: string) => {
     if (stopping) return;
@@ -494,6 +540,20 @@ async function checkConfig(values: Values): Promise<void> {
   process.stdout.write(`${file}: ok (${validated.config.mode} mode)\n`);
 }
 
+/** Who ran a command, for the audit log: `cli:<OS user>`. */
+function cliActor(): string {
+  try {
+    return `cli:${userInfo().username}`;
+  } catch {
+    return 'cli';
+  }
+}
+
+/** The change is made; only its audit entry is missing (a state file without the console's tables). */
+function auditFailed(error: unknown): void {
+  process.stderr.write(`herald: the audit log entry was not written (${error instanceof Error ? error.message : String(error)})\n`);
+}
+
 /** `herald keys create|list|revoke`: the keys of the state directory (packages/server/src/cli/key-backend.ts). */
 function keys(action: 'create' | 'list' | 'revoke', values: Values): void {
   // The config gives the state directory, the engine and the names of the keys it holds; --state-dir alone needs no config.
@@ -530,6 +590,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
         return { keys: 'error' in outcome ? null : outcome.keys, result: outcome };
       });
       if ('error' in created) return { exit: `herald keys create: ${created.error}` };
+      backend.audit({ actor: cliActor(), action: 'cli.key.create', target: name, address: 'local', outcome: 'ok', detail: { via: 'cli', scopes, prefix: created.entry.prefix } }).catch(auditFailed);
       process.stdout.write(created.key + '\n');
       process.stderr.write(
         `Created API key "${name}" (scopes ${scopes.join(',')}${created.entry.notAfter === undefined ? '' : `, refused after ${created.entry.notAfter}`}).\n` +
@@ -550,7 +611,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
           status: keyStatus(k, now) as string,
           sha256Prefix: k.sha256.slice(0, 12),
           source: k.source,
-          keyPrefix: undefined as string | undefined,
+          keyPrefix: 'prefix' in k ? (k.prefix as string | undefined) : undefined,
         })),
       ];
       if (values['json'] === true) {
@@ -581,6 +642,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
       });
       if ('error' in outcome) return { exit: `herald keys revoke: ${outcome.error}` };
       const revoked = outcome.entry;
+      backend.audit({ actor: cliActor(), action: 'cli.key.revoke', target: name, address: 'local', outcome: 'ok', detail: { via: 'cli', notAfter: revoked.notAfter } }).catch(auditFailed);
       process.stderr.write(
         Date.parse(revoked.notAfter!) <= now
           ? `Revoked API key "${name}": refused from now on (running servers within a second).\n`

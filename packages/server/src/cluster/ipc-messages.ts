@@ -16,7 +16,9 @@
  *
  * On the redis engine each worker is a Redis node of its own: no `call`,
  * `publication`, `join`, `leave` or `control` travels on the pipe, only
- * supervision, metrics, readiness (`engine_state`) and session routing.
+ * supervision, metrics, readiness (`engine_state`), session routing, and
+ * what each worker holds in Redis presence (`presence_track`), so that a
+ * live worker cleans up after one that died (`presence_orphans`).
  */
 import type { HistoryPage, HistoryQuery, PresenceStats, PublishOptions, StoredPublication, StreamOptions } from '../broker/broker.ts';
 import type { ControlCommand } from '../broker/control.ts';
@@ -24,6 +26,7 @@ import type { ClientInfo, StreamPosition } from '@herald/protocol';
 import type { ApiKeyConfig, Config } from '../config/schema.ts';
 import type { SessionAnswer, SessionExchange } from '../transports/http-connection.ts';
 import type { NotReadyReason } from '../app/health.ts';
+import type { PresenceOrphans, PresenceTrack } from './presence-mirror.ts';
 import type { AdminStoreMethod } from '../console/admin-store.ts';
 
 /** What a worker asks of the primary: arguments and result per operation. */
@@ -75,6 +78,8 @@ export type WorkerMessage =
   | { readonly type: 'watchdog'; readonly over: readonly string[] }
   /** Redis engine (each worker a node of its own): the worker's engine became degraded (why) or healthy again (null). */
   | { readonly type: 'engine_state'; readonly degraded: string | null }
+  /** Redis engine: a presence entry or a join this worker now holds (`info`) or no longer holds (null); cleaned up by another worker if it dies. */
+  | ({ readonly type: 'presence_track' } & PresenceTrack)
   /** The worker's delivery probe (worker → primary → worker) failed, with the reason, or passes again (`failure` absent). */
   | { readonly type: 'delivery_probe'; readonly failure?: string | undefined }
   /**
@@ -116,6 +121,8 @@ export type PrimaryMessage =
   | { readonly type: 'metrics_answer'; readonly id: number; readonly text: string }
   /** Why workers of the cluster are not ready (readiness reflects every worker); sent when it changes. */
   | { readonly type: 'cluster_readiness'; readonly notReady: readonly NotReadyReason[] }
+  /** Redis engine: a worker died holding these: remove the entries from Redis presence and announce the leaves. */
+  | { readonly type: 'presence_orphans'; readonly from: number; readonly orphans: PresenceOrphans }
   /** Drain (clients closed with 3001) within `drainTimeoutMs`, then exit 0. */
   | { readonly type: 'shutdown'; readonly drainTimeoutMs: number };
 

@@ -43,6 +43,7 @@ import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ip
 import type { NotReadyReason } from '../app/health.ts';
 import { BatchingPipe, clusterWorkerCarrier } from './pipe.ts';
 import type { PrimaryHub } from './primary-hub.ts';
+import { HeldPresence, type PresenceOrphans } from './presence-mirror.ts';
 import { CounterLedger } from './counter-ledger.ts';
 
 /** Longest time a new worker may take to become ready. */
@@ -96,6 +97,8 @@ interface Running {
   over: readonly string[];
   /** Redis engine: why the worker's own engine is degraded, as it last said. */
   engineDegraded: string | undefined;
+  /** Redis engine: the presence entries and joins it holds, handed to another worker if it dies. */
+  readonly held: HeldPresence;
   /** Why its delivery probe fails, as it said; undefined while it passes. */
   probeFailure: string | undefined;
   /** Since when it has been over a memory threshold (epoch ms). */
@@ -141,6 +144,8 @@ export class Supervisor {
   #notReady = '[]';
   #notReadyList: readonly NotReadyReason[] = [];
   #metricsSeq = 0;
+  /** Presence of dead workers waiting for a ready worker (redis engine). */
+  readonly #orphans: { from: number; orphans: PresenceOrphans }[] = [];
   readonly #metricsParts = new Map<number, (worker: number, metrics: readonly object[]) => void>();
   /** Every worker's last counters, the exited ones' included (/metrics never goes backwards). */
   readonly #counters = new CounterLedger();
@@ -201,6 +206,7 @@ export class Supervisor {
       candidate,
       over: [],
       engineDegraded: undefined,
+      held: new HeldPresence(),
       probeFailure: undefined,
       memoryOverSince: undefined,
       exited,
@@ -223,6 +229,7 @@ export class Supervisor {
           this.#everReady = true;
           this.#logger.info({ worker: handle.id, slot: slot.index, pid: handle.process.pid, node: message.nodeId }, 'worker ready');
           resolveReady(true);
+          for (const left of this.#orphans.splice(0)) pipe.send({ type: 'presence_orphans', ...left });
           // What it missed while starting (a reload's new worker may leave the list unchanged).
           pipe.send({ type: 'cluster_readiness', notReady: this.#notReadyList });
           this.#tellReadiness();
@@ -246,6 +253,9 @@ export class Supervisor {
           this.#tellReadiness();
           return;
         }
+        case 'presence_track':
+          running.held.apply(message);
+          return;
         case 'engine_state':
           running.engineDegraded = message.degraded ?? undefined;
           this.#tellReadiness();
@@ -403,6 +413,9 @@ export class Supervisor {
     this.#running.delete(running.id);
     this.#counters.retire(running.id);
     this.#options.hub.detach(running.id);
+    // A worker that exits 0 drained: it removed its own entries (their last reports may trail its exit).
+    const orphans = code === 0 && signal === null ? undefined : running.held.orphans();
+    if (orphans !== undefined) this.#handOrphans(running.id, orphans);
     const slot = running.slot;
     if (running.candidate) {
       if (!running.planned) this.#logger.error({ worker: running.id, slot: slot.index, code, signal }, 'new worker exited during reload');
@@ -441,6 +454,18 @@ export class Supervisor {
       slot.restartTimer = undefined;
       if (!this.#stopping && slot.worker === undefined) slot.worker = this.#spawn(slot, false);
     }, decision.delayMs);
+  }
+
+  /**
+   * A worker died holding Redis presence (redis engine): a ready worker
+   * removes the entries and announces the leaves; with none ready, the next
+   * one that becomes ready does.
+   */
+  #handOrphans(from: number, orphans: PresenceOrphans): void {
+    const target = [...this.#running.values()].find((r) => r.ready && !r.planned);
+    this.#logger.info({ worker: from, entries: orphans.presence.length, joins: orphans.joins.length, to: target?.id }, 'worker left presence behind; handing it to another worker');
+    if (target === undefined) this.#orphans.push({ from, orphans });
+    else target.pipe.send({ type: 'presence_orphans', from, orphans });
   }
 
   #giveUp(reason: string): void {

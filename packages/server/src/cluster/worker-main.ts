@@ -19,6 +19,8 @@ import type { Logger } from '../core/logger.ts';
 import { EXIT_CANNOT_START, type PrimaryMessage, type WorkerMessage } from './ipc-messages.ts';
 import { BatchingPipe, processCarrier } from './pipe.ts';
 import { createWorkerEngine, createWorkerSessions } from './worker-engine.ts';
+import { cleanOrphans, mirrorPresence, type PresenceOrphans } from './presence-mirror.ts';
+import type { Engine } from '../app/engine.ts';
 import type { NotReadyReason } from '../app/health.ts';
 import { monotonicMetrics } from './counter-ledger.ts';
 
@@ -34,6 +36,19 @@ let metricsSeq = 0;
 /** Redis engine: the engine state last told to the primary (`ok`, or why degraded). */
 let engineState = 'ok';
 let ownEngine = false;
+/** Redis engine: the engine as opened (unmirrored), to clean up after a dead worker. */
+let redisEngine: Engine | undefined;
+/** Orphans that arrived before this worker's engine was open. */
+const earlyOrphans: { from: number; orphans: PresenceOrphans }[] = [];
+
+/** Removes a dead worker's presence entries and announces its leaves (best effort: what Redis refuses is left to the presence TTL). */
+function adoptOrphans(from: number, orphans: PresenceOrphans): void {
+  if (redisEngine === undefined) {
+    earlyOrphans.push({ from, orphans });
+    return;
+  }
+  void cleanOrphans(redisEngine, orphans).then((done) => logger?.info({ deadWorker: from, ...done }, 'presence of a dead worker removed, leaves announced'));
+}
 
 /** Redis engine: tells the primary when this worker's engine becomes degraded or healthy again (checked at each heartbeat). */
 function reportEngine(): void {
@@ -105,6 +120,9 @@ function onMessage(message: PrimaryMessage): void {
     case 'metrics_answer':
       metricsPending.get(message.id)?.(message.text);
       return;
+    case 'presence_orphans':
+      adoptOrphans(message.from, message.orphans);
+      return;
     case 'cluster_readiness':
       // This worker's own state is read live; the primary's word is for the others.
       clusterNotReady = message.notReady.filter((reason) => reason.worker !== workerId);
@@ -133,8 +151,18 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
       config,
       logger: pino,
       ...linked,
+      ...(ownEngine
+        ? {
+            adaptEngine: (engine: Engine) => {
+              redisEngine = engine;
+              for (const early of earlyOrphans.splice(0)) adoptOrphans(early.from, early.orphans);
+              return mirrorPresence(engine, (change) => pipe.send({ type: 'presence_track', ...change }));
+            },
+          }
+        : {}),
       clusterReadiness: () => clusterNotReady,
       clusterMetrics,
+      worker: message.worker,
       onWatchdog: (over) => pipe.send({ type: 'watchdog', over }),
       onDeliveryProbe: (failure) => pipe.send({ type: 'delivery_probe', failure }),
     });

@@ -18,6 +18,9 @@ import { createAuditLog } from './audit-log.ts';
 import type { ConsoleContext } from './console-guard.ts';
 import { registerConsoleAuthRoutes } from './console-auth-routes.ts';
 import { registerConsoleStatic } from './console-static.ts';
+import { registerConsoleApi } from './console-api.ts';
+import type { KeyUsage } from './key-usage.ts';
+import { ApiExecutor } from '../api/executor.ts';
 import { LoginLimiter } from './login-limiter.ts';
 import { PasswordHasher } from './passwords.ts';
 import { ConsoleSessions, sessionPolicy } from './sessions.ts';
@@ -34,6 +37,8 @@ export interface ConsoleOptions {
   readonly tls: boolean;
   /** Clock (tests may move it). */
   readonly now?: () => number;
+  /** API keys' last uses for the key list (console/key-usage.ts); without it `lastUsedAt` is null. */
+  readonly keyUsage?: KeyUsage | undefined;
 }
 
 /** Whether a URL path is one of the console's (the base path or below it). */
@@ -81,7 +86,7 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
   });
   registerConsoleAuthRoutes(app, ctx);
   registerConsoleStatic(app, { basePath: c.basePath, warn: (message) => logger.warn(message) });
-  // The console API (console-api.ts) registers here, with the same context.
+  registerConsoleApi(app, ctx, { node: options.node, executor: new ApiExecutor(options.node), keyUsage: options.keyUsage });
   // The stand-in hash for unknown names, made now so that no sign-in pays for it.
   hasher.warm().catch((error: unknown) => logger.error({ err: error }, 'console password hashing unavailable'));
   const sweepPolicy = {

@@ -153,6 +153,10 @@ export class Client {
   batchRequested = false;
   /** `jti` of the connection token, for revocation by token id. */
   tokenId: string | undefined = undefined;
+  /** The client's address as the transport saw it (trusted proxies honoured); '' when unknown. */
+  address = '';
+  /** When the connection was opened, epoch ms. */
+  readonly openedAt: number;
   #info: ClientInfo | undefined;
   #connecting: Promise<void> | undefined;
   /**
@@ -180,6 +184,7 @@ export class Client {
     this.transport = transport;
     const now = node.now();
     this.lastActivity = now;
+    this.openedAt = now;
     this.expectsActivity = transport.kind !== 'sse';
     this.#tokens = node.config.limits.inboundBurst;
     this.#tokensAt = now;

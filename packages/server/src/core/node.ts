@@ -9,7 +9,7 @@ import type { Config, NamespaceConfig } from '../config/schema.ts';
 import type { Broker, HistoryPage, PresenceStore } from '../broker/broker.ts';
 import { TokenError, type TokenVerifier } from '../auth/jwt.ts';
 import type { RevocationList } from '../auth/revocation.ts';
-import type { ControlBus, ControlCommand, NodeProcessStats, NodeSnapshot } from '../broker/control.ts';
+import type { ConnectionDetail, ControlBus, ControlCommand, NodeLiveStats, NodeProcessStats, NodeSnapshot } from '../broker/control.ts';
 import { randomUUID } from 'node:crypto';
 import { encodePublication, JsonText, type ClientInfo, type HistoryParams, type StreamPosition } from '@herald/protocol';
 import { utf8Length } from '@herald/protocol/commands';
@@ -40,7 +40,13 @@ export interface NodeOptions {
   readonly health?: () => NodeHealth;
   /** The process's event loop and memory (the watchdog's last sample), for snapshots and `info`. */
   readonly processStats?: () => NodeProcessStats;
+  /** Live counts for the console's overview, carried in snapshots. */
+  readonly liveStats?: () => NodeLiveStats;
 }
+
+/** Most connections one node lists for one user (console), and most channels listed per connection. */
+export const MAX_DETAIL_CONNECTIONS = 1000;
+export const MAX_DETAIL_CHANNELS = 128;
 
 export type NodeHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
@@ -69,6 +75,10 @@ export class Node {
   readonly #snapshotIntervalMs: number;
   readonly #health: () => NodeHealth;
   readonly #processStats: (() => NodeProcessStats) | undefined;
+  readonly #liveStats: (() => NodeLiveStats) | undefined;
+  /** Connection queries of this node waiting for other nodes' answers, by id. */
+  readonly #queries = new Map<string, (from: string, connections: readonly ConnectionDetail[]) => void>();
+  readonly #controlListeners: ((command: ControlCommand, from: string) => void)[] = [];
   readonly #all = new Set<Client>();
   /** Closed connections whose transport still hands out its final frames (Transport.settled). */
   readonly #settling = new Set<Promise<void>>();
@@ -86,6 +96,7 @@ export class Node {
     this.#control = options.control;
     this.#health = options.health ?? (() => ({ status: 'ok' }));
     this.#processStats = options.processStats;
+    this.#liveStats = options.liveStats;
     this.#snapshotIntervalMs = options.snapshotIntervalMs ?? 2000;
     this.#control.setHandler((command, from) => this.#onControl(command, from));
     this.#snapshotTimer = setInterval(() => {
@@ -306,7 +317,83 @@ export class Node {
       case 'node_snapshot':
         if (from !== this.id) this.#peers.set(from, command.snapshot);
         return;
+      case 'connections_query':
+        if (from === this.id) return;
+        this.#control.publish({ kind: 'connections_answer', id: command.id, to: from, connections: this.localConnections(command.user) }).catch(() => undefined);
+        return;
+      case 'connections_answer':
+        if (command.to === this.id) this.#queries.get(command.id)?.(from, command.connections);
+        return;
+      case 'key_usage':
+        break;
     }
+    for (const listener of this.#controlListeners) listener(command, from);
+  }
+
+  /** Called with control commands the node does not handle itself (key usage reports). */
+  onControl(listener: (command: ControlCommand, from: string) => void): void {
+    this.#controlListeners.push(listener);
+  }
+
+  /** Sends a control command to every node, this one included. */
+  publishControl(command: ControlCommand): Promise<void> {
+    return this.#control.publish(command);
+  }
+
+  /** This node's connections of `user` (at most MAX_DETAIL_CONNECTIONS). */
+  localConnections(user: string): ConnectionDetail[] {
+    const result: ConnectionDetail[] = [];
+    for (const client of this.hub.userClients(user)) {
+      if (result.length >= MAX_DETAIL_CONNECTIONS) break;
+      result.push({
+        client: client.id,
+        user: client.user,
+        transport: client.transport.kind,
+        node: this.id,
+        channels: client
+          .subscriptionList()
+          .slice(0, MAX_DETAIL_CHANNELS)
+          .map((sub) => sub.channel),
+        address: client.address,
+        since: client.openedAt,
+      });
+    }
+    return result;
+  }
+
+  /**
+   * Connections of `user` on every node: this node's now, the others' as
+   * they answer a `connections_query` on the control bus. Waits for every
+   * node that has a fresh snapshot, at most `timeoutMs`; `missing` names
+   * the nodes that did not answer in time (their connections are absent).
+   */
+  async userConnections(user: string, timeoutMs = 1000): Promise<{ connections: ConnectionDetail[]; missing: string[] }> {
+    const connections = this.localConnections(user);
+    const waiting = new Set(this.#livePeers().map((peer) => peer.id));
+    if (waiting.size === 0) return { connections, missing: [] };
+    const id = randomUUID();
+    let timer: NodeJS.Timeout | undefined;
+    const done = new Promise<void>((resolve) => {
+      timer = setTimeout(resolve, timeoutMs);
+      this.#queries.set(id, (from, answer) => {
+        connections.push(...answer.slice(0, MAX_DETAIL_CONNECTIONS));
+        waiting.delete(from);
+        if (waiting.size === 0) resolve();
+      });
+    });
+    try {
+      await this.#control.publish({ kind: 'connections_query', id, user });
+      await done;
+    } finally {
+      clearTimeout(timer);
+      this.#queries.delete(id);
+    }
+    return { connections, missing: [...waiting] };
+  }
+
+  /** Other nodes' snapshots that are still fresh (at most three snapshot intervals old). */
+  peerSnapshots(): NodeSnapshot[] {
+    return this.#livePeers();
   }
 
   /** Other nodes' snapshots that are still fresh. */
@@ -342,6 +429,7 @@ export class Node {
       users,
       uptimeMs: this.now() - this.startedAt,
       process: this.#processStats?.(),
+      live: this.#liveStats?.(),
       at: this.now(),
     };
   }

@@ -55,17 +55,19 @@ export class Edge implements ConnectionGate {
   open(request: IncomingMessage): GateAnswer | Promise<GateAnswer> {
     const origin = this.origins.check(request.headers.origin, request.headers.host);
     if (origin === 'refused') return { refused: 'origin_not_allowed' };
-    const place = this.connections.admit(limitKey(this.address.ip(request)));
+    const ip = this.address.ip(request);
+    const place = this.connections.admit(limitKey(ip));
     // A promise only when the limits are cluster-wide (counted in Redis).
-    if (place instanceof Promise) return place.then((settled) => this.#answer(request, origin, settled));
-    return this.#answer(request, origin, place);
+    if (place instanceof Promise) return place.then((settled) => this.#answer(request, origin, settled, ip));
+    return this.#answer(request, origin, place, ip);
   }
 
-  #answer(request: IncomingMessage, origin: OriginVerdict, place: Place | Refusal): GateAnswer {
+  #answer(request: IncomingMessage, origin: OriginVerdict, place: Place | Refusal, ip: string): GateAnswer {
     if ('refused' in place) return place;
     return {
       fallbackToken: origin === 'allowed' || (origin === 'absent' && sameOriginFetch(request)) ? this.cookieToken(request) : undefined,
       place,
+      address: ip,
     };
   }
 

@@ -27,8 +27,19 @@ export interface MetricsSource {
   health(): { readonly status: 'ok' | 'draining' | 'degraded' };
 }
 
+/** Plain running totals kept beside the Prometheus series (read synchronously: node snapshots, the console's overview). */
+export interface LiveTotals {
+  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number };
+  readonly subscriptions: number;
+  /** Since the exporter started. */
+  readonly publications: number;
+  readonly deliveries: number;
+}
+
 export interface MetricsExporter {
   readonly registry: Registry;
+  /** The totals now (a fresh object). */
+  totals(): LiveTotals;
   /** Stops listening to the diagnostics channels. Idempotent. */
   close(): void;
 }
@@ -74,6 +85,10 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog): Metri
     subscriptions.set({ transport }, 0);
   }
 
+  const open = { websocket: 0, sse: 0, 'long-poll': 0 };
+  let subscribed = 0;
+  let published = 0;
+  let delivered = 0;
   const handlers: [string, (message: unknown) => void][] = [];
   /** Subscribes `handle` to a channel, for this Node's events only. */
   const on = <E extends NodeEvent>(channel: { readonly name: string | symbol }, handle: (event: E) => void): void => {
@@ -86,22 +101,42 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog): Metri
   on<ConnectionOpenedEvent>(diagnostics.connectionOpened, (event) => {
     connections.inc({ transport: event.transport });
     opened.inc({ transport: event.transport });
+    open[event.transport]++;
   });
   on<ConnectionClosedEvent>(diagnostics.connectionClosed, (event) => {
     connections.dec({ transport: event.transport });
+    open[event.transport]--;
     disconnects.inc({ transport: event.transport, code: String(event.code) });
   });
-  on<SubscriptionEvent>(diagnostics.subscribed, (event) => subscriptions.inc({ transport: event.transport }));
-  on<SubscriptionEvent>(diagnostics.unsubscribed, (event) => subscriptions.dec({ transport: event.transport }));
+  on<SubscriptionEvent>(diagnostics.subscribed, (event) => {
+    subscriptions.inc({ transport: event.transport });
+    subscribed++;
+  });
+  on<SubscriptionEvent>(diagnostics.unsubscribed, (event) => {
+    subscriptions.dec({ transport: event.transport });
+    subscribed--;
+  });
   // One labelled child per source: the publish path skips hashing the labels every time.
   const bySource = { api: publications.labels({ source: 'api' }), client: publications.labels({ source: 'client' }) };
-  on<PublicationEvent>(diagnostics.published, (event) => bySource[event.source].inc());
-  on<DeliveryEvent>(diagnostics.delivered, (event) => deliveries.inc(event.count));
+  on<PublicationEvent>(diagnostics.published, (event) => {
+    bySource[event.source].inc();
+    published++;
+  });
+  on<DeliveryEvent>(diagnostics.delivered, (event) => {
+    deliveries.inc(event.count);
+    delivered += event.count;
+  });
   on<ConflatedEvent>(diagnostics.conflated, (event) => conflated.inc(event.count));
   on<CommandErrorEvent>(diagnostics.commandError, (event) => commandErrors.inc({ code: String(event.code) }));
 
   return {
     registry,
+    totals: () => ({
+      connections: { websocket: open.websocket, sse: open.sse, longPoll: open['long-poll'] },
+      subscriptions: subscribed,
+      publications: published,
+      deliveries: delivered,
+    }),
     close() {
       for (const [name, handler] of handlers.splice(0)) unsubscribe(name, handler);
     },

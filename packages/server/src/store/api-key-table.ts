@@ -46,6 +46,7 @@ interface KeyRow {
   scopes: string;
   created: string;
   not_after: string | null;
+  prefix: string | null;
 }
 
 /** Whether the file has the api_keys table (schema version 5 or later). */
@@ -55,13 +56,14 @@ export function hasKeyTable(db: DatabaseSync): boolean {
 
 /** Reads and validates every key; throws ConfigError naming the file and the problems. */
 export function readKeyTable(db: DatabaseSync, path: string): StoredApiKey[] {
-  const rows = db.prepare('SELECT name, sha256, scopes, created, not_after FROM api_keys ORDER BY created, name').all() as unknown as KeyRow[];
+  const rows = db.prepare('SELECT name, sha256, scopes, created, not_after, prefix FROM api_keys ORDER BY created, name').all() as unknown as KeyRow[];
   const keys = rows.map((row) => ({
     name: row.name,
     sha256: row.sha256,
     scopes: parseJsonSafely(row.scopes),
     created: row.created,
     ...(row.not_after === null ? {} : { notAfter: row.not_after }),
+    ...(row.prefix === null ? {} : { prefix: row.prefix }),
   }));
   const checked = validateKeyStore({ version: 1, keys });
   if ('problems' in checked) throw new ConfigError(checked.problems.map((p) => `${path} (table api_keys): ${p.replace(/^\/keys\/(\d+)/, (_, i: string) => `row "${rows[Number(i)]?.name ?? i}"`)}`));
@@ -70,8 +72,8 @@ export function readKeyTable(db: DatabaseSync, path: string): StoredApiKey[] {
 
 function writeKeyTable(db: DatabaseSync, keys: readonly StoredApiKey[]): void {
   db.exec('DELETE FROM api_keys');
-  const insert = db.prepare('INSERT INTO api_keys (name, sha256, scopes, created, not_after) VALUES (?, ?, ?, ?, ?)');
-  for (const key of keys) insert.run(key.name, key.sha256, JSON.stringify(key.scopes), key.created, key.notAfter ?? null);
+  const insert = db.prepare('INSERT INTO api_keys (name, sha256, scopes, created, not_after, prefix) VALUES (?, ?, ?, ?, ?, ?)');
+  for (const key of keys) insert.run(key.name, key.sha256, JSON.stringify(key.scopes), key.created, key.notAfter ?? null, key.prefix ?? null);
 }
 
 function inTransaction<T>(db: DatabaseSync, body: () => T): T {

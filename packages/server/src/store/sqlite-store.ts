@@ -29,7 +29,7 @@
  *   version row that records it, so a crash leaves a whole version or none;
  *   a version another connection applied meanwhile is not applied twice.
  */
-import { chmodSync, closeSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
+import { chmodSync, closeSync, existsSync, mkdirSync, openSync, readSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { ConfigError } from '../config/load.ts';
@@ -118,6 +118,10 @@ export const MIGRATIONS: readonly string[] = [
      detail TEXT
    );
    CREATE INDEX console_audit_at ON console_audit (at);`,
+  // 7: the public prefix of an API key (the console's key list; null for keys made before).
+  `ALTER TABLE api_keys ADD COLUMN prefix TEXT;`,
+  // 8: the last use of each API key, written at most once a minute per process (console/key-usage.ts).
+  `CREATE TABLE api_key_usage (name TEXT PRIMARY KEY, last_used_at INTEGER NOT NULL) WITHOUT ROWID;`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */
@@ -258,7 +262,11 @@ export function openSqliteStore(options: SqliteStoreOptions): SqliteStore {
  * the open (it reads the whole file). No file: nothing to check.
  */
 export function inspectStateFile(stateDir: string, known: number = MIGRATIONS.length): void {
-  const path = stateFilePath(stateDir);
+  inspectStateFileAt(stateFilePath(stateDir), known);
+}
+
+/** inspectStateFile for a state file at any path (a backup copy to restore). */
+export function inspectStateFileAt(path: string, known: number = MIGRATIONS.length): void {
   const header = readHeader(path);
   if (header === undefined || header.length === 0) return;
   if (!statSync(path).isFile()) refuse(path, 'not a regular file');
@@ -334,6 +342,26 @@ function refuseOlderOwner(db: DatabaseSync, path: string, known: number): void {
   throw new ConfigError([
     `${path}: the Herald running on it (pid ${owner.pid}) is older than this command (schema version ${version}; this one needs ${known}); upgrade and restart that Herald first, then run the command again`,
   ]);
+}
+
+/**
+ * The pid of the live Herald that owns the state directory's file, if one
+ * does (read-only look; no file, no owner row, a stale heartbeat or a dead
+ * pid: undefined).
+ */
+export function liveOwnerOf(stateDir: string): number | undefined {
+  const path = stateFilePath(stateDir);
+  if (!existsSync(path)) return undefined;
+  const db = new DatabaseSync(path, { readOnly: true });
+  try {
+    const hasOwnerTable = db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'herald_owner'`).get() !== undefined;
+    if (!hasOwnerTable) return undefined;
+    const owner = db.prepare('SELECT pid, heartbeat FROM herald_owner WHERE id = 1').get() as { pid: number; heartbeat: number } | undefined;
+    if (owner === undefined || Date.now() - owner.heartbeat >= OWNER_STALE_MS || !alive(owner.pid)) return undefined;
+    return Number(owner.pid);
+  } finally {
+    db.close();
+  }
 }
 
 function alive(pid: number): boolean {

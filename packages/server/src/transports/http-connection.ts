@@ -178,6 +178,8 @@ export type GateAnswer =
        * (idempotent) when the connection is gone, or when opening it failed.
        */
       readonly place: Releasable;
+      /** The client's address (trusted proxies honoured), for the console's connection list; absent: the socket's peer. */
+      readonly address?: string | undefined;
     };
 
 const noPlace: Releasable = { release: () => {} };

@@ -399,6 +399,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     const client = node.createClient(transport);
     transport.client = client;
     client.fallbackToken = admission.fallbackToken;
+    client.address = admission.address ?? request.socket.remoteAddress ?? '';
     const token = body.token ?? bearer(request.headers.authorization);
     const batch = body.batch === true || (query !== '' && announcesBatch(new URLSearchParams(query).get('batch') ?? undefined));
     const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor, batch });

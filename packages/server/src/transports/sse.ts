@@ -169,6 +169,7 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
     const transport = new SseTransport(response, closeGraceMs);
     const client = node.createClient(transport);
     client.fallbackToken = admission.fallbackToken;
+    client.address = admission.address ?? request.socket.remoteAddress ?? '';
     // The stream's one listener keeps its place, not the whole admission answer.
     const place = admission.place;
     response.on('close', () => {

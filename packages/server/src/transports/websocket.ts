@@ -261,6 +261,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       ws.place = place;
       const client = node.createClient(new WebSocketTransport(ws, socket, node.config.limits.closeGraceMs));
       ws.client = client;
+      client.address = admission.address ?? request.socket.remoteAddress ?? '';
       client.batchRequested = announcesBatch(new URLSearchParams(request.url?.slice(path?.length ?? 0) ?? '').get('batch'));
       client.fallbackToken = admission.fallbackToken;
     });

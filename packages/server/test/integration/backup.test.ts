@@ -164,6 +164,80 @@ describe('herald backup', { timeout: 120000 }, () => {
     }
   });
 
+  test('herald restore: refused while Herald runs and over a state file without --force; new epochs by default (clients ahead of the copy reload), --keep-epochs for a move', async () => {
+    const stateDir = join(dir, 'restore-state');
+    const file = config('restore', stateDir);
+    const channel = 'kept:restore';
+    const copy = join(dir, 'restore-copy.db');
+    let server = await start(file);
+    let oldEpoch: string;
+    try {
+      for (let i = 1; i <= 3; i++) assert.equal((await callApi(server.target, 'publish', { channel, data: { n: i } })).status, 200);
+      const run = await herald(['backup', copy, '--config', file]);
+      assert.equal(run.code, 0, run.stderr);
+      // Published after the copy: a client may have seen these.
+      let last = await callApi(server.target, 'publish', { channel, data: { n: 4 } });
+      last = await callApi(server.target, 'publish', { channel, data: { n: 5 } });
+      oldEpoch = last.body.epoch as string;
+      assert.equal(last.body.offset, 5);
+      const running = await herald(['restore', copy, '--force', '--config', file]);
+      assert.equal(running.code, 1);
+      assert.match(running.stderr, /in use by a running Herald \(pid \d+\); stop it/);
+    } finally {
+      await server.process.stop();
+    }
+    const live = readFileSync(join(stateDir, 'herald.db'));
+    const refused = await herald(['restore', copy, '--config', file]);
+    assert.equal(refused.code, 1);
+    assert.match(refused.stderr, /exists; give --force/);
+    const foreign = join(dir, 'foreign.db');
+    writeFileSync(foreign, 'not a database at all, but long enough to have a header of a hundred bytes or so: '.repeat(3));
+    const bad = await herald(['restore', foreign, '--force', '--config', file]);
+    assert.equal(bad.code, 2);
+    assert.match(bad.stderr, /not a SQLite database/);
+    assert.deepEqual(readFileSync(join(stateDir, 'herald.db')), live, 'a refused restore changes nothing');
+
+    const restored = await herald(['restore', copy, '--force', '--config', file]);
+    assert.equal(restored.code, 0, restored.stderr);
+    assert.match(restored.stderr, /Restored 1 streams, each with a new epoch\. The previous state file is .*herald\.db\.before-restore-/);
+    const previous = /The previous state file is (\S+)\.\n/.exec(restored.stderr)![1]!;
+    assert.deepEqual(readFileSync(previous), live, 'the previous state file is kept');
+    assert.equal(statSync(join(stateDir, 'herald.db')).mode & 0o777, 0o600);
+    server = await start(file);
+    try {
+      const history = await callApi(server.target, 'history', { channel, limit: 100 });
+      assert.notEqual(history.body.epoch, oldEpoch, 'a new epoch');
+      assert.equal(history.body.offset, 3, 'the copy’s position');
+      // New publications pass the position of a client that had seen offset 5
+      // (published after the copy): in the old epoch it would resume at 6 and
+      // never get the new 4 and 5. It is told to reload instead.
+      for (let i = 1; i <= 3; i++) assert.equal((await callApi(server.target, 'publish', { channel, data: { after: i } })).status, 200);
+      const client = await openWs(server.target.wsUrl);
+      await client.connect(await tokens.sign('bob'));
+      const reply = await client.call('subscribe', { channel, recover: true, epoch: oldEpoch, offset: 5 });
+      assert.equal(reply.recovered, false, JSON.stringify(reply));
+    } finally {
+      await server.process.stop();
+    }
+
+    // A move keeps the epochs: a current copy of a stopped Herald.
+    const moveDir = join(dir, 'moved-state');
+    const moved = await herald(['restore', join(stateDir, 'herald.db'), '--keep-epochs', '--state-dir', moveDir]);
+    assert.equal(moved.code, 0, moved.stderr);
+    assert.match(moved.stderr, /epochs kept/);
+    server = await start(config('moved', moveDir));
+    try {
+      const restoredHistory = await callApi(server.target, 'history', { channel, limit: 100 });
+      assert.notEqual(restoredHistory.body.epoch, oldEpoch);
+      const client = await openWs(server.target.wsUrl);
+      await client.connect(await tokens.sign('carol'));
+      const reply = await client.call('subscribe', { channel, recover: true, epoch: restoredHistory.body.epoch as string, offset: 1 });
+      assert.equal(reply.recovered, true, JSON.stringify(reply));
+    } finally {
+      await server.process.stop();
+    }
+  });
+
   test('the memory engine has nothing to back up; no state file is no backup', async () => {
     const memory = await herald(['backup', join(dir, 'none.db'), '--config', config('memory', join(dir, 'memory-state'), 'memory')]);
     assert.equal(memory.code, 2);

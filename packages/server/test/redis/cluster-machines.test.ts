@@ -135,6 +135,29 @@ describe('cluster mode on the Redis engine: two machines × two workers', { skip
     }
   });
 
+  test('a worker SIGKILLed with a client in presence: its entry is removed and its leave announced at once, by another worker', async () => {
+    const channel = 'chat:orphans';
+    const workers = await m1.cluster.pinToWorkers(2);
+    // No client on M1 yet (this runs before any follower; long-poll sessions outlive their clients): bob's worker is the one with a connection.
+    await eventually(async () => ((await Promise.all(workers.map((w) => w.connections()))).every((n) => n === 0) ? true : undefined), 'M1 without clients', 15000);
+    const alice = await ws(m2, 'alice');
+    await alice.call('subscribe', { channel });
+    const bob = await ws(m1, 'bob');
+    await bob.call('subscribe', { channel });
+    await alice.push('join', channel, (f) => f.info?.user === 'bob');
+    let bobsNode = '';
+    for (const w of workers) if ((await w.connections()) === 1) bobsNode = await w.node();
+    const [worker, line] = [...m1.cluster.readyWorkers()].find(([, l]) => l.node === bobsNode)!;
+    process.kill(line.pid as number, 'SIGKILL');
+    const leave = await alice.take((f) => f.push === 'leave' && f.channel === channel, 'the leave of bob', 20000);
+    assert.equal(leave.info.client, bob.clientId);
+    const presence = await callApi(m2, 'presence', { channel });
+    assert.deepEqual(Object.values(presence.body.clients as Record<string, { user: string }>).map((c) => c.user), ['alice']);
+    await replaced(m1, worker);
+    // Exactly one leave: the cleanup runs once.
+    assert.equal(alice.frames.filter((f) => f.push === 'leave' && f.channel === channel).length, 1);
+  });
+
   test('delivery across machines on all three transports, published through both machines', async () => {
     const channel = 'chaos:across';
     await startAll(followersOn(channel));

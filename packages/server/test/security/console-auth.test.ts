@@ -291,6 +291,27 @@ describe('console sessions and CSRF', { timeout: 120000 }, () => {
     assert.equal(path.body.error.code, 'invalid_input');
   });
 
+  test('a password hashed with older parameters is rehashed with the current ones at sign-in', async () => {
+    const file = openSqliteStore({ stateDir: r.stateDir, claim: false });
+    try {
+      const store = new SqliteAdminStore(file.db);
+      const hash = await new PasswordHasher({ params: { memory: 64, passes: 1, parallelism: 1 } }).hash(PASSWORD);
+      await store.createAdmin({ name: 'olden', role: 'viewer', passwordHash: hash, now: Date.now() });
+    } finally {
+      file.close();
+    }
+    const c = new ConsoleClient(r.port);
+    assert.equal((await c.login('olden')).status, 200);
+    const after = openSqliteStore({ stateDir: r.stateDir, claim: false });
+    try {
+      const admin = await new SqliteAdminStore(after.db).getAdmin('olden');
+      assert.match(admin!.passwordHash, /^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    } finally {
+      after.close();
+    }
+    assert.equal((await new ConsoleClient(r.port).login('olden')).status, 200);
+  });
+
   test('metrics, health and OpenAPI still refuse any Origin, even the console\'s own', async () => {
     const c = new ConsoleClient(r.port);
     for (const path of ['/metrics', '/health', '/openapi.json']) {

@@ -1,0 +1,427 @@
+/**
+ * The console's data and action endpoints, under the base path B on the
+ * internal listener, every one behind `requireRole` (console-guard.ts):
+ *
+ * - viewer: `GET B/api/overview/stream` (SSE, one frame per second:
+ *   overview.ts), `GET B/api/channels`, `GET B/api/channels/:channel`,
+ *   `GET B/api/connections?user=`.
+ * - operator: `POST B/api/channels/:channel/publish`,
+ *   `POST B/api/users/:user/disconnect`, `POST B/api/users/:user/revoke`,
+ *   `POST B/api/tokens/:id/revoke`.
+ * - owner: `GET|POST B/api/keys…`, `GET B/api/audit`, `GET B/api/audit/export`.
+ *
+ * Actions run through the server API's executor (api/executor.ts) with an
+ * admin-scoped principal, so they behave exactly as `POST /api/<method>`
+ * (validation, error codes, cluster-wide effect). Every action, allowed or
+ * failed, is written to the audit log with the admin, the client address
+ * and the outcome. docs/console.md describes each answer.
+ */
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
+import { encodeResult, JsonText, type ApiErrorCode } from '@herald/protocol';
+import { ApiError, type ApiExecutor } from '../api/executor.ts';
+import type { ApiPrincipal } from '../auth/api-keys.ts';
+import { CommandError } from '../core/client.ts';
+import type { Node } from '../core/node.ts';
+import type { ResolvedChannel } from '../core/channel-rules.ts';
+import { sendApiError } from '../transports/http-connection.ts';
+import type { AuditEntry, AuditQuery } from './admin-store.ts';
+import { requireRole, type ConsoleContext } from './console-guard.ts';
+import { ConsoleKeys, KeyActionError, parseGrace, parseKeyName, parseScopeList } from './console-keys.ts';
+import type { KeyUsage } from './key-usage.ts';
+import { OverviewTicker } from './overview.ts';
+import { SESSION_COOKIE } from './sessions.ts';
+
+export interface ConsoleApiDeps {
+  readonly node: Node;
+  readonly executor: ApiExecutor;
+  /** Without it, keys show `lastUsedAt: null`. */
+  readonly keyUsage?: KeyUsage | undefined;
+}
+
+/** Overview streams one session may hold open at once (tabs); one more is answered 429. */
+export const MAX_STREAMS_PER_SESSION = 4;
+/** How often an open stream checks that its session is still in force (it ends when not). */
+export const STREAM_SESSION_CHECK_MS = 10_000;
+/** Channels one search answers at most. */
+export const MAX_CHANNEL_RESULTS = 1000;
+/** Publications of a channel's detail (newest first). */
+export const DETAIL_HISTORY = 20;
+/** Presence members of a channel's detail at most. */
+export const DETAIL_PRESENCE = 100;
+/** Longest user id, token id or channel prefix accepted (bytes). */
+export const MAX_ID_BYTES = 255;
+/** Entries one export writes at most. */
+export const MAX_EXPORT = 100_000;
+/** Longest audit filter value (characters). */
+const MAX_FILTER = 256;
+
+class InputError extends Error {
+  readonly code: ApiErrorCode;
+  constructor(message: string, code: ApiErrorCode = 'invalid_input') {
+    super(message);
+    this.code = code;
+  }
+}
+
+function text(value: unknown, field: string, { required = false, max = MAX_ID_BYTES } = {}): string | undefined {
+  if (value === undefined || value === '') {
+    if (required) throw new InputError(`${field}: required`);
+    return undefined;
+  }
+  if (typeof value !== 'string') throw new InputError(`${field}: a string`);
+  if (Buffer.byteLength(value) > max) throw new InputError(`${field}: at most ${max} bytes`);
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f]/.test(value)) throw new InputError(`${field}: no control characters`);
+  return value;
+}
+
+function integer(value: unknown, field: string, min: number, max: number): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  const n = typeof value === 'number' ? value : typeof value === 'string' && /^-?\d{1,16}$/.test(value) ? Number(value) : NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) throw new InputError(`${field}: an integer from ${min} to ${max}`);
+  return n;
+}
+
+/** An epoch-ms integer or an ISO 8601 time. */
+function instant(value: unknown, field: string): number | undefined {
+  if (value === undefined || value === '') return undefined;
+  if (typeof value === 'string' && /^\d{4}-\d{2}-\d{2}(T[0-9:.]+(Z|[+-]\d{2}:\d{2})?)?$/.test(value)) {
+    const at = Date.parse(value);
+    if (!Number.isNaN(at)) return at;
+  }
+  return integer(value, `${field} (epoch ms or ISO 8601)`, 0, 8.64e15);
+}
+
+function bodyObject(body: unknown): Record<string, unknown> {
+  if (body === undefined || body === null) return {};
+  if (typeof body !== 'object' || Array.isArray(body)) throw new InputError('the body must be a JSON object');
+  return body as Record<string, unknown>;
+}
+
+function onlyFields(body: Record<string, unknown>, allowed: readonly string[]): void {
+  for (const key of Object.keys(body)) if (!allowed.includes(key)) throw new InputError(`unknown field "${key.slice(0, 32)}"`);
+}
+
+function params(request: FastifyRequest): Record<string, string> {
+  return request.params as Record<string, string>;
+}
+
+function query(request: FastifyRequest): Record<string, unknown> {
+  return request.query as Record<string, unknown>;
+}
+
+/** The channel's rules, or the server API's error for a bad name. */
+function resolveChannel(node: Node, channel: string): ResolvedChannel {
+  try {
+    return node.resolve(channel);
+  } catch (error) {
+    if (error instanceof CommandError) throw new ApiError(error.reply === 'unknown_namespace' ? 'unknown_namespace' : 'invalid_channel', error.detail);
+    throw error;
+  }
+}
+
+export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, deps: ConsoleApiDeps): void {
+  const base = `${ctx.basePath}/api`;
+  const { node, executor } = deps;
+  const ticker = new OverviewTicker(node, ctx.now);
+  const keys = new ConsoleKeys(ctx.config, (name) => deps.keyUsage?.lastUsed(name), ctx.now);
+  const streamsBySession = new Map<string, number>();
+  const openStreams = new Set<(reason?: string) => void>();
+
+  const principal = (request: FastifyRequest): ApiPrincipal => ({ name: `console:${request.consoleAdmin!.name}`, scopes: new Set(['admin']) });
+
+  /** Records an action; `detail` never holds secrets. */
+  const audit = (request: FastifyRequest, action: string, target: string | undefined, outcome: 'ok' | 'failed', detail?: Record<string, unknown>): void => {
+    ctx.audit.record({ actor: request.consoleAdmin!.name, action, target, address: ctx.clientIp(request), outcome, detail: { via: 'console', ...detail } });
+  };
+
+  /** Answers an error thrown by a handler with its registered code. */
+  const fail = (reply: FastifyReply, error: unknown): FastifyReply => {
+    if (error instanceof InputError) return sendApiError(reply, error.code, error.message);
+    if (error instanceof KeyActionError) return sendApiError(reply, error.code, error.message);
+    if (error instanceof ApiError) return sendApiError(reply, error.code, error.detail);
+    throw error;
+  };
+
+  /** Runs a server API method as the admin; audited. */
+  const act = async (request: FastifyRequest, reply: FastifyReply, action: string, target: string, method: string, body: Record<string, unknown>): Promise<unknown> => {
+    try {
+      const result = await executor.run(method, body, principal(request));
+      audit(request, action, target, 'ok', { result: result instanceof JsonText ? undefined : result });
+      return reply.type('application/json').send(encodeResult(result));
+    } catch (error) {
+      const code = error instanceof ApiError ? error.code : 'internal';
+      audit(request, action, target, 'failed', { code });
+      return fail(reply, error);
+    }
+  };
+
+  // --- overview --------------------------------------------------------
+  app.get(`${base}/overview/stream`, { preHandler: requireRole('viewer') }, async (request, reply) => {
+    const session = request.consoleAdmin!.sessionId;
+    const open = streamsBySession.get(session) ?? 0;
+    if (open >= MAX_STREAMS_PER_SESSION) {
+      reply.header('retry-after', '5');
+      return sendApiError(reply, 'too_many_requests', `at most ${MAX_STREAMS_PER_SESSION} overview streams per session`);
+    }
+    streamsBySession.set(session, open + 1);
+    const cookie = request.cookies[SESSION_COOKIE];
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'text/event-stream; charset=utf-8',
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+      'x-accel-buffering': 'no',
+      connection: 'keep-alive',
+    });
+    res.write('retry: 2000\n\n');
+    let ended = false;
+    const end = (reason?: string): void => {
+      if (ended) return;
+      ended = true;
+      stop();
+      clearInterval(check);
+      openStreams.delete(end);
+      const left = (streamsBySession.get(session) ?? 1) - 1;
+      if (left <= 0) streamsBySession.delete(session);
+      else streamsBySession.set(session, left);
+      if (reason !== undefined && !res.destroyed) res.write(`event: end\ndata: ${JSON.stringify({ reason })}\n\n`);
+      res.end();
+    };
+    openStreams.add(end);
+    const stop = ticker.add((frame) => {
+      if (!res.destroyed && res.writableLength < 1 << 20) res.write(`data: ${frame}\n\n`);
+    });
+    const check = setInterval(() => {
+      ctx.sessions.resolve(cookie, ctx.now()).then(
+        (live) => {
+          if (live === undefined) end('session_ended');
+        },
+        () => end('session_unknown'),
+      );
+    }, STREAM_SESSION_CHECK_MS);
+    res.on('close', () => end());
+  });
+  app.addHook('preClose', async () => {
+    for (const end of [...openStreams]) end('shutdown');
+    ticker.close();
+  });
+
+  // --- channels --------------------------------------------------------
+  app.get(`${base}/channels`, { preHandler: requireRole('viewer') }, async (request, reply) => {
+    try {
+      const q = query(request);
+      const prefix = text(q['prefix'], 'prefix') ?? '';
+      const limit = integer(q['limit'], 'limit', 1, MAX_CHANNEL_RESULTS) ?? 100;
+      const all = node.channels(prefix);
+      const names = Object.keys(all).sort();
+      const channels = names.slice(0, limit).map((channel) => ({ channel, subscribers: all[channel]!.num_clients }));
+      return { channels, truncated: names.length > limit };
+    } catch (error) {
+      return fail(reply, error);
+    }
+  });
+
+  app.get(`${base}/channels/:channel`, { preHandler: requireRole('viewer') }, async (request, reply) => {
+    try {
+      const channel = text(params(request)['channel'], 'channel', { required: true })!;
+      const resolved = resolveChannel(node, channel);
+      const subscribers = node.channels(resolved.channel)[resolved.channel]?.num_clients ?? 0;
+      const admin = principal(request);
+      let presence: unknown[] | null = null;
+      if (resolved.options.presence) {
+        const answer = (await executor.run('presence', { channel }, admin)) as { clients: Record<string, unknown> };
+        presence = Object.values(answer.clients).slice(0, DETAIL_PRESENCE);
+      }
+      let stream: { epoch: string; offset: number } | null = null;
+      let history: unknown[] = [];
+      if (resolved.options.historySize > 0) {
+        const page = JSON.parse(encodeResult(await executor.run('history', { channel, limit: DETAIL_HISTORY, reverse: true }, admin))) as {
+          epoch: string;
+          offset: number;
+          publications: unknown[];
+        };
+        stream = { epoch: page.epoch, offset: page.offset };
+        history = page.publications;
+      }
+      return { channel: resolved.channel, subscribers, presence, stream, history };
+    } catch (error) {
+      return fail(reply, error);
+    }
+  });
+
+  const publishBodyLimit = ctx.config.limits.maxMessageBytes + 1024;
+  app.post(`${base}/channels/:channel/publish`, { preHandler: requireRole('operator'), bodyLimit: publishBodyLimit }, async (request, reply) => {
+    let channel: string;
+    let body: Record<string, unknown>;
+    try {
+      channel = text(params(request)['channel'], 'channel', { required: true })!;
+      body = bodyObject(request.body);
+      onlyFields(body, ['data']);
+      if (!('data' in body)) throw new InputError('data: required');
+    } catch (error) {
+      return fail(reply, error);
+    }
+    return act(request, reply, 'channel.publish', channel, 'publish', { channel, data: body['data'] });
+  });
+
+  // --- connections and users --------------------------------------------
+  app.get(`${base}/connections`, { preHandler: requireRole('viewer') }, async (request, reply) => {
+    try {
+      const user = text(query(request)['user'], 'user', { required: true })!;
+      const { connections, missing } = await node.userConnections(user);
+      return { connections, missing };
+    } catch (error) {
+      return fail(reply, error);
+    }
+  });
+
+  app.post(`${base}/users/:user/disconnect`, { preHandler: requireRole('operator') }, async (request, reply) => {
+    let user: string;
+    let reconnect: boolean;
+    try {
+      user = text(params(request)['user'], 'user', { required: true })!;
+      const body = bodyObject(request.body);
+      onlyFields(body, ['reconnect']);
+      if (body['reconnect'] !== undefined && typeof body['reconnect'] !== 'boolean') throw new InputError('reconnect: true or false');
+      reconnect = body['reconnect'] === true;
+    } catch (error) {
+      return fail(reply, error);
+    }
+    return act(request, reply, 'user.disconnect', user, 'disconnect', { user, reconnect });
+  });
+
+  app.post(`${base}/users/:user/revoke`, { preHandler: requireRole('operator') }, async (request, reply) => {
+    let user: string;
+    try {
+      user = text(params(request)['user'], 'user', { required: true })!;
+      onlyFields(bodyObject(request.body), []);
+    } catch (error) {
+      return fail(reply, error);
+    }
+    return act(request, reply, 'user.revoke', user, 'revoke_user', { user });
+  });
+
+  app.post(`${base}/tokens/:id/revoke`, { preHandler: requireRole('operator') }, async (request, reply) => {
+    let jti: string;
+    let expiresAt: number | undefined;
+    try {
+      jti = text(params(request)['id'], 'id', { required: true })!;
+      const body = bodyObject(request.body);
+      onlyFields(body, ['expiresAt']);
+      expiresAt = integer(body['expiresAt'], 'expiresAt (epoch seconds)', 1, 253402300799);
+    } catch (error) {
+      return fail(reply, error);
+    }
+    return act(request, reply, 'token.revoke', jti, 'revoke_token', { jti, ...(expiresAt === undefined ? {} : { expires_at: expiresAt }) });
+  });
+
+  // --- API keys (owner) --------------------------------------------------
+  app.get(`${base}/keys`, { preHandler: requireRole('owner') }, async () => ({ keys: keys.list() }));
+
+  app.post(`${base}/keys`, { preHandler: requireRole('owner') }, async (request, reply) => {
+    let name: string | undefined;
+    try {
+      const body = bodyObject(request.body);
+      onlyFields(body, ['name', 'scopes']);
+      name = parseKeyName(body['name']);
+      const made = keys.create(name, parseScopeList(body['scopes']));
+      audit(request, 'key.create', name, 'ok', { scopes: made.key.scopes, prefix: made.key.prefix });
+      return { key: made.key, secret: made.secret };
+    } catch (error) {
+      if (name !== undefined) audit(request, 'key.create', name, 'failed', { reason: (error as Error).message });
+      return fail(reply, error);
+    }
+  });
+
+  app.post(`${base}/keys/:id/rotate`, { preHandler: requireRole('owner') }, async (request, reply) => {
+    let name: string | undefined;
+    try {
+      name = parseKeyName(params(request)['id'], 'id');
+      const body = bodyObject(request.body);
+      onlyFields(body, ['graceSeconds', 'name']);
+      const grace = parseGrace(body['graceSeconds']);
+      const newName = body['name'] === undefined ? undefined : parseKeyName(body['name']);
+      const rotated = keys.rotate(name, grace, newName);
+      audit(request, 'key.rotate', name, 'ok', { newKey: rotated.key.name, prefix: rotated.key.prefix, graceSeconds: grace });
+      return { key: rotated.key, secret: rotated.secret, old: rotated.old };
+    } catch (error) {
+      if (name !== undefined) audit(request, 'key.rotate', name, 'failed', { reason: (error as Error).message });
+      return fail(reply, error);
+    }
+  });
+
+  app.post(`${base}/keys/:id/revoke`, { preHandler: requireRole('owner') }, async (request, reply) => {
+    let name: string | undefined;
+    try {
+      name = parseKeyName(params(request)['id'], 'id');
+      const body = bodyObject(request.body);
+      onlyFields(body, ['graceSeconds']);
+      const grace = parseGrace(body['graceSeconds']);
+      const key = keys.revoke(name, grace);
+      audit(request, 'key.revoke', name, 'ok', { graceSeconds: grace });
+      return { key };
+    } catch (error) {
+      if (name !== undefined) audit(request, 'key.revoke', name, 'failed', { reason: (error as Error).message });
+      return fail(reply, error);
+    }
+  });
+
+  // --- audit log (owner) ---------------------------------------------------
+  const auditQuery = (request: FastifyRequest): AuditQuery => {
+    const q = query(request);
+    return {
+      actor: text(q['actor'], 'actor', { max: MAX_FILTER }),
+      action: text(q['action'], 'action', { max: 64 }),
+      since: instant(q['since'], 'since'),
+      until: instant(q['until'], 'until'),
+      before: integer(q['before'], 'before', 1, Number.MAX_SAFE_INTEGER)?.toString(),
+      limit: integer(q['limit'], 'limit', 1, 1000),
+    };
+  };
+
+  app.get(`${base}/audit`, { preHandler: requireRole('owner') }, async (request, reply) => {
+    try {
+      const entries = await ctx.store.queryAudit(auditQuery(request));
+      return { entries };
+    } catch (error) {
+      return fail(reply, error);
+    }
+  });
+
+  app.get(`${base}/audit/export`, { preHandler: requireRole('owner') }, async (request, reply) => {
+    let q: AuditQuery;
+    try {
+      q = auditQuery(request);
+    } catch (error) {
+      return fail(reply, error);
+    }
+    audit(request, 'audit.export', undefined, 'ok', { filter: { actor: q.actor, action: q.action, since: q.since, until: q.until } });
+    reply.hijack();
+    const res = reply.raw;
+    res.writeHead(200, {
+      'content-type': 'application/x-ndjson; charset=utf-8',
+      'content-disposition': 'attachment; filename="herald-audit.ndjson"',
+      'cache-control': 'no-store',
+      'x-content-type-options': 'nosniff',
+    });
+    let written = 0;
+    let before = q.before;
+    try {
+      while (written < MAX_EXPORT && !res.destroyed) {
+        const page: AuditEntry[] = await ctx.store.queryAudit({ ...q, before, limit: 1000 });
+        if (page.length === 0) break;
+        const lines = page.slice(0, MAX_EXPORT - written).map((entry) => JSON.stringify(entry) + '\n');
+        written += lines.length;
+        if (!res.write(lines.join(''))) await new Promise((resolve) => res.once('drain', resolve));
+        before = page[page.length - 1]!.id;
+        if (page.length < 1000) break;
+      }
+    } catch (error) {
+      request.log.error({ err: error }, 'audit export failed');
+    }
+    res.end();
+  });
+}
+
