@@ -11,6 +11,7 @@ import { apiUrl, call } from './api.ts';
 export interface NodeSample {
   readonly node: string;
   readonly worker?: number | string;
+  readonly host?: string;
   readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number };
   readonly subscriptions: number;
   readonly publicationsPerSecond: number;
@@ -38,7 +39,13 @@ let retry: ReturnType<typeof setTimeout> | undefined;
 
 /** A node (or one worker of it) as the charts name it. */
 export function nodeLabel(sample: NodeSample): string {
-  return sample.worker === undefined || sample.worker === null ? sample.node : `${sample.node} · worker ${sample.worker}`;
+  const name = `${sample.host === undefined || sample.host === '' ? 'node' : sample.host} ${shortId(sample.node)}`;
+  return sample.worker === undefined || sample.worker === null ? name : `${name} · worker ${sample.worker}`;
+}
+
+/** A node id (a UUID) shortened for people: its first 8 characters. */
+export function shortId(id: string): string {
+  return /^[0-9a-f]{8}-/.test(id) ? id.slice(0, 8) : id;
 }
 
 function toSample(raw: unknown): Sample | undefined {

@@ -51,7 +51,7 @@ export function ConfirmButton(props: { label: string; question: string; onConfir
           void props.onConfirm();
         }}
       >
-        Yes, {props.label.toLowerCase()}
+        Yes, {props.label.charAt(0).toLowerCase() + props.label.slice(1)}
       </button>
       <button
         type="button"

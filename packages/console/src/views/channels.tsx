@@ -183,6 +183,17 @@ function ChannelView({ channel }: { channel: string }) {
               ))}
             </ul>
           )}
+          {allows('operator') && (
+            <form class="card" onSubmit={(event) => void publish(event)} aria-labelledby="publish-title">
+              <h4 id="publish-title">Publish a test message</h4>
+              <label for="publish-data">Message (JSON)</label>
+              <textarea id="publish-data" rows={3} value={message} onInput={(e) => setMessage(e.currentTarget.value)} />
+              <button type="submit" class="primary">
+                Publish to {channel}
+              </button>
+              <StatusLine status={publishStatus} />
+            </form>
+          )}
           <h4>Last publications</h4>
           {detail.history.length === 0 ? (
             <Empty>No publications in history.</Empty>
@@ -197,17 +208,6 @@ function ChannelView({ channel }: { channel: string }) {
             </ol>
           )}
         </>
-      )}
-      {allows('operator') && (
-        <form class="card" onSubmit={(event) => void publish(event)} aria-labelledby="publish-title">
-          <h4 id="publish-title">Publish a test message</h4>
-          <label for="publish-data">Message (JSON)</label>
-          <textarea id="publish-data" rows={3} value={message} onInput={(e) => setMessage(e.currentTarget.value)} />
-          <button type="submit" class="primary">
-            Publish to {channel}
-          </button>
-          <StatusLine status={publishStatus} />
-        </form>
       )}
     </>
   );

@@ -8,6 +8,7 @@ import { call, describeFailure } from '../api.ts';
 import { when } from '../format.ts';
 import { allows, route } from '../state.ts';
 import { ConfirmButton, Empty, StatusLine, type Status } from '../widgets.tsx';
+import { shortId } from '../overview-stream.ts';
 
 interface ConnectionRow {
   readonly client: string;
@@ -91,8 +92,8 @@ export function Connections() {
       <StatusLine status={status} />
       {shownUser !== null && shownUser !== '' && operator && (
         <div class="actions row" aria-label={`Actions for ${shownUser}`} role="group">
-          <ConfirmButton name="disconnect" label="Disconnect" question={`Disconnect every connection of ${shownUser}?`} danger onConfirm={() => act(`users/${encodeURIComponent(shownUser)}/disconnect`, `${shownUser} disconnected`)} />
-          <ConfirmButton name="revoke-user" label="Revoke user" question={`Revoke every token of ${shownUser} issued until now?`} danger onConfirm={() => act(`users/${encodeURIComponent(shownUser)}/revoke`, `${shownUser} revoked: tokens issued until now no longer connect`)} />
+          <ConfirmButton name="disconnect" label={`Disconnect ${shownUser}`} question={`Disconnect every connection of ${shownUser}?`} danger onConfirm={() => act(`users/${encodeURIComponent(shownUser)}/disconnect`, `${shownUser} disconnected`)} />
+          <ConfirmButton name="revoke-user" label={`Revoke ${shownUser}`} question={`Revoke every token of ${shownUser} issued until now?`} danger onConfirm={() => act(`users/${encodeURIComponent(shownUser)}/revoke`, `${shownUser} revoked: tokens issued until now no longer connect`)} />
         </div>
       )}
       {rows !== null && rows.length === 0 && <Empty>No connection{shownUser === '' || shownUser === null ? '' : ` for ${shownUser}`}.</Empty>}
@@ -114,7 +115,9 @@ export function Connections() {
                 <tr key={row.client} data-client={row.client}>
                   <td>{row.user === '' ? <span class="muted">anonymous</span> : row.user}</td>
                   <td>{row.transport}</td>
-                  <td>{row.node}</td>
+                  <td class="mono" title={row.node}>
+                    {shortId(row.node)}
+                  </td>
                   <td class="mono">{typeof row.channels === 'number' ? row.channels : row.channels.join(', ')}</td>
                   <td class="mono">{row.address ?? ''}</td>
                   <td>{when(row.since)}</td>

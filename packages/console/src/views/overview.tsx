@@ -97,7 +97,9 @@ export function Overview() {
           <tbody>
             {(latest?.nodes ?? []).map((n) => (
               <tr key={nodeLabel(n)} data-node={nodeLabel(n)}>
-                <th scope="row">{nodeLabel(n)}</th>
+                <th scope="row" title={n.node}>
+                  {nodeLabel(n)}
+                </th>
                 <td>{count(n.connections?.websocket)}</td>
                 <td>{count(n.connections?.sse)}</td>
                 <td>{count(n.connections?.longPoll)}</td>

@@ -26,10 +26,13 @@ import { openSharedLimits, type SharedLimits } from './shared-limits.ts';
 import { createAdminApp } from './admin.ts';
 import { createAuditLog } from '../console/audit-log.ts';
 import { KeyUsage } from '../console/key-usage.ts';
+import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-store.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 import { ProxyHooks } from '../hooks/proxy-hooks.ts';
 import { hookTargets, readHookSecrets } from '../hooks/hook-secrets.ts';
+import { diagnostics } from '../observability/diagnostics.ts';
+import { createWebhooks, resolveEndpoints, type Webhooks } from '../webhooks/webhooks.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -154,6 +157,27 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     await engine.close().catch(() => undefined);
     throw error;
   }
+  let webhooks: Webhooks | undefined;
+  if (config.webhooks.endpoints.length > 0) {
+    const problems: string[] = [];
+    // The composition root reads the environment: endpoint secrets may live there (secretEnv).
+    const endpoints = resolveEndpoints(config, process.env, problems);
+    if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine yet (sqlite or memory engine, one process)`);
+    if (problems.length > 0) {
+      await sharedLimits?.close();
+      await engine.close().catch(() => undefined);
+      throw new ConfigError(problems);
+    }
+    webhooks = createWebhooks({
+      config,
+      endpoints,
+      outbox: engine.webhookOutbox!,
+      logger,
+      userAgent: `Herald/${version}`,
+      onOutcome: (endpoint, outcome, count) => diagnostics.webhook.publish({ node: engine.nodeId, endpoint, outcome, count }),
+    });
+    logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : 'state file' }, 'webhooks on');
+  }
   const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
   const w = config.watchdog;
   const watchdog = new Watchdog({
@@ -203,14 +227,23 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     liveStats: () => ({ worker: options.worker, host, ...(exporter.totals?.() ?? NO_TOTALS) }),
     logger,
     version,
+    ...(webhooks === undefined ? {} : { events: webhooks.nodeEvents }),
   });
-  const metrics = createMetrics(node, watchdog);
+  const metrics = createMetrics(node, watchdog, webhooks?.dispatcher);
   exporter.totals = metrics.totals;
   probe?.start();
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
   // Admin changes made through the server API (disconnect, revocations) go to the console's audit log.
   const auditLog = createAuditLog(engine.adminStore, { onError: (error, entry) => logger.error({ err: error, action: entry.action }, 'audit entry not written') });
-  const keyUsage = new KeyUsage(node, apiKeys);
+  const keyUsage = new KeyUsage(node, apiKeys, {
+    store:
+      config.engine.type === 'sqlite'
+        ? new SqliteKeyUsageStore(config.stateDir)
+        : engine.redis === undefined
+          ? undefined
+          : new RedisKeyUsageStore(engine.redis, config.engine.redisPrefix),
+    onError: (error) => logger.warn({ err: error }, 'API key last uses not read or saved'),
+  });
   const onAdminChange = (change: AdminChange): void =>
     auditLog.record({
       actor: `api-key:${change.key}`,
@@ -241,11 +274,12 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     probe?.close();
-    keyUsage.close();
+    await keyUsage.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
     await hooks?.close();
+    webhooks?.close();
     await sharedLimits?.close();
     await engine.close().catch(() => undefined);
     metrics.close();
@@ -266,7 +300,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const address = app.server.address() as AddressInfo;
   const adminAddress = admin.server.address() as AddressInfo;
   logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
-  logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health, console)');
+  logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health)');
   if (consoleEnabled) {
     const at = `${adminTls === undefined ? 'http' : 'https'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminAddress.port}${config.admin.console.basePath}/`;
     logger.info({ url: config.admin.console.origin === undefined ? at : config.admin.console.origin + config.admin.console.basePath + '/' }, 'admin console');
@@ -301,10 +335,12 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
       probe?.close();
-      keyUsage.close();
+      await keyUsage.close();
       await auditLog.flush();
       await node.close();
       await hooks?.close();
+      // Events of the drain (disconnects, vacated) are in the outbox; what is not sent now is sent after the next start.
+      webhooks?.close();
       await sharedLimits?.close();
       await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));
       // Let final answers (disconnect frames) finish, then cut what is left.

@@ -9,11 +9,15 @@
  * keeps the latest use per key.
  *
  * Precision: this node's uses are exact; other workers' and nodes' are at
- * most `intervalMs` late. Kept in memory: a key used before every node
- * restarted shows as not used until it is used again.
+ * most `intervalMs` late. With a store (key-usage-store.ts: the sqlite
+ * state file, Redis) each process also writes its own uses there with the
+ * same report (one write per minute per process, whatever the traffic), and
+ * reads every stored use at start: the last uses survive restarts, up to
+ * `intervalMs` of them lost with a process that is killed.
  */
 import type { ApiKeyVerifier } from '../auth/api-keys.ts';
 import type { Node } from '../core/node.ts';
+import type { KeyUsageStore } from './key-usage-store.ts';
 
 export const KEY_USAGE_INTERVAL_MS = 60_000;
 
@@ -25,10 +29,26 @@ export class KeyUsage {
   readonly #verifier: ApiKeyVerifier;
   readonly #last = new Map<string, number>();
   readonly #timer: NodeJS.Timeout;
+  readonly #store: KeyUsageStore | undefined;
+  readonly #onError: (error: unknown) => void;
+  /** The stored uses, read once at start. */
+  readonly loaded: Promise<void>;
 
-  constructor(node: Node, verifier: ApiKeyVerifier, intervalMs = KEY_USAGE_INTERVAL_MS) {
+  constructor(node: Node, verifier: ApiKeyVerifier, options: { intervalMs?: number; store?: KeyUsageStore | undefined; onError?: (error: unknown) => void } = {}) {
     this.#node = node;
     this.#verifier = verifier;
+    this.#store = options.store;
+    this.#onError = options.onError ?? (() => {});
+    const intervalMs = options.intervalMs ?? KEY_USAGE_INTERVAL_MS;
+    this.loaded =
+      this.#store === undefined
+        ? Promise.resolve()
+        : this.#store.load().then(
+            (stored) => {
+              for (const [name, at] of stored) this.#merge(name, at);
+            },
+            (error: unknown) => this.#onError(error),
+          );
     node.onControl((command) => {
       if (command.kind !== 'key_usage' || !Array.isArray(command.uses)) return;
       for (const use of command.uses.slice(0, MAX_REPORTED)) {
@@ -51,7 +71,10 @@ export class KeyUsage {
     if (uses.length === 0) return;
     // This node knows them at once, whatever the control bus does.
     for (const [name, at] of uses) this.#merge(name, at);
-    await this.#node.publishControl({ kind: 'key_usage', uses }).catch(() => undefined);
+    await Promise.all([
+      this.#node.publishControl({ kind: 'key_usage', uses }).catch(() => undefined),
+      this.#store?.save(uses).catch((error: unknown) => this.#onError(error)),
+    ]);
   }
 
   /** The last use of a key known here (epoch ms), or undefined. */
@@ -62,7 +85,11 @@ export class KeyUsage {
     return known === undefined ? pending : Math.max(known, pending);
   }
 
-  close(): void {
+  /** Stops the timer; the uses not reported yet are saved (shutdown). */
+  async close(): Promise<void> {
     clearInterval(this.#timer);
+    const uses = [...this.#verifier.takeUses()].slice(0, MAX_REPORTED);
+    if (uses.length > 0) await this.#store?.save(uses).catch((error: unknown) => this.#onError(error));
+    this.#store?.close();
   }
 }

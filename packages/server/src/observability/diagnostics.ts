@@ -53,6 +53,13 @@ export interface HookCallEvent extends NodeEvent {
   readonly ms: number;
 }
 
+export interface WebhookOutcomeEvent extends NodeEvent {
+  readonly endpoint: string;
+  /** delivered (2xx), retried (a failed attempt), dead (a dead letter), dropped (outbox full or not writable). */
+  readonly outcome: 'delivered' | 'retried' | 'dead' | 'dropped';
+  readonly count: number;
+}
+
 export const diagnostics = {
   connectionOpened: channel('herald:connection:opened'),
   connectionClosed: channel('herald:connection:closed'),
@@ -63,4 +70,5 @@ export const diagnostics = {
   conflated: channel('herald:publication:conflated'),
   commandError: channel('herald:command:error'),
   hookCall: channel('herald:hook:call'),
+  webhook: channel('herald:webhook:outcome'),
 } as const;

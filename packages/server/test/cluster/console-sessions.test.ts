@@ -111,6 +111,18 @@ describe('console sessions across two workers', { timeout: 120000 }, () => {
     const tries: number[] = [];
     for (let i = 0; i < 6; i++) tries.push((await call(cluster.adminPort, '/console/api/login', { method: 'POST', headers: { origin }, body: { name: 'nobody', password: 'wrong password' } })).status);
     assert.deepEqual(tries, [401, 401, 401, 429, 429, 429]);
+    // A privilege change ends the sessions too.
+    const owner = new ConsoleClient(cluster.adminPort);
+    await owner.login('root');
+    assert.equal((await herald(cluster.dir, ['admin', 'create', 'second', '--role', 'owner'], PASSWORD + '\n')).code, 0);
+    const demoted = await herald(cluster.dir, ['admin', 'role', 'root', '--role', 'operator']);
+    assert.equal(demoted.code, 0, demoted.stderr);
+    assert.deepEqual(await statuses(owner, 4), Array(4).fill(401));
+    await owner.login('root');
+    assert.equal((await owner.get('/api/session')).body.admin.role, 'operator');
+    const last = await herald(cluster.dir, ['admin', 'disable', 'second']);
+    assert.equal(last.code, 2);
+    assert.match(last.stderr, /last enabled owner/);
     const unlock = await herald(cluster.dir, ['admin', 'unlock', 'nobody']);
     assert.equal(unlock.code, 0, unlock.stderr);
     assert.equal((await call(cluster.adminPort, '/console/api/login', { method: 'POST', headers: { origin }, body: { name: 'nobody', password: 'wrong password' } })).status, 401);

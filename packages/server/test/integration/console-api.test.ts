@@ -7,7 +7,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync } from 'node:fs';
+import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { request as httpRequest } from 'node:http';
@@ -213,6 +213,24 @@ describe('console API', { timeout: 120000 }, () => {
     assert.deepEqual(auditFilter.body.entries, []);
     const badSince = await call('owner', 'GET', '/audit?since=yesterday');
     assert.equal(badSince.body.error.code, 'invalid_input');
+    const longUser = await call('viewer', 'GET', `/connections?user=${'u'.repeat(256)}`);
+    assert.equal(longUser.body.error.code, 'invalid_input');
+    const twice = await call('viewer', 'GET', '/connections?user=a&user=b');
+    assert.equal(twice.body.error.code, 'invalid_input');
+    const longParam = await call('operator', 'POST', `/users/${'u'.repeat(1000)}/disconnect`, {});
+    assert.equal(longParam.status, 404, longParam.text);
+    assert.equal(longParam.body.error.code, 'not_found');
+    assert.ok(!longParam.text.includes('uuuuuuuuuu'), 'the path is not echoed');
+    const badUrl = await call('viewer', 'GET', '/channels/%zz');
+    assert.equal(badUrl.status, 400, badUrl.text);
+    assert.equal(badUrl.body.error.code, 'bad_request');
+    // The public listener's router answers the same way.
+    const publicLong = await h.api('x'.repeat(300), {});
+    assert.equal(publicLong.status, 404);
+    assert.equal(publicLong.body.error.code, 'not_found');
+    const bigKeyBody = await call('owner', 'POST', '/keys', { name: 'k'.repeat(10), scopes: ['read'], pad: 'x'.repeat(5000) });
+    assert.equal(bigKeyBody.status, 413);
+    assert.equal(bigKeyBody.body.error.code, 'payload_too_large');
   });
 
   test('connections of a user across the node, then disconnect and revoke: the user really is gone', async () => {
@@ -404,5 +422,34 @@ describe('console API', { timeout: 120000 }, () => {
       await response.body?.cancel();
       return ok ? true : undefined;
     }, 'a stream place again');
+  });
+});
+
+describe('API key last use across a restart', { timeout: 60000 }, () => {
+  test('a key used before a restart shows its last use after it (saved at shutdown, read at start)', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'herald-console-usage-'));
+    try {
+      const file = openSqliteStore({ stateDir });
+      await new SqliteAdminStore(file.db).createAdmin({ name: 'owner', role: 'owner', passwordHash: await new PasswordHasher().hash(PASSWORD), now: Date.now() });
+      file.close();
+      const first = await startHerald({ stateDir });
+      const before = Date.now();
+      assert.equal((await first.api('info', {})).status, 200);
+      // Not h.close(): that removes the state directory.
+      await first.server.close();
+      const second = await startHerald({ stateDir });
+      try {
+        const origin = `http://127.0.0.1:${second.server.adminPort}`;
+        const login = await fetch(`${origin}/console/api/login`, { method: 'POST', headers: { origin, 'content-type': 'application/json' }, body: JSON.stringify({ name: 'owner', password: PASSWORD }) });
+        const cookie = (login.headers.get('set-cookie') ?? '').split(';')[0]!;
+        const keys = (await (await fetch(`${origin}/console/api/keys`, { headers: { cookie } })).json()) as { keys: Json[] };
+        const used = keys.keys.find((k) => k.name === 'test-admin');
+        assert.ok(typeof used?.lastUsedAt === 'number' && used.lastUsedAt >= before, JSON.stringify(used));
+      } finally {
+        await second.close();
+      }
+    } finally {
+      rmSync(stateDir, { recursive: true, force: true });
+    }
   });
 });

@@ -210,6 +210,17 @@ describe('console sessions and CSRF', { timeout: 120000 }, () => {
       assert.equal(end.status, 403);
       assert.equal(end.body.error.code, 'forbidden');
     }
+    // An operator endpoint of the console API: a viewer is refused, an operator passes the guard.
+    const viewer = new ConsoleClient(r.port);
+    await viewer.login('vera');
+    const disconnect = await viewer.post('/api/users/someone/disconnect', {});
+    assert.equal(disconnect.status, 403);
+    assert.equal(disconnect.body.error.code, 'forbidden');
+    const operator = new ConsoleClient(r.port);
+    await operator.login('oscar');
+    const allowed = await operator.post('/api/users/someone/disconnect', {});
+    assert.notEqual(allowed.status, 403, allowed.text);
+    assert.notEqual(allowed.status, 401, allowed.text);
     const owner = new ConsoleClient(r.port);
     await owner.login('olive');
     const list = await owner.get('/api/admins');
@@ -289,6 +300,27 @@ describe('console sessions and CSRF', { timeout: 120000 }, () => {
     const path = await owner.post("/api/admins/vera'%20OR%20'1'='1/end-sessions");
     assert.equal(path.status, 400);
     assert.equal(path.body.error.code, 'invalid_input');
+  });
+
+  test('a password hashed with older parameters is rehashed with the current ones at sign-in', async () => {
+    const file = openSqliteStore({ stateDir: r.stateDir, claim: false });
+    try {
+      const store = new SqliteAdminStore(file.db);
+      const hash = await new PasswordHasher({ params: { memory: 64, passes: 1, parallelism: 1 } }).hash(PASSWORD);
+      await store.createAdmin({ name: 'olden', role: 'viewer', passwordHash: hash, now: Date.now() });
+    } finally {
+      file.close();
+    }
+    const c = new ConsoleClient(r.port);
+    assert.equal((await c.login('olden')).status, 200);
+    const after = openSqliteStore({ stateDir: r.stateDir, claim: false });
+    try {
+      const admin = await new SqliteAdminStore(after.db).getAdmin('olden');
+      assert.match(admin!.passwordHash, /^\$argon2id\$v=19\$m=19456,t=2,p=1\$/);
+    } finally {
+      after.close();
+    }
+    assert.equal((await new ConsoleClient(r.port).login('olden')).status, 200);
   });
 
   test('metrics, health and OpenAPI still refuse any Origin, even the console\'s own', async () => {
