@@ -5,7 +5,12 @@
  *
  *   node bench/connect-storm.ts [--transports=ws,sse] [--clients=10000]
  *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan]
- *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...] [--json=FILE]
+ *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...]
+ *     [--engine=sqlite|memory] [--json=FILE]
+ *
+ * Herald runs the benchmarks' production config (bench/lib.ts) on
+ * `--engine` (default sqlite, the product's default, its state file in the
+ * server's temporary directory).
  *
  * Per transport, round and target (alternating order): start the server
  * pinned to `--server-cpu`; for Herald publish 5 messages to `bench:fanout`
@@ -27,7 +32,7 @@
 import { writeFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { encodePositions } from '@herald/protocol';
-import { CHANNEL, nowUs } from './lib.ts';
+import { CHANNEL, heraldBenchConfig, nowUs } from './lib.ts';
 import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { HttpConnection, openSse, openWebSocket } from './raw-clients.ts';
 import { cpuSecondsOf, pinSelf, sleep, startServerProcess } from './server-process.ts';
@@ -45,6 +50,7 @@ const { values } = parseArgs({
     'server-cpu': { type: 'string', default: '0' },
     'client-cpu': { type: 'string', default: '1' },
     'server-node-args': { type: 'string', default: '' },
+    engine: { type: 'string', default: 'sqlite' },
     json: { type: 'string' },
   },
   strict: true,
@@ -150,7 +156,9 @@ async function storm(transport: Transport, flavor: Flavor, round: number): Promi
     stop = () => nchan.stop();
   } else {
     const kind = flavor === 'herald' ? 'herald' : transport === 'ws' ? 'raw-ws' : 'raw-sse';
-    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: flavor === 'herald' ? serverNodeArgs : [] });
+    const config =
+      values.engine === 'sqlite' ? { ...heraldBenchConfig(), engine: { type: 'sqlite' }, stateDir: 'state' } : { ...heraldBenchConfig(), engine: { type: values.engine } };
+    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: flavor === 'herald' ? serverNodeArgs : [], config });
     port = server.port;
     pid = server.pid;
     stop = () => server.stop();
@@ -200,7 +208,7 @@ async function storm(transport: Transport, flavor: Flavor, round: number): Promi
   }
 }
 
-process.stderr.write(`connect storm: ${clients} clients, ${inFlight} in flight, ${rounds} round(s); node ${process.version}\n`);
+process.stderr.write(`connect storm: ${clients} clients, ${inFlight} in flight, ${rounds} round(s), Herald on the ${values.engine} engine; node ${process.version}\n`);
 const results: Result[] = [];
 for (const transport of transports) {
   for (let round = 0; round < rounds; round++) {

@@ -29,6 +29,8 @@ import { KeyUsage } from '../console/key-usage.ts';
 import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-store.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
+import { diagnostics } from '../observability/diagnostics.ts';
+import { createWebhooks, resolveEndpoints, type Webhooks } from '../webhooks/webhooks.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -149,6 +151,27 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     await engine.close().catch(() => undefined);
     throw error;
   }
+  let webhooks: Webhooks | undefined;
+  if (config.webhooks.endpoints.length > 0) {
+    const problems: string[] = [];
+    // The composition root reads the environment: endpoint secrets may live there (secretEnv).
+    const endpoints = resolveEndpoints(config, process.env, problems);
+    if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine yet (sqlite or memory engine, one process)`);
+    if (problems.length > 0) {
+      await sharedLimits?.close();
+      await engine.close().catch(() => undefined);
+      throw new ConfigError(problems);
+    }
+    webhooks = createWebhooks({
+      config,
+      endpoints,
+      outbox: engine.webhookOutbox!,
+      logger,
+      userAgent: `Herald/${version}`,
+      onOutcome: (endpoint, outcome, count) => diagnostics.webhook.publish({ node: engine.nodeId, endpoint, outcome, count }),
+    });
+    logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : 'state file' }, 'webhooks on');
+  }
   const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
   const w = config.watchdog;
   const watchdog = new Watchdog({
@@ -196,8 +219,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     liveStats: () => ({ worker: options.worker, host, ...(exporter.totals?.() ?? NO_TOTALS) }),
     logger,
     version,
+    ...(webhooks === undefined ? {} : { events: webhooks.nodeEvents }),
   });
-  const metrics = createMetrics(node, watchdog);
+  const metrics = createMetrics(node, watchdog, webhooks?.dispatcher);
   exporter.totals = metrics.totals;
   probe?.start();
   const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
@@ -246,6 +270,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
+    webhooks?.close();
     await sharedLimits?.close();
     await engine.close().catch(() => undefined);
     metrics.close();
@@ -304,6 +329,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       await keyUsage.close();
       await auditLog.flush();
       await node.close();
+      // Events of the drain (disconnects, vacated) are in the outbox; what is not sent now is sent after the next start.
+      webhooks?.close();
       await sharedLimits?.close();
       await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));
       // Let final answers (disconnect frames) finish, then cut what is left.

@@ -16,6 +16,7 @@ import type { KeySource } from '../auth/api-keys.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 import { redactUrl } from '../observability/redact.ts';
 import { MemoryAdminStore, type AdminStore } from '../console/admin-store.ts';
+import { MemoryOutbox, type WebhookOutbox } from '../webhooks/outbox.ts';
 
 export type EngineHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
@@ -44,6 +45,12 @@ export interface Engine {
   readonly sessionRouter?: SessionRouter | undefined;
   /** The redis engine's command connection: where `limits.scope: "cluster"` counts (app/shared-limits.ts). */
   readonly redis?: import('ioredis').Redis | import('ioredis').Cluster | undefined;
+  /**
+   * The webhook outbox (webhooks/outbox.ts): the state file on sqlite,
+   * memory on memory. Absent: webhooks are not available on this engine
+   * in this process.
+   */
+  readonly webhookOutbox?: WebhookOutbox | undefined;
   /** Closes what the engine opened (after the Node has closed its parts). */
   close(): Promise<void>;
 }
@@ -58,6 +65,7 @@ export function createMemoryEngine(config: Config): Engine {
     control: new LocalControlBus(nodeId),
     revocations: new MemoryRevocationList({ retentionMs: config.auth.revocationRetentionMs }),
     adminStore: new MemoryAdminStore(),
+    webhookOutbox: new MemoryOutbox(),
     health: () => ({ status: 'ok' }),
     close: async () => {},
   };
@@ -81,6 +89,7 @@ export async function createSqliteEngine(
   const { SqliteRevocationList } = await import('../auth/revocation.ts');
   const { describeKeyImport, importKeyFile, watchKeyTable } = await import('../store/api-key-table.ts');
   const { SqliteAdminStore } = await import('../console/sqlite-admin-store.ts');
+  const { SqliteOutbox } = await import('../webhooks/sqlite-outbox.ts');
   const store = openSqliteStore({ stateDir: config.stateDir, synchronous: config.engine.sqliteSynchronous, busyTimeoutMs: config.engine.sqliteBusyTimeoutMs });
   let apiKeys: KeySource;
   try {
@@ -106,6 +115,7 @@ export async function createSqliteEngine(
     health: () => broker.health(),
     apiKeys,
     adminStore: new SqliteAdminStore(store.db),
+    webhookOutbox: new SqliteOutbox(store.db),
     async close() {
       await broker.close();
       store.close();

@@ -27,6 +27,10 @@
  *   reports `degraded` with the reason until a commit succeeds again. The
  *   process keeps running.
  * - Publications without history (size 0) are not stored: delivered at once.
+ * - Recent `since` reads are answered from a bounded cache (a reconnect
+ *   storm reads the same page thousands of times): an entry is used only
+ *   while its stream object, committed top, size, TTL window and oldest
+ *   row's liveness are unchanged, so it answers exactly what the file would.
  * - Idempotency keys (broker.ts Idempotency) are stored in the same
  *   transaction as their publication, so a retry after a restart is still
  *   recognised; a duplicate arriving while the first is uncommitted gets the
@@ -92,6 +96,22 @@ const VACUUM_PAGES_PER_SWEEP = 1024;
 /** Rows one sweep transaction deletes at most (a few milliseconds of work). */
 const SWEEP_BATCH = 2000;
 
+/** Pages the `since` cache keeps at most, and the bytes of publication data in them. */
+const SINCE_CACHE_ENTRIES = 256;
+const SINCE_CACHE_BYTES = 4 * 1024 * 1024;
+
+/** A `since` read, valid while its stream is the same object at the same committed top and nothing in it expired. */
+interface CachedPage {
+  readonly stream: Stream;
+  readonly committed: number;
+  /** The cutoff it was read with: a later read may use it only with a cutoff at least as late. */
+  readonly cutoff: number;
+  /** The oldest acceptance time among its publications (Infinity when none): past it the page is stale. */
+  readonly oldest: number;
+  readonly bytes: number;
+  readonly publications: readonly StoredPublication[];
+}
+
 const noHistoryPosition: StreamPosition = Object.freeze({ epoch: '', offset: 0 });
 
 interface PublicationRow {
@@ -119,6 +139,9 @@ export class SqliteBroker implements Broker {
   #stale = new Set<string>();
   /** Idempotent publishes not yet committed, by idempotencyId. */
   readonly #inflight = new Map<string, Promise<StreamPosition>>();
+  /** Recent `since` pages by channel, offset, limit, size and TTL (SINCE_CACHE_*), oldest first. */
+  readonly #sinceCache = new Map<string, CachedPage>();
+  #sinceCacheBytes = 0;
   #flushScheduled = false;
   /** Whether rows a crash left behind have been rebuilt from the publications (the first sweep does it). */
   #repaired = false;
@@ -301,7 +324,19 @@ export class SqliteBroker implements Broker {
     try {
       if (query.since !== undefined) {
         if (query.since.epoch !== stream.epoch) return { position, publications: [] };
+        // Numbers first, the channel last: unambiguous whatever the channel holds.
+        const key = `${query.since.offset}:${limit}:${options.size}:${options.ttlMs}:${channel}`;
+        const cached = this.#sinceCache.get(key);
+        if (cached !== undefined) {
+          if (cached.stream === stream && cached.committed === stream.committed && cutoff >= cached.cutoff && cached.oldest > cutoff) {
+            return { position, publications: cached.publications };
+          }
+          this.#forget(key, cached);
+        }
         rows = this.#sql.since.all(channel, query.since.offset, cutoff, limit) as unknown as PublicationRow[];
+        const publications = this.#committedRows(rows, stream, options.size);
+        this.#remember(key, { stream, committed: stream.committed, cutoff, publications });
+        return { position, publications };
       } else if (query.reverse === true) {
         rows = this.#sql.newest.all(channel, cutoff, limit) as unknown as PublicationRow[];
       } else {
@@ -310,14 +345,40 @@ export class SqliteBroker implements Broker {
     } catch (error) {
       throw this.#unavailable(error);
     }
-    // Only committed publications, within the size window of the committed top.
-    const floor = stream.committed - options.size;
+    return { position, publications: this.#committedRows(rows, stream, options.size) };
+  }
+
+  /** Only committed publications, within the size window of the committed top. */
+  #committedRows(rows: readonly PublicationRow[], stream: Stream, size: number): StoredPublication[] {
+    const floor = stream.committed - size;
     const publications: StoredPublication[] = [];
     for (const row of rows) {
       if (row.offset > stream.committed || row.offset <= floor) continue;
       publications.push(toPublication(row, stream.epoch));
     }
-    return { position, publications };
+    return publications;
+  }
+
+  #remember(key: string, page: Omit<CachedPage, 'oldest' | 'bytes'>): void {
+    let bytes = 0;
+    let oldest = Infinity;
+    for (const pub of page.publications) {
+      bytes += pub.data.length;
+      if (pub.time < oldest) oldest = pub.time;
+    }
+    if (bytes > SINCE_CACHE_BYTES / 16) return;
+    Object.freeze(page.publications);
+    this.#sinceCache.set(key, { ...page, oldest, bytes });
+    this.#sinceCacheBytes += bytes;
+    for (const [first, entry] of this.#sinceCache) {
+      if (this.#sinceCache.size <= SINCE_CACHE_ENTRIES && this.#sinceCacheBytes <= SINCE_CACHE_BYTES) break;
+      this.#forget(first, entry);
+    }
+  }
+
+  #forget(key: string, entry: CachedPage): void {
+    this.#sinceCache.delete(key);
+    this.#sinceCacheBytes -= entry.bytes;
   }
 
   async close(): Promise<void> {

@@ -7,6 +7,7 @@
  * The CLI is the only place besides the composition root that reads process.env.
  */
 import { availableParallelism, userInfo } from 'node:os';
+import type { AuditInput } from '../console/admin-store.ts';
 import { parseArgs } from 'node:util';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { ConfigError, deepFreeze, readConfigFile, validateConfig, type ConfigOverrides, type ValidatedConfig } from '../config/load.ts';
@@ -555,7 +556,7 @@ function auditFailed(error: unknown): void {
 }
 
 /** `herald keys create|list|revoke`: the keys of the state directory (packages/server/src/cli/key-backend.ts). */
-function keys(action: 'create' | 'list' | 'revoke', values: Values): void {
+async function keys(action: 'create' | 'list' | 'revoke', values: Values): Promise<void> {
   // The config gives the state directory, the engine and the names of the keys it holds; --state-dir alone needs no config.
   const stateDirFlag = values['state-dir'] as string | undefined;
   const configFlag = values['config'] as string | undefined;
@@ -563,16 +564,40 @@ function keys(action: 'create' | 'list' | 'revoke', values: Values): void {
   const stateDir = stateDirFlag ?? config?.stateDir ?? '.herald';
   const backend = openKeyBackend(keyBackendKind(config, stateDir), stateDir, (line) => process.stderr.write(line + '\n'));
   let outcome: { exit: string } | undefined;
+  const audits: AuditInput[] = [];
   try {
-    outcome = keysWith(backend, action, values, config, stateDir);
+    outcome = keysWith(backend, action, values, config, stateDir, audits);
+    // The state file keeps the audit log beside the keys.
+    for (const entry of audits) await backend.audit(entry).catch(auditFailed);
   } finally {
     backend.close();
   }
   if (outcome !== undefined) fail(outcome.exit);
+  // The redis engine keeps its audit log in Redis (the memory engine's is inside the server: not reachable).
+  if (audits.length > 0 && backend.kind === 'json' && config?.engine.type === 'redis') {
+    try {
+      const { openAdminStore } = await import('./admin-command.ts');
+      const opened = await openAdminStore(config);
+      try {
+        for (const entry of audits) await opened.store.appendAudit(entry, Date.now());
+      } finally {
+        await opened.close();
+      }
+    } catch (error) {
+      auditFailed(error);
+    }
+  }
 }
 
 /** The work of `herald keys`; a refusal is returned (the backend must be closed before exiting). */
-function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', values: Values, config: Config | undefined, stateDir: string): { exit: string } | undefined {
+function keysWith(
+  backend: KeyBackend,
+  action: 'create' | 'list' | 'revoke',
+  values: Values,
+  config: Config | undefined,
+  stateDir: string,
+  audits: AuditInput[],
+): { exit: string } | undefined {
   const configKeys = config?.api.keys ?? [];
   const dev = config === undefined || config.mode === 'development' ? readDevSecrets(stateDir) : undefined;
   const now = Date.now();
@@ -590,7 +615,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
         return { keys: 'error' in outcome ? null : outcome.keys, result: outcome };
       });
       if ('error' in created) return { exit: `herald keys create: ${created.error}` };
-      backend.audit({ actor: cliActor(), action: 'cli.key.create', target: name, address: 'local', outcome: 'ok', detail: { via: 'cli', scopes, prefix: created.entry.prefix } }).catch(auditFailed);
+      audits.push({ actor: cliActor(), action: 'cli.key.create', target: name, address: 'local', outcome: 'ok', detail: { via: 'cli', scopes, prefix: created.entry.prefix } });
       process.stdout.write(created.key + '\n');
       process.stderr.write(
         `Created API key "${name}" (scopes ${scopes.join(',')}${created.entry.notAfter === undefined ? '' : `, refused after ${created.entry.notAfter}`}).\n` +
@@ -642,7 +667,7 @@ function keysWith(backend: KeyBackend, action: 'create' | 'list' | 'revoke', val
       });
       if ('error' in outcome) return { exit: `herald keys revoke: ${outcome.error}` };
       const revoked = outcome.entry;
-      backend.audit({ actor: cliActor(), action: 'cli.key.revoke', target: name, address: 'local', outcome: 'ok', detail: { via: 'cli', notAfter: revoked.notAfter } }).catch(auditFailed);
+      audits.push({ actor: cliActor(), action: 'cli.key.revoke', target: name, address: 'local', outcome: 'ok', detail: { via: 'cli', notAfter: revoked.notAfter } });
       process.stderr.write(
         Date.parse(revoked.notAfter!) <= now
           ? `Revoked API key "${name}": refused from now on (running servers within a second).\n`

@@ -496,6 +496,77 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {}, title: 'Watchdog (event loop and memory)' },
     ),
+    webhooks: Type.Object(
+      {
+        endpoints: Type.Array(
+          Type.Object(
+            {
+              name: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: 'Label of the endpoint: outbox rows, metrics, logs and `herald webhooks` name it.' }),
+              url: Type.String({
+                pattern: '^https?://[^\\s@/]+(/\\S*)?$',
+                maxLength: 2048,
+                description: 'Where the batches are POSTed: http or https, no user name or password in the URL. Only this config names targets; redirects are never followed.',
+              }),
+              events: Type.Array(
+                Type.Union(
+                  ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed', 'client_connected', 'client_disconnected', 'publication'].map((name) => Type.Literal(name)),
+                ),
+                {
+                  minItems: 1,
+                  uniqueItems: true,
+                  default: ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed', 'client_connected', 'client_disconnected'],
+                  description: 'Events sent to this endpoint. `publication` also needs the namespace in webhooks.publicationNamespaces.',
+                },
+              ),
+              namespaces: Type.Optional(
+                Type.Array(Type.String({ pattern: '^[a-z0-9_-]{0,64}$' }), {
+                  uniqueItems: true,
+                  description: 'Only channel events (occupied, vacated, members, publications) of these namespaces ("" is channels without one); unset: all.',
+                }),
+              ),
+              keys: Type.Array(
+                Type.Object(
+                  {
+                    id: Type.String({ pattern: '^[A-Za-z0-9_.-]{1,64}$', description: 'Key id, sent in the herald-webhook-key-id header and beside its signature.' }),
+                    secretFile: Type.Optional(Type.String({ description: `File holding the signing secret (at least ${MIN_SECRET_CHARS} characters).` })),
+                    secretEnv: Type.Optional(
+                      Type.String({ pattern: '^[A-Z_][A-Z0-9_]*$', description: `Name of the environment variable holding the signing secret (at least ${MIN_SECRET_CHARS} characters).` }),
+                    ),
+                  },
+                  { additionalProperties: false },
+                ),
+                {
+                  minItems: 1,
+                  maxItems: 2,
+                  description: 'Signing keys, newest first; two during a rotation: each request carries both signatures, the first key id in herald-webhook-key-id.',
+                },
+              ),
+            },
+            { additionalProperties: false },
+          ),
+          { default: [], maxItems: 16, description: 'Endpoints that receive webhook batches; none: no events are recorded.' },
+        ),
+        publicationNamespaces: Type.Array(Type.String({ pattern: '^[a-z0-9_-]{0,64}$' }), {
+          default: [],
+          uniqueItems: true,
+          description: 'Namespaces whose publications become `publication` events ("" is channels without one). Each publication is written to the outbox: keep it to low-rate namespaces.',
+        }),
+        batchWindowMs: Ms(100, 'Events of one endpoint gathered for this long into one POST.', 0),
+        batchMaxEvents: Type.Integer({ default: 100, minimum: 1, maximum: 1000, description: 'Most events in one POST.' }),
+        timeoutMs: Ms(5000, 'A POST not answered (status line) within this is a failed attempt (retried).'),
+        retryForMs: Ms(300000, 'Failed attempts (timeouts, connection errors, 408, 429, 5xx) are retried with exponential backoff and jitter for this long after the event, then kept as dead letters.'),
+        backoffMinMs: Ms(1000, 'First retry delay; doubled per attempt, with jitter; a Retry-After answer is honoured when longer.'),
+        backoffMaxMs: Ms(60000, 'Longest retry delay.'),
+        maxPending: Type.Integer({
+          default: 100000,
+          minimum: 1,
+          maximum: 100000000,
+          description: 'Most outbox entries pending delivery; beyond it new events are dropped and counted (herald_webhook_events_total{outcome="dropped"}).',
+        }),
+        pollIntervalMs: Ms(1000, 'How often the dispatcher looks at the outbox for rows it was not told of (after a restart, `herald webhooks replay`).'),
+      },
+      { additionalProperties: false, default: {}, title: 'Webhooks', description: 'Signed event batches to the application (docs/hooks.md, "Webhooks").' },
+    ),
     shutdown: Type.Object(
       {
         drainTimeoutMs: Ms(30000, 'Longest graceful drain on SIGTERM before exiting anyway.'),

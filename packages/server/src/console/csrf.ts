@@ -2,9 +2,11 @@
  * CSRF defence of the console, two checks on every state-changing request
  * (anything but GET and HEAD, which never change state):
  * 1. `Origin` must be the console's own origin (`admin.console.origin`, or
- *    the request's scheme and Host when Host names this machine's loopback
- *    or `admin.host`: a DNS-rebinding page cannot pass it, its Host is its
- *    own name). A request without `Origin` is refused too.
+ *    the request's scheme and Host; over plain HTTP only when Host names
+ *    this machine's loopback or `admin.host`: a DNS-rebinding page cannot
+ *    pass it, its Host is its own name; with TLS on the listener the
+ *    certificate check stops such a page). A request without `Origin` is
+ *    refused too.
  * 2. Header `x-csrf-token` must be a token of the session's CSRF secret
  *    (@fastify/csrf: salted HMAC tokens, compared in constant time). The
  *    secret is made with the session and dies with it, so a rotated
@@ -52,7 +54,9 @@ export function consoleOrigin(rule: OriginRule, headers: IncomingHttpHeaders): s
   if (host === undefined || host.length > 300) return undefined;
   const name = /^(\[[0-9a-fA-F:.]+\]|[^:[\]]+)(?::[0-9]{1,5})?$/.exec(host)?.[1];
   if (name === undefined) return undefined;
-  if (!isLoopbackHost(name) && name.replace(/^\[|\]$/g, '') !== rule.adminHost) return undefined;
+  // Over plain HTTP only this machine's names: a DNS-rebinding page brings its own Host. With TLS on the
+  // listener any name passes here: such a page fails the browser's certificate check first.
+  if (!rule.tls && !isLoopbackHost(name) && name.replace(/^\[|\]$/g, '') !== rule.adminHost) return undefined;
   return `${rule.tls ? 'https' : 'http'}://${host.toLowerCase()}`;
 }
 

@@ -827,7 +827,7 @@ export class Client {
     diagnostics.connectionClosed.publish({ node: this.node.id, transport: this.transport.kind, code, reason });
     const subs = this.subscriptionList();
     this.#subscriptions = undefined;
-    if (wasConnected) this.node.hub.removeClient(this);
+    if (wasConnected) this.node.hub.removeClient(this, code, reason);
     void Promise.all(
       subs.map(async (sub) => {
         diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });

@@ -9,6 +9,7 @@ import type { Broker, StoredPublication } from '../broker/broker.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { EncodedFrame } from './encoded-frame.ts';
 import type { Client, Subscription } from './client.ts';
+import type { NodeEvents } from './node-events.ts';
 
 /**
  * A channel with local subscribers, and where this node's broker
@@ -30,9 +31,13 @@ export class Hub {
   readonly #users = new Map<string, Set<Client>>();
   #clientCount = 0;
 
-  constructor(broker: Broker, nodeId: string) {
+  /** Told of connections and of channels gaining their first or losing their last local subscriber (webhooks). */
+  readonly #events: NodeEvents | undefined;
+
+  constructor(broker: Broker, nodeId: string, events?: NodeEvents) {
     this.#broker = broker;
     this.#nodeId = nodeId;
+    this.#events = events;
   }
 
   get clientCount(): number {
@@ -46,6 +51,7 @@ export class Hub {
   /** Called once per client when it connects (and removeClient once when a connected client closes). */
   addClient(client: Client): void {
     this.#clientCount++;
+    this.#events?.clientConnected(client.info, client.transport.kind);
     if (client.user === '') return;
     let set = this.#users.get(client.user);
     if (set === undefined) {
@@ -55,8 +61,9 @@ export class Hub {
     set.add(client);
   }
 
-  removeClient(client: Client): void {
+  removeClient(client: Client, code = 0, reason = ''): void {
     this.#clientCount--;
+    this.#events?.clientDisconnected(client.info, client.transport.kind, code, reason);
     if (client.user === '') return;
     const set = this.#users.get(client.user);
     if (set === undefined) return;
@@ -85,6 +92,7 @@ export class Hub {
     if (entry === undefined) {
       entry = { subs: new Set(), broker: undefined };
       this.#channels.set(channel, entry);
+      this.#events?.channelSubscribed(channel);
     }
     entry.subs.add(sub);
     if (entry.broker === 'subscribed') return;
@@ -109,6 +117,7 @@ export class Hub {
     if (entry === undefined || !entry.subs.delete(sub)) return;
     if (entry.subs.size === 0) {
       this.#channels.delete(sub.channel);
+      this.#events?.channelUnsubscribed(sub.channel);
       if (entry.broker !== undefined) await this.#broker.unsubscribe(sub.channel);
     }
   }

@@ -20,6 +20,7 @@ import { ChannelRules, type ResolvedChannel } from './channel-rules.ts';
 import { Client, CommandError } from './client.ts';
 import { Hub } from './hub.ts';
 import type { Transport } from './transport.ts';
+import type { NodeEvents } from './node-events.ts';
 import { WriteScheduler } from './write-scheduler.ts';
 
 export interface NodeOptions {
@@ -42,6 +43,8 @@ export interface NodeOptions {
   readonly processStats?: () => NodeProcessStats;
   /** Live counts for the console's overview, carried in snapshots. */
   readonly liveStats?: () => NodeLiveStats;
+  /** Told of connections, channel subscriptions, presence and publications (webhooks). */
+  readonly events?: NodeEvents;
 }
 
 /** Most connections one node lists for one user (console), and most channels listed per connection. */
@@ -80,6 +83,7 @@ export class Node {
   readonly #queries = new Map<string, (from: string, connections: readonly ConnectionDetail[]) => void>();
   readonly #controlListeners: ((command: ControlCommand, from: string) => void)[] = [];
   readonly #all = new Set<Client>();
+  readonly #events: NodeEvents | undefined;
   /** Closed connections whose transport still hands out its final frames (Transport.settled). */
   readonly #settling = new Set<Promise<void>>();
   readonly #pingTimer: NodeJS.Timeout;
@@ -108,7 +112,8 @@ export class Node {
     this.now = options.now ?? Date.now;
     this.startedAt = this.now();
     this.tokenExpiryGraceMs = options.config.auth.expiryGraceMs;
-    this.hub = new Hub(options.broker, this.id);
+    this.#events = options.events;
+    this.hub = new Hub(options.broker, this.id, options.events);
     options.broker.setEventHandler({
       onPublication: (channel, publication) => this.hub.deliverPublication(channel, publication),
       onJoin: (channel, info) => this.hub.deliverJoinLeave('join', channel, info),
@@ -202,12 +207,22 @@ export class Node {
   }
 
   async joinPresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {
-    if (options.presence) await this.#presence.add(channel, client.info);
+    if (options.presence) {
+      await this.#presence.add(channel, client.info);
+      this.#events?.presenceJoined(channel, client.info);
+    }
     if (options.joinLeave) await this.#broker.publishJoin(channel, client.info);
   }
 
   async leavePresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {
-    if (options.presence) await this.#presence.remove(channel, client.id);
+    if (options.presence) {
+      try {
+        await this.#presence.remove(channel, client.id);
+      } finally {
+        // The connection has left whether or not the store answered.
+        this.#events?.presenceLeft(channel, client.info);
+      }
+    }
     if (options.joinLeave) await this.#broker.publishLeave(channel, client.info);
   }
 
@@ -242,6 +257,7 @@ export class Node {
     }
     // Not an async function: one promise per publish on the hot path, not three.
     return accepted.then((position) => {
+      this.#events?.published(resolved.channel, dataJson, info);
       if (diagnostics.published.hasSubscribers) diagnostics.published.publish({ node: this.id, channel: resolved.channel, source });
       return position;
     });

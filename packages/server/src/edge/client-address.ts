@@ -38,5 +38,8 @@ export function createClientAddress(trustedProxies: readonly string[]): ClientAd
  * rate limit (@fastify/rate-limit).
  */
 export function limitKey(ip: string): string {
-  return ip === '' ? 'unknown' : normalizeIP(ip);
+  if (ip === '') return 'unknown';
+  // Not IPv6 (every IPv6 form has a colon): normalizeIP lower-cases it, without its IPv6 pattern (a large regex, per connection).
+  if (!ip.includes(':')) return ip.toLowerCase();
+  return normalizeIP(ip);
 }

@@ -44,6 +44,13 @@ export interface CommandErrorEvent extends NodeEvent {
   readonly code: number;
 }
 
+export interface WebhookOutcomeEvent extends NodeEvent {
+  readonly endpoint: string;
+  /** delivered (2xx), retried (a failed attempt), dead (a dead letter), dropped (outbox full or not writable). */
+  readonly outcome: 'delivered' | 'retried' | 'dead' | 'dropped';
+  readonly count: number;
+}
+
 export const diagnostics = {
   connectionOpened: channel('herald:connection:opened'),
   connectionClosed: channel('herald:connection:closed'),
@@ -53,4 +60,5 @@ export const diagnostics = {
   delivered: channel('herald:publication:delivered'),
   conflated: channel('herald:publication:conflated'),
   commandError: channel('herald:command:error'),
+  webhook: channel('herald:webhook:outcome'),
 } as const;

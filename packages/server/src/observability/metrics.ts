@@ -17,6 +17,7 @@ import {
   type NodeEvent,
   type PublicationEvent,
   type SubscriptionEvent,
+  type WebhookOutcomeEvent,
 } from './diagnostics.ts';
 
 export interface MetricsSource {
@@ -44,7 +45,12 @@ export interface MetricsExporter {
   close(): void;
 }
 
-export function createMetrics(source: MetricsSource, watchdog?: Watchdog): MetricsExporter {
+/** The webhook outbox's sizes, read at each scrape. */
+export interface WebhookCounts {
+  counts(): { readonly pending: number; readonly dead: number };
+}
+
+export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhooks?: WebhookCounts): MetricsExporter {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'herald_' });
   if (watchdog !== undefined) watchdogMetrics(registry, watchdog);
@@ -128,6 +134,32 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog): Metri
   });
   on<ConflatedEvent>(diagnostics.conflated, (event) => conflated.inc(event.count));
   on<CommandErrorEvent>(diagnostics.commandError, (event) => commandErrors.inc({ code: String(event.code) }));
+  if (webhooks !== undefined) {
+    const outcomes = new Counter({
+      name: 'herald_webhook_events_total',
+      help: 'Webhook events by endpoint and outcome: delivered, retried (per failed attempt), dead (kept as dead letters), dropped (outbox full).',
+      labelNames: ['endpoint', 'outcome'],
+      registers: [registry],
+    });
+    on<WebhookOutcomeEvent>(diagnostics.webhook, (event) => outcomes.inc({ endpoint: event.endpoint, outcome: event.outcome }, event.count));
+    new Gauge({
+      name: 'herald_webhook_outbox',
+      help: 'Webhook outbox entries: pending delivery, and dead letters (herald webhooks list-dead, replay).',
+      labelNames: ['state'],
+      // Cluster /metrics: the primary owns the outbox; every worker reports 0.
+      aggregator: 'max',
+      registers: [registry],
+      collect() {
+        try {
+          const counts = webhooks.counts();
+          this.set({ state: 'pending' }, counts.pending);
+          this.set({ state: 'dead' }, counts.dead);
+        } catch {
+          // The outbox is not readable right now: the last values stay.
+        }
+      },
+    });
+  }
 
   return {
     registry,

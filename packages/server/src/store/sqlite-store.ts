@@ -122,6 +122,19 @@ export const MIGRATIONS: readonly string[] = [
   `ALTER TABLE api_keys ADD COLUMN prefix TEXT;`,
   // 8: the last use of each API key, written at most once a minute per process (console/key-usage.ts).
   `CREATE TABLE api_key_usage (name TEXT PRIMARY KEY, last_used_at INTEGER NOT NULL) WITHOUT ROWID;`,
+  // 9: the webhook outbox (webhooks/sqlite-outbox.ts): one row per event and endpoint, pending or dead.
+  `CREATE TABLE webhook_outbox (
+     seq INTEGER PRIMARY KEY AUTOINCREMENT,
+     endpoint TEXT NOT NULL,
+     event_id TEXT NOT NULL,
+     event TEXT NOT NULL,
+     attempts INTEGER NOT NULL,
+     next_at INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     dead_at INTEGER,
+     reason TEXT
+   );
+   CREATE INDEX webhook_outbox_pending ON webhook_outbox (endpoint, dead_at, seq);`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */

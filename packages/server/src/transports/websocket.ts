@@ -54,9 +54,20 @@ export class WebSocketTransport implements Transport {
     if (!this.#closed && this.#socket.readyState === OPEN) this.#raw.write(batch.wsFrame);
   }
 
-  /** A reply: one frame, framed here and written in one piece (ws.send writes a header and a payload). */
+  /**
+   * A reply: one frame, framed here and written in one piece (ws.send
+   * writes a header and a payload). The socket stays corked until the end
+   * of this turn, so what the command writes right after its reply (a
+   * subscribe's recovered publications) leaves in the same system call.
+   */
   reply(text: string): void {
-    if (this.#socket.readyState === OPEN) this.#raw.write(encodeServerTextFrame(Buffer.from(text, 'utf8')));
+    if (this.#socket.readyState !== OPEN) return;
+    const raw = this.#raw;
+    if (raw.writableCorked === 0) {
+      raw.cork();
+      process.nextTick(uncork, raw);
+    }
+    raw.write(encodeServerTextFrame(Buffer.from(text, 'utf8')));
   }
 
   heartbeat(ping: EncodedFrame): void {
@@ -117,6 +128,10 @@ export interface WebSocketEndpoint {
   settle(timeoutMs: number): Promise<boolean>;
   /** Cuts every socket still open. */
   terminateAll(): void;
+}
+
+function uncork(socket: Duplex): void {
+  socket.uncork();
 }
 
 /** Destroys the socket that emitted the error (`this`). */

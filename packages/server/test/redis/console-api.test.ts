@@ -13,6 +13,12 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { request as httpRequest } from 'node:http';
 import { Redis } from 'ioredis';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { HERALD_MAIN } from '../helpers/herald-process.ts';
+import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
 import { startHerald } from '../helpers/herald.ts';
 import { closeAllClients, connectWs, eventually, type Json } from '../helpers/herald-ws.ts';
 import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
@@ -30,6 +36,7 @@ test('console API on two redis nodes: connections, overview, disconnect and audi
   const b = await startHerald({ engine });
   const redis = new Redis(REDIS_URL, { lazyConnect: true });
   await redis.connect();
+  const dirs: string[] = [];
   try {
     await new RedisAdminStore(redis, prefix).createAdmin({ name: 'ops', role: 'owner', passwordHash: await new PasswordHasher().hash(PASSWORD), now: Date.now() });
     const admin = `http://127.0.0.1:${a.server.adminPort}`;
@@ -87,7 +94,24 @@ test('console API on two redis nodes: connections, overview, disconnect and audi
       return (body.entries as Json[]).find((e) => e.target === user);
     }, 'the API change in the audit log');
     assert.equal(entry.actor, 'api-key:test-admin');
+
+    // `herald keys` on the redis engine: its change is in the audit log in Redis too.
+    const dir = mkdtempSync(join(tmpdir(), 'herald-console-cli-'));
+    dirs.push(dir);
+    const configFile = join(dir, 'herald.json');
+    writeFileSync(configFile, JSON.stringify({ mode: 'production', stateDir: join(dir, 'state'), engine }));
+    await new Promise<void>((resolve, reject) => {
+      execFile(process.execPath, [...SOURCE_NODE_ARGS, HERALD_MAIN, 'keys', 'create', '--name', 'redis-cli-key', '--scopes', 'read', '--config', configFile], { timeout: 30000, env: { PATH: process.env['PATH'] ?? '' } }, (error, _stdout, stderr) =>
+        error === null ? resolve() : reject(new Error(`${error.message}: ${stderr}`)),
+      );
+    });
+    const cli = await eventually(async () => {
+      const body = await get('/audit?action=cli.key.create');
+      return (body.entries as Json[]).find((e) => e.target === 'redis-cli-key');
+    }, 'the CLI change in the audit log');
+    assert.match(cli.actor, /^cli/);
   } finally {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
     closeAllClients();
     const keys = await redis.keys(`${prefix}*`);
     if (keys.length > 0) await redis.del(...keys);

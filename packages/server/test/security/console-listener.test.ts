@@ -191,6 +191,9 @@ describe('TLS on the internal listener (admin.tls)', { skip: files === undefined
     // The http scheme is not this console's origin.
     const wrongScheme = await https(port, '/console/api/login', ca, { method: 'POST', headers: { origin: `http://localhost:${port}`, host: `localhost:${port}` }, body: { name: 'tess', password: PASSWORD } });
     assert.equal(wrongScheme.status, 403);
+    // With TLS on the listener, any Host name is the console's origin (a rebinding page fails the certificate check).
+    const named = await https(port, '/console/api/login', ca, { method: 'POST', headers: { origin: `https://herald-admin.internal:${port}`, host: `herald-admin.internal:${port}` }, body: { name: 'tess', password: PASSWORD } });
+    assert.equal(named.status, 200);
     await assert.rejects(call(port, '/health'));
   });
 });

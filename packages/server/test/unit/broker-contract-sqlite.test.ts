@@ -319,3 +319,44 @@ describe('sqlite broker: the sweep', () => {
     e.store.close();
   });
 });
+
+describe('sqlite broker: repeated since reads (the page cache)', () => {
+  const offsets = (list: readonly StoredPublication[]) => list.map((p) => p.offset);
+
+  it('answers what the file holds after publishes, trimming, expiry and a reopen', async () => {
+    const dir = stateDir();
+    const clock = new Clock();
+    let e = open(dir, clock);
+    const opts = stream(3, 10_000);
+    let top = { epoch: '', offset: 0 };
+    for (let i = 1; i <= 2; i++) top = await e.broker.publish('ch', `{"i":${i}}`, { stream: opts });
+    const since = { epoch: top.epoch, offset: 1 };
+    for (let i = 0; i < 3; i++) assert.deepEqual(offsets((await e.broker.history('ch', { since, limit: 10 }, opts)).publications), [2]);
+    // A new publication changes the committed top: the next read sees it.
+    clock.now += 4_000;
+    await e.broker.publish('ch', '{"i":3}', { stream: opts });
+    assert.deepEqual(offsets((await e.broker.history('ch', { since, limit: 10 }, opts)).publications), [2, 3]);
+    assert.deepEqual(offsets((await e.broker.history('ch', { since, limit: 1 }, opts)).publications), [2]);
+    // Publication 2 expires (10 s TTL) with nothing else changed.
+    clock.now += 6_001;
+    assert.deepEqual(offsets((await e.broker.history('ch', { since, limit: 10 }, opts)).publications), [3]);
+    // Size 3: two more publications trim 2 and 3 off the window.
+    await e.broker.publish('ch', '{"i":4}', { stream: opts });
+    await e.broker.publish('ch', '{"i":5}', { stream: opts });
+    const page = await e.broker.history('ch', { since, limit: 10 }, opts);
+    assert.deepEqual(offsets(page.publications), [3, 4, 5]);
+    assert.equal(page.position.offset, 5);
+    // A smaller size window is another page.
+    assert.deepEqual(offsets((await e.broker.history('ch', { since: { epoch: top.epoch, offset: 4 }, limit: 10 }, stream(1, 10_000))).publications), [5]);
+    e = await reopen(dir, clock, e);
+    assert.deepEqual(offsets((await e.broker.history('ch', { since, limit: 10 }, opts)).publications), [3, 4, 5]);
+    // The stream's history fully expires and the sweep deletes it: a new epoch, nothing to recover.
+    clock.now += 60_000;
+    e.broker.sweep();
+    const after = await e.broker.history('ch', { since, limit: 10 }, opts);
+    assert.deepEqual(after.publications, []);
+    assert.notEqual(after.position.epoch, top.epoch);
+    await e.broker.close();
+    e.store.close();
+  });
+});

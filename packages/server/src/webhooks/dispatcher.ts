@@ -1,0 +1,265 @@
+/**
+ * Webhook delivery: takes events, writes them to the outbox (one entry per
+ * matching endpoint) and POSTs them in signed batches.
+ *
+ * Guarantees:
+ * - An event is in the outbox before any attempt to send it; it leaves the
+ *   outbox only when its endpoint answered 2xx (delivered) or it became a
+ *   dead letter. Delivery is at least once: a batch whose answer was lost is
+ *   sent again, with the same event ids.
+ * - Per endpoint one batch is in flight at a time and batches go in outbox
+ *   order; while the oldest entries wait for a retry, newer ones wait behind
+ *   them: events of a channel arrive in the order they happened.
+ * - Retried (exponential backoff with jitter, `Retry-After` honoured when
+ *   longer) on timeouts, connection errors, 408, 429 and 5xx, for
+ *   `retryForMs` after the event; then, and at once on any other answer
+ *   (a redirect is never followed), kept as dead letters.
+ * - Bounded: at most `batchMaxEvents` entries per endpoint in memory, one
+ *   request per endpoint, response bodies never read; at most `maxPending`
+ *   entries pending, beyond which new events are dropped and counted. A
+ *   slow or dead receiver costs nothing on the message path.
+ */
+import { randomUUID } from 'node:crypto';
+import type { Logger } from '../core/logger.ts';
+import { namespaceOf, type WebhookEvent, type WebhookEventName } from './events.ts';
+import type { NewEntry, OutboxEntry, WebhookOutbox } from './outbox.ts';
+import { BATCH_ID_HEADER, KEY_ID_HEADER, SIGNATURE_HEADER, signatureHeader, type SigningKey } from './signing.ts';
+
+export interface WebhookEndpoint {
+  readonly name: string;
+  readonly url: string;
+  readonly events: ReadonlySet<WebhookEventName>;
+  /** Channel events only of these namespaces; undefined: all. */
+  readonly namespaces?: ReadonlySet<string> | undefined;
+  /** Newest first; one or two. */
+  readonly keys: readonly SigningKey[];
+}
+
+export type WebhookOutcome = 'delivered' | 'retried' | 'dead' | 'dropped';
+
+export interface DispatcherOptions {
+  readonly outbox: WebhookOutbox;
+  readonly endpoints: readonly WebhookEndpoint[];
+  readonly batchWindowMs: number;
+  readonly batchMaxEvents: number;
+  readonly timeoutMs: number;
+  readonly retryForMs: number;
+  readonly backoffMinMs: number;
+  readonly backoffMaxMs: number;
+  readonly maxPending: number;
+  readonly pollIntervalMs: number;
+  readonly userAgent: string;
+  readonly logger: Logger;
+  readonly now?: () => number;
+  /** Counts per outcome (metrics). */
+  readonly onOutcome?: (endpoint: string, outcome: WebhookOutcome, count: number) => void;
+}
+
+interface EndpointState {
+  readonly endpoint: WebhookEndpoint;
+  timer: NodeJS.Timeout | undefined;
+  inFlight: AbortController | undefined;
+}
+
+/** Seconds or an HTTP date; undefined when absent or unreadable. */
+export function retryAfterMs(value: string | null, now: number): number | undefined {
+  if (value === null || value === '') return undefined;
+  if (/^\d+$/.test(value.trim())) return Number(value.trim()) * 1000;
+  const at = Date.parse(value);
+  return Number.isNaN(at) ? undefined : Math.max(0, at - now);
+}
+
+export class WebhookDispatcher {
+  readonly #options: DispatcherOptions;
+  readonly #outbox: WebhookOutbox;
+  readonly #now: () => number;
+  readonly #states = new Map<string, EndpointState>();
+  readonly #poll: NodeJS.Timeout;
+  #pending: number;
+  #closed = false;
+
+  constructor(options: DispatcherOptions) {
+    this.#options = options;
+    this.#outbox = options.outbox;
+    this.#now = options.now ?? Date.now;
+    for (const endpoint of options.endpoints) this.#states.set(endpoint.name, { endpoint, timer: undefined, inFlight: undefined });
+    this.#pending = this.#outbox.counts().pending;
+    const configured = new Set(this.#states.keys());
+    const orphans = this.#outbox.endpoints().filter((name) => !configured.has(name));
+    if (orphans.length > 0) options.logger.warn({ endpoints: orphans }, 'webhook outbox holds events for endpoints the config no longer names; they wait until the endpoint returns');
+    this.#poll = setInterval(() => {
+      this.#pending = this.#outbox.counts().pending;
+      for (const name of this.#states.keys()) this.#schedule(name, 0);
+    }, options.pollIntervalMs);
+    this.#poll.unref();
+    for (const name of this.#states.keys()) this.#schedule(name, 0);
+  }
+
+  /** Whether any endpoint takes events of this name (callers skip building events nobody wants). */
+  wants(name: WebhookEventName): boolean {
+    for (const state of this.#states.values()) if (state.endpoint.events.has(name)) return true;
+    return false;
+  }
+
+  /** Entries pending and dead, for metrics. */
+  counts(): { pending: number; dead: number } {
+    return this.#outbox.counts();
+  }
+
+  /** Writes the event to the outbox for every endpoint that takes it, then schedules their batches. Never throws. */
+  emit(event: WebhookEvent): void {
+    if (this.#closed) return;
+    const entries: NewEntry[] = [];
+    let json: string | undefined;
+    const namespace = event.channel === undefined ? undefined : namespaceOf(event.channel);
+    for (const state of this.#states.values()) {
+      const endpoint = state.endpoint;
+      if (!endpoint.events.has(event.name)) continue;
+      if (namespace !== undefined && endpoint.namespaces !== undefined && !endpoint.namespaces.has(namespace)) continue;
+      if (this.#pending + entries.length >= this.#options.maxPending) {
+        this.#options.onOutcome?.(endpoint.name, 'dropped', 1);
+        continue;
+      }
+      json ??= JSON.stringify(event);
+      entries.push({ endpoint: endpoint.name, eventId: event.id, event: json });
+    }
+    if (entries.length === 0) return;
+    try {
+      this.#outbox.append(entries, this.#now());
+    } catch (error) {
+      this.#options.logger.error({ err: error, event: event.name }, 'webhook event not written to the outbox (dropped)');
+      for (const entry of entries) this.#options.onOutcome?.(entry.endpoint, 'dropped', 1);
+      return;
+    }
+    this.#pending += entries.length;
+    for (const entry of entries) this.#schedule(entry.endpoint, this.#options.batchWindowMs);
+  }
+
+  #schedule(name: string, delayMs: number): void {
+    const state = this.#states.get(name);
+    if (state === undefined || this.#closed || state.timer !== undefined || state.inFlight !== undefined) return;
+    state.timer = setTimeout(() => {
+      state.timer = undefined;
+      void this.#flush(state);
+    }, delayMs);
+    state.timer.unref();
+  }
+
+  async #flush(state: EndpointState): Promise<void> {
+    if (this.#closed || state.inFlight !== undefined) return;
+    const name = state.endpoint.name;
+    let head: OutboxEntry[];
+    try {
+      head = this.#outbox.head(name, this.#options.batchMaxEvents);
+    } catch (error) {
+      this.#options.logger.error({ err: error, endpoint: name }, 'webhook outbox not readable');
+      return;
+    }
+    if (head.length === 0) return;
+    const now = this.#now();
+    const first = head[0]!;
+    if (first.nextAt > now) {
+      this.#schedule(name, first.nextAt - now);
+      return;
+    }
+    const batch = head.filter((entry) => entry.nextAt <= now);
+    const controller = new AbortController();
+    state.inFlight = controller;
+    let result: { ok: true } | { ok: false; retry: boolean; reason: string; retryAfter?: number | undefined };
+    try {
+      result = await this.#post(state.endpoint, batch, controller);
+    } finally {
+      state.inFlight = undefined;
+    }
+    if (this.#closed) return;
+    try {
+      this.#settle(name, batch, result);
+    } catch (error) {
+      this.#options.logger.error({ err: error, endpoint: name }, 'webhook outbox not updated (the batch will be sent again)');
+    }
+    this.#schedule(name, 0);
+  }
+
+  async #post(
+    endpoint: WebhookEndpoint,
+    batch: readonly OutboxEntry[],
+    controller: AbortController,
+  ): Promise<{ ok: true } | { ok: false; retry: boolean; reason: string; retryAfter?: number | undefined }> {
+    const batchId = randomUUID();
+    const body = '{"id":' + JSON.stringify(batchId) + ',"time_ms":' + this.#now() + ',"events":[' + batch.map((entry) => entry.event).join(',') + ']}';
+    const timer = setTimeout(() => controller.abort(), this.#options.timeoutMs);
+    try {
+      const response = await fetch(endpoint.url, {
+        method: 'POST',
+        body,
+        redirect: 'manual',
+        signal: controller.signal,
+        headers: {
+          'content-type': 'application/json',
+          'user-agent': this.#options.userAgent,
+          [BATCH_ID_HEADER]: batchId,
+          [KEY_ID_HEADER]: endpoint.keys[0]!.id,
+          [SIGNATURE_HEADER]: signatureHeader(body, endpoint.keys),
+        },
+      });
+      // The body is never read: a receiver cannot make Herald hold its answer.
+      await response.body?.cancel().catch(() => undefined);
+      const status = response.status;
+      if (status >= 200 && status < 300) return { ok: true };
+      const retry = status === 408 || status === 429 || status >= 500;
+      const reason = status >= 300 && status < 400 ? `redirect ${status} not followed` : `status ${status}`;
+      return { ok: false, retry, reason, retryAfter: retryAfterMs(response.headers.get('retry-after'), this.#now()) };
+    } catch (error) {
+      const reason = controller.signal.aborted ? `no answer within ${this.#options.timeoutMs} ms` : `connection failed (${(error as { cause?: { code?: string } }).cause?.code ?? 'network error'})`;
+      return { ok: false, retry: true, reason };
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  #settle(name: string, batch: readonly OutboxEntry[], result: { ok: true } | { ok: false; retry: boolean; reason: string; retryAfter?: number | undefined }): void {
+    const seqs = batch.map((entry) => entry.seq);
+    const now = this.#now();
+    if (result.ok) {
+      this.#outbox.delivered(seqs);
+      this.#pending -= seqs.length;
+      this.#options.onOutcome?.(name, 'delivered', seqs.length);
+      return;
+    }
+    const attempts = Math.max(...batch.map((entry) => entry.attempts)) + 1;
+    if (!result.retry) {
+      this.#bury(name, seqs, result.reason, now);
+      return;
+    }
+    const base = Math.min(this.#options.backoffMaxMs, this.#options.backoffMinMs * 2 ** Math.min(attempts - 1, 30));
+    // Jitter: between half and the whole delay, so receivers coming back are not hit by every sender at once.
+    let delay = base / 2 + Math.random() * (base / 2);
+    if (result.retryAfter !== undefined) delay = Math.max(delay, result.retryAfter);
+    const nextAt = now + Math.round(delay);
+    const expired = batch.filter((entry) => nextAt > entry.createdAt + this.#options.retryForMs).map((entry) => entry.seq);
+    const retried = batch.filter((entry) => nextAt <= entry.createdAt + this.#options.retryForMs).map((entry) => entry.seq);
+    if (expired.length > 0) this.#bury(name, expired, `${result.reason}; retried for ${this.#options.retryForMs} ms`, now);
+    if (retried.length > 0) {
+      this.#outbox.retryLater(retried, nextAt, attempts);
+      this.#options.onOutcome?.(name, 'retried', retried.length);
+      this.#options.logger.warn({ endpoint: name, reason: result.reason, attempts, retryInMs: nextAt - now, events: retried.length }, 'webhook batch failed; retrying');
+    }
+  }
+
+  #bury(name: string, seqs: readonly number[], reason: string, now: number): void {
+    this.#outbox.bury(seqs, reason, now);
+    this.#pending -= seqs.length;
+    this.#options.onOutcome?.(name, 'dead', seqs.length);
+    this.#options.logger.error({ endpoint: name, reason, events: seqs.length }, 'webhook events kept as dead letters (herald webhooks list-dead, replay)');
+  }
+
+  /** Stops sending; what is not delivered stays in the outbox (the sqlite outbox: for the next start). */
+  close(): void {
+    this.#closed = true;
+    clearInterval(this.#poll);
+    for (const state of this.#states.values()) {
+      clearTimeout(state.timer);
+      state.inFlight?.abort();
+    }
+  }
+}

@@ -1,0 +1,148 @@
+/**
+ * The sqlite engine's webhook outbox: the `webhook_outbox` table of the
+ * state file (store/sqlite-store.ts, migration 9). A row is committed
+ * before its first delivery attempt, so events survive a crash or SIGKILL
+ * and are sent after the restart. Dead letters are rows with `dead_at` set;
+ * `herald webhooks list-dead` and `replay` read and change them beside the
+ * running server (WAL; the server's dispatcher sees replayed rows on its
+ * next poll).
+ */
+import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import type { DeadEntry, NewEntry, OutboxEntry, WebhookOutbox } from './outbox.ts';
+
+interface Row {
+  seq: number;
+  endpoint: string;
+  event_id: string;
+  event: string;
+  attempts: number;
+  next_at: number;
+  created_at: number;
+  dead_at: number | null;
+  reason: string | null;
+}
+
+export class SqliteOutbox implements WebhookOutbox {
+  readonly #db: DatabaseSync;
+  readonly #insert: StatementSync;
+  readonly #head: StatementSync;
+  readonly #delete: StatementSync;
+  readonly #retry: StatementSync;
+  readonly #bury: StatementSync;
+  readonly #counts: StatementSync;
+  readonly #endpoints: StatementSync;
+
+  constructor(db: DatabaseSync) {
+    this.#db = db;
+    this.#insert = db.prepare('INSERT INTO webhook_outbox (endpoint, event_id, event, attempts, next_at, created_at) VALUES (?, ?, ?, 0, ?, ?)');
+    this.#head = db.prepare('SELECT * FROM webhook_outbox WHERE endpoint = ? AND dead_at IS NULL ORDER BY seq LIMIT ?');
+    this.#delete = db.prepare('DELETE FROM webhook_outbox WHERE seq = ?');
+    this.#retry = db.prepare('UPDATE webhook_outbox SET next_at = ?, attempts = ? WHERE seq = ? AND dead_at IS NULL');
+    this.#bury = db.prepare('UPDATE webhook_outbox SET dead_at = ?, reason = ? WHERE seq = ? AND dead_at IS NULL');
+    this.#counts = db.prepare('SELECT SUM(dead_at IS NULL) AS pending, SUM(dead_at IS NOT NULL) AS dead FROM webhook_outbox');
+    this.#endpoints = db.prepare('SELECT DISTINCT endpoint FROM webhook_outbox WHERE dead_at IS NULL');
+  }
+
+  #transaction(run: () => void): void {
+    this.#db.exec('BEGIN IMMEDIATE');
+    try {
+      run();
+      this.#db.exec('COMMIT');
+    } catch (error) {
+      this.#db.exec('ROLLBACK');
+      throw error;
+    }
+  }
+
+  append(entries: readonly NewEntry[], now: number): void {
+    if (entries.length === 0) return;
+    this.#transaction(() => {
+      for (const entry of entries) this.#insert.run(entry.endpoint, entry.eventId, entry.event, now, now);
+    });
+  }
+
+  head(endpoint: string, limit: number): OutboxEntry[] {
+    return (this.#head.all(endpoint, limit) as unknown as Row[]).map((row) => ({
+      seq: row.seq,
+      endpoint: row.endpoint,
+      eventId: row.event_id,
+      event: row.event,
+      attempts: row.attempts,
+      nextAt: row.next_at,
+      createdAt: row.created_at,
+    }));
+  }
+
+  delivered(seqs: readonly number[]): void {
+    this.#transaction(() => {
+      for (const seq of seqs) this.#delete.run(seq);
+    });
+  }
+
+  retryLater(seqs: readonly number[], nextAt: number, attempts: number): void {
+    this.#transaction(() => {
+      for (const seq of seqs) this.#retry.run(nextAt, attempts, seq);
+    });
+  }
+
+  bury(seqs: readonly number[], reason: string, now: number): void {
+    this.#transaction(() => {
+      for (const seq of seqs) this.#bury.run(now, reason, seq);
+    });
+  }
+
+  listDead(limit: number, endpoint?: string): DeadEntry[] {
+    const rows = (
+      endpoint === undefined
+        ? this.#db.prepare('SELECT * FROM webhook_outbox WHERE dead_at IS NOT NULL ORDER BY seq LIMIT ?').all(limit)
+        : this.#db.prepare('SELECT * FROM webhook_outbox WHERE dead_at IS NOT NULL AND endpoint = ? ORDER BY seq LIMIT ?').all(endpoint, limit)
+    ) as unknown as Row[];
+    return rows.map((row) => ({
+      seq: row.seq,
+      endpoint: row.endpoint,
+      eventId: row.event_id,
+      event: row.event,
+      attempts: row.attempts,
+      createdAt: row.created_at,
+      deadAt: row.dead_at ?? 0,
+      reason: row.reason ?? '',
+    }));
+  }
+
+  replay(now: number, filter: { readonly seqs?: readonly number[]; readonly endpoint?: string }): number {
+    let count = 0;
+    // A replayed row gets a new seq (re-inserted), so it queues behind what is pending now.
+    const move = this.#db.prepare(
+      'INSERT INTO webhook_outbox (endpoint, event_id, event, attempts, next_at, created_at) SELECT endpoint, event_id, event, 0, ?, ? FROM webhook_outbox WHERE seq = ? AND dead_at IS NOT NULL',
+    );
+    this.#transaction(() => {
+      const seqs =
+        filter.seqs ??
+        (
+          (filter.endpoint === undefined
+            ? this.#db.prepare('SELECT seq FROM webhook_outbox WHERE dead_at IS NOT NULL ORDER BY seq').all()
+            : this.#db.prepare('SELECT seq FROM webhook_outbox WHERE dead_at IS NOT NULL AND endpoint = ? ORDER BY seq').all(filter.endpoint)) as unknown as { seq: number }[]
+        ).map((row) => row.seq);
+      for (const seq of seqs) {
+        if (filter.endpoint !== undefined && filter.seqs !== undefined) {
+          const row = this.#db.prepare('SELECT endpoint FROM webhook_outbox WHERE seq = ?').get(seq) as { endpoint: string } | undefined;
+          if (row?.endpoint !== filter.endpoint) continue;
+        }
+        if (Number(move.run(now, now, seq).changes) === 1) {
+          this.#delete.run(seq);
+          count++;
+        }
+      }
+    });
+    return count;
+  }
+
+  counts(): { pending: number; dead: number } {
+    const row = this.#counts.get() as { pending: number | null; dead: number | null };
+    return { pending: row.pending ?? 0, dead: row.dead ?? 0 };
+  }
+
+  endpoints(): string[] {
+    return (this.#endpoints.all() as unknown as { endpoint: string }[]).map((row) => row.endpoint);
+  }
+}
