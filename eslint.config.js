@@ -2,7 +2,7 @@ import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
 export default tseslint.config(
-  { ignores: ['**/node_modules/**', '**/.herald/**', '**/test-artifacts/**', '**/dist/**'] },
+  { ignores: ['**/node_modules/**', '**/.herald/**', '**/test-artifacts/**', '**/dist/**', 'packages/server/console-dist/**'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

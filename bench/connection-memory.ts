@@ -4,7 +4,7 @@
  *
  *   node bench/connection-memory.ts [--transport=ws|sse|long-poll] [--connections=N]
  *     [--targets=raw,herald,nchan] [--in-flight=200] [--settle=3] [--top=15]
- *     [--server-cpu=0] [--client-cpu=1] [--json=FILE]
+ *     [--server-cpu=0] [--client-cpu=1] [--keep-snapshot=DIR] [--json=FILE]
  *
  * Defaults: 10 000 connections for `ws` and `sse`, 2000 for `long-poll`.
  * Targets per transport:
@@ -27,8 +27,13 @@
  * from the snapshots' node types and names) and ΔRSS / N (what the process
  * really holds, garbage and buffers included). Nchan has no JS heap: RSS
  * of its worker only. Everything runs on loopback and stops by itself.
+ *
+ * `--keep-snapshot=DIR` copies each Node server's second snapshot (N idle
+ * connections) to DIR as `<transport>-<target>.heapsnapshot`, for
+ * `node bench/heap-retainers.ts FILE N`: which objects each connection
+ * holds, grouped by what holds them.
  */
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
+import { copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { CHANNEL } from './lib.ts';
@@ -69,6 +74,7 @@ function options() {
       top: { type: 'string', default: '15' },
       'server-cpu': { type: 'string', default: '0' },
       'client-cpu': { type: 'string', default: '1' },
+      'keep-snapshot': { type: 'string' },
       json: { type: 'string' },
     },
     strict: true,
@@ -93,6 +99,7 @@ function options() {
     top: Number(values.top),
     serverCpu: values['server-cpu'],
     clientCpu: values['client-cpu'],
+    keepSnapshot: values['keep-snapshot'],
     json: values.json,
   };
 }
@@ -294,7 +301,12 @@ async function measure(flavor: Flavor): Promise<TargetResult> {
     process.stderr.write(`  ${opts.transport} ${flavor}: ${closers.length}/${n} open in ${openSeconds.toFixed(1)} s${failures.length > 0 ? `; failures: ${failures.slice(0, 3).join('; ')}` : ''}\n`);
     await sleep(opts.settleMs);
     const rssAfter = await medianRss(pid);
-    const heapAfter = server === undefined ? undefined : readHeap(await snapshot(server));
+    const afterFile = server === undefined ? undefined : await snapshot(server);
+    const heapAfter = afterFile === undefined ? undefined : readHeap(afterFile);
+    if (afterFile !== undefined && opts.keepSnapshot !== undefined) {
+      mkdirSync(opts.keepSnapshot, { recursive: true });
+      copyFileSync(afterFile, join(opts.keepSnapshot, `${opts.transport}-${flavor}.heapsnapshot`));
+    }
     for (const close of closers) close();
     const kinds = new Map<string, { bytes: number; count: number }>();
     if (heapBefore !== undefined && heapAfter !== undefined) {

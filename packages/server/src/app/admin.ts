@@ -18,7 +18,7 @@ import type { Node } from '../core/node.ts';
 import { sendApiError } from '../transports/http-connection.ts';
 import { useSecurityHeaders } from '../edge/security-headers.ts';
 import { answerClientError } from '../edge/client-errors.ts';
-import { httpServerOptions, mapFrameworkError, MAX_HEADERS } from './http.ts';
+import { answerFrameworkError, httpServerOptions, mapFrameworkError, MAX_HEADERS } from './http.ts';
 import { answerUnmatched, schemaController } from './http-input.ts';
 import { version } from './version.ts';
 import { registerHealthRoutes, type ReadinessSources } from './health.ts';
@@ -67,6 +67,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     requestTimeout: serverOptions.requestTimeout,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 200 },
+    frameworkErrors: answerFrameworkError,
     schemaController,
   } as const;
   const tls = options.tls;

@@ -118,6 +118,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     keepAliveTimeout: config.http.keepAliveTimeoutMs,
     requestTimeout: serverOptions.requestTimeout,
     routerOptions: { ignoreTrailingSlash: false, maxParamLength: 100 },
+    frameworkErrors: answerFrameworkError,
     schemaController,
     trustProxy: config.http.trustedProxies.length === 0 ? false : edge.address.trust,
   } as const;
@@ -228,6 +229,17 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     limits,
   });
   return app;
+}
+
+/**
+ * fastify's router answers a malformed URL (bad percent-encoding) or a path
+ * parameter longer than `maxParamLength` by itself, in its own format and
+ * echoing the path; this answers them with the registry's codes instead:
+ * `bad_request` and `not_found` (no resource has so long a name).
+ */
+export function answerFrameworkError(error: { code?: string }, _request: FastifyRequest, reply: FastifyReply): void {
+  if (error.code === 'FST_ERR_MAX_PARAM_LENGTH') void sendApiError(reply, 'not_found', 'a path segment is longer than any name this server knows');
+  else void sendApiError(reply, 'bad_request', error.code === 'FST_ERR_BAD_URL' ? 'the URL path is not validly percent-encoded' : undefined);
 }
 
 export function mapFrameworkError(error: { statusCode?: number; code?: string; validation?: unknown }): ApiErrorCode {

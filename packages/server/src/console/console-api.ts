@@ -52,6 +52,15 @@ export const DETAIL_PRESENCE = 100;
 export const MAX_ID_BYTES = 255;
 /** Entries one export writes at most. */
 export const MAX_EXPORT = 100_000;
+/** Headers of the answers this module writes itself (SSE, export): what the console's other answers carry. */
+const STREAM_HEADERS = {
+  'cache-control': 'no-store',
+  'x-content-type-options': 'nosniff',
+  'x-frame-options': 'DENY',
+  'content-security-policy': "default-src 'none'; frame-ancestors 'none'",
+  'referrer-policy': 'no-referrer',
+} as const;
+
 /** Longest audit filter value (characters). */
 const MAX_FILTER = 256;
 
@@ -169,9 +178,8 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, {
+      ...STREAM_HEADERS,
       'content-type': 'text/event-stream; charset=utf-8',
-      'cache-control': 'no-store',
-      'x-content-type-options': 'nosniff',
       'x-accel-buffering': 'no',
       connection: 'keep-alive',
     });
@@ -401,10 +409,9 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
     reply.hijack();
     const res = reply.raw;
     res.writeHead(200, {
+      ...STREAM_HEADERS,
       'content-type': 'application/x-ndjson; charset=utf-8',
       'content-disposition': 'attachment; filename="herald-audit.ndjson"',
-      'cache-control': 'no-store',
-      'x-content-type-options': 'nosniff',
     });
     let written = 0;
     let before = q.before;

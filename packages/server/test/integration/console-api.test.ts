@@ -213,6 +213,24 @@ describe('console API', { timeout: 120000 }, () => {
     assert.deepEqual(auditFilter.body.entries, []);
     const badSince = await call('owner', 'GET', '/audit?since=yesterday');
     assert.equal(badSince.body.error.code, 'invalid_input');
+    const longUser = await call('viewer', 'GET', `/connections?user=${'u'.repeat(256)}`);
+    assert.equal(longUser.body.error.code, 'invalid_input');
+    const twice = await call('viewer', 'GET', '/connections?user=a&user=b');
+    assert.equal(twice.body.error.code, 'invalid_input');
+    const longParam = await call('operator', 'POST', `/users/${'u'.repeat(1000)}/disconnect`, {});
+    assert.equal(longParam.status, 404, longParam.text);
+    assert.equal(longParam.body.error.code, 'not_found');
+    assert.ok(!longParam.text.includes('uuuuuuuuuu'), 'the path is not echoed');
+    const badUrl = await call('viewer', 'GET', '/channels/%zz');
+    assert.equal(badUrl.status, 400, badUrl.text);
+    assert.equal(badUrl.body.error.code, 'bad_request');
+    // The public listener's router answers the same way.
+    const publicLong = await h.api('x'.repeat(300), {});
+    assert.equal(publicLong.status, 404);
+    assert.equal(publicLong.body.error.code, 'not_found');
+    const bigKeyBody = await call('owner', 'POST', '/keys', { name: 'k'.repeat(10), scopes: ['read'], pad: 'x'.repeat(5000) });
+    assert.equal(bigKeyBody.status, 413);
+    assert.equal(bigKeyBody.body.error.code, 'payload_too_large');
   });
 
   test('connections of a user across the node, then disconnect and revoke: the user really is gone', async () => {

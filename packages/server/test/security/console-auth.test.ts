@@ -210,6 +210,17 @@ describe('console sessions and CSRF', { timeout: 120000 }, () => {
       assert.equal(end.status, 403);
       assert.equal(end.body.error.code, 'forbidden');
     }
+    // An operator endpoint of the console API: a viewer is refused, an operator passes the guard.
+    const viewer = new ConsoleClient(r.port);
+    await viewer.login('vera');
+    const disconnect = await viewer.post('/api/users/someone/disconnect', {});
+    assert.equal(disconnect.status, 403);
+    assert.equal(disconnect.body.error.code, 'forbidden');
+    const operator = new ConsoleClient(r.port);
+    await operator.login('oscar');
+    const allowed = await operator.post('/api/users/someone/disconnect', {});
+    assert.notEqual(allowed.status, 403, allowed.text);
+    assert.notEqual(allowed.status, 401, allowed.text);
     const owner = new ConsoleClient(r.port);
     await owner.login('olive');
     const list = await owner.get('/api/admins');
