@@ -1,6 +1,6 @@
 /** Small shared pieces: a status line, a confirming button, a one-time secret. */
 import type { ComponentChildren } from 'preact';
-import { useEffect, useRef, useState } from 'preact/hooks';
+import { useLayoutEffect, useRef, useState } from 'preact/hooks';
 
 export interface Status {
   readonly kind: 'ok' | 'error' | 'busy';
@@ -26,7 +26,7 @@ export function ConfirmButton(props: { label: string; question: string; onConfir
   const first = useRef<HTMLButtonElement>(null);
   const answered = useRef(false);
   // Focus moves to "Yes" when asked, and back to the button after Cancel.
-  useEffect(() => {
+  useLayoutEffect(() => {
     if (asking) yes.current?.focus();
     else if (answered.current) first.current?.focus();
   }, [asking]);

@@ -10,7 +10,11 @@
  * must not have one; a subscription token must, equal to the channel.
  */
 import { DEFAULT_MAX_JSON_DEPTH, findPoisonedKey, jsonDepthExceeds } from '@herald/protocol/json';
-import { createRemoteJWKSet, errors, importSPKI, jwtVerify, type CryptoKey, type JWTPayload, type JWSHeaderParameters, type FlattenedJWSInput } from 'jose';
+import type { CryptoKey, JWTPayload, JWSHeaderParameters, FlattenedJWSInput } from 'jose';
+
+/** jose, loaded at the first token (or at start for a JWKS or a public key): a server without tokens never loads it. */
+let joseModule: Promise<typeof import('jose')> | undefined;
+const loadJose = (): Promise<typeof import('jose')> => (joseModule ??= import('jose'));
 
 export interface ConnectionIdentity {
   /** The `sub` claim. */
@@ -64,12 +68,24 @@ export interface JwtVerifierOptions {
 
 const MAX_TOKEN_LENGTH = 16384;
 
+/**
+ * Verified tokens kept, by token string: a reconnect storm presents the
+ * same tokens again. Only for static keys (HMAC secret, configured public
+ * key), never for keys from a JWKS, which may be withdrawn; an entry is used
+ * only until the token's `exp` (with the leeway), as jose would judge it;
+ * refused tokens are never kept. Revocation is checked by the caller on
+ * every use (auth/revocation.ts), cached or not.
+ */
+const VERIFIED_CACHE_ENTRIES = 4096;
+
 type KeyResolver = (header: JWSHeaderParameters, input: FlattenedJWSInput) => Promise<Uint8Array | CryptoKey> | Uint8Array | CryptoKey;
 
 export async function createJwtVerifier(options: JwtVerifierOptions): Promise<TokenVerifier> {
   const staticKeys = new Map<string, Uint8Array | CryptoKey>();
+  const needsJoseNow = options.jwksUrl !== undefined || options.algorithms.some((alg) => alg !== 'HS256');
+  const { createRemoteJWKSet, importSPKI } = needsJoseNow ? await loadJose() : { createRemoteJWKSet: undefined, importSPKI: undefined };
   const jwks =
-    options.jwksUrl === undefined
+    options.jwksUrl === undefined || createRemoteJWKSet === undefined
       ? undefined
       : createRemoteJWKSet(new URL(options.jwksUrl), {
           cacheMaxAge: options.jwksCacheMs ?? 600000,
@@ -80,7 +96,7 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<To
     if (alg === 'HS256') {
       if (options.hmacSecret === undefined) throw new Error('auth: HS256 is allowed but no HMAC secret is configured');
       staticKeys.set(alg, new TextEncoder().encode(options.hmacSecret));
-    } else if (options.publicKey !== undefined) {
+    } else if (options.publicKey !== undefined && importSPKI !== undefined) {
       try {
         staticKeys.set(alg, await importSPKI(options.publicKey, alg));
       } catch {
@@ -102,10 +118,32 @@ export async function createJwtVerifier(options: JwtVerifierOptions): Promise<To
     throw new TokenError('invalid', 'no key for algorithm');
   };
 
+  const leewayMs = options.leewayMs;
+  const verified = new Map<string, { readonly payload: JWTPayload; readonly until: number }>();
+  const remember = (token: string, payload: JWTPayload): void => {
+    if (jwks !== undefined) return;
+    const until = typeof payload.exp === 'number' ? payload.exp * 1000 + leewayMs : Infinity;
+    if (verified.size >= VERIFIED_CACHE_ENTRIES) verified.delete(verified.keys().next().value!);
+    verified.set(token, { payload, until });
+  };
+
   async function verify(token: string): Promise<JWTPayload> {
     if (typeof token !== 'string' || token.length === 0 || token.length > MAX_TOKEN_LENGTH) {
       throw new TokenError('invalid', 'malformed token');
     }
+    const known = verified.get(token);
+    if (known !== undefined) {
+      // jose refuses a token once now - leeway reaches `exp`.
+      if (now() < known.until) return known.payload;
+      verified.delete(token);
+    }
+    const payload = await verifyWithJose(token);
+    remember(token, payload);
+    return payload;
+  }
+
+  async function verifyWithJose(token: string): Promise<JWTPayload> {
+    const { jwtVerify, errors } = await loadJose();
     // Claims reach presence and join/leave pushes: no nesting deeper than any other JSON input.
     if (jsonDepthExceeds(Buffer.from(token.split('.', 2)[1] ?? '', 'base64url').toString('utf8'), maxJsonDepth)) {
       throw new TokenError('invalid', 'claims nested too deep');

@@ -11,8 +11,13 @@
  *   not one per message.
  * - Per channel, offsets are assigned in acceptance order and delivered in
  *   that order, each once. A stream's epoch and top offset are persisted, so
- *   they survive a restart; size and TTL limits apply to what was stored
- *   before the restart too.
+ *   they survive a restart, a crash included; size and TTL limits apply to
+ *   what was stored before the restart too. The epoch is written with the
+ *   stream's first commit; its row's top, last publish time and TTL are
+ *   written behind (by the sweep, before anything expires, and at close),
+ *   not with every publication: until then the stream's newest publication,
+ *   which every commit holds (trim keeps it), carries them, and the first
+ *   sweep after a start rebuilds the rows a crash left behind from it.
  * - A stream whose history has fully expired and that no subscriber on this
  *   node holds is deleted by the sweep (with its publications); the next
  *   publication starts a new epoch, as on the memory broker.
@@ -47,14 +52,23 @@ interface Stream {
   committed: number;
   lastPublishAt: number;
   ttlMs: number;
-  /** Whether the stream row still has to be written (new, or changed since the last commit). */
+  /** Whether the stream row has to be written with the next commit (a new stream: its epoch). */
   dirty: boolean;
   /** Whether its row is in the file (read from it, or committed): then an UPDATE writes it, cheaper than the upsert. */
   persisted: boolean;
+  /**
+   * Whether the row is behind (top, last publish time or TTL changed since
+   * it was written): written behind, by the next sweep or at close. Until
+   * then the file's truth is the row and the stream's newest publication,
+   * which every commit holds (trim keeps the newest; expiry writes the rows
+   * first).
+   */
+  stale: boolean;
 }
 
 interface Pending {
   readonly channel: string;
+  readonly stream: Stream;
   readonly publication: StoredPublication;
   readonly size: number;
   readonly once: Once | undefined;
@@ -119,18 +133,24 @@ export class SqliteBroker implements Broker {
   #pending: Pending[] = [];
   /** Streams created by a read, to be persisted with the next commit. */
   #created: Array<() => void> = [];
-  /** Channels whose stream row changed since the last commit. */
+  /** Channels whose stream row is new since the last commit. */
   #dirty = new Set<string>();
+  /** Channels whose stream row is behind (Stream.stale), for the next sweep. */
+  #stale = new Set<string>();
   /** Idempotent publishes not yet committed, by idempotencyId. */
   readonly #inflight = new Map<string, Promise<StreamPosition>>();
   /** Recent `since` pages by channel, offset, limit, size and TTL (SINCE_CACHE_*), oldest first. */
   readonly #sinceCache = new Map<string, CachedPage>();
   #sinceCacheBytes = 0;
   #flushScheduled = false;
+  /** Whether rows a crash left behind have been rebuilt from the publications (the first sweep does it). */
+  #repaired = false;
   #failure: string | undefined;
   #closed = false;
   readonly #sql: {
     readonly getStream: StatementSync;
+    readonly newestPublication: StatementSync;
+    readonly repairStreams: StatementSync;
     readonly putStream: StatementSync;
     readonly updateStream: StatementSync;
     readonly insert: StatementSync;
@@ -155,6 +175,14 @@ export class SqliteBroker implements Broker {
     const db = store.db;
     this.#sql = {
       getStream: db.prepare('SELECT epoch, top, last_publish_at, ttl_ms FROM streams WHERE channel = ?'),
+      newestPublication: db.prepare('SELECT offset, time FROM publications WHERE channel = ? ORDER BY offset DESC LIMIT 1'),
+      // After a crash rows may be behind their streams: the newest publication of each holds the truth.
+      repairStreams: db.prepare(
+        `UPDATE streams SET
+           top = (SELECT offset FROM publications p WHERE p.channel = streams.channel ORDER BY offset DESC LIMIT 1),
+           last_publish_at = max(last_publish_at, (SELECT time FROM publications p WHERE p.channel = streams.channel ORDER BY offset DESC LIMIT 1))
+         WHERE top < coalesce((SELECT offset FROM publications p WHERE p.channel = streams.channel ORDER BY offset DESC LIMIT 1), 0)`,
+      ),
       putStream: db.prepare(
         `INSERT INTO streams (channel, epoch, top, last_publish_at, ttl_ms) VALUES (?, ?, ?, ?, ?)
          ON CONFLICT (channel) DO UPDATE SET top = excluded.top, last_publish_at = excluded.last_publish_at, ttl_ms = excluded.ttl_ms`,
@@ -240,11 +268,17 @@ export class SqliteBroker implements Broker {
     stream.top += 1;
     stream.lastPublishAt = now;
     stream.ttlMs = options.stream.ttlMs;
-    stream.dirty = true;
-    this.#dirty.add(channel);
+    // A new stream's row (its epoch) goes with this commit; an existing row is written behind.
+    if (!stream.persisted) {
+      stream.dirty = true;
+      this.#dirty.add(channel);
+    } else if (!stream.stale) {
+      stream.stale = true;
+      this.#stale.add(channel);
+    }
     const publication: StoredPublication = { offset: stream.top, epoch: stream.epoch, data, info: options.info, time: now };
     return new Promise<StreamPosition>((resolve, reject) => {
-      this.#pending.push({ channel, publication, size: options.stream.size, once, resolve, reject });
+      this.#pending.push({ channel, stream, publication, size: options.stream.size, once, resolve, reject });
       this.#scheduleFlush();
     });
   }
@@ -351,7 +385,42 @@ export class SqliteBroker implements Broker {
     if (this.#closed) return;
     clearInterval(this.#sweep);
     this.#flush();
+    try {
+      const db = this.#store.db;
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        this.#writeStale();
+        db.exec('COMMIT');
+        this.#wroteStale();
+      } catch (error) {
+        rollback(db);
+        throw error;
+      }
+    } catch (error) {
+      // The rows stay behind: the next start rebuilds them from the publications.
+      this.#unavailable(error);
+    }
     this.#closed = true;
+  }
+
+  /** Writes the rows that are behind (inside the caller's transaction). */
+  #writeStale(): void {
+    for (const channel of this.#stale) {
+      const stream = this.#streams.get(channel);
+      if (stream === undefined || !stream.stale) continue;
+      if (Number(this.#sql.updateStream.run(stream.top, stream.lastPublishAt, stream.ttlMs, channel).changes) !== 1) {
+        this.#sql.putStream.run(channel, stream.epoch, stream.top, stream.lastPublishAt, stream.ttlMs);
+      }
+    }
+  }
+
+  /** After the commit of `#writeStale`'s transaction: the rows are current. */
+  #wroteStale(): void {
+    for (const channel of this.#stale) {
+      const stream = this.#streams.get(channel);
+      if (stream !== undefined) stream.stale = false;
+    }
+    this.#stale.clear();
   }
 
   /**
@@ -373,6 +442,10 @@ export class SqliteBroker implements Broker {
     let done: boolean;
     db.exec('BEGIN');
     try {
+      // Rows left behind by a crash catch up with their publications (once, before the first sweep judges them).
+      if (!this.#repaired) this.#sql.repairStreams.run();
+      // Before anything expires: a stream whose publications all go keeps its top in its row.
+      this.#writeStale();
       const minTtl = Number((this.#sql.minTtl.get() as { ttl: number }).ttl);
       const expired = Number(this.#sql.expire.run(now, minTtl, SWEEP_BATCH).changes);
       const expiredKeys = Number(this.#sql.expireOnce.run(now, SWEEP_BATCH).changes);
@@ -388,6 +461,8 @@ export class SqliteBroker implements Broker {
       }
       done = expired < SWEEP_BATCH && expiredKeys < SWEEP_BATCH && dead.length < SWEEP_BATCH && deleted < SWEEP_BATCH;
       db.exec('COMMIT');
+      this.#repaired = true;
+      this.#wroteStale();
       // Gives up to 4 MB of freed pages (deleted history) back to the file system per sweep.
       db.exec(`PRAGMA incremental_vacuum(${VACUUM_PAGES_PER_SWEEP})`);
     } catch (error) {
@@ -397,7 +472,7 @@ export class SqliteBroker implements Broker {
     this.#recovered();
     // Cached streams that are dead and unsubscribed are forgotten with their rows.
     for (const [channel, stream] of this.#streams) {
-      if (!stream.dirty && now - stream.lastPublishAt > stream.ttlMs && !this.#subscribed.has(channel)) this.#streams.delete(channel);
+      if (!stream.dirty && !stream.stale && now - stream.lastPublishAt > stream.ttlMs && !this.#subscribed.has(channel)) this.#streams.delete(channel);
     }
     return done;
   }
@@ -417,9 +492,14 @@ export class SqliteBroker implements Broker {
     if (stream !== undefined) return stream;
     const row = this.#sql.getStream.get(channel) as { epoch: string; top: number; last_publish_at: number; ttl_ms: number } | undefined;
     if (row !== undefined) {
-      stream = { epoch: row.epoch, top: row.top, committed: row.top, lastPublishAt: row.last_publish_at, ttlMs: row.ttl_ms, dirty: false, persisted: true };
+      // The row may be behind (written behind, and this stream left the cache after a failed commit): its newest publication is not.
+      const newest = this.#sql.newestPublication.get(channel) as { offset: number; time: number } | undefined;
+      const top = Math.max(Number(row.top), Number(newest?.offset ?? 0));
+      const lastPublishAt = Math.max(Number(row.last_publish_at), Number(newest?.time ?? 0));
+      stream = { epoch: row.epoch, top, committed: top, lastPublishAt, ttlMs: row.ttl_ms, dirty: false, persisted: true, stale: top !== Number(row.top) };
+      if (stream.stale) this.#stale.add(channel);
     } else {
-      stream = { epoch: newEpoch(), top: 0, committed: 0, lastPublishAt: now, ttlMs: options.ttlMs, dirty: true, persisted: false };
+      stream = { epoch: newEpoch(), top: 0, committed: 0, lastPublishAt: now, ttlMs: options.ttlMs, dirty: true, persisted: false, stale: false };
       this.#dirty.add(channel);
     }
     this.#streams.set(channel, stream);
@@ -475,8 +555,8 @@ export class SqliteBroker implements Broker {
     for (const [, stream] of written) {
       stream.dirty = false;
       stream.persisted = true;
-      stream.committed = stream.top;
     }
+    for (const p of batch) if (p.publication.offset > p.stream.committed) p.stream.committed = p.publication.offset;
     this.#recovered();
     for (const done of created) done();
     for (const p of batch) {

@@ -78,8 +78,9 @@ function roleOption(command: string, value: string | boolean | undefined): Admin
 function promptHidden(question: string): Promise<string> {
   return new Promise((resolve, reject) => {
     const input = process.stdin;
-    process.stderr.write(question);
+    // Echo off before the question: nothing typed after it shows.
     input.setRawMode(true);
+    process.stderr.write(question);
     input.resume();
     input.setEncoding('utf8');
     let value = '';

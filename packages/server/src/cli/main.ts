@@ -6,6 +6,8 @@
  * prints them, and an option that belongs to another command is refused.
  * The CLI is the only place besides the composition root that reads process.env.
  */
+// First: holds the young generation at its initial size while the other modules load (./startup-heap.ts).
+import { startupDone } from './startup-heap.ts';
 import { availableParallelism, userInfo } from 'node:os';
 import type { AuditInput } from '../console/admin-store.ts';
 import { parseArgs } from 'node:util';
@@ -464,6 +466,7 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
     // Cluster mode: this process is the primary (packages/server/src/cluster/primary.ts); it handles its own signals.
     const { startPrimary } = await import('../cluster/primary.ts');
     const primary = startPrimary({ config, logger, workers, process: true, reloadConfig: () => checked(resolveConfig(values, 'serve').validated) });
+    startupDone();
     primary.ready.then(({ port, adminPort }) => dev !== undefined && announceDevKey(dev, config, port, adminPort), () => undefined);
     void primary.done.then((code) => {
       if (code !== 0) notePendingDevKey(dev, config.stateDir);
@@ -473,6 +476,7 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
   }
   const { startServer } = await import('../app/app.ts');
   const server = await startServer({ config, logger });
+  startupDone();
   if (dev !== undefined) announceDevKey(dev, config, server.port, server.adminPort);
   let stopping = false;
   const stop = (signal: string) => {
@@ -709,6 +713,8 @@ async function main(): Promise<void> {
     name = `admin ${action}`;
     rest = rest.slice(1);
   }
+  // Only `serve` holds the young generation until it listens.
+  if (name !== 'serve') startupDone();
   const command = commands[name];
   if (command === undefined || name.startsWith('-')) fail(`herald: unknown command "${name}"\n\n${usage}`);
   const parsed = parseCommandArgs(name, command, rest);

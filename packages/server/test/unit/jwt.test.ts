@@ -141,3 +141,27 @@ describe('forgery (C14)', () => {
     }
   });
 });
+
+describe('verified tokens kept for their reuse', () => {
+  it('a token verified once is accepted again until exp + leeway, then refused as expired; a refused token stays refused', async () => {
+    let now = T * 1000 - 10_000;
+    const verifier = await createJwtVerifier({ algorithms: ['HS256'], hmacSecret: secret, leewayMs: 5000, now: () => now });
+    const token = await hs({ sub: 'u', exp: T, jti: 'j1', info: { name: 'a' } });
+    const first = await verifier.verifyConnectionToken(token);
+    assert.equal(first.user, 'u');
+    assert.equal(first.tokenId, 'j1');
+    now = T * 1000 + 4999;
+    assert.deepEqual(await verifier.verifyConnectionToken(token), first);
+    now = T * 1000 + 5000;
+    assert.equal(await kindOf(verifier.verifyConnectionToken(token)), 'expired');
+    now = T * 1000 - 10_000;
+    // Accepted again once the clock is back: what jose says, nothing remembered of the refusal.
+    assert.equal(await kindOf(verifier.verifyConnectionToken(token)), 'ok');
+    // The cache keys by the whole token: an altered signature is verified, and refused, every time.
+    const altered = token.slice(0, -2) + (token.endsWith('AA') ? 'BB' : 'AA');
+    assert.equal(await kindOf(verifier.verifyConnectionToken(altered)), 'invalid');
+    assert.equal(await kindOf(verifier.verifyConnectionToken(altered)), 'invalid');
+    // A connection token kept from a connect still cannot subscribe.
+    assert.equal(await kindOf(verifier.verifySubscriptionToken(token, 'u', 'chat:x')), 'invalid');
+  });
+});
