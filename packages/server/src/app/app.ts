@@ -155,11 +155,11 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     throw error;
   }
   let webhooks: Webhooks | undefined;
-  if (config.webhooks.endpoints.length > 0) {
+  if (config.webhooks.endpoints.length > 0 && engine.webhookEvents === undefined) {
     const problems: string[] = [];
     // The composition root reads the environment: endpoint secrets may live there (secretEnv).
     const endpoints = resolveEndpoints(config, process.env, problems);
-    if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine yet (sqlite or memory engine, one process)`);
+    if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine yet (sqlite or memory engine, one process or cluster mode)`);
     if (problems.length > 0) {
       await sharedLimits?.close();
       await engine.close().catch(() => undefined);
@@ -222,7 +222,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     liveStats: () => ({ worker: options.worker, host, ...(exporter.totals?.() ?? NO_TOTALS) }),
     logger,
     version,
-    ...(webhooks === undefined ? {} : { events: webhooks.nodeEvents }),
+    ...(webhooks === undefined ? (engine.webhookEvents === undefined ? {} : { events: engine.webhookEvents }) : { events: webhooks.nodeEvents }),
   });
   const metrics = createMetrics(node, watchdog, webhooks?.dispatcher);
   exporter.totals = metrics.totals;

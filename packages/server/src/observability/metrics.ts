@@ -135,30 +135,8 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
   on<ConflatedEvent>(diagnostics.conflated, (event) => conflated.inc(event.count));
   on<CommandErrorEvent>(diagnostics.commandError, (event) => commandErrors.inc({ code: String(event.code) }));
   if (webhooks !== undefined) {
-    const outcomes = new Counter({
-      name: 'herald_webhook_events_total',
-      help: 'Webhook events by endpoint and outcome: delivered, retried (per failed attempt), dead (kept as dead letters), dropped (outbox full).',
-      labelNames: ['endpoint', 'outcome'],
-      registers: [registry],
-    });
-    on<WebhookOutcomeEvent>(diagnostics.webhook, (event) => outcomes.inc({ endpoint: event.endpoint, outcome: event.outcome }, event.count));
-    new Gauge({
-      name: 'herald_webhook_outbox',
-      help: 'Webhook outbox entries: pending delivery, and dead letters (herald webhooks list-dead, replay).',
-      labelNames: ['state'],
-      // Cluster /metrics: the primary owns the outbox; every worker reports 0.
-      aggregator: 'max',
-      registers: [registry],
-      collect() {
-        try {
-          const counts = webhooks.counts();
-          this.set({ state: 'pending' }, counts.pending);
-          this.set({ state: 'dead' }, counts.dead);
-        } catch {
-          // The outbox is not readable right now: the last values stay.
-        }
-      },
-    });
+    const count = webhookMetrics(registry, webhooks);
+    on<WebhookOutcomeEvent>(diagnostics.webhook, (event) => count(event.endpoint, event.outcome, event.count));
   }
 
   return {
@@ -231,4 +209,35 @@ function watchdogMetrics(registry: Registry, watchdog: Watchdog): void {
       this.set({ kind: 'heap_snapshot' }, watchdog.written.heapSnapshots);
     },
   });
+}
+
+/**
+ * The webhook series on `registry`: the outbox gauge (read at each scrape)
+ * and the outcome counter, whose increment is returned. The composition
+ * root of a single process feeds it from diagnostics; the cluster primary,
+ * which owns the outbox, directly.
+ */
+export function webhookMetrics(registry: Registry, webhooks: WebhookCounts): (endpoint: string, outcome: string, count: number) => void {
+  const outcomes = new Counter({
+    name: 'herald_webhook_events_total',
+    help: 'Webhook events by endpoint and outcome: delivered, retried (per failed attempt), dead (kept as dead letters), dropped (outbox full).',
+    labelNames: ['endpoint', 'outcome'],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'herald_webhook_outbox',
+    help: 'Webhook outbox entries: pending delivery, and dead letters (herald webhooks list-dead, replay).',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      try {
+        const counts = webhooks.counts();
+        this.set({ state: 'pending' }, counts.pending);
+        this.set({ state: 'dead' }, counts.dead);
+      } catch {
+        // The outbox is not readable right now: the last values stay.
+      }
+    },
+  });
+  return (endpoint, outcome, count) => outcomes.inc({ endpoint, outcome }, count);
 }
