@@ -17,6 +17,7 @@ import type { SessionRouter } from '../transports/http-connection.ts';
 import { redactUrl } from '../observability/redact.ts';
 import { MemoryAdminStore, type AdminStore } from '../console/admin-store.ts';
 import { MemoryOutbox, type WebhookOutbox } from '../webhooks/outbox.ts';
+import type { NodeEvents } from '../core/node-events.ts';
 
 export type EngineHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
@@ -51,6 +52,8 @@ export interface Engine {
    * in this process.
    */
   readonly webhookOutbox?: WebhookOutbox | undefined;
+  /** Cluster workers: where the Node's reports go instead (the primary owns the outbox and decides transitions). */
+  readonly webhookEvents?: NodeEvents | undefined;
   /** Closes what the engine opened (after the Node has closed its parts). */
   close(): Promise<void>;
 }

@@ -28,6 +28,7 @@ import type { SessionAnswer, SessionExchange } from '../transports/http-connecti
 import type { NotReadyReason } from '../app/health.ts';
 import type { PresenceOrphans, PresenceTrack } from './presence-mirror.ts';
 import type { AdminStoreMethod } from '../console/admin-store.ts';
+import type { WebhookEvent } from '../webhooks/events.ts';
 
 /** What a worker asks of the primary: arguments and result per operation. */
 export interface EngineCalls {
@@ -88,7 +89,14 @@ export type WorkerMessage =
    * its drain, so that the primary keeps them once the worker is gone
    * (counter-ledger.ts).
    */
-  | { readonly type: 'counters'; readonly metrics: readonly object[] };
+  | { readonly type: 'counters'; readonly metrics: readonly object[] }
+  /**
+   * Webhooks: an event the worker saw (client connected or disconnected, a
+   * publication), for the primary's outbox. Channel and member transitions
+   * are not sent: the primary derives them from the subscribe and presence
+   * calls of every worker (webhooks/transitions.ts).
+   */
+  | { readonly type: 'webhook'; readonly event: WebhookEvent };
 
 /** Primary → worker. */
 export type PrimaryMessage =

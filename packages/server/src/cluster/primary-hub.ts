@@ -26,6 +26,20 @@ import type { ApiKeyConfig } from '../config/schema.ts';
 import type { CallMessage, PrimaryMessage, WorkerMessage } from './ipc-messages.ts';
 import type { Pipe } from './pipe.ts';
 import { ADMIN_STORE_METHODS, MemoryAdminStore, type AdminStore } from '../console/admin-store.ts';
+import type { TransitionTracker } from '../webhooks/transitions.ts';
+import type { WebhookEvent } from '../webhooks/events.ts';
+
+/**
+ * Webhooks in cluster mode: the primary sees every worker's subscribe and
+ * presence calls, so it alone decides when a channel is occupied or vacated
+ * and a member added or removed (one tracker, a source per worker; a
+ * worker that goes away is dropped from it, once). Workers send the events
+ * they see themselves (connections, publications) to `emit`.
+ */
+export interface PrimaryWebhooks {
+  readonly tracker: TransitionTracker;
+  emit(event: WebhookEvent): void;
+}
 
 export type WorkerPipe = Pipe<WorkerMessage, PrimaryMessage>;
 
@@ -44,6 +58,8 @@ export interface PrimaryHubOptions {
   readonly apiKeys?: readonly ApiKeyConfig[];
   /** The console store workers reach over IPC (the sqlite engine's state file); a MemoryAdminStore when absent. The hub closes it. */
   readonly adminStore?: AdminStore;
+  /** Webhooks (the primary owns the outbox); none when absent. */
+  readonly webhooks?: PrimaryWebhooks | undefined;
 }
 
 export type SweepingBroker = Broker & { sweep(): void };
@@ -59,8 +75,8 @@ interface WorkerState {
   readonly id: number;
   readonly pipe: WorkerPipe;
   readonly channels: Set<string>;
-  /** channel → client ids this worker added to presence. */
-  readonly presence: Map<string, Set<string>>;
+  /** channel → client id → the presence entry this worker added. */
+  readonly presence: Map<string, Map<string, ClientInfo>>;
   /** channel + NUL + client id → the join it announced (a leave is owed). */
   readonly joins: Map<string, { readonly channel: string; readonly info: ClientInfo }>;
   /** Forwards of this worker waiting for an answer: id → target worker. */
@@ -90,8 +106,10 @@ export class PrimaryHub {
   #engineFailure: string | undefined;
   #apiKeys: readonly ApiKeyConfig[] | null;
   readonly adminStore: AdminStore;
+  readonly #webhooks: PrimaryWebhooks | undefined;
 
   constructor(options: PrimaryHubOptions) {
+    this.#webhooks = options.webhooks;
     this.#now = options.now ?? Date.now;
     this.#retentionMs = options.revocationRetentionMs;
     this.#maxRevocations = options.maxRevocations ?? 100_000;
@@ -135,8 +153,10 @@ export class PrimaryHub {
     const state = this.#workers.get(id);
     if (state === undefined) return;
     this.#workers.delete(id);
+    // Its members leave, then its channels: member_removed before vacated, each once.
+    this.#webhooks?.tracker.dropSource(String(id));
     for (const channel of state.channels) this.#unsubscribe(state, channel);
-    for (const [channel, clients] of state.presence) for (const client of clients) void this.presence.remove(channel, client);
+    for (const [channel, clients] of state.presence) for (const client of clients.keys()) void this.presence.remove(channel, client);
     for (const { channel, info } of state.joins.values()) void this.broker.publishLeave(channel, info);
     for (const [forward, target] of state.forwards) this.#workers.get(target)?.pipe.send({ type: 'session_abort', id: forward, origin: id });
     for (const key of state.serving) {
@@ -210,6 +230,9 @@ export class PrimaryHub {
         if (origin?.forwards.delete(message.id) === true) origin.pipe.send({ type: 'session_answer', id: message.id, answer: message.answer });
         return;
       }
+      case 'webhook':
+        this.#webhooks?.emit(message.event);
+        return;
       default:
         state.other?.(message);
     }
@@ -257,6 +280,7 @@ export class PrimaryHub {
           void this.broker.subscribe(channel);
         }
         set.add(state.id);
+        this.#webhooks?.tracker.subscribed(String(state.id), channel);
         return null;
       }
       case 'unsubscribe':
@@ -270,18 +294,21 @@ export class PrimaryHub {
         const { channel, info } = message.args;
         let clients = state.presence.get(channel);
         if (clients === undefined) {
-          clients = new Set();
+          clients = new Map();
           state.presence.set(channel, clients);
         }
-        clients.add(info.client);
+        if (!clients.has(info.client)) this.#webhooks?.tracker.joined(String(state.id), channel, info);
+        clients.set(info.client, info);
         return this.presence.add(channel, info);
       }
       case 'presence_remove': {
         const { channel, clientId } = message.args;
         const clients = state.presence.get(channel);
-        if (clients !== undefined) {
+        const info = clients?.get(clientId);
+        if (clients !== undefined && info !== undefined) {
           clients.delete(clientId);
           if (clients.size === 0) state.presence.delete(channel);
+          this.#webhooks?.tracker.left(String(state.id), channel, info);
         }
         return this.presence.remove(channel, clientId);
       }
@@ -305,6 +332,7 @@ export class PrimaryHub {
 
   #unsubscribe(state: WorkerState, channel: string): void {
     if (!state.channels.delete(channel)) return;
+    this.#webhooks?.tracker.unsubscribed(String(state.id), channel);
     const set = this.#subscribers.get(channel);
     if (set === undefined) return;
     set.delete(state.id);

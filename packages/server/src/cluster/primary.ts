@@ -28,6 +28,12 @@ import { sqliteRevocationStore } from '../auth/revocation.ts';
 import { Supervisor } from './supervisor.ts';
 import { SqliteAdminStore } from '../console/sqlite-admin-store.ts';
 import { describeKeyImport, importKeyFile, watchKeyTable, type KeyTableSource } from '../store/api-key-table.ts';
+import { Registry } from 'prom-client';
+import { webhookMetrics } from '../observability/metrics.ts';
+import { MemoryOutbox } from '../webhooks/outbox.ts';
+import { SqliteOutbox } from '../webhooks/sqlite-outbox.ts';
+import { createWebhooks, resolveEndpoints, type Webhooks } from '../webhooks/webhooks.ts';
+import { version } from '../app/version.ts';
 
 /** How often the primary looks for API key changes in its state file (workers have them within this plus an IPC message). */
 export const KEY_POLL_MS = 1000;
@@ -111,7 +117,28 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
       revocationStore: sqliteRevocationStore(store.db, (error) => logger.error({ err: error }, 'revocation not written to the state file (it holds until restart)')),
     };
   }
-  const hub = new PrimaryHub({ revocationRetentionMs: config.auth.revocationRetentionMs, ...hubState });
+  // Webhooks: the primary owns the outbox (the state file on sqlite) and decides the transitions for every worker.
+  let webhooks: Webhooks | undefined;
+  let metricsRegistry: Registry | undefined;
+  if (config.webhooks.endpoints.length > 0) {
+    const problems: string[] = [];
+    // The cluster's composition root reads the environment: endpoint secrets may live there (secretEnv).
+    const endpoints = resolveEndpoints(config, process.env, problems);
+    if (config.engine.type === 'redis') problems.push('/webhooks: webhooks are not available on the redis engine yet (sqlite or memory engine)');
+    if (problems.length > 0) {
+      store?.close();
+      throw new ConfigError(problems);
+    }
+    metricsRegistry = new Registry();
+    const outbox = store === undefined ? new MemoryOutbox() : new SqliteOutbox(store.db);
+    webhooks = createWebhooks({ config, endpoints, outbox, logger, userAgent: `Herald/${version}`, onOutcome: webhookMetrics(metricsRegistry, outbox) });
+    logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name) }, 'webhooks on (the primary sends them)');
+  }
+  const hub = new PrimaryHub({
+    revocationRetentionMs: config.auth.revocationRetentionMs,
+    ...hubState,
+    ...(webhooks === undefined ? {} : { webhooks: { tracker: webhooks.tracker, emit: (event) => webhooks.dispatcher.emit(event) } }),
+  });
   engineHealth = (healthy, reason) => hub.setEngineHealth(healthy, reason);
   // `herald keys` writes the state file beside the primary: a look at PRAGMA data_version per interval.
   const keyPoll =
@@ -139,6 +166,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
       await supervisor.shutdown();
       clearInterval(keyPoll);
       await hub.close();
+      webhooks?.close();
       store?.close();
       if (pidFile !== undefined) removePidFile(pidFile);
       logger.info({ ms: Date.now() - started, code }, 'cluster stopped');
@@ -157,6 +185,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
     // Beside this module, with its extension (.ts from the sources, .js once built).
     exec: options.exec ?? fileURLToPath(new URL(`./worker-main${extname(fileURLToPath(import.meta.url))}`, import.meta.url)),
     onReady: (ports) => resolveReady(ports),
+    ...(metricsRegistry === undefined ? {} : { primaryMetrics: () => metricsRegistry.getMetricsAsJSON() }),
     onFatal: (reason) => {
       logger.error({ reason }, 'cluster giving up');
       void stop(1);

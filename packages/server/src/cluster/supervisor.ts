@@ -126,6 +126,8 @@ export interface SupervisorOptions {
   readonly onFatal: (reason: string) => void;
   /** Called once every slot has had a ready worker, with the shared ports. */
   readonly onReady?: (ports: { port: number; adminPort: number }) => void;
+  /** The primary's own metrics (prom-client JSON: the webhook outbox it owns), added to every cluster scrape. */
+  readonly primaryMetrics?: () => Promise<readonly object[]>;
 }
 
 export class Supervisor {
@@ -144,6 +146,7 @@ export class Supervisor {
   #notReady = '[]';
   #notReadyList: readonly NotReadyReason[] = [];
   #metricsSeq = 0;
+  readonly #primaryMetrics: (() => Promise<readonly object[]>) | undefined;
   /** Presence of dead workers waiting for a ready worker (redis engine). */
   readonly #orphans: { from: number; orphans: PresenceOrphans }[] = [];
   readonly #metricsParts = new Map<number, (worker: number, metrics: readonly object[]) => void>();
@@ -151,6 +154,7 @@ export class Supervisor {
   readonly #counters = new CounterLedger();
 
   constructor(options: SupervisorOptions) {
+    this.#primaryMetrics = options.primaryMetrics;
     this.#options = options;
     this.#logger = options.logger;
     this.#config = options.config;
@@ -344,6 +348,7 @@ export class Supervisor {
     const parts: (readonly object[])[] = [...answers.values()];
     for (const target of targets) if (!answers.has(target.id)) parts.push(this.#counters.last(target.id));
     parts.push(...this.#counters.retired());
+    if (this.#primaryMetrics !== undefined) parts.push(await this.#primaryMetrics().catch(() => []));
     let text = '';
     try {
       const { AggregatorRegistry } = await import('prom-client');

@@ -27,6 +27,8 @@ import { apiErrorAnswer, type SessionAnswer, type SessionExchange, type SessionR
 import type { CallOp, EngineCalls, PrimaryMessage, WorkerMessage } from './ipc-messages.ts';
 import type { Pipe } from './pipe.ts';
 import { ADMIN_STORE_METHODS, type AdminStore } from '../console/admin-store.ts';
+import type { NodeEvents } from '../core/node-events.ts';
+import { namespaceOf, newEvent, type WebhookEventName } from '../webhooks/events.ts';
 
 export type PrimaryPipe = Pipe<PrimaryMessage, WorkerMessage>;
 
@@ -424,6 +426,7 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
     control,
     revocations,
     sessionRouter: sessions,
+    webhookEvents: config.webhooks.endpoints.length === 0 ? undefined : workerWebhookEvents(pipe, config),
     apiKeys: apiKeys === null ? undefined : { current: () => apiKeys ?? [] },
     adminStore: clusterAdminStore(link),
     health: (): EngineHealth => {
@@ -431,5 +434,32 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
       return primaryEngineFailure === undefined ? { status: 'ok' } : { status: 'degraded', reason: primaryEngineFailure };
     },
     close: async () => {},
+  };
+}
+
+/**
+ * Webhooks from a worker: connections and publications go to the primary
+ * as events (it owns the outbox); channel and member transitions are the
+ * primary's to decide from the subscribe and presence calls it serves.
+ */
+function workerWebhookEvents(pipe: PrimaryPipe, config: Config): NodeEvents {
+  const wanted = new Set<WebhookEventName>(config.webhooks.endpoints.flatMap((endpoint) => endpoint.events as WebhookEventName[]));
+  const publications = new Set(config.webhooks.publicationNamespaces);
+  const nothing = (): void => {};
+  return {
+    clientConnected: (info, transport) => {
+      if (wanted.has('client_connected')) pipe.send({ type: 'webhook', event: newEvent('client_connected', Date.now(), { client: info.client, user: info.user, transport }) });
+    },
+    clientDisconnected: (info, transport, code, reason) => {
+      if (wanted.has('client_disconnected')) pipe.send({ type: 'webhook', event: newEvent('client_disconnected', Date.now(), { client: info.client, user: info.user, transport, code, reason }) });
+    },
+    published: (channel, dataJson, info) => {
+      if (!wanted.has('publication') || !publications.has(namespaceOf(channel))) return;
+      pipe.send({ type: 'webhook', event: newEvent('publication', Date.now(), { channel, data: JSON.parse(dataJson) as unknown, ...(info === undefined ? {} : { client: info.client, user: info.user }) }) });
+    },
+    channelSubscribed: nothing,
+    channelUnsubscribed: nothing,
+    presenceJoined: nothing,
+    presenceLeft: nothing,
   };
 }

@@ -5,11 +5,12 @@
  * calls it when the server closes. The core never imports this file.
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Watchdog } from './watchdog.ts';
 import {
   diagnostics,
   type CommandErrorEvent,
+  type HookCallEvent,
   type ConflatedEvent,
   type ConnectionClosedEvent,
   type ConnectionOpenedEvent,
@@ -134,31 +135,21 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
   });
   on<ConflatedEvent>(diagnostics.conflated, (event) => conflated.inc(event.count));
   on<CommandErrorEvent>(diagnostics.commandError, (event) => commandErrors.inc({ code: String(event.code) }));
+  const hookCalls = new Counter({ name: 'herald_hook_calls_total', help: 'Proxy hook calls by event and outcome (allow, deny, failed).', labelNames: ['event', 'outcome'], registers: [registry] });
+  const hookSeconds = new Histogram({
+    name: 'herald_hook_duration_seconds',
+    help: 'Proxy hook call latency by event.',
+    labelNames: ['event'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  on<HookCallEvent>(diagnostics.hookCall, (event) => {
+    hookCalls.inc({ event: event.event, outcome: event.outcome });
+    hookSeconds.observe({ event: event.event }, event.ms / 1000);
+  });
   if (webhooks !== undefined) {
-    const outcomes = new Counter({
-      name: 'herald_webhook_events_total',
-      help: 'Webhook events by endpoint and outcome: delivered, retried (per failed attempt), dead (kept as dead letters), dropped (outbox full).',
-      labelNames: ['endpoint', 'outcome'],
-      registers: [registry],
-    });
-    on<WebhookOutcomeEvent>(diagnostics.webhook, (event) => outcomes.inc({ endpoint: event.endpoint, outcome: event.outcome }, event.count));
-    new Gauge({
-      name: 'herald_webhook_outbox',
-      help: 'Webhook outbox entries: pending delivery, and dead letters (herald webhooks list-dead, replay).',
-      labelNames: ['state'],
-      // Cluster /metrics: the primary owns the outbox; every worker reports 0.
-      aggregator: 'max',
-      registers: [registry],
-      collect() {
-        try {
-          const counts = webhooks.counts();
-          this.set({ state: 'pending' }, counts.pending);
-          this.set({ state: 'dead' }, counts.dead);
-        } catch {
-          // The outbox is not readable right now: the last values stay.
-        }
-      },
-    });
+    const count = webhookMetrics(registry, webhooks);
+    on<WebhookOutcomeEvent>(diagnostics.webhook, (event) => count(event.endpoint, event.outcome, event.count));
   }
 
   return {
@@ -231,4 +222,35 @@ function watchdogMetrics(registry: Registry, watchdog: Watchdog): void {
       this.set({ kind: 'heap_snapshot' }, watchdog.written.heapSnapshots);
     },
   });
+}
+
+/**
+ * The webhook series on `registry`: the outbox gauge (read at each scrape)
+ * and the outcome counter, whose increment is returned. The composition
+ * root of a single process feeds it from diagnostics; the cluster primary,
+ * which owns the outbox, directly.
+ */
+export function webhookMetrics(registry: Registry, webhooks: WebhookCounts): (endpoint: string, outcome: string, count: number) => void {
+  const outcomes = new Counter({
+    name: 'herald_webhook_events_total',
+    help: 'Webhook events by endpoint and outcome: delivered, retried (per failed attempt), dead (kept as dead letters), dropped (outbox full).',
+    labelNames: ['endpoint', 'outcome'],
+    registers: [registry],
+  });
+  new Gauge({
+    name: 'herald_webhook_outbox',
+    help: 'Webhook outbox entries: pending delivery, and dead letters (herald webhooks list-dead, replay).',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      try {
+        const counts = webhooks.counts();
+        this.set({ state: 'pending' }, counts.pending);
+        this.set({ state: 'dead' }, counts.dead);
+      } catch {
+        // The outbox is not readable right now: the last values stay.
+      }
+    },
+  });
+  return (endpoint, outcome, count) => outcomes.inc({ endpoint, outcome }, count);
 }

@@ -60,6 +60,7 @@ export class TransitionTracker {
   }
 
   subscribed(source: string, channel: string): void {
+    if (channel.startsWith('|')) return; // the delivery probe's channel, outside the channel grammar
     let sources = this.#channels.get(channel);
     if (sources === undefined) {
       sources = new Set();
@@ -72,6 +73,7 @@ export class TransitionTracker {
   }
 
   unsubscribed(source: string, channel: string): void {
+    if (channel.startsWith('|')) return;
     const sources = this.#channels.get(channel);
     if (sources === undefined || !sources.delete(source)) return;
     this.#bySource.get(source)?.channels.delete(channel);
