@@ -30,7 +30,7 @@ import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-st
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 import { ProxyHooks } from '../hooks/proxy-hooks.ts';
-import { hookTargets, readHookSecrets } from '../hooks/hook-secrets.ts';
+import { hookTargets } from '../hooks/hook-secrets.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, resolveEndpoints, type Webhooks } from '../webhooks/webhooks.ts';
 
@@ -143,11 +143,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } = checks.prepared;
-  // Proxy hooks: their signing secrets come from files or the environment (read here, the composition root).
-  const hookProblems: string[] = [];
-  const hookSecrets = readHookSecrets(config.hooks, process.env, hookProblems);
-  if (hookProblems.length > 0) throw new ConfigError(hookProblems);
+  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, hookSecrets } = checks.prepared;
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);

@@ -6,8 +6,9 @@
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
  */
+import { readHookSecrets } from '../hooks/hook-secrets.ts';
 import { readFileSync } from 'node:fs';
-import type { Config } from '../config/schema.ts';
+import type { Config, HookTargetConfig } from '../config/schema.ts';
 import { MIN_SECRET_CHARS } from '../config/schema.ts';
 import { ConfigError, GENERATE_SECRET, redisOverTls, type ValidatedConfig } from '../config/load.ts';
 import { createJwtVerifier, type TokenVerifier } from '../auth/jwt.ts';
@@ -32,6 +33,8 @@ export interface Prepared {
   readonly consoleEnabled: boolean;
   /** The redis engine's TLS files (`engine.redisTls`), read; undefined on other engines or without `rediss://`. */
   readonly redisTls: RedisTls | undefined;
+  /** The signing secret of each proxy hook (hooks/hook-secrets.ts), from its file or environment variable. */
+  readonly hookSecrets: ReadonlyMap<HookTargetConfig, string>;
 }
 
 export interface CheckResult {
@@ -108,6 +111,8 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   }
 
   const redisTls = valid('engine') ? readRedisTls(config, problems) : undefined;
+  // Proxy hooks sign with secrets from files or the environment (the composition root's side reads it).
+  const hookSecrets = valid('hooks') ? readHookSecrets(config.hooks, process.env, problems) : new Map<HookTargetConfig, string>();
 
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
@@ -165,7 +170,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     );
   }
 
-  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } : undefined;
+  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, hookSecrets } : undefined;
   return { problems, warnings, prepared };
 }
 
