@@ -301,6 +301,17 @@ export class HeraldClient extends Emitter<ClientEvents> {
     return clients;
   }
 
+  /**
+   * Asks the application's backend through Herald's rpc hook (docs/hooks.md)
+   * and resolves with its answer's `data`. Rejects with a HeraldError: the
+   * backend's own code (1000–1999) when it refused, 119 when it failed, 120
+   * when no rpc hook is configured. Waits for the connection like any command.
+   */
+  async rpc<R = unknown>(method: string, data?: unknown): Promise<R> {
+    const result = await this.#call<{ data: R }>('rpc', data === undefined ? { method } : { method, data });
+    return result.data;
+  }
+
   async presenceStats(channel: string): Promise<PresenceStats> {
     const result = await this.#call<{ num_clients: number; num_users: number }>('presence_stats', { channel });
     return { numClients: result.num_clients, numUsers: result.num_users };

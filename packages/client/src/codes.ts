@@ -72,7 +72,7 @@ export function closeAction(code: number): CloseAction {
 
 /** Reply error codes after which a subscribe is retried (with backoff) rather than given up. */
 export function isTemporaryReplyError(code: number): boolean {
-  return code === 100 || code === 109 || code === 111 || (code >= 0 && code < 100);
+  return code === 100 || code === 109 || code === 111 || code === 119 || (code >= 0 && code < 100);
 }
 
 /**
@@ -97,7 +97,7 @@ export function openFailure(status: number, apiError: string | undefined, reques
     return { code: sdkCodes.transport_closed.code, reason: `open refused (${apiError ?? status})`, channelsRefused: true };
   }
   // Without channels a 403 is about the connection: anonymous where no namespace allows it.
-  if (status === 403 && (apiError === 'forbidden' || apiError === 'anonymous_not_allowed')) {
+  if (status === 403 && (apiError === 'forbidden' || apiError === 'anonymous_not_allowed' || apiError === 'connection_denied')) {
     return { code: disconnects.permission_denied.code, reason: disconnects.permission_denied.reason, channelsRefused: false };
   }
   // 404 (no such endpoint, e.g. a proxy), 429, 5xx, or anything unexpected: the transport failed.

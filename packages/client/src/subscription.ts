@@ -37,7 +37,12 @@ export interface SubscriptionHost {
 }
 
 export function toClientInfo(info: WireClientInfo): ClientInfo {
-  return info.conn_info === undefined ? { client: info.client, user: info.user } : { client: info.client, user: info.user, connInfo: info.conn_info };
+  return {
+    client: info.client,
+    user: info.user,
+    ...(info.conn_info === undefined ? {} : { connInfo: info.conn_info }),
+    ...(info.chan_info === undefined ? {} : { chanInfo: info.chan_info }),
+  };
 }
 
 export class Subscription<T = unknown> extends Emitter<SubscriptionEvents<T>> {

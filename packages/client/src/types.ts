@@ -11,8 +11,10 @@ export type { StreamPosition, TransportName };
 export interface ClientInfo {
   readonly client: string;
   readonly user: string;
-  /** The token's `info` claim, when it has one. */
+  /** The token's `info` claim (or what the connect hook set), when it has one. */
   readonly connInfo?: unknown;
+  /** What the subscribe hook attached for this channel (docs/hooks.md), when it did. */
+  readonly chanInfo?: unknown;
 }
 
 export interface Publication<T = unknown> {

@@ -41,6 +41,7 @@ export const apiErrors = {
   anonymous_not_allowed: { status: 403, message: 'anonymous access is not allowed in this namespace: connect with a token' },
   subscription_token_required: { status: 403, message: 'a private channel needs a subscription token: subscribe by command after opening' },
   origin_not_allowed: { status: 403, message: 'origin not allowed' },
+  connection_denied: { status: 403, message: 'the application refused the connection (connect hook)' },
   not_found: { status: 404, message: 'no such endpoint' },
   session_unknown: { status: 404, message: 'connection session is unknown or expired' },
   method_not_allowed: { status: 405, message: 'HTTP method not allowed here' },
@@ -51,6 +52,7 @@ export const apiErrors = {
   login_locked: { status: 429, message: 'too many failed sign-ins: try again later' },
   internal: { status: 500, message: 'internal server error' },
   unavailable: { status: 503, message: 'server is shutting down or degraded' },
+  hook_unavailable: { status: 503, message: 'the application backend did not answer (connect hook)' },
 } as const satisfies Record<string, ApiErrorEntry>;
 
 export type ApiErrorCode = keyof typeof apiErrors;
@@ -80,6 +82,8 @@ export const replyErrors = {
   unavailable: { code: 116, message: 'temporarily unavailable' },
   json_too_deep: { code: 117, message: 'command nests arrays and objects deeper than the limit' },
   anonymous_not_allowed: { code: 118, message: 'anonymous access is not allowed in this namespace' },
+  hook_unavailable: { code: 119, message: 'the application backend did not answer' },
+  rpc_not_configured: { code: 120, message: 'no rpc hook is configured for this method' },
 } as const satisfies Record<string, ReplyErrorEntry>;
 
 export type ReplyErrorName = keyof typeof replyErrors;
@@ -100,6 +104,7 @@ export const disconnects = {
   no_pong: { code: 3008, reason: 'no activity within two ping intervals' },
   too_many_requests: { code: 3009, reason: 'inbound message rate above the hard limit' },
   session_expired: { code: 3010, reason: 'long-poll session expired' },
+  hook_unavailable: { code: 3011, reason: 'the application backend did not answer' },
   invalid_token: { code: 3500, reason: 'invalid token' },
   bad_request: { code: 3501, reason: 'bad request' },
   stale: { code: 3502, reason: 'stale: no connect command in time' },

@@ -57,6 +57,10 @@ const paramSchemas = {
   presence: Type.Object({ channel: Channel }, { additionalProperties: false }),
   presence_stats: Type.Object({ channel: Channel }, { additionalProperties: false }),
   refresh: Type.Object({ token: Type.String({ minLength: 1, maxLength: 16384 }) }, { additionalProperties: false }),
+  rpc: Type.Object(
+    { method: Type.String({ minLength: 1, maxLength: 256, pattern: '^[A-Za-z0-9_.:/-]+$' }), data: Type.Optional(Type.Unknown()) },
+    { additionalProperties: false },
+  ),
   ping: Empty,
   pong: Empty,
 } satisfies Record<CommandMethod, TSchema>;

@@ -72,6 +72,18 @@ export interface HistoryParams {
   readonly reverse?: boolean;
 }
 
+export interface RpcParams {
+  /** The method, for the application's backend (`ns:name` picks a namespace's rpc hook). */
+  readonly method: string;
+  /** Any JSON, passed to the backend as is. */
+  readonly data?: unknown;
+}
+
+export interface RpcResult {
+  /** The backend's answer. */
+  readonly data: unknown;
+}
+
 export type Command =
   | { readonly id: number; readonly method: 'connect'; readonly params?: ConnectParams }
   | { readonly id: number; readonly method: 'subscribe'; readonly params: SubscribeParams }
@@ -81,6 +93,7 @@ export type Command =
   | { readonly id: number; readonly method: 'presence'; readonly params: ChannelParams }
   | { readonly id: number; readonly method: 'presence_stats'; readonly params: ChannelParams }
   | { readonly id: number; readonly method: 'refresh'; readonly params: RefreshParams }
+  | { readonly id: number; readonly method: 'rpc'; readonly params: RpcParams }
   | { readonly id: number; readonly method: 'ping'; readonly params?: Record<string, never> }
   | { readonly id?: number; readonly method: 'pong'; readonly params?: Record<string, never> };
 
@@ -131,6 +144,8 @@ export interface ClientInfo {
   readonly client: string;
   readonly user: string;
   readonly conn_info?: unknown;
+  /** Channel info the subscribe hook attached to this subscriber (docs/hooks.md); only in that channel. */
+  readonly chan_info?: unknown;
 }
 
 export interface Publication {

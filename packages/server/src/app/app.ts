@@ -29,6 +29,8 @@ import { KeyUsage } from '../console/key-usage.ts';
 import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-store.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
+import { ProxyHooks } from '../hooks/proxy-hooks.ts';
+import { hookTargets, readHookSecrets } from '../hooks/hook-secrets.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, resolveEndpoints, type Webhooks } from '../webhooks/webhooks.ts';
 
@@ -139,6 +141,10 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
   const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } = checks.prepared;
+  // Proxy hooks: their signing secrets come from files or the environment (read here, the composition root).
+  const hookProblems: string[] = [];
+  const hookSecrets = readHookSecrets(config.hooks, process.env, hookProblems);
+  if (hookProblems.length > 0) throw new ConfigError(hookProblems);
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
@@ -206,8 +212,10 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // The metrics exporter is made from the node; the node's snapshots read its totals.
   const exporter: { totals?: () => LiveTotals } = {};
   const host = hostname();
+  const hooks = hookTargets(config.hooks).length === 0 ? undefined : new ProxyHooks({ config: config.hooks, secrets: hookSecrets, maxJsonDepth: config.limits.maxJsonDepth, node: engine.nodeId });
   const node = new Node({
     config,
+    hooks,
     broker: probe?.broker ?? engine.broker,
     presence: engine.presence,
     tokens,
@@ -270,6 +278,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
+    await hooks?.close();
     webhooks?.close();
     await sharedLimits?.close();
     await engine.close().catch(() => undefined);
@@ -329,6 +338,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       await keyUsage.close();
       await auditLog.flush();
       await node.close();
+      await hooks?.close();
       // Events of the drain (disconnects, vacated) are in the outbox; what is not sent now is sent after the next start.
       webhooks?.close();
       await sharedLimits?.close();

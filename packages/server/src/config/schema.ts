@@ -113,6 +113,97 @@ export const ApiKey = Type.Object(
   { additionalProperties: false },
 );
 
+/** One proxy hook: where Herald asks the application (docs/hooks.md). */
+const hookTargetProperties = {
+  url: Type.String({
+    pattern: '^https?://[^\\s]+$',
+    maxLength: 2048,
+    description: 'Endpoint Herald POSTs the event to (JSON, signed). Only from config: nothing of a client ever goes into it; redirects are not followed.',
+  }),
+  timeoutMs: Ms(1000, 'Longest wait for the whole answer; then the call has failed and `failure` applies.'),
+  maxInFlight: Type.Integer({
+    default: 256,
+    minimum: 1,
+    maximum: 100000,
+    description: 'Calls of this hook in flight at once per node (per process); one more fails at once (and `failure` applies) instead of queueing.',
+  }),
+  failure: Type.Union([Type.Literal('closed'), Type.Literal('open')], {
+    default: 'closed',
+    description:
+      'What a failed call (timeout, backend down, non-2xx, an answer that breaks the schema, in-flight bound reached) means: `closed` refuses (reply error 119, disconnect 3011), `open` goes on as without the hook. rpc always fails closed.',
+  }),
+  secretFile: Type.Optional(Type.String({ minLength: 1, description: 'File holding the signing secret (HMAC-SHA256, at least 32 characters).' })),
+  secretEnv: Type.Optional(
+    Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$', description: 'Name of the environment variable holding the signing secret (instead of secretFile).' }),
+  ),
+  forwardHeaders: Type.Array(Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]{1,64}$' }), {
+    default: [],
+    maxItems: 32,
+    uniqueItems: true,
+    description: 'Headers of the client\'s opening request (WebSocket upgrade, SSE GET, long-poll open) forwarded to the hook, by name; nothing else is (`cookie` is never: use forwardCookies).',
+  }),
+  forwardCookies: Type.Array(Type.String({ pattern: '^[A-Za-z0-9!#$%&\'*+.^_`|~-]{1,64}$' }), {
+    default: [],
+    maxItems: 32,
+    uniqueItems: true,
+    description: 'Cookies of the client\'s opening request forwarded to the hook, by name.',
+  }),
+};
+
+export const HookTarget = Type.Object(hookTargetProperties, { additionalProperties: false });
+
+const hookTarget = (description: string) => Type.Object(hookTargetProperties, { additionalProperties: false, description });
+const namespaceHook = (event: string) =>
+  Type.Optional(
+    Type.Union([hookTarget(`This namespace's ${event} hook.`), Type.Literal(false, { description: `No ${event} hook in this namespace.` })], {
+      description: `Replaces hooks.${event} for this namespace; false turns it off here.`,
+    }),
+  );
+
+export const ConnectHookTarget = Type.Object(
+  {
+    ...hookTargetProperties,
+    withoutToken: Type.Boolean({
+      default: false,
+      description: 'Connections without a token are asked of the hook too (instead of a token): the answer\'s `user` authenticates them. Off: only connections with a valid token are.',
+    }),
+  },
+  { additionalProperties: false, description: 'Asked when a connection connects: after a valid token (or instead of one with withoutToken); may set the user, the expiry and conn_info, or refuse.' },
+);
+
+export const HooksSchema = Type.Object(
+  {
+    connect: Type.Optional(ConnectHookTarget),
+    refresh: Type.Optional(hookTarget('Asked when a connection expires, instead of the `refresh` push: extends it or ends it (3003).')),
+    subscribe: Type.Optional(hookTarget('Asked for every subscription after Herald\'s own checks: allows (with channel info), or refuses with a code.')),
+    publish: Type.Optional(hookTarget('Asked for every client publish (never for the server API): allows, refuses with a code, or replaces the data.')),
+    rpc: Type.Optional(hookTarget('Answers the `rpc` command; without it rpc gets reply error 120.')),
+    namespaces: Type.Array(
+      Type.Object(
+        {
+          name: Type.String({ pattern: '^[a-z0-9_-]{1,64}$', description: 'A namespace of channels.namespaces, or an rpc method prefix (`ns:method`).' }),
+          subscribe: namespaceHook('subscribe'),
+          publish: namespaceHook('publish'),
+          rpc: namespaceHook('rpc'),
+        },
+        { additionalProperties: false },
+      ),
+      {
+        default: [],
+        maxItems: 1000,
+        description: 'Per-namespace hooks for subscribe, publish and rpc (method `name:…`): a target replaces the global one for that namespace, `false` turns it off there.',
+      },
+    ),
+    maxAnswerBytes: Type.Integer({
+      default: 65536,
+      minimum: 256,
+      maximum: 16777216,
+      description: 'Largest answer body read from a hook; a longer one is a failed call (limits.maxJsonDepth bounds its nesting).',
+    }),
+  },
+  { additionalProperties: false, default: {}, title: 'Proxy hooks (docs/hooks.md)' },
+);
+
 export const ConfigSchema = Type.Object(
   {
     $schema: Type.Optional(
@@ -496,6 +587,7 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {}, title: 'Watchdog (event loop and memory)' },
     ),
+    hooks: HooksSchema,
     webhooks: Type.Object(
       {
         endpoints: Type.Array(
@@ -582,3 +674,6 @@ export type NamespaceConfig = Static<typeof NamespaceOptions>;
 export type NamespaceEntry = { readonly name: string } & Partial<NamespaceConfig>;
 export type ApiKeyConfig = Static<typeof ApiKey>;
 export type ApiScope = ApiKeyConfig['scopes'][number];
+export type HookTargetConfig = Static<typeof HookTarget>;
+export type ConnectHookConfig = Static<typeof ConnectHookTarget>;
+export type HooksConfig = Static<typeof HooksSchema>;

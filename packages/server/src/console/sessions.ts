@@ -65,6 +65,17 @@ export class ConsoleSessions {
     return resolved.state === 'valid' ? { id, session: resolved.session, admin: resolved.admin } : undefined;
   }
 
+  /**
+   * Like `resolve`, but never renews the session's last-seen time: for
+   * background checks that are not the admin's activity (an open live
+   * stream re-checking its session), so an idle tab still times out.
+   */
+  async check(id: string | undefined, now: number): Promise<LiveSession | undefined> {
+    if (id === undefined || !SESSION_ID.test(id)) return undefined;
+    const resolved = await this.#store.resolveSession(hashSessionId(id), now, { ...this.policy, touchAfterMs: Number.MAX_SAFE_INTEGER });
+    return resolved.state === 'valid' ? { id, session: resolved.session, admin: resolved.admin } : undefined;
+  }
+
   /** Ends one session (a malformed id: nothing to end). */
   async end(id: string | undefined): Promise<void> {
     if (id === undefined || !SESSION_ID.test(id)) return;

@@ -32,6 +32,7 @@ import { conflationKey, latestValues, LatestByKey, withPrev } from './conflation
 import type { Transport } from './transport.ts';
 import { Outbox } from './write-scheduler.ts';
 import type { NamespaceConfig } from '../config/schema.ts';
+import type { ForwardedRequest, HookConnection } from '../hooks/hooks.ts';
 import type { Node } from './node.ts';
 
 /** Where the reply to one command goes (the socket, or an HTTP response). */
@@ -58,12 +59,20 @@ export class Subscription {
   pendingBytes = 0;
   /** Conflated channels: the newest publication per key held while the connection is behind (created the first time it is). */
   latest: LatestByKey | undefined = undefined;
+  /** Channel info the subscribe hook attached (hooks/hooks.ts); undefined without. */
+  chanInfo: unknown = undefined;
 
   constructor(client: Client, channel: string, options: NamespaceConfig) {
     this.client = client;
     this.channel = channel;
     this.options = options;
     this.recoverable = options.historySize > 0;
+  }
+
+  /** The subscriber's info in this channel: the connection's, with the subscribe hook's `chan_info` when it attached one. */
+  get info(): ClientInfo {
+    const info = this.client.info;
+    return this.chanInfo === undefined ? info : { ...info, chan_info: this.chanInfo };
   }
 }
 
@@ -108,18 +117,29 @@ export class CommandError extends Error {
   readonly reply: ReplyErrorName;
   /** What in the command was wrong (the reply's `detail`), when known. */
   readonly detail: string | undefined;
-  constructor(reply: ReplyErrorName, detail?: string) {
+  /** The code and message the application's hook refused with, instead of the registry's (`reply` is then permission_denied). */
+  readonly entry: { readonly code: number; readonly message: string } | undefined;
+  constructor(reply: ReplyErrorName, detail?: string, entry?: { readonly code: number; readonly message: string }) {
     super(reply);
     this.reply = reply;
     this.detail = detail;
+    this.entry = entry;
+  }
+
+  /** A refusal by a hook: its code (application range) and message go to the client. */
+  static denied(code: number, message: string): CommandError {
+    return new CommandError('permission_denied', undefined, { code, message });
   }
 }
 
 export class DisconnectError extends Error {
   readonly disconnect: DisconnectName;
-  constructor(disconnect: DisconnectName) {
+  /** The code and reason the connect hook refused with, instead of the registry's (`disconnect` is then permission_denied). */
+  readonly entry: { readonly code: number; readonly reason: string } | undefined;
+  constructor(disconnect: DisconnectName, entry?: { readonly code: number; readonly reason: string }) {
     super(disconnect);
     this.disconnect = disconnect;
+    this.entry = entry;
   }
 }
 
@@ -155,6 +175,8 @@ export class Client {
   tokenId: string | undefined = undefined;
   /** The client's address as the transport saw it (trusted proxies honoured); '' when unknown. */
   address = '';
+  /** Headers and cookies of the opening request that some hook forwards (hooks/hooks.ts); undefined when none does. */
+  forwarded: ForwardedRequest | undefined = undefined;
   /** When the connection was opened, epoch ms. */
   readonly openedAt: number;
   #info: ClientInfo | undefined;
@@ -319,13 +341,15 @@ export class Client {
       if (command.method === 'connect' && (result as ConnectResult).batch === true) this.enableBatching();
     } catch (error) {
       if (error instanceof DisconnectError) {
-        this.disconnect(error.disconnect);
+        if (error.entry !== undefined) this.close(error.entry.code, error.entry.reason);
+        else this.disconnect(error.disconnect);
         return;
       }
       const name: ReplyErrorName = error instanceof CommandError ? error.reply : error instanceof BrokerUnavailableError ? 'unavailable' : 'internal';
       if (name === 'internal') this.node.logger.error({ err: error, method: command.method }, 'command failed');
-      diagnostics.commandError.publish({ node: this.node.id, method: command.method, code: replyErrors[name].code });
-      if (!this.isClosed) reply(encodeReplyError(id, replyErrors[name], error instanceof CommandError ? error.detail : undefined));
+      const entry = (error instanceof CommandError ? error.entry : undefined) ?? replyErrors[name];
+      diagnostics.commandError.publish({ node: this.node.id, method: command.method, code: entry.code });
+      if (!this.isClosed) reply(encodeReplyError(id, entry, error instanceof CommandError ? error.detail : undefined));
     }
   }
 
@@ -352,6 +376,8 @@ export class Client {
         return this.node.clientPresenceStats(this, command.params.channel);
       case 'refresh':
         return this.refresh(command.params.token);
+      case 'rpc':
+        return this.node.clientRpc(this, command.params.method, command.params.data);
       case 'ping':
       case 'pong':
         return {};
@@ -369,14 +395,29 @@ export class Client {
     if (this.state !== 'new') throw new CommandError('already_connected');
     let expiresAt: number | undefined;
     if (token === undefined || token === '') token = this.fallbackToken;
-    if (token === undefined || token === '') {
-      if (!this.node.rules.anonymousAllowed) throw new DisconnectError('permission_denied');
+    const tokenPresent = token !== undefined && token !== '';
+    const hooks = this.node.hooks;
+    if (!tokenPresent) {
+      if (!this.node.rules.anonymousAllowed && !(hooks !== undefined && hooks.connectWithoutToken)) throw new DisconnectError('permission_denied');
     } else {
-      const identity = await this.#verifyConnectionToken(token);
+      const identity = await this.#verifyConnectionToken(token!);
       this.user = identity.user;
       this.connInfo = identity.info;
       this.tokenId = identity.tokenId;
       expiresAt = identity.expiresAt;
+    }
+    if (hooks !== undefined && hooks.has('connect', '') && (tokenPresent || hooks.connectWithoutToken)) {
+      if (this.state !== 'new') throw new DisconnectError('internal');
+      const decision = await hooks.connect({ ...this.hookConnection(), name, tokenPresent });
+      if (decision.outcome === 'deny') throw new DisconnectError('permission_denied', { code: decision.code, reason: decision.message });
+      if (decision.outcome === 'unavailable') {
+        if (!decision.failOpen) throw new DisconnectError('hook_unavailable');
+      } else {
+        if (decision.user !== undefined) this.user = decision.user;
+        if (decision.expiresAt !== undefined) expiresAt = decision.expiresAt;
+        if ('info' in decision) this.connInfo = decision.info;
+      }
+      if (this.user === '' && !this.node.rules.anonymousAllowed) throw new DisconnectError('permission_denied');
     }
     if (this.state !== 'new') throw new DisconnectError('internal');
     this.name = name ?? '';
@@ -420,12 +461,58 @@ export class Client {
     const ttl = Math.max(0, expiresAt - this.node.now());
     const grace = this.node.tokenExpiryGraceMs;
     this.#timer = setTimeout(() => {
+      const hooks = this.node.hooks;
+      if (hooks !== undefined && hooks.has('refresh', '')) {
+        this.#timer = undefined;
+        void this.#refreshByHook();
+        return;
+      }
       this.writePush(new EncodedFrame(encodePush({ push: 'refresh', grace: Math.round(grace / 1000) })));
       this.#timer = setTimeout(() => this.disconnect('token_expired'), grace);
       this.#timer.unref();
     }, ttl);
     this.#timer.unref();
     return Math.floor(ttl / 1000);
+  }
+
+  /**
+   * The connection expired and a refresh hook is configured: the backend
+   * extends it (or not) instead of the client sending a new token.
+   */
+  async #refreshByHook(): Promise<void> {
+    const decision = await this.node.hooks!.refresh(this.hookConnection());
+    if (this.isClosed || this.#timer !== undefined) return;
+    if (decision.outcome === 'deny') {
+      this.disconnect('token_expired');
+      return;
+    }
+    if (decision.outcome === 'unavailable') {
+      if (!decision.failOpen) {
+        this.disconnect('hook_unavailable');
+        return;
+      }
+      // Open: asked again after the expiry grace.
+      this.#scheduleExpiry(this.node.now() + this.node.tokenExpiryGraceMs);
+      return;
+    }
+    if ('info' in decision) {
+      this.connInfo = decision.info;
+      this.#info = undefined;
+    }
+    this.#scheduleExpiry(decision.expiresAt);
+  }
+
+  /** The connection as hooks see it (hooks/hooks.ts). */
+  hookConnection(): HookConnection {
+    const kind = this.transport.kind;
+    return {
+      client: this.id,
+      user: this.user,
+      transport: kind === 'long-poll' ? 'long_poll' : kind,
+      address: this.address,
+      ...(this.connInfo === undefined ? {} : { connInfo: this.connInfo }),
+      forwarded: this.forwarded,
+    };
   }
 
   /** Replaces the connection token on a live connection; another `sub` disconnects. */
@@ -485,10 +572,21 @@ export class Client {
     const channel = resolved.channel;
     if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
     if (resolved.options.private) await this.node.authorizePrivate(this, resolved, request.token);
+    let chanInfo: unknown;
+    const hooks = this.node.hooks;
+    if (hooks !== undefined && hooks.has('subscribe', resolved.namespace)) {
+      if (this.isClosed) throw new CommandError('not_subscribed');
+      const decision = await hooks.subscribe({ ...this.hookConnection(), channel, namespace: resolved.namespace });
+      if (decision.outcome === 'deny') throw CommandError.denied(decision.code, decision.message);
+      if (decision.outcome === 'unavailable') {
+        if (!decision.failOpen) throw new CommandError('hook_unavailable');
+      } else chanInfo = decision.info;
+    }
     if (this.isClosed) throw new CommandError('not_subscribed');
     if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
     if (this.subscriptionCount >= this.node.config.limits.maxChannelsPerConnection) throw new CommandError('limit_exceeded');
     const sub = new Subscription(this, this.node.hub.channelName(channel), resolved.options);
+    if (chanInfo !== undefined) sub.chanInfo = chanInfo;
     if (sub.recoverable && request.recover === true && request.epoch !== undefined && request.offset !== undefined) {
       // Until the subscription is established, the position vector carries the position it recovers from.
       sub.epoch = request.epoch;
@@ -508,7 +606,7 @@ export class Client {
   async #establish(sub: Subscription, wasRecovering: boolean, progress: Establishing): Promise<StreamRead> {
     await this.node.hub.addSubscription(sub);
     if (!progress.joined) {
-      await this.node.joinPresence(this, sub.channel, sub.options);
+      await this.node.joinPresence(this, sub.channel, sub.options, sub.info);
       progress.joined = true;
     }
     const since = sub.recoverable && sub.epoch !== '' ? { epoch: sub.epoch, offset: sub.offset } : undefined;
@@ -550,7 +648,7 @@ export class Client {
   async #abandon(sub: Subscription, progress: Establishing): Promise<void> {
     if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
     await this.node.hub.removeSubscription(sub);
-    if (progress.joined) await this.node.leavePresence(this, sub.channel, sub.options).catch(() => undefined);
+    if (progress.joined) await this.node.leavePresence(this, sub.channel, sub.options, sub.info).catch(() => undefined);
   }
 
   /**
@@ -807,7 +905,7 @@ export class Client {
     this.#dropSubscription(sub);
     diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
     await this.node.hub.removeSubscription(sub);
-    await this.node.leavePresence(this, sub.channel, sub.options);
+    await this.node.leavePresence(this, sub.channel, sub.options, sub.info);
   }
 
   /** Closes the connection with a registered disconnect. Idempotent. */
@@ -832,7 +930,7 @@ export class Client {
       subs.map(async (sub) => {
         diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
         await this.node.hub.removeSubscription(sub);
-        await this.node.leavePresence(this, sub.channel, sub.options);
+        await this.node.leavePresence(this, sub.channel, sub.options, sub.info);
       }),
     )
       .catch((error: unknown) => this.node.logger.warn({ err: error }, 'cleanup after close failed'))

@@ -22,6 +22,7 @@ import { Hub } from './hub.ts';
 import type { Transport } from './transport.ts';
 import type { NodeEvents } from './node-events.ts';
 import { WriteScheduler } from './write-scheduler.ts';
+import type { Hooks } from '../hooks/hooks.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -43,6 +44,8 @@ export interface NodeOptions {
   readonly processStats?: () => NodeProcessStats;
   /** Live counts for the console's overview, carried in snapshots. */
   readonly liveStats?: () => NodeLiveStats;
+  /** The application's hooks (docs/hooks.md); absent: Herald decides alone. */
+  readonly hooks?: Hooks | undefined;
   /** Told of connections, channel subscriptions, presence and publications (webhooks). */
   readonly events?: NodeEvents;
 }
@@ -70,6 +73,8 @@ export class Node {
   readonly id: string;
   /** Batched writes for the clients that announced batched frames. */
   readonly writes = new WriteScheduler();
+  /** The application's hooks, when any is configured (hooks/hooks.ts). */
+  readonly hooks: Hooks | undefined;
   readonly #broker: Broker;
   readonly #presence: PresenceStore;
   readonly #control: ControlBus;
@@ -96,6 +101,7 @@ export class Node {
     this.#presence = options.presence;
     this.tokens = options.tokens;
     this.revocations = options.revocations;
+    this.hooks = options.hooks;
     this.id = options.id ?? randomUUID();
     this.#control = options.control;
     this.#health = options.health ?? (() => ({ status: 'ok' }));
@@ -206,24 +212,25 @@ export class Node {
     return this.#broker.history(channel, { limit: options.historySize, reverse: true }, { size: options.historySize, ttlMs: options.historyTtlMs });
   }
 
-  async joinPresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {
+  /** `info`: the subscriber's info in the channel (with the subscribe hook's `chan_info`); the connection's by default. */
+  async joinPresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> {
     if (options.presence) {
-      await this.#presence.add(channel, client.info);
-      this.#events?.presenceJoined(channel, client.info);
+      await this.#presence.add(channel, info);
+      this.#events?.presenceJoined(channel, info);
     }
-    if (options.joinLeave) await this.#broker.publishJoin(channel, client.info);
+    if (options.joinLeave) await this.#broker.publishJoin(channel, info);
   }
 
-  async leavePresence(client: Client, channel: string, options: NamespaceConfig): Promise<void> {
+  async leavePresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> {
     if (options.presence) {
       try {
         await this.#presence.remove(channel, client.id);
       } finally {
         // The connection has left whether or not the store answered.
-        this.#events?.presenceLeft(channel, client.info);
+        this.#events?.presenceLeft(channel, info);
       }
     }
-    if (options.joinLeave) await this.#broker.publishLeave(channel, client.info);
+    if (options.joinLeave) await this.#broker.publishLeave(channel, info);
   }
 
   resolve(channel: unknown): ResolvedChannel {
@@ -267,10 +274,38 @@ export class Node {
     const resolved = this.resolve(channel);
     if (!resolved.options.clientPublish) throw new CommandError('permission_denied');
     this.authorizeRead(client, resolved);
-    const dataJson = JSON.stringify(data);
+    let dataJson = JSON.stringify(data);
     if (dataJson === undefined) throw new CommandError('bad_request');
     if (utf8Length(dataJson) > this.config.limits.maxMessageBytes) throw new CommandError('message_too_large');
-    return this.publish(resolved, dataJson, client.info, 'client');
+    const hooks = this.hooks;
+    if (hooks !== undefined && hooks.has('publish', resolved.namespace)) {
+      const decision = await hooks.publish({ ...client.hookConnection(), channel: resolved.channel, namespace: resolved.namespace, data });
+      if (decision.outcome === 'deny') throw CommandError.denied(decision.code, decision.message);
+      if (decision.outcome === 'unavailable') {
+        if (!decision.failOpen) throw new CommandError('hook_unavailable');
+      } else if ('data' in decision) {
+        // The backend's data replaces the client's, under the same limit.
+        dataJson = JSON.stringify(decision.data) ?? 'null';
+        if (utf8Length(dataJson) > this.config.limits.maxMessageBytes) throw new CommandError('message_too_large');
+      }
+    }
+    return this.publish(resolved, dataJson, client.subscription(resolved.channel)?.info ?? client.info, 'client');
+  }
+
+  /**
+   * The `rpc` command: answered by the application's rpc hook (the
+   * namespace's for a method `ns:name`, else the global one); without one,
+   * reply error rpc_not_configured.
+   */
+  async clientRpc(client: Client, method: string, data: unknown): Promise<{ data: unknown }> {
+    const colon = method.indexOf(':');
+    const namespace = colon > 0 ? method.slice(0, colon) : '';
+    const hooks = this.hooks;
+    if (hooks === undefined || !hooks.has('rpc', namespace)) throw new CommandError('rpc_not_configured');
+    const decision = await hooks.rpc({ ...client.hookConnection(), method, data }, namespace);
+    if (decision.outcome === 'deny') throw CommandError.denied(decision.code, decision.message);
+    if (decision.outcome === 'unavailable') throw new CommandError('hook_unavailable');
+    return { data: decision.data };
   }
 
   /** The history result `{epoch, offset, publications}`, assembled around the stored data text. */

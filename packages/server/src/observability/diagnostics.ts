@@ -44,6 +44,15 @@ export interface CommandErrorEvent extends NodeEvent {
   readonly code: number;
 }
 
+/** One proxy hook call (hooks/proxy-hooks.ts): its event, how it ended, how long it took. */
+export interface HookCallEvent extends NodeEvent {
+  readonly event: string;
+  readonly outcome: 'allow' | 'deny' | 'failed';
+  /** Why it failed (timeout, status_502, answer_schema, in_flight_limit, …). */
+  readonly reason: string | undefined;
+  readonly ms: number;
+}
+
 export interface WebhookOutcomeEvent extends NodeEvent {
   readonly endpoint: string;
   /** delivered (2xx), retried (a failed attempt), dead (a dead letter), dropped (outbox full or not writable). */
@@ -60,5 +69,6 @@ export const diagnostics = {
   delivered: channel('herald:publication:delivered'),
   conflated: channel('herald:publication:conflated'),
   commandError: channel('herald:command:error'),
+  hookCall: channel('herald:hook:call'),
   webhook: channel('herald:webhook:outcome'),
 } as const;

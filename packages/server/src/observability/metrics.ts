@@ -5,11 +5,12 @@
  * calls it when the server closes. The core never imports this file.
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
 import type { Watchdog } from './watchdog.ts';
 import {
   diagnostics,
   type CommandErrorEvent,
+  type HookCallEvent,
   type ConflatedEvent,
   type ConnectionClosedEvent,
   type ConnectionOpenedEvent,
@@ -134,6 +135,18 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
   });
   on<ConflatedEvent>(diagnostics.conflated, (event) => conflated.inc(event.count));
   on<CommandErrorEvent>(diagnostics.commandError, (event) => commandErrors.inc({ code: String(event.code) }));
+  const hookCalls = new Counter({ name: 'herald_hook_calls_total', help: 'Proxy hook calls by event and outcome (allow, deny, failed).', labelNames: ['event', 'outcome'], registers: [registry] });
+  const hookSeconds = new Histogram({
+    name: 'herald_hook_duration_seconds',
+    help: 'Proxy hook call latency by event.',
+    labelNames: ['event'],
+    buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5],
+    registers: [registry],
+  });
+  on<HookCallEvent>(diagnostics.hookCall, (event) => {
+    hookCalls.inc({ event: event.event, outcome: event.outcome });
+    hookSeconds.observe({ event: event.event }, event.ms / 1000);
+  });
   if (webhooks !== undefined) {
     const count = webhookMetrics(registry, webhooks);
     on<WebhookOutcomeEvent>(diagnostics.webhook, (event) => count(event.endpoint, event.outcome, event.count));

@@ -222,8 +222,14 @@ export async function connectHttpClient(
     connected = await client.connect(request.token, undefined, request.batch === true);
   } catch (error) {
     if (error instanceof DisconnectError) {
+      if (error.entry !== undefined) {
+        // The connect hook refused: its reason goes in the detail.
+        client.close(error.entry.code, error.entry.reason);
+        return { error: 'connection_denied', detail: error.entry.reason };
+      }
       client.disconnect(error.disconnect);
       if (error.disconnect === 'token_expired') return { error: 'token_expired' };
+      if (error.disconnect === 'hook_unavailable') return { error: 'hook_unavailable' };
       // permission_denied at connect: no token, and no namespace allows anonymous access
       return { error: error.disconnect === 'permission_denied' ? 'anonymous_not_allowed' : 'unauthorized' };
     }
@@ -294,7 +300,7 @@ export async function subscribeHttpClient(client: Client, subscribe: readonly Co
     } catch (error) {
       if (error instanceof CommandError) {
         // Tell the client, as a push, what a subscribe reply would have said.
-        const entry = replyErrors[error.reply];
+        const entry = error.entry ?? replyErrors[error.reply];
         client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: entry.message })));
         continue;
       }

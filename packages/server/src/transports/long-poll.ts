@@ -400,6 +400,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     transport.client = client;
     client.fallbackToken = admission.fallbackToken;
     client.address = admission.address ?? request.socket.remoteAddress ?? '';
+    if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
     const token = body.token ?? bearer(request.headers.authorization);
     const batch = body.batch === true || (query !== '' && announcesBatch(new URLSearchParams(query).get('batch') ?? undefined));
     const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor, batch });

@@ -170,6 +170,7 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
     const client = node.createClient(transport);
     client.fallbackToken = admission.fallbackToken;
     client.address = admission.address ?? request.socket.remoteAddress ?? '';
+    if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
     // The stream's one listener keeps its place, not the whole admission answer.
     const place = admission.place;
     response.on('close', () => {

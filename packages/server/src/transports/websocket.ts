@@ -277,6 +277,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       const client = node.createClient(new WebSocketTransport(ws, socket, node.config.limits.closeGraceMs));
       ws.client = client;
       client.address = admission.address ?? request.socket.remoteAddress ?? '';
+      if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
       client.batchRequested = announcesBatch(new URLSearchParams(request.url?.slice(path?.length ?? 0) ?? '').get('batch'));
       client.fallbackToken = admission.fallbackToken;
     });

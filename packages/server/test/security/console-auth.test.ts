@@ -21,6 +21,7 @@ import { openSqliteStore } from '../../src/store/sqlite-store.ts';
 import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
 import { RedisAdminStore } from '../../src/console/redis-admin-store.ts';
 import { PasswordHasher } from '../../src/console/passwords.ts';
+import { ConsoleSessions, sessionPolicy } from '../../src/console/sessions.ts';
 import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
@@ -349,6 +350,34 @@ describe('console session timeouts', { timeout: 60000 }, () => {
       const answer = await idle.get('/api/session');
       assert.equal(answer.status, 401);
       assert.equal(answer.body.error.code, 'unauthenticated');
+    } finally {
+      await r.close();
+    }
+  });
+
+  test('a background check (sessions.check, as a live stream does) does not keep a session alive', async () => {
+    const r = await start({ sessionIdleMs: 3000, sessionAbsoluteMs: 60000 });
+    try {
+      await createAdmin(r.stateDir, 'bg', 'viewer');
+      const c = new ConsoleClient(r.port);
+      const { idleExpiresAt } = (await c.login('bg')).body as { idleExpiresAt: number };
+      const file = openSqliteStore({ stateDir: r.stateDir, claim: false });
+      try {
+        const sessions = new ConsoleSessions(new SqliteAdminStore(file.db), sessionPolicy(3000, 60000));
+        let checks = 0;
+        // Checked every 300 ms for about 2 s: each would have renewed the session if it counted as activity.
+        while (Date.now() < idleExpiresAt - 1000) {
+          assert.notEqual(await sessions.check(c.sessionId, Date.now()), undefined, `check ${checks}`);
+          checks++;
+          await sleep(300);
+        }
+        assert.ok(checks >= 2);
+        await sleep(Math.max(0, idleExpiresAt + 300 - Date.now()));
+        assert.equal(await sessions.check(c.sessionId, Date.now()), undefined);
+      } finally {
+        file.close();
+      }
+      assert.equal((await c.get('/api/session')).status, 401);
     } finally {
       await r.close();
     }

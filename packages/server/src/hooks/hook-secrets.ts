@@ -1,0 +1,55 @@
+/**
+ * The signing secret of each configured proxy hook, from the file or the
+ * environment variable its config names. Called by the composition root
+ * (the only place, with the CLI, that reads the environment).
+ */
+import { readFileSync } from 'node:fs';
+import { MIN_SECRET_CHARS, type HookTargetConfig, type HooksConfig } from '../config/schema.ts';
+
+/** Every hook target in the config, with the JSON pointer of its section. */
+export function hookTargets(config: HooksConfig): [string, HookTargetConfig][] {
+  const targets: [string, HookTargetConfig][] = [];
+  for (const event of ['connect', 'refresh', 'subscribe', 'publish', 'rpc'] as const) {
+    const target = config[event];
+    if (target !== undefined) targets.push([`/hooks/${event}`, target]);
+  }
+  config.namespaces.forEach((ns, i) => {
+    for (const event of ['subscribe', 'publish', 'rpc'] as const) {
+      const target = ns[event];
+      if (target !== undefined && target !== false) targets.push([`/hooks/namespaces/${i}/${event}`, target]);
+    }
+  });
+  return targets;
+}
+
+/** Reads each target's secret; what is missing or too short is added to `problems` (never the secret itself). */
+export function readHookSecrets(config: HooksConfig, env: Readonly<Record<string, string | undefined>>, problems: string[]): Map<HookTargetConfig, string> {
+  const secrets = new Map<HookTargetConfig, string>();
+  for (const [where, target] of hookTargets(config)) {
+    if ((target.secretFile === undefined) === (target.secretEnv === undefined)) {
+      problems.push(`${where}: set exactly one of secretFile and secretEnv (the HMAC-SHA256 signing secret, at least ${MIN_SECRET_CHARS} characters)`);
+      continue;
+    }
+    let secret: string | undefined;
+    if (target.secretFile !== undefined) {
+      try {
+        secret = readFileSync(target.secretFile, 'utf8').trim();
+      } catch (error) {
+        problems.push(`${where}/secretFile: cannot read ${target.secretFile} (${(error as NodeJS.ErrnoException).code ?? 'error'}); check the path and the file's owner and mode`);
+        continue;
+      }
+    } else {
+      secret = env[target.secretEnv!]?.trim();
+      if (secret === undefined || secret === '') {
+        problems.push(`${where}/secretEnv: the environment variable ${target.secretEnv} is not set`);
+        continue;
+      }
+    }
+    if (secret.length < MIN_SECRET_CHARS) {
+      problems.push(`${where}: the signing secret is shorter than ${MIN_SECRET_CHARS} characters (generate one: \`openssl rand -base64 32\`)`);
+      continue;
+    }
+    secrets.set(target, secret);
+  }
+  return secrets;
+}
