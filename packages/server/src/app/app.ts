@@ -79,6 +79,9 @@ export interface StartOptions {
   readonly worker?: number | undefined;
 }
 
+/** Longest wait at shutdown for the API key uses not saved yet (console/key-usage.ts). */
+const KEY_USAGE_SAVE_MS = 1000;
+
 const NO_TOTALS: LiveTotals = { connections: { websocket: 0, sse: 0, longPoll: 0 }, subscriptions: 0, publications: 0, deliveries: 0 };
 
 /** Builds the engine named by the config; Redis clients are opened here. */
@@ -335,7 +338,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
       probe?.close();
-      await keyUsage.close();
+      // The last minute of API key uses is saved, but never holds the shutdown up for long.
+      await Promise.race([keyUsage.close(), new Promise((resolve) => setTimeout(resolve, KEY_USAGE_SAVE_MS).unref())]);
       await auditLog.flush();
       await node.close();
       await hooks?.close();

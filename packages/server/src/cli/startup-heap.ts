@@ -2,8 +2,8 @@
  * The young generation while Herald starts. Loading and running its modules
  * allocates megabytes that all survive, and V8 doubles the young generation
  * after each such scavenge, to 16 MiB, which an idle server then keeps for
- * good: V8's memory reducer judges by the allocation rate it sampled at
- * start-up and never shrinks it. `holdYoungGeneration` (called by
+ * good: V8's memory reducer judges the allocation rate it sampled at
+ * start-up high and does not shrink it. `holdYoungGeneration` (called by
  * packages/server/bin/herald.js before it loads the server, and when this
  * module is evaluated, first among main's imports) keeps the young
  * generation at its initial size; `startupDone` restores V8's growth factor

@@ -202,7 +202,7 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
       if (!res.destroyed && res.writableLength < 1 << 20) res.write(`data: ${frame}\n\n`);
     });
     const check = setInterval(() => {
-      ctx.sessions.resolve(cookie, ctx.now()).then(
+      ctx.sessions.check(cookie, ctx.now()).then(
         (live) => {
           if (live === undefined) end('session_ended');
         },
