@@ -26,6 +26,7 @@ import { apiCommands } from './api-commands.ts';
 import { initCommand } from './init.ts';
 import { benchCommand } from './bench-command.ts';
 import { adminCommands, ADMIN_ACTIONS } from './admin-command.ts';
+import { webhookCommands, WEBHOOK_ACTIONS } from './webhooks-command.ts';
 import { decideConsole } from '../console/console-config.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
@@ -265,6 +266,11 @@ Options:
   },
   ...apiCommands,
   ...adminCommands((values) => checked(resolveConfig({ config: values['config'] }, 'read').validated)),
+  ...webhookCommands((values) => {
+    const stateDirFlag = values['state-dir'] as string | undefined;
+    const config = stateDirFlag !== undefined && values['config'] === undefined ? undefined : checked(resolveConfig(values, 'read').validated);
+    return { config, stateDir: stateDirFlag ?? config?.stateDir ?? '.herald' };
+  }),
 };
 
 const usage = `herald ${version}
@@ -273,7 +279,7 @@ Usage: herald COMMAND [options]
 
 Commands:
 ${Object.entries(commands)
-  .filter(([name]) => !name.startsWith('keys ') && !name.startsWith('admin '))
+  .filter(([name]) => !name.startsWith('keys ') && !name.startsWith('admin ') && !name.startsWith('webhooks '))
   .map(([name, command]) => `  ${name.padEnd(14)}${command.summary}`)
   .join('\n')}
 
@@ -711,6 +717,17 @@ async function main(): Promise<void> {
     }
     if (!(ADMIN_ACTIONS as readonly string[]).includes(action)) fail(`herald admin: expected ${ADMIN_ACTIONS.join(', ')}, not "${action}" (herald admin --help)`);
     name = `admin ${action}`;
+    rest = rest.slice(1);
+  }
+  if (name === 'webhooks') {
+    const action = rest[0];
+    if (action === undefined || action === '--help' || action === '-h') {
+      if (action === undefined) fail(`herald webhooks: expected ${WEBHOOK_ACTIONS.join(' or ')}\n\n${commands['webhooks']!.help}`);
+      process.stdout.write(commands['webhooks']!.help + '\n');
+      return;
+    }
+    if (!(WEBHOOK_ACTIONS as readonly string[]).includes(action)) fail(`herald webhooks: expected ${WEBHOOK_ACTIONS.join(' or ')}, not "${action}" (herald webhooks --help)`);
+    name = `webhooks ${action}`;
     rest = rest.slice(1);
   }
   // Only `serve` holds the young generation until it listens.
