@@ -176,6 +176,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       config,
       endpoints,
       outbox: engine.webhookOutbox!,
+      journal: engine.webhookJournal,
       logger,
       userAgent: `Herald/${version}`,
       onOutcome: (endpoint, outcome, count) => diagnostics.webhook.publish({ node: engine.nodeId, endpoint, outcome, count }),
