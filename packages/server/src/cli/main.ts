@@ -451,7 +451,7 @@ function notePendingDevKey(dev: DevSecrets | undefined, stateDir: string): void 
 async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSecrets | undefined): Promise<void> {
   if (validated.problems.length > 0) {
     // Every problem at once: the start-time checks of the sections that are valid, too.
-    const all = await checkValidatedConfig(validated, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve', configFile: values['config'] as string | undefined });
+    const all = await checkValidatedConfig(validated, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve', configFile: values['config'] as string | undefined, env: process.env });
     throw new ConfigError(all.problems);
   }
   const config = deepFreeze(validated.config);
@@ -466,7 +466,7 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
   const workers = wanted === 'auto' ? availableParallelism() : wanted;
   if (workers > 1) {
     // The workers run the start-time checks again; the primary runs them first, so a refused start lists every problem.
-    const checks = await startChecks(config, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve' });
+    const checks = await startChecks(config, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve', env: process.env });
     for (const warning of checks.warnings) logger.warn({}, warning);
     if (checks.prepared === undefined) throw new ConfigError(checks.problems);
     // Cluster mode: this process is the primary (packages/server/src/cluster/primary.ts); it handles its own signals.
@@ -542,7 +542,7 @@ async function checkConfig(values: Values): Promise<void> {
   const file = (values['config'] as string | undefined) || process.env['HERALD_CONFIG'];
   if (!file) fail('herald check-config: --config FILE (or HERALD_CONFIG) is required (herald check-config --help)');
   const { validated } = resolveConfig({ config: file }, 'check');
-  const result = await checkValidatedConfig(validated, { runningAsRoot: process.getuid?.() === 0, purpose: 'check', configFile: file });
+  const result = await checkValidatedConfig(validated, { runningAsRoot: process.getuid?.() === 0, purpose: 'check', configFile: file, env: process.env });
   for (const warning of result.warnings) process.stderr.write(`warning: ${warning}\n`);
   if (result.problems.length > 0) {
     const count = result.problems.length;

@@ -306,4 +306,56 @@ describe('webhooks', () => {
       await receiver.close();
     }
   });
+
+  it('Retry-After is honoured (the next attempt comes no sooner), on the memory engine too', async () => {
+    const k = key('k1');
+    const times: number[] = [];
+    const receiver = await WebhookReceiver.start([k], (n) => {
+      times.push(Date.now());
+      return n === 0 ? { status: 429, headers: { 'retry-after': '1' } } : { status: 204 };
+    });
+    const h = await startHerald({ engine: { type: 'memory' }, ...webhookConfig([{ name: 'app', url: receiver.url, keys: [k], events: ['client_connected'] }]) });
+    try {
+      const c = await connectWs(h, 'eve');
+      await eventually(async () => (receiver.events().length === 1 ? true : undefined), 'delivered after the wait');
+      // backoffMinMs is 20 ms here: only Retry-After explains a second attempt a second later.
+      assert.ok(times[1]! - times[0]! >= 1000, `second attempt ${times[1]! - times[0]!} ms after the first`);
+      await c.close();
+    } finally {
+      await h.close();
+      await receiver.close();
+    }
+  });
+
+  it('check-config names a missing or short secret and a second endpoint of the same name, never the secret', async () => {
+    const short = join(dir, 'short-secret');
+    writeFileSync(short, 'tooshort', { mode: 0o600 });
+    const config = join(dir, 'check.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        auth: { hmacSecret: randomBytes(32).toString('base64url') },
+        mode: 'development',
+        stateDir: join(dir, 'check-state'),
+        webhooks: {
+          endpoints: [
+            { name: 'a', url: 'http://127.0.0.1:9/x', keys: [{ id: 'k', secretFile: short }] },
+            { name: 'a', url: 'http://127.0.0.1:9/y', keys: [{ id: 'k', secretEnv: 'HERALD_TEST_NOT_SET' }] },
+          ],
+        },
+      }),
+    );
+    const answer = await cli(['check-config', '--config', config]);
+    assert.equal(answer.code, 2, answer.stdout + answer.stderr);
+    const text = answer.stdout + answer.stderr;
+    assert.match(text, /\/webhooks\/endpoints\/0\/keys\/0: the secret is shorter than 32 characters/);
+    assert.match(text, /\/webhooks\/endpoints\/1\/keys\/0\/secretEnv: the environment variable HERALD_TEST_NOT_SET is not set/);
+    assert.match(text, /\/webhooks\/endpoints\/1\/name: "a" is used twice/);
+    assert.doesNotMatch(text, /tooshort/);
+    const badUrl = join(dir, 'check-url.json');
+    writeFileSync(badUrl, JSON.stringify({ mode: 'development', stateDir: join(dir, 'check-state'), webhooks: { endpoints: [{ name: 'a', url: 'http://user:pw@example.com/x', keys: [{ id: 'k', secretFile: short }] }] } }));
+    const refused = await cli(['check-config', '--config', badUrl]);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stdout + refused.stderr, /\/webhooks\/endpoints\/0\/url/);
+  });
 });
