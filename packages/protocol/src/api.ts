@@ -53,7 +53,8 @@ const ClientInfo = Type.Object(
   {
     client: Type.String({ description: 'Connection id.' }),
     user: Type.String({ description: 'User id (`""` when anonymous).' }),
-    conn_info: Type.Optional(Type.Unknown({ description: 'The `info` claim of the connection token.' })),
+    conn_info: Type.Optional(Type.Unknown({ description: 'The `info` claim of the connection token (or what the connect hook set).' })),
+    chan_info: Type.Optional(Type.Unknown({ description: 'What the subscribe hook attached for this channel (docs/hooks.md).' })),
   },
   { description: 'A connection, as presence and publications show it.' },
 );

@@ -31,7 +31,7 @@ import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 import { hookTargets, readHookSecrets } from '../hooks/hook-secrets.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
-import { createWebhooks, resolveEndpoints, type Webhooks } from '../webhooks/webhooks.ts';
+import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -77,6 +77,9 @@ export interface StartOptions {
   /** Cluster mode: this worker's id in its primary (shown per node in the console's overview). */
   readonly worker?: number | undefined;
 }
+
+/** Longest wait at shutdown for the API key uses not saved yet (console/key-usage.ts). */
+const KEY_USAGE_SAVE_MS = 1000;
 
 const NO_TOTALS: LiveTotals = { connections: { websocket: 0, sse: 0, longPoll: 0 }, subscriptions: 0, publications: 0, deliveries: 0 };
 
@@ -135,11 +138,13 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const checks = await startChecks(config, {
     runningAsRoot: options.runningAsRoot ?? process.getuid?.() === 0,
     purpose: 'serve',
+    // The composition root reads the environment: webhook secrets may live there (secretEnv).
+    env: process.env,
     onKeyStoreReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded'),
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } = checks.prepared;
+  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints } = checks.prepared;
   // Proxy hooks: their signing secrets come from files or the environment (read here, the composition root).
   const hookProblems: string[] = [];
   const hookSecrets = readHookSecrets(config.hooks, process.env, hookProblems);
@@ -159,8 +164,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   let webhooks: Webhooks | undefined;
   if (config.webhooks.endpoints.length > 0 && engine.webhookEvents === undefined) {
     const problems: string[] = [];
-    // The composition root reads the environment: endpoint secrets may live there (secretEnv).
-    const endpoints = resolveEndpoints(config, process.env, problems);
+    const endpoints = webhookEndpoints;
     if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine yet (sqlite or memory engine, one process or cluster mode)`);
     if (problems.length > 0) {
       await sharedLimits?.close();
@@ -338,7 +342,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       websockets.terminateAll();
       listenerClosed ??= stopAccepting();
       probe?.close();
-      await keyUsage.close();
+      // The last minute of API key uses is saved, but never holds the shutdown up for long.
+      await Promise.race([keyUsage.close(), new Promise((resolve) => setTimeout(resolve, KEY_USAGE_SAVE_MS).unref())]);
       await auditLog.flush();
       await node.close();
       await hooks?.close();

@@ -6,6 +6,8 @@
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
  */
+import { resolveEndpoints } from '../webhooks/webhooks.ts';
+import type { WebhookEndpoint } from '../webhooks/dispatcher.ts';
 import { readFileSync } from 'node:fs';
 import type { Config } from '../config/schema.ts';
 import { MIN_SECRET_CHARS } from '../config/schema.ts';
@@ -32,6 +34,8 @@ export interface Prepared {
   readonly consoleEnabled: boolean;
   /** The redis engine's TLS files (`engine.redisTls`), read; undefined on other engines or without `rediss://`. */
   readonly redisTls: RedisTls | undefined;
+  /** Webhook endpoints with their secrets read (files, environment); empty without `webhooks.endpoints`. */
+  readonly webhookEndpoints: readonly WebhookEndpoint[];
 }
 
 export interface CheckResult {
@@ -55,6 +59,8 @@ export interface CheckOptions {
   readonly configFile?: string | undefined;
   /** A key store change that cannot be used while running (the old keys stay). */
   readonly onKeyStoreReloadError?: (problem: string) => void;
+  /** The environment, for webhook secrets named by `secretEnv` (the composition root or the CLI hands it in); none when absent. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
 /** Validation problems and the start-time checks together: what `herald check-config` prints. */
@@ -165,7 +171,13 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     );
   }
 
-  const prepared = problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled } : undefined;
+  let webhookEndpoints: WebhookEndpoint[] = [];
+  if (valid('webhooks', 'engine') && config.webhooks.endpoints.length > 0) {
+    webhookEndpoints = resolveEndpoints(config, options.env ?? {}, problems);
+    if (config.engine.type === 'redis') problems.push('/webhooks: webhooks are not available on the redis engine yet (sqlite or memory engine, one process or cluster mode)');
+  }
+  const prepared =
+    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints } : undefined;
   return { problems, warnings, prepared };
 }
 

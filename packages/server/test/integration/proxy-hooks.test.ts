@@ -14,7 +14,7 @@ import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { openWs, type WsClient } from '../helpers/herald-ws.ts';
-import { openSse, pollOpen, sendCommand, sseUrl } from '../helpers/rt-clients.ts';
+import { openSse, pollOpen, postJson, sendCommand, sseUrl } from '../helpers/rt-clients.ts';
 
 type Json = any;
 
@@ -439,4 +439,55 @@ test('configuration: a hook without a secret, or with a short one, refuses to st
   writeFileSync(short, 'too-short');
   await assert.rejects(startHerald({ hooks: { rpc: { url: `${backend.url}/s`, secretFile: short } } }), /shorter than 32/);
   await assert.rejects(startHerald({ hooks: { rpc: { url: `${backend.url}/s`, secretEnv: 'HERALD_TEST_UNSET_HOOK_SECRET' } } }), /is not set/);
+});
+
+test('SSE and long polling forward the allowlisted headers of their opening request; the API sees chan_info in presence', async () => {
+  await withHerald({ subscribe: target('subscribe', { forwardHeaders: ['x-tenant'] }) }, async (h) => {
+    backend.on('subscribe', () => ({ json: { result: { info: { tier: 'gold' } } } }));
+    const sse = await openSse(sseUrl(h.url, { token: await h.token('alice'), channels: ['chat:sse-fwd'] }), { 'x-tenant': 'acme', 'x-forged': 'yes' });
+    await sse.waitForFrame((f) => f.push === 'subscribed');
+    const opened = await postJson(new URL('/connection/poll/open', h.url).toString(), { token: await h.token('bob'), channels: ['chat:lp-fwd'] }, { 'x-tenant': 'globex', 'x-forged': 'yes' });
+    assert.equal(opened.status, 200);
+    const calls = backend.of('subscribe');
+    assert.deepEqual(
+      calls.map((c) => [c.body.transport, c.body.headers]),
+      [
+        ['sse', { 'x-tenant': 'acme' }],
+        ['long_poll', { 'x-tenant': 'globex' }],
+      ],
+    );
+    const presence = await h.api('presence', { channel: 'chat:sse-fwd' });
+    assert.deepEqual(Object.values(presence.body.clients).map((c: Json) => c.chan_info), [{ tier: 'gold' }]);
+    sse.abort();
+  });
+});
+
+test('publish hook: replaced data larger than limits.maxMessageBytes is refused (113)', async () => {
+  await withHerald({ publish: target('publish') }, async (h) => {
+    backend.on('publish', () => ({ json: { result: { data: 'x'.repeat(2000) } } }));
+    const client = await ws(h);
+    await client.connect(await h.token('alice'));
+    await client.call('subscribe', { channel: 'chat:big' });
+    assert.equal(await client.callError('publish', { channel: 'chat:big', data: 'small' }), 113);
+    await client.close();
+  }, { limits: { maxMessageBytes: 1024 } });
+});
+
+test('refresh hook failures: closed ends the connection with 3011; open keeps it and asks again', async () => {
+  for (const failure of ['closed', 'open'] as const) {
+    await withHerald({ connect: target('connect'), refresh: target('refresh', { failure, timeoutMs: 200 }) }, async (h) => {
+      backend.on('connect', () => ({ json: { result: { expire_at: Math.floor(Date.now() / 1000) - 1 } } }));
+      backend.on('refresh', () => ({ status: 502, text: 'bad gateway' }));
+      const client = await ws(h);
+      await client.connect(await h.token('alice'));
+      if (failure === 'closed') {
+        assert.equal((await client.waitClose()).code, 3011);
+      } else {
+        await waitFor(() => backend.of('refresh').length >= 1, 'the refresh call');
+        await client.call('ping');
+        assert.equal(client.isOpen, true, 'fail open keeps the connection');
+        await client.close();
+      }
+    }, { auth: { expiryGraceMs: 60000 } });
+  }
 });
