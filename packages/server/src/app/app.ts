@@ -29,7 +29,6 @@ import { KeyUsage } from '../console/key-usage.ts';
 import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-store.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
-import { ProxyHooks } from '../hooks/proxy-hooks.ts';
 import { hookTargets, readHookSecrets } from '../hooks/hook-secrets.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
@@ -217,7 +216,11 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // The metrics exporter is made from the node; the node's snapshots read its totals.
   const exporter: { totals?: () => LiveTotals } = {};
   const host = hostname();
-  const hooks = hookTargets(config.hooks).length === 0 ? undefined : new ProxyHooks({ config: config.hooks, secrets: hookSecrets, maxJsonDepth: config.limits.maxJsonDepth, node: engine.nodeId });
+  // Loaded only when hooks are configured: undici and the hook client are about 5 MiB of an idle server's RSS.
+  const hooks =
+    hookTargets(config.hooks).length === 0
+      ? undefined
+      : new (await import('../hooks/proxy-hooks.ts')).ProxyHooks({ config: config.hooks, secrets: hookSecrets, maxJsonDepth: config.limits.maxJsonDepth, node: engine.nodeId });
   const node = new Node({
     config,
     hooks,
