@@ -29,10 +29,9 @@ import { KeyUsage } from '../console/key-usage.ts';
 import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-store.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
-import { ProxyHooks } from '../hooks/proxy-hooks.ts';
 import { hookTargets } from '../hooks/hook-secrets.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
-import { createWebhooks, resolveEndpoints, type Webhooks } from '../webhooks/webhooks.ts';
+import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -139,11 +138,13 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const checks = await startChecks(config, {
     runningAsRoot: options.runningAsRoot ?? process.getuid?.() === 0,
     purpose: 'serve',
+    // The composition root reads the environment: webhook secrets may live there (secretEnv).
+    env: process.env,
     onKeyStoreReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded'),
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, hookSecrets } = checks.prepared;
+  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets } = checks.prepared;
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
@@ -159,8 +160,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   let webhooks: Webhooks | undefined;
   if (config.webhooks.endpoints.length > 0 && engine.webhookEvents === undefined) {
     const problems: string[] = [];
-    // The composition root reads the environment: endpoint secrets may live there (secretEnv).
-    const endpoints = resolveEndpoints(config, process.env, problems);
+    const endpoints = webhookEndpoints;
     if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine yet (sqlite or memory engine, one process or cluster mode)`);
     if (problems.length > 0) {
       await sharedLimits?.close();
@@ -171,6 +171,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       config,
       endpoints,
       outbox: engine.webhookOutbox!,
+      journal: engine.webhookJournal,
       logger,
       userAgent: `Herald/${version}`,
       onOutcome: (endpoint, outcome, count) => diagnostics.webhook.publish({ node: engine.nodeId, endpoint, outcome, count }),
@@ -211,7 +212,11 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // The metrics exporter is made from the node; the node's snapshots read its totals.
   const exporter: { totals?: () => LiveTotals } = {};
   const host = hostname();
-  const hooks = hookTargets(config.hooks).length === 0 ? undefined : new ProxyHooks({ config: config.hooks, secrets: hookSecrets, maxJsonDepth: config.limits.maxJsonDepth, node: engine.nodeId });
+  // Loaded only when hooks are configured: undici and the hook client are about 5 MiB of an idle server's RSS.
+  const hooks =
+    hookTargets(config.hooks).length === 0
+      ? undefined
+      : new (await import('../hooks/proxy-hooks.ts')).ProxyHooks({ config: config.hooks, secrets: hookSecrets, maxJsonDepth: config.limits.maxJsonDepth, node: engine.nodeId });
   const node = new Node({
     config,
     hooks,

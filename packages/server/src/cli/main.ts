@@ -26,6 +26,7 @@ import { apiCommands } from './api-commands.ts';
 import { initCommand } from './init.ts';
 import { benchCommand } from './bench-command.ts';
 import { adminCommands, ADMIN_ACTIONS } from './admin-command.ts';
+import { webhookCommands, WEBHOOK_ACTIONS } from './webhooks-command.ts';
 import { decideConsole } from '../console/console-config.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
@@ -265,6 +266,11 @@ Options:
   },
   ...apiCommands,
   ...adminCommands((values) => checked(resolveConfig({ config: values['config'] }, 'read').validated)),
+  ...webhookCommands((values) => {
+    const stateDirFlag = values['state-dir'] as string | undefined;
+    const config = stateDirFlag !== undefined && values['config'] === undefined ? undefined : checked(resolveConfig(values, 'read').validated);
+    return { config, stateDir: stateDirFlag ?? config?.stateDir ?? '.herald' };
+  }),
 };
 
 const usage = `herald ${version}
@@ -273,7 +279,7 @@ Usage: herald COMMAND [options]
 
 Commands:
 ${Object.entries(commands)
-  .filter(([name]) => !name.startsWith('keys ') && !name.startsWith('admin '))
+  .filter(([name]) => !name.startsWith('keys ') && !name.startsWith('admin ') && !name.startsWith('webhooks '))
   .map(([name, command]) => `  ${name.padEnd(14)}${command.summary}`)
   .join('\n')}
 
@@ -445,7 +451,7 @@ function notePendingDevKey(dev: DevSecrets | undefined, stateDir: string): void 
 async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSecrets | undefined): Promise<void> {
   if (validated.problems.length > 0) {
     // Every problem at once: the start-time checks of the sections that are valid, too.
-    const all = await checkValidatedConfig(validated, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve', configFile: values['config'] as string | undefined });
+    const all = await checkValidatedConfig(validated, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve', configFile: values['config'] as string | undefined, env: process.env });
     throw new ConfigError(all.problems);
   }
   const config = deepFreeze(validated.config);
@@ -460,7 +466,7 @@ async function serveWith(values: Values, validated: ValidatedConfig, dev: DevSec
   const workers = wanted === 'auto' ? availableParallelism() : wanted;
   if (workers > 1) {
     // The workers run the start-time checks again; the primary runs them first, so a refused start lists every problem.
-    const checks = await startChecks(config, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve' });
+    const checks = await startChecks(config, { runningAsRoot: process.getuid?.() === 0, purpose: 'serve', env: process.env });
     for (const warning of checks.warnings) logger.warn({}, warning);
     if (checks.prepared === undefined) throw new ConfigError(checks.problems);
     // Cluster mode: this process is the primary (packages/server/src/cluster/primary.ts); it handles its own signals.
@@ -536,7 +542,7 @@ async function checkConfig(values: Values): Promise<void> {
   const file = (values['config'] as string | undefined) || process.env['HERALD_CONFIG'];
   if (!file) fail('herald check-config: --config FILE (or HERALD_CONFIG) is required (herald check-config --help)');
   const { validated } = resolveConfig({ config: file }, 'check');
-  const result = await checkValidatedConfig(validated, { runningAsRoot: process.getuid?.() === 0, purpose: 'check', configFile: file });
+  const result = await checkValidatedConfig(validated, { runningAsRoot: process.getuid?.() === 0, purpose: 'check', configFile: file, env: process.env });
   for (const warning of result.warnings) process.stderr.write(`warning: ${warning}\n`);
   if (result.problems.length > 0) {
     const count = result.problems.length;
@@ -711,6 +717,17 @@ async function main(): Promise<void> {
     }
     if (!(ADMIN_ACTIONS as readonly string[]).includes(action)) fail(`herald admin: expected ${ADMIN_ACTIONS.join(', ')}, not "${action}" (herald admin --help)`);
     name = `admin ${action}`;
+    rest = rest.slice(1);
+  }
+  if (name === 'webhooks') {
+    const action = rest[0];
+    if (action === undefined || action === '--help' || action === '-h') {
+      if (action === undefined) fail(`herald webhooks: expected ${WEBHOOK_ACTIONS.join(' or ')}\n\n${commands['webhooks']!.help}`);
+      process.stdout.write(commands['webhooks']!.help + '\n');
+      return;
+    }
+    if (!(WEBHOOK_ACTIONS as readonly string[]).includes(action)) fail(`herald webhooks: expected ${WEBHOOK_ACTIONS.join(' or ')}, not "${action}" (herald webhooks --help)`);
+    name = `webhooks ${action}`;
     rest = rest.slice(1);
   }
   // Only `serve` holds the young generation until it listens.

@@ -40,6 +40,8 @@ export interface ConsoleApiDeps {
 
 /** Overview streams one session may hold open at once (tabs); one more is answered 429. */
 export const MAX_STREAMS_PER_SESSION = 4;
+/** Overview streams this process serves at once, whatever the sessions (an admin may sign in many times). */
+export const MAX_STREAMS = 100;
 /** How often an open stream checks that its session is still in force (it ends when not). */
 export const STREAM_SESSION_CHECK_MS = 10_000;
 /** Channels one search answers at most. */
@@ -169,9 +171,9 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
   app.get(`${base}/overview/stream`, { preHandler: requireRole('viewer') }, async (request, reply) => {
     const session = request.consoleAdmin!.sessionId;
     const open = streamsBySession.get(session) ?? 0;
-    if (open >= MAX_STREAMS_PER_SESSION) {
+    if (open >= MAX_STREAMS_PER_SESSION || openStreams.size >= MAX_STREAMS) {
       reply.header('retry-after', '5');
-      return sendApiError(reply, 'too_many_requests', `at most ${MAX_STREAMS_PER_SESSION} overview streams per session`);
+      return sendApiError(reply, 'too_many_requests', open >= MAX_STREAMS_PER_SESSION ? `at most ${MAX_STREAMS_PER_SESSION} overview streams per session` : 'too many overview streams open on this node');
     }
     streamsBySession.set(session, open + 1);
     const cookie = request.cookies[SESSION_COOKIE];

@@ -71,7 +71,7 @@ test('cluster /metrics: counters of a worker that was killed or recycled stay in
     assert.equal(await total(), n, 'the killed worker keeps what a scrape showed');
     const afterKill = await scrape(cluster.adminPort);
     assert.ok(!afterKill.includes(`herald_live_heap_bytes{worker="${first.worker}"}`), 'the dead worker has no gauges left');
-    await cluster.waitLog((l) => l.msg === 'worker ready' && l.worker > second.worker, 30000, 'the replacement of the killed worker');
+    await cluster.waitLog((l) => l.msg === 'worker ready' && l.worker > Math.max(first.worker, second.worker), 30000, 'the replacement of the killed worker');
 
     // M publishes through worker b, no scrape, then b drains on SIGTERM: its last report keeps them.
     const m = 5;

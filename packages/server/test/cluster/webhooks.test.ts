@@ -68,7 +68,9 @@ async function connectionsByNode(wsUrl: string, apiKey: string): Promise<Map<str
  */
 async function spread(wsUrl: string, apiKey: string, hmac: string, users: readonly string[], channel: string): Promise<{ clients: { client: WsClient; user: string }[]; byNode: Map<string, number> }> {
   const clients: { client: WsClient; user: string }[] = [];
-  for (let round = 0; round < 10; round++) {
+  // Both workers' snapshots first: until then `info` lists one node.
+  await eventually(async () => ((await connectionsByNode(wsUrl, apiKey)).size === 2 ? true : undefined), 'info listing both workers', 15000);
+  for (let round = 0; round < 30; round++) {
     for (const user of users) {
       const client = await openWs(wsUrl);
       await client.connect(await token(hmac, user));
@@ -101,7 +103,7 @@ describe('webhooks in cluster mode', () => {
     const receiver = await WebhookReceiver.start([{ id: 'k1', secret }]);
     const { herald, wsUrl, hmac, apiKey } = await start(receiver, keyFile, 'exact');
     try {
-      const placed = await spread(wsUrl, apiKey, hmac, ['alice', 'bob'], 'chat:room');
+      const placed = await spread(wsUrl, apiKey, hmac, ['alice', 'bob', 'alice', 'bob'], 'chat:room');
       const clients = placed.clients.map((p) => p.client);
       await eventually(async () => (lines(receiver, 'chat:room').length >= 3 ? true : undefined), 'joined');
       for (const client of clients) {

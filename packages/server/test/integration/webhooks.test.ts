@@ -13,7 +13,18 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
-import { HeraldProcess } from '../helpers/herald-process.ts';
+import { HERALD_MAIN, HeraldProcess } from '../helpers/herald-process.ts';
+import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
+import { execFile } from 'node:child_process';
+
+/** `herald ARGS` as a user runs it: exit code, stdout, stderr. */
+function cli(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [...SOURCE_NODE_ARGS, HERALD_MAIN, ...args], { env: { PATH: process.env['PATH'] ?? '' } }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? 1), stdout, stderr });
+    });
+  });
+}
 import { connectWs, eventually } from '../helpers/herald-ws.ts';
 import { WebhookReceiver } from '../helpers/webhook-receiver.ts';
 import { verifySignature, type SigningKey } from '../../src/webhooks/signing.ts';
@@ -210,7 +221,10 @@ describe('webhooks', () => {
         stateDir: join(dir, 'kill-state'),
         log: { level: 'info' },
         process: { allowRoot: true },
-        ...webhookConfig([{ name: 'app', url: receiver.url, keys: [k], events: ['client_connected'] }], { backoffMinMs: 50, backoffMaxMs: 200 }),
+        ...webhookConfig([{ name: 'app', url: receiver.url, keys: [k], events: ['client_connected', 'channel_occupied', 'channel_vacated', 'member_added', 'member_removed'] }], {
+          backoffMinMs: 50,
+          backoffMaxMs: 200,
+        }),
       }),
     );
     const env = { HERALD_API_KEY: randomBytes(24).toString('base64url') };
@@ -220,6 +234,7 @@ describe('webhooks', () => {
       const h = { wsUrl: `ws://127.0.0.1:${port}/connection/websocket`, token: (sub: string) => signJwt(hmac, sub) } as unknown as TestHerald;
       const clients = [];
       for (const user of ['ann', 'ben', 'cat']) clients.push(await connectWs(h, user));
+      await clients[0]!.call('subscribe', { channel: 'lobby' });
       // The receiver has refused them at least once: they are in the outbox.
       await eventually(async () => (receiver.requests.flatMap((r) => r.events).filter((e) => e.name === 'client_connected').length >= 3 ? true : undefined), 'three refused');
       await first.stop('SIGKILL');
@@ -233,6 +248,12 @@ describe('webhooks', () => {
           return connected.length >= 3 ? connected.map((e) => e.user).sort() : undefined;
         }, 'the three events after the restart');
         assert.deepEqual(users, ['ann', 'ben', 'cat']);
+        // The killed process left lobby occupied with ann in it; the new one has no subscribers: their end is announced, once.
+        const lobby = await eventually(async () => {
+          const events = receiver.events().filter((e) => e.channel === 'lobby');
+          return events.some((e) => e.name === 'channel_vacated') ? events.map((e) => `${e.name}${e.user === undefined ? '' : ' ' + e.user}`) : undefined;
+        }, 'lobby vacated after the restart');
+        assert.deepEqual(lobby, ['channel_occupied', 'member_added ann', 'member_removed ann', 'channel_vacated']);
       } finally {
         await second.stop();
       }
@@ -240,5 +261,111 @@ describe('webhooks', () => {
       await first.stop('SIGKILL');
       await receiver.close();
     }
+  });
+
+  it('dead letters are listed and replayed by `herald webhooks list-dead|replay` beside the running server, with the same event ids', async () => {
+    const k = key('k1');
+    const receiver = await WebhookReceiver.start([k], () => ({ status: 503 }));
+    const hmac = randomBytes(32).toString('base64url');
+    writeFileSync(join(dir, 'dead-hmac'), hmac, { mode: 0o600 });
+    const config = join(dir, 'dead.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        auth: { hmacSecretFile: join(dir, 'dead-hmac') },
+        listen: { host: '127.0.0.1', port: 0 },
+        admin: { port: 0 },
+        stateDir: join(dir, 'dead-state'),
+        log: { level: 'info' },
+        process: { allowRoot: true },
+        ...webhookConfig([{ name: 'app', url: receiver.url, keys: [k], events: ['client_connected'] }], { retryForMs: 300 }),
+      }),
+    );
+    const herald = new HeraldProcess(['--config', config], dir, { HERALD_API_KEY: randomBytes(24).toString('base64url') });
+    try {
+      const port = await herald.listeningPort();
+      const h = { wsUrl: `ws://127.0.0.1:${port}/connection/websocket`, token: (sub: string) => signJwt(hmac, sub) } as unknown as TestHerald;
+      const c = await connectWs(h, 'dora');
+      const listed = await eventually(async () => {
+        const answer = await cli(['webhooks', 'list-dead', '--json', '--config', config]);
+        assert.equal(answer.code, 0, answer.stderr);
+        const lines = answer.stdout.trim().split('\n').filter((l) => l !== '');
+        return lines.length === 1 ? (JSON.parse(lines[0]!) as { seq: number; endpoint: string; event: { id: string; name: string; user: string }; reason: string }) : undefined;
+      }, 'one dead letter listed');
+      assert.equal(listed.endpoint, 'app');
+      assert.equal(listed.event.name, 'client_connected');
+      assert.equal(listed.event.user, 'dora');
+      assert.match(listed.reason, /status 503/);
+      const refusedIds = receiver.requests.flatMap((r) => r.events.map((e) => e.id));
+      assert.ok(refusedIds.includes(listed.event.id));
+      receiver.behave = () => ({ status: 204 });
+      const replayed = await cli(['webhooks', 'replay', '--seq', String(listed.seq), '--config', config]);
+      assert.equal(replayed.code, 0, replayed.stderr);
+      assert.equal(replayed.stdout.trim(), '1');
+      const delivered = await eventually(async () => (receiver.events().length > 0 ? receiver.events() : undefined), 'the replayed event');
+      assert.deepEqual(delivered.map((e) => e.id), [listed.event.id], 'the replay carries the same event id');
+      const after = await cli(['webhooks', 'list-dead', '--config', config]);
+      assert.equal(after.stdout, '');
+      assert.match(after.stderr, /^0 dead letter/);
+      const bad = await cli(['webhooks', 'replay', '--config', config]);
+      assert.equal(bad.code, 2);
+      assert.match(bad.stderr, /--all or --seq/);
+      await c.close();
+    } finally {
+      await herald.stop();
+      await receiver.close();
+    }
+  });
+
+  it('Retry-After is honoured (the next attempt comes no sooner), on the memory engine too', async () => {
+    const k = key('k1');
+    const times: number[] = [];
+    const receiver = await WebhookReceiver.start([k], (n) => {
+      times.push(Date.now());
+      return n === 0 ? { status: 429, headers: { 'retry-after': '1' } } : { status: 204 };
+    });
+    const h = await startHerald({ engine: { type: 'memory' }, ...webhookConfig([{ name: 'app', url: receiver.url, keys: [k], events: ['client_connected'] }]) });
+    try {
+      const c = await connectWs(h, 'eve');
+      await eventually(async () => (receiver.events().length === 1 ? true : undefined), 'delivered after the wait');
+      // backoffMinMs is 20 ms here: only Retry-After explains a second attempt a second later.
+      assert.ok(times[1]! - times[0]! >= 1000, `second attempt ${times[1]! - times[0]!} ms after the first`);
+      await c.close();
+    } finally {
+      await h.close();
+      await receiver.close();
+    }
+  });
+
+  it('check-config names a missing or short secret and a second endpoint of the same name, never the secret', async () => {
+    const short = join(dir, 'short-secret');
+    writeFileSync(short, 'tooshort', { mode: 0o600 });
+    const config = join(dir, 'check.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        auth: { hmacSecret: randomBytes(32).toString('base64url') },
+        mode: 'development',
+        stateDir: join(dir, 'check-state'),
+        webhooks: {
+          endpoints: [
+            { name: 'a', url: 'http://127.0.0.1:9/x', keys: [{ id: 'k', secretFile: short }] },
+            { name: 'a', url: 'http://127.0.0.1:9/y', keys: [{ id: 'k', secretEnv: 'HERALD_TEST_NOT_SET' }] },
+          ],
+        },
+      }),
+    );
+    const answer = await cli(['check-config', '--config', config]);
+    assert.equal(answer.code, 2, answer.stdout + answer.stderr);
+    const text = answer.stdout + answer.stderr;
+    assert.match(text, /\/webhooks\/endpoints\/0\/keys\/0: the secret is shorter than 32 characters/);
+    assert.match(text, /\/webhooks\/endpoints\/1\/keys\/0\/secretEnv: the environment variable HERALD_TEST_NOT_SET is not set/);
+    assert.match(text, /\/webhooks\/endpoints\/1\/name: "a" is used twice/);
+    assert.doesNotMatch(text, /tooshort/);
+    const badUrl = join(dir, 'check-url.json');
+    writeFileSync(badUrl, JSON.stringify({ mode: 'development', stateDir: join(dir, 'check-state'), webhooks: { endpoints: [{ name: 'a', url: 'http://user:pw@example.com/x', keys: [{ id: 'k', secretFile: short }] }] } }));
+    const refused = await cli(['check-config', '--config', badUrl]);
+    assert.equal(refused.code, 2);
+    assert.match(refused.stdout + refused.stderr, /\/webhooks\/endpoints\/0\/url/);
   });
 });

@@ -1,0 +1,118 @@
+/**
+ * `herald webhooks list-dead|replay`: the dead letters of the webhook
+ * outbox (webhooks/outbox.ts), read and put back beside a running server.
+ * The sqlite engine's outbox is in the state file, opened as a tool (never
+ * as its owner); the running server's dispatcher sees replayed entries
+ * within `webhooks.pollIntervalMs`. The memory engine's outbox lives inside
+ * the server process and cannot be reached; the redis engine has none yet.
+ */
+import type { Config } from '../config/schema.ts';
+import { fail, intOption, type Command, type Values } from './command.ts';
+import { TOOL_BUSY_TIMEOUT_MS } from './key-backend.ts';
+
+export const WEBHOOK_ACTIONS = ['list-dead', 'replay'] as const;
+
+const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG)';
+const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
+
+async function withOutbox<T>(command: string, config: Config | undefined, stateDir: string, run: (outbox: import('../webhooks/outbox.ts').WebhookOutbox) => T): Promise<T> {
+  if (config !== undefined && config.engine.type !== 'sqlite') {
+    fail(
+      `herald webhooks ${command}: engine.type is "${config.engine.type}": ${
+        config.engine.type === 'memory' ? 'the memory engine keeps its webhook outbox inside the server process (lost on restart), out of reach' : 'webhooks are not available on the redis engine yet'
+      }`,
+    );
+  }
+  const { openSqliteStore } = await import('../store/sqlite-store.ts');
+  const { SqliteOutbox } = await import('../webhooks/sqlite-outbox.ts');
+  const store = openSqliteStore({ stateDir, claim: false, busyTimeoutMs: TOOL_BUSY_TIMEOUT_MS });
+  try {
+    return run(new SqliteOutbox(store.db));
+  } finally {
+    store.close();
+  }
+}
+
+export function webhookCommands(readConfig: (values: Values) => { config: Config | undefined; stateDir: string }): Record<string, Command> {
+  return {
+    webhooks: {
+      summary: 'webhook dead letters: list them, send them again (list-dead | replay)',
+      help: `Usage:
+  herald webhooks list-dead [--endpoint NAME] [--limit N] [--json] [--config FILE | --state-dir DIR]
+  herald webhooks replay (--all | --seq N[,N…]) [--endpoint NAME] [--config FILE | --state-dir DIR]
+
+Webhook events that were not delivered within webhooks.retryForMs, or that
+the endpoint refused for good (3xx, 4xx), are kept as dead letters in the
+outbox of the state file (sqlite engine). list-dead shows them; replay puts
+them back in the queue with fresh retry time (the running server sends them
+within a second; the receiver may see an event id again: deduplicate).
+docs/hooks.md, docs/operations.md.`,
+      options: {},
+      run: () => {},
+    },
+    'webhooks list-dead': {
+      summary: 'list webhook dead letters',
+      help: `Usage: herald webhooks list-dead [--endpoint NAME] [--limit N] [--json] [--config FILE | --state-dir DIR]
+
+Lists the dead letters, oldest first: seq (for replay --seq), endpoint,
+event name and id, when it died and why.
+
+Options:
+  --endpoint NAME   only this endpoint's
+  --limit N         at most N (default 100, up to 100000)
+  --json            one JSON object per line, the event included
+  ${configHelp}
+  ${stateDirHelp}`,
+      options: { endpoint: { type: 'string' }, limit: { type: 'string' }, json: { type: 'boolean' }, config: { type: 'string' }, 'state-dir': { type: 'string' } },
+      async run(values) {
+        const { config, stateDir } = readConfig(values);
+        const limit = values['limit'] === undefined ? 100 : intOption('webhooks list-dead', 'limit', values['limit'] as string, 1, 100000);
+        const endpoint = values['endpoint'] as string | undefined;
+        const dead = await withOutbox('list-dead', config, stateDir, (outbox) => ({ entries: outbox.listDead(limit, endpoint), counts: outbox.counts() }));
+        for (const entry of dead.entries) {
+          const event = JSON.parse(entry.event) as { name: string; id: string };
+          if (values['json'] === true) {
+            process.stdout.write(
+              JSON.stringify({ seq: entry.seq, endpoint: entry.endpoint, event, attempts: entry.attempts, created_at: new Date(entry.createdAt).toISOString(), dead_at: new Date(entry.deadAt).toISOString(), reason: entry.reason }) + '\n',
+            );
+          } else {
+            process.stdout.write(`${entry.seq}\t${entry.endpoint}\t${event.name}\t${event.id}\t${new Date(entry.deadAt).toISOString()}\t${entry.reason}\n`);
+          }
+        }
+        process.stderr.write(`${dead.counts.dead} dead letter(s), ${dead.counts.pending} event(s) pending.\n`);
+      },
+    },
+    'webhooks replay': {
+      summary: 'send webhook dead letters again',
+      help: `Usage: herald webhooks replay (--all | --seq N[,N…]) [--endpoint NAME] [--config FILE | --state-dir DIR]
+
+Puts dead letters back in the outbox, due now, with a fresh retry time; they
+queue behind the events pending now. The running server sends them within
+webhooks.pollIntervalMs (1 s); a stopped one at its next start.
+
+Options:
+  --all             every dead letter (of --endpoint, when given)
+  --seq N[,N…]      these (seq from list-dead)
+  --endpoint NAME   only this endpoint's
+  ${configHelp}
+  ${stateDirHelp}`,
+      options: { all: { type: 'boolean' }, seq: { type: 'string' }, endpoint: { type: 'string' }, config: { type: 'string' }, 'state-dir': { type: 'string' } },
+      async run(values) {
+        const { config, stateDir } = readConfig(values);
+        const all = values['all'] === true;
+        const seqText = values['seq'] as string | undefined;
+        if (all === (seqText !== undefined)) fail('herald webhooks replay: give --all or --seq N[,N…] (one of them) (herald webhooks replay --help)');
+        let seqs: number[] | undefined;
+        if (seqText !== undefined) {
+          seqs = seqText.split(',').map((part) => intOption('webhooks replay', 'seq', part.trim(), 1, 2 ** 31 - 1));
+        }
+        const endpoint = values['endpoint'] as string | undefined;
+        const count = await withOutbox('replay', config, stateDir, (outbox) =>
+          outbox.replay(Date.now(), { ...(seqs === undefined ? {} : { seqs }), ...(endpoint === undefined ? {} : { endpoint }) }),
+        );
+        process.stdout.write(`${count}\n`);
+        process.stderr.write(`Replayed ${count} dead letter(s); the server sends them within a second.\n`);
+      },
+    },
+  };
+}
