@@ -18,6 +18,7 @@ import { redactUrl } from '../observability/redact.ts';
 import { MemoryAdminStore, type AdminStore } from '../console/admin-store.ts';
 import { MemoryOutbox, type WebhookOutbox } from '../webhooks/outbox.ts';
 import type { NodeEvents } from '../core/node-events.ts';
+import type { TransitionJournal } from '../webhooks/journal.ts';
 
 export type EngineHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
@@ -52,6 +53,8 @@ export interface Engine {
    * in this process.
    */
   readonly webhookOutbox?: WebhookOutbox | undefined;
+  /** The sqlite engine's journal of open channels and members (webhooks/journal.ts). */
+  readonly webhookJournal?: TransitionJournal | undefined;
   /** Cluster workers: where the Node's reports go instead (the primary owns the outbox and decides transitions). */
   readonly webhookEvents?: NodeEvents | undefined;
   /** Closes what the engine opened (after the Node has closed its parts). */
@@ -93,6 +96,7 @@ export async function createSqliteEngine(
   const { describeKeyImport, importKeyFile, watchKeyTable } = await import('../store/api-key-table.ts');
   const { SqliteAdminStore } = await import('../console/sqlite-admin-store.ts');
   const { SqliteOutbox } = await import('../webhooks/sqlite-outbox.ts');
+  const { SqliteJournal } = await import('../webhooks/journal.ts');
   const store = openSqliteStore({ stateDir: config.stateDir, synchronous: config.engine.sqliteSynchronous, busyTimeoutMs: config.engine.sqliteBusyTimeoutMs });
   let apiKeys: KeySource;
   try {
@@ -119,6 +123,7 @@ export async function createSqliteEngine(
     apiKeys,
     adminStore: new SqliteAdminStore(store.db),
     webhookOutbox: new SqliteOutbox(store.db),
+    webhookJournal: new SqliteJournal(store.db),
     async close() {
       await broker.close();
       store.close();

@@ -32,6 +32,7 @@ import { Registry } from 'prom-client';
 import { webhookMetrics } from '../observability/metrics.ts';
 import { MemoryOutbox } from '../webhooks/outbox.ts';
 import { SqliteOutbox } from '../webhooks/sqlite-outbox.ts';
+import { SqliteJournal } from '../webhooks/journal.ts';
 import { createWebhooks, resolveEndpoints, type Webhooks } from '../webhooks/webhooks.ts';
 import { version } from '../app/version.ts';
 
@@ -131,7 +132,15 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
     }
     metricsRegistry = new Registry();
     const outbox = store === undefined ? new MemoryOutbox() : new SqliteOutbox(store.db);
-    webhooks = createWebhooks({ config, endpoints, outbox, logger, userAgent: `Herald/${version}`, onOutcome: webhookMetrics(metricsRegistry, outbox) });
+    webhooks = createWebhooks({
+      config,
+      endpoints,
+      outbox,
+      logger,
+      userAgent: `Herald/${version}`,
+      onOutcome: webhookMetrics(metricsRegistry, outbox),
+      journal: store === undefined ? undefined : new SqliteJournal(store.db),
+    });
     logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name) }, 'webhooks on (the primary sends them)');
   }
   const hub = new PrimaryHub({

@@ -135,6 +135,15 @@ export const MIGRATIONS: readonly string[] = [
      reason TEXT
    );
    CREATE INDEX webhook_outbox_pending ON webhook_outbox (endpoint, dead_at, seq);`,
+  // 10: channels and members webhooks announced as occupied/added and not yet vacated/removed (webhooks/journal.ts):
+  // after a crash the next start announces their end.
+  `CREATE TABLE webhook_open (
+     channel TEXT NOT NULL,
+     member TEXT NOT NULL,
+     user TEXT NOT NULL,
+     client TEXT,
+     PRIMARY KEY (channel, member)
+   ) WITHOUT ROWID;`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */

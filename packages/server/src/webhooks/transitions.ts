@@ -84,7 +84,13 @@ export class TransitionTracker {
     }
   }
 
+  /**
+   * A join is counted only while its source holds the channel: a connection
+   * that closed while subscribing has already left the hub, and its late
+   * join (and the leave that follows it) must not revive a vacated channel.
+   */
   joined(source: string, channel: string, info: ClientInfo): void {
+    if (this.#channels.get(channel)?.has(source) !== true) return;
     let members = this.#members.get(channel);
     if (members === undefined) {
       members = new Map();

@@ -15,6 +15,7 @@ import { namespaceOf, newEvent, type WebhookEventName } from './events.ts';
 import { WebhookDispatcher, type WebhookEndpoint, type WebhookOutcome } from './dispatcher.ts';
 import type { WebhookOutbox } from './outbox.ts';
 import { TransitionTracker, type MemberRef } from './transitions.ts';
+import type { TransitionJournal } from './journal.ts';
 
 /** Reads each endpoint's keys (files, environment); problems name the config path, never the secret. */
 export function resolveEndpoints(config: Config, env: Readonly<Record<string, string | undefined>>, problems: string[]): WebhookEndpoint[] {
@@ -81,6 +82,8 @@ export interface WebhooksOptions {
   readonly userAgent: string;
   readonly now?: () => number;
   readonly onOutcome?: (endpoint: string, outcome: WebhookOutcome, count: number) => void;
+  /** Where open channels and members are journaled (the sqlite state file), to announce their end after a crash; none on memory. */
+  readonly journal?: TransitionJournal | undefined;
 }
 
 export function createWebhooks(options: WebhooksOptions): Webhooks {
@@ -114,11 +117,50 @@ export function createWebhooks(options: WebhooksOptions): Webhooks {
       }),
     );
   };
+  const journal = options.journal;
+  const wantsMembers = dispatcher.wants('member_added') || dispatcher.wants('member_removed');
+  const wantsChannels = dispatcher.wants('channel_occupied') || dispatcher.wants('channel_vacated');
+  /** A journal that cannot be written costs only the announcement after a crash, never the event. */
+  const record = (what: () => void): void => {
+    try {
+      what();
+    } catch (error) {
+      options.logger.error({ err: error }, 'webhook transition not written to the state file (a crash would not announce its end)');
+    }
+  };
+  if (journal !== undefined) {
+    // The previous process crashed with these open: this one has no subscribers, so they ended.
+    const left = journal.leftovers();
+    for (const entry of left.members) member('member_removed', entry.channel, entry.member);
+    for (const channel of left.channels) dispatcher.emit(newEvent('channel_vacated', now(), { channel }));
+    if (left.channels.length + left.members.length > 0) {
+      options.logger.warn({ channels: left.channels.length, members: left.members.length }, 'webhooks: the previous run ended without a drain; announced the end of its channels and members');
+    }
+    journal.clear();
+  }
+  // After close nothing is journaled or sent: what is still open stays in the journal, announced at the next start.
+  let closed = false;
   const tracker = new TransitionTracker({
-    occupied: (channel) => dispatcher.emit(newEvent('channel_occupied', now(), { channel })),
-    vacated: (channel) => dispatcher.emit(newEvent('channel_vacated', now(), { channel })),
-    memberAdded: (channel, ref) => member('member_added', channel, ref),
-    memberRemoved: (channel, ref) => member('member_removed', channel, ref),
+    occupied: (channel) => {
+      if (closed) return;
+      if (journal !== undefined && wantsChannels) record(() => journal.opened(channel));
+      dispatcher.emit(newEvent('channel_occupied', now(), { channel }));
+    },
+    vacated: (channel) => {
+      if (closed) return;
+      if (journal !== undefined && wantsChannels) record(() => journal.closed(channel));
+      dispatcher.emit(newEvent('channel_vacated', now(), { channel }));
+    },
+    memberAdded: (channel, ref) => {
+      if (closed) return;
+      if (journal !== undefined && wantsMembers) record(() => journal.opened(channel, ref));
+      member('member_added', channel, ref);
+    },
+    memberRemoved: (channel, ref) => {
+      if (closed) return;
+      if (journal !== undefined && wantsMembers) record(() => journal.closed(channel, ref));
+      member('member_removed', channel, ref);
+    },
   });
   const publicationNamespaces = new Set(w.publicationNamespaces);
   const nodeEvents = trackerEvents(tracker, 'local', {
@@ -139,7 +181,15 @@ export function createWebhooks(options: WebhooksOptions): Webhooks {
       );
     },
   });
-  return { dispatcher, tracker, nodeEvents, close: () => dispatcher.close() };
+  return {
+    dispatcher,
+    tracker,
+    nodeEvents,
+    close: () => {
+      closed = true;
+      dispatcher.close();
+    },
+  };
 }
 
 /** Events that need no tracking (connections, publications): sent where they happen. */

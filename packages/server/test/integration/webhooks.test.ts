@@ -221,7 +221,10 @@ describe('webhooks', () => {
         stateDir: join(dir, 'kill-state'),
         log: { level: 'info' },
         process: { allowRoot: true },
-        ...webhookConfig([{ name: 'app', url: receiver.url, keys: [k], events: ['client_connected'] }], { backoffMinMs: 50, backoffMaxMs: 200 }),
+        ...webhookConfig([{ name: 'app', url: receiver.url, keys: [k], events: ['client_connected', 'channel_occupied', 'channel_vacated', 'member_added', 'member_removed'] }], {
+          backoffMinMs: 50,
+          backoffMaxMs: 200,
+        }),
       }),
     );
     const env = { HERALD_API_KEY: randomBytes(24).toString('base64url') };
@@ -231,6 +234,7 @@ describe('webhooks', () => {
       const h = { wsUrl: `ws://127.0.0.1:${port}/connection/websocket`, token: (sub: string) => signJwt(hmac, sub) } as unknown as TestHerald;
       const clients = [];
       for (const user of ['ann', 'ben', 'cat']) clients.push(await connectWs(h, user));
+      await clients[0]!.call('subscribe', { channel: 'lobby' });
       // The receiver has refused them at least once: they are in the outbox.
       await eventually(async () => (receiver.requests.flatMap((r) => r.events).filter((e) => e.name === 'client_connected').length >= 3 ? true : undefined), 'three refused');
       await first.stop('SIGKILL');
@@ -244,6 +248,12 @@ describe('webhooks', () => {
           return connected.length >= 3 ? connected.map((e) => e.user).sort() : undefined;
         }, 'the three events after the restart');
         assert.deepEqual(users, ['ann', 'ben', 'cat']);
+        // The killed process left lobby occupied with ann in it; the new one has no subscribers: their end is announced, once.
+        const lobby = await eventually(async () => {
+          const events = receiver.events().filter((e) => e.channel === 'lobby');
+          return events.some((e) => e.name === 'channel_vacated') ? events.map((e) => `${e.name}${e.user === undefined ? '' : ' ' + e.user}`) : undefined;
+        }, 'lobby vacated after the restart');
+        assert.deepEqual(lobby, ['channel_occupied', 'member_added ann', 'member_removed ann', 'channel_vacated']);
       } finally {
         await second.stop();
       }

@@ -72,6 +72,16 @@ describe('transition tracker', () => {
     assert.deepEqual(log.slice(6), ['removed chat:c ann', 'vacated chat:c']);
   });
 
+  it('a join that arrives after its connection left the channel (closed while subscribing) is not a member', () => {
+    const { tracker, log } = tracked();
+    tracker.subscribed('w1', 'chat:d');
+    tracker.unsubscribed('w1', 'chat:d');
+    tracker.left('w1', 'chat:d', info('c1', 'dan'));
+    tracker.joined('w1', 'chat:d', info('c1', 'dan'));
+    tracker.left('w1', 'chat:d', info('c1', 'dan'));
+    assert.deepEqual(log, ['occupied chat:d', 'vacated chat:d']);
+  });
+
   it('the delivery probe channel is not a channel', () => {
     const { tracker, log } = tracked();
     tracker.subscribed('w1', '|probe|n1');
