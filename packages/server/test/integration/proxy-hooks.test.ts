@@ -288,6 +288,11 @@ test('publish hook: client publishes are denied with the backend\'s code or carr
     assert.deepEqual(calls[0]!.body.data, { text: 'spam' });
     assert.equal(calls[0]!.body.channel, 'chat:mod');
     assert.ok(calls.every((c) => c.verified));
+    const metrics = (await h.server.metricsJson()) as Json[];
+    const counted = metrics.find((m) => m.name === 'herald_hook_calls_total');
+    const value = (outcome: string) => counted.values.find((v: Json) => v.labels.event === 'publish' && v.labels.outcome === outcome)?.value;
+    assert.deepEqual([value('allow'), value('deny')], [2, 1], 'hook calls are counted by event and outcome');
+    assert.ok(metrics.some((m) => m.name === 'herald_hook_duration_seconds'));
     await client.close();
   });
 });
