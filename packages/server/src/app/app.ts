@@ -195,9 +195,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     logger,
     onChange: options.onWatchdog,
   });
-  // Every engine but Redis (which probes its pub/sub itself) gets the end-to-end delivery probe.
+  // Every engine but Redis (which probes its pub/sub itself: engine.deliveryProbe) gets the end-to-end delivery probe.
   const probe =
-    engine.name === 'redis'
+    engine.deliveryProbe !== undefined || engine.name === 'redis'
       ? undefined
       : new DeliveryProbe(engine.broker, {
           nodeId: engine.nodeId,
@@ -236,7 +236,14 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const metrics = createMetrics(node, watchdog, webhooks?.dispatcher);
   exporter.totals = metrics.totals;
   probe?.start();
-  const health = { node, watchdog, probe: probe === undefined ? undefined : () => probe.failure(), cluster: options.clusterReadiness };
+  const ownProbe = engine.deliveryProbe;
+  ownProbe?.onChange((failure) => {
+    if (failure === undefined) logger.info({}, 'delivery probe passes again; ready');
+    else logger.error({ reason: failure }, 'delivery probe failing; not ready');
+    options.onDeliveryProbe?.(failure);
+  });
+  const verdict = probe !== undefined ? () => probe.failure() : ownProbe !== undefined ? () => ownProbe.failure() : undefined;
+  const health = { node, watchdog, probe: verdict, cluster: options.clusterReadiness };
   // Admin changes made through the server API (disconnect, revocations) go to the console's audit log.
   const auditLog = createAuditLog(engine.adminStore, { onError: (error, entry) => logger.error({ err: error, action: entry.action }, 'audit entry not written') });
   const keyUsage = new KeyUsage(node, apiKeys, {

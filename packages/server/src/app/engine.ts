@@ -32,6 +32,12 @@ export interface Engine {
   /** Degraded while the engine cannot guarantee delivery (e.g. Redis unreachable). */
   health(): EngineHealth;
   /**
+   * The engine's own end-to-end delivery probe (redis: over pub/sub,
+   * broker/redis-engine.ts); readiness says `delivery_probe` while it fails.
+   * Absent: the server runs broker/delivery-probe.ts over the engine's broker.
+   */
+  readonly deliveryProbe?: import('../broker/redis-engine.ts').RedisDeliveryProbe | undefined;
+  /**
    * API keys the engine keeps (the sqlite engine's state file; in cluster
    * mode on it, the keys the primary sends). Absent: the server watches
    * `<stateDir>/api-keys.json` (memory and redis engines).
@@ -294,6 +300,7 @@ export async function createRedisEngine(
     streamMetaTtlMs: config.engine.streamMetaTtlMs,
     presenceTtlMs: config.engine.presenceTtlMs,
     probeIntervalMs: config.engine.probeIntervalMs,
+    probeDeadlineMs: config.engine.probeDeadlineMs,
     revocationRetentionMs: config.auth.revocationRetentionMs,
     onError,
     ...(onHealthChange === undefined ? {} : { onHealthChange }),
@@ -306,6 +313,7 @@ export async function createRedisEngine(
     control: parts.control,
     revocations: parts.revocations,
     health: parts.health,
+    deliveryProbe: parts.probe,
     redis: clients.command,
     adminStore: new RedisAdminStore(clients.command, config.engine.redisPrefix),
     async close() {

@@ -29,7 +29,7 @@ export interface NotReadyReason {
 export interface ReadinessSources {
   readonly node: Node;
   readonly watchdog: Watchdog;
-  /** The delivery probe's verdict (memory, sqlite and cluster engines): why delivery is judged broken, or undefined. */
+  /** The delivery probe's verdict (broker/delivery-probe.ts, or the redis engine's own): why delivery is judged broken, or undefined. */
   readonly probe?: (() => string | undefined) | undefined;
   /** Cluster mode: what the primary last said about the other workers (this one excluded). */
   readonly cluster?: (() => readonly NotReadyReason[]) | undefined;

@@ -29,6 +29,8 @@ export interface RedisEngineOptions {
   readonly streamMetaTtlMs: number;
   readonly presenceTtlMs: number;
   readonly probeIntervalMs: number;
+  /** A probe not heard back within this time makes the engine's probe fail (`engine.probeDeadlineMs`). */
+  readonly probeDeadlineMs: number;
   readonly revocationRetentionMs: number;
   readonly onError: (error: unknown, what: string) => void;
   readonly onHealthChange?: (healthy: boolean, reason: string) => void;
@@ -36,14 +38,32 @@ export interface RedisEngineOptions {
 
 export type RedisHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
+/**
+ * The Redis engine's end-to-end delivery probe, as readiness sees it.
+ * Guarantees: `failure()` answers a reason while the oldest probe not yet
+ * heard back is older than the deadline (judged at every probe interval)
+ * and every Redis connection is up (a lost connection is the engine's
+ * health, not the probe's); undefined again from the first probe heard
+ * back after that. Every `onChange` listener is called on every flip.
+ */
+export interface RedisDeliveryProbe {
+  failure(): string | undefined;
+  onChange(listener: (failure: string | undefined) => void): void;
+}
+
 export interface RedisEngineParts {
   readonly broker: RedisBroker;
   readonly presence: RedisPresenceStore;
   readonly control: ControlBus;
   readonly revocations: RevocationList;
+  readonly probe: RedisDeliveryProbe;
+  /** Degraded while a Redis connection is not ready. */
   health(): RedisHealth;
   close(): Promise<void>;
 }
+
+/** Probes kept waiting at most (as broker/delivery-probe.ts). */
+export const MAX_PENDING_PROBES = 64;
 
 export async function createRedisEngineParts(options: RedisEngineOptions): Promise<RedisEngineParts> {
   const { command, subscriber, prefix, nodeId, onError } = options;
@@ -55,7 +75,7 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
   const probeTopic = `${prefix}:probe:${nodeId}`;
   const publishRaw = (topic: string, message: string): Promise<unknown> => (sharded === undefined ? command.publish(topic, message) : command.spublish(topic, message));
   const shardProbes =
-    sharded === undefined ? undefined : new ShardProbes({ pubsub: sharded, topic: (k) => `${prefix}:probe:{${nodeId}:${k}}`, publish: publishRaw, onError });
+    sharded === undefined ? undefined : new ShardProbes({ pubsub: sharded, topic: (k) => `${prefix}:probe:{${nodeId}:${k}}`, publish: publishRaw, onError, now: Date.now });
   const revokedTokens = `${prefix}:revoked:tokens`;
   const revokedUsers = `${prefix}:revoked:users`;
 
@@ -82,6 +102,10 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
   let probeSent = 0;
   let probeSeen = 0;
   let probeFailing = false;
+  /** Probe counter → when it was sent, until heard back (one Redis; a cluster's are in ShardProbes). */
+  const probePending = new Map<number, number>();
+  let probeFailure: string | undefined;
+  const probeListeners: ((failure: string | undefined) => void)[] = [];
   const onMessage = (topic: string, message: string) => {
     if (shardProbes?.onMessage(topic, message) === true) return;
     if (topic === controlTopic) {
@@ -93,6 +117,7 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
       }
     } else if (topic === probeTopic) {
       probeSeen = Math.max(probeSeen, Number(message));
+      for (const n of probePending.keys()) if (n <= probeSeen) probePending.delete(n);
     }
   };
   if (sharded !== undefined) {
@@ -131,8 +156,24 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
     if (command.status !== 'ready') return { status: 'degraded', reason: 'redis command connection is ' + command.status };
     if (single !== undefined && single.status !== 'ready') return { status: 'degraded', reason: 'redis pub/sub connection is ' + single.status };
     if (sharded !== undefined && sharded.status !== 'ready') return { status: 'degraded', reason: 'redis sharded pub/sub ' + sharded.status };
-    if (probeFailing || shardProbes?.failing === true) return { status: 'degraded', reason: 'pub/sub delivery probe lost' };
     return { status: 'ok' };
+  };
+  /** The probe's verdict at this interval: the oldest probe not heard back, once older than the deadline. */
+  const judgeProbe = (): void => {
+    let failure: string | undefined;
+    // Probes sent while a connection was down are explained by it: only later ones judge.
+    if (health().status !== 'ok') probePending.clear();
+    else {
+      const now = Date.now();
+      if (shardProbes !== undefined) failure = shardProbes.failure(options.probeDeadlineMs);
+      else {
+        const oldest = probePending.values().next();
+        if (oldest.done !== true && now - oldest.value >= options.probeDeadlineMs) failure = `a probe was not delivered back within ${options.probeDeadlineMs} ms`;
+      }
+    }
+    if (failure === probeFailure) return;
+    probeFailure = failure;
+    for (const listener of probeListeners) listener(failure);
   };
   const report = () => {
     const current = health();
@@ -151,6 +192,7 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
     if (shardProbes !== undefined) {
       shardProbes.tick(command.status === 'ready');
       report();
+      judgeProbe();
       return;
     }
     if (probeSent > 0 && probeSeen < probeSent - 1 && single?.status === 'ready' && command.status === 'ready') {
@@ -164,8 +206,12 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
       broker.resetAll();
     }
     report();
+    judgeProbe();
     if (command.status === 'ready') {
       probeSent++;
+      probePending.set(probeSent, Date.now());
+      // Probes lost long ago are forgotten; the newest still judge.
+      if (probePending.size > MAX_PENDING_PROBES) probePending.delete(probePending.keys().next().value!);
       publishRaw(probeTopic, String(probeSent)).catch(() => undefined);
     }
   }, options.probeIntervalMs);
@@ -176,6 +222,12 @@ export async function createRedisEngineParts(options: RedisEngineOptions): Promi
     presence,
     control,
     revocations,
+    probe: {
+      failure: () => probeFailure,
+      onChange(listener) {
+        probeListeners.push(listener);
+      },
+    },
     health,
     async close() {
       clearInterval(probe);

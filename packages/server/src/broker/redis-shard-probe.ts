@@ -19,7 +19,12 @@ interface Probe {
   /** Highest counter heard back. */
   seen: number;
   failing: boolean;
+  /** Counter → when it was sent, until heard back (oldest first). */
+  readonly pending: Map<number, number>;
 }
+
+/** Probes kept waiting at most per topic; older ones are forgotten (the newest still judge). */
+const MAX_PENDING = 64;
 
 export interface ShardProbeOptions {
   readonly pubsub: ShardedPubSub;
@@ -27,6 +32,7 @@ export interface ShardProbeOptions {
   readonly topic: (k: number) => string;
   readonly publish: (topic: string, message: string) => Promise<unknown>;
   readonly onError: (error: unknown, what: string) => void;
+  readonly now: () => number;
 }
 
 export class ShardProbes {
@@ -42,13 +48,26 @@ export class ShardProbes {
     const probe = this.#probes.get(topic);
     if (probe === undefined) return false;
     probe.seen = Math.max(probe.seen, Number(message));
+    for (const n of probe.pending.keys()) if (n <= probe.seen) probe.pending.delete(n);
     return true;
   }
 
-  /** Whether some connection's probe is lost. */
-  get failing(): boolean {
-    for (const probe of this.#probes.values()) if (probe.failing) return true;
-    return false;
+  /**
+   * Why delivery is judged broken: the oldest probe not heard back on a
+   * ready connection is older than `deadlineMs`; undefined otherwise.
+   */
+  failure(deadlineMs: number): string | undefined {
+    const now = this.#options.now();
+    for (const [topic, probe] of this.#probes) {
+      if (!this.#options.pubsub.isReady(topic)) {
+        // Probes sent while the connection was down are explained by it.
+        probe.pending.clear();
+        continue;
+      }
+      const oldest = probe.pending.values().next();
+      if (oldest.done !== true && now - oldest.value >= deadlineMs) return `a probe was not delivered back within ${deadlineMs} ms (master ${this.#options.pubsub.ownerOf(topic) ?? '?'})`;
+    }
+    return undefined;
   }
 
   /** Subscribes a probe topic on every master (at start and each tick). */
@@ -67,7 +86,7 @@ export class ShardProbes {
       for (let k = 0; k < 100000; k++) {
         const topic = this.#options.topic(k);
         if (this.#probes.has(topic) || pubsub.ownerOf(topic) !== master) continue;
-        this.#probes.set(topic, { next: 1, sent: 0, seen: 0, failing: false });
+        this.#probes.set(topic, { next: 1, sent: 0, seen: 0, failing: false, pending: new Map() });
         waits.push(pubsub.subscribe(topic));
         break;
       }
@@ -92,6 +111,8 @@ export class ShardProbes {
       }
       if (!commandReady) continue;
       const n = probe.next++;
+      probe.pending.set(n, this.#options.now());
+      if (probe.pending.size > MAX_PENDING) probe.pending.delete(probe.pending.keys().next().value!);
       this.#options.publish(topic, String(n)).then(
         () => {
           probe.sent = Math.max(probe.sent, n);

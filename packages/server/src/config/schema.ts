@@ -426,7 +426,7 @@ export const ConfigSchema = Type.Object(
         ),
         probeDeadlineMs: Ms(
           5000,
-          'memory and sqlite engines, and cluster mode on them: a probe not delivered back within this time makes the process not ready (`delivery_probe`) until a probe comes back. (The redis engine judges its probe by two intervals.)',
+          'Every engine: a probe not delivered back within this time makes the process not ready (`delivery_probe`) until a probe comes back. (The redis engine also reconnects a pub/sub connection whose probe is lost for two intervals.)',
         ),
         unavailableRetryMs: Ms(
           30000,

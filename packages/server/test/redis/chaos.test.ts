@@ -186,12 +186,12 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
     }
   });
 
-  test('31: pub/sub connection killed (CLIENT KILL TYPE pubsub), and lost silently with TCP up: resubscribe, resynchronize, no silent gap; the probe reports it', async () => {
+  test('31: pub/sub connection killed (CLIENT KILL TYPE pubsub), and lost silently with TCP up: resubscribe, resynchronize, no silent gap; the probe reports it (readiness delivery_probe)', async () => {
     fresh('c31');
     const proxy = new RedisProxy(redis.port);
     await proxy.listen();
     proxies.push(proxy);
-    const a = await node('A', { redisUrl: proxy.url, ownEngine: true, engine: { probeIntervalMs: 300 } });
+    const a = await node('A', { redisUrl: proxy.url, ownEngine: true, engine: { probeIntervalMs: 300, probeDeadlineMs: 300 } });
     const b = await node('B');
     const channel = 'chaos:c31';
     await startAll(followersFor(channel, tokens, a, b));
@@ -205,11 +205,18 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
 
     // (a) Redis closes every pub/sub connection.
     const degradedSeen: string[] = [];
+    /** Readiness reasons of A, once the silent loss below has begun. */
+    const notReadySeen = new Set<string>();
+    let silentLoss = false;
     let watching = true;
     const watcher = (async () => {
       while (watching) {
         const health = await a.health().catch(() => undefined);
         if (health?.status === 503) degradedSeen.push(health.body.reason);
+        if (silentLoss) {
+          const ready = await a.ready().catch(() => undefined);
+          for (const r of ready?.body?.reasons ?? []) notReadySeen.add(r.reason);
+        }
         await sleep(5);
       }
     })();
@@ -234,25 +241,29 @@ describe('Redis engine chaos (SECURITY-TESTS F 30–34)', { skip }, () => {
 
     // (b) The subscription is lost silently: A's pub/sub socket stays up, but
     // Redis now sees a fresh client with no subscriptions.
-    const changesBefore = a.healthChanges.length;
+    // The probe's failure is readiness (delivery_probe); the reconnect that
+    // repairs it may show briefly as engine_degraded.
+    const changesBefore = a.probeChanges.length;
+    silentLoss = true;
     const swapped = proxy.swapSubscriberUpstreams();
     assert.equal(swapped, 1, 'A has one pub/sub connection');
     const swappedAt = Date.now();
     const resubscribesBefore = followers.map((f) => f.resubscribes.length);
-    const reported = await waitUntil(() => a.healthChanges.slice(changesBefore).find((c) => !c.healthy), {
+    const reported = await waitUntil(() => a.probeChanges.slice(changesBefore).find((c) => c.failure !== undefined), {
       timeoutMs: 15000,
       label: 'the delivery probe to report the lost subscription',
     });
-    assert.equal(reported.reason, 'pub/sub delivery probe lost');
-    await waitUntil(() => a.healthChanges.slice(changesBefore).some((c) => c.healthy), { timeoutMs: 15000, label: 'A healthy again' });
+    assert.match(reported.failure!, /not delivered back within 300 ms/);
+    await waitUntil(() => a.probeChanges.slice(changesBefore).some((c) => c.failure === undefined), { timeoutMs: 15000, label: 'A ready again' });
     await waitUntil(() => followers.slice(0, 3).every((f, i) => f.resubscribes.length > resubscribesBefore[i]! && f.subscribed), {
       timeoutMs: 15000,
       label: 'followers on A resynchronized after the silent loss',
       describe: () => followers.map((f) => f.summary()).join('\n'),
     });
-    console.log(`  silent loss: probe reported it after ${reported.at - swappedAt} ms; degraded for ${a.healthChanges.slice(changesBefore).find((c) => c.healthy)!.at - reported.at} ms`);
+    console.log(`  silent loss: probe reported it after ${reported.at - swappedAt} ms; not ready for ${a.probeChanges.slice(changesBefore).find((c) => c.failure === undefined)!.at - reported.at} ms`);
     watching = false;
     await watcher;
+    assert.ok(notReadySeen.has('delivery_probe'), `readiness said delivery_probe during the silent loss: ${[...notReadySeen].join(', ')}`);
     await sleep(300);
     await finish(publisher, followers);
     for (const f of followers) assert.ok(f.resubscribes.every((s) => s.recovered), `${f.name}: history covered the gap: ${f.summary()}`);

@@ -386,8 +386,12 @@ export interface RedisHerald extends Target {
   readonly clients: RedisClients | undefined;
   /** Health changes the engine reported (`ownEngine` only). */
   readonly healthChanges: { readonly healthy: boolean; readonly reason: string; readonly at: number }[];
+  /** Flips of the engine's delivery probe (`ownEngine` only): the failure, or undefined once it passes again. */
+  readonly probeChanges: { readonly failure: string | undefined; readonly at: number }[];
   /** GET /health on the public listener. */
   health(): Promise<{ status: number; body: any }>;
+  /** GET /health/ready on the public listener. */
+  ready(): Promise<{ status: number; body: any }>;
   close(): Promise<void>;
 }
 
@@ -418,6 +422,7 @@ export async function startRedisHerald(name: string, options: RedisHeraldOptions
   let apiKey: string;
   let clients: RedisClients | undefined;
   const healthChanges: { healthy: boolean; reason: string; at: number }[] = [];
+  const probeChanges: { failure: string | undefined; at: number }[] = [];
   if (options.ownEngine === true) {
     apiKey = randomBytes(24).toString('base64url');
     const config = buildConfig(
@@ -440,6 +445,7 @@ export async function startRedisHerald(name: string, options: RedisHeraldOptions
       () => {},
       (healthy, reason) => healthChanges.push({ healthy, reason, at: Date.now() }),
     );
+    engine.deliveryProbe?.onChange((failure) => probeChanges.push({ failure, at: Date.now() }));
     server = await startServer({ config, engine });
   } else {
     const h = await startHerald(overrides);
@@ -455,8 +461,13 @@ export async function startRedisHerald(name: string, options: RedisHeraldOptions
     apiKey,
     clients,
     healthChanges,
+    probeChanges,
     async health() {
       const response = await fetch(`${url}/health`, { signal: AbortSignal.timeout(5000) });
+      return { status: response.status, body: await response.json().catch(() => undefined) };
+    },
+    async ready() {
+      const response = await fetch(`${url}/health/ready`, { signal: AbortSignal.timeout(5000) });
       return { status: response.status, body: await response.json().catch(() => undefined) };
     },
     close: () => server.close(),
