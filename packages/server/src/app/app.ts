@@ -29,7 +29,7 @@ import { KeyUsage } from '../console/key-usage.ts';
 import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-store.ts';
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
-import { hookTargets, readHookSecrets } from '../hooks/hook-secrets.ts';
+import { hookTargets } from '../hooks/hook-secrets.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
 
@@ -144,11 +144,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints } = checks.prepared;
-  // Proxy hooks: their signing secrets come from files or the environment (read here, the composition root).
-  const hookProblems: string[] = [];
-  const hookSecrets = readHookSecrets(config.hooks, process.env, hookProblems);
-  if (hookProblems.length > 0) throw new ConfigError(hookProblems);
+  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets } = checks.prepared;
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);

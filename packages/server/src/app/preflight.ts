@@ -6,10 +6,11 @@
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
  */
+import { readHookSecrets } from '../hooks/hook-secrets.ts';
 import { resolveEndpoints } from '../webhooks/webhooks.ts';
 import type { WebhookEndpoint } from '../webhooks/dispatcher.ts';
 import { readFileSync } from 'node:fs';
-import type { Config } from '../config/schema.ts';
+import type { Config, HookTargetConfig } from '../config/schema.ts';
 import { MIN_SECRET_CHARS } from '../config/schema.ts';
 import { ConfigError, GENERATE_SECRET, redisOverTls, type ValidatedConfig } from '../config/load.ts';
 import { createJwtVerifier, type TokenVerifier } from '../auth/jwt.ts';
@@ -34,6 +35,8 @@ export interface Prepared {
   readonly consoleEnabled: boolean;
   /** The redis engine's TLS files (`engine.redisTls`), read; undefined on other engines or without `rediss://`. */
   readonly redisTls: RedisTls | undefined;
+  /** The signing secret of each proxy hook (hooks/hook-secrets.ts), from its file or environment variable. */
+  readonly hookSecrets: ReadonlyMap<HookTargetConfig, string>;
   /** Webhook endpoints with their secrets read (files, environment); empty without `webhooks.endpoints`. */
   readonly webhookEndpoints: readonly WebhookEndpoint[];
 }
@@ -59,7 +62,7 @@ export interface CheckOptions {
   readonly configFile?: string | undefined;
   /** A key store change that cannot be used while running (the old keys stay). */
   readonly onKeyStoreReloadError?: (problem: string) => void;
-  /** The environment, for webhook secrets named by `secretEnv` (the composition root or the CLI hands it in); none when absent. */
+  /** The environment, for webhook and proxy hook secrets named by `secretEnv` (the composition root or the CLI hands it in); none when absent. */
   readonly env?: Readonly<Record<string, string | undefined>>;
 }
 
@@ -114,6 +117,8 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   }
 
   const redisTls = valid('engine') ? readRedisTls(config, problems) : undefined;
+  // Proxy hooks sign with secrets from files or the environment (the composition root's side reads it).
+  const hookSecrets = valid('hooks') ? readHookSecrets(config.hooks, options.env ?? {}, problems) : new Map<HookTargetConfig, string>();
 
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
@@ -177,7 +182,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     if (config.engine.type === 'redis') problems.push('/webhooks: webhooks are not available on the redis engine yet (sqlite or memory engine, one process or cluster mode)');
   }
   const prepared =
-    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints } : undefined;
+    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets } : undefined;
   return { problems, warnings, prepared };
 }
 

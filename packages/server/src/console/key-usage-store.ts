@@ -77,7 +77,7 @@ export class RedisKeyUsageStore implements KeyUsageStore {
 
   constructor(redis: Redis | Cluster, prefix: string) {
     this.#redis = redis;
-    this.#key = `${prefix}{console}:key_usage`;
+    this.#key = `${prefix}:{console}:key_usage`;
   }
 
   async save(uses: readonly (readonly [string, number])[]): Promise<void> {

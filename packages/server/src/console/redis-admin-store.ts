@@ -5,12 +5,12 @@
  * below, which touch several keys, run on one Redis Cluster slot too.
  *
  * Keys (P = `engine.redisPrefix`):
- * - `P{console}:admins` set of names; `P{console}:admin:<name>` hash.
- * - `P{console}:session:<sha256>` hash (Redis expires it at the absolute
+ * - `P:{console}:admins` set of names; `P:{console}:admin:<name>` hash.
+ * - `P:{console}:session:<sha256>` hash (Redis expires it at the absolute
  *   lifetime; an idle one is refused at once and deleted then or by the
- *   sweep); `P{console}:sessions-of:<name>` set of that admin's session hashes.
- * - `P{console}:limit:<key>` hash {f, l, n, u}, expiring after its window.
- * - `P{console}:audit` stream, trimmed by time at each sweep.
+ *   sweep); `P:{console}:sessions-of:<name>` set of that admin's session hashes.
+ * - `P:{console}:limit:<key>` hash {f, l, n, u}, expiring after its window.
+ * - `P:{console}:audit` stream, trimmed by time at each sweep.
  * Check-and-write operations are Lua scripts (atomic on the server).
  */
 import type { Cluster, Redis } from 'ioredis';
@@ -174,7 +174,7 @@ export class RedisAdminStore implements AdminStore {
     this.#redis = redis;
     defineScripts(redis);
     this.#s = redis as unknown as Scripted;
-    this.#p = `${prefix}{console}:`;
+    this.#p = `${prefix}:{console}:`;
   }
 
   #admin(name: string): string {

@@ -31,8 +31,9 @@
  * Once fastify starts closing, every request goes to fastify (its 503). A
  * route may also leave a request to fastify (`accepts`), before anything is
  * read. Fastify keeps a route for each front path (see `stub`, or a route of
- * its own), so that other methods get 405 with `Allow`, and HEAD or a
- * percent-encoded path is answered as before.
+ * its own), so that other methods get 405 with `Allow` (HEAD too: a front
+ * route opens a stream or a session), and a percent-encoded path is
+ * answered as before.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { TSchema } from '@sinclair/typebox';
@@ -132,13 +133,16 @@ export class Front {
 
   /**
    * A fastify route for `path` that hands the request to its front handler:
-   * reached only by what the front did not take (HEAD, an encoded path);
-   * it makes fastify answer other methods 405 with `Allow`.
+   * reached only by what the front did not take (an encoded path); it makes
+   * fastify answer other methods 405 with `Allow`. HEAD among them: a front
+   * handler opens a stream or a session, which a HEAD must not, so a GET
+   * stub gets no automatic HEAD route.
    */
   stub(app: FastifyInstance, method: 'GET' | 'POST', path: string): void {
     app.route({
       method,
       url: path,
+      exposeHeadRoute: false,
       handler: (request, reply) => {
         const route = this.#routes.get(method)?.get(path);
         if (route === undefined) return reply.callNotFound();

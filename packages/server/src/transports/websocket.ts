@@ -16,7 +16,7 @@ import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
 import { announcesBatch, openGate, type ConnectionGate, type GateAnswer, type Releasable } from './http-connection.ts';
 import { onSocketDrain } from './socket-drain.ts';
-import { encodeServerTextFrame } from '../util/websocket-frame.ts';
+import { encodeServerTextFrameOf } from '../util/websocket-frame.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
 
@@ -67,7 +67,7 @@ export class WebSocketTransport implements Transport {
       raw.cork();
       process.nextTick(uncork, raw);
     }
-    raw.write(encodeServerTextFrame(Buffer.from(text, 'utf8')));
+    raw.write(encodeServerTextFrameOf(text));
   }
 
   heartbeat(ping: EncodedFrame): void {

@@ -101,14 +101,17 @@ test('console API in a cluster: connections on every worker, one overview entry 
             const line = event.split('\n').find((l) => l.startsWith('data: '));
             if (line === undefined) continue;
             const parsed = JSON.parse(line.slice(6));
-            if (parsed.nodes.length === 2) {
+            // Another worker's entry is its last snapshot (up to 2 s old): wait for the frame that has both SSE clients.
+            if (parsed.nodes.length === 2 && parsed.nodes.every((n: any) => n.connections.sse >= 1)) {
               req.destroy();
               resolve(parsed);
             }
           }
         });
       });
-      req.setTimeout(15000, () => req.destroy(new Error('no frame with both workers')));
+      // An overall deadline (a socket idle timeout would never fire: a frame comes every second).
+      const deadline = setTimeout(() => req.destroy(new Error('no frame with both workers, each holding its SSE client')), 20000);
+      req.on('close', () => clearTimeout(deadline));
       req.on('error', reject);
       req.end();
     });

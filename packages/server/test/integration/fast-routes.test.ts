@@ -71,6 +71,27 @@ describe('routes served in front of fastify', { timeout: 60000 }, () => {
     assert.equal(refused.headers.get('x-frame-options'), 'DENY');
   });
 
+  test('HEAD /connection/sse is answered as fastify answers another method: no stream, no session', async () => {
+    const connections = async (): Promise<number> => ((await h.api('info', {})).body as { nodes: { connections: number }[] }).nodes[0]!.connections;
+    const before = await connections();
+    const url = `${h.url}/connection/sse?channel=public:head&token=${await h.token('head')}`;
+    const head = await http(url, { method: 'HEAD', headers: { origin: ORIGIN } });
+    const put = await http(url, { method: 'PUT', headers: { origin: ORIGIN } });
+    assert.equal(put.status, 405, put.text);
+    assert.equal(head.status, 405);
+    assert.equal(head.headers.get('allow'), 'GET');
+    assert.equal(head.text, '', 'a HEAD answer has no body');
+    assert.notEqual(head.headers.get('content-type'), 'text/event-stream');
+    for (const name of ['allow', 'content-type', 'access-control-allow-origin', 'vary', 'x-content-type-options', 'content-security-policy']) {
+      assert.equal(head.headers.get(name), put.headers.get(name), name);
+    }
+    assert.equal(await connections(), before, 'no client was created');
+    // An encoded path reaches fastify's GET route, and HEAD on it is refused the same way.
+    const encoded = await http(`${h.url}/connection/%73se?token=${await h.token('head')}`, { method: 'HEAD' });
+    assert.equal(encoded.status, 405);
+    assert.equal(await connections(), before, 'no client was created');
+  });
+
   test('a held poll is answered empty at longPoll.pollTimeoutMs without a timer per poll', async () => {
     const quick = await startHerald({ longPoll: { pollTimeoutMs: 300, sessionTimeoutMs: 5000 } });
     try {

@@ -12,6 +12,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
+import diagnosticsChannel from 'node:diagnostics_channel';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { openWs, type WsClient } from '../helpers/herald-ws.ts';
 import { openSse, pollOpen, postJson, sendCommand, sseUrl } from '../helpers/rt-clients.ts';
@@ -28,7 +29,7 @@ interface Call {
 }
 
 /** What the backend does with a call: answer JSON, answer raw text with a status, or hold it until released. */
-type Answer = { json: unknown } | { status: number; text: string; headers?: Record<string, string> } | { hold: Promise<unknown> };
+type Answer = { json: unknown } | { status: number; text: string; headers?: Record<string, string> } | { hold: Promise<unknown> } | { endless: true };
 
 const secret = randomBytes(32).toString('base64url');
 
@@ -68,6 +69,20 @@ class Backend {
     if ('hold' in answer) {
       await answer.hold;
       if (!response.destroyed) response.end('{"result":{}}');
+      return;
+    }
+    if ('endless' in answer) {
+      // 100 MB and more, no length announced: written until the reader hangs up.
+      response.writeHead(200, { 'content-type': 'application/json' });
+      response.write('{"result":{"info":"');
+      const chunk = 'x'.repeat(65536);
+      const more = (): void => {
+        let written = 0;
+        while (!response.destroyed && written < 100 * 1024 * 1024 && response.write(chunk)) written += chunk.length;
+        if (!response.destroyed) response.once('drain', more);
+      };
+      response.on('close', () => response.removeAllListeners('drain'));
+      more();
       return;
     }
     if ('json' in answer) {
@@ -273,6 +288,11 @@ test('publish hook: client publishes are denied with the backend\'s code or carr
     assert.deepEqual(calls[0]!.body.data, { text: 'spam' });
     assert.equal(calls[0]!.body.channel, 'chat:mod');
     assert.ok(calls.every((c) => c.verified));
+    const metrics = (await h.server.metricsJson()) as Json[];
+    const counted = metrics.find((m) => m.name === 'herald_hook_calls_total');
+    const value = (outcome: string) => counted.values.find((v: Json) => v.labels.event === 'publish' && v.labels.outcome === outcome)?.value;
+    assert.deepEqual([value('allow'), value('deny')], [2, 1], 'hook calls are counted by event and outcome');
+    assert.ok(metrics.some((m) => m.name === 'herald_hook_duration_seconds'));
     await client.close();
   });
 });
@@ -364,26 +384,37 @@ async function waitFor(check: () => boolean, what: string): Promise<void> {
 
 test('failures: timeout, backend down, non-2xx, redirect, invalid, oversized and deep answers fail closed by default (119, 3011) and open when configured', async () => {
   const hang = new Promise(() => undefined);
-  const bad: [string, Answer][] = [
-    ['timeout', { hold: hang }],
-    ['status 500', { status: 500, text: '{"result":{}}' }],
-    ['redirect', { status: 307, text: '', headers: { location: 'http://127.0.0.1:1/elsewhere' } }],
-    ['not JSON', { status: 200, text: 'allow' }],
-    ['wrong schema', { json: { result: { info: 1, extra: true } } }],
-    ['both result and error', { json: { result: {}, error: { code: 1000 } } }],
-    ['code out of range', { json: { error: { code: 3504 } } }],
-    ['oversized', { status: 200, text: JSON.stringify({ result: { info: 'x'.repeat(5000) } }) }],
-    ['too deep', { status: 200, text: '{"result":{"info":' + '['.repeat(100) + ']'.repeat(100) + '}}' }],
-    ['poisoned', { status: 200, text: '{"result":{"info":{"__proto__":{"admin":true}}}}' }],
+  // [what, answer, the failure's reason on the herald:hook:call diagnostics channel]
+  const bad: [string, Answer, string][] = [
+    ['timeout', { hold: hang }, 'timeout'],
+    ['status 500', { status: 500, text: '{"result":{}}' }, 'status_500'],
+    ['redirect', { status: 307, text: '', headers: { location: 'http://127.0.0.1:1/elsewhere' } }, 'status_307'],
+    ['not JSON', { status: 200, text: 'allow' }, 'answer_invalid_json'],
+    ['wrong schema', { json: { result: { info: 1, extra: true } } }, 'answer_schema'],
+    ['both result and error', { json: { result: {}, error: { code: 1000 } } }, 'answer_schema'],
+    ['code out of range', { json: { error: { code: 3504 } } }, 'answer_schema'],
+    ['oversized', { status: 200, text: JSON.stringify({ result: { info: 'x'.repeat(5000) } }) }, 'answer_too_large'],
+    ['endless', { endless: true }, 'answer_too_large'],
+    ['too deep', { status: 200, text: '{"result":{"info":' + '['.repeat(100) + ']'.repeat(100) + '}}' }, 'answer_too_deep'],
+    ['poisoned', { status: 200, text: '{"result":{"info":{"__proto__":{"admin":true}}}}' }, 'answer_poisoned'],
   ];
+  const reasons: string[] = [];
+  const record = (event: unknown): void => {
+    const call = event as { event: string; outcome: string; reason?: string };
+    if (call.event === 'subscribe') reasons.push(call.outcome === 'failed' ? String(call.reason) : call.outcome);
+  };
+  diagnosticsChannel.subscribe('herald:hook:call', record);
   await withHerald({ subscribe: target('subscribe', { timeoutMs: 300 }), connect: target('connect', { timeoutMs: 300 }), maxAnswerBytes: 1024 }, async (h) => {
     backend.on('connect', () => ({ json: { result: {} } }));
     const client = await ws(h);
     await client.connect(await h.token('alice'));
-    for (const [what, answer] of bad) {
+    for (const [what, answer, reason] of bad) {
       backend.on('subscribe', () => answer);
+      reasons.length = 0;
       assert.equal(await client.callError('subscribe', { channel: `chat:${what.replaceAll(' ', '-')}` }), 119, what);
+      assert.deepEqual(reasons, [reason], what);
     }
+    diagnosticsChannel.unsubscribe('herald:hook:call', record);
     assert.ok(!backend.calls.some((c) => c.path === '/elsewhere'), 'the redirect was not followed');
     // The server is unaffected: a good answer works again.
     backend.on('subscribe', () => ({ json: { result: {} } }));
