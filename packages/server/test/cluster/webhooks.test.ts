@@ -117,6 +117,14 @@ describe('webhooks in cluster mode', () => {
       assert.equal(seen[0], 'channel_occupied');
       assert.equal(seen.at(-1), 'channel_vacated');
       assert.deepEqual([...seen].sort(), ['channel_occupied', 'channel_vacated', 'member_added alice', 'member_added bob', 'member_removed alice', 'member_removed bob']);
+      // The primary sends the batches: its counts are in the cluster's /metrics.
+      const adminPort = herald.logs.find((l) => l['msg'] === 'cluster ready')?.['adminPort'] as number;
+      const delivered = await eventually(async () => {
+        const text = await (await fetch(`http://127.0.0.1:${adminPort}/metrics`)).text();
+        const line = text.split('\n').find((l) => l.startsWith('herald_webhook_events_total{') && l.includes('outcome="delivered"'));
+        return line !== undefined && Number(line.split(' ').pop()) === 6 ? text : undefined;
+      }, 'six delivered events in the cluster metrics');
+      assert.match(delivered, /herald_webhook_outbox\{state="pending"\} 0/);
     } finally {
       await herald.stop();
       await receiver.close();
