@@ -6,7 +6,7 @@
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
  */
-import { readHookSecrets } from '../hooks/hook-secrets.ts';
+import { checkPlainHttpHooks, readHookSecrets } from '../hooks/hook-secrets.ts';
 import { resolveEndpoints } from '../webhooks/webhooks.ts';
 import type { WebhookEndpoint } from '../webhooks/dispatcher.ts';
 import { readFileSync } from 'node:fs';
@@ -119,6 +119,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   const redisTls = valid('engine') ? readRedisTls(config, problems) : undefined;
   // Proxy hooks sign with secrets from files or the environment (the composition root's side reads it).
   const hookSecrets = valid('hooks') ? readHookSecrets(config.hooks, options.env ?? {}, problems) : new Map<HookTargetConfig, string>();
+  if (production && valid('hooks')) checkPlainHttpHooks(config.hooks, problems);
 
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {

@@ -200,6 +200,11 @@ export const HooksSchema = Type.Object(
       maximum: 16777216,
       description: 'Largest answer body read from a hook; a longer one is a failed call (limits.maxJsonDepth bounds its nesting).',
     }),
+    allowPlainHttp: Type.Boolean({
+      default: false,
+      description:
+        'Production mode refuses to start with a plain `http://` hook URL to a host that is not loopback (the call, its tokens and user data, and the answer would cross the network in clear text). true accepts it: a private network you trust, or a TLS sidecar on another address.',
+    }),
   },
   { additionalProperties: false, default: {}, title: 'Proxy hooks (docs/hooks.md)' },
 );

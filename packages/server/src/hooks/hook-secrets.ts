@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { MIN_SECRET_CHARS, type HookTargetConfig, type HooksConfig } from '../config/schema.ts';
+import { isLoopbackHost } from '../console/console-config.ts';
 
 /** Every hook target in the config, with the JSON pointer of its section. */
 export function hookTargets(config: HooksConfig): [string, HookTargetConfig][] {
@@ -52,4 +53,19 @@ export function readHookSecrets(config: HooksConfig, env: Readonly<Record<string
     secrets.set(target, secret);
   }
   return secrets;
+}
+
+/**
+ * Production mode: a plain `http://` target on a host that is not loopback
+ * is refused (a problem naming the target) unless `hooks.allowPlainHttp`.
+ */
+export function checkPlainHttpHooks(config: HooksConfig, problems: string[]): void {
+  if (config.allowPlainHttp) return;
+  for (const [where, target] of hookTargets(config)) {
+    const url = URL.canParse(target.url) ? new URL(target.url) : undefined;
+    if (url === undefined || url.protocol !== 'http:' || isLoopbackHost(url.hostname)) continue;
+    problems.push(
+      `${where}/url: production mode refuses a plain http:// hook URL to ${url.hostname}, which is not loopback: the call and its answer would cross the network in clear text; use https://, or a loopback address, or set hooks.allowPlainHttp on a network you trust`,
+    );
+  }
 }
