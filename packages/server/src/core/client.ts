@@ -151,6 +151,8 @@ export class Client {
   readonly transport: Transport;
   readonly node: Node;
   user = '';
+  /** The connect token's `sub` (undefined without a token): what a `refresh` token must name, whatever user the connect hook set. */
+  #tokenUser: string | undefined;
   connInfo: unknown = undefined;
   name = '';
   state: 'new' | 'connected' | 'closed' = 'new';
@@ -402,6 +404,7 @@ export class Client {
     } else {
       const identity = await this.#verifyConnectionToken(token!);
       this.user = identity.user;
+      this.#tokenUser = identity.user;
       this.connInfo = identity.info;
       this.tokenId = identity.tokenId;
       expiresAt = identity.expiresAt;
@@ -515,7 +518,12 @@ export class Client {
     };
   }
 
-  /** Replaces the connection token on a live connection; another `sub` disconnects. */
+  /**
+   * Replaces the connection token on a live connection. The token's `sub`
+   * must be the one the connection authenticated with (the connect token's,
+   * even when the connect hook set another user, who stays); without a
+   * connect token, the user the hook set. Another `sub` disconnects.
+   */
   async refresh(token: string): Promise<{ ttl?: number }> {
     let identity;
     try {
@@ -524,7 +532,7 @@ export class Client {
       if (error instanceof DisconnectError && error.disconnect === 'token_expired') throw new CommandError('token_expired');
       throw error;
     }
-    if (identity.user !== this.user) throw new DisconnectError('invalid_token');
+    if (identity.user !== (this.#tokenUser ?? this.user)) throw new DisconnectError('invalid_token');
     this.tokenId = identity.tokenId;
     const ttl = this.#scheduleExpiry(identity.expiresAt);
     return ttl === undefined ? {} : { ttl };

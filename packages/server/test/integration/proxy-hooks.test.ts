@@ -166,6 +166,23 @@ test('connect hook: called after a valid token with its user, signed; it sets th
   });
 });
 
+test('connect hook renamed the user: a refresh token for the original sub keeps the connection and the hook\'s user; another sub closes it with 3500', async () => {
+  await withHerald({ connect: target('connect') }, async (h) => {
+    backend.on('connect', (body) => ({ json: { result: { user: body.user + '-checked' } } }));
+    const client = await ws(h);
+    const result = await client.connect(await h.token('alice', {}, 60));
+    const refreshed = await client.call('refresh', { token: await h.token('alice', {}, 3600) });
+    assert.ok(refreshed.ttl > 3500 && refreshed.ttl <= 3600, `ttl from the new token: ${refreshed.ttl}`);
+    await client.call('subscribe', { channel: 'chat:hooks-rename' });
+    const presence = await client.call('presence', { channel: 'chat:hooks-rename' });
+    assert.equal(presence.clients[result.client].user, 'alice-checked', 'the hook\'s user stays');
+    assert.equal(backend.of('connect').length, 1, 'a refresh asks no connect hook');
+    // The renamed user's own name is not the token's sub: refused like any other sub.
+    await assert.rejects(client.call('refresh', { token: await h.token('alice-checked', {}, 3600) }));
+    assert.equal((await client.closed).code, 3500);
+  });
+});
+
 test('connect hook: a denial closes with the backend\'s code and reason; without a token nothing is asked unless withoutToken', async () => {
   await withHerald({ connect: target('connect') }, async (h) => {
     backend.on('connect', () => ({ json: { error: { code: 4403, message: 'banned' } } }));
