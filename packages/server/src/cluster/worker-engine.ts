@@ -347,21 +347,26 @@ export function createWorkerSessions(options: WorkerSessionOptions): SessionRout
   const { pipe, config } = options;
   const sessions = new ClusterSessions(pipe, options.worker, options.callTimeoutMs ?? config.cluster.callTimeoutMs, config.longPoll.pollTimeoutMs);
   pipe.onMessage((message) => {
-    switch (message.type) {
-      case 'session_request':
-        sessions.request(message.id, message.origin, message.exchange);
-        return;
-      case 'session_answer':
-        sessions.answered(message.id, message.answer);
-        return;
-      case 'session_abort':
-        sessions.abort(message.id, message.origin);
-        return;
-      default:
-        options.onOther?.(message);
-    }
+    if (!routeSessionMessage(sessions, message)) options.onOther?.(message);
   });
   return sessions;
+}
+
+/** Hands a session request, answer or abort to the worker's sessions; false for any other message. */
+function routeSessionMessage(sessions: ClusterSessions, message: PrimaryMessage): boolean {
+  switch (message.type) {
+    case 'session_request':
+      sessions.request(message.id, message.origin, message.exchange);
+      return true;
+    case 'session_answer':
+      sessions.answered(message.id, message.answer);
+      return true;
+    case 'session_abort':
+      sessions.abort(message.id, message.origin);
+      return true;
+    default:
+      return false;
+  }
 }
 
 /**
@@ -405,17 +410,8 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
       case 'control':
         control.receive(message.command, message.from);
         return;
-      case 'session_request':
-        sessions.request(message.id, message.origin, message.exchange);
-        return;
-      case 'session_answer':
-        sessions.answered(message.id, message.answer);
-        return;
-      case 'session_abort':
-        sessions.abort(message.id, message.origin);
-        return;
       default:
-        options.onOther?.(message);
+        if (!routeSessionMessage(sessions, message)) options.onOther?.(message);
     }
   });
   return {
