@@ -14,6 +14,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { HERALD_MAIN } from '../helpers/herald-process.ts';
 import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
+import { missingService } from '../helpers/services.ts';
 import { openSqliteStore } from '../../src/store/sqlite-store.ts';
 import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
 import { PasswordHasher } from '../../src/console/passwords.ts';
@@ -77,12 +78,8 @@ describe('herald admin', { timeout: 60000 }, () => {
   after(() => rmSync(dir, { recursive: true, force: true }));
 
   test('a password typed on a terminal is not echoed, asked twice, and stored as argon2id', async (t) => {
-    if (!hasScript()) {
-      const message = 'SKIPPING the terminal test: util-linux `script` is missing';
-      if (process.env['HERALD_REQUIRE_SERVICES'] === '1') throw new Error(message + ' and HERALD_REQUIRE_SERVICES=1');
-      process.stderr.write(`\n*** ${message} ***\n\n`);
-      return t.skip(message);
-    }
+    const skip = missingService('util-linux `script` (a terminal for the no-echo prompt)', hasScript());
+    if (skip !== false) return t.skip(skip);
     const password = 'typed-on-a-tty-1234';
     const line = [process.execPath, ...command(['create', 'tina', '--role', 'viewer'], config)].map((a) => `'${a}'`).join(' ');
     const typed = await run('script', ['-qec', line, '/dev/null'], [

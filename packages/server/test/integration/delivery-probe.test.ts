@@ -17,46 +17,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { HeraldProcess } from '../helpers/herald-process.ts';
-import { sleep } from '../helpers/rt-util.ts';
 import { TestCluster } from '../cluster/harness.ts';
-
-interface Answer {
-  status: number;
-  body: any;
-}
-
-function call(port: number, method: string, path: string, agent: http.Agent | false = false): Promise<Answer> {
-  return new Promise((resolve, reject) => {
-    const req = http.request({ host: '127.0.0.1', port, path, method, agent, headers: { 'content-length': '0' } }, (res) => {
-      let data = '';
-      res.setEncoding('utf8');
-      res.on('data', (chunk: string) => (data += chunk));
-      res.on('end', () => {
-        let body: unknown = data;
-        try {
-          body = JSON.parse(data);
-        } catch {
-          // text
-        }
-        resolve({ status: res.statusCode ?? 0, body });
-      });
-    });
-    req.setTimeout(30000, () => req.destroy(new Error(`no answer to ${method} ${path}`)));
-    req.on('error', reject);
-    req.end();
-  });
-}
-
-/** Polls until `condition` gives a value (bounded: a hang fails, speed is not asserted). */
-async function poll<T>(condition: () => Promise<T | undefined>, label: string, timeoutMs = 20000): Promise<T> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await condition();
-    if (value !== undefined) return value;
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${label}`);
-    await sleep(50);
-  }
-}
+import { call, poll } from '../helpers/internal-http.ts';
 
 const probeConfig = { probeIntervalMs: 100, probeDeadlineMs: 500 };
 
