@@ -12,6 +12,8 @@ export interface Session {
   readonly csrf: string;
   readonly expiresAt?: string | number;
   readonly idleExpiresAt?: string | number;
+  /** How the admin signed in, e.g. ["oidc"], ["password", "totp"]. */
+  readonly methods?: readonly string[];
 }
 
 const rank: Record<AdminRole, number> = { viewer: 0, operator: 1, owner: 2 };

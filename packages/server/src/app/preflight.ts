@@ -20,6 +20,7 @@ import { peekKeys } from '../store/api-key-table.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
 import { decideConsole } from '../console/console-config.ts';
+import { prepareOidcProviders, type PreparedOidcProvider } from '../console/oidc.ts';
 import type { RedisTls } from './engine.ts';
 
 /** What the checks read and built, ready for startServer. */
@@ -39,6 +40,8 @@ export interface Prepared {
   readonly hookSecrets: ReadonlyMap<HookTargetConfig, string>;
   /** Webhook endpoints with their secrets read (files, environment); empty without `webhooks.endpoints`. */
   readonly webhookEndpoints: readonly WebhookEndpoint[];
+  /** The console's OpenID Connect providers with their client secrets read (console/oidc.ts). */
+  readonly oidcProviders: readonly PreparedOidcProvider[];
 }
 
 export interface CheckResult {
@@ -115,6 +118,8 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     if (decision.warning !== undefined) warnings.push(decision.warning);
     consoleEnabled = decision.enabled;
   }
+  // OIDC client secrets come from files or the environment, like the other secrets.
+  const oidcProviders = valid('admin') ? prepareOidcProviders(config, options.env ?? {}, problems) : [];
 
   const redisTls = valid('engine') ? readRedisTls(config, problems) : undefined;
   // Proxy hooks sign with secrets from files or the environment (the composition root's side reads it).
@@ -183,7 +188,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     if (config.engine.type === 'redis') problems.push('/webhooks: webhooks are not available on the redis engine yet (sqlite or memory engine, one process or cluster mode)');
   }
   const prepared =
-    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets } : undefined;
+    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, oidcProviders } : undefined;
   return { problems, warnings, prepared };
 }
 
