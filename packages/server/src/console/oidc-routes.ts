@@ -11,9 +11,9 @@
  *   (console/sign-in.ts: the second factor follows unless the provider is
  *   trusted for MFA and says so in `amr`) and 303 to `B/`; any failure: 303
  *   to the refusal page `B/#/signin-refused?reason=…` and an audit entry.
- * - `POST B/api/oidc/logout` → ends the session like `POST B/api/logout`
- *   and answers `{endSessionUrl}`: the provider's logout page when the admin
- *   signed in through a provider that has one, else null.
+ * - `POST B/api/oidc/logout` (any stage) → ends the session like `POST
+ *   B/api/logout` and answers `{endSessionUrl}`: the provider's logout page
+ *   when the session came from a provider that has one, else null.
  *
  * Guarantees: `state` is single use and bound to the browser that started
  * (the store keeps the flow under the state's hash with the hash of the
@@ -27,7 +27,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import * as client from 'openid-client';
 import { sendApiError } from '../transports/http-connection.ts';
 import type { AdminRecord } from './admin-store.ts';
-import { clearSessionCookie, requireRole, type ConsoleContext } from './console-guard.ts';
+import { clearSessionCookie, requireSession, type ConsoleContext } from './console-guard.ts';
 import { adminNameCandidates, failureOf, mapRole, mfaAsserted, OidcProvider, sha256Hex, type OidcFailure, type PreparedOidcProvider } from './oidc.ts';
 import { startSession } from './sign-in.ts';
 
@@ -192,13 +192,15 @@ export function registerOidcRoutes(app: FastifyInstance, ctx: ConsoleContext, pr
     return reply.redirect(`${base}/`, 303);
   });
 
-  app.post(`${base}/api/oidc/logout`, { preHandler: requireRole('viewer') }, async (request, reply) => {
+  app.post(`${base}/api/oidc/logout`, { preHandler: requireSession() }, async (request, reply) => {
     const live = request.consoleSession!;
     await ctx.sessions.end(live.id);
     clearSessionCookie(reply);
     ctx.audit.record({ actor: live.admin.name, action: 'console.logout', address: ctx.clientIp(request), outcome: 'ok' });
     let endSessionUrl: string | null = null;
-    for (const link of await ctx.store.oidcLinksOf(live.admin.name)) {
+    // Only a session that came from a provider is offered that provider's logout.
+    const links = live.session.methods.includes('oidc') ? await ctx.store.oidcLinksOf(live.admin.name) : [];
+    for (const link of links) {
       const provider = providers.get(link.provider);
       const configuration = provider === undefined ? undefined : await discovered(request, provider);
       const url = configuration === undefined ? undefined : provider!.endSessionUrl(configuration, `${origin(request)}${base}/`);

@@ -13,6 +13,8 @@
  * produce are made by the test: it rewrites the state or code on the way
  * back (the browser's request interception), the nonce on the way out, and
  * a second provider mints its ID tokens with a clock 10 minutes behind.
+ * With `admin.console.mfa.require: 'all'`, the second factor follows an
+ * OIDC sign-in unless a provider trusted for it asserts MFA in `amr`.
  *
  * Without /usr/bin/chromium or openssl these tests skip with a loud
  * warning; with HERALD_REQUIRE_SERVICES=1 (CI) they fail instead.
@@ -98,17 +100,21 @@ describe('OIDC sign-in in Chromium', { skip: !available && !required, timeout: 6
                 ],
                 trustAmrForMfa: true,
               }),
+              // The same provider again, not trusted for MFA: its `amr` never stands for the second factor.
+              provider('plain', op, { label: 'Plain SSO', roles: [{ emailDomain: 'example.com', role: 'viewer' }] }),
               provider('skewed', skewed, { label: 'Skewed clock', roles: [{ emailDomain: 'example.com', role: 'viewer' }] }),
             ],
           },
+          // Every admin needs a second factor: only a trusted provider's `amr` gives it.
+          mfa: { require: 'all' },
         },
       },
     });
     const origin = `http://127.0.0.1:${h.server.adminPort}`;
     consoleUrl = `${origin}/console/`;
-    for (const [id, p, options] of [['corp', op, {}], ['skewed', skewed, { clockBehindMs: 10 * 60_000, idTokenTtlSeconds: 60 }]] as const) {
+    for (const [ids, p, options] of [[['corp', 'plain'], op, {}], [['skewed'], skewed, { clockBehindMs: 10 * 60_000, idTokenTtlSeconds: 60 }]] as const) {
       await p.register(
-        { clientId: 'herald-console', clientSecret: CLIENT_SECRET, redirectUris: [`${origin}/console/oidc/${id}/callback`], postLogoutRedirectUris: [consoleUrl] },
+        { clientId: 'herald-console', clientSecret: CLIENT_SECRET, redirectUris: ids.map((id) => `${origin}/console/oidc/${id}/callback`), postLogoutRedirectUris: [consoleUrl] },
         options,
       );
     }
@@ -306,6 +312,38 @@ describe('OIDC sign-in in Chromium', { skip: !available && !required, timeout: 6
     assert.equal(await refusal(page), 'id_token_expired');
     assert.equal(await withStore((store) => store.getOidcLink('skewed', 'sam')), undefined, 'no account made');
     await auditEntry('oidc.login', (e) => e.outcome === 'failed' && e.detail?.['reason'] === 'id_token_expired', 'oidc.login failed: id_token_expired');
+  });
+
+  test('the second factor follows an OIDC sign-in unless a trusted provider asserts MFA in amr', async () => {
+    const session = (page: Page) =>
+      page.evaluate(async () => {
+        const answer = await fetch('/console/api/session', { cache: 'no-store' });
+        const channels = await fetch('/console/api/channels', { cache: 'no-store' });
+        return { status: answer.status, body: (await answer.json()) as { stage?: string; methods?: string[] }, channels: channels.status };
+      });
+    // Trusted provider, no MFA at the provider: enrolment comes next, and nothing else is open.
+    const noMfa = await fresh();
+    await viaProvider(noMfa, 'victor', 'corp', false);
+    await noMfa.waitForURL(/\/console\/$/);
+    let answer = await session(noMfa);
+    assert.equal(answer.status, 200);
+    assert.equal(answer.body.stage, 'enrol');
+    assert.deepEqual(answer.body.methods, ['oidc']);
+    assert.equal(answer.channels, 403, 'a partial session reaches no console data');
+    // A provider not trusted for MFA: its amr ["pwd", "mfa"] does not count.
+    const untrusted = await fresh();
+    await viaProvider(untrusted, 'victor', 'plain', true);
+    await untrusted.waitForURL(/\/console\/$/);
+    answer = await session(untrusted);
+    assert.equal(answer.body.stage, 'enrol');
+    // Trusted and asserted: a full session at once.
+    const trusted = await fresh();
+    await viaProvider(trusted, 'victor', 'corp', true);
+    await trusted.waitForURL(/\/console\/$/);
+    answer = await session(trusted);
+    assert.equal(answer.body.stage, 'full');
+    assert.equal(answer.channels, 200);
+    await auditEntry('oidc.login', (e) => e.outcome === 'ok' && e.detail?.['provider'] === 'plain' && e.detail?.['mfa'] === false && e.detail?.['stage'] === 'enrol', 'oidc.login via plain, stage enrol');
   });
 
   test('sign-out ends the console session and offers the provider\'s logout page', async () => {
