@@ -25,6 +25,7 @@ import { LoginLimiter } from './login-limiter.ts';
 import { PasswordHasher } from './passwords.ts';
 import { ConsoleSessions, sessionPolicy } from './sessions.ts';
 import { StoreFactors } from './sign-in.ts';
+import { registerTotpRoutes } from './totp-routes.ts';
 
 export const SWEEP_INTERVAL_MS = 60_000;
 
@@ -87,6 +88,7 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
     if (isConsolePath(c.basePath, request.url)) reply.header('cache-control', 'no-store');
   });
   registerConsoleAuthRoutes(app, ctx);
+  registerTotpRoutes(app, ctx);
   registerConsoleStatic(app, { basePath: c.basePath, warn: (message) => logger.warn(message) });
   registerConsoleApi(app, ctx, { node: options.node, executor: new ApiExecutor(options.node), keyUsage: options.keyUsage });
   // The stand-in hash for unknown names, made now so that no sign-in pays for it.
