@@ -6,12 +6,39 @@
  */
 import { createHmac } from 'node:crypto';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { openSqliteStore } from '../../src/store/sqlite-store.ts';
 import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
 import { PasswordHasher } from '../../src/console/passwords.ts';
 import type { AdminRole } from '../../src/console/admin-store.ts';
+import { startHerald, type TestHerald } from './herald.ts';
 
 export const PASSWORD = 'correct horse battery staple';
+
+export interface ConsoleHerald {
+  readonly h: TestHerald;
+  readonly stateDir: string;
+  /** The internal listener's port (the console). */
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/** A Herald with a state directory of its own and `admin.console` merged from `consoleConfig`; close() removes the directory. */
+export async function startConsoleHerald(consoleConfig: Record<string, unknown> = {}): Promise<ConsoleHerald> {
+  const stateDir = mkdtempSync(join(tmpdir(), 'herald-console-'));
+  const h = await startHerald({ stateDir, admin: { console: consoleConfig } });
+  return {
+    h,
+    stateDir,
+    port: h.server.adminPort,
+    async close() {
+      await h.close();
+      rmSync(stateDir, { recursive: true, force: true });
+    },
+  };
+}
 
 /** Creates an admin in the sqlite state file of `stateDir` (a running server sees it at once). */
 export async function createAdmin(stateDir: string, name: string, role: AdminRole, password = PASSWORD): Promise<void> {

@@ -18,35 +18,12 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startHerald, type TestHerald } from '../helpers/herald.ts';
-import { awayFromStepEdge, ConsoleClient, createAdmin, stepNow, totpAt, type Answer } from '../helpers/console.ts';
+import { type Answer, awayFromStepEdge, ConsoleClient, type ConsoleHerald, createAdmin, startConsoleHerald, stepNow, totpAt } from '../helpers/console.ts';
 import { openSqliteStore } from '../../src/store/sqlite-store.ts';
 import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
-
-interface Running {
-  readonly h: TestHerald;
-  readonly stateDir: string;
-  readonly port: number;
-  close(): Promise<void>;
-}
-
-async function start(consoleConfig: Record<string, unknown>): Promise<Running> {
-  const stateDir = mkdtempSync(join(tmpdir(), 'herald-console-totp-'));
-  const h = await startHerald({ stateDir, admin: { console: consoleConfig } });
-  return {
-    h,
-    stateDir,
-    port: h.server.adminPort,
-    async close() {
-      await h.close();
-      rmSync(stateDir, { recursive: true, force: true });
-    },
-  };
-}
 
 async function audit(stateDir: string, action: string): Promise<{ actor: string; outcome: string; target?: string; detail?: Record<string, unknown> }[]> {
   // The audit log is written in the background: poll for it.
@@ -76,10 +53,10 @@ async function enrol(c: ConsoleClient): Promise<{ secret: string; recoveryCodes:
 }
 
 describe('console TOTP', { timeout: 180000 }, () => {
-  let r: Running;
+  let r: ConsoleHerald;
 
   before(async () => {
-    r = await start({ login: { addressDelayAfter: 1000, addressLockAfter: 10000, accountDelayAfter: 4, baseDelayMs: 600000, maxDelayMs: 600000 } });
+    r = await startConsoleHerald({ login: { addressDelayAfter: 1000, addressLockAfter: 10000, accountDelayAfter: 4, baseDelayMs: 600000, maxDelayMs: 600000 } });
     await createAdmin(r.stateDir, 'olive', 'owner');
     await createAdmin(r.stateDir, 'tess', 'operator');
     await createAdmin(r.stateDir, 'rick', 'viewer');
@@ -260,10 +237,10 @@ describe('console TOTP', { timeout: 180000 }, () => {
 });
 
 describe('console TOTP: enrolment required by the policy', { timeout: 120000 }, () => {
-  let r: Running;
+  let r: ConsoleHerald;
 
   before(async () => {
-    r = await start({ mfa: { require: ['owner'] }, login: { addressDelayAfter: 1000, addressLockAfter: 10000 } });
+    r = await startConsoleHerald({ mfa: { require: ['owner'] }, login: { addressDelayAfter: 1000, addressLockAfter: 10000 } });
     await createAdmin(r.stateDir, 'olive', 'owner');
   });
   after(() => r.close());
