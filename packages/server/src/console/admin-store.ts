@@ -181,6 +181,8 @@ export interface PasskeyChallenge {
   readonly challenge: string;
   /** The admin it was issued for (null: a passwordless sign-in, anyone's passkey). */
   readonly admin: string | null;
+  /** Registration: the WebAuthn user handle the new passkey is made for (base64url). */
+  readonly userHandle: string | null;
   readonly expiresAt: number;
 }
 

@@ -441,7 +441,7 @@ export class RedisAdminStore implements AdminStore {
     if (typeof value !== 'string') return undefined;
     try {
       const parsed = JSON.parse(value) as PasskeyChallenge;
-      return { key: parsed.key, purpose: parsed.purpose, challenge: parsed.challenge, admin: parsed.admin ?? null, expiresAt: Number(parsed.expiresAt) };
+      return { key: parsed.key, purpose: parsed.purpose, challenge: parsed.challenge, admin: parsed.admin ?? null, userHandle: parsed.userHandle ?? null, expiresAt: Number(parsed.expiresAt) };
     } catch {
       return undefined;
     }

@@ -360,15 +360,15 @@ export class SqliteAdminStore implements AdminStore {
     this.#write(() => {
       this.#pk('DELETE FROM console_passkey_challenges WHERE expires_at <= ?').run(now);
       this.#pk(
-        'INSERT INTO console_passkey_challenges (key, purpose, challenge, admin, expires_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET purpose = excluded.purpose, challenge = excluded.challenge, admin = excluded.admin, expires_at = excluded.expires_at',
-      ).run(challenge.key, challenge.purpose, challenge.challenge, challenge.admin, challenge.expiresAt);
+        'INSERT INTO console_passkey_challenges (key, purpose, challenge, admin, user_handle, expires_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET purpose = excluded.purpose, challenge = excluded.challenge, admin = excluded.admin, user_handle = excluded.user_handle, expires_at = excluded.expires_at',
+      ).run(challenge.key, challenge.purpose, challenge.challenge, challenge.admin, challenge.userHandle, challenge.expiresAt);
     });
   }
 
   async takePasskeyChallenge(key: string): Promise<PasskeyChallenge | undefined> {
     const row = this.#pk('DELETE FROM console_passkey_challenges WHERE key = ? RETURNING *').get(key) as ChallengeRow | undefined;
     if (row === undefined) return undefined;
-    return { key: row.key, purpose: row.purpose as PasskeyChallenge['purpose'], challenge: row.challenge, admin: row.admin, expiresAt: Number(row.expires_at) };
+    return { key: row.key, purpose: row.purpose as PasskeyChallenge['purpose'], challenge: row.challenge, admin: row.admin, userHandle: row.user_handle, expiresAt: Number(row.expires_at) };
   }
 }
 
@@ -389,6 +389,7 @@ interface ChallengeRow {
   purpose: string;
   challenge: string;
   admin: string | null;
+  user_handle: string | null;
   expires_at: number;
 }
 

@@ -162,6 +162,7 @@ export const MIGRATIONS: readonly string[] = [
      purpose TEXT NOT NULL,
      challenge TEXT NOT NULL,
      admin TEXT,
+     user_handle TEXT,
      expires_at INTEGER NOT NULL
    ) WITHOUT ROWID;
    CREATE INDEX console_passkey_challenges_expiry ON console_passkey_challenges (expires_at);`,

@@ -276,13 +276,13 @@ for (const [name, open] of Object.entries(engines)) {
     );
 
     test(
-      'passkey challenges: taken once, replaced per key, expired ones reported as such then gone',
+      'passkey challenges: taken once (ten takes at once: one gets it), replaced per key, expiry left to the caller',
       withStore(async (store) => {
         const t = Date.now();
-        const challenge = (key: string, value: string, expiresAt: number): PasskeyChallenge => ({ key, purpose: 'login', challenge: value, admin: null, expiresAt });
+        const challenge = (key: string, value: string, expiresAt: number): PasskeyChallenge => ({ key, purpose: 'login', challenge: value, admin: null, userHandle: null, expiresAt });
         await store.putPasskeyChallenge(challenge('k1', 'first', t + 60_000), t);
         await store.putPasskeyChallenge(challenge('k1', 'second', t + 60_000), t);
-        await store.putPasskeyChallenge({ key: 'k2', purpose: 'register', challenge: 'reg', admin: 'ann', expiresAt: t + 60_000 }, t);
+        await store.putPasskeyChallenge({ key: 'k2', purpose: 'register', challenge: 'reg', admin: 'ann', userHandle: 'aGFuZGxl', expiresAt: t + 60_000 }, t);
         const takes = await Promise.all(Array.from({ length: 10 }, () => store.takePasskeyChallenge('k1')));
         assert.deepEqual(
           takes.filter((c) => c !== undefined),
@@ -290,7 +290,7 @@ for (const [name, open] of Object.entries(engines)) {
           'ten takes at once: one gets the newest challenge',
         );
         assert.equal(await store.takePasskeyChallenge('k1'), undefined);
-        assert.deepEqual(await store.takePasskeyChallenge('k2'), { key: 'k2', purpose: 'register', challenge: 'reg', admin: 'ann', expiresAt: t + 60_000 });
+        assert.deepEqual(await store.takePasskeyChallenge('k2'), { key: 'k2', purpose: 'register', challenge: 'reg', admin: 'ann', userHandle: 'aGFuZGxl', expiresAt: t + 60_000 });
         await store.putPasskeyChallenge(challenge('old', 'x', t + 1000), t);
         assert.equal((await store.takePasskeyChallenge('old'))?.expiresAt, t + 1000, 'taken as it is; the caller checks the expiry');
       }),
