@@ -37,6 +37,7 @@ export const apiErrors = {
   unauthenticated: { status: 401, message: 'sign in first: no valid console session' },
   login_failed: { status: 401, message: 'wrong name or password' },
   forbidden: { status: 403, message: 'the credentials lack the scope or role for this request' },
+  mfa_required: { status: 403, message: 'finish signing in first: this console session still needs a second factor or enrolment' },
   csrf_failed: { status: 403, message: 'request refused: foreign origin or missing CSRF token' },
   anonymous_not_allowed: { status: 403, message: 'anonymous access is not allowed in this namespace: connect with a token' },
   subscription_token_required: { status: 403, message: 'a private channel needs a subscription token: subscribe by command after opening' },

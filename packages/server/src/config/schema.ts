@@ -532,6 +532,23 @@ export const ConfigSchema = Type.Object(
               },
               { additionalProperties: false, default: {}, description: 'Brute-force limits of the console sign-in, shared by every worker (and node, on Redis).' },
             ),
+            mfa: Type.Object(
+              {
+                require: Type.Union(
+                  [
+                    Type.Literal('none'),
+                    Type.Literal('all'),
+                    Type.Array(Type.Union([Type.Literal('owner'), Type.Literal('operator'), Type.Literal('viewer')]), { minItems: 1, uniqueItems: true }),
+                  ],
+                  {
+                    default: 'none',
+                    description:
+                      'Who must sign in with a second factor (TOTP or a passkey): "none", "all" admins, or a list of roles (e.g. ["owner"]). An admin who must and has none enrolled is sent to enrolment right after the password and can do nothing else until it is done. An admin with a factor enrolled is always asked for it.',
+                  },
+                ),
+              },
+              { additionalProperties: false, default: {}, description: 'Multi-factor sign-in of the console (docs/security.md).' },
+            ),
             passkeys: Type.Object(
               {
                 rpId: Type.Optional(

@@ -43,6 +43,18 @@ export interface AdminRecord {
   readonly updatedAt: number;
 }
 
+/**
+ * What a session may do (console/sign-in.ts): 'full' = the console;
+ * 'second_factor' = only the second-factor endpoints, logout and GET
+ * session; 'enrol' = only enrolment, logout and GET session.
+ */
+export type SessionStage = 'full' | 'second_factor' | 'enrol';
+
+export const SESSION_STAGES: readonly SessionStage[] = ['full', 'second_factor', 'enrol'];
+
+/** A session short of 'full' ends this long after it began, whatever the policy says. */
+export const PARTIAL_SESSION_MS = 5 * 60_000;
+
 export interface SessionRecord {
   /** SHA-256 (hex) of the session id; the id itself is only in the browser's cookie. */
   readonly idHash: string;
@@ -53,6 +65,10 @@ export interface SessionRecord {
   readonly csrfSecret: string;
   /** Client address at login (for the admin list and the audit log). */
   readonly address: string;
+  /** What the session may do; a new session (new id) is made when it changes. */
+  readonly stage: SessionStage;
+  /** How the admin signed in so far, in order (e.g. ["password", "totp"]). */
+  readonly methods: readonly string[];
 }
 
 export interface SessionPolicy {
@@ -150,6 +166,18 @@ export interface AdminChange {
   readonly role?: AdminRole | undefined;
   readonly passwordHash?: string | undefined;
   readonly disabled?: boolean | undefined;
+}
+
+/** An admin's TOTP secret (console/totp.ts); at most one per admin. */
+export interface TotpRecord {
+  readonly admin: string;
+  /** Base32 secret. Kept as it is (a TOTP check needs it): the state file's 0600 permissions, or Redis's access control, protect it. */
+  readonly secret: string;
+  readonly createdAt: number;
+  /** When enrolment completed (a valid code was given); 0 while pending. */
+  readonly confirmedAt: number;
+  /** The last time step whose code was accepted (a code of this step or before is a replay); 0: none yet. */
+  readonly lastStep: number;
 }
 
 // Passkeys
@@ -250,6 +278,10 @@ export interface AdminStore {
   sweep(now: number, policy: SweepPolicy): Promise<void>;
   close(): Promise<void>;
 
+  // TOTP and recovery codes
+  /** The admin's TOTP secret, confirmed or pending. */
+  getTotp(admin: string): Promise<TotpRecord | undefined>;
+
   // Passkeys
   /** Stores a new passkey; false when its credential id is already stored (for any admin). */
   addPasskey(record: PasskeyRecord): Promise<boolean>;
@@ -293,6 +325,8 @@ export const ADMIN_STORE_METHODS: readonly AdminStoreMethod[] = [
   'appendAudit',
   'queryAudit',
   'sweep',
+  // TOTP and recovery codes
+  'getTotp',
   // Passkeys
   'addPasskey',
   'listPasskeys',
@@ -355,9 +389,30 @@ export function forgiven(counter: FailureCounter | undefined): FailureCounter | 
   return { ...counter, failures: counter.failures - 1, nextAt: counter.lockedUntil > 0 ? counter.nextAt : 0 };
 }
 
+/** A session's absolute lifetime: the policy's, or at most PARTIAL_SESSION_MS short of 'full'. */
+export function sessionAbsoluteMs(stage: SessionStage, policy: Pick<SessionPolicy, 'absoluteMs'>): number {
+  return stage === 'full' ? policy.absoluteMs : Math.min(policy.absoluteMs, PARTIAL_SESSION_MS);
+}
+
 /** Whether a session is in force at `now`. */
-export function sessionLive(session: SessionRecord, now: number, policy: SessionPolicy): boolean {
-  return now - session.lastSeenAt < policy.idleMs && now - session.createdAt < policy.absoluteMs;
+export function sessionLive(session: Pick<SessionRecord, 'createdAt' | 'lastSeenAt' | 'stage'>, now: number, policy: SessionPolicy): boolean {
+  return now - session.lastSeenAt < policy.idleMs && now - session.createdAt < sessionAbsoluteMs(session.stage, policy);
+}
+
+/** The stage read back from a store (anything unknown is the most restricted one). */
+export function stageOf(value: unknown): SessionStage {
+  return SESSION_STAGES.includes(value as SessionStage) ? (value as SessionStage) : 'enrol';
+}
+
+/** The methods read back from a store (JSON array of strings). */
+export function methodsOf(value: unknown): string[] {
+  if (typeof value !== 'string') return [];
+  try {
+    const parsed: unknown = JSON.parse(value);
+    return Array.isArray(parsed) ? parsed.filter((m): m is string => typeof m === 'string') : [];
+  } catch {
+    return [];
+  }
 }
 
 export function matchesAudit(entry: AuditEntry, query: AuditQuery): boolean {
@@ -379,6 +434,8 @@ export class MemoryAdminStore implements AdminStore {
   readonly #counters = new Map<string, FailureCounter>();
   readonly #audit: AuditEntry[] = [];
   #nextAudit = 1;
+  // TOTP and recovery codes
+  readonly #totp = new Map<string, TotpRecord>();
 
   async getAdmin(name: string): Promise<AdminRecord | undefined> {
     return this.#admins.get(name);
@@ -508,6 +565,11 @@ export class MemoryAdminStore implements AdminStore {
 
   async close(): Promise<void> {}
 
+  // TOTP and recovery codes
+  async getTotp(admin: string): Promise<TotpRecord | undefined> {
+    return this.#totp.get(admin);
+  }
+
   // Passkeys
   readonly #passkeys = new Map<string, PasskeyRecord>();
   readonly #challenges = new Map<string, PasskeyChallenge>();
@@ -560,4 +622,5 @@ export class MemoryAdminStore implements AdminStore {
     this.#challenges.delete(key);
     return found;
   }
+
 }

@@ -2,9 +2,12 @@
  * Sign-in, sign-out and admin management routes of the console, under the
  * base path B (`admin.console.basePath`):
  * - `POST B/api/login` `{name, password}` → `{admin:{name, role}, csrf,
- *   expiresAt, idleExpiresAt}` and the session cookie (a new id, always).
- * - `POST B/api/logout`, `POST B/api/logout-everywhere` → 204.
- * - `GET B/api/session` → `{admin, csrf, expiresAt, idleExpiresAt}` or 401.
+ *   expiresAt, idleExpiresAt, stage, methods}` and the session cookie (a new
+ *   id, always; sign-in.ts startSession). `stage` 'second_factor' or
+ *   'enrol': the second factor or enrolment follows (sign-in.ts).
+ * - `POST B/api/logout` (any stage), `POST B/api/logout-everywhere` → 204.
+ * - `GET B/api/session` → `{admin, csrf, expiresAt, idleExpiresAt, stage,
+ *   methods}` (any stage) or 401.
  * - owner: `GET B/api/admins`, `POST B/api/admins/:name/end-sessions`,
  *   `POST B/api/admins/:name/unlock`.
  * Every outcome of a sign-in is in the audit log and in metrics.
@@ -12,11 +15,11 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sendApiError } from '../transports/http-connection.ts';
 import { ADMIN_NAME_PATTERN } from './admin-store.ts';
-import { clearSessionCookie, cookieOptions, requireRole, type ConsoleContext } from './console-guard.ts';
+import { clearSessionCookie, requireRole, requireSession, type ConsoleContext } from './console-guard.ts';
 import { csrfToken, sameOrigin } from './csrf.ts';
 import { accountKey } from './login-limiter.ts';
 import { MAX_PASSWORD_BYTES, MAX_PASSWORD_CHARS, PasswordBusyError } from './passwords.ts';
-import { SESSION_COOKIE } from './sessions.ts';
+import { startSession, type SignInAnswer } from './sign-in.ts';
 
 /** The largest sign-in body read: a name and a password of the maximum length, JSON-escaped, and some room. */
 export const LOGIN_BODY_LIMIT = 8192;
@@ -34,12 +37,14 @@ function loginInput(body: unknown): { name: string; password: string } | string 
   return { name, password };
 }
 
-function sessionAnswer(ctx: ConsoleContext, request: FastifyRequest) {
+function sessionAnswer(ctx: ConsoleContext, request: FastifyRequest): SignInAnswer {
   const live = request.consoleSession!;
   return {
     admin: { name: live.admin.name, role: live.admin.role },
     csrf: csrfToken(live.session.csrfSecret),
     ...ctx.sessions.expiry(live.session),
+    stage: live.session.stage,
+    methods: live.session.methods,
   };
 }
 
@@ -108,21 +113,18 @@ export function registerConsoleAuthRoutes(app: FastifyInstance, ctx: ConsoleCont
       ctx.audit.record({ actor: name, action: 'console.login', address, outcome: 'failed' });
       return sendApiError(reply, 'login_failed');
     }
-    await ctx.limiter.succeeded(name, address);
     if (needsRehash) {
       const passwordHash = await ctx.hasher.hash(password);
       await ctx.store.updateAdmin(admin.name, { passwordHash }, ctx.now());
     }
-    // Rotation: whatever session id the browser brought is ended, never adopted.
-    await ctx.sessions.end(request.cookies[SESSION_COOKIE]);
-    const { id, session } = await ctx.sessions.create(admin, address, ctx.now());
-    reply.setCookie(SESSION_COOKIE, id, cookieOptions);
-    ctx.countLogin('ok');
-    ctx.audit.record({ actor: admin.name, action: 'console.login', address, outcome: 'ok', detail: { role: admin.role } });
-    return { admin: { name: admin.name, role: admin.role }, csrf: csrfToken(session.csrfSecret), ...ctx.sessions.expiry(session) };
+    const answer = await startSession(ctx, request, reply, admin, 'password');
+    // Only a full sign-in forgets the account's failures: wrong second-factor codes keep counting across password re-entries.
+    if (answer.stage === 'full') await ctx.limiter.succeeded(name, address);
+    else await ctx.limiter.firstFactorPassed(name, address);
+    return answer;
   });
 
-  app.post(`${base}/api/logout`, { preHandler: requireRole('viewer') }, async (request, reply) => {
+  app.post(`${base}/api/logout`, { preHandler: requireSession() }, async (request, reply) => {
     await ctx.sessions.end(request.consoleSession!.id);
     clearSessionCookie(reply);
     ctx.audit.record({ actor: request.consoleAdmin!.name, action: 'console.logout', address: ctx.clientIp(request), outcome: 'ok' });
@@ -136,7 +138,7 @@ export function registerConsoleAuthRoutes(app: FastifyInstance, ctx: ConsoleCont
     return reply.code(204).send();
   });
 
-  app.get(`${base}/api/session`, { preHandler: requireRole('viewer') }, async (request) => sessionAnswer(ctx, request));
+  app.get(`${base}/api/session`, { preHandler: requireSession() }, async (request) => sessionAnswer(ctx, request));
 
   app.get(`${base}/api/admins`, { preHandler: requireRole('owner') }, async () => {
     const now = ctx.now();

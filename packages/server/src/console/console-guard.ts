@@ -10,8 +10,13 @@
  *    401 `unauthenticated` (and the cookie is cleared).
  * 3. State-changing methods: header `x-csrf-token` must be a token of the
  *    session's secret, else 403 `csrf_failed`.
- * 4. The admin's role must be at least `minimum` (owner > operator >
+ * 4. The session must be fully signed in (stage 'full', sign-in.ts), else
+ *    403 `mfa_required` with the stage in the detail.
+ * 5. The admin's role must be at least `minimum` (owner > operator >
  *    viewer), else 403 `forbidden` (recorded in the audit log).
+ * `requireStage(...stages)` does 1-3 and admits only sessions at those
+ * stages (the second-factor and enrolment endpoints); `requireSession()`
+ * admits any stage (GET session, logout).
  * Then `request.consoleAdmin` is set. The role is read from the store with
  * the session on every request, so a demotion is in force at once.
  */
@@ -19,11 +24,12 @@ import type { FastifyReply, FastifyRequest, preHandlerAsyncHookHandler } from 'f
 import type { Config } from '../config/schema.ts';
 import type { Node } from '../core/node.ts';
 import { sendApiError } from '../transports/http-connection.ts';
-import { roleAtLeast, type AdminRole, type AdminStore } from './admin-store.ts';
+import { roleAtLeast, type AdminRole, type AdminStore, type SessionStage } from './admin-store.ts';
 import type { AuditLog } from './audit-log.ts';
 import { CSRF_HEADER, csrfValid, sameOrigin, type OriginRule } from './csrf.ts';
 import type { LoginLimiter } from './login-limiter.ts';
 import type { PasswordHasher } from './passwords.ts';
+import type { EnrolledFactors } from './sign-in.ts';
 import { SESSION_COOKIE, type ConsoleSessions, type LiveSession } from './sessions.ts';
 
 export type { AdminRole } from './admin-store.ts';
@@ -48,6 +54,8 @@ export interface ConsoleContext {
   readonly limiter: LoginLimiter;
   readonly hasher: PasswordHasher;
   readonly audit: AuditLog;
+  /** The second factors each admin has enrolled (sign-in.ts). */
+  readonly factors: EnrolledFactors;
   readonly origin: OriginRule;
   /** The client's address (http.trustedProxies honoured). */
   clientIp(request: FastifyRequest): string;
@@ -78,18 +86,39 @@ export function clearSessionCookie(reply: FastifyReply): void {
   reply.clearCookie(SESSION_COOKIE, cookieOptions);
 }
 
-/** fastify preHandler: 401 without a valid session, 403 for a lower role; CSRF checks on state changes. Sets request.consoleAdmin. */
+/** The checks 1-3 above; the live session, or undefined when an answer was sent. */
+async function liveSession(request: FastifyRequest, reply: FastifyReply): Promise<LiveSession | undefined> {
+  const ctx = request.server.heraldConsole;
+  const changing = isStateChanging(request.method);
+  if (changing && !sameOrigin(ctx.origin, request.headers)) {
+    sendApiError(reply, 'csrf_failed', 'Origin is not the console\'s own origin');
+    return undefined;
+  }
+  const live = await ctx.sessions.resolve(request.cookies[SESSION_COOKIE], ctx.now());
+  if (live === undefined) {
+    clearSessionCookie(reply);
+    sendApiError(reply, 'unauthenticated');
+    return undefined;
+  }
+  if (changing && !csrfValid(live.session.csrfSecret, request.headers[CSRF_HEADER])) {
+    sendApiError(reply, 'csrf_failed', `missing or wrong ${CSRF_HEADER} header`);
+    return undefined;
+  }
+  return live;
+}
+
+function admit(request: FastifyRequest, live: LiveSession): void {
+  request.consoleAdmin = { name: live.admin.name, role: live.admin.role, sessionId: live.session.idHash };
+  request.consoleSession = live;
+}
+
+/** fastify preHandler: 401 without a valid session, 403 `mfa_required` short of a full sign-in, 403 for a lower role; CSRF checks on state changes. Sets request.consoleAdmin. */
 export function requireRole(minimum: AdminRole): preHandlerAsyncHookHandler {
   return async function guard(request, reply) {
     const ctx = request.server.heraldConsole;
-    const changing = isStateChanging(request.method);
-    if (changing && !sameOrigin(ctx.origin, request.headers)) return sendApiError(reply, 'csrf_failed', 'Origin is not the console\'s own origin');
-    const live = await ctx.sessions.resolve(request.cookies[SESSION_COOKIE], ctx.now());
-    if (live === undefined) {
-      clearSessionCookie(reply);
-      return sendApiError(reply, 'unauthenticated');
-    }
-    if (changing && !csrfValid(live.session.csrfSecret, request.headers[CSRF_HEADER])) return sendApiError(reply, 'csrf_failed', `missing or wrong ${CSRF_HEADER} header`);
+    const live = await liveSession(request, reply);
+    if (live === undefined) return reply;
+    if (live.session.stage !== 'full') return sendApiError(reply, 'mfa_required', `stage: ${live.session.stage}`);
     if (!roleAtLeast(live.admin.role, minimum)) {
       ctx.audit.record({
         actor: live.admin.name,
@@ -101,7 +130,25 @@ export function requireRole(minimum: AdminRole): preHandlerAsyncHookHandler {
       });
       return sendApiError(reply, 'forbidden', `this needs the ${minimum} role`);
     }
-    request.consoleAdmin = { name: live.admin.name, role: live.admin.role, sessionId: live.session.idHash };
-    request.consoleSession = live;
+    admit(request, live);
   };
+}
+
+/**
+ * fastify preHandler of the second-factor and enrolment endpoints: like
+ * requireRole (Origin, session, CSRF), but admits only sessions at one of
+ * `stages` (any role), else 403 `mfa_required` naming the session's stage.
+ */
+export function requireStage(...stages: SessionStage[]): preHandlerAsyncHookHandler {
+  return async function guard(request, reply) {
+    const live = await liveSession(request, reply);
+    if (live === undefined) return reply;
+    if (!stages.includes(live.session.stage)) return sendApiError(reply, 'mfa_required', `stage: ${live.session.stage}; this needs ${stages.join(' or ')}`);
+    admit(request, live);
+  };
+}
+
+/** fastify preHandler of GET B/api/session and POST B/api/logout: any session in force, at any stage. */
+export function requireSession(): preHandlerAsyncHookHandler {
+  return requireStage('full', 'second_factor', 'enrol');
 }

@@ -26,6 +26,7 @@ import { ApiExecutor } from '../api/executor.ts';
 import { LoginLimiter } from './login-limiter.ts';
 import { PasswordHasher } from './passwords.ts';
 import { ConsoleSessions, sessionPolicy } from './sessions.ts';
+import { StoreFactors } from './sign-in.ts';
 
 export const SWEEP_INTERVAL_MS = 60_000;
 
@@ -74,6 +75,7 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
     limiter,
     hasher,
     audit,
+    factors: new StoreFactors(store),
     origin: { origin: c.origin, tls: options.tls, adminHost: config.admin.host },
     clientIp: (request) => address.ip(request.raw),
     now,

@@ -61,6 +61,17 @@ export class LoginLimiter {
     await this.#store.forgiveAttempt(addressKey(ip));
   }
 
+  /**
+   * The password passed but a second factor must follow: this attempt's own
+   * count is taken back (account and address) and its delay lifted, but the
+   * account's earlier failures stay, so wrong second-factor codes add up to a
+   * lock however often the password is given again.
+   */
+  async firstFactorPassed(name: string, ip: string): Promise<void> {
+    await this.#store.forgiveAttempt(accountKey(name));
+    await this.#store.forgiveAttempt(addressKey(ip));
+  }
+
   /** Lifts the lock and delay of an account name. */
   unlockAccount(name: string): Promise<void> {
     return this.#store.clearAttempts(accountKey(name));

@@ -40,7 +40,7 @@ import {
 } from '@simplewebauthn/server';
 import { sendApiError } from '../transports/http-connection.ts';
 import type { PasskeyChallenge, PasskeyPurpose, PasskeyRecord } from './admin-store.ts';
-import { cookieOptions, requireRole, type ConsoleContext } from './console-guard.ts';
+import { cookieOptions, requireRole, requireStage, type ConsoleContext } from './console-guard.ts';
 import { sameOrigin } from './csrf.ts';
 import type { PasskeySettings } from './passkey-config.ts';
 import { passkeySecondFactorSession, finishPasskeySignIn, finishPasskeySecondFactor } from './passkey-sign-in.ts';
@@ -126,7 +126,8 @@ export function registerPasskeyRoutes(app: FastifyInstance, ctx: ConsoleContext,
   app.post(`${base}/api/login/passkey/options`, { bodyLimit: 1024 }, async (request, reply) => {
     if (!sameOrigin(ctx.origin, request.headers)) return sendApiError(reply, 'csrf_failed', 'Origin is not the console\'s own origin');
     if (settings === undefined) return off(reply);
-    const partial = await passkeySecondFactorSession(ctx, request);
+    const partial = await passkeySecondFactorSession(ctx, request, reply);
+    if (partial === 'refused') return reply;
     if (partial !== undefined) {
       const passkeys = await ctx.store.listPasskeys(partial.admin.name);
       if (passkeys.length === 0) return sendApiError(reply, 'invalid_input', 'this admin has no passkey');
@@ -153,7 +154,8 @@ export function registerPasskeyRoutes(app: FastifyInstance, ctx: ConsoleContext,
     if (typeof body === 'string') return sendApiError(reply, 'invalid_input', body);
     const response = body['response'] as AuthenticationResponseJSON;
     const address = ctx.clientIp(request);
-    const partial = await passkeySecondFactorSession(ctx, request);
+    const partial = await passkeySecondFactorSession(ctx, request, reply);
+    if (partial === 'refused') return reply;
     let challenge: PasskeyChallenge | string;
     if (partial !== undefined) {
       challenge = await take(`second_factor:${partial.session.idHash}`, 'second_factor');
@@ -201,12 +203,13 @@ export function registerPasskeyRoutes(app: FastifyInstance, ctx: ConsoleContext,
     if (!(await ctx.store.usePasskey(passkey.id, newCounter, ctx.now()))) return fail('the signature counter went back (a cloned authenticator?), or the passkey was removed', passkey.admin, passkey);
     const admin = await ctx.store.getAdmin(passkey.admin);
     if (admin === undefined || admin.disabled) return fail('the admin is disabled or gone', passkey.admin, passkey);
-    if (partial !== undefined) return finishPasskeySecondFactor(ctx, request, reply, passkey);
-    return finishPasskeySignIn(ctx, request, reply, admin, passkey);
+    if (partial !== undefined) return finishPasskeySecondFactor(ctx, request, reply);
+    return finishPasskeySignIn(ctx, request, reply, admin);
   });
 
   // Registration and management: the signed-in admin's own passkeys.
-  app.post(`${base}/api/passkeys/register/options`, { preHandler: requireRole('viewer'), bodyLimit: 1024 }, async (request, reply) => {
+  // A session at the 'enrol' stage may register its first passkey (which completes its sign-in).
+  app.post(`${base}/api/passkeys/register/options`, { preHandler: requireStage('full', 'enrol'), bodyLimit: 1024 }, async (request, reply) => {
     if (settings === undefined) return off(reply);
     const live = request.consoleSession!;
     const existing = await ctx.store.listPasskeys(live.admin.name);
@@ -226,7 +229,7 @@ export function registerPasskeyRoutes(app: FastifyInstance, ctx: ConsoleContext,
     return { options, expiresAt };
   });
 
-  app.post(`${base}/api/passkeys/register/verify`, { preHandler: requireRole('viewer'), bodyLimit: PASSKEY_REGISTER_BODY_LIMIT }, async (request, reply) => {
+  app.post(`${base}/api/passkeys/register/verify`, { preHandler: requireStage('full', 'enrol'), bodyLimit: PASSKEY_REGISTER_BODY_LIMIT }, async (request, reply) => {
     if (settings === undefined) return off(reply);
     const live = request.consoleSession!;
     const body = bodyWith(request.body, ['name']);
@@ -270,7 +273,12 @@ export function registerPasskeyRoutes(app: FastifyInstance, ctx: ConsoleContext,
       return refuse(reason(error));
     }
     if (!(await ctx.store.addPasskey(record))) return refuse('this passkey is registered already');
-    ctx.audit.record({ actor: live.admin.name, action: 'passkey.register', target: record.name, address, outcome: 'ok', detail: { credential: record.id.slice(0, 16) } });
+    ctx.audit.record({ actor: live.admin.name, action: 'passkey.register', target: record.name, address, outcome: 'ok', detail: { credential: record.id.slice(0, 16), stage: live.session.stage } });
+    if (live.session.stage === 'enrol') {
+      // Enrolment done: the session becomes a full one (new id), as after any second factor.
+      const signedIn = await finishPasskeySecondFactor(ctx, request, reply);
+      return reply.code(201).send({ passkey: passkeyView(record), session: signedIn });
+    }
     return reply.code(201).send({ passkey: passkeyView(record) });
   });
 

@@ -11,6 +11,8 @@
  *   sweep); `P:{console}:sessions-of:<name>` set of that admin's session hashes.
  * - `P:{console}:limit:<key>` hash {f, l, n, u}, expiring after its window.
  * - `P:{console}:audit` stream, trimmed by time at each sweep.
+ * - `P:{console}:totp:<name>` hash {secret, created_at, confirmed_at,
+ *   last_step}; `P:{console}:recovery:<name>` hash code hash → used at (0: unused).
  * - `P:{console}:passkey:<credential id>` hash; `P:{console}:passkeys-of:<name>`
  *   set of that admin's credential ids; `P:{console}:passkey-challenge:<key>`
  *   JSON string, expiring a minute after the challenge does.
@@ -21,6 +23,8 @@ import {
   auditLimit,
   matchesAudit,
   sessionLive,
+  stageOf,
+  methodsOf,
   MAX_AUDIT_QUERY,
   type AdminChange,
   type AdminRecord,
@@ -38,6 +42,7 @@ import {
   type SessionPolicy,
   type SessionRecord,
   type SweepPolicy,
+  type TotpRecord,
 } from './admin-store.ts';
 
 const CREATE_ADMIN = `
@@ -73,7 +78,7 @@ return n`;
  * Answers {session fields..., '|', admin fields...} when valid, false otherwise (an expired session is deleted).
  */
 const RESOLVE_SESSION = `
-local s = redis.call('HMGET', KEYS[1], 'admin', 'created_at', 'last_seen_at', 'csrf_secret', 'address')
+local s = redis.call('HMGET', KEYS[1], 'admin', 'created_at', 'last_seen_at', 'csrf_secret', 'address', 'stage', 'methods')
 if not s[1] or not s[2] or not s[3] or not s[4] then return false end
 local now = tonumber(ARGV[1])
 local a = redis.call('HMGET', ARGV[5] .. s[1], 'role', 'password_hash', 'disabled', 'created_at', 'updated_at')
@@ -87,7 +92,7 @@ if now - tonumber(s[3]) >= tonumber(ARGV[4]) then
   redis.call('HSET', KEYS[1], 'last_seen_at', ARGV[1])
   s[3] = ARGV[1]
 end
-return {s[1], s[2], s[3], s[4], s[5] or '', a[1], a[2], a[3], a[4], a[5]}`;
+return {s[1], s[2], s[3], s[4], s[5] or '', a[1], a[2], a[3], a[4], a[5], s[6] or 'full', s[7] or '[]'}`;
 
 /**
  * KEYS: counter keys; ARGV: now, then per key delayAfter, baseDelayMs, maxDelayMs, lockAfter, lockMs, windowMs.
@@ -223,7 +228,23 @@ export class RedisAdminStore implements AdminStore {
     const key = this.#session(session.idHash);
     const multi = this.#redis
       .multi()
-      .hset(key, 'admin', session.admin, 'created_at', String(session.createdAt), 'last_seen_at', String(session.lastSeenAt), 'csrf_secret', session.csrfSecret, 'address', session.address)
+      .hset(
+        key,
+        'admin',
+        session.admin,
+        'created_at',
+        String(session.createdAt),
+        'last_seen_at',
+        String(session.lastSeenAt),
+        'csrf_secret',
+        session.csrfSecret,
+        'address',
+        session.address,
+        'stage',
+        session.stage,
+        'methods',
+        JSON.stringify(session.methods),
+      )
       .sadd(`${this.#p}sessions-of:${session.admin}`, session.idHash);
     if (absoluteMs !== undefined) multi.pexpireat(key, session.createdAt + absoluteMs);
     await multi.exec();
@@ -241,14 +262,16 @@ export class RedisAdminStore implements AdminStore {
       idHash,
     );
     if (found === null) return { state: 'invalid' };
-    const [admin, created, lastSeen, csrf, address, ...adminFields] = found as [string, string, string, string, string, ...string[]];
-    const record = adminOf(admin, adminFields);
+    const [admin, created, lastSeen, csrf, address, ...rest] = found as [string, string, string, string, string, ...string[]];
+    const record = adminOf(admin, rest.slice(0, 5));
     if (record === undefined) return { state: 'invalid' };
-    return {
-      state: 'valid',
-      session: { idHash, admin, createdAt: Number(created), lastSeenAt: Number(lastSeen), csrfSecret: csrf, address },
-      admin: record,
-    };
+    const session: SessionRecord = { idHash, admin, createdAt: Number(created), lastSeenAt: Number(lastSeen), csrfSecret: csrf, address, stage: stageOf(rest[5]), methods: methodsOf(rest[6]) };
+    // A partial session's shorter lifetime (PARTIAL_SESSION_MS) is checked here; Redis also expires it by itself then.
+    if (!sessionLive(session, now, policy)) {
+      await this.deleteSession(idHash);
+      return { state: 'invalid' };
+    }
+    return { state: 'valid', session, admin: record };
   }
 
   async deleteSession(idHash: string): Promise<void> {
@@ -263,9 +286,9 @@ export class RedisAdminStore implements AdminStore {
     const ids = await this.#redis.smembers(`${this.#p}sessions-of:${admin}`);
     let n = 0;
     for (const idHash of ids) {
-      const [created, lastSeen] = await this.#redis.hmget(this.#session(idHash), 'created_at', 'last_seen_at');
+      const [created, lastSeen, stage] = await this.#redis.hmget(this.#session(idHash), 'created_at', 'last_seen_at', 'stage');
       if (created === null || lastSeen === null) continue;
-      const record = { idHash, admin, createdAt: Number(created), lastSeenAt: Number(lastSeen), csrfSecret: '', address: '' };
+      const record = { createdAt: Number(created), lastSeenAt: Number(lastSeen), stage: stageOf(stage ?? 'full') };
       if (sessionLive(record, now, policy)) n++;
     }
     return n;
@@ -351,6 +374,17 @@ export class RedisAdminStore implements AdminStore {
   }
 
   async close(): Promise<void> {}
+
+  // TOTP and recovery codes
+  #totp(name: string): string {
+    return `${this.#p}totp:${name}`;
+  }
+
+  async getTotp(name: string): Promise<TotpRecord | undefined> {
+    const [secret, created, confirmed, lastStep] = await this.#redis.hmget(this.#totp(name), 'secret', 'created_at', 'confirmed_at', 'last_step');
+    if (secret === null || secret === undefined) return undefined;
+    return { admin: name, secret, createdAt: Number(created ?? 0), confirmedAt: Number(confirmed ?? 0), lastStep: Number(lastStep ?? 0) };
+  }
 
   // Passkeys
   #passkey(id: string): string {
@@ -446,6 +480,7 @@ export class RedisAdminStore implements AdminStore {
       return undefined;
     }
   }
+
 }
 
 /** KEYS: passkey, passkeys-of set; ARGV: id, admin, public key, counter, transports, name, user handle, created, last used. */

@@ -14,7 +14,7 @@
  *   next request on every worker and node.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import type { AdminRecord, AdminStore, SessionPolicy, SessionRecord } from './admin-store.ts';
+import { sessionAbsoluteMs, type AdminRecord, type AdminStore, type SessionPolicy, type SessionRecord, type SessionStage } from './admin-store.ts';
 import { newCsrfSecret } from './csrf.ts';
 
 export const SESSION_COOKIE = '__Host-herald_console';
@@ -50,11 +50,17 @@ export class ConsoleSessions {
     this.policy = policy;
   }
 
-  /** A new session for `admin`; the id goes in the cookie and nowhere else. */
-  async create(admin: AdminRecord, address: string, now: number): Promise<{ id: string; session: SessionRecord }> {
+  /** A new session for `admin` (by default 'full', signed in by password); the id goes in the cookie and nowhere else. */
+  async create(
+    admin: AdminRecord,
+    address: string,
+    now: number,
+    stage: SessionStage = 'full',
+    methods: readonly string[] = ['password'],
+  ): Promise<{ id: string; session: SessionRecord }> {
     const id = newSessionId();
-    const session: SessionRecord = { idHash: hashSessionId(id), admin: admin.name, createdAt: now, lastSeenAt: now, csrfSecret: newCsrfSecret(), address };
-    await this.#store.createSession(session, this.policy.absoluteMs);
+    const session: SessionRecord = { idHash: hashSessionId(id), admin: admin.name, createdAt: now, lastSeenAt: now, csrfSecret: newCsrfSecret(), address, stage, methods: [...methods] };
+    await this.#store.createSession(session, sessionAbsoluteMs(stage, this.policy));
     return { id, session };
   }
 
@@ -89,7 +95,7 @@ export class ConsoleSessions {
 
   /** When a session ends if unused from now on, and at the latest. */
   expiry(session: SessionRecord): { idleExpiresAt: number; expiresAt: number } {
-    const expiresAt = session.createdAt + this.policy.absoluteMs;
+    const expiresAt = session.createdAt + sessionAbsoluteMs(session.stage, this.policy);
     return { expiresAt, idleExpiresAt: Math.min(expiresAt, session.lastSeenAt + this.policy.idleMs) };
   }
 }

@@ -1,6 +1,6 @@
 /**
- * The console store in the sqlite engine's state file (tables of migration
- * 6, store/sqlite-store.ts). Used by the server that owns the file (the
+ * The console store in the sqlite engine's state file (tables of migrations
+ * 6 and 11, store/sqlite-store.ts). Used by the server that owns the file (the
  * single process, or the cluster primary for its workers) and by `herald
  * admin` beside it: every read goes to the file, every check-and-write runs
  * in one `BEGIN IMMEDIATE` transaction, so a change by either is seen by the
@@ -13,6 +13,9 @@ import {
   forgiven,
   waitFor,
   sessionLive,
+  stageOf,
+  methodsOf,
+  PARTIAL_SESSION_MS,
   type AdminChange,
   type AdminRecord,
   type AdminRole,
@@ -30,6 +33,7 @@ import {
   type SessionPolicy,
   type SessionRecord,
   type SweepPolicy,
+  type TotpRecord,
 } from './admin-store.ts';
 
 interface AdminRow {
@@ -48,6 +52,16 @@ interface SessionRow {
   last_seen_at: number;
   csrf_secret: string;
   address: string;
+  stage: string;
+  methods: string;
+}
+
+interface TotpRow {
+  admin: string;
+  secret: string;
+  created_at: number;
+  confirmed_at: number;
+  last_step: number;
 }
 
 interface CounterRow {
@@ -87,7 +101,13 @@ function session(row: SessionRow): SessionRecord {
     lastSeenAt: Number(row.last_seen_at),
     csrfSecret: row.csrf_secret,
     address: row.address,
+    stage: stageOf(row.stage),
+    methods: methodsOf(row.methods),
   };
+}
+
+function totp(row: TotpRow): TotpRecord {
+  return { admin: row.admin, secret: row.secret, createdAt: Number(row.created_at), confirmedAt: Number(row.confirmed_at), lastStep: Number(row.last_step) };
 }
 
 function counter(row: CounterRow | undefined): FailureCounter | undefined {
@@ -129,7 +149,7 @@ export class SqliteAdminStore implements AdminStore {
       countAdmins: p('SELECT count(*) AS n FROM console_admins'),
       insertAdmin: p('INSERT INTO console_admins (name, role, password_hash, disabled, created_at, updated_at) VALUES (?, ?, ?, 0, ?, ?)'),
       updateAdmin: p('UPDATE console_admins SET role = ?, password_hash = ?, disabled = ?, updated_at = ? WHERE name = ?'),
-      insertSession: p('INSERT INTO console_sessions (id_hash, admin, created_at, last_seen_at, csrf_secret, address) VALUES (?, ?, ?, ?, ?, ?)'),
+      insertSession: p('INSERT INTO console_sessions (id_hash, admin, created_at, last_seen_at, csrf_secret, address, stage, methods) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
       getSession: p('SELECT * FROM console_sessions WHERE id_hash = ?'),
       touchSession: p('UPDATE console_sessions SET last_seen_at = ? WHERE id_hash = ?'),
       deleteSession: p('DELETE FROM console_sessions WHERE id_hash = ?'),
@@ -141,9 +161,11 @@ export class SqliteAdminStore implements AdminStore {
       ),
       clearCounter: p('DELETE FROM console_login_failures WHERE key = ?'),
       insertAudit: p('INSERT INTO console_audit (at, actor, action, target, address, outcome, detail) VALUES (?, ?, ?, ?, ?, ?, ?)'),
-      sweepSessions: p('DELETE FROM console_sessions WHERE last_seen_at <= ? OR created_at <= ?'),
+      sweepSessions: p("DELETE FROM console_sessions WHERE last_seen_at <= ? OR created_at <= ? OR (stage <> 'full' AND created_at <= ?)"),
       sweepCounters: p('DELETE FROM console_login_failures WHERE (locked_until > 0 AND locked_until <= ?) OR (locked_until = 0 AND last_at < ?)'),
       sweepAudit: p('DELETE FROM console_audit WHERE at < ?'),
+      // TOTP and recovery codes
+      getTotp: p('SELECT * FROM console_totp WHERE admin = ?'),
     };
   }
 
@@ -196,7 +218,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async createSession(record: SessionRecord): Promise<void> {
-    this.#q['insertSession']!.run(record.idHash, record.admin, record.createdAt, record.lastSeenAt, record.csrfSecret, record.address);
+    this.#q['insertSession']!.run(record.idHash, record.admin, record.createdAt, record.lastSeenAt, record.csrfSecret, record.address, record.stage, JSON.stringify(record.methods));
   }
 
   async resolveSession(idHash: string, now: number, policy: SessionPolicy): Promise<ResolvedSession> {
@@ -299,13 +321,19 @@ export class SqliteAdminStore implements AdminStore {
 
   async sweep(now: number, policy: SweepPolicy): Promise<void> {
     this.#write(() => {
-      this.#q['sweepSessions']!.run(now - policy.sessions.idleMs, now - policy.sessions.absoluteMs);
+      this.#q['sweepSessions']!.run(now - policy.sessions.idleMs, now - policy.sessions.absoluteMs, now - PARTIAL_SESSION_MS);
       this.#q['sweepCounters']!.run(now, now - policy.limiterWindowMs);
       this.#q['sweepAudit']!.run(now - policy.auditRetentionMs);
     });
   }
 
   async close(): Promise<void> {}
+
+  // TOTP and recovery codes
+  async getTotp(name: string): Promise<TotpRecord | undefined> {
+    const row = this.#q['getTotp']!.get(name) as TotpRow | undefined;
+    return row === undefined ? undefined : totp(row);
+  }
 
   // Passkeys (tables of migration 12)
   readonly #passkeyStatements = new Map<string, StatementSync>();
@@ -370,6 +398,7 @@ export class SqliteAdminStore implements AdminStore {
     if (row === undefined) return undefined;
     return { key: row.key, purpose: row.purpose as PasskeyChallenge['purpose'], challenge: row.challenge, admin: row.admin, userHandle: row.user_handle, expiresAt: Number(row.expires_at) };
   }
+
 }
 
 interface PasskeyRow {

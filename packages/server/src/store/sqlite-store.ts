@@ -144,6 +144,23 @@ export const MIGRATIONS: readonly string[] = [
      client TEXT,
      PRIMARY KEY (channel, member)
    ) WITHOUT ROWID;`,
+  // 11: sign-in stages of console sessions (console/sign-in.ts), TOTP secrets and hashed recovery codes (console/totp.ts).
+  `ALTER TABLE console_sessions ADD COLUMN stage TEXT NOT NULL DEFAULT 'full';
+   ALTER TABLE console_sessions ADD COLUMN methods TEXT NOT NULL DEFAULT '["password"]';
+   CREATE TABLE console_totp (
+     admin TEXT PRIMARY KEY,
+     secret TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     confirmed_at INTEGER NOT NULL DEFAULT 0,
+     last_step INTEGER NOT NULL DEFAULT 0
+   ) WITHOUT ROWID;
+   CREATE TABLE console_recovery_codes (
+     admin TEXT NOT NULL,
+     code_hash TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     used_at INTEGER NOT NULL DEFAULT 0,
+     PRIMARY KEY (admin, code_hash)
+   ) WITHOUT ROWID;`,
   // 12: passkeys of console admins (console/sqlite-admin-store.ts) and the challenges of their ceremonies (single use, expiring).
   `CREATE TABLE console_passkeys (
      id TEXT PRIMARY KEY,

@@ -182,6 +182,15 @@ export class LocalhostConsole {
     return this.post('/api/login', { name, password });
   }
 
+  /** Password, then (when the session waits for it) `credential` as the second factor. */
+  async loginWith(name: string, credential: SoftCredential, rpId: string): Promise<Answer> {
+    const first = await this.login(name);
+    if (first.status !== 200 || first.body.stage !== 'second_factor') return first;
+    const options = await this.post('/api/login/passkey/options');
+    if (options.status !== 200) return options;
+    return this.post('/api/login/passkey/verify', { response: credential.assertion({ challenge: options.body.options.challenge, origin: this.origin, rpId }) });
+  }
+
   /** Registers `credential` for the signed-in admin through the console's endpoints. */
   async register(credential: SoftCredential, rpId: string, name?: string): Promise<Answer> {
     const options = await this.post('/api/passkeys/register/options');

@@ -96,22 +96,23 @@ describe('passkeys over HTTP with crafted authenticator answers', { timeout: 180
   }
 
   async function refused(c: LocalhostConsole, response: Record<string, unknown>, why: RegExp): Promise<void> {
+    const before = c.cookies.get('__Host-herald_console');
     const answer = await c.post('/api/login/passkey/verify', { response });
     assert.equal(answer.status, 401, answer.text);
     assert.equal(answer.body.error.code, 'passkey_failed');
     assert.match(answer.body.error.detail, why);
-    assert.equal(c.cookies.get('__Host-herald_console'), undefined, 'no session cookie');
+    assert.equal(c.cookies.get('__Host-herald_console'), before, 'no new session');
   }
 
-  test('registration: listed with name and times, no key material; the public key is stored, not the private one', async () => {
+  test('registration: listed with name, created and last used (the sign-in just now), no key material', async () => {
     const c = new LocalhostConsole(r.port);
-    await c.login('ann');
+    assert.equal((await c.loginWith('ann', ann, RP)).body.stage, 'full');
     const list = await c.get('/api/passkeys');
     assert.equal(list.status, 200);
     assert.equal(list.body.enabled, true);
     assert.deepEqual(
-      list.body.passkeys.map((p: Record<string, unknown>) => [p['id'], p['name'], p['lastUsedAt'], Object.keys(p).sort().join()]),
-      [[ann.id, "ann's key", null, 'createdAt,id,lastUsedAt,name,transports']],
+      list.body.passkeys.map((p: Record<string, unknown>) => [p['id'], p['name'], typeof p['lastUsedAt'], Object.keys(p).sort().join()]),
+      [[ann.id, "ann's key", 'number', 'createdAt,id,lastUsedAt,name,transports']],
     );
     const registered = await audit(r.stateDir, 'passkey.register', 2);
     assert.deepEqual(registered.map((e) => [e.actor, e.outcome, e.target]).sort(), [['ann', 'ok', "ann's key"], ['bob', 'ok', "bob's key"]]);
@@ -193,12 +194,12 @@ describe('passkeys over HTTP with crafted authenticator answers', { timeout: 180
   test('a removed credential is refused; removal and rename are the admin\'s own', async () => {
     const extra = new SoftCredential();
     const c = new LocalhostConsole(r.port);
-    await c.login('bob');
+    await c.loginWith('bob', bob, RP);
     assert.equal((await c.register(extra, RP)).status, 201);
     const list = await c.get('/api/passkeys');
     assert.deepEqual(list.body.passkeys.map((p: { name: string }) => p.name), ["bob's key", 'Passkey 2']);
     const ownerOfOther = new LocalhostConsole(r.port);
-    await ownerOfOther.login('ann');
+    await ownerOfOther.loginWith('ann', ann, RP);
     assert.equal((await ownerOfOther.request('DELETE', `/api/passkeys/${extra.id}`)).status, 404, 'not even an owner removes another admin\'s passkey here');
     assert.equal((await ownerOfOther.request('PATCH', `/api/passkeys/${extra.id}`, { name: 'mine' })).status, 404);
     assert.equal((await c.request('PATCH', `/api/passkeys/${extra.id}`, { name: 'phone' })).status, 204);
@@ -217,7 +218,7 @@ describe('passkeys over HTTP with crafted authenticator answers', { timeout: 180
     assert.equal((await anonymous.get('/api/passkeys')).status, 401);
     assert.equal((await anonymous.post('/api/passkeys/register/options')).status, 401);
     const c = new LocalhostConsole(r.port);
-    await c.login('bob');
+    await c.loginWith('bob', bob, RP);
     const token = c.csrf;
     c.csrf = undefined;
     assert.equal((await c.request('DELETE', `/api/passkeys/${bob.id}`)).status, 403);
@@ -234,9 +235,9 @@ describe('passkeys over HTTP with crafted authenticator answers', { timeout: 180
 
   test('registration: the challenge is the session\'s own and single use; an answer without UV is refused', async () => {
     const first = new LocalhostConsole(r.port);
-    await first.login('bob');
+    await first.loginWith('bob', bob, RP);
     const second = new LocalhostConsole(r.port);
-    await second.login('bob');
+    await second.loginWith('bob', bob, RP);
     const options = await first.post('/api/passkeys/register/options');
     assert.equal(options.status, 200);
     assert.deepEqual(options.body.options.authenticatorSelection, { residentKey: 'required', requireResidentKey: true, userVerification: 'required' });
@@ -259,6 +260,37 @@ describe('passkeys over HTTP with crafted authenticator answers', { timeout: 180
     assert.equal((await first.get('/api/passkeys')).body.passkeys.length, 2);
     const failed = (await audit(r.stateDir, 'passkey.register')).filter((e) => e.outcome === 'failed');
     assert.ok(failed.length >= 4);
+  });
+
+  test('second factor: after the password a session waits for a passkey of its own admin; passing renews the session id', async () => {
+    const c = new LocalhostConsole(r.port);
+    const first = await c.login('ann');
+    assert.equal(first.status, 200);
+    assert.equal(first.body.stage, 'second_factor', 'an admin with a passkey is asked for it after the password');
+    const partialId = c.cookies.get('__Host-herald_console')!;
+    assert.equal((await c.get('/api/passkeys')).status, 403, 'nothing else before the second factor');
+    const token = c.csrf;
+    c.csrf = undefined;
+    assert.equal((await c.post('/api/login/passkey/options')).status, 403, 'the partial session\'s CSRF token is required');
+    c.csrf = token;
+    const options = await c.post('/api/login/passkey/options');
+    assert.equal(options.status, 200);
+    assert.deepEqual(options.body.options.allowCredentials.map((p: { id: string }) => p.id), [ann.id], 'only the admin\'s own passkeys are offered');
+    // Bob's passkey (a real signature by Bob's key, with Bob's user handle) on Ann's partial session.
+    await refused(c, bob.assertion({ challenge: options.body.options.challenge, origin: r.origin, rpId: RP }), /another admin/);
+    assert.equal((await c.get('/api/session')).body.stage, 'second_factor', 'still waiting after the refusal');
+    const again = await c.post('/api/login/passkey/options');
+    const ok = await c.post('/api/login/passkey/verify', { response: ann.assertion({ challenge: again.body.options.challenge, origin: r.origin, rpId: RP }) });
+    assert.equal(ok.status, 200, ok.text);
+    assert.equal(ok.body.stage, 'full');
+    assert.deepEqual(ok.body.methods, ['password', 'passkey']);
+    assert.notEqual(c.cookies.get('__Host-herald_console'), partialId, 'a new session id at the second factor');
+    assert.equal((await c.get('/api/passkeys')).status, 200);
+    const old = new LocalhostConsole(r.port);
+    old.cookies.set('__Host-herald_console', partialId);
+    assert.equal((await old.get('/api/session')).status, 401, 'the partial session id is gone');
+    const logins = await audit(r.stateDir, 'console.login');
+    assert.ok(logins.some((e) => e.actor === 'ann' && e.outcome === 'ok' && e.detail?.['factor'] === 'passkey'));
   });
 
   test('hostile input: not an object, unknown fields, a huge id → 400; nothing is verified', async () => {
@@ -306,6 +338,36 @@ describe('passkey challenges expire', { timeout: 60000 }, () => {
       assert.equal(ok.status, 200, ok.text);
     } finally {
       await r.close();
+    }
+  });
+});
+
+describe('passkey enrolment when MFA is required', { timeout: 60000 }, () => {
+  test('an admin without a factor is sent to enrolment; registering a passkey completes the sign-in with a new session id', async () => {
+    const stateDir = mkdtempSync(join(tmpdir(), 'herald-passkeys-enrol-'));
+    const port = await freePort();
+    const origin = `http://localhost:${port}`;
+    const h = await startHerald({ stateDir, admin: { port, console: { enabled: true, mfa: { require: 'all' }, passkeys: { rpId: RP, origins: [origin] } } } });
+    try {
+      await createAdmin(stateDir, 'nia', 'owner');
+      const c = new LocalhostConsole(port);
+      const first = await c.login('nia');
+      assert.equal(first.body.stage, 'enrol');
+      const partialId = c.cookies.get('__Host-herald_console')!;
+      assert.equal((await c.get('/api/passkeys')).status, 403, 'nothing but enrolment');
+      const credential = new SoftCredential();
+      const enrolled = await c.register(credential, RP, 'first key');
+      assert.equal(enrolled.status, 201, enrolled.text);
+      assert.equal(enrolled.body.session.stage, 'full');
+      assert.notEqual(c.cookies.get('__Host-herald_console'), partialId);
+      assert.equal((await c.get('/api/passkeys')).body.passkeys[0].name, 'first key');
+      // The next password sign-in asks for the passkey.
+      const next = new LocalhostConsole(port);
+      assert.equal((await next.login('nia')).body.stage, 'second_factor');
+      assert.equal((await next.loginWith('nia', credential, RP)).body.stage, 'full');
+    } finally {
+      await h.close();
+      rmSync(stateDir, { recursive: true, force: true });
     }
   });
 });

@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { MemoryAdminStore, type AdminStore, type LimiterPolicy, type PasskeyChallenge, type PasskeyRecord, type SessionRecord } from '../../src/console/admin-store.ts';
+import { MemoryAdminStore, PARTIAL_SESSION_MS, type AdminStore, type LimiterPolicy, type PasskeyChallenge, type PasskeyRecord, type SessionRecord, type SessionStage } from '../../src/console/admin-store.ts';
 import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
 import { RedisAdminStore } from '../../src/console/redis-admin-store.ts';
 import { openSqliteStore } from '../../src/store/sqlite-store.ts';
@@ -61,8 +61,8 @@ const HASH = '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHRzYWx0c2FsdA$aGFzaGhhc2ho
 const policy = { idleMs: 1000, absoluteMs: 5000, touchAfterMs: 100 };
 const limit: LimiterPolicy = { delayAfter: 3, baseDelayMs: 1000, maxDelayMs: 4000, lockAfter: 5, lockMs: 60_000, windowMs: 30_000 };
 
-function session(admin: string, now: number, id = randomBytes(32).toString('hex')): SessionRecord {
-  return { idHash: id, admin, createdAt: now, lastSeenAt: now, csrfSecret: 'secret', address: '127.0.0.1' };
+function session(admin: string, now: number, id = randomBytes(32).toString('hex'), stage: SessionStage = 'full'): SessionRecord {
+  return { idHash: id, admin, createdAt: now, lastSeenAt: now, csrfSecret: 'secret', address: '127.0.0.1', stage, methods: ['password'] };
 }
 
 for (const [name, open] of Object.entries(engines)) {
@@ -137,6 +137,31 @@ for (const [name, open] of Object.entries(engines)) {
         await store.deleteSession(one.idHash);
         assert.equal((await store.resolveSession(one.idHash, t + 10, policy)).state, 'invalid');
         assert.equal((await store.resolveSession('f'.repeat(64), t, policy)).state, 'invalid');
+      }),
+    );
+
+    test(
+      'sessions: stage and methods are kept; a partial session ends PARTIAL_SESSION_MS after it began, a full one does not',
+      withStore(async (store) => {
+        const t = Date.now();
+        await store.createAdmin({ name: 'ann', role: 'owner', passwordHash: HASH, now: t });
+        const long = { idleMs: 60 * 60_000, absoluteMs: 12 * 60 * 60_000, touchAfterMs: 1000 };
+        const full = session('ann', t);
+        const second = { ...session('ann', t, undefined, 'second_factor'), methods: ['password'] };
+        const enrol = { ...session('ann', t, undefined, 'enrol'), methods: ['oidc'] };
+        for (const s of [full, second, enrol]) await store.createSession(s, long.absoluteMs);
+        const r = await store.resolveSession(second.idHash, t + 10, long);
+        assert.equal(r.state === 'valid' && r.session.stage, 'second_factor');
+        assert.deepEqual(r.state === 'valid' && r.session.methods, ['password']);
+        const e = await store.resolveSession(enrol.idHash, t + 10, long);
+        assert.equal(e.state === 'valid' && e.session.stage, 'enrol');
+        assert.deepEqual(e.state === 'valid' && e.session.methods, ['oidc']);
+        assert.equal(await store.countSessions('ann', t + PARTIAL_SESSION_MS, long), 1, 'only the full session counts past the partial limit');
+        assert.equal((await store.resolveSession(second.idHash, t + PARTIAL_SESSION_MS, long)).state, 'invalid');
+        assert.equal((await store.resolveSession(enrol.idHash, t + PARTIAL_SESSION_MS, long)).state, 'invalid');
+        assert.equal((await store.resolveSession(enrol.idHash, t + 10, long)).state, 'invalid', 'an expired partial session is deleted');
+        const f = await store.resolveSession(full.idHash, t + PARTIAL_SESSION_MS, long);
+        assert.equal(f.state === 'valid' && f.session.stage, 'full');
       }),
     );
 
