@@ -161,7 +161,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   if (config.webhooks.endpoints.length > 0 && engine.webhookEvents === undefined) {
     const problems: string[] = [];
     const endpoints = webhookEndpoints;
-    if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine yet (sqlite or memory engine, one process or cluster mode)`);
+    if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine in this process`);
     if (problems.length > 0) {
       await sharedLimits?.close();
       await engine.close().catch(() => undefined);
@@ -172,11 +172,12 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       endpoints,
       outbox: engine.webhookOutbox!,
       journal: engine.webhookJournal,
+      shared: engine.name === 'redis' && engine.redis !== undefined ? { redis: engine.redis, prefix: config.engine.redisPrefix, node: engine.nodeId, nodeTtlMs: config.engine.presenceTtlMs } : undefined,
       logger,
       userAgent: `Herald/${version}`,
       onOutcome: (endpoint, outcome, count) => diagnostics.webhook.publish({ node: engine.nodeId, endpoint, outcome, count }),
     });
-    logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : 'state file' }, 'webhooks on');
+    logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : engine.name === 'redis' ? 'redis (shared by every node)' : 'state file' }, 'webhooks on');
   }
   const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
   const w = config.watchdog;
@@ -290,7 +291,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     await app.close().catch(() => undefined);
     await node.close().catch(() => undefined);
     await hooks?.close();
-    webhooks?.close();
+    await webhooks?.close();
     await sharedLimits?.close();
     await engine.close().catch(() => undefined);
     metrics.close();
@@ -351,8 +352,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       await auditLog.flush();
       await node.close();
       await hooks?.close();
-      // Events of the drain (disconnects, vacated) are in the outbox; what is not sent now is sent after the next start.
-      webhooks?.close();
+      // Events of the drain (disconnects, vacated) are in the outbox; what is not sent now is sent after the next start (redis: by another node).
+      await webhooks?.close();
       await sharedLimits?.close();
       await engine.close().catch((error: unknown) => logger.warn({ err: error }, 'engine close failed'));
       // Let final answers (disconnect frames) finish, then cut what is left.

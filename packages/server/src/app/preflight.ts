@@ -182,7 +182,6 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   let webhookEndpoints: WebhookEndpoint[] = [];
   if (valid('webhooks', 'engine') && config.webhooks.endpoints.length > 0) {
     webhookEndpoints = resolveEndpoints(config, options.env ?? {}, problems);
-    if (config.engine.type === 'redis') problems.push('/webhooks: webhooks are not available on the redis engine yet (sqlite or memory engine, one process or cluster mode)');
   }
   const prepared =
     problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets } : undefined;

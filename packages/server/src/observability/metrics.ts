@@ -48,7 +48,7 @@ export interface MetricsExporter {
 
 /** The webhook outbox's sizes, read at each scrape. */
 export interface WebhookCounts {
-  counts(): { readonly pending: number; readonly dead: number };
+  counts(): { readonly pending: number; readonly dead: number } | Promise<{ readonly pending: number; readonly dead: number }>;
 }
 
 export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhooks?: WebhookCounts): MetricsExporter {
@@ -242,9 +242,11 @@ export function webhookMetrics(registry: Registry, webhooks: WebhookCounts): (en
     help: 'Webhook outbox entries: pending delivery, and dead letters (herald webhooks list-dead, replay).',
     labelNames: ['state'],
     registers: [registry],
-    collect() {
+    // The redis engine's outbox is shared: every node (and worker) reports the same counts, and a cluster scrape keeps one.
+    aggregator: 'max',
+    async collect() {
       try {
-        const counts = webhooks.counts();
+        const counts = await webhooks.counts();
         this.set({ state: 'pending' }, counts.pending);
         this.set({ state: 'dead' }, counts.dead);
       } catch {
