@@ -20,8 +20,9 @@
  * clients, bench/raw-clients.ts) with `--in-flight` attempts at a time
  * (Node's listen backlog is 511: beyond it, SYN retries would measure the
  * kernel's timers):
- * - WebSocket: Herald `connect`, then `subscribe` with `recover`, `epoch`
- *   and `offset`, done at its reply; raw ws done when open; Nchan done when
+ * - WebSocket: Herald `connect` and, right behind it as the SDK sends them,
+ *   `subscribe` with `recover`, `epoch` and `offset`, done at its reply
+ *   (target `herald-sequential`: `subscribe` sent after the connect reply); raw ws done when open; Nchan done when
  *   open (its WebSocket subscriber is subscribed by the upgrade);
  * - SSE: Herald `GET /connection/sse` with `Last-Event-ID: <position
  *   vector>`, done at the `subscribed` event; raw SSE done at its first
@@ -38,7 +39,9 @@ import { HttpConnection, openSse, openWebSocket } from './raw-clients.ts';
 import { cpuSecondsOf, pinSelf, sleep, startServerProcess } from './server-process.ts';
 
 type Transport = 'ws' | 'sse';
-type Flavor = 'raw' | 'herald' | 'nchan';
+/** `herald-sequential` (WebSocket only): `subscribe` sent after the `connect` reply, as the SDK did before it pipelined them. */
+type Flavor = 'raw' | 'herald' | 'herald-sequential' | 'nchan';
+const isHerald = (flavor: Flavor): boolean => flavor === 'herald' || flavor === 'herald-sequential';
 
 const { values } = parseArgs({
   options: {
@@ -110,16 +113,21 @@ function openOne(transport: Transport, flavor: Flavor, port: number, since: Posi
         since === undefined
           ? `{"id":2,"method":"subscribe","params":{"channel":"${CHANNEL}"}}`
           : `{"id":2,"method":"subscribe","params":{"channel":"${CHANNEL}","recover":true,"epoch":"${since.epoch}","offset":${since.offset}}}`;
-      const ws = openWebSocket(port, flavor === 'herald' ? '/connection/websocket' : flavor === 'nchan' ? nchanPath : '/', {
+      const ws = openWebSocket(port, isHerald(flavor) ? '/connection/websocket' : flavor === 'nchan' ? nchanPath : '/', {
         onOpen() {
-          if (flavor === 'herald') ws.send('{"id":1,"method":"connect","params":{}}');
-          else ready();
+          if (!isHerald(flavor)) {
+            ready();
+            return;
+          }
+          ws.send('{"id":1,"method":"connect","params":{}}');
+          // As the SDK does: the subscribe right behind connect, before its reply.
+          if (flavor === 'herald') ws.send(subscribe);
         },
         onMessage(text) {
-          if (flavor !== 'herald' || settled) return;
+          if (!isHerald(flavor) || settled) return;
           const frame = JSON.parse(text) as { id?: number; error?: unknown };
           if (frame.error !== undefined) fail(`reply error ${JSON.stringify(frame.error)}`);
-          else if (frame.id === 1) ws.send(subscribe);
+          else if (frame.id === 1 && flavor === 'herald-sequential') ws.send(subscribe);
           else if (frame.id === 2) ready();
         },
         onEnd: fail,
@@ -155,14 +163,14 @@ async function storm(transport: Transport, flavor: Flavor, round: number): Promi
     pid = nchan.workerPid;
     stop = () => nchan.stop();
   } else {
-    const kind = flavor === 'herald' ? 'herald' : transport === 'ws' ? 'raw-ws' : 'raw-sse';
+    const kind = isHerald(flavor) ? 'herald' : transport === 'ws' ? 'raw-ws' : 'raw-sse';
     const config =
       values.engine === 'sqlite' ? { ...heraldBenchConfig(), engine: { type: 'sqlite' }, stateDir: 'state' } : { ...heraldBenchConfig(), engine: { type: values.engine } };
-    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: flavor === 'herald' ? serverNodeArgs : [], config });
+    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: isHerald(flavor) ? serverNodeArgs : [], config });
     port = server.port;
     pid = server.pid;
     stop = () => server.stop();
-    if (flavor === 'herald') {
+    if (isHerald(flavor)) {
       const api = new HttpConnection(port);
       let last: Position | undefined;
       for (let i = 0; i < 5; i++) {
@@ -214,6 +222,7 @@ for (const transport of transports) {
   for (let round = 0; round < rounds; round++) {
     const order = round % 2 === 0 ? targets : [...targets].reverse();
     for (const flavor of order) {
+      if (flavor === 'herald-sequential' && transport !== 'ws') continue;
       const result = await storm(transport, flavor, round);
       results.push(result);
       process.stderr.write(
@@ -231,7 +240,8 @@ const median = (list: number[]): number => {
 };
 const names: Record<Flavor, (t: Transport) => string> = {
   raw: (t) => (t === 'ws' ? 'raw ws server' : 'raw SSE server'),
-  herald: () => 'Herald',
+  herald: (t) => (t === 'ws' ? 'Herald (subscribe pipelined behind connect, as the SDK)' : 'Herald'),
+  'herald-sequential': () => 'Herald (subscribe after the connect reply)',
   nchan: () => 'Nchan',
 };
 const lines = [
@@ -245,6 +255,7 @@ for (const transport of transports) {
   const rawCpu = raw.length > 0 ? median(raw.map((r) => r.cpuSeconds)) : undefined;
   for (const flavor of targets) {
     const list = of(flavor);
+    if (list.length === 0) continue;
     const s = median(list.map((r) => r.seconds));
     const cpu = median(list.map((r) => r.cpuSeconds));
     lines.push(

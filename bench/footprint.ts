@@ -10,6 +10,7 @@
  *
  *   node bench/footprint.ts [--rounds=2] [--settle=5] [--cpu=0]
  *     [--targets=herald-js,herald-js-sqlite,herald,raw-ws,nchan] [--json=FILE]
+ *   (also herald-js-sqlite-jit: the sqlite target without the start-up hold of the optimizing compilers)
  *
  * Per target and round: start it pinned to `--cpu`, wait for it to listen,
  * let it settle `--settle` seconds, take the median of five RSS samples
@@ -36,8 +37,12 @@ const rounds = Number(values.rounds);
 const settleMs = Number(values.settle) * 1000;
 const cpus = values.cpu;
 
-/** `herald-js-sqlite`: the built server on the sqlite engine (now the default), its state file in a temporary directory. */
-type Target = ServerKind | 'herald-js-sqlite' | 'nchan';
+/**
+ * `herald-js-sqlite`: the built server on the sqlite engine (now the default), its state file in a temporary directory;
+ * `herald-js-sqlite-jit`: the same with `--maglev --turbofan` given, which cli/startup-heap.ts reads as the operator's choice:
+ * the optimizing compilers are not held while the server starts (as before that hold).
+ */
+type Target = ServerKind | 'herald-js-sqlite' | 'herald-js-sqlite-jit' | 'nchan';
 const targets = values.targets.split(',') as Target[];
 const nchanMissing = nchanUnavailable();
 if (targets.includes('nchan') && nchanMissing !== undefined) {
@@ -48,6 +53,7 @@ if (targets.includes('nchan') && nchanMissing !== undefined) {
 const labels: Record<Target, string> = {
   'herald-js': 'Herald (built JS, production config, memory engine)',
   'herald-js-sqlite': 'Herald (built JS, production config, sqlite engine)',
+  'herald-js-sqlite-jit': 'Herald (built JS, production config, sqlite engine, compilers not held at start-up)',
   herald: 'Herald (TypeScript sources, production config)',
   'raw-ws': 'raw ws server',
   'raw-sse': 'raw SSE server',
@@ -65,9 +71,10 @@ async function measure(target: Target): Promise<number> {
       await nchan.stop();
     }
   }
+  const sqlite = { ...heraldBenchConfig(), engine: { type: 'sqlite' }, stateDir: 'state' };
   const server =
-    target === 'herald-js-sqlite'
-      ? await startServerProcess({ kind: 'herald-js', cpus, config: { ...heraldBenchConfig(), engine: { type: 'sqlite' }, stateDir: 'state' } })
+    target === 'herald-js-sqlite' || target === 'herald-js-sqlite-jit'
+      ? await startServerProcess({ kind: 'herald-js', cpus, config: sqlite, nodeArgs: target === 'herald-js-sqlite-jit' ? ['--maglev', '--turbofan'] : [] })
       : await startServerProcess({ kind: target, cpus });
   try {
     await sleep(settleMs);

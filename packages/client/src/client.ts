@@ -413,7 +413,11 @@ export class HeraldClient extends Emitter<ClientEvents> {
     this.#tokenFresh = false;
     const handlers: TransportHandlers = {
       onOpen: () => {
-        if (gen === this.#gen) this.#sendConnect(gen, token);
+        if (gen !== this.#gen) return;
+        this.#sendConnect(gen, token);
+        // WebSocket: subscribes go right behind `connect`, without waiting for its reply (the server runs commands
+        // pipelined behind connect once it is done, in order): one round trip to a subscribed connection, not two.
+        if (this.#transport?.pushesConnected === false) for (const sub of this.#subs.values()) this.#sendSubscribe(sub, true);
       },
       onFrame: (frame) => {
         if (gen === this.#gen) this.#onFrame(frame);
@@ -729,8 +733,13 @@ export class HeraldClient extends Emitter<ClientEvents> {
 
   // ----------------------------------------------------------- subscriptions
 
-  #sendSubscribe(sub: Subscription<unknown>): void {
-    if (this.#state !== 'connected' || sub.state !== 'subscribing' || this.#subs.get(sub.channel) !== sub) return;
+  /**
+   * `pipelined`: sent behind `connect` before its reply (WebSocket). A subscription that must first fetch
+   * its token, or waits for a retry, is left for the connect reply (`#onConnected`).
+   */
+  #sendSubscribe(sub: Subscription<unknown>, pipelined = false): void {
+    if ((this.#state !== 'connected' && !pipelined) || sub.state !== 'subscribing' || this.#subs.get(sub.channel) !== sub) return;
+    if (pipelined && (sub._retryTimer !== undefined || (sub._token === undefined && sub._getToken !== undefined))) return;
     const transport = this.#transport!;
     const gen = this.#gen;
     sub._requestedGen = gen;

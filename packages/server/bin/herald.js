@@ -6,7 +6,8 @@ if (major < 24) {
   process.stderr.write(`Herald needs Node 24; run it through npm scripts or install Node 24 (this is Node ${process.version})\n`);
   process.exit(1);
 }
-// The young generation keeps its initial size while the server loads (src/cli/startup-heap.ts): 8 MiB less for an idle server.
+// While the server loads, the young generation keeps its initial size and the optimizing compilers wait
+// (src/cli/startup-heap.ts): 16 MiB less for an idle server.
 const { holdYoungGeneration } = await import('../dist/cli/startup-heap.js');
 holdYoungGeneration();
 await import('../dist/cli/main.js');

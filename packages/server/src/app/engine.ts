@@ -55,8 +55,8 @@ export interface Engine {
   readonly redis?: import('ioredis').Redis | import('ioredis').Cluster | undefined;
   /**
    * The webhook outbox (webhooks/outbox.ts): the state file on sqlite,
-   * memory on memory. Absent: webhooks are not available on this engine
-   * in this process.
+   * memory on memory, Redis on redis (shared by every node). Absent:
+   * webhooks are not available on this engine in this process.
    */
   readonly webhookOutbox?: WebhookOutbox | undefined;
   /** The sqlite engine's journal of open channels and members (webhooks/journal.ts). */
@@ -291,6 +291,7 @@ export async function createRedisEngine(
 ): Promise<Engine> {
   const { createRedisEngineParts } = await import('../broker/redis-engine.ts');
   const { RedisAdminStore } = await import('../console/redis-admin-store.ts');
+  const { RedisOutbox } = await import('../webhooks/redis-outbox.ts');
   const nodeId = randomUUID();
   const parts = await createRedisEngineParts({
     nodeId,
@@ -316,6 +317,8 @@ export async function createRedisEngine(
     deliveryProbe: parts.probe,
     redis: clients.command,
     adminStore: new RedisAdminStore(clients.command, config.engine.redisPrefix),
+    // The endpoint's lease outlasts the longest POST (the timeout) and the Redis calls that settle it.
+    webhookOutbox: new RedisOutbox(clients.command, config.engine.redisPrefix, { owner: nodeId, leaseMs: config.webhooks.timeoutMs + 2 * config.engine.redisCommandTimeoutMs }),
     async close() {
       await parts.close();
       clients.command.disconnect();

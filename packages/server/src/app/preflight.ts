@@ -6,7 +6,7 @@
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
  */
-import { checkPlainHttpHooks, readHookSecrets } from '../hooks/hook-secrets.ts';
+import { checkPlainHttpHooks, readHookSecrets, readJavascriptHook } from '../hooks/hook-secrets.ts';
 import { resolveEndpoints } from '../webhooks/webhooks.ts';
 import type { WebhookEndpoint } from '../webhooks/dispatcher.ts';
 import { readFileSync } from 'node:fs';
@@ -20,6 +20,7 @@ import { peekKeys } from '../store/api-key-table.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
 import { decideConsole } from '../console/console-config.ts';
+import { passkeyProblems } from '../console/passkey-config.ts';
 import type { RedisTls } from './engine.ts';
 
 /** What the checks read and built, ready for startServer. */
@@ -37,6 +38,8 @@ export interface Prepared {
   readonly redisTls: RedisTls | undefined;
   /** The signing secret of each proxy hook (hooks/hook-secrets.ts), from its file or environment variable. */
   readonly hookSecrets: ReadonlyMap<HookTargetConfig, string>;
+  /** The JavaScript hook file's source (`hooks.javascript.file`), read; undefined without JavaScript hooks. */
+  readonly hookSource: string | undefined;
   /** Webhook endpoints with their secrets read (files, environment); empty without `webhooks.endpoints`. */
   readonly webhookEndpoints: readonly WebhookEndpoint[];
 }
@@ -113,6 +116,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     const decision = decideConsole(config, certFile !== undefined && keyFile !== undefined);
     if (decision.problem !== undefined) problems.push(decision.problem);
     if (decision.warning !== undefined) warnings.push(decision.warning);
+    problems.push(...passkeyProblems(config));
     consoleEnabled = decision.enabled;
   }
 
@@ -120,6 +124,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   // Proxy hooks sign with secrets from files or the environment (the composition root's side reads it).
   const hookSecrets = valid('hooks') ? readHookSecrets(config.hooks, options.env ?? {}, problems) : new Map<HookTargetConfig, string>();
   if (production && valid('hooks')) checkPlainHttpHooks(config.hooks, problems);
+  const hookSource = valid('hooks') ? readJavascriptHook(config.hooks, problems) : undefined;
 
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
@@ -180,10 +185,9 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   let webhookEndpoints: WebhookEndpoint[] = [];
   if (valid('webhooks', 'engine') && config.webhooks.endpoints.length > 0) {
     webhookEndpoints = resolveEndpoints(config, options.env ?? {}, problems);
-    if (config.engine.type === 'redis') problems.push('/webhooks: webhooks are not available on the redis engine yet (sqlite or memory engine, one process or cluster mode)');
   }
   const prepared =
-    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets } : undefined;
+    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource } : undefined;
   return { problems, warnings, prepared };
 }
 

@@ -3,10 +3,13 @@
  * outbox (webhooks/outbox.ts), read and put back beside a running server.
  * The sqlite engine's outbox is in the state file, opened as a tool (never
  * as its owner); the running server's dispatcher sees replayed entries
- * within `webhooks.pollIntervalMs`. The memory engine's outbox lives inside
- * the server process and cannot be reached; the redis engine has none yet.
+ * within `webhooks.pollIntervalMs`. The redis engine's outbox is in Redis,
+ * reached with the config's connection settings (every node sees replayed
+ * entries at its next poll). The memory engine's outbox lives inside the
+ * server process and cannot be reached.
  */
 import type { Config } from '../config/schema.ts';
+import { ConfigError } from '../config/load.ts';
 import { fail, intOption, type Command, type Values } from './command.ts';
 import { TOOL_BUSY_TIMEOUT_MS } from './key-backend.ts';
 
@@ -15,19 +18,32 @@ export const WEBHOOK_ACTIONS = ['list-dead', 'replay'] as const;
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG)';
 const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
 
-async function withOutbox<T>(command: string, config: Config | undefined, stateDir: string, run: (outbox: import('../webhooks/outbox.ts').WebhookOutbox) => T): Promise<T> {
-  if (config !== undefined && config.engine.type !== 'sqlite') {
-    fail(
-      `herald webhooks ${command}: engine.type is "${config.engine.type}": ${
-        config.engine.type === 'memory' ? 'the memory engine keeps its webhook outbox inside the server process (lost on restart), out of reach' : 'webhooks are not available on the redis engine yet'
-      }`,
-    );
+async function withOutbox<T>(command: string, config: Config | undefined, stateDir: string, run: (outbox: import('../webhooks/outbox.ts').WebhookOutbox) => Promise<T>): Promise<T> {
+  if (config !== undefined && config.engine.type === 'memory') {
+    fail(`herald webhooks ${command}: engine.type is "memory": the memory engine keeps its webhook outbox inside the server process (lost on restart), out of reach`);
+  }
+  if (config !== undefined && config.engine.type === 'redis') {
+    const { openRedisClients } = await import('../app/engine.ts');
+    const { RedisOutbox } = await import('../webhooks/redis-outbox.ts');
+    const { readRedisTls } = await import('../app/preflight.ts');
+    const problems: string[] = [];
+    const tls = readRedisTls(config, problems);
+    if (problems.length > 0) throw new ConfigError(problems);
+    const clients = await openRedisClients(config, tls);
+    try {
+      // The CLI never sends: it takes no lease (owner and lease time unused).
+      return await run(new RedisOutbox(clients.command, config.engine.redisPrefix, { owner: 'cli', leaseMs: 1 }));
+    } finally {
+      clients.command.disconnect();
+      if ('disconnect' in clients.subscriber) clients.subscriber.disconnect();
+      else await clients.subscriber.close();
+    }
   }
   const { openSqliteStore } = await import('../store/sqlite-store.ts');
   const { SqliteOutbox } = await import('../webhooks/sqlite-outbox.ts');
   const store = openSqliteStore({ stateDir, claim: false, busyTimeoutMs: TOOL_BUSY_TIMEOUT_MS });
   try {
-    return run(new SqliteOutbox(store.db));
+    return await run(new SqliteOutbox(store.db));
   } finally {
     store.close();
   }
@@ -43,7 +59,7 @@ export function webhookCommands(readConfig: (values: Values) => { config: Config
 
 Webhook events that were not delivered within webhooks.retryForMs, or that
 the endpoint refused for good (3xx, 4xx), are kept as dead letters in the
-outbox of the state file (sqlite engine). list-dead shows them; replay puts
+outbox (the state file on sqlite, Redis on redis). list-dead shows them; replay puts
 them back in the queue with fresh retry time (the running server sends them
 within a second; the receiver may see an event id again: deduplicate).
 docs/hooks.md, docs/operations.md.`,
@@ -68,7 +84,7 @@ Options:
         const { config, stateDir } = readConfig(values);
         const limit = values['limit'] === undefined ? 100 : intOption('webhooks list-dead', 'limit', values['limit'] as string, 1, 100000);
         const endpoint = values['endpoint'] as string | undefined;
-        const dead = await withOutbox('list-dead', config, stateDir, (outbox) => ({ entries: outbox.listDead(limit, endpoint), counts: outbox.counts() }));
+        const dead = await withOutbox('list-dead', config, stateDir, async (outbox) => ({ entries: await outbox.listDead(limit, endpoint), counts: await outbox.counts() }));
         for (const entry of dead.entries) {
           const event = JSON.parse(entry.event) as { name: string; id: string };
           if (values['json'] === true) {
@@ -107,7 +123,7 @@ Options:
           seqs = seqText.split(',').map((part) => intOption('webhooks replay', 'seq', part.trim(), 1, 2 ** 31 - 1));
         }
         const endpoint = values['endpoint'] as string | undefined;
-        const count = await withOutbox('replay', config, stateDir, (outbox) =>
+        const count = await withOutbox('replay', config, stateDir, async (outbox) =>
           outbox.replay(Date.now(), { ...(seqs === undefined ? {} : { seqs }), ...(endpoint === undefined ? {} : { endpoint }) }),
         );
         process.stdout.write(`${count}\n`);

@@ -121,11 +121,11 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
   // Webhooks: the primary owns the outbox (the state file on sqlite) and decides the transitions for every worker.
   let webhooks: Webhooks | undefined;
   let metricsRegistry: Registry | undefined;
-  if (config.webhooks.endpoints.length > 0) {
+  // On the redis engine each worker is a Redis node: the workers share the outbox and the transitions in Redis.
+  if (config.webhooks.endpoints.length > 0 && config.engine.type !== 'redis') {
     const problems: string[] = [];
     // The cluster's composition root reads the environment: endpoint secrets may live there (secretEnv).
     const endpoints = resolveEndpoints(config, process.env, problems);
-    if (config.engine.type === 'redis') problems.push('/webhooks: webhooks are not available on the redis engine yet (sqlite or memory engine)');
     if (problems.length > 0) {
       store?.close();
       throw new ConfigError(problems);
@@ -175,7 +175,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
       await supervisor.shutdown();
       clearInterval(keyPoll);
       await hub.close();
-      webhooks?.close();
+      await webhooks?.close();
       store?.close();
       if (pidFile !== undefined) removePidFile(pidFile);
       logger.info({ ms: Date.now() - started, code }, 'cluster stopped');

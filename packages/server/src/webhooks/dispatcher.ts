@@ -8,7 +8,8 @@
  *   dead letter. Delivery is at least once: a batch whose answer was lost is
  *   sent again, with the same event ids.
  * - Per endpoint one batch is in flight at a time and batches go in outbox
- *   order; while the oldest entries wait for a retry, newer ones wait behind
+ *   order (with an outbox shared by several nodes, the Redis one, across
+ *   the nodes: the endpoint's lease says which node sends); while the oldest entries wait for a retry, newer ones wait behind
  *   them: events of a channel arrive in the order they happened.
  * - Retried (exponential backoff with jitter, `Retry-After` honoured when
  *   longer) on timeouts, connection errors, 408, 429 and 5xx, for
@@ -59,6 +60,8 @@ interface EndpointState {
   readonly endpoint: WebhookEndpoint;
   timer: NodeJS.Timeout | undefined;
   inFlight: AbortController | undefined;
+  /** Asked for while a flush ran: look again right after it. */
+  again: boolean;
 }
 
 /** Seconds or an HTTP date; undefined when absent or unreadable. */
@@ -82,17 +85,29 @@ export class WebhookDispatcher {
     this.#options = options;
     this.#outbox = options.outbox;
     this.#now = options.now ?? Date.now;
-    for (const endpoint of options.endpoints) this.#states.set(endpoint.name, { endpoint, timer: undefined, inFlight: undefined });
-    this.#pending = this.#outbox.counts().pending;
+    for (const endpoint of options.endpoints) this.#states.set(endpoint.name, { endpoint, timer: undefined, inFlight: undefined, again: false });
+    this.#pending = 0;
+    void this.#countPending();
     const configured = new Set(this.#states.keys());
-    const orphans = this.#outbox.endpoints().filter((name) => !configured.has(name));
-    if (orphans.length > 0) options.logger.warn({ endpoints: orphans }, 'webhook outbox holds events for endpoints the config no longer names; they wait until the endpoint returns');
+    const outbox = options.outbox;
+    void (async () => {
+      const orphans = (await outbox.endpoints()).filter((name) => !configured.has(name));
+      if (orphans.length > 0) options.logger.warn({ endpoints: orphans }, 'webhook outbox holds events for endpoints the config no longer names; they wait until the endpoint returns');
+    })().catch((error: unknown) => options.logger.warn({ err: error }, 'webhook outbox not readable'));
     this.#poll = setInterval(() => {
-      this.#pending = this.#outbox.counts().pending;
+      void this.#countPending();
       for (const name of this.#states.keys()) this.#schedule(name, 0);
     }, options.pollIntervalMs);
     this.#poll.unref();
     for (const name of this.#states.keys()) this.#schedule(name, 0);
+  }
+
+  async #countPending(): Promise<void> {
+    try {
+      this.#pending = (await this.#outbox.counts()).pending;
+    } catch {
+      // Not readable now: the last count stays until the next poll.
+    }
   }
 
   /** Whether any endpoint takes events of this name (callers skip building events nobody wants). */
@@ -102,8 +117,31 @@ export class WebhookDispatcher {
   }
 
   /** Entries pending and dead, for metrics. */
-  counts(): { pending: number; dead: number } {
+  counts(): { pending: number; dead: number } | Promise<{ pending: number; dead: number }> {
     return this.#outbox.counts();
+  }
+
+  /** Entries were added to the outbox for `endpoint` by someone else (the Redis transitions): its batch goes after the window. */
+  appended(endpoint: string, count: number): void {
+    this.#pending += count;
+    this.#schedule(endpoint, this.#options.batchWindowMs);
+  }
+
+  /** Events refused because the outbox was full (the Redis transitions count them in their script). */
+  dropped(endpoint: string, count: number): void {
+    this.#options.onOutcome?.(endpoint, 'dropped', count);
+  }
+
+  /** Endpoints taking events of this name and (for channel events) this channel's namespace. */
+  endpointsFor(name: WebhookEventName, channel: string | undefined): string[] {
+    const namespace = channel === undefined ? undefined : namespaceOf(channel);
+    const names: string[] = [];
+    for (const { endpoint } of this.#states.values()) {
+      if (!endpoint.events.has(name)) continue;
+      if (namespace !== undefined && endpoint.namespaces !== undefined && !endpoint.namespaces.has(namespace)) continue;
+      names.push(endpoint.name);
+    }
+    return names;
   }
 
   /** Writes the event to the outbox for every endpoint that takes it, then schedules their batches. Never throws. */
@@ -124,20 +162,34 @@ export class WebhookDispatcher {
       entries.push({ endpoint: endpoint.name, eventId: event.id, event: json });
     }
     if (entries.length === 0) return;
-    try {
-      this.#outbox.append(entries, this.#now());
-    } catch (error) {
+    const refused = (error: unknown): void => {
+      this.#pending -= entries.length;
       this.#options.logger.error({ err: error, event: event.name }, 'webhook event not written to the outbox (dropped)');
       for (const entry of entries) this.#options.onOutcome?.(entry.endpoint, 'dropped', 1);
+    };
+    this.#pending += entries.length;
+    try {
+      const stored = this.#outbox.append(entries, this.#now());
+      if (stored instanceof Promise) {
+        stored.then(() => {
+          for (const entry of entries) this.#schedule(entry.endpoint, this.#options.batchWindowMs);
+        }, refused);
+        return;
+      }
+    } catch (error) {
+      refused(error);
       return;
     }
-    this.#pending += entries.length;
     for (const entry of entries) this.#schedule(entry.endpoint, this.#options.batchWindowMs);
   }
 
   #schedule(name: string, delayMs: number): void {
     const state = this.#states.get(name);
-    if (state === undefined || this.#closed || state.timer !== undefined || state.inFlight !== undefined) return;
+    if (state === undefined || this.#closed || state.timer !== undefined) return;
+    if (state.inFlight !== undefined) {
+      state.again = true;
+      return;
+    }
     state.timer = setTimeout(() => {
       state.timer = undefined;
       void this.#flush(state);
@@ -148,36 +200,40 @@ export class WebhookDispatcher {
   async #flush(state: EndpointState): Promise<void> {
     if (this.#closed || state.inFlight !== undefined) return;
     const name = state.endpoint.name;
-    let head: OutboxEntry[];
-    try {
-      head = this.#outbox.head(name, this.#options.batchMaxEvents);
-    } catch (error) {
-      this.#options.logger.error({ err: error, endpoint: name }, 'webhook outbox not readable');
-      return;
-    }
-    if (head.length === 0) return;
-    const now = this.#now();
-    const first = head[0]!;
-    if (first.nextAt > now) {
-      this.#schedule(name, first.nextAt - now);
-      return;
-    }
-    const batch = head.filter((entry) => entry.nextAt <= now);
+    // Held from reading the head until the batch is settled: no second flush of this endpoint meanwhile.
     const controller = new AbortController();
     state.inFlight = controller;
-    let result: { ok: true } | { ok: false; retry: boolean; reason: string; retryAfter?: number | undefined };
+    state.again = false;
+    let again: number | undefined;
     try {
-      result = await this.#post(state.endpoint, batch, controller);
+      again = await this.#send(state, controller);
+    } catch (error) {
+      this.#options.logger.error({ err: error, endpoint: name }, 'webhook outbox not readable or not updated (the batch will be sent again)');
     } finally {
       state.inFlight = undefined;
     }
-    if (this.#closed) return;
-    try {
-      this.#settle(name, batch, result);
-    } catch (error) {
-      this.#options.logger.error({ err: error, endpoint: name }, 'webhook outbox not updated (the batch will be sent again)');
+    if (state.again) again = Math.min(again ?? this.#options.batchWindowMs, this.#options.batchWindowMs);
+    if (again !== undefined) this.#schedule(name, again);
+  }
+
+  /** One batch of the endpoint, if it is due and this node holds the lease; answers when to look again (undefined: at the next poll). */
+  async #send(state: EndpointState, controller: AbortController): Promise<number | undefined> {
+    const name = state.endpoint.name;
+    const head = await this.#outbox.head(name, this.#options.batchMaxEvents);
+    // Another node holds the endpoint's lease: it sends; the poll looks again.
+    if (head === undefined) return undefined;
+    const now = this.#now();
+    const first = head[0];
+    if (first === undefined || first.nextAt > now) {
+      await this.#outbox.release?.(name);
+      return first === undefined ? undefined : Math.min(first.nextAt - now, this.#options.pollIntervalMs);
     }
-    this.#schedule(name, 0);
+    const batch = head.filter((entry) => entry.nextAt <= now);
+    const result = await this.#post(state.endpoint, batch, controller);
+    if (this.#closed) return undefined;
+    await this.#settle(name, batch, result);
+    await this.#outbox.release?.(name);
+    return 0;
   }
 
   async #post(
@@ -217,18 +273,18 @@ export class WebhookDispatcher {
     }
   }
 
-  #settle(name: string, batch: readonly OutboxEntry[], result: { ok: true } | { ok: false; retry: boolean; reason: string; retryAfter?: number | undefined }): void {
+  async #settle(name: string, batch: readonly OutboxEntry[], result: { ok: true } | { ok: false; retry: boolean; reason: string; retryAfter?: number | undefined }): Promise<void> {
     const seqs = batch.map((entry) => entry.seq);
     const now = this.#now();
     if (result.ok) {
-      this.#outbox.delivered(seqs);
+      await this.#outbox.delivered(seqs);
       this.#pending -= seqs.length;
       this.#options.onOutcome?.(name, 'delivered', seqs.length);
       return;
     }
     const attempts = Math.max(...batch.map((entry) => entry.attempts)) + 1;
     if (!result.retry) {
-      this.#bury(name, seqs, result.reason, now);
+      await this.#bury(name, seqs, result.reason, now);
       return;
     }
     const base = Math.min(this.#options.backoffMaxMs, this.#options.backoffMinMs * 2 ** Math.min(attempts - 1, 30));
@@ -238,16 +294,16 @@ export class WebhookDispatcher {
     const nextAt = now + Math.round(delay);
     const expired = batch.filter((entry) => nextAt > entry.createdAt + this.#options.retryForMs).map((entry) => entry.seq);
     const retried = batch.filter((entry) => nextAt <= entry.createdAt + this.#options.retryForMs).map((entry) => entry.seq);
-    if (expired.length > 0) this.#bury(name, expired, `${result.reason}; retried for ${this.#options.retryForMs} ms`, now);
+    if (expired.length > 0) await this.#bury(name, expired, `${result.reason}; retried for ${this.#options.retryForMs} ms`, now);
     if (retried.length > 0) {
-      this.#outbox.retryLater(retried, nextAt, attempts);
+      await this.#outbox.retryLater(retried, nextAt, attempts);
       this.#options.onOutcome?.(name, 'retried', retried.length);
       this.#options.logger.warn({ endpoint: name, reason: result.reason, attempts, retryInMs: nextAt - now, events: retried.length }, 'webhook batch failed; retrying');
     }
   }
 
-  #bury(name: string, seqs: readonly number[], reason: string, now: number): void {
-    this.#outbox.bury(seqs, reason, now);
+  async #bury(name: string, seqs: readonly number[], reason: string, now: number): Promise<void> {
+    await this.#outbox.bury(seqs, reason, now);
     this.#pending -= seqs.length;
     this.#options.onOutcome?.(name, 'dead', seqs.length);
     this.#options.logger.error({ endpoint: name, reason, events: seqs.length }, 'webhook events kept as dead letters (herald webhooks list-dead, replay)');

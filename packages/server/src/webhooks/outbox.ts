@@ -6,8 +6,11 @@
  * restart, as documented in docs/operations.md).
  *
  * Guarantees every implementation keeps:
- * - `append` has stored the entries when it returns (the sqlite table is
- *   committed): the dispatcher sends only what is stored.
+ * - `append` has stored the entries when it returns or its promise
+ *   resolves (the sqlite table is committed, Redis answered): the
+ *   dispatcher sends only what is stored.
+ * - Methods answer at once (sqlite, memory) or with a promise (Redis);
+ *   callers await either.
  * - `head` returns an endpoint's oldest pending entries in append order;
  *   the dispatcher sends them in that order and holds the rest back while
  *   the oldest wait for a retry, so events of one channel arrive in order.
@@ -48,25 +51,36 @@ export interface NewEntry {
   readonly event: string;
 }
 
+/** A value now, or a promise of it (the Redis outbox). */
+export type Awaitable<T> = T | Promise<T>;
+
 export interface WebhookOutbox {
-  /** Stores new entries, due now. Synchronous and stored on return. */
-  append(entries: readonly NewEntry[], now: number): void;
-  /** The oldest pending entries of an endpoint, at most `limit`, in append order (due or not). */
-  head(endpoint: string, limit: number): OutboxEntry[];
+  /** Stores new entries, due now: stored on return (or when the promise resolves). */
+  append(entries: readonly NewEntry[], now: number): Awaitable<void>;
+  /**
+   * The oldest pending entries of an endpoint, at most `limit`, in append
+   * order (due or not). An outbox shared by several nodes (Redis) answers
+   * them only to the holder of the endpoint's lease, which this call takes
+   * (`undefined`: another node holds it and sends them); the holder gives
+   * it back with `release`.
+   */
+  head(endpoint: string, limit: number): Awaitable<OutboxEntry[] | undefined>;
+  /** Shared outboxes: gives the endpoint's lease back (after a batch was settled, or nothing was due). */
+  release?(endpoint: string): Awaitable<void>;
   /** The endpoint took them: gone. */
-  delivered(seqs: readonly number[]): void;
+  delivered(seqs: readonly number[]): Awaitable<void>;
   /** A failed attempt: tried again at `nextAt`. */
-  retryLater(seqs: readonly number[], nextAt: number, attempts: number): void;
+  retryLater(seqs: readonly number[], nextAt: number, attempts: number): Awaitable<void>;
   /** Out of retry time (or refused for good): kept as dead letters. */
-  bury(seqs: readonly number[], reason: string, now: number): void;
+  bury(seqs: readonly number[], reason: string, now: number): Awaitable<void>;
   /** Dead letters, oldest first (at most `limit`), optionally of one endpoint. */
-  listDead(limit: number, endpoint?: string): DeadEntry[];
+  listDead(limit: number, endpoint?: string): Awaitable<DeadEntry[]>;
   /** Dead letters back to pending, due now, with fresh retry time; by seq, or all (of an endpoint). Answers how many. */
-  replay(now: number, filter: { readonly seqs?: readonly number[]; readonly endpoint?: string }): number;
+  replay(now: number, filter: { readonly seqs?: readonly number[]; readonly endpoint?: string }): Awaitable<number>;
   /** Entries pending and dead (metrics). */
-  counts(): { readonly pending: number; readonly dead: number };
+  counts(): Awaitable<{ readonly pending: number; readonly dead: number }>;
   /** Endpoints that have pending entries (the dispatcher also looks at these after a restart). */
-  endpoints(): string[];
+  endpoints(): Awaitable<string[]>;
 }
 
 interface MemoryRow {

@@ -11,11 +11,12 @@ import type { Config } from '../config/schema.ts';
 import { MIN_SECRET_CHARS } from '../config/schema.ts';
 import type { Logger } from '../core/logger.ts';
 import type { NodeEvents } from '../core/node-events.ts';
-import { namespaceOf, newEvent, type WebhookEventName } from './events.ts';
+import { namespaceOf, newEvent, type WebhookEvent, type WebhookEventName } from './events.ts';
 import { WebhookDispatcher, type WebhookEndpoint, type WebhookOutcome } from './dispatcher.ts';
 import type { WebhookOutbox } from './outbox.ts';
 import { TransitionTracker, type MemberRef } from './transitions.ts';
 import type { TransitionJournal } from './journal.ts';
+import { RedisTransitions } from './redis-transitions.ts';
 
 /** Reads each endpoint's keys (files, environment); problems name the config path, never the secret. */
 export function resolveEndpoints(config: Config, env: Readonly<Record<string, string | undefined>>, problems: string[]): WebhookEndpoint[] {
@@ -68,10 +69,20 @@ export function resolveEndpoints(config: Config, env: Readonly<Record<string, st
 
 export interface Webhooks {
   readonly dispatcher: WebhookDispatcher;
+  /** This process's transitions (and, in cluster mode, its workers'); on the redis engine Redis decides them instead. */
   readonly tracker: TransitionTracker;
   /** What a Node in this process reports to (source: this process). */
   readonly nodeEvents: NodeEvents;
-  close(): void;
+  /** Stops sending; on the redis engine first writes the last reports and releases this node's channels and members. */
+  close(): Promise<void>;
+}
+
+/** The redis engine: transitions decided in Redis across every node (redis-transitions.ts). */
+export interface SharedTransitionsOptions {
+  readonly redis: import('ioredis').Redis | import('ioredis').Cluster;
+  readonly prefix: string;
+  readonly node: string;
+  readonly nodeTtlMs: number;
 }
 
 export interface WebhooksOptions {
@@ -84,6 +95,8 @@ export interface WebhooksOptions {
   readonly onOutcome?: (endpoint: string, outcome: WebhookOutcome, count: number) => void;
   /** Where open channels and members are journaled (the sqlite state file), to announce their end after a crash; none on memory. */
   readonly journal?: TransitionJournal | undefined;
+  /** The redis engine: transitions are decided in Redis, shared by every node. */
+  readonly shared?: SharedTransitionsOptions | undefined;
 }
 
 export function createWebhooks(options: WebhooksOptions): Webhooks {
@@ -108,14 +121,7 @@ export function createWebhooks(options: WebhooksOptions): Webhooks {
   });
   const member = (name: WebhookEventName, channel: string, ref: MemberRef): void => {
     if (!dispatcher.wants(name)) return;
-    dispatcher.emit(
-      newEvent(name, now(), {
-        channel,
-        user: ref.user,
-        ...(ref.client === undefined ? {} : { client: ref.client }),
-        ...(name === 'member_added' && ref.info !== undefined ? { info: ref.info } : {}),
-      }),
-    );
+    dispatcher.emit(newEvent(name, now(), memberFields(name, channel, ref)));
   };
   const journal = options.journal;
   const wantsMembers = dispatcher.wants('member_added') || dispatcher.wants('member_removed');
@@ -163,7 +169,7 @@ export function createWebhooks(options: WebhooksOptions): Webhooks {
     },
   });
   const publicationNamespaces = new Set(w.publicationNamespaces);
-  const nodeEvents = trackerEvents(tracker, 'local', {
+  const direct: DirectEvents = {
     connected: (info, transport) => {
       if (dispatcher.wants('client_connected')) dispatcher.emit(newEvent('client_connected', now(), { client: info.client, user: info.user, transport }));
     },
@@ -180,15 +186,59 @@ export function createWebhooks(options: WebhooksOptions): Webhooks {
         }),
       );
     },
-  });
+  };
+  const shared = options.shared;
+  const redis =
+    shared === undefined || !(wantsChannels || wantsMembers)
+      ? undefined
+      : new RedisTransitions({
+          ...shared,
+          maxPending: w.maxPending,
+          logger: options.logger,
+          now,
+          build: (name, time, channel, ref) => {
+            const event = newEvent(name, time, ref === undefined ? { channel } : memberFields(name, channel, ref));
+            return { id: event.id, json: JSON.stringify(event), endpoints: dispatcher.endpointsFor(name, channel) };
+          },
+          onWritten: (endpoints) => {
+            for (const endpoint of endpoints) {
+              if (endpoint.startsWith('!')) dispatcher.dropped(endpoint.slice(1), 1);
+              else dispatcher.appended(endpoint, 1);
+            }
+          },
+        });
+  const nodeEvents: NodeEvents =
+    shared === undefined
+      ? trackerEvents(tracker, 'local', direct)
+      : {
+          clientConnected: (info, transport) => direct.connected(info, transport),
+          clientDisconnected: (info, transport, code, reason) => direct.disconnected(info, transport, code, reason),
+          channelSubscribed: (channel) => redis?.subscribed(channel),
+          channelUnsubscribed: (channel) => redis?.unsubscribed(channel),
+          presenceJoined: (channel, info) => redis?.joined(channel, info),
+          presenceLeft: (channel, info) => redis?.left(channel, info),
+          published: (channel, dataJson, info) => direct.published(channel, dataJson, info),
+        };
   return {
     dispatcher,
     tracker,
     nodeEvents,
-    close: () => {
+    close: async () => {
       closed = true;
+      // The last reports and the release of this node's channels are written (and kicked) before sending stops.
+      await redis?.close();
       dispatcher.close();
     },
+  };
+}
+
+/** The fields of a member event. */
+function memberFields(name: WebhookEventName, channel: string, ref: MemberRef): Omit<WebhookEvent, 'id' | 'name' | 'time_ms'> {
+  return {
+    channel,
+    user: ref.user,
+    ...(ref.client === undefined ? {} : { client: ref.client }),
+    ...(name === 'member_added' && ref.info !== undefined ? { info: ref.info } : {}),
   };
 }
 

@@ -519,7 +519,19 @@ const spawnedChildren: ChildProcess[] = [];
 /** `herald serve --config FILE` on the Redis engine; resolves once it logs "listening". */
 export async function spawnRedisHerald(
   name: string,
-  options: { redisUrl: string; prefix: string; tokens: Tokens; drainTimeoutMs?: number; engine?: Record<string, unknown>; limits?: Record<string, unknown>; http?: Record<string, unknown> },
+  options: {
+    redisUrl: string;
+    prefix: string;
+    tokens: Tokens;
+    drainTimeoutMs?: number;
+    engine?: Record<string, unknown>;
+    limits?: Record<string, unknown>;
+    http?: Record<string, unknown>;
+    /** More top-level config sections (e.g. webhooks). */
+    overrides?: Record<string, unknown>;
+    /** More `herald serve` arguments (e.g. --workers 2). */
+    args?: readonly string[];
+  },
 ): Promise<SpawnedHerald> {
   const apiKey = randomBytes(24).toString('base64url');
   const dir = mkdtempSync(join(tmpdir(), 'herald-redis-node-'));
@@ -545,6 +557,7 @@ export async function spawnRedisHerald(
       engine: { type: 'redis', redisUrl: options.redisUrl, redisPrefix: options.prefix, ...(options.engine ?? {}) },
       channels: { defaults: {}, namespaces: NAMESPACES },
       shutdown: { drainTimeoutMs: options.drainTimeoutMs ?? 10000 },
+      ...(options.overrides ?? {}),
     }),
   );
   const env: Record<string, string> = {};
@@ -552,7 +565,7 @@ export async function spawnRedisHerald(
   env['HERALD_API_KEY'] = apiKey;
   // Production mode takes secrets from files or the environment, not from the config file.
   env['HERALD_AUTH_HMAC_SECRET'] = options.tokens.secret;
-  const child = spawn(NODE_BIN, [...SOURCE_NODE_ARGS, 'src/cli/main.ts', 'serve', '--config', configPath], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(NODE_BIN, [...SOURCE_NODE_ARGS, 'src/cli/main.ts', 'serve', '--config', configPath, ...(options.args ?? [])], { cwd: ROOT, env, stdio: ['ignore', 'pipe', 'pipe'] });
   spawnedChildren.push(child);
   const stdout: string[] = [];
   const stderr: string[] = [];

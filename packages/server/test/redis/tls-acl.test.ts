@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { missingService } from '../helpers/services.ts';
+import { WebhookReceiver } from '../helpers/webhook-receiver.ts';
 import { closeAllClients, eventually, openWs, type WsClient } from '../helpers/herald-ws.ts';
 import { buildConfig, ConfigError } from '../../src/config/load.ts';
 import { callApi, freePort, RedisServer, startRedisHerald, Tokens, uniquePrefix, type RedisHerald } from './harness.ts';
@@ -146,13 +147,34 @@ describe('redis engine: TLS (rediss://) and an ACL user', { skip }, () => {
     assert.deepEqual(denied, [], `every command Herald ran passed the documented ACL; denied: ${JSON.stringify(denied)}`);
   }
 
-  test('an ACL user with the documented least-privilege rule: publish, history, recovery, presence, idempotency, revocation, snapshots; nothing denied', async () => {
+  test('an ACL user with the documented least-privilege rule: publish, history, recovery, presence, idempotency, revocation, snapshots, webhooks; nothing denied', async () => {
     const tokens = new Tokens();
     const url = `redis://herald:${password}@127.0.0.1:${redis.port}`;
-    const a = await node('A', tokens, url);
-    const b = await node('B', tokens, url);
-    await exercise(a, b, tokens, 'acl');
-    for (const n of [a, b]) assert.equal((await n.health()).status, 200);
+    // Webhooks on both nodes: the outbox, the transitions, heartbeats and the lease run as the ACL user too.
+    const secret = randomBytes(32).toString('base64url');
+    writeFileSync(join(dir, 'webhook-key'), secret, { mode: 0o600 });
+    const receiver = await WebhookReceiver.start([{ id: 'k1', secret }]);
+    const webhooks = {
+      webhooks: {
+        endpoints: [{ name: 'app', url: receiver.url, keys: [{ id: 'k1', secretFile: join(dir, 'webhook-key') }] }],
+        batchWindowMs: 20,
+        pollIntervalMs: 200,
+      },
+    };
+    try {
+      const a = await node('A', tokens, url, { presenceTtlMs: 3000 }, webhooks);
+      const b = await node('B', tokens, url, { presenceTtlMs: 3000 }, webhooks);
+      await exercise(a, b, tokens, 'acl');
+      for (const n of [a, b]) assert.equal((await n.health()).status, 200);
+      await eventually(async () => (receiver.events().some((e) => e.name === 'channel_vacated' && e.channel === 'chat:acl') ? true : undefined), 'webhooks delivered', 15000);
+      // A heartbeat, a sweep look and the release at close, then nothing denied still.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      for (const n of nodes.splice(0)) await n.close();
+      const denied = (await redis.command('ACL', 'LOG')) as unknown[];
+      assert.deepEqual(denied, [], `webhooks ran every command within the documented ACL; denied: ${JSON.stringify(denied)}`);
+    } finally {
+      await receiver.close();
+    }
   });
 
   test('limits.scope "cluster" with the documented extra line: rate limits and connection counts in Redis, nothing denied', async () => {

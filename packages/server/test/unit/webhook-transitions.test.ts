@@ -11,6 +11,10 @@ import { MemoryOutbox, type WebhookOutbox } from '../../src/webhooks/outbox.ts';
 import { SqliteOutbox } from '../../src/webhooks/sqlite-outbox.ts';
 import { openSqliteStore } from '../../src/store/sqlite-store.ts';
 import { mkdtempSync, rmSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { RedisOutbox } from '../../src/webhooks/redis-outbox.ts';
+import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 
@@ -99,31 +103,58 @@ describe('Retry-After', () => {
   });
 });
 
-for (const kind of ['memory', 'sqlite'] as const) {
-  describe(`${kind} outbox`, () => {
-    it('keeps append order per endpoint, retries, buries and replays behind what is pending', () => {
+const redisSkip = missingService('Redis', await redisAvailable());
+
+for (const kind of ['memory', 'sqlite', 'redis'] as const) {
+  describe(`${kind} outbox`, { skip: kind === 'redis' ? redisSkip : false }, () => {
+    it('keeps append order per endpoint, retries, buries and replays behind what is pending', async () => {
       const dir = mkdtempSync(join(tmpdir(), 'herald-outbox-'));
       const store = kind === 'sqlite' ? openSqliteStore({ stateDir: dir }) : undefined;
+      const redis = kind === 'redis' ? new Redis(REDIS_URL, { lazyConnect: true, enableOfflineQueue: false, maxRetriesPerRequest: 0 }) : undefined;
+      await redis?.connect();
+      const prefix = `herald-test-outbox-${randomBytes(4).toString('hex')}`;
       try {
-        const outbox: WebhookOutbox = store === undefined ? new MemoryOutbox() : new SqliteOutbox(store.db);
-        outbox.append([{ endpoint: 'a', eventId: 'e1', event: '1' }, { endpoint: 'b', eventId: 'e1', event: '1' }], 0);
-        outbox.append([{ endpoint: 'a', eventId: 'e2', event: '2' }], 0);
-        const head = outbox.head('a', 10);
+        const outbox: WebhookOutbox = redis !== undefined ? new RedisOutbox(redis, prefix, { owner: 'n1', leaseMs: 60000 }) : store === undefined ? new MemoryOutbox() : new SqliteOutbox(store.db);
+        await outbox.append([{ endpoint: 'a', eventId: 'e1', event: '1' }, { endpoint: 'b', eventId: 'e1', event: '1' }], 0);
+        await outbox.append([{ endpoint: 'a', eventId: 'e2', event: '{"x":"a\\nb"}' }], 0);
+        const head = (await outbox.head('a', 10))!;
         assert.deepEqual(head.map((e) => e.eventId), ['e1', 'e2']);
-        outbox.retryLater([head[1]!.seq], 50, 1);
-        assert.deepEqual(outbox.head('a', 10).map((e) => [e.eventId, e.attempts, e.nextAt]), [['e1', 0, 0], ['e2', 1, 50]]);
-        outbox.bury([head[0]!.seq], 'status 500', 1);
-        assert.deepEqual(outbox.counts(), { pending: 2, dead: 1 });
-        assert.deepEqual(outbox.listDead(10).map((d) => [d.endpoint, d.eventId, d.reason]), [['a', 'e1', 'status 500']]);
-        assert.deepEqual(outbox.endpoints().sort(), ['a', 'b']);
-        assert.equal(outbox.replay(2, { endpoint: 'b' }), 0);
-        assert.equal(outbox.replay(2, { endpoint: 'a' }), 1);
-        assert.deepEqual(outbox.head('a', 10).map((e) => e.eventId), ['e2', 'e1']);
-        assert.deepEqual(outbox.listDead(10), []);
-        outbox.delivered(outbox.head('a', 10).map((e) => e.seq));
-        assert.deepEqual(outbox.counts(), { pending: 1, dead: 0 });
+        assert.equal(head[1]!.event, '{"x":"a\\nb"}', 'the event text comes back as stored');
+        await outbox.retryLater([head[1]!.seq], 50, 1);
+        assert.deepEqual((await outbox.head('a', 10))!.map((e) => [e.eventId, e.attempts, e.nextAt]), [['e1', 0, 0], ['e2', 1, 50]]);
+        await outbox.bury([head[0]!.seq], 'status 500', 1);
+        assert.deepEqual(await outbox.counts(), { pending: 2, dead: 1 });
+        assert.deepEqual((await outbox.listDead(10)).map((d) => [d.endpoint, d.eventId, d.reason, d.deadAt]), [['a', 'e1', 'status 500', 1]]);
+        assert.deepEqual((await outbox.endpoints()).sort(), ['a', 'b']);
+        assert.equal(await outbox.replay(2, { endpoint: 'b' }), 0);
+        assert.equal(await outbox.replay(2, { endpoint: 'a' }), 1);
+        assert.deepEqual((await outbox.head('a', 10))!.map((e) => e.eventId), ['e2', 'e1']);
+        assert.deepEqual(await outbox.listDead(10), []);
+        await outbox.delivered((await outbox.head('a', 10))!.map((e) => e.seq));
+        assert.deepEqual(await outbox.counts(), { pending: 1, dead: 0 });
+        if (redis !== undefined) {
+          // The lease: while n1 holds endpoint b, n2 gets nothing; once given back, n2 takes it.
+          const other = new RedisOutbox(redis, prefix, { owner: 'n2', leaseMs: 60000 });
+          assert.deepEqual((await outbox.head('b', 10))!.map((e) => e.eventId), ['e1']);
+          assert.equal(await other.head('b', 10), undefined, 'another node holds the lease');
+          await other.release('b');
+          assert.equal(await other.head('b', 10), undefined, 'only the holder gives it back');
+          await (outbox as RedisOutbox).release('b');
+          assert.deepEqual((await other.head('b', 10))!.map((e) => e.eventId), ['e1']);
+          // A lease not given back (its holder died) expires, and the batch goes to the next node.
+          const short = new RedisOutbox(redis, prefix, { owner: 'n3', leaseMs: 50 });
+          await other.release('b');
+          assert.deepEqual((await short.head('b', 10))!.map((e) => e.eventId), ['e1']);
+          await new Promise((resolve) => setTimeout(resolve, 100));
+          assert.deepEqual((await other.head('b', 10))!.map((e) => e.eventId), ['e1'], 'the same event again after the lease expired');
+        }
       } finally {
         store?.close();
+        if (redis !== undefined) {
+          const keys = await redis.keys(`${prefix}:*`);
+          if (keys.length > 0) await redis.del(...keys);
+          redis.disconnect();
+        }
         rmSync(dir, { recursive: true, force: true });
       }
     });
