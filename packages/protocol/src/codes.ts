@@ -51,6 +51,7 @@ export const apiErrors = {
   too_many_requests: { status: 429, message: 'rate limit exceeded' },
   connection_limit: { status: 429, message: 'too many connections' },
   login_locked: { status: 429, message: 'too many failed sign-ins: try again later' },
+  passkey_failed: { status: 401, message: 'the passkey was not accepted' },
   internal: { status: 500, message: 'internal server error' },
   unavailable: { status: 503, message: 'server is shutting down or degraded' },
   hook_unavailable: { status: 503, message: 'the application backend did not answer (connect hook)' },

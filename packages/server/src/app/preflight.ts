@@ -20,6 +20,7 @@ import { peekKeys } from '../store/api-key-table.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
 import { decideConsole } from '../console/console-config.ts';
+import { passkeyProblems } from '../console/passkey-config.ts';
 import type { RedisTls } from './engine.ts';
 
 /** What the checks read and built, ready for startServer. */
@@ -113,6 +114,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     const decision = decideConsole(config, certFile !== undefined && keyFile !== undefined);
     if (decision.problem !== undefined) problems.push(decision.problem);
     if (decision.warning !== undefined) warnings.push(decision.warning);
+    problems.push(...passkeyProblems(config));
     consoleEnabled = decision.enabled;
   }
 

@@ -549,6 +549,28 @@ export const ConfigSchema = Type.Object(
               },
               { additionalProperties: false, default: {}, description: 'Multi-factor sign-in of the console (docs/security.md).' },
             ),
+            passkeys: Type.Object(
+              {
+                rpId: Type.Optional(
+                  Type.String({
+                    minLength: 1,
+                    maxLength: 253,
+                    pattern: '^[A-Za-z0-9.-]+$',
+                    description:
+                      'Relying-party id of the console\'s passkeys: a domain, the host of every origin or a registrable suffix of it (e.g. "example.com" for https://herald-admin.example.com; "localhost" on this machine). Passkeys are on when this is set. Browsers refuse IP addresses. Changing it later makes every registered passkey unusable.',
+                  }),
+                ),
+                rpName: Type.String({ default: 'Herald', minLength: 1, maxLength: 64, description: 'Name of the relying party the browser shows when a passkey is made.' }),
+                origins: Type.Array(Type.String({ pattern: '^https?://[^/]+$', maxLength: 256 }), {
+                  default: [],
+                  maxItems: 16,
+                  description:
+                    'Origins the console is opened from, as browsers see them (e.g. "https://herald-admin.example.com"); a passkey ceremony from any other origin is refused. https only, except http://localhost. Empty: admin.console.origin.',
+                }),
+                challengeTtlMs: Ms(120000, 'A passkey challenge (registration or sign-in) is refused this long after it was issued.', 1000),
+              },
+              { additionalProperties: false, default: {}, description: 'Passkeys (WebAuthn) for the console: sign-in without a password, and a second factor (docs/security.md).' },
+            ),
           },
           { additionalProperties: false, default: {}, description: 'The admin console (docs/console.md).' },
         ),

@@ -180,6 +180,45 @@ export interface TotpRecord {
   readonly lastStep: number;
 }
 
+// Passkeys
+/** A passkey (WebAuthn credential) of an admin; binary values in base64url. */
+export interface PasskeyRecord {
+  /** The credential id (base64url), unique across admins. */
+  readonly id: string;
+  readonly admin: string;
+  /** COSE public key (base64url). */
+  readonly publicKey: string;
+  /** The authenticator's signature counter last seen (0: it keeps none). */
+  readonly counter: number;
+  readonly transports: readonly string[];
+  /** The admin's name for it ("laptop", "phone"). */
+  readonly name: string;
+  /** The WebAuthn user handle (base64url) the credential was made for: one per admin. */
+  readonly userHandle: string;
+  readonly createdAt: number;
+  readonly lastUsedAt: number | null;
+}
+
+export type PasskeyPurpose = 'register' | 'login' | 'second_factor';
+
+/** A challenge issued for one ceremony, bound to `key` (a session's id hash, or a pre-login cookie's hash). */
+export interface PasskeyChallenge {
+  readonly key: string;
+  readonly purpose: PasskeyPurpose;
+  /** base64url, as in the options sent to the browser. */
+  readonly challenge: string;
+  /** The admin it was issued for (null: a passwordless sign-in, anyone's passkey). */
+  readonly admin: string | null;
+  /** Registration: the WebAuthn user handle the new passkey is made for (base64url). */
+  readonly userHandle: string | null;
+  readonly expiresAt: number;
+}
+
+/** Whether a signature counter of `next` after `stored` is refused (went back or stood still while the authenticator keeps one). */
+export function counterWentBack(stored: number, next: number): boolean {
+  return (stored > 0 || next > 0) && next <= stored;
+}
+
 /**
  * The console store. Times are epoch milliseconds passed in by the caller
  * (one clock: the server's, or the test's).
@@ -242,6 +281,28 @@ export interface AdminStore {
   // TOTP and recovery codes
   /** The admin's TOTP secret, confirmed or pending. */
   getTotp(admin: string): Promise<TotpRecord | undefined>;
+
+  // Passkeys
+  /** Stores a new passkey; false when its credential id is already stored (for any admin). */
+  addPasskey(record: PasskeyRecord): Promise<boolean>;
+  /** An admin's passkeys, oldest first. */
+  listPasskeys(admin: string): Promise<PasskeyRecord[]>;
+  getPasskey(id: string): Promise<PasskeyRecord | undefined>;
+  countPasskeys(admin: string): Promise<number>;
+  /** Renames one of the admin's passkeys; false when the admin has none of that id. */
+  renamePasskey(admin: string, id: string, name: string): Promise<boolean>;
+  /** Removes one of the admin's passkeys; false when the admin has none of that id. */
+  deletePasskey(admin: string, id: string): Promise<boolean>;
+  /**
+   * Records a sign-in with a passkey, atomically: the counter becomes
+   * `counter` and lastUsedAt `now` unless the passkey is gone or the
+   * counter went back (counterWentBack), then false and nothing changes.
+   */
+  usePasskey(id: string, counter: number, now: number): Promise<boolean>;
+  /** Stores a challenge, replacing the one of the same key; expired challenges are dropped. */
+  putPasskeyChallenge(challenge: PasskeyChallenge, now: number): Promise<void>;
+  /** Takes (reads and deletes, atomically: single use) the challenge of a key, expired or not; undefined when there is none. */
+  takePasskeyChallenge(key: string): Promise<PasskeyChallenge | undefined>;
 }
 
 /** The methods of the store, as the cluster IPC names them. */
@@ -266,6 +327,16 @@ export const ADMIN_STORE_METHODS: readonly AdminStoreMethod[] = [
   'sweep',
   // TOTP and recovery codes
   'getTotp',
+  // Passkeys
+  'addPasskey',
+  'listPasskeys',
+  'getPasskey',
+  'countPasskeys',
+  'renamePasskey',
+  'deletePasskey',
+  'usePasskey',
+  'putPasskeyChallenge',
+  'takePasskeyChallenge',
 ];
 
 export const MAX_AUDIT_QUERY = 1000;
@@ -498,4 +569,58 @@ export class MemoryAdminStore implements AdminStore {
   async getTotp(admin: string): Promise<TotpRecord | undefined> {
     return this.#totp.get(admin);
   }
+
+  // Passkeys
+  readonly #passkeys = new Map<string, PasskeyRecord>();
+  readonly #challenges = new Map<string, PasskeyChallenge>();
+
+  async addPasskey(record: PasskeyRecord): Promise<boolean> {
+    if (this.#passkeys.has(record.id)) return false;
+    this.#passkeys.set(record.id, record);
+    return true;
+  }
+
+  async listPasskeys(admin: string): Promise<PasskeyRecord[]> {
+    return [...this.#passkeys.values()].filter((p) => p.admin === admin).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+  }
+
+  async getPasskey(id: string): Promise<PasskeyRecord | undefined> {
+    return this.#passkeys.get(id);
+  }
+
+  async countPasskeys(admin: string): Promise<number> {
+    return (await this.listPasskeys(admin)).length;
+  }
+
+  async renamePasskey(admin: string, id: string, name: string): Promise<boolean> {
+    const found = this.#passkeys.get(id);
+    if (found === undefined || found.admin !== admin) return false;
+    this.#passkeys.set(id, { ...found, name });
+    return true;
+  }
+
+  async deletePasskey(admin: string, id: string): Promise<boolean> {
+    const found = this.#passkeys.get(id);
+    if (found === undefined || found.admin !== admin) return false;
+    return this.#passkeys.delete(id);
+  }
+
+  async usePasskey(id: string, counter: number, now: number): Promise<boolean> {
+    const found = this.#passkeys.get(id);
+    if (found === undefined || counterWentBack(found.counter, counter)) return false;
+    this.#passkeys.set(id, { ...found, counter, lastUsedAt: now });
+    return true;
+  }
+
+  async putPasskeyChallenge(challenge: PasskeyChallenge, now: number): Promise<void> {
+    for (const [key, c] of this.#challenges) if (c.expiresAt <= now) this.#challenges.delete(key);
+    this.#challenges.set(challenge.key, challenge);
+  }
+
+  async takePasskeyChallenge(key: string): Promise<PasskeyChallenge | undefined> {
+    const found = this.#challenges.get(key);
+    this.#challenges.delete(key);
+    return found;
+  }
+
 }

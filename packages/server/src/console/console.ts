@@ -19,6 +19,8 @@ import type { ConsoleContext } from './console-guard.ts';
 import { registerConsoleAuthRoutes } from './console-auth-routes.ts';
 import { registerConsoleStatic } from './console-static.ts';
 import { registerConsoleApi } from './console-api.ts';
+import { passkeySettings } from './passkey-config.ts';
+import { registerPasskeyRoutes } from './passkey-routes.ts';
 import type { KeyUsage } from './key-usage.ts';
 import { ApiExecutor } from '../api/executor.ts';
 import { LoginLimiter } from './login-limiter.ts';
@@ -87,6 +89,7 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
     if (isConsolePath(c.basePath, request.url)) reply.header('cache-control', 'no-store');
   });
   registerConsoleAuthRoutes(app, ctx);
+  registerPasskeyRoutes(app, ctx, passkeySettings(config));
   registerConsoleStatic(app, { basePath: c.basePath, warn: (message) => logger.warn(message) });
   registerConsoleApi(app, ctx, { node: options.node, executor: new ApiExecutor(options.node), keyUsage: options.keyUsage });
   // The stand-in hash for unknown names, made now so that no sign-in pays for it.

@@ -13,6 +13,9 @@
  * - `P:{console}:audit` stream, trimmed by time at each sweep.
  * - `P:{console}:totp:<name>` hash {secret, created_at, confirmed_at,
  *   last_step}; `P:{console}:recovery:<name>` hash code hash → used at (0: unused).
+ * - `P:{console}:passkey:<credential id>` hash; `P:{console}:passkeys-of:<name>`
+ *   set of that admin's credential ids; `P:{console}:passkey-challenge:<key>`
+ *   JSON string, expiring a minute after the challenge does.
  * Check-and-write operations are Lua scripts (atomic on the server).
  */
 import type { Cluster, Redis } from 'ioredis';
@@ -33,6 +36,8 @@ import {
   type AuditQuery,
   type FailureCounter,
   type LimiterCheck,
+  type PasskeyChallenge,
+  type PasskeyRecord,
   type ResolvedSession,
   type SessionPolicy,
   type SessionRecord,
@@ -380,4 +385,136 @@ export class RedisAdminStore implements AdminStore {
     if (secret === null || secret === undefined) return undefined;
     return { admin: name, secret, createdAt: Number(created ?? 0), confirmedAt: Number(confirmed ?? 0), lastStep: Number(lastStep ?? 0) };
   }
+
+  // Passkeys
+  #passkey(id: string): string {
+    return `${this.#p}passkey:${id}`;
+  }
+
+  async addPasskey(record: PasskeyRecord): Promise<boolean> {
+    const added = await this.#redis.eval(
+      ADD_PASSKEY,
+      2,
+      this.#passkey(record.id),
+      `${this.#p}passkeys-of:${record.admin}`,
+      record.id,
+      record.admin,
+      record.publicKey,
+      String(record.counter),
+      JSON.stringify(record.transports),
+      record.name,
+      record.userHandle,
+      String(record.createdAt),
+      record.lastUsedAt === null ? '' : String(record.lastUsedAt),
+    );
+    return Number(added) === 1;
+  }
+
+  async listPasskeys(admin: string): Promise<PasskeyRecord[]> {
+    const ids = await this.#redis.smembers(`${this.#p}passkeys-of:${admin}`);
+    const found = await Promise.all(ids.map((id) => this.getPasskey(id)));
+    return found.filter((p): p is PasskeyRecord => p !== undefined && p.admin === admin).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+  }
+
+  async getPasskey(id: string): Promise<PasskeyRecord | undefined> {
+    const [admin, publicKey, counter, transports, name, userHandle, createdAt, lastUsedAt] = await this.#redis.hmget(
+      this.#passkey(id),
+      'admin',
+      'public_key',
+      'counter',
+      'transports',
+      'name',
+      'user_handle',
+      'created_at',
+      'last_used_at',
+    );
+    if (admin === null || admin === undefined || publicKey === null || publicKey === undefined || counter == null || userHandle === null || userHandle === undefined || createdAt == null) return undefined;
+    let list: string[] = [];
+    try {
+      const parsed: unknown = JSON.parse(transports ?? '[]');
+      if (Array.isArray(parsed)) list = parsed.filter((t): t is string => typeof t === 'string');
+    } catch {
+      list = [];
+    }
+    return {
+      id,
+      admin,
+      publicKey,
+      counter: Number(counter),
+      transports: list,
+      name: name ?? '',
+      userHandle,
+      createdAt: Number(createdAt),
+      lastUsedAt: lastUsedAt === null || lastUsedAt === '' ? null : Number(lastUsedAt),
+    };
+  }
+
+  async countPasskeys(admin: string): Promise<number> {
+    return (await this.listPasskeys(admin)).length;
+  }
+
+  async renamePasskey(admin: string, id: string, name: string): Promise<boolean> {
+    return Number(await this.#redis.eval(RENAME_PASSKEY, 1, this.#passkey(id), admin, name)) === 1;
+  }
+
+  async deletePasskey(admin: string, id: string): Promise<boolean> {
+    return Number(await this.#redis.eval(DELETE_PASSKEY, 2, this.#passkey(id), `${this.#p}passkeys-of:${admin}`, admin, id)) === 1;
+  }
+
+  async usePasskey(id: string, counter: number, now: number): Promise<boolean> {
+    return Number(await this.#redis.eval(USE_PASSKEY, 1, this.#passkey(id), String(counter), String(now))) === 1;
+  }
+
+  async putPasskeyChallenge(challenge: PasskeyChallenge): Promise<void> {
+    // Kept a minute past its expiry, so that a late answer is refused as expired rather than unknown.
+    await this.#redis.set(`${this.#p}passkey-challenge:${challenge.key}`, JSON.stringify(challenge), 'PXAT', challenge.expiresAt + 60_000);
+  }
+
+  async takePasskeyChallenge(key: string): Promise<PasskeyChallenge | undefined> {
+    const value = await this.#redis.eval(TAKE, 1, `${this.#p}passkey-challenge:${key}`);
+    if (typeof value !== 'string') return undefined;
+    try {
+      const parsed = JSON.parse(value) as PasskeyChallenge;
+      return { key: parsed.key, purpose: parsed.purpose, challenge: parsed.challenge, admin: parsed.admin ?? null, userHandle: parsed.userHandle ?? null, expiresAt: Number(parsed.expiresAt) };
+    } catch {
+      return undefined;
+    }
+  }
+
 }
+
+/** KEYS: passkey, passkeys-of set; ARGV: id, admin, public key, counter, transports, name, user handle, created, last used. */
+const ADD_PASSKEY = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'admin', ARGV[2], 'public_key', ARGV[3], 'counter', ARGV[4], 'transports', ARGV[5], 'name', ARGV[6], 'user_handle', ARGV[7], 'created_at', ARGV[8], 'last_used_at', ARGV[9])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1`;
+
+/** KEYS: passkey; ARGV: admin, name. */
+const RENAME_PASSKEY = `
+if redis.call('HGET', KEYS[1], 'admin') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'name', ARGV[2])
+return 1`;
+
+/** KEYS: passkey, passkeys-of set; ARGV: admin, id. */
+const DELETE_PASSKEY = `
+if redis.call('HGET', KEYS[1], 'admin') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1`;
+
+/** KEYS: passkey; ARGV: counter, now. Refuses a counter that went back (admin-store.ts counterWentBack). */
+const USE_PASSKEY = `
+local stored = redis.call('HGET', KEYS[1], 'counter')
+if not stored then return 0 end
+stored = tonumber(stored)
+local next = tonumber(ARGV[1])
+if (stored > 0 or next > 0) and next <= stored then return 0 end
+redis.call('HSET', KEYS[1], 'counter', ARGV[1], 'last_used_at', ARGV[2])
+return 1`;
+
+/** KEYS: key. Reads and deletes it. */
+const TAKE = `
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('DEL', KEYS[1]) end
+return v`;
