@@ -6,7 +6,7 @@
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
  */
-import { checkPlainHttpHooks, readHookSecrets } from '../hooks/hook-secrets.ts';
+import { checkPlainHttpHooks, readHookSecrets, readJavascriptHook } from '../hooks/hook-secrets.ts';
 import { resolveEndpoints } from '../webhooks/webhooks.ts';
 import type { WebhookEndpoint } from '../webhooks/dispatcher.ts';
 import { readFileSync } from 'node:fs';
@@ -20,6 +20,7 @@ import { peekKeys } from '../store/api-key-table.ts';
 import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
 import { decideConsole } from '../console/console-config.ts';
+import { passkeyProblems } from '../console/passkey-config.ts';
 import { prepareOidcProviders, type PreparedOidcProvider } from '../console/oidc.ts';
 import type { RedisTls } from './engine.ts';
 
@@ -38,6 +39,8 @@ export interface Prepared {
   readonly redisTls: RedisTls | undefined;
   /** The signing secret of each proxy hook (hooks/hook-secrets.ts), from its file or environment variable. */
   readonly hookSecrets: ReadonlyMap<HookTargetConfig, string>;
+  /** The JavaScript hook file's source (`hooks.javascript.file`), read; undefined without JavaScript hooks. */
+  readonly hookSource: string | undefined;
   /** Webhook endpoints with their secrets read (files, environment); empty without `webhooks.endpoints`. */
   readonly webhookEndpoints: readonly WebhookEndpoint[];
   /** The console's OpenID Connect providers with their client secrets read (console/oidc.ts). */
@@ -116,6 +119,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     const decision = decideConsole(config, certFile !== undefined && keyFile !== undefined);
     if (decision.problem !== undefined) problems.push(decision.problem);
     if (decision.warning !== undefined) warnings.push(decision.warning);
+    problems.push(...passkeyProblems(config));
     consoleEnabled = decision.enabled;
   }
   // OIDC client secrets come from files or the environment, like the other secrets.
@@ -125,6 +129,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   // Proxy hooks sign with secrets from files or the environment (the composition root's side reads it).
   const hookSecrets = valid('hooks') ? readHookSecrets(config.hooks, options.env ?? {}, problems) : new Map<HookTargetConfig, string>();
   if (production && valid('hooks')) checkPlainHttpHooks(config.hooks, problems);
+  const hookSource = valid('hooks') ? readJavascriptHook(config.hooks, problems) : undefined;
 
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
@@ -187,7 +192,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     webhookEndpoints = resolveEndpoints(config, options.env ?? {}, problems);
   }
   const prepared =
-    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, oidcProviders } : undefined;
+    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource, oidcProviders } : undefined;
   return { problems, warnings, prepared };
 }
 

@@ -180,6 +180,45 @@ export interface TotpRecord {
   readonly lastStep: number;
 }
 
+// Passkeys
+/** A passkey (WebAuthn credential) of an admin; binary values in base64url. */
+export interface PasskeyRecord {
+  /** The credential id (base64url), unique across admins. */
+  readonly id: string;
+  readonly admin: string;
+  /** COSE public key (base64url). */
+  readonly publicKey: string;
+  /** The authenticator's signature counter last seen (0: it keeps none). */
+  readonly counter: number;
+  readonly transports: readonly string[];
+  /** The admin's name for it ("laptop", "phone"). */
+  readonly name: string;
+  /** The WebAuthn user handle (base64url) the credential was made for: one per admin. */
+  readonly userHandle: string;
+  readonly createdAt: number;
+  readonly lastUsedAt: number | null;
+}
+
+export type PasskeyPurpose = 'register' | 'login' | 'second_factor';
+
+/** A challenge issued for one ceremony, bound to `key` (a session's id hash, or a pre-login cookie's hash). */
+export interface PasskeyChallenge {
+  readonly key: string;
+  readonly purpose: PasskeyPurpose;
+  /** base64url, as in the options sent to the browser. */
+  readonly challenge: string;
+  /** The admin it was issued for (null: a passwordless sign-in, anyone's passkey). */
+  readonly admin: string | null;
+  /** Registration: the WebAuthn user handle the new passkey is made for (base64url). */
+  readonly userHandle: string | null;
+  readonly expiresAt: number;
+}
+
+/** Whether a signature counter of `next` after `stored` is refused (went back or stood still while the authenticator keeps one). */
+export function counterWentBack(stored: number, next: number): boolean {
+  return (stored > 0 || next > 0) && next <= stored;
+}
+
 /**
  * The console store. Times are epoch milliseconds passed in by the caller
  * (one clock: the server's, or the test's).
@@ -242,6 +281,45 @@ export interface AdminStore {
   // TOTP and recovery codes
   /** The admin's TOTP secret, confirmed or pending. */
   getTotp(admin: string): Promise<TotpRecord | undefined>;
+  /** Stores a pending secret (replacing a pending one); false when a confirmed one exists (remove it first). */
+  beginTotp(admin: string, secret: string, now: number): Promise<boolean>;
+  /**
+   * Completes enrolment atomically: the pending secret must still be
+   * `secret` (a later `beginTotp` voids the earlier one); it becomes
+   * confirmed with `step` as the last accepted step, and the admin's recovery
+   * codes are replaced by `codeHashes`. False when nothing matched.
+   */
+  confirmTotp(admin: string, secret: string, step: number, codeHashes: readonly string[], now: number): Promise<boolean>;
+  /** Takes a time step for a login, atomically: true only for a confirmed secret and a step after the last accepted one (one of two concurrent uses of a code wins). */
+  acceptTotpStep(admin: string, step: number): Promise<boolean>;
+  /** Uses a recovery code, atomically: true only when the hash is one of the admin's unused codes. */
+  useRecoveryCode(admin: string, codeHash: string, now: number): Promise<boolean>;
+  /** The admin's recovery codes not used yet. */
+  countRecoveryCodes(admin: string): Promise<number>;
+  /** Deletes the admin's TOTP secret and recovery codes; true when there was a secret. */
+  deleteTotp(admin: string): Promise<boolean>;
+
+  // Passkeys
+  /** Stores a new passkey; false when its credential id is already stored (for any admin). */
+  addPasskey(record: PasskeyRecord): Promise<boolean>;
+  /** An admin's passkeys, oldest first. */
+  listPasskeys(admin: string): Promise<PasskeyRecord[]>;
+  getPasskey(id: string): Promise<PasskeyRecord | undefined>;
+  countPasskeys(admin: string): Promise<number>;
+  /** Renames one of the admin's passkeys; false when the admin has none of that id. */
+  renamePasskey(admin: string, id: string, name: string): Promise<boolean>;
+  /** Removes one of the admin's passkeys; false when the admin has none of that id. */
+  deletePasskey(admin: string, id: string): Promise<boolean>;
+  /**
+   * Records a sign-in with a passkey, atomically: the counter becomes
+   * `counter` and lastUsedAt `now` unless the passkey is gone or the
+   * counter went back (counterWentBack), then false and nothing changes.
+   */
+  usePasskey(id: string, counter: number, now: number): Promise<boolean>;
+  /** Stores a challenge, replacing the one of the same key; expired challenges are dropped. */
+  putPasskeyChallenge(challenge: PasskeyChallenge, now: number): Promise<void>;
+  /** Takes (reads and deletes, atomically: single use) the challenge of a key, expired or not; undefined when there is none. */
+  takePasskeyChallenge(key: string): Promise<PasskeyChallenge | undefined>;
 
   // OIDC identities
   /** The admin linked to a provider's subject (console/oidc.ts). */
@@ -282,6 +360,22 @@ export const ADMIN_STORE_METHODS: readonly AdminStoreMethod[] = [
   'sweep',
   // TOTP and recovery codes
   'getTotp',
+  'beginTotp',
+  'confirmTotp',
+  'acceptTotpStep',
+  'useRecoveryCode',
+  'countRecoveryCodes',
+  'deleteTotp',
+  // Passkeys
+  'addPasskey',
+  'listPasskeys',
+  'getPasskey',
+  'countPasskeys',
+  'renamePasskey',
+  'deletePasskey',
+  'usePasskey',
+  'putPasskeyChallenge',
+  'takePasskeyChallenge',
   // OIDC identities
   'getOidcLink',
   'createOidcAdmin',
@@ -387,6 +481,8 @@ export class MemoryAdminStore implements AdminStore {
   #nextAudit = 1;
   // TOTP and recovery codes
   readonly #totp = new Map<string, TotpRecord>();
+  /** Admin → code hash → used at (0: unused). */
+  readonly #recovery = new Map<string, Map<string, number>>();
 
   async getAdmin(name: string): Promise<AdminRecord | undefined> {
     return this.#admins.get(name);
@@ -519,6 +615,98 @@ export class MemoryAdminStore implements AdminStore {
   // TOTP and recovery codes
   async getTotp(admin: string): Promise<TotpRecord | undefined> {
     return this.#totp.get(admin);
+  }
+
+  async beginTotp(admin: string, secret: string, now: number): Promise<boolean> {
+    if ((this.#totp.get(admin)?.confirmedAt ?? 0) > 0) return false;
+    this.#totp.set(admin, { admin, secret, createdAt: now, confirmedAt: 0, lastStep: 0 });
+    return true;
+  }
+
+  async confirmTotp(admin: string, secret: string, step: number, codeHashes: readonly string[], now: number): Promise<boolean> {
+    const pending = this.#totp.get(admin);
+    if (pending === undefined || pending.confirmedAt > 0 || pending.secret !== secret) return false;
+    this.#totp.set(admin, { ...pending, confirmedAt: now, lastStep: step });
+    this.#recovery.set(admin, new Map(codeHashes.map((h) => [h, 0])));
+    return true;
+  }
+
+  async acceptTotpStep(admin: string, step: number): Promise<boolean> {
+    const record = this.#totp.get(admin);
+    if (record === undefined || record.confirmedAt === 0 || step <= record.lastStep) return false;
+    this.#totp.set(admin, { ...record, lastStep: step });
+    return true;
+  }
+
+  async useRecoveryCode(admin: string, codeHash: string, now: number): Promise<boolean> {
+    const codes = this.#recovery.get(admin);
+    if (codes?.get(codeHash) !== 0) return false;
+    codes.set(codeHash, now);
+    return true;
+  }
+
+  async countRecoveryCodes(admin: string): Promise<number> {
+    let n = 0;
+    for (const usedAt of this.#recovery.get(admin)?.values() ?? []) if (usedAt === 0) n++;
+    return n;
+  }
+
+  async deleteTotp(admin: string): Promise<boolean> {
+    this.#recovery.delete(admin);
+    return this.#totp.delete(admin);
+  }
+
+  // Passkeys
+  readonly #passkeys = new Map<string, PasskeyRecord>();
+  readonly #challenges = new Map<string, PasskeyChallenge>();
+
+  async addPasskey(record: PasskeyRecord): Promise<boolean> {
+    if (this.#passkeys.has(record.id)) return false;
+    this.#passkeys.set(record.id, record);
+    return true;
+  }
+
+  async listPasskeys(admin: string): Promise<PasskeyRecord[]> {
+    return [...this.#passkeys.values()].filter((p) => p.admin === admin).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+  }
+
+  async getPasskey(id: string): Promise<PasskeyRecord | undefined> {
+    return this.#passkeys.get(id);
+  }
+
+  async countPasskeys(admin: string): Promise<number> {
+    return (await this.listPasskeys(admin)).length;
+  }
+
+  async renamePasskey(admin: string, id: string, name: string): Promise<boolean> {
+    const found = this.#passkeys.get(id);
+    if (found === undefined || found.admin !== admin) return false;
+    this.#passkeys.set(id, { ...found, name });
+    return true;
+  }
+
+  async deletePasskey(admin: string, id: string): Promise<boolean> {
+    const found = this.#passkeys.get(id);
+    if (found === undefined || found.admin !== admin) return false;
+    return this.#passkeys.delete(id);
+  }
+
+  async usePasskey(id: string, counter: number, now: number): Promise<boolean> {
+    const found = this.#passkeys.get(id);
+    if (found === undefined || counterWentBack(found.counter, counter)) return false;
+    this.#passkeys.set(id, { ...found, counter, lastUsedAt: now });
+    return true;
+  }
+
+  async putPasskeyChallenge(challenge: PasskeyChallenge, now: number): Promise<void> {
+    for (const [key, c] of this.#challenges) if (c.expiresAt <= now) this.#challenges.delete(key);
+    this.#challenges.set(challenge.key, challenge);
+  }
+
+  async takePasskeyChallenge(key: string): Promise<PasskeyChallenge | undefined> {
+    const found = this.#challenges.get(key);
+    this.#challenges.delete(key);
+    return found;
   }
 
   // OIDC identities

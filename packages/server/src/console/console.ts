@@ -21,12 +21,15 @@ import type { PreparedOidcProvider } from './oidc.ts';
 import { registerOidcRoutes } from './oidc-routes.ts';
 import { registerConsoleStatic } from './console-static.ts';
 import { registerConsoleApi } from './console-api.ts';
+import { passkeySettings } from './passkey-config.ts';
+import { registerPasskeyRoutes } from './passkey-routes.ts';
 import type { KeyUsage } from './key-usage.ts';
 import { ApiExecutor } from '../api/executor.ts';
 import { LoginLimiter } from './login-limiter.ts';
 import { PasswordHasher } from './passwords.ts';
 import { ConsoleSessions, sessionPolicy } from './sessions.ts';
 import { StoreFactors } from './sign-in.ts';
+import { registerTotpRoutes } from './totp-routes.ts';
 
 export const SWEEP_INTERVAL_MS = 60_000;
 
@@ -91,6 +94,8 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
     if (isConsolePath(c.basePath, request.url)) reply.header('cache-control', 'no-store');
   });
   registerConsoleAuthRoutes(app, ctx);
+  registerTotpRoutes(app, ctx);
+  registerPasskeyRoutes(app, ctx, passkeySettings(config));
   registerOidcRoutes(app, ctx, options.oidcProviders ?? []);
   registerConsoleStatic(app, { basePath: c.basePath, warn: (message) => logger.warn(message) });
   registerConsoleApi(app, ctx, { node: options.node, executor: new ApiExecutor(options.node), keyUsage: options.keyUsage });

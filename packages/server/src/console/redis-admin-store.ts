@@ -13,6 +13,9 @@
  * - `P:{console}:audit` stream, trimmed by time at each sweep.
  * - `P:{console}:totp:<name>` hash {secret, created_at, confirmed_at,
  *   last_step}; `P:{console}:recovery:<name>` hash code hash → used at (0: unused).
+ * - `P:{console}:passkey:<credential id>` hash; `P:{console}:passkeys-of:<name>`
+ *   set of that admin's credential ids; `P:{console}:passkey-challenge:<key>`
+ *   JSON string, expiring a minute after the challenge does.
  * - `P:{console}:oidc-link:<provider>:<sub>` hash {admin, created_at};
  *   `P:{console}:oidc-links-of:<name>` set of `<provider>:<sub>`;
  *   `P:{console}:oidc-flow:<sha256 of state>` hash, expiring with the flow.
@@ -36,6 +39,8 @@ import {
   type AuditQuery,
   type FailureCounter,
   type LimiterCheck,
+  type PasskeyChallenge,
+  type PasskeyRecord,
   type OidcAdminInput,
   type OidcFlow,
   type OidcLink,
@@ -148,6 +153,36 @@ redis.call('HSET', KEYS[1], 'f', f - 1)
 if u == 0 then redis.call('HSET', KEYS[1], 'n', 0) end
 return 1`;
 
+// TOTP and recovery codes
+/** KEYS: totp; ARGV: secret, now. */
+const BEGIN_TOTP = `
+local c = redis.call('HGET', KEYS[1], 'confirmed_at')
+if c and c ~= '0' then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'created_at', ARGV[2], 'confirmed_at', '0', 'last_step', '0')
+return 1`;
+
+/** KEYS: totp, recovery; ARGV: secret, step, now, code hashes... */
+const CONFIRM_TOTP = `
+local v = redis.call('HMGET', KEYS[1], 'secret', 'confirmed_at')
+if v[1] ~= ARGV[1] or v[2] ~= '0' then return 0 end
+redis.call('HSET', KEYS[1], 'confirmed_at', ARGV[3], 'last_step', ARGV[2])
+redis.call('DEL', KEYS[2])
+for i = 4, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], '0') end
+return 1`;
+
+/** KEYS: totp; ARGV: step. */
+const ACCEPT_TOTP_STEP = `
+local v = redis.call('HMGET', KEYS[1], 'confirmed_at', 'last_step')
+if not v[1] or v[1] == '0' or tonumber(v[2]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'last_step', ARGV[1])
+return 1`;
+
+/** KEYS: recovery; ARGV: code hash, now. */
+const USE_RECOVERY_CODE = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= '0' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1`;
 /** KEYS: admins set, admin, link, links-of set; ARGV: name, role, now, provider, subject. Like CREATE_ADMIN without the first-owner rule, with the link. */
 const CREATE_OIDC_ADMIN = `
 if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return false end
@@ -172,6 +207,10 @@ type Scripted = {
   heraldConsoleDeleteSession(session: string, id: string, ofPrefix: string): Promise<number>;
   heraldConsoleDeleteSessionsOf(of: string, sessionPrefix: string): Promise<number>;
   heraldConsoleResolveSession(session: string, ...args: string[]): Promise<string[] | null>;
+  heraldConsoleBeginTotp(totp: string, secret: string, now: string): Promise<number>;
+  heraldConsoleConfirmTotp(totp: string, recovery: string, ...args: string[]): Promise<number>;
+  heraldConsoleAcceptTotpStep(totp: string, step: string): Promise<number>;
+  heraldConsoleUseRecoveryCode(recovery: string, hash: string, now: string): Promise<number>;
   heraldConsoleAttempt(...args: (string | number)[]): Promise<number[]>;
   heraldConsoleForgive(key: string): Promise<number>;
 };
@@ -184,6 +223,10 @@ function defineScripts(redis: Redis | Cluster): void {
   redis.defineCommand('heraldConsoleDeleteSession', { numberOfKeys: 1, lua: DELETE_SESSION });
   redis.defineCommand('heraldConsoleDeleteSessionsOf', { numberOfKeys: 1, lua: DELETE_SESSIONS_OF });
   redis.defineCommand('heraldConsoleResolveSession', { numberOfKeys: 1, lua: RESOLVE_SESSION });
+  redis.defineCommand('heraldConsoleBeginTotp', { numberOfKeys: 1, lua: BEGIN_TOTP });
+  redis.defineCommand('heraldConsoleConfirmTotp', { numberOfKeys: 2, lua: CONFIRM_TOTP });
+  redis.defineCommand('heraldConsoleAcceptTotpStep', { numberOfKeys: 1, lua: ACCEPT_TOTP_STEP });
+  redis.defineCommand('heraldConsoleUseRecoveryCode', { numberOfKeys: 1, lua: USE_RECOVERY_CODE });
   redis.defineCommand('heraldConsoleAttempt', { lua: ATTEMPT });
   redis.defineCommand('heraldConsoleForgive', { numberOfKeys: 1, lua: FORGIVE });
   redis.defineCommand('heraldConsoleCreateOidcAdmin', { numberOfKeys: 4, lua: CREATE_OIDC_ADMIN });
@@ -407,6 +450,130 @@ export class RedisAdminStore implements AdminStore {
     return { admin: name, secret, createdAt: Number(created ?? 0), confirmedAt: Number(confirmed ?? 0), lastStep: Number(lastStep ?? 0) };
   }
 
+  #recovery(name: string): string {
+    return `${this.#p}recovery:${name}`;
+  }
+
+  async beginTotp(name: string, secret: string, now: number): Promise<boolean> {
+    return (await this.#s.heraldConsoleBeginTotp(this.#totp(name), secret, String(now))) === 1;
+  }
+
+  async confirmTotp(name: string, secret: string, step: number, codeHashes: readonly string[], now: number): Promise<boolean> {
+    return (await this.#s.heraldConsoleConfirmTotp(this.#totp(name), this.#recovery(name), secret, String(step), String(now), ...codeHashes)) === 1;
+  }
+
+  async acceptTotpStep(name: string, step: number): Promise<boolean> {
+    return (await this.#s.heraldConsoleAcceptTotpStep(this.#totp(name), String(step))) === 1;
+  }
+
+  async useRecoveryCode(name: string, codeHash: string, now: number): Promise<boolean> {
+    return (await this.#s.heraldConsoleUseRecoveryCode(this.#recovery(name), codeHash, String(now))) === 1;
+  }
+
+  async countRecoveryCodes(name: string): Promise<number> {
+    return (await this.#redis.hvals(this.#recovery(name))).filter((usedAt) => usedAt === '0').length;
+  }
+
+  async deleteTotp(name: string): Promise<boolean> {
+    const [[, deleted] = []] = (await this.#redis.multi().del(this.#totp(name)).del(this.#recovery(name)).exec()) ?? [];
+    return deleted === 1;
+  }
+
+  // Passkeys
+  #passkey(id: string): string {
+    return `${this.#p}passkey:${id}`;
+  }
+
+  async addPasskey(record: PasskeyRecord): Promise<boolean> {
+    const added = await this.#redis.eval(
+      ADD_PASSKEY,
+      2,
+      this.#passkey(record.id),
+      `${this.#p}passkeys-of:${record.admin}`,
+      record.id,
+      record.admin,
+      record.publicKey,
+      String(record.counter),
+      JSON.stringify(record.transports),
+      record.name,
+      record.userHandle,
+      String(record.createdAt),
+      record.lastUsedAt === null ? '' : String(record.lastUsedAt),
+    );
+    return Number(added) === 1;
+  }
+
+  async listPasskeys(admin: string): Promise<PasskeyRecord[]> {
+    const ids = await this.#redis.smembers(`${this.#p}passkeys-of:${admin}`);
+    const found = await Promise.all(ids.map((id) => this.getPasskey(id)));
+    return found.filter((p): p is PasskeyRecord => p !== undefined && p.admin === admin).sort((a, b) => a.createdAt - b.createdAt || (a.id < b.id ? -1 : 1));
+  }
+
+  async getPasskey(id: string): Promise<PasskeyRecord | undefined> {
+    const [admin, publicKey, counter, transports, name, userHandle, createdAt, lastUsedAt] = await this.#redis.hmget(
+      this.#passkey(id),
+      'admin',
+      'public_key',
+      'counter',
+      'transports',
+      'name',
+      'user_handle',
+      'created_at',
+      'last_used_at',
+    );
+    if (admin === null || admin === undefined || publicKey === null || publicKey === undefined || counter == null || userHandle === null || userHandle === undefined || createdAt == null) return undefined;
+    let list: string[] = [];
+    try {
+      const parsed: unknown = JSON.parse(transports ?? '[]');
+      if (Array.isArray(parsed)) list = parsed.filter((t): t is string => typeof t === 'string');
+    } catch {
+      list = [];
+    }
+    return {
+      id,
+      admin,
+      publicKey,
+      counter: Number(counter),
+      transports: list,
+      name: name ?? '',
+      userHandle,
+      createdAt: Number(createdAt),
+      lastUsedAt: lastUsedAt === null || lastUsedAt === '' ? null : Number(lastUsedAt),
+    };
+  }
+
+  async countPasskeys(admin: string): Promise<number> {
+    return (await this.listPasskeys(admin)).length;
+  }
+
+  async renamePasskey(admin: string, id: string, name: string): Promise<boolean> {
+    return Number(await this.#redis.eval(RENAME_PASSKEY, 1, this.#passkey(id), admin, name)) === 1;
+  }
+
+  async deletePasskey(admin: string, id: string): Promise<boolean> {
+    return Number(await this.#redis.eval(DELETE_PASSKEY, 2, this.#passkey(id), `${this.#p}passkeys-of:${admin}`, admin, id)) === 1;
+  }
+
+  async usePasskey(id: string, counter: number, now: number): Promise<boolean> {
+    return Number(await this.#redis.eval(USE_PASSKEY, 1, this.#passkey(id), String(counter), String(now))) === 1;
+  }
+
+  async putPasskeyChallenge(challenge: PasskeyChallenge): Promise<void> {
+    // Kept a minute past its expiry, so that a late answer is refused as expired rather than unknown.
+    await this.#redis.set(`${this.#p}passkey-challenge:${challenge.key}`, JSON.stringify(challenge), 'PXAT', challenge.expiresAt + 60_000);
+  }
+
+  async takePasskeyChallenge(key: string): Promise<PasskeyChallenge | undefined> {
+    const value = await this.#redis.eval(TAKE, 1, `${this.#p}passkey-challenge:${key}`);
+    if (typeof value !== 'string') return undefined;
+    try {
+      const parsed = JSON.parse(value) as PasskeyChallenge;
+      return { key: parsed.key, purpose: parsed.purpose, challenge: parsed.challenge, admin: parsed.admin ?? null, userHandle: parsed.userHandle ?? null, expiresAt: Number(parsed.expiresAt) };
+    } catch {
+      return undefined;
+    }
+  }
+
   // OIDC identities
   #oidcLink(provider: string, subject: string): string {
     return `${this.#p}oidc-link:${provider}:${subject}`;
@@ -453,3 +620,39 @@ export class RedisAdminStore implements AdminStore {
     return links.filter((link): link is OidcLink => link !== undefined && link.admin === admin);
   }
 }
+
+/** KEYS: passkey, passkeys-of set; ARGV: id, admin, public key, counter, transports, name, user handle, created, last used. */
+const ADD_PASSKEY = `
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'admin', ARGV[2], 'public_key', ARGV[3], 'counter', ARGV[4], 'transports', ARGV[5], 'name', ARGV[6], 'user_handle', ARGV[7], 'created_at', ARGV[8], 'last_used_at', ARGV[9])
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1`;
+
+/** KEYS: passkey; ARGV: admin, name. */
+const RENAME_PASSKEY = `
+if redis.call('HGET', KEYS[1], 'admin') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'name', ARGV[2])
+return 1`;
+
+/** KEYS: passkey, passkeys-of set; ARGV: admin, id. */
+const DELETE_PASSKEY = `
+if redis.call('HGET', KEYS[1], 'admin') ~= ARGV[1] then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('SREM', KEYS[2], ARGV[2])
+return 1`;
+
+/** KEYS: passkey; ARGV: counter, now. Refuses a counter that went back (admin-store.ts counterWentBack). */
+const USE_PASSKEY = `
+local stored = redis.call('HGET', KEYS[1], 'counter')
+if not stored then return 0 end
+stored = tonumber(stored)
+local next = tonumber(ARGV[1])
+if (stored > 0 or next > 0) and next <= stored then return 0 end
+redis.call('HSET', KEYS[1], 'counter', ARGV[1], 'last_used_at', ARGV[2])
+return 1`;
+
+/** KEYS: key. Reads and deletes it. */
+const TAKE = `
+local v = redis.call('GET', KEYS[1])
+if v then redis.call('DEL', KEYS[1]) end
+return v`;

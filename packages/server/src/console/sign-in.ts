@@ -47,7 +47,7 @@ export interface EnrolledFactors {
   of(admin: string): Promise<{ totp: boolean; passkeys: number }>;
 }
 
-/** Enrolled factors read from the console store (TOTP confirmed; passkeys counted once that part lands). */
+/** Enrolled factors read from the console store (TOTP confirmed; passkeys counted). */
 export class StoreFactors implements EnrolledFactors {
   readonly #store: AdminStore;
 
@@ -57,7 +57,7 @@ export class StoreFactors implements EnrolledFactors {
 
   async of(admin: string): Promise<{ totp: boolean; passkeys: number }> {
     const totp = await this.#store.getTotp(admin);
-    return { totp: totp !== undefined && totp.confirmedAt > 0, passkeys: 0 };
+    return { totp: totp !== undefined && totp.confirmedAt > 0, passkeys: await this.#store.countPasskeys(admin) };
   }
 }
 

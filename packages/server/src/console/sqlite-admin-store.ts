@@ -24,8 +24,11 @@ import {
   type AuditEntry,
   type AuditInput,
   type AuditQuery,
+  counterWentBack,
   type FailureCounter,
   type LimiterCheck,
+  type PasskeyChallenge,
+  type PasskeyRecord,
   type OidcAdminInput,
   type OidcFlow,
   type OidcLink,
@@ -166,6 +169,14 @@ export class SqliteAdminStore implements AdminStore {
       sweepAudit: p('DELETE FROM console_audit WHERE at < ?'),
       // TOTP and recovery codes
       getTotp: p('SELECT * FROM console_totp WHERE admin = ?'),
+      putTotp: p('INSERT OR REPLACE INTO console_totp (admin, secret, created_at, confirmed_at, last_step) VALUES (?, ?, ?, 0, 0)'),
+      confirmTotp: p('UPDATE console_totp SET confirmed_at = ?, last_step = ? WHERE admin = ? AND secret = ? AND confirmed_at = 0'),
+      acceptStep: p('UPDATE console_totp SET last_step = ? WHERE admin = ? AND confirmed_at > 0 AND last_step < ?'),
+      deleteTotp: p('DELETE FROM console_totp WHERE admin = ?'),
+      insertCode: p('INSERT INTO console_recovery_codes (admin, code_hash, created_at, used_at) VALUES (?, ?, ?, 0)'),
+      useCode: p('UPDATE console_recovery_codes SET used_at = ? WHERE admin = ? AND code_hash = ? AND used_at = 0'),
+      countCodes: p('SELECT count(*) AS n FROM console_recovery_codes WHERE admin = ? AND used_at = 0'),
+      deleteCodes: p('DELETE FROM console_recovery_codes WHERE admin = ?'),
     };
   }
 
@@ -335,6 +346,107 @@ export class SqliteAdminStore implements AdminStore {
     return row === undefined ? undefined : totp(row);
   }
 
+  async beginTotp(name: string, secret: string, now: number): Promise<boolean> {
+    return this.#write(() => {
+      const row = this.#q['getTotp']!.get(name) as TotpRow | undefined;
+      if (row !== undefined && Number(row.confirmed_at) > 0) return false;
+      this.#q['putTotp']!.run(name, secret, now);
+      return true;
+    });
+  }
+
+  async confirmTotp(name: string, secret: string, step: number, codeHashes: readonly string[], now: number): Promise<boolean> {
+    return this.#write(() => {
+      if (Number(this.#q['confirmTotp']!.run(now, step, name, secret).changes) !== 1) return false;
+      this.#q['deleteCodes']!.run(name);
+      for (const hash of codeHashes) this.#q['insertCode']!.run(name, hash, now);
+      return true;
+    });
+  }
+
+  async acceptTotpStep(name: string, step: number): Promise<boolean> {
+    return Number(this.#q['acceptStep']!.run(step, name, step).changes) === 1;
+  }
+
+  async useRecoveryCode(name: string, codeHash: string, now: number): Promise<boolean> {
+    return Number(this.#q['useCode']!.run(now, name, codeHash).changes) === 1;
+  }
+
+  async countRecoveryCodes(name: string): Promise<number> {
+    return Number((this.#q['countCodes']!.get(name) as { n: number }).n);
+  }
+
+  async deleteTotp(name: string): Promise<boolean> {
+    return this.#write(() => {
+      this.#q['deleteCodes']!.run(name);
+      return Number(this.#q['deleteTotp']!.run(name).changes) === 1;
+    });
+  }
+
+  // Passkeys (tables of migration 12)
+  readonly #passkeyStatements = new Map<string, StatementSync>();
+
+  #pk(sql: string): StatementSync {
+    let statement = this.#passkeyStatements.get(sql);
+    if (statement === undefined) {
+      statement = this.#db.prepare(sql);
+      this.#passkeyStatements.set(sql, statement);
+    }
+    return statement;
+  }
+
+  async addPasskey(record: PasskeyRecord): Promise<boolean> {
+    const result = this.#pk(
+      'INSERT INTO console_passkeys (id, admin, public_key, counter, transports, name, user_handle, created_at, last_used_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING',
+    ).run(record.id, record.admin, record.publicKey, record.counter, JSON.stringify(record.transports), record.name, record.userHandle, record.createdAt, record.lastUsedAt);
+    return Number(result.changes) === 1;
+  }
+
+  async listPasskeys(admin: string): Promise<PasskeyRecord[]> {
+    return (this.#pk('SELECT * FROM console_passkeys WHERE admin = ? ORDER BY created_at, id').all(admin) as unknown as PasskeyRow[]).map(passkey);
+  }
+
+  async getPasskey(id: string): Promise<PasskeyRecord | undefined> {
+    const row = this.#pk('SELECT * FROM console_passkeys WHERE id = ?').get(id) as PasskeyRow | undefined;
+    return row === undefined ? undefined : passkey(row);
+  }
+
+  async countPasskeys(admin: string): Promise<number> {
+    return Number((this.#pk('SELECT count(*) AS n FROM console_passkeys WHERE admin = ?').get(admin) as { n: number }).n);
+  }
+
+  async renamePasskey(admin: string, id: string, name: string): Promise<boolean> {
+    return Number(this.#pk('UPDATE console_passkeys SET name = ? WHERE id = ? AND admin = ?').run(name, id, admin).changes) === 1;
+  }
+
+  async deletePasskey(admin: string, id: string): Promise<boolean> {
+    return Number(this.#pk('DELETE FROM console_passkeys WHERE id = ? AND admin = ?').run(id, admin).changes) === 1;
+  }
+
+  async usePasskey(id: string, counter: number, now: number): Promise<boolean> {
+    return this.#write(() => {
+      const row = this.#pk('SELECT * FROM console_passkeys WHERE id = ?').get(id) as PasskeyRow | undefined;
+      if (row === undefined || counterWentBack(Number(row.counter), counter)) return false;
+      this.#pk('UPDATE console_passkeys SET counter = ?, last_used_at = ? WHERE id = ?').run(counter, now, id);
+      return true;
+    });
+  }
+
+  async putPasskeyChallenge(challenge: PasskeyChallenge, now: number): Promise<void> {
+    this.#write(() => {
+      this.#pk('DELETE FROM console_passkey_challenges WHERE expires_at <= ?').run(now);
+      this.#pk(
+        'INSERT INTO console_passkey_challenges (key, purpose, challenge, admin, user_handle, expires_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET purpose = excluded.purpose, challenge = excluded.challenge, admin = excluded.admin, user_handle = excluded.user_handle, expires_at = excluded.expires_at',
+      ).run(challenge.key, challenge.purpose, challenge.challenge, challenge.admin, challenge.userHandle, challenge.expiresAt);
+    });
+  }
+
+  async takePasskeyChallenge(key: string): Promise<PasskeyChallenge | undefined> {
+    const row = this.#pk('DELETE FROM console_passkey_challenges WHERE key = ? RETURNING *').get(key) as ChallengeRow | undefined;
+    if (row === undefined) return undefined;
+    return { key: row.key, purpose: row.purpose as PasskeyChallenge['purpose'], challenge: row.challenge, admin: row.admin, userHandle: row.user_handle, expiresAt: Number(row.expires_at) };
+  }
+
   // OIDC identities (tables of migration 13)
   #oidc?: Record<string, StatementSync>;
 
@@ -385,6 +497,48 @@ export class SqliteAdminStore implements AdminStore {
     const rows = this.#oq()['linksOf']!.all(admin) as unknown as { provider: string; subject: string; admin: string; created_at: number }[];
     return rows.map((row) => ({ provider: row.provider, subject: row.subject, admin: row.admin, createdAt: Number(row.created_at) }));
   }
+}
+
+interface PasskeyRow {
+  id: string;
+  admin: string;
+  public_key: string;
+  counter: number;
+  transports: string;
+  name: string;
+  user_handle: string;
+  created_at: number;
+  last_used_at: number | null;
+}
+
+interface ChallengeRow {
+  key: string;
+  purpose: string;
+  challenge: string;
+  admin: string | null;
+  user_handle: string | null;
+  expires_at: number;
+}
+
+function passkey(row: PasskeyRow): PasskeyRecord {
+  let transports: string[] = [];
+  try {
+    const parsed: unknown = JSON.parse(row.transports);
+    if (Array.isArray(parsed)) transports = parsed.filter((t): t is string => typeof t === 'string');
+  } catch {
+    transports = [];
+  }
+  return {
+    id: row.id,
+    admin: row.admin,
+    publicKey: row.public_key,
+    counter: Number(row.counter),
+    transports,
+    name: row.name,
+    userHandle: row.user_handle,
+    createdAt: Number(row.created_at),
+    lastUsedAt: row.last_used_at === null ? null : Number(row.last_used_at),
+  };
 }
 
 /** A new flow deletes the flows that expired this long before it will (a day: any flow timeout is shorter). */

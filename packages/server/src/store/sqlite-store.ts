@@ -168,8 +168,28 @@ export const MIGRATIONS: readonly string[] = [
      used_at INTEGER NOT NULL DEFAULT 0,
      PRIMARY KEY (admin, code_hash)
    ) WITHOUT ROWID;`,
-  // 12: passkeys (reserved: lands with that part).
-  RESERVED,
+  // 12: passkeys of console admins (console/sqlite-admin-store.ts) and the challenges of their ceremonies (single use, expiring).
+  `CREATE TABLE console_passkeys (
+     id TEXT PRIMARY KEY,
+     admin TEXT NOT NULL,
+     public_key TEXT NOT NULL,
+     counter INTEGER NOT NULL,
+     transports TEXT NOT NULL,
+     name TEXT NOT NULL,
+     user_handle TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     last_used_at INTEGER
+   ) WITHOUT ROWID;
+   CREATE INDEX console_passkeys_admin ON console_passkeys (admin);
+   CREATE TABLE console_passkey_challenges (
+     key TEXT PRIMARY KEY,
+     purpose TEXT NOT NULL,
+     challenge TEXT NOT NULL,
+     admin TEXT,
+     user_handle TEXT,
+     expires_at INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE INDEX console_passkey_challenges_expiry ON console_passkey_challenges (expires_at);`,
   // 13: OIDC sign-in of the console (console/sqlite-admin-store.ts): admins linked to a provider's subject, and pending sign-ins (single use).
   `CREATE TABLE console_oidc_links (
      provider TEXT NOT NULL,

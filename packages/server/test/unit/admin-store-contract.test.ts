@@ -14,7 +14,7 @@ import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Redis } from 'ioredis';
-import { MemoryAdminStore, PARTIAL_SESSION_MS, type AdminStore, type LimiterPolicy, type SessionRecord, type SessionStage } from '../../src/console/admin-store.ts';
+import { MemoryAdminStore, PARTIAL_SESSION_MS, type AdminStore, type LimiterPolicy, type PasskeyChallenge, type PasskeyRecord, type SessionRecord, type SessionStage } from '../../src/console/admin-store.ts';
 import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
 import { RedisAdminStore } from '../../src/console/redis-admin-store.ts';
 import { openSqliteStore } from '../../src/store/sqlite-store.ts';
@@ -166,6 +166,41 @@ for (const [name, open] of Object.entries(engines)) {
     );
 
     test(
+      'TOTP: pending until confirmed with the same secret; steps only forward, one winner at once; recovery codes once each; delete',
+      withStore(async (store) => {
+        const t = Date.now();
+        assert.equal(await store.getTotp('ann'), undefined);
+        assert.equal(await store.beginTotp('ann', 'SECRETA', t), true);
+        assert.deepEqual(await store.getTotp('ann'), { admin: 'ann', secret: 'SECRETA', createdAt: t, confirmedAt: 0, lastStep: 0 });
+        assert.equal(await store.acceptTotpStep('ann', 5), false, 'a pending secret takes no steps');
+        assert.equal(await store.beginTotp('ann', 'SECRETB', t + 1), true, 'a new start replaces a pending secret');
+        assert.equal(await store.confirmTotp('ann', 'SECRETA', 10, ['h1'], t + 2), false, 'the replaced secret does not confirm');
+        assert.equal(await store.confirmTotp('ann', 'SECRETB', 10, ['h1', 'h2', 'h3'], t + 2), true);
+        assert.equal(await store.confirmTotp('ann', 'SECRETB', 11, ['h9'], t + 3), false, 'confirmed once');
+        assert.deepEqual(await store.getTotp('ann'), { admin: 'ann', secret: 'SECRETB', createdAt: t + 1, confirmedAt: t + 2, lastStep: 10 });
+        assert.equal(await store.beginTotp('ann', 'SECRETC', t + 4), false, 'a confirmed secret is not replaced');
+        assert.equal(await store.acceptTotpStep('ann', 10), false, 'the step of the confirming code');
+        assert.equal(await store.acceptTotpStep('ann', 9), false);
+        const racing = await Promise.all([11, 11, 11, 11].map((step) => store.acceptTotpStep('ann', step)));
+        assert.equal(racing.filter(Boolean).length, 1, 'one of four concurrent uses of a step wins');
+        assert.equal((await store.getTotp('ann'))?.lastStep, 11);
+        assert.equal(await store.acceptTotpStep('ann', 13), true);
+        assert.equal(await store.countRecoveryCodes('ann'), 3);
+        const uses = await Promise.all(['h2', 'h2', 'h2'].map((h) => store.useRecoveryCode('ann', h, t + 5)));
+        assert.equal(uses.filter(Boolean).length, 1, 'a code works once, even at once');
+        assert.equal(await store.useRecoveryCode('ann', 'nope', t + 5), false);
+        assert.equal(await store.useRecoveryCode('bob', 'h1', t + 5), false, 'another admin\'s code');
+        assert.equal(await store.countRecoveryCodes('ann'), 2);
+        assert.equal(await store.deleteTotp('ann'), true);
+        assert.equal(await store.getTotp('ann'), undefined);
+        assert.equal(await store.countRecoveryCodes('ann'), 0);
+        assert.equal(await store.useRecoveryCode('ann', 'h1', t + 6), false);
+        assert.equal(await store.deleteTotp('ann'), false);
+        assert.equal(await store.beginTotp('ann', 'SECRETD', t + 7), true, 'after deletion a new enrolment starts');
+      }),
+    );
+
+    test(
       'limiter: progressive delay, lock, window; a refused attempt counts nothing; clear and forgive',
       withStore(async (store) => {
         const t = 1_800_000_000_000;
@@ -240,6 +275,84 @@ for (const [name, open] of Object.entries(engines)) {
         assert.equal((await store.queryAudit({ limit: 1000 })).length, 30);
         await store.sweep(t + 3_600_000, { sessions: policy, auditRetentionMs: 60_000, limiterWindowMs: 30_000 });
         assert.equal((await store.queryAudit({ limit: 1000 })).length, 0);
+      }),
+    );
+
+    // Passkeys
+    test(
+      'passkeys: unique credential ids, listed per admin oldest first, renamed and removed only by their admin',
+      withStore(async (store) => {
+        const t = Date.now();
+        const key = (id: string, admin: string, at: number): PasskeyRecord => ({
+          id,
+          admin,
+          publicKey: 'pQECAyYgASFYIA',
+          counter: 0,
+          transports: ['internal', 'hybrid'],
+          name: `key ${id}`,
+          userHandle: `handle-${admin}`,
+          createdAt: at,
+          lastUsedAt: null,
+        });
+        assert.equal(await store.addPasskey(key('cred-b', 'ann', t + 1)), true);
+        assert.equal(await store.addPasskey(key('cred-a', 'ann', t)), true);
+        assert.equal(await store.addPasskey(key('cred-c', 'bob', t)), true);
+        assert.equal(await store.addPasskey(key('cred-a', 'bob', t)), false, 'a credential id is stored once, whoever asks');
+        assert.deepEqual((await store.listPasskeys('ann')).map((p) => p.id), ['cred-a', 'cred-b']);
+        assert.deepEqual(await store.getPasskey('cred-b'), key('cred-b', 'ann', t + 1));
+        assert.equal(await store.getPasskey('nope'), undefined);
+        assert.equal(await store.countPasskeys('ann'), 2);
+        assert.equal(await store.countPasskeys('carl'), 0);
+        assert.equal(await store.renamePasskey('bob', 'cred-a', 'stolen'), false, 'another admin cannot rename it');
+        assert.equal(await store.renamePasskey('ann', 'cred-a', 'laptop'), true);
+        assert.equal((await store.getPasskey('cred-a'))?.name, 'laptop');
+        assert.equal(await store.deletePasskey('bob', 'cred-a'), false, 'another admin cannot remove it');
+        assert.equal(await store.deletePasskey('ann', 'cred-a'), true);
+        assert.equal(await store.deletePasskey('ann', 'cred-a'), false);
+        assert.deepEqual((await store.listPasskeys('ann')).map((p) => p.id), ['cred-b']);
+        assert.equal(await store.usePasskey('cred-a', 1, t), false, 'a removed passkey is not used');
+      }),
+    );
+
+    test(
+      'passkeys: the counter moves forward only (zero stays allowed for authenticators that keep none)',
+      withStore(async (store) => {
+        const t = Date.now();
+        const base = { admin: 'ann', publicKey: 'pQ', transports: [], name: 'k', userHandle: 'h', createdAt: t, lastUsedAt: null };
+        await store.addPasskey({ ...base, id: 'counting', counter: 5 });
+        await store.addPasskey({ ...base, id: 'zero', counter: 0 });
+        assert.equal(await store.usePasskey('counting', 5, t + 1), false, 'the same counter again');
+        assert.equal(await store.usePasskey('counting', 4, t + 1), false, 'a counter going back');
+        assert.equal(await store.usePasskey('counting', 0, t + 1), false, 'a counter reset to zero');
+        assert.equal((await store.getPasskey('counting'))?.lastUsedAt, null, 'a refused use changes nothing');
+        assert.equal(await store.usePasskey('counting', 6, t + 2), true);
+        assert.deepEqual([(await store.getPasskey('counting'))?.counter, (await store.getPasskey('counting'))?.lastUsedAt], [6, t + 2]);
+        assert.equal(await store.usePasskey('zero', 0, t + 3), true);
+        assert.equal(await store.usePasskey('zero', 0, t + 4), true);
+        assert.equal((await store.getPasskey('zero'))?.lastUsedAt, t + 4);
+        const uses = await Promise.all(Array.from({ length: 20 }, () => store.usePasskey('counting', 7, t + 5)));
+        assert.equal(uses.filter(Boolean).length, 1, 'one of twenty uses with the same counter passes');
+      }),
+    );
+
+    test(
+      'passkey challenges: taken once (ten takes at once: one gets it), replaced per key, expiry left to the caller',
+      withStore(async (store) => {
+        const t = Date.now();
+        const challenge = (key: string, value: string, expiresAt: number): PasskeyChallenge => ({ key, purpose: 'login', challenge: value, admin: null, userHandle: null, expiresAt });
+        await store.putPasskeyChallenge(challenge('k1', 'first', t + 60_000), t);
+        await store.putPasskeyChallenge(challenge('k1', 'second', t + 60_000), t);
+        await store.putPasskeyChallenge({ key: 'k2', purpose: 'register', challenge: 'reg', admin: 'ann', userHandle: 'aGFuZGxl', expiresAt: t + 60_000 }, t);
+        const takes = await Promise.all(Array.from({ length: 10 }, () => store.takePasskeyChallenge('k1')));
+        assert.deepEqual(
+          takes.filter((c) => c !== undefined),
+          [challenge('k1', 'second', t + 60_000)],
+          'ten takes at once: one gets the newest challenge',
+        );
+        assert.equal(await store.takePasskeyChallenge('k1'), undefined);
+        assert.deepEqual(await store.takePasskeyChallenge('k2'), { key: 'k2', purpose: 'register', challenge: 'reg', admin: 'ann', userHandle: 'aGFuZGxl', expiresAt: t + 60_000 });
+        await store.putPasskeyChallenge(challenge('old', 'x', t + 1000), t);
+        assert.equal((await store.takePasskeyChallenge('old'))?.expiresAt, t + 1000, 'taken as it is; the caller checks the expiry');
       }),
     );
 
