@@ -13,7 +13,7 @@ import { ApiKeyVerifier } from '../auth/api-keys.ts';
 import { watchKeyStore } from '../auth/key-store.ts';
 import { DeliveryProbe } from '../broker/delivery-probe.ts';
 import { Node } from '../core/node.ts';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { createMetrics, type LiveTotals } from '../observability/metrics.ts';
 import { hostname } from 'node:os';
 import { defaultLiveHeapMiB, Watchdog, type ProcessSample, type WatchdogThreshold } from '../observability/watchdog.ts';
@@ -30,6 +30,9 @@ import { RedisKeyUsageStore, SqliteKeyUsageStore } from '../console/key-usage-st
 import { version } from './version.ts';
 import type { SessionRouter } from '../transports/http-connection.ts';
 import { hookTargets } from '../hooks/hook-secrets.ts';
+import type { Hooks } from '../hooks/hooks.ts';
+import type { SandboxPool } from '../hooks/sandbox-pool.ts';
+import { RoutedHooks } from '../hooks/routed-hooks.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
 
@@ -144,7 +147,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets } = checks.prepared;
+  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource } = checks.prepared;
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
@@ -214,10 +217,38 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const exporter: { totals?: () => LiveTotals } = {};
   const host = hostname();
   // Loaded only when hooks are configured: undici and the hook client are about 5 MiB of an idle server's RSS.
-  const hooks =
+  const proxyHooks =
     hookTargets(config.hooks).length === 0
       ? undefined
       : new (await import('../hooks/proxy-hooks.ts')).ProxyHooks({ config: config.hooks, secrets: hookSecrets, maxJsonDepth: config.limits.maxJsonDepth, node: engine.nodeId });
+  let scriptHooks: Hooks | undefined;
+  const js = config.hooks.javascript;
+  if (js !== undefined && hookSource !== undefined) {
+    const { JavascriptHooks } = await import('../hooks/javascript-hooks.ts');
+    let pool: SandboxPool | undefined;
+    try {
+      pool = await (await import('../hooks/sandbox-pool.ts')).SandboxPool.start({
+        source: hookSource,
+        filename: basename(js.file),
+        limits: { memoryBytes: js.memoryBytes, stackBytes: js.stackBytes, loadTimeoutMs: Math.max(1000, js.timeoutMs), logPerSecond: js.logPerSecond },
+        size: js.pool,
+        maxQueue: js.maxQueue,
+        maxQueueWaitMs: js.maxQueueWaitMs,
+        onLog: (text, dropped) => logger.info({ hook: js.file, ...(dropped > 0 ? { dropped } : {}) }, `hook log: ${text}`),
+        onExit: (why) => logger.warn({ hook: js.file, why }, 'a JavaScript hook sandbox process exited; replacing it'),
+      });
+      scriptHooks = new JavascriptHooks({ config: js, pool, maxAnswerBytes: config.hooks.maxAnswerBytes, maxJsonDepth: config.limits.maxJsonDepth, node: engine.nodeId });
+      logger.info({ hook: js.file, events: js.events, pool: js.pool }, 'JavaScript hooks on');
+    } catch (error) {
+      await pool?.close();
+      await proxyHooks?.close();
+      webhooks?.close();
+      await sharedLimits?.close();
+      await engine.close().catch(() => undefined);
+      throw new ConfigError([`/hooks/javascript/file: ${js.file} cannot be used: ${(error as Error).message}`]);
+    }
+  }
+  const hooks = scriptHooks === undefined ? proxyHooks : proxyHooks === undefined ? scriptHooks : new RoutedHooks(proxyHooks, scriptHooks);
   const node = new Node({
     config,
     hooks,

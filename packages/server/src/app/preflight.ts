@@ -6,7 +6,7 @@
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
  */
-import { checkPlainHttpHooks, readHookSecrets } from '../hooks/hook-secrets.ts';
+import { checkPlainHttpHooks, readHookSecrets, readJavascriptHook } from '../hooks/hook-secrets.ts';
 import { resolveEndpoints } from '../webhooks/webhooks.ts';
 import type { WebhookEndpoint } from '../webhooks/dispatcher.ts';
 import { readFileSync } from 'node:fs';
@@ -38,6 +38,8 @@ export interface Prepared {
   readonly redisTls: RedisTls | undefined;
   /** The signing secret of each proxy hook (hooks/hook-secrets.ts), from its file or environment variable. */
   readonly hookSecrets: ReadonlyMap<HookTargetConfig, string>;
+  /** The JavaScript hook file's source (`hooks.javascript.file`), read; undefined without JavaScript hooks. */
+  readonly hookSource: string | undefined;
   /** Webhook endpoints with their secrets read (files, environment); empty without `webhooks.endpoints`. */
   readonly webhookEndpoints: readonly WebhookEndpoint[];
 }
@@ -122,6 +124,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   // Proxy hooks sign with secrets from files or the environment (the composition root's side reads it).
   const hookSecrets = valid('hooks') ? readHookSecrets(config.hooks, options.env ?? {}, problems) : new Map<HookTargetConfig, string>();
   if (production && valid('hooks')) checkPlainHttpHooks(config.hooks, problems);
+  const hookSource = valid('hooks') ? readJavascriptHook(config.hooks, problems) : undefined;
 
   let edge: Edge | undefined;
   if (valid('cors', 'http', 'limits', 'auth')) {
@@ -184,7 +187,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     webhookEndpoints = resolveEndpoints(config, options.env ?? {}, problems);
   }
   const prepared =
-    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets } : undefined;
+    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource } : undefined;
   return { problems, warnings, prepared };
 }
 

@@ -344,6 +344,21 @@ function crossFieldProblems(config: Config, valid: (...sections: string[]) => bo
       }
     }
   }
+  if (valid('hooks') && config.hooks.javascript !== undefined) {
+    const js = config.hooks.javascript;
+    const proxied = new Set<string>((['connect', 'refresh', 'subscribe', 'publish', 'rpc'] as const).filter((event) => config.hooks[event] !== undefined));
+    for (const ns of config.hooks.namespaces) for (const event of ['subscribe', 'publish', 'rpc'] as const) if (ns[event] !== undefined && ns[event] !== false) proxied.add(event);
+    const scripted = new Set<string>([...js.events, ...js.namespaces.flatMap((ns) => ns.events)]);
+    for (const event of scripted) {
+      if (proxied.has(event)) problems.push(['hooks', `/hooks/javascript: the ${event} event has a proxy hook (hooks.${event} or a namespace's) and a JavaScript hook; an event is handled by one of them: remove it from one side`]);
+    }
+    const seen = new Set<string>();
+    for (const ns of js.namespaces) {
+      if (seen.has(ns.name)) problems.push(['hooks', `/hooks/javascript/namespaces: namespace "${ns.name}" is listed twice; keep one entry`]);
+      seen.add(ns.name);
+    }
+    if (js.withoutToken && !js.events.includes('connect')) problems.push(['hooks', '/hooks/javascript/withoutToken: needs "connect" in hooks.javascript.events']);
+  }
   if (valid('auth')) {
     const auth = config.auth;
     if (auth.hmacSecret !== undefined && auth.hmacSecretFile !== undefined) {

@@ -171,6 +171,50 @@ export const ConnectHookTarget = Type.Object(
   { additionalProperties: false, description: 'Asked when a connection connects: after a valid token (or instead of one with withoutToken); may set the user, the expiry and conn_info, or refuse.' },
 );
 
+const JsEvent = Type.Union([Type.Literal('connect'), Type.Literal('subscribe'), Type.Literal('publish'), Type.Literal('rpc')]);
+const JsNamespacedEvent = Type.Union([Type.Literal('subscribe'), Type.Literal('publish'), Type.Literal('rpc')]);
+
+/** JavaScript hooks: the operator's file run in QuickJS (WASM) in sandbox processes (docs/hooks.md, "JavaScript hooks"). */
+export const JavascriptHooksSchema = Type.Object(
+  {
+    file: Type.String({
+      minLength: 1,
+      maxLength: 4096,
+      description: 'The hook file: an ES module exporting onConnect, onSubscribe, onPublish and/or onRpc. Read once at start; restart (or reload) to change it.',
+    }),
+    events: Type.Array(JsEvent, {
+      minItems: 1,
+      uniqueItems: true,
+      description:
+        'Events the file handles (its functions onConnect, onSubscribe, onPublish, onRpc must be exported). An event is handled by the JavaScript hook or by a proxy hook (hooks.<event>, global or per namespace), never both: the config is refused.',
+    }),
+    withoutToken: Type.Boolean({ default: false, description: 'Connections without a token are asked of onConnect too (its `user` authenticates them).' }),
+    namespaces: Type.Array(
+      Type.Object(
+        {
+          name: Type.String({ pattern: '^[a-z0-9_-]{1,64}$', description: 'A namespace of channels.namespaces, or an rpc method prefix (`ns:method`).' }),
+          events: Type.Array(JsNamespacedEvent, { uniqueItems: true, description: 'Replaces `events` (subscribe, publish, rpc) in this namespace; [] turns them off here.' }),
+        },
+        { additionalProperties: false },
+      ),
+      { default: [], maxItems: 1000, description: 'Per-namespace events: the list replaces the global one for subscribe, publish and rpc in that namespace.' },
+    ),
+    timeoutMs: Ms(50, 'Deadline of one call, run to completion in its sandbox (the interrupt handler stops it; a promise that has not settled by then never will); then `failure` applies. Time spent waiting in the queue is not counted.'),
+    memoryBytes: Type.Integer({ default: 33554432, minimum: 1048576, maximum: 1073741824, description: 'Memory limit of each sandbox\'s QuickJS runtime: the file\'s state, the call\'s data and its answer.' }),
+    stackBytes: Type.Integer({ default: 262144, minimum: 16384, maximum: 8388608, description: 'Stack limit of each sandbox (deep recursion stops there).' }),
+    pool: Type.Integer({ default: 2, minimum: 1, maximum: 64, description: 'Sandbox processes per Herald process; each runs one call at a time.' }),
+    maxQueue: Type.Integer({ default: 1024, minimum: 0, maximum: 1000000, description: 'Calls waiting for a sandbox; one more fails at once (`failure` applies, counted as queue_full).' }),
+    maxQueueWaitMs: Ms(1000, 'A call that waited longer than this for a sandbox fails (queue_timeout) instead of running.'),
+    maxInputBytes: Type.Integer({ default: 262144, minimum: 1024, maximum: 16777216, description: 'Largest event (JSON text) given to a hook; a larger one is a failed call (request_too_large).' }),
+    failure: Type.Union([Type.Literal('closed'), Type.Literal('open')], {
+      default: 'closed',
+      description: 'What a failed call (deadline, memory or stack limit, a throw, an answer that breaks the schema, queue full) means: `closed` refuses (reply error 119, disconnect 3011), `open` goes on as without the hook. rpc always fails closed.',
+    }),
+    logPerSecond: Type.Integer({ default: 10, minimum: 0, maximum: 10000, description: '`log()` lines per second per sandbox process; more are dropped (the next line says how many).' }),
+  },
+  { additionalProperties: false, description: 'JavaScript hooks run in a sandbox (QuickJS in WebAssembly, in separate processes with Node\'s permission model).' },
+);
+
 export const HooksSchema = Type.Object(
   {
     connect: Type.Optional(ConnectHookTarget),
@@ -198,15 +242,16 @@ export const HooksSchema = Type.Object(
       default: 65536,
       minimum: 256,
       maximum: 16777216,
-      description: 'Largest answer body read from a hook; a longer one is a failed call (limits.maxJsonDepth bounds its nesting).',
+      description: 'Largest answer read from a hook (a proxy hook\'s body, a JavaScript hook\'s returned value as JSON); a longer one is a failed call (limits.maxJsonDepth bounds its nesting).',
     }),
+    javascript: Type.Optional(JavascriptHooksSchema),
     allowPlainHttp: Type.Boolean({
       default: false,
       description:
         'Production mode refuses to start with a plain `http://` hook URL to a host that is not loopback (the call, its tokens and user data, and the answer would cross the network in clear text). true accepts it: a private network you trust, or a TLS sidecar on another address.',
     }),
   },
-  { additionalProperties: false, default: {}, title: 'Proxy hooks (docs/hooks.md)' },
+  { additionalProperties: false, default: {}, title: 'Hooks: proxy and JavaScript (docs/hooks.md)' },
 );
 
 export const ConfigSchema = Type.Object(
@@ -546,6 +591,13 @@ export const ConfigSchema = Type.Object(
                       'Who must sign in with a second factor (TOTP or a passkey): "none", "all" admins, or a list of roles (e.g. ["owner"]). An admin who must and has none enrolled is sent to enrolment right after the password and can do nothing else until it is done. An admin with a factor enrolled is always asked for it.',
                   },
                 ),
+                totpIssuer: Type.String({
+                  default: 'Herald',
+                  minLength: 1,
+                  maxLength: 64,
+                  pattern: '^[^:]+$',
+                  description: 'The issuer name authenticator apps show beside the admin\'s name for the console\'s TOTP (e.g. "Herald prod").',
+                }),
               },
               { additionalProperties: false, default: {}, description: 'Multi-factor sign-in of the console (docs/security.md).' },
             ),
@@ -721,3 +773,4 @@ export type ApiScope = ApiKeyConfig['scopes'][number];
 export type HookTargetConfig = Static<typeof HookTarget>;
 export type ConnectHookConfig = Static<typeof ConnectHookTarget>;
 export type HooksConfig = Static<typeof HooksSchema>;
+export type JavascriptHooksConfig = Static<typeof JavascriptHooksSchema>;

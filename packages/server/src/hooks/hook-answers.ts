@@ -6,7 +6,7 @@
  */
 import { Type, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
-import type { HookEvent } from './hooks.ts';
+import type { ConnectDecision, HookEvent, PublishDecision, RpcDecision, SubscribeDecision } from './hooks.ts';
 
 /** Codes a backend may give when it refuses: disconnect codes at connect, reply codes elsewhere. */
 export const APP_DISCONNECT_CODES = { minimum: 4000, maximum: 4999 } as const;
@@ -43,3 +43,32 @@ export function checkAnswer(event: HookEvent, value: unknown): HookAnswer | unde
 
 /** The JSON Schema of each event's answer (docs). */
 export const answerSchemas: Readonly<Record<HookEvent, TSchema>> = answers;
+
+/** Default message of a denial without one. */
+const DENIED = 'permission denied';
+
+/*
+ * What a checked answer decides, for every backend that answers with these
+ * schemas (proxy hooks, JavaScript hooks). Unix seconds become epoch ms.
+ */
+
+export function connectDecision(answer: HookAnswer): ConnectDecision {
+  if ('error' in answer) return { outcome: 'deny', code: answer.error.code ?? 3504, message: answer.error.message ?? DENIED };
+  const r = answer.result;
+  return { outcome: 'allow', user: r.user, expiresAt: r.expire_at === undefined ? undefined : r.expire_at * 1000, ...('info' in r ? { info: r.info } : {}) };
+}
+
+export function subscribeDecision(answer: HookAnswer): SubscribeDecision {
+  if ('error' in answer) return { outcome: 'deny', code: answer.error.code ?? 103, message: answer.error.message ?? DENIED };
+  return 'info' in answer.result ? { outcome: 'allow', info: answer.result.info } : { outcome: 'allow' };
+}
+
+export function publishDecision(answer: HookAnswer): PublishDecision {
+  if ('error' in answer) return { outcome: 'deny', code: answer.error.code ?? 103, message: answer.error.message ?? DENIED };
+  return 'data' in answer.result ? { outcome: 'allow', data: answer.result.data } : { outcome: 'allow' };
+}
+
+export function rpcDecision(answer: HookAnswer): RpcDecision {
+  if ('error' in answer) return { outcome: 'deny', code: answer.error.code ?? 103, message: answer.error.message ?? DENIED };
+  return { outcome: 'allow', data: answer.result.data ?? null };
+}

@@ -1,6 +1,6 @@
 /**
  * The signing secret of each configured proxy hook, from the file or the
- * environment variable its config names. Called by the composition root
+ * environment variable its config names, and the JavaScript hook's file. Called by the composition root
  * (the only place, with the CLI, that reads the environment).
  */
 import { readFileSync } from 'node:fs';
@@ -67,5 +67,25 @@ export function checkPlainHttpHooks(config: HooksConfig, problems: string[]): vo
     problems.push(
       `${where}/url: production mode refuses a plain http:// hook URL to ${url.hostname}, which is not loopback: the call and its answer would cross the network in clear text; use https://, or a loopback address, or set hooks.allowPlainHttp on a network you trust`,
     );
+  }
+}
+
+/** Largest JavaScript hook file read. */
+const MAX_HOOK_FILE_BYTES = 4 * 1024 * 1024;
+
+/** The JavaScript hook file's source, read once at start; undefined (and a problem) when it cannot be, or without JavaScript hooks. */
+export function readJavascriptHook(config: HooksConfig, problems: string[]): string | undefined {
+  const file = config.javascript?.file;
+  if (file === undefined) return undefined;
+  try {
+    const source = readFileSync(file, 'utf8');
+    if (Buffer.byteLength(source) > MAX_HOOK_FILE_BYTES) {
+      problems.push(`/hooks/javascript/file: ${file} is larger than ${MAX_HOOK_FILE_BYTES} bytes`);
+      return undefined;
+    }
+    return source;
+  } catch (error) {
+    problems.push(`/hooks/javascript/file: cannot read ${file} (${(error as NodeJS.ErrnoException).code ?? 'error'}); check the path and the file's owner and mode`);
+    return undefined;
   }
 }

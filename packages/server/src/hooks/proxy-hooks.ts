@@ -12,7 +12,7 @@ import { parseCookie } from 'cookie';
 import { readJson } from '@herald/protocol/json';
 import type { HookTargetConfig, HooksConfig } from '../config/schema.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
-import { checkAnswer, type HookAnswer } from './hook-answers.ts';
+import { checkAnswer, connectDecision, publishDecision, rpcDecision, subscribeDecision, type HookAnswer } from './hook-answers.ts';
 import type {
   ConnectDecision,
   ConnectHookRequest,
@@ -34,9 +34,6 @@ import type {
 export const SIGNATURE_HEADER = 'x-herald-signature';
 export const TIMESTAMP_HEADER = 'x-herald-timestamp';
 export const EVENT_HEADER = 'x-herald-event';
-
-/** Default message of a denial without one. */
-const DENIED = 'permission denied';
 
 export interface ProxyHooksOptions {
   readonly config: HooksConfig;
@@ -158,10 +155,7 @@ export class ProxyHooks implements Hooks {
     if (target === undefined) return { outcome: 'allow' };
     const body = { ...this.#connection(target, request), ...(request.name === undefined ? {} : { name: request.name }), token_present: request.tokenPresent };
     const answer = await this.#call('connect', target, body);
-    if ('failed' in answer) return this.#unavailable(target);
-    if ('error' in answer) return { outcome: 'deny', code: answer.error.code ?? 3504, message: answer.error.message ?? DENIED };
-    const r = answer.result;
-    return { outcome: 'allow', user: r.user, expiresAt: r.expire_at === undefined ? undefined : r.expire_at * 1000, ...('info' in r ? { info: r.info } : {}) };
+    return 'failed' in answer ? this.#unavailable(target) : connectDecision(answer);
   }
 
   async refresh(request: HookConnection): Promise<RefreshDecision> {
@@ -178,18 +172,14 @@ export class ProxyHooks implements Hooks {
     const target = this.#target('subscribe', request.namespace);
     if (target === undefined) return { outcome: 'allow' };
     const answer = await this.#call('subscribe', target, { ...this.#connection(target, request), channel: request.channel });
-    if ('failed' in answer) return this.#unavailable(target);
-    if ('error' in answer) return { outcome: 'deny', code: answer.error.code ?? 103, message: answer.error.message ?? DENIED };
-    return 'info' in answer.result ? { outcome: 'allow', info: answer.result.info } : { outcome: 'allow' };
+    return 'failed' in answer ? this.#unavailable(target) : subscribeDecision(answer);
   }
 
   async publish(request: PublishHookRequest): Promise<PublishDecision> {
     const target = this.#target('publish', request.namespace);
     if (target === undefined) return { outcome: 'allow' };
     const answer = await this.#call('publish', target, { ...this.#connection(target, request), channel: request.channel, data: request.data });
-    if ('failed' in answer) return this.#unavailable(target);
-    if ('error' in answer) return { outcome: 'deny', code: answer.error.code ?? 103, message: answer.error.message ?? DENIED };
-    return 'data' in answer.result ? { outcome: 'allow', data: answer.result.data } : { outcome: 'allow' };
+    return 'failed' in answer ? this.#unavailable(target) : publishDecision(answer);
   }
 
   async rpc(request: RpcHookRequest, namespace: string): Promise<RpcDecision> {
@@ -197,9 +187,7 @@ export class ProxyHooks implements Hooks {
     if (target === undefined) return { outcome: 'unavailable', failOpen: false };
     const answer = await this.#call('rpc', target, { ...this.#connection(target, request), method: request.method, data: request.data });
     // An rpc has no answer to go on with: it never fails open.
-    if ('failed' in answer) return { outcome: 'unavailable', failOpen: false };
-    if ('error' in answer) return { outcome: 'deny', code: answer.error.code ?? 103, message: answer.error.message ?? DENIED };
-    return { outcome: 'allow', data: answer.result.data ?? null };
+    return 'failed' in answer ? { outcome: 'unavailable', failOpen: false } : rpcDecision(answer);
   }
 
   async close(): Promise<void> {

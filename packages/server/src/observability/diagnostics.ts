@@ -44,11 +44,11 @@ export interface CommandErrorEvent extends NodeEvent {
   readonly code: number;
 }
 
-/** One proxy hook call (hooks/proxy-hooks.ts): its event, how it ended, how long it took. */
+/** One hook call (hooks/proxy-hooks.ts on hookCall, hooks/javascript-hooks.ts on hookSandbox): its event, how it ended, how long it took. */
 export interface HookCallEvent extends NodeEvent {
   readonly event: string;
   readonly outcome: 'allow' | 'deny' | 'failed';
-  /** Why it failed (timeout, status_502, answer_schema, in_flight_limit, …). */
+  /** Why it failed (timeout, status_502, answer_schema, in_flight_limit; memory, stack, threw, queue_full, …). */
   readonly reason: string | undefined;
   readonly ms: number;
 }
@@ -70,5 +70,6 @@ export const diagnostics = {
   conflated: channel('herald:publication:conflated'),
   commandError: channel('herald:command:error'),
   hookCall: channel('herald:hook:call'),
+  hookSandbox: channel('herald:hook:javascript'),
   webhook: channel('herald:webhook:outcome'),
 } as const;

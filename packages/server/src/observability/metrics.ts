@@ -147,6 +147,25 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
     hookCalls.inc({ event: event.event, outcome: event.outcome });
     hookSeconds.observe({ event: event.event }, event.ms / 1000);
   });
+  const jsCalls = new Counter({ name: 'herald_js_hook_calls_total', help: 'JavaScript hook calls by event and outcome (allow, deny, failed).', labelNames: ['event', 'outcome'], registers: [registry] });
+  const jsErrors = new Counter({
+    name: 'herald_js_hook_errors_total',
+    help: 'Failed JavaScript hook calls by event and reason (timeout, memory, stack, threw, answer_schema, queue_full, worker_exit, …).',
+    labelNames: ['event', 'reason'],
+    registers: [registry],
+  });
+  const jsSeconds = new Histogram({
+    name: 'herald_js_hook_duration_seconds',
+    help: 'JavaScript hook call latency by event (queue wait included).',
+    labelNames: ['event'],
+    buckets: [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1],
+    registers: [registry],
+  });
+  on<HookCallEvent>(diagnostics.hookSandbox, (event) => {
+    jsCalls.inc({ event: event.event, outcome: event.outcome });
+    if (event.reason !== undefined) jsErrors.inc({ event: event.event, reason: event.reason });
+    jsSeconds.observe({ event: event.event }, event.ms / 1000);
+  });
   if (webhooks !== undefined) {
     const count = webhookMetrics(registry, webhooks);
     on<WebhookOutcomeEvent>(diagnostics.webhook, (event) => count(event.endpoint, event.outcome, event.count));

@@ -1,0 +1,34 @@
+/** The IPC messages between the server and a sandbox process (sandbox-pool.ts ↔ sandbox-process.ts). Plain JSON. */
+
+export interface SandboxLimits {
+  /** The QuickJS runtime's memory limit (bytes): heap of the hook's code, its data and its answer. */
+  readonly memoryBytes: number;
+  /** The QuickJS stack limit (bytes). */
+  readonly stackBytes: number;
+  /** Deadline for evaluating the hook file (ms). */
+  readonly loadTimeoutMs: number;
+  /** `log` lines per second per sandbox process; more are dropped (and counted in the next line). */
+  readonly logPerSecond: number;
+}
+
+export type SandboxRequest =
+  | { readonly type: 'init'; readonly source: string; readonly filename: string; readonly limits: SandboxLimits }
+  | {
+      readonly type: 'call';
+      readonly id: number;
+      /** onConnect, onSubscribe, onPublish or onRpc. */
+      readonly fn: string;
+      /** The event as JSON text. */
+      readonly input: string;
+      readonly timeoutMs: number;
+      readonly maxAnswerChars: number;
+    };
+
+export type SandboxReply =
+  | { readonly type: 'started' }
+  | { readonly type: 'ready'; readonly functions: readonly string[] }
+  | { readonly type: 'failed'; readonly message: string }
+  | { readonly type: 'log'; readonly text: string; readonly dropped: number }
+  /** `answer`: the JSON text of what the hook returned (null: it returned undefined); `failed`: why the call failed. */
+  | { readonly type: 'done'; readonly id: number; readonly answer: string | null }
+  | { readonly type: 'done'; readonly id: number; readonly failed: string; readonly message: string };
