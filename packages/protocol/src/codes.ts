@@ -36,6 +36,7 @@ export const apiErrors = {
   token_expired: { status: 401, message: 'connection token expired' },
   unauthenticated: { status: 401, message: 'sign in first: no valid console session' },
   login_failed: { status: 401, message: 'wrong name or password' },
+  mfa_failed: { status: 401, message: 'wrong, expired or already used code' },
   forbidden: { status: 403, message: 'the credentials lack the scope or role for this request' },
   mfa_required: { status: 403, message: 'finish signing in first: this console session still needs a second factor or enrolment' },
   csrf_failed: { status: 403, message: 'request refused: foreign origin or missing CSRF token' },

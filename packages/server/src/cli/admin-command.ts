@@ -14,6 +14,7 @@ import { ConfigError } from '../config/load.ts';
 import { ADMIN_NAME_PATTERN, ADMIN_ROLES, type AdminRole, type AdminStore } from '../console/admin-store.ts';
 import { generatePassword, passwordProblem, PasswordHasher, MAX_PASSWORD_BYTES } from '../console/passwords.ts';
 import { accountKey, addressKey } from '../console/login-limiter.ts';
+import { resetMfa } from '../console/totp.ts';
 import { fail, type Command, type Values } from './command.ts';
 import { TOOL_BUSY_TIMEOUT_MS } from './key-backend.ts';
 
@@ -139,7 +140,7 @@ function formatTime(ms: number | null): string {
   return ms === null ? '-' : new Date(ms).toISOString().replace(/\.\d+Z$/, 'Z');
 }
 
-export const ADMIN_ACTIONS = ['create', 'passwd', 'role', 'disable', 'enable', 'list', 'unlock', 'unlock-address', 'end-sessions'] as const;
+export const ADMIN_ACTIONS = ['create', 'passwd', 'role', 'disable', 'enable', 'list', 'unlock', 'unlock-address', 'end-sessions', 'reset-mfa'] as const;
 
 export function adminCommands(loadConfig: (values: Values) => Config): Record<string, Command> {
   const withStore = async (values: Values, run: (open: OpenStore, config: Config) => Promise<void>): Promise<void> => {
@@ -154,7 +155,7 @@ export function adminCommands(loadConfig: (values: Values) => Config): Record<st
   const common = { config: { type: 'string' } } as const;
   return {
     admin: {
-      summary: 'console admins (create | passwd | role | disable | enable | list | unlock | unlock-address | end-sessions)',
+      summary: 'console admins (create | passwd | role | disable | enable | list | unlock | unlock-address | end-sessions | reset-mfa)',
       help: `Usage:
   herald admin create NAME --role owner|operator|viewer [--generate]
   herald admin passwd NAME [--generate]
@@ -163,6 +164,7 @@ export function adminCommands(loadConfig: (values: Values) => Config): Record<st
   herald admin list [--json]
   herald admin unlock NAME | herald admin unlock-address IP
   herald admin end-sessions NAME
+  herald admin reset-mfa NAME
   (each also takes --config FILE)
 
 Admins sign in to the console (docs/console.md). They live in the engine's
@@ -370,6 +372,31 @@ Options:
           const ended = await store.deleteSessionsOf(name);
           await store.appendAudit({ actor: actor(), action: 'admin.end_sessions', target: name, address: 'local', outcome: 'ok', detail: { sessions: ended } }, Date.now());
           process.stderr.write(`${ended} session${ended === 1 ? '' : 's'} of "${name}" ended.\n`);
+        });
+      },
+    },
+    'admin reset-mfa': {
+      summary: "remove an admin's second factors",
+      help: `Usage: herald admin reset-mfa NAME [--config FILE]
+
+Removes the admin's TOTP secret and recovery codes (for an admin who lost the
+authenticator and the codes) and ends the admin's sessions. The next sign-in
+asks for the password only, or, when admin.console.mfa.require covers the
+admin's role, leads to enrolment. Audited as mfa.reset.
+
+Options:
+  ${configHelp}`,
+      options: common,
+      args: ['name'],
+      run: async (values, args) => {
+        const name = nameArg('reset-mfa', args[0]);
+        await withStore(values, async ({ store }) => {
+          if ((await store.getAdmin(name)) === undefined) fail(`herald admin reset-mfa: no admin named "${name}"`);
+          const outcome = await resetMfa(store, name);
+          await store.appendAudit({ actor: actor(), action: 'mfa.reset', target: name, address: 'local', outcome: 'ok', detail: { ...outcome } }, Date.now());
+          process.stderr.write(
+            `${outcome.totp ? 'TOTP and recovery codes removed' : 'No TOTP was enrolled'} for "${name}"; ${outcome.sessions} session${outcome.sessions === 1 ? '' : 's'} ended.\n`,
+          );
         });
       },
     },

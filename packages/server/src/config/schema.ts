@@ -591,6 +591,13 @@ export const ConfigSchema = Type.Object(
                       'Who must sign in with a second factor (TOTP or a passkey): "none", "all" admins, or a list of roles (e.g. ["owner"]). An admin who must and has none enrolled is sent to enrolment right after the password and can do nothing else until it is done. An admin with a factor enrolled is always asked for it.',
                   },
                 ),
+                totpIssuer: Type.String({
+                  default: 'Herald',
+                  minLength: 1,
+                  maxLength: 64,
+                  pattern: '^[^:]+$',
+                  description: 'The issuer name authenticator apps show beside the admin\'s name for the console\'s TOTP (e.g. "Herald prod").',
+                }),
               },
               { additionalProperties: false, default: {}, description: 'Multi-factor sign-in of the console (docs/security.md).' },
             ),

@@ -281,6 +281,23 @@ export interface AdminStore {
   // TOTP and recovery codes
   /** The admin's TOTP secret, confirmed or pending. */
   getTotp(admin: string): Promise<TotpRecord | undefined>;
+  /** Stores a pending secret (replacing a pending one); false when a confirmed one exists (remove it first). */
+  beginTotp(admin: string, secret: string, now: number): Promise<boolean>;
+  /**
+   * Completes enrolment atomically: the pending secret must still be
+   * `secret` (a later `beginTotp` voids the earlier one); it becomes
+   * confirmed with `step` as the last accepted step, and the admin's recovery
+   * codes are replaced by `codeHashes`. False when nothing matched.
+   */
+  confirmTotp(admin: string, secret: string, step: number, codeHashes: readonly string[], now: number): Promise<boolean>;
+  /** Takes a time step for a login, atomically: true only for a confirmed secret and a step after the last accepted one (one of two concurrent uses of a code wins). */
+  acceptTotpStep(admin: string, step: number): Promise<boolean>;
+  /** Uses a recovery code, atomically: true only when the hash is one of the admin's unused codes. */
+  useRecoveryCode(admin: string, codeHash: string, now: number): Promise<boolean>;
+  /** The admin's recovery codes not used yet. */
+  countRecoveryCodes(admin: string): Promise<number>;
+  /** Deletes the admin's TOTP secret and recovery codes; true when there was a secret. */
+  deleteTotp(admin: string): Promise<boolean>;
 
   // Passkeys
   /** Stores a new passkey; false when its credential id is already stored (for any admin). */
@@ -327,6 +344,12 @@ export const ADMIN_STORE_METHODS: readonly AdminStoreMethod[] = [
   'sweep',
   // TOTP and recovery codes
   'getTotp',
+  'beginTotp',
+  'confirmTotp',
+  'acceptTotpStep',
+  'useRecoveryCode',
+  'countRecoveryCodes',
+  'deleteTotp',
   // Passkeys
   'addPasskey',
   'listPasskeys',
@@ -436,6 +459,8 @@ export class MemoryAdminStore implements AdminStore {
   #nextAudit = 1;
   // TOTP and recovery codes
   readonly #totp = new Map<string, TotpRecord>();
+  /** Admin → code hash → used at (0: unused). */
+  readonly #recovery = new Map<string, Map<string, number>>();
 
   async getAdmin(name: string): Promise<AdminRecord | undefined> {
     return this.#admins.get(name);
@@ -568,6 +593,45 @@ export class MemoryAdminStore implements AdminStore {
   // TOTP and recovery codes
   async getTotp(admin: string): Promise<TotpRecord | undefined> {
     return this.#totp.get(admin);
+  }
+
+  async beginTotp(admin: string, secret: string, now: number): Promise<boolean> {
+    if ((this.#totp.get(admin)?.confirmedAt ?? 0) > 0) return false;
+    this.#totp.set(admin, { admin, secret, createdAt: now, confirmedAt: 0, lastStep: 0 });
+    return true;
+  }
+
+  async confirmTotp(admin: string, secret: string, step: number, codeHashes: readonly string[], now: number): Promise<boolean> {
+    const pending = this.#totp.get(admin);
+    if (pending === undefined || pending.confirmedAt > 0 || pending.secret !== secret) return false;
+    this.#totp.set(admin, { ...pending, confirmedAt: now, lastStep: step });
+    this.#recovery.set(admin, new Map(codeHashes.map((h) => [h, 0])));
+    return true;
+  }
+
+  async acceptTotpStep(admin: string, step: number): Promise<boolean> {
+    const record = this.#totp.get(admin);
+    if (record === undefined || record.confirmedAt === 0 || step <= record.lastStep) return false;
+    this.#totp.set(admin, { ...record, lastStep: step });
+    return true;
+  }
+
+  async useRecoveryCode(admin: string, codeHash: string, now: number): Promise<boolean> {
+    const codes = this.#recovery.get(admin);
+    if (codes?.get(codeHash) !== 0) return false;
+    codes.set(codeHash, now);
+    return true;
+  }
+
+  async countRecoveryCodes(admin: string): Promise<number> {
+    let n = 0;
+    for (const usedAt of this.#recovery.get(admin)?.values() ?? []) if (usedAt === 0) n++;
+    return n;
+  }
+
+  async deleteTotp(admin: string): Promise<boolean> {
+    this.#recovery.delete(admin);
+    return this.#totp.delete(admin);
   }
 
   // Passkeys

@@ -155,6 +155,7 @@ export function registerConsoleAuthRoutes(app: FastifyInstance, ctx: ConsoleCont
             updatedAt: a.updatedAt,
             sessions: await ctx.store.countSessions(a.name, now, ctx.sessions.policy),
             lockedUntil: counter !== undefined && counter.lockedUntil > now ? counter.lockedUntil : null,
+            mfa: await ctx.factors.of(a.name),
           };
         }),
       ),

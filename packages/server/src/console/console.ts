@@ -27,6 +27,7 @@ import { LoginLimiter } from './login-limiter.ts';
 import { PasswordHasher } from './passwords.ts';
 import { ConsoleSessions, sessionPolicy } from './sessions.ts';
 import { StoreFactors } from './sign-in.ts';
+import { registerTotpRoutes } from './totp-routes.ts';
 
 export const SWEEP_INTERVAL_MS = 60_000;
 
@@ -89,6 +90,7 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
     if (isConsolePath(c.basePath, request.url)) reply.header('cache-control', 'no-store');
   });
   registerConsoleAuthRoutes(app, ctx);
+  registerTotpRoutes(app, ctx);
   registerPasskeyRoutes(app, ctx, passkeySettings(config));
   registerConsoleStatic(app, { basePath: c.basePath, warn: (message) => logger.warn(message) });
   registerConsoleApi(app, ctx, { node: options.node, executor: new ApiExecutor(options.node), keyUsage: options.keyUsage });

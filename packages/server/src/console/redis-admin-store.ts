@@ -147,12 +147,47 @@ redis.call('HSET', KEYS[1], 'f', f - 1)
 if u == 0 then redis.call('HSET', KEYS[1], 'n', 0) end
 return 1`;
 
+// TOTP and recovery codes
+/** KEYS: totp; ARGV: secret, now. */
+const BEGIN_TOTP = `
+local c = redis.call('HGET', KEYS[1], 'confirmed_at')
+if c and c ~= '0' then return 0 end
+redis.call('DEL', KEYS[1])
+redis.call('HSET', KEYS[1], 'secret', ARGV[1], 'created_at', ARGV[2], 'confirmed_at', '0', 'last_step', '0')
+return 1`;
+
+/** KEYS: totp, recovery; ARGV: secret, step, now, code hashes... */
+const CONFIRM_TOTP = `
+local v = redis.call('HMGET', KEYS[1], 'secret', 'confirmed_at')
+if v[1] ~= ARGV[1] or v[2] ~= '0' then return 0 end
+redis.call('HSET', KEYS[1], 'confirmed_at', ARGV[3], 'last_step', ARGV[2])
+redis.call('DEL', KEYS[2])
+for i = 4, #ARGV do redis.call('HSET', KEYS[2], ARGV[i], '0') end
+return 1`;
+
+/** KEYS: totp; ARGV: step. */
+const ACCEPT_TOTP_STEP = `
+local v = redis.call('HMGET', KEYS[1], 'confirmed_at', 'last_step')
+if not v[1] or v[1] == '0' or tonumber(v[2]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'last_step', ARGV[1])
+return 1`;
+
+/** KEYS: recovery; ARGV: code hash, now. */
+const USE_RECOVERY_CODE = `
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= '0' then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+return 1`;
+
 type Scripted = {
   heraldConsoleCreateAdmin(admins: string, admin: string, name: string, role: string, hash: string, now: string): Promise<string | null>;
   heraldConsoleUpdateAdmin(admin: string, ...args: string[]): Promise<number>;
   heraldConsoleDeleteSession(session: string, id: string, ofPrefix: string): Promise<number>;
   heraldConsoleDeleteSessionsOf(of: string, sessionPrefix: string): Promise<number>;
   heraldConsoleResolveSession(session: string, ...args: string[]): Promise<string[] | null>;
+  heraldConsoleBeginTotp(totp: string, secret: string, now: string): Promise<number>;
+  heraldConsoleConfirmTotp(totp: string, recovery: string, ...args: string[]): Promise<number>;
+  heraldConsoleAcceptTotpStep(totp: string, step: string): Promise<number>;
+  heraldConsoleUseRecoveryCode(recovery: string, hash: string, now: string): Promise<number>;
   heraldConsoleAttempt(...args: (string | number)[]): Promise<number[]>;
   heraldConsoleForgive(key: string): Promise<number>;
 };
@@ -165,6 +200,10 @@ function defineScripts(redis: Redis | Cluster): void {
   redis.defineCommand('heraldConsoleDeleteSession', { numberOfKeys: 1, lua: DELETE_SESSION });
   redis.defineCommand('heraldConsoleDeleteSessionsOf', { numberOfKeys: 1, lua: DELETE_SESSIONS_OF });
   redis.defineCommand('heraldConsoleResolveSession', { numberOfKeys: 1, lua: RESOLVE_SESSION });
+  redis.defineCommand('heraldConsoleBeginTotp', { numberOfKeys: 1, lua: BEGIN_TOTP });
+  redis.defineCommand('heraldConsoleConfirmTotp', { numberOfKeys: 2, lua: CONFIRM_TOTP });
+  redis.defineCommand('heraldConsoleAcceptTotpStep', { numberOfKeys: 1, lua: ACCEPT_TOTP_STEP });
+  redis.defineCommand('heraldConsoleUseRecoveryCode', { numberOfKeys: 1, lua: USE_RECOVERY_CODE });
   redis.defineCommand('heraldConsoleAttempt', { lua: ATTEMPT });
   redis.defineCommand('heraldConsoleForgive', { numberOfKeys: 1, lua: FORGIVE });
 }
@@ -384,6 +423,35 @@ export class RedisAdminStore implements AdminStore {
     const [secret, created, confirmed, lastStep] = await this.#redis.hmget(this.#totp(name), 'secret', 'created_at', 'confirmed_at', 'last_step');
     if (secret === null || secret === undefined) return undefined;
     return { admin: name, secret, createdAt: Number(created ?? 0), confirmedAt: Number(confirmed ?? 0), lastStep: Number(lastStep ?? 0) };
+  }
+
+  #recovery(name: string): string {
+    return `${this.#p}recovery:${name}`;
+  }
+
+  async beginTotp(name: string, secret: string, now: number): Promise<boolean> {
+    return (await this.#s.heraldConsoleBeginTotp(this.#totp(name), secret, String(now))) === 1;
+  }
+
+  async confirmTotp(name: string, secret: string, step: number, codeHashes: readonly string[], now: number): Promise<boolean> {
+    return (await this.#s.heraldConsoleConfirmTotp(this.#totp(name), this.#recovery(name), secret, String(step), String(now), ...codeHashes)) === 1;
+  }
+
+  async acceptTotpStep(name: string, step: number): Promise<boolean> {
+    return (await this.#s.heraldConsoleAcceptTotpStep(this.#totp(name), String(step))) === 1;
+  }
+
+  async useRecoveryCode(name: string, codeHash: string, now: number): Promise<boolean> {
+    return (await this.#s.heraldConsoleUseRecoveryCode(this.#recovery(name), codeHash, String(now))) === 1;
+  }
+
+  async countRecoveryCodes(name: string): Promise<number> {
+    return (await this.#redis.hvals(this.#recovery(name))).filter((usedAt) => usedAt === '0').length;
+  }
+
+  async deleteTotp(name: string): Promise<boolean> {
+    const [[, deleted] = []] = (await this.#redis.multi().del(this.#totp(name)).del(this.#recovery(name)).exec()) ?? [];
+    return deleted === 1;
   }
 
   // Passkeys

@@ -166,6 +166,14 @@ export class SqliteAdminStore implements AdminStore {
       sweepAudit: p('DELETE FROM console_audit WHERE at < ?'),
       // TOTP and recovery codes
       getTotp: p('SELECT * FROM console_totp WHERE admin = ?'),
+      putTotp: p('INSERT OR REPLACE INTO console_totp (admin, secret, created_at, confirmed_at, last_step) VALUES (?, ?, ?, 0, 0)'),
+      confirmTotp: p('UPDATE console_totp SET confirmed_at = ?, last_step = ? WHERE admin = ? AND secret = ? AND confirmed_at = 0'),
+      acceptStep: p('UPDATE console_totp SET last_step = ? WHERE admin = ? AND confirmed_at > 0 AND last_step < ?'),
+      deleteTotp: p('DELETE FROM console_totp WHERE admin = ?'),
+      insertCode: p('INSERT INTO console_recovery_codes (admin, code_hash, created_at, used_at) VALUES (?, ?, ?, 0)'),
+      useCode: p('UPDATE console_recovery_codes SET used_at = ? WHERE admin = ? AND code_hash = ? AND used_at = 0'),
+      countCodes: p('SELECT count(*) AS n FROM console_recovery_codes WHERE admin = ? AND used_at = 0'),
+      deleteCodes: p('DELETE FROM console_recovery_codes WHERE admin = ?'),
     };
   }
 
@@ -333,6 +341,43 @@ export class SqliteAdminStore implements AdminStore {
   async getTotp(name: string): Promise<TotpRecord | undefined> {
     const row = this.#q['getTotp']!.get(name) as TotpRow | undefined;
     return row === undefined ? undefined : totp(row);
+  }
+
+  async beginTotp(name: string, secret: string, now: number): Promise<boolean> {
+    return this.#write(() => {
+      const row = this.#q['getTotp']!.get(name) as TotpRow | undefined;
+      if (row !== undefined && Number(row.confirmed_at) > 0) return false;
+      this.#q['putTotp']!.run(name, secret, now);
+      return true;
+    });
+  }
+
+  async confirmTotp(name: string, secret: string, step: number, codeHashes: readonly string[], now: number): Promise<boolean> {
+    return this.#write(() => {
+      if (Number(this.#q['confirmTotp']!.run(now, step, name, secret).changes) !== 1) return false;
+      this.#q['deleteCodes']!.run(name);
+      for (const hash of codeHashes) this.#q['insertCode']!.run(name, hash, now);
+      return true;
+    });
+  }
+
+  async acceptTotpStep(name: string, step: number): Promise<boolean> {
+    return Number(this.#q['acceptStep']!.run(step, name, step).changes) === 1;
+  }
+
+  async useRecoveryCode(name: string, codeHash: string, now: number): Promise<boolean> {
+    return Number(this.#q['useCode']!.run(now, name, codeHash).changes) === 1;
+  }
+
+  async countRecoveryCodes(name: string): Promise<number> {
+    return Number((this.#q['countCodes']!.get(name) as { n: number }).n);
+  }
+
+  async deleteTotp(name: string): Promise<boolean> {
+    return this.#write(() => {
+      this.#q['deleteCodes']!.run(name);
+      return Number(this.#q['deleteTotp']!.run(name).changes) === 1;
+    });
   }
 
   // Passkeys (tables of migration 12)

@@ -4,7 +4,8 @@
  * `herald admin` while the cluster runs can sign in at once; a session is
  * honoured by every worker; `herald admin end-sessions`, "sign out
  * everywhere" and disabling an admin end it for every worker at their next
- * request. Every request below opens a fresh connection, so the kernel
+ * request; TOTP enrolled through one worker is checked by any (one use per
+ * code), and `herald admin reset-mfa` removes it. Every request below opens a fresh connection, so the kernel
  * spreads them over both workers.
  */
 import { after, before, describe, test } from 'node:test';
@@ -12,7 +13,7 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { join } from 'node:path';
 import { TestCluster } from './harness.ts';
-import { call, ConsoleClient, PASSWORD } from '../helpers/console.ts';
+import { awayFromStepEdge, call, ConsoleClient, PASSWORD, stepNow, totpAt } from '../helpers/console.ts';
 import { HERALD_MAIN } from '../helpers/herald-process.ts';
 import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
 
@@ -126,5 +127,32 @@ describe('console sessions across two workers', { timeout: 120000 }, () => {
     const unlock = await herald(cluster.dir, ['admin', 'unlock', 'nobody']);
     assert.equal(unlock.code, 0, unlock.stderr);
     assert.equal((await call(cluster.adminPort, '/console/api/login', { method: 'POST', headers: { origin }, body: { name: 'nobody', password: 'wrong password' } })).status, 401);
+  });
+
+  test('TOTP across the workers: enrolled through one, asked and checked by any (a code once); herald admin reset-mfa removes it', async () => {
+    assert.equal((await herald(cluster.dir, ['admin', 'create', 'tina', '--role', 'viewer'], PASSWORD + '\n')).code, 0);
+    const c = new ConsoleClient(cluster.adminPort);
+    await c.login('tina');
+    const started = await c.post('/api/mfa/totp/enrol');
+    assert.equal(started.status, 200, started.text);
+    await awayFromStepEdge();
+    const now = stepNow();
+    assert.equal((await c.post('/api/mfa/totp/confirm', { code: totpAt(started.body.secret, now - 1) })).status, 200);
+    const a = new ConsoleClient(cluster.adminPort);
+    assert.equal((await a.login('tina')).body.stage, 'second_factor');
+    assert.equal((await a.step('/api/login/totp', { code: totpAt(started.body.secret, now) })).body.stage, 'full');
+    assert.deepEqual(await statuses(a, 4), Array(4).fill(200));
+    const b = new ConsoleClient(cluster.adminPort);
+    await b.login('tina');
+    // Whichever worker answers, the code's step was taken at the primary.
+    assert.equal((await b.post('/api/login/totp', { code: totpAt(started.body.secret, now) })).body.error?.code, 'mfa_failed');
+    const reset = await herald(cluster.dir, ['admin', 'reset-mfa', 'tina']);
+    assert.equal(reset.code, 0, reset.stderr);
+    assert.match(reset.stderr, /TOTP and recovery codes removed for "tina"; [0-9]+ sessions? ended/);
+    assert.deepEqual(await statuses(a, 4), Array(4).fill(401));
+    assert.equal((await new ConsoleClient(cluster.adminPort).login('tina')).body.stage, 'full');
+    const none = await herald(cluster.dir, ['admin', 'reset-mfa', 'nobody']);
+    assert.equal(none.code, 2);
+    assert.match(none.stderr, /no admin named "nobody"/);
   });
 });

@@ -11,12 +11,9 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { startHerald, type TestHerald } from '../helpers/herald.ts';
-import { call, ConsoleClient, createAdmin, PASSWORD, sessionCookie } from '../helpers/console.ts';
+import { call, ConsoleClient, type ConsoleHerald, createAdmin, PASSWORD, sessionCookie, startConsoleHerald } from '../helpers/console.ts';
+import { startHerald } from '../helpers/herald.ts';
 import { openSqliteStore } from '../../src/store/sqlite-store.ts';
 import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
 import { RedisAdminStore } from '../../src/console/redis-admin-store.ts';
@@ -25,27 +22,6 @@ import { ConsoleSessions, sessionPolicy } from '../../src/console/sessions.ts';
 import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
 import { randomBytes } from 'node:crypto';
 import { Redis } from 'ioredis';
-
-interface Running {
-  readonly h: TestHerald;
-  readonly stateDir: string;
-  readonly port: number;
-  close(): Promise<void>;
-}
-
-async function start(consoleConfig: Record<string, unknown> = {}): Promise<Running> {
-  const stateDir = mkdtempSync(join(tmpdir(), 'herald-console-auth-'));
-  const h = await startHerald({ stateDir, admin: { console: consoleConfig } });
-  return {
-    h,
-    stateDir,
-    port: h.server.adminPort,
-    async close() {
-      await h.close();
-      rmSync(stateDir, { recursive: true, force: true });
-    },
-  };
-}
 
 async function auditEntries(stateDir: string, action: string): Promise<{ actor: string; outcome: string; target?: string }[]> {
   // The audit log is written in the background: give it a moment.
@@ -59,11 +35,11 @@ async function auditEntries(stateDir: string, action: string): Promise<{ actor: 
 }
 
 describe('console sessions and CSRF', { timeout: 120000 }, () => {
-  let r: Running;
+  let r: ConsoleHerald;
 
   before(async () => {
     // Generous address limits: this suite signs in many times from 127.0.0.1.
-    r = await start({ login: { addressDelayAfter: 1000, addressLockAfter: 10000 } });
+    r = await startConsoleHerald({ login: { addressDelayAfter: 1000, addressLockAfter: 10000 } });
     await createAdmin(r.stateDir, 'olive', 'owner');
     await createAdmin(r.stateDir, 'oscar', 'operator');
     await createAdmin(r.stateDir, 'vera', 'viewer');
@@ -336,7 +312,7 @@ describe('console sessions and CSRF', { timeout: 120000 }, () => {
 
 describe('console session timeouts', { timeout: 60000 }, () => {
   test('idle timeout (short, configured): an unused session ends; a used one lives on', async () => {
-    const r = await start({ sessionIdleMs: 1500, sessionAbsoluteMs: 60000 });
+    const r = await startConsoleHerald({ sessionIdleMs: 1500, sessionAbsoluteMs: 60000 });
     try {
       await createAdmin(r.stateDir, 'ida', 'viewer');
       const idle = new ConsoleClient(r.port);
@@ -356,7 +332,7 @@ describe('console session timeouts', { timeout: 60000 }, () => {
   });
 
   test('a background check (sessions.check, as a live stream does) does not keep a session alive', async () => {
-    const r = await start({ sessionIdleMs: 3000, sessionAbsoluteMs: 60000 });
+    const r = await startConsoleHerald({ sessionIdleMs: 3000, sessionAbsoluteMs: 60000 });
     try {
       await createAdmin(r.stateDir, 'bg', 'viewer');
       const c = new ConsoleClient(r.port);
@@ -384,7 +360,7 @@ describe('console session timeouts', { timeout: 60000 }, () => {
   });
 
   test('absolute lifetime (short, configured): a session in constant use still ends', async () => {
-    const r = await start({ sessionIdleMs: 60000, sessionAbsoluteMs: 2000 });
+    const r = await startConsoleHerald({ sessionIdleMs: 60000, sessionAbsoluteMs: 2000 });
     try {
       await createAdmin(r.stateDir, 'abe', 'viewer');
       const c = new ConsoleClient(r.port);
@@ -406,7 +382,7 @@ describe('console session timeouts', { timeout: 60000 }, () => {
 
 describe('console sign-in limits', { timeout: 120000 }, () => {
   test('1000 parallel wrong passwords: the limiter holds, /health/live answers throughout, an owner unlocks', async () => {
-    const r = await start({ login: { addressDelayAfter: 1000, addressLockAfter: 10000 } });
+    const r = await startConsoleHerald({ login: { addressDelayAfter: 1000, addressLockAfter: 10000 } });
     try {
       await createAdmin(r.stateDir, 'boss', 'owner');
       await createAdmin(r.stateDir, 'target', 'viewer');
@@ -453,7 +429,7 @@ describe('console sign-in limits', { timeout: 120000 }, () => {
   });
 
   test('a lock answers the same for a name with and without an account; the address limit holds across names', async () => {
-    const r = await start({ login: { accountDelayAfter: 100, accountLockAfter: 3, baseDelayMs: 0, addressDelayAfter: 1000, addressLockAfter: 9 } });
+    const r = await startConsoleHerald({ login: { accountDelayAfter: 100, accountLockAfter: 3, baseDelayMs: 0, addressDelayAfter: 1000, addressLockAfter: 9 } });
     try {
       await createAdmin(r.stateDir, 'real', 'viewer');
       const c = new ConsoleClient(r.port);

@@ -9,32 +9,10 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
-import { startHerald, type TestHerald } from '../helpers/herald.ts';
-import { ConsoleClient, createAdmin, sessionCookie } from '../helpers/console.ts';
+import { ConsoleClient, type ConsoleHerald, createAdmin, sessionCookie, startConsoleHerald } from '../helpers/console.ts';
 
-interface Running {
-  readonly h: TestHerald;
-  readonly stateDir: string;
-  readonly port: number;
-  close(): Promise<void>;
-}
-
-async function start(mfa: Record<string, unknown>): Promise<Running> {
-  const stateDir = mkdtempSync(join(tmpdir(), 'herald-sign-in-stages-'));
-  const h = await startHerald({ stateDir, admin: { console: { mfa, login: { addressDelayAfter: 1000, addressLockAfter: 10000 } } } });
-  return {
-    h,
-    stateDir,
-    port: h.server.adminPort,
-    async close() {
-      await h.close();
-      rmSync(stateDir, { recursive: true, force: true });
-    },
-  };
-}
+/** The suite signs in many times from 127.0.0.1. */
+const LOGIN = { addressDelayAfter: 1000, addressLockAfter: 10000 };
 
 /** Every console endpoint a partial session must not reach, one per guard and method. */
 const GUARDED: readonly (readonly [string, string, unknown?])[] = [
@@ -48,10 +26,10 @@ const GUARDED: readonly (readonly [string, string, unknown?])[] = [
 ];
 
 describe('console sign-in stages: MFA required for every admin', { timeout: 120000 }, () => {
-  let r: Running;
+  let r: ConsoleHerald;
 
   before(async () => {
-    r = await start({ require: 'all' });
+    r = await startConsoleHerald({ mfa: { require: 'all' }, login: LOGIN });
     await createAdmin(r.stateDir, 'olive', 'owner');
   });
   after(() => r.close());
@@ -92,10 +70,10 @@ describe('console sign-in stages: MFA required for every admin', { timeout: 1200
 });
 
 describe('console sign-in stages: MFA required per role', { timeout: 120000 }, () => {
-  let r: Running;
+  let r: ConsoleHerald;
 
   before(async () => {
-    r = await start({ require: ['owner', 'operator'] });
+    r = await startConsoleHerald({ mfa: { require: ['owner', 'operator'] }, login: LOGIN });
     await createAdmin(r.stateDir, 'olive', 'owner');
     await createAdmin(r.stateDir, 'oscar', 'operator');
     await createAdmin(r.stateDir, 'vera', 'viewer');
@@ -119,10 +97,10 @@ describe('console sign-in stages: MFA required per role', { timeout: 120000 }, (
 });
 
 describe('console sign-in stages: no MFA policy', { timeout: 120000 }, () => {
-  let r: Running;
+  let r: ConsoleHerald;
 
   before(async () => {
-    r = await start({});
+    r = await startConsoleHerald({ login: LOGIN });
     await createAdmin(r.stateDir, 'olive', 'owner');
   });
   after(() => r.close());

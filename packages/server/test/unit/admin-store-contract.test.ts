@@ -166,6 +166,41 @@ for (const [name, open] of Object.entries(engines)) {
     );
 
     test(
+      'TOTP: pending until confirmed with the same secret; steps only forward, one winner at once; recovery codes once each; delete',
+      withStore(async (store) => {
+        const t = Date.now();
+        assert.equal(await store.getTotp('ann'), undefined);
+        assert.equal(await store.beginTotp('ann', 'SECRETA', t), true);
+        assert.deepEqual(await store.getTotp('ann'), { admin: 'ann', secret: 'SECRETA', createdAt: t, confirmedAt: 0, lastStep: 0 });
+        assert.equal(await store.acceptTotpStep('ann', 5), false, 'a pending secret takes no steps');
+        assert.equal(await store.beginTotp('ann', 'SECRETB', t + 1), true, 'a new start replaces a pending secret');
+        assert.equal(await store.confirmTotp('ann', 'SECRETA', 10, ['h1'], t + 2), false, 'the replaced secret does not confirm');
+        assert.equal(await store.confirmTotp('ann', 'SECRETB', 10, ['h1', 'h2', 'h3'], t + 2), true);
+        assert.equal(await store.confirmTotp('ann', 'SECRETB', 11, ['h9'], t + 3), false, 'confirmed once');
+        assert.deepEqual(await store.getTotp('ann'), { admin: 'ann', secret: 'SECRETB', createdAt: t + 1, confirmedAt: t + 2, lastStep: 10 });
+        assert.equal(await store.beginTotp('ann', 'SECRETC', t + 4), false, 'a confirmed secret is not replaced');
+        assert.equal(await store.acceptTotpStep('ann', 10), false, 'the step of the confirming code');
+        assert.equal(await store.acceptTotpStep('ann', 9), false);
+        const racing = await Promise.all([11, 11, 11, 11].map((step) => store.acceptTotpStep('ann', step)));
+        assert.equal(racing.filter(Boolean).length, 1, 'one of four concurrent uses of a step wins');
+        assert.equal((await store.getTotp('ann'))?.lastStep, 11);
+        assert.equal(await store.acceptTotpStep('ann', 13), true);
+        assert.equal(await store.countRecoveryCodes('ann'), 3);
+        const uses = await Promise.all(['h2', 'h2', 'h2'].map((h) => store.useRecoveryCode('ann', h, t + 5)));
+        assert.equal(uses.filter(Boolean).length, 1, 'a code works once, even at once');
+        assert.equal(await store.useRecoveryCode('ann', 'nope', t + 5), false);
+        assert.equal(await store.useRecoveryCode('bob', 'h1', t + 5), false, 'another admin\'s code');
+        assert.equal(await store.countRecoveryCodes('ann'), 2);
+        assert.equal(await store.deleteTotp('ann'), true);
+        assert.equal(await store.getTotp('ann'), undefined);
+        assert.equal(await store.countRecoveryCodes('ann'), 0);
+        assert.equal(await store.useRecoveryCode('ann', 'h1', t + 6), false);
+        assert.equal(await store.deleteTotp('ann'), false);
+        assert.equal(await store.beginTotp('ann', 'SECRETD', t + 7), true, 'after deletion a new enrolment starts');
+      }),
+    );
+
+    test(
       'limiter: progressive delay, lock, window; a refused attempt counts nothing; clear and forgive',
       withStore(async (store) => {
         const t = 1_800_000_000_000;
