@@ -2,6 +2,7 @@
 import { useState } from 'preact/hooks';
 import { ApiFailure, call } from '../api.ts';
 import { loginNotice, session, type Session } from '../state.ts';
+import { PasskeySignInButton } from './passkeys.tsx';
 import { OidcButtons, ProviderLogout } from './oidc.tsx';
 
 export function Login() {
@@ -48,6 +49,7 @@ export function Login() {
         <button type="submit" class="primary" disabled={busy}>
           {busy ? 'Signing in…' : 'Sign in'}
         </button>
+        <PasskeySignInButton />
         <OidcButtons />
         <ProviderLogout />
       </form>
