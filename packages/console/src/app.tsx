@@ -15,6 +15,7 @@ import { Connections } from './views/connections.tsx';
 import { Keys } from './views/keys.tsx';
 import { Login } from './views/login.tsx';
 import { Overview } from './views/overview.tsx';
+import { Passkeys, PasskeyStep } from './views/passkeys.tsx';
 
 const VIEWS = [
   { view: 'overview', title: 'Overview', component: Overview },
@@ -22,6 +23,7 @@ const VIEWS = [
   { view: 'connections', title: 'Connections', component: Connections },
   { view: 'keys', title: 'API keys', component: Keys },
   { view: 'audit', title: 'Audit log', component: Audit },
+  { view: 'passkeys', title: 'Passkeys', component: Passkeys },
 ] as const;
 
 function time(value: string | number | undefined): number | undefined {
@@ -46,10 +48,10 @@ export function App() {
 
   // The live stream runs while someone is signed in.
   useEffect(() => {
-    if (current === null || current === undefined) return undefined;
+    if (current === null || current === undefined || (current.stage ?? 'full') !== 'full') return undefined;
     startOverviewStream();
     return stopOverviewStream;
-  }, [current === null || current === undefined ? '' : current.admin.name]);
+  }, [current === null || current === undefined ? '' : `${current.admin.name} ${current.stage ?? 'full'}`]);
 
   // Idle timeout: once the idle time has passed since the last call, ask the server (a 401 shows the login).
   useEffect(() => {
@@ -80,6 +82,15 @@ export function App() {
 
   if (current === undefined) return <p class="loading">Loading…</p>;
   if (current === null) return <Login />;
+  if (current.stage === 'second_factor' || current.stage === 'enrol') {
+    return (
+      <main class="login" id="main">
+        <div class="card">
+          <PasskeyStep stage={current.stage} />
+        </div>
+      </main>
+    );
+  }
   const view = VIEWS.find((v) => v.view === route.value.view);
   const Component = view?.component;
   return (

@@ -12,6 +12,8 @@ export interface Session {
   readonly csrf: string;
   readonly expiresAt?: string | number;
   readonly idleExpiresAt?: string | number;
+  /** 'full', or a sign-in that waits for its second factor or for enrolment (console/sign-in.ts). */
+  readonly stage?: 'full' | 'second_factor' | 'enrol';
 }
 
 const rank: Record<AdminRole, number> = { viewer: 0, operator: 1, owner: 2 };
