@@ -242,7 +242,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     } catch (error) {
       await pool?.close();
       await proxyHooks?.close();
-      webhooks?.close();
+      await webhooks?.close();
       await sharedLimits?.close();
       await engine.close().catch(() => undefined);
       throw new ConfigError([`/hooks/javascript/file: ${js.file} cannot be used: ${(error as Error).message}`]);
