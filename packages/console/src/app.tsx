@@ -14,7 +14,9 @@ import { Channels } from './views/channels.tsx';
 import { Connections } from './views/connections.tsx';
 import { Keys } from './views/keys.tsx';
 import { Login } from './views/login.tsx';
+import { providerLogout, SignInRefused } from './views/oidc.tsx';
 import { Overview } from './views/overview.tsx';
+import { Passkeys, PasskeyStep } from './views/passkeys.tsx';
 
 const VIEWS = [
   { view: 'overview', title: 'Overview', component: Overview },
@@ -22,6 +24,7 @@ const VIEWS = [
   { view: 'connections', title: 'Connections', component: Connections },
   { view: 'keys', title: 'API keys', component: Keys },
   { view: 'audit', title: 'Audit log', component: Audit },
+  { view: 'passkeys', title: 'Passkeys', component: Passkeys },
 ] as const;
 
 function time(value: string | number | undefined): number | undefined {
@@ -46,10 +49,10 @@ export function App() {
 
   // The live stream runs while someone is signed in.
   useEffect(() => {
-    if (current === null || current === undefined) return undefined;
+    if (current === null || current === undefined || (current.stage ?? 'full') !== 'full') return undefined;
     startOverviewStream();
     return stopOverviewStream;
-  }, [current === null || current === undefined ? '' : current.admin.name]);
+  }, [current === null || current === undefined ? '' : `${current.admin.name} ${current.stage ?? 'full'}`]);
 
   // Idle timeout: once the idle time has passed since the last call, ask the server (a 401 shows the login).
   useEffect(() => {
@@ -75,11 +78,23 @@ export function App() {
 
   useEffect(() => {
     const view = VIEWS.find((v) => v.view === route.value.view);
-    document.title = current === null ? 'Sign in · Herald console' : `${view?.title ?? 'Not found'} · Herald console`;
+    if (route.value.view === 'signin-refused') document.title = 'Sign-in refused · Herald console';
+    else document.title = current === null ? 'Sign in · Herald console' : `${view?.title ?? 'Not found'} · Herald console`;
   }, [current, route.value.view]);
 
   if (current === undefined) return <p class="loading">Loading…</p>;
+  // A refused single sign-on shows why, whether or not an earlier session is still open in this browser.
+  if (route.value.view === 'signin-refused') return <SignInRefused />;
   if (current === null) return <Login />;
+  if (current.stage === 'second_factor' || current.stage === 'enrol') {
+    return (
+      <main class="login" id="main">
+        <div class="card">
+          <PasskeyStep stage={current.stage} />
+        </div>
+      </main>
+    );
+  }
   const view = VIEWS.find((v) => v.view === route.value.view);
   const Component = view?.component;
   return (
@@ -113,7 +128,12 @@ function Account({ session: current }: { session: Session }) {
   const [error, setError] = useState('');
   async function signOut(everywhere: boolean) {
     try {
-      await call(everywhere ? 'logout-everywhere' : 'logout', { method: 'POST' });
+      // A single sign-on session signs out through oidc/logout, which also names the provider's logout page.
+      if (!everywhere && current.methods?.includes('oidc') === true) {
+        providerLogout.value = (await call<{ endSessionUrl: string | null }>('oidc/logout', { method: 'POST' })).endSessionUrl;
+      } else {
+        await call(everywhere ? 'logout-everywhere' : 'logout', { method: 'POST' });
+      }
       stopOverviewStream();
       loginNotice.value = everywhere ? 'Signed out on every device.' : 'Signed out.';
       session.value = null;

@@ -2,6 +2,8 @@
 import { useState } from 'preact/hooks';
 import { ApiFailure, call } from '../api.ts';
 import { loginNotice, session, type Session } from '../state.ts';
+import { PasskeySignInButton } from './passkeys.tsx';
+import { OidcButtons, ProviderLogout } from './oidc.tsx';
 
 export function Login() {
   const [name, setName] = useState('');
@@ -47,6 +49,9 @@ export function Login() {
         <button type="submit" class="primary" disabled={busy}>
           {busy ? 'Signing in…' : 'Sign in'}
         </button>
+        <PasskeySignInButton />
+        <OidcButtons />
+        <ProviderLogout />
       </form>
     </main>
   );

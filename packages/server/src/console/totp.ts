@@ -97,11 +97,15 @@ export interface ResetOutcome {
   readonly totp: boolean;
   /** Sessions of the admin ended. */
   readonly sessions: number;
+  /** Passkeys of the admin removed. */
+  readonly passkeys: number;
 }
 
 /** Removes an admin's TOTP secret and recovery codes and ends the admin's sessions (the console's and the CLI's reset-mfa). */
 export async function resetMfa(store: AdminStore, name: string): Promise<ResetOutcome> {
   const totp = await store.deleteTotp(name);
+  let passkeys = 0;
+  for (const passkey of await store.listPasskeys(name)) if (await store.deletePasskey(name, passkey.id)) passkeys++;
   const sessions = await store.deleteSessionsOf(name);
-  return { totp, sessions };
+  return { totp, sessions, passkeys };
 }
