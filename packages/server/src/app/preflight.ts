@@ -119,7 +119,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     const decision = decideConsole(config, certFile !== undefined && keyFile !== undefined);
     if (decision.problem !== undefined) problems.push(decision.problem);
     if (decision.warning !== undefined) warnings.push(decision.warning);
-    problems.push(...passkeyProblems(config));
+    problems.push(...(await passkeyProblems(config)));
     consoleEnabled = decision.enabled;
   }
   // OIDC client secrets come from files or the environment, like the other secrets.

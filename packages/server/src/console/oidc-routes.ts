@@ -24,11 +24,11 @@
  */
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import * as client from 'openid-client';
+import type { Configuration } from 'openid-client';
 import { sendApiError } from '../transports/http-connection.ts';
 import type { AdminRecord } from './admin-store.ts';
 import { clearSessionCookie, requireSession, type ConsoleContext } from './console-guard.ts';
-import { adminNameCandidates, failureOf, mapRole, mfaAsserted, OidcProvider, sha256Hex, type OidcFailure, type PreparedOidcProvider } from './oidc.ts';
+import { adminNameCandidates, failureOf, loadOpenidClient, mapRole, mfaAsserted, OidcProvider, sha256Hex, type OidcFailure, type PreparedOidcProvider } from './oidc.ts';
 import { startSession } from './sign-in.ts';
 
 export const OIDC_FLOW_COOKIE = '__Host-herald_oidc';
@@ -81,7 +81,7 @@ export function registerOidcRoutes(app: FastifyInstance, ctx: ConsoleContext, pr
     return reply.redirect(`${base}/#/signin-refused?reason=${reason}&provider=${encodeURIComponent(provider.id)}`, 303);
   }
 
-  async function discovered(request: FastifyRequest, provider: OidcProvider): Promise<client.Configuration | undefined> {
+  async function discovered(request: FastifyRequest, provider: OidcProvider): Promise<Configuration | undefined> {
     try {
       return await provider.configuration(ctx.now());
     } catch (error) {
@@ -99,6 +99,7 @@ export function registerOidcRoutes(app: FastifyInstance, ctx: ConsoleContext, pr
     if (provider === undefined) return reply;
     const configuration = await discovered(request, provider);
     if (configuration === undefined) return refuse(request, reply, provider, 'provider_unreachable');
+    const client = await loadOpenidClient();
     const state = client.randomState();
     const nonce = client.randomNonce();
     const codeVerifier = client.randomPKCECodeVerifier();
@@ -132,6 +133,7 @@ export function registerOidcRoutes(app: FastifyInstance, ctx: ConsoleContext, pr
     if (params.has('error')) return refuse(request, reply, provider, 'provider_error', { error: (params.get('error') ?? '').slice(0, 64) });
     const configuration = await discovered(request, provider);
     if (configuration === undefined) return refuse(request, reply, provider, 'provider_unreachable');
+    const client = await loadOpenidClient();
 
     let claims: Record<string, unknown>;
     try {
@@ -203,7 +205,7 @@ export function registerOidcRoutes(app: FastifyInstance, ctx: ConsoleContext, pr
     for (const link of links) {
       const provider = providers.get(link.provider);
       const configuration = provider === undefined ? undefined : await discovered(request, provider);
-      const url = configuration === undefined ? undefined : provider!.endSessionUrl(configuration, `${origin(request)}${base}/`);
+      const url = configuration === undefined ? undefined : await provider!.endSessionUrl(configuration, `${origin(request)}${base}/`);
       if (url !== undefined) {
         endSessionUrl = url;
         break;

@@ -19,11 +19,20 @@
  */
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import * as client from 'openid-client';
-import { Agent, fetch as undiciFetch } from 'undici';
+import type * as client from 'openid-client';
+import type { Agent } from 'undici';
 import type { Config, OidcProviderConfig } from '../config/schema.ts';
 import { ADMIN_NAME_PATTERN, type AdminRole } from './admin-store.ts';
 import { isLoopbackHost } from './console-config.ts';
+
+// openid-client and undici load at the first OIDC request, not at start (docs/performance.md, footprint).
+let openidClient: typeof client | undefined;
+/** openid-client, loaded at first use. */
+export async function loadOpenidClient(): Promise<typeof client> {
+  return (openidClient ??= await import('openid-client'));
+}
+let undici: Promise<typeof import('undici')> | undefined;
+const loadUndici = () => (undici ??= import('undici'));
 
 /** A provider's config with its client secret and CA read. */
 export interface PreparedOidcProvider {
@@ -158,8 +167,9 @@ export type OidcFailure =
 
 /** The reason an openid-client error stands for (its cause chain names the claim that failed). */
 export function failureOf(error: unknown): OidcFailure {
-  if (error instanceof client.ResponseBodyError) return 'code_rejected';
-  if (error instanceof client.AuthorizationResponseError) return 'provider_error';
+  // An error of openid-client's own classes means it is loaded.
+  if (openidClient !== undefined && error instanceof openidClient.ResponseBodyError) return 'code_rejected';
+  if (openidClient !== undefined && error instanceof openidClient.AuthorizationResponseError) return 'provider_error';
   let claim: unknown;
   const messages: string[] = [];
   let cursor: unknown = error;
@@ -183,8 +193,10 @@ export function failureOf(error: unknown): OidcFailure {
  * MAX_PROVIDER_RESPONSE_BYTES.
  */
 function providerFetch(ca: string | undefined): client.CustomFetch {
-  const dispatcher = new Agent({ connect: ca === undefined ? {} : { ca }, headersTimeout: PROVIDER_TIMEOUT_MS, bodyTimeout: PROVIDER_TIMEOUT_MS });
+  let dispatcher: Agent | undefined;
   return async (url, options) => {
+    const { Agent, fetch: undiciFetch } = await loadUndici();
+    dispatcher ??= new Agent({ connect: ca === undefined ? {} : { ca }, headersTimeout: PROVIDER_TIMEOUT_MS, bodyTimeout: PROVIDER_TIMEOUT_MS });
     const timeout = AbortSignal.timeout(PROVIDER_TIMEOUT_MS);
     const signal = options.signal === undefined ? timeout : AbortSignal.any([options.signal, timeout]);
     const response = await undiciFetch(url, {
@@ -240,9 +252,11 @@ export class OidcProvider {
     if (now - this.#failedAt < REDISCOVER_AFTER_MS) return Promise.reject(new Error('the provider\'s discovery failed a moment ago'));
     const provider = this.prepared.config;
     const issuer = new URL(provider.issuer);
-    const execute = plainHttpAllowed(provider, issuer) ? [client.allowInsecureRequests] : [];
-    const discovered = client
-      .discovery(issuer, provider.clientId, undefined, client.ClientSecretBasic(this.prepared.clientSecret), { [client.customFetch]: this.#fetch, execute, timeout: PROVIDER_TIMEOUT_MS / 1000 })
+    const discovered = loadOpenidClient()
+      .then((lib) => {
+        const execute = plainHttpAllowed(provider, issuer) ? [lib.allowInsecureRequests] : [];
+        return lib.discovery(issuer, provider.clientId, undefined, lib.ClientSecretBasic(this.prepared.clientSecret), { [lib.customFetch]: this.#fetch, execute, timeout: PROVIDER_TIMEOUT_MS / 1000 });
+      })
       .then((configuration) => {
         const metadata = configuration.serverMetadata();
         for (const key of ['authorization_endpoint', 'token_endpoint', 'jwks_uri', 'userinfo_endpoint', 'end_session_endpoint'] as const) {
@@ -265,9 +279,9 @@ export class OidcProvider {
   }
 
   /** The provider's logout page, when its metadata names one. */
-  endSessionUrl(configuration: client.Configuration, postLogoutRedirectUri: string): string | undefined {
+  async endSessionUrl(configuration: client.Configuration, postLogoutRedirectUri: string): Promise<string | undefined> {
     if (configuration.serverMetadata().end_session_endpoint === undefined) return undefined;
-    return client.buildEndSessionUrl(configuration, { client_id: this.prepared.config.clientId, post_logout_redirect_uri: postLogoutRedirectUri }).href;
+    return (await loadOpenidClient()).buildEndSessionUrl(configuration, { client_id: this.prepared.config.clientId, post_logout_redirect_uri: postLogoutRedirectUri }).href;
   }
 }
 

@@ -11,8 +11,11 @@
  * The public-suffix list is tldts's (the same list browsers use).
  */
 import { isIP } from 'node:net';
-import { parse } from 'tldts';
 import type { Config } from '../config/schema.ts';
+
+// tldts loads only when passkeys are configured (docs/performance.md, footprint).
+let tldts: Promise<typeof import('tldts')> | undefined;
+const loadTldts = () => (tldts ??= import('tldts'));
 
 export interface PasskeySettings {
   readonly rpId: string;
@@ -27,12 +30,12 @@ function isLocalhost(host: string): boolean {
 }
 
 /** Why `rpId` cannot be a relying-party id, or undefined when it can. */
-function rpIdProblem(rpId: string): string | undefined {
+async function rpIdProblem(rpId: string): Promise<string | undefined> {
   if (isIP(rpId) !== 0 || /^[0-9.]+$/.test(rpId)) return `"${rpId}" is an IP address; browsers accept only a domain name as RP id (use "localhost" on this machine)`;
   if (rpId !== rpId.toLowerCase()) return `"${rpId}" must be lower case`;
   if (rpId.startsWith('.') || rpId.endsWith('.') || rpId.includes('..')) return `"${rpId}" is not a domain name`;
   if (isLocalhost(rpId)) return undefined;
-  const parsed = parse(rpId, { allowPrivateDomains: true });
+  const parsed = (await loadTldts()).parse(rpId, { allowPrivateDomains: true });
   if (parsed.domain === null) return `"${rpId}" is a public suffix (like "com" or "co.uk"); use the console's domain, e.g. "example.com"`;
   return undefined;
 }
@@ -60,14 +63,14 @@ export function passkeySettings(config: Config): PasskeySettings | undefined {
 }
 
 /** Problems of `admin.console.passkeys`, each naming its field. */
-export function passkeyProblems(config: Config): string[] {
+export async function passkeyProblems(config: Config): Promise<string[]> {
   const p = config.admin.console.passkeys;
   const problems: string[] = [];
   if (p.rpId === undefined) {
     if (p.origins.length > 0) problems.push('/admin/console/passkeys/rpId: origins are set but rpId is not; passkeys need both (e.g. rpId "example.com")');
     return problems;
   }
-  const rpProblem = rpIdProblem(p.rpId);
+  const rpProblem = await rpIdProblem(p.rpId);
   if (rpProblem !== undefined) {
     problems.push(`/admin/console/passkeys/rpId: ${rpProblem}`);
     return problems;

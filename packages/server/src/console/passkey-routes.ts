@@ -30,20 +30,17 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import {
-  generateAuthenticationOptions,
-  generateRegistrationOptions,
-  verifyAuthenticationResponse,
-  verifyRegistrationResponse,
-  type AuthenticationResponseJSON,
-  type RegistrationResponseJSON,
-} from '@simplewebauthn/server';
+import type { AuthenticationResponseJSON, RegistrationResponseJSON } from '@simplewebauthn/server';
 import { sendApiError } from '../transports/http-connection.ts';
 import type { PasskeyChallenge, PasskeyPurpose, PasskeyRecord } from './admin-store.ts';
 import { cookieOptions, requireRole, requireStage, type ConsoleContext } from './console-guard.ts';
 import { sameOrigin } from './csrf.ts';
 import type { PasskeySettings } from './passkey-config.ts';
 import { passkeySecondFactorSession, finishPasskeySignIn, finishPasskeySecondFactor } from './passkey-sign-in.ts';
+
+// @simplewebauthn/server (about 250 modules) loads at the first ceremony, not at start (docs/performance.md, footprint).
+let simpleWebAuthn: Promise<typeof import('@simplewebauthn/server')> | undefined;
+const webauthn = () => (simpleWebAuthn ??= import('@simplewebauthn/server'));
 
 /** The cookie a passwordless sign-in's challenge is bound to (a random id; the store keeps its SHA-256). */
 export const PASSKEY_COOKIE = '__Host-herald_passkey';
@@ -131,7 +128,7 @@ export function registerPasskeyRoutes(app: FastifyInstance, ctx: ConsoleContext,
     if (partial !== undefined) {
       const passkeys = await ctx.store.listPasskeys(partial.admin.name);
       if (passkeys.length === 0) return sendApiError(reply, 'invalid_input', 'this admin has no passkey');
-      const options = await generateAuthenticationOptions({
+      const options = await (await webauthn()).generateAuthenticationOptions({
         rpID: settings.rpId,
         userVerification: 'required',
         timeout: settings.challengeTtlMs,
@@ -140,7 +137,7 @@ export function registerPasskeyRoutes(app: FastifyInstance, ctx: ConsoleContext,
       const expiresAt = await issue(`second_factor:${partial.session.idHash}`, 'second_factor', options.challenge, partial.admin.name, null);
       return { options, expiresAt };
     }
-    const options = await generateAuthenticationOptions({ rpID: settings.rpId, userVerification: 'required', timeout: settings.challengeTtlMs });
+    const options = await (await webauthn()).generateAuthenticationOptions({ rpID: settings.rpId, userVerification: 'required', timeout: settings.challengeTtlMs });
     const binding = randomBytes(32).toString('base64url');
     const expiresAt = await issue(`login:${sha256(binding)}`, 'login', options.challenge, null, null);
     reply.setCookie(PASSKEY_COOKIE, binding, { ...cookieOptions, maxAge: Math.ceil(settings.challengeTtlMs / 1000) });
@@ -185,7 +182,7 @@ export function registerPasskeyRoutes(app: FastifyInstance, ctx: ConsoleContext,
     if (userHandle !== undefined && userHandle !== passkey.userHandle) return fail('the user handle is not the passkey\'s admin', passkey.admin, passkey);
     let newCounter: number;
     try {
-      const verified = await verifyAuthenticationResponse({
+      const verified = await (await webauthn()).verifyAuthenticationResponse({
         response,
         expectedChallenge: challenge.challenge,
         expectedOrigin: [...settings.origins],
@@ -214,7 +211,7 @@ export function registerPasskeyRoutes(app: FastifyInstance, ctx: ConsoleContext,
     const live = request.consoleSession!;
     const existing = await ctx.store.listPasskeys(live.admin.name);
     const userHandle = existing[0]?.userHandle ?? randomBytes(32).toString('base64url');
-    const options = await generateRegistrationOptions({
+    const options = await (await webauthn()).generateRegistrationOptions({
       rpName: settings.rpName,
       rpID: settings.rpId,
       userName: live.admin.name,
@@ -247,7 +244,7 @@ export function registerPasskeyRoutes(app: FastifyInstance, ctx: ConsoleContext,
     if (challenge.admin !== live.admin.name || challenge.userHandle === null) return refuse('the challenge was issued to another admin');
     let record: PasskeyRecord;
     try {
-      const verified = await verifyRegistrationResponse({
+      const verified = await (await webauthn()).verifyRegistrationResponse({
         response: body['response'] as RegistrationResponseJSON,
         expectedChallenge: challenge.challenge,
         expectedOrigin: [...settings.origins],

@@ -86,11 +86,11 @@ export function registerTotpRoutes(app: FastifyInstance, ctx: ConsoleContext): v
 
   app.post(`${base}/api/mfa/totp/enrol`, { preHandler: requireStage('enrol', 'full'), bodyLimit: CODE_BODY_LIMIT }, async (request, reply) => {
     const name = request.consoleAdmin!.name;
-    const secret = newTotpSecret();
+    const secret = await newTotpSecret();
     if (!(await ctx.store.beginTotp(name, secret, ctx.now()))) return sendApiError(reply, 'invalid_input', 'TOTP is already enrolled: remove it first');
-    const uri = totpUri(issuer, name, secret);
+    const uri = await totpUri(issuer, name, secret);
     ctx.audit.record({ actor: name, action: 'mfa.totp.enrol', address: ctx.clientIp(request), outcome: 'ok', detail: { step: 'start' } });
-    return { secret, uri, qr: qrDataUrl(uri), digits: TOTP_DIGITS, period: TOTP_PERIOD_S };
+    return { secret, uri, qr: await qrDataUrl(uri), digits: TOTP_DIGITS, period: TOTP_PERIOD_S };
   });
 
   app.post(`${base}/api/mfa/totp/confirm`, { preHandler: requireStage('enrol', 'full'), bodyLimit: CODE_BODY_LIMIT }, async (request, reply) => {

@@ -15,9 +15,13 @@
  *   works once.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { generateSecret, generateURI, verify } from 'otplib';
-import { renderSVG } from 'uqr';
 import type { AdminStore } from './admin-store.ts';
+
+// otplib and uqr load at first use: a server whose admins never use TOTP does not load them (docs/performance.md, footprint).
+let otplib: Promise<typeof import('otplib')> | undefined;
+const loadOtplib = () => (otplib ??= import('otplib'));
+let uqr: Promise<typeof import('uqr')> | undefined;
+const loadUqr = () => (uqr ??= import('uqr'));
 
 export const TOTP_PERIOD_S = 30;
 export const TOTP_DIGITS = 6;
@@ -25,18 +29,18 @@ export const RECOVERY_CODES = 10;
 
 const CODE = /^[0-9]{6}$/;
 
-export function newTotpSecret(): string {
-  return generateSecret({ length: 20 });
+export async function newTotpSecret(): Promise<string> {
+  return (await loadOtplib()).generateSecret({ length: 20 });
 }
 
 /** The otpauth:// URI an authenticator app reads (from the QR code or typed in). */
-export function totpUri(issuer: string, admin: string, secret: string): string {
-  return generateURI({ issuer, label: admin, secret, digits: TOTP_DIGITS, period: TOTP_PERIOD_S });
+export async function totpUri(issuer: string, admin: string, secret: string): Promise<string> {
+  return (await loadOtplib()).generateURI({ issuer, label: admin, secret, digits: TOTP_DIGITS, period: TOTP_PERIOD_S });
 }
 
 /** The URI as an SVG QR code in a data: URL (the console's CSP allows data: images). */
-export function qrDataUrl(text: string): string {
-  const svg = renderSVG(text, { ecc: 'M', border: 2, pixelSize: 6 });
+export async function qrDataUrl(text: string): Promise<string> {
+  const svg = (await loadUqr()).renderSVG(text, { ecc: 'M', border: 2, pixelSize: 6 });
   return 'data:image/svg+xml;base64,' + Buffer.from(svg).toString('base64');
 }
 
@@ -52,6 +56,7 @@ export function totpStep(nowMs: number): number {
 export async function checkTotp(secret: string, code: string, nowMs: number, afterStep: number): Promise<number | undefined> {
   if (!CODE.test(code)) return undefined;
   const epoch = Math.floor(nowMs / 1000);
+  const { verify } = await loadOtplib();
   try {
     const result = await verify({
       secret,
