@@ -30,7 +30,7 @@ export class ApiFailure extends Error {
 }
 
 export interface CallOptions {
-  readonly method?: 'GET' | 'POST';
+  readonly method?: 'GET' | 'POST' | 'DELETE';
   readonly body?: unknown;
   readonly query?: Record<string, string | number | undefined>;
   /** The login and session probes: a 401 there is an answer, not the end of a session. */
@@ -82,6 +82,10 @@ export function describeFailure(error: unknown): string {
       return 'The request was refused (CSRF check). Reload the page.';
     case 'not_found':
       return 'Not found.';
+    case 'mfa_failed':
+      return 'The code is wrong, expired or was already used. Wait for the next code and try again.';
+    case 'login_locked':
+      return 'Too many failed attempts. Wait a while, or ask an owner to unlock the account.';
     case 'network':
       return error.message;
     default:

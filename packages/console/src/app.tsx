@@ -15,6 +15,8 @@ import { Connections } from './views/connections.tsx';
 import { Keys } from './views/keys.tsx';
 import { Login } from './views/login.tsx';
 import { Overview } from './views/overview.tsx';
+import { Security } from './views/security.tsx';
+import { RequiredEnrolment, SecondFactor } from './views/sign-in-stages.tsx';
 
 const VIEWS = [
   { view: 'overview', title: 'Overview', component: Overview },
@@ -22,6 +24,7 @@ const VIEWS = [
   { view: 'connections', title: 'Connections', component: Connections },
   { view: 'keys', title: 'API keys', component: Keys },
   { view: 'audit', title: 'Audit log', component: Audit },
+  { view: 'security', title: 'Security', component: Security },
 ] as const;
 
 function time(value: string | number | undefined): number | undefined {
@@ -32,6 +35,8 @@ function time(value: string | number | undefined): number | undefined {
 
 export function App() {
   const current = session.value;
+  /** Fully signed in: the console's views; otherwise the next sign-in step (or the login). */
+  const full = current !== null && current !== undefined && (current.stage ?? 'full') === 'full';
 
   useEffect(() => {
     call<Session>('session', { quiet401: true }).then(
@@ -44,12 +49,12 @@ export function App() {
     );
   }, []);
 
-  // The live stream runs while someone is signed in.
+  // The live stream runs while someone is fully signed in.
   useEffect(() => {
-    if (current === null || current === undefined) return undefined;
+    if (!full) return undefined;
     startOverviewStream();
     return stopOverviewStream;
-  }, [current === null || current === undefined ? '' : current.admin.name]);
+  }, [full ? current.admin.name : '']);
 
   // Idle timeout: once the idle time has passed since the last call, ask the server (a 401 shows the login).
   useEffect(() => {
@@ -75,11 +80,13 @@ export function App() {
 
   useEffect(() => {
     const view = VIEWS.find((v) => v.view === route.value.view);
-    document.title = current === null ? 'Sign in · Herald console' : `${view?.title ?? 'Not found'} · Herald console`;
+    document.title = !full ? 'Sign in · Herald console' : `${view?.title ?? 'Not found'} · Herald console`;
   }, [current, route.value.view]);
 
   if (current === undefined) return <p class="loading">Loading…</p>;
   if (current === null) return <Login />;
+  if (current.stage === 'second_factor') return <SecondFactor current={current} />;
+  if (current.stage === 'enrol') return <RequiredEnrolment current={current} />;
   const view = VIEWS.find((v) => v.view === route.value.view);
   const Component = view?.component;
   return (

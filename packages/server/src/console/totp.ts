@@ -95,13 +95,21 @@ export function recoveryCodeHash(admin: string, code: string): string {
 export interface ResetOutcome {
   /** Whether a TOTP secret (confirmed or pending) was removed. */
   readonly totp: boolean;
+  /** Passkeys removed. */
+  readonly passkeys: number;
   /** Sessions of the admin ended. */
   readonly sessions: number;
 }
 
-/** Removes an admin's TOTP secret and recovery codes and ends the admin's sessions (the console's and the CLI's reset-mfa). */
+/**
+ * Removes every second factor of an admin (TOTP secret, recovery codes,
+ * passkeys) and ends the admin's sessions: the console's and the CLI's
+ * reset-mfa, for an admin who lost the device.
+ */
 export async function resetMfa(store: AdminStore, name: string): Promise<ResetOutcome> {
   const totp = await store.deleteTotp(name);
+  let passkeys = 0;
+  for (const passkey of await store.listPasskeys(name)) if (await store.deletePasskey(name, passkey.id)) passkeys++;
   const sessions = await store.deleteSessionsOf(name);
-  return { totp, sessions };
+  return { totp, passkeys, sessions };
 }

@@ -225,6 +225,7 @@ describe('console TOTP', { timeout: 180000 }, () => {
     const reset = await owner.post('/api/admins/bruno/reset-mfa');
     assert.equal(reset.status, 200, reset.text);
     assert.equal(reset.body.totp, true);
+    assert.equal(reset.body.passkeys, 0);
     assert.equal((await c.get('/api/session')).status, 401, 'the admin\'s sessions ended');
     assert.equal((await new ConsoleClient(r.port).login('bruno')).body.stage, 'full');
     assert.equal((await owner.post('/api/admins/nobody/reset-mfa')).status, 404);
