@@ -30,7 +30,7 @@ export class ApiFailure extends Error {
 }
 
 export interface CallOptions {
-  readonly method?: 'GET' | 'POST' | 'DELETE';
+  readonly method?: 'GET' | 'POST' | 'PATCH' | 'DELETE';
   readonly body?: unknown;
   readonly query?: Record<string, string | number | undefined>;
   /** The login and session probes: a 401 there is an answer, not the end of a session. */

@@ -17,6 +17,7 @@ import { Login } from './views/login.tsx';
 import { Overview } from './views/overview.tsx';
 import { Security } from './views/security.tsx';
 import { RequiredEnrolment, SecondFactor } from './views/sign-in-stages.tsx';
+import { Passkeys } from './views/passkeys.tsx';
 
 const VIEWS = [
   { view: 'overview', title: 'Overview', component: Overview },
@@ -25,6 +26,7 @@ const VIEWS = [
   { view: 'keys', title: 'API keys', component: Keys },
   { view: 'audit', title: 'Audit log', component: Audit },
   { view: 'security', title: 'Security', component: Security },
+  { view: 'passkeys', title: 'Passkeys', component: Passkeys },
 ] as const;
 
 function time(value: string | number | undefined): number | undefined {

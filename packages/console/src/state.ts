@@ -18,6 +18,8 @@ export interface Session {
   /** Absent from older servers: full. */
   readonly stage?: SessionStage;
   readonly methods?: readonly string[];
+  /** On a 'second_factor' session: the second factors the admin can give. */
+  readonly factors?: { readonly totp: boolean; readonly passkeys: number };
 }
 
 const rank: Record<AdminRole, number> = { viewer: 0, operator: 1, owner: 2 };

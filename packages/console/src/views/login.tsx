@@ -2,6 +2,7 @@
 import { useState } from 'preact/hooks';
 import { ApiFailure, call } from '../api.ts';
 import { loginNotice, session, type Session } from '../state.ts';
+import { PasskeySignInButton } from './passkeys.tsx';
 
 export function Login() {
   const [name, setName] = useState('');
@@ -47,6 +48,7 @@ export function Login() {
         <button type="submit" class="primary" disabled={busy}>
           {busy ? 'Signing in…' : 'Sign in'}
         </button>
+        <PasskeySignInButton />
       </form>
     </main>
   );

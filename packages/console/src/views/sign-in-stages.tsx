@@ -5,9 +5,10 @@
  * an 'enrol' session (the policy requires a second factor and the admin has
  * none). Each passing step answers a new session, which the page adopts.
  */
-import { useState } from 'preact/hooks';
+import { useEffect, useState } from 'preact/hooks';
 import { ApiFailure, call, describeFailure } from '../api.ts';
 import { loginNotice, session, type Session } from '../state.ts';
+import { PasskeyStep } from './passkeys.tsx';
 import { OneTimeCode, TotpEnrolment } from './totp-enrolment.tsx';
 
 async function cancel(): Promise<void> {
@@ -47,48 +48,63 @@ export function SecondFactor({ current }: { current: Session }) {
     }
   }
 
+  // Older answers without `factors`: offer the code.
+  const totp = current.factors?.totp ?? true;
+  const passkeys = (current.factors?.passkeys ?? 0) > 0;
   return (
     <main class="login" id="main">
-      <form class="card" onSubmit={(event) => void submit(event)} aria-labelledby="second-factor-title" id="second-factor">
+      <div class="card" id="second-factor-screen" aria-labelledby="second-factor-title">
         <h1 id="second-factor-title">Two-step sign-in</h1>
         <p>
-          Signed in as <strong>{current.admin.name}</strong>. {recovery ? 'Enter one of your recovery codes.' : 'Enter the 6-digit code from your authenticator app.'}
+          Signed in as <strong>{current.admin.name}</strong>.{' '}
+          {totp ? (recovery ? 'Enter one of your recovery codes.' : 'Enter the 6-digit code from your authenticator app.') : 'Confirm with your passkey.'}
         </p>
-        <label for="second-factor-code">{recovery ? 'Recovery code' : 'Code'}</label>
-        {recovery ? (
-          <input id="second-factor-code" name="recovery-code" autocomplete="off" spellcheck={false} required value={code} onInput={(e) => setCode(e.currentTarget.value)} />
-        ) : (
-          <OneTimeCode id="second-factor-code" value={code} onValue={setCode} />
+        {totp && (
+          <form onSubmit={(event) => void submit(event)} id="second-factor" class="enrolment">
+            <label for="second-factor-code">{recovery ? 'Recovery code' : 'Code'}</label>
+            {recovery ? (
+              <input id="second-factor-code" name="recovery-code" autocomplete="off" spellcheck={false} required value={code} onInput={(e) => setCode(e.currentTarget.value)} />
+            ) : (
+              <OneTimeCode id="second-factor-code" value={code} onValue={setCode} />
+            )}
+            <p class="status error" role="alert" id="second-factor-error">
+              {error}
+            </p>
+            <button type="submit" class="primary" disabled={busy}>
+              {busy ? 'Checking…' : 'Verify'}
+            </button>
+            <button
+              type="button"
+              class="link"
+              id="second-factor-switch"
+              onClick={() => {
+                setRecovery(!recovery);
+                setCode('');
+                setError('');
+              }}
+            >
+              {recovery ? 'Use the authenticator app instead' : 'Use a recovery code instead'}
+            </button>
+          </form>
         )}
-        <p class="status error" role="alert" id="second-factor-error">
-          {error}
-        </p>
-        <button type="submit" class="primary" disabled={busy}>
-          {busy ? 'Checking…' : 'Verify'}
+        {passkeys && <PasskeyStep stage="second_factor" />}
+        <button type="button" class="link" onClick={() => void cancel()}>
+          Cancel
         </button>
-        <div class="row">
-          <button
-            type="button"
-            class="link"
-            id="second-factor-switch"
-            onClick={() => {
-              setRecovery(!recovery);
-              setCode('');
-              setError('');
-            }}
-          >
-            {recovery ? 'Use the authenticator app instead' : 'Use a recovery code instead'}
-          </button>
-          <button type="button" class="link" onClick={() => void cancel()}>
-            Cancel
-          </button>
-        </div>
-      </form>
+      </div>
     </main>
   );
 }
 
 export function RequiredEnrolment({ current }: { current: Session }) {
+  const [passkeysOn, setPasskeysOn] = useState(false);
+  const [enrolled, setEnrolled] = useState(false);
+  useEffect(() => {
+    call<{ enabled: boolean }>('login/passkey', { quiet401: true }).then(
+      (answer) => setPasskeysOn(answer.enabled),
+      () => undefined,
+    );
+  }, []);
   return (
     <main class="login" id="main">
       <div class="card enrol" aria-labelledby="enrol-title">
@@ -97,6 +113,7 @@ export function RequiredEnrolment({ current }: { current: Session }) {
           Signed in as <strong>{current.admin.name}</strong>. This console requires a second factor for your role: set up an authenticator app to continue.
         </p>
         <TotpEnrolment
+          onConfirmed={() => setEnrolled(true)}
           onDone={(answer) => {
             if (answer !== undefined) session.value = answer;
           }}
@@ -105,6 +122,12 @@ export function RequiredEnrolment({ current }: { current: Session }) {
             session.value = null;
           }}
         />
+        {passkeysOn && !enrolled && (
+          <>
+            <p class="muted">Or, instead of an authenticator app:</p>
+            <PasskeyStep stage="enrol" />
+          </>
+        )}
         <button type="button" class="link" onClick={() => void cancel()}>
           Cancel
         </button>

@@ -28,7 +28,7 @@ function grouped(secret: string): string {
   return secret.replace(/(.{4})/g, '$1 ').trim();
 }
 
-export function TotpEnrolment({ onDone, onExpired }: { onDone: (answer: Session | undefined) => void; onExpired: () => void }) {
+export function TotpEnrolment({ onDone, onExpired, onConfirmed }: { onDone: (answer: Session | undefined) => void; onExpired: () => void; onConfirmed?: () => void }) {
   const [started, setStarted] = useState<Started | undefined>(undefined);
   const [code, setCode] = useState('');
   const [error, setError] = useState('');
@@ -48,6 +48,7 @@ export function TotpEnrolment({ onDone, onExpired }: { onDone: (answer: Session 
     setError('');
     try {
       setConfirmed(await call<Confirmed>('mfa/totp/confirm', { method: 'POST', body: { code: code.trim() }, quiet401: true }));
+      onConfirmed?.();
     } catch (failure) {
       if (failure instanceof ApiFailure && failure.status === 401 && failure.code !== 'mfa_failed') onExpired();
       else setError(describeFailure(failure));

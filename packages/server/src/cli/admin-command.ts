@@ -376,12 +376,11 @@ Options:
       },
     },
     'admin reset-mfa': {
-      summary: "remove an admin's second factors (TOTP, recovery codes, passkeys)",
+      summary: "remove an admin's second factors",
       help: `Usage: herald admin reset-mfa NAME [--config FILE]
 
-Removes the admin's second factors (TOTP secret, recovery codes, passkeys),
-for an admin who lost the device and the codes, and ends the admin's
-sessions. The next sign-in
+Removes the admin's TOTP secret, recovery codes and passkeys (for an admin who
+lost the authenticator and the codes) and ends the admin's sessions. The next sign-in
 asks for the password only, or, when admin.console.mfa.require covers the
 admin's role, leads to enrolment. Audited as mfa.reset.
 
@@ -396,7 +395,7 @@ Options:
           const outcome = await resetMfa(store, name);
           await store.appendAudit({ actor: actor(), action: 'mfa.reset', target: name, address: 'local', outcome: 'ok', detail: { ...outcome } }, Date.now());
           process.stderr.write(
-            `${outcome.totp ? 'TOTP and recovery codes removed' : 'No TOTP was enrolled'} for "${name}", ${outcome.passkeys} passkey${outcome.passkeys === 1 ? '' : 's'} removed; ${outcome.sessions} session${outcome.sessions === 1 ? '' : 's'} ended.\n`,
+            `${outcome.totp ? 'TOTP and recovery codes removed' : 'No TOTP was enrolled'} for "${name}"; ${outcome.passkeys} passkey${outcome.passkeys === 1 ? '' : 's'} removed; ${outcome.sessions} session${outcome.sessions === 1 ? '' : 's'} ended.\n`,
           );
         });
       },

@@ -95,10 +95,10 @@ export function recoveryCodeHash(admin: string, code: string): string {
 export interface ResetOutcome {
   /** Whether a TOTP secret (confirmed or pending) was removed. */
   readonly totp: boolean;
-  /** Passkeys removed. */
-  readonly passkeys: number;
   /** Sessions of the admin ended. */
   readonly sessions: number;
+  /** Passkeys of the admin removed. */
+  readonly passkeys: number;
 }
 
 /**
@@ -111,5 +111,5 @@ export async function resetMfa(store: AdminStore, name: string): Promise<ResetOu
   let passkeys = 0;
   for (const passkey of await store.listPasskeys(name)) if (await store.deletePasskey(name, passkey.id)) passkeys++;
   const sessions = await store.deleteSessionsOf(name);
-  return { totp, passkeys, sessions };
+  return { totp, sessions, passkeys };
 }

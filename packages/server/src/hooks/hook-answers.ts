@@ -6,6 +6,8 @@
  */
 import { Type, type TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
+import type { Channel } from 'node:diagnostics_channel';
+import type { HookCallEvent } from '../observability/diagnostics.ts';
 import type { ConnectDecision, HookEvent, PublishDecision, RpcDecision, SubscribeDecision } from './hooks.ts';
 
 /** Codes a backend may give when it refuses: disconnect codes at connect, reply codes elsewhere. */
@@ -71,4 +73,17 @@ export function publishDecision(answer: HookAnswer): PublishDecision {
 export function rpcDecision(answer: HookAnswer): RpcDecision {
   if ('error' in answer) return { outcome: 'deny', code: answer.error.code ?? 103, message: answer.error.message ?? DENIED };
   return { outcome: 'allow', data: answer.result.data ?? null };
+}
+
+/** Publishes one call's outcome (a checked answer, or why it failed) on a hook diagnostics channel, when anybody listens. */
+export function reportHookCall(channel: Channel, node: string, event: string, outcome: HookAnswer | { readonly failed: string }, started: number): void {
+  if (!channel.hasSubscribers) return;
+  const report: HookCallEvent = {
+    node,
+    event,
+    outcome: 'failed' in outcome ? 'failed' : 'error' in outcome ? 'deny' : 'allow',
+    reason: 'failed' in outcome ? outcome.failed : undefined,
+    ms: performance.now() - started,
+  };
+  channel.publish(report);
 }

@@ -11,7 +11,7 @@ import type { IncomingHttpHeaders } from 'node:http';
 import { readJson } from '@herald/protocol/json';
 import type { JavascriptHooksConfig } from '../config/schema.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
-import { checkAnswer, connectDecision, publishDecision, rpcDecision, subscribeDecision, type HookAnswer } from './hook-answers.ts';
+import { checkAnswer, connectDecision, publishDecision, reportHookCall, rpcDecision, subscribeDecision, type HookAnswer } from './hook-answers.ts';
 import type {
   ConnectDecision,
   ConnectHookRequest,
@@ -118,15 +118,7 @@ export class JavascriptHooks implements Hooks {
   async #call(event: ScriptedEvent, fields: Record<string, unknown>): Promise<HookAnswer | Failure> {
     const started = performance.now();
     const outcome = await this.#run(event, fields);
-    if (diagnostics.hookSandbox.hasSubscribers) {
-      diagnostics.hookSandbox.publish({
-        node: this.#node,
-        event,
-        outcome: 'failed' in outcome ? 'failed' : 'error' in outcome ? 'deny' : 'allow',
-        reason: 'failed' in outcome ? outcome.failed : undefined,
-        ms: performance.now() - started,
-      });
-    }
+    reportHookCall(diagnostics.hookSandbox, this.#node, event, outcome, started);
     return outcome;
   }
 

@@ -12,7 +12,7 @@ import { parseCookie } from 'cookie';
 import { readJson } from '@herald/protocol/json';
 import type { HookTargetConfig, HooksConfig } from '../config/schema.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
-import { checkAnswer, connectDecision, publishDecision, rpcDecision, subscribeDecision, type HookAnswer } from './hook-answers.ts';
+import { checkAnswer, connectDecision, publishDecision, reportHookCall, rpcDecision, subscribeDecision, type HookAnswer } from './hook-answers.ts';
 import type {
   ConnectDecision,
   ConnectHookRequest,
@@ -223,15 +223,7 @@ export class ProxyHooks implements Hooks {
   async #call(event: HookEvent, target: Target, fields: Record<string, unknown>): Promise<CallOutcome> {
     const started = performance.now();
     const outcome = await this.#post(event, target, fields);
-    if (diagnostics.hookCall.hasSubscribers) {
-      diagnostics.hookCall.publish({
-        node: this.#node,
-        event,
-        outcome: 'failed' in outcome ? 'failed' : 'error' in outcome ? 'deny' : 'allow',
-        reason: 'failed' in outcome ? outcome.failed : undefined,
-        ms: performance.now() - started,
-      });
-    }
+    reportHookCall(diagnostics.hookCall, this.#node, event, outcome, started);
     return outcome;
   }
 

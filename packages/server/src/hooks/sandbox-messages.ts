@@ -1,4 +1,4 @@
-/** The IPC messages between the server and a sandbox process (sandbox-pool.ts ↔ sandbox-process.ts). Plain JSON. */
+/** The IPC messages between the server and a sandbox process (sandbox-pool.ts ↔ sandbox-process.ts): plain data (Node's "advanced" IPC serialization, so the JSON text of an event or answer is copied, not escaped again). */
 
 export interface SandboxLimits {
   /** The QuickJS runtime's memory limit (bytes): heap of the hook's code, its data and its answer. */

@@ -187,7 +187,7 @@ export class SandboxPool {
       execArgv: this.#execArgv,
       env: {},
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
-      serialization: 'json',
+      serialization: 'advanced',
     });
     const slot: Slot = existing ?? { child, ready: false, job: undefined, jobId: 0, timer: undefined, killedForDeadline: false };
     Object.assign(slot, { child, ready: false, killedForDeadline: false });

@@ -10,7 +10,7 @@
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Writable } from 'node:stream';
@@ -386,6 +386,49 @@ test('queue bound: calls beyond pool + maxQueue fail at once (queue_full, the po
       const metrics = (await h.server.metricsJson()) as Json[];
       const errors = metrics.find((m) => m.name === 'herald_js_hook_errors_total');
       assert.equal(errors.values.find((v: Json) => v.labels.reason === 'queue_full')?.value, 1);
+      await client.close();
+    });
+  });
+});
+
+/** The sandbox processes this process (the server) started, from /proc. */
+function sandboxProcesses(): number[] {
+  const pids: number[] = [];
+  for (const task of readdirSync(`/proc/${process.pid}/task`)) {
+    let children: string;
+    try {
+      children = readFileSync(`/proc/${process.pid}/task/${task}/children`, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const pid of children.trim().split(/\s+/).filter(Boolean).map(Number)) {
+      try {
+        if (readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('sandbox-process')) pids.push(pid);
+      } catch {
+        // exited
+      }
+    }
+  }
+  return pids;
+}
+
+test('a sandbox process that dies fails its call (worker_exit, the policy applies) and is replaced; the server goes on', { timeout: 120000 }, async () => {
+  const file = hookFile(`export function onPublish(e) { if (e.data.spin) { const end = Date.now() + 3000; while (Date.now() < end) {} } }`);
+  await withHerald({ file, events: ['publish'], pool: 1, timeoutMs: 5000, maxQueueWaitMs: 30000 }, async (h) => {
+    await recording(async (events) => {
+      const client = await connectWs(h, 'alice');
+      const [pid] = sandboxProcesses();
+      assert.ok(pid !== undefined, 'the server runs a sandbox process');
+      const running = slowRequest(client, 'publish', { channel: 'chat:dies', data: { spin: true } });
+      // Its call is handed to the only sandbox process at once; SIGKILL it (as the kernel's OOM killer would).
+      await new Promise((resolve) => setImmediate(resolve));
+      process.kill(pid, 'SIGKILL');
+      assert.equal((await running).error?.code, 119, 'the call in the dead process fails closed');
+      assert.equal(events.at(-1)?.reason, 'worker_exit');
+      // The next call waits for the replacement and runs there.
+      assert.equal((await slowRequest(client, 'publish', { channel: 'chat:dies', data: { n: 1 } })).error, undefined);
+      const [replacement] = sandboxProcesses();
+      assert.ok(replacement !== undefined && replacement !== pid, 'a new sandbox process took its place');
       await client.close();
     });
   });

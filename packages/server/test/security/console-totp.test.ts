@@ -122,6 +122,8 @@ describe('console TOTP', { timeout: 180000 }, () => {
     const c = new ConsoleClient(r.port);
     const login = await c.login('olive');
     assert.equal(login.body.stage, 'second_factor');
+    assert.deepEqual(login.body.factors, { totp: true, passkeys: 0 }, 'the page learns which factors to offer');
+    assert.deepEqual((await c.get('/api/session')).body.factors, { totp: true, passkeys: 0 });
     assert.equal((await c.get('/api/channels')).body.error.code, 'mfa_required');
     assert.equal((await c.post('/api/mfa/totp/enrol')).body.error?.code, 'mfa_required', 'a second_factor session cannot enrol a new secret');
     const partialId = c.cookie!;

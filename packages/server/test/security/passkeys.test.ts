@@ -365,6 +365,15 @@ describe('passkey enrolment when MFA is required', { timeout: 60000 }, () => {
       const next = new LocalhostConsole(port);
       assert.equal((await next.login('nia')).body.stage, 'second_factor');
       assert.equal((await next.loginWith('nia', credential, RP)).body.stage, 'full');
+      // An owner's reset-mfa removes another admin's passkeys (a lost device): that admin enrols again.
+      await createAdmin(stateDir, 'pia', 'viewer');
+      const pia = new LocalhostConsole(port);
+      await pia.login('pia');
+      assert.equal((await pia.register(new SoftCredential(), RP)).status, 201);
+      const reset = await next.post('/api/admins/pia/reset-mfa');
+      assert.equal(reset.status, 200, reset.text);
+      assert.equal(reset.body.passkeys, 1);
+      assert.equal((await new LocalhostConsole(port).login('pia')).body.stage, 'enrol', 'no passkey left: enrolment again');
     } finally {
       await h.close();
       rmSync(stateDir, { recursive: true, force: true });

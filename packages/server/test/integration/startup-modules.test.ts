@@ -1,0 +1,67 @@
+/**
+ * What `herald serve` loads when its configuration does not use it
+ * (docs/performance.md, footprint): a production config on the default
+ * engine, with the console on the internal listener and no hooks, Redis
+ * or cluster, must listen without loading the Redis client, the hook
+ * sandbox, the proxy hooks' HTTP client, the server SDK or the chat demo.
+ * Each of them costs the idle process megabytes. The module list comes
+ * from a `module.registerHooks` load hook in the child (`--import`).
+ */
+import { it } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { randomBytes } from 'node:crypto';
+import { HeraldProcess } from '../helpers/herald-process.ts';
+import { waitUntil } from '../helpers/rt-util.ts';
+
+/** Packages (node_modules) and Herald modules that an idle server of this config must not have loaded. */
+const NOT_LOADED = [
+  '/node_modules/ioredis/',
+  '/node_modules/quickjs-emscripten',
+  '/node_modules/@jitl/',
+  '/node_modules/undici/',
+  '/node_modules/openid-client/',
+  '/server-sdk/',
+  '/src/app/demo.ts',
+  '/src/cluster/primary.ts',
+  '/src/hooks/proxy-',
+];
+
+it('an idle production server on the default engine does not load what its config does not use', { timeout: 120000 }, async (t) => {
+  const dir = mkdtempSync(join(tmpdir(), 'herald-startup-modules-'));
+  t.after(() => rmSync(dir, { recursive: true, force: true }));
+  const hook = join(dir, 'record-loads.mjs');
+  const list = join(dir, 'loaded.txt');
+  writeFileSync(
+    hook,
+    `import { registerHooks } from 'node:module';
+import { appendFileSync } from 'node:fs';
+registerHooks({ load(url, context, next) { appendFileSync(${JSON.stringify(list)}, url + '\\n'); return next(url, context); } });
+`,
+  );
+  const config = {
+    mode: 'production',
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { host: '127.0.0.1', port: 0 },
+    process: { allowRoot: true },
+    stateDir: join(dir, 'state'),
+    channels: { namespaces: [{ name: 'chat', allowAnonymous: true }] },
+  };
+  const configPath = join(dir, 'herald.json');
+  writeFileSync(configPath, JSON.stringify(config), { mode: 0o600 });
+  const herald = new HeraldProcess(['--config', configPath], dir, {
+    NODE_OPTIONS: `--import=${hook}`,
+    HERALD_AUTH_HMAC_SECRET: randomBytes(32).toString('base64url'),
+    HERALD_API_KEY: randomBytes(32).toString('base64url'),
+  });
+  t.after(() => herald.stop('SIGKILL'));
+  await herald.listeningPort();
+  // The console's line is the last one of start-up.
+  await waitUntil(() => herald.logs.find((l) => l['msg'] === 'admin console'), { label: 'admin console line' });
+  const loaded = readFileSync(list, 'utf8').split('\n');
+  assert.ok(loaded.some((url) => url.includes('/src/app/app.ts')), 'the hook saw the server load');
+  const found = NOT_LOADED.map((part) => [part, loaded.find((url) => url.includes(part))]).filter(([, url]) => url !== undefined);
+  assert.deepEqual(found, [], 'loaded at start although the config does not use them');
+});
