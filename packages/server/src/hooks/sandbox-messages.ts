@@ -14,21 +14,28 @@ export interface SandboxLimits {
 export type SandboxRequest =
   | { readonly type: 'init'; readonly source: string; readonly filename: string; readonly limits: SandboxLimits }
   | {
-      readonly type: 'call';
+      readonly type: 'calls';
       readonly id: number;
-      /** onConnect, onSubscribe, onPublish or onRpc. */
-      readonly fn: string;
-      /** The event as JSON text. */
-      readonly input: string;
-      readonly timeoutMs: number;
-      readonly maxAnswerChars: number;
+      /** Run in this order, each with its own deadline. */
+      readonly calls: readonly SandboxCall[];
     };
+
+export interface SandboxCall {
+  /** onConnect, onSubscribe, onPublish or onRpc. */
+  readonly fn: string;
+  /** The event as JSON text. */
+  readonly input: string;
+  readonly timeoutMs: number;
+  readonly maxAnswerChars: number;
+}
+
+/** A call's result: `answer`, the JSON text of what the hook returned (null: it returned undefined); or `failed`, why the call failed. */
+export type SandboxResult = { readonly answer: string | null } | { readonly failed: string; readonly message: string };
 
 export type SandboxReply =
   | { readonly type: 'started' }
   | { readonly type: 'ready'; readonly functions: readonly string[] }
   | { readonly type: 'failed'; readonly message: string }
   | { readonly type: 'log'; readonly text: string; readonly dropped: number }
-  /** `answer`: the JSON text of what the hook returned (null: it returned undefined); `failed`: why the call failed. */
-  | { readonly type: 'done'; readonly id: number; readonly answer: string | null }
-  | { readonly type: 'done'; readonly id: number; readonly failed: string; readonly message: string };
+  /** The results of a `calls` message, in its order. */
+  | { readonly type: 'done'; readonly id: number; readonly results: readonly SandboxResult[] };

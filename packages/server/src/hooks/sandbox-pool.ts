@@ -10,11 +10,14 @@
  *   `answer_too_large`, `worker_exit`, `closed`).
  * - Each process runs one call at a time; calls wait in one FIFO queue of at
  *   most `maxQueue` calls; one more fails at once (`queue_full`), and a call
- *   that waited longer than `maxQueueWaitMs` fails when its turn comes.
+ *   that waited longer than `maxQueueWaitMs` fails when its turn comes. A
+ *   process that becomes free takes up to MAX_BATCH waiting calls in one
+ *   message and answers them in one (under load the IPC cost is shared).
  * - The process enforces the deadline itself (QuickJS interrupt handler); if
- *   it has not answered `KILL_GRACE_MS` after the deadline it is killed. A
- *   process that dies (killed, crashed) fails its call with `worker_exit`
- *   (`timeout` when it was killed for its deadline) and is replaced.
+ *   it has not answered `KILL_GRACE_MS` after the deadlines of its calls it
+ *   is killed. A process that dies (killed, crashed) fails the calls it held
+ *   with `worker_exit` (`timeout` when it was killed for its deadline) and is
+ *   replaced.
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createRequire } from 'node:module';
@@ -26,6 +29,8 @@ import type { SandboxLimits, SandboxReply, SandboxRequest } from './sandbox-mess
 const KILL_GRACE_MS = 2000;
 /** Longest wait for a new process to load QuickJS and the hook file. */
 const START_TIMEOUT_MS = 60_000;
+/** Most calls handed to a process in one message when calls are waiting. */
+const MAX_BATCH = 16;
 
 /** `message`: what the sandbox said of a failure (the hook's own error message, for the log). */
 export type SandboxOutcome = { readonly answer: string | null } | { readonly failed: string; readonly message?: string };
@@ -55,8 +60,10 @@ interface Job {
 interface Slot {
   child: ChildProcess;
   ready: boolean;
-  job: Job | undefined;
-  jobId: number;
+  /** The calls handed to this process, in its order; empty when it is idle. */
+  jobs: Job[];
+  /** Id of the batch in flight. */
+  batchId: number;
   timer: NodeJS.Timeout | undefined;
   killedForDeadline: boolean;
 }
@@ -125,8 +132,8 @@ export class SandboxPool {
     if (this.#closed) return Promise.resolve({ failed: 'closed' });
     return new Promise((resolve) => {
       const job: Job = { fn, input, timeoutMs, maxAnswerChars, queuedAt: performance.now(), resolve };
-      const idle = this.#slots.find((slot) => slot.ready && slot.job === undefined);
-      if (idle !== undefined) this.#dispatch(idle, job);
+      const idle = this.#slots.find((slot) => slot.ready && slot.jobs.length === 0);
+      if (idle !== undefined) this.#dispatch(idle, [job]);
       else if (this.#queue.length >= this.#options.maxQueue) resolve({ failed: 'queue_full' });
       else this.#queue.push(job);
     });
@@ -144,7 +151,7 @@ export class SandboxPool {
       this.#slots.map(
         (slot) =>
           new Promise<void>((resolve) => {
-            this.#finish(slot, { failed: 'closed' });
+            this.#finish(slot, undefined, { failed: 'closed' });
             if (slot.child.exitCode !== null || slot.child.signalCode !== null) return resolve();
             slot.child.once('exit', () => resolve());
             slot.child.kill('SIGKILL');
@@ -153,32 +160,44 @@ export class SandboxPool {
     );
   }
 
-  #dispatch(slot: Slot, job: Job): void {
-    slot.job = job;
-    slot.jobId = this.#nextId++;
-    slot.timer = setTimeout(() => {
-      slot.killedForDeadline = true;
-      slot.child.kill('SIGKILL');
-    }, job.timeoutMs + KILL_GRACE_MS);
-    const request: SandboxRequest = { type: 'call', id: slot.jobId, fn: job.fn, input: job.input, timeoutMs: job.timeoutMs, maxAnswerChars: job.maxAnswerChars };
+  #dispatch(slot: Slot, jobs: Job[]): void {
+    slot.jobs = jobs;
+    slot.batchId = this.#nextId++;
+    slot.timer = setTimeout(
+      () => {
+        slot.killedForDeadline = true;
+        slot.child.kill('SIGKILL');
+      },
+      jobs.reduce((sum, job) => sum + job.timeoutMs, 0) + KILL_GRACE_MS,
+    );
+    const request: SandboxRequest = {
+      type: 'calls',
+      id: slot.batchId,
+      calls: jobs.map((job) => ({ fn: job.fn, input: job.input, timeoutMs: job.timeoutMs, maxAnswerChars: job.maxAnswerChars })),
+    };
     slot.child.send(request);
   }
 
-  #finish(slot: Slot, outcome: SandboxOutcome): void {
-    const job = slot.job;
+  /** Resolves the process's calls (one outcome each, or `all` for every one) and marks it idle. */
+  #finish(slot: Slot, outcomes: readonly SandboxOutcome[] | undefined, all?: SandboxOutcome): void {
+    const jobs = slot.jobs;
     if (slot.timer !== undefined) clearTimeout(slot.timer);
     slot.timer = undefined;
-    slot.job = undefined;
-    job?.resolve(outcome);
+    slot.jobs = [];
+    jobs.forEach((job, i) => job.resolve(outcomes?.[i] ?? all ?? { failed: 'worker_exit' }));
   }
 
-  /** Gives the next queued call to an idle process. */
+  /** Gives an idle process the next queued calls: up to MAX_BATCH in one message when calls are waiting (IPC paid once). */
   #pump(slot: Slot): void {
-    while (slot.ready && slot.job === undefined && this.#queue.length > 0) {
+    if (!slot.ready || slot.jobs.length > 0) return;
+    const jobs: Job[] = [];
+    const now = performance.now();
+    while (jobs.length < MAX_BATCH && this.#queue.length > 0) {
       const job = this.#queue.shift()!;
-      if (performance.now() - job.queuedAt > this.#options.maxQueueWaitMs) job.resolve({ failed: 'queue_timeout' });
-      else this.#dispatch(slot, job);
+      if (now - job.queuedAt > this.#options.maxQueueWaitMs) job.resolve({ failed: 'queue_timeout' });
+      else jobs.push(job);
     }
+    if (jobs.length > 0) this.#dispatch(slot, jobs);
   }
 
   /** One process: resolves with the functions the file exports once it is ready; rejects when it cannot load the file. */
@@ -189,7 +208,7 @@ export class SandboxPool {
       stdio: ['ignore', 'ignore', 'pipe', 'ipc'],
       serialization: 'advanced',
     });
-    const slot: Slot = existing ?? { child, ready: false, job: undefined, jobId: 0, timer: undefined, killedForDeadline: false };
+    const slot: Slot = existing ?? { child, ready: false, jobs: [], batchId: 0, timer: undefined, killedForDeadline: false };
     Object.assign(slot, { child, ready: false, killedForDeadline: false });
     if (existing === undefined) this.#slots.push(slot);
     let stderr = '';
@@ -223,8 +242,8 @@ export class SandboxPool {
             this.#options.onLog(message.text, message.dropped);
             break;
           case 'done':
-            if (message.id !== slot.jobId || slot.job === undefined) break;
-            this.#finish(slot, 'failed' in message ? { failed: message.failed, message: message.message } : { answer: message.answer });
+            if (message.id !== slot.batchId || slot.jobs.length === 0) break;
+            this.#finish(slot, message.results);
             this.#pump(slot);
             break;
         }
@@ -234,7 +253,7 @@ export class SandboxPool {
         clearTimeout(timer);
         reject(new Error(`the sandbox process exited (${signal ?? code})${stderr === '' ? '' : `: ${stderr.trim().split("\n").slice(0, 12).join(" | ")}`}`));
         slot.ready = false;
-        this.#finish(slot, { failed: slot.killedForDeadline ? 'timeout' : 'worker_exit' });
+        this.#finish(slot, undefined, { failed: slot.killedForDeadline ? 'timeout' : 'worker_exit' });
         if (this.#closed || this.#slots.indexOf(slot) < 0) return;
         this.#options.onExit(slot.killedForDeadline ? 'killed after its deadline' : String(signal ?? code));
         // A replacement loads the same file, which loaded before; should it fail, the next exit tries again.

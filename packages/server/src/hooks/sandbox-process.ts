@@ -10,12 +10,14 @@
  * `import`), no `WebAssembly`, no timers. One call at a time: the event's
  * JSON text goes in as a string and is parsed inside the sandbox; the answer
  * leaves as the sandbox's own `JSON.stringify` text, which the server checks
- * (size, depth, schema). Budgets per call: the deadline (interrupt handler),
- * the runtime's memory limit and stack limit. A call that breaks one gets its
- * runtime rebuilt from the source before the next call.
+ * (size, depth, schema). Calls come in batches (sandbox-pool.ts) and run in
+ * their order; the results go back in one message. Budgets per call: the
+ * deadline (interrupt handler), the runtime's memory limit and stack limit.
+ * A call that breaks one gets its runtime rebuilt from the source before the
+ * next call.
  */
 import { getQuickJS, type QuickJSContext, type QuickJSHandle, type QuickJSRuntime, type QuickJSWASMModule } from 'quickjs-emscripten';
-import type { SandboxReply, SandboxRequest, SandboxLimits } from './sandbox-messages.ts';
+import type { SandboxCall, SandboxLimits, SandboxReply, SandboxRequest, SandboxResult } from './sandbox-messages.ts';
 
 const FUNCTIONS = ['onConnect', 'onSubscribe', 'onPublish', 'onRpc'] as const;
 /** Longest log line kept (characters); the rest is cut. */
@@ -236,17 +238,18 @@ function handle(request: SandboxRequest): void {
     }
     return;
   }
-  const started = Date.now();
+  send({ type: 'done', id: request.id, results: request.calls.map(run) });
+}
+
+/** One call to its end, under its own deadline. */
+function run(request: SandboxCall): SandboxResult {
   try {
     sandbox ??= build();
-    deadline = started + request.timeoutMs;
+    deadline = Date.now() + request.timeoutMs;
     interrupted = false;
-    const answer = call(sandbox, request.fn, request.input, request.maxAnswerChars);
-    send({ type: 'done', id: request.id, answer });
+    return { answer: call(sandbox, request.fn, request.input, request.maxAnswerChars) };
   } catch (error) {
     const reason: Reason = error instanceof BudgetError ? error.reason : 'threw';
-    const message = error instanceof Error ? error.message : String(error);
-    send({ type: 'done', id: request.id, failed: reason, message });
     // A broken budget may leave the runtime half-way through anything: the next call gets a new one.
     if (reason === 'timeout' || reason === 'memory' || reason === 'stack' || !(error instanceof BudgetError)) {
       if (sandbox !== undefined) dispose(sandbox);
@@ -257,6 +260,7 @@ function handle(request: SandboxRequest): void {
         // Built again at the next call.
       }
     }
+    return { failed: reason, message: error instanceof Error ? error.message : String(error) };
   } finally {
     deadline = Infinity;
   }

@@ -4,7 +4,8 @@
  * `WebAuthn.addVirtualAuthenticator`: ctap2, internal, resident keys, user
  * verification) against a real Herald served on `localhost` (browsers
  * refuse IP addresses as RP ids): register from the console's passkeys
- * view, sign in with the passkey and no password, then the cases a real
+ * view, sign in with the passkey and no password, use it as the second
+ * factor after the password, then the cases a real
  * authenticator can produce (SECURITY-TESTS D23): another origin with the
  * same RP id (the console relayed on another port of localhost), a signature counter going back (the
  * credential put back with a lower count), a credential removed in the
@@ -205,6 +206,23 @@ describe('passkeys in Chromium with a virtual authenticator', { skip: !available
     const [entry] = await auditAfter('console.login', 0);
     assert.equal(entry?.outcome, 'ok');
     assert.equal(entry?.detail?.['method'], 'passkey');
+    assert.deepEqual(tab.problems, []);
+  });
+
+  test('second factor: after the password the page asks for the passkey, and it completes the sign-in', async () => {
+    const { page } = tab;
+    await signOut(page);
+    const before = await auditCount('console.login');
+    await page.fill('#login-name', 'olivia');
+    await page.fill('#login-password', 'correct horse battery staple');
+    await page.click('form button[type="submit"]');
+    await page.waitForSelector('#passkey-step');
+    assert.equal(await page.$('#whoami'), null, 'not in the console before the second factor');
+    await page.screenshot({ path: new URL('console-passkey-second-factor.png', artifacts).pathname });
+    await page.click('#passkey-step');
+    await page.waitForSelector('#whoami');
+    const entries = await auditAfter('console.login', before + 1);
+    assert.ok(entries.some((e) => e.outcome === 'ok' && e.detail?.['factor'] === 'passkey'), 'the second factor is audited');
     assert.deepEqual(tab.problems, []);
   });
 
