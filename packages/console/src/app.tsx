@@ -14,6 +14,7 @@ import { Channels } from './views/channels.tsx';
 import { Connections } from './views/connections.tsx';
 import { Keys } from './views/keys.tsx';
 import { Login } from './views/login.tsx';
+import { providerLogout, SignInRefused } from './views/oidc.tsx';
 import { Overview } from './views/overview.tsx';
 import { Passkeys, PasskeyStep } from './views/passkeys.tsx';
 
@@ -77,10 +78,13 @@ export function App() {
 
   useEffect(() => {
     const view = VIEWS.find((v) => v.view === route.value.view);
-    document.title = current === null ? 'Sign in · Herald console' : `${view?.title ?? 'Not found'} · Herald console`;
+    if (route.value.view === 'signin-refused') document.title = 'Sign-in refused · Herald console';
+    else document.title = current === null ? 'Sign in · Herald console' : `${view?.title ?? 'Not found'} · Herald console`;
   }, [current, route.value.view]);
 
   if (current === undefined) return <p class="loading">Loading…</p>;
+  // A refused single sign-on shows why, whether or not an earlier session is still open in this browser.
+  if (route.value.view === 'signin-refused') return <SignInRefused />;
   if (current === null) return <Login />;
   if (current.stage === 'second_factor' || current.stage === 'enrol') {
     return (
@@ -124,7 +128,12 @@ function Account({ session: current }: { session: Session }) {
   const [error, setError] = useState('');
   async function signOut(everywhere: boolean) {
     try {
-      await call(everywhere ? 'logout-everywhere' : 'logout', { method: 'POST' });
+      // A single sign-on session signs out through oidc/logout, which also names the provider's logout page.
+      if (!everywhere && current.methods?.includes('oidc') === true) {
+        providerLogout.value = (await call<{ endSessionUrl: string | null }>('oidc/logout', { method: 'POST' })).endSessionUrl;
+      } else {
+        await call(everywhere ? 'logout-everywhere' : 'logout', { method: 'POST' });
+      }
       stopOverviewStream();
       loginNotice.value = everywhere ? 'Signed out on every device.' : 'Signed out.';
       session.value = null;

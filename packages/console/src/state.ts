@@ -14,6 +14,8 @@ export interface Session {
   readonly idleExpiresAt?: string | number;
   /** 'full', or a sign-in that waits for its second factor or for enrolment (console/sign-in.ts). */
   readonly stage?: 'full' | 'second_factor' | 'enrol';
+  /** How the admin signed in, e.g. ["oidc"], ["password", "totp"]. */
+  readonly methods?: readonly string[];
 }
 
 const rank: Record<AdminRole, number> = { viewer: 0, operator: 1, owner: 2 };

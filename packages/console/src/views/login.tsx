@@ -3,6 +3,7 @@ import { useState } from 'preact/hooks';
 import { ApiFailure, call } from '../api.ts';
 import { loginNotice, session, type Session } from '../state.ts';
 import { PasskeySignInButton } from './passkeys.tsx';
+import { OidcButtons, ProviderLogout } from './oidc.tsx';
 
 export function Login() {
   const [name, setName] = useState('');
@@ -49,6 +50,8 @@ export function Login() {
           {busy ? 'Signing in…' : 'Sign in'}
         </button>
         <PasskeySignInButton />
+        <OidcButtons />
+        <ProviderLogout />
       </form>
     </main>
   );

@@ -29,6 +29,7 @@ import { useJsonBodies, useStrictSchemas } from './http-input.ts';
 import type { TlsFiles } from './http.ts';
 import type { AdminStore } from '../console/admin-store.ts';
 import { isConsolePath, registerConsole } from '../console/console.ts';
+import type { PreparedOidcProvider } from '../console/oidc.ts';
 import type { KeyUsage } from '../console/key-usage.ts';
 import { sameOrigin } from '../console/csrf.ts';
 
@@ -50,6 +51,8 @@ export interface AdminAppOptions {
   readonly consoleStore?: AdminStore | undefined;
   /** API keys' last uses, for the console's key list. */
   readonly keyUsage?: KeyUsage | undefined;
+  /** The console's OpenID Connect providers (console/oidc.ts); none when absent. */
+  readonly oidcProviders?: readonly PreparedOidcProvider[] | undefined;
 }
 
 export async function createAdminApp(options: AdminAppOptions): Promise<FastifyInstance> {
@@ -98,7 +101,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     return sendApiError(reply, 'origin_not_allowed');
   });
   if (options.consoleStore !== undefined) {
-    await registerConsole(app, { config, node: options.node, store: options.consoleStore, metrics, logger: options.logger, tls: tls !== undefined, keyUsage: options.keyUsage });
+    await registerConsole(app, { config, node: options.node, store: options.consoleStore, metrics, logger: options.logger, tls: tls !== undefined, keyUsage: options.keyUsage, oidcProviders: options.oidcProviders });
   }
   registerHealthRoutes(app, options.health);
   if (options.debugActions === true) registerDebugActions(app, options.logger, options.probe);

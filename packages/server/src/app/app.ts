@@ -147,7 +147,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   });
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
-  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource } = checks.prepared;
+  const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource, oidcProviders } = checks.prepared;
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
@@ -312,6 +312,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     clusterMetrics: options.clusterMetrics,
     tls: adminTls,
     consoleStore: consoleEnabled ? engine.adminStore : undefined,
+    oidcProviders,
     keyUsage,
   });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).

@@ -21,6 +21,7 @@ import { Edge } from '../edge/edge.ts';
 import type { TlsFiles } from './http.ts';
 import { decideConsole } from '../console/console-config.ts';
 import { passkeyProblems } from '../console/passkey-config.ts';
+import { prepareOidcProviders, type PreparedOidcProvider } from '../console/oidc.ts';
 import type { RedisTls } from './engine.ts';
 
 /** What the checks read and built, ready for startServer. */
@@ -42,6 +43,8 @@ export interface Prepared {
   readonly hookSource: string | undefined;
   /** Webhook endpoints with their secrets read (files, environment); empty without `webhooks.endpoints`. */
   readonly webhookEndpoints: readonly WebhookEndpoint[];
+  /** The console's OpenID Connect providers with their client secrets read (console/oidc.ts). */
+  readonly oidcProviders: readonly PreparedOidcProvider[];
 }
 
 export interface CheckResult {
@@ -119,6 +122,8 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     problems.push(...passkeyProblems(config));
     consoleEnabled = decision.enabled;
   }
+  // OIDC client secrets come from files or the environment, like the other secrets.
+  const oidcProviders = valid('admin') ? prepareOidcProviders(config, options.env ?? {}, problems) : [];
 
   const redisTls = valid('engine') ? readRedisTls(config, problems) : undefined;
   // Proxy hooks sign with secrets from files or the environment (the composition root's side reads it).
@@ -187,7 +192,7 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
     webhookEndpoints = resolveEndpoints(config, options.env ?? {}, problems);
   }
   const prepared =
-    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource } : undefined;
+    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource, oidcProviders } : undefined;
   return { problems, warnings, prepared };
 }
 

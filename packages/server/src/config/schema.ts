@@ -254,6 +254,68 @@ export const HooksSchema = Type.Object(
   { additionalProperties: false, default: {}, title: 'Hooks: proxy and JavaScript (docs/hooks.md)' },
 );
 
+/** One OpenID Connect provider of the console (console/oidc.ts, docs/security.md "OpenID Connect"). */
+export const OidcProviderSchema = Type.Object(
+  {
+    id: Type.String({ pattern: '^[a-z0-9][a-z0-9_-]{0,31}$', description: 'Short name of the provider in URLs (B/oidc/ID/start, B/oidc/ID/callback), the audit log and the admin links.' }),
+    label: Type.String({ minLength: 1, maxLength: 64, description: 'What the sign-in button says ("Sign in with LABEL").' }),
+    issuer: Type.String({
+      pattern: '^https?://[^\\s@/?#]+(/[^\\s?#]*)?$',
+      maxLength: 512,
+      description:
+        'Issuer URL, exactly as the provider names itself (discovery reads ISSUER/.well-known/openid-configuration). https only; a plain http:// issuer only on a loopback host and with allowPlainHttpLoopback. Only this config names it: no URL is ever taken from a request.',
+    }),
+    clientId: Type.String({ minLength: 1, maxLength: 256, description: 'Client id registered at the provider.' }),
+    clientSecretFile: Type.Optional(Type.String({ minLength: 1, description: 'File holding the client secret (set this or clientSecretEnv; never the secret itself in the config file).' })),
+    clientSecretEnv: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$', description: 'Name of the environment variable holding the client secret (instead of clientSecretFile).' })),
+    scopes: Type.Array(Type.String({ pattern: '^[\\x21\\x23-\\x5b\\x5d-\\x7e]{1,64}$' }), {
+      default: ['openid', 'email', 'profile'],
+      minItems: 1,
+      maxItems: 16,
+      uniqueItems: true,
+      description: 'Scopes asked for; must include "openid" (add the one that brings the groups claim when a rule uses groups).',
+    }),
+    caFile: Type.Optional(Type.String({ minLength: 1, description: 'PEM file of the certificate authority that signed the provider\'s certificate, when it is not one the system trusts (a private CA).' })),
+    allowPlainHttpLoopback: Type.Boolean({ default: false, description: 'Allow a plain http:// issuer on a loopback host (development, tests). Any other http:// issuer is refused.' }),
+    nameClaim: Type.Union([Type.Literal('email'), Type.Literal('preferred_username'), Type.Literal('sub')], {
+      default: 'email',
+      description: 'Claim the console admin\'s name is made from at first sign-in (characters outside A-Z a-z 0-9 _ . @ - become "-"; a name already taken gets ".ID" added). The admin stays linked to the provider\'s subject, not to this name.',
+    }),
+    groupsClaim: Type.String({ default: 'groups', pattern: '^[A-Za-z0-9_:./-]{1,128}$', description: 'Claim holding the user\'s groups (an array of strings, or one string) for `group` rules.' }),
+    requireVerifiedEmail: Type.Boolean({ default: true, description: 'Rules on `email` and `emailDomain` match only when the ID token says email_verified: true.' }),
+    roles: Type.Array(
+      Type.Object(
+        {
+          role: Type.Union([Type.Literal('owner'), Type.Literal('operator'), Type.Literal('viewer')], { description: 'Role given when this rule matches.' }),
+          subject: Type.Optional(Type.String({ minLength: 1, maxLength: 255, description: 'Matches this exact `sub`.' })),
+          email: Type.Optional(Type.String({ minLength: 3, maxLength: 254, description: 'Matches this exact email (case-insensitive).' })),
+          emailDomain: Type.Optional(Type.String({ pattern: '^[A-Za-z0-9.-]{1,253}$', description: 'Matches emails of this domain exactly (case-insensitive; not its subdomains).' })),
+          group: Type.Optional(Type.String({ minLength: 1, maxLength: 256, description: 'Matches when the groups claim holds this value.' })),
+        },
+        { additionalProperties: false },
+      ),
+      {
+        minItems: 1,
+        maxItems: 64,
+        description:
+          'Who may sign in, with which role: the first rule that matches gives the role (each rule has exactly one of subject, email, emailDomain, group); no match: refused. Re-evaluated at every sign-in; a changed role ends the admin\'s other sessions.',
+      },
+    ),
+    trustAmrForMfa: Type.Boolean({
+      default: false,
+      description: 'An ID token whose `amr` holds one of mfaAmrValues counts as the second factor (no TOTP or passkey asked after it). Off: the console\'s own second factor follows when the admin has one or the MFA policy requires it.',
+    }),
+    mfaAmrValues: Type.Array(Type.String({ minLength: 1, maxLength: 64 }), {
+      default: ['mfa'],
+      minItems: 1,
+      maxItems: 16,
+      uniqueItems: true,
+      description: '`amr` values (RFC 8176) that mean the provider did multi-factor authentication, for trustAmrForMfa.',
+    }),
+  },
+  { additionalProperties: false },
+);
+
 export const ConfigSchema = Type.Object(
   {
     $schema: Type.Optional(
@@ -623,6 +685,17 @@ export const ConfigSchema = Type.Object(
               },
               { additionalProperties: false, default: {}, description: 'Passkeys (WebAuthn) for the console: sign-in without a password, and a second factor (docs/security.md).' },
             ),
+            oidc: Type.Object(
+              {
+                providers: Type.Array(OidcProviderSchema, {
+                  default: [],
+                  maxItems: 16,
+                  description: 'OpenID Connect providers admins may sign in with (authorization code flow with PKCE); the redirect URL to register at each is ORIGIN + basePath + /oidc/ID/callback.',
+                }),
+                flowTimeoutMs: Ms(600000, 'How long a sign-in at a provider may take, from the button to the return (its state, nonce and PKCE verifier are kept this long, single use).', 10000),
+              },
+              { additionalProperties: false, default: {}, description: 'Single sign-on through OpenID Connect (docs/security.md, "OpenID Connect").' },
+            ),
           },
           { additionalProperties: false, default: {}, description: 'The admin console (docs/console.md).' },
         ),
@@ -774,3 +847,4 @@ export type HookTargetConfig = Static<typeof HookTarget>;
 export type ConnectHookConfig = Static<typeof ConnectHookTarget>;
 export type HooksConfig = Static<typeof HooksSchema>;
 export type JavascriptHooksConfig = Static<typeof JavascriptHooksSchema>;
+export type OidcProviderConfig = Static<typeof OidcProviderSchema>;

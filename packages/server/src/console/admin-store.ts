@@ -320,6 +320,22 @@ export interface AdminStore {
   putPasskeyChallenge(challenge: PasskeyChallenge, now: number): Promise<void>;
   /** Takes (reads and deletes, atomically: single use) the challenge of a key, expired or not; undefined when there is none. */
   takePasskeyChallenge(key: string): Promise<PasskeyChallenge | undefined>;
+
+  // OIDC identities
+  /** The admin linked to a provider's subject (console/oidc.ts). */
+  getOidcLink(provider: string, subject: string): Promise<OidcLink | undefined>;
+  /**
+   * Adds an admin with exactly the role given (never promoted to owner, even
+   * as the first admin) and no password, linked to the provider's subject,
+   * atomically. Undefined when the name is taken or the subject is linked.
+   */
+  createOidcAdmin(input: OidcAdminInput): Promise<AdminRecord | undefined>;
+  /** Keeps a pending sign-in at a provider until `flow.expiresAt`. */
+  putOidcFlow(flow: OidcFlow): Promise<void>;
+  /** The pending sign-in of a state's hash, deleted as it is read (single use); undefined when unknown or expired. */
+  takeOidcFlow(stateHash: string, now: number): Promise<OidcFlow | undefined>;
+  /** The provider subjects linked to an admin. */
+  oidcLinksOf(admin: string): Promise<OidcLink[]>;
 }
 
 /** The methods of the store, as the cluster IPC names them. */
@@ -360,6 +376,12 @@ export const ADMIN_STORE_METHODS: readonly AdminStoreMethod[] = [
   'usePasskey',
   'putPasskeyChallenge',
   'takePasskeyChallenge',
+  // OIDC identities
+  'getOidcLink',
+  'createOidcAdmin',
+  'putOidcFlow',
+  'takeOidcFlow',
+  'oidcLinksOf',
 ];
 
 export const MAX_AUDIT_QUERY = 1000;
@@ -687,4 +709,79 @@ export class MemoryAdminStore implements AdminStore {
     return found;
   }
 
+  // OIDC identities
+  readonly #oidcLinks = new Map<string, OidcLink>();
+  readonly #oidcFlows = new Map<string, OidcFlow>();
+
+  async getOidcLink(provider: string, subject: string): Promise<OidcLink | undefined> {
+    return this.#oidcLinks.get(oidcLinkKey(provider, subject));
+  }
+
+  async createOidcAdmin(input: OidcAdminInput): Promise<AdminRecord | undefined> {
+    const key = oidcLinkKey(input.provider, input.subject);
+    if (this.#admins.has(input.name) || this.#oidcLinks.has(key)) return undefined;
+    const record: AdminRecord = { name: input.name, role: input.role, passwordHash: '', disabled: false, createdAt: input.now, updatedAt: input.now };
+    this.#admins.set(input.name, record);
+    this.#oidcLinks.set(key, { provider: input.provider, subject: input.subject, admin: input.name, createdAt: input.now });
+    return record;
+  }
+
+  async putOidcFlow(flow: OidcFlow): Promise<void> {
+    // Bounded: a flood beyond MAX_MEMORY_OIDC_FLOWS drops the oldest (a Map iterates in insertion order).
+    for (const key of this.#oidcFlows.keys()) {
+      if (this.#oidcFlows.size < MAX_MEMORY_OIDC_FLOWS) break;
+      this.#oidcFlows.delete(key);
+    }
+    this.#oidcFlows.set(flow.stateHash, flow);
+  }
+
+  async takeOidcFlow(stateHash: string, now: number): Promise<OidcFlow | undefined> {
+    const flow = this.#oidcFlows.get(stateHash);
+    this.#oidcFlows.delete(stateHash);
+    return flow !== undefined && flow.expiresAt > now ? flow : undefined;
+  }
+
+  async oidcLinksOf(admin: string): Promise<OidcLink[]> {
+    return [...this.#oidcLinks.values()].filter((link) => link.admin === admin);
+  }
+}
+
+// OIDC identities
+
+/** An admin linked to a provider's subject: created at the first OIDC sign-in, found by it at the next ones. */
+export interface OidcLink {
+  /** The provider's id in admin.console.oidc.providers. */
+  readonly provider: string;
+  /** The ID token's `sub` (unique within the provider's issuer). */
+  readonly subject: string;
+  readonly admin: string;
+  readonly createdAt: number;
+}
+
+export interface OidcAdminInput {
+  readonly name: string;
+  readonly role: AdminRole;
+  readonly provider: string;
+  readonly subject: string;
+  readonly now: number;
+}
+
+/** A sign-in sent to a provider and not yet back: what the callback checks (console/oidc.ts). */
+export interface OidcFlow {
+  /** SHA-256 (hex) of the `state` sent to the provider. */
+  readonly stateHash: string;
+  readonly provider: string;
+  readonly nonce: string;
+  /** PKCE code verifier (its S256 challenge went to the provider). */
+  readonly codeVerifier: string;
+  /** SHA-256 (hex) of the value in the browser's flow cookie: the callback must come from the browser that started. */
+  readonly bindingHash: string;
+  readonly expiresAt: number;
+}
+
+/** Pending OIDC sign-ins the memory store keeps at most. */
+export const MAX_MEMORY_OIDC_FLOWS = 10_000;
+
+function oidcLinkKey(provider: string, subject: string): string {
+  return `${provider}\0${subject}`;
 }

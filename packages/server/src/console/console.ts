@@ -17,6 +17,8 @@ import type { AdminStore } from './admin-store.ts';
 import { createAuditLog } from './audit-log.ts';
 import type { ConsoleContext } from './console-guard.ts';
 import { registerConsoleAuthRoutes } from './console-auth-routes.ts';
+import type { PreparedOidcProvider } from './oidc.ts';
+import { registerOidcRoutes } from './oidc-routes.ts';
 import { registerConsoleStatic } from './console-static.ts';
 import { registerConsoleApi } from './console-api.ts';
 import { passkeySettings } from './passkey-config.ts';
@@ -43,6 +45,8 @@ export interface ConsoleOptions {
   readonly now?: () => number;
   /** API keys' last uses for the key list (console/key-usage.ts); without it `lastUsedAt` is null. */
   readonly keyUsage?: KeyUsage | undefined;
+  /** OpenID Connect providers for sign-in (console/oidc.ts). */
+  readonly oidcProviders?: readonly PreparedOidcProvider[] | undefined;
 }
 
 /** Whether a URL path is one of the console's (the base path or below it). */
@@ -92,6 +96,7 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
   registerConsoleAuthRoutes(app, ctx);
   registerTotpRoutes(app, ctx);
   registerPasskeyRoutes(app, ctx, passkeySettings(config));
+  registerOidcRoutes(app, ctx, options.oidcProviders ?? []);
   registerConsoleStatic(app, { basePath: c.basePath, warn: (message) => logger.warn(message) });
   registerConsoleApi(app, ctx, { node: options.node, executor: new ApiExecutor(options.node), keyUsage: options.keyUsage });
   // The stand-in hash for unknown names, made now so that no sign-in pays for it.

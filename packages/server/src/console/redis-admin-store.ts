@@ -16,6 +16,9 @@
  * - `P:{console}:passkey:<credential id>` hash; `P:{console}:passkeys-of:<name>`
  *   set of that admin's credential ids; `P:{console}:passkey-challenge:<key>`
  *   JSON string, expiring a minute after the challenge does.
+ * - `P:{console}:oidc-link:<provider>:<sub>` hash {admin, created_at};
+ *   `P:{console}:oidc-links-of:<name>` set of `<provider>:<sub>`;
+ *   `P:{console}:oidc-flow:<sha256 of state>` hash, expiring with the flow.
  * Check-and-write operations are Lua scripts (atomic on the server).
  */
 import type { Cluster, Redis } from 'ioredis';
@@ -38,6 +41,9 @@ import {
   type LimiterCheck,
   type PasskeyChallenge,
   type PasskeyRecord,
+  type OidcAdminInput,
+  type OidcFlow,
+  type OidcLink,
   type ResolvedSession,
   type SessionPolicy,
   type SessionRecord,
@@ -177,8 +183,25 @@ const USE_RECOVERY_CODE = `
 if redis.call('HGET', KEYS[1], ARGV[1]) ~= '0' then return 0 end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 return 1`;
+/** KEYS: admins set, admin, link, links-of set; ARGV: name, role, now, provider, subject. Like CREATE_ADMIN without the first-owner rule, with the link. */
+const CREATE_OIDC_ADMIN = `
+if redis.call('SISMEMBER', KEYS[1], ARGV[1]) == 1 or redis.call('EXISTS', KEYS[3]) == 1 then return false end
+redis.call('SADD', KEYS[1], ARGV[1])
+redis.call('HSET', KEYS[2], 'role', ARGV[2], 'password_hash', '', 'disabled', '0', 'created_at', ARGV[3], 'updated_at', ARGV[3])
+redis.call('HSET', KEYS[3], 'admin', ARGV[1], 'created_at', ARGV[3])
+redis.call('SADD', KEYS[4], ARGV[4] .. ':' .. ARGV[5])
+return 1`;
+
+/** KEYS: flow. Answers its fields and deletes it (single use). */
+const TAKE_OIDC_FLOW = `
+local f = redis.call('HMGET', KEYS[1], 'provider', 'nonce', 'code_verifier', 'binding_hash', 'expires_at')
+redis.call('DEL', KEYS[1])
+if not f[1] then return false end
+return f`;
 
 type Scripted = {
+  heraldConsoleCreateOidcAdmin(admins: string, admin: string, link: string, linksOf: string, name: string, role: string, now: string, provider: string, subject: string): Promise<number | null>;
+  heraldConsoleTakeOidcFlow(flow: string): Promise<string[] | null>;
   heraldConsoleCreateAdmin(admins: string, admin: string, name: string, role: string, hash: string, now: string): Promise<string | null>;
   heraldConsoleUpdateAdmin(admin: string, ...args: string[]): Promise<number>;
   heraldConsoleDeleteSession(session: string, id: string, ofPrefix: string): Promise<number>;
@@ -206,6 +229,8 @@ function defineScripts(redis: Redis | Cluster): void {
   redis.defineCommand('heraldConsoleUseRecoveryCode', { numberOfKeys: 1, lua: USE_RECOVERY_CODE });
   redis.defineCommand('heraldConsoleAttempt', { lua: ATTEMPT });
   redis.defineCommand('heraldConsoleForgive', { numberOfKeys: 1, lua: FORGIVE });
+  redis.defineCommand('heraldConsoleCreateOidcAdmin', { numberOfKeys: 4, lua: CREATE_OIDC_ADMIN });
+  redis.defineCommand('heraldConsoleTakeOidcFlow', { numberOfKeys: 1, lua: TAKE_OIDC_FLOW });
 }
 
 function adminOf(name: string, fields: (string | null)[]): AdminRecord | undefined {
@@ -549,6 +574,51 @@ export class RedisAdminStore implements AdminStore {
     }
   }
 
+  // OIDC identities
+  #oidcLink(provider: string, subject: string): string {
+    return `${this.#p}oidc-link:${provider}:${subject}`;
+  }
+
+  async getOidcLink(provider: string, subject: string): Promise<OidcLink | undefined> {
+    const [admin, created] = await this.#redis.hmget(this.#oidcLink(provider, subject), 'admin', 'created_at');
+    return admin === null || admin === undefined ? undefined : { provider, subject, admin, createdAt: Number(created) };
+  }
+
+  async createOidcAdmin(input: OidcAdminInput): Promise<AdminRecord | undefined> {
+    const now = String(input.now);
+    const made = await this.#s.heraldConsoleCreateOidcAdmin(`${this.#p}admins`, this.#admin(input.name), this.#oidcLink(input.provider, input.subject), `${this.#p}oidc-links-of:${input.name}`, input.name, input.role, now, input.provider, input.subject);
+    if (made === null) return undefined;
+    return { name: input.name, role: input.role, passwordHash: '', disabled: false, createdAt: input.now, updatedAt: input.now };
+  }
+
+  async putOidcFlow(flow: OidcFlow): Promise<void> {
+    const key = `${this.#p}oidc-flow:${flow.stateHash}`;
+    await this.#redis
+      .multi()
+      .hset(key, 'provider', flow.provider, 'nonce', flow.nonce, 'code_verifier', flow.codeVerifier, 'binding_hash', flow.bindingHash, 'expires_at', String(flow.expiresAt))
+      .pexpireat(key, flow.expiresAt)
+      .exec();
+  }
+
+  async takeOidcFlow(stateHash: string, now: number): Promise<OidcFlow | undefined> {
+    const f = await this.#s.heraldConsoleTakeOidcFlow(`${this.#p}oidc-flow:${stateHash}`);
+    if (f === null || f.some((v) => v === null || v === undefined)) return undefined;
+    const [provider, nonce, codeVerifier, bindingHash, expires] = f as [string, string, string, string, string];
+    const expiresAt = Number(expires);
+    return expiresAt > now ? { stateHash, provider, nonce, codeVerifier, bindingHash, expiresAt } : undefined;
+  }
+
+  async oidcLinksOf(admin: string): Promise<OidcLink[]> {
+    const members = (await this.#redis.smembers(`${this.#p}oidc-links-of:${admin}`)).sort();
+    const links = await Promise.all(
+      members.map((member) => {
+        // Provider ids have no ':'; the subject may.
+        const at = member.indexOf(':');
+        return this.getOidcLink(member.slice(0, at), member.slice(at + 1));
+      }),
+    );
+    return links.filter((link): link is OidcLink => link !== undefined && link.admin === admin);
+  }
 }
 
 /** KEYS: passkey, passkeys-of set; ARGV: id, admin, public key, counter, transports, name, user handle, created, last used. */

@@ -29,6 +29,9 @@ import {
   type LimiterCheck,
   type PasskeyChallenge,
   type PasskeyRecord,
+  type OidcAdminInput,
+  type OidcFlow,
+  type OidcLink,
   type ResolvedSession,
   type SessionPolicy,
   type SessionRecord,
@@ -444,6 +447,56 @@ export class SqliteAdminStore implements AdminStore {
     return { key: row.key, purpose: row.purpose as PasskeyChallenge['purpose'], challenge: row.challenge, admin: row.admin, userHandle: row.user_handle, expiresAt: Number(row.expires_at) };
   }
 
+  // OIDC identities (tables of migration 13)
+  #oidc?: Record<string, StatementSync>;
+
+  #oq(): Record<string, StatementSync> {
+    const p = (sql: string) => this.#db.prepare(sql);
+    this.#oidc ??= {
+      getLink: p('SELECT provider, subject, admin, created_at FROM console_oidc_links WHERE provider = ? AND subject = ?'),
+      insertLink: p('INSERT INTO console_oidc_links (provider, subject, admin, created_at) VALUES (?, ?, ?, ?)'),
+      putFlow: p('INSERT OR REPLACE INTO console_oidc_flows (state_hash, provider, nonce, code_verifier, binding_hash, expires_at) VALUES (?, ?, ?, ?, ?, ?)'),
+      takeFlow: p('DELETE FROM console_oidc_flows WHERE state_hash = ? RETURNING provider, nonce, code_verifier, binding_hash, expires_at'),
+      sweepFlows: p('DELETE FROM console_oidc_flows WHERE expires_at <= ?'),
+      linksOf: p('SELECT provider, subject, admin, created_at FROM console_oidc_links WHERE admin = ? ORDER BY provider, subject'),
+    };
+    return this.#oidc;
+  }
+
+  async getOidcLink(provider: string, subject: string): Promise<OidcLink | undefined> {
+    const row = this.#oq()['getLink']!.get(provider, subject) as { provider: string; subject: string; admin: string; created_at: number } | undefined;
+    return row === undefined ? undefined : { provider: row.provider, subject: row.subject, admin: row.admin, createdAt: Number(row.created_at) };
+  }
+
+  async createOidcAdmin(input: OidcAdminInput): Promise<AdminRecord | undefined> {
+    const q = this.#oq();
+    return this.#write(() => {
+      if (this.#q['getAdmin']!.get(input.name) !== undefined || q['getLink']!.get(input.provider, input.subject) !== undefined) return undefined;
+      this.#q['insertAdmin']!.run(input.name, input.role, '', input.now, input.now);
+      q['insertLink']!.run(input.provider, input.subject, input.name, input.now);
+      return { name: input.name, role: input.role, passwordHash: '', disabled: false, createdAt: input.now, updatedAt: input.now };
+    });
+  }
+
+  async putOidcFlow(flow: OidcFlow): Promise<void> {
+    const q = this.#oq();
+    this.#write(() => {
+      // Flows expire within minutes: the ones past their time go as new ones come.
+      q['sweepFlows']!.run(flow.expiresAt - OIDC_FLOW_SWEEP_AFTER_MS);
+      q['putFlow']!.run(flow.stateHash, flow.provider, flow.nonce, flow.codeVerifier, flow.bindingHash, flow.expiresAt);
+    });
+  }
+
+  async takeOidcFlow(stateHash: string, now: number): Promise<OidcFlow | undefined> {
+    const row = this.#oq()['takeFlow']!.get(stateHash) as { provider: string; nonce: string; code_verifier: string; binding_hash: string; expires_at: number } | undefined;
+    if (row === undefined || Number(row.expires_at) <= now) return undefined;
+    return { stateHash, provider: row.provider, nonce: row.nonce, codeVerifier: row.code_verifier, bindingHash: row.binding_hash, expiresAt: Number(row.expires_at) };
+  }
+
+  async oidcLinksOf(admin: string): Promise<OidcLink[]> {
+    const rows = this.#oq()['linksOf']!.all(admin) as unknown as { provider: string; subject: string; admin: string; created_at: number }[];
+    return rows.map((row) => ({ provider: row.provider, subject: row.subject, admin: row.admin, createdAt: Number(row.created_at) }));
+  }
 }
 
 interface PasskeyRow {
@@ -487,3 +540,6 @@ function passkey(row: PasskeyRow): PasskeyRecord {
     lastUsedAt: row.last_used_at === null ? null : Number(row.last_used_at),
   };
 }
+
+/** A new flow deletes the flows that expired this long before it will (a day: any flow timeout is shorter). */
+const OIDC_FLOW_SWEEP_AFTER_MS = 86_400_000;

@@ -38,7 +38,14 @@ export const STATE_FILE = 'herald.db';
 /** `PRAGMA application_id` of a Herald state file: "HRLD". */
 export const APPLICATION_ID = 0x48524c44;
 
-/** Ordered migrations; index + 1 is the schema version. Never edit a landed one: append. */
+/**
+ * A migration number given to a part that has not landed yet (parts built side
+ * by side take numbers in advance). The runner skips it without recording it,
+ * and applies it when it is filled in, even on a file that has later ones.
+ */
+const RESERVED = '';
+
+/** Ordered migrations; index + 1 is the schema version. Never edit a landed one: append (or fill a RESERVED one). */
 export const MIGRATIONS: readonly string[] = [
   // 1: streams (history with epoch and offsets) and revocations.
   `CREATE TABLE streams (
@@ -183,6 +190,24 @@ export const MIGRATIONS: readonly string[] = [
      expires_at INTEGER NOT NULL
    ) WITHOUT ROWID;
    CREATE INDEX console_passkey_challenges_expiry ON console_passkey_challenges (expires_at);`,
+  // 13: OIDC sign-in of the console (console/sqlite-admin-store.ts): admins linked to a provider's subject, and pending sign-ins (single use).
+  `CREATE TABLE console_oidc_links (
+     provider TEXT NOT NULL,
+     subject TEXT NOT NULL,
+     admin TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     PRIMARY KEY (provider, subject)
+   ) WITHOUT ROWID;
+   CREATE INDEX console_oidc_links_admin ON console_oidc_links (admin);
+   CREATE TABLE console_oidc_flows (
+     state_hash TEXT PRIMARY KEY,
+     provider TEXT NOT NULL,
+     nonce TEXT NOT NULL,
+     code_verifier TEXT NOT NULL,
+     binding_hash TEXT NOT NULL,
+     expires_at INTEGER NOT NULL
+   ) WITHOUT ROWID;
+   CREATE INDEX console_oidc_flows_expiry ON console_oidc_flows (expires_at);`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */
@@ -454,7 +479,10 @@ function migrate(db: DatabaseSync, migrations: readonly string[]): number {
   const current = Number((db.prepare('SELECT max(version) AS version FROM herald_schema').get() as { version: number | null }).version ?? 0);
   const record = db.prepare('INSERT INTO herald_schema (version, applied_at) VALUES (?, ?)');
   const applied = db.prepare('SELECT 1 FROM herald_schema WHERE version = ?');
-  for (let version = current + 1; version <= migrations.length; version++) {
+  // Every version not applied yet, in order: a RESERVED one filled in later runs then, below versions already there.
+  const done = new Set((db.prepare('SELECT version FROM herald_schema').all() as { version: number }[]).map((row) => Number(row.version)));
+  for (let version = 1; version <= migrations.length; version++) {
+    if (done.has(version) || migrations[version - 1] === RESERVED) continue;
     db.exec('BEGIN IMMEDIATE');
     try {
       // Another connection (a server starting beside `herald keys`) may have applied it meanwhile.

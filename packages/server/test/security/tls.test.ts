@@ -7,7 +7,6 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,26 +15,7 @@ import WebSocket from 'ws';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { WsClient, unique } from '../helpers/herald-ws.ts';
 import { rawExchange } from './raw-http.ts';
-
-function makeCertificate(dir: string): { certFile: string; keyFile: string } | undefined {
-  const certFile = join(dir, 'cert.pem');
-  const keyFile = join(dir, 'key.pem');
-  try {
-    execFileSync(
-      'openssl',
-      [
-        'req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
-        '-keyout', keyFile, '-out', certFile, '-days', '1', '-subj', '/CN=localhost',
-        '-addext', 'subjectAltName=IP:127.0.0.1,DNS:localhost',
-      ],
-      { stdio: 'pipe', timeout: 30000 },
-    );
-  } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
-    throw error;
-  }
-  return { certFile, keyFile };
-}
+import { makeCertificate } from '../helpers/tls-certificate.ts';
 
 interface HttpsAnswer {
   readonly status: number;

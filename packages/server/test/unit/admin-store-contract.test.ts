@@ -355,5 +355,39 @@ for (const [name, open] of Object.entries(engines)) {
         assert.equal((await store.takePasskeyChallenge('old'))?.expiresAt, t + 1000, 'taken as it is; the caller checks the expiry');
       }),
     );
+
+    // OIDC identities
+    test(
+      'OIDC: an admin made with its link gets exactly the role given (never the first-owner rule), no password; a taken name or a linked subject makes nothing',
+      withStore(async (store) => {
+        const t = Date.now();
+        const made = await store.createOidcAdmin({ name: 'ann@example.com', role: 'viewer', provider: 'corp', subject: 'sub:1', now: t });
+        assert.equal(made?.role, 'viewer', 'the first admin of the store stays a viewer');
+        assert.equal((await store.getAdmin('ann@example.com'))?.role, 'viewer');
+        assert.equal((await store.getAdmin('ann@example.com'))?.passwordHash, '');
+        assert.deepEqual(await store.getOidcLink('corp', 'sub:1'), { provider: 'corp', subject: 'sub:1', admin: 'ann@example.com', createdAt: t });
+        assert.equal(await store.getOidcLink('other', 'sub:1'), undefined, 'links are per provider');
+        assert.equal(await store.createOidcAdmin({ name: 'ann@example.com', role: 'owner', provider: 'corp', subject: 'sub:2', now: t }), undefined, 'name taken');
+        assert.equal(await store.createOidcAdmin({ name: 'ann2', role: 'owner', provider: 'corp', subject: 'sub:1', now: t }), undefined, 'subject linked');
+        assert.equal(await store.getAdmin('ann2'), undefined);
+        assert.deepEqual((await store.oidcLinksOf('ann@example.com')).map((l) => `${l.provider}/${l.subject}`), ['corp/sub:1']);
+        assert.deepEqual(await store.oidcLinksOf('nobody'), []);
+      }),
+    );
+
+    test(
+      'OIDC: a pending sign-in is taken once; an expired one is not answered',
+      withStore(async (store) => {
+        const t = Date.now();
+        const flow = { stateHash: 'a'.repeat(64), provider: 'corp', nonce: 'n', codeVerifier: 'v', bindingHash: 'b'.repeat(64), expiresAt: t + 60_000 };
+        await store.putOidcFlow(flow);
+        const taken = await Promise.all([store.takeOidcFlow(flow.stateHash, t), store.takeOidcFlow(flow.stateHash, t)]);
+        assert.deepEqual(taken.filter((f) => f !== undefined), [flow], 'exactly one of two concurrent takes gets it');
+        assert.equal(await store.takeOidcFlow(flow.stateHash, t), undefined);
+        await store.putOidcFlow({ ...flow, stateHash: 'c'.repeat(64) });
+        assert.equal(await store.takeOidcFlow('c'.repeat(64), t + 60_000), undefined, 'expired');
+        assert.equal(await store.takeOidcFlow('c'.repeat(64), t), undefined, 'and gone');
+      }),
+    );
   });
 }
