@@ -21,7 +21,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
@@ -42,6 +42,8 @@ if (!available && !required) {
 }
 
 const CLIENT_SECRET = 'test-client-secret-0123456789abcdefghijklmnop';
+/** Screenshots for docs/console.md (copied to docs/images by hand). */
+const artifacts = new URL('../../test-artifacts/', import.meta.url);
 
 describe('OIDC sign-in in Chromium', { skip: !available && !required, timeout: 600000 }, () => {
   let browser: Browser;
@@ -204,6 +206,8 @@ describe('OIDC sign-in in Chromium', { skip: !available && !required, timeout: 6
   test('a mapped user signs in through the provider: the admin is made with the mapped role, never owner though the store was empty', async () => {
     const page = await fresh();
     assert.equal(await page.textContent('#oidc-corp'), 'Sign in with Corp SSO');
+    mkdirSync(artifacts, { recursive: true });
+    await page.screenshot({ path: new URL('console-oidc-sign-in.png', artifacts).pathname });
     await viaProvider(page, 'alice', 'corp', true);
     assert.equal(await signedInAs(page), 'alice@example.com viewer');
     const admin = await withStore((store) => store.getAdmin('alice@example.com'));
@@ -250,6 +254,7 @@ describe('OIDC sign-in in Chromium', { skip: !available && !required, timeout: 6
     await viaProvider(page, 'mallory');
     assert.equal(await refusal(page), 'not_mapped');
     assert.match((await page.textContent('#refused-reason')) ?? '', /not allowed into this console/);
+    await page.screenshot({ path: new URL('console-oidc-refused.png', artifacts).pathname });
     const unverified = await fresh();
     await viaProvider(unverified, 'eve');
     assert.equal(await refusal(unverified), 'not_mapped', 'an unverified email matches no email rule');
