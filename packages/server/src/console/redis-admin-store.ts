@@ -558,9 +558,9 @@ export class RedisAdminStore implements AdminStore {
     return Number(await this.#redis.eval(USE_PASSKEY, 1, this.#passkey(id), String(counter), String(now))) === 1;
   }
 
-  async putPasskeyChallenge(challenge: PasskeyChallenge): Promise<void> {
-    // Kept a minute past its expiry, so that a late answer is refused as expired rather than unknown.
-    await this.#redis.set(`${this.#p}passkey-challenge:${challenge.key}`, JSON.stringify(challenge), 'PXAT', challenge.expiresAt + 60_000);
+  async putPasskeyChallenge(challenge: PasskeyChallenge, now: number): Promise<void> {
+    // Kept a minute past its expiry, so that a late answer is refused as expired rather than unknown (PX: any Redis version).
+    await this.#redis.set(`${this.#p}passkey-challenge:${challenge.key}`, JSON.stringify(challenge), 'PX', Math.max(1, challenge.expiresAt + 60_000 - now));
   }
 
   async takePasskeyChallenge(key: string): Promise<PasskeyChallenge | undefined> {

@@ -14,6 +14,8 @@
  * - A receiver down for the whole retry time: dead letters, counted in
  *   metrics, listed and replayed by `herald webhooks` on the redis engine.
  * - `--workers 2 --engine redis`: each worker a node, transitions exact.
+ * - A Redis Cluster: every webhook key in one slot (`{webhooks}`), the
+ *   scripts run there, transitions exact.
  */
 import { after, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
@@ -28,6 +30,7 @@ import { WebhookReceiver } from '../helpers/webhook-receiver.ts';
 import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
 import { HERALD_MAIN } from '../helpers/herald-process.ts';
 import { callApi, cleanupSpawned, deletePrefix, spawnRedisHerald, startRedisHerald, Tokens, uniquePrefix, type RedisHerald, type Target } from './harness.ts';
+import { RedisClusterFixture, redisClusterToolsAvailable } from './cluster-harness.ts';
 
 const skip = missingService('Redis', await redisAvailable());
 const dir = mkdtempSync(join(tmpdir(), 'herald-redis-webhooks-'));
@@ -38,10 +41,14 @@ const keyFile = join(dir, 'webhook-key');
 writeFileSync(keyFile, secret, { mode: 0o600 });
 const KEY = { id: 'k1', secret };
 
+function endpointOf(url: string): Record<string, unknown> {
+  return { name: 'app', url, keys: [{ id: 'k1', secretFile: keyFile }], events: ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed'] };
+}
+
 function webhooks(url: string, extra: Record<string, unknown> = {}): Record<string, unknown> {
   return {
     webhooks: {
-      endpoints: [{ name: 'app', url, keys: [{ id: 'k1', secretFile: keyFile }], events: ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed'] }],
+      endpoints: [endpointOf(url)],
       batchWindowMs: 20,
       backoffMinMs: 50,
       backoffMaxMs: 200,
@@ -260,5 +267,53 @@ describe('webhooks on the redis engine', { skip }, () => {
     assert.equal(seen[0], 'channel_occupied');
     assert.equal(seen.at(-1), 'channel_vacated');
     assert.deepEqual([...seen].sort(), ['channel_occupied', 'channel_vacated', 'member_added alice', 'member_added bob', 'member_removed alice', 'member_removed bob']);
+  });
+});
+
+describe('webhooks on a Redis Cluster (3 masters + 3 replicas)', { skip: missingService('redis-server and redis-cli (a local Redis Cluster)', await redisClusterToolsAvailable()) }, () => {
+  it('two nodes: every webhook key in one slot, transitions exact, events delivered once', async () => {
+    // Its own key file: the file-level directory may be gone when this suite runs alone.
+    const own = mkdtempSync(join(tmpdir(), 'herald-redis-cluster-webhooks-'));
+    writeFileSync(join(own, 'webhook-key'), secret, { mode: 0o600 });
+    const cluster = await RedisClusterFixture.start();
+    const r = await WebhookReceiver.start([KEY]);
+    const tokens = new Tokens();
+    const p = uniquePrefix('wh-cluster');
+    const nodes: RedisHerald[] = [];
+    try {
+      for (const name of ['A', 'B']) {
+        nodes.push(
+          await startRedisHerald(name, {
+            redisUrl: 'redis://127.0.0.1:1',
+            prefix: p,
+            tokens,
+            ownEngine: true,
+            engine: { redisCluster: cluster.urls, presenceTtlMs: 3000, redisCommandTimeoutMs: 1000 },
+            overrides: { webhooks: { ...(webhooks(r.url)['webhooks'] as object), endpoints: [{ ...endpointOf(r.url), keys: [{ id: 'k1', secretFile: join(own, 'webhook-key') }] }] } },
+          }),
+        );
+      }
+      const [a, b] = nodes as [RedisHerald, RedisHerald];
+      const channel = 'chat:cluster';
+      const alice = await ws(a, tokens, 'alice', channel);
+      const bob = await ws(b, tokens, 'bob', channel);
+      const alice2 = await ws(b, tokens, 'alice', channel);
+      await eventually(async () => (lines(r, channel).length === 3 ? true : undefined), 'occupied and two members', 30000);
+      for (const client of [alice, bob, alice2]) await client.close();
+      const seen = await eventually(async () => (lines(r, channel).includes('channel_vacated') ? lines(r, channel) : undefined), 'vacated', 30000);
+      assert.equal(seen[0], 'channel_occupied');
+      assert.equal(seen.at(-1), 'channel_vacated');
+      assert.deepEqual([...seen].sort(), ['channel_occupied', 'channel_vacated', 'member_added alice', 'member_added bob', 'member_removed alice', 'member_removed bob']);
+      const ids = r.events().map((e) => e.id);
+      assert.equal(new Set(ids).size, ids.length, 'each event once');
+      // The scripts ran on the master of the {webhooks} slot (a key outside it would have failed them: CROSSSLOT).
+      assert.equal(await a.clients!.command.exists(`${p}:{webhooks}:eps`), 1, 'the outbox keys are where the hash tag puts them');
+    } finally {
+      closeAllClients();
+      for (const node of nodes) await node.close().catch(() => undefined);
+      await r.close();
+      await cluster.close();
+      rmSync(own, { recursive: true, force: true });
+    }
   });
 });

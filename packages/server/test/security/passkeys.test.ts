@@ -7,7 +7,8 @@
  * challenge started elsewhere, a counter going back, another origin,
  * another admin's credential, a removed credential; the relying party's
  * config checked at start; the passkey list, rename and removal guarded
- * like every console endpoint; every outcome in the audit log.
+ * like every console endpoint; every outcome in the audit log; two nodes
+ * on the redis engine sharing passkeys and challenges.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,7 +17,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
-import { call, createAdmin } from '../helpers/console.ts';
+import { randomBytes } from 'node:crypto';
+import { Redis } from 'ioredis';
+import { call, createAdmin, PASSWORD } from '../helpers/console.ts';
+import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
+import { RedisAdminStore } from '../../src/console/redis-admin-store.ts';
+import { PasswordHasher } from '../../src/console/passwords.ts';
 import { FLAG_UP, FLAG_UV, freePort, LocalhostConsole, SoftCredential } from '../helpers/passkeys.ts';
 import { openSqliteStore } from '../../src/store/sqlite-store.ts';
 import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
@@ -377,6 +383,45 @@ describe('passkey enrolment when MFA is required', { timeout: 60000 }, () => {
     } finally {
       await h.close();
       rmSync(stateDir, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('passkeys on the redis engine: two nodes share passkeys and challenges', { timeout: 60000 }, () => {
+  test('registered on node A, signed in on node B; the answer replayed on A finds its challenge used', async (t) => {
+    const skip = missingService('Redis', await redisAvailable());
+    if (skip !== false) return t.skip(skip);
+    const prefix = 'herald-test-passkeys-' + randomBytes(4).toString('hex');
+    const [portA, portB] = [await freePort(), await freePort()];
+    const passkeys = { rpId: RP, origins: [`http://localhost:${portA}`, `http://localhost:${portB}`] };
+    const engine = { type: 'redis', redisUrl: REDIS_URL, redisPrefix: prefix };
+    const a = await startHerald({ engine, admin: { port: portA, console: { enabled: true, passkeys } } });
+    const b = await startHerald({ engine, admin: { port: portB, console: { enabled: true, passkeys } } });
+    const redis = new Redis(REDIS_URL, { lazyConnect: true });
+    await redis.connect();
+    try {
+      await new RedisAdminStore(redis, prefix).createAdmin({ name: 'rae', role: 'owner', passwordHash: await new PasswordHasher().hash(PASSWORD), now: Date.now() });
+      const credential = new SoftCredential();
+      const onA = new LocalhostConsole(portA);
+      assert.equal((await onA.login('rae')).status, 200);
+      assert.equal((await onA.register(credential, RP)).status, 201);
+      const onB = new LocalhostConsole(portB);
+      const options = await onB.post('/api/login/passkey/options');
+      const response = credential.assertion({ challenge: options.body.options.challenge, origin: onB.origin, rpId: RP });
+      const cookie = onB.cookies.get('__Host-herald_passkey')!;
+      const ok = await onB.post('/api/login/passkey/verify', { response });
+      assert.equal(ok.status, 200, ok.text);
+      const replay = new LocalhostConsole(portA);
+      replay.cookies.set('__Host-herald_passkey', cookie);
+      const again = await replay.post('/api/login/passkey/verify', { response });
+      assert.equal(again.status, 401);
+      assert.match(again.body.error.detail, /no challenge/);
+    } finally {
+      const keys = await redis.keys(`${prefix}*`);
+      if (keys.length > 0) await redis.del(...keys);
+      redis.disconnect();
+      await a.close();
+      await b.close();
     }
   });
 });
