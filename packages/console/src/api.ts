@@ -82,6 +82,10 @@ export function describeFailure(error: unknown): string {
       return 'The request was refused (CSRF check). Reload the page.';
     case 'not_found':
       return 'Not found.';
+    case 'mfa_failed':
+      return 'The code is wrong, expired or was already used. Wait for the next code and try again.';
+    case 'login_locked':
+      return 'Too many failed attempts. Wait a while, or ask an owner to unlock the account.';
     case 'network':
       return error.message;
     default:

@@ -16,7 +16,9 @@ import { Keys } from './views/keys.tsx';
 import { Login } from './views/login.tsx';
 import { providerLogout, SignInRefused } from './views/oidc.tsx';
 import { Overview } from './views/overview.tsx';
-import { Passkeys, PasskeyStep } from './views/passkeys.tsx';
+import { Security } from './views/security.tsx';
+import { RequiredEnrolment, SecondFactor } from './views/sign-in-stages.tsx';
+import { Passkeys } from './views/passkeys.tsx';
 
 const VIEWS = [
   { view: 'overview', title: 'Overview', component: Overview },
@@ -24,6 +26,7 @@ const VIEWS = [
   { view: 'connections', title: 'Connections', component: Connections },
   { view: 'keys', title: 'API keys', component: Keys },
   { view: 'audit', title: 'Audit log', component: Audit },
+  { view: 'security', title: 'Security', component: Security },
   { view: 'passkeys', title: 'Passkeys', component: Passkeys },
 ] as const;
 
@@ -35,6 +38,8 @@ function time(value: string | number | undefined): number | undefined {
 
 export function App() {
   const current = session.value;
+  /** Fully signed in: the console's views; otherwise the next sign-in step (or the login). */
+  const full = current !== null && current !== undefined && (current.stage ?? 'full') === 'full';
 
   useEffect(() => {
     call<Session>('session', { quiet401: true }).then(
@@ -47,12 +52,12 @@ export function App() {
     );
   }, []);
 
-  // The live stream runs while someone is signed in.
+  // The live stream runs while someone is fully signed in.
   useEffect(() => {
-    if (current === null || current === undefined || (current.stage ?? 'full') !== 'full') return undefined;
+    if (!full) return undefined;
     startOverviewStream();
     return stopOverviewStream;
-  }, [current === null || current === undefined ? '' : `${current.admin.name} ${current.stage ?? 'full'}`]);
+  }, [full ? current.admin.name : '']);
 
   // Idle timeout: once the idle time has passed since the last call, ask the server (a 401 shows the login).
   useEffect(() => {
@@ -79,22 +84,15 @@ export function App() {
   useEffect(() => {
     const view = VIEWS.find((v) => v.view === route.value.view);
     if (route.value.view === 'signin-refused') document.title = 'Sign-in refused · Herald console';
-    else document.title = current === null ? 'Sign in · Herald console' : `${view?.title ?? 'Not found'} · Herald console`;
+    else document.title = !full ? 'Sign in · Herald console' : `${view?.title ?? 'Not found'} · Herald console`;
   }, [current, route.value.view]);
 
   if (current === undefined) return <p class="loading">Loading…</p>;
   // A refused single sign-on shows why, whether or not an earlier session is still open in this browser.
   if (route.value.view === 'signin-refused') return <SignInRefused />;
   if (current === null) return <Login />;
-  if (current.stage === 'second_factor' || current.stage === 'enrol') {
-    return (
-      <main class="login" id="main">
-        <div class="card">
-          <PasskeyStep stage={current.stage} />
-        </div>
-      </main>
-    );
-  }
+  if (current.stage === 'second_factor') return <SecondFactor current={current} />;
+  if (current.stage === 'enrol') return <RequiredEnrolment current={current} />;
   const view = VIEWS.find((v) => v.view === route.value.view);
   const Component = view?.component;
   return (

@@ -7,15 +7,19 @@ import { signal } from '@preact/signals';
 
 export type AdminRole = 'owner' | 'operator' | 'viewer';
 
+/** 'full': the console; 'second_factor': the code must follow; 'enrol': a second factor must be set up first. */
+export type SessionStage = 'full' | 'second_factor' | 'enrol';
+
 export interface Session {
   readonly admin: { readonly name: string; readonly role: AdminRole };
   readonly csrf: string;
   readonly expiresAt?: string | number;
   readonly idleExpiresAt?: string | number;
-  /** 'full', or a sign-in that waits for its second factor or for enrolment (console/sign-in.ts). */
-  readonly stage?: 'full' | 'second_factor' | 'enrol';
-  /** How the admin signed in, e.g. ["oidc"], ["password", "totp"]. */
+  /** Absent from older servers: full. */
+  readonly stage?: SessionStage;
   readonly methods?: readonly string[];
+  /** On a 'second_factor' session: the second factors the admin can give. */
+  readonly factors?: { readonly totp: boolean; readonly passkeys: number };
 }
 
 const rank: Record<AdminRole, number> = { viewer: 0, operator: 1, owner: 2 };
@@ -33,7 +37,7 @@ export function sessionEnded(notice: string): void {
 
 export function allows(minimum: AdminRole): boolean {
   const current = session.value;
-  return current !== null && current !== undefined && rank[current.admin.role] >= rank[minimum];
+  return current !== null && current !== undefined && (current.stage ?? 'full') === 'full' && rank[current.admin.role] >= rank[minimum];
 }
 
 /** `#/channels/chat%3Aroom` → `{ view: 'channels', arg: 'chat:room', query }`. */

@@ -10,13 +10,12 @@
 import { isIP } from 'node:net';
 import { userInfo } from 'node:os';
 import type { Config } from '../config/schema.ts';
-import { ConfigError } from '../config/load.ts';
 import { ADMIN_NAME_PATTERN, ADMIN_ROLES, type AdminRole, type AdminStore } from '../console/admin-store.ts';
 import { generatePassword, passwordProblem, PasswordHasher, MAX_PASSWORD_BYTES } from '../console/passwords.ts';
 import { accountKey, addressKey } from '../console/login-limiter.ts';
 import { resetMfa } from '../console/totp.ts';
 import { fail, type Command, type Values } from './command.ts';
-import { TOOL_BUSY_TIMEOUT_MS } from './key-backend.ts';
+import { openRedisTool, TOOL_BUSY_TIMEOUT_MS } from './key-backend.ts';
 
 interface OpenStore {
   readonly store: AdminStore;
@@ -33,22 +32,10 @@ export async function openAdminStore(config: Config): Promise<OpenStore> {
     return { store: new SqliteAdminStore(file.db), where: file.path, close: async () => file.close() };
   }
   if (config.engine.type === 'redis') {
-    const { openRedisClients, redisTarget } = await import('../app/engine.ts');
+    const { redisTarget } = await import('../app/engine.ts');
     const { RedisAdminStore } = await import('../console/redis-admin-store.ts');
-    const { readRedisTls } = await import('../app/preflight.ts');
-    const problems: string[] = [];
-    const tls = readRedisTls(config, problems);
-    if (problems.length > 0) throw new ConfigError(problems);
-    const clients = await openRedisClients(config, tls);
-    return {
-      store: new RedisAdminStore(clients.command, config.engine.redisPrefix),
-      where: redisTarget(config),
-      close: async () => {
-        clients.command.disconnect();
-        if ('disconnect' in clients.subscriber) clients.subscriber.disconnect();
-        else await clients.subscriber.close();
-      },
-    };
+    const redis = await openRedisTool(config);
+    return { store: new RedisAdminStore(redis.command, config.engine.redisPrefix), where: redisTarget(config), close: redis.close };
   }
   fail(
     'herald admin: engine.type is "memory": its console admins live inside the running server and no other process can reach them; use the sqlite engine (the default) or redis for the console',

@@ -78,3 +78,27 @@ export function openKeyBackend(kind: KeyBackendKind, stateDir: string, notice: (
     close: () => store.close(),
   };
 }
+
+/**
+ * The redis engine's command connection for a CLI tool (`herald admin`,
+ * `herald webhooks`), with the config's URL, TLS and cluster seeds, as the
+ * server connects; `close` ends it. Throws a ConfigError for TLS files
+ * that cannot be read.
+ */
+export async function openRedisTool(config: import('../config/schema.ts').Config): Promise<{ command: import('ioredis').Redis | import('ioredis').Cluster; close(): Promise<void> }> {
+  const { openRedisClients } = await import('../app/engine.ts');
+  const { readRedisTls } = await import('../app/preflight.ts');
+  const { ConfigError } = await import('../config/load.ts');
+  const problems: string[] = [];
+  const tls = readRedisTls(config, problems);
+  if (problems.length > 0) throw new ConfigError(problems);
+  const clients = await openRedisClients(config, tls);
+  return {
+    command: clients.command,
+    close: async () => {
+      clients.command.disconnect();
+      if ('disconnect' in clients.subscriber) clients.subscriber.disconnect();
+      else await clients.subscriber.close();
+    },
+  };
+}

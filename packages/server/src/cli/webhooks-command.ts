@@ -9,9 +9,8 @@
  * server process and cannot be reached.
  */
 import type { Config } from '../config/schema.ts';
-import { ConfigError } from '../config/load.ts';
 import { fail, intOption, type Command, type Values } from './command.ts';
-import { TOOL_BUSY_TIMEOUT_MS } from './key-backend.ts';
+import { openRedisTool, TOOL_BUSY_TIMEOUT_MS } from './key-backend.ts';
 
 export const WEBHOOK_ACTIONS = ['list-dead', 'replay'] as const;
 
@@ -23,20 +22,13 @@ async function withOutbox<T>(command: string, config: Config | undefined, stateD
     fail(`herald webhooks ${command}: engine.type is "memory": the memory engine keeps its webhook outbox inside the server process (lost on restart), out of reach`);
   }
   if (config !== undefined && config.engine.type === 'redis') {
-    const { openRedisClients } = await import('../app/engine.ts');
     const { RedisOutbox } = await import('../webhooks/redis-outbox.ts');
-    const { readRedisTls } = await import('../app/preflight.ts');
-    const problems: string[] = [];
-    const tls = readRedisTls(config, problems);
-    if (problems.length > 0) throw new ConfigError(problems);
-    const clients = await openRedisClients(config, tls);
+    const redis = await openRedisTool(config);
     try {
       // The CLI never sends: it takes no lease (owner and lease time unused).
-      return await run(new RedisOutbox(clients.command, config.engine.redisPrefix, { owner: 'cli', leaseMs: 1 }));
+      return await run(new RedisOutbox(redis.command, config.engine.redisPrefix, { owner: 'cli', leaseMs: 1 }));
     } finally {
-      clients.command.disconnect();
-      if ('disconnect' in clients.subscriber) clients.subscriber.disconnect();
-      else await clients.subscriber.close();
+      await redis.close();
     }
   }
   const { openSqliteStore } = await import('../store/sqlite-store.ts');

@@ -274,7 +274,7 @@ export interface AdminStore {
   /** Entries matching the query, newest first. */
   queryAudit(query: AuditQuery): Promise<AuditEntry[]>;
 
-  /** Deletes expired sessions, old audit entries and forgotten counters. */
+  /** Deletes expired sessions, old audit entries, forgotten counters and expired pending OIDC sign-ins (Redis expires those itself). */
   sweep(now: number, policy: SweepPolicy): Promise<void>;
   close(): Promise<void>;
 
@@ -608,6 +608,8 @@ export class MemoryAdminStore implements AdminStore {
     let drop = 0;
     while (drop < this.#audit.length && this.#audit[drop]!.at < cutoff) drop++;
     if (drop > 0) this.#audit.splice(0, drop);
+    // OIDC identities: pending sign-ins past their time.
+    for (const [key, flow] of this.#oidcFlows) if (flow.expiresAt <= now) this.#oidcFlows.delete(key);
   }
 
   async close(): Promise<void> {}

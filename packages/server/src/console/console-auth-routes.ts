@@ -37,7 +37,7 @@ function loginInput(body: unknown): { name: string; password: string } | string 
   return { name, password };
 }
 
-function sessionAnswer(ctx: ConsoleContext, request: FastifyRequest): SignInAnswer {
+async function sessionAnswer(ctx: ConsoleContext, request: FastifyRequest): Promise<SignInAnswer> {
   const live = request.consoleSession!;
   return {
     admin: { name: live.admin.name, role: live.admin.role },
@@ -45,6 +45,7 @@ function sessionAnswer(ctx: ConsoleContext, request: FastifyRequest): SignInAnsw
     ...ctx.sessions.expiry(live.session),
     stage: live.session.stage,
     methods: live.session.methods,
+    ...(live.session.stage === 'second_factor' ? { factors: await ctx.factors.of(live.admin.name) } : {}),
   };
 }
 

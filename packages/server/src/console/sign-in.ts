@@ -40,6 +40,8 @@ export interface SignInAnswer {
   readonly stage: SessionStage;
   /** How the admin signed in so far, e.g. ["password"], ["password", "totp"]. */
   readonly methods: readonly string[];
+  /** On a 'second_factor' session: which second factors the admin can give (the page shows those). */
+  readonly factors?: { readonly totp: boolean; readonly passkeys: number };
 }
 
 /** The second factors an admin has enrolled (`ctx.factors`). */
@@ -109,7 +111,8 @@ export async function startSession(
   options: { mfaSatisfied?: boolean } = {},
 ): Promise<SignInAnswer> {
   const stage = await stageAfterFirstFactor(ctx, admin, options.mfaSatisfied === true);
-  const answer = await newSession(ctx, request, reply, admin, stage, [method], request.cookies[SESSION_COOKIE]);
+  const started = await newSession(ctx, request, reply, admin, stage, [method], request.cookies[SESSION_COOKIE]);
+  const answer = stage === 'second_factor' ? { ...started, factors: await ctx.factors.of(admin.name) } : started;
   if (stage === 'full') ctx.countLogin('ok');
   ctx.audit.record({ actor: admin.name, action: 'console.login', address: ctx.clientIp(request), outcome: 'ok', detail: { method, role: admin.role, stage } });
   return answer;

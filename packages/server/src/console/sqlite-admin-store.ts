@@ -335,6 +335,8 @@ export class SqliteAdminStore implements AdminStore {
       this.#q['sweepSessions']!.run(now - policy.sessions.idleMs, now - policy.sessions.absoluteMs, now - PARTIAL_SESSION_MS);
       this.#q['sweepCounters']!.run(now, now - policy.limiterWindowMs);
       this.#q['sweepAudit']!.run(now - policy.auditRetentionMs);
+      // OIDC identities: pending sign-ins past their time.
+      this.#oq()['sweepFlows']!.run(now);
     });
   }
 
@@ -479,12 +481,8 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async putOidcFlow(flow: OidcFlow): Promise<void> {
-    const q = this.#oq();
-    this.#write(() => {
-      // Flows expire within minutes: the ones past their time go as new ones come.
-      q['sweepFlows']!.run(flow.expiresAt - OIDC_FLOW_SWEEP_AFTER_MS);
-      q['putFlow']!.run(flow.stateHash, flow.provider, flow.nonce, flow.codeVerifier, flow.bindingHash, flow.expiresAt);
-    });
+    // Expired flows go with the sweep (once a minute).
+    this.#oq()['putFlow']!.run(flow.stateHash, flow.provider, flow.nonce, flow.codeVerifier, flow.bindingHash, flow.expiresAt);
   }
 
   async takeOidcFlow(stateHash: string, now: number): Promise<OidcFlow | undefined> {
@@ -540,6 +538,3 @@ function passkey(row: PasskeyRow): PasskeyRecord {
     lastUsedAt: row.last_used_at === null ? null : Number(row.last_used_at),
   };
 }
-
-/** A new flow deletes the flows that expired this long before it will (a day: any flow timeout is shorter). */
-const OIDC_FLOW_SWEEP_AFTER_MS = 86_400_000;

@@ -106,7 +106,11 @@ export interface ResetOutcome {
   readonly passkeys: number;
 }
 
-/** Removes an admin's TOTP secret and recovery codes and ends the admin's sessions (the console's and the CLI's reset-mfa). */
+/**
+ * Removes every second factor of an admin (TOTP secret, recovery codes,
+ * passkeys) and ends the admin's sessions: the console's and the CLI's
+ * reset-mfa, for an admin who lost the device.
+ */
 export async function resetMfa(store: AdminStore, name: string): Promise<ResetOutcome> {
   const totp = await store.deleteTotp(name);
   let passkeys = 0;

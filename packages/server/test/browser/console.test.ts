@@ -19,10 +19,11 @@ import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { chromium, type Browser, type BrowserContext, type Page } from 'playwright-core';
+import { chromium, type Browser, type BrowserContext } from 'playwright-core';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { closeAllClients, connectWs, eventually, openWs, unique } from '../helpers/herald-ws.ts';
 import { createAdmin, PASSWORD } from '../helpers/console.ts';
+import { openWatched, type WatchedPage } from '../helpers/browser.ts';
 import { disconnects } from '@herald/protocol';
 
 const CHROMIUM = '/usr/bin/chromium';
@@ -34,12 +35,7 @@ if (!available && !required) {
 
 const artifacts = new URL('../../test-artifacts/', import.meta.url);
 
-interface Opened {
-  readonly page: Page;
-  readonly context: BrowserContext;
-  /** Page errors, console errors and CSP violations seen so far. */
-  problems(): Promise<string[]>;
-}
+type Opened = WatchedPage;
 
 interface Server {
   readonly h: TestHerald;
@@ -81,30 +77,9 @@ describe('admin console in Chromium', { skip: !available && !required, timeout: 
   });
 
   async function open(url: string, width = 1280): Promise<Opened> {
-    const context = await browser.newContext({ viewport: { width, height: width < 500 ? 844 : 900 } });
-    contexts.push(context);
-    const page = await context.newPage();
-    const seen: string[] = [];
-    // Before any page script: collect every CSP violation the page reports.
-    await page.addInitScript(() => {
-      const list: string[] = [];
-      (window as unknown as { cspViolations: string[] }).cspViolations = list;
-      document.addEventListener('securitypolicyviolation', (event) => list.push(`${event.violatedDirective} ${event.blockedURI} ${event.sourceFile}:${event.lineNumber}`));
-    });
-    page.on('pageerror', (error) => seen.push(`pageerror: ${error.message}`));
-    page.on('console', (message) => {
-      // The session probe before sign-in and a wrong password are answered 401: Chromium logs each failed fetch.
-      if (message.type() === 'error' && !/Failed to load resource: the server responded with a status of 401/.test(message.text())) seen.push(`console: ${message.text()}`);
-    });
-    await page.goto(url);
-    return {
-      page,
-      context,
-      async problems() {
-        const csp = await page.evaluate(() => (window as unknown as { cspViolations?: string[] }).cspViolations ?? []).catch(() => [] as string[]);
-        return [...seen, ...csp.map((v) => `csp: ${v}`)];
-      },
-    };
+    const opened = await openWatched(browser, url, width);
+    contexts.push(opened.context);
+    return opened;
   }
 
   async function signIn(opened: Opened, name: string, password = PASSWORD): Promise<void> {

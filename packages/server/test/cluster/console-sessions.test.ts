@@ -148,7 +148,7 @@ describe('console sessions across two workers', { timeout: 120000 }, () => {
     assert.equal((await b.post('/api/login/totp', { code: totpAt(started.body.secret, now) })).body.error?.code, 'mfa_failed');
     const reset = await herald(cluster.dir, ['admin', 'reset-mfa', 'tina']);
     assert.equal(reset.code, 0, reset.stderr);
-    assert.match(reset.stderr, /TOTP and recovery codes removed for "tina"; [0-9]+ sessions? ended/);
+    assert.match(reset.stderr, /TOTP and recovery codes removed for "tina"; 0 passkeys removed; [0-9]+ sessions? ended/);
     assert.deepEqual(await statuses(a, 4), Array(4).fill(401));
     assert.equal((await new ConsoleClient(cluster.adminPort).login('tina')).body.stage, 'full');
     const none = await herald(cluster.dir, ['admin', 'reset-mfa', 'nobody']);

@@ -122,6 +122,8 @@ describe('console TOTP', { timeout: 180000 }, () => {
     const c = new ConsoleClient(r.port);
     const login = await c.login('olive');
     assert.equal(login.body.stage, 'second_factor');
+    assert.deepEqual(login.body.factors, { totp: true, passkeys: 0 }, 'the page learns which factors to offer');
+    assert.deepEqual((await c.get('/api/session')).body.factors, { totp: true, passkeys: 0 });
     assert.equal((await c.get('/api/channels')).body.error.code, 'mfa_required');
     assert.equal((await c.post('/api/mfa/totp/enrol')).body.error?.code, 'mfa_required', 'a second_factor session cannot enrol a new secret');
     const partialId = c.cookie!;
@@ -225,6 +227,7 @@ describe('console TOTP', { timeout: 180000 }, () => {
     const reset = await owner.post('/api/admins/bruno/reset-mfa');
     assert.equal(reset.status, 200, reset.text);
     assert.equal(reset.body.totp, true);
+    assert.equal(reset.body.passkeys, 0);
     assert.equal((await c.get('/api/session')).status, 401, 'the admin\'s sessions ended');
     assert.equal((await new ConsoleClient(r.port).login('bruno')).body.stage, 'full');
     assert.equal((await owner.post('/api/admins/nobody/reset-mfa')).status, 404);
