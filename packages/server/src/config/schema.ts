@@ -693,6 +693,20 @@ export const ConfigSchema = Type.Object(
                   description: 'OpenID Connect providers admins may sign in with (authorization code flow with PKCE); the redirect URL to register at each is ORIGIN + basePath + /oidc/ID/callback.',
                 }),
                 flowTimeoutMs: Ms(600000, 'How long a sign-in at a provider may take, from the button to the return (its state, nonce and PKCE verifier are kept this long, single use).', 10000),
+                startsPerAddressPerMinute: Type.Integer({
+                  default: 20,
+                  minimum: 1,
+                  maximum: 100000,
+                  description:
+                    'Sign-ins a client address (IPv6 by its /64) may start (GET B/oidc/ID/start) per minute, counted by each worker, then 429 too_many_requests with Retry-After.',
+                }),
+                maxPendingFlows: Type.Integer({
+                  default: 10000,
+                  minimum: 1,
+                  maximum: 1000000,
+                  description:
+                    'Sign-ins started and not yet back (or expired) that the console store keeps at most, all providers and nodes together; at the cap a new start is refused (429 too_many_requests) while the pending ones can still complete.',
+                }),
               },
               { additionalProperties: false, default: {}, description: 'Single sign-on through OpenID Connect (docs/security.md, "OpenID Connect").' },
             ),

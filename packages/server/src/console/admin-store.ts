@@ -330,8 +330,13 @@ export interface AdminStore {
    * atomically. Undefined when the name is taken or the subject is linked.
    */
   createOidcAdmin(input: OidcAdminInput): Promise<AdminRecord | undefined>;
-  /** Keeps a pending sign-in at a provider until `flow.expiresAt`. */
-  putOidcFlow(flow: OidcFlow): Promise<void>;
+  /**
+   * Keeps a pending sign-in at a provider until `flow.expiresAt`, unless
+   * `max` unexpired ones (at `now`) are pending already: then nothing is
+   * kept and the answer is false (the pending ones stay, and can complete).
+   * The count and the write are one step (atomic on every backend).
+   */
+  putOidcFlow(flow: OidcFlow, now: number, max: number): Promise<boolean>;
   /** The pending sign-in of a state's hash, deleted as it is read (single use); undefined when unknown or expired. */
   takeOidcFlow(stateHash: string, now: number): Promise<OidcFlow | undefined>;
   /** The provider subjects linked to an admin. */
@@ -728,13 +733,11 @@ export class MemoryAdminStore implements AdminStore {
     return record;
   }
 
-  async putOidcFlow(flow: OidcFlow): Promise<void> {
-    // Bounded: a flood beyond MAX_MEMORY_OIDC_FLOWS drops the oldest (a Map iterates in insertion order).
-    for (const key of this.#oidcFlows.keys()) {
-      if (this.#oidcFlows.size < MAX_MEMORY_OIDC_FLOWS) break;
-      this.#oidcFlows.delete(key);
-    }
+  async putOidcFlow(flow: OidcFlow, now: number, max: number): Promise<boolean> {
+    if (this.#oidcFlows.size >= max) for (const [key, f] of this.#oidcFlows) if (f.expiresAt <= now) this.#oidcFlows.delete(key);
+    if (this.#oidcFlows.size >= max) return false;
     this.#oidcFlows.set(flow.stateHash, flow);
+    return true;
   }
 
   async takeOidcFlow(stateHash: string, now: number): Promise<OidcFlow | undefined> {
@@ -780,9 +783,6 @@ export interface OidcFlow {
   readonly bindingHash: string;
   readonly expiresAt: number;
 }
-
-/** Pending OIDC sign-ins the memory store keeps at most. */
-export const MAX_MEMORY_OIDC_FLOWS = 10_000;
 
 function oidcLinkKey(provider: string, subject: string): string {
   return `${provider}\0${subject}`;

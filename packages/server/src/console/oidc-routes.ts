@@ -15,6 +15,12 @@
  *   B/api/logout` and answers `{endSessionUrl}`: the provider's logout page
  *   when the session came from a provider that has one, else null.
  *
+ * Bounds: a client address starts at most
+ * `admin.console.oidc.startsPerAddressPerMinute` sign-ins a minute (per
+ * worker), and the store keeps at most `maxPendingFlows` pending ones in
+ * all; past either a start answers 429 `too_many_requests` with
+ * Retry-After and writes nothing.
+ *
  * Guarantees: `state` is single use and bound to the browser that started
  * (the store keeps the flow under the state's hash with the hash of the
  * flow cookie; the callback takes it out, so a replayed or foreign callback
@@ -25,6 +31,8 @@
 import { randomBytes, timingSafeEqual } from 'node:crypto';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Configuration } from 'openid-client';
+import { RateLimit } from '../api/rate-limits.ts';
+import { limitKey } from '../edge/client-address.ts';
 import { sendApiError } from '../transports/http-connection.ts';
 import type { AdminRecord } from './admin-store.ts';
 import { clearSessionCookie, requireSession, type ConsoleContext } from './console-guard.ts';
@@ -37,6 +45,9 @@ const flowCookieOptions = { path: '/', httpOnly: true, secure: true, sameSite: '
 
 /** The longest `state` read from a callback (ours are 43 characters). */
 const MAX_STATE_CHARS = 512;
+
+/** Retry-After (seconds) when the store holds `maxPendingFlows`: pending flows leave as they return or expire. */
+const FULL_RETRY_AFTER_S = 60;
 
 /** Refusals that are a decision about the user rather than a broken or hostile flow. */
 const DENIALS: ReadonlySet<OidcFailure> = new Set(['not_mapped', 'disabled', 'name_taken']);
@@ -53,7 +64,8 @@ function sameHash(a: string, b: string): boolean {
 
 export function registerOidcRoutes(app: FastifyInstance, ctx: ConsoleContext, prepared: readonly PreparedOidcProvider[]): void {
   const base = ctx.basePath;
-  const flowTimeoutMs = ctx.config.admin.console.oidc.flowTimeoutMs;
+  const { flowTimeoutMs, startsPerAddressPerMinute, maxPendingFlows } = ctx.config.admin.console.oidc;
+  const startLimit = new RateLimit(startsPerAddressPerMinute);
   const providers = new Map(prepared.map((p) => [p.config.id, new OidcProvider(p)]));
 
   /** The console's origin from the config, or (loopback admin.host) the listener's own address: never the request's Host. */
@@ -95,6 +107,9 @@ export function registerOidcRoutes(app: FastifyInstance, ctx: ConsoleContext, pr
   }));
 
   app.get(`${base}/oidc/:provider/start`, async (request, reply) => {
+    // Counted per worker, before anything else: a flood costs no discovery and no store write.
+    const wait = await startLimit.hit(limitKey(ctx.clientIp(request)));
+    if (wait !== undefined) return sendApiError(reply.header('retry-after', String(wait)), 'too_many_requests', 'too many sign-ins started from this address');
     const provider = providerOf(request, reply);
     if (provider === undefined) return reply;
     const configuration = await discovered(request, provider);
@@ -104,7 +119,12 @@ export function registerOidcRoutes(app: FastifyInstance, ctx: ConsoleContext, pr
     const nonce = client.randomNonce();
     const codeVerifier = client.randomPKCECodeVerifier();
     const binding = randomBytes(32).toString('base64url');
-    await ctx.store.putOidcFlow({ stateHash: sha256Hex(state), provider: provider.id, nonce, codeVerifier, bindingHash: sha256Hex(binding), expiresAt: ctx.now() + flowTimeoutMs });
+    const now = ctx.now();
+    const kept = await ctx.store.putOidcFlow({ stateHash: sha256Hex(state), provider: provider.id, nonce, codeVerifier, bindingHash: sha256Hex(binding), expiresAt: now + flowTimeoutMs }, now, maxPendingFlows);
+    if (!kept) {
+      request.log.warn({ provider: provider.id, maxPendingFlows }, 'OIDC start refused: the store holds admin.console.oidc.maxPendingFlows pending sign-ins');
+      return sendApiError(reply.header('retry-after', String(FULL_RETRY_AFTER_S)), 'too_many_requests', 'too many sign-ins are pending');
+    }
     reply.setCookie(OIDC_FLOW_COOKIE, binding, { ...flowCookieOptions, maxAge: Math.ceil(flowTimeoutMs / 1000) });
     const url = client.buildAuthorizationUrl(configuration, {
       redirect_uri: redirectUri(request, provider.id),

@@ -196,12 +196,28 @@ return 1`;
 const TAKE_OIDC_FLOW = `
 local f = redis.call('HMGET', KEYS[1], 'provider', 'nonce', 'code_verifier', 'binding_hash', 'expires_at')
 redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
 if not f[1] then return false end
 return f`;
 
+/**
+ * KEYS: the flow's hash, the index of pending flows (a sorted set, state hash
+ * scored by expiry); ARGV: now, max, state hash, expires at, provider, nonce,
+ * code verifier, binding hash. 1 when kept, 0 when max are pending.
+ */
+const PUT_OIDC_FLOW = `
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[2], ARGV[4], ARGV[3])
+redis.call('PEXPIREAT', KEYS[2], ARGV[4])
+redis.call('HSET', KEYS[1], 'provider', ARGV[5], 'nonce', ARGV[6], 'code_verifier', ARGV[7], 'binding_hash', ARGV[8], 'expires_at', ARGV[4])
+redis.call('PEXPIREAT', KEYS[1], ARGV[4])
+return 1`;
+
 type Scripted = {
   heraldConsoleCreateOidcAdmin(admins: string, admin: string, link: string, linksOf: string, name: string, role: string, now: string, provider: string, subject: string): Promise<number | null>;
-  heraldConsoleTakeOidcFlow(flow: string): Promise<string[] | null>;
+  heraldConsoleTakeOidcFlow(flow: string, index: string, stateHash: string): Promise<string[] | null>;
+  heraldConsolePutOidcFlow(flow: string, index: string, ...args: string[]): Promise<number>;
   heraldConsoleCreateAdmin(admins: string, admin: string, name: string, role: string, hash: string, now: string): Promise<string | null>;
   heraldConsoleUpdateAdmin(admin: string, ...args: string[]): Promise<number>;
   heraldConsoleDeleteSession(session: string, id: string, ofPrefix: string): Promise<number>;
@@ -230,7 +246,8 @@ function defineScripts(redis: Redis | Cluster): void {
   redis.defineCommand('heraldConsoleAttempt', { lua: ATTEMPT });
   redis.defineCommand('heraldConsoleForgive', { numberOfKeys: 1, lua: FORGIVE });
   redis.defineCommand('heraldConsoleCreateOidcAdmin', { numberOfKeys: 4, lua: CREATE_OIDC_ADMIN });
-  redis.defineCommand('heraldConsoleTakeOidcFlow', { numberOfKeys: 1, lua: TAKE_OIDC_FLOW });
+  redis.defineCommand('heraldConsoleTakeOidcFlow', { numberOfKeys: 2, lua: TAKE_OIDC_FLOW });
+  redis.defineCommand('heraldConsolePutOidcFlow', { numberOfKeys: 2, lua: PUT_OIDC_FLOW });
 }
 
 function adminOf(name: string, fields: (string | null)[]): AdminRecord | undefined {
@@ -591,17 +608,24 @@ export class RedisAdminStore implements AdminStore {
     return { name: input.name, role: input.role, passwordHash: '', disabled: false, createdAt: input.now, updatedAt: input.now };
   }
 
-  async putOidcFlow(flow: OidcFlow): Promise<void> {
-    const key = `${this.#p}oidc-flow:${flow.stateHash}`;
-    await this.#redis
-      .multi()
-      .hset(key, 'provider', flow.provider, 'nonce', flow.nonce, 'code_verifier', flow.codeVerifier, 'binding_hash', flow.bindingHash, 'expires_at', String(flow.expiresAt))
-      .pexpireat(key, flow.expiresAt)
-      .exec();
+  async putOidcFlow(flow: OidcFlow, now: number, max: number): Promise<boolean> {
+    const kept = await this.#s.heraldConsolePutOidcFlow(
+      `${this.#p}oidc-flow:${flow.stateHash}`,
+      `${this.#p}oidc-flows`,
+      String(now),
+      String(max),
+      flow.stateHash,
+      String(flow.expiresAt),
+      flow.provider,
+      flow.nonce,
+      flow.codeVerifier,
+      flow.bindingHash,
+    );
+    return kept === 1;
   }
 
   async takeOidcFlow(stateHash: string, now: number): Promise<OidcFlow | undefined> {
-    const f = await this.#s.heraldConsoleTakeOidcFlow(`${this.#p}oidc-flow:${stateHash}`);
+    const f = await this.#s.heraldConsoleTakeOidcFlow(`${this.#p}oidc-flow:${stateHash}`, `${this.#p}oidc-flows`, stateHash);
     if (f === null || f.some((v) => v === null || v === undefined)) return undefined;
     const [provider, nonce, codeVerifier, bindingHash, expires] = f as [string, string, string, string, string];
     const expiresAt = Number(expires);

@@ -460,6 +460,7 @@ export class SqliteAdminStore implements AdminStore {
       putFlow: p('INSERT OR REPLACE INTO console_oidc_flows (state_hash, provider, nonce, code_verifier, binding_hash, expires_at) VALUES (?, ?, ?, ?, ?, ?)'),
       takeFlow: p('DELETE FROM console_oidc_flows WHERE state_hash = ? RETURNING provider, nonce, code_verifier, binding_hash, expires_at'),
       sweepFlows: p('DELETE FROM console_oidc_flows WHERE expires_at <= ?'),
+      countFlows: p('SELECT COUNT(*) AS n FROM console_oidc_flows WHERE expires_at > ?'),
       linksOf: p('SELECT provider, subject, admin, created_at FROM console_oidc_links WHERE admin = ? ORDER BY provider, subject'),
     };
     return this.#oidc;
@@ -480,9 +481,14 @@ export class SqliteAdminStore implements AdminStore {
     });
   }
 
-  async putOidcFlow(flow: OidcFlow): Promise<void> {
-    // Expired flows go with the sweep (once a minute).
-    this.#oq()['putFlow']!.run(flow.stateHash, flow.provider, flow.nonce, flow.codeVerifier, flow.bindingHash, flow.expiresAt);
+  async putOidcFlow(flow: OidcFlow, now: number, max: number): Promise<boolean> {
+    // Expired flows go with the sweep (once a minute); the count skips them (expires_at is indexed).
+    const q = this.#oq();
+    return this.#write(() => {
+      if (Number((q['countFlows']!.get(now) as { n: number }).n) >= max) return false;
+      q['putFlow']!.run(flow.stateHash, flow.provider, flow.nonce, flow.codeVerifier, flow.bindingHash, flow.expiresAt);
+      return true;
+    });
   }
 
   async takeOidcFlow(stateHash: string, now: number): Promise<OidcFlow | undefined> {

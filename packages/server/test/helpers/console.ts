@@ -64,6 +64,8 @@ export interface RequestOptions {
   readonly headers?: Record<string, string>;
   /** An object is sent as JSON; a string or Buffer as it is. */
   readonly body?: unknown;
+  /** The client's own address (any of 127.0.0.0/8 on loopback): another client address for the server. */
+  readonly localAddress?: string;
 }
 
 /** One request on a fresh connection (in cluster mode: any worker). */
@@ -76,7 +78,7 @@ export function call(port: number, path: string, options: RequestOptions = {}): 
       headers['content-type'] ??= 'application/json';
       headers['content-length'] = String(payload.length);
     }
-    const req = httpRequest({ host: '127.0.0.1', port, path, method: options.method ?? 'GET', headers, agent: false }, (res) => {
+    const req = httpRequest({ host: '127.0.0.1', port, path, method: options.method ?? 'GET', headers, agent: false, ...(options.localAddress === undefined ? {} : { localAddress: options.localAddress }) }, (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
       res.on('end', () => {

@@ -5,14 +5,21 @@
  * real `oidc-provider` over TLS; a callback with no or a forged state; and
  * SECURITY-TESTS 39 for discovery: a provider whose discovery document
  * redirects to another host is not followed (that host gets no request),
- * and an unreachable provider is a refusal, not a hang.
+ * and an unreachable provider is a refusal, not a hang. The start's bounds:
+ * a flood from one address is answered 429 with Retry-After past its rate,
+ * the store's pending sign-ins stay at the cap (counted in the sqlite file),
+ * another address still starts, pending ones still complete, and the
+ * process stays live.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:http';
-import { existsSync } from 'node:fs';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
-import { call } from '../helpers/console.ts';
+import { call, type Answer } from '../helpers/console.ts';
+import { openSqliteStore } from '../../src/store/sqlite-store.ts';
 import { startOidcProvider, type TestOidcProvider } from '../helpers/oidc-provider.ts';
 import { missingService } from '../helpers/services.ts';
 
@@ -133,5 +140,95 @@ describe('OIDC sign-in routes', { skip: missingService('openssl', existsSync('/u
     const gone = await call(port, '/console/oidc/gone/start');
     assert.equal(gone.status, 303);
     assert.equal(gone.headers.location, '/console/#/signin-refused?reason=provider_unreachable&provider=gone');
+  });
+});
+
+describe('OIDC start under a flood', { skip: missingService('openssl', existsSync('/usr/bin/openssl')), timeout: 180000 }, () => {
+  const PER_ADDRESS = 5;
+  const CAP = 8;
+  let h: TestHerald;
+  let op: TestOidcProvider;
+  let stateDir: string;
+
+  /** Pending sign-ins in the console store (the sqlite state file the server writes). */
+  function pending(): number {
+    const file = openSqliteStore({ stateDir, claim: false, busyTimeoutMs: 5000 });
+    try {
+      return Number((file.db.prepare('SELECT COUNT(*) AS n FROM console_oidc_flows WHERE expires_at > ?').get(Date.now()) as { n: number }).n);
+    } finally {
+      file.close();
+    }
+  }
+
+  const start = (localAddress: string) => call(h.server.adminPort, '/console/oidc/real/start', { localAddress });
+
+  function assertLimited(answer: Answer, what: string): void {
+    assert.equal(answer.status, 429, what);
+    assert.equal(answer.body.error.code, 'too_many_requests', what);
+    assert.match(String(answer.headers['retry-after']), /^[1-9][0-9]*$/, `${what}: Retry-After in whole seconds`);
+    assert.equal(answer.headers['set-cookie'], undefined, `${what}: no flow cookie`);
+  }
+
+  before(async () => {
+    process.env[SECRET_ENV] = 'integration-test-secret';
+    op = (await startOidcProvider())!;
+    stateDir = mkdtempSync(join(tmpdir(), 'herald-oidc-flood-'));
+    h = await startHerald({
+      stateDir,
+      admin: {
+        console: {
+          enabled: true,
+          oidc: {
+            startsPerAddressPerMinute: PER_ADDRESS,
+            maxPendingFlows: CAP,
+            providers: [
+              { id: 'real', label: 'Real', issuer: op.issuer, caFile: op.caFile, clientId: 'herald-console', clientSecretEnv: SECRET_ENV, roles: [{ emailDomain: 'example.com', role: 'viewer' }] },
+            ],
+          },
+        },
+      },
+    });
+    await op.register({ clientId: 'herald-console', clientSecret: 'integration-test-secret', redirectUris: [`http://127.0.0.1:${h.server.adminPort}/console/oidc/real/callback`] });
+  });
+
+  after(async () => {
+    await h?.close();
+    await op?.close();
+    if (stateDir !== undefined) rmSync(stateDir, { recursive: true, force: true });
+    delete process.env[SECRET_ENV];
+  });
+
+  test('a flood from one address: 429 with Retry-After past its rate, the store bounded, other addresses still start, pending ones complete, the process live', async () => {
+    const flood = await Promise.all(Array.from({ length: 200 }, () => start('127.0.0.1')));
+    assert.equal(flood.filter((a) => a.status === 303).length, PER_ADDRESS, 'the first few start');
+    const limited = flood.filter((a) => a.status !== 303);
+    assert.equal(limited.length, 200 - PER_ADDRESS);
+    for (const answer of limited) assertLimited(answer, 'flooding address');
+    assert.equal(pending(), PER_ADDRESS, 'only the admitted starts are kept');
+
+    // Another address is not held back by the flood.
+    const other = await start('127.0.0.2');
+    assert.equal(other.status, 303);
+    assert.equal(new URL(String(other.headers.location)).origin, op.issuer);
+    assert.equal(pending(), PER_ADDRESS + 1);
+    assert.equal((await call(h.server.adminPort, '/health/live')).status, 200);
+    assert.equal((await call(Number(new URL(h.url).port), '/health/live')).status, 200);
+
+    // Many addresses together: the store stops at the cap; the refused get 429 and no cookie.
+    const spread = await Promise.all(['127.0.0.3', '127.0.0.4', '127.0.0.5'].flatMap((ip) => Array.from({ length: 4 }, () => start(ip))));
+    assert.equal(spread.filter((a) => a.status === 303).length, CAP - PER_ADDRESS - 1);
+    for (const answer of spread.filter((a) => a.status !== 303)) assertLimited(answer, 'store full');
+    assert.equal(pending(), CAP, 'never more than the cap');
+    assertLimited(await start('127.0.0.6'), 'a fresh address while the store is full');
+
+    // A pending sign-in still completes: its callback finds the flow (the made-up code then fails at the provider, not at the state).
+    const state = new URL(String(other.headers.location)).searchParams.get('state')!;
+    const cookie = String(other.headers['set-cookie']).split(';')[0]!;
+    const back = await call(h.server.adminPort, `/console/oidc/real/callback?code=not-a-real-code&state=${state}`, { localAddress: '127.0.0.2', headers: { cookie } });
+    assert.equal(back.status, 303);
+    assert.doesNotMatch(String(back.headers.location), /reason=state/, 'the pending flow was found');
+    assert.equal(pending(), CAP - 1, 'taken out');
+    assert.equal((await start('127.0.0.6')).status, 303, 'room again');
+    assert.equal((await call(h.server.adminPort, '/health/live')).status, 200);
   });
 });

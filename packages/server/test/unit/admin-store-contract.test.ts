@@ -380,13 +380,30 @@ for (const [name, open] of Object.entries(engines)) {
       withStore(async (store) => {
         const t = Date.now();
         const flow = { stateHash: 'a'.repeat(64), provider: 'corp', nonce: 'n', codeVerifier: 'v', bindingHash: 'b'.repeat(64), expiresAt: t + 60_000 };
-        await store.putOidcFlow(flow);
+        assert.equal(await store.putOidcFlow(flow, t, 10), true);
         const taken = await Promise.all([store.takeOidcFlow(flow.stateHash, t), store.takeOidcFlow(flow.stateHash, t)]);
         assert.deepEqual(taken.filter((f) => f !== undefined), [flow], 'exactly one of two concurrent takes gets it');
         assert.equal(await store.takeOidcFlow(flow.stateHash, t), undefined);
-        await store.putOidcFlow({ ...flow, stateHash: 'c'.repeat(64) });
+        assert.equal(await store.putOidcFlow({ ...flow, stateHash: 'c'.repeat(64) }, t, 10), true);
         assert.equal(await store.takeOidcFlow('c'.repeat(64), t + 60_000), undefined, 'expired');
         assert.equal(await store.takeOidcFlow('c'.repeat(64), t), undefined, 'and gone');
+      }),
+    );
+
+    test(
+      'OIDC: at most `max` pending sign-ins; a full store refuses new ones, keeps the pending ones, and makes room as they are taken or expire',
+      withStore(async (store) => {
+        const t = Date.now();
+        const flow = (n: number, expiresAt = t + 60_000) => ({ stateHash: n.toString(16).padStart(64, '0'), provider: 'corp', nonce: 'n', codeVerifier: 'v', bindingHash: 'b'.repeat(64), expiresAt });
+        const kept = await Promise.all([1, 2, 3, 4, 5].map((n) => store.putOidcFlow(flow(n, n === 1 ? t + 1000 : t + 60_000), t, 3)));
+        assert.equal(kept.filter(Boolean).length, 3, 'three of five concurrent starts kept');
+        const first = kept.indexOf(true) + 1;
+        assert.deepEqual(await store.takeOidcFlow(flow(first).stateHash, t), { ...flow(first), expiresAt: first === 1 ? t + 1000 : t + 60_000 }, 'a pending one completes');
+        assert.equal(await store.putOidcFlow(flow(6), t, 3), true, 'room again after a take');
+        assert.equal(await store.putOidcFlow(flow(7), t, 3), false, 'full again');
+        // Flow 1 (if kept and not taken) expires at t + 1000: then it no longer counts.
+        const oneLeft = first !== 1 && kept[0] === true;
+        assert.equal(await store.putOidcFlow(flow(8), t + 2000, 3), oneLeft, 'an expired one makes room');
       }),
     );
   });
