@@ -103,6 +103,8 @@ describe('proxy hooks in cluster mode', () => {
         log: { level: 'info' },
         process: { allowRoot: true },
         limits: { newConnectionsPerIpPerSecond: 100000 },
+        // The test polls /api/info every 20 ms: the default 600 per IP per minute would answer 429.
+        api: { rateLimitPerIp: 100000, rateLimitPerKey: 100000 },
         channels: { namespaces: [{ name: 'chat', presence: true, clientPublish: true }] },
         hooks: { connect: hook('connect'), refresh: hook('refresh'), subscribe: hook('subscribe'), publish: hook('publish'), rpc: hook('rpc') },
       }),
@@ -115,6 +117,7 @@ describe('proxy hooks in cluster mode', () => {
       const url = `http://127.0.0.1:${port}`;
       const nodes = async (): Promise<{ id: string; connections: number }[]> => {
         const response = await fetch(url + '/api/info', { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: '{}' });
+        if (!response.ok) throw new Error(`info answered ${response.status}: ${await response.text()}`);
         return ((await response.json()) as { nodes: { id: string; connections: number }[] }).nodes;
       };
       await eventually(async () => ((await nodes()).length === 2 ? true : undefined), 'both workers in info', 30000);

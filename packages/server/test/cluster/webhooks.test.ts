@@ -39,6 +39,8 @@ async function start(receiver: WebhookReceiver, keyFile: string, name: string): 
       log: { level: 'info' },
       process: { allowRoot: true },
       limits: { newConnectionsPerIpPerSecond: 100000 },
+      // The test polls /api/info every 20 ms: the default 600 per IP per minute would answer 429.
+      api: { rateLimitPerIp: 100000, rateLimitPerKey: 100000 },
       channels: { namespaces: [{ name: 'chat', presence: true }] },
       webhooks: {
         endpoints: [{ name: 'app', url: receiver.url, keys: [{ id: 'k1', secretFile: keyFile }], events: ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed'] }],
@@ -56,6 +58,7 @@ async function start(receiver: WebhookReceiver, keyFile: string, name: string): 
 async function connectionsByNode(wsUrl: string, apiKey: string): Promise<Map<string, number>> {
   const apiUrl = wsUrl.replace('ws://', 'http://').replace('/connection/websocket', '');
   const response = await fetch(apiUrl + '/api/info', { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: '{}' });
+  if (!response.ok) throw new Error(`info answered ${response.status}: ${await response.text()}`);
   const info = (await response.json()) as { nodes: { id: string; connections: number }[] };
   return new Map(info.nodes.map((n) => [n.id, n.connections]));
 }
