@@ -214,23 +214,47 @@ export class Node {
 
   /** `info`: the subscriber's info in the channel (with the subscribe hook's `chan_info`); the connection's by default. */
   async joinPresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> {
-    if (options.presence) {
-      await this.#presence.add(channel, info);
-      this.#events?.presenceJoined(channel, info);
-    }
-    if (options.joinLeave) await this.#broker.publishJoin(channel, info);
+    await this.addMember(channel, info, options.presence, options.joinLeave);
   }
 
   async leavePresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> {
-    if (options.presence) {
+    await this.removeMember(channel, info, options.presence, options.joinLeave);
+  }
+
+  /**
+   * A member enters a channel, for any protocol (the Pusher endpoint calls
+   * it directly): into the presence store when `presence`, told to every
+   * node's subscribers (a `join`, ChannelTap.deliverJoinLeave) when `announce`.
+   */
+  async addMember(channel: string, info: ClientInfo, presence: boolean, announce: boolean): Promise<void> {
+    if (presence) {
+      await this.#presence.add(channel, info);
+      this.#events?.presenceJoined(channel, info);
+    }
+    if (announce) await this.#broker.publishJoin(channel, info);
+  }
+
+  /** A member leaves a channel (the counterpart of addMember; `info.client` names the connection). */
+  async removeMember(channel: string, info: ClientInfo, presence: boolean, announce: boolean): Promise<void> {
+    if (presence) {
       try {
-        await this.#presence.remove(channel, client.id);
+        await this.#presence.remove(channel, info.client);
       } finally {
         // The connection has left whether or not the store answered.
         this.#events?.presenceLeft(channel, info);
       }
     }
-    if (options.joinLeave) await this.#broker.publishLeave(channel, info);
+    if (announce) await this.#broker.publishLeave(channel, info);
+  }
+
+  /** The presence store's members of a channel, whatever its namespace says (the Pusher endpoint). */
+  members(channel: string): Promise<Record<string, ClientInfo>> {
+    return this.#presence.get(channel);
+  }
+
+  /** The presence store's counts for a channel, whatever its namespace says (the Pusher endpoint). */
+  memberStats(channel: string): Promise<{ numClients: number; numUsers: number }> {
+    return this.#presence.stats(channel);
   }
 
   resolve(channel: unknown): ResolvedChannel {
