@@ -35,6 +35,7 @@ import type { SandboxPool } from '../hooks/sandbox-pool.ts';
 import { RoutedHooks } from '../hooks/routed-hooks.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
+import { ConfigAppRegistry, type AppRegistry } from '../apps/apps.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -148,6 +149,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
   const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource, oidcProviders } = checks.prepared;
+  // The tenants of the Pusher endpoint (apps/apps.ts); the console's apps join them (issue 18).
+  const apps: AppRegistry = new ConfigAppRegistry(checks.prepared.apps);
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
@@ -345,6 +348,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const adminAddress = admin.server.address() as AddressInfo;
   logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
   logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health)');
+  if (apps.list().length > 0) logger.info({ apps: apps.list().map((a) => ({ id: a.id, key: a.key, default: a.channelPrefix === '' })) }, 'apps');
   if (consoleEnabled) {
     const at = `${adminTls === undefined ? 'http' : 'https'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminAddress.port}${config.admin.console.basePath}/`;
     logger.info({ url: config.admin.console.origin === undefined ? at : config.admin.console.origin + config.admin.console.basePath + '/' }, 'admin console');

@@ -36,9 +36,9 @@ export interface App {
   /**
    * What the app's channel names are prefixed with inside the server (hub,
    * broker, presence, history, snapshots): '' for the default app (its
-   * channels are the native protocol's unprefixed ones), `#{id}#` for the
-   * others. `#` is in no channel grammar, so no name of one app is a name of
-   * another. See appChannel / localChannel.
+   * channels are the native protocol's unprefixed ones), `~{id}~` for the
+   * others. `~` is in neither channel grammar (native, Pusher), so no name of
+   * one app is a name of another. See appChannel / localChannel.
    */
   readonly channelPrefix: string;
   /** Where the app was defined: the config file or the environment, or the store (console, CLI). */
@@ -66,13 +66,13 @@ export function appChannel(app: App, channel: string): string {
 
 /** The app-local name of an internal channel of `app`, or undefined when the channel is not the app's. */
 export function localChannel(app: App, internal: string): string | undefined {
-  if (app.channelPrefix === '') return internal.charCodeAt(0) === 35 /* # */ ? undefined : internal;
+  if (app.channelPrefix === '') return internal.charCodeAt(0) === 126 /* ~ */ ? undefined : internal;
   return internal.startsWith(app.channelPrefix) ? internal.slice(app.channelPrefix.length) : undefined;
 }
 
 /** The prefix of a non-default app's channels. */
 export function channelPrefixOf(id: string): string {
-  return `#${id}#`;
+  return `~${id}~`;
 }
 
 /** The id of the app whose channels are the native protocol's (apps.default, else the only app of the config). */

@@ -400,6 +400,8 @@ export class Node {
         if (command.to === this.id) this.#queries.get(command.id)?.(from, command.connections);
         return;
       case 'key_usage':
+      case 'pusher_terminate':
+      case 'apps_changed':
         break;
     }
     for (const listener of this.#controlListeners) listener(command, from);
