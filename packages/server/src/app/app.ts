@@ -299,7 +299,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       outcome: change.outcome,
       detail: change.code === undefined ? { via: 'api' } : { via: 'api', code: change.code },
     });
-  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
+  const app = await createHttpApp({ config, node, apiKeys, apps, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
   const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
