@@ -37,6 +37,7 @@ import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
 import { allAppEndpoints, followApps } from '../pusher/pusher-webhooks.ts';
 import { ConfigAppRegistry, type AppRegistry } from '../apps/apps.ts';
+import { createPusherEndpoint } from '../pusher/pusher-endpoint.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -305,7 +306,14 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     });
   const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
-  const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
+  // The Pusher protocol endpoint (/app/{key}) shares the listener and the node (docs/pusher.md).
+  const pusher = createPusherEndpoint({ config, node, apps, logger, edge });
+  const websockets = attachWebSocket(app.server, node, {
+    maxMessageBytes: config.limits.maxMessageBytes,
+    maxFragments: config.limits.maxFragments,
+    gate: edge,
+    otherUpgrade: (request, socket, head, path) => pusher.otherUpgrade(request, socket, head, path),
+  });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
   const debugActions = process.env['HERALD_TEST_DEBUG_ACTIONS'] === '1';
   const admin = await createAdminApp({
@@ -325,6 +333,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     probe?.close();
+    pusher.close();
     await keyUsage.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
@@ -381,10 +390,13 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       // connections are answered 503. In cluster mode the other workers
       // reach this worker's sessions: stop accepting at once.
       let listenerClosed = sessionRouter === undefined ? undefined : stopAccepting();
-      const clientsDrained = await node.drain(drainTimeoutMs);
+      // Pusher connections hear 4200 (reconnect at once, elsewhere) before the node drains.
+      const pusherDrained = pusher.drain(drainTimeoutMs);
+      const clientsDrained = (await node.drain(drainTimeoutMs)) && (await pusherDrained);
       // WebSocket close handshakes get what is left of the drain time.
       const drained = (await websockets.settle(left())) && clientsDrained;
       websockets.terminateAll();
+      pusher.close();
       listenerClosed ??= stopAccepting();
       probe?.close();
       // The last minute of API key uses is saved, but never holds the shutdown up for long.
