@@ -38,6 +38,8 @@ import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
 import { MemoryAppStore } from '../apps/app-store.ts';
 import { StoreAppRegistry } from '../apps/store-app-registry.ts';
 import type { AppRegistry } from '../apps/apps.ts';
+import { allAppEndpoints, followApps } from '../pusher/pusher-webhooks.ts';
+import { createPusherEndpoint } from '../pusher/pusher-endpoint.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -181,9 +183,11 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     throw error;
   }
   let webhooks: Webhooks | undefined;
-  if (config.webhooks.endpoints.length > 0 && engine.webhookEvents === undefined) {
+  // Herald's endpoints and the apps' Pusher webhooks (pusher/pusher-webhooks.ts) share one dispatcher and outbox.
+  const appWebhooks = allAppEndpoints(apps.list());
+  if (config.webhooks.endpoints.length + appWebhooks.length > 0 && engine.webhookEvents === undefined) {
     const problems: string[] = [];
-    const endpoints = webhookEndpoints;
+    const endpoints = [...webhookEndpoints, ...appWebhooks];
     if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine in this process`);
     if (problems.length > 0) {
       await sharedLimits?.close();
@@ -200,6 +204,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       userAgent: `Herald/${version}`,
       onOutcome: (endpoint, outcome, count) => diagnostics.webhook.publish({ node: engine.nodeId, endpoint, outcome, count }),
     });
+    followApps(apps, webhooks.dispatcher);
     logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : engine.name === 'redis' ? 'redis (shared by every node)' : 'state file' }, 'webhooks on');
   }
   const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
@@ -321,7 +326,14 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     });
   const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
-  const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
+  // The Pusher protocol endpoint (/app/{key}) shares the listener and the node (docs/pusher.md).
+  const pusher = createPusherEndpoint({ config, node, apps, logger, edge });
+  const websockets = attachWebSocket(app.server, node, {
+    maxMessageBytes: config.limits.maxMessageBytes,
+    maxFragments: config.limits.maxFragments,
+    gate: edge,
+    otherUpgrade: (request, socket, head, path) => pusher.otherUpgrade(request, socket, head, path),
+  });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
   const debugActions = process.env['HERALD_TEST_DEBUG_ACTIONS'] === '1';
   const admin = await createAdminApp({
@@ -342,6 +354,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const abandon = async () => {
     probe?.close();
     await apps.close();
+    pusher.close();
     await keyUsage.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
@@ -399,10 +412,13 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       // connections are answered 503. In cluster mode the other workers
       // reach this worker's sessions: stop accepting at once.
       let listenerClosed = sessionRouter === undefined ? undefined : stopAccepting();
-      const clientsDrained = await node.drain(drainTimeoutMs);
+      // Pusher connections hear 4200 (reconnect at once, elsewhere) before the node drains.
+      const pusherDrained = pusher.drain(drainTimeoutMs);
+      const clientsDrained = (await node.drain(drainTimeoutMs)) && (await pusherDrained);
       // WebSocket close handshakes get what is left of the drain time.
       const drained = (await websockets.settle(left())) && clientsDrained;
       websockets.terminateAll();
+      pusher.close();
       listenerClosed ??= stopAccepting();
       probe?.close();
       // The last minute of API key uses is saved, but never holds the shutdown up for long.

@@ -20,6 +20,7 @@ import { MemoryOutbox, type WebhookOutbox } from '../webhooks/outbox.ts';
 import { MemoryAppStore, type AppStore } from '../apps/app-store.ts';
 import type { NodeEvents } from '../core/node-events.ts';
 import type { TransitionJournal } from '../webhooks/journal.ts';
+import type { WebhookEvent } from '../webhooks/events.ts';
 
 export type EngineHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
@@ -70,6 +71,8 @@ export interface Engine {
   readonly webhookJournal?: TransitionJournal | undefined;
   /** Cluster workers: where the Node's reports go instead (the primary owns the outbox and decides transitions). */
   readonly webhookEvents?: NodeEvents | undefined;
+  /** Cluster workers: where events seen only here go (the Pusher socket's client_event, cache_miss): to the primary's dispatcher. */
+  readonly webhookEmit?: ((event: WebhookEvent) => void) | undefined;
   /** Closes what the engine opened (after the Node has closed its parts). */
   close(): Promise<void>;
 }
