@@ -35,6 +35,7 @@ import type { SandboxPool } from '../hooks/sandbox-pool.ts';
 import { RoutedHooks } from '../hooks/routed-hooks.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
+import { allAppEndpoints, followApps } from '../pusher/pusher-webhooks.ts';
 import { ConfigAppRegistry, type AppRegistry } from '../apps/apps.ts';
 import { createPusherEndpoint } from '../pusher/pusher-endpoint.ts';
 
@@ -165,9 +166,11 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     throw error;
   }
   let webhooks: Webhooks | undefined;
-  if (config.webhooks.endpoints.length > 0 && engine.webhookEvents === undefined) {
+  // Herald's endpoints and the apps' Pusher webhooks (pusher/pusher-webhooks.ts) share one dispatcher and outbox.
+  const appWebhooks = allAppEndpoints(apps.list());
+  if (config.webhooks.endpoints.length + appWebhooks.length > 0 && engine.webhookEvents === undefined) {
     const problems: string[] = [];
-    const endpoints = webhookEndpoints;
+    const endpoints = [...webhookEndpoints, ...appWebhooks];
     if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine in this process`);
     if (problems.length > 0) {
       await sharedLimits?.close();
@@ -184,6 +187,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       userAgent: `Herald/${version}`,
       onOutcome: (endpoint, outcome, count) => diagnostics.webhook.publish({ node: engine.nodeId, endpoint, outcome, count }),
     });
+    followApps(apps, webhooks.dispatcher);
     logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : engine.name === 'redis' ? 'redis (shared by every node)' : 'state file' }, 'webhooks on');
   }
   const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
