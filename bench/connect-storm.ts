@@ -5,7 +5,7 @@
  *
  *   node bench/connect-storm.ts [--transports=ws,sse] [--clients=10000]
  *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan]
- *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...]
+ *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...] [--raw-node-args=...]
  *     [--engine=sqlite|memory] [--json=FILE] [--before-root=DIR]
  *
  * Herald runs the benchmarks' production config (bench/lib.ts) on
@@ -54,6 +54,7 @@ const { values } = parseArgs({
     'server-cpu': { type: 'string', default: '0' },
     'client-cpu': { type: 'string', default: '1' },
     'server-node-args': { type: 'string', default: '' },
+    'raw-node-args': { type: 'string', default: '' },
     engine: { type: 'string', default: 'sqlite' },
     'before-root': { type: 'string' },
     json: { type: 'string' },
@@ -66,6 +67,7 @@ const inFlight = Number(values['in-flight']);
 const rounds = Number(values.rounds);
 const targets = values.targets.split(',') as Flavor[];
 const serverNodeArgs = values['server-node-args'].split(' ').filter((a) => a !== '');
+const rawNodeArgs = values['raw-node-args'].split(' ').filter((a) => a !== '');
 if (targets.includes('herald-before') && values['before-root'] === undefined) throw new Error('herald-before needs --before-root');
 if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
   process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
@@ -170,7 +172,7 @@ async function storm(transport: Transport, flavor: Flavor, round: number): Promi
     const config =
       values.engine === 'sqlite' ? { ...heraldBenchConfig(), engine: { type: 'sqlite' }, stateDir: 'state' } : { ...heraldBenchConfig(), engine: { type: values.engine } };
     const root = flavor === 'herald-before' ? values['before-root'] : undefined;
-    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: isHerald(flavor) ? serverNodeArgs : [], config, root });
+    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: isHerald(flavor) ? serverNodeArgs : rawNodeArgs, config, root });
     port = server.port;
     pid = server.pid;
     stop = () => server.stop();

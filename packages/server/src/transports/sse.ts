@@ -23,6 +23,31 @@ export const SSE_PATH = '/connection/sse';
  * slowly does not hold the head back), instead of one callback per stream.
  */
 const toOpen = new Set<SseTransport>();
+
+/** The head's first lines for each header list seen (the front's lists are shared per route and origin verdict). */
+const heads = new WeakMap<readonly string[], string>();
+function headOf(headers: readonly string[]): string {
+  let head = heads.get(headers);
+  if (head === undefined) {
+    head = 'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-store\r\nx-accel-buffering: no\r\n';
+    for (let i = 0; i + 1 < headers.length; i += 2) head += headers[i] + ': ' + headers[i + 1] + '\r\n';
+    heads.set(headers, head);
+  }
+  return head;
+}
+
+/** The `Date` header's value, made once per second (as Node's own answers do). */
+let dateSecond = -1;
+let dateText = '';
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
 function openAll(): void {
   for (const transport of toOpen) transport.opened();
   toOpen.clear();
@@ -75,11 +100,9 @@ export class SseTransport implements Transport {
     if (socket === null || socket.destroyed) return;
     this.#started = true;
     this.#socket = socket;
-    let head = 'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-store\r\nx-accel-buffering: no\r\n';
-    for (let i = 0; i + 1 < headers.length; i += 2) head += headers[i] + ': ' + headers[i + 1] + '\r\n';
     // Held until `opened()`, or the end of this turn of the event loop at
     // the latest: the head and the opening frames leave in one write.
-    const opening = head + 'Date: ' + new Date().toUTCString() + '\r\nConnection: close\r\n\r\nretry: 1000\n\n';
+    const opening = headOf(headers) + 'Date: ' + httpDate() + '\r\nConnection: close\r\n\r\nretry: 1000\n\n';
     this.#opening = opening;
     this.#openingBytes = opening.length;
     if (toOpen.size === 0) setImmediate(openAll);
