@@ -22,7 +22,12 @@ export const SSE_PATH = '/connection/sse';
  * of the event loop writes what each still holds (an engine that answers
  * slowly does not hold the head back), instead of one callback per stream.
  */
-const toOpen = new Set<SseTransport>();
+let toOpen: SseTransport[] = [];
+function openAll(): void {
+  const list = toOpen;
+  toOpen = [];
+  for (const transport of list) transport.opened();
+}
 
 /** The head's first lines for each header list seen (the front's lists are shared per route and origin verdict). */
 const heads = new WeakMap<readonly string[], string>();
@@ -48,10 +53,6 @@ function httpDate(): string {
   }
   return dateText;
 }
-function openAll(): void {
-  for (const transport of toOpen) transport.opened();
-  toOpen.clear();
-}
 
 export class SseTransport implements Transport {
   // Getters, not fields: nothing per connection.
@@ -73,7 +74,7 @@ export class SseTransport implements Transport {
    * stream).
    */
   #opening: string | undefined;
-  /** `#opening`'s UTF-8 length: counted in `bufferedBytes()`, as the socket's buffer would count it. */
+  /** `#opening`'s length: counted in `bufferedBytes()` as the socket's buffer counts a string written to it (its length). */
   #openingBytes = 0;
   #socket: Socket | undefined;
   /** Once closed: resolves when the stream has ended (flushed) or was cut. */
@@ -105,8 +106,8 @@ export class SseTransport implements Transport {
     const opening = headOf(headers) + 'Date: ' + httpDate() + '\r\nConnection: close\r\n\r\nretry: 1000\n\n';
     this.#opening = opening;
     this.#openingBytes = opening.length;
-    if (toOpen.size === 0) setImmediate(openAll);
-    toOpen.add(this);
+    if (toOpen.length === 0) setImmediate(openAll);
+    toOpen.push(this);
   }
 
   /** The opening frames are written: sends them with the head. */
@@ -115,7 +116,6 @@ export class SseTransport implements Transport {
     if (opening === undefined) return;
     this.#opening = undefined;
     this.#openingBytes = 0;
-    toOpen.delete(this);
     const socket = this.#socket;
     if (socket !== undefined && !socket.destroyed) socket.write(opening);
   }
@@ -139,7 +139,7 @@ export class SseTransport implements Transport {
 
   #hold(text: string): void {
     this.#opening += text;
-    this.#openingBytes += Buffer.byteLength(text);
+    this.#openingBytes += text.length;
   }
 
   heartbeat(ping: EncodedFrame): void {
@@ -170,8 +170,7 @@ export class SseTransport implements Transport {
       // Closed while opening: the head and what was held go first.
       this.#opening = undefined;
       this.#openingBytes = 0;
-      toOpen.delete(this);
-      socket.end(opening + frame.sseText);
+        socket.end(opening + frame.sseText);
     } else {
       socket.end(frame.sseBytes);
     }
@@ -199,7 +198,6 @@ export class SseTransport implements Transport {
     this.#closed = true;
     this.#opening = undefined;
     this.#openingBytes = 0;
-    toOpen.delete(this);
   }
 }
 
