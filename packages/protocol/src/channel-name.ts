@@ -3,18 +3,19 @@
  *
  *   channel   = [ namespace ":" ] name
  *   namespace = 1*64 ( a-z / 0-9 / "_" / "-" )
- *   name      = 1* ( A-Z / a-z / 0-9 / "_" / "-" / "." / ":" / "@" / "/" / "=" / "," )
+ *   name      = 1* ( A-Z / a-z / 0-9 / "_" / "-" / "." / ":" / "@" / "/" / "=" / "," / ";" )
  *
  * At most `maxBytes` bytes in all (default 255). Only the first ":" splits:
  * `chat:room:1` is name `room:1` in namespace `chat`. A channel without ":"
  * belongs to the default namespace. Everything else (spaces, control bytes,
  * NUL, `|`, non-ASCII) is rejected, so a channel name never needs escaping in
- * an SSE event id, a log line or a metric label.
+ * an SSE event id, a log line or a metric label. `;` is there because Pusher
+ * channel names may hold it (docs/pusher.md): every Pusher name is a native name.
  */
 
 export const DEFAULT_MAX_CHANNEL_BYTES = 255;
 
-const namePattern = /^[A-Za-z0-9_\-.:@/=,]+$/;
+const namePattern = /^[A-Za-z0-9_\-.:@/=,;]+$/;
 const namespacePattern = /^[a-z0-9_-]{1,64}$/;
 
 export interface ParsedChannel {
@@ -52,7 +53,7 @@ export function describeChannelNameError(error: ChannelNameError, maxBytes: numb
     case 'too_long':
       return `channel name is longer than ${maxBytes} bytes`;
     case 'bad_character':
-      return 'channel name may contain only A-Z a-z 0-9 and _ - . : @ / = ,';
+      return 'channel name may contain only A-Z a-z 0-9 and _ - . : @ / = , ;';
     case 'bad_namespace':
       return 'namespace (before the first ":") must be 1 to 64 of a-z 0-9 _ -';
   }

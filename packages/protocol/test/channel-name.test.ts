@@ -3,7 +3,7 @@
  *
  *   channel   = [ namespace ":" ] name
  *   namespace = 1*64 ( a-z / 0-9 / "_" / "-" )
- *   name      = 1*( A-Z / a-z / 0-9 / "_" / "-" / "." / ":" / "@" / "/" / "=" / "," )
+ *   name      = 1*( A-Z / a-z / 0-9 / "_" / "-" / "." / ":" / "@" / "/" / "=" / "," / ";" )
  *
  * At most maxNameBytes (255) bytes; only the first ":" splits.
  */
@@ -13,7 +13,7 @@ import fc from 'fast-check';
 import { DEFAULT_MAX_CHANNEL_BYTES, isChannelNameError, parseChannel, type ChannelNameError } from '../src/channel-name.ts';
 
 const errors: readonly ChannelNameError[] = ['empty', 'too_long', 'bad_character', 'bad_namespace'];
-const nameChars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:@/=,';
+const nameChars = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:@/=,;';
 const namespaceChars = 'abcdefghijklmnopqrstuvwxyz0123456789_-';
 
 function accepts(channel: string, namespace: string, name: string, maxBytes?: number): void {
@@ -169,7 +169,7 @@ describe('properties', () => {
         }
         assert.equal(parsed.channel, text);
         assert.ok(new TextEncoder().encode(text).length <= max, 'accepted names fit the byte limit');
-        assert.match(text, /^[A-Za-z0-9_\-.:@/=,]+$/);
+        assert.match(text, /^[A-Za-z0-9_\-.:@/=,;]+$/);
         assert.equal(parsed.namespace === '' ? parsed.name : `${parsed.namespace}:${parsed.name}`, text);
       }),
       runs,

@@ -213,7 +213,7 @@ describe('properties', () => {
   const chars = (set: string, min: number, max: number) =>
     fc.array(fc.constantFrom(...set), { minLength: min, maxLength: max }).map((a) => a.join(''));
   const namespace = chars('abcdefghijklmnopqrstuvwxyz0123456789_-', 1, 12);
-  const name = chars('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:@/=,', 1, 24);
+  const name = chars('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.:@/=,;', 1, 24);
   const channel = fc.oneof(
     fc.tuple(namespace, name).map(([ns, n]) => `${ns}:${n}`),
     name.filter((n) => !n.includes(':')),

@@ -35,6 +35,9 @@ import type { SandboxPool } from '../hooks/sandbox-pool.ts';
 import { RoutedHooks } from '../hooks/routed-hooks.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
+import { allAppEndpoints, followApps } from '../pusher/pusher-webhooks.ts';
+import { ConfigAppRegistry, type AppRegistry } from '../apps/apps.ts';
+import { createPusherEndpoint } from '../pusher/pusher-endpoint.ts';
 
 export interface HeraldServer {
   readonly port: number;
@@ -148,6 +151,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
   const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource, oidcProviders } = checks.prepared;
+  // The tenants of the Pusher endpoint (apps/apps.ts); the console's apps join them (issue 18).
+  const apps: AppRegistry = new ConfigAppRegistry(checks.prepared.apps);
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
@@ -161,9 +166,11 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     throw error;
   }
   let webhooks: Webhooks | undefined;
-  if (config.webhooks.endpoints.length > 0 && engine.webhookEvents === undefined) {
+  // Herald's endpoints and the apps' Pusher webhooks (pusher/pusher-webhooks.ts) share one dispatcher and outbox.
+  const appWebhooks = allAppEndpoints(apps.list());
+  if (config.webhooks.endpoints.length + appWebhooks.length > 0 && engine.webhookEvents === undefined) {
     const problems: string[] = [];
-    const endpoints = webhookEndpoints;
+    const endpoints = [...webhookEndpoints, ...appWebhooks];
     if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine in this process`);
     if (problems.length > 0) {
       await sharedLimits?.close();
@@ -180,6 +187,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       userAgent: `Herald/${version}`,
       onOutcome: (endpoint, outcome, count) => diagnostics.webhook.publish({ node: engine.nodeId, endpoint, outcome, count }),
     });
+    followApps(apps, webhooks.dispatcher);
     logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : engine.name === 'redis' ? 'redis (shared by every node)' : 'state file' }, 'webhooks on');
   }
   const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
@@ -298,7 +306,14 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     });
   const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
-  const websockets = attachWebSocket(app.server, node, { maxMessageBytes: config.limits.maxMessageBytes, maxFragments: config.limits.maxFragments, gate: edge });
+  // The Pusher protocol endpoint (/app/{key}) shares the listener and the node (docs/pusher.md).
+  const pusher = createPusherEndpoint({ config, node, apps, logger, edge });
+  const websockets = attachWebSocket(app.server, node, {
+    maxMessageBytes: config.limits.maxMessageBytes,
+    maxFragments: config.limits.maxFragments,
+    gate: edge,
+    otherUpgrade: (request, socket, head, path) => pusher.otherUpgrade(request, socket, head, path),
+  });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.
   const debugActions = process.env['HERALD_TEST_DEBUG_ACTIONS'] === '1';
   const admin = await createAdminApp({
@@ -318,6 +333,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     probe?.close();
+    pusher.close();
     await keyUsage.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
@@ -345,6 +361,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const adminAddress = admin.server.address() as AddressInfo;
   logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
   logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health)');
+  if (apps.list().length > 0) logger.info({ apps: apps.list().map((a) => ({ id: a.id, key: a.key, default: a.channelPrefix === '' })) }, 'apps');
   if (consoleEnabled) {
     const at = `${adminTls === undefined ? 'http' : 'https'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminAddress.port}${config.admin.console.basePath}/`;
     logger.info({ url: config.admin.console.origin === undefined ? at : config.admin.console.origin + config.admin.console.basePath + '/' }, 'admin console');
@@ -373,10 +390,13 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       // connections are answered 503. In cluster mode the other workers
       // reach this worker's sessions: stop accepting at once.
       let listenerClosed = sessionRouter === undefined ? undefined : stopAccepting();
-      const clientsDrained = await node.drain(drainTimeoutMs);
+      // Pusher connections hear 4200 (reconnect at once, elsewhere) before the node drains.
+      const pusherDrained = pusher.drain(drainTimeoutMs);
+      const clientsDrained = (await node.drain(drainTimeoutMs)) && (await pusherDrained);
       // WebSocket close handshakes get what is left of the drain time.
       const drained = (await websockets.settle(left())) && clientsDrained;
       websockets.terminateAll();
+      pusher.close();
       listenerClosed ??= stopAccepting();
       probe?.close();
       // The last minute of API key uses is saved, but never holds the shutdown up for long.

@@ -19,6 +19,7 @@ import { MemoryAdminStore, type AdminStore } from '../console/admin-store.ts';
 import { MemoryOutbox, type WebhookOutbox } from '../webhooks/outbox.ts';
 import type { NodeEvents } from '../core/node-events.ts';
 import type { TransitionJournal } from '../webhooks/journal.ts';
+import type { WebhookEvent } from '../webhooks/events.ts';
 
 export type EngineHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
@@ -63,6 +64,8 @@ export interface Engine {
   readonly webhookJournal?: TransitionJournal | undefined;
   /** Cluster workers: where the Node's reports go instead (the primary owns the outbox and decides transitions). */
   readonly webhookEvents?: NodeEvents | undefined;
+  /** Cluster workers: where events seen only here go (the Pusher socket's client_event, cache_miss): to the primary's dispatcher. */
+  readonly webhookEmit?: ((event: WebhookEvent) => void) | undefined;
   /** Closes what the engine opened (after the Node has closed its parts). */
   close(): Promise<void>;
 }

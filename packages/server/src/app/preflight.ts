@@ -6,6 +6,7 @@
  * key, not root), and answer every problem at once, each with its fix.
  * What they read is handed to startServer, so nothing is read twice.
  */
+import { resolveApps, type App } from '../apps/apps.ts';
 import { checkPlainHttpHooks, readHookSecrets, readJavascriptHook } from '../hooks/hook-secrets.ts';
 import { resolveEndpoints } from '../webhooks/webhooks.ts';
 import type { WebhookEndpoint } from '../webhooks/dispatcher.ts';
@@ -43,6 +44,8 @@ export interface Prepared {
   readonly hookSource: string | undefined;
   /** Webhook endpoints with their secrets read (files, environment); empty without `webhooks.endpoints`. */
   readonly webhookEndpoints: readonly WebhookEndpoint[];
+  /** The config's apps with their secrets read (apps/apps.ts). */
+  readonly apps: readonly App[];
   /** The console's OpenID Connect providers with their client secrets read (console/oidc.ts). */
   readonly oidcProviders: readonly PreparedOidcProvider[];
 }
@@ -191,8 +194,12 @@ export async function startChecks(config: Config, options: CheckOptions): Promis
   if (valid('webhooks', 'engine') && config.webhooks.endpoints.length > 0) {
     webhookEndpoints = resolveEndpoints(config, options.env ?? {}, problems);
   }
+  let apps: App[] = [];
+  if (valid('apps', 'mode')) apps = resolveApps(config, options.env ?? {}, problems);
   const prepared =
-    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource, oidcProviders } : undefined;
+    problems.length === 0 && edge !== undefined && tokens !== undefined && keysChecked
+      ? { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource, oidcProviders, apps }
+      : undefined;
   return { problems, warnings, prepared };
 }
 

@@ -70,7 +70,11 @@ export type ControlCommand =
   | { readonly kind: 'connections_query'; readonly id: string; readonly user: string }
   | { readonly kind: 'connections_answer'; readonly id: string; readonly to: string; readonly connections: readonly ConnectionDetail[] }
   /** API keys used on the sending node since its last report, with the last use (epoch ms): coalesced, at most one per node per interval (console/key-usage.ts). */
-  | { readonly kind: 'key_usage'; readonly uses: readonly (readonly [name: string, at: number])[] };
+  | { readonly kind: 'key_usage'; readonly uses: readonly (readonly [name: string, at: number])[] }
+  /** Pusher endpoint: close every connection of `user` signed in on app `app` (HTTP API terminate_connections; packages/server/src/pusher). */
+  | { readonly kind: 'pusher_terminate'; readonly app: string; readonly user: string }
+  /** An app was created, changed or removed in the store (console, `herald apps`): every node reloads it (apps/apps.ts). */
+  | { readonly kind: 'apps_changed'; readonly id: string };
 
 export interface ControlBus {
   /** Set once by the Node. `from` is the sending node's id. */

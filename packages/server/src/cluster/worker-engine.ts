@@ -28,7 +28,7 @@ import type { CallOp, EngineCalls, PrimaryMessage, WorkerMessage } from './ipc-m
 import type { Pipe } from './pipe.ts';
 import { ADMIN_STORE_METHODS, type AdminStore } from '../console/admin-store.ts';
 import type { NodeEvents } from '../core/node-events.ts';
-import { namespaceOf, newEvent, type WebhookEventName } from '../webhooks/events.ts';
+import { namespaceOf, newEvent, webhooksConfigured, type WebhookEventName } from '../webhooks/events.ts';
 
 export type PrimaryPipe = Pipe<PrimaryMessage, WorkerMessage>;
 
@@ -422,7 +422,8 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
     control,
     revocations,
     sessionRouter: sessions,
-    webhookEvents: config.webhooks.endpoints.length === 0 ? undefined : workerWebhookEvents(pipe, config),
+    webhookEvents: webhooksConfigured(config) ? workerWebhookEvents(pipe, config) : undefined,
+    webhookEmit: webhooksConfigured(config) ? (event) => pipe.send({ type: 'webhook', event }) : undefined,
     apiKeys: apiKeys === null ? undefined : { current: () => apiKeys ?? [] },
     adminStore: clusterAdminStore(link),
     health: (): EngineHealth => {

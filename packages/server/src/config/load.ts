@@ -51,6 +51,9 @@ export const environmentVariables = {
   HERALD_REDIS_URL: 'Overrides engine.redisUrl (keeps a Redis password out of the config file).',
   HERALD_REDIS_CLUSTER: 'Overrides engine.redisCluster: seed node URLs of a Redis Cluster, comma-separated (keeps a password out of the config file).',
   HERALD_ENGINE: 'Overrides engine.type (memory, sqlite or redis).',
+  HERALD_APP_ID: 'With HERALD_APP_KEY and HERALD_APP_SECRET: adds one app to apps.list (the Pusher endpoint; docs/pusher.md). Its secret stays in the environment.',
+  HERALD_APP_KEY: 'The key of the app HERALD_APP_ID adds (pusher-js\'s first argument).',
+  HERALD_APP_SECRET: 'The secret of the app HERALD_APP_ID adds.',
 } as const;
 
 /** The command that makes a random secret, named in messages. */
@@ -150,6 +153,18 @@ export function validateConfig(raw: Record<string, unknown>, sources: ConfigSour
   if (env['HERALD_REDIS_CLUSTER']) set('/engine/redisCluster', splitList(env['HERALD_REDIS_CLUSTER']), 'HERALD_REDIS_CLUSTER');
   if (env['HERALD_ENGINE']) set('/engine/type', env['HERALD_ENGINE'], 'HERALD_ENGINE');
   if (env['HERALD_AUTH_HMAC_SECRET']) set('/auth/hmacSecret', env['HERALD_AUTH_HMAC_SECRET'], 'HERALD_AUTH_HMAC_SECRET');
+  const appEnv = ['HERALD_APP_ID', 'HERALD_APP_KEY', 'HERALD_APP_SECRET'].filter((name) => env[name]);
+  if (appEnv.length > 0 && appEnv.length < 3) {
+    problem('apps', `HERALD_APP_ID, HERALD_APP_KEY and HERALD_APP_SECRET go together (set: ${appEnv.join(', ')})`);
+  } else if (appEnv.length === 3) {
+    const apps = section('apps');
+    const list = Array.isArray(apps['list']) ? [...(apps['list'] as unknown[])] : apps['list'] === undefined ? [] : undefined;
+    if (list !== undefined) {
+      // The secret stays in the environment: the app names the variable.
+      list.push({ id: env['HERALD_APP_ID'], key: env['HERALD_APP_KEY'], secretEnv: 'HERALD_APP_SECRET', name: 'environment' });
+      apps['list'] = list;
+    }
+  }
   const envKey = env['HERALD_API_KEY'];
   if (envKey) {
     // Checked here, where the plain key still exists; only its hash goes on.

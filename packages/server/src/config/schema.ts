@@ -316,6 +316,58 @@ export const OidcProviderSchema = Type.Object(
   { additionalProperties: false },
 );
 
+/** Pusher webhook events (docs/pusher.md). */
+export const PUSHER_WEBHOOK_EVENTS = ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed', 'client_event', 'cache_miss', 'subscription_count'] as const;
+
+/** Per-app limits of the Pusher endpoint; refusals use Pusher's codes (docs/pusher.md). */
+export const AppLimitsSchema = Type.Object(
+  {
+    maxConnections: Type.Integer({ default: 0, minimum: 0, description: 'Most Pusher connections of this app per node; 0: no cap of its own (the server\'s limits still hold). Over it: pusher:error 4100.' }),
+    maxEventPayloadBytes: Type.Integer({ default: 10240, minimum: 1, maximum: 1048576, description: 'Largest `data` of one event (HTTP API trigger and client events), as Pusher (10 KiB). Over it: 413 on the HTTP API; a client event over it is refused with pusher:error 4301 (docs/pusher.md).' }),
+    maxChannelNameLength: Type.Integer({ default: 164, minimum: 1, maximum: 255, description: 'Longest channel name, as Pusher (164 characters).' }),
+    maxEventNameLength: Type.Integer({ default: 200, minimum: 1, maximum: 1024, description: 'Longest event name, as Pusher (200 characters).' }),
+    maxEventChannelsAtOnce: Type.Integer({ default: 100, minimum: 1, maximum: 1000, description: 'Most channels one trigger names, as Pusher (100).' }),
+    maxEventBatchSize: Type.Integer({ default: 10, minimum: 1, maximum: 1000, description: 'Most events in one batch_events request, as Pusher (10).' }),
+    maxPresenceMembers: Type.Integer({ default: 100, minimum: 1, maximum: 100000, description: 'Most distinct users in one presence channel, as Pusher (100).' }),
+    maxPresenceMemberBytes: Type.Integer({ default: 1024, minimum: 1, maximum: 65536, description: 'Largest `user_info` of a presence member (JSON bytes), as Pusher (1 KiB).' }),
+    clientEventsPerSecond: Type.Integer({ default: 10, minimum: 1, maximum: 10000, description: 'Client events one connection may send per second, as Pusher (10); more: pusher:error 4301.' }),
+    apiRequestsPerSecond: Type.Integer({ default: 0, minimum: 0, description: 'HTTP API requests per second for this app per node; 0: no cap of its own. Over it: 429.' }),
+  },
+  { additionalProperties: false, default: {}, description: 'Limits of this app (docs/pusher.md, "Limits").' },
+);
+
+export const AppSchema = Type.Object(
+  {
+    id: Type.String({ pattern: '^[A-Za-z0-9_-]{1,64}$', description: 'The app id (`/apps/{id}/…` on the HTTP API; Pusher\'s `appId`).' }),
+    key: Type.String({ pattern: '^[A-Za-z0-9_-]{1,128}$', description: 'The app key, public (`/app/{key}` on the socket; pusher-js\'s first argument).' }),
+    secretFile: Type.Optional(Type.String({ minLength: 1, description: 'File holding the app secret (the HMAC key of signatures; 16 characters at least in production).' })),
+    secretEnv: Type.Optional(Type.String({ pattern: '^[A-Za-z_][A-Za-z0-9_]{0,127}$', description: 'Name of the environment variable holding the app secret (instead of secretFile).' })),
+    name: Type.Optional(Type.String({ maxLength: 128, description: 'A label for people (console, logs).' })),
+    enabled: Type.Boolean({ default: true, description: 'A disabled app refuses connections (pusher:error 4003) and API requests (403).' }),
+    clientEvents: Type.Boolean({ default: false, description: 'Whether connections may send `client-*` events on private and presence channels.' }),
+    userAuthentication: Type.Boolean({ default: true, description: 'Whether `pusher:signin` (user authentication, server-to-user events, the watchlist) is accepted.' }),
+    allowedOrigins: Type.Optional(
+      Type.Array(Type.String({ maxLength: 512 }), {
+        maxItems: 256,
+        description: 'Origins allowed to open this app\'s sockets (exact origins or `*.example.com` patterns, as listen.allowedOrigins); unset: the server\'s listen.allowedOrigins.',
+      }),
+    ),
+    limits: AppLimitsSchema,
+    webhooks: Type.Array(
+      Type.Object(
+        {
+          url: Type.String({ pattern: '^https?://[^\\s@/]+(/\\S*)?$', maxLength: 2048, description: 'Where Pusher-format webhooks are POSTed (signed with the app\'s key and secret).' }),
+          events: Type.Array(Type.Union(PUSHER_WEBHOOK_EVENTS.map((name) => Type.Literal(name))), { minItems: 1, uniqueItems: true, description: 'Events sent to this URL.' }),
+          channelPrefix: Type.Optional(Type.String({ maxLength: 164, description: 'Only events of channels whose name starts with this.' })),
+        },
+        { additionalProperties: false },
+      ),
+      { default: [], maxItems: 16, description: 'Pusher webhooks of this app, delivered through the webhook outbox with retries (docs/pusher.md).' },
+    ),
+  },
+  { additionalProperties: false },
+);
+
 export const ConfigSchema = Type.Object(
   {
     $schema: Type.Optional(
@@ -842,6 +894,26 @@ export const ConfigSchema = Type.Object(
       },
       { additionalProperties: false, default: {}, title: 'Webhooks', description: 'Signed event batches to the application (docs/hooks.md, "Webhooks").' },
     ),
+    apps: Type.Object(
+      {
+        list: Type.Array(AppSchema, { default: [], maxItems: 1000, description: 'Apps defined here (more can be created from the console and `herald apps`). HERALD_APP_ID, HERALD_APP_KEY and HERALD_APP_SECRET add one.' }),
+        default: Type.Optional(
+          Type.String({
+            pattern: '^[A-Za-z0-9_-]{1,64}$',
+            description: 'The app whose channels are the native protocol\'s unprefixed channels (a Pusher trigger there reaches native subscribers and back); unset: the only app of `list` when there is exactly one.',
+          }),
+        ),
+      },
+      { additionalProperties: false, default: {}, title: 'Apps (multi-tenant; the Pusher endpoint)', description: 'docs/pusher.md.' },
+    ),
+    pusher: Type.Object(
+      {
+        activityTimeoutSeconds: Type.Integer({ default: 120, minimum: 10, maximum: 3600, description: 'The `activity_timeout` told to clients in pusher:connection_established: a quiet client pings after it.' }),
+        authTimestampWindowSeconds: Type.Integer({ default: 600, minimum: 1, maximum: 86400, description: 'HTTP API requests whose auth_timestamp is further than this from the server\'s clock are refused (401), as Pusher.' }),
+        maxApiBodyBytes: Type.Integer({ default: 1048576, minimum: 1024, maximum: 16777216, description: 'Largest HTTP API request body.' }),
+      },
+      { additionalProperties: false, default: {}, title: 'Pusher endpoint', description: 'Settings of the Pusher protocol endpoint for every app (docs/pusher.md).' },
+    ),
     shutdown: Type.Object(
       {
         drainTimeoutMs: Ms(30000, 'Longest graceful drain on SIGTERM before exiting anyway.'),
@@ -862,3 +934,6 @@ export type ConnectHookConfig = Static<typeof ConnectHookTarget>;
 export type HooksConfig = Static<typeof HooksSchema>;
 export type JavascriptHooksConfig = Static<typeof JavascriptHooksSchema>;
 export type OidcProviderConfig = Static<typeof OidcProviderSchema>;
+export type AppConfig = Static<typeof AppSchema>;
+export type AppLimits = Static<typeof AppLimitsSchema>;
+export type PusherWebhookEvent = (typeof PUSHER_WEBHOOK_EVENTS)[number];

@@ -30,6 +30,11 @@ export class ChannelRules {
     this.anonymousAllowed = [...this.#namespaces.values()].some((o) => o.allowAnonymous);
   }
 
+  /** A namespace's options ('' is the default namespace), or undefined when the config has no such namespace. */
+  namespaceOptions(namespace: string): NamespaceConfig | undefined {
+    return this.#namespaces.get(namespace);
+  }
+
   resolve(channel: unknown): ResolvedChannel | ChannelRefusal {
     const parsed = parseChannel(channel, this.#maxNameBytes);
     if (isChannelNameError(parsed)) return { reply: 'invalid_channel', detail: describeChannelNameError(parsed, this.#maxNameBytes) };

@@ -19,7 +19,33 @@ import type { NodeEvents } from './node-events.ts';
  */
 interface ChannelEntry {
   readonly subs: Set<Subscription>;
+  /** Another protocol's subscribers of the channel on this node (the Pusher endpoint), if any. */
+  tap: ChannelTap | undefined;
   broker: Promise<void> | 'subscribed' | undefined;
+}
+
+/**
+ * The subscribers of another protocol on this node (the Pusher endpoint,
+ * packages/server/src/pusher): one tap per channel stands for all of that
+ * protocol's connections subscribed to it here, and encodes each
+ * publication once for them. A tap counts as local subscribers: it holds
+ * the broker subscription and the channel's occupancy (node events), and
+ * `channels()` and `subscriberCount()` add its `size`. At most one tap per
+ * channel.
+ */
+export interface ChannelTap {
+  /** How many connections the tap stands for (subscriber counts, snapshots, `channels()`). */
+  readonly size: number;
+  /**
+   * A publication of the channel: per channel in offset order, each at most
+   * once (BrokerEventHandler.onPublication). Answers how many connections it
+   * was written to (the deliveries metric).
+   */
+  deliverPublication(channel: string, publication: StoredPublication): number;
+  /** A join or leave of the channel (namespaces with joinLeave, or the Pusher endpoint's presence channels). */
+  deliverJoinLeave(kind: 'join' | 'leave', channel: string, info: ClientInfo): void;
+  /** The broker may have lost publications of the channel. */
+  reset(channel: string): void;
 }
 
 export class Hub {
@@ -88,13 +114,43 @@ export class Hub {
    */
   async addSubscription(sub: Subscription): Promise<void> {
     const channel = sub.channel;
+    const entry = this.#entry(channel);
+    entry.subs.add(sub);
+    await this.#brokerSubscribed(channel, entry);
+  }
+
+  /**
+   * Adds the channel's tap (ChannelTap). Resolves once the broker delivers
+   * the channel's publications to this node; rejects when the broker
+   * subscription failed, and the caller then removes the tap again. Throws
+   * when the channel has another tap.
+   */
+  async addTap(channel: string, tap: ChannelTap): Promise<void> {
+    const entry = this.#entry(channel);
+    if (entry.tap !== undefined && entry.tap !== tap) throw new Error(`channel ${channel} has a tap already`);
+    entry.tap = tap;
+    await this.#brokerSubscribed(channel, entry);
+  }
+
+  /** Removes the channel's tap; the last local subscriber gone ends the broker subscription. */
+  async removeTap(channel: string, tap: ChannelTap): Promise<void> {
+    const entry = this.#channels.get(channel);
+    if (entry === undefined || entry.tap !== tap) return;
+    entry.tap = undefined;
+    await this.#leftOne(channel, entry);
+  }
+
+  #entry(channel: string): ChannelEntry {
     let entry = this.#channels.get(channel);
     if (entry === undefined) {
-      entry = { subs: new Set(), broker: undefined };
+      entry = { subs: new Set(), tap: undefined, broker: undefined };
       this.#channels.set(channel, entry);
       this.#events?.channelSubscribed(channel);
     }
-    entry.subs.add(sub);
+    return entry;
+  }
+
+  async #brokerSubscribed(channel: string, entry: ChannelEntry): Promise<void> {
     if (entry.broker === 'subscribed') return;
     if (entry.broker === undefined) {
       const target = entry;
@@ -115,11 +171,14 @@ export class Hub {
   async removeSubscription(sub: Subscription): Promise<void> {
     const entry = this.#channels.get(sub.channel);
     if (entry === undefined || !entry.subs.delete(sub)) return;
-    if (entry.subs.size === 0) {
-      this.#channels.delete(sub.channel);
-      this.#events?.channelUnsubscribed(sub.channel);
-      if (entry.broker !== undefined) await this.#broker.unsubscribe(sub.channel);
-    }
+    await this.#leftOne(sub.channel, entry);
+  }
+
+  async #leftOne(channel: string, entry: ChannelEntry): Promise<void> {
+    if (entry.subs.size > 0 || entry.tap !== undefined) return;
+    this.#channels.delete(channel);
+    this.#events?.channelUnsubscribed(channel);
+    if (entry.broker !== undefined) await this.#broker.unsubscribe(channel);
   }
 
   /**
@@ -135,12 +194,13 @@ export class Hub {
   /** Local subscriber count per channel. */
   channels(): Map<string, number> {
     const result = new Map<string, number>();
-    for (const [channel, entry] of this.#channels) result.set(channel, entry.subs.size);
+    for (const [channel, entry] of this.#channels) result.set(channel, entry.subs.size + (entry.tap?.size ?? 0));
     return result;
   }
 
   subscriberCount(channel: string): number {
-    return this.#channels.get(channel)?.subs.size ?? 0;
+    const entry = this.#channels.get(channel);
+    return entry === undefined ? 0 : entry.subs.size + (entry.tap?.size ?? 0);
   }
 
   encodePublication(channel: string, publication: StoredPublication): EncodedFrame {
@@ -150,16 +210,18 @@ export class Hub {
   deliverPublication(channel: string, publication: StoredPublication): void {
     const entry = this.#channels.get(channel);
     if (entry === undefined) return;
-    const frame = this.encodePublication(channel, publication);
-    const offset = publication.offset;
-    const epoch = publication.epoch;
-    let count = 0;
-    for (const sub of entry.subs) {
-      if (epoch !== undefined && sub.recoverable && sub.pending === null && epoch !== sub.epoch) {
-        sub.client.insufficientState(sub);
-        continue;
+    let count = entry.tap === undefined ? 0 : entry.tap.deliverPublication(channel, publication);
+    if (entry.subs.size > 0) {
+      const frame = this.encodePublication(channel, publication);
+      const offset = publication.offset;
+      const epoch = publication.epoch;
+      for (const sub of entry.subs) {
+        if (epoch !== undefined && sub.recoverable && sub.pending === null && epoch !== sub.epoch) {
+          sub.client.insufficientState(sub);
+          continue;
+        }
+        if (sub.client.deliverPublication(sub, offset, frame)) count++;
       }
-      if (sub.client.deliverPublication(sub, offset, frame)) count++;
     }
     if (diagnostics.delivered.hasSubscribers) diagnostics.delivered.publish({ node: this.#nodeId, count });
   }
@@ -167,6 +229,8 @@ export class Hub {
   deliverJoinLeave(kind: 'join' | 'leave', channel: string, info: ClientInfo): void {
     const entry = this.#channels.get(channel);
     if (entry === undefined) return;
+    entry.tap?.deliverJoinLeave(kind, channel, info);
+    if (entry.subs.size === 0) return;
     const frame = new EncodedFrame(encodePush({ push: kind, channel, info }));
     for (const sub of entry.subs) {
       if (sub.pending === null) sub.client.writePush(frame);
@@ -177,6 +241,7 @@ export class Hub {
   resetChannel(channel: string): void {
     const entry = this.#channels.get(channel);
     if (entry === undefined) return;
+    entry.tap?.reset(channel);
     for (const sub of [...entry.subs]) {
       if (sub.recoverable) sub.client.insufficientState(sub);
     }

@@ -207,30 +207,54 @@ export class Node {
     return this.#broker.history(channel, query, stream);
   }
 
-  /** The stream's position and its newest publications, newest first (the latest values of a conflated channel). */
-  async readLatest(channel: string, options: NamespaceConfig): Promise<HistoryPage> {
-    return this.#broker.history(channel, { limit: options.historySize, reverse: true }, { size: options.historySize, ttlMs: options.historyTtlMs });
+  /** The stream's position and its newest publications (at most `limit`), newest first (the latest values of a conflated channel; a Pusher cache channel's last event). */
+  async readLatest(channel: string, options: NamespaceConfig, limit = options.historySize): Promise<HistoryPage> {
+    return this.#broker.history(channel, { limit: Math.min(limit, options.historySize), reverse: true }, { size: options.historySize, ttlMs: options.historyTtlMs });
   }
 
   /** `info`: the subscriber's info in the channel (with the subscribe hook's `chan_info`); the connection's by default. */
   async joinPresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> {
-    if (options.presence) {
-      await this.#presence.add(channel, info);
-      this.#events?.presenceJoined(channel, info);
-    }
-    if (options.joinLeave) await this.#broker.publishJoin(channel, info);
+    await this.addMember(channel, info, options.presence, options.joinLeave);
   }
 
   async leavePresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> {
-    if (options.presence) {
+    await this.removeMember(channel, info, options.presence, options.joinLeave);
+  }
+
+  /**
+   * A member enters a channel, for any protocol (the Pusher endpoint calls
+   * it directly): into the presence store when `presence`, told to every
+   * node's subscribers (a `join`, ChannelTap.deliverJoinLeave) when `announce`.
+   */
+  async addMember(channel: string, info: ClientInfo, presence: boolean, announce: boolean): Promise<void> {
+    if (presence) {
+      await this.#presence.add(channel, info);
+      this.#events?.presenceJoined(channel, info);
+    }
+    if (announce) await this.#broker.publishJoin(channel, info);
+  }
+
+  /** A member leaves a channel (the counterpart of addMember; `info.client` names the connection). */
+  async removeMember(channel: string, info: ClientInfo, presence: boolean, announce: boolean): Promise<void> {
+    if (presence) {
       try {
-        await this.#presence.remove(channel, client.id);
+        await this.#presence.remove(channel, info.client);
       } finally {
         // The connection has left whether or not the store answered.
         this.#events?.presenceLeft(channel, info);
       }
     }
-    if (options.joinLeave) await this.#broker.publishLeave(channel, info);
+    if (announce) await this.#broker.publishLeave(channel, info);
+  }
+
+  /** The presence store's members of a channel, whatever its namespace says (the Pusher endpoint). */
+  members(channel: string): Promise<Record<string, ClientInfo>> {
+    return this.#presence.get(channel);
+  }
+
+  /** The presence store's counts for a channel, whatever its namespace says (the Pusher endpoint). */
+  memberStats(channel: string): Promise<{ numClients: number; numUsers: number }> {
+    return this.#presence.stats(channel);
   }
 
   resolve(channel: unknown): ResolvedChannel {
@@ -376,6 +400,8 @@ export class Node {
         if (command.to === this.id) this.#queries.get(command.id)?.(from, command.connections);
         return;
       case 'key_usage':
+      case 'pusher_terminate':
+      case 'apps_changed':
         break;
     }
     for (const listener of this.#controlListeners) listener(command, from);

@@ -115,6 +115,12 @@ export interface WebSocketHandlerOptions {
    * token); a refusal is answered with its HTTP status and no 101.
    */
   readonly gate?: ConnectionGate;
+  /**
+   * Upgrades on other paths (the Pusher endpoint's `/app/{key}`,
+   * packages/server/src/pusher): answers true when it took the request (it
+   * then answers or upgrades the socket itself); false leaves the 404.
+   */
+  readonly otherUpgrade?: (request: IncomingMessage, socket: Duplex, head: Buffer, path: string) => boolean;
 }
 
 /**
@@ -243,7 +249,10 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', destroyOnError);
     const path = (request.url ?? '').split('?', 1)[0];
-    if (path !== WEBSOCKET_PATH) return refuse(socket, 'not_found');
+    if (path !== WEBSOCKET_PATH) {
+      if (options.otherUpgrade?.(request, socket, head, path ?? '') !== true) refuse(socket, 'not_found');
+      return;
+    }
     if (node.draining) return refuse(socket, 'unavailable');
     const protocols = request.headers['sec-websocket-protocol'];
     if (protocols !== undefined && protocols.length > MAX_PROTOCOL_HEADER) return refuse(socket, 'bad_request');
