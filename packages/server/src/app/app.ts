@@ -35,7 +35,8 @@ import type { SandboxPool } from '../hooks/sandbox-pool.ts';
 import { RoutedHooks } from '../hooks/routed-hooks.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
-import { allAppEndpoints, followApps } from '../pusher/pusher-webhooks.ts';
+import type { WebhookEvent } from '../webhooks/events.ts';
+import { allAppEndpoints, followApps, PusherWebhookSink } from '../pusher/pusher-webhooks.ts';
 import { ConfigAppRegistry, type AppRegistry } from '../apps/apps.ts';
 import { createPusherEndpoint } from '../pusher/pusher-endpoint.ts';
 
@@ -190,6 +191,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     followApps(apps, webhooks.dispatcher);
     logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : engine.name === 'redis' ? 'redis (shared by every node)' : 'state file' }, 'webhooks on');
   }
+  // The Pusher socket's own events (client_event, cache_miss) for the apps' webhooks: to this process's dispatcher, or a worker's to the primary's.
+  const emitWebhook = webhooks === undefined ? engine.webhookEmit : (event: WebhookEvent) => webhooks.dispatcher.emit(event);
+  const pusherEvents = emitWebhook === undefined ? undefined : new PusherWebhookSink(emitWebhook);
   const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
   const w = config.watchdog;
   const watchdog = new Watchdog({
@@ -307,7 +311,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
   // The Pusher protocol endpoint (/app/{key}) shares the listener and the node (docs/pusher.md).
-  const pusher = createPusherEndpoint({ config, node, apps, logger, edge });
+  const pusher = createPusherEndpoint({ config, node, apps, logger, edge, events: pusherEvents });
   const websockets = attachWebSocket(app.server, node, {
     maxMessageBytes: config.limits.maxMessageBytes,
     maxFragments: config.limits.maxFragments,
