@@ -11,8 +11,9 @@
 import type { Config } from '../config/schema.ts';
 import { fail, intOption, type Command, type Values } from './command.ts';
 import { openRedisTool, TOOL_BUSY_TIMEOUT_MS } from './key-backend.ts';
+import { appEndpointGroup } from '../pusher/pusher-webhooks.ts';
 
-export const WEBHOOK_ACTIONS = ['list-dead', 'replay'] as const;
+export const WEBHOOK_ACTIONS = ['endpoints', 'list-dead', 'replay'] as const;
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG)';
 const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
@@ -44,8 +45,9 @@ async function withOutbox<T>(command: string, config: Config | undefined, stateD
 export function webhookCommands(readConfig: (values: Values) => { config: Config | undefined; stateDir: string }): Record<string, Command> {
   return {
     webhooks: {
-      summary: 'webhook dead letters: list them, send them again (list-dead | replay)',
+      summary: 'webhook endpoints and dead letters: list them, send them again (endpoints | list-dead | replay)',
       help: `Usage:
+  herald webhooks endpoints [--json] [--config FILE]
   herald webhooks list-dead [--endpoint NAME] [--limit N] [--json] [--config FILE | --state-dir DIR]
   herald webhooks replay (--all | --seq N[,N…]) [--endpoint NAME] [--config FILE | --state-dir DIR]
 
@@ -57,6 +59,28 @@ within a second; the receiver may see an event id again: deduplicate).
 docs/hooks.md, docs/operations.md.`,
       options: {},
       run: () => {},
+    },
+    'webhooks endpoints': {
+      summary: 'list the webhook endpoints of the config',
+      help: `Usage: herald webhooks endpoints [--json] [--config FILE]
+
+Lists where webhooks go: Herald's endpoints (webhooks.endpoints) and every
+app's Pusher webhooks (apps.list[].webhooks, named app:{id}:{n}), with their
+events: name, format, URL, events, filter. No secret is read or shown.
+
+Options:
+  --json            one JSON object per line
+  ${configHelp}`,
+      options: { json: { type: 'boolean' }, config: { type: 'string' }, 'state-dir': { type: 'string' } },
+      run(values) {
+        const { config } = readConfig(values);
+        const rows = config === undefined ? [] : endpointRows(config);
+        for (const row of rows) {
+          if (values['json'] === true) process.stdout.write(JSON.stringify(row) + '\n');
+          else process.stdout.write(`${row.name}\t${row.format}\t${row.url}\t${row.events.join(',')}\t${row.filter ?? ''}\n`);
+        }
+        process.stderr.write(`${rows.length} webhook endpoint(s).\n`);
+      },
     },
     'webhooks list-dead': {
       summary: 'list webhook dead letters',
@@ -123,4 +147,37 @@ Options:
       },
     },
   };
+}
+
+interface EndpointRow {
+  readonly name: string;
+  readonly format: 'herald' | 'pusher';
+  readonly url: string;
+  readonly events: readonly string[];
+  /** Namespaces (Herald) or a channel prefix (Pusher) the endpoint keeps to. */
+  readonly filter?: string | undefined;
+  readonly app?: string | undefined;
+}
+
+/** The config's endpoints, as the server names them (apps' as in pusher/pusher-webhooks.ts). */
+function endpointRows(config: Config): EndpointRow[] {
+  return [
+    ...config.webhooks.endpoints.map((endpoint) => ({
+      name: endpoint.name,
+      format: 'herald' as const,
+      url: endpoint.url,
+      events: endpoint.events,
+      ...(endpoint.namespaces === undefined ? {} : { filter: `namespaces=${endpoint.namespaces.join(',')}` }),
+    })),
+    ...config.apps.list.flatMap((app) =>
+      app.webhooks.map((hook, i) => ({
+        name: appEndpointGroup(app.id) + i,
+        format: 'pusher' as const,
+        url: hook.url,
+        events: hook.events,
+        app: app.id,
+        ...(hook.channelPrefix === undefined ? {} : { filter: `channelPrefix=${hook.channelPrefix}` }),
+      })),
+    ),
+  ];
 }

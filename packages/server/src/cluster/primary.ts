@@ -27,6 +27,7 @@ import { SqliteBroker } from '../broker/sqlite-broker.ts';
 import { sqliteRevocationStore } from '../auth/revocation.ts';
 import { Supervisor } from './supervisor.ts';
 import { SqliteAdminStore } from '../console/sqlite-admin-store.ts';
+import { SqliteAppStore } from '../apps/sqlite-app-store.ts';
 import { describeKeyImport, importKeyFile, watchKeyTable, type KeyTableSource } from '../store/api-key-table.ts';
 import { Registry } from 'prom-client';
 import { webhookMetrics } from '../observability/metrics.ts';
@@ -34,6 +35,9 @@ import { MemoryOutbox } from '../webhooks/outbox.ts';
 import { SqliteOutbox } from '../webhooks/sqlite-outbox.ts';
 import { SqliteJournal } from '../webhooks/journal.ts';
 import { createWebhooks, resolveEndpoints, type Webhooks } from '../webhooks/webhooks.ts';
+import { webhooksConfigured } from '../webhooks/events.ts';
+import { resolveApps } from '../apps/apps.ts';
+import { allAppEndpoints } from '../pusher/pusher-webhooks.ts';
 import { version } from '../app/version.ts';
 
 /** How often the primary looks for API key changes in its state file (workers have them within this plus an IPC message). */
@@ -115,6 +119,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
         },
       }),
       adminStore: new SqliteAdminStore(store.db),
+      appStore: new SqliteAppStore(store.db),
       revocationStore: sqliteRevocationStore(store.db, (error) => logger.error({ err: error }, 'revocation not written to the state file (it holds until restart)')),
     };
   }
@@ -122,10 +127,11 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
   let webhooks: Webhooks | undefined;
   let metricsRegistry: Registry | undefined;
   // On the redis engine each worker is a Redis node: the workers share the outbox and the transitions in Redis.
-  if (config.webhooks.endpoints.length > 0 && config.engine.type !== 'redis') {
+  if (webhooksConfigured(config) && config.engine.type !== 'redis') {
     const problems: string[] = [];
-    // The cluster's composition root reads the environment: endpoint secrets may live there (secretEnv).
-    const endpoints = resolveEndpoints(config, process.env, problems);
+    // The cluster's composition root reads the environment: endpoint and app secrets may live there (secretEnv).
+    // The apps' Pusher webhooks (pusher/pusher-webhooks.ts) share the dispatcher and the outbox.
+    const endpoints = [...resolveEndpoints(config, process.env, problems), ...allAppEndpoints(resolveApps(config, process.env, problems))];
     if (problems.length > 0) {
       store?.close();
       throw new ConfigError(problems);

@@ -207,9 +207,9 @@ export class Node {
     return this.#broker.history(channel, query, stream);
   }
 
-  /** The stream's position and its newest publications, newest first (the latest values of a conflated channel). */
-  async readLatest(channel: string, options: NamespaceConfig): Promise<HistoryPage> {
-    return this.#broker.history(channel, { limit: options.historySize, reverse: true }, { size: options.historySize, ttlMs: options.historyTtlMs });
+  /** The stream's position and its newest publications (at most `limit`), newest first (the latest values of a conflated channel; a Pusher cache channel's last event). */
+  async readLatest(channel: string, options: NamespaceConfig, limit = options.historySize): Promise<HistoryPage> {
+    return this.#broker.history(channel, { limit: Math.min(limit, options.historySize), reverse: true }, { size: options.historySize, ttlMs: options.historyTtlMs });
   }
 
   /** `info`: the subscriber's info in the channel (with the subscribe hook's `chan_info`); the connection's by default. */

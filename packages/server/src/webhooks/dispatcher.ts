@@ -32,8 +32,26 @@ export interface WebhookEndpoint {
   readonly events: ReadonlySet<WebhookEventName>;
   /** Channel events only of these namespaces; undefined: all. */
   readonly namespaces?: ReadonlySet<string> | undefined;
-  /** Newest first; one or two. */
+  /** Herald's signing keys, newest first; one or two (none with a `format` of its own). */
   readonly keys: readonly SigningKey[];
+  /** Another wire format than Herald's (a Pusher app's webhooks: pusher/pusher-webhooks.ts); undefined: Herald's (docs/hooks.md). */
+  readonly format?: WebhookFormat | undefined;
+}
+
+/**
+ * A wire format other than Herald's. The outbox keeps every event as
+ * Herald's JSON with the server-internal channel name, whatever the
+ * endpoint; the format says which channels its endpoint takes and writes
+ * the request of a batch when it is sent (so a retried batch is written
+ * anew from the same stored events).
+ */
+export interface WebhookFormat {
+  /** Whether the endpoint takes events of this server-internal channel (undefined: an event without a channel). */
+  takes(channel: string | undefined): boolean;
+  /** The body of a batch, from its events' stored JSON, in order; undefined when none is for the receiver (nothing is sent; the batch counts as delivered). */
+  body(events: readonly string[], timeMs: number): string | undefined;
+  /** The request's headers beside content-type and user-agent (its signature). */
+  headers(body: string): Record<string, string>;
 }
 
 export type WebhookOutcome = 'delivered' | 'retried' | 'dead' | 'dropped';
@@ -110,6 +128,25 @@ export class WebhookDispatcher {
     }
   }
 
+  /**
+   * Replaces the endpoints whose names start with `group` (an app's, when
+   * the app changed): new ones start, gone ones stop (their pending entries
+   * stay in the outbox, as for an endpoint a newer config no longer names).
+   */
+  replaceEndpoints(group: string, endpoints: readonly WebhookEndpoint[]): void {
+    for (const [name, state] of this.#states) {
+      if (!name.startsWith(group)) continue;
+      clearTimeout(state.timer);
+      state.inFlight?.abort();
+      this.#states.delete(name);
+    }
+    for (const endpoint of endpoints) {
+      if (!endpoint.name.startsWith(group)) continue;
+      this.#states.set(endpoint.name, { endpoint, timer: undefined, inFlight: undefined, again: false });
+      this.#schedule(endpoint.name, 0);
+    }
+  }
+
   /** Whether any endpoint takes events of this name (callers skip building events nobody wants). */
   wants(name: WebhookEventName): boolean {
     for (const state of this.#states.values()) if (state.endpoint.events.has(name)) return true;
@@ -134,13 +171,8 @@ export class WebhookDispatcher {
 
   /** Endpoints taking events of this name and (for channel events) this channel's namespace. */
   endpointsFor(name: WebhookEventName, channel: string | undefined): string[] {
-    const namespace = channel === undefined ? undefined : namespaceOf(channel);
     const names: string[] = [];
-    for (const { endpoint } of this.#states.values()) {
-      if (!endpoint.events.has(name)) continue;
-      if (namespace !== undefined && endpoint.namespaces !== undefined && !endpoint.namespaces.has(namespace)) continue;
-      names.push(endpoint.name);
-    }
+    for (const { endpoint } of this.#states.values()) if (takes(endpoint, name, channel)) names.push(endpoint.name);
     return names;
   }
 
@@ -149,11 +181,9 @@ export class WebhookDispatcher {
     if (this.#closed) return;
     const entries: NewEntry[] = [];
     let json: string | undefined;
-    const namespace = event.channel === undefined ? undefined : namespaceOf(event.channel);
     for (const state of this.#states.values()) {
       const endpoint = state.endpoint;
-      if (!endpoint.events.has(event.name)) continue;
-      if (namespace !== undefined && endpoint.namespaces !== undefined && !endpoint.namespaces.has(namespace)) continue;
+      if (!takes(endpoint, event.name, event.channel)) continue;
       if (this.#pending + entries.length >= this.#options.maxPending) {
         this.#options.onOutcome?.(endpoint.name, 'dropped', 1);
         continue;
@@ -242,7 +272,15 @@ export class WebhookDispatcher {
     controller: AbortController,
   ): Promise<{ ok: true } | { ok: false; retry: boolean; reason: string; retryAfter?: number | undefined }> {
     const batchId = randomUUID();
-    const body = '{"id":' + JSON.stringify(batchId) + ',"time_ms":' + this.#now() + ',"events":[' + batch.map((entry) => entry.event).join(',') + ']}';
+    const format = endpoint.format;
+    const body =
+      format === undefined
+        ? '{"id":' + JSON.stringify(batchId) + ',"time_ms":' + this.#now() + ',"events":[' + batch.map((entry) => entry.event).join(',') + ']}'
+        : format.body(
+            batch.map((entry) => entry.event),
+            this.#now(),
+          );
+    if (body === undefined) return { ok: true };
     const timer = setTimeout(() => controller.abort(), this.#options.timeoutMs);
     try {
       const response = await fetch(endpoint.url, {
@@ -251,11 +289,11 @@ export class WebhookDispatcher {
         redirect: 'manual',
         signal: controller.signal,
         headers: {
+          // Exactly this: the `pusher` SDK's verifier accepts no parameters after it.
           'content-type': 'application/json',
           'user-agent': this.#options.userAgent,
           [BATCH_ID_HEADER]: batchId,
-          [KEY_ID_HEADER]: endpoint.keys[0]!.id,
-          [SIGNATURE_HEADER]: signatureHeader(body, endpoint.keys),
+          ...(format === undefined ? { [KEY_ID_HEADER]: endpoint.keys[0]!.id, [SIGNATURE_HEADER]: signatureHeader(body, endpoint.keys) } : format.headers(body)),
         },
       });
       // The body is never read: a receiver cannot make Herald hold its answer.
@@ -318,4 +356,11 @@ export class WebhookDispatcher {
       state.inFlight?.abort();
     }
   }
+}
+
+/** Whether the endpoint takes an event of this name and (internal) channel. */
+function takes(endpoint: WebhookEndpoint, name: WebhookEventName, channel: string | undefined): boolean {
+  if (!endpoint.events.has(name)) return false;
+  if (endpoint.format !== undefined) return endpoint.format.takes(channel);
+  return channel === undefined || endpoint.namespaces === undefined || endpoint.namespaces.has(namespaceOf(channel));
 }

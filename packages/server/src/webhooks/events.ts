@@ -5,6 +5,7 @@
  * happened. The JSON shape is documented in docs/hooks.md ("Webhooks").
  */
 import { randomUUID } from 'node:crypto';
+import type { Config } from '../config/schema.ts';
 
 export const WEBHOOK_EVENT_NAMES = [
   'channel_occupied',
@@ -16,7 +17,14 @@ export const WEBHOOK_EVENT_NAMES = [
   'publication',
 ] as const;
 
-export type WebhookEventName = (typeof WEBHOOK_EVENT_NAMES)[number];
+/**
+ * Events that exist only for Pusher apps' webhooks (docs/pusher.md,
+ * "Webhooks"): they travel through the same outbox, and only an app's
+ * endpoints take them (a Herald endpoint's `events` never names them).
+ */
+export const PUSHER_ONLY_EVENT_NAMES = ['client_event', 'cache_miss', 'subscription_count'] as const;
+
+export type WebhookEventName = (typeof WEBHOOK_EVENT_NAMES)[number] | (typeof PUSHER_ONLY_EVENT_NAMES)[number];
 
 /** One event as sent (snake_case JSON). Fields beyond id, name and time_ms depend on the name. */
 export interface WebhookEvent {
@@ -36,6 +44,10 @@ export interface WebhookEvent {
   readonly data?: unknown;
   /** member_added, publication: the connection info the token gave. */
   readonly info?: unknown;
+  /** client_event: the event's name (its data is `data`, its sender's socket id `client`, user id `user`). */
+  readonly event?: string;
+  /** subscription_count: the channel's subscribers. */
+  readonly count?: number;
 }
 
 export function newEvent(name: WebhookEventName, time: number, fields: Omit<WebhookEvent, 'id' | 'name' | 'time_ms'>): WebhookEvent {
@@ -46,4 +58,9 @@ export function newEvent(name: WebhookEventName, time: number, fields: Omit<Webh
 export function namespaceOf(channel: string): string {
   const colon = channel.indexOf(':');
   return colon < 0 ? '' : channel.slice(0, colon);
+}
+
+/** Whether the config names any webhook target: Herald endpoints, or an app's Pusher webhooks (docs/pusher.md). */
+export function webhooksConfigured(config: Config): boolean {
+  return config.webhooks.endpoints.length > 0 || config.apps.list.some((app) => app.webhooks.length > 0);
 }

@@ -124,8 +124,11 @@ export function createWebhooks(options: WebhooksOptions): Webhooks {
     dispatcher.emit(newEvent(name, now(), memberFields(name, channel, ref)));
   };
   const journal = options.journal;
-  const wantsMembers = dispatcher.wants('member_added') || dispatcher.wants('member_removed');
-  const wantsChannels = dispatcher.wants('channel_occupied') || dispatcher.wants('channel_vacated');
+  // Asked at each transition: an app's endpoints may change while the server runs (pusher/pusher-webhooks.ts).
+  const wantsMembersNow = (): boolean => dispatcher.wants('member_added') || dispatcher.wants('member_removed');
+  const wantsChannelsNow = (): boolean => dispatcher.wants('channel_occupied') || dispatcher.wants('channel_vacated');
+  const wantsMembers = wantsMembersNow();
+  const wantsChannels = wantsChannelsNow();
   /** A journal that cannot be written costs only the announcement after a crash, never the event. */
   const record = (what: () => void): void => {
     try {
@@ -149,22 +152,22 @@ export function createWebhooks(options: WebhooksOptions): Webhooks {
   const tracker = new TransitionTracker({
     occupied: (channel) => {
       if (closed) return;
-      if (journal !== undefined && wantsChannels) record(() => journal.opened(channel));
+      if (journal !== undefined && wantsChannelsNow()) record(() => journal.opened(channel));
       dispatcher.emit(newEvent('channel_occupied', now(), { channel }));
     },
     vacated: (channel) => {
       if (closed) return;
-      if (journal !== undefined && wantsChannels) record(() => journal.closed(channel));
+      if (journal !== undefined && wantsChannelsNow()) record(() => journal.closed(channel));
       dispatcher.emit(newEvent('channel_vacated', now(), { channel }));
     },
     memberAdded: (channel, ref) => {
       if (closed) return;
-      if (journal !== undefined && wantsMembers) record(() => journal.opened(channel, ref));
+      if (journal !== undefined && wantsMembersNow()) record(() => journal.opened(channel, ref));
       member('member_added', channel, ref);
     },
     memberRemoved: (channel, ref) => {
       if (closed) return;
-      if (journal !== undefined && wantsMembers) record(() => journal.closed(channel, ref));
+      if (journal !== undefined && wantsMembersNow()) record(() => journal.closed(channel, ref));
       member('member_removed', channel, ref);
     },
   });

@@ -1,0 +1,295 @@
+/**
+ * The Pusher protocol 7 endpoint: WebSocket upgrades on `/app/{key}`
+ * (docs/pusher.md, "The socket"). It finds the app by key, checks the
+ * protocol version, the origin (the app's allowedOrigins, else the
+ * server's) and the connection caps (the server's per-IP caps from the
+ * edge, the app's maxConnections), then answers
+ * `pusher:connection_established`. A refusal after the upgrade is a
+ * `pusher:error` with Pusher's code followed by a close with that code, so
+ * pusher-js knows whether to reconnect (pusher-errors.ts).
+ *
+ * Channels: one ChannelTap per internal channel stands for every Pusher
+ * connection subscribed to it on this node (pusher-channels.ts).
+ * Liveness: a connection quiet for `pusher.activityTimeoutSeconds` gets a
+ * `pusher:ping`; without an answer within PONG_TIMEOUT_MS it is closed with
+ * 4201. Shutdown: `drain` sends 4200 (reconnect at once, to another node)
+ * before the node drains.
+ */
+import { randomInt } from 'node:crypto';
+import type { IncomingMessage } from 'node:http';
+import type { Duplex } from 'node:stream';
+import { WebSocketServer } from 'ws';
+import { appChannel, type App, type AppRegistry } from '../apps/apps.ts';
+import type { Config, NamespaceConfig } from '../config/schema.ts';
+import type { Node } from '../core/node.ts';
+import type { Logger } from '../core/logger.ts';
+import type { ResolvedChannel } from '../core/channel-rules.ts';
+import type { Edge } from '../edge/edge.ts';
+import { limitKey } from '../edge/client-address.ts';
+import type { Place, Refusal } from '../edge/connection-limits.ts';
+import { PusherChannel, type ChannelKind } from './pusher-channels.ts';
+import { PusherSocket, unsubscribe } from './pusher-connection.ts';
+import type { PusherContext } from './pusher-context.ts';
+import type { PusherEventSink } from './pusher-events.ts';
+import type { PusherErrorName } from './pusher-errors.ts';
+import { pusherDelivery } from './pusher-publication.ts';
+import { PusherUsers } from './pusher-users.ts';
+import { createWatchlists } from './watchlist.ts';
+
+/** How long a client has to answer the server's pusher:ping (Pusher's pong timeout). */
+export const PONG_TIMEOUT_MS = 30000;
+
+/** How often connections are checked for activity. */
+const ACTIVITY_CHECK_MS = 5000;
+
+const APP_PATH = /^\/app\/([A-Za-z0-9_-]{1,128})$/;
+
+export interface PusherEndpointOptions {
+  readonly config: Config;
+  readonly node: Node;
+  readonly apps: AppRegistry;
+  readonly logger: Logger;
+  readonly edge: Edge;
+  readonly events?: PusherEventSink | undefined;
+}
+
+export interface PusherEndpoint {
+  /** For attachWebSocket's `otherUpgrade`: takes `/app/{key}` upgrades. */
+  otherUpgrade(request: IncomingMessage, socket: Duplex, head: Buffer, path: string): boolean;
+  /** Closes every Pusher connection with 4200 (reconnect at once); true when all closed within `timeoutMs`. */
+  drain(timeoutMs: number): Promise<boolean>;
+  /** Cuts what is left and stops the timers. */
+  close(): void;
+  /** This node's Pusher connections of an app. */
+  connectionCount(appId: string): number;
+}
+
+/** A socket id as Pusher makes them (`^\d+\.\d+$`; the `pusher` SDK checks the form). */
+function newSocketId(): string {
+  return `${randomInt(1, 2 ** 47)}.${randomInt(1, 2 ** 47)}`;
+}
+
+/** Whether an `Origin` is one of the app's allowed origins (exact, or `*.example.com` / `https://*.example.com` patterns, or `*`). */
+export function originMatches(origin: string, patterns: readonly string[]): boolean {
+  if (!URL.canParse(origin)) return false;
+  const url = new URL(origin);
+  const host = url.host.toLowerCase();
+  for (const raw of patterns) {
+    const pattern = raw.toLowerCase().replace(/\/+$/, '');
+    if (pattern === '*' || pattern === origin.toLowerCase()) return true;
+    const star = pattern.indexOf('*.');
+    if (star < 0) continue;
+    const scheme = pattern.slice(0, star);
+    if (scheme !== '' && scheme !== `${url.protocol}//`) continue;
+    const suffix = pattern.slice(star + 1);
+    if (host.endsWith(suffix) && host.length > suffix.length) return true;
+  }
+  return false;
+}
+
+export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndpoint {
+  const { config, node, apps, logger, edge } = options;
+  const sockets = new Set<PusherSocket>();
+  const perApp = new Map<string, number>();
+  const taps = new Map<string, PusherChannel>();
+  const holds = new WeakMap<PusherChannel, number>();
+  const defaultOptions: NamespaceConfig = node.rules.namespaceOptions('')!;
+  const activityTimeoutMs = config.pusher.activityTimeoutSeconds * 1000;
+  const places = new WeakMap<PusherSocket, Place>();
+  let draining = false;
+
+  const users = new PusherUsers(config);
+
+  const context: PusherContext = {
+    config,
+    node,
+    logger,
+    events: options.events,
+    users,
+    now: () => node.now(),
+    closed(socket) {
+      if (!sockets.delete(socket)) return;
+      socket.closing = true;
+      places.get(socket)?.release();
+      const count = (perApp.get(socket.app.id) ?? 1) - 1;
+      if (count <= 0) perApp.delete(socket.app.id);
+      else perApp.set(socket.app.id, count);
+      users.closed(socket);
+      for (const name of [...socket.channels.keys()]) void unsubscribe(socket, name);
+      socket.channels.clear();
+    },
+    acquire(app: App, name: string, kind: ChannelKind) {
+      const internal = appChannel(app, name);
+      let tap = taps.get(internal);
+      if (tap === undefined) {
+        const created = new PusherChannel(app, name, internal, kind);
+        tap = created;
+        taps.set(internal, created);
+        created.ready = (async () => {
+          await node.hub.addTap(internal, created);
+          if (kind.presence) await created.loadMembers(() => node.members(internal));
+        })();
+        created.ready.catch(() => {
+          if (taps.get(internal) === created) taps.delete(internal);
+          void node.hub.removeTap(internal, created).catch(() => undefined);
+        });
+      }
+      holds.set(tap, (holds.get(tap) ?? 0) + 1);
+      return tap;
+    },
+    release(tap) {
+      holds.set(tap, (holds.get(tap) ?? 1) - 1);
+      context.releaseIfEmpty(tap);
+    },
+    releaseIfEmpty(tap) {
+      if ((holds.get(tap) ?? 0) > 0 || tap.size > 0 || taps.get(tap.internal) !== tap) return;
+      taps.delete(tap.internal);
+      node.hub.removeTap(tap.internal, tap).catch((error: unknown) => logger.warn({ err: error }, 'pusher channel not left'));
+    },
+    resolved(internal: string): ResolvedChannel {
+      return { channel: internal, namespace: '', options: defaultOptions };
+    },
+    async replayCache(socket, tap) {
+      let page;
+      try {
+        page = await node.readLatest(tap.internal, defaultOptions, 1);
+      } catch (error) {
+        logger.warn({ err: error, app: tap.app.id }, 'pusher cache channel not read');
+        page = undefined;
+      }
+      const last = page?.publications[0];
+      if (last !== undefined) {
+        const delivery = pusherDelivery(last);
+        socket.sendText(tap.frame(delivery.event, delivery.data, delivery.userId));
+        return;
+      }
+      socket.sendText('{"event":"pusher:cache_miss","channel":' + JSON.stringify(tap.name) + '}');
+      options.events?.cacheMiss(socket.app, tap.name);
+    },
+  };
+  users.watchlists = createWatchlists(context);
+
+  const wss = new WebSocketServer({
+    noServer: true,
+    maxPayload: config.limits.maxMessageBytes,
+    maxFragments: config.limits.maxFragments,
+    perMessageDeflate: false,
+    clientTracking: false,
+    skipUTF8Validation: false,
+    WebSocket: PusherSocket,
+  });
+
+  node.onControl((command) => {
+    if (command.kind === 'pusher_terminate') users.terminate(command.app, command.user);
+  });
+
+  apps.onChange((id) => {
+    const app = apps.byId(id);
+    for (const socket of sockets) {
+      if (socket.app.id !== id) continue;
+      if (app === undefined) socket.fail('app_unknown');
+      else if (!app.enabled) socket.fail('app_disabled');
+      else socket.app = app;
+    }
+  });
+
+  const timer = setInterval(() => {
+    const now = node.now();
+    for (const socket of sockets) {
+      if (socket.closing) continue;
+      if (socket.pingSentAt !== 0) {
+        if (now - socket.pingSentAt > PONG_TIMEOUT_MS) socket.fail('pong_timeout');
+      } else if (now - socket.lastActivity > activityTimeoutMs) {
+        socket.pingSentAt = now;
+        socket.sendText('{"event":"pusher:ping","data":"{}"}');
+      }
+    }
+  }, ACTIVITY_CHECK_MS);
+  timer.unref();
+
+  /** Why a just-upgraded connection cannot stay, or undefined. */
+  function judge(request: IncomingMessage, app: App | undefined, admitted: Place | Refusal): PusherErrorName | undefined {
+    if (app === undefined) return 'app_unknown';
+    if (!app.enabled) return 'app_disabled';
+    const query = new URLSearchParams((request.url ?? '').split('?', 2)[1] ?? '');
+    const protocol = query.get('protocol');
+    if (protocol === null || protocol === '') return 'no_protocol';
+    if (!/^\d{1,3}$/.test(protocol)) return 'bad_version';
+    if (protocol !== '7') return 'unsupported_protocol';
+    const origin = request.headers.origin;
+    if (origin !== undefined) {
+      const allowed = app.allowedOrigins === undefined ? edge.origins.check(origin, request.headers.host) !== 'refused' : typeof origin === 'string' && originMatches(origin, app.allowedOrigins);
+      if (!allowed) return 'origin_not_allowed';
+    }
+    if ('refused' in admitted) return 'over_capacity';
+    if (app.limits.maxConnections > 0 && (perApp.get(app.id) ?? 0) >= app.limits.maxConnections) return 'app_over_quota';
+    return undefined;
+  }
+
+  function accept(request: IncomingMessage, raw: Duplex, head: Buffer, key: string, admitted: Place | Refusal): void {
+    const app = apps.byKey(key);
+    wss.handleUpgrade(request, raw, head, (upgraded) => {
+      const socket = upgraded as PusherSocket;
+      socket.context = context;
+      socket.raw = raw;
+      socket.lastActivity = node.now();
+      const refusal = draining ? 'shutdown' : judge(request, app, admitted);
+      if (refusal !== undefined || app === undefined) {
+        if (!('refused' in admitted)) admitted.release();
+        // Not counted: fail() sends the error and closes.
+        socket.app = app!;
+        socket.fail(refusal ?? 'app_unknown');
+        return;
+      }
+      socket.app = app;
+      socket.socketId = newSocketId();
+      places.set(socket, admitted as Place);
+      sockets.add(socket);
+      perApp.set(app.id, (perApp.get(app.id) ?? 0) + 1);
+      socket.sendText(
+        JSON.stringify({
+          event: 'pusher:connection_established',
+          data: JSON.stringify({ socket_id: socket.socketId, activity_timeout: config.pusher.activityTimeoutSeconds }),
+        }),
+      );
+    });
+  }
+
+  return {
+    otherUpgrade(request, raw, head, path) {
+      const match = APP_PATH.exec(path);
+      if (match === null) return false;
+      if (draining || node.draining) {
+        raw.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Length: 0\r\nRetry-After: 1\r\n\r\n');
+        return true;
+      }
+      const key = match[1]!;
+      const admitted = edge.connections.admit(limitKey(edge.address.ip(request)));
+      if (admitted instanceof Promise) {
+        void admitted.then((settled) => {
+          if (raw.destroyed) {
+            if (!('refused' in settled)) settled.release();
+            return;
+          }
+          accept(request, raw, head, key, settled);
+        });
+      } else accept(request, raw, head, key, admitted);
+      return true;
+    },
+    async drain(timeoutMs) {
+      draining = true;
+      for (const socket of sockets) socket.fail('shutdown');
+      const deadline = Date.now() + timeoutMs;
+      while (sockets.size > 0 && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+      return sockets.size === 0;
+    },
+    close() {
+      draining = true;
+      clearInterval(timer);
+      for (const socket of [...sockets]) socket.terminate();
+    },
+    connectionCount(appId) {
+      return perApp.get(appId) ?? 0;
+    },
+  };
+}

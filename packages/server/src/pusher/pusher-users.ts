@@ -1,0 +1,96 @@
+/**
+ * User authentication on the Pusher socket (docs/pusher.md, "User sign-in"):
+ * `pusher:signin` with `user_data` signed by the app's auth endpoint, the
+ * signed-in connections of each user (for `#server-to-user-{id}` and for
+ * terminating a user's connections on every node, the control command
+ * `pusher_terminate`), and the watchlist (online / offline events of the
+ * users a signed-in user watches, across nodes; watchlist.ts).
+ */
+import { readJson } from '@herald/protocol/json';
+import type { Config } from '../config/schema.ts';
+import { userSigned, verifyAuth } from './channel-auth.ts';
+import type { PusherSocket } from './pusher-connection.ts';
+
+/** Most user ids in one watchlist (Pusher's limit is 100). */
+export const MAX_WATCHLIST = 100;
+
+/** Longest user id (Pusher's limit is 200). */
+const MAX_USER_ID = 200;
+
+export interface Watchlists {
+  /** A connection signed in (its user's watchlist given): it joins its user's online set and watches. */
+  signedIn(socket: PusherSocket): Promise<void>;
+  /** A signed-in connection closed. */
+  signedOut(socket: PusherSocket): void;
+}
+
+export class PusherUsers {
+  readonly #config: Config;
+  /** Signed-in connections by `app id \n user id`. */
+  readonly #byUser = new Map<string, Set<PusherSocket>>();
+  watchlists: Watchlists | undefined;
+
+  constructor(config: Config) {
+    this.#config = config;
+  }
+
+  signin(socket: PusherSocket, body: unknown): void {
+    const app = socket.app;
+    if (!app.userAuthentication || typeof body !== 'object' || body === null) return socket.fail('signin_refused');
+    const params = body as Record<string, unknown>;
+    const userData = params['user_data'];
+    if (typeof userData !== 'string' || !verifyAuth(app, params['auth'], userSigned(socket.socketId, userData))) return socket.fail('signin_refused');
+    const read = readJson(userData, this.#config.limits.maxJsonDepth);
+    const value = read.ok ? read.value : undefined;
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return socket.fail('signin_refused');
+    const record = value as Record<string, unknown>;
+    const id = record['id'];
+    if (typeof id !== 'string' || id === '' || id.length > MAX_USER_ID) return socket.fail('signin_refused');
+    if (socket.userId !== undefined && socket.userId !== id) return socket.fail('signin_refused');
+    const watchlist = record['watchlist'];
+    let watched: string[] | undefined;
+    if (watchlist !== undefined) {
+      if (!Array.isArray(watchlist) || watchlist.length > MAX_WATCHLIST || !watchlist.every((w) => typeof w === 'string' && w !== '' && w.length <= MAX_USER_ID)) {
+        return socket.fail('signin_refused');
+      }
+      watched = [...new Set(watchlist as string[])];
+    }
+    const first = socket.userId === undefined;
+    socket.userId = id;
+    if (first) {
+      socket.watchlist = watched;
+      const key = app.id + '\n' + id;
+      let set = this.#byUser.get(key);
+      if (set === undefined) {
+        set = new Set();
+        this.#byUser.set(key, set);
+      }
+      set.add(socket);
+    }
+    socket.sendText(JSON.stringify({ event: 'pusher:signin_success', data: JSON.stringify({ user_data: userData }) }));
+    if (first) void this.watchlists?.signedIn(socket);
+  }
+
+  /** The connection closed. */
+  closed(socket: PusherSocket): void {
+    const id = socket.userId;
+    if (id === undefined) return;
+    const key = socket.app.id + '\n' + id;
+    const set = this.#byUser.get(key);
+    if (set?.delete(socket) === true && set.size === 0) this.#byUser.delete(key);
+    this.watchlists?.signedOut(socket);
+  }
+
+  /** This node's connections signed in as `user` on app `appId`. */
+  connections(appId: string, user: string): readonly PusherSocket[] {
+    const set = this.#byUser.get(appId + '\n' + user);
+    return set === undefined ? [] : [...set];
+  }
+
+  /** Closes this node's connections of the user (the control command pusher_terminate). */
+  terminate(appId: string, user: string): number {
+    const sockets = this.connections(appId, user);
+    for (const socket of sockets) socket.fail('terminated');
+    return sockets.length;
+  }
+}

@@ -1,0 +1,173 @@
+/**
+ * Client events and cache channels with real pusher-js in Node: client-*
+ * on private and presence channels (the sender excluded, user_id on
+ * presence), refusals with 4301 (public channels, apps without client
+ * events, rate, size), cache channels replaying their last event or
+ * sending pusher:cache_miss.
+ */
+import { after, afterEach, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { createHmac } from 'node:crypto';
+import { closeAllClients, connectWs, unique } from '../helpers/herald-ws.ts';
+import {
+  connected,
+  disconnectAll,
+  nextEvent,
+  pusherClient,
+  RawPusher,
+  serverSdk,
+  startAuthServer,
+  startPusherHerald,
+  subscribed,
+  testApp,
+  type AuthServer,
+  type PusherHerald,
+} from '../helpers/pusher-socket.ts';
+
+describe('pusher socket: client events and cache channels', { timeout: 60000 }, () => {
+  let h: PusherHerald;
+  let auth: AuthServer;
+  const app = testApp('main', { clientEvents: true, limits: { maxEventPayloadBytes: 256 } });
+  const quiet = testApp('quiet');
+  const raws: RawPusher[] = [];
+
+  before(async () => {
+    h = await startPusherHerald([app, quiet], { channels: { defaults: { allowAnonymous: true } } });
+    auth = await startAuthServer(serverSdk(h, app), (socketId) => ({ user_id: `user-${socketId}` }));
+  });
+  afterEach(() => {
+    disconnectAll();
+    closeAllClients();
+    for (const r of raws.splice(0)) r.close();
+  });
+  after(async () => {
+    await auth.close();
+    await h.close();
+  });
+
+  async function client() {
+    const c = pusherClient(h, app.key, { channelAuthorization: { endpoint: auth.channelUrl, transport: 'ajax' } });
+    await connected(c);
+    return c;
+  }
+
+  function sign(secret: string, key: string, socketId: string, channel: string, data?: string): string {
+    const text = data === undefined ? `${socketId}:${channel}` : `${socketId}:${channel}:${data}`;
+    return `${key}:${createHmac('sha256', secret).update(text).digest('hex')}`;
+  }
+
+  async function raw(key = app.key): Promise<[RawPusher, string]> {
+    const r = new RawPusher(h.appUrl(key));
+    raws.push(r);
+    return [r, await r.established()];
+  }
+
+  test('client events on a private channel reach the others (and native subscribers), not the sender', async () => {
+    const channel = unique('private-chat');
+    const alice = await client();
+    const bob = await client();
+    await subscribed(alice, channel);
+    await subscribed(bob, channel);
+    const native = await connectWs(h, 'watcher');
+    await native.call('subscribe', { channel });
+    const echoed: unknown[] = [];
+    alice.channel(channel).bind('client-typing', (data: unknown) => echoed.push(data));
+    const atBob = nextEvent(bob, channel, 'client-typing');
+    assert.equal(alice.channel(channel).trigger('client-typing', { who: 'alice' }), true);
+    assert.deepEqual(await atBob, { who: 'alice' });
+    const [publication] = await native.waitPublications(channel, 1);
+    assert.deepEqual(publication.data, { event: 'client-typing', data: { who: 'alice' } });
+    // bob answers: alice gets it, so had alice got her own it would be there first.
+    const atAlice = nextEvent(alice, channel, 'client-typing');
+    bob.channel(channel).trigger('client-typing', { who: 'bob' });
+    assert.deepEqual(await atAlice, { who: 'bob' });
+    assert.deepEqual(echoed, [{ who: 'bob' }]);
+  });
+
+  test('client events on a presence channel carry the sender user_id', async () => {
+    const channel = unique('presence-game');
+    const [sender, senderId] = await raw();
+    const [receiver, receiverId] = await raw();
+    for (const [r, id] of [
+      [sender, senderId],
+      [receiver, receiverId],
+    ] as const) {
+      const data = JSON.stringify({ user_id: `u-${id}` });
+      r.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, id, channel, data), channel_data: data } });
+      await r.event('pusher_internal:subscription_succeeded');
+    }
+    sender.send({ event: 'client-move', channel, data: { x: 1 } });
+    const move = await receiver.event('client-move');
+    assert.equal(move.user_id, `u-${senderId}`);
+    assert.deepEqual(move.data, { x: 1 });
+    assert.equal(move.channel, channel);
+  });
+
+  test('refused with 4301: public channel, not subscribed, app without client events, too large; nothing reaches the others', async () => {
+    const open = unique('lobby');
+    const priv = unique('private-room');
+    const [sender, senderId] = await raw();
+    const [receiver] = await raw();
+    sender.send({ event: 'pusher:subscribe', data: { channel: open } });
+    receiver.send({ event: 'pusher:subscribe', data: { channel: open } });
+    await sender.event('pusher_internal:subscription_succeeded');
+    await receiver.event('pusher_internal:subscription_succeeded');
+    sender.send({ event: 'client-spam', channel: open, data: {} });
+    assert.equal((await sender.event('pusher:error')).data.code, 4301);
+    let from = sender.frames.length;
+    sender.send({ event: 'client-spam', channel: priv, data: {} });
+    assert.equal((await sender.next((f) => f.event === 'pusher:error', 5000, from)).data.code, 4301);
+    sender.send({ event: 'pusher:subscribe', data: { channel: priv, auth: sign(app.secret, app.key, senderId, priv) } });
+    await sender.next((f) => f.event === 'pusher_internal:subscription_succeeded' && f.channel === priv);
+    from = sender.frames.length;
+    sender.send({ event: 'client-big', channel: priv, data: { text: 'x'.repeat(300) } });
+    assert.equal((await sender.next((f) => f.event === 'pusher:error', 5000, from)).data.code, 4301);
+    // The app without client events.
+    const [other, otherId] = await raw(quiet.key);
+    other.send({ event: 'pusher:subscribe', data: { channel: priv, auth: sign(quiet.secret, quiet.key, otherId, priv) } });
+    await other.event('pusher_internal:subscription_succeeded');
+    other.send({ event: 'client-x', channel: priv, data: {} });
+    assert.equal((await other.event('pusher:error')).data.code, 4301);
+    // The connections stay open; the receiver got none of it.
+    receiver.send({ event: 'pusher:ping', data: {} });
+    await receiver.event('pusher:pong');
+    assert.equal(receiver.frames.filter((f) => String(f.event).startsWith('client-')).length, 0);
+  });
+
+  test('client events above clientEventsPerSecond are refused with 4301', async () => {
+    const channel = unique('private-flood');
+    const [sender, senderId] = await raw();
+    const [receiver, receiverId] = await raw();
+    sender.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, senderId, channel) } });
+    receiver.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, receiverId, channel) } });
+    await sender.event('pusher_internal:subscription_succeeded');
+    await receiver.event('pusher_internal:subscription_succeeded');
+    const sent = 35;
+    for (let i = 0; i < sent; i++) sender.send({ event: 'client-n', channel, data: { i } });
+    sender.send({ event: 'pusher:ping', data: {} });
+    await sender.event('pusher:pong');
+    const refused = sender.frames.filter((f) => f.event === 'pusher:error' && f.data.code === 4301).length;
+    // 10 per second: a burst spans at most two seconds here, so at least 15 of 35 are refused.
+    assert.ok(refused >= 15, `refused ${refused}`);
+    await receiver.next((f) => f.event === 'client-n' && receiver.frames.filter((g) => g.event === 'client-n').length === sent - refused);
+    receiver.send({ event: 'pusher:ping', data: {} });
+    await receiver.event('pusher:pong');
+    assert.equal(receiver.frames.filter((f) => f.event === 'client-n').length, sent - refused);
+  });
+
+  test('cache channels: the last event on subscribe, else pusher:cache_miss', async () => {
+    const channel = unique('cache-prices');
+    const c = await client();
+    const missed = new Promise<void>((resolve) => c.subscribe(channel).bind('pusher:cache_miss', () => resolve()));
+    await missed;
+    await h.api('publish', { channel, data: { event: 'price', data: '{"v":1}' } });
+    await h.api('publish', { channel, data: { event: 'price', data: '{"v":2}' } });
+    const late = await client();
+    const replayed = new Promise((resolve) => late.subscribe(channel).bind('price', resolve));
+    assert.deepEqual(await replayed, { v: 2 });
+    const priv = unique('private-cache-x');
+    const p = await client();
+    const privateMiss = new Promise<void>((resolve) => p.subscribe(priv).bind('pusher:cache_miss', () => resolve()));
+    await privateMiss;
+  });
+});
