@@ -9,7 +9,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { openSse, sseUrl, type SseStream } from '../helpers/rt-clients.ts';
-import { rawRequest, sdkFailure, signedRequest } from '../helpers/pusher-api.ts';
+import { rawRequest, sdkFailure, signedQuery, signedRequest } from '../helpers/pusher-api.ts';
 import { serverSdk, startPusherHerald, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
 import { call } from '../helpers/internal-http.ts';
 
@@ -186,6 +186,16 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
     assert.equal(limited[0]!.headers.get('retry-after'), '1');
     assert.equal(limited[0]!.headers.get('herald-error'), 'too_many_requests');
     assert.equal((await signedRequest(h, main, 'GET', '/apps/main/channels')).status, 200);
+  });
+
+  test('content types: application/json with a charset is taken; another type is 415', async () => {
+    const body = JSON.stringify({ name: 'e', data: 'x', channel: unique('typed') });
+    const query = signedQuery(main, 'POST', '/apps/main/events', { body });
+    const charset = await rawRequest(h, 'POST', `/apps/main/events?${query}`, body, { 'content-type': 'application/json; charset=utf-8' });
+    assert.equal(charset.status, 200, charset.text);
+    const form = await rawRequest(h, 'POST', `/apps/main/events?${query}`, body, { 'content-type': 'application/x-www-form-urlencoded' });
+    assert.equal(form.status, 415, form.text);
+    assert.equal(form.headers.get('herald-error'), 'unsupported_media_type');
   });
 
   test('a body over pusher.maxApiBodyBytes is 413 before anything is parsed', async () => {
