@@ -5,8 +5,8 @@
  *
  *   node bench/connect-storm.ts [--transports=ws,sse] [--clients=10000]
  *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan]
- *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...]
- *     [--engine=sqlite|memory] [--json=FILE]
+ *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...] [--raw-node-args=...]
+ *     [--engine=sqlite|memory] [--json=FILE] [--before-root=DIR]
  *
  * Herald runs the benchmarks' production config (bench/lib.ts) on
  * `--engine` (default sqlite, the product's default, its state file in the
@@ -40,8 +40,9 @@ import { cpuSecondsOf, pinSelf, sleep, startServerProcess } from './server-proce
 
 type Transport = 'ws' | 'sse';
 /** `herald-sequential` (WebSocket only): `subscribe` sent after the `connect` reply, as the SDK did before it pipelined them. */
-type Flavor = 'raw' | 'herald' | 'herald-sequential' | 'nchan';
-const isHerald = (flavor: Flavor): boolean => flavor === 'herald' || flavor === 'herald-sequential';
+/** `herald-before`: `herald` from another checkout (`--before-root`, e.g. a worktree of the code before a change, with its own `npm ci`). */
+type Flavor = 'raw' | 'herald' | 'herald-sequential' | 'herald-before' | 'nchan';
+const isHerald = (flavor: Flavor): boolean => flavor === 'herald' || flavor === 'herald-sequential' || flavor === 'herald-before';
 
 const { values } = parseArgs({
   options: {
@@ -53,7 +54,9 @@ const { values } = parseArgs({
     'server-cpu': { type: 'string', default: '0' },
     'client-cpu': { type: 'string', default: '1' },
     'server-node-args': { type: 'string', default: '' },
+    'raw-node-args': { type: 'string', default: '' },
     engine: { type: 'string', default: 'sqlite' },
+    'before-root': { type: 'string' },
     json: { type: 'string' },
   },
   strict: true,
@@ -64,6 +67,8 @@ const inFlight = Number(values['in-flight']);
 const rounds = Number(values.rounds);
 const targets = values.targets.split(',') as Flavor[];
 const serverNodeArgs = values['server-node-args'].split(' ').filter((a) => a !== '');
+const rawNodeArgs = values['raw-node-args'].split(' ').filter((a) => a !== '');
+if (targets.includes('herald-before') && values['before-root'] === undefined) throw new Error('herald-before needs --before-root');
 if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
   process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
   targets.splice(targets.indexOf('nchan'), 1);
@@ -121,7 +126,7 @@ function openOne(transport: Transport, flavor: Flavor, port: number, since: Posi
           }
           ws.send('{"id":1,"method":"connect","params":{}}');
           // As the SDK does: the subscribe right behind connect, before its reply.
-          if (flavor === 'herald') ws.send(subscribe);
+          if (flavor !== 'herald-sequential') ws.send(subscribe);
         },
         onMessage(text) {
           if (!isHerald(flavor) || settled) return;
@@ -136,15 +141,15 @@ function openOne(transport: Transport, flavor: Flavor, port: number, since: Posi
       return;
     }
     const headers: Record<string, string> = {};
-    if (flavor === 'herald' && since !== undefined) headers['last-event-id'] = encodePositions([[CHANNEL, since]]);
-    const path = flavor === 'herald' ? '/connection/sse' : flavor === 'nchan' ? nchanPath : '/';
+    if (isHerald(flavor) && since !== undefined) headers['last-event-id'] = encodePositions([[CHANNEL, since]]);
+    const path = isHerald(flavor) ? '/connection/sse' : flavor === 'nchan' ? nchanPath : '/';
     const socket = openSse(port, path, headers, {
       onOpen() {
         if (flavor === 'nchan') ready();
       },
       onEvent(data) {
         if (flavor === 'raw') ready();
-        else if (flavor === 'herald' && data.includes('"push":"subscribed"')) ready();
+        else if (isHerald(flavor) && data.includes('"push":"subscribed"')) ready();
       },
       onEnd: fail,
     });
@@ -166,7 +171,8 @@ async function storm(transport: Transport, flavor: Flavor, round: number): Promi
     const kind = isHerald(flavor) ? 'herald' : transport === 'ws' ? 'raw-ws' : 'raw-sse';
     const config =
       values.engine === 'sqlite' ? { ...heraldBenchConfig(), engine: { type: 'sqlite' }, stateDir: 'state' } : { ...heraldBenchConfig(), engine: { type: values.engine } };
-    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: isHerald(flavor) ? serverNodeArgs : [], config });
+    const root = flavor === 'herald-before' ? values['before-root'] : undefined;
+    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: isHerald(flavor) ? serverNodeArgs : rawNodeArgs, config, root });
     port = server.port;
     pid = server.pid;
     stop = () => server.stop();
@@ -242,6 +248,7 @@ const names: Record<Flavor, (t: Transport) => string> = {
   raw: (t) => (t === 'ws' ? 'raw ws server' : 'raw SSE server'),
   herald: (t) => (t === 'ws' ? 'Herald (subscribe pipelined behind connect, as the SDK)' : 'Herald'),
   'herald-sequential': () => 'Herald (subscribe after the connect reply)',
+  'herald-before': (t) => (t === 'ws' ? 'Herald before (--before-root), subscribe pipelined' : 'Herald before (--before-root)'),
   nchan: () => 'Nchan',
 };
 const lines = [

@@ -7,7 +7,9 @@
  *
  *   node bench/long-poll.ts [--clients=2000] [--rates=5,25] [--seconds=10]
  *     [--rounds=1] [--server-cpu=0] [--client-cpu=1] [--targets=raw,herald,nchan]
- *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--batch] [--json=FILE]
+ *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--raw-node-args="..."] [--batch] [--json=FILE]
+ *     [--before-root=DIR]   (target `herald-before`: Herald from another checkout, e.g. a worktree
+ *                            of the code before a change with its own `npm ci`, in the same run)
  *
  * Per rate, round and target (alternating order): start the server pinned
  * to `--server-cpu`; open N clients from this process (pinned to
@@ -32,9 +34,9 @@ import { parseArgs } from 'node:util';
 import { CHANNEL, isPayload, makePayload, newHistogram, nowUs, quantile, record } from './lib.ts';
 import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { HttpConnection } from './raw-clients.ts';
-import { cpuSecondsOf, pinSelf, sleep, startServerProcess } from './server-process.ts';
+import { cpuSecondsOf, pinSelf, sleep, startServerProcess, systemCpuSecondsOf } from './server-process.ts';
 
-type Target = 'herald' | 'raw' | 'nchan';
+type Target = 'herald' | 'herald-before' | 'raw' | 'nchan';
 
 const { values } = parseArgs({
   options: {
@@ -46,6 +48,8 @@ const { values } = parseArgs({
     'client-cpu': { type: 'string', default: '1' },
     targets: { type: 'string', default: 'raw,herald,nchan' },
     'server-node-args': { type: 'string', default: '' },
+    'raw-node-args': { type: 'string', default: '' },
+    'before-root': { type: 'string' },
     batch: { type: 'boolean', default: false },
     json: { type: 'string' },
   },
@@ -57,6 +61,8 @@ const seconds = Number(values.seconds);
 const rounds = Number(values.rounds);
 const targets = values.targets.split(',') as Target[];
 const serverNodeArgs = values['server-node-args'].split(' ').filter((a) => a !== '');
+const rawNodeArgs = values['raw-node-args'].split(' ').filter((a) => a !== '');
+if (targets.includes('herald-before') && values['before-root'] === undefined) throw new Error('herald-before needs --before-root');
 if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
   process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
   targets.splice(targets.indexOf('nchan'), 1);
@@ -80,6 +86,8 @@ interface Result {
   delivered: number;
   expected: number;
   cpuSeconds: number;
+  /** Of `cpuSeconds`, the kernel's (stime). */
+  systemCpuSeconds: number;
   p50ms: number;
   p99ms: number;
   polls: number;
@@ -125,8 +133,9 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     const kind = target === 'raw' ? 'raw-long-poll' : 'herald';
     const server = await startServerProcess({
       kind,
+      root: target === 'herald-before' ? values['before-root'] : undefined,
       cpus: values['server-cpu'],
-      nodeArgs: target === 'raw' ? [] : serverNodeArgs,
+      nodeArgs: target === 'raw' ? rawNodeArgs : serverNodeArgs,
       // Herald's warnings and errors (the watchdog's among them) show in the output.
       onLine: (line) => {
         if (/"level":(4|5|6)\d/.test(line)) process.stderr.write(`    ${target} log: ${line.slice(0, 400)}\n`);
@@ -260,6 +269,7 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     await sleep(2000);
     polls = 0;
     const cpuStart = cpuSecondsOf(pid);
+    const systemCpuStart = systemCpuSecondsOf(pid);
     const clientCpuStart = process.cpuUsage();
     const machineStart = machineBusySeconds();
     const lag = monitorEventLoopDelay({ resolution: 10 });
@@ -285,6 +295,7 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       }
     }
     const cpuSeconds = cpuSecondsOf(pid) - cpuStart;
+    const systemCpuSeconds = systemCpuSecondsOf(pid) - systemCpuStart;
     const toUs = nowUs();
     const clientCpu = process.cpuUsage(clientCpuStart);
     const machineBusy = machineBusySeconds() - machineStart;
@@ -298,6 +309,7 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       delivered,
       expected,
       cpuSeconds,
+      systemCpuSeconds,
       p50ms: quantile(histogram, 0.5) / 1000,
       p99ms: quantile(histogram, 0.99) / 1000,
       polls,
@@ -330,13 +342,13 @@ for (const rate of rates) {
       const result = await run(target, rate, round);
       results.push(result);
       process.stderr.write(
-        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M, p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms, server ${(result.cpuSeconds / result.seconds).toFixed(2)} cores, load generator ${result.clientCores.toFixed(2)} cores (loop delay p99 ${result.clientLagP99ms.toFixed(1)} ms), other load ${result.otherCores.toFixed(2)} cores; held ${(result.heldShare * 100).toFixed(0)} % p99 ${result.heldP99ms.toFixed(1)} ms, queued p99 ${result.queuedP99ms.toFixed(1)} ms (poll → answer ${result.turnaroundP99ms.toFixed(1)}, publication → poll ${result.betweenP99ms.toFixed(1)}); window ${result.window}${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
+        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M (kernel ${((result.systemCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)}), p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms, server ${(result.cpuSeconds / result.seconds).toFixed(2)} cores, load generator ${result.clientCores.toFixed(2)} cores (loop delay p99 ${result.clientLagP99ms.toFixed(1)} ms), other load ${result.otherCores.toFixed(2)} cores; held ${(result.heldShare * 100).toFixed(0)} % p99 ${result.heldP99ms.toFixed(1)} ms, queued p99 ${result.queuedP99ms.toFixed(1)} ms (poll → answer ${result.turnaroundP99ms.toFixed(1)}, publication → poll ${result.betweenP99ms.toFixed(1)}); window ${result.window}${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
       );
     }
   }
 }
 
-const names: Record<Target, string> = { herald: 'Herald', raw: 'raw Node long-poll server', nchan: 'Nchan' };
+const names: Record<Target, string> = { herald: 'Herald', 'herald-before': 'Herald before', raw: 'raw Node long-poll server', nchan: 'Nchan' };
 /** The median; for an even count, the mean of the middle two. */
 const median = (list: number[]): number => {
   const sorted = [...list].sort((a, b) => a - b);
@@ -344,8 +356,8 @@ const median = (list: number[]): number => {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
 const lines = [
-  '| target | clients | msg/s | published msg/s | deliveries/s | delivery ratio | server CPU-s per 1M deliveries | vs Nchan | p50 ms | p99 ms | polls per delivery |',
-  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  '| target | clients | msg/s | published msg/s | deliveries/s | delivery ratio | server CPU-s per 1M deliveries | of which kernel | vs Nchan | p50 ms | p99 ms | polls per delivery |',
+  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 ];
 for (const rate of rates) {
   const of = (target: Target) => results.filter((r) => r.target === target && r.rate === rate);
@@ -356,7 +368,7 @@ for (const rate of rates) {
     const list = of(target);
     const cpu = cpuPerM(list);
     lines.push(
-      `| ${names[target]} | ${clients} | ${rate} | ${median(list.map((r) => r.offered)).toFixed(1)} | ${median(list.map((r) => r.delivered / r.seconds)).toFixed(0)} | ${median(list.map((r) => r.delivered / r.expected)).toFixed(4)} | ${cpu.toFixed(2)} | ${baseline === undefined ? '—' : `${(cpu / baseline).toFixed(2)}×`} | ${median(list.map((r) => r.p50ms)).toFixed(1)} | ${median(list.map((r) => r.p99ms)).toFixed(1)} | ${median(list.map((r) => r.polls / Math.max(1, r.delivered))).toFixed(2)} |`,
+      `| ${names[target]} | ${clients} | ${rate} | ${median(list.map((r) => r.offered)).toFixed(1)} | ${median(list.map((r) => r.delivered / r.seconds)).toFixed(0)} | ${median(list.map((r) => r.delivered / r.expected)).toFixed(4)} | ${cpu.toFixed(2)} | ${median(list.map((r) => (r.systemCpuSeconds * 1e6) / Math.max(1, r.delivered))).toFixed(2)} | ${baseline === undefined ? '—' : `${(cpu / baseline).toFixed(2)}×`} | ${median(list.map((r) => r.p50ms)).toFixed(1)} | ${median(list.map((r) => r.p99ms)).toFixed(1)} | ${median(list.map((r) => r.polls / Math.max(1, r.delivered))).toFixed(2)} |`,
     );
   }
 }

@@ -45,6 +45,8 @@ export interface ServerProcessOptions {
   readonly cwd?: string;
   /** Every line the server prints on stdout (Herald's JSON log lines), as they come. */
   readonly onLine?: (line: string) => void;
+  /** `herald`: the checkout whose sources run (default: this one), e.g. a worktree of the code before a change, with its own `npm ci`. */
+  readonly root?: string;
 }
 
 export interface ServerProcess {
@@ -83,6 +85,13 @@ export function cpuSecondsOf(pid: number): number {
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+/** The kernel's share of `cpuSecondsOf`: stime alone (system calls, and on loopback the peer's TCP receive work done in the sender's call). */
+export function systemCpuSecondsOf(pid: number): number {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[12]) / 100;
 }
 
 /** VmRSS of a process in bytes (/proc/<pid>/status). */
@@ -147,7 +156,7 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
       writeFileSync(configFile, JSON.stringify(options.config ?? heraldBenchConfig()), { mode: 0o600 });
       const entry =
         options.kind === 'herald'
-          ? [...SOURCE_NODE_ARGS, ...nodeArgs, join(ROOT, 'packages/server/src/cli/main.ts')]
+          ? [...SOURCE_NODE_ARGS, ...nodeArgs, join(options.root ?? ROOT, 'packages/server/src/cli/main.ts')]
           : [...nodeArgs, join(ROOT, 'packages/server/bin/herald.js')];
       args = [...entry, 'serve', '--config', configFile];
       // npm sets NODE_OPTIONS=--conditions=herald-source; the built JS runs without it, as installed.

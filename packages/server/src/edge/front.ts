@@ -174,17 +174,23 @@ export class Front {
   }
 
   #run(handler: FrontHandler, request: IncomingMessage, response: ServerResponse, context: FrontContext): void {
-    const failed = (error: unknown): void => {
-      this.#options.logger.error({ err: error, url: request.url?.split('?', 1)[0] }, 'request failed');
-      if (!response.headersSent) answerError(response, context.headers, 'internal');
-      else response.destroy();
-    };
     try {
       const done = handler(request, response, context);
-      if (done !== undefined) done.catch(failed);
+      if (done !== undefined) done.catch((error: unknown) => this.failed(error, request, response, context.headers));
     } catch (error) {
-      failed(error);
+      this.failed(error, request, response, context.headers);
     }
+  }
+
+  /**
+   * A handler's failure: logged, answered 500 `internal` (or the stream cut
+   * once its head has left). What a handler that throws or rejects gets; a
+   * handler that goes on in callbacks calls it for what throws there.
+   */
+  failed(error: unknown, request: IncomingMessage, response: ServerResponse, headers: readonly string[]): void {
+    this.#options.logger.error({ err: error, url: request.url?.split('?', 1)[0] }, 'request failed');
+    if (!response.headersSent) answerError(response, headers, 'internal');
+    else response.destroy();
   }
 }
 
@@ -196,10 +202,26 @@ export function apiErrorBody(code: ApiErrorCode, detail?: string): { error: { co
   return { error: detail === undefined ? { code, message } : { code, message, detail } };
 }
 
+/**
+ * The head of a 200 JSON answer for each header list seen (the context's
+ * lists are shared per route and origin verdict): the list, the content
+ * type, then a last slot for the length, filled per answer. Node reads the
+ * list while `writeHead` runs and keeps nothing of it.
+ */
+const okHeads = new WeakMap<readonly string[], string[]>();
+
 /** Answers JSON text with `status`, the context's headers, then `extra`. */
 export function answerJson(response: ServerResponse, headers: readonly string[], status: number, text: string, extra?: readonly string[]): void {
   if (response.destroyed) return;
-  response.writeHead(status, [...headers, ...(extra ?? []), 'content-type', JSON_TYPE, 'content-length', String(Buffer.byteLength(text))]);
+  const length = String(Buffer.byteLength(text));
+  if (status === 200 && extra === undefined) {
+    let head = okHeads.get(headers);
+    if (head === undefined) okHeads.set(headers, (head = [...headers, 'content-type', JSON_TYPE, 'content-length', '']));
+    head[head.length - 1] = length;
+    response.writeHead(200, head);
+  } else {
+    response.writeHead(status, [...headers, ...(extra ?? []), 'content-type', JSON_TYPE, 'content-length', length]);
+  }
   response.end(text);
 }
 
@@ -233,50 +255,74 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
  * answer).
  */
 export function readBody(request: IncomingMessage, response: ServerResponse, headers: readonly string[], limits: BodyLimits): Promise<{ value: unknown } | undefined> {
-  const refuse = (code: ApiErrorCode): undefined => {
-    answerError(response, closing(headers), code);
-    return undefined;
-  };
-  if (Number(request.headers['content-length']) > limits.limit) return Promise.resolve(refuse('payload_too_large'));
   return new Promise((resolve) => {
-    let chunks: Buffer[] = [];
-    let size = 0;
-    const onData = (chunk: Buffer): void => {
-      size += chunk.length;
-      if (size <= limits.limit) chunks.push(chunk);
-      else {
-        finish();
-        resolve(refuse('payload_too_large'));
-      }
-    };
-    const onEnd = (): void => {
-      const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
-      finish();
-      let text: string;
-      try {
-        text = utf8.decode(body);
-      } catch {
-        resolve(refuse('invalid_utf8'));
-        return;
-      }
-      const read = readJson(text, limits.maxDepth);
-      resolve(read.ok ? { value: read.value } : refuse(read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json'));
-    };
-    const onGone = (): void => {
-      finish();
-      resolve(undefined);
-    };
-    // A held poll keeps its request, but not these listeners nor what they hold.
-    const finish = (): void => {
-      request.removeListener('data', onData);
-      request.removeListener('end', onEnd);
-      request.removeListener('close', onGone);
-      chunks = [];
-    };
-    request.on('data', onData);
-    request.on('end', onEnd);
-    request.on('close', onGone);
+    readBodyThen(request, response, headers, limits, (value) => resolve({ value }), () => resolve(undefined));
   });
+}
+
+/**
+ * `readBody` without a promise (the long-poll route's): calls `onValue`
+ * with the parsed value, or `onNone` once the error was answered or the
+ * request went away. `quick`, when given, reads the raw body first: a value
+ * it returns is taken as is (it must be what the full reading would give:
+ * a narrow exact form, such as a poll's `{"seq":N}`); undefined falls back
+ * to the full reading.
+ */
+export function readBodyThen(
+  request: IncomingMessage,
+  response: ServerResponse,
+  headers: readonly string[],
+  limits: BodyLimits,
+  onValue: (value: unknown) => void,
+  onNone: () => void,
+  quick?: (body: Buffer) => unknown,
+): void {
+  const refuse = (code: ApiErrorCode): void => {
+    answerError(response, closing(headers), code);
+    onNone();
+  };
+  if (Number(request.headers['content-length']) > limits.limit) return refuse('payload_too_large');
+  let chunks: Buffer[] = [];
+  let size = 0;
+  const onData = (chunk: Buffer): void => {
+    size += chunk.length;
+    if (size <= limits.limit) chunks.push(chunk);
+    else {
+      finish();
+      refuse('payload_too_large');
+    }
+  };
+  const onEnd = (): void => {
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+    finish();
+    if (quick !== undefined) {
+      const value = quick(body);
+      if (value !== undefined) return onValue(value);
+    }
+    let text: string;
+    try {
+      text = utf8.decode(body);
+    } catch {
+      return refuse('invalid_utf8');
+    }
+    const read = readJson(text, limits.maxDepth);
+    if (read.ok) onValue(read.value);
+    else refuse(read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json');
+  };
+  const onGone = (): void => {
+    finish();
+    onNone();
+  };
+  // A held poll keeps its request, but not these listeners nor what they hold.
+  const finish = (): void => {
+    request.removeListener('data', onData);
+    request.removeListener('end', onEnd);
+    request.removeListener('close', onGone);
+    chunks = [];
+  };
+  request.on('data', onData);
+  request.on('end', onEnd);
+  request.on('close', onGone);
 }
 
 /**
@@ -287,26 +333,42 @@ export function readBody(request: IncomingMessage, response: ServerResponse, hea
  * `{ value }`, or undefined once it has answered the error itself.
  */
 export function jsonBody<T>(schema: TSchema, limits: BodyLimits): (request: IncomingMessage, response: ServerResponse, headers: readonly string[]) => Promise<{ value: T } | undefined> {
+  const read = jsonBodyThen<T>(schema, limits);
+  return (request, response, headers) =>
+    new Promise((resolve) => {
+      read(request, response, headers, (value) => resolve({ value }), () => resolve(undefined));
+    });
+}
+
+/**
+ * `jsonBody` without a promise: `onValue` gets the checked value, `onNone`
+ * is called once the error was answered or the request went away. `quick`
+ * as in `readBodyThen`; what it returns is checked by the schema too.
+ */
+export function jsonBodyThen<T>(
+  schema: TSchema,
+  limits: BodyLimits,
+  quick?: (body: Buffer) => unknown,
+): (request: IncomingMessage, response: ServerResponse, headers: readonly string[], onValue: (value: T) => void, onNone: () => void) => void {
   const check = TypeCompiler.Compile(schema);
-  const validate = (response: ServerResponse, headers: readonly string[], value: unknown): { value: T } | undefined => {
-    if (check.Check(value)) return { value: value as T };
-    answerError(response, headers, 'bad_request', schemaDetail(check, value));
-    return undefined;
-  };
-  return async (request, response, headers) => {
+  return (request, response, headers, onValue, onNone) => {
+    const validate = (value: unknown): void => {
+      if (check.Check(value)) return onValue(value as T);
+      answerError(response, headers, 'bad_request', schemaDetail(check, value));
+      onNone();
+    };
     const type = request.headers['content-type'];
     if (type === undefined) {
       const length = request.headers['content-length'];
-      if (request.headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return validate(response, headers, undefined);
+      if (request.headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return validate(undefined);
       answerError(response, headers, 'unsupported_media_type');
-      return undefined;
+      return onNone();
     }
     const semicolon = type.indexOf(';');
     if ((semicolon === -1 ? type : type.slice(0, semicolon)).trim().toLowerCase() !== 'application/json') {
       answerError(response, headers, 'unsupported_media_type');
-      return undefined;
+      return onNone();
     }
-    const read = await readBody(request, response, headers, limits);
-    return read === undefined ? undefined : validate(response, headers, read.value);
+    readBodyThen(request, response, headers, limits, validate, onNone, quick);
   };
 }

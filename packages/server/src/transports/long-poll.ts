@@ -26,7 +26,7 @@ import {
   type Releasable,
   type SessionRegistry,
 } from './http-connection.ts';
-import { answerError, answerJson, jsonBody, type Front } from '../edge/front.ts';
+import { answerError, answerJson, jsonBody, jsonBodyThen, type Front } from '../edge/front.ts';
 
 export const POLL_OPEN_PATH = '/connection/poll/open';
 export const POLL_PATH = '/connection/poll';
@@ -338,6 +338,31 @@ const OpenBody = Type.Object(
 
 const PollBody = Type.Object({ seq: Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER }) }, { additionalProperties: false });
 
+const POLL_PREFIX = Buffer.from('{"seq":');
+/** Longest `seq` read here: 15 digits stay below Number.MAX_SAFE_INTEGER (16 digits may not). */
+const QUICK_DIGITS = 15;
+
+/**
+ * A poll body in its exact compact form, `{"seq":N}` (what the SDK and the
+ * benchmarks send), read from its bytes: the value JSON.parse would give.
+ * Anything else (spaces, other keys, a leading zero, a long number) is
+ * undefined and goes through the full JSON reading.
+ */
+export function quickPollBody(body: Buffer): { seq: number } | undefined {
+  const end = body.length - 1;
+  const digits = end - POLL_PREFIX.length;
+  if (digits < 1 || digits > QUICK_DIGITS || body[end] !== 0x7d) return undefined;
+  for (let i = 0; i < POLL_PREFIX.length; i++) if (body[i] !== POLL_PREFIX[i]) return undefined;
+  if (digits > 1 && body[POLL_PREFIX.length] === 0x30) return undefined;
+  let seq = 0;
+  for (let i = POLL_PREFIX.length; i < end; i++) {
+    const digit = body[i]! - 0x30;
+    if (digit < 0 || digit > 9) return undefined;
+    seq = seq * 10 + digit;
+  }
+  return { seq };
+}
+
 
 /** A poll's answer as an HTTP response (one object per held poll, not a pair of closures). */
 class HttpPollReply implements PollReply {
@@ -376,7 +401,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
   const polling = shared.polling;
   const rules = { limit: limits.bodyLimit, maxDepth: node.config.limits.maxJsonDepth };
   const openBody = jsonBody<{ token?: string; channels?: string[]; cursor?: string; batch?: boolean }>(OpenBody, rules);
-  const pollBody = jsonBody<{ seq: number }>(PollBody, rules);
+  const pollBody = jsonBodyThen<{ seq: number }>(PollBody, rules, quickPollBody);
 
   // The deadlines of every session (held polls, expiry, close grace), a few times per the shortest of them.
   const sweepMs = Math.max(10, Math.min(1000, Math.floor(Math.min(pollTimeoutMs, sessionTimeoutMs, closeGraceMs) / 4)));
@@ -442,17 +467,29 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     });
   });
 
-  front.route('POST', POLL_PATH, async (request, response, { headers }) => {
-    const read = await pollBody(request, response, headers);
-    if (read === undefined) return;
-    const secret = request.headers[SESSION_HEADER];
-    const transport = typeof secret === 'string' ? polling.get(secret) : undefined;
-    if (transport === undefined) {
-      // Another worker's session (cluster mode), or none.
-      await sessions.routeRaw('poll', secret, read.value, response, headers);
-      return;
-    }
-    pollHere(secret as string, transport, read.value.seq, new HttpPollReply(response, headers));
+  // No promise on this path: a poll is the transport's most frequent request.
+  const ignore = (): void => {};
+  front.route('POST', POLL_PATH, (request, response, { headers }) => {
+    pollBody(
+      request,
+      response,
+      headers,
+      (value) => {
+        try {
+          const secret = request.headers[SESSION_HEADER];
+          const transport = typeof secret === 'string' ? polling.get(secret) : undefined;
+          if (transport === undefined) {
+            // Another worker's session (cluster mode), or none.
+            sessions.routeRaw('poll', secret, value, response, headers).catch((error: unknown) => front.failed(error, request, response, headers));
+            return;
+          }
+          pollHere(secret as string, transport, value.seq, new HttpPollReply(response, headers));
+        } catch (error) {
+          front.failed(error, request, response, headers);
+        }
+      },
+      ignore,
+    );
   });
   front.stub(app, 'POST', POLL_PATH);
 }

@@ -17,6 +17,43 @@ import { onSocketDrain } from './socket-drain.ts';
 
 export const SSE_PATH = '/connection/sse';
 
+/**
+ * Streams whose opening is still held: one callback at the end of this turn
+ * of the event loop writes what each still holds (an engine that answers
+ * slowly does not hold the head back), instead of one callback per stream.
+ */
+let toOpen: SseTransport[] = [];
+function openAll(): void {
+  const list = toOpen;
+  toOpen = [];
+  for (const transport of list) transport.opened();
+}
+
+/** The head's first lines for each header list seen (the front's lists are shared per route and origin verdict). */
+const heads = new WeakMap<readonly string[], string>();
+function headOf(headers: readonly string[]): string {
+  let head = heads.get(headers);
+  if (head === undefined) {
+    head = 'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-store\r\nx-accel-buffering: no\r\n';
+    for (let i = 0; i + 1 < headers.length; i += 2) head += headers[i] + ': ' + headers[i + 1] + '\r\n';
+    heads.set(headers, head);
+  }
+  return head;
+}
+
+/** The `Date` header's value, made once per second (as Node's own answers do). */
+let dateSecond = -1;
+let dateText = '';
+function httpDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
+
 export class SseTransport implements Transport {
   // Getters, not fields: nothing per connection.
   get kind(): 'sse' {
@@ -29,8 +66,16 @@ export class SseTransport implements Transport {
   readonly #response: ServerResponse;
   readonly #closeGraceMs: number;
   #started = false;
-  #corked = false;
   #closed = false;
+  /**
+   * The head and the opening frames (connected, subscribed, recovered
+   * publications) until `opened()`: written in one piece, as one string
+   * (no writev of mixed strings and buffers, no frame's bytes made for one
+   * stream).
+   */
+  #opening: string | undefined;
+  /** `#opening`'s length: counted in `bufferedBytes()` as the socket's buffer counts a string written to it (its length). */
+  #openingBytes = 0;
   #socket: Socket | undefined;
   /** Once closed: resolves when the stream has ended (flushed) or was cut. */
   #settled: Promise<void> | undefined;
@@ -55,29 +100,30 @@ export class SseTransport implements Transport {
     const socket = this.#response.socket;
     if (socket === null || socket.destroyed) return;
     this.#started = true;
-    let head = 'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-store\r\nx-accel-buffering: no\r\n';
-    for (let i = 0; i + 1 < headers.length; i += 2) head += headers[i] + ': ' + headers[i + 1] + '\r\n';
-    // Corked until `opened()`, or the end of this turn of the event loop at
-    // the latest (an engine that answers slowly does not hold the head back):
-    // the head and the opening frames (connected, subscribed, recovered
-    // publications) leave in one write.
-    socket.cork();
-    this.#corked = true;
-    setImmediate(() => this.opened());
-    socket.write(head + 'Date: ' + new Date().toUTCString() + '\r\nConnection: close\r\n\r\nretry: 1000\n\n');
     this.#socket = socket;
+    // Held until `opened()`, or the end of this turn of the event loop at
+    // the latest: the head and the opening frames leave in one write.
+    const opening = headOf(headers) + 'Date: ' + httpDate() + '\r\nConnection: close\r\n\r\nretry: 1000\n\n';
+    this.#opening = opening;
+    this.#openingBytes = opening.length;
+    if (toOpen.length === 0) setImmediate(openAll);
+    toOpen.push(this);
   }
 
   /** The opening frames are written: sends them with the head. */
   opened(): void {
-    if (!this.#corked) return;
-    this.#corked = false;
-    this.#socket?.uncork();
+    const opening = this.#opening;
+    if (opening === undefined) return;
+    this.#opening = undefined;
+    this.#openingBytes = 0;
+    const socket = this.#socket;
+    if (socket !== undefined && !socket.destroyed) socket.write(opening);
   }
 
   write(frame: EncodedFrame, positions?: string): void {
     const socket = this.#socket;
     if (this.#closed || socket === undefined) return;
+    if (this.#opening !== undefined) return this.#hold(positions === undefined ? frame.sseText : 'id: ' + positions + '\n' + frame.sseText);
     // One write per event: the shared bytes, or this connection's id line
     // with the shared text.
     socket.write(positions === undefined ? frame.sseBytes : 'id: ' + positions + '\n' + frame.sseText);
@@ -86,8 +132,14 @@ export class SseTransport implements Transport {
   writeMany(batch: EncodedBatch, positions?: string): void {
     const socket = this.#socket;
     if (this.#closed || socket === undefined) return;
+    if (this.#opening !== undefined) return this.#hold(positions === undefined ? batch.sseText : 'id: ' + positions + '\n' + batch.sseText);
     // One event, one write: a `data:` line per frame.
     socket.write(positions === undefined ? batch.sseBytes : 'id: ' + positions + '\n' + batch.sseText);
+  }
+
+  #hold(text: string): void {
+    this.#opening += text;
+    this.#openingBytes += text.length;
   }
 
   heartbeat(ping: EncodedFrame): void {
@@ -95,7 +147,7 @@ export class SseTransport implements Transport {
   }
 
   bufferedBytes(): number {
-    return this.#socket?.writableLength ?? 0;
+    return (this.#socket?.writableLength ?? 0) + this.#openingBytes;
   }
 
   onDrain(listener: () => void): void {
@@ -112,7 +164,16 @@ export class SseTransport implements Transport {
     // and one more small frame tells it why it was cut once it catches up.
     // A peer that has not taken it all within the close grace is cut.
     const reconnect = code < 3500 || (code >= 4000 && code < 4500);
-    socket.end(new EncodedFrame(encodePush({ push: 'disconnect', code, reason, reconnect })).sseBytes);
+    const frame = new EncodedFrame(encodePush({ push: 'disconnect', code, reason, reconnect }));
+    const opening = this.#opening;
+    if (opening !== undefined) {
+      // Closed while opening: the head and what was held go first.
+      this.#opening = undefined;
+      this.#openingBytes = 0;
+        socket.end(opening + frame.sseText);
+    } else {
+      socket.end(frame.sseBytes);
+    }
     this.#settled = new Promise<void>((resolve) => {
       const done = (): void => {
         clearTimeout(timer);
@@ -135,6 +196,8 @@ export class SseTransport implements Transport {
 
   markClosed(): void {
     this.#closed = true;
+    this.#opening = undefined;
+    this.#openingBytes = 0;
   }
 }
 
