@@ -329,7 +329,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       outcome: change.outcome,
       detail: change.code === undefined ? { via: 'api' } : { via: 'api', code: change.code },
     });
-  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
+  const app = await createHttpApp({ config, node, apiKeys, apps, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
   // The Pusher protocol endpoint (/app/{key}) shares the listener and the node (docs/pusher.md).
   const pusher = createPusherEndpoint({ config, node, apps, logger, edge, events: pusherEvents });
