@@ -35,15 +35,20 @@ import type { SandboxPool } from '../hooks/sandbox-pool.ts';
 import { RoutedHooks } from '../hooks/routed-hooks.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
+import { MemoryAppStore } from '../apps/app-store.ts';
+import { StoreAppRegistry } from '../apps/store-app-registry.ts';
+import { AppAdmin } from '../apps/app-admin.ts';
+import type { AppRegistry } from '../apps/apps.ts';
 import type { WebhookEvent } from '../webhooks/events.ts';
 import { allAppEndpoints, followApps, PusherWebhookSink } from '../pusher/pusher-webhooks.ts';
-import { ConfigAppRegistry, type AppRegistry } from '../apps/apps.ts';
 import { createPusherEndpoint } from '../pusher/pusher-endpoint.ts';
 
 export interface HeraldServer {
   readonly port: number;
   readonly host: string;
   readonly node: Node;
+  /** The apps this server serves (config and store; apps/store-app-registry.ts). */
+  readonly apps: AppRegistry;
   /** Port of the internal listener (metrics, admin) on `admin.host`. */
   readonly adminPort: number;
   /**
@@ -152,11 +157,24 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   for (const warning of checks.warnings) logger.warn({}, warning);
   if (checks.prepared === undefined) throw new ConfigError(checks.problems);
   const { tls, edge, tokens, keyStore, redisTls, adminTls, consoleEnabled, webhookEndpoints, hookSecrets, hookSource, oidcProviders } = checks.prepared;
-  // The tenants of the Pusher endpoint (apps/apps.ts); the console's apps join them (issue 18).
-  const apps: AppRegistry = new ConfigAppRegistry(checks.prepared.apps);
 
   const opened = options.engine ?? (await openEngine(config, logger, redisTls));
   const engine = options.adaptEngine === undefined ? opened : options.adaptEngine(opened);
+  // The tenants of the Pusher endpoint: the config's apps and the store's (console, `herald apps`), apps/store-app-registry.ts.
+  const appStore = engine.appStore ?? new MemoryAppStore();
+  let apps: StoreAppRegistry;
+  try {
+    apps = await StoreAppRegistry.open({
+      configApps: checks.prepared.apps,
+      store: appStore,
+      pollIntervalMs: config.apps.pollIntervalMs,
+      onError: (error) => logger.warn({ err: error }, 'apps not reloaded from the store (the apps read before stay in force)'),
+      onConflict: (id, reason) => logger.warn({ app: id }, `stored app left out: ${reason}`),
+    });
+  } catch (error) {
+    await engine.close().catch(() => undefined);
+    throw error;
+  }
   // The sqlite engine keeps the keys in its state file; the others read api-keys.json.
   const apiKeys = new ApiKeyVerifier(config.api.keys, { source: engine.apiKeys ?? keyStore ?? watchKeyStore(config.stateDir, { onReloadError: (problem) => logger.error({ problem }, 'API key store not reloaded') }) });
   let sharedLimits: SharedLimits | undefined;
@@ -277,6 +295,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     version,
     ...(webhooks === undefined ? (engine.webhookEvents === undefined ? {} : { events: engine.webhookEvents }) : { events: webhooks.nodeEvents }),
   });
+  node.onControl((command) => {
+    if (command.kind === 'apps_changed') void apps.reload();
+  });
   const metrics = createMetrics(node, watchdog, webhooks?.dispatcher);
   exporter.totals = metrics.totals;
   probe?.start();
@@ -308,7 +329,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       outcome: change.outcome,
       detail: change.code === undefined ? { via: 'api' } : { via: 'api', code: change.code },
     });
-  const app = await createHttpApp({ config, node, apiKeys, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
+  const app = await createHttpApp({ config, node, apiKeys, apps, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
   // The Pusher protocol endpoint (/app/{key}) shares the listener and the node (docs/pusher.md).
   const pusher = createPusherEndpoint({ config, node, apps, logger, edge, events: pusherEvents });
@@ -333,10 +354,16 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     consoleStore: consoleEnabled ? engine.adminStore : undefined,
     oidcProviders,
     keyUsage,
+    apps: {
+      // Every node reloads on apps_changed; this one before it answers, so the console's next read sees the change here.
+      admin: new AppAdmin({ config, store: appStore, announce: async (id) => void (await Promise.all([node.publishControl({ kind: 'apps_changed', id }), apps.reload()])) }),
+      connections: (id) => pusher.connectionCount(id),
+    },
   });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
     probe?.close();
+    await apps.close();
     pusher.close();
     await keyUsage.close();
     await admin.close().catch(() => undefined);
@@ -365,6 +392,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const adminAddress = admin.server.address() as AddressInfo;
   logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
   logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health)');
+  apps.watch();
   if (apps.list().length > 0) logger.info({ apps: apps.list().map((a) => ({ id: a.id, key: a.key, default: a.channelPrefix === '' })) }, 'apps');
   if (consoleEnabled) {
     const at = `${adminTls === undefined ? 'http' : 'https'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminAddress.port}${config.admin.console.basePath}/`;
@@ -407,6 +435,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       await Promise.race([keyUsage.close(), new Promise((resolve) => setTimeout(resolve, KEY_USAGE_SAVE_MS).unref())]);
       await auditLog.flush();
       await node.close();
+      await apps.close();
       await hooks?.close();
       // Events of the drain (disconnects, vacated) are in the outbox; what is not sent now is sent after the next start (redis: by another node).
       await webhooks?.close();
@@ -431,6 +460,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     port: address.port,
     host: config.listen.host,
     node,
+    apps,
     adminPort: adminAddress.port,
     shutdown,
     close: async () => {

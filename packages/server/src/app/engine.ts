@@ -17,6 +17,7 @@ import type { SessionRouter } from '../transports/http-connection.ts';
 import { redactUrl } from '../observability/redact.ts';
 import { MemoryAdminStore, type AdminStore } from '../console/admin-store.ts';
 import { MemoryOutbox, type WebhookOutbox } from '../webhooks/outbox.ts';
+import { MemoryAppStore, type AppStore } from '../apps/app-store.ts';
 import type { NodeEvents } from '../core/node-events.ts';
 import type { TransitionJournal } from '../webhooks/journal.ts';
 import type { WebhookEvent } from '../webhooks/events.ts';
@@ -50,6 +51,12 @@ export interface Engine {
    * memory on memory.
    */
   readonly adminStore: AdminStore;
+  /**
+   * Apps created from the console and `herald apps` (apps/app-store.ts): the
+   * state file on sqlite (the primary's, over IPC, in cluster mode), Redis
+   * on redis, memory on memory. Absent (engines made by tests): memory.
+   */
+  readonly appStore?: AppStore | undefined;
   /** Cluster mode: routes SSE/long-poll session requests to the worker that owns the session. */
   readonly sessionRouter?: SessionRouter | undefined;
   /** The redis engine's command connection: where `limits.scope: "cluster"` counts (app/shared-limits.ts). */
@@ -80,6 +87,7 @@ export function createMemoryEngine(config: Config): Engine {
     control: new LocalControlBus(nodeId),
     revocations: new MemoryRevocationList({ retentionMs: config.auth.revocationRetentionMs }),
     adminStore: new MemoryAdminStore(),
+    appStore: new MemoryAppStore(),
     webhookOutbox: new MemoryOutbox(),
     health: () => ({ status: 'ok' }),
     close: async () => {},
@@ -106,6 +114,7 @@ export async function createSqliteEngine(
   const { SqliteAdminStore } = await import('../console/sqlite-admin-store.ts');
   const { SqliteOutbox } = await import('../webhooks/sqlite-outbox.ts');
   const { SqliteJournal } = await import('../webhooks/journal.ts');
+  const { SqliteAppStore } = await import('../apps/sqlite-app-store.ts');
   const store = openSqliteStore({ stateDir: config.stateDir, synchronous: config.engine.sqliteSynchronous, busyTimeoutMs: config.engine.sqliteBusyTimeoutMs });
   let apiKeys: KeySource;
   try {
@@ -131,6 +140,7 @@ export async function createSqliteEngine(
     health: () => broker.health(),
     apiKeys,
     adminStore: new SqliteAdminStore(store.db),
+    appStore: new SqliteAppStore(store.db),
     webhookOutbox: new SqliteOutbox(store.db),
     webhookJournal: new SqliteJournal(store.db),
     async close() {
@@ -295,6 +305,7 @@ export async function createRedisEngine(
   const { createRedisEngineParts } = await import('../broker/redis-engine.ts');
   const { RedisAdminStore } = await import('../console/redis-admin-store.ts');
   const { RedisOutbox } = await import('../webhooks/redis-outbox.ts');
+  const { RedisAppStore } = await import('../apps/redis-app-store.ts');
   const nodeId = randomUUID();
   const parts = await createRedisEngineParts({
     nodeId,
@@ -320,6 +331,7 @@ export async function createRedisEngine(
     deliveryProbe: parts.probe,
     redis: clients.command,
     adminStore: new RedisAdminStore(clients.command, config.engine.redisPrefix),
+    appStore: new RedisAppStore(clients.command, config.engine.redisPrefix),
     // The endpoint's lease outlasts the longest POST (the timeout) and the Redis calls that settle it.
     webhookOutbox: new RedisOutbox(clients.command, config.engine.redisPrefix, { owner: nodeId, leaseMs: config.webhooks.timeoutMs + 2 * config.engine.redisCommandTimeoutMs }),
     async close() {

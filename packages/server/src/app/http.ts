@@ -30,6 +30,8 @@ import { Front } from '../edge/front.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
 import { registerHealthRoutes, type ReadinessSources } from './health.ts';
+import type { AppRegistry } from '../apps/apps.ts';
+import { registerPusherApi } from '../pusher/pusher-api.ts';
 
 export interface TlsFiles {
   readonly cert: string;
@@ -40,6 +42,8 @@ export interface HttpAppOptions {
   readonly config: Config;
   readonly node: Node;
   readonly apiKeys: ApiKeyVerifier;
+  /** The apps of the Pusher HTTP API (`/apps/{id}/…`). */
+  readonly apps: AppRegistry;
   readonly logger: PinoLogger;
   readonly edge: Edge;
   /** PEM certificate chain and key: the listener serves HTTPS (and WSS). */
@@ -179,6 +183,9 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   registerHttpCommands(app, node, sessions);
   // The chat demo exists in development mode only: production never loads it.
   if (config.mode === 'development') (await import('./demo.ts')).registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
+
+  // The Pusher HTTP API: signed per app, its own errors and limits (pusher/pusher-api.ts).
+  await registerPusherApi(app, { config, node, apps: options.apps, logger: options.logger });
 
   // Per client IP, counted before the key is checked; then per key (in Redis when limits.scope is "cluster").
   const limits = new ApiRateLimits(config.api.rateLimitPerIp, config.api.rateLimitPerKey, options.sharedLimits?.api);

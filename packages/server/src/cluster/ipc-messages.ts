@@ -28,6 +28,7 @@ import type { SessionAnswer, SessionExchange } from '../transports/http-connecti
 import type { NotReadyReason } from '../app/health.ts';
 import type { PresenceOrphans, PresenceTrack } from './presence-mirror.ts';
 import type { AdminStoreMethod } from '../console/admin-store.ts';
+import type { AppStoreMethod } from '../apps/app-store.ts';
 import type { WebhookEvent } from '../webhooks/events.ts';
 
 /** What a worker asks of the primary: arguments and result per operation. */
@@ -47,6 +48,8 @@ export interface EngineCalls {
   control: { readonly args: { readonly command: ControlCommand; readonly from: string }; readonly result: null };
   /** A method of the console store the primary keeps (console/admin-store.ts): its result, `undefined` sent as null. */
   admin_store: { readonly args: { readonly method: AdminStoreMethod; readonly params: readonly unknown[] }; readonly result: unknown };
+  /** A method of the app store the primary keeps (apps/app-store.ts): its result, `undefined` sent as null. */
+  app_store: { readonly args: { readonly method: AppStoreMethod; readonly params: readonly unknown[] }; readonly result: unknown };
 }
 
 export type CallOp = keyof EngineCalls;

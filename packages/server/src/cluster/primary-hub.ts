@@ -26,6 +26,7 @@ import type { ApiKeyConfig } from '../config/schema.ts';
 import type { CallMessage, PrimaryMessage, WorkerMessage } from './ipc-messages.ts';
 import type { Pipe } from './pipe.ts';
 import { ADMIN_STORE_METHODS, MemoryAdminStore, type AdminStore } from '../console/admin-store.ts';
+import { APP_STORE_METHODS, MemoryAppStore, type AppStore } from '../apps/app-store.ts';
 import type { TransitionTracker } from '../webhooks/transitions.ts';
 import type { WebhookEvent } from '../webhooks/events.ts';
 
@@ -58,6 +59,8 @@ export interface PrimaryHubOptions {
   readonly apiKeys?: readonly ApiKeyConfig[];
   /** The console store workers reach over IPC (the sqlite engine's state file); a MemoryAdminStore when absent. The hub closes it. */
   readonly adminStore?: AdminStore;
+  /** The app store workers reach over IPC (the sqlite engine's state file); a MemoryAppStore when absent. */
+  readonly appStore?: AppStore;
   /** Webhooks (the primary owns the outbox); none when absent. */
   readonly webhooks?: PrimaryWebhooks | undefined;
 }
@@ -106,6 +109,7 @@ export class PrimaryHub {
   #engineFailure: string | undefined;
   #apiKeys: readonly ApiKeyConfig[] | null;
   readonly adminStore: AdminStore;
+  readonly appStore: AppStore;
   readonly #webhooks: PrimaryWebhooks | undefined;
 
   constructor(options: PrimaryHubOptions) {
@@ -117,6 +121,7 @@ export class PrimaryHub {
     this.#revocationStore = options.revocationStore;
     this.#apiKeys = options.apiKeys ?? null;
     this.adminStore = options.adminStore ?? new MemoryAdminStore();
+    this.appStore = options.appStore ?? new MemoryAppStore();
     if (this.#revocationStore !== undefined) this.#revocations = this.#revocationStore.load(this.#now()).slice(-this.#maxRevocations);
     this.broker.setEventHandler({
       onPublication: (channel, publication) => this.#fanOut(channel, { type: 'publication', channel, publication }),
@@ -326,6 +331,11 @@ export class PrimaryHub {
         const { method, params } = message.args;
         if (!ADMIN_STORE_METHODS.includes(method)) throw new Error(`unknown console store method ${String(method)}`);
         return (this.adminStore[method] as (...args: unknown[]) => Promise<unknown>).apply(this.adminStore, [...params]);
+      }
+      case 'app_store': {
+        const { method, params } = message.args;
+        if (!APP_STORE_METHODS.includes(method)) throw new Error(`unknown app store method ${String(method)}`);
+        return (this.appStore[method] as (...args: unknown[]) => Promise<unknown>).apply(this.appStore, [...params]);
       }
     }
   }

@@ -27,6 +27,7 @@ import { SqliteBroker } from '../broker/sqlite-broker.ts';
 import { sqliteRevocationStore } from '../auth/revocation.ts';
 import { Supervisor } from './supervisor.ts';
 import { SqliteAdminStore } from '../console/sqlite-admin-store.ts';
+import { SqliteAppStore } from '../apps/sqlite-app-store.ts';
 import { describeKeyImport, importKeyFile, watchKeyTable, type KeyTableSource } from '../store/api-key-table.ts';
 import { Registry } from 'prom-client';
 import { webhookMetrics } from '../observability/metrics.ts';
@@ -118,6 +119,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
         },
       }),
       adminStore: new SqliteAdminStore(store.db),
+      appStore: new SqliteAppStore(store.db),
       revocationStore: sqliteRevocationStore(store.db, (error) => logger.error({ err: error }, 'revocation not written to the state file (it holds until restart)')),
     };
   }

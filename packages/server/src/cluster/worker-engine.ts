@@ -27,6 +27,7 @@ import { apiErrorAnswer, type SessionAnswer, type SessionExchange, type SessionR
 import type { CallOp, EngineCalls, PrimaryMessage, WorkerMessage } from './ipc-messages.ts';
 import type { Pipe } from './pipe.ts';
 import { ADMIN_STORE_METHODS, type AdminStore } from '../console/admin-store.ts';
+import { APP_STORE_METHODS, type AppStore } from '../apps/app-store.ts';
 import type { NodeEvents } from '../core/node-events.ts';
 import { namespaceOf, newEvent, webhooksConfigured, type WebhookEventName } from '../webhooks/events.ts';
 
@@ -117,6 +118,19 @@ function clusterAdminStore(link: Link): AdminStore {
   }
   store['close'] = async () => {};
   return store as unknown as AdminStore;
+}
+
+/** The app store of the primary, reached over the pipe (one call per method, no cache). */
+function clusterAppStore(link: Link): AppStore {
+  const store: Record<string, unknown> = {};
+  for (const method of APP_STORE_METHODS) {
+    store[method] = async (...params: unknown[]) => {
+      const result = await link.call('app_store', { method, params });
+      return result === null ? undefined : result;
+    };
+  }
+  store['close'] = async () => {};
+  return store as unknown as AppStore;
 }
 
 class ClusterBroker implements Broker {
@@ -426,6 +440,7 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
     webhookEmit: webhooksConfigured(config) ? (event) => pipe.send({ type: 'webhook', event }) : undefined,
     apiKeys: apiKeys === null ? undefined : { current: () => apiKeys ?? [] },
     adminStore: clusterAdminStore(link),
+    appStore: clusterAppStore(link),
     health: (): EngineHealth => {
       if (!link.up) return { status: 'degraded', reason: 'cluster primary unreachable' };
       return primaryEngineFailure === undefined ? { status: 'ok' } : { status: 'degraded', reason: primaryEngineFailure };

@@ -903,6 +903,11 @@ export const ConfigSchema = Type.Object(
             description: 'The app whose channels are the native protocol\'s unprefixed channels (a Pusher trigger there reaches native subscribers and back); unset: the only app of `list` when there is exactly one.',
           }),
         ),
+        pollIntervalMs: Ms(
+          2000,
+          'How often each node checks the engine\'s store for apps created, changed or deleted where no control command reached it (`herald apps` beside a running server); the console\'s changes reach every node at once.',
+          100,
+        ),
       },
       { additionalProperties: false, default: {}, title: 'Apps (multi-tenant; the Pusher endpoint)', description: 'docs/pusher.md.' },
     ),

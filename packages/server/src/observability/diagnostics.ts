@@ -60,6 +60,14 @@ export interface WebhookOutcomeEvent extends NodeEvent {
   readonly count: number;
 }
 
+/** One request of the Pusher HTTP API (pusher/pusher-api.ts), answered. */
+export interface PusherApiEvent extends NodeEvent {
+  /** The app's id; '' when the path named no app. */
+  readonly app: string;
+  readonly route: string;
+  readonly status: number;
+}
+
 export const diagnostics = {
   connectionOpened: channel('herald:connection:opened'),
   connectionClosed: channel('herald:connection:closed'),
@@ -72,4 +80,5 @@ export const diagnostics = {
   hookCall: channel('herald:hook:call'),
   hookSandbox: channel('herald:hook:javascript'),
   webhook: channel('herald:webhook:outcome'),
+  pusherApi: channel('herald:pusher:api'),
 } as const;

@@ -17,6 +17,7 @@ import {
   type DeliveryEvent,
   type NodeEvent,
   type PublicationEvent,
+  type PusherApiEvent,
   type SubscriptionEvent,
   type WebhookOutcomeEvent,
 } from './diagnostics.ts';
@@ -166,6 +167,13 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
     if (event.reason !== undefined) jsErrors.inc({ event: event.event, reason: event.reason });
     jsSeconds.observe({ event: event.event }, event.ms / 1000);
   });
+  const pusherApi = new Counter({
+    name: 'herald_pusher_api_requests_total',
+    help: 'Pusher HTTP API requests by app, route (events, batch_events, channels, channel, channel_users, terminate_connections) and status.',
+    labelNames: ['app', 'route', 'status'],
+    registers: [registry],
+  });
+  on<PusherApiEvent>(diagnostics.pusherApi, (event) => pusherApi.inc({ app: event.app, route: event.route, status: String(event.status) }));
   if (webhooks !== undefined) {
     const count = webhookMetrics(registry, webhooks);
     on<WebhookOutcomeEvent>(diagnostics.webhook, (event) => count(event.endpoint, event.outcome, event.count));

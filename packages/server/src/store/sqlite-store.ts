@@ -208,6 +208,15 @@ export const MIGRATIONS: readonly string[] = [
      expires_at INTEGER NOT NULL
    ) WITHOUT ROWID;
    CREATE INDEX console_oidc_flows_expiry ON console_oidc_flows (expires_at);`,
+  // 14: apps created from the console and `herald apps` (apps/sqlite-app-store.ts); the secret as it is (an HMAC key); `apps_version` in herald_meta counts changes.
+  `CREATE TABLE apps (
+     id TEXT PRIMARY KEY,
+     key TEXT NOT NULL UNIQUE,
+     secret TEXT NOT NULL,
+     settings TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     updated_at INTEGER NOT NULL
+   ) WITHOUT ROWID;`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */
