@@ -37,6 +37,7 @@ import { diagnostics } from '../observability/diagnostics.ts';
 import { createWebhooks, type Webhooks } from '../webhooks/webhooks.ts';
 import { MemoryAppStore } from '../apps/app-store.ts';
 import { StoreAppRegistry } from '../apps/store-app-registry.ts';
+import { AppAdmin } from '../apps/app-admin.ts';
 import type { AppRegistry } from '../apps/apps.ts';
 import type { WebhookEvent } from '../webhooks/events.ts';
 import { allAppEndpoints, followApps, PusherWebhookSink, watchSubscriptionCounts } from '../pusher/pusher-webhooks.ts';
@@ -364,6 +365,11 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     consoleStore: consoleEnabled ? engine.adminStore : undefined,
     oidcProviders,
     keyUsage,
+    apps: {
+      // Every node reloads on apps_changed; this one before it answers, so the console's next read sees the change here.
+      admin: new AppAdmin({ config, store: appStore, announce: async (id) => void (await Promise.all([node.publishControl({ kind: 'apps_changed', id }), apps.reload()])) }),
+      connections: (id) => pusher.connectionCount(id),
+    },
   });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).
   const abandon = async () => {
