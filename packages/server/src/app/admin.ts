@@ -53,6 +53,8 @@ export interface AdminAppOptions {
   readonly keyUsage?: KeyUsage | undefined;
   /** The console's OpenID Connect providers (console/oidc.ts); none when absent. */
   readonly oidcProviders?: readonly PreparedOidcProvider[] | undefined;
+  /** The console's Apps view (console/console-apps.ts). */
+  readonly apps?: import('../console/console-apps.ts').ConsoleAppsDeps | undefined;
 }
 
 export async function createAdminApp(options: AdminAppOptions): Promise<FastifyInstance> {
@@ -101,7 +103,7 @@ export async function createAdminApp(options: AdminAppOptions): Promise<FastifyI
     return sendApiError(reply, 'origin_not_allowed');
   });
   if (options.consoleStore !== undefined) {
-    await registerConsole(app, { config, node: options.node, store: options.consoleStore, metrics, logger: options.logger, tls: tls !== undefined, keyUsage: options.keyUsage, oidcProviders: options.oidcProviders });
+    await registerConsole(app, { config, node: options.node, store: options.consoleStore, metrics, logger: options.logger, tls: tls !== undefined, keyUsage: options.keyUsage, oidcProviders: options.oidcProviders, apps: options.apps });
   }
   registerHealthRoutes(app, options.health);
   if (options.debugActions === true) registerDebugActions(app, options.logger, options.probe);

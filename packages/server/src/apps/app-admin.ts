@@ -160,7 +160,7 @@ export class AppAdmin {
     const outcome = await this.#store.create(record);
     if (outcome === 'id_taken') throw new AppActionError('invalid_input', `id: an app with id "${appId}" exists`);
     if (outcome === 'key_taken') throw new AppActionError('invalid_input', `key: another app has the key "${appKey}"`);
-    await this.#announce(appId);
+    await this.#tell(appId);
     return { app: this.#view(record), secret };
   }
 
@@ -171,7 +171,7 @@ export class AppAdmin {
     const settings = parseSettingsChange(change, current);
     const updated = await this.#store.update(id, { settings }, this.#now());
     if (updated === undefined) throw new AppActionError('not_found', `no app with id "${id}"`);
-    await this.#announce(id);
+    await this.#tell(id);
     return this.#view(updated);
   }
 
@@ -181,7 +181,7 @@ export class AppAdmin {
     const secret = generateSecret();
     const updated = await this.#store.update(id, { secret }, this.#now());
     if (updated === undefined) throw new AppActionError('not_found', `no app with id "${id}"`);
-    await this.#announce(id);
+    await this.#tell(id);
     return { app: this.#view(updated), secret };
   }
 
@@ -189,8 +189,13 @@ export class AppAdmin {
     this.#refuseConfig(id);
     const current = await this.#store.get(id);
     if (current === undefined || !(await this.#store.delete(id))) throw new AppActionError('not_found', `no app with id "${id}"`);
-    await this.#announce(id);
+    await this.#tell(id);
     return this.#view(current);
+  }
+
+  /** The change is stored: a failed announcement only delays it to the nodes' next poll. */
+  async #tell(id: string): Promise<void> {
+    await this.#announce(id).catch(() => undefined);
   }
 
   #isConfig(id: string): boolean {

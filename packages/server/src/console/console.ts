@@ -21,6 +21,7 @@ import type { PreparedOidcProvider } from './oidc.ts';
 import { registerOidcRoutes } from './oidc-routes.ts';
 import { registerConsoleStatic } from './console-static.ts';
 import { registerConsoleApi } from './console-api.ts';
+import { registerConsoleApps, type ConsoleAppsDeps } from './console-apps.ts';
 import { passkeySettings } from './passkey-config.ts';
 import { registerPasskeyRoutes } from './passkey-routes.ts';
 import type { KeyUsage } from './key-usage.ts';
@@ -47,6 +48,8 @@ export interface ConsoleOptions {
   readonly keyUsage?: KeyUsage | undefined;
   /** OpenID Connect providers for sign-in (console/oidc.ts). */
   readonly oidcProviders?: readonly PreparedOidcProvider[] | undefined;
+  /** The Apps view's actions (console/console-apps.ts); without it the view answers 404. */
+  readonly apps?: ConsoleAppsDeps | undefined;
 }
 
 /** Whether a URL path is one of the console's (the base path or below it). */
@@ -99,6 +102,7 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
   registerOidcRoutes(app, ctx, options.oidcProviders ?? []);
   registerConsoleStatic(app, { basePath: c.basePath, warn: (message) => logger.warn(message) });
   registerConsoleApi(app, ctx, { node: options.node, executor: new ApiExecutor(options.node), keyUsage: options.keyUsage });
+  if (options.apps !== undefined) registerConsoleApps(app, ctx, options.apps);
   // The stand-in hash for unknown names, made now so that no sign-in pays for it.
   hasher.warm().catch((error: unknown) => logger.error({ err: error }, 'console password hashing unavailable'));
   const sweepPolicy = {

@@ -151,8 +151,9 @@ export class PusherChannel implements ChannelTap {
   /** The presence data of pusher_internal:subscription_succeeded, with `self` in it. */
   presenceData(self: ClientInfo): string {
     const hash: Record<string, unknown> = Object.create(null) as Record<string, unknown>;
-    for (const [user, member] of this.members) hash[user] = member.info;
-    if (!(self.user in hash)) hash[self.user] = self.chan_info;
+    // A member without user_info is null in the hash (JSON drops undefined, and pusher-js finds members by key).
+    for (const [user, member] of this.members) hash[user] = member.info ?? null;
+    if (!(self.user in hash)) hash[self.user] = self.chan_info ?? null;
     const ids = Object.keys(hash);
     return JSON.stringify({ presence: { ids, hash, count: ids.length } });
   }

@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { SignJWT } from 'jose';
 import { buildConfig } from '../../src/config/load.ts';
-import { startServer, type HeraldServer } from '../../src/app/app.ts';
+import { startServer, type HeraldServer, type StartOptions } from '../../src/app/app.ts';
 
 export interface TestHerald {
   readonly server: HeraldServer;
@@ -30,7 +30,7 @@ export interface TestHerald {
  * Deep-merges `overrides` into a test config (log silent, port 0, chat/public namespaces). The
  * server runs on the default engine (sqlite) with a state directory of its own, removed by `close`.
  */
-export async function startHerald(overrides: Record<string, any> = {}): Promise<TestHerald> {
+export async function startHerald(overrides: Record<string, any> = {}, options: Pick<StartOptions, 'adaptEngine'> = {}): Promise<TestHerald> {
   const hmacSecret = randomBytes(32).toString('base64url');
   const apiKey = randomBytes(24).toString('base64url');
   const stateDir = mkdtempSync(join(tmpdir(), 'herald-test-state-'));
@@ -38,7 +38,7 @@ export async function startHerald(overrides: Record<string, any> = {}): Promise<
   const config = buildConfig(raw, { env: {} });
   let server: HeraldServer;
   try {
-    server = await startServer({ config });
+    server = await startServer({ config, ...options });
   } catch (error) {
     rmSync(stateDir, { recursive: true, force: true });
     throw error;

@@ -72,10 +72,15 @@ const clients = new Set<PusherJs>();
 
 /** A pusher-js client (Node) for an app of the test server; `options` are pusher-js options. */
 export function pusherClient(herald: PusherHerald, key: string, options: Record<string, unknown> = {}): PusherJs {
+  return pusherClientOnPort(herald.server.port, key, options);
+}
+
+/** A pusher-js client (Node) for a Herald listening on 127.0.0.1:`port` (a cluster, another node). */
+export function pusherClientOnPort(port: number, key: string, options: Record<string, unknown> = {}): PusherJs {
   const client = new PusherJs(key, {
     cluster: 'local',
     wsHost: '127.0.0.1',
-    wsPort: herald.server.port,
+    wsPort: port,
     forceTLS: false,
     enabledTransports: ['ws'],
     disableStats: true,
@@ -148,7 +153,7 @@ export interface AuthServer {
 }
 
 export async function startAuthServer(
-  sdk: Pusher,
+  sdk: Pick<Pusher, 'authorizeChannel' | 'authenticateUser'>,
   presence: (socketId: string, channel: string) => { user_id: string; user_info?: Record<string, unknown> },
   user: (socketId: string) => { id: string; watchlist?: string[]; [key: string]: unknown } = () => ({ id: 'nobody' }),
 ): Promise<AuthServer> {

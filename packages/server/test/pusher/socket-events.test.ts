@@ -7,7 +7,8 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
+import Pusher from 'pusher';
 import { closeAllClients, connectWs, unique } from '../helpers/herald-ws.ts';
 import {
   connected,
@@ -153,6 +154,42 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
     receiver.send({ event: 'pusher:ping', data: {} });
     await receiver.event('pusher:pong');
     assert.equal(receiver.frames.filter((f) => f.event === 'client-n').length, sent - refused);
+  });
+
+  test('private-encrypted: the server relays ciphertext; pusher-js decrypts with the shared secret from the auth endpoint', async () => {
+    const channel = unique('private-encrypted-vault');
+    const sdk = new Pusher({
+      appId: app.id,
+      key: app.key,
+      secret: app.secret,
+      host: '127.0.0.1',
+      port: String(h.server.port),
+      useTLS: false,
+      encryptionMasterKeyBase64: randomBytes(32).toString('base64'),
+    });
+    const encryptedAuth = await startAuthServer(sdk, () => ({ user_id: 'x' }));
+    try {
+      const c = pusherClient(h, app.key, { channelAuthorization: { endpoint: encryptedAuth.channelUrl, transport: 'ajax' } });
+      await connected(c);
+      await subscribed(c, channel);
+      // A raw subscriber with a valid signature but no shared secret sees only ciphertext.
+      const [r, socketId] = await raw();
+      r.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, socketId, channel) } });
+      await r.event('pusher_internal:subscription_succeeded');
+      const decrypted = nextEvent(c, channel, 'secret');
+      const answer = await sdk.trigger(channel, 'secret', { pin: 1234 });
+      assert.equal(answer.status, 200);
+      assert.deepEqual(await decrypted, { pin: 1234 });
+      const seen = await r.event('secret');
+      assert.equal(typeof seen.data.ciphertext, 'string');
+      assert.equal(typeof seen.data.nonce, 'string');
+      assert.equal(JSON.stringify(seen).includes('1234'), false, 'the plaintext crossed the server');
+      // Client events are refused on encrypted channels (as on Pusher).
+      r.send({ event: 'client-x', channel, data: {} });
+      assert.equal((await r.event('pusher:error')).data.code, 4301);
+    } finally {
+      await encryptedAuth.close();
+    }
   });
 
   test('cache channels: the last event on subscribe, else pusher:cache_miss', async () => {

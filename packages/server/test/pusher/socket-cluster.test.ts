@@ -1,0 +1,125 @@
+/**
+ * Presence on Pusher channels across nodes, with real pusher-js: members on
+ * two workers of `herald serve --workers 2` and on two Herald nodes sharing
+ * Redis. Exactly one member_added per user (not per tab, not per node) and
+ * one member_removed when the user's last connection leaves, whichever
+ * node it was on; the member list at subscribe has every node's members.
+ */
+import { after, afterEach, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { join } from 'node:path';
+import { rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import Pusher from 'pusher';
+import { unique } from '../helpers/herald-ws.ts';
+import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
+import { connected, disconnectAll, nextEvent, pusherClientOnPort, startAuthServer, startPusherHerald, subscribed, testApp, type AuthServer, type PusherHerald } from '../helpers/pusher-socket.ts';
+import { TestCluster } from '../cluster/harness.ts';
+
+const app = testApp('main');
+const sdk = new Pusher({ appId: app.id, key: app.key, secret: app.secret, host: '127.0.0.1', useTLS: false });
+
+/**
+ * The scenario on any deployment: `port(i)` is where the i-th connection goes
+ * (two nodes alternate; a cluster's workers take turns accepting).
+ */
+async function presenceAcrossNodes(port: (i: number) => number, auth: AuthServer, who: Map<string, string>): Promise<void> {
+  let n = 0;
+  const join = async (user: string, channel: string) => {
+    const c = pusherClientOnPort(port(n++), app.key, { channelAuthorization: { endpoint: auth.channelUrl, transport: 'ajax' } });
+    who.set(await connected(c), user);
+    const live = await subscribed(c, channel);
+    // pusher-js's Members object changes as members come and go: what it was at subscription_succeeded.
+    return { client: c, members: { count: live.count as number, ids: Object.keys(live.members).sort() } };
+  };
+  const channel = unique('presence-nodes');
+  const observer = await join('olga', channel);
+  const added: string[] = [];
+  const removed: string[] = [];
+  observer.client.channel(channel).bind('pusher:member_added', (m: { id: string }) => added.push(m.id));
+  observer.client.channel(channel).bind('pusher:member_removed', (m: { id: string }) => removed.push(m.id));
+  // Two tabs of alice and one of bob, spread over the nodes.
+  const alice1 = await join('alice', channel);
+  const alice2 = await join('alice', channel);
+  const bob = await join('bob', channel);
+  assert.deepEqual(bob.members.ids, ['alice', 'bob', 'olga']);
+  assert.equal(alice2.members.count, 2, 'olga and alice (her first tab, on the other node)');
+  // A sentinel user joins last: once its member_added is here, anything the others caused is too.
+  await join('zed', channel);
+  await waitFor(() => added.includes('zed'));
+  assert.deepEqual(added, ['alice', 'bob', 'zed']);
+  // alice's first tab leaves: she is still there (her other tab, on another node).
+  alice1.client.disconnect();
+  const aliceGone = nextEvent(observer.client, channel, 'pusher:member_removed');
+  alice2.client.disconnect();
+  assert.equal((await aliceGone).id, 'alice');
+  const bobGone = nextEvent(observer.client, channel, 'pusher:member_removed');
+  bob.client.unsubscribe(channel);
+  assert.equal((await bobGone).id, 'bob');
+  assert.deepEqual(removed, ['alice', 'bob']);
+  // A late joiner sees the members of every node.
+  const late = await join('lee', channel);
+  assert.deepEqual(late.members.ids, ['lee', 'olga', 'zed']);
+}
+
+async function waitFor(check: () => boolean, timeoutMs = 5000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!check()) {
+    if (Date.now() > deadline) throw new Error('condition not met in time');
+    await new Promise((resolve) => setTimeout(resolve, 10));
+  }
+}
+
+describe('pusher presence on two workers (--workers 2)', { timeout: 120000 }, () => {
+  let cluster: TestCluster;
+  let auth: AuthServer;
+  const who = new Map<string, string>();
+
+  before(async () => {
+    const secretFile = join(tmpdir(), `herald-pusher-cluster-${randomBytes(4).toString('hex')}.secret`);
+    writeFileSync(secretFile, app.secret, { mode: 0o600 });
+    try {
+      cluster = await TestCluster.start({ workers: 2, config: { apps: { list: [{ id: app.id, key: app.key, secretFile }] } } });
+    } finally {
+      // Read at start.
+      rmSync(secretFile, { force: true });
+    }
+    auth = await startAuthServer(sdk, (socketId) => ({ user_id: who.get(socketId) ?? 'nobody' }));
+  });
+  afterEach(() => disconnectAll());
+  after(async () => {
+    await auth?.close();
+    await cluster?.stop();
+  });
+
+  test('one member_added per user, one member_removed at the last tab, members of both workers', async () => {
+    await presenceAcrossNodes(() => cluster.port, auth, who);
+  });
+});
+
+const skip = missingService('Redis', await redisAvailable(REDIS_URL));
+
+describe('pusher presence on two Redis nodes', { skip, timeout: 60000 }, () => {
+  let a: PusherHerald;
+  let b: PusherHerald;
+  let auth: AuthServer;
+  const who = new Map<string, string>();
+
+  before(async () => {
+    const engine = { type: 'redis', redisUrl: REDIS_URL, redisPrefix: `herald-test-pusher-${randomBytes(4).toString('hex')}` };
+    a = await startPusherHerald([app], { engine });
+    b = await startPusherHerald([app], { engine });
+    auth = await startAuthServer(sdk, (socketId) => ({ user_id: who.get(socketId) ?? 'nobody' }));
+  });
+  afterEach(() => disconnectAll());
+  after(async () => {
+    await auth?.close();
+    await a?.close();
+    await b?.close();
+  });
+
+  test('one member_added per user, one member_removed at the last tab, members of both nodes', async () => {
+    await presenceAcrossNodes((i) => (i % 2 === 0 ? a.server.port : b.server.port), auth, who);
+  });
+});
