@@ -41,6 +41,7 @@ import { BrokerUnavailableError } from '../broker/broker.ts';
 import { appChannel, localChannel, type App, type AppRegistry } from '../apps/apps.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 import { encodePusherData, excludeSocket } from './pusher-publication.ts';
+import { channelKind } from './pusher-channels.ts';
 import { parseQuery, verifySignedRequest, type SigningRefusal } from './request-signing.ts';
 
 /** Every error the Pusher HTTP API answers: the `herald-error` header's code, its status, and when. */
@@ -92,10 +93,6 @@ class PusherApiError extends Error {
 
 const invalid = (message: string) => new PusherApiError('invalid_request', message);
 
-/** Pusher's channel name characters. */
-const CHANNEL_NAME = /^[A-Za-z0-9_\-=@,.;]+$/;
-/** The channel the `pusher` SDKs' sendToUser triggers on (`#server-to-user-{user id}`). */
-const SERVER_TO_USER = '#server-to-user-';
 const SOCKET_ID = /^\d+\.\d+$/;
 /** Pusher's reserved event name prefixes: only the server sends these. */
 const RESERVED_EVENT = /^pusher(_internal)?:/;
@@ -148,12 +145,20 @@ function parseInfo(info: string | undefined): Set<InfoAttribute> {
 
 const isPresence = (name: string) => name.startsWith('presence-');
 
-/** Checks an app-local channel name as Pusher does; `serverToUser`: `#server-to-user-{id}` is allowed (triggers only). */
+/** Checks an app-local channel name as the socket does (pusher-channels.ts); `serverToUser`: `#server-to-user-{id}` is allowed (triggers only). */
 function checkChannel(app: App, name: string, serverToUser: boolean): void {
   if (name.length === 0) throw invalid('Empty channel name');
   if (name.length > app.limits.maxChannelNameLength) throw invalid(`Channel name too long (at most ${app.limits.maxChannelNameLength} characters)`);
-  const plain = serverToUser && name.startsWith(SERVER_TO_USER) ? name.slice(SERVER_TO_USER.length) : name;
-  if (!CHANNEL_NAME.test(plain)) throw invalid(`Invalid channel name: ${JSON.stringify(name)} (letters, digits and _ - = @ , . ; only)`);
+  const kind = channelKind(name, app.limits.maxChannelNameLength);
+  if (kind === undefined || (kind.serverToUser !== undefined && !serverToUser)) {
+    throw invalid(`Invalid channel name: ${JSON.stringify(name)} (letters, digits and _ - = @ , . ; only)`);
+  }
+}
+
+/** Whether a channel the node counts is one Pusher clients can name (channel lists leave the others out). */
+function listable(app: App, name: string): boolean {
+  const kind = channelKind(name, app.limits.maxChannelNameLength);
+  return kind !== undefined && kind.serverToUser === undefined;
 }
 
 function checkEvent(app: App, name: string, data: string, socketId: string | undefined): void {
@@ -394,7 +399,7 @@ export async function registerPusherApi(app: FastifyInstance, options: PusherApi
         const info = parseInfo(params.get('info'));
         if (info.has('user_count') && !isPresence(prefix)) throw invalid('user_count may only be asked for presence channels: filter_by_prefix=presence-…');
         const counts = subscriptionCounts(target, prefix);
-        const names = [...counts.keys()].filter((name) => CHANNEL_NAME.test(name) && name.length <= target.limits.maxChannelNameLength).sort();
+        const names = [...counts.keys()].filter((name) => listable(target, name)).sort();
         const channels: Record<string, Record<string, number>> = Object.create(null) as Record<string, Record<string, number>>;
         const withInfo = info.size === 0 ? undefined : await channelInfo(target, names, info, () => counts);
         for (const name of names) channels[name] = withInfo?.[name] ?? {};

@@ -72,7 +72,7 @@ export function parseQuery(query: string): Map<string, string> | SigningRefusal 
     } catch {
       return { reason: 'bad_query', message: 'The query string is not validly percent-encoded' };
     }
-    if (params.has(key)) return { reason: 'bad_query', message: `Query parameter given twice: ${key}` };
+    if (params.has(key)) return { reason: 'bad_query', message: `Query parameter given twice: ${JSON.stringify(key.slice(0, 64))}` };
     params.set(key, value);
   }
   return params;
