@@ -338,14 +338,15 @@ export async function registerPusherApi(app: FastifyInstance, options: PusherApi
       if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) return sendError(reply, 'invalid_request', 'Bad request');
       return answerError(reply, error);
     });
-    scope.addHook('onResponse', async (request, reply) => {
-      if (!diagnostics.pusherApi.hasSubscribers) return;
+    scope.addHook('onResponse', (request, reply, done) => {
       const routeName = ROUTE_NAMES[request.routeOptions.url ?? ''];
-      if (routeName === undefined) return;
-      const id = (request.params as { appId?: string }).appId;
-      const known = id === undefined ? undefined : apps.byId(id);
-      const name = routeName === 'channel' && (request.raw.url ?? '').split('?', 1)[0]!.endsWith('/users') ? 'channel_users' : routeName;
-      diagnostics.pusherApi.publish({ node: node.id, app: known?.id ?? '', route: name, status: reply.statusCode });
+      if (routeName !== undefined && diagnostics.pusherApi.hasSubscribers) {
+        const id = (request.params as { appId?: string }).appId;
+        const known = id === undefined ? undefined : apps.byId(id);
+        const name = routeName === 'channel' && (request.raw.url ?? '').split('?', 1)[0]!.endsWith('/users') ? 'channel_users' : routeName;
+        diagnostics.pusherApi.publish({ node: node.id, app: known?.id ?? '', route: name, status: reply.statusCode });
+      }
+      done();
     });
 
     scope.post<{ Params: { appId: string } }>(
