@@ -370,12 +370,14 @@ export class WebhookDispatcher {
  * Whether the endpoint takes an event of this name and (internal) channel.
  * Herald's endpoints take the channels of the native protocol's space only:
  * another app's (`~{id}~…`, apps/apps.ts) go to that app's own webhooks, and
- * their server-internal names never leave the server.
+ * their server-internal names never leave the server; `#…` channels are the
+ * Pusher endpoint's own (server-to-user, watchlist), outside both grammars.
  */
 function takes(endpoint: WebhookEndpoint, name: WebhookEventName, channel: string | undefined): boolean {
   if (!endpoint.events.has(name)) return false;
   if (endpoint.format !== undefined) return endpoint.format.takes(channel);
   if (channel === undefined) return true;
-  if (channel.charCodeAt(0) === 126 /* ~ */) return false;
+  const first = channel.charCodeAt(0);
+  if (first === 126 /* ~ */ || first === 35 /* # */) return false;
   return endpoint.namespaces === undefined || endpoint.namespaces.has(namespaceOf(channel));
 }
