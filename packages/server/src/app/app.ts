@@ -40,7 +40,7 @@ import { StoreAppRegistry } from '../apps/store-app-registry.ts';
 import { AppAdmin } from '../apps/app-admin.ts';
 import type { AppRegistry } from '../apps/apps.ts';
 import type { WebhookEvent } from '../webhooks/events.ts';
-import { allAppEndpoints, followApps, PusherWebhookSink } from '../pusher/pusher-webhooks.ts';
+import { allAppEndpoints, followApps, PusherWebhookSink, watchSubscriptionCounts } from '../pusher/pusher-webhooks.ts';
 import { createPusherEndpoint } from '../pusher/pusher-endpoint.ts';
 
 export interface HeraldServer {
@@ -186,10 +186,12 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   }
   let webhooks: Webhooks | undefined;
   // Herald's endpoints and the apps' Pusher webhooks (pusher/pusher-webhooks.ts) share one dispatcher and outbox.
-  const appWebhooks = allAppEndpoints(apps.list());
-  if (config.webhooks.endpoints.length + appWebhooks.length > 0 && engine.webhookEvents === undefined) {
+  // With apps, it runs even before one has webhooks: the console and `herald apps` may add them while the server runs.
+  // Cluster workers send theirs to the primary instead (engine.webhookEvents, engine.webhookEmit).
+  const withApps = apps.list().length > 0;
+  if ((config.webhooks.endpoints.length > 0 || withApps) && engine.webhookEvents === undefined && engine.webhookEmit === undefined) {
     const problems: string[] = [];
-    const endpoints = [...webhookEndpoints, ...appWebhooks];
+    const endpoints = [...webhookEndpoints, ...allAppEndpoints(apps.list())];
     if (engine.webhookOutbox === undefined) problems.push(`/webhooks: webhooks are not available on the ${engine.name} engine in this process`);
     if (problems.length > 0) {
       await sharedLimits?.close();
@@ -205,6 +207,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       logger,
       userAgent: `Herald/${version}`,
       onOutcome: (endpoint, outcome, count) => diagnostics.webhook.publish({ node: engine.nodeId, endpoint, outcome, count }),
+      endpointsMayChange: withApps,
     });
     followApps(apps, webhooks.dispatcher);
     logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : engine.name === 'redis' ? 'redis (shared by every node)' : 'state file' }, 'webhooks on');
@@ -212,6 +215,12 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // The Pusher socket's own events (client_event, cache_miss) for the apps' webhooks: to this process's dispatcher, or a worker's to the primary's.
   const emitWebhook = webhooks === undefined ? engine.webhookEmit : (event: WebhookEvent) => webhooks.dispatcher.emit(event);
   const pusherEvents = emitWebhook === undefined ? undefined : new PusherWebhookSink(emitWebhook);
+  if (emitWebhook === undefined) {
+    // Started without apps: webhooks of an app created later wait for a restart.
+    apps.onChange((id) => {
+      if ((apps.byId(id)?.webhooks.length ?? 0) > 0) logger.warn({ app: id }, 'this app has webhooks, but the server started without apps or webhooks: restart it to send them');
+    });
+  }
   const sessionRouter = options.sessionRouter ?? engine.sessionRouter;
   const w = config.watchdog;
   const watchdog = new Watchdog({
@@ -298,6 +307,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   node.onControl((command) => {
     if (command.kind === 'apps_changed') void apps.reload();
   });
+  // subscription_count webhooks of the apps that take them (pusher/pusher-webhooks.ts).
+  const subscriptionCounts = pusherEvents === undefined ? undefined : watchSubscriptionCounts(node, apps, pusherEvents);
   const metrics = createMetrics(node, watchdog, webhooks?.dispatcher);
   exporter.totals = metrics.totals;
   probe?.start();
@@ -365,6 +376,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     probe?.close();
     await apps.close();
     pusher.close();
+    subscriptionCounts?.close();
     await keyUsage.close();
     await admin.close().catch(() => undefined);
     await app.close().catch(() => undefined);
@@ -429,6 +441,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       const drained = (await websockets.settle(left())) && clientsDrained;
       websockets.terminateAll();
       pusher.close();
+      subscriptionCounts?.close();
       listenerClosed ??= stopAccepting();
       probe?.close();
       // The last minute of API key uses is saved, but never holds the shutdown up for long.

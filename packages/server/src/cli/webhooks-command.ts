@@ -62,19 +62,23 @@ docs/hooks.md, docs/operations.md.`,
     },
     'webhooks endpoints': {
       summary: 'list the webhook endpoints of the config',
-      help: `Usage: herald webhooks endpoints [--json] [--config FILE]
+      help: `Usage: herald webhooks endpoints [--json] [--config FILE | --state-dir DIR]
 
 Lists where webhooks go: Herald's endpoints (webhooks.endpoints) and every
-app's Pusher webhooks (apps.list[].webhooks, named app:{id}:{n}), with their
-events: name, format, URL, events, filter. No secret is read or shown.
+app's Pusher webhooks, named app:{id}:{n}: the config's apps
+(apps.list[].webhooks) and the apps made from the console or \`herald apps\`
+(read from the state file on sqlite, from Redis on redis; the memory
+engine's are inside the server, out of reach). Columns: name, format, URL,
+events, filter. No secret is shown.
 
 Options:
   --json            one JSON object per line
-  ${configHelp}`,
+  ${configHelp}
+  ${stateDirHelp}`,
       options: { json: { type: 'boolean' }, config: { type: 'string' }, 'state-dir': { type: 'string' } },
-      run(values) {
-        const { config } = readConfig(values);
-        const rows = config === undefined ? [] : endpointRows(config);
+      async run(values) {
+        const { config, stateDir } = readConfig(values);
+        const rows = [...(config === undefined ? [] : endpointRows(config)), ...(await storedAppRows(config, stateDir))];
         for (const row of rows) {
           if (values['json'] === true) process.stdout.write(JSON.stringify(row) + '\n');
           else process.stdout.write(`${row.name}\t${row.format}\t${row.url}\t${row.events.join(',')}\t${row.filter ?? ''}\n`);
@@ -157,6 +161,46 @@ interface EndpointRow {
   /** Namespaces (Herald) or a channel prefix (Pusher) the endpoint keeps to. */
   readonly filter?: string | undefined;
   readonly app?: string | undefined;
+}
+
+/** The webhooks of the apps in the engine's store (none on memory: they live in the server process). */
+async function storedAppRows(config: Config | undefined, stateDir: string): Promise<EndpointRow[]> {
+  if (config !== undefined && config.engine.type === 'memory') return [];
+  let records: import('../apps/app-store.ts').AppRecord[];
+  if (config !== undefined && config.engine.type === 'redis') {
+    const { RedisAppStore } = await import('../apps/redis-app-store.ts');
+    const redis = await openRedisTool(config);
+    try {
+      records = await new RedisAppStore(redis.command, config.engine.redisPrefix).list();
+    } finally {
+      await redis.close();
+    }
+  } else {
+    const { existsSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { openSqliteStore, STATE_FILE } = await import('../store/sqlite-store.ts');
+    if (!existsSync(join(stateDir, STATE_FILE))) return [];
+    const { SqliteAppStore } = await import('../apps/sqlite-app-store.ts');
+    const store = openSqliteStore({ stateDir, claim: false, busyTimeoutMs: TOOL_BUSY_TIMEOUT_MS });
+    try {
+      records = await new SqliteAppStore(store.db).list();
+    } finally {
+      store.close();
+    }
+  }
+  const configIds = new Set(config?.apps.list.map((app) => app.id) ?? []);
+  return records
+    .filter((record) => !configIds.has(record.id))
+    .flatMap((record) =>
+      record.webhooks.map((hook, i) => ({
+        name: appEndpointGroup(record.id) + i,
+        format: 'pusher' as const,
+        url: hook.url,
+        events: hook.events,
+        app: record.id,
+        ...(hook.channelPrefix === undefined ? {} : { filter: `channelPrefix=${hook.channelPrefix}` }),
+      })),
+    );
 }
 
 /** The config's endpoints, as the server names them (apps' as in pusher/pusher-webhooks.ts). */

@@ -35,9 +35,10 @@ import { MemoryOutbox } from '../webhooks/outbox.ts';
 import { SqliteOutbox } from '../webhooks/sqlite-outbox.ts';
 import { SqliteJournal } from '../webhooks/journal.ts';
 import { createWebhooks, resolveEndpoints, type Webhooks } from '../webhooks/webhooks.ts';
-import { webhooksConfigured } from '../webhooks/events.ts';
 import { resolveApps } from '../apps/apps.ts';
-import { allAppEndpoints } from '../pusher/pusher-webhooks.ts';
+import { MemoryAppStore, type AppStore } from '../apps/app-store.ts';
+import { StoreAppRegistry } from '../apps/store-app-registry.ts';
+import { allAppEndpoints, appEndpointGroup, appEndpoints, followApps } from '../pusher/pusher-webhooks.ts';
 import { version } from '../app/version.ts';
 
 /** How often the primary looks for API key changes in its state file (workers have them within this plus an IPC message). */
@@ -126,12 +127,18 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
   // Webhooks: the primary owns the outbox (the state file on sqlite) and decides the transitions for every worker.
   let webhooks: Webhooks | undefined;
   let metricsRegistry: Registry | undefined;
+  // The apps' store (workers reach it over IPC): its apps' webhooks are the primary's to send.
+  const appStore: AppStore = (hubState as { appStore?: AppStore }).appStore ?? new MemoryAppStore();
+  let storeApps: StoreAppRegistry | undefined;
+  let closed = false;
   // On the redis engine each worker is a Redis node: the workers share the outbox and the transitions in Redis.
-  if (webhooksConfigured(config) && config.engine.type !== 'redis') {
+  // Otherwise the dispatcher runs even without endpoints: apps made from the console or `herald apps` may bring some.
+  if (config.engine.type !== 'redis') {
     const problems: string[] = [];
     // The cluster's composition root reads the environment: endpoint and app secrets may live there (secretEnv).
     // The apps' Pusher webhooks (pusher/pusher-webhooks.ts) share the dispatcher and the outbox.
-    const endpoints = [...resolveEndpoints(config, process.env, problems), ...allAppEndpoints(resolveApps(config, process.env, problems))];
+    const configApps = resolveApps(config, process.env, problems);
+    const endpoints = [...resolveEndpoints(config, process.env, problems), ...allAppEndpoints(configApps)];
     if (problems.length > 0) {
       store?.close();
       throw new ConfigError(problems);
@@ -146,12 +153,30 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
       userAgent: `Herald/${version}`,
       onOutcome: webhookMetrics(metricsRegistry, outbox),
       journal: store === undefined ? undefined : new SqliteJournal(store.db),
+      endpointsMayChange: true,
     });
-    logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name) }, 'webhooks on (the primary sends them)');
+    const dispatcher = webhooks.dispatcher;
+    void StoreAppRegistry.open({
+      configApps,
+      store: appStore,
+      pollIntervalMs: config.apps.pollIntervalMs,
+      onError: (error) => logger.warn({ err: error }, 'apps not reloaded from the store (the apps read before stay in force)'),
+    }).then(
+      (registry) => {
+        if (closed) return void registry.close();
+        storeApps = registry;
+        for (const app of registry.list()) if (app.source === 'store') dispatcher.replaceEndpoints(appEndpointGroup(app.id), appEndpoints(app));
+        followApps(registry, dispatcher);
+        registry.watch();
+      },
+      (error: unknown) => logger.error({ err: error }, 'stored apps not read: their webhooks are not sent until a restart'),
+    );
+    if (endpoints.length > 0) logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name) }, 'webhooks on (the primary sends them)');
   }
   const hub = new PrimaryHub({
     revocationRetentionMs: config.auth.revocationRetentionMs,
     ...hubState,
+    appStore,
     ...(webhooks === undefined ? {} : { webhooks: { tracker: webhooks.tracker, emit: (event) => webhooks.dispatcher.emit(event) } }),
   });
   engineHealth = (healthy, reason) => hub.setEngineHealth(healthy, reason);
@@ -181,6 +206,8 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
       await supervisor.shutdown();
       clearInterval(keyPoll);
       await hub.close();
+      closed = true;
+      await storeApps?.close();
       await webhooks?.close();
       store?.close();
       if (pidFile !== undefined) removePidFile(pidFile);

@@ -29,7 +29,7 @@ import type { Pipe } from './pipe.ts';
 import { ADMIN_STORE_METHODS, type AdminStore } from '../console/admin-store.ts';
 import { APP_STORE_METHODS, type AppStore } from '../apps/app-store.ts';
 import type { NodeEvents } from '../core/node-events.ts';
-import { namespaceOf, newEvent, webhooksConfigured, type WebhookEventName } from '../webhooks/events.ts';
+import { namespaceOf, newEvent, type WebhookEventName } from '../webhooks/events.ts';
 
 export type PrimaryPipe = Pipe<PrimaryMessage, WorkerMessage>;
 
@@ -436,8 +436,9 @@ export function createWorkerEngine(options: WorkerEngineOptions): WorkerEngine {
     control,
     revocations,
     sessionRouter: sessions,
-    webhookEvents: webhooksConfigured(config) ? workerWebhookEvents(pipe, config) : undefined,
-    webhookEmit: webhooksConfigured(config) ? (event) => pipe.send({ type: 'webhook', event }) : undefined,
+    webhookEvents: config.webhooks.endpoints.length === 0 ? undefined : workerWebhookEvents(pipe, config),
+    // Apps (of the config or the store) may have webhooks: the primary's dispatcher takes the Pusher socket's events.
+    webhookEmit: (event) => pipe.send({ type: 'webhook', event }),
     apiKeys: apiKeys === null ? undefined : { current: () => apiKeys ?? [] },
     adminStore: clusterAdminStore(link),
     appStore: clusterAppStore(link),

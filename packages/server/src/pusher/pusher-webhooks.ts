@@ -19,6 +19,7 @@
  */
 import { createHmac } from 'node:crypto';
 import { appChannel, localChannel, type App, type AppRegistry } from '../apps/apps.ts';
+import type { Node } from '../core/node.ts';
 import type { WebhookEndpoint, WebhookFormat } from '../webhooks/dispatcher.ts';
 import { newEvent, type WebhookEvent, type WebhookEventName } from '../webhooks/events.ts';
 import type { PusherEventSink } from './pusher-events.ts';
@@ -87,7 +88,8 @@ export function pusherFormat(app: App, channelPrefix: string | undefined): Webho
     takes(internal) {
       if (internal === undefined) return false;
       const channel = localChannel(app, internal);
-      return channel !== undefined && (channelPrefix === undefined || channel.startsWith(channelPrefix));
+      // `#server-to-user-…` and `#online-…` are the endpoint's own channels (sign-in, watchlist): no webhooks, as Pusher.
+      return channel !== undefined && !channel.startsWith('#') && (channelPrefix === undefined || channel.startsWith(channelPrefix));
     },
     body(stored, timeMs) {
       const events: Record<string, unknown>[] = [];
@@ -136,4 +138,48 @@ export class PusherWebhookSink implements PusherEventSink {
     if (channel.startsWith('presence-') || !wanted(app, 'subscription_count', channel)) return;
     this.#emit(newEvent('subscription_count', this.#now(), { channel: appChannel(app, channel), count }));
   }
+}
+
+/** How often subscription counts are compared (watchSubscriptionCounts). */
+export const SUBSCRIPTION_COUNT_INTERVAL_MS = 1000;
+
+/**
+ * subscription_count webhooks: every `intervalMs`, while an app's webhook
+ * takes them, this node's subscriber count of each channel (Pusher and
+ * native subscribers) is compared with the last look; for each channel
+ * whose count changed here, one event carries the channel's count across
+ * nodes (`node.channels`: other nodes as of their last snapshot). So at
+ * most one event per channel per interval per node, none for presence
+ * channels (as Pusher) or server-to-user channels; a change seen by two
+ * nodes in one interval is reported by both.
+ */
+export function watchSubscriptionCounts(node: Node, apps: AppRegistry, sink: PusherWebhookSink, intervalMs = SUBSCRIPTION_COUNT_INTERVAL_MS): { close(): void } {
+  let last = new Map<string, number>();
+  const appOf = (internal: string): App | undefined => {
+    if (internal.charCodeAt(0) !== 126 /* ~ */) return apps.list().find((app) => app.channelPrefix === '');
+    const end = internal.indexOf('~', 1);
+    return end < 0 ? undefined : apps.byId(internal.slice(1, end));
+  };
+  const look = (): void => {
+    if (!apps.list().some((app) => app.webhooks.some((hook) => hook.events.has('subscription_count')))) {
+      last = new Map();
+      return;
+    }
+    const now = node.hub.channels();
+    const changed: string[] = [];
+    for (const [channel, count] of now) if (last.get(channel) !== count) changed.push(channel);
+    for (const channel of last.keys()) if (!now.has(channel)) changed.push(channel);
+    last = now;
+    if (changed.length === 0) return;
+    const counts = node.channels('');
+    for (const internal of changed) {
+      const app = appOf(internal);
+      const channel = app === undefined ? undefined : localChannel(app, internal);
+      if (app === undefined || channel === undefined || channel.startsWith('#') || channel.startsWith('|')) continue;
+      sink.subscriptionCount(app, channel, counts[internal]?.num_clients ?? 0);
+    }
+  };
+  const timer = setInterval(look, intervalMs);
+  timer.unref();
+  return { close: () => clearInterval(timer) };
 }

@@ -5,7 +5,6 @@
  * happened. The JSON shape is documented in docs/hooks.md ("Webhooks").
  */
 import { randomUUID } from 'node:crypto';
-import type { Config } from '../config/schema.ts';
 
 export const WEBHOOK_EVENT_NAMES = [
   'channel_occupied',
@@ -60,7 +59,3 @@ export function namespaceOf(channel: string): string {
   return colon < 0 ? '' : channel.slice(0, colon);
 }
 
-/** Whether the config names any webhook target: Herald endpoints, or an app's Pusher webhooks (docs/pusher.md). */
-export function webhooksConfigured(config: Config): boolean {
-  return config.webhooks.endpoints.length > 0 || config.apps.list.some((app) => app.webhooks.length > 0);
-}

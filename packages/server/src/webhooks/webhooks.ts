@@ -97,6 +97,8 @@ export interface WebhooksOptions {
   readonly journal?: TransitionJournal | undefined;
   /** The redis engine: transitions are decided in Redis, shared by every node. */
   readonly shared?: SharedTransitionsOptions | undefined;
+  /** Endpoints may be added while the server runs (apps' webhooks): transitions are followed even when no endpoint takes them yet. */
+  readonly endpointsMayChange?: boolean | undefined;
 }
 
 export function createWebhooks(options: WebhooksOptions): Webhooks {
@@ -192,7 +194,7 @@ export function createWebhooks(options: WebhooksOptions): Webhooks {
   };
   const shared = options.shared;
   const redis =
-    shared === undefined || !(wantsChannels || wantsMembers)
+    shared === undefined || !(wantsChannels || wantsMembers || options.endpointsMayChange === true)
       ? undefined
       : new RedisTransitions({
           ...shared,

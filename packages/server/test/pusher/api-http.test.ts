@@ -8,25 +8,25 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
-import type { TestHerald } from '../helpers/herald.ts';
 import { openSse, sseUrl, type SseStream } from '../helpers/rt-clients.ts';
-import { apiApp, rawRequest, sdk, sdkFailure, signedRequest, startApiHerald } from '../helpers/pusher-api.ts';
+import { rawRequest, sdkFailure, signedQuery, signedRequest } from '../helpers/pusher-api.ts';
+import { serverSdk, startPusherHerald, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
 import { call } from '../helpers/internal-http.ts';
 
 let counter = 0;
 const unique = (prefix: string): string => `${prefix}-${++counter}-${randomBytes(3).toString('hex')}`;
 
 describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
-  let h: TestHerald;
-  const main = apiApp('main');
-  const other = apiApp('other');
-  const off = apiApp('off', { enabled: false });
-  const tight = apiApp('tight', { limits: { apiRequestsPerSecond: 3, maxEventChannelsAtOnce: 2, maxEventBatchSize: 2, maxEventPayloadBytes: 100 } });
+  let h: PusherHerald;
+  const main = testApp('main');
+  const other = testApp('other');
+  const off = testApp('off', { enabled: false });
+  const tight = testApp('tight', { limits: { apiRequestsPerSecond: 3, maxEventChannelsAtOnce: 2, maxEventBatchSize: 2, maxEventPayloadBytes: 100 } });
   const streams: SseStream[] = [];
 
   before(async () => {
     // Presence in the default namespace: native subscribers of presence-* are members the API counts.
-    h = await startApiHerald([main, other, off, tight], { channels: { defaults: { presence: true } } });
+    h = await startPusherHerald([main, other, off, tight], { channels: { defaults: { presence: true } } });
   });
   after(async () => {
     for (const stream of streams) stream.abort();
@@ -45,7 +45,7 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
   test('trigger on the default app reaches a native subscriber as {"event","data"}', async () => {
     const channel = unique('orders');
     const stream = await subscriber('ann', channel);
-    const answer = await sdk(h, main).trigger(channel, 'order-placed', { id: 7 });
+    const answer = await serverSdk(h, main).trigger(channel, 'order-placed', { id: 7 });
     assert.equal(answer.status, 200);
     assert.deepEqual(await answer.json(), {});
     const publication = await stream.waitForFrame((f) => f['push'] === 'publication' && f['channel'] === channel);
@@ -58,7 +58,7 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
     const sa = await subscriber('bob', a);
     await subscriber('bob', b);
     await subscriber('cid', b);
-    const answer = await sdk(h, main).trigger([a, b], 'hello', 'plain text', { info: 'user_count,subscription_count' });
+    const answer = await serverSdk(h, main).trigger([a, b], 'hello', 'plain text', { info: 'user_count,subscription_count' });
     assert.deepEqual(await answer.json(), { channels: { [a]: { subscription_count: 1 }, [b]: { user_count: 2, subscription_count: 2 } } });
     const publication = await sa.waitForFrame((f) => f['push'] === 'publication' && f['channel'] === a);
     assert.deepEqual(publication['data'], { event: 'hello', data: 'plain text' });
@@ -68,7 +68,7 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
     const a = unique('batch-a');
     const b = unique('batch-b');
     const stream = await subscriber('dee', a, b);
-    const answer = await sdk(h, main).triggerBatch([
+    const answer = await serverSdk(h, main).triggerBatch([
       { channel: a, name: 'one', data: { n: 1 }, info: 'subscription_count' },
       { channel: b, name: 'two', data: 'second' },
     ]);
@@ -86,17 +86,17 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
     await subscriber('eve', plain);
     await subscriber('eve', presence);
     await subscriber('fay', presence);
-    const all = await (await sdk(h, main).get({ path: '/channels', params: { filter_by_prefix: prefix } })).json();
+    const all = await (await serverSdk(h, main).get({ path: '/channels', params: { filter_by_prefix: prefix } })).json();
     assert.deepEqual(all, { channels: { [plain]: {} } });
-    const counted = await (await sdk(h, main).get({ path: '/channels', params: { filter_by_prefix: prefix, info: 'subscription_count' } })).json();
+    const counted = await (await serverSdk(h, main).get({ path: '/channels', params: { filter_by_prefix: prefix, info: 'subscription_count' } })).json();
     assert.deepEqual(counted, { channels: { [plain]: { subscription_count: 1 } } });
-    const users = await (await sdk(h, main).get({ path: '/channels', params: { filter_by_prefix: 'presence-' + prefix, info: 'user_count' } })).json();
+    const users = await (await serverSdk(h, main).get({ path: '/channels', params: { filter_by_prefix: 'presence-' + prefix, info: 'user_count' } })).json();
     assert.deepEqual(users, { channels: { [presence]: { user_count: 2 } } });
     // The same names through another app: none of them are its channels.
-    const elsewhere = await (await sdk(h, other).get({ path: '/channels' })).json();
+    const elsewhere = await (await serverSdk(h, other).get({ path: '/channels' })).json();
     assert.deepEqual(elsewhere, { channels: {} });
     // user_count needs a presence- prefix, as Pusher.
-    const refused = await sdkFailure(sdk(h, main).get({ path: '/channels', params: { info: 'user_count' } }));
+    const refused = await sdkFailure(serverSdk(h, main).get({ path: '/channels', params: { info: 'user_count' } }));
     assert.equal(refused.status, 400);
     assert.match(refused.body, /presence/);
   });
@@ -108,7 +108,7 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
     await subscriber('gus', presence);
     await subscriber('hal', presence);
     await subscriber('gus', plain);
-    const api = sdk(h, main);
+    const api = serverSdk(h, main);
     assert.deepEqual(await (await api.get({ path: `/channels/${presence}`, params: { info: 'user_count,subscription_count' } })).json(), {
       occupied: true,
       user_count: 2,
@@ -120,11 +120,11 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
     assert.equal((await sdkFailure(api.get({ path: `/channels/${plain}/users` }))).status, 400, 'users of a non-presence channel');
     assert.equal((await sdkFailure(api.get({ path: `/channels/${plain}`, params: { info: 'user_count' } }))).status, 400, 'user_count of a non-presence channel');
     // Another app sees its own (empty) channel of that name.
-    assert.deepEqual(await (await sdk(h, other).get({ path: `/channels/${presence}/users` })).json(), { users: [] });
+    assert.deepEqual(await (await serverSdk(h, other).get({ path: `/channels/${presence}/users` })).json(), { users: [] });
   });
 
   test('terminateUserConnections answers {} (the endpoint closes the sockets: socket tests)', async () => {
-    const answer = await sdk(h, main).terminateUserConnections('user-1');
+    const answer = await serverSdk(h, main).terminateUserConnections('user-1');
     assert.equal(answer.status, 200);
     assert.deepEqual(await answer.json(), {});
   });
@@ -132,15 +132,15 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
   test('a trigger on another app never reaches the default app\'s subscribers of that name', async () => {
     const channel = unique('shared-name');
     const stream = await subscriber('ivy', channel);
-    await sdk(h, other).trigger(channel, 'elsewhere', 'x');
-    await sdk(h, main).trigger(channel, 'here', 'y');
+    await serverSdk(h, other).trigger(channel, 'elsewhere', 'x');
+    await serverSdk(h, main).trigger(channel, 'here', 'y');
     const publication = await stream.waitForFrame((f) => f['push'] === 'publication' && f['channel'] === channel);
     assert.deepEqual(publication['data'], { event: 'here', data: 'y' }, 'the first publication is the own app\'s');
   });
 
   test('Pusher\'s rules: names, reserved events, channel and batch counts, sizes', async () => {
-    const api = sdk(h, main);
-    const limited = sdk(h, tight);
+    const api = serverSdk(h, main);
+    const limited = serverSdk(h, tight);
     const bad = async (promise: Promise<unknown>, status: number, pattern: RegExp) => {
       const failure = await sdkFailure(promise);
       assert.equal(failure.status, status, failure.body);
@@ -188,6 +188,16 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
     assert.equal((await signedRequest(h, main, 'GET', '/apps/main/channels')).status, 200);
   });
 
+  test('content types: application/json with a charset is taken; another type is 415', async () => {
+    const body = JSON.stringify({ name: 'e', data: 'x', channel: unique('typed') });
+    const query = signedQuery(main, 'POST', '/apps/main/events', { body });
+    const charset = await rawRequest(h, 'POST', `/apps/main/events?${query}`, body, { 'content-type': 'application/json; charset=utf-8' });
+    assert.equal(charset.status, 200, charset.text);
+    const form = await rawRequest(h, 'POST', `/apps/main/events?${query}`, body, { 'content-type': 'application/x-www-form-urlencoded' });
+    assert.equal(form.status, 415, form.text);
+    assert.equal(form.headers.get('herald-error'), 'unsupported_media_type');
+  });
+
   test('a body over pusher.maxApiBodyBytes is 413 before anything is parsed', async () => {
     const body = JSON.stringify({ name: 'e', data: 'x'.repeat(1024 * 1024 + 10), channel: 'c' });
     const answer = await rawRequest(h, 'POST', '/apps/main/events?auth_key=x', body);
@@ -197,7 +207,7 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
   });
 
   test('metrics count requests by app, route and status', async () => {
-    await sdk(h, main).trigger(unique('metered'), 'e', 'x');
+    await serverSdk(h, main).trigger(unique('metered'), 'e', 'x');
     const metrics = await call(h.server.adminPort, 'GET', '/metrics');
     assert.match(String(metrics.body), /herald_pusher_api_requests_total\{app="main",route="events",status="200"\} \d+/);
     assert.match(String(metrics.body), /herald_pusher_api_requests_total\{app="off",route="channels",status="403"\} 1/);
@@ -206,7 +216,7 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
 });
 
 /** POST /events through the SDK with any body (its types say string; it sends JSON.stringify(body)). */
-function postEvent(api: ReturnType<typeof sdk>, body: Record<string, unknown>): Promise<unknown> {
+function postEvent(api: ReturnType<typeof serverSdk>, body: Record<string, unknown>): Promise<unknown> {
   return api.post({ path: '/events', body: body as unknown as string });
 }
 

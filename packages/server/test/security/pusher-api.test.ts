@@ -12,10 +12,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, createHmac, randomBytes } from 'node:crypto';
-import type { TestHerald } from '../helpers/herald.ts';
 import { openSse, sseUrl, type SseStream } from '../helpers/rt-clients.ts';
 import { sleep } from '../helpers/rt-util.ts';
-import { apiApp, rawRequest, signedQuery, startApiHerald, type ApiApp, type RawAnswer } from '../helpers/pusher-api.ts';
+import { rawRequest, signedQuery, type RawAnswer } from '../helpers/pusher-api.ts';
+import { startPusherHerald, testApp, type PusherHerald, type TestApp } from '../helpers/pusher-socket.ts';
 
 const WINDOW = 60;
 
@@ -37,7 +37,7 @@ interface Request {
 }
 
 /** The auth params of `app` for a request (body_md5 with a body), `timestamp` now unless given. */
-function authParams(app: ApiApp, body?: string, timestamp = now()): Record<string, string> {
+function authParams(app: TestApp, body?: string, timestamp = now()): Record<string, string> {
   const params: Record<string, string> = { auth_key: app.key, auth_timestamp: String(timestamp), auth_version: '1.0' };
   if (body !== undefined) params['body_md5'] = md5(body);
   return params;
@@ -50,15 +50,15 @@ function query(params: Record<string, string>): string {
 }
 
 describe('SECURITY-TESTS 41: Pusher HTTP API request signing', { timeout: 60000 }, () => {
-  let h: TestHerald;
-  const main = apiApp('main');
-  const other = apiApp('other');
+  let h: PusherHerald;
+  const main = testApp('main');
+  const other = testApp('other');
   let stream: SseStream;
   const channel = `guarded-${randomBytes(3).toString('hex')}`;
   const answers: RawAnswer[] = [];
 
   before(async () => {
-    h = await startApiHerald([main, other], { pusher: { authTimestampWindowSeconds: WINDOW } });
+    h = await startPusherHerald([main, other], { pusher: { authTimestampWindowSeconds: WINDOW } });
     stream = await openSse(sseUrl(h.url, { channels: [channel] }), { authorization: `Bearer ${await h.token('watcher')}` });
     await stream.waitForFrame((f) => f['push'] === 'subscribed');
   });
