@@ -99,6 +99,12 @@ for (const engine of ['memory', 'sqlite']) {
         await node.removeMember(internal, { client: '1.1', user: 'u1' }, true, true);
         await node.removeMember(internal, { client: '1.2', user: 'u1' }, true, true);
         await node.hub.removeTap(internal, t);
+        // The Pusher endpoint's own channels (server-to-user, watchlist) are in no webhook.
+        for (const own of ['#server-to-user-u1', '#online-u1', channelPrefixOf(b.id) + '#server-to-user-u1']) {
+          const ownTap = tap();
+          await node.hub.addTap(own, ownTap);
+          await node.hub.removeTap(own, ownTap);
+        }
 
         const aEvents = await eventually(async () => (ra.events().length >= 6 ? ra.events() : undefined), 'six events at a');
         assert.deepEqual(summary(aEvents), [
@@ -137,7 +143,7 @@ for (const engine of ['memory', 'sqlite']) {
         assert.ok(ra.events().every((e) => e.channel === 'chat:room'));
         assert.ok(rb.events().every((e) => e.channel === 'presence-room'));
         await eventually(async () => (herald.events().length >= 6 ? true : undefined), 'the Herald-format endpoint\'s events');
-        assert.ok(herald.events().every((e) => e.channel === 'chat:room'), 'no other app\'s channel in Herald\'s webhooks');
+        assert.ok(herald.events().every((e) => e.channel === 'chat:room'), 'no other app\'s channel, no # channel in Herald\'s webhooks');
         for (const c of [alice1, alice2, bob]) await c.close();
       } finally {
         await h?.close();
