@@ -27,6 +27,7 @@ import { initCommand } from './init.ts';
 import { benchCommand } from './bench-command.ts';
 import { adminCommands, ADMIN_ACTIONS } from './admin-command.ts';
 import { webhookCommands, WEBHOOK_ACTIONS } from './webhooks-command.ts';
+import { appsCommands, APPS_ACTIONS } from './apps-command.ts';
 import { decideConsole } from '../console/console-config.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
@@ -266,6 +267,7 @@ Options:
   },
   ...apiCommands,
   ...adminCommands((values) => checked(resolveConfig({ config: values['config'] }, 'read').validated)),
+  ...appsCommands((values) => checked(resolveConfig({ config: values['config'] }, 'read').validated)),
   ...webhookCommands((values) => {
     const stateDirFlag = values['state-dir'] as string | undefined;
     const config = stateDirFlag !== undefined && values['config'] === undefined ? undefined : checked(resolveConfig(values, 'read').validated);
@@ -279,7 +281,7 @@ Usage: herald COMMAND [options]
 
 Commands:
 ${Object.entries(commands)
-  .filter(([name]) => !name.startsWith('keys ') && !name.startsWith('admin ') && !name.startsWith('webhooks '))
+  .filter(([name]) => !name.startsWith('keys ') && !name.startsWith('admin ') && !name.startsWith('webhooks ') && !name.startsWith('apps '))
   .map(([name, command]) => `  ${name.padEnd(14)}${command.summary}`)
   .join('\n')}
 
@@ -717,6 +719,17 @@ async function main(): Promise<void> {
     }
     if (!(ADMIN_ACTIONS as readonly string[]).includes(action)) fail(`herald admin: expected ${ADMIN_ACTIONS.join(', ')}, not "${action}" (herald admin --help)`);
     name = `admin ${action}`;
+    rest = rest.slice(1);
+  }
+  if (name === 'apps') {
+    const action = rest[0];
+    if (action === undefined || action === '--help' || action === '-h') {
+      if (action === undefined) fail(`herald apps: expected ${APPS_ACTIONS.join(', ')}\n\n${commands['apps']!.help}`);
+      process.stdout.write(commands['apps']!.help + '\n');
+      return;
+    }
+    if (!(APPS_ACTIONS as readonly string[]).includes(action)) fail(`herald apps: expected ${APPS_ACTIONS.join(', ')}, not "${action}" (herald apps --help)`);
+    name = `apps ${action}`;
     rest = rest.slice(1);
   }
   if (name === 'webhooks') {

@@ -74,7 +74,17 @@ interface Route {
   readonly security: readonly string[];
   /** `security` then `vary: Origin`: the headers of a request without `Origin` outside a drain. */
   readonly plain: readonly string[];
+  /**
+   * The headers of a request from an allowed `Origin` outside a drain, by
+   * origin (at most ALLOWED_HEADS of them; an origin may be any host a
+   * client names, when it is the request's own): one list per origin, so
+   * that what is made once per list (a 200 answer's head, an SSE stream's
+   * head) is made once per origin.
+   */
+  readonly allowed: Map<string, readonly string[]>;
 }
+
+const ALLOWED_HEADS = 256;
 
 type RequestListener = (request: IncomingMessage, response: ServerResponse) => void;
 
@@ -99,7 +109,7 @@ export class Front {
     const security = Object.entries(isApiPath(path) ? (apiSecurityHeaders ?? securityHeaders) : securityHeaders).flat();
     let paths = this.#routes.get(method);
     if (paths === undefined) this.#routes.set(method, (paths = new Map()));
-    paths.set(path, { handler, accepts, security, plain: [...security, 'vary', 'Origin'] });
+    paths.set(path, { handler, accepts, security, plain: [...security, 'vary', 'Origin'], allowed: new Map() });
   }
 
   /** Puts the front before `app`'s request listener (fastify's). */
@@ -161,15 +171,20 @@ export class Front {
     const origin = request.headers.origin;
     const draining = this.#options.draining();
     if (origin === undefined && !draining) return route.plain;
+    const verdict = this.#options.origins.check(origin, request.headers.host);
+    const cached = verdict === 'allowed' && !draining ? route.allowed.get(origin as string) : undefined;
+    if (cached !== undefined) return cached;
     const headers = [...route.security];
     if (draining) headers.push('connection', 'close');
-    const verdict = this.#options.origins.check(origin, request.headers.host);
     if (verdict === 'refused') {
       answerError(response, headers, 'origin_not_allowed');
       return undefined;
     }
     headers.push('vary', 'Origin');
-    if (verdict === 'allowed') headers.push('access-control-allow-origin', origin as string, 'access-control-allow-credentials', 'true');
+    if (verdict === 'allowed') {
+      headers.push('access-control-allow-origin', origin as string, 'access-control-allow-credentials', 'true');
+      if (!draining && route.allowed.size < ALLOWED_HEADS) route.allowed.set(origin as string, headers);
+    }
     return headers;
   }
 

@@ -11,8 +11,8 @@
  * Channels: one ChannelTap per internal channel stands for every Pusher
  * connection subscribed to it on this node (pusher-channels.ts).
  * Liveness: a connection quiet for `pusher.activityTimeoutSeconds` gets a
- * `pusher:ping`; without an answer within PONG_TIMEOUT_MS it is closed with
- * 4201. Shutdown: `drain` sends 4200 (reconnect at once, to another node)
+ * `pusher:ping`; without an answer within PONG_TIMEOUT_MS (30 s, or the
+ * activity timeout when shorter) it is closed with 4201. Shutdown: `drain` sends 4200 (reconnect at once, to another node)
  * before the node drains.
  */
 import { randomInt } from 'node:crypto';
@@ -36,7 +36,7 @@ import { pusherDelivery } from './pusher-publication.ts';
 import { PusherUsers } from './pusher-users.ts';
 import { createWatchlists } from './watchlist.ts';
 
-/** How long a client has to answer the server's pusher:ping (Pusher's pong timeout). */
+/** How long a client has to answer the server's pusher:ping (Pusher's pong timeout), at most the activity timeout. */
 export const PONG_TIMEOUT_MS = 30000;
 
 /** How often connections are checked for activity. */
@@ -95,6 +95,7 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
   const holds = new WeakMap<PusherChannel, number>();
   const defaultOptions: NamespaceConfig = node.rules.namespaceOptions('')!;
   const activityTimeoutMs = config.pusher.activityTimeoutSeconds * 1000;
+  const pongTimeoutMs = Math.min(PONG_TIMEOUT_MS, activityTimeoutMs);
   const places = new WeakMap<PusherSocket, Place>();
   let draining = false;
 
@@ -198,7 +199,7 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
     for (const socket of sockets) {
       if (socket.closing) continue;
       if (socket.pingSentAt !== 0) {
-        if (now - socket.pingSentAt > PONG_TIMEOUT_MS) socket.fail('pong_timeout');
+        if (now - socket.pingSentAt > pongTimeoutMs) socket.fail('pong_timeout');
       } else if (now - socket.lastActivity > activityTimeoutMs) {
         socket.pingSentAt = now;
         socket.sendText('{"event":"pusher:ping","data":"{}"}');

@@ -88,7 +88,8 @@ export function pusherFormat(app: App, channelPrefix: string | undefined): Webho
     takes(internal) {
       if (internal === undefined) return false;
       const channel = localChannel(app, internal);
-      return channel !== undefined && (channelPrefix === undefined || channel.startsWith(channelPrefix));
+      // `#server-to-user-…` and `#online-…` are the endpoint's own channels (sign-in, watchlist): no webhooks, as Pusher.
+      return channel !== undefined && !channel.startsWith('#') && (channelPrefix === undefined || channel.startsWith(channelPrefix));
     },
     body(stored, timeMs) {
       const events: Record<string, unknown>[] = [];

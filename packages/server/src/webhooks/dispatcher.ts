@@ -75,7 +75,8 @@ export interface DispatcherOptions {
 }
 
 interface EndpointState {
-  readonly endpoint: WebhookEndpoint;
+  /** Replaced when the endpoint changes (replaceEndpoints); a batch in flight keeps the one it started with. */
+  endpoint: WebhookEndpoint;
   timer: NodeJS.Timeout | undefined;
   inFlight: AbortController | undefined;
   /** Asked for while a flush ran: look again right after it. */
@@ -130,20 +131,27 @@ export class WebhookDispatcher {
 
   /**
    * Replaces the endpoints whose names start with `group` (an app's, when
-   * the app changed): new ones start, gone ones stop (their pending entries
-   * stay in the outbox, as for an endpoint a newer config no longer names).
+   * the app changed): a kept name takes its new definition from its next
+   * batch on (the one in flight finishes as it started), new ones start,
+   * gone ones stop (their pending entries stay in the outbox, as for an
+   * endpoint a newer config no longer names).
    */
   replaceEndpoints(group: string, endpoints: readonly WebhookEndpoint[]): void {
+    const next = new Map(endpoints.filter((endpoint) => endpoint.name.startsWith(group)).map((endpoint) => [endpoint.name, endpoint]));
     for (const [name, state] of this.#states) {
-      if (!name.startsWith(group)) continue;
+      if (!name.startsWith(group) || next.has(name)) continue;
       clearTimeout(state.timer);
       state.inFlight?.abort();
       this.#states.delete(name);
     }
-    for (const endpoint of endpoints) {
-      if (!endpoint.name.startsWith(group)) continue;
-      this.#states.set(endpoint.name, { endpoint, timer: undefined, inFlight: undefined, again: false });
-      this.#schedule(endpoint.name, 0);
+    for (const [name, endpoint] of next) {
+      const state = this.#states.get(name);
+      if (state !== undefined) {
+        state.endpoint = endpoint;
+        continue;
+      }
+      this.#states.set(name, { endpoint, timer: undefined, inFlight: undefined, again: false });
+      this.#schedule(name, 0);
     }
   }
 
@@ -358,9 +366,18 @@ export class WebhookDispatcher {
   }
 }
 
-/** Whether the endpoint takes an event of this name and (internal) channel. */
+/**
+ * Whether the endpoint takes an event of this name and (internal) channel.
+ * Herald's endpoints take the channels of the native protocol's space only:
+ * another app's (`~{id}~…`, apps/apps.ts) go to that app's own webhooks, and
+ * their server-internal names never leave the server; `#…` channels are the
+ * Pusher endpoint's own (server-to-user, watchlist), outside both grammars.
+ */
 function takes(endpoint: WebhookEndpoint, name: WebhookEventName, channel: string | undefined): boolean {
   if (!endpoint.events.has(name)) return false;
   if (endpoint.format !== undefined) return endpoint.format.takes(channel);
-  return channel === undefined || endpoint.namespaces === undefined || endpoint.namespaces.has(namespaceOf(channel));
+  if (channel === undefined) return true;
+  const first = channel.charCodeAt(0);
+  if (first === 126 /* ~ */ || first === 35 /* # */) return false;
+  return endpoint.namespaces === undefined || endpoint.namespaces.has(namespaceOf(channel));
 }

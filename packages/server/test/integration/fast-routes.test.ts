@@ -71,6 +71,23 @@ describe('routes served in front of fastify', { timeout: 60000 }, () => {
     assert.equal(refused.headers.get('x-frame-options'), 'DENY');
   });
 
+  test('an allowed origin is judged on every request: its own host is allowed for that host only, however often it came', async () => {
+    // The front keeps one header list per allowed origin: the verdict must still be taken per request.
+    const own = new URL(h.url).origin;
+    const body = Buffer.from(JSON.stringify({ channels: ['public:fast'] }));
+    for (let i = 0; i < 3; i++) {
+      const same = await postRaw(`${h.url}/connection/poll/open`, { origin: own }, body);
+      assert.equal(same.status, 200, same.text);
+      assert.equal(same.headers.get('access-control-allow-origin'), own);
+      const elsewhere = await postRaw(`${h.url}/connection/poll/open`, { origin: own, host: 'other.example' }, body);
+      assert.equal(elsewhere.status, 403, elsewhere.text);
+      assert.equal(elsewhere.headers.get('access-control-allow-origin'), null);
+      const listed = await postRaw(`${h.url}/connection/poll/open`, { origin: ORIGIN, host: 'other.example' }, body);
+      assert.equal(listed.status, 200, listed.text);
+      assert.equal(listed.headers.get('access-control-allow-origin'), ORIGIN);
+    }
+  });
+
   test('HEAD /connection/sse is answered as fastify answers another method: no stream, no session', async () => {
     const connections = async (): Promise<number> => ((await h.api('info', {})).body as { nodes: { connections: number }[] }).nodes[0]!.connections;
     const before = await connections();

@@ -247,3 +247,30 @@ describe('pusher socket: drain', { timeout: 30000 }, () => {
     await closing;
   });
 });
+
+describe('pusher socket: activity timeout', { timeout: 90000 }, () => {
+  test('a quiet connection gets pusher:ping; one that does not answer is closed with 4201, one that answers (pusher-js) stays', async () => {
+    const app = testApp('quiet');
+    const h = await startPusherHerald([app], { pusher: { activityTimeoutSeconds: 10 } });
+    const silent = new RawPusher(h.appUrl(app.key));
+    try {
+      const established = await silent.event('pusher:connection_established');
+      assert.equal(established.data.activity_timeout, 10);
+      const lively = pusherClient(h, app.key);
+      const livelyId = await connected(lively);
+      // The server pings after 10 s of silence (checked every 5 s); the silent client does not answer.
+      const ping = await silent.event('pusher:ping', 30000);
+      assert.equal(ping.event, 'pusher:ping');
+      const closed = await silent.closed;
+      assert.equal(closed.code, 4201);
+      assert.equal(silent.frames.find((f) => f.event === 'pusher:error')?.data.code, 4201);
+      // pusher-js answered its pings (or pinged first) and is still connected on the same socket.
+      assert.equal(lively.connection.state, 'connected');
+      assert.equal(lively.connection.socket_id, livelyId);
+    } finally {
+      silent.close();
+      disconnectAll();
+      await h.close();
+    }
+  });
+});

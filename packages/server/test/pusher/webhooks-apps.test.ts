@@ -114,6 +114,11 @@ describe('Pusher webhooks of apps made while the server runs', () => {
       const request = fresh.webhook({ headers: after[0]!.headers as Record<string, string>, rawBody: after[0]!.rawBody });
       assert.equal(request.isValid(), true);
       assert.deepEqual(summary(request.getEvents() as never), ['channel_vacated room']);
+      // A receiver given both secrets during the rotation verifies requests signed with either.
+      const rotating = receiver.pusher.webhook({ headers: after[0]!.headers as Record<string, string>, rawBody: after[0]!.rawBody });
+      assert.equal(rotating.isValid([{ key: 'shop-key', secret: rotated }]), true);
+      const old = receiver.accepted[0]!;
+      assert.equal(fresh.webhook({ headers: old.headers as Record<string, string>, rawBody: old.rawBody }).isValid([{ key: 'shop-key', secret: stored.secret }]), true);
     } finally {
       await server?.close();
       await receiver.close();

@@ -18,6 +18,8 @@ import { connectWs, eventually } from '../helpers/herald-ws.ts';
 import { PusherWebhookReceiver } from '../helpers/pusher-webhook-receiver.ts';
 import { channelPrefixOf } from '../../src/apps/apps.ts';
 import type { ChannelTap } from '../../src/core/hub.ts';
+import { WebhookReceiver } from '../helpers/webhook-receiver.ts';
+import { createServer, type Server } from 'node:http';
 
 const dir = mkdtempSync(join(tmpdir(), 'herald-pusher-webhooks-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -65,9 +67,18 @@ for (const engine of ['memory', 'sqlite']) {
       const b = testApp('b');
       const ra = await PusherWebhookReceiver.start(a);
       const rb = await PusherWebhookReceiver.start(b);
+      // Herald's own format beside them: the native channels only, never app b's internal names.
+      const heraldKey = { id: 'k1', secret: randomBytes(32).toString('base64url') };
+      const heraldKeyFile = join(dir, `herald-${randomBytes(4).toString('hex')}`);
+      writeFileSync(heraldKeyFile, heraldKey.secret, { mode: 0o600 });
+      const herald = await WebhookReceiver.start([heraldKey]);
       let h: TestHerald | undefined;
       try {
-        h = await startHerald(appsConfig([{ app: a, webhooks: [{ url: ra.url }] }, { app: b, webhooks: [{ url: rb.url }] }], engine));
+        h = await startHerald(
+          appsConfig([{ app: a, webhooks: [{ url: ra.url }] }, { app: b, webhooks: [{ url: rb.url }] }], engine, {
+            endpoints: [{ name: 'herald', url: herald.url, keys: [{ id: 'k1', secretFile: heraldKeyFile }], events: ['channel_occupied', 'channel_vacated', 'member_added', 'member_removed'] }],
+          }),
+        );
         // The default app's channels are the native protocol's: native subscribers make them occupied.
         const alice1 = await connectWs(h, 'alice');
         await alice1.call('subscribe', { channel: 'chat:room' });
@@ -88,6 +99,12 @@ for (const engine of ['memory', 'sqlite']) {
         await node.removeMember(internal, { client: '1.1', user: 'u1' }, true, true);
         await node.removeMember(internal, { client: '1.2', user: 'u1' }, true, true);
         await node.hub.removeTap(internal, t);
+        // The Pusher endpoint's own channels (server-to-user, watchlist) are in no webhook.
+        for (const own of ['#server-to-user-u1', '#online-u1', channelPrefixOf(b.id) + '#server-to-user-u1']) {
+          const ownTap = tap();
+          await node.hub.addTap(own, ownTap);
+          await node.hub.removeTap(own, ownTap);
+        }
 
         const aEvents = await eventually(async () => (ra.events().length >= 6 ? ra.events() : undefined), 'six events at a');
         assert.deepEqual(summary(aEvents), [
@@ -125,11 +142,14 @@ for (const engine of ['memory', 'sqlite']) {
         await new Promise((resolve) => setTimeout(resolve, 300));
         assert.ok(ra.events().every((e) => e.channel === 'chat:room'));
         assert.ok(rb.events().every((e) => e.channel === 'presence-room'));
+        await eventually(async () => (herald.events().length >= 6 ? true : undefined), 'the Herald-format endpoint\'s events');
+        assert.ok(herald.events().every((e) => e.channel === 'chat:room'), 'no other app\'s channel, no # channel in Herald\'s webhooks');
         for (const c of [alice1, alice2, bob]) await c.close();
       } finally {
         await h?.close();
         await ra.close();
         await rb.close();
+        await herald.close();
       }
     });
 
@@ -164,3 +184,42 @@ for (const engine of ['memory', 'sqlite']) {
     });
   });
 }
+
+describe('Pusher webhooks: outbound safety (SECURITY-TESTS 39)', () => {
+  it('an app URL that redirects elsewhere is not followed: a dead letter; the app\'s other URL still gets its events', async () => {
+    const a = testApp('a');
+    const elsewhere: string[] = [];
+    const other: Server = createServer((req, res) => {
+      elsewhere.push(`${req.method} ${req.url}`);
+      res.writeHead(200).end();
+    });
+    await new Promise<void>((resolve) => other.listen(0, '127.0.0.2', resolve));
+    const redirecting: Server = createServer((req, res) => {
+      req.resume();
+      res.writeHead(307, { location: `http://127.0.0.2:${(other.address() as { port: number }).port}/steal` }).end();
+    });
+    await new Promise<void>((resolve) => redirecting.listen(0, '127.0.0.1', resolve));
+    const good = await PusherWebhookReceiver.start(a);
+    let h: TestHerald | undefined;
+    try {
+      h = await startHerald(appsConfig([{ app: a, webhooks: [{ url: `http://127.0.0.1:${(redirecting.address() as { port: number }).port}/hooks`, events: ['channel_occupied'] }, { url: good.url, events: ['channel_occupied'] }] }], 'memory'));
+      const c = await connectWs(h, 'dave');
+      await c.call('subscribe', { channel: 'public:r' });
+      await eventually(async () => (good.events().length === 1 ? true : undefined), 'the good URL\'s event');
+      const metrics = await eventually(async () => {
+        const text = await (await fetch(`http://127.0.0.1:${h!.server.adminPort}/metrics`)).text();
+        return text.includes('herald_webhook_events_total{endpoint="app:a:0",outcome="dead"} 1') ? text : undefined;
+      }, 'the redirected batch a dead letter');
+      assert.match(metrics, /herald_webhook_events_total\{endpoint="app:a:1",outcome="delivered"\} 1/);
+      assert.deepEqual(elsewhere, [], 'the redirect was not followed');
+      await c.close();
+    } finally {
+      await h?.close();
+      await good.close();
+      redirecting.closeAllConnections();
+      other.closeAllConnections();
+      await new Promise((resolve) => redirecting.close(resolve));
+      await new Promise((resolve) => other.close(resolve));
+    }
+  });
+});
