@@ -22,10 +22,13 @@ export function apiUrl(path: string, query?: Record<string, string | number | un
 export class ApiFailure extends Error {
   readonly status: number;
   readonly code: string;
-  constructor(status: number, code: string, message: string) {
+  /** What in the request was wrong, when the server said (the field and why). */
+  readonly detail: string | undefined;
+  constructor(status: number, code: string, message: string, detail?: string) {
     super(message);
     this.status = status;
     this.code = code;
+    this.detail = detail;
   }
 }
 
@@ -66,8 +69,8 @@ export async function call<T>(path: string, options: CallOptions = {}): Promise<
     parsed = undefined;
   }
   if (response.ok) return parsed as T;
-  const error = (parsed as { error?: { code?: string; message?: string } } | undefined)?.error;
-  const failure = new ApiFailure(response.status, error?.code ?? `http_${response.status}`, error?.message ?? response.statusText);
+  const error = (parsed as { error?: { code?: string; message?: string; detail?: unknown } } | undefined)?.error;
+  const failure = new ApiFailure(response.status, error?.code ?? `http_${response.status}`, error?.message ?? response.statusText, typeof error?.detail === 'string' ? error.detail : undefined);
   if (response.status === 401 && options.quiet401 !== true) sessionEnded('Your session has ended. Sign in again.');
   throw failure;
 }

@@ -9,6 +9,7 @@ import { useEffect, useState } from 'preact/hooks';
 import { call, describeFailure, lastActivity } from './api.ts';
 import { startOverviewStream, stopOverviewStream } from './overview-stream.ts';
 import { allows, loginNotice, route, session, type Session } from './state.ts';
+import { Apps } from './views/apps.tsx';
 import { Audit } from './views/audit.tsx';
 import { Channels } from './views/channels.tsx';
 import { Connections } from './views/connections.tsx';
@@ -25,6 +26,7 @@ const VIEWS = [
   { view: 'channels', title: 'Channels', component: Channels },
   { view: 'connections', title: 'Connections', component: Connections },
   { view: 'keys', title: 'API keys', component: Keys },
+  { view: 'apps', title: 'Apps', component: Apps },
   { view: 'audit', title: 'Audit log', component: Audit },
   { view: 'security', title: 'Security', component: Security },
   { view: 'passkeys', title: 'Passkeys', component: Passkeys },
@@ -104,7 +106,7 @@ export function App() {
         <span class="brand">Herald console</span>
         <nav aria-label="Views">
           <ul>
-            {VIEWS.filter((v) => (v.view !== 'keys' && v.view !== 'audit') || allows('owner')).map((v) => (
+            {VIEWS.filter((v) => (v.view !== 'keys' && v.view !== 'audit' && v.view !== 'apps') || allows('owner')).map((v) => (
               <li key={v.view}>
                 <a href={`#/${v.view}`} aria-current={v.view === route.value.view ? 'page' : undefined}>
                   {v.title}

@@ -67,12 +67,12 @@ export function ConfirmButton(props: { label: string; question: string; onConfir
 }
 
 /** A secret shown once: selectable, with a copy button, and the warning that it will not be shown again. */
-export function SecretOnce({ title, secret, keyName, onDone }: { title: string; secret: string; keyName?: string; onDone: () => void }) {
+export function SecretOnce({ title, secret, keyName, note, onDone }: { title: string; secret: string; keyName?: string; note?: string; onDone: () => void }) {
   const [copied, setCopied] = useState(false);
   return (
     <section class="secret" aria-labelledby="secret-title" data-key={keyName}>
       <h3 id="secret-title">{title}</h3>
-      <p>Copy it now: Herald keeps only its hash and will not show it again.</p>
+      <p>{note ?? 'Copy it now: Herald keeps only its hash and will not show it again.'}</p>
       <output class="secret-value" id="secret-value">{secret}</output>
       <div class="row">
         <button

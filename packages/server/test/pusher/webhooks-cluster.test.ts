@@ -18,6 +18,9 @@ import { HeraldProcess } from '../helpers/herald-process.ts';
 import { eventually } from '../helpers/herald-ws.ts';
 import { PusherWebhookReceiver } from '../helpers/pusher-webhook-receiver.ts';
 import { connected, disconnectAll, pusherClient, startAuthServer, subscribed, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
+import { openSqliteStore } from '../../src/store/sqlite-store.ts';
+import { SqliteAppStore } from '../../src/apps/sqlite-app-store.ts';
+import { buildConfig } from '../../src/config/load.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'herald-pusher-cluster-webhooks-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -124,6 +127,77 @@ describe('Pusher webhooks in cluster mode', () => {
       } finally {
         await auth.close();
       }
+    } finally {
+      disconnectAll();
+      await herald.stop();
+      await receiver.close();
+    }
+  });
+
+  it('an app created in the state file while the cluster runs (as `herald apps create` does): the primary sends its webhooks', async () => {
+    const app = testApp('shop');
+    const receiver = await PusherWebhookReceiver.start(app);
+    writeFileSync(join(dir, 'hmac2'), randomBytes(32).toString('base64url'), { mode: 0o600 });
+    const stateDir = join(dir, 'state-store-apps');
+    const config = join(dir, 'herald-store-apps.json');
+    writeFileSync(
+      config,
+      JSON.stringify({
+        auth: { hmacSecretFile: join(dir, 'hmac2') },
+        listen: { host: '127.0.0.1', port: 0 },
+        admin: { port: 0 },
+        stateDir,
+        log: { level: 'info' },
+        process: { allowRoot: true },
+        limits: { newConnectionsPerIpPerSecond: 100000 },
+        apps: { pollIntervalMs: 200 },
+        webhooks: { batchWindowMs: 20 },
+      }),
+    );
+    const herald = new HeraldProcess(['--config', config, '--workers', '2'], dir, { HERALD_API_KEY: randomBytes(24).toString('base64url') });
+    try {
+      const port = await herald.listeningPort();
+      const store = openSqliteStore({ stateDir, claim: false });
+      try {
+        const now = Date.now();
+        const limits = buildConfig({ apps: { list: [{ id: 'x', key: 'x', secretEnv: 'X' }] } }, { env: {} }).apps.list[0]!.limits;
+        const outcome = await new SqliteAppStore(store.db).create({
+          id: app.id,
+          key: app.key,
+          secret: app.secret,
+          name: 'Shop',
+          enabled: true,
+          clientEvents: false,
+          userAuthentication: true,
+          allowedOrigins: null,
+          limits,
+          webhooks: [{ url: receiver.url, events: ['channel_occupied', 'channel_vacated'] }],
+          createdAt: now,
+          updatedAt: now,
+        });
+        assert.equal(outcome, 'created');
+      } finally {
+        store.close();
+      }
+      // Every worker and the primary see it at their next look at the store.
+      await new Promise((resolve) => setTimeout(resolve, 1500));
+      const target = { server: { port } } as unknown as PusherHerald;
+      const clients = [];
+      for (let i = 0; i < 4; i++) {
+        const client = pusherClient(target, app.key);
+        await connected(client);
+        await subscribed(client, 'news');
+        clients.push(client);
+      }
+      await eventually(async () => (receiver.events().length >= 1 ? true : undefined), 'channel_occupied');
+      for (const client of clients) client.disconnect();
+      await eventually(async () => (receiver.events().length >= 2 ? true : undefined), 'channel_vacated');
+      await new Promise((resolve) => setTimeout(resolve, 500));
+      assert.deepEqual(
+        receiver.events().map((e) => `${e.name} ${e.channel}`),
+        ['channel_occupied news', 'channel_vacated news'],
+      );
+      assert.ok(receiver.requests.every((r) => r.valid));
     } finally {
       disconnectAll();
       await herald.stop();
