@@ -99,6 +99,8 @@ interface Result {
   clientCores: number;
   /** The load generator's event-loop delay p99 over that time, ms: how late it reads answers and sends polls. */
   clientLagP99ms: number;
+  /** Its longest event-loop delay, ms: a tail of seconds with a low p99 is one long stall of the load generator. */
+  clientLagMaxMs: number;
   /** Cores busy with other processes on the machine over that time (/proc/stat): the benchmark's own are not counted. */
   otherCores: number;
   /**
@@ -317,6 +319,7 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       seconds: elapsed,
       clientCores: (clientCpu.user + clientCpu.system) / 1e6 / elapsed,
       clientLagP99ms: lag.percentile(99) / 1e6,
+      clientLagMaxMs: lag.max / 1e6,
       otherCores: Math.max(0, machineBusy - cpuSeconds - (clientCpu.user + clientCpu.system) / 1e6) / elapsed,
       heldShare: heldCount / Math.max(1, delivered),
       heldP99ms: quantile(held, 0.99) / 1000,
@@ -342,7 +345,7 @@ for (const rate of rates) {
       const result = await run(target, rate, round);
       results.push(result);
       process.stderr.write(
-        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M (kernel ${((result.systemCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)}), p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms, server ${(result.cpuSeconds / result.seconds).toFixed(2)} cores, load generator ${result.clientCores.toFixed(2)} cores (loop delay p99 ${result.clientLagP99ms.toFixed(1)} ms), other load ${result.otherCores.toFixed(2)} cores; held ${(result.heldShare * 100).toFixed(0)} % p99 ${result.heldP99ms.toFixed(1)} ms, queued p99 ${result.queuedP99ms.toFixed(1)} ms (poll → answer ${result.turnaroundP99ms.toFixed(1)}, publication → poll ${result.betweenP99ms.toFixed(1)}); window ${result.window}${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
+        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M (kernel ${((result.systemCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)}), p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms, server ${(result.cpuSeconds / result.seconds).toFixed(2)} cores, load generator ${result.clientCores.toFixed(2)} cores (loop delay p99 ${result.clientLagP99ms.toFixed(1)} ms, max ${result.clientLagMaxMs.toFixed(0)} ms), other load ${result.otherCores.toFixed(2)} cores; held ${(result.heldShare * 100).toFixed(0)} % p99 ${result.heldP99ms.toFixed(1)} ms, queued p99 ${result.queuedP99ms.toFixed(1)} ms (poll → answer ${result.turnaroundP99ms.toFixed(1)}, publication → poll ${result.betweenP99ms.toFixed(1)}); window ${result.window}${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
       );
     }
   }

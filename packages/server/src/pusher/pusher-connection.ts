@@ -194,7 +194,7 @@ async function subscribe(socket: PusherSocket, body: unknown): Promise<void> {
   const tap = context.acquire(app, name, kind);
   try {
     await tap.ready;
-    if (member !== undefined && !tap.hasRoomFor(member.user)) {
+    if (member !== undefined && !tap.hasRoomFor(member.user, socket.app.limits.maxPresenceMembers)) {
       socket.channels.delete(name);
       context.release(tap);
       return socket.subscriptionError(name, 'presence_full');

@@ -25,6 +25,7 @@ import { eventually } from '../helpers/herald-ws.ts';
 import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
 import type { AdminStore } from '../../src/console/admin-store.ts';
 import { PasswordHasher } from '../../src/console/passwords.ts';
+import Pusher from 'pusher';
 
 const engines: Record<string, Record<string, unknown> | undefined> = {
   memory: { type: 'memory' },
@@ -60,6 +61,20 @@ async function signIn(h: TestHerald, store: AdminStore, name: string, role: 'own
   const login = await client.login(name);
   assert.equal(login.status, 200, login.text);
   return client;
+}
+
+/** The official server SDK for an app id, key and secret, against the test server. */
+function sdk(h: TestHerald, appId: string, key: string, secret: string): Pusher {
+  return new Pusher({ appId, key, secret, host: '127.0.0.1', port: String(h.server.port), useTLS: false });
+}
+
+/** The HTTP status of a trigger through the SDK (its error carries the status). */
+async function triggerStatus(client: Pusher): Promise<number> {
+  try {
+    return (await client.trigger('orders', 'created', { n: 1 })).status;
+  } catch (error) {
+    return (error as { status?: number }).status ?? 0;
+  }
 }
 
 function pusherHerald(h: TestHerald): PusherHerald {
@@ -115,6 +130,10 @@ for (const [name, engine] of Object.entries(engines)) {
         assert.equal(listed.body.apps[1].connections, 1);
         assert.ok(!listed.text.includes(secret), 'the list never holds a secret');
         disconnectAll();
+        // The HTTP API signs with the new app's secret; that secret never authorises the config's app.
+        assert.equal(await triggerStatus(sdk(h, app.id, app.key, secret)), 200);
+        assert.equal(await triggerStatus(sdk(h, CONFIG_APP.id, CONFIG_APP.key, secret)), 401);
+        assert.equal(await triggerStatus(sdk(h, app.id, app.key, CONFIG_APP.secret)), 401);
 
         // Ids and keys are unique across config and store.
         for (const body of [{ id: 'cfg' }, { key: 'cfg-key' }, { id: app.id }, { key: app.key }]) {
@@ -128,6 +147,11 @@ for (const [name, engine] of Object.entries(engines)) {
           assert.equal(refused.status, 400, JSON.stringify(body));
           assert.equal(refused.body.error.code, 'invalid_input');
         }
+
+        // A made-up field name of 100 000 characters: refused, the answer stays small.
+        const huge = await owner.post('/api/apps', { ['x'.repeat(100000)]: 1 });
+        assert.equal(huge.status, 400);
+        assert.ok(huge.text.length < 1000, `answer of ${huge.text.length} bytes`);
 
         // Config apps: change, rotate and delete refused.
         for (const [method, path] of [['POST', '/api/apps/cfg'], ['POST', '/api/apps/cfg/rotate-secret'], ['DELETE', '/api/apps/cfg']] as const) {
@@ -158,6 +182,8 @@ for (const [name, engine] of Object.entries(engines)) {
         assert.match(rotated.body.secret, /^[0-9a-f]{32}$/);
         assert.notEqual(rotated.body.secret, secret);
         assert.equal(h.server.apps.byId(app.id)?.secret, rotated.body.secret);
+        assert.equal(await triggerStatus(sdk(h, app.id, app.key, secret)), 401, 'the old secret is refused at once');
+        assert.equal(await triggerStatus(sdk(h, app.id, app.key, rotated.body.secret)), 200);
 
         // Disable: the live connection is closed with 4003.
         const raw = new RawPusher(pusherHerald(h).appUrl(app.key));

@@ -110,7 +110,11 @@ describe('pusher presence on two Redis nodes', { skip, timeout: 60000 }, () => {
     const engine = { type: 'redis', redisUrl: REDIS_URL, redisPrefix: `herald-test-pusher-${randomBytes(4).toString('hex')}` };
     a = await startPusherHerald([app], { engine });
     b = await startPusherHerald([app], { engine });
-    auth = await startAuthServer(sdk, (socketId) => ({ user_id: who.get(socketId) ?? 'nobody' }));
+    auth = await startAuthServer(
+      sdk,
+      (socketId) => ({ user_id: who.get(socketId) ?? 'nobody' }),
+      (socketId) => signins.get(socketId) ?? { id: 'nobody' },
+    );
   });
   afterEach(() => disconnectAll());
   after(async () => {
@@ -118,8 +122,50 @@ describe('pusher presence on two Redis nodes', { skip, timeout: 60000 }, () => {
     await a?.close();
     await b?.close();
   });
+  const signins = new Map<string, { id: string; watchlist?: string[] }>();
+
+  /** A pusher-js client on `node` signed in as `id`. */
+  async function signedIn(node: PusherHerald, id: string, watchlist?: string[], bind?: (c: ReturnType<typeof pusherClientOnPort>) => void) {
+    const c = pusherClientOnPort(node.server.port, app.key, { userAuthentication: { endpoint: auth.userUrl, transport: 'ajax' } });
+    bind?.(c);
+    signins.set(await connected(c), watchlist === undefined ? { id } : { id, watchlist });
+    c.signin();
+    await c.user.signinDonePromise;
+    assert.equal(c.user.user_data?.id, id);
+    return c;
+  }
 
   test('one member_added per user, one member_removed at the last tab, members of both nodes', async () => {
     await presenceAcrossNodes((i) => (i % 2 === 0 ? a.server.port : b.server.port), auth, who);
+  });
+
+  test('watchlist across nodes: online / offline once per user whose connections are on both nodes; terminate reaches the other node', async () => {
+    const onA = await signedIn(a, 'ivy');
+    const events: [string, string[]][] = [];
+    await signedIn(b, 'walt', ['ivy', 'jon'], (c) => {
+      c.user.watchlist.bind('online', (e: { user_ids: string[] }) => events.push(['online', e.user_ids]));
+      c.user.watchlist.bind('offline', (e: { user_ids: string[] }) => events.push(['offline', e.user_ids]));
+    });
+    await waitFor(() => events.length >= 1);
+    assert.deepEqual(events, [['online', ['ivy']]]);
+    // jon on both nodes: one online; his node A connection leaves: nothing; the last one: one offline.
+    const jonA = await signedIn(a, 'jon');
+    await waitFor(() => events.length >= 2);
+    const jonB = await signedIn(b, 'jon');
+    jonA.disconnect();
+    // ivy's connection on A is terminated from node B (the HTTP API's terminate_connections).
+    const terminated = new Promise<any>((resolve) => onA.connection.bind('error', resolve));
+    await b.server.node.publishControl({ kind: 'pusher_terminate', app: app.id, user: 'ivy' });
+    const error = await terminated;
+    assert.equal((error.error?.data ?? error.data)?.code, 4009, JSON.stringify(error));
+    await waitFor(() => events.length >= 3);
+    jonB.disconnect();
+    await waitFor(() => events.length >= 4);
+    assert.deepEqual(events, [
+      ['online', ['ivy']],
+      ['online', ['jon']],
+      ['offline', ['ivy']],
+      ['offline', ['jon']],
+    ]);
   });
 });
