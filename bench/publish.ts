@@ -13,6 +13,13 @@
  * - `herald-batch`: `POST /api/batch` with `--batch` publishes;
  * - `herald-idempotent`: `herald` with an `idempotency_key` on every publish
  *   (a new key each time: what remembering keys costs when nothing repeats);
+ * - `herald-pusher`: `herald` with one app (HERALD_APP_ID/KEY/SECRET), one
+ *   publication per `POST /apps/bench/events` signed as the `pusher` SDK
+ *   signs (HMAC-SHA256, body_md5; the loader signs), its data the payload as
+ *   a string; the subscribers are native WebSocket clients of the app's
+ *   channels `bench-c{i}` (the default namespace, anonymous, history 300 as
+ *   the bench namespace), so they receive `{"event","data"}`: the Pusher HTTP
+ *   API's cost against `herald`'s `POST /api/publish` in the same run;
  * - `raw`: bench/raw-http-server.ts, the baseline (Node's HTTP server,
  *   `JSON.parse`, `ws.send` to the channel's subscribers);
  * - `nchan`: nginx + Nchan (bench/nchan.ts), the reference;
@@ -48,7 +55,7 @@
  * `node bench/profile-summary.ts PROFILE --window=FROM-TO`.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
+import { createHash, createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { cpus, tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -66,13 +73,16 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** Makes `herald-idempotent`'s keys new in every run and round. */
 const RUN_ID = randomBytes(6).toString('base64url');
 
-const TARGETS = ['herald', 'herald-memory', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant', 'herald-idempotent'] as const;
+const TARGETS = ['herald', 'herald-memory', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant', 'herald-idempotent', 'herald-pusher'] as const;
 type Target = (typeof TARGETS)[number];
-type ServerKind = 'herald' | 'herald-memory' | 'raw' | 'nchan' | 'herald-variant';
+type ServerKind = 'herald' | 'herald-memory' | 'raw' | 'nchan' | 'herald-variant' | 'herald-pusher';
 
 function kindOf(target: Target): ServerKind {
-  return target === 'raw' || target === 'nchan' || target === 'herald-variant' || target === 'herald-memory' ? target : 'herald';
+  return target === 'raw' || target === 'nchan' || target === 'herald-variant' || target === 'herald-memory' || target === 'herald-pusher' ? target : 'herald';
 }
+
+/** The app of `herald-pusher` (its secret made per run). */
+const PUSHER_APP = { id: 'bench', key: 'bench-key', secret: randomBytes(16).toString('hex') } as const;
 
 interface Options {
   channels: number;
@@ -107,7 +117,7 @@ function parseOptions(): Options {
       'in-flight': { type: 'string', default: '32' },
       batch: { type: 'string', default: '100' },
       rounds: { type: 'string' },
-      targets: { type: 'string', default: TARGETS.filter((t) => t !== 'herald-variant').join(',') },
+      targets: { type: 'string', default: TARGETS.filter((t) => t !== 'herald-variant' && t !== 'herald-pusher').join(',') },
       'server-cpu': { type: 'string', default: '0' },
       'loader-cpu': { type: 'string', default: '1' },
       'server-node-args': { type: 'string', default: '' },
@@ -245,12 +255,19 @@ async function startNodeServer(kind: Exclude<ServerKind, 'nchan'>, options: Opti
     // The bench configuration names the memory engine (the engine of the earlier numbers); `herald` runs the default.
     const engine = kind === 'herald-memory' ? { type: 'memory' } : { type: 'sqlite' };
     const base = { ...heraldBenchConfig(), engine, stateDir: join(dir, 'state') };
-    const config = merge(merge(base, options.config), kind === 'herald-variant' ? options.variantConfig : {});
+    // herald-pusher: the app's channels are the default namespace's, made like the bench namespace.
+    const pusher = kind === 'herald-pusher' ? { channels: { defaults: { allowAnonymous: true, historySize: 300 } } } : {};
+    const config = merge(merge(merge(base, pusher), options.config), kind === 'herald-variant' ? options.variantConfig : {});
     writeFileSync(configFile, JSON.stringify(config, null, 2), { mode: 0o600 });
     cleanup = () => rmSync(dir, { recursive: true, force: true });
     const root = kind === 'herald-variant' ? options.variantRoot : ROOT;
     args = [...SOURCE_NODE_ARGS, ...options.serverNodeArgs, join(root, 'packages/server/src/cli/main.ts'), 'serve', '--config', configFile];
-    env = { ...process.env, ...benchSecrets(apiKey), ...(kind === 'herald-variant' ? options.variantEnv : {}) };
+    env = {
+      ...process.env,
+      ...benchSecrets(apiKey),
+      ...(kind === 'herald-variant' ? options.variantEnv : {}),
+      ...(kind === 'herald-pusher' ? { HERALD_APP_ID: PUSHER_APP.id, HERALD_APP_KEY: PUSHER_APP.key, HERALD_APP_SECRET: PUSHER_APP.secret } : {}),
+    };
   }
   const [command, argv] = taskset(options.serverCpu, process.execPath, args);
   const child = spawn(command, argv, { cwd: ROOT, env, stdio: ['pipe', 'pipe', 'pipe'] });
@@ -309,8 +326,18 @@ async function startServer(kind: ServerKind, options: Options): Promise<Server> 
 
 // ---------------------------------------------------------------- subscribers
 
-function channelName(i: number): string {
-  return `bench:c${String(i)}`;
+function channelName(i: number, kind: ServerKind = 'herald'): string {
+  // Pusher's channel names have no ':'.
+  return kind === 'herald-pusher' ? `bench-c${String(i)}` : `bench:c${String(i)}`;
+}
+
+/** A `herald-pusher` publication: POST /apps/{id}/events with the query the `pusher` SDK signs. */
+function pusherRequest(channel: string, payload: string): Request {
+  const path = `/apps/${PUSHER_APP.id}/events`;
+  const body = `{"name":"bench","data":${JSON.stringify(payload)},"channel":"${channel}"}`;
+  const params = `auth_key=${PUSHER_APP.key}&auth_timestamp=${String(Math.floor(Date.now() / 1000))}&auth_version=1.0&body_md5=${createHash('md5').update(body).digest('hex')}`;
+  const signature = createHmac('sha256', PUSHER_APP.secret).update(`POST\n${path}\n${params}`).digest('hex');
+  return { path: `${path}?${params}&auth_signature=${signature}`, body };
 }
 
 class Subscribers {
@@ -323,7 +350,7 @@ class Subscribers {
     const worker = async (): Promise<void> => {
       while (next < channels) {
         const i = next++;
-        this.#sockets.push(await this.#subscribe(server, channelName(i)));
+        this.#sockets.push(await this.#subscribe(server, channelName(i, server.kind)));
       }
     };
     await Promise.all(Array.from({ length: 200 }, worker));
@@ -331,7 +358,7 @@ class Subscribers {
 
   #subscribe(server: Server, channel: string): Promise<WebSocket> {
     const url =
-      server.kind === 'herald' || server.kind === 'herald-variant' || server.kind === 'herald-memory'
+      server.kind === 'herald' || server.kind === 'herald-variant' || server.kind === 'herald-memory' || server.kind === 'herald-pusher'
         ? `ws://127.0.0.1:${String(server.port)}/connection/websocket`
         : `ws://127.0.0.1:${String(server.port)}/sub/${server.kind === 'nchan' ? nchanChannelId(channel) : encodeURIComponent(channel)}`;
     return new Promise((resolve, reject) => {
@@ -403,6 +430,8 @@ function buildRequest(target: Target, first: number, count: number, channels: nu
       return { path: target === 'raw' ? '/publish' : '/api/publish', body: `{"channel":"${channelName(first % channels)}","data":${payload}}` };
     case 'nchan':
       return { path: `/pub/${nchanChannelId(channelName(first % channels))}`, body: payload };
+    case 'herald-pusher':
+      return pusherRequest(channelName(first % channels, 'herald-pusher'), payload);
     case 'herald-idempotent':
       return { path: '/api/publish', body: `{"channel":"${channelName(first % channels)}","data":${payload},"idempotency_key":"${RUN_ID}-${String(first)}"}` };
     case 'herald-broadcast': {
@@ -443,7 +472,7 @@ async function publishPhase(
 ): Promise<Phase> {
   const perRequest = target === 'herald-broadcast' || target === 'herald-batch' ? options.batch : 1;
   const headers =
-    target === 'nchan' ? 'content-type: text/plain\r\n' : `content-type: application/json\r\nauthorization: Bearer ${server.apiKey}\r\n`;
+    target === 'nchan' ? 'content-type: text/plain\r\n' : target === 'herald-pusher' ? 'content-type: application/json\r\n' : `content-type: application/json\r\nauthorization: Bearer ${server.apiKey}\r\n`;
   const before = subscribers.delivered;
   let published = 0;
   let errors = 0;

@@ -127,6 +127,18 @@ try {
   await page.waitForSelector('#keys-table tr[data-name="analytics"]');
   await shot(page, 'keys', true);
 
+  await page.goto(`${consoleUrl}#/apps`);
+  await page.waitForSelector('#app-name');
+  for (const [name, clientEvents] of [['shop-web', true], ['admin-dashboard', false]] as const) {
+    await page.fill('#app-name', name);
+    await page.setChecked('#app-client-events', clientEvents);
+    await page.click('button:text("Create app")');
+    await page.waitForSelector('#secret-value');
+    if (name !== 'admin-dashboard') await page.click('button:text("Done")');
+  }
+  await page.waitForSelector('#apps-table tr[data-source="store"] >> nth=1');
+  await shot(page, 'apps', true);
+
   await page.goto(`${consoleUrl}#/audit`);
   await page.waitForSelector('#audit-table tbody tr');
   await shot(page, 'audit', true);

@@ -185,7 +185,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   if (config.mode === 'development') (await import('./demo.ts')).registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
 
   // The Pusher HTTP API: signed per app, its own errors and limits (pusher/pusher-api.ts).
-  await registerPusherApi(app, { config, node, apps: options.apps, logger: options.logger });
+  await registerPusherApi(app, { config, node, apps: options.apps, logger: options.logger, front });
 
   // Per client IP, counted before the key is checked; then per key (in Redis when limits.scope is "cluster").
   const limits = new ApiRateLimits(config.api.rateLimitPerIp, config.api.rateLimitPerKey, options.sharedLimits?.api);

@@ -71,7 +71,8 @@ export function generateId(taken: ReadonlySet<string>): string {
 }
 
 function problem(errors: Iterable<{ path: string; message: string }>): string | undefined {
-  for (const error of errors) return `${error.path === '' ? 'body' : error.path.slice(1)}: ${error.message}`;
+  // The path may hold a name the caller made up (an unknown field): cut, so answers and the audit log stay small.
+  for (const error of errors) return `${error.path === '' ? 'body' : error.path.slice(1, 101)}: ${error.message}`;
   return undefined;
 }
 

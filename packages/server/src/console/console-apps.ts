@@ -58,7 +58,7 @@ export function registerConsoleApps(app: FastifyInstance, ctx: ConsoleContext, d
     } catch (error) {
       const id = (request.params as Record<string, string> | undefined)?.['id'];
       const body = request.body as Record<string, unknown> | undefined;
-      audit(request, action, id ?? (typeof body?.['id'] === 'string' ? body['id'] : undefined), 'failed', { reason: error instanceof AppActionError ? error.message : 'internal' });
+      audit(request, action, id ?? (typeof body?.['id'] === 'string' ? body['id'].slice(0, 64) : undefined), 'failed', { reason: error instanceof AppActionError ? error.message.slice(0, 300) : 'internal' });
       return fail(reply, error);
     }
   };

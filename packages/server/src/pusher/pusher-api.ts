@@ -20,6 +20,10 @@
  * plain-text bodies and a stable code in the `herald-error` header
  * (PUSHER_API_ERRORS).
  *
+ * The trigger routes (events, batch_events) with a JSON body are answered
+ * by the front (edge/front.ts) with the same checks and answers, without
+ * fastify's request pipeline; fastify answers the rest.
+ *
  * Channels are the app's own: names in requests are app-local and go
  * through appChannel; names in answers come back through localChannel.
  * Counts are across nodes: subscribers from the node's snapshots (a peer's
@@ -28,6 +32,7 @@
  * pusher-publication.ts, so they reach native subscribers of the same
  * channel too.
  */
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
 import { Type, type Static, type TSchema } from '@sinclair/typebox';
@@ -40,7 +45,9 @@ import type { ResolvedChannel } from '../core/channel-rules.ts';
 import { BrokerUnavailableError } from '../broker/broker.ts';
 import { appChannel, localChannel, type App, type AppRegistry } from '../apps/apps.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
+import { answerJson, type Front, type FrontContext } from '../edge/front.ts';
 import { encodePusherData, excludeSocket } from './pusher-publication.ts';
+import { channelKind } from './pusher-channels.ts';
 import { parseQuery, verifySignedRequest, type SigningRefusal } from './request-signing.ts';
 
 /** Every error the Pusher HTTP API answers: the `herald-error` header's code, its status, and when. */
@@ -75,6 +82,8 @@ export interface PusherApiOptions {
   readonly node: Node;
   readonly apps: AppRegistry;
   readonly logger: Logger;
+  /** The public listener's front (edge/front.ts): it answers the trigger routes without fastify's pipeline. */
+  readonly front?: Front | undefined;
 }
 
 /** Answers an error: Pusher's plain-text body, the code in `herald-error`. */
@@ -92,10 +101,6 @@ class PusherApiError extends Error {
 
 const invalid = (message: string) => new PusherApiError('invalid_request', message);
 
-/** Pusher's channel name characters. */
-const CHANNEL_NAME = /^[A-Za-z0-9_\-=@,.;]+$/;
-/** The channel the `pusher` SDKs' sendToUser triggers on (`#server-to-user-{user id}`). */
-const SERVER_TO_USER = '#server-to-user-';
 const SOCKET_ID = /^\d+\.\d+$/;
 /** Pusher's reserved event name prefixes: only the server sends these. */
 const RESERVED_EVENT = /^pusher(_internal)?:/;
@@ -148,12 +153,20 @@ function parseInfo(info: string | undefined): Set<InfoAttribute> {
 
 const isPresence = (name: string) => name.startsWith('presence-');
 
-/** Checks an app-local channel name as Pusher does; `serverToUser`: `#server-to-user-{id}` is allowed (triggers only). */
+/** Checks an app-local channel name as the socket does (pusher-channels.ts); `serverToUser`: `#server-to-user-{id}` is allowed (triggers only). */
 function checkChannel(app: App, name: string, serverToUser: boolean): void {
   if (name.length === 0) throw invalid('Empty channel name');
   if (name.length > app.limits.maxChannelNameLength) throw invalid(`Channel name too long (at most ${app.limits.maxChannelNameLength} characters)`);
-  const plain = serverToUser && name.startsWith(SERVER_TO_USER) ? name.slice(SERVER_TO_USER.length) : name;
-  if (!CHANNEL_NAME.test(plain)) throw invalid(`Invalid channel name: ${JSON.stringify(name)} (letters, digits and _ - = @ , . ; only)`);
+  const kind = channelKind(name, app.limits.maxChannelNameLength);
+  if (kind === undefined || (kind.serverToUser !== undefined && !serverToUser)) {
+    throw invalid(`Invalid channel name: ${JSON.stringify(name)} (letters, digits and _ - = @ , . ; only)`);
+  }
+}
+
+/** Whether a channel the node counts is one Pusher clients can name (channel lists leave the others out). */
+function listable(app: App, name: string): boolean {
+  const kind = channelKind(name, app.limits.maxChannelNameLength);
+  return kind !== undefined && kind.serverToUser === undefined;
 }
 
 function checkEvent(app: App, name: string, data: string, socketId: string | undefined): void {
@@ -195,6 +208,17 @@ class AppRequestRates {
   }
 }
 
+/** A request as the checks see it, from fastify or from the front. */
+interface ApiRequest {
+  /** The URL as sent: path and query. */
+  readonly url: string;
+  readonly method: string;
+  /** The app id the path names. */
+  readonly appId: string;
+  /** The body's bytes; undefined without one. */
+  readonly body: Uint8Array | undefined;
+}
+
 interface Parsed {
   readonly app: App;
   /** The parsed JSON body (undefined without one). */
@@ -214,16 +238,16 @@ export async function registerPusherApi(app: FastifyInstance, options: PusherApi
   const resolved = (target: App, name: string): ResolvedChannel => ({ channel: appChannel(target, name), namespace: '', options: defaultOptions });
 
   /** Every check before a route's own (see the file's comment); throws PusherApiError. */
-  const admit = (request: FastifyRequest, schema: TypeCheck<TSchema> | undefined): Parsed => {
-    const url = request.raw.url ?? '';
+  const admit = (request: ApiRequest, schema: TypeCheck<TSchema> | undefined): Parsed => {
+    const url = request.url;
     const mark = url.indexOf('?');
     const path = mark === -1 ? url : url.slice(0, mark);
-    const id = (request.params as { appId: string }).appId;
+    const id = request.appId;
     const target = apps.byId(id);
     if (target === undefined) throw new PusherApiError('app_not_found', 'Unknown app');
     const params = parseQuery(mark === -1 ? '' : url.slice(mark + 1));
     if (!(params instanceof Map)) throw invalid(params.message);
-    const raw = request.body instanceof Uint8Array ? request.body : undefined;
+    const raw = request.body;
     const refusal: SigningRefusal | undefined = verifySignedRequest(target, { method: request.method, path, params, body: raw }, Date.now(), config.pusher.authTimestampWindowSeconds);
     if (refusal !== undefined) throw refusal.reason === 'bad_query' ? invalid(refusal.message) : new PusherApiError('unauthorized', refusal.message);
     if (!target.enabled) throw new PusherApiError('app_disabled', 'App disabled');
@@ -249,27 +273,32 @@ export async function registerPusherApi(app: FastifyInstance, options: PusherApi
     return { app: target, body, params, rest: path.startsWith(prefix) ? path.slice(prefix.length) : path };
   };
 
-  /** Runs a route: its answer as JSON, or its error as Pusher's. */
+  /** Runs a route through fastify: its answer as JSON, or its error as Pusher's. */
   const route =
-    (schema: TypeCheck<TSchema> | undefined, run: (parsed: Parsed, request: FastifyRequest) => Promise<unknown>) =>
+    (schema: TypeCheck<TSchema> | undefined, run: (parsed: Parsed) => Promise<unknown>) =>
     async (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply> => {
       try {
-        const parsed = admit(request, schema);
-        const answer = await run(parsed, request);
+        const body = request.body instanceof Uint8Array ? request.body : undefined;
+        const parsed = admit({ url: request.raw.url ?? '', method: request.method, appId: (request.params as { appId: string }).appId, body }, schema);
+        const answer = await run(parsed);
         return reply.type('application/json').send(JSON.stringify(answer));
       } catch (error) {
         return answerError(reply, error);
       }
     };
 
-  const answerError = (reply: FastifyReply, error: unknown): FastifyReply => {
-    if (error instanceof PusherApiError) {
-      if (error.code === 'too_many_requests') reply.header('retry-after', '1');
-      return sendError(reply, error.code, error.message);
-    }
-    if (error instanceof BrokerUnavailableError) return sendError(reply, 'unavailable', 'The engine cannot take publications now; try again');
+  /** What an error answers (an unexpected one is logged). */
+  const failure = (error: unknown): PusherApiError => {
+    if (error instanceof PusherApiError) return error;
+    if (error instanceof BrokerUnavailableError) return new PusherApiError('unavailable', 'The engine cannot take publications now; try again');
     logger.error({ err: error }, 'pusher api request failed');
-    return sendError(reply, 'internal', 'Internal error');
+    return new PusherApiError('internal', 'Internal error');
+  };
+
+  const answerError = (reply: FastifyReply, error: unknown): FastifyReply => {
+    const { code, message } = failure(error);
+    if (code === 'too_many_requests') reply.header('retry-after', '1');
+    return sendError(reply, code, message);
   };
 
   /** Subscriber counts of the app's channels across nodes, by app-local name. */
@@ -313,6 +342,44 @@ export async function registerPusherApi(app: FastifyInstance, options: PusherApi
     return () => (counts ??= subscriptionCounts(target, ''));
   };
 
+  /** POST /apps/{id}/events. */
+  const events = async ({ app: target, body }: Parsed): Promise<unknown> => {
+    const event = body as Static<typeof EventBody>;
+    if ((event.channel === undefined) === (event.channels === undefined)) throw invalid('Give either channel or channels');
+    const channels = [...new Set(event.channels ?? [event.channel!])];
+    if (channels.length === 0) throw invalid('channels is empty');
+    if (channels.length > target.limits.maxEventChannelsAtOnce) throw invalid(`Too many channels: at most ${target.limits.maxEventChannelsAtOnce} per event`);
+    for (const channel of channels) checkChannel(target, channel, true);
+    if (channels.length > 1 && channels.some((c) => c.startsWith('private-encrypted-'))) throw invalid('An event to an encrypted channel names only that channel');
+    checkEvent(target, event.name, event.data, event.socket_id);
+    const info = parseInfo(event.info);
+    await publish(target, [{ name: event.name, data: event.data, channels, socketId: event.socket_id, info }]);
+    if (info.size === 0) return {};
+    return { channels: await channelInfo(target, channels, info, lazyCounts(target)) };
+  };
+
+  /** POST /apps/{id}/batch_events. */
+  const batch = async ({ app: target, body }: Parsed): Promise<unknown> => {
+    const events = (body as Static<typeof BatchBody>).batch;
+    if (events.length === 0) throw invalid('batch is empty');
+    if (events.length > target.limits.maxEventBatchSize) throw invalid(`Too many events: at most ${target.limits.maxEventBatchSize} per batch`);
+    const triggers = events.map((event, i): Trigger => {
+      try {
+        checkChannel(target, event.channel, true);
+        checkEvent(target, event.name, event.data, event.socket_id);
+        return { name: event.name, data: event.data, channels: [event.channel], socketId: event.socket_id, info: parseInfo(event.info) };
+      } catch (error) {
+        if (error instanceof PusherApiError) throw new PusherApiError(error.code, `batch[${i}]: ${error.message}`);
+        throw error;
+      }
+    });
+    await publish(target, triggers);
+    if (triggers.every((t) => t.info.size === 0)) return {};
+    const counts = lazyCounts(target);
+    const answers = await Promise.all(triggers.map(async (t) => (t.info.size === 0 ? {} : (await channelInfo(target, t.channels, t.info, counts))[t.channels[0]!]!)));
+    return { batch: answers };
+  };
+
   const bodyLimit = config.pusher.maxApiBodyBytes;
 
   await app.register(async (scope) => {
@@ -333,58 +400,27 @@ export async function registerPusherApi(app: FastifyInstance, options: PusherApi
       if (error.statusCode !== undefined && error.statusCode >= 400 && error.statusCode < 500) return sendError(reply, 'invalid_request', 'Bad request');
       return answerError(reply, error);
     });
-    scope.addHook('onResponse', async (request, reply) => {
-      if (!diagnostics.pusherApi.hasSubscribers) return;
+    scope.addHook('onResponse', (request, reply, done) => {
       const routeName = ROUTE_NAMES[request.routeOptions.url ?? ''];
-      if (routeName === undefined) return;
-      const id = (request.params as { appId?: string }).appId;
-      const known = id === undefined ? undefined : apps.byId(id);
-      const name = routeName === 'channel' && (request.raw.url ?? '').split('?', 1)[0]!.endsWith('/users') ? 'channel_users' : routeName;
-      diagnostics.pusherApi.publish({ node: node.id, app: known?.id ?? '', route: name, status: reply.statusCode });
+      if (routeName !== undefined && diagnostics.pusherApi.hasSubscribers) {
+        const id = (request.params as { appId?: string }).appId;
+        const known = id === undefined ? undefined : apps.byId(id);
+        const name = routeName === 'channel' && (request.raw.url ?? '').split('?', 1)[0]!.endsWith('/users') ? 'channel_users' : routeName;
+        diagnostics.pusherApi.publish({ node: node.id, app: known?.id ?? '', route: name, status: reply.statusCode });
+      }
+      done();
     });
 
     scope.post<{ Params: { appId: string } }>(
       '/apps/:appId/events',
       { bodyLimit },
-      route(compiled.events, async ({ app: target, body }) => {
-        const event = body as Static<typeof EventBody>;
-        if ((event.channel === undefined) === (event.channels === undefined)) throw invalid('Give either channel or channels');
-        const channels = [...new Set(event.channels ?? [event.channel!])];
-        if (channels.length === 0) throw invalid('channels is empty');
-        if (channels.length > target.limits.maxEventChannelsAtOnce) throw invalid(`Too many channels: at most ${target.limits.maxEventChannelsAtOnce} per event`);
-        for (const channel of channels) checkChannel(target, channel, true);
-        if (channels.length > 1 && channels.some((c) => c.startsWith('private-encrypted-'))) throw invalid('An event to an encrypted channel names only that channel');
-        checkEvent(target, event.name, event.data, event.socket_id);
-        const info = parseInfo(event.info);
-        await publish(target, [{ name: event.name, data: event.data, channels, socketId: event.socket_id, info }]);
-        if (info.size === 0) return {};
-        return { channels: await channelInfo(target, channels, info, lazyCounts(target)) };
-      }),
+      route(compiled.events, events),
     );
 
     scope.post<{ Params: { appId: string } }>(
       '/apps/:appId/batch_events',
       { bodyLimit },
-      route(compiled.batch, async ({ app: target, body }) => {
-        const { batch } = body as Static<typeof BatchBody>;
-        if (batch.length === 0) throw invalid('batch is empty');
-        if (batch.length > target.limits.maxEventBatchSize) throw invalid(`Too many events: at most ${target.limits.maxEventBatchSize} per batch`);
-        const triggers = batch.map((event, i): Trigger => {
-          try {
-            checkChannel(target, event.channel, true);
-            checkEvent(target, event.name, event.data, event.socket_id);
-            return { name: event.name, data: event.data, channels: [event.channel], socketId: event.socket_id, info: parseInfo(event.info) };
-          } catch (error) {
-            if (error instanceof PusherApiError) throw new PusherApiError(error.code, `batch[${i}]: ${error.message}`);
-            throw error;
-          }
-        });
-        await publish(target, triggers);
-        if (triggers.every((t) => t.info.size === 0)) return {};
-        const counts = lazyCounts(target);
-        const answers = await Promise.all(triggers.map(async (t) => (t.info.size === 0 ? {} : (await channelInfo(target, t.channels, t.info, counts))[t.channels[0]!]!)));
-        return { batch: answers };
-      }),
+      route(compiled.batch, batch),
     );
 
     scope.get<{ Params: { appId: string } }>(
@@ -394,7 +430,7 @@ export async function registerPusherApi(app: FastifyInstance, options: PusherApi
         const info = parseInfo(params.get('info'));
         if (info.has('user_count') && !isPresence(prefix)) throw invalid('user_count may only be asked for presence channels: filter_by_prefix=presence-…');
         const counts = subscriptionCounts(target, prefix);
-        const names = [...counts.keys()].filter((name) => CHANNEL_NAME.test(name) && name.length <= target.limits.maxChannelNameLength).sort();
+        const names = [...counts.keys()].filter((name) => listable(target, name)).sort();
         const channels: Record<string, Record<string, number>> = Object.create(null) as Record<string, Record<string, number>>;
         const withInfo = info.size === 0 ? undefined : await channelInfo(target, names, info, () => counts);
         for (const name of names) channels[name] = withInfo?.[name] ?? {};
@@ -457,6 +493,110 @@ export async function registerPusherApi(app: FastifyInstance, options: PusherApi
       }),
     );
   });
+
+  // The trigger routes on the front too: the same checks and answers, without fastify's request
+  // pipeline, which costs more than a trigger's own work. Fastify keeps them for what the front
+  // leaves (a body that is not JSON, a percent-encoded path).
+  const front = options.front;
+  if (front === undefined) return;
+  const count = (appId: string, routeName: PusherApiRoute, status: number): void => {
+    if (diagnostics.pusherApi.hasSubscribers) diagnostics.pusherApi.publish({ node: node.id, app: apps.byId(appId)?.id ?? '', route: routeName, status });
+  };
+  const frontRoute =
+    (appId: string, routeName: PusherApiRoute, schema: TypeCheck<TSchema>, run: (parsed: Parsed) => Promise<unknown>) =>
+    (request: IncomingMessage, response: ServerResponse, { headers }: FrontContext): void => {
+      const answer = (error: unknown, close = false): void => {
+        const { code, message } = failure(error);
+        const extra = code === 'too_many_requests' ? ['retry-after', '1'] : close ? ['connection', 'close'] : [];
+        answerText(response, headers, code, message, extra);
+        count(appId, routeName, PUSHER_API_ERRORS[code].status);
+      };
+      readRawBody(
+        request,
+        bodyLimit,
+        (body) => {
+          let parsed: Parsed;
+          try {
+            parsed = admit({ url: request.url ?? '', method: 'POST', appId, body }, schema);
+          } catch (error) {
+            return answer(error);
+          }
+          run(parsed).then(
+            (result) => {
+              answerJson(response, headers, 200, JSON.stringify(result));
+              count(appId, routeName, 200);
+            },
+            (error: unknown) => answer(error),
+          );
+        },
+        // The rest of the body is never read: end the connection after the answer.
+        () => answer(new PusherApiError('payload_too_large', `Request body too large (at most ${bodyLimit} bytes)`), true),
+      );
+    };
+  const routed = new Set<string>();
+  const onFront = (appId: string): void => {
+    if (routed.has(appId) || apps.byId(appId) === undefined) return;
+    routed.add(appId);
+    front.route('POST', `/apps/${appId}/events`, frontRoute(appId, 'events', compiled.events, events), jsonRequest);
+    front.route('POST', `/apps/${appId}/batch_events`, frontRoute(appId, 'batch_events', compiled.batch, batch), jsonRequest);
+  };
+  for (const known of apps.list()) onFront(known.id);
+  // Apps made later (console, CLI) get their routes when they appear; a removed app's answer 404.
+  apps.onChange(onFront);
+}
+
+/** What the front takes: a JSON body (its media type; fastify answers the others, 415). */
+function jsonRequest(request: IncomingMessage): boolean {
+  const type = request.headers['content-type'];
+  if (type === undefined) return false;
+  const semicolon = type.indexOf(';');
+  return (semicolon === -1 ? type : type.slice(0, semicolon)).trim().toLowerCase() === 'application/json';
+}
+
+/** An error as sendError answers it, on the front. */
+function answerText(response: ServerResponse, headers: readonly string[], code: PusherApiErrorCode, message: string, extra: readonly string[]): void {
+  if (response.destroyed) return;
+  response.writeHead(PUSHER_API_ERRORS[code].status, [
+    ...headers,
+    ...extra,
+    'herald-error',
+    code,
+    'content-type',
+    'text/plain; charset=utf-8',
+    'content-length',
+    String(Buffer.byteLength(message)),
+  ]);
+  response.end(message);
+}
+
+/**
+ * Reads a body's bytes, at most `limit` (a declared or received excess calls
+ * `onTooLarge` at once); nothing is called when the request goes away first.
+ */
+function readRawBody(request: IncomingMessage, limit: number, onBody: (body: Buffer) => void, onTooLarge: () => void): void {
+  if (Number(request.headers['content-length']) > limit) return onTooLarge();
+  let chunks: Buffer[] = [];
+  let size = 0;
+  const finish = (): void => {
+    request.removeListener('data', onData);
+    request.removeListener('end', onEnd);
+    chunks = [];
+  };
+  const onData = (chunk: Buffer): void => {
+    size += chunk.length;
+    if (size <= limit) chunks.push(chunk);
+    else {
+      finish();
+      onTooLarge();
+    }
+  };
+  const onEnd = (): void => {
+    const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
+    finish();
+    onBody(body);
+  };
+  request.on('data', onData);
+  request.on('end', onEnd);
 }
 
 /** Refuses what is not UTF-8 instead of repairing it. */

@@ -143,9 +143,9 @@ export class PusherChannel implements ChannelTap {
     }
   }
 
-  /** Whether `user` may join: already a member, or the channel holds fewer users than the app's limit. */
-  hasRoomFor(user: string): boolean {
-    return this.members.has(user) || this.members.size < this.app.limits.maxPresenceMembers;
+  /** Whether `user` may join: already a member, or the channel holds fewer than `maxMembers` users (the app's limit as it is now). */
+  hasRoomFor(user: string, maxMembers: number): boolean {
+    return this.members.has(user) || this.members.size < maxMembers;
   }
 
   /** The presence data of pusher_internal:subscription_succeeded, with `self` in it. */

@@ -35,6 +35,7 @@ import type { PusherErrorName } from './pusher-errors.ts';
 import { pusherDelivery } from './pusher-publication.ts';
 import { PusherUsers } from './pusher-users.ts';
 import { createWatchlists } from './watchlist.ts';
+import { diagnostics } from '../observability/diagnostics.ts';
 
 /** How long a client has to answer the server's pusher:ping (Pusher's pong timeout), at most the activity timeout. */
 export const PONG_TIMEOUT_MS = 30000;
@@ -108,8 +109,9 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
     events: options.events,
     users,
     now: () => node.now(),
-    closed(socket) {
+    closed(socket, code) {
       if (!sockets.delete(socket)) return;
+      if (diagnostics.pusherConnection.hasSubscribers) diagnostics.pusherConnection.publish({ node: node.id, app: socket.app.id, code });
       socket.closing = true;
       places.get(socket)?.release();
       const count = (perApp.get(socket.app.id) ?? 1) - 1;
@@ -247,6 +249,7 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       places.set(socket, admitted as Place);
       sockets.add(socket);
       perApp.set(app.id, (perApp.get(app.id) ?? 0) + 1);
+      if (diagnostics.pusherConnection.hasSubscribers) diagnostics.pusherConnection.publish({ node: node.id, app: app.id, code: undefined });
       socket.sendText(
         JSON.stringify({
           event: 'pusher:connection_established',

@@ -148,6 +148,11 @@ for (const [name, engine] of Object.entries(engines)) {
           assert.equal(refused.body.error.code, 'invalid_input');
         }
 
+        // A made-up field name of 100 000 characters: refused, the answer stays small.
+        const huge = await owner.post('/api/apps', { ['x'.repeat(100000)]: 1 });
+        assert.equal(huge.status, 400);
+        assert.ok(huge.text.length < 1000, `answer of ${huge.text.length} bytes`);
+
         // Config apps: change, rotate and delete refused.
         for (const [method, path] of [['POST', '/api/apps/cfg'], ['POST', '/api/apps/cfg/rotate-secret'], ['DELETE', '/api/apps/cfg']] as const) {
           const refused = method === 'POST' ? await owner.post(path, { enabled: false }) : await owner.delete(path);

@@ -198,6 +198,43 @@ describe('Pusher HTTP API with the pusher SDK', { timeout: 60000 }, () => {
     assert.equal(form.headers.get('herald-error'), 'unsupported_media_type');
   });
 
+  test('the front and fastify answer triggers alike (a percent-encoded path goes to fastify)', async () => {
+    const channel = unique('both-paths');
+    const stream = await subscriber('jay', channel);
+    const viaFront = await signedRequest(h, main, 'POST', '/apps/main/events', { body: { name: 'front', data: 'x', channel } });
+    const viaFastify = await signedRequest(h, main, 'POST', '/apps/%6Dain/events', { body: { name: 'fastify', data: 'y', channel } });
+    assert.equal(viaFront.status, 200, viaFront.text);
+    assert.equal(viaFastify.status, 200, viaFastify.text);
+    assert.equal(viaFront.text, viaFastify.text);
+    await stream.waitForFrame((f) => f['push'] === 'publication' && (f['data'] as { event: string }).event === 'fastify');
+    const headersOf = (answer: { headers: Headers }) => {
+      const list: [string, string][] = [];
+      answer.headers.forEach((value, name) => {
+        if (name !== 'date' && name !== 'content-length' && name !== 'keep-alive') list.push([name, value]);
+      });
+      return list;
+    };
+    assert.deepEqual(headersOf(viaFront), headersOf(viaFastify));
+    for (const [front, fastify] of [
+      ['/apps/main/events', '/apps/%6Dain/events'],
+      ['/apps/main/batch_events', '/apps/%6Dain/batch_events'],
+    ] as const) {
+      const bodies = [{ name: 'e', data: 'x', channel: 'bad:name' }, { batch: [] }, { name: 'pusher:x', data: 'x', channel: 'c' }];
+      for (const body of bodies) {
+        const a = await signedRequest(h, main, 'POST', front, { body });
+        const b = await signedRequest(h, main, 'POST', fastify, { body });
+        assert.equal(a.status, b.status, `${front} ${JSON.stringify(body)}`);
+        assert.equal(a.text, b.text);
+        assert.deepEqual(headersOf(a), headersOf(b));
+      }
+      const unsigned = await rawRequest(h, 'POST', `${front}?auth_key=${main.key}`, '{}');
+      const unsignedFastify = await rawRequest(h, 'POST', `${fastify}?auth_key=${main.key}`, '{}');
+      assert.equal(unsigned.status, 401);
+      assert.equal(unsigned.text, unsignedFastify.text);
+      assert.deepEqual(headersOf(unsigned), headersOf(unsignedFastify));
+    }
+  });
+
   test('a body over pusher.maxApiBodyBytes is 413 before anything is parsed', async () => {
     const body = JSON.stringify({ name: 'e', data: 'x'.repeat(1024 * 1024 + 10), channel: 'c' });
     const answer = await rawRequest(h, 'POST', '/apps/main/events?auth_key=x', body);
