@@ -231,7 +231,12 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
 
   function accept(request: IncomingMessage, raw: Duplex, head: Buffer, key: string, admitted: Place | Refusal): void {
     const app = apps.byKey(key);
+    // Until the upgrade completes, the place goes back when the socket closes (ws answers a bad handshake itself).
+    const place = 'refused' in admitted ? undefined : admitted;
+    const releaseEarly = (): void => place?.release();
+    raw.once('close', releaseEarly);
     wss.handleUpgrade(request, raw, head, (upgraded) => {
+      raw.removeListener('close', releaseEarly);
       const socket = upgraded as PusherSocket;
       socket.context = context;
       socket.raw = raw;
