@@ -332,6 +332,13 @@ export const AppLimitsSchema = Type.Object(
     maxPresenceMemberBytes: Type.Integer({ default: 1024, minimum: 1, maximum: 65536, description: 'Largest `user_info` of a presence member (JSON bytes), as Pusher (1 KiB).' }),
     clientEventsPerSecond: Type.Integer({ default: 10, minimum: 1, maximum: 10000, description: 'Client events one connection may send per second, as Pusher (10); more: pusher:error 4301.' }),
     apiRequestsPerSecond: Type.Integer({ default: 0, minimum: 0, description: 'HTTP API requests per second for this app per node; 0: no cap of its own. Over it: 429.' }),
+    maxPendingWebhookEvents: Type.Integer({
+      default: 10000,
+      minimum: 1,
+      maximum: 100000000,
+      description:
+        'Most events pending delivery per webhook URL of this app (a URL that is down holds up to webhooks.retryForMs of them); beyond it new events for that URL are dropped and counted (herald_webhook_events_total{outcome="dropped"}), so one app cannot fill the outbox that every app shares (webhooks.maxPending).',
+    }),
   },
   { additionalProperties: false, default: {}, description: 'Limits of this app (docs/pusher.md, "Limits").' },
 );

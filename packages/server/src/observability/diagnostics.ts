@@ -68,6 +68,18 @@ export interface PusherApiEvent extends NodeEvent {
   readonly status: number;
 }
 
+/** A Pusher socket (pusher/pusher-endpoint.ts) of an app opened (`code` undefined) or closed (its close code). */
+export interface PusherConnectionEvent extends NodeEvent {
+  readonly app: string;
+  readonly code: number | undefined;
+}
+
+/** A Pusher client event (pusher/pusher-connection.ts): accepted and published, or refused (4301). */
+export interface PusherClientEventEvent extends NodeEvent {
+  readonly app: string;
+  readonly outcome: 'accepted' | 'refused';
+}
+
 export const diagnostics = {
   connectionOpened: channel('herald:connection:opened'),
   connectionClosed: channel('herald:connection:closed'),
@@ -81,4 +93,6 @@ export const diagnostics = {
   hookSandbox: channel('herald:hook:javascript'),
   webhook: channel('herald:webhook:outcome'),
   pusherApi: channel('herald:pusher:api'),
+  pusherConnection: channel('herald:pusher:connection'),
+  pusherClientEvent: channel('herald:pusher:client-event'),
 } as const;

@@ -18,6 +18,8 @@ import {
   type NodeEvent,
   type PublicationEvent,
   type PusherApiEvent,
+  type PusherClientEventEvent,
+  type PusherConnectionEvent,
   type SubscriptionEvent,
   type WebhookOutcomeEvent,
 } from './diagnostics.ts';
@@ -174,6 +176,27 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
     registers: [registry],
   });
   on<PusherApiEvent>(diagnostics.pusherApi, (event) => pusherApi.inc({ app: event.app, route: event.route, status: String(event.status) }));
+  const pusherConnections = new Gauge({ name: 'herald_pusher_connections', help: 'Open Pusher protocol connections by app.', labelNames: ['app'], registers: [registry] });
+  const pusherCloses = new Counter({
+    name: 'herald_pusher_disconnects_total',
+    help: 'Pusher protocol connections closed, by app and close code (4200 drain, 4201 pong timeout, 4009 terminated, …; 1000/1001/1005/1006 by the client).',
+    labelNames: ['app', 'code'],
+    registers: [registry],
+  });
+  on<PusherConnectionEvent>(diagnostics.pusherConnection, (event) => {
+    if (event.code === undefined) pusherConnections.inc({ app: event.app });
+    else {
+      pusherConnections.dec({ app: event.app });
+      pusherCloses.inc({ app: event.app, code: String(event.code) });
+    }
+  });
+  const pusherClientEvents = new Counter({
+    name: 'herald_pusher_client_events_total',
+    help: 'Pusher client events (client-*) by app and outcome: accepted (published) or refused (4301: rate, size, channel type, app setting).',
+    labelNames: ['app', 'outcome'],
+    registers: [registry],
+  });
+  on<PusherClientEventEvent>(diagnostics.pusherClientEvent, (event) => pusherClientEvents.inc({ app: event.app, outcome: event.outcome }));
   if (webhooks !== undefined) {
     const count = webhookMetrics(registry, webhooks);
     on<WebhookOutcomeEvent>(diagnostics.webhook, (event) => count(event.endpoint, event.outcome, event.count));

@@ -17,6 +17,7 @@ import { channelSigned, verifyAuth } from './channel-auth.ts';
 import { channelKind, type PusherChannel, type PusherSubscriber } from './pusher-channels.ts';
 import { encodePusherData, excludeSocket } from './pusher-publication.ts';
 import type { PusherContext } from './pusher-context.ts';
+import { diagnostics } from '../observability/diagnostics.ts';
 
 const OPEN = 1;
 
@@ -61,7 +62,7 @@ export class PusherSocket extends WebSocket implements PusherSubscriber {
         // ws closes the socket itself (1002/1007/1009); 'close' follows.
         return true;
       case 'close':
-        this.context.closed(this);
+        this.context.closed(this, args[0] as number);
         return true;
       default:
         return super.emit(event, ...args);
@@ -239,17 +240,23 @@ export async function unsubscribe(socket: PusherSocket, name: string): Promise<v
 function clientEvent(socket: PusherSocket, event: string, channel: unknown, data: unknown): void {
   const app = socket.app;
   const context = socket.context;
-  if (typeof channel !== 'string' || event.length > app.limits.maxEventNameLength) return socket.fail('client_event_refused');
+  const refuse = (name: 'client_event_refused' | 'client_event_rate' | 'client_event_too_large'): void => {
+    if (diagnostics.pusherClientEvent.hasSubscribers) diagnostics.pusherClientEvent.publish({ node: context.node.id, app: app.id, outcome: 'refused' });
+    socket.fail(name);
+  };
+  if (typeof channel !== 'string' || event.length > app.limits.maxEventNameLength) return refuse('client_event_refused');
   const subscribed = socket.channels.get(channel);
-  if (!app.clientEvents || subscribed === undefined || !subscribed.tap.kind.signed || subscribed.tap.kind.encrypted) return socket.fail('client_event_refused');
-  if (++socket.clientEvents > app.limits.clientEventsPerSecond) return socket.fail('client_event_rate');
+  if (!app.clientEvents || subscribed === undefined || !subscribed.tap.kind.signed || subscribed.tap.kind.encrypted) return refuse('client_event_refused');
+  if (++socket.clientEvents > app.limits.clientEventsPerSecond) return refuse('client_event_rate');
+  // The event's data as the HTTP API would count it: its JSON text.
+  if (Buffer.byteLength(JSON.stringify(data) ?? '') > app.limits.maxEventPayloadBytes) return refuse('client_event_too_large');
   const userId = subscribed.member?.user;
   const text = encodePusherData({ event, data, userId });
-  // The event's data as the HTTP API would count it: its JSON text.
-  if (Buffer.byteLength(JSON.stringify(data) ?? '') > app.limits.maxEventPayloadBytes) return socket.fail('client_event_too_large');
-  const tap = subscribed.tap;
-  context.node.publish(context.resolved(tap.internal), text, excludeSocket(socket.socketId), 'client').then(
-    () => context.events?.clientEvent(app, channel, event, data, socket.socketId, userId),
+  context.node.publish(context.resolved(subscribed.tap.internal), text, excludeSocket(socket.socketId), 'client').then(
+    () => {
+      if (diagnostics.pusherClientEvent.hasSubscribers) diagnostics.pusherClientEvent.publish({ node: context.node.id, app: app.id, outcome: 'accepted' });
+      context.events?.clientEvent(app, channel, event, data, socket.socketId, userId);
+    },
     (error: unknown) => context.logger.warn({ err: error, app: app.id }, 'pusher client event not published'),
   );
 }

@@ -20,8 +20,8 @@ export interface PusherContext {
   readonly events: PusherEventSink | undefined;
   readonly users: PusherUsers;
   now(): number;
-  /** The socket closed: leave its channels, sign it out. */
-  closed(socket: PusherSocket): void;
+  /** The socket closed (with `code`): leave its channels, sign it out. */
+  closed(socket: PusherSocket, code: number): void;
   /**
    * The tap of an app's channel, created (and its broker subscription
    * started, `ready`) when it is the first here; held until `release`, so a

@@ -24,6 +24,9 @@ import type { WebhookEndpoint, WebhookFormat } from '../webhooks/dispatcher.ts';
 import { newEvent, type WebhookEvent, type WebhookEventName } from '../webhooks/events.ts';
 import type { PusherEventSink } from './pusher-events.ts';
 
+/** An app URL's share of the outbox when its limits do not say (AppLimitsSchema's default). */
+const DEFAULT_MAX_PENDING = 10000;
+
 /** The endpoint names of an app's webhooks start with this (`app:{id}:{index}`: outbox rows, metrics, `herald webhooks`). */
 export function appEndpointGroup(appId: string): string {
   return `app:${appId}:`;
@@ -37,6 +40,8 @@ export function appEndpoints(app: App): WebhookEndpoint[] {
     events: hook.events as ReadonlySet<WebhookEventName>,
     keys: [],
     format: pusherFormat(app, hook.channelPrefix),
+    // A stored app made before this limit existed has none: the schema's default.
+    maxPending: app.limits.maxPendingWebhookEvents ?? DEFAULT_MAX_PENDING,
   }));
 }
 

@@ -36,6 +36,8 @@ export interface WebhookEndpoint {
   readonly keys: readonly SigningKey[];
   /** Another wire format than Herald's (a Pusher app's webhooks: pusher/pusher-webhooks.ts); undefined: Herald's (docs/hooks.md). */
   readonly format?: WebhookFormat | undefined;
+  /** Most entries of this endpoint pending (an app's URL: its share of the outbox); beyond it its new events are dropped. Undefined: only `maxPending`. */
+  readonly maxPending?: number | undefined;
 }
 
 /**
@@ -98,6 +100,8 @@ export class WebhookDispatcher {
   readonly #states = new Map<string, EndpointState>();
   readonly #poll: NodeJS.Timeout;
   #pending: number;
+  /** Pending entries per endpoint, as this process last counted them (refreshed from the outbox at each poll). */
+  #pendingBy = new Map<string, number>();
   #closed = false;
 
   constructor(options: DispatcherOptions) {
@@ -124,9 +128,15 @@ export class WebhookDispatcher {
   async #countPending(): Promise<void> {
     try {
       this.#pending = (await this.#outbox.counts()).pending;
+      this.#pendingBy = new Map(Object.entries(await this.#outbox.pendingByEndpoint()));
     } catch {
       // Not readable now: the last count stays until the next poll.
     }
+  }
+
+  #addPending(name: string, count: number): void {
+    this.#pending += count;
+    this.#pendingBy.set(name, Math.max(0, (this.#pendingBy.get(name) ?? 0) + count));
   }
 
   /**
@@ -168,7 +178,7 @@ export class WebhookDispatcher {
 
   /** Entries were added to the outbox for `endpoint` by someone else (the Redis transitions): its batch goes after the window. */
   appended(endpoint: string, count: number): void {
-    this.#pending += count;
+    this.#addPending(endpoint, count);
     this.#schedule(endpoint, this.#options.batchWindowMs);
   }
 
@@ -192,7 +202,7 @@ export class WebhookDispatcher {
     for (const state of this.#states.values()) {
       const endpoint = state.endpoint;
       if (!takes(endpoint, event.name, event.channel)) continue;
-      if (this.#pending + entries.length >= this.#options.maxPending) {
+      if (this.#pending + entries.length >= this.#options.maxPending || (endpoint.maxPending !== undefined && (this.#pendingBy.get(endpoint.name) ?? 0) >= endpoint.maxPending)) {
         this.#options.onOutcome?.(endpoint.name, 'dropped', 1);
         continue;
       }
@@ -201,11 +211,11 @@ export class WebhookDispatcher {
     }
     if (entries.length === 0) return;
     const refused = (error: unknown): void => {
-      this.#pending -= entries.length;
+      for (const entry of entries) this.#addPending(entry.endpoint, -1);
       this.#options.logger.error({ err: error, event: event.name }, 'webhook event not written to the outbox (dropped)');
       for (const entry of entries) this.#options.onOutcome?.(entry.endpoint, 'dropped', 1);
     };
-    this.#pending += entries.length;
+    for (const entry of entries) this.#addPending(entry.endpoint, 1);
     try {
       const stored = this.#outbox.append(entries, this.#now());
       if (stored instanceof Promise) {
@@ -324,7 +334,7 @@ export class WebhookDispatcher {
     const now = this.#now();
     if (result.ok) {
       await this.#outbox.delivered(seqs);
-      this.#pending -= seqs.length;
+      this.#addPending(name, -seqs.length);
       this.#options.onOutcome?.(name, 'delivered', seqs.length);
       return;
     }
@@ -350,7 +360,7 @@ export class WebhookDispatcher {
 
   async #bury(name: string, seqs: readonly number[], reason: string, now: number): Promise<void> {
     await this.#outbox.bury(seqs, reason, now);
-    this.#pending -= seqs.length;
+    this.#addPending(name, -seqs.length);
     this.#options.onOutcome?.(name, 'dead', seqs.length);
     this.#options.logger.error({ endpoint: name, reason, events: seqs.length }, 'webhook events kept as dead letters (herald webhooks list-dead, replay)');
   }

@@ -81,6 +81,8 @@ export interface WebhookOutbox {
   counts(): Awaitable<{ readonly pending: number; readonly dead: number }>;
   /** Endpoints that have pending entries (the dispatcher also looks at these after a restart). */
   endpoints(): Awaitable<string[]>;
+  /** Pending entries per endpoint (per-endpoint caps: an app's webhooks, pusher/pusher-webhooks.ts). */
+  pendingByEndpoint(): Awaitable<Record<string, number>>;
 }
 
 interface MemoryRow {
@@ -174,5 +176,11 @@ export class MemoryOutbox implements WebhookOutbox {
     const names = new Set<string>();
     for (const row of this.#pending.values()) names.add(row.endpoint);
     return [...names];
+  }
+
+  pendingByEndpoint(): Record<string, number> {
+    const counts: Record<string, number> = Object.create(null) as Record<string, number>;
+    for (const row of this.#pending.values()) counts[row.endpoint] = (counts[row.endpoint] ?? 0) + 1;
+    return counts;
   }
 }

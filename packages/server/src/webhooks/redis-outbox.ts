@@ -170,6 +170,19 @@ end
 return out
 `;
 
+/** Pending entries per endpoint: endpoint, count, endpoint, count… */
+const byEndpointLua = `
+local out = {}
+for _, ep in ipairs(redis.call('SMEMBERS', KEYS[1] .. ':eps')) do
+  local n = redis.call('ZCARD', KEYS[1] .. ':q:' .. ep)
+  if n > 0 then
+    out[#out + 1] = ep
+    out[#out + 1] = n
+  end
+end
+return out
+`;
+
 /** ARGV: limit, endpoint ('' any). seq, record, deadAt \n reason, … oldest first. */
 const listDeadLua = `
 local seqs = {}
@@ -200,6 +213,7 @@ const SCRIPTS = {
   heraldWhReplay: replayLua,
   heraldWhCounts: countsLua,
   heraldWhEndpoints: endpointsLua,
+  heraldWhByEndpoint: byEndpointLua,
   heraldWhListDead: listDeadLua,
 } as const;
 
@@ -291,5 +305,12 @@ export class RedisOutbox implements WebhookOutbox {
 
   async endpoints(): Promise<string[]> {
     return (await this.#redis.heraldWhEndpoints(this.#key)) as string[];
+  }
+
+  async pendingByEndpoint(): Promise<Record<string, number>> {
+    const flat = (await this.#redis.heraldWhByEndpoint(this.#key)) as (string | number)[];
+    const counts: Record<string, number> = Object.create(null) as Record<string, number>;
+    for (let i = 0; i + 1 < flat.length; i += 2) counts[String(flat[i])] = Number(flat[i + 1]);
+    return counts;
   }
 }

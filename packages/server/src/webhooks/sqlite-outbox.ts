@@ -31,6 +31,7 @@ export class SqliteOutbox implements WebhookOutbox {
   readonly #bury: StatementSync;
   readonly #counts: StatementSync;
   readonly #endpoints: StatementSync;
+  readonly #byEndpoint: StatementSync;
 
   constructor(db: DatabaseSync) {
     this.#db = db;
@@ -41,6 +42,7 @@ export class SqliteOutbox implements WebhookOutbox {
     this.#bury = db.prepare('UPDATE webhook_outbox SET dead_at = ?, reason = ? WHERE seq = ? AND dead_at IS NULL');
     this.#counts = db.prepare('SELECT SUM(dead_at IS NULL) AS pending, SUM(dead_at IS NOT NULL) AS dead FROM webhook_outbox');
     this.#endpoints = db.prepare('SELECT DISTINCT endpoint FROM webhook_outbox WHERE dead_at IS NULL');
+    this.#byEndpoint = db.prepare('SELECT endpoint, COUNT(*) AS pending FROM webhook_outbox WHERE dead_at IS NULL GROUP BY endpoint');
   }
 
   #transaction(run: () => void): void {
@@ -144,5 +146,11 @@ export class SqliteOutbox implements WebhookOutbox {
 
   endpoints(): string[] {
     return (this.#endpoints.all() as unknown as { endpoint: string }[]).map((row) => row.endpoint);
+  }
+
+  pendingByEndpoint(): Record<string, number> {
+    const counts: Record<string, number> = Object.create(null) as Record<string, number>;
+    for (const row of this.#byEndpoint.all() as unknown as { endpoint: string; pending: number }[]) counts[row.endpoint] = row.pending;
+    return counts;
   }
 }

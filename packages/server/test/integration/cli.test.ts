@@ -244,7 +244,7 @@ describe('a port conflict names the listener and how to move it', { timeout: 600
 
 describe('every command has --help, and takes only its own options', { timeout: 60000 }, () => {
   test('--help', async () => {
-    const names = ['serve', 'reload', 'token', 'keys', 'keys create', 'keys list', 'keys revoke', 'backup', 'restore', 'check-config', 'config-docs', 'webhooks', 'webhooks list-dead', 'webhooks replay'];
+    const names = ['serve', 'reload', 'token', 'keys', 'keys create', 'keys list', 'keys revoke', 'backup', 'restore', 'check-config', 'config-docs', 'webhooks', 'webhooks endpoints', 'webhooks list-dead', 'webhooks replay'];
     const answers: Run[] = [];
     for (let i = 0; i < names.length; i += 3) answers.push(...(await Promise.all(names.slice(i, i + 3).map((name) => run([...name.split(' '), '--help'])))));
     answers.forEach((answer, i) => {

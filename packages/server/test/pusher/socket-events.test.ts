@@ -207,4 +207,40 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
     const privateMiss = new Promise<void>((resolve) => p.subscribe(priv).bind('pusher:cache_miss', () => resolve()));
     await privateMiss;
   });
+
+  test('metrics: open Pusher connections per app, closes by code, client events accepted and refused', async () => {
+    const metrics = async () => (await fetch(`http://127.0.0.1:${h.server.adminPort}/metrics`)).text();
+    const value = (text: string, series: string) => Number(new RegExp(`^${series.replace(/[{}]/g, '\\$&')} (\\d+)$`, 'm').exec(text)?.[1] ?? 0);
+    /** The metrics once `series` reads `expected` (a closing socket is counted when the server sees its close). */
+    const once = async (series: string, expected: number): Promise<string> => {
+      for (let i = 0; ; i++) {
+        const text = await metrics();
+        if (value(text, series) === expected || i === 250) return text;
+        await new Promise((resolve) => setTimeout(resolve, 20));
+      }
+    };
+    // The earlier tests' connections are closed first.
+    const before = await once('herald_pusher_connections{app="main"}', 0);
+    assert.equal(value(before, 'herald_pusher_connections{app="main"}'), 0);
+    const [r, socketId] = await raw();
+    const [other, otherId] = await raw();
+    const channel = unique('private-metered');
+    r.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, socketId, channel) } });
+    other.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, otherId, channel) } });
+    await r.event('pusher_internal:subscription_succeeded');
+    await other.event('pusher_internal:subscription_succeeded');
+    r.send({ event: 'client-ok', channel, data: {} });
+    await other.event('client-ok');
+    r.send({ event: 'client-no', channel: 'lobby', data: {} });
+    await r.event('pusher:error');
+    const during = await metrics();
+    assert.equal(value(during, 'herald_pusher_connections{app="main"}'), 2);
+    assert.equal(value(during, 'herald_pusher_client_events_total{app="main",outcome="accepted"}'), value(before, 'herald_pusher_client_events_total{app="main",outcome="accepted"}') + 1);
+    assert.equal(value(during, 'herald_pusher_client_events_total{app="main",outcome="refused"}'), value(before, 'herald_pusher_client_events_total{app="main",outcome="refused"}') + 1);
+    r.close();
+    await r.closed;
+    const after = await once('herald_pusher_connections{app="main"}', 1);
+    assert.equal(value(after, 'herald_pusher_connections{app="main"}'), 1);
+    assert.equal(value(after, 'herald_pusher_disconnects_total{app="main",code="1006"}'), value(before, 'herald_pusher_disconnects_total{app="main",code="1006"}') + 1);
+  });
 });

@@ -185,6 +185,38 @@ for (const engine of ['memory', 'sqlite']) {
   });
 }
 
+for (const engine of ['memory', 'sqlite']) {
+  describe(`Pusher webhooks: one app cannot fill the outbox (${engine} engine)`, () => {
+    it('an app whose URL is down holds at most limits.maxPendingWebhookEvents; the rest are dropped and counted; another app\'s events still go', async () => {
+      const a = testApp('a');
+      const b = testApp('b');
+      const down = await PusherWebhookReceiver.start(a);
+      const downUrl = down.url;
+      await down.close(); // nothing listens there: every attempt fails and is retried
+      const rb = await PusherWebhookReceiver.start(b);
+      let h: TestHerald | undefined;
+      try {
+        const config = appsConfig([{ app: a, webhooks: [{ url: downUrl, events: ['channel_occupied'] }] }, { app: b, webhooks: [{ url: rb.url, events: ['channel_occupied'] }] }], engine, { backoffMinMs: 60000, backoffMaxMs: 60000 });
+        config.apps.list[0] = { ...config.apps.list[0]!, limits: { maxPendingWebhookEvents: 3 } } as (typeof config.apps.list)[number];
+        h = await startHerald(config);
+        const node = h.server.node;
+        for (let i = 0; i < 6; i++) await node.hub.addTap(`a-${i}`, tap());
+        for (let i = 0; i < 2; i++) await node.hub.addTap(channelPrefixOf(b.id) + `b-${i}`, tap());
+        await eventually(async () => (rb.events().length === 2 ? true : undefined), 'app b\'s events');
+        const metrics = await eventually(async () => {
+          const text = await (await fetch(`http://127.0.0.1:${h!.server.adminPort}/metrics`)).text();
+          return text.includes('herald_webhook_events_total{endpoint="app:a:0",outcome="dropped"} 3') ? text : undefined;
+        }, 'three of app a\'s events dropped');
+        assert.match(metrics, /herald_webhook_outbox\{state="pending"\} 3/);
+        assert.doesNotMatch(metrics, /endpoint="app:b:0",outcome="dropped"/);
+      } finally {
+        await h?.close();
+        await rb.close();
+      }
+    });
+  });
+}
+
 describe('Pusher webhooks: outbound safety (SECURITY-TESTS 39)', () => {
   it('an app URL that redirects elsewhere is not followed: a dead letter; the app\'s other URL still gets its events', async () => {
     const a = testApp('a');
