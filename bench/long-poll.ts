@@ -250,6 +250,11 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     // of a small pool, whether or not earlier ones were answered, so that a
     // busy server is offered the rate rather than slowing the publisher down.
     const pool = Array.from({ length: 8 }, () => new HttpConnection(port));
+    // Connected before anything is measured: a connection opened while the
+    // server is busy may lose its SYN (the listen queue) and wait for the
+    // kernel's retransmission (1 s, then 2 s), which the publications sent
+    // on it would count as latency.
+    await Promise.all(pool.map((connection) => connection.open()));
     const idle = [...pool];
     const publish = async (seq: number): Promise<void> => {
       while (idle.length === 0) await sleep(1);

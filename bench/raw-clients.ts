@@ -270,6 +270,16 @@ export class HttpConnection {
     this.#socket = undefined;
   }
 
+  /** Opens the connection now (else the first request opens it); resolves once it is connected. */
+  open(): Promise<void> {
+    const socket = this.#socket ?? this.#connect();
+    if (!socket.connecting) return Promise.resolve();
+    return new Promise((resolve, reject) => {
+      socket.once('connect', () => resolve());
+      socket.once('error', reject);
+    });
+  }
+
   #connect(): Socket {
     const socket = connect({ host: '127.0.0.1', port: this.#port, noDelay: true });
     socket.setEncoding('latin1');

@@ -26,6 +26,7 @@ import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.t
 import type { AdminStore } from '../../src/console/admin-store.ts';
 import { PasswordHasher } from '../../src/console/passwords.ts';
 import Pusher from 'pusher';
+import { PusherWebhookReceiver } from '../helpers/pusher-webhook-receiver.ts';
 
 const engines: Record<string, Record<string, unknown> | undefined> = {
   memory: { type: 'memory' },
@@ -222,3 +223,39 @@ for (const [name, engine] of Object.entries(engines)) {
     });
   });
 }
+
+describe('console apps: a server started without any app', { timeout: 60000 }, () => {
+  test('an app created later gets its webhooks', async () => {
+    let store: AdminStore | undefined;
+    const h = await startHerald(
+      { channels: { defaults: { allowAnonymous: true } } },
+      {
+        adaptEngine: (e) => {
+          store = e.adminStore;
+          return e;
+        },
+      },
+    );
+    let receiver: PusherWebhookReceiver | undefined;
+    let raw: RawPusher | undefined;
+    try {
+      assert.deepEqual(h.server.apps.list(), []);
+      const owner = await signIn(h, store!, 'owner1', 'owner');
+      const created = await owner.post('/api/apps', { id: 'later', key: 'later-key' });
+      assert.equal(created.status, 200, created.text);
+      receiver = await PusherWebhookReceiver.start({ id: 'later', key: 'later-key', secret: created.body.secret });
+      const changed = await owner.post('/api/apps/later', { webhooks: [{ url: receiver.url, events: ['channel_occupied'] }] });
+      assert.equal(changed.status, 200, changed.text);
+      raw = new RawPusher(pusherHerald(h).appUrl('later-key'));
+      await raw.established();
+      raw.send({ event: 'pusher:subscribe', data: { channel: 'orders' } });
+      await raw.event('pusher_internal:subscription_succeeded');
+      const occupied = await eventually(async () => receiver!.accepted.flatMap((r) => r.events).find((e) => e.name === 'channel_occupied'), 'channel_occupied reaches the new app\'s webhook', 15000);
+      assert.equal(occupied.channel, 'orders');
+    } finally {
+      raw?.close();
+      await receiver?.close();
+      await h.close();
+    }
+  });
+});

@@ -6,6 +6,7 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { connectWs, closeAllClients, unique } from '../helpers/herald-ws.ts';
 import { connected, disconnectAll, nextEvent, pusherClient, RawPusher, startPusherHerald, subscribed, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
 import { encodePusherData, excludeSocket } from '../../src/pusher/pusher-publication.ts';
@@ -227,6 +228,38 @@ describe('pusher socket: app origins and quotas', { timeout: 30000 }, () => {
       assert.equal((await third.closed).code, 4100);
     } finally {
       for (const r of opened) r.close();
+      await h.close();
+    }
+  });
+});
+
+describe('pusher socket: connection places', { timeout: 30000 }, () => {
+  test('a failed handshake gives its per-IP place back (maxConnectionsPerIp)', async () => {
+    const app = testApp('places');
+    const h = await startPusherHerald([app], { limits: { maxConnectionsPerIp: 2 } });
+    try {
+      for (let i = 0; i < 4; i++) {
+        // No Sec-WebSocket-Key: ws answers 400 before the upgrade completes.
+        const answer = await new Promise<string>((resolve) => {
+          const socket = connect(h.server.port, '127.0.0.1', () =>
+            socket.write(`GET /app/${app.key}?protocol=7 HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\n\r\n`),
+          );
+          let text = '';
+          socket.on('data', (chunk) => (text += chunk.toString()));
+          socket.on('close', () => resolve(text));
+        });
+        assert.match(answer, /^HTTP\/1\.1 400 /);
+      }
+      const opened = [new RawPusher(h.appUrl(app.key)), new RawPusher(h.appUrl(app.key))];
+      try {
+        for (const r of opened) await r.established();
+        const third = new RawPusher(h.appUrl(app.key));
+        opened.push(third);
+        assert.equal((await third.event('pusher:error')).data.code, 4100, 'the cap still holds');
+      } finally {
+        for (const r of opened) r.close();
+      }
+    } finally {
       await h.close();
     }
   });
