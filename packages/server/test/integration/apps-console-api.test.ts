@@ -259,3 +259,36 @@ describe('console apps: a server started without any app', { timeout: 60000 }, (
     }
   });
 });
+
+describe('console apps on two Redis nodes', { timeout: 60000 }, () => {
+  test('a change made on node A is served by node B at once (apps_changed over Redis, not the poll)', async (t) => {
+    if (redisSkip !== false) return t.skip(redisSkip);
+    const engine = { type: 'redis', redisUrl: REDIS_URL, redisPrefix: 'herald-test-apps-two-' + randomBytes(4).toString('hex') };
+    let store: AdminStore | undefined;
+    const overrides = { engine, apps: { pollIntervalMs: 60000 }, channels: { defaults: { allowAnonymous: true } } };
+    const a = await startHerald(overrides, {
+      adaptEngine: (e) => {
+        store = e.adminStore;
+        return e;
+      },
+    });
+    const b = await startHerald(overrides);
+    const raws: RawPusher[] = [];
+    try {
+      const owner = await signIn(a, store!, 'owner1', 'owner');
+      const created = await owner.post('/api/apps', { name: 'two nodes' });
+      assert.equal(created.status, 200, created.text);
+      const { id, key } = created.body.app;
+      await eventually(async () => b.server.apps.byKey(key), 'node B serves the new app', 5000);
+      const onB = new RawPusher(pusherHerald(b).appUrl(key));
+      raws.push(onB);
+      await onB.established();
+      assert.equal((await owner.post(`/api/apps/${id}`, { enabled: false })).status, 200);
+      assert.equal((await onB.closed).code, 4003, 'node B closes its socket of the disabled app');
+    } finally {
+      for (const raw of raws) raw.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});
