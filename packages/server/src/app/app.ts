@@ -189,7 +189,8 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   // Herald's endpoints and the apps' Pusher webhooks (pusher/pusher-webhooks.ts) share one dispatcher and outbox.
   // With apps, it runs even before one has webhooks: the console and `herald apps` may add them while the server runs.
   // Cluster workers send theirs to the primary instead (engine.webhookEvents, engine.webhookEmit).
-  const withApps = apps.list().length > 0;
+  // Apps (and their webhooks) may come from the store at any time, also to a server that started without any: on an engine with an outbox, the dispatcher always runs.
+  const withApps = apps.list().length > 0 || engine.webhookOutbox !== undefined;
   if ((config.webhooks.endpoints.length > 0 || withApps) && engine.webhookEvents === undefined && engine.webhookEmit === undefined) {
     const problems: string[] = [];
     const endpoints = [...webhookEndpoints, ...allAppEndpoints(apps.list())];
@@ -211,7 +212,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       endpointsMayChange: withApps,
     });
     followApps(apps, webhooks.dispatcher);
-    logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : engine.name === 'redis' ? 'redis (shared by every node)' : 'state file' }, 'webhooks on');
+    if (endpoints.length > 0) logger.info({ endpoints: endpoints.map((endpoint) => endpoint.name), outbox: engine.name === 'memory' ? 'memory (lost on restart)' : engine.name === 'redis' ? 'redis (shared by every node)' : 'state file' }, 'webhooks on');
   }
   // The Pusher socket's own events (client_event, cache_miss) for the apps' webhooks: to this process's dispatcher, or a worker's to the primary's.
   const emitWebhook = webhooks === undefined ? engine.webhookEmit : (event: WebhookEvent) => webhooks.dispatcher.emit(event);

@@ -13,6 +13,7 @@
  */
 import { appFromConfig, channelPrefixOf, type App, type AppRegistry } from './apps.ts';
 import type { AppRecord, AppStore } from './app-store.ts';
+import { BrokerUnavailableError } from '../broker/broker.ts';
 
 export interface StoreAppRegistryOptions {
   readonly configApps: readonly App[];
@@ -69,10 +70,21 @@ export class StoreAppRegistry implements AppRegistry {
     this.#apply([]);
   }
 
-  /** A registry with the store read once; throws when that first read fails. It polls once `watch()` is called. */
+  /**
+   * A registry with the store read once; throws when that first read fails,
+   * except when the store is unavailable (a cluster primary or Redis that
+   * does not answer): then it starts with the config's apps, tells onError,
+   * and reads the store when `reload()` or the poll (`watch()`) find it
+   * answering again.
+   */
   static async open(options: StoreAppRegistryOptions): Promise<StoreAppRegistry> {
     const registry = new StoreAppRegistry(options);
-    await registry.#load();
+    try {
+      await registry.#load();
+    } catch (error) {
+      if (!(error instanceof BrokerUnavailableError)) throw error;
+      options.onError?.(error);
+    }
     return registry;
   }
 

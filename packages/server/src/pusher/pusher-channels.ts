@@ -59,8 +59,8 @@ export interface PusherSubscriber {
 
 /** A presence member as Pusher shows it. */
 interface Member {
-  /** Connections (socket ids) of this user in the channel, on every node. */
-  readonly clients: Set<string>;
+  /** Connections (socket ids) of this user in the channel, on every node → when this node learnt of each (ms). */
+  readonly clients: Map<string, number>;
   info: unknown;
 }
 
@@ -81,7 +81,10 @@ export class PusherChannel implements ChannelTap {
   #pending: [kind: 'join' | 'leave', info: ClientInfo][] | undefined;
   readonly #channelJson: string;
 
-  constructor(app: App, name: string, internal: string, kind: ChannelKind) {
+  readonly #now: () => number;
+
+  constructor(app: App, name: string, internal: string, kind: ChannelKind, now: () => number = Date.now) {
+    this.#now = now;
     this.app = app;
     this.name = name;
     this.internal = internal;
@@ -161,12 +164,31 @@ export class PusherChannel implements ChannelTap {
   #add(info: ClientInfo): boolean {
     let member = this.members.get(info.user);
     if (member === undefined) {
-      member = { clients: new Set(), info: info.chan_info };
+      member = { clients: new Map(), info: info.chan_info };
       this.members.set(info.user, member);
     }
     const first = member.clients.size === 0;
-    member.clients.add(info.client);
+    if (!member.clients.has(info.client)) member.clients.set(info.client, this.#now());
     return first;
+  }
+
+  /**
+   * Drops members whose connections the presence store no longer has (a
+   * node that died never sent their leaves; the store expired them):
+   * member_removed for each user left with no connection. Only connections
+   * this node knew of before `read` started are judged, so a join that
+   * overtakes the read's answer is not taken for a ghost; it never adds
+   * (joins arrive as events).
+   */
+  async reconcile(read: () => Promise<Record<string, ClientInfo>>): Promise<void> {
+    if (!this.kind.presence || this.#pending !== undefined || this.members.size === 0) return;
+    const startedAt = this.#now();
+    const present = await read();
+    for (const [user, member] of [...this.members]) {
+      for (const [client, since] of [...member.clients]) {
+        if (since < startedAt && !(client in present)) this.#leave({ client, user });
+      }
+    }
   }
 
   #join(info: ClientInfo): void {

@@ -43,6 +43,9 @@ export const PONG_TIMEOUT_MS = 30000;
 /** How often connections are checked for activity. */
 const ACTIVITY_CHECK_MS = 5000;
 
+/** Presence members are checked against the store every engine.presenceTtlMs, at least this far apart. */
+const RECONCILE_MIN_MS = 5000;
+
 const APP_PATH = /^\/app\/([A-Za-z0-9_-]{1,128})$/;
 
 export interface PusherEndpointOptions {
@@ -125,7 +128,7 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       const internal = appChannel(app, name);
       let tap = taps.get(internal);
       if (tap === undefined) {
-        const created = new PusherChannel(app, name, internal, kind);
+        const created = new PusherChannel(app, name, internal, kind, () => node.now());
         tap = created;
         taps.set(internal, created);
         created.ready = (async () => {
@@ -170,7 +173,8 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       options.events?.cacheMiss(socket.app, tap.name);
     },
   };
-  users.watchlists = createWatchlists(context);
+  const watchlists = createWatchlists(context);
+  users.watchlists = watchlists;
 
   const wss = new WebSocketServer({
     noServer: true,
@@ -209,6 +213,20 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
     }
   }, ACTIVITY_CHECK_MS);
   timer.unref();
+
+  // Members of a node that died expire from the presence store without a leave: drop them here too.
+  let reconciling = false;
+  const reconcileTimer = setInterval(() => {
+    if (reconciling) return;
+    reconciling = true;
+    void (async () => {
+      for (const tap of [...taps.values()]) {
+        if (tap.kind.presence) await tap.reconcile(() => node.members(tap.internal)).catch(() => undefined);
+      }
+      await watchlists.reconcile();
+    })().finally(() => (reconciling = false));
+  }, Math.max(RECONCILE_MIN_MS, config.engine.presenceTtlMs));
+  reconcileTimer.unref();
 
   /** Why a just-upgraded connection cannot stay, or undefined. */
   function judge(request: IncomingMessage, app: App | undefined, admitted: Place | Refusal): PusherErrorName | undefined {
@@ -295,6 +313,7 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
     close() {
       draining = true;
       clearInterval(timer);
+      clearInterval(reconcileTimer);
       for (const socket of [...sockets]) socket.terminate();
     },
     connectionCount(appId) {

@@ -24,7 +24,6 @@ export interface PusherErrorEntry {
 export const pusherErrors = {
   app_unknown: { code: 4001, message: 'Application does not exist', close: true },
   app_disabled: { code: 4003, message: 'Application disabled', close: true },
-  path_not_found: { code: 4005, message: 'Path not found', close: true },
   bad_version: { code: 4006, message: 'Invalid version string format', close: true },
   unsupported_protocol: { code: 4007, message: 'Unsupported protocol version (this server speaks protocol 7)', close: true },
   no_protocol: { code: 4008, message: 'No protocol version supplied', close: true },

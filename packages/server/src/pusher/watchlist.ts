@@ -31,8 +31,8 @@ class WatchTap implements ChannelTap {
   readonly internal: string;
   readonly user: string;
   readonly watchers = new Set<PusherSocket>();
-  /** The user's connections (socket ids) on every node. */
-  readonly clients = new Set<string>();
+  /** The user's connections (socket ids) on every node → when this node learnt of each (ms). */
+  readonly clients = new Map<string, number>();
   ready: Promise<void> | undefined;
   holds = 0;
   #pending: [kind: 'join' | 'leave', info: ClientInfo][] | undefined;
@@ -60,7 +60,7 @@ class WatchTap implements ChannelTap {
   async load(read: () => Promise<Record<string, ClientInfo>>): Promise<void> {
     this.#pending = [];
     try {
-      for (const info of Object.values(await read())) this.clients.add(info.client);
+      for (const info of Object.values(await read())) this.clients.set(info.client, Date.now());
     } finally {
       const pending = this.#pending;
       this.#pending = undefined;
@@ -68,10 +68,21 @@ class WatchTap implements ChannelTap {
     }
   }
 
+  /** Drops connections the presence store no longer has (a dead node's; see PusherChannel.reconcile); offline when none is left. */
+  async reconcile(read: () => Promise<Record<string, ClientInfo>>): Promise<void> {
+    if (this.#pending !== undefined || this.clients.size === 0) return;
+    const startedAt = Date.now();
+    const present = await read();
+    for (const [client, since] of [...this.clients]) {
+      if (since < startedAt && !(client in present)) this.#apply('leave', { client, user: this.user }, true);
+    }
+  }
+
   #apply(kind: 'join' | 'leave', info: ClientInfo, tell: boolean): void {
     const before = this.clients.size;
-    if (kind === 'join') this.clients.add(info.client);
-    else this.clients.delete(info.client);
+    if (kind === 'join') {
+      if (!this.clients.has(info.client)) this.clients.set(info.client, Date.now());
+    } else this.clients.delete(info.client);
     const after = this.clients.size;
     if (!tell || (before === 0) === (after === 0)) return;
     const text = watchlistEvent(after > 0 ? 'online' : 'offline', [this.user]);
@@ -79,7 +90,7 @@ class WatchTap implements ChannelTap {
   }
 }
 
-export function createWatchlists(context: PusherContext): Watchlists {
+export function createWatchlists(context: PusherContext): Watchlists & { reconcile(): Promise<void> } {
   const taps = new Map<string, WatchTap>();
   const node = context.node;
 
@@ -110,6 +121,11 @@ export function createWatchlists(context: PusherContext): Watchlists {
   }
 
   return {
+    async reconcile() {
+      for (const tap of [...taps.values()]) {
+        await tap.reconcile(() => node.members(tap.internal)).catch(() => undefined);
+      }
+    },
     async signedIn(socket) {
       const app = socket.app;
       const self: ClientInfo = { client: socket.socketId, user: socket.userId! };

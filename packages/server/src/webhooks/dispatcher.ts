@@ -187,10 +187,12 @@ export class WebhookDispatcher {
     this.#options.onOutcome?.(endpoint, 'dropped', count);
   }
 
-  /** Endpoints taking events of this name and (for channel events) this channel's namespace. */
+  /** Endpoints taking events of this name and (for channel events) this channel's namespace; `name|max` for one with a cap of its own (maxPending). */
   endpointsFor(name: WebhookEventName, channel: string | undefined): string[] {
     const names: string[] = [];
-    for (const { endpoint } of this.#states.values()) if (takes(endpoint, name, channel)) names.push(endpoint.name);
+    for (const { endpoint } of this.#states.values()) {
+      if (takes(endpoint, name, channel)) names.push(endpoint.maxPending === undefined ? endpoint.name : `${endpoint.name}|${endpoint.maxPending}`);
+    }
     return names;
   }
 

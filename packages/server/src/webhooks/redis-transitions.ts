@@ -41,7 +41,8 @@ import type { MemberRef } from './transitions.ts';
  * ARGV: node, now, maxPending, sweepTtl ('' for the node's own reports;
  * a TTL: apply only while the node is unheard that long), then ops of 10
  * fields: kind (s subscribed, u unsubscribed, j joined, l left), channel,
- * member key, client, event id 1, event 1, endpoints 1 (comma separated),
+ * member key, client, event id 1, event 1, endpoints 1 (comma separated;
+ * `name|max`: not written when the endpoint already has max pending),
  * event id 2, event 2, endpoints 2. Answers the endpoints written to ("!"
  * before one whose event was dropped, the outbox being full), or nil when
  * the node to sweep is alive.
@@ -55,8 +56,14 @@ if ARGV[4] ~= '' then
 end
 local out = {}
 local function emit(id, ev, eps)
-  for ep in string.gmatch(eps, '[^,]+') do
-    if append(ep, id, ev, now, max) == 1 then out[#out + 1] = ep else out[#out + 1] = '!' .. ep end
+  for spec in string.gmatch(eps, '[^,]+') do
+    local ep, cap = spec, nil
+    local bar = string.find(spec, '|', 1, true)
+    if bar then
+      ep = string.sub(spec, 1, bar - 1)
+      cap = tonumber(string.sub(spec, bar + 1))
+    end
+    if (cap == nil or redis.call('ZCARD', K .. ':q:' .. ep) < cap) and append(ep, id, ev, now, max) == 1 then out[#out + 1] = ep else out[#out + 1] = '!' .. ep end
   end
 end
 local held = K .. ':n:' .. node
@@ -123,7 +130,7 @@ type Op =
   | { readonly kind: 's' | 'u'; readonly channel: string; readonly time: number }
   | { readonly kind: 'j' | 'l'; readonly channel: string; readonly member: string; readonly client: string; readonly ref: MemberRef; readonly time: number };
 
-/** A built event: its id, JSON text, and the endpoints that take it (none: not written). */
+/** A built event: its id, JSON text, and the endpoints that take it (none: not written; `name|max`: an endpoint with a pending cap of its own). */
 export interface BuiltEvent {
   readonly id: string;
   readonly json: string;
@@ -229,7 +236,20 @@ export class RedisTransitions {
 
   #push(op: Op): void {
     this.#queue.push(op);
-    this.#pumping ??= this.#pump().finally(() => (this.#pumping = undefined));
+    this.#kick();
+  }
+
+  /**
+   * Starts the pump unless it runs. A report pushed after the pump found the
+   * queue empty but before it let go (in the same microtask checkpoint: a
+   * presence reply parsed from the same Redis read as the last batch's) is
+   * picked up by a new pump at once, not left waiting for the next report.
+   */
+  #kick(): void {
+    this.#pumping ??= this.#pump().finally(() => {
+      this.#pumping = undefined;
+      if (this.#queue.length > 0 && !this.#closed) this.#kick();
+    });
   }
 
   /** Applies the queue in order, one batch at a time; reconciles first when a batch failed. */
@@ -334,7 +354,7 @@ export class RedisTransitions {
       return;
     }
     if (known === 0) this.#dirty = true;
-    if (this.#dirty) this.#pumping ??= this.#pump().finally(() => (this.#pumping = undefined));
+    if (this.#dirty) this.#kick();
     for (const node of dead) {
       if (node === this.#options.node) continue;
       try {

@@ -26,6 +26,7 @@ import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.t
 import type { AdminStore } from '../../src/console/admin-store.ts';
 import { PasswordHasher } from '../../src/console/passwords.ts';
 import Pusher from 'pusher';
+import { PusherWebhookReceiver } from '../helpers/pusher-webhook-receiver.ts';
 
 const engines: Record<string, Record<string, unknown> | undefined> = {
   memory: { type: 'memory' },
@@ -222,3 +223,72 @@ for (const [name, engine] of Object.entries(engines)) {
     });
   });
 }
+
+describe('console apps: a server started without any app', { timeout: 60000 }, () => {
+  test('an app created later gets its webhooks', async () => {
+    let store: AdminStore | undefined;
+    const h = await startHerald(
+      { channels: { defaults: { allowAnonymous: true } } },
+      {
+        adaptEngine: (e) => {
+          store = e.adminStore;
+          return e;
+        },
+      },
+    );
+    let receiver: PusherWebhookReceiver | undefined;
+    let raw: RawPusher | undefined;
+    try {
+      assert.deepEqual(h.server.apps.list(), []);
+      const owner = await signIn(h, store!, 'owner1', 'owner');
+      const created = await owner.post('/api/apps', { id: 'later', key: 'later-key' });
+      assert.equal(created.status, 200, created.text);
+      receiver = await PusherWebhookReceiver.start({ id: 'later', key: 'later-key', secret: created.body.secret });
+      const changed = await owner.post('/api/apps/later', { webhooks: [{ url: receiver.url, events: ['channel_occupied'] }] });
+      assert.equal(changed.status, 200, changed.text);
+      raw = new RawPusher(pusherHerald(h).appUrl('later-key'));
+      await raw.established();
+      raw.send({ event: 'pusher:subscribe', data: { channel: 'orders' } });
+      await raw.event('pusher_internal:subscription_succeeded');
+      const occupied = await eventually(async () => receiver!.accepted.flatMap((r) => r.events).find((e) => e.name === 'channel_occupied'), 'channel_occupied reaches the new app\'s webhook', 15000);
+      assert.equal(occupied.channel, 'orders');
+    } finally {
+      raw?.close();
+      await receiver?.close();
+      await h.close();
+    }
+  });
+});
+
+describe('console apps on two Redis nodes', { timeout: 60000 }, () => {
+  test('a change made on node A is served by node B at once (apps_changed over Redis, not the poll)', async (t) => {
+    if (redisSkip !== false) return t.skip(redisSkip);
+    const engine = { type: 'redis', redisUrl: REDIS_URL, redisPrefix: 'herald-test-apps-two-' + randomBytes(4).toString('hex') };
+    let store: AdminStore | undefined;
+    const overrides = { engine, apps: { pollIntervalMs: 60000 }, channels: { defaults: { allowAnonymous: true } } };
+    const a = await startHerald(overrides, {
+      adaptEngine: (e) => {
+        store = e.adminStore;
+        return e;
+      },
+    });
+    const b = await startHerald(overrides);
+    const raws: RawPusher[] = [];
+    try {
+      const owner = await signIn(a, store!, 'owner1', 'owner');
+      const created = await owner.post('/api/apps', { name: 'two nodes' });
+      assert.equal(created.status, 200, created.text);
+      const { id, key } = created.body.app;
+      await eventually(async () => b.server.apps.byKey(key), 'node B serves the new app', 5000);
+      const onB = new RawPusher(pusherHerald(b).appUrl(key));
+      raws.push(onB);
+      await onB.established();
+      assert.equal((await owner.post(`/api/apps/${id}`, { enabled: false })).status, 200);
+      assert.equal((await onB.closed).code, 4003, 'node B closes its socket of the disabled app');
+    } finally {
+      for (const raw of raws) raw.close();
+      await a.close();
+      await b.close();
+    }
+  });
+});

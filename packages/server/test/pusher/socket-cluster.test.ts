@@ -16,6 +16,9 @@ import { unique } from '../helpers/herald-ws.ts';
 import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
 import { connected, disconnectAll, nextEvent, pusherClientOnPort, startAuthServer, startPusherHerald, subscribed, testApp, type AuthServer, type PusherHerald } from '../helpers/pusher-socket.ts';
 import { TestCluster } from '../cluster/harness.ts';
+import { cleanupSpawned, spawnRedisHerald, Tokens } from '../redis/harness.ts';
+import { createHmac } from 'node:crypto';
+import { RawPusher } from '../helpers/pusher-socket.ts';
 
 const app = testApp('main');
 const sdk = new Pusher({ appId: app.id, key: app.key, secret: app.secret, host: '127.0.0.1', useTLS: false });
@@ -167,5 +170,48 @@ describe('pusher presence on two Redis nodes', { skip, timeout: 60000 }, () => {
       ['offline', ['ivy']],
       ['offline', ['jon']],
     ]);
+  });
+
+  test('a node that dies: its presence members leave (member_removed) once the store expired them', { timeout: 60000 }, async () => {
+    const prefix = `herald-test-pusher-dead-${randomBytes(4).toString('hex')}`;
+    const ttl = { presenceTtlMs: 3000 };
+    const survivor = await startPusherHerald([app], { engine: { type: 'redis', redisUrl: REDIS_URL, redisPrefix: prefix, ...ttl } });
+    const secretFile = join(tmpdir(), `herald-pusher-dead-${randomBytes(4).toString('hex')}.secret`);
+    writeFileSync(secretFile, app.secret, { mode: 0o600 });
+    const opened: RawPusher[] = [];
+    try {
+      const doomed = await spawnRedisHerald('doomed', {
+        redisUrl: REDIS_URL,
+        prefix,
+        tokens: new Tokens(),
+        engine: ttl,
+        overrides: { apps: { list: [{ id: app.id, key: app.key, secretFile }] } },
+      });
+      const channel = unique('presence-mortal');
+      const join = async (port: number, user: string) => {
+        const r = new RawPusher(`ws://127.0.0.1:${port}/app/${app.key}?protocol=7&client=test&version=1`);
+        opened.push(r);
+        const socketId = await r.established();
+        const data = JSON.stringify({ user_id: user });
+        const auth = `${app.key}:${createHmac('sha256', app.secret).update(`${socketId}:${channel}:${data}`).digest('hex')}`;
+        r.send({ event: 'pusher:subscribe', data: { channel, auth, channel_data: data } });
+        await r.event('pusher_internal:subscription_succeeded');
+        return r;
+      };
+      const observer = await join(survivor.server.port, 'olga');
+      await join(doomed.port, 'ghost');
+      const added = await observer.event('pusher_internal:member_added');
+      assert.equal(added.data.user_id, 'ghost');
+      doomed.child.kill('SIGKILL');
+      // The store expires the dead node's members after presenceTtlMs; the survivor checks every 5 s.
+      const removed = await observer.event('pusher_internal:member_removed', 30000);
+      assert.equal(removed.data.user_id, 'ghost');
+      assert.equal(observer.frames.filter((f) => f.event === 'pusher_internal:member_removed').length, 1);
+    } finally {
+      for (const r of opened) r.close();
+      cleanupSpawned();
+      rmSync(secretFile, { force: true });
+      await survivor.close();
+    }
   });
 });

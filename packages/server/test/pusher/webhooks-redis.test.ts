@@ -117,4 +117,28 @@ describe('Pusher webhooks on two redis nodes', { skip }, () => {
       await receiver.close();
     }
   });
+
+  it('an app whose URL is down holds at most limits.maxPendingWebhookEvents in the shared outbox; the transitions beyond are dropped and counted', async () => {
+    const app = testApp('1');
+    const secretFile = join(dir, 'app-secret-cap');
+    writeFileSync(secretFile, app.secret, { mode: 0o600 });
+    const down = await PusherWebhookReceiver.start(app);
+    const url = down.url;
+    await down.close(); // nothing listens: every attempt fails and is retried
+    const prefix = uniquePrefix('pusher-wh-cap');
+    prefixes.push(prefix);
+    const overrides = {
+      apps: { list: [{ id: app.id, key: app.key, secretFile, limits: { maxPendingWebhookEvents: 2 }, webhooks: [{ url, events: ['channel_occupied'] }] }] },
+      webhooks: { batchWindowMs: 20, backoffMinMs: 60000, backoffMaxMs: 60000, pollIntervalMs: 200, timeoutMs: 1000 },
+    };
+    nodes.push(await startRedisHerald('A', { redisUrl: REDIS_URL, prefix, tokens: new Tokens(), engine: { presenceTtlMs: 3000 }, overrides }));
+    const node = nodes[0]!;
+    const tap = { size: 1, deliverPublication: () => 0, deliverJoinLeave: () => {}, reset: () => {} };
+    for (let i = 0; i < 5; i++) await node.server.node.hub.addTap(`c-${i}`, tap);
+    const text = await eventually(async () => {
+      const metrics = await (await fetch(`http://127.0.0.1:${node.server.adminPort}/metrics`)).text();
+      return metrics.includes('herald_webhook_events_total{endpoint="app:1:0",outcome="dropped"} 3') ? metrics : undefined;
+    }, 'three occupied events dropped', 30000);
+    assert.match(text, /herald_webhook_outbox\{state="pending"\} 2/);
+  });
 });
