@@ -343,7 +343,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       detail: change.code === undefined ? { via: 'api' } : { via: 'api', code: change.code },
     });
   // The native transports per app: /apps/{id}/connection/… (transports/app-paths.ts).
-  const appPaths = new AppPaths(apps, { leewayMs: config.auth.leewayMs, maxJsonDepth: config.limits.maxJsonDepth });
+  const appPaths = new AppPaths(apps, { leewayMs: config.auth.leewayMs, maxJsonDepth: config.limits.maxJsonDepth, clients: () => node.connectedClients() });
   const app = await createHttpApp({ config, node, apiKeys, apps, appPaths, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
   // The Pusher protocol endpoint (/app/{key}) shares the listener and the node (docs/pusher.md).

@@ -11,6 +11,7 @@
 import type { ApiErrorCode } from '@herald/protocol';
 import { createJwtVerifier, type TokenVerifier } from '../auth/jwt.ts';
 import type { App, AppRegistry } from '../apps/apps.ts';
+import type { Client } from '../core/client.ts';
 
 /** What a connection opened on a non-default app's path carries (Client.scope). */
 export interface AppScope {
@@ -30,6 +31,12 @@ const CONNECTION = '/connection/';
 const MAX_ID_CHARS = 128;
 
 export interface AppPathOptions {
+  /**
+   * The connections of this node (Node.connectedClients): when an app is
+   * disabled or deleted, its native connections are closed (3503); a
+   * changed app's connections check their next tokens with its new secret.
+   */
+  readonly clients?: () => Iterable<Client>;
   /** auth.leewayMs. */
   readonly leewayMs: number;
   /** limits.maxJsonDepth. */
@@ -49,8 +56,16 @@ export class AppPaths {
   constructor(apps: AppRegistry, options: AppPathOptions) {
     this.#apps = apps;
     this.#options = options;
-    apps.onChange(() => {
+    apps.onChange((id) => {
       this.#scopes = new WeakMap();
+      const clients = options.clients;
+      if (clients === undefined) return;
+      const app = apps.byId(id);
+      for (const client of [...clients()]) {
+        if (client.scope?.app.id !== id) continue;
+        if (app === undefined || !app.enabled || app.channelPrefix === '') client.disconnect('force_disconnect');
+        else client.scope = this.#scope(app);
+      }
     });
   }
 

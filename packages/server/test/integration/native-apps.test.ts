@@ -5,7 +5,9 @@
  * official `pusher` SDK) reaches it as `{"event","data"}`, its client
  * publish reaches pusher-js on X; app Y's channel of the same name and the
  * default app's never cross; server tokens and Y's tokens are refused on
- * X's path; unknown and disabled apps are refused before any upgrade.
+ * X's path; unknown and disabled apps are refused before any upgrade. An
+ * app made with `herald apps` serves native clients; disabling, rotating
+ * and deleting it act on them.
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -13,6 +15,14 @@ import { disconnects } from '@herald/protocol';
 import { closeAllClients, connectWs, http, openWs, signToken, unique, type WsClient } from '../helpers/herald-ws.ts';
 import { LongPollSession } from '../helpers/herald-long-poll.ts';
 import { openSse, parseVector, sseUrl, type SseStream } from '../helpers/rt-clients.ts';
+import { execFile } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { HERALD_MAIN } from '../helpers/herald-process.ts';
+import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
+import { startHerald, type TestHerald } from '../helpers/herald.ts';
+import { eventually } from '../helpers/herald-ws.ts';
 import { connected, disconnectAll, nextEvent, pusherClient, serverSdk, startPusherHerald, subscribed, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
 
 describe('native protocol per app', { timeout: 120000 }, () => {
@@ -221,5 +231,67 @@ describe('native protocol per app', { timeout: 120000 }, () => {
     const events = recovered.filter((m) => m.push === 'publication').map((m) => pusherData(m).event);
     assert.deepEqual(events, ['from-lp', 'p2']);
     assert.equal(recovered.find((m) => m.push === 'subscribed')?.recovered, true);
+  });
+});
+
+function heraldApps(args: readonly string[], config: string): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [...SOURCE_NODE_ARGS, HERALD_MAIN, 'apps', ...args, '--config', config], { env: { PATH: process.env['PATH'] ?? '' }, timeout: 90000 }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : 1, stdout, stderr });
+    });
+  });
+}
+
+describe('native protocol per app: apps from `herald apps`', { timeout: 300000 }, () => {
+  let dir: string;
+  let config: string;
+  let h: TestHerald;
+  before(async () => {
+    dir = mkdtempSync(join(tmpdir(), 'herald-native-apps-'));
+    const apps = { pollIntervalMs: 100 };
+    config = join(dir, 'herald.json');
+    writeFileSync(config, JSON.stringify({ mode: 'development', stateDir: join(dir, 'state'), apps }));
+    h = await startHerald({ stateDir: join(dir, 'state'), apps });
+  });
+  afterEach(() => closeAllClients());
+  after(async () => {
+    await h?.close();
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('a store app serves native clients; rotate-secret refuses the old secret\'s tokens; disable closes them (3503) and refuses new ones (403); delete: 404', async () => {
+    const created = await heraldApps(['create', '--json'], config);
+    assert.equal(created.code, 0, created.stderr);
+    const { app, secret } = JSON.parse(created.stdout);
+    await eventually(async () => h.server.apps.byId(app.id), 'the server picks the new app up');
+    const url = `ws://127.0.0.1:${h.server.port}/apps/${app.id}/connection/websocket`;
+    const token = (key: string): Promise<string> => signToken(key, { sub: 'gus', exp: Math.floor(Date.now() / 1000) + 600 });
+    const first = await openWs(url);
+    await first.connect(await token(secret));
+    const channel = unique('store');
+    await first.call('subscribe', { channel });
+
+    const rotated = await heraldApps(['rotate-secret', app.id], config);
+    assert.equal(rotated.code, 0, rotated.stderr);
+    const newSecret = rotated.stdout.trim();
+    await eventually(async () => (h.server.apps.byId(app.id)?.secret === newSecret ? true : undefined), 'the server sees the new secret');
+    const old = await openWs(url);
+    old.send({ id: 1, method: 'connect', params: { token: await token(secret) } });
+    assert.equal((await old.waitClose()).code, disconnects.invalid_token.code, 'a token of the old secret');
+    const second = await openWs(url);
+    await second.connect(await token(newSecret));
+    assert.equal(first.closeInfo, undefined, 'connections opened before the rotation stay');
+
+    const disabled = await heraldApps(['update', app.id, '--disable'], config);
+    assert.equal(disabled.code, 0, disabled.stderr);
+    const [a, b] = await Promise.all([first.waitClose(10000), second.waitClose(10000)]);
+    assert.equal(a.code, disconnects.force_disconnect.code);
+    assert.equal(b.code, disconnects.force_disconnect.code);
+    await assert.rejects(openWs(url), /HTTP 403/);
+
+    const deleted = await heraldApps(['delete', app.id, '--yes'], config);
+    assert.equal(deleted.code, 0, deleted.stderr);
+    await eventually(async () => (h.server.apps.byId(app.id) === undefined ? true : undefined), 'the server forgets the app');
+    await assert.rejects(openWs(url), /HTTP 404/);
   });
 });
