@@ -20,6 +20,7 @@ import { defaultLiveHeapMiB, Watchdog, type ProcessSample, type WatchdogThreshol
 import type { NotReadyReason } from './health.ts';
 import { createLogger } from '../observability/pino-logger.ts';
 import { attachWebSocket } from '../transports/websocket.ts';
+import { AppPaths } from '../transports/app-paths.ts';
 import { createHttpApp, type AdminChange } from './http.ts';
 import { startChecks } from './preflight.ts';
 import { openSharedLimits, type SharedLimits } from './shared-limits.ts';
@@ -341,7 +342,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       outcome: change.outcome,
       detail: change.code === undefined ? { via: 'api' } : { via: 'api', code: change.code },
     });
-  const app = await createHttpApp({ config, node, apiKeys, apps, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
+  // The native transports per app: /apps/{id}/connection/… (transports/app-paths.ts).
+  const appPaths = new AppPaths(apps, { leewayMs: config.auth.leewayMs, maxJsonDepth: config.limits.maxJsonDepth });
+  const app = await createHttpApp({ config, node, apiKeys, apps, appPaths, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
   // The Pusher protocol endpoint (/app/{key}) shares the listener and the node (docs/pusher.md).
   const pusher = createPusherEndpoint({ config, node, apps, logger, edge, events: pusherEvents });
@@ -349,6 +352,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     maxMessageBytes: config.limits.maxMessageBytes,
     maxFragments: config.limits.maxFragments,
     gate: edge,
+    appPaths,
     otherUpgrade: (request, socket, head, path) => pusher.otherUpgrade(request, socket, head, path),
   });
   // The composition root reads the environment: debug actions exist only for the watchdog's tests.

@@ -31,6 +31,7 @@ import { answerClientError } from '../edge/client-errors.ts';
 import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
 import { registerHealthRoutes, type ReadinessSources } from './health.ts';
 import type { AppRegistry } from '../apps/apps.ts';
+import type { AppPaths } from '../transports/app-paths.ts';
 import { registerPusherApi } from '../pusher/pusher-api.ts';
 
 export interface TlsFiles {
@@ -44,6 +45,8 @@ export interface HttpAppOptions {
   readonly apiKeys: ApiKeyVerifier;
   /** The apps of the Pusher HTTP API (`/apps/{id}/…`). */
   readonly apps: AppRegistry;
+  /** The apps' native transport paths (`/apps/{id}/connection/…`, transports/app-paths.ts). */
+  readonly appPaths?: AppPaths;
   readonly logger: PinoLogger;
   readonly edge: Edge;
   /** PEM certificate chain and key: the listener serves HTTPS (and WSS). */
@@ -176,11 +179,12 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     origins: edge.origins,
     draining: () => node.draining,
     logger: node.logger,
+    appPaths: options.appPaths,
   });
   front.install(app);
   registerSse(app, front, node, sessions, edge);
   registerLongPoll(app, front, node, sessions, edge, { bodyLimit: config.api.maxBodyBytes });
-  registerHttpCommands(app, node, sessions);
+  registerHttpCommands(app, node, sessions, options.appPaths);
   // The chat demo exists in development mode only: production never loads it.
   if (config.mode === 'development') (await import('./demo.ts')).registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
 

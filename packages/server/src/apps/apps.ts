@@ -70,6 +70,17 @@ export function localChannel(app: App, internal: string): string | undefined {
   return internal.startsWith(app.channelPrefix) ? internal.slice(app.channelPrefix.length) : undefined;
 }
 
+/**
+ * The name a native client sees for an internal channel: an app's channel
+ * `~{id}~name` is `name` (all subscribers of an internal channel are of the
+ * same app; `~` is in no channel grammar), any other name is itself.
+ */
+export function nativeName(channel: string): string {
+  if (channel.charCodeAt(0) !== 126 /* ~ */) return channel;
+  const end = channel.indexOf('~', 1);
+  return end === -1 ? channel : channel.slice(end + 1);
+}
+
 /** The prefix of a non-default app's channels. */
 export function channelPrefixOf(id: string): string {
   return `~${id}~`;

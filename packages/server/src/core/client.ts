@@ -34,6 +34,9 @@ import { Outbox } from './write-scheduler.ts';
 import type { NamespaceConfig } from '../config/schema.ts';
 import type { ForwardedRequest, HookConnection } from '../hooks/hooks.ts';
 import type { Node } from './node.ts';
+import { appChannel, nativeName } from '../apps/apps.ts';
+import type { TokenVerifier } from '../auth/jwt.ts';
+import type { AppScope } from '../transports/app-paths.ts';
 
 /** Where the reply to one command goes (the socket, or an HTTP response). */
 export type ReplySink = (frame: string) => void;
@@ -179,6 +182,13 @@ export class Client {
   address = '';
   /** Headers and cookies of the opening request that some hook forwards (hooks/hooks.ts); undefined when none does. */
   forwarded: ForwardedRequest | undefined = undefined;
+  /**
+   * The app of a connection opened on a non-default app's path
+   * (`/apps/{id}/connection/…`, transports/app-paths.ts): its channels are
+   * the app's and its tokens are signed with the app's secret. Undefined:
+   * the server's own channels and tokens. Set by the transport before any command.
+   */
+  scope: AppScope | undefined = undefined;
   /** When the connection was opened, epoch ms. */
   readonly openedAt: number;
   #info: ClientInfo | undefined;
@@ -245,7 +255,17 @@ export class Client {
     return this.state === 'closed';
   }
 
-  /** The subscription to `channel`, if any. */
+  /** The server-internal name of a channel the client named (after the grammar check): the app's channel on an app's path. */
+  internalChannel(channel: string): string {
+    return this.scope === undefined ? channel : appChannel(this.scope.app, channel);
+  }
+
+  /** The verifier of this connection's tokens: its app's, else the server's. */
+  get tokens(): TokenVerifier {
+    return this.scope?.tokens ?? this.node.tokens;
+  }
+
+  /** The subscription to `channel` (internal name), if any. */
   subscription(channel: string): Subscription | undefined {
     const subs = this.#subscriptions;
     if (subs === undefined) return undefined;
@@ -366,7 +386,7 @@ export class Client {
       case 'connect':
         return this.connect(command.params?.token, command.params?.name, command.params?.batch === true || this.batchRequested);
       case 'unsubscribe':
-        await this.unsubscribe(command.params.channel);
+        await this.unsubscribe(this.internalChannel(command.params.channel));
         return {};
       case 'publish':
         return this.node.clientPublish(this, command.params.channel, command.params.data);
@@ -400,6 +420,8 @@ export class Client {
     const tokenPresent = token !== undefined && token !== '';
     const hooks = this.node.hooks;
     if (!tokenPresent) {
+      // An app's path: a token signed with the app's secret, always.
+      if (this.scope !== undefined) throw new DisconnectError('permission_denied');
       if (!this.node.rules.anonymousAllowed && !(hooks !== undefined && hooks.connectWithoutToken)) throw new DisconnectError('permission_denied');
     } else {
       const identity = await this.#verifyConnectionToken(token!);
@@ -443,7 +465,7 @@ export class Client {
   async #verifyConnectionToken(token: string) {
     let identity;
     try {
-      identity = await this.node.tokens.verifyConnectionToken(token);
+      identity = await this.tokens.verifyConnectionToken(token);
     } catch (error) {
       if (error instanceof TokenError) throw new DisconnectError(error.kind === 'expired' ? 'token_expired' : 'invalid_token');
       throw error;
@@ -575,7 +597,7 @@ export class Client {
 
   /** Checks a subscribe request and adds its subscription, pending, at the position it recovers from. */
   async #prepare(request: SubscribeRequest): Promise<Subscription> {
-    const resolved = this.node.resolve(request.channel);
+    const resolved = this.node.resolveFor(this, request.channel);
     this.node.authorizeSubscribe(this, resolved);
     const channel = resolved.channel;
     if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
@@ -705,7 +727,7 @@ export class Client {
     sub.epoch = read.result.epoch;
     sub.offset = read.offset;
     if (this.transport.tracksPositions) {
-      this.#write(new EncodedFrame(encodePush({ push: 'subscribed', channel: sub.channel, ...read.result })), true);
+      this.#write(new EncodedFrame(encodePush({ push: 'subscribed', channel: nativeName(sub.channel), ...read.result })), true);
     }
     for (const pub of read.missed) {
       if (pub.offset <= sub.offset) continue;
@@ -898,11 +920,11 @@ export class Client {
     if (subs === undefined) return '';
     if (subs instanceof Subscription) {
       // The common case, on the delivery path: no intermediate array.
-      return subs.recoverable && subs.epoch !== '' ? encodePositionEntry(subs.channel, subs.epoch, subs.offset) : '';
+      return subs.recoverable && subs.epoch !== '' ? encodePositionEntry(nativeName(subs.channel), subs.epoch, subs.offset) : '';
     }
     const entries: [string, StreamPosition][] = [];
     for (const sub of subs.values()) {
-      if (sub.recoverable && sub.epoch !== '') entries.push([sub.channel, sub]);
+      if (sub.recoverable && sub.epoch !== '') entries.push([nativeName(sub.channel), sub]);
     }
     return encodePositions(entries);
   }

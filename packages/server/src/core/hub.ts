@@ -10,6 +10,7 @@ import { diagnostics } from '../observability/diagnostics.ts';
 import { EncodedFrame } from './encoded-frame.ts';
 import type { Client, Subscription } from './client.ts';
 import type { NodeEvents } from './node-events.ts';
+import { nativeName } from '../apps/apps.ts';
 
 /**
  * A channel with local subscribers, and where this node's broker
@@ -203,8 +204,9 @@ export class Hub {
     return entry === undefined ? 0 : entry.subs.size + (entry.tap?.size ?? 0);
   }
 
+  /** The frame of a publication for every native subscriber of the channel; an app's channel carries its app-local name (nativeName). */
   encodePublication(channel: string, publication: StoredPublication): EncodedFrame {
-    return new EncodedFrame(encodePublicationPush(channel, publication.offset, publication.data, publication.info));
+    return new EncodedFrame(encodePublicationPush(nativeName(channel), publication.offset, publication.data, publication.info));
   }
 
   deliverPublication(channel: string, publication: StoredPublication): void {
@@ -231,7 +233,7 @@ export class Hub {
     if (entry === undefined) return;
     entry.tap?.deliverJoinLeave(kind, channel, info);
     if (entry.subs.size === 0) return;
-    const frame = new EncodedFrame(encodePush({ push: kind, channel, info }));
+    const frame = new EncodedFrame(encodePush({ push: kind, channel: nativeName(channel), info }));
     for (const sub of entry.subs) {
       if (sub.pending === null) sub.client.writePush(frame);
     }

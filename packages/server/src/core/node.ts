@@ -23,6 +23,7 @@ import type { Transport } from './transport.ts';
 import type { NodeEvents } from './node-events.ts';
 import { WriteScheduler } from './write-scheduler.ts';
 import type { Hooks } from '../hooks/hooks.ts';
+import { nativeName } from '../apps/apps.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -186,7 +187,8 @@ export class Node {
     if (token === undefined || token === '') throw new CommandError('permission_denied');
     let identity;
     try {
-      identity = await this.tokens.verifySubscriptionToken(token, client.user, resolved.channel);
+      // The token names the channel as the client does (an app's backend signs its app-local names).
+      identity = await client.tokens.verifySubscriptionToken(token, client.user, nativeName(resolved.channel));
     } catch (error) {
       if (error instanceof TokenError) throw new CommandError(error.kind === 'expired' ? 'token_expired' : 'permission_denied');
       throw error;
@@ -257,6 +259,16 @@ export class Node {
     return this.#presence.stats(channel);
   }
 
+  /**
+   * A channel a client named: the grammar and namespace checks on the name
+   * it sent, then its internal name (an app's channel on an app's path,
+   * Client.internalChannel).
+   */
+  resolveFor(client: Client, channel: unknown): ResolvedChannel {
+    const resolved = this.resolve(channel);
+    return client.scope === undefined ? resolved : { ...resolved, channel: client.internalChannel(resolved.channel) };
+  }
+
   resolve(channel: unknown): ResolvedChannel {
     const resolved = this.rules.resolve(channel);
     if ('reply' in resolved) throw new CommandError(resolved.reply, resolved.detail);
@@ -295,7 +307,7 @@ export class Node {
   }
 
   async clientPublish(client: Client, channel: string, data: unknown): Promise<StreamPosition> {
-    const resolved = this.resolve(channel);
+    const resolved = this.resolveFor(client, channel);
     if (!resolved.options.clientPublish) throw new CommandError('permission_denied');
     this.authorizeRead(client, resolved);
     let dataJson = JSON.stringify(data);
@@ -348,7 +360,7 @@ export class Node {
   }
 
   async clientHistory(client: Client, params: HistoryParams): Promise<JsonText> {
-    const resolved = this.resolve(params.channel);
+    const resolved = this.resolveFor(client, params.channel);
     this.authorizeRead(client, resolved);
     return this.history(resolved, params);
   }
@@ -365,13 +377,13 @@ export class Node {
   }
 
   async clientPresence(client: Client, channel: string): Promise<{ clients: Record<string, ClientInfo> }> {
-    const resolved = this.resolve(channel);
+    const resolved = this.resolveFor(client, channel);
     this.authorizeRead(client, resolved);
     return this.presence(resolved);
   }
 
   async clientPresenceStats(client: Client, channel: string): Promise<{ num_clients: number; num_users: number }> {
-    const resolved = this.resolve(channel);
+    const resolved = this.resolveFor(client, channel);
     this.authorizeRead(client, resolved);
     return this.presenceStats(resolved);
   }

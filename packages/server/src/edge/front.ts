@@ -45,6 +45,7 @@ import { schemaDetail } from '@herald/protocol/commands';
 import type { Logger } from '../core/logger.ts';
 import type { OriginPolicy } from './origins.ts';
 import { isApiPath } from './security-headers.ts';
+import type { AppPaths, AppScope } from '../transports/app-paths.ts';
 
 /** What a front route's handler is given besides the request and response. */
 export interface FrontContext {
@@ -52,6 +53,8 @@ export interface FrontContext {
   readonly headers: readonly string[];
   /** The query string, without `?` ('' when absent). */
   readonly query: string;
+  /** The app of a request on `/apps/{id}/connection/…` (not the default app), transports/app-paths.ts. */
+  readonly scope?: AppScope | undefined;
 }
 
 export type FrontHandler = (request: IncomingMessage, response: ServerResponse, context: FrontContext) => void | Promise<void>;
@@ -65,6 +68,8 @@ export interface FrontOptions {
   /** True while the node drains: answers end their connection. */
   readonly draining: () => boolean;
   readonly logger: Logger;
+  /** The apps' native paths: a route under `/connection/` also answers `/apps/{id}/connection/…` (transports/app-paths.ts). */
+  readonly appPaths?: AppPaths | undefined;
 }
 
 interface Route {
@@ -134,10 +139,23 @@ export class Front {
     const mark = url.indexOf('?');
     const paths = this.#routes.get(request.method ?? '');
     if (paths === undefined) return false;
-    const route = paths.get(mark === -1 ? url : url.slice(0, mark));
+    const path = mark === -1 ? url : url.slice(0, mark);
+    let route = paths.get(path);
+    let scope: AppScope | undefined;
+    let refused: ApiErrorCode | undefined;
+    if (route === undefined && this.#options.appPaths !== undefined) {
+      // `/apps/{id}/connection/…`: the unprefixed route, for that app.
+      const match = this.#options.appPaths.match(path);
+      if (match === undefined) return false;
+      route = paths.get(match.rest);
+      refused = match.refused;
+      if (match.refused === undefined) scope = match.scope;
+    }
     if (route === undefined || (route.accepts !== undefined && !route.accepts(request))) return false;
     const headers = this.#headers(route, request, response);
-    if (headers !== undefined) this.#run(route.handler, request, response, { headers, query: mark === -1 ? '' : url.slice(mark + 1) });
+    if (headers === undefined) return true;
+    if (refused !== undefined) answerError(response, headers, refused);
+    else this.#run(route.handler, request, response, { headers, query: mark === -1 ? '' : url.slice(mark + 1), scope });
     return true;
   }
 

@@ -6,6 +6,7 @@
  * that reaches a worker other than the session's owner is forwarded to the
  * owner through a SessionRouter (packages/server/src/cluster/worker-engine.ts).
  */
+import type { AppPaths } from './app-paths.ts';
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { validateCommand } from '@herald/protocol/commands';
@@ -350,7 +351,7 @@ export const COMMAND_PATH = '/connection/command';
 export const CLOSE_PATH = '/connection/close';
 
 /** POST /connection/command and /connection/close, shared by SSE and long polling. */
-export function registerHttpCommands(app: FastifyInstance, node: Node, sessions: SessionRegistry): void {
+export function registerHttpCommands(app: FastifyInstance, node: Node, sessions: SessionRegistry, appPaths?: AppPaths): void {
   sessions.handle('command', async (secret, body) => {
     const client = sessions.get(secret);
     if (client === undefined) return apiErrorAnswer('session_unknown');
@@ -367,6 +368,19 @@ export function registerHttpCommands(app: FastifyInstance, node: Node, sessions:
     sessions.route('command', request.headers[SESSION_HEADER], request.body, reply),
   );
   app.post(CLOSE_PATH, (request, reply) => sessions.route('close', request.headers[SESSION_HEADER], undefined, reply));
+  if (appPaths === undefined) return;
+  // The same under /apps/{id}/ (transports/app-paths.ts). A session belongs to the app it was opened on: the path's app is only checked to exist and be enabled.
+  const refusal = (url: string): ApiErrorCode | undefined => appPaths.match(url.split('?', 1)[0] ?? '')?.refused;
+  app.post(`/apps/:appId${COMMAND_PATH}`, { bodyLimit: node.config.limits.maxMessageBytes }, (request, reply) => {
+    const refused = refusal(request.url);
+    if (refused !== undefined) return sendApiError(reply, refused);
+    return sessions.route('command', request.headers[SESSION_HEADER], request.body, reply);
+  });
+  app.post(`/apps/:appId${CLOSE_PATH}`, (request, reply) => {
+    const refused = refusal(request.url);
+    if (refused !== undefined) return sendApiError(reply, refused);
+    return sessions.route('close', request.headers[SESSION_HEADER], undefined, reply);
+  });
 }
 
 /** `batch=1` (or `true`) in a query string: the client announces batched frames. */

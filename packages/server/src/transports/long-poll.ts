@@ -412,7 +412,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     done();
   });
 
-  front.route('POST', POLL_OPEN_PATH, async (request, response, { headers, query }) => {
+  front.route('POST', POLL_OPEN_PATH, async (request, response, { headers, query, scope }) => {
     const read = await openBody(request, response, headers);
     if (read === undefined) return;
     if (node.draining) return answerError(response, headers, 'unavailable');
@@ -422,6 +422,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     const body = read.value;
     const transport = new LongPollTransport(shared, admission.place);
     const client = node.createClient(transport);
+    client.scope = scope;
     transport.client = client;
     client.fallbackToken = admission.fallbackToken;
     client.address = admission.address ?? request.socket.remoteAddress ?? '';

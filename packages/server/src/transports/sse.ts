@@ -212,7 +212,7 @@ export function bearer(header: string | undefined): string | undefined {
  */
 export function registerSse(app: FastifyInstance, front: Front, node: Node, sessions: SessionRegistry, gate: ConnectionGate = openGate): void {
   const closeGraceMs = node.config.limits.closeGraceMs;
-  front.route('GET', SSE_PATH, async (request, response, { headers, query }) => {
+  front.route('GET', SSE_PATH, async (request, response, { headers, query, scope }) => {
     if (node.draining) return answerError(response, headers, 'unavailable');
     let admission = gate.open(request);
     if (admission instanceof Promise) {
@@ -231,6 +231,7 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
     const vector = (typeof header === 'string' ? header : undefined) ?? params.get('last_event_id') ?? undefined;
     const transport = new SseTransport(response, closeGraceMs);
     const client = node.createClient(transport);
+    client.scope = scope;
     client.fallbackToken = admission.fallbackToken;
     client.address = admission.address ?? request.socket.remoteAddress ?? '';
     if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);

@@ -17,6 +17,7 @@ import type { Client } from '../core/client.ts';
 import { announcesBatch, openGate, type ConnectionGate, type GateAnswer, type Releasable } from './http-connection.ts';
 import { onSocketDrain } from './socket-drain.ts';
 import { encodeServerTextFrameOf } from '../util/websocket-frame.ts';
+import type { AppPaths, AppScope } from './app-paths.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
 
@@ -120,6 +121,8 @@ export interface WebSocketHandlerOptions {
    * packages/server/src/pusher): answers true when it took the request (it
    * then answers or upgrades the socket itself); false leaves the 404.
    */
+  /** The apps' paths (`/apps/{id}/connection/websocket`, transports/app-paths.ts); without it only the unprefixed path. */
+  readonly appPaths?: AppPaths;
   readonly otherUpgrade?: (request: IncomingMessage, socket: Duplex, head: Buffer, path: string) => boolean;
 }
 
@@ -248,10 +251,16 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
 
   server.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => {
     socket.on('error', destroyOnError);
-    const path = (request.url ?? '').split('?', 1)[0];
+    const path = (request.url ?? '').split('?', 1)[0] ?? '';
+    let scope: AppScope | undefined;
     if (path !== WEBSOCKET_PATH) {
-      if (options.otherUpgrade?.(request, socket, head, path ?? '') !== true) refuse(socket, 'not_found');
-      return;
+      const match = options.appPaths?.match(path);
+      if (match?.refused !== undefined) return refuse(socket, match.refused);
+      if (match === undefined || match.rest !== WEBSOCKET_PATH) {
+        if (options.otherUpgrade?.(request, socket, head, path) !== true) refuse(socket, 'not_found');
+        return;
+      }
+      scope = match.scope;
     }
     if (node.draining) return refuse(socket, 'unavailable');
     const protocols = request.headers['sec-websocket-protocol'];
@@ -260,16 +269,16 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     if (admission instanceof Promise) {
       // Cluster-wide limits: Redis answers first.
       void admission.then((settled) => {
-        if (!socket.destroyed && !node.draining) return upgrade(request, socket, head, settled, path);
+        if (!socket.destroyed && !node.draining) return upgrade(request, socket, head, settled, path, scope);
         if (settled.refused === undefined) settled.place.release();
         if (!socket.destroyed) refuse(socket, 'unavailable');
       });
       return;
     }
-    upgrade(request, socket, head, admission, path);
+    upgrade(request, socket, head, admission, path, scope);
   });
 
-  function upgrade(request: IncomingMessage, socket: Duplex, head: Buffer, admission: GateAnswer, path: string | undefined): void {
+  function upgrade(request: IncomingMessage, socket: Duplex, head: Buffer, admission: GateAnswer, path: string, scope: AppScope | undefined): void {
     if (admission.refused !== undefined) return refuse(socket, admission.refused, admission.retryAfterSeconds);
     const place = admission.place;
     // Until the upgrade completes, the place goes back when the socket
@@ -285,9 +294,10 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       ws.place = place;
       const client = node.createClient(new WebSocketTransport(ws, socket, node.config.limits.closeGraceMs));
       ws.client = client;
+      client.scope = scope;
       client.address = admission.address ?? request.socket.remoteAddress ?? '';
       if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
-      client.batchRequested = announcesBatch(new URLSearchParams(request.url?.slice(path?.length ?? 0) ?? '').get('batch'));
+      client.batchRequested = announcesBatch(new URLSearchParams(request.url?.slice(path.length) ?? '').get('batch'));
       client.fallbackToken = admission.fallbackToken;
     });
   }

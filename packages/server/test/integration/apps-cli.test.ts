@@ -25,7 +25,7 @@ import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
 
 function herald(args: readonly string[], config: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
-    execFile(process.execPath, [...SOURCE_NODE_ARGS, HERALD_MAIN, 'apps', ...args, '--config', config], { env: { PATH: process.env['PATH'] ?? '' }, timeout: 30000 }, (error, stdout, stderr) => {
+    execFile(process.execPath, [...SOURCE_NODE_ARGS, HERALD_MAIN, 'apps', ...args, '--config', config], { env: { PATH: process.env['PATH'] ?? '' }, timeout: 90000 }, (error, stdout, stderr) => {
       resolve({ code: error === null ? 0 : typeof error.code === 'number' ? error.code : 1, stdout, stderr });
     });
   });
@@ -37,7 +37,7 @@ function pusherHerald(h: TestHerald): PusherHerald {
 
 const CONFIG_SECRET = randomBytes(16).toString('hex');
 
-describe('herald apps on the sqlite state file', { timeout: 90000 }, () => {
+describe('herald apps on the sqlite state file', { timeout: 300000 }, () => {
   let dir: string;
   let config: string;
   let h: TestHerald;
@@ -140,7 +140,7 @@ describe('herald apps on the sqlite state file', { timeout: 90000 }, () => {
   });
 });
 
-describe('herald apps on Redis', { timeout: 90000 }, () => {
+describe('herald apps on Redis', { timeout: 300000 }, () => {
   test('an app created by the CLI is served by every node', async (t) => {
     const skip = missingService('Redis', await redisAvailable());
     if (skip !== false) return t.skip(skip);

@@ -1,0 +1,225 @@
+/**
+ * The native protocol per app (docs/pusher.md, "Channels shared with the
+ * native protocol"): on `/apps/{id}/connection/…` a native client speaks
+ * app X's channels with tokens signed by X's secret. A Pusher trigger (the
+ * official `pusher` SDK) reaches it as `{"event","data"}`, its client
+ * publish reaches pusher-js on X; app Y's channel of the same name and the
+ * default app's never cross; server tokens and Y's tokens are refused on
+ * X's path; unknown and disabled apps are refused before any upgrade.
+ */
+import { after, afterEach, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { disconnects } from '@herald/protocol';
+import { closeAllClients, connectWs, http, openWs, signToken, unique, type WsClient } from '../helpers/herald-ws.ts';
+import { LongPollSession } from '../helpers/herald-long-poll.ts';
+import { openSse, parseVector, sseUrl, type SseStream } from '../helpers/rt-clients.ts';
+import { connected, disconnectAll, nextEvent, pusherClient, serverSdk, startPusherHerald, subscribed, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
+
+describe('native protocol per app', { timeout: 120000 }, () => {
+  let h: PusherHerald;
+  const main = testApp('main');
+  const x = testApp('x');
+  const y = testApp('y');
+  const off = testApp('off', { enabled: false });
+  const streams: SseStream[] = [];
+
+  before(async () => {
+    // clientPublish on the default namespace: Pusher channel names have no `:`.
+    h = await startPusherHerald([main, x, y, off], {
+      channels: {
+        // Anonymous connections are allowed on the server's own paths, never on an app's.
+        defaults: { clientPublish: true, allowAnonymous: true },
+        namespaces: [
+          { name: 'chat', presence: true, joinLeave: true, clientPublish: true },
+          { name: 'priv', private: true },
+        ],
+      },
+    });
+  });
+  afterEach(() => {
+    disconnectAll();
+    closeAllClients();
+    for (const stream of streams.splice(0)) stream.abort();
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  const wsUrl = (appId: string): string => `ws://127.0.0.1:${h.server.port}/apps/${appId}/connection/websocket`;
+  const appToken = (app: typeof x, sub: string, claims: Record<string, unknown> = {}): Promise<string> =>
+    signToken(app.secret, { sub, exp: Math.floor(Date.now() / 1000) + 600, ...claims });
+  async function connectApp(app: typeof x, sub: string): Promise<WsClient> {
+    const client = await openWs(wsUrl(app.id));
+    await client.connect(await appToken(app, sub));
+    return client;
+  }
+  async function sse(url: string): Promise<SseStream> {
+    const stream = await openSse(url);
+    streams.push(stream);
+    return stream;
+  }
+  const sseOf = (app: typeof x, options: Parameters<typeof sseUrl>[1]): string => sseUrl(h.url, options).replace('/connection/sse', `/apps/${app.id}/connection/sse`);
+  const pusherData = (frame: any): { event: string; data: unknown } => ({ event: frame.data.event, data: JSON.parse(frame.data.data) });
+
+  test('WebSocket on X: a Pusher trigger arrives as {event, data}, a native publish reaches pusher-js on X; Y and the default app never see either', async () => {
+    const channel = unique('room');
+    const native = await connectApp(x, 'alice');
+    const onY = await connectApp(y, 'bob');
+    const onDefault = await connectWs(h, 'carol');
+    for (const client of [native, onY, onDefault]) await client.call('subscribe', { channel });
+    const pusherX = pusherClient(h, x.key);
+    const pusherY = pusherClient(h, y.key);
+    await Promise.all([connected(pusherX), connected(pusherY)]);
+    await Promise.all([subscribed(pusherX, channel), subscribed(pusherY, channel)]);
+    let yEvents = 0;
+    pusherY.channel(channel).bind_global(() => void yEvents++);
+
+    await serverSdk(h, x).trigger(channel, 'order-created', { id: 7 });
+    const pushed = await native.push('publication', channel);
+    assert.equal(pushed.channel, channel, 'the frame carries the app-local name');
+    assert.deepEqual(pusherData(pushed), { event: 'order-created', data: { id: 7 } });
+
+    const arriving = nextEvent(pusherX, channel, 'native-said');
+    await native.call('publish', { channel, data: { event: 'native-said', data: JSON.stringify({ hello: 'x' }) } });
+    assert.deepEqual(await arriving, { hello: 'x' });
+
+    // History follows the app's channel, under its local name.
+    const history = await native.call('history', { channel, limit: 10 });
+    assert.equal(history.publications.length, 2);
+    // Y's channel of the same name: its own publication only, never X's.
+    await serverSdk(h, y).trigger(channel, 'for-y', { y: true });
+    const onYPushed = await onY.push('publication', channel);
+    assert.deepEqual(pusherData(onYPushed), { event: 'for-y', data: { y: true } });
+    assert.equal((await onY.call('history', { channel, limit: 10 })).publications.length, 1);
+    assert.equal(onY.publications(channel).length, 1);
+    assert.equal(onDefault.publications(channel).length, 0, 'the default app shares no channel with X or Y');
+    assert.equal(native.publications(channel).length, 2, 'X sees its trigger and its own publish, not Y');
+    assert.equal(yEvents, 1, 'pusher-js on Y saw only Y\'s event');
+  });
+
+  test('tokens on X\'s path: the server\'s and Y\'s are refused, none at all too; X\'s opens it', async () => {
+    for (const token of [await h.token('alice'), await appToken(y, 'alice'), undefined]) {
+      const client = await openWs(wsUrl(x.id));
+      client.send({ id: 1, method: 'connect', params: token === undefined ? {} : { token } });
+      const closed = await client.waitClose();
+      assert.ok(
+        ([disconnects.invalid_token.code, disconnects.permission_denied.code] as number[]).includes(closed.code),
+        `closed with ${closed.code} ${closed.reason}`,
+      );
+    }
+    // Anonymous is fine on the server's own path (this suite allows it).
+    const anonymous = await openWs(h.wsUrl);
+    await anonymous.connect();
+    // X's token does not open the server's own path either.
+    const plain = await openWs(h.wsUrl);
+    plain.send({ id: 1, method: 'connect', params: { token: await appToken(x, 'alice') } });
+    assert.equal((await plain.waitClose()).code, disconnects.invalid_token.code);
+  });
+
+  test('private channels on X take subscription tokens signed by X for the local name; presence joins carry the local name', async () => {
+    const room = `priv:${unique('room')}`;
+    const alice = await connectApp(x, 'alice');
+    const subToken = (secret: string, channel = room): Promise<string> =>
+      signToken(secret, { sub: 'alice', channel, exp: Math.floor(Date.now() / 1000) + 600 });
+    const denied = 103;
+    assert.equal(await alice.callError('subscribe', { channel: room, token: await subToken(h.hmacSecret) }), denied, 'a server-signed subscription token');
+    assert.equal(await alice.callError('subscribe', { channel: room, token: await subToken(y.secret) }), denied, 'Y\'s subscription token');
+    assert.equal(await alice.callError('subscribe', { channel: room, token: await subToken(x.secret, `~x~${room}`) }), denied, 'a token for the internal name');
+    await alice.call('subscribe', { channel: room, token: await subToken(x.secret) });
+
+    const chat = `chat:${unique('room')}`;
+    await alice.call('subscribe', { channel: chat });
+    const bob = await connectApp(x, 'bob');
+    await bob.call('subscribe', { channel: chat });
+    const join = await alice.push('join', chat);
+    assert.equal(join.info.user, 'bob');
+    const presence = await bob.call('presence', { channel: chat });
+    assert.deepEqual(Object.values(presence.clients).map((c: any) => c.user).sort(), ['alice', 'bob']);
+    // Y's chat of the same name is empty.
+    const onY = await connectApp(y, 'carol');
+    await onY.call('subscribe', { channel: chat });
+    assert.deepEqual(Object.values((await onY.call('presence', { channel: chat })).clients).map((c: any) => c.user), ['carol']);
+  });
+
+  test('unknown and disabled apps are refused before any upgrade; the default app\'s prefix is the unprefixed path', async () => {
+    await assert.rejects(openWs(wsUrl('nope')), /HTTP 404/);
+    await assert.rejects(openWs(wsUrl(off.id)), /HTTP 403/);
+    const sseUnknown = await http(`${h.url}/apps/nope/connection/sse`);
+    assert.equal(sseUnknown.status, 404);
+    assert.equal(sseUnknown.body.error.code, 'not_found');
+    const pollOff = await http(`${h.url}/apps/${off.id}/connection/poll/open`, { body: {} });
+    assert.equal(pollOff.status, 403);
+    assert.equal(pollOff.body.error.code, 'forbidden');
+    // /apps/{default}/…: the server's channels and tokens, as unprefixed.
+    const channel = unique('room');
+    const viaPrefix = await openWs(wsUrl(main.id));
+    await viaPrefix.connect(await h.token('dave'));
+    await viaPrefix.call('subscribe', { channel });
+    await h.api('publish', { channel, data: { n: 1 } });
+    assert.deepEqual((await viaPrefix.push('publication', channel)).data, { n: 1 });
+  });
+
+  test('SSE on X: a trigger arrives, recovery after a reconnect from the local-name position vector', async () => {
+    const channel = unique('feed');
+    const token = await appToken(x, 'erin');
+    const first = await sse(sseOf(x, { token, channels: [channel] }));
+    assert.equal(first.status, 200, JSON.stringify(first.errorBody));
+    await first.waitForFrame((f) => f['push'] === 'subscribed' && f['channel'] === channel);
+    const sdk = serverSdk(h, x);
+    await sdk.trigger(channel, 'e1', { n: 1 });
+    const one = await first.waitForFrame((f) => f['push'] === 'publication' && f['channel'] === channel);
+    assert.deepEqual(pusherData(one), { event: 'e1', data: { n: 1 } });
+    const vector = first.lastEventId;
+    assert.deepEqual([...parseVector(vector).keys()], [channel], 'event ids name the local channel');
+    first.abort();
+    await sdk.trigger(channel, 'e2', { n: 2 });
+    await sdk.trigger(channel, 'e3', { n: 3 });
+    // Y's same channel meanwhile: not recovered into X's.
+    await serverSdk(h, y).trigger(channel, 'y1', { n: 99 });
+    const second = await sse(sseOf(x, { token, lastEventId: vector }));
+    assert.equal(second.status, 200, JSON.stringify(second.errorBody));
+    const subscribedPush = await second.waitForFrame((f) => f['push'] === 'subscribed' && f['channel'] === channel);
+    assert.equal(subscribedPush['recovered'], true);
+    await second.waitForFrame((f) => f['push'] === 'publication' && pusherData(f).event === 'e3');
+    assert.deepEqual(
+      second.frames.filter((f) => f['push'] === 'publication').map((f) => pusherData(f).event),
+      ['e2', 'e3'],
+    );
+  });
+
+  test('long polling on X: a trigger arrives, a native publish reaches pusher-js, recovery from the cursor', async () => {
+    const channel = unique('lp');
+    const token = await appToken(x, 'fay');
+    const base = `${h.url}/apps/${x.id}`;
+    const session = await LongPollSession.open(base, { token, channels: [channel] });
+    const sdk = serverSdk(h, x);
+    await sdk.trigger(channel, 'p1', { n: 1 });
+    const got = await session.pollUntil((all) => all.find((m) => m.push === 'publication'), 'p1');
+    assert.equal(got.channel, channel);
+    assert.deepEqual(pusherData(got), { event: 'p1', data: { n: 1 } });
+    assert.deepEqual([...parseVector(session.cursor).keys()], [channel]);
+
+    const pusherX = pusherClient(h, x.key);
+    await connected(pusherX);
+    await subscribed(pusherX, channel);
+    const arriving = nextEvent(pusherX, channel, 'from-lp');
+    const answer = await http(`${base}/connection/command`, {
+      headers: { 'herald-session': session.session },
+      body: { id: 1, method: 'publish', params: { channel, data: { event: 'from-lp', data: JSON.stringify({ ok: 1 }) } } },
+    });
+    assert.equal(answer.status, 200, answer.text);
+    assert.deepEqual(await arriving, { ok: 1 });
+
+    const cursor = session.cursor;
+    await http(`${base}/connection/close`, { headers: { 'herald-session': session.session }, body: {} });
+    await sdk.trigger(channel, 'p2', { n: 2 });
+    const again = await LongPollSession.open(base, { token, cursor });
+    const recovered = await again.pollUntil(
+      (all) => (all.some((m) => m.push === 'publication' && pusherData(m).event === 'p2') ? all : undefined),
+      'p2 after the reconnect',
+    );
+    const events = recovered.filter((m) => m.push === 'publication').map((m) => pusherData(m).event);
+    assert.deepEqual(events, ['from-lp', 'p2']);
+    assert.equal(recovered.find((m) => m.push === 'subscribed')?.recovered, true);
+  });
+});
