@@ -17,6 +17,13 @@ export const MAX_WATCHLIST = 100;
 /** Longest user id (Pusher's limit is 200). */
 const MAX_USER_ID = 200;
 
+/** A signed-in user's id names channels (`#server-to-user-{id}`, the watchlist's): Pusher's channel name characters. */
+const userIdPattern = /^[A-Za-z0-9_\-=@,.;]+$/;
+
+function validUserId(id: unknown): id is string {
+  return typeof id === 'string' && id.length <= MAX_USER_ID && userIdPattern.test(id);
+}
+
 export interface Watchlists {
   /** A connection signed in (its user's watchlist given): it joins its user's online set and watches. */
   signedIn(socket: PusherSocket): Promise<void>;
@@ -45,12 +52,12 @@ export class PusherUsers {
     if (typeof value !== 'object' || value === null || Array.isArray(value)) return socket.fail('signin_refused');
     const record = value as Record<string, unknown>;
     const id = record['id'];
-    if (typeof id !== 'string' || id === '' || id.length > MAX_USER_ID) return socket.fail('signin_refused');
+    if (!validUserId(id)) return socket.fail('signin_refused');
     if (socket.userId !== undefined && socket.userId !== id) return socket.fail('signin_refused');
     const watchlist = record['watchlist'];
     let watched: string[] | undefined;
     if (watchlist !== undefined) {
-      if (!Array.isArray(watchlist) || watchlist.length > MAX_WATCHLIST || !watchlist.every((w) => typeof w === 'string' && w !== '' && w.length <= MAX_USER_ID)) {
+      if (!Array.isArray(watchlist) || watchlist.length > MAX_WATCHLIST || !watchlist.every(validUserId)) {
         return socket.fail('signin_refused');
       }
       watched = [...new Set(watchlist as string[])];

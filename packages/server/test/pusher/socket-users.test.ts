@@ -106,6 +106,8 @@ describe('pusher socket: user sign-in, server-to-user, terminate, watchlist', { 
       { auth: sign(`1.2::user::${data}`), user_data: data },
       { auth: sign(`${socketId}::user::${data}`), user_data: JSON.stringify({ id: 'admin' }) },
       { auth: sign(`${socketId}::user::{}`), user_data: '{}' },
+      { auth: sign(`${socketId}::user::{"id":"a b"}`), user_data: '{"id":"a b"}' },
+      { auth: sign(`${socketId}::user::{"id":"ok","watchlist":["x}y"]}`), user_data: '{"id":"ok","watchlist":["x}y"]}' },
     ];
     for (const attempt of attempts) {
       const from = r.frames.length;
