@@ -93,6 +93,13 @@ describe('native protocol per app', { timeout: 120000 }, () => {
     await native.call('publish', { channel, data: { event: 'native-said', data: JSON.stringify({ hello: 'x' }) } });
     assert.deepEqual(await arriving, { hello: 'x' });
 
+    // Another app's internal name is no channel name at all (`~` is outside the grammar).
+    for (const method of ['subscribe', 'publish', 'history', 'presence']) {
+      const params: Record<string, unknown> = { channel: `~${y.id}~${channel}` };
+      if (method === 'publish') params['data'] = { event: 'sneak', data: '{}' };
+      assert.equal(await native.callError(method, params), 112, method);
+    }
+    assert.equal(await native.callError('unsubscribe', { channel: `~${x.id}~${channel}` }), 110, 'an internal name is not a local one');
     // History follows the app's channel, under its local name.
     const history = await native.call('history', { channel, limit: 10 });
     assert.equal(history.publications.length, 2);
@@ -153,6 +160,7 @@ describe('native protocol per app', { timeout: 120000 }, () => {
 
   test('unknown and disabled apps are refused before any upgrade; the default app\'s prefix is the unprefixed path', async () => {
     await assert.rejects(openWs(wsUrl('nope')), /HTTP 404/);
+    for (const id of ['', '..x', 'x'.repeat(5000), `${x.id}%2F`, `~${x.id}~`]) await assert.rejects(openWs(wsUrl(id)), /HTTP 404/, `app id ${id.slice(0, 20)}`);
     await assert.rejects(openWs(wsUrl(off.id)), /HTTP 403/);
     const sseUnknown = await http(`${h.url}/apps/nope/connection/sse`);
     assert.equal(sseUnknown.status, 404);
