@@ -36,6 +36,7 @@ describe('native protocol per app', { timeout: 120000 }, () => {
   before(async () => {
     // clientPublish on the default namespace: Pusher channel names have no `:`.
     h = await startPusherHerald([main, x, y, off], {
+      cors: { origins: ['https://site.example'] },
       channels: {
         // Anonymous connections are allowed on the server's own paths, never on an app's.
         defaults: { clientPublish: true, allowAnonymous: true },
@@ -63,8 +64,8 @@ describe('native protocol per app', { timeout: 120000 }, () => {
     await client.connect(await appToken(app, sub));
     return client;
   }
-  async function sse(url: string): Promise<SseStream> {
-    const stream = await openSse(url);
+  async function sse(url: string, headers: Record<string, string> = {}): Promise<SseStream> {
+    const stream = await openSse(url, headers);
     streams.push(stream);
     return stream;
   }
@@ -168,6 +169,21 @@ describe('native protocol per app', { timeout: 120000 }, () => {
     const pollOff = await http(`${h.url}/apps/${off.id}/connection/poll/open`, { body: {} });
     assert.equal(pollOff.status, 403);
     assert.equal(pollOff.body.error.code, 'forbidden');
+    // Browsers: the server's origin allowlist and CORS answer the prefixed paths as the unprefixed ones.
+    const preflight = await http(`${h.url}/apps/${x.id}/connection/poll/open`, {
+      method: 'OPTIONS',
+      headers: { origin: 'https://site.example', 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type' },
+    });
+    assert.equal(preflight.status, 204, preflight.text);
+    assert.equal(preflight.headers.get('access-control-allow-origin'), 'https://site.example');
+    const token = await appToken(x, 'ivy');
+    const fromSite = await sse(sseOf(x, { token, channels: [unique('o')] }), { origin: 'https://site.example' });
+    assert.equal(fromSite.status, 200, JSON.stringify(fromSite.errorBody));
+    assert.equal(fromSite.headers.get('access-control-allow-origin'), 'https://site.example');
+    const fromElsewhere = await sse(sseOf(x, { token }), { origin: 'https://evil.example' });
+    assert.equal(fromElsewhere.status, 403);
+    assert.equal((fromElsewhere.errorBody as any).error.code, 'origin_not_allowed');
+    await assert.rejects(openWs(wsUrl(x.id), { origin: 'https://evil.example' }), /HTTP 403/);
     // /apps/{default}/…: the server's channels and tokens, as unprefixed.
     const channel = unique('room');
     const viaPrefix = await openWs(wsUrl(main.id));
