@@ -1,6 +1,6 @@
 /**
  * The native protocol per app in cluster mode (`herald serve --workers 2`):
- * WebSocket clients of app X handed to both workers, a long-poll session of
+ * WebSocket clients of app X on both workers, a long-poll session of
  * X whose polls and commands reach either worker on X's prefixed paths; a
  * trigger of the `pusher` SDK reaches all of them, and a long-poll publish
  * reaches the WebSocket clients on both workers.
@@ -55,16 +55,25 @@ describe('native protocol per app in cluster mode', () => {
       };
       await eventually(async () => ((await channelsByNode()).length === 2 ? true : undefined), 'info listing both workers', 20000);
       const channel = unique('room');
-      // Four sockets: the primary hands connections to the workers in turn.
+      // The primary hands connections to the workers, not strictly in turn: sockets are added until both workers hold the channel.
       const sockets: WsClient[] = [];
-      for (let i = 0; i < 4; i++) {
+      const openOne = async (): Promise<void> => {
         const ws = await openWs(`ws://127.0.0.1:${port}/apps/${x.id}/connection/websocket`);
-        await ws.connect(await token(`u${i}`));
+        await ws.connect(await token(`u${sockets.length}`));
         await ws.call('subscribe', { channel });
         sockets.push(ws);
-      }
-      // Both workers hold the channel (each worker is a node; info lists a worker once its first snapshot is out).
-      await eventually(async () => ((await channelsByNode()).every((n) => n > 0) ? true : undefined), "X's channel on both workers", 20000);
+      };
+      for (let i = 0; i < 4; i++) await openOne();
+      // Each worker is a node; info shows a worker's channels from its snapshots.
+      await eventually(
+        async () => {
+          if ((await channelsByNode()).every((n) => n > 0)) return true;
+          if (sockets.length < 16) await openOne();
+          return undefined;
+        },
+        "X's channel on both workers",
+        30000,
+      );
       const base = `http://127.0.0.1:${port}/apps/${x.id}`;
       const session = await LongPollSession.open(base, { token: await token('lp'), channels: [channel] });
       await sdk.trigger(channel, 'hello', { n: 1 });
