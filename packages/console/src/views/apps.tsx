@@ -44,6 +44,7 @@ const LIMITS: readonly (readonly [string, string])[] = [
   ['maxPresenceMemberBytes', 'Presence member data bytes'],
   ['clientEventsPerSecond', 'Client events per second per connection'],
   ['apiRequestsPerSecond', 'HTTP API requests per second per node (0: no cap of its own)'],
+  ['maxPendingWebhookEvents', 'Webhook events waiting per URL (beyond: dropped and counted)'],
 ];
 
 /** What failed, with the server's detail (which field, why) when there is one. */

@@ -111,6 +111,7 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
     await page.fill('#edit-name', 'Shop (paused)');
     await page.uncheck('#edit-enabled');
     await page.fill('#limit-maxConnections', '5');
+    await page.fill('#limit-maxPendingWebhookEvents', '500');
     await page.fill('#edit-origins', 'https://shop.example');
     await page.click('#edit-app button[type="submit"]');
     await page.waitForSelector(`tr[data-app="${id}"][data-enabled="false"]`);
@@ -118,6 +119,7 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
     assert.equal(edited.name, 'Shop (paused)');
     assert.equal(edited.enabled, false);
     assert.equal(edited.limits.maxConnections, 5);
+    assert.equal(edited.limits.maxPendingWebhookEvents, 500);
     assert.equal(edited.limits.maxEventPayloadBytes, 10240);
     assert.deepEqual(edited.allowedOrigins, ['https://shop.example']);
     // A bad value is refused in words, naming the field.
