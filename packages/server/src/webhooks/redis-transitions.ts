@@ -186,6 +186,8 @@ export class RedisTransitions {
   #dirty = true;
   readonly #timer: NodeJS.Timeout;
   #closed = false;
+  /** A heartbeat (and its sweeps) is running: a late timer tick does not start a second one beside it. */
+  #beating = false;
 
   constructor(options: RedisTransitionsOptions) {
     this.#options = options;
@@ -345,7 +347,16 @@ export class RedisTransitions {
 
   /** The heartbeat; sweeps nodes unheard for the TTL; reconciles when this node was swept or a batch failed. */
   async #beat(): Promise<void> {
-    if (this.#closed) return;
+    if (this.#closed || this.#beating) return;
+    this.#beating = true;
+    try {
+      await this.#beatOnce();
+    } finally {
+      this.#beating = false;
+    }
+  }
+
+  async #beatOnce(): Promise<void> {
     let known: number;
     let dead: string[];
     try {
@@ -354,7 +365,12 @@ export class RedisTransitions {
       return;
     }
     if (known === 0) this.#dirty = true;
-    if (this.#dirty) this.#kick();
+    if (this.#dirty) {
+      // Reconciled before sweeping: a node that was itself swept (it stalled past the TTL) first
+      // announces again what it holds, so a member it shares with the dead node is not removed and re-added.
+      this.#kick();
+      await this.#pumping?.catch(() => undefined);
+    }
     for (const node of dead) {
       if (node === this.#options.node) continue;
       try {
