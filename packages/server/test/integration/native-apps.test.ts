@@ -16,6 +16,8 @@ import { closeAllClients, connectWs, http, openWs, signToken, unique, type WsCli
 import { LongPollSession } from '../helpers/herald-long-poll.ts';
 import { openSse, parseVector, sseUrl, type SseStream } from '../helpers/rt-clients.ts';
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -317,5 +319,51 @@ describe('native protocol per app: apps from `herald apps`', { timeout: 300000 }
     assert.equal(deleted.code, 0, deleted.stderr);
     await eventually(async () => (h.server.apps.byId(app.id) === undefined ? true : undefined), 'the server forgets the app');
     await assert.rejects(openWs(url), /HTTP 404/);
+  });
+});
+
+describe('native protocol per app: hooks', { timeout: 60000 }, () => {
+  test('a subscribe and a publish hook of a connection on X\'s path get X\'s own channel name and `app`; on the server\'s paths no `app`', async () => {
+    const bodies: { event: string; body: any }[] = [];
+    const backend = createServer((request, response) => {
+      let raw = '';
+      request.on('data', (chunk: Buffer) => (raw += chunk.toString('utf8')));
+      request.on('end', () => {
+        bodies.push({ event: String(request.headers['x-herald-event']), body: JSON.parse(raw) });
+        response.writeHead(200, { 'content-type': 'application/json' }).end('{"result":{}}');
+      });
+    });
+    await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+    const secretDir = mkdtempSync(join(tmpdir(), 'herald-native-app-hooks-'));
+    const secretFile = join(secretDir, 'hook-secret');
+    writeFileSync(secretFile, 'h'.repeat(40), { mode: 0o600 });
+    const hookUrl = `http://127.0.0.1:${(backend.address() as AddressInfo).port}/hook`;
+    const x = testApp('hx');
+    const h = await startPusherHerald([testApp('hmain'), x], {
+      channels: { namespaces: [{ name: 'hooked', clientPublish: true }] },
+      hooks: { namespaces: [{ name: 'hooked', subscribe: { url: hookUrl, secretFile }, publish: { url: hookUrl, secretFile } }] },
+    });
+    try {
+      const onX = await openWs(`ws://127.0.0.1:${h.server.port}/apps/${x.id}/connection/websocket`);
+      await onX.connect(await signToken(x.secret, { sub: 'alice', exp: Math.floor(Date.now() / 1000) + 600 }));
+      await onX.call('subscribe', { channel: 'hooked:orders' });
+      await onX.call('publish', { channel: 'hooked:orders', data: { n: 1 } });
+      const onServer = await connectWs(h, 'bob');
+      await onServer.call('subscribe', { channel: 'hooked:orders' });
+      const seen = bodies.map(({ event, body }) => [event, body.channel, body.app, body.user]);
+      assert.deepEqual(seen, [
+        ['subscribe', 'hooked:orders', x.id, 'alice'],
+        ['publish', 'hooked:orders', x.id, 'alice'],
+        ['subscribe', 'hooked:orders', undefined, 'bob'],
+      ]);
+      assert.ok(!JSON.stringify(bodies).includes('~'), 'no internal name reaches the hook');
+    } finally {
+      disconnectAll();
+      closeAllClients();
+      await h.close();
+      backend.closeAllConnections();
+      await new Promise((resolve) => backend.close(resolve));
+      rmSync(secretDir, { recursive: true, force: true });
+    }
   });
 });
