@@ -513,7 +513,7 @@ export const ConfigSchema = Type.Object(
         ),
         maxConnections: Type.Integer({ default: 50000, minimum: 1, description: 'Connections in total (always per node: a node\'s capacity); new ones are refused with 503.' }),
         maxConnectionsPerIp: Type.Integer({ default: 1000, minimum: 1, description: 'Connections from one IP (per node, or cluster-wide with limits.scope "cluster"); then 429.' }),
-        maxConnectionsPerUser: Type.Integer({ default: 100, minimum: 1, description: 'Connections of one user id (cluster-wide, from node snapshots); then WebSocket closes with 3506, SSE and long polling answer 429 connection_limit.' }),
+        maxConnectionsPerUser: Type.Integer({ default: 100, minimum: 1, description: 'Connections of one user id (cluster-wide, from node snapshots; an app\'s users apart from the server\'s; Pusher sign-ins count with native connections); then WebSocket closes with 3506, SSE and long polling answer 429 connection_limit, pusher:signin is refused with pusher:error 4302.' }),
         newConnectionsPerIpPerSecond: Type.Integer({ default: 50, minimum: 1, description: 'New connections from one IP per second (per node, or cluster-wide with limits.scope "cluster"); then 429.' }),
         inboundHardPerSecond: Type.Integer({
           default: 500,

@@ -87,7 +87,15 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
   const places = new WeakMap<PusherSocket, Releasable>();
   let draining = false;
 
-  const users = new PusherUsers(config);
+  const users = new PusherUsers(config, (key) => node.userConnectionCount(key));
+  // The node's totals (info, the console's overview, per-user caps) count these sockets.
+  node.countOthers({
+    get count() {
+      return sockets.size;
+    },
+    userCounts: () => users.userCounts(),
+    userCount: (key) => users.userCount(key),
+  });
 
   const context: PusherContext = {
     config,
