@@ -322,7 +322,7 @@ export const PUSHER_WEBHOOK_EVENTS = ['channel_occupied', 'channel_vacated', 'me
 /** Per-app limits of the Pusher endpoint; refusals use Pusher's codes (docs/pusher.md). */
 export const AppLimitsSchema = Type.Object(
   {
-    maxConnections: Type.Integer({ default: 0, minimum: 0, description: 'Most Pusher connections of this app per node; 0: no cap of its own (the server\'s limits still hold). Over it: pusher:error 4100.' }),
+    maxConnections: Type.Integer({ default: 0, minimum: 0, description: 'Most connections of this app per node, its Pusher sockets and its native connections on `/apps/{id}/connection/…` together (the default app: its Pusher sockets only); 0: no cap of its own (the server\'s limits still hold). Over it: pusher:error 4100; a native connection: 503 unavailable.' }),
     maxEventPayloadBytes: Type.Integer({ default: 10240, minimum: 1, maximum: 1048576, description: 'Largest `data` of one event (HTTP API trigger and client events), as Pusher (10 KiB). Over it: 413 on the HTTP API; a client event over it is refused with pusher:error 4301 (docs/pusher.md).' }),
     maxChannelNameLength: Type.Integer({ default: 164, minimum: 1, maximum: 255, description: 'Longest channel name, as Pusher (164 characters).' }),
     maxEventNameLength: Type.Integer({ default: 200, minimum: 1, maximum: 1024, description: 'Longest event name, as Pusher (200 characters).' }),
@@ -361,7 +361,7 @@ export const AppSchema = Type.Object(
     allowedOrigins: Type.Optional(
       Type.Array(Type.String({ maxLength: 512 }), {
         maxItems: 256,
-        description: 'Origins allowed to open this app\'s sockets (exact origins or `*.example.com` patterns, as listen.allowedOrigins); unset: the server\'s listen.allowedOrigins.',
+        description: 'Origins allowed to open this app\'s Pusher sockets and, for an app other than the default one, its native connections on `/apps/{id}/connection/…` (exact origins, `*.example.com` or `https://*.example.com` patterns, `*`); they replace cors.origins there. Unset: the server\'s cors.origins.',
       }),
     ),
     limits: AppLimitsSchema,

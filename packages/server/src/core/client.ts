@@ -537,6 +537,7 @@ export class Client {
       address: this.address,
       ...(this.connInfo === undefined ? {} : { connInfo: this.connInfo }),
       forwarded: this.forwarded,
+      ...(this.scope === undefined ? {} : { app: this.scope.app.id }),
     };
   }
 
@@ -606,7 +607,7 @@ export class Client {
     const hooks = this.node.hooks;
     if (hooks !== undefined && hooks.has('subscribe', resolved.namespace)) {
       if (this.isClosed) throw new CommandError('not_subscribed');
-      const decision = await hooks.subscribe({ ...this.hookConnection(), channel, namespace: resolved.namespace });
+      const decision = await hooks.subscribe({ ...this.hookConnection(), channel: nativeName(channel), namespace: resolved.namespace });
       if (decision.outcome === 'deny') throw CommandError.denied(decision.code, decision.message);
       if (decision.outcome === 'unavailable') {
         if (!decision.failOpen) throw new CommandError('hook_unavailable');

@@ -315,7 +315,7 @@ export class Node {
     if (utf8Length(dataJson) > this.config.limits.maxMessageBytes) throw new CommandError('message_too_large');
     const hooks = this.hooks;
     if (hooks !== undefined && hooks.has('publish', resolved.namespace)) {
-      const decision = await hooks.publish({ ...client.hookConnection(), channel: resolved.channel, namespace: resolved.namespace, data });
+      const decision = await hooks.publish({ ...client.hookConnection(), channel: nativeName(resolved.channel), namespace: resolved.namespace, data });
       if (decision.outcome === 'deny') throw CommandError.denied(decision.code, decision.message);
       if (decision.outcome === 'unavailable') {
         if (!decision.failOpen) throw new CommandError('hook_unavailable');
