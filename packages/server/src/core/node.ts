@@ -569,10 +569,19 @@ export class Node {
     return result;
   }
 
+  /** One channel's subscriber count across nodes (other nodes as of their last snapshot): what `channels` answers for it. */
+  subscriberCount(channel: string): number {
+    let count = this.hub.subscriberCount(channel);
+    // Own keys only: a channel may be named `constructor`.
+    for (const peer of this.#livePeers()) if (Object.hasOwn(peer.channels, channel)) count += peer.channels[channel]!;
+    return count;
+  }
+
   /** Connections of a user (Client.userKey) across nodes and protocols (other nodes as of their last snapshot). */
   userConnectionCount(user: string): number {
     let count = this.hub.userClients(user).length + (this.#others?.userCount(user) ?? 0);
-    for (const peer of this.#livePeers()) count += peer.users[user] ?? 0;
+    // Own keys only: a user id may be `constructor`.
+    for (const peer of this.#livePeers()) if (Object.hasOwn(peer.users, user)) count += peer.users[user]!;
     return count;
   }
 
