@@ -353,6 +353,11 @@ export const AppSchema = Type.Object(
     enabled: Type.Boolean({ default: true, description: 'A disabled app refuses connections (pusher:error 4003) and API requests (403).' }),
     clientEvents: Type.Boolean({ default: false, description: 'Whether connections may send `client-*` events on private and presence channels.' }),
     userAuthentication: Type.Boolean({ default: true, description: 'Whether `pusher:signin` (user authentication, server-to-user events, the watchlist) is accepted.' }),
+    subscriptionCount: Type.Boolean({
+      default: false,
+      description:
+        'Subscription counting (Pusher\'s dashboard switch): subscribers of a non-presence channel get `pusher_internal:subscription_count` with the channel\'s count across nodes when it changes, at most once a second per channel per node (docs/pusher.md).',
+    }),
     allowedOrigins: Type.Optional(
       Type.Array(Type.String({ maxLength: 512 }), {
         maxItems: 256,

@@ -535,6 +535,14 @@ export class Node {
     return result;
   }
 
+  /** One channel's subscriber count across nodes (other nodes as of their last snapshot): what `channels` answers for it. */
+  subscriberCount(channel: string): number {
+    let count = this.hub.subscriberCount(channel);
+    // Own keys only: a channel may be named `constructor`.
+    for (const peer of this.#livePeers()) if (Object.hasOwn(peer.channels, channel)) count += peer.channels[channel]!;
+    return count;
+  }
+
   /** Connections of a user across nodes (other nodes as of their last snapshot). */
   userConnectionCount(user: string): number {
     let count = this.hub.userClients(user).length;

@@ -14,7 +14,7 @@
  * Liveness: a connection quiet for `pusher.activityTimeoutSeconds` gets a
  * `pusher:ping`; without an answer within PONG_TIMEOUT_MS (30 s, or the
  * activity timeout when shorter) it is closed with 4201. Shutdown: `drain` sends 4200 (reconnect at once, to another node)
- * before the node drains.
+ * before the node drains. Subscription counts: subscription-counts.ts, once a second.
  */
 import { randomInt } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
@@ -37,6 +37,7 @@ import type { PusherErrorName } from './pusher-errors.ts';
 import { pusherDelivery } from './pusher-publication.ts';
 import { PusherUsers } from './pusher-users.ts';
 import { createWatchlists } from './watchlist.ts';
+import { watchSocketSubscriptionCounts } from './subscription-counts.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 
 /** How long a client has to answer the server's pusher:ping (Pusher's pong timeout), at most the activity timeout. */
@@ -212,6 +213,9 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
   }, Math.max(RECONCILE_MIN_MS, config.engine.presenceTtlMs));
   reconcileTimer.unref();
 
+  // pusher_internal:subscription_count for the apps that have subscription counting on (subscription-counts.ts).
+  const subscriptionCounts = watchSocketSubscriptionCounts(() => taps.values(), apps, (internal) => node.subscriberCount(internal));
+
   /** Why a just-upgraded connection cannot stay, or undefined. */
   function judge(request: IncomingMessage, app: App | undefined, admitted: Place | Refusal): PusherErrorName | undefined {
     if (app === undefined) return 'app_unknown';
@@ -296,6 +300,7 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       draining = true;
       clearInterval(timer);
       clearInterval(reconcileTimer);
+      subscriptionCounts.close();
       for (const socket of [...sockets]) socket.terminate();
     },
     connectionCount(appId) {

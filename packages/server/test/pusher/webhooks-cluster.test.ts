@@ -122,6 +122,7 @@ describe('Pusher webhooks in cluster mode', () => {
           enabled: true,
           clientEvents: false,
           userAuthentication: true,
+          subscriptionCount: false,
           allowedOrigins: null,
           limits,
           webhooks: [{ url: receiver.url, events: ['channel_occupied', 'channel_vacated'] }],
