@@ -36,6 +36,7 @@ export function appFromRecord(record: AppRecord): App {
       enabled: record.enabled,
       clientEvents: record.clientEvents,
       userAuthentication: record.userAuthentication,
+      subscriptionCount: record.subscriptionCount,
       ...(record.allowedOrigins === null ? {} : { allowedOrigins: record.allowedOrigins }),
       limits: record.limits,
       webhooks: record.webhooks,

@@ -89,6 +89,7 @@ function settingsFrom(command: string, values: Values): Record<string, unknown> 
   };
   onOff('client-events', 'clientEvents');
   onOff('user-authentication', 'userAuthentication');
+  onOff('subscription-count', 'subscriptionCount');
   if (typeof values['origins'] === 'string') {
     settings['allowedOrigins'] = values['origins'] === 'default' ? null : values['origins'].split(',').map((o) => o.trim()).filter((o) => o !== '');
   }
@@ -108,6 +109,7 @@ function describe(app: AppView): string {
     `enabled             ${app.enabled}`,
     `clientEvents        ${app.clientEvents}`,
     `userAuthentication  ${app.userAuthentication}`,
+    `subscriptionCount   ${app.subscriptionCount}`,
     `allowedOrigins      ${app.allowedOrigins === null ? "(the server's listen.allowedOrigins)" : app.allowedOrigins.join(', ') || '(none)'}`,
     `limits              ${Object.entries(app.limits)
       .map(([k, v]) => `${k}=${v}`)
@@ -125,6 +127,7 @@ const settingOptions = {
   disable: { type: 'boolean' },
   'client-events': { type: 'string' },
   'user-authentication': { type: 'string' },
+  'subscription-count': { type: 'string' },
   origins: { type: 'string' },
   settings: { type: 'string' },
 } as const;
@@ -133,6 +136,8 @@ const settingHelp = `  --name NAME                   a label for people
   --enable | --disable          whether it accepts connections and API requests
   --client-events on|off        client-* events on private and presence channels
   --user-authentication on|off  pusher:signin (user authentication, watchlist)
+  --subscription-count on|off   pusher_internal:subscription_count to subscribers
+                                of non-presence channels (Pusher's subscription counting)
   --origins LIST|default        origins allowed to open its sockets, comma-separated
                                 (default: the server's listen.allowedOrigins)
   --settings JSON               any settings as JSON, e.g. limits and webhooks:

@@ -77,6 +77,10 @@ export class PusherChannel implements ChannelTap {
   ready: Promise<void> | undefined;
   /** Presence channels: members by user id, on every node. */
   readonly members = new Map<string, Member>();
+  /** Subscription counting (subscription-counts.ts): the count last sent to this channel's subscribers here (-1: none). */
+  countSent = -1;
+  /** Subscribers that arrived since the last count was sent: they get the count at the next look even when it holds. */
+  readonly countWaiting = new Set<PusherSubscriber>();
   /** Joins and leaves that arrive while the members are read: applied after. */
   #pending: [kind: 'join' | 'leave', info: ClientInfo][] | undefined;
   readonly #channelJson: string;

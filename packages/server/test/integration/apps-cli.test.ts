@@ -96,14 +96,19 @@ describe('herald apps on the sqlite state file', { timeout: 300000 }, () => {
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /limits\/maxConnections/);
 
-    const updated = await herald(['update', app.id, '--disable', '--settings', '{"limits":{"clientEventsPerSecond":4}}', '--json'], config);
+    assert.equal(app.subscriptionCount, false, 'subscription counting is off unless asked');
+    const updated = await herald(['update', app.id, '--disable', '--subscription-count', 'on', '--settings', '{"limits":{"clientEventsPerSecond":4}}', '--json'], config);
     assert.equal(updated.code, 0, updated.stderr);
     assert.equal(JSON.parse(updated.stdout).limits.maxConnections, 3, 'other limits kept');
+    assert.equal(JSON.parse(updated.stdout).subscriptionCount, true);
     await eventually(async () => (h.server.apps.byId(app.id)?.enabled === false ? true : undefined), 'the server sees the app disabled');
+    assert.equal(h.server.apps.byId(app.id)?.subscriptionCount, true, 'the server has subscription counting on for it');
+    assert.equal((await herald(['update', app.id, '--subscription-count', 'maybe'], config)).code, 2);
 
     const shown = await herald(['show', app.id], config);
     assert.match(shown.stdout, new RegExp(`key\\s+${app.key}`));
     assert.match(shown.stdout, /enabled\s+false/);
+    assert.match(shown.stdout, /subscriptionCount\s+true/);
 
     const rotated = await herald(['rotate-secret', app.id], config);
     assert.equal(rotated.code, 0, rotated.stderr);

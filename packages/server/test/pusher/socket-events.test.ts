@@ -7,7 +7,7 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import Pusher from 'pusher';
 import { closeAllClients, connectWs, unique } from '../helpers/herald-ws.ts';
 import {
@@ -15,53 +15,38 @@ import {
   disconnectAll,
   nextEvent,
   pusherClient,
-  RawPusher,
-  serverSdk,
+  rawPusher,
+  signSubscription,
   startAuthServer,
   startPusherHerald,
+  startSignedUsers,
   subscribed,
   testApp,
-  type AuthServer,
   type PusherHerald,
+  type SignedUsers,
 } from '../helpers/pusher-socket.ts';
 
 describe('pusher socket: client events and cache channels', { timeout: 60000 }, () => {
   let h: PusherHerald;
-  let auth: AuthServer;
+  let users: SignedUsers;
   const app = testApp('main', { clientEvents: true, limits: { maxEventPayloadBytes: 256 } });
   const quiet = testApp('quiet');
-  const raws: RawPusher[] = [];
 
   before(async () => {
     h = await startPusherHerald([app, quiet], { channels: { defaults: { allowAnonymous: true } } });
-    auth = await startAuthServer(serverSdk(h, app), (socketId) => ({ user_id: `user-${socketId}` }));
+    users = await startSignedUsers(h, app);
   });
   afterEach(() => {
     disconnectAll();
     closeAllClients();
-    for (const r of raws.splice(0)) r.close();
   });
   after(async () => {
-    await auth.close();
+    await users.close();
     await h.close();
   });
 
-  async function client() {
-    const c = pusherClient(h, app.key, { channelAuthorization: { endpoint: auth.channelUrl, transport: 'ajax' } });
-    await connected(c);
-    return c;
-  }
-
-  function sign(secret: string, key: string, socketId: string, channel: string, data?: string): string {
-    const text = data === undefined ? `${socketId}:${channel}` : `${socketId}:${channel}:${data}`;
-    return `${key}:${createHmac('sha256', secret).update(text).digest('hex')}`;
-  }
-
-  async function raw(key = app.key): Promise<[RawPusher, string]> {
-    const r = new RawPusher(h.appUrl(key));
-    raws.push(r);
-    return [r, await r.established()];
-  }
+  const client = async () => (await users.client()).c;
+  const raw = (key = app.key) => rawPusher(h, key);
 
   test('client events on a private channel reach the others (and native subscribers), not the sender', async () => {
     const channel = unique('private-chat');
@@ -94,7 +79,7 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
       [receiver, receiverId],
     ] as const) {
       const data = JSON.stringify({ user_id: `u-${id}` });
-      r.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, id, channel, data), channel_data: data } });
+      r.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, id, channel, data), channel_data: data } });
       await r.event('pusher_internal:subscription_succeeded');
     }
     sender.send({ event: 'client-move', channel, data: { x: 1 } });
@@ -118,14 +103,14 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
     let from = sender.frames.length;
     sender.send({ event: 'client-spam', channel: priv, data: {} });
     assert.equal((await sender.next((f) => f.event === 'pusher:error', 5000, from)).data.code, 4301);
-    sender.send({ event: 'pusher:subscribe', data: { channel: priv, auth: sign(app.secret, app.key, senderId, priv) } });
+    sender.send({ event: 'pusher:subscribe', data: { channel: priv, auth: signSubscription(app, senderId, priv) } });
     await sender.next((f) => f.event === 'pusher_internal:subscription_succeeded' && f.channel === priv);
     from = sender.frames.length;
     sender.send({ event: 'client-big', channel: priv, data: { text: 'x'.repeat(300) } });
     assert.equal((await sender.next((f) => f.event === 'pusher:error', 5000, from)).data.code, 4301);
     // The app without client events.
     const [other, otherId] = await raw(quiet.key);
-    other.send({ event: 'pusher:subscribe', data: { channel: priv, auth: sign(quiet.secret, quiet.key, otherId, priv) } });
+    other.send({ event: 'pusher:subscribe', data: { channel: priv, auth: signSubscription(quiet, otherId, priv) } });
     await other.event('pusher_internal:subscription_succeeded');
     other.send({ event: 'client-x', channel: priv, data: {} });
     assert.equal((await other.event('pusher:error')).data.code, 4301);
@@ -139,8 +124,8 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
     const channel = unique('private-flood');
     const [sender, senderId] = await raw();
     const [receiver, receiverId] = await raw();
-    sender.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, senderId, channel) } });
-    receiver.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, receiverId, channel) } });
+    sender.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, senderId, channel) } });
+    receiver.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, receiverId, channel) } });
     await sender.event('pusher_internal:subscription_succeeded');
     await receiver.event('pusher_internal:subscription_succeeded');
     const sent = 35;
@@ -174,7 +159,7 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
       await subscribed(c, channel);
       // A raw subscriber with a valid signature but no shared secret sees only ciphertext.
       const [r, socketId] = await raw();
-      r.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, socketId, channel) } });
+      r.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, socketId, channel) } });
       await r.event('pusher_internal:subscription_succeeded');
       const decrypted = nextEvent(c, channel, 'secret');
       const answer = await sdk.trigger(channel, 'secret', { pin: 1234 });
@@ -225,8 +210,8 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
     const [r, socketId] = await raw();
     const [other, otherId] = await raw();
     const channel = unique('private-metered');
-    r.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, socketId, channel) } });
-    other.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, otherId, channel) } });
+    r.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, socketId, channel) } });
+    other.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, otherId, channel) } });
     await r.event('pusher_internal:subscription_succeeded');
     await other.event('pusher_internal:subscription_succeeded');
     r.send({ event: 'client-ok', channel, data: {} });

@@ -130,9 +130,13 @@ for (const [name, open] of Object.entries(engines)) {
         assert.equal(updated?.createdAt, 1000);
         assert.equal(updated?.updatedAt, 2000);
         assert.notEqual(await store.version(), v1);
+        assert.equal(updated?.subscriptionCount, false, 'subscription counting is off unless asked');
+        assert.equal((await other.update('app1', { settings: { subscriptionCount: true } }, 2500))?.subscriptionCount, true);
+        assert.equal((await store.get('app1'))?.subscriptionCount, true, 'read back from the store');
         const rotated = await store.update('app1', { secret: 'a-new-secret-0123456789' }, 3000);
         assert.equal(rotated?.secret, 'a-new-secret-0123456789');
         assert.equal(rotated?.enabled, false, 'settings kept');
+        assert.equal(rotated?.subscriptionCount, true, 'settings kept');
         assert.deepEqual(await other.get('app1'), rotated);
         assert.equal(await store.update('missing', { settings: { enabled: true } }, 1), undefined);
         const v2 = await store.version();
@@ -147,7 +151,7 @@ for (const [name, open] of Object.entries(engines)) {
     test(
       'the registry merges config and stored apps, reloads on demand and on the version, and tells what changed',
       withStore(async ({ store, other }) => {
-        const configApp = Object.freeze({ id: 'cfg', key: 'cfg-key', secret: 'cfg-secret', name: 'cfg', enabled: true, clientEvents: false, userAuthentication: true, allowedOrigins: undefined, limits: record('x', 'y').limits, webhooks: [], channelPrefix: '', source: 'config' }) as App;
+        const configApp = Object.freeze({ id: 'cfg', key: 'cfg-key', secret: 'cfg-secret', name: 'cfg', enabled: true, clientEvents: false, userAuthentication: true, subscriptionCount: false, allowedOrigins: undefined, limits: record('x', 'y').limits, webhooks: [], channelPrefix: '', source: 'config' }) as App;
         await store.create(record('s1', 'k1'));
         await store.create(record('cfg', 'other-key'));
         const conflicts: string[] = [];
@@ -175,10 +179,12 @@ for (const [name, open] of Object.entries(engines)) {
           assert.equal(registry.byKey('k2')?.id, 's2');
           assert.deepEqual(changes, ['s2']);
           // A reload on demand (the apps_changed control command) answers after the read.
-          await other.update('s1', { secret: 'rotated-secret-0123456789', settings: { enabled: false } }, 5000);
+          assert.equal(registry.byId('s1')?.subscriptionCount, false);
+          await other.update('s1', { secret: 'rotated-secret-0123456789', settings: { enabled: false, subscriptionCount: true } }, 5000);
           await registry.reload();
           assert.equal(registry.byId('s1')?.secret, 'rotated-secret-0123456789');
           assert.equal(registry.byId('s1')?.enabled, false);
+          assert.equal(registry.byId('s1')?.subscriptionCount, true);
           await other.delete('s2');
           await registry.reload();
           assert.equal(registry.byKey('k2'), undefined);
