@@ -112,7 +112,7 @@ export class Node {
 
   constructor(options: NodeOptions) {
     this.config = options.config;
-    this.rules = new ChannelRules(options.config.channels);
+    this.rules = new ChannelRules(options.config.channels, options.config.pusher.cacheTtlMs);
     this.#broker = options.broker;
     this.#presence = options.presence;
     this.tokens = options.tokens;
