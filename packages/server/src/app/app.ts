@@ -95,7 +95,7 @@ export interface StartOptions {
 /** Longest wait at shutdown for the API key uses not saved yet (console/key-usage.ts). */
 const KEY_USAGE_SAVE_MS = 1000;
 
-const NO_TOTALS: LiveTotals = { connections: { websocket: 0, sse: 0, longPoll: 0 }, subscriptions: 0, publications: 0, deliveries: 0 };
+const NO_TOTALS: LiveTotals = { connections: { websocket: 0, sse: 0, longPoll: 0, pusher: 0 }, subscriptions: 0, publications: 0, deliveries: 0 };
 
 /** Builds the engine named by the config; Redis clients are opened here. */
 async function openEngine(config: Config, logger: PinoLogger, redisTls: RedisTls | undefined): Promise<Engine> {

@@ -39,7 +39,8 @@ export interface NodeLiveStats {
   readonly worker?: number | undefined;
   /** The machine's host name. */
   readonly host: string;
-  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number };
+  /** `pusher`: the Pusher endpoint's sockets (absent in a snapshot of an older node). */
+  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number; readonly pusher?: number };
   readonly subscriptions: number;
   /** Publications accepted by this node since it started (a rate is the difference of two snapshots). */
   readonly publications: number;

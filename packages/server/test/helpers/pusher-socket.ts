@@ -16,6 +16,8 @@ import type { Options as PusherJsOptions } from 'pusher-js';
 /** pusher-js's client class: its CommonJS main exports the class, its types declare it as the default export. */
 type PusherJs = (typeof pusherJsModule)['default']['prototype'];
 const PusherJs = pusherJsModule as unknown as new (key: string, options: PusherJsOptions) => PusherJs;
+/** A pusher-js client, as `pusherClient` answers it. */
+export type PusherClient = PusherJs;
 import Pusher from 'pusher';
 import WebSocket from 'ws';
 import { startHerald, type TestHerald } from './herald.ts';
