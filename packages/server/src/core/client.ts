@@ -260,6 +260,16 @@ export class Client {
     return this.scope === undefined ? channel : appChannel(this.scope.app, channel);
   }
 
+  /**
+   * Who the connection is for the per-user counts (hub, snapshots,
+   * limits.maxConnectionsPerUser): the user id on the server's own paths,
+   * `~{app id}~` + the user id on an app's path, so that the same id in two
+   * apps is two users. '' for an anonymous connection.
+   */
+  get userKey(): string {
+    return this.scope === undefined || this.user === '' ? this.user : this.scope.app.channelPrefix + this.user;
+  }
+
   /** The verifier of this connection's tokens: its app's, else the server's. */
   get tokens(): TokenVerifier {
     return this.scope?.tokens ?? this.node.tokens;

@@ -94,7 +94,7 @@ export class Edge implements ConnectionGate {
   admitUser(client: Client): boolean {
     if (client.user === '') return true;
     // This node's count now, other nodes' as of their last snapshot.
-    return client.node.userConnectionCount(client.user) <= this.#maxPerUser;
+    return client.node.userConnectionCount(client.userKey) <= this.#maxPerUser;
   }
 
   /** The token cookie's value, when a cookie name is configured and the request has it. */

@@ -34,7 +34,8 @@ export interface MetricsSource {
 
 /** Plain running totals kept beside the Prometheus series (read synchronously: node snapshots, the console's overview). */
 export interface LiveTotals {
-  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number };
+  /** `pusher`: the Pusher endpoint's sockets (pusher/pusher-endpoint.ts). */
+  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number; readonly pusher: number };
   readonly subscriptions: number;
   /** Since the exporter started. */
   readonly publications: number;
@@ -58,8 +59,8 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'herald_' });
   if (watchdog !== undefined) watchdogMetrics(registry, watchdog);
-  const connections = new Gauge({ name: 'herald_connections', help: 'Open connections by transport.', labelNames: ['transport'], registers: [registry] });
-  const opened = new Counter({ name: 'herald_connections_opened_total', help: 'Connections opened by transport.', labelNames: ['transport'], registers: [registry] });
+  const connections = new Gauge({ name: 'herald_connections', help: 'Open connections by transport (websocket, sse, long-poll; pusher: the Pusher socket).', labelNames: ['transport'], registers: [registry] });
+  const opened = new Counter({ name: 'herald_connections_opened_total', help: 'Connections opened by transport (pusher: past pusher:connection_established).', labelNames: ['transport'], registers: [registry] });
   const disconnects = new Counter({ name: 'herald_disconnects_total', help: 'Connections closed, by transport and disconnect code.', labelNames: ['transport', 'code'], registers: [registry] });
   const subscriptions = new Gauge({ name: 'herald_subscriptions', help: 'Active subscriptions by transport.', labelNames: ['transport'], registers: [registry] });
   const publications = new Counter({ name: 'herald_publications_total', help: 'Publications accepted, by source.', labelNames: ['source'], registers: [registry] });
@@ -94,8 +95,9 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
     connections.set({ transport }, 0);
     subscriptions.set({ transport }, 0);
   }
+  connections.set({ transport: 'pusher' }, 0);
 
-  const open = { websocket: 0, sse: 0, 'long-poll': 0 };
+  const open = { websocket: 0, sse: 0, 'long-poll': 0, pusher: 0 };
   let subscribed = 0;
   let published = 0;
   let delivered = 0;
@@ -184,8 +186,14 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
     registers: [registry],
   });
   on<PusherConnectionEvent>(diagnostics.pusherConnection, (event) => {
-    if (event.code === undefined) pusherConnections.inc({ app: event.app });
-    else {
+    if (event.code === undefined) {
+      pusherConnections.inc({ app: event.app });
+      connections.inc({ transport: 'pusher' });
+      opened.inc({ transport: 'pusher' });
+      open.pusher++;
+    } else {
+      connections.dec({ transport: 'pusher' });
+      open.pusher--;
       pusherConnections.dec({ app: event.app });
       pusherCloses.inc({ app: event.app, code: String(event.code) });
     }
@@ -205,7 +213,7 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
   return {
     registry,
     totals: () => ({
-      connections: { websocket: open.websocket, sse: open.sse, longPoll: open['long-poll'] },
+      connections: { websocket: open.websocket, sse: open.sse, longPoll: open['long-poll'], pusher: open.pusher },
       subscriptions: subscribed,
       publications: published,
       deliveries: delivered,
