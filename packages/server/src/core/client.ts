@@ -194,11 +194,13 @@ export class Client {
   #info: ClientInfo | undefined;
   #connecting: Promise<void> | undefined;
   /**
-   * The one timer a connection runs: while `new`, the stale timer; once
-   * connected with an expiring token, the refresh timer, then the expiry
-   * timer (the grace after the `refresh` push).
+   * The one timer a connection runs: once connected with an expiring token,
+   * the refresh timer, then the expiry timer (the grace after the `refresh`
+   * push). While `new` the node's stale watch has it instead (`#staleSlot`).
    */
   #timer: NodeJS.Timeout | undefined;
+  /** Its slot in the node's stale watch (core/stale-watch.ts) while `new`; -1 after. */
+  #staleSlot: number;
   #tokens: number;
   #tokensAt: number;
   #windowStart: number;
@@ -223,10 +225,7 @@ export class Client {
     this.#tokens = node.config.limits.inboundBurst;
     this.#tokensAt = now;
     this.#windowStart = now;
-    this.#timer = setTimeout(() => {
-      if (this.state === 'new') this.disconnect('stale');
-    }, node.config.limits.staleMs);
-    this.#timer.unref();
+    this.#staleSlot = node.stale.add(this);
     diagnostics.connectionOpened.publish({ node: node.id, transport: transport.kind });
   }
 
@@ -311,6 +310,12 @@ export class Client {
         ? { client: this.id, user: this.user }
         : { client: this.id, user: this.user, conn_info: this.connInfo };
     return this.#info;
+  }
+
+  #forgetStale(): void {
+    if (this.#staleSlot < 0) return;
+    this.node.stale.forget(this.#staleSlot);
+    this.#staleSlot = -1;
   }
 
   /** Counts one inbound message against the rate limits. False: reply too_many_requests. */
@@ -447,8 +452,7 @@ export class Client {
     if (this.state !== 'new') throw new DisconnectError('internal');
     this.name = name ?? '';
     this.state = 'connected';
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#forgetStale();
     this.node.hub.addClient(this);
     const result: { client: string; version: string; protocol: number; ping: number; ttl?: number; batch?: boolean } = {
       client: this.id,
@@ -949,6 +953,7 @@ export class Client {
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
     clearTimeout(this.#timer);
+    this.#forgetStale();
     // What is queued goes out before the close, except to a reader cut for not reading.
     if (this.#outbox !== undefined) this.node.writes.close(this.#outbox, code !== disconnects.slow.code);
     this.transport.close(code, reason);

@@ -22,6 +22,7 @@ import { Hub } from './hub.ts';
 import type { Transport } from './transport.ts';
 import type { NodeEvents } from './node-events.ts';
 import { WriteScheduler } from './write-scheduler.ts';
+import { StaleWatch } from './stale-watch.ts';
 import type { Hooks } from '../hooks/hooks.ts';
 import { nativeName } from '../apps/apps.ts';
 
@@ -93,6 +94,8 @@ export class Node {
   /** Closed connections whose transport still hands out its final frames (Transport.settled). */
   readonly #settling = new Set<Promise<void>>();
   readonly #pingTimer: NodeJS.Timeout;
+  /** New connections until they connect: closed as stale after `limits.staleMs` (one timer for all). */
+  readonly stale: StaleWatch;
   #draining = false;
 
   constructor(options: NodeOptions) {
@@ -129,6 +132,7 @@ export class Node {
     });
     this.#pingTimer = setInterval(() => this.#pingAll(), options.config.ping.intervalMs);
     this.#pingTimer.unref();
+    this.stale = new StaleWatch(options.config.limits.staleMs);
   }
 
   /** `draining` during shutdown; `degraded` while the engine cannot deliver. */
@@ -622,6 +626,7 @@ export class Node {
     clearInterval(this.#pingTimer);
     clearInterval(this.#snapshotTimer);
     for (const client of [...this.#all]) client.disconnect('shutdown');
+    this.stale.close();
     await this.#broker.close();
     await this.#presence.close();
     await this.#control.close();
