@@ -37,6 +37,7 @@ import type { Node } from './node.ts';
 import { appChannel, nativeName } from '../apps/apps.ts';
 import type { TokenVerifier } from '../auth/jwt.ts';
 import type { AppScope } from '../transports/app-paths.ts';
+import type { ResolvedChannel } from './channel-rules.ts';
 
 /** Where the reply to one command goes (the socket, or an HTTP response). */
 export type ReplySink = (frame: string) => void;
@@ -573,7 +574,8 @@ export class Client {
    * thrown (CommandError, or BrokerUnavailableError → reply 116).
    */
   async subscribe(request: SubscribeRequest): Promise<SubscribeOutcome> {
-    const sub = await this.#prepare(request);
+    const prepared = this.#prepare(request);
+    const sub = prepared instanceof Promise ? await prepared : prepared;
     const progress: Establishing = { joined: false };
     let read: StreamRead;
     try {
@@ -595,16 +597,28 @@ export class Client {
    * CommandError only for a request that can never succeed.
    */
   async subscribeHeld(request: SubscribeRequest): Promise<void> {
-    const sub = await this.#prepare(request);
+    const prepared = this.#prepare(request);
+    const sub = prepared instanceof Promise ? await prepared : prepared;
     await this.#hold(sub, request.recover === true, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
   }
 
-  /** Checks a subscribe request and adds its subscription, pending, at the position it recovers from. */
-  async #prepare(request: SubscribeRequest): Promise<Subscription> {
+  /**
+   * Checks a subscribe request and adds its subscription, pending, at the
+   * position it recovers from. Synchronous (a subscription, no promise)
+   * unless a subscription token or a subscribe hook must be asked.
+   */
+  #prepare(request: SubscribeRequest): Subscription | Promise<Subscription> {
     const resolved = this.node.resolveFor(this, request.channel);
     this.node.authorizeSubscribe(this, resolved);
+    if (this.subscription(resolved.channel) !== undefined) throw new CommandError('already_subscribed');
+    const hooks = this.node.hooks;
+    if (resolved.options.private || (hooks !== undefined && hooks.has('subscribe', resolved.namespace))) return this.#prepareAsking(request, resolved);
+    return this.#addPrepared(request, resolved, undefined);
+  }
+
+  /** `#prepare` for a private channel (its subscription token) or a namespace with a subscribe hook. */
+  async #prepareAsking(request: SubscribeRequest, resolved: ResolvedChannel): Promise<Subscription> {
     const channel = resolved.channel;
-    if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
     if (resolved.options.private) await this.node.authorizePrivate(this, resolved, request.token);
     let chanInfo: unknown;
     const hooks = this.node.hooks;
@@ -616,6 +630,11 @@ export class Client {
         if (!decision.failOpen) throw new CommandError('hook_unavailable');
       } else chanInfo = decision.info;
     }
+    return this.#addPrepared(request, resolved, chanInfo);
+  }
+
+  #addPrepared(request: SubscribeRequest, resolved: ResolvedChannel, chanInfo: unknown): Subscription {
+    const channel = resolved.channel;
     if (this.isClosed) throw new CommandError('not_subscribed');
     if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
     if (this.subscriptionCount >= this.node.config.limits.maxChannelsPerConnection) throw new CommandError('limit_exceeded');
@@ -638,9 +657,12 @@ export class Client {
    * recovers from). Idempotent up to where `progress` says it got.
    */
   async #establish(sub: Subscription, wasRecovering: boolean, progress: Establishing): Promise<StreamRead> {
-    await this.node.hub.addSubscription(sub);
+    // Awaited only when there is something to wait for (a reconnect storm subscribes thousands at once).
+    const adding = this.node.hub.addSubscription(sub);
+    if (adding !== undefined) await adding;
     if (!progress.joined) {
-      await this.node.joinPresence(this, sub.channel, sub.options, sub.info);
+      const joining = this.node.joinPresence(this, sub.channel, sub.options, sub.info);
+      if (joining !== undefined) await joining;
       progress.joined = true;
     }
     const since = sub.recoverable && sub.epoch !== '' ? { epoch: sub.epoch, offset: sub.offset } : undefined;
@@ -682,7 +704,7 @@ export class Client {
   async #abandon(sub: Subscription, progress: Establishing): Promise<void> {
     if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
     await this.node.hub.removeSubscription(sub);
-    if (progress.joined) await this.node.leavePresence(this, sub.channel, sub.options, sub.info).catch(() => undefined);
+    if (progress.joined) await this.node.leavePresence(this, sub.channel, sub.options, sub.info)?.catch(() => undefined);
   }
 
   /**

@@ -112,12 +112,14 @@ export class Hub {
    * publications to this node (so a history read after it misses nothing);
    * rejects when the broker subscription failed, and the caller then removes
    * `sub` again. Adding a subscription that is already there only waits.
+   * Undefined instead of a promise when the broker subscription is already
+   * in place (nothing to wait for: the common case in a reconnect storm).
    */
-  async addSubscription(sub: Subscription): Promise<void> {
+  addSubscription(sub: Subscription): Promise<void> | undefined {
     const channel = sub.channel;
     const entry = this.#entry(channel);
     entry.subs.add(sub);
-    await this.#brokerSubscribed(channel, entry);
+    return entry.broker === 'subscribed' ? undefined : this.#brokerSubscribed(channel, entry);
   }
 
   /**

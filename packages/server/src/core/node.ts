@@ -219,12 +219,16 @@ export class Node {
   }
 
   /** `info`: the subscriber's info in the channel (with the subscribe hook's `chan_info`); the connection's by default. */
-  async joinPresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> {
-    await this.addMember(channel, info, options.presence, options.joinLeave);
+  /** Undefined (nothing to wait for) when the namespace has neither presence nor join/leave. */
+  joinPresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> | undefined {
+    if (!options.presence && !options.joinLeave) return undefined;
+    return this.addMember(channel, info, options.presence, options.joinLeave);
   }
 
-  async leavePresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> {
-    await this.removeMember(channel, info, options.presence, options.joinLeave);
+  /** Undefined (nothing to wait for) when the namespace has neither presence nor join/leave. */
+  leavePresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> | undefined {
+    if (!options.presence && !options.joinLeave) return undefined;
+    return this.removeMember(channel, info, options.presence, options.joinLeave);
   }
 
   /**
