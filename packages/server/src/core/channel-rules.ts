@@ -14,9 +14,14 @@ export interface ResolvedChannel {
 /** Why a channel name cannot be used: the reply error, and for a broken name the rule in words. */
 export type ChannelRefusal = { readonly reply: 'invalid_channel'; readonly detail: string } | { readonly reply: 'unknown_namespace'; readonly detail?: undefined };
 
+/** Most resolved channels kept; the whole set is dropped when full (the rules never change, so any answer kept is right). */
+const RESOLVED_KEPT = 1024;
+
 export class ChannelRules {
   readonly #namespaces = new Map<string, NamespaceConfig>();
   readonly #maxNameBytes: number;
+  /** Channels resolved lately (frozen answers, at most RESOLVED_KEPT): a reconnect storm names the same channels thousands of times. */
+  readonly #resolved = new Map<string, ResolvedChannel>();
   /** True when some namespace accepts anonymous connections. */
   readonly anonymousAllowed: boolean;
 
@@ -36,10 +41,17 @@ export class ChannelRules {
   }
 
   resolve(channel: unknown): ResolvedChannel | ChannelRefusal {
+    if (typeof channel === 'string') {
+      const known = this.#resolved.get(channel);
+      if (known !== undefined) return known;
+    }
     const parsed = parseChannel(channel, this.#maxNameBytes);
     if (isChannelNameError(parsed)) return { reply: 'invalid_channel', detail: describeChannelNameError(parsed, this.#maxNameBytes) };
     const options = this.#namespaces.get(parsed.namespace);
     if (options === undefined) return { reply: 'unknown_namespace' };
-    return { channel: parsed.channel, namespace: parsed.namespace, options };
+    const resolved: ResolvedChannel = Object.freeze({ channel: parsed.channel, namespace: parsed.namespace, options });
+    if (this.#resolved.size >= RESOLVED_KEPT) this.#resolved.clear();
+    this.#resolved.set(parsed.channel, resolved);
+    return resolved;
   }
 }

@@ -757,7 +757,7 @@ export class Client {
     }
     for (const pub of read.missed) {
       if (pub.offset <= sub.offset) continue;
-      const frame = this.node.hub.encodePublication(sub.channel, pub);
+      const frame = this.node.hub.recoveredFrame(sub.channel, pub);
       if (read.latest) this.writeConflated(sub, pub.offset, frame);
       else this.deliverPublication(sub, pub.offset, frame);
     }
