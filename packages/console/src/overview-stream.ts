@@ -12,7 +12,7 @@ export interface NodeSample {
   readonly node: string;
   readonly worker?: number | string;
   readonly host?: string;
-  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number };
+  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number; readonly pusher: number };
   readonly subscriptions: number;
   readonly publicationsPerSecond: number;
   readonly deliveriesPerSecond: number;

@@ -1,6 +1,6 @@
 /**
  * Apps (owners): the tenants of the Pusher endpoint. The list (id, key,
- * where it is defined, enabled, this node's connections); create one (the
+ * where it is defined, enabled, its switches, this node's connections); create one (the
  * secret is shown once); edit a stored app's name, switches, origins,
  * limits and webhooks; rotate its secret (shown once); delete it. Apps of
  * the config file are shown read only.
@@ -23,6 +23,7 @@ interface AppRow {
   readonly enabled: boolean;
   readonly clientEvents: boolean;
   readonly userAuthentication: boolean;
+  readonly subscriptionCount: boolean;
   readonly allowedOrigins: readonly string[] | null;
   readonly limits: Record<string, number>;
   readonly webhooks: readonly Webhook[];
@@ -63,6 +64,7 @@ export function Apps() {
   const [name, setName] = useState('');
   const [id, setId] = useState('');
   const [clientEvents, setClientEvents] = useState(false);
+  const [subscriptionCount, setSubscriptionCount] = useState(false);
 
   async function load() {
     try {
@@ -80,13 +82,14 @@ export function Apps() {
     event.preventDefault();
     setStatus({ kind: 'busy', text: 'Creating…' });
     try {
-      const body: Record<string, unknown> = { name: name.trim() === '' ? undefined : name.trim(), clientEvents };
+      const body: Record<string, unknown> = { name: name.trim() === '' ? undefined : name.trim(), clientEvents, subscriptionCount };
       if (id.trim() !== '') body['id'] = id.trim();
       const answer = await call<{ app: AppRow; secret: string }>('apps', { method: 'POST', body });
       setSecret({ title: `Secret of the new app “${answer.app.name}” (id ${answer.app.id}, key ${answer.app.key})`, secret: answer.secret, id: answer.app.id });
       setName('');
       setId('');
       setClientEvents(false);
+      setSubscriptionCount(false);
       setStatus({ kind: 'ok', text: `App ${answer.app.id} created.` });
       await load();
     } catch (error) {
@@ -135,6 +138,7 @@ export function Apps() {
                 <th scope="col">Key</th>
                 <th scope="col">Status</th>
                 <th scope="col">Client events</th>
+                <th scope="col">Subscription counts</th>
                 <th scope="col">Connections</th>
                 <th scope="col">Created</th>
                 <th scope="col">Actions</th>
@@ -153,6 +157,7 @@ export function Apps() {
                   </td>
                   <td data-field="status">{app.enabled ? 'enabled' : 'disabled'}</td>
                   <td>{app.clientEvents ? 'on' : 'off'}</td>
+                  <td data-field="subscription-count">{app.subscriptionCount ? 'on' : 'off'}</td>
                   <td data-field="connections">{app.connections ?? '–'}</td>
                   <td>{when(app.createdAt)}</td>
                   <td class="row-actions">
@@ -195,6 +200,10 @@ export function Apps() {
           <input type="checkbox" id="app-client-events" checked={clientEvents} onChange={(e) => setClientEvents(e.currentTarget.checked)} />
           Client events (client-* on private and presence channels)
         </label>
+        <label class="check">
+          <input type="checkbox" id="app-subscription-count" checked={subscriptionCount} onChange={(e) => setSubscriptionCount(e.currentTarget.checked)} />
+          Subscription counts (pusher:subscription_count on non-presence channels)
+        </label>
         <button type="submit" class="primary">
           Create app
         </button>
@@ -209,6 +218,7 @@ function EditApp({ app, onDone }: { app: AppRow; onDone: (status?: string) => Pr
   const [enabled, setEnabled] = useState(app.enabled);
   const [clientEvents, setClientEvents] = useState(app.clientEvents);
   const [userAuthentication, setUserAuthentication] = useState(app.userAuthentication);
+  const [subscriptionCount, setSubscriptionCount] = useState(app.subscriptionCount);
   const [origins, setOrigins] = useState((app.allowedOrigins ?? []).join('\n'));
   const [limits, setLimits] = useState<Record<string, string>>(Object.fromEntries(LIMITS.map(([field]) => [field, String(app.limits[field] ?? '')])));
   const [webhooks, setWebhooks] = useState(JSON.stringify(app.webhooks, null, 2));
@@ -232,6 +242,7 @@ function EditApp({ app, onDone }: { app: AppRow; onDone: (status?: string) => Pr
       enabled,
       clientEvents,
       userAuthentication,
+      subscriptionCount,
       allowedOrigins: originList.length === 0 ? null : originList,
       limits: Object.fromEntries(LIMITS.map(([field]) => [field, Number(limits[field])])),
       webhooks: hooks,
@@ -263,6 +274,10 @@ function EditApp({ app, onDone }: { app: AppRow; onDone: (status?: string) => Pr
       <label class="check">
         <input type="checkbox" id="edit-user-authentication" checked={userAuthentication} onChange={(e) => setUserAuthentication(e.currentTarget.checked)} />
         User authentication (pusher:signin, watchlist)
+      </label>
+      <label class="check">
+        <input type="checkbox" id="edit-subscription-count" checked={subscriptionCount} onChange={(e) => setSubscriptionCount(e.currentTarget.checked)} />
+        Subscription counts (pusher:subscription_count to subscribers of non-presence channels, at most once a second)
       </label>
       <label for="edit-origins">Allowed origins, one per line (empty: the server's listen.allowedOrigins)</label>
       <textarea id="edit-origins" rows={3} value={origins} onInput={(e) => setOrigins(e.currentTarget.value)} />

@@ -61,8 +61,14 @@ export function Overview() {
         <Chart
           id="chart-connections"
           title="Connections by transport"
-          labels={['WebSocket', 'SSE', 'Long polling']}
-          data={[times, totals(list, (n) => n.connections?.websocket), totals(list, (n) => n.connections?.sse), totals(list, (n) => n.connections?.longPoll)]}
+          labels={['WebSocket', 'SSE', 'Long polling', 'Pusher']}
+          data={[
+            times,
+            totals(list, (n) => n.connections?.websocket),
+            totals(list, (n) => n.connections?.sse),
+            totals(list, (n) => n.connections?.longPoll),
+            totals(list, (n) => n.connections?.pusher),
+          ]}
           format={count}
         />
         <Chart id="chart-subscriptions" title="Subscriptions" labels={['subscriptions']} data={[times, totals(list, (n) => n.subscriptions)]} format={count} />
@@ -86,6 +92,7 @@ export function Overview() {
               <th scope="col">WebSocket</th>
               <th scope="col">SSE</th>
               <th scope="col">Long poll</th>
+              <th scope="col">Pusher</th>
               <th scope="col">Subscriptions</th>
               <th scope="col">Publications/s</th>
               <th scope="col">Deliveries/s</th>
@@ -103,6 +110,7 @@ export function Overview() {
                 <td>{count(n.connections?.websocket)}</td>
                 <td>{count(n.connections?.sse)}</td>
                 <td>{count(n.connections?.longPoll)}</td>
+                <td>{count(n.connections?.pusher)}</td>
                 <td>{count(n.subscriptions)}</td>
                 <td data-metric="publications">{count(n.publicationsPerSecond)}</td>
                 <td data-metric="deliveries">{count(n.deliveriesPerSecond)}</td>

@@ -52,7 +52,8 @@ export function createApiMethods(limits: ApiSchemaLimits, maxDataBytes: number) 
   const serialize = (data: unknown): string => {
     const json = JSON.stringify(data);
     if (json === undefined) throw new ApiError('bad_request');
-    if (utf8Length(json) > maxDataBytes) throw new ApiError('payload_too_large');
+    // A UTF-16 unit is at most 3 bytes of UTF-8: short text needs no count.
+    if (json.length * 3 > maxDataBytes && utf8Length(json) > maxDataBytes) throw new ApiError('payload_too_large');
     return json;
   };
   return {
@@ -171,27 +172,58 @@ export class ApiExecutor {
    * become `internal` (logged, never shown).
    */
   run(name: string, body: unknown, principal: ApiPrincipal): Promise<unknown> {
-    if (!Object.hasOwn(this.#methods, name)) return Promise.reject(new ApiError('not_found'));
-    const spec = this.#methods[name]!;
-    if (!allows(principal, spec.scope)) return Promise.reject(new ApiError('forbidden'));
-    const value = body ?? {};
-    const check = this.#checks.get(name)!;
-    if (!check.Check(value)) return Promise.reject(new ApiError('bad_request', schemaDetail(check, value)));
+    let spec: MethodSpec;
+    let value: unknown;
+    try {
+      [spec, value] = this.#admit(name, body, principal);
+    } catch (error) {
+      return Promise.reject(error as ApiError);
+    }
     // Not an async function: a publish costs one promise here, not an await per layer.
     let result: unknown;
     try {
       result = spec.run(this.#node, value as never);
     } catch (error) {
-      return Promise.reject(this.#failure(error, name));
+      return Promise.reject(this.failure(error, name));
     }
     if (!(result instanceof Promise)) return Promise.resolve(result);
     return result.then(undefined, (error: unknown) => {
-      throw this.#failure(error, name);
+      throw this.failure(error, name);
     });
   }
 
-  /** The ApiError a method's failure answers. */
-  #failure(error: unknown, name: string): ApiError {
+  /**
+   * `run` without its promise layer (the publish routes' lean path): a
+   * request refused before the method runs (method, scope, schema) throws
+   * the ApiError `run` rejects with; otherwise the method runs and its
+   * value goes to `onValue`, what it throws or rejects with to `onFailure`
+   * as the ApiError `run` would reject with. The callbacks must not throw.
+   */
+  start(name: string, body: unknown, principal: ApiPrincipal, onValue: (value: unknown) => void, onFailure: (error: ApiError) => void): void {
+    const [spec, value] = this.#admit(name, body, principal);
+    let result: unknown;
+    try {
+      result = spec.run(this.#node, value as never);
+    } catch (error) {
+      return onFailure(this.failure(error, name));
+    }
+    if (!(result instanceof Promise)) return onValue(result);
+    result.then(onValue, (error: unknown) => onFailure(this.failure(error, name)));
+  }
+
+  /** The method and the body to run it with; throws the ApiError of a refused request. */
+  #admit(name: string, body: unknown, principal: ApiPrincipal): [MethodSpec, unknown] {
+    if (!Object.hasOwn(this.#methods, name)) throw new ApiError('not_found');
+    const spec = this.#methods[name]!;
+    if (!allows(principal, spec.scope)) throw new ApiError('forbidden');
+    const value = body ?? {};
+    const check = this.#checks.get(name)!;
+    if (!check.Check(value)) throw new ApiError('bad_request', schemaDetail(check, value));
+    return [spec, value];
+  }
+
+  /** The ApiError a method's failure answers (unexpected ones logged, as `internal`). */
+  failure(error: unknown, name: string): ApiError {
     const code = toApiCode(error);
     if (code === 'internal') this.#node.logger.error({ err: error, method: name }, 'api method failed');
     return new ApiError(code, code === 'internal' ? undefined : toDetail(error));

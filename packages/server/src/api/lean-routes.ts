@@ -14,16 +14,16 @@
  * 1. the per-IP rate limit (the same counters as fastify's route,
  *    rate-limits.ts: in this process, or in Redis with `limits.scope:
  *    "cluster"`) → 429 with `retry-after`;
- * 2. the body (the front's `readBody`: 413, `invalid_utf8`,
+ * 2. the body (the front's `readBodyThen`: 413, `invalid_utf8`,
  *    `json_too_deep`, `invalid_json`, each ending the connection);
  * 3. the API key → 401; the per-key limit → 429; draining → 503;
  * 4. the method (ApiExecutor: scope, schema, run) → 200 or its ApiError.
  */
-import type { IncomingMessage } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { encodeResult } from '@herald/protocol';
-import type { ApiKeyVerifier } from '../auth/api-keys.ts';
+import type { ApiKeyVerifier, ApiPrincipal } from '../auth/api-keys.ts';
 import type { Node } from '../core/node.ts';
-import { answerError, answerJson, readBody, type BodyLimits, type Front } from '../edge/front.ts';
+import { answerError, answerJson, readBodyThen, type BodyLimits, type Front } from '../edge/front.ts';
 import { ApiError, type ApiExecutor } from './executor.ts';
 import type { ApiRateLimits } from './rate-limits.ts';
 
@@ -72,30 +72,68 @@ export function presentedKey(headers: IncomingMessage['headers']): string | unde
 export function registerLeanRoutes(front: Front, options: LeanRoutesOptions): void {
   const { node, apiKeys, executor, limits } = options;
   for (const [path, method] of ROUTES) {
+    // No async function and no promise of its own: the body is read with callbacks and the
+    // method's own promise (the publish's) is the only one between the request and its answer.
+    const answer = (request: IncomingMessage, response: ServerResponse, headers: readonly string[], body: unknown): void => {
+      const key = presentedKey(request.headers);
+      const principal = key === undefined ? null : apiKeys.verify(key, request.socket);
+      if (principal === null) return answerError(response, headers, 'unauthorized');
+      const waitKey = limits.byKey(principal.name);
+      if (typeof waitKey === 'object') {
+        waitKey.then(
+          (wait) => afterKeyLimit(request, response, headers, body, principal, wait),
+          (error: unknown) => front.failed(error, request, response, headers),
+        );
+        return;
+      }
+      afterKeyLimit(request, response, headers, body, principal, waitKey);
+    };
+    const afterKeyLimit = (request: IncomingMessage, response: ServerResponse, headers: readonly string[], body: unknown, principal: ApiPrincipal, waitKey: number | undefined): void => {
+      if (waitKey !== undefined) return answerError(response, headers, 'too_many_requests', undefined, waitKey);
+      if (node.draining) return answerError(response, headers, 'unavailable');
+      try {
+        executor.start(
+          method,
+          body,
+          principal,
+          (result) => {
+            try {
+              answerJson(response, headers, 200, encodeResult(result));
+            } catch (error) {
+              front.failed(error, request, response, headers);
+            }
+          },
+          (error) => answerError(response, headers, error.code, error.detail),
+        );
+      } catch (error) {
+        return error instanceof ApiError ? answerError(response, headers, error.code, error.detail) : answerError(response, headers, 'internal');
+      }
+    };
+    const afterIpLimit = (request: IncomingMessage, response: ServerResponse, headers: readonly string[], waitIp: number | undefined): void => {
+      if (waitIp !== undefined) return answerError(response, headers, 'too_many_requests', undefined, waitIp);
+      readBodyThen(
+        request,
+        response,
+        headers,
+        options.body,
+        (value) => {
+          try {
+            answer(request, response, headers, value);
+          } catch (error) {
+            front.failed(error, request, response, headers);
+          }
+        },
+        () => undefined,
+      );
+    };
     front.route(
       'POST',
       path,
-      async (request, response, { headers }) => {
-        let waitIp = limits.byIp(options.ip(request));
+      (request, response, { headers }) => {
+        const waitIp = limits.byIp(options.ip(request));
         // A promise only when the limits are cluster-wide (counted in Redis).
-        if (typeof waitIp === 'object') waitIp = await waitIp;
-        if (waitIp !== undefined) return answerError(response, headers, 'too_many_requests', undefined, waitIp);
-        const body = await readBody(request, response, headers, options.body);
-        if (body === undefined) return;
-        const key = presentedKey(request.headers);
-        const principal = key === undefined ? null : apiKeys.verify(key, request.socket);
-        if (principal === null) return answerError(response, headers, 'unauthorized');
-        let waitKey = limits.byKey(principal.name);
-        if (typeof waitKey === 'object') waitKey = await waitKey;
-        if (waitKey !== undefined) return answerError(response, headers, 'too_many_requests', undefined, waitKey);
-        if (node.draining) return answerError(response, headers, 'unavailable');
-        let result: unknown;
-        try {
-          result = await executor.run(method, body.value, principal);
-        } catch (error) {
-          return error instanceof ApiError ? answerError(response, headers, error.code, error.detail) : answerError(response, headers, 'internal');
-        }
-        answerJson(response, headers, 200, encodeResult(result));
+        if (typeof waitIp === 'object') return waitIp.then((wait) => afterIpLimit(request, response, headers, wait));
+        afterIpLimit(request, response, headers, waitIp);
       },
       taken,
     );

@@ -30,7 +30,7 @@ import { Front } from '../edge/front.ts';
 import { answerClientError } from '../edge/client-errors.ts';
 import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
 import { registerHealthRoutes, type ReadinessSources } from './health.ts';
-import type { AppRegistry } from '../apps/apps.ts';
+import type { App, AppRegistry } from '../apps/apps.ts';
 import type { AppPaths } from '../transports/app-paths.ts';
 import { registerPusherApi } from '../pusher/pusher-api.ts';
 
@@ -150,17 +150,24 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   app.setNotFoundHandler(answerUnmatched(app));
 
   useSecurityHeaders(app, tls !== undefined);
+  // On an app's native paths (`/apps/{id}/connection/…`) the app's allowedOrigins judge, when it has them.
+  const appPaths = options.appPaths;
+  const appOf = (url: string): App | undefined => {
+    const match = appPaths !== undefined && url.startsWith('/apps/') ? appPaths.match(url.split('?', 1)[0]!) : undefined;
+    return match?.refused === undefined ? match?.scope?.app : undefined;
+  };
+  const originOf = (request: FastifyRequest) => edge.origins.check(request.headers.origin, request.headers.host, appOf(request.url));
   app.addHook('onRequest', async (request, reply) => {
     // During a drain every answer ends its connection: nothing is left idle
     // for the final close to cut while a request is on its way.
     if (node.draining) reply.header('connection', 'close');
-    if (edge.origins.check(request.headers.origin, request.headers.host) === 'refused') return sendApiError(reply, 'origin_not_allowed');
+    if (originOf(request) === 'refused') return sendApiError(reply, 'origin_not_allowed');
   });
   await app.register(cors, {
     hook: 'onRequest',
     delegator: (request, callback) =>
       callback(null, {
-        origin: edge.origins.check(request.headers.origin, request.headers.host) === 'allowed',
+        origin: originOf(request) === 'allowed',
         methods: CORS_METHODS,
         allowedHeaders: CORS_HEADERS,
         credentials: true,

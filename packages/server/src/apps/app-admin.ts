@@ -30,6 +30,7 @@ export interface AppView {
   readonly enabled: boolean;
   readonly clientEvents: boolean;
   readonly userAuthentication: boolean;
+  readonly subscriptionCount: boolean;
   /** Null: the server's listen.allowedOrigins. */
   readonly allowedOrigins: readonly string[] | null;
   readonly limits: AppLimits;
@@ -108,7 +109,7 @@ export interface AppAdminOptions {
   readonly config: Config;
   readonly store: AppStore;
   readonly now?: () => number;
-  /** Tells every node an app changed (the console: the `apps_changed` control command). The CLI has none: nodes see it at their next poll. */
+  /** Tells every node an app changed (the console: the `apps_changed` control command; the CLI: apps/apps-notice.ts). Without it nodes see the change at their next poll. */
   readonly announce?: (id: string) => Promise<void>;
 }
 
@@ -216,6 +217,7 @@ export class AppAdmin {
       enabled: entry.enabled,
       clientEvents: entry.clientEvents,
       userAuthentication: entry.userAuthentication,
+      subscriptionCount: entry.subscriptionCount,
       allowedOrigins: entry.allowedOrigins ?? null,
       limits: entry.limits,
       webhooks: entry.webhooks,
@@ -234,6 +236,7 @@ export class AppAdmin {
       enabled: record.enabled,
       clientEvents: record.clientEvents,
       userAuthentication: record.userAuthentication,
+      subscriptionCount: record.subscriptionCount,
       allowedOrigins: record.allowedOrigins,
       limits: record.limits,
       webhooks: record.webhooks,

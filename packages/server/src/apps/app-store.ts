@@ -30,6 +30,7 @@ export const AppSettingsSchema = Type.Object(
     enabled: AppSchema.properties.enabled,
     clientEvents: AppSchema.properties.clientEvents,
     userAuthentication: AppSchema.properties.userAuthentication,
+    subscriptionCount: AppSchema.properties.subscriptionCount,
     allowedOrigins: Type.Union([Type.Null(), Type.Array(Type.String({ minLength: 1, maxLength: 512 }), { maxItems: 256 })], {
       default: null,
       description: 'Origins allowed to open this app\'s sockets (as listen.allowedOrigins); null: the server\'s listen.allowedOrigins.',
@@ -90,8 +91,8 @@ export function changed(record: AppRecord, change: AppChange, now: number): AppR
 
 /** Settings of a stored record as written (JSON), everything but id, key, secret and times. */
 export function settingsJson(record: AppRecord): string {
-  const { name, enabled, clientEvents, userAuthentication, allowedOrigins, limits, webhooks } = record;
-  return JSON.stringify({ name, enabled, clientEvents, userAuthentication, allowedOrigins, limits, webhooks });
+  const { name, enabled, clientEvents, userAuthentication, subscriptionCount, allowedOrigins, limits, webhooks } = record;
+  return JSON.stringify({ name, enabled, clientEvents, userAuthentication, subscriptionCount, allowedOrigins, limits, webhooks });
 }
 
 /**

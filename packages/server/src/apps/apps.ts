@@ -29,6 +29,8 @@ export interface App {
   readonly enabled: boolean;
   readonly clientEvents: boolean;
   readonly userAuthentication: boolean;
+  /** Subscription counting: `pusher_internal:subscription_count` to subscribers of non-presence channels (pusher/subscription-counts.ts). */
+  readonly subscriptionCount: boolean;
   /** Origins allowed to open sockets; undefined: the server's listen.allowedOrigins. */
   readonly allowedOrigins: readonly string[] | undefined;
   readonly limits: AppLimits;
@@ -102,6 +104,7 @@ export function appFromConfig(entry: AppConfig, secret: string, defaultId: strin
     enabled: entry.enabled,
     clientEvents: entry.clientEvents,
     userAuthentication: entry.userAuthentication,
+    subscriptionCount: entry.subscriptionCount,
     allowedOrigins: entry.allowedOrigins === undefined ? undefined : Object.freeze([...entry.allowedOrigins]),
     limits: Object.freeze({ ...entry.limits }),
     webhooks: Object.freeze(entry.webhooks.map((w) => Object.freeze({ url: w.url, events: new Set(w.events), channelPrefix: w.channelPrefix }))),

@@ -7,6 +7,7 @@
  * a change by either is seen at the other's next poll.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { writeTransaction } from '../store/sqlite-store.ts';
 import { changed, readSettings, settingsJson, type AppChange, type AppRecord, type AppStore, type CreateOutcome } from './app-store.ts';
 
 interface AppRow {
@@ -43,18 +44,6 @@ export class SqliteAppStore implements AppStore {
     };
   }
 
-  #write<T>(run: () => T): T {
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
-      const result = run();
-      this.#db.exec('COMMIT');
-      return result;
-    } catch (error) {
-      this.#db.exec('ROLLBACK');
-      throw error;
-    }
-  }
-
   async list(): Promise<AppRecord[]> {
     return (this.#q.list.all() as unknown as AppRow[]).map(record);
   }
@@ -65,7 +54,7 @@ export class SqliteAppStore implements AppStore {
   }
 
   async create(app: AppRecord): Promise<CreateOutcome> {
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       if (this.#q.get.get(app.id) !== undefined) return 'id_taken';
       if (this.#q.byKey.get(app.key) !== undefined) return 'key_taken';
       this.#q.insert.run(app.id, app.key, app.secret, settingsJson(app), app.createdAt, app.updatedAt);
@@ -75,7 +64,7 @@ export class SqliteAppStore implements AppStore {
   }
 
   async update(id: string, change: AppChange, now: number): Promise<AppRecord | undefined> {
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       const row = this.#q.get.get(id) as AppRow | undefined;
       if (row === undefined) return undefined;
       const next = changed(record(row), change, now);
@@ -86,7 +75,7 @@ export class SqliteAppStore implements AppStore {
   }
 
   async delete(id: string): Promise<boolean> {
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       const deleted = Number(this.#q.delete.run(id).changes) > 0;
       if (deleted) this.#q.bump.run(VERSION_KEY);
       return deleted;

@@ -42,7 +42,7 @@ import { parseJsonSafely } from '@herald/protocol/json';
 import { BrokerUnavailableError, type Broker, type BrokerEventHandler, type HistoryPage, type HistoryQuery, type PublishOptions, type StoredPublication, type StreamOptions } from './broker.ts';
 import { newEpoch } from './memory-broker.ts';
 import { idempotencyId } from './idempotency.ts';
-import { storageFailure, type SqliteStore } from '../store/sqlite-store.ts';
+import { storageFailure, writeTransaction, type SqliteStore } from '../store/sqlite-store.ts';
 
 interface Stream {
   readonly epoch: string;
@@ -386,16 +386,8 @@ export class SqliteBroker implements Broker {
     clearInterval(this.#sweep);
     this.#flush();
     try {
-      const db = this.#store.db;
-      db.exec('BEGIN IMMEDIATE');
-      try {
-        this.#writeStale();
-        db.exec('COMMIT');
-        this.#wroteStale();
-      } catch (error) {
-        rollback(db);
-        throw error;
-      }
+      writeTransaction(this.#store.db, () => this.#writeStale());
+      this.#wroteStale();
     } catch (error) {
       // The rows stay behind: the next start rebuilds them from the publications.
       this.#unavailable(error);
@@ -439,9 +431,7 @@ export class SqliteBroker implements Broker {
     this.#flush();
     const now = this.#now();
     const db = this.#store.db;
-    let done: boolean;
-    db.exec('BEGIN');
-    try {
+    const done = writeTransaction(db, () => {
       // Rows left behind by a crash catch up with their publications (once, before the first sweep judges them).
       if (!this.#repaired) this.#sql.repairStreams.run();
       // Before anything expires: a stream whose publications all go keeps its top in its row.
@@ -459,16 +449,12 @@ export class SqliteBroker implements Broker {
         this.#streams.delete(row.channel);
         if (deleted >= SWEEP_BATCH) break;
       }
-      done = expired < SWEEP_BATCH && expiredKeys < SWEEP_BATCH && dead.length < SWEEP_BATCH && deleted < SWEEP_BATCH;
-      db.exec('COMMIT');
-      this.#repaired = true;
-      this.#wroteStale();
-      // Gives up to 4 MB of freed pages (deleted history) back to the file system per sweep.
-      db.exec(`PRAGMA incremental_vacuum(${VACUUM_PAGES_PER_SWEEP})`);
-    } catch (error) {
-      rollback(db);
-      throw error;
-    }
+      return expired < SWEEP_BATCH && expiredKeys < SWEEP_BATCH && dead.length < SWEEP_BATCH && deleted < SWEEP_BATCH;
+    });
+    this.#repaired = true;
+    this.#wroteStale();
+    // Gives up to 4 MB of freed pages (deleted history) back to the file system per sweep.
+    db.exec(`PRAGMA incremental_vacuum(${VACUUM_PAGES_PER_SWEEP})`);
     this.#recovered();
     // Cached streams that are dead and unsubscribed are forgotten with their rows.
     for (const [channel, stream] of this.#streams) {
@@ -522,28 +508,26 @@ export class SqliteBroker implements Broker {
     this.#pending = [];
     this.#created = [];
     this.#dirty = new Set();
-    const db = this.#store.db;
     const written: Array<[string, Stream]> = [];
     try {
-      db.exec('BEGIN IMMEDIATE');
-      const trimTo = new Map<string, number>();
-      for (const p of batch) {
-        const pub = p.publication;
-        this.#sql.insert.run(p.channel, pub.offset, pub.time, pub.data, pub.info === undefined ? null : JSON.stringify(pub.info));
-        trimTo.set(p.channel, pub.offset - p.size);
-        if (p.once !== undefined) this.#sql.putOnce.run(p.channel, p.once.key, pub.epoch ?? '', pub.offset, p.once.expiresAt);
-      }
-      for (const [channel, floor] of trimTo) if (floor > 0) this.#sql.trim.run(channel, floor);
-      for (const channel of dirty) {
-        const stream = this.#streams.get(channel);
-        if (stream === undefined) continue;
-        const updated = stream.persisted && Number(this.#sql.updateStream.run(stream.top, stream.lastPublishAt, stream.ttlMs, channel).changes) === 1;
-        if (!updated) this.#sql.putStream.run(channel, stream.epoch, stream.top, stream.lastPublishAt, stream.ttlMs);
-        written.push([channel, stream]);
-      }
-      db.exec('COMMIT');
+      writeTransaction(this.#store.db, () => {
+        const trimTo = new Map<string, number>();
+        for (const p of batch) {
+          const pub = p.publication;
+          this.#sql.insert.run(p.channel, pub.offset, pub.time, pub.data, pub.info === undefined ? null : JSON.stringify(pub.info));
+          trimTo.set(p.channel, pub.offset - p.size);
+          if (p.once !== undefined) this.#sql.putOnce.run(p.channel, p.once.key, pub.epoch ?? '', pub.offset, p.once.expiresAt);
+        }
+        for (const [channel, floor] of trimTo) if (floor > 0) this.#sql.trim.run(channel, floor);
+        for (const channel of dirty) {
+          const stream = this.#streams.get(channel);
+          if (stream === undefined) continue;
+          const updated = stream.persisted && Number(this.#sql.updateStream.run(stream.top, stream.lastPublishAt, stream.ttlMs, channel).changes) === 1;
+          if (!updated) this.#sql.putStream.run(channel, stream.epoch, stream.top, stream.lastPublishAt, stream.ttlMs);
+          written.push([channel, stream]);
+        }
+      });
     } catch (error) {
-      rollback(db);
       const failure = this.#unavailable(error);
       // The file is the truth: cached streams touched by this batch are read again next time.
       for (const p of batch) this.#streams.delete(p.channel);
@@ -580,14 +564,6 @@ export class SqliteBroker implements Broker {
       this.#onHealthChange?.(false, reason);
     }
     return new BrokerUnavailableError(`sqlite engine: ${reason}`);
-  }
-}
-
-function rollback(db: SqliteStore['db']): void {
-  try {
-    if (db.isTransaction) db.exec('ROLLBACK');
-  } catch {
-    // A failed rollback leaves SQLite to roll back on its own (the transaction is discarded).
   }
 }
 

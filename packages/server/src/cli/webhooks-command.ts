@@ -12,6 +12,7 @@ import type { Config } from '../config/schema.ts';
 import { fail, intOption, type Command, type Values } from './command.ts';
 import { openRedisTool, TOOL_BUSY_TIMEOUT_MS } from './key-backend.ts';
 import { appEndpointGroup } from '../pusher/pusher-webhooks.ts';
+import { nativeName } from '../apps/apps.ts';
 
 export const WEBHOOK_ACTIONS = ['endpoints', 'list-dead', 'replay'] as const;
 
@@ -91,7 +92,8 @@ Options:
       help: `Usage: herald webhooks list-dead [--endpoint NAME] [--limit N] [--json] [--config FILE | --state-dir DIR]
 
 Lists the dead letters, oldest first: seq (for replay --seq), endpoint,
-event name and id, when it died and why.
+event name and id, when it died and why. An app's events carry the app's
+own channel names and, in --json, its id (\`app\`).
 
 Options:
   --endpoint NAME   only this endpoint's
@@ -106,7 +108,7 @@ Options:
         const endpoint = values['endpoint'] as string | undefined;
         const dead = await withOutbox('list-dead', config, stateDir, async (outbox) => ({ entries: await outbox.listDead(limit, endpoint), counts: await outbox.counts() }));
         for (const entry of dead.entries) {
-          const event = JSON.parse(entry.event) as { name: string; id: string };
+          const event = appLocalEvent(JSON.parse(entry.event) as { name: string; id: string; channel?: string });
           if (values['json'] === true) {
             process.stdout.write(
               JSON.stringify({ seq: entry.seq, endpoint: entry.endpoint, event, attempts: entry.attempts, created_at: new Date(entry.createdAt).toISOString(), dead_at: new Date(entry.deadAt).toISOString(), reason: entry.reason }) + '\n',
@@ -151,6 +153,18 @@ Options:
       },
     },
   };
+}
+
+/**
+ * A dead letter's event as its receiver knows it: an app's channel is kept
+ * inside the server as `~{id}~name`; the listing shows `name` and the app's
+ * id (the names a Pusher webhook carries), a native channel as it is.
+ */
+function appLocalEvent<T extends { channel?: string }>(event: T): T & { app?: string } {
+  if (event.channel === undefined) return event;
+  const local = nativeName(event.channel);
+  if (local === event.channel) return event;
+  return { ...event, channel: local, app: event.channel.slice(1, event.channel.length - local.length - 1) };
 }
 
 interface EndpointRow {

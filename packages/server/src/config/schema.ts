@@ -322,7 +322,7 @@ export const PUSHER_WEBHOOK_EVENTS = ['channel_occupied', 'channel_vacated', 'me
 /** Per-app limits of the Pusher endpoint; refusals use Pusher's codes (docs/pusher.md). */
 export const AppLimitsSchema = Type.Object(
   {
-    maxConnections: Type.Integer({ default: 0, minimum: 0, description: 'Most Pusher connections of this app per node; 0: no cap of its own (the server\'s limits still hold). Over it: pusher:error 4100.' }),
+    maxConnections: Type.Integer({ default: 0, minimum: 0, description: 'Most connections of this app per node, its Pusher sockets and its native connections on `/apps/{id}/connection/…` together (the default app: its Pusher sockets only); 0: no cap of its own (the server\'s limits still hold). Over it: pusher:error 4100; a native connection: 503 unavailable.' }),
     maxEventPayloadBytes: Type.Integer({ default: 10240, minimum: 1, maximum: 1048576, description: 'Largest `data` of one event (HTTP API trigger and client events), as Pusher (10 KiB). Over it: 413 on the HTTP API; a client event over it is refused with pusher:error 4301 (docs/pusher.md).' }),
     maxChannelNameLength: Type.Integer({ default: 164, minimum: 1, maximum: 255, description: 'Longest channel name, as Pusher (164 characters).' }),
     maxEventNameLength: Type.Integer({ default: 200, minimum: 1, maximum: 1024, description: 'Longest event name, as Pusher (200 characters).' }),
@@ -353,10 +353,15 @@ export const AppSchema = Type.Object(
     enabled: Type.Boolean({ default: true, description: 'A disabled app refuses connections (pusher:error 4003) and API requests (403).' }),
     clientEvents: Type.Boolean({ default: false, description: 'Whether connections may send `client-*` events on private and presence channels.' }),
     userAuthentication: Type.Boolean({ default: true, description: 'Whether `pusher:signin` (user authentication, server-to-user events, the watchlist) is accepted.' }),
+    subscriptionCount: Type.Boolean({
+      default: false,
+      description:
+        'Subscription counting (Pusher\'s dashboard switch): subscribers of a non-presence channel get `pusher_internal:subscription_count` with the channel\'s count across nodes when it changes, at most once a second per channel per node (docs/pusher.md).',
+    }),
     allowedOrigins: Type.Optional(
       Type.Array(Type.String({ maxLength: 512 }), {
         maxItems: 256,
-        description: 'Origins allowed to open this app\'s sockets (exact origins or `*.example.com` patterns, as listen.allowedOrigins); unset: the server\'s listen.allowedOrigins.',
+        description: 'Origins allowed to open this app\'s Pusher sockets and, for an app other than the default one, its native connections on `/apps/{id}/connection/…` (exact origins, `*.example.com` or `https://*.example.com` patterns, `*`); they replace cors.origins there. Unset: the server\'s cors.origins.',
       }),
     ),
     limits: AppLimitsSchema,
@@ -513,7 +518,7 @@ export const ConfigSchema = Type.Object(
         ),
         maxConnections: Type.Integer({ default: 50000, minimum: 1, description: 'Connections in total (always per node: a node\'s capacity); new ones are refused with 503.' }),
         maxConnectionsPerIp: Type.Integer({ default: 1000, minimum: 1, description: 'Connections from one IP (per node, or cluster-wide with limits.scope "cluster"); then 429.' }),
-        maxConnectionsPerUser: Type.Integer({ default: 100, minimum: 1, description: 'Connections of one user id (cluster-wide, from node snapshots); then WebSocket closes with 3506, SSE and long polling answer 429 connection_limit.' }),
+        maxConnectionsPerUser: Type.Integer({ default: 100, minimum: 1, description: 'Connections of one user id (cluster-wide, from node snapshots; an app\'s users apart from the server\'s; Pusher sign-ins count with native connections); then WebSocket closes with 3506, SSE and long polling answer 429 connection_limit, pusher:signin is refused with pusher:error 4302.' }),
         newConnectionsPerIpPerSecond: Type.Integer({ default: 50, minimum: 1, description: 'New connections from one IP per second (per node, or cluster-wide with limits.scope "cluster"); then 429.' }),
         inboundHardPerSecond: Type.Integer({
           default: 500,
@@ -912,7 +917,7 @@ export const ConfigSchema = Type.Object(
         ),
         pollIntervalMs: Ms(
           2000,
-          'How often each node checks the engine\'s store for apps created, changed or deleted where no control command reached it (`herald apps` beside a running server); the console\'s changes reach every node at once.',
+          'How often each node checks the engine\'s store for apps created, changed or deleted that it was not told of (the console and `herald apps` tell every node at once; this is the safety net for a notice that was lost).',
           100,
         ),
       },
@@ -923,6 +928,10 @@ export const ConfigSchema = Type.Object(
         activityTimeoutSeconds: Type.Integer({ default: 120, minimum: 10, maximum: 3600, description: 'The `activity_timeout` told to clients in pusher:connection_established: a quiet client pings after it.' }),
         authTimestampWindowSeconds: Type.Integer({ default: 600, minimum: 1, maximum: 86400, description: 'HTTP API requests whose auth_timestamp is further than this from the server\'s clock are refused (401), as Pusher.' }),
         maxApiBodyBytes: Type.Integer({ default: 1048576, minimum: 1024, maximum: 16777216, description: 'Largest HTTP API request body.' }),
+        cacheTtlMs: Ms(
+          1800000,
+          'How long a cache channel (`cache-`, `private-cache-`, `presence-cache-`, on every app) keeps its last event for new subscribers, as Pusher (30 minutes): the history TTL of these channels instead of channels.defaults.historyTtlMs (their history size stays channels.defaults.historySize; native clients of these channels get this TTL too).',
+        ),
       },
       { additionalProperties: false, default: {}, title: 'Pusher endpoint', description: 'Settings of the Pusher protocol endpoint for every app (docs/pusher.md).' },
     ),

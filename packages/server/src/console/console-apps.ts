@@ -5,7 +5,8 @@
  * - `GET B/api/apps`: every app (config and store) without secrets, with
  *   this node's Pusher connection count.
  * - `POST B/api/apps`: create ({id?, key?, name?, enabled?, clientEvents?,
- *   userAuthentication?, allowedOrigins?, limits?, webhooks?}); answers the
+ *   userAuthentication?, subscriptionCount?, allowedOrigins?, limits?,
+ *   webhooks?}); answers the
  *   app and its secret, once.
  * - `POST B/api/apps/:id`: change settings (the fields above but id and key).
  * - `POST B/api/apps/:id/rotate-secret`: a new secret, answered once.

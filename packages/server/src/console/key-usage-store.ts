@@ -10,7 +10,7 @@
  * writers of the same key keep the latest); a failed save or load is
  * reported to the caller and changes nothing.
  */
-import { openSqliteStore, type SqliteStore } from '../store/sqlite-store.ts';
+import { openSqliteStore, writeTransaction, type SqliteStore } from '../store/sqlite-store.ts';
 import type { Redis, Cluster } from 'ioredis';
 
 export interface KeyUsageStore {
@@ -43,14 +43,9 @@ export class SqliteKeyUsageStore implements KeyUsageStore {
     const upsert = db.prepare(
       'INSERT INTO api_key_usage (name, last_used_at) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET last_used_at = max(last_used_at, excluded.last_used_at)',
     );
-    db.exec('BEGIN IMMEDIATE');
-    try {
+    writeTransaction(db, () => {
       for (const [name, at] of uses) upsert.run(name, at);
-      db.exec('COMMIT');
-    } catch (error) {
-      if (db.isTransaction) db.exec('ROLLBACK');
-      throw error;
-    }
+    });
   }
 
   async load(): Promise<Map<string, number>> {

@@ -26,7 +26,7 @@ export interface OverviewNode {
   readonly node: string;
   readonly worker?: number | undefined;
   readonly host?: string | undefined;
-  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number };
+  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number; readonly pusher: number };
   readonly subscriptions: number;
   readonly publicationsPerSecond: number;
   readonly deliveriesPerSecond: number;
@@ -48,7 +48,7 @@ export interface OverviewFrame {
   readonly nodes: readonly OverviewNode[];
   readonly totals: {
     readonly nodes: number;
-    readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number };
+    readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number; readonly pusher: number };
     readonly subscriptions: number;
     readonly publicationsPerSecond: number;
     readonly deliveriesPerSecond: number;
@@ -87,7 +87,7 @@ export class OverviewBuilder {
     const live = new Set(snapshots.map((s) => s.id));
     for (const id of this.#seen.keys()) if (!live.has(id)) this.#seen.delete(id);
     nodes.sort((a, b) => (a.host ?? '').localeCompare(b.host ?? '') || (a.worker ?? 0) - (b.worker ?? 0) || a.node.localeCompare(b.node));
-    const connections = { websocket: 0, sse: 0, longPoll: 0 };
+    const connections = { websocket: 0, sse: 0, longPoll: 0, pusher: 0 };
     let subscriptions = 0;
     let publicationsPerSecond = 0;
     let deliveriesPerSecond = 0;
@@ -96,6 +96,7 @@ export class OverviewBuilder {
       connections.websocket += n.connections.websocket;
       connections.sse += n.connections.sse;
       connections.longPoll += n.connections.longPoll;
+      connections.pusher += n.connections.pusher;
       subscriptions += n.subscriptions;
       publicationsPerSecond += n.publicationsPerSecond;
       deliveriesPerSecond += n.deliveriesPerSecond;
@@ -132,7 +133,7 @@ export class OverviewBuilder {
       node: s.id,
       worker: live?.worker,
       host: live?.host,
-      connections: live?.connections ?? { websocket: 0, sse: 0, longPoll: 0 },
+      connections: live === undefined ? { websocket: 0, sse: 0, longPoll: 0, pusher: 0 } : { ...live.connections, pusher: live.connections.pusher ?? 0 },
       subscriptions: live?.subscriptions ?? 0,
       publicationsPerSecond: seen.publicationsPerSecond,
       deliveriesPerSecond: seen.deliveriesPerSecond,

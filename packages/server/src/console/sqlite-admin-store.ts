@@ -7,6 +7,7 @@
  * other's next call.
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { writeTransaction } from '../store/sqlite-store.ts';
 import {
   attemptWith,
   auditLimit,
@@ -180,18 +181,6 @@ export class SqliteAdminStore implements AdminStore {
     };
   }
 
-  #write<T>(run: () => T): T {
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
-      const result = run();
-      this.#db.exec('COMMIT');
-      return result;
-    } catch (error) {
-      this.#db.exec('ROLLBACK');
-      throw error;
-    }
-  }
-
   async getAdmin(name: string): Promise<AdminRecord | undefined> {
     const row = this.#q['getAdmin']!.get(name) as AdminRow | undefined;
     return row === undefined ? undefined : admin(row);
@@ -202,7 +191,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async createAdmin(input: { name: string; role: AdminRole; passwordHash: string; now: number }): Promise<AdminRecord | undefined> {
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       if (this.#q['getAdmin']!.get(input.name) !== undefined) return undefined;
       const first = Number((this.#q['countAdmins']!.get() as { n: number }).n) === 0;
       const role = first ? 'owner' : input.role;
@@ -212,7 +201,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async updateAdmin(name: string, change: AdminChange, now: number): Promise<AdminRecord | undefined> {
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       const row = this.#q['getAdmin']!.get(name) as AdminRow | undefined;
       if (row === undefined) return undefined;
       const before = admin(row);
@@ -263,7 +252,7 @@ export class SqliteAdminStore implements AdminStore {
     let wait = 0;
     for (const check of checks) wait = Math.max(wait, waitFor(counter(this.#q['getCounter']!.get(check.key) as CounterRow | undefined), now));
     if (wait > 0) return { allowed: false, retryAfterMs: wait, lockedNow: [] };
-    return this.#write(() =>
+    return writeTransaction(this.#db, () =>
       attemptWith(
         checks,
         now,
@@ -280,7 +269,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async forgiveAttempt(key: string): Promise<void> {
-    this.#write(() => {
+    writeTransaction(this.#db, () => {
       const next = forgiven(counter(this.#q['getCounter']!.get(key) as CounterRow | undefined));
       if (next === undefined) this.#q['clearCounter']!.run(key);
       else this.#q['putCounter']!.run(key, next.failures, next.lastAt, next.nextAt, next.lockedUntil);
@@ -331,7 +320,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async sweep(now: number, policy: SweepPolicy): Promise<void> {
-    this.#write(() => {
+    writeTransaction(this.#db, () => {
       this.#q['sweepSessions']!.run(now - policy.sessions.idleMs, now - policy.sessions.absoluteMs, now - PARTIAL_SESSION_MS);
       this.#q['sweepCounters']!.run(now, now - policy.limiterWindowMs);
       this.#q['sweepAudit']!.run(now - policy.auditRetentionMs);
@@ -349,7 +338,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async beginTotp(name: string, secret: string, now: number): Promise<boolean> {
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       const row = this.#q['getTotp']!.get(name) as TotpRow | undefined;
       if (row !== undefined && Number(row.confirmed_at) > 0) return false;
       this.#q['putTotp']!.run(name, secret, now);
@@ -358,7 +347,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async confirmTotp(name: string, secret: string, step: number, codeHashes: readonly string[], now: number): Promise<boolean> {
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       if (Number(this.#q['confirmTotp']!.run(now, step, name, secret).changes) !== 1) return false;
       this.#q['deleteCodes']!.run(name);
       for (const hash of codeHashes) this.#q['insertCode']!.run(name, hash, now);
@@ -379,7 +368,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async deleteTotp(name: string): Promise<boolean> {
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       this.#q['deleteCodes']!.run(name);
       return Number(this.#q['deleteTotp']!.run(name).changes) === 1;
     });
@@ -426,7 +415,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async usePasskey(id: string, counter: number, now: number): Promise<boolean> {
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       const row = this.#pk('SELECT * FROM console_passkeys WHERE id = ?').get(id) as PasskeyRow | undefined;
       if (row === undefined || counterWentBack(Number(row.counter), counter)) return false;
       this.#pk('UPDATE console_passkeys SET counter = ?, last_used_at = ? WHERE id = ?').run(counter, now, id);
@@ -435,7 +424,7 @@ export class SqliteAdminStore implements AdminStore {
   }
 
   async putPasskeyChallenge(challenge: PasskeyChallenge, now: number): Promise<void> {
-    this.#write(() => {
+    writeTransaction(this.#db, () => {
       this.#pk('DELETE FROM console_passkey_challenges WHERE expires_at <= ?').run(now);
       this.#pk(
         'INSERT INTO console_passkey_challenges (key, purpose, challenge, admin, user_handle, expires_at) VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET purpose = excluded.purpose, challenge = excluded.challenge, admin = excluded.admin, user_handle = excluded.user_handle, expires_at = excluded.expires_at',
@@ -473,7 +462,7 @@ export class SqliteAdminStore implements AdminStore {
 
   async createOidcAdmin(input: OidcAdminInput): Promise<AdminRecord | undefined> {
     const q = this.#oq();
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       if (this.#q['getAdmin']!.get(input.name) !== undefined || q['getLink']!.get(input.provider, input.subject) !== undefined) return undefined;
       this.#q['insertAdmin']!.run(input.name, input.role, '', input.now, input.now);
       q['insertLink']!.run(input.provider, input.subject, input.name, input.now);
@@ -484,7 +473,7 @@ export class SqliteAdminStore implements AdminStore {
   async putOidcFlow(flow: OidcFlow, now: number, max: number): Promise<boolean> {
     // Expired flows go with the sweep (once a minute); the count skips them (expires_at is indexed).
     const q = this.#oq();
-    return this.#write(() => {
+    return writeTransaction(this.#db, () => {
       if (Number((q['countFlows']!.get(now) as { n: number }).n) >= max) return false;
       q['putFlow']!.run(flow.stateHash, flow.provider, flow.nonce, flow.codeVerifier, flow.bindingHash, flow.expiresAt);
       return true;

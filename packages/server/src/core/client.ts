@@ -260,6 +260,16 @@ export class Client {
     return this.scope === undefined ? channel : appChannel(this.scope.app, channel);
   }
 
+  /**
+   * Who the connection is for the per-user counts (hub, snapshots,
+   * limits.maxConnectionsPerUser): the user id on the server's own paths,
+   * `~{app id}~` + the user id on an app's path, so that the same id in two
+   * apps is two users. '' for an anonymous connection.
+   */
+  get userKey(): string {
+    return this.scope === undefined || this.user === '' ? this.user : this.scope.app.channelPrefix + this.user;
+  }
+
   /** The verifier of this connection's tokens: its app's, else the server's. */
   get tokens(): TokenVerifier {
     return this.scope?.tokens ?? this.node.tokens;
@@ -542,6 +552,7 @@ export class Client {
       address: this.address,
       ...(this.connInfo === undefined ? {} : { connInfo: this.connInfo }),
       forwarded: this.forwarded,
+      ...(this.scope === undefined ? {} : { app: this.scope.app.id }),
     };
   }
 
@@ -624,7 +635,7 @@ export class Client {
     const hooks = this.node.hooks;
     if (hooks !== undefined && hooks.has('subscribe', resolved.namespace)) {
       if (this.isClosed) throw new CommandError('not_subscribed');
-      const decision = await hooks.subscribe({ ...this.hookConnection(), channel, namespace: resolved.namespace });
+      const decision = await hooks.subscribe({ ...this.hookConnection(), channel: nativeName(channel), namespace: resolved.namespace });
       if (decision.outcome === 'deny') throw CommandError.denied(decision.code, decision.message);
       if (decision.outcome === 'unavailable') {
         if (!decision.failOpen) throw new CommandError('hook_unavailable');

@@ -81,11 +81,12 @@ export class Hub {
   addClient(client: Client): void {
     this.#clientCount++;
     this.#events?.clientConnected(client.info, client.transport.kind);
-    if (client.user === '') return;
-    let set = this.#users.get(client.user);
+    const key = client.userKey;
+    if (key === '') return;
+    let set = this.#users.get(key);
     if (set === undefined) {
       set = new Set();
-      this.#users.set(client.user, set);
+      this.#users.set(key, set);
     }
     set.add(client);
   }
@@ -93,18 +94,20 @@ export class Hub {
   removeClient(client: Client, code = 0, reason = ''): void {
     this.#clientCount--;
     this.#events?.clientDisconnected(client.info, client.transport.kind, code, reason);
-    if (client.user === '') return;
-    const set = this.#users.get(client.user);
+    const key = client.userKey;
+    if (key === '') return;
+    const set = this.#users.get(key);
     if (set === undefined) return;
     set.delete(client);
-    if (set.size === 0) this.#users.delete(client.user);
+    if (set.size === 0) this.#users.delete(key);
   }
 
-  /** Connection count per user id on this node. */
+  /** Connection count per user on this node, by Client.userKey (an app's users are `~{id}~user`). */
   *userCounts(): IterableIterator<[string, number]> {
     for (const [user, set] of this.#users) yield [user, set.size];
   }
 
+  /** This node's connections of a user, by Client.userKey (the server's own users: their id). */
   userClients(user: string): Client[] {
     return [...(this.#users.get(user) ?? [])];
   }

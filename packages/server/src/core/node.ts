@@ -58,6 +58,19 @@ export const MAX_DETAIL_CHANNELS = 128;
 
 export type NodeHealth = { readonly status: 'ok' } | { readonly status: 'degraded'; readonly reason: string };
 
+/**
+ * Connections a protocol endpoint holds outside the hub (the Pusher
+ * socket's, pusher/pusher-endpoint.ts), for the node's totals.
+ */
+export interface OtherConnections {
+  /** Open connections (past their handshake). */
+  readonly count: number;
+  /** Connections per user (in Client.userKey's form: an app's users are `~{id}~user`), users with none left out. */
+  userCounts(): Iterable<[string, number]>;
+  /** One user's connections. */
+  userCount(user: string): number;
+}
+
 /** Most channels or users one snapshot lists; beyond it the list is cut. */
 const SNAPSHOT_MAX_ENTRIES = 10000;
 
@@ -90,6 +103,8 @@ export class Node {
   readonly #queries = new Map<string, (from: string, connections: readonly ConnectionDetail[]) => void>();
   readonly #controlListeners: ((command: ControlCommand, from: string) => void)[] = [];
   readonly #all = new Set<Client>();
+  /** Connections held outside the hub (the Pusher endpoint's sockets), counted with the node's own. */
+  #others: OtherConnections | undefined;
   readonly #events: NodeEvents | undefined;
   /** Closed connections whose transport still hands out its final frames (Transport.settled). */
   readonly #settling = new Set<Promise<void>>();
@@ -100,7 +115,7 @@ export class Node {
 
   constructor(options: NodeOptions) {
     this.config = options.config;
-    this.rules = new ChannelRules(options.config.channels);
+    this.rules = new ChannelRules(options.config.channels, options.config.pusher.cacheTtlMs);
     this.#broker = options.broker;
     this.#presence = options.presence;
     this.tokens = options.tokens;
@@ -146,9 +161,19 @@ export class Node {
     return this.#draining;
   }
 
-  /** Every connection on this node, connected or not yet. */
+  /** Every connection on this node, connected or not yet (the Pusher endpoint's sockets too). */
   get connectionCount(): number {
-    return this.#all.size;
+    return this.#all.size + (this.#others?.count ?? 0);
+  }
+
+  /**
+   * Counts connections another protocol endpoint holds (the Pusher
+   * socket's) in this node's totals: `connectionCount`, snapshots (`info`,
+   * the console's overview) and the per-user counts behind
+   * limits.maxConnectionsPerUser. One source per node.
+   */
+  countOthers(others: OtherConnections): void {
+    this.#others = others;
   }
 
   createClient(transport: Transport): Client {
@@ -323,7 +348,7 @@ export class Node {
     if (utf8Length(dataJson) > this.config.limits.maxMessageBytes) throw new CommandError('message_too_large');
     const hooks = this.hooks;
     if (hooks !== undefined && hooks.has('publish', resolved.namespace)) {
-      const decision = await hooks.publish({ ...client.hookConnection(), channel: resolved.channel, namespace: resolved.namespace, data });
+      const decision = await hooks.publish({ ...client.hookConnection(), channel: nativeName(resolved.channel), namespace: resolved.namespace, data });
       if (decision.outcome === 'deny') throw CommandError.denied(decision.code, decision.message);
       if (decision.outcome === 'unavailable') {
         if (!decision.failOpen) throw new CommandError('hook_unavailable');
@@ -511,17 +536,26 @@ export class Node {
       if (n++ >= SNAPSHOT_MAX_ENTRIES) break;
       channels[channel] = count;
     }
-    const users: Record<string, number> = {};
+    const users: Record<string, number> = Object.create(null) as Record<string, number>;
     n = 0;
     for (const [user, count] of this.hub.userCounts()) {
       if (n++ >= SNAPSHOT_MAX_ENTRIES) break;
       users[user] = count;
     }
+    const others = this.#others;
+    if (others !== undefined) {
+      for (const [user, count] of others.userCounts()) {
+        const seen = users[user];
+        if (seen === undefined && n++ >= SNAPSHOT_MAX_ENTRIES) break;
+        users[user] = (seen ?? 0) + count;
+      }
+    }
+    const otherCount = others?.count ?? 0;
     return {
       id: this.id,
       version: this.version,
-      connections: this.#all.size,
-      authenticated: this.hub.clientCount,
+      connections: this.#all.size + otherCount,
+      authenticated: this.hub.clientCount + otherCount,
       channels,
       users,
       uptimeMs: this.now() - this.startedAt,
@@ -543,10 +577,19 @@ export class Node {
     return result;
   }
 
-  /** Connections of a user across nodes (other nodes as of their last snapshot). */
+  /** One channel's subscriber count across nodes (other nodes as of their last snapshot): what `channels` answers for it. */
+  subscriberCount(channel: string): number {
+    let count = this.hub.subscriberCount(channel);
+    // Own keys only: a channel may be named `constructor`.
+    for (const peer of this.#livePeers()) if (Object.hasOwn(peer.channels, channel)) count += peer.channels[channel]!;
+    return count;
+  }
+
+  /** Connections of a user (Client.userKey) across nodes and protocols (other nodes as of their last snapshot). */
   userConnectionCount(user: string): number {
-    let count = this.hub.userClients(user).length;
-    for (const peer of this.#livePeers()) count += peer.users[user] ?? 0;
+    let count = this.hub.userClients(user).length + (this.#others?.userCount(user) ?? 0);
+    // Own keys only: a user id may be `constructor`.
+    for (const peer of this.#livePeers()) if (Object.hasOwn(peer.users, user)) count += peer.users[user]!;
     return count;
   }
 

@@ -161,3 +161,66 @@ export class ConnectionLimiter {
     else this.#open.set(key, left);
   }
 }
+
+/** What the per-app count reads of an app (apps/apps.ts `App`). */
+export interface CountedApp {
+  readonly id: string;
+  readonly limits: { readonly maxConnections: number };
+}
+
+/**
+ * An app's connections on this node: its Pusher sockets and its native
+ * connections on `/apps/{id}/connection/…`, counted together against the
+ * app's `limits.maxConnections` (0: no cap of its own). A connection holds
+ * its place from admission until it closes; the count keeps only apps with
+ * an open connection.
+ */
+export class AppConnectionCounts {
+  readonly #open = new Map<string, number>();
+
+  /** The app's connections on this node. */
+  count(appId: string): number {
+    return this.#open.get(appId) ?? 0;
+  }
+
+  /**
+   * A place for one more connection of `app`, or undefined when it holds its
+   * cap already. `inner` (the connection's place under the server's caps) is
+   * released with it.
+   */
+  admit(app: CountedApp, inner?: Releasable): AppPlace | undefined {
+    const open = this.#open.get(app.id) ?? 0;
+    const cap = app.limits.maxConnections;
+    if (cap > 0 && open >= cap) return undefined;
+    this.#open.set(app.id, open + 1);
+    return new AppPlace(this, app.id, inner);
+  }
+
+  /** Gives back one place of `appId` (AppPlace.release calls it exactly once). */
+  free(appId: string): void {
+    const left = (this.#open.get(appId) ?? 1) - 1;
+    if (left <= 0) this.#open.delete(appId);
+    else this.#open.set(appId, left);
+  }
+}
+
+/** A place in an app's count (and the connection's place under the server's caps, when given: released together). */
+export class AppPlace implements Releasable {
+  #counts: AppConnectionCounts | undefined;
+  readonly #appId: string;
+  readonly #inner: Releasable | undefined;
+
+  constructor(counts: AppConnectionCounts, appId: string, inner: Releasable | undefined) {
+    this.#counts = counts;
+    this.#appId = appId;
+    this.#inner = inner;
+  }
+
+  release(): void {
+    const counts = this.#counts;
+    if (counts === undefined) return;
+    this.#counts = undefined;
+    counts.free(this.#appId);
+    this.#inner?.release();
+  }
+}

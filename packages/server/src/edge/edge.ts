@@ -14,6 +14,13 @@
  * Rules 3 and 4 count on this node, or in Redis across every node with
  * `limits.scope: "cluster"` (connection-limits.ts); then `open` answers a
  * promise.
+ *
+ * On an app's native paths (`/apps/{id}/connection/…`, an app other than
+ * the default one: transports/app-paths.ts) rule 1 judges by the app's
+ * `allowedOrigins` when it has them (origins.ts), and after rule 4:
+ * 4a. the app's `limits.maxConnections` held on this node, its Pusher
+ *     sockets and native connections together (`appConnections`) → 503
+ *     `unavailable` with `Retry-After`.
  * 5. After `connect`: more than `limits.maxConnectionsPerUser` connections
  *    of that user → WebSocket closed with 3506 before the connect reply;
  *    SSE and long polling answered 429 `connection_limit`.
@@ -28,9 +35,10 @@ import type { IncomingMessage } from 'node:http';
 import { parseCookie } from 'cookie';
 import type { Config } from '../config/schema.ts';
 import type { Client } from '../core/client.ts';
-import type { ConnectionGate, GateAnswer } from '../transports/http-connection.ts';
+import type { ConnectionGate, GateAnswer, Releasable } from '../transports/http-connection.ts';
 import { createClientAddress, limitKey, type ClientAddress } from './client-address.ts';
-import { ConnectionLimiter, type Place, type Refusal } from './connection-limits.ts';
+import { AppConnectionCounts, ConnectionLimiter, type Place, type Refusal } from './connection-limits.ts';
+import type { AppScope } from '../transports/app-paths.ts';
 import { OriginPolicy, type OriginVerdict } from './origins.ts';
 
 /** Longest cookie value taken as a token (a JWT is far shorter). */
@@ -40,6 +48,8 @@ export class Edge implements ConnectionGate {
   readonly origins: OriginPolicy;
   readonly address: ClientAddress;
   readonly connections: ConnectionLimiter;
+  /** Each app's connections on this node (Pusher and native), against its limits.maxConnections. */
+  readonly appConnections = new AppConnectionCounts();
   readonly #cookieName: string | undefined;
   readonly #maxPerUser: number;
 
@@ -52,21 +62,31 @@ export class Edge implements ConnectionGate {
     this.#maxPerUser = config.limits.maxConnectionsPerUser;
   }
 
-  open(request: IncomingMessage): GateAnswer | Promise<GateAnswer> {
-    const origin = this.origins.check(request.headers.origin, request.headers.host);
+  open(request: IncomingMessage, scope?: AppScope): GateAnswer | Promise<GateAnswer> {
+    const origin = this.origins.check(request.headers.origin, request.headers.host, scope?.app);
     if (origin === 'refused') return { refused: 'origin_not_allowed' };
     const ip = this.address.ip(request);
     const place = this.connections.admit(limitKey(ip));
     // A promise only when the limits are cluster-wide (counted in Redis).
-    if (place instanceof Promise) return place.then((settled) => this.#answer(request, origin, settled, ip));
-    return this.#answer(request, origin, place, ip);
+    if (place instanceof Promise) return place.then((settled) => this.#answer(request, origin, settled, ip, scope));
+    return this.#answer(request, origin, place, ip, scope);
   }
 
-  #answer(request: IncomingMessage, origin: OriginVerdict, place: Place | Refusal, ip: string): GateAnswer {
+  #answer(request: IncomingMessage, origin: OriginVerdict, place: Place | Refusal, ip: string, scope: AppScope | undefined): GateAnswer {
     if ('refused' in place) return place;
+    let held: Place | Releasable = place;
+    if (scope !== undefined) {
+      // The app as it is now: a changed cap applies to the next connection.
+      const appPlace = this.appConnections.admit(scope.app, place);
+      if (appPlace === undefined) {
+        place.release();
+        return { refused: 'unavailable', retryAfterSeconds: 1 };
+      }
+      held = appPlace;
+    }
     return {
       fallbackToken: origin === 'allowed' || (origin === 'absent' && sameOriginFetch(request)) ? this.cookieToken(request) : undefined,
-      place,
+      place: held,
       address: ip,
     };
   }
@@ -74,7 +94,7 @@ export class Edge implements ConnectionGate {
   admitUser(client: Client): boolean {
     if (client.user === '') return true;
     // This node's count now, other nodes' as of their last snapshot.
-    return client.node.userConnectionCount(client.user) <= this.#maxPerUser;
+    return client.node.userConnectionCount(client.userKey) <= this.#maxPerUser;
   }
 
   /** The token cookie's value, when a cookie name is configured and the request has it. */

@@ -15,7 +15,8 @@
  *
  * 1. the security headers (security-headers.ts: the API's shorter set under
  *    `/api/`); `connection: close` while the node drains;
- * 2. `Origin` refused (origins.ts) → 403 `origin_not_allowed`; CORS:
+ * 2. `Origin` refused (origins.ts; on `/apps/{id}/connection/…` by the
+ *    app's allowedOrigins when it has them) → 403 `origin_not_allowed`; CORS:
  *    `vary: Origin`, and for an allowed origin `access-control-allow-origin`
  *    and `-allow-credentials` (what @fastify/cors sets);
  * 3. the handler, with these headers and the query string. For a body it
@@ -152,7 +153,7 @@ export class Front {
       if (match.refused === undefined) scope = match.scope;
     }
     if (route === undefined || (route.accepts !== undefined && !route.accepts(request))) return false;
-    const headers = this.#headers(route, request, response);
+    const headers = this.#headers(route, request, response, scope);
     if (headers === undefined) return true;
     if (refused !== undefined) answerError(response, headers, refused);
     else this.#run(route.handler, request, response, { headers, query: mark === -1 ? '' : url.slice(mark + 1), scope });
@@ -184,12 +185,17 @@ export class Front {
     });
   }
 
-  /** The headers of every answer to `request`, or undefined once its origin is refused (answered 403). */
-  #headers(route: Route, request: IncomingMessage, response: ServerResponse): readonly string[] | undefined {
+  /**
+   * The headers of every answer to `request`, or undefined once its origin
+   * is refused (answered 403). The origin is judged for the app of `scope`
+   * (its allowedOrigins, origins.ts); the cached lists hold only what an
+   * allowed origin's answer carries, the same for every app.
+   */
+  #headers(route: Route, request: IncomingMessage, response: ServerResponse, scope: AppScope | undefined): readonly string[] | undefined {
     const origin = request.headers.origin;
     const draining = this.#options.draining();
     if (origin === undefined && !draining) return route.plain;
-    const verdict = this.#options.origins.check(origin, request.headers.host);
+    const verdict = this.#options.origins.check(origin, request.headers.host, scope?.app);
     const cached = verdict === 'allowed' && !draining ? route.allowed.get(origin as string) : undefined;
     if (cached !== undefined) return cached;
     const headers = [...route.security];

@@ -12,9 +12,22 @@
  *   WebSocket and POST): allowed;
  * - anything else, including `null`, look-alikes, suffix or prefix matches,
  *   other schemes or ports, several values: refused (403) before any handler.
+ *
+ * An app with its own `allowedOrigins` (apps/apps.ts) replaces that rule on
+ * its own entry points (its Pusher socket, its native paths
+ * `/apps/{id}/connection/…`): an `Origin` is allowed when it matches one of
+ * the app's entries (originMatches), and only then; `cors.origins` and the
+ * request's own host do not add to it. An app without `allowedOrigins`
+ * follows the server's rule.
  */
 
 export type OriginVerdict = 'absent' | 'allowed' | 'refused';
+
+/** What the policy reads of an app (apps/apps.ts `App`). */
+export interface OriginScope {
+  /** Undefined: the server's rule. */
+  readonly allowedOrigins: readonly string[] | undefined;
+}
 
 export class OriginPolicy {
   readonly #allowed: ReadonlySet<string>;
@@ -29,10 +42,12 @@ export class OriginPolicy {
     this.#allowed = allowed;
   }
 
-  /** Judges one request from its `Origin` and `Host` headers. */
-  check(origin: string | string[] | undefined, host: string | undefined): OriginVerdict {
+  /** Judges one request from its `Origin` and `Host` headers, for `app`'s entry points when given. */
+  check(origin: string | string[] | undefined, host: string | undefined, app?: OriginScope): OriginVerdict {
     if (origin === undefined) return 'absent';
     if (typeof origin !== 'string') return 'refused';
+    const own = app?.allowedOrigins;
+    if (own !== undefined) return originMatches(origin, own) ? 'allowed' : 'refused';
     if (this.#allowed.has(origin)) return 'allowed';
     return host !== undefined && sameHost(origin, host) ? 'allowed' : 'refused';
   }
@@ -54,4 +69,26 @@ function sameHost(origin: string, host: string): boolean {
   const normalized = normalizeOrigin(origin);
   if (normalized !== origin) return false;
   return new URL(origin).host === host.toLowerCase();
+}
+
+/**
+ * Whether an `Origin` is one of an app's allowed origins: an exact origin,
+ * a `*.example.com` or `https://*.example.com` pattern (subdomains only, not
+ * the bare domain), or `*`.
+ */
+export function originMatches(origin: string, patterns: readonly string[]): boolean {
+  if (!URL.canParse(origin)) return false;
+  const url = new URL(origin);
+  const host = url.host.toLowerCase();
+  for (const raw of patterns) {
+    const pattern = raw.toLowerCase().replace(/\/+$/, '');
+    if (pattern === '*' || pattern === origin.toLowerCase()) return true;
+    const star = pattern.indexOf('*.');
+    if (star < 0) continue;
+    const scheme = pattern.slice(0, star);
+    if (scheme !== '' && scheme !== `${url.protocol}//`) continue;
+    const suffix = pattern.slice(star + 1);
+    if (host.endsWith(suffix) && host.length > suffix.length) return true;
+  }
+  return false;
 }

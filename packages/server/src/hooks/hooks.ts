@@ -57,6 +57,13 @@ export interface HookConnection {
   /** `conn_info` of the connection (from the token or the connect hook), when it has one. */
   readonly connInfo?: unknown;
   readonly forwarded: ForwardedRequest | undefined;
+  /**
+   * The app of a connection opened on an app's paths (`/apps/{id}/connection/…`,
+   * other than the default app's); absent on the server's own paths. The
+   * channels of its events are the app's own names (`orders`, never the
+   * server-internal `~{id}~orders`).
+   */
+  readonly app?: string;
 }
 
 export interface ConnectHookRequest extends HookConnection {

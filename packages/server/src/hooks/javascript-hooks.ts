@@ -143,5 +143,5 @@ export class JavascriptHooks implements Hooks {
 
 /** The fields every event carries (no headers or cookies: JavaScript hooks are given none). */
 function connection(c: HookConnection): Record<string, unknown> {
-  return { client: c.client, user: c.user, transport: c.transport, address: c.address, ...(c.connInfo === undefined ? {} : { conn_info: c.connInfo }) };
+  return { client: c.client, user: c.user, transport: c.transport, address: c.address, ...(c.connInfo === undefined ? {} : { conn_info: c.connInfo }), ...(c.app === undefined ? {} : { app: c.app }) };
 }

@@ -214,6 +214,7 @@ export class ProxyHooks implements Hooks {
       transport: c.transport,
       address: c.address,
       ...(c.connInfo === undefined ? {} : { conn_info: c.connInfo }),
+      ...(c.app === undefined ? {} : { app: c.app }),
       headers,
       cookies,
     };

@@ -34,7 +34,8 @@ export interface MetricsSource {
 
 /** Plain running totals kept beside the Prometheus series (read synchronously: node snapshots, the console's overview). */
 export interface LiveTotals {
-  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number };
+  /** `pusher`: the Pusher endpoint's sockets (pusher/pusher-endpoint.ts). */
+  readonly connections: { readonly websocket: number; readonly sse: number; readonly longPoll: number; readonly pusher: number };
   readonly subscriptions: number;
   /** Since the exporter started. */
   readonly publications: number;
@@ -55,6 +56,7 @@ export interface WebhookCounts {
 }
 
 const TRANSPORTS = ['websocket', 'sse', 'long-poll'] as const;
+const CONNECTION_KINDS = [...TRANSPORTS, 'pusher'] as const;
 
 export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhooks?: WebhookCounts): MetricsExporter {
   const registry = new Registry();
@@ -62,26 +64,26 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
   if (watchdog !== undefined) watchdogMetrics(registry, watchdog);
   // Per-connection and per-subscription counts are plain numbers, copied into their series at each scrape
   // (prom-client hashes the labels on every inc: a reconnect storm would pay it several times per connection).
-  const open = { websocket: 0, sse: 0, 'long-poll': 0 };
-  const openedCount = { websocket: 0, sse: 0, 'long-poll': 0 };
-  const openedReported = { websocket: 0, sse: 0, 'long-poll': 0 };
+  const open = { websocket: 0, sse: 0, 'long-poll': 0, pusher: 0 };
+  const openedCount = { websocket: 0, sse: 0, 'long-poll': 0, pusher: 0 };
+  const openedReported = { websocket: 0, sse: 0, 'long-poll': 0, pusher: 0 };
   const subscribedBy = { websocket: 0, sse: 0, 'long-poll': 0 };
   new Gauge({
     name: 'herald_connections',
-    help: 'Open connections by transport.',
+    help: 'Open connections by transport (websocket, sse, long-poll; pusher: the Pusher socket).',
     labelNames: ['transport'],
     registers: [registry],
     collect() {
-      for (const transport of TRANSPORTS) this.set({ transport }, open[transport]);
+      for (const transport of CONNECTION_KINDS) this.set({ transport }, open[transport]);
     },
   });
   new Counter({
     name: 'herald_connections_opened_total',
-    help: 'Connections opened by transport.',
+    help: 'Connections opened by transport (pusher: past pusher:connection_established).',
     labelNames: ['transport'],
     registers: [registry],
     collect() {
-      for (const transport of TRANSPORTS) {
+      for (const transport of CONNECTION_KINDS) {
         const delta = openedCount[transport] - openedReported[transport];
         openedReported[transport] = openedCount[transport];
         this.inc({ transport }, delta);
@@ -212,8 +214,12 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
     registers: [registry],
   });
   on<PusherConnectionEvent>(diagnostics.pusherConnection, (event) => {
-    if (event.code === undefined) pusherConnections.inc({ app: event.app });
-    else {
+    if (event.code === undefined) {
+      pusherConnections.inc({ app: event.app });
+      openedCount.pusher++;
+      open.pusher++;
+    } else {
+      open.pusher--;
       pusherConnections.dec({ app: event.app });
       pusherCloses.inc({ app: event.app, code: String(event.code) });
     }
@@ -233,7 +239,7 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
   return {
     registry,
     totals: () => ({
-      connections: { websocket: open.websocket, sse: open.sse, longPoll: open['long-poll'] },
+      connections: { websocket: open.websocket, sse: open.sse, longPoll: open['long-poll'], pusher: open.pusher },
       subscriptions: subscribed,
       publications: published,
       deliveries: delivered,

@@ -232,10 +232,8 @@ interface Parsed {
 export async function registerPusherApi(app: FastifyInstance, options: PusherApiOptions): Promise<void> {
   const { config, node, apps, logger } = options;
   const rates = new AppRequestRates();
-  const defaultOptions = node.rules.namespaceOptions('');
-  if (defaultOptions === undefined) throw new Error('the default namespace has no options');
-
-  const resolved = (target: App, name: string): ResolvedChannel => ({ channel: appChannel(target, name), namespace: '', options: defaultOptions });
+  // A cache channel's history TTL is pusher.cacheTtlMs (core/channel-rules.ts).
+  const resolved = (target: App, name: string): ResolvedChannel => ({ channel: appChannel(target, name), namespace: '', options: node.rules.defaultOptions(name) });
 
   /** Every check before a route's own (see the file's comment); throws PusherApiError. */
   const admit = (request: ApiRequest, schema: TypeCheck<TSchema> | undefined): Parsed => {

@@ -15,6 +15,7 @@ import type { StoredPublication } from '../broker/broker.ts';
 import type { ChannelTap } from '../core/hub.ts';
 import { encodeServerTextFrameOf } from '../util/websocket-frame.ts';
 import { pusherDelivery } from './pusher-publication.ts';
+import { isCacheChannel } from '../core/channel-rules.ts';
 
 /** What a channel's name makes it (docs/pusher.md, "Channel types"). */
 export interface ChannelKind {
@@ -46,7 +47,7 @@ export function channelKind(name: string, maxLength: number): ChannelKind | unde
   const presence = name.startsWith('presence-');
   const encrypted = name.startsWith('private-encrypted-');
   const signed = presence || name.startsWith('private-');
-  const cache = name.startsWith('cache-') || name.startsWith('private-cache-') || name.startsWith('presence-cache-');
+  const cache = isCacheChannel(name);
   return { signed, presence, cache, encrypted, serverToUser: undefined };
 }
 
@@ -77,6 +78,10 @@ export class PusherChannel implements ChannelTap {
   ready: Promise<void> | undefined;
   /** Presence channels: members by user id, on every node. */
   readonly members = new Map<string, Member>();
+  /** Subscription counting (subscription-counts.ts): the count last sent to this channel's subscribers here (-1: none). */
+  countSent = -1;
+  /** Subscribers that arrived since the last count was sent: they get the count at the next look even when it holds. */
+  readonly countWaiting = new Set<PusherSubscriber>();
   /** Joins and leaves that arrive while the members are read: applied after. */
   #pending: [kind: 'join' | 'leave', info: ClientInfo][] | undefined;
   readonly #channelJson: string;

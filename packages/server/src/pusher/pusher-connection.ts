@@ -16,6 +16,7 @@ import { pusherErrorFrame, pusherErrors, subscriptionErrorFrame, type PusherErro
 import { channelSigned, verifyAuth } from './channel-auth.ts';
 import { channelKind, type PusherChannel, type PusherSubscriber } from './pusher-channels.ts';
 import { encodePusherData, excludeSocket } from './pusher-publication.ts';
+import { counted } from './subscription-counts.ts';
 import type { PusherContext } from './pusher-context.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 
@@ -218,6 +219,7 @@ async function subscribe(socket: PusherSocket, body: unknown): Promise<void> {
   tap.subscribers.set(socket, member?.user);
   context.release(tap);
   socket.sendText(tap.frame('pusher_internal:subscription_succeeded', member === undefined ? '{}' : tap.presenceData(member)));
+  if (app.subscriptionCount && counted(kind)) tap.countWaiting.add(socket);
   if (kind.cache) await context.replayCache(socket, tap);
 }
 
@@ -227,6 +229,7 @@ export async function unsubscribe(socket: PusherSocket, name: string): Promise<v
   if (!socket.channels.delete(name) || subscribed === undefined) return;
   const tap = subscribed.tap;
   tap.subscribers.delete(socket);
+  tap.countWaiting.delete(socket);
   const context = socket.context;
   try {
     if (subscribed.member !== undefined) await context.node.removeMember(tap.internal, subscribed.member, true, true);

@@ -3,7 +3,8 @@
  * (docs/pusher.md, "The socket"). It finds the app by key, checks the
  * protocol version, the origin (the app's allowedOrigins, else the
  * server's) and the connection caps (the server's per-IP caps from the
- * edge, the app's maxConnections), then answers
+ * edge, the app's maxConnections counted with its native connections:
+ * edge.appConnections), then answers
  * `pusher:connection_established`. A refusal after the upgrade is a
  * `pusher:error` with Pusher's code followed by a close with that code, so
  * pusher-js knows whether to reconnect (pusher-errors.ts).
@@ -13,20 +14,21 @@
  * Liveness: a connection quiet for `pusher.activityTimeoutSeconds` gets a
  * `pusher:ping`; without an answer within PONG_TIMEOUT_MS (30 s, or the
  * activity timeout when shorter) it is closed with 4201. Shutdown: `drain` sends 4200 (reconnect at once, to another node)
- * before the node drains.
+ * before the node drains. Subscription counts: subscription-counts.ts, once a second.
  */
 import { randomInt } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { appChannel, type App, type AppRegistry } from '../apps/apps.ts';
-import type { Config, NamespaceConfig } from '../config/schema.ts';
+import { appChannel, nativeName, type App, type AppRegistry } from '../apps/apps.ts';
+import type { Config } from '../config/schema.ts';
 import type { Node } from '../core/node.ts';
 import type { Logger } from '../core/logger.ts';
 import type { ResolvedChannel } from '../core/channel-rules.ts';
 import type { Edge } from '../edge/edge.ts';
 import { limitKey } from '../edge/client-address.ts';
 import type { Place, Refusal } from '../edge/connection-limits.ts';
+import type { Releasable } from '../transports/http-connection.ts';
 import { PusherChannel, type ChannelKind } from './pusher-channels.ts';
 import { PusherSocket, unsubscribe } from './pusher-connection.ts';
 import type { PusherContext } from './pusher-context.ts';
@@ -35,6 +37,7 @@ import type { PusherErrorName } from './pusher-errors.ts';
 import { pusherDelivery } from './pusher-publication.ts';
 import { PusherUsers } from './pusher-users.ts';
 import { createWatchlists } from './watchlist.ts';
+import { watchSocketSubscriptionCounts } from './subscription-counts.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 
 /** How long a client has to answer the server's pusher:ping (Pusher's pong timeout), at most the activity timeout. */
@@ -73,37 +76,26 @@ function newSocketId(): string {
   return `${randomInt(1, 2 ** 47)}.${randomInt(1, 2 ** 47)}`;
 }
 
-/** Whether an `Origin` is one of the app's allowed origins (exact, or `*.example.com` / `https://*.example.com` patterns, or `*`). */
-export function originMatches(origin: string, patterns: readonly string[]): boolean {
-  if (!URL.canParse(origin)) return false;
-  const url = new URL(origin);
-  const host = url.host.toLowerCase();
-  for (const raw of patterns) {
-    const pattern = raw.toLowerCase().replace(/\/+$/, '');
-    if (pattern === '*' || pattern === origin.toLowerCase()) return true;
-    const star = pattern.indexOf('*.');
-    if (star < 0) continue;
-    const scheme = pattern.slice(0, star);
-    if (scheme !== '' && scheme !== `${url.protocol}//`) continue;
-    const suffix = pattern.slice(star + 1);
-    if (host.endsWith(suffix) && host.length > suffix.length) return true;
-  }
-  return false;
-}
-
 export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndpoint {
   const { config, node, apps, logger, edge } = options;
   const sockets = new Set<PusherSocket>();
   const perApp = new Map<string, number>();
   const taps = new Map<string, PusherChannel>();
   const holds = new WeakMap<PusherChannel, number>();
-  const defaultOptions: NamespaceConfig = node.rules.namespaceOptions('')!;
   const activityTimeoutMs = config.pusher.activityTimeoutSeconds * 1000;
   const pongTimeoutMs = Math.min(PONG_TIMEOUT_MS, activityTimeoutMs);
-  const places = new WeakMap<PusherSocket, Place>();
+  const places = new WeakMap<PusherSocket, Releasable>();
   let draining = false;
 
-  const users = new PusherUsers(config);
+  const users = new PusherUsers(config, (key) => node.userConnectionCount(key));
+  // The node's totals (info, the console's overview, per-user caps) count these sockets.
+  node.countOthers({
+    get count() {
+      return sockets.size;
+    },
+    userCounts: () => users.userCounts(),
+    userCount: (key) => users.userCount(key),
+  });
 
   const context: PusherContext = {
     config,
@@ -153,12 +145,13 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       node.hub.removeTap(tap.internal, tap).catch((error: unknown) => logger.warn({ err: error }, 'pusher channel not left'));
     },
     resolved(internal: string): ResolvedChannel {
-      return { channel: internal, namespace: '', options: defaultOptions };
+      // A cache channel's history TTL is pusher.cacheTtlMs (channel-rules.ts).
+      return { channel: internal, namespace: '', options: node.rules.defaultOptions(nativeName(internal)) };
     },
     async replayCache(socket, tap) {
       let page;
       try {
-        page = await node.readLatest(tap.internal, defaultOptions, 1);
+        page = await node.readLatest(tap.internal, node.rules.defaultOptions(tap.name), 1);
       } catch (error) {
         logger.warn({ err: error, app: tap.app.id }, 'pusher cache channel not read');
         page = undefined;
@@ -228,6 +221,9 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
   }, Math.max(RECONCILE_MIN_MS, config.engine.presenceTtlMs));
   reconcileTimer.unref();
 
+  // pusher_internal:subscription_count for the apps that have subscription counting on (subscription-counts.ts).
+  const subscriptionCounts = watchSocketSubscriptionCounts(() => taps.values(), apps, (internal) => node.subscriberCount(internal));
+
   /** Why a just-upgraded connection cannot stay, or undefined. */
   function judge(request: IncomingMessage, app: App | undefined, admitted: Place | Refusal): PusherErrorName | undefined {
     if (app === undefined) return 'app_unknown';
@@ -237,13 +233,8 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
     if (protocol === null || protocol === '') return 'no_protocol';
     if (!/^\d{1,3}$/.test(protocol)) return 'bad_version';
     if (protocol !== '7') return 'unsupported_protocol';
-    const origin = request.headers.origin;
-    if (origin !== undefined) {
-      const allowed = app.allowedOrigins === undefined ? edge.origins.check(origin, request.headers.host) !== 'refused' : typeof origin === 'string' && originMatches(origin, app.allowedOrigins);
-      if (!allowed) return 'origin_not_allowed';
-    }
+    if (edge.origins.check(request.headers.origin, request.headers.host, app) === 'refused') return 'origin_not_allowed';
     if ('refused' in admitted) return 'over_capacity';
-    if (app.limits.maxConnections > 0 && (perApp.get(app.id) ?? 0) >= app.limits.maxConnections) return 'app_over_quota';
     return undefined;
   }
 
@@ -259,8 +250,11 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       socket.context = context;
       socket.raw = raw;
       socket.lastActivity = node.now();
-      const refusal = draining ? 'shutdown' : judge(request, app, admitted);
-      if (refusal !== undefined || app === undefined) {
+      let refusal: PusherErrorName | undefined = draining ? 'shutdown' : judge(request, app, admitted);
+      // The app's cap counts its native connections too (edge.ts): its place holds the server's.
+      const place = refusal === undefined && app !== undefined ? edge.appConnections.admit(app, admitted as Place) : undefined;
+      if (place === undefined && refusal === undefined) refusal = 'app_over_quota';
+      if (refusal !== undefined || app === undefined || place === undefined) {
         if (!('refused' in admitted)) admitted.release();
         // Not counted: fail() sends the error and closes.
         socket.app = app!;
@@ -269,7 +263,7 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       }
       socket.app = app;
       socket.socketId = newSocketId();
-      places.set(socket, admitted as Place);
+      places.set(socket, place);
       sockets.add(socket);
       perApp.set(app.id, (perApp.get(app.id) ?? 0) + 1);
       if (diagnostics.pusherConnection.hasSubscribers) diagnostics.pusherConnection.publish({ node: node.id, app: app.id, code: undefined });
@@ -314,6 +308,7 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       draining = true;
       clearInterval(timer);
       clearInterval(reconcileTimer);
+      subscriptionCounts.close();
       for (const socket of [...sockets]) socket.terminate();
     },
     connectionCount(appId) {

@@ -39,6 +39,7 @@ export const pusherErrors = {
   client_event_too_large: { code: 4301, message: 'Client event rejected: data larger than the app\'s limit', close: false },
   client_event_refused: { code: 4301, message: 'Client event rejected: only on private and presence channels you are subscribed to, when the app enables client events', close: false },
   signin_refused: { code: 4302, message: 'Sign-in refused: invalid signature or user data', close: false },
+  signin_user_limit: { code: 4302, message: 'Sign-in refused: this user holds the most connections allowed (limits.maxConnectionsPerUser)', close: false },
 } as const satisfies Record<string, PusherErrorEntry>;
 
 export type PusherErrorName = keyof typeof pusherErrors;

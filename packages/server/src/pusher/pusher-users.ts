@@ -7,6 +7,7 @@
  * users a signed-in user watches, across nodes; watchlist.ts).
  */
 import { readJson } from '@herald/protocol/json';
+import type { App } from '../apps/apps.ts';
 import type { Config } from '../config/schema.ts';
 import { userSigned, verifyAuth } from './channel-auth.ts';
 import type { PusherSocket } from './pusher-connection.ts';
@@ -31,14 +32,34 @@ export interface Watchlists {
   signedOut(socket: PusherSocket): void;
 }
 
+/** A signed-in user as the node counts users (Client.userKey's form): the default app's users are the native ones. */
+export function pusherUserKey(app: App, id: string): string {
+  return app.channelPrefix + id;
+}
+
 export class PusherUsers {
   readonly #config: Config;
   /** Signed-in connections by `app id \n user id`. */
   readonly #byUser = new Map<string, Set<PusherSocket>>();
+  /** Signed-in connections per user, by pusherUserKey (the node's user counts: Node.countOthers). */
+  readonly #counts = new Map<string, number>();
+  /** A user's connections on every node and protocol (Node.userConnectionCount). */
+  readonly #userConnections: (key: string) => number;
   watchlists: Watchlists | undefined;
 
-  constructor(config: Config) {
+  constructor(config: Config, userConnections: (key: string) => number = () => 0) {
     this.#config = config;
+    this.#userConnections = userConnections;
+  }
+
+  /** This node's signed-in connections per user (pusherUserKey). */
+  userCounts(): IterableIterator<[string, number]> {
+    return this.#counts.entries();
+  }
+
+  /** This node's signed-in connections of a user (pusherUserKey). */
+  userCount(key: string): number {
+    return this.#counts.get(key) ?? 0;
   }
 
   signin(socket: PusherSocket, body: unknown): void {
@@ -63,6 +84,12 @@ export class PusherUsers {
       watched = [...new Set(watchlist as string[])];
     }
     const first = socket.userId === undefined;
+    if (first) {
+      // limits.maxConnectionsPerUser, as for native connections: this user's connections everywhere, this one not yet among them.
+      const key = pusherUserKey(app, id);
+      if (this.#userConnections(key) >= this.#config.limits.maxConnectionsPerUser) return socket.fail('signin_user_limit');
+      this.#counts.set(key, (this.#counts.get(key) ?? 0) + 1);
+    }
     socket.userId = id;
     if (first) {
       socket.watchlist = watched;
@@ -85,6 +112,10 @@ export class PusherUsers {
     const key = socket.app.id + '\n' + id;
     const set = this.#byUser.get(key);
     if (set?.delete(socket) === true && set.size === 0) this.#byUser.delete(key);
+    const counted = pusherUserKey(socket.app, id);
+    const left = (this.#counts.get(counted) ?? 1) - 1;
+    if (left <= 0) this.#counts.delete(counted);
+    else this.#counts.set(counted, left);
     this.watchlists?.signedOut(socket);
   }
 

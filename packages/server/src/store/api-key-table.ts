@@ -34,7 +34,7 @@ import { parseJsonSafely } from '@herald/protocol/json';
 import type { ApiKeyConfig } from '../config/schema.ts';
 import { ConfigError } from '../config/load.ts';
 import type { KeySource } from '../auth/api-keys.ts';
-import { APPLICATION_ID, inspectStateFile, stateFilePath } from './sqlite-store.ts';
+import { APPLICATION_ID, inspectStateFile, stateFilePath, writeTransaction } from './sqlite-store.ts';
 import { keyStorePath, readKeyStore, validateKeyStore, type StoredApiKey } from '../auth/key-store.ts';
 
 /** `herald_meta` key of the api-keys.json import record. */
@@ -76,25 +76,13 @@ function writeKeyTable(db: DatabaseSync, keys: readonly StoredApiKey[]): void {
   for (const key of keys) insert.run(key.name, key.sha256, JSON.stringify(key.scopes), key.created, key.notAfter ?? null, key.prefix ?? null);
 }
 
-function inTransaction<T>(db: DatabaseSync, body: () => T): T {
-  db.exec('BEGIN IMMEDIATE');
-  try {
-    const result = body();
-    db.exec('COMMIT');
-    return result;
-  } catch (error) {
-    if (db.isTransaction) db.exec('ROLLBACK');
-    throw error;
-  }
-}
-
 /**
  * Read-modify-write of the keys in one write transaction. `change` gets the
  * current keys and returns the new list (null: leave the table as it is);
  * the list is validated before anything is written.
  */
 export function updateKeyTable<T>(db: DatabaseSync, path: string, change: (keys: StoredApiKey[]) => { keys: StoredApiKey[] | null; result: T }): T {
-  return inTransaction(db, () => {
+  return writeTransaction(db, () => {
     const { keys, result } = change(readKeyTable(db, path));
     if (keys !== null) {
       const checked = validateKeyStore({ version: 1, keys });
@@ -145,7 +133,7 @@ export function importKeyFile(db: DatabaseSync, stateDir: string, dbPath: string
   if (!existsSync(file)) return { kind: 'none' };
   const keys = readKeyStore(stateDir);
   const print = fingerprint(keys);
-  const outcome = inTransaction(db, (): { kind: 'import'; keys: number; skipped: string[] } | { kind: 'rename' } | { kind: 'ignored'; importedAt: string } => {
+  const outcome = writeTransaction(db, (): { kind: 'import'; keys: number; skipped: string[] } | { kind: 'rename' } | { kind: 'ignored'; importedAt: string } => {
     const record = db.prepare('SELECT value FROM herald_meta WHERE key = ?').get(KEY_IMPORT_RECORD) as { value: string } | undefined;
     if (record !== undefined) {
       const earlier = parseJsonSafely(record.value) as { sha256?: unknown; at?: unknown } | undefined;

@@ -27,7 +27,7 @@ import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, renameSync, stat
 import { basename, join, resolve } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { newEpoch } from '../broker/memory-broker.ts';
-import { inspectStateFileAt, liveOwnerOf, stateFilePath } from './sqlite-store.ts';
+import { inspectStateFileAt, liveOwnerOf, stateFilePath, writeTransaction } from './sqlite-store.ts';
 
 /** A restore that cannot be done (Herald running, a state file there, no copy): one line, exit code 1. */
 export class RestoreError extends Error {
@@ -120,8 +120,7 @@ function prepare(path: string, newEpochs: boolean): number {
     const check = (db.prepare('PRAGMA quick_check').all() as { quick_check: string }[]).map((r) => r.quick_check);
     if (check.length !== 1 || check[0] !== 'ok') throw new RestoreError(`the copy failed its check (quick_check: ${check.slice(0, 3).join('; ')})`);
     const has = (table: string) => db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = ?`).get(table) !== undefined;
-    db.exec('BEGIN IMMEDIATE');
-    try {
+    writeTransaction(db, () => {
       if (has('herald_owner')) db.exec('DELETE FROM herald_owner');
       if (has('console_sessions')) db.exec('DELETE FROM console_sessions');
       if (newEpochs) {
@@ -129,11 +128,7 @@ function prepare(path: string, newEpochs: boolean): number {
         for (const row of db.prepare('SELECT channel FROM streams').all() as { channel: string }[]) update.run(newEpoch(), row.channel);
         if (has('idempotency_keys')) db.exec('DELETE FROM idempotency_keys');
       }
-      db.exec('COMMIT');
-    } catch (error) {
-      db.exec('ROLLBACK');
-      throw error;
-    }
+    });
     return Number((db.prepare('SELECT count(*) AS n FROM streams').get() as { n: number }).n);
   } finally {
     db.close();

@@ -254,6 +254,48 @@ export interface SqliteStore {
   close(): void;
 }
 
+/**
+ * Runs `run` in one write transaction on `db` and answers what it returns.
+ * Every SQLite write of Herald goes through here.
+ *
+ * - `BEGIN IMMEDIATE`: the write lock is taken before `run` reads anything,
+ *   so a read-modify-write sees no other connection's write in between, and
+ *   a lock held by another connection (`herald keys`, the key-usage store)
+ *   is waited for at the start (busy timeout), never at a later upgrade.
+ * - `run` returns normally: COMMIT, then its result is answered. A failed
+ *   BEGIN throws SQLite's error (e.g. SQLITE_BUSY after the busy timeout)
+ *   and `run` is not called.
+ * - `run` or the COMMIT throws: ROLLBACK, then that same error is rethrown;
+ *   nothing `run` wrote stays, and `db` is out of any transaction. If SQLite
+ *   already rolled back on its own (a disk error) or the ROLLBACK itself
+ *   fails, the caller still gets the first error, not the rollback's.
+ * - `run` is synchronous: a returned promise (or thenable) is refused with a
+ *   TypeError after a ROLLBACK, since its later writes would land outside
+ *   the transaction.
+ * - No nesting: called while `db` is already in a transaction, it throws
+ *   before running `run` and leaves that outer transaction as it was (open,
+ *   for its owner to commit or roll back). Compose the bodies instead.
+ */
+export function writeTransaction<T>(db: DatabaseSync, run: () => T): T {
+  if (db.isTransaction) throw new Error('writeTransaction: already inside a transaction (nested write transactions are not supported)');
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const result = run();
+    if (typeof (result as { then?: unknown } | null | undefined)?.then === 'function') {
+      throw new TypeError('writeTransaction: run returned a promise; a transaction body must be synchronous');
+    }
+    db.exec('COMMIT');
+    return result;
+  } catch (error) {
+    try {
+      if (db.isTransaction) db.exec('ROLLBACK');
+    } catch {
+      // SQLite discards the transaction itself; the caller gets the first error.
+    }
+    throw error;
+  }
+}
+
 const SQLITE_HEADER = 'SQLite format 3\0';
 
 export function stateFilePath(stateDir: string): string {
@@ -412,8 +454,7 @@ function validate(db: DatabaseSync, path: string, known: number, quick = true): 
 /** Claims the file for this process, or refuses when another live Herald holds it. */
 function claim(db: DatabaseSync, path: string): void {
   const now = Date.now();
-  db.exec('BEGIN IMMEDIATE');
-  try {
+  writeTransaction(db, () => {
     const owner = db.prepare('SELECT pid, heartbeat FROM herald_owner WHERE id = 1').get() as { pid: number; heartbeat: number } | undefined;
     if (owner !== undefined && owner.pid !== process.pid && now - owner.heartbeat < OWNER_STALE_MS && alive(owner.pid)) {
       throw new ConfigError([
@@ -421,11 +462,7 @@ function claim(db: DatabaseSync, path: string): void {
       ]);
     }
     db.prepare('INSERT INTO herald_owner (id, pid, heartbeat) VALUES (1, ?, ?) ON CONFLICT (id) DO UPDATE SET pid = excluded.pid, heartbeat = excluded.heartbeat').run(process.pid, now);
-    db.exec('COMMIT');
-  } catch (error) {
-    db.exec('ROLLBACK');
-    throw error;
-  }
+  });
 }
 
 /** A tool does not migrate the file of a live Herald that predates the migrations. */
@@ -475,15 +512,10 @@ function migrate(db: DatabaseSync, migrations: readonly string[]): number {
     Number((db.prepare('PRAGMA application_id').get() as { application_id: number }).application_id) === APPLICATION_ID &&
     db.prepare(`SELECT 1 FROM sqlite_schema WHERE type = 'table' AND name = 'herald_schema'`).get() !== undefined;
   if (!stamped) {
-    db.exec('BEGIN IMMEDIATE');
-    try {
+    writeTransaction(db, () => {
       db.exec(`PRAGMA application_id = ${APPLICATION_ID}`);
       db.exec('CREATE TABLE IF NOT EXISTS herald_schema (version INTEGER PRIMARY KEY, applied_at INTEGER NOT NULL)');
-      db.exec('COMMIT');
-    } catch (error) {
-      db.exec('ROLLBACK');
-      throw error;
-    }
+    });
   }
   const current = Number((db.prepare('SELECT max(version) AS version FROM herald_schema').get() as { version: number | null }).version ?? 0);
   const record = db.prepare('INSERT INTO herald_schema (version, applied_at) VALUES (?, ?)');
@@ -492,18 +524,13 @@ function migrate(db: DatabaseSync, migrations: readonly string[]): number {
   const done = new Set((db.prepare('SELECT version FROM herald_schema').all() as { version: number }[]).map((row) => Number(row.version)));
   for (let version = 1; version <= migrations.length; version++) {
     if (done.has(version) || migrations[version - 1] === RESERVED) continue;
-    db.exec('BEGIN IMMEDIATE');
-    try {
+    writeTransaction(db, () => {
       // Another connection (a server starting beside `herald keys`) may have applied it meanwhile.
       if (applied.get(version) === undefined) {
         db.exec(migrations[version - 1]!);
         record.run(version, Date.now());
       }
-      db.exec('COMMIT');
-    } catch (error) {
-      db.exec('ROLLBACK');
-      throw error;
-    }
+    });
   }
   return Math.max(current, migrations.length);
 }

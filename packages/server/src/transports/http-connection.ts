@@ -6,7 +6,7 @@
  * that reaches a worker other than the session's owner is forwarded to the
  * owner through a SessionRouter (packages/server/src/cluster/worker-engine.ts).
  */
-import type { AppPaths } from './app-paths.ts';
+import type { AppPaths, AppScope } from './app-paths.ts';
 import { randomBytes } from 'node:crypto';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { validateCommand } from '@herald/protocol/commands';
@@ -157,8 +157,12 @@ export function apiErrorAnswer(code: ApiErrorCode, detail?: string): SessionAnsw
  * cookie, only for an allowed `Origin`). Implemented by packages/server/src/edge/edge.ts.
  */
 export interface ConnectionGate {
-  /** Synchronous when the limits are per node; a promise (never rejected) when they are counted in Redis. */
-  open(request: IncomingMessage): GateAnswer | Promise<GateAnswer>;
+  /**
+   * Synchronous when the limits are per node; a promise (never rejected)
+   * when they are counted in Redis. `scope`: the app of a request on
+   * `/apps/{id}/connection/…` (its origins and connection cap apply).
+   */
+  open(request: IncomingMessage, scope?: AppScope): GateAnswer | Promise<GateAnswer>;
   /** Asked once `connect` succeeded: false when the user already holds too many connections on this node. */
   admitUser(client: Client): boolean;
 }

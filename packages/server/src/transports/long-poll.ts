@@ -416,7 +416,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     const read = await openBody(request, response, headers);
     if (read === undefined) return;
     if (node.draining) return answerError(response, headers, 'unavailable');
-    let admission = gate.open(request);
+    let admission = gate.open(request, scope);
     if (admission instanceof Promise) admission = await admission;
     if (admission.refused !== undefined) return answerError(response, headers, admission.refused, undefined, admission.retryAfterSeconds);
     const body = read.value;

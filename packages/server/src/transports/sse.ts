@@ -214,7 +214,7 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
   const closeGraceMs = node.config.limits.closeGraceMs;
   front.route('GET', SSE_PATH, async (request, response, { headers, query, scope }) => {
     if (node.draining) return answerError(response, headers, 'unavailable');
-    let admission = gate.open(request);
+    let admission = gate.open(request, scope);
     if (admission instanceof Promise) {
       admission = await admission;
       // The client left while the shared counts answered: nothing will close its place but this.

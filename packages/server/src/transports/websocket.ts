@@ -305,7 +305,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     if (node.draining) return refuse(socket, 'unavailable');
     const protocols = request.headers['sec-websocket-protocol'];
     if (protocols !== undefined && protocols.length > MAX_PROTOCOL_HEADER) return refuse(socket, 'bad_request');
-    const admission = gate.open(request);
+    const admission = gate.open(request, scope);
     if (admission instanceof Promise) {
       // Cluster-wide limits: Redis answers first.
       void admission.then((settled) => {

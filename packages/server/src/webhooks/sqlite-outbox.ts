@@ -8,6 +8,7 @@
  * next poll).
  */
 import type { DatabaseSync, StatementSync } from 'node:sqlite';
+import { writeTransaction } from '../store/sqlite-store.ts';
 import type { DeadEntry, NewEntry, OutboxEntry, WebhookOutbox } from './outbox.ts';
 
 interface Row {
@@ -45,20 +46,9 @@ export class SqliteOutbox implements WebhookOutbox {
     this.#byEndpoint = db.prepare('SELECT endpoint, COUNT(*) AS pending FROM webhook_outbox WHERE dead_at IS NULL GROUP BY endpoint');
   }
 
-  #transaction(run: () => void): void {
-    this.#db.exec('BEGIN IMMEDIATE');
-    try {
-      run();
-      this.#db.exec('COMMIT');
-    } catch (error) {
-      this.#db.exec('ROLLBACK');
-      throw error;
-    }
-  }
-
   append(entries: readonly NewEntry[], now: number): void {
     if (entries.length === 0) return;
-    this.#transaction(() => {
+    writeTransaction(this.#db, () => {
       for (const entry of entries) this.#insert.run(entry.endpoint, entry.eventId, entry.event, now, now);
     });
   }
@@ -76,19 +66,19 @@ export class SqliteOutbox implements WebhookOutbox {
   }
 
   delivered(seqs: readonly number[]): void {
-    this.#transaction(() => {
+    writeTransaction(this.#db, () => {
       for (const seq of seqs) this.#delete.run(seq);
     });
   }
 
   retryLater(seqs: readonly number[], nextAt: number, attempts: number): void {
-    this.#transaction(() => {
+    writeTransaction(this.#db, () => {
       for (const seq of seqs) this.#retry.run(nextAt, attempts, seq);
     });
   }
 
   bury(seqs: readonly number[], reason: string, now: number): void {
-    this.#transaction(() => {
+    writeTransaction(this.#db, () => {
       for (const seq of seqs) this.#bury.run(now, reason, seq);
     });
   }
@@ -117,7 +107,7 @@ export class SqliteOutbox implements WebhookOutbox {
     const move = this.#db.prepare(
       'INSERT INTO webhook_outbox (endpoint, event_id, event, attempts, next_at, created_at) SELECT endpoint, event_id, event, 0, ?, ? FROM webhook_outbox WHERE seq = ? AND dead_at IS NOT NULL',
     );
-    this.#transaction(() => {
+    writeTransaction(this.#db, () => {
       const seqs =
         filter.seqs ??
         (

@@ -3,7 +3,7 @@
  * Herald, each action checked from outside the console: an app created in
  * the view is served at once (a Pusher protocol client connects with its
  * key; its secret, shown once, is the one the server signs with), an edit
- * reaches the server's registry (limits, origins, disabled), a rotated
+ * reaches the server's registry (limits, origins, subscription counts, disabled), a rotated
  * secret replaces the old one, a deleted app's key is refused (4001).
  * Config apps are read only; an operator has no Apps view. No page error,
  * console error or CSP violation allowed.
@@ -102,6 +102,7 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
     assert.equal(served?.id, id);
     assert.equal(served?.secret, secret);
     assert.equal(served?.clientEvents, true);
+    assert.equal(served?.subscriptionCount, false, 'subscription counts left unchecked');
     assert.match(await pusherSocket(key).established(), /^\d+\.\d+$/, 'a Pusher client connects with the new key');
     await page.click('.secret button:text("Done")');
 
@@ -110,6 +111,7 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
     await page.waitForSelector('#edit-app');
     await page.fill('#edit-name', 'Shop (paused)');
     await page.uncheck('#edit-enabled');
+    await page.check('#edit-subscription-count');
     await page.fill('#limit-maxConnections', '5');
     await page.fill('#limit-maxPendingWebhookEvents', '500');
     await page.fill('#edit-origins', 'https://shop.example');
@@ -118,6 +120,8 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
     const edited = h.server.apps.byId(id)!;
     assert.equal(edited.name, 'Shop (paused)');
     assert.equal(edited.enabled, false);
+    assert.equal(edited.subscriptionCount, true);
+    assert.equal(((await row.locator('[data-field="subscription-count"]').textContent()) ?? '').trim(), 'on');
     assert.equal(edited.limits.maxConnections, 5);
     assert.equal(edited.limits.maxPendingWebhookEvents, 500);
     assert.equal(edited.limits.maxEventPayloadBytes, 10240);

@@ -26,6 +26,8 @@ import { fileURLToPath } from 'node:url';
 import WebSocket from 'ws';
 import { SignJWT } from 'jose';
 import { sleep, waitUntil } from '../helpers/rt-util.ts';
+import { HeraldProcess } from '../helpers/herald-process.ts';
+import { eventually } from '../helpers/herald-ws.ts';
 import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -162,13 +164,8 @@ export class TestCluster {
     return ready;
   }
 
-  async token(sub: string): Promise<string> {
-    return new SignJWT({})
-      .setProtectedHeader({ alg: 'HS256' })
-      .setSubject(sub)
-      .setIssuedAt()
-      .setExpirationTime(Math.floor(Date.now() / 1000) + 3600)
-      .sign(new TextEncoder().encode(this.hmacSecret));
+  token(sub: string): Promise<string> {
+    return hs256Token(this.hmacSecret, sub);
   }
 
   /** One API call on a fresh connection (any worker). */
@@ -214,6 +211,119 @@ export class TestCluster {
       }
     }
     this.process.kill('SIGKILL');
+  }
+}
+
+export interface WorkersOptions {
+  readonly workers?: number;
+  /** Names the files it writes in `dir` (`NAME.json`, `NAME-hmac`, the state directory `NAME-state`), so one test file can start several. */
+  readonly name?: string;
+}
+
+/** A worker's node as the API's `info` lists it (each worker is a node; the answering one first). */
+export interface WorkerNode {
+  readonly id: string;
+  readonly connections: number;
+  readonly channels: number;
+}
+
+/** `herald serve --workers N` as a HeraldProcess, once every worker is listed by the API's `info`. */
+export interface HeraldWorkers {
+  readonly herald: HeraldProcess;
+  readonly port: number;
+  readonly url: string;
+  readonly apiKey: string;
+  /** The HS256 connection-token secret (`auth.hmacSecretFile`). */
+  readonly hmacSecret: string;
+  readonly stateDir: string;
+  /** An HS256 connection token for `sub`, valid for an hour. */
+  token(sub: string): Promise<string>;
+  /** Every worker's node from one `info` request (whichever worker answers, from the snapshots it has). */
+  nodes(): Promise<WorkerNode[]>;
+  /** Channels held per node (Pusher taps included), from one `info` request: node id → count. */
+  channelsByNode(): Promise<Map<string, number>>;
+  /**
+   * Opens connections with `open` into `into` until every worker holds some
+   * and there are at least `min` (the primary does not hand them out
+   * strictly in turn), waiting after each until the nodes' counts add up.
+   */
+  spread<T>(into: T[], open: () => Promise<T>, min?: number): Promise<void>;
+  stop(signal?: NodeJS.Signals): Promise<void>;
+}
+
+/**
+ * The cluster set-up of the tests that need a real `herald serve` process
+ * with `--workers` (its stderr, a SIGKILL, development mode) rather than a
+ * production `TestCluster`: the cluster hook tests and the Pusher cluster
+ * tests. Writes an HS256 secret file and a config in `dir` (loopback,
+ * ephemeral ports, a state directory in `dir`, connection and API rate
+ * limits raised so that tests may poll `info`), `config` deep-merged into
+ * it; the API key comes in HERALD_API_KEY. A process that fails to list
+ * every worker is stopped before the error is thrown; HeraldProcess kills
+ * what is left when the test file ends.
+ */
+export async function startHeraldWorkers(dir: string, config: Record<string, any> = {}, options: WorkersOptions = {}): Promise<HeraldWorkers> {
+  const name = options.name ?? 'herald';
+  const workers = options.workers ?? 2;
+  const hmacSecret = randomBytes(32).toString('base64url');
+  const hmacFile = join(dir, `${name}-hmac`);
+  writeFileSync(hmacFile, hmacSecret, { mode: 0o600 });
+  const stateDir = join(dir, `${name}-state`);
+  const base: Record<string, any> = {
+    auth: { hmacSecretFile: hmacFile },
+    listen: { host: '127.0.0.1', port: 0 },
+    admin: { port: 0 },
+    stateDir,
+    log: { level: 'info' },
+    process: { allowRoot: true },
+    limits: { newConnectionsPerIpPerSecond: 100000 },
+    // Tests poll /api/info every 20 ms: the default 600 per IP per minute would answer 429.
+    api: { rateLimitPerIp: 100000, rateLimitPerKey: 100000 },
+  };
+  const configFile = join(dir, `${name}.json`);
+  writeFileSync(configFile, JSON.stringify(merge(base, config)), { mode: 0o600 });
+  const apiKey = randomBytes(24).toString('base64url');
+  const herald = new HeraldProcess(['--config', configFile, '--workers', String(workers)], dir, { HERALD_API_KEY: apiKey });
+  try {
+    const port = await herald.listeningPort();
+    const url = `http://127.0.0.1:${port}`;
+    const nodes = async (): Promise<WorkerNode[]> => {
+      const response = await fetch(`${url}/api/info`, { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: '{}' });
+      if (!response.ok) throw new Error(`info answered ${response.status}: ${await response.text()}`);
+      return ((await response.json()) as { nodes: WorkerNode[] }).nodes;
+    };
+    await eventually(async () => ((await nodes()).length === workers ? true : undefined), `info listing ${workers} workers`, 30000);
+    const total = (list: WorkerNode[]) => list.reduce((sum, node) => sum + node.connections, 0);
+    return {
+      herald,
+      port,
+      url,
+      apiKey,
+      hmacSecret,
+      stateDir,
+      token: (sub) => hs256Token(hmacSecret, sub),
+      nodes,
+      channelsByNode: async () => new Map((await nodes()).map((node) => [node.id, node.channels])),
+      async spread(into, open, min = 4) {
+        for (let round = 0; round < 30; round++) {
+          into.push(await open());
+          const counts = await eventually(async () => {
+            const list = await nodes();
+            return total(list) === into.length ? list : undefined;
+          }, 'node snapshots adding up', 15000);
+          if (counts.every((node) => node.connections > 0) && into.length >= min) break;
+        }
+        // Each worker answers info from the snapshots it has: poll until one view shows every worker holding some.
+        await eventually(async () => {
+          const list = await nodes();
+          return list.length === workers && list.every((node) => node.connections > 0) && total(list) === into.length ? true : undefined;
+        }, 'connections on every worker', 30000);
+      },
+      stop: (signal) => herald.stop(signal),
+    };
+  } catch (error) {
+    await herald.stop('SIGKILL');
+    throw error;
   }
 }
 
@@ -462,6 +572,15 @@ export function publishLoop(cluster: TestCluster, channel: string, intervalMs = 
       return state.acked;
     },
   };
+}
+
+function hs256Token(secret: string, sub: string): Promise<string> {
+  return new SignJWT({})
+    .setProtectedHeader({ alg: 'HS256' })
+    .setSubject(sub)
+    .setIssuedAt()
+    .setExpirationTime(Math.floor(Date.now() / 1000) + 3600)
+    .sign(new TextEncoder().encode(secret));
 }
 
 function merge(base: Record<string, any>, extra: Record<string, any>): Record<string, any> {

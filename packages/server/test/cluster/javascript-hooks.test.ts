@@ -15,10 +15,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { SignJWT } from 'jose';
-import { HeraldProcess } from '../helpers/herald-process.ts';
-import { eventually, openWs, type WsClient } from '../helpers/herald-ws.ts';
+import { openWs, type WsClient } from '../helpers/herald-ws.ts';
 import { openSse, pollOpen, sendCommand, sseUrl } from '../helpers/rt-clients.ts';
+import { startHeraldWorkers, type HeraldWorkers } from './harness.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'herald-cluster-js-hooks-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -28,10 +27,6 @@ export function onConnect(e) { return { result: { user: 'js-' + e.user } }; }
 export function onPublish(e) { return { result: { data: { replaced: e.data, by: 'onPublish' } } }; }
 export function onRpc(e) { return { result: { data: { echo: e.data, client: e.client, via: e.transport } } }; }
 `;
-
-function token(secret: string, sub: string): Promise<string> {
-  return new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime(Math.floor(Date.now() / 1000) + 3600).sign(new TextEncoder().encode(secret));
-}
 
 describe('JavaScript hooks in cluster mode', () => {
   it('connect, publish and rpc from every worker, beside a proxy subscribe hook (WebSocket, SSE, long polling)', async () => {
@@ -48,56 +43,24 @@ describe('JavaScript hooks in cluster mode', () => {
       });
     });
     await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
-    const hmac = randomBytes(32).toString('base64url');
-    writeFileSync(join(dir, 'hmac'), hmac, { mode: 0o600 });
     const hookFile = join(dir, 'hooks.js');
     writeFileSync(hookFile, HOOK);
-    const config = join(dir, 'herald.json');
-    writeFileSync(
-      config,
-      JSON.stringify({
-        auth: { hmacSecretFile: join(dir, 'hmac') },
-        listen: { host: '127.0.0.1', port: 0 },
-        admin: { port: 0 },
-        stateDir: join(dir, 'state'),
-        log: { level: 'info' },
-        process: { allowRoot: true },
-        limits: { newConnectionsPerIpPerSecond: 100000 },
-        // The test polls /api/info every 20 ms: the default 600 per IP per minute would answer 429.
-        api: { rateLimitPerIp: 100000, rateLimitPerKey: 100000 },
+    let herald: HeraldWorkers | undefined;
+    const clients: WsClient[] = [];
+    try {
+      const { port, url, token, spread } = (herald = await startHeraldWorkers(dir, {
         channels: { namespaces: [{ name: 'chat', presence: true, clientPublish: true }] },
         hooks: {
           subscribe: { url: `http://127.0.0.1:${(backend.address() as AddressInfo).port}/subscribe`, secretFile: join(dir, 'hook-secret') },
           javascript: { file: hookFile, events: ['connect', 'publish', 'rpc'], pool: 1, timeoutMs: 1000 },
         },
-      }),
-    );
-    const apiKey = randomBytes(24).toString('base64url');
-    const herald = new HeraldProcess(['--config', config, '--workers', '2'], dir, { HERALD_API_KEY: apiKey });
-    const clients: WsClient[] = [];
-    try {
-      const port = await herald.listeningPort();
-      const url = `http://127.0.0.1:${port}`;
-      const nodes = async (): Promise<{ id: string; connections: number }[]> => {
-        const response = await fetch(url + '/api/info', { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: '{}' });
-        if (!response.ok) throw new Error(`info answered ${response.status}: ${await response.text()}`);
-        return ((await response.json()) as { nodes: { id: string; connections: number }[] }).nodes;
-      };
-      await eventually(async () => ((await nodes()).length === 2 ? true : undefined), 'both workers in info', 30000);
-      for (let round = 0; round < 30; round++) {
+      }));
+      // Connections until both workers hold some: each one passed the JavaScript connect hook on its worker.
+      await spread(clients, async () => {
         const client = await openWs(`ws://127.0.0.1:${port}/connection/websocket`);
-        await client.connect(await token(hmac, `user${round}`));
-        clients.push(client);
-        const counts = await eventually(async () => {
-          const n = await nodes();
-          return n.reduce((sum, node) => sum + node.connections, 0) === clients.length ? n : undefined;
-        }, 'node snapshots adding up', 15000);
-        if (counts.filter((node) => node.connections > 0).length === 2 && clients.length >= 4) break;
-      }
-      await eventually(async () => {
-        const n = await nodes();
-        return n.filter((node) => node.connections > 0).length === 2 && n.reduce((sum, node) => sum + node.connections, 0) === clients.length ? true : undefined;
-      }, 'connections on both workers', 30000);
+        await client.connect(await token(`user${clients.length}`));
+        return client;
+      });
 
       for (const [i, client] of clients.entries()) {
         const channel = `chat:room${i}`;
@@ -113,12 +76,12 @@ describe('JavaScript hooks in cluster mode', () => {
       assert.ok(subscribeCalls >= clients.length, 'subscribe went to the proxy hook');
 
       for (let i = 0; i < 4; i++) {
-        const sse = await openSse(sseUrl(url, { token: await token(hmac, `sse${i}`) }));
+        const sse = await openSse(sseUrl(url, { token: await token(`sse${i}`) }));
         const connected = await sse.waitForFrame((f: any) => f.push === 'connected');
         const viaSse = await sendCommand(url, connected.session, { id: 1, method: 'rpc', params: { method: 'ping', data: `s${i}` } });
         assert.deepEqual(viaSse.body, [{ id: 1, result: { data: { echo: `s${i}`, client: connected.client, via: 'sse' } } }]);
         sse.abort();
-        const opened = await pollOpen(url, { token: await token(hmac, `poll${i}`) });
+        const opened = await pollOpen(url, { token: await token(`poll${i}`) });
         const body = opened.body as { session: string; messages: { push?: string; client?: string }[] };
         const client = body.messages.find((m) => m.push === 'connected')?.client;
         assert.equal(typeof client, 'string', JSON.stringify(body));
@@ -127,7 +90,7 @@ describe('JavaScript hooks in cluster mode', () => {
       }
     } finally {
       for (const client of clients) await client.close().catch(() => undefined);
-      await herald.stop();
+      await herald?.stop();
       backend.closeAllConnections();
       await new Promise((resolve) => backend.close(resolve));
     }

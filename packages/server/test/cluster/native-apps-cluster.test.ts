@@ -7,15 +7,13 @@
  */
 import { after, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Pusher from 'pusher';
-import { HeraldProcess } from '../helpers/herald-process.ts';
 import { closeAllClients, eventually, openWs, signToken, unique, type WsClient } from '../helpers/herald-ws.ts';
 import { LongPollSession } from '../helpers/herald-long-poll.ts';
-import { testApp } from '../helpers/pusher-socket.ts';
+import { serverSdk, testApp } from '../helpers/pusher-socket.ts';
+import { startHeraldWorkers } from './harness.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'herald-native-apps-cluster-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -26,34 +24,15 @@ describe('native protocol per app in cluster mode', () => {
     const main = testApp('main');
     const x = testApp('x');
     for (const app of [main, x]) writeFileSync(join(dir, `${app.id}.secret`), app.secret, { mode: 0o600 });
-    writeFileSync(join(dir, 'hmac'), randomBytes(32).toString('base64url'), { mode: 0o600 });
-    const config = join(dir, 'herald.json');
-    writeFileSync(
-      config,
-      JSON.stringify({
-        auth: { hmacSecretFile: join(dir, 'hmac') },
-        listen: { host: '127.0.0.1', port: 0 },
-        admin: { port: 0 },
-        stateDir: join(dir, 'state'),
-        process: { allowRoot: true },
-        limits: { newConnectionsPerIpPerSecond: 100000 },
-        api: { rateLimitPerIp: 100000, rateLimitPerKey: 100000 },
-        channels: { defaults: { clientPublish: true } },
-        apps: { default: main.id, list: [main, x].map((app) => ({ id: app.id, key: app.key, secretFile: join(dir, `${app.id}.secret`) })) },
-      }),
-    );
-    const apiKey = randomBytes(24).toString('base64url');
-    const herald = new HeraldProcess(['--config', config, '--workers', '2'], dir, { HERALD_API_KEY: apiKey });
+    const herald = await startHeraldWorkers(dir, {
+      channels: { defaults: { clientPublish: true } },
+      apps: { default: main.id, list: [main, x].map((app) => ({ id: app.id, key: app.key, secretFile: join(dir, `${app.id}.secret`) })) },
+    });
     try {
-      const port = await herald.listeningPort();
-      const sdk = new Pusher({ appId: x.id, key: x.key, secret: x.secret, host: '127.0.0.1', port: String(port), useTLS: false });
+      const { port } = herald;
+      const sdk = serverSdk(port, x);
       const token = (sub: string): Promise<string> => signToken(x.secret, { sub, exp: Math.floor(Date.now() / 1000) + 600 });
-      const channelsByNode = async (): Promise<number[]> => {
-        const response = await fetch(`http://127.0.0.1:${port}/api/info`, { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: '{}' });
-        const info = (await response.json()) as { nodes: { channels: number }[] };
-        return info.nodes.map((n) => n.channels);
-      };
-      await eventually(async () => ((await channelsByNode()).length === 2 ? true : undefined), 'info listing both workers', 20000);
+      const channelsByNode = async (): Promise<number[]> => [...(await herald.channelsByNode()).values()];
       const channel = unique('room');
       // The primary hands connections to the workers, not strictly in turn: sockets are added until both workers hold the channel.
       const sockets: WsClient[] = [];

@@ -16,10 +16,9 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { AddressInfo } from 'node:net';
-import { SignJWT } from 'jose';
-import { HeraldProcess } from '../helpers/herald-process.ts';
 import { eventually, openWs, type WsClient } from '../helpers/herald-ws.ts';
 import { openSse, pollOpen, sendCommand, sseUrl } from '../helpers/rt-clients.ts';
+import { startHeraldWorkers, type HeraldWorkers } from './harness.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'herald-cluster-hooks-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -82,61 +81,23 @@ async function startBackend(): Promise<{ url: string; calls: HookCall[]; close()
   };
 }
 
-function token(secret: string, sub: string): Promise<string> {
-  return new SignJWT({}).setProtectedHeader({ alg: 'HS256' }).setSubject(sub).setIssuedAt().setExpirationTime(Math.floor(Date.now() / 1000) + 3600).sign(new TextEncoder().encode(secret));
-}
-
 describe('proxy hooks in cluster mode', () => {
   it('each hook kind works from every worker: connect, refresh, subscribe, publish and rpc (WebSocket, SSE, long polling)', async () => {
     const backend = await startBackend();
-    const hmac = randomBytes(32).toString('base64url');
-    writeFileSync(join(dir, 'hmac'), hmac, { mode: 0o600 });
     const hook = (path: string) => ({ url: `${backend.url}/${path}`, secretFile: hookSecretFile });
-    const config = join(dir, 'herald.json');
-    writeFileSync(
-      config,
-      JSON.stringify({
-        auth: { hmacSecretFile: join(dir, 'hmac') },
-        listen: { host: '127.0.0.1', port: 0 },
-        admin: { port: 0 },
-        stateDir: join(dir, 'state'),
-        log: { level: 'info' },
-        process: { allowRoot: true },
-        limits: { newConnectionsPerIpPerSecond: 100000 },
-        // The test polls /api/info every 20 ms: the default 600 per IP per minute would answer 429.
-        api: { rateLimitPerIp: 100000, rateLimitPerKey: 100000 },
-        channels: { namespaces: [{ name: 'chat', presence: true, clientPublish: true }] },
-        hooks: { connect: hook('connect'), refresh: hook('refresh'), subscribe: hook('subscribe'), publish: hook('publish'), rpc: hook('rpc') },
-      }),
-    );
-    const apiKey = randomBytes(24).toString('base64url');
-    const herald = new HeraldProcess(['--config', config, '--workers', '2'], dir, { HERALD_API_KEY: apiKey });
+    let herald: HeraldWorkers | undefined;
     const clients: WsClient[] = [];
     try {
-      const port = await herald.listeningPort();
-      const url = `http://127.0.0.1:${port}`;
-      const nodes = async (): Promise<{ id: string; connections: number }[]> => {
-        const response = await fetch(url + '/api/info', { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: '{}' });
-        if (!response.ok) throw new Error(`info answered ${response.status}: ${await response.text()}`);
-        return ((await response.json()) as { nodes: { id: string; connections: number }[] }).nodes;
-      };
-      await eventually(async () => ((await nodes()).length === 2 ? true : undefined), 'both workers in info', 30000);
+      const { port, url, token, spread } = (herald = await startHeraldWorkers(dir, {
+        channels: { namespaces: [{ name: 'chat', presence: true, clientPublish: true }] },
+        hooks: { connect: hook('connect'), refresh: hook('refresh'), subscribe: hook('subscribe'), publish: hook('publish'), rpc: hook('rpc') },
+      }));
       // Connections until both workers hold some: each one passed the connect hook on its worker.
-      for (let round = 0; round < 30; round++) {
+      await spread(clients, async () => {
         const client = await openWs(`ws://127.0.0.1:${port}/connection/websocket`);
-        await client.connect(await token(hmac, `user${round}`));
-        clients.push(client);
-        const counts = await eventually(async () => {
-          const n = await nodes();
-          return n.reduce((sum, node) => sum + node.connections, 0) === clients.length ? n : undefined;
-        }, 'node snapshots adding up', 15000);
-        if (counts.filter((node) => node.connections > 0).length === 2 && clients.length >= 4) break;
-      }
-      // Each worker answers info from the snapshots it has: poll until one view shows both holding them.
-      await eventually(async () => {
-        const n = await nodes();
-        return n.filter((node) => node.connections > 0).length === 2 && n.reduce((sum, node) => sum + node.connections, 0) === clients.length ? true : undefined;
-      }, 'connections on both workers', 30000);
+        await client.connect(await token(`user${clients.length}`));
+        return client;
+      });
 
       for (const [i, client] of clients.entries()) {
         const channel = `chat:room${i}`;
@@ -159,12 +120,12 @@ describe('proxy hooks in cluster mode', () => {
 
       // SSE and long polling: the command POST may land on either worker; the session's worker asks the backend.
       for (let i = 0; i < 4; i++) {
-        const sse = await openSse(sseUrl(url, { token: await token(hmac, `sse${i}`) }));
+        const sse = await openSse(sseUrl(url, { token: await token(`sse${i}`) }));
         const connected = await sse.waitForFrame((f: any) => f.push === 'connected');
         const viaSse = await sendCommand(url, connected.session, { id: 1, method: 'rpc', params: { method: 'ping', data: `s${i}` } });
         assert.deepEqual(viaSse.body, [{ id: 1, result: { data: { echo: `s${i}`, client: connected.client, via: 'sse' } } }]);
         sse.abort();
-        const opened = await pollOpen(url, { token: await token(hmac, `poll${i}`) });
+        const opened = await pollOpen(url, { token: await token(`poll${i}`) });
         const body = opened.body as { session: string; messages: { push?: string; client?: string }[] };
         const client = body.messages.find((m) => m.push === 'connected')?.client;
         assert.equal(typeof client, 'string', JSON.stringify(body));
@@ -175,7 +136,7 @@ describe('proxy hooks in cluster mode', () => {
       assert.ok(backend.calls.every((c) => c.verified), 'every call signed');
     } finally {
       for (const client of clients) await client.close().catch(() => undefined);
-      await herald.stop();
+      await herald?.stop();
       await backend.close();
     }
   });

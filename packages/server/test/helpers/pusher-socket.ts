@@ -9,13 +9,15 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import pusherJsModule from 'pusher-js';
 import type { Options as PusherJsOptions } from 'pusher-js';
 
 /** pusher-js's client class: its CommonJS main exports the class, its types declare it as the default export. */
 type PusherJs = (typeof pusherJsModule)['default']['prototype'];
 const PusherJs = pusherJsModule as unknown as new (key: string, options: PusherJsOptions) => PusherJs;
+/** A pusher-js client, as `pusherClient` answers it. */
+export type PusherClient = PusherJs;
 import Pusher from 'pusher';
 import WebSocket from 'ws';
 import { startHerald, type TestHerald } from './herald.ts';
@@ -63,9 +65,16 @@ export async function startPusherHerald(apps: readonly TestApp[], overrides: Rec
   };
 }
 
-/** The official server SDK for an app, pointed at the test server. */
-export function serverSdk(herald: PusherHerald, app: TestApp): Pusher {
-  return new Pusher({ appId: app.id, key: app.key, secret: app.secret, host: '127.0.0.1', port: String(herald.server.port), useTLS: false });
+/** The official server SDK for an app, pointed at the test server (or at a Herald listening on 127.0.0.1:`herald`, a cluster). */
+export function serverSdk(herald: PusherHerald | number, app: TestApp): Pusher {
+  const port = typeof herald === 'number' ? herald : herald.server.port;
+  return new Pusher({ appId: app.id, key: app.key, secret: app.secret, host: '127.0.0.1', port: String(port), useTLS: false });
+}
+
+/** A channel subscription's `auth` as Pusher defines it: `key:HMAC-SHA256(secret, "socketId:channel[:channelData]")`. */
+export function signSubscription(app: Pick<TestApp, 'key' | 'secret'>, socketId: string, channel: string, channelData?: string): string {
+  const text = channelData === undefined ? `${socketId}:${channel}` : `${socketId}:${channel}:${channelData}`;
+  return `${app.key}:${createHmac('sha256', app.secret).update(text).digest('hex')}`;
 }
 
 const clients = new Set<PusherJs>();
@@ -133,9 +142,21 @@ export function nextEvent(client: PusherJs, channel: string, event: string, time
   });
 }
 
+/** Disconnects every pusher-js client and closes every `rawPusher` socket opened since the last call. */
 export function disconnectAll(): void {
   for (const client of clients) client.disconnect();
   clients.clear();
+  for (const raw of raws) raw.close();
+  raws.clear();
+}
+
+const raws = new Set<RawPusher>();
+
+/** A raw protocol 7 socket to an app of the test server, once established: the socket and its socket id (closed by `disconnectAll`). */
+export async function rawPusher(herald: PusherHerald, key: string): Promise<[RawPusher, string]> {
+  const raw = new RawPusher(herald.appUrl(key));
+  raws.add(raw);
+  return [raw, await raw.established()];
 }
 
 /**
@@ -187,6 +208,50 @@ export async function startAuthServer(
         server.closeAllConnections();
         server.close(() => resolve());
       }),
+  };
+}
+
+/**
+ * Users of one app as its backend signs them: an auth endpoint
+ * (`startAuthServer` with the app's `serverSdk`) that answers for each
+ * socket as the user `client(user)` connected it as (presence `user_id`,
+ * with `info` as `user_info`; the sign-in's `id`), and "anonymous" for any
+ * other socket.
+ */
+export interface SignedUsers extends AuthServer {
+  /**
+   * A connected pusher-js client of the app, its channel authorization and
+   * user authentication pointed at this endpoint; `on`: another node or
+   * cluster port than the one the users were started for; `signIn`: signs
+   * in (`client.signin()`) before answering.
+   */
+  client(user?: string, options?: { info?: Record<string, unknown>; on?: PusherHerald | number; signIn?: boolean }): Promise<{ c: PusherJs; socketId: string }>;
+}
+
+/** Starts the auth endpoint of `app` on `herald` (a test server, or a cluster's port); close it with `close()`. */
+export async function startSignedUsers(herald: PusherHerald | number, app: TestApp): Promise<SignedUsers> {
+  const who = new Map<string, { user_id: string; user_info?: Record<string, unknown> }>();
+  const auth = await startAuthServer(
+    serverSdk(herald, app),
+    (socketId) => who.get(socketId) ?? { user_id: 'anonymous' },
+    (socketId) => ({ id: who.get(socketId)?.user_id ?? 'anonymous' }),
+  );
+  return {
+    ...auth,
+    async client(user, options = {}) {
+      const on = options.on ?? herald;
+      const c = pusherClientOnPort(typeof on === 'number' ? on : on.server.port, app.key, {
+        channelAuthorization: { endpoint: auth.channelUrl, transport: 'ajax' },
+        userAuthentication: { endpoint: auth.userUrl, transport: 'ajax' },
+      });
+      const socketId = await connected(c);
+      if (user !== undefined) who.set(socketId, { user_id: user, ...(options.info === undefined ? {} : { user_info: options.info }) });
+      if (options.signIn === true) {
+        c.signin();
+        await c.user.signinDonePromise;
+      }
+      return { c, socketId };
+    },
   };
 }
 

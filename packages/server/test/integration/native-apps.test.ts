@@ -16,6 +16,8 @@ import { closeAllClients, connectWs, http, openWs, signToken, unique, type WsCli
 import { LongPollSession } from '../helpers/herald-long-poll.ts';
 import { openSse, parseVector, sseUrl, type SseStream } from '../helpers/rt-clients.ts';
 import { execFile } from 'node:child_process';
+import { createServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,7 +25,7 @@ import { HERALD_MAIN } from '../helpers/herald-process.ts';
 import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { eventually } from '../helpers/herald-ws.ts';
-import { connected, disconnectAll, nextEvent, pusherClient, serverSdk, startPusherHerald, subscribed, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
+import { connected, disconnectAll, nextEvent, pusherClient, RawPusher, serverSdk, startPusherHerald, subscribed, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
 
 describe('native protocol per app', { timeout: 120000 }, () => {
   let h: PusherHerald;
@@ -258,6 +260,136 @@ describe('native protocol per app', { timeout: 120000 }, () => {
   });
 });
 
+describe('native protocol per app: the app\'s allowedOrigins and maxConnections', { timeout: 120000 }, () => {
+  let h: PusherHerald;
+  // The default app's origins and cap are its Pusher socket's only: the unprefixed paths are the server's.
+  const main = testApp('main', { allowedOrigins: ['https://main-only.example'], limits: { maxConnections: 1 } });
+  const x = testApp('x', { allowedOrigins: ['https://*.shop.example'], limits: { maxConnections: 2 } });
+  const streams: SseStream[] = [];
+  const raws: RawPusher[] = [];
+
+  before(async () => {
+    h = await startPusherHerald([main, x], { cors: { origins: ['https://site.example'] }, channels: { defaults: { allowAnonymous: true } } });
+  });
+  afterEach(() => {
+    closeAllClients();
+    for (const stream of streams.splice(0)) stream.abort();
+    for (const raw of raws.splice(0)) raw.close();
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  const wsUrl = (appId: string): string => `ws://127.0.0.1:${h.server.port}/apps/${appId}/connection/websocket`;
+  const token = (sub: string): Promise<string> => signToken(x.secret, { sub, exp: Math.floor(Date.now() / 1000) + 600 });
+  async function sse(url: string, headers: Record<string, string> = {}): Promise<SseStream> {
+    const stream = await openSse(url, headers);
+    streams.push(stream);
+    return stream;
+  }
+  const sseOfX = async (headers: Record<string, string> = {}): Promise<SseStream> =>
+    sse(sseUrl(h.url, { token: await token('sam'), channels: [unique('o')] }).replace('/connection/sse', `/apps/${x.id}/connection/sse`), headers);
+  function pusherOf(key: string): RawPusher {
+    const raw = new RawPusher(h.appUrl(key));
+    raws.push(raw);
+    return raw;
+  }
+
+  test('an origin the server allows but X does not is refused on X\'s WebSocket, SSE and long polling; X\'s own origins open them, with CORS', async () => {
+    const server = { origin: 'https://site.example' };
+    await assert.rejects(openWs(wsUrl(x.id), server), /HTTP 403/, 'WebSocket');
+    const refused = await sseOfX(server);
+    assert.equal(refused.status, 403);
+    assert.equal((refused.errorBody as any).error.code, 'origin_not_allowed');
+    const poll = await http(`${h.url}/apps/${x.id}/connection/poll/open`, { headers: server, body: { token: await token('sam') } });
+    assert.equal(poll.status, 403, poll.text);
+    assert.equal(poll.body.error.code, 'origin_not_allowed');
+    const preflightRefused = await http(`${h.url}/apps/${x.id}/connection/command`, {
+      method: 'OPTIONS',
+      headers: { ...server, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,herald-session' },
+    });
+    assert.equal(preflightRefused.headers.get('access-control-allow-origin'), null, 'no CORS for the server\'s origin on X\'s paths');
+
+    const own = { origin: 'https://a.shop.example' };
+    const ws = await openWs(wsUrl(x.id), own);
+    await ws.connect(await token('sam'));
+    const stream = await sseOfX(own);
+    assert.equal(stream.status, 200, JSON.stringify(stream.errorBody));
+    assert.equal(stream.headers.get('access-control-allow-origin'), own.origin);
+    await ws.close();
+    stream.abort();
+    const preflight = await http(`${h.url}/apps/${x.id}/connection/command`, {
+      method: 'OPTIONS',
+      headers: { ...own, 'access-control-request-method': 'POST', 'access-control-request-headers': 'content-type,herald-session' },
+    });
+    assert.equal(preflight.status, 204, preflight.text);
+    assert.equal(preflight.headers.get('access-control-allow-origin'), own.origin);
+    const session = await eventually(async () => {
+      const opened = await http(`${h.url}/apps/${x.id}/connection/poll/open`, { headers: own, body: { token: await token('sam') } });
+      return opened.status === 200 ? opened : undefined;
+    }, 'a long-poll session from X\'s origin (X\'s cap: 2)');
+    assert.equal(session.headers.get('access-control-allow-origin'), own.origin);
+    const command = await http(`${h.url}/apps/${x.id}/connection/command`, {
+      headers: { ...own, 'herald-session': session.body.session },
+      body: { id: 1, method: 'subscribe', params: { channel: unique('c') } },
+    });
+    assert.equal(command.status, 200, command.text);
+    const foreignCommand = await http(`${h.url}/apps/${x.id}/connection/command`, {
+      headers: { ...server, 'herald-session': session.body.session },
+      body: { id: 2, method: 'subscribe', params: { channel: unique('c') } },
+    });
+    assert.equal(foreignCommand.status, 403, 'a command from the server\'s origin on X\'s path');
+    await http(`${h.url}/apps/${x.id}/connection/close`, { headers: { 'herald-session': session.body.session }, body: {} });
+    // The server's own look-alike host is no origin of X either (X's list replaces the server's rule).
+    await assert.rejects(openWs(wsUrl(x.id), { origin: `http://127.0.0.1:${h.server.port}` }), /HTTP 403/);
+  });
+
+  test('the default app is unchanged: its allowedOrigins and cap do not apply to the unprefixed paths or /apps/{default}/…', async () => {
+    const server = { origin: 'https://site.example' };
+    const unprefixed = await openWs(h.wsUrl, server);
+    await unprefixed.connect();
+    const viaPrefix = await openWs(wsUrl(main.id), server);
+    await viaPrefix.connect();
+    await assert.rejects(openWs(h.wsUrl, { origin: 'https://main-only.example' }), /HTTP 403/, 'the default app\'s origin is not the server\'s');
+    // Two native connections on the default app, and its one Pusher socket still fits its cap of 1.
+    const first = pusherOf(main.key);
+    await first.established();
+    const second = pusherOf(main.key);
+    assert.equal((await second.event('pusher:error')).data.code, 4100);
+  });
+
+  test('X\'s maxConnections counts its native and Pusher connections together: native refused 503, Pusher 4100, until one closes', async () => {
+    const native = await openWs(wsUrl(x.id));
+    await native.connect(await token('ann'));
+    const pusher = pusherOf(x.key);
+    await pusher.established();
+
+    await assert.rejects(openWs(wsUrl(x.id)), /HTTP 503/, 'a third WebSocket');
+    const stream = await sseOfX();
+    assert.equal(stream.status, 503);
+    assert.equal((stream.errorBody as any).error.code, 'unavailable');
+    assert.equal(stream.headers.get('retry-after'), '1');
+    const poll = await http(`${h.url}/apps/${x.id}/connection/poll/open`, { body: { token: await token('ann') } });
+    assert.equal(poll.status, 503, poll.text);
+    const third = pusherOf(x.key);
+    assert.equal((await third.event('pusher:error')).data.code, 4100, 'a third Pusher socket');
+    // The server's own paths are not X's: they still open.
+    const plain = await openWs(h.wsUrl);
+    await plain.connect();
+
+    await native.close();
+    const again = await eventually(async () => openWs(wsUrl(x.id)), 'a place of X after the native connection closed');
+    await again.connect(await token('ann'));
+    pusher.close();
+    const next = await eventually(async () => {
+      const raw = pusherOf(x.key);
+      const first = await raw.next((f) => f.event === 'pusher:connection_established' || f.event === 'pusher:error');
+      return first.event === 'pusher:connection_established' ? raw : undefined;
+    }, 'a Pusher socket of X after one closed');
+    assert.ok(next);
+  });
+});
+
 function heraldApps(args: readonly string[], config: string): Promise<{ code: number; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
     execFile(process.execPath, [...SOURCE_NODE_ARGS, HERALD_MAIN, 'apps', ...args, '--config', config], { env: { PATH: process.env['PATH'] ?? '' }, timeout: 90000 }, (error, stdout, stderr) => {
@@ -317,5 +449,51 @@ describe('native protocol per app: apps from `herald apps`', { timeout: 300000 }
     assert.equal(deleted.code, 0, deleted.stderr);
     await eventually(async () => (h.server.apps.byId(app.id) === undefined ? true : undefined), 'the server forgets the app');
     await assert.rejects(openWs(url), /HTTP 404/);
+  });
+});
+
+describe('native protocol per app: hooks', { timeout: 60000 }, () => {
+  test('a subscribe and a publish hook of a connection on X\'s path get X\'s own channel name and `app`; on the server\'s paths no `app`', async () => {
+    const bodies: { event: string; body: any }[] = [];
+    const backend = createServer((request, response) => {
+      let raw = '';
+      request.on('data', (chunk: Buffer) => (raw += chunk.toString('utf8')));
+      request.on('end', () => {
+        bodies.push({ event: String(request.headers['x-herald-event']), body: JSON.parse(raw) });
+        response.writeHead(200, { 'content-type': 'application/json' }).end('{"result":{}}');
+      });
+    });
+    await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+    const secretDir = mkdtempSync(join(tmpdir(), 'herald-native-app-hooks-'));
+    const secretFile = join(secretDir, 'hook-secret');
+    writeFileSync(secretFile, 'h'.repeat(40), { mode: 0o600 });
+    const hookUrl = `http://127.0.0.1:${(backend.address() as AddressInfo).port}/hook`;
+    const x = testApp('hx');
+    const h = await startPusherHerald([testApp('hmain'), x], {
+      channels: { namespaces: [{ name: 'hooked', clientPublish: true }] },
+      hooks: { namespaces: [{ name: 'hooked', subscribe: { url: hookUrl, secretFile }, publish: { url: hookUrl, secretFile } }] },
+    });
+    try {
+      const onX = await openWs(`ws://127.0.0.1:${h.server.port}/apps/${x.id}/connection/websocket`);
+      await onX.connect(await signToken(x.secret, { sub: 'alice', exp: Math.floor(Date.now() / 1000) + 600 }));
+      await onX.call('subscribe', { channel: 'hooked:orders' });
+      await onX.call('publish', { channel: 'hooked:orders', data: { n: 1 } });
+      const onServer = await connectWs(h, 'bob');
+      await onServer.call('subscribe', { channel: 'hooked:orders' });
+      const seen = bodies.map(({ event, body }) => [event, body.channel, body.app, body.user]);
+      assert.deepEqual(seen, [
+        ['subscribe', 'hooked:orders', x.id, 'alice'],
+        ['publish', 'hooked:orders', x.id, 'alice'],
+        ['subscribe', 'hooked:orders', undefined, 'bob'],
+      ]);
+      assert.ok(!JSON.stringify(bodies).includes('~'), 'no internal name reaches the hook');
+    } finally {
+      disconnectAll();
+      closeAllClients();
+      await h.close();
+      backend.closeAllConnections();
+      await new Promise((resolve) => backend.close(resolve));
+      rmSync(secretDir, { recursive: true, force: true });
+    }
   });
 });

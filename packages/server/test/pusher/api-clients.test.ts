@@ -8,59 +8,27 @@
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { unique } from '../helpers/herald-ws.ts';
-import {
-  connected,
-  disconnectAll,
-  nextEvent,
-  pusherClient,
-  serverSdk,
-  startAuthServer,
-  startPusherHerald,
-  subscribed,
-  testApp,
-  type AuthServer,
-  type PusherHerald,
-  type TestApp,
-} from '../helpers/pusher-socket.ts';
+import { disconnectAll, nextEvent, serverSdk, startPusherHerald, startSignedUsers, subscribed, testApp, type PusherHerald, type SignedUsers, type TestApp } from '../helpers/pusher-socket.ts';
 
 describe('Pusher HTTP API with pusher-js subscribers', { timeout: 60000 }, () => {
   let h: PusherHerald;
   const main = testApp('main');
   const second = testApp('second');
-  const auth = new Map<string, AuthServer>();
-  /** Socket id → the user the auth endpoints say it is. */
-  const who = new Map<string, string>();
+  /** Each app's auth endpoint, signing each socket as the user it connected as. */
+  const users = new Map<string, SignedUsers>();
 
   before(async () => {
     h = await startPusherHerald([main, second]);
-    for (const app of [main, second]) {
-      auth.set(
-        app.id,
-        await startAuthServer(
-          serverSdk(h, app),
-          (socketId) => ({ user_id: who.get(socketId) ?? 'anonymous' }),
-          (socketId) => ({ id: who.get(socketId) ?? 'anonymous' }),
-        ),
-      );
-    }
+    for (const app of [main, second]) users.set(app.id, await startSignedUsers(h, app));
   });
   afterEach(() => disconnectAll());
   after(async () => {
-    for (const server of auth.values()) await server.close();
+    for (const server of users.values()) await server.close();
     await h.close();
   });
 
   /** A connected pusher-js client of `app`; with `user`, its auth endpoints sign it as that user. */
-  async function client(app: TestApp, user?: string) {
-    const endpoints = auth.get(app.id)!;
-    const c = pusherClient(h, app.key, {
-      channelAuthorization: { endpoint: endpoints.channelUrl, transport: 'ajax' },
-      userAuthentication: { endpoint: endpoints.userUrl, transport: 'ajax' },
-    });
-    const socketId = await connected(c);
-    if (user !== undefined) who.set(socketId, user);
-    return { c, socketId };
-  }
+  const client = (app: TestApp, user?: string) => users.get(app.id)!.client(user);
 
   for (const app of [main, second]) {
     test(`${app.id} app: trigger with socket_id reaches every subscriber but that socket`, async () => {

@@ -8,83 +8,40 @@
  */
 import { after, afterEach, describe, it } from 'node:test';
 import assert from 'node:assert/strict';
-import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import Pusher from 'pusher';
-import { HeraldProcess } from '../helpers/herald-process.ts';
 import { eventually } from '../helpers/herald-ws.ts';
-import { connected, disconnectAll, nextEvent, pusherClient, startAuthServer, subscribed, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
+import { disconnectAll, nextEvent, serverSdk, startSignedUsers, subscribed, testApp, type PusherClient } from '../helpers/pusher-socket.ts';
+import { startHeraldWorkers } from '../cluster/harness.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'herald-pusher-cluster-api-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
 afterEach(() => disconnectAll());
 
-/** Channels held per node (each worker is a node; Pusher taps included), from the server API's info. */
-async function channelsByNode(port: number, apiKey: string): Promise<Map<string, number>> {
-  const response = await fetch(`http://127.0.0.1:${port}/api/info`, { method: 'POST', headers: { authorization: `Bearer ${apiKey}`, 'content-type': 'application/json' }, body: '{}' });
-  if (!response.ok) throw new Error(`info answered ${response.status}`);
-  const info = (await response.json()) as { nodes: { id: string; channels: number }[] };
-  return new Map(info.nodes.map((n) => [n.id, n.channels]));
-}
-
 describe('Pusher HTTP API in cluster mode', () => {
   it('two workers: users and counts of tabs on both, triggers to both (socket_id excluded), terminate on both', async () => {
     const app = testApp('1');
     writeFileSync(join(dir, 'app-secret'), app.secret, { mode: 0o600 });
-    writeFileSync(join(dir, 'hmac'), randomBytes(32).toString('base64url'), { mode: 0o600 });
-    const config = join(dir, 'herald.json');
-    writeFileSync(
-      config,
-      JSON.stringify({
-        auth: { hmacSecretFile: join(dir, 'hmac') },
-        listen: { host: '127.0.0.1', port: 0 },
-        admin: { port: 0 },
-        stateDir: join(dir, 'state'),
-        log: { level: 'info' },
-        process: { allowRoot: true },
-        limits: { newConnectionsPerIpPerSecond: 100000 },
-        api: { rateLimitPerIp: 100000, rateLimitPerKey: 100000 },
-        apps: { list: [{ id: app.id, key: app.key, secretFile: join(dir, 'app-secret') }] },
-      }),
-    );
-    const apiKey = randomBytes(24).toString('base64url');
-    const herald = new HeraldProcess(['--config', config, '--workers', '2'], dir, { HERALD_API_KEY: apiKey });
-    const users = new Map<string, string>();
+    const herald = await startHeraldWorkers(dir, { apps: { list: [{ id: app.id, key: app.key, secretFile: join(dir, 'app-secret') }] } });
+    const { channelsByNode } = herald;
     try {
-      const port = await herald.listeningPort();
-      const sdk = new Pusher({ appId: app.id, key: app.key, secret: app.secret, host: '127.0.0.1', port: String(port), useTLS: false });
-      const auth = await startAuthServer(
-        sdk,
-        (socketId) => ({ user_id: users.get(socketId) ?? 'nobody' }),
-        (socketId) => ({ id: users.get(socketId) ?? 'nobody' }),
-      );
+      const sdk = serverSdk(herald.port, app);
+      const users = await startSignedUsers(herald.port, app);
       try {
-        const target = { server: { port } } as unknown as PusherHerald;
-        const baseline = await eventually(async () => {
-          const counts = await channelsByNode(port, apiKey);
-          return counts.size === 2 ? counts : undefined;
-        }, 'info listing both workers', 15000);
+        const baseline = await channelsByNode();
         // Three tabs each of amy and ben, signed in: the primary hands connections to the workers in turn.
-        const tabs: { user: string; client: ReturnType<typeof pusherClient>; socketId: string }[] = [];
+        const tabs: { user: string; client: PusherClient; socketId: string }[] = [];
         for (let i = 0; i < 3; i++) {
           for (const user of ['amy', 'ben']) {
-            const client = pusherClient(target, app.key, {
-              channelAuthorization: { endpoint: auth.channelUrl, transport: 'ajax' },
-              userAuthentication: { endpoint: auth.userUrl, transport: 'ajax' },
-            });
-            const socketId = await connected(client);
-            users.set(socketId, user);
-            client.signin();
-            await client.user.signinDonePromise;
+            const { c: client, socketId } = await users.client(user, { signIn: true });
             await subscribed(client, 'presence-room');
             tabs.push({ user, client, socketId });
           }
         }
         // Both workers hold the channel (each node's snapshot, at most a few seconds old).
         await eventually(async () => {
-          const now = await channelsByNode(port, apiKey);
+          const now = await channelsByNode();
           return [...now].every(([id, n]) => n > (baseline.get(id) ?? 0)) ? true : undefined;
         }, 'the channel on both workers', 15000);
         // Every request (handed to either worker) sees both users once.
@@ -114,7 +71,7 @@ describe('Pusher HTTP API in cluster mode', () => {
           return answer.users.length === 1 ? answer : undefined;
         }, 'amy gone from the users');
       } finally {
-        await auth.close();
+        await users.close();
       }
     } finally {
       disconnectAll();

@@ -12,19 +12,7 @@ import assert from 'node:assert/strict';
 import { randomBytes } from 'node:crypto';
 import { eventually, unique } from '../helpers/herald-ws.ts';
 import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
-import {
-  connected,
-  disconnectAll,
-  nextEvent,
-  pusherClient,
-  serverSdk,
-  startAuthServer,
-  startPusherHerald,
-  subscribed,
-  testApp,
-  type AuthServer,
-  type PusherHerald,
-} from '../helpers/pusher-socket.ts';
+import { disconnectAll, nextEvent, serverSdk, startPusherHerald, startSignedUsers, subscribed, testApp, type PusherHerald, type SignedUsers } from '../helpers/pusher-socket.ts';
 
 const skip = missingService('Redis', await redisAvailable());
 
@@ -33,35 +21,22 @@ describe('Pusher HTTP API across two Redis nodes', { timeout: 90000, skip }, () 
   const engine = { type: 'redis', redisUrl: REDIS_URL, redisPrefix: `herald-test-pusher-api-${randomBytes(4).toString('hex')}` };
   let a: PusherHerald;
   let b: PusherHerald;
-  let auth: AuthServer;
-  const who = new Map<string, string>();
+  let users: SignedUsers;
 
   before(async () => {
     a = await startPusherHerald([app], { engine });
     b = await startPusherHerald([app], { engine });
-    auth = await startAuthServer(
-      serverSdk(a, app),
-      (socketId) => ({ user_id: who.get(socketId) ?? 'anonymous' }),
-      (socketId) => ({ id: who.get(socketId) ?? 'anonymous' }),
-    );
+    users = await startSignedUsers(a, app);
   });
   afterEach(() => disconnectAll());
   after(async () => {
-    await auth?.close();
+    await users?.close();
     await a?.close();
     await b?.close();
   });
 
-  /** A pusher-js client on node `h`, signed as `user` by the auth endpoint. */
-  async function client(h: PusherHerald, user = 'anonymous') {
-    const c = pusherClient(h, app.key, {
-      channelAuthorization: { endpoint: auth.channelUrl, transport: 'ajax' },
-      userAuthentication: { endpoint: auth.userUrl, transport: 'ajax' },
-    });
-    const socketId = await connected(c);
-    who.set(socketId, user);
-    return { c, socketId };
-  }
+  /** A pusher-js client on node `h`, signed as `user` by node A's auth endpoint. */
+  const client = (h: PusherHerald, user?: string) => users.client(user, { on: h });
 
   test('presence members on both nodes: users, user_count and occupied from either node', async () => {
     const channel = unique('presence-span');

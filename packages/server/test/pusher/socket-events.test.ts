@@ -7,7 +7,7 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import Pusher from 'pusher';
 import { closeAllClients, connectWs, unique } from '../helpers/herald-ws.ts';
 import {
@@ -15,53 +15,39 @@ import {
   disconnectAll,
   nextEvent,
   pusherClient,
-  RawPusher,
+  rawPusher,
   serverSdk,
+  signSubscription,
   startAuthServer,
   startPusherHerald,
+  startSignedUsers,
   subscribed,
   testApp,
-  type AuthServer,
   type PusherHerald,
+  type SignedUsers,
 } from '../helpers/pusher-socket.ts';
 
 describe('pusher socket: client events and cache channels', { timeout: 60000 }, () => {
   let h: PusherHerald;
-  let auth: AuthServer;
+  let users: SignedUsers;
   const app = testApp('main', { clientEvents: true, limits: { maxEventPayloadBytes: 256 } });
   const quiet = testApp('quiet');
-  const raws: RawPusher[] = [];
 
   before(async () => {
     h = await startPusherHerald([app, quiet], { channels: { defaults: { allowAnonymous: true } } });
-    auth = await startAuthServer(serverSdk(h, app), (socketId) => ({ user_id: `user-${socketId}` }));
+    users = await startSignedUsers(h, app);
   });
   afterEach(() => {
     disconnectAll();
     closeAllClients();
-    for (const r of raws.splice(0)) r.close();
   });
   after(async () => {
-    await auth.close();
+    await users.close();
     await h.close();
   });
 
-  async function client() {
-    const c = pusherClient(h, app.key, { channelAuthorization: { endpoint: auth.channelUrl, transport: 'ajax' } });
-    await connected(c);
-    return c;
-  }
-
-  function sign(secret: string, key: string, socketId: string, channel: string, data?: string): string {
-    const text = data === undefined ? `${socketId}:${channel}` : `${socketId}:${channel}:${data}`;
-    return `${key}:${createHmac('sha256', secret).update(text).digest('hex')}`;
-  }
-
-  async function raw(key = app.key): Promise<[RawPusher, string]> {
-    const r = new RawPusher(h.appUrl(key));
-    raws.push(r);
-    return [r, await r.established()];
-  }
+  const client = async () => (await users.client()).c;
+  const raw = (key = app.key) => rawPusher(h, key);
 
   test('client events on a private channel reach the others (and native subscribers), not the sender', async () => {
     const channel = unique('private-chat');
@@ -94,7 +80,7 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
       [receiver, receiverId],
     ] as const) {
       const data = JSON.stringify({ user_id: `u-${id}` });
-      r.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, id, channel, data), channel_data: data } });
+      r.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, id, channel, data), channel_data: data } });
       await r.event('pusher_internal:subscription_succeeded');
     }
     sender.send({ event: 'client-move', channel, data: { x: 1 } });
@@ -118,14 +104,14 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
     let from = sender.frames.length;
     sender.send({ event: 'client-spam', channel: priv, data: {} });
     assert.equal((await sender.next((f) => f.event === 'pusher:error', 5000, from)).data.code, 4301);
-    sender.send({ event: 'pusher:subscribe', data: { channel: priv, auth: sign(app.secret, app.key, senderId, priv) } });
+    sender.send({ event: 'pusher:subscribe', data: { channel: priv, auth: signSubscription(app, senderId, priv) } });
     await sender.next((f) => f.event === 'pusher_internal:subscription_succeeded' && f.channel === priv);
     from = sender.frames.length;
     sender.send({ event: 'client-big', channel: priv, data: { text: 'x'.repeat(300) } });
     assert.equal((await sender.next((f) => f.event === 'pusher:error', 5000, from)).data.code, 4301);
     // The app without client events.
     const [other, otherId] = await raw(quiet.key);
-    other.send({ event: 'pusher:subscribe', data: { channel: priv, auth: sign(quiet.secret, quiet.key, otherId, priv) } });
+    other.send({ event: 'pusher:subscribe', data: { channel: priv, auth: signSubscription(quiet, otherId, priv) } });
     await other.event('pusher_internal:subscription_succeeded');
     other.send({ event: 'client-x', channel: priv, data: {} });
     assert.equal((await other.event('pusher:error')).data.code, 4301);
@@ -139,8 +125,8 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
     const channel = unique('private-flood');
     const [sender, senderId] = await raw();
     const [receiver, receiverId] = await raw();
-    sender.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, senderId, channel) } });
-    receiver.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, receiverId, channel) } });
+    sender.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, senderId, channel) } });
+    receiver.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, receiverId, channel) } });
     await sender.event('pusher_internal:subscription_succeeded');
     await receiver.event('pusher_internal:subscription_succeeded');
     const sent = 35;
@@ -174,7 +160,7 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
       await subscribed(c, channel);
       // A raw subscriber with a valid signature but no shared secret sees only ciphertext.
       const [r, socketId] = await raw();
-      r.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, socketId, channel) } });
+      r.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, socketId, channel) } });
       await r.event('pusher_internal:subscription_succeeded');
       const decrypted = nextEvent(c, channel, 'secret');
       const answer = await sdk.trigger(channel, 'secret', { pin: 1234 });
@@ -225,8 +211,8 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
     const [r, socketId] = await raw();
     const [other, otherId] = await raw();
     const channel = unique('private-metered');
-    r.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, socketId, channel) } });
-    other.send({ event: 'pusher:subscribe', data: { channel, auth: sign(app.secret, app.key, otherId, channel) } });
+    r.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, socketId, channel) } });
+    other.send({ event: 'pusher:subscribe', data: { channel, auth: signSubscription(app, otherId, channel) } });
     await r.event('pusher_internal:subscription_succeeded');
     await other.event('pusher_internal:subscription_succeeded');
     r.send({ event: 'client-ok', channel, data: {} });
@@ -242,5 +228,62 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
     const after = await once('herald_pusher_connections{app="main"}', 1);
     assert.equal(value(after, 'herald_pusher_connections{app="main"}'), 1);
     assert.equal(value(after, 'herald_pusher_disconnects_total{app="main",code="1006"}'), value(before, 'herald_pusher_disconnects_total{app="main",code="1006"}') + 1);
+  });
+});
+
+describe('pusher socket: cache channels keep their last event for pusher.cacheTtlMs', { timeout: 60000 }, () => {
+  // The default namespace's history lasts 200 ms; cache channels' last event 1.5 s.
+  const DEFAULT_TTL_MS = 200;
+  const CACHE_TTL_MS = 1500;
+  let h: PusherHerald;
+  const app = testApp('main');
+  const other = testApp('other');
+
+  before(async () => {
+    h = await startPusherHerald([app, other], { channels: { defaults: { historyTtlMs: DEFAULT_TTL_MS, allowAnonymous: true } }, pusher: { cacheTtlMs: CACHE_TTL_MS } });
+  });
+  afterEach(() => {
+    disconnectAll();
+    closeAllClients();
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  const sleepUntil = (at: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, at - Date.now())));
+  /** What a new subscriber of `channel` gets first: the replayed event's name, or pusher:cache_miss. */
+  async function firstOnSubscribe(key: string, channel: string): Promise<string> {
+    const [r] = await rawPusher(h, key);
+    r.send({ event: 'pusher:subscribe', data: { channel } });
+    const frame = await r.next((f) => f.channel === channel && f.event !== 'pusher_internal:subscription_succeeded');
+    return frame.event;
+  }
+
+  test('a new subscriber gets the last event after the default history TTL and before pusher.cacheTtlMs; pusher:cache_miss after it', async () => {
+    for (const target of [app, other]) {
+      // A loaded machine may take longer than the cache TTL between the trigger and the first subscribe: then try again.
+      for (let attempt = 1; ; attempt++) {
+        const channel = unique('cache-quote');
+        const plain = unique('quote');
+        const published = Date.now();
+        await serverSdk(h, target).trigger([channel, plain], 'quote', { v: attempt });
+        await sleepUntil(published + DEFAULT_TTL_MS * 2);
+        const replayed = await firstOnSubscribe(target.key, channel);
+        if (Date.now() - published >= CACHE_TTL_MS) {
+          assert.ok(attempt < 5, 'the cache TTL passed before a subscriber could ask, 5 times');
+          continue;
+        }
+        assert.equal(replayed, 'quote', `${target.id}: the last event outlives the default namespace's history TTL`);
+        if (target === app) {
+          // The default app's cache channel is also a native channel: its history has the cache TTL too, and reading it trims nothing.
+          const native = await connectWs(h, 'reader');
+          assert.equal((await native.call('history', { channel, limit: 10 })).publications.length, 1);
+          assert.equal((await native.call('history', { channel: plain, limit: 10 })).publications.length, 0, 'a plain channel\'s history is gone');
+        }
+        await sleepUntil(published + CACHE_TTL_MS + 100);
+        assert.equal(await firstOnSubscribe(target.key, channel), 'pusher:cache_miss', `${target.id}: after pusher.cacheTtlMs`);
+        break;
+      }
+    }
   });
 });

@@ -6,62 +6,29 @@
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { createHmac } from 'node:crypto';
 import { unique } from '../helpers/herald-ws.ts';
-import {
-  connected,
-  disconnectAll,
-  nextEvent,
-  pusherClient,
-  RawPusher,
-  serverSdk,
-  startAuthServer,
-  startPusherHerald,
-  subscribed,
-  testApp,
-  type AuthServer,
-  type PusherHerald,
-} from '../helpers/pusher-socket.ts';
+import { disconnectAll, nextEvent, rawPusher, signSubscription, startPusherHerald, startSignedUsers, subscribed, testApp, type PusherHerald, type SignedUsers } from '../helpers/pusher-socket.ts';
 
 describe('pusher socket: private and presence channels', { timeout: 60000 }, () => {
   let h: PusherHerald;
-  let auth: AuthServer;
+  /** The auth endpoint: each socket is the user (and user_info) it connected as. */
+  let auth: SignedUsers;
   const app = testApp('main', { limits: { maxPresenceMembers: 3, maxPresenceMemberBytes: 64 } });
-  /** Socket id → the user the auth endpoint says it is. */
-  const who = new Map<string, { user_id: string; user_info?: Record<string, unknown> }>();
-  const raws: RawPusher[] = [];
 
   before(async () => {
     h = await startPusherHerald([app]);
-    auth = await startAuthServer(serverSdk(h, app), (socketId) => who.get(socketId) ?? { user_id: 'anonymous' });
+    auth = await startSignedUsers(h, app);
   });
-  afterEach(() => {
-    disconnectAll();
-    for (const r of raws.splice(0)) r.close();
-  });
+  afterEach(() => disconnectAll());
   after(async () => {
     await auth.close();
     await h.close();
   });
 
   /** A pusher-js client whose auth endpoint says it is `user`. */
-  async function client(user?: string, info?: Record<string, unknown>) {
-    const c = pusherClient(h, app.key, { channelAuthorization: { endpoint: auth.channelUrl, transport: 'ajax' } });
-    const socketId = await connected(c);
-    if (user !== undefined) who.set(socketId, { user_id: user, ...(info === undefined ? {} : { user_info: info }) });
-    return c;
-  }
-
-  function sign(socketId: string, channel: string, data?: string, secret = app.secret, key = app.key): string {
-    const text = data === undefined ? `${socketId}:${channel}` : `${socketId}:${channel}:${data}`;
-    return `${key}:${createHmac('sha256', secret).update(text).digest('hex')}`;
-  }
-
-  async function raw(): Promise<[RawPusher, string]> {
-    const r = new RawPusher(h.appUrl(app.key));
-    raws.push(r);
-    return [r, await r.established()];
-  }
+  const client = async (user?: string, info?: Record<string, unknown>) => (await auth.client(user, { info })).c;
+  const sign = (socketId: string, channel: string, data?: string) => signSubscription(app, socketId, channel, data);
+  const raw = () => rawPusher(h, app.key);
 
   test('private channel: pusher-js subscribes through the auth endpoint and receives triggers', async () => {
     const channel = unique('private-orders');
@@ -82,8 +49,8 @@ describe('pusher socket: private and presence channels', { timeout: 60000 }, () 
       { channel },
       { channel, auth: sign(otherSocket, channel) },
       { channel, auth: sign(socketId, channel + 'y') },
-      { channel, auth: sign(socketId, channel, undefined, 'another-secret-0123456789') },
-      { channel, auth: sign(socketId, channel, undefined, app.secret, 'another-key') },
+      { channel, auth: signSubscription({ key: app.key, secret: 'another-secret-0123456789' }, socketId, channel) },
+      { channel, auth: signSubscription({ key: 'another-key', secret: app.secret }, socketId, channel) },
       { channel, auth: sign(socketId, channel).slice(0, -2) },
       { channel, auth: 'garbage' },
     ];

@@ -20,6 +20,9 @@ import {
   type PusherHerald,
 } from '../helpers/pusher-socket.ts';
 import { encodePusherData } from '../../src/pusher/pusher-publication.ts';
+import { OverviewBuilder } from '../../src/console/overview.ts';
+import { disconnects } from '@herald/protocol';
+import { closeAllClients, connectWs, eventually, http, openWs, signToken } from '../helpers/herald-ws.ts';
 
 describe('pusher socket: user sign-in, server-to-user, terminate, watchlist', { timeout: 60000 }, () => {
   let h: PusherHerald;
@@ -178,3 +181,85 @@ async function waitFor(check: () => boolean, timeoutMs = 5000): Promise<void> {
     await new Promise((resolve) => setTimeout(resolve, 10));
   }
 }
+
+describe('pusher socket: sign-ins under limits.maxConnectionsPerUser; the node counts Pusher sockets', { timeout: 60000 }, () => {
+  let h: PusherHerald;
+  const main = testApp('main');
+  const x = testApp('x');
+  const raws: RawPusher[] = [];
+
+  before(async () => {
+    h = await startPusherHerald([main, x], { limits: { maxConnectionsPerUser: 2 } });
+  });
+  afterEach(() => {
+    for (const r of raws.splice(0)) r.close();
+    closeAllClients();
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  /** A raw socket of `app` that sends pusher:signin as `id` (signed with the app's secret); answers the socket and the reply. */
+  async function signIn(app: typeof main, id: string): Promise<{ socket: RawPusher; reply: any }> {
+    const socket = new RawPusher(h.appUrl(app.key));
+    raws.push(socket);
+    const socketId = await socket.established();
+    const userData = JSON.stringify({ id });
+    const auth = `${app.key}:${createHmac('sha256', app.secret).update(`${socketId}::user::${userData}`).digest('hex')}`;
+    socket.send({ event: 'pusher:signin', data: { user_data: userData, auth } });
+    const reply = await socket.next((f) => f.event === 'pusher:signin_success' || f.event === 'pusher:error');
+    return { socket, reply };
+  }
+  const appToken = (sub: string): Promise<string> => signToken(x.secret, { sub, exp: Math.floor(Date.now() / 1000) + 600 });
+
+  test('a sign-in counts with the user\'s native connections: over the cap it is refused with 4302 (the socket stays), and a native connect is closed with 3506', async () => {
+    const native = await connectWs(h, 'ann');
+    const first = await signIn(main, 'ann');
+    assert.equal(first.reply.event, 'pusher:signin_success');
+    const second = await signIn(main, 'ann');
+    assert.equal(second.reply.event, 'pusher:error');
+    assert.equal(second.reply.data.code, 4302);
+    assert.match(second.reply.data.message, /maxConnectionsPerUser/);
+    // The refused socket stays open, not signed in: it still answers.
+    second.socket.send({ event: 'pusher:ping', data: {} });
+    await second.socket.event('pusher:pong');
+    const third = await openWs(h.wsUrl);
+    third.send({ id: 1, method: 'connect', params: { token: await h.token('ann') } });
+    assert.equal((await third.waitClose()).code, disconnects.connection_limit.code, 'the native connection over the cap');
+    // Another user, and the same id in another app, are other users.
+    assert.equal((await signIn(main, 'bea')).reply.event, 'pusher:signin_success');
+    assert.equal((await signIn(x, 'ann')).reply.event, 'pusher:signin_success');
+    // App x's ann: its Pusher sign-in and a native connection on x's path count together.
+    const onX = await openWs(`ws://127.0.0.1:${h.server.port}/apps/${x.id}/connection/websocket`);
+    await onX.connect(await appToken('ann'));
+    const overX = await signIn(x, 'ann');
+    assert.equal(overX.reply.data.code, 4302, 'x\'s ann holds 2 already');
+    const nativeOverX = await openWs(`ws://127.0.0.1:${h.server.port}/apps/${x.id}/connection/websocket`);
+    nativeOverX.send({ id: 1, method: 'connect', params: { token: await appToken('ann') } });
+    assert.equal((await nativeOverX.waitClose()).code, disconnects.connection_limit.code);
+    // A signed-in socket that closes gives its place back.
+    first.socket.close();
+    await eventually(async () => ((await signIn(main, 'ann')).reply.event === 'pusher:signin_success' ? true : undefined), 'a sign-in after one closed');
+    assert.equal(native.closeInfo, undefined);
+  });
+
+  test('GET /api/info, the console\'s overview and herald_connections count Pusher sockets', async () => {
+    const nodeCount = async (): Promise<number> => (await h.api('info', {})).body.nodes[0].connections;
+    // What the test before opened has closed.
+    const before = await eventually(async () => ((await nodeCount()) === 0 ? 0 : undefined), 'no connection left');
+    const sockets = [new RawPusher(h.appUrl(main.key)), new RawPusher(h.appUrl(x.key)), new RawPusher(h.appUrl(x.key))];
+    raws.push(...sockets);
+    for (const socket of sockets) await socket.established();
+    await connectWs(h, 'cid');
+    assert.equal(await nodeCount(), before + 4, 'three Pusher sockets and one native connection');
+    const info = (await h.api('info', {})).body.nodes[0];
+    assert.ok(info.authenticated >= 4, `authenticated: ${info.authenticated}`);
+    const overview = new OverviewBuilder(h.server.node).frame(Date.now());
+    assert.equal(overview.totals.connections.pusher, 3);
+    assert.equal(overview.totals.connections.websocket, 1);
+    const metrics = await http(`http://127.0.0.1:${h.server.adminPort}/metrics`);
+    assert.match(metrics.text, /^herald_connections\{transport="pusher"\} 3$/m);
+    sockets[0]!.close();
+    await eventually(async () => ((await nodeCount()) === before + 3 ? true : undefined), 'a closed Pusher socket leaves the count');
+  });
+});

@@ -20,6 +20,9 @@ import { channelPrefixOf } from '../../src/apps/apps.ts';
 import type { ChannelTap } from '../../src/core/hub.ts';
 import { WebhookReceiver } from '../helpers/webhook-receiver.ts';
 import { createServer, type Server } from 'node:http';
+import { execFile } from 'node:child_process';
+import { HERALD_MAIN } from '../helpers/herald-process.ts';
+import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
 
 const dir = mkdtempSync(join(tmpdir(), 'herald-pusher-webhooks-'));
 after(() => rmSync(dir, { recursive: true, force: true }));
@@ -55,6 +58,15 @@ function appsConfig(apps: { app: TestApp; webhooks: { url: string; events?: stri
 /** A tap standing for one subscriber of another protocol (what the Pusher endpoint adds per channel). */
 function tap(): ChannelTap {
   return { size: 1, deliverPublication: () => 0, deliverJoinLeave: () => {}, reset: () => {} };
+}
+
+/** `herald ARGS` as a user runs it: exit code, stdout, stderr. */
+function cli(args: readonly string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [...SOURCE_NODE_ARGS, HERALD_MAIN, ...args], { env: { PATH: process.env['PATH'] ?? '' } }, (error, stdout, stderr) => {
+      resolve({ code: error === null ? 0 : ((error as { code?: number }).code ?? 1), stdout, stderr });
+    });
+  });
 }
 
 function summary(events: { name: string; channel?: string; user_id?: string }[]): string[] {
@@ -218,6 +230,34 @@ for (const engine of ['memory', 'sqlite']) {
     });
   });
 }
+
+describe('Pusher webhooks: dead letters through the CLI (sqlite engine)', () => {
+  it('`herald webhooks list-dead --json` shows an app\'s dead letter with the app\'s channel name and id, not the internal ~id~ name', async () => {
+    const a = testApp('a');
+    const b = testApp('b');
+    const down = await PusherWebhookReceiver.start(b);
+    const downUrl = down.url;
+    await down.close(); // nothing listens there: every attempt fails until the retry time is over
+    const stateDir = mkdtempSync(join(dir, 'dead-state-'));
+    let h: TestHerald | undefined;
+    try {
+      h = await startHerald({ ...appsConfig([{ app: a, webhooks: [] }, { app: b, webhooks: [{ url: downUrl, events: ['channel_occupied'] }] }], 'sqlite', { retryForMs: 200 }), stateDir });
+      await h.server.node.hub.addTap(channelPrefixOf(b.id) + 'private-orders', tap());
+      const listed = await eventually(async () => {
+        const answer = await cli(['webhooks', 'list-dead', '--json', '--state-dir', stateDir]);
+        assert.equal(answer.code, 0, answer.stderr);
+        const lines = answer.stdout.split('\n').filter((line) => line !== '');
+        return lines.length === 1 ? (JSON.parse(lines[0]!) as { endpoint: string; event: { name: string; channel: string; app?: string } }) : undefined;
+      }, 'one dead letter listed');
+      assert.equal(listed.endpoint, 'app:b:0');
+      assert.deepEqual([listed.event.name, listed.event.channel, listed.event.app], ['channel_occupied', 'private-orders', 'b']);
+      const plain = await cli(['webhooks', 'list-dead', '--state-dir', stateDir]);
+      assert.doesNotMatch(plain.stdout, /~/, 'no internal name in the table either');
+    } finally {
+      await h?.close();
+    }
+  });
+});
 
 describe('Pusher webhooks: outbound safety (SECURITY-TESTS 39)', () => {
   it('an app URL that redirects elsewhere is not followed: a dead letter; the app\'s other URL still gets its events', async () => {

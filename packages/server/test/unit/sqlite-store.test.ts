@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { ConfigError } from '../../src/config/load.ts';
-import { APPLICATION_ID, MIGRATIONS, OWNER_STALE_MS, SCHEMA_VERSION, openSqliteStore, stateFilePath } from '../../src/store/sqlite-store.ts';
+import { APPLICATION_ID, MIGRATIONS, OWNER_STALE_MS, SCHEMA_VERSION, openSqliteStore, stateFilePath, writeTransaction } from '../../src/store/sqlite-store.ts';
 
 const dirs: string[] = [];
 function tempDir(): string {
@@ -241,5 +241,113 @@ describe('sqlite state file: one owner', () => {
     } finally {
       other.kill('SIGKILL');
     }
+  });
+});
+
+describe('writeTransaction', () => {
+  function table(): { db: DatabaseSync; rows: () => number[] } {
+    const db = new DatabaseSync(join(tempDir(), 'tx.db'));
+    db.exec('CREATE TABLE t (n INTEGER)');
+    return { db, rows: () => (db.prepare('SELECT n FROM t ORDER BY n').all() as { n: number }[]).map((r) => Number(r.n)) };
+  }
+
+  it('commits what run wrote and answers its result', () => {
+    const { db, rows } = table();
+    const answer = writeTransaction(db, () => {
+      assert.equal(db.isTransaction, true, 'run runs inside the transaction');
+      db.exec('INSERT INTO t VALUES (1), (2)');
+      return 'done';
+    });
+    assert.equal(answer, 'done');
+    assert.equal(db.isTransaction, false);
+    assert.deepEqual(rows(), [1, 2]);
+    db.close();
+  });
+
+  it('rolls back everything run wrote when it throws, and rethrows that same error', () => {
+    const { db, rows } = table();
+    const failure = new Error('half way');
+    assert.throws(
+      () =>
+        writeTransaction(db, () => {
+          db.exec('INSERT INTO t VALUES (1)');
+          throw failure;
+        }),
+      (error: unknown) => error === failure,
+    );
+    assert.equal(db.isTransaction, false);
+    assert.deepEqual(rows(), []);
+    db.close();
+  });
+
+  it('rolls back when COMMIT fails (a deferred constraint), with the COMMIT error', () => {
+    const { db, rows } = table();
+    db.exec('CREATE TABLE parent (id INTEGER PRIMARY KEY); CREATE TABLE child (p INTEGER REFERENCES parent (id) DEFERRABLE INITIALLY DEFERRED); PRAGMA foreign_keys = ON');
+    assert.throws(
+      () =>
+        writeTransaction(db, () => {
+          db.exec('INSERT INTO t VALUES (1)');
+          db.exec('INSERT INTO child VALUES (7)');
+        }),
+      /FOREIGN KEY constraint failed/,
+    );
+    assert.equal(db.isTransaction, false, 'not left in an open transaction');
+    assert.deepEqual(rows(), []);
+    db.close();
+  });
+
+  it('refuses to nest, before running, and leaves the outer transaction open with its writes', () => {
+    const { db, rows } = table();
+    db.exec('BEGIN IMMEDIATE');
+    db.exec('INSERT INTO t VALUES (1)');
+    let ran = false;
+    assert.throws(
+      () =>
+        writeTransaction(db, () => {
+          ran = true;
+        }),
+      /already inside a transaction/,
+    );
+    assert.equal(ran, false);
+    assert.equal(db.isTransaction, true, 'the outer transaction is still open');
+    db.exec('COMMIT');
+    assert.deepEqual(rows(), [1]);
+    db.close();
+  });
+
+  it('refuses an async body and rolls back what it wrote before its first await', () => {
+    const { db, rows } = table();
+    assert.throws(
+      () =>
+        writeTransaction(db, async () => {
+          db.exec('INSERT INTO t VALUES (1)');
+        }),
+      (error: unknown) => error instanceof TypeError && /must be synchronous/.test(error.message),
+    );
+    assert.equal(db.isTransaction, false);
+    assert.deepEqual(rows(), []);
+    db.close();
+  });
+
+  it('takes the write lock at BEGIN: with another connection writing, it fails before running', () => {
+    const { db, rows } = table();
+    const other = new DatabaseSync(db.location()!);
+    other.exec('BEGIN IMMEDIATE');
+    db.exec('PRAGMA busy_timeout = 0');
+    let ran = false;
+    assert.throws(
+      () =>
+        writeTransaction(db, () => {
+          ran = true;
+        }),
+      /database is locked/,
+    );
+    assert.equal(ran, false, 'run is not called without the lock');
+    assert.equal(db.isTransaction, false);
+    other.exec('ROLLBACK');
+    writeTransaction(db, () => db.exec('INSERT INTO t VALUES (3)'));
+    assert.deepEqual(rows(), [3]);
+    other.close();
+    db.close();
   });
 });
