@@ -917,7 +917,7 @@ export const ConfigSchema = Type.Object(
         ),
         pollIntervalMs: Ms(
           2000,
-          'How often each node checks the engine\'s store for apps created, changed or deleted where no control command reached it (`herald apps` beside a running server); the console\'s changes reach every node at once.',
+          'How often each node checks the engine\'s store for apps created, changed or deleted that it was not told of (the console and `herald apps` tell every node at once; this is the safety net for a notice that was lost).',
           100,
         ),
       },
