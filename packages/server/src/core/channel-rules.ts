@@ -14,6 +14,9 @@ export interface ResolvedChannel {
 /** Why a channel name cannot be used: the reply error, and for a broken name the rule in words. */
 export type ChannelRefusal = { readonly reply: 'invalid_channel'; readonly detail: string } | { readonly reply: 'unknown_namespace'; readonly detail?: undefined };
 
+/** Most resolved channels kept; the whole set is dropped when full (the rules never change, so any answer kept is right). */
+const RESOLVED_KEPT = 1024;
+
 /**
  * Pusher's cache channels (docs/pusher.md): their last event is sent to each
  * new subscriber. Every such name is a default-namespace name (no `:`).
@@ -27,6 +30,8 @@ export class ChannelRules {
   /** The default namespace's options with the cache channels' history TTL (pusher.cacheTtlMs). */
   readonly #cache: NamespaceConfig;
   readonly #maxNameBytes: number;
+  /** Channels resolved lately (frozen answers, at most RESOLVED_KEPT): a reconnect storm names the same channels thousands of times. */
+  readonly #resolved = new Map<string, ResolvedChannel>();
   /** True when some namespace accepts anonymous connections. */
   readonly anonymousAllowed: boolean;
 
@@ -59,11 +64,17 @@ export class ChannelRules {
   }
 
   resolve(channel: unknown): ResolvedChannel | ChannelRefusal {
+    if (typeof channel === 'string') {
+      const known = this.#resolved.get(channel);
+      if (known !== undefined) return known;
+    }
     const parsed = parseChannel(channel, this.#maxNameBytes);
     if (isChannelNameError(parsed)) return { reply: 'invalid_channel', detail: describeChannelNameError(parsed, this.#maxNameBytes) };
-    if (parsed.namespace === '') return { channel: parsed.channel, namespace: '', options: this.defaultOptions(parsed.channel) };
-    const options = this.#namespaces.get(parsed.namespace);
+    const options = parsed.namespace === '' ? this.defaultOptions(parsed.channel) : this.#namespaces.get(parsed.namespace);
     if (options === undefined) return { reply: 'unknown_namespace' };
-    return { channel: parsed.channel, namespace: parsed.namespace, options };
+    const resolved: ResolvedChannel = Object.freeze({ channel: parsed.channel, namespace: parsed.namespace, options });
+    if (this.#resolved.size >= RESOLVED_KEPT) this.#resolved.clear();
+    this.#resolved.set(parsed.channel, resolved);
+    return resolved;
   }
 }

@@ -43,17 +43,21 @@ export class TransitionTracker {
    * and vacated must follow the last member_removed.
    */
   readonly #vacating = new Set<string>();
-  /** source → the channels and member entries it holds (for dropSource). */
-  readonly #bySource = new Map<string, { channels: Set<string>; members: Set<string> }>();
+  /**
+   * source → the channels it holds (for dropSource). Its members are found
+   * by a scan of `#members` when it drops: a source drops rarely (a worker
+   * died), members join and leave all the time.
+   */
+  readonly #bySource = new Map<string, Set<string>>();
 
   constructor(sink: TransitionSink) {
     this.#sink = sink;
   }
 
-  #source(source: string): { channels: Set<string>; members: Set<string> } {
+  #source(source: string): Set<string> {
     let held = this.#bySource.get(source);
     if (held === undefined) {
-      held = { channels: new Set(), members: new Set() };
+      held = new Set();
       this.#bySource.set(source, held);
     }
     return held;
@@ -68,7 +72,7 @@ export class TransitionTracker {
     }
     if (sources.has(source)) return;
     sources.add(source);
-    this.#source(source).channels.add(channel);
+    this.#source(source).add(channel);
     if (sources.size === 1 && !this.#vacating.delete(channel)) this.#sink.occupied(channel);
   }
 
@@ -76,7 +80,7 @@ export class TransitionTracker {
     if (channel.startsWith('|')) return;
     const sources = this.#channels.get(channel);
     if (sources === undefined || !sources.delete(source)) return;
-    this.#bySource.get(source)?.channels.delete(channel);
+    this.#bySource.get(source)?.delete(channel);
     if (sources.size === 0) {
       this.#channels.delete(channel);
       if (this.#members.has(channel)) this.#vacating.add(channel);
@@ -104,7 +108,6 @@ export class TransitionTracker {
       members.set(key, member);
     }
     member.bySource.set(source, (member.bySource.get(source) ?? 0) + 1);
-    this.#source(source).members.add(channel + '\u0000' + key);
     if (isNew) this.#sink.memberAdded(channel, member.ref);
   }
 
@@ -122,7 +125,6 @@ export class TransitionTracker {
       return;
     }
     member.bySource.delete(source);
-    this.#bySource.get(source)?.members.delete(channel + '\u0000' + key);
     if (member.bySource.size > 0) return;
     members.delete(key);
     if (members.size === 0) this.#members.delete(channel);
@@ -133,12 +135,12 @@ export class TransitionTracker {
   /** A source is gone (a worker died): its members leave, then its channels, each transition once. */
   dropSource(source: string): void {
     const held = this.#bySource.get(source);
-    if (held === undefined) return;
     this.#bySource.delete(source);
-    for (const entry of held.members) {
-      const at = entry.indexOf('\u0000');
-      this.#leave(source, entry.slice(0, at), entry.slice(at + 1), Number.MAX_SAFE_INTEGER);
+    for (const [channel, members] of [...this.#members]) {
+      for (const [key, member] of [...members]) {
+        if (member.bySource.has(source)) this.#leave(source, channel, key, Number.MAX_SAFE_INTEGER);
+      }
     }
-    for (const channel of held.channels) this.unsubscribed(source, channel);
+    if (held !== undefined) for (const channel of held) this.unsubscribed(source, channel);
   }
 }
