@@ -42,6 +42,7 @@ import { AppAdmin } from '../apps/app-admin.ts';
 import type { AppRegistry } from '../apps/apps.ts';
 import type { WebhookEvent } from '../webhooks/events.ts';
 import { allAppEndpoints, followApps, PusherWebhookSink, watchSubscriptionCounts } from '../pusher/pusher-webhooks.ts';
+import { watchAppsNotices } from '../apps/apps-notice.ts';
 import { createPusherEndpoint } from '../pusher/pusher-endpoint.ts';
 
 export interface HeraldServer {
@@ -410,6 +411,11 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   logger.info({ host: config.listen.host, port: address.port, tls: tls !== undefined, mode: config.mode, version }, 'listening');
   logger.info({ host: config.admin.host, port: adminAddress.port, tls: adminTls !== undefined }, 'internal listener (metrics, health)');
   apps.watch();
+  // `herald apps` beside this process on the sqlite engine leaves a notice in the state directory (apps/apps-notice.ts); cluster workers hear it from their primary.
+  const appsNotices =
+    config.engine.type === 'sqlite' && options.worker === undefined
+      ? watchAppsNotices(config.stateDir, () => void apps.reload(), (error) => logger.warn({ err: error }, '`herald apps` changes are seen within apps.pollIntervalMs only: the notices directory cannot be watched'))
+      : undefined;
   if (apps.list().length > 0) logger.info({ apps: apps.list().map((a) => ({ id: a.id, key: a.key, default: a.channelPrefix === '' })) }, 'apps');
   if (consoleEnabled) {
     const at = `${adminTls === undefined ? 'http' : 'https'}://${config.admin.host.includes(':') ? `[${config.admin.host}]` : config.admin.host}:${adminAddress.port}${config.admin.console.basePath}/`;
@@ -453,6 +459,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
       await Promise.race([keyUsage.close(), new Promise((resolve) => setTimeout(resolve, KEY_USAGE_SAVE_MS).unref())]);
       await auditLog.flush();
       await node.close();
+      appsNotices?.close();
       await apps.close();
       await hooks?.close();
       // Events of the drain (disconnects, vacated) are in the outbox; what is not sent now is sent after the next start (redis: by another node).

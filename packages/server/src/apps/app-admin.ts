@@ -109,7 +109,7 @@ export interface AppAdminOptions {
   readonly config: Config;
   readonly store: AppStore;
   readonly now?: () => number;
-  /** Tells every node an app changed (the console: the `apps_changed` control command). The CLI has none: nodes see it at their next poll. */
+  /** Tells every node an app changed (the console: the `apps_changed` control command; the CLI: apps/apps-notice.ts). Without it nodes see the change at their next poll. */
   readonly announce?: (id: string) => Promise<void>;
 }
 

@@ -2,10 +2,12 @@
  * The apps of the config and of the store (app-store.ts) as one registry.
  * Lookups answer from memory (the Pusher endpoint asks at every connection
  * and request); the store is read again:
- * - at once on `apps_changed` (the console's changes: every node, cluster
- *   worker and Redis node gets the control command: `reload()`),
+ * - at once on `apps_changed` (the console's and `herald apps`'s changes:
+ *   every node, cluster worker and Redis node gets the control command, or
+ *   on sqlite the owner of the state file `herald apps`'s notice,
+ *   apps/apps-notice.ts: `reload()`),
  * - when the store's `version` moved, checked every `pollIntervalMs` (the
- *   safety net, and how `herald apps` beside a running server is seen).
+ *   safety net for a notice that was lost).
  *
  * Config apps win: a stored app whose id or key is a config app's (the
  * config changed after it was created) is left out, with a warning. Stored

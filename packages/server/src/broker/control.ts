@@ -74,7 +74,7 @@ export type ControlCommand =
   | { readonly kind: 'key_usage'; readonly uses: readonly (readonly [name: string, at: number])[] }
   /** Pusher endpoint: close every connection of `user` signed in on app `app` (HTTP API terminate_connections; packages/server/src/pusher). */
   | { readonly kind: 'pusher_terminate'; readonly app: string; readonly user: string }
-  /** An app was created, changed or removed in the store (console, `herald apps`): every node reloads it (apps/apps.ts). */
+  /** An app was created, changed or removed in the store (console, `herald apps`): every node reloads the store's apps (apps/apps.ts); `id` names the app, '' when the sender does not know it (a cluster primary passing on `herald apps`'s notice). */
   | { readonly kind: 'apps_changed'; readonly id: string };
 
 export interface ControlBus {

@@ -65,13 +65,30 @@ export interface RedisEngineParts {
 /** Probes kept waiting at most (as broker/delivery-probe.ts). */
 export const MAX_PENDING_PROBES = 64;
 
+/** The topic of node-to-node control commands under an engine prefix: one Redis's pub/sub channel, or on a Redis Cluster a shard channel in the fixed `{control}` slot. */
+export function controlTopicOf(prefix: string, sharded: boolean): string {
+  return sharded ? `${prefix}:{control}` : `${prefix}:control`;
+}
+
+/**
+ * Sends a control command to every node of the engine as a node does
+ * (`from` names the sender; nodes ignore only their own snapshots and
+ * queries by it). For processes that are no node: `herald apps` tells the
+ * running servers of a change (apps/apps-notice.ts).
+ */
+export async function publishControlCommand(command: Redis | Cluster, prefix: string, sharded: boolean, from: string, cmd: ControlCommand): Promise<void> {
+  const topic = controlTopicOf(prefix, sharded);
+  const message = JSON.stringify({ from, command: cmd });
+  await (sharded ? command.spublish(topic, message) : command.publish(topic, message));
+}
+
 export async function createRedisEngineParts(options: RedisEngineOptions): Promise<RedisEngineParts> {
   const { command, subscriber, prefix, nodeId, onError } = options;
   const broker = new RedisBroker({ command, subscriber, prefix, streamMetaTtlMs: options.streamMetaTtlMs, onError });
   const presence = new RedisPresenceStore({ command, prefix, ttlMs: options.presenceTtlMs, onError });
   const sharded = subscriber instanceof ShardedPubSub ? subscriber : undefined;
   const single = subscriber instanceof ShardedPubSub ? undefined : subscriber;
-  const controlTopic = sharded === undefined ? `${prefix}:control` : `${prefix}:{control}`;
+  const controlTopic = controlTopicOf(prefix, sharded !== undefined);
   const probeTopic = `${prefix}:probe:${nodeId}`;
   const publishRaw = (topic: string, message: string): Promise<unknown> => (sharded === undefined ? command.publish(topic, message) : command.spublish(topic, message));
   const shardProbes =

@@ -3,12 +3,14 @@
  * created and changed in the engine's store while Herald runs (the sqlite
  * state file opened as a tool beside its owner, or Redis; the memory
  * engine's store lives inside the server and cannot be reached). Running
- * servers pick a change up within `apps.pollIntervalMs`. Apps of the config
+ * servers are told at once (apps/apps-notice.ts: the control topic on
+ * Redis, a notice beside the state file on sqlite), and see the change
+ * within `apps.pollIntervalMs` should the notice be lost. Apps of the config
  * are listed, and read only here. Every change is in the audit log (actor
  * `cli:<user>`); a secret is printed once (create, rotate-secret) and never
  * written to the log.
  */
-import { userInfo } from 'node:os';
+import { hostname, userInfo } from 'node:os';
 import type { Config } from '../config/schema.ts';
 import type { AdminStore } from '../console/admin-store.ts';
 import type { AppStore } from '../apps/app-store.ts';
@@ -22,6 +24,8 @@ interface OpenStores {
   readonly apps: AppStore;
   readonly audit: AdminStore;
   readonly where: string;
+  /** Tells running servers that the app changed, as the console does (apps/apps-notice.ts). */
+  announce(id: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -31,18 +35,30 @@ async function openStores(config: Config): Promise<OpenStores> {
     const { openSqliteStore } = await import('../store/sqlite-store.ts');
     const { SqliteAdminStore } = await import('../console/sqlite-admin-store.ts');
     const { SqliteAppStore } = await import('../apps/sqlite-app-store.ts');
+    const { writeAppsNotice } = await import('../apps/apps-notice.ts');
     const file = openSqliteStore({ stateDir: config.stateDir, claim: false, busyTimeoutMs: TOOL_BUSY_TIMEOUT_MS });
-    return { apps: new SqliteAppStore(file.db), audit: new SqliteAdminStore(file.db), where: file.path, close: async () => file.close() };
+    return {
+      apps: new SqliteAppStore(file.db),
+      audit: new SqliteAdminStore(file.db),
+      where: file.path,
+      // The server that owns the file watches for the notice (a failed write leaves it to the server's poll).
+      announce: async (id) => void writeAppsNotice(config.stateDir, id),
+      close: async () => file.close(),
+    };
   }
   if (config.engine.type === 'redis') {
     const { redisTarget } = await import('../app/engine.ts');
     const { RedisAdminStore } = await import('../console/redis-admin-store.ts');
     const { RedisAppStore } = await import('../apps/redis-app-store.ts');
+    const { publishControlCommand } = await import('../broker/redis-engine.ts');
     const redis = await openRedisTool(config);
+    const sharded = config.engine.redisCluster.length > 0;
     return {
       apps: new RedisAppStore(redis.command, config.engine.redisPrefix),
       audit: new RedisAdminStore(redis.command, config.engine.redisPrefix),
       where: redisTarget(config),
+      // On the engine's control topic, as the console's notice: every node reloads the store's apps.
+      announce: (id) => publishControlCommand(redis.command, config.engine.redisPrefix, sharded, `cli:${hostname()}:${process.pid}`, { kind: 'apps_changed', id }),
       close: redis.close,
     };
   }
@@ -149,7 +165,7 @@ export function appsCommands(loadConfig: (values: Values) => Config): Record<str
     const config = loadConfig(values);
     const stores = await openStores(config);
     try {
-      await run(new AppAdmin({ config, store: stores.apps }), stores);
+      await run(new AppAdmin({ config, store: stores.apps, announce: (id) => stores.announce(id) }), stores);
     } catch (error) {
       if (error instanceof AppActionError) fail(`herald apps: ${error.message}`);
       throw error;
@@ -176,9 +192,9 @@ Apps are the tenants of the Pusher endpoint (docs/pusher.md, "Apps"): each
 has an id, a public key and a secret (the HMAC key of its signatures). These
 commands keep apps in the engine's store (the state file herald.db on the
 sqlite engine, the default, or Redis), beside the apps of the config file,
-which they list but do not change. Running servers pick a change up within
-apps.pollIntervalMs (2 s). A secret is printed once, by create and
-rotate-secret. Every change is in the audit log.
+which they list but do not change. Running servers are told of a change at
+once (and look for changes every apps.pollIntervalMs, 2 s). A secret is
+printed once, by create and rotate-secret. Every change is in the audit log.
 herald apps ACTION --help tells more.`,
       options: {},
       run: () => undefined,
@@ -238,7 +254,7 @@ ${settingHelp}
             process.stdout.write(made.secret + '\n');
             process.stderr.write(describe(made.app));
           }
-          process.stderr.write(`Created app "${made.app.id}" in ${stores.where}; its secret (above) is shown once. Running servers serve it within ${loadConfig(values).apps.pollIntervalMs} ms.\n`);
+          process.stderr.write(`Created app "${made.app.id}" in ${stores.where}; its secret (above) is shown once. Running servers are told at once (and look every ${loadConfig(values).apps.pollIntervalMs} ms).\n`);
         });
       },
     },
@@ -289,7 +305,7 @@ ${settingHelp}
       help: `Usage: herald apps rotate-secret ID [--json] [--config FILE]
 
 Makes a new secret and prints it once. The old one is refused as soon as the
-servers reload (within apps.pollIntervalMs): update the app's backends
+servers reload (at once; within apps.pollIntervalMs at worst): update the app's backends
 (the pusher server SDK's secret) and its auth endpoint at once.
 
 Options:

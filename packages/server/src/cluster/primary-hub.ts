@@ -193,6 +193,12 @@ export class PrimaryHub {
     for (const worker of this.#workers.values()) worker.pipe.send({ type: 'api_keys', keys });
   }
 
+  /** A control command of the primary's own (`herald apps` left a notice): every worker gets it, as one a worker sent. */
+  control(command: ControlCommand): void {
+    this.#remember(command);
+    for (const worker of this.#workers.values()) worker.pipe.send({ type: 'control', command, from: 'primary' });
+  }
+
   /** Revocations still in force, oldest first, for a worker that starts now. */
   revocations(): ControlCommand[] {
     this.#pruneRevocations();

@@ -39,6 +39,7 @@ import { resolveApps } from '../apps/apps.ts';
 import { MemoryAppStore, type AppStore } from '../apps/app-store.ts';
 import { StoreAppRegistry } from '../apps/store-app-registry.ts';
 import { allAppEndpoints, appEndpointGroup, appEndpoints, followApps } from '../pusher/pusher-webhooks.ts';
+import { watchAppsNotices } from '../apps/apps-notice.ts';
 import { version } from '../app/version.ts';
 
 /** How often the primary looks for API key changes in its state file (workers have them within this plus an IPC message). */
@@ -180,6 +181,18 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
     ...(webhooks === undefined ? {} : { webhooks: { tracker: webhooks.tracker, emit: (event) => webhooks.dispatcher.emit(event) } }),
   });
   engineHealth = (healthy, reason) => hub.setEngineHealth(healthy, reason);
+  // `herald apps` writes the state file beside the primary and leaves a notice (apps/apps-notice.ts): the primary reloads its apps (webhooks) and tells the workers.
+  const appsNotices =
+    config.engine.type === 'sqlite'
+      ? watchAppsNotices(
+          config.stateDir,
+          () => {
+            void storeApps?.reload();
+            hub.control({ kind: 'apps_changed', id: '' });
+          },
+          (error) => logger.warn({ err: error }, '`herald apps` changes are seen within apps.pollIntervalMs only: the notices directory cannot be watched'),
+        )
+      : undefined;
   // `herald keys` writes the state file beside the primary: a look at PRAGMA data_version per interval.
   const keyPoll =
     keys === undefined
@@ -205,6 +218,7 @@ export function startPrimary(options: PrimaryOptions): ClusterPrimary {
       const started = Date.now();
       await supervisor.shutdown();
       clearInterval(keyPoll);
+      appsNotices?.close();
       await hub.close();
       closed = true;
       await storeApps?.close();

@@ -917,7 +917,7 @@ export const ConfigSchema = Type.Object(
         ),
         pollIntervalMs: Ms(
           2000,
-          'How often each node checks the engine\'s store for apps created, changed or deleted where no control command reached it (`herald apps` beside a running server); the console\'s changes reach every node at once.',
+          'How often each node checks the engine\'s store for apps created, changed or deleted that it was not told of (the console and `herald apps` tell every node at once; this is the safety net for a notice that was lost).',
           100,
         ),
       },
@@ -928,6 +928,10 @@ export const ConfigSchema = Type.Object(
         activityTimeoutSeconds: Type.Integer({ default: 120, minimum: 10, maximum: 3600, description: 'The `activity_timeout` told to clients in pusher:connection_established: a quiet client pings after it.' }),
         authTimestampWindowSeconds: Type.Integer({ default: 600, minimum: 1, maximum: 86400, description: 'HTTP API requests whose auth_timestamp is further than this from the server\'s clock are refused (401), as Pusher.' }),
         maxApiBodyBytes: Type.Integer({ default: 1048576, minimum: 1024, maximum: 16777216, description: 'Largest HTTP API request body.' }),
+        cacheTtlMs: Ms(
+          1800000,
+          'How long a cache channel (`cache-`, `private-cache-`, `presence-cache-`, on every app) keeps its last event for new subscribers, as Pusher (30 minutes): the history TTL of these channels instead of channels.defaults.historyTtlMs (their history size stays channels.defaults.historySize; native clients of these channels get this TTL too).',
+        ),
       },
       { additionalProperties: false, default: {}, title: 'Pusher endpoint', description: 'Settings of the Pusher protocol endpoint for every app (docs/pusher.md).' },
     ),

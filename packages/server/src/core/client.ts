@@ -37,6 +37,7 @@ import type { Node } from './node.ts';
 import { appChannel, nativeName } from '../apps/apps.ts';
 import type { TokenVerifier } from '../auth/jwt.ts';
 import type { AppScope } from '../transports/app-paths.ts';
+import type { ResolvedChannel } from './channel-rules.ts';
 
 /** Where the reply to one command goes (the socket, or an HTTP response). */
 export type ReplySink = (frame: string) => void;
@@ -194,11 +195,13 @@ export class Client {
   #info: ClientInfo | undefined;
   #connecting: Promise<void> | undefined;
   /**
-   * The one timer a connection runs: while `new`, the stale timer; once
-   * connected with an expiring token, the refresh timer, then the expiry
-   * timer (the grace after the `refresh` push).
+   * The one timer a connection runs: once connected with an expiring token,
+   * the refresh timer, then the expiry timer (the grace after the `refresh`
+   * push). While `new` the node's stale watch has it instead (`#staleSlot`).
    */
   #timer: NodeJS.Timeout | undefined;
+  /** Its slot in the node's stale watch (core/stale-watch.ts) while `new`; -1 after. */
+  #staleSlot: number;
   #tokens: number;
   #tokensAt: number;
   #windowStart: number;
@@ -223,10 +226,7 @@ export class Client {
     this.#tokens = node.config.limits.inboundBurst;
     this.#tokensAt = now;
     this.#windowStart = now;
-    this.#timer = setTimeout(() => {
-      if (this.state === 'new') this.disconnect('stale');
-    }, node.config.limits.staleMs);
-    this.#timer.unref();
+    this.#staleSlot = node.stale.add(this);
     diagnostics.connectionOpened.publish({ node: node.id, transport: transport.kind });
   }
 
@@ -321,6 +321,12 @@ export class Client {
         ? { client: this.id, user: this.user }
         : { client: this.id, user: this.user, conn_info: this.connInfo };
     return this.#info;
+  }
+
+  #forgetStale(): void {
+    if (this.#staleSlot < 0) return;
+    this.node.stale.forget(this.#staleSlot);
+    this.#staleSlot = -1;
   }
 
   /** Counts one inbound message against the rate limits. False: reply too_many_requests. */
@@ -457,8 +463,7 @@ export class Client {
     if (this.state !== 'new') throw new DisconnectError('internal');
     this.name = name ?? '';
     this.state = 'connected';
-    clearTimeout(this.#timer);
-    this.#timer = undefined;
+    this.#forgetStale();
     this.node.hub.addClient(this);
     const result: { client: string; version: string; protocol: number; ping: number; ttl?: number; batch?: boolean } = {
       client: this.id,
@@ -580,7 +585,8 @@ export class Client {
    * thrown (CommandError, or BrokerUnavailableError → reply 116).
    */
   async subscribe(request: SubscribeRequest): Promise<SubscribeOutcome> {
-    const sub = await this.#prepare(request);
+    const prepared = this.#prepare(request);
+    const sub = prepared instanceof Promise ? await prepared : prepared;
     const progress: Establishing = { joined: false };
     let read: StreamRead;
     try {
@@ -602,16 +608,28 @@ export class Client {
    * CommandError only for a request that can never succeed.
    */
   async subscribeHeld(request: SubscribeRequest): Promise<void> {
-    const sub = await this.#prepare(request);
+    const prepared = this.#prepare(request);
+    const sub = prepared instanceof Promise ? await prepared : prepared;
     await this.#hold(sub, request.recover === true, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
   }
 
-  /** Checks a subscribe request and adds its subscription, pending, at the position it recovers from. */
-  async #prepare(request: SubscribeRequest): Promise<Subscription> {
+  /**
+   * Checks a subscribe request and adds its subscription, pending, at the
+   * position it recovers from. Synchronous (a subscription, no promise)
+   * unless a subscription token or a subscribe hook must be asked.
+   */
+  #prepare(request: SubscribeRequest): Subscription | Promise<Subscription> {
     const resolved = this.node.resolveFor(this, request.channel);
     this.node.authorizeSubscribe(this, resolved);
+    if (this.subscription(resolved.channel) !== undefined) throw new CommandError('already_subscribed');
+    const hooks = this.node.hooks;
+    if (resolved.options.private || (hooks !== undefined && hooks.has('subscribe', resolved.namespace))) return this.#prepareAsking(request, resolved);
+    return this.#addPrepared(request, resolved, undefined);
+  }
+
+  /** `#prepare` for a private channel (its subscription token) or a namespace with a subscribe hook. */
+  async #prepareAsking(request: SubscribeRequest, resolved: ResolvedChannel): Promise<Subscription> {
     const channel = resolved.channel;
-    if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
     if (resolved.options.private) await this.node.authorizePrivate(this, resolved, request.token);
     let chanInfo: unknown;
     const hooks = this.node.hooks;
@@ -623,6 +641,11 @@ export class Client {
         if (!decision.failOpen) throw new CommandError('hook_unavailable');
       } else chanInfo = decision.info;
     }
+    return this.#addPrepared(request, resolved, chanInfo);
+  }
+
+  #addPrepared(request: SubscribeRequest, resolved: ResolvedChannel, chanInfo: unknown): Subscription {
+    const channel = resolved.channel;
     if (this.isClosed) throw new CommandError('not_subscribed');
     if (this.subscription(channel) !== undefined) throw new CommandError('already_subscribed');
     if (this.subscriptionCount >= this.node.config.limits.maxChannelsPerConnection) throw new CommandError('limit_exceeded');
@@ -645,9 +668,12 @@ export class Client {
    * recovers from). Idempotent up to where `progress` says it got.
    */
   async #establish(sub: Subscription, wasRecovering: boolean, progress: Establishing): Promise<StreamRead> {
-    await this.node.hub.addSubscription(sub);
+    // Awaited only when there is something to wait for (a reconnect storm subscribes thousands at once).
+    const adding = this.node.hub.addSubscription(sub);
+    if (adding !== undefined) await adding;
     if (!progress.joined) {
-      await this.node.joinPresence(this, sub.channel, sub.options, sub.info);
+      const joining = this.node.joinPresence(this, sub.channel, sub.options, sub.info);
+      if (joining !== undefined) await joining;
       progress.joined = true;
     }
     const since = sub.recoverable && sub.epoch !== '' ? { epoch: sub.epoch, offset: sub.offset } : undefined;
@@ -689,7 +715,7 @@ export class Client {
   async #abandon(sub: Subscription, progress: Establishing): Promise<void> {
     if (this.#dropSubscription(sub)) diagnostics.unsubscribed.publish({ node: this.node.id, transport: this.transport.kind });
     await this.node.hub.removeSubscription(sub);
-    if (progress.joined) await this.node.leavePresence(this, sub.channel, sub.options, sub.info).catch(() => undefined);
+    if (progress.joined) await this.node.leavePresence(this, sub.channel, sub.options, sub.info)?.catch(() => undefined);
   }
 
   /**
@@ -742,7 +768,7 @@ export class Client {
     }
     for (const pub of read.missed) {
       if (pub.offset <= sub.offset) continue;
-      const frame = this.node.hub.encodePublication(sub.channel, pub);
+      const frame = this.node.hub.recoveredFrame(sub.channel, pub);
       if (read.latest) this.writeConflated(sub, pub.offset, frame);
       else this.deliverPublication(sub, pub.offset, frame);
     }
@@ -960,6 +986,7 @@ export class Client {
     const wasConnected = this.state === 'connected';
     this.state = 'closed';
     clearTimeout(this.#timer);
+    this.#forgetStale();
     // What is queued goes out before the close, except to a reader cut for not reading.
     if (this.#outbox !== undefined) this.node.writes.close(this.#outbox, code !== disconnects.slow.code);
     this.transport.close(code, reason);

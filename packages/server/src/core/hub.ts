@@ -54,6 +54,8 @@ export class Hub {
   /** The Node's id, named in diagnostics events. */
   readonly #nodeId: string;
   readonly #channels = new Map<string, ChannelEntry>();
+  /** Frames of publications read from history, by publication object (recoveredFrame). */
+  readonly #recovered = new WeakMap<StoredPublication, { readonly channel: string; readonly frame: EncodedFrame }>();
   /** Connected clients by user id; anonymous clients (user '') are only counted. */
   readonly #users = new Map<string, Set<Client>>();
   #clientCount = 0;
@@ -115,12 +117,14 @@ export class Hub {
    * publications to this node (so a history read after it misses nothing);
    * rejects when the broker subscription failed, and the caller then removes
    * `sub` again. Adding a subscription that is already there only waits.
+   * Undefined instead of a promise when the broker subscription is already
+   * in place (nothing to wait for: the common case in a reconnect storm).
    */
-  async addSubscription(sub: Subscription): Promise<void> {
+  addSubscription(sub: Subscription): Promise<void> | undefined {
     const channel = sub.channel;
     const entry = this.#entry(channel);
     entry.subs.add(sub);
-    await this.#brokerSubscribed(channel, entry);
+    return entry.broker === 'subscribed' ? undefined : this.#brokerSubscribed(channel, entry);
   }
 
   /**
@@ -210,6 +214,21 @@ export class Hub {
   /** The frame of a publication for every native subscriber of the channel; an app's channel carries its app-local name (nativeName). */
   encodePublication(channel: string, publication: StoredPublication): EncodedFrame {
     return new EncodedFrame(encodePublicationPush(nativeName(channel), publication.offset, publication.data, publication.info));
+  }
+
+  /**
+   * `encodePublication` for a publication read from history (recovery):
+   * the frame is kept with the publication object, so the subscribers that
+   * recover the same history page (a reconnect storm; the engines hand out
+   * the same objects while a page is cached) share one frame and its
+   * encodings instead of one each.
+   */
+  recoveredFrame(channel: string, publication: StoredPublication): EncodedFrame {
+    const known = this.#recovered.get(publication);
+    if (known !== undefined && known.channel === channel) return known.frame;
+    const frame = this.encodePublication(channel, publication);
+    this.#recovered.set(publication, { channel, frame });
+    return frame;
   }
 
   deliverPublication(channel: string, publication: StoredPublication): void {

@@ -22,6 +22,7 @@ import { Hub } from './hub.ts';
 import type { Transport } from './transport.ts';
 import type { NodeEvents } from './node-events.ts';
 import { WriteScheduler } from './write-scheduler.ts';
+import { StaleWatch } from './stale-watch.ts';
 import type { Hooks } from '../hooks/hooks.ts';
 import { nativeName } from '../apps/apps.ts';
 
@@ -108,11 +109,13 @@ export class Node {
   /** Closed connections whose transport still hands out its final frames (Transport.settled). */
   readonly #settling = new Set<Promise<void>>();
   readonly #pingTimer: NodeJS.Timeout;
+  /** New connections until they connect: closed as stale after `limits.staleMs` (one timer for all). */
+  readonly stale: StaleWatch;
   #draining = false;
 
   constructor(options: NodeOptions) {
     this.config = options.config;
-    this.rules = new ChannelRules(options.config.channels);
+    this.rules = new ChannelRules(options.config.channels, options.config.pusher.cacheTtlMs);
     this.#broker = options.broker;
     this.#presence = options.presence;
     this.tokens = options.tokens;
@@ -144,6 +147,7 @@ export class Node {
     });
     this.#pingTimer = setInterval(() => this.#pingAll(), options.config.ping.intervalMs);
     this.#pingTimer.unref();
+    this.stale = new StaleWatch(options.config.limits.staleMs);
   }
 
   /** `draining` during shutdown; `degraded` while the engine cannot deliver. */
@@ -240,12 +244,16 @@ export class Node {
   }
 
   /** `info`: the subscriber's info in the channel (with the subscribe hook's `chan_info`); the connection's by default. */
-  async joinPresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> {
-    await this.addMember(channel, info, options.presence, options.joinLeave);
+  /** Undefined (nothing to wait for) when the namespace has neither presence nor join/leave. */
+  joinPresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> | undefined {
+    if (!options.presence && !options.joinLeave) return undefined;
+    return this.addMember(channel, info, options.presence, options.joinLeave);
   }
 
-  async leavePresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> {
-    await this.removeMember(channel, info, options.presence, options.joinLeave);
+  /** Undefined (nothing to wait for) when the namespace has neither presence nor join/leave. */
+  leavePresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> | undefined {
+    if (!options.presence && !options.joinLeave) return undefined;
+    return this.removeMember(channel, info, options.presence, options.joinLeave);
   }
 
   /**
@@ -665,6 +673,7 @@ export class Node {
     clearInterval(this.#pingTimer);
     clearInterval(this.#snapshotTimer);
     for (const client of [...this.#all]) client.disconnect('shutdown');
+    this.stale.close();
     await this.#broker.close();
     await this.#presence.close();
     await this.#control.close();

@@ -55,14 +55,51 @@ export interface WebhookCounts {
   counts(): { readonly pending: number; readonly dead: number } | Promise<{ readonly pending: number; readonly dead: number }>;
 }
 
+const TRANSPORTS = ['websocket', 'sse', 'long-poll'] as const;
+const CONNECTION_KINDS = [...TRANSPORTS, 'pusher'] as const;
+
 export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhooks?: WebhookCounts): MetricsExporter {
   const registry = new Registry();
   collectDefaultMetrics({ register: registry, prefix: 'herald_' });
   if (watchdog !== undefined) watchdogMetrics(registry, watchdog);
-  const connections = new Gauge({ name: 'herald_connections', help: 'Open connections by transport (websocket, sse, long-poll; pusher: the Pusher socket).', labelNames: ['transport'], registers: [registry] });
-  const opened = new Counter({ name: 'herald_connections_opened_total', help: 'Connections opened by transport (pusher: past pusher:connection_established).', labelNames: ['transport'], registers: [registry] });
+  // Per-connection and per-subscription counts are plain numbers, copied into their series at each scrape
+  // (prom-client hashes the labels on every inc: a reconnect storm would pay it several times per connection).
+  const open = { websocket: 0, sse: 0, 'long-poll': 0, pusher: 0 };
+  const openedCount = { websocket: 0, sse: 0, 'long-poll': 0, pusher: 0 };
+  const openedReported = { websocket: 0, sse: 0, 'long-poll': 0, pusher: 0 };
+  const subscribedBy = { websocket: 0, sse: 0, 'long-poll': 0 };
+  new Gauge({
+    name: 'herald_connections',
+    help: 'Open connections by transport (websocket, sse, long-poll; pusher: the Pusher socket).',
+    labelNames: ['transport'],
+    registers: [registry],
+    collect() {
+      for (const transport of CONNECTION_KINDS) this.set({ transport }, open[transport]);
+    },
+  });
+  new Counter({
+    name: 'herald_connections_opened_total',
+    help: 'Connections opened by transport (pusher: past pusher:connection_established).',
+    labelNames: ['transport'],
+    registers: [registry],
+    collect() {
+      for (const transport of CONNECTION_KINDS) {
+        const delta = openedCount[transport] - openedReported[transport];
+        openedReported[transport] = openedCount[transport];
+        this.inc({ transport }, delta);
+      }
+    },
+  });
   const disconnects = new Counter({ name: 'herald_disconnects_total', help: 'Connections closed, by transport and disconnect code.', labelNames: ['transport', 'code'], registers: [registry] });
-  const subscriptions = new Gauge({ name: 'herald_subscriptions', help: 'Active subscriptions by transport.', labelNames: ['transport'], registers: [registry] });
+  new Gauge({
+    name: 'herald_subscriptions',
+    help: 'Active subscriptions by transport.',
+    labelNames: ['transport'],
+    registers: [registry],
+    collect() {
+      for (const transport of TRANSPORTS) this.set({ transport }, subscribedBy[transport]);
+    },
+  });
   const publications = new Counter({ name: 'herald_publications_total', help: 'Publications accepted, by source.', labelNames: ['source'], registers: [registry] });
   const deliveries = new Counter({ name: 'herald_deliveries_total', help: 'Publications written to connections on this node.', registers: [registry] });
   const conflated = new Counter({
@@ -91,13 +128,6 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
       for (const status of ['ok', 'draining', 'degraded']) this.set({ status }, status === current ? 1 : 0);
     },
   });
-  for (const transport of ['websocket', 'sse', 'long-poll']) {
-    connections.set({ transport }, 0);
-    subscriptions.set({ transport }, 0);
-  }
-  connections.set({ transport: 'pusher' }, 0);
-
-  const open = { websocket: 0, sse: 0, 'long-poll': 0, pusher: 0 };
   let subscribed = 0;
   let published = 0;
   let delivered = 0;
@@ -111,21 +141,19 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
     subscribe(channel.name, handler);
   };
   on<ConnectionOpenedEvent>(diagnostics.connectionOpened, (event) => {
-    connections.inc({ transport: event.transport });
-    opened.inc({ transport: event.transport });
+    openedCount[event.transport]++;
     open[event.transport]++;
   });
   on<ConnectionClosedEvent>(diagnostics.connectionClosed, (event) => {
-    connections.dec({ transport: event.transport });
     open[event.transport]--;
     disconnects.inc({ transport: event.transport, code: String(event.code) });
   });
   on<SubscriptionEvent>(diagnostics.subscribed, (event) => {
-    subscriptions.inc({ transport: event.transport });
+    subscribedBy[event.transport]++;
     subscribed++;
   });
   on<SubscriptionEvent>(diagnostics.unsubscribed, (event) => {
-    subscriptions.dec({ transport: event.transport });
+    subscribedBy[event.transport]--;
     subscribed--;
   });
   // One labelled child per source: the publish path skips hashing the labels every time.
@@ -188,11 +216,9 @@ export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhoo
   on<PusherConnectionEvent>(diagnostics.pusherConnection, (event) => {
     if (event.code === undefined) {
       pusherConnections.inc({ app: event.app });
-      connections.inc({ transport: 'pusher' });
-      opened.inc({ transport: 'pusher' });
+      openedCount.pusher++;
       open.pusher++;
     } else {
-      connections.dec({ transport: 'pusher' });
       open.pusher--;
       pusherConnections.dec({ app: event.app });
       pusherCloses.inc({ app: event.app, code: String(event.code) });

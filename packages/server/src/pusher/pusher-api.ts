@@ -18,7 +18,8 @@
  * prototype keys) and checked against the route's schema, then Pusher's
  * name and size rules (400, 413) → the route. Errors answer with Pusher's
  * plain-text bodies and a stable code in the `herald-error` header
- * (PUSHER_API_ERRORS).
+ * (PUSHER_API_ERRORS). The bodies, answers and errors are declared in
+ * pusher-api-schemas.ts, which the OpenAPI description is made from.
  *
  * The trigger routes (events, batch_events) with a JSON body are answered
  * by the front (edge/front.ts) with the same checks and answers, without
@@ -35,7 +36,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import type { Logger } from 'pino';
-import { Type, type Static, type TSchema } from '@sinclair/typebox';
+import type { Static, TSchema } from '@sinclair/typebox';
 import { TypeCompiler, type TypeCheck } from '@sinclair/typebox/compiler';
 import { readJson } from '@herald/protocol/json';
 import { schemaDetail } from '@herald/protocol/commands';
@@ -49,21 +50,9 @@ import { answerJson, type Front, type FrontContext } from '../edge/front.ts';
 import { encodePusherData, excludeSocket } from './pusher-publication.ts';
 import { channelKind } from './pusher-channels.ts';
 import { parseQuery, verifySignedRequest, type SigningRefusal } from './request-signing.ts';
+import { BatchBody, EmptyBody, EventBody, PUSHER_API_ERRORS, type PusherApiErrorCode } from './pusher-api-schemas.ts';
 
-/** Every error the Pusher HTTP API answers: the `herald-error` header's code, its status, and when. */
-export const PUSHER_API_ERRORS = {
-  invalid_request: { status: 400, summary: 'A malformed query, a body that is not JSON or not as the route takes it, a channel or event name Pusher refuses, too many channels or events.' },
-  unauthorized: { status: 401, summary: 'Request signing failed: a missing auth parameter, another app\'s key, an unsupported auth_version, a timestamp outside the window, a body that does not match body_md5, a wrong signature.' },
-  app_disabled: { status: 403, summary: 'The app is disabled (`enabled: false`).' },
-  app_not_found: { status: 404, summary: 'No app has the id in the path.' },
-  payload_too_large: { status: 413, summary: 'The body is over `pusher.maxApiBodyBytes`, or an event\'s data over the app\'s `limits.maxEventPayloadBytes`.' },
-  unsupported_media_type: { status: 415, summary: 'A body that is not `application/json`.' },
-  too_many_requests: { status: 429, summary: 'Over the app\'s `limits.apiRequestsPerSecond` on this node; `Retry-After` says when to try again.' },
-  unavailable: { status: 503, summary: 'The server is draining, or the engine cannot take publications now (Redis down).' },
-  internal: { status: 500, summary: 'An unexpected failure (logged).' },
-} as const;
-
-export type PusherApiErrorCode = keyof typeof PUSHER_API_ERRORS;
+export { PUSHER_API_ERRORS, type PusherApiErrorCode };
 
 /** What each route is counted as in the metrics (`herald_pusher_api_requests_total{route}`). */
 export type PusherApiRoute = 'events' | 'batch_events' | 'channels' | 'channel' | 'channel_users' | 'terminate_connections';
@@ -104,32 +93,6 @@ const invalid = (message: string) => new PusherApiError('invalid_request', messa
 const SOCKET_ID = /^\d+\.\d+$/;
 /** Pusher's reserved event name prefixes: only the server sends these. */
 const RESERVED_EVENT = /^pusher(_internal)?:/;
-
-const EventBody = Type.Object(
-  {
-    name: Type.String(),
-    data: Type.String(),
-    channels: Type.Optional(Type.Array(Type.String(), { maxItems: 1000 })),
-    channel: Type.Optional(Type.String()),
-    socket_id: Type.Optional(Type.String()),
-    info: Type.Optional(Type.String()),
-  },
-  { additionalProperties: false },
-);
-
-const BatchEvent = Type.Object(
-  {
-    name: Type.String(),
-    data: Type.String(),
-    channel: Type.String(),
-    socket_id: Type.Optional(Type.String()),
-    info: Type.Optional(Type.String()),
-  },
-  { additionalProperties: false },
-);
-
-const BatchBody = Type.Object({ batch: Type.Array(BatchEvent, { maxItems: 1000 }) }, { additionalProperties: false });
-const EmptyBody = Type.Object({}, { additionalProperties: false });
 
 const compiled = {
   events: TypeCompiler.Compile(EventBody),
@@ -232,10 +195,8 @@ interface Parsed {
 export async function registerPusherApi(app: FastifyInstance, options: PusherApiOptions): Promise<void> {
   const { config, node, apps, logger } = options;
   const rates = new AppRequestRates();
-  const defaultOptions = node.rules.namespaceOptions('');
-  if (defaultOptions === undefined) throw new Error('the default namespace has no options');
-
-  const resolved = (target: App, name: string): ResolvedChannel => ({ channel: appChannel(target, name), namespace: '', options: defaultOptions });
+  // A cache channel's history TTL is pusher.cacheTtlMs (core/channel-rules.ts).
+  const resolved = (target: App, name: string): ResolvedChannel => ({ channel: appChannel(target, name), namespace: '', options: node.rules.defaultOptions(name) });
 
   /** Every check before a route's own (see the file's comment); throws PusherApiError. */
   const admit = (request: ApiRequest, schema: TypeCheck<TSchema> | undefined): Parsed => {

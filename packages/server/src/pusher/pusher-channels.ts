@@ -15,6 +15,7 @@ import type { StoredPublication } from '../broker/broker.ts';
 import type { ChannelTap } from '../core/hub.ts';
 import { encodeServerTextFrameOf } from '../util/websocket-frame.ts';
 import { pusherDelivery } from './pusher-publication.ts';
+import { isCacheChannel } from '../core/channel-rules.ts';
 
 /** What a channel's name makes it (docs/pusher.md, "Channel types"). */
 export interface ChannelKind {
@@ -46,7 +47,7 @@ export function channelKind(name: string, maxLength: number): ChannelKind | unde
   const presence = name.startsWith('presence-');
   const encrypted = name.startsWith('private-encrypted-');
   const signed = presence || name.startsWith('private-');
-  const cache = name.startsWith('cache-') || name.startsWith('private-cache-') || name.startsWith('presence-cache-');
+  const cache = isCacheChannel(name);
   return { signed, presence, cache, encrypted, serverToUser: undefined };
 }
 

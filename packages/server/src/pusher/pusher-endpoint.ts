@@ -20,8 +20,8 @@ import { randomInt } from 'node:crypto';
 import type { IncomingMessage } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { WebSocketServer } from 'ws';
-import { appChannel, type App, type AppRegistry } from '../apps/apps.ts';
-import type { Config, NamespaceConfig } from '../config/schema.ts';
+import { appChannel, nativeName, type App, type AppRegistry } from '../apps/apps.ts';
+import type { Config } from '../config/schema.ts';
 import type { Node } from '../core/node.ts';
 import type { Logger } from '../core/logger.ts';
 import type { ResolvedChannel } from '../core/channel-rules.ts';
@@ -82,7 +82,6 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
   const perApp = new Map<string, number>();
   const taps = new Map<string, PusherChannel>();
   const holds = new WeakMap<PusherChannel, number>();
-  const defaultOptions: NamespaceConfig = node.rules.namespaceOptions('')!;
   const activityTimeoutMs = config.pusher.activityTimeoutSeconds * 1000;
   const pongTimeoutMs = Math.min(PONG_TIMEOUT_MS, activityTimeoutMs);
   const places = new WeakMap<PusherSocket, Releasable>();
@@ -146,12 +145,13 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       node.hub.removeTap(tap.internal, tap).catch((error: unknown) => logger.warn({ err: error }, 'pusher channel not left'));
     },
     resolved(internal: string): ResolvedChannel {
-      return { channel: internal, namespace: '', options: defaultOptions };
+      // A cache channel's history TTL is pusher.cacheTtlMs (channel-rules.ts).
+      return { channel: internal, namespace: '', options: node.rules.defaultOptions(nativeName(internal)) };
     },
     async replayCache(socket, tap) {
       let page;
       try {
-        page = await node.readLatest(tap.internal, defaultOptions, 1);
+        page = await node.readLatest(tap.internal, node.rules.defaultOptions(tap.name), 1);
       } catch (error) {
         logger.warn({ err: error, app: tap.app.id }, 'pusher cache channel not read');
         page = undefined;

@@ -16,7 +16,7 @@ import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
 import { announcesBatch, openGate, type ConnectionGate, type GateAnswer, type Releasable } from './http-connection.ts';
 import { onSocketDrain } from './socket-drain.ts';
-import { encodeServerTextFrameOf } from '../util/websocket-frame.ts';
+import { encodeServerTextFrameOf, encodeServerTextFrames } from '../util/websocket-frame.ts';
 import type { AppPaths, AppScope } from './app-paths.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
@@ -37,6 +37,16 @@ export class WebSocketTransport implements Transport {
   readonly #raw: Duplex;
   readonly #closeGraceMs: number;
   #closed = false;
+  /**
+   * From a reply to the end of its turn of the event loop: the replies
+   * (text) and frames (framed bytes) written meanwhile, framed into one
+   * buffer and written at once (`flushHeld`): a `connect` reply, the
+   * `subscribe` reply pipelined behind it and the recovered publications
+   * leave in one write of one buffer.
+   */
+  #held: (string | Buffer)[] | undefined = undefined;
+  /** What `#held` holds, counted in `bufferedBytes()` (replies by their length, as a socket counts a string). */
+  #heldBytes = 0;
 
   constructor(socket: WebSocket, raw: Duplex, closeGraceMs: number) {
     this.#socket = socket;
@@ -48,37 +58,61 @@ export class WebSocketTransport implements Transport {
     // Whole frames only, and only while open (never after a close frame):
     // interleaves safely with what `ws` writes (pings, close), since
     // per-message deflate is off and nothing is fragmented.
-    if (!this.#closed && this.#socket.readyState === OPEN) this.#raw.write(frame.wsFrame);
+    if (this.#closed || this.#socket.readyState !== OPEN) return;
+    if (this.#held !== undefined) this.#hold(frame.wsFrame);
+    else this.#raw.write(frame.wsFrame);
   }
 
   writeMany(batch: EncodedBatch): void {
-    if (!this.#closed && this.#socket.readyState === OPEN) this.#raw.write(batch.wsFrame);
+    if (this.#closed || this.#socket.readyState !== OPEN) return;
+    if (this.#held !== undefined) this.#hold(batch.wsFrame);
+    else this.#raw.write(batch.wsFrame);
+  }
+
+  #hold(bytes: Buffer): void {
+    this.#held!.push(bytes);
+    this.#heldBytes += bytes.length;
   }
 
   /**
-   * A reply: one frame, framed here and written in one piece (ws.send
-   * writes a header and a payload). The socket stays corked until the end
-   * of this turn, so what the command writes right after its reply (a
-   * subscribe's recovered publications) leaves in the same system call.
+   * A reply: one frame, framed here (ws.send writes a header and a
+   * payload). Held until the end of this turn with what follows it (a
+   * subscribe's recovered publications, the next pipelined command's
+   * reply), then written in one piece.
    */
   reply(text: string): void {
     if (this.#socket.readyState !== OPEN) return;
-    const raw = this.#raw;
-    if (raw.writableCorked === 0) {
-      raw.cork();
-      process.nextTick(uncork, raw);
+    if (this.#held === undefined) {
+      this.#held = [text];
+      process.nextTick(flushHeld, this);
+    } else this.#held.push(text);
+    this.#heldBytes += text.length;
+  }
+
+  /** Writes what this turn held (see `#held`), framed into one buffer. */
+  flushHeld(): void {
+    const held = this.#held;
+    if (held === undefined) return;
+    this.#held = undefined;
+    this.#heldBytes = 0;
+    if (this.#socket.readyState !== OPEN) return;
+    const first = held[0]!;
+    if (held.length === 1) {
+      this.#raw.write(typeof first === 'string' ? encodeServerTextFrameOf(first) : first);
+      return;
     }
-    raw.write(encodeServerTextFrameOf(text));
+    this.#raw.write(encodeServerTextFrames(held));
   }
 
   heartbeat(ping: EncodedFrame): void {
     if (this.#closed) return;
+    this.flushHeld();
     this.#socket.ping();
     this.write(ping);
   }
 
   bufferedBytes(): number {
-    return this.#socket.bufferedAmount;
+    return this.#socket.bufferedAmount + this.#heldBytes;
   }
 
   onDrain(listener: () => void): void {
@@ -92,9 +126,13 @@ export class WebSocketTransport implements Transport {
     if (code === disconnects.slow.code) {
       // The peer is not reading: a close handshake would queue behind the
       // backlog. Cut the socket.
+      this.#held = undefined;
+      this.#heldBytes = 0;
       socket.terminate();
       return;
     }
+    // What this turn held goes before the close frame.
+    this.flushHeld();
     socket.close(code, reason);
     // A peer that does not answer the close handshake within the close grace is cut.
     const timer = setTimeout(() => socket.terminate(), this.#closeGraceMs);
@@ -104,6 +142,8 @@ export class WebSocketTransport implements Transport {
 
   markClosed(): void {
     this.#closed = true;
+    this.#held = undefined;
+    this.#heldBytes = 0;
   }
 }
 
@@ -139,8 +179,8 @@ export interface WebSocketEndpoint {
   terminateAll(): void;
 }
 
-function uncork(socket: Duplex): void {
-  socket.uncork();
+function flushHeld(transport: WebSocketTransport): void {
+  transport.flushHeld();
 }
 
 /** Destroys the socket that emitted the error (`this`). */

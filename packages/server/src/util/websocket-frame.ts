@@ -20,20 +20,59 @@ export function encodeServerTextFrameOf(text: string): Buffer {
   return frame;
 }
 
+/**
+ * Several messages in one buffer, in order: a string is framed as a text
+ * message (its UTF-8 bytes), a Buffer is taken as an already framed message
+ * (EncodedFrame.wsFrame) and copied as is.
+ */
+export function encodeServerTextFrames(parts: readonly (string | Buffer)[]): Buffer {
+  const lengths: number[] = [];
+  let total = 0;
+  for (const part of parts) {
+    if (typeof part === 'string') {
+      const length = Buffer.byteLength(part, 'utf8');
+      lengths.push(length);
+      total += headerLengthOf(length) + length;
+    } else total += part.length;
+  }
+  const out = Buffer.allocUnsafe(total);
+  let at = 0;
+  let next = 0;
+  for (const part of parts) {
+    if (typeof part === 'string') {
+      const length = lengths[next++]!;
+      at = writeHeader(out, at, length);
+      at += out.write(part, at, length, 'utf8');
+    } else at += part.copy(out, at);
+  }
+  return out;
+}
+
+function headerLengthOf(length: number): number {
+  return length < 126 ? 2 : length < 65536 ? 4 : 10;
+}
+
+/** Writes the header of a `length`-byte text message at `at`; returns where its payload starts. */
+function writeHeader(frame: Buffer, at: number, length: number): number {
+  frame[at] = 0x81;
+  if (length < 126) {
+    frame[at + 1] = length;
+    return at + 2;
+  }
+  if (length < 65536) {
+    frame[at + 1] = 126;
+    frame.writeUInt16BE(length, at + 2);
+    return at + 4;
+  }
+  frame[at + 1] = 127;
+  frame.writeUInt32BE(Math.floor(length / 2 ** 32), at + 2);
+  frame.writeUInt32BE(length >>> 0, at + 6);
+  return at + 10;
+}
+
 /** A frame of a `length`-byte text payload with its header written, the payload still to write. */
 function frameWithHeader(length: number): Buffer {
-  const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10;
-  const frame = Buffer.allocUnsafe(headerLength + length);
-  frame[0] = 0x81;
-  if (length < 126) {
-    frame[1] = length;
-  } else if (length < 65536) {
-    frame[1] = 126;
-    frame.writeUInt16BE(length, 2);
-  } else {
-    frame[1] = 127;
-    frame.writeUInt32BE(Math.floor(length / 2 ** 32), 2);
-    frame.writeUInt32BE(length >>> 0, 6);
-  }
+  const frame = Buffer.allocUnsafe(headerLengthOf(length) + length);
+  writeHeader(frame, 0, length);
   return frame;
 }

@@ -179,13 +179,13 @@ export class TransitionTracker {
   /** A source is gone (a worker died): its members leave, then its channels, each transition once. */
   dropSource(source: string): void {
     const channels = this.#bySource.get(source);
-    if (channels === undefined) return;
     this.#bySource.delete(source);
+    // Found by a scan: a source drops rarely, members join and leave all the time.
     const held: [string, string][] = [];
     for (const [channel, members] of this.#members) {
       for (const [key, member] of members) if (member.countOf(source) > 0) held.push([channel, key]);
     }
     for (const [channel, key] of held) this.#leave(source, channel, key, Number.MAX_SAFE_INTEGER);
-    for (const channel of channels) this.unsubscribed(source, channel);
+    if (channels !== undefined) for (const channel of channels) this.unsubscribed(source, channel);
   }
 }

@@ -325,8 +325,13 @@ describe('the container image, run as a process', { skip: skipAll }, () => {
     const created = await container.exec([...image.entrypoint, 'keys', 'create', '--name', 'backend', '--scopes', 'publish']);
     assert.equal(created.code, 0, created.stderr);
     const storeKey = created.stdout.trim();
-    // The volume holds the sqlite engine's state file (with its WAL), where the key is too, all the image user's, 0600.
-    const stateFiles = readdirSync(state).sort();
+    // The volume holds the sqlite engine's state file (with its WAL), where the key is too, all the image user's, 0600;
+    // and `notices/` (0700), where `herald apps` leaves its notices for the server (apps/apps-notice.ts).
+    assert.equal(statSync(join(state, 'notices')).uid, image.uid, 'notices/ belongs to the image user');
+    assert.equal(statSync(join(state, 'notices')).mode & 0o777, 0o700, 'notices/ is 0700');
+    const stateFiles = readdirSync(state)
+      .filter((f) => f !== 'notices')
+      .sort();
     assert.deepEqual(stateFiles.filter((f) => !f.startsWith('herald.db-')), ['herald.db']);
     for (const file of stateFiles) {
       assert.match(file, /^herald\.db(-wal|-shm)?$/);

@@ -2,8 +2,10 @@
  * `herald apps` beside a running server, on the sqlite state file and on
  * Redis: create (id, key and secret generated; the secret printed once),
  * list, show, update, rotate-secret, delete; the running server serves each
- * change within apps.pollIntervalMs without a restart (a Pusher client connects
- * with a key made by the CLI); ids and keys unique across config and store;
+ * change at once, told by the CLI (the notice beside the state file, the
+ * control topic on Redis), not by its poll (apps.pollIntervalMs is an hour
+ * here) nor a restart (a Pusher client connects with a key made by the
+ * CLI); ids and keys unique across config and store;
  * config apps read only; the memory engine refused with the reason; every
  * change audited as `cli:<user>`, never with a secret.
  */
@@ -36,6 +38,8 @@ function pusherHerald(h: TestHerald): PusherHerald {
 }
 
 const CONFIG_SECRET = randomBytes(16).toString('hex');
+/** apps.pollIntervalMs of the servers here: they see the CLI's changes only if it tells them. */
+const NO_POLL_MS = 3_600_000;
 
 describe('herald apps on the sqlite state file', { timeout: 300000 }, () => {
   let dir: string;
@@ -44,7 +48,8 @@ describe('herald apps on the sqlite state file', { timeout: 300000 }, () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'herald-apps-cli-'));
     writeFileSync(join(dir, 'cfg.secret'), CONFIG_SECRET, { mode: 0o600 });
-    const apps = { pollIntervalMs: 100, list: [{ id: 'cfg', key: 'cfg-key', secretFile: join(dir, 'cfg.secret') }] };
+    // The poll would take an hour: what the server sees, the CLI told it.
+    const apps = { pollIntervalMs: NO_POLL_MS, list: [{ id: 'cfg', key: 'cfg-key', secretFile: join(dir, 'cfg.secret') }] };
     config = join(dir, 'herald.json');
     writeFileSync(config, JSON.stringify({ mode: 'development', stateDir: join(dir, 'state'), apps }));
     h = await startHerald({ stateDir: join(dir, 'state'), apps, channels: { defaults: { allowAnonymous: true } } });
@@ -63,7 +68,7 @@ describe('herald apps on the sqlite state file', { timeout: 300000 }, () => {
     assert.match(secret, /^[0-9a-f]{32}$/);
     assert.equal(app.clientEvents, true);
     assert.equal(app.limits.maxConnections, 3);
-    // The running server serves it at its next poll; a Pusher protocol 7 client connects with the new key.
+    // The running server serves it at once; a Pusher protocol 7 client connects with the new key.
     await eventually(async () => h.server.apps.byKey(app.key), 'the server picks the new app up');
     assert.equal(h.server.apps.byKey(app.key)?.secret, secret);
     const raw = new RawPusher(pusherHerald(h).appUrl(app.key));
@@ -146,12 +151,12 @@ describe('herald apps on the sqlite state file', { timeout: 300000 }, () => {
 });
 
 describe('herald apps on Redis', { timeout: 300000 }, () => {
-  test('an app created by the CLI is served by every node', async (t) => {
+  test('an app created, changed and deleted by the CLI: every node follows at once', async (t) => {
     const skip = missingService('Redis', await redisAvailable());
     if (skip !== false) return t.skip(skip);
     const dir = mkdtempSync(join(tmpdir(), 'herald-apps-cli-redis-'));
     const engine = { type: 'redis', redisUrl: REDIS_URL, redisPrefix: 'herald-test-apps-cli-' + randomBytes(4).toString('hex') };
-    const apps = { pollIntervalMs: 100 };
+    const apps = { pollIntervalMs: NO_POLL_MS };
     const config = join(dir, 'herald.json');
     writeFileSync(config, JSON.stringify({ mode: 'development', stateDir: dir, engine, apps }));
     const a = await startHerald({ engine, apps, channels: { defaults: { allowAnonymous: true } } });
@@ -164,6 +169,8 @@ describe('herald apps on Redis', { timeout: 300000 }, () => {
       const raw = new RawPusher(pusherHerald(b).appUrl(app.key));
       assert.match(await raw.established(), /^\d+\.\d+$/);
       raw.close();
+      assert.equal((await herald(['update', app.id, '--client-events', 'on'], config)).code, 0);
+      for (const node of [a, b]) await eventually(async () => (node.server.apps.byId(app.id)?.clientEvents === true ? true : undefined), 'each node sees the change');
       assert.equal((await herald(['delete', app.id, '--yes'], config)).code, 0);
       for (const node of [a, b]) await eventually(async () => (node.server.apps.byKey(app.key) === undefined ? true : undefined), 'each node drops it');
     } finally {

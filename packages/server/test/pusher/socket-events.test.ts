@@ -16,6 +16,7 @@ import {
   nextEvent,
   pusherClient,
   rawPusher,
+  serverSdk,
   signSubscription,
   startAuthServer,
   startPusherHerald,
@@ -227,5 +228,62 @@ describe('pusher socket: client events and cache channels', { timeout: 60000 }, 
     const after = await once('herald_pusher_connections{app="main"}', 1);
     assert.equal(value(after, 'herald_pusher_connections{app="main"}'), 1);
     assert.equal(value(after, 'herald_pusher_disconnects_total{app="main",code="1006"}'), value(before, 'herald_pusher_disconnects_total{app="main",code="1006"}') + 1);
+  });
+});
+
+describe('pusher socket: cache channels keep their last event for pusher.cacheTtlMs', { timeout: 60000 }, () => {
+  // The default namespace's history lasts 200 ms; cache channels' last event 1.5 s.
+  const DEFAULT_TTL_MS = 200;
+  const CACHE_TTL_MS = 1500;
+  let h: PusherHerald;
+  const app = testApp('main');
+  const other = testApp('other');
+
+  before(async () => {
+    h = await startPusherHerald([app, other], { channels: { defaults: { historyTtlMs: DEFAULT_TTL_MS, allowAnonymous: true } }, pusher: { cacheTtlMs: CACHE_TTL_MS } });
+  });
+  afterEach(() => {
+    disconnectAll();
+    closeAllClients();
+  });
+  after(async () => {
+    await h.close();
+  });
+
+  const sleepUntil = (at: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, Math.max(0, at - Date.now())));
+  /** What a new subscriber of `channel` gets first: the replayed event's name, or pusher:cache_miss. */
+  async function firstOnSubscribe(key: string, channel: string): Promise<string> {
+    const [r] = await rawPusher(h, key);
+    r.send({ event: 'pusher:subscribe', data: { channel } });
+    const frame = await r.next((f) => f.channel === channel && f.event !== 'pusher_internal:subscription_succeeded');
+    return frame.event;
+  }
+
+  test('a new subscriber gets the last event after the default history TTL and before pusher.cacheTtlMs; pusher:cache_miss after it', async () => {
+    for (const target of [app, other]) {
+      // A loaded machine may take longer than the cache TTL between the trigger and the first subscribe: then try again.
+      for (let attempt = 1; ; attempt++) {
+        const channel = unique('cache-quote');
+        const plain = unique('quote');
+        const published = Date.now();
+        await serverSdk(h, target).trigger([channel, plain], 'quote', { v: attempt });
+        await sleepUntil(published + DEFAULT_TTL_MS * 2);
+        const replayed = await firstOnSubscribe(target.key, channel);
+        if (Date.now() - published >= CACHE_TTL_MS) {
+          assert.ok(attempt < 5, 'the cache TTL passed before a subscriber could ask, 5 times');
+          continue;
+        }
+        assert.equal(replayed, 'quote', `${target.id}: the last event outlives the default namespace's history TTL`);
+        if (target === app) {
+          // The default app's cache channel is also a native channel: its history has the cache TTL too, and reading it trims nothing.
+          const native = await connectWs(h, 'reader');
+          assert.equal((await native.call('history', { channel, limit: 10 })).publications.length, 1);
+          assert.equal((await native.call('history', { channel: plain, limit: 10 })).publications.length, 0, 'a plain channel\'s history is gone');
+        }
+        await sleepUntil(published + CACHE_TTL_MS + 100);
+        assert.equal(await firstOnSubscribe(target.key, channel), 'pusher:cache_miss', `${target.id}: after pusher.cacheTtlMs`);
+        break;
+      }
+    }
   });
 });

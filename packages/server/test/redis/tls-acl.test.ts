@@ -6,7 +6,9 @@
  * `redis-server` (plain port for the test's own commands, a TLS port with
  * certificates made here by `openssl`, client certificates required) and
  * two Herald nodes; every command Herald runs must pass the ACL (ACL LOG
- * stays empty). Refusals are clear and never show the password.
+ * stays empty), and so must the console store, apps store and key-usage
+ * store contracts run as that user. Refusals are clear and never show the
+ * password.
  */
 import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -16,10 +18,16 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { Redis } from 'ioredis';
 import { missingService } from '../helpers/services.ts';
+import { adminStoreContract } from '../helpers/admin-store-contract.ts';
+import { appStoreContract } from '../helpers/apps-store-contract.ts';
 import { WebhookReceiver } from '../helpers/webhook-receiver.ts';
 import { closeAllClients, eventually, openWs, type WsClient } from '../helpers/herald-ws.ts';
 import { buildConfig, ConfigError } from '../../src/config/load.ts';
+import { RedisAdminStore } from '../../src/console/redis-admin-store.ts';
+import { RedisAppStore } from '../../src/apps/redis-app-store.ts';
+import { RedisKeyUsageStore } from '../../src/console/key-usage-store.ts';
 import { callApi, freePort, RedisServer, startRedisHerald, Tokens, uniquePrefix, type RedisHerald } from './harness.ts';
 
 const hasRedisServer = spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0;
@@ -174,6 +182,63 @@ describe('redis engine: TLS (rediss://) and an ACL user', { skip }, () => {
       assert.deepEqual(denied, [], `webhooks ran every command within the documented ACL; denied: ${JSON.stringify(denied)}`);
     } finally {
       await receiver.close();
+    }
+  });
+
+  /**
+   * Fresh store handles on Redis as the ACL user with exactly the documented
+   * base rule (a test before may have added a line), under a key prefix of
+   * their own inside the rule's pattern. `close` deletes what they wrote
+   * (through the test's own connection) and fails if Redis denied any
+   * command: the console store, OIDC sign-ins, TOTP recovery codes, the
+   * apps store and the key-usage store run every command they have as that
+   * user, through their contracts.
+   */
+  async function asAclUser<T>(make: (clients: [Redis, Redis], prefix: string) => T): Promise<T & { close(): Promise<void> }> {
+    await redis.command('ACL', 'SETUSER', 'herald', 'reset', ...documentedAcl(password, prefix));
+    await redis.command('ACL', 'LOG', 'RESET');
+    const storePrefix = `${prefix}:stores-${randomBytes(4).toString('hex')}`;
+    const url = `redis://herald:${password}@127.0.0.1:${redis.port}`;
+    const clients: [Redis, Redis] = [
+      new Redis(url, { commandTimeout: 2000, enableOfflineQueue: false, lazyConnect: true }),
+      new Redis(url, { commandTimeout: 2000, enableOfflineQueue: false, lazyConnect: true }),
+    ];
+    for (const client of clients) await client.connect();
+    return {
+      ...make(clients, storePrefix),
+      close: async () => {
+        for (const client of clients) client.disconnect();
+        const keys = (await redis.command('KEYS', `${storePrefix}:*`)) as string[];
+        if (keys.length > 0) await redis.command('DEL', ...keys);
+        const denied = (await redis.command('ACL', 'LOG')) as unknown[];
+        assert.deepEqual(denied, [], `the store ran every command within the documented ACL; denied: ${JSON.stringify(denied)}`);
+      },
+    };
+  }
+
+  adminStoreContract('Redis as the documented ACL user', () => asAclUser(([client], storePrefix) => ({ store: new RedisAdminStore(client, storePrefix) })));
+  appStoreContract('Redis as the documented ACL user', () => asAclUser(([client, second], storePrefix) => ({ store: new RedisAppStore(client, storePrefix), other: new RedisAppStore(second, storePrefix) })));
+
+  test('the console key-usage store as the documented ACL user: a later use is kept, an earlier one is not', async () => {
+    const h = await asAclUser(([client], storePrefix) => ({ usage: new RedisKeyUsageStore(client, storePrefix) }));
+    try {
+      await h.usage.save([
+        ['ci', 2000],
+        ['deploy', 1000],
+      ]);
+      await h.usage.save([
+        ['ci', 1500],
+        ['deploy', 3000],
+      ]);
+      assert.deepEqual(
+        await h.usage.load(),
+        new Map([
+          ['ci', 2000],
+          ['deploy', 3000],
+        ]),
+      );
+    } finally {
+      await h.close();
     }
   });
 

@@ -120,8 +120,16 @@ describe('defaults', () => {
       },
       noEnv,
     );
-    const resolved = new ChannelRules(config.channels).resolve('chat:room');
+    const rules = new ChannelRules(config.channels);
+    const resolved = rules.resolve('chat:room');
     assert.ok(!('reply' in resolved), `chat:room resolves, got ${JSON.stringify(resolved)}`);
+    // Resolutions are kept (a bounded set): the same answer again, also after the set has been dropped when full, and refusals stay refusals.
+    assert.deepEqual(rules.resolve('chat:room'), resolved);
+    for (let i = 0; i < 3000; i++) assert.equal((rules.resolve(`chat:r${i}`) as { namespace: string }).namespace, 'chat');
+    assert.deepEqual(rules.resolve('chat:room'), resolved);
+    assert.deepEqual(rules.resolve('nope:room'), { reply: 'unknown_namespace' });
+    assert.deepEqual(rules.resolve('nope:room'), { reply: 'unknown_namespace' });
+    assert.equal((rules.resolve('room') as { namespace: string }).namespace, '');
     assert.equal(resolved.options.clientPublish, true, 'set option wins');
     assert.deepEqual(
       {

@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { createServer } from 'node:net';
 import type { AddressInfo } from 'node:net';
 import WebSocket from 'ws';
-import { encodeServerTextFrame, encodeServerTextFrameOf } from '../../src/util/websocket-frame.ts';
+import { encodeServerTextFrame, encodeServerTextFrameOf, encodeServerTextFrames } from '../../src/util/websocket-frame.ts';
 
 describe('encodeServerTextFrame', () => {
   it('uses 7-bit, 16-bit and 64-bit lengths at the RFC boundaries', () => {
@@ -32,6 +32,14 @@ describe('encodeServerTextFrame', () => {
       const text = 'é'.repeat(Math.floor(length / 2)) + 'x'.repeat(length % 2) + '€😀';
       assert.ok(encodeServerTextFrameOf(text).equals(encodeServerTextFrame(Buffer.from(text, 'utf8'))), `length ${length}`);
     }
+  });
+
+  it('frames several messages into one buffer: the concatenation of each one framed alone, in order', () => {
+    const texts = ['', '{"id":1,"result":{}}', 'é'.repeat(70), 'x'.repeat(126), '€'.repeat(30000), 'y'.repeat(70000)];
+    const framed = encodeServerTextFrame(Buffer.from('{"push":"publication"}'));
+    const parts = [texts[0]!, texts[1]!, framed, texts[2]!, texts[3]!, framed, texts[4]!, texts[5]!];
+    const expected = Buffer.concat(parts.map((part) => (typeof part === 'string' ? encodeServerTextFrameOf(part) : part)));
+    assert.ok(encodeServerTextFrames(parts).equals(expected));
   });
 
   it('is read back by a real ws client, whatever the size', async () => {
