@@ -235,7 +235,7 @@ function EditApp({ app, onDone }: { app: AppRow; onDone: (status?: string) => Pr
         <input type="checkbox" id="edit-subscription-count" checked={subscriptionCount} onChange={(e) => setSubscriptionCount(e.currentTarget.checked)} />
         Subscription counts (pusher:subscription_count to subscribers of non-presence channels, at most once a second)
       </label>
-      <label for="edit-origins">Allowed origins, one per line (empty: the server's listen.allowedOrigins)</label>
+      <label for="edit-origins">Allowed origins, one per line (empty: the server's cors.origins)</label>
       <textarea id="edit-origins" rows={3} value={origins} onInput={(e) => setOrigins(e.currentTarget.value)} />
       <fieldset>
         <legend>Limits</legend>
