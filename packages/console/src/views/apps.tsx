@@ -5,10 +5,11 @@
  * limits and webhooks; rotate its secret (shown once); delete it. Apps of
  * the config file are shown read only.
  */
-import { useEffect, useState } from 'preact/hooks';
+import { useState } from 'preact/hooks';
 import { ApiFailure, call, describeFailure } from '../api.ts';
 import { when } from '../format.ts';
-import { ConfirmButton, Empty, SecretOnce, StatusLine, type Status } from '../widgets.tsx';
+import { SecretListView, useSecretList } from '../secret-list.tsx';
+import { ConfirmButton, StatusLine, type Status } from '../widgets.tsx';
 
 interface Webhook {
   readonly url: string;
@@ -57,136 +58,91 @@ function failure(error: unknown): string {
 const SECRET_NOTE = 'Copy it now into the backends that sign for this app (the pusher server SDK, the auth endpoint): Herald will not show it again.';
 
 export function Apps() {
-  const [rows, setRows] = useState<readonly AppRow[] | null>(null);
-  const [status, setStatus] = useState<Status | null>(null);
-  const [secret, setSecret] = useState<{ title: string; secret: string; id: string } | null>(null);
+  const list = useSecretList(async () => (await call<{ apps: AppRow[] }>('apps')).apps, failure);
   const [editing, setEditing] = useState<AppRow | null>(null);
   const [name, setName] = useState('');
   const [id, setId] = useState('');
   const [clientEvents, setClientEvents] = useState(false);
   const [subscriptionCount, setSubscriptionCount] = useState(false);
 
-  async function load() {
-    try {
-      setRows((await call<{ apps: AppRow[] }>('apps')).apps);
-    } catch (error) {
-      setStatus({ kind: 'error', text: failure(error) });
-    }
-  }
-
-  useEffect(() => {
-    void load();
-  }, []);
-
   async function create(event: Event) {
     event.preventDefault();
-    setStatus({ kind: 'busy', text: 'Creating…' });
-    try {
+    await list.act('Creating…', async () => {
       const body: Record<string, unknown> = { name: name.trim() === '' ? undefined : name.trim(), clientEvents, subscriptionCount };
       if (id.trim() !== '') body['id'] = id.trim();
       const answer = await call<{ app: AppRow; secret: string }>('apps', { method: 'POST', body });
-      setSecret({ title: `Secret of the new app “${answer.app.name}” (id ${answer.app.id}, key ${answer.app.key})`, secret: answer.secret, id: answer.app.id });
       setName('');
       setId('');
       setClientEvents(false);
       setSubscriptionCount(false);
-      setStatus({ kind: 'ok', text: `App ${answer.app.id} created.` });
-      await load();
-    } catch (error) {
-      setStatus({ kind: 'error', text: failure(error) });
-    }
+      return {
+        text: `App ${answer.app.id} created.`,
+        secret: { title: `Secret of the new app “${answer.app.name}” (id ${answer.app.id}, key ${answer.app.key})`, secret: answer.secret, name: answer.app.id },
+      };
+    });
   }
 
-  async function rotate(app: AppRow) {
-    setStatus({ kind: 'busy', text: 'Rotating…' });
-    try {
+  const rotate = (app: AppRow) =>
+    list.act('Rotating…', async () => {
       const answer = await call<{ app: AppRow; secret: string }>(`apps/${encodeURIComponent(app.id)}/rotate-secret`, { method: 'POST' });
-      setSecret({ title: `New secret of “${app.name}” (id ${app.id})`, secret: answer.secret, id: app.id });
-      setStatus({ kind: 'ok', text: `The secret of ${app.id} was replaced: signatures with the old one are refused.` });
-      await load();
-    } catch (error) {
-      setStatus({ kind: 'error', text: failure(error) });
-    }
-  }
+      return { text: `The secret of ${app.id} was replaced: signatures with the old one are refused.`, secret: { title: `New secret of “${app.name}” (id ${app.id})`, secret: answer.secret, name: app.id } };
+    });
 
-  async function remove(app: AppRow) {
-    setStatus({ kind: 'busy', text: 'Deleting…' });
-    try {
+  const remove = (app: AppRow) =>
+    list.act('Deleting…', async () => {
       await call(`apps/${encodeURIComponent(app.id)}`, { method: 'DELETE' });
       if (editing?.id === app.id) setEditing(null);
-      setStatus({ kind: 'ok', text: `App ${app.id} deleted: its connections are closed and its key is refused.` });
-      await load();
-    } catch (error) {
-      setStatus({ kind: 'error', text: failure(error) });
-    }
-  }
+      return `App ${app.id} deleted: its connections are closed and its key is refused.`;
+    });
 
   return (
-    <section aria-labelledby="apps-title">
-      <h2 id="apps-title">Apps</h2>
-      <p class="muted">The tenants of the Pusher endpoint: each app has its own key, secret, channels, limits and webhooks.</p>
-      {secret !== null && <SecretOnce title={secret.title} secret={secret.secret} keyName={secret.id} note={SECRET_NOTE} onDone={() => setSecret(null)} />}
-      <StatusLine status={status} />
-      {rows !== null && rows.length === 0 && <Empty>No app yet.</Empty>}
-      {rows !== null && rows.length > 0 && (
-        <div class="table-wrap">
-          <table id="apps-table">
-            <thead>
-              <tr>
-                <th scope="col">Name</th>
-                <th scope="col">ID</th>
-                <th scope="col">Key</th>
-                <th scope="col">Status</th>
-                <th scope="col">Client events</th>
-                <th scope="col">Subscription counts</th>
-                <th scope="col">Connections</th>
-                <th scope="col">Created</th>
-                <th scope="col">Actions</th>
-              </tr>
-            </thead>
-            <tbody>
-              {rows.map((app) => (
-                <tr key={app.id} data-app={app.id} data-source={app.source} data-enabled={String(app.enabled)}>
-                  <td>
-                    {app.name}
-                    {app.source === 'config' && <span class="muted"> (config file{app.default ? ', default app' : ''})</span>}
-                  </td>
-                  <td class="mono">{app.id}</td>
-                  <td class="mono" data-field="key">
-                    {app.key}
-                  </td>
-                  <td data-field="status">{app.enabled ? 'enabled' : 'disabled'}</td>
-                  <td>{app.clientEvents ? 'on' : 'off'}</td>
-                  <td data-field="subscription-count">{app.subscriptionCount ? 'on' : 'off'}</td>
-                  <td data-field="connections">{app.connections ?? '–'}</td>
-                  <td>{when(app.createdAt)}</td>
-                  <td class="row-actions">
-                    {app.source === 'config' ? (
-                      <span class="muted">change it in the config file</span>
-                    ) : (
-                      <>
-                        <button type="button" data-action="edit" onClick={() => setEditing(app)}>
-                          Edit
-                        </button>
-                        <ConfirmButton name="rotate" label="Rotate secret" question={`Replace the secret of ${app.name}? Backends signing with the old one stop working.`} onConfirm={() => rotate(app)} />
-                        <ConfirmButton name="delete" label="Delete" question={`Delete ${app.name}? Its connections close and its key is refused.`} danger onConfirm={() => remove(app)} />
-                      </>
-                    )}
-                  </td>
-                </tr>
-              ))}
-            </tbody>
-          </table>
-        </div>
+    <SecretListView
+      name="apps"
+      title="Apps"
+      intro={<p class="muted">The tenants of the Pusher endpoint: each app has its own key, secret, channels, limits and webhooks.</p>}
+      list={list}
+      secretNote={SECRET_NOTE}
+      empty="No app yet."
+      columns={['Name', 'ID', 'Key', 'Status', 'Client events', 'Subscription counts', 'Connections', 'Created', 'Actions']}
+      row={(app) => (
+        <tr key={app.id} data-app={app.id} data-source={app.source} data-enabled={String(app.enabled)}>
+          <td>
+            {app.name}
+            {app.source === 'config' && <span class="muted"> (config file{app.default ? ', default app' : ''})</span>}
+          </td>
+          <td class="mono">{app.id}</td>
+          <td class="mono" data-field="key">
+            {app.key}
+          </td>
+          <td data-field="status">{app.enabled ? 'enabled' : 'disabled'}</td>
+          <td>{app.clientEvents ? 'on' : 'off'}</td>
+          <td data-field="subscription-count">{app.subscriptionCount ? 'on' : 'off'}</td>
+          <td data-field="connections">{app.connections ?? '–'}</td>
+          <td>{when(app.createdAt)}</td>
+          <td class="row-actions">
+            {app.source === 'config' ? (
+              <span class="muted">change it in the config file</span>
+            ) : (
+              <>
+                <button type="button" data-action="edit" onClick={() => setEditing(app)}>
+                  Edit
+                </button>
+                <ConfirmButton name="rotate" label="Rotate secret" question={`Replace the secret of ${app.name}? Backends signing with the old one stop working.`} onConfirm={() => rotate(app)} />
+                <ConfirmButton name="delete" label="Delete" question={`Delete ${app.name}? Its connections close and its key is refused.`} danger onConfirm={() => remove(app)} />
+              </>
+            )}
+          </td>
+        </tr>
       )}
+    >
       {editing !== null && (
         <EditApp
           key={editing.id}
           app={editing}
           onDone={async (text) => {
             setEditing(null);
-            if (text !== undefined) setStatus({ kind: 'ok', text });
-            await load();
+            if (text !== undefined) list.setStatus({ kind: 'ok', text });
+            await list.reload();
           }}
         />
       )}
@@ -208,7 +164,7 @@ export function Apps() {
           Create app
         </button>
       </form>
-    </section>
+    </SecretListView>
   );
 }
 

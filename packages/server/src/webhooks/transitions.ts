@@ -31,23 +31,70 @@ function memberKey(info: ClientInfo): string {
   return info.user !== '' ? 'u' + info.user : 'c' + info.client;
 }
 
+/**
+ * A member of a channel: the connections each source holds of it. Kept per
+ * connection of a presence channel (every idle presence subscriber has
+ * one), so the usual case, one source (the single process, or one worker),
+ * holds no Map and no ref object: the ref is made when an event needs it.
+ */
+class Member {
+  /** The first connection's info: the member's ref (`refOf`). */
+  readonly info: ClientInfo;
+  /** The one source holding it, while there is one and `more` is undefined. */
+  #source: string | undefined = undefined;
+  #count = 0;
+  /** Sources → connections, once a second source holds it. */
+  #more: Map<string, number> | undefined = undefined;
+
+  constructor(info: ClientInfo) {
+    this.info = info;
+  }
+
+  countOf(source: string): number {
+    if (this.#more !== undefined) return this.#more.get(source) ?? 0;
+    return this.#source === source ? this.#count : 0;
+  }
+
+  /** Sets `source`'s count (0 removes it). */
+  set(source: string, count: number): void {
+    if (this.#more === undefined) {
+      if (this.#source === undefined || this.#source === source) {
+        this.#source = count > 0 ? source : undefined;
+        this.#count = count;
+        return;
+      }
+      if (count === 0) return;
+      this.#more = new Map([[this.#source, this.#count]]);
+      this.#source = undefined;
+    }
+    if (count > 0) this.#more.set(source, count);
+    else this.#more.delete(source);
+  }
+
+  /** Whether no source holds it any more. */
+  get empty(): boolean {
+    return this.#more === undefined ? this.#source === undefined : this.#more.size === 0;
+  }
+}
+
+/** The ref of a member from its first connection's info. */
+function refOf(info: ClientInfo): MemberRef {
+  return info.user !== '' ? { user: info.user, info: info.conn_info } : { user: '', client: info.client };
+}
+
 export class TransitionTracker {
   readonly #sink: TransitionSink;
   /** channel → sources holding at least one subscriber. */
   readonly #channels = new Map<string, Set<string>>();
-  /** channel → member key → source → connections. */
-  readonly #members = new Map<string, Map<string, { ref: MemberRef; bySource: Map<string, number> }>>();
+  /** channel → member key → its member. */
+  readonly #members = new Map<string, Map<string, Member>>();
   /**
    * Channels without sources whose members have not all left yet: a
    * connection's last subscriber leaves the hub before its presence entry,
    * and vacated must follow the last member_removed.
    */
   readonly #vacating = new Set<string>();
-  /**
-   * source → the channels it holds (for dropSource). Its members are found
-   * by a scan of `#members` when it drops: a source drops rarely (a worker
-   * died), members join and leave all the time.
-   */
+  /** source → the channels it holds (for dropSource; its members are found in #members). */
   readonly #bySource = new Map<string, Set<string>>();
 
   constructor(sink: TransitionSink) {
@@ -104,11 +151,11 @@ export class TransitionTracker {
     let member = members.get(key);
     const isNew = member === undefined;
     if (member === undefined) {
-      member = { ref: info.user !== '' ? { user: info.user, info: info.conn_info } : { user: '', client: info.client }, bySource: new Map() };
+      member = new Member(info);
       members.set(key, member);
     }
-    member.bySource.set(source, (member.bySource.get(source) ?? 0) + 1);
-    if (isNew) this.#sink.memberAdded(channel, member.ref);
+    member.set(source, member.countOf(source) + 1);
+    if (isNew) this.#sink.memberAdded(channel, refOf(member.info));
   }
 
   left(source: string, channel: string, info: ClientInfo): void {
@@ -119,28 +166,26 @@ export class TransitionTracker {
     const members = this.#members.get(channel);
     const member = members?.get(key);
     if (members === undefined || member === undefined) return;
-    const left = (member.bySource.get(source) ?? 0) - count;
-    if (left > 0) {
-      member.bySource.set(source, left);
-      return;
-    }
-    member.bySource.delete(source);
-    if (member.bySource.size > 0) return;
+    const held = member.countOf(source);
+    if (held === 0) return;
+    member.set(source, Math.max(0, held - count));
+    if (!member.empty) return;
     members.delete(key);
     if (members.size === 0) this.#members.delete(channel);
-    this.#sink.memberRemoved(channel, member.ref);
+    this.#sink.memberRemoved(channel, refOf(member.info));
     if (members.size === 0 && this.#vacating.delete(channel)) this.#sink.vacated(channel);
   }
 
   /** A source is gone (a worker died): its members leave, then its channels, each transition once. */
   dropSource(source: string): void {
-    const held = this.#bySource.get(source);
+    const channels = this.#bySource.get(source);
     this.#bySource.delete(source);
-    for (const [channel, members] of [...this.#members]) {
-      for (const [key, member] of [...members]) {
-        if (member.bySource.has(source)) this.#leave(source, channel, key, Number.MAX_SAFE_INTEGER);
-      }
+    // Found by a scan: a source drops rarely, members join and leave all the time.
+    const held: [string, string][] = [];
+    for (const [channel, members] of this.#members) {
+      for (const [key, member] of members) if (member.countOf(source) > 0) held.push([channel, key]);
     }
-    if (held !== undefined) for (const channel of held) this.unsubscribed(source, channel);
+    for (const [channel, key] of held) this.#leave(source, channel, key, Number.MAX_SAFE_INTEGER);
+    if (channels !== undefined) for (const channel of channels) this.unsubscribed(source, channel);
   }
 }
