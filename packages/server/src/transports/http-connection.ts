@@ -62,14 +62,15 @@ export interface SessionRouter {
 const SECRETS_PER_FILL = 256;
 let secretPool = Buffer.alloc(0);
 let secretOffset = 0;
-function secretBytes(): Buffer {
+/** 16 random bytes from the pool, as base64url text (22 characters). */
+function secretText(): string {
   if (secretOffset + 16 > secretPool.length) {
     secretPool = randomBytes(16 * SECRETS_PER_FILL);
     secretOffset = 0;
   }
-  const bytes = secretPool.subarray(secretOffset, secretOffset + 16);
+  const text = secretPool.toString('base64url', secretOffset, secretOffset + 16);
   secretOffset += 16;
-  return bytes;
+  return text;
 }
 
 /** Session secrets → clients. A secret is 128 random bits (after the router's prefix); the client id alone authorizes nothing. */
@@ -86,7 +87,7 @@ export class SessionRegistry {
   }
 
   register(client: Client): string {
-    const secret = this.#prefix + secretBytes().toString('base64url');
+    const secret = this.#prefix + secretText();
     this.#sessions.set(secret, client);
     client.onClosed(() => this.#sessions.delete(secret));
     return secret;

@@ -337,7 +337,9 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       client.scope = scope;
       client.address = admission.address ?? request.socket.remoteAddress ?? '';
       if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
-      client.batchRequested = announcesBatch(new URLSearchParams(request.url?.slice(path.length) ?? '').get('batch'));
+      // The query is parsed only when it can name `batch` (most URLs carry none; `%` for an encoded name).
+      const query = request.url?.slice(path.length) ?? '';
+      client.batchRequested = (query.includes('batch') || query.includes('%')) && announcesBatch(new URLSearchParams(query).get('batch'));
       client.fallbackToken = admission.fallbackToken;
     });
   }
