@@ -1,7 +1,9 @@
 /**
  * Connections and users: find a user's connections (transport, node,
  * channels, address, since), disconnect them, revoke the user (every token
- * issued before now) or one token by its id (operators).
+ * issued before now) or one token by its id (operators). A user is an
+ * app's: with apps, the search names the app (default: the default app,
+ * whose users are the server's own); `#/connections?user=ann&app=shop`.
  */
 import { useEffect, useState } from 'preact/hooks';
 import { call, describeFailure } from '../api.ts';
@@ -9,6 +11,18 @@ import { when } from '../format.ts';
 import { allows, route } from '../state.ts';
 import { ConfirmButton, Empty, StatusLine, type Status } from '../widgets.tsx';
 import { shortId } from '../overview-stream.ts';
+
+interface AppChoice {
+  readonly id: string;
+  readonly name: string;
+  /** The default app: its users are the server's own (unprefixed paths). */
+  readonly default: boolean;
+}
+
+/** How an app is named in the view: its name, and its id when they differ. */
+function appLabel(app: AppChoice): string {
+  return app.name === app.id ? app.id : `${app.name} (${app.id})`;
+}
 
 interface ConnectionRow {
   readonly client: string;
@@ -22,20 +36,34 @@ interface ConnectionRow {
 
 export function Connections() {
   const initial = route.value.query.get('user') ?? '';
+  const initialApp = route.value.query.get('app') ?? '';
   const [user, setUser] = useState(initial);
-  const [shownUser, setShownUser] = useState<string | null>(null);
+  const [app, setApp] = useState(initialApp);
+  const [apps, setApps] = useState<readonly AppChoice[]>([]);
+  /** The user and app ('' for the default app) the table shows. */
+  const [shown, setShown] = useState<{ readonly user: string; readonly app: string } | null>(null);
   const [rows, setRows] = useState<readonly ConnectionRow[] | null>(null);
   const [status, setStatus] = useState<Status | null>(null);
   const [token, setToken] = useState('');
   const [tokenStatus, setTokenStatus] = useState<Status | null>(null);
   const operator = allows('operator');
+  /** The non-default apps: the other choices of the search. */
+  const others = apps.filter((a) => !a.default);
+  const defaultApp = apps.find((a) => a.default);
 
-  async function find(name: string) {
+  /** `ann`, or `ann of Shop (shop)` for another app's user. */
+  function who(name: string, appId: string): string {
+    const found = apps.find((a) => a.id === appId);
+    if (appId === '' || found?.default === true) return name;
+    return `${name} of ${found === undefined ? appId : appLabel(found)}`;
+  }
+
+  async function find(name: string, appId: string) {
     setStatus({ kind: 'busy', text: 'Searching…' });
     try {
-      const answer = await call<{ connections: ConnectionRow[] }>('connections', { query: { user: name } });
+      const answer = await call<{ connections: ConnectionRow[] }>('connections', { query: { user: name, app: appId } });
       setRows(answer.connections);
-      setShownUser(name);
+      setShown({ user: name, app: appId });
       setStatus(null);
     } catch (error) {
       setStatus({ kind: 'error', text: describeFailure(error) });
@@ -43,18 +71,27 @@ export function Connections() {
   }
 
   useEffect(() => {
-    if (initial !== '') void find(initial);
-  }, [initial]);
+    call<{ apps: AppChoice[] }>('connections/apps')
+      .then((answer) => {
+        setApps(answer.apps);
+        // `?app=` naming the default app is the default choice.
+        if (answer.apps.some((a) => a.default && a.id === initialApp)) setApp('');
+      })
+      .catch(() => setApps([]));
+  }, []);
+
+  useEffect(() => {
+    if (initial !== '') void find(initial, initialApp);
+  }, [initial, initialApp]);
 
   async function act(path: string, done: string) {
+    if (shown === null) return;
     setStatus({ kind: 'busy', text: 'Working…' });
     try {
-      const answer = await call<{ disconnected?: number } | undefined>(path, { method: 'POST' });
+      const answer = await call<{ disconnected?: number } | undefined>(path, { method: 'POST', body: shown.app === '' ? {} : { app: shown.app } });
       setStatus({ kind: 'ok', text: answer?.disconnected === undefined ? done : `${done} (${answer.disconnected} connection${answer.disconnected === 1 ? '' : 's'}).` });
-      if (shownUser !== null) {
-        const refreshed = await call<{ connections: ConnectionRow[] }>('connections', { query: { user: shownUser } });
-        setRows(refreshed.connections);
-      }
+      const refreshed = await call<{ connections: ConnectionRow[] }>('connections', { query: { user: shown.user, app: shown.app } });
+      setRows(refreshed.connections);
     } catch (error) {
       setStatus({ kind: 'error', text: describeFailure(error) });
     }
@@ -82,21 +119,34 @@ export function Connections() {
         role="search"
         onSubmit={(event) => {
           event.preventDefault();
-          if (user.trim() !== '') void find(user.trim());
+          if (user.trim() !== '') void find(user.trim(), app);
         }}
       >
+        {others.length > 0 && (
+          <>
+            <label for="connections-app">App</label>
+            <select id="connections-app" value={app} onChange={(e) => setApp(e.currentTarget.value)}>
+              <option value="">{defaultApp === undefined ? 'The server (no app)' : `${appLabel(defaultApp)}, the default app`}</option>
+              {others.map((a) => (
+                <option key={a.id} value={a.id}>
+                  {appLabel(a)}
+                </option>
+              ))}
+            </select>
+          </>
+        )}
         <label for="connections-user">User</label>
         <input id="connections-user" type="search" required value={user} placeholder="user id (the token's sub)" onInput={(e) => setUser(e.currentTarget.value)} />
         <button type="submit">Find connections</button>
       </form>
       <StatusLine status={status} />
-      {shownUser !== null && shownUser !== '' && operator && (
-        <div class="actions row" aria-label={`Actions for ${shownUser}`} role="group">
-          <ConfirmButton name="disconnect" label={`Disconnect ${shownUser}`} question={`Disconnect every connection of ${shownUser}?`} danger onConfirm={() => act(`users/${encodeURIComponent(shownUser)}/disconnect`, `${shownUser} disconnected`)} />
-          <ConfirmButton name="revoke-user" label={`Revoke ${shownUser}`} question={`Revoke every token of ${shownUser} issued until now?`} danger onConfirm={() => act(`users/${encodeURIComponent(shownUser)}/revoke`, `${shownUser} revoked: tokens issued until now no longer connect`)} />
+      {shown !== null && shown.user !== '' && operator && (
+        <div class="actions row" aria-label={`Actions for ${who(shown.user, shown.app)}`} role="group">
+          <ConfirmButton name="disconnect" label={`Disconnect ${who(shown.user, shown.app)}`} question={`Disconnect every connection of ${who(shown.user, shown.app)}?`} danger onConfirm={() => act(`users/${encodeURIComponent(shown.user)}/disconnect`, `${who(shown.user, shown.app)} disconnected`)} />
+          <ConfirmButton name="revoke-user" label={`Revoke ${who(shown.user, shown.app)}`} question={`Revoke every token of ${who(shown.user, shown.app)} issued until now?`} danger onConfirm={() => act(`users/${encodeURIComponent(shown.user)}/revoke`, `${who(shown.user, shown.app)} revoked: tokens issued until now no longer connect`)} />
         </div>
       )}
-      {rows !== null && rows.length === 0 && <Empty>No connection{shownUser === '' || shownUser === null ? '' : ` for ${shownUser}`}.</Empty>}
+      {rows !== null && rows.length === 0 && <Empty>No connection{shown === null || shown.user === '' ? '' : ` for ${who(shown.user, shown.app)}`}.</Empty>}
       {rows !== null && rows.length > 0 && (
         <div class="table-wrap">
           <table id="connections-table">

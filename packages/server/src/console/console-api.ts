@@ -4,10 +4,15 @@
  *
  * - viewer: `GET B/api/overview/stream` (SSE, one frame per second:
  *   overview.ts), `GET B/api/channels`, `GET B/api/channels/:channel`,
- *   `GET B/api/connections?user=`.
+ *   `GET B/api/connections?user=&app=`, `GET B/api/connections/apps`.
  * - operator: `POST B/api/channels/:channel/publish`,
- *   `POST B/api/users/:user/disconnect`, `POST B/api/users/:user/revoke`,
- *   `POST B/api/tokens/:id/revoke`.
+ *   `POST B/api/users/:user/disconnect`, `POST B/api/users/:user/revoke`
+ *   (both with an optional `app`), `POST B/api/tokens/:id/revoke`.
+ *
+ * Users are an app's (apps/apps.ts): `app` names the app whose user `user`
+ * is (default: the default app, whose users are the server's own). The node
+ * counts another app's users as `~{id}~user` (Client.userKey); that name
+ * stays inside: answers carry the user's id and the app's channel names.
  * - owner: `GET|POST B/api/keys…`, `GET B/api/audit`, `GET B/api/audit/export`.
  *
  * Actions run through the server API's executor (api/executor.ts) with an
@@ -20,6 +25,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { encodeResult, JsonText, type ApiErrorCode } from '@herald/protocol';
 import { ApiError, type ApiExecutor } from '../api/executor.ts';
 import type { ApiPrincipal } from '../auth/api-keys.ts';
+import { nativeName, type AppRegistry } from '../apps/apps.ts';
 import { CommandError } from '../core/client.ts';
 import type { Node } from '../core/node.ts';
 import type { ResolvedChannel } from '../core/channel-rules.ts';
@@ -36,6 +42,14 @@ export interface ConsoleApiDeps {
   readonly executor: ApiExecutor;
   /** Without it, keys show `lastUsedAt: null`. */
   readonly keyUsage?: KeyUsage | undefined;
+  /** The apps served now; without it, users are the server's own only. */
+  readonly apps?: AppRegistry | undefined;
+}
+
+/** A user of an app as the node counts it (Client.userKey), and the app for the audit log (undefined: the default app). */
+interface AppUser {
+  readonly key: string;
+  readonly app: string | undefined;
 }
 
 /** Overview streams one session may hold open at once (tabs); one more is answered 429. */
@@ -154,17 +168,25 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
     throw error;
   };
 
-  /** Runs a server API method as the admin; audited. */
-  const act = async (request: FastifyRequest, reply: FastifyReply, action: string, target: string, method: string, body: Record<string, unknown>): Promise<unknown> => {
+  /** Runs a server API method as the admin; audited (with `detail`, never a secret). */
+  const act = async (request: FastifyRequest, reply: FastifyReply, action: string, target: string, method: string, body: Record<string, unknown>, detail?: Record<string, unknown>): Promise<unknown> => {
     try {
       const result = await executor.run(method, body, principal(request));
-      audit(request, action, target, 'ok', { result: result instanceof JsonText ? undefined : result });
+      audit(request, action, target, 'ok', { ...detail, result: result instanceof JsonText ? undefined : result });
       return reply.type('application/json').send(encodeResult(result));
     } catch (error) {
       const code = error instanceof ApiError ? error.code : 'internal';
-      audit(request, action, target, 'failed', { code });
+      audit(request, action, target, 'failed', { ...detail, code });
       return fail(reply, error);
     }
+  };
+
+  /** `user` of the app named `appId` (absent: the default app, whose users are the server's own); 404 for an app that does not exist. */
+  const appUser = (user: string, appId: string | undefined): AppUser => {
+    if (appId === undefined) return { key: user, app: undefined };
+    const found = deps.apps?.byId(appId);
+    if (found === undefined) throw new InputError(`app: no app with id "${appId.slice(0, 64)}"`, 'not_found');
+    return found.channelPrefix === '' ? { key: user, app: undefined } : { key: found.channelPrefix + user, app: found.id };
   };
 
   // --- overview --------------------------------------------------------
@@ -280,37 +302,48 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
   app.get(`${base}/connections`, { preHandler: requireRole('viewer') }, async (request, reply) => {
     try {
       const user = text(query(request)['user'], 'user', { required: true })!;
-      const { connections, missing } = await node.userConnections(user);
-      return { connections, missing };
+      const { key, app: appId } = appUser(user, text(query(request)['app'], 'app'));
+      const { connections, missing } = await node.userConnections(key);
+      // The app's channel names, never the server-internal `~{id}~name`.
+      return { connections: appId === undefined ? connections : connections.map((c) => ({ ...c, channels: c.channels.map(nativeName) })), missing };
     } catch (error) {
       return fail(reply, error);
     }
   });
+
+  app.get(`${base}/connections/apps`, { preHandler: requireRole('viewer') }, async () => ({
+    apps: (deps.apps?.list() ?? []).map((a) => ({ id: a.id, name: a.name, default: a.channelPrefix === '' })),
+  }));
 
   app.post(`${base}/users/:user/disconnect`, { preHandler: requireRole('operator') }, async (request, reply) => {
     let user: string;
     let reconnect: boolean;
+    let target: AppUser;
     try {
       user = text(params(request)['user'], 'user', { required: true })!;
       const body = bodyObject(request.body);
-      onlyFields(body, ['reconnect']);
+      onlyFields(body, ['reconnect', 'app']);
       if (body['reconnect'] !== undefined && typeof body['reconnect'] !== 'boolean') throw new InputError('reconnect: true or false');
       reconnect = body['reconnect'] === true;
+      target = appUser(user, text(body['app'], 'app'));
     } catch (error) {
       return fail(reply, error);
     }
-    return act(request, reply, 'user.disconnect', user, 'disconnect', { user, reconnect });
+    return act(request, reply, 'user.disconnect', user, 'disconnect', { user: target.key, reconnect }, target.app === undefined ? undefined : { app: target.app });
   });
 
   app.post(`${base}/users/:user/revoke`, { preHandler: requireRole('operator') }, async (request, reply) => {
     let user: string;
+    let target: AppUser;
     try {
       user = text(params(request)['user'], 'user', { required: true })!;
-      onlyFields(bodyObject(request.body), []);
+      const body = bodyObject(request.body);
+      onlyFields(body, ['app']);
+      target = appUser(user, text(body['app'], 'app'));
     } catch (error) {
       return fail(reply, error);
     }
-    return act(request, reply, 'user.revoke', user, 'revoke_user', { user });
+    return act(request, reply, 'user.revoke', user, 'revoke_user', { user: target.key }, target.app === undefined ? undefined : { app: target.app });
   });
 
   app.post(`${base}/tokens/:id/revoke`, { preHandler: requireRole('operator') }, async (request, reply) => {

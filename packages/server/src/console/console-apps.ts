@@ -20,11 +20,14 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sendApiError } from '../transports/http-connection.ts';
 import { AppActionError, type AppAdmin, type AppView } from '../apps/app-admin.ts';
+import type { AppRegistry } from '../apps/apps.ts';
 import type { AppConnectionSplit } from '../edge/connection-limits.ts';
 import { requireRole, type ConsoleContext } from './console-guard.ts';
 
 export interface ConsoleAppsDeps {
   readonly admin: AppAdmin;
+  /** The apps served now: the connections view finds an app's users by it (console-api.ts). */
+  readonly registry?: AppRegistry | undefined;
   /** An app's connections on this node, the count its cap judges by (edge.appConnections); absent: not shown. */
   readonly connections?: ((id: string) => AppConnectionSplit) | undefined;
 }

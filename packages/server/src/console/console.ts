@@ -101,7 +101,7 @@ export async function registerConsole(app: FastifyInstance, options: ConsoleOpti
   registerPasskeyRoutes(app, ctx, passkeySettings(config));
   registerOidcRoutes(app, ctx, options.oidcProviders ?? []);
   registerConsoleStatic(app, { basePath: c.basePath, warn: (message) => logger.warn(message) });
-  registerConsoleApi(app, ctx, { node: options.node, executor: new ApiExecutor(options.node), keyUsage: options.keyUsage });
+  registerConsoleApi(app, ctx, { node: options.node, executor: new ApiExecutor(options.node), keyUsage: options.keyUsage, apps: options.apps?.registry });
   if (options.apps !== undefined) registerConsoleApps(app, ctx, options.apps);
   // The stand-in hash for unknown names, made now so that no sign-in pays for it.
   hasher.warm().catch((error: unknown) => logger.error({ err: error }, 'console password hashing unavailable'));

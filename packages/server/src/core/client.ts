@@ -35,7 +35,7 @@ import type { NamespaceConfig } from '../config/schema.ts';
 import type { ForwardedRequest, HookConnection } from '../hooks/hooks.ts';
 import type { Node } from './node.ts';
 import { appChannel, nativeName } from '../apps/apps.ts';
-import type { TokenVerifier } from '../auth/jwt.ts';
+import type { ConnectionIdentity, TokenVerifier } from '../auth/jwt.ts';
 import type { AppScope } from '../transports/app-paths.ts';
 import type { ResolvedChannel } from './channel-rules.ts';
 
@@ -270,6 +270,16 @@ export class Client {
     return this.scope === undefined || this.user === '' ? this.user : this.scope.app.channelPrefix + this.user;
   }
 
+  /**
+   * A token's identity as revocations know it: on an app's path the user is
+   * `~{app id}~` + its id (userKey's form), so a revocation of the server's
+   * `ann` is not app X's `ann`'s, and X's `ann` is revoked by that name
+   * (`revoke_user` with it; the console does so for an app's user).
+   */
+  revocable(identity: ConnectionIdentity): ConnectionIdentity {
+    return this.scope === undefined ? identity : { ...identity, user: this.scope.app.channelPrefix + identity.user };
+  }
+
   /** The verifier of this connection's tokens: its app's, else the server's. */
   get tokens(): TokenVerifier {
     return this.scope?.tokens ?? this.node.tokens;
@@ -485,7 +495,7 @@ export class Client {
       if (error instanceof TokenError) throw new DisconnectError(error.kind === 'expired' ? 'token_expired' : 'invalid_token');
       throw error;
     }
-    if (this.node.revocations.isRevoked(identity)) throw new DisconnectError('revoked');
+    if (this.node.revocations.isRevoked(this.revocable(identity))) throw new DisconnectError('revoked');
     return identity;
   }
 

@@ -222,7 +222,7 @@ export class Node {
       if (error instanceof TokenError) throw new CommandError(error.kind === 'expired' ? 'token_expired' : 'permission_denied');
       throw error;
     }
-    if (this.revocations.isRevoked(identity)) throw new CommandError('permission_denied');
+    if (this.revocations.isRevoked(client.revocable(identity))) throw new CommandError('permission_denied');
   }
 
   /** Reading history or presence: as subscribing, and in private namespaces only while subscribed. */

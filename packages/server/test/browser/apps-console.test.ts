@@ -7,7 +7,10 @@
  * connections on its paths; the default app's Pusher sockets alone), an edit
  * reaches the server's registry (limits, origins, subscription counts, disabled), a rotated
  * secret replaces the old one, a deleted app's key is refused (4001).
- * Config apps are read only; an operator has no Apps view. No page error,
+ * Config apps are read only; an operator has no Apps view. The Connections
+ * view finds a user of the app it is told (default: the default app):
+ * another app's `ann` is found and disconnected apart from the server's
+ * `ann`, shown with that app's channel names. No page error,
  * console error or CSP violation allowed.
  *
  * Without /usr/bin/chromium these tests skip with a loud warning; with
@@ -24,7 +27,8 @@ import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { createAdmin, PASSWORD } from '../helpers/console.ts';
 import { openWatched, type WatchedPage } from '../helpers/browser.ts';
 import { RawPusher } from '../helpers/pusher-socket.ts';
-import { closeAllClients, openWs, signToken } from '../helpers/herald-ws.ts';
+import { closeAllClients, openWs, signToken, type WsClient } from '../helpers/herald-ws.ts';
+import { disconnects } from '@herald/protocol';
 
 const CHROMIUM = '/usr/bin/chromium';
 const required = process.env['HERALD_REQUIRE_SERVICES'] === '1';
@@ -38,6 +42,7 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
   let h: TestHerald;
   let dir: string;
   let consoleUrl: string;
+  const shopSecret = randomBytes(16).toString('hex');
   const contexts: BrowserContext[] = [];
   const raws: RawPusher[] = [];
 
@@ -45,8 +50,13 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
     if (!available) throw new Error(`HERALD_REQUIRE_SERVICES=1 but ${CHROMIUM} is missing: install it (apt-get install -y chromium)`);
     dir = mkdtempSync(join(tmpdir(), 'herald-apps-browser-'));
     writeFileSync(join(dir, 'cfg.secret'), randomBytes(16).toString('hex'), { mode: 0o600 });
+    writeFileSync(join(dir, 'shop.secret'), shopSecret, { mode: 0o600 });
     const stateDir = join(dir, 'state');
-    h = await startHerald({ stateDir, admin: { console: { enabled: true } }, apps: { list: [{ id: 'cfg', key: 'cfg-key', name: 'From config', secretFile: join(dir, 'cfg.secret') }] } });
+    const list = [
+      { id: 'cfg', key: 'cfg-key', name: 'From config', secretFile: join(dir, 'cfg.secret') },
+      { id: 'shop', key: 'shop-key', name: 'Shop', secretFile: join(dir, 'shop.secret') },
+    ];
+    h = await startHerald({ stateDir, admin: { console: { enabled: true } }, apps: { default: 'cfg', list } });
     await createAdmin(stateDir, 'olivia', 'owner');
     await createAdmin(stateDir, 'otto', 'operator');
     consoleUrl = `http://127.0.0.1:${h.server.adminPort}/console/`;
@@ -172,6 +182,50 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
       [],
     );
 
+  });
+
+  test('an operator finds, and disconnects, the user ann of the app Shop; the server\'s ann stays', async () => {
+    const native = async (url: string, token: string): Promise<WsClient> => {
+      const client = await openWs(url);
+      await client.connect(token);
+      await client.call('subscribe', { channel: 'room' });
+      return client;
+    };
+    const serverAnn = await native(h.wsUrl, await h.token('ann'));
+    const now = Math.floor(Date.now() / 1000);
+    const shopAnn = await native(`ws://127.0.0.1:${h.server.port}/apps/shop/connection/websocket`, await signToken(shopSecret, { sub: 'ann', iat: now, exp: now + 600 }));
+
+    const opened = await consoleAs('otto', '#/connections');
+    const { page } = opened;
+    await page.waitForSelector('#connections-app option[value="shop"]', { state: 'attached' });
+    // The default app's ann first (no choice made): one connection.
+    await page.fill('#connections-user', 'ann');
+    await page.click('form[role="search"] button[type="submit"]');
+    await page.waitForSelector('#connections-table tbody tr');
+    assert.equal(await page.locator('#connections-table tbody tr').count(), 1);
+    const serverClient = await page.getAttribute('#connections-table tbody tr', 'data-client');
+    // Shop's ann: another connection, on Shop's channel as Shop names it.
+    await page.selectOption('#connections-app', 'shop');
+    await page.click('form[role="search"] button[type="submit"]');
+    await page.waitForFunction((before) => {
+      const rows = document.querySelectorAll('#connections-table tbody tr');
+      return rows.length === 1 && rows[0]!.getAttribute('data-client') !== before;
+    }, serverClient);
+    const row = ((await page.textContent('#connections-table tbody tr')) ?? '').trim();
+    assert.match(row, /^ann\s*websocket.*room/);
+    assert.ok(!((await page.textContent('main')) ?? '').includes('~'), 'no server-internal name on the page');
+
+    await page.click('button[data-action="disconnect"]');
+    await page.click('button[data-action="disconnect-confirm"]');
+    assert.equal((await shopAnn.waitClose(10000)).code, disconnects.force_disconnect.code);
+    await page.waitForSelector('.status.ok:has-text("ann of Shop (shop) disconnected")');
+    await page.waitForSelector('.empty:has-text("No connection for ann of Shop (shop)")');
+    // The server's ann is another user: still connected, and found from a link that names no app.
+    await page.goto(`${consoleUrl}#/connections?user=ann`);
+    await page.waitForSelector('#connections-table tbody tr');
+    assert.equal(await page.getAttribute('#connections-table tbody tr', 'data-client'), serverClient);
+    assert.equal(serverAnn.closeInfo, undefined);
+    assert.deepEqual(await opened.problems(), []);
   });
 
   test('an operator has no Apps view: no link, and the view says the role does not allow it', async () => {
