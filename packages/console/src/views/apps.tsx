@@ -1,6 +1,7 @@
 /**
  * Apps (owners): the tenants of the Pusher endpoint. The list (id, key,
- * where it is defined, enabled, its switches, this node's connections); create one (the
+ * where it is defined, enabled, its switches, its connections on this node as
+ * its cap counts them: Pusher sockets and native connections); create one (the
  * secret is shown once); edit a stored app's name, switches, origins,
  * limits and webhooks; rotate its secret (shown once); delete it. Apps of
  * the config file are shown read only.
@@ -31,12 +32,35 @@ interface AppRow {
   readonly source: 'config' | 'store';
   readonly default: boolean;
   readonly createdAt: number | null;
-  readonly connections: number | null;
+  /** This node's, as the app's maxConnections counts them; `native` null for the default app (its native paths are the server's). */
+  readonly connections: { readonly pusher: number; readonly native: number | null } | null;
+}
+
+/** An app's connections: the number its cap judges (per node), and of which kind. */
+function Connections({ counts }: { readonly counts: AppRow['connections'] }) {
+  if (counts === null) return <>–</>;
+  if (counts.native === null) {
+    return (
+      <>
+        {counts.pusher}
+        <span class="muted"> Pusher (its native connections are the server's: Overview)</span>
+      </>
+    );
+  }
+  return (
+    <>
+      {counts.pusher + counts.native}
+      <span class="muted">
+        {' '}
+        ({counts.pusher} Pusher, {counts.native} native)
+      </span>
+    </>
+  );
 }
 
 /** The limits, in the order and words the form shows them (docs/pusher.md, "Limits"). */
 const LIMITS: readonly (readonly [string, string])[] = [
-  ['maxConnections', 'Connections per node (0: no cap of its own)'],
+  ['maxConnections', 'Connections per node, Pusher and native together (0: no cap of its own)'],
   ['maxEventPayloadBytes', 'Event data bytes'],
   ['maxChannelNameLength', 'Channel name length'],
   ['maxEventNameLength', 'Event name length'],
@@ -103,7 +127,7 @@ export function Apps() {
       list={list}
       secretNote={SECRET_NOTE}
       empty="No app yet."
-      columns={['Name', 'ID', 'Key', 'Status', 'Client events', 'Subscription counts', 'Connections', 'Created', 'Actions']}
+      columns={['Name', 'ID', 'Key', 'Status', 'Client events', 'Subscription counts', 'Connections (this node)', 'Created', 'Actions']}
       row={(app) => (
         <tr key={app.id} data-app={app.id} data-source={app.source} data-enabled={String(app.enabled)}>
           <td>
@@ -117,7 +141,9 @@ export function Apps() {
           <td data-field="status">{app.enabled ? 'enabled' : 'disabled'}</td>
           <td>{app.clientEvents ? 'on' : 'off'}</td>
           <td data-field="subscription-count">{app.subscriptionCount ? 'on' : 'off'}</td>
-          <td data-field="connections">{app.connections ?? '–'}</td>
+          <td data-field="connections">
+            <Connections counts={app.connections} />
+          </td>
           <td>{when(app.createdAt)}</td>
           <td class="row-actions">
             {app.source === 'config' ? (
@@ -235,7 +261,7 @@ function EditApp({ app, onDone }: { app: AppRow; onDone: (status?: string) => Pr
         <input type="checkbox" id="edit-subscription-count" checked={subscriptionCount} onChange={(e) => setSubscriptionCount(e.currentTarget.checked)} />
         Subscription counts (pusher:subscription_count to subscribers of non-presence channels, at most once a second)
       </label>
-      <label for="edit-origins">Allowed origins, one per line (empty: the server's listen.allowedOrigins)</label>
+      <label for="edit-origins">Allowed origins, one per line (empty: the server's cors.origins)</label>
       <textarea id="edit-origins" rows={3} value={origins} onInput={(e) => setOrigins(e.currentTarget.value)} />
       <fieldset>
         <legend>Limits</legend>

@@ -374,7 +374,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
     apps: {
       // Every node reloads on apps_changed; this one before it answers, so the console's next read sees the change here.
       admin: new AppAdmin({ config, store: appStore, announce: async (id) => void (await Promise.all([node.publishControl({ kind: 'apps_changed', id }), apps.reload()])) }),
-      connections: (id) => pusher.connectionCount(id),
+      connections: (id) => edge.appConnections.split(id),
     },
   });
   // A listener that cannot bind leaves nothing behind (timers, the other listener, the engine).

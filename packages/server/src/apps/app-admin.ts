@@ -31,7 +31,7 @@ export interface AppView {
   readonly clientEvents: boolean;
   readonly userAuthentication: boolean;
   readonly subscriptionCount: boolean;
-  /** Null: the server's listen.allowedOrigins. */
+  /** Null: the server's cors.origins. */
   readonly allowedOrigins: readonly string[] | null;
   readonly limits: AppLimits;
   readonly webhooks: readonly AppWebhookView[];

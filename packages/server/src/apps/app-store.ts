@@ -33,7 +33,7 @@ export const AppSettingsSchema = Type.Object(
     subscriptionCount: AppSchema.properties.subscriptionCount,
     allowedOrigins: Type.Union([Type.Null(), Type.Array(Type.String({ minLength: 1, maxLength: 512 }), { maxItems: 256 })], {
       default: null,
-      description: 'Origins allowed to open this app\'s sockets (as listen.allowedOrigins); null: the server\'s listen.allowedOrigins.',
+      description: 'Origins allowed to open this app\'s sockets (exact origins, `*.example.com` or `https://*.example.com` patterns, `*`; they replace cors.origins there); null: the server\'s cors.origins.',
     }),
     limits: AppSchema.properties.limits,
     webhooks: AppSchema.properties.webhooks,

@@ -31,7 +31,7 @@ export interface App {
   readonly userAuthentication: boolean;
   /** Subscription counting: `pusher_internal:subscription_count` to subscribers of non-presence channels (pusher/subscription-counts.ts). */
   readonly subscriptionCount: boolean;
-  /** Origins allowed to open sockets; undefined: the server's listen.allowedOrigins. */
+  /** Origins allowed to open sockets; undefined: the server's cors.origins. */
   readonly allowedOrigins: readonly string[] | undefined;
   readonly limits: AppLimits;
   readonly webhooks: readonly AppWebhook[];

@@ -126,7 +126,7 @@ function describe(app: AppView): string {
     `clientEvents        ${app.clientEvents}`,
     `userAuthentication  ${app.userAuthentication}`,
     `subscriptionCount   ${app.subscriptionCount}`,
-    `allowedOrigins      ${app.allowedOrigins === null ? "(the server's listen.allowedOrigins)" : app.allowedOrigins.join(', ') || '(none)'}`,
+    `allowedOrigins      ${app.allowedOrigins === null ? "(the server's cors.origins)" : app.allowedOrigins.join(', ') || '(none)'}`,
     `limits              ${Object.entries(app.limits)
       .map(([k, v]) => `${k}=${v}`)
       .join(' ')}`,
@@ -155,7 +155,7 @@ const settingHelp = `  --name NAME                   a label for people
   --subscription-count on|off   pusher_internal:subscription_count to subscribers
                                 of non-presence channels (Pusher's subscription counting)
   --origins LIST|default        origins allowed to open its sockets, comma-separated
-                                (default: the server's listen.allowedOrigins)
+                                (default: the server's cors.origins)
   --settings JSON               any settings as JSON, e.g. limits and webhooks:
                                 '{"limits":{"maxConnections":1000},"webhooks":[...]}'
                                 (the flags above win over it)`;

@@ -3,7 +3,9 @@
  * requireRole as every console change), under the base path B:
  *
  * - `GET B/api/apps`: every app (config and store) without secrets, with
- *   this node's Pusher connection count.
+ *   its connections on this node as its `limits.maxConnections` counts them:
+ *   `{pusher, native}` (native: on its `/apps/{id}/connection/…` paths; null
+ *   for the default app, whose native paths are the server's).
  * - `POST B/api/apps`: create ({id?, key?, name?, enabled?, clientEvents?,
  *   userAuthentication?, subscriptionCount?, allowedOrigins?, limits?,
  *   webhooks?}); answers the
@@ -18,12 +20,19 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sendApiError } from '../transports/http-connection.ts';
 import { AppActionError, type AppAdmin, type AppView } from '../apps/app-admin.ts';
+import type { AppConnectionSplit } from '../edge/connection-limits.ts';
 import { requireRole, type ConsoleContext } from './console-guard.ts';
 
 export interface ConsoleAppsDeps {
   readonly admin: AppAdmin;
-  /** This node's Pusher connections of an app; absent: not shown. */
-  readonly connections?: ((id: string) => number) | undefined;
+  /** An app's connections on this node, the count its cap judges by (edge.appConnections); absent: not shown. */
+  readonly connections?: ((id: string) => AppConnectionSplit) | undefined;
+}
+
+/** An app's connections on this node as the console shows them; `native` null for the default app (its native paths are the server's, outside its cap). */
+export interface AppConnectionsView {
+  readonly pusher: number;
+  readonly native: number | null;
 }
 
 /** Largest body of an app change: 256 origins and 16 webhooks fit well within it. */
@@ -42,7 +51,12 @@ export function registerConsoleApps(app: FastifyInstance, ctx: ConsoleContext, d
     throw error;
   };
 
-  const withCount = (view: AppView): AppView & { connections: number | null } => ({ ...view, connections: deps.connections === undefined ? null : deps.connections(view.id) });
+  const countOf = (view: AppView): AppConnectionsView | null => {
+    if (deps.connections === undefined) return null;
+    const split = deps.connections(view.id);
+    return { pusher: split.pusher, native: view.default ? null : split.native };
+  };
+  const withCount = (view: AppView): AppView & { connections: AppConnectionsView | null } => ({ ...view, connections: countOf(view) });
 
   const idOf = (request: FastifyRequest): string => {
     const id = (request.params as Record<string, string>)['id'] ?? '';

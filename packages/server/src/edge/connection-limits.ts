@@ -168,19 +168,36 @@ export interface CountedApp {
   readonly limits: { readonly maxConnections: number };
 }
 
+/** Which door a connection of an app came in by: its Pusher socket (`/app/{key}`) or its native paths (`/apps/{id}/connection/…`). */
+export type AppConnectionKind = 'pusher' | 'native';
+
+/** An app's connections on this node, by kind. */
+export interface AppConnectionSplit {
+  readonly pusher: number;
+  readonly native: number;
+}
+
 /**
  * An app's connections on this node: its Pusher sockets and its native
  * connections on `/apps/{id}/connection/…`, counted together against the
  * app's `limits.maxConnections` (0: no cap of its own). A connection holds
  * its place from admission until it closes; the count keeps only apps with
- * an open connection.
+ * an open connection. The console's Apps view reads the same count, by kind
+ * (`split`).
  */
 export class AppConnectionCounts {
-  readonly #open = new Map<string, number>();
+  readonly #open = new Map<string, { pusher: number; native: number }>();
 
-  /** The app's connections on this node. */
+  /** The app's connections on this node (what its cap is judged by). */
   count(appId: string): number {
-    return this.#open.get(appId) ?? 0;
+    const held = this.#open.get(appId);
+    return held === undefined ? 0 : held.pusher + held.native;
+  }
+
+  /** The app's connections on this node by kind; they add up to `count`. */
+  split(appId: string): AppConnectionSplit {
+    const held = this.#open.get(appId);
+    return held === undefined ? { pusher: 0, native: 0 } : { pusher: held.pusher, native: held.native };
   }
 
   /**
@@ -188,19 +205,21 @@ export class AppConnectionCounts {
    * cap already. `inner` (the connection's place under the server's caps) is
    * released with it.
    */
-  admit(app: CountedApp, inner?: Releasable): AppPlace | undefined {
-    const open = this.#open.get(app.id) ?? 0;
+  admit(app: CountedApp, kind: AppConnectionKind, inner?: Releasable): AppPlace | undefined {
+    const held = this.#open.get(app.id);
     const cap = app.limits.maxConnections;
-    if (cap > 0 && open >= cap) return undefined;
-    this.#open.set(app.id, open + 1);
-    return new AppPlace(this, app.id, inner);
+    if (cap > 0 && held !== undefined && held.pusher + held.native >= cap) return undefined;
+    if (held === undefined) this.#open.set(app.id, { pusher: kind === 'pusher' ? 1 : 0, native: kind === 'native' ? 1 : 0 });
+    else held[kind]++;
+    return new AppPlace(this, app.id, kind, inner);
   }
 
   /** Gives back one place of `appId` (AppPlace.release calls it exactly once). */
-  free(appId: string): void {
-    const left = (this.#open.get(appId) ?? 1) - 1;
-    if (left <= 0) this.#open.delete(appId);
-    else this.#open.set(appId, left);
+  free(appId: string, kind: AppConnectionKind): void {
+    const held = this.#open.get(appId);
+    if (held === undefined) return;
+    held[kind] = Math.max(0, held[kind] - 1);
+    if (held.pusher + held.native === 0) this.#open.delete(appId);
   }
 }
 
@@ -208,11 +227,13 @@ export class AppConnectionCounts {
 export class AppPlace implements Releasable {
   #counts: AppConnectionCounts | undefined;
   readonly #appId: string;
+  readonly #kind: AppConnectionKind;
   readonly #inner: Releasable | undefined;
 
-  constructor(counts: AppConnectionCounts, appId: string, inner: Releasable | undefined) {
+  constructor(counts: AppConnectionCounts, appId: string, kind: AppConnectionKind, inner: Releasable | undefined) {
     this.#counts = counts;
     this.#appId = appId;
+    this.#kind = kind;
     this.#inner = inner;
   }
 
@@ -220,7 +241,7 @@ export class AppPlace implements Releasable {
     const counts = this.#counts;
     if (counts === undefined) return;
     this.#counts = undefined;
-    counts.free(this.#appId);
+    counts.free(this.#appId, this.#kind);
     this.#inner?.release();
   }
 }

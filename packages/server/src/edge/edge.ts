@@ -77,7 +77,7 @@ export class Edge implements ConnectionGate {
     let held: Place | Releasable = place;
     if (scope !== undefined) {
       // The app as it is now: a changed cap applies to the next connection.
-      const appPlace = this.appConnections.admit(scope.app, place);
+      const appPlace = this.appConnections.admit(scope.app, 'native', place);
       if (appPlace === undefined) {
         place.release();
         return { refused: 'unavailable', retryAfterSeconds: 1 };

@@ -67,8 +67,6 @@ export interface PusherEndpoint {
   drain(timeoutMs: number): Promise<boolean>;
   /** Cuts what is left and stops the timers. */
   close(): void;
-  /** This node's Pusher connections of an app. */
-  connectionCount(appId: string): number;
 }
 
 /** A socket id as Pusher makes them (`^\d+\.\d+$`; the `pusher` SDK checks the form). */
@@ -79,7 +77,6 @@ function newSocketId(): string {
 export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndpoint {
   const { config, node, apps, logger, edge } = options;
   const sockets = new Set<PusherSocket>();
-  const perApp = new Map<string, number>();
   const taps = new Map<string, PusherChannel>();
   const holds = new WeakMap<PusherChannel, number>();
   const activityTimeoutMs = config.pusher.activityTimeoutSeconds * 1000;
@@ -109,9 +106,6 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       if (diagnostics.pusherConnection.hasSubscribers) diagnostics.pusherConnection.publish({ node: node.id, app: socket.app.id, code });
       socket.closing = true;
       places.get(socket)?.release();
-      const count = (perApp.get(socket.app.id) ?? 1) - 1;
-      if (count <= 0) perApp.delete(socket.app.id);
-      else perApp.set(socket.app.id, count);
       users.closed(socket);
       for (const name of [...socket.channels.keys()]) void unsubscribe(socket, name);
       socket.channels.clear();
@@ -252,7 +246,7 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       socket.lastActivity = node.now();
       let refusal: PusherErrorName | undefined = draining ? 'shutdown' : judge(request, app, admitted);
       // The app's cap counts its native connections too (edge.ts): its place holds the server's.
-      const place = refusal === undefined && app !== undefined ? edge.appConnections.admit(app, admitted as Place) : undefined;
+      const place = refusal === undefined && app !== undefined ? edge.appConnections.admit(app, 'pusher', admitted as Place) : undefined;
       if (place === undefined && refusal === undefined) refusal = 'app_over_quota';
       if (refusal !== undefined || app === undefined || place === undefined) {
         if (!('refused' in admitted)) admitted.release();
@@ -265,7 +259,6 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       socket.socketId = newSocketId();
       places.set(socket, place);
       sockets.add(socket);
-      perApp.set(app.id, (perApp.get(app.id) ?? 0) + 1);
       if (diagnostics.pusherConnection.hasSubscribers) diagnostics.pusherConnection.publish({ node: node.id, app: app.id, code: undefined });
       socket.sendText(
         JSON.stringify({
@@ -310,9 +303,6 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
       clearInterval(reconcileTimer);
       subscriptionCounts.close();
       for (const socket of [...sockets]) socket.terminate();
-    },
-    connectionCount(appId) {
-      return perApp.get(appId) ?? 0;
     },
   };
 }

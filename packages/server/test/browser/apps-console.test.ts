@@ -2,7 +2,9 @@
  * The console's Apps view in Chromium (playwright-core) against a real
  * Herald, each action checked from outside the console: an app created in
  * the view is served at once (a Pusher protocol client connects with its
- * key; its secret, shown once, is the one the server signs with), an edit
+ * key; its secret, shown once, is the one the server signs with), its
+ * connections are the ones its cap counts (Pusher sockets and native
+ * connections on its paths; the default app's Pusher sockets alone), an edit
  * reaches the server's registry (limits, origins, subscription counts, disabled), a rotated
  * secret replaces the old one, a deleted app's key is refused (4001).
  * Config apps are read only; an operator has no Apps view. No page error,
@@ -22,6 +24,7 @@ import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { createAdmin, PASSWORD } from '../helpers/console.ts';
 import { openWatched, type WatchedPage } from '../helpers/browser.ts';
 import { RawPusher } from '../helpers/pusher-socket.ts';
+import { closeAllClients, openWs, signToken } from '../helpers/herald-ws.ts';
 
 const CHROMIUM = '/usr/bin/chromium';
 const required = process.env['HERALD_REQUIRE_SERVICES'] === '1';
@@ -55,6 +58,7 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
 
   after(async () => {
     for (const raw of raws) raw.close();
+    closeAllClients();
     for (const context of contexts) await context.close().catch(() => undefined);
     await browser?.close();
     await h?.close();
@@ -105,6 +109,17 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
     assert.equal(served?.subscriptionCount, false, 'subscription counts left unchecked');
     assert.match(await pusherSocket(key).established(), /^\d+\.\d+$/, 'a Pusher client connects with the new key');
     await page.click('.secret button:text("Done")');
+
+    // Connections, as the app's maxConnections counts them on this node: its Pusher socket and a
+    // native connection on its paths; the default app's Pusher socket (its native paths are the server's).
+    const native = await openWs(`ws://127.0.0.1:${h.server.port}/apps/${id}/connection/websocket`);
+    await native.connect(await signToken(secret, { sub: 'ann', exp: Math.floor(Date.now() / 1000) + 600 }));
+    await pusherSocket('cfg-key').established();
+    await page.reload();
+    await row.waitFor();
+    assert.equal(((await row.locator('[data-field="connections"]').textContent()) ?? '').trim(), '2 (1 Pusher, 1 native)');
+    assert.match(((await configRow.locator('[data-field="connections"]').textContent()) ?? '').trim(), /^1 Pusher \(its native connections are the server's/);
+    await native.close();
 
     // Edit: limits, origins, disabled.
     await row.locator('button[data-action="edit"]').click();

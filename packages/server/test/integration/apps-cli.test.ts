@@ -97,6 +97,8 @@ describe('herald apps on the sqlite state file', { timeout: 300000 }, () => {
       assert.equal(refused.code, 2, args.join(' '));
       assert.match(refused.stderr, /herald apps: /);
     }
+    const help = await herald(['create', '--help'], config);
+    assert.match(help.stdout, /--origins LIST\|default[^\n]*\n[^\n]*\(default: the server's cors\.origins\)/);
     const bad = await herald(['create', '--settings', '{"limits":{"maxConnections":-1}}'], config);
     assert.equal(bad.code, 2);
     assert.match(bad.stderr, /limits\/maxConnections/);
@@ -114,6 +116,7 @@ describe('herald apps on the sqlite state file', { timeout: 300000 }, () => {
     assert.match(shown.stdout, new RegExp(`key\\s+${app.key}`));
     assert.match(shown.stdout, /enabled\s+false/);
     assert.match(shown.stdout, /subscriptionCount\s+true/);
+    assert.match(shown.stdout, /allowedOrigins\s+\(the server's cors\.origins\)\n/, 'the setting an app without origins follows is named as it is');
 
     const rotated = await herald(['rotate-secret', app.id], config);
     assert.equal(rotated.code, 0, rotated.stderr);

@@ -21,7 +21,7 @@ import { join } from 'node:path';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { ConsoleClient, PASSWORD } from '../helpers/console.ts';
 import { connected, disconnectAll, pusherClient, RawPusher, subscribed, type PusherHerald } from '../helpers/pusher-socket.ts';
-import { eventually } from '../helpers/herald-ws.ts';
+import { closeAllClients, eventually, openWs, signToken } from '../helpers/herald-ws.ts';
 import { missingService, redisAvailable, REDIS_URL } from '../helpers/services.ts';
 import type { AdminStore } from '../../src/console/admin-store.ts';
 import { PasswordHasher } from '../../src/console/passwords.ts';
@@ -114,7 +114,7 @@ for (const [name, engine] of Object.entries(engines)) {
         assert.equal(app.clientEvents, true);
         assert.equal(app.limits.maxConnections, 50);
         assert.equal(app.limits.maxEventPayloadBytes, 10240, 'other limits take their defaults');
-        assert.equal(app.connections, 0);
+        assert.deepEqual(app.connections, { pusher: 0, native: 0 });
         assert.equal('secret' in app, false);
         // The registry serves it at once (apps_changed), with its secret and a channel prefix.
         const served = h.server.apps.byKey(app.key);
@@ -126,11 +126,19 @@ for (const [name, engine] of Object.entries(engines)) {
         const client = pusherClient(pusherHerald(h), app.key);
         await connected(client);
         await subscribed(client, 'orders');
+        // Its connections as its maxConnections counts them on this node: the Pusher socket and a native
+        // connection on its paths; the default app's native paths are the server's (native: null).
+        const native = await openWs(`ws://127.0.0.1:${h.server.port}/apps/${app.id}/connection/websocket`);
+        await native.connect(await signToken(secret, { sub: 'ann', exp: Math.floor(Date.now() / 1000) + 600 }));
         const listed = await owner.get('/api/apps');
         assert.equal(listed.body.apps.length, 2);
-        assert.equal(listed.body.apps[1].connections, 1);
+        assert.deepEqual(listed.body.apps[1].connections, { pusher: 1, native: 1 });
+        assert.deepEqual(listed.body.apps[0].connections, { pusher: 0, native: null });
+        assert.deepEqual((await owner.get(`/api/apps/${app.id}`)).body.app.connections, { pusher: 1, native: 1 });
         assert.ok(!listed.text.includes(secret), 'the list never holds a secret');
         disconnectAll();
+        await native.close();
+        closeAllClients();
         // The HTTP API signs with the new app's secret; that secret never authorises the config's app.
         assert.equal(await triggerStatus(sdk(h, app.id, app.key, secret)), 200);
         assert.equal(await triggerStatus(sdk(h, CONFIG_APP.id, CONFIG_APP.key, secret)), 401);
