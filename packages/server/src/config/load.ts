@@ -54,7 +54,26 @@ export const environmentVariables = {
   HERALD_APP_ID: 'With HERALD_APP_KEY and HERALD_APP_SECRET: adds one app to apps.list (the Pusher endpoint; docs/pusher.md). Its secret stays in the environment.',
   HERALD_APP_KEY: 'The key of the app HERALD_APP_ID adds (pusher-js\'s first argument).',
   HERALD_APP_SECRET: 'The secret of the app HERALD_APP_ID adds.',
+  HERALD_APP_ENABLED: 'true or false (or 1 or 0): the enabled switch of the app HERALD_APP_ID adds (as SOKETI_DEFAULT_APP_ENABLED; default true).',
+  HERALD_APP_CLIENT_EVENTS: 'true or false (or 1 or 0): client-* events on the app HERALD_APP_ID adds (its clientEvents; as SOKETI_DEFAULT_APP_ENABLE_CLIENT_MESSAGES; default false).',
+  HERALD_APP_USER_AUTHENTICATION: 'true or false (or 1 or 0): pusher:signin on the app HERALD_APP_ID adds (its userAuthentication; as SOKETI_DEFAULT_APP_ENABLE_USER_AUTHENTICATION; default true).',
+  HERALD_APP_SUBSCRIPTION_COUNT: 'true or false (or 1 or 0): subscription counting on the app HERALD_APP_ID adds (its subscriptionCount; default false).',
+  HERALD_APP_MAX_CONNECTIONS: 'Its limits.maxConnections, 0 for no cap of its own (as SOKETI_DEFAULT_APP_MAX_CONNECTIONS, whose -1 is 0 here).',
+  HERALD_APP_CLIENT_EVENTS_PER_SECOND: 'Its limits.clientEventsPerSecond, 1 to 10000 (as SOKETI_DEFAULT_APP_MAX_CLIENT_EVENTS_PER_SECOND).',
+  HERALD_APP_WEBHOOK_URL: 'With HERALD_APP_WEBHOOK_EVENTS: one webhook of the app HERALD_APP_ID adds, POSTed to this http(s) URL.',
+  HERALD_APP_WEBHOOK_EVENTS: 'The events of that webhook, comma-separated (channel_occupied, channel_vacated, member_added, member_removed, client_event, cache_miss, subscription_count).',
 } as const;
+
+/** The switches of the app HERALD_APP_ID adds: variable, the field of its apps.list entry, and how the value reads. */
+const APP_ENV_SWITCHES = [
+  ['HERALD_APP_ENABLED', 'enabled', 'boolean'],
+  ['HERALD_APP_CLIENT_EVENTS', 'clientEvents', 'boolean'],
+  ['HERALD_APP_USER_AUTHENTICATION', 'userAuthentication', 'boolean'],
+  ['HERALD_APP_SUBSCRIPTION_COUNT', 'subscriptionCount', 'boolean'],
+  ['HERALD_APP_MAX_CONNECTIONS', 'limits/maxConnections', 'integer'],
+  ['HERALD_APP_CLIENT_EVENTS_PER_SECOND', 'limits/clientEventsPerSecond', 'integer'],
+] as const;
+const APP_ENV_WEBHOOK = ['HERALD_APP_WEBHOOK_URL', 'HERALD_APP_WEBHOOK_EVENTS'] as const;
 
 /** The command that makes a random secret, named in messages. */
 export const GENERATE_SECRET = 'openssl rand -base64 32';
@@ -161,9 +180,14 @@ export function validateConfig(raw: Record<string, unknown>, sources: ConfigSour
     const list = Array.isArray(apps['list']) ? [...(apps['list'] as unknown[])] : apps['list'] === undefined ? [] : undefined;
     if (list !== undefined) {
       // The secret stays in the environment: the app names the variable.
-      list.push({ id: env['HERALD_APP_ID'], key: env['HERALD_APP_KEY'], secretEnv: 'HERALD_APP_SECRET', name: 'environment' });
+      const entry: Record<string, unknown> = { id: env['HERALD_APP_ID'], key: env['HERALD_APP_KEY'], secretEnv: 'HERALD_APP_SECRET', name: 'environment' };
+      envAppSwitches(entry, `/apps/list/${list.length}`, env, problem, origins);
+      list.push(entry);
       apps['list'] = list;
     }
+  } else {
+    const orphans = [...APP_ENV_SWITCHES.map(([name]) => name), ...APP_ENV_WEBHOOK].filter((name) => env[name]);
+    if (orphans.length > 0) problem('apps', `${orphans.join(', ')}: ${orphans.length === 1 ? 'it sets' : 'they set'} the app of HERALD_APP_ID, HERALD_APP_KEY and HERALD_APP_SECRET, which are not set`);
   }
   const envKey = env['HERALD_API_KEY'];
   if (envKey) {
@@ -218,6 +242,59 @@ export function validateConfig(raw: Record<string, unknown>, sources: ConfigSour
 }
 
 /** `a, b,c` → ['a', 'b', 'c'] (a list given in one environment variable or flag). */
+/**
+ * Reads the HERALD_APP_* switches into the env app's apps.list entry at
+ * `at`, strictly: a boolean is `true`, `false`, `1` or `0`, a number is
+ * decimal digits; anything else is a problem naming the variable. Ranges
+ * and the webhook's URL and events are the schema's to check; `origins`
+ * makes its messages name the variable.
+ */
+function envAppSwitches(
+  entry: Record<string, unknown>,
+  at: string,
+  env: Readonly<Record<string, string | undefined>>,
+  problem: (section: string, text: string) => void,
+  origins: Map<string, string>,
+): void {
+  const shown = (text: string) => JSON.stringify(text.length > 40 ? text.slice(0, 40) + '…' : text);
+  for (const [name, field, kind] of APP_ENV_SWITCHES) {
+    const text = env[name];
+    if (!text) continue;
+    let value: boolean | number;
+    if (kind === 'boolean') {
+      if (text === 'true' || text === '1') value = true;
+      else if (text === 'false' || text === '0') value = false;
+      else {
+        problem('apps', `${name} must be true or false (or 1 or 0), not ${shown(text)}`);
+        continue;
+      }
+    } else if (/^[0-9]{1,10}$/.test(text)) {
+      value = Number(text);
+    } else {
+      const hint = text.trim() === '-1' && name === 'HERALD_APP_MAX_CONNECTIONS' ? ' (0 is no cap of its own: Soketi\'s -1)' : '';
+      problem('apps', `${name} must be a whole number in decimal digits, not ${shown(text)}${hint}`);
+      continue;
+    }
+    const [first, second] = field.split('/') as [string, string | undefined];
+    if (second === undefined) entry[first] = value;
+    else entry[first] = { ...(entry[first] as Record<string, unknown> | undefined), [second]: value };
+    origins.set(`${at}/${field}`, name);
+  }
+  const [urlName, eventsName] = APP_ENV_WEBHOOK;
+  const url = env[urlName];
+  const events = env[eventsName];
+  if (!url && !events) return;
+  if (!url || !events) {
+    problem('apps', `${urlName} and ${eventsName} go together (set: ${url ? urlName : eventsName})`);
+    return;
+  }
+  const list = splitList(events);
+  entry['webhooks'] = [{ url, events: list }];
+  origins.set(`${at}/webhooks/0/url`, urlName);
+  origins.set(`${at}/webhooks/0/events`, eventsName);
+  list.forEach((_, i) => origins.set(`${at}/webhooks/0/events/${i}`, eventsName));
+}
+
 function splitList(text: string): string[] {
   return text
     .split(',')
