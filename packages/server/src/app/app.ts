@@ -42,6 +42,8 @@ import { AppAdmin } from '../apps/app-admin.ts';
 import type { AppRegistry } from '../apps/apps.ts';
 import type { WebhookEvent } from '../webhooks/events.ts';
 import { allAppEndpoints, followApps, PusherWebhookSink, watchSubscriptionCounts } from '../pusher/pusher-webhooks.ts';
+import { SUBSCRIPTION_COUNT_INTERVAL_MS } from '../pusher/subscription-counts.ts';
+import { Ticker } from '../util/ticker.ts';
 import { watchAppsNotices } from '../apps/apps-notice.ts';
 import { createPusherEndpoint } from '../pusher/pusher-endpoint.ts';
 
@@ -310,8 +312,9 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   node.onControl((command) => {
     if (command.kind === 'apps_changed') void apps.reload();
   });
-  // subscription_count webhooks of the apps that take them (pusher/pusher-webhooks.ts).
-  const subscriptionCounts = pusherEvents === undefined ? undefined : watchSubscriptionCounts(node, apps, pusherEvents);
+  // subscription_count webhooks of the apps that take them (pusher/pusher-webhooks.ts), on the Pusher socket's count timer.
+  const countTicker = new Ticker(SUBSCRIPTION_COUNT_INTERVAL_MS, (error) => logger.error({ err: error }, 'subscription counts: a look failed'));
+  const subscriptionCounts = pusherEvents === undefined ? undefined : watchSubscriptionCounts(node, apps, pusherEvents, countTicker);
   const metrics = createMetrics(node, watchdog, webhooks?.dispatcher);
   exporter.totals = metrics.totals;
   probe?.start();
@@ -348,7 +351,7 @@ export async function startServer(options: StartOptions): Promise<HeraldServer> 
   const app = await createHttpApp({ config, node, apiKeys, apps, appPaths, logger, edge, tls, sessionRouter, health, sharedLimits, onAdminChange });
   await app.ready();
   // The Pusher protocol endpoint (/app/{key}) shares the listener and the node (docs/pusher.md).
-  const pusher = createPusherEndpoint({ config, node, apps, logger, edge, events: pusherEvents });
+  const pusher = createPusherEndpoint({ config, node, apps, logger, edge, events: pusherEvents, countTicker });
   const websockets = attachWebSocket(app.server, node, {
     maxMessageBytes: config.limits.maxMessageBytes,
     maxFragments: config.limits.maxFragments,

@@ -37,7 +37,8 @@ import type { PusherErrorName } from './pusher-errors.ts';
 import { pusherDelivery } from './pusher-publication.ts';
 import { PusherUsers } from './pusher-users.ts';
 import { createWatchlists } from './watchlist.ts';
-import { watchSocketSubscriptionCounts } from './subscription-counts.ts';
+import { SUBSCRIPTION_COUNT_INTERVAL_MS, watchSocketSubscriptionCounts } from './subscription-counts.ts';
+import { Ticker } from '../util/ticker.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
 
 /** How long a client has to answer the server's pusher:ping (Pusher's pong timeout), at most the activity timeout. */
@@ -58,6 +59,8 @@ export interface PusherEndpointOptions {
   readonly logger: Logger;
   readonly edge: Edge;
   readonly events?: PusherEventSink | undefined;
+  /** The once-a-second timer subscription counts run on, shared with the subscription_count webhooks (default: one of its own). */
+  readonly countTicker?: Ticker | undefined;
 }
 
 export interface PusherEndpoint {
@@ -216,7 +219,7 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
   reconcileTimer.unref();
 
   // pusher_internal:subscription_count for the apps that have subscription counting on (subscription-counts.ts).
-  const subscriptionCounts = watchSocketSubscriptionCounts(() => taps.values(), apps, (internal) => node.subscriberCount(internal));
+  const subscriptionCounts = watchSocketSubscriptionCounts(() => taps.values(), apps, (internal) => node.subscriberCount(internal), options.countTicker ?? new Ticker(SUBSCRIPTION_COUNT_INTERVAL_MS, (error) => logger.error({ err: error }, 'subscription counts: a look failed')));
 
   /** Why a just-upgraded connection cannot stay, or undefined. */
   function judge(request: IncomingMessage, app: App | undefined, admitted: Place | Refusal): PusherErrorName | undefined {

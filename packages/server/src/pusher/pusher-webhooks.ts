@@ -20,6 +20,7 @@
 import { createHmac } from 'node:crypto';
 import { appChannel, localChannel, type App, type AppRegistry } from '../apps/apps.ts';
 import type { Node } from '../core/node.ts';
+import type { Ticker } from '../util/ticker.ts';
 import type { WebhookEndpoint, WebhookFormat } from '../webhooks/dispatcher.ts';
 import { newEvent, type WebhookEvent, type WebhookEventName } from '../webhooks/events.ts';
 import type { PusherEventSink } from './pusher-events.ts';
@@ -145,11 +146,9 @@ export class PusherWebhookSink implements PusherEventSink {
   }
 }
 
-/** How often subscription counts are compared (watchSubscriptionCounts). */
-export const SUBSCRIPTION_COUNT_INTERVAL_MS = 1000;
-
 /**
- * subscription_count webhooks: every `intervalMs`, while an app's webhook
+ * subscription_count webhooks: at every tick of `ticker` (once a second,
+ * shared with the socket's subscription counts: subscription-counts.ts), while an app's webhook
  * takes them, this node's subscriber count of each channel (Pusher and
  * native subscribers) is compared with the last look; for each channel
  * whose count changed here, one event carries the channel's count across
@@ -158,7 +157,7 @@ export const SUBSCRIPTION_COUNT_INTERVAL_MS = 1000;
  * channels (as Pusher) or server-to-user channels; a change seen by two
  * nodes in one interval is reported by both.
  */
-export function watchSubscriptionCounts(node: Node, apps: AppRegistry, sink: PusherWebhookSink, intervalMs = SUBSCRIPTION_COUNT_INTERVAL_MS): { close(): void } {
+export function watchSubscriptionCounts(node: Node, apps: AppRegistry, sink: PusherWebhookSink, ticker: Ticker): { close(): void } {
   let last = new Map<string, number>();
   const appOf = (internal: string): App | undefined => {
     if (internal.charCodeAt(0) !== 126 /* ~ */) return apps.list().find((app) => app.channelPrefix === '');
@@ -184,7 +183,5 @@ export function watchSubscriptionCounts(node: Node, apps: AppRegistry, sink: Pus
       sink.subscriptionCount(app, channel, counts[internal]?.num_clients ?? 0);
     }
   };
-  const timer = setInterval(look, intervalMs);
-  timer.unref();
-  return { close: () => clearInterval(timer) };
+  return ticker.every(look);
 }

@@ -22,11 +22,16 @@
  *   count) nor on `#server-to-user-…`; none while the app has it off.
  */
 import type { AppRegistry } from '../apps/apps.ts';
+import type { Ticker } from '../util/ticker.ts';
 import { encodeServerTextFrameOf } from '../util/websocket-frame.ts';
 import type { ChannelKind, PusherChannel } from './pusher-channels.ts';
 
-/** How often each node compares its channels' counts with the ones it sent. */
-export const SUBSCRIPTION_COUNT_SOCKET_INTERVAL_MS = 1000;
+/**
+ * How often each node looks at its channels' counts: the socket's (here)
+ * and the subscription_count webhooks' (pusher-webhooks.ts), on one Ticker
+ * the composition root gives both.
+ */
+export const SUBSCRIPTION_COUNT_INTERVAL_MS = 1000;
 
 /** Whether a channel of this kind gets subscription counts (not presence channels, not server-to-user channels). */
 export function counted(kind: ChannelKind): boolean {
@@ -67,23 +72,17 @@ export function sendSubscriptionCounts(taps: Iterable<PusherChannel>, apps: AppR
 }
 
 /**
- * Runs `sendSubscriptionCounts` every `intervalMs` while an app has
- * subscription counting on (a look finds nothing to do otherwise, once the
- * taps are reset after the last app turned it off).
+ * Runs `sendSubscriptionCounts` at every tick of `ticker` (once a second,
+ * shared with the webhooks' sampler) while an app has subscription counting
+ * on (a look finds nothing to do otherwise, once the taps are reset after
+ * the last app turned it off).
  */
-export function watchSocketSubscriptionCounts(
-  taps: () => Iterable<PusherChannel>,
-  apps: AppRegistry,
-  count: (internal: string) => number,
-  intervalMs = SUBSCRIPTION_COUNT_SOCKET_INTERVAL_MS,
-): { close(): void } {
+export function watchSocketSubscriptionCounts(taps: () => Iterable<PusherChannel>, apps: AppRegistry, count: (internal: string) => number, ticker: Ticker): { close(): void } {
   let wasOn = false;
-  const timer = setInterval(() => {
+  return ticker.every(() => {
     const on = apps.list().some((app) => app.subscriptionCount);
     if (!on && !wasOn) return;
     wasOn = on;
     sendSubscriptionCounts(taps(), apps, count);
-  }, intervalMs);
-  timer.unref();
-  return { close: () => clearInterval(timer) };
+  });
 }
