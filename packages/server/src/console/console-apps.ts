@@ -21,7 +21,6 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { sendApiError } from '../transports/http-connection.ts';
 import { AppActionError, type AppAdmin, type AppView } from '../apps/app-admin.ts';
 import type { AppRegistry } from '../apps/apps.ts';
-import type { AppConnectionSplit } from '../edge/connection-limits.ts';
 import { requireRole, type ConsoleContext } from './console-guard.ts';
 
 export interface ConsoleAppsDeps {
@@ -29,7 +28,7 @@ export interface ConsoleAppsDeps {
   /** The apps served now: the connections view finds an app's users by it (console-api.ts). */
   readonly registry?: AppRegistry | undefined;
   /** An app's connections on this node, the count its cap judges by (edge.appConnections); absent: not shown. */
-  readonly connections?: ((id: string) => AppConnectionSplit) | undefined;
+  readonly connections?: ((id: string) => { readonly pusher: number; readonly native: number }) | undefined;
 }
 
 /** An app's connections on this node as the console shows them; `native` null for the default app (its native paths are the server's, outside its cap). */
