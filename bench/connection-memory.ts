@@ -14,7 +14,8 @@
  *   `GET /connection/sse?channel=bench:fanout` (until `subscribed`), Nchan
  *   EventSource subscriber;
  * - `long-poll`: Herald `POST /connection/poll/open` then a held
- *   `POST /connection/poll`; Nchan long-poll `GET` (held). No raw baseline.
+ *   `POST /connection/poll`; bench/raw-long-poll-server.ts (a held
+ *   `POST /poll`, no session); Nchan long-poll `GET` (held).
  *
  * The server runs pinned to `--server-cpu`, this process (the clients, lean
  * ones over node:net: bench/raw-clients.ts) to `--client-cpu`. Per target:
@@ -83,9 +84,8 @@ function options() {
   if (!['ws', 'sse', 'long-poll'].includes(transport)) throw new Error('--transport must be ws, sse or long-poll');
   const connections = Number(values.connections ?? (transport === 'long-poll' ? 2000 : 10000));
   if (!Number.isInteger(connections) || connections < 100 || connections > 15000) throw new Error('--connections must be an integer in 100..15000');
-  const defaults: Flavor[] = transport === 'long-poll' ? ['herald', 'nchan'] : ['raw', 'herald', 'nchan'];
+  const defaults: Flavor[] = ['raw', 'herald', 'nchan'];
   const targets = (values.targets?.split(',') ?? defaults) as Flavor[];
-  if (transport === 'long-poll' && targets.includes('raw')) throw new Error('long-poll has no raw baseline');
   if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
     process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
     targets.splice(targets.indexOf('nchan'), 1);
@@ -170,6 +170,21 @@ function openOne(flavor: Flavor, transport: Transport, port: number): Promise<Cl
       stopped = true;
       connection.close();
     };
+    if (flavor === 'raw') {
+      const loop = async (): Promise<void> => {
+        let seq = 0;
+        while (!stopped) {
+          const answer = await connection.request('POST', '/poll', { 'content-type': 'application/json' }, `{"seq":${seq}}`);
+          if (answer.status !== 200) throw new Error(`poll ${answer.status}: ${answer.body.slice(0, 160)}`);
+          seq = Math.max(seq, (JSON.parse(answer.body) as { seq: number }).seq);
+        }
+      };
+      loop().catch((error: unknown) => {
+        if (!stopped) fail(String(error));
+      });
+      setTimeout(ready, 0);
+      return;
+    }
     if (flavor === 'nchan') {
       const loop = async (headers: Record<string, string>): Promise<void> => {
         while (!stopped) {
@@ -283,7 +298,7 @@ async function measure(flavor: Flavor): Promise<TargetResult> {
     pid = nchan.workerPid;
     stop = () => nchan.stop();
   } else {
-    const kind = flavor === 'herald' ? 'herald' : opts.transport === 'sse' ? 'raw-sse' : 'raw-ws';
+    const kind = flavor === 'herald' ? 'herald' : opts.transport === 'sse' ? 'raw-sse' : opts.transport === 'long-poll' ? 'raw-long-poll' : 'raw-ws';
     server = await startServerProcess({ kind, cpus: opts.serverCpu, nodeArgs: ['--heapsnapshot-signal=SIGUSR2'] });
     port = server.port;
     pid = server.pid;
@@ -330,7 +345,7 @@ async function measure(flavor: Flavor): Promise<TargetResult> {
 }
 
 const names: Record<Flavor, string> = {
-  raw: opts.transport === 'sse' ? 'raw SSE server' : 'raw ws server',
+  raw: opts.transport === 'sse' ? 'raw SSE server' : opts.transport === 'long-poll' ? 'raw long-poll server' : 'raw ws server',
   herald: 'Herald',
   nchan: 'Nchan',
 };

@@ -27,6 +27,7 @@ import {
   type SessionRegistry,
 } from './http-connection.ts';
 import { answerError, answerJson, jsonBody, jsonBodyThen, type Front } from '../edge/front.ts';
+import { dropClearedTimer } from './idle-socket-timer.ts';
 
 export const POLL_OPEN_PATH = '/connection/poll/open';
 export const POLL_PATH = '/connection/poll';
@@ -81,6 +82,24 @@ export class PollSessions {
  * the check phase, and held polls then waited for it for more than a second.
  */
 const toFlush = new Set<LongPollTransport>();
+
+/**
+ * A session's queue while nothing is queued (most of an idle session's
+ * life): one shared, frozen empty list instead of an array and its element
+ * store per session; `#push` makes a session's own list.
+ */
+const NO_ENTRIES: Entry[] = Object.freeze([]) as unknown as Entry[];
+
+/**
+ * Deadlines are kept in milliseconds since this module loaded, not since
+ * the epoch: a small integer (a Smi) stays in its field, where a Date.now()
+ * value (above 2^31) is a boxed number of its own per session. Smis reach
+ * 2^30 ms, about 12 days of uptime; later values are boxed again, still
+ * exact.
+ */
+const CLOCK_BASE = Date.now();
+/** `Math.trunc` makes the difference a Smi (a subtraction of two boxed numbers gives a boxed one, which would box the field). */
+const clock = (now: number = Date.now()): number => Math.trunc(now - CLOCK_BASE);
 function flushAll(): void {
   for (const transport of toFlush) transport.flush();
   toFlush.clear();
@@ -96,24 +115,24 @@ export class LongPollTransport implements Transport {
     return true;
   }
   readonly #shared: PollSessions;
-  readonly #queue: Entry[] = [];
+  #queue: Entry[] = NO_ENTRIES;
   #bytes = 0;
   #seq = 0;
   #ackedCursor = '';
   /** The held poll, if any. */
   #waiter: PollReply | undefined;
   /**
-   * Deadlines instead of timers (Date.now() ms; 0 = none), checked by
+   * A deadline instead of timers (`clock()` ms; 0 = none), checked by
    * `expire`, which the sweep calls for every session about every second:
-   * no timer per poll, nor per session. `#waiterDeadline`: the held poll
-   * is answered empty. `#idleDeadline`: with no poll held, the session
+   * no timer per poll, nor per session. One field for two deadlines, never
+   * both set: with a poll held, the time it is answered empty; with none,
+   * the time the session
    * expires (its client is disconnected `session_expired`), or, once
    * closed, is over (its disconnect frame was not fetched within the close
    * grace). A held poll that went away is noticed by the sweep too (or
    * when something is to be answered), not by a listener per poll.
    */
-  #waiterDeadline = 0;
-  #idleDeadline = 0;
+  #deadline = 0;
   #closed = false;
   #finished = false;
   /** Transport.onDrain: called at the next poll. */
@@ -130,7 +149,7 @@ export class LongPollTransport implements Transport {
   constructor(shared: PollSessions, place: Releasable) {
     this.#shared = shared;
     this.#place = place;
-    this.#idleDeadline = Date.now() + shared.sessionTimeoutMs;
+    this.#deadline = clock() + shared.sessionTimeoutMs;
   }
 
   write(frame: EncodedFrame, positions?: string): void {
@@ -146,7 +165,9 @@ export class LongPollTransport implements Transport {
   }
 
   #push(text: string, cursor: string | undefined): void {
-    this.#queue.push({ seq: ++this.#seq, text, cursor });
+    const entry = { seq: ++this.#seq, text, cursor };
+    if (this.#queue === NO_ENTRIES) this.#queue = [entry];
+    else this.#queue.push(entry);
     this.#bytes += text.length;
     if (this.#waiter !== undefined) {
       // Answer after the current burst of writes, in one response.
@@ -189,7 +210,7 @@ export class LongPollTransport implements Transport {
       // Between two polls: the next poll fetches the disconnect frame, if it
       // comes within the close grace.
       this.#waiter = undefined;
-      this.#idleDeadline = Date.now() + this.#shared.closeGraceMs;
+      this.#deadline = clock() + this.#shared.closeGraceMs;
     }
   }
 
@@ -215,21 +236,22 @@ export class LongPollTransport implements Transport {
 
   /** Runs what is due at `now`: a held poll's timeout or departure, the session's expiry or the end of its close grace. */
   expire(now: number): void {
+    const at = clock(now);
     const waiter = this.#waiter;
     if (waiter !== undefined) {
       if (waiter.gone()) this.#answerWaiter();
-      else if (now >= this.#waiterDeadline) this.#answerWaiter();
+      else if (at >= this.#deadline) this.#answerWaiter();
       return;
     }
-    if (this.#idleDeadline !== 0 && now >= this.#idleDeadline) {
-      this.#idleDeadline = 0;
+    if (this.#deadline !== 0 && at >= this.#deadline) {
+      this.#deadline = 0;
       if (this.#closed) this.#finish();
       else this.client?.disconnect('session_expired');
     }
   }
 
   poll(ack: number, reply: PollReply): void {
-    this.#idleDeadline = 0;
+    this.#deadline = 0;
     this.#ackUpTo(ack);
     const previous = this.#waiter;
     if (previous !== undefined) {
@@ -247,7 +269,7 @@ export class LongPollTransport implements Transport {
       return;
     }
     this.#waiter = reply;
-    this.#waiterDeadline = Date.now() + this.#shared.pollTimeoutMs;
+    this.#deadline = clock() + this.#shared.pollTimeoutMs;
   }
 
   /** Answers the held poll; one that went away ends the session if closed, else starts its expiry. */
@@ -275,7 +297,7 @@ export class LongPollTransport implements Transport {
   }
 
   #render(empty = false): string {
-    const entries = empty ? [] : this.#queue;
+    const entries = empty ? NO_ENTRIES : this.#queue;
     let cursor = this.#ackedCursor;
     let messages = '';
     for (let i = 0; i < entries.length; i++) {
@@ -299,18 +321,19 @@ export class LongPollTransport implements Transport {
       if (entry.cursor !== undefined) this.#ackedCursor = entry.cursor;
       drop++;
     }
-    if (drop > 0) this.#queue.splice(0, drop);
+    if (drop === this.#queue.length) this.#queue = NO_ENTRIES;
+    else if (drop > 0) this.#queue.splice(0, drop);
   }
 
   #armIdle(): void {
-    this.#idleDeadline = Date.now() + this.#shared.sessionTimeoutMs;
+    this.#deadline = clock() + this.#shared.sessionTimeoutMs;
   }
 
   #finish(): void {
     if (this.#finished) return;
     this.#finished = true;
     this.#closed = true;
-    this.#idleDeadline = 0;
+    this.#deadline = 0;
     this.#place.release();
     const waiter = this.#waiter;
     if (waiter !== undefined) {
@@ -484,6 +507,8 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
             sessions.routeRaw('poll', secret, value, response, headers).catch((error: unknown) => front.failed(error, request, response, headers));
             return;
           }
+          // The keep-alive timer Node cleared for this request would stay on the socket while the poll is held.
+          dropClearedTimer(request.socket);
           pollHere(secret as string, transport, value.seq, new HttpPollReply(response, headers));
         } catch (error) {
           front.failed(error, request, response, headers);
