@@ -67,7 +67,7 @@ export function appChannel(app: App, channel: string): string {
 }
 
 /** The app-local name of an internal channel of `app`, or undefined when the channel is not the app's. */
-export function localChannel(app: App, internal: string): string | undefined {
+export function localChannel(app: Pick<App, 'channelPrefix'>, internal: string): string | undefined {
   if (app.channelPrefix === '') return internal.charCodeAt(0) === 126 /* ~ */ ? undefined : internal;
   return internal.startsWith(app.channelPrefix) ? internal.slice(app.channelPrefix.length) : undefined;
 }

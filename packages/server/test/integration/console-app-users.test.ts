@@ -29,7 +29,8 @@ describe('console: users of an app', { timeout: 120000 }, () => {
     dir = mkdtempSync(join(tmpdir(), 'herald-console-app-users-'));
     const stateDir = join(dir, 'state');
     h = await startPusherHerald([main, x], { stateDir, admin: { console: { enabled: true } } });
-    for (const role of ['viewer', 'operator', 'owner'] as const) {
+    // The owner first: the first admin of a store is made an owner whatever it asks.
+    for (const role of ['owner', 'operator', 'viewer'] as const) {
       await createAdmin(stateDir, role, role);
       consoles[role] = new ConsoleClient(h.server.adminPort);
       assert.equal((await consoles[role].login(role)).status, 200);
