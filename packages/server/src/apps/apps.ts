@@ -83,6 +83,15 @@ export function nativeName(channel: string): string {
   return end === -1 ? channel : channel.slice(end + 1);
 }
 
+/**
+ * A user id no token, hook or `/api` request may give: one beginning with
+ * `~`, the form the node counts another app's users in (`~{id}~user`,
+ * Client.userKey), so the server's `~x~ann` would be app x's `ann`.
+ */
+export function isReservedUserId(user: string): boolean {
+  return user.charCodeAt(0) === 126 /* ~ */;
+}
+
 /** The prefix of a non-default app's channels. */
 export function channelPrefixOf(id: string): string {
   return `~${id}~`;

@@ -26,7 +26,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { encodeResult, JsonText, type ApiErrorCode } from '@herald/protocol';
 import { ApiError, type ApiExecutor } from '../api/executor.ts';
 import type { ApiPrincipal } from '../auth/api-keys.ts';
-import { localChannel, nativeName, type App, type AppRegistry } from '../apps/apps.ts';
+import { isReservedUserId, localChannel, nativeName, type App, type AppRegistry } from '../apps/apps.ts';
 import { CommandError } from '../core/client.ts';
 import type { Node } from '../core/node.ts';
 import type { ResolvedChannel } from '../core/channel-rules.ts';
@@ -197,6 +197,15 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
     }
   };
 
+  /** A node call made for a server API method the console cannot send as is (another app's names); its failures answered as that method's. */
+  const nodeCall = async (method: string, run: () => Promise<unknown>): Promise<unknown> => {
+    try {
+      return await run();
+    } catch (error) {
+      throw executor.failure(error, method);
+    }
+  };
+
   /** Runs a server API method as the admin; audited (with `detail`, never a secret). */
   const act = (request: FastifyRequest, reply: FastifyReply, action: string, target: string, method: string, body: Record<string, unknown>, detail?: Record<string, unknown>): Promise<unknown> =>
     audited(request, reply, action, target, detail, () => executor.run(method, body, principal(request)));
@@ -211,6 +220,8 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
 
   /** `user` of the app named `appId` (absent: the default app, whose users are the server's own); 404 for an app that does not exist. */
   const appUser = (user: string, appId: string | undefined): AppUser => {
+    // `~x~ann` is how the node counts app x's `ann`: never a user id of its own (isReservedUserId); `app` names the app.
+    if (isReservedUserId(user)) throw new InputError('user: an id beginning with "~" is no user id (name the app with `app`)');
     const found = namedApp(appId);
     return found === undefined ? { key: user, app: undefined } : { key: found.channelPrefix + user, app: found.id };
   };
@@ -358,11 +369,7 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
       const json = JSON.stringify(data);
       if (json === undefined) throw new ApiError('bad_request');
       if (Buffer.byteLength(json) > ctx.config.limits.maxMessageBytes) throw new ApiError('payload_too_large');
-      try {
-        return await node.publish(resolved, json, undefined, 'api');
-      } catch (error) {
-        throw executor.failure(error, 'publish');
-      }
+      return nodeCall('publish', () => node.publish(resolved, json, undefined, 'api'));
     });
   });
 
@@ -397,7 +404,10 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
     } catch (error) {
       return fail(reply, error);
     }
-    return act(request, reply, 'user.disconnect', user, 'disconnect', { user: target.key, reconnect }, target.app === undefined ? undefined : { app: target.app });
+    if (target.app === undefined) return act(request, reply, 'user.disconnect', user, 'disconnect', { user, reconnect });
+    // Another app's user: `/api` refuses its `~{id}~user` (it reaches the server's users only); the node's own call does what `disconnect` does.
+    const key = target.key;
+    return audited(request, reply, 'user.disconnect', user, { app: target.app }, () => nodeCall('disconnect', async () => ({ disconnected: await node.disconnectUser(key, reconnect) })));
   });
 
   app.post(`${base}/users/:user/revoke`, { preHandler: requireRole('operator') }, async (request, reply) => {
@@ -411,7 +421,9 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
     } catch (error) {
       return fail(reply, error);
     }
-    return act(request, reply, 'user.revoke', user, 'revoke_user', { user: target.key }, target.app === undefined ? undefined : { app: target.app });
+    if (target.app === undefined) return act(request, reply, 'user.revoke', user, 'revoke_user', { user });
+    const key = target.key;
+    return audited(request, reply, 'user.revoke', user, { app: target.app }, () => nodeCall('revoke_user', async () => ({ disconnected: await node.revokeUser(key) })));
   });
 
   app.post(`${base}/tokens/:id/revoke`, { preHandler: requireRole('operator') }, async (request, reply) => {
