@@ -33,7 +33,11 @@ export const defaultApiLimits: ApiSchemaLimits = Object.freeze({ maxBroadcastCha
 const strict = { additionalProperties: false } as const;
 
 const Channel = Type.String({ minLength: 1, maxLength: 1024, description: 'Channel name, `namespace:name` (docs/protocol.md "Channels").' });
-const User = Type.String({ minLength: 1, maxLength: 256, description: 'User id: the `sub` claim of the user\'s tokens.' });
+const User = Type.String({
+  minLength: 1,
+  maxLength: 256,
+  description: 'User id: the `sub` claim of the user\'s tokens. Never begins with `~` (the server\'s names for apps\' users; refused with `invalid_input`).',
+});
 const Offset = Type.Integer({ minimum: 0, maximum: Number.MAX_SAFE_INTEGER });
 /** A position in a request: its epoch is never empty. */
 const Since = Type.Object({ epoch: Type.String({ minLength: 1, maxLength: 32 }), offset: Offset }, { ...strict, description: 'A stream position: publications after it.' });

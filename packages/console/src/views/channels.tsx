@@ -1,13 +1,16 @@
 /**
  * Channels: search by prefix, open one to see its subscribers, presence,
  * stream position and last publications, and publish a test message
- * (operators).
+ * (operators). Channels are an app's: with apps, the search names the app
+ * (default: the default app, whose channels are the server's own) and lists
+ * its channels by the app's names; `#/channels/room?app=shop` opens one.
  */
 import { useEffect, useState } from 'preact/hooks';
 import { call, describeFailure } from '../api.ts';
 import { json, when } from '../format.ts';
 import { allows, route } from '../state.ts';
 import { Empty, StatusLine, type Status } from '../widgets.tsx';
+import { AppSelect, choiceOf, ofApp, useAppChoices, type AppChoice } from '../app-choice.tsx';
 
 interface ChannelRow {
   readonly channel: string;
@@ -29,32 +32,46 @@ interface Publication {
 
 interface ChannelDetail {
   readonly channel: string;
+  /** The app whose channel it is; absent for the default app's. */
+  readonly app?: string;
   readonly subscribers: number;
   readonly presence: readonly PresenceEntry[] | null;
   readonly stream: { readonly epoch: string; readonly offset: number } | null;
   readonly history: readonly Publication[];
 }
 
+/** `?app=shop` for another app's channel or user, '' for the default app's. */
+function appQuery(apps: readonly AppChoice[], appId: string, first: '?' | '&'): string {
+  const id = choiceOf(apps, appId);
+  return id === '' ? '' : `${first}app=${encodeURIComponent(id)}`;
+}
+
 export function Channels() {
   const selected = route.value.arg;
+  const apps = useAppChoices();
+  const appId = route.value.query.get('app') ?? '';
   return (
     <section aria-labelledby="channels-title">
       <h2 id="channels-title">Channels</h2>
-      {selected === undefined ? <ChannelList /> : <ChannelView channel={selected} />}
+      {selected === undefined ? <ChannelList apps={apps} initialApp={appId} /> : <ChannelView channel={selected} apps={apps} appId={appId} />}
     </section>
   );
 }
 
-function ChannelList() {
+function ChannelList({ apps, initialApp }: { apps: readonly AppChoice[]; initialApp: string }) {
   const [prefix, setPrefix] = useState(route.value.query.get('prefix') ?? '');
+  const [app, setApp] = useState(initialApp);
+  /** The app ('' for the default app) whose channels the table shows. */
+  const [shownApp, setShownApp] = useState(initialApp);
   const [rows, setRows] = useState<readonly ChannelRow[] | null>(null);
   const [status, setStatus] = useState<Status | null>(null);
 
-  async function load(text: string) {
+  async function load(text: string, appId: string) {
     setStatus({ kind: 'busy', text: 'Loading…' });
     try {
-      const answer = await call<{ channels: ChannelRow[] }>('channels', { query: { prefix: text, limit: 100 } });
+      const answer = await call<{ channels: ChannelRow[] }>('channels', { query: { prefix: text, limit: 100, app: appId } });
       setRows(answer.channels);
+      setShownApp(appId);
       setStatus(null);
     } catch (error) {
       setStatus({ kind: 'error', text: describeFailure(error) });
@@ -62,8 +79,13 @@ function ChannelList() {
   }
 
   useEffect(() => {
-    void load(prefix);
+    void load(prefix, app);
   }, []);
+
+  // `?app=` naming the default app is the default choice.
+  useEffect(() => {
+    setApp((current) => choiceOf(apps, current));
+  }, [apps]);
 
   return (
     <>
@@ -72,15 +94,16 @@ function ChannelList() {
         role="search"
         onSubmit={(event) => {
           event.preventDefault();
-          void load(prefix);
+          void load(prefix, app);
         }}
       >
+        <AppSelect id="channels-app" apps={apps} value={app} onChange={setApp} />
         <label for="channel-prefix">Channel name starts with</label>
         <input id="channel-prefix" type="search" value={prefix} placeholder="chat:" onInput={(e) => setPrefix(e.currentTarget.value)} />
         <button type="submit">Search</button>
       </form>
       <StatusLine status={status} />
-      {rows !== null && rows.length === 0 && <Empty>No active channel{prefix === '' ? '' : ` starts with “${prefix}”`}.</Empty>}
+      {rows !== null && rows.length === 0 && <Empty>{ofApp(apps, `No active channel${prefix === '' ? '' : ` starts with “${prefix}”`}`, shownApp)}.</Empty>}
       {rows !== null && rows.length > 0 && (
         <div class="table-wrap">
           <table id="channels-table">
@@ -94,7 +117,7 @@ function ChannelList() {
               {rows.map((row) => (
                 <tr key={row.channel} data-channel={row.channel}>
                   <td>
-                    <a href={`#/channels/${encodeURIComponent(row.channel)}`}>{row.channel}</a>
+                    <a href={`#/channels/${encodeURIComponent(row.channel)}${appQuery(apps, shownApp, '?')}`}>{row.channel}</a>
                   </td>
                   <td>{row.subscribers}</td>
                 </tr>
@@ -107,7 +130,7 @@ function ChannelList() {
   );
 }
 
-function ChannelView({ channel }: { channel: string }) {
+function ChannelView({ channel, apps, appId }: { channel: string; apps: readonly AppChoice[]; appId: string }) {
   const [detail, setDetail] = useState<ChannelDetail | null>(null);
   const [status, setStatus] = useState<Status | null>(null);
   const [message, setMessage] = useState('{"text":"test message from the console"}');
@@ -115,7 +138,7 @@ function ChannelView({ channel }: { channel: string }) {
 
   async function load() {
     try {
-      setDetail(await call<ChannelDetail>(`channels/${encodeURIComponent(channel)}`));
+      setDetail(await call<ChannelDetail>(`channels/${encodeURIComponent(channel)}`, { query: { app: appId } }));
       setStatus(null);
     } catch (error) {
       setStatus({ kind: 'error', text: describeFailure(error) });
@@ -125,7 +148,7 @@ function ChannelView({ channel }: { channel: string }) {
   useEffect(() => {
     setDetail(null);
     void load();
-  }, [channel]);
+  }, [channel, appId]);
 
   async function publish(event: Event) {
     event.preventDefault();
@@ -138,7 +161,7 @@ function ChannelView({ channel }: { channel: string }) {
     }
     setPublishStatus({ kind: 'busy', text: 'Publishing…' });
     try {
-      const answer = await call<{ offset?: number } | undefined>(`channels/${encodeURIComponent(channel)}/publish`, { method: 'POST', body: { data } });
+      const answer = await call<{ offset?: number } | undefined>(`channels/${encodeURIComponent(channel)}/publish`, { method: 'POST', body: appId === '' ? { data } : { data, app: appId } });
       setPublishStatus({ kind: 'ok', text: answer?.offset === undefined ? 'Published.' : `Published at offset ${answer.offset}.` });
       void load();
     } catch (error) {
@@ -149,11 +172,12 @@ function ChannelView({ channel }: { channel: string }) {
   return (
     <>
       <p>
-        <a href="#/channels">← All channels</a>
+        <a href={`#/channels${appQuery(apps, appId, '?')}`}>← All channels</a>
       </p>
       <div class="title-row">
-        <h3 id="channel-name" class="mono">
-          {channel}
+        <h3 id="channel-name">
+          <span class="mono">{channel}</span>
+          {ofApp(apps, '', appId)}
         </h3>
         <button type="button" onClick={() => void load()}>
           Refresh
@@ -177,7 +201,7 @@ function ChannelView({ channel }: { channel: string }) {
             <ul id="channel-presence" class="chips">
               {detail.presence.map((entry, index) => (
                 <li key={entry.client ?? index}>
-                  <a href={`#/connections?user=${encodeURIComponent(entry.user ?? '')}`}>{entry.user === undefined || entry.user === '' ? 'anonymous' : entry.user}</a>
+                  <a href={`#/connections?user=${encodeURIComponent(entry.user ?? '')}${appQuery(apps, appId, '&')}`}>{entry.user === undefined || entry.user === '' ? 'anonymous' : entry.user}</a>
                   {entry.client !== undefined && <span class="muted mono"> {entry.client.slice(0, 8)}</span>}
                 </li>
               ))}

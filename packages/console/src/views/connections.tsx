@@ -11,18 +11,7 @@ import { when } from '../format.ts';
 import { allows, route } from '../state.ts';
 import { ConfirmButton, Empty, StatusLine, type Status } from '../widgets.tsx';
 import { shortId } from '../overview-stream.ts';
-
-interface AppChoice {
-  readonly id: string;
-  readonly name: string;
-  /** The default app: its users are the server's own (unprefixed paths). */
-  readonly default: boolean;
-}
-
-/** How an app is named in the view: its name, and its id when they differ. */
-function appLabel(app: AppChoice): string {
-  return app.name === app.id ? app.id : `${app.name} (${app.id})`;
-}
+import { AppSelect, choiceOf, ofApp, useAppChoices } from '../app-choice.tsx';
 
 interface ConnectionRow {
   readonly client: string;
@@ -39,7 +28,7 @@ export function Connections() {
   const initialApp = route.value.query.get('app') ?? '';
   const [user, setUser] = useState(initial);
   const [app, setApp] = useState(initialApp);
-  const [apps, setApps] = useState<readonly AppChoice[]>([]);
+  const apps = useAppChoices();
   /** The user and app ('' for the default app) the table shows. */
   const [shown, setShown] = useState<{ readonly user: string; readonly app: string } | null>(null);
   const [rows, setRows] = useState<readonly ConnectionRow[] | null>(null);
@@ -47,16 +36,8 @@ export function Connections() {
   const [token, setToken] = useState('');
   const [tokenStatus, setTokenStatus] = useState<Status | null>(null);
   const operator = allows('operator');
-  /** The non-default apps: the other choices of the search. */
-  const others = apps.filter((a) => !a.default);
-  const defaultApp = apps.find((a) => a.default);
-
   /** `ann`, or `ann of Shop (shop)` for another app's user. */
-  function who(name: string, appId: string): string {
-    const found = apps.find((a) => a.id === appId);
-    if (appId === '' || found?.default === true) return name;
-    return `${name} of ${found === undefined ? appId : appLabel(found)}`;
-  }
+  const who = (name: string, appId: string): string => ofApp(apps, name, appId);
 
   async function find(name: string, appId: string) {
     setStatus({ kind: 'busy', text: 'Searching…' });
@@ -70,15 +51,10 @@ export function Connections() {
     }
   }
 
+  // `?app=` naming the default app is the default choice.
   useEffect(() => {
-    call<{ apps: AppChoice[] }>('connections/apps')
-      .then((answer) => {
-        setApps(answer.apps);
-        // `?app=` naming the default app is the default choice.
-        if (answer.apps.some((a) => a.default && a.id === initialApp)) setApp('');
-      })
-      .catch(() => setApps([]));
-  }, []);
+    setApp((current) => choiceOf(apps, current));
+  }, [apps]);
 
   useEffect(() => {
     if (initial !== '') void find(initial, initialApp);
@@ -122,19 +98,7 @@ export function Connections() {
           if (user.trim() !== '') void find(user.trim(), app);
         }}
       >
-        {others.length > 0 && (
-          <>
-            <label for="connections-app">App</label>
-            <select id="connections-app" value={app} onChange={(e) => setApp(e.currentTarget.value)}>
-              <option value="">{defaultApp === undefined ? 'The server (no app)' : `${appLabel(defaultApp)}, the default app`}</option>
-              {others.map((a) => (
-                <option key={a.id} value={a.id}>
-                  {appLabel(a)}
-                </option>
-              ))}
-            </select>
-          </>
-        )}
+        <AppSelect id="connections-app" apps={apps} value={app} onChange={setApp} />
         <label for="connections-user">User</label>
         <input id="connections-user" type="search" required value={user} placeholder="user id (the token's sub)" onInput={(e) => setUser(e.currentTarget.value)} />
         <button type="submit">Find connections</button>

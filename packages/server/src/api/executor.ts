@@ -14,6 +14,7 @@ import { allows, type ApiPrincipal } from '../auth/api-keys.ts';
 import { CommandError } from '../core/client.ts';
 import { BrokerUnavailableError } from '../broker/broker.ts';
 import type { Node } from '../core/node.ts';
+import { isReservedUserId } from '../apps/apps.ts';
 
 export class ApiError extends Error {
   readonly code: ApiErrorCode;
@@ -105,13 +106,23 @@ export function createApiMethods(limits: ApiSchemaLimits, maxDataBytes: number) 
     presence: method('presence', (node, body) => node.presence(node.resolve(body.channel))),
     presence_stats: method('presence_stats', (node, body) => node.presenceStats(node.resolve(body.channel))),
     channels: method('channels', (node, body) => ({ channels: node.channels(body.prefix ?? '') })),
-    disconnect: method('disconnect', async (node, body) => ({ disconnected: await node.disconnectUser(body.user, body.reconnect === true) })),
+    disconnect: method('disconnect', async (node, body) => ({ disconnected: await node.disconnectUser(serverUser(body.user), body.reconnect === true) })),
     revoke_token: method('revoke_token', async (node, body) => ({
       disconnected: await node.revokeToken(body.jti, body.expires_at === undefined ? undefined : body.expires_at * 1000),
     })),
-    revoke_user: method('revoke_user', async (node, body) => ({ disconnected: await node.revokeUser(body.user) })),
+    revoke_user: method('revoke_user', async (node, body) => ({ disconnected: await node.revokeUser(serverUser(body.user)) })),
     info: method('info', (node) => node.info()),
   } satisfies Record<ApiMethodName, MethodSpec>;
+}
+
+/**
+ * A user id of the server's own (`/api` reaches no app's users): one
+ * beginning with `~` is refused, as the node counts app X's `ann` as
+ * `~X~ann` (Client.userKey) and no token or hook gives such an id.
+ */
+function serverUser(user: string): string {
+  if (isReservedUserId(user)) throw new ApiError('invalid_input', 'user: an id beginning with "~" is no user of the server (app users are reached through their app)');
+  return user;
 }
 
 /** Starts `run` now and never rejects: its value, or what it threw (synchronously or not). */

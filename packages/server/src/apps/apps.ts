@@ -67,7 +67,7 @@ export function appChannel(app: App, channel: string): string {
 }
 
 /** The app-local name of an internal channel of `app`, or undefined when the channel is not the app's. */
-export function localChannel(app: App, internal: string): string | undefined {
+export function localChannel(app: Pick<App, 'channelPrefix'>, internal: string): string | undefined {
   if (app.channelPrefix === '') return internal.charCodeAt(0) === 126 /* ~ */ ? undefined : internal;
   return internal.startsWith(app.channelPrefix) ? internal.slice(app.channelPrefix.length) : undefined;
 }
@@ -81,6 +81,15 @@ export function nativeName(channel: string): string {
   if (channel.charCodeAt(0) !== 126 /* ~ */) return channel;
   const end = channel.indexOf('~', 1);
   return end === -1 ? channel : channel.slice(end + 1);
+}
+
+/**
+ * A user id no token, hook or `/api` request may give: one beginning with
+ * `~`, the form the node counts another app's users in (`~{id}~user`,
+ * Client.userKey), so the server's `~x~ann` would be app x's `ann`.
+ */
+export function isReservedUserId(user: string): boolean {
+  return user.charCodeAt(0) === 126 /* ~ */;
 }
 
 /** The prefix of a non-default app's channels. */

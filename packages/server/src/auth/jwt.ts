@@ -185,6 +185,8 @@ function identityOf(payload: JWTPayload): ConnectionIdentity {
   // commands and bodies do (jose parsed them without that check).
   if (findPoisonedKey(payload) !== undefined) throw new TokenError('invalid', 'claims contain a __proto__ or constructor.prototype key');
   if (typeof payload.sub !== 'string' || payload.sub.length > 256) throw new TokenError('invalid', 'sub claim missing');
+  // The node counts app X's users as `~X~user` (apps.ts, isReservedUserId): a `sub` of that form would be theirs.
+  if (payload.sub.charCodeAt(0) === 126 /* ~ */) throw new TokenError('invalid', 'sub claim begins with "~"');
   const identity: { -readonly [K in keyof ConnectionIdentity]: ConnectionIdentity[K] } = { user: payload.sub };
   if (payload['info'] !== undefined) identity.info = payload['info'];
   if (typeof payload.exp === 'number') identity.expiresAt = payload.exp * 1000;

@@ -3,16 +3,17 @@
  * internal listener, every one behind `requireRole` (console-guard.ts):
  *
  * - viewer: `GET B/api/overview/stream` (SSE, one frame per second:
- *   overview.ts), `GET B/api/channels`, `GET B/api/channels/:channel`,
+ *   overview.ts), `GET B/api/channels?app=`, `GET B/api/channels/:channel?app=`,
  *   `GET B/api/connections?user=&app=`, `GET B/api/connections/apps`.
- * - operator: `POST B/api/channels/:channel/publish`,
+ * - operator: `POST B/api/channels/:channel/publish` (with an optional `app`),
  *   `POST B/api/users/:user/disconnect`, `POST B/api/users/:user/revoke`
  *   (both with an optional `app`), `POST B/api/tokens/:id/revoke`.
  *
- * Users are an app's (apps/apps.ts): `app` names the app whose user `user`
- * is (default: the default app, whose users are the server's own). The node
- * counts another app's users as `~{id}~user` (Client.userKey); that name
- * stays inside: answers carry the user's id and the app's channel names.
+ * Users and channels are an app's (apps/apps.ts): `app` names the app whose
+ * user `user` or channel `channel` is (default: the default app, whose users
+ * and channels are the server's own). The node keeps another app's channels
+ * as `~{id}~name` and counts its users as `~{id}~user` (Client.userKey);
+ * those names stay inside: requests and answers carry the app's own names.
  * - owner: `GET|POST B/api/keys…`, `GET B/api/audit`, `GET B/api/audit/export`.
  *
  * Actions run through the server API's executor (api/executor.ts) with an
@@ -25,7 +26,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
 import { encodeResult, JsonText, type ApiErrorCode } from '@herald/protocol';
 import { ApiError, type ApiExecutor } from '../api/executor.ts';
 import type { ApiPrincipal } from '../auth/api-keys.ts';
-import { nativeName, type AppRegistry } from '../apps/apps.ts';
+import { isReservedUserId, localChannel, nativeName, type App, type AppRegistry } from '../apps/apps.ts';
 import { CommandError } from '../core/client.ts';
 import type { Node } from '../core/node.ts';
 import type { ResolvedChannel } from '../core/channel-rules.ts';
@@ -51,6 +52,21 @@ interface AppUser {
   readonly key: string;
   readonly app: string | undefined;
 }
+
+/**
+ * The app a channel request names: what its channels are prefixed with
+ * inside the server ('' for the default app, whose channels are the
+ * server's own), and its id for the audit log (undefined: the default app).
+ */
+interface ChannelScope {
+  readonly prefix: string;
+  readonly app: string | undefined;
+}
+
+const SERVER_CHANNELS: ChannelScope = { prefix: '', app: undefined };
+
+/** A Pusher presence channel: its members are in the presence store whatever the namespace says (pusher/pusher-api.ts). */
+const isPusherPresence = (name: string): boolean => name.startsWith('presence-');
 
 /** Overview streams one session may hold open at once (tabs); one more is answered 429. */
 export const MAX_STREAMS_PER_SESSION = 4;
@@ -168,25 +184,63 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
     throw error;
   };
 
-  /** Runs a server API method as the admin; audited (with `detail`, never a secret). */
-  const act = async (request: FastifyRequest, reply: FastifyReply, action: string, target: string, method: string, body: Record<string, unknown>, detail?: Record<string, unknown>): Promise<unknown> => {
+  /** Runs an action; audited (with `detail`, never a secret). `run` throws ApiError or InputError. */
+  const audited = async (request: FastifyRequest, reply: FastifyReply, action: string, target: string, detail: Record<string, unknown> | undefined, run: () => Promise<unknown>): Promise<unknown> => {
     try {
-      const result = await executor.run(method, body, principal(request));
+      const result = await run();
       audit(request, action, target, 'ok', { ...detail, result: result instanceof JsonText ? undefined : result });
       return reply.type('application/json').send(encodeResult(result));
     } catch (error) {
-      const code = error instanceof ApiError ? error.code : 'internal';
+      const code = error instanceof ApiError || error instanceof InputError ? error.code : 'internal';
       audit(request, action, target, 'failed', { ...detail, code });
       return fail(reply, error);
     }
   };
 
-  /** `user` of the app named `appId` (absent: the default app, whose users are the server's own); 404 for an app that does not exist. */
-  const appUser = (user: string, appId: string | undefined): AppUser => {
-    if (appId === undefined) return { key: user, app: undefined };
+  /** A node call made for a server API method the console cannot send as is (another app's names); its failures answered as that method's. */
+  const nodeCall = async (method: string, run: () => Promise<unknown>): Promise<unknown> => {
+    try {
+      return await run();
+    } catch (error) {
+      throw executor.failure(error, method);
+    }
+  };
+
+  /** Runs a server API method as the admin; audited (with `detail`, never a secret). */
+  const act = (request: FastifyRequest, reply: FastifyReply, action: string, target: string, method: string, body: Record<string, unknown>, detail?: Record<string, unknown>): Promise<unknown> =>
+    audited(request, reply, action, target, detail, () => executor.run(method, body, principal(request)));
+
+  /** The app named `appId` (undefined: the default app, or none is served); 404 for an app that does not exist. */
+  const namedApp = (appId: string | undefined): App | undefined => {
+    if (appId === undefined) return undefined;
     const found = deps.apps?.byId(appId);
     if (found === undefined) throw new InputError(`app: no app with id "${appId.slice(0, 64)}"`, 'not_found');
-    return found.channelPrefix === '' ? { key: user, app: undefined } : { key: found.channelPrefix + user, app: found.id };
+    return found.channelPrefix === '' ? undefined : found;
+  };
+
+  /** `user` of the app named `appId` (absent: the default app, whose users are the server's own); 404 for an app that does not exist. */
+  const appUser = (user: string, appId: string | undefined): AppUser => {
+    // `~x~ann` is how the node counts app x's `ann`: never a user id of its own (isReservedUserId); `app` names the app.
+    if (isReservedUserId(user)) throw new InputError('user: an id beginning with "~" is no user id (name the app with `app`)');
+    const found = namedApp(appId);
+    return found === undefined ? { key: user, app: undefined } : { key: found.channelPrefix + user, app: found.id };
+  };
+
+  /** The channels of the app named `appId` (absent: the default app's, the server's own); 404 for an app that does not exist. */
+  const channelScope = (appId: string | undefined): ChannelScope => {
+    const found = namedApp(appId);
+    return found === undefined ? SERVER_CHANNELS : { prefix: found.channelPrefix, app: found.id };
+  };
+
+  /**
+   * An app-local channel name checked by the native grammar and namespaces
+   * (a Pusher name is a native name of the default namespace; `~` is in
+   * neither grammar, so a name never reaches another app's), then named as
+   * the node keeps it.
+   */
+  const scopedChannel = (channel: string, scope: ChannelScope): ResolvedChannel => {
+    const resolved = resolveChannel(node, channel);
+    return scope.prefix === '' ? resolved : { ...resolved, channel: scope.prefix + resolved.channel };
   };
 
   // --- overview --------------------------------------------------------
@@ -246,30 +300,38 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
       const q = query(request);
       const prefix = text(q['prefix'], 'prefix') ?? '';
       const limit = integer(q['limit'], 'limit', 1, MAX_CHANNEL_RESULTS) ?? 100;
-      const all = node.channels(prefix);
-      const names = Object.keys(all).sort();
-      const channels = names.slice(0, limit).map((channel) => ({ channel, subscribers: all[channel]!.num_clients }));
-      return { channels, truncated: names.length > limit };
+      const scope = channelScope(text(q['app'], 'app'));
+      const all = node.channels(scope.prefix + prefix);
+      // By the app's names; the default app's list leaves out every other app's `~{id}~…`.
+      const named: [string, number][] = [];
+      for (const [internal, { num_clients }] of Object.entries(all)) {
+        const name = localChannel({ channelPrefix: scope.prefix }, internal);
+        if (name !== undefined) named.push([name, num_clients]);
+      }
+      named.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      const channels = named.slice(0, limit).map(([channel, subscribers]) => ({ channel, subscribers }));
+      return { channels, truncated: named.length > limit };
     } catch (error) {
       return fail(reply, error);
     }
   });
 
   app.get(`${base}/channels/:channel`, { preHandler: requireRole('viewer') }, async (request, reply) => {
+    let method = 'presence';
     try {
       const channel = text(params(request)['channel'], 'channel', { required: true })!;
-      const resolved = resolveChannel(node, channel);
+      const scope = channelScope(text(query(request)['app'], 'app'));
+      const resolved = scopedChannel(channel, scope);
       const subscribers = node.channels(resolved.channel)[resolved.channel]?.num_clients ?? 0;
-      const admin = principal(request);
       let presence: unknown[] | null = null;
-      if (resolved.options.presence) {
-        const answer = (await executor.run('presence', { channel }, admin)) as { clients: Record<string, unknown> };
-        presence = Object.values(answer.clients).slice(0, DETAIL_PRESENCE);
+      if (resolved.options.presence || isPusherPresence(channel)) {
+        presence = Object.values(await node.members(resolved.channel)).slice(0, DETAIL_PRESENCE);
       }
       let stream: { epoch: string; offset: number } | null = null;
       let history: unknown[] = [];
       if (resolved.options.historySize > 0) {
-        const page = JSON.parse(encodeResult(await executor.run('history', { channel, limit: DETAIL_HISTORY, reverse: true }, admin))) as {
+        method = 'history';
+        const page = JSON.parse(encodeResult(await node.history(resolved, { limit: DETAIL_HISTORY, reverse: true }))) as {
           epoch: string;
           offset: number;
           publications: unknown[];
@@ -277,9 +339,10 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
         stream = { epoch: page.epoch, offset: page.offset };
         history = page.publications;
       }
-      return { channel: resolved.channel, subscribers, presence, stream, history };
+      return { channel, ...(scope.app === undefined ? {} : { app: scope.app }), subscribers, presence, stream, history };
     } catch (error) {
-      return fail(reply, error);
+      // The engine's failures answered as the server API's (`unavailable`, or `internal` logged).
+      return fail(reply, error instanceof InputError || error instanceof ApiError ? error : executor.failure(error, method));
     }
   });
 
@@ -287,15 +350,27 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
   app.post(`${base}/channels/:channel/publish`, { preHandler: requireRole('operator'), bodyLimit: publishBodyLimit }, async (request, reply) => {
     let channel: string;
     let body: Record<string, unknown>;
+    let scope: ChannelScope;
     try {
       channel = text(params(request)['channel'], 'channel', { required: true })!;
       body = bodyObject(request.body);
-      onlyFields(body, ['data']);
+      onlyFields(body, ['data', 'app']);
       if (!('data' in body)) throw new InputError('data: required');
+      scope = channelScope(text(body['app'], 'app'));
     } catch (error) {
       return fail(reply, error);
     }
-    return act(request, reply, 'channel.publish', channel, 'publish', { channel, data: body['data'] });
+    if (scope.app === undefined) return act(request, reply, 'channel.publish', channel, 'publish', { channel, data: body['data'] });
+    // Another app's channel: the same checks as the server API's `publish` (name, size), to the channel as the node keeps it.
+    const data = body['data'];
+    const appId = scope.app;
+    return audited(request, reply, 'channel.publish', channel, { app: appId }, async () => {
+      const resolved = scopedChannel(channel, scope);
+      const json = JSON.stringify(data);
+      if (json === undefined) throw new ApiError('bad_request');
+      if (Buffer.byteLength(json) > ctx.config.limits.maxMessageBytes) throw new ApiError('payload_too_large');
+      return nodeCall('publish', () => node.publish(resolved, json, undefined, 'api'));
+    });
   });
 
   // --- connections and users --------------------------------------------
@@ -329,7 +404,10 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
     } catch (error) {
       return fail(reply, error);
     }
-    return act(request, reply, 'user.disconnect', user, 'disconnect', { user: target.key, reconnect }, target.app === undefined ? undefined : { app: target.app });
+    if (target.app === undefined) return act(request, reply, 'user.disconnect', user, 'disconnect', { user, reconnect });
+    // Another app's user: `/api` refuses its `~{id}~user` (it reaches the server's users only); the node's own call does what `disconnect` does.
+    const key = target.key;
+    return audited(request, reply, 'user.disconnect', user, { app: target.app }, () => nodeCall('disconnect', async () => ({ disconnected: await node.disconnectUser(key, reconnect) })));
   });
 
   app.post(`${base}/users/:user/revoke`, { preHandler: requireRole('operator') }, async (request, reply) => {
@@ -343,7 +421,9 @@ export function registerConsoleApi(app: FastifyInstance, ctx: ConsoleContext, de
     } catch (error) {
       return fail(reply, error);
     }
-    return act(request, reply, 'user.revoke', user, 'revoke_user', { user: target.key }, target.app === undefined ? undefined : { app: target.app });
+    if (target.app === undefined) return act(request, reply, 'user.revoke', user, 'revoke_user', { user });
+    const key = target.key;
+    return audited(request, reply, 'user.revoke', user, { app: target.app }, () => nodeCall('revoke_user', async () => ({ disconnected: await node.revokeUser(key) })));
   });
 
   app.post(`${base}/tokens/:id/revoke`, { preHandler: requireRole('operator') }, async (request, reply) => {

@@ -34,7 +34,7 @@ import { Outbox } from './write-scheduler.ts';
 import type { NamespaceConfig } from '../config/schema.ts';
 import type { ForwardedRequest, HookConnection } from '../hooks/hooks.ts';
 import type { Node } from './node.ts';
-import { appChannel, nativeName } from '../apps/apps.ts';
+import { appChannel, isReservedUserId, nativeName } from '../apps/apps.ts';
 import type { ConnectionIdentity, TokenVerifier } from '../auth/jwt.ts';
 import type { AppScope } from '../transports/app-paths.ts';
 import type { ResolvedChannel } from './channel-rules.ts';
@@ -464,6 +464,11 @@ export class Client {
       if (decision.outcome === 'unavailable') {
         if (!decision.failOpen) throw new DisconnectError('hook_unavailable');
       } else {
+        // A user id beginning with `~` is another app's user's as the node counts them (isReservedUserId).
+        if (decision.user !== undefined && isReservedUserId(decision.user)) {
+          this.node.logger.warn({ client: this.id }, 'connect hook answered a user id beginning with "~" (reserved for apps\' users): connection refused');
+          throw new DisconnectError('permission_denied');
+        }
         if (decision.user !== undefined) this.user = decision.user;
         if (decision.expiresAt !== undefined) expiresAt = decision.expiresAt;
         if ('info' in decision) this.connInfo = decision.info;

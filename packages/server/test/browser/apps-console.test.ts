@@ -10,7 +10,10 @@
  * Config apps are read only; an operator has no Apps view. The Connections
  * view finds a user of the app it is told (default: the default app):
  * another app's `ann` is found and disconnected apart from the server's
- * `ann`, shown with that app's channel names. No page error,
+ * `ann`, shown with that app's channel names. The Channels view lists the
+ * channels of the app it is told by that app's names and opens one (its
+ * subscribers, presence, history; a test message reaches that app's
+ * subscribers alone). No page error,
  * console error or CSP violation allowed.
  *
  * Without /usr/bin/chromium these tests skip with a loud warning; with
@@ -225,6 +228,54 @@ describe('console Apps view in Chromium', { skip: !available && !required, timeo
     await page.waitForSelector('#connections-table tbody tr');
     assert.equal(await page.getAttribute('#connections-table tbody tr', 'data-client'), serverClient);
     assert.equal(serverAnn.closeInfo, undefined);
+    assert.deepEqual(await opened.problems(), []);
+  });
+
+  test('the Channels view lists Shop\'s channels by Shop\'s names and opens one: its subscribers, presence, history; a test message reaches Shop\'s subscriber alone', async () => {
+    const room = `chat:${randomBytes(4).toString('hex')}`;
+    const now = Math.floor(Date.now() / 1000);
+    const subscriber = async (url: string, token: string): Promise<WsClient> => {
+      const client = await openWs(url);
+      await client.connect(token);
+      await client.call('subscribe', { channel: room });
+      return client;
+    };
+    const serverBob = await subscriber(h.wsUrl, await h.token('bob'));
+    const shopBob = await subscriber(`ws://127.0.0.1:${h.server.port}/apps/shop/connection/websocket`, await signToken(shopSecret, { sub: 'bob', iat: now, exp: now + 600 }));
+    assert.equal((await h.api('publish', { channel: room, data: { text: 'server only' } })).status, 200);
+
+    const opened = await consoleAs('otto', '#/channels');
+    const { page } = opened;
+    await page.waitForSelector('#channels-app option[value="shop"]', { state: 'attached' });
+    // The default app's channels first: the server's room, once.
+    await page.fill('#channel-prefix', room);
+    await page.click('form[role="search"] button[type="submit"]');
+    await page.waitForSelector(`#channels-table tr[data-channel="${room}"]`);
+    assert.equal(await page.locator('#channels-table tbody tr').count(), 1);
+    // Shop's: its own room, by Shop's name; then opened.
+    await page.selectOption('#channels-app', 'shop');
+    await page.click('form[role="search"] button[type="submit"]');
+    await page.waitForSelector(`#channels-table tr[data-channel="${room}"] a[href$="?app=shop"]`);
+    assert.ok(!((await page.textContent('main')) ?? '').includes('~'), 'no server-internal name in the list');
+    await page.click(`#channels-table tr[data-channel="${room}"] a`);
+    await page.waitForSelector('#channel-subscribers');
+    assert.match((await page.textContent('#channel-name')) ?? '', new RegExp(`^${room} of Shop \\(shop\\)$`));
+    assert.equal(await page.textContent('#channel-subscribers'), '1');
+    await page.waitForSelector('#channel-presence li:has-text("bob")');
+    assert.equal(await page.getAttribute('#channel-presence li a', 'href'), '#/connections?user=bob&app=shop');
+    assert.match(await page.textContent('body').then((t) => t ?? ''), /No publications in history/, 'Shop\'s room has not the server\'s publication');
+
+    // A test message: Shop's bob gets it, the server's bob does not (its next publication is the marker).
+    await page.fill('#publish-data', '{"text":"from the console to the shop"}');
+    await page.click('form.card button[type="submit"]');
+    await shopBob.push('publication', room, (frame) => JSON.stringify(frame).includes('from the console to the shop'));
+    await page.waitForSelector('#channel-history li:has-text("from the console to the shop")');
+    assert.ok(!((await page.textContent('main')) ?? '').includes('~'), 'no server-internal name in the detail');
+    assert.equal((await h.api('publish', { channel: room, data: 'marker' })).status, 200);
+    assert.equal((await serverBob.waitMarker(room, 'marker')).length, 2, 'the server\'s bob got its two publications, none of Shop\'s');
+    // Back to the list keeps the app.
+    await page.click('a:text("All channels")');
+    await page.waitForSelector(`#channels-table tr[data-channel="${room}"] a[href$="?app=shop"]`);
     assert.deepEqual(await opened.problems(), []);
   });
 

@@ -29,7 +29,8 @@ describe('console: users of an app', { timeout: 120000 }, () => {
     dir = mkdtempSync(join(tmpdir(), 'herald-console-app-users-'));
     const stateDir = join(dir, 'state');
     h = await startPusherHerald([main, x], { stateDir, admin: { console: { enabled: true } } });
-    for (const role of ['viewer', 'operator', 'owner'] as const) {
+    // The owner first: the first admin of a store is made an owner whatever it asks.
+    for (const role of ['owner', 'operator', 'viewer'] as const) {
       await createAdmin(stateDir, role, role);
       consoles[role] = new ConsoleClient(h.server.adminPort);
       assert.equal((await consoles[role].login(role)).status, 200);
@@ -90,6 +91,17 @@ describe('console: users of an app', { timeout: 120000 }, () => {
     assert.equal((await consoles.operator.post('/api/users/ann/disconnect', { app: 'nope' })).status, 404);
     assert.equal((await consoles.operator.post('/api/users/ann/revoke', { app: 'nope' })).status, 404);
     assert.equal((await consoles.operator.post('/api/users/ann/revoke', { app: 7 })).body.error.code, 'invalid_input');
+    // `~x~ann` is how the node counts X's ann, never a user id: refused, whatever the app.
+    for (const path of ['/api/connections?user=~x~ann', '/api/connections?user=~x~ann&app=x', '/api/connections?user=~&app=main']) {
+      const reserved = await consoles.viewer.get(path);
+      assert.equal(reserved.status, 400, `${path}: ${reserved.text}`);
+      assert.equal(reserved.body.error.code, 'invalid_input');
+    }
+    for (const body of [{}, { app: 'x' }]) {
+      assert.equal((await consoles.operator.post(`/api/users/${encodeURIComponent('~x~ann')}/disconnect`, body)).body.error.code, 'invalid_input');
+      assert.equal((await consoles.operator.post(`/api/users/${encodeURIComponent('~x~ann')}/revoke`, body)).body.error.code, 'invalid_input');
+    }
+    assert.equal(xAnn.closeInfo, undefined, 'X\'s ann is untouched');
 
     // Disconnect X's ann: that connection closes, the server's ann stays.
     const disconnected = await consoles.operator.post('/api/users/ann/disconnect', { app: 'x' });
