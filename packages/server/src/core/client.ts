@@ -208,9 +208,11 @@ export class Client {
   #windowCount = 0;
   /**
    * Run once when the connection has closed and its cleanup is done: undefined
-   * until the first listener (most connections have none), null once run.
+   * until the first listener (most connections have none), the listener
+   * itself while it is the only one (an SSE or long-poll session's: no
+   * array per session), null once run.
    */
-  #closeListeners: (() => void)[] | null | undefined;
+  #closeListeners: (() => void) | (() => void)[] | null | undefined;
   /** Once the client announced batched frames: its queue in the node's write scheduler (write-scheduler.ts). */
   #outbox: Outbox | undefined = undefined;
   /** Conflated subscriptions holding publications until the transport drains (core/conflation.ts). */
@@ -232,11 +234,14 @@ export class Client {
 
   /** Calls `listener` once the connection has closed and cleaned up (at once if it has). */
   onClosed(listener: () => void): void {
-    if (this.#closeListeners === null) {
+    const listeners = this.#closeListeners;
+    if (listeners === null) {
       listener();
       return;
     }
-    (this.#closeListeners ??= []).push(listener);
+    if (listeners === undefined) this.#closeListeners = listener;
+    else if (typeof listeners === 'function') this.#closeListeners = [listeners, listener];
+    else listeners.push(listener);
   }
 
   /** Resolves when the client has closed and cleaned up. */
@@ -248,7 +253,8 @@ export class Client {
     this.node.forgetClient(this);
     const listeners = this.#closeListeners;
     this.#closeListeners = null;
-    if (listeners !== undefined && listeners !== null) for (const listener of listeners) listener();
+    if (typeof listeners === 'function') listeners();
+    else if (listeners !== undefined && listeners !== null) for (const listener of listeners) listener();
   }
 
   get isClosed(): boolean {
