@@ -20,7 +20,7 @@
  *    `vary: Origin`, and for an allowed origin `access-control-allow-origin`
  *    and `-allow-credentials` (what @fastify/cors sets);
  * 3. the handler, with these headers and the query string. For a body it
- *    reads with `readBody` or `jsonBody` (the rules of app/http-input.ts):
+ *    reads with `readBodyThen` or `jsonBody` (the rules of app/http-input.ts):
  *    over the limit → 413 (declared or received), not UTF-8 →
  *    `invalid_utf8`, nesting too deep → `json_too_deep`, not JSON or
  *    poisoned → `invalid_json`, each ending the connection after the answer
@@ -288,19 +288,7 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * Reads a JSON body by the rules of app/http-input.ts, whatever its content
- * type. Resolves with `{ value }`, or undefined once it has answered the
- * error itself (the connection then ends after the answer: the client may
- * still be sending) or the request went away before its end (nobody to
- * answer).
- */
-export function readBody(request: IncomingMessage, response: ServerResponse, headers: readonly string[], limits: BodyLimits): Promise<{ value: unknown } | undefined> {
-  return new Promise((resolve) => {
-    readBodyThen(request, response, headers, limits, (value) => resolve({ value }), () => resolve(undefined));
-  });
-}
-
-/**
- * `readBody` without a promise (the long-poll route's): calls `onValue`
+ * type, without a promise (the long-poll and publish routes'): calls `onValue`
  * with the parsed value, or `onNone` once the error was answered or the
  * request went away. `quick`, when given, reads the raw body first: a value
  * it returns is taken as is (it must be what the full reading would give:
@@ -367,7 +355,7 @@ export function readBodyThen(
 /**
  * A JSON body reader for a front route, as fastify reads a route's body:
  * the content type (JSON only, else 415; none with no body: the value is
- * undefined, which the schema then judges), `readBody`, then `schema`
+ * undefined, which the schema then judges), `readBodyThen`, then `schema`
  * (TypeBox, no coercion; 400 with the schema's detail). Resolves with
  * `{ value }`, or undefined once it has answered the error itself.
  */
