@@ -150,6 +150,12 @@ export class DisconnectError extends Error {
 const noop = () => {};
 const pingFrame = new EncodedFrame(encodePush({ push: 'ping' }));
 
+/** A subscription `Client.addHeld` added, waiting for `Client.establishHeld`. */
+export interface HeldSubscription {
+  readonly sub: Subscription;
+  readonly recovering: boolean;
+}
+
 export class Client {
   readonly id = randomUUID();
   readonly transport: Transport;
@@ -625,13 +631,25 @@ export class Client {
    * position stays in the connection's vector from the start. While the
    * engine is unavailable the server retries it (in the background, after
    * this first attempt) for `engine.unavailableRetryMs`, then closes the
-   * connection with 3002; the client never has to ask again. Throws
-   * CommandError only for a request that can never succeed.
+   * connection with 3002; the client never has to ask again.
+   *
+   * Two steps, so that a connection's held subscriptions are all in its
+   * position vector before the first is established: `addHeld` checks the
+   * request and adds the subscription (throws CommandError only for a
+   * request that can never succeed); `establishHeld` makes the first attempt.
+   * Were one established before the next was added, the `subscribed` frame of
+   * the first would carry an id without the others' positions, and a client
+   * cut right after it would resume them fresh: a silent gap.
    */
-  async subscribeHeld(request: SubscribeRequest): Promise<void> {
+  async addHeld(request: SubscribeRequest): Promise<HeldSubscription> {
     const prepared = this.#prepare(request);
     const sub = prepared instanceof Promise ? await prepared : prepared;
-    await this.#hold(sub, request.recover === true, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
+    return { sub, recovering: request.recover === true };
+  }
+
+  /** The first attempt to establish a subscription `addHeld` added; see `addHeld`. */
+  async establishHeld(held: HeldSubscription): Promise<void> {
+    await this.#hold(held.sub, held.recovering, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
   }
 
   /**

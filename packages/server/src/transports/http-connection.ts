@@ -12,7 +12,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import { validateCommand } from '@herald/protocol/commands';
 import type { FastifyInstance, FastifyReply } from 'fastify';
 import { apiErrors, decodePositions, disconnects, encodePush, replyErrors, type ApiErrorCode, type ConnectResult, type StreamPosition } from '@herald/protocol';
-import { CommandError, DisconnectError, type Client } from '../core/client.ts';
+import { CommandError, DisconnectError, type Client, type HeldSubscription } from '../core/client.ts';
 import type { Node } from '../core/node.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import { answerJson, apiErrorBody } from '../edge/front.ts';
@@ -289,11 +289,14 @@ export interface ConnectTimeSubscription {
 
 /**
  * Runs the connect-time subscriptions after the stream has started. The
- * server holds them for the client (packages/server/src/core/client.ts `subscribeHeld`):
- * while the engine is unavailable they are retried in the background, and
- * their positions stay in the connection's position vector throughout.
+ * server holds them for the client (packages/server/src/core/client.ts `addHeld`):
+ * all of them enter the connection's position vector before the first is
+ * established (so every event id names every resumed position), their
+ * positions stay there throughout, and while the engine is unavailable they
+ * are retried in the background.
  */
 export async function subscribeHttpClient(client: Client, subscribe: readonly ConnectTimeSubscription[]): Promise<void> {
+  const added: HeldSubscription[] = [];
   for (const { channel, since, needsToken } of subscribe) {
     if (client.isClosed) return;
     if (needsToken === true) {
@@ -302,7 +305,7 @@ export async function subscribeHttpClient(client: Client, subscribe: readonly Co
       continue;
     }
     try {
-      await client.subscribeHeld(since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset });
+      added.push(await client.addHeld(since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset }));
     } catch (error) {
       if (error instanceof CommandError) {
         // Tell the client, as a push, what a subscribe reply would have said.
@@ -310,6 +313,16 @@ export async function subscribeHttpClient(client: Client, subscribe: readonly Co
         client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: entry.message })));
         continue;
       }
+      client.node.logger.error({ err: error }, 'connect-time subscribe failed');
+      client.disconnect('internal');
+      return;
+    }
+  }
+  for (const held of added) {
+    if (client.isClosed) return;
+    try {
+      await client.establishHeld(held);
+    } catch (error) {
       client.node.logger.error({ err: error }, 'connect-time subscribe failed');
       client.disconnect('internal');
       return;

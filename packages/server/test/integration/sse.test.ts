@@ -325,6 +325,22 @@ describe('SSE transport', { timeout: 60000 }, () => {
     assert.deepEqual(offsetsOf(stream.pushes('publication')), [3], 'nothing replayed');
   });
 
+  test('resuming several channels: every event id names every resumed position, the first subscribed frame\'s included (a client cut right after it resumes them all)', async () => {
+    const first = unique('chat:resume-a');
+    const second = unique('chat:resume-b');
+    const a = await publish(first, 1);
+    const b = await publish(second, 1);
+    const vector = `${first}|${a.epoch}|${a.offset} ${second}|${b.epoch}|${b.offset}`;
+    const stream = await rawSse(sseUrl(h.url, { token: await h.token('erin'), channels: [first, second] }), { 'last-event-id': vector });
+    await stream.waitForEvent(() => stream.pushes('subscribed').length === 2, 10000, 'both subscribed');
+    const withIds = stream.events.filter((e) => e.id !== undefined);
+    assert.ok(withIds.length >= 2, 'the subscribed frames carry ids');
+    for (const event of withIds) {
+      assert.deepEqual([...parseVector(event.id!).keys()].sort(), [first, second].sort(), `id ${event.id} names both channels`);
+    }
+    stream.abort();
+  });
+
   test('every channel in Last-Event-ID is resubscribed with recovery, even when not in channel', async () => {
     const channel = unique('chat:vector-only');
     const other = unique('chat:param');
