@@ -14,6 +14,7 @@ import { SqliteAdminStore } from '../../src/console/sqlite-admin-store.ts';
 import { PasswordHasher } from '../../src/console/passwords.ts';
 import type { AdminRole } from '../../src/console/admin-store.ts';
 import { startHerald, type TestHerald } from './herald.ts';
+import { startPusherHerald, type PusherHerald, type TestApp } from './pusher-socket.ts';
 
 export const PASSWORD = 'correct horse battery staple';
 
@@ -186,4 +187,33 @@ export function stepNow(): number {
 /** Waits, when needed, until at least `margin` ms remain in the current step, so that codes of steps relative to it stay in the server's window during a few requests. */
 export async function awayFromStepEdge(marginMs = 8000): Promise<void> {
   while (30_000 - (Date.now() % 30_000) < marginMs) await new Promise((resolve) => setTimeout(resolve, 250));
+}
+
+/**
+ * A Pusher-apps Herald with the console on and three signed-in admins
+ * (owner, operator, viewer: the owner first, since the first admin of a
+ * store is made an owner whatever it asks). `close` stops it and removes
+ * its state directory.
+ */
+export async function startAppsConsole(
+  apps: readonly TestApp[],
+): Promise<{ h: PusherHerald; consoles: Record<'viewer' | 'operator' | 'owner', ConsoleClient>; close(): Promise<void> }> {
+  const dir = mkdtempSync(join(tmpdir(), 'herald-apps-console-'));
+  const stateDir = join(dir, 'state');
+  const h = await startPusherHerald(apps, { stateDir, admin: { console: { enabled: true } } });
+  const consoles = {} as Record<'viewer' | 'operator' | 'owner', ConsoleClient>;
+  for (const role of ['owner', 'operator', 'viewer'] as const) {
+    await createAdmin(stateDir, role, role);
+    consoles[role] = new ConsoleClient(h.server.adminPort);
+    const login = await consoles[role].login(role);
+    if (login.status !== 200) throw new Error(`console login of ${role} answered ${login.status}`);
+  }
+  return {
+    h,
+    consoles,
+    async close() {
+      await h.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }

@@ -10,36 +10,24 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
-import { join } from 'node:path';
 import { disconnects } from '@herald/protocol';
 import { closeAllClients, eventually, openWs, signToken, type WsClient } from '../helpers/herald-ws.ts';
-import { ConsoleClient, createAdmin } from '../helpers/console.ts';
-import { startPusherHerald, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
+import { startAppsConsole } from '../helpers/console.ts';
+import { testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
 
 describe('console: users of an app', { timeout: 120000 }, () => {
   let h: PusherHerald;
-  let dir: string;
+  let consoles: Awaited<ReturnType<typeof startAppsConsole>>['consoles'];
+  let close: () => Promise<void>;
   const main = testApp('main', { name: 'Main site' });
   const x = testApp('x', { name: 'Shop' });
-  const consoles: Record<'viewer' | 'operator' | 'owner', ConsoleClient> = {} as never;
 
   before(async () => {
-    dir = mkdtempSync(join(tmpdir(), 'herald-console-app-users-'));
-    const stateDir = join(dir, 'state');
-    h = await startPusherHerald([main, x], { stateDir, admin: { console: { enabled: true } } });
-    // The owner first: the first admin of a store is made an owner whatever it asks.
-    for (const role of ['owner', 'operator', 'viewer'] as const) {
-      await createAdmin(stateDir, role, role);
-      consoles[role] = new ConsoleClient(h.server.adminPort);
-      assert.equal((await consoles[role].login(role)).status, 200);
-    }
+    ({ h, consoles, close } = await startAppsConsole([main, x]));
   });
   after(async () => {
     closeAllClients();
-    await h?.close();
-    if (dir !== undefined) rmSync(dir, { recursive: true, force: true });
+    await close?.();
   });
 
   /** A token of app X (signed with X's secret), with `iat` so that revocations can judge it. */
