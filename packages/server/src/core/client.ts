@@ -626,7 +626,7 @@ export class Client {
   }
 
   /**
-   * SSE and long polling: a subscription the server holds for the client,
+   * SSE, long polling and a WebSocket opened in its upgrade request: a subscription the server holds for the client,
    * named when the connection opened (URL, body or position vector). Its
    * position stays in the connection's vector from the start. While the
    * engine is unavailable the server retries it (in the background, after
@@ -792,17 +792,18 @@ export class Client {
       timer.unref();
       return;
     }
-    this.#flushSubscription(sub, read);
+    // A held subscription has no subscribe reply: its `subscribed` push says how it was made (on every transport).
+    this.#flushSubscription(sub, read, true);
   }
 
-  #flushSubscription(sub: Subscription, read: StreamRead): void {
+  #flushSubscription(sub: Subscription, read: StreamRead, pushSubscribed = this.transport.tracksPositions): void {
     if (this.isClosed || this.subscription(sub.channel) !== sub || sub.pending === null) return;
     const pending = sub.pending;
     sub.pending = null;
     sub.pendingBytes = 0;
     sub.epoch = read.result.epoch;
     sub.offset = read.offset;
-    if (this.transport.tracksPositions) {
+    if (pushSubscribed) {
       this.#write(new EncodedFrame(encodePush({ push: 'subscribed', channel: nativeName(sub.channel), ...read.result })), true);
     }
     for (const pub of read.missed) {

@@ -209,6 +209,8 @@ export interface OpenRequest {
   readonly vector: string | undefined;
   /** The client announced batched frames (`batch=1`); `connected` then says `batch: true`. */
   readonly batch?: boolean;
+  /** The connection's name (the `connect` command's `name`); WebSocket opens only. */
+  readonly name?: string | undefined;
 }
 
 export type OpenFailure = { readonly error: ApiErrorCode; readonly detail?: string };
@@ -225,7 +227,7 @@ export async function connectHttpClient(
 ): Promise<{ connected: ConnectResult; subscribe: ConnectTimeSubscription[] } | OpenFailure> {
   let connected: ConnectResult;
   try {
-    connected = await client.connect(request.token, undefined, request.batch === true);
+    connected = await client.connect(request.token, request.name, request.batch === true);
   } catch (error) {
     if (error instanceof DisconnectError) {
       if (error.entry !== undefined) {
