@@ -6,7 +6,7 @@
  *   node bench/connect-storm.ts [--transports=ws,sse] [--clients=10000]
  *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan]
  *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...] [--raw-node-args=...]
- *     [--engine=sqlite|memory] [--json=FILE] [--before-root=DIR]
+ *     [--engine=sqlite|memory] [--json=FILE] [--before-root=DIR] [--before-in-url]
  *
  * Herald runs the benchmarks' production config (bench/lib.ts) on
  * `--engine` (default sqlite, the product's default, its state file in the
@@ -61,6 +61,8 @@ const { values } = parseArgs({
     'raw-node-args': { type: 'string', default: '' },
     engine: { type: 'string', default: 'sqlite' },
     'before-root': { type: 'string' },
+    /** `herald-before` opens in the upgrade request as `herald` does (its checkout must have connect=1); default: by commands, pipelined. */
+    'before-in-url': { type: 'boolean', default: false },
     json: { type: 'string' },
   },
   strict: true,
@@ -123,7 +125,7 @@ function openOne(transport: Transport, flavor: Flavor, port: number, since: Posi
           ? `{"id":2,"method":"subscribe","params":{"channel":"${CHANNEL}"}}`
           : `{"id":2,"method":"subscribe","params":{"channel":"${CHANNEL}","recover":true,"epoch":"${since.epoch}","offset":${since.offset}}}`;
       // Opened in the upgrade request: connect and subscribe in the URL, nothing sent after the 101.
-      const inUrl = flavor === 'herald';
+      const inUrl = flavor === 'herald' || (flavor === 'herald-before' && values['before-in-url']);
       const openPath =
         '/connection/websocket?connect=1' +
         (since === undefined ? `&channel=${encodeURIComponent(CHANNEL)}` : `&last_event_id=${encodeURIComponent(encodePositions([[CHANNEL, since]]))}`);
@@ -264,7 +266,8 @@ const names: Record<Flavor, (t: Transport) => string> = {
   herald: (t) => (t === 'ws' ? 'Herald (connect and subscribe in the upgrade request, as the SDK)' : 'Herald'),
   'herald-pipelined': () => 'Herald (subscribe pipelined behind connect, commands)',
   'herald-sequential': () => 'Herald (subscribe after the connect reply)',
-  'herald-before': (t) => (t === 'ws' ? 'Herald before (--before-root), subscribe pipelined' : 'Herald before (--before-root)'),
+  'herald-before': (t) =>
+    t === 'ws' ? `Herald before (--before-root), ${values['before-in-url'] ? 'in the upgrade request' : 'subscribe pipelined'}` : 'Herald before (--before-root)',
   nchan: () => 'Nchan',
 };
 const lines = [
