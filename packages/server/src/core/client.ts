@@ -641,15 +641,16 @@ export class Client {
    * the first would carry an id without the others' positions, and a client
    * cut right after it would resume them fresh: a silent gap.
    */
-  async addHeld(request: SubscribeRequest): Promise<HeldSubscription> {
+  addHeld(request: SubscribeRequest): HeldSubscription | Promise<HeldSubscription> {
+    // Synchronous (it throws, no promise) unless `#prepare` must ask a token or a hook: a storm opens thousands.
     const prepared = this.#prepare(request);
-    const sub = prepared instanceof Promise ? await prepared : prepared;
-    return { sub, recovering: request.recover === true };
+    const recovering = request.recover === true;
+    return prepared instanceof Promise ? prepared.then((sub) => ({ sub, recovering })) : { sub: prepared, recovering };
   }
 
-  /** The first attempt to establish a subscription `addHeld` added; see `addHeld`. */
-  async establishHeld(held: HeldSubscription): Promise<void> {
-    await this.#hold(held.sub, held.recovering, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
+  /** The first attempt to establish a subscription `addHeld` added; see `addHeld`. `#hold`'s promise, without a wrapper of its own. */
+  establishHeld(held: HeldSubscription): Promise<void> {
+    return this.#hold(held.sub, held.recovering, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
   }
 
   /**
