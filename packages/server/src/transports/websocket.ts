@@ -226,6 +226,22 @@ export interface WebSocketHandlerOptions {
  */
 const MAX_PROTOCOL_HEADER = 1024;
 
+/** `Sec-WebSocket-Key` as `ws` accepts it. */
+const KEY = /^[+/0-9A-Za-z]{22}==$/;
+
+/** The checks `ws`'s handleUpgrade makes of the method and the handshake headers, made before a connection opened in the upgrade request runs `connect`. */
+function handshakeValid(request: IncomingMessage): boolean {
+  const { upgrade, 'sec-websocket-key': key, 'sec-websocket-version': version } = request.headers;
+  return (
+    request.method === 'GET' &&
+    upgrade !== undefined &&
+    upgrade.toLowerCase() === 'websocket' &&
+    key !== undefined &&
+    KEY.test(key) &&
+    (version === '13' || version === '8')
+  );
+}
+
 /** `name` of a connection opened in the upgrade request: as the `connect` command's. */
 const MAX_NAME_LENGTH = 64;
 
@@ -423,6 +439,12 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     scope: AppScope | undefined,
   ): Promise<void> {
     const place = admission.place;
+    if (!handshakeValid(request)) {
+      // Not a WebSocket handshake `ws` would complete: it refuses it (400/405) before anything of Herald's runs.
+      place.release();
+      wss.handleUpgrade(request, socket, head, (upgraded) => upgraded.terminate());
+      return;
+    }
     const name = params.get('name') ?? undefined;
     if (name !== undefined && name.length > MAX_NAME_LENGTH) {
       place.release();

@@ -9,6 +9,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Writable } from 'node:stream';
+import diagnosticsChannel from 'node:diagnostics_channel';
 import { buildConfig } from '../../src/config/load.ts';
 import { startServer, type HeraldServer } from '../../src/app/app.ts';
 import { createLogger } from '../../src/observability/pino-logger.ts';
@@ -115,6 +116,30 @@ describe('WebSocket open in the upgrade request: hostile queries', { timeout: 60
     assert.ok(vector.length > 7000);
     const long = await open(`token=${t}&last_event_id=${vector}`);
     assert.equal(long.status, 101, long.text.slice(0, 200));
+  });
+
+  test('a request that is no valid WebSocket handshake is refused by the handshake check before connect runs', async () => {
+    const t = await token('handshake');
+    const target = `/connection/websocket?connect=1&token=${t}&channel=public:h`;
+    const heads = [
+      upgradeHead(server.port, [], target).replace(/Sec-WebSocket-Key: [^\r]+\r\n/, ''),
+      upgradeHead(server.port, [], target).replace(/Sec-WebSocket-Key: [^\r]+/, 'Sec-WebSocket-Key: short'),
+      upgradeHead(server.port, [], target).replace('Sec-WebSocket-Version: 13', 'Sec-WebSocket-Version: 12'),
+    ];
+    // No connection is created for them (herald:connection:opened, observability/diagnostics.ts).
+    let opened = 0;
+    const count = (): void => void opened++;
+    diagnosticsChannel.subscribe('herald:connection:opened', count);
+    try {
+      for (const head of heads) {
+        const answer = await rawExchange(server.port, head);
+        assert.equal(answer.status, 400, answer.text.slice(0, 120));
+      }
+    } finally {
+      diagnosticsChannel.unsubscribe('herald:connection:opened', count);
+    }
+    assert.equal(opened, 0);
+    assert.equal((await open(`token=${t}&channel=public:h`)).status, 101);
   });
 
   test('a foreign origin is refused before the token is even read', async () => {
