@@ -27,6 +27,10 @@ import { apiSecurityHeaders, securityHeaders, useSecurityHeaders } from '../edge
 import { presentedKey, registerLeanRoutes } from '../api/lean-routes.ts';
 import { ApiRateLimits, type SharedApiCounting } from '../api/rate-limits.ts';
 import { Front } from '../edge/front.ts';
+import { LeanHttp, type LeanRequest, type LeanResponse } from '../edge/lean-http.ts';
+import { loadLlhttp } from '../edge/llhttp.ts';
+import { POLL_OPEN_PATH, POLL_PATH } from '../transports/long-poll.ts';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { answerClientError } from '../edge/client-errors.ts';
 import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
 import { registerHealthRoutes, type ReadinessSources } from './health.ts';
@@ -192,6 +196,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   registerSse(app, front, node, sessions, edge);
   registerLongPoll(app, front, node, sessions, edge, { bodyLimit: config.api.maxBodyBytes });
   registerHttpCommands(app, node, sessions, options.appPaths);
+  if (config.http.leanLongPoll) useLeanLongPoll(app, front, config, serverOptions, options.appPaths, tls !== undefined);
   // The chat demo exists in development mode only: production never loads it.
   if (config.mode === 'development') (await import('./demo.ts')).registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
 
@@ -247,6 +252,38 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     limits,
   });
   return app;
+}
+
+/**
+ * `http.leanLongPoll` (experimental): the long-poll routes on the lean
+ * HTTP/1.1 layer (edge/lean-http.ts), every other request on node:http.
+ * Without the llhttp binding (llhttp.ts) it stays on node:http, with one
+ * warning.
+ */
+function useLeanLongPoll(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined, tls: boolean): void {
+  if (tls) throw new Error('http.leanLongPoll serves plain HTTP only: turn it off with tls.certFile set');
+  const loaded = loadLlhttp();
+  if (!('binding' in loaded)) {
+    app.log.warn({ reason: loaded.reason }, 'http.leanLongPoll: llhttp binding unavailable, long polling stays on node:http');
+    return;
+  }
+  const lean = new Set([POLL_PATH, POLL_OPEN_PATH]);
+  new LeanHttp(app.server, {
+    binding: loaded.binding,
+    maxHeaderBytes: MAX_HEADER_BYTES,
+    maxHeaders: MAX_HEADERS,
+    headersTimeoutMs: serverOptions.headersTimeout ?? config.http.headersTimeoutMs,
+    requestTimeoutMs: serverOptions.requestTimeout ?? config.http.requestTimeoutMs,
+    keepAliveTimeoutMs: config.http.keepAliveTimeoutMs,
+    checkingIntervalMs: serverOptions.connectionsCheckingInterval ?? 1000,
+    isLean: (path) => {
+      if (lean.has(path)) return true;
+      if (appPaths === undefined || !path.startsWith('/apps/')) return false;
+      const match = appPaths.match(path);
+      return match !== undefined && lean.has(match.rest);
+    },
+    serve: (request: LeanRequest, response: LeanResponse) => front.serve(request as unknown as IncomingMessage, response as unknown as ServerResponse),
+  });
 }
 
 /**

@@ -547,6 +547,11 @@ export const ConfigSchema = Type.Object(
         headersTimeoutMs: Ms(10000, 'Time allowed to receive request headers (slowloris guard).'),
         requestTimeoutMs: Ms(30000, 'Time allowed for a whole non-streaming request.'),
         keepAliveTimeoutMs: Ms(5000, 'Idle keep-alive timeout.'),
+        leanLongPoll: Type.Boolean({
+          default: false,
+          description:
+            'EXPERIMENTAL. The long-poll routes (POST /connection/poll, /connection/poll/open and their /apps/{id}/ forms) are answered by a lean HTTP/1.1 layer on llhttp (Node\'s internal binding) instead of node:http: less CPU per poll; a connection goes to node:http at its first other request. Not with tls (start refuses the combination).',
+        }),
         trustedProxies: Type.Array(Type.String({ maxLength: 64 }), {
           default: [],
           description: 'Proxy addresses or CIDRs whose X-Forwarded-For is believed; from anyone else it is ignored.',

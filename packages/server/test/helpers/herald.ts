@@ -35,6 +35,8 @@ export async function startHerald(overrides: Record<string, any> = {}, options: 
   const apiKey = randomBytes(24).toString('base64url');
   const stateDir = mkdtempSync(join(tmpdir(), 'herald-test-state-'));
   const raw = merge({ ...testConfig(hmacSecret, apiKey), stateDir }, overrides);
+  // HERALD_TEST_LEAN_LONG_POLL=1: the variant run of the suites with the lean long-poll layer on (not with TLS, which it refuses).
+  if (process.env['HERALD_TEST_LEAN_LONG_POLL'] === '1' && raw.tls?.certFile === undefined) raw.http = { leanLongPoll: true, ...raw.http };
   const config = buildConfig(raw, { env: {} });
   let server: HeraldServer;
   try {

@@ -1,0 +1,552 @@
+/**
+ * EXPERIMENTAL (`http.leanLongPoll`, default off): a lean HTTP/1.1 layer for
+ * the long-poll routes, in front of node:http on the public listener.
+ *
+ * node:http builds an IncomingMessage and a ServerResponse per request, with
+ * their events and garbage: on the long-poll route that is about 40 % of a
+ * delivery's CPU (docs/performance.md, "Long polling: is node:http the
+ * floor?"). This layer takes every new connection first, parses it with
+ * llhttp through Node's own binding (llhttp.ts: strict, the same
+ * `maxHeaderSize`), and answers the requests it knows itself:
+ * `POST /connection/poll` and `/connection/poll/open` (and their
+ * `/apps/{id}/connection/…` forms), HTTP/1.1, with a Host, a
+ * `Content-Length` body or none, no `Expect`, no `Transfer-Encoding`, no
+ * upgrade. They go to the front (front.ts) with small request and response
+ * objects of their own, so every rule and answer of the front applies.
+ *
+ * At the first request it does not answer, the connection is handed to
+ * node:http untouched: the bytes from that request's first byte are put back
+ * (`unshift`) and the socket goes to node:http's own `connection` listener;
+ * a connection whose first bytes are not `POST ` is handed over at once.
+ *
+ * What node:http would do for these requests and this layer does itself:
+ * requests in order, one at a time (reading stops while the pipelined bytes
+ * behind a request exceed PIPELINE_BYTES); the headers and request timeouts
+ * and the keep-alive timeout, by one sweep (a held poll is not idle);
+ * `Connection: close` (asked, or the answer's own, e.g. during a drain)
+ * ends the connection after the answer; parse errors go to the server's
+ * `clientError` listener (edge/client-errors.ts), as node:http's do; at
+ * most MAX_HEADERS header lines are kept, as `maxHeadersCount`.
+ */
+import type { Server } from 'node:http';
+import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
+import type { Socket } from 'node:net';
+import type { Llhttp, LlhttpParser } from './llhttp.ts';
+
+/** Bytes read ahead of the request being answered (pipelining) before reading stops. */
+const PIPELINE_BYTES = 65536;
+
+export interface LeanHttpOptions {
+  readonly binding: Llhttp;
+  readonly maxHeaderBytes: number;
+  readonly maxHeaders: number;
+  readonly headersTimeoutMs: number;
+  readonly requestTimeoutMs: number;
+  readonly keepAliveTimeoutMs: number;
+  readonly checkingIntervalMs: number;
+  /** True for a path (without query) this layer answers. */
+  readonly isLean: (path: string) => boolean;
+  /** The front's `serve`: false leaves the request to node:http (nothing read yet). */
+  readonly serve: (request: LeanRequest, response: LeanResponse) => boolean;
+}
+
+type Listener = (...args: never[]) => void;
+
+/** Headers node:http keeps once (the first), as IncomingMessage does. */
+const SINGLE = new Set([
+  'age', 'authorization', 'content-length', 'content-type', 'etag', 'expires', 'from', 'host', 'if-modified-since',
+  'if-unmodified-since', 'last-modified', 'location', 'max-forwards', 'proxy-authorization', 'referer', 'retry-after', 'server', 'user-agent',
+]);
+
+function headerObject(raw: readonly string[], pairs: number): IncomingHttpHeaders {
+  const headers: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+  const end = Math.min(raw.length, pairs * 2);
+  for (let i = 0; i < end; i += 2) {
+    const name = raw[i]!.toLowerCase();
+    const value = raw[i + 1]!;
+    const previous = headers[name];
+    if (previous === undefined) headers[name] = name === 'set-cookie' ? [value] : value;
+    else if (name === 'set-cookie') (previous as string[]).push(value);
+    else if (SINGLE.has(name)) continue;
+    else headers[name] = previous + (name === 'cookie' ? '; ' : ', ') + value;
+  }
+  // IncomingMessage's headers object has Object's prototype.
+  return Object.setPrototypeOf(headers, Object.prototype) as IncomingHttpHeaders;
+}
+
+/** The request a front handler gets: what the front and the long-poll routes read of an IncomingMessage. */
+export class LeanRequest {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: IncomingHttpHeaders;
+  readonly socket: Socket;
+  readonly httpVersion = '1.1';
+  #listeners: Map<string, Listener[]> | undefined;
+
+  constructor(method: string, url: string, headers: IncomingHttpHeaders, socket: Socket) {
+    this.method = method;
+    this.url = url;
+    this.headers = headers;
+    this.socket = socket;
+  }
+
+  get connection(): Socket {
+    return this.socket;
+  }
+
+  on(event: string, listener: Listener): this {
+    const map = (this.#listeners ??= new Map());
+    const list = map.get(event);
+    if (list === undefined) map.set(event, [listener]);
+    else list.push(listener);
+    return this;
+  }
+
+  removeListener(event: string, listener: Listener): this {
+    const list = this.#listeners?.get(event);
+    if (list !== undefined) {
+      const at = list.indexOf(listener);
+      if (at !== -1) list.splice(at, 1);
+    }
+    return this;
+  }
+
+  emit(event: string, argument?: unknown): void {
+    const list = this.#listeners?.get(event);
+    if (list === undefined) return;
+    for (const listener of [...list]) (listener as (value: unknown) => void)(argument);
+  }
+}
+
+/** The answer side: what front.ts and the long-poll routes call on a ServerResponse. */
+export class LeanResponse {
+  readonly #connection: LeanConnection;
+  #head = '';
+  #close = false;
+  headersSent = false;
+  #ended = false;
+  #onClose: Listener[] | undefined;
+
+  constructor(connection: LeanConnection) {
+    this.#connection = connection;
+  }
+
+  get destroyed(): boolean {
+    return this.#connection.socket.destroyed;
+  }
+
+  /** `writeHead(status, [name, value, …])` with the headers node:http adds: Date, and Connection/Keep-Alive. */
+  writeHead(status: number, headers: readonly string[]): this {
+    let head = 'HTTP/1.1 ' + status + ' ' + (STATUS_CODES[status] ?? 'unknown') + '\r\n';
+    let connection = false;
+    for (let i = 0; i < headers.length; i += 2) {
+      const name = headers[i]!;
+      const value = headers[i + 1]!;
+      head += name + ': ' + value + '\r\n';
+      if (name.length === 10 && name.toLowerCase() === 'connection') {
+        connection = true;
+        if (value.toLowerCase().includes('close')) this.#close = true;
+      }
+    }
+    head += 'Date: ' + utcDate() + '\r\n';
+    const close = this.#close || this.#connection.closeAfter;
+    if (close) this.#close = true;
+    if (!connection) head += close ? 'Connection: close\r\n' : this.#connection.keepAliveTail;
+    this.#head = head + '\r\n';
+    this.headersSent = true;
+    return this;
+  }
+
+  end(text = ''): void {
+    if (this.#ended) return;
+    this.#ended = true;
+    this.#connection.answered(this.#head + text, this.#close);
+  }
+
+  destroy(): void {
+    this.#connection.socket.destroy();
+  }
+
+  once(event: string, listener: Listener): this {
+    if (event === 'close') (this.#onClose ??= []).push(listener);
+    return this;
+  }
+
+  on(event: string, listener: Listener): this {
+    return this.once(event, listener);
+  }
+
+  /** The socket closed while this answer was pending. */
+  closed(): void {
+    const list = this.#onClose;
+    this.#onClose = undefined;
+    if (list !== undefined) for (const listener of list) (listener as () => void)();
+  }
+}
+
+let dateText = '';
+let dateSecond = -1;
+/** The `Date` header's text, as node:http's (made once a second). */
+function utcDate(): string {
+  const now = Date.now();
+  const second = Math.floor(now / 1000);
+  if (second !== dateSecond) {
+    dateSecond = second;
+    dateText = new Date(now).toUTCString();
+  }
+  return dateText;
+}
+
+/**
+ * A connection's phase. Idle: waiting for a request (its first byte); the
+ * keep-alive timeout runs (the headers timeout on a new connection). Head:
+ * receiving a request's head. Body: receiving a lean request's body. Busy:
+ * a request is being answered (a held poll): no timeout.
+ */
+const Phase = { Idle: 0, Head: 1, Body: 2, Busy: 3 } as const;
+type Phase = (typeof Phase)[keyof typeof Phase];
+
+const POST = Buffer.from('POST ');
+
+interface Head {
+  readonly method: string;
+  readonly url: string;
+  readonly headers: string[];
+  readonly major: number;
+  readonly minor: number;
+  readonly upgrade: boolean;
+  readonly keepAlive: boolean;
+}
+
+class LeanConnection {
+  readonly socket: Socket;
+  readonly #layer: LeanHttp;
+  readonly #parser: LlhttpParser;
+  /** Bytes from the current request's first byte that were read (for a hand-off, and the body). */
+  #pending: Buffer | undefined;
+  /** Bytes of `#pending` given to the parser. */
+  #parsed = 0;
+  #phase: Phase = Phase.Idle;
+  /** When the phase's timeout started (Date.now()). */
+  since = Date.now();
+  /** Fresh: no request yet (headers timeout, not keep-alive). */
+  #fresh = true;
+  closeAfter = false;
+  keepAliveTail: string;
+  /** The request whose body is being read, and how much is left. */
+  #request: LeanRequest | undefined;
+  #bodyLeft = 0;
+  #response: LeanResponse | undefined;
+  #rawHeaders: string[] = [];
+  #url = '';
+  #head: Head | undefined;
+  #gone = false;
+  readonly #onData = (data: Buffer): void => this.#read(data);
+  readonly #onEnd = (): void => this.#ended();
+  readonly #onClose = (): void => this.#closed();
+  readonly #onError = (): void => {
+    this.socket.destroy();
+  };
+
+  constructor(layer: LeanHttp, socket: Socket) {
+    this.#layer = layer;
+    this.socket = socket;
+    this.keepAliveTail = layer.keepAliveTail;
+    const { HTTPParser } = layer.options.binding;
+    const parser = new HTTPParser();
+    this.#parser = parser;
+    parser.initialize(HTTPParser.REQUEST, {}, layer.options.maxHeaderBytes, HTTPParser.kLenientNone);
+    parser[HTTPParser.kOnHeaders] = (headers: string[], url: string): void => {
+      for (const item of headers) this.#rawHeaders.push(item);
+      this.#url += url;
+    };
+    parser[HTTPParser.kOnHeadersComplete] = (major: number, minor: number, headers: string[] | undefined, method: number, url: string | undefined, _status: number, _message: string, upgrade: boolean, keepAlive: boolean): number => {
+      if (headers !== undefined) for (const item of headers) this.#rawHeaders.push(item);
+      this.#head = { method: layer.options.binding.methods[method] ?? '', url: url ?? this.#url, headers: this.#rawHeaders, major, minor, upgrade, keepAlive };
+      // Stop after the head: the body (Content-Length only) is read here, and a hand-off keeps the bytes as they came.
+      return 2;
+    };
+    socket.on('data', this.#onData);
+    socket.on('end', this.#onEnd);
+    socket.on('close', this.#onClose);
+    socket.on('error', this.#onError);
+  }
+
+  /** The sweep: the headers, request and keep-alive timeouts. */
+  check(now: number): void {
+    const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs } = this.#layer.options;
+    switch (this.#phase) {
+      case Phase.Idle:
+        if (this.#fresh ? now - this.since > headersTimeoutMs : now - this.since > keepAliveTimeoutMs) {
+          if (this.#fresh) this.#clientError(Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }));
+          else this.socket.destroy();
+        }
+        return;
+      case Phase.Head:
+        if (now - this.since > headersTimeoutMs) this.#clientError(Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }));
+        return;
+      case Phase.Body:
+        if (now - this.since > requestTimeoutMs) this.#clientError(Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }));
+        return;
+      case Phase.Busy:
+        return;
+    }
+  }
+
+  #read(data: Buffer): void {
+    if (this.#gone) return;
+    if (this.#phase === Phase.Busy) {
+      // Pipelined behind the request being answered: kept, parsed after its answer.
+      this.#pending = this.#pending === undefined ? Buffer.from(data) : Buffer.concat([this.#pending, data]);
+      if (this.#pending.length > PIPELINE_BYTES) this.socket.pause();
+      return;
+    }
+    if (this.#phase === Phase.Body) {
+      this.#body(data);
+      return;
+    }
+    this.#pending = this.#pending === undefined ? data : Buffer.concat([this.#pending, data]);
+    this.#next();
+  }
+
+  /** Parses what is pending from the start of a request. */
+  #next(): void {
+    while (!this.#gone && this.#phase !== Phase.Busy) {
+      const pending = this.#pending;
+      if (pending === undefined || pending.length === 0) {
+        this.#pending = undefined;
+        return;
+      }
+      if (this.#phase === Phase.Idle) {
+        // A request starts: one that cannot be lean goes to node:http at once.
+        const prefix = Math.min(pending.length, POST.length);
+        if (pending.compare(POST, 0, prefix, 0, prefix) !== 0) return this.#handOff();
+        this.#phase = Phase.Head;
+        this.since = Date.now();
+        this.#fresh = false;
+        this.#parsed = 0;
+      }
+      if (this.#phase === Phase.Body) {
+        const rest = pending;
+        this.#pending = undefined;
+        this.#body(rest);
+        continue;
+      }
+      const fresh = pending.subarray(this.#parsed);
+      const result = this.#parser.execute(fresh);
+      if (result instanceof Error) return this.#clientError(result);
+      const head = this.#head;
+      if (head === undefined) {
+        // The head goes on in the next read; the parser keeps its state.
+        this.#parsed = pending.length;
+        this.#pending = Buffer.from(pending);
+        return;
+      }
+      const headEnd = this.#parsed + result;
+      this.#head = undefined;
+      this.#rawHeaders = [];
+      this.#url = '';
+      this.#parser.initialize(this.#layer.options.binding.HTTPParser.REQUEST, {}, this.#layer.options.maxHeaderBytes, this.#layer.options.binding.HTTPParser.kLenientNone);
+      if (!this.#start(head, pending, headEnd)) return this.#handOff();
+    }
+  }
+
+  /** A whole head: answered here (true) or not (false, nothing consumed). */
+  #start(head: Head, pending: Buffer, headEnd: number): boolean {
+    if (head.method !== 'POST' || head.major !== 1 || head.minor !== 1 || head.upgrade) return false;
+    const mark = head.url.indexOf('?');
+    if (!this.#layer.options.isLean(mark === -1 ? head.url : head.url.slice(0, mark))) return false;
+    const headers = headerObject(head.headers, this.#layer.options.maxHeaders);
+    if (headers.host === undefined || headers.expect !== undefined || headers['transfer-encoding'] !== undefined) return false;
+    const declared = headers['content-length'];
+    const length = declared === undefined ? 0 : Number(declared);
+    if (!Number.isSafeInteger(length) || length < 0) return false;
+    const request = new LeanRequest('POST', head.url, headers, this.socket);
+    const response = new LeanResponse(this);
+    this.closeAfter = !head.keepAlive || this.#layer.closing;
+    this.#phase = Phase.Busy;
+    if (!this.#layer.options.serve(request, response)) {
+      this.#phase = Phase.Head;
+      this.closeAfter = false;
+      return false;
+    }
+    this.#response = response;
+    const rest = pending.subarray(headEnd);
+    this.#pending = undefined;
+    if (length === 0) {
+      request.emit('end');
+      if (rest.length > 0) this.#keep(rest);
+      return true;
+    }
+    this.#request = request;
+    this.#bodyLeft = length;
+    if (this.#phase === Phase.Busy) this.#phase = Phase.Body;
+    if (rest.length > 0) this.#body(rest);
+    return true;
+  }
+
+  /** Body bytes of the current request; what follows is the next request's. */
+  #body(data: Buffer): void {
+    const request = this.#request!;
+    const take = Math.min(this.#bodyLeft, data.length);
+    this.#bodyLeft -= take;
+    const left = data.subarray(take);
+    if (this.#bodyLeft === 0) {
+      this.#request = undefined;
+      if (this.#phase === Phase.Body) this.#phase = Phase.Busy;
+    }
+    if (left.length > 0) this.#keep(left);
+    // The binding's buffers are not ours: a copy goes to the handler.
+    if (take > 0) request.emit('data', Buffer.from(data.subarray(0, take)));
+    if (this.#bodyLeft === 0) request.emit('end');
+  }
+
+  /** Keeps bytes read ahead of the request being answered. */
+  #keep(data: Buffer): void {
+    this.#pending = this.#pending === undefined ? Buffer.from(data) : Buffer.concat([this.#pending, data]);
+    if (this.#pending.length > PIPELINE_BYTES) this.socket.pause();
+  }
+
+  /** The current request's answer, in one write; then the next pipelined request. */
+  answered(text: string, close: boolean): void {
+    const socket = this.socket;
+    this.#response = undefined;
+    if (this.#gone || socket.destroyed) return;
+    if (close) {
+      this.#gone = true;
+      socket.end(text);
+      return;
+    }
+    if (this.closeAfter || this.#layer.closing) {
+      this.#gone = true;
+      socket.end(text);
+      return;
+    }
+    socket.write(text);
+    if (this.#request !== undefined) {
+      // Answered before its body was read (an error): node:http's rule, the connection ends.
+      this.#gone = true;
+      socket.end();
+      return;
+    }
+    this.#phase = Phase.Idle;
+    this.since = Date.now();
+    if (this.#pending !== undefined) {
+      socket.resume();
+      this.#next();
+    }
+  }
+
+  /** The server is closing: an idle connection ends now; a busy one ends after its answer. */
+  closeIfIdle(): void {
+    this.closeAfter = true;
+    if (this.#phase === Phase.Idle && (this.#pending === undefined || this.#pending.length === 0)) this.socket.destroy();
+  }
+
+  #clientError(error: Error): void {
+    if (this.#gone) return;
+    this.#gone = true;
+    this.#layer.server.emit('clientError', error, this.socket);
+    if (!this.socket.destroyed) this.socket.destroy();
+  }
+
+  #ended(): void {
+    // The client will send nothing more: as node:http (no half-open), end our side; a held poll sees it gone.
+    if (this.#phase === Phase.Busy || this.#phase === Phase.Body) this.socket.destroy();
+    else this.socket.end();
+  }
+
+  #closed(): void {
+    this.#gone = true;
+    this.#layer.forget(this);
+    this.#free();
+    const request = this.#request;
+    this.#request = undefined;
+    request?.emit('close');
+    this.#response?.closed();
+    this.#response = undefined;
+  }
+
+  #freed = false;
+
+  #free(): void {
+    if (this.#freed) return;
+    this.#freed = true;
+    this.#parser.remove();
+    this.#parser.free();
+  }
+
+  /** To node:http, from the current request's first byte. */
+  #handOff(): void {
+    const socket = this.socket;
+    this.#gone = true;
+    socket.pause();
+    socket.removeListener('data', this.#onData);
+    socket.removeListener('end', this.#onEnd);
+    socket.removeListener('close', this.#onClose);
+    socket.removeListener('error', this.#onError);
+    this.#layer.forget(this);
+    this.#free();
+    const pending = this.#pending;
+    this.#pending = undefined;
+    if (pending !== undefined && pending.length > 0) socket.unshift(pending);
+    this.#layer.handOff(socket);
+    socket.resume();
+  }
+}
+
+/** The layer on one node:http server: takes its `connection` listeners' place. */
+export class LeanHttp {
+  readonly options: LeanHttpOptions;
+  readonly server: Server;
+  readonly keepAliveTail: string;
+  readonly #connections = new Set<LeanConnection>();
+  readonly #httpListeners: ((socket: Socket) => void)[];
+  readonly #sweep: NodeJS.Timeout;
+
+  constructor(server: Server, options: LeanHttpOptions) {
+    this.server = server;
+    this.options = options;
+    this.keepAliveTail = options.keepAliveTimeoutMs > 0 ? `Connection: keep-alive\r\nKeep-Alive: timeout=${Math.floor(options.keepAliveTimeoutMs / 1000)}\r\n` : 'Connection: keep-alive\r\n';
+    this.#httpListeners = server.listeners('connection') as ((socket: Socket) => void)[];
+    server.removeAllListeners('connection');
+    server.on('connection', (socket: Socket) => {
+      this.#connections.add(new LeanConnection(this, socket));
+    });
+    this.#sweep = setInterval(() => {
+      const now = Date.now();
+      for (const connection of this.#connections) connection.check(now);
+    }, options.checkingIntervalMs);
+    this.#sweep.unref();
+    // node:http's close (and closeIdleConnections) knows only its own connections.
+    const close = server.close.bind(server);
+    server.close = ((callback?: (error?: Error) => void) => {
+      this.#close();
+      return close(callback);
+    }) as Server['close'];
+    const closeAll = server.closeAllConnections.bind(server);
+    server.closeAllConnections = () => {
+      this.#close();
+      for (const connection of this.#connections) connection.socket.destroy();
+      closeAll();
+    };
+  }
+
+  /** The server is closing: idle lean connections end now, busy ones after their answer. */
+  closing = false;
+
+  #close(): void {
+    this.closing = true;
+    clearInterval(this.#sweep);
+    for (const connection of this.#connections) connection.closeIfIdle();
+  }
+
+  forget(connection: LeanConnection): void {
+    this.#connections.delete(connection);
+  }
+
+  handOff(socket: Socket): void {
+    for (const listener of this.#httpListeners) listener.call(this.server, socket);
+  }
+
+}
