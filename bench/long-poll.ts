@@ -35,12 +35,12 @@
 import { readFileSync, writeFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import { CHANNEL, isPayload, makePayload, newHistogram, nowUs, quantile, record } from './lib.ts';
+import { CHANNEL, heraldBenchConfig, isPayload, makePayload, newHistogram, nowUs, quantile, record } from './lib.ts';
 import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { HttpConnection } from './raw-clients.ts';
 import { cpuSecondsOf, pinSelf, sleep, startServerProcess, systemCpuSecondsOf } from './server-process.ts';
 
-type Target = 'herald' | 'herald-before' | 'raw' | 'raw-net-llhttp' | 'raw-net-hand' | 'nchan';
+type Target = 'herald' | 'herald-lean' | 'herald-before' | 'raw' | 'raw-net-llhttp' | 'raw-net-hand' | 'nchan';
 /** The raw long-poll protocol (`POST /poll`, `POST /publish`), on node:http or on node:net. */
 const isRaw = (target: Target): boolean => target === 'raw' || target === 'raw-net-llhttp' || target === 'raw-net-hand';
 
@@ -143,6 +143,8 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       kind,
       args: target === 'raw-net-hand' ? ['--parser=hand'] : target === 'raw-net-llhttp' ? ['--parser=llhttp'] : [],
       root: target === 'herald-before' ? values['before-root'] : undefined,
+      // `herald-lean`: the long-poll routes on the lean HTTP layer (http.leanLongPoll, packages/server/src/edge/lean-http.ts).
+      config: target === 'herald-lean' ? { ...heraldBenchConfig(), http: { ...(heraldBenchConfig().http as object | undefined), leanLongPoll: true } } : undefined,
       cpus: values['server-cpu'],
       nodeArgs: isRaw(target) ? rawNodeArgs : serverNodeArgs,
       // Herald's warnings and errors (the watchdog's among them) show in the output.
@@ -365,6 +367,7 @@ for (const rate of rates) {
 
 const names: Record<Target, string> = {
   herald: 'Herald',
+  'herald-lean': 'Herald, http.leanLongPoll',
   'herald-before': 'Herald before',
   raw: 'raw Node long-poll server',
   'raw-net-llhttp': 'raw long-poll on node:net, llhttp',

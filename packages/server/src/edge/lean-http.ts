@@ -33,6 +33,9 @@ import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Llhttp, LlhttpParser } from './llhttp.ts';
 
+/** What the lean layers of this process did (tests and debugging: which requests took the lean path). */
+export const leanStats = { requests: 0, handOffs: 0 };
+
 /** Bytes read ahead of the request being answered (pipelining) before reading stops. */
 const PIPELINE_BYTES = 65536;
 
@@ -237,6 +240,8 @@ class LeanConnection {
   #request: LeanRequest | undefined;
   #bodyLeft = 0;
   #response: LeanResponse | undefined;
+  /** A request was taken and its answer has not been written. */
+  #waiting = false;
   #rawHeaders: string[] = [];
   #url = '';
   #head: Head | undefined;
@@ -295,23 +300,15 @@ class LeanConnection {
 
   #read(data: Buffer): void {
     if (this.#gone) return;
-    if (this.#phase === Phase.Busy) {
-      // Pipelined behind the request being answered: kept, parsed after its answer.
-      this.#pending = this.#pending === undefined ? Buffer.from(data) : Buffer.concat([this.#pending, data]);
-      if (this.#pending.length > PIPELINE_BYTES) this.socket.pause();
-      return;
-    }
-    if (this.#phase === Phase.Body) {
-      this.#body(data);
-      return;
-    }
+    if (this.#bodyLeft > 0) return this.#body(data);
+    if (this.#waiting) return this.#keep(data);
     this.#pending = this.#pending === undefined ? data : Buffer.concat([this.#pending, data]);
     this.#next();
   }
 
-  /** Parses what is pending from the start of a request. */
+  /** Parses what is pending from the start of a request, while nothing is being answered. */
   #next(): void {
-    while (!this.#gone && this.#phase !== Phase.Busy) {
+    while (!this.#gone && !this.#waiting && this.#bodyLeft === 0) {
       const pending = this.#pending;
       if (pending === undefined || pending.length === 0) {
         this.#pending = undefined;
@@ -326,14 +323,7 @@ class LeanConnection {
         this.#fresh = false;
         this.#parsed = 0;
       }
-      if (this.#phase === Phase.Body) {
-        const rest = pending;
-        this.#pending = undefined;
-        this.#body(rest);
-        continue;
-      }
-      const fresh = pending.subarray(this.#parsed);
-      const result = this.#parser.execute(fresh);
+      const result = this.#parser.execute(pending.subarray(this.#parsed));
       if (result instanceof Error) return this.#clientError(result);
       const head = this.#head;
       if (head === undefined) {
@@ -346,7 +336,8 @@ class LeanConnection {
       this.#head = undefined;
       this.#rawHeaders = [];
       this.#url = '';
-      this.#parser.initialize(this.#layer.options.binding.HTTPParser.REQUEST, {}, this.#layer.options.maxHeaderBytes, this.#layer.options.binding.HTTPParser.kLenientNone);
+      const { binding, maxHeaderBytes } = this.#layer.options;
+      this.#parser.initialize(binding.HTTPParser.REQUEST, {}, maxHeaderBytes, binding.HTTPParser.kLenientNone);
       if (!this.#start(head, pending, headEnd)) return this.#handOff();
     }
   }
@@ -364,41 +355,54 @@ class LeanConnection {
     const request = new LeanRequest('POST', head.url, headers, this.socket);
     const response = new LeanResponse(this);
     this.closeAfter = !head.keepAlive || this.#layer.closing;
-    this.#phase = Phase.Busy;
+    this.#phase = Phase.Body;
+    this.#waiting = true;
+    this.#bodyLeft = length;
+    this.#request = request;
+    this.#response = response;
+    // What follows the head is this request's body, then the next request's bytes.
+    this.#pending = undefined;
     if (!this.#layer.options.serve(request, response)) {
       this.#phase = Phase.Head;
+      this.#waiting = false;
+      this.#bodyLeft = 0;
+      this.#request = undefined;
+      this.#response = undefined;
       this.closeAfter = false;
+      this.#pending = pending;
       return false;
     }
-    this.#response = response;
+    leanStats.requests++;
     const rest = pending.subarray(headEnd);
-    this.#pending = undefined;
     if (length === 0) {
+      this.#request = undefined;
+      if (this.#waiting) this.#phase = Phase.Busy;
       request.emit('end');
-      if (rest.length > 0) this.#keep(rest);
+      if (rest.length > 0) this.#read(rest);
       return true;
     }
-    this.#request = request;
-    this.#bodyLeft = length;
-    if (this.#phase === Phase.Busy) this.#phase = Phase.Body;
     if (rest.length > 0) this.#body(rest);
     return true;
   }
 
-  /** Body bytes of the current request; what follows is the next request's. */
+  /** Body bytes of the current request (discarded once it was answered); what follows is the next request's. */
   #body(data: Buffer): void {
-    const request = this.#request!;
+    const request = this.#request;
     const take = Math.min(this.#bodyLeft, data.length);
     this.#bodyLeft -= take;
-    const left = data.subarray(take);
-    if (this.#bodyLeft === 0) {
+    const done = this.#bodyLeft === 0;
+    if (done) {
       this.#request = undefined;
-      if (this.#phase === Phase.Body) this.#phase = Phase.Busy;
+      if (this.#waiting) this.#phase = Phase.Busy;
+      else {
+        this.#phase = Phase.Idle;
+        this.since = Date.now();
+      }
     }
-    if (left.length > 0) this.#keep(left);
     // The binding's buffers are not ours: a copy goes to the handler.
-    if (take > 0) request.emit('data', Buffer.from(data.subarray(0, take)));
-    if (this.#bodyLeft === 0) request.emit('end');
+    if (take > 0 && request !== undefined) request.emit('data', Buffer.from(data.subarray(0, take)));
+    if (done && request !== undefined) request.emit('end');
+    if (take < data.length && !this.#gone) this.#read(data.subarray(take));
   }
 
   /** Keeps bytes read ahead of the request being answered. */
@@ -411,29 +415,26 @@ class LeanConnection {
   answered(text: string, close: boolean): void {
     const socket = this.socket;
     this.#response = undefined;
+    this.#waiting = false;
     if (this.#gone || socket.destroyed) return;
-    if (close) {
-      this.#gone = true;
-      socket.end(text);
-      return;
-    }
-    if (this.closeAfter || this.#layer.closing) {
+    if (close || this.closeAfter || this.#layer.closing) {
       this.#gone = true;
       socket.end(text);
       return;
     }
     socket.write(text);
-    if (this.#request !== undefined) {
-      // Answered before its body was read (an error): node:http's rule, the connection ends.
-      this.#gone = true;
-      socket.end();
+    if (this.#bodyLeft > 0) {
+      // Answered before its body was read: the rest is read and dropped, as node:http does.
+      this.#request = undefined;
       return;
     }
     this.#phase = Phase.Idle;
     this.since = Date.now();
     if (this.#pending !== undefined) {
+      const pending = this.#pending;
+      this.#pending = undefined;
       socket.resume();
-      this.#next();
+      this.#read(pending);
     }
   }
 
@@ -546,6 +547,7 @@ export class LeanHttp {
   }
 
   handOff(socket: Socket): void {
+    leanStats.handOffs++;
     for (const listener of this.#httpListeners) listener.call(this.server, socket);
   }
 

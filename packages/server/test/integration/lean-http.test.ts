@@ -1,0 +1,170 @@
+/**
+ * `http.leanLongPoll` (packages/server/src/edge/lean-http.ts): the long-poll
+ * routes answered by the lean HTTP/1.1 layer must answer as the front on
+ * node:http does, byte for byte but the Date (a server with the switch off
+ * beside one with it on); a keep-alive connection goes to node:http at its
+ * first other request (a WebSocket upgrade too); pipelined requests are
+ * answered in order; `Connection: close`, the keep-alive and headers
+ * timeouts hold on the lean path.
+ */
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { startHerald, type TestHerald } from '../helpers/herald.ts';
+import { RawHttp, request } from '../helpers/raw-http.ts';
+import { leanStats } from '../../src/edge/lean-http.ts';
+
+const ORIGIN = 'https://app.example';
+
+/** The answers in `text`, split by their Content-Length; Date lines out. */
+function answers(text: string): { head: string; body: string }[] {
+  const out: { head: string; body: string }[] = [];
+  let at = 0;
+  while (at < text.length) {
+    const end = text.indexOf('\r\n\r\n', at);
+    if (end === -1) break;
+    const head = text.slice(at, end);
+    const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1] ?? '0');
+    out.push({ head: head.replace(/\r\nDate: [^\r]*/, ''), body: text.slice(end + 4, end + 4 + length) });
+    at = end + 4 + length;
+  }
+  return out;
+}
+
+async function exchange(port: number, data: Buffer, count: number): Promise<{ text: string; ended: boolean }> {
+  const raw = await RawHttp.connect(port);
+  raw.socket.write(data);
+  await raw.until((r) => r.ended || answers(r.text).length >= count, `${count} answers`);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const result = { text: raw.text, ended: raw.ended };
+  raw.destroy();
+  return result;
+}
+
+const opts = { cors: { origins: [ORIGIN] }, api: { maxBodyBytes: 2048 }, limits: { maxJsonDepth: 8 } };
+
+describe('lean long-poll layer', { timeout: 120000 }, () => {
+  let front: TestHerald;
+  let lean: TestHerald;
+  before(async () => {
+    front = await startHerald({ ...opts, http: { leanLongPoll: false, keepAliveTimeoutMs: 400, headersTimeoutMs: 400, requestTimeoutMs: 600 } });
+    lean = await startHerald({ ...opts, http: { leanLongPoll: true, keepAliveTimeoutMs: 400, headersTimeoutMs: 400, requestTimeoutMs: 600 } });
+  });
+  after(async () => {
+    await front?.close();
+    await lean?.close();
+  });
+
+  const port = (h: TestHerald): number => Number(new URL(h.url).port);
+
+  test('answers as the front does, byte for byte but the Date', async () => {
+    const host = 'Host: 127.0.0.1';
+    const cases: [string, Buffer][] = [
+      ['unknown session', request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}')],
+      ['invalid JSON', request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json'], '{"seq":')],
+      ['not JSON', request(['POST /connection/poll/open HTTP/1.1', host, 'Content-Type: text/plain'], '{}')],
+      ['too deep', request(['POST /connection/poll/open HTTP/1.1', host, 'Content-Type: application/json'], '['.repeat(20) + ']'.repeat(20))],
+      ['declared too large', request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json'], 'x'.repeat(3000))],
+      ['bad schema', request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json'], '{"seq":-1}')],
+      ['refused origin', request(['POST /connection/poll HTTP/1.1', host, 'Origin: https://evil.example', 'Content-Type: application/json'], '{"seq":0}')],
+      ['allowed origin', request(['POST /connection/poll HTTP/1.1', host, `Origin: ${ORIGIN}`, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}')],
+      ['connection close', request(['POST /connection/poll HTTP/1.1', host, 'Connection: close', 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}')],
+      ['unknown app', request(['POST /apps/nope/connection/poll HTTP/1.1', host, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}')],
+    ];
+    const before = leanStats.requests;
+    for (const [name, data] of cases) {
+      const a = await exchange(port(front), data, 1);
+      const b = await exchange(port(lean), data, 1);
+      assert.ok(answers(a.text).length >= 1, `${name}: front answered ${a.text}`);
+      assert.deepEqual(answers(b.text), answers(a.text), `${name}: lean ${b.text} vs front ${a.text}`);
+      assert.equal(b.ended, a.ended, `${name}: the connection ends alike`);
+    }
+    assert.ok(leanStats.requests - before >= cases.length - 1, 'the lean layer answered them');
+  });
+
+  test('a session opened and polled on the lean path; pipelined polls are answered in order', async () => {
+    const host = 'Host: 127.0.0.1';
+    const opened = await exchange(port(lean), request(['POST /connection/poll/open HTTP/1.1', host, 'Content-Type: application/json'], '{"channels":["public:x"]}'), 1);
+    const first = answers(opened.text)[0]!;
+    assert.match(first.head, /^HTTP\/1\.1 200 OK/);
+    const { session, seq } = JSON.parse(first.body) as { session: string; seq: number };
+    const poll = (n: number) => request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', `Herald-Session: ${session}`], `{"seq":${n}}`);
+    const bad = request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}');
+    const raw = await RawHttp.connect(port(lean));
+    // An unknown session, then a poll that is held until a publication, then another unknown one behind it.
+    raw.socket.write(Buffer.concat([bad, poll(seq), bad]));
+    await raw.until((r) => answers(r.text).length >= 1, 'first answer');
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    assert.equal(answers(raw.text).length, 1, 'the third waits behind the held poll');
+    const published = await lean.api('publish', { channel: 'public:x', data: { n: 1 } });
+    assert.equal(published.status, 200);
+    await raw.until((r) => answers(r.text).length >= 3, 'three answers');
+    const [a, b, c] = answers(raw.text);
+    assert.match(a!.head, /^HTTP\/1\.1 404 /);
+    assert.match(b!.head, /^HTTP\/1\.1 200 /);
+    assert.match(b!.body, /"n":1/);
+    assert.match(c!.head, /^HTTP\/1\.1 404 /);
+    raw.destroy();
+  });
+
+  test('a keep-alive connection goes to node:http at its first other request, then a WebSocket upgrade works on it', async () => {
+    const host = 'Host: 127.0.0.1';
+    const handOffs = leanStats.handOffs;
+    const raw = await RawHttp.connect(port(lean));
+    raw.socket.write(request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}'));
+    await raw.until((r) => answers(r.text).length >= 1, 'poll answer');
+    raw.socket.write(request(['GET /health/live HTTP/1.1', host]));
+    await raw.until((r) => answers(r.text).length >= 2, 'health answer');
+    assert.match(answers(raw.text)[1]!.head, /^HTTP\/1\.1 200 /);
+    assert.equal(leanStats.handOffs, handOffs + 1);
+    raw.socket.write(
+      request(['GET /connection/websocket HTTP/1.1', host, 'Upgrade: websocket', 'Connection: Upgrade', 'Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==', 'Sec-WebSocket-Version: 13']),
+    );
+    await raw.until((r) => r.text.includes('HTTP/1.1 101 '), 'upgrade');
+    raw.destroy();
+  });
+
+  test('Connection: close ends the connection after the answer; HTTP/1.0 goes to node:http', async () => {
+    const host = 'Host: 127.0.0.1';
+    const closed = await exchange(port(lean), request(['POST /connection/poll HTTP/1.1', host, 'Connection: close', 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}'), 1);
+    assert.equal(closed.ended, true);
+    assert.match(answers(closed.text)[0]!.head, /\r\nConnection: close/);
+    const handOffs = leanStats.handOffs;
+    const old = await exchange(port(lean), request(['POST /connection/poll HTTP/1.0', host, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}'), 1);
+    assert.match(answers(old.text)[0]!.head, /^HTTP\/1\.1 404 /);
+    assert.equal(leanStats.handOffs, handOffs + 1);
+  });
+
+  test('the keep-alive timeout ends an idle lean connection, not one with a held poll', async () => {
+    const host = 'Host: 127.0.0.1';
+    const idle = await RawHttp.connect(port(lean));
+    idle.socket.write(request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}'));
+    await idle.until((r) => answers(r.text).length >= 1, 'answer');
+    await idle.until((r) => r.ended, 'closed after the keep-alive timeout', 5000);
+
+    const opened = await exchange(port(lean), request(['POST /connection/poll/open HTTP/1.1', host, 'Content-Type: application/json'], '{"channels":["public:y"]}'), 1);
+    const { session, seq } = JSON.parse(answers(opened.text)[0]!.body) as { session: string; seq: number };
+    const held = await RawHttp.connect(port(lean));
+    held.socket.write(request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', `Herald-Session: ${session}`], `{"seq":${seq}}`));
+    await new Promise((resolve) => setTimeout(resolve, 1200));
+    assert.equal(held.ended, false, 'a held poll is not idle');
+    await lean.api('publish', { channel: 'public:y', data: { n: 2 } });
+    await held.until((r) => answers(r.text).length >= 1, 'the held poll answered');
+    assert.match(answers(held.text)[0]!.body, /"n":2/);
+    held.destroy();
+  });
+
+  test('slowloris: a head that never ends gets 408 after the headers timeout', async () => {
+    const raw = await RawHttp.connect(port(lean));
+    raw.socket.write('POST /connection/poll HTTP/1.1\r\nHost: 127.0.0.1\r\n');
+    const timer = setInterval(() => raw.socket.write('X-A: b\r\n'), 100);
+    try {
+      await raw.until((r) => r.ended, 'closed', 5000);
+    } finally {
+      clearInterval(timer);
+    }
+    assert.match(raw.text, /^HTTP\/1\.1 408 /);
+    const body = await RawHttp.connect(port(lean));
+    body.socket.write('POST /connection/poll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"seq"');
+    await body.until((r) => r.ended, 'a body that never ends is cut by the request timeout', 5000);
+  });
+});
