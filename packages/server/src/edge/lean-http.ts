@@ -62,19 +62,20 @@ const SINGLE = new Set([
 ]);
 
 function headerObject(raw: readonly string[], pairs: number): IncomingHttpHeaders {
-  const headers: Record<string, string | string[]> = Object.create(null) as Record<string, string | string[]>;
+  const headers: Record<string, string | string[]> = {};
   const end = Math.min(raw.length, pairs * 2);
   for (let i = 0; i < end; i += 2) {
     const name = raw[i]!.toLowerCase();
+    // A plain object, as IncomingMessage's: a header named __proto__ is not kept (it would not be a header there either).
+    if (name === '__proto__') continue;
     const value = raw[i + 1]!;
-    const previous = headers[name];
+    const previous = Object.hasOwn(headers, name) ? headers[name] : undefined;
     if (previous === undefined) headers[name] = name === 'set-cookie' ? [value] : value;
     else if (name === 'set-cookie') (previous as string[]).push(value);
     else if (SINGLE.has(name)) continue;
     else headers[name] = previous + (name === 'cookie' ? '; ' : ', ') + value;
   }
-  // IncomingMessage's headers object has Object's prototype.
-  return Object.setPrototypeOf(headers, Object.prototype) as IncomingHttpHeaders;
+  return headers as IncomingHttpHeaders;
 }
 
 /** The request a front handler gets: what the front and the long-poll routes read of an IncomingMessage. */
