@@ -141,21 +141,18 @@ export class LeanResponse {
 
   /** `writeHead(status, [name, value, …])` with the headers node:http adds: Date, and Connection/Keep-Alive. */
   writeHead(status: number, headers: readonly string[]): this {
-    let head = 'HTTP/1.1 ' + status + ' ' + (STATUS_CODES[status] ?? 'unknown') + '\r\n';
-    let connection = false;
-    for (let i = 0; i < headers.length; i += 2) {
-      const name = headers[i]!;
-      const value = headers[i + 1]!;
-      head += name + ': ' + value + '\r\n';
-      if (name.length === 10 && name.toLowerCase() === 'connection') {
-        connection = true;
-        if (value.toLowerCase().includes('close')) this.#close = true;
-      }
+    let lines = heads.get(headers);
+    const last = headers.length - 2;
+    if (lines === undefined || lines.status !== status) {
+      lines = headLines(status, headers);
+      // A list the front reuses (a 200 answer's, per route and origin: its last value, the length, changes per answer).
+      if (lines.lengthLast) heads.set(headers, lines);
     }
+    const close = lines.close || this.#connection.closeAfter;
+    this.#close = close;
+    let head = lines.lengthLast ? lines.text + headers[last + 1]! + '\r\n' : lines.text;
     head += 'Date: ' + utcDate() + '\r\n';
-    const close = this.#close || this.#connection.closeAfter;
-    if (close) this.#close = true;
-    if (!connection) head += close ? 'Connection: close\r\n' : this.#connection.keepAliveTail;
+    if (!lines.connection) head += close ? 'Connection: close\r\n' : this.#connection.keepAliveTail;
     this.#head = head + '\r\n';
     this.headersSent = true;
     return this;
@@ -186,6 +183,37 @@ export class LeanResponse {
     this.#onClose = undefined;
     if (list !== undefined) for (const listener of list) (listener as () => void)();
   }
+}
+
+/** The status line and header lines of a header list (when its last header is `content-length`, up to its value, which changes per answer). */
+interface HeadLines {
+  readonly status: number;
+  readonly text: string;
+  readonly lengthLast: boolean;
+  /** The list has a `connection` header; `close`: it says close. */
+  readonly connection: boolean;
+  readonly close: boolean;
+}
+
+const heads = new WeakMap<readonly string[], HeadLines>();
+
+function headLines(status: number, headers: readonly string[]): HeadLines {
+  let text = 'HTTP/1.1 ' + status + ' ' + (STATUS_CODES[status] ?? 'unknown') + '\r\n';
+  let connection = false;
+  let close = false;
+  const last = headers.length - 2;
+  const lengthLast = last >= 0 && headers[last]!.toLowerCase() === 'content-length';
+  for (let i = 0; i < headers.length; i += 2) {
+    const name = headers[i]!;
+    const value = headers[i + 1]!;
+    if (i === last && lengthLast) text += name + ': ';
+    else text += name + ': ' + value + '\r\n';
+    if (name.length === 10 && name.toLowerCase() === 'connection') {
+      connection = true;
+      if (value.toLowerCase().includes('close')) close = true;
+    }
+  }
+  return { status, text, lengthLast, connection, close };
 }
 
 let dateText = '';
