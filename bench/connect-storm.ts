@@ -6,7 +6,7 @@
  *   node bench/connect-storm.ts [--transports=ws,sse] [--clients=10000]
  *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan]
  *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...] [--raw-node-args=...]
- *     [--engine=sqlite|memory] [--json=FILE] [--before-root=DIR]
+ *     [--engine=sqlite|memory] [--json=FILE] [--before-root=DIR] [--before-in-url]
  *
  * Herald runs the benchmarks' production config (bench/lib.ts) on
  * `--engine` (default sqlite, the product's default, its state file in the
@@ -20,9 +20,12 @@
  * clients, bench/raw-clients.ts) with `--in-flight` attempts at a time
  * (Node's listen backlog is 511: beyond it, SYN retries would measure the
  * kernel's timers):
- * - WebSocket: Herald `connect` and, right behind it as the SDK sends them,
- *   `subscribe` with `recover`, `epoch` and `offset`, done at its reply
- *   (target `herald-sequential`: `subscribe` sent after the connect reply); raw ws done when open; Nchan done when
+ * - WebSocket: Herald opened in the upgrade request, as the SDK opens it
+ *   (`connect=1` and the position vector in `last_event_id`), done at the
+ *   `subscribed` push; target `herald-pipelined`: `connect` and, right behind
+ *   it, `subscribe` with `recover`, `epoch` and `offset` as commands, done at
+ *   its reply (the SDK before the upgrade-request open); target
+ *   `herald-sequential`: `subscribe` sent after the connect reply; raw ws done when open; Nchan done when
  *   open (its WebSocket subscriber is subscribed by the upgrade);
  * - SSE: Herald `GET /connection/sse` with `Last-Event-ID: <position
  *   vector>`, done at the `subscribed` event; raw SSE done at its first
@@ -40,9 +43,10 @@ import { cpuSecondsOf, pinSelf, sleep, startServerProcess } from './server-proce
 
 type Transport = 'ws' | 'sse';
 /** `herald-sequential` (WebSocket only): `subscribe` sent after the `connect` reply, as the SDK did before it pipelined them. */
+/** `herald-pipelined` (WebSocket only): `connect` and `subscribe` as commands, pipelined, as the SDK did before it opened in the upgrade request. */
 /** `herald-before`: `herald` from another checkout (`--before-root`, e.g. a worktree of the code before a change, with its own `npm ci`). */
-type Flavor = 'raw' | 'herald' | 'herald-sequential' | 'herald-before' | 'nchan';
-const isHerald = (flavor: Flavor): boolean => flavor === 'herald' || flavor === 'herald-sequential' || flavor === 'herald-before';
+type Flavor = 'raw' | 'herald' | 'herald-pipelined' | 'herald-sequential' | 'herald-before' | 'nchan';
+const isHerald = (flavor: Flavor): boolean => flavor === 'herald' || flavor === 'herald-pipelined' || flavor === 'herald-sequential' || flavor === 'herald-before';
 
 const { values } = parseArgs({
   options: {
@@ -57,6 +61,8 @@ const { values } = parseArgs({
     'raw-node-args': { type: 'string', default: '' },
     engine: { type: 'string', default: 'sqlite' },
     'before-root': { type: 'string' },
+    /** `herald-before` opens in the upgrade request as `herald` does (its checkout must have connect=1); default: by commands, pipelined. */
+    'before-in-url': { type: 'boolean', default: false },
     json: { type: 'string' },
   },
   strict: true,
@@ -118,18 +124,29 @@ function openOne(transport: Transport, flavor: Flavor, port: number, since: Posi
         since === undefined
           ? `{"id":2,"method":"subscribe","params":{"channel":"${CHANNEL}"}}`
           : `{"id":2,"method":"subscribe","params":{"channel":"${CHANNEL}","recover":true,"epoch":"${since.epoch}","offset":${since.offset}}}`;
-      const ws = openWebSocket(port, isHerald(flavor) ? '/connection/websocket' : flavor === 'nchan' ? nchanPath : '/', {
+      // Opened in the upgrade request: connect and subscribe in the URL, nothing sent after the 101.
+      const inUrl = flavor === 'herald' || (flavor === 'herald-before' && values['before-in-url']);
+      const openPath =
+        '/connection/websocket?connect=1' +
+        (since === undefined ? `&channel=${encodeURIComponent(CHANNEL)}` : `&last_event_id=${encodeURIComponent(encodePositions([[CHANNEL, since]]))}`);
+      const ws = openWebSocket(port, inUrl ? openPath : isHerald(flavor) ? '/connection/websocket' : flavor === 'nchan' ? nchanPath : '/', {
         onOpen() {
           if (!isHerald(flavor)) {
             ready();
             return;
           }
+          if (inUrl) return;
           ws.send('{"id":1,"method":"connect","params":{}}');
           // As the SDK does: the subscribe right behind connect, before its reply.
           if (flavor !== 'herald-sequential') ws.send(subscribe);
         },
         onMessage(text) {
           if (!isHerald(flavor) || settled) return;
+          if (inUrl) {
+            if (text.includes('"push":"subscribed"')) ready();
+            else if (text.includes('"push":"unsubscribed"')) fail(`refused: ${text}`);
+            return;
+          }
           const frame = JSON.parse(text) as { id?: number; error?: unknown };
           if (frame.error !== undefined) fail(`reply error ${JSON.stringify(frame.error)}`);
           else if (frame.id === 1 && flavor === 'herald-sequential') ws.send(subscribe);
@@ -228,7 +245,7 @@ for (const transport of transports) {
   for (let round = 0; round < rounds; round++) {
     const order = round % 2 === 0 ? targets : [...targets].reverse();
     for (const flavor of order) {
-      if (flavor === 'herald-sequential' && transport !== 'ws') continue;
+      if ((flavor === 'herald-sequential' || flavor === 'herald-pipelined') && transport !== 'ws') continue;
       const result = await storm(transport, flavor, round);
       results.push(result);
       process.stderr.write(
@@ -246,9 +263,11 @@ const median = (list: number[]): number => {
 };
 const names: Record<Flavor, (t: Transport) => string> = {
   raw: (t) => (t === 'ws' ? 'raw ws server' : 'raw SSE server'),
-  herald: (t) => (t === 'ws' ? 'Herald (subscribe pipelined behind connect, as the SDK)' : 'Herald'),
+  herald: (t) => (t === 'ws' ? 'Herald (connect and subscribe in the upgrade request, as the SDK)' : 'Herald'),
+  'herald-pipelined': () => 'Herald (subscribe pipelined behind connect, commands)',
   'herald-sequential': () => 'Herald (subscribe after the connect reply)',
-  'herald-before': (t) => (t === 'ws' ? 'Herald before (--before-root), subscribe pipelined' : 'Herald before (--before-root)'),
+  'herald-before': (t) =>
+    t === 'ws' ? `Herald before (--before-root), ${values['before-in-url'] ? 'in the upgrade request' : 'subscribe pipelined'}` : 'Herald before (--before-root)',
   nchan: () => 'Nchan',
 };
 const lines = [

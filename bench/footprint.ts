@@ -58,6 +58,7 @@ const labels: Record<Target, string> = {
   'raw-ws': 'raw ws server',
   'raw-sse': 'raw SSE server',
   'raw-long-poll': 'raw long-poll server',
+  'raw-net-long-poll': 'raw long-poll server on node:net (llhttp)',
   nchan: 'Nchan (nginx worker)',
 };
 

@@ -3,10 +3,14 @@
  * of 100 bytes at a steady rate, Herald vs Nchan's long-poll subscriber and
  * a raw Node long-poll server (bench/raw-long-poll-server.ts: the floor of
  * Node's `http` for one request per answer) in one run: server CPU per
- * million deliveries and publish → delivery latency.
+ * million deliveries and publish → delivery latency. Targets `raw-net-llhttp`
+ * and `raw-net-hand` run the same raw server on `node:net` without node:http's
+ * request and response objects (bench/raw-net-long-poll-server.ts: llhttp
+ * through Node's binding, or a minimal hand parser): what a leaner HTTP layer
+ * than Node's `http` could save per answer.
  *
  *   node bench/long-poll.ts [--clients=2000] [--rates=5,25] [--seconds=10]
- *     [--rounds=1] [--server-cpu=0] [--client-cpu=1] [--targets=raw,herald,nchan]
+ *     [--rounds=1] [--server-cpu=0] [--client-cpu=1] [--targets=raw,herald,nchan] (also raw-net-llhttp, raw-net-hand)
  *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--raw-node-args="..."] [--batch] [--json=FILE]
  *     [--before-root=DIR]   (target `herald-before`: Herald from another checkout, e.g. a worktree
  *                            of the code before a change with its own `npm ci`, in the same run)
@@ -36,7 +40,9 @@ import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { HttpConnection } from './raw-clients.ts';
 import { cpuSecondsOf, pinSelf, sleep, startServerProcess, systemCpuSecondsOf } from './server-process.ts';
 
-type Target = 'herald' | 'herald-before' | 'raw' | 'nchan';
+type Target = 'herald' | 'herald-before' | 'raw' | 'raw-net-llhttp' | 'raw-net-hand' | 'nchan';
+/** The raw long-poll protocol (`POST /poll`, `POST /publish`), on node:http or on node:net. */
+const isRaw = (target: Target): boolean => target === 'raw' || target === 'raw-net-llhttp' || target === 'raw-net-hand';
 
 const { values } = parseArgs({
   options: {
@@ -132,12 +138,13 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     pid = nchan.workerPid;
     stop = () => nchan.stop();
   } else {
-    const kind = target === 'raw' ? 'raw-long-poll' : 'herald';
+    const kind = target === 'raw' ? 'raw-long-poll' : isRaw(target) ? 'raw-net-long-poll' : 'herald';
     const server = await startServerProcess({
       kind,
+      args: target === 'raw-net-hand' ? ['--parser=hand'] : target === 'raw-net-llhttp' ? ['--parser=llhttp'] : [],
       root: target === 'herald-before' ? values['before-root'] : undefined,
       cpus: values['server-cpu'],
-      nodeArgs: target === 'raw' ? rawNodeArgs : serverNodeArgs,
+      nodeArgs: isRaw(target) ? rawNodeArgs : serverNodeArgs,
       // Herald's warnings and errors (the watchdog's among them) show in the output.
       onLine: (line) => {
         if (/"level":(4|5|6)\d/.test(line)) process.stderr.write(`    ${target} log: ${line.slice(0, 400)}\n`);
@@ -204,7 +211,7 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       loop().catch(fail);
       return;
     }
-    if (target === 'raw') {
+    if (isRaw(target)) {
       const loop = async (): Promise<void> => {
         let seq = 0;
         while (!stopping) {
@@ -263,7 +270,7 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       const answer =
         target === 'nchan'
           ? await publisher.request('POST', '/pub/' + NCHAN_ID, { 'content-type': 'application/json' }, payload)
-          : target === 'raw'
+          : isRaw(target)
             ? await publisher.request('POST', '/publish', json, payload)
             : await publisher.request('POST', '/api/publish', { ...json, authorization: `Bearer ${apiKey}` }, `{"channel":"${CHANNEL}","data":${payload}}`);
       idle.push(publisher);
@@ -356,7 +363,14 @@ for (const rate of rates) {
   }
 }
 
-const names: Record<Target, string> = { herald: 'Herald', 'herald-before': 'Herald before', raw: 'raw Node long-poll server', nchan: 'Nchan' };
+const names: Record<Target, string> = {
+  herald: 'Herald',
+  'herald-before': 'Herald before',
+  raw: 'raw Node long-poll server',
+  'raw-net-llhttp': 'raw long-poll on node:net, llhttp',
+  'raw-net-hand': 'raw long-poll on node:net, hand parser',
+  nchan: 'Nchan',
+};
 /** The median; for an even count, the mean of the middle two. */
 const median = (list: number[]): number => {
   const sorted = [...list].sort((a, b) => a - b);

@@ -2,7 +2,7 @@
  * One server under measurement, as a child process: Herald (`herald serve`
  * from the TypeScript sources or from the built JavaScript in
  * packages/server/dist), or a raw Node baseline (bench/raw-ws-server.ts,
- * bench/raw-sse-server.ts, bench/raw-long-poll-server.ts), optionally pinned to CPUs with `taskset`. Its
+ * bench/raw-sse-server.ts, bench/raw-long-poll-server.ts, bench/raw-net-long-poll-server.ts), optionally pinned to CPUs with `taskset`. Its
  * memory and CPU are read from /proc/<pid>; `stop()` sends SIGTERM and, if
  * the process is still there 10 s later (a drain with long-poll sessions
  * between polls takes the close grace, 5 s), SIGKILL. Every process
@@ -27,11 +27,11 @@ export const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /**
  * - `herald`: `herald serve` from the TypeScript sources (type stripping, as `npm start`);
  * - `herald-js`: `herald serve` from the built JavaScript (packages/server/bin/herald.js → dist, as installed);
- * - `raw-ws`, `raw-sse`, `raw-long-poll`: the raw Node baselines, run as JavaScript (compiled
+ * - `raw-ws`, `raw-sse`, `raw-long-poll`, `raw-net-long-poll` (with `args`, e.g. `--parser=hand`): the raw Node baselines, run as JavaScript (compiled
  *   by esbuild into node_modules/.cache/herald-bench), so that the
  *   baseline does not carry the TypeScript stripper in its memory.
  */
-export type ServerKind = 'herald' | 'herald-js' | 'raw-ws' | 'raw-sse' | 'raw-long-poll';
+export type ServerKind = 'herald' | 'herald-js' | 'raw-ws' | 'raw-sse' | 'raw-long-poll' | 'raw-net-long-poll';
 
 export interface ServerProcessOptions {
   readonly kind: ServerKind;
@@ -41,6 +41,8 @@ export interface ServerProcessOptions {
   readonly config?: Record<string, unknown>;
   /** Extra Node flags (e.g. `--heapsnapshot-signal=SIGUSR2`, `--cpu-prof`). */
   readonly nodeArgs?: readonly string[];
+  /** Arguments of a raw baseline's script (after its file name). */
+  readonly args?: readonly string[];
   /** Working directory (heap snapshots and CPU profiles land there); default a temporary directory removed by stop(). */
   readonly cwd?: string;
   /** Every line the server prints on stdout (Herald's JSON log lines), as they come. */
@@ -149,6 +151,9 @@ export async function startServerProcess(options: ServerProcessOptions): Promise
       break;
     case 'raw-long-poll':
       args = [...nodeArgs, asJavaScript('raw-long-poll-server')];
+      break;
+    case 'raw-net-long-poll':
+      args = [...nodeArgs, asJavaScript('raw-net-long-poll-server'), ...(options.args ?? [])];
       break;
     case 'herald':
     case 'herald-js': {

@@ -70,6 +70,15 @@ export interface ClientOptions {
   readonly transports?: readonly TransportName[];
   /** Overrides the WebSocket endpoint (default: the base URL's `/connection/websocket`). */
   readonly websocketUrl?: string;
+  /**
+   * Opens WebSocket connections with `connect` and the subscriptions in the
+   * upgrade request (default true; docs/protocol.md, "Connect in the upgrade
+   * request"): one round trip less and less work for the server in a
+   * reconnect storm. The token then travels in the URL's query, as on SSE.
+   * False: `connect` and the subscribes as commands after the open (needed
+   * for Herald servers older than this option).
+   */
+  readonly websocketConnectInUrl?: boolean;
   /** WebSocket implementation; default `globalThis.WebSocket`. */
   readonly WebSocket?: typeof WebSocket;
   /** fetch implementation (SSE, long polling, HTTP commands); default `globalThis.fetch`. */
@@ -92,6 +101,7 @@ interface Resolved {
   readonly token: string | undefined;
   readonly getToken: (() => Promise<string>) | undefined;
   readonly name: string | undefined;
+  readonly websocketConnectInUrl: boolean;
   readonly connectTimeoutMs: number;
   readonly timeoutMs: number;
   readonly backoff: { readonly baseDelayMs: number; readonly maxDelayMs: number };
@@ -115,6 +125,8 @@ interface Waiter {
 }
 
 const MAX_COMMAND_ID = 2 ** 31 - 1;
+/** Channels and position vector in an open's URL, encoded, at most (beyond: subscribed by command after the open). */
+const MAX_OPEN_QUERY_BYTES = 8192;
 /** Refresh the token this long before it expires (at most half its lifetime). */
 const REFRESH_MARGIN_MS = 15000;
 const TOKEN_RETRY_MS = 5000;
@@ -154,6 +166,8 @@ export class HeraldClient extends Emitter<ClientEvents> {
   #attempt = 0;
   /** SSE/long polling subscribe at open; false after an open was refused for a channel. */
   #withChannels = true;
+  /** The next WebSocket attempt opens by commands: an open in the upgrade request failed before it opened. */
+  #wsByCommands = false;
   #expiredInRow = 0;
   #token: string | undefined;
   /** #token came from getToken and has not been tried on a connect yet. */
@@ -200,6 +214,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
       token: options.token,
       getToken: options.getToken,
       name: options.name,
+      websocketConnectInUrl: options.websocketConnectInUrl ?? true,
       connectTimeoutMs: options.connectTimeoutMs ?? 5000,
       timeoutMs: options.timeoutMs ?? 10000,
       backoff: { baseDelayMs: options.reconnectDelayMs ?? 500, maxDelayMs: options.maxReconnectDelayMs ?? 20000 },
@@ -434,12 +449,16 @@ export class HeraldClient extends Emitter<ClientEvents> {
   }
 
   #createTransport(name: TransportName, handlers: TransportHandlers): ClientTransport {
-    if (name === 'websocket') return new WebSocketTransport(this.#endpoints.websocket, this.#WebSocket!, handlers);
+    if (name === 'websocket') {
+      const inUrl = this.#o.websocketConnectInUrl && !this.#wsByCommands;
+      this.#wsByCommands = false;
+      return new WebSocketTransport(this.#endpoints.websocket, this.#WebSocket!, handlers, inUrl);
+    }
     if (name === 'sse') return new SseTransport(this.#endpoints, this.#fetch!, handlers);
     return new LongPollTransport(this.#endpoints, this.#fetch!, handlers);
   }
 
-  /** SSE and long polling subscribe at open: fresh channels, and a position vector for the ones to recover. */
+  /** SSE, long polling and a WebSocket opened in its upgrade request subscribe at open: fresh channels, and a position vector for the ones to recover. */
   #openRequest(transport: ClientTransport, token: string | undefined, gen: number): OpenRequest {
     const none: OpenRequest = { token, name: this.#o.name, channels: [], vector: '' };
     if (!transport.pushesConnected || !this.#withChannels) return none;
@@ -455,6 +474,10 @@ export class HeraldClient extends Emitter<ClientEvents> {
     }
     const vector = encodePositions(entries);
     if (vector.length > MAX_VECTOR_LENGTH) return none;
+    // The open's URL stays well within a server's request head (Herald's: 16 KiB with the headers); more goes by command.
+    let queryBytes = encodeURIComponent(vector).length;
+    for (const channel of channels) queryBytes += encodeURIComponent(channel).length + 9;
+    if (queryBytes > MAX_OPEN_QUERY_BYTES) return none;
     for (const sub of wanted) sub._requestedGen = gen;
     return { token, name: this.#o.name, channels, vector };
   }
@@ -562,6 +585,13 @@ export class HeraldClient extends Emitter<ClientEvents> {
     }
     if (action === 'refresh-token') {
       this.#onTokenExpired();
+      return;
+    }
+    if (close.openInUrlFailed === true) {
+      // Refused before the 101 (a browser does not show why) or unreachable: once more at once by commands,
+      // whose close code says why (a bad token stops, a refused channel fails alone).
+      this.#wsByCommands = true;
+      void this.#startAttempt();
       return;
     }
     if (close.channelsRefused === true && this.#withChannels) {
@@ -768,7 +798,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
       }
       // WebSocket: the reply is the result, publications follow it. SSE and
       // long polling: the `subscribed` push on the stream is (it may still be on its way).
-      if (transport.pushesConnected) this.#armSubscribeTimeout(sub);
+      if (transport.pushesSubscribed) this.#armSubscribeTimeout(sub);
       else sub._applySubscribed(reply.result as SubscribeResult);
     });
   }

@@ -33,6 +33,7 @@ interface PollAnswer {
 export class LongPollTransport implements ClientTransport {
   readonly name = 'long-poll';
   readonly pushesConnected = true;
+  readonly pushesSubscribed = true;
   readonly answersPing = false;
   readonly #endpoints: Endpoints;
   readonly #fetch: FetchFunction;

@@ -28,6 +28,7 @@ import {
 export class SseTransport implements ClientTransport {
   readonly name = 'sse';
   readonly pushesConnected = true;
+  readonly pushesSubscribed = true;
   readonly answersPing = true;
   readonly #endpoints: Endpoints;
   readonly #fetch: FetchFunction;

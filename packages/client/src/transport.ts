@@ -27,16 +27,22 @@ export interface TransportClose {
   readonly reason: string;
   /** An HTTP open was refused, possibly because of a requested channel: open again without channels. */
   readonly channelsRefused?: boolean;
+  /**
+   * A WebSocket opened in the upgrade request (`connect=1`) closed before it
+   * opened: refused (the page cannot see why) or unreachable. The next
+   * attempt opens by commands, whose close code says why.
+   */
+  readonly openInUrlFailed?: boolean;
 }
 
 export interface TransportHandlers {
-  /** WebSocket only: the socket is open, the client sends `connect` now. */
+  /** WebSocket opened by commands only: the socket is open, the client sends `connect` now. */
   onOpen(): void;
   onFrame(frame: ServerFrame): void;
   onClose(close: TransportClose): void;
 }
 
-/** What the connection is opened with. SSE and long polling subscribe at open time. */
+/** What the connection is opened with. SSE, long polling and a WebSocket opened in its upgrade request subscribe at open time. */
 export interface OpenRequest {
   readonly token: string | undefined;
   readonly name: string | undefined;
@@ -48,8 +54,14 @@ export interface OpenRequest {
 
 export interface ClientTransport {
   readonly name: TransportName;
-  /** True when the server announces the connection with a `connected` push (SSE, long polling). */
+  /**
+   * True when the connection opens with its token and channels and the
+   * server announces it with a `connected` push (SSE, long polling, a
+   * WebSocket opened in its upgrade request): no `connect` command.
+   */
   readonly pushesConnected: boolean;
+  /** True when a subscribe command's result arrives as a `subscribed` push on the stream, not in its reply (SSE, long polling). */
+  readonly pushesSubscribed: boolean;
   /** True when a `ping` push should be answered with a `pong` command (SSE). */
   readonly answersPing: boolean;
   open(request: OpenRequest): void;

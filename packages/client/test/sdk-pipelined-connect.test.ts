@@ -1,5 +1,6 @@
 /**
- * Over WebSocket the SDK sends its subscribes right behind `connect`, before
+ * Over a WebSocket opened by commands (`websocketConnectInUrl: false`; by
+ * default the SDK opens in the upgrade request, sdk-websocket-open) the SDK sends its subscribes right behind `connect`, before
  * the connect reply (docs/protocol.md, Order): one round trip to a
  * subscribed connection. A scripted WebSocket endpoint (`ws`) holds the
  * connect reply until it has read the subscribes, so an SDK that waited for
@@ -83,7 +84,8 @@ describe('SDK over WebSocket: subscribes pipelined behind connect', { timeout: 3
   });
 
   function client(options: Parameters<typeof recordedClient>[0]): RecordedClient {
-    const recorded = recordedClient({ url, transports: ['websocket'], ...options });
+    // Opened by commands: the mode this file is about (the default opens in the upgrade request).
+    const recorded = recordedClient({ url, transports: ['websocket'], websocketConnectInUrl: false, ...options });
     clients.push(recorded);
     return recorded;
   }

@@ -28,7 +28,9 @@ describe('protocol version check', { timeout: 60000 }, () => {
 
   before(async () => {
     const wss = new WebSocketServer({ noServer: true });
-    wss.on('connection', (socket) => {
+    wss.on('connection', (socket, req: { url?: string }) => {
+      // Opened in the upgrade request (the SDK's default): the connect result as a push, at once.
+      if (new URL(req.url ?? '/', 'http://x').searchParams.get('connect') === '1') socket.send(JSON.stringify({ push: 'connected', ...connected() }));
       socket.on('message', (data: Buffer) => {
         const command = JSON.parse(data.toString()) as { id?: number; method: string };
         if (command.method === 'connect') socket.send(JSON.stringify({ id: command.id, result: connected() }));

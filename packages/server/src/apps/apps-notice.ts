@@ -25,7 +25,7 @@ import { mkdirSync, watch, writeFileSync, type FSWatcher } from 'node:fs';
 import { join } from 'node:path';
 
 /** The directory of notices to the server, in the state directory. */
-export function noticeDir(stateDir: string): string {
+function noticeDir(stateDir: string): string {
   return join(stateDir, 'notices');
 }
 

@@ -66,7 +66,7 @@ export interface RedisEngineParts {
 export const MAX_PENDING_PROBES = 64;
 
 /** The topic of node-to-node control commands under an engine prefix: one Redis's pub/sub channel, or on a Redis Cluster a shard channel in the fixed `{control}` slot. */
-export function controlTopicOf(prefix: string, sharded: boolean): string {
+function controlTopicOf(prefix: string, sharded: boolean): string {
   return sharded ? `${prefix}:{control}` : `${prefix}:control`;
 }
 

@@ -14,8 +14,15 @@ export interface ResolvedChannel {
 /** Why a channel name cannot be used: the reply error, and for a broken name the rule in words. */
 export type ChannelRefusal = { readonly reply: 'invalid_channel'; readonly detail: string } | { readonly reply: 'unknown_namespace'; readonly detail?: undefined };
 
-/** Most resolved channels kept; the whole set is dropped when full (the rules never change, so any answer kept is right). */
-const RESOLVED_KEPT = 1024;
+/**
+ * Most resolved channels kept; the whole set is dropped when full (the rules
+ * never change, so any answer kept is right). Above the channels an
+ * application publishes to in turn (a channel per user or per document: the
+ * publish benchmark's 10 000), not below: with 1024, every publish there
+ * missed, parsed the name again and refilled the set (a miss about 10 times
+ * a hit's cost). At most a few MiB at names of a few dozen bytes.
+ */
+const RESOLVED_KEPT = 16384;
 
 /**
  * Pusher's cache channels (docs/pusher.md): their last event is sent to each

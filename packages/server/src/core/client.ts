@@ -626,7 +626,7 @@ export class Client {
   }
 
   /**
-   * SSE and long polling: a subscription the server holds for the client,
+   * SSE, long polling and a WebSocket opened in its upgrade request: a subscription the server holds for the client,
    * named when the connection opened (URL, body or position vector). Its
    * position stays in the connection's vector from the start. While the
    * engine is unavailable the server retries it (in the background, after
@@ -641,15 +641,16 @@ export class Client {
    * the first would carry an id without the others' positions, and a client
    * cut right after it would resume them fresh: a silent gap.
    */
-  async addHeld(request: SubscribeRequest): Promise<HeldSubscription> {
+  addHeld(request: SubscribeRequest): HeldSubscription | Promise<HeldSubscription> {
+    // Synchronous (it throws, no promise) unless `#prepare` must ask a token or a hook: a storm opens thousands.
     const prepared = this.#prepare(request);
-    const sub = prepared instanceof Promise ? await prepared : prepared;
-    return { sub, recovering: request.recover === true };
+    const recovering = request.recover === true;
+    return prepared instanceof Promise ? prepared.then((sub) => ({ sub, recovering })) : { sub: prepared, recovering };
   }
 
-  /** The first attempt to establish a subscription `addHeld` added; see `addHeld`. */
-  async establishHeld(held: HeldSubscription): Promise<void> {
-    await this.#hold(held.sub, held.recovering, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
+  /** The first attempt to establish a subscription `addHeld` added; see `addHeld`. `#hold`'s promise, without a wrapper of its own. */
+  establishHeld(held: HeldSubscription): Promise<void> {
+    return this.#hold(held.sub, held.recovering, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
   }
 
   /**
@@ -792,17 +793,18 @@ export class Client {
       timer.unref();
       return;
     }
-    this.#flushSubscription(sub, read);
+    // A held subscription has no subscribe reply: its `subscribed` push says how it was made (on every transport).
+    this.#flushSubscription(sub, read, true);
   }
 
-  #flushSubscription(sub: Subscription, read: StreamRead): void {
+  #flushSubscription(sub: Subscription, read: StreamRead, pushSubscribed = this.transport.tracksPositions): void {
     if (this.isClosed || this.subscription(sub.channel) !== sub || sub.pending === null) return;
     const pending = sub.pending;
     sub.pending = null;
     sub.pendingBytes = 0;
     sub.epoch = read.result.epoch;
     sub.offset = read.offset;
-    if (this.transport.tracksPositions) {
+    if (pushSubscribed) {
       this.#write(new EncodedFrame(encodePush({ push: 'subscribed', channel: nativeName(sub.channel), ...read.result })), true);
     }
     for (const pub of read.missed) {

@@ -76,7 +76,7 @@ function sameHost(origin: string, host: string): boolean {
  * a `*.example.com` or `https://*.example.com` pattern (subdomains only, not
  * the bare domain), or `*`.
  */
-export function originMatches(origin: string, patterns: readonly string[]): boolean {
+function originMatches(origin: string, patterns: readonly string[]): boolean {
   if (!URL.canParse(origin)) return false;
   const url = new URL(origin);
   const host = url.host.toLowerCase();

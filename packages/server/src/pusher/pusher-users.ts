@@ -33,7 +33,7 @@ export interface Watchlists {
 }
 
 /** A signed-in user as the node counts users (Client.userKey's form): the default app's users are the native ones. */
-export function pusherUserKey(app: App, id: string): string {
+function pusherUserKey(app: App, id: string): string {
   return app.channelPrefix + id;
 }
 

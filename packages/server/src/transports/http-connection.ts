@@ -209,6 +209,8 @@ export interface OpenRequest {
   readonly vector: string | undefined;
   /** The client announced batched frames (`batch=1`); `connected` then says `batch: true`. */
   readonly batch?: boolean;
+  /** The connection's name (the `connect` command's `name`); WebSocket opens only. */
+  readonly name?: string | undefined;
 }
 
 export type OpenFailure = { readonly error: ApiErrorCode; readonly detail?: string };
@@ -225,7 +227,7 @@ export async function connectHttpClient(
 ): Promise<{ connected: ConnectResult; subscribe: ConnectTimeSubscription[] } | OpenFailure> {
   let connected: ConnectResult;
   try {
-    connected = await client.connect(request.token, undefined, request.batch === true);
+    connected = await client.connect(request.token, request.name, request.batch === true);
   } catch (error) {
     if (error instanceof DisconnectError) {
       if (error.entry !== undefined) {
@@ -242,9 +244,9 @@ export async function connectHttpClient(
     client.disconnect('internal');
     return { error: 'internal' };
   }
-  const positions = request.vector === undefined ? new Map<string, StreamPosition>() : (decodePositions(request.vector, node.config.channels.maxNameBytes) ?? new Map());
-  const wanted = new Map<string, StreamPosition | undefined>();
-  for (const [channel, position] of positions) wanted.set(channel, position);
+  // The vector's positions, then the channels asked by name (a new map only when there is no vector).
+  const wanted: Map<string, StreamPosition | undefined> =
+    (request.vector === undefined ? undefined : decodePositions(request.vector, node.config.channels.maxNameBytes)) ?? new Map<string, StreamPosition | undefined>();
   for (const channel of request.channels) if (!wanted.has(channel)) wanted.set(channel, undefined);
   if (wanted.size > node.config.limits.maxChannelsPerConnection) {
     client.disconnect('bad_request');
@@ -305,7 +307,8 @@ export async function subscribeHttpClient(client: Client, subscribe: readonly Co
       continue;
     }
     try {
-      added.push(await client.addHeld(since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset }));
+      const held = client.addHeld(since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset });
+      added.push(held instanceof Promise ? await held : held);
     } catch (error) {
       if (error instanceof CommandError) {
         // Tell the client, as a push, what a subscribe reply would have said.

@@ -8,16 +8,17 @@ import type { Server as HttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeCommand } from '@herald/protocol/commands';
-import { apiErrors, disconnects, type ApiErrorCode } from '@herald/protocol';
+import { apiErrors, disconnects, encodePush, type ApiErrorCode } from '@herald/protocol';
+import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { EncodedBatch } from '../core/encoded-batch.ts';
-import type { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
-import { announcesBatch, openGate, type ConnectionGate, type GateAnswer, type Releasable } from './http-connection.ts';
+import { announcesBatch, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type GateAnswer, type Releasable } from './http-connection.ts';
 import { onSocketDrain } from './socket-drain.ts';
 import { encodeServerTextFrameOf, encodeServerTextFrames } from '../util/websocket-frame.ts';
 import type { AppPaths, AppScope } from './app-paths.ts';
+import { bearer } from './sse.ts';
 
 export const WEBSOCKET_PATH = '/connection/websocket';
 
@@ -32,7 +33,8 @@ export class WebSocketTransport implements Transport {
   get tracksPositions(): boolean {
     return false;
   }
-  readonly #socket: WebSocket;
+  /** Undefined while a connection opened in the upgrade request is connected before its 101 (`attach`). */
+  #socket: WebSocket | undefined;
   /** The upgraded TCP socket under `#socket`: frames built once go straight to it. */
   readonly #raw: Duplex;
   readonly #closeGraceMs: number;
@@ -47,24 +49,64 @@ export class WebSocketTransport implements Transport {
   #held: (string | Buffer)[] | undefined = undefined;
   /** What `#held` holds, counted in `bufferedBytes()` (replies by their length, as a socket counts a string). */
   #heldBytes = 0;
+  /**
+   * A connection opened in the upgrade request (`connect=1`): true from
+   * its creation until `opened()`. Everything written meanwhile is held,
+   * and the raw socket stays corked from the 101 on, so the 101, the
+   * `connected` push, the `subscribed` pushes and the recovered
+   * publications leave in one system call.
+   */
+  #opening = false;
 
-  constructor(socket: WebSocket, raw: Duplex, closeGraceMs: number) {
+  constructor(socket: WebSocket | undefined, raw: Duplex, closeGraceMs: number) {
     this.#socket = socket;
     this.#raw = raw;
     this.#closeGraceMs = closeGraceMs;
+    if (socket === undefined) {
+      this.#opening = true;
+      this.#held = [];
+    }
+  }
+
+  /** A connection opened in the upgrade request: its socket, once `ws` has written the 101. */
+  attach(socket: WebSocket): void {
+    this.#socket = socket;
+  }
+
+  /** The end of an opening (see `#opening`): writes what it held and uncorks the socket. */
+  opened(): void {
+    if (!this.#opening) return;
+    this.#opening = false;
+    if (this.#held !== undefined && this.#held.length === 0) {
+      this.#held = undefined;
+      this.#heldBytes = 0;
+    } else this.flushHeld();
+    if (this.#raw.writableCorked > 0) this.#raw.uncork();
+  }
+
+  #open(): boolean {
+    return !this.#closed && this.#socket !== undefined && this.#socket.readyState === OPEN;
   }
 
   write(frame: EncodedFrame): void {
     // Whole frames only, and only while open (never after a close frame):
     // interleaves safely with what `ws` writes (pings, close), since
     // per-message deflate is off and nothing is fragmented.
-    if (this.#closed || this.#socket.readyState !== OPEN) return;
+    if (this.#opening) {
+      if (!this.#closed) this.#hold(frame.wsFrame);
+      return;
+    }
+    if (!this.#open()) return;
     if (this.#held !== undefined) this.#hold(frame.wsFrame);
     else this.#raw.write(frame.wsFrame);
   }
 
   writeMany(batch: EncodedBatch): void {
-    if (this.#closed || this.#socket.readyState !== OPEN) return;
+    if (this.#opening) {
+      if (!this.#closed) this.#hold(batch.wsFrame);
+      return;
+    }
+    if (!this.#open()) return;
     if (this.#held !== undefined) this.#hold(batch.wsFrame);
     else this.#raw.write(batch.wsFrame);
   }
@@ -81,7 +123,7 @@ export class WebSocketTransport implements Transport {
    * reply), then written in one piece.
    */
   reply(text: string): void {
-    if (this.#socket.readyState !== OPEN) return;
+    if (!this.#opening && !this.#open()) return;
     if (this.#held === undefined) {
       this.#held = [text];
       process.nextTick(flushHeld, this);
@@ -92,10 +134,10 @@ export class WebSocketTransport implements Transport {
   /** Writes what this turn held (see `#held`), framed into one buffer. */
   flushHeld(): void {
     const held = this.#held;
-    if (held === undefined) return;
+    if (held === undefined || this.#opening) return;
     this.#held = undefined;
     this.#heldBytes = 0;
-    if (this.#socket.readyState !== OPEN) return;
+    if (!this.#open() || held.length === 0) return;
     const first = held[0]!;
     if (held.length === 1) {
       this.#raw.write(typeof first === 'string' ? encodeServerTextFrameOf(first) : first);
@@ -105,14 +147,15 @@ export class WebSocketTransport implements Transport {
   }
 
   heartbeat(ping: EncodedFrame): void {
-    if (this.#closed) return;
+    if (this.#closed || this.#socket === undefined) return;
+    this.opened();
     this.flushHeld();
     this.#socket.ping();
     this.write(ping);
   }
 
   bufferedBytes(): number {
-    return this.#socket.bufferedAmount + this.#heldBytes;
+    return (this.#socket?.bufferedAmount ?? 0) + this.#heldBytes;
   }
 
   onDrain(listener: () => void): void {
@@ -121,18 +164,28 @@ export class WebSocketTransport implements Transport {
 
   close(code: number, reason: string): void {
     if (this.#closed) return;
-    this.#closed = true;
     const socket = this.#socket;
+    if (socket === undefined) {
+      // Refused before its 101: the upgrade handler answers with an HTTP error.
+      this.#closed = true;
+      this.#held = undefined;
+      this.#heldBytes = 0;
+      return;
+    }
     if (code === disconnects.slow.code) {
       // The peer is not reading: a close handshake would queue behind the
       // backlog. Cut the socket.
+      this.#closed = true;
+      this.#opening = false;
       this.#held = undefined;
       this.#heldBytes = 0;
       socket.terminate();
       return;
     }
     // What this turn held goes before the close frame.
+    this.opened();
     this.flushHeld();
+    this.#closed = true;
     socket.close(code, reason);
     // A peer that does not answer the close handshake within the close grace is cut.
     const timer = setTimeout(() => socket.terminate(), this.#closeGraceMs);
@@ -142,6 +195,7 @@ export class WebSocketTransport implements Transport {
 
   markClosed(): void {
     this.#closed = true;
+    this.#opening = false;
     this.#held = undefined;
     this.#heldBytes = 0;
   }
@@ -171,6 +225,25 @@ export interface WebSocketHandlerOptions {
  * is refused (400) before `ws` parses it.
  */
 const MAX_PROTOCOL_HEADER = 1024;
+
+/** `Sec-WebSocket-Key` as `ws` accepts it. */
+const KEY = /^[+/0-9A-Za-z]{22}==$/;
+
+/** The checks `ws`'s handleUpgrade makes of the method and the handshake headers, made before a connection opened in the upgrade request runs `connect`. */
+function handshakeValid(request: IncomingMessage): boolean {
+  const { upgrade, 'sec-websocket-key': key, 'sec-websocket-version': version } = request.headers;
+  return (
+    request.method === 'GET' &&
+    upgrade !== undefined &&
+    upgrade.toLowerCase() === 'websocket' &&
+    key !== undefined &&
+    KEY.test(key) &&
+    (version === '13' || version === '8')
+  );
+}
+
+/** `name` of a connection opened in the upgrade request: as the `connect` command's. */
+const MAX_NAME_LENGTH = 64;
 
 export interface WebSocketEndpoint {
   /** Resolves when every upgraded socket has closed (true), or after `timeoutMs` (false). */
@@ -320,6 +393,13 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
 
   function upgrade(request: IncomingMessage, socket: Duplex, head: Buffer, admission: GateAnswer, path: string, scope: AppScope | undefined): void {
     if (admission.refused !== undefined) return refuse(socket, admission.refused, admission.retryAfterSeconds);
+    // The query is parsed only when it can name `batch` or `connect` (most URLs carry none; `%` for an encoded name).
+    const query = request.url?.slice(path.length) ?? '';
+    const params = query.includes('batch') || query.includes('connect') || query.includes('%') ? new URLSearchParams(query) : undefined;
+    if (params !== undefined && announcesBatch(params.get('connect'))) {
+      void openInUpgrade(request, socket, head, admission, params, scope);
+      return;
+    }
     const place = admission.place;
     // Until the upgrade completes, the place goes back when the socket
     // closes (ws destroys it on a bad handshake); after it, onClose does it.
@@ -337,11 +417,103 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       client.scope = scope;
       client.address = admission.address ?? request.socket.remoteAddress ?? '';
       if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
-      // The query is parsed only when it can name `batch` (most URLs carry none; `%` for an encoded name).
-      const query = request.url?.slice(path.length) ?? '';
-      client.batchRequested = (query.includes('batch') || query.includes('%')) && announcesBatch(new URLSearchParams(query).get('batch'));
+      client.batchRequested = params !== undefined && announcesBatch(params.get('batch'));
       client.fallbackToken = admission.fallbackToken;
     });
+  }
+
+  /**
+   * A connection opened in the upgrade request (`connect=1`, docs/protocol.md
+   * "WebSocket"): `connect` and the channels are checked before the 101, as
+   * an SSE open checks them before its stream starts (a failure is an HTTP
+   * error with its registered body); after it, the `connected` push, the
+   * connect-time subscriptions (`subscribed` or `unsubscribed` pushes, the
+   * recovered publications) follow the 101 in the same write.
+   */
+  async function openInUpgrade(
+    request: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    admission: Exclude<GateAnswer, { readonly refused: ApiErrorCode }>,
+    params: URLSearchParams,
+    scope: AppScope | undefined,
+  ): Promise<void> {
+    const place = admission.place;
+    if (!handshakeValid(request)) {
+      // Not a WebSocket handshake `ws` would complete: it refuses it (400/405) before anything of Herald's runs.
+      place.release();
+      wss.handleUpgrade(request, socket, head, (upgraded) => upgraded.terminate());
+      return;
+    }
+    const name = params.get('name') ?? undefined;
+    if (name !== undefined && name.length > MAX_NAME_LENGTH) {
+      place.release();
+      return refuse(socket, 'bad_request', undefined, `name: at most ${MAX_NAME_LENGTH} characters`);
+    }
+    const transport = new WebSocketTransport(undefined, socket, node.config.limits.closeGraceMs);
+    const client = node.createClient(transport);
+    client.scope = scope;
+    client.address = admission.address ?? request.socket.remoteAddress ?? '';
+    if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
+    client.fallbackToken = admission.fallbackToken;
+    const batch = announcesBatch(params.get('batch'));
+    client.batchRequested = batch;
+    // Until the upgrade completes, a socket that closes takes its place and its client with it.
+    const lost = (): void => {
+      place.release();
+      transport.markClosed();
+      client.close(1006, 'connection lost');
+    };
+    socket.once('close', lost);
+    const header = request.headers['last-event-id'];
+    const vector = params.get('last_event_id') ?? (typeof header === 'string' ? header : undefined);
+    const token = params.get('token') ?? bearer(request.headers.authorization);
+    const opened = await connectHttpClient(client, node, { token, channels: params.getAll('channel'), vector, batch, name });
+    if (socket.destroyed) return;
+    let refusal: { readonly code: ApiErrorCode; readonly detail?: string | undefined } | undefined;
+    // A failed connectHttpClient has closed the client.
+    if ('error' in opened) refusal = { code: opened.error, detail: opened.detail };
+    else if (client.isClosed || node.draining) refusal = { code: 'unavailable' };
+    else if (!gate.admitUser(client)) refusal = { code: 'connection_limit' };
+    if (refusal !== undefined || 'error' in opened) {
+      socket.removeListener('close', lost);
+      place.release();
+      if (!client.isClosed) client.disconnect(refusal?.code === 'connection_limit' ? 'connection_limit' : 'shutdown');
+      return refuse(socket, refusal?.code ?? 'internal', undefined, refusal?.detail);
+    }
+    // The 101 that ws writes waits in the socket with what follows it, until `opened()`.
+    socket.cork();
+    wss.handleUpgrade(request, socket, head, (upgraded) => {
+      socket.removeListener('close', lost);
+      socket.removeListener('error', destroyOnError);
+      const ws = upgraded as HeraldWebSocket;
+      sockets.add(ws);
+      ws.place = place;
+      ws.client = client;
+      ws.userAdmitted = true;
+      transport.attach(ws);
+      client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected })));
+      if (opened.connected.batch === true) client.enableBatching();
+      // Written when every connect-time subscription has had its first attempt, or at the end of this turn of
+      // the event loop at the latest (an engine that answers slowly does not hold the rest back).
+      if (toOpen.length === 0) setImmediate(openAll);
+      toOpen.push(transport);
+      subscribeHttpClient(client, opened.subscribe).then(
+        () => transport.opened(),
+        (error: unknown) => {
+          node.logger.error({ err: error }, 'WebSocket open failed after its upgrade');
+          client.disconnect('internal');
+        },
+      );
+    });
+  }
+
+  /** Openings still held (see `openInUpgrade`): one callback per turn writes them all. */
+  let toOpen: WebSocketTransport[] = [];
+  function openAll(): void {
+    const list = toOpen;
+    toOpen = [];
+    for (const transport of list) transport.opened();
   }
   return {
     async settle(timeoutMs) {
@@ -357,16 +529,18 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
 
 const statusText: Record<number, string> = {
   400: 'Bad Request',
+  401: 'Unauthorized',
   403: 'Forbidden',
   404: 'Not Found',
   429: 'Too Many Requests',
+  500: 'Internal Server Error',
   503: 'Service Unavailable',
 };
 
 /** Answers the upgrade request with a registered API error instead of a 101, and closes. */
-function refuse(socket: Duplex, code: ApiErrorCode, retryAfterSeconds?: number): void {
+function refuse(socket: Duplex, code: ApiErrorCode, retryAfterSeconds?: number, detail?: string): void {
   const entry = apiErrors[code];
-  const body = JSON.stringify({ error: { code, message: entry.message } });
+  const body = JSON.stringify({ error: detail === undefined ? { code, message: entry.message } : { code, message: entry.message, detail } });
   const retryAfter = retryAfterSeconds === undefined ? '' : `Retry-After: ${retryAfterSeconds}\r\n`;
   socket.end(
     `HTTP/1.1 ${entry.status} ${statusText[entry.status] ?? 'Error'}\r\nConnection: close\r\nContent-Type: application/json\r\n` +

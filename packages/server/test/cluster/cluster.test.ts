@@ -4,7 +4,7 @@
  * the tests run in order, each leaving it in a state the next one expects:
  *
  * 1. cross-worker delivery, cluster-wide presence and info;
- * 2. recovery on another worker;
+ * 2. recovery on another worker (also opened in the upgrade request, `connect=1`);
  * 3. SSE and long-poll sessions whose requests land on the other worker;
  * 4. SIGKILL of a worker mid-traffic (SECURITY-TESTS F29): replaced, clients
  *    reconnect and recover, no silent gap;
@@ -22,7 +22,8 @@ import { fileURLToPath } from 'node:url';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { openSse, sseUrl } from '../helpers/rt-clients.ts';
-import { eventually } from '../helpers/herald-ws.ts';
+import { eventually, openWs } from '../helpers/herald-ws.ts';
+import { openUrl } from '../helpers/ws-open.ts';
 import { sleep, waitUntil } from '../helpers/rt-util.ts';
 import { publishLoop, RecoveringWs, TestCluster, type Pinned } from './harness.ts';
 import { SOURCE_NODE_ARGS } from '../helpers/source.ts';
@@ -161,6 +162,30 @@ describe('cluster mode (2 workers, real processes)', { timeout: 120000 }, () => 
     assert.deepEqual(second.client.recoveries, [{ recovered: true, wasRecovering: true }]);
     assert.deepEqual(second.client.offsets, [2, 3, 4, 5, 6]);
     second.client.stop();
+  });
+
+  test('a WebSocket opened in the upgrade request (connect=1) on either worker recovers what it missed, in order, once', async () => {
+    const pins = await twoWorkers();
+    const channel = unique('open');
+    const first = await pins[0].api('publish', { channel, data: 1 });
+    assert.equal(first.status, 200);
+    for (let i = 2; i <= 4; i++) assert.equal((await pins[i % 2]!.api('publish', { channel, data: i })).status, 200);
+    // Several opens: the primary hands connections to the workers in turn, so both are likely to take some.
+    for (let i = 0; i < 4; i++) {
+      const client = await openWs(openUrl(c.wsUrl, { last_event_id: `${channel}|${first.body.epoch}|1` }));
+      try {
+        await client.push('connected');
+        const subscribed = await client.push('subscribed', channel);
+        assert.deepEqual([subscribed.was_recovering, subscribed.recovered], [true, true]);
+        const publications = await client.waitPublications(channel, 3);
+        assert.deepEqual(
+          publications.map((p: { offset: number }) => p.offset),
+          [2, 3, 4],
+        );
+      } finally {
+        client.ws.terminate();
+      }
+    }
   });
 
   test('SSE and long-poll sessions work whichever worker receives their next request', async () => {

@@ -13,6 +13,7 @@ import { after, afterEach, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { disconnects } from '@herald/protocol';
 import { closeAllClients, connectWs, http, openWs, signToken, unique, type WsClient } from '../helpers/herald-ws.ts';
+import { openUrl } from '../helpers/ws-open.ts';
 import { LongPollSession } from '../helpers/herald-long-poll.ts';
 import { openSse, parseVector, sseUrl, type SseStream } from '../helpers/rt-clients.ts';
 import { execFile } from 'node:child_process';
@@ -115,6 +116,22 @@ describe('native protocol per app', { timeout: 120000 }, () => {
     assert.equal(onDefault.publications(channel).length, 0, 'the default app shares no channel with X or Y');
     assert.equal(native.publications(channel).length, 2, 'X sees its trigger and its own publish, not Y');
     assert.equal(yEvents, 1, 'pusher-js on Y saw only Y\'s event');
+  });
+
+  test('WebSocket opened in the upgrade request on X\'s path (connect=1): X\'s token and channels; the server\'s and Y\'s tokens refused before the 101', async () => {
+    const channel = unique('room');
+    await serverSdk(h, x).trigger(channel, 'first', { n: 1 });
+    const client = await openWs(openUrl(wsUrl(x.id), { token: await appToken(x, 'alice'), channel }));
+    await client.push('connected');
+    const sub = await client.push('subscribed', channel);
+    assert.equal(sub.channel, channel, 'the app-local name');
+    await serverSdk(h, x).trigger(channel, 'second', { n: 2 });
+    assert.deepEqual(pusherData(await client.push('publication', channel)), { event: 'second', data: { n: 2 } });
+    for (const token of [await h.token('alice'), await appToken(y, 'alice')]) {
+      await assert.rejects(openWs(openUrl(wsUrl(x.id), { token, channel })), /HTTP 401/);
+    }
+    await assert.rejects(openWs(openUrl(wsUrl(x.id), { channel })), /HTTP 403/, 'no token on an app\'s path');
+    await assert.rejects(openWs(openUrl(wsUrl(off.id), { token: await appToken(off, 'alice') })), /HTTP 403/, 'a disabled app');
   });
 
   test('tokens on X\'s path: the server\'s and Y\'s are refused, none at all too; X\'s opens it', async () => {

@@ -77,6 +77,11 @@ test('single process: liveness, readiness, a blocked loop and a growing heap fli
     const report = JSON.parse(readFileSync(reportFile, 'utf8')) as Record<string, any>;
     assert.equal(report['header']['processId'], herald.child.pid);
     assert.ok(!readFileSync(reportFile, 'utf8').includes(secret), 'the report holds no environment variable');
+    // No reverse DNS of the sockets' peers (it runs on the late event loop) and no network interfaces.
+    assert.equal(report['header']['networkInterfaces'], undefined, 'no network interfaces in the report');
+    const endpoints = (report['libuv'] as Array<Record<string, any>>).flatMap((h) => [h['localEndpoint'], h['remoteEndpoint']]).filter((e) => e !== undefined && e !== null);
+    assert.ok(endpoints.length > 0, 'the report lists the listeners');
+    for (const endpoint of endpoints) assert.equal(endpoint['host'], endpoint['ip4'] ?? endpoint['ip6'], 'an endpoint named by its address, not a looked-up host name');
     assert.equal(statSync(reportFile).mode & 0o777, 0o600);
     // Heap snapshots are configured on here: one is written beside the report (checked at the end).
     const snapshot = await herald.until(() => herald.logs.find((l) => l['msg'] === 'watchdog: heap snapshot written'), 'the heap snapshot line');

@@ -74,9 +74,9 @@ export function rawExchange(port: number, data: string | Buffer, options: RawOpt
 }
 
 /** The head of a WebSocket upgrade request for `/connection/websocket`. */
-export function upgradeHead(port: number, extra: readonly string[] = []): string {
+export function upgradeHead(port: number, extra: readonly string[] = [], target = '/connection/websocket'): string {
   return [
-    'GET /connection/websocket HTTP/1.1',
+    `GET ${target} HTTP/1.1`,
     `Host: 127.0.0.1:${port}`,
     'Upgrade: websocket',
     'Connection: Upgrade',
