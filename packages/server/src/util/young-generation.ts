@@ -67,7 +67,7 @@ export class YoungGenerationHold {
     this.#enabled = true;
   }
 
-  /** A connection opened: a storm starts at the `STORM_OPENS`th of a second; a storm already on ends a second after its last such second. */
+  /** A connection opened (Node.createClient; the Pusher endpoint's upgrade): a storm starts at the `STORM_OPENS`th of a second; a storm already on ends a second after its last such second. */
   opened(): void {
     if (!this.#enabled) return;
     const now = this.#now();
