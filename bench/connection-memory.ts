@@ -5,6 +5,7 @@
  *   node bench/connection-memory.ts [--transport=ws|sse|long-poll] [--connections=N]
  *     [--targets=raw,herald,nchan] [--in-flight=200] [--settle=3] [--top=15]
  *     [--server-cpu=0] [--client-cpu=1] [--keep-snapshot=DIR] [--json=FILE]
+ *     [--node-args="--flag …"] [--before-root=DIR]
  *
  * Defaults: 10 000 connections for `ws` and `sse`, 2000 for `long-poll`.
  * Targets per transport:
@@ -29,6 +30,15 @@
  * really holds, garbage and buffers included). Nchan has no JS heap: RSS
  * of its worker only. Everything runs on loopback and stops by itself.
  *
+ * Target `herald-before` is Herald from another checkout (`--before-root`,
+ * e.g. a `git archive` of the code before a change beside this checkout,
+ * sharing its node_modules), measured like `herald` in the same run.
+ *
+ * `--node-args` adds Node flags (space-separated) to every Node server of
+ * the run, raw and Herald alike: for diagnosis (e.g.
+ * `--max-semi-space-size=1` to see how much of the RSS is V8's young
+ * generation), not a product setting.
+ *
  * `--keep-snapshot=DIR` copies each Node server's second snapshot (N idle
  * connections) to DIR as `<transport>-<target>.heapsnapshot`, for
  * `node bench/heap-retainers.ts FILE N`: which objects each connection
@@ -43,7 +53,7 @@ import { HttpConnection, openSse, openWebSocket } from './raw-clients.ts';
 import { medianRss, pinSelf, sleep, startServerProcess, type ServerProcess } from './server-process.ts';
 
 type Transport = 'ws' | 'sse' | 'long-poll';
-type Flavor = 'raw' | 'herald' | 'nchan';
+type Flavor = 'raw' | 'herald' | 'herald-before' | 'nchan';
 
 /** Opened and closed before the first measurement, so that JIT code and lazily built tables are in both. */
 const WARM_UP_CONNECTIONS = 1000;
@@ -77,6 +87,8 @@ function options() {
       'client-cpu': { type: 'string', default: '1' },
       'keep-snapshot': { type: 'string' },
       json: { type: 'string' },
+      'node-args': { type: 'string' },
+      'before-root': { type: 'string' },
     },
     strict: true,
   });
@@ -90,6 +102,7 @@ function options() {
     process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
     targets.splice(targets.indexOf('nchan'), 1);
   }
+  if (targets.includes('herald-before') && values['before-root'] === undefined) throw new Error('herald-before needs --before-root');
   return {
     transport,
     connections,
@@ -101,6 +114,8 @@ function options() {
     clientCpu: values['client-cpu'],
     keepSnapshot: values['keep-snapshot'],
     json: values.json,
+    beforeRoot: values['before-root'],
+    nodeArgs: values['node-args']?.split(' ').filter((arg) => arg !== '') ?? [],
   };
 }
 
@@ -110,7 +125,8 @@ pinSelf(opts.clientCpu);
 type Closer = () => void;
 
 /** Opens one idle connection; resolves with its closer once it is in (subscribed, or its poll sent). */
-function openOne(flavor: Flavor, transport: Transport, port: number): Promise<Closer> {
+function openOne(target: Flavor, transport: Transport, port: number): Promise<Closer> {
+  const flavor = target === 'herald-before' ? 'herald' : target;
   return new Promise((resolve, reject) => {
     let done = false;
     let close: Closer = () => {};
@@ -298,8 +314,8 @@ async function measure(flavor: Flavor): Promise<TargetResult> {
     pid = nchan.workerPid;
     stop = () => nchan.stop();
   } else {
-    const kind = flavor === 'herald' ? 'herald' : opts.transport === 'sse' ? 'raw-sse' : opts.transport === 'long-poll' ? 'raw-long-poll' : 'raw-ws';
-    server = await startServerProcess({ kind, cpus: opts.serverCpu, nodeArgs: ['--heapsnapshot-signal=SIGUSR2'] });
+    const kind = flavor === 'herald' || flavor === 'herald-before' ? 'herald' : opts.transport === 'sse' ? 'raw-sse' : opts.transport === 'long-poll' ? 'raw-long-poll' : 'raw-ws';
+    server = await startServerProcess({ kind, cpus: opts.serverCpu, nodeArgs: ['--heapsnapshot-signal=SIGUSR2', ...opts.nodeArgs], root: flavor === 'herald-before' ? opts.beforeRoot : undefined });
     port = server.port;
     pid = server.pid;
     stop = () => server!.stop();
@@ -347,10 +363,11 @@ async function measure(flavor: Flavor): Promise<TargetResult> {
 const names: Record<Flavor, string> = {
   raw: opts.transport === 'sse' ? 'raw SSE server' : opts.transport === 'long-poll' ? 'raw long-poll server' : 'raw ws server',
   herald: 'Herald',
+  'herald-before': 'Herald before',
   nchan: 'Nchan',
 };
 
-process.stderr.write(`memory per idle ${opts.transport} connection, ${opts.connections} connections; node ${process.version}\n`);
+process.stderr.write(`memory per idle ${opts.transport} connection, ${opts.connections} connections; node ${process.version}${opts.nodeArgs.length > 0 ? `; node flags: ${opts.nodeArgs.join(' ')}` : ''}\n`);
 const results: TargetResult[] = [];
 for (const flavor of opts.targets) results.push(await measure(flavor));
 const base = results.find((r) => r.flavor === (opts.transport === 'long-poll' ? 'nchan' : 'raw'));

@@ -23,6 +23,7 @@ import { cleanOrphans, mirrorPresence, type PresenceOrphans } from './presence-m
 import type { Engine } from '../app/engine.ts';
 import type { NotReadyReason } from '../app/health.ts';
 import { monotonicMetrics } from './counter-ledger.ts';
+import { youngGenerationHold } from '../util/young-generation.ts';
 
 const pipe = new BatchingPipe<PrimaryMessage, WorkerMessage>(processCarrier());
 let server: HeraldServer | undefined;
@@ -171,6 +172,8 @@ async function start(message: Extract<PrimaryMessage, { type: 'start' }>): Promi
     await pipe.flushed();
     process.exit(EXIT_CANNOT_START);
   }
+  // A connect storm no longer leaves an idle worker with a 64 MiB young generation (util/young-generation.ts).
+  youngGenerationHold.enable();
   if (leaving) return;
   pipe.send({ type: 'ready', nodeId: server.node.id, port: server.port, adminPort: server.adminPort });
   setInterval(() => void reportCounters(), config.cluster.heartbeatIntervalMs).unref();

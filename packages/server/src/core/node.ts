@@ -25,6 +25,7 @@ import { WriteScheduler } from './write-scheduler.ts';
 import { StaleWatch } from './stale-watch.ts';
 import type { Hooks } from '../hooks/hooks.ts';
 import { nativeName } from '../apps/apps.ts';
+import { youngGenerationHold } from '../util/young-generation.ts';
 
 export interface NodeOptions {
   readonly config: Config;
@@ -177,6 +178,7 @@ export class Node {
   }
 
   createClient(transport: Transport): Client {
+    youngGenerationHold.opened();
     const client = new Client(this, transport);
     this.#all.add(client);
     if (this.#draining) client.disconnect('shutdown');

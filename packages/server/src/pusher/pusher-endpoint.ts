@@ -40,6 +40,7 @@ import { createWatchlists } from './watchlist.ts';
 import { SUBSCRIPTION_COUNT_INTERVAL_MS, watchSocketSubscriptionCounts } from './subscription-counts.ts';
 import { Ticker } from '../util/ticker.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
+import { youngGenerationHold } from '../util/young-generation.ts';
 
 /** How long a client has to answer the server's pusher:ping (Pusher's pong timeout), at most the activity timeout. */
 export const PONG_TIMEOUT_MS = 30000;
@@ -243,6 +244,8 @@ export function createPusherEndpoint(options: PusherEndpointOptions): PusherEndp
     raw.once('close', releaseEarly);
     wss.handleUpgrade(request, raw, head, (upgraded) => {
       raw.removeListener('close', releaseEarly);
+      // A Pusher reconnect storm grows V8's young generation as a native one does (util/young-generation.ts).
+      youngGenerationHold.opened();
       const socket = upgraded as PusherSocket;
       socket.context = context;
       socket.raw = raw;

@@ -466,7 +466,8 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     };
     socket.once('close', lost);
     const header = request.headers['last-event-id'];
-    const vector = params.get('last_event_id') ?? (typeof header === 'string' ? header : undefined);
+    // As the SSE route: the header first, then the query.
+    const vector = (typeof header === 'string' ? header : undefined) ?? params.get('last_event_id') ?? undefined;
     const token = params.get('token') ?? bearer(request.headers.authorization);
     const opened = await connectHttpClient(client, node, { token, channels: params.getAll('channel'), vector, batch, name });
     if (socket.destroyed) return;

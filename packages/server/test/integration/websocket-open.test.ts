@@ -169,6 +169,21 @@ export function onSubscribe(e) {
     );
   });
 
+  test('a Last-Event-ID header is read before the last_event_id parameter, as on SSE', async () => {
+    const channel = unique('chat:hdr');
+    const first = await h.api('publish', { channel, data: { n: 1 } });
+    for (const n of [2, 3]) await h.api('publish', { channel, data: { n } });
+    const client = await openWs(openUrl(h.wsUrl, { token: await h.token('erin'), last_event_id: `${channel}|${first.body.epoch}|3` }), {
+      headers: { 'Last-Event-ID': `${channel}|${first.body.epoch}|1` },
+    });
+    await client.push('subscribed', channel);
+    const publications = await client.waitPublications(channel, 2);
+    assert.deepEqual(
+      publications.map((p: Json) => p.offset),
+      [2, 3],
+    );
+  });
+
   test('an anonymous open on a namespace that allows it', async () => {
     const channel = unique('public:p');
     const client = await openWs(openUrl(h.wsUrl, { channel }));

@@ -125,7 +125,11 @@ describe('defaults', () => {
     assert.ok(!('reply' in resolved), `chat:room resolves, got ${JSON.stringify(resolved)}`);
     // Resolutions are kept (a bounded set): the same answer again, also after the set has been dropped when full, and refusals stay refusals.
     assert.deepEqual(rules.resolve('chat:room'), resolved);
-    for (let i = 0; i < 3000; i++) assert.equal((rules.resolve(`chat:r${i}`) as { namespace: string }).namespace, 'chat');
+    // 10 000 channels named in turn (a channel per user, published to in turn) all stay kept: the same object comes back.
+    const first = rules.resolve('chat:c0');
+    for (let i = 1; i < 10000; i++) rules.resolve(`chat:c${i}`);
+    assert.equal(rules.resolve('chat:c0'), first);
+    for (let i = 0; i < 20000; i++) assert.equal((rules.resolve(`chat:r${i}`) as { namespace: string }).namespace, 'chat');
     assert.deepEqual(rules.resolve('chat:room'), resolved);
     assert.deepEqual(rules.resolve('nope:room'), { reply: 'unknown_namespace' });
     assert.deepEqual(rules.resolve('nope:room'), { reply: 'unknown_namespace' });
