@@ -34,7 +34,7 @@ import type { Socket } from 'node:net';
 import type { Llhttp, LlhttpParser } from './llhttp.ts';
 
 /** What the lean layers of this process did (tests and debugging: which requests took the lean path). */
-export const leanStats = { requests: 0, handOffs: 0 };
+export const leanStats = { requests: 0, handOffs: 0, consumedReads: 0 };
 
 /** Bytes read ahead of the request being answered (pipelining) before reading stops. */
 const PIPELINE_BYTES = 65536;
@@ -275,6 +275,9 @@ class LeanConnection {
   #url = '';
   #head: Head | undefined;
   #gone = false;
+  /** The parser reads the socket's handle in C++ (between requests, once a first request was answered). */
+  #consumed = false;
+  readonly #handle: object | undefined;
   readonly #onData = (data: Buffer): void => this.#read(data);
   readonly #onEnd = (): void => this.#ended();
   readonly #onClose = (): void => this.#closed();
@@ -290,6 +293,9 @@ class LeanConnection {
     const parser = new HTTPParser();
     this.#parser = parser;
     parser.initialize(HTTPParser.REQUEST, {}, layer.options.maxHeaderBytes, HTTPParser.kLenientNone);
+    const handle = (socket as unknown as { _handle?: { isStreamBase?: boolean } | null })._handle;
+    this.#handle = handle?.isStreamBase === true ? handle : undefined;
+    parser[HTTPParser.kOnExecute] = (result: number | Error): void => this.#executed(result);
     parser[HTTPParser.kOnHeaders] = (headers: string[], url: string): void => {
       for (const item of headers) this.#rawHeaders.push(item);
       this.#url += url;
@@ -354,21 +360,76 @@ class LeanConnection {
       }
       const result = this.#parser.execute(pending.subarray(this.#parsed));
       if (result instanceof Error) return this.#clientError(result);
-      const head = this.#head;
-      if (head === undefined) {
+      if (this.#head === undefined) {
         // The head goes on in the next read; the parser keeps its state.
         this.#parsed = pending.length;
         this.#pending = Buffer.from(pending);
         return;
       }
-      const headEnd = this.#parsed + result;
-      this.#head = undefined;
-      this.#rawHeaders = [];
-      this.#url = '';
-      const { binding, maxHeaderBytes } = this.#layer.options;
-      this.#parser.initialize(binding.HTTPParser.REQUEST, {}, maxHeaderBytes, binding.HTTPParser.kLenientNone);
-      if (!this.#start(head, pending, headEnd)) return this.#handOff();
+      if (!this.#headDone(pending, this.#parsed + result)) return;
     }
+    if (this.#phase === Phase.Idle && !this.#waiting && this.#bodyLeft === 0) this.#consume();
+  }
+
+  /** A head was parsed, ending at `headEnd` of `pending` (from the request's first byte): answered, or handed off (false). */
+  #headDone(pending: Buffer, headEnd: number): boolean {
+    const head = this.#head!;
+    // From here to the connection's next idle moment, its bytes come as `data` events.
+    this.#unconsume();
+    this.#head = undefined;
+    this.#rawHeaders = [];
+    this.#url = '';
+    const { binding, maxHeaderBytes } = this.#layer.options;
+    this.#parser.initialize(binding.HTTPParser.REQUEST, this.#layer.parserResource, maxHeaderBytes, binding.HTTPParser.kLenientNone);
+    if (this.#start(head, pending, headEnd)) return true;
+    this.#handOff();
+    return false;
+  }
+
+  /**
+   * A read parsed in C++ (the handle consumed): only between requests, so
+   * the read is a request's first bytes (or more of its head). Its bytes go
+   * on in JavaScript as they do from a `data` event, the handle released
+   * until the connection is idle again.
+   */
+  #executed(result: number | Error): void {
+    if (this.#gone || !this.#consumed) return;
+    leanStats.consumedReads++;
+    const data = this.#parser.getCurrentBuffer();
+    if (result instanceof Error) {
+      this.#unconsume();
+      return this.#clientError(result);
+    }
+    if (this.#phase === Phase.Idle) {
+      this.#phase = Phase.Head;
+      this.since = Date.now();
+      this.#parsed = 0;
+    }
+    const pending = this.#pending === undefined ? data : Buffer.concat([this.#pending, data]);
+    if (this.#head === undefined) {
+      // The head goes on in the next read.
+      this.#pending = pending;
+      this.#parsed = pending.length;
+      return;
+    }
+    this.#unconsume();
+    // As in #next: the request's bytes stay pending until #start takes them (a hand-off puts them back).
+    this.#pending = pending;
+    if (this.#headDone(pending, this.#parsed + result)) this.#next();
+  }
+
+  #consume(): void {
+    const socket = this.socket;
+    // Bytes the stream still holds (read while paused) come first, as `data` events.
+    if (this.#consumed || this.#gone || this.#handle === undefined || socket.destroyed || socket.readableLength !== 0 || socket.isPaused()) return;
+    this.#consumed = true;
+    this.#parser.consume(this.#handle);
+  }
+
+  #unconsume(): void {
+    if (!this.#consumed) return;
+    this.#consumed = false;
+    this.#parser.unconsume();
   }
 
   /** A whole head: answered here (true) or not (false, nothing consumed). */
@@ -432,6 +493,7 @@ class LeanConnection {
     if (take > 0 && request !== undefined) request.emit('data', Buffer.from(data.subarray(0, take)));
     if (done && request !== undefined) request.emit('end');
     if (take < data.length && !this.#gone) this.#read(data.subarray(take));
+    else if (done && this.#phase === Phase.Idle && !this.#waiting && this.#pending === undefined) this.#consume();
   }
 
   /** Keeps bytes read ahead of the request being answered. */
@@ -464,7 +526,7 @@ class LeanConnection {
       this.#pending = undefined;
       socket.resume();
       this.#read(pending);
-    }
+    } else this.#consume();
   }
 
   /** The server is closing: an idle connection ends now; a busy one ends after its answer. */
@@ -476,6 +538,7 @@ class LeanConnection {
   #clientError(error: Error): void {
     if (this.#gone) return;
     this.#gone = true;
+    this.#unconsume();
     this.#layer.server.emit('clientError', error, this.socket);
     if (!this.socket.destroyed) this.socket.destroy();
   }
@@ -502,6 +565,7 @@ class LeanConnection {
   #free(): void {
     if (this.#freed) return;
     this.#freed = true;
+    this.#unconsume();
     this.#parser.remove();
     this.#parser.free();
   }
@@ -510,6 +574,7 @@ class LeanConnection {
   #handOff(): void {
     const socket = this.socket;
     this.#gone = true;
+    this.#unconsume();
     socket.pause();
     socket.removeListener('data', this.#onData);
     socket.removeListener('end', this.#onEnd);
@@ -530,6 +595,8 @@ export class LeanHttp {
   readonly options: LeanHttpOptions;
   readonly server: Server;
   readonly keepAliveTail: string;
+  /** The async resource of every parser's later requests (one object, not one per request). */
+  readonly parserResource = {};
   readonly #connections = new Set<LeanConnection>();
   readonly #httpListeners: ((socket: Socket) => void)[];
   readonly #sweep: NodeJS.Timeout;

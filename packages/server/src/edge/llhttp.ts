@@ -2,7 +2,8 @@
  * llhttp through Node's own binding: `HTTPParser` of `node:_http_common`,
  * the parser node:http drives. The module is UNDOCUMENTED and outside
  * Node's semver: `initialize`'s arguments and the callbacks' signatures
- * (`kOnHeaders`, `kOnHeadersComplete`, `kOnExecute`) are internal and may
+ * (`kOnHeaders`, `kOnHeadersComplete`, `kOnExecute`), `consume`/`unconsume`
+ * and `getCurrentBuffer` are internal and may
  * change in any Node major. This module is the only place Herald touches
  * it: `loadLlhttp` checks at start that it loads and has what lean-http.ts
  * uses, and answers undefined otherwise (the caller then stays on
@@ -13,6 +14,11 @@ import { createRequire } from 'node:module';
 export interface LlhttpParser {
   initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
   execute(data: Buffer): number | (Error & { code?: string; bytesParsed?: number });
+  /** Parses the stream handle's reads in C++ (no stream `data` event), calling `kOnExecute` after each. */
+  consume(handle: object): void;
+  unconsume(): void;
+  /** A copy of the read being parsed (only inside `kOnExecute`). */
+  getCurrentBuffer(): Buffer;
   remove(): void;
   free(): void;
   [key: number]: unknown;
@@ -42,7 +48,7 @@ export function loadLlhttp(): { binding: Llhttp } | { reason: string } {
     for (const key of ['REQUEST', 'kOnHeaders', 'kOnHeadersComplete', 'kOnBody', 'kOnMessageComplete', 'kOnExecute', 'kLenientNone'] as const) {
       if (typeof parser[key] !== 'number') return { reason: `HTTPParser.${key} is missing` };
     }
-    for (const method of ['initialize', 'execute', 'remove', 'free'] as const) {
+    for (const method of ['initialize', 'execute', 'consume', 'unconsume', 'getCurrentBuffer', 'remove', 'free'] as const) {
       if (typeof (parser.prototype as Record<string, unknown>)[method] !== 'function') return { reason: `HTTPParser#${method} is missing` };
     }
     // One request through it: the callbacks' shapes are what lean-http.ts reads.

@@ -107,6 +107,32 @@ describe('lean long-poll layer', { timeout: 120000 }, () => {
     raw.destroy();
   });
 
+  test('between requests the parser reads the socket itself: a head split across reads, its body in a later read, then a malformed head (400 as the front)', async () => {
+    const host = 'Host: 127.0.0.1';
+    const pause = () => new Promise((resolve) => setTimeout(resolve, 30));
+    const unknown = request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}');
+    const malformed = Buffer.from('POST /connection/poll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx');
+    const expectedUnknown = answers((await exchange(port(front), unknown, 1)).text)[0]!;
+    const expectedMalformed = answers((await exchange(port(front), malformed, 1)).text)[0]!;
+    const consumed = leanStats.consumedReads;
+    const raw = await RawHttp.connect(port(lean));
+    raw.socket.write(unknown);
+    await raw.until((r) => answers(r.text).length >= 1, 'first answer');
+    await pause();
+    const headEnd = unknown.indexOf('\r\n\r\n') + 4;
+    for (const part of [unknown.subarray(0, 7), unknown.subarray(7, 40), unknown.subarray(40, headEnd), unknown.subarray(headEnd)]) {
+      raw.socket.write(part);
+      await pause();
+    }
+    await raw.until((r) => answers(r.text).length >= 2, 'second answer');
+    raw.socket.write(malformed);
+    await raw.until((r) => r.ended, 'the connection ends after the 400');
+    assert.deepEqual(answers(raw.text), [expectedUnknown, expectedUnknown, expectedMalformed]);
+    assert.match(answers(raw.text)[2]!.head, /^HTTP\/1\.1 400 /);
+    assert.ok(leanStats.consumedReads - consumed >= 3, `reads parsed in C++: ${leanStats.consumedReads - consumed}`);
+    raw.destroy();
+  });
+
   test('a keep-alive connection goes to node:http at its first other request, then a WebSocket upgrade works on it', async () => {
     const host = 'Host: 127.0.0.1';
     const handOffs = leanStats.handOffs;
