@@ -12,7 +12,7 @@
  *   node bench/long-poll.ts [--clients=2000] [--rates=5,25] [--seconds=10]
  *     [--rounds=1] [--server-cpu=0] [--client-cpu=1] [--targets=raw,herald,nchan] (also raw-net-llhttp, raw-net-hand)
  *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--raw-node-args="..."] [--batch] [--json=FILE]
- *     [--before-root=DIR]   (target `herald-before`: Herald from another checkout, e.g. a worktree
+ *     [--before-root=DIR]   (targets `herald-before`, `herald-lean-before` (switch on): Herald from another checkout, e.g. a worktree
  *                            of the code before a change with its own `npm ci`, in the same run)
  *
  * Per rate, round and target (alternating order): start the server pinned
@@ -40,7 +40,7 @@ import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { HttpConnection } from './raw-clients.ts';
 import { cpuSecondsOf, pinSelf, sleep, startServerProcess, systemCpuSecondsOf } from './server-process.ts';
 
-type Target = 'herald' | 'herald-lean' | 'herald-before' | 'raw' | 'raw-net-llhttp' | 'raw-net-hand' | 'nchan';
+type Target = 'herald' | 'herald-lean' | 'herald-before' | 'herald-lean-before' | 'raw' | 'raw-net-llhttp' | 'raw-net-hand' | 'nchan';
 /** The raw long-poll protocol (`POST /poll`, `POST /publish`), on node:http or on node:net. */
 const isRaw = (target: Target): boolean => target === 'raw' || target === 'raw-net-llhttp' || target === 'raw-net-hand';
 
@@ -68,7 +68,7 @@ const rounds = Number(values.rounds);
 const targets = values.targets.split(',') as Target[];
 const serverNodeArgs = values['server-node-args'].split(' ').filter((a) => a !== '');
 const rawNodeArgs = values['raw-node-args'].split(' ').filter((a) => a !== '');
-if (targets.includes('herald-before') && values['before-root'] === undefined) throw new Error('herald-before needs --before-root');
+if ((targets.includes('herald-before') || targets.includes('herald-lean-before')) && values['before-root'] === undefined) throw new Error('herald-before and herald-lean-before need --before-root');
 if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
   process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
   targets.splice(targets.indexOf('nchan'), 1);
@@ -142,9 +142,9 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     const server = await startServerProcess({
       kind,
       args: target === 'raw-net-hand' ? ['--parser=hand'] : target === 'raw-net-llhttp' ? ['--parser=llhttp'] : [],
-      root: target === 'herald-before' ? values['before-root'] : undefined,
-      // `herald-lean`: the long-poll routes on the lean HTTP layer (http.leanLongPoll, packages/server/src/edge/lean-http.ts).
-      config: target === 'herald-lean' ? { ...heraldBenchConfig(), http: { ...(heraldBenchConfig().http as object | undefined), leanLongPoll: true } } : undefined,
+      root: target === 'herald-before' || target === 'herald-lean-before' ? values['before-root'] : undefined,
+      // `herald-lean`: the long-poll routes on the lean HTTP layer (http.leanLongPoll, packages/server/src/edge/lean-http.ts); `herald-lean-before` the same from --before-root.
+      config: target === 'herald-lean' || target === 'herald-lean-before' ? { ...heraldBenchConfig(), http: { ...(heraldBenchConfig().http as object | undefined), leanLongPoll: true } } : undefined,
       cpus: values['server-cpu'],
       nodeArgs: isRaw(target) ? rawNodeArgs : serverNodeArgs,
       // Herald's warnings and errors (the watchdog's among them) show in the output.
@@ -369,6 +369,7 @@ const names: Record<Target, string> = {
   herald: 'Herald',
   'herald-lean': 'Herald, http.leanLongPoll',
   'herald-before': 'Herald before',
+  'herald-lean-before': 'Herald before, http.leanLongPoll',
   raw: 'raw Node long-poll server',
   'raw-net-llhttp': 'raw long-poll on node:net, llhttp',
   'raw-net-hand': 'raw long-poll on node:net, hand parser',
