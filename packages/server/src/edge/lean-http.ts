@@ -85,7 +85,8 @@ export class LeanRequest {
   readonly headers: IncomingHttpHeaders;
   readonly socket: Socket;
   readonly httpVersion = '1.1';
-  #listeners: Map<string, Listener[]> | undefined;
+  /** Listeners as (event, listener) pairs in order: a body reader adds three ('data', 'end', 'close'), no Map per request. */
+  #listeners: (string | Listener)[] | undefined;
 
   constructor(method: string, url: string, headers: IncomingHttpHeaders, socket: Socket) {
     this.method = method;
@@ -99,26 +100,29 @@ export class LeanRequest {
   }
 
   on(event: string, listener: Listener): this {
-    const map = (this.#listeners ??= new Map());
-    const list = map.get(event);
-    if (list === undefined) map.set(event, [listener]);
-    else list.push(listener);
+    (this.#listeners ??= []).push(event, listener);
     return this;
   }
 
   removeListener(event: string, listener: Listener): this {
-    const list = this.#listeners?.get(event);
-    if (list !== undefined) {
-      const at = list.indexOf(listener);
-      if (at !== -1) list.splice(at, 1);
+    const list = this.#listeners;
+    if (list === undefined) return this;
+    for (let i = 0; i < list.length; i += 2) {
+      if (list[i] === event && list[i + 1] === listener) {
+        list.splice(i, 2);
+        break;
+      }
     }
     return this;
   }
 
   emit(event: string, argument?: unknown): void {
-    const list = this.#listeners?.get(event);
+    const list = this.#listeners;
     if (list === undefined) return;
-    for (const listener of [...list]) (listener as (value: unknown) => void)(argument);
+    // A listener may remove listeners: the ones registered when the event came are called.
+    const called: Listener[] = [];
+    for (let i = 0; i < list.length; i += 2) if (list[i] === event) called.push(list[i + 1] as Listener);
+    for (const listener of called) (listener as (value: unknown) => void)(argument);
   }
 }
 
