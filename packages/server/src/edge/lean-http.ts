@@ -32,6 +32,7 @@ import type { Server } from 'node:http';
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Llhttp, LlhttpParser } from './llhttp.ts';
+import { httpDate } from '../util/http-date.ts';
 
 /** What the lean layers of this process did (tests and debugging: which requests took the lean path). */
 export const leanStats = { requests: 0, handOffs: 0, consumedReads: 0 };
@@ -155,7 +156,7 @@ export class LeanResponse {
     const close = lines.close || this.#connection.closeAfter;
     this.#close = close;
     let head = lines.lengthLast ? lines.text + headers[last + 1]! + '\r\n' : lines.text;
-    head += 'Date: ' + utcDate() + '\r\n';
+    head += 'Date: ' + httpDate() + '\r\n';
     if (!lines.connection) head += close ? 'Connection: close\r\n' : this.#connection.keepAliveTail;
     this.#head = head + '\r\n';
     this.headersSent = true;
@@ -218,19 +219,6 @@ function headLines(status: number, headers: readonly string[]): HeadLines {
     }
   }
   return { status, text, lengthLast, connection, close };
-}
-
-let dateText = '';
-let dateSecond = -1;
-/** The `Date` header's text, as node:http's (made once a second). */
-function utcDate(): string {
-  const now = Date.now();
-  const second = Math.floor(now / 1000);
-  if (second !== dateSecond) {
-    dateSecond = second;
-    dateText = new Date(now).toUTCString();
-  }
-  return dateText;
 }
 
 /**

@@ -14,6 +14,7 @@ import type { Node } from '../core/node.ts';
 import { announcesBatch, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type SessionRegistry } from './http-connection.ts';
 import { answerError, type Front } from '../edge/front.ts';
 import { onSocketDrain } from './socket-drain.ts';
+import { httpDate } from '../util/http-date.ts';
 
 export const SSE_PATH = '/connection/sse';
 
@@ -39,19 +40,6 @@ function headOf(headers: readonly string[]): string {
     heads.set(headers, head);
   }
   return head;
-}
-
-/** The `Date` header's value, made once per second (as Node's own answers do). */
-let dateSecond = -1;
-let dateText = '';
-function httpDate(): string {
-  const now = Date.now();
-  const second = Math.floor(now / 1000);
-  if (second !== dateSecond) {
-    dateSecond = second;
-    dateText = new Date(now).toUTCString();
-  }
-  return dateText;
 }
 
 export class SseTransport implements Transport {
