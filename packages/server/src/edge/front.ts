@@ -46,6 +46,7 @@ import { schemaDetail } from '@herald/protocol/commands';
 import type { Logger } from '../core/logger.ts';
 import type { OriginPolicy } from './origins.ts';
 import { isApiPath } from './security-headers.ts';
+import { wholeBody } from './lean-http.ts';
 import type { AppPaths, AppScope } from '../transports/app-paths.ts';
 
 /** What a front route's handler is given besides the request and response. */
@@ -309,6 +310,9 @@ export function readBodyThen(
     onNone();
   };
   if (Number(request.headers['content-length']) > limits.limit) return refuse('payload_too_large');
+  // The lean layer's request with its whole body already read (a poll's, in the read of its head): no listeners.
+  const whole = wholeBody(request);
+  if (whole !== undefined) return decodeBody(whole, limits, onValue, refuse, quick);
   let chunks: Buffer[] = [];
   let size = 0;
   const onData = (chunk: Buffer): void => {
@@ -322,19 +326,7 @@ export function readBodyThen(
   const onEnd = (): void => {
     const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
     finish();
-    if (quick !== undefined) {
-      const value = quick(body);
-      if (value !== undefined) return onValue(value);
-    }
-    let text: string;
-    try {
-      text = utf8.decode(body);
-    } catch {
-      return refuse('invalid_utf8');
-    }
-    const read = readJson(text, limits.maxDepth);
-    if (read.ok) onValue(read.value);
-    else refuse(read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json');
+    decodeBody(body, limits, onValue, refuse, quick);
   };
   const onGone = (): void => {
     finish();
@@ -350,6 +342,23 @@ export function readBodyThen(
   request.on('data', onData);
   request.on('end', onEnd);
   request.on('close', onGone);
+}
+
+/** A whole body read by `readBodyThen`: `quick`'s value, else UTF-8 and JSON by the rules, else the error answered. */
+function decodeBody(body: Buffer, limits: BodyLimits, onValue: (value: unknown) => void, refuse: (code: ApiErrorCode) => void, quick: ((body: Buffer) => unknown) | undefined): void {
+  if (quick !== undefined) {
+    const value = quick(body);
+    if (value !== undefined) return onValue(value);
+  }
+  let text: string;
+  try {
+    text = utf8.decode(body);
+  } catch {
+    return refuse('invalid_utf8');
+  }
+  const read = readJson(text, limits.maxDepth);
+  if (read.ok) onValue(read.value);
+  else refuse(read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json');
 }
 
 /**

@@ -88,6 +88,10 @@ export class LeanRequest {
   readonly httpVersion = '1.1';
   /** Listeners as (event, listener) pairs in order: a body reader adds three ('data', 'end', 'close'), no Map per request. */
   #listeners: (string | Listener)[] | undefined;
+  /** The whole body, when it came in the read that ended the head: until a reader takes it (`wholeBody`). */
+  #whole: Buffer | undefined;
+  /** A reader took the whole body: the layer emits no 'data' nor 'end' for it. */
+  bodyTaken = false;
 
   constructor(method: string, url: string, headers: IncomingHttpHeaders, socket: Socket) {
     this.method = method;
@@ -98,6 +102,20 @@ export class LeanRequest {
 
   get connection(): Socket {
     return this.socket;
+  }
+
+  /** The layer: the whole body is here before the request is served. */
+  giveBody(body: Buffer | undefined): void {
+    this.#whole = body;
+  }
+
+  /** The whole body, once, if it was read with the head (then no 'data' nor 'end' come for it); else undefined. */
+  takeBody(): Buffer | undefined {
+    const body = this.#whole;
+    if (body === undefined) return undefined;
+    this.#whole = undefined;
+    this.bodyTaken = true;
+    return body;
   }
 
   on(event: string, listener: Listener): this {
@@ -121,10 +139,25 @@ export class LeanRequest {
     const list = this.#listeners;
     if (list === undefined) return;
     // A listener may remove listeners: the ones registered when the event came are called.
-    const called: Listener[] = [];
-    for (let i = 0; i < list.length; i += 2) if (list[i] === event) called.push(list[i + 1] as Listener);
+    let first: Listener | undefined;
+    let called: Listener[] | undefined;
+    for (let i = 0; i < list.length; i += 2) {
+      if (list[i] !== event) continue;
+      if (first === undefined) first = list[i + 1] as Listener;
+      else (called ??= [first]).push(list[i + 1] as Listener);
+    }
+    // One listener (a body reader's): no list of them per event.
+    if (called === undefined) {
+      if (first !== undefined) (first as (value: unknown) => void)(argument);
+      return;
+    }
     for (const listener of called) (listener as (value: unknown) => void)(argument);
   }
+}
+
+/** The whole body of a lean request read with its head (once; then no 'data' nor 'end' come for it), else undefined (node:http's requests, and bodies still arriving). */
+export function wholeBody(request: object): Buffer | undefined {
+  return request instanceof LeanRequest ? request.takeBody() : undefined;
 }
 
 /** The answer side: what front.ts and the long-poll routes call on a ServerResponse. */
@@ -444,6 +477,8 @@ class LeanConnection {
     this.#response = response;
     // What follows the head is this request's body, then the next request's bytes.
     this.#pending = undefined;
+    // A body read with its head (a poll's): a reader may take it whole while served (`wholeBody`), without listeners.
+    if (length > 0 && pending.length - headEnd >= length) request.giveBody(Buffer.from(pending.subarray(headEnd, headEnd + length)));
     if (!this.#layer.options.serve(request, response)) {
       this.#phase = Phase.Head;
       this.#waiting = false;
@@ -455,6 +490,8 @@ class LeanConnection {
       return false;
     }
     leanStats.requests++;
+    // Taken while served, or never: a reader that comes later gets it as 'data' and 'end' events, as before.
+    request.giveBody(undefined);
     const rest = pending.subarray(headEnd);
     if (length === 0) {
       this.#request = undefined;
@@ -481,9 +518,11 @@ class LeanConnection {
         this.since = Date.now();
       }
     }
-    // The binding's buffers are not ours: a copy goes to the handler.
-    if (take > 0 && request !== undefined) request.emit('data', Buffer.from(data.subarray(0, take)));
-    if (done && request !== undefined) request.emit('end');
+    // The binding's buffers are not ours: a copy goes to the handler (unless it took the body whole, a copy too).
+    if (request !== undefined && !request.bodyTaken) {
+      if (take > 0) request.emit('data', Buffer.from(data.subarray(0, take)));
+      if (done) request.emit('end');
+    }
     if (take < data.length && !this.#gone) this.#read(data.subarray(take));
     else if (done && this.#phase === Phase.Idle && !this.#waiting && this.#pending === undefined) this.#consume();
   }

@@ -100,6 +100,20 @@ const NO_ENTRIES: Entry[] = Object.freeze([]) as unknown as Entry[];
 const CLOCK_BASE = Date.now();
 /** `Math.trunc` makes the difference a Smi (a subtraction of two boxed numbers gives a boxed one, which would box the field). */
 const clock = (now: number = Date.now()): number => Math.trunc(now - CLOCK_BASE);
+/**
+ * The last cursor rendered and its JSON text: the answers of one publication
+ * carry equal cursors (a channel's position), so one `JSON.stringify` serves
+ * them all.
+ */
+let lastCursor = '';
+let lastCursorJson = '""';
+function cursorJson(cursor: string): string {
+  if (cursor !== lastCursor) {
+    lastCursorJson = JSON.stringify(cursor);
+    lastCursor = cursor;
+  }
+  return lastCursorJson;
+}
 function flushAll(): void {
   for (const transport of toFlush) transport.flush();
   toFlush.clear();
@@ -306,7 +320,7 @@ export class LongPollTransport implements Transport {
       messages += i === 0 ? entry.text : ',' + entry.text;
     }
     const seq = entries.length > 0 ? entries[entries.length - 1]!.seq : this.#ackedSeq();
-    return '{"seq":' + seq + ',"cursor":' + JSON.stringify(cursor) + ',"messages":[' + messages + ']}';
+    return '{"seq":' + seq + ',"cursor":' + cursorJson(cursor) + ',"messages":[' + messages + ']}';
   }
 
   #ackedSeq(): number {
