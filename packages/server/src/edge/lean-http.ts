@@ -35,7 +35,7 @@ import type { Llhttp, LlhttpParser } from './llhttp.ts';
 import { httpDate } from '../util/http-date.ts';
 
 /** What the lean layers of this process did (tests and debugging: which requests took the lean path). */
-export const leanStats = { requests: 0, handOffs: 0, consumedReads: 0 };
+export const leanStats = { requests: 0, handOffs: 0, consumedReads: 0, wholeBodies: 0 };
 
 /** Bytes read ahead of the request being answered (pipelining) before reading stops. */
 const PIPELINE_BYTES = 65536;
@@ -115,6 +115,7 @@ export class LeanRequest {
     if (body === undefined) return undefined;
     this.#whole = undefined;
     this.bodyTaken = true;
+    leanStats.wholeBodies++;
     return body;
   }
 
