@@ -26,8 +26,13 @@ function validUserId(id: unknown): id is string {
 }
 
 export interface Watchlists {
-  /** A connection signed in (its user's watchlist given): it joins its user's online set and watches. */
-  signedIn(socket: PusherSocket): Promise<void>;
+  /**
+   * A connection signed in: it joins its user's online set on every node. Resolves once the
+   * membership is stored (and its join published), or failed (logged); never rejects.
+   */
+  online(socket: PusherSocket): Promise<void>;
+  /** A connection that is online (after `online`) follows its watchlist: `online` events of the watched users online now, then transitions. */
+  watch(socket: PusherSocket): Promise<void>;
   /** A signed-in connection closed. */
   signedOut(socket: PusherSocket): void;
 }
@@ -101,8 +106,16 @@ export class PusherUsers {
       }
       set.add(socket);
     }
-    socket.sendText(JSON.stringify({ event: 'pusher:signin_success', data: JSON.stringify({ user_data: userData }) }));
-    if (first) void this.watchlists?.signedIn(socket);
+    const success = JSON.stringify({ event: 'pusher:signin_success', data: JSON.stringify({ user_data: userData }) });
+    const watchlists = this.watchlists;
+    if (!first || watchlists === undefined) return socket.sendText(success);
+    // signin_success once the user is online on every node: a watcher anywhere sees this connection
+    // before anything the client does after it (its other connection leaving must not read as offline).
+    void watchlists.online(socket).then(() => {
+      if (socket.closing) return;
+      socket.sendText(success);
+      return watchlists.watch(socket);
+    });
   }
 
   /** The connection closed. */

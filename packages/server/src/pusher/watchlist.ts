@@ -126,7 +126,7 @@ export function createWatchlists(context: PusherContext): Watchlists & { reconci
         await tap.reconcile(() => node.members(tap.internal)).catch(() => undefined);
       }
     },
-    async signedIn(socket) {
+    async online(socket) {
       const app = socket.app;
       const self: ClientInfo = { client: socket.socketId, user: socket.userId! };
       try {
@@ -135,10 +135,10 @@ export function createWatchlists(context: PusherContext): Watchlists & { reconci
         context.logger.warn({ err: error, app: app.id }, 'pusher user not marked online');
       }
       // Closed meanwhile: signedOut ran before the member was added.
-      if (socket.closing) {
-        node.removeMember(onlineChannel(app, self.user), self, true, true).catch(() => undefined);
-        return;
-      }
+      if (socket.closing) node.removeMember(onlineChannel(app, self.user), self, true, true).catch(() => undefined);
+    },
+    async watch(socket) {
+      const app = socket.app;
       const watched = socket.watchlist;
       if (watched === undefined || watched.length === 0) return;
       const held = watched.map((user) => acquire(onlineChannel(app, user), user));
