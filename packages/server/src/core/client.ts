@@ -156,6 +156,26 @@ export interface HeldSubscription {
   readonly recovering: boolean;
 }
 
+/**
+ * The last single-channel position entry made and what it was made of: a
+ * publication reaches every subscriber of its channel in one burst, each
+ * asking for the same entry, so one string serves them all (and the
+ * long-poll transport's cursor JSON cache then sees the same string).
+ */
+let lastEntryChannel = '';
+let lastEntryEpoch = '';
+let lastEntryOffset = -1;
+let lastEntry = '';
+function positionEntry(channel: string, epoch: string, offset: number): string {
+  if (offset !== lastEntryOffset || channel !== lastEntryChannel || epoch !== lastEntryEpoch) {
+    lastEntry = encodePositionEntry(nativeName(channel), epoch, offset);
+    lastEntryChannel = channel;
+    lastEntryEpoch = epoch;
+    lastEntryOffset = offset;
+  }
+  return lastEntry;
+}
+
 export class Client {
   readonly id = randomUUID();
   readonly transport: Transport;
@@ -998,7 +1018,7 @@ export class Client {
     if (subs === undefined) return '';
     if (subs instanceof Subscription) {
       // The common case, on the delivery path: no intermediate array.
-      return subs.recoverable && subs.epoch !== '' ? encodePositionEntry(nativeName(subs.channel), subs.epoch, subs.offset) : '';
+      return subs.recoverable && subs.epoch !== '' ? positionEntry(subs.channel, subs.epoch, subs.offset) : '';
     }
     const entries: [string, StreamPosition][] = [];
     for (const sub of subs.values()) {

@@ -109,4 +109,25 @@ describe('lean long-poll layer: bodies read with their head', { timeout: 120000 
     assert.equal(leanStats.wholeBodies - whole, 3, 'the three bodies were taken whole');
     raw.destroy();
   });
+  test('the cursors of sessions on different channels name their own channel and offset, publications interleaved', async () => {
+    const open = async (channel: string) => {
+      const opened = await exchange(port(lean), [request(['POST /connection/poll/open HTTP/1.1', host, 'Content-Type: application/json'], `{"channels":["${channel}"]}`)], 1);
+      return JSON.parse(answers(opened.text)[0]!.body) as { session: string; seq: number };
+    };
+    const a = await open('public:ca');
+    const b = await open('public:cb');
+    const offsets: Record<string, number> = {};
+    for (const channel of ['public:ca', 'public:cb', 'public:ca', 'public:cb']) {
+      const published = await lean.api('publish', { channel, data: { on: channel } });
+      assert.equal(published.status, 200);
+      offsets[channel] = (published.body as { offset: number }).offset;
+    }
+    for (const [session, channel] of [[a, 'public:ca'], [b, 'public:cb']] as const) {
+      const polled = answers((await exchange(port(lean), [poll(session.session, `{"seq":${session.seq}}`)], 1)).text)[0]!;
+      const { cursor } = JSON.parse(polled.body) as { cursor: string };
+      const [name, , offset] = cursor.split('|');
+      assert.equal(name, channel, `the cursor ${cursor}`);
+      assert.equal(Number(offset), offsets[channel], `the cursor ${cursor}`);
+    }
+  });
 });
