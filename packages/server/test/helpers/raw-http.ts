@@ -114,3 +114,18 @@ export function request(lines: readonly (string | Buffer)[], body?: Buffer | str
   if (data !== undefined) parts.push(data);
   return Buffer.concat(parts);
 }
+
+/** HTTP/1.1 answers read off one connection (`text`), split by their Content-Length, each head without its Date line. */
+export function answers(text: string): { head: string; body: string }[] {
+  const out: { head: string; body: string }[] = [];
+  let at = 0;
+  while (at < text.length) {
+    const end = text.indexOf('\r\n\r\n', at);
+    if (end === -1) break;
+    const head = text.slice(at, end);
+    const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1] ?? '0');
+    out.push({ head: head.replace(/\r\nDate: [^\r]*/, ''), body: text.slice(end + 4, end + 4 + length) });
+    at = end + 4 + length;
+  }
+  return out;
+}

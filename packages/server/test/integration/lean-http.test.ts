@@ -11,25 +11,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHerald, testConfig, type TestHerald } from '../helpers/herald.ts';
 import { buildConfig } from '../../src/config/load.ts';
-import { RawHttp, request } from '../helpers/raw-http.ts';
+import { RawHttp, answers, request } from '../helpers/raw-http.ts';
 import { leanStats } from '../../src/edge/lean-http.ts';
 
 const ORIGIN = 'https://app.example';
-
-/** The answers in `text`, split by their Content-Length; Date lines out. */
-function answers(text: string): { head: string; body: string }[] {
-  const out: { head: string; body: string }[] = [];
-  let at = 0;
-  while (at < text.length) {
-    const end = text.indexOf('\r\n\r\n', at);
-    if (end === -1) break;
-    const head = text.slice(at, end);
-    const length = Number(/\r\ncontent-length: (\d+)/i.exec(head)?.[1] ?? '0');
-    out.push({ head: head.replace(/\r\nDate: [^\r]*/, ''), body: text.slice(end + 4, end + 4 + length) });
-    at = end + 4 + length;
-  }
-  return out;
-}
 
 async function exchange(port: number, data: Buffer, count: number): Promise<{ text: string; ended: boolean }> {
   const raw = await RawHttp.connect(port);
