@@ -404,8 +404,8 @@ export function registerHttpCommands(app: FastifyInstance, node: Node, sessions:
   });
 }
 
-/** `batch=1` (or `true`) in a query string: the client announces batched frames. */
-export function announcesBatch(value: unknown): boolean {
+/** A query flag (`batch`, `connect`) set: `1` or `true`, the first value when repeated. */
+export function queryFlag(value: unknown): boolean {
   const one = Array.isArray(value) ? (value as unknown[])[0] : value;
   return one === '1' || one === 'true';
 }

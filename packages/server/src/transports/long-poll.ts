@@ -16,7 +16,7 @@ import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
 import { bearer } from './sse.ts';
 import {
-  announcesBatch,
+  queryFlag,
   apiErrorAnswer,
   connectHttpClient,
   openGate,
@@ -465,7 +465,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     client.address = admission.address ?? request.socket.remoteAddress ?? '';
     if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
     const token = body.token ?? bearer(request.headers.authorization);
-    const batch = body.batch === true || (query !== '' && announcesBatch(new URLSearchParams(query).get('batch') ?? undefined));
+    const batch = body.batch === true || (query !== '' && queryFlag(new URLSearchParams(query).get('batch') ?? undefined));
     const opened = await connectHttpClient(client, node, { token, channels: body.channels ?? [], vector: body.cursor, batch });
     if ('error' in opened) return answerError(response, headers, opened.error, opened.detail);
     if (!gate.admitUser(client)) {

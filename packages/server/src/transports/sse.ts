@@ -11,7 +11,7 @@ import type { EncodedBatch } from '../core/encoded-batch.ts';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
-import { announcesBatch, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type SessionRegistry } from './http-connection.ts';
+import { queryFlag, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type SessionRegistry } from './http-connection.ts';
 import { answerError, type Front } from '../edge/front.ts';
 import { onSocketDrain } from './socket-drain.ts';
 import { httpDate } from '../util/http-date.ts';
@@ -230,7 +230,7 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
       transport.markClosed();
       client.close(1006, 'connection lost');
     });
-    const opened = await connectHttpClient(client, node, { token, channels, vector, batch: announcesBatch(params.get('batch') ?? undefined) });
+    const opened = await connectHttpClient(client, node, { token, channels, vector, batch: queryFlag(params.get('batch') ?? undefined) });
     if ('error' in opened) return answerError(response, headers, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');

@@ -14,7 +14,7 @@ import type { EncodedBatch } from '../core/encoded-batch.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
-import { announcesBatch, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type GateAnswer, type Releasable } from './http-connection.ts';
+import { queryFlag, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type GateAnswer, type Releasable } from './http-connection.ts';
 import { onSocketDrain } from './socket-drain.ts';
 import { encodeServerTextFrameOf, encodeServerTextFrames } from '../util/websocket-frame.ts';
 import type { AppPaths, AppScope } from './app-paths.ts';
@@ -396,7 +396,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     // The query is parsed only when it can name `batch` or `connect` (most URLs carry none; `%` for an encoded name).
     const query = request.url?.slice(path.length) ?? '';
     const params = query.includes('batch') || query.includes('connect') || query.includes('%') ? new URLSearchParams(query) : undefined;
-    if (params !== undefined && announcesBatch(params.get('connect'))) {
+    if (params !== undefined && queryFlag(params.get('connect'))) {
       void openInUpgrade(request, socket, head, admission, params, scope);
       return;
     }
@@ -414,12 +414,17 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       ws.place = place;
       const client = node.createClient(new WebSocketTransport(ws, socket, node.config.limits.closeGraceMs));
       ws.client = client;
-      client.scope = scope;
-      client.address = admission.address ?? request.socket.remoteAddress ?? '';
-      if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
-      client.batchRequested = params !== undefined && announcesBatch(params.get('batch'));
-      client.fallbackToken = admission.fallbackToken;
+      fromRequest(client, request, admission, scope, params !== undefined && queryFlag(params.get('batch')));
     });
+  }
+
+  /** What a new client takes from its upgrade request and admission: app, peer address, headers for hooks, batch, cookie token. */
+  function fromRequest(client: Client, request: IncomingMessage, admission: Exclude<GateAnswer, { readonly refused: ApiErrorCode }>, scope: AppScope | undefined, batch: boolean): void {
+    client.scope = scope;
+    client.address = admission.address ?? request.socket.remoteAddress ?? '';
+    if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
+    client.batchRequested = batch;
+    client.fallbackToken = admission.fallbackToken;
   }
 
   /**
@@ -452,12 +457,8 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     }
     const transport = new WebSocketTransport(undefined, socket, node.config.limits.closeGraceMs);
     const client = node.createClient(transport);
-    client.scope = scope;
-    client.address = admission.address ?? request.socket.remoteAddress ?? '';
-    if (node.hooks !== undefined) client.forwarded = node.hooks.capture(request.headers);
-    client.fallbackToken = admission.fallbackToken;
-    const batch = announcesBatch(params.get('batch'));
-    client.batchRequested = batch;
+    const batch = queryFlag(params.get('batch'));
+    fromRequest(client, request, admission, scope, batch);
     // Until the upgrade completes, a socket that closes takes its place and its client with it.
     const lost = (): void => {
       place.release();
