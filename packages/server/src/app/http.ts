@@ -23,7 +23,7 @@ import { registerLongPoll } from '../transports/long-poll.ts';
 import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter } from '../transports/http-connection.ts';
 import { encodeResult, type ApiErrorCode } from '@herald/protocol';
 import type { Edge } from '../edge/edge.ts';
-import { apiSecurityHeaders, securityHeaders, useSecurityHeaders } from '../edge/security-headers.ts';
+import { securityHeaderSets, useSecurityHeaders } from '../edge/security-headers.ts';
 import { LEAN_API_ROUTES, presentedKey, registerLeanRoutes } from '../api/lean-routes.ts';
 import { ApiRateLimits, type SharedApiCounting } from '../api/rate-limits.ts';
 import { Front } from '../edge/front.ts';
@@ -185,8 +185,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   const sessions = new SessionRegistry(options.sessionRouter);
   // The publish routes, the SSE stream and long polling are answered by the front, with the same edge rules (edge/front.ts).
   const front = new Front({
-    securityHeaders: securityHeaders(tls !== undefined),
-    apiSecurityHeaders: apiSecurityHeaders(tls !== undefined),
+    securityHeaders: securityHeaderSets(tls !== undefined),
     origins: edge.origins,
     draining: () => node.draining,
     logger: node.logger,
