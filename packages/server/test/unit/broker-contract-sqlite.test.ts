@@ -392,6 +392,25 @@ describe('sqlite broker: the log', () => {
   });
 });
 
+describe('sqlite broker: a log whose offsets do not follow its order (a hand-made file)', () => {
+  it('reads, trims and continues each stream by offset', async () => {
+    const dir = stateDir();
+    const clock = new Clock();
+    const store = openSqliteStore({ stateDir: dir });
+    store.db.prepare('INSERT INTO streams (channel, epoch, top, last_publish_at, ttl_ms) VALUES (?, ?, ?, ?, ?)').run('h', 'epoch-h', 3, clock.now, 60_000);
+    const insert = store.db.prepare('INSERT INTO history_log (channel, offset, time, data, info) VALUES (?, ?, ?, ?, NULL)');
+    for (const offset of [3, 1, 2]) insert.run('h', offset, clock.now, `"h${offset}"`);
+    store.close();
+    const e = open(dir, clock);
+    assert.deepEqual((await e.broker.history('h', { limit: 10 }, stream(10))).publications.map((p) => p.data), ['"h1"', '"h2"', '"h3"']);
+    assert.deepEqual((await e.broker.history('h', { limit: 2, reverse: true }, stream(10))).publications.map((p) => p.offset), [3, 2]);
+    assert.deepEqual({ ...(await e.broker.publish('h', '"h4"', { stream: stream(2) })) }, { epoch: 'epoch-h', offset: 4 });
+    assert.deepEqual((e.store.db.prepare(`SELECT offset FROM history_log WHERE channel = 'h' ORDER BY offset`).all() as { offset: number }[]).map((r) => r.offset), [3, 4]);
+    await e.broker.close();
+    e.store.close();
+  });
+});
+
 describe('sqlite broker: the sweep', () => {
   it('deletes more than one batch of expired history, without losing what is still live', async () => {
     const dir = stateDir();
