@@ -4,7 +4,7 @@
  * Herald vs the raw Node server of the transport and Nchan, in one run.
  *
  *   node bench/connect-storm.ts [--transports=ws,sse] [--clients=10000]
- *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan]
+ *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan] (also raw-net, herald-before, herald-pipelined, herald-sequential)
  *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...] [--raw-node-args=...]
  *     [--engine=sqlite|memory] [--json=FILE] [--before-root=DIR] [--before-in-url]
  *
