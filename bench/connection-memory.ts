@@ -30,7 +30,8 @@
  * really holds, garbage and buffers included). Nchan has no JS heap: RSS
  * of its worker only. Everything runs on loopback and stops by itself.
  *
- * Target `herald-before` is Herald from another checkout (`--before-root`,
+ * Target `herald-lean` is Herald with the long-poll routes on the lean HTTP
+ * layer (`http.leanLongPoll`). Target `herald-before` is Herald from another checkout (`--before-root`,
  * e.g. a `git archive` of the code before a change beside this checkout,
  * sharing its node_modules), measured like `herald` in the same run.
  *
@@ -47,13 +48,13 @@
 import { copyFileSync, mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { CHANNEL } from './lib.ts';
+import { CHANNEL, heraldBenchConfig } from './lib.ts';
 import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { HttpConnection, openSse, openWebSocket } from './raw-clients.ts';
 import { medianRss, pinSelf, sleep, startServerProcess, type ServerProcess } from './server-process.ts';
 
 type Transport = 'ws' | 'sse' | 'long-poll';
-type Flavor = 'raw' | 'herald' | 'herald-before' | 'nchan';
+type Flavor = 'raw' | 'herald' | 'herald-before' | 'herald-lean' | 'nchan';
 
 /** Opened and closed before the first measurement, so that JIT code and lazily built tables are in both. */
 const WARM_UP_CONNECTIONS = 1000;
@@ -126,7 +127,7 @@ type Closer = () => void;
 
 /** Opens one idle connection; resolves with its closer once it is in (subscribed, or its poll sent). */
 function openOne(target: Flavor, transport: Transport, port: number): Promise<Closer> {
-  const flavor = target === 'herald-before' ? 'herald' : target;
+  const flavor = target === 'herald-before' || target === 'herald-lean' ? 'herald' : target;
   return new Promise((resolve, reject) => {
     let done = false;
     let close: Closer = () => {};
@@ -314,8 +315,10 @@ async function measure(flavor: Flavor): Promise<TargetResult> {
     pid = nchan.workerPid;
     stop = () => nchan.stop();
   } else {
-    const kind = flavor === 'herald' || flavor === 'herald-before' ? 'herald' : opts.transport === 'sse' ? 'raw-sse' : opts.transport === 'long-poll' ? 'raw-long-poll' : 'raw-ws';
-    server = await startServerProcess({ kind, cpus: opts.serverCpu, nodeArgs: ['--heapsnapshot-signal=SIGUSR2', ...opts.nodeArgs], root: flavor === 'herald-before' ? opts.beforeRoot : undefined });
+    const kind = flavor === 'herald' || flavor === 'herald-before' || flavor === 'herald-lean' ? 'herald' : opts.transport === 'sse' ? 'raw-sse' : opts.transport === 'long-poll' ? 'raw-long-poll' : 'raw-ws';
+    // `herald-lean`: the long-poll routes on the lean HTTP layer (http.leanLongPoll, packages/server/src/edge/lean-http.ts).
+    const config = flavor === 'herald-lean' ? { ...heraldBenchConfig(), http: { ...(heraldBenchConfig()['http'] as object | undefined), leanLongPoll: true } } : undefined;
+    server = await startServerProcess({ kind, cpus: opts.serverCpu, nodeArgs: ['--heapsnapshot-signal=SIGUSR2', ...opts.nodeArgs], root: flavor === 'herald-before' ? opts.beforeRoot : undefined, config });
     port = server.port;
     pid = server.pid;
     stop = () => server!.stop();
@@ -364,6 +367,7 @@ const names: Record<Flavor, string> = {
   raw: opts.transport === 'sse' ? 'raw SSE server' : opts.transport === 'long-poll' ? 'raw long-poll server' : 'raw ws server',
   herald: 'Herald',
   'herald-before': 'Herald before',
+  'herald-lean': 'Herald, lean HTTP layer',
   nchan: 'Nchan',
 };
 

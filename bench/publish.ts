@@ -9,6 +9,9 @@
  *   with history 300 and default presence, API keys on, rate limits on but
  *   raised), one publication per `POST /api/publish`;
  * - `herald-memory`: `herald` on the memory engine (no state file);
+ * - `herald-lean`, `herald-memory-lean`: `herald` and `herald-memory` with
+ *   `http.leanPublish` on (the publish routes on the lean HTTP/1.1 layer,
+ *   packages/server/src/edge/lean-http.ts, instead of node:http);
  * - `herald-broadcast`: `POST /api/broadcast` to `--batch` channels at once;
  * - `herald-batch`: `POST /api/batch` with `--batch` publishes;
  * - `herald-idempotent`: `herald` with an `idempotency_key` on every publish
@@ -43,7 +46,7 @@
  *
  *   node bench/publish.ts [--quick] [--channels=10000] [--publications=40000]
  *     [--warmup=4000] [--in-flight=32] [--batch=100] [--rounds=2]
- *     [--targets=herald,herald-memory,herald-broadcast,herald-batch,raw,nchan]
+ *     [--targets=herald,herald-lean,herald-memory,herald-memory-lean,herald-broadcast,herald-batch,raw,nchan]
  *     [--server-cpu=0] [--loader-cpu=1]
  *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--json=FILE]
  *     [--targets=herald,herald-variant --variant-env=NAME=VALUE,… --variant-root=DIR]
@@ -73,12 +76,14 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** Makes `herald-idempotent`'s keys new in every run and round. */
 const RUN_ID = randomBytes(6).toString('base64url');
 
-const TARGETS = ['herald', 'herald-memory', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant', 'herald-idempotent', 'herald-pusher'] as const;
+const TARGETS = ['herald', 'herald-lean', 'herald-memory', 'herald-memory-lean', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant', 'herald-idempotent', 'herald-pusher'] as const;
 type Target = (typeof TARGETS)[number];
-type ServerKind = 'herald' | 'herald-memory' | 'raw' | 'nchan' | 'herald-variant' | 'herald-pusher';
+type ServerKind = 'herald' | 'herald-lean' | 'herald-memory' | 'herald-memory-lean' | 'raw' | 'nchan' | 'herald-variant' | 'herald-pusher';
+/** Targets that are a server of their own; the others run on `herald`'s. */
+const OWN_SERVER: ReadonlySet<string> = new Set(['raw', 'nchan', 'herald-variant', 'herald-lean', 'herald-memory', 'herald-memory-lean', 'herald-pusher']);
 
 function kindOf(target: Target): ServerKind {
-  return target === 'raw' || target === 'nchan' || target === 'herald-variant' || target === 'herald-memory' || target === 'herald-pusher' ? target : 'herald';
+  return OWN_SERVER.has(target) ? (target as ServerKind) : 'herald';
 }
 
 /** The app of `herald-pusher` (its secret made per run). */
@@ -117,7 +122,7 @@ function parseOptions(): Options {
       'in-flight': { type: 'string', default: '32' },
       batch: { type: 'string', default: '100' },
       rounds: { type: 'string' },
-      targets: { type: 'string', default: TARGETS.filter((t) => t !== 'herald-variant' && t !== 'herald-pusher').join(',') },
+      targets: { type: 'string', default: TARGETS.filter((t) => t !== 'herald-variant' && t !== 'herald-pusher' && t !== 'herald-lean' && t !== 'herald-memory-lean').join(',') },
       'server-cpu': { type: 'string', default: '0' },
       'loader-cpu': { type: 'string', default: '1' },
       'server-node-args': { type: 'string', default: '' },
@@ -253,8 +258,9 @@ async function startNodeServer(kind: Exclude<ServerKind, 'nchan'>, options: Opti
     const dir = mkdtempSync(join(tmpdir(), 'herald-bench-publish-'));
     const configFile = join(dir, 'herald.json');
     // The bench configuration names the memory engine (the engine of the earlier numbers); `herald` runs the default.
-    const engine = kind === 'herald-memory' ? { type: 'memory' } : { type: 'sqlite' };
-    const base = { ...heraldBenchConfig(), engine, stateDir: join(dir, 'state') };
+    const engine = kind === 'herald-memory' || kind === 'herald-memory-lean' ? { type: 'memory' } : { type: 'sqlite' };
+    const lean = kind === 'herald-lean' || kind === 'herald-memory-lean' ? { http: { leanPublish: true } } : {};
+    const base = merge({ ...heraldBenchConfig(), engine, stateDir: join(dir, 'state') }, lean);
     // herald-pusher: the app's channels are the default namespace's, made like the bench namespace.
     const pusher = kind === 'herald-pusher' ? { channels: { defaults: { allowAnonymous: true, historySize: 300 } } } : {};
     const config = merge(merge(merge(base, pusher), options.config), kind === 'herald-variant' ? options.variantConfig : {});
@@ -358,7 +364,7 @@ class Subscribers {
 
   #subscribe(server: Server, channel: string): Promise<WebSocket> {
     const url =
-      server.kind === 'herald' || server.kind === 'herald-variant' || server.kind === 'herald-memory' || server.kind === 'herald-pusher'
+      server.kind !== 'raw' && server.kind !== 'nchan'
         ? `ws://127.0.0.1:${String(server.port)}/connection/websocket`
         : `ws://127.0.0.1:${String(server.port)}/sub/${server.kind === 'nchan' ? nchanChannelId(channel) : encodeURIComponent(channel)}`;
     return new Promise((resolve, reject) => {
@@ -424,7 +430,9 @@ function buildRequest(target: Target, first: number, count: number, channels: nu
   const payload = makePayload(first, nowUs());
   switch (target) {
     case 'herald':
+    case 'herald-lean':
     case 'herald-memory':
+    case 'herald-memory-lean':
     case 'herald-variant':
     case 'raw':
       return { path: target === 'raw' ? '/publish' : '/api/publish', body: `{"channel":"${channelName(first % channels)}","data":${payload}}` };

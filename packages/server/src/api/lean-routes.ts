@@ -39,7 +39,8 @@ export interface LeanRoutesOptions {
   readonly limits: ApiRateLimits;
 }
 
-const ROUTES: ReadonlyMap<string, string> = new Map([
+/** The paths of the lean routes, with the API method each runs (the lean HTTP layer, `http.leanPublish`, takes these paths). */
+export const LEAN_API_ROUTES: ReadonlyMap<string, string> = new Map([
   ['/api/publish', 'publish'],
   ['/api/broadcast', 'broadcast'],
   ['/api/batch', 'batch'],
@@ -71,7 +72,7 @@ export function presentedKey(headers: IncomingMessage['headers']): string | unde
 /** Registers the publish routes on the front. */
 export function registerLeanRoutes(front: Front, options: LeanRoutesOptions): void {
   const { node, apiKeys, executor, limits } = options;
-  for (const [path, method] of ROUTES) {
+  for (const [path, method] of LEAN_API_ROUTES) {
     // No async function and no promise of its own: the body is read with callbacks and the
     // method's own promise (the publish's) is the only one between the request and its answer.
     const answer = (request: IncomingMessage, response: ServerResponse, headers: readonly string[], body: unknown): void => {

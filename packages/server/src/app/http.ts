@@ -23,8 +23,8 @@ import { registerLongPoll } from '../transports/long-poll.ts';
 import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter } from '../transports/http-connection.ts';
 import { encodeResult, type ApiErrorCode } from '@herald/protocol';
 import type { Edge } from '../edge/edge.ts';
-import { apiSecurityHeaders, securityHeaders, useSecurityHeaders } from '../edge/security-headers.ts';
-import { presentedKey, registerLeanRoutes } from '../api/lean-routes.ts';
+import { securityHeaderSets, useSecurityHeaders } from '../edge/security-headers.ts';
+import { LEAN_API_ROUTES, presentedKey, registerLeanRoutes } from '../api/lean-routes.ts';
 import { ApiRateLimits, type SharedApiCounting } from '../api/rate-limits.ts';
 import { Front } from '../edge/front.ts';
 import { LeanHttp, type LeanRequest, type LeanResponse } from '../edge/lean-http.ts';
@@ -185,8 +185,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   const sessions = new SessionRegistry(options.sessionRouter);
   // The publish routes, the SSE stream and long polling are answered by the front, with the same edge rules (edge/front.ts).
   const front = new Front({
-    securityHeaders: securityHeaders(tls !== undefined),
-    apiSecurityHeaders: apiSecurityHeaders(tls !== undefined),
+    securityHeaders: securityHeaderSets(tls !== undefined),
     origins: edge.origins,
     draining: () => node.draining,
     logger: node.logger,
@@ -196,7 +195,6 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   registerSse(app, front, node, sessions, edge);
   registerLongPoll(app, front, node, sessions, edge, { bodyLimit: config.api.maxBodyBytes });
   registerHttpCommands(app, node, sessions, options.appPaths);
-  if (config.http.leanLongPoll) useLeanLongPoll(app, front, config, serverOptions, options.appPaths, tls !== undefined);
   // The chat demo exists in development mode only: production never loads it.
   if (config.mode === 'development') (await import('./demo.ts')).registerDemo(app, config, { channels: (prefix) => node.channels(prefix) });
 
@@ -251,23 +249,26 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     ip: common.trustProxy === false ? (request) => request.socket.remoteAddress ?? '' : (request) => edge.address.ip(request),
     limits,
   });
+  if (config.http.leanLongPoll || config.http.leanPublish) useLeanHttp(app, front, config, serverOptions, options.appPaths, tls !== undefined);
   return app;
 }
 
 /**
- * `http.leanLongPoll` (experimental): the long-poll routes on the lean
- * HTTP/1.1 layer (edge/lean-http.ts), every other request on node:http.
- * Without the llhttp binding (llhttp.ts) it stays on node:http, with one
- * warning.
+ * `http.leanLongPoll` and `http.leanPublish` (experimental): the long-poll
+ * routes, the publish routes, or both on the lean HTTP/1.1 layer
+ * (edge/lean-http.ts), every other request on node:http. Without the llhttp
+ * binding (llhttp.ts) they stay on node:http, with one warning.
  */
-function useLeanLongPoll(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined, tls: boolean): void {
-  if (tls) throw new Error('http.leanLongPoll serves plain HTTP only: turn it off with tls.certFile set');
+function useLeanHttp(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined, tls: boolean): void {
+  const switches = [config.http.leanLongPoll ? 'http.leanLongPoll' : '', config.http.leanPublish ? 'http.leanPublish' : ''].filter(Boolean).join(' and ');
+  if (tls) throw new Error(`${switches}: the lean HTTP layer serves plain HTTP only: turn it off with tls.certFile set`);
   const loaded = loadLlhttp();
   if (!('binding' in loaded)) {
-    app.log.warn({ reason: loaded.reason }, 'http.leanLongPoll: llhttp binding unavailable, long polling stays on node:http');
+    app.log.warn({ reason: loaded.reason }, `${switches}: llhttp binding unavailable, the routes stay on node:http`);
     return;
   }
-  const lean = new Set([POLL_PATH, POLL_OPEN_PATH]);
+  const polls = new Set(config.http.leanLongPoll ? [POLL_PATH, POLL_OPEN_PATH] : []);
+  const lean = new Set([...polls, ...(config.http.leanPublish ? LEAN_API_ROUTES.keys() : [])]);
   new LeanHttp(app.server, {
     binding: loaded.binding,
     maxHeaderBytes: MAX_HEADER_BYTES,
@@ -278,9 +279,10 @@ function useLeanLongPoll(app: FastifyInstance, front: Front, config: Config, ser
     checkingIntervalMs: serverOptions.connectionsCheckingInterval ?? 1000,
     isLean: (path) => {
       if (lean.has(path)) return true;
-      if (appPaths === undefined || !path.startsWith('/apps/')) return false;
+      // The apps' native paths exist for the connection routes only (transports/app-paths.ts).
+      if (polls.size === 0 || appPaths === undefined || !path.startsWith('/apps/')) return false;
       const match = appPaths.match(path);
-      return match !== undefined && lean.has(match.rest);
+      return match !== undefined && polls.has(match.rest);
     },
     serve: (request: LeanRequest, response: LeanResponse) => front.serve(request as unknown as IncomingMessage, response as unknown as ServerResponse),
   });

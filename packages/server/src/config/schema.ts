@@ -552,6 +552,11 @@ export const ConfigSchema = Type.Object(
           description:
             'EXPERIMENTAL. The long-poll routes (POST /connection/poll, /connection/poll/open and their /apps/{id}/ forms) are answered by a lean HTTP/1.1 layer on llhttp (Node\'s internal binding) instead of node:http: less CPU per poll; a connection goes to node:http at its first other request. Not with tls (start refuses the combination).',
         }),
+        leanPublish: Type.Boolean({
+          default: false,
+          description:
+            'EXPERIMENTAL. The server API\'s publish routes (POST /api/publish, /api/broadcast, /api/batch with a JSON body and no query string) are answered by the same lean HTTP/1.1 layer as http.leanLongPoll instead of node:http: less CPU per publish; any other request goes to node:http. Not with tls (start refuses the combination).',
+        }),
         trustedProxies: Type.Array(Type.String({ maxLength: 64 }), {
           default: [],
           description: 'Proxy addresses or CIDRs whose X-Forwarded-For is believed; from anyone else it is ignored.',

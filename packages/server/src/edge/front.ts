@@ -14,7 +14,8 @@
  * fast-routes.test.ts compare them with fastify's):
  *
  * 1. the security headers (security-headers.ts: the API's shorter set under
- *    `/api/`); `connection: close` while the node drains;
+ *    `/api/`, the transports' under `/connection/`); `connection: close`
+ *    while the node drains;
  * 2. `Origin` refused (origins.ts; on `/apps/{id}/connection/…` by the
  *    app's allowedOrigins when it has them) → 403 `origin_not_allowed`; CORS:
  *    `vary: Origin`, and for an allowed origin `access-control-allow-origin`
@@ -45,7 +46,7 @@ import { readJson } from '@herald/protocol/json';
 import { schemaDetail } from '@herald/protocol/commands';
 import type { Logger } from '../core/logger.ts';
 import type { OriginPolicy } from './origins.ts';
-import { isApiPath } from './security-headers.ts';
+import { securityHeadersFor, type SecurityHeaderSets } from './security-headers.ts';
 import { wholeBody } from './lean-http.ts';
 import type { AppPaths, AppScope } from '../transports/app-paths.ts';
 
@@ -62,10 +63,8 @@ export interface FrontContext {
 export type FrontHandler = (request: IncomingMessage, response: ServerResponse, context: FrontContext) => void | Promise<void>;
 
 export interface FrontOptions {
-  /** Security headers by lower-case name (security-headers.ts). */
-  readonly securityHeaders: Readonly<Record<string, string>>;
-  /** Security headers of the routes under `/api/` (security-headers.ts `apiSecurityHeaders`); `securityHeaders` when absent. */
-  readonly apiSecurityHeaders?: Readonly<Record<string, string>>;
+  /** Security headers by lower-case name (security-headers.ts): a route gets its path's set (`securityHeadersFor`). */
+  readonly securityHeaders: SecurityHeaderSets;
   readonly origins: Pick<OriginPolicy, 'check'>;
   /** True while the node drains: answers end their connection. */
   readonly draining: () => boolean;
@@ -109,11 +108,11 @@ export class Front {
   /**
    * Answers `method path` (the path without its query string) with
    * `handler`; a request `accepts` refuses goes to fastify. A path under
-   * `/api/` gets the API's security headers.
+   * `/api/` gets the API's security headers, one under `/connection/` the
+   * transports' (also on its `/apps/{id}/connection/…` form).
    */
   route(method: 'GET' | 'POST', path: string, handler: FrontHandler, accepts?: (request: IncomingMessage) => boolean): void {
-    const { securityHeaders, apiSecurityHeaders } = this.#options;
-    const security = Object.entries(isApiPath(path) ? (apiSecurityHeaders ?? securityHeaders) : securityHeaders).flat();
+    const security = Object.entries(securityHeadersFor(this.#options.securityHeaders, path)).flat();
     let paths = this.#routes.get(method);
     if (paths === undefined) this.#routes.set(method, (paths = new Map()));
     paths.set(path, { handler, accepts, security, plain: [...security, 'vary', 'Origin'], allowed: new Map() });

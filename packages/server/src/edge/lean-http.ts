@@ -1,18 +1,23 @@
 /**
- * EXPERIMENTAL (`http.leanLongPoll`, default off): a lean HTTP/1.1 layer for
- * the long-poll routes, in front of node:http on the public listener.
+ * EXPERIMENTAL (`http.leanLongPoll`, `http.leanPublish`, default off): a lean
+ * HTTP/1.1 layer for the long-poll routes and the server API's publish
+ * routes, in front of node:http on the public listener.
  *
  * node:http builds an IncomingMessage and a ServerResponse per request, with
  * their events and garbage: on the long-poll route that is about 40 % of a
  * delivery's CPU (docs/performance.md, "Long polling: is node:http the
  * floor?"). This layer takes every new connection first, parses it with
  * llhttp through Node's own binding (llhttp.ts: strict, the same
- * `maxHeaderSize`), and answers the requests it knows itself:
- * `POST /connection/poll` and `/connection/poll/open` (and their
- * `/apps/{id}/connection/…` forms), HTTP/1.1, with a Host, a
+ * `maxHeaderSize`), and answers the requests it knows itself: the paths
+ * `isLean` names (`POST /connection/poll` and `/connection/poll/open` and
+ * their `/apps/{id}/connection/…` forms; `POST /api/publish`,
+ * `/api/broadcast`, `/api/batch`), HTTP/1.1, with a Host, a
  * `Content-Length` body or none, no `Expect`, no `Transfer-Encoding`, no
  * upgrade. They go to the front (front.ts) with small request and response
- * objects of their own, so every rule and answer of the front applies.
+ * objects of their own, so every rule and answer of the front applies; a
+ * request the front's route does not take (`accepts`: the publish routes
+ * leave a query string or another content type to fastify) is handed off
+ * as below, nothing of it read.
  *
  * At the first request it does not answer, the connection is handed to
  * node:http untouched: the bytes from that request's first byte are put back
@@ -121,7 +126,40 @@ export class LeanRequest {
 
   on(event: string, listener: Listener): this {
     (this.#listeners ??= []).push(event, listener);
+    if (this.#early !== undefined) this.#replay();
     return this;
+  }
+
+  /**
+   * 'data' and 'end' that came before a listener of theirs, in order: a
+   * reader that starts after a promise (the publish routes' cluster-wide
+   * rate limit, counted in Redis) gets them when it registers, as a stream
+   * keeps its chunks for a late reader.
+   */
+  #early: unknown[] | undefined;
+  /** Bytes in `#early`: past PIPELINE_BYTES the socket pauses (`#paused`) until a reader takes them. */
+  #earlyBytes = 0;
+  #paused = false;
+
+  #heard(event: string): boolean {
+    const list = this.#listeners;
+    if (list !== undefined) for (let i = 0; i < list.length; i += 2) if (list[i] === event) return true;
+    return false;
+  }
+
+  #replay(): void {
+    const early = this.#early!;
+    while (early.length > 0 && this.#heard(early[0] as string)) {
+      const event = early.shift() as string;
+      const argument = early.shift();
+      if (event === 'data') this.#earlyBytes -= (argument as Buffer).length;
+      this.#dispatch(event, argument);
+    }
+    if (early.length === 0) this.#early = undefined;
+    if (this.#paused && this.#earlyBytes <= PIPELINE_BYTES) {
+      this.#paused = false;
+      this.socket.resume();
+    }
   }
 
   removeListener(event: string, listener: Listener): this {
@@ -137,6 +175,21 @@ export class LeanRequest {
   }
 
   emit(event: string, argument?: unknown): void {
+    if ((event === 'data' || event === 'end') && (this.#early !== undefined || !this.#heard(event))) {
+      (this.#early ??= []).push(event, argument);
+      if (event === 'data') {
+        this.#earlyBytes += (argument as Buffer).length;
+        if (this.#earlyBytes > PIPELINE_BYTES && !this.#paused) {
+          this.#paused = true;
+          this.socket.pause();
+        }
+      }
+      return;
+    }
+    this.#dispatch(event, argument);
+  }
+
+  #dispatch(event: string, argument: unknown): void {
     const list = this.#listeners;
     if (list === undefined) return;
     // A listener may remove listeners: the ones registered when the event came are called.
@@ -547,8 +600,9 @@ class LeanConnection {
     }
     socket.write(text);
     if (this.#bodyLeft > 0) {
-      // Answered before its body was read: the rest is read and dropped, as node:http does.
+      // Answered before its body was read: the rest is read and dropped, as node:http does (reading again if a late reader's wait paused it).
       this.#request = undefined;
+      socket.resume();
       return;
     }
     this.#phase = Phase.Idle;

@@ -26,6 +26,11 @@ export interface TestHerald {
   close(): Promise<void>;
 }
 
+/** The run has the lean HTTP layer on (HERALD_TEST_LEAN_HTTP=1, or HERALD_TEST_LEAN_LONG_POLL=1). */
+export function leanHttpRun(): boolean {
+  return process.env['HERALD_TEST_LEAN_HTTP'] === '1' || process.env['HERALD_TEST_LEAN_LONG_POLL'] === '1';
+}
+
 /**
  * Deep-merges `overrides` into a test config (log silent, port 0, chat/public namespaces). The
  * server runs on the default engine (sqlite) with a state directory of its own, removed by `close`.
@@ -35,8 +40,9 @@ export async function startHerald(overrides: Record<string, any> = {}, options: 
   const apiKey = randomBytes(24).toString('base64url');
   const stateDir = mkdtempSync(join(tmpdir(), 'herald-test-state-'));
   const raw = merge({ ...testConfig(hmacSecret, apiKey), stateDir }, overrides);
-  // HERALD_TEST_LEAN_LONG_POLL=1: the variant run of the suites with the lean long-poll layer on (not with TLS, which it refuses).
-  if (process.env['HERALD_TEST_LEAN_LONG_POLL'] === '1' && raw.tls?.certFile === undefined) raw.http = { leanLongPoll: true, ...raw.http };
+  // HERALD_TEST_LEAN_HTTP=1 (or its older name HERALD_TEST_LEAN_LONG_POLL=1): the variant run of the suites with the lean
+  // HTTP layer on for every route it covers, long polling and the publish routes (not with TLS, which it refuses).
+  if (leanHttpRun() && raw.tls?.certFile === undefined) raw.http = { leanLongPoll: true, leanPublish: true, ...raw.http };
   const config = buildConfig(raw, { env: {} });
   let server: HeraldServer;
   try {

@@ -1,6 +1,7 @@
 /**
- * The suites that cover the long-poll routes and hostile HTTP input, run again
- * with `http.leanLongPoll` on (HERALD_TEST_LEAN_LONG_POLL=1, which
+ * The suites that cover the long-poll routes, the server API's publish routes
+ * and hostile HTTP input, run again with `http.leanLongPoll` and
+ * `http.leanPublish` on (HERALD_TEST_LEAN_HTTP=1, which
  * test/helpers/herald.ts reads), so CI checks the lean layer
  * (src/edge/lean-http.ts) against the same tests as node:http. One child
  * `node --test` runs them; this test fails with the names of the child's
@@ -17,6 +18,9 @@ const LEAN_SUITES = [
   'integration/long-poll.test.ts',
   'integration/fast-routes.test.ts',
   'integration/api-lean-path.test.ts',
+  'integration/api.test.ts',
+  'integration/api-batch.test.ts',
+  'integration/api-idempotency.test.ts',
   'integration/limits.test.ts',
   'integration/front-drain.test.ts',
   'integration/shutdown.test.ts',
@@ -32,6 +36,9 @@ const LEAN_SUITES = [
   'security/json-depth.test.ts',
   'security/prototype-pollution.test.ts',
 ];
+
+/** As test/helpers/herald.ts `leanHttpRun` (not imported: that module loads the server). */
+const LEAN_RUN = process.env['HERALD_TEST_LEAN_HTTP'] === '1' || process.env['HERALD_TEST_LEAN_LONG_POLL'] === '1';
 
 const TEST_ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -49,7 +56,7 @@ function runChild(signal: AbortSignal): Promise<ChildRun> {
   const args = [...conditions, '--test', '--test-concurrency=1', '--test-timeout=180000', '--test-reporter=tap', ...LEAN_SUITES];
   const child = spawn(process.execPath, args, {
     cwd: TEST_ROOT,
-    env: { ...env, HERALD_TEST_LEAN_LONG_POLL: '1' },
+    env: { ...env, HERALD_TEST_LEAN_HTTP: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
     signal,
   });
@@ -81,15 +88,15 @@ function failures(tap: string): string[] {
 }
 
 test(
-  `the long-poll and hostile-input suites pass with http.leanLongPoll on (${LEAN_SUITES.length} files)`,
-  { skip: process.env['HERALD_TEST_LEAN_LONG_POLL'] === '1' ? 'the whole run has HERALD_TEST_LEAN_LONG_POLL=1' : false, timeout: 15 * 60_000 },
+  `the long-poll, publish and hostile-input suites pass with the lean HTTP layer on (${LEAN_SUITES.length} files)`,
+  { skip: LEAN_RUN ? 'the whole run has the lean HTTP layer on (HERALD_TEST_LEAN_HTTP=1)' : false, timeout: 15 * 60_000 },
   async (t) => {
     const run = await runChild(t.signal);
     const passed = /^# pass (\d+)$/m.exec(run.tap)?.[1];
     const failedNames = failures(run.tap);
     assert.ok(
       run.code === 0 && failedNames.length === 0,
-      `with HERALD_TEST_LEAN_LONG_POLL=1 the child node --test exited ${run.code ?? run.signal}; failing:\n` +
+      `with HERALD_TEST_LEAN_HTTP=1 the child node --test exited ${run.code ?? run.signal}; failing:\n` +
         `${failedNames.join('\n') || '(no failing test in its output)'}\n--- stderr ---\n${run.stderr.slice(-4000)}`,
     );
     // A run that found no test files or no tests passes nothing: count them.

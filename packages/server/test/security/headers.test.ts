@@ -1,8 +1,10 @@
 /**
  * Security headers on every HTTP response of the public listener: answers,
- * errors, 404s, the SSE stream, long-poll answers; the server API's answers
- * (`/api/…`) with their shorter set. No X-Powered-By, no HSTS without TLS
- * (tls.test.ts checks it with TLS), generic error bodies.
+ * errors, 404s; the server API's answers (`/api/…`) with their shorter set;
+ * the transports' answers (`/connection/…`, `/apps/{id}/connection/…`: the
+ * SSE stream, long-poll answers, commands, and their errors) with theirs,
+ * never without `nosniff` and framing refused. No X-Powered-By, no HSTS
+ * without TLS (tls.test.ts checks it with TLS), generic error bodies.
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -12,6 +14,8 @@ import { apiErrors } from '@herald/protocol';
 import { RawSse } from '../helpers/rt-raw.ts';
 import { waitUntil } from '../helpers/rt-util.ts';
 import { parseAnswer } from './raw-http.ts';
+import { startPusherHerald, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
+import { signToken } from '../helpers/herald-ws.ts';
 
 function assertSecurityHeaders(get: (name: string) => string | null | undefined, where: string): void {
   const csp = get('content-security-policy') ?? '';
@@ -32,6 +36,32 @@ function assertApiSecurityHeaders(get: (name: string) => string | null | undefin
   assert.equal(get('x-content-type-options'), 'nosniff', `${where}: nosniff`);
   assert.equal(get('x-frame-options'), 'DENY', `${where}: frame denial`);
   assert.equal(get('referrer-policy'), 'no-referrer', `${where}: referrer policy`);
+  assert.equal(get('x-powered-by') ?? null, null, `${where}: no X-Powered-By`);
+  assert.equal(get('strict-transport-security') ?? null, null, `${where}: no HSTS without TLS`);
+}
+
+/** The page set's headers that the transports' set leaves out (edge/security-headers.ts transportSecurityHeaders). */
+const PAGE_ONLY = [
+  'referrer-policy',
+  'cross-origin-resource-policy',
+  'cross-origin-opener-policy',
+  'origin-agent-cluster',
+  'x-dns-prefetch-control',
+  'x-download-options',
+  'x-permitted-cross-domain-policies',
+  'x-xss-protection',
+];
+
+/**
+ * The transports' set (edge/security-headers.ts transportSecurityHeaders):
+ * answers read by EventSource, fetch or XHR, never pages. `nosniff` and
+ * framing refused (CSP frame-ancestors and X-Frame-Options) on every one.
+ */
+function assertTransportSecurityHeaders(get: (name: string) => string | null | undefined, where: string): void {
+  assert.equal(get('x-content-type-options'), 'nosniff', `${where}: nosniff`);
+  assert.equal(get('content-security-policy'), "frame-ancestors 'none'", `${where}: transport CSP, framing refused`);
+  assert.equal(get('x-frame-options'), 'DENY', `${where}: frame denial`);
+  for (const name of PAGE_ONLY) assert.equal(get(name) ?? null, null, `${where}: no ${name}`);
   assert.equal(get('x-powered-by') ?? null, null, `${where}: no X-Powered-By`);
   assert.equal(get('strict-transport-security') ?? null, null, `${where}: no HSTS without TLS`);
 }
@@ -82,14 +112,47 @@ describe('security headers', { timeout: 30000 }, () => {
     assertGenericError(unknown, 'not_found');
     assertApiSecurityHeaders((n) => unknown.headers.get(n), 'unknown API method');
 
+    const pusherPath = await http(`${h.url}/apps/x/events`, { body: {} });
+    assert.notEqual(pusherPath.status, 200, pusherPath.text);
+    assertSecurityHeaders((n) => pusherPath.headers.get(n), 'a Pusher HTTP API path under /apps/ that is not a transport');
+  });
+
+  test('on the transports\' errors: their short set, nosniff and framing refused', async () => {
     const wrongMethod = await http(`${h.url}/connection/sse`, { method: 'DELETE' });
     assertGenericError(wrongMethod, 'method_not_allowed');
     assert.equal(wrongMethod.headers.get('allow'), 'GET');
-    assertSecurityHeaders((n) => wrongMethod.headers.get(n), 'DELETE');
+    assertTransportSecurityHeaders((n) => wrongMethod.headers.get(n), 'DELETE');
 
     const session = await http(`${h.url}/connection/command`, { headers: { 'herald-session': 'x'.repeat(22) }, body: { id: 1, method: 'ping' } });
     assertGenericError(session, 'session_unknown');
-    assertSecurityHeaders((n) => session.headers.get(n), 'unknown session');
+    assertTransportSecurityHeaders((n) => session.headers.get(n), 'unknown session');
+
+    const poll = await postRaw(`${h.url}/connection/poll`, { 'herald-session': 'x'.repeat(22), 'content-type': 'application/json' }, Buffer.from('{"seq":0}'));
+    assertTransportSecurityHeaders((n) => poll.headers.get(n), `poll of an unknown session (${poll.status})`);
+
+    const badToken = await http(`${h.url}/connection/sse?token=nope&channel=chat:headers`);
+    assertGenericError(badToken, 'unauthorized');
+    assertTransportSecurityHeaders((n) => badToken.headers.get(n), 'SSE refused');
+
+    const badJson = await postRaw(`${h.url}/connection/poll/open`, { 'content-type': 'application/json' }, Buffer.from('{"channels":'));
+    assertGenericError(badJson, 'invalid_json');
+    assertTransportSecurityHeaders((n) => badJson.headers.get(n), 'long-poll open, invalid JSON');
+
+    const origin = await http(`${h.url}/connection/poll/open`, { headers: { origin: 'https://evil.example' }, body: { channels: ['chat:headers'] } });
+    assertGenericError(origin, 'origin_not_allowed');
+    assertTransportSecurityHeaders((n) => origin.headers.get(n), 'origin refused');
+
+    const noUpgrade = await http(`${h.url}/connection/websocket`);
+    assert.notEqual(noUpgrade.status, 101, noUpgrade.text);
+    assertTransportSecurityHeaders((n) => noUpgrade.headers.get(n), `the WebSocket path without an upgrade (${noUpgrade.status})`);
+
+    const encoded = await http(`${h.url}/connection/%73se?token=nope`);
+    assertGenericError(encoded, 'unauthorized');
+    assertTransportSecurityHeaders((n) => encoded.headers.get(n), 'SSE on an encoded path (fastify\'s route)');
+
+    const unknownApp = await postRaw(`${h.url}/apps/nope/connection/poll/open`, { 'content-type': 'application/json' }, Buffer.from('{}'));
+    assert.notEqual(unknownApp.status, 200, unknownApp.text);
+    assertTransportSecurityHeaders((n) => unknownApp.headers.get(n), `an unknown app's transport path (${unknownApp.status})`);
   });
 
   test('on the SSE stream and on long-poll answers', async () => {
@@ -97,14 +160,15 @@ describe('security headers', { timeout: 30000 }, () => {
     try {
       assert.match(sse.statusLine, /^HTTP\/1\.1 200 /);
       const head = parseAnswer(sse.headText + '\r\n\r\n', false);
-      assertSecurityHeaders((n) => head.headers.get(n), 'SSE');
+      assertTransportSecurityHeaders((n) => head.headers.get(n), 'SSE');
       assert.match(head.headers.get('content-type') ?? '', /^text\/event-stream/);
+      assert.equal(head.headers.get('cache-control'), 'no-store');
     } finally {
       sse.destroy();
     }
     const opened = await http(`${h.url}/connection/poll/open`, { body: { token: await h.token('alice'), channels: ['chat:headers'] } });
     assert.equal(opened.status, 200, opened.text);
-    assertSecurityHeaders((n) => opened.headers.get(n), 'long-poll open');
+    assertTransportSecurityHeaders((n) => opened.headers.get(n), 'long-poll open');
     // A poll in flight, answered when the session is closed (closed once the server holds it).
     const polling = http(`${h.url}/connection/poll`, { headers: { 'herald-session': opened.body.session }, body: { seq: opened.body.seq } });
     const id = (opened.body.messages as { push?: string; client?: string }[]).find((m) => m.push === 'connected')?.client;
@@ -112,6 +176,44 @@ describe('security headers', { timeout: 30000 }, () => {
     await http(`${h.url}/connection/close`, { headers: { 'herald-session': opened.body.session }, body: {} });
     const polled = await polling;
     assert.equal(polled.status, 200, polled.text);
-    assertSecurityHeaders((n) => polled.headers.get(n), 'long-poll poll');
+    assertTransportSecurityHeaders((n) => polled.headers.get(n), 'long-poll poll');
+  });
+});
+
+describe('security headers on an app\'s transport paths', { timeout: 30000 }, () => {
+  let h: PusherHerald;
+  const main = testApp('main');
+  const x = testApp('x');
+
+  before(async () => {
+    h = await startPusherHerald([main, x]);
+  });
+  after(() => h.close());
+
+  test('/apps/{id}/connection/…: the transports\' set; the app\'s Pusher HTTP API keeps the page set', async () => {
+    const token = await signToken(x.secret, { sub: 'ann', exp: Math.floor(Date.now() / 1000) + 600 });
+    const sse = await RawSse.connect(h.server.port, `/apps/${x.id}/connection/sse?token=${token}&channel=room`);
+    try {
+      assert.match(sse.statusLine, /^HTTP\/1\.1 200 /, sse.headText);
+      assertTransportSecurityHeaders((n) => parseAnswer(sse.headText + '\r\n\r\n', false).headers.get(n), 'an app\'s SSE');
+    } finally {
+      sse.destroy();
+    }
+    const opened = await http(`${h.url}/apps/${x.id}/connection/poll/open`, { body: { token, channels: ['room'] } });
+    assert.equal(opened.status, 200, opened.text);
+    assertTransportSecurityHeaders((n) => opened.headers.get(n), 'an app\'s long-poll open');
+    // A poll, answered when the session is closed (held or not by then: an answer either way).
+    const polling = http(`${h.url}/apps/${x.id}/connection/poll`, { headers: { 'herald-session': opened.body.session }, body: { seq: opened.body.seq } });
+    const closed = await http(`${h.url}/apps/${x.id}/connection/close`, { headers: { 'herald-session': opened.body.session }, body: {} });
+    assertTransportSecurityHeaders((n) => closed.headers.get(n), `an app's close (${closed.status})`);
+    const polled = await polling;
+    assertTransportSecurityHeaders((n) => polled.headers.get(n), `an app's long-poll poll (${polled.status})`);
+    const refused = await http(`${h.url}/apps/${x.id}/connection/poll/open`, { body: { channels: ['room'] } });
+    assert.notEqual(refused.status, 200, refused.text);
+    assertTransportSecurityHeaders((n) => refused.headers.get(n), `an app's anonymous open (${refused.status})`);
+
+    const trigger = await http(`${h.url}/apps/${x.id}/events`, { body: { name: 'e', channel: 'room', data: '1' } });
+    assert.notEqual(trigger.status, 200, trigger.text);
+    assertSecurityHeaders((n) => trigger.headers.get(n), 'an unsigned Pusher trigger');
   });
 });

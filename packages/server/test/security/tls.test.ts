@@ -67,6 +67,13 @@ describe('TLS listener', { skip: files === undefined, timeout: 30000 }, () => {
     assert.equal(answer.headers['strict-transport-security'], 'max-age=31536000');
     assert.equal(answer.headers['x-content-type-options'], 'nosniff');
     assert.equal(answer.headers['x-powered-by'], undefined);
+    // A transport's answer (its short set, edge/security-headers.ts transportSecurityHeaders) carries HSTS too.
+    const opened = await https(`${base}/connection/poll/open`, ca, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' });
+    assert.equal(opened.status, 200, opened.text);
+    assert.equal(opened.headers['strict-transport-security'], 'max-age=31536000');
+    assert.equal(opened.headers['x-content-type-options'], 'nosniff');
+    assert.equal(opened.headers['x-frame-options'], 'DENY');
+    assert.equal(opened.headers['content-security-policy'], "frame-ancestors 'none'");
   });
 
   test('WSS connects, subscribes and receives a publication made over HTTPS', async () => {
