@@ -62,9 +62,10 @@ export class WebSocketTransport implements Transport {
   /**
    * A connection opened in the upgrade request (`connect=1`): true from
    * its creation until `opened()`. Everything written meanwhile is held,
-   * and the raw socket stays corked from the 101 on, so the 101, the
-   * `connected` push, the `subscribed` pushes and the recovered
-   * publications leave in one system call.
+   * so the 101, the `connected` push, the `subscribed` pushes and the
+   * recovered publications leave in one system call: one buffer when
+   * Herald writes the 101 (`upgradeAtOpen`); else `ws` writes it into the
+   * socket, corked until `opened()`.
    */
   #opening = false;
   /** An opening whose 101 Herald writes itself (`upgradeAtOpen`), until `opened()`. */
@@ -95,7 +96,7 @@ export class WebSocketTransport implements Transport {
     this.#upgrade = upgrade;
   }
 
-  /** The end of an opening (see `#opening`): writes what it held and uncorks the socket. */
+  /** The end of an opening (see `#opening`): writes what it held (after the 101, see `upgradeAtOpen`) and uncorks the socket. */
   opened(): void {
     if (!this.#opening) return;
     this.#opening = false;
