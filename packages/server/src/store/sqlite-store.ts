@@ -217,6 +217,18 @@ export const MIGRATIONS: readonly string[] = [
      created_at INTEGER NOT NULL,
      updated_at INTEGER NOT NULL
    ) WITHOUT ROWID;`,
+  // 15: publications in one log in commit order (broker/sqlite-broker.ts): a commit's rows share the log's last page
+  // instead of dirtying a page per channel and the time index's last pages; the index by channel is kept in memory.
+  `CREATE TABLE history_log (
+     seq INTEGER PRIMARY KEY,
+     channel TEXT NOT NULL,
+     offset INTEGER NOT NULL,
+     time INTEGER NOT NULL,
+     data TEXT NOT NULL,
+     info TEXT
+   );
+   INSERT INTO history_log (channel, offset, time, data, info) SELECT channel, offset, time, data, info FROM publications ORDER BY channel, offset;
+   DROP TABLE publications;`,
 ];
 
 /** An owner whose heartbeat is older than this is gone (its pid may belong to another program by now). */

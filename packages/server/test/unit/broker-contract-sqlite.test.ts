@@ -15,7 +15,7 @@ import { BrokerUnavailableError, type StoredPublication, type StreamOptions } fr
 import { MemoryPresenceStore } from '../../src/broker/memory-broker.ts';
 import { SqliteBroker } from '../../src/broker/sqlite-broker.ts';
 import { SqliteRevocationList } from '../../src/auth/revocation.ts';
-import { openSqliteStore, stateFilePath, type SqliteStore } from '../../src/store/sqlite-store.ts';
+import { MIGRATIONS, openSqliteStore, stateFilePath, type SqliteStore } from '../../src/store/sqlite-store.ts';
 import { runBrokerContract } from './broker-contract.ts';
 
 const dirs: string[] = [];
@@ -134,7 +134,7 @@ describe('sqlite broker: across a reopen of the state file', () => {
     assert.equal(rowOf(dir, 'held')?.top, 1);
     clock.now += 2000;
     e.broker.sweep();
-    const rows = e.store.db.prepare(`SELECT count(*) AS n FROM publications WHERE channel = 'held'`).get() as { n: number };
+    const rows = e.store.db.prepare(`SELECT count(*) AS n FROM history_log WHERE channel = 'held'`).get() as { n: number };
     assert.equal(rows.n, 0, 'every publication expired');
     assert.deepEqual({ ...rowOf(dir, 'held') }, { top: 3, last_publish_at: clock.now - 2000 });
     e.store.close();
@@ -188,7 +188,7 @@ describe('sqlite broker: across a reopen of the state file', () => {
     const short = await e.broker.history('short', { limit: 10 }, stream(10, 1000));
     assert.deepEqual(short.publications.map((p) => p.data), ['2']);
     e = await reopen(dir, clock, e);
-    const rows = e.store.db.prepare(`SELECT count(*) AS n FROM publications WHERE channel = 'short'`).get() as { n: number };
+    const rows = e.store.db.prepare(`SELECT count(*) AS n FROM history_log WHERE channel = 'short'`).get() as { n: number };
     assert.equal(rows.n, 1, 'the sweep at open deleted the expired publication from the file');
     clock.now += 5000;
     e = await reopen(dir, clock, e);
@@ -236,9 +236,9 @@ describe('sqlite broker: group commit', () => {
     assert.equal(delivered.length, 0, 'nothing delivered before the commit');
     // A second connection sees none of them before the commit.
     const reader = new DatabaseSync(stateFilePath(dir));
-    assert.equal((reader.prepare('SELECT count(*) AS n FROM publications').get() as { n: number }).n, 0);
+    assert.equal((reader.prepare('SELECT count(*) AS n FROM history_log').get() as { n: number }).n, 0);
     const positions = await Promise.all(promises);
-    assert.equal((reader.prepare('SELECT count(*) AS n FROM publications').get() as { n: number }).n, 50, 'all committed when acknowledged');
+    assert.equal((reader.prepare('SELECT count(*) AS n FROM history_log').get() as { n: number }).n, 50, 'all committed when acknowledged');
     reader.close();
     assert.equal(delivered.length, 25);
     assert.deepEqual(positions.filter((_, i) => i % 2 === 0).map((p) => p.offset), Array.from({ length: 25 }, (_, i) => i + 1));
@@ -297,6 +297,120 @@ describe('sqlite broker: disk errors', () => {
   });
 });
 
+describe('sqlite broker: a state file of schema 14 (publications keyed by channel, an index on time)', () => {
+  /**
+   * The file as Herald up to schema 14 wrote it: streams rows written behind
+   * (one of them behind its newest publication, as a crash left it), and the
+   * publications of several channels in the `publications` table, with the
+   * statements that version ran.
+   */
+  function oldFile(dir: string, clock: Clock): void {
+    const store = openSqliteStore({ stateDir: dir, migrations: MIGRATIONS.slice(0, 14) });
+    const db = store.db;
+    assert.ok(db.prepare(`SELECT 1 FROM sqlite_schema WHERE name = 'publications_time'`).get() !== undefined, 'the old layout, with its time index');
+    const putStream = db.prepare('INSERT INTO streams (channel, epoch, top, last_publish_at, ttl_ms) VALUES (?, ?, ?, ?, ?)');
+    const insert = db.prepare('INSERT INTO publications (channel, offset, time, data, info) VALUES (?, ?, ?, ?, ?)');
+    putStream.run('a', 'epoch-a', 6, clock.now, 60_000);
+    putStream.run('b', 'epoch-b', 1, clock.now - 10_000, 60_000);
+    putStream.run('short', 'epoch-s', 2, clock.now - 5_000, 1_000);
+    // Interleaved as commits of several channels wrote them; 'a' trimmed to its newest 4 (size 4), 'b' behind its row.
+    for (let i = 1; i <= 6; i++) {
+      if (i > 2) insert.run('a', i, clock.now - 1000 * (6 - i), JSON.stringify({ a: i }), i === 6 ? JSON.stringify({ client: 'c1', user: 'u1' }) : null);
+      if (i <= 3) insert.run('b', i, clock.now - 10_000 + i, `"b${i}"`, null);
+    }
+    insert.run('short', 1, clock.now - 6_000, '"s1"', null);
+    insert.run('short', 2, clock.now - 5_000, '"s2"', null);
+    store.close();
+  }
+
+  it('opens and migrates: epochs, offsets, history, trimming and expiry as before; the next publish continues each stream', async () => {
+    const dir = stateDir();
+    const clock = new Clock();
+    oldFile(dir, clock);
+    const e = open(dir, clock);
+    const has = (name: string) => e.store.db.prepare('SELECT 1 FROM sqlite_schema WHERE name = ?').get(name) !== undefined;
+    assert.equal(has('publications'), false, 'the old table is gone');
+    assert.equal(has('publications_time'), false, 'with its index');
+    const logged = (channel: string) => (e.store.db.prepare('SELECT count(*) AS n FROM history_log WHERE channel = ?').get(channel) as { n: number }).n;
+    assert.deepEqual([logged('a'), logged('b')], [4, 3], 'the publications moved to the log');
+    assert.equal(logged('short'), 0, "'short' (TTL 1 s) expired while the file was closed: the sweep at open deleted it");
+    const a = await e.broker.history('a', { limit: 10 }, stream(4));
+    assert.deepEqual({ ...a.position }, { epoch: 'epoch-a', offset: 6 });
+    assert.deepEqual(a.publications.map((p) => [p.offset, p.data, p.epoch]), [3, 4, 5, 6].map((i) => [i, JSON.stringify({ a: i }), 'epoch-a']));
+    assert.deepEqual(a.publications.at(-1)?.info, { client: 'c1', user: 'u1' });
+    const newest = await e.broker.history('a', { limit: 2, reverse: true }, stream(4));
+    assert.deepEqual(newest.publications.map((p) => p.offset), [6, 5]);
+    const since = await e.broker.history('a', { limit: 10, since: { epoch: 'epoch-a', offset: 4 } }, stream(4));
+    assert.deepEqual(since.publications.map((p) => p.offset), [5, 6]);
+    // 'b': its row said 1, its newest publication 3 (a crash): the stream continues from 3.
+    const b = await e.broker.history('b', { limit: 10 }, stream(100));
+    assert.deepEqual({ ...b.position }, { epoch: 'epoch-b', offset: 3 });
+    assert.deepEqual(b.publications.map((p) => p.data), ['"b1"', '"b2"', '"b3"']);
+    assert.deepEqual({ ...(await e.broker.publish('b', '"b4"', { stream: stream(100) })) }, { epoch: 'epoch-b', offset: 4 });
+    // Size 4 on 'a': the next publication trims offset 3 off the file too.
+    assert.deepEqual({ ...(await e.broker.publish('a', '{"a":7}', { stream: stream(4) })) }, { epoch: 'epoch-a', offset: 7 });
+    assert.deepEqual((await e.broker.history('a', { limit: 10 }, stream(4))).publications.map((p) => p.offset), [4, 5, 6, 7]);
+    assert.deepEqual(
+      (e.store.db.prepare(`SELECT offset FROM history_log WHERE channel = 'a' ORDER BY seq`).all() as { offset: number }[]).map((r) => r.offset),
+      [4, 5, 6, 7],
+    );
+    // Its stream is dead: a new epoch.
+    const short = await e.broker.history('short', { limit: 10 }, stream(100, 1_000));
+    assert.deepEqual(short.publications, []);
+    assert.notEqual(short.position.epoch, 'epoch-s');
+    // And across a reopen of the migrated file.
+    const again = await reopen(dir, clock, e);
+    assert.deepEqual((await again.broker.history('a', { limit: 10 }, stream(4))).publications.map((p) => p.offset), [4, 5, 6, 7]);
+    assert.deepEqual({ ...(await again.broker.history('b', { limit: 0 }, stream(100))).position }, { epoch: 'epoch-b', offset: 4 });
+    await again.broker.close();
+    again.store.close();
+  });
+});
+
+describe('sqlite broker: the log', () => {
+  it('a commit with more publications to a channel than its size keeps only the window in the file; partly expired channels keep their live rows', async () => {
+    const dir = stateDir();
+    const clock = new Clock();
+    let e = open(dir, clock);
+    const offsetsIn = (channel: string) => (e.store.db.prepare('SELECT offset FROM history_log WHERE channel = ? ORDER BY seq').all(channel) as { offset: number }[]).map((r) => r.offset);
+    await Promise.all([1, 2, 3, 4, 5].map((i) => e.broker.publish('x', String(i), { stream: stream(2) })));
+    assert.deepEqual(offsetsIn('x'), [4, 5]);
+    await Promise.all([6, 7, 8].map((i) => e.broker.publish('x', String(i), { stream: stream(2) })));
+    assert.deepEqual(offsetsIn('x'), [7, 8]);
+    await e.broker.publish('y', '1', { stream: stream(10, 1000) });
+    clock.now += 600;
+    await e.broker.publish('y', '2', { stream: stream(10, 1000) });
+    clock.now += 600;
+    e.broker.sweep();
+    assert.deepEqual(offsetsIn('y'), [2], 'the expired one went, the live one stays');
+    assert.deepEqual((await e.broker.history('y', { limit: 10 }, stream(10, 1000))).publications.map((p) => p.offset), [2]);
+    e = await reopen(dir, clock, e);
+    assert.deepEqual((await e.broker.history('x', { limit: 10 }, stream(2))).publications.map((p) => p.data), ['7', '8']);
+    assert.deepEqual({ ...(await e.broker.publish('y', '3', { stream: stream(10, 1000) })) }.offset, 3);
+    await e.broker.close();
+    e.store.close();
+  });
+});
+
+describe('sqlite broker: a log whose offsets do not follow its order (a hand-made file)', () => {
+  it('reads, trims and continues each stream by offset', async () => {
+    const dir = stateDir();
+    const clock = new Clock();
+    const store = openSqliteStore({ stateDir: dir });
+    store.db.prepare('INSERT INTO streams (channel, epoch, top, last_publish_at, ttl_ms) VALUES (?, ?, ?, ?, ?)').run('h', 'epoch-h', 3, clock.now, 60_000);
+    const insert = store.db.prepare('INSERT INTO history_log (channel, offset, time, data, info) VALUES (?, ?, ?, ?, NULL)');
+    for (const offset of [3, 1, 2]) insert.run('h', offset, clock.now, `"h${offset}"`);
+    store.close();
+    const e = open(dir, clock);
+    assert.deepEqual((await e.broker.history('h', { limit: 10 }, stream(10))).publications.map((p) => p.data), ['"h1"', '"h2"', '"h3"']);
+    assert.deepEqual((await e.broker.history('h', { limit: 2, reverse: true }, stream(10))).publications.map((p) => p.offset), [3, 2]);
+    assert.deepEqual({ ...(await e.broker.publish('h', '"h4"', { stream: stream(2) })) }, { epoch: 'epoch-h', offset: 4 });
+    assert.deepEqual((e.store.db.prepare(`SELECT offset FROM history_log WHERE channel = 'h' ORDER BY offset`).all() as { offset: number }[]).map((r) => r.offset), [3, 4]);
+    await e.broker.close();
+    e.store.close();
+  });
+});
+
 describe('sqlite broker: the sweep', () => {
   it('deletes more than one batch of expired history, without losing what is still live', async () => {
     const dir = stateDir();
@@ -310,7 +424,7 @@ describe('sqlite broker: the sweep', () => {
     await e.broker.publish('old1', '"new"', { stream: stream(100, 1000) });
     e.broker.sweep();
     const count = (sql: string) => (e.store.db.prepare(sql).get() as { n: number }).n;
-    assert.equal(count('SELECT count(*) AS n FROM publications'), 2, 'the 5000 expired are gone');
+    assert.equal(count('SELECT count(*) AS n FROM history_log'), 2, 'the 5000 expired are gone');
     assert.equal(count('SELECT count(*) AS n FROM streams'), 2, 'the 499 dead streams too (old1 lives on)');
     const old1 = await e.broker.history('old1', { limit: 10 }, stream(100, 1000));
     assert.deepEqual(old1.publications.map((p) => p.data), ['"new"']);
