@@ -4,7 +4,7 @@
  * Herald vs the raw Node server of the transport and Nchan, in one run.
  *
  *   node bench/connect-storm.ts [--transports=ws,sse] [--clients=10000]
- *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan]
+ *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan] (also raw-net, herald-before, herald-pipelined, herald-sequential)
  *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...] [--raw-node-args=...]
  *     [--engine=sqlite|memory] [--json=FILE] [--before-root=DIR] [--before-in-url]
  *
@@ -27,6 +27,9 @@
  *   its reply (the SDK before the upgrade-request open); target
  *   `herald-sequential`: `subscribe` sent after the connect reply; raw ws done when open; Nchan done when
  *   open (its WebSocket subscriber is subscribed by the upgrade);
+ * - SSE: target `raw-net`: the raw SSE server's streams on `node:net` with
+ *   llhttp (bench/raw-net-long-poll-server.ts, no IncomingMessage nor
+ *   ServerResponse), done at its first event as the raw server;
  * - SSE: Herald `GET /connection/sse` with `Last-Event-ID: <position
  *   vector>`, done at the `subscribed` event; raw SSE done at its first
  *   event; Nchan done when the stream's head arrives.
@@ -45,7 +48,8 @@ type Transport = 'ws' | 'sse';
 /** `herald-sequential` (WebSocket only): `subscribe` sent after the `connect` reply, as the SDK did before it pipelined them. */
 /** `herald-pipelined` (WebSocket only): `connect` and `subscribe` as commands, pipelined, as the SDK did before it opened in the upgrade request. */
 /** `herald-before`: `herald` from another checkout (`--before-root`, e.g. a worktree of the code before a change, with its own `npm ci`). */
-type Flavor = 'raw' | 'herald' | 'herald-pipelined' | 'herald-sequential' | 'herald-before' | 'nchan';
+/** `raw-net` (SSE only): the raw SSE server's streams on `node:net` with llhttp, without node:http's request and response objects (bench/raw-net-long-poll-server.ts). */
+type Flavor = 'raw' | 'raw-net' | 'herald' | 'herald-pipelined' | 'herald-sequential' | 'herald-before' | 'nchan';
 const isHerald = (flavor: Flavor): boolean => flavor === 'herald' || flavor === 'herald-pipelined' || flavor === 'herald-sequential' || flavor === 'herald-before';
 
 const { values } = parseArgs({
@@ -165,7 +169,7 @@ function openOne(transport: Transport, flavor: Flavor, port: number, since: Posi
         if (flavor === 'nchan') ready();
       },
       onEvent(data) {
-        if (flavor === 'raw') ready();
+        if (flavor === 'raw' || flavor === 'raw-net') ready();
         else if (isHerald(flavor) && data.includes('"push":"subscribed"')) ready();
       },
       onEnd: fail,
@@ -185,11 +189,12 @@ async function storm(transport: Transport, flavor: Flavor, round: number): Promi
     pid = nchan.workerPid;
     stop = () => nchan.stop();
   } else {
-    const kind = isHerald(flavor) ? 'herald' : transport === 'ws' ? 'raw-ws' : 'raw-sse';
+    const kind = isHerald(flavor) ? 'herald' : flavor === 'raw-net' ? 'raw-net-long-poll' : transport === 'ws' ? 'raw-ws' : 'raw-sse';
     const config =
       values.engine === 'sqlite' ? { ...heraldBenchConfig(), engine: { type: 'sqlite' }, stateDir: 'state' } : { ...heraldBenchConfig(), engine: { type: values.engine } };
     const root = flavor === 'herald-before' ? values['before-root'] : undefined;
-    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: isHerald(flavor) ? serverNodeArgs : rawNodeArgs, config, root });
+    const args = flavor === 'raw-net' ? ['--parser=llhttp'] : undefined;
+    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: isHerald(flavor) ? serverNodeArgs : rawNodeArgs, config, root, args });
     port = server.port;
     pid = server.pid;
     stop = () => server.stop();
@@ -246,6 +251,7 @@ for (const transport of transports) {
     const order = round % 2 === 0 ? targets : [...targets].reverse();
     for (const flavor of order) {
       if ((flavor === 'herald-sequential' || flavor === 'herald-pipelined') && transport !== 'ws') continue;
+      if (flavor === 'raw-net' && transport !== 'sse') continue;
       const result = await storm(transport, flavor, round);
       results.push(result);
       process.stderr.write(
@@ -263,6 +269,7 @@ const median = (list: number[]): number => {
 };
 const names: Record<Flavor, (t: Transport) => string> = {
   raw: (t) => (t === 'ws' ? 'raw ws server' : 'raw SSE server'),
+  'raw-net': () => 'raw SSE on node:net (llhttp, no IncomingMessage/ServerResponse)',
   herald: (t) => (t === 'ws' ? 'Herald (connect and subscribe in the upgrade request, as the SDK)' : 'Herald'),
   'herald-pipelined': () => 'Herald (subscribe pipelined behind connect, commands)',
   'herald-sequential': () => 'Herald (subscribe after the connect reply)',

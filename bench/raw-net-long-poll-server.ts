@@ -20,6 +20,12 @@
  * (head and body). No sessions, no protocol, no auth, no timeouts on held
  * polls, no logging.
  *
+ * A `GET` (any path) opens an SSE stream as bench/raw-sse-server.ts does
+ * (status 200, its headers, `retry: 1000` and one `connected` event, in one
+ * write); the connection then answers nothing else. bench/connect-storm.ts
+ * opens its `raw-net` target's streams here, to see what node:http costs
+ * per SSE open.
+ *
  *   node bench/raw-net-long-poll-server.ts [--parser=llhttp|hand] [--port=0] [--host=127.0.0.1]
  *
  * Prints one JSON line `{"msg":"listening","port":N}` to stdout once it
@@ -76,6 +82,10 @@ const clock = setInterval(() => {
   for (const connection of connections) if (!connection.busy && connection.lastActive < idleSince) connection.socket.destroy();
 }, 1000);
 clock.unref();
+
+/** An SSE stream's opening: bench/raw-sse-server.ts's head (what node:http writes for it) and its first event. */
+const SSE_HEAD = 'HTTP/1.1 200 OK\r\ncontent-type: text/event-stream; charset=utf-8\r\ncache-control: no-store\r\nconnection: close\r\nDate: ';
+const SSE_OPENING = '\r\n\r\nretry: 1000\n\ndata: {"connected":true}\n\n';
 
 const KEEP_ALIVE_TAIL = `\r\nConnection: keep-alive\r\nKeep-Alive: timeout=${KEEP_ALIVE_MS / 1000}\r\n\r\n`;
 const CLOSE_TAIL = '\r\nConnection: close\r\n\r\n';
@@ -145,6 +155,11 @@ function handle(connection: Connection, request: Request): void {
     }
     if (seq < log.length) answer(connection, seq);
     else held.push(connection);
+    return;
+  }
+  if (!request.post) {
+    // An SSE stream: the connection stays busy (answers nothing else) until the peer goes.
+    if (!connection.socket.destroyed) connection.socket.write(SSE_HEAD + date + SSE_OPENING);
     return;
   }
   send(connection, '404 Not Found', '', false);

@@ -176,6 +176,37 @@ function positionEntry(channel: string, epoch: string, offset: number): string {
   return lastEntry;
 }
 
+/** Every field of a subscribe result (a field added to SubscribeResult must be added here: `subscribedFrame` compares them all). */
+const SUBSCRIBE_RESULT_FIELDS = Object.keys({
+  recoverable: true,
+  epoch: true,
+  offset: true,
+  was_recovering: true,
+  recovered: true,
+  conflated: true,
+} satisfies Record<keyof SubscribeResult, true>) as (keyof SubscribeResult)[];
+
+/**
+ * The last `subscribed` push made and what it was made of: in a reconnect
+ * storm the subscribers of a channel are established one after the other
+ * with the same result (the same stream read), so one frame serves them
+ * all, as the position entry above.
+ */
+let lastSubscribedChannel = '';
+let lastSubscribedResult: SubscribeResult | undefined;
+let lastSubscribedFrame: EncodedFrame | undefined;
+function subscribedFrame(channel: string, result: SubscribeResult): EncodedFrame {
+  const last = lastSubscribedResult;
+  let same = last !== undefined && channel === lastSubscribedChannel;
+  for (let i = 0; same && i < SUBSCRIBE_RESULT_FIELDS.length; i++) same = result[SUBSCRIBE_RESULT_FIELDS[i]!] === last![SUBSCRIBE_RESULT_FIELDS[i]!];
+  if (!same || lastSubscribedFrame === undefined) {
+    lastSubscribedFrame = new EncodedFrame(encodePush({ push: 'subscribed', channel: nativeName(channel), ...result }));
+    lastSubscribedChannel = channel;
+    lastSubscribedResult = result;
+  }
+  return lastSubscribedFrame;
+}
+
 export class Client {
   readonly id = randomUUID();
   readonly transport: Transport;
@@ -825,7 +856,7 @@ export class Client {
     sub.epoch = read.result.epoch;
     sub.offset = read.offset;
     if (pushSubscribed) {
-      this.#write(new EncodedFrame(encodePush({ push: 'subscribed', channel: nativeName(sub.channel), ...read.result })), true);
+      this.#write(subscribedFrame(sub.channel, read.result), true);
     }
     for (const pub of read.missed) {
       if (pub.offset <= sub.offset) continue;

@@ -143,11 +143,12 @@ export const transportContentSecurityPolicy = "frame-ancestors 'none'";
  *   Explorer's downloads and Flash/PDF policy files.
  *
  * The WebSocket upgrade's answers are not HTTP bodies a browser reads: the
- * 101 switches the connection to WebSocket frames (ws writes it; a browser
- * navigates or frames with a GET that never carries `Upgrade`, so it never
- * gets one), and a refusal of an upgrade is JSON with `nosniff` and
- * `Cache-Control: no-store` (transports/websocket.ts), which the
- * `WebSocket` API never exposes.
+ * 101 switches the connection to WebSocket frames and carries only the
+ * handshake's headers (written by ws, or by transports/websocket.ts as ws
+ * writes it; a browser navigates or frames with a GET that never carries
+ * `Upgrade`, so it never gets one), and a refusal of an upgrade is JSON
+ * with `nosniff` and `Cache-Control: no-store` (transports/websocket.ts),
+ * which the `WebSocket` API never exposes.
  */
 export function transportSecurityHeaders(tls: boolean): Readonly<Record<string, string>> {
   const page = securityHeaders(tls);

@@ -246,7 +246,7 @@ export async function connectHttpClient(
   }
   // The vector's positions, then the channels asked by name (a new map only when there is no vector).
   const wanted: Map<string, StreamPosition | undefined> =
-    (request.vector === undefined ? undefined : decodePositions(request.vector, node.config.channels.maxNameBytes)) ?? new Map<string, StreamPosition | undefined>();
+    (request.vector === undefined ? undefined : decodeVector(request.vector, node.config.channels.maxNameBytes)) ?? new Map<string, StreamPosition | undefined>();
   for (const channel of request.channels) if (!wanted.has(channel)) wanted.set(channel, undefined);
   if (wanted.size > node.config.limits.maxChannelsPerConnection) {
     client.disconnect('bad_request');
@@ -280,6 +280,25 @@ export async function connectHttpClient(
     subscribe.push(since === undefined ? { channel } : { channel, since });
   }
   return { connected, subscribe };
+}
+
+/**
+ * The last position vector decoded at an open, and its positions (null:
+ * malformed): in a reconnect storm most clients of a channel send the same
+ * vector (the last publication they all got), so one decoding serves them
+ * all. Each open gets a map of its own (the caller adds to it); the
+ * positions are shared, read-only.
+ */
+let lastVector: string | undefined;
+let lastVectorMaxBytes = 0;
+let lastPositions: ReadonlyMap<string, StreamPosition> | null = null;
+function decodeVector(vector: string, maxNameBytes: number): Map<string, StreamPosition | undefined> | null {
+  if (vector !== lastVector || maxNameBytes !== lastVectorMaxBytes) {
+    lastPositions = decodePositions(vector, maxNameBytes);
+    lastVector = vector;
+    lastVectorMaxBytes = maxNameBytes;
+  }
+  return lastPositions === null ? null : new Map(lastPositions);
 }
 
 export interface ConnectTimeSubscription {

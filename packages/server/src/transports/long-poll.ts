@@ -484,10 +484,10 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
   });
   front.stub(app, 'POST', POLL_OPEN_PATH);
 
-  /** A poll for a session held here. */
-  const pollHere = (secret: string, transport: LongPollTransport, seq: number, reply: PollReply): void => {
-    const client = sessions.get(secret);
-    if (client !== undefined) client.lastActivity = node.now();
+  /** A poll for a session held here (the session's client is the transport's: no second lookup of the secret). */
+  const pollHere = (transport: LongPollTransport, seq: number, reply: PollReply): void => {
+    const client = transport.client;
+    if (client !== undefined && !client.isClosed) client.lastActivity = node.now();
     transport.poll(seq, reply);
   };
 
@@ -498,7 +498,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     if (transport === undefined) return Promise.resolve(apiErrorAnswer('session_unknown'));
     if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 0) return Promise.resolve(apiErrorAnswer('bad_request'));
     return new Promise((resolve) => {
-      pollHere(secret, transport, seq, {
+      pollHere(transport, seq, {
         send: (text) => resolve({ status: 200, body: text }),
         gone: () => signal.aborted,
       });
@@ -523,7 +523,7 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
           }
           // The keep-alive timer Node cleared for this request would stay on the socket while the poll is held.
           dropClearedTimer(request.socket);
-          pollHere(secret as string, transport, value.seq, new HttpPollReply(response, headers));
+          pollHere(transport, value.seq, new HttpPollReply(response, headers));
         } catch (error) {
           front.failed(error, request, response, headers);
         }

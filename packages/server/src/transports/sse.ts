@@ -189,6 +189,8 @@ export class SseTransport implements Transport {
   }
 }
 
+const noChannels: readonly string[] = [];
+
 export function bearer(header: string | undefined): string | undefined {
   if (header === undefined || !header.startsWith('Bearer ')) return undefined;
   return header.slice(7).trim();
@@ -212,11 +214,12 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
       }
     }
     if (admission.refused !== undefined) return answerError(response, headers, admission.refused, undefined, admission.retryAfterSeconds);
-    const params = new URLSearchParams(query);
-    const channels = params.getAll('channel');
-    const token = params.get('token') ?? bearer(request.headers.authorization);
+    // No query (an EventSource resuming with Last-Event-ID, the position in its header): nothing to parse.
+    const params = query === '' ? undefined : new URLSearchParams(query);
+    const channels = params === undefined ? noChannels : params.getAll('channel');
+    const token = params?.get('token') ?? bearer(request.headers.authorization);
     const header = request.headers['last-event-id'];
-    const vector = (typeof header === 'string' ? header : undefined) ?? params.get('last_event_id') ?? undefined;
+    const vector = (typeof header === 'string' ? header : undefined) ?? params?.get('last_event_id') ?? undefined;
     const transport = new SseTransport(response, closeGraceMs);
     const client = node.createClient(transport);
     client.scope = scope;
@@ -230,7 +233,7 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
       transport.markClosed();
       client.close(1006, 'connection lost');
     });
-    const opened = await connectHttpClient(client, node, { token, channels, vector, batch: queryFlag(params.get('batch') ?? undefined) });
+    const opened = await connectHttpClient(client, node, { token, channels, vector, batch: params !== undefined && queryFlag(params.get('batch') ?? undefined) });
     if ('error' in opened) return answerError(response, headers, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');

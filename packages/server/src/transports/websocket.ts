@@ -6,15 +6,25 @@
 import type { IncomingMessage, Server } from 'node:http';
 import type { Server as HttpsServer } from 'node:https';
 import type { Duplex } from 'node:stream';
+import { hash } from 'node:crypto';
 import { WebSocket, WebSocketServer } from 'ws';
 import { decodeCommand } from '@herald/protocol/commands';
-import { apiErrors, disconnects, encodePush, type ApiErrorCode } from '@herald/protocol';
+import { apiErrors, disconnects, encodePush, type ApiErrorCode, type ConnectResult } from '@herald/protocol';
 import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { EncodedBatch } from '../core/encoded-batch.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import type { Client } from '../core/client.ts';
-import { queryFlag, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type GateAnswer, type Releasable } from './http-connection.ts';
+import {
+  queryFlag,
+  connectHttpClient,
+  openGate,
+  subscribeHttpClient,
+  type ConnectionGate,
+  type ConnectTimeSubscription,
+  type GateAnswer,
+  type Releasable,
+} from './http-connection.ts';
 import { onSocketDrain } from './socket-drain.ts';
 import { encodeServerTextFrameOf, encodeServerTextFrames } from '../util/websocket-frame.ts';
 import type { AppPaths, AppScope } from './app-paths.ts';
@@ -52,11 +62,14 @@ export class WebSocketTransport implements Transport {
   /**
    * A connection opened in the upgrade request (`connect=1`): true from
    * its creation until `opened()`. Everything written meanwhile is held,
-   * and the raw socket stays corked from the 101 on, so the 101, the
-   * `connected` push, the `subscribed` pushes and the recovered
-   * publications leave in one system call.
+   * so the 101, the `connected` push, the `subscribed` pushes and the
+   * recovered publications leave in one system call: one buffer when
+   * Herald writes the 101 (`upgradeAtOpen`); else `ws` writes it into the
+   * socket, corked until `opened()`.
    */
   #opening = false;
+  /** An opening whose 101 Herald writes itself (`upgradeAtOpen`), until `opened()`. */
+  #upgrade: PendingUpgrade | undefined = undefined;
 
   constructor(socket: WebSocket | undefined, raw: Duplex, closeGraceMs: number) {
     this.#socket = socket;
@@ -73,10 +86,32 @@ export class WebSocketTransport implements Transport {
     this.#socket = socket;
   }
 
-  /** The end of an opening (see `#opening`): writes what it held and uncorks the socket. */
+  /**
+   * An opening that finishes its handshake at `opened()`: the 101 and what
+   * the opening held leave in one write of one buffer, then `ws` takes the
+   * socket (nothing of `ws`'s can write before the 101: it has no socket
+   * until then, and after it reads only on a later tick).
+   */
+  upgradeAtOpen(upgrade: PendingUpgrade): void {
+    this.#upgrade = upgrade;
+  }
+
+  /** The end of an opening (see `#opening`): writes what it held (after the 101, see `upgradeAtOpen`) and uncorks the socket. */
   opened(): void {
     if (!this.#opening) return;
     this.#opening = false;
+    const upgrade = this.#upgrade;
+    if (upgrade !== undefined) {
+      this.#upgrade = undefined;
+      const held = this.#held ?? [];
+      this.#held = undefined;
+      this.#heldBytes = 0;
+      this.#raw.write(encodeServerTextFrames(held, upgradeAnswer(upgrade.accept)));
+      (upgrade.ws as unknown as SocketTaker).setSocket(this.#raw, upgrade.head, upgrade.options);
+      this.#socket = upgrade.ws;
+      upgrade.onOpen(upgrade.ws, this.#raw, upgrade.lost);
+      return;
+    }
     if (this.#held !== undefined && this.#held.length === 0) {
       this.#held = undefined;
       this.#heldBytes = 0;
@@ -164,6 +199,8 @@ export class WebSocketTransport implements Transport {
 
   close(code: number, reason: string): void {
     if (this.#closed) return;
+    // Past its checks, an opening answers 101 first, then closes as any connection.
+    if (this.#upgrade !== undefined) this.opened();
     const socket = this.#socket;
     if (socket === undefined) {
       // Refused before its 101: the upgrade handler answers with an HTTP error.
@@ -196,10 +233,53 @@ export class WebSocketTransport implements Transport {
   markClosed(): void {
     this.#closed = true;
     this.#opening = false;
+    this.#upgrade = undefined;
     this.#held = undefined;
     this.#heldBytes = 0;
   }
 }
+
+/** `ws`'s options for a socket it takes (`WebSocket.setSocket`, as its `completeUpgrade` passes them). */
+interface SetSocketOptions {
+  readonly allowSynchronousEvents: boolean | undefined;
+  readonly maxBufferedChunks: number | undefined;
+  readonly maxFragments: number | undefined;
+  readonly maxPayload: number | undefined;
+  readonly skipUTF8Validation: boolean | undefined;
+}
+
+/**
+ * `ws`'s `WebSocket.setSocket` (not in its type definitions): what its
+ * `completeUpgrade` calls once it has written the 101. Herald calls it for
+ * a connection opened in the upgrade request, whose 101 it writes with the
+ * opening frames (`ws` is pinned in package.json; the WebSocket tests open
+ * every connection through it).
+ */
+interface SocketTaker {
+  setSocket(socket: Duplex, head: Buffer, options: SetSocketOptions): void;
+}
+
+/** See `WebSocketTransport.upgradeAtOpen`. */
+interface PendingUpgrade {
+  /** `Sec-WebSocket-Accept` of the request's key. */
+  readonly accept: string;
+  /** The `ws` socket (CONNECTING until it takes the TCP socket). */
+  readonly ws: WebSocket;
+  /** What the client sent after the upgrade request's head. */
+  readonly head: Buffer;
+  readonly options: SetSocketOptions;
+  /** The handler's 'close' listener of the socket before the upgrade. */
+  readonly lost: () => void;
+  /** Called once `ws` has the socket. */
+  readonly onOpen: (ws: WebSocket, raw: Duplex, lost: () => void) => void;
+}
+
+/** The 101 answer to a handshake (as `ws` answers it: no subprotocol, no extension). */
+function upgradeAnswer(accept: string): string {
+  return `HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ${accept}\r\n\r\n`;
+}
+
+const WEBSOCKET_GUID = '258EAFA5-E914-47DA-95CA-C5AB0DC85B11';
 
 export interface WebSocketHandlerOptions {
   readonly maxMessageBytes: number;
@@ -483,31 +563,65 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       if (!client.isClosed) client.disconnect(refusal?.code === 'connection_limit' ? 'connection_limit' : 'shutdown');
       return refuse(socket, refusal?.code ?? 'internal', undefined, refusal?.detail);
     }
-    // The 101 that ws writes waits in the socket with what follows it, until `opened()`.
-    socket.cork();
-    wss.handleUpgrade(request, socket, head, (upgraded) => {
-      socket.removeListener('close', lost);
-      socket.removeListener('error', destroyOnError);
-      const ws = upgraded as HeraldWebSocket;
-      sockets.add(ws);
-      ws.place = place;
-      ws.client = client;
-      ws.userAdmitted = true;
-      transport.attach(ws);
-      client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected })));
-      if (opened.connected.batch === true) client.enableBatching();
-      // Written when every connect-time subscription has had its first attempt, or at the end of this turn of
-      // the event loop at the latest (an engine that answers slowly does not hold the rest back).
-      if (toOpen.length === 0) setImmediate(openAll);
-      toOpen.push(transport);
-      subscribeHttpClient(client, opened.subscribe).then(
-        () => transport.opened(),
-        (error: unknown) => {
-          node.logger.error({ err: error }, 'WebSocket open failed after its upgrade');
-          client.disconnect('internal');
-        },
-      );
-    });
+    if (request.headers['sec-websocket-protocol'] !== undefined) {
+      // ws picks the subprotocol (the first offered) and writes the 101: it waits in the corked socket with what
+      // follows it, until `opened()`.
+      socket.cork();
+      wss.handleUpgrade(request, socket, head, (upgraded) => {
+        socket.removeListener('close', lost);
+        socket.removeListener('error', destroyOnError);
+        const ws = upgraded as HeraldWebSocket;
+        sockets.add(ws);
+        transport.attach(ws);
+        started(ws, client, place, opened);
+      });
+      return;
+    }
+    // The peer has gone already (as ws checks): `lost` cleans up.
+    if (!socket.readable || !socket.writable) return void socket.destroy();
+    // Herald writes the 101 itself, with the opening frames (`upgradeAtOpen`); ws has checked nothing of it, so
+    // handshakeValid above makes ws's checks, and the answer is ws's for a request without subprotocols.
+    const ws = new (HeraldWebSocket as unknown as new (address: null, protocols: undefined, options: unknown) => HeraldWebSocket)(null, undefined, wss.options);
+    const accept = hash('sha1', request.headers['sec-websocket-key'] + WEBSOCKET_GUID, 'base64');
+    transport.upgradeAtOpen({ accept, ws, head, options: socketOptions, lost, onOpen: upgradedAtOpen });
+    started(ws, client, place, opened);
+  }
+
+  /** `ws`'s options for the sockets Herald upgrades itself, as its `completeUpgrade` passes them. */
+  const socketOptions: SetSocketOptions = {
+    allowSynchronousEvents: wss.options.allowSynchronousEvents,
+    maxBufferedChunks: (wss.options as { maxBufferedChunks?: number }).maxBufferedChunks,
+    maxFragments: options.maxFragments,
+    maxPayload: wss.options.maxPayload,
+    skipUTF8Validation: wss.options.skipUTF8Validation,
+  };
+
+  /** A socket upgraded at its `opened()`: from here ws handles its errors and its close. */
+  function upgradedAtOpen(ws: WebSocket, raw: Duplex, lost: () => void): void {
+    raw.removeListener('close', lost);
+    raw.removeListener('error', destroyOnError);
+    sockets.add(ws as HeraldWebSocket);
+  }
+
+  /** After the handshake of a connection opened in the upgrade request: the `connected` push, then the subscriptions. */
+  function started(ws: HeraldWebSocket, client: Client, place: Releasable, opened: { readonly connected: ConnectResult; readonly subscribe: readonly ConnectTimeSubscription[] }): void {
+    ws.place = place;
+    ws.client = client;
+    ws.userAdmitted = true;
+    const transport = client.transport as WebSocketTransport;
+    client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected })));
+    if (opened.connected.batch === true) client.enableBatching();
+    // Written when every connect-time subscription has had its first attempt, or at the end of this turn of
+    // the event loop at the latest (an engine that answers slowly does not hold the rest back).
+    if (toOpen.length === 0) setImmediate(openAll);
+    toOpen.push(transport);
+    subscribeHttpClient(client, opened.subscribe).then(
+      () => transport.opened(),
+      (error: unknown) => {
+        node.logger.error({ err: error }, 'WebSocket open failed after its upgrade');
+        client.disconnect('internal');
+      },
+    );
   }
 
   /** Openings still held (see `openInUpgrade`): one callback per turn writes them all. */
@@ -524,6 +638,8 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
       return sockets.size === 0;
     },
     terminateAll() {
+      // Openings of this turn first (their sockets join `sockets` at their 101).
+      openAll();
       for (const ws of sockets) ws.terminate();
     },
   };

@@ -23,11 +23,12 @@ export function encodeServerTextFrameOf(text: string): Buffer {
 /**
  * Several messages in one buffer, in order: a string is framed as a text
  * message (its UTF-8 bytes), a Buffer is taken as an already framed message
- * (EncodedFrame.wsFrame) and copied as is.
+ * (EncodedFrame.wsFrame) and copied as is. `prefix` (ASCII, e.g. the 101
+ * answer of the handshake) goes before them, unframed.
  */
-export function encodeServerTextFrames(parts: readonly (string | Buffer)[]): Buffer {
+export function encodeServerTextFrames(parts: readonly (string | Buffer)[], prefix = ''): Buffer {
   const lengths: number[] = [];
-  let total = 0;
+  let total = prefix.length;
   for (const part of parts) {
     if (typeof part === 'string') {
       const length = Buffer.byteLength(part, 'utf8');
@@ -36,7 +37,7 @@ export function encodeServerTextFrames(parts: readonly (string | Buffer)[]): Buf
     } else total += part.length;
   }
   const out = Buffer.allocUnsafe(total);
-  let at = 0;
+  let at = prefix === '' ? 0 : out.write(prefix, 0, 'latin1');
   let next = 0;
   for (const part of parts) {
     if (typeof part === 'string') {

@@ -22,12 +22,12 @@ import { call, poll } from '../helpers/internal-http.ts';
 
 const probeConfig = { probeIntervalMs: 100, probeDeadlineMs: 500 };
 
-/** Rows in the sqlite state file's streams and publications (read beside the running server). */
+/** Rows in the sqlite state file's streams and publications (`history_log`, schema 15; read beside the running server). */
 function storedRows(file: string): { streams: number; publications: number } {
   const db = new DatabaseSync(file, { readOnly: true });
   try {
     const count = (table: string) => Number((db.prepare(`SELECT count(*) AS n FROM ${table}`).get() as { n: number }).n);
-    return { streams: count('streams'), publications: count('publications') };
+    return { streams: count('streams'), publications: count('history_log') };
   } finally {
     db.close();
   }

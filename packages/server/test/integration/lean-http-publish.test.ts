@@ -53,8 +53,9 @@ describe('lean HTTP layer: the publish routes', { timeout: 120000 }, () => {
       cors: { origins: [ORIGIN] },
       limits: { maxJsonDepth: 8 },
     };
-    front = await startHerald({ ...opts, http: { leanLongPoll: false, leanPublish: false } });
-    lean = await startHerald({ ...opts, http: { leanLongPoll: false, leanPublish: true } });
+    const timeouts = { headersTimeoutMs: 1000, requestTimeoutMs: 1000 };
+    front = await startHerald({ ...opts, http: { ...timeouts, leanLongPoll: false, leanPublish: false } });
+    lean = await startHerald({ ...opts, http: { ...timeouts, leanLongPoll: false, leanPublish: true } });
   });
   after(async () => {
     await front?.close();
@@ -160,6 +161,27 @@ describe('lean HTTP layer: the publish routes', { timeout: 120000 }, () => {
     assert.match(first!.body, /"offset"/);
     assert.match(second!.head, /^HTTP\/1\.1 200 OK/);
     mixed.destroy();
+  });
+
+  test('a body in reads of 1 to 32 bytes is published; a body that stops is cut by the request timeout', async () => {
+    let seed = 7;
+    const random = (): number => ((seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648);
+    const data = post('/api/publish', [json, auth], `{"channel":"public:slow","data":{"text":"${'é'.repeat(600)}"}}`);
+    const requests = leanStats.requests;
+    const raw = await RawHttp.connect(port(lean));
+    await raw.write(data, random);
+    await raw.until((r) => answers(r.text).length >= 1, 'the answer');
+    assert.match(answers(raw.text)[0]!.head, /^HTTP\/1\.1 200 OK/, raw.text);
+    assert.equal(leanStats.requests - requests, 1, 'the lean layer answered it');
+    raw.destroy();
+    const history = await lean.api('history', { channel: 'public:slow', limit: 1 }, KEY);
+    assert.equal((history.body as { publications: { data: { text: string } }[] }).publications[0]?.data.text, 'é'.repeat(600));
+
+    const stalled = await RawHttp.connect(port(lean));
+    stalled.socket.write(post('/api/publish', [json, auth], '{"channel":"public:slow","data":1}').subarray(0, -10));
+    await stalled.until((r) => r.ended, 'a body that never ends is cut by the request timeout', 5000);
+    const after = await lean.api('history', { channel: 'public:slow', limit: 10 }, KEY);
+    assert.equal((after.body as { publications: unknown[] }).publications.length, 1, 'the cut request never ran');
   });
 
   test('start refuses the switch with TLS on the listener', () => {

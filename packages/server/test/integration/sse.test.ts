@@ -341,6 +341,53 @@ describe('SSE transport', { timeout: 60000 }, () => {
     stream.abort();
   });
 
+  test('opens sending the same Last-Event-ID each get their own channels (one decoding of the vector serves them; each open its own map)', async () => {
+    const resumed = unique('chat:shared-vector');
+    const named = unique('chat:shared-vector-named');
+    const { epoch } = await publish(resumed, 1);
+    await publish(resumed, 2);
+    const vector = `${resumed}|${epoch}|1`;
+    const first = await rawSse(sseUrl(h.url, { token: await h.token('frank'), channels: [named] }), { 'last-event-id': vector });
+    await first.waitForEvent(() => first.pushes('subscribed').length === 2, 10000, 'first: both subscribed');
+    // No query at all (token in the header, position in Last-Event-ID, as EventSource resumes): the named channel of the first open is not this one's.
+    const second = await rawSse(`${h.url}/connection/sse`, { authorization: `Bearer ${await h.token('frank')}`, 'last-event-id': vector });
+    assert.equal(second.status, 200, JSON.stringify(second.errorBody));
+    const sub = await second.waitForFrame((f) => f['push'] === 'subscribed', 10000, 'second: subscribed');
+    assert.equal(sub['channel'], resumed);
+    assert.equal(sub['recovered'], true);
+    // The opening (every connect-time subscribed frame) is written at once: a live publication comes after all of it.
+    await publish(resumed, 3);
+    await waitUntil(() => second.pushes('publication').length >= 2, { label: 'recovered and live publications' });
+    assert.deepEqual(
+      second.pushes('subscribed').map((f) => f['channel']),
+      [resumed],
+      'the second open subscribes the vector\'s channel only',
+    );
+    assert.deepEqual(offsetsOf(second.pushes('publication')), [2, 3]);
+  });
+
+  test('subscribed frames of one channel in a row say how each subscription was made (recovering, fresh, recovering again)', async () => {
+    const channel = unique('chat:subscribed-in-a-row');
+    const { epoch } = await publish(channel, 1);
+    await publish(channel, 2);
+    const expected = [
+      { vector: `${channel}|${epoch}|1`, was_recovering: true, recovered: true },
+      { vector: undefined, was_recovering: false, recovered: false },
+      { vector: `${channel}|${epoch}|1`, was_recovering: true, recovered: true },
+      { vector: `${channel}|${epoch}|2`, was_recovering: true, recovered: true },
+    ];
+    for (const [index, step] of expected.entries()) {
+      const stream = await rawSse(sseUrl(h.url, { token: await h.token('gina'), channels: [channel] }), step.vector === undefined ? {} : { 'last-event-id': step.vector });
+      const sub = await stream.waitForFrame((f) => f['push'] === 'subscribed', 10000, `subscribed ${index}`);
+      assert.deepEqual(
+        { channel: sub['channel'], epoch: sub['epoch'], offset: sub['offset'], was_recovering: sub['was_recovering'], recovered: sub['recovered'] },
+        { channel, epoch, offset: 2, was_recovering: step.was_recovering, recovered: step.recovered },
+        `open ${index}`,
+      );
+      stream.abort();
+    }
+  });
+
   test('every channel in Last-Event-ID is resubscribed with recovery, even when not in channel', async () => {
     const channel = unique('chat:vector-only');
     const other = unique('chat:param');

@@ -12,10 +12,65 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import net from 'node:net';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { closeAllClients, openWs, signToken, unique, type Json, type WsClient } from '../helpers/herald-ws.ts';
-import { rawExchange, upgradeHead } from '../security/raw-http.ts';
+import { parseAnswer, rawExchange, upgradeHead } from '../security/raw-http.ts';
 import { openUrl } from '../helpers/ws-open.ts';
+
+/** An upgrade answer read off a raw socket: its head and the server's frames after it (unmasked, payload as text). */
+interface RawUpgrade {
+  readonly status: number;
+  readonly headers: Map<string, string>;
+  readonly frames: { readonly opcode: number; readonly payload: string }[];
+}
+
+/** Server frames in `bytes` (complete ones only; lengths below 65536). */
+function serverFrames(bytes: Buffer): { opcode: number; payload: string }[] {
+  const frames: { opcode: number; payload: string }[] = [];
+  let at = 0;
+  while (at + 2 <= bytes.length) {
+    let length = bytes[at + 1]! & 0x7f;
+    let start = at + 2;
+    if (length === 126) {
+      if (at + 4 > bytes.length) break;
+      length = bytes.readUInt16BE(at + 2);
+      start = at + 4;
+    }
+    if (start + length > bytes.length) break;
+    frames.push({ opcode: bytes[at]! & 0x0f, payload: bytes.subarray(start, start + length).toString('utf8') });
+    at = start + length;
+  }
+  return frames;
+}
+
+/** Writes `data` on a raw socket and reads the upgrade answer until `done(frames)` (rejects after 10 s). */
+function rawExchangeUntil(port: number, data: string | Buffer, done: (frames: RawUpgrade['frames']) => boolean): Promise<RawUpgrade> {
+  return new Promise((resolve, reject) => {
+    const socket = net.connect({ port, host: '127.0.0.1' });
+    let received = Buffer.alloc(0);
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no complete answer within 10 s; got: ${received.toString('latin1').slice(0, 300)}`));
+    }, 10000);
+    socket.on('data', (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      const end = received.indexOf('\r\n\r\n');
+      if (end === -1) return;
+      const answer = parseAnswer(received.subarray(0, end + 4).toString('latin1'), false);
+      const frames = serverFrames(received.subarray(end + 4));
+      if (!done(frames)) return;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve({ status: answer.status, headers: answer.headers, frames });
+    });
+    socket.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    socket.write(data);
+  });
+}
 
 /** Frames in arrival order, replies left out. */
 function pushes(client: WsClient): Json[] {
@@ -181,6 +236,34 @@ export function onSubscribe(e) {
     assert.deepEqual(
       publications.map((p: Json) => p.offset),
       [2, 3],
+    );
+  });
+
+  test('frames sent right behind the upgrade request are read after the 101 and the opening frames: a ping is answered after them', async () => {
+    const channel = unique('public:ping');
+    const head = upgradeHead(h.server.port, [], `/connection/websocket?connect=1&channel=${encodeURIComponent(channel)}`);
+    // A masked ping with payload "p1" in the same write as the request.
+    const mask = [1, 2, 3, 4];
+    const ping = Buffer.from([0x89, 0x80 | 2, ...mask, 'p'.charCodeAt(0) ^ mask[0]!, '1'.charCodeAt(0) ^ mask[1]!]);
+    const names = (frames: RawUpgrade['frames']): string[] => frames.map((f) => (f.opcode === 1 ? `${JSON.parse(f.payload).push}` : `opcode ${f.opcode}:${f.payload}`));
+    const answer = await rawExchangeUntil(h.server.port, Buffer.concat([Buffer.from(head, 'latin1'), ping]), (frames) => names(frames).includes('opcode 10:p1') && names(frames).includes('subscribed'));
+    // The answer starts with the 101 (a pong written before it would come first), then `connected`.
+    assert.equal(answer.status, 101);
+    assert.equal(answer.headers.get('sec-websocket-protocol'), undefined, 'no subprotocol asked, none answered');
+    const order = names(answer.frames);
+    assert.equal(order[0], 'connected');
+    assert.deepEqual([...order].sort(), ['connected', 'opcode 10:p1', 'subscribed']);
+  });
+
+  test('a subprotocol list is answered as ws answers it (the first one) on an open in the upgrade request too', async () => {
+    const channel = unique('public:proto');
+    const head = upgradeHead(h.server.port, ['Sec-WebSocket-Protocol: herald, chat'], `/connection/websocket?connect=1&channel=${encodeURIComponent(channel)}`);
+    const answer = await rawExchangeUntil(h.server.port, head, (frames) => frames.length >= 2);
+    assert.equal(answer.status, 101);
+    assert.equal(answer.headers.get('sec-websocket-protocol'), 'herald');
+    assert.deepEqual(
+      answer.frames.map((f) => JSON.parse(f.payload).push),
+      ['connected', 'subscribed'],
     );
   });
 

@@ -40,6 +40,10 @@ describe('encodeServerTextFrame', () => {
     const parts = [texts[0]!, texts[1]!, framed, texts[2]!, texts[3]!, framed, texts[4]!, texts[5]!];
     const expected = Buffer.concat(parts.map((part) => (typeof part === 'string' ? encodeServerTextFrameOf(part) : part)));
     assert.ok(encodeServerTextFrames(parts).equals(expected));
+    // With a prefix (the 101 answer), the prefix's bytes come first, unframed; with none, just the frames.
+    const head = 'HTTP/1.1 101 Switching Protocols\r\n\r\n';
+    assert.ok(encodeServerTextFrames(parts, head).equals(Buffer.concat([Buffer.from(head, 'latin1'), expected])));
+    assert.ok(encodeServerTextFrames([], head).equals(Buffer.from(head, 'latin1')));
   });
 
   it('is read back by a real ws client, whatever the size', async () => {
