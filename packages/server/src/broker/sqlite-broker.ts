@@ -42,8 +42,9 @@
  * five channels writes about 1.7 pages to the WAL instead of 5.7 with rows
  * keyed by channel and an index by time (bench/sqlite-layout.ts). There is
  * no index of the log by channel or time in the file: each channel's
- * stored publications (offset, seq, time; about 33 bytes each) are indexed in
- * memory, rebuilt from the log when the broker opens. Reads, trimming by
+ * stored publications (offset, seq, time: about 34 bytes each, and about
+ * 180 per channel) are indexed in memory, rebuilt from the log when the
+ * broker opens. Reads, trimming by
  * size (in the commit that passes the size) and expiry (by the sweep) find
  * the rows there and read or delete them by `seq`.
  */
@@ -106,6 +107,13 @@ export type SqliteBrokerHealth = { readonly status: 'ok' } | { readonly status: 
 const VACUUM_PAGES_PER_SWEEP = 1024;
 /** Rows one sweep transaction deletes at most (a few milliseconds of work). */
 const SWEEP_BATCH = 2000;
+/**
+ * Channels of the index one sweep transaction looks at for expired
+ * publications (about 150 ns each: 2–3 ms). A pass over more channels takes
+ * several sweeps; reads never answer an expired publication meanwhile, only
+ * its disk space waits.
+ */
+const EXPIRY_WALK = 16_384;
 
 /** Pages the `since` cache keeps at most, and the bytes of publication data in them. */
 const SINCE_CACHE_ENTRIES = 256;
@@ -156,6 +164,12 @@ export class SqliteBroker implements Broker {
   readonly #streams = new Map<string, Stream>();
   /** Every channel's publications in the log (the log's index by channel, in memory), by channel. */
   readonly #held = new Map<string, Held>();
+  /**
+   * Where the sweep's expiry walk through #held is (a live iterator of the
+   * map: it skips channels deleted since and visits those added), undefined
+   * before the first channel.
+   */
+  #walk: MapIterator<[string, Held]> | undefined;
   /** Channels whose stream row is behind their newest publication at open (a crash): the first sweep catches them up. */
   #behind: Array<{ channel: string; offset: number; time: number }> = [];
   readonly #now: () => number;
@@ -448,13 +462,15 @@ export class SqliteBroker implements Broker {
 
   /**
    * Deletes expired publications, and streams that fully expired and that
-   * nobody here subscribes to, all of them now (tests, the cluster hub). The
-   * timer's sweep deletes at most SWEEP_BATCH rows of each per transaction
-   * and continues on later turns of the event loop, so it never blocks the
-   * loop for long.
+   * nobody here subscribes to, all of them now (tests, the cluster hub): a
+   * whole walk of the index. The timer's sweep deletes at most SWEEP_BATCH
+   * rows of each per transaction and continues on later turns of the event
+   * loop while there are more, and walks on by EXPIRY_WALK channels per
+   * sweep, so it never blocks the loop for long.
    */
   sweep(): void {
-    while (!this.#sweepBatch());
+    this.#walk = undefined;
+    while (!this.#sweepBatch() || this.#walk !== undefined);
   }
 
   /** One sweep transaction; whether everything expired is gone. */
@@ -463,7 +479,7 @@ export class SqliteBroker implements Broker {
     const now = this.#now();
     const db = this.#store.db;
     // What the transaction took out of the log, applied to the index once it committed.
-    const expiredRows: Array<[Held, number]> = [];
+    const expiredRows: Array<[string, Held, number]> = [];
     const gone: string[] = [];
     const done = writeTransaction(db, () => {
       // Rows left behind by a crash catch up with their publications (once, before the first sweep judges them).
@@ -490,9 +506,11 @@ export class SqliteBroker implements Broker {
     });
     this.#repaired = true;
     this.#behind = [];
-    for (const [held, count] of expiredRows) held.rows.splice(0, count * STRIDE);
+    for (const [channel, held, count] of expiredRows) {
+      held.rows.splice(0, count * STRIDE);
+      if (held.rows.length === 0) this.#held.delete(channel);
+    }
     for (const channel of gone) this.#held.delete(channel);
-    for (const [channel, held] of this.#held) if (held.rows.length === 0) this.#held.delete(channel);
     this.#wroteStale();
     // Gives up to 4 MB of freed pages (deleted history) back to the file system per sweep.
     db.exec(`PRAGMA incremental_vacuum(${VACUUM_PAGES_PER_SWEEP})`);
@@ -506,21 +524,30 @@ export class SqliteBroker implements Broker {
 
   /**
    * Deletes (inside the sweep's transaction) the publications past their
-   * channel's TTL, oldest first, stopping after the channel that brings the
-   * count to SWEEP_BATCH; records in `expired` how many rows of each channel
-   * went, for the index once the transaction committed. Answers the count.
+   * channel's TTL, oldest first, walking on through the index from where the
+   * last call stopped (#walk): at most EXPIRY_WALK channels, and stopping
+   * after the channel that brings the count to SWEEP_BATCH. Records in
+   * `expired` how many rows of each channel went, for the index once the
+   * transaction committed. Answers the count; #walk is undefined once the
+   * walk went past the last channel (the next call starts over).
    */
-  #expire(now: number, expired: Array<[Held, number]>): number {
+  #expire(now: number, expired: Array<[string, Held, number]>): number {
     let deleted = 0;
-    for (const held of this.#held.values()) {
+    const walk = (this.#walk ??= this.#held.entries());
+    for (let visited = 0; visited < EXPIRY_WALK && deleted < SWEEP_BATCH; visited++) {
+      const next = walk.next();
+      if (next.done === true) {
+        this.#walk = undefined;
+        break;
+      }
+      const [channel, held] = next.value;
       const cutoff = now - held.ttlMs;
       const rows = held.rows;
       let count = 0;
       for (let i = 0; i < rows.length && rows[i + TIME]! <= cutoff; i += STRIDE, count++) this.#sql.deleteRow.run(rows[i + SEQ]!);
       if (count === 0) continue;
-      expired.push([held, count]);
+      expired.push([channel, held, count]);
       deleted += count;
-      if (deleted >= SWEEP_BATCH) break;
     }
     return deleted;
   }
@@ -531,22 +558,20 @@ export class SqliteBroker implements Broker {
    */
   #load(): void {
     const db = this.#store.db;
-    const streamOf = this.#sql.getStream;
     const unsorted = new Set<Held>();
     const log = db.prepare('SELECT channel, offset, seq, time FROM history_log ORDER BY seq');
     // Rows as arrays, not objects: a third less time for a large log.
     log.setReturnArrays(true);
     for (const row of log.iterate() as unknown as Iterable<[string, number, number, number]>) {
       const channel = row[0];
-      let held = this.#held.get(channel);
-      if (held === undefined) {
-        const stream = streamOf.get(channel) as { ttl_ms: number } | undefined;
-        held = { ttlMs: Number(stream?.ttl_ms ?? 0), rows: [] };
-        this.#held.set(channel, held);
-      }
       const offset = Number(row[1]);
-      if (held.rows.length > 0 && held.rows[held.rows.length - STRIDE]! >= offset) unsorted.add(held);
-      held.rows.push(offset, Number(row[2]), Number(row[3]));
+      const held = this.#held.get(channel);
+      // TTLs come from the streams below; a channel without a stream row expires at the first sweep.
+      if (held === undefined) this.#held.set(channel, { ttlMs: 0, rows: [offset, Number(row[2]), Number(row[3])] });
+      else {
+        if (held.rows[held.rows.length - STRIDE]! >= offset) unsorted.add(held);
+        held.rows.push(offset, Number(row[2]), Number(row[3]));
+      }
     }
     // Offsets grow with the log in every file this broker wrote: only a hand-made file needs the sort.
     for (const held of unsorted) {
@@ -556,10 +581,15 @@ export class SqliteBroker implements Broker {
       held.rows.length = 0;
       for (const triple of triples) held.rows.push(...triple);
     }
-    for (const [channel, held] of this.#held) {
-      const stream = streamOf.get(channel) as { top: number } | undefined;
+    // One pass over the streams (not a lookup per channel): their TTLs, and the rows a crash left behind.
+    const streams = db.prepare('SELECT channel, top, ttl_ms FROM streams');
+    streams.setReturnArrays(true);
+    for (const [channel, top, ttlMs] of streams.iterate() as unknown as Iterable<[string, number, number]>) {
+      const held = this.#held.get(channel);
+      if (held === undefined) continue;
+      held.ttlMs = Number(ttlMs);
       const last = held.rows.length - STRIDE;
-      if (stream !== undefined && Number(stream.top) < held.rows[last]!) this.#behind.push({ channel, offset: held.rows[last]!, time: held.rows[last + TIME]! });
+      if (Number(top) < held.rows[last]!) this.#behind.push({ channel, offset: held.rows[last]!, time: held.rows[last + TIME]! });
     }
   }
 
@@ -659,14 +689,14 @@ export class SqliteBroker implements Broker {
       stream.persisted = true;
     }
     for (const [channel, entry] of added) {
-      let held = this.#held.get(channel);
-      if (held === undefined) {
-        held = { ttlMs: entry.ttlMs, rows: [] };
-        this.#held.set(channel, held);
+      const held = this.#held.get(channel);
+      // A new channel's array is the batch's own, without spare room: most channels hold few publications.
+      if (held === undefined) this.#held.set(channel, { ttlMs: entry.ttlMs, rows: entry.rows });
+      else {
+        held.ttlMs = entry.ttlMs;
+        if (entry.trimmed > 0) held.rows.splice(0, entry.trimmed);
+        for (const value of entry.rows) held.rows.push(value);
       }
-      held.ttlMs = entry.ttlMs;
-      if (entry.trimmed > 0) held.rows.splice(0, entry.trimmed);
-      for (const value of entry.rows) held.rows.push(value);
     }
     for (const p of batch) if (p.publication.offset > p.stream.committed) p.stream.committed = p.publication.offset;
     this.#recovered();
