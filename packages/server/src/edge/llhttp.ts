@@ -1,7 +1,8 @@
 /**
  * llhttp through Node's own binding: `HTTPParser` of `node:_http_common`,
- * the parser node:http drives. The module is UNDOCUMENTED and outside
- * Node's semver: `initialize`'s arguments and the callbacks' signatures
+ * the parser node:http drives. The module is UNDOCUMENTED, outside
+ * Node's semver and deprecated in Node's documentation (DEP0199,
+ * documentation-only): `initialize`'s arguments and the callbacks' signatures
  * (`kOnHeaders`, `kOnHeadersComplete`, `kOnExecute`), `consume`/`unconsume`
  * and `getCurrentBuffer` are internal and may
  * change in any Node major. This module is the only place Herald touches
