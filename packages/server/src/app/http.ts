@@ -27,8 +27,7 @@ import { securityHeaderSets, useSecurityHeaders } from '../edge/security-headers
 import { LEAN_API_ROUTES, presentedKey, registerLeanRoutes } from '../api/lean-routes.ts';
 import { ApiRateLimits, type SharedApiCounting } from '../api/rate-limits.ts';
 import { Front } from '../edge/front.ts';
-import { LeanHttp, type LeanRequest, type LeanResponse } from '../edge/lean-http.ts';
-import { loadLlhttp } from '../edge/llhttp.ts';
+import type { LeanRequest, LeanResponse } from '../edge/lean-http.ts';
 import { POLL_OPEN_PATH, POLL_PATH } from '../transports/long-poll.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { answerClientError } from '../edge/client-errors.ts';
@@ -249,7 +248,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     ip: common.trustProxy === false ? (request) => request.socket.remoteAddress ?? '' : (request) => edge.address.ip(request),
     limits,
   });
-  if (config.http.leanLongPoll || config.http.leanPublish) useLeanHttp(app, front, config, serverOptions, options.appPaths, tls !== undefined);
+  if (config.http.leanLongPoll || config.http.leanPublish) await useLeanHttp(app, front, config, serverOptions, options.appPaths, tls !== undefined);
   return app;
 }
 
@@ -259,9 +258,11 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
  * (edge/lean-http.ts), every other request on node:http. Without the llhttp
  * binding (llhttp.ts) they stay on node:http, with one warning.
  */
-function useLeanHttp(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined, tls: boolean): void {
+async function useLeanHttp(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined, tls: boolean): Promise<void> {
   const switches = [config.http.leanLongPoll ? 'http.leanLongPoll' : '', config.http.leanPublish ? 'http.leanPublish' : ''].filter(Boolean).join(' and ');
   if (tls) throw new Error(`${switches}: the lean HTTP layer serves plain HTTP only: turn it off with tls.certFile set`);
+  // Loaded only when a switch is on: importing the layer cost the idle server 2.5 MiB of RSS (docs/performance.md).
+  const [{ LeanHttp }, { loadLlhttp }] = await Promise.all([import('../edge/lean-http.ts'), import('../edge/llhttp.ts')]);
   const loaded = loadLlhttp();
   if (!('binding' in loaded)) {
     app.log.warn({ reason: loaded.reason }, `${switches}: llhttp binding unavailable, the routes stay on node:http`);

@@ -47,7 +47,6 @@ import { schemaDetail } from '@herald/protocol/commands';
 import type { Logger } from '../core/logger.ts';
 import type { OriginPolicy } from './origins.ts';
 import { securityHeadersFor, type SecurityHeaderSets } from './security-headers.ts';
-import { wholeBody } from './lean-http.ts';
 import type { AppPaths, AppScope } from '../transports/app-paths.ts';
 
 /** What a front route's handler is given besides the request and response. */
@@ -286,6 +285,18 @@ export interface BodyLimits {
 /** Refuses what is not UTF-8 (overlong forms, surrogates, truncated sequences), as app/http-input.ts. */
 const utf8 = new TextDecoder('utf-8', { fatal: true });
 
+
+/**
+ * A request of the lean HTTP layer (edge/lean-http.ts `LeanRequest`, loaded
+ * only when `http.leanLongPoll` or `http.leanPublish` is on): its body may
+ * have come whole in the read of its head. `takeBody` answers it once (then
+ * no 'data' nor 'end' come for it), else undefined. node:http's requests
+ * have no `takeBody`.
+ */
+export interface CarriesWholeBody {
+  takeBody(): Buffer | undefined;
+}
+
 /**
  * Reads a JSON body by the rules of app/http-input.ts, whatever its content
  * type, without a promise (the long-poll and publish routes'): calls `onValue`
@@ -310,7 +321,7 @@ export function readBodyThen(
   };
   if (Number(request.headers['content-length']) > limits.limit) return refuse('payload_too_large');
   // The lean layer's request with its whole body already read (a poll's, in the read of its head): no listeners.
-  const whole = wholeBody(request);
+  const whole = (request as Partial<CarriesWholeBody>).takeBody?.();
   if (whole !== undefined) return decodeBody(whole, limits, onValue, refuse, quick);
   let chunks: Buffer[] = [];
   let size = 0;

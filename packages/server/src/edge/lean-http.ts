@@ -93,7 +93,7 @@ export class LeanRequest {
   readonly httpVersion = '1.1';
   /** Listeners as (event, listener) pairs in order: a body reader adds three ('data', 'end', 'close'), no Map per request. */
   #listeners: (string | Listener)[] | undefined;
-  /** The whole body, when it came in the read that ended the head: until a reader takes it (`wholeBody`). */
+  /** The whole body, when it came in the read that ended the head: until a reader takes it (`takeBody`, front.ts `CarriesWholeBody`). */
   #whole: Buffer | undefined;
   /** A reader took the whole body: the layer emits no 'data' nor 'end' for it. */
   bodyTaken = false;
@@ -207,11 +207,6 @@ export class LeanRequest {
     }
     for (const listener of called) (listener as (value: unknown) => void)(argument);
   }
-}
-
-/** The whole body of a lean request read with its head (once; then no 'data' nor 'end' come for it), else undefined (node:http's requests, and bodies still arriving). */
-export function wholeBody(request: object): Buffer | undefined {
-  return request instanceof LeanRequest ? request.takeBody() : undefined;
 }
 
 /** The answer side: what front.ts and the long-poll routes call on a ServerResponse. */
@@ -531,7 +526,7 @@ class LeanConnection {
     this.#response = response;
     // What follows the head is this request's body, then the next request's bytes.
     this.#pending = undefined;
-    // A body read with its head (a poll's): a reader may take it whole while served (`wholeBody`), without listeners.
+    // A body read with its head (a poll's): a reader may take it whole while served (`takeBody`, front.ts `CarriesWholeBody`), without listeners.
     if (length > 0 && pending.length - headEnd >= length) request.giveBody(Buffer.from(pending.subarray(headEnd, headEnd + length)));
     if (!this.#layer.options.serve(request, response)) {
       this.#phase = Phase.Head;

@@ -1,6 +1,6 @@
 /**
  * `http.leanLongPoll`: a body that came in the read of its head goes to the
- * body reader whole (lean-http.ts `wholeBody`, front.ts `readBodyThen`), with
+ * body reader whole (lean-http.ts `LeanRequest.takeBody`, front.ts `readBodyThen`), with
  * no listeners nor events. The answers must be the front's on node:http,
  * byte for byte but the Date, whether the body came whole or later; a poll
  * answered while it is served (messages queued) and pipelined requests

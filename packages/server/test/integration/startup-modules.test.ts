@@ -4,7 +4,8 @@
  * engine, with the console on the internal listener and no hooks, Redis
  * or cluster, must listen without loading the Redis client, the hook
  * sandbox, the proxy hooks' HTTP client, the server SDK, the chat demo,
- * or the libraries of the console's sign-in methods (passkeys:
+ * the lean HTTP layer (off by default), or the libraries of the console's
+ * sign-in methods (passkeys:
  * @simplewebauthn/server, tldts; OIDC: openid-client, undici; TOTP:
  * otplib, uqr), which load at their first use. Each of them costs the idle
  * process megabytes. The module list comes from a `module.registerHooks`
@@ -37,6 +38,9 @@ const NOT_LOADED = [
   '/node_modules/otplib/',
   '/node_modules/@otplib/',
   '/node_modules/uqr/',
+  // The experimental lean HTTP layer (http.leanLongPoll, http.leanPublish: off): 2.5 MiB of the idle process's RSS.
+  '/src/edge/lean-http.ts',
+  '/src/edge/llhttp.ts',
 ];
 
 it('an idle production server on the default engine does not load what its config does not use', { timeout: 120000 }, async (t) => {
