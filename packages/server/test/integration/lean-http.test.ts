@@ -118,6 +118,46 @@ describe('lean long-poll layer', { timeout: 120000 }, () => {
     raw.destroy();
   });
 
+  test('on a consumed connection: a poll alone in a read (held), bytes behind it, two requests in one read, a poll and a request for node:http in one read', async () => {
+    const host = 'Host: 127.0.0.1';
+    const opened = await exchange(port(lean), request(['POST /connection/poll/open HTTP/1.1', host, 'Content-Type: application/json'], '{"channels":["public:whole"]}'), 1);
+    const { session, seq } = JSON.parse(answers(opened.text)[0]!.body) as { session: string; seq: number };
+    const poll = (n: number) => request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', `Herald-Session: ${session}`], `{"seq":${n}}`);
+    const bad = request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}');
+    const expectedBad = answers((await exchange(port(front), bad, 1)).text)[0]!;
+    const pause = () => new Promise((resolve) => setTimeout(resolve, 30));
+    const raw = await RawHttp.connect(port(lean));
+    raw.socket.write(bad);
+    await raw.until((r) => answers(r.text).length >= 1, 'first answer');
+    await pause();
+    // A poll alone in a read (held), then an unknown session's poll while it is held.
+    const consumed = leanStats.consumedReads;
+    raw.socket.write(poll(seq));
+    await pause();
+    assert.equal(leanStats.consumedReads, consumed + 1, 'the held poll was read by the parser in C++');
+    raw.socket.write(bad);
+    await pause();
+    assert.equal(answers(raw.text).length, 1, 'the unknown poll waits behind the held one');
+    assert.equal((await lean.api('publish', { channel: 'public:whole', data: { n: 7 } })).status, 200);
+    await raw.until((r) => answers(r.text).length >= 3, 'three answers');
+    await pause();
+    // Two requests in one read, then a poll and a request for node:http in one read.
+    raw.socket.write(Buffer.concat([bad, bad]));
+    await raw.until((r) => answers(r.text).length >= 5, 'five answers');
+    await pause();
+    const handOffs = leanStats.handOffs;
+    raw.socket.write(Buffer.concat([bad, request(['GET /health/live HTTP/1.1', host])]));
+    await raw.until((r) => answers(r.text).length >= 7, 'seven answers');
+    const all = answers(raw.text);
+    assert.deepEqual([all[0], all[2], all[3], all[4], all[5]], [expectedBad, expectedBad, expectedBad, expectedBad, expectedBad]);
+    assert.match(all[1]!.head, /^HTTP\/1\.1 200 /);
+    assert.match(all[1]!.body, /"n":7/);
+    assert.match(all[6]!.head, /^HTTP\/1\.1 200 /);
+    assert.equal(leanStats.handOffs, handOffs + 1, 'the health check went to node:http');
+    assert.equal(raw.ended, false);
+    raw.destroy();
+  });
+
   test('a keep-alive connection goes to node:http at its first other request, then a WebSocket upgrade works on it', async () => {
     const host = 'Host: 127.0.0.1';
     const handOffs = leanStats.handOffs;
