@@ -270,14 +270,24 @@ async function openRedisCluster(config: Config, tls: RedisTls | undefined): Prom
       redisOptions: nodeOptions,
       enableOfflineQueue: false,
       lazyConnect: true,
-      // The slot map is read again this often (and on MOVED, and when a pub/sub connection closes).
-      slotsRefreshInterval: config.engine.probeIntervalMs,
+      // The slot map is read again on MOVED and when a pub/sub connection closes; periodically by `refreshSlots` below,
+      // not by ioredis' own `slotsRefreshInterval`.
+      slotsRefreshInterval: 0,
       slotsRefreshTimeout: config.engine.redisCommandTimeoutMs,
       clusterRetryStrategy: (times: number) => Math.min(100 * 2 ** Math.min(times, 5), 2000),
     },
   );
   command.on('error', () => {});
   command.on('node error', () => {});
+  // ioredis 5.11's own slot-refresh timer re-arms itself when `disconnect` comes while a refresh is in flight (the
+  // refresh's callback schedules the next round after `disconnect` cleared the timer), and then refreshes an empty pool
+  // forever, referenced: a closed engine kept its process alive (CI: redis-cluster.test.ts's process waited 35 minutes
+  // after its last test). This timer is Herald's: unreferenced, stopped when the client ends.
+  const refreshSlots = setInterval(() => {
+    if (command.status === 'ready') command.refreshSlotsCache();
+  }, config.engine.probeIntervalMs);
+  refreshSlots.unref();
+  command.once('end', () => clearInterval(refreshSlots));
   const subscriber = new ShardedPubSub({
     cluster: command,
     connect: (host, port) => {
