@@ -30,8 +30,9 @@
  * and the keep-alive timeout, by one sweep (a held poll is not idle);
  * `Connection: close` (asked, or the answer's own, e.g. during a drain)
  * ends the connection after the answer; parse errors go to the server's
- * `clientError` listener (edge/client-errors.ts), as node:http's do; at
- * most MAX_HEADERS header lines are kept, as `maxHeadersCount`.
+ * `clientError` listener (edge/client-errors.ts), as node:http's do; a
+ * request with more than `maxHeaders` header lines goes to node:http (its
+ * 431), not answered with the lines past the limit dropped.
  */
 import type { Server } from 'node:http';
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
@@ -511,6 +512,8 @@ class LeanConnection {
     if (head.method !== 'POST' || head.major !== 1 || head.minor !== 1 || head.upgrade) return false;
     const mark = head.url.indexOf('?');
     if (!this.#layer.options.isLean(mark === -1 ? head.url : head.url.slice(0, mark))) return false;
+    // More header lines than node:http keeps: node:http answers them (431), not a request missing the ones past the limit.
+    if (head.headers.length > this.#layer.options.maxHeaders * 2) return false;
     const headers = headerObject(head.headers, this.#layer.options.maxHeaders);
     if (headers.host === undefined || headers.expect !== undefined || headers['transfer-encoding'] !== undefined) return false;
     const declared = headers['content-length'];
