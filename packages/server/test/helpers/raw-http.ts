@@ -129,3 +129,21 @@ export function answers(text: string): { head: string; body: string }[] {
   }
   return out;
 }
+
+/**
+ * One connection's exchange: `parts` written one by one (30 ms apart: a
+ * single Buffer is one write), then the connection's text once `count`
+ * answers came or it ended, and 50 ms more (nothing else may come).
+ */
+export async function exchange(port: number, parts: Buffer | readonly Buffer[], count: number): Promise<{ text: string; ended: boolean }> {
+  const raw = await RawHttp.connect(port);
+  for (const [i, part] of (Buffer.isBuffer(parts) ? [parts] : parts).entries()) {
+    if (i > 0) await new Promise((resolve) => setTimeout(resolve, 30));
+    raw.socket.write(part);
+  }
+  await raw.until((r) => r.ended || answers(r.text).length >= count, `${count} answers`);
+  await new Promise((resolve) => setTimeout(resolve, 50));
+  const result = { text: raw.text, ended: raw.ended };
+  raw.destroy();
+  return result;
+}

@@ -13,26 +13,11 @@ import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
 import { startHerald, testConfig, type TestHerald } from '../helpers/herald.ts';
 import { buildConfig } from '../../src/config/load.ts';
-import { RawHttp, answers, request } from '../helpers/raw-http.ts';
+import { RawHttp, answers, exchange, request } from '../helpers/raw-http.ts';
 import { leanStats } from '../../src/edge/lean-http.ts';
 
 const ORIGIN = 'https://app.example';
 const KEY = randomBytes(24).toString('base64url');
-const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** `parts` written one by one (30 ms apart), then the connection's answers once `count` came. */
-async function exchange(port: number, parts: Buffer[], count: number): Promise<{ text: string; ended: boolean }> {
-  const raw = await RawHttp.connect(port);
-  for (const [i, part] of parts.entries()) {
-    if (i > 0) await pause(30);
-    raw.socket.write(part);
-  }
-  await raw.until((r) => r.ended || answers(r.text).length >= count, `${count} answers`);
-  await pause(50);
-  const result = { text: raw.text, ended: raw.ended };
-  raw.destroy();
-  return result;
-}
 
 const host = 'Host: 127.0.0.1';
 const json = 'Content-Type: application/json';

@@ -9,24 +9,10 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
-import { RawHttp, answers, request } from '../helpers/raw-http.ts';
+import { RawHttp, answers, exchange, request } from '../helpers/raw-http.ts';
 import { leanStats } from '../../src/edge/lean-http.ts';
 
 const pause = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
-
-/** `parts` written one by one (a pause between), then the answers of the connection once `count` came. */
-async function exchange(port: number, parts: Buffer[], count: number): Promise<{ text: string; ended: boolean }> {
-  const raw = await RawHttp.connect(port);
-  for (const [i, part] of parts.entries()) {
-    if (i > 0) await pause(30);
-    raw.socket.write(part);
-  }
-  await raw.until((r) => r.ended || answers(r.text).length >= count, `${count} answers`);
-  await pause(50);
-  const result = { text: raw.text, ended: raw.ended };
-  raw.destroy();
-  return result;
-}
 
 const host = 'Host: 127.0.0.1';
 const poll = (session: string, body: string | Buffer) => request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', `Herald-Session: ${session}`], body);

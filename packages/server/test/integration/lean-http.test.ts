@@ -11,20 +11,10 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { startHerald, testConfig, type TestHerald } from '../helpers/herald.ts';
 import { buildConfig } from '../../src/config/load.ts';
-import { RawHttp, answers, request } from '../helpers/raw-http.ts';
+import { RawHttp, answers, exchange, request } from '../helpers/raw-http.ts';
 import { leanStats } from '../../src/edge/lean-http.ts';
 
 const ORIGIN = 'https://app.example';
-
-async function exchange(port: number, data: Buffer, count: number): Promise<{ text: string; ended: boolean }> {
-  const raw = await RawHttp.connect(port);
-  raw.socket.write(data);
-  await raw.until((r) => r.ended || answers(r.text).length >= count, `${count} answers`);
-  await new Promise((resolve) => setTimeout(resolve, 50));
-  const result = { text: raw.text, ended: raw.ended };
-  raw.destroy();
-  return result;
-}
 
 const opts = { cors: { origins: [ORIGIN] }, api: { maxBodyBytes: 2048 }, limits: { maxJsonDepth: 8 } };
 
