@@ -38,6 +38,7 @@ import type { Server } from 'node:http';
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import type { Llhttp, LlhttpParser } from './llhttp.ts';
+import type { CarriesWholeBody } from './front.ts';
 import { httpDate } from '../util/http-date.ts';
 
 /** What the lean layers of this process did (tests and debugging: which requests took the lean path). */
@@ -86,7 +87,7 @@ function headerObject(raw: readonly string[], pairs: number): IncomingHttpHeader
 }
 
 /** The request a front handler gets: what the front and the long-poll routes read of an IncomingMessage. */
-export class LeanRequest {
+export class LeanRequest implements CarriesWholeBody {
   readonly method: string;
   readonly url: string;
   readonly headers: IncomingHttpHeaders;
