@@ -105,7 +105,7 @@ function timed(round: () => void): number {
 }
 
 process.stdout.write(`llhttp from JavaScript: ${requests} requests of ${poll.length} bytes per round, node ${process.version}\n`);
-const lines = ['| round | Node binding µs/request | undici WASM µs/request | WASM × binding |', '|---:|---:|---:|---:|'];
+const lines = ['| round | Node binding µs/request | llhttp.ts (WASM) µs/request | WASM × binding |', '|---:|---:|---:|---:|'];
 for (let round = 1; round <= rounds; round++) {
   const binding = timed(bindingRound);
   const wasm = timed(heraldRound);
