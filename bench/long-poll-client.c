@@ -30,7 +30,9 @@
  *
  * Prints to stdout `start MICROS` when the measured phase begins, `end
  * MICROS` when it is over (the parent samples the server's CPU at both),
- * then one line `result {JSON}` (see print_result). Exits 1 with a message
+ * then one line `result {JSON}` (see print_result; besides the latencies, how
+ * long each measured publication took from its write to its answer: how
+ * long the server took to read and answer it). Exits 1 with a message
  * on stderr when a client cannot open.
  */
 #define _GNU_SOURCE
@@ -75,6 +77,7 @@ struct conn {
   size_t out_len, out_off;
   long long sent_at;   /* CLOCK_MONOTONIC µs the current poll was written */
   long long seq;       /* Herald/raw: the last seq acknowledged */
+  long long published_at; /* publisher: CLOCK_MONOTONIC µs the current publication's `t` */
   char session[128];
   char etag[128];
   char modified[64];
@@ -105,8 +108,8 @@ static uint8_t *seen;
 static int total; /* warm-up + measured messages */
 static uint32_t *lat, *held, *queued, *turnaround, *between;
 static size_t n_held, n_queued;
-static uint32_t *passes, *lateness;
-static size_t n_passes, cap_passes, n_lateness;
+static uint32_t *passes, *lateness, *publish_rtt;
+static size_t n_passes, cap_passes, n_lateness, n_publish_rtt;
 static char errors[5][200];
 static int n_errors;
 static struct rusage usage_start;
@@ -222,7 +225,8 @@ static void send_open(struct conn *c) {
 
 static void publish(struct conn *c, int seq) {
   char payload[PAYLOAD_BYTES + 1], body[512], headers[512], path[256];
-  int bare = snprintf(payload, sizeof payload, "{\"s\":%d,\"t\":%lld,\"p\":\"", seq, now_us());
+  c->published_at = now_us();
+  int bare = snprintf(payload, sizeof payload, "{\"s\":%d,\"t\":%lld,\"p\":\"", seq, c->published_at);
   int pad = PAYLOAD_BYTES - bare - 2;
   if (pad < 0) die("payload header too long");
   memset(payload + bare, 'x', (size_t)pad);
@@ -319,6 +323,7 @@ static void on_publish_answer(struct conn *c, int status) {
   }
   if (phase == MEASURE || phase == DRAIN) {
     publishes_answered++;
+    publish_rtt[n_publish_rtt++] = (uint32_t)(now_us() - c->published_at);
     if (queue_head != queue_tail) publish(c, publish_queue[queue_head++ & 0xffff]);
   }
 }
@@ -588,6 +593,9 @@ static void print_result(const struct rusage *usage_end) {
   print_quantile("betweenP99ms", between, n_queued, 0.99);
   print_quantile("passP99ms", passes, n_passes, 0.99);
   print_quantile("passMaxMs", passes, n_passes, 1);
+  print_quantile("publishP50ms", publish_rtt, n_publish_rtt, 0.5);
+  print_quantile("publishP99ms", publish_rtt, n_publish_rtt, 0.99);
+  print_quantile("publishMaxMs", publish_rtt, n_publish_rtt, 1);
   print_quantile("lateP99ms", lateness, n_lateness, 0.99);
   print_quantile("lateMaxMs", lateness, n_lateness, 1);
   printf("\"errors\":[");
@@ -636,9 +644,10 @@ int main(int argc, char **argv) {
   turnaround = malloc((size_t)expected * sizeof *turnaround);
   between = malloc((size_t)expected * sizeof *between);
   lateness = malloc((size_t)messages * sizeof *lateness);
+  publish_rtt = malloc((size_t)messages * sizeof *publish_rtt);
   cap_passes = 1 << 16;
   passes = malloc(cap_passes * sizeof *passes);
-  if (!clients || !seen || !lat || !held || !queued || !turnaround || !between || !lateness || !passes) die("out of memory");
+  if (!clients || !seen || !lat || !held || !queued || !turnaround || !between || !lateness || !publish_rtt || !passes) die("out of memory");
 
   epfd = epoll_create1(EPOLL_CLOEXEC);
   timer_fd = timerfd_create(CLOCK_MONOTONIC, TFD_NONBLOCK | TFD_CLOEXEC);

@@ -152,6 +152,14 @@ interface Result {
   /** C generator: p99 and longest of its passes over ready sockets, ms (an answer waits at most one pass to be read); Node: NaN. */
   passP99ms: number;
   passMaxMs: number;
+  /**
+   * C generator: from writing a measured publication to reading the
+   * server's answer to it, p50 / p99 / max in ms (how long the server took
+   * to read and answer a publication); Node: NaN.
+   */
+  publishP50ms: number;
+  publishP99ms: number;
+  publishMaxMs: number;
   /** Latency p99.9 and maximum, ms. */
   p999ms: number;
   maxMs: number;
@@ -396,6 +404,9 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       clientLagMaxMs: lag.max / 1e6,
       passP99ms: Number.NaN,
       passMaxMs: Number.NaN,
+      publishP50ms: Number.NaN,
+      publishP99ms: Number.NaN,
+      publishMaxMs: Number.NaN,
       otherCores: Math.max(0, machineBusy - cpuSeconds - clientCpuSeconds) / elapsed,
       heldShare: heldCount / Math.max(1, delivered),
       heldP99ms: quantile(held, 0.99) / 1000,
@@ -434,6 +445,9 @@ interface CResult {
   betweenP99ms: number | null;
   passP99ms: number | null;
   passMaxMs: number | null;
+  publishP50ms: number | null;
+  publishP99ms: number | null;
+  publishMaxMs: number | null;
   lateP99ms: number | null;
   lateMaxMs: number | null;
   errors: string[];
@@ -485,6 +499,9 @@ async function runC(binary: string, at: { target: Target; rate: number; round: n
       clientLagMaxMs: ms(r.lateMaxMs),
       passP99ms: ms(r.passP99ms),
       passMaxMs: ms(r.passMaxMs),
+      publishP50ms: ms(r.publishP50ms),
+      publishP99ms: ms(r.publishP99ms),
+      publishMaxMs: ms(r.publishMaxMs),
       otherCores: Math.max(0, end.machine - start.machine - cpuSeconds - clientCpuSeconds) / r.seconds,
       heldShare: r.heldCount / Math.max(1, r.delivered),
       heldP99ms: ms(r.heldP99ms),
@@ -508,7 +525,7 @@ for (const rate of rates) {
       const result = await run(target, rate, round);
       results.push(result);
       process.stderr.write(
-        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M (kernel ${((result.systemCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)}), p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms, p99.9 ${result.p999ms.toFixed(1)} ms, max ${result.maxMs.toFixed(1)} ms, server ${(result.cpuSeconds / result.seconds).toFixed(2)} cores, load generator ${result.clientCores.toFixed(2)} cores, ${((result.clientCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M (kernel ${((result.clientSystemCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)}; ${cGenerator === undefined ? 'loop delay' : 'timer late'} p99 ${result.clientLagP99ms.toFixed(1)} ms, max ${result.clientLagMaxMs.toFixed(0)} ms${Number.isNaN(result.passP99ms) ? '' : `; pass over ready sockets p99 ${result.passP99ms.toFixed(1)} ms, max ${result.passMaxMs.toFixed(1)} ms`}), other load ${result.otherCores.toFixed(2)} cores; held ${(result.heldShare * 100).toFixed(0)} % p99 ${result.heldP99ms.toFixed(1)} ms, queued p99 ${result.queuedP99ms.toFixed(1)} ms (poll → answer ${result.turnaroundP99ms.toFixed(1)}, publication → poll ${result.betweenP99ms.toFixed(1)}); window ${result.window}${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
+        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M (kernel ${((result.systemCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)}), p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms, p99.9 ${result.p999ms.toFixed(1)} ms, max ${result.maxMs.toFixed(1)} ms, server ${(result.cpuSeconds / result.seconds).toFixed(2)} cores, load generator ${result.clientCores.toFixed(2)} cores, ${((result.clientCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M (kernel ${((result.clientSystemCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)}; ${cGenerator === undefined ? 'loop delay' : 'timer late'} p99 ${result.clientLagP99ms.toFixed(1)} ms, max ${result.clientLagMaxMs.toFixed(0)} ms${Number.isNaN(result.passP99ms) ? '' : `; pass over ready sockets p99 ${result.passP99ms.toFixed(1)} ms, max ${result.passMaxMs.toFixed(1)} ms`})${Number.isNaN(result.publishP99ms) ? '' : `, publish → its answer p50 ${result.publishP50ms.toFixed(1)} ms, p99 ${result.publishP99ms.toFixed(1)} ms, max ${result.publishMaxMs.toFixed(1)} ms`}, other load ${result.otherCores.toFixed(2)} cores; held ${(result.heldShare * 100).toFixed(0)} % p99 ${result.heldP99ms.toFixed(1)} ms, queued p99 ${result.queuedP99ms.toFixed(1)} ms (poll → answer ${result.turnaroundP99ms.toFixed(1)}, publication → poll ${result.betweenP99ms.toFixed(1)}); window ${result.window}${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
       );
     }
   }
