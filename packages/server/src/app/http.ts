@@ -248,19 +248,20 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     ip: common.trustProxy === false ? (request) => request.socket.remoteAddress ?? '' : (request) => edge.address.ip(request),
     limits,
   });
-  if (config.http.leanLongPoll || config.http.leanPublish) await useLeanHttp(app, front, config, serverOptions, options.appPaths, tls !== undefined);
+  // The lean layer reads plain HTTP only: with TLS, node:https serves its routes too.
+  if ((config.http.leanLongPoll || config.http.leanPublish) && tls === undefined) await useLeanHttp(app, front, config, serverOptions, options.appPaths);
   return app;
 }
 
 /**
- * `http.leanLongPoll` and `http.leanPublish` (experimental): the long-poll
- * routes, the publish routes, or both on the lean HTTP/1.1 layer
- * (edge/lean-http.ts), every other request on node:http. If llhttp's WASM
- * build (llhttp.ts) does not load, they stay on node:http, with one warning.
+ * `http.leanLongPoll` and `http.leanPublish` (both on by default, plain HTTP
+ * only): the long-poll routes, the publish routes, or both on the lean
+ * HTTP/1.1 layer (edge/lean-http.ts), every other request on node:http. If
+ * llhttp's WASM build (llhttp.ts) does not load, they stay on node:http, with
+ * one warning.
  */
-async function useLeanHttp(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined, tls: boolean): Promise<void> {
+async function useLeanHttp(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined): Promise<void> {
   const switches = [config.http.leanLongPoll ? 'http.leanLongPoll' : '', config.http.leanPublish ? 'http.leanPublish' : ''].filter(Boolean).join(' and ');
-  if (tls) throw new Error(`${switches}: the lean HTTP layer serves plain HTTP only: turn it off with tls.certFile set`);
   // Loaded only when a switch is on: importing the layer cost the idle server 2.5 MiB of RSS (docs/performance.md).
   const [{ LeanHttp }, { loadLlhttp }] = await Promise.all([import('../edge/lean-http.ts'), import('../edge/llhttp.ts')]);
   const loaded = loadLlhttp();

@@ -470,12 +470,6 @@ function crossFieldProblems(config: Config, valid: (...sections: string[]) => bo
       if (key.notAfter !== undefined && Number.isNaN(Date.parse(key.notAfter))) problems.push(['api', `/api/keys: notAfter of "${key.name}" is not a date`]);
     }
   }
-  if (valid('tls') && valid('http') && config.http.leanLongPoll && config.tls.certFile !== undefined) {
-    problems.push(['http', '/http/leanLongPoll: the lean long-poll layer serves plain HTTP only; turn it off with tls.certFile set']);
-  }
-  if (valid('tls') && valid('http') && config.http.leanPublish && config.tls.certFile !== undefined) {
-    problems.push(['http', '/http/leanPublish: the lean HTTP layer serves plain HTTP only; turn it off with tls.certFile set']);
-  }
   if (valid('tls') && (config.tls.certFile === undefined) !== (config.tls.keyFile === undefined)) {
     problems.push(['tls', '/tls: set both certFile and keyFile, or neither']);
   }

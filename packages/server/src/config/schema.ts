@@ -548,14 +548,14 @@ export const ConfigSchema = Type.Object(
         requestTimeoutMs: Ms(30000, 'Time allowed for a whole non-streaming request.'),
         keepAliveTimeoutMs: Ms(5000, 'Idle keep-alive timeout.'),
         leanLongPoll: Type.Boolean({
-          default: false,
+          default: true,
           description:
-            'EXPERIMENTAL. The long-poll routes (POST /connection/poll, /connection/poll/open and their /apps/{id}/ forms) are answered by a lean HTTP/1.1 layer on llhttp (the WebAssembly build undici ships) instead of node:http: less CPU per poll; a connection goes to node:http at its first other request. Not with tls (start refuses the combination).',
+            'The long-poll routes (POST /connection/poll, /connection/poll/open and their /apps/{id}/ forms) are answered by a lean HTTP/1.1 layer on llhttp (the WebAssembly build undici ships) instead of node:http: less CPU and memory per poll; a connection goes to node:http at its first other request. Plain HTTP only: with tls.certFile set, node:https serves these routes.',
         }),
         leanPublish: Type.Boolean({
-          default: false,
+          default: true,
           description:
-            'EXPERIMENTAL. The server API\'s publish routes (POST /api/publish, /api/broadcast, /api/batch with a JSON body and no query string) are answered by the same lean HTTP/1.1 layer as http.leanLongPoll instead of node:http: less CPU per publish; any other request goes to node:http. Not with tls (start refuses the combination).',
+            'The server API\'s publish routes (POST /api/publish, /api/broadcast, /api/batch with a JSON body and no query string) are answered by the same lean HTTP/1.1 layer as http.leanLongPoll instead of node:http: less CPU per publish; any other request goes to node:http. Plain HTTP only: with tls.certFile set, node:https serves these routes.',
         }),
         trustedProxies: Type.Array(Type.String({ maxLength: 64 }), {
           default: [],

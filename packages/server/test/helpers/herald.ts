@@ -26,9 +26,9 @@ export interface TestHerald {
   close(): Promise<void>;
 }
 
-/** The run has the lean HTTP layer on (HERALD_TEST_LEAN_HTTP=1, or HERALD_TEST_LEAN_LONG_POLL=1). */
-export function leanHttpRun(): boolean {
-  return process.env['HERALD_TEST_LEAN_HTTP'] === '1' || process.env['HERALD_TEST_LEAN_LONG_POLL'] === '1';
+/** The run has the lean HTTP layer off (HERALD_TEST_NODE_HTTP=1): node:http serves every route, as with TLS. */
+export function nodeHttpRun(): boolean {
+  return process.env['HERALD_TEST_NODE_HTTP'] === '1';
 }
 
 /**
@@ -40,9 +40,9 @@ export async function startHerald(overrides: Record<string, any> = {}, options: 
   const apiKey = randomBytes(24).toString('base64url');
   const stateDir = mkdtempSync(join(tmpdir(), 'herald-test-state-'));
   const raw = merge({ ...testConfig(hmacSecret, apiKey), stateDir }, overrides);
-  // HERALD_TEST_LEAN_HTTP=1 (or its older name HERALD_TEST_LEAN_LONG_POLL=1): the variant run of the suites with the lean
-  // HTTP layer on for every route it covers, long polling and the publish routes (not with TLS, which it refuses).
-  if (leanHttpRun() && raw.tls?.certFile === undefined) raw.http = { leanLongPoll: true, leanPublish: true, ...raw.http };
+  // HERALD_TEST_NODE_HTTP=1: the variant run of the suites with the lean HTTP layer off (on by default), so node:http
+  // serves the long-poll and publish routes, as it does with TLS. A test's own http switches win.
+  if (nodeHttpRun()) raw.http = { leanLongPoll: false, leanPublish: false, ...raw.http };
   const config = buildConfig(raw, { env: {} });
   let server: HeraldServer;
   try {

@@ -11,8 +11,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createHash, randomBytes } from 'node:crypto';
-import { startHerald, testConfig, type TestHerald } from '../helpers/herald.ts';
-import { buildConfig } from '../../src/config/load.ts';
+import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { RawHttp, answers, exchange, request } from '../helpers/raw-http.ts';
 import { leanStats } from '../../src/edge/lean-http.ts';
 
@@ -168,11 +167,5 @@ describe('lean HTTP layer: the publish routes', { timeout: 120000 }, () => {
     await stalled.until((r) => r.ended, 'a body that never ends is cut by the request timeout', 5000);
     const after = await lean.api('history', { channel: 'public:slow', limit: 10 }, KEY);
     assert.equal((after.body as { publications: unknown[] }).publications.length, 1, 'the cut request never ran');
-  });
-
-  test('start refuses the switch with TLS on the listener', () => {
-    const raw = { ...testConfig('x'.repeat(43), 'k'.repeat(32)), http: { leanPublish: true }, tls: { certFile: '/nonexistent/cert.pem', keyFile: '/nonexistent/key.pem' } };
-    assert.throws(() => buildConfig(raw, { env: {} }), /leanPublish/);
-    assert.doesNotThrow(() => buildConfig({ ...raw, tls: {} }, { env: {} }));
   });
 });

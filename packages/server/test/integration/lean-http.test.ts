@@ -9,8 +9,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { startHerald, testConfig, type TestHerald } from '../helpers/herald.ts';
-import { buildConfig } from '../../src/config/load.ts';
+import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { RawHttp, answers, exchange, request } from '../helpers/raw-http.ts';
 import { leanStats } from '../../src/edge/lean-http.ts';
 
@@ -237,11 +236,5 @@ describe('lean long-poll layer', { timeout: 120000 }, () => {
     const body = await RawHttp.connect(port(lean));
     body.socket.write('POST /connection/poll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{"seq"');
     await body.until((r) => r.ended, 'a body that never ends is cut by the request timeout', 5000);
-  });
-
-  test('start refuses the switch with TLS on the listener', () => {
-    const raw = { ...testConfig('x'.repeat(43), 'k'.repeat(32)), http: { leanLongPoll: true }, tls: { certFile: '/nonexistent/cert.pem', keyFile: '/nonexistent/key.pem' } };
-    assert.throws(() => buildConfig(raw, { env: {} }), /leanLongPoll/);
-    assert.doesNotThrow(() => buildConfig({ ...raw, tls: {} }, { env: {} }));
   });
 });

@@ -1,20 +1,21 @@
 /**
  * The suites that cover the long-poll routes, the server API's publish routes
  * and hostile HTTP input, run again with `http.leanLongPoll` and
- * `http.leanPublish` on (HERALD_TEST_LEAN_HTTP=1, which
- * test/helpers/herald.ts reads), so CI checks the lean layer
- * (src/edge/lean-http.ts) against the same tests as node:http. One child
+ * `http.leanPublish` off (HERALD_TEST_NODE_HTTP=1, which
+ * test/helpers/herald.ts reads): the lean layer (src/edge/lean-http.ts)
+ * serves those routes by default, node:http serves them with TLS or the
+ * switches off, and CI checks both against the same tests. One child
  * `node --test` runs them; this test fails with the names of the child's
  * failing tests. The child inherits the environment (HERALD_REQUIRE_SERVICES
- * included). Skipped when the whole run already has the switch on.
+ * included). Skipped when the whole run already has the layer off.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 
-/** Relative to packages/server/test. lean-http.test.ts runs the layer itself in every run. */
-const LEAN_SUITES = [
+/** Relative to packages/server/test. lean-http*.test.ts compare the layer with node:http in every run. */
+const SUITES = [
   'integration/long-poll.test.ts',
   'integration/fast-routes.test.ts',
   'integration/api-lean-path.test.ts',
@@ -37,8 +38,8 @@ const LEAN_SUITES = [
   'security/prototype-pollution.test.ts',
 ];
 
-/** As test/helpers/herald.ts `leanHttpRun` (not imported: that module loads the server). */
-const LEAN_RUN = process.env['HERALD_TEST_LEAN_HTTP'] === '1' || process.env['HERALD_TEST_LEAN_LONG_POLL'] === '1';
+/** As test/helpers/herald.ts `nodeHttpRun` (not imported: that module loads the server). */
+const NODE_HTTP_RUN = process.env['HERALD_TEST_NODE_HTTP'] === '1';
 
 const TEST_ROOT = fileURLToPath(new URL('../', import.meta.url));
 
@@ -53,10 +54,10 @@ function runChild(signal: AbortSignal): Promise<ChildRun> {
   // NODE_TEST_CONTEXT would make the child report to this runner instead of running on its own.
   const { NODE_TEST_CONTEXT: _context, ...env } = process.env;
   const conditions = process.execArgv.filter((arg) => arg.startsWith('--conditions') || arg === '-C');
-  const args = [...conditions, '--test', '--test-concurrency=1', '--test-timeout=180000', '--test-reporter=tap', ...LEAN_SUITES];
+  const args = [...conditions, '--test', '--test-concurrency=1', '--test-timeout=180000', '--test-reporter=tap', ...SUITES];
   const child = spawn(process.execPath, args, {
     cwd: TEST_ROOT,
-    env: { ...env, HERALD_TEST_LEAN_HTTP: '1' },
+    env: { ...env, HERALD_TEST_NODE_HTTP: '1' },
     stdio: ['ignore', 'pipe', 'pipe'],
     signal,
   });
@@ -88,19 +89,19 @@ function failures(tap: string): string[] {
 }
 
 test(
-  `the long-poll, publish and hostile-input suites pass with the lean HTTP layer on (${LEAN_SUITES.length} files)`,
-  { skip: LEAN_RUN ? 'the whole run has the lean HTTP layer on (HERALD_TEST_LEAN_HTTP=1)' : false, timeout: 15 * 60_000 },
+  `the long-poll, publish and hostile-input suites pass on node:http, the lean HTTP layer off (${SUITES.length} files)`,
+  { skip: NODE_HTTP_RUN ? 'the whole run has the lean HTTP layer off (HERALD_TEST_NODE_HTTP=1)' : false, timeout: 15 * 60_000 },
   async (t) => {
     const run = await runChild(t.signal);
     const passed = /^# pass (\d+)$/m.exec(run.tap)?.[1];
     const failedNames = failures(run.tap);
     assert.ok(
       run.code === 0 && failedNames.length === 0,
-      `with HERALD_TEST_LEAN_HTTP=1 the child node --test exited ${run.code ?? run.signal}; failing:\n` +
+      `with HERALD_TEST_NODE_HTTP=1 the child node --test exited ${run.code ?? run.signal}; failing:\n` +
         `${failedNames.join('\n') || '(no failing test in its output)'}\n--- stderr ---\n${run.stderr.slice(-4000)}`,
     );
     // A run that found no test files or no tests passes nothing: count them.
     assert.ok(Number(passed) > 0, `no test passed in the child run:\n${run.tap.slice(-2000)}`);
-    t.diagnostic(`${passed} tests passed with the lean layer on`);
+    t.diagnostic(`${passed} tests passed on node:http`);
   },
 );
