@@ -27,6 +27,7 @@ import { securityHeaderSets, useSecurityHeaders } from '../edge/security-headers
 import { LEAN_API_ROUTES, presentedKey, registerLeanRoutes } from '../api/lean-routes.ts';
 import { ApiRateLimits, type SharedApiCounting } from '../api/rate-limits.ts';
 import { Front } from '../edge/front.ts';
+import { installAtFirstConnection } from '../edge/first-connection.ts';
 import type { LeanRequest, LeanResponse } from '../edge/lean-http.ts';
 import { POLL_OPEN_PATH, POLL_PATH } from '../transports/long-poll.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
@@ -248,30 +249,34 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
     ip: common.trustProxy === false ? (request) => request.socket.remoteAddress ?? '' : (request) => edge.address.ip(request),
     limits,
   });
-  // The lean layer reads plain HTTP only: with TLS, node:https serves its routes too.
-  if ((config.http.leanLongPoll || config.http.leanPublish) && tls === undefined) await useLeanHttp(app, front, config, serverOptions, options.appPaths);
+  // The lean layer reads plain HTTP only: with TLS, node:https serves its routes too. It loads at the first
+  // connection: its module and llhttp's WASM build cost the idle process 4.4 MiB of RSS (docs/performance.md).
+  if ((config.http.leanLongPoll || config.http.leanPublish) && tls === undefined) {
+    installAtFirstConnection(app.server, () => loadLeanHttp(app, front, config, serverOptions, options.appPaths), (error) =>
+      app.log.error({ err: error }, 'the lean HTTP layer did not load; node:http serves every route'),
+    );
+  }
   return app;
 }
 
 /**
  * `http.leanLongPoll` and `http.leanPublish` (both on by default, plain HTTP
- * only): the long-poll routes, the publish routes, or both on the lean
- * HTTP/1.1 layer (edge/lean-http.ts), every other request on node:http. If
- * llhttp's WASM build (llhttp.ts) does not load, they stay on node:http, with
- * one warning.
+ * only): loads the lean HTTP/1.1 layer (edge/lean-http.ts) and answers its
+ * install, which puts the long-poll routes, the publish routes, or both on
+ * it, every other request on node:http. If llhttp's WASM build (llhttp.ts)
+ * does not load, they stay on node:http, with one warning (no install).
  */
-async function useLeanHttp(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined): Promise<void> {
+async function loadLeanHttp(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined): Promise<(() => void) | undefined> {
   const switches = [config.http.leanLongPoll ? 'http.leanLongPoll' : '', config.http.leanPublish ? 'http.leanPublish' : ''].filter(Boolean).join(' and ');
-  // Loaded only when a switch is on: importing the layer cost the idle server 2.5 MiB of RSS (docs/performance.md).
   const [{ LeanHttp }, { loadLlhttp }] = await Promise.all([import('../edge/lean-http.ts'), import('../edge/llhttp.ts')]);
   const loaded = loadLlhttp();
   if (!('llhttp' in loaded)) {
     app.log.warn({ reason: loaded.reason }, `${switches}: llhttp (WASM) unavailable, the routes stay on node:http`);
-    return;
+    return undefined;
   }
   const polls = new Set(config.http.leanLongPoll ? [POLL_PATH, POLL_OPEN_PATH] : []);
   const lean = new Set([...polls, ...(config.http.leanPublish ? LEAN_API_ROUTES.keys() : [])]);
-  new LeanHttp(app.server, {
+  return () => new LeanHttp(app.server, {
     llhttp: loaded.llhttp,
     maxHeaderBytes: MAX_HEADER_BYTES,
     maxHeaders: MAX_HEADERS,
