@@ -314,42 +314,94 @@ export interface ConnectTimeSubscription {
  * all of them enter the connection's position vector before the first is
  * established (so every event id names every resumed position), their
  * positions stay there throughout, and while the engine is unavailable they
- * are retried in the background.
+ * are retried in the background. Undefined when all of them are done
+ * already: nothing waited (no subscription token or hook asked, an engine and
+ * presence store that answer from memory), as in a connect storm.
  */
-export async function subscribeHttpClient(client: Client, subscribe: readonly ConnectTimeSubscription[]): Promise<void> {
+export function subscribeHttpClient(client: Client, subscribe: readonly ConnectTimeSubscription[]): Promise<void> | undefined {
   const added: HeldSubscription[] = [];
-  for (const { channel, since, needsToken } of subscribe) {
-    if (client.isClosed) return;
-    if (needsToken === true) {
-      const entry = disconnects.permission_denied;
-      client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: 'subscription token required' })));
-      continue;
-    }
-    try {
-      const held = client.addHeld(since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset });
-      added.push(held instanceof Promise ? await held : held);
-    } catch (error) {
-      if (error instanceof CommandError) {
-        // Tell the client, as a push, what a subscribe reply would have said.
-        const entry = error.entry ?? replyErrors[error.reply];
-        client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: entry.message })));
-        continue;
+  for (let i = 0; i < subscribe.length; i++) {
+    const held = addOneHeld(client, subscribe[i]!);
+    if (held === 'stop') return undefined;
+    if (held instanceof Promise) return addHeldRest(client, subscribe, i, held, added);
+    if (held !== 'skip') added.push(held);
+  }
+  return establishAll(client, added, 0);
+}
+
+/**
+ * One connect-time subscription into the client's vector: held (a promise of it when a subscription token or a
+ * subscribe hook is asked), 'skip' (refused: told to the client as an `unsubscribed` push) or 'stop' (the client is
+ * closed, or failed).
+ */
+function addOneHeld(client: Client, { channel, since, needsToken }: ConnectTimeSubscription): HeldSubscription | Promise<HeldSubscription> | 'skip' | 'stop' {
+  if (client.isClosed) return 'stop';
+  if (needsToken === true) {
+    const entry = disconnects.permission_denied;
+    client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: 'subscription token required' })));
+    return 'skip';
+  }
+  try {
+    return client.addHeld(since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset });
+  } catch (error) {
+    return heldRefused(client, channel, error);
+  }
+}
+
+/** `addHeld` refused `channel`: a CommandError is told to the client as a push ('skip'); anything else closes it ('stop'). */
+function heldRefused(client: Client, channel: string, error: unknown): 'skip' | 'stop' {
+  if (error instanceof CommandError) {
+    // Tell the client, as a push, what a subscribe reply would have said.
+    const entry = error.entry ?? replyErrors[error.reply];
+    client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: entry.message })));
+    return 'skip';
+  }
+  client.node.logger.error({ err: error }, 'connect-time subscribe failed');
+  client.disconnect('internal');
+  return 'stop';
+}
+
+/** `subscribeHttpClient` from the `index`th subscription on, once one had to ask a token or a hook (`pending`). */
+async function addHeldRest(client: Client, subscribe: readonly ConnectTimeSubscription[], index: number, pending: Promise<HeldSubscription>, added: HeldSubscription[]): Promise<void> {
+  for (let i = index; i < subscribe.length; i++) {
+    let held: HeldSubscription | Promise<HeldSubscription> | 'skip' | 'stop' = i === index ? pending : addOneHeld(client, subscribe[i]!);
+    if (held instanceof Promise) {
+      try {
+        held = await held;
+      } catch (error) {
+        held = heldRefused(client, subscribe[i]!.channel, error);
       }
-      client.node.logger.error({ err: error }, 'connect-time subscribe failed');
-      client.disconnect('internal');
-      return;
     }
+    if (held === 'stop') return;
+    if (held !== 'skip') added.push(held);
   }
-  for (const held of added) {
-    if (client.isClosed) return;
+  await establishAll(client, added, 0);
+}
+
+/** The first attempt at each held subscription from `from` on, in order; undefined when none had to wait. */
+function establishAll(client: Client, added: readonly HeldSubscription[], from: number): Promise<void> | undefined {
+  for (let i = from; i < added.length; i++) {
+    if (client.isClosed) return undefined;
+    let attempt: Promise<void> | undefined;
     try {
-      await client.establishHeld(held);
+      attempt = client.establishHeld(added[i]!);
     } catch (error) {
-      client.node.logger.error({ err: error }, 'connect-time subscribe failed');
-      client.disconnect('internal');
-      return;
+      establishFailed(client, error);
+      return undefined;
+    }
+    if (attempt !== undefined) {
+      return attempt.then(
+        () => establishAll(client, added, i + 1),
+        (error: unknown) => establishFailed(client, error),
+      );
     }
   }
+  return undefined;
+}
+
+function establishFailed(client: Client, error: unknown): void {
+  client.node.logger.error({ err: error }, 'connect-time subscribe failed');
+  client.disconnect('internal');
 }
 
 export type CommandBatchResult = { readonly status: 200; readonly body: string } | { readonly error: ApiErrorCode; readonly detail?: string };

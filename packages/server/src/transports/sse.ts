@@ -245,7 +245,8 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
     try {
       client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
       if (opened.connected.batch === true) client.enableBatching();
-      await subscribeHttpClient(client, opened.subscribe);
+      const subscribing = subscribeHttpClient(client, opened.subscribe);
+      if (subscribing !== undefined) await subscribing;
     } catch (error) {
       // The stream has started: no HTTP error can follow its head.
       node.logger.error({ err: error }, 'SSE stream failed after it started');

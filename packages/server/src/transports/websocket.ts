@@ -611,11 +611,21 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     const transport = client.transport as WebSocketTransport;
     client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected })));
     if (opened.connected.batch === true) client.enableBatching();
-    // Written when every connect-time subscription has had its first attempt, or at the end of this turn of
-    // the event loop at the latest (an engine that answers slowly does not hold the rest back).
+    // Written when every connect-time subscription has had its first attempt (at once when none waited), or at
+    // the end of this turn of the event loop at the latest (an engine that answers slowly does not hold the rest back).
+    let subscribing: Promise<void> | undefined;
+    try {
+      subscribing = subscribeHttpClient(client, opened.subscribe);
+    } catch (error) {
+      subscribing = Promise.reject(error as Error);
+    }
+    if (subscribing === undefined) {
+      transport.opened();
+      return;
+    }
     if (toOpen.length === 0) setImmediate(openAll);
     toOpen.push(transport);
-    subscribeHttpClient(client, opened.subscribe).then(
+    subscribing.then(
       () => transport.opened(),
       (error: unknown) => {
         node.logger.error({ err: error }, 'WebSocket open failed after its upgrade');
