@@ -501,18 +501,30 @@ export class Client {
    * Authenticates the connection. Throws DisconnectError for bad tokens.
    * `batch`: the client announced batched frames; the result then says
    * `batch: true`, and the caller calls `enableBatching` once it is written.
+   * Synchronous (the result, or a throw) when there is nothing to ask: no
+   * token to verify and no connect hook.
    */
-  async connect(token: string | undefined, name?: string, batch = false): Promise<ConnectResult> {
+  connect(token: string | undefined, name?: string, batch = false): ConnectResult | Promise<ConnectResult> {
     if (this.state !== 'new') throw new CommandError('already_connected');
-    let expiresAt: number | undefined;
     if (token === undefined || token === '') token = this.fallbackToken;
     const tokenPresent = token !== undefined && token !== '';
     const hooks = this.node.hooks;
+    const hooked = hooks !== undefined && hooks.has('connect', '') && (tokenPresent || hooks.connectWithoutToken);
     if (!tokenPresent) {
       // An app's path: a token signed with the app's secret, always.
       if (this.scope !== undefined) throw new DisconnectError('permission_denied');
       if (!this.node.rules.anonymousAllowed && !(hooks !== undefined && hooks.connectWithoutToken)) throw new DisconnectError('permission_denied');
-    } else {
+      // Nothing to ask (no token to verify, no hook): connected at once, without a promise (a storm opens thousands).
+      if (!hooked) return this.#connected(name, batch, undefined);
+    }
+    return this.#connectAsking(token, tokenPresent, hooked, name, batch);
+  }
+
+  /** `connect` that verifies a token or asks the connect hook. */
+  async #connectAsking(token: string | undefined, tokenPresent: boolean, hooked: boolean, name: string | undefined, batch: boolean): Promise<ConnectResult> {
+    let expiresAt: number | undefined;
+    const hooks = this.node.hooks;
+    if (tokenPresent) {
       const identity = await this.#verifyConnectionToken(token!);
       this.user = identity.user;
       this.#tokenUser = identity.user;
@@ -520,7 +532,7 @@ export class Client {
       this.tokenId = identity.tokenId;
       expiresAt = identity.expiresAt;
     }
-    if (hooks !== undefined && hooks.has('connect', '') && (tokenPresent || hooks.connectWithoutToken)) {
+    if (hooked && hooks !== undefined) {
       if (this.state !== 'new') throw new DisconnectError('internal');
       const decision = await hooks.connect({ ...this.hookConnection(), name, tokenPresent });
       if (decision.outcome === 'deny') throw new DisconnectError('permission_denied', { code: decision.code, reason: decision.message });
@@ -539,6 +551,11 @@ export class Client {
       if (this.user === '' && !this.node.rules.anonymousAllowed) throw new DisconnectError('permission_denied');
     }
     if (this.state !== 'new') throw new DisconnectError('internal');
+    return this.#connected(name, batch, expiresAt);
+  }
+
+  /** The end of `connect`: the connection counts as connected. */
+  #connected(name: string | undefined, batch: boolean, expiresAt: number | undefined): ConnectResult {
     this.name = name ?? '';
     this.state = 'connected';
     this.#forgetStale();

@@ -218,32 +218,47 @@ export type OpenFailure = { readonly error: ApiErrorCode; readonly detail?: stri
 /**
  * Connects the client and checks every requested channel before anything is
  * streamed, so that failures are plain HTTP errors. Returns the subscribe
- * requests to run once the stream has started.
+ * requests to run once the stream has started: at once (no promise) when
+ * `connect` asks nothing (no token to verify, no connect hook).
  */
-export async function connectHttpClient(
-  client: Client,
-  node: Node,
-  request: OpenRequest,
-): Promise<{ connected: ConnectResult; subscribe: ConnectTimeSubscription[] } | OpenFailure> {
-  let connected: ConnectResult;
+export function connectHttpClient(client: Client, node: Node, request: OpenRequest): Opened | OpenFailure | Promise<Opened | OpenFailure> {
+  let connecting: ConnectResult | Promise<ConnectResult>;
   try {
-    connected = await client.connect(request.token, request.name, request.batch === true);
+    connecting = client.connect(request.token, request.name, request.batch === true);
   } catch (error) {
-    if (error instanceof DisconnectError) {
-      if (error.entry !== undefined) {
-        // The connect hook refused: its reason goes in the detail.
-        client.close(error.entry.code, error.entry.reason);
-        return { error: 'connection_denied', detail: error.entry.reason };
-      }
-      client.disconnect(error.disconnect);
-      if (error.disconnect === 'token_expired') return { error: 'token_expired' };
-      if (error.disconnect === 'hook_unavailable') return { error: 'hook_unavailable' };
-      // permission_denied at connect: no token, and no namespace allows anonymous access
-      return { error: error.disconnect === 'permission_denied' ? 'anonymous_not_allowed' : 'unauthorized' };
-    }
-    client.disconnect('internal');
-    return { error: 'internal' };
+    return connectRefused(client, error);
   }
+  // At once when connect asked nothing (no token, no hook): no promise per open.
+  if (connecting instanceof Promise) return connecting.then((connected) => channelsOf(client, node, request, connected), (error: unknown) => connectRefused(client, error));
+  return channelsOf(client, node, request, connecting);
+}
+
+/** A connection opened from an HTTP request: its `connected` result, and the subscriptions to run once it has started. */
+export interface Opened {
+  readonly connected: ConnectResult;
+  readonly subscribe: ConnectTimeSubscription[];
+}
+
+/** `connect` failed: the client is closed, and the HTTP error says why. */
+function connectRefused(client: Client, error: unknown): OpenFailure {
+  if (error instanceof DisconnectError) {
+    if (error.entry !== undefined) {
+      // The connect hook refused: its reason goes in the detail.
+      client.close(error.entry.code, error.entry.reason);
+      return { error: 'connection_denied', detail: error.entry.reason };
+    }
+    client.disconnect(error.disconnect);
+    if (error.disconnect === 'token_expired') return { error: 'token_expired' };
+    if (error.disconnect === 'hook_unavailable') return { error: 'hook_unavailable' };
+    // permission_denied at connect: no token, and no namespace allows anonymous access
+    return { error: error.disconnect === 'permission_denied' ? 'anonymous_not_allowed' : 'unauthorized' };
+  }
+  client.disconnect('internal');
+  return { error: 'internal' };
+}
+
+/** `connectHttpClient` once connected: every requested channel checked, in the vector's order, then by name. */
+function channelsOf(client: Client, node: Node, request: OpenRequest, connected: ConnectResult): Opened | OpenFailure {
   // The vector's positions, then the channels asked by name (a new map only when there is no vector).
   const wanted: Map<string, StreamPosition | undefined> =
     (request.vector === undefined ? undefined : decodeVector(request.vector, node.config.channels.maxNameBytes)) ?? new Map<string, StreamPosition | undefined>();

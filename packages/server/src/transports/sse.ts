@@ -233,7 +233,9 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
       transport.markClosed();
       client.close(1006, 'connection lost');
     });
-    const opened = await connectHttpClient(client, node, { token, channels, vector, batch: params !== undefined && queryFlag(params.get('batch') ?? undefined) });
+    const opening = connectHttpClient(client, node, { token, channels, vector, batch: params !== undefined && queryFlag(params.get('batch') ?? undefined) });
+    // At once when `connect` asked nothing (no token, no hook): no promise per open.
+    const opened = opening instanceof Promise ? await opening : opening;
     if ('error' in opened) return answerError(response, headers, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
