@@ -236,7 +236,7 @@ export function connectHttpClient(client: Client, node: Node, request: OpenReque
 /** A connection opened from an HTTP request: its `connected` result, and the subscriptions to run once it has started. */
 export interface Opened {
   readonly connected: ConnectResult;
-  readonly subscribe: ConnectTimeSubscription[];
+  readonly subscribe: readonly ConnectTimeSubscription[];
 }
 
 /** `connect` failed: the client is closed, and the HTTP error says why. */
@@ -259,61 +259,96 @@ function connectRefused(client: Client, error: unknown): OpenFailure {
 
 /** `connectHttpClient` once connected: every requested channel checked, in the vector's order, then by name. */
 function channelsOf(client: Client, node: Node, request: OpenRequest, connected: ConnectResult): Opened | OpenFailure {
-  // The vector's positions, then the channels asked by name (a new map only when there is no vector).
-  const wanted: Map<string, StreamPosition | undefined> =
-    (request.vector === undefined ? undefined : decodeVector(request.vector, node.config.channels.maxNameBytes)) ?? new Map<string, StreamPosition | undefined>();
-  for (const channel of request.channels) if (!wanted.has(channel)) wanted.set(channel, undefined);
-  if (wanted.size > node.config.limits.maxChannelsPerConnection) {
+  // The vector's positions (shared by the opens that send the same vector), then the channels asked by name, each once.
+  const vector = request.vector === undefined ? null : decodeVector(request.vector, node.config.channels.maxNameBytes);
+  let named: string[] | undefined;
+  if (request.channels.length > 0) {
+    const seen = new Set<string>();
+    for (const channel of request.channels) {
+      if (seen.has(channel) || vector?.positions.has(channel) === true) continue;
+      seen.add(channel);
+      (named ??= []).push(channel);
+    }
+  }
+  const max = node.config.limits.maxChannelsPerConnection;
+  if ((vector?.subscribe.length ?? 0) + (named?.length ?? 0) > max) {
     client.disconnect('bad_request');
-    return { error: 'bad_request', detail: `more than limits.maxChannelsPerConnection (${node.config.limits.maxChannelsPerConnection}) channels` };
+    return { error: 'bad_request', detail: `more than limits.maxChannelsPerConnection (${max}) channels` };
   }
-  const subscribe: ConnectTimeSubscription[] = [];
-  for (const [channel, since] of wanted) {
-    const resolved = node.rules.resolve(channel);
-    if ('reply' in resolved) {
-      client.disconnect('bad_request');
-      return resolved.detail === undefined ? { error: resolved.reply } : { error: resolved.reply, detail: resolved.detail };
-    }
-    try {
-      node.authorizeSubscribe(client, resolved);
-    } catch {
-      client.disconnect('permission_denied');
-      return { error: 'anonymous_not_allowed' };
-    }
-    if (resolved.options.private) {
-      // Private channels need a subscription token, which a URL or a
-      // resumed position cannot carry: asked for by name it is refused;
-      // from a position vector it is reported `unsubscribed`, so the client
-      // resubscribes by POST with its token and position.
-      if (since === undefined) {
-        client.disconnect('permission_denied');
-        return { error: 'subscription_token_required' };
-      }
-      subscribe.push({ channel, since, needsToken: true });
-      continue;
-    }
-    subscribe.push(since === undefined ? { channel } : { channel, since });
+  // The vector's subscriptions as they are, unless a channel of it is private (reported, not subscribed) or others are named.
+  let subscribe: ConnectTimeSubscription[] | undefined;
+  const fromVector = vector?.subscribe ?? noSubscriptions;
+  for (let i = 0; i < fromVector.length; i++) {
+    const wanted = fromVector[i]!;
+    const checked = checkChannel(client, node, wanted);
+    if ('error' in checked) return checked;
+    if (checked !== wanted) subscribe ??= fromVector.slice(0, i);
+    subscribe?.push(checked);
   }
-  return { connected, subscribe };
+  if (named !== undefined) {
+    subscribe ??= fromVector.slice();
+    for (const channel of named) {
+      const checked = checkChannel(client, node, { channel });
+      if ('error' in checked) return checked;
+      subscribe.push(checked);
+    }
+  }
+  return { connected, subscribe: subscribe ?? fromVector };
+}
+
+const noSubscriptions: readonly ConnectTimeSubscription[] = [];
+
+/** A requested channel checked for the client: the subscription to run (`wanted` itself, or reported: a private channel), or why the open fails. */
+function checkChannel(client: Client, node: Node, wanted: ConnectTimeSubscription): ConnectTimeSubscription | OpenFailure {
+  const resolved = node.rules.resolve(wanted.channel);
+  if ('reply' in resolved) {
+    client.disconnect('bad_request');
+    return resolved.detail === undefined ? { error: resolved.reply } : { error: resolved.reply, detail: resolved.detail };
+  }
+  try {
+    node.authorizeSubscribe(client, resolved);
+  } catch {
+    client.disconnect('permission_denied');
+    return { error: 'anonymous_not_allowed' };
+  }
+  if (!resolved.options.private) return wanted;
+  // Private channels need a subscription token, which a URL or a
+  // resumed position cannot carry: asked for by name it is refused;
+  // from a position vector it is reported `unsubscribed`, so the client
+  // resubscribes by POST with its token and position.
+  if (wanted.since === undefined) {
+    client.disconnect('permission_denied');
+    return { error: 'subscription_token_required' };
+  }
+  return { channel: wanted.channel, since: wanted.since, needsToken: true };
+}
+
+/** A decoded position vector: its positions, and a connect-time subscription per position (shared, read-only). */
+interface DecodedVector {
+  readonly positions: ReadonlyMap<string, StreamPosition>;
+  readonly subscribe: readonly ConnectTimeSubscription[];
 }
 
 /**
- * The last position vector decoded at an open, and its positions (null:
- * malformed): in a reconnect storm most clients of a channel send the same
- * vector (the last publication they all got), so one decoding serves them
- * all. Each open gets a map of its own (the caller adds to it); the
- * positions are shared, read-only.
+ * The last position vector decoded at an open (null: malformed): in a
+ * reconnect storm most clients of a channel send the same vector (the last
+ * publication they all got), so one decoding, and one list of subscriptions
+ * made of it, serves them all. Read-only: an open that adds to the list
+ * copies it.
  */
 let lastVector: string | undefined;
 let lastVectorMaxBytes = 0;
-let lastPositions: ReadonlyMap<string, StreamPosition> | null = null;
-function decodeVector(vector: string, maxNameBytes: number): Map<string, StreamPosition | undefined> | null {
+let lastDecoded: DecodedVector | null = null;
+function decodeVector(vector: string, maxNameBytes: number): DecodedVector | null {
   if (vector !== lastVector || maxNameBytes !== lastVectorMaxBytes) {
-    lastPositions = decodePositions(vector, maxNameBytes);
+    const positions = decodePositions(vector, maxNameBytes);
+    const subscribe: ConnectTimeSubscription[] = [];
+    if (positions !== null) for (const [channel, since] of positions) subscribe.push({ channel, since });
+    lastDecoded = positions === null ? null : { positions, subscribe };
     lastVector = vector;
     lastVectorMaxBytes = maxNameBytes;
   }
-  return lastPositions === null ? null : new Map(lastPositions);
+  return lastDecoded;
 }
 
 export interface ConnectTimeSubscription {
