@@ -1,24 +1,26 @@
 /**
  * Two ways to drive llhttp from JavaScript, on the requests the lean HTTP
  * layer (packages/server/src/edge/lean-http.ts) answers: Node's own binding
- * (`HTTPParser` of `node:_http_common`, which the layer uses today and
- * which Node's documentation deprecates, DEP0199) against the llhttp WASM
- * build that undici ships (`undici/lib/llhttp/llhttp_simd-wasm.js`, the
- * parser of Node's `fetch`; undici is already a dependency). One process,
- * pinned to one core, no sockets: the parse of a whole request from a
- * buffer, its URL, header lines and body handed to JavaScript.
+ * (`HTTPParser` of `node:_http_common`, which the layer used until it moved
+ * to WASM and which Node's documentation deprecates, DEP0199; only this
+ * benchmark still loads it) against the layer's parser
+ * (packages/server/src/edge/llhttp.ts: the llhttp WASM build that undici
+ * ships, `undici/lib/llhttp/llhttp_simd-wasm.js`). One process, pinned to
+ * one core, no sockets: the parse of a whole request from a buffer, its
+ * URL and header lines handed to JavaScript, the body found.
  *
  *   node bench/llhttp-parsers.ts [--requests=300000] [--rounds=3] [--cpu=0]
  *
- * The binding is driven as the layer drives it (`initialize` per request,
- * the head in one callback); the WASM parser as undici drives it (the read
- * copied into the module's memory, `llhttp_execute`, a callback per URL,
- * header field and value and body, keep-alive without a reset). Prints µs
- * per request per round and the WASM's ratio to the binding.
+ * The binding is driven as the layer drove it (`initialize` per request,
+ * the head in one callback, the body by `kOnBody`); the WASM parser as the
+ * layer drives it now (the read copied into the module's memory,
+ * `llhttp_execute` up to the head's end, a callback per URL, header name
+ * and value, `reset`; the body is the bytes after the head). Prints µs per
+ * request per round and the WASM's ratio to the binding.
  */
 import { createRequire } from 'node:module';
 import { parseArgs } from 'node:util';
-import type { Llhttp } from '../packages/server/src/edge/llhttp.ts';
+import { loadLlhttp } from '../packages/server/src/edge/llhttp.ts';
 import { pinSelf } from './server-process.ts';
 
 const { values } = parseArgs({
@@ -42,8 +44,20 @@ const poll = Buffer.from(
 /** What both parsers hand over, checked after each round: the same for both. */
 const seen = { heads: 0, lines: 0, bodyBytes: 0, messages: 0 };
 
+/** What of `node:_http_common` (undocumented, deprecated: DEP0199) the binding's round uses. */
+interface Binding {
+  readonly HTTPParser: {
+    new (): { initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void; execute(data: Buffer): unknown; free(): void; [key: number]: unknown };
+    readonly REQUEST: number;
+    readonly kOnHeadersComplete: number;
+    readonly kOnBody: number;
+    readonly kOnMessageComplete: number;
+    readonly kLenientNone: number;
+  };
+}
+
 function bindingRound(): void {
-  const { HTTPParser } = require('node:_http_common') as Llhttp;
+  const { HTTPParser } = require('node:_http_common') as Binding;
   const parser = new HTTPParser();
   parser[HTTPParser.kOnHeadersComplete] = (_major: number, _minor: number, headers: string[], _method: number, url: string) => {
     seen.heads++;
@@ -63,46 +77,21 @@ function bindingRound(): void {
   parser.free();
 }
 
-interface LlhttpWasm {
-  readonly memory: WebAssembly.Memory;
-  llhttp_alloc(type: number): number;
-  llhttp_execute(parser: number, data: number, length: number): number;
-  malloc(size: number): number;
-}
-
-/** REQUEST in llhttp's `llhttp_type_t`. */
-const LLHTTP_REQUEST = 1;
-
-function wasmRound(): void {
-  const module = new WebAssembly.Module(new Uint8Array(require('undici/lib/llhttp/llhttp_simd-wasm.js') as Buffer));
-  const wasm: { memory?: WebAssembly.Memory } = {};
-  let lines: string[] = [];
-  const text = (at: number, length: number): string => Buffer.from(wasm.memory!.buffer, at, length).toString('latin1');
-  const instance = new WebAssembly.Instance(module, {
-    env: {
-      wasm_on_url: (_p: number, at: number, length: number) => (lines.push(text(at, length)), 0),
-      wasm_on_status: () => 0,
-      wasm_on_message_begin: () => ((lines = []), 0),
-      wasm_on_header_field: (_p: number, at: number, length: number) => (lines.push(text(at, length)), 0),
-      wasm_on_header_value: (_p: number, at: number, length: number) => (lines.push(text(at, length)), 0),
-      wasm_on_headers_complete: () => {
-        seen.heads++;
-        seen.lines += lines.length;
-        return 0;
-      },
-      wasm_on_body: (_p: number, _at: number, length: number) => ((seen.bodyBytes += length), 0),
-      wasm_on_message_complete: () => (seen.messages++, 0),
-    },
-  });
-  const llhttp = instance.exports as unknown as LlhttpWasm;
-  wasm.memory = llhttp.memory;
-  const parser = llhttp.llhttp_alloc(LLHTTP_REQUEST);
-  const at = llhttp.malloc(4096);
+/** The layer's parser (packages/server/src/edge/llhttp.ts), driven as the layer drives it: the read, the head, `reset`; the body is the bytes after the head. */
+function heraldRound(): void {
+  const loaded = loadLlhttp();
+  if (!('llhttp' in loaded)) throw new Error(loaded.reason);
+  const parser = loaded.llhttp.parser(16384);
   for (let i = 0; i < requests; i++) {
-    new Uint8Array(llhttp.memory.buffer, at, poll.length).set(poll);
-    const error = llhttp.llhttp_execute(parser, at, poll.length);
-    if (error !== 0) throw new Error(`llhttp (WASM) error ${error} at request ${i}`);
+    const head = parser.execute(poll);
+    if (head === undefined || head instanceof Error) throw new Error(`llhttp (WASM) answered ${String(head)} at request ${i}`);
+    parser.reset();
+    seen.heads++;
+    seen.lines += head.headers.length + (head.url === '' ? 0 : 1);
+    seen.bodyBytes += poll.length - head.end;
+    seen.messages++;
   }
+  parser.free();
 }
 
 function timed(round: () => void): number {
@@ -116,10 +105,10 @@ function timed(round: () => void): number {
 }
 
 process.stdout.write(`llhttp from JavaScript: ${requests} requests of ${poll.length} bytes per round, node ${process.version}\n`);
-const lines = ['| round | Node binding µs/request | undici WASM µs/request | WASM × binding |', '|---:|---:|---:|---:|'];
+const lines = ['| round | Node binding µs/request | llhttp.ts (WASM) µs/request | WASM × binding |', '|---:|---:|---:|---:|'];
 for (let round = 1; round <= rounds; round++) {
   const binding = timed(bindingRound);
-  const wasm = timed(wasmRound);
+  const wasm = timed(heraldRound);
   lines.push(`| ${round} | ${binding.toFixed(3)} | ${wasm.toFixed(3)} | ${(wasm / binding).toFixed(2)} |`);
 }
 process.stdout.write(`${lines.join('\n')}\n`);

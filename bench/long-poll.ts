@@ -14,6 +14,8 @@
  *     [--server-node-args="--cpu-prof --cpu-prof-dir=DIR"] [--raw-node-args="..."] [--batch] [--json=FILE]
  *     [--before-root=DIR]   (targets `herald-before`, `herald-lean-before` (switch on): Herald from another checkout, e.g. a worktree
  *                            of the code before a change with its own `npm ci`, in the same run)
+ *     [--generator=node|c]  (the load generator: this Node process, or bench/long-poll-client.c compiled with `cc -O2` into a
+ *                            temporary directory; without a C compiler the run is skipped with a loud line)
  *
  * Per rate, round and target (alternating order): start the server pinned
  * to `--server-cpu`; open N clients from this process (pinned to
@@ -31,14 +33,28 @@
  * count distinct deliveries and record the latency. Server CPU is utime +
  * stime of the server process (Nchan: its worker) from the first measured
  * publish until the last delivery (or 5 s without progress).
+ *
+ * `--generator=c` runs the same phases, clients and publisher in one C
+ * process instead (bench/long-poll-client.c: epoll, one request per
+ * connection, answers parsed in place), pinned to `--client-cpu` like this
+ * one: a few µs per delivery against the Node generator's 15 or more, so
+ * that at 25 msg/s its own delay stays far below the 100 ms to be measured.
+ * Either way a round prints the generator's CPU per delivery next to the
+ * server's, and its own delay: the Node generator's event-loop delay, or
+ * the C generator's timer lateness and its longest pass over ready sockets
+ * (an answer that arrives during a pass is read at most one pass later).
  */
-import { readFileSync, writeFileSync } from 'node:fs';
+import { spawn, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import { CHANNEL, heraldBenchConfig, isPayload, makePayload, newHistogram, nowUs, quantile, record } from './lib.ts';
 import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { HttpConnection } from './raw-clients.ts';
-import { cpuSecondsOf, pinSelf, sleep, startServerProcess, systemCpuSecondsOf } from './server-process.ts';
+import { cpuSecondsOf, pinSelf, ROOT, sleep, startServerProcess, systemCpuSecondsOf } from './server-process.ts';
 
 type Target = 'herald' | 'herald-lean' | 'herald-before' | 'herald-lean-before' | 'raw' | 'raw-net-llhttp' | 'raw-net-hand' | 'nchan';
 /** The raw long-poll protocol (`POST /poll`, `POST /publish`), on node:http or on node:net. */
@@ -57,6 +73,7 @@ const { values } = parseArgs({
     'raw-node-args': { type: 'string', default: '' },
     'before-root': { type: 'string' },
     batch: { type: 'boolean', default: false },
+    generator: { type: 'string', default: 'node' },
     json: { type: 'string' },
   },
   strict: true,
@@ -73,7 +90,24 @@ if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
   process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
   targets.splice(targets.indexOf('nchan'), 1);
 }
+if (values.generator !== 'node' && values.generator !== 'c') throw new Error('--generator is node or c');
 pinSelf(values['client-cpu']);
+
+/** `--generator=c`: bench/long-poll-client.c compiled into a temporary directory (removed at exit). */
+const cGenerator = values.generator === 'c' ? compileGenerator() : undefined;
+
+function compileGenerator(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'herald-bench-long-poll-client-'));
+  process.on('exit', () => rmSync(dir, { recursive: true, force: true }));
+  const binary = join(dir, 'long-poll-client');
+  const compiled = spawnSync('cc', ['-O2', '-o', binary, join(ROOT, 'bench/long-poll-client.c')], { encoding: 'utf8' });
+  if (compiled.error !== undefined) {
+    process.stderr.write(`\n*** --generator=c SKIPPED: no C compiler (cc: ${compiled.error.message}); install one (e.g. gcc) or run with --generator=node ***\n\n`);
+    process.exit(0);
+  }
+  if (compiled.status !== 0) throw new Error(`cc -O2 bench/long-poll-client.c failed: ${compiled.stderr}`);
+  return binary;
+}
 
 const WARMUP = 3;
 
@@ -103,10 +137,32 @@ interface Result {
   seconds: number;
   /** The load generator's own CPU over that time, in cores (1 = its core saturated). */
   clientCores: number;
-  /** The load generator's event-loop delay p99 over that time, ms: how late it reads answers and sends polls. */
+  /** The load generator's CPU-seconds over that time (user + system; the C generator's and this process's together). */
+  clientCpuSeconds: number;
+  /** Of `clientCpuSeconds`, the kernel's. */
+  clientSystemCpuSeconds: number;
+  /**
+   * The load generator's event-loop delay p99 over that time, ms: how late
+   * it reads answers and sends polls (Node: monitorEventLoopDelay; C: how
+   * late the publisher's timer ran, per publication).
+   */
   clientLagP99ms: number;
   /** Its longest event-loop delay, ms: a tail of seconds with a low p99 is one long stall of the load generator. */
   clientLagMaxMs: number;
+  /** C generator: p99 and longest of its passes over ready sockets, ms (an answer waits at most one pass to be read); Node: NaN. */
+  passP99ms: number;
+  passMaxMs: number;
+  /**
+   * C generator: from writing a measured publication to reading the
+   * server's answer to it, p50 / p99 / max in ms (how long the server took
+   * to read and answer a publication); Node: NaN.
+   */
+  publishP50ms: number;
+  publishP99ms: number;
+  publishMaxMs: number;
+  /** Latency p99.9 and maximum, ms. */
+  p999ms: number;
+  maxMs: number;
   /** Cores busy with other processes on the machine over that time (/proc/stat): the benchmark's own are not counted. */
   otherCores: number;
   /**
@@ -156,6 +212,13 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     pid = server.pid;
     apiKey = server.apiKey;
     stop = () => server.stop();
+  }
+  if (cGenerator !== undefined) {
+    try {
+      return await runC(cGenerator, { target, rate, round, port, pid, apiKey });
+    } finally {
+      await stop();
+    }
   }
   const messages = Math.round(rate * seconds);
   const total = WARMUP + messages;
@@ -317,6 +380,7 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
     const machineBusy = machineBusySeconds() - machineStart;
     lag.disable();
     const elapsed = (performance.now() - began) / 1000;
+    const clientCpuSeconds = (clientCpu.user + clientCpu.system) / 1e6;
     for (const connection of pool) connection.close();
     return {
       target,
@@ -328,13 +392,22 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       systemCpuSeconds,
       p50ms: quantile(histogram, 0.5) / 1000,
       p99ms: quantile(histogram, 0.99) / 1000,
+      p999ms: quantile(histogram, 0.999) / 1000,
+      maxMs: quantile(histogram, 1) / 1000,
       polls,
       offered: messages / publishSeconds,
       seconds: elapsed,
-      clientCores: (clientCpu.user + clientCpu.system) / 1e6 / elapsed,
+      clientCores: clientCpuSeconds / elapsed,
+      clientCpuSeconds,
+      clientSystemCpuSeconds: clientCpu.system / 1e6,
       clientLagP99ms: lag.percentile(99) / 1e6,
       clientLagMaxMs: lag.max / 1e6,
-      otherCores: Math.max(0, machineBusy - cpuSeconds - (clientCpu.user + clientCpu.system) / 1e6) / elapsed,
+      passP99ms: Number.NaN,
+      passMaxMs: Number.NaN,
+      publishP50ms: Number.NaN,
+      publishP99ms: Number.NaN,
+      publishMaxMs: Number.NaN,
+      otherCores: Math.max(0, machineBusy - cpuSeconds - clientCpuSeconds) / elapsed,
       heldShare: heldCount / Math.max(1, delivered),
       heldP99ms: quantile(held, 0.99) / 1000,
       queuedP99ms: quantile(queued, 0.99) / 1000,
@@ -350,7 +423,100 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
   }
 }
 
-process.stderr.write(`long polling: ${clients} clients, rates ${rates.join(', ')} msg/s for ${seconds} s, ${rounds} round(s); node ${process.version}\n`);
+/** What bench/long-poll-client.c prints on its `result` line (ms; null for an empty set). */
+interface CResult {
+  delivered: number;
+  expected: number;
+  polls: number;
+  heldCount: number;
+  publishSeconds: number;
+  seconds: number;
+  from: number;
+  to: number;
+  cpuSeconds: number;
+  systemCpuSeconds: number;
+  p50ms: number | null;
+  p99ms: number | null;
+  p999ms: number | null;
+  maxms: number | null;
+  heldP99ms: number | null;
+  queuedP99ms: number | null;
+  turnaroundP99ms: number | null;
+  betweenP99ms: number | null;
+  passP99ms: number | null;
+  passMaxMs: number | null;
+  publishP50ms: number | null;
+  publishP99ms: number | null;
+  publishMaxMs: number | null;
+  lateP99ms: number | null;
+  lateMaxMs: number | null;
+  errors: string[];
+}
+
+/** One round with the C load generator: it runs the phases and prints `start`, `end` (the server's CPU is read at both) and its result. */
+async function runC(binary: string, at: { target: Target; rate: number; round: number; port: number; pid: number; apiKey: string }): Promise<Result> {
+  const { target, rate, round, port, pid, apiKey } = at;
+  const protocol = target === 'nchan' ? 'nchan' : isRaw(target) ? 'raw' : 'herald';
+  const args = [`--port=${port}`, `--protocol=${protocol}`, `--clients=${clients}`, `--rate=${rate}`, `--seconds=${seconds}`, `--warmup=${WARMUP}`, `--channel=${CHANNEL}`, `--nchan-id=${NCHAN_ID}`, `--api-key=${apiKey}`];
+  // Inherits this process's CPU affinity (pinSelf: --client-cpu).
+  const child = spawn(binary, values.batch ? [...args, '--batch'] : args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const sample = () => ({ cpu: cpuSecondsOf(pid), system: systemCpuSecondsOf(pid), machine: machineBusySeconds(), own: process.cpuUsage() });
+  let start: ReturnType<typeof sample> | undefined;
+  let end: ReturnType<typeof sample> | undefined;
+  try {
+    const r = await new Promise<CResult>((resolve, reject) => {
+      createInterface({ input: child.stdout }).on('line', (line) => {
+        if (line.startsWith('start ')) start = sample();
+        else if (line.startsWith('end ')) end = sample();
+        else if (line.startsWith('result ')) resolve(JSON.parse(line.slice('result '.length)) as CResult);
+      });
+      child.once('close', (code, signal) => reject(new Error(`long-poll-client exited (${code ?? signal}) without a result`)));
+    });
+    if (start === undefined || end === undefined) throw new Error('long-poll-client: no start or end line');
+    const own = process.cpuUsage(start.own);
+    const cpuSeconds = end.cpu - start.cpu;
+    const clientCpuSeconds = r.cpuSeconds + (own.user + own.system) / 1e6;
+    const ms = (value: number | null): number => value ?? Number.NaN;
+    return {
+      target,
+      rate,
+      round,
+      delivered: r.delivered,
+      expected: r.expected,
+      cpuSeconds,
+      systemCpuSeconds: end.system - start.system,
+      p50ms: ms(r.p50ms),
+      p99ms: ms(r.p99ms),
+      p999ms: ms(r.p999ms),
+      maxMs: ms(r.maxms),
+      polls: r.polls,
+      offered: Math.round(rate * seconds) / r.publishSeconds,
+      seconds: r.seconds,
+      clientCores: clientCpuSeconds / r.seconds,
+      clientCpuSeconds,
+      clientSystemCpuSeconds: r.systemCpuSeconds + own.system / 1e6,
+      clientLagP99ms: ms(r.lateP99ms),
+      clientLagMaxMs: ms(r.lateMaxMs),
+      passP99ms: ms(r.passP99ms),
+      passMaxMs: ms(r.passMaxMs),
+      publishP50ms: ms(r.publishP50ms),
+      publishP99ms: ms(r.publishP99ms),
+      publishMaxMs: ms(r.publishMaxMs),
+      otherCores: Math.max(0, end.machine - start.machine - cpuSeconds - clientCpuSeconds) / r.seconds,
+      heldShare: r.heldCount / Math.max(1, r.delivered),
+      heldP99ms: ms(r.heldP99ms),
+      queuedP99ms: ms(r.queuedP99ms),
+      turnaroundP99ms: ms(r.turnaroundP99ms),
+      betweenP99ms: ms(r.betweenP99ms),
+      window: `${r.from}-${r.to}`,
+      errors: r.errors,
+    };
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+  }
+}
+
+process.stderr.write(`long polling: ${clients} clients, rates ${rates.join(', ')} msg/s for ${seconds} s, ${rounds} round(s); node ${process.version}; load generator: ${cGenerator === undefined ? 'this Node process' : 'bench/long-poll-client.c'}\n`);
 const results: Result[] = [];
 for (const rate of rates) {
   for (let round = 0; round < rounds; round++) {
@@ -359,7 +525,7 @@ for (const rate of rates) {
       const result = await run(target, rate, round);
       results.push(result);
       process.stderr.write(
-        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M (kernel ${((result.systemCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)}), p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms, server ${(result.cpuSeconds / result.seconds).toFixed(2)} cores, load generator ${result.clientCores.toFixed(2)} cores (loop delay p99 ${result.clientLagP99ms.toFixed(1)} ms, max ${result.clientLagMaxMs.toFixed(0)} ms), other load ${result.otherCores.toFixed(2)} cores; held ${(result.heldShare * 100).toFixed(0)} % p99 ${result.heldP99ms.toFixed(1)} ms, queued p99 ${result.queuedP99ms.toFixed(1)} ms (poll → answer ${result.turnaroundP99ms.toFixed(1)}, publication → poll ${result.betweenP99ms.toFixed(1)}); window ${result.window}${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
+        `  ${target} ${rate} msg/s (published ${result.offered.toFixed(1)}/s) round ${round + 1}: ${result.delivered}/${result.expected} in ${result.seconds.toFixed(1)} s, ${((result.cpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M (kernel ${((result.systemCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)}), p50 ${result.p50ms.toFixed(1)} ms, p99 ${result.p99ms.toFixed(1)} ms, p99.9 ${result.p999ms.toFixed(1)} ms, max ${result.maxMs.toFixed(1)} ms, server ${(result.cpuSeconds / result.seconds).toFixed(2)} cores, load generator ${result.clientCores.toFixed(2)} cores, ${((result.clientCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)} CPU-s/M (kernel ${((result.clientSystemCpuSeconds * 1e6) / Math.max(1, result.delivered)).toFixed(2)}; ${cGenerator === undefined ? 'loop delay' : 'timer late'} p99 ${result.clientLagP99ms.toFixed(1)} ms, max ${result.clientLagMaxMs.toFixed(0)} ms${Number.isNaN(result.passP99ms) ? '' : `; pass over ready sockets p99 ${result.passP99ms.toFixed(1)} ms, max ${result.passMaxMs.toFixed(1)} ms`})${Number.isNaN(result.publishP99ms) ? '' : `, publish → its answer p50 ${result.publishP50ms.toFixed(1)} ms, p99 ${result.publishP99ms.toFixed(1)} ms, max ${result.publishMaxMs.toFixed(1)} ms`}, other load ${result.otherCores.toFixed(2)} cores; held ${(result.heldShare * 100).toFixed(0)} % p99 ${result.heldP99ms.toFixed(1)} ms, queued p99 ${result.queuedP99ms.toFixed(1)} ms (poll → answer ${result.turnaroundP99ms.toFixed(1)}, publication → poll ${result.betweenP99ms.toFixed(1)}); window ${result.window}${result.errors.length > 0 ? `; errors: ${result.errors.join('; ')}` : ''}\n`,
       );
     }
   }
@@ -382,8 +548,8 @@ const median = (list: number[]): number => {
   return sorted.length % 2 === 1 ? sorted[mid]! : (sorted[mid - 1]! + sorted[mid]!) / 2;
 };
 const lines = [
-  '| target | clients | msg/s | published msg/s | deliveries/s | delivery ratio | server CPU-s per 1M deliveries | of which kernel | vs Nchan | p50 ms | p99 ms | polls per delivery |',
-  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
+  '| target | clients | msg/s | published msg/s | deliveries/s | delivery ratio | server CPU-s per 1M deliveries | of which kernel | vs Nchan | p50 ms | p99 ms | max ms | polls per delivery | server cores | load generator CPU-s per 1M | its delay p99 / max ms |',
+  '|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|',
 ];
 for (const rate of rates) {
   const of = (target: Target) => results.filter((r) => r.target === target && r.rate === rate);
@@ -394,7 +560,7 @@ for (const rate of rates) {
     const list = of(target);
     const cpu = cpuPerM(list);
     lines.push(
-      `| ${names[target]} | ${clients} | ${rate} | ${median(list.map((r) => r.offered)).toFixed(1)} | ${median(list.map((r) => r.delivered / r.seconds)).toFixed(0)} | ${median(list.map((r) => r.delivered / r.expected)).toFixed(4)} | ${cpu.toFixed(2)} | ${median(list.map((r) => (r.systemCpuSeconds * 1e6) / Math.max(1, r.delivered))).toFixed(2)} | ${baseline === undefined ? '—' : `${(cpu / baseline).toFixed(2)}×`} | ${median(list.map((r) => r.p50ms)).toFixed(1)} | ${median(list.map((r) => r.p99ms)).toFixed(1)} | ${median(list.map((r) => r.polls / Math.max(1, r.delivered))).toFixed(2)} |`,
+      `| ${names[target]} | ${clients} | ${rate} | ${median(list.map((r) => r.offered)).toFixed(1)} | ${median(list.map((r) => r.delivered / r.seconds)).toFixed(0)} | ${median(list.map((r) => r.delivered / r.expected)).toFixed(4)} | ${cpu.toFixed(2)} | ${median(list.map((r) => (r.systemCpuSeconds * 1e6) / Math.max(1, r.delivered))).toFixed(2)} | ${baseline === undefined ? '—' : `${(cpu / baseline).toFixed(2)}×`} | ${median(list.map((r) => r.p50ms)).toFixed(1)} | ${median(list.map((r) => r.p99ms)).toFixed(1)} | ${median(list.map((r) => r.maxMs)).toFixed(1)} | ${median(list.map((r) => r.polls / Math.max(1, r.delivered))).toFixed(2)} | ${median(list.map((r) => r.cpuSeconds / r.seconds)).toFixed(2)} | ${median(list.map((r) => (r.clientCpuSeconds * 1e6) / Math.max(1, r.delivered))).toFixed(2)} | ${median(list.map((r) => r.clientLagP99ms)).toFixed(1)} / ${Math.max(...list.map((r) => Math.max(r.clientLagMaxMs, Number.isNaN(r.passMaxMs) ? 0 : r.passMaxMs))).toFixed(0)} |`,
     );
   }
 }

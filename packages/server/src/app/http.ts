@@ -255,8 +255,8 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
 /**
  * `http.leanLongPoll` and `http.leanPublish` (experimental): the long-poll
  * routes, the publish routes, or both on the lean HTTP/1.1 layer
- * (edge/lean-http.ts), every other request on node:http. Without the llhttp
- * binding (llhttp.ts) they stay on node:http, with one warning.
+ * (edge/lean-http.ts), every other request on node:http. If llhttp's WASM
+ * build (llhttp.ts) does not load, they stay on node:http, with one warning.
  */
 async function useLeanHttp(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined, tls: boolean): Promise<void> {
   const switches = [config.http.leanLongPoll ? 'http.leanLongPoll' : '', config.http.leanPublish ? 'http.leanPublish' : ''].filter(Boolean).join(' and ');
@@ -264,14 +264,14 @@ async function useLeanHttp(app: FastifyInstance, front: Front, config: Config, s
   // Loaded only when a switch is on: importing the layer cost the idle server 2.5 MiB of RSS (docs/performance.md).
   const [{ LeanHttp }, { loadLlhttp }] = await Promise.all([import('../edge/lean-http.ts'), import('../edge/llhttp.ts')]);
   const loaded = loadLlhttp();
-  if (!('binding' in loaded)) {
-    app.log.warn({ reason: loaded.reason }, `${switches}: llhttp binding unavailable, the routes stay on node:http`);
+  if (!('llhttp' in loaded)) {
+    app.log.warn({ reason: loaded.reason }, `${switches}: llhttp (WASM) unavailable, the routes stay on node:http`);
     return;
   }
   const polls = new Set(config.http.leanLongPoll ? [POLL_PATH, POLL_OPEN_PATH] : []);
   const lean = new Set([...polls, ...(config.http.leanPublish ? LEAN_API_ROUTES.keys() : [])]);
   new LeanHttp(app.server, {
-    binding: loaded.binding,
+    llhttp: loaded.llhttp,
     maxHeaderBytes: MAX_HEADER_BYTES,
     maxHeaders: MAX_HEADERS,
     headersTimeoutMs: serverOptions.headersTimeout ?? config.http.headersTimeoutMs,

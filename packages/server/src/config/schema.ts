@@ -550,7 +550,7 @@ export const ConfigSchema = Type.Object(
         leanLongPoll: Type.Boolean({
           default: false,
           description:
-            'EXPERIMENTAL. The long-poll routes (POST /connection/poll, /connection/poll/open and their /apps/{id}/ forms) are answered by a lean HTTP/1.1 layer on llhttp (Node\'s internal binding) instead of node:http: less CPU per poll; a connection goes to node:http at its first other request. Not with tls (start refuses the combination).',
+            'EXPERIMENTAL. The long-poll routes (POST /connection/poll, /connection/poll/open and their /apps/{id}/ forms) are answered by a lean HTTP/1.1 layer on llhttp (the WebAssembly build undici ships) instead of node:http: less CPU per poll; a connection goes to node:http at its first other request. Not with tls (start refuses the combination).',
         }),
         leanPublish: Type.Boolean({
           default: false,

@@ -7,8 +7,8 @@
  * their events and garbage: on the long-poll route that is about 40 % of a
  * delivery's CPU (docs/performance.md, "Long polling: is node:http the
  * floor?"). This layer takes every new connection first, parses it with
- * llhttp through Node's own binding (llhttp.ts: strict, the same
- * `maxHeaderSize`), and answers the requests it knows itself: the paths
+ * llhttp compiled to WebAssembly (llhttp.ts, undici's build: strict, the
+ * same `maxHeaderSize`), and answers the requests it knows itself: the paths
  * `isLean` names (`POST /connection/poll` and `/connection/poll/open` and
  * their `/apps/{id}/connection/…` forms; `POST /api/publish`,
  * `/api/broadcast`, `/api/batch`), HTTP/1.1, with a Host, a
@@ -37,18 +37,18 @@
 import type { Server } from 'node:http';
 import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
-import type { Llhttp, LlhttpParser } from './llhttp.ts';
+import type { HeadParser, Llhttp, RequestHead } from './llhttp.ts';
 import type { CarriesWholeBody } from './front.ts';
 import { httpDate } from '../util/http-date.ts';
 
 /** What the lean layers of this process did (tests and debugging: which requests took the lean path). */
-export const leanStats = { requests: 0, handOffs: 0, consumedReads: 0, wholeBodies: 0 };
+export const leanStats = { requests: 0, handOffs: 0, wholeBodies: 0 };
 
 /** Bytes read ahead of the request being answered (pipelining) before reading stops. */
 const PIPELINE_BYTES = 65536;
 
 export interface LeanHttpOptions {
-  readonly binding: Llhttp;
+  readonly llhttp: Llhttp;
   readonly maxHeaderBytes: number;
   readonly maxHeaders: number;
   readonly headersTimeoutMs: number;
@@ -316,20 +316,10 @@ type Phase = (typeof Phase)[keyof typeof Phase];
 
 const POST = Buffer.from('POST ');
 
-interface Head {
-  readonly method: string;
-  readonly url: string;
-  readonly headers: string[];
-  readonly major: number;
-  readonly minor: number;
-  readonly upgrade: boolean;
-  readonly keepAlive: boolean;
-}
-
 class LeanConnection {
   readonly socket: Socket;
   readonly #layer: LeanHttp;
-  readonly #parser: LlhttpParser;
+  readonly #parser: HeadParser;
   /** Bytes from the current request's first byte that were read (for a hand-off, and the body). */
   #pending: Buffer | undefined;
   /** Bytes of `#pending` given to the parser. */
@@ -347,13 +337,7 @@ class LeanConnection {
   #response: LeanResponse | undefined;
   /** A request was taken and its answer has not been written. */
   #waiting = false;
-  #rawHeaders: string[] = [];
-  #url = '';
-  #head: Head | undefined;
   #gone = false;
-  /** The parser reads the socket's handle in C++ (between requests, once a first request was answered). */
-  #consumed = false;
-  readonly #handle: object | undefined;
   readonly #onData = (data: Buffer): void => this.#read(data);
   readonly #onEnd = (): void => this.#ended();
   readonly #onClose = (): void => this.#closed();
@@ -365,23 +349,8 @@ class LeanConnection {
     this.#layer = layer;
     this.socket = socket;
     this.keepAliveTail = layer.keepAliveTail;
-    const { HTTPParser } = layer.options.binding;
-    const parser = new HTTPParser();
-    this.#parser = parser;
-    parser.initialize(HTTPParser.REQUEST, {}, layer.options.maxHeaderBytes, HTTPParser.kLenientNone);
-    const handle = (socket as unknown as { _handle?: { isStreamBase?: boolean } | null })._handle;
-    this.#handle = handle?.isStreamBase === true ? handle : undefined;
-    parser[HTTPParser.kOnExecute] = (result: number | Error): void => this.#executed(result);
-    parser[HTTPParser.kOnHeaders] = (headers: string[], url: string): void => {
-      for (const item of headers) this.#rawHeaders.push(item);
-      this.#url += url;
-    };
-    parser[HTTPParser.kOnHeadersComplete] = (major: number, minor: number, headers: string[] | undefined, method: number, url: string | undefined, _status: number, _message: string, upgrade: boolean, keepAlive: boolean): number => {
-      if (headers !== undefined) for (const item of headers) this.#rawHeaders.push(item);
-      this.#head = { method: layer.options.binding.methods[method] ?? '', url: url ?? this.#url, headers: this.#rawHeaders, major, minor, upgrade, keepAlive };
-      // Stop after the head: the body (Content-Length only) is read here, and a hand-off keeps the bytes as they came.
-      return 2;
-    };
+    // It stops after each head: the body (Content-Length only) is read here, and a hand-off keeps the bytes as they came.
+    this.#parser = layer.options.llhttp.parser(layer.options.maxHeaderBytes);
     socket.on('data', this.#onData);
     socket.on('end', this.#onEnd);
     socket.on('close', this.#onClose);
@@ -434,82 +403,21 @@ class LeanConnection {
         this.#fresh = false;
         this.#parsed = 0;
       }
-      const result = this.#parser.execute(pending.subarray(this.#parsed));
-      if (result instanceof Error) return this.#clientError(result);
-      if (this.#head === undefined) {
+      const head = this.#parser.execute(pending.subarray(this.#parsed));
+      if (head === undefined) {
         // The head goes on in the next read; the parser keeps its state.
         this.#parsed = pending.length;
         this.#pending = Buffer.from(pending);
         return;
       }
-      if (!this.#headDone(pending, this.#parsed + result)) return;
+      if (head instanceof Error) return this.#clientError(head);
+      this.#parser.reset();
+      if (!this.#start(head, pending, this.#parsed + head.end)) return this.#handOff();
     }
-    if (this.#phase === Phase.Idle && !this.#waiting && this.#bodyLeft === 0) this.#consume();
-  }
-
-  /** A head was parsed, ending at `headEnd` of `pending` (from the request's first byte): answered, or handed off (false). */
-  #headDone(pending: Buffer, headEnd: number): boolean {
-    const head = this.#head!;
-    // From here to the connection's next idle moment, its bytes come as `data` events.
-    this.#unconsume();
-    this.#head = undefined;
-    this.#rawHeaders = [];
-    this.#url = '';
-    const { binding, maxHeaderBytes } = this.#layer.options;
-    this.#parser.initialize(binding.HTTPParser.REQUEST, this.#layer.parserResource, maxHeaderBytes, binding.HTTPParser.kLenientNone);
-    if (this.#start(head, pending, headEnd)) return true;
-    this.#handOff();
-    return false;
-  }
-
-  /**
-   * A read parsed in C++ (the handle consumed): only between requests, so
-   * the read is a request's first bytes (or more of its head). Its bytes go
-   * on in JavaScript as they do from a `data` event, the handle released
-   * until the connection is idle again.
-   */
-  #executed(result: number | Error): void {
-    if (this.#gone || !this.#consumed) return;
-    leanStats.consumedReads++;
-    const data = this.#parser.getCurrentBuffer();
-    if (result instanceof Error) {
-      this.#unconsume();
-      return this.#clientError(result);
-    }
-    if (this.#phase === Phase.Idle) {
-      this.#phase = Phase.Head;
-      this.since = Date.now();
-      this.#parsed = 0;
-    }
-    const pending = this.#pending === undefined ? data : Buffer.concat([this.#pending, data]);
-    if (this.#head === undefined) {
-      // The head goes on in the next read.
-      this.#pending = pending;
-      this.#parsed = pending.length;
-      return;
-    }
-    this.#unconsume();
-    // As in #next: the request's bytes stay pending until #start takes them (a hand-off puts them back).
-    this.#pending = pending;
-    if (this.#headDone(pending, this.#parsed + result)) this.#next();
-  }
-
-  #consume(): void {
-    const socket = this.socket;
-    // Bytes the stream still holds (read while paused) come first, as `data` events.
-    if (this.#consumed || this.#gone || this.#handle === undefined || socket.destroyed || socket.readableLength !== 0 || socket.isPaused()) return;
-    this.#consumed = true;
-    this.#parser.consume(this.#handle);
-  }
-
-  #unconsume(): void {
-    if (!this.#consumed) return;
-    this.#consumed = false;
-    this.#parser.unconsume();
   }
 
   /** A whole head: answered here (true) or not (false, nothing consumed). */
-  #start(head: Head, pending: Buffer, headEnd: number): boolean {
+  #start(head: RequestHead, pending: Buffer, headEnd: number): boolean {
     if (head.method !== 'POST' || head.major !== 1 || head.minor !== 1 || head.upgrade) return false;
     const mark = head.url.indexOf('?');
     if (!this.#layer.options.isLean(mark === -1 ? head.url : head.url.slice(0, mark))) return false;
@@ -571,13 +479,12 @@ class LeanConnection {
         this.since = Date.now();
       }
     }
-    // The binding's buffers are not ours: a copy goes to the handler (unless it took the body whole, a copy too).
+    // The socket's buffer may hold the next request's bytes too: a copy goes to the handler (unless it took the body whole, a copy too).
     if (request !== undefined && !request.bodyTaken) {
       if (take > 0) request.emit('data', Buffer.from(data.subarray(0, take)));
       if (done) request.emit('end');
     }
     if (take < data.length && !this.#gone) this.#read(data.subarray(take));
-    else if (done && this.#phase === Phase.Idle && !this.#waiting && this.#pending === undefined) this.#consume();
   }
 
   /** Keeps bytes read ahead of the request being answered. */
@@ -611,7 +518,7 @@ class LeanConnection {
       this.#pending = undefined;
       socket.resume();
       this.#read(pending);
-    } else this.#consume();
+    }
   }
 
   /** The server is closing: an idle connection ends now; a busy one ends after its answer. */
@@ -623,7 +530,6 @@ class LeanConnection {
   #clientError(error: Error): void {
     if (this.#gone) return;
     this.#gone = true;
-    this.#unconsume();
     this.#layer.server.emit('clientError', error, this.socket);
     if (!this.socket.destroyed) this.socket.destroy();
   }
@@ -650,8 +556,6 @@ class LeanConnection {
   #free(): void {
     if (this.#freed) return;
     this.#freed = true;
-    this.#unconsume();
-    this.#parser.remove();
     this.#parser.free();
   }
 
@@ -659,7 +563,6 @@ class LeanConnection {
   #handOff(): void {
     const socket = this.socket;
     this.#gone = true;
-    this.#unconsume();
     socket.pause();
     socket.removeListener('data', this.#onData);
     socket.removeListener('end', this.#onEnd);
@@ -680,8 +583,6 @@ export class LeanHttp {
   readonly options: LeanHttpOptions;
   readonly server: Server;
   readonly keepAliveTail: string;
-  /** The async resource of every parser's later requests (one object, not one per request). */
-  readonly parserResource = {};
   readonly #connections = new Set<LeanConnection>();
   readonly #httpListeners: ((socket: Socket) => void)[];
   readonly #sweep: NodeJS.Timeout;

@@ -1,71 +1,292 @@
 /**
- * llhttp through Node's own binding: `HTTPParser` of `node:_http_common`,
- * the parser node:http drives. The module is UNDOCUMENTED, outside
- * Node's semver and deprecated in Node's documentation (DEP0199,
- * documentation-only): `initialize`'s arguments and the callbacks' signatures
- * (`kOnHeaders`, `kOnHeadersComplete`, `kOnExecute`), `consume`/`unconsume`
- * and `getCurrentBuffer` are internal and may
- * change in any Node major. This module is the only place Herald touches
- * it: `loadLlhttp` checks at start that it loads and has what lean-http.ts
- * uses, and answers undefined otherwise (the caller then stays on
- * node:http). Checked on Node 24.21.
+ * The lean HTTP layer's parser (lean-http.ts): llhttp, the parser of
+ * node:http, compiled to WebAssembly as undici ships it
+ * (`undici/lib/llhttp/llhttp_simd-wasm.js`, or `llhttp-wasm.js` where SIMD
+ * does not compile; the parser of Node's own `fetch`). A public build of a
+ * dependency, not Node's internal binding (`node:_http_common`, DEP0199).
+ *
+ * It parses request heads only, strict (no lenient flag), as node:http's
+ * binding does for the layer's purpose: the URL and the header lines as
+ * latin1 strings, the header bytes counted against `maxHeaderBytes` as
+ * Node counts them (URL, names and values; at the limit
+ * `HPE_HEADER_OVERFLOW`, node:http's 431), errors with node:http's `code`
+ * (`HPE_…`) and `reason`. The head's callback answers llhttp "upgrade"
+ * (2), so `llhttp_execute` stops right after the head: the caller reads the
+ * body itself and `reset`s the parser for the next request.
+ *
+ * The module is compiled once per process, when `loadLlhttp` is first
+ * called (only with a lean switch on); every parser is an `llhttp_alloc`
+ * in the one instance's memory. Each `execute` copies its bytes into that
+ * memory, at most CHUNK bytes per `llhttp_execute`.
  */
 import { createRequire } from 'node:module';
 
-export interface LlhttpParser {
-  initialize(type: number, resource: object, maxHeaderSize: number, lenient: number): void;
-  execute(data: Buffer): number | (Error & { code?: string; bytesParsed?: number });
-  /** Parses the stream handle's reads in C++ (no stream `data` event), calling `kOnExecute` after each. */
-  consume(handle: object): void;
-  unconsume(): void;
-  /** A copy of the read being parsed (only inside `kOnExecute`). */
-  getCurrentBuffer(): Buffer;
-  remove(): void;
+/** A request head as llhttp parsed it. */
+export interface RequestHead {
+  readonly method: string;
+  readonly url: string;
+  /** Header names and values in order, as received (latin1). */
+  readonly headers: string[];
+  readonly major: number;
+  readonly minor: number;
+  readonly upgrade: boolean;
+  readonly keepAlive: boolean;
+  /** Where the head ends in the bytes of the `execute` call that completed it. */
+  readonly end: number;
+}
+
+/** A parse error as node:http's parser reports it. */
+export type ParseError = Error & { code: string; reason: string; bytesParsed: number; rawPacket: Buffer };
+
+/** One connection's parser: one request head at a time. */
+export interface HeadParser {
+  /**
+   * Parses more of the current request's head (from where the last call
+   * stopped): the head once complete (nothing after its end is parsed), a
+   * parse error (the parser is then spent), or undefined when the head goes
+   * on in later bytes.
+   */
+  execute(data: Buffer): RequestHead | ParseError | undefined;
+  /** Ready for the next request (after a head). */
+  reset(): void;
+  /** Releases the parser's memory; it is not used again. */
   free(): void;
-  [key: number]: unknown;
 }
 
 export interface Llhttp {
-  readonly HTTPParser: {
-    new (): LlhttpParser;
-    readonly REQUEST: number;
-    readonly kOnHeaders: number;
-    readonly kOnHeadersComplete: number;
-    readonly kOnBody: number;
-    readonly kOnMessageComplete: number;
-    readonly kOnExecute: number;
-    readonly kLenientNone: number;
-  };
-  /** Method names by llhttp's method number. */
-  readonly methods: readonly string[];
+  parser(maxHeaderBytes: number): HeadParser;
 }
 
-/** The binding, or undefined with the reason when this Node does not have what is used. */
-export function loadLlhttp(): { binding: Llhttp } | { reason: string } {
-  try {
-    const binding = createRequire(import.meta.url)('node:_http_common') as Partial<Llhttp>;
-    const parser = binding.HTTPParser;
-    if (typeof parser !== 'function' || !Array.isArray(binding.methods)) return { reason: 'node:_http_common has no HTTPParser or methods' };
-    for (const key of ['REQUEST', 'kOnHeaders', 'kOnHeadersComplete', 'kOnBody', 'kOnMessageComplete', 'kOnExecute', 'kLenientNone'] as const) {
-      if (typeof parser[key] !== 'number') return { reason: `HTTPParser.${key} is missing` };
-    }
-    for (const method of ['initialize', 'execute', 'consume', 'unconsume', 'getCurrentBuffer', 'remove', 'free'] as const) {
-      if (typeof (parser.prototype as Record<string, unknown>)[method] !== 'function') return { reason: `HTTPParser#${method} is missing` };
-    }
-    // One request through it: the callbacks' shapes are what lean-http.ts reads.
-    const probe = new parser();
-    let seen = '';
-    probe.initialize(parser.REQUEST, {}, 1024, parser.kLenientNone);
-    probe[parser.kOnHeadersComplete] = (major: number, minor: number, headers: string[], method: number, url: string) => {
-      seen = `${major}.${minor} ${binding.methods![method]} ${url} ${headers.join(',')}`;
-      return 2;
+interface LlhttpExports {
+  readonly memory: WebAssembly.Memory;
+  llhttp_alloc(type: number): number;
+  llhttp_free(parser: number): void;
+  llhttp_reset(parser: number): void;
+  llhttp_execute(parser: number, at: number, length: number): number;
+  llhttp_get_error_pos(parser: number): number;
+  llhttp_get_error_reason(parser: number): number;
+  llhttp_errno_name(errno: number): number;
+  llhttp_method_name(method: number): number;
+  llhttp_get_method(parser: number): number;
+  llhttp_get_http_major(parser: number): number;
+  llhttp_get_http_minor(parser: number): number;
+  malloc(size: number): number;
+}
+
+/** llhttp's `HTTP_REQUEST`, `HPE_PAUSED_UPGRADE`, `HPE_USER`. */
+const TYPE_REQUEST = 1;
+const PAUSED_UPGRADE = 22;
+const USER = 24;
+/** The head callback's answer: no body, pause as for an upgrade (execute stops at the head's end). */
+const STOP = 2;
+/** Bytes copied into the module's memory per `llhttp_execute`. */
+const CHUNK = 16384;
+
+class WasmHeadParser implements HeadParser {
+  readonly ptr: number;
+  readonly #wasm: Wasm;
+  readonly #maxHeaderBytes: number;
+  url = '';
+  headers: string[] = [];
+  /** Header bytes so far (URL, names, values), as Node's binding counts them. */
+  #size = 0;
+  overflow = false;
+  head: RequestHead | undefined;
+
+  constructor(wasm: Wasm, maxHeaderBytes: number) {
+    this.#wasm = wasm;
+    this.#maxHeaderBytes = maxHeaderBytes;
+    this.ptr = wasm.exports.llhttp_alloc(TYPE_REQUEST);
+  }
+
+  /** Counts `length` header bytes: false past the limit (the error is HPE_HEADER_OVERFLOW). */
+  track(length: number): boolean {
+    this.#size += length;
+    if (this.#size < this.#maxHeaderBytes) return true;
+    this.overflow = true;
+    return false;
+  }
+
+  execute(data: Buffer): RequestHead | ParseError | undefined {
+    return this.#wasm.execute(this, data);
+  }
+
+  reset(): void {
+    this.#wasm.exports.llhttp_reset(this.ptr);
+    this.url = '';
+    this.headers = [];
+    this.#size = 0;
+    this.overflow = false;
+    this.head = undefined;
+  }
+
+  #freed = false;
+
+  free(): void {
+    if (this.#freed) return;
+    this.#freed = true;
+    this.#wasm.exports.llhttp_free(this.ptr);
+  }
+}
+
+/** The one instance: its exports, the input area in its memory, and the parser whose `execute` runs (callbacks come synchronously). */
+class Wasm {
+  readonly exports: LlhttpExports;
+  readonly #input: number;
+  #view: Uint8Array;
+  #current: WasmHeadParser | undefined;
+  /** The bytes being parsed and where the chunk in the input area starts in them. */
+  #data: Buffer = Buffer.alloc(0);
+  #base = 0;
+  readonly #methods: string[] = [];
+
+  constructor(module: WebAssembly.Module) {
+    const text = (at: number, length: number): string => {
+      const start = this.#base + at - this.#input;
+      return this.#data.toString('latin1', start, start + length);
     };
-    const done = probe.execute(Buffer.from('POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nx'));
-    probe.remove();
+    const instance = new WebAssembly.Instance(module, {
+      env: {
+        wasm_on_message_begin: () => 0,
+        wasm_on_url: (_p: number, at: number, length: number): number => {
+          const parser = this.#current!;
+          if (!parser.track(length)) return USER;
+          parser.url += text(at, length);
+          return 0;
+        },
+        wasm_on_status: () => 0,
+        // A name or value may come in pieces (a head split across reads): names at even places, values at odd ones.
+        wasm_on_header_field: (_p: number, at: number, length: number): number => {
+          const parser = this.#current!;
+          if (!parser.track(length)) return USER;
+          const headers = parser.headers;
+          if (headers.length % 2 === 0) headers.push(text(at, length));
+          else headers[headers.length - 1] += text(at, length);
+          return 0;
+        },
+        wasm_on_header_value: (_p: number, at: number, length: number): number => {
+          const parser = this.#current!;
+          if (!parser.track(length)) return USER;
+          const headers = parser.headers;
+          if (headers.length % 2 === 1) headers.push(text(at, length));
+          else headers[headers.length - 1] += text(at, length);
+          return 0;
+        },
+        wasm_on_headers_complete: (p: number, _status: number, upgrade: number, keepAlive: number): number => {
+          const parser = this.#current!;
+          const llhttp = this.exports;
+          const headers = parser.headers;
+          // Values without their trailing whitespace, as Node's binding hands them over (llhttp skips the leading).
+          for (let i = 1; i < headers.length; i += 2) {
+            const value = headers[i]!;
+            const last = value.charCodeAt(value.length - 1);
+            if (last === 0x20 || last === 0x09) headers[i] = trimEnd(value);
+          }
+          parser.head = {
+            method: this.#method(llhttp.llhttp_get_method(p)),
+            url: parser.url,
+            headers,
+            major: llhttp.llhttp_get_http_major(p),
+            minor: llhttp.llhttp_get_http_minor(p),
+            upgrade: upgrade === 1,
+            keepAlive: keepAlive === 1,
+            end: 0,
+          };
+          return STOP;
+        },
+        wasm_on_body: () => 0,
+        wasm_on_message_complete: () => 0,
+      },
+    });
+    this.exports = instance.exports as unknown as LlhttpExports;
+    this.#input = this.exports.malloc(CHUNK);
+    this.#view = new Uint8Array(this.exports.memory.buffer, this.#input, CHUNK);
+  }
+
+  #method(method: number): string {
+    return (this.#methods[method] ??= this.#string(this.exports.llhttp_method_name(method)));
+  }
+
+  /** A NUL-terminated string in the module's memory. */
+  #string(at: number): string {
+    if (at === 0) return '';
+    const memory = new Uint8Array(this.exports.memory.buffer);
+    const end = memory.indexOf(0, at);
+    return Buffer.from(memory.buffer, at, end - at).toString('latin1');
+  }
+
+  execute(parser: WasmHeadParser, data: Buffer): RequestHead | ParseError | undefined {
+    const llhttp = this.exports;
+    if (this.#view.buffer !== llhttp.memory.buffer) this.#view = new Uint8Array(llhttp.memory.buffer, this.#input, CHUNK);
+    this.#current = parser;
+    this.#data = data;
+    try {
+      for (let base = 0; base < data.length; base += CHUNK) {
+        const length = Math.min(CHUNK, data.length - base);
+        this.#view.set(base === 0 && length === data.length ? data : data.subarray(base, base + length));
+        this.#base = base;
+        const errno = llhttp.llhttp_execute(parser.ptr, this.#input, length);
+        if (errno === 0) continue;
+        const at = base + llhttp.llhttp_get_error_pos(parser.ptr) - this.#input;
+        const head = parser.head;
+        if (errno === PAUSED_UPGRADE && head !== undefined) return { ...head, end: at };
+        const overflow = errno === USER && parser.overflow;
+        const code = overflow ? 'HPE_HEADER_OVERFLOW' : this.#string(llhttp.llhttp_errno_name(errno));
+        const reason = overflow ? 'Header overflow' : this.#string(llhttp.llhttp_get_error_reason(parser.ptr));
+        return Object.assign(new Error(`Parse Error: ${reason}`), { code, reason, bytesParsed: at, rawPacket: data });
+      }
+      return undefined;
+    } finally {
+      this.#current = undefined;
+      this.#data = EMPTY;
+    }
+  }
+}
+
+const EMPTY = Buffer.alloc(0);
+
+/** Without trailing spaces and tabs (HTTP's OWS). */
+function trimEnd(value: string): string {
+  let end = value.length;
+  while (end > 0 && (value.charCodeAt(end - 1) === 0x20 || value.charCodeAt(end - 1) === 0x09)) end--;
+  return value.slice(0, end);
+}
+
+let loaded: { llhttp: Llhttp } | { reason: string } | undefined;
+
+function compile(): WebAssembly.Module {
+  const require = createRequire(import.meta.url);
+  try {
+    return new WebAssembly.Module(require('undici/lib/llhttp/llhttp_simd-wasm.js') as Uint8Array<ArrayBuffer>);
+  } catch {
+    // No WASM SIMD here (undici falls back the same way).
+    return new WebAssembly.Module(require('undici/lib/llhttp/llhttp-wasm.js') as Uint8Array<ArrayBuffer>);
+  }
+}
+
+/**
+ * The parser factory, or undefined with the reason when the module does
+ * not compile or does not parse a request as expected (checked once, on the
+ * first call; the caller then stays on node:http).
+ */
+export function loadLlhttp(): { llhttp: Llhttp } | { reason: string } {
+  if (loaded !== undefined) return loaded;
+  try {
+    const wasm = new Wasm(compile());
+    const llhttp: Llhttp = { parser: (maxHeaderBytes) => new WasmHeadParser(wasm, maxHeaderBytes) };
+    // One request through it, split in two reads, then a malformed one: what lean-http.ts reads.
+    const probe = llhttp.parser(1024);
+    const request = Buffer.from('POST /p HTTP/1.1\r\nHost: h\r\nContent-Length: 1\r\n\r\nxGET');
+    const first = probe.execute(request.subarray(0, 20));
+    const head = probe.execute(request.subarray(20));
+    probe.reset();
+    const error = probe.execute(Buffer.from('POST /p HTTP/1.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n'));
     probe.free();
-    if (seen !== '1.1 POST /p Host,h,Content-Length,1' || done !== 48) return { reason: `HTTPParser answered ${JSON.stringify(seen)} after ${String(done)} bytes` };
-    return { binding: binding as Llhttp };
+    const seen = head === undefined || head instanceof Error ? String(head) : `${head.major}.${head.minor} ${head.method} ${head.url} ${head.headers.join(',')} ${head.end}`;
+    if (first !== undefined || seen !== '1.1 POST /p Host,h,Content-Length,1 28') return (loaded = { reason: `llhttp (WASM) answered ${JSON.stringify(seen)}` });
+    if (!(error instanceof Error) || error.code !== 'HPE_UNEXPECTED_CONTENT_LENGTH') return (loaded = { reason: `llhttp (WASM) took a duplicate Content-Length: ${String(error)}` });
+    return (loaded = { llhttp });
   } catch (error) {
-    return { reason: `node:_http_common does not load: ${String(error)}` };
+    return (loaded = { reason: `llhttp (WASM) does not load: ${String(error)}` });
   }
 }

@@ -102,13 +102,20 @@ describe('cluster mode (2 workers, real processes)', { timeout: 120000 }, () => 
   test('a publication through the API on one worker reaches subscribers on both; presence and info are cluster-wide', async () => {
     const pins = await twoWorkers();
     const channel = unique('fanout');
-    const on: [RecoveringWs[], RecoveringWs[]] = [[], []];
-    for (let i = 0; i < 12 && (on[0].length < 2 || on[1].length < 2); i++) {
-      const { client, worker } = await placed(pins, channel);
-      on[worker].push(client);
+    // The kernel picks the worker (SCHED_NONE): one after another, twelve
+    // connections once all landed on one. Batches opened at once wake both
+    // workers; the workers' connection counts tell how many each took.
+    const start = await Promise.all(pins.map((p) => p.connections()));
+    const all: RecoveringWs[] = [];
+    let grew = [0, 0];
+    for (let batch = 0; batch < 6 && (grew[0]! < 2 || grew[1]! < 2); batch++) {
+      const opened = Array.from({ length: 4 }, () => subscriber(channel));
+      await Promise.all(opened.map((client) => client.start()));
+      all.push(...opened);
+      grew = (await Promise.all(pins.map((p) => p.connections()))).map((n, i) => n - start[i]!);
     }
-    assert.ok(on[0].length >= 1 && on[1].length >= 1, `subscribers on both workers (${on[0].length} + ${on[1].length})`);
-    const all = [...on[0], ...on[1]];
+    assert.ok(grew[0]! >= 1 && grew[1]! >= 1, `subscribers on both workers (${grew[0]} + ${grew[1]})`);
+    assert.equal(grew[0]! + grew[1]!, all.length, 'every subscriber counted on one of the two workers');
     const first = await pins[0].api('publish', { channel, data: { via: 0 } });
     const second = await pins[1].api('publish', { channel, data: { via: 1 } });
     assert.equal(first.status, 200);
@@ -382,7 +389,7 @@ describe('cluster mode (2 workers, real processes)', { timeout: 120000 }, () => 
     await c.waitLog((l) => l.msg === 'worker draining on its own; replacing it' && l.worker === leaving.worker, 10000, 'the worker leaving', logMark);
     await c.waitLog((l) => l.msg === 'worker ready' && l.slot === leaving.slot, 30000, 'its replacement', logMark);
     await c.waitLog((l) => l.msg === 'stopped' && l.worker === leaving.worker, 10000, 'the old worker drained', logMark);
-    assert.equal(c.logs.slice(logMark).filter((l) => l.level >= 40).length, 0, 'no warning or error: a planned exit');
+    assert.deepEqual(c.logs.slice(logMark).filter((l) => l.level >= 40), [], 'no warning or error: a planned exit');
   });
 
   test('SIGTERM drains every worker (clients closed with 3001) and the primary exits 0', async () => {

@@ -65,6 +65,31 @@ describe('lean long-poll layer', { timeout: 120000 }, () => {
     assert.ok(leanStats.requests - before >= cases.length - 1, 'the lean layer answered them');
   });
 
+  test("malformed and oversized heads get node:http's answers (400, 431), whole and split in small reads", async () => {
+    const head = 'POST /connection/poll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n';
+    const cases: [string, Buffer][] = [
+      ['header bytes over maxHeaderSize', Buffer.from(`${head}X-Big: ${'a'.repeat(17000)}\r\nContent-Length: 9\r\n\r\n{"seq":0}`)],
+      ['Content-Length with Transfer-Encoding', Buffer.from(`${head}Transfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n0\r\n\r\n`)],
+      ['two Content-Lengths', Buffer.from(`${head}Content-Length: 9\r\nContent-Length: 10\r\n\r\n{"seq":0}`)],
+      ['obs-fold', Buffer.from(`${head}Herald-Session: a\r\n b\r\nContent-Length: 9\r\n\r\n{"seq":0}`)],
+      ['bare LF', Buffer.from('POST /connection/poll HTTP/1.1\nHost: 127.0.0.1\nContent-Length: 9\n\n{"seq":0}')],
+      ['NUL in a value', Buffer.from(`${head}Herald-Session: a\0b\r\nContent-Length: 9\r\n\r\n{"seq":0}`)],
+      ['a method llhttp does not know', Buffer.from('POSTX /connection/poll HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n')],
+    ];
+    for (const [name, data] of cases) {
+      const expected = await exchange(port(front), data, 1);
+      assert.match(answers(expected.text)[0]?.head ?? '', /^HTTP\/1\.1 4(00|31) /, `${name}: front answered ${expected.text.slice(0, 80)}`);
+      // Whole, and in reads of 7 and 13 bytes around the head's end (the parser keeps its state across reads).
+      const headEnd = data.indexOf('\r\n\r\n') === -1 ? data.length : data.indexOf('\r\n\r\n');
+      const cut = Math.max(0, headEnd - 20);
+      for (const parts of [[data], [data.subarray(0, cut), data.subarray(cut, cut + 7), data.subarray(cut + 7, cut + 20), data.subarray(cut + 20)]]) {
+        const got = await exchange(port(lean), parts, 1);
+        assert.deepEqual(answers(got.text), answers(expected.text), `${name} (${parts.length} writes): lean ${got.text.slice(0, 200)} vs front ${expected.text.slice(0, 200)}`);
+        assert.equal(got.ended, true, `${name}: the connection ends`);
+      }
+    }
+  });
+
   test('a session opened and polled on the lean path; pipelined polls are answered in order', async () => {
     const host = 'Host: 127.0.0.1';
     const opened = await exchange(port(lean), request(['POST /connection/poll/open HTTP/1.1', host, 'Content-Type: application/json'], '{"channels":["public:x"]}'), 1);
@@ -90,14 +115,13 @@ describe('lean long-poll layer', { timeout: 120000 }, () => {
     raw.destroy();
   });
 
-  test('between requests the parser reads the socket itself: a head split across reads, its body in a later read, then a malformed head (400 as the front)', async () => {
+  test('a head split across reads after a first request, its body in a later read, then a malformed head (400 as the front)', async () => {
     const host = 'Host: 127.0.0.1';
     const pause = () => new Promise((resolve) => setTimeout(resolve, 30));
     const unknown = request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}');
     const malformed = Buffer.from('POST /connection/poll HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\nxx');
     const expectedUnknown = answers((await exchange(port(front), unknown, 1)).text)[0]!;
     const expectedMalformed = answers((await exchange(port(front), malformed, 1)).text)[0]!;
-    const consumed = leanStats.consumedReads;
     const raw = await RawHttp.connect(port(lean));
     raw.socket.write(unknown);
     await raw.until((r) => answers(r.text).length >= 1, 'first answer');
@@ -112,11 +136,10 @@ describe('lean long-poll layer', { timeout: 120000 }, () => {
     await raw.until((r) => r.ended, 'the connection ends after the 400');
     assert.deepEqual(answers(raw.text), [expectedUnknown, expectedUnknown, expectedMalformed]);
     assert.match(answers(raw.text)[2]!.head, /^HTTP\/1\.1 400 /);
-    assert.ok(leanStats.consumedReads - consumed >= 3, `reads parsed in C++: ${leanStats.consumedReads - consumed}`);
     raw.destroy();
   });
 
-  test('on a consumed connection: a poll alone in a read (held), bytes behind it, two requests in one read, a poll and a request for node:http in one read', async () => {
+  test('after a first request: a poll alone in a read (held), bytes behind it, two requests in one read, a poll and a request for node:http in one read', async () => {
     const host = 'Host: 127.0.0.1';
     const opened = await exchange(port(lean), request(['POST /connection/poll/open HTTP/1.1', host, 'Content-Type: application/json'], '{"channels":["public:whole"]}'), 1);
     const { session, seq } = JSON.parse(answers(opened.text)[0]!.body) as { session: string; seq: number };
@@ -129,10 +152,8 @@ describe('lean long-poll layer', { timeout: 120000 }, () => {
     await raw.until((r) => answers(r.text).length >= 1, 'first answer');
     await pause();
     // A poll alone in a read (held), then an unknown session's poll while it is held.
-    const consumed = leanStats.consumedReads;
     raw.socket.write(poll(seq));
     await pause();
-    assert.equal(leanStats.consumedReads, consumed + 1, 'the held poll was read by the parser in C++');
     raw.socket.write(bad);
     await pause();
     assert.equal(answers(raw.text).length, 1, 'the unknown poll waits behind the held one');
