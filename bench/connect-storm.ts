@@ -7,6 +7,7 @@
  *     [--in-flight=500] [--rounds=2] [--targets=raw,herald,nchan] (also raw-net, herald-before, herald-pipelined, herald-sequential)
  *     [--server-cpu=0] [--client-cpu=1] [--server-node-args=...] [--raw-node-args=...]
  *     [--engine=sqlite|memory] [--json=FILE] [--before-root=DIR] [--before-in-url]
+ *     [--before-node-args=...] (Node flags of herald-before instead of --server-node-args: e.g. the same checkout with a V8 flag)
  *
  * Herald runs the benchmarks' production config (bench/lib.ts) on
  * `--engine` (default sqlite, the product's default, its state file in the
@@ -67,6 +68,7 @@ const { values } = parseArgs({
     'before-root': { type: 'string' },
     /** `herald-before` opens in the upgrade request as `herald` does (its checkout must have connect=1); default: by commands, pipelined. */
     'before-in-url': { type: 'boolean', default: false },
+    'before-node-args': { type: 'string' },
     json: { type: 'string' },
   },
   strict: true,
@@ -78,6 +80,7 @@ const rounds = Number(values.rounds);
 const targets = values.targets.split(',') as Flavor[];
 const serverNodeArgs = values['server-node-args'].split(' ').filter((a) => a !== '');
 const rawNodeArgs = values['raw-node-args'].split(' ').filter((a) => a !== '');
+const beforeNodeArgs = values['before-node-args'] === undefined ? serverNodeArgs : values['before-node-args'].split(' ').filter((a) => a !== '');
 if (targets.includes('herald-before') && values['before-root'] === undefined) throw new Error('herald-before needs --before-root');
 if (targets.includes('nchan') && nchanUnavailable() !== undefined) {
   process.stderr.write(`Nchan skipped: ${nchanUnavailable()}\n`);
@@ -194,7 +197,7 @@ async function storm(transport: Transport, flavor: Flavor, round: number): Promi
       values.engine === 'sqlite' ? { ...heraldBenchConfig(), engine: { type: 'sqlite' }, stateDir: 'state' } : { ...heraldBenchConfig(), engine: { type: values.engine } };
     const root = flavor === 'herald-before' ? values['before-root'] : undefined;
     const args = flavor === 'raw-net' ? ['--parser=llhttp'] : undefined;
-    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: isHerald(flavor) ? serverNodeArgs : rawNodeArgs, config, root, args });
+    const server = await startServerProcess({ kind, cpus: values['server-cpu'], nodeArgs: flavor === 'herald-before' ? beforeNodeArgs : isHerald(flavor) ? serverNodeArgs : rawNodeArgs, config, root, args });
     port = server.port;
     pid = server.pid;
     stop = () => server.stop();

@@ -107,6 +107,15 @@ export interface Broker {
   unsubscribe(channel: string): Promise<void>;
   /** Reads the stream. Creates its epoch if the stream does not exist yet. */
   history(channel: string, query: HistoryQuery, stream: StreamOptions): Promise<HistoryPage>;
+  /**
+   * `history` answered at once when the engine holds the answer in memory
+   * (the memory engine; the sqlite engine's index and its cache of recent
+   * pages): the page, or undefined when only `history` can answer (then ask
+   * it). Throws what `history` rejects with. Absent on engines that always
+   * wait (Redis, a cluster worker's). A connect storm's subscriptions then
+   * establish without a promise each (core/client.ts `#establish`).
+   */
+  historyNow?(channel: string, query: HistoryQuery, stream: StreamOptions): HistoryPage | undefined;
   close(): Promise<void>;
 }
 
@@ -117,6 +126,8 @@ export interface PresenceStats {
 
 export interface PresenceStore {
   add(channel: string, info: ClientInfo): Promise<void>;
+  /** `add` done at once (a store in this process's memory); absent on stores that wait (Redis, a cluster worker's). */
+  addNow?(channel: string, info: ClientInfo): void;
   remove(channel: string, clientId: string): Promise<void>;
   get(channel: string): Promise<Record<string, ClientInfo>>;
   stats(channel: string): Promise<PresenceStats>;

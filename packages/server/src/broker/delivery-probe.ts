@@ -82,6 +82,7 @@ export class DeliveryProbe {
       history: (c, query, stream) => inner.history(c, query, stream),
       close: () => inner.close(),
     };
+    if (inner.historyNow !== undefined) this.broker.historyNow = (c, query, stream) => inner.historyNow!(c, query, stream);
   }
 
   /**

@@ -105,6 +105,10 @@ export class MemoryBroker implements Broker {
   }
 
   async history(channel: string, query: HistoryQuery, options: StreamOptions): Promise<HistoryPage> {
+    return this.historyNow(channel, query, options);
+  }
+
+  historyNow(channel: string, query: HistoryQuery, options: StreamOptions): HistoryPage {
     if (options.size === 0) return { position: noHistoryPosition, publications: [] };
     const now = this.#now();
     const stream = this.#stream(channel, options, now);
@@ -163,6 +167,10 @@ export class MemoryPresenceStore implements PresenceStore {
   readonly #channels = new Map<string, Map<string, ClientInfo>>();
 
   async add(channel: string, info: ClientInfo): Promise<void> {
+    this.addNow(channel, info);
+  }
+
+  addNow(channel: string, info: ClientInfo): void {
     let members = this.#channels.get(channel);
     if (members === undefined) {
       members = new Map();

@@ -326,22 +326,39 @@ export class SqliteBroker implements Broker {
   }
 
   async history(channel: string, query: HistoryQuery, options: StreamOptions): Promise<HistoryPage> {
-    if (options.size === 0) return { position: noHistoryPosition, publications: [] };
-    if (this.#closed) throw new BrokerUnavailableError('sqlite engine closed');
+    const page = this.historyNow(channel, query, options);
+    if (page !== undefined) return page;
+    // A stream created by this read: its epoch is persisted before it is handed out.
     const now = this.#now();
-    let stream: Stream;
+    const stream = this.#readStream(channel, options, now);
+    await new Promise<void>((resolve, reject) => {
+      this.#created.push(() => (stream.dirty ? reject(new BrokerUnavailableError(this.#failure ?? 'sqlite commit failed')) : resolve()));
+      this.#scheduleFlush();
+    });
+    return this.#page(channel, stream, query, options, now);
+  }
+
+  /** `history` from the index and the `since` cache; undefined for a stream this read creates (its epoch must be committed first: `history`). */
+  historyNow(channel: string, query: HistoryQuery, options: StreamOptions): HistoryPage | undefined {
+    if (options.size === 0) return { position: noHistoryPosition, publications: [] };
+    const now = this.#now();
+    const stream = this.#readStream(channel, options, now);
+    if (stream.dirty && stream.committed === 0 && stream.top === 0) return undefined;
+    return this.#page(channel, stream, query, options, now);
+  }
+
+  /** The stream a read is answered from (created if needed). */
+  #readStream(channel: string, options: StreamOptions, now: number): Stream {
+    if (this.#closed) throw new BrokerUnavailableError('sqlite engine closed');
     try {
-      stream = this.#stream(channel, options, now);
+      return this.#stream(channel, options, now);
     } catch (error) {
       throw this.#unavailable(error);
     }
-    if (stream.dirty && stream.committed === 0 && stream.top === 0) {
-      // A stream created by this read: its epoch is persisted before it is handed out.
-      await new Promise<void>((resolve, reject) => {
-        this.#created.push(() => (stream.dirty ? reject(new BrokerUnavailableError(this.#failure ?? 'sqlite commit failed')) : resolve()));
-        this.#scheduleFlush();
-      });
-    }
+  }
+
+  /** The page `query` asks of a stream whose epoch is committed. */
+  #page(channel: string, stream: Stream, query: HistoryQuery, options: StreamOptions, now: number): HistoryPage {
     const position = { epoch: stream.epoch, offset: stream.committed };
     if (query.limit === 0) return { position, publications: [] };
     const cutoff = now - options.ttlMs;

@@ -23,7 +23,7 @@ import {
   type StreamPosition,
   type SubscribeResult,
 } from '@herald/protocol';
-import type { StoredPublication } from '../broker/broker.ts';
+import type { HistoryPage, StoredPublication } from '../broker/broker.ts';
 import { TokenError } from '../auth/jwt.ts';
 import { BrokerUnavailableError } from '../broker/broker.ts';
 import { diagnostics } from '../observability/diagnostics.ts';
@@ -501,18 +501,30 @@ export class Client {
    * Authenticates the connection. Throws DisconnectError for bad tokens.
    * `batch`: the client announced batched frames; the result then says
    * `batch: true`, and the caller calls `enableBatching` once it is written.
+   * Synchronous (the result, or a throw) when there is nothing to ask: no
+   * token to verify and no connect hook.
    */
-  async connect(token: string | undefined, name?: string, batch = false): Promise<ConnectResult> {
+  connect(token: string | undefined, name?: string, batch = false): ConnectResult | Promise<ConnectResult> {
     if (this.state !== 'new') throw new CommandError('already_connected');
-    let expiresAt: number | undefined;
     if (token === undefined || token === '') token = this.fallbackToken;
     const tokenPresent = token !== undefined && token !== '';
     const hooks = this.node.hooks;
+    const hooked = hooks !== undefined && hooks.has('connect', '') && (tokenPresent || hooks.connectWithoutToken);
     if (!tokenPresent) {
       // An app's path: a token signed with the app's secret, always.
       if (this.scope !== undefined) throw new DisconnectError('permission_denied');
       if (!this.node.rules.anonymousAllowed && !(hooks !== undefined && hooks.connectWithoutToken)) throw new DisconnectError('permission_denied');
-    } else {
+      // Nothing to ask (no token to verify, no hook): connected at once, without a promise (a storm opens thousands).
+      if (!hooked) return this.#connected(name, batch, undefined);
+    }
+    return this.#connectAsking(token, tokenPresent, hooked, name, batch);
+  }
+
+  /** `connect` that verifies a token or asks the connect hook. */
+  async #connectAsking(token: string | undefined, tokenPresent: boolean, hooked: boolean, name: string | undefined, batch: boolean): Promise<ConnectResult> {
+    let expiresAt: number | undefined;
+    const hooks = this.node.hooks;
+    if (tokenPresent) {
       const identity = await this.#verifyConnectionToken(token!);
       this.user = identity.user;
       this.#tokenUser = identity.user;
@@ -520,7 +532,7 @@ export class Client {
       this.tokenId = identity.tokenId;
       expiresAt = identity.expiresAt;
     }
-    if (hooks !== undefined && hooks.has('connect', '') && (tokenPresent || hooks.connectWithoutToken)) {
+    if (hooked && hooks !== undefined) {
       if (this.state !== 'new') throw new DisconnectError('internal');
       const decision = await hooks.connect({ ...this.hookConnection(), name, tokenPresent });
       if (decision.outcome === 'deny') throw new DisconnectError('permission_denied', { code: decision.code, reason: decision.message });
@@ -539,6 +551,11 @@ export class Client {
       if (this.user === '' && !this.node.rules.anonymousAllowed) throw new DisconnectError('permission_denied');
     }
     if (this.state !== 'new') throw new DisconnectError('internal');
+    return this.#connected(name, batch, expiresAt);
+  }
+
+  /** The end of `connect`: the connection counts as connected. */
+  #connected(name: string | undefined, batch: boolean, expiresAt: number | undefined): ConnectResult {
     this.name = name ?? '';
     this.state = 'connected';
     this.#forgetStale();
@@ -699,9 +716,12 @@ export class Client {
     return prepared instanceof Promise ? prepared.then((sub) => ({ sub, recovering })) : { sub: prepared, recovering };
   }
 
-  /** The first attempt to establish a subscription `addHeld` added; see `addHeld`. `#hold`'s promise, without a wrapper of its own. */
-  establishHeld(held: HeldSubscription): Promise<void> {
-    return this.#hold(held.sub, held.recovering, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
+  /**
+   * The first attempt to establish a subscription `addHeld` added; see `addHeld`. Undefined when it is done already
+   * (nothing waited: the engine and the presence store answered at once), else `#hold`'s promise.
+   */
+  establishHeld(held: HeldSubscription): Promise<void> | undefined {
+    return this.#hold(held.sub, held.recovering, { joined: false }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs, false);
   }
 
   /**
@@ -758,17 +778,39 @@ export class Client {
    * the subscription's position (its last delivered one, or the one it
    * recovers from). Idempotent up to where `progress` says it got.
    */
-  async #establish(sub: Subscription, wasRecovering: boolean, progress: Establishing): Promise<StreamRead> {
-    // Awaited only when there is something to wait for (a reconnect storm subscribes thousands at once).
+  #establish(sub: Subscription, wasRecovering: boolean, progress: Establishing): StreamRead | Promise<StreamRead> {
+    // Each step waits only when it must: in a connect storm on an engine that answers from memory a subscription
+    // is established without a promise (thousands at once). A step that throws at once throws here.
     const adding = this.node.hub.addSubscription(sub);
-    if (adding !== undefined) await adding;
+    if (adding !== undefined) return adding.then(() => this.#establishJoining(sub, wasRecovering, progress));
+    return this.#establishJoining(sub, wasRecovering, progress);
+  }
+
+  /** `#establish` from presence on. */
+  #establishJoining(sub: Subscription, wasRecovering: boolean, progress: Establishing): StreamRead | Promise<StreamRead> {
     if (!progress.joined) {
       const joining = this.node.joinPresence(this, sub.channel, sub.options, sub.info);
-      if (joining !== undefined) await joining;
+      if (joining !== undefined) {
+        return joining.then(() => {
+          progress.joined = true;
+          return this.#establishReading(sub, wasRecovering);
+        });
+      }
       progress.joined = true;
     }
+    return this.#establishReading(sub, wasRecovering);
+  }
+
+  /** `#establish` from the stream's read on. */
+  #establishReading(sub: Subscription, wasRecovering: boolean): StreamRead | Promise<StreamRead> {
     const since = sub.recoverable && sub.epoch !== '' ? { epoch: sub.epoch, offset: sub.offset } : undefined;
-    const page = await this.node.readStream(sub.channel, sub.options, since);
+    const page = this.node.readStream(sub.channel, sub.options, since);
+    if (page instanceof Promise) return page.then((read) => this.#established(sub, wasRecovering, since, read));
+    return this.#established(sub, wasRecovering, since, page);
+  }
+
+  /** `#establish` once the stream is read: what the subscription recovers, or (conflation) the latest values to read. */
+  #established(sub: Subscription, wasRecovering: boolean, since: StreamPosition | undefined, page: HistoryPage): StreamRead | Promise<StreamRead> {
     if (this.isClosed || this.subscription(sub.channel) !== sub) throw new CommandError('not_subscribed');
     let recovered = false;
     let missed: readonly StoredPublication[] = [];
@@ -782,15 +824,7 @@ export class Client {
       }
     }
     const conflation = sub.options.conflation;
-    if (conflation.enabled && sub.recoverable && !recovered) {
-      // A fresh subscription, or a gap history does not cover: the latest value per key, from where they continue.
-      const newest = await this.node.readLatest(sub.channel, sub.options);
-      if (this.isClosed || this.subscription(sub.channel) !== sub) throw new CommandError('not_subscribed');
-      missed = latestValues(newest.publications, conflation.key, conflation.maxKeys);
-      const offset = missed.length > 0 ? missed[0]!.offset - 1 : newest.position.offset;
-      const result: SubscribeResult = { recoverable: true, epoch: newest.position.epoch, offset, was_recovering: wasRecovering, recovered, conflated: true };
-      return { result, missed, offset, latest: true };
-    }
+    if (conflation.enabled && sub.recoverable && !recovered) return this.#establishLatest(sub, wasRecovering, recovered);
     const result: SubscribeResult = {
       recoverable: sub.recoverable,
       epoch: top.epoch,
@@ -800,6 +834,17 @@ export class Client {
       ...(conflation.enabled ? { conflated: true as const } : {}),
     };
     return { result, missed, offset: recovered && since !== undefined ? since.offset : top.offset, latest: false };
+  }
+
+  /** A conflated subscription that is fresh, or whose gap history does not cover: the latest value per key, from where they continue. */
+  async #establishLatest(sub: Subscription, wasRecovering: boolean, recovered: boolean): Promise<StreamRead> {
+    const conflation = sub.options.conflation;
+    const newest = await this.node.readLatest(sub.channel, sub.options);
+    if (this.isClosed || this.subscription(sub.channel) !== sub) throw new CommandError('not_subscribed');
+    const missed = latestValues(newest.publications, conflation.key, conflation.maxKeys);
+    const offset = missed.length > 0 ? missed[0]!.offset - 1 : newest.position.offset;
+    const result: SubscribeResult = { recoverable: true, epoch: newest.position.epoch, offset, was_recovering: wasRecovering, recovered, conflated: true };
+    return { result, missed, offset, latest: true };
   }
 
   /** Undoes a subscription that could not be established (idempotent against close and unsubscribe). */
@@ -815,37 +860,49 @@ export class Client {
    * the connection with 3002. Returns after one attempt; retries run on a
    * timer. Stops quietly once the subscription is gone (unsubscribed, closed).
    */
-  async #hold(sub: Subscription, wasRecovering: boolean, progress: Establishing, attempt: number, deadline: number): Promise<void> {
-    let read: StreamRead;
+  #hold(sub: Subscription, wasRecovering: boolean, progress: Establishing, attempt: number, deadline: number, later: boolean): Promise<void> | undefined {
+    let read: StreamRead | Promise<StreamRead>;
     try {
-      read = await this.#establish(sub, wasRecovering, progress);
+      read = this.#establish(sub, wasRecovering, progress);
     } catch (error) {
-      if (this.isClosed || this.subscription(sub.channel) !== sub) {
-        await this.#abandon(sub, progress);
-        return;
-      }
-      if (!(error instanceof BrokerUnavailableError)) {
-        this.node.logger.error({ err: error, channel: sub.channel }, 'subscription failed');
-        this.disconnect('internal');
-        return;
-      }
-      if (this.node.now() >= deadline) {
-        this.node.logger.warn({ channel: sub.channel, client: this.id }, 'engine unavailable for engine.unavailableRetryMs: closing the connection (3002)');
-        this.disconnect('internal');
-        return;
-      }
-      const timer = setTimeout(() => {
-        if (this.isClosed || this.subscription(sub.channel) !== sub) return;
-        // The next read covers what was held meanwhile.
-        sub.pending = [];
-        sub.pendingBytes = 0;
-        void this.#hold(sub, wasRecovering, progress, attempt + 1, deadline);
-      }, retryDelayMs(attempt));
-      timer.unref();
-      return;
+      return this.#holdFailed(error, sub, wasRecovering, progress, attempt, deadline);
+    }
+    // `later`: a resynchronization, which may start inside a delivery, flushes after it as it always did.
+    if (read instanceof Promise || later) {
+      return Promise.resolve(read).then(
+        (done) => this.#flushSubscription(sub, done, true),
+        (error: unknown) => this.#holdFailed(error, sub, wasRecovering, progress, attempt, deadline),
+      );
     }
     // A held subscription has no subscribe reply: its `subscribed` push says how it was made (on every transport).
     this.#flushSubscription(sub, read, true);
+    return undefined;
+  }
+
+  /** `#hold`'s attempt failed: gone (undone), engine unavailable (retried until `deadline`, then 3002), or a bug (3000). */
+  async #holdFailed(error: unknown, sub: Subscription, wasRecovering: boolean, progress: Establishing, attempt: number, deadline: number): Promise<void> {
+    if (this.isClosed || this.subscription(sub.channel) !== sub) {
+      await this.#abandon(sub, progress);
+      return;
+    }
+    if (!(error instanceof BrokerUnavailableError)) {
+      this.node.logger.error({ err: error, channel: sub.channel }, 'subscription failed');
+      this.disconnect('internal');
+      return;
+    }
+    if (this.node.now() >= deadline) {
+      this.node.logger.warn({ channel: sub.channel, client: this.id }, 'engine unavailable for engine.unavailableRetryMs: closing the connection (3002)');
+      this.disconnect('internal');
+      return;
+    }
+    const timer = setTimeout(() => {
+      if (this.isClosed || this.subscription(sub.channel) !== sub) return;
+      // The next read covers what was held meanwhile.
+      sub.pending = [];
+      sub.pendingBytes = 0;
+      void this.#hold(sub, wasRecovering, progress, attempt + 1, deadline, true);
+    }, retryDelayMs(attempt));
+    timer.unref();
   }
 
   #flushSubscription(sub: Subscription, read: StreamRead, pushSubscribed = this.transport.tracksPositions): void {
@@ -983,7 +1040,7 @@ export class Client {
     sub.pendingBytes = 0;
     // Conflated publications held were never delivered: the resynchronization reads them again.
     sub.latest?.clear();
-    void this.#hold(sub, true, { joined: true }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs);
+    void this.#hold(sub, true, { joined: true }, 0, this.node.now() + this.node.config.engine.unavailableRetryMs, true);
   }
 
   writePush(frame: EncodedFrame): void {

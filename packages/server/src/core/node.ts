@@ -233,13 +233,21 @@ export class Node {
     if (resolved.options.private && client.subscription(resolved.channel) === undefined) throw new CommandError('permission_denied');
   }
 
-  /** The stream's position, and the publications after `since` when given (for recovery). */
-  readStream(channel: string, options: NamespaceConfig, since: StreamPosition | undefined): Promise<HistoryPage> {
-    // The broker's promise itself (no async wrapper of its own: one promise less per subscription).
+  /**
+   * The stream's position, and the publications after `since` when given (for recovery): at once when the engine
+   * holds the answer in memory (`Broker.historyNow`; it then throws what the promise would reject with), else the
+   * broker's promise itself.
+   */
+  readStream(channel: string, options: NamespaceConfig, since: StreamPosition | undefined): HistoryPage | Promise<HistoryPage> {
     const stream = { size: options.historySize, ttlMs: options.historyTtlMs };
     const query = since === undefined ? { limit: 0 } : { since, limit: options.historySize };
+    const broker = this.#broker;
+    if (broker.historyNow !== undefined) {
+      const page = broker.historyNow(channel, query, stream);
+      if (page !== undefined) return page;
+    }
     try {
-      return this.#broker.history(channel, query, stream);
+      return broker.history(channel, query, stream);
     } catch (error) {
       return Promise.reject(error as Error);
     }
@@ -251,9 +259,16 @@ export class Node {
   }
 
   /** `info`: the subscriber's info in the channel (with the subscribe hook's `chan_info`); the connection's by default. */
-  /** Undefined (nothing to wait for) when the namespace has neither presence nor join/leave. */
+  /** Undefined (nothing to wait for) when the namespace has neither presence nor join/leave, or when a presence store in this process's memory took the member at once. */
   joinPresence(client: Client, channel: string, options: NamespaceConfig, info: ClientInfo = client.info): Promise<void> | undefined {
     if (!options.presence && !options.joinLeave) return undefined;
+    const presence = this.#presence;
+    if (!options.joinLeave && presence.addNow !== undefined) {
+      // A store in this process's memory: done at once (throws what `addMember` would reject with).
+      presence.addNow(channel, info);
+      this.#events?.presenceJoined(channel, info);
+      return undefined;
+    }
     return this.addMember(channel, info, options.presence, options.joinLeave);
   }
 

@@ -218,87 +218,137 @@ export type OpenFailure = { readonly error: ApiErrorCode; readonly detail?: stri
 /**
  * Connects the client and checks every requested channel before anything is
  * streamed, so that failures are plain HTTP errors. Returns the subscribe
- * requests to run once the stream has started.
+ * requests to run once the stream has started: at once (no promise) when
+ * `connect` asks nothing (no token to verify, no connect hook).
  */
-export async function connectHttpClient(
-  client: Client,
-  node: Node,
-  request: OpenRequest,
-): Promise<{ connected: ConnectResult; subscribe: ConnectTimeSubscription[] } | OpenFailure> {
-  let connected: ConnectResult;
+export function connectHttpClient(client: Client, node: Node, request: OpenRequest): Opened | OpenFailure | Promise<Opened | OpenFailure> {
+  let connecting: ConnectResult | Promise<ConnectResult>;
   try {
-    connected = await client.connect(request.token, request.name, request.batch === true);
+    connecting = client.connect(request.token, request.name, request.batch === true);
   } catch (error) {
-    if (error instanceof DisconnectError) {
-      if (error.entry !== undefined) {
-        // The connect hook refused: its reason goes in the detail.
-        client.close(error.entry.code, error.entry.reason);
-        return { error: 'connection_denied', detail: error.entry.reason };
-      }
-      client.disconnect(error.disconnect);
-      if (error.disconnect === 'token_expired') return { error: 'token_expired' };
-      if (error.disconnect === 'hook_unavailable') return { error: 'hook_unavailable' };
-      // permission_denied at connect: no token, and no namespace allows anonymous access
-      return { error: error.disconnect === 'permission_denied' ? 'anonymous_not_allowed' : 'unauthorized' };
-    }
-    client.disconnect('internal');
-    return { error: 'internal' };
+    return connectRefused(client, error);
   }
-  // The vector's positions, then the channels asked by name (a new map only when there is no vector).
-  const wanted: Map<string, StreamPosition | undefined> =
-    (request.vector === undefined ? undefined : decodeVector(request.vector, node.config.channels.maxNameBytes)) ?? new Map<string, StreamPosition | undefined>();
-  for (const channel of request.channels) if (!wanted.has(channel)) wanted.set(channel, undefined);
-  if (wanted.size > node.config.limits.maxChannelsPerConnection) {
+  // At once when connect asked nothing (no token, no hook): no promise per open.
+  if (connecting instanceof Promise) return connecting.then((connected) => channelsOf(client, node, request, connected), (error: unknown) => connectRefused(client, error));
+  return channelsOf(client, node, request, connecting);
+}
+
+/** A connection opened from an HTTP request: its `connected` result, and the subscriptions to run once it has started. */
+export interface Opened {
+  readonly connected: ConnectResult;
+  readonly subscribe: readonly ConnectTimeSubscription[];
+}
+
+/** `connect` failed: the client is closed, and the HTTP error says why. */
+function connectRefused(client: Client, error: unknown): OpenFailure {
+  if (error instanceof DisconnectError) {
+    if (error.entry !== undefined) {
+      // The connect hook refused: its reason goes in the detail.
+      client.close(error.entry.code, error.entry.reason);
+      return { error: 'connection_denied', detail: error.entry.reason };
+    }
+    client.disconnect(error.disconnect);
+    if (error.disconnect === 'token_expired') return { error: 'token_expired' };
+    if (error.disconnect === 'hook_unavailable') return { error: 'hook_unavailable' };
+    // permission_denied at connect: no token, and no namespace allows anonymous access
+    return { error: error.disconnect === 'permission_denied' ? 'anonymous_not_allowed' : 'unauthorized' };
+  }
+  client.disconnect('internal');
+  return { error: 'internal' };
+}
+
+/** `connectHttpClient` once connected: every requested channel checked, in the vector's order, then by name. */
+function channelsOf(client: Client, node: Node, request: OpenRequest, connected: ConnectResult): Opened | OpenFailure {
+  // The vector's positions (shared by the opens that send the same vector), then the channels asked by name, each once.
+  const vector = request.vector === undefined ? null : decodeVector(request.vector, node.config.channels.maxNameBytes);
+  let named: string[] | undefined;
+  if (request.channels.length > 0) {
+    const seen = new Set<string>();
+    for (const channel of request.channels) {
+      if (seen.has(channel) || vector?.positions.has(channel) === true) continue;
+      seen.add(channel);
+      (named ??= []).push(channel);
+    }
+  }
+  const max = node.config.limits.maxChannelsPerConnection;
+  if ((vector?.subscribe.length ?? 0) + (named?.length ?? 0) > max) {
     client.disconnect('bad_request');
-    return { error: 'bad_request', detail: `more than limits.maxChannelsPerConnection (${node.config.limits.maxChannelsPerConnection}) channels` };
+    return { error: 'bad_request', detail: `more than limits.maxChannelsPerConnection (${max}) channels` };
   }
-  const subscribe: ConnectTimeSubscription[] = [];
-  for (const [channel, since] of wanted) {
-    const resolved = node.rules.resolve(channel);
-    if ('reply' in resolved) {
-      client.disconnect('bad_request');
-      return resolved.detail === undefined ? { error: resolved.reply } : { error: resolved.reply, detail: resolved.detail };
-    }
-    try {
-      node.authorizeSubscribe(client, resolved);
-    } catch {
-      client.disconnect('permission_denied');
-      return { error: 'anonymous_not_allowed' };
-    }
-    if (resolved.options.private) {
-      // Private channels need a subscription token, which a URL or a
-      // resumed position cannot carry: asked for by name it is refused;
-      // from a position vector it is reported `unsubscribed`, so the client
-      // resubscribes by POST with its token and position.
-      if (since === undefined) {
-        client.disconnect('permission_denied');
-        return { error: 'subscription_token_required' };
-      }
-      subscribe.push({ channel, since, needsToken: true });
-      continue;
-    }
-    subscribe.push(since === undefined ? { channel } : { channel, since });
+  // The vector's subscriptions as they are, unless a channel of it is private (reported, not subscribed) or others are named.
+  let subscribe: ConnectTimeSubscription[] | undefined;
+  const fromVector = vector?.subscribe ?? noSubscriptions;
+  for (let i = 0; i < fromVector.length; i++) {
+    const wanted = fromVector[i]!;
+    const checked = checkChannel(client, node, wanted);
+    if ('error' in checked) return checked;
+    if (checked !== wanted) subscribe ??= fromVector.slice(0, i);
+    subscribe?.push(checked);
   }
-  return { connected, subscribe };
+  if (named !== undefined) {
+    subscribe ??= fromVector.slice();
+    for (const channel of named) {
+      const checked = checkChannel(client, node, { channel });
+      if ('error' in checked) return checked;
+      subscribe.push(checked);
+    }
+  }
+  return { connected, subscribe: subscribe ?? fromVector };
+}
+
+const noSubscriptions: readonly ConnectTimeSubscription[] = [];
+
+/** A requested channel checked for the client: the subscription to run (`wanted` itself, or reported: a private channel), or why the open fails. */
+function checkChannel(client: Client, node: Node, wanted: ConnectTimeSubscription): ConnectTimeSubscription | OpenFailure {
+  const resolved = node.rules.resolve(wanted.channel);
+  if ('reply' in resolved) {
+    client.disconnect('bad_request');
+    return resolved.detail === undefined ? { error: resolved.reply } : { error: resolved.reply, detail: resolved.detail };
+  }
+  try {
+    node.authorizeSubscribe(client, resolved);
+  } catch {
+    client.disconnect('permission_denied');
+    return { error: 'anonymous_not_allowed' };
+  }
+  if (!resolved.options.private) return wanted;
+  // Private channels need a subscription token, which a URL or a
+  // resumed position cannot carry: asked for by name it is refused;
+  // from a position vector it is reported `unsubscribed`, so the client
+  // resubscribes by POST with its token and position.
+  if (wanted.since === undefined) {
+    client.disconnect('permission_denied');
+    return { error: 'subscription_token_required' };
+  }
+  return { channel: wanted.channel, since: wanted.since, needsToken: true };
+}
+
+/** A decoded position vector: its positions, and a connect-time subscription per position (shared, read-only). */
+interface DecodedVector {
+  readonly positions: ReadonlyMap<string, StreamPosition>;
+  readonly subscribe: readonly ConnectTimeSubscription[];
 }
 
 /**
- * The last position vector decoded at an open, and its positions (null:
- * malformed): in a reconnect storm most clients of a channel send the same
- * vector (the last publication they all got), so one decoding serves them
- * all. Each open gets a map of its own (the caller adds to it); the
- * positions are shared, read-only.
+ * The last position vector decoded at an open (null: malformed): in a
+ * reconnect storm most clients of a channel send the same vector (the last
+ * publication they all got), so one decoding, and one list of subscriptions
+ * made of it, serves them all. Read-only: an open that adds to the list
+ * copies it.
  */
 let lastVector: string | undefined;
 let lastVectorMaxBytes = 0;
-let lastPositions: ReadonlyMap<string, StreamPosition> | null = null;
-function decodeVector(vector: string, maxNameBytes: number): Map<string, StreamPosition | undefined> | null {
+let lastDecoded: DecodedVector | null = null;
+function decodeVector(vector: string, maxNameBytes: number): DecodedVector | null {
   if (vector !== lastVector || maxNameBytes !== lastVectorMaxBytes) {
-    lastPositions = decodePositions(vector, maxNameBytes);
+    const positions = decodePositions(vector, maxNameBytes);
+    const subscribe: ConnectTimeSubscription[] = [];
+    if (positions !== null) for (const [channel, since] of positions) subscribe.push({ channel, since });
+    lastDecoded = positions === null ? null : { positions, subscribe };
     lastVector = vector;
     lastVectorMaxBytes = maxNameBytes;
   }
-  return lastPositions === null ? null : new Map(lastPositions);
+  return lastDecoded;
 }
 
 export interface ConnectTimeSubscription {
@@ -314,42 +364,94 @@ export interface ConnectTimeSubscription {
  * all of them enter the connection's position vector before the first is
  * established (so every event id names every resumed position), their
  * positions stay there throughout, and while the engine is unavailable they
- * are retried in the background.
+ * are retried in the background. Undefined when all of them are done
+ * already: nothing waited (no subscription token or hook asked, an engine and
+ * presence store that answer from memory), as in a connect storm.
  */
-export async function subscribeHttpClient(client: Client, subscribe: readonly ConnectTimeSubscription[]): Promise<void> {
+export function subscribeHttpClient(client: Client, subscribe: readonly ConnectTimeSubscription[]): Promise<void> | undefined {
   const added: HeldSubscription[] = [];
-  for (const { channel, since, needsToken } of subscribe) {
-    if (client.isClosed) return;
-    if (needsToken === true) {
-      const entry = disconnects.permission_denied;
-      client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: 'subscription token required' })));
-      continue;
-    }
-    try {
-      const held = client.addHeld(since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset });
-      added.push(held instanceof Promise ? await held : held);
-    } catch (error) {
-      if (error instanceof CommandError) {
-        // Tell the client, as a push, what a subscribe reply would have said.
-        const entry = error.entry ?? replyErrors[error.reply];
-        client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: entry.message })));
-        continue;
+  for (let i = 0; i < subscribe.length; i++) {
+    const held = addOneHeld(client, subscribe[i]!);
+    if (held === 'stop') return undefined;
+    if (held instanceof Promise) return addHeldRest(client, subscribe, i, held, added);
+    if (held !== 'skip') added.push(held);
+  }
+  return establishAll(client, added, 0);
+}
+
+/**
+ * One connect-time subscription into the client's vector: held (a promise of it when a subscription token or a
+ * subscribe hook is asked), 'skip' (refused: told to the client as an `unsubscribed` push) or 'stop' (the client is
+ * closed, or failed).
+ */
+function addOneHeld(client: Client, { channel, since, needsToken }: ConnectTimeSubscription): HeldSubscription | Promise<HeldSubscription> | 'skip' | 'stop' {
+  if (client.isClosed) return 'stop';
+  if (needsToken === true) {
+    const entry = disconnects.permission_denied;
+    client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: 'subscription token required' })));
+    return 'skip';
+  }
+  try {
+    return client.addHeld(since === undefined ? { channel } : { channel, recover: true, epoch: since.epoch, offset: since.offset });
+  } catch (error) {
+    return heldRefused(client, channel, error);
+  }
+}
+
+/** `addHeld` refused `channel`: a CommandError is told to the client as a push ('skip'); anything else closes it ('stop'). */
+function heldRefused(client: Client, channel: string, error: unknown): 'skip' | 'stop' {
+  if (error instanceof CommandError) {
+    // Tell the client, as a push, what a subscribe reply would have said.
+    const entry = error.entry ?? replyErrors[error.reply];
+    client.writePush(new EncodedFrame(encodePush({ push: 'unsubscribed', channel, code: entry.code, reason: entry.message })));
+    return 'skip';
+  }
+  client.node.logger.error({ err: error }, 'connect-time subscribe failed');
+  client.disconnect('internal');
+  return 'stop';
+}
+
+/** `subscribeHttpClient` from the `index`th subscription on, once one had to ask a token or a hook (`pending`). */
+async function addHeldRest(client: Client, subscribe: readonly ConnectTimeSubscription[], index: number, pending: Promise<HeldSubscription>, added: HeldSubscription[]): Promise<void> {
+  for (let i = index; i < subscribe.length; i++) {
+    let held: HeldSubscription | Promise<HeldSubscription> | 'skip' | 'stop' = i === index ? pending : addOneHeld(client, subscribe[i]!);
+    if (held instanceof Promise) {
+      try {
+        held = await held;
+      } catch (error) {
+        held = heldRefused(client, subscribe[i]!.channel, error);
       }
-      client.node.logger.error({ err: error }, 'connect-time subscribe failed');
-      client.disconnect('internal');
-      return;
     }
+    if (held === 'stop') return;
+    if (held !== 'skip') added.push(held);
   }
-  for (const held of added) {
-    if (client.isClosed) return;
+  await establishAll(client, added, 0);
+}
+
+/** The first attempt at each held subscription from `from` on, in order; undefined when none had to wait. */
+function establishAll(client: Client, added: readonly HeldSubscription[], from: number): Promise<void> | undefined {
+  for (let i = from; i < added.length; i++) {
+    if (client.isClosed) return undefined;
+    let attempt: Promise<void> | undefined;
     try {
-      await client.establishHeld(held);
+      attempt = client.establishHeld(added[i]!);
     } catch (error) {
-      client.node.logger.error({ err: error }, 'connect-time subscribe failed');
-      client.disconnect('internal');
-      return;
+      establishFailed(client, error);
+      return undefined;
+    }
+    if (attempt !== undefined) {
+      return attempt.then(
+        () => establishAll(client, added, i + 1),
+        (error: unknown) => establishFailed(client, error),
+      );
     }
   }
+  return undefined;
+}
+
+function establishFailed(client: Client, error: unknown): void {
+  client.node.logger.error({ err: error }, 'connect-time subscribe failed');
+  client.disconnect('internal');
 }
 
 export type CommandBatchResult = { readonly status: 200; readonly body: string } | { readonly error: ApiErrorCode; readonly detail?: string };

@@ -233,7 +233,9 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
       transport.markClosed();
       client.close(1006, 'connection lost');
     });
-    const opened = await connectHttpClient(client, node, { token, channels, vector, batch: params !== undefined && queryFlag(params.get('batch') ?? undefined) });
+    const opening = connectHttpClient(client, node, { token, channels, vector, batch: params !== undefined && queryFlag(params.get('batch') ?? undefined) });
+    // At once when `connect` asked nothing (no token, no hook): no promise per open.
+    const opened = opening instanceof Promise ? await opening : opening;
     if ('error' in opened) return answerError(response, headers, opened.error, opened.detail);
     if (!gate.admitUser(client)) {
       client.disconnect('connection_limit');
@@ -245,7 +247,8 @@ export function registerSse(app: FastifyInstance, front: Front, node: Node, sess
     try {
       client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected, session })));
       if (opened.connected.batch === true) client.enableBatching();
-      await subscribeHttpClient(client, opened.subscribe);
+      const subscribing = subscribeHttpClient(client, opened.subscribe);
+      if (subscribing !== undefined) await subscribing;
     } catch (error) {
       // The stream has started: no HTTP error can follow its head.
       node.logger.error({ err: error }, 'SSE stream failed after it started');

@@ -23,6 +23,8 @@ import {
   type ConnectionGate,
   type ConnectTimeSubscription,
   type GateAnswer,
+  type Opened,
+  type OpenFailure,
   type Releasable,
 } from './http-connection.ts';
 import { onSocketDrain } from './socket-drain.ts';
@@ -477,7 +479,7 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     const query = request.url?.slice(path.length) ?? '';
     const params = query.includes('batch') || query.includes('connect') || query.includes('%') ? new URLSearchParams(query) : undefined;
     if (params !== undefined && queryFlag(params.get('connect'))) {
-      void openInUpgrade(request, socket, head, admission, params, scope);
+      openInUpgrade(request, socket, head, admission, params, scope);
       return;
     }
     const place = admission.place;
@@ -515,14 +517,14 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
    * connect-time subscriptions (`subscribed` or `unsubscribed` pushes, the
    * recovered publications) follow the 101 in the same write.
    */
-  async function openInUpgrade(
+  function openInUpgrade(
     request: IncomingMessage,
     socket: Duplex,
     head: Buffer,
     admission: Exclude<GateAnswer, { readonly refused: ApiErrorCode }>,
     params: URLSearchParams,
     scope: AppScope | undefined,
-  ): Promise<void> {
+  ): void {
     const place = admission.place;
     if (!handshakeValid(request)) {
       // Not a WebSocket handshake `ws` would complete: it refuses it (400/405) before anything of Herald's runs.
@@ -550,7 +552,29 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     // As the SSE route: the header first, then the query.
     const vector = (typeof header === 'string' ? header : undefined) ?? params.get('last_event_id') ?? undefined;
     const token = params.get('token') ?? bearer(request.headers.authorization);
-    const opened = await connectHttpClient(client, node, { token, channels: params.getAll('channel'), vector, batch, name });
+    const opening = connectHttpClient(client, node, { token, channels: params.getAll('channel'), vector, batch, name });
+    // At once when `connect` asked nothing (no token, no hook): no promise per open.
+    if (!(opening instanceof Promise)) return upgradeConnected(request, socket, head, place, client, transport, lost, opening);
+    opening.then(
+      (opened) => upgradeConnected(request, socket, head, place, client, transport, lost, opened),
+      (error: unknown) => {
+        node.logger.error({ err: error }, 'WebSocket open failed before its upgrade');
+        socket.destroy();
+      },
+    );
+  }
+
+  /** `openInUpgrade` once `connect` and the channels are checked: refused with an HTTP error, or upgraded. */
+  function upgradeConnected(
+    request: IncomingMessage,
+    socket: Duplex,
+    head: Buffer,
+    place: Releasable,
+    client: Client,
+    transport: WebSocketTransport,
+    lost: () => void,
+    opened: Opened | OpenFailure,
+  ): void {
     if (socket.destroyed) return;
     let refusal: { readonly code: ApiErrorCode; readonly detail?: string | undefined } | undefined;
     // A failed connectHttpClient has closed the client.
@@ -611,11 +635,21 @@ export function attachWebSocket(server: Server | HttpsServer, node: Node, option
     const transport = client.transport as WebSocketTransport;
     client.writePush(new EncodedFrame(encodePush({ push: 'connected', ...opened.connected })));
     if (opened.connected.batch === true) client.enableBatching();
-    // Written when every connect-time subscription has had its first attempt, or at the end of this turn of
-    // the event loop at the latest (an engine that answers slowly does not hold the rest back).
+    // Written when every connect-time subscription has had its first attempt (at once when none waited), or at
+    // the end of this turn of the event loop at the latest (an engine that answers slowly does not hold the rest back).
+    let subscribing: Promise<void> | undefined;
+    try {
+      subscribing = subscribeHttpClient(client, opened.subscribe);
+    } catch (error) {
+      subscribing = Promise.reject(error as Error);
+    }
+    if (subscribing === undefined) {
+      transport.opened();
+      return;
+    }
     if (toOpen.length === 0) setImmediate(openAll);
     toOpen.push(transport);
-    subscribeHttpClient(client, opened.subscribe).then(
+    subscribing.then(
       () => transport.opened(),
       (error: unknown) => {
         node.logger.error({ err: error }, 'WebSocket open failed after its upgrade');

@@ -12,6 +12,7 @@ import assert from 'node:assert/strict';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { RawHttp, answers, exchange, request } from '../helpers/raw-http.ts';
 import { leanStats } from '../../src/edge/lean-http.ts';
+import { waitUntil } from '../helpers/rt-util.ts';
 
 const ORIGIN = 'https://app.example';
 
@@ -203,6 +204,50 @@ describe('lean long-poll layer', { timeout: 120000 }, () => {
     assert.match(answers(old.text)[0]!.head, /^HTTP\/1\.1 404 /);
     assert.equal(leanStats.handOffs, handOffs + 1);
   });
+
+  test('answers past what the socket takes at once (the client not reading) arrive whole and in order, then the close after them', async () => {
+    // Thousands of pipelined polls of an unknown session, each answered 404: with the client not reading, the answers
+    // fill the kernel's socket buffers and the rest wait in the process (the socket's stream buffer; a write past the
+    // stream would wait in libuv's queue); every byte must come, in order, and a `Connection: close` at the end must end
+    // the connection after them.
+    // A server of its own, with the default timeouts: on a busy machine a head split across reads may wait longer than
+    // the 400 ms the suite's servers allow.
+    const own = await startHerald({ ...opts, http: { leanLongPoll: true } });
+    try {
+      await answeredInOrder(own);
+    } finally {
+      await own.close();
+    }
+  });
+
+  async function answeredInOrder(server: TestHerald): Promise<void> {
+    const host = 'Host: 127.0.0.1';
+    const bad = request(['POST /connection/poll HTTP/1.1', host, 'Content-Type: application/json', 'Herald-Session: nope'], '{"seq":0}');
+    const last = request(['POST /connection/poll HTTP/1.1', host, 'Connection: close', 'Content-Type: application/json', 'Herald-Session: last'], '{"seq":0}');
+    const count = 20000;
+    const raw = await RawHttp.connect(port(server));
+    raw.socket.pause();
+    const chunks: Buffer[] = [];
+    let ended = false;
+    raw.socket.removeAllListeners('data');
+    raw.socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    raw.socket.on('end', () => {
+      ended = true;
+    });
+    const before = leanStats.requests;
+    raw.socket.write(Buffer.concat([...Array.from({ length: count }, () => bad), last]));
+    // The server answers as it reads: wait until it took every request, the answers piling up unread.
+    await waitUntil(() => leanStats.requests - before >= count + 1, { timeoutMs: 30000, label: 'every request answered' });
+    raw.socket.resume();
+    await waitUntil(() => ended, { timeoutMs: 30000, label: 'the connection ended after the last answer' });
+    const text = Buffer.concat(chunks).toString('latin1');
+    const all = answers(text);
+    assert.equal(all.length, count + 1, 'every answer, none cut');
+    for (const answer of all.slice(0, count)) assert.match(answer.head, /^HTTP\/1\.1 404 [^]*\r\nConnection: keep-alive/);
+    assert.match(all[count]!.head, /^HTTP\/1\.1 404 [^]*\r\nConnection: close/);
+    assert.ok(text.endsWith(all[count]!.body), 'nothing after the last answer');
+    assert.ok(Buffer.byteLength(text) > 4 << 20, `more than the socket buffers take (${Buffer.byteLength(text)} bytes)`);
+  }
 
   test('the keep-alive timeout ends an idle lean connection, not one with a held poll', async () => {
     const host = 'Host: 127.0.0.1';

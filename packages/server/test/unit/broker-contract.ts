@@ -427,6 +427,44 @@ export function runBrokerContract(name: string, factory: BrokerFactory): void {
       }));
     });
 
+    describe('historyNow (engines that answer from memory)', () => {
+      it('answers what history answers, at once, except for a stream it would create', withHarness(async ({ h, ch }, t) => {
+        const now = h.broker.historyNow?.bind(h.broker);
+        if (now === undefined) {
+          t.skip(`${name}: no historyNow`);
+          return;
+        }
+        const channel = ch('a');
+        const stream = history(5);
+        // A new stream: the memory engine answers it at once, the sqlite engine only once its epoch is committed (history).
+        const fresh = now(channel, { limit: 0 }, stream);
+        const created = await h.broker.history(channel, { limit: 0 }, stream);
+        if (fresh !== undefined) assert.deepEqual({ ...fresh.position }, { ...created.position });
+        let top = created.position;
+        for (let i = 1; i <= 8; i++) top = await h.broker.publish(channel, data(i), { stream });
+        const queries = [
+          { limit: 0 },
+          { limit: 3 },
+          { limit: 3, reverse: true },
+          { limit: 100, since: { epoch: top.epoch, offset: 6 } },
+          { limit: 100, since: { epoch: top.epoch, offset: 1 } },
+          { limit: 100, since: { epoch: top.epoch, offset: 8 } },
+          { limit: 100, since: { epoch: 'wrongEpoch1', offset: 6 } },
+        ];
+        for (const query of queries) {
+          const expected = await h.broker.history(channel, query, stream);
+          // Twice: the second answer may come from the engine's cache of recent pages.
+          for (const round of [1, 2]) {
+            const page = now(channel, query, stream);
+            assert.ok(page !== undefined, `${JSON.stringify(query)} (${round}): answered at once`);
+            assert.deepEqual({ ...page.position }, { ...expected.position }, JSON.stringify(query));
+            assert.deepEqual(page.publications.map((p) => ({ ...p })), expected.publications.map((p) => ({ ...p })), JSON.stringify(query));
+          }
+        }
+        assert.deepEqual(now(ch('none'), { limit: 10 }, noHistory)?.publications, [], 'without history');
+      }));
+    });
+
     describe('time (injected clock)', () => {
       it('publications expire from history after the TTL; the position stays', withClock(async ({ h, ch, clock }) => {
         const channel = ch('a');
@@ -545,6 +583,20 @@ export function runBrokerContract(name: string, factory: BrokerFactory): void {
       await h.presence.remove(channel, 'c2');
       assert.deepEqual({ ...(await h.presence.stats(channel)) }, { numClients: 2, numUsers: 2 });
       await h.presence.remove(channel, 'c3');
+      assert.deepEqual({ ...(await h.presence.stats(channel)) }, { numClients: 1, numUsers: 1 });
+    }));
+
+    it('addNow adds at once what add adds', withHarness(async ({ h, ch }, t) => {
+      if (h.presence.addNow === undefined) {
+        t.skip(`${name}: no addNow`);
+        return;
+      }
+      const channel = ch('room');
+      h.presence.addNow(channel, info('c1', 'alice'));
+      await h.presence.add(channel, info('c2', 'bob'));
+      h.presence.addNow(channel, info('c1', 'alice', { v: 2 }));
+      assert.deepEqual(plain(await h.presence.get(channel)), { c1: info('c1', 'alice', { v: 2 }), c2: info('c2', 'bob') });
+      await h.presence.remove(channel, 'c1');
       assert.deepEqual({ ...(await h.presence.stats(channel)) }, { numClients: 1, numUsers: 1 });
     }));
 
