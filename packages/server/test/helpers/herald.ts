@@ -37,7 +37,8 @@ export function nodeHttpRun(): boolean {
  */
 export async function startHerald(overrides: Record<string, any> = {}, options: Pick<StartOptions, 'adaptEngine'> = {}): Promise<TestHerald> {
   const hmacSecret = randomBytes(32).toString('base64url');
-  const apiKey = randomBytes(24).toString('base64url');
+  // A leading letter: tests pass it as `--key KEY`, which parseArgs refuses for a key starting with '-' (one in 64).
+  const apiKey = `k${randomBytes(24).toString('base64url')}`;
   const stateDir = mkdtempSync(join(tmpdir(), 'herald-test-state-'));
   const raw = merge({ ...testConfig(hmacSecret, apiKey), stateDir }, overrides);
   // HERALD_TEST_NODE_HTTP=1: the variant run of the suites with the lean HTTP layer off (on by default), so node:http

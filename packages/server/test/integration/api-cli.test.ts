@@ -20,8 +20,9 @@ import { closeAllClients, connectWs, unique } from '../helpers/herald-ws.ts';
 
 const root = fileURLToPath(new URL('../..', import.meta.url));
 const sha256 = (key: string): string => createHash('sha256').update(key).digest('hex');
-const ADMIN = randomBytes(24).toString('base64url');
-const READER = randomBytes(24).toString('base64url');
+// A leading letter: one key in 64 would start with '-', which `--key KEY` reads as an option (parseArgs refuses it).
+const ADMIN = `k${randomBytes(24).toString('base64url')}`;
+const READER = `k${randomBytes(24).toString('base64url')}`;
 
 interface Run {
   readonly code: number;
