@@ -56,7 +56,7 @@ import { nchanChannelId, nchanUnavailable, startNchan } from './nchan.ts';
 import { HttpConnection } from './raw-clients.ts';
 import { cpuSecondsOf, pinSelf, ROOT, sleep, startServerProcess, systemCpuSecondsOf } from './server-process.ts';
 
-type Target = 'herald' | 'herald-lean' | 'herald-before' | 'herald-lean-before' | 'raw' | 'raw-net-llhttp' | 'raw-net-hand' | 'nchan';
+type Target = 'herald' | 'herald-lean' | 'herald-node-http' | 'herald-before' | 'herald-lean-before' | 'raw' | 'raw-net-llhttp' | 'raw-net-hand' | 'nchan';
 /** The raw long-poll protocol (`POST /poll`, `POST /publish`), on node:http or on node:net. */
 const isRaw = (target: Target): boolean => target === 'raw' || target === 'raw-net-llhttp' || target === 'raw-net-hand';
 
@@ -200,7 +200,11 @@ async function run(target: Target, rate: number, round: number): Promise<Result>
       args: target === 'raw-net-hand' ? ['--parser=hand'] : target === 'raw-net-llhttp' ? ['--parser=llhttp'] : [],
       root: target === 'herald-before' || target === 'herald-lean-before' ? values['before-root'] : undefined,
       // `herald-lean`: the long-poll routes on the lean HTTP layer (http.leanLongPoll, packages/server/src/edge/lean-http.ts); `herald-lean-before` the same from --before-root.
-      config: target === 'herald-lean' || target === 'herald-lean-before' ? { ...heraldBenchConfig(), http: { ...(heraldBenchConfig().http as object | undefined), leanLongPoll: true } } : undefined,
+      // `herald-node-http`: the switch off (node:http; `herald` runs the default, the lean layer since main of 2026-12-07).
+      config:
+        target === 'herald-lean' || target === 'herald-lean-before' || target === 'herald-node-http'
+          ? { ...heraldBenchConfig(), http: { ...(heraldBenchConfig().http as object | undefined), leanLongPoll: target !== 'herald-node-http' } }
+          : undefined,
       cpus: values['server-cpu'],
       nodeArgs: isRaw(target) ? rawNodeArgs : serverNodeArgs,
       // Herald's warnings and errors (the watchdog's among them) show in the output.
@@ -534,6 +538,7 @@ for (const rate of rates) {
 const names: Record<Target, string> = {
   herald: 'Herald',
   'herald-lean': 'Herald, http.leanLongPoll',
+  'herald-node-http': 'Herald, http.leanLongPoll off (node:http)',
   'herald-before': 'Herald before',
   'herald-lean-before': 'Herald before, http.leanLongPoll',
   raw: 'raw Node long-poll server',

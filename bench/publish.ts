@@ -11,7 +11,10 @@
  * - `herald-memory`: `herald` on the memory engine (no state file);
  * - `herald-lean`, `herald-memory-lean`: `herald` and `herald-memory` with
  *   `http.leanPublish` on (the publish routes on the lean HTTP/1.1 layer,
- *   packages/server/src/edge/lean-http.ts, instead of node:http);
+ *   packages/server/src/edge/lean-http.ts, instead of node:http), which is
+ *   the default since main of 2026-12-07 (so `herald` is the same server);
+ * - `herald-node-http`: `herald` with `http.leanPublish` off (node:http, the
+ *   default before 2026-12-07);
  * - `herald-broadcast`: `POST /api/broadcast` to `--batch` channels at once;
  * - `herald-batch`: `POST /api/batch` with `--batch` publishes;
  * - `herald-idempotent`: `herald` with an `idempotency_key` on every publish
@@ -76,11 +79,11 @@ const ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
 /** Makes `herald-idempotent`'s keys new in every run and round. */
 const RUN_ID = randomBytes(6).toString('base64url');
 
-const TARGETS = ['herald', 'herald-lean', 'herald-memory', 'herald-memory-lean', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant', 'herald-idempotent', 'herald-pusher'] as const;
+const TARGETS = ['herald', 'herald-lean', 'herald-node-http', 'herald-memory', 'herald-memory-lean', 'herald-broadcast', 'herald-batch', 'raw', 'nchan', 'herald-variant', 'herald-idempotent', 'herald-pusher'] as const;
 type Target = (typeof TARGETS)[number];
-type ServerKind = 'herald' | 'herald-lean' | 'herald-memory' | 'herald-memory-lean' | 'raw' | 'nchan' | 'herald-variant' | 'herald-pusher';
+type ServerKind = 'herald' | 'herald-lean' | 'herald-node-http' | 'herald-memory' | 'herald-memory-lean' | 'raw' | 'nchan' | 'herald-variant' | 'herald-pusher';
 /** Targets that are a server of their own; the others run on `herald`'s. */
-const OWN_SERVER: ReadonlySet<string> = new Set(['raw', 'nchan', 'herald-variant', 'herald-lean', 'herald-memory', 'herald-memory-lean', 'herald-pusher']);
+const OWN_SERVER: ReadonlySet<string> = new Set(['raw', 'nchan', 'herald-variant', 'herald-lean', 'herald-node-http', 'herald-memory', 'herald-memory-lean', 'herald-pusher']);
 
 function kindOf(target: Target): ServerKind {
   return OWN_SERVER.has(target) ? (target as ServerKind) : 'herald';
@@ -122,7 +125,7 @@ function parseOptions(): Options {
       'in-flight': { type: 'string', default: '32' },
       batch: { type: 'string', default: '100' },
       rounds: { type: 'string' },
-      targets: { type: 'string', default: TARGETS.filter((t) => t !== 'herald-variant' && t !== 'herald-pusher' && t !== 'herald-lean' && t !== 'herald-memory-lean').join(',') },
+      targets: { type: 'string', default: TARGETS.filter((t) => t !== 'herald-variant' && t !== 'herald-pusher' && t !== 'herald-lean' && t !== 'herald-node-http' && t !== 'herald-memory-lean').join(',') },
       'server-cpu': { type: 'string', default: '0' },
       'loader-cpu': { type: 'string', default: '1' },
       'server-node-args': { type: 'string', default: '' },
@@ -259,7 +262,7 @@ async function startNodeServer(kind: Exclude<ServerKind, 'nchan'>, options: Opti
     const configFile = join(dir, 'herald.json');
     // The bench configuration names the memory engine (the engine of the earlier numbers); `herald` runs the default.
     const engine = kind === 'herald-memory' || kind === 'herald-memory-lean' ? { type: 'memory' } : { type: 'sqlite' };
-    const lean = kind === 'herald-lean' || kind === 'herald-memory-lean' ? { http: { leanPublish: true } } : {};
+    const lean = kind === 'herald-lean' || kind === 'herald-memory-lean' ? { http: { leanPublish: true } } : kind === 'herald-node-http' ? { http: { leanPublish: false } } : {};
     const base = merge({ ...heraldBenchConfig(), engine, stateDir: join(dir, 'state') }, lean);
     // herald-pusher: the app's channels are the default namespace's, made like the bench namespace.
     const pusher = kind === 'herald-pusher' ? { channels: { defaults: { allowAnonymous: true, historySize: 300 } } } : {};
@@ -431,6 +434,7 @@ function buildRequest(target: Target, first: number, count: number, channels: nu
   switch (target) {
     case 'herald':
     case 'herald-lean':
+    case 'herald-node-http':
     case 'herald-memory':
     case 'herald-memory-lean':
     case 'herald-variant':
