@@ -31,7 +31,9 @@
  * of its worker only. Everything runs on loopback and stops by itself.
  *
  * Target `herald-lean` is Herald with the long-poll routes on the lean HTTP
- * layer (`http.leanLongPoll`). Target `herald-before` is Herald from another checkout (`--before-root`,
+ * layer (`http.leanLongPoll`), the default since main of 2026-12-07 (so the
+ * same server as `herald`); `herald-node-http` the same with it off
+ * (node:http, the default before). Target `herald-before` is Herald from another checkout (`--before-root`,
  * e.g. a `git archive` of the code before a change beside this checkout,
  * sharing its node_modules), measured like `herald` in the same run.
  *
@@ -54,7 +56,7 @@ import { HttpConnection, openSse, openWebSocket } from './raw-clients.ts';
 import { medianRss, pinSelf, sleep, startServerProcess, type ServerProcess } from './server-process.ts';
 
 type Transport = 'ws' | 'sse' | 'long-poll';
-type Flavor = 'raw' | 'herald' | 'herald-before' | 'herald-lean' | 'nchan';
+type Flavor = 'raw' | 'herald' | 'herald-before' | 'herald-lean' | 'herald-node-http' | 'nchan';
 
 /** Opened and closed before the first measurement, so that JIT code and lazily built tables are in both. */
 const WARM_UP_CONNECTIONS = 1000;
@@ -127,7 +129,7 @@ type Closer = () => void;
 
 /** Opens one idle connection; resolves with its closer once it is in (subscribed, or its poll sent). */
 function openOne(target: Flavor, transport: Transport, port: number): Promise<Closer> {
-  const flavor = target === 'herald-before' || target === 'herald-lean' ? 'herald' : target;
+  const flavor = target === 'herald-before' || target === 'herald-lean' || target === 'herald-node-http' ? 'herald' : target;
   return new Promise((resolve, reject) => {
     let done = false;
     let close: Closer = () => {};
@@ -315,9 +317,12 @@ async function measure(flavor: Flavor): Promise<TargetResult> {
     pid = nchan.workerPid;
     stop = () => nchan.stop();
   } else {
-    const kind = flavor === 'herald' || flavor === 'herald-before' || flavor === 'herald-lean' ? 'herald' : opts.transport === 'sse' ? 'raw-sse' : opts.transport === 'long-poll' ? 'raw-long-poll' : 'raw-ws';
+    const kind = flavor === 'herald' || flavor === 'herald-before' || flavor === 'herald-lean' || flavor === 'herald-node-http' ? 'herald' : opts.transport === 'sse' ? 'raw-sse' : opts.transport === 'long-poll' ? 'raw-long-poll' : 'raw-ws';
     // `herald-lean`: the long-poll routes on the lean HTTP layer (http.leanLongPoll, packages/server/src/edge/lean-http.ts).
-    const config = flavor === 'herald-lean' ? { ...heraldBenchConfig(), http: { ...(heraldBenchConfig()['http'] as object | undefined), leanLongPoll: true } } : undefined;
+    const config =
+      flavor === 'herald-lean' || flavor === 'herald-node-http'
+        ? { ...heraldBenchConfig(), http: { ...(heraldBenchConfig()['http'] as object | undefined), leanLongPoll: flavor === 'herald-lean' } }
+        : undefined;
     server = await startServerProcess({ kind, cpus: opts.serverCpu, nodeArgs: ['--heapsnapshot-signal=SIGUSR2', ...opts.nodeArgs], root: flavor === 'herald-before' ? opts.beforeRoot : undefined, config });
     port = server.port;
     pid = server.pid;
@@ -368,6 +373,7 @@ const names: Record<Flavor, string> = {
   herald: 'Herald',
   'herald-before': 'Herald before',
   'herald-lean': 'Herald, lean HTTP layer',
+  'herald-node-http': 'Herald, lean HTTP layer off (node:http)',
   nchan: 'Nchan',
 };
 
