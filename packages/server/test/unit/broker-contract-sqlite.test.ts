@@ -49,7 +49,7 @@ runBrokerContract('sqlite', () => {
       store.close();
     },
   };
-});
+}, { answersAtOnce: true });
 
 const stream = (size: number, ttlMs = 60_000): StreamOptions => ({ size, ttlMs });
 

@@ -25,4 +25,4 @@ runBrokerContract('memory', () => {
       await presence.close();
     },
   };
-});
+}, { answersAtOnce: true });
