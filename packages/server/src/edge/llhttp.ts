@@ -145,6 +145,17 @@ class Wasm {
       const start = this.#base + at - this.#input;
       return this.#data.toString('latin1', start, start + length);
     };
+    // A name or value may come in pieces (a head split across reads): names at even places (parity 0), values at odd ones.
+    const headerPiece =
+      (parity: 0 | 1) =>
+      (_p: number, at: number, length: number): number => {
+        const parser = this.#current!;
+        if (!parser.track(length)) return USER;
+        const headers = parser.headers;
+        if (headers.length % 2 === parity) headers.push(text(at, length));
+        else headers[headers.length - 1] += text(at, length);
+        return 0;
+      };
     const instance = new WebAssembly.Instance(module, {
       env: {
         wasm_on_message_begin: () => 0,
@@ -155,23 +166,8 @@ class Wasm {
           return 0;
         },
         wasm_on_status: () => 0,
-        // A name or value may come in pieces (a head split across reads): names at even places, values at odd ones.
-        wasm_on_header_field: (_p: number, at: number, length: number): number => {
-          const parser = this.#current!;
-          if (!parser.track(length)) return USER;
-          const headers = parser.headers;
-          if (headers.length % 2 === 0) headers.push(text(at, length));
-          else headers[headers.length - 1] += text(at, length);
-          return 0;
-        },
-        wasm_on_header_value: (_p: number, at: number, length: number): number => {
-          const parser = this.#current!;
-          if (!parser.track(length)) return USER;
-          const headers = parser.headers;
-          if (headers.length % 2 === 1) headers.push(text(at, length));
-          else headers[headers.length - 1] += text(at, length);
-          return 0;
-        },
+        wasm_on_header_field: headerPiece(0),
+        wasm_on_header_value: headerPiece(1),
         wasm_on_headers_complete: (p: number, _status: number, upgrade: number, keepAlive: number): number => {
           const parser = this.#current!;
           const llhttp = this.exports;
