@@ -8,7 +8,7 @@
  */
 import type { FastifyInstance } from 'fastify';
 import fastifyCookie from '@fastify/cookie';
-import { Counter, type Registry } from 'prom-client';
+import { Counter, type Registry } from '../observability/prometheus.ts';
 import type { Logger as PinoLogger } from 'pino';
 import type { Config } from '../config/schema.ts';
 import type { Node } from '../core/node.ts';

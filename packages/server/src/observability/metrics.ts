@@ -5,7 +5,7 @@
  * calls it when the server closes. The core never imports this file.
  */
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from './prometheus.ts';
 import type { Watchdog } from './watchdog.ts';
 import {
   diagnostics,
@@ -60,7 +60,7 @@ const CONNECTION_KINDS = [...TRANSPORTS, 'pusher'] as const;
 
 export function createMetrics(source: MetricsSource, watchdog?: Watchdog, webhooks?: WebhookCounts): MetricsExporter {
   const registry = new Registry();
-  collectDefaultMetrics({ register: registry, prefix: 'herald_' });
+  collectDefaultMetrics(registry, 'herald_');
   if (watchdog !== undefined) watchdogMetrics(registry, watchdog);
   // Per-connection and per-subscription counts are plain numbers, copied into their series at each scrape
   // (prom-client hashes the labels on every inc: a reconnect storm would pay it several times per connection).

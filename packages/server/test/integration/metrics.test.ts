@@ -9,6 +9,7 @@ import assert from 'node:assert/strict';
 import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { closeAllClients, connectWs, eventually, http, unique } from '../helpers/herald-ws.ts';
 import { diagnostics } from '../../src/observability/diagnostics.ts';
+import { Registry, collectDefaultMetrics } from 'prom-client';
 
 /** The value of one sample (`name{labels} value`), 0 when absent. */
 async function sample(h: TestHerald, name: string, labels: string): Promise<number> {
@@ -62,5 +63,33 @@ test('two servers in one process: each exporter counts its own server, and lets 
   }
   for (const [name, channel] of Object.entries(diagnostics)) {
     assert.equal(channel.hasSubscribers, false, `diagnostics channel ${name} still has a subscriber after both servers closed`);
+  }
+});
+
+test("the process metrics: prom-client's default series under Herald's prefix, and the CPU counters add up", { timeout: 60000 }, async () => {
+  const h = await startHerald();
+  try {
+    // What prom-client's own collectDefaultMetrics registers (observability/prometheus.ts does it without the package's index).
+    const reference = new Registry();
+    collectDefaultMetrics({ register: reference, prefix: 'herald_' });
+    const declarations = (text: string): string[] => text.split('\n').filter((l) => /^# (HELP|TYPE) herald_(process|nodejs)_/.test(l));
+    const expected = declarations(await reference.metrics());
+    assert.ok(expected.some((l) => l.startsWith('# TYPE herald_process_cpu_seconds_total counter')), 'the reference has the CPU counters');
+    const answer = await http(`http://127.0.0.1:${h.server.adminPort}/metrics`);
+    assert.deepEqual(declarations(answer.text), expected);
+
+    for (let i = 0; i < 3; i++) await http(`http://127.0.0.1:${h.server.adminPort}/metrics`);
+    const text = (await http(`http://127.0.0.1:${h.server.adminPort}/metrics`)).text;
+    const value = (name: string): number => Number(/^\S+ (\S+)$/.exec(text.split('\n').find((l) => l.startsWith(`${name} `)) ?? '')?.[1]);
+    const user = value('herald_process_cpu_user_seconds_total');
+    const system = value('herald_process_cpu_system_seconds_total');
+    const total = value('herald_process_cpu_seconds_total');
+    assert.ok(user > 0 && system >= 0, `user ${user}, system ${system}`);
+    assert.ok(Math.abs(total - (user + system)) < 1e-6, `total ${total} = user ${user} + system ${system}`);
+    // The counters hold the process's CPU since the exporter started: no more than the process used in all.
+    const used = process.cpuUsage();
+    assert.ok(total <= (used.user + used.system) / 1e6, `total ${total} within the process's CPU`);
+  } finally {
+    await h.close();
   }
 });
