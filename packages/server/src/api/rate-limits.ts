@@ -2,7 +2,7 @@
  * The server API's request limits (`api.rateLimitPerIp`, counted before the
  * key is checked, and `api.rateLimitPerKey`): fixed windows of a minute,
  * counted in @fastify/rate-limit's own stores with its IP grouping
- * (`normalizeIP`: IPv4, an IPv4-mapped address as IPv4, other IPv6 by /64),
+ * (`normalizeIP`, its default: IPv4, an IPv4-mapped address as IPv4, other IPv6 by /64),
  * and judged as the plugin's limiter judges (over the limit when the count
  * passes `max`; Retry-After the rest of the window, in whole seconds).
  *
@@ -19,7 +19,7 @@
  * One instance serves both the fastify route and the lean path
  * (lean-routes.ts), so they count together.
  */
-import { normalizeIP } from '@fastify/rate-limit';
+import { normalizeIPv6 } from '../edge/client-address.ts';
 import { localCountingStore, type CountingStore, type SharedStoreWatcher, type StoreEntry } from '../util/rate-limit-stores.ts';
 
 /** The shared side of a limit: a store every node counts in, and who hears of its failures. */
@@ -28,8 +28,6 @@ export interface SharedCounting {
   readonly watcher: SharedStoreWatcher;
 }
 
-/** The plugin's default grouping of IPv6 addresses. */
-const IPV6_SUBNET = 64;
 const WINDOW_MS = 60000;
 
 /** Seconds until the window ends (≥ 1) when over `max`, else undefined. */
@@ -105,7 +103,7 @@ export class ApiRateLimits {
 
   byIp(ip: string): number | undefined | Promise<number | undefined> {
     // Without a colon the address is not IPv6: normalizeIP would only lower-case it (after an IPv6 regex test).
-    return this.#perIp.hit(ip.includes(':') ? normalizeIP(ip, IPV6_SUBNET) : ip.toLowerCase());
+    return this.#perIp.hit(ip.includes(':') ? normalizeIPv6(ip) : ip.toLowerCase());
   }
 
   byKey(name: string): number | undefined | Promise<number | undefined> {

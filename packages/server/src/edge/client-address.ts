@@ -6,8 +6,8 @@
  * (its `trustProxy`) and the WebSocket upgrade, so both agree.
  */
 import type { IncomingMessage } from 'node:http';
+import { createRequire } from 'node:module';
 import proxyaddr from 'proxy-addr';
-import { normalizeIP } from '@fastify/rate-limit';
 
 export interface ClientAddress {
   /** For fastify's `trustProxy`: is the hop at `address` a trusted proxy? */
@@ -41,5 +41,20 @@ export function limitKey(ip: string): string {
   if (ip === '') return 'unknown';
   // Not IPv6 (every IPv6 form has a colon): normalizeIP lower-cases it, without its IPv6 pattern (a large regex, per connection).
   if (!ip.includes(':')) return ip.toLowerCase();
+  return normalizeIPv6(ip);
+}
+
+const require = createRequire(import.meta.url);
+let normalizeIP: typeof import('@fastify/rate-limit').normalizeIP | undefined;
+
+/**
+ * @fastify/rate-limit's `normalizeIP` (IPv6 by its /64, an IPv4-mapped
+ * address as IPv4) for an address with a colon. The plugin's index, with
+ * the `ip-address` package it parses IPv6 with, loads at the first IPv6
+ * peer: half a MiB of heap that a server reached over IPv4 only does not
+ * keep (docs/performance.md, "Footprint, sixth pass").
+ */
+export function normalizeIPv6(ip: string): string {
+  normalizeIP ??= (require('@fastify/rate-limit') as typeof import('@fastify/rate-limit')).normalizeIP;
   return normalizeIP(ip);
 }

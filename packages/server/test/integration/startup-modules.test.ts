@@ -46,6 +46,9 @@ const NOT_LOADED = [
   // metric): 1.3 MiB of heap; observability/prometheus.ts takes its metric classes and default metrics by path.
   '/node_modules/@opentelemetry/',
   '/node_modules/prom-client/index.js',
+  // @fastify/rate-limit's index and ip-address: its normalizeIP is needed for IPv6 peers only (edge/client-address.ts).
+  '/node_modules/@fastify/rate-limit/index.js',
+  '/node_modules/ip-address/',
 ];
 
 it('an idle production server on the default engine does not load what its config does not use', { timeout: 120000 }, async (t) => {

@@ -219,6 +219,19 @@ describe('server API rate limits and keys (C19)', { timeout: 60000 }, () => {
     await connectWs(h, 'alice');
   });
 
+  test('per IP over IPv6 (the address grouping loads at the first IPv6 peer): 429 after the limit', async () => {
+    const h = await herald({ listen: { host: '::1', port: 0 }, api: { rateLimitPerIp: 3 } });
+    const url = `http://[::1]:${h.server.port}/api/publish`;
+    const channel = unique('chat:api-ip6');
+    for (let i = 0; i < 3; i++) {
+      const wrong = await http(url, { headers: { authorization: 'Bearer not-a-key' }, body: { channel, data: i } });
+      assert.equal(wrong.status, 401);
+    }
+    const answer = await http(url, { headers: { authorization: `Bearer ${h.apiKey}` }, body: { channel, data: 'x' } });
+    assert.equal(answer.status, 429);
+    assert.equal(answer.body.error.code, 'too_many_requests');
+  });
+
   test('per key: the flooding key gets 429, another key keeps working; a key in the query string is never accepted', async () => {
     const key1 = randomBytes(24).toString('base64url');
     const key2 = randomBytes(24).toString('base64url');
