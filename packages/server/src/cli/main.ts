@@ -22,19 +22,14 @@ import { checkValidatedConfig, startChecks } from '../app/preflight.ts';
 import { createLogger } from '../observability/pino-logger.ts';
 import { version } from '../app/version.ts';
 import type { Command, Values } from './command.ts';
-import { apiCommands } from './api-commands.ts';
-import { initCommand } from './init.ts';
-import { benchCommand } from './bench-command.ts';
-import { adminCommands, ADMIN_ACTIONS } from './admin-command.ts';
-import { webhookCommands, WEBHOOK_ACTIONS } from './webhooks-command.ts';
-import { appsCommands, APPS_ACTIONS } from './apps-command.ts';
 import { decideConsole } from '../console/console-config.ts';
 import { youngGenerationHold } from '../util/young-generation.ts';
 
 const configHelp = '--config FILE     JSON config file (or HERALD_CONFIG); without one, development mode';
 const stateDirHelp = '--state-dir DIR   the state directory, instead of the one in --config (default ./.herald)';
 
-const commands: Readonly<Record<string, Command>> = {
+/** The commands of this file; commandTable() adds those of the command modules. */
+const ownCommands: Readonly<Record<string, Command>> = {
   serve: {
     summary: 'run Herald',
     help: `Usage: herald serve [options]
@@ -247,8 +242,6 @@ Options:
     options: { config: { type: 'string' } },
     run: checkConfig,
   },
-  init: initCommand,
-  bench: benchCommand,
   'config-docs': {
     summary: 'print the configuration reference (docs/config.md) or the JSON Schema of config files',
     help: `Usage: herald config-docs [--json-schema] [--write FILE]
@@ -266,17 +259,47 @@ Options:
       else process.stdout.write(text);
     },
   },
-  ...apiCommands,
-  ...adminCommands((values) => checked(resolveConfig({ config: values['config'] }, 'read').validated)),
-  ...appsCommands((values) => checked(resolveConfig({ config: values['config'] }, 'read').validated)),
-  ...webhookCommands((values) => {
-    const stateDirFlag = values['state-dir'] as string | undefined;
-    const config = stateDirFlag !== undefined && values['config'] === undefined ? undefined : checked(resolveConfig(values, 'read').validated);
-    return { config, stateDir: stateDirFlag ?? config?.stateDir ?? '.herald' };
-  }),
 };
 
-const usage = `herald ${version}
+interface CommandTable {
+  readonly commands: Readonly<Record<string, Command>>;
+  /** The actions of `herald admin`, `herald apps` and `herald webhooks`. */
+  readonly actions: { readonly admin: readonly string[]; readonly apps: readonly string[]; readonly webhooks: readonly string[] };
+}
+
+/**
+ * Every command, with those of the command modules, which load here: `serve`
+ * runs without them (their code and help texts were 0.4 MiB of an idle
+ * server's heap: docs/performance.md, "Footprint, sixth pass").
+ */
+async function commandTable(): Promise<CommandTable> {
+  const [{ apiCommands }, { initCommand }, { benchCommand }, { adminCommands, ADMIN_ACTIONS }, { appsCommands, APPS_ACTIONS }, { webhookCommands, WEBHOOK_ACTIONS }] = await Promise.all([
+    import('./api-commands.ts'),
+    import('./init.ts'),
+    import('./bench-command.ts'),
+    import('./admin-command.ts'),
+    import('./apps-command.ts'),
+    import('./webhooks-command.ts'),
+  ]);
+  const { 'config-docs': configDocs, ...first } = ownCommands;
+  const commands = {
+    ...first,
+    init: initCommand,
+    bench: benchCommand,
+    'config-docs': configDocs!,
+    ...apiCommands,
+    ...adminCommands((values) => checked(resolveConfig({ config: values['config'] }, 'read').validated)),
+    ...appsCommands((values) => checked(resolveConfig({ config: values['config'] }, 'read').validated)),
+    ...webhookCommands((values) => {
+      const stateDirFlag = values['state-dir'] as string | undefined;
+      const config = stateDirFlag !== undefined && values['config'] === undefined ? undefined : checked(resolveConfig(values, 'read').validated);
+      return { config, stateDir: stateDirFlag ?? config?.stateDir ?? '.herald' };
+    }),
+  };
+  return { commands, actions: { admin: ADMIN_ACTIONS, apps: APPS_ACTIONS, webhooks: WEBHOOK_ACTIONS } };
+}
+
+const usage = (commands: Readonly<Record<string, Command>>): string => `herald ${version}
 
 Usage: herald COMMAND [options]
 
@@ -696,10 +719,11 @@ function keysWith(
 async function main(): Promise<void> {
   const args = process.argv.slice(2);
   let [name, ...rest] = args;
+  const { commands, actions } = name === 'serve' ? { commands: ownCommands, actions: { admin: [], apps: [], webhooks: [] } } : await commandTable();
   if (name === undefined || name === 'help' || name === '--help' || name === '-h') {
     const topic = name === 'help' ? rest.join(' ') : '';
     const command = commands[topic];
-    process.stdout.write((command === undefined ? usage : command.help) + '\n');
+    process.stdout.write((command === undefined ? usage(commands) : command.help) + '\n');
     return;
   }
   if (name === 'keys') {
@@ -716,40 +740,40 @@ async function main(): Promise<void> {
   if (name === 'admin') {
     const action = rest[0];
     if (action === undefined || action === '--help' || action === '-h') {
-      if (action === undefined) fail(`herald admin: expected ${ADMIN_ACTIONS.join(', ')}\n\n${commands['admin']!.help}`);
+      if (action === undefined) fail(`herald admin: expected ${actions.admin.join(', ')}\n\n${commands['admin']!.help}`);
       process.stdout.write(commands['admin']!.help + '\n');
       return;
     }
-    if (!(ADMIN_ACTIONS as readonly string[]).includes(action)) fail(`herald admin: expected ${ADMIN_ACTIONS.join(', ')}, not "${action}" (herald admin --help)`);
+    if (!actions.admin.includes(action)) fail(`herald admin: expected ${actions.admin.join(', ')}, not "${action}" (herald admin --help)`);
     name = `admin ${action}`;
     rest = rest.slice(1);
   }
   if (name === 'apps') {
     const action = rest[0];
     if (action === undefined || action === '--help' || action === '-h') {
-      if (action === undefined) fail(`herald apps: expected ${APPS_ACTIONS.join(', ')}\n\n${commands['apps']!.help}`);
+      if (action === undefined) fail(`herald apps: expected ${actions.apps.join(', ')}\n\n${commands['apps']!.help}`);
       process.stdout.write(commands['apps']!.help + '\n');
       return;
     }
-    if (!(APPS_ACTIONS as readonly string[]).includes(action)) fail(`herald apps: expected ${APPS_ACTIONS.join(', ')}, not "${action}" (herald apps --help)`);
+    if (!actions.apps.includes(action)) fail(`herald apps: expected ${actions.apps.join(', ')}, not "${action}" (herald apps --help)`);
     name = `apps ${action}`;
     rest = rest.slice(1);
   }
   if (name === 'webhooks') {
     const action = rest[0];
     if (action === undefined || action === '--help' || action === '-h') {
-      if (action === undefined) fail(`herald webhooks: expected ${WEBHOOK_ACTIONS.join(' or ')}\n\n${commands['webhooks']!.help}`);
+      if (action === undefined) fail(`herald webhooks: expected ${actions.webhooks.join(' or ')}\n\n${commands['webhooks']!.help}`);
       process.stdout.write(commands['webhooks']!.help + '\n');
       return;
     }
-    if (!(WEBHOOK_ACTIONS as readonly string[]).includes(action)) fail(`herald webhooks: expected ${WEBHOOK_ACTIONS.join(' or ')}, not "${action}" (herald webhooks --help)`);
+    if (!actions.webhooks.includes(action)) fail(`herald webhooks: expected ${actions.webhooks.join(' or ')}, not "${action}" (herald webhooks --help)`);
     name = `webhooks ${action}`;
     rest = rest.slice(1);
   }
   // Only `serve` holds the young generation until it listens.
   if (name !== 'serve') startupDone();
   const command = commands[name];
-  if (command === undefined || name.startsWith('-')) fail(`herald: unknown command "${name}"\n\n${usage}`);
+  if (command === undefined || name.startsWith('-')) fail(`herald: unknown command "${name}"\n\n${usage(commands)}`);
   const parsed = parseCommandArgs(name, command, rest);
   if (parsed === 'help') {
     process.stdout.write(command.help + '\n');

@@ -49,6 +49,13 @@ const NOT_LOADED = [
   // @fastify/rate-limit's index and ip-address: its normalizeIP is needed for IPv6 peers only (edge/client-address.ts).
   '/node_modules/@fastify/rate-limit/index.js',
   '/node_modules/ip-address/',
+  // The CLI's other commands load when one of them runs (cli/main.ts commandTable).
+  '/src/cli/admin-command.ts',
+  '/src/cli/api-commands.ts',
+  '/src/cli/apps-command.ts',
+  '/src/cli/bench-command.ts',
+  '/src/cli/init.ts',
+  '/src/cli/webhooks-command.ts',
 ];
 
 it('an idle production server on the default engine does not load what its config does not use', { timeout: 120000 }, async (t) => {
