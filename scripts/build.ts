@@ -1,7 +1,8 @@
 /**
  * `npm run build` (and `npm ci`, through `prepare`): builds every workspace
  * package into its `dist/`: JavaScript and `.d.ts` from TypeScript (`tsc -b`,
- * project references: protocol first), and the client SDK's browser bundles
+ * project references: protocol first; the server's and the protocol's
+ * JavaScript then reprinted in ASCII by esbuild), and the client SDK's browser bundles
  * with esbuild: `herald-client.js` (ESM, minified) and
  * `herald-client.global.js` (a plain script tag: `window.Herald`). Prints
  * the bundle sizes, raw and gzipped (the numbers in the README). Writes the
@@ -13,18 +14,34 @@
  * `unsafe-inline`), served by packages/server/src/console/console-static.ts.
  */
 import { execFileSync } from 'node:child_process';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { basename } from 'node:path';
 import { createRequire } from 'node:module';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import * as esbuild from 'esbuild';
+import ts from 'typescript';
 
 const root = fileURLToPath(new URL('..', import.meta.url));
 const require = createRequire(import.meta.url);
 const tsc = require.resolve('typescript/bin/tsc');
 const projects = ['protocol', 'client', 'server-sdk', 'server'].map((name) => `packages/${name}/tsconfig.build.json`);
 execFileSync(process.execPath, [tsc, '-b', ...projects], { cwd: root, stdio: 'inherit' });
+
+// The server's JavaScript (its package and the protocol's) reprinted, not minified: without comments (TypeScript's
+// printer), in ASCII (esbuild: other characters as \u escapes). A module's source stays in the heap of the process
+// that loaded it, and one character outside Latin-1 (an arrow in a comment) stores a whole file at two bytes per
+// character: 1 MiB of an idle server's heap (docs/performance.md, "Footprint, sixth pass"). The .d.ts files keep
+// their docs.
+for (const name of ['protocol', 'server']) {
+  const dist = `${root}packages/${name}/dist/`;
+  for (const file of readdirSync(dist, { recursive: true, encoding: 'utf8' })) {
+    if (!file.endsWith('.js')) continue;
+    const source = ts.createSourceFile(file, readFileSync(dist + file, 'utf8'), ts.ScriptTarget.Latest, false, ts.ScriptKind.JS);
+    const code = ts.createPrinter({ removeComments: true }).printFile(source);
+    writeFileSync(dist + file, esbuild.transformSync(code, { loader: 'js', format: 'esm', charset: 'ascii' }).code);
+  }
+}
 
 // After tsc: the schema module imports @herald/protocol, whose dist/ now exists (for a run without the herald-source condition).
 const { renderConfigJsonSchema } = await import('../packages/server/src/config/json-schema.ts');
