@@ -51,7 +51,7 @@ let normalizeIP: typeof import('@fastify/rate-limit').normalizeIP | undefined;
  * @fastify/rate-limit's `normalizeIP` (IPv6 by its /64, an IPv4-mapped
  * address as IPv4) for an address with a colon. The plugin's index, with
  * the `ip-address` package it parses IPv6 with, loads at the first IPv6
- * peer: half a MiB of heap that a server reached over IPv4 only does not
+ * peer: 0.4 MiB of heap that a server reached over IPv4 only does not
  * keep (docs/performance.md, "Footprint, sixth pass").
  */
 export function normalizeIPv6(ip: string): string {

@@ -2,9 +2,8 @@
  * prom-client's metric classes and its default process metrics, without its
  * index. The index also loads the Pushgateway client, the cluster
  * aggregator and, through the process CPU metric, `@opentelemetry/api`
- * (its exemplars' trace ids, which Herald does not turn on): 1.3 MiB of
- * heap that an idle server kept (docs/performance.md, "Footprint, sixth
- * pass"). The package has no `exports` map; its modules are reachable by
+ * (its exemplars' trace ids, which Herald does not turn on): 0.75 MiB of
+ * an idle server's heap (docs/performance.md, "Footprint, sixth pass"). The package has no `exports` map; its modules are reachable by
  * path (CommonJS), and the version is pinned. The cluster primary, which
  * aggregates the workers' metrics, imports the index itself.
  */
