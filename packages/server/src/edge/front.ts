@@ -288,13 +288,25 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * A request of the lean HTTP layer (edge/lean-http.ts `LeanRequest`, loaded
- * only when `http.leanLongPoll` or `http.leanPublish` is on): its body may
+ * only when one of the `http.lean…` switches is on): its body may
  * have come whole in the read of its head. `takeBody` answers it once (then
  * no 'data' nor 'end' come for it), else undefined. node:http's requests
  * have no `takeBody`.
  */
 export interface CarriesWholeBody {
   takeBody(): Buffer | undefined;
+}
+
+/**
+ * A response of the lean HTTP layer (edge/lean-http.ts `LeanResponse`): a
+ * handler whose answer becomes a stream written to the socket directly
+ * (the SSE transport's) calls `streaming()` before its first write; the
+ * layer then reads no other request on that connection (the stream says
+ * `Connection: close`) and no timeout of its applies. node:http's responses
+ * have no `streaming`.
+ */
+export interface StreamsOnSocket {
+  streaming(): void;
 }
 
 /**

@@ -57,6 +57,8 @@ export interface LeanHttpOptions {
   readonly checkingIntervalMs: number;
   /** True for a path (without query) this layer answers. */
   readonly isLean: (path: string) => boolean;
+  /** True for a path (without query) whose `GET` this layer answers: a stream's opening (the SSE stream, `http.leanSse`). */
+  readonly isStream?: ((path: string) => boolean) | undefined;
   /** The front's `serve`: false leaves the request to node:http (nothing read yet). */
   readonly serve: (request: LeanRequest, response: LeanResponse) => boolean;
 }
@@ -228,6 +230,16 @@ export class LeanResponse {
     return this.#connection.socket.destroyed;
   }
 
+  get socket(): Socket {
+    return this.#connection.socket;
+  }
+
+  /** The answer is a stream written to the socket from here until it closes (front.ts `StreamsOnSocket`): no other request follows. */
+  streaming(): void {
+    this.headersSent = true;
+    this.#connection.streaming();
+  }
+
   /** `writeHead(status, [name, value, …])` with the headers node:http adds: Date, and Connection/Keep-Alive. */
   writeHead(status: number, headers: readonly string[]): this {
     let lines = heads.get(headers);
@@ -309,12 +321,21 @@ function headLines(status: number, headers: readonly string[]): HeadLines {
  * A connection's phase. Idle: waiting for a request (its first byte); the
  * keep-alive timeout runs (the headers timeout on a new connection). Head:
  * receiving a request's head. Body: receiving a lean request's body. Busy:
- * a request is being answered (a held poll): no timeout.
+ * a request is being answered (a held poll): no timeout. Stream: the answer
+ * is a stream that owns the socket until it closes (an SSE stream): no
+ * timeout, no parser, and what the client sends is dropped.
  */
-const Phase = { Idle: 0, Head: 1, Body: 2, Busy: 3 } as const;
+const Phase = { Idle: 0, Head: 1, Body: 2, Busy: 3, Stream: 4 } as const;
 type Phase = (typeof Phase)[keyof typeof Phase];
 
 const POST = Buffer.from('POST ');
+const GET = Buffer.from('GET ');
+
+/** `pending` starts with `method` (or with its first bytes, when that is all there is). */
+function startsWith(pending: Buffer, method: Buffer): boolean {
+  const prefix = Math.min(pending.length, method.length);
+  return pending.compare(method, 0, prefix, 0, prefix) === 0;
+}
 
 class LeanConnection {
   readonly socket: Socket;
@@ -374,12 +395,13 @@ class LeanConnection {
         if (now - this.since > requestTimeoutMs) this.#clientError(Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }));
         return;
       case Phase.Busy:
+      case Phase.Stream:
         return;
     }
   }
 
   #read(data: Buffer): void {
-    if (this.#gone) return;
+    if (this.#gone || this.#phase === Phase.Stream) return;
     if (this.#bodyLeft > 0) return this.#body(data);
     if (this.#waiting) return this.#keep(data);
     this.#pending = this.#pending === undefined ? data : Buffer.concat([this.#pending, data]);
@@ -396,8 +418,7 @@ class LeanConnection {
       }
       if (this.#phase === Phase.Idle) {
         // A request starts: one that cannot be lean goes to node:http at once.
-        const prefix = Math.min(pending.length, POST.length);
-        if (pending.compare(POST, 0, prefix, 0, prefix) !== 0) return this.#handOff();
+        if (!startsWith(pending, POST) && (this.#layer.options.isStream === undefined || !startsWith(pending, GET))) return this.#handOff();
         this.#phase = Phase.Head;
         this.since = Date.now();
         this.#fresh = false;
@@ -418,17 +439,21 @@ class LeanConnection {
 
   /** A whole head: answered here (true) or not (false, nothing consumed). */
   #start(head: RequestHead, pending: Buffer, headEnd: number): boolean {
-    if (head.method !== 'POST' || head.major !== 1 || head.minor !== 1 || head.upgrade) return false;
+    const method = head.method;
+    if ((method !== 'POST' && method !== 'GET') || head.major !== 1 || head.minor !== 1 || head.upgrade) return false;
     const mark = head.url.indexOf('?');
-    if (!this.#layer.options.isLean(mark === -1 ? head.url : head.url.slice(0, mark))) return false;
+    const path = mark === -1 ? head.url : head.url.slice(0, mark);
+    if (method === 'GET' ? this.#layer.options.isStream?.(path) !== true : !this.#layer.options.isLean(path)) return false;
     // More header lines than node:http keeps: node:http answers them (431), not a request missing the ones past the limit.
     if (head.headers.length > this.#layer.options.maxHeaders * 2) return false;
     const headers = headerObject(head.headers, this.#layer.options.maxHeaders);
     if (headers.host === undefined || headers.expect !== undefined || headers['transfer-encoding'] !== undefined) return false;
     const declared = headers['content-length'];
+    // A stream's opening has no body.
+    if (method === 'GET' && declared !== undefined) return false;
     const length = declared === undefined ? 0 : Number(declared);
     if (!Number.isSafeInteger(length) || length < 0) return false;
-    const request = new LeanRequest('POST', head.url, headers, this.socket);
+    const request = new LeanRequest(method, head.url, headers, this.socket);
     const response = new LeanResponse(this);
     this.closeAfter = !head.keepAlive || this.#layer.closing;
     this.#phase = Phase.Body;
@@ -456,7 +481,8 @@ class LeanConnection {
     const rest = pending.subarray(headEnd);
     if (length === 0) {
       this.#request = undefined;
-      if (this.#waiting) this.#phase = Phase.Busy;
+      // (A stream may have started while served: it stays one.)
+      if (this.#waiting && this.#phase === Phase.Body) this.#phase = Phase.Busy;
       request.emit('end');
       if (rest.length > 0) this.#read(rest);
       return true;
@@ -521,6 +547,13 @@ class LeanConnection {
     }
   }
 
+  /** The answer became a stream that owns the socket (`LeanResponse.streaming`): nothing more is parsed. */
+  streaming(): void {
+    this.#phase = Phase.Stream;
+    this.#pending = undefined;
+    this.#free();
+  }
+
   /** The server is closing: an idle connection ends now; a busy one ends after its answer. */
   closeIfIdle(): void {
     this.closeAfter = true;
@@ -536,7 +569,7 @@ class LeanConnection {
 
   #ended(): void {
     // The client will send nothing more: as node:http (no half-open), end our side; a held poll sees it gone.
-    if (this.#phase === Phase.Busy || this.#phase === Phase.Body) this.socket.destroy();
+    if (this.#phase === Phase.Busy || this.#phase === Phase.Body || this.#phase === Phase.Stream) this.socket.destroy();
     else this.socket.end();
   }
 
