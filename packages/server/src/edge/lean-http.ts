@@ -259,10 +259,12 @@ export class LeanResponse {
     return this;
   }
 
+  /** Writes the answer; then 'close', as a ServerResponse emits it once its answer is done (a route frees what the request held). */
   end(text = ''): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#connection.answered(this.#head + text, this.#close);
+    this.closed();
   }
 
   destroy(): void {
@@ -278,7 +280,7 @@ export class LeanResponse {
     return this.once(event, listener);
   }
 
-  /** The socket closed while this answer was pending. */
+  /** The answer is done, or the socket closed while it was pending: the 'close' listeners, once. */
   closed(): void {
     const list = this.#onClose;
     this.#onClose = undefined;

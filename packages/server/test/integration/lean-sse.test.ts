@@ -130,6 +130,28 @@ describe('SSE opens on the lean HTTP layer', { timeout: 120000 }, () => {
     assert.deepEqual(answers(got.text), answers(expected.text));
   });
 
+  test('an open refused after its admission (a bad token) gives its connection place back, as on node:http', async () => {
+    // Two places per IP: a refused open that kept its place would leave the third open without one (429).
+    const limited = await startHerald({ http: { leanSse: true }, limits: { maxConnectionsPerIp: 2 } });
+    try {
+      const badToken = request(['GET /connection/sse?token=nope HTTP/1.1', host]);
+      for (let i = 0; i < 4; i++) {
+        const got = await exchange(port(limited), badToken, 1);
+        assert.equal(answers(got.text)[0]?.head.split('\r\n')[0], 'HTTP/1.1 401 Unauthorized', `refused open ${i + 1}: ${got.text}`);
+      }
+      const raw = await RawHttp.connect(port(limited));
+      try {
+        raw.socket.write(request(['GET /connection/sse?channel=public:d HTTP/1.1', host]));
+        await raw.until((r) => r.text.includes('"push":"subscribed"') || answers(r.text).length > 0 && !r.text.startsWith('HTTP/1.1 200'), 'an answer');
+        assert.match(raw.text, /^HTTP\/1\.1 200 OK/, 'a place was free for a stream');
+      } finally {
+        raw.destroy();
+      }
+    } finally {
+      await limited.close();
+    }
+  });
+
   test("an open stream drops what its client sends, stays past the headers timeout, and ends with the client's end", async () => {
     const raw = await RawHttp.connect(port(lean));
     try {
