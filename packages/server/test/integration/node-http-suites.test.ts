@@ -1,7 +1,7 @@
 /**
- * The suites that cover the long-poll routes, the server API's publish routes
- * and hostile HTTP input, run again with `http.leanLongPoll` and
- * `http.leanPublish` off (HERALD_TEST_NODE_HTTP=1, which
+ * The suites that cover the long-poll routes, the SSE stream, the server
+ * API's publish routes and hostile HTTP input, run again with
+ * `http.leanLongPoll`, `http.leanPublish` and `http.leanSse` off (HERALD_TEST_NODE_HTTP=1, which
  * test/helpers/herald.ts reads): the lean layer (src/edge/lean-http.ts)
  * serves those routes by default, node:http serves them with TLS or the
  * switches off, and CI checks both against the same tests. One child
@@ -17,6 +17,10 @@ import { fileURLToPath } from 'node:url';
 /** Relative to packages/server/test. lean-http*.test.ts compare the layer with node:http in every run. */
 const SUITES = [
   'integration/long-poll.test.ts',
+  'integration/sse.test.ts',
+  'integration/slow-consumer.test.ts',
+  'integration/batched-frames.test.ts',
+  'integration/recovery-stress.test.ts',
   'integration/fast-routes.test.ts',
   'integration/api-lean-path.test.ts',
   'integration/api.test.ts',
@@ -89,7 +93,7 @@ function failures(tap: string): string[] {
 }
 
 test(
-  `the long-poll, publish and hostile-input suites pass on node:http, the lean HTTP layer off (${SUITES.length} files)`,
+  `the long-poll, SSE, publish and hostile-input suites pass on node:http, the lean HTTP layer off (${SUITES.length} files)`,
   { skip: NODE_HTTP_RUN ? 'the whole run has the lean HTTP layer off (HERALD_TEST_NODE_HTTP=1)' : false, timeout: 15 * 60_000 },
   async (t) => {
     const run = await runChild(t.signal);
