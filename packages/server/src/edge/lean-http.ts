@@ -13,7 +13,10 @@
  * their `/apps/{id}/connection/…` forms; `POST /api/publish`,
  * `/api/broadcast`, `/api/batch`), HTTP/1.1, with a Host, a
  * `Content-Length` body or none, no `Expect`, no `Transfer-Encoding`, no
- * upgrade. They go to the front (front.ts) with small request and response
+ * upgrade; and a `GET` with no body on a path `isStream` names (the SSE
+ * stream's opening, `http.leanSse`), whose answer, once it is a stream,
+ * owns the socket (`LeanResponse.streaming`: no parser, no timeout, what
+ * the client sends is dropped). They go to the front (front.ts) with small request and response
  * objects of their own, so every rule and answer of the front applies; a
  * request the front's route does not take (`accepts`: the publish routes
  * leave a query string or another content type to fastify) is handed off
@@ -22,7 +25,8 @@
  * At the first request it does not answer, the connection is handed to
  * node:http untouched: the bytes from that request's first byte are put back
  * (`unshift`) and the socket goes to node:http's own `connection` listener;
- * a connection whose first bytes are not `POST ` is handed over at once.
+ * a connection whose first bytes are not `POST ` (or `GET ` with
+ * `isStream`) is handed over at once.
  *
  * What node:http would do for these requests and this layer does itself:
  * requests in order, one at a time (reading stops while the pipelined bytes
