@@ -22,7 +22,10 @@
  * At the first request it does not answer, the connection is handed to
  * node:http untouched: the bytes from that request's first byte are put back
  * (`unshift`) and the socket goes to node:http's own `connection` listener;
- * a connection whose first bytes are not `POST ` is handed over at once.
+ * a connection whose first bytes are not `POST ` (nor `GET `, with
+ * `isUpgrade`) is handed over at once. A WebSocket upgrade request on a path
+ * `isUpgrade` names goes to the server's `upgrade` listeners instead
+ * (lean-upgrade.ts).
  *
  * What node:http would do for these requests and this layer does itself:
  * requests in order, one at a time (reading stops while the pipelined bytes
