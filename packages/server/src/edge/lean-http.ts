@@ -22,7 +22,10 @@
  * At the first request it does not answer, the connection is handed to
  * node:http untouched: the bytes from that request's first byte are put back
  * (`unshift`) and the socket goes to node:http's own `connection` listener;
- * a connection whose first bytes are not `POST ` is handed over at once.
+ * a connection whose first bytes are not `POST ` (nor `GET `, with
+ * `isUpgrade`) is handed over at once. A WebSocket upgrade request on a path
+ * `isUpgrade` names goes to the server's `upgrade` listeners instead
+ * (lean-upgrade.ts).
  *
  * What node:http would do for these requests and this layer does itself:
  * requests in order, one at a time (reading stops while the pipelined bytes
@@ -39,10 +42,11 @@ import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import type { HeadParser, Llhttp, RequestHead } from './llhttp.ts';
 import type { CarriesWholeBody } from './front.ts';
+import { emitUpgrade, leanUpgrade } from './lean-upgrade.ts';
 import { httpDate } from '../util/http-date.ts';
 
 /** What the lean layers of this process did (tests and debugging: which requests took the lean path). */
-export const leanStats = { requests: 0, handOffs: 0, wholeBodies: 0 };
+export const leanStats = { requests: 0, handOffs: 0, wholeBodies: 0, upgrades: 0 };
 
 /** Bytes read ahead of the request being answered (pipelining) before reading stops. */
 const PIPELINE_BYTES = 65536;
@@ -57,6 +61,8 @@ export interface LeanHttpOptions {
   readonly checkingIntervalMs: number;
   /** True for a path (without query) this layer answers. */
   readonly isLean: (path: string) => boolean;
+  /** True for a path (without query) whose WebSocket upgrades this layer takes (lean-upgrade.ts); none without it. */
+  readonly isUpgrade?: ((path: string) => boolean) | undefined;
   /** The front's `serve`: false leaves the request to node:http (nothing read yet). */
   readonly serve: (request: LeanRequest, response: LeanResponse) => boolean;
 }
@@ -315,6 +321,15 @@ const Phase = { Idle: 0, Head: 1, Body: 2, Busy: 3 } as const;
 type Phase = (typeof Phase)[keyof typeof Phase];
 
 const POST = Buffer.from('POST ');
+const GET = Buffer.from('GET ');
+
+/** The first bytes of a request the layer may take: `POST ` (its routes); `GET ` when it takes upgrades. */
+function startsLean(pending: Buffer, upgrades: boolean): boolean {
+  const post = Math.min(pending.length, POST.length);
+  if (pending.compare(POST, 0, post, 0, post) === 0) return true;
+  const get = Math.min(pending.length, GET.length);
+  return upgrades && pending.compare(GET, 0, get, 0, get) === 0;
+}
 
 class LeanConnection {
   readonly socket: Socket;
@@ -399,8 +414,7 @@ class LeanConnection {
       }
       if (this.#phase === Phase.Idle) {
         // A request starts: one that cannot be lean goes to node:http at once.
-        const prefix = Math.min(pending.length, POST.length);
-        if (pending.compare(POST, 0, prefix, 0, prefix) !== 0) return this.#handOff();
+        if (!startsLean(pending, this.#layer.options.isUpgrade !== undefined)) return this.#handOff();
         this.#phase = Phase.Head;
         this.since = Date.now();
         this.#fresh = false;
@@ -421,6 +435,7 @@ class LeanConnection {
 
   /** A whole head: answered here (true) or not (false, nothing consumed). */
   #start(head: RequestHead, pending: Buffer, headEnd: number): boolean {
+    if (head.upgrade) return this.#upgrade(head, pending, headEnd);
     if (head.method !== 'POST' || head.major !== 1 || head.minor !== 1 || head.upgrade) return false;
     const mark = head.url.indexOf('?');
     if (!this.#layer.options.isLean(mark === -1 ? head.url : head.url.slice(0, mark))) return false;
@@ -473,6 +488,19 @@ class LeanConnection {
       return true;
     }
     if (pending.length > headEnd) this.#body(pending, headEnd);
+    return true;
+  }
+
+  /** A WebSocket upgrade request: to the server's `upgrade` listeners (lean-upgrade.ts), or not taken (false, nothing consumed). */
+  #upgrade(head: RequestHead, pending: Buffer, headEnd: number): boolean {
+    const mark = head.url.indexOf('?');
+    if (this.#layer.options.isUpgrade?.(mark === -1 ? head.url : head.url.slice(0, mark)) !== true || head.headers.length > this.#layer.options.maxHeaders * 2) return false;
+    const headers = headerObject(head.headers, this.#layer.options.maxHeaders);
+    if (!leanUpgrade(head, headers)) return false;
+    leanStats.upgrades++;
+    this.#pending = undefined;
+    this.#detach();
+    emitUpgrade(this.#layer.server, new LeanRequest(head.method, head.url, headers, this.socket), this.socket, pending.subarray(headEnd));
     return true;
   }
 
@@ -570,17 +598,23 @@ class LeanConnection {
     this.#parser.free();
   }
 
-  /** To node:http, from the current request's first byte. */
-  #handOff(): void {
+  /** The socket leaves the layer: its listeners, timeouts and parser. */
+  #detach(): void {
     const socket = this.socket;
     this.#gone = true;
-    socket.pause();
     socket.removeListener('data', this.#onData);
     socket.removeListener('end', this.#onEnd);
     socket.removeListener('close', this.#onClose);
     socket.removeListener('error', this.#onError);
     this.#layer.forget(this);
     this.#free();
+  }
+
+  /** To node:http, from the current request's first byte. */
+  #handOff(): void {
+    const socket = this.socket;
+    socket.pause();
+    this.#detach();
     const pending = this.#pending;
     this.#pending = undefined;
     if (pending !== undefined && pending.length > 0) socket.unshift(pending);

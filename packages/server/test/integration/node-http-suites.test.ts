@@ -1,10 +1,11 @@
 /**
- * The suites that cover the long-poll routes, the server API's publish routes
- * and hostile HTTP input, run again with `http.leanLongPoll` and
- * `http.leanPublish` off (HERALD_TEST_NODE_HTTP=1, which
- * test/helpers/herald.ts reads): the lean layer (src/edge/lean-http.ts)
- * serves those routes by default, node:http serves them with TLS or the
- * switches off, and CI checks both against the same tests. One child
+ * The suites that cover the long-poll routes, the server API's publish routes,
+ * WebSocket upgrades and hostile HTTP input, run again with
+ * `http.leanLongPoll`, `http.leanPublish` and `http.leanWebSocket` off
+ * (HERALD_TEST_NODE_HTTP=1, which test/helpers/herald.ts reads): the lean
+ * layer (src/edge/lean-http.ts, lean-upgrade.ts) serves those by default,
+ * node:http serves them with TLS or the switches off, and CI checks both
+ * against the same tests. One child
  * `node --test` runs them; this test fails with the names of the child's
  * failing tests. The child inherits the environment (HERALD_REQUIRE_SERVICES
  * included). Skipped when the whole run already has the layer off.
@@ -27,6 +28,8 @@ const SUITES = [
   'integration/shutdown.test.ts',
   'integration/native-apps.test.ts',
   'integration/error-details.test.ts',
+  'integration/websocket.test.ts',
+  'integration/websocket-open.test.ts',
   'security/smuggling.test.ts',
   'security/slowloris.test.ts',
   'security/http-bodies.test.ts',
@@ -36,6 +39,9 @@ const SUITES = [
   'security/fuzz.test.ts',
   'security/json-depth.test.ts',
   'security/prototype-pollution.test.ts',
+  'security/handshake.test.ts',
+  'security/frames.test.ts',
+  'security/websocket-open.test.ts',
 ];
 
 /** As test/helpers/herald.ts `nodeHttpRun` (not imported: that module loads the server). */
