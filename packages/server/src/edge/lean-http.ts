@@ -369,6 +369,9 @@ class LeanConnection {
   #request: LeanRequest | undefined;
   #bodyLeft = 0;
   #response: LeanResponse | undefined;
+  /** The last head the parser kept (llhttp.ts: its repeats come as the same object) and its header object. */
+  #head: RequestHead | undefined;
+  #headers: IncomingHttpHeaders | undefined;
   /** A request was taken and its answer has not been written. */
   #waiting = false;
   #gone = false;
@@ -437,7 +440,7 @@ class LeanConnection {
         this.#fresh = false;
         this.#parsed = 0;
       }
-      const head = this.#parser.execute(pending.subarray(this.#parsed));
+      const head = this.#parser.execute(this.#parsed === 0 ? pending : pending.subarray(this.#parsed));
       if (head === undefined) {
         // The head goes on in the next read; the parser keeps its state.
         this.#parsed = pending.length;
@@ -460,7 +463,15 @@ class LeanConnection {
     if (method === 'GET' ? this.#layer.options.isStream?.(path) !== true : !this.#layer.options.isLean(path)) return false;
     // More header lines than node:http keeps: node:http answers them (431), not a request missing the ones past the limit.
     if (head.headers.length > this.#layer.options.maxHeaders * 2) return false;
-    const headers = headerObject(head.headers, this.#layer.options.maxHeaders);
+    // The parser's head again (a request with the same head bytes, llhttp.ts): its header object again, frozen since shared.
+    let headers = this.#headers;
+    if (head !== this.#head || headers === undefined) {
+      headers = headerObject(head.headers, this.#layer.options.maxHeaders);
+      if (Object.isFrozen(head)) {
+        this.#head = head;
+        this.#headers = Object.freeze(headers);
+      }
+    }
     if (headers.host === undefined || headers.expect !== undefined || headers['transfer-encoding'] !== undefined) return false;
     const declared = headers['content-length'];
     // A stream's opening has no body.
@@ -478,7 +489,8 @@ class LeanConnection {
     // What follows the head is this request's body, then the next request's bytes.
     this.#pending = undefined;
     // A body read with its head (a poll's): a reader may take it whole while served (`takeBody`, front.ts `CarriesWholeBody`), without listeners.
-    if (length > 0 && pending.length - headEnd >= length) request.giveBody(Buffer.from(pending.subarray(headEnd, headEnd + length)));
+    // A view, not a copy: Node reads each read into a buffer of its own, of the read's size.
+    if (length > 0 && pending.length - headEnd >= length) request.giveBody(pending.subarray(headEnd, headEnd + length));
     if (!this.#layer.options.serve(request, response)) {
       this.#phase = Phase.Head;
       this.#waiting = false;
@@ -492,16 +504,15 @@ class LeanConnection {
     leanStats.requests++;
     // Taken while served, or never: a reader that comes later gets it as 'data' and 'end' events, as before.
     request.giveBody(undefined);
-    const rest = pending.subarray(headEnd);
     if (length === 0) {
       this.#request = undefined;
       // (A stream may have started while served: it stays one.)
       if (this.#waiting && this.#phase === Phase.Body) this.#phase = Phase.Busy;
       request.emit('end');
-      if (rest.length > 0) this.#read(rest);
+      if (pending.length > headEnd) this.#read(pending.subarray(headEnd));
       return true;
     }
-    if (rest.length > 0) this.#body(rest);
+    if (pending.length > headEnd) this.#body(pending, headEnd);
     return true;
   }
 
@@ -518,10 +529,10 @@ class LeanConnection {
     return true;
   }
 
-  /** Body bytes of the current request (discarded once it was answered); what follows is the next request's. */
-  #body(data: Buffer): void {
+  /** Body bytes of the current request from `from` (discarded once it was answered); what follows is the next request's. */
+  #body(data: Buffer, from = 0): void {
     const request = this.#request;
-    const take = Math.min(this.#bodyLeft, data.length);
+    const take = Math.min(this.#bodyLeft, data.length - from);
     this.#bodyLeft -= take;
     const done = this.#bodyLeft === 0;
     if (done) {
@@ -534,10 +545,10 @@ class LeanConnection {
     }
     // The socket's buffer may hold the next request's bytes too: a copy goes to the handler (unless it took the body whole, a copy too).
     if (request !== undefined && !request.bodyTaken) {
-      if (take > 0) request.emit('data', Buffer.from(data.subarray(0, take)));
+      if (take > 0) request.emit('data', Buffer.from(data.subarray(from, from + take)));
       if (done) request.emit('end');
     }
-    if (take < data.length && !this.#gone) this.#read(data.subarray(take));
+    if (from + take < data.length && !this.#gone) this.#read(data.subarray(from + take));
   }
 
   /** Keeps bytes read ahead of the request being answered. */
