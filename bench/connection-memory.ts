@@ -30,9 +30,9 @@
  * really holds, garbage and buffers included). Nchan has no JS heap: RSS
  * of its worker only. Everything runs on loopback and stops by itself.
  *
- * Target `herald-lean` is Herald with the long-poll routes on the lean HTTP
- * layer (`http.leanLongPoll`), the default since main of 2026-12-07 (so the
- * same server as `herald`); `herald-node-http` the same with it off
+ * Target `herald-lean` is Herald with the long-poll routes and the SSE
+ * opening on the lean HTTP layer (`http.leanLongPoll`, `http.leanSse`), the
+ * default (so the same server as `herald`); `herald-node-http` the same with them off
  * (node:http, the default before). Target `herald-before` is Herald from another checkout (`--before-root`,
  * e.g. a `git archive` of the code before a change beside this checkout,
  * sharing its node_modules), measured like `herald` in the same run.
@@ -318,10 +318,11 @@ async function measure(flavor: Flavor): Promise<TargetResult> {
     stop = () => nchan.stop();
   } else {
     const kind = flavor === 'herald' || flavor === 'herald-before' || flavor === 'herald-lean' || flavor === 'herald-node-http' ? 'herald' : opts.transport === 'sse' ? 'raw-sse' : opts.transport === 'long-poll' ? 'raw-long-poll' : 'raw-ws';
-    // `herald-lean`: the long-poll routes on the lean HTTP layer (http.leanLongPoll, packages/server/src/edge/lean-http.ts).
+    // `herald-lean`: the long-poll routes and the SSE opening on the lean HTTP layer (http.leanLongPoll, http.leanSse,
+    // packages/server/src/edge/lean-http.ts); `herald-node-http`: both off.
     const config =
       flavor === 'herald-lean' || flavor === 'herald-node-http'
-        ? { ...heraldBenchConfig(), http: { ...(heraldBenchConfig()['http'] as object | undefined), leanLongPoll: flavor === 'herald-lean' } }
+        ? { ...heraldBenchConfig(), http: { ...(heraldBenchConfig()['http'] as object | undefined), leanLongPoll: flavor === 'herald-lean', leanSse: flavor === 'herald-lean' } }
         : undefined;
     server = await startServerProcess({ kind, cpus: opts.serverCpu, nodeArgs: ['--heapsnapshot-signal=SIGUSR2', ...opts.nodeArgs], root: flavor === 'herald-before' ? opts.beforeRoot : undefined, config });
     port = server.port;

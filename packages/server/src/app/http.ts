@@ -18,7 +18,7 @@ import type { Config } from '../config/schema.ts';
 import type { Node } from '../core/node.ts';
 import { ApiError, ApiExecutor } from '../api/executor.ts';
 import type { ApiKeyVerifier } from '../auth/api-keys.ts';
-import { registerSse } from '../transports/sse.ts';
+import { registerSse, SSE_PATH } from '../transports/sse.ts';
 import { registerLongPoll } from '../transports/long-poll.ts';
 import { registerHttpCommands, sendApiError, SessionRegistry, type SessionRouter } from '../transports/http-connection.ts';
 import { encodeResult, type ApiErrorCode } from '@herald/protocol';
@@ -30,6 +30,7 @@ import { Front } from '../edge/front.ts';
 import { installAtFirstConnection } from '../edge/first-connection.ts';
 import type { LeanRequest, LeanResponse } from '../edge/lean-http.ts';
 import { POLL_OPEN_PATH, POLL_PATH } from '../transports/long-poll.ts';
+import { WEBSOCKET_PATH } from '../transports/websocket.ts';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { answerClientError } from '../edge/client-errors.ts';
 import { answerUnmatched, schemaController, useJsonBodies, useStrictSchemas } from './http-input.ts';
@@ -251,7 +252,7 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   });
   // The lean layer reads plain HTTP only: with TLS, node:https serves its routes too. It loads at the first
   // connection: its module and llhttp's WASM build cost the idle process 4.4 MiB of RSS (docs/performance.md).
-  if ((config.http.leanLongPoll || config.http.leanPublish) && tls === undefined) {
+  if ((config.http.leanLongPoll || config.http.leanPublish || config.http.leanWebSocket || config.http.leanSse) && tls === undefined) {
     installAtFirstConnection(app.server, () => loadLeanHttp(app, front, config, serverOptions, options.appPaths), (error) =>
       app.log.error({ err: error }, 'the lean HTTP layer did not load; node:http serves every route'),
     );
@@ -260,14 +261,23 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
 }
 
 /**
- * `http.leanLongPoll` and `http.leanPublish` (both on by default, plain HTTP
- * only): loads the lean HTTP/1.1 layer (edge/lean-http.ts) and answers its
- * install, which puts the long-poll routes, the publish routes, or both on
- * it, every other request on node:http. If llhttp's WASM build (llhttp.ts)
+ * `http.leanLongPoll`, `http.leanPublish`, `http.leanWebSocket` and
+ * `http.leanSse` (all on by default, plain HTTP only): loads the lean
+ * HTTP/1.1 layer (edge/lean-http.ts) and answers its install, which puts the
+ * long-poll routes, the publish routes, the WebSocket upgrades
+ * (edge/lean-upgrade.ts), the SSE stream's opening, or some of them on it,
+ * every other request on node:http. If llhttp's WASM build (llhttp.ts)
  * does not load, they stay on node:http, with one warning (no install).
  */
 async function loadLeanHttp(app: FastifyInstance, front: Front, config: Config, serverOptions: HttpServerOptions, appPaths: AppPaths | undefined): Promise<(() => void) | undefined> {
-  const switches = [config.http.leanLongPoll ? 'http.leanLongPoll' : '', config.http.leanPublish ? 'http.leanPublish' : ''].filter(Boolean).join(' and ');
+  const switches = [
+    config.http.leanLongPoll ? 'http.leanLongPoll' : '',
+    config.http.leanPublish ? 'http.leanPublish' : '',
+    config.http.leanWebSocket ? 'http.leanWebSocket' : '',
+    config.http.leanSse ? 'http.leanSse' : '',
+  ]
+    .filter(Boolean)
+    .join(' and ');
   const [{ LeanHttp }, { loadLlhttp }] = await Promise.all([import('../edge/lean-http.ts'), import('../edge/llhttp.ts')]);
   const loaded = loadLlhttp();
   if (!('llhttp' in loaded)) {
@@ -291,6 +301,10 @@ async function loadLeanHttp(app: FastifyInstance, front: Front, config: Config, 
       const match = appPaths.match(path);
       return match !== undefined && polls.has(match.rest);
     },
+    isUpgrade: config.http.leanWebSocket ? (path) => path === WEBSOCKET_PATH || (appPaths !== undefined && path.startsWith('/apps/') && appPaths.match(path)?.rest === WEBSOCKET_PATH) : undefined,
+    isStream: config.http.leanSse
+      ? (path) => path === SSE_PATH || (appPaths !== undefined && path.startsWith('/apps/') && appPaths.match(path)?.rest === SSE_PATH)
+      : undefined,
     serve: (request: LeanRequest, response: LeanResponse) => front.serve(request as unknown as IncomingMessage, response as unknown as ServerResponse),
   });
 }

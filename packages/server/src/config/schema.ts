@@ -557,6 +557,16 @@ export const ConfigSchema = Type.Object(
           description:
             'The server API\'s publish routes (POST /api/publish, /api/broadcast, /api/batch with a JSON body and no query string) are answered by the same lean HTTP/1.1 layer as http.leanLongPoll instead of node:http: less CPU per publish; any other request goes to node:http. Plain HTTP only: with tls.certFile set, node:https serves these routes.',
         }),
+        leanWebSocket: Type.Boolean({
+          default: true,
+          description:
+            'WebSocket upgrade requests on the connection paths (GET /connection/websocket and its /apps/{id}/ form) are read by the same lean HTTP/1.1 layer as http.leanLongPoll and handed to the WebSocket endpoint without node:http\'s request objects: less CPU per open; every check and answer stays the same. Plain HTTP only: with tls.certFile set, node:https reads them.',
+        }),
+        leanSse: Type.Boolean({
+          default: true,
+          description:
+            'The SSE stream\'s opening (GET /connection/sse and its /apps/{id}/ form, without a body) is answered by the same lean HTTP/1.1 layer as http.leanLongPoll instead of node:http, and the stream then writes to its socket: less CPU per open (a reconnect storm). Plain HTTP only: with tls.certFile set, node:https serves the stream.',
+        }),
         trustedProxies: Type.Array(Type.String({ maxLength: 64 }), {
           default: [],
           description: 'Proxy addresses or CIDRs whose X-Forwarded-For is believed; from anyone else it is ignored.',

@@ -288,13 +288,25 @@ const utf8 = new TextDecoder('utf-8', { fatal: true });
 
 /**
  * A request of the lean HTTP layer (edge/lean-http.ts `LeanRequest`, loaded
- * only when `http.leanLongPoll` or `http.leanPublish` is on): its body may
+ * only when one of the `http.lean…` switches is on): its body may
  * have come whole in the read of its head. `takeBody` answers it once (then
  * no 'data' nor 'end' come for it), else undefined. node:http's requests
  * have no `takeBody`.
  */
 export interface CarriesWholeBody {
   takeBody(): Buffer | undefined;
+}
+
+/**
+ * A response of the lean HTTP layer (edge/lean-http.ts `LeanResponse`): a
+ * handler whose answer becomes a stream written to the socket directly
+ * (the SSE transport's) calls `streaming()` before its first write; the
+ * layer then reads no other request on that connection (the stream says
+ * `Connection: close`) and no timeout of its applies. node:http's responses
+ * have no `streaming`.
+ */
+export interface StreamsOnSocket {
+  streaming(): void;
 }
 
 /**
@@ -315,14 +327,15 @@ export function readBodyThen(
   onNone: () => void,
   quick?: (body: Buffer) => unknown,
 ): void {
-  const refuse = (code: ApiErrorCode): void => {
-    answerError(response, closing(headers), code);
-    onNone();
-  };
-  if (Number(request.headers['content-length']) > limits.limit) return refuse('payload_too_large');
-  // The lean layer's request with its whole body already read (a poll's, in the read of its head): no listeners.
+  if (Number(request.headers['content-length']) > limits.limit) return refuseBody(response, headers, 'payload_too_large', onNone);
+  // The lean layer's request with its whole body already read (a poll's, in the read of its head): no listeners, no closure.
   const whole = (request as Partial<CarriesWholeBody>).takeBody?.();
-  if (whole !== undefined) return decodeBody(whole, limits, onValue, refuse, quick);
+  if (whole !== undefined) {
+    const value = bodyValue(whole, limits, quick);
+    if (value instanceof Refusal) refuseBody(response, headers, value.code, onNone);
+    else onValue(value);
+    return;
+  }
   let chunks: Buffer[] = [];
   let size = 0;
   const onData = (chunk: Buffer): void => {
@@ -330,13 +343,15 @@ export function readBodyThen(
     if (size <= limits.limit) chunks.push(chunk);
     else {
       finish();
-      refuse('payload_too_large');
+      refuseBody(response, headers, 'payload_too_large', onNone);
     }
   };
   const onEnd = (): void => {
     const body = chunks.length === 1 ? chunks[0]! : Buffer.concat(chunks, size);
     finish();
-    decodeBody(body, limits, onValue, refuse, quick);
+    const value = bodyValue(body, limits, quick);
+    if (value instanceof Refusal) refuseBody(response, headers, value.code, onNone);
+    else onValue(value);
   };
   const onGone = (): void => {
     finish();
@@ -354,21 +369,38 @@ export function readBodyThen(
   request.on('close', onGone);
 }
 
-/** A whole body read by `readBodyThen`: `quick`'s value, else UTF-8 and JSON by the rules, else the error answered. */
-function decodeBody(body: Buffer, limits: BodyLimits, onValue: (value: unknown) => void, refuse: (code: ApiErrorCode) => void, quick: ((body: Buffer) => unknown) | undefined): void {
+/** Answers a body's error (the connection ends after it, as fastify's body parser does), then `onNone`. */
+function refuseBody(response: ServerResponse, headers: readonly string[], code: ApiErrorCode, onNone: () => void): void {
+  answerError(response, closing(headers), code);
+  onNone();
+}
+
+/** A body's error, as `bodyValue` returns it: one object per code, never a JSON value. */
+class Refusal {
+  readonly code: ApiErrorCode;
+  constructor(code: ApiErrorCode) {
+    this.code = code;
+  }
+}
+const INVALID_UTF8 = new Refusal('invalid_utf8');
+const JSON_TOO_DEEP = new Refusal('json_too_deep');
+const INVALID_JSON = new Refusal('invalid_json');
+
+/** A whole body's value: `quick`'s, else UTF-8 and JSON by the rules; or its error. */
+function bodyValue(body: Buffer, limits: BodyLimits, quick: ((body: Buffer) => unknown) | undefined): unknown {
   if (quick !== undefined) {
     const value = quick(body);
-    if (value !== undefined) return onValue(value);
+    if (value !== undefined) return value;
   }
   let text: string;
   try {
     text = utf8.decode(body);
   } catch {
-    return refuse('invalid_utf8');
+    return INVALID_UTF8;
   }
   const read = readJson(text, limits.maxDepth);
-  if (read.ok) onValue(read.value);
-  else refuse(read.error === 'too_deep' ? 'json_too_deep' : 'invalid_json');
+  if (read.ok) return read.value;
+  return read.error === 'too_deep' ? JSON_TOO_DEEP : INVALID_JSON;
 }
 
 /**
@@ -387,26 +419,34 @@ export function jsonBody<T>(schema: TSchema, limits: BodyLimits): (request: Inco
 }
 
 /**
- * `jsonBody` without a promise: `onValue` gets the checked value, `onNone`
- * is called once the error was answered or the request went away. `quick`
- * as in `readBodyThen`; what it returns is checked by the schema too.
+ * `jsonBody` without a promise: `onValue` gets the checked value (and the
+ * request, response and headers it was called with, so that a route needs
+ * no closure per request), `onNone` is called once the error was answered
+ * or the request went away. `quick` as in `readBodyThen`; what it returns
+ * is checked by the schema too.
  */
 export function jsonBodyThen<T>(
   schema: TSchema,
   limits: BodyLimits,
   quick?: (body: Buffer) => unknown,
-): (request: IncomingMessage, response: ServerResponse, headers: readonly string[], onValue: (value: T) => void, onNone: () => void) => void {
+): (
+  request: IncomingMessage,
+  response: ServerResponse,
+  headers: readonly string[],
+  onValue: (value: T, request: IncomingMessage, response: ServerResponse, headers: readonly string[]) => void,
+  onNone: () => void,
+) => void {
   const check = TypeCompiler.Compile(schema);
+  const validate = (value: unknown, request: IncomingMessage, response: ServerResponse, headers: readonly string[], onValue: (value: T, request: IncomingMessage, response: ServerResponse, headers: readonly string[]) => void, onNone: () => void): void => {
+    if (check.Check(value)) return onValue(value as T, request, response, headers);
+    answerError(response, headers, 'bad_request', schemaDetail(check, value));
+    onNone();
+  };
   return (request, response, headers, onValue, onNone) => {
-    const validate = (value: unknown): void => {
-      if (check.Check(value)) return onValue(value as T);
-      answerError(response, headers, 'bad_request', schemaDetail(check, value));
-      onNone();
-    };
     const type = request.headers['content-type'];
     if (type === undefined) {
       const length = request.headers['content-length'];
-      if (request.headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return validate(undefined);
+      if (request.headers['transfer-encoding'] === undefined && (length === undefined || length === '0')) return validate(undefined, request, response, headers, onValue, onNone);
       answerError(response, headers, 'unsupported_media_type');
       return onNone();
     }
@@ -415,6 +455,15 @@ export function jsonBodyThen<T>(
       answerError(response, headers, 'unsupported_media_type');
       return onNone();
     }
-    readBodyThen(request, response, headers, limits, validate, onNone, quick);
+    // A body the lean layer read whole (a poll's): read and checked here, without a closure; over the limit, readBodyThen refuses it.
+    if (!(Number(request.headers['content-length']) > limits.limit)) {
+      const whole = (request as Partial<CarriesWholeBody>).takeBody?.();
+      if (whole !== undefined) {
+        const value = bodyValue(whole, limits, quick);
+        if (value instanceof Refusal) return refuseBody(response, headers, value.code, onNone);
+        return validate(value, request, response, headers, onValue, onNone);
+      }
+    }
+    readBodyThen(request, response, headers, limits, (value) => validate(value, request, response, headers, onValue, onNone), onNone, quick);
   };
 }

@@ -13,7 +13,10 @@
  * their `/apps/{id}/connection/…` forms; `POST /api/publish`,
  * `/api/broadcast`, `/api/batch`), HTTP/1.1, with a Host, a
  * `Content-Length` body or none, no `Expect`, no `Transfer-Encoding`, no
- * upgrade. They go to the front (front.ts) with small request and response
+ * upgrade; and a `GET` with no body on a path `isStream` names (the SSE
+ * stream's opening, `http.leanSse`), whose answer, once it is a stream,
+ * owns the socket (`LeanResponse.streaming`: no parser, no timeout, what
+ * the client sends is dropped). They go to the front (front.ts) with small request and response
  * objects of their own, so every rule and answer of the front applies; a
  * request the front's route does not take (`accepts`: the publish routes
  * leave a query string or another content type to fastify) is handed off
@@ -22,7 +25,10 @@
  * At the first request it does not answer, the connection is handed to
  * node:http untouched: the bytes from that request's first byte are put back
  * (`unshift`) and the socket goes to node:http's own `connection` listener;
- * a connection whose first bytes are not `POST ` is handed over at once.
+ * a connection whose first bytes are not `POST ` (nor `GET `, with
+ * `isUpgrade` or `isStream`) is handed over at once. A WebSocket upgrade
+ * request on a path `isUpgrade` names goes to the server's `upgrade`
+ * listeners instead (lean-upgrade.ts).
  *
  * What node:http would do for these requests and this layer does itself:
  * requests in order, one at a time (reading stops while the pipelined bytes
@@ -39,10 +45,11 @@ import { STATUS_CODES, type IncomingHttpHeaders } from 'node:http';
 import type { Socket } from 'node:net';
 import type { HeadParser, Llhttp, RequestHead } from './llhttp.ts';
 import type { CarriesWholeBody } from './front.ts';
+import { emitUpgrade, leanUpgrade } from './lean-upgrade.ts';
 import { httpDate } from '../util/http-date.ts';
 
 /** What the lean layers of this process did (tests and debugging: which requests took the lean path). */
-export const leanStats = { requests: 0, handOffs: 0, wholeBodies: 0 };
+export const leanStats = { requests: 0, handOffs: 0, wholeBodies: 0, upgrades: 0 };
 
 /** Bytes read ahead of the request being answered (pipelining) before reading stops. */
 const PIPELINE_BYTES = 65536;
@@ -57,6 +64,10 @@ export interface LeanHttpOptions {
   readonly checkingIntervalMs: number;
   /** True for a path (without query) this layer answers. */
   readonly isLean: (path: string) => boolean;
+  /** True for a path (without query) whose WebSocket upgrades this layer takes (lean-upgrade.ts); none without it. */
+  readonly isUpgrade?: ((path: string) => boolean) | undefined;
+  /** True for a path (without query) whose `GET` this layer answers: a stream's opening (the SSE stream, `http.leanSse`). */
+  readonly isStream?: ((path: string) => boolean) | undefined;
   /** The front's `serve`: false leaves the request to node:http (nothing read yet). */
   readonly serve: (request: LeanRequest, response: LeanResponse) => boolean;
 }
@@ -228,6 +239,16 @@ export class LeanResponse {
     return this.#connection.socket.destroyed;
   }
 
+  get socket(): Socket {
+    return this.#connection.socket;
+  }
+
+  /** The answer is a stream written to the socket from here until it closes (front.ts `StreamsOnSocket`): no other request follows. */
+  streaming(): void {
+    this.headersSent = true;
+    this.#connection.streaming();
+  }
+
   /** `writeHead(status, [name, value, …])` with the headers node:http adds: Date, and Connection/Keep-Alive. */
   writeHead(status: number, headers: readonly string[]): this {
     let lines = heads.get(headers);
@@ -247,10 +268,12 @@ export class LeanResponse {
     return this;
   }
 
+  /** Writes the answer; then 'close', as a ServerResponse emits it once its answer is done (a route frees what the request held). */
   end(text = ''): void {
     if (this.#ended) return;
     this.#ended = true;
     this.#connection.answered(this.#head + text, this.#close);
+    this.closed();
   }
 
   destroy(): void {
@@ -266,7 +289,7 @@ export class LeanResponse {
     return this.once(event, listener);
   }
 
-  /** The socket closed while this answer was pending. */
+  /** The answer is done, or the socket closed while it was pending: the 'close' listeners, once. */
   closed(): void {
     const list = this.#onClose;
     this.#onClose = undefined;
@@ -309,12 +332,23 @@ function headLines(status: number, headers: readonly string[]): HeadLines {
  * A connection's phase. Idle: waiting for a request (its first byte); the
  * keep-alive timeout runs (the headers timeout on a new connection). Head:
  * receiving a request's head. Body: receiving a lean request's body. Busy:
- * a request is being answered (a held poll): no timeout.
+ * a request is being answered (a held poll): no timeout. Stream: the answer
+ * is a stream that owns the socket until it closes (an SSE stream): no
+ * timeout, no parser, and what the client sends is dropped.
  */
-const Phase = { Idle: 0, Head: 1, Body: 2, Busy: 3 } as const;
+const Phase = { Idle: 0, Head: 1, Body: 2, Busy: 3, Stream: 4 } as const;
 type Phase = (typeof Phase)[keyof typeof Phase];
 
 const POST = Buffer.from('POST ');
+const GET = Buffer.from('GET ');
+
+/** The first bytes of a request the layer may take: `POST ` (its routes); `GET ` when it takes upgrades or streams. */
+function startsLean(pending: Buffer, gets: boolean): boolean {
+  const post = Math.min(pending.length, POST.length);
+  if (pending.compare(POST, 0, post, 0, post) === 0) return true;
+  const get = Math.min(pending.length, GET.length);
+  return gets && pending.compare(GET, 0, get, 0, get) === 0;
+}
 
 class LeanConnection {
   readonly socket: Socket;
@@ -335,6 +369,9 @@ class LeanConnection {
   #request: LeanRequest | undefined;
   #bodyLeft = 0;
   #response: LeanResponse | undefined;
+  /** The last head the parser kept (llhttp.ts: its repeats come as the same object) and its header object. */
+  #head: RequestHead | undefined;
+  #headers: IncomingHttpHeaders | undefined;
   /** A request was taken and its answer has not been written. */
   #waiting = false;
   #gone = false;
@@ -374,12 +411,13 @@ class LeanConnection {
         if (now - this.since > requestTimeoutMs) this.#clientError(Object.assign(new Error('Request timeout'), { code: 'ERR_HTTP_REQUEST_TIMEOUT' }));
         return;
       case Phase.Busy:
+      case Phase.Stream:
         return;
     }
   }
 
   #read(data: Buffer): void {
-    if (this.#gone) return;
+    if (this.#gone || this.#phase === Phase.Stream) return;
     if (this.#bodyLeft > 0) return this.#body(data);
     if (this.#waiting) return this.#keep(data);
     this.#pending = this.#pending === undefined ? data : Buffer.concat([this.#pending, data]);
@@ -396,14 +434,13 @@ class LeanConnection {
       }
       if (this.#phase === Phase.Idle) {
         // A request starts: one that cannot be lean goes to node:http at once.
-        const prefix = Math.min(pending.length, POST.length);
-        if (pending.compare(POST, 0, prefix, 0, prefix) !== 0) return this.#handOff();
+        if (!startsLean(pending, this.#layer.options.isUpgrade !== undefined || this.#layer.options.isStream !== undefined)) return this.#handOff();
         this.#phase = Phase.Head;
         this.since = Date.now();
         this.#fresh = false;
         this.#parsed = 0;
       }
-      const head = this.#parser.execute(pending.subarray(this.#parsed));
+      const head = this.#parser.execute(this.#parsed === 0 ? pending : pending.subarray(this.#parsed));
       if (head === undefined) {
         // The head goes on in the next read; the parser keeps its state.
         this.#parsed = pending.length;
@@ -418,17 +455,30 @@ class LeanConnection {
 
   /** A whole head: answered here (true) or not (false, nothing consumed). */
   #start(head: RequestHead, pending: Buffer, headEnd: number): boolean {
-    if (head.method !== 'POST' || head.major !== 1 || head.minor !== 1 || head.upgrade) return false;
+    if (head.upgrade) return this.#upgrade(head, pending, headEnd);
+    const method = head.method;
+    if ((method !== 'POST' && method !== 'GET') || head.major !== 1 || head.minor !== 1) return false;
     const mark = head.url.indexOf('?');
-    if (!this.#layer.options.isLean(mark === -1 ? head.url : head.url.slice(0, mark))) return false;
+    const path = mark === -1 ? head.url : head.url.slice(0, mark);
+    if (method === 'GET' ? this.#layer.options.isStream?.(path) !== true : !this.#layer.options.isLean(path)) return false;
     // More header lines than node:http keeps: node:http answers them (431), not a request missing the ones past the limit.
     if (head.headers.length > this.#layer.options.maxHeaders * 2) return false;
-    const headers = headerObject(head.headers, this.#layer.options.maxHeaders);
+    // The parser's head again (a request with the same head bytes, llhttp.ts): its header object again, frozen since shared.
+    let headers = this.#headers;
+    if (head !== this.#head || headers === undefined) {
+      headers = headerObject(head.headers, this.#layer.options.maxHeaders);
+      if (Object.isFrozen(head)) {
+        this.#head = head;
+        this.#headers = Object.freeze(headers);
+      }
+    }
     if (headers.host === undefined || headers.expect !== undefined || headers['transfer-encoding'] !== undefined) return false;
     const declared = headers['content-length'];
+    // A stream's opening has no body.
+    if (method === 'GET' && declared !== undefined) return false;
     const length = declared === undefined ? 0 : Number(declared);
     if (!Number.isSafeInteger(length) || length < 0) return false;
-    const request = new LeanRequest('POST', head.url, headers, this.socket);
+    const request = new LeanRequest(method, head.url, headers, this.socket);
     const response = new LeanResponse(this);
     this.closeAfter = !head.keepAlive || this.#layer.closing;
     this.#phase = Phase.Body;
@@ -439,7 +489,8 @@ class LeanConnection {
     // What follows the head is this request's body, then the next request's bytes.
     this.#pending = undefined;
     // A body read with its head (a poll's): a reader may take it whole while served (`takeBody`, front.ts `CarriesWholeBody`), without listeners.
-    if (length > 0 && pending.length - headEnd >= length) request.giveBody(Buffer.from(pending.subarray(headEnd, headEnd + length)));
+    // A view, not a copy: Node reads each read into a buffer of its own, of the read's size.
+    if (length > 0 && pending.length - headEnd >= length) request.giveBody(pending.subarray(headEnd, headEnd + length));
     if (!this.#layer.options.serve(request, response)) {
       this.#phase = Phase.Head;
       this.#waiting = false;
@@ -453,22 +504,35 @@ class LeanConnection {
     leanStats.requests++;
     // Taken while served, or never: a reader that comes later gets it as 'data' and 'end' events, as before.
     request.giveBody(undefined);
-    const rest = pending.subarray(headEnd);
     if (length === 0) {
       this.#request = undefined;
-      if (this.#waiting) this.#phase = Phase.Busy;
+      // (A stream may have started while served: it stays one.)
+      if (this.#waiting && this.#phase === Phase.Body) this.#phase = Phase.Busy;
       request.emit('end');
-      if (rest.length > 0) this.#read(rest);
+      if (pending.length > headEnd) this.#read(pending.subarray(headEnd));
       return true;
     }
-    if (rest.length > 0) this.#body(rest);
+    if (pending.length > headEnd) this.#body(pending, headEnd);
     return true;
   }
 
-  /** Body bytes of the current request (discarded once it was answered); what follows is the next request's. */
-  #body(data: Buffer): void {
+  /** A WebSocket upgrade request: to the server's `upgrade` listeners (lean-upgrade.ts), or not taken (false, nothing consumed). */
+  #upgrade(head: RequestHead, pending: Buffer, headEnd: number): boolean {
+    const mark = head.url.indexOf('?');
+    if (this.#layer.options.isUpgrade?.(mark === -1 ? head.url : head.url.slice(0, mark)) !== true || head.headers.length > this.#layer.options.maxHeaders * 2) return false;
+    const headers = headerObject(head.headers, this.#layer.options.maxHeaders);
+    if (!leanUpgrade(head, headers)) return false;
+    leanStats.upgrades++;
+    this.#pending = undefined;
+    this.#detach();
+    emitUpgrade(this.#layer.server, new LeanRequest(head.method, head.url, headers, this.socket), this.socket, pending.subarray(headEnd));
+    return true;
+  }
+
+  /** Body bytes of the current request from `from` (discarded once it was answered); what follows is the next request's. */
+  #body(data: Buffer, from = 0): void {
     const request = this.#request;
-    const take = Math.min(this.#bodyLeft, data.length);
+    const take = Math.min(this.#bodyLeft, data.length - from);
     this.#bodyLeft -= take;
     const done = this.#bodyLeft === 0;
     if (done) {
@@ -481,10 +545,10 @@ class LeanConnection {
     }
     // The socket's buffer may hold the next request's bytes too: a copy goes to the handler (unless it took the body whole, a copy too).
     if (request !== undefined && !request.bodyTaken) {
-      if (take > 0) request.emit('data', Buffer.from(data.subarray(0, take)));
+      if (take > 0) request.emit('data', Buffer.from(data.subarray(from, from + take)));
       if (done) request.emit('end');
     }
-    if (take < data.length && !this.#gone) this.#read(data.subarray(take));
+    if (from + take < data.length && !this.#gone) this.#read(data.subarray(from + take));
   }
 
   /** Keeps bytes read ahead of the request being answered. */
@@ -521,6 +585,13 @@ class LeanConnection {
     }
   }
 
+  /** The answer became a stream that owns the socket (`LeanResponse.streaming`): nothing more is parsed. */
+  streaming(): void {
+    this.#phase = Phase.Stream;
+    this.#pending = undefined;
+    this.#free();
+  }
+
   /** The server is closing: an idle connection ends now; a busy one ends after its answer. */
   closeIfIdle(): void {
     this.closeAfter = true;
@@ -536,7 +607,7 @@ class LeanConnection {
 
   #ended(): void {
     // The client will send nothing more: as node:http (no half-open), end our side; a held poll sees it gone.
-    if (this.#phase === Phase.Busy || this.#phase === Phase.Body) this.socket.destroy();
+    if (this.#phase === Phase.Busy || this.#phase === Phase.Body || this.#phase === Phase.Stream) this.socket.destroy();
     else this.socket.end();
   }
 
@@ -559,17 +630,23 @@ class LeanConnection {
     this.#parser.free();
   }
 
-  /** To node:http, from the current request's first byte. */
-  #handOff(): void {
+  /** The socket leaves the layer: its listeners, timeouts and parser. */
+  #detach(): void {
     const socket = this.socket;
     this.#gone = true;
-    socket.pause();
     socket.removeListener('data', this.#onData);
     socket.removeListener('end', this.#onEnd);
     socket.removeListener('close', this.#onClose);
     socket.removeListener('error', this.#onError);
     this.#layer.forget(this);
     this.#free();
+  }
+
+  /** To node:http, from the current request's first byte. */
+  #handOff(): void {
+    const socket = this.socket;
+    socket.pause();
+    this.#detach();
     const pending = this.#pending;
     this.#pending = undefined;
     if (pending !== undefined && pending.length > 0) socket.unshift(pending);

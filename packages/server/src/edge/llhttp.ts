@@ -18,6 +18,15 @@
  * called (only with a lean switch on); every parser is an `llhttp_alloc`
  * in the one instance's memory. Each `execute` copies its bytes into that
  * memory, at most CHUNK bytes per `llhttp_execute`.
+ *
+ * A connection's requests often have the same head, byte for byte (a
+ * client's polls: the same URL, host, session and length). Each parser
+ * keeps its last head that came whole in one `execute` from a reset (at
+ * most REPEAT_BYTES): a request that starts with those exact bytes is that
+ * head again (llhttp from its reset state reads the same bytes the same
+ * way, limits and all), answered without parsing (no copy into the
+ * module's memory, no string, no object). The head and its `headers` are
+ * then shared by both requests: frozen.
  */
 import { createRequire } from 'node:module';
 
@@ -26,7 +35,7 @@ export interface RequestHead {
   readonly method: string;
   readonly url: string;
   /** Header names and values in order, as received (latin1). */
-  readonly headers: string[];
+  readonly headers: readonly string[];
   readonly major: number;
   readonly minor: number;
   readonly upgrade: boolean;
@@ -44,7 +53,8 @@ export interface HeadParser {
    * Parses more of the current request's head (from where the last call
    * stopped): the head once complete (nothing after its end is parsed), a
    * parse error (the parser is then spent), or undefined when the head goes
-   * on in later bytes.
+   * on in later bytes. A head may be the object an earlier request of this
+   * parser got (the same bytes): frozen, valid after `reset`.
    */
   execute(data: Buffer): RequestHead | ParseError | undefined;
   /** Ready for the next request (after a head). */
@@ -81,6 +91,8 @@ const USER = 24;
 const STOP = 2;
 /** Bytes copied into the module's memory per `llhttp_execute`. */
 const CHUNK = 16384;
+/** The longest head a parser keeps to recognize it again (its bytes, strings and objects stay with the connection). */
+const REPEAT_BYTES = 2048;
 
 class WasmHeadParser implements HeadParser {
   readonly ptr: number;
@@ -91,7 +103,15 @@ class WasmHeadParser implements HeadParser {
   /** Header bytes so far (URL, names, values), as Node's binding counts them. */
   #size = 0;
   overflow = false;
-  head: RequestHead | undefined;
+  /** Set by the head's callback: llhttp's flags for it. */
+  complete = false;
+  upgrade = false;
+  keepAlive = false;
+  /** Bytes were given to llhttp since the last reset. */
+  #started = false;
+  /** The last head parsed whole by one `execute` from a reset, and its bytes (see the module's comment). */
+  #repeat: RequestHead | undefined;
+  #repeatBytes: Buffer | undefined;
 
   constructor(wasm: Wasm, maxHeaderBytes: number) {
     this.#wasm = wasm;
@@ -108,16 +128,30 @@ class WasmHeadParser implements HeadParser {
   }
 
   execute(data: Buffer): RequestHead | ParseError | undefined {
-    return this.#wasm.execute(this, data);
+    const fresh = !this.#started;
+    if (fresh) {
+      const bytes = this.#repeatBytes;
+      if (bytes !== undefined && data.length >= bytes.length && data.compare(bytes, 0, bytes.length, 0, bytes.length) === 0) return this.#repeat;
+      this.#started = true;
+    }
+    const result = this.#wasm.execute(this, data);
+    if (fresh && result !== undefined && !(result instanceof Error) && result.end <= REPEAT_BYTES) {
+      Object.freeze(result.headers);
+      this.#repeat = Object.freeze(result);
+      this.#repeatBytes = Buffer.from(data.subarray(0, result.end));
+    }
+    return result;
   }
 
   reset(): void {
+    if (!this.#started) return;
+    this.#started = false;
     this.#wasm.exports.llhttp_reset(this.ptr);
     this.url = '';
     this.headers = [];
     this.#size = 0;
     this.overflow = false;
-    this.head = undefined;
+    this.complete = false;
   }
 
   #freed = false;
@@ -125,6 +159,8 @@ class WasmHeadParser implements HeadParser {
   free(): void {
     if (this.#freed) return;
     this.#freed = true;
+    this.#repeat = undefined;
+    this.#repeatBytes = undefined;
     this.#wasm.exports.llhttp_free(this.ptr);
   }
 }
@@ -168,26 +204,11 @@ class Wasm {
         wasm_on_status: () => 0,
         wasm_on_header_field: headerPiece(0),
         wasm_on_header_value: headerPiece(1),
-        wasm_on_headers_complete: (p: number, _status: number, upgrade: number, keepAlive: number): number => {
+        wasm_on_headers_complete: (_p: number, _status: number, upgrade: number, keepAlive: number): number => {
           const parser = this.#current!;
-          const llhttp = this.exports;
-          const headers = parser.headers;
-          // Values without their trailing whitespace, as Node's binding hands them over (llhttp skips the leading).
-          for (let i = 1; i < headers.length; i += 2) {
-            const value = headers[i]!;
-            const last = value.charCodeAt(value.length - 1);
-            if (last === 0x20 || last === 0x09) headers[i] = trimEnd(value);
-          }
-          parser.head = {
-            method: this.#method(llhttp.llhttp_get_method(p)),
-            url: parser.url,
-            headers,
-            major: llhttp.llhttp_get_http_major(p),
-            minor: llhttp.llhttp_get_http_minor(p),
-            upgrade: upgrade === 1,
-            keepAlive: keepAlive === 1,
-            end: 0,
-          };
+          parser.complete = true;
+          parser.upgrade = upgrade === 1;
+          parser.keepAlive = keepAlive === 1;
           return STOP;
         },
         wasm_on_body: () => 0,
@@ -197,6 +218,28 @@ class Wasm {
     this.exports = instance.exports as unknown as LlhttpExports;
     this.#input = this.exports.malloc(CHUNK);
     this.#view = new Uint8Array(this.exports.memory.buffer, this.#input, CHUNK);
+  }
+
+  /** The head that ended at `end`: the values without their trailing whitespace, as Node's binding hands them over (llhttp skips the leading). */
+  #head(parser: WasmHeadParser, end: number): RequestHead {
+    const llhttp = this.exports;
+    const p = parser.ptr;
+    const headers = parser.headers;
+    for (let i = 1; i < headers.length; i += 2) {
+      const value = headers[i]!;
+      const last = value.charCodeAt(value.length - 1);
+      if (last === 0x20 || last === 0x09) headers[i] = trimEnd(value);
+    }
+    return {
+      method: this.#method(llhttp.llhttp_get_method(p)),
+      url: parser.url,
+      headers,
+      major: llhttp.llhttp_get_http_major(p),
+      minor: llhttp.llhttp_get_http_minor(p),
+      upgrade: parser.upgrade,
+      keepAlive: parser.keepAlive,
+      end,
+    };
   }
 
   #method(method: number): string {
@@ -224,8 +267,7 @@ class Wasm {
         const errno = llhttp.llhttp_execute(parser.ptr, this.#input, length);
         if (errno === 0) continue;
         const at = base + llhttp.llhttp_get_error_pos(parser.ptr) - this.#input;
-        const head = parser.head;
-        if (errno === PAUSED_UPGRADE && head !== undefined) return { ...head, end: at };
+        if (errno === PAUSED_UPGRADE && parser.complete) return this.#head(parser, at);
         const overflow = errno === USER && parser.overflow;
         const code = overflow ? 'HPE_HEADER_OVERFLOW' : this.#string(llhttp.llhttp_errno_name(errno));
         const reason = overflow ? 'Header overflow' : this.#string(llhttp.llhttp_get_error_reason(parser.ptr));

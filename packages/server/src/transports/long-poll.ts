@@ -5,7 +5,7 @@
  * answer is simply sent again. The answer's `cursor` is the position vector
  * after its last frame, for reopening a lost session with recovery.
  */
-import type { ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { FastifyInstance } from 'fastify';
 import { Type } from '@sinclair/typebox';
 import { encodePush } from '@herald/protocol';
@@ -505,31 +505,26 @@ export function registerLongPoll(app: FastifyInstance, front: Front, node: Node,
     });
   });
 
-  // No promise on this path: a poll is the transport's most frequent request.
+  // No promise on this path, and no closure per poll: a poll is the transport's most frequent request.
   const ignore = (): void => {};
+  const onPoll = (value: { seq: number }, request: IncomingMessage, response: ServerResponse, headers: readonly string[]): void => {
+    try {
+      const secret = request.headers[SESSION_HEADER];
+      const transport = typeof secret === 'string' ? polling.get(secret) : undefined;
+      if (transport === undefined) {
+        // Another worker's session (cluster mode), or none.
+        sessions.routeRaw('poll', secret, value, response, headers).catch((error: unknown) => front.failed(error, request, response, headers));
+        return;
+      }
+      // The keep-alive timer Node cleared for this request would stay on the socket while the poll is held.
+      dropClearedTimer(request.socket);
+      pollHere(transport, value.seq, new HttpPollReply(response, headers));
+    } catch (error) {
+      front.failed(error, request, response, headers);
+    }
+  };
   front.route('POST', POLL_PATH, (request, response, { headers }) => {
-    pollBody(
-      request,
-      response,
-      headers,
-      (value) => {
-        try {
-          const secret = request.headers[SESSION_HEADER];
-          const transport = typeof secret === 'string' ? polling.get(secret) : undefined;
-          if (transport === undefined) {
-            // Another worker's session (cluster mode), or none.
-            sessions.routeRaw('poll', secret, value, response, headers).catch((error: unknown) => front.failed(error, request, response, headers));
-            return;
-          }
-          // The keep-alive timer Node cleared for this request would stay on the socket while the poll is held.
-          dropClearedTimer(request.socket);
-          pollHere(transport, value.seq, new HttpPollReply(response, headers));
-        } catch (error) {
-          front.failed(error, request, response, headers);
-        }
-      },
-      ignore,
-    );
+    pollBody(request, response, headers, onPoll, ignore);
   });
   front.stub(app, 'POST', POLL_PATH);
 }

@@ -12,7 +12,7 @@ import { EncodedFrame } from '../core/encoded-frame.ts';
 import type { Transport } from '../core/transport.ts';
 import type { Node } from '../core/node.ts';
 import { queryFlag, connectHttpClient, openGate, subscribeHttpClient, type ConnectionGate, type SessionRegistry } from './http-connection.ts';
-import { answerError, type Front } from '../edge/front.ts';
+import { answerError, type Front, type StreamsOnSocket } from '../edge/front.ts';
 import { onSocketDrain } from './socket-drain.ts';
 import { httpDate } from '../util/http-date.ts';
 
@@ -89,6 +89,8 @@ export class SseTransport implements Transport {
     if (socket === null || socket.destroyed) return;
     this.#started = true;
     this.#socket = socket;
+    // On the lean HTTP layer: the socket is the stream's from here on.
+    (this.#response as Partial<StreamsOnSocket>).streaming?.();
     // Held until `opened()`, or the end of this turn of the event loop at
     // the latest: the head and the opening frames leave in one write.
     const opening = headOf(headers) + 'Date: ' + httpDate() + '\r\nConnection: close\r\n\r\nretry: 1000\n\n';

@@ -43,7 +43,7 @@ export async function startHerald(overrides: Record<string, any> = {}, options: 
   const raw = merge({ ...testConfig(hmacSecret, apiKey), stateDir }, overrides);
   // HERALD_TEST_NODE_HTTP=1: the variant run of the suites with the lean HTTP layer off (on by default), so node:http
   // serves the long-poll and publish routes, as it does with TLS. A test's own http switches win.
-  if (nodeHttpRun()) raw.http = { leanLongPoll: false, leanPublish: false, ...raw.http };
+  if (nodeHttpRun()) raw.http = { leanLongPoll: false, leanPublish: false, leanWebSocket: false, leanSse: false, ...raw.http };
   const config = buildConfig(raw, { env: {} });
   let server: HeraldServer;
   try {

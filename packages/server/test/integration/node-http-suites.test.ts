@@ -1,10 +1,11 @@
 /**
- * The suites that cover the long-poll routes, the server API's publish routes
- * and hostile HTTP input, run again with `http.leanLongPoll` and
- * `http.leanPublish` off (HERALD_TEST_NODE_HTTP=1, which
- * test/helpers/herald.ts reads): the lean layer (src/edge/lean-http.ts)
- * serves those routes by default, node:http serves them with TLS or the
- * switches off, and CI checks both against the same tests. One child
+ * The suites that cover the long-poll routes, the SSE stream, the server
+ * API's publish routes, WebSocket upgrades and hostile HTTP input, run again
+ * with `http.leanLongPoll`, `http.leanPublish`, `http.leanWebSocket` and
+ * `http.leanSse` off (HERALD_TEST_NODE_HTTP=1, which test/helpers/herald.ts
+ * reads): the lean layer (src/edge/lean-http.ts, lean-upgrade.ts) serves
+ * those by default, node:http serves them with TLS or the switches off, and
+ * CI checks both against the same tests. One child
  * `node --test` runs them; this test fails with the names of the child's
  * failing tests. The child inherits the environment (HERALD_REQUIRE_SERVICES
  * included). Skipped when the whole run already has the layer off.
@@ -17,6 +18,10 @@ import { fileURLToPath } from 'node:url';
 /** Relative to packages/server/test. lean-http*.test.ts compare the layer with node:http in every run. */
 const SUITES = [
   'integration/long-poll.test.ts',
+  'integration/sse.test.ts',
+  'integration/slow-consumer.test.ts',
+  'integration/batched-frames.test.ts',
+  'integration/recovery-stress.test.ts',
   'integration/fast-routes.test.ts',
   'integration/api-lean-path.test.ts',
   'integration/api.test.ts',
@@ -27,6 +32,8 @@ const SUITES = [
   'integration/shutdown.test.ts',
   'integration/native-apps.test.ts',
   'integration/error-details.test.ts',
+  'integration/websocket.test.ts',
+  'integration/websocket-open.test.ts',
   'security/smuggling.test.ts',
   'security/slowloris.test.ts',
   'security/http-bodies.test.ts',
@@ -36,6 +43,9 @@ const SUITES = [
   'security/fuzz.test.ts',
   'security/json-depth.test.ts',
   'security/prototype-pollution.test.ts',
+  'security/handshake.test.ts',
+  'security/frames.test.ts',
+  'security/websocket-open.test.ts',
 ];
 
 /** As test/helpers/herald.ts `nodeHttpRun` (not imported: that module loads the server). */
@@ -89,7 +99,7 @@ function failures(tap: string): string[] {
 }
 
 test(
-  `the long-poll, publish and hostile-input suites pass on node:http, the lean HTTP layer off (${SUITES.length} files)`,
+  `the long-poll, SSE, publish and hostile-input suites pass on node:http, the lean HTTP layer off (${SUITES.length} files)`,
   { skip: NODE_HTTP_RUN ? 'the whole run has the lean HTTP layer off (HERALD_TEST_NODE_HTTP=1)' : false, timeout: 15 * 60_000 },
   async (t) => {
     const run = await runChild(t.signal);

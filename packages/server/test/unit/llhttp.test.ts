@@ -149,3 +149,53 @@ test('fuzzed heads: the same outcome whatever the reads, no exception, whatever 
     { numRuns: 3000 },
   );
 });
+
+test("a parser's repeated head: the same bytes give the same head without parsing, any other bytes are parsed as by a fresh parser", () => {
+  let parser = llhttp.parser(16384);
+  /** The head (its end counted from the first byte) or the error's code, or 'more', on `parser` after it kept the poll's head. */
+  const afterPoll = (parts: readonly Buffer[]): Outcome => {
+    const kept = parser.execute(latin1(poll));
+    parser.reset();
+    let offset = 0;
+    for (const part of parts) {
+      const result = parser.execute(part);
+      if (result instanceof Error) {
+        // An error spends the parser: a new one for the next case.
+        parser.free();
+        parser = llhttp.parser(16384);
+        return result.code;
+      }
+      if (result !== undefined) {
+        parser.reset();
+        const same = offset === 0 && part.length >= poll.length && part.subarray(0, poll.length).equals(latin1(poll));
+        assert.equal(result === kept, same, 'the kept head exactly when its bytes came first in one read');
+        return { ...result, end: offset + result.end };
+      }
+      offset += part.length;
+    }
+    parser.reset();
+    return 'more';
+  };
+  try {
+    const first = parser.execute(latin1(poll + '{"seq":17}'));
+    parser.reset();
+    const again = parser.execute(latin1(poll + '{"seq":18}'));
+    parser.reset();
+    assert.ok(first !== undefined && !(first instanceof Error));
+    assert.equal(again, first, 'the same head, kept by the parser');
+    assert.ok(Object.isFrozen(first) && Object.isFrozen(first.headers), 'shared by both requests: frozen');
+    // Requests that start like the kept head but differ in one byte, or come in two reads.
+    const body = latin1(poll + '{"seq":1}');
+    fc.assert(
+      fc.property(fc.integer({ min: 0, max: body.length - 1 }), fc.integer({ min: 0, max: 255 }), fc.integer({ min: 1, max: body.length }), (at, byte, cut) => {
+        const data = Buffer.from(body);
+        data[at] = byte;
+        for (const parts of [[data], [data.subarray(0, cut), data.subarray(cut)]]) assert.deepEqual(afterPoll(parts), parse(parts));
+      }),
+      { numRuns: 2000 },
+    );
+    for (const [name, text] of [...heads, ...errors]) assert.deepEqual(afterPoll([latin1(text)]), parse([latin1(text)]), name);
+  } finally {
+    parser.free();
+  }
+});
