@@ -143,7 +143,12 @@ test('fuzzed heads: the same outcome whatever the reads, no exception, whatever 
   fc.assert(
     fc.property(head, fc.array(fc.integer({ min: 1, max: 32 }), { minLength: 1, maxLength: 8 }), fc.integer({ min: 20, max: 300 }), (data, sizes, limit) => {
       const whole = parse([data], limit);
-      assert.deepEqual(parse(split(data, sizes), limit), whole);
+      const inReads = parse(split(data, sizes), limit);
+      // Header bytes are counted per span (the URL, a name, a value) when llhttp ends it or the read ends, as Node's binding
+      // counts them: in one read an error inside a span past the limit is found before the span is counted, in small reads the
+      // span's first bytes are counted first. Both refuse the head; only the code differs (seed -2057189650 found it).
+      if (inReads === 'HPE_HEADER_OVERFLOW' && typeof whole === 'string' && whole.startsWith('HPE_') && data.length > limit) return;
+      assert.deepEqual(inReads, whole);
       if (typeof whole === 'object') assert.deepEqual(parse([Buffer.concat([data.subarray(0, whole.end), latin1('XYZ garbage\r\n')])], limit), whole);
     }),
     { numRuns: 3000 },
