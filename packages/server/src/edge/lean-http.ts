@@ -1,7 +1,10 @@
 /**
- * EXPERIMENTAL (`http.leanLongPoll`, `http.leanPublish`, default off): a lean
- * HTTP/1.1 layer for the long-poll routes and the server API's publish
- * routes, in front of node:http on the public listener.
+ * The lean HTTP/1.1 layer (`http.leanLongPoll`, `http.leanPublish`,
+ * `http.leanSse`, `http.leanWebSocket`, each on by default; without TLS
+ * only, installed at the server's first connection: first-connection.ts)
+ * for the long-poll routes, the server API's publish routes, the SSE
+ * stream's opening and the WebSocket upgrade, in front of node:http on the
+ * public listener.
  *
  * node:http builds an IncomingMessage and a ServerResponse per request, with
  * their events and garbage: on the long-poll route that is about 40 % of a
@@ -16,8 +19,9 @@
  * upgrade; and a `GET` with no body on a path `isStream` names (the SSE
  * stream's opening, `http.leanSse`), whose answer, once it is a stream,
  * owns the socket (`LeanResponse.streaming`: no parser, no timeout, what
- * the client sends is dropped). They go to the front (front.ts) with small request and response
- * objects of their own, so every rule and answer of the front applies; a
+ * the client sends is dropped). They go to the front (front.ts) with small
+ * request and response objects of their own, so every rule and answer of
+ * the front applies; a
  * request the front's route does not take (`accepts`: the publish routes
  * leave a query string or another content type to fastify) is handed off
  * as below, nothing of it read.
