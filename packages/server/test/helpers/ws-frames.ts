@@ -108,3 +108,22 @@ export function retainedBytes(): number {
   const usage = process.memoryUsage();
   return usage.heapUsed + usage.arrayBuffers;
 }
+
+/** Server frames in `bytes`, read off a raw socket after an upgrade answer's head (unmasked; complete ones only; lengths below 65536; payload as text). */
+export function serverFrames(bytes: Buffer): { opcode: number; payload: string }[] {
+  const frames: { opcode: number; payload: string }[] = [];
+  let at = 0;
+  while (at + 2 <= bytes.length) {
+    let length = bytes[at + 1]! & 0x7f;
+    let start = at + 2;
+    if (length === 126) {
+      if (at + 4 > bytes.length) break;
+      length = bytes.readUInt16BE(at + 2);
+      start = at + 4;
+    }
+    if (start + length > bytes.length) break;
+    frames.push({ opcode: bytes[at]! & 0x0f, payload: bytes.subarray(start, start + length).toString('utf8') });
+    at = start + length;
+  }
+  return frames;
+}

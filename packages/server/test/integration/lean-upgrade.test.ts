@@ -17,6 +17,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { startPusherHerald, testApp, type PusherHerald } from '../helpers/pusher-socket.ts';
 import net from 'node:net';
 import { leanStats } from '../../src/edge/lean-http.ts';
+import { serverFrames } from '../helpers/ws-frames.ts';
 
 const ORIGIN = 'https://app.example';
 
@@ -34,22 +35,7 @@ const PING = Buffer.from([0x89, 0x80 | 2, ...mask, 'p'.charCodeAt(0) ^ mask[0]!,
 
 /** Server frames after the answer's head (complete ones; lengths below 65536): a push by its name, another frame by its opcode and payload. */
 function frames(bytes: Buffer): string[] {
-  const out: string[] = [];
-  let at = 0;
-  while (at + 2 <= bytes.length) {
-    let length = bytes[at + 1]! & 0x7f;
-    let start = at + 2;
-    if (length === 126) {
-      if (at + 4 > bytes.length) break;
-      length = bytes.readUInt16BE(at + 2);
-      start = at + 4;
-    }
-    if (start + length > bytes.length) break;
-    const payload = bytes.subarray(start, start + length).toString('utf8');
-    out.push((bytes[at]! & 0x0f) === 1 ? `push ${String((JSON.parse(payload) as { push?: string }).push)}` : `opcode ${bytes[at]! & 0x0f}: ${payload}`);
-    at = start + length;
-  }
-  return out;
+  return serverFrames(bytes).map(({ opcode, payload }) => (opcode === 1 ? `push ${String((JSON.parse(payload) as { push?: string }).push)}` : `opcode ${opcode}: ${payload}`));
 }
 
 /**

@@ -17,31 +17,13 @@ import { startHerald, type TestHerald } from '../helpers/herald.ts';
 import { closeAllClients, openWs, signToken, unique, type Json, type WsClient } from '../helpers/herald-ws.ts';
 import { parseAnswer, rawExchange, upgradeHead } from '../security/raw-http.ts';
 import { openUrl } from '../helpers/ws-open.ts';
+import { serverFrames } from '../helpers/ws-frames.ts';
 
 /** An upgrade answer read off a raw socket: its head and the server's frames after it (unmasked, payload as text). */
 interface RawUpgrade {
   readonly status: number;
   readonly headers: Map<string, string>;
   readonly frames: { readonly opcode: number; readonly payload: string }[];
-}
-
-/** Server frames in `bytes` (complete ones only; lengths below 65536). */
-function serverFrames(bytes: Buffer): { opcode: number; payload: string }[] {
-  const frames: { opcode: number; payload: string }[] = [];
-  let at = 0;
-  while (at + 2 <= bytes.length) {
-    let length = bytes[at + 1]! & 0x7f;
-    let start = at + 2;
-    if (length === 126) {
-      if (at + 4 > bytes.length) break;
-      length = bytes.readUInt16BE(at + 2);
-      start = at + 4;
-    }
-    if (start + length > bytes.length) break;
-    frames.push({ opcode: bytes[at]! & 0x0f, payload: bytes.subarray(start, start + length).toString('utf8') });
-    at = start + length;
-  }
-  return frames;
 }
 
 /** Writes `data` on a raw socket and reads the upgrade answer until `done(frames)` (rejects after 10 s). */
