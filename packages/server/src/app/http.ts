@@ -260,6 +260,11 @@ export async function createHttpApp(options: HttpAppOptions): Promise<FastifyIns
   return app;
 }
 
+/** True for `route` or its `/apps/{id}/…` form (the apps' native paths exist for the connection routes only). */
+function isConnectionPath(path: string, route: string, appPaths: AppPaths | undefined): boolean {
+  return path === route || (appPaths !== undefined && path.startsWith('/apps/') && appPaths.match(path)?.rest === route);
+}
+
 /**
  * `http.leanLongPoll`, `http.leanPublish`, `http.leanWebSocket` and
  * `http.leanSse` (all on by default, plain HTTP only): loads the lean
@@ -301,10 +306,8 @@ async function loadLeanHttp(app: FastifyInstance, front: Front, config: Config, 
       const match = appPaths.match(path);
       return match !== undefined && polls.has(match.rest);
     },
-    isUpgrade: config.http.leanWebSocket ? (path) => path === WEBSOCKET_PATH || (appPaths !== undefined && path.startsWith('/apps/') && appPaths.match(path)?.rest === WEBSOCKET_PATH) : undefined,
-    isStream: config.http.leanSse
-      ? (path) => path === SSE_PATH || (appPaths !== undefined && path.startsWith('/apps/') && appPaths.match(path)?.rest === SSE_PATH)
-      : undefined,
+    isUpgrade: config.http.leanWebSocket ? (path) => isConnectionPath(path, WEBSOCKET_PATH, appPaths) : undefined,
+    isStream: config.http.leanSse ? (path) => isConnectionPath(path, SSE_PATH, appPaths) : undefined,
     serve: (request: LeanRequest, response: LeanResponse) => front.serve(request as unknown as IncomingMessage, response as unknown as ServerResponse),
   });
 }

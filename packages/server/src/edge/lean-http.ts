@@ -346,6 +346,12 @@ type Phase = (typeof Phase)[keyof typeof Phase];
 const POST = Buffer.from('POST ');
 const GET = Buffer.from('GET ');
 
+/** A request target's path: without its query. */
+function pathOf(url: string): string {
+  const mark = url.indexOf('?');
+  return mark === -1 ? url : url.slice(0, mark);
+}
+
 /** The first bytes of a request the layer may take: `POST ` (its routes); `GET ` when it takes upgrades or streams. */
 function startsLean(pending: Buffer, gets: boolean): boolean {
   const post = Math.min(pending.length, POST.length);
@@ -462,8 +468,7 @@ class LeanConnection {
     if (head.upgrade) return this.#upgrade(head, pending, headEnd);
     const method = head.method;
     if ((method !== 'POST' && method !== 'GET') || head.major !== 1 || head.minor !== 1) return false;
-    const mark = head.url.indexOf('?');
-    const path = mark === -1 ? head.url : head.url.slice(0, mark);
+    const path = pathOf(head.url);
     if (method === 'GET' ? this.#layer.options.isStream?.(path) !== true : !this.#layer.options.isLean(path)) return false;
     // More header lines than node:http keeps: node:http answers them (431), not a request missing the ones past the limit.
     if (head.headers.length > this.#layer.options.maxHeaders * 2) return false;
@@ -522,8 +527,7 @@ class LeanConnection {
 
   /** A WebSocket upgrade request: to the server's `upgrade` listeners (lean-upgrade.ts), or not taken (false, nothing consumed). */
   #upgrade(head: RequestHead, pending: Buffer, headEnd: number): boolean {
-    const mark = head.url.indexOf('?');
-    if (this.#layer.options.isUpgrade?.(mark === -1 ? head.url : head.url.slice(0, mark)) !== true || head.headers.length > this.#layer.options.maxHeaders * 2) return false;
+    if (this.#layer.options.isUpgrade?.(pathOf(head.url)) !== true || head.headers.length > this.#layer.options.maxHeaders * 2) return false;
     const headers = headerObject(head.headers, this.#layer.options.maxHeaders);
     if (!leanUpgrade(head, headers)) return false;
     leanStats.upgrades++;
